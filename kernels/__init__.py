@@ -1,0 +1,8 @@
+"""Triton kernels of pix2pixhd, installed as ``pix2pixhd.kernels``.
+
+The kernels know nothing of the models: each is one public function with an ``impl=`` switch
+and a pure-PyTorch reference twin that is its specification.
+"""
+from .instance_norm_act import instance_norm_act, instance_norm_act_ref
+
+__all__ = ["instance_norm_act", "instance_norm_act_ref"]

@@ -1,0 +1,89 @@
+"""Building blocks shared by every network: norm+activation slots and weight init.
+
+Every conv in pix2pixHD is followed by a norm and an activation. ``norm_act`` returns them as
+two Sequential slots so the state_dict indices equal NVIDIA's (their norms carry no parameters
+for instance norm, BatchNorm's do and keep their slot). For instance norm the first slot is
+:class:`InstanceNormAct`, which runs norm (+ residual) + activation as one call of
+``pix2pixhd.kernels.instance_norm_act`` (Triton on CUDA, the PyTorch reference elsewhere), and
+the second slot is an ``nn.Identity``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pix2pixhd.kernels import instance_norm_act
+
+NORMS = ("instance", "batch", "none")
+ACTS = ("relu", "leaky_relu", "none")
+
+
+class InstanceNormAct(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` followed by an activation, fused where a fast path exists.
+
+    Subclasses the plain layer, so its state_dict keys (none for affine=False) are unchanged
+    and checkpoints move freely between fused and unfused models.
+    ``impl``: 'auto' (Triton for CUDA tensors, else reference), 'triton' or 'ref'.
+    """
+
+    def __init__(self, num_features: int, act: str = "relu", negative_slope: float = 0.2,
+                 eps: float = 1e-5, affine: bool = False, impl: str = "auto"):
+        super().__init__(num_features, eps=eps, affine=affine, track_running_stats=False)
+        if act not in ACTS:
+            raise ValueError(f"act={act!r}; expected one of {ACTS}")
+        self.act = act
+        self.negative_slope = negative_slope
+        self.impl = impl
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return instance_norm_act(x, self.weight, self.bias, act=self.act,
+                                 negative_slope=self.negative_slope, eps=self.eps,
+                                 residual=residual, impl=self.impl)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, act={self.act}, impl={self.impl}"
+
+
+def make_act(act: str, negative_slope: float = 0.2) -> nn.Module:
+    if act == "relu":
+        return nn.ReLU(True)
+    if act == "leaky_relu":
+        return nn.LeakyReLU(negative_slope, True)
+    if act == "none":
+        return nn.Identity()
+    raise ValueError(f"act={act!r}; expected one of {ACTS}")
+
+
+def norm_act(norm: str, num_features: int, act: str = "relu",
+             negative_slope: float = 0.2) -> list[nn.Module]:
+    """The two Sequential slots [norm, activation] that follow a conv in the reference."""
+    if norm == "instance":
+        return [InstanceNormAct(num_features, act=act, negative_slope=negative_slope), nn.Identity()]
+    if norm == "batch":
+        return [nn.BatchNorm2d(num_features, affine=True), make_act(act, negative_slope)]
+    if norm == "none":
+        return [nn.Identity(), make_act(act, negative_slope)]
+    raise ValueError(f"norm={norm!r}; expected one of {NORMS}")
+
+
+def set_norm_impl(model: nn.Module, impl: str) -> nn.Module:
+    """Switch every fused norm+activation layer of ``model`` to 'auto', 'triton' or 'ref'."""
+    if impl not in ("auto", "triton", "ref"):
+        raise ValueError(f"impl={impl!r}; expected 'auto', 'triton' or 'ref'")
+    for m in model.modules():
+        if isinstance(m, InstanceNormAct):
+            m.impl = impl
+    return model
+
+
+def weights_init(m: nn.Module) -> None:
+    """The reference's init: conv weights N(0, 0.02), BatchNorm weights N(1, 0.02), bias 0.
+
+    (The reference leaves conv biases at PyTorch's default; so do we.)
+    """
+    name = m.__class__.__name__
+    if name.find("Conv") != -1:
+        m.weight.data.normal_(0.0, 0.02)
+    elif name.find("BatchNorm2d") != -1:
+        m.weight.data.normal_(1.0, 0.02)
+        m.bias.data.fill_(0)

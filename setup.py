@@ -1,0 +1,28 @@
+"""pix2pixhd: pip install -e .[test]
+
+The source tree's kernels/ and datasets/ folders install as pix2pixhd.kernels and
+pix2pixhd.datasets, so nothing collides with PyPI's unrelated `kernels` and `datasets` packages.
+"""
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+version = re.search(r'__version__ = "([^"]+)"', Path("pix2pixhd/__init__.py").read_text()).group(1)
+
+setup(
+    name="pix2pixhd",
+    version=version,
+    description="High-resolution image-to-image translation (pix2pixHD, pix2pix): tested, fast, faithful",
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["pix2pixhd", "pix2pixhd.kernels", "pix2pixhd.datasets"],
+    package_dir={"pix2pixhd": "pix2pixhd", "pix2pixhd.kernels": "kernels",
+                 "pix2pixhd.datasets": "datasets"},
+    # torch is pinned to the CPU build on this project's machines' disk; any torch >= 2.4 works.
+    install_requires=["torch>=2.4", "triton>=3.0", "numpy", "pillow", "tensorboardX", "tqdm"],
+    extras_require={
+        "test": ["pytest>=7"],
+    },
+)

@@ -1,0 +1,83 @@
+"""Loading NVIDIA pix2pixHD checkpoints (``latest_net_G.pth``, ``_D``, ``_E``) into our models.
+
+The reference saves plain state_dicts. Our networks build the reference's module index layout, and
+the fused norm+activation layers have the plain layers' keys, so its keys map one to one; this
+module adds the checks and messages that ``load_state_dict`` alone does not give.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+
+class CheckpointMismatchError(ValueError):
+    """A state_dict's keys or shapes do not fit the model it is loaded into."""
+
+
+def _read(state_dict_or_path) -> tuple[dict[str, torch.Tensor], str]:
+    if isinstance(state_dict_or_path, Mapping):
+        return dict(state_dict_or_path), "the given state_dict"
+    path = os.fspath(state_dict_or_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated files
+        raise CheckpointMismatchError(f"{path} could not be read as a state_dict: {e}") from e
+    if not isinstance(state, Mapping):
+        raise CheckpointMismatchError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    return dict(state), path
+
+
+def _guess(keys) -> str:
+    keys = list(keys)
+    if any(k.startswith("model1_1.") for k in keys):
+        n = len({k.split(".")[0] for k in keys if k.startswith("model") and k[5:6].isdigit()}) // 2
+        return f"a LocalEnhancer with {n} local enhancer(s) (netG local)"
+    if any(k.startswith("scale") for k in keys):
+        n = len({k.split("_")[0] for k in keys if k.startswith("scale")})
+        return f"a MultiscaleDiscriminator with num_D={n}"
+    if any("conv_block" in k for k in keys):
+        return "a GlobalGenerator (netG global)"
+    if any(k.startswith("model.") for k in keys):
+        return "an Encoder"
+    return "an unknown network"
+
+
+def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool = True,
+                           ignore_prefixes: tuple[str, ...] = ()) -> nn.Module:
+    """Load a state_dict saved by NVIDIA's pix2pixHD (or by us) into ``model`` (G, D or E).
+
+    ``state_dict_or_path``: a mapping or a ``.pth`` file (read with ``weights_only=True``).
+    A ``module.`` prefix (DataParallel / DDP) is stripped. Keys under ``ignore_prefixes`` are
+    skipped on both sides (e.g. a new discriminator scale). Any missing or unexpected key or
+    shape mismatch raises :class:`CheckpointMismatchError` listing the first few and guessing
+    what the file holds, unless ``strict=False`` (then only matching entries are loaded and the
+    shape mismatches still raise).
+    """
+    state, source = _read(state_dict_or_path)
+    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    own = model.state_dict()
+    skip = lambda k: any(k.startswith(p) for p in ignore_prefixes)  # noqa: E731
+    missing = [k for k in own if k not in state and not skip(k)]
+    unexpected = [k for k in state if k not in own and not skip(k)]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and not skip(k) and state[k].shape != own[k].shape]
+    if shapes or (strict and (missing or unexpected)):
+        parts = [f"{source} does not fit {type(model).__name__}:"]
+        if missing:
+            parts.append(f"  {len(missing)} missing key(s), e.g. {missing[:3]}")
+        if unexpected:
+            parts.append(f"  {len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+        if shapes:
+            parts.append(f"  {len(shapes)} shape mismatch(es), e.g. {shapes[:3]}")
+        parts.append(f"  the file looks like {_guess(state)}; build the model with the flags it "
+                     "was trained with (netG, ngf, n_downsample_global, n_blocks_global, "
+                     "n_local_enhancers, num_D, n_layers_D, label_nc, no_instance)")
+        raise CheckpointMismatchError("\n".join(parts))
+    load = {k: v for k, v in state.items() if k in own and not skip(k)}
+    model.load_state_dict(load, strict=False)
+    return model

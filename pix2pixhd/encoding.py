@@ -1,0 +1,85 @@
+"""Input encoding on the device: label ids → one-hot, instance ids → boundary map, uint8 → [-1, 1].
+
+The data pipeline hands over integer/uint8 tensors (4× smaller than float over PCIe); everything
+here runs on whatever device they arrive on. Layout of every result: [N, C, H, W] float.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class LabelRangeError(ValueError):
+    """A label id does not fit ``label_nc``."""
+
+
+def one_hot(label: torch.Tensor, label_nc: int, *, dtype: torch.dtype = torch.float32,
+            source: str | None = None) -> torch.Tensor:
+    """label [N, 1, H, W] integer ids in [0, label_nc) → [N, label_nc, H, W] one-hot.
+
+    An id >= label_nc (or < 0) raises :class:`LabelRangeError` naming the id, where it came from
+    and the fix, instead of the reference's device-side assert.
+    """
+    if label.dim() != 4 or label.shape[1] != 1:
+        raise ValueError(f"label map must be [N, 1, H, W]; got shape {tuple(label.shape)}")
+    ids = label.long()
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= label_nc:
+        bad = hi if hi >= label_nc else lo
+        where = f" in {source}" if source else ""
+        raise LabelRangeError(
+            f"label id {bad}{where} is outside [0, label_nc={label_nc}); set --label_nc "
+            f"{max(hi + 1, label_nc)} or remap the ids")
+    n, _, h, w = ids.shape
+    out = torch.zeros(n, label_nc, h, w, dtype=dtype, device=label.device)
+    return out.scatter_(1, ids, 1.0)
+
+
+def boundary_map(inst: torch.Tensor) -> torch.Tensor:
+    """inst [N, 1, H, W] integer instance ids → [N, 1, H, W] float, 1 where any 4-neighbour differs."""
+    if inst.dim() != 4 or inst.shape[1] != 1:
+        raise ValueError(f"instance map must be [N, 1, H, W]; got shape {tuple(inst.shape)}")
+    edge = torch.zeros(inst.shape, dtype=torch.bool, device=inst.device)
+    dx = inst[..., :, 1:] != inst[..., :, :-1]
+    dy = inst[..., 1:, :] != inst[..., :-1, :]
+    edge[..., :, 1:] |= dx
+    edge[..., :, :-1] |= dx
+    edge[..., 1:, :] |= dy
+    edge[..., :-1, :] |= dy
+    return edge.float()
+
+
+def image_to_float(img: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [N, C, H, W] in [0, 255] → float in [-1, 1] (floats pass through unchanged)."""
+    if img.dtype == torch.uint8:
+        return img.to(dtype).div_(127.5).sub_(1.0)
+    return img.to(dtype)
+
+
+def float_to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] → uint8 [0, 255], rounded."""
+    return ((img.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def encode_input(label: torch.Tensor, inst: torch.Tensor | None = None,
+                 feat: torch.Tensor | None = None, *, label_nc: int,
+                 dtype: torch.dtype = torch.float32,
+                 source: str | None = None) -> torch.Tensor:
+    """The generator's input: [one-hot(label) | RGB input] ⊕ [boundary(inst)] ⊕ [feat].
+
+    label: [N, 1, H, W] ids when label_nc > 0, else an image [N, C, H, W] (uint8 or [-1, 1] float).
+    inst: [N, 1, H, W] instance ids, or None for no_instance. feat: [N, F, H, W] or None.
+    Returns [N, label_nc (or C) + (1 if inst) + F, H, W] float of ``dtype``.
+    """
+    parts = [one_hot(label, label_nc, dtype=dtype, source=source) if label_nc > 0
+             else image_to_float(label, dtype)]
+    if inst is not None:
+        parts.append(boundary_map(inst).to(dtype))
+    if feat is not None:
+        parts.append(image_to_float(feat, dtype))
+    return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+
+
+def input_channels(label_nc: int, input_nc: int = 3, no_instance: bool = False,
+                   feat_num: int = 0) -> int:
+    """Channel count of :func:`encode_input`'s result (the generator's input_nc)."""
+    return (label_nc if label_nc > 0 else input_nc) + (0 if no_instance else 1) + feat_num

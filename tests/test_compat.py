@@ -1,0 +1,57 @@
+"""Loading reference-format state_dicts: exact round trip, fused layers, clear refusals."""
+import pytest
+import torch
+
+from pix2pixhd import GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator, set_norm_impl
+from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
+
+
+def _tiny_g(ngf=4):
+    return GlobalGenerator(6, 3, ngf=ngf, n_downsampling=2, n_blocks=1)
+
+
+def test_round_trip_through_file_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    src = _tiny_g()
+    path = tmp_path / "latest_net_G.pth"
+    torch.save(src.state_dict(), path)
+    torch.manual_seed(1)
+    dst = set_norm_impl(_tiny_g(), "ref")
+    load_reference_weights(dst, path)
+    x = torch.randn(1, 6, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
+
+
+def test_dataparallel_prefix_is_stripped():
+    src, dst = _tiny_g(), _tiny_g()
+    sd = {"module." + k: v for k, v in src.state_dict().items()}
+    load_reference_weights(dst, sd)
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+
+
+def test_wrong_architecture_is_refused_with_a_guess():
+    local = LocalEnhancer(6, 3, ngf=2, n_downsample_global=2, n_blocks_global=1)
+    with pytest.raises(CheckpointMismatchError, match=r"(?s)unexpected key.*LocalEnhancer with 1 local"):
+        load_reference_weights(_tiny_g(ngf=8), local.state_dict())
+
+
+def test_shape_mismatch_is_refused():
+    with pytest.raises(CheckpointMismatchError, match=r"shape mismatch.*model\.1\.weight"):
+        load_reference_weights(_tiny_g(), GlobalGenerator(7, 3, ngf=4, n_downsampling=2, n_blocks=1).state_dict())
+
+
+def test_ignore_prefix_for_a_new_discriminator_scale():
+    d2 = MultiscaleDiscriminator(5, ndf=4, n_layers=2, num_D=2)
+    d3 = MultiscaleDiscriminator(5, ndf=4, n_layers=2, num_D=3)
+    before = {k: v.clone() for k, v in d3.state_dict().items() if k.startswith("scale2")}
+    load_reference_weights(d3, d2.state_dict(), ignore_prefixes=("scale2_",))
+    assert torch.equal(d3.state_dict()["scale1_layer0.0.weight"], d2.state_dict()["scale1_layer0.0.weight"])
+    assert all(torch.equal(d3.state_dict()[k], v) for k, v in before.items())
+
+
+def test_unreadable_file(tmp_path):
+    p = tmp_path / "bad.pth"
+    p.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointMismatchError, match="bad.pth could not be read"):
+        load_reference_weights(_tiny_g(), p)

@@ -1,0 +1,474 @@
+"""The training system: models, optimizers, one step, the epoch loop, checkpoints and logs.
+
+Read top to bottom: ``build_*`` make the networks from a TrainConfig; ``Trainer.__init__``
+places them (device, channels-last, DDP), loads a previous stage or resumes; ``train_step`` is
+one iteration of the reference's recipe; ``fit`` runs epochs with the linear lr decay, logging
+and atomic checkpoints.
+
+One step (pix2pixHD, Wang et al. 2018, as NVIDIA's code computes it):
+  fake = G(x)                                    x = one-hot(label) ⊕ boundary(inst) ⊕ feat
+  L_D  = ½ [GAN(D(x, real), 1) + GAN(D(x, fake.detach()), 0)]
+  L_G  = GAN(D(x, fake), 1) + FM(D(x, fake), D(x, real)) + λ_feat · VGG(fake, real)
+  G and D both step on losses computed with the same (pre-update) D. During the G pass the
+  discriminator's parameters do not require grad, so no D weight gradients are computed.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import pix2pixhd
+from pix2pixhd.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pix2pixhd.config import TrainConfig
+from pix2pixhd.distributed import DistInfo
+from pix2pixhd.encoding import encode_input, image_to_float, input_channels
+from pix2pixhd.layers import set_norm_impl
+from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
+from pix2pixhd.networks import Encoder, GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
+from pix2pixhd.visualizer import Visualizer
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or inf; raised before any optimizer step, so no weight is touched."""
+
+
+# ---- networks -----------------------------------------------------------------------------------
+def generator_input_nc(cfg: TrainConfig) -> int:
+    return input_channels(cfg.label_nc, cfg.input_nc, cfg.no_instance,
+                          cfg.feat_num if cfg.use_features else 0)
+
+
+def build_generator(cfg: TrainConfig) -> nn.Module:
+    nc = generator_input_nc(cfg)
+    if cfg.netG == "global":
+        g = GlobalGenerator(nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global, cfg.norm)
+    else:
+        g = LocalEnhancer(nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global,
+                          cfg.n_local_enhancers, cfg.n_blocks_local, cfg.norm)
+    return set_norm_impl(g, cfg.norm_impl)
+
+
+def build_discriminator(cfg: TrainConfig) -> nn.Module:
+    nc = generator_input_nc(cfg) - (cfg.feat_num if cfg.use_features else 0) + cfg.output_nc
+    d = MultiscaleDiscriminator(nc, cfg.ndf, cfg.n_layers_D, cfg.num_D, cfg.norm,
+                                use_sigmoid=False, get_interm_feat=not cfg.no_ganFeat_loss)
+    return set_norm_impl(d, cfg.norm_impl)
+
+
+def build_encoder(cfg: TrainConfig) -> nn.Module | None:
+    if not cfg.use_features:
+        return None
+    return set_norm_impl(Encoder(cfg.output_nc, cfg.feat_num, cfg.nef, cfg.n_downsample_E, cfg.norm),
+                         cfg.norm_impl)
+
+
+def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
+    """The reference schedule: constant for ``niter`` epochs, then linear decay over ``niter_decay``.
+
+    (The reference subtracts lr/niter_decay after each epoch past niter; this is its closed form.)
+    """
+    decayed = max(0, epoch - 1 - cfg.niter)
+    return cfg.lr * max(0.0, 1.0 - decayed / cfg.niter_decay) if cfg.niter_decay > 0 else cfg.lr
+
+
+def _unwrap(m: nn.Module) -> nn.Module:
+    m = getattr(m, "_orig_mod", m)  # torch.compile
+    return getattr(m, "module", m)  # DDP
+
+
+class PhaseTimer:
+    """Milliseconds per phase of a step. Off by default; on a logged step it synchronises the
+    device at each mark so the times are real (the cost is paid on those steps only)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.enabled = False
+        self.times: dict[str, float] = {}
+        self._t = 0.0
+
+    def start(self, enabled: bool) -> None:
+        self.enabled, self.times = enabled, {}
+        if enabled:
+            self._sync()
+            self._t = time.perf_counter()
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def mark(self, name: str) -> None:
+        if self.enabled:
+            self._sync()
+            now = time.perf_counter()
+            self.times[name] = self.times.get(name, 0.0) + (now - self._t) * 1e3
+            self._t = now
+
+
+# ---- the trainer --------------------------------------------------------------------------------
+class Trainer:
+    def __init__(self, cfg: TrainConfig, dist_info: DistInfo | None = None, vgg: nn.Module | None = None):
+        self.cfg = cfg
+        self.dist = dist_info or DistInfo()
+        self.device = self.dist.device
+        torch.manual_seed(cfg.seed + self.dist.rank)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.amp_dtype = AMP_DTYPES.get(cfg.precision)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+        self.G = build_generator(cfg)
+        self.D = build_discriminator(cfg)
+        self.E = build_encoder(cfg)
+        if cfg.norm == "batch" and self.dist.distributed:
+            self.G, self.D = (nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (self.G, self.D))
+        self.criterion_gan = GANLoss(cfg.gan_mode)
+        self.vgg = None if cfg.no_vgg_loss else (VGGLoss(vgg) if vgg is not None else VGGLoss(vgg_path=cfg.vgg_path or None))
+        for m in (self.G, self.D, self.E, self.vgg):
+            if m is not None:
+                m.to(self.device, memory_format=self.memory_format)
+
+        self.epoch, self.iter_in_epoch, self.global_step = 1, 0, 0
+        self.timer = PhaseTimer(self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.exp_dir = cfg.experiment_dir
+        self.vis = Visualizer(self.exp_dir, enabled=self.dist.is_master, tensorboard=not cfg.no_tensorboard,
+                              html_page=not cfg.no_html, label_nc=cfg.label_nc)
+
+        if cfg.resume:
+            ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
+            self._load_models(ckpt, strict=True)
+            self.epoch, self.iter_in_epoch = ckpt["epoch"], ckpt["iter_in_epoch"]
+            self.global_step = ckpt["global_step"]
+            self._build_optimizers()
+            self.opt_G.load_state_dict(ckpt["optimizer_G"])
+            self.opt_D.load_state_dict(ckpt["optimizer_D"])
+            if "scaler" in ckpt and ckpt["scaler"]:
+                self.scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(ckpt["rng"][min(self.dist.rank, len(ckpt["rng"]) - 1)])
+            self.vis.truncate_history(self.global_step)
+            self.vis.log_message(f"resumed from epoch {self.epoch} iteration {self.iter_in_epoch}")
+        else:
+            if cfg.load_pretrain:
+                self._load_previous_stage(Path(cfg.load_pretrain))
+            self._build_optimizers()
+        self._wrap_distributed()
+
+    # ---- set-up helpers ---------------------------------------------------------------------
+    @property
+    def global_frozen(self) -> bool:
+        """Local stage: only the enhancer trains for the first ``niter_fix_global`` epochs."""
+        return self.cfg.stage == "local" and self.epoch <= self.cfg.niter_fix_global
+
+    def _g_params(self) -> list[nn.Parameter]:
+        g = _unwrap(self.G)
+        params = list(g.local_parameters()) if self.global_frozen else list(g.parameters())
+        return params + (list(self.E.parameters()) if self.E is not None else [])
+
+    def _build_optimizers(self) -> None:
+        g = _unwrap(self.G)
+        if isinstance(g, LocalEnhancer):
+            g.model.requires_grad_(not self.global_frozen)
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        lr = lr_at_epoch(self.cfg, self.epoch)
+        betas = (self.cfg.beta1, 0.999)
+        self.opt_G = torch.optim.Adam(self._g_params(), lr=lr, betas=betas, **fused)
+        self.opt_D = torch.optim.Adam(_unwrap(self.D).parameters(), lr=lr, betas=betas, **fused)
+
+    def _unfreeze_global(self) -> None:
+        """Past niter_fix_global: one optimizer over all of G, keeping the enhancer's Adam state.
+
+        (The reference built a new optimizer here but its training loop kept stepping the old one.)
+        """
+        old = self.opt_G
+        _unwrap(self.G).model.requires_grad_(True)
+        self.opt_G = torch.optim.Adam(self._g_params(), lr=old.param_groups[0]["lr"],
+                                      betas=old.param_groups[0]["betas"],
+                                      **({"fused": True} if self.device.type == "cuda" else {}))
+        for p, s in old.state.items():
+            self.opt_G.state[p] = s
+        self._wrap_distributed(rewrap_g=True)
+        self.vis.log_message(f"epoch {self.epoch}: global generator unfrozen; G optimizer now holds all "
+                             f"{sum(p.numel() for p in self._g_params())} parameters")
+
+    def _load_models(self, ckpt: dict, strict: bool) -> None:
+        from pix2pixhd.compat import load_reference_weights
+        load_reference_weights(_unwrap(self.G), ckpt["G"], strict=strict)
+        load_reference_weights(_unwrap(self.D), ckpt["D"], strict=strict)
+        if self.E is not None:
+            if ckpt.get("E") is None:
+                raise ValueError("this run uses a feature encoder but the checkpoint holds none")
+            load_reference_weights(self.E, ckpt["E"], strict=strict)
+
+    def _load_previous_stage(self, path: Path) -> None:
+        """global → local: G's global part (final conv dropped) and D's scales by name;
+        local → finetune: everything."""
+        from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
+        ckpt = load_checkpoint(path, self.cfg.which_epoch)
+        prev = TrainConfig.from_dict(ckpt["config"])
+        if self.cfg.stage == "finetune" or prev.netG == self.cfg.netG:
+            self._load_models(ckpt, strict=True)
+            return
+        if not (prev.netG == "global" and self.cfg.netG == "local"):
+            raise ValueError(f"cannot load a {prev.netG} generator into {self.cfg.netG}")
+        g = _unwrap(self.G)
+        own = g.state_dict()
+        part = {k: v for k, v in ckpt["G"].items() if k in own and k.startswith("model.")}
+        missing = [k for k in own if k.startswith("model.") and k not in part]
+        bad = [k for k, v in part.items() if v.shape != own[k].shape]
+        if missing or bad:
+            raise CheckpointMismatchError(
+                f"{path}: the global generator (ngf={prev.ngf}, n_downsample_global="
+                f"{prev.n_downsample_global}, n_blocks_global={prev.n_blocks_global}) does not fit this "
+                f"local generator's global part (ngf={self.cfg.ngf} × 2^{self.cfg.n_local_enhancers}); "
+                f"missing {missing[:3]}, shape mismatches {bad[:3]}. Use --ngf {prev.ngf // 2 ** self.cfg.n_local_enhancers}")
+        g.load_state_dict(part, strict=False)
+        new_scales = tuple(f"scale{i}_" for i in range(prev.num_D, self.cfg.num_D))
+        load_reference_weights(_unwrap(self.D), ckpt["D"], strict=True, ignore_prefixes=new_scales)
+        if self.E is not None and ckpt.get("E") is not None:
+            load_reference_weights(self.E, ckpt["E"])
+        self.vis.log_message(f"loaded the global stage from {path}: {len(part)} G tensors, D scales "
+                             f"0..{prev.num_D - 1} (new: {', '.join(new_scales) or 'none'})")
+
+    def _wrap_distributed(self, rewrap_g: bool = False) -> None:
+        if not self.dist.distributed:
+            return
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        if rewrap_g or not isinstance(self.G, DDP):
+            self.G = DDP(_unwrap(self.G), device_ids=ids, broadcast_buffers=False)
+            if self.cfg.ddp_bf16_grads:
+                from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+                self.G.register_comm_hook(None, default_hooks.bf16_compress_hook)
+        if not isinstance(self.D, DDP):
+            self.D = DDP(self.D, device_ids=ids, broadcast_buffers=False)
+            if self.cfg.ddp_bf16_grads:
+                from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+                self.D.register_comm_hook(None, default_hooks.bf16_compress_hook)
+
+    # ---- one step ----------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def prepare(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """uint8/int batch → (x [N, Cin, H, W], real [N, 3, H, W] in [-1, 1], inst) on the device."""
+        dev, cfg = self.device, self.cfg
+        nb = dev.type == "cuda"
+        label = batch["label"].to(dev, non_blocking=nb)
+        inst = batch["inst"].to(dev, non_blocking=nb) if "inst" in batch and batch["inst"] is not None else None
+        feat = batch["feat"].to(dev, non_blocking=nb) if cfg.load_features and "feat" in batch else None
+        real = image_to_float(batch["image"].to(dev, non_blocking=nb))
+        src = batch.get("path", [None])[0] if isinstance(batch.get("path"), list) else None
+        x = encode_input(label, None if cfg.no_instance else inst, feat, label_nc=cfg.label_nc, source=src)
+        if cfg.label_feat:
+            inst = label
+        return (x.contiguous(memory_format=self.memory_format),
+                real.contiguous(memory_format=self.memory_format), inst)
+
+    def _features(self, real: torch.Tensor, inst: torch.Tensor | None) -> torch.Tensor | None:
+        if self.E is None or self.cfg.load_features:
+            return None
+        if inst is None:
+            raise ValueError("--instance_feat needs instance maps: drop --no_instance or use --label_feat")
+        return self.E(real, inst)
+
+    def _d_real_fake(self, x, real, fake_detached):
+        """D on (x, real) and (x, fake) through the (DDP-wrapped) D, so its gradients sync.
+
+        With instance norm every sample is normalised alone, so one forward over the two halves
+        stacked along the batch equals two forwards and runs as one pass (DDP also wants one
+        forward per backward). BatchNorm would mix the halves' statistics: two passes there.
+        """
+        real_in, fake_in = torch.cat([x, real], 1), torch.cat([x, fake_detached], 1)
+        if self.cfg.norm != "instance":
+            return self.D(real_in), self.D(fake_in)
+        n = x.shape[0]
+        both = self.D(torch.cat([real_in, fake_in], 0))
+        return ([[f[:n] for f in s] for s in both], [[f[n:] for f in s] for s in both])
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        t = self.timer
+        x, real, inst = self.prepare(batch)
+        d_inner = _unwrap(self.D)
+        with self._autocast():
+            feat = self._features(real, inst)
+            g_in = torch.cat([x, feat], 1) if feat is not None else x
+            fake = self.G(g_in)
+        t.mark("G_forward")
+        with self._autocast():
+            pred_real, pred_fake_d = self._d_real_fake(x, real, fake.detach())
+            loss_D_real = self.criterion_gan(pred_real, True)
+            loss_D_fake = self.criterion_gan(pred_fake_d, False)
+            loss_D = 0.5 * (loss_D_real + loss_D_fake)
+        losses = {"D_real": loss_D_real, "D_fake": loss_D_fake}
+        self.opt_D.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_D).backward()
+        t.mark("D_forward_backward")
+
+        d_inner.requires_grad_(False)  # the G pass computes no D weight gradients
+        try:
+            with self._autocast():
+                pred_fake = d_inner(torch.cat([x, fake], 1))
+                loss_G = self.criterion_gan(pred_fake, True, for_discriminator=False)
+                losses["G_GAN"] = loss_G
+                if not cfg.no_ganFeat_loss:
+                    fm = feature_matching_loss(pred_fake, pred_real, n_layers_D=cfg.n_layers_D,
+                                               num_D=cfg.num_D, lambda_feat=cfg.lambda_feat)
+                    losses["G_GAN_Feat"] = fm
+                    loss_G = loss_G + fm
+                if self.vgg is not None:
+                    vgg = self.vgg(fake.float(), real.float()) * cfg.lambda_feat
+                    losses["G_VGG"] = vgg
+                    loss_G = loss_G + vgg
+            t.mark("G_losses")
+            self._check_finite(losses)
+            self.opt_G.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_G).backward()
+            t.mark("G_backward")
+        finally:
+            d_inner.requires_grad_(True)
+        self.scaler.step(self.opt_G)
+        self.scaler.step(self.opt_D)
+        self.scaler.update()
+        t.mark("optimizer")
+        self._last = (batch["label"], fake.detach(), real)
+        return {k: v.detach() for k, v in losses.items()}
+
+    def _check_finite(self, losses: dict[str, torch.Tensor]) -> None:
+        vals = torch.stack([v.detach().float() for v in losses.values()])
+        if not bool(torch.isfinite(vals).all()):
+            bad = {k: float(v.detach()) for k, v in losses.items() if not math.isfinite(float(v.detach()))}
+            latest = self.exp_dir / "latest.pt"
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {self.epoch}, iteration {self.iter_in_epoch + 1} (step "
+                f"{self.global_step + 1}): {bad}. No weights were updated; the last good checkpoint "
+                f"{latest if latest.exists() else '(none written yet)'} is intact. Try a lower --lr, "
+                "--precision bf16 or fp32, or check the data.")
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        from pix2pixhd.distributed import dist  # noqa: F401  (torch.distributed)
+        rng = [rng_state()]
+        if self.dist.distributed:
+            gathered = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(gathered, rng[0])
+            rng = gathered
+        return {
+            "G": _unwrap(self.G).state_dict(), "D": _unwrap(self.D).state_dict(),
+            "E": self.E.state_dict() if self.E is not None else None,
+            "optimizer_G": self.opt_G.state_dict(), "optimizer_D": self.opt_D.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "global_step": self.global_step,
+            "lr": self.opt_G.param_groups[0]["lr"], "rng": rng,
+            "config": self.cfg.to_dict(), "version": pix2pixhd.__version__,
+        }
+
+    def save(self, which: str | int) -> Path | None:
+        state = self.state_dict()  # every rank joins the RNG gather
+        if not self.dist.is_master:
+            return None
+        return save_checkpoint(state, self.exp_dir, which, self.cfg.to_json())
+
+    # ---- data ----------------------------------------------------------------------------------
+    def make_loader(self):
+        """The training DataLoader and its resumable sampler (order from seed and epoch)."""
+        from pix2pixhd import data
+        cfg = self.cfg
+        ds = data.create_dataset(
+            cfg.dataroot, cfg.phase, dataset_mode=cfg.dataset_mode, label_nc=cfg.label_nc,
+            no_instance=cfg.no_instance and not cfg.instance_feat, load_features=cfg.load_features,
+            resize_or_crop=cfg.resize_or_crop, loadSize=cfg.loadSize, fineSize=cfg.fineSize,
+            no_flip=cfg.no_flip, direction=cfg.direction, required_multiple=cfg.required_multiple,
+            output_nc=cfg.output_nc, seed=cfg.seed, max_dataset_size=cfg.max_dataset_size or None)
+        sampler = data.ResumableSampler(len(ds), shuffle=True, seed=cfg.seed,
+                                        num_replicas=self.dist.world_size, rank=self.dist.rank)
+        loader = data.create_dataloader(ds, cfg.batchSize, shuffle=True, num_workers=cfg.nThreads,
+                                        seed=cfg.seed, drop_last=True, sampler=sampler)
+        return loader, sampler
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _set_lr(self) -> float:
+        lr = lr_at_epoch(self.cfg, self.epoch)
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def fit(self) -> dict:
+        """Train to the end of ``niter + niter_decay`` epochs (or ``max_steps``); returns a summary."""
+        cfg, master = self.cfg, self.dist.is_master
+        from tqdm import tqdm
+        total_epochs = cfg.niter + cfg.niter_decay
+        if master:
+            self.exp_dir.mkdir(parents=True, exist_ok=True)
+            (self.exp_dir / "config.json").write_text(cfg.to_json())
+            self.vis.log_message(f"training {cfg.stage} stage, epochs {self.epoch}..{total_epochs}")
+        loader, sampler = self.make_loader()
+        per_epoch = len(loader)
+        if per_epoch == 0:
+            raise ValueError(f"{cfg.dataroot}: fewer samples than --batchSize {cfg.batchSize} per process")
+        steps_this_run, images, t_run = 0, 0, time.perf_counter()
+        last_losses: dict[str, float] = {}
+        while self.epoch <= total_epochs:
+            g = _unwrap(self.G)
+            if isinstance(g, LocalEnhancer) and not self.global_frozen and not g.model[1].weight.requires_grad:
+                self._unfreeze_global()
+            lr = self._set_lr()
+            sampler.set_epoch(self.epoch, start=self.iter_in_epoch * cfg.batchSize)
+            bar = tqdm(total=per_epoch, initial=self.iter_in_epoch, disable=not master or cfg.no_progress,
+                       desc=f"{cfg.stage} epoch {self.epoch}/{total_epochs}", dynamic_ncols=True)
+            t_data = time.perf_counter()
+            for batch in loader:
+                step = self.global_step + 1
+                logging = step % cfg.print_freq == 0 or step == 1
+                data_ms = (time.perf_counter() - t_data) * 1e3
+                t_step = time.perf_counter()
+                self.timer.start(logging)
+                losses = self.train_step(batch)
+                self.iter_in_epoch += 1
+                self.global_step += 1
+                steps_this_run += 1
+                n_img = cfg.batchSize * self.dist.world_size
+                images += n_img
+                if logging:
+                    step_s = time.perf_counter() - t_step
+                    last_losses = {k: float(v) for k, v in losses.items()}
+                    extras = {"lr": lr, "images_per_s": n_img / max(step_s + data_ms / 1e3, 1e-9),
+                              "ms/data": data_ms, **{f"ms/{k}": v for k, v in self.timer.times.items()}}
+                    self.vis.log_losses(self.epoch, self.iter_in_epoch, self.global_step, last_losses, extras)
+                    bar.set_postfix({**{k: f"{v:.3f}" for k, v in last_losses.items()},
+                                     "img/s": f"{extras['images_per_s']:.2f}"})
+                if step % cfg.display_freq == 0:
+                    self.vis.display(self.vis.visuals(*self._last), self.epoch, self.global_step)
+                bar.update(1)
+                if step % cfg.save_latest_freq == 0:
+                    self.save("latest")
+                if cfg.max_steps and steps_this_run >= cfg.max_steps:
+                    bar.close()
+                    self.save("latest")
+                    return self._summary(steps_this_run, images, t_run, last_losses, stopped=True)
+                t_data = time.perf_counter()
+            bar.close()
+            finished = self.epoch
+            self.vis.display(self.vis.visuals(*self._last), finished, self.global_step)
+            self.epoch, self.iter_in_epoch = self.epoch + 1, 0
+            self.save("latest")
+            if finished % cfg.save_epoch_freq == 0 or finished == total_epochs:
+                self.save(finished)
+        self.vis.close()
+        return self._summary(steps_this_run, images, t_run, last_losses, stopped=False)
+
+    def _summary(self, steps, images, t_run, losses, stopped) -> dict:
+        secs = time.perf_counter() - t_run
+        return {"steps": steps, "images": images, "seconds": secs, "images_per_s": images / max(secs, 1e-9),
+                "epoch": self.epoch, "global_step": self.global_step, "losses": losses,
+                "stopped_early": stopped, "experiment_dir": str(self.exp_dir)}

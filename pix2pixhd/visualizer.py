@@ -1,0 +1,183 @@
+"""Training logs: a plain-text loss log, a JSON-lines history, tensorboardX, and an HTML page.
+
+Only the master process writes. The HTML page (``web/index.html``, as the reference) shows the
+loss curves (an inline SVG drawn here, so no plotting dependency) and, per epoch, label |
+synthesized | real images; it links only to files that exist on disk.
+"""
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pix2pixhd.checkpoint import atomic_write_bytes
+
+
+def label_colormap(n: int) -> np.ndarray:
+    """[n, 3] uint8 colours, the bit-interleaved map of PASCAL VOC/Cityscapes tools; id 0 → black."""
+    cmap = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+def label_to_rgb(label: torch.Tensor, label_nc: int) -> np.ndarray:
+    """[1, H, W] or [H, W] ids → [H, W, 3] uint8 colours (ids ≥ label_nc are white)."""
+    ids = label.reshape(label.shape[-2:]).long().cpu().numpy()
+    cmap = np.concatenate([label_colormap(max(label_nc, 1)), [[255, 255, 255]]]).astype(np.uint8)
+    return cmap[np.clip(ids, 0, label_nc)]
+
+
+def tensor_to_rgb(img: torch.Tensor) -> np.ndarray:
+    """[3, H, W] float in [-1, 1] or uint8 → [H, W, 3] uint8."""
+    img = img.detach().cpu()
+    if img.dtype != torch.uint8:
+        img = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if img.shape[0] == 1:
+        img = img.expand(3, -1, -1)
+    return img[:3].permute(1, 2, 0).numpy()
+
+
+def save_png(arr: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    Image.fromarray(arr).save(tmp)
+    tmp.replace(path)
+
+
+def loss_curves_svg(history: list[dict], width: int = 720, height: int = 260) -> str:
+    """An SVG line plot of every loss in ``history`` (dicts with 'step' and loss values)."""
+    keys = sorted({k for h in history for k in h if k.startswith(("G_", "D_"))})
+    if not history or not keys:
+        return "<p>No losses logged yet.</p>"
+    steps = [h["step"] for h in history]
+    lo_s, hi_s = min(steps), max(max(steps), min(steps) + 1)
+    vals = [h[k] for h in history for k in keys if k in h]
+    lo_v, hi_v = min(vals), max(max(vals), min(vals) + 1e-6)
+    pad = 40
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+    def xy(s, v):
+        x = pad + (s - lo_s) / (hi_s - lo_s) * (width - 2 * pad)
+        y = height - pad - (v - lo_v) / (hi_v - lo_v) * (height - 2 * pad)
+        return f"{x:.1f},{y:.1f}"
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * len(keys)}">',
+             f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" stroke="#999"/>',
+             f'<text x="{pad}" y="{pad - 8}" font-size="11">{hi_v:.3g}</text>',
+             f'<text x="{pad}" y="{height - pad + 14}" font-size="11">{lo_v:.3g} (step {lo_s} … {hi_s})</text>']
+    for i, k in enumerate(keys):
+        pts = " ".join(xy(h["step"], h[k]) for h in history if k in h)
+        c = colours[i % len(colours)]
+        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/>')
+        parts.append(f'<text x="{pad}" y="{height + 14 + 20 * i}" font-size="12" fill="{c}">{html.escape(k)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+class Visualizer:
+    """Everything a run writes besides checkpoints; a no-op unless ``enabled`` (the master rank)."""
+
+    def __init__(self, experiment_dir: Path, *, enabled: bool = True, tensorboard: bool = True,
+                 html_page: bool = True, label_nc: int = 0):
+        self.dir = Path(experiment_dir)
+        self.enabled = enabled
+        self.label_nc = label_nc
+        self.html_page = html_page and enabled
+        self.writer = None
+        self.web = self.dir / "web"
+        self.history_path = self.dir / "loss_history.jsonl"
+        self.log_path = self.dir / "loss_log.txt"
+        if not enabled:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(str(self.dir / "tensorboard"))
+
+    def truncate_history(self, after_step: int) -> None:
+        """On resume: forget log entries written after the checkpoint we resume from."""
+        if not self.enabled or not self.history_path.is_file():
+            return
+        keep = [line for line in self.history_path.read_text().splitlines()
+                if line and json.loads(line)["step"] <= after_step]
+        atomic_write_bytes(self.history_path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+    def log_losses(self, epoch: int, it: int, step: int, losses: dict[str, float],
+                   extras: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        rec = {"epoch": epoch, "iter": it, "step": step, **losses, **extras}
+        with open(self.history_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        msg = f"(epoch: {epoch}, iters: {it}, step: {step}) " + " ".join(
+            f"{k}: {v:.4f}" for k, v in {**losses, **extras}.items())
+        with open(self.log_path, "a") as f:
+            f.write(msg + "\n")
+        if self.writer is not None:
+            for k, v in losses.items():
+                self.writer.add_scalar(f"loss/{k}", v, step)
+            for k, v in extras.items():
+                self.writer.add_scalar(k, v, step)
+
+    def log_message(self, msg: str) -> None:
+        if self.enabled:
+            with open(self.log_path, "a") as f:
+                f.write(f"================ {time.strftime('%c')} {msg}\n")
+
+    def visuals(self, label: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> dict[str, np.ndarray]:
+        """First sample of a batch as HWC uint8 images: label (colour or RGB), synthesized, real."""
+        lab = label_to_rgb(label[0], self.label_nc) if self.label_nc > 0 else tensor_to_rgb(label[0])
+        return {"label": lab, "synthesized": tensor_to_rgb(fake[0]), "real": tensor_to_rgb(real[0])}
+
+    def display(self, visuals: dict[str, np.ndarray], epoch: int, step: int) -> None:
+        if not self.enabled:
+            return
+        if self.writer is not None:
+            for k, v in visuals.items():
+                self.writer.add_image(f"images/{k}", v, step, dataformats="HWC")
+        if self.html_page:
+            for k, v in visuals.items():
+                save_png(v, self.web / "images" / f"epoch{epoch:03d}_{k}.png")
+            self.write_html()
+
+    def write_html(self) -> Path | None:
+        if not self.html_page:
+            return None
+        history = []
+        if self.history_path.is_file():
+            history = [json.loads(line) for line in self.history_path.read_text().splitlines() if line]
+        images = sorted((self.web / "images").glob("epoch*_*.png")) if (self.web / "images").is_dir() else []
+        epochs = sorted({int(p.name[5:8]) for p in images}, reverse=True)
+        rows = []
+        for e in epochs:
+            cells = []
+            for k in ("label", "synthesized", "real"):
+                p = self.web / "images" / f"epoch{e:03d}_{k}.png"
+                if p.is_file():
+                    rel = p.relative_to(self.web).as_posix()
+                    cells.append(f'<td><a href="{rel}"><img src="{rel}" width="256"></a><br>{k}</td>')
+            rows.append(f"<h3>epoch {e}</h3><table><tr>{''.join(cells)}</tr></table>")
+        page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
+                f"{html.escape(self.dir.name)}</title></head><body>"
+                f"<h1>{html.escape(self.dir.name)}</h1><h2>Losses</h2>{loss_curves_svg(history)}"
+                f"<h2>Results</h2>{''.join(rows) or '<p>No images yet.</p>'}</body></html>")
+        path = self.web / "index.html"
+        atomic_write_bytes(path, page.encode())
+        return path
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

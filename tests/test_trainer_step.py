@@ -1,0 +1,167 @@
+"""One training step on a tiny model: the reference's losses, frozen D during the G pass,
+the non-finite guard, the lr schedule, stage transfers and the optimizer that steps."""
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from pix2pixhd.config import TrainConfig
+from pix2pixhd.encoding import encode_input, image_to_float
+from pix2pixhd.losses import GANLoss, VGG19Features, feature_matching_loss
+from pix2pixhd.trainer import NonFiniteLossError, Trainer, lr_at_epoch
+
+
+def tiny_cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(name="t", checkpoints_dir=str(tmp_path), label_nc=5, ngf=4, n_downsample_global=2,
+                n_blocks_global=1, n_blocks_local=1, ndf=4, n_layers_D=2, no_vgg_loss=True,
+                no_tensorboard=True, no_html=True, no_progress=True, device="cpu", nThreads=0)
+    base.update(kw)
+    return TrainConfig(**base).resolved()
+
+
+def fake_batch(n=2, h=32, w=32, label_nc=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"label": torch.randint(0, label_nc, (n, 1, h, w), generator=g, dtype=torch.int64).to(torch.uint8),
+            "inst": torch.randint(0, 3, (n, 1, h, w), generator=g, dtype=torch.int64).to(torch.int32),
+            "image": torch.randint(0, 256, (n, 3, h, w), generator=g, dtype=torch.int64).to(torch.uint8),
+            "path": ["a.png"] * n}
+
+
+def test_one_step_losses_match_the_reference_recipe(tmp_path):
+    torch.manual_seed(0)
+    vgg_file = tmp_path / "vgg.pth"
+    torch.save(VGG19Features().state_dict(), vgg_file)
+    cfg = tiny_cfg(tmp_path, no_vgg_loss=False, vgg_path=str(vgg_file))
+    tr = Trainer(cfg)
+    G0, D0 = copy.deepcopy(tr.G), copy.deepcopy(tr.D)
+    batch = fake_batch()
+    losses = tr.train_step(batch)
+
+    # Recompute from the pre-step weights, the way NVIDIA's code does (two separate D passes).
+    x = encode_input(batch["label"], batch["inst"], label_nc=5)
+    real = image_to_float(batch["image"])
+    fake = G0(x)
+    gan = GANLoss("lsgan")
+    pred_real = D0(torch.cat([x, real], 1))
+    pred_fake_det = D0(torch.cat([x, fake.detach()], 1))
+    pred_fake = D0(torch.cat([x, fake], 1))
+    expected = {
+        "D_real": gan(pred_real, True), "D_fake": gan(pred_fake_det, False),
+        "G_GAN": gan(pred_fake, True, for_discriminator=False),
+        "G_GAN_Feat": feature_matching_loss(pred_fake, pred_real, n_layers_D=2, num_D=2, lambda_feat=10),
+        "G_VGG": tr.vgg(fake, real) * 10,
+    }
+    assert set(losses) == set(expected)
+    for k, v in expected.items():
+        assert losses[k].item() == pytest.approx(v.item(), rel=1e-4, abs=1e-6), k
+
+    # D's update used exactly the gradient of ½(real + fake): no G-pass gradient leaked into D.
+    D_ref = copy.deepcopy(D0)
+    loss_D = 0.5 * (gan(D_ref(torch.cat([x, real], 1)), True) + gan(D_ref(torch.cat([x, fake.detach()], 1)), False))
+    loss_D.backward()
+    for (name, p), (_, q) in zip(tr.D.named_parameters(), D_ref.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_g_pass_computes_no_discriminator_weight_gradients(tmp_path):
+    tr = Trainer(tiny_cfg(tmp_path))
+    seen = []
+    for p in tr.D.parameters():
+        p.register_hook(lambda g: seen.append(1) or g)
+    tr.train_step(fake_batch())
+    n_d_params = len(list(tr.D.parameters()))
+    assert len(seen) == n_d_params  # each D weight got a gradient once: in the D pass only
+    assert all(p.requires_grad for p in tr.D.parameters())  # restored after the step
+
+
+def test_switchable_losses(tmp_path):
+    tr = Trainer(tiny_cfg(tmp_path, no_ganFeat_loss=True, gan_mode="hinge"))
+    assert set(tr.train_step(fake_batch())) == {"D_real", "D_fake", "G_GAN"}
+
+
+def test_non_finite_loss_stops_before_any_update(tmp_path):
+    tr = Trainer(tiny_cfg(tmp_path))
+    with torch.no_grad():
+        tr.G.model[1].bias.fill_(float("nan"))
+    before_g = {k: v.clone() for k, v in tr.G.state_dict().items()}
+    before_d = {k: v.clone() for k, v in tr.D.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, iteration 1 \(step 1\).*last good checkpoint"):
+        tr.train_step(fake_batch())
+    for k, v in tr.D.state_dict().items():
+        assert torch.equal(v, before_d[k]), k
+    for k, v in tr.G.state_dict().items():
+        assert torch.equal(v, before_g[k]) or torch.isnan(v).any(), k
+
+
+def test_lr_schedule_is_the_reference_linear_decay(tmp_path):
+    cfg = tiny_cfg(tmp_path, niter=2, niter_decay=4, lr=0.1)
+    lrs = [lr_at_epoch(cfg, e) for e in range(1, 7)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.075, 0.05, 0.025])
+
+
+def _save_stage(tmp_path, **kw):
+    tr = Trainer(tiny_cfg(tmp_path, **kw))
+    tr.train_step(fake_batch(h=32, w=32))
+    tr.save("latest")
+    return tr
+
+
+def test_global_to_local_transfer_and_frozen_global_part(tmp_path):
+    glob = _save_stage(tmp_path, name="g", stage="global", ngf=8)
+    cfg = tiny_cfg(tmp_path, name="l", stage="local", ngf=4, load_pretrain=str(tmp_path / "g"),
+                   niter_fix_global=1)
+    loc = Trainer(cfg)
+    gsd, lsd = glob.G.state_dict(), loc.G.state_dict()
+    n_global_keys = len([k for k in lsd if k.startswith("model.")])
+    assert n_global_keys == len(gsd) - 2  # everything but the final conv's weight and bias
+    for k in lsd:
+        if k.startswith("model."):
+            assert torch.equal(lsd[k], gsd[k]), k
+    # D: the global stage's 2 scales go to scales 0 and 1; scale 2 (finest) starts fresh
+    for k, v in glob.D.state_dict().items():
+        assert torch.equal(loc.D.state_dict()[k], v), k
+    assert loc.cfg.num_D == 3
+    # frozen global part: no gradients computed, weights unchanged, only the enhancer in the optimizer
+    opt_ids = {id(p) for g in loc.opt_G.param_groups for p in g["params"]}
+    assert not any(id(p) in opt_ids for p in loc.G.model.parameters())
+    before = {k: v.clone() for k, v in loc.G.model.state_dict().items()}
+    loc.train_step(fake_batch(h=32, w=32))
+    assert all(p.grad is None for p in loc.G.model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in loc.G.model.state_dict().items())
+    assert any(p.grad is not None for p in loc.G.model1_1.parameters())
+    # after niter_fix_global the optimizer that steps holds every parameter
+    loc.epoch = 2
+    loc._unfreeze_global()
+    opt_ids = {id(p) for g in loc.opt_G.param_groups for p in g["params"]}
+    assert opt_ids == {id(p) for p in loc.G.parameters()}
+    loc.train_step(fake_batch(h=32, w=32))
+    assert not all(torch.equal(v, before[k]) for k, v in loc.G.model.state_dict().items())
+
+
+def test_finetune_trains_everything_with_the_optimizer_it_steps(tmp_path):
+    _save_stage(tmp_path, name="g", stage="global", ngf=8)
+    loc = Trainer(tiny_cfg(tmp_path, name="l", stage="local", ngf=4, load_pretrain=str(tmp_path / "g"),
+                           niter_fix_global=5))
+    loc.train_step(fake_batch())
+    loc.save("latest")
+    ft = Trainer(tiny_cfg(tmp_path, name="f", stage="finetune", ngf=4, load_pretrain=str(tmp_path / "l")))
+    for k, v in loc.G.state_dict().items():
+        assert torch.equal(ft.G.state_dict()[k], v), k
+    opt_ids = {id(p) for g in ft.opt_G.param_groups for p in g["params"]}
+    assert opt_ids == {id(p) for p in ft.G.parameters()}
+    before = {k: v.clone() for k, v in ft.G.state_dict().items()}
+    ft.train_step(fake_batch())
+    changed = [k for k, v in ft.G.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("model.") for k in changed) and any(k.startswith("model1_") for k in changed)
+
+
+def test_instance_features_encoder_trains_with_g(tmp_path):
+    tr = Trainer(tiny_cfg(tmp_path, instance_feat=True, n_downsample_E=2, nef=4))
+    assert tr.G.model[1].in_channels == 5 + 1 + 3
+    assert tr.D.scale0_layer0[0].in_channels == 5 + 1 + 3
+    ids = {id(p) for g in tr.opt_G.param_groups for p in g["params"]}
+    assert all(id(p) in ids for p in tr.E.parameters())
+    before = [p.clone() for p in tr.E.parameters()]
+    tr.train_step(fake_batch())
+    assert any(not torch.equal(a, b) for a, b in zip(before, tr.E.parameters()))

@@ -1,31 +1,235 @@
-"""Instance norm + optional affine + optional residual + activation, one public function.
+"""Instance norm + optional affine + optional residual + activation: one public function.
 
-Placeholder dispatch: only the reference exists so far; the Triton path is the kernels issue.
+``instance_norm_act`` is what every norm slot of the pix2pixHD networks calls (through
+``pix2pixhd.layers.InstanceNormAct``). It dispatches to fused Triton kernels
+(``_instance_norm_act_triton.py``: math, grid, numerics and determinism are in its header) or to
+``instance_norm_act_ref``, the pure-PyTorch specification with the same signature.
+
+Dispatch (``impl``):
+  'ref'     always the reference.
+  'triton'  the Triton kernels for CUDA tensors, and for CPU tensors when TRITON_INTERPRET=1;
+            anything else (no Triton, a CPU tensor without the interpreter, fp64) falls back to the
+            reference and warns once per reason.
+  'auto'    Triton for CUDA tensors; CPU tensors go to the reference silently, even under
+            TRITON_INTERPRET=1 (the interpreter is a testing tool, far slower than PyTorch on
+            CPU, and must not slow down every CPU test that happens to share a process with a
+            kernel test). A CUDA tensor that cannot take the Triton path warns once.
+Set PIX2PIXHD_STRICT_KERNELS=1 to turn those warnings into errors (e.g. in benchmarks and CI on
+GPU machines, where a fallback would make the measured numbers meaningless).
+
+Tensors: x [N, C, H, W] fp32, fp16 or bf16, NCHW or channels-last; y has x's dtype and memory
+format. weight, bias [C] any float dtype (typically fp32 parameters under autocast); residual
+x's shape, any float dtype. Statistics and all arithmetic are fp32, the output is cast once.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+import warnings
+
 import torch
-import torch.nn.functional as F
 
 _ACTS = ("relu", "leaky_relu", "none")
+_IMPLS = ("auto", "triton", "ref")
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+STRICT_ENV = "PIX2PIXHD_STRICT_KERNELS"
+
+# Launch overrides (block sizes, split count) for tests and benchmarks; see launch_overrides().
+_OVERRIDES: dict = {}
+_WARNED: set[str] = set()
+
+
+@contextlib.contextmanager
+def launch_overrides(**kw):
+    """Force the Triton launch config inside the block: block_p, block_c, splits, num_warps.
+
+    Tests use it to make H*W straddle several tiles and several splits on tiny shapes, where the
+    automatic choice would be one tile in one program.
+    """
+    unknown = set(kw) - {"block_p", "block_c", "splits", "num_warps"}
+    if unknown:
+        raise ValueError(f"launch_overrides: unknown keys {sorted(unknown)}; "
+                         "expected block_p, block_c, splits, num_warps")
+    for k in ("block_p", "block_c"):
+        if k in kw and (kw[k] < 1 or kw[k] & (kw[k] - 1)):
+            raise ValueError(f"launch_overrides: {k}={kw[k]} must be a power of two")
+    old = dict(_OVERRIDES)
+    _OVERRIDES.update(kw)
+    try:
+        yield
+    finally:
+        _OVERRIDES.clear()
+        _OVERRIDES.update(old)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    # Neither dense layout: follow the strides' order where they suggest channels-last.
+    return torch.channels_last if x.stride(1) < x.stride(-1) else torch.contiguous_format
+
+
+def _check(x, weight, bias, residual, act, impl):
+    if impl not in _IMPLS:
+        raise ValueError(f"instance_norm_act: impl={impl!r}; expected one of {_IMPLS}")
+    if act not in _ACTS:
+        raise ValueError(f"instance_norm_act: act={act!r}; expected one of {_ACTS}")
+    if x.dim() != 4:
+        raise ValueError(f"instance_norm_act: x has shape {tuple(x.shape)}; expected 4-D "
+                         "[N, C, H, W] (unsqueeze a missing batch dimension)")
+    if not x.is_floating_point():
+        raise TypeError(f"instance_norm_act: x has dtype {x.dtype}; expected a float tensor "
+                        "(convert integer images with pix2pixhd.encoding.image_to_float)")
+    c = x.shape[1]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (c,):
+            raise ValueError(f"instance_norm_act: {name} has shape {tuple(t.shape)} but x has "
+                             f"C={c} channels; expected ({c},)")
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f"instance_norm_act: residual has shape {tuple(residual.shape)}, x has "
+                         f"{tuple(x.shape)}; they must match (the residual is added after the norm)")
 
 
 def instance_norm_act_ref(x, weight=None, bias=None, *, act="relu", negative_slope=0.2,
                           eps=1e-5, residual=None, impl="ref"):
-    """Pure-PyTorch specification of :func:`instance_norm_act` (same signature)."""
-    if act not in _ACTS:
-        raise ValueError(f"act={act!r}; expected one of {_ACTS}")
-    y = F.instance_norm(x, weight=weight, bias=bias, eps=eps)
+    """Pure-PyTorch specification of :func:`instance_norm_act` (same signature; ``impl`` ignored).
+
+    Computes in fp32 (fp64 stays fp64) and casts the result to x's dtype once, which is what the
+    kernels do; the autograd graph of these few ops gives every gradient.
+    """
+    _check(x, weight, bias, residual, act, "ref")
+    fmt = _memory_format(x)
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xf = x.to(cdt)
+    mean = xf.mean(dim=(2, 3), keepdim=True)
+    xc = xf - mean
+    var = xc.square().mean(dim=(2, 3), keepdim=True)  # biased, as nn.InstanceNorm2d
+    y = xc * torch.rsqrt(var + eps)
+    if weight is not None:
+        y = y * weight.to(cdt).view(1, -1, 1, 1)
+    if bias is not None:
+        y = y + bias.to(cdt).view(1, -1, 1, 1)
     if residual is not None:
-        y = y + residual
+        y = y + residual.to(cdt)
     if act == "relu":
-        y = F.relu(y)
+        y = torch.relu(y)
     elif act == "leaky_relu":
-        y = F.leaky_relu(y, negative_slope)
-    return y
+        y = torch.nn.functional.leaky_relu(y, negative_slope)
+    return y.to(x.dtype).contiguous(memory_format=fmt)
+
+
+def _say_once(key: str, message: str) -> None:
+    if os.environ.get(STRICT_ENV, "0") == "1":
+        raise RuntimeError(f"{message} ({STRICT_ENV}=1 makes this an error; unset it to fall "
+                           "back to the PyTorch reference with a warning)")
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(f"{message}; using the PyTorch reference (set {STRICT_ENV}=1 to make this "
+                      "an error)", RuntimeWarning, stacklevel=3)
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> str | None:
+    try:
+        import triton  # noqa: F401
+    except Exception as e:  # ImportError, or a broken install raising anything else
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _use_triton(x: torch.Tensor, impl: str) -> bool:
+    if impl == "ref":
+        return False
+    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if not x.is_cuda and (impl == "auto" or not interpret):
+        if impl == "triton":
+            _say_once("cpu", f"instance_norm_act: impl='triton' on a {x.device.type} tensor needs "
+                             "a CUDA device, or TRITON_INTERPRET=1 set before the first kernel "
+                             "call to run the Triton interpreter")
+        return False
+    err = _triton_import_error()
+    if err is not None:
+        _say_once("import", f"instance_norm_act: Triton is not importable ({err}); "
+                            "pip install triton")
+        return False
+    if x.dtype not in _TRITON_DTYPES:
+        if impl == "triton" or x.is_cuda:
+            _say_once(f"dtype-{x.dtype}", f"instance_norm_act: dtype {x.dtype} has no Triton "
+                                          "kernel (fp32, fp16, bf16 do)")
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_function(act: str, negative_slope: float, eps: float):
+    """The autograd Function for one static configuration (cached, as stylegan3's bias_act)."""
+    from . import _instance_norm_act_triton as K
+
+    class InstanceNormActTriton(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, bias, residual):
+            overrides = dict(_OVERRIDES)
+            y, mean, rstd = K.forward(x, weight, bias, residual, act, negative_slope, eps,
+                                      overrides)
+            # Saved: x, mean, rstd (+ weight, and bias/residual only when the activation mask
+            # needs z). y is not saved: the backward recomputes xhat and the mask from x.
+            keep = act != "none"
+            ctx.save_for_backward(x, mean, rstd, weight, bias if keep else None,
+                                  residual if keep else None)
+            ctx.overrides = overrides
+            ctx.res_dtype = residual.dtype if residual is not None else None
+            ctx.b_dtype = bias.dtype if bias is not None else None
+            return y
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, dy):
+            x, mean, rstd, weight, bias, residual = ctx.saved_tensors
+            need_dx, need_dw, need_db, need_dres = ctx.needs_input_grad
+            dy = dy.contiguous(memory_format=_memory_format(x))
+            if act == "none" and need_dres:
+                # d residual = dy exactly; no kernel, no copy when dtypes agree.
+                dres = dy.to(ctx.res_dtype)
+                dres_dtype = None
+            else:
+                dres = None
+                dres_dtype = ctx.res_dtype if need_dres else None
+            dx, dw, db, dres_k = K.backward(dy, x, weight, bias, residual, mean, rstd, act,
+                                            negative_slope, ctx.overrides, need_dx,
+                                            weight.dtype if need_dw else None,
+                                            ctx.b_dtype if need_db else None, dres_dtype)
+            return dx, dw, db, dres if dres is not None else dres_k
+
+    return InstanceNormActTriton
 
 
 def instance_norm_act(x, weight=None, bias=None, *, act="relu", negative_slope=0.2, eps=1e-5,
                       residual=None, impl="auto"):
-    return instance_norm_act_ref(x, weight, bias, act=act, negative_slope=negative_slope,
-                                 eps=eps, residual=residual)
+    """y = act(instance_norm(x) * weight + bias + residual), fused on GPU.
+
+    Args:
+        x: [N, C, H, W] fp32/fp16/bf16 (fp64 runs the reference), NCHW or channels-last.
+        weight, bias: optional [C] affine parameters (nn.InstanceNorm2d(affine=True)).
+        act: 'relu', 'leaky_relu' (with ``negative_slope``) or 'none'.
+        eps: added to the biased variance, as nn.InstanceNorm2d.
+        residual: optional tensor of x's shape added after the affine and before the activation
+            (the ResNet block's second norm: ``x + norm(conv(...))`` in one pass).
+        impl: 'auto', 'triton' or 'ref' (see the module docstring).
+
+    Returns:
+        y with x's shape, dtype and memory format. Statistics are fp32 over H*W per (n, c);
+        the variance is biased; no running statistics are kept (track_running_stats=False).
+    """
+    _check(x, weight, bias, residual, act, impl)
+    if not _use_triton(x, impl):
+        return instance_norm_act_ref(x, weight, bias, act=act, negative_slope=negative_slope,
+                                     eps=eps, residual=residual)
+    fmt = _memory_format(x)
+    x = x.contiguous(memory_format=fmt)  # a no-op for dense NCHW / channels-last inputs
+    if residual is not None:
+        residual = residual.contiguous(memory_format=fmt)
+    fn = _fused_function(act, float(negative_slope), float(eps))
+    return fn.apply(x, weight, bias, residual)

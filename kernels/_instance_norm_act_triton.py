@@ -1,0 +1,370 @@
+"""Triton kernels behind ``pix2pixhd.kernels.instance_norm_act``; import only through that module.
+
+Imported lazily, on the first call that takes the Triton path, because ``triton.jit`` decides at
+decoration time whether a kernel is compiled or interpreted (``TRITON_INTERPRET=1``): importing
+this file early would freeze that choice before a test process had set the variable.
+
+Math (per sample n and channel c, over the L = H*W pixels of x[n, c]):
+    mean = sum(x) / L,  var = sum((x - mean)^2) / L  (biased, as nn.InstanceNorm2d)
+    rstd = 1 / sqrt(var + eps)
+    xhat = (x - mean) * rstd
+    z    = xhat * weight[c] + bias[c] (+ residual)         weight, bias, residual optional
+    y    = act(z),  act in {none, relu, leaky_relu(slope)}
+  backward, with gz = dy * act'(z) (the mask recomputed from x, mean, rstd; y is never saved):
+    dbias[c]     = sum_{n, pixels} gz
+    dweight[c]   = sum_{n, pixels} gz * xhat
+    dresidual    = gz
+    dx           = rstd * w * (gz - sum(gz) / L - xhat * sum(gz * xhat) / L)
+
+Grid. One tensor layout serves NCHW and channels-last: element (n, c, p) lives at
+n*stride_n + c*stride_c + p*stride_p (p = h*W + w). NCHW has stride_p = 1, channels-last
+stride_c = 1; Triton specialises stride arguments equal to 1, so the tile [BLOCK_P, BLOCK_C]
+is loaded coalesced along whichever axis is contiguous. At 2048x1024 one channel is 2M pixels,
+far too many for one program, so the pixels of each (n, c) are cut into ``n_splits`` chunks of
+``chunk`` pixels (a multiple of BLOCK_P):
+    _stats_kernel      grid (N * n_splits, cdiv(C, BLOCK_C)): Welford partials of one chunk
+    _combine_kernel    grid (N, cdiv(C, BLOCK_C)): merges the n_splits partials -> mean, rstd
+    _fwd_kernel        grid (N * n_splits, cdiv(C, BLOCK_C)): normalise, affine, residual, act
+    _bwd_reduce_kernel grid (N * n_splits, cdiv(C, BLOCK_C)): partial sum(gz), sum(gz * xhat)
+    _bwd_dx_kernel     grid (N * n_splits, cdiv(C, BLOCK_C)): dx (and dresidual)
+The forward reads x twice and writes y once; the backward reads x and dy twice each and writes
+dx (and dresidual). The per-split partials are [N, n_splits, C] fp32, negligible traffic.
+
+Numerics. Every load is converted to fp32 and all arithmetic is fp32 (fp16/bf16 are only storage
+formats, cast once on store). Statistics: within a tile a two-pass mean/M2 over values held in
+registers, tiles merged into the running chunk statistics with Chan's parallel update, the chunks
+merged by Chan's formula in two passes (mean first, then M2 = sum(M2_s + n_s (mean_s - mean)^2)).
+No E[x^2] - E[x]^2 anywhere, so a channel with |mean| >> std keeps its precision, and a
+constant channel gives var = 0, rstd = 1/sqrt(eps) and a finite output (= bias).
+
+Determinism. No atomics: every partial is written by exactly one program and merged in a fixed
+order, so results are bitwise reproducible run to run for a given shape and launch config.
+
+Reference: ``instance_norm_act_ref`` in ``instance_norm_act.py`` (fp32 inside, same signature);
+tests/test_kernels.py checks forward and every gradient against it.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
+
+
+@triton.jit
+def _stats_kernel(x_ptr, mean_part_ptr, m2_part_ptr,
+                  C, L, stride_n, stride_c, stride_p, n_splits, chunk,
+                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid = tl.program_id(0)
+    n = pid // n_splits
+    s = pid % n_splits
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    p_begin = s * chunk
+    p_end = tl.minimum(p_begin + chunk, L)
+    base = x_ptr + n.to(tl.int64) * stride_n + c.to(tl.int64)[None, :] * stride_c
+    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
+    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for start in range(p_begin, p_end, BLOCK_P):
+        p = start + tl.arange(0, BLOCK_P)
+        m = (p < p_end)[:, None] & c_mask[None, :]
+        v = tl.load(base + p.to(tl.int64)[:, None] * stride_p, mask=m, other=0.0).to(tl.float32)
+        n_a = (start - p_begin).to(tl.float32)          # pixels already merged
+        n_b = tl.minimum(p_end - start, BLOCK_P).to(tl.float32)
+        mean_b = tl.sum(v, axis=0) / n_b
+        d = tl.where(m, v - mean_b[None, :], 0.0)
+        m2_b = tl.sum(d * d, axis=0)
+        n_ab = n_a + n_b
+        delta = mean_b - mean
+        mean = mean + delta * (n_b / n_ab)
+        m2 = m2 + m2_b + delta * delta * (n_a * n_b / n_ab)
+    out = (n * n_splits + s).to(tl.int64) * C + c
+    tl.store(mean_part_ptr + out, mean, mask=c_mask)
+    tl.store(m2_part_ptr + out, m2, mask=c_mask)
+
+
+@triton.jit
+def _combine_kernel(mean_part_ptr, m2_part_ptr, mean_ptr, rstd_ptr,
+                    C, L, n_splits, chunk, eps,
+                    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    n = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    row0 = n.to(tl.int64) * n_splits
+    # Pass 1: the count-weighted mean of the chunk means.
+    acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
+    for s0 in range(0, n_splits, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        s_mask = s < n_splits
+        cnt = tl.minimum(tl.maximum(L - s * chunk, 0), chunk).to(tl.float32)
+        m = s_mask[:, None] & c_mask[None, :]
+        mu = tl.load(mean_part_ptr + (row0 + s)[:, None] * C + c[None, :], mask=m, other=0.0)
+        acc += cnt[:, None] * mu
+    mean = tl.sum(acc, axis=0) / L
+    # Pass 2: Chan's merge, M2 = sum_s M2_s + n_s (mean_s - mean)^2.
+    acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
+    for s0 in range(0, n_splits, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        s_mask = s < n_splits
+        cnt = tl.minimum(tl.maximum(L - s * chunk, 0), chunk).to(tl.float32)
+        m = s_mask[:, None] & c_mask[None, :]
+        offs = (row0 + s)[:, None] * C + c[None, :]
+        mu = tl.load(mean_part_ptr + offs, mask=m, other=0.0)
+        m2 = tl.load(m2_part_ptr + offs, mask=m, other=0.0)
+        d = tl.where(m, mu - mean[None, :], 0.0)
+        acc += m2 + cnt[:, None] * d * d
+    var = tl.sum(acc, axis=0) / L
+    rstd = tl.math.div_rn(1.0, tl.math.sqrt_rn(var + eps))
+    out = n.to(tl.int64) * C + c
+    tl.store(mean_ptr + out, mean, mask=c_mask)
+    tl.store(rstd_ptr + out, rstd, mask=c_mask)
+
+
+@triton.jit
+def _fwd_kernel(x_ptr, y_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
+                C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
+                HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
+                ACT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid = tl.program_id(0)
+    n = pid // n_splits
+    s = pid % n_splits
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    stat = n.to(tl.int64) * C + c
+    mean = tl.load(mean_ptr + stat, mask=c_mask, other=0.0)
+    scale = tl.load(rstd_ptr + stat, mask=c_mask, other=0.0)
+    if HAS_W:
+        scale = scale * tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    if HAS_B:
+        shift = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    else:
+        shift = tl.zeros([BLOCK_C], dtype=tl.float32)
+    p_begin = s * chunk
+    p_end = tl.minimum(p_begin + chunk, L)
+    base = n.to(tl.int64) * stride_n + c.to(tl.int64)[None, :] * stride_c
+    for start in range(p_begin, p_end, BLOCK_P):
+        p = start + tl.arange(0, BLOCK_P)
+        m = (p < p_end)[:, None] & c_mask[None, :]
+        offs = base + p.to(tl.int64)[:, None] * stride_p
+        v = tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32)
+        # (x - mean) * scale, not x * scale - mean * scale: the latter cancels when |mean| >> std.
+        z = (v - mean[None, :]) * scale[None, :] + shift[None, :]
+        if HAS_RES:
+            z += tl.load(res_ptr + offs, mask=m, other=0.0).to(tl.float32)
+        if ACT == 1:
+            z = tl.where(z > 0, z, 0.0)
+        elif ACT == 2:
+            z = tl.where(z > 0, z, z * slope)
+        tl.store(y_ptr + offs, z.to(y_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _bwd_reduce_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, part_ptr,
+                       N, C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
+                       HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
+                       ACT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid = tl.program_id(0)
+    n = pid // n_splits
+    s = pid % n_splits
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    stat = n.to(tl.int64) * C + c
+    mean = tl.load(mean_ptr + stat, mask=c_mask, other=0.0)
+    rstd = tl.load(rstd_ptr + stat, mask=c_mask, other=0.0)
+    if ACT != 0:
+        if HAS_W:
+            w = tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+        else:
+            w = tl.full([BLOCK_C], 1.0, dtype=tl.float32)
+        if HAS_B:
+            b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+        else:
+            b = tl.zeros([BLOCK_C], dtype=tl.float32)
+    p_begin = s * chunk
+    p_end = tl.minimum(p_begin + chunk, L)
+    base = n.to(tl.int64) * stride_n + c.to(tl.int64)[None, :] * stride_c
+    acc_g = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+    acc_gx = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+    for start in range(p_begin, p_end, BLOCK_P):
+        p = start + tl.arange(0, BLOCK_P)
+        m = (p < p_end)[:, None] & c_mask[None, :]
+        offs = base + p.to(tl.int64)[:, None] * stride_p
+        xhat = (tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32) - mean[None, :]) * rstd[None, :]
+        g = tl.load(gy_ptr + offs, mask=m, other=0.0).to(tl.float32)  # 0 outside the tile
+        if ACT != 0:
+            z = xhat * w[None, :] + b[None, :]
+            if HAS_RES:
+                z += tl.load(res_ptr + offs, mask=m, other=0.0).to(tl.float32)
+            if ACT == 1:
+                g = tl.where(z > 0, g, 0.0)
+            else:
+                g = tl.where(z > 0, g, g * slope)
+        acc_g += g
+        acc_gx += g * xhat
+    # part is [2, N, n_splits, C]: sum(gz) then sum(gz * xhat).
+    out = (n * n_splits + s).to(tl.int64) * C + c
+    tl.store(part_ptr + out, tl.sum(acc_g, axis=0), mask=c_mask)
+    tl.store(part_ptr + N.to(tl.int64) * n_splits * C + out, tl.sum(acc_gx, axis=0), mask=c_mask)
+
+
+@triton.jit
+def _bwd_dx_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, sums_ptr,
+                   dx_ptr, dres_ptr,
+                   N, C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
+                   HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
+                   ACT: tl.constexpr, STORE_DX: tl.constexpr, STORE_DRES: tl.constexpr,
+                   BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid = tl.program_id(0)
+    n = pid // n_splits
+    s = pid % n_splits
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    stat = n.to(tl.int64) * C + c
+    mean = tl.load(mean_ptr + stat, mask=c_mask, other=0.0)
+    rstd = tl.load(rstd_ptr + stat, mask=c_mask, other=0.0)
+    # sums is [2, N, C]: per (n, c) sum(gz) and sum(gz * xhat), merged over the splits.
+    mean_g = tl.load(sums_ptr + stat, mask=c_mask, other=0.0) / L
+    mean_gx = tl.load(sums_ptr + N.to(tl.int64) * C + stat, mask=c_mask, other=0.0) / L
+    if HAS_W:
+        w = tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    else:
+        w = tl.full([BLOCK_C], 1.0, dtype=tl.float32)
+    if HAS_B:
+        b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    else:
+        b = tl.zeros([BLOCK_C], dtype=tl.float32)
+    p_begin = s * chunk
+    p_end = tl.minimum(p_begin + chunk, L)
+    base = n.to(tl.int64) * stride_n + c.to(tl.int64)[None, :] * stride_c
+    for start in range(p_begin, p_end, BLOCK_P):
+        p = start + tl.arange(0, BLOCK_P)
+        m = (p < p_end)[:, None] & c_mask[None, :]
+        offs = base + p.to(tl.int64)[:, None] * stride_p
+        xhat = (tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32) - mean[None, :]) * rstd[None, :]
+        g = tl.load(gy_ptr + offs, mask=m, other=0.0).to(tl.float32)
+        if ACT != 0:
+            z = xhat * w[None, :] + b[None, :]
+            if HAS_RES:
+                z += tl.load(res_ptr + offs, mask=m, other=0.0).to(tl.float32)
+            if ACT == 1:
+                g = tl.where(z > 0, g, 0.0)
+            else:
+                g = tl.where(z > 0, g, g * slope)
+        if STORE_DRES:
+            tl.store(dres_ptr + offs, g.to(dres_ptr.dtype.element_ty), mask=m)
+        if STORE_DX:
+            dx = (rstd * w)[None, :] * (g - mean_g[None, :] - xhat * mean_gx[None, :])
+            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=m)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers. Tensors arrive already checked by instance_norm_act.py: x, residual, dy share one
+# dense layout (NCHW or channels-last) described by (stride_n, stride_c, stride_p).
+
+def layout_strides(x: torch.Tensor) -> tuple[int, int, int]:
+    """(stride_n, stride_c, stride_p) of a [N, C, H, W] tensor dense in NCHW or channels-last."""
+    sn, sc, sh, sw = x.stride()
+    if x.shape[3] > 1:
+        return sn, sc, sw                    # p = h * W + w advances by stride(w) ...
+    return sn, sc, sh                        # ... and by stride(h) when W == 1
+
+
+def launch_config(x: torch.Tensor, overrides: dict) -> dict:
+    """Block sizes and the pixel split, from the layout and the machine (overridable for tests).
+
+    NCHW: one channel per program row, long contiguous pixel runs (BLOCK_P 2048, BLOCK_C 1).
+    Channels-last: up to 64 channels side by side (contiguous) times enough pixels for ~4K
+    elements per tile. The split gives about 4 programs per SM so a layer with few (n, c) pairs,
+    e.g. 1 x 64 channels at 2048x1024, still fills the GPU; each chunk spans whole tiles.
+    """
+    n, c, h, w = x.shape
+    L = h * w
+    channels_last = x.stride(1) == 1 and c > 1
+    if channels_last:
+        block_c = min(triton.next_power_of_2(c), 64)
+        block_p = max(4096 // block_c, 16)
+    else:
+        block_c, block_p = 1, 2048
+    block_p = min(block_p, max(triton.next_power_of_2(L), 16))
+    block_c = overrides.get("block_c", block_c)
+    block_p = overrides.get("block_p", block_p)
+    tiles = triton.cdiv(L, block_p)
+    base = n * triton.cdiv(c, block_c)
+    if "splits" in overrides:
+        splits = overrides["splits"]
+    elif x.is_cuda:
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+        splits = triton.cdiv(4 * sms, base)
+    else:
+        splits = 1  # the CPU interpreter pays per program: as few as possible
+    splits = max(1, min(splits, tiles))
+    chunk = triton.cdiv(tiles, splits) * block_p
+    splits = triton.cdiv(L, chunk)
+    num_warps = overrides.get("num_warps", 8 if block_p * block_c >= 2048 else 4)
+    return dict(block_c=block_c, block_p=block_p, splits=splits, chunk=chunk, num_warps=num_warps)
+
+
+def forward(x, weight, bias, residual, act, slope, eps, overrides):
+    """y [N, C, H, W] (x's dtype and layout), mean and rstd [N, C] fp32."""
+    N, C, H, W = x.shape
+    L = H * W
+    cfg = launch_config(x, overrides)
+    sn, sc, sp = layout_strides(x)
+    S, chunk = cfg["splits"], cfg["chunk"]
+    mean_part = torch.empty((N, S, C), device=x.device, dtype=torch.float32)
+    m2_part = torch.empty_like(mean_part)
+    mean = torch.empty((N, C), device=x.device, dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    y = torch.empty_like(x)  # preserve_format: same strides as x
+    grid = (N * S, triton.cdiv(C, cfg["block_c"]))
+    _stats_kernel[grid](x, mean_part, m2_part, C, L, sn, sc, sp, S, chunk,
+                        BLOCK_P=cfg["block_p"], BLOCK_C=cfg["block_c"], num_warps=cfg["num_warps"])
+    block_cc = min(triton.next_power_of_2(C), 128)
+    block_s = min(triton.next_power_of_2(S), max(4096 // block_cc, 1))
+    _combine_kernel[(N, triton.cdiv(C, block_cc))](mean_part, m2_part, mean, rstd, C, L, S, chunk,
+                                                   eps, BLOCK_S=block_s, BLOCK_C=block_cc,
+                                                   num_warps=4)
+    dummy = mean  # never dereferenced: the HAS_* flags are False
+    _fwd_kernel[grid](x, y, residual if residual is not None else dummy,
+                      weight if weight is not None else dummy, bias if bias is not None else dummy,
+                      mean, rstd, C, L, sn, sc, sp, S, chunk, slope,
+                      HAS_W=weight is not None, HAS_B=bias is not None,
+                      HAS_RES=residual is not None, ACT=ACT_CODES[act],
+                      BLOCK_P=cfg["block_p"], BLOCK_C=cfg["block_c"], num_warps=cfg["num_warps"])
+    return y, mean, rstd
+
+
+def backward(dy, x, weight, bias, residual, mean, rstd, act, slope, overrides,
+             need_dx, dw_dtype, db_dtype, dres_dtype):
+    """(dx or None, dweight or None, dbias or None, dresidual or None).
+
+    ``bias`` and ``residual`` are only given when act != 'none' (the mask needs z); the
+    ``d*_dtype`` arguments are the dtypes of the wanted gradients, None for those not wanted.
+    """
+    N, C, H, W = x.shape
+    L = H * W
+    cfg = launch_config(x, overrides)
+    sn, sc, sp = layout_strides(x)
+    S, chunk = cfg["splits"], cfg["chunk"]
+    grid = (N * S, triton.cdiv(C, cfg["block_c"]))
+    dummy = mean
+    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, HAS_RES=residual is not None,
+                 ACT=ACT_CODES[act], BLOCK_P=cfg["block_p"], BLOCK_C=cfg["block_c"],
+                 num_warps=cfg["num_warps"])
+    ptrs = (residual if residual is not None else dummy,
+            weight if weight is not None else dummy, bias if bias is not None else dummy)
+    part = torch.empty((2, N, S, C), device=x.device, dtype=torch.float32)
+    _bwd_reduce_kernel[grid](x, dy, *ptrs, mean, rstd, part, N, C, L, sn, sc, sp, S, chunk, slope,
+                             **flags)
+    sums = part.sum(dim=2)  # [2, N, C]; a fixed-order reduction, deterministic
+    dw = sums[1].sum(0).to(dw_dtype) if dw_dtype is not None else None
+    db = sums[0].sum(0).to(db_dtype) if db_dtype is not None else None
+    dx = torch.empty_like(x) if need_dx else None
+    dres = torch.empty_like(x, dtype=dres_dtype) if dres_dtype is not None else None
+    if need_dx or dres is not None:
+        _bwd_dx_kernel[grid](x, dy, *ptrs, mean, rstd, sums,
+                             dx if dx is not None else dummy, dres if dres is not None else dummy,
+                             N, C, L, sn, sc, sp, S, chunk, slope,
+                             STORE_DX=need_dx, STORE_DRES=dres is not None, **flags)
+    return dx, dw, db, dres

@@ -1,0 +1,259 @@
+"""The fused instance norm + activation kernels against their PyTorch reference.
+
+Runs the Triton kernels on CPU through the interpreter (TRITON_INTERPRET=1, set below before
+anything imports triton or pix2pixhd; the kernels module is only imported at the first Triton
+call, so an earlier import of pix2pixhd elsewhere in the process does not matter, see
+test_interpreter_after_early_import). Shapes are tiny and the launch config is forced so that
+H*W spans several tiles and several splits with a ragged last tile, and C several channel
+blocks with a ragged last one, which is where indexing bugs live.
+"""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import importlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from pix2pixhd.kernels import instance_norm_act, instance_norm_act_ref  # noqa: E402
+# The package re-exports the function under the module's own name, so fetch the module itself.
+K = importlib.import_module("pix2pixhd.kernels.instance_norm_act")
+
+pytest.importorskip("triton")
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("TRITON_INTERPRET was set to something other than 1", allow_module_level=True)
+
+ACTS = ("relu", "leaky_relu", "none")
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|, in fp64."""
+    a, b = a.double(), b.double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def fmt_of(t: torch.Tensor) -> str:
+    if t.is_contiguous():
+        return "nchw"
+    return "cl" if t.is_contiguous(memory_format=torch.channels_last) else "other"
+
+
+def run_both(x, weight, bias, residual, act, gen, **overrides):
+    """Forward + backward through Triton and the reference; returns (outs, grads) pairs."""
+    results = []
+    g = None
+    for impl in ("triton", "ref"):
+        leaves = [t.detach().clone().requires_grad_() if t is not None else None
+                  for t in (x, weight, bias, residual)]
+        # Clones keep the memory format of x / residual.
+        with K.launch_overrides(**overrides):
+            y = instance_norm_act(leaves[0], leaves[1], leaves[2], act=act, negative_slope=0.2,
+                                  residual=leaves[3], impl=impl)
+        if g is None:
+            g = torch.randn(y.shape, generator=gen).to(y.dtype).contiguous(
+                memory_format=torch.channels_last if fmt_of(x) == "cl" else torch.contiguous_format)
+        y.backward(g)
+        results.append((y, [t.grad if t is not None else None for t in leaves]))
+    return results
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
+                         ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("C", [3, 17, 64])
+def test_triton_matches_reference(C, layout, dtype):
+    # A fresh seed per case, from the parameters, so every case draws different data.
+    gen = torch.Generator().manual_seed(1000 * C + 10 * (layout == "cl") + list(TOL).index(dtype))
+    act = ACTS[(C + (layout == "cl")) % 3]  # every act meets both layouts over the C values
+    N, H, W = 2, 7, 11  # H*W = 77: with block_p 16 and 2 splits the last tile holds 13 pixels
+    x = (torch.randn(N, C, H, W, generator=gen) * 2 + 0.5).to(dtype)
+    r = torch.randn(N, C, H, W, generator=gen).to(dtype)
+    if layout == "cl":
+        x, r = x.contiguous(memory_format=torch.channels_last), r.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(C, generator=gen) * 0.5 + 1  # fp32 parameters, as under autocast
+    b = torch.randn(C, generator=gen) * 0.5
+    block_c = 8 if C > 3 else 4  # C=17 -> 3 channel blocks, the last with one channel
+    (y, grads), (y_ref, grads_ref) = run_both(x, w, b, r, act, gen, block_p=16, block_c=block_c,
+                                              splits=2)
+    tol = TOL[dtype]
+    assert y.dtype == dtype and fmt_of(y) == layout
+    assert rel_err(y, y_ref) <= tol, f"forward act={act}"
+    for name, gt, gr in zip(("x", "weight", "bias", "residual"), grads, grads_ref):
+        assert gt is not None and gt.dtype == gr.dtype, name
+        assert rel_err(gt, gr) <= tol, f"d{name} act={act}"
+    assert fmt_of(grads[0]) == layout and fmt_of(grads[3]) == layout
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_triton_without_affine_or_residual(act):
+    gen = torch.Generator().manual_seed(7 + ACTS.index(act))
+    x = torch.randn(3, 5, 9, 5, generator=gen).contiguous(memory_format=torch.channels_last)
+    (y, grads), (y_ref, grads_ref) = run_both(x, None, None, None, act, gen, block_p=8,
+                                              block_c=4, splits=3)
+    assert rel_err(y, y_ref) <= 1e-5 and rel_err(grads[0], grads_ref[0]) <= 1e-5
+
+
+def test_automatic_launch_config_matches_reference():
+    # No overrides: the config the kernels pick by themselves (one tile, one split on CPU).
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, 13, 9, generator=gen)
+    w, b = torch.randn(6, generator=gen), torch.randn(6, generator=gen)
+    (y, grads), (y_ref, grads_ref) = run_both(x, w, b, None, "leaky_relu", gen)
+    assert rel_err(y, y_ref) <= 1e-5
+    for gt, gr in zip(grads[:3], grads_ref[:3]):
+        assert rel_err(gt, gr) <= 1e-5
+
+
+def test_only_residual_needs_grad():
+    # The ResNet block's second norm: act none, the residual's gradient is dy itself.
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 4, 6, 6, generator=gen)
+    r = torch.randn(2, 4, 6, 6, generator=gen, requires_grad=True)
+    y = instance_norm_act(x, act="none", residual=r, impl="triton")
+    g = torch.randn(y.shape, generator=gen)
+    y.backward(g)
+    assert torch.equal(r.grad, g)
+
+
+def test_reference_gradcheck_fp64():
+    gen = torch.Generator().manual_seed(5)
+    for act in ACTS:
+        x = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(3, generator=gen, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(3, generator=gen, dtype=torch.float64, requires_grad=True)
+        r = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+        fn = lambda x, w, b, r: instance_norm_act_ref(x, w, b, act=act, residual=r)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x, w, b, r), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_reference_is_torch_instance_norm(act):
+    # The specification itself against PyTorch's unfused layers, in fp64.
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(2, 5, 6, 7, generator=gen, dtype=torch.float64)
+    w = torch.randn(5, generator=gen, dtype=torch.float64)
+    b = torch.randn(5, generator=gen, dtype=torch.float64)
+    r = torch.randn(2, 5, 6, 7, generator=gen, dtype=torch.float64)
+    want = F.instance_norm(x, weight=w, bias=b, eps=1e-5) + r
+    want = {"relu": F.relu, "leaky_relu": lambda t: F.leaky_relu(t, 0.2), "none": lambda t: t}[act](want)
+    got = instance_norm_act_ref(x, w, b, act=act, residual=r)
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", ["triton", "ref"])
+def test_constant_channel_is_finite(impl):
+    x = torch.randn(2, 3, 5, 7)
+    x[:, 1] = 4.25  # zero variance
+    x.requires_grad_()
+    b = torch.tensor([0.0, 0.3, 0.0], requires_grad=True)
+    y = instance_norm_act(x, None, b, act="leaky_relu", impl=impl)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    assert torch.allclose(y[:, 1], torch.full_like(y[:, 1], 0.3))  # normalised to 0, + bias
+
+
+def test_large_mean_small_std():
+    # |mean| / std = 1e5: E[x^2] - E[x]^2 in fp32 would lose every digit of the variance.
+    gen = torch.Generator().manual_seed(17)
+    x = 1000 + 0.01 * torch.randn(2, 3, 9, 9, generator=gen)  # fp32 storage
+    with K.launch_overrides(block_p=16, splits=3):
+        y = instance_norm_act(x, act="none", impl="triton")
+    y64 = instance_norm_act_ref(x.double(), act="none")
+    # fp32 can hold the mean only to ~6e-5, i.e. ~6e-3 of one std: the floor for any fp32 kernel.
+    assert (y.double() - y64).abs().max().item() < 2e-2
+
+
+def test_deterministic():
+    gen = torch.Generator().manual_seed(19)
+    x = torch.randn(2, 9, 8, 7, generator=gen).contiguous(memory_format=torch.channels_last)
+    outs = []
+    for _ in range(2):
+        xl = x.clone().requires_grad_()
+        with K.launch_overrides(block_p=8, block_c=4, splits=4):
+            y = instance_norm_act(xl, act="relu", impl="triton")
+            y.backward(torch.ones_like(y))
+        outs.append((y, xl.grad))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_non_dense_input():
+    # A strided view is neither layout: it is copied to a dense one, results unchanged.
+    gen = torch.Generator().manual_seed(23)
+    base = torch.randn(2, 4, 10, 12, generator=gen)
+    x = base[:, :, ::2, 1::2]
+    y = instance_norm_act(x, act="relu", impl="triton")
+    assert rel_err(y, instance_norm_act_ref(x, act="relu")) <= 1e-5
+
+
+# -- dispatch ---------------------------------------------------------------------------------
+
+def test_auto_on_cpu_is_reference_without_warning(monkeypatch):
+    calls = []
+    monkeypatch.setattr(K, "_fused_function", lambda *a: calls.append(a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        instance_norm_act(torch.randn(1, 2, 3, 3), impl="auto")
+    assert calls == []
+
+
+def test_triton_on_cpu_without_interpreter_warns_once_or_raises(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.setattr(K, "_WARNED", set())
+    x = torch.randn(1, 2, 3, 3)
+    with pytest.warns(RuntimeWarning, match="TRITON_INTERPRET=1"):
+        y = instance_norm_act(x, impl="triton")
+    assert torch.equal(y, instance_norm_act_ref(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        instance_norm_act(x, impl="triton")  # said once only
+    monkeypatch.setenv(K.STRICT_ENV, "1")
+    with pytest.raises(RuntimeError, match=K.STRICT_ENV):
+        instance_norm_act(x, impl="triton")
+
+
+def test_fp64_falls_back_with_warning(monkeypatch):
+    monkeypatch.setattr(K, "_WARNED", set())
+    x = torch.randn(1, 2, 3, 3, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="float64"):
+        y = instance_norm_act(x, impl="triton")
+    assert y.dtype == torch.float64
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(impl="cuda"), "impl='cuda'"),
+    (dict(act="gelu"), "act='gelu'"),
+    (dict(weight=torch.ones(3)), r"weight has shape \(3,\) but x has C=2"),
+    (dict(residual=torch.ones(1, 2, 3, 4)), "residual has shape"),
+])
+def test_errors_name_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        instance_norm_act(torch.randn(1, 2, 3, 3), **kwargs)
+
+
+def test_interpreter_after_early_import():
+    # pix2pixhd imported (and a norm run) before TRITON_INTERPRET is set: the kernels are
+    # jitted lazily, so the interpreter still takes effect.
+    code = (
+        "import os, torch, pix2pixhd\n"
+        "from pix2pixhd.kernels import instance_norm_act, instance_norm_act_ref\n"
+        "x = torch.randn(2, 3, 5, 5)\n"
+        "instance_norm_act(x)\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "import importlib\n"
+        "K = importlib.import_module('pix2pixhd.kernels.instance_norm_act')\n"
+        "called = []\n"
+        "orig = K._fused_function\n"
+        "K._fused_function = lambda *a: called.append(a) or orig(*a)\n"
+        "y = instance_norm_act(x, impl='triton')\n"
+        "assert called and (y - instance_norm_act_ref(x)).abs().max() < 1e-5\n"
+        "print('ok')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]

@@ -1,0 +1,251 @@
+"""ONNX export of a trained generator, and the runtime wrapper synthesis uses for ``--backend onnx``.
+
+* :func:`export_onnx` writes ``generator [N, input_nc, H, W] float32 → [N, output_nc, H, W]``
+  with N, H and W dynamic, then checks the file with onnxruntime on CPU against PyTorch.
+* :class:`OnnxGenerator` loads such a file into an onnxruntime session and is called like the
+  torch generator (``OnnxGenerator(path)(x)``), so ``pix2pixhd.synthesis.Synthesizer`` takes either.
+* ``python -m pix2pixhd.export --checkpoint DIR`` exports a training run's generator to
+  ``DIR/generator.onnx`` (the path ``synthesize.py --backend onnx`` reads by default).
+
+The exported graph is fp32 and uses the PyTorch reference of every fused layer (Triton kernels
+do not export), so it runs anywhere onnxruntime does. The file carries its own metadata
+(input/output channels, the required size multiple, the training config when known) so a
+session never needs the checkpoint to know how to be called.
+
+Needs the ``export`` extra: ``pip install -e .[export]`` (onnx, onnxscript, onnxruntime).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pix2pixhd import __version__
+
+# Keys of the ONNX file's metadata_props that OnnxGenerator reads back.
+META_INPUT_NC = "pix2pixhd.input_nc"
+META_OUTPUT_NC = "pix2pixhd.output_nc"
+META_MULTIPLE = "pix2pixhd.required_multiple"
+META_CONFIG = "pix2pixhd.config"
+META_VERSION = "pix2pixhd.version"
+META_GENERATOR = "pix2pixhd.generator"
+
+_EXTRA_HINT = "install the export extra: pip install -e .[export]  (onnx, onnxscript, onnxruntime)"
+
+
+def _require(module: str):
+    try:
+        return __import__(module)
+    except ImportError as e:
+        raise ImportError(f"pix2pixhd.export needs `{module}`; {_EXTRA_HINT}") from e
+
+
+def _required_multiple(generator: nn.Module) -> int:
+    return int(getattr(generator, "required_multiple", 1))
+
+
+def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = None, *,
+                height: int | None = None, width: int | None = None, opset: int = 18,
+                dynamo: bool = True, config: dict | None = None, check: bool = True,
+                atol: float = 1e-4, seed: int = 0) -> Path:
+    """Export ``generator`` to ONNX at ``path`` with dynamic batch, height and width.
+
+    generator: a GlobalGenerator / LocalEnhancer (any module mapping [N, input_nc, H, W] float32 to
+        [N, C, H, W]). It is copied to CPU fp32, put in eval mode, and every fused norm layer is
+        switched to its PyTorch reference; the caller's module is left untouched.
+    input_nc: channels of the generator input (label_nc [+1 boundary] [+feat_num]); read from
+        ``generator.input_nc`` when None.
+    height, width: the trace example's size; default two multiples of the generator's required
+        multiple that differ (so nothing specialises on a square shape). Exported H/W stay dynamic.
+    dynamo: True uses torch.export (PyTorch's default exporter since 2.9, needs onnxscript);
+        False the legacy TorchScript exporter (deprecated upstream, much faster to run).
+    config: the training config (``TrainConfig.to_dict()``), stored in the file's metadata.
+    check: run the file with onnxruntime on CPU on random one-hot label maps at two sizes and
+        raise if max |onnx - torch| > ``atol``.
+    Returns the written path.
+    """
+    from pix2pixhd.layers import set_norm_impl
+    _require("onnx")
+    if dynamo:
+        _require("onnxscript")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if input_nc is None:
+        input_nc = getattr(generator, "input_nc", None)
+        if input_nc is None:
+            raise ValueError(f"{type(generator).__name__} has no input_nc attribute; pass "
+                             "export_onnx(..., input_nc=label_nc + 1 (boundary) + feat_num)")
+    g = set_norm_impl(copy.deepcopy(generator).float().cpu().eval(), "ref")
+    g.requires_grad_(False)
+    m = _required_multiple(g)
+    height = height or 2 * m
+    width = width or 3 * m
+    x = _random_input(1, input_nc, height, width, seed)
+
+    with warnings.catch_warnings():
+        # Both exporters warn at length about internals we cannot act on (shape-check tracer
+        # warnings, instance_norm's train flag, constant folding of slices, legacy deprecation).
+        warnings.simplefilter("ignore")
+        if dynamo:
+            n, h, w = torch.export.Dim("N"), torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
+            torch.onnx.export(g, (x,), str(path), input_names=["input"], output_names=["output"],
+                              opset_version=opset, dynamo=True, external_data=False,
+                              dynamic_shapes={"input": {0: n, 2: h, 3: w}}, verbose=False)
+        else:
+            axes = {0: "N", 2: "H", 3: "W"}
+            torch.onnx.export(g, (x,), str(path), input_names=["input"], output_names=["output"],
+                              opset_version=min(opset, 17), dynamo=False,
+                              dynamic_axes={"input": axes, "output": axes})
+
+    _write_metadata(path, {
+        META_INPUT_NC: str(input_nc),
+        META_OUTPUT_NC: str(getattr(g, "output_nc", "")),
+        META_MULTIPLE: str(m),
+        META_GENERATOR: type(generator).__name__,
+        META_VERSION: __version__,
+        **({META_CONFIG: json.dumps(config, sort_keys=True)} if config is not None else {}),
+    })
+    if check:
+        # Two sizes that differ from the trace example and from each other, N=2: proves H, W and
+        # N are really dynamic, not just that the traced shape replays.
+        sizes = [(height + m, width), (height, width + 2 * m)]
+        diff = check_onnx(g, path, sizes=sizes, batch=2, seed=seed + 1)
+        if diff > atol:
+            raise RuntimeError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3g} "
+                               f"(> atol={atol}); the export is not faithful, do not use this file")
+    return path
+
+
+def _random_input(n: int, c: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """Random label-map-like input: a one-hot of random ids (+ any remaining channels binary).
+
+    Generators see one-hot maps and a {0,1} boundary channel, never Gaussian noise; instance
+    norm makes the network sensitive to the input statistics, so test on what it will be fed.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, c, (n, 1, h, w), generator=gen)
+    return torch.zeros(n, c, h, w).scatter_(1, ids, 1.0)
+
+
+def _write_metadata(path: Path, props: dict[str, str]) -> None:
+    import onnx
+    model = onnx.load(str(path))
+    existing = {p.key: p for p in model.metadata_props}
+    for k, v in props.items():
+        if k in existing:
+            existing[k].value = v
+        else:
+            model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.save(model, str(path))
+
+
+def check_onnx(generator: nn.Module, path: str | Path, sizes=((64, 96), (96, 64)), batch: int = 2,
+               seed: int = 1) -> float:
+    """Max |onnxruntime(CPU) - torch| over random one-hot inputs of each (H, W) in ``sizes``."""
+    from pix2pixhd.layers import set_norm_impl
+    og = OnnxGenerator(path)
+    g = set_norm_impl(copy.deepcopy(generator).float().cpu().eval(), "ref")
+    worst = 0.0
+    for i, (h, w) in enumerate(sizes):
+        x = _random_input(batch, og.input_nc, h, w, seed + i)
+        with torch.inference_mode():
+            ref = g(x)
+        out = og(x)
+        if out.shape != ref.shape:
+            raise RuntimeError(f"{path}: onnx output shape {tuple(out.shape)} != torch "
+                               f"{tuple(ref.shape)} at input {h}x{w}")
+        worst = max(worst, float((out - ref).abs().max()))
+    return worst
+
+
+class OnnxGenerator:
+    """An exported generator as a callable: ``OnnxGenerator(path)(x [N, C, H, W] float) → [N, 3, H, W]``.
+
+    The output is float32 on ``x``'s device. H and W must be multiples of ``required_multiple``
+    (``Synthesizer`` pads to it). ``providers``: onnxruntime execution providers, CPU by default;
+    pass e.g. ``("CUDAExecutionProvider", "CPUExecutionProvider")`` with onnxruntime-gpu.
+    ``config`` is the training config dict stored at export time (None if none was given).
+    """
+
+    def __init__(self, path: str | Path, providers=("CPUExecutionProvider",),
+                 intra_op_num_threads: int = 0):
+        ort = _require("onnxruntime")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(
+                f"ONNX generator {self.path} does not exist; export one with "
+                f"`python -m pix2pixhd.export --checkpoint RUN_DIR --out {self.path}`")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_num_threads
+        self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                            providers=list(providers))
+        meta = self.session.get_modelmeta().custom_metadata_map
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.output_name = self.session.get_outputs()[0].name
+        c = inp.shape[1]
+        self.input_nc = int(meta.get(META_INPUT_NC, c if isinstance(c, int) else 0))
+        self.required_multiple = int(meta.get(META_MULTIPLE, 1))
+        self.config = json.loads(meta[META_CONFIG]) if META_CONFIG in meta else None
+        self.metadata = dict(meta)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or (self.input_nc and x.shape[1] != self.input_nc):
+            raise ValueError(f"{self.path}: expects input [N, {self.input_nc}, H, W]; got "
+                             f"{tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        m = self.required_multiple
+        if h % m or w % m:
+            raise ValueError(f"{self.path}: input size {h}x{w} is not divisible by {m}; pad it to "
+                             f"{-(-h // m) * m}x{-(-w // m) * m} (Synthesizer does this)")
+        # onnxruntime takes contiguous fp32 NumPy on the host; autocast output may be bf16.
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        y = self.session.run([self.output_name], {self.input_name: arr})[0]
+        return torch.from_numpy(y).to(x.device)
+
+    def __repr__(self) -> str:
+        return (f"OnnxGenerator({str(self.path)!r}, input_nc={self.input_nc}, "
+                f"required_multiple={self.required_multiple}, "
+                f"providers={self.session.get_providers()})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description="Export a training run's generator to ONNX (dynamic N, H, W) and check it "
+                    "with onnxruntime against PyTorch",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="training run folder (config.json + *.pt)")
+    p.add_argument("--which_epoch", default="latest")
+    p.add_argument("--out", default="", help="ONNX file to write (default: CHECKPOINT/generator.onnx)")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--legacy", action="store_true",
+                   help="use the deprecated TorchScript exporter instead of torch.export")
+    p.add_argument("--atol", type=float, default=1e-4, help="max |onnx - torch| the check accepts")
+    p.add_argument("--no_check", action="store_true", help="skip the onnxruntime parity check")
+    a = p.parse_args(argv)
+    from pix2pixhd.synthesis import load_generator
+    from pix2pixhd.trainer import generator_input_nc
+    g, cfg = load_generator(a.checkpoint, a.which_epoch, "cpu")
+    out = Path(a.out) if a.out else Path(a.checkpoint) / "generator.onnx"
+    export_onnx(g, out, generator_input_nc(cfg), opset=a.opset, dynamo=not a.legacy,
+                config=cfg.to_dict(), check=False)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    if not a.no_check:
+        m = cfg.required_multiple
+        diff = check_onnx(g, out, sizes=[(3 * m, 2 * m), (2 * m, 5 * m)], batch=2)
+        print(f"max |onnxruntime - torch| on random label maps at {3 * m}x{2 * m} and "
+              f"{2 * m}x{5 * m}: {diff:.3g} (atol {a.atol})")
+        if diff > a.atol:
+            print(f"error: {out} does not reproduce the PyTorch generator; do not use it")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

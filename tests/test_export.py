@@ -1,0 +1,125 @@
+"""ONNX export: onnxruntime (CPU) reproduces PyTorch within 1e-4 at sizes other than the traced one.
+
+Tiny generators (ngf 8, 1-2 blocks, 32-96 px). Each export happens once per module (the
+torch.export path takes ~10 s here); the legacy TorchScript exporter gets one quick test too.
+"""
+import copy
+
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from pix2pixhd import GlobalGenerator, LocalEnhancer  # noqa: E402
+from pix2pixhd.export import OnnxGenerator, check_onnx, export_onnx, main  # noqa: E402
+
+ATOL = 1e-4
+
+
+def _one_hot(n, c, h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, c, (n, 1, h, w), generator=g)
+    return torch.zeros(n, c, h, w).scatter_(1, ids, 1.0)
+
+
+@pytest.fixture(scope="module")
+def global_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    g = GlobalGenerator(6, 3, ngf=8, n_downsampling=2, n_blocks=2).eval()
+    path = export_onnx(g, tmp_path_factory.mktemp("onnx") / "global.onnx", check=False,
+                       config={"label_nc": 5, "netG": "global"})
+    return g, path
+
+
+@pytest.fixture(scope="module")
+def local_onnx(tmp_path_factory):
+    torch.manual_seed(1)
+    g = LocalEnhancer(5, 3, ngf=8, n_downsample_global=2, n_blocks_global=1, n_local_enhancers=1,
+                      n_blocks_local=1).eval()
+    path = export_onnx(g, tmp_path_factory.mktemp("onnx") / "local.onnx", check=False)
+    return g, path
+
+
+@pytest.mark.parametrize("which", ["global_onnx", "local_onnx"])
+def test_parity_at_two_dynamic_sizes(which, request):
+    g, path = request.getfixturevalue(which)
+    og = OnnxGenerator(path)
+    # the trace example is 2m x 3m; these are neither, nor square, and N differs from the trace
+    for n, (h, w) in [(2, (32, 48)), (1, (72, 40))]:
+        x = _one_hot(n, g.input_nc, h, w, seed=h + w)
+        with torch.inference_mode():
+            ref = g(x)
+        out = og(x)
+        assert out.shape == ref.shape == (n, 3, h, w)
+        assert out.dtype == torch.float32
+        diff = (out - ref).abs().max().item()
+        assert diff <= ATOL, f"{which} at {h}x{w}: max abs diff {diff}"
+        assert ref.abs().max() > 0.01  # the comparison is not between two near-zero outputs
+
+
+def test_metadata_and_size_check(global_onnx):
+    g, path = global_onnx
+    og = OnnxGenerator(path)
+    assert og.input_nc == 6 and og.required_multiple == 4
+    assert og.config == {"label_nc": 5, "netG": "global"}
+    assert og.metadata["pix2pixhd.generator"] == "GlobalGenerator"
+    with pytest.raises(ValueError, match="not divisible by 4"):
+        og(torch.zeros(1, 6, 30, 32))
+    with pytest.raises(ValueError, match=r"\[N, 6, H, W\]"):
+        og(torch.zeros(1, 5, 32, 32))
+
+
+def test_check_detects_a_different_generator(global_onnx):
+    # the parity check is able to fail: other weights give a large difference
+    g, path = global_onnx
+    other = copy.deepcopy(g)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert check_onnx(g, path, sizes=[(32, 32)]) <= ATOL
+    assert check_onnx(other, path, sizes=[(32, 32)]) > 100 * ATOL
+
+
+def test_export_leaves_the_callers_module_alone(global_onnx, tmp_path):
+    g = GlobalGenerator(6, 3, ngf=8, n_downsampling=2, n_blocks=1).train()
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    export_onnx(g, tmp_path / "g.onnx", dynamo=False, check=True)  # legacy exporter, checked
+    assert g.training
+    assert all(torch.equal(before[k], v) for k, v in g.state_dict().items())
+
+
+def test_missing_file_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m pix2pixhd.export"):
+        OnnxGenerator(tmp_path / "nope.onnx")
+
+
+def test_synthesizer_accepts_onnx_backend(global_onnx):
+    # the lead's Synthesizer takes any callable; both backends must give the same uint8 images
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.synthesis import Synthesizer
+    g, path = global_onnx
+    cfg = TrainConfig(label_nc=5, netG="global", n_downsample_global=2, ngf=8,
+                      n_blocks_global=2, no_instance=False)
+    label = torch.randint(0, 5, (2, 1, 30, 42))  # not a multiple of 4: Synthesizer pads
+    a = Synthesizer(g, cfg, "cpu", precision="fp32")(label, label)
+    b = Synthesizer(OnnxGenerator(path), cfg, "cpu", precision="fp32")(label, label)
+    assert a.shape == b.shape == (2, 3, 30, 42) and a.dtype == torch.uint8
+    assert (a.int() - b.int()).abs().max() <= 1  # ≤1e-4 in [-1, 1] can flip one rounding
+
+
+def test_cli_exports_a_checkpoint(tmp_path, capsys):
+    from pix2pixhd.checkpoint import save_checkpoint
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.trainer import build_generator
+    cfg = TrainConfig(label_nc=4, no_instance=True, netG="global", ngf=8, n_downsample_global=2,
+                      n_blocks_global=1, norm_impl="ref")
+    torch.manual_seed(2)
+    g = build_generator(cfg)
+    save_checkpoint({"G": g.state_dict(), "config": cfg.to_dict()}, tmp_path, "latest", cfg.to_json())
+    assert main(["--checkpoint", str(tmp_path), "--legacy"]) == 0
+    out = capsys.readouterr().out
+    assert "generator.onnx" in out and "max |onnxruntime - torch|" in out
+    og = OnnxGenerator(tmp_path / "generator.onnx")
+    assert og.config["label_nc"] == 4 and og.input_nc == 4

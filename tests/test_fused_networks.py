@@ -154,3 +154,46 @@ def test_set_norm_impl_switches_path(monkeypatch):
         set_norm_impl(model, "triton")(x)
     n_norms = sum(isinstance(m, InstanceNormAct) for m in model.modules())
     assert len(calls) == n_norms
+
+
+def test_benchmark_layer_table_matches_networks():
+    # benchmarks/kernels.py times a hand-written table of layer shapes; it must be the shapes
+    # (and activations, and counts) the real networks feed their norms. Meta tensors: no compute.
+    import collections
+    import importlib.util
+    import pathlib
+    import sys
+
+    from pix2pixhd.networks import LocalEnhancer
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "kernels.py"
+    spec = importlib.util.spec_from_file_location("_bench_kernels", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up while building
+    spec.loader.exec_module(bench)
+
+    def norm_inputs(model, x):
+        seen = collections.Counter()
+        def hook(m, args, kwargs, out):
+            residual = kwargs.get("residual", args[1] if len(args) > 1 else None)
+            seen.update([(tuple(args[0].shape[1:]), m.act, residual is not None)])
+
+        hooks = [m.register_forward_hook(hook, with_kwargs=True)
+                 for m in model.modules() if isinstance(m, InstanceNormAct)]
+        with torch.no_grad():
+            model(x)
+        for h in hooks:
+            h.remove()
+        return seen
+
+    for (w, h), make_g, num_d in (((1024, 512), lambda: GlobalGenerator(3, 3, 64, 4, 9), 2),
+                                  ((2048, 1024), lambda: LocalEnhancer(3, 3, 32, 4, 9, 1, 3), 3)):
+        with torch.device("meta"):
+            got = norm_inputs(make_g(), torch.empty(1, 3, h, w))
+            d = MultiscaleDiscriminator(6, 64, 3, num_d)
+            for _ in range(3):  # fake for G; fake and real for D
+                got += norm_inputs(d, torch.empty(1, 6, h, w))
+        want = collections.Counter()
+        for layer in bench.pix2pixhd_layers(w, h):
+            want[((layer.c, layer.h, layer.w), layer.act, layer.residual)] += layer.count
+        assert got == want, (w, h, got - want, want - got)

@@ -161,7 +161,7 @@ def _fwd_kernel(x_ptr, y_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
 
 @triton.jit
 def _bwd_reduce_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, part_ptr,
-                       N, C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
+                       part_plane, C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
                        HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
                        ACT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     pid = tl.program_id(0)
@@ -202,16 +202,16 @@ def _bwd_reduce_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
                 g = tl.where(z > 0, g, g * slope)
         acc_g += g
         acc_gx += g * xhat
-    # part is [2, N, n_splits, C]: sum(gz) then sum(gz * xhat).
+    # part is [2, N, n_splits, C] (part_plane = N * n_splits * C): sum(gz), then sum(gz * xhat).
     out = (n * n_splits + s).to(tl.int64) * C + c
     tl.store(part_ptr + out, tl.sum(acc_g, axis=0), mask=c_mask)
-    tl.store(part_ptr + N.to(tl.int64) * n_splits * C + out, tl.sum(acc_gx, axis=0), mask=c_mask)
+    tl.store(part_ptr + part_plane + out, tl.sum(acc_gx, axis=0), mask=c_mask)
 
 
 @triton.jit
 def _bwd_dx_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, sums_ptr,
                    dx_ptr, dres_ptr,
-                   N, C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
+                   sums_plane, C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
                    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
                    ACT: tl.constexpr, STORE_DX: tl.constexpr, STORE_DRES: tl.constexpr,
                    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -223,9 +223,11 @@ def _bwd_dx_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, sum
     stat = n.to(tl.int64) * C + c
     mean = tl.load(mean_ptr + stat, mask=c_mask, other=0.0)
     rstd = tl.load(rstd_ptr + stat, mask=c_mask, other=0.0)
-    # sums is [2, N, C]: per (n, c) sum(gz) and sum(gz * xhat), merged over the splits.
+    # sums is [2, N, C] (sums_plane = N * C): per (n, c) sum(gz) and sum(gz * xhat), merged
+    # over the splits. (Integer arguments equal to 1 become constexprs when compiled, so the
+    # plane offset comes precomputed rather than as N.to(tl.int64) * C.)
     mean_g = tl.load(sums_ptr + stat, mask=c_mask, other=0.0) / L
-    mean_gx = tl.load(sums_ptr + N.to(tl.int64) * C + stat, mask=c_mask, other=0.0) / L
+    mean_gx = tl.load(sums_ptr + sums_plane + stat, mask=c_mask, other=0.0) / L
     if HAS_W:
         w = tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
     else:
@@ -355,7 +357,7 @@ def backward(dy, x, weight, bias, residual, mean, rstd, act, slope, overrides,
     ptrs = (residual if residual is not None else dummy,
             weight if weight is not None else dummy, bias if bias is not None else dummy)
     part = torch.empty((2, N, S, C), device=x.device, dtype=torch.float32)
-    _bwd_reduce_kernel[grid](x, dy, *ptrs, mean, rstd, part, N, C, L, sn, sc, sp, S, chunk, slope,
+    _bwd_reduce_kernel[grid](x, dy, *ptrs, mean, rstd, part, N * S * C, C, L, sn, sc, sp, S, chunk, slope,
                              **flags)
     sums = part.sum(dim=2)  # [2, N, C]; a fixed-order reduction, deterministic
     dw = sums[1].sum(0).to(dw_dtype) if dw_dtype is not None else None
@@ -365,6 +367,6 @@ def backward(dy, x, weight, bias, residual, mean, rstd, act, slope, overrides,
     if need_dx or dres is not None:
         _bwd_dx_kernel[grid](x, dy, *ptrs, mean, rstd, sums,
                              dx if dx is not None else dummy, dres if dres is not None else dummy,
-                             N, C, L, sn, sc, sp, S, chunk, slope,
+                             N * C, C, L, sn, sc, sp, S, chunk, slope,
                              STORE_DX=need_dx, STORE_DRES=dres is not None, **flags)
     return dx, dw, db, dres

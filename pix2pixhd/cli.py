@@ -108,5 +108,5 @@ def synthesize_main(argv: list[str] | None = None) -> int:
         from pix2pixhd.report import compare_folders, write_comparison_page
         stats = compare_folders(Path(a.out), Path(a.real))
         page = write_comparison_page(Path(a.out), Path(a.input), Path(a.real), cfg.label_nc, stats)
-        print(f"vs {a.real}: L1 {stats['l1']:.4f}  PSNR {stats['psnr']:.2f} dB over {stats['n']} images; page {page}")
+        print(f"vs {a.real}: L1 {stats['l1']:.4f}  pooled PSNR {stats['pooled_psnr']:.2f} dB over {stats['n']} images; page {page}")
     return 0 if rep.written or not rep.skipped else 1

@@ -24,7 +24,11 @@ def _index(folder: Path) -> dict[str, Path]:
 
 
 def compare_folders(fake_dir: Path, real_dir: Path) -> dict:
-    """Mean L1 (on [0, 1] pixels) and PSNR (dB, from the pooled MSE) over images matched by stem."""
+    """Mean L1 (on [0, 1] pixels) and pooled PSNR over images matched by stem.
+
+    Pooled PSNR is 10·log10(1 / mean MSE over all images) — not the mean of per-image PSNRs that
+    ``pix2pixhd.evaluate`` reports; the keys say which.
+    """
     fakes, reals = _index(fake_dir), _index(real_dir)
     common = sorted(set(fakes) & set(reals))
     if not common:
@@ -39,7 +43,7 @@ def compare_folders(fake_dir: Path, real_dir: Path) -> dict:
         mse.append(((a - b) ** 2).mean())
     m = float(np.mean(mse))
     return {"n": len(common), "l1": float(np.mean(l1)),
-            "psnr": float("inf") if m == 0 else 10 * math.log10(1.0 / m)}
+            "pooled_psnr": float("inf") if m == 0 else 10 * math.log10(1.0 / m)}
 
 
 def write_comparison_page(fake_dir: Path, label_dir: Path, real_dir: Path, label_nc: int,
@@ -67,7 +71,7 @@ def write_comparison_page(fake_dir: Path, label_dir: Path, real_dir: Path, label
             f'<td><img src="{html.escape(c)}" width="256"></td>' for c in cells) + "</tr>")
     summary = ""
     if stats:
-        summary = f"<p>{stats['n']} images: L1 {stats['l1']:.4f}, PSNR {stats['psnr']:.2f} dB</p>"
+        summary = f"<p>{stats['n']} images: L1 {stats['l1']:.4f}, pooled PSNR {stats['pooled_psnr']:.2f} dB</p>"
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>synthesis</title></head><body>"
             f"<h1>label | synthesized | real</h1>{summary}<table>{''.join(rows)}</table></body></html>")
     path = fake_dir / "index.html"

@@ -14,6 +14,12 @@ INHERITED = ("label_nc", "input_nc", "output_nc", "no_instance", "n_downsample_g
              "feat_num", "nef", "n_downsample_E", "dataset_mode", "direction", "model")
 
 
+# pix2pix (Isola et al. 2017) defaults that differ from pix2pixHD's, applied unless given.
+PIX2PIX_DEFAULTS = dict(norm="batch", gan_mode="vanilla", no_instance=True, label_nc=0,
+                        resize_or_crop="resize_and_crop", loadSize=286, fineSize=256,
+                        dataset_mode="aligned", no_vgg_loss=True, no_ganFeat_loss=True, num_D=1)
+
+
 def _given(argv: list[str]) -> set[str]:
     return {a[2:].split("=")[0] for a in argv if a.startswith("--")}
 
@@ -23,6 +29,8 @@ def resolve_config(argv: list[str]) -> TrainConfig:
     args = build_parser(description=__doc__).parse_args(argv)
     cfg = TrainConfig(**vars(args))
     given = _given(argv)
+    if cfg.model == "pix2pix":
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in PIX2PIX_DEFAULTS.items() if k not in given})
     src = None
     if cfg.resume:
         src = Path(cfg.checkpoints_dir) / cfg.name

@@ -68,8 +68,10 @@ class TrainConfig:
     # --- pix2pix (--model pix2pix) ------------------------------------------------------------
     netG_pix2pix: str = field(default="unet_256", metadata={"help": "pix2pix generator: unet_256 | unet_128 | encoder_decoder_256 | ..."})
     netD_pix2pix: str = field(default="basic", metadata={"help": "pix2pix discriminator: basic | n_layers | pixel | image"})
-    lambda_L1: float = 100.0
-    no_dropout: bool = False
+    lambda_L1: float = field(default=100.0, metadata={"help": "pix2pix: weight of L1 (0 = GAN only)"})
+    lambda_GAN: float = field(default=1.0, metadata={"help": "pix2pix: weight of the GAN loss (0 = L1 only, no D)"})
+    no_cond_D: bool = field(default=False, metadata={"help": "pix2pix: unconditional D (sees the output only)"})
+    no_dropout: bool = field(default=False, metadata={"help": "pix2pix: no dropout in the U-Net"})
 
     # --- feature encoder ----------------------------------------------------------------------
     instance_feat: bool = field(default=False, metadata={"help": "add encoded instance features to the input"})
@@ -132,6 +134,8 @@ class TrainConfig:
             raise ValueError("--stage finetune trains the local generator: drop --netG global")
         if c.stage in ("local", "finetune") and not c.load_pretrain and not c.resume:
             print(f"note: --stage {c.stage} without --load_pretrain starts from random weights")
+        if c.model == "pix2pix" and c.stage != "global":
+            raise ValueError("--model pix2pix has one stage: drop --stage local/finetune")
         if c.instance_feat and c.label_feat:
             raise ValueError("choose one of --instance_feat and --label_feat")
         return c
@@ -142,6 +146,9 @@ class TrainConfig:
 
     @property
     def required_multiple(self) -> int:
+        if self.model == "pix2pix":
+            from pix2pixhd.pix2pix_networks import NETG
+            return 2 ** NETG[self.netG_pix2pix][0]
         m = 2 ** self.n_downsample_global
         return m * 2 ** self.n_local_enhancers if self.netG == "local" else m
 

@@ -47,6 +47,9 @@ def generator_input_nc(cfg: TrainConfig) -> int:
 
 def build_generator(cfg: TrainConfig) -> nn.Module:
     nc = generator_input_nc(cfg)
+    if cfg.model == "pix2pix":
+        from pix2pixhd.pix2pix_networks import define_G
+        return define_G(nc, cfg.output_nc, cfg.ngf, cfg.netG_pix2pix, cfg.norm, use_dropout=not cfg.no_dropout)
     if cfg.netG == "global":
         g = GlobalGenerator(nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global, cfg.norm)
     else:
@@ -55,8 +58,13 @@ def build_generator(cfg: TrainConfig) -> nn.Module:
     return set_norm_impl(g, cfg.norm_impl)
 
 
-def build_discriminator(cfg: TrainConfig) -> nn.Module:
+def build_discriminator(cfg: TrainConfig) -> nn.Module | None:
     nc = generator_input_nc(cfg) - (cfg.feat_num if cfg.use_features else 0) + cfg.output_nc
+    if cfg.model == "pix2pix":
+        if cfg.lambda_GAN == 0:
+            return None  # the L1-only ablation has no discriminator
+        from pix2pixhd.pix2pix_networks import define_D
+        return define_D(cfg.output_nc if cfg.no_cond_D else nc, cfg.ndf, cfg.netD_pix2pix, cfg.n_layers_D, cfg.norm)
     d = MultiscaleDiscriminator(nc, cfg.ndf, cfg.n_layers_D, cfg.num_D, cfg.norm,
                                 use_sigmoid=False, get_interm_feat=not cfg.no_ganFeat_loss)
     return set_norm_impl(d, cfg.norm_impl)
@@ -129,6 +137,7 @@ class Trainer:
         if cfg.norm == "batch" and self.dist.distributed:
             self.G, self.D = (nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (self.G, self.D))
         self.criterion_gan = GANLoss(cfg.gan_mode)
+        self.criterion_l1 = nn.L1Loss()
         self.vgg = None if cfg.no_vgg_loss else (VGGLoss(vgg) if vgg is not None else VGGLoss(vgg_path=cfg.vgg_path or None))
         for m in (self.G, self.D, self.E, self.vgg):
             if m is not None:
@@ -148,7 +157,8 @@ class Trainer:
             self.global_step = ckpt["global_step"]
             self._build_optimizers()
             self.opt_G.load_state_dict(ckpt["optimizer_G"])
-            self.opt_D.load_state_dict(ckpt["optimizer_D"])
+            if self.opt_D is not None:
+                self.opt_D.load_state_dict(ckpt["optimizer_D"])
             if "scaler" in ckpt and ckpt["scaler"]:
                 self.scaler.load_state_dict(ckpt["scaler"])
             set_rng_state(ckpt["rng"][min(self.dist.rank, len(ckpt["rng"]) - 1)])
@@ -179,7 +189,8 @@ class Trainer:
         lr = lr_at_epoch(self.cfg, self.epoch)
         betas = (self.cfg.beta1, 0.999)
         self.opt_G = torch.optim.Adam(self._g_params(), lr=lr, betas=betas, **fused)
-        self.opt_D = torch.optim.Adam(_unwrap(self.D).parameters(), lr=lr, betas=betas, **fused)
+        self.opt_D = (torch.optim.Adam(_unwrap(self.D).parameters(), lr=lr, betas=betas, **fused)
+                      if self.D is not None else None)
 
     def _unfreeze_global(self) -> None:
         """Past niter_fix_global: one optimizer over all of G, keeping the enhancer's Adam state.
@@ -200,7 +211,8 @@ class Trainer:
     def _load_models(self, ckpt: dict, strict: bool) -> None:
         from pix2pixhd.compat import load_reference_weights
         load_reference_weights(_unwrap(self.G), ckpt["G"], strict=strict)
-        load_reference_weights(_unwrap(self.D), ckpt["D"], strict=strict)
+        if self.D is not None:
+            load_reference_weights(_unwrap(self.D), ckpt["D"], strict=strict)
         if self.E is not None:
             if ckpt.get("E") is None:
                 raise ValueError("this run uses a feature encoder but the checkpoint holds none")
@@ -246,7 +258,7 @@ class Trainer:
             if self.cfg.ddp_bf16_grads:
                 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
                 self.G.register_comm_hook(None, default_hooks.bf16_compress_hook)
-        if not isinstance(self.D, DDP):
+        if self.D is not None and not isinstance(self.D, DDP):
             self.D = DDP(self.D, device_ids=ids, broadcast_buffers=False)
             if self.cfg.ddp_bf16_grads:
                 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -295,6 +307,57 @@ class Trainer:
         return ([[f[:n] for f in s] for s in both], [[f[n:] for f in s] for s in both])
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.cfg.model == "pix2pix":
+            return self._pix2pix_step(batch)
+        return self._pix2pixhd_step(batch)
+
+    def _pix2pix_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """pix2pix (Isola et al. 2017) as its reference trains it: D steps first on ½(real + fake),
+        then G on λ_GAN·cGAN + λ_L1·L1 against the updated D."""
+        cfg, t = self.cfg, self.timer
+        x, real, _ = self.prepare(batch)
+        with self._autocast():
+            fake = self.G(x)
+        t.mark("G_forward")
+        cond = (lambda y: y) if cfg.no_cond_D else (lambda y: torch.cat([x, y], 1))  # noqa: E731
+        losses: dict[str, torch.Tensor] = {}
+        if self.D is not None:
+            with self._autocast():
+                loss_D_fake = self.criterion_gan(self.D(cond(fake.detach())), False)
+                loss_D_real = self.criterion_gan(self.D(cond(real)), True)
+            losses.update(D_real=loss_D_real, D_fake=loss_D_fake)
+            self._check_finite(losses)
+            self.opt_D.zero_grad(set_to_none=True)
+            self.scaler.scale(0.5 * (loss_D_real + loss_D_fake)).backward()
+            self.scaler.step(self.opt_D)
+            t.mark("D_forward_backward")
+        d_inner = _unwrap(self.D) if self.D is not None else None
+        if d_inner is not None:
+            d_inner.requires_grad_(False)
+        try:
+            with self._autocast():
+                loss_G = fake.new_zeros((), dtype=torch.float32)
+                if d_inner is not None:
+                    losses["G_GAN"] = self.criterion_gan(d_inner(cond(fake)), True, for_discriminator=False)
+                    loss_G = loss_G + cfg.lambda_GAN * losses["G_GAN"]
+                if cfg.lambda_L1 > 0:
+                    losses["G_L1"] = self.criterion_l1(fake.float(), real.float())
+                    loss_G = loss_G + cfg.lambda_L1 * losses["G_L1"]
+            t.mark("G_losses")
+            self._check_finite(losses)
+            self.opt_G.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_G).backward()
+            t.mark("G_backward")
+        finally:
+            if d_inner is not None:
+                d_inner.requires_grad_(True)
+        self.scaler.step(self.opt_G)
+        self.scaler.update()
+        t.mark("optimizer")
+        self._last = (batch["label"], fake.detach(), real)
+        return {k: v.detach() for k, v in losses.items()}
+
+    def _pix2pixhd_step(self, batch: dict) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         t = self.timer
         x, real, inst = self.prepare(batch)
@@ -363,9 +426,11 @@ class Trainer:
             torch.distributed.all_gather_object(gathered, rng[0])
             rng = gathered
         return {
-            "G": _unwrap(self.G).state_dict(), "D": _unwrap(self.D).state_dict(),
+            "G": _unwrap(self.G).state_dict(),
+            "D": _unwrap(self.D).state_dict() if self.D is not None else None,
             "E": self.E.state_dict() if self.E is not None else None,
-            "optimizer_G": self.opt_G.state_dict(), "optimizer_D": self.opt_D.state_dict(),
+            "optimizer_G": self.opt_G.state_dict(),
+            "optimizer_D": self.opt_D.state_dict() if self.opt_D is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "global_step": self.global_step,
             "lr": self.opt_G.param_groups[0]["lr"], "rng": rng,
@@ -399,7 +464,7 @@ class Trainer:
     def _set_lr(self) -> float:
         lr = lr_at_epoch(self.cfg, self.epoch)
         for opt in (self.opt_G, self.opt_D):
-            for group in opt.param_groups:
+            for group in (opt.param_groups if opt is not None else []):
                 group["lr"] = lr
         return lr
 

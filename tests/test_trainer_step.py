@@ -165,3 +165,42 @@ def test_instance_features_encoder_trains_with_g(tmp_path):
     before = [p.clone() for p in tr.E.parameters()]
     tr.train_step(fake_batch())
     assert any(not torch.equal(a, b) for a, b in zip(before, tr.E.parameters()))
+
+
+def _p2p_cfg(tmp_path, **kw):
+    from pix2pixhd.cli import PIX2PIX_DEFAULTS
+    base = dict(PIX2PIX_DEFAULTS, model="pix2pix", netG_pix2pix="unet_128", ngf=4, ndf=4)
+    base.update(kw)
+    return tiny_cfg(tmp_path, **base)
+
+
+def _rgb_batch(n=1, size=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"label": torch.randint(0, 256, (n, 3, size, size), generator=g).to(torch.uint8),
+            "image": torch.randint(0, 256, (n, 3, size, size), generator=g).to(torch.uint8),
+            "path": ["a.jpg"] * n}
+
+
+def test_pix2pix_step_is_l1_plus_cgan_with_d_first(tmp_path):
+    torch.manual_seed(0)
+    tr = Trainer(_p2p_cfg(tmp_path))
+    G0, D0 = copy.deepcopy(tr.G), copy.deepcopy(tr.D)
+    batch = _rgb_batch()
+    losses = tr.train_step(batch)
+    x, real = image_to_float(batch["label"]), image_to_float(batch["image"])
+    torch.manual_seed(0)
+    gan = GANLoss("vanilla")
+    assert losses["D_real"].item() == pytest.approx(gan(D0(torch.cat([x, real], 1)), True).item(), rel=1e-5)
+    assert set(losses) == {"D_real", "D_fake", "G_GAN", "G_L1"}
+    assert tr.D.model[0].in_channels == 6  # conditional: input and output concatenated
+
+
+@pytest.mark.parametrize("kw, keys, d_in", [
+    (dict(lambda_GAN=0.0), {"G_L1"}, None),                                  # L1 only: no D at all
+    (dict(lambda_L1=0.0), {"D_real", "D_fake", "G_GAN"}, 6),                 # cGAN only
+    (dict(lambda_L1=0.0, no_cond_D=True), {"D_real", "D_fake", "G_GAN"}, 3),  # GAN only (unconditional)
+])
+def test_pix2pix_loss_ablations(tmp_path, kw, keys, d_in):
+    tr = Trainer(_p2p_cfg(tmp_path, **kw))
+    assert set(tr.train_step(_rgb_batch())) == keys
+    assert (tr.D is None) if d_in is None else tr.D.model[0].in_channels == d_in

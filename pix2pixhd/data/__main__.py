@@ -1,0 +1,98 @@
+"""``python -m pix2pixhd.data scan DIR``: check every split of a dataset and print a summary.
+
+For each split found (``*_label``, ``*_A`` or pix2pix ``{phase}/`` folders): the layout, the
+number of samples, the image sizes, the ids present with their pixel frequencies, the instance
+count, and every problem validation would raise on (first few per kind, with counts).
+Exit status 1 when any split has problems.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pix2pixhd.data.dataset import DatasetError, create_dataset, format_problems, scan
+from pix2pixhd.data.layouts import IMG_EXTS
+
+
+def find_phases(root: Path) -> list[str]:
+    phases = set()
+    for d in root.iterdir():
+        if not d.is_dir():
+            continue
+        for suffix in ("_label", "_A"):
+            if d.name.endswith(suffix):
+                phases.add(d.name[: -len(suffix)])
+        if "_" not in d.name and any(p.suffix.lower() in IMG_EXTS for p in d.iterdir()):
+            phases.add(d.name)
+    return sorted(phases)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pix2pixhd.data", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("scan", help="validate a dataset and print statistics",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("dataroot")
+    s.add_argument("--label_nc", type=int, default=None,
+                   help="number of classes (default: classes.json's, else 0 for RGB layouts, "
+                        "else 256 to report the ids found)")
+    s.add_argument("--no_instance", action="store_true")
+    s.add_argument("--load_features", action="store_true")
+    s.add_argument("--palette", default=None, help="'facades', a JSON file, or none")
+    s.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"))
+    s.add_argument("--resize_or_crop", default="none")
+    s.add_argument("--loadSize", type=int, default=1024)
+    s.add_argument("--fineSize", type=int, default=512)
+    s.add_argument("--required_multiple", type=int, default=1)
+    s.add_argument("--level", default="full", choices=("full", "headers"))
+    s.add_argument("--max_listed", type=int, default=5)
+    a = p.parse_args(argv)
+
+    root = Path(a.dataroot)
+    if not root.is_dir():
+        print(f"{root} is not a folder", file=sys.stderr)
+        return 2
+    label_nc = a.label_nc
+    if label_nc is None and (root / "classes.json").is_file():
+        label_nc = int(json.loads((root / "classes.json").read_text())["label_nc"])
+    phases = find_phases(root)
+    if not phases:
+        print(f"{root}: no splits found (expected *_label/, *_A/ or pix2pix phase folders)")
+        return 1
+    bad = False
+    for phase in phases:
+        rgb = (root / f"{phase}_A").is_dir() or ((root / phase).is_dir() and a.palette is None)
+        nc = label_nc if label_nc is not None else (0 if rgb else 256)
+        no_inst = a.no_instance or not (root / f"{phase}_inst").is_dir()
+        try:
+            ds = create_dataset(root, phase, label_nc=nc, no_instance=no_inst,
+                                load_features=a.load_features, resize_or_crop=a.resize_or_crop,
+                                loadSize=a.loadSize, fineSize=a.fineSize, direction=a.direction,
+                                palette=a.palette, required_multiple=a.required_multiple,
+                                validate="off")
+        except DatasetError as e:
+            print(f"[{phase}] {e}")
+            bad = True
+            continue
+        problems, st = scan(ds, a.level)
+        print(f"[{phase}] {ds.mode} layout, {st['n']} samples, label_nc={nc}"
+              + ("" if no_inst else f", {st['instances']} instance ids over all images"))
+        sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in st["sizes"].most_common())
+        print(f"  sizes: {sizes or '-'}")
+        total = sum(st["ids"].values())
+        if total:
+            print(f"  ids present: {len(st['ids'])}; pixel frequency:")
+            for i, n in sorted(st["ids"].items()):
+                print(f"    {i:5d}  {n / total:8.4%}  ({n} px)")
+        if problems:
+            bad = True
+            print("  " + format_problems(problems, ds.describe(), a.max_listed).replace("\n", "\n  "))
+        else:
+            print("  no problems")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

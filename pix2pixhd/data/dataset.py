@@ -1,0 +1,327 @@
+"""The paired dataset: files -> aligned uint8/int32 tensors, and the checks run before training.
+
+A sample (``dataset[i]`` or ``dataset[(i, epoch)]``) is a dict:
+  'label'  uint8 [1, H, W] class ids (int32 when label_nc > 256); with label_nc == 0 the input
+           photo, uint8 [3, H, W]
+  'inst'   int32 [1, H, W] instance ids (only when instances are used)
+  'image'  uint8 [3, H, W] target photo
+  'feat'   uint8 [3, H, W] precomputed feature map (only with load_features)
+  'path'   str, the label (or AB) file
+Everything stays integer until the device, where ``pix2pixhd.encoding`` makes one-hot maps,
+boundary maps and [-1, 1] photos. Crop and flip depend only on (seed, epoch, index), so a resumed
+run sees the same crops.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pix2pixhd.data import transforms as T
+from pix2pixhd.data.layouts import (MODES, Layout, decode_palette, detect_mode, find_files,
+                                    load_palette)
+
+ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
+RGB_MODES = ("RGB", "L", "P")   # converted to RGB on load
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be trained on. ``problems``: [(kind, path, message), ...]."""
+
+    def __init__(self, message: str, problems=()):
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+def format_problems(problems, header: str, max_listed: int = 5) -> str:
+    by_kind = defaultdict(list)
+    for kind, _path, msg in problems:
+        by_kind[kind].append(msg)
+    lines = [f"{len(problems)} problem(s) in {header}:"]
+    for kind, msgs in by_kind.items():
+        lines.append(f"  {kind}: {len(msgs)} file(s)" + (f", first {max_listed}:" if len(msgs) > max_listed else ":"))
+        lines += [f"    - {m}" for m in msgs[:max_listed]]
+        if len(msgs) > max_listed:
+            lines.append(f"    ... and {len(msgs) - max_listed} more")
+    return "\n".join(lines)
+
+
+class PairedDataset(torch.utils.data.Dataset):
+    """One split of a paired dataset. Build it with :func:`create_dataset`."""
+
+    def __init__(self, layout: Layout, *, label_nc: int, no_instance: bool, load_features: bool,
+                 resize_or_crop: str, loadSize: int, fineSize: int, no_flip: bool, direction: str,
+                 palette, required_multiple: int, output_nc: int, seed: int, is_train: bool):
+        self.layout = layout
+        self.root, self.phase, self.mode = layout.root, layout.phase, layout.mode
+        self.records = layout.records
+        self.label_nc = label_nc
+        self.use_inst = not no_instance
+        self.load_features = load_features
+        self.resize_or_crop = resize_or_crop
+        self.loadSize, self.fineSize = loadSize, fineSize
+        self.flip = is_train and not no_flip
+        self.direction = direction
+        self.palette = palette
+        self.required_multiple = required_multiple
+        self.output_nc = output_nc
+        self.seed = seed
+        self.label_dtype = np.uint8 if label_nc <= 256 else np.int32
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def describe(self) -> str:
+        return f"{self.root} (phase {self.phase!r}, {self.mode} layout)"
+
+    # -- loading -----------------------------------------------------------------------------
+    def _source_size(self, rec) -> tuple[int, int]:
+        if "ab" in rec:
+            w, h = Image.open(rec["ab"]).size
+            return w // 2, h
+        return Image.open(rec["label"]).size
+
+    def _read(self, rec):
+        """The sample's source images: dict role -> PIL image, all of one size."""
+        if "ab" in rec:
+            ab = Image.open(rec["ab"]).convert("RGB")
+            w2, h = ab.size[0] // 2, ab.size[1]
+            a, b = ab.crop((0, 0, w2, h)), ab.crop((w2, 0, 2 * w2, h))
+            src, tgt = (a, b) if self.direction == "AtoB" else (b, a)
+            return {"label": src, "image": tgt}
+        out = {"label": Image.open(rec["label"]), "image": Image.open(rec["image"]).convert("RGB")}
+        if self.use_inst:
+            out["inst"] = Image.open(rec["inst"])
+        if self.load_features:
+            out["feat"] = Image.open(rec["feat"]).convert("RGB")
+        return out
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        rec = self.records[index]
+        ims = self._read(rec)
+        w, h = ims["image"].size
+        rng = np.random.default_rng([self.seed, epoch, index])
+        g = T.make_geometry(w, h, self.resize_or_crop, self.loadSize, self.fineSize, self.flip,
+                            self.required_multiple, rng)
+        sample = {}
+        lab = ims["label"]
+        if self.label_nc == 0:                                     # input is a photo
+            sample["label"] = _chw(T.apply_photo(lab.convert("RGB"), g))
+        elif self.palette is not None:                             # colour map -> ids
+            rgb = T.apply_ids(np.asarray(lab.convert("RGB")), g)
+            sample["label"] = torch.from_numpy(decode_palette(rgb, self.palette))[None]
+        else:
+            ids = T.apply_ids(np.asarray(lab), g)
+            if ids.dtype != self.label_dtype:
+                if ids.size and int(ids.max()) >= max(self.label_nc, 1):
+                    raise DatasetError(f"label id {int(ids.max())} in {rec['label']} is >= "
+                                       f"label_nc={self.label_nc}; set label_nc "
+                                       f"{int(ids.max()) + 1} or remap ids")
+                ids = ids.astype(self.label_dtype)
+            sample["label"] = torch.from_numpy(np.ascontiguousarray(ids))[None]
+        if "inst" in ims:
+            inst = T.apply_ids(np.asarray(ims["inst"]), g).astype(np.int32)
+            sample["inst"] = torch.from_numpy(inst)[None]
+        sample["image"] = _chw(T.apply_photo(ims["image"], g))
+        if "feat" in ims:
+            sample["feat"] = _chw(T.apply_ids(np.asarray(ims["feat"]), g))
+        sample["path"] = str(rec.get("label", rec.get("ab")))
+        return sample
+
+
+def _chw(a: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] -> uint8 [3, H, W] (a strided view; collate makes the batch contiguous)."""
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
+
+
+def create_dataset(dataroot, phase: str = "train", *, dataset_mode: str = "auto", label_nc: int = 35,
+                   no_instance: bool = False, load_features: bool = False,
+                   resize_or_crop: str = "scale_width", loadSize: int = 1024, fineSize: int = 512,
+                   no_flip: bool = False, direction: str = "AtoB", palette=None,
+                   required_multiple: int = 16, output_nc: int = 3, seed: int = 0,
+                   is_train: bool | None = None, validate: str = "full") -> PairedDataset:
+    """Open one split of a dataset (layouts: see ``pix2pixhd.data.layouts``) and check it.
+
+    Options are the reference's (``label_nc``, ``resize_or_crop``, ``loadSize``, ``fineSize``,
+    ``no_flip``, ``direction``...). ``palette``: None, 'facades', a JSON path or [[r,g,b],...]
+    to decode colour-coded labels. ``required_multiple``: what the generator needs the sizes to
+    divide by (2^n_downsample_global, x 2^n_local_enhancers for the local generator).
+    ``is_train`` (default: phase == 'train') enables random flips, as the reference's isTrain.
+    ``validate``: 'full' (decode every file), 'headers' (sizes and modes only) or 'off'.
+    Raises DatasetError listing offending files.
+    """
+    root = Path(dataroot)
+    if dataset_mode not in MODES:
+        raise ValueError(f"dataset_mode={dataset_mode!r}; expected one of {MODES}")
+    if resize_or_crop not in T.MODES:
+        raise ValueError(f"resize_or_crop={resize_or_crop!r}; expected one of {T.MODES}")
+    if direction not in ("AtoB", "BtoA"):
+        raise ValueError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
+    if validate not in ("full", "headers", "off"):
+        raise ValueError(f"validate={validate!r}; expected 'full', 'headers' or 'off'")
+    if label_nc < 0 or required_multiple < 1:
+        raise ValueError(f"label_nc={label_nc} and required_multiple={required_multiple} must be "
+                         f">= 0 and >= 1")
+    pal = load_palette(palette)
+    mode = detect_mode(root, phase, pal) if dataset_mode == "auto" else dataset_mode
+    if mode == "cityscapes" and label_nc > 0 and pal is not None:
+        mode = "palette"
+    if mode == "palette" and pal is None:
+        raise DatasetError(f"dataset_mode='palette' for {root} needs palette= (e.g. 'facades', a "
+                           f"JSON file or a list of [r, g, b])")
+    if mode in ("rgb_pairs",) and label_nc != 0:
+        raise DatasetError(f"{root} holds RGB pairs ({phase}_A/{phase}_B): set label_nc=0 "
+                           f"(got label_nc={label_nc})")
+    if mode in ("cityscapes", "palette") and label_nc == 0:
+        raise DatasetError(f"{root} holds label maps ({phase}_label): label_nc=0 means RGB input; "
+                           f"set label_nc to the number of classes (see classes.json if present)")
+    if mode == "aligned" and label_nc > 0 and pal is None:
+        raise DatasetError(f"{root}/{phase} holds AB images whose input half is a colour map with "
+                           f"label_nc={label_nc}: pass palette= (e.g. 'facades') or label_nc=0")
+    if mode in ("rgb_pairs", "aligned") and (not no_instance or load_features):
+        raise DatasetError(f"the {mode} layout of {root} has no instance or feature maps: pass "
+                           f"no_instance=True (--no_instance) and load_features=False")
+    if pal is not None and len(pal) > label_nc:
+        raise DatasetError(f"palette has {len(pal)} colours but label_nc={label_nc}; set label_nc "
+                           f">= {len(pal)}")
+    layout = find_files(root, phase, mode, use_inst=not no_instance, use_feat=load_features)
+    ds = PairedDataset(layout, label_nc=label_nc, no_instance=no_instance,
+                       load_features=load_features, resize_or_crop=resize_or_crop,
+                       loadSize=loadSize, fineSize=fineSize, no_flip=no_flip, direction=direction,
+                       palette=pal, required_multiple=required_multiple, output_nc=output_nc,
+                       seed=seed, is_train=(phase == "train") if is_train is None else is_train)
+    if validate != "off":
+        validate_dataset(ds, level=validate)
+    return ds
+
+
+# -- validation and statistics ------------------------------------------------------------------
+def _check_record(ds: PairedDataset, rec: dict, decode: bool):
+    """(problems, stats) of one sample. Reads headers, and with ``decode`` every pixel."""
+    problems, sizes, ids = [], {}, None
+    n_inst = 0
+    roles = {"ab": "AB image"} if "ab" in rec else {"label": "label", "image": "image", "inst": "instance map", "feat": "feature map"}
+    for role, what in roles.items():
+        p = rec.get(role)
+        if p is None:
+            continue
+        rel = _rel(ds, p)
+        try:
+            im = Image.open(p)
+            if decode:
+                im.load()
+        except Exception as e:   # PIL raises OSError, SyntaxError, ValueError... on bad files
+            problems.append(("unreadable", str(p), f"{rel}: cannot read ({type(e).__name__}: {e}); "
+                                                   f"re-export or remove it"))
+            continue
+        sizes[role] = im.size
+        want = _wanted_modes(ds, role)
+        if im.mode not in want:
+            bands = len(im.getbands())
+            hint = (" (a colour-coded label map? pass palette=)" if role == "label" and bands >= 3
+                    and ds.palette is None else "")
+            problems.append(("wrong channels", str(p), f"{rel}: {what} has mode {im.mode} "
+                             f"({bands} channel(s)); expected one of {want}{hint}"))
+            continue
+        if decode and role == "label" and ds.label_nc > 0:
+            ids = _label_ids(ds, im)
+            if ids is not None and len(ids):
+                top = max(ids)
+                if top >= ds.label_nc:
+                    problems.append(("ids >= label_nc", str(p), f"label id {top} in {rel} is >= "
+                                     f"label_nc={ds.label_nc}; set label_nc {top + 1} or remap ids"))
+        if decode and role == "ab" and ds.label_nc > 0 and ds.palette is not None:
+            w2 = im.size[0] // 2
+            half = (0, 0, w2, im.size[1]) if ds.direction == "AtoB" else (w2, 0, 2 * w2, im.size[1])
+            ids = _label_ids(ds, im.convert("RGB").crop(half))
+        if decode and role == "inst":
+            n_inst = len(np.unique(np.asarray(im)))
+    if len(set(sizes.values())) > 1:
+        desc = ", ".join(f"{r} {w}x{h}" for r, (w, h) in sizes.items())
+        problems.append(("size mismatch", str(next(iter(rec.values()))),
+                         f"{_rel(ds, next(iter(rec.values())))}: partners differ in size ({desc}); "
+                         f"resize them to one size"))
+    src = None
+    if sizes and len(set(sizes.values())) == 1:
+        w, h = next(iter(sizes.values()))
+        src = (w // 2, h) if "ab" in rec else (w, h)
+        ow, oh = T.output_size(*src, ds.resize_or_crop, ds.loadSize, ds.fineSize,
+                               ds.required_multiple)
+        m = ds.required_multiple
+        if ow % m or oh % m:
+            problems.append(("size not a multiple", str(next(iter(rec.values()))),
+                             f"{_rel(ds, next(iter(rec.values())))}: {src[0]}x{src[1]} becomes "
+                             f"{ow}x{oh} with resize_or_crop={ds.resize_or_crop} loadSize="
+                             f"{ds.loadSize} fineSize={ds.fineSize}, not a multiple of "
+                             f"{m} as the generator needs; change loadSize/fineSize or use "
+                             f"resize_or_crop='none'"))
+    return problems, {"size": src, "ids": ids, "n_inst": n_inst}
+
+
+def _rel(ds, p) -> str:
+    try:
+        return str(Path(p).relative_to(ds.root))
+    except ValueError:
+        return str(p)
+
+
+def _wanted_modes(ds, role):
+    if role == "label" and ds.label_nc > 0:
+        return ("RGB", "P") if ds.palette is not None else ID_MODES
+    return ID_MODES if role == "inst" else RGB_MODES
+
+
+def _label_ids(ds, im) -> Counter | None:
+    """Counter id -> pixel count of a label image (decoded through the palette if any)."""
+    if ds.palette is not None:
+        a = decode_palette(np.asarray(im.convert("RGB")), ds.palette)
+    else:
+        a = np.asarray(im)
+    if a.dtype == np.uint8:
+        counts = np.bincount(a.ravel(), minlength=1)
+        return Counter({i: int(c) for i, c in enumerate(counts) if c})
+    u, c = np.unique(a, return_counts=True)
+    return Counter({int(i): int(n) for i, n in zip(u, c)})
+
+
+def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
+    """Check every file of ``ds``: (problems, stats). stats: n, sizes Counter, id pixel Counter."""
+    problems = list(ds.layout.problems)
+    if not ds.records and not problems:
+        problems.append(("empty", str(ds.root), f"no images found for {ds.describe()}"))
+    sizes, ids, n_inst = Counter(), Counter(), 0
+    decode = level == "full"
+    with ThreadPoolExecutor(num_threads) as pool:   # PIL decodes without the GIL
+        for p, st in pool.map(lambda r: _check_record(ds, r, decode), ds.records):
+            problems += p
+            if st["size"]:
+                sizes[st["size"]] += 1
+            if st["ids"]:
+                ids.update(st["ids"])
+            n_inst += st["n_inst"]
+    return problems, {"n": len(ds.records), "sizes": sizes, "ids": ids, "instances": n_inst}
+
+
+def validate_dataset(ds: PairedDataset, *, level: str = "full", max_listed: int = 5) -> dict:
+    """Raise DatasetError listing the first ``max_listed`` offending files per kind and counts:
+    missing partners, unreadable/truncated files, size mismatches, ids >= label_nc, wrong channel
+    counts, sizes the generator cannot take. Returns the scan statistics when all is well."""
+    problems, stats = scan(ds, level)
+    meta = ds.root / "classes.json"
+    if meta.is_file() and ds.palette is None and ds.label_nc > 0:
+        try:
+            want = int(json.loads(meta.read_text())["label_nc"])
+        except (ValueError, KeyError, TypeError):
+            want = None
+        if want is not None and want > ds.label_nc:
+            problems.append(("label_nc", str(meta), f"{meta} says label_nc={want} but "
+                             f"label_nc={ds.label_nc} was given; set label_nc {want}"))
+    if problems:
+        raise DatasetError(format_problems(problems, ds.describe(), max_listed), problems)
+    return stats

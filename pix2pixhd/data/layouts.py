@@ -1,0 +1,146 @@
+"""Finding a dataset's files on disk, and decoding colour-coded label maps through a palette.
+
+Layouts (``dataset_mode``):
+  cityscapes  ``{phase}_label`` (ids), ``{phase}_inst`` (instance ids), ``{phase}_img``,
+              optional ``{phase}_feat``; partners matched by file stem, ignoring Cityscapes'
+              suffixes (``_gtFine_labelIds``, ``_gtFine_instanceIds``, ``_leftImg8bit``).
+  palette     the cityscapes layout whose ``{phase}_label`` files are RGB colour maps, decoded
+              to ids by nearest palette colour (id = position in the palette).
+  rgb_pairs   ``{phase}_A`` (input photo), ``{phase}_B`` (target photo); ``label_nc=0``.
+  aligned     pix2pix: ``{phase}/*.jpg`` with A | B side by side; ``direction`` picks the input.
+              With ``label_nc>0`` the input half is a colour map decoded through ``palette``.
+``auto`` picks the first layout whose folders exist, in the order above.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
+MODES = ("auto", "cityscapes", "palette", "rgb_pairs", "aligned")
+_CITYSCAPES_SUFFIX = re.compile(r"_(gtFine|gtCoarse)_(labelIds|instanceIds|color|labelTrainIds)$"
+                                r"|_leftImg8bit$")
+
+# CMP Facades as shipped by pix2pix (../shared/data/facades/README.md): 12 colours, in the order
+# the README lists them; a pixel's id is the index of its nearest colour.
+FACADES_PALETTE = ((0, 0, 222), (0, 48, 255), (0, 128, 255), (0, 208, 255), (32, 255, 224),
+                   (113, 255, 142), (192, 255, 64), (255, 240, 0), (255, 160, 0), (255, 80, 0),
+                   (174, 0, 0), (255, 0, 0))
+NAMED_PALETTES = {"facades": FACADES_PALETTE}
+
+
+def load_palette(palette) -> np.ndarray | None:
+    """None | 'facades' | path to JSON (a list, or {"palette": [...]}) | [[r, g, b], ...] ->
+    int32 [K, 3] or None."""
+    if palette is None:
+        return None
+    if isinstance(palette, (str, Path)) and str(palette) in NAMED_PALETTES:
+        palette = NAMED_PALETTES[str(palette)]
+    elif isinstance(palette, (str, Path)):
+        p = Path(palette)
+        if not p.is_file():
+            raise ValueError(f"palette={str(palette)!r} is neither a named palette "
+                             f"{tuple(NAMED_PALETTES)} nor a JSON file")
+        palette = json.loads(p.read_text())
+        if isinstance(palette, dict):
+            palette = palette["palette"]
+    arr = np.asarray(palette, dtype=np.int32)
+    if arr.ndim != 2 or arr.shape[1] != 3 or len(arr) == 0:
+        raise ValueError(f"palette must be a list of [r, g, b] colours; got shape {arr.shape}")
+    return arr
+
+
+def decode_palette(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] colour map -> uint8/int32 [H, W] ids of the nearest palette colour.
+
+    Nearest (not exact) matching, because colour maps are often JPEG-compressed.
+    """
+    flat = rgb.reshape(-1, 3).astype(np.float32)
+    pal = palette.astype(np.float32)
+    # Squared distance via |p|^2 - 2 x.p (|x|^2 is the same for every colour): [P, K]; float32
+    # holds these integers (< 2^18) exactly and lets the product run through BLAS.
+    score = (pal * pal).sum(1)[None, :] - 2 * (flat @ pal.T)
+    ids = score.argmin(1)
+    return ids.astype(np.uint8 if len(palette) <= 256 else np.int32).reshape(rgb.shape[:2])
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTS and p.is_file())
+
+
+def stem_key(p: Path) -> str:
+    """The file stem partners share: Cityscapes' per-kind suffixes removed."""
+    return _CITYSCAPES_SUFFIX.sub("", p.stem)
+
+
+@dataclass
+class Layout:
+    """The files of one split. ``records`` hold paths per role; ``problems`` what is missing."""
+    mode: str
+    root: Path
+    phase: str
+    records: list[dict] = field(default_factory=list)   # role -> Path; roles: label, inst, image, feat, ab
+    problems: list[tuple[str, str, str]] = field(default_factory=list)   # (kind, path, message)
+
+
+def detect_mode(root: Path, phase: str, palette) -> str:
+    if (root / f"{phase}_label").is_dir():
+        return "palette" if palette is not None else "cityscapes"
+    if (root / f"{phase}_A").is_dir() and (root / f"{phase}_B").is_dir():
+        return "rgb_pairs"
+    if (root / phase).is_dir():
+        return "aligned"
+    found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    from pix2pixhd.data.dataset import DatasetError
+    raise DatasetError(
+        f"no dataset for phase {phase!r} in {root}: looked for {phase}_label/ (cityscapes layout), "
+        f"{phase}_A/ + {phase}_B/ (RGB pairs) and {phase}/ (pix2pix AB images); folders there: "
+        f"{found or 'none (does the folder exist?)'}. Fix dataroot/phase, or generate data with "
+        f"`python -m pix2pixhd.datasets.synthetic_streets --out {root}`")
+
+
+def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: bool) -> Layout:
+    """Collect one split's files and the partners that are missing."""
+    lay = Layout(mode, root, phase)
+    if mode == "aligned":
+        for p in list_images(root / phase):
+            lay.records.append({"ab": p})
+        return lay
+    roles = ({"label": f"{phase}_A", "image": f"{phase}_B"} if mode == "rgb_pairs" else
+             {"label": f"{phase}_label", "image": f"{phase}_img"})
+    if use_inst:
+        roles["inst"] = f"{phase}_inst"
+    if use_feat:
+        roles["feat"] = f"{phase}_feat"
+    found: dict[str, dict[str, Path]] = {}
+    for role, sub in roles.items():
+        d = root / sub
+        if not d.is_dir():
+            fix = {"inst": "pass no_instance=True (--no_instance) or add the folder",
+                   "feat": "drop load_features or add the folder"}.get(role, "add the folder")
+            lay.problems.append(("missing folder", str(d), f"{role} folder {d} does not exist; {fix}"))
+            found[role] = {}
+            continue
+        found[role] = {}
+        for p in list_images(d):
+            k = stem_key(p)
+            if k in found[role]:
+                lay.problems.append(("duplicate stem", str(p),
+                                     f"{p} and {found[role][k]} share the stem {k!r}; keep one"))
+            found[role][k] = p
+    keys = sorted(set().union(*[set(v) for v in found.values()]))
+    for k in keys:
+        rec = {role: found[role].get(k) for role in roles}
+        missing = [r for r, p in rec.items() if p is None]
+        if missing:
+            have = next(p for p in rec.values() if p is not None)
+            lay.problems.append(("missing partner", str(have),
+                                 f"{have.relative_to(root)} has no " + ", ".join(
+                                     f"{roles[r]}/{k}.*" for r in missing)))
+            continue
+        lay.records.append(rec)
+    return lay

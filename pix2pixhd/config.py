@@ -40,6 +40,9 @@ class TrainConfig:
     dataroot: str = "./datasets/cityscapes/"
     dataset_mode: str = field(default="auto", metadata={"help": "auto | cityscapes | rgb_pairs | aligned | palette"})
     phase: str = "train"
+    palette: str = field(default="", metadata={"help": "decode colour label maps: 'facades', a JSON file of [r,g,b] or empty"})
+    validate: str = field(default="full", metadata={"help": "check the dataset before training: full | headers | off",
+                                                    "choices": ("full", "headers", "off")})
     label_nc: int = field(default=35, metadata={"help": "number of label ids; 0 for RGB inputs"})
     input_nc: int = field(default=3, metadata={"help": "input image channels when label_nc is 0"})
     output_nc: int = 3

@@ -71,7 +71,8 @@ def build_discriminator(cfg: TrainConfig) -> nn.Module | None:
 
 
 def build_encoder(cfg: TrainConfig) -> nn.Module | None:
-    if not cfg.use_features:
+    # With --load_features the features come precomputed from disk (the reference builds no E).
+    if not cfg.use_features or cfg.load_features:
         return None
     return set_norm_impl(Encoder(cfg.output_nc, cfg.feat_num, cfg.nef, cfg.n_downsample_E, cfg.norm),
                          cfg.norm_impl)
@@ -263,6 +264,9 @@ class Trainer:
             if self.cfg.ddp_bf16_grads:
                 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
                 self.D.register_comm_hook(None, default_hooks.bf16_compress_hook)
+        if self.E is not None and not isinstance(self.E, DDP):
+            # E trains through G's loss; unwrapped, each rank's E would drift apart.
+            self.E = DDP(self.E, device_ids=ids, broadcast_buffers=False)
 
     # ---- one step ----------------------------------------------------------------------------
     def _autocast(self):
@@ -276,17 +280,24 @@ class Trainer:
         nb = dev.type == "cuda"
         label = batch["label"].to(dev, non_blocking=nb)
         inst = batch["inst"].to(dev, non_blocking=nb) if "inst" in batch and batch["inst"] is not None else None
-        feat = batch["feat"].to(dev, non_blocking=nb) if cfg.load_features and "feat" in batch else None
         real = image_to_float(batch["image"].to(dev, non_blocking=nb))
         src = batch.get("path", [None])[0] if isinstance(batch.get("path"), list) else None
-        x = encode_input(label, None if cfg.no_instance else inst, feat, label_nc=cfg.label_nc, source=src)
+        # x is D's condition too, so it never holds the features (G gets them appended).
+        x = encode_input(label, None if cfg.no_instance else inst, label_nc=cfg.label_nc, source=src)
         if cfg.label_feat:
             inst = label
         return (x.contiguous(memory_format=self.memory_format),
                 real.contiguous(memory_format=self.memory_format), inst)
 
-    def _features(self, real: torch.Tensor, inst: torch.Tensor | None) -> torch.Tensor | None:
-        if self.E is None or self.cfg.load_features:
+    def _features(self, real: torch.Tensor, inst: torch.Tensor | None, batch: dict) -> torch.Tensor | None:
+        """G's extra input [N, feat_num, H, W]: E's instance-averaged map, or the precomputed one."""
+        if self.cfg.load_features and self.cfg.use_features:
+            if batch.get("feat") is None:
+                raise ValueError("--load_features: the batch has no 'feat' map; write the {phase}_feat "
+                                 "folder with `python -m pix2pixhd.features precompute --checkpoint "
+                                 "<global run>` or drop --load_features")
+            return image_to_float(batch["feat"].to(self.device, non_blocking=self.device.type == "cuda"))
+        if self.E is None:
             return None
         if inst is None:
             raise ValueError("--instance_feat needs instance maps: drop --no_instance or use --label_feat")
@@ -363,7 +374,7 @@ class Trainer:
         x, real, inst = self.prepare(batch)
         d_inner = _unwrap(self.D)
         with self._autocast():
-            feat = self._features(real, inst)
+            feat = self._features(real, inst, batch)
             g_in = torch.cat([x, feat], 1) if feat is not None else x
             fake = self.G(g_in)
         t.mark("G_forward")
@@ -428,7 +439,7 @@ class Trainer:
         return {
             "G": _unwrap(self.G).state_dict(),
             "D": _unwrap(self.D).state_dict() if self.D is not None else None,
-            "E": self.E.state_dict() if self.E is not None else None,
+            "E": _unwrap(self.E).state_dict() if self.E is not None else None,
             "optimizer_G": self.opt_G.state_dict(),
             "optimizer_D": self.opt_D.state_dict() if self.opt_D is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -452,10 +463,13 @@ class Trainer:
             cfg.dataroot, cfg.phase, dataset_mode=cfg.dataset_mode, label_nc=cfg.label_nc,
             no_instance=cfg.no_instance and not cfg.instance_feat, load_features=cfg.load_features,
             resize_or_crop=cfg.resize_or_crop, loadSize=cfg.loadSize, fineSize=cfg.fineSize,
-            no_flip=cfg.no_flip, direction=cfg.direction, required_multiple=cfg.required_multiple,
-            output_nc=cfg.output_nc, seed=cfg.seed, max_dataset_size=cfg.max_dataset_size or None)
-        sampler = data.ResumableSampler(len(ds), shuffle=True, seed=cfg.seed,
-                                        num_replicas=self.dist.world_size, rank=self.dist.rank)
+            no_flip=cfg.no_flip, direction=cfg.direction, palette=cfg.palette or None,
+            required_multiple=cfg.required_multiple, output_nc=cfg.output_nc, seed=cfg.seed,
+            validate=cfg.validate if self.dist.is_master else "off")
+        if cfg.max_dataset_size:
+            ds.records = ds.records[:cfg.max_dataset_size]
+        sampler = data.ResumableSampler(len(ds), shuffle=True, seed=cfg.seed, rank=self.dist.rank,
+                                        world_size=self.dist.world_size, drop_last=True)
         loader = data.create_dataloader(ds, cfg.batchSize, shuffle=True, num_workers=cfg.nThreads,
                                         seed=cfg.seed, drop_last=True, sampler=sampler)
         return loader, sampler
@@ -488,7 +502,7 @@ class Trainer:
             if isinstance(g, LocalEnhancer) and not self.global_frozen and not g.model[1].weight.requires_grad:
                 self._unfreeze_global()
             lr = self._set_lr()
-            sampler.set_epoch(self.epoch, start=self.iter_in_epoch * cfg.batchSize)
+            sampler.set_epoch(self.epoch, skip=self.iter_in_epoch * cfg.batchSize)
             bar = tqdm(total=per_epoch, initial=self.iter_in_epoch, disable=not master or cfg.no_progress,
                        desc=f"{cfg.stage} epoch {self.epoch}/{total_epochs}", dynamic_ncols=True)
             t_data = time.perf_counter()

@@ -1,0 +1,265 @@
+"""Benchmark: training throughput of our Trainer against the reference-style step, in one process.
+
+    python3 benchmarks/train.py                                  # GPU: global 1024x512, local 2048x1024,
+                                                                 # reference architectures, fp32 and bf16
+    python3 benchmarks/train.py --stage global --res 1024x512 --precision bf16 --channels_last both
+    python3 benchmarks/train.py --json results/train_cpu.json    # CPU: small sizes (see the defaults)
+
+For every stage and resolution it builds one Trainer per requested precision / layout (our
+default path: ``pix2pixhd.trainer.Trainer.train_step``) and the reference-style step of
+``benchmarks/baseline.py`` (fp32, NCHW, unfused norms, three separate D passes, D weight
+gradients in the G pass), all from the same initial weights, and runs them interleaved step by
+step on the same synthetic batches (uint8 images, label and instance ids, as the data loader
+hands them over), so slow drift of a shared machine hits every path alike. Per path it prints:
+
+  step ms        median wall time of a step (device synchronised before and after)
+  img/s          batch / step time
+  phases         median ms of each phase (the Trainer's PhaseTimer marks, plus 'data': moving
+                 the batch to the device and encoding it); the phases sync the device, both paths
+  peak MiB       CUDA: the path's parameters + buffers + optimizer state, plus the peak the step
+                 allocates above what was resident before it (the path's peak as if alone); CPU: -
+  TFLOP/s, util  the step's needed FLOPs (pix2pixhd.flops.train_step_flops, the same for every
+                 path) / step time, and that over the device's data-sheet peak for the precision
+  vs baseline    baseline step time / this path's step time (> 1: faster than the reference)
+  loss diff      max relative difference of the first step's losses to the baseline's (fp32:
+                 ~1e-6 shows the two compute the same thing; bf16: its rounding)
+
+VGG19 is randomly initialised (the timing does not depend on its weights and nothing is
+downloaded). ``--json PATH`` writes the table, the config, the device and the FLOP model.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def _sibling(name: str):
+    """benchmarks/ is not a package: load baseline.py by path (works from any cwd and in tests)."""
+    mod_name = f"pix2pixhd_bench_{name}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, Path(__file__).with_name(f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+B = _sibling("baseline")
+
+PHASES = ["data", "G_forward", "D_forward_backward", "losses", "G_losses", "G_backward", "D_backward",
+          "optimizer"]
+
+
+def parse_res(text: str) -> list[tuple[int, int]]:
+    out = []
+    for r in text.split(","):
+        try:
+            w, h = (int(v) for v in r.lower().split("x"))
+        except ValueError:
+            raise SystemExit(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 1024x512") from None
+        out.append((w, h))
+    return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--stage", default="global,local", help="comma-separated: global, local")
+    p.add_argument("--res", default=None, help="comma-separated WIDTHxHEIGHT for every stage "
+                   "(default: GPU global 1024x512, local 2048x1024; CPU global 128x64, local 256x128)")
+    p.add_argument("--precision", default=None,
+                   help="our path's precisions, comma-separated (default: GPU fp32,bf16; CPU fp32)")
+    p.add_argument("--channels_last", default="off", choices=("off", "on", "both"),
+                   help="our path's memory format (the Trainer's default is off)")
+    p.add_argument("--norm_impl", default="auto", choices=("auto", "triton", "ref"))
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--ngf", type=int, default=None,
+                   help="default: the reference's (global 64, local 32) on GPU; 16 on CPU")
+    p.add_argument("--ndf", type=int, default=None, help="default: 64 on GPU, 16 on CPU")
+    p.add_argument("--n_downsample_global", type=int, default=4)
+    p.add_argument("--n_blocks_global", type=int, default=9)
+    p.add_argument("--n_blocks_local", type=int, default=3)
+    p.add_argument("--n_layers_D", type=int, default=3)
+    p.add_argument("--label_nc", type=int, default=35)
+    p.add_argument("--no_vgg_loss", action="store_true")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per path (GPU 20, CPU 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per path (GPU 5, CPU 1)")
+    p.add_argument("--no_baseline", action="store_true", help="time only our path(s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--peak_tflops", type=float, default=None,
+                   help="the device's peak for the utilisation column (default: from the data sheet "
+                        "table in pix2pixhd.flops for known GPUs; none for CPUs)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def make_batch(n: int, h: int, w: int, label_nc: int, seed: int, pin: bool) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    batch = {"label": torch.randint(0, label_nc, (n, 1, h, w), generator=g).to(torch.uint8),
+             "inst": torch.randint(0, 8, (n, 1, h, w), generator=g).to(torch.int32),
+             "image": torch.randint(0, 256, (n, 3, h, w), generator=g).to(torch.uint8)}
+    return {k: v.pin_memory() for k, v in batch.items()} if pin else batch
+
+
+class _Path:
+    """One timed path: a callable step, its timer, optimizers and resident state."""
+
+    def __init__(self, name, precision, channels_last, step, timer, zero_grads, resident):
+        self.name, self.precision, self.channels_last = name, precision, channels_last
+        self.step, self.timer, self.zero_grads, self.resident = step, timer, zero_grads, resident
+        self.step_ms, self.phases, self.extra_peak, self.first_losses = [], {}, [], None
+
+
+def _ours(cfg, device, vgg) -> tuple:
+    from pix2pixhd.distributed import DistInfo
+    from pix2pixhd.trainer import Trainer
+    tr = Trainer(cfg, DistInfo(device=device), vgg=vgg)
+    orig_prepare = tr.prepare
+
+    def prepare(batch):
+        # The Trainer marks no phase after prepare(); mark it here so 'data' is its own column.
+        out = orig_prepare(batch)
+        tr.timer.mark("data")
+        return out
+
+    tr.prepare = prepare
+    return tr
+
+
+def run_config(args, stage: str, width: int, height: int, device: torch.device, info: dict) -> list[dict]:
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.flops import peak_tflops, train_step_flops
+    from pix2pixhd.losses import VGG19Features, VGGLoss
+
+    cuda = device.type == "cuda"
+    ngf = args.ngf or ((64 if stage == "global" else 32) if cuda else 16)
+    ndf = args.ndf or (64 if cuda else 16)
+    tmp = tempfile.mkdtemp(prefix="p2phd_bench_")
+    base = dict(stage=stage, name="bench", checkpoints_dir=tmp, label_nc=args.label_nc, ngf=ngf, ndf=ndf,
+                n_downsample_global=args.n_downsample_global, n_blocks_global=args.n_blocks_global,
+                n_blocks_local=args.n_blocks_local, n_layers_D=args.n_layers_D,
+                no_vgg_loss=args.no_vgg_loss, norm_impl=args.norm_impl, no_tensorboard=True, no_html=True,
+                no_progress=True, device=str(device), seed=args.seed)
+    cfg0 = B.resolved(TrainConfig(**base))
+    m = cfg0.required_multiple
+    if width % m or height % m:
+        raise SystemExit(f"--res {width}x{height}: the {stage} generator needs multiples of {m}")
+    torch.manual_seed(args.seed)
+    vgg_net = None if args.no_vgg_loss else VGG19Features()  # random weights: same cost, no download
+    vgg = None if vgg_net is None else VGGLoss(vgg_net).to(device)
+
+    layouts = {"off": [False], "on": [True], "both": [False, True]}[args.channels_last]
+    paths: list[_Path] = []
+    first = None
+    for prec in args.precisions:
+        for cl in layouts:
+            cfg = B.resolved(TrainConfig(**base, precision=prec, channels_last=cl))
+            tr = _ours(cfg, device, vgg_net)
+            first = first or tr
+            name = f"ours {prec}" + (" cl" if cl else "")
+            paths.append(_Path(name, prec, cl, tr.train_step, tr.timer,
+                               lambda tr=tr: [o.zero_grad(set_to_none=True) for o in (tr.opt_G, tr.opt_D)],
+                               B.trainer_resident_bytes(tr)))
+    if not args.no_baseline:
+        # Same initial weights as every Trainer above (each seeds before building its networks).
+        ref = B.ReferenceStep(first.G, first.D, cfg0, vgg, device)
+        paths.insert(0, _Path("baseline (reference-style)", "fp32", False, ref.train_step, ref.timer,
+                              lambda: [o.zero_grad(set_to_none=True) for o in (ref.opt_G, ref.opt_D)],
+                              ref.resident_bytes()))
+
+    batches = [make_batch(args.batch, height, width, args.label_nc, args.seed + i, cuda) for i in range(3)]
+    for i in range(args.warmup + args.steps):
+        batch = batches[i % len(batches)]
+        for p in paths:
+            p.zero_grads()
+            timing = i >= args.warmup
+            p.timer.start(timing)
+            with B.PeakMemory(device) as mem:
+                holder = {}
+                ms = B.timed(lambda: holder.setdefault("l", p.step(batch)), device)
+            if i == 0:
+                p.first_losses = {k: float(v) for k, v in holder["l"].items()}
+            if timing:
+                p.step_ms.append(ms)
+                for k, v in p.timer.times.items():
+                    p.phases.setdefault(k, []).append(v)
+                if mem.extra is not None:
+                    p.extra_peak.append(mem.extra)
+
+    flops = train_step_flops(cfg0, width, height, args.batch)
+    rows = []
+    base_ms = B.median(paths[0].step_ms) if not args.no_baseline else None
+    base_losses = paths[0].first_losses if not args.no_baseline else None
+    for p in paths:
+        step_ms = B.median(p.step_ms)
+        peak = args.peak_tflops or (peak_tflops(info.get("gpu", ""), p.precision) if cuda else None)
+        tflops = flops.total / (step_ms / 1e3) / 1e12
+        row = {"stage": stage, "res": f"{width}x{height}", "path": p.name, "precision": p.precision,
+               "channels_last": p.channels_last, "batch": args.batch, "step_ms": step_ms,
+               "step_ms_all": p.step_ms, "images_per_s": args.batch / (step_ms / 1e3),
+               "phases_ms": {k: B.median(v) for k, v in p.phases.items()},
+               "peak_mib": ((p.resident + max(p.extra_peak)) / 2**20) if p.extra_peak else None,
+               "resident_mib": p.resident / 2**20, "tflops": tflops,
+               "util_pct": 100 * tflops / peak if peak else None,
+               "speedup_vs_baseline": base_ms / step_ms if base_ms else None,
+               "first_step_losses": p.first_losses,
+               "loss_rel_diff": (max(abs(p.first_losses[k] - v) / max(abs(v), 1e-12)
+                                     for k, v in base_losses.items()) if base_losses else None)}
+        row.update({f"ms_{k}": v for k, v in row["phases_ms"].items()})
+        rows.append(row)
+    arch = {"ngf": ngf, "ndf": ndf, "n_downsample_global": args.n_downsample_global,
+            "n_blocks_global": args.n_blocks_global, "n_layers_D": args.n_layers_D,
+            "n_blocks_local": args.n_blocks_local, "num_D": cfg0.num_D, "label_nc": args.label_nc,
+            "vgg": not args.no_vgg_loss, "norm_impl": args.norm_impl}
+    print(f"\n== {stage} stage, {width}x{height}, batch {args.batch}, " + ", ".join(f"{k} {v}" for k, v in arch.items())
+          + f" ==\nFLOP model per step: {flops.total / 1e12:.3f} TFLOP (forward GMAC: "
+          + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in flops.forward_macs.items()) + ")")
+    phase_cols = [(f"ms_{k}", k, ".1f") for k in PHASES if any(f"ms_{k}" in r for r in rows)]
+    B.print_table(rows, [("path", "path", ""), ("step_ms", "step ms", ".1f"), ("images_per_s", "img/s", ".3f")]
+                  + phase_cols + [("peak_mib", "peak MiB", ".0f"), ("tflops", "TFLOP/s", ".3f"),
+                                  ("util_pct", "util %", ".1f"), ("speedup_vs_baseline", "vs baseline", ".2f"),
+                                  ("loss_rel_diff", "loss diff", ".1e")])
+    for r in rows:
+        r["arch"], r["flops"] = arch, flops.to_dict()
+    return rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from pix2pixhd.distributed import resolve_device
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    args.precisions = (args.precision or ("fp32,bf16" if cuda else "fp32")).split(",")
+    for prec in args.precisions:
+        if prec not in ("fp32", "bf16", "fp16"):
+            raise SystemExit(f"--precision {prec!r}: expected fp32, bf16 or fp16")
+    args.steps = args.steps or (20 if cuda else 5)
+    args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    stages = args.stage.split(",")
+    info = B.describe_device(device)
+    print(f"device: {B.device_label(info)}")
+    if not cuda:
+        print("(no GPU: small sizes; times are for comparing paths within this run only)")
+    rows = []
+    for stage in stages:
+        if stage not in ("global", "local"):
+            raise SystemExit(f"--stage {stage!r}: expected global or local")
+        res = parse_res(args.res) if args.res else [((1024, 512) if stage == "global" else (2048, 1024))
+                                                    if cuda else ((128, 64) if stage == "global" else (256, 128))]
+        for w, h in res:
+            rows += run_config(args, stage, w, h, device, info)
+    B.write_json(args.json, {"benchmark": "train", "command": " ".join(["python3", "benchmarks/train.py"]
+                                                                      + (argv if argv is not None else sys.argv[1:])),
+                             "device": info, "steps": args.steps, "warmup": args.warmup, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The benchmarks: the reference-style baseline computes what our Trainer computes (so the speed
+ratio compares equal work), it really is reference-style, and the two scripts run end to end at
+tiny sizes and write their JSON records. No test looks at a time or a speed ratio."""
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pix2pixhd.config import TrainConfig
+from pix2pixhd.distributed import DistInfo
+from pix2pixhd.layers import InstanceNormAct
+from pix2pixhd.losses import VGG19Features, VGGLoss
+from pix2pixhd.trainer import Trainer
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    mod_name = f"pix2pixhd_bench_{name}"  # the name the scripts load each other under
+    if mod_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(mod_name, BENCH / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[mod_name]
+
+
+B = load("baseline")
+
+
+def tiny_cfg(tmp_path, **kw):
+    base = dict(name="t", checkpoints_dir=str(tmp_path), label_nc=5, ngf=4, n_downsample_global=2,
+                n_blocks_global=1, n_blocks_local=1, ndf=4, n_layers_D=2, no_tensorboard=True,
+                no_html=True, no_progress=True, device="cpu", nThreads=0)
+    base.update(kw)
+    return B.resolved(TrainConfig(**base))
+
+
+def batch(n=2, h=32, w=32, label_nc=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"label": torch.randint(0, label_nc, (n, 1, h, w), generator=g).to(torch.uint8),
+            "inst": torch.randint(0, 3, (n, 1, h, w), generator=g).to(torch.int32),
+            "image": torch.randint(0, 256, (n, 3, h, w), generator=g).to(torch.uint8)}
+
+
+@pytest.mark.parametrize("stage,gan_mode", [("global", "lsgan"), ("local", "hinge")])
+def test_baseline_and_default_compute_the_same_step(tmp_path, stage, gan_mode):
+    torch.manual_seed(0)
+    vgg = VGG19Features()
+    cfg = tiny_cfg(tmp_path, stage=stage, gan_mode=gan_mode)
+    tr = Trainer(cfg, DistInfo(), vgg=vgg)
+    ref = B.ReferenceStep(tr.G, tr.D, cfg, VGGLoss(vgg), torch.device("cpu"))
+    for i in range(2):  # the second step also checks that both applied the same update
+        b = batch(h=16, w=16, seed=i)
+        ours, theirs = tr.train_step(b), ref.train_step(b)
+        assert set(ours) == set(theirs) == {"D_real", "D_fake", "G_GAN", "G_GAN_Feat", "G_VGG"}
+        for k in ours:
+            assert theirs[k].item() == pytest.approx(ours[k].item(), rel=1e-4, abs=1e-6), (i, k)
+    # Both applied the same updates. Conv biases in front of an instance norm are left out: the
+    # norm removes them, so their gradient is rounding noise that Adam scales to a full lr step.
+    for net_ours, net_ref in ((tr.G, ref.G), (tr.D, ref.D)):
+        sd_ref = net_ref.state_dict()
+        weights = [k for k in net_ours.state_dict() if k.endswith("weight")]
+        assert len(weights) > 5
+        for k in weights:
+            torch.testing.assert_close(sd_ref[k], net_ours.state_dict()[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_baseline_is_reference_style(tmp_path):
+    cfg = tiny_cfg(tmp_path, no_vgg_loss=True)
+    tr = Trainer(cfg, DistInfo())
+    ref = B.ReferenceStep(tr.G, tr.D, cfg, None, torch.device("cpu"))
+    # unfused norms, NVIDIA's layout, same state_dict keys; the caller's models are untouched
+    for net, orig in ((ref.G, tr.G), (ref.D, tr.D)):
+        assert not any(isinstance(m, InstanceNormAct) for m in net.modules())
+        assert any(type(m) is torch.nn.InstanceNorm2d for m in net.modules())
+        assert list(net.state_dict()) == list(orig.state_dict())
+    assert any(isinstance(m, InstanceNormAct) for m in tr.G.modules())
+    # D's weight gradients are computed during the G backward (and discarded), unlike ours
+    grads_in_g_pass = []
+    orig_step = ref.opt_G.step
+
+    def step_and_look():
+        grads_in_g_pass.append(all(p.grad is not None for p in ref.D.parameters()))
+        return orig_step()
+
+    ref.opt_G.step = step_and_look
+    ref.train_step(batch())
+    assert grads_in_g_pass == [True]
+    # inference keeps an autograd graph
+    y = B.reference_generate(ref.G, batch()["label"], batch()["inst"], 5)
+    assert y.dtype == torch.uint8 and y.shape == (2, 3, 32, 32)
+    x_graph = ref.G(torch.zeros(1, 6, 32, 32))
+    assert x_graph.requires_grad and x_graph.grad_fn is not None
+
+
+def test_unfuse_equals_fused_forward(tmp_path):
+    cfg = tiny_cfg(tmp_path, stage="local", no_vgg_loss=True)
+    tr = Trainer(cfg, DistInfo())
+    x = torch.randn(2, 6, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(B.unfuse(tr.G)(x), tr.G(x), rtol=1e-5, atol=1e-5)
+        d_in = torch.randn(2, 9, 32, 32)
+        for a, b in zip(B.unfuse(tr.D)(d_in), tr.D(d_in)):
+            for fa, fb in zip(a, b):
+                torch.testing.assert_close(fa, fb, rtol=1e-5, atol=1e-5)
+
+
+def test_train_benchmark_smoke(tmp_path, capsys):
+    T = load("train")
+    out = tmp_path / "train.json"
+    assert T.main(["--stage", "global,local", "--res", "32x32", "--ngf", "4", "--ndf", "4",
+                   "--n_downsample_global", "2", "--n_layers_D", "2",
+                   "--n_blocks_global", "1", "--n_blocks_local", "1", "--label_nc", "5",
+                   "--steps", "1", "--warmup", "0", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "baseline (reference-style)" in text and "ours fp32" in text and "vs baseline" in text
+    rec = json.loads(out.read_text())
+    assert rec["benchmark"] == "train" and "--res 32x32" in rec["command"]
+    assert [(r["stage"], r["path"]) for r in rec["rows"]] == [
+        ("global", "baseline (reference-style)"), ("global", "ours fp32"),
+        ("local", "baseline (reference-style)"), ("local", "ours fp32")]
+    for r in rec["rows"]:
+        assert r["step_ms"] > 0 and r["images_per_s"] > 0 and r["tflops"] > 0
+        assert {"data", "G_forward", "G_backward", "optimizer"} <= set(r["phases_ms"])
+        assert r["flops"]["total_flops"] > 0
+        # same weights, same batch: the first step's losses agree (fp32)
+        assert r["loss_rel_diff"] < 1e-4
+        assert r["peak_mib"] is None  # CPU: no allocator statistics, never a made-up number
+
+
+def test_synthesis_benchmark_smoke(tmp_path, capsys):
+    S = load("synthesis")
+    out = tmp_path / "synth.json"
+    assert S.main(["--stage", "global", "--res", "64x32", "--ngf", "4", "--n_blocks_global", "1",
+                   "--label_nc", "5", "--steps", "1", "--warmup", "0", "--precision", "auto,fp32",
+                   "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert [r["path"] for r in rec["rows"]] == ["baseline (reference-style)", "ours auto (fp32)", "ours fp32"]
+    for r in rec["rows"]:
+        assert r["images_per_s"] > 0 and r["max_abs_diff_u8"] <= 1
+    assert "max |Δ| u8" in capsys.readouterr().out
+
+
+def test_bad_resolution_is_a_clear_error(tmp_path):
+    T = load("train")
+    with pytest.raises(SystemExit, match="multiples of 16"):
+        T.main(["--stage", "global", "--res", "40x32", "--ngf", "4", "--ndf", "4", "--steps", "1"])

@@ -86,7 +86,7 @@ def apply_ids(a: np.ndarray, g: Geometry) -> np.ndarray:
     if g.flip:
         cols = cols[::-1]
     if rw == w and rh == h and not g.flip:
-        return np.ascontiguousarray(a[y0:y1, x0:x1])
+        return np.array(a[y0:y1, x0:x1])      # a copy: PIL's arrays are read-only
     return a[rows[:, None], cols[None, :]]
 
 
@@ -97,4 +97,4 @@ def apply_photo(img: Image.Image, g: Geometry) -> np.ndarray:
     a = np.asarray(img)[g.box[1]:g.box[3], g.box[0]:g.box[2]]
     if g.flip:
         a = a[:, ::-1]
-    return np.ascontiguousarray(a)
+    return np.array(a)                        # contiguous and writable (PIL's arrays are read-only)

@@ -1,0 +1,97 @@
+"""Convert pix2pix-layout CMP Facades into the project's Cityscapes layout.
+
+Input: ``SRC/{train,val,test}/*.jpg``, each the photo | colour label map side by side (the label
+is the B half, so label->photo is pix2pix's ``BtoA``). Output: ``OUT/{split}_label/N.png`` (uint8
+ids 0..11, the nearest colour of the 12-colour palette in ``../shared/data/facades/README.md``),
+``OUT/{split}_img/N.png`` (the photo half, lossless) and ``OUT/classes.json``. No instance maps:
+train with ``no_instance``. ``--holdout K`` moves the last K training images (numeric order)
+into a split of their own, since the shared copy ships ``train/`` only.
+
+    python -m pix2pixhd.datasets.convert_facades --src ../shared/data/facades --out data/facades \
+        --holdout 40
+The images stay wherever OUT is; never commit them (the data has no redistribution licence).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pix2pixhd.data.layouts import FACADES_PALETTE, decode_palette, list_images
+
+FACADES_CLASS_NAMES = ("facade", "molding", "cornice", "pillar", "window", "door", "sill",
+                       "blind", "balcony", "shop", "deco", "background")
+
+
+def _numeric_key(p: Path):
+    return (0, int(p.stem), "") if p.stem.isdigit() else (1, 0, p.stem)
+
+
+def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
+            direction: str = "BtoA", limit: int | None = None) -> dict:
+    """Convert every split found under ``src``; returns {split: n_images}."""
+    src, out = Path(src), Path(out)
+    if direction not in ("AtoB", "BtoA"):
+        raise ValueError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
+    splits = {s: sorted(list_images(src / s), key=_numeric_key)
+              for s in ("train", "val", "test") if (src / s).is_dir()}
+    if not splits:
+        raise FileNotFoundError(f"{src} has none of train/ val/ test/ with AB images; point --src "
+                                f"at the pix2pix facades folder (e.g. ../shared/data/facades)")
+    if holdout:
+        if holdout_split in splits:
+            raise ValueError(f"--holdout would add to the existing split {holdout_split!r} of "
+                             f"{src}; pick another --holdout_split")
+        if holdout >= len(splits.get("train", [])):
+            raise ValueError(f"--holdout {holdout} leaves no training images "
+                             f"({len(splits.get('train', []))} in {src / 'train'})")
+        splits[holdout_split] = splits["train"][-holdout:]
+        splits["train"] = splits["train"][:-holdout]
+    palette = np.asarray(FACADES_PALETTE, np.int32)
+    counts = {}
+    for split, files in splits.items():
+        files = files[:limit] if limit else files
+        (out / f"{split}_label").mkdir(parents=True, exist_ok=True)
+        (out / f"{split}_img").mkdir(parents=True, exist_ok=True)
+        for p in files:
+            ab = np.asarray(Image.open(p).convert("RGB"))
+            w2 = ab.shape[1] // 2
+            a, b = ab[:, :w2], ab[:, w2:2 * w2]
+            photo, colours = (a, b) if direction == "BtoA" else (b, a)
+            ids = decode_palette(colours, palette)
+            Image.fromarray(ids, "L").save(out / f"{split}_label" / f"{p.stem}.png")
+            Image.fromarray(np.ascontiguousarray(photo), "RGB").save(out / f"{split}_img" /
+                                                                      f"{p.stem}.png")
+        counts[split] = len(files)
+    meta = {"name": "facades", "label_nc": len(FACADES_PALETTE),
+            "palette": [list(c) for c in FACADES_PALETTE],
+            "classes": [{"id": i, "colour": list(c)} for i, c in enumerate(FACADES_PALETTE)],
+            "class_names_unordered": list(FACADES_CLASS_NAMES),
+            "note": "ids follow the README's colour order; the README does not say which colour "
+                    "is which class", "source": str(src), "splits": counts}
+    (out / "classes.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return counts
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m pix2pixhd.datasets.convert_facades",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--src", required=True, help="pix2pix facades folder with train/ (val/ test/)")
+    p.add_argument("--out", required=True, help="output folder (Cityscapes layout)")
+    p.add_argument("--holdout", type=int, default=0, help="last K train images form a new split")
+    p.add_argument("--holdout_split", default="test")
+    p.add_argument("--direction", choices=("AtoB", "BtoA"), default="BtoA",
+                   help="BtoA: the label map is the right half (pix2pix facades)")
+    p.add_argument("--limit", type=int, default=None, help="convert at most N images per split")
+    a = p.parse_args(argv)
+    counts = convert(a.src, a.out, holdout=a.holdout, holdout_split=a.holdout_split,
+                     direction=a.direction, limit=a.limit)
+    print(f"wrote {counts} to {a.out} (label_nc={len(FACADES_PALETTE)}, no instance maps)")
+
+
+if __name__ == "__main__":
+    main()

@@ -96,10 +96,12 @@ def synthesize_main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="torch", choices=("torch", "onnx"))
     p.add_argument("--onnx_path", default="", help="with --backend onnx (default: CHECKPOINT/generator.onnx)")
     p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_test_dropout", action="store_true",
+                   help="pix2pix: switch the U-Net's dropout off (default on at test time, as the paper)")
     a = p.parse_args(argv)
     from pix2pixhd.distributed import resolve_device
     device = resolve_device(a.device)
-    g, cfg = load_generator(a.checkpoint, a.which_epoch, device)
+    g, cfg = load_generator(a.checkpoint, a.which_epoch, device, test_dropout=not a.no_test_dropout)
     if a.backend == "onnx":
         from pix2pixhd.export import OnnxGenerator
         g = OnnxGenerator(a.onnx_path or str(Path(a.checkpoint) / "generator.onnx"))

@@ -25,8 +25,14 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
-                   device: str | torch.device = "cpu") -> tuple[torch.nn.Module, TrainConfig]:
-    """The generator of a training run, in eval mode, with the config it was trained with."""
+                   device: str | torch.device = "cpu", *,
+                   test_dropout: bool = True) -> tuple[torch.nn.Module, TrainConfig]:
+    """The generator of a training run, in eval mode, with the config it was trained with.
+
+    ``test_dropout``: pix2pix keeps its U-Net's dropout on at test time (the paper's only noise
+    source, so outputs vary between calls unless the torch seed is fixed); False switches it off
+    for deterministic outputs. Generators without dropout (pix2pixHD's) are unaffected.
+    """
     from pix2pixhd.trainer import build_generator
     checkpoint_dir = Path(checkpoint_dir)
     cfg = TrainConfig.load(checkpoint_dir)
@@ -37,7 +43,11 @@ def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
     g = build_generator(cfg)
     from pix2pixhd.compat import load_reference_weights
     load_reference_weights(g, ckpt["G"])
-    return g.to(device).eval().requires_grad_(False), cfg
+    g = g.to(device).eval().requires_grad_(False)
+    if cfg.model == "pix2pix" and test_dropout:
+        from pix2pixhd.pix2pix_networks import set_dropout
+        set_dropout(g, True)  # after eval(), which turned it off
+    return g, cfg
 
 
 def read_id_map(path: Path) -> np.ndarray:

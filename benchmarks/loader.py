@@ -1,0 +1,102 @@
+"""Benchmark: the data loader's throughput (images/s) at 1024x512 and 2048x1024.
+
+    python3 benchmarks/loader.py                                  # both sizes, 0 and 2 workers
+    python3 benchmarks/loader.py --res 2048x1024 --workers 0,4,8 --n 16 --data /tmp/bench_streets
+
+What is timed: ``pix2pixhd.data`` as training uses it, PNG decode + the reference default
+preprocessing (``scale_width`` at the source width, so no resample, plus random flips) + collate,
+batch 1, Cityscapes layout (label, instance, photo per sample) from the synthetic street
+generator, files in the page cache after a warm-up epoch. With CUDA the batches are also copied
+to the device (pinned memory, non_blocking) inside the timed loop. One-hot and boundary maps are
+computed on the device by ``pix2pixhd.encoding`` and are not part of this number.
+Prints one row per (size, workers): images/s, ms per image, MB/s of uint8 tensors delivered.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from pix2pixhd.data import create_dataloader, create_dataset
+from pix2pixhd.datasets import synthetic_streets as ss
+
+
+def ensure_data(root: Path, w: int, h: int, n: int) -> Path:
+    d = root / f"streets_{w}x{h}_{n}"
+    if not (d / "classes.json").is_file():
+        t = time.perf_counter()
+        ss.generate(d, n_train=n, n_test=0, width=w, height=h, seed=0)
+        print(f"generated {n} scenes of {w}x{h} in {time.perf_counter() - t:.1f} s -> {d}")
+    return d
+
+
+def bench(d: Path, w: int, workers: int, epochs: int, device: torch.device) -> dict:
+    ds = create_dataset(d, "train", label_nc=ss.LABEL_NC, resize_or_crop="scale_width",
+                        loadSize=w, validate="headers")
+    loader = create_dataloader(ds, 1, shuffle=True, num_workers=workers, seed=0)
+    nbytes = 0
+
+    def run_epoch(e):
+        nonlocal nbytes
+        loader.sampler.set_epoch(e)
+        for b in loader:
+            for k in ("label", "inst", "image"):
+                t = b[k].to(device, non_blocking=True)
+                nbytes += t.numel() * t.element_size()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    run_epoch(0)                           # warm-up: worker start, page cache
+    nbytes = 0
+    t = time.perf_counter()
+    for e in range(1, epochs + 1):
+        run_epoch(e)
+    dt = time.perf_counter() - t
+    n = len(ds) * epochs
+    return {"images_per_s": n / dt, "ms_per_image": 1e3 * dt / n, "MB_per_s": nbytes / dt / 1e6}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--res", default="1024x512,2048x1024", help="comma-separated WIDTHxHEIGHT")
+    p.add_argument("--workers", default="0,2", help="comma-separated num_workers values")
+    p.add_argument("--n", type=int, default=8, help="images per size (generated once, cached)")
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs per row")
+    p.add_argument("--data", default=None, help="where to keep the generated images "
+                                                "(default: a temporary folder)")
+    p.add_argument("--json", default=None, metavar="PATH")
+    a = p.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tmp = None if a.data else tempfile.TemporaryDirectory()
+    root = Path(a.data or tmp.name)
+    rows = []
+    try:
+        for res in a.res.split(","):
+            w, h = map(int, res.lower().split("x"))
+            d = ensure_data(root, w, h, a.n)
+            for nw in map(int, a.workers.split(",")):
+                r = bench(d, w, nw, a.epochs, device)
+                rows.append({"res": f"{w}x{h}", "workers": nw, **r})
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    print(f"\nloader, batch 1, label+inst+photo uint8, scale_width (no resample) + flip; "
+          f"device {device}; {os.cpu_count()} CPU cores visible")
+    print(f"{'size':>10} {'workers':>7} {'images/s':>9} {'ms/image':>9} {'MB/s':>8}")
+    for r in rows:
+        print(f"{r['res']:>10} {r['workers']:>7} {r['images_per_s']:9.1f} {r['ms_per_image']:9.1f} "
+              f"{r['MB_per_s']:8.1f}")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"benchmark": "loader", "device": str(device),
+                                            "cpu_count": os.cpu_count(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -98,7 +98,19 @@ def synthesize_main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_progress", action="store_true")
     p.add_argument("--no_test_dropout", action="store_true",
                    help="pix2pix: switch the U-Net's dropout off (default on at test time, as the paper)")
+    f = p.add_argument_group("feature encoder (runs trained with --instance_feat / --label_feat)")
+    f.add_argument("--feature_mode", default="sample", choices=("sample", "cluster", "encoded"),
+                   help="sample: a saved cluster per instance; cluster: the --cluster centre(s); "
+                        "encoded: E's encoding of the --real photos")
+    f.add_argument("--cluster", default="", help="--feature_mode cluster: K for every class, or class=K pairs "
+                                                 "(26=3,24=1; other classes sampled)")
+    f.add_argument("--use_encoded_image", action="store_true", help="reference name of --feature_mode encoded")
+    f.add_argument("--seed", type=int, default=0, help="seed of the sampled clusters (per image, by file name)")
     a = p.parse_args(argv)
+    if a.use_encoded_image:
+        a.feature_mode = "encoded"
+    if a.cluster and a.feature_mode == "sample":
+        a.feature_mode = "cluster"
     from pix2pixhd.distributed import resolve_device
     device = resolve_device(a.device)
     g, cfg = load_generator(a.checkpoint, a.which_epoch, device, test_dropout=not a.no_test_dropout)
@@ -107,9 +119,17 @@ def synthesize_main(argv: list[str] | None = None) -> int:
         g = OnnxGenerator(a.onnx_path or str(Path(a.checkpoint) / "generator.onnx"))
     if not cfg.no_instance and cfg.label_nc > 0 and not a.inst:
         print("note: no --inst folder: instance boundaries are taken from the label map")
-    synth = Synthesizer(g, cfg, device, precision=a.precision)
+    features = None
+    if cfg.use_features:
+        from pix2pixhd.features import FeatureSource
+        if a.feature_mode == "encoded" and not a.real:
+            raise SystemExit("--feature_mode encoded needs --real FOLDER: the photos E encodes")
+        features = FeatureSource.from_checkpoint(a.checkpoint, cfg, a.feature_mode, which_epoch=a.which_epoch,
+                                                 cluster=a.cluster or None, seed=a.seed, device=device)
+    synth = Synthesizer(g, cfg, device, precision=a.precision, features=features)
     rep = synthesize_folder(synth, Path(a.input), Path(a.out), inst_dir=Path(a.inst) if a.inst else None,
-                            batch_size=a.batch_size, how_many=a.how_many, progress=not a.no_progress)
+                            batch_size=a.batch_size, how_many=a.how_many, progress=not a.no_progress,
+                            image_dir=Path(a.real) if a.real else None)
     for path, why in rep.skipped:
         print(f"skipped {path}: {why}")
     print(f"wrote {len(rep.written)} images to {a.out} in {rep.seconds:.2f} s "

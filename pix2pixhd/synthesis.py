@@ -88,12 +88,20 @@ class Synthesizer:
     """``Synthesizer(generator, cfg)(label, inst)`` → uint8 [N, 3, H, W] for any H, W.
 
     ``backend``: a torch generator, or any callable on the float input (e.g. an ONNX session).
+    ``features``: for runs trained with --instance_feat/--label_feat, a
+    :class:`pix2pixhd.features.FeatureSource` giving G's feature channels (sampled clusters,
+    chosen clusters, or a real photo's encoding).
     """
 
     def __init__(self, generator, cfg: TrainConfig, device: str | torch.device = "cpu",
-                 precision: str = "auto", channels_last: bool = True):
+                 precision: str = "auto", channels_last: bool = True, features=None):
         self.G, self.cfg, self.device = generator, cfg, torch.device(device)
-        self.multiple = cfg.required_multiple
+        if cfg.use_features and features is None:
+            raise ValueError("this checkpoint was trained with --instance_feat/--label_feat: G needs "
+                             "feature channels; pass features=FeatureSource.from_checkpoint(...) "
+                             "(synthesize.py: --feature_mode sample|cluster|encoded)")
+        self.features = features if cfg.use_features else None
+        self.multiple = max(cfg.required_multiple, getattr(self.features, "multiple", 1))
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -104,12 +112,20 @@ class Synthesizer:
 
     @torch.inference_mode()
     def __call__(self, label: torch.Tensor, inst: torch.Tensor | None = None,
-                 source: str | None = None) -> torch.Tensor:
+                 source: str | None = None, image: torch.Tensor | None = None,
+                 seeds: list[int] | None = None) -> torch.Tensor:
+        """``image``: real photos [N, 3, H, W] for --feature_mode encoded; ``seeds``: one per
+        sample for sampled features (default: the FeatureSource's seed + index)."""
         cfg = self.cfg
         label, h, w = _pad_to(label.to(self.device), self.multiple)
         if inst is not None:
             inst, _, _ = _pad_to(inst.to(self.device), self.multiple)
-        x = encode_input(label, None if cfg.no_instance else inst, label_nc=cfg.label_nc, source=source)
+        feat = None
+        if self.features is not None:
+            if image is not None:
+                image, _, _ = _pad_to(image.to(self.device), self.multiple)
+            feat = self.features(label, inst, image=image, seeds=seeds)
+        x = encode_input(label, None if cfg.no_instance else inst, feat, label_nc=cfg.label_nc, source=source)
         x = x.contiguous(memory_format=self.memory_format)
         if self.amp_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.amp_dtype):
@@ -127,15 +143,24 @@ def _collect(input_dir: Path, how_many: int) -> list[Path]:
 
 
 def synthesize_folder(synth: Synthesizer, input_dir: Path, out_dir: Path, *, inst_dir: Path | None = None,
-                      batch_size: int = 4, how_many: int = 0, progress: bool = True) -> SynthesisReport:
-    """Every label map of ``input_dir`` → ``out_dir/<stem>.png``; instance maps matched by stem."""
+                      batch_size: int = 4, how_many: int = 0, progress: bool = True,
+                      image_dir: Path | None = None) -> SynthesisReport:
+    """Every label map of ``input_dir`` → ``out_dir/<stem>.png``; instance maps matched by stem.
+
+    ``image_dir``: real photos matched by stem, encoded by E for --feature_mode encoded. Sampled
+    features use a per-image seed from the FeatureSource's seed and the file name, so a rerun
+    (in any batch size) repeats.
+    """
     from tqdm import tqdm
     cfg = synth.cfg
     out_dir.mkdir(parents=True, exist_ok=True)
     report = SynthesisReport()
     files = _collect(Path(input_dir), how_many)
     inst_index = {p.stem: p for p in Path(inst_dir).iterdir()} if inst_dir else {}
-    needs_inst = not cfg.no_instance and cfg.label_nc > 0
+    feats = synth.features
+    encoded = feats is not None and feats.mode == "encoded"
+    image_index = {p.stem: p for p in Path(image_dir).iterdir()} if encoded and image_dir else {}
+    needs_inst = (not cfg.no_instance or cfg.instance_feat) and cfg.label_nc > 0
     # Read everything that is usable; group by size so a batch never mixes sizes.
     items: dict[tuple, list] = {}
     for p in files:
@@ -157,6 +182,15 @@ def synthesize_folder(synth: Synthesizer, input_dir: Path, out_dir: Path, *, ins
                     if ins.shape[-2:] != lab.shape[-2:]:
                         raise ValueError(f"instance map {ip.name} is {tuple(ins.shape[-2:])}, "
                                          f"label map is {tuple(lab.shape[-2:])}")
+            photo = None
+            if encoded:
+                rp = image_index.get(p.stem)
+                if rp is None:
+                    raise ValueError(f"--feature_mode encoded: no real photo named {p.stem}.* in {image_dir}")
+                photo = torch.from_numpy(read_rgb(rp).copy()).permute(2, 0, 1)[None]
+                if photo.shape[-2:] != lab.shape[-2:]:
+                    raise ValueError(f"photo {rp.name} is {tuple(photo.shape[-2:])}, label map is "
+                                     f"{tuple(lab.shape[-2:])}")
             if cfg.label_nc > 0:
                 bad = int(lab.max())
                 if bad >= cfg.label_nc:
@@ -164,16 +198,22 @@ def synthesize_folder(synth: Synthesizer, input_dir: Path, out_dir: Path, *, ins
         except Exception as e:  # unreadable, wrong mode, size mismatch, ids out of range
             report.skipped.append((p, str(e)))
             continue
-        items.setdefault(tuple(lab.shape[-2:]), []).append((p, lab, ins))
+        items.setdefault(tuple(lab.shape[-2:]), []).append((p, lab, ins, photo))
     t0 = time.perf_counter()
     bar = tqdm(total=sum(len(v) for v in items.values()), disable=not progress, desc="synthesize")
     for group in items.values():
         for i in range(0, len(group), batch_size):
             chunk = group[i:i + batch_size]
             lab = torch.cat([c[1] for c in chunk])
+            extra = {}
+            if encoded:
+                extra["image"] = torch.cat([c[3] for c in chunk])
+            elif feats is not None:
+                from pix2pixhd.features import image_seed
+                extra["seeds"] = [image_seed(feats.seed, c[0].name) for c in chunk]
             ins = torch.cat([c[2] for c in chunk]) if needs_inst else None
-            imgs = synth(lab, ins, source=str(chunk[0][0]))
-            for (p, _, _), img in zip(chunk, imgs.cpu()):
+            imgs = synth(lab, ins, source=str(chunk[0][0]), **extra)
+            for (p, *_), img in zip(chunk, imgs.cpu()):
                 dst = out_dir / f"{p.stem}.png"
                 Image.fromarray(img.permute(1, 2, 0).numpy()).save(dst)
                 report.written.append(dst)

@@ -1,0 +1,483 @@
+"""Multimodal synthesis: the instance-wise feature encoder's features, their clusters, sampling.
+
+pix2pixHD (Wang et al. 2018, §3.4) trains an encoder E jointly with G (``--instance_feat`` or
+``--label_feat``; see trainer.py). E's output is averaged within each instance, so every
+instance carries one ``feat_num``-vector that G reads as extra input channels. After training:
+
+1. ``encode``: E runs over the training set; one feature per instance (the value at the
+   instance's middle pixel in raster order, as the reference takes it, with the instance's area)
+   is collected per class; instances covering more than ``min_area`` × (H·W / 32) pixels are
+   clustered per class with k-means (scikit-learn); the centres are saved beside the checkpoint
+   as ``features_clustered.pt`` (plain tensors, read with ``weights_only=True``).
+2. At synthesis a cluster centre is painted into each instance: sampled per instance (seeded:
+   a rerun repeats), chosen per class, or E's own encoding of a real photo (``encoded``).
+3. ``precompute``: E's maps of a training set, upsampled ×2 (nearest) and written as PNGs into
+   ``{phase}_feat/`` for the 2048×1024 stage trained with ``--load_features`` (the reference's
+   12 GB recipe, where E would not fit beside the local generator).
+
+Command line::
+
+    python -m pix2pixhd.features encode --checkpoint checkpoints/NAME [--n_clusters 10]
+    python -m pix2pixhd.features precompute --checkpoint checkpoints/NAME [--upsample 2]
+
+Everything below runs on the tensors' device; the per-instance grouping is one ``torch.unique``
+plus a sort, never a Python loop over instances (``_instance_features_ref`` is that loop, kept
+as the specification the tests compare against).
+"""
+from __future__ import annotations
+
+import argparse
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CLUSTERS_FILE = "features_clustered.pt"
+FEATURE_MODES = ("sample", "cluster", "encoded")
+# The reference keeps an instance when its pixel count / (H·W // BLOCK_NUM) exceeds 0.5, i.e.
+# when it covers more than 1/64 of the image.
+BLOCK_NUM = 32
+MIN_AREA = 0.5
+
+
+# ---- one feature per instance ------------------------------------------------------------------
+@dataclass
+class InstanceFeatures:
+    """One row per (sample, instance). All tensors on the input's device."""
+    sample: torch.Tensor   # [K] int64 index into the batch
+    inst_id: torch.Tensor  # [K] int64 instance id
+    label: torch.Tensor    # [K] int64 class id at the instance's middle pixel
+    value: torch.Tensor    # [K, F] float32 feature at the middle pixel
+    area: torch.Tensor     # [K] float32 pixel count / (H·W // BLOCK_NUM), the reference's measure
+    dense: torch.Tensor    # [N·H·W] int64 row of each pixel (raster order over the batch)
+
+
+def _group_pixels(inst: torch.Tensor):
+    """inst [N, 1, H, W] ids → (dense [N·H·W] row per pixel, counts [K], middle [K] flat pixel).
+
+    Rows are the (sample, id) pairs in sorted order; ``middle`` is the pixel the reference picks:
+    the ``count // 2``-th of the instance's pixels in raster order.
+    """
+    n, _, h, w = inst.shape
+    ids = inst.reshape(n, h * w).long()
+    lo = ids.min()
+    span = ids.max() - lo + 1
+    key = (ids - lo) + torch.arange(n, device=ids.device).unsqueeze(1) * span
+    _, dense, counts = torch.unique(key.reshape(-1), return_inverse=True, return_counts=True)
+    # A stable sort by row lists each row's pixels in raster order; the middle one is at
+    # start + count // 2.
+    order = torch.sort(dense, stable=True).indices
+    start = torch.cumsum(counts, 0) - counts
+    middle = order[start + counts // 2]
+    return dense, counts, middle
+
+
+def instance_features(feat: torch.Tensor, inst: torch.Tensor, label: torch.Tensor) -> InstanceFeatures:
+    """E's map → one feature per instance per sample (vectorised; see ``_instance_features_ref``).
+
+    feat: [N, F, H, W] float, E's output (already constant within each instance).
+    inst: [N, 1, H, W] integer instance ids (the label map itself for ``--label_feat``).
+    label: [N, 1, H, W] integer class ids; an instance's class is the label at its middle pixel,
+    which for Cityscapes' ``class*1000 + k`` ids is the reference's ``id // 1000``.
+    """
+    n, c, h, w = feat.shape
+    if inst.shape != (n, 1, h, w) or label.shape != (n, 1, h, w):
+        raise ValueError(f"feature map {tuple(feat.shape)} needs instance and label maps of shape "
+                         f"({n}, 1, {h}, {w}); got {tuple(inst.shape)} and {tuple(label.shape)}")
+    dense, counts, middle = _group_pixels(inst)
+    values = feat.permute(0, 2, 3, 1).reshape(n * h * w, c)[middle].float()
+    return InstanceFeatures(
+        sample=middle // (h * w), inst_id=inst.reshape(-1)[middle].long(),
+        label=label.reshape(-1)[middle].long(), value=values,
+        area=counts.float() / (h * w // BLOCK_NUM), dense=dense)
+
+
+def _instance_features_ref(feat: torch.Tensor, inst: torch.Tensor, label: torch.Tensor) -> list[tuple]:
+    """The reference's loop (NVIDIA pix2pixHD ``encode_features``), one instance at a time.
+
+    Returns [(sample, inst_id, label, value [F], area)] in (sample, id) order.
+    """
+    n, c, h, w = feat.shape
+    rows = []
+    for b in range(n):
+        for i in torch.unique(inst[b]).tolist():
+            idx = (inst[b, 0] == i).nonzero()  # raster order
+            num = idx.shape[0]
+            y, x = idx[num // 2].tolist()
+            rows.append((b, i, int(label[b, 0, y, x]), feat[b, :, y, x].float(), num / (h * w // BLOCK_NUM)))
+    return rows
+
+
+# ---- collecting and clustering -----------------------------------------------------------------
+@torch.no_grad()
+def encode_features(encoder: torch.nn.Module, batches: Iterable[dict], *, label_feat: bool = False,
+                    device: str | torch.device = "cpu") -> dict[int, np.ndarray]:
+    """Run E over ``batches`` → {class id: float32 [M, F + 1]} (feature, area) per instance.
+
+    Each batch is the data pipeline's dict: ``image`` uint8 [N, 3, H, W], ``label`` [N, 1, H, W]
+    ids, ``inst`` [N, 1, H, W] ids (ignored for ``label_feat``, where the regions are the labels).
+    """
+    from pix2pixhd.encoding import image_to_float
+    device = torch.device(device)
+    encoder = encoder.to(device).eval()
+    parts: dict[int, list[torch.Tensor]] = {}
+    for batch in batches:
+        label = batch["label"].to(device)
+        inst = label if label_feat else batch.get("inst")
+        if inst is None:
+            raise ValueError("--instance_feat needs instance maps (the dataset's {phase}_inst folder); "
+                             "this dataset gave none: add them, or train with --label_feat")
+        inst = inst.to(device)
+        real = image_to_float(batch["image"].to(device))
+        f = instance_features(encoder(real, inst), inst, label)
+        rows = torch.cat([f.value, f.area[:, None]], 1).cpu()
+        for cls in torch.unique(f.label).tolist():
+            parts.setdefault(int(cls), []).append(rows[(f.label == cls).cpu()])
+    return {k: torch.cat(v).numpy().astype(np.float32) for k, v in sorted(parts.items())}
+
+
+def cluster_features(features: dict[int, np.ndarray], n_clusters: int = 10, *,
+                     min_area: float = MIN_AREA, seed: int = 0) -> dict[int, np.ndarray]:
+    """k-means per class → {class id: float32 [k, F]}, k = min(n_clusters, instances kept).
+
+    Keeps the instances whose area measure exceeds ``min_area`` (the reference's 0.5); classes
+    with none are left out (synthesis fills them with zeros and says so).
+    """
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError as e:
+        raise ImportError("clustering the encoder's features needs scikit-learn: "
+                          "pip install 'pix2pixhd[features]' (or pip install scikit-learn)") from e
+    if n_clusters < 1:
+        raise ValueError(f"n_clusters={n_clusters}; need at least 1")
+    centers = {}
+    for cls, rows in sorted(features.items()):
+        kept = rows[rows[:, -1] > min_area, :-1].astype(np.float64)
+        if len(kept) == 0:
+            continue
+        k = min(n_clusters, len(kept))
+        km = KMeans(n_clusters=k, random_state=seed, n_init=10).fit(kept)
+        centers[int(cls)] = km.cluster_centers_.astype(np.float32)
+    return centers
+
+
+# ---- the saved clusters --------------------------------------------------------------------------
+@dataclass
+class FeatureClusters:
+    """Per-class k-means centres of E's features, as saved beside a checkpoint."""
+    centers: dict[int, torch.Tensor]           # class id → [k, F] float32
+    feat_num: int
+    n_clusters: int
+    global_step: int = -1                      # of the checkpoint whose E produced them
+    counts: dict[int, int] = field(default_factory=dict)   # instances kept per class
+
+    def table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ (centres [C, kmax, F], n per class [C]) with C = max class + 1; absent classes n = 0."""
+        c = max(self.centers, default=-1) + 1
+        kmax = max((v.shape[0] for v in self.centers.values()), default=1)
+        tab = torch.zeros(max(c, 1), kmax, self.feat_num)
+        num = torch.zeros(max(c, 1), dtype=torch.long)
+        for cls, v in self.centers.items():
+            tab[cls, :v.shape[0]] = v
+            num[cls] = v.shape[0]
+        return tab.to(device), num.to(device)
+
+    def save(self, path: str | Path, raw: dict[int, np.ndarray] | None = None) -> Path:
+        from pix2pixhd.checkpoint import atomic_torch_save
+        obj = {"centers": {int(k): v.float().contiguous() for k, v in self.centers.items()},
+               "feat_num": self.feat_num, "n_clusters": self.n_clusters,
+               "global_step": self.global_step, "counts": {int(k): int(v) for k, v in self.counts.items()},
+               # the collected (feature, area) rows, to re-cluster without re-encoding
+               "features": {int(k): torch.from_numpy(np.ascontiguousarray(v)) for k, v in (raw or {}).items()}}
+        atomic_torch_save(obj, Path(path))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureClusters":
+        path = Path(path)
+        if path.is_dir():
+            path = path / CLUSTERS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: run `python -m pix2pixhd.features encode --checkpoint {path.parent}` "
+                "to cluster the encoder's features, or synthesize with --feature_mode encoded "
+                "and real photos")
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(centers={int(k): v for k, v in d["centers"].items()}, feat_num=int(d["feat_num"]),
+                   n_clusters=int(d["n_clusters"]), global_step=int(d.get("global_step", -1)),
+                   counts={int(k): int(v) for k, v in d.get("counts", {}).items()})
+
+
+# ---- painting features into instances ------------------------------------------------------------
+def parse_cluster_spec(spec: str | int | dict | None) -> int | dict[int, int] | None:
+    """``3`` (every class takes centre 3) or ``"26=3,24=1"`` (those classes; others sampled)."""
+    if spec is None or spec == "" or isinstance(spec, (int, dict)):
+        return spec if spec != "" else None
+    spec = str(spec).strip()
+    if "=" not in spec:
+        return int(spec)
+    out = {}
+    for part in spec.split(","):
+        try:
+            cls, k = part.split("=")
+            out[int(cls)] = int(k)
+        except ValueError:
+            raise ValueError(f"--cluster {spec!r}: expected an index (3) or class=index pairs "
+                             "(26=3,24=1)") from None
+    return out
+
+
+def sample_features(inst: torch.Tensor, label: torch.Tensor, clusters: FeatureClusters, *,
+                    seeds: int | Sequence[int] = 0, cluster: int | dict[int, int] | None = None
+                    ) -> torch.Tensor:
+    """Paint a cluster centre into every instance → feat [N, F, H, W] float32 on inst's device.
+
+    inst, label: [N, 1, H, W] integer maps (pass the label map as ``inst`` for ``--label_feat``).
+    Each instance takes a centre of its class drawn uniformly (the reference's ``sample_features``),
+    with sample ``i``'s draws from ``torch.Generator().manual_seed(seeds[i])``, so an image's
+    features depend only on its seed and its maps, not on the batch it came in.
+    ``cluster``: an int picks centre ``k mod n_class`` for every class; a {class: k} dict picks
+    those classes' centres (an index past a class's count is an error) and samples the rest.
+    Classes without centres get zeros (E's tanh output is centred there).
+    """
+    n, _, h, w = inst.shape
+    dev = inst.device
+    rows = instance_features(torch.zeros(n, 0, h, w, device=dev), inst, label)
+    tab, num = clusters.table(dev)
+    cls = rows.label.clamp(0, tab.shape[0] - 1)
+    have = (rows.label < tab.shape[0]) & (num[cls] > 0)
+    seeds = [seeds + i for i in range(n)] if isinstance(seeds, int) else list(seeds)
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for a batch of {n}")
+    # Uniform draws per instance: per sample its own generator (rows are grouped by sample).
+    per_sample = torch.bincount(rows.sample, minlength=n).tolist()
+    u = torch.cat([torch.rand(k, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
+                   for s, k in zip(seeds, per_sample)]).to(dev)
+    idx = (u * num[cls].clamp(min=1)).long()
+    if isinstance(cluster, int):
+        idx = torch.full_like(idx, cluster) % num[cls].clamp(min=1)
+    elif isinstance(cluster, dict):
+        for c, k in cluster.items():
+            n_c = int(num[c]) if 0 <= c < len(num) else 0
+            if not 0 <= k < n_c:
+                raise ValueError(f"--cluster {c}={k}: class {c} has {n_c} cluster(s) in the saved "
+                                 f"clusters; pick an index in [0, {n_c})" if n_c else
+                                 f"--cluster {c}={k}: class {c} has no clusters (no instance of it "
+                                 "was large enough when encoding)")
+            idx = torch.where(rows.label == c, torch.full_like(idx, k), idx)
+    value = tab[cls, idx] * have[:, None]                      # [K, F]
+    out = value[rows.dense]                                    # [N·H·W, F]
+    return out.reshape(n, h, w, -1).permute(0, 3, 1, 2).contiguous()
+
+
+class FeatureSource:
+    """The feature channels G reads at synthesis: ``source(label, inst, image, seeds)`` → [N, F, H, W].
+
+    mode ``sample``: a centre sampled per instance; ``cluster``: the centre(s) given by ``cluster``
+    (see :func:`sample_features`); ``encoded``: E's encoding of a real photo ``image`` (uint8 or
+    [-1, 1] float [N, 3, H, W]).
+    """
+
+    def __init__(self, cfg, mode: str = "sample", *, clusters: FeatureClusters | None = None,
+                 encoder: torch.nn.Module | None = None, cluster=None, seed: int = 0):
+        if mode not in FEATURE_MODES:
+            raise ValueError(f"--feature_mode {mode!r}; expected one of {FEATURE_MODES}")
+        if mode in ("sample", "cluster") and clusters is None:
+            raise ValueError(f"--feature_mode {mode} needs the saved clusters (FeatureClusters.load)")
+        if mode == "encoded" and encoder is None:
+            raise ValueError("--feature_mode encoded needs the checkpoint's encoder E")
+        self.cluster = parse_cluster_spec(cluster)
+        if mode == "cluster" and self.cluster is None:
+            raise ValueError("--feature_mode cluster needs --cluster K (every class) or class=K pairs")
+        if clusters is not None and clusters.feat_num != cfg.feat_num:
+            raise ValueError(f"the clusters hold {clusters.feat_num}-d features but the checkpoint's "
+                             f"feat_num is {cfg.feat_num}; re-run `python -m pix2pixhd.features encode`")
+        self.cfg, self.mode, self.clusters, self.encoder, self.seed = cfg, mode, clusters, encoder, seed
+        # E's decoder must land back on the input size: pad inputs to its multiple too.
+        self.multiple = 2 ** cfg.n_downsample_E if mode == "encoded" else 1
+
+    @torch.no_grad()
+    def __call__(self, label: torch.Tensor, inst: torch.Tensor | None, image: torch.Tensor | None = None,
+                 seeds: Sequence[int] | None = None) -> torch.Tensor:
+        regions = label if self.cfg.label_feat or inst is None else inst
+        if self.mode == "encoded":
+            if image is None:
+                raise ValueError("--feature_mode encoded (--use_encoded_image) needs a real photo per "
+                                 "label map: pass --real FOLDER with photos named like the label maps")
+            from pix2pixhd.encoding import image_to_float
+            self.encoder.to(label.device)
+            return self.encoder(image_to_float(image.to(label.device)), regions).float()
+        return sample_features(regions, label, self.clusters,
+                               seeds=self.seed if seeds is None else seeds,
+                               cluster=self.cluster if self.mode == "cluster" else None)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint_dir: str | Path, cfg, mode: str = "sample", *,
+                        which_epoch: str = "latest", cluster=None, seed: int = 0,
+                        device: str | torch.device = "cpu") -> "FeatureSource":
+        checkpoint_dir = Path(checkpoint_dir)
+        if mode == "encoded":
+            return cls(cfg, mode, encoder=load_encoder(checkpoint_dir, which_epoch, device)[0], seed=seed)
+        clusters = FeatureClusters.load(checkpoint_dir / CLUSTERS_FILE)
+        return cls(cfg, mode, clusters=clusters, cluster=cluster, seed=seed)
+
+
+def image_seed(seed: int, name: str) -> int:
+    """A per-image seed from the run's seed and the file name: reruns and re-batching repeat."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2 ** 63
+
+
+# ---- loading E and the data ----------------------------------------------------------------------
+def load_encoder(checkpoint_dir: str | Path, which_epoch: str = "latest",
+                 device: str | torch.device = "cpu"):
+    """(E in eval mode, its TrainConfig, the checkpoint's global_step) from a training run."""
+    from pix2pixhd.checkpoint import load_checkpoint
+    from pix2pixhd.compat import load_reference_weights
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.trainer import build_encoder
+    ckpt = load_checkpoint(checkpoint_dir, which_epoch)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    if not cfg.use_features or ckpt.get("E") is None:
+        raise ValueError(f"{checkpoint_dir}: this run has no feature encoder (it was trained without "
+                         "--instance_feat / --label_feat, or with --load_features); use the checkpoint "
+                         "of a run trained with one")
+    from dataclasses import replace
+    e = build_encoder(replace(cfg, load_features=False))
+    load_reference_weights(e, ckpt["E"])
+    return e.to(device).eval().requires_grad_(False), cfg, int(ckpt.get("global_step", -1))
+
+
+# Whole images for precomputed maps: a crop would not line up with the next stage's own crop.
+_NO_CROP = {"scale_width_and_crop": "scale_width", "crop": "none", "resize_and_crop": "none"}
+
+
+def _dataset(cfg, dataroot: str, phase: str, how_many: int, *, whole: bool = False):
+    """The run's dataset in file order, unflipped (the reference's serial_batches, no_flip)."""
+    from pix2pixhd import data
+    resize_or_crop = _NO_CROP.get(cfg.resize_or_crop, cfg.resize_or_crop) if whole else cfg.resize_or_crop
+    ds = data.create_dataset(
+        dataroot or cfg.dataroot, phase, dataset_mode=cfg.dataset_mode, label_nc=cfg.label_nc,
+        no_instance=cfg.label_feat, load_features=False, resize_or_crop=resize_or_crop,
+        loadSize=cfg.loadSize, fineSize=cfg.fineSize, no_flip=True, direction=cfg.direction,
+        palette=cfg.palette or None, output_nc=cfg.output_nc, seed=cfg.seed, validate="headers",
+        # E's decoder must land back on the input size: its multiple as well as G's
+        required_multiple=max(cfg.required_multiple, 2 ** cfg.n_downsample_E))
+    if how_many:
+        ds.records = ds.records[:how_many]
+    return ds
+
+
+def _batches(ds, device):
+    for i in range(len(ds)):
+        item = ds[i]
+        yield {k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()}
+
+
+def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest", dataroot: str = "",
+                       phase: str = "train", n_clusters: int | None = None, how_many: int = 0,
+                       device: str | torch.device = "cpu", batches: Iterable[dict] | None = None,
+                       out: str | Path | None = None) -> tuple[Path, FeatureClusters]:
+    """The ``encode`` command: E over the dataset, k-means per class, clusters saved beside the
+    checkpoint. ``batches`` replaces the run's dataset (tests, custom data)."""
+    e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
+    n_clusters = n_clusters or cfg.n_clusters
+    if batches is None:
+        batches = _batches(_dataset(cfg, dataroot, phase, how_many), device)
+    raw = encode_features(e, batches, label_feat=cfg.label_feat, device=device)
+    centers = cluster_features(raw, n_clusters)
+    counts = {k: int((v[:, -1] > MIN_AREA).sum()) for k, v in raw.items()}
+    fc = FeatureClusters({k: torch.from_numpy(v) for k, v in centers.items()}, cfg.feat_num,
+                         n_clusters, step, counts)
+    path = fc.save(Path(out) if out else Path(checkpoint_dir) / CLUSTERS_FILE, raw)
+    return path, fc
+
+
+@torch.no_grad()
+def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "latest",
+                            dataroot: str = "", phase: str = "train", upsample: int = 2,
+                            out_dir: str | Path | None = None, how_many: int = 0,
+                            device: str | torch.device = "cpu") -> list[Path]:
+    """E's maps of every training image, upsampled ×``upsample`` (nearest) → uint8 RGB PNGs in
+    ``DATAROOT/{phase}_feat/<label stem>.png``, which ``--load_features`` reads at the next stage.
+
+    As the reference does it: E runs at the resolution it was trained at (the global stage's), and
+    the 2048×1024 stage reads the ×2 maps. Values [-1, 1] are stored as (v + 1) · 127.5.
+    """
+    from PIL import Image
+
+    from pix2pixhd.data.layouts import stem_key
+    from pix2pixhd.encoding import float_to_uint8, image_to_float
+    e, cfg, _ = load_encoder(checkpoint_dir, which_epoch, device)
+    if cfg.feat_num != 3:
+        raise ValueError(f"feat_num={cfg.feat_num}: feature maps are stored as RGB PNGs (as the "
+                         "reference does and as --load_features reads them); precompute needs feat_num 3")
+    ds = _dataset(cfg, dataroot, phase, how_many, whole=True)
+    root = Path(dataroot or cfg.dataroot)
+    out = Path(out_dir) if out_dir else root / f"{phase}_feat"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for batch in _batches(ds, device):
+        label = batch["label"].to(device)
+        inst = label if cfg.label_feat else batch["inst"].to(device)
+        feat = e(image_to_float(batch["image"].to(device)), inst)          # [1, F, h, w] in [-1, 1]
+        if upsample != 1:
+            feat = F.interpolate(feat, scale_factor=upsample, mode="nearest")
+        img = float_to_uint8(feat[0]).permute(1, 2, 0).cpu().numpy()
+        name = stem_key(Path(_label_path(batch)))
+        dst = out / f"{name}.png"
+        Image.fromarray(img).save(dst)
+        written.append(dst)
+    return written
+
+
+def _label_path(batch: dict) -> str:
+    for key in ("label_path", "path"):
+        if key in batch:
+            v = batch[key]
+            return str(v[0] if isinstance(v, (list, tuple)) else v)
+    raise KeyError("the dataset's items carry no 'path' / 'label_path'; cannot name the feature maps")
+
+
+# ---- command line --------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    from pix2pixhd.distributed import resolve_device
+    p = argparse.ArgumentParser(prog="python -m pix2pixhd.features", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, help_ in (("encode", "cluster E's per-instance features; save them beside the checkpoint"),
+                        ("precompute", "write E's upsampled feature maps to {phase}_feat/ for --load_features")):
+        s = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        s.add_argument("--checkpoint", required=True, help="training run folder (config.json + *.pt)")
+        s.add_argument("--which_epoch", default="latest")
+        s.add_argument("--dataroot", default="", help="default: the run's dataroot")
+        s.add_argument("--phase", default="train")
+        s.add_argument("--how_many", type=int, default=0, help="at most this many images; 0 = all")
+        s.add_argument("--device", default="auto")
+    sub.choices["encode"].add_argument("--n_clusters", type=int, default=0, help="default: the run's n_clusters")
+    sub.choices["encode"].add_argument("--out", default="", help=f"default: CHECKPOINT/{CLUSTERS_FILE}")
+    sub.choices["precompute"].add_argument("--upsample", type=int, default=2)
+    sub.choices["precompute"].add_argument("--out_dir", default="", help="default: DATAROOT/{phase}_feat")
+    a = p.parse_args(argv)
+    device = resolve_device(a.device)
+    if a.cmd == "encode":
+        path, fc = encode_and_cluster(a.checkpoint, which_epoch=a.which_epoch, dataroot=a.dataroot,
+                                      phase=a.phase, n_clusters=a.n_clusters or None,
+                                      how_many=a.how_many, device=device, out=a.out or None)
+        for cls in sorted(set(fc.counts) | set(fc.centers)):
+            k = fc.centers[cls].shape[0] if cls in fc.centers else 0
+            print(f"class {cls:3d}: {fc.counts.get(cls, 0):6d} instances kept, {k} clusters")
+        print(f"wrote {path}")
+    else:
+        files = precompute_feature_maps(a.checkpoint, which_epoch=a.which_epoch, dataroot=a.dataroot,
+                                        phase=a.phase, upsample=a.upsample, out_dir=a.out_dir or None,
+                                        how_many=a.how_many, device=device)
+        print(f"wrote {len(files)} feature maps to {files[0].parent if files else a.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

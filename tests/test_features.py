@@ -1,0 +1,257 @@
+"""Multimodal synthesis (issue 9): per-instance features, k-means clusters, sampling, the
+encode / precompute commands, --load_features training and synthesis with features.
+
+Everything runs on tiny configs (ngf 4, 64x32 synthetic street scenes, a few steps)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pix2pixhd.config import TrainConfig
+from pix2pixhd.features import (CLUSTERS_FILE, FeatureClusters, FeatureSource, _instance_features_ref,
+                                instance_features, parse_cluster_spec, sample_features)
+from pix2pixhd.networks import instance_average
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_trainer_step import fake_batch, tiny_cfg  # noqa: E402
+
+
+def _maps(n=3, h=9, w=11, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cls = torch.randint(0, 4, (n, 1, h, w), generator=g)
+    inst = cls * 1000 + torch.randint(0, 3, (n, 1, h, w), generator=g)
+    if n > 1:
+        inst[1] = 7  # a sample that is one region
+    label = torch.where(inst >= 1000, inst // 1000, inst)
+    return inst, label
+
+
+# ---- item 5: vectorised pooling vs the naive loop ------------------------------------------------
+def test_instance_features_match_the_reference_loop():
+    inst, label = _maps()
+    feat = torch.randn(3, 5, 9, 11).contiguous(memory_format=torch.channels_last)
+    got = instance_features(feat, inst, label)
+    ref = _instance_features_ref(feat, inst, label)
+    assert len(ref) == got.value.shape[0] and len(ref) > 10
+    for k, (b, i, lab, v, area) in enumerate(ref):
+        assert (int(got.sample[k]), int(got.inst_id[k]), int(got.label[k])) == (b, i, lab)
+        assert torch.equal(got.value[k], v)
+        assert float(got.area[k]) == pytest.approx(area)
+    # every pixel's row is its own (sample, instance)
+    rows = got.dense.reshape(3, 9, 11)
+    assert torch.equal(got.inst_id[rows], inst[:, 0]) and torch.equal(got.sample[rows][:, 0, 0], torch.arange(3))
+
+
+def test_instance_average_gradients_match_the_naive_loop():
+    inst, _ = _maps(n=2, h=7, w=10, seed=1)
+    x = torch.randn(2, 3, 7, 10, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, 7, 10, dtype=torch.float64)
+    (instance_average(x, inst) * w).sum().backward()
+    x2 = x.detach().clone().requires_grad_(True)
+    out = torch.zeros_like(x2)
+    for b in range(2):
+        for i in inst[b].unique():
+            m = (inst[b, 0] == i)
+            out = out + m * x2[b:b + 1, :, m].mean(-1)[..., None, None] * torch.eye(2, dtype=out.dtype)[b][:, None, None, None]
+    (out * w).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+
+
+# ---- clustering ---------------------------------------------------------------------------------
+def test_cluster_features_keeps_large_instances_and_finds_the_modes():
+    pytest.importorskip("sklearn")
+    from pix2pixhd.features import cluster_features
+    rng = np.random.default_rng(0)
+    modes = np.array([[-0.8, 0.1, 0.5], [0.6, -0.4, 0.0]], np.float32)
+    big = modes[rng.integers(0, 2, 40)] + rng.normal(0, 0.01, (40, 3)).astype(np.float32)
+    small = np.full((30, 3), 0.95, np.float32)  # tiny instances: must be ignored
+    rows = np.concatenate([np.c_[big, np.full(40, 2.0)], np.c_[small, np.full(30, 0.1)]]).astype(np.float32)
+    feats = {7: rows, 3: np.c_[small[:2], [0.2, 0.3]].astype(np.float32), 5: rows[:1]}
+    centers = cluster_features(feats, n_clusters=2)
+    assert set(centers) == {7, 5}  # class 3 had no instance above the area threshold
+    assert centers[5].shape == (1, 3)  # k = min(n_clusters, instances kept)
+    got = centers[7][np.argsort(centers[7][:, 0])]
+    np.testing.assert_allclose(got, modes[np.argsort(modes[:, 0])], atol=0.01)
+
+
+# ---- sampling -------------------------------------------------------------------------------------
+def _clusters():
+    g = torch.Generator().manual_seed(0)
+    return FeatureClusters({1: torch.rand(4, 3, generator=g), 2: torch.rand(2, 3, generator=g),
+                            3: torch.rand(3, 3, generator=g)}, feat_num=3, n_clusters=4)
+
+
+def test_sampled_features_come_from_the_clusters_and_repeat_with_the_seed(tmp_path):
+    inst, label = _maps(n=2, h=16, w=20)
+    fc = _clusters()
+    fc.save(tmp_path / CLUSTERS_FILE)
+    fc = FeatureClusters.load(tmp_path)
+    f = sample_features(inst, label, fc, seeds=[5, 6])
+    assert f.shape == (2, 3, 16, 20)
+    # constant within each instance, and a centre of the instance's own class (0 for classes without)
+    rows = instance_features(f, inst, label)
+    for k in range(len(rows.label)):
+        m = (inst[rows.sample[k], 0] == rows.inst_id[k])
+        vals = f[rows.sample[k]][:, m]
+        assert torch.equal(vals, vals[:, :1].expand_as(vals))
+        c = int(rows.label[k])
+        if c in fc.centers:
+            assert (fc.centers[c] == vals[:, 0]).all(1).any()
+        else:
+            assert (vals == 0).all()
+    assert torch.equal(f, sample_features(inst, label, fc, seeds=[5, 6]))
+    # per-image seeds: a sample's features do not depend on the batch it is in
+    assert torch.equal(f[1:], sample_features(inst[1:], label[1:], fc, seeds=[6]))
+    # over seeds, instances of a class see several of its centres
+    seen = {tuple(sample_features(inst[:1], label[:1], fc, seeds=[s])[0, :, 0, 0].tolist()) for s in range(40)}
+    assert len(seen) > 1
+
+
+def test_chosen_clusters():
+    inst, label = _maps(n=1, h=16, w=20)
+    fc = _clusters()
+    f = sample_features(inst, label, fc, cluster=3)
+    for c, centres in fc.centers.items():
+        m = label[0, 0] == c
+        if m.any():
+            torch.testing.assert_close(f[0][:, m], centres[3 % len(centres)][:, None].expand(3, int(m.sum())))
+    f2 = sample_features(inst, label, fc, cluster={1: 2}, seeds=[9])
+    assert torch.equal(f2[0][:, label[0, 0] == 1], fc.centers[1][2][:, None].expand(3, int((label == 1).sum())))
+    with pytest.raises(ValueError, match="class 2 has 2 cluster"):
+        sample_features(inst, label, fc, cluster={2: 5})
+    with pytest.raises(ValueError, match="class 9 has no clusters"):
+        sample_features(inst, label, fc, cluster={9: 0})
+    assert parse_cluster_spec("26=3,24=1") == {26: 3, 24: 1} and parse_cluster_spec("4") == 4
+    with pytest.raises(ValueError, match="class=index"):
+        parse_cluster_spec("a=b")
+
+
+# ---- the trainer's encoder paths ----------------------------------------------------------------
+def test_load_features_step_feeds_g_only(tmp_path):
+    from pix2pixhd.trainer import Trainer
+    tr = Trainer(tiny_cfg(tmp_path, instance_feat=True, load_features=True))
+    assert tr.E is None  # the features come from disk
+    assert tr.G.model[1].in_channels == 5 + 1 + 3 and tr.D.scale0_layer0[0].in_channels == 5 + 1 + 3
+    batch = fake_batch()
+    with pytest.raises(ValueError, match="precompute"):
+        tr.train_step(batch)
+    batch["feat"] = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    seen = {}
+    tr.G.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].detach().clone()))
+    tr.train_step(batch)
+    torch.testing.assert_close(seen["x"][:, -3:], batch["feat"].float() / 127.5 - 1)
+
+
+# ---- end to end: train with E, encode, synthesize with features, precompute, --load_features -----
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    pytest.importorskip("sklearn")
+    from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+    from pix2pixhd.trainer import Trainer
+    root = tmp_path_factory.mktemp("feat")
+    generate(root / "streets", n_train=6, n_test=2, width=64, height=32, seed=0)
+    cfg = TrainConfig(name="e", checkpoints_dir=str(root / "ck"), dataroot=str(root / "streets"),
+                      label_nc=LABEL_NC, resize_or_crop="none", instance_feat=True, nef=4,
+                      n_downsample_E=4, ngf=4, n_downsample_global=2, n_blocks_global=1, ndf=4,
+                      n_layers_D=2, no_vgg_loss=True, no_tensorboard=True, no_html=True, no_progress=True,
+                      device="cpu", nThreads=0, batchSize=2, niter=1, niter_decay=0, max_steps=3,
+                      n_clusters=3, print_freq=100, display_freq=1000, validate="off").resolved()
+    Trainer(cfg).fit()
+    return root, cfg
+
+
+def test_encode_command_saves_clusters_from_the_training_set(trained, capsys):
+    from pix2pixhd.features import main
+    root, cfg = trained
+    ck = root / "ck" / "e"
+    assert main(["encode", "--checkpoint", str(ck), "--device", "cpu"]) == 0
+    assert "instances kept" in capsys.readouterr().out
+    fc = FeatureClusters.load(ck)
+    assert fc.feat_num == 3 and fc.n_clusters == 3 and fc.global_step == 3
+    # road, sidewalk, building, sky cover far more than 1/64 of every scene: each has centres
+    assert {1, 2, 3, 4} <= set(fc.centers)
+    assert all(1 <= v.shape[0] <= 3 and v.shape[1] == 3 for v in fc.centers.values())
+    assert all(v.abs().max() <= 1 for v in fc.centers.values())  # E ends in tanh
+    raw = torch.load(ck / CLUSTERS_FILE, weights_only=True)["features"]
+    assert sum(v.shape[0] for v in raw.values()) > 6 * 4  # one row per instance per image
+
+
+def test_synthesis_with_features(trained, tmp_path):
+    from pix2pixhd.cli import synthesize_main
+    from pix2pixhd.synthesis import Synthesizer, load_generator
+    root, cfg = trained
+    ck = root / "ck" / "e"
+    if not (ck / CLUSTERS_FILE).is_file():
+        from pix2pixhd.features import encode_and_cluster
+        encode_and_cluster(ck)
+    fc = FeatureClusters.load(ck)
+    g, cfg = load_generator(ck)
+    with pytest.raises(ValueError, match="feature_mode"):
+        Synthesizer(g, cfg)
+    lab = torch.from_numpy(np.asarray(Image.open(root / "streets/test_label/test_00000.png")).astype(np.int64))[None, None]
+    ins = torch.from_numpy(np.asarray(Image.open(root / "streets/test_inst/test_00000.png")).astype(np.int64))[None, None]
+    outs = {}
+    for k in range(2):
+        src = FeatureSource(cfg, "cluster", clusters=fc, cluster=k)
+        outs[k] = Synthesizer(g, cfg, features=src)(lab, ins).float()
+    assert torch.equal(outs[0], Synthesizer(g, cfg, features=FeatureSource(cfg, "cluster", clusters=fc, cluster=0))(lab, ins).float())
+    d = (outs[0] - outs[1]).abs()
+    print(f"|cluster 0 - cluster 1|: mean {d.mean():.2f}, max {d.max():.0f} grey levels, "
+          f"{(d > 0).float().mean():.0%} of values differ")
+    # different clusters, measurably different photos (the same cluster: exactly equal, above)
+    assert d.mean() > 0.5 and (d > 0).float().mean() > 0.2
+
+    # The command: sampled (seeded), chosen cluster, encoded real photos
+    runs = {}
+    for name, extra in (("s1", []), ("s2", []), ("s3", ["--seed", "1"]), ("c", ["--cluster", "1"]),
+                        ("e", ["--use_encoded_image", "--real", str(root / "streets/test_img")])):
+        out = tmp_path / name
+        assert synthesize_main(["--checkpoint", str(ck), "--input", str(root / "streets/test_label"),
+                                "--inst", str(root / "streets/test_inst"), "--out", str(out),
+                                "--device", "cpu", "--no_progress", "--batch_size", "1" if name == "s2" else "2"]
+                               + extra) == 0
+        runs[name] = np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))]).astype(float)
+        assert runs[name].shape == (2, 32, 64, 3)
+    assert np.array_equal(runs["s1"], runs["s2"])  # rerun (other batch size) repeats
+    assert np.abs(runs["s1"] - runs["s3"]).mean() > 0.5  # another seed, other clusters
+    assert np.abs(runs["c"] - runs["e"]).mean() > 0.5
+
+
+def test_precompute_then_load_features_training(trained, tmp_path):
+    from pix2pixhd.data import create_dataset
+    from pix2pixhd.features import main
+    from pix2pixhd.trainer import Trainer
+    root, cfg = trained
+    ck = root / "ck" / "e"
+    out = tmp_path / "train_feat"
+    assert main(["precompute", "--checkpoint", str(ck), "--device", "cpu", "--out_dir", str(out)]) == 0
+    files = sorted(out.glob("*.png"))
+    assert [p.name for p in files] == sorted(p.name for p in (root / "streets/train_label").glob("*.png"))
+    feat = np.asarray(Image.open(files[0]))
+    assert feat.shape == (64, 128, 3)  # x2 the size E ran at
+    # x2 nearest: each 2x2 block is one value, and values are constant within (upsampled) instances
+    assert np.array_equal(feat[::2, ::2], feat[1::2, 1::2])
+    inst = np.asarray(Image.open(root / "streets/train_inst" / files[0].name)).astype(np.int64)
+    up = inst.repeat(2, 0).repeat(2, 1)
+    for i in np.unique(up):
+        vals = feat[up == i]
+        assert (vals == vals[0]).all()
+
+    # The next stage reads them with --load_features (here at the same 64x32, crop by the pipeline)
+    data = tmp_path / "next"
+    data.mkdir()
+    for sub in ("train_label", "train_inst", "train_img"):
+        (data / sub).symlink_to(root / "streets" / sub)
+    (data / "train_feat").symlink_to(out)
+    ds = create_dataset(data, "train", label_nc=cfg.label_nc, load_features=True, resize_or_crop="scale_width",
+                        loadSize=128, required_multiple=4, no_flip=True, validate="off")
+    item = ds[0]
+    assert item["feat"].shape == (3, 64, 128)
+    nxt = TrainConfig(**{**cfg.to_dict(), "load_features": True, "checkpoints_dir": str(tmp_path / "ck2")}).resolved()
+    tr = Trainer(nxt)
+    batch = {k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()}
+    losses = tr.train_step(batch)
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -2,6 +2,9 @@
 
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (and MASTER_ADDR/PORT or a rendezvous). With
 WORLD_SIZE > 1 we start NCCL on CUDA and gloo on CPU; rank 0 is the master that logs and saves.
+``wrap`` puts a module in DistributedDataParallel the same way for G, D and E, optionally with
+gradients all-reduced in bf16 (``bf16_allreduce_hook``: half the bytes of fp32 on the wire, for
+multi-node runs where the interconnect, not the GPU, bounds the step).
 """
 from __future__ import annotations
 
@@ -51,6 +54,52 @@ def setup(device_pref: str = "auto") -> DistInfo:
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
                                     device_id=device if device.type == "cuda" else None)
     return DistInfo(rank, local, world, device)
+
+
+def bf16_allreduce_hook(process_group, bucket):
+    """DDP communication hook: all-reduce a gradient bucket in bf16, write the mean back in fp32.
+
+    torch's ``default_hooks.bf16_compress_hook`` does the same but refuses anything but NCCL;
+    this one also runs on gloo (CPU), so the option can be tested without a GPU (its name differs
+    because DDP refuses any hook *named* bf16_compress_hook off NCCL). The division
+    by the world size happens before the reduction, in bf16, as torch's hook does.
+    """
+    group = process_group if process_group is not None else dist.group.WORLD
+    world = dist.get_world_size(group)
+    buf = bucket.buffer()                                   # [numel] fp32, flat bucket
+    compressed = buf.to(torch.bfloat16).div_(world)
+    fut = dist.all_reduce(compressed, group=group, async_op=True).get_future()
+
+    def decompress(f):
+        out = bucket.buffer()
+        out.copy_(f.value()[0])
+        return out
+
+    return fut.then(decompress)
+
+
+def wrap(module: torch.nn.Module, info: DistInfo, bf16_grads: bool = False) -> torch.nn.Module:
+    """``module`` in DDP on ``info.device`` (gradients averaged over ranks); unchanged when single.
+
+    DDP copies rank 0's parameters and buffers to every rank at construction, so ranks that were
+    initialised from different seeds start identical. Buffers are not re-broadcast at every
+    forward: the only buffers are BatchNorm's running stats, which SyncBatchNorm already keeps
+    equal on CUDA, and a broadcast between D's real and fake passes would modify a tensor
+    autograd still needs.
+    """
+    if not info.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    import inspect
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    # torch >= 2.13 renamed the option (and warns on the old name); both keep init-time sync.
+    kw = ({"forward_sync_buffers": False}
+          if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+          else {"broadcast_buffers": False})
+    ddp = DDP(module, device_ids=ids, **kw)
+    if bf16_grads:
+        ddp.register_comm_hook(None, bf16_allreduce_hook)
+    return ddp
 
 
 def barrier(info: DistInfo) -> None:

@@ -136,7 +136,11 @@ class Trainer:
         self.D = build_discriminator(cfg)
         self.E = build_encoder(cfg)
         if cfg.norm == "batch" and self.dist.distributed:
-            self.G, self.D = (nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (self.G, self.D))
+            if self.device.type == "cuda":
+                self.G, self.D = (nn.SyncBatchNorm.convert_sync_batchnorm(m) if m is not None else None
+                                  for m in (self.G, self.D))
+            elif self.dist.is_master:  # torch's SyncBatchNorm runs on CUDA only
+                print("note: --norm batch on CPU ranks: BatchNorm statistics stay per rank (no SyncBatchNorm)")
         self.criterion_gan = GANLoss(cfg.gan_mode)
         self.criterion_l1 = nn.L1Loss()
         self.vgg = None if cfg.no_vgg_loss else (VGGLoss(vgg) if vgg is not None else VGGLoss(vgg_path=cfg.vgg_path or None))
@@ -250,23 +254,24 @@ class Trainer:
                              f"0..{prev.num_D - 1} (new: {', '.join(new_scales) or 'none'})")
 
     def _wrap_distributed(self, rewrap_g: bool = False) -> None:
+        if self.cfg.compile and not rewrap_g:
+            # in place (nn.Module.compile): state_dict keys, _unwrap and the G-pass D stay the same
+            for m in (self.G, self.D, self.E):
+                if m is not None:
+                    m.compile()
         if not self.dist.distributed:
             return
         from torch.nn.parallel import DistributedDataParallel as DDP
-        ids = [self.device.index] if self.device.type == "cuda" else None
+
+        from pix2pixhd.distributed import wrap
+        bf16 = self.cfg.ddp_bf16_grads
         if rewrap_g or not isinstance(self.G, DDP):
-            self.G = DDP(_unwrap(self.G), device_ids=ids, broadcast_buffers=False)
-            if self.cfg.ddp_bf16_grads:
-                from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
-                self.G.register_comm_hook(None, default_hooks.bf16_compress_hook)
+            self.G = wrap(_unwrap(self.G), self.dist, bf16)
         if self.D is not None and not isinstance(self.D, DDP):
-            self.D = DDP(self.D, device_ids=ids, broadcast_buffers=False)
-            if self.cfg.ddp_bf16_grads:
-                from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
-                self.D.register_comm_hook(None, default_hooks.bf16_compress_hook)
+            self.D = wrap(self.D, self.dist, bf16)
         if self.E is not None and not isinstance(self.E, DDP):
             # E trains through G's loss; unwrapped, each rank's E would drift apart.
-            self.E = DDP(self.E, device_ids=ids, broadcast_buffers=False)
+            self.E = wrap(self.E, self.dist, bf16)
 
     # ---- one step ----------------------------------------------------------------------------
     def _autocast(self):

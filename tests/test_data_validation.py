@@ -1,4 +1,7 @@
 """Validation before training: each kind of problem is reported with its files and a count."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -6,7 +9,8 @@ from PIL import Image
 from pix2pixhd.data import DatasetError, create_dataset
 from pix2pixhd.data.__main__ import main as data_main
 
-from test_data import NC, write_cityscapes
+sys.path.insert(0, str(Path(__file__).parent))   # the block datasets of test_data.py
+from test_data import NC, write_cityscapes  # noqa: E402
 
 
 @pytest.fixture()

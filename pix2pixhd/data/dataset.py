@@ -80,12 +80,6 @@ class PairedDataset(torch.utils.data.Dataset):
         return f"{self.root} (phase {self.phase!r}, {self.mode} layout)"
 
     # -- loading -----------------------------------------------------------------------------
-    def _source_size(self, rec) -> tuple[int, int]:
-        if "ab" in rec:
-            w, h = Image.open(rec["ab"]).size
-            return w // 2, h
-        return Image.open(rec["label"]).size
-
     def _read(self, rec):
         """The sample's source images: dict role -> PIL image, all of one size."""
         if "ab" in rec:
@@ -94,11 +88,11 @@ class PairedDataset(torch.utils.data.Dataset):
             a, b = ab.crop((0, 0, w2, h)), ab.crop((w2, 0, 2 * w2, h))
             src, tgt = (a, b) if self.direction == "AtoB" else (b, a)
             return {"label": src, "image": tgt}
-        out = {"label": Image.open(rec["label"]), "image": Image.open(rec["image"]).convert("RGB")}
+        out = {"label": Image.open(rec["label"]), "image": _rgb(Image.open(rec["image"]))}
         if self.use_inst:
             out["inst"] = Image.open(rec["inst"])
         if self.load_features:
-            out["feat"] = Image.open(rec["feat"]).convert("RGB")
+            out["feat"] = _rgb(Image.open(rec["feat"]))
         return out
 
     def __getitem__(self, key):
@@ -133,6 +127,10 @@ class PairedDataset(torch.utils.data.Dataset):
             sample["feat"] = _chw(T.apply_ids(np.asarray(ims["feat"]), g))
         sample["path"] = str(rec.get("label", rec.get("ab")))
         return sample
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    return im if im.mode == "RGB" else im.convert("RGB")   # convert() copies even RGB -> RGB
 
 
 def _chw(a: np.ndarray) -> torch.Tensor:

@@ -31,6 +31,10 @@ def resolve_config(argv: list[str]) -> TrainConfig:
     given = _given(argv)
     if cfg.model == "pix2pix":
         cfg = dataclasses.replace(cfg, **{k: v for k, v in PIX2PIX_DEFAULTS.items() if k not in given})
+    if cfg.auto_resume and not cfg.resume and (cfg.experiment_dir / "latest.pt").is_file():
+        # An elastic restart (torchrun --max_restarts) reruns the same command line: every rank
+        # sees the same latest.pt (the agent restarts all workers, so no rank is writing it).
+        cfg = dataclasses.replace(cfg, resume=True, which_epoch="latest")
     src = None
     if cfg.resume:
         src = Path(cfg.checkpoints_dir) / cfg.name

@@ -30,6 +30,7 @@ class TrainConfig:
     load_pretrain: str = field(default="", metadata={
         "help": "checkpoint folder of the previous stage (global → local, local → finetune)"})
     resume: bool = field(default=False, metadata={"help": "continue this experiment exactly from its latest checkpoint (alias --continue_train)"})
+    auto_resume: bool = field(default=False, metadata={"help": "resume if this experiment has latest.pt, else start fresh (for torchrun --max_restarts)"})
     which_epoch: str = field(default="latest", metadata={"help": "checkpoint to load: latest or an epoch number"})
     seed: int = 0
     deterministic: bool = field(default=False, metadata={"help": "torch.use_deterministic_algorithms (bit-exact resume)"})

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -344,9 +345,10 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--img_ext", choices=("png", "jpg"), default="png")
     a = p.parse_args(argv)
+    t = time.perf_counter()
     meta = generate(a.out, a.n_train, a.n_test, a.width, a.height, a.seed, a.img_ext)
     print(f"wrote {a.n_train} train + {a.n_test} test scenes of {a.width}x{a.height} to "
-          f"{os.fspath(a.out)} (label_nc={meta['label_nc']})")
+          f"{os.fspath(a.out)} (label_nc={meta['label_nc']}) in {time.perf_counter() - t:.1f} s")
 
 
 if __name__ == "__main__":

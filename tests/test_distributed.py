@@ -1,0 +1,130 @@
+"""Two-process DDP on CPU (gloo over loopback): the global stage trains, ranks stay identical,
+rank 0's checkpoint resumes in one process, and a single process never starts a process group.
+
+The test launches this same file under ``torch.distributed.run`` (torchrun); run as a script it
+is the worker: it trains with the Trainer as ``train_hd.py`` would, then writes its own ranks'
+parameters to ``OUT/rank{r}.pt`` so the test can compare ranks (product code needs no hook).
+"""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = ["--label_nc", "9", "--loadSize", "64", "--fineSize", "64", "--resize_or_crop", "none",
+        "--ngf", "4", "--n_downsample_global", "2", "--n_blocks_global", "1", "--ndf", "4",
+        "--n_layers_D", "2", "--no_vgg_loss", "--no_tensorboard", "--no_progress", "--nThreads", "0",
+        "--device", "cpu", "--batchSize", "1", "--niter", "1", "--niter_decay", "0",
+        "--print_freq", "1", "--save_latest_freq", "1", "--name", "run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_data(root: Path, n: int = 4) -> Path:
+    from pix2pixhd.datasets import synthetic_streets
+    synthetic_streets.generate(root, n_train=n, n_test=0, width=64, height=32, seed=0)
+    return root
+
+
+def run_two_ranks(tmp_path: Path, extra: list[str]) -> subprocess.CompletedProcess:
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "ranks"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}", __file__, str(out),
+           *TINY, "--dataroot", str(data), "--checkpoints_dir", str(tmp_path / "ck"), *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert p.returncode == 0, f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+    return p
+
+
+def rank_params(out: Path, r: int) -> dict:
+    return torch.load(out / f"rank{r}.pt", weights_only=True)
+
+
+def test_two_process_gloo_run_keeps_ranks_identical_and_resumes_in_one_process(tmp_path):
+    run_two_ranks(tmp_path, [])
+    r0, r1 = rank_params(tmp_path / "ranks", 0), rank_params(tmp_path / "ranks", 1)
+    assert r0["world_size"] == r1["world_size"] == 2
+    # 4 images, 2 ranks, batch 1: each rank did 2 steps, and both know it
+    assert r0["global_step"] == r1["global_step"] == 2
+    # each rank started from its own seed (seed + rank) but DDP broadcast rank 0's weights, and
+    # every step averaged the gradients: the ranks end bit-identical, and not at the init
+    for net in ("G", "D"):
+        for k, v in r0[net].items():
+            assert torch.equal(v, r1[net][k]), f"{net}.{k} differs between ranks"
+    assert any(not torch.equal(v, r0["G_init"][k]) for k, v in r0["G"].items())
+    assert r0["first_batch_paths"] != r1["first_batch_paths"]  # ranks read different shards
+
+    # rank 0's checkpoint holds those weights, one RNG state per rank, and resumes in one process
+    from pix2pixhd.checkpoint import load_checkpoint
+    ck = load_checkpoint(tmp_path / "ck" / "run")
+    assert len(ck["rng"]) == 2 and ck["global_step"] == 2 and ck["epoch"] == 2
+    for k, v in r0["G"].items():
+        assert torch.equal(ck["G"][k], v), k
+
+    from pix2pixhd.cli import resolve_config
+    from pix2pixhd.trainer import Trainer
+    cfg = resolve_config(["--resume", "--checkpoints_dir", str(tmp_path / "ck"), "--name", "run",
+                          "--niter", "2"])
+    tr = Trainer(cfg)
+    assert not torch.distributed.is_initialized()
+    assert type(tr.G).__name__ == "GlobalGenerator"  # the plain path: no DDP wrapper
+    for k, v in r0["G"].items():
+        assert torch.equal(tr.G.state_dict()[k], v), k
+    summary = tr.fit()
+    assert summary["global_step"] == 2 + 4  # epoch 2 in one process: all 4 images, batch 1
+    assert all(torch.isfinite(torch.tensor(v)) for v in summary["losses"].values())
+
+
+def test_batch_norm_bf16_autocast_and_bf16_gradient_allreduce_on_two_ranks(tmp_path):
+    p = run_two_ranks(tmp_path, ["--norm", "batch", "--precision", "bf16", "--ddp_bf16_grads"])
+    assert "BatchNorm statistics stay per rank" in p.stdout  # CPU: no SyncBatchNorm, and it says so
+    r0, r1 = rank_params(tmp_path / "ranks", 0), rank_params(tmp_path / "ranks", 1)
+    assert r0["comm_hook"] == r1["comm_hook"] == "bf16_allreduce_hook"
+    # parameters (not BatchNorm's running stats, which are per rank on CPU) stay identical:
+    # the bf16 all-reduce hands every rank the same averaged gradient
+    for net in ("G", "D"):
+        for k in r0[f"{net}_param_names"]:
+            assert torch.equal(r0[net][k], r1[net][k]), f"{net}.{k} differs between ranks"
+    assert any(not torch.equal(v, r0["G_init"][k]) for k, v in r0["G"].items())
+
+
+def worker(out: Path, argv: list[str]) -> None:
+    from pix2pixhd import distributed
+    from pix2pixhd.cli import resolve_config
+    from pix2pixhd.trainer import Trainer, _unwrap
+    cfg = resolve_config(argv)
+    info = distributed.setup(cfg.device)
+    tr = Trainer(cfg, info)
+    g0 = {k: v.clone() for k, v in _unwrap(tr.G).state_dict().items()}
+    first = []
+    make_loader = tr.make_loader
+
+    def recording_loader():  # remember which files this rank's first batch held
+        loader, sampler = make_loader()
+        first.extend(next(iter(loader))["path"])
+        return loader, sampler
+    tr.make_loader = recording_loader
+    tr.fit()
+    G, D = _unwrap(tr.G), _unwrap(tr.D)
+    torch.save({"G": G.state_dict(), "D": D.state_dict(), "G_init": g0,
+                "G_param_names": [n for n, _ in G.named_parameters()],
+                "D_param_names": [n for n, _ in D.named_parameters()],
+                "global_step": tr.global_step, "world_size": info.world_size,
+                "first_batch_paths": first,
+                "comm_hook": tr.G._get_ddp_logging_data().get("comm_hook", "")},
+               out / f"rank{info.rank}.pt")
+    distributed.cleanup(info)
+
+
+if __name__ == "__main__":
+    worker(Path(sys.argv[1]), sys.argv[2:])

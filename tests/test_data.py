@@ -222,3 +222,30 @@ def test_nearest_ids_sit_where_bicubic_photo_pixels_sit(tmp_path, mode, load, fi
         assert inner.mean() > 0.5
         assert np.abs(s["label"][0].numpy() + 0.5 - sx)[inner].max() <= 0.5 + 0.2
         assert np.abs(s["inst"][0].numpy() + 0.5 - sy)[inner].max() <= 0.5 + 0.1
+
+
+def test_sampler_shards_ranks_and_reseeds_epochs():
+    from pix2pixhd.data import ResumableSampler
+    r0 = ResumableSampler(10, shuffle=True, seed=1, rank=0, world_size=2)
+    r1 = ResumableSampler(10, shuffle=True, seed=1, rank=1, world_size=2)
+    a, b = [i for i, _ in r0], [i for i, _ in r1]
+    assert len(a) == len(b) == 5 and sorted(a + b) == list(range(10))
+    r0.set_epoch(1)
+    assert [i for i, _ in r0] != a and {e for _, e in r0} == {1}
+    odd = ResumableSampler(5, shuffle=False, rank=1, world_size=2, drop_last=True)
+    assert [i for i, _ in odd] == [1, 3]
+
+
+def test_loader_benchmark_runs(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "loader.py"
+    spec = importlib.util.spec_from_file_location("pix2pixhd_bench_loader", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--res", "64x32", "--workers", "0", "--n", "2", "--epochs", "1",
+              "--data", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert "images/s" in out and "64x32" in out
+    import json
+    assert json.loads((tmp_path / "r.json").read_text())["rows"][0]["workers"] == 0

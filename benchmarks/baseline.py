@@ -255,13 +255,23 @@ class PeakMemory:
         return False
 
 
-def timed(fn, device: torch.device) -> float:
-    """Milliseconds of one call of ``fn``, the device synchronised on both sides."""
+def timed(fn, device: torch.device) -> tuple[float, float]:
+    """(wall ms, process CPU ms) of one call of ``fn``, the device synchronised on both sides.
+
+    The CPU time (all threads of this process) is what a CPU run should compare on a shared
+    machine: other processes' load stretches the wall time but not the work this one did.
+    """
     sync(device)
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     fn()
     sync(device)
-    return (time.perf_counter() - t0) * 1e3
+    return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
+
+
+def paired_ratio(base: list[float], ours: list[float]) -> float:
+    """Median over steps of baseline_i / ours_i: the paths ran interleaved, so step i of each saw
+    the same machine state; the median of the pairs resists drift better than a ratio of medians."""
+    return median([b / o for b, o in zip(base, ours) if o > 0])
 
 
 def median(xs):

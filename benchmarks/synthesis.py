@@ -99,23 +99,25 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
     label = torch.randint(0, args.label_nc, (n, 1, height, width), generator=gen).to(torch.uint8).to(device)
     inst = torch.randint(0, 8, (n, 1, height, width), generator=gen).to(torch.int32).to(device)
     times = {p[0]: [] for p in paths}
+    cpu_times = {p[0]: [] for p in paths}
     extra = {p[0]: [] for p in paths}
     outputs = {}
     for i in range(args.warmup + args.steps):
         for name, _, fn, _ in paths:
             holder = {}
             with B.PeakMemory(device) as mem:
-                ms = B.timed(lambda: holder.setdefault("y", fn(label, inst)), device)
+                ms, cpu_ms = B.timed(lambda: holder.setdefault("y", fn(label, inst)), device)
             if i == 0:
                 outputs[name] = holder["y"].cpu()
             del holder
             if i >= args.warmup:
                 times[name].append(ms)
+                cpu_times[name].append(cpu_ms)
                 if mem.extra is not None:
                     extra[name].append(mem.extra)
     g_flops = synthesis_flops(cfg, width, height, n)
     ref_out = outputs[paths[0][0]] if not args.no_baseline else None
-    base_ms = B.median(times[paths[0][0]]) if not args.no_baseline else None
+    base = paths[0][0] if not args.no_baseline else None
     rows = []
     for name, prec, _, resident in paths:
         ms = B.median(times[name])
@@ -127,7 +129,10 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
                      "batch": n, "ms_per_batch": ms, "ms_all": times[name], "images_per_s": n / (ms / 1e3),
                      "peak_mib": (resident + max(extra[name])) / 2**20 if extra[name] else None,
                      "tflops": tflops, "util_pct": 100 * tflops / peak if peak else None,
-                     "speedup_vs_baseline": base_ms / ms if base_ms else None,
+                     "speedup_vs_baseline": B.paired_ratio(times[base], times[name]) if base else None,
+                     "cpu_ms": None if cuda else B.median(cpu_times[name]),
+                     "cpu_speedup_vs_baseline": (B.paired_ratio(cpu_times[base], cpu_times[name])
+                                                 if base and not cuda else None),
                      "max_abs_diff_u8": (int((outputs[name].int() - ref_out.int()).abs().max())
                                          if ref_out is not None else None)})
     print(f"\n== synthesis, {stage} generator (ngf {ngf}), {width}x{height}, batch {n} ==\n"
@@ -135,7 +140,9 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
     B.print_table(rows, [("path", "path", ""), ("ms_per_batch", "ms/batch", ".1f"),
                          ("images_per_s", "img/s", ".3f"), ("peak_mib", "peak MiB", ".0f"),
                          ("tflops", "TFLOP/s", ".3f"), ("util_pct", "util %", ".1f"),
-                         ("speedup_vs_baseline", "vs baseline", ".2f"), ("max_abs_diff_u8", "max |Δ| u8", "d")])
+                         ("speedup_vs_baseline", "vs baseline", ".2f")]
+                  + ([] if cuda else [("cpu_ms", "cpu ms", ".1f"), ("cpu_speedup_vs_baseline", "vs base (cpu)", ".2f")])
+                  + [("max_abs_diff_u8", "max |Δ| u8", "d")])
     for r in rows:
         r["ngf"], r["gmac_per_image"] = ngf, g_flops / 2e9 / n
     return rows

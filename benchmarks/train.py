@@ -114,7 +114,7 @@ class _Path:
     def __init__(self, name, precision, channels_last, step, timer, zero_grads, resident):
         self.name, self.precision, self.channels_last = name, precision, channels_last
         self.step, self.timer, self.zero_grads, self.resident = step, timer, zero_grads, resident
-        self.step_ms, self.phases, self.extra_peak, self.first_losses = [], {}, [], None
+        self.step_ms, self.cpu_ms, self.phases, self.extra_peak, self.first_losses = [], [], {}, [], None
 
 
 def _ours(cfg, device, vgg) -> tuple:
@@ -183,11 +183,12 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
             p.timer.start(timing)
             with B.PeakMemory(device) as mem:
                 holder = {}
-                ms = B.timed(lambda: holder.setdefault("l", p.step(batch)), device)
+                ms, cpu_ms = B.timed(lambda: holder.setdefault("l", p.step(batch)), device)
             if i == 0:
                 p.first_losses = {k: float(v) for k, v in holder["l"].items()}
             if timing:
                 p.step_ms.append(ms)
+                p.cpu_ms.append(cpu_ms)
                 for k, v in p.timer.times.items():
                     p.phases.setdefault(k, []).append(v)
                 if mem.extra is not None:
@@ -195,7 +196,7 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
 
     flops = train_step_flops(cfg0, width, height, args.batch)
     rows = []
-    base_ms = B.median(paths[0].step_ms) if not args.no_baseline else None
+    base = paths[0] if not args.no_baseline else None
     base_losses = paths[0].first_losses if not args.no_baseline else None
     for p in paths:
         step_ms = B.median(p.step_ms)
@@ -208,7 +209,9 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
                "peak_mib": ((p.resident + max(p.extra_peak)) / 2**20) if p.extra_peak else None,
                "resident_mib": p.resident / 2**20, "tflops": tflops,
                "util_pct": 100 * tflops / peak if peak else None,
-               "speedup_vs_baseline": base_ms / step_ms if base_ms else None,
+               "speedup_vs_baseline": B.paired_ratio(base.step_ms, p.step_ms) if base else None,
+               "cpu_ms": None if cuda else B.median(p.cpu_ms), "cpu_ms_all": None if cuda else p.cpu_ms,
+               "cpu_speedup_vs_baseline": B.paired_ratio(base.cpu_ms, p.cpu_ms) if base and not cuda else None,
                "first_step_losses": p.first_losses,
                "loss_rel_diff": (max(abs(p.first_losses[k] - v) / max(abs(v), 1e-12)
                                      for k, v in base_losses.items()) if base_losses else None)}
@@ -222,10 +225,11 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
           + f" ==\nFLOP model per step: {flops.total / 1e12:.3f} TFLOP (forward GMAC: "
           + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in flops.forward_macs.items()) + ")")
     phase_cols = [(f"ms_{k}", k, ".1f") for k in PHASES if any(f"ms_{k}" in r for r in rows)]
+    cpu_cols = [] if cuda else [("cpu_ms", "cpu ms", ".1f"), ("cpu_speedup_vs_baseline", "vs base (cpu)", ".2f")]
     B.print_table(rows, [("path", "path", ""), ("step_ms", "step ms", ".1f"), ("images_per_s", "img/s", ".3f")]
                   + phase_cols + [("peak_mib", "peak MiB", ".0f"), ("tflops", "TFLOP/s", ".3f"),
-                                  ("util_pct", "util %", ".1f"), ("speedup_vs_baseline", "vs baseline", ".2f"),
-                                  ("loss_rel_diff", "loss diff", ".1e")])
+                                  ("util_pct", "util %", ".1f"), ("speedup_vs_baseline", "vs baseline", ".2f")]
+                  + cpu_cols + [("loss_rel_diff", "loss diff", ".1e")])
     for r in rows:
         r["arch"], r["flops"] = arch, flops.to_dict()
     return rows

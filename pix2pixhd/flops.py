@@ -226,3 +226,39 @@ def peak_tflops(device_name: str, precision: str) -> float | None:
         if key.lower() in device_name.lower():
             return peaks.get(precision)
     return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python3 -m pix2pixhd.flops``: the model's GMAC and step TFLOP at the reference's settings."""
+    import argparse
+    import contextlib
+    import io
+
+    from pix2pixhd.config import TrainConfig
+    p = argparse.ArgumentParser(description="Analytic MAC/FLOP counts of the pix2pixHD networks "
+                                "(NVIDIA's defaults: label_nc 35 + instance boundary, ngf 64 global / 32 local, ndf 64)")
+    p.add_argument("--label_nc", type=int, default=35)
+    args = p.parse_args(argv)
+    with contextlib.redirect_stdout(io.StringIO()):  # resolved()'s notes
+        glob = TrainConfig(stage="global", label_nc=args.label_nc).resolved()
+        loc = TrainConfig(stage="local", ngf=32, label_nc=args.label_nc).resolved()
+    rows = [("global G (ngf 64)", 1024, 512, generator_macs(glob, 1024, 512)),
+            ("local G (ngf 32, global part 64)", 2048, 1024, generator_macs(loc, 2048, 1024)),
+            ("D, 2 scales", 1024, 512, discriminator_macs(glob, 1024, 512)),
+            ("D, 3 scales", 2048, 1024, discriminator_macs(loc, 2048, 1024)),
+            ("VGG19 to relu5_1", 1024, 512, vgg19_macs(1024, 512)),
+            ("VGG19 to relu5_1", 2048, 1024, vgg19_macs(2048, 1024))]
+    print(f"{'network':<34}{'size':>11}{'GMAC / forward':>16}")
+    for name, w, h, macs in rows:
+        print(f"{name:<34}{f'{w}x{h}':>11}{macs / 1e9:>16.1f}")
+    print(f"\n{'training step (needed FLOPs)':<34}{'size':>11}{'TFLOP':>9}   per network")
+    for name, c, w, h in (("global stage", glob, 1024, 512), ("local stage", loc, 2048, 1024)):
+        s = train_step_flops(c, w, h)
+        parts = ", ".join(f"{k} {v / 1e12:.2f}" for k, v in s.flops.items())
+        print(f"{name:<34}{f'{w}x{h}':>11}{s.total / 1e12:>9.2f}   {parts}")
+    print(f"{'synthesis (G forward)':<34}{'2048x1024':>11}{synthesis_flops(loc, 2048, 1024) / 1e12:>9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

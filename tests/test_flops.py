@@ -87,3 +87,10 @@ def test_train_step_flops_counts_the_needed_backward():
 def test_peak_table():
     assert flops.peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4)
     assert flops.peak_tflops("AMD EPYC", "fp32") is None
+
+
+def test_cli_prints_the_reference_table(capsys):
+    assert flops.main([]) == 0
+    out = capsys.readouterr().out
+    for figure in ("489.3", "747.9", "166.6", "757.4"):
+        assert figure in out

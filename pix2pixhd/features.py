@@ -27,6 +27,7 @@ as the specification the tests compare against).
 from __future__ import annotations
 
 import argparse
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,6 +298,7 @@ class FeatureSource:
             raise ValueError(f"the clusters hold {clusters.feat_num}-d features but the checkpoint's "
                              f"feat_num is {cfg.feat_num}; re-run `python -m pix2pixhd.features encode`")
         self.cfg, self.mode, self.clusters, self.encoder, self.seed = cfg, mode, clusters, encoder, seed
+        self._warned: set[int] = set()
         # E's decoder must land back on the input size: pad inputs to its multiple too.
         self.multiple = 2 ** cfg.n_downsample_E if mode == "encoded" else 1
 
@@ -311,6 +313,11 @@ class FeatureSource:
             from pix2pixhd.encoding import image_to_float
             self.encoder.to(label.device)
             return self.encoder(image_to_float(image.to(label.device)), regions).float()
+        present = set(torch.unique(label).tolist()) - set(self.clusters.centers) - self._warned
+        if present:
+            self._warned |= present
+            warnings.warn(f"class(es) {sorted(present)} have no saved clusters (no instance of them was larger "
+                          f"than 1/64 of an image when encoding): their feature channels are 0", stacklevel=3)
         return sample_features(regions, label, self.clusters,
                                seeds=self.seed if seeds is None else seeds,
                                cluster=self.cluster if self.mode == "cluster" else None)
@@ -322,8 +329,13 @@ class FeatureSource:
         checkpoint_dir = Path(checkpoint_dir)
         if mode == "encoded":
             return cls(cfg, mode, encoder=load_encoder(checkpoint_dir, which_epoch, device)[0], seed=seed)
-        clusters = FeatureClusters.load(checkpoint_dir / CLUSTERS_FILE)
-        return cls(cfg, mode, clusters=clusters, cluster=cluster, seed=seed)
+        path = checkpoint_dir / CLUSTERS_FILE
+        prev = Path(cfg.load_pretrain) / CLUSTERS_FILE if cfg.load_pretrain else None
+        if not path.is_file() and cfg.load_features and prev is not None and prev.is_file():
+            # a --load_features stage has no E; the clusters of the stage whose E made its maps fit
+            print(f"note: using the clusters of {prev.parent} (this run read precomputed features)")
+            path = prev
+        return cls(cfg, mode, clusters=FeatureClusters.load(path), cluster=cluster, seed=seed)
 
 
 def image_seed(seed: int, name: str) -> int:
@@ -334,13 +346,17 @@ def image_seed(seed: int, name: str) -> int:
 # ---- loading E and the data ----------------------------------------------------------------------
 def load_encoder(checkpoint_dir: str | Path, which_epoch: str = "latest",
                  device: str | torch.device = "cpu"):
-    """(E in eval mode, its TrainConfig, the checkpoint's global_step) from a training run."""
+    """(E in eval mode, its TrainConfig, the checkpoint's global_step) from a training run; for a
+    --load_features run, from the run it loaded (--load_pretrain), whose E made its maps."""
     from pix2pixhd.checkpoint import load_checkpoint
     from pix2pixhd.compat import load_reference_weights
     from pix2pixhd.config import TrainConfig
     from pix2pixhd.trainer import build_encoder
     ckpt = load_checkpoint(checkpoint_dir, which_epoch)
     cfg = TrainConfig.from_dict(ckpt["config"])
+    if cfg.use_features and cfg.load_features and ckpt.get("E") is None and cfg.load_pretrain:
+        # The --load_features stage read maps precomputed by the E of the stage it loaded.
+        return load_encoder(cfg.load_pretrain, cfg.which_epoch, device)
     if not cfg.use_features or ckpt.get("E") is None:
         raise ValueError(f"{checkpoint_dir}: this run has no feature encoder (it was trained without "
                          "--instance_feat / --label_feat, or with --load_features); use the checkpoint "

@@ -250,8 +250,46 @@ def test_precompute_then_load_features_training(trained, tmp_path):
                         loadSize=128, required_multiple=4, no_flip=True, validate="off")
     item = ds[0]
     assert item["feat"].shape == (3, 64, 128)
-    nxt = TrainConfig(**{**cfg.to_dict(), "load_features": True, "checkpoints_dir": str(tmp_path / "ck2")}).resolved()
+    nxt = TrainConfig(**{**cfg.to_dict(), "load_features": True, "checkpoints_dir": str(tmp_path / "ck2"),
+                         "load_pretrain": str(ck)}).resolved()
     tr = Trainer(nxt)
+    assert tr.E is None
     batch = {k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()}
     losses = tr.train_step(batch)
     assert all(torch.isfinite(v) for v in losses.values())
+
+    # That run has no E: encoding and clusters come from the run it loaded, whose E made the maps
+    tr.save("latest")
+    from pix2pixhd.features import encode_and_cluster, load_encoder
+    if not (ck / CLUSTERS_FILE).is_file():
+        encode_and_cluster(ck)
+    e, e_cfg, _ = load_encoder(tmp_path / "ck2" / "e")
+    assert not e_cfg.load_features and e_cfg.checkpoints_dir == cfg.checkpoints_dir
+    src = FeatureSource.from_checkpoint(tmp_path / "ck2" / "e", nxt, "sample")
+    assert src.clusters.global_step == FeatureClusters.load(ck).global_step
+
+
+def test_label_feat_regions_are_the_label_map(tmp_path):
+    from pix2pixhd.features import encode_features
+    from pix2pixhd.networks import Encoder
+    torch.manual_seed(0)
+    inst, label = _maps(n=2, h=16, w=16)
+    batch = {"label": label, "inst": inst, "image": torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)}
+    e = Encoder(3, 3, ngf=4, n_downsampling=2)
+    rows = encode_features(e, [batch], label_feat=True)
+    # one row per (image, class present), not per instance
+    assert sum(len(v) for v in rows.values()) == sum(len(label[b].unique()) for b in range(2))
+    assert sum(len(v) for v in encode_features(e, [batch]).values()) == sum(len(inst[b].unique()) for b in range(2))
+    cfg = TrainConfig(label_feat=True, feat_num=3)
+    fc = _clusters()
+    src = FeatureSource(cfg, "sample", clusters=fc)
+    with pytest.warns(UserWarning, match=r"class\(es\) \[0, 7\] have no saved clusters"):
+        f = src(label, inst, seeds=[0, 1])
+    for b in range(2):
+        for c in label[b].unique():  # constant over each class region, across its instances
+            vals = f[b][:, label[b, 0] == c]
+            assert torch.equal(vals, vals[:, :1].expand_as(vals))
+    with pytest.raises(FileNotFoundError, match="pix2pixhd.features encode"):
+        FeatureClusters.load(tmp_path)
+    with pytest.raises(ValueError, match="needs --cluster"):
+        FeatureSource(cfg, "cluster", clusters=fc)

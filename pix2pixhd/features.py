@@ -387,10 +387,10 @@ def _dataset(cfg, dataroot: str, phase: str, how_many: int, *, whole: bool = Fal
     return ds
 
 
-def _batches(ds, device):
-    for i in range(len(ds)):
-        item = ds[i]
-        yield {k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()}
+def _batches(ds, num_workers: int):
+    """One image per batch, in file order; decoding runs in ``num_workers`` processes."""
+    from pix2pixhd.data import create_dataloader
+    return create_dataloader(ds, 1, shuffle=False, num_workers=num_workers)
 
 
 def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest", dataroot: str = "",
@@ -402,7 +402,7 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
     n_clusters = n_clusters or cfg.n_clusters
     if batches is None:
-        batches = _batches(_dataset(cfg, dataroot, phase, how_many), device)
+        batches = _batches(_dataset(cfg, dataroot, phase, how_many), cfg.nThreads)
     raw = encode_features(e, batches, label_feat=cfg.label_feat, device=device)
     centers = cluster_features(raw, n_clusters)
     counts = {k: int((v[:, -1] > MIN_AREA).sum()) for k, v in raw.items()}
@@ -436,7 +436,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     out = Path(out_dir) if out_dir else root / f"{phase}_feat"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for batch in _batches(ds, device):
+    for batch in _batches(ds, cfg.nThreads):
         label = batch["label"].to(device)
         inst = label if cfg.label_feat else batch["inst"].to(device)
         feat = e(image_to_float(batch["image"].to(device)), inst)          # [1, F, h, w] in [-1, 1]

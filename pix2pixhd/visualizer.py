@@ -146,8 +146,9 @@ class Visualizer:
         if not self.enabled:
             return
         if self.writer is not None:
-            for k, v in visuals.items():
-                self.writer.add_image(f"images/{k}", v, step, dataformats="HWC")
+            # one grid, label | synthesized | real, so the three stay side by side in TensorBoard
+            grid = np.concatenate([visuals[k] for k in ("label", "synthesized", "real")], axis=1)
+            self.writer.add_image("images/label_synthesized_real", grid, step, dataformats="HWC")
         if self.html_page:
             for k, v in visuals.items():
                 save_png(v, self.web / "images" / f"epoch{epoch:03d}_{k}.png")

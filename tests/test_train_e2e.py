@@ -137,3 +137,21 @@ def test_resume_inherits_the_run_config(tmp_path, streets):
     _run(tmp_path, streets, "--name", "r", "--niter", "1", "--niter_decay", "0", "--ngf", "4", "--no_html")
     cfg = resolve_config(["--name", "r", "--checkpoints_dir", str(tmp_path), "--resume"])
     assert cfg.ngf == 4 and cfg.dataroot == str(streets) and cfg.label_nc == LABEL_NC
+
+
+def test_tensorboard_gets_losses_lr_speed_phases_and_the_image_grid(tmp_path, streets):
+    from tensorboardX.proto import event_pb2
+    args = [a for a in TINY if a != "--no_tensorboard"]
+    train_main(["--dataroot", str(streets), "--checkpoints_dir", str(tmp_path), *args, "--ngf", "8",
+                "--name", "tb", "--niter", "1", "--niter_decay", "0", "--no_html"])
+    tags = set()
+    for f in (tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"):
+        data = f.read_bytes()
+        pos = 0
+        while pos < len(data):  # TFRecord framing: u64 length, u32 crc, payload, u32 crc
+            n = int.from_bytes(data[pos:pos + 8], "little")
+            ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+            tags |= {v.tag for v in ev.summary.value}
+            pos += 12 + n + 4
+    assert {"loss/G_GAN", "loss/G_GAN_Feat", "loss/D_real", "loss/D_fake", "lr", "images_per_s",
+            "ms/data", "ms/G_forward", "ms/optimizer", "images/label_synthesized_real"} <= tags

@@ -305,18 +305,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.input_nc, self.output_nc = input_nc, output_nc
         self.required_multiple = 2 ** n_downsampling
-        model: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, padding=0)]
-        model += norm_act(norm, ngf)
-        for i in range(n_downsampling):
-            mult = 2 ** i
-            model += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1)]
-            model += norm_act(norm, ngf * mult * 2)
-        for i in range(n_downsampling):
-            mult = 2 ** (n_downsampling - i)
-            model += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
-                                         output_padding=1)]
-            model += norm_act(norm, ngf * mult // 2)
-        model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]
+        # the global generator's layout without ResNet blocks (the reference's Encoder, index for index)
+        model = _global_layers(input_nc, output_nc, ngf, n_downsampling, 0, norm, "reflect")
         self.model = nn.Sequential(*model)
         self.apply(weights_init)
 

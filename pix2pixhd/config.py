@@ -154,7 +154,10 @@ class TrainConfig:
             from pix2pixhd.pix2pix_networks import NETG
             return 2 ** NETG[self.netG_pix2pix][0]
         m = 2 ** self.n_downsample_global
-        return m * 2 ** self.n_local_enhancers if self.netG == "local" else m
+        m = m * 2 ** self.n_local_enhancers if self.netG == "local" else m
+        if self.use_features and not self.load_features:
+            m = max(m, 2 ** self.n_downsample_E)  # the encoder sees the same crop
+        return m
 
     @property
     def experiment_dir(self) -> Path:

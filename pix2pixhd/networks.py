@@ -275,8 +275,8 @@ def instance_average(features: torch.Tensor, inst: torch.Tensor) -> torch.Tensor
     ids = inst.reshape(n, h * w).long()
     # Dense per-sample indices: unique over (sample, id) pairs.
     key = ids + torch.arange(n, device=ids.device).unsqueeze(1) * (ids.max() - ids.min() + 1) - ids.min()
-    _, dense = torch.unique(key, return_inverse=True)  # [N, H*W] in [0, K)
-    k = int(dense.max()) + 1
+    uniq, dense = torch.unique(key, return_inverse=True)  # dense: [N, H*W] in [0, K)
+    k = uniq.numel()
     flat = features.permute(1, 0, 2, 3).reshape(c, n * h * w).float()
     idx = dense.reshape(1, -1).expand(c, -1)
     sums = torch.zeros(c, k, device=features.device, dtype=flat.dtype).scatter_add_(1, idx, flat)

@@ -30,6 +30,7 @@ downloaded). ``--json PATH`` writes the table, the config, the device and the FL
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import sys
 import tempfile
@@ -152,8 +153,10 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
     if width % m or height % m:
         raise SystemExit(f"--res {width}x{height}: the {stage} generator needs multiples of {m}")
     torch.manual_seed(args.seed)
-    vgg_net = None if args.no_vgg_loss else VGG19Features()  # random weights: same cost, no download
-    vgg = None if vgg_net is None else VGGLoss(vgg_net).to(device)
+    # Random weights: the same cost, nothing downloaded. Each path gets its own copy, since a
+    # Trainer moves its VGG to its memory format in place (a shared one would hand the baseline
+    # channels-last weights).
+    vgg_net = None if args.no_vgg_loss else VGG19Features()
 
     layouts = {"off": [False], "on": [True], "both": [False, True]}[args.channels_last]
     paths: list[_Path] = []
@@ -161,7 +164,7 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
     for prec in args.precisions:
         for cl in layouts:
             cfg = B.resolved(TrainConfig(**base, precision=prec, channels_last=cl))
-            tr = _ours(cfg, device, vgg_net)
+            tr = _ours(cfg, device, copy.deepcopy(vgg_net))
             first = first or tr
             name = f"ours {prec}" + (" cl" if cl else "")
             paths.append(_Path(name, prec, cl, tr.train_step, tr.timer,
@@ -169,6 +172,7 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
                                B.trainer_resident_bytes(tr)))
     if not args.no_baseline:
         # Same initial weights as every Trainer above (each seeds before building its networks).
+        vgg = None if vgg_net is None else VGGLoss(copy.deepcopy(vgg_net)).to(device)
         ref = B.ReferenceStep(first.G, first.D, cfg0, vgg, device)
         paths.insert(0, _Path("baseline (reference-style)", "fp32", False, ref.train_step, ref.timer,
                               lambda: [o.zero_grad(set_to_none=True) for o in (ref.opt_G, ref.opt_D)],

@@ -10,7 +10,8 @@ Dispatch (``impl``):
   'triton'  the Triton kernels for CUDA tensors, and for CPU tensors when TRITON_INTERPRET=1;
             anything else (no Triton, a CPU tensor without the interpreter, fp64) falls back to the
             reference and warns once per reason.
-  'auto'    Triton for CUDA tensors; CPU tensors go to the reference silently, even under
+  'auto'    Triton for CUDA tensors; CPU tensors go to PyTorch's native instance norm (+ residual
+            and activation; the reference's result up to rounding) silently, even under
             TRITON_INTERPRET=1 (the interpreter is a testing tool, far slower than PyTorch on
             CPU, and must not slow down every CPU test that happens to share a process with a
             kernel test). A CUDA tensor that cannot take the Triton path warns once.
@@ -121,6 +122,21 @@ def instance_norm_act_ref(x, weight=None, bias=None, *, act="relu", negative_slo
     return y.to(x.dtype).contiguous(memory_format=fmt)
 
 
+def _instance_norm_act_eager(x, weight, bias, *, act, negative_slope, eps, residual):
+    """The fallback when Triton does not run (CPU tensors): PyTorch's native instance norm, whose
+    own backward is cheaper than autograd through the reference's separate ops, then the residual
+    and an in-place activation. Same result as the reference up to float rounding."""
+    fmt = _memory_format(x)
+    y = torch.nn.functional.instance_norm(x, weight=weight, bias=bias, eps=eps)
+    if residual is not None:
+        y = y + residual
+    if act == "relu":
+        y = torch.relu_(y)
+    elif act == "leaky_relu":
+        y = torch.nn.functional.leaky_relu_(y, negative_slope)
+    return y.contiguous(memory_format=fmt)
+
+
 def _say_once(key: str, message: str) -> None:
     if os.environ.get(STRICT_ENV, "0") == "1":
         raise RuntimeError(f"{message} ({STRICT_ENV}=1 makes this an error; unset it to fall "
@@ -225,8 +241,11 @@ def instance_norm_act(x, weight=None, bias=None, *, act="relu", negative_slope=0
     """
     _check(x, weight, bias, residual, act, impl)
     if not _use_triton(x, impl):
-        return instance_norm_act_ref(x, weight, bias, act=act, negative_slope=negative_slope,
-                                     eps=eps, residual=residual)
+        if impl != "auto":  # 'ref', or 'triton' falling back as documented
+            return instance_norm_act_ref(x, weight, bias, act=act, negative_slope=negative_slope,
+                                         eps=eps, residual=residual)
+        return _instance_norm_act_eager(x, weight, bias, act=act, negative_slope=negative_slope,
+                                        eps=eps, residual=residual)
     fmt = _memory_format(x)
     x = x.contiguous(memory_format=fmt)  # a no-op for dense NCHW / channels-last inputs
     if residual is not None:

@@ -23,11 +23,14 @@ reported: on 40 images they mean nothing.
 
 Each finished run is kept under ``OUT/runs/<variant>``; running the command again skips the
 variants already trained (``--retrain`` to redo them), so an interrupted study continues.
+``--stage train|score`` runs one half; ``--only a,b`` a subset in that order; two processes can
+share the list (a lock file per variant). docs/ablations.md describes the study and its results.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import sys
@@ -65,10 +68,11 @@ VARIANTS = (
     Variant("d16", "discriminator", "16x16 PatchGAN", ("--netD_pix2pix", "n_layers", "--n_layers_D", "1")),
     Variant("d286", "discriminator", "286x286 ImageGAN", ("--netD_pix2pix", "image")),
     # pix2pixHD's global generator with its own losses: multi-scale LSGAN + feature matching
-    # (no VGG: its weights would have to be downloaded), instance norm, no L1.
+    # (no VGG: its weights would have to be downloaded), instance norm, no L1. ngf 16: at 32 its
+    # 128 px residual blocks cost ~3x a U-Net step on CPU, more than this study's budget.
     Variant("hd_gan_fm", "pix2pixhd", "pix2pixHD global G, GAN+FM",
             ("--model", "pix2pixhd", "--label_nc", "0", "--no_instance", "--no_vgg_loss",
-             "--n_downsample_global", "3", "--n_blocks_global", "4", "--num_D", "2")),
+             "--n_downsample_global", "3", "--n_blocks_global", "4", "--num_D", "2", "--ngf", "16")),
 )
 # Rows that share the reference run with another table.
 SHARED_ROWS = (("generator", "U-Net, L1+cGAN", "l1_cgan"), ("discriminator", "70x70 PatchGAN", "l1_cgan"))
@@ -212,15 +216,207 @@ def train_all(a: argparse.Namespace, variants: list[Variant], runs: Path, log=pr
         if done.is_file() and not a.retrain:
             log(f"[{v.key}] already trained ({done}); skipped")
             continue
+        # A lock file lets two invocations (e.g. --only in different orders) share the list.
+        lock = runs / v.key / ".training"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            log(f"[{v.key}] {lock} exists: another process is training it (delete it if none is); skipped")
+            continue
         log(f"[{v.key}] python3 train_hd.py {' '.join(argv)}")
         t = time.perf_counter()
-        summary = trainer_cls(cfg, DistInfo()).fit()
+        try:
+            summary = trainer_cls(cfg, DistInfo()).fit()
+        finally:
+            lock.unlink(missing_ok=True)
         timings[v.key] = time.perf_counter() - t
         (runs / v.key / "train_summary.json").write_text(json.dumps(
             {**summary, "wall_s": timings[v.key], "argv": argv}, indent=1))
         log(f"[{v.key}] {summary['steps']} steps in {timings[v.key]:.0f} s "
             f"({summary['images_per_s']:.2f} img/s); last losses {summary['losses']}")
     return timings
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+# The pix2pix paper's orderings (Isola et al. 2017, Tables 1-3: FCN-score per-pixel accuracy on
+# Cityscapes labels -> photo, 256 px, 200 epochs), best first. Only the order is compared: its
+# numbers are for another dataset, resolution and training length.
+PAPER_ORDER = {
+    "loss": ["l1_cgan", "l1_gan", "cgan", "l1", "gan"],
+    "generator": ["l1_cgan", "encdec_l1_cgan"],
+    "discriminator": ["l1_cgan", "d16", "d286", "d1"],
+}
+TABLES = (("loss", "Loss (U-Net, 70x70 PatchGAN)"), ("generator", "Generator (L1+cGAN)"),
+          ("discriminator", "Discriminator receptive field (U-Net, L1+cGAN)"),
+          ("pix2pixhd", "pix2pixHD's generator and losses"))
+N_CLASSES = 12
+
+
+def label_ids(files: list[Path], size: int) -> torch.Tensor:
+    """int64 [N, size, size]: the colour label half decoded through the facades palette at full
+    resolution (nearest colour, the data module's decoder), then resized with NEAREST."""
+    from pix2pixhd.data import FACADES_PALETTE, decode_palette
+    pal = np.asarray(FACADES_PALETTE, dtype=np.uint8)
+    out = []
+    for p in files:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            ids = decode_palette(np.asarray(im.crop((w // 2, 0, w, h))), pal)
+        out.append(np.asarray(Image.fromarray(ids.astype(np.uint8)).resize((size, size), Image.NEAREST)))
+    return torch.from_numpy(np.stack(out).astype(np.int64))
+
+
+def save_pngs(imgs: torch.Tensor, names: list[str], folder: Path) -> None:
+    """uint8 [N, 3, H, W] or [N, H, W] → folder/<name>.png."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for img, n in zip(imgs, names):
+        a = img.permute(1, 2, 0).numpy() if img.dim() == 3 else img.numpy().astype(np.uint8)
+        Image.fromarray(a).save(folder / f"{n}.png")
+
+
+def score(fakes: torch.Tensor, reals: torch.Tensor, ids: torch.Tensor, segmenter) -> dict:
+    """PSNR/SSIM (mean per image) and the segmentation score of uint8 [N, 3, H, W] images."""
+    from pix2pixhd.evaluate import confusion_matrix, psnr_ssim, segmentation_scores
+    psnr, ssim = psnr_ssim(fakes, reals)
+    seg = segmentation_scores(confusion_matrix(segmenter, fakes, ids, N_CLASSES))
+    return {**seg, "psnr": float(psnr.mean()), "ssim": float(ssim.mean())}
+
+
+def score_all(a: argparse.Namespace, variants: list[Variant], runs: Path, log=print) -> dict:
+    from pix2pixhd.evaluate import SegmenterConfig, TinyUNet, train_segmenter
+    from pix2pixhd.synthesis import Synthesizer, load_generator
+    files = facade_files(a.facades)
+    train_files, val_files = split(files, a.n_val)
+    names = [p.stem for p in val_files]
+    val_in, val_photo = load_pairs(val_files, a.size)
+    val_ids = label_ids(val_files, a.size)
+    data = a.out / "data"
+    # The split on disk too, so `python -m pix2pixhd.evaluate` can re-score any variant.
+    save_pngs(val_photo, names, data / "val_photo")
+    save_pngs(val_in, names, data / "val_label_rgb")
+    save_pngs(val_ids, names, data / "val_label_ids")
+
+    seg_cfg = SegmenterConfig(seed=a.seed, steps=a.seg_steps, batch_size=a.seg_batch, width=a.seg_channels)
+    # cached per configuration, so changing a --seg_* option trains a new one
+    seg_path = a.out / (f"segmenter_s{seg_cfg.steps}_b{seg_cfg.batch_size}_w{seg_cfg.width}_"
+                        f"d{seg_cfg.depth}_seed{seg_cfg.seed}.pt")
+    segmenter = TinyUNet(N_CLASSES, seg_cfg.width, seg_cfg.depth)
+    if seg_path.is_file() and not a.retrain:
+        segmenter.load_state_dict(torch.load(seg_path, weights_only=True))
+        segmenter.eval()
+        log(f"segmenter: loaded {seg_path}")
+    else:
+        t = time.perf_counter()
+        _, train_photo = load_pairs(train_files, a.size)
+        train_ids = label_ids(train_files, a.size)
+        train_names = [p.stem for p in train_files]
+        save_pngs(train_photo, train_names, data / "train_photo")
+        save_pngs(train_ids, train_names, data / "train_label_ids")
+        log(f"segmenter: {len(train_files)} real training photos → {N_CLASSES} classes at "
+            f"{a.size}x{a.size}, {seg_cfg.steps} steps, seed {seg_cfg.seed}")
+        segmenter = train_segmenter(train_photo, train_ids, N_CLASSES, seg_cfg,
+                                    log_every=max(1, seg_cfg.steps // 4))
+        torch.save(segmenter.state_dict(), seg_path)
+        log(f"segmenter: trained in {time.perf_counter() - t:.0f} s")
+
+    real = score(val_photo, val_photo, val_ids, segmenter)
+    rows = {"real": {"label": "real photos (ceiling)", "table": "real",
+                     **{k: v for k, v in real.items() if k not in ("psnr", "ssim")}}}
+    # Dropout on at test time for pix2pix (the paper's setting, load_generator's default); the
+    # reference run is also scored with it off, to show what the noise costs or gives.
+    jobs = [(v, True) for v in variants] + [(v, False) for v in variants if v.key == "l1_cgan"]
+    for v, dropout in jobs:
+        run = runs / v.key
+        summary_path = run / "train_summary.json"
+        if not summary_path.is_file():
+            log(f"[{v.key}] not trained yet ({summary_path} missing); skipped")
+            continue
+        tsum = json.loads(summary_path.read_text())
+        g, cfg = load_generator(run, "latest", "cpu", test_dropout=dropout)
+        synth = Synthesizer(g, cfg, "cpu", precision="fp32")
+        torch.manual_seed(a.seed)  # the dropout masks: the same table on every run
+        fakes = torch.cat([synth(val_in[i:i + 8]) for i in range(0, len(val_in), 8)]).cpu()
+        key = v.key if dropout else f"{v.key}_no_test_dropout"
+        save_pngs(fakes, names, a.out / "fakes" / key)
+        label = v.label if dropout else f"{v.label}, dropout off at test"
+        rows[key] = {"label": label, "table": v.table, "steps": tsum["global_step"],
+                     "train_s": round(tsum["wall_s"], 1), "params_G": sum(p.numel() for p in g.parameters()),
+                     **score(fakes, val_photo, val_ids, segmenter)}
+        log(f"[{key}] per-pixel {rows[key]['pixel_acc']:.3f}  per-class {rows[key]['class_acc']:.3f}  "
+            f"IoU {rows[key]['mean_iou']:.3f}  PSNR {rows[key]['psnr']:.2f}  SSIM {rows[key]['ssim']:.3f}")
+    return rows
+
+
+def ordering_notes(rows: dict) -> list[str]:
+    """Where our per-pixel-accuracy order differs from the paper's, one line per table."""
+    notes = []
+    for table, order in PAPER_ORDER.items():
+        have = [k for k in order if k in rows]
+        ours = sorted(have, key=lambda k: -rows[k]["pixel_acc"])
+        paper = [k for k in order if k in have]
+        same = ours == paper
+        notes.append(f"{table}: paper {' > '.join(paper)}; ours {' > '.join(ours)}"
+                     f"{' (same order)' if same else ' (differs)'}")
+    return notes
+
+
+def format_table(rows: dict) -> str:
+    head = ("| variant | per-pixel acc | per-class acc | class IoU | PSNR (dB) | SSIM | G params | steps | train s |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out = []
+    shared = {t: (lbl, k) for t, lbl, k in SHARED_ROWS}
+    for table, title in TABLES + (("real", "Real validation photos"),):
+        keys = [k for k, r in rows.items() if r["table"] == table]
+        if table in shared and shared[table][1] in rows:
+            keys = [shared[table][1]] + keys
+        if not keys:
+            continue
+        out += [f"**{title}**", "", head]
+        for k in keys:
+            r = rows[k]
+            label = shared[table][0] if table in shared and k == shared[table][1] else r["label"]
+            extra = (f"{r['params_G'] / 1e6:.2f}M | {r['steps']} | {r['train_s']:.0f}"
+                     if "steps" in r else "- | - | -")
+            px = f"{r['psnr']:.2f} | {r['ssim']:.3f}" if "psnr" in r else "- | -"
+            out.append(f"| {label} | {r['pixel_acc']:.3f} | {r['class_acc']:.3f} | {r['mean_iou']:.3f} | "
+                       f"{px} | {extra} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical CPUs (shared with other jobs), torch {torch.__version__} "
+            f"on CPU with {torch.get_num_threads()} thread(s), Python {platform.python_version()}")
+
+
+BEGIN, END = "<!-- ablations:begin (written by scripts/ablations.py) -->", "<!-- ablations:end -->"
+
+
+def write_doc(path: Path, a: argparse.Namespace, argv: list[str], notes: list[str], table: str) -> None:
+    """Write the results between the BEGIN/END markers of ``path``, keeping the prose around them."""
+    block = "\n".join([
+        BEGIN, "", f"Command: `python3 scripts/ablations.py {' '.join(argv)}`", "",
+        f"Machine: {machine()}.", "",
+        f"Data: {a.facades}/train, label map → photo (BtoA), {a.size}x{a.size} px, the last {a.n_val} "
+        "files by number as validation, the rest for training; "
+        f"{a.niter} + {a.niter_decay} epochs (lr 2e-4 then linear decay), batch 1, ngf {a.ngf}, ndf {a.ndf}.",
+        "", table, "Per-pixel-accuracy order, ours next to the pix2pix paper's (its Tables 1-3, Cityscapes):", "",
+        *[f"- {n}" for n in notes], "", END])
+    text = path.read_text() if path.is_file() else "# pix2pix ablations on the CMP facades\n\n" + BEGIN + "\n" + END + "\n"
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{path} has no {BEGIN} ... {END} block to fill; add the two markers")
+    head, rest = text.split(BEGIN, 1)
+    path.write_text(head + block + rest.split(END, 1)[1])
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -233,11 +429,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128, choices=(128, 256), help="training/eval resolution")
     p.add_argument("--ngf", type=int, default=32)
     p.add_argument("--ndf", type=int, default=32)
+    # One epoch (360 steps) per variant fits ~10 variants in about an hour of a shared CPU core;
+    # the paper trains 200 (100 + 100 of linear decay, which needs niter_decay >= 1 to show).
     p.add_argument("--niter", type=int, default=1, help="epochs at lr 2e-4")
-    p.add_argument("--niter_decay", type=int, default=1, help="epochs of linear decay to 0")
+    p.add_argument("--niter_decay", type=int, default=0, help="epochs of linear decay to 0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--only", default="", help="comma-separated variant keys (default: all)")
+    # The segmenter is lighter than evaluate's default (600 steps, batch 8, 32 channels: ~8x the
+    # work), which takes longer on this study's shared CPU than a variant's training.
+    p.add_argument("--seg_steps", type=int, default=400, help="segmenter training steps")
+    p.add_argument("--seg_batch", type=int, default=4, help="segmenter batch size")
+    p.add_argument("--seg_channels", type=int, default=16, help="segmenter width (first level)")
+    p.add_argument("--only", default="", help="comma-separated variant keys, trained in this order (default: all)")
     p.add_argument("--stage", default="all", choices=("all", "train", "score"))
     p.add_argument("--retrain", action="store_true", help="train variants again even if finished")
     p.add_argument("--doc", type=Path, default=None, help="also write this markdown report")
@@ -251,11 +454,23 @@ def main(argv: list[str] | None = None) -> int:
     known = {v.key for v in VARIANTS}
     if set(keys) - known:
         raise SystemExit(f"--only {sorted(set(keys) - known)}: unknown; variants are {sorted(known)}")
-    variants = [v for v in VARIANTS if not keys or v.key in keys]
+    by_key = {v.key: v for v in VARIANTS}
+    variants = [by_key[k] for k in keys] if keys else list(VARIANTS)  # in the order given
     runs = a.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     if a.stage in ("all", "train"):
         train_all(a, variants, runs)
+    if a.stage in ("all", "score"):
+        rows = score_all(a, variants, runs)
+        notes = ordering_notes(rows)
+        table = format_table(rows)
+        print("\n" + table + "\n" + "\n".join(notes))
+        (a.out / "results.json").write_text(json.dumps({"rows": rows, "notes": notes, "args": {
+            k: str(v) for k, v in vars(a).items()}, "machine": machine()}, indent=1))
+        print(f"wrote {a.out / 'results.json'}")
+        if a.doc:
+            write_doc(a.doc, a, sys.argv[1:] if argv is None else argv, notes, table)
+            print(f"wrote {a.doc}")
     return 0
 
 

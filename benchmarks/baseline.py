@@ -26,7 +26,6 @@ description, synchronised timing, peak memory, tables, JSON records).
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import os
@@ -40,36 +39,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pix2pixhd.encoding import encode_input, float_to_uint8, image_to_float
-from pix2pixhd.layers import InstanceNormAct, make_act
+from pix2pixhd.layers import unfuse
 from pix2pixhd.losses import VGG_WEIGHTS, GANLoss, VGGLoss
 from pix2pixhd.trainer import PhaseTimer
 
 
 # ---- the reference-style networks -----------------------------------------------------------------
-def unfuse(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` in NVIDIA's layout: each InstanceNormAct → nn.InstanceNorm2d, its
-    activation moved into the nn.Identity slot after it. Same state_dict keys and values."""
-    model = copy.deepcopy(model)
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        for i, m in enumerate(list(seq)):
-            if not isinstance(m, InstanceNormAct):
-                continue
-            plain = nn.InstanceNorm2d(m.num_features, eps=m.eps, affine=m.affine,
-                                      track_running_stats=False)
-            if m.affine:
-                plain.load_state_dict(m.state_dict())
-            seq[i] = plain
-            if i + 1 < len(seq) and isinstance(seq[i + 1], nn.Identity):
-                seq[i + 1] = make_act(m.act, m.negative_slope)
-            elif m.act != "none":
-                raise ValueError(f"{type(model).__name__}: an InstanceNormAct with act={m.act!r} has no "
-                                 "activation slot after it; unfuse() only knows the reference layout")
-    left = [n for n, m in model.named_modules() if isinstance(m, InstanceNormAct)]
-    if left:
-        raise ValueError(f"unfuse: fused norms outside an nn.Sequential remain: {left[:3]}")
-    return model.to(memory_format=torch.contiguous_format)
-
-
 class ReferenceStep:
     """One pix2pixHD training iteration as NVIDIA's train.py computes it (see the module docstring).
 

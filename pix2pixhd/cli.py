@@ -82,7 +82,6 @@ def train_main(argv: list[str] | None = None) -> int:
 def synthesize_main(argv: list[str] | None = None) -> int:
     import argparse
 
-    import torch
 
     from pix2pixhd.synthesis import Synthesizer, load_generator, synthesize_folder
     p = argparse.ArgumentParser(description="Label maps → photos with a trained pix2pixHD generator",

@@ -9,6 +9,8 @@ the second slot is an ``nn.Identity``.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -74,6 +76,34 @@ def set_norm_impl(model: nn.Module, impl: str) -> nn.Module:
         if isinstance(m, InstanceNormAct):
             m.impl = impl
     return model
+
+
+def unfuse(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in NVIDIA's exact module layout: each InstanceNormAct becomes a
+    plain ``nn.InstanceNorm2d`` and its activation moves into the ``nn.Identity`` slot after it.
+
+    Same state_dict keys and values; the reference-style baseline and the fused-vs-unfused tests
+    use it, and it gives modules the reference code itself can hold.
+    """
+    model = copy.deepcopy(model)
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i, m in enumerate(list(seq)):
+            if not isinstance(m, InstanceNormAct):
+                continue
+            plain = nn.InstanceNorm2d(m.num_features, eps=m.eps, affine=m.affine,
+                                      track_running_stats=False)
+            if m.affine:
+                plain.load_state_dict(m.state_dict())
+            seq[i] = plain
+            if i + 1 < len(seq) and isinstance(seq[i + 1], nn.Identity):
+                seq[i + 1] = make_act(m.act, m.negative_slope)
+            elif m.act != "none":
+                raise ValueError(f"{type(model).__name__}: an InstanceNormAct with act={m.act!r} has no "
+                                 "activation slot after it; unfuse() only knows the reference layout")
+    left = [n for n, m in model.named_modules() if isinstance(m, InstanceNormAct)]
+    if left:
+        raise ValueError(f"unfuse: fused norms outside an nn.Sequential remain: {left[:3]}")
+    return model.to(memory_format=torch.contiguous_format)
 
 
 def weights_init(m: nn.Module) -> None:

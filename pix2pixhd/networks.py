@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pix2pixhd.layers import InstanceNormAct, make_act, norm_act, weights_init
+from pix2pixhd.layers import InstanceNormAct, norm_act, weights_init
 
 __all__ = ["GlobalGenerator", "LocalEnhancer", "ResnetBlock", "NLayerDiscriminator",
            "MultiscaleDiscriminator", "Encoder", "instance_average", "count_parameters"]

@@ -1,7 +1,6 @@
 """The benchmarks: the reference-style baseline computes what our Trainer computes (so the speed
 ratio compares equal work), it really is reference-style, and the two scripts run end to end at
 tiny sizes and write their JSON records. No test looks at a time or a speed ratio."""
-import copy
 import importlib.util
 import json
 import sys

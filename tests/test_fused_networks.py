@@ -9,14 +9,13 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import copy  # noqa: E402
 import importlib  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from pix2pixhd.layers import InstanceNormAct, make_act, set_norm_impl  # noqa: E402
+from pix2pixhd.layers import InstanceNormAct, set_norm_impl, unfuse  # noqa: E402
 from pix2pixhd.networks import GlobalGenerator, MultiscaleDiscriminator  # noqa: E402
 
 pytest.importorskip("triton")
@@ -24,25 +23,6 @@ K = importlib.import_module("pix2pixhd.kernels.instance_norm_act")
 
 # Whole channel blocks per program keep the interpreter to a handful of programs per layer.
 FAST = dict(block_p=512, block_c=32)
-
-
-def unfuse(model: nn.Module) -> nn.Module:
-    """A deep copy with each InstanceNormAct replaced by nn.InstanceNorm2d + plain activation."""
-    model = copy.deepcopy(model)
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        for i, m in enumerate(list(seq)):
-            if not isinstance(m, InstanceNormAct):
-                continue
-            plain = nn.InstanceNorm2d(m.num_features, eps=m.eps, affine=m.affine)
-            if m.affine:
-                plain.load_state_dict(m.state_dict())
-            seq[i] = plain
-            if i + 1 < len(seq) and isinstance(seq[i + 1], nn.Identity):
-                seq[i + 1] = make_act(m.act, m.negative_slope)
-            else:
-                assert m.act == "none", "an activation with no slot to move into"
-    assert not any(isinstance(m, InstanceNormAct) for m in model.modules())
-    return model
 
 
 def rel_err(a, b):

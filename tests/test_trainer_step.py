@@ -1,7 +1,6 @@
 """One training step on a tiny model: the reference's losses, frozen D during the G pass,
 the non-finite guard, the lr schedule, stage transfers and the optimizer that steps."""
 import copy
-import dataclasses
 
 import pytest
 import torch
@@ -184,7 +183,7 @@ def _rgb_batch(n=1, size=128, seed=0):
 def test_pix2pix_step_is_l1_plus_cgan_with_d_first(tmp_path):
     torch.manual_seed(0)
     tr = Trainer(_p2p_cfg(tmp_path))
-    G0, D0 = copy.deepcopy(tr.G), copy.deepcopy(tr.D)
+    D0 = copy.deepcopy(tr.D)
     batch = _rgb_batch()
     losses = tr.train_step(batch)
     x, real = image_to_float(batch["label"]), image_to_float(batch["image"])

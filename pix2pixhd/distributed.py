@@ -51,8 +51,20 @@ def setup(device_pref: str = "auto") -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
-                                    device_id=device if device.type == "cuda" else None)
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            dev_id = device if device.type == "cuda" else None
+            restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+            if restart > 0 and "MASTER_ADDR" in os.environ:
+                # After an elastic restart the agent's store still holds the previous attempt's
+                # keys; gloo could read a dead rank's address from them and fail to connect.
+                # A per-attempt prefix gives every attempt a clean namespace.
+                use_agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+                store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                                      is_master=rank == 0 and not use_agent, wait_for_workers=False)
+                dist.init_process_group(backend, store=dist.PrefixStore(f"attempt_{restart}/", store),
+                                        rank=rank, world_size=world, device_id=dev_id)
+            else:
+                dist.init_process_group(backend=backend, device_id=dev_id)
     return DistInfo(rank, local, world, device)
 
 

@@ -94,7 +94,7 @@ class Synthesizer:
     """
 
     def __init__(self, generator, cfg: TrainConfig, device: str | torch.device = "cpu",
-                 precision: str = "auto", channels_last: bool = True, features=None):
+                 precision: str = "auto", channels_last: bool | None = None, features=None):
         self.G, self.cfg, self.device = generator, cfg, torch.device(device)
         if cfg.use_features and features is None:
             raise ValueError("this checkpoint was trained with --instance_feat/--label_feat: G needs "
@@ -105,6 +105,8 @@ class Synthesizer:
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        if channels_last is None:  # the GPU layout of choice; on CPU keep NCHW (see docs/benchmarks.md)
+            channels_last = self.device.type == "cuda"
         self.memory_format = torch.channels_last if channels_last and isinstance(generator, torch.nn.Module) \
             else torch.contiguous_format
         if isinstance(generator, torch.nn.Module):

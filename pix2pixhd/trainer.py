@@ -338,13 +338,15 @@ class Trainer:
         cond = (lambda y: y) if cfg.no_cond_D else (lambda y: torch.cat([x, y], 1))  # noqa: E731
         losses: dict[str, torch.Tensor] = {}
         if self.D is not None:
-            with self._autocast():
-                loss_D_fake = self.criterion_gan(self.D(cond(fake.detach())), False)
-                loss_D_real = self.criterion_gan(self.D(cond(real)), True)
-            losses.update(D_real=loss_D_real, D_fake=loss_D_fake)
-            self._check_finite(losses)
+            # Two passes (BatchNorm must not mix real and fake statistics), each followed by its own
+            # backward of half its loss: the gradients add up to ½(real + fake)'s, and under DDP
+            # every forward is matched by one backward, as DDP requires.
             self.opt_D.zero_grad(set_to_none=True)
-            self.scaler.scale(0.5 * (loss_D_real + loss_D_fake)).backward()
+            for name, inp, target in (("D_fake", fake.detach(), False), ("D_real", real, True)):
+                with self._autocast():
+                    losses[name] = self.criterion_gan(self.D(cond(inp)), target)
+                self._check_finite(losses)
+                self.scaler.scale(0.5 * losses[name]).backward()
             self.scaler.step(self.opt_D)
             t.mark("D_forward_backward")
         d_inner = _unwrap(self.D) if self.D is not None else None

@@ -75,7 +75,9 @@ def main(argv=None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     log = open(work / "torchrun.log", "w")
     print("launch:", " ".join(cmd[2:6]), "train_hd.py --auto_resume ...", flush=True)
-    agent = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
+    # its own process group, so that whatever happens every worker goes with the agent (finally)
+    agent = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
+                             start_new_session=True)
     t0, killed = time.time(), None
     ok = False
     try:
@@ -90,7 +92,6 @@ def main(argv=None) -> int:
             time.sleep(0.05)
         if agent.poll() is None:
             print(f"torchrun still running after {a.timeout:.0f} s: giving up")
-            agent.kill()
             return 1
         log.close()
         rc = agent.returncode
@@ -116,8 +117,11 @@ def main(argv=None) -> int:
         ok = all(checks.values())
         return 0 if ok else 1
     finally:
-        if agent.poll() is None:
-            agent.kill()
+        try:
+            os.killpg(agent.pid, signal.SIGKILL)  # the agent and any worker still alive
+        except ProcessLookupError:
+            pass
+        agent.wait()
         if not a.workdir and not a.keep and ok:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -409,7 +409,9 @@ def write_doc(path: Path, a: argparse.Namespace, argv: list[str], notes: list[st
         f"Machine: {machine()}.", "",
         f"Data: {a.facades}/train, label map → photo (BtoA), {a.size}x{a.size} px, the last {a.n_val} "
         "files by number as validation, the rest for training; "
-        f"{a.niter} + {a.niter_decay} epochs (lr 2e-4 then linear decay), batch 1, ngf {a.ngf}, ndf {a.ndf}.",
+        f"--niter {a.niter} --niter_decay {a.niter_decay} (epochs at lr 2e-4, then of linear decay), "
+        f"batch 1, ngf {a.ngf}, ndf {a.ndf}; one cached segmenter ({a.seg_steps} steps, batch {a.seg_batch}, "
+        f"{a.seg_channels} channels).",
         "", table, "Per-pixel-accuracy order, ours next to the pix2pix paper's (its Tables 1-3, Cityscapes):", "",
         *[f"- {n}" for n in notes], "", END])
     text = path.read_text() if path.is_file() else "# pix2pix ablations on the CMP facades\n\n" + BEGIN + "\n" + END + "\n"
@@ -435,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--niter_decay", type=int, default=0, help="epochs of linear decay to 0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    # The segmenter is lighter than evaluate's default (600 steps, batch 8, 32 channels: ~8x the
+    # The segmenter is lighter than evaluate's default (600 steps, batch 8, 32 channels: ~12x the
     # work), which takes longer on this study's shared CPU than a variant's training.
     p.add_argument("--seg_steps", type=int, default=400, help="segmenter training steps")
     p.add_argument("--seg_batch", type=int, default=4, help="segmenter batch size")

@@ -46,7 +46,7 @@ def resolve_config(argv: list[str]) -> TrainConfig:
         if cfg.resume:
             # a resumed run is the same run: every option not given again comes from it
             updates = {f.name: getattr(prev, f.name) for f in dataclasses.fields(TrainConfig)
-                       if f.name not in given and f.name not in ("resume", "which_epoch", "dry_run")}
+                       if f.name not in given and f.name not in ("resume", "which_epoch", "dry_run", "max_steps")}
         elif cfg.stage == "local" and prev.netG == "global" and "ngf" not in given:
             updates["ngf"] = prev.ngf // 2 ** cfg.n_local_enhancers
         elif cfg.stage == "finetune":

@@ -170,7 +170,7 @@ def synthesize_folder(synth: Synthesizer, input_dir: Path, out_dir: Path, *, ins
             if cfg.label_nc > 0:
                 lab = torch.from_numpy(read_id_map(p))[None, None]
             else:
-                lab = torch.from_numpy(read_rgb(p)).permute(2, 0, 1)[None]
+                lab = torch.from_numpy(np.array(read_rgb(p))).permute(2, 0, 1)[None]
             ins = None
             if needs_inst:
                 ip = inst_index.get(p.stem)

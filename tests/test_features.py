@@ -215,7 +215,9 @@ def test_synthesis_with_features(trained, tmp_path):
                                + extra) == 0
         runs[name] = np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))]).astype(float)
         assert runs[name].shape == (2, 32, 64, 3)
-    assert np.array_equal(runs["s1"], runs["s2"])  # rerun (other batch size) repeats
+    # a rerun with another batch size samples the same clusters: equal up to the CPU convolutions'
+    # batch-dependent rounding (at most 1 grey level), far below another seed's difference
+    assert np.abs(runs["s1"] - runs["s2"]).max() <= 1
     assert np.abs(runs["s1"] - runs["s3"]).mean() > 0.5  # another seed, other clusters
     assert np.abs(runs["c"] - runs["e"]).mean() > 0.5
 

@@ -339,8 +339,8 @@ class Trainer:
         losses: dict[str, torch.Tensor] = {}
         if self.D is not None:
             # Two passes (BatchNorm must not mix real and fake statistics), each followed by its own
-            # backward of half its loss: the gradients add up to ½(real + fake)'s, and under DDP
-            # every forward is matched by one backward, as DDP requires.
+            # backward of half its loss: the gradients add up to ½(real + fake)'s, and each pass's
+            # graph is freed before the next is built.
             self.opt_D.zero_grad(set_to_none=True)
             for name, inp, target in (("D_fake", fake.detach(), False), ("D_real", real, True)):
                 with self._autocast():

@@ -97,6 +97,19 @@ def test_batch_norm_bf16_autocast_and_bf16_gradient_allreduce_on_two_ranks(tmp_p
     assert any(not torch.equal(v, r0["G_init"][k]) for k, v in r0["G"].items())
 
 
+def test_pix2pix_under_ddp_keeps_ranks_identical(tmp_path):
+    # pix2pix: BatchNorm U-Net (label ids one-hot in, 64x32 maps rounded up to unet_128's 128x128),
+    # vanilla cGAN + L1, D updated by one backward per D pass; BatchNorm stats stay per rank on CPU
+    run_two_ranks(tmp_path, ["--model", "pix2pix", "--netG_pix2pix", "unet_128", "--dataset_mode",
+                             "cityscapes", "--no_instance"])
+    r0, r1 = rank_params(tmp_path / "ranks", 0), rank_params(tmp_path / "ranks", 1)
+    assert r0["global_step"] == r1["global_step"] == 2
+    for net in ("G", "D"):
+        for k in r0[f"{net}_param_names"]:
+            assert torch.equal(r0[net][k], r1[net][k]), f"{net}.{k} differs between ranks"
+    assert any(not torch.equal(v, r0["G_init"][k]) for k, v in r0["G"].items())
+
+
 def worker(out: Path, argv: list[str]) -> None:
     from pix2pixhd import distributed
     from pix2pixhd.cli import resolve_config

@@ -203,3 +203,14 @@ def test_pix2pix_loss_ablations(tmp_path, kw, keys, d_in):
     tr = Trainer(_p2p_cfg(tmp_path, **kw))
     assert set(tr.train_step(_rgb_batch())) == keys
     assert (tr.D is None) if d_in is None else tr.D.model[0].in_channels == d_in
+
+
+def test_pix2pix_step_in_bf16_autocast(tmp_path):
+    tr = Trainer(_p2p_cfg(tmp_path, precision="bf16"))
+    seen = []
+    h = tr.G.model.model[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    losses = tr.train_step(_rgb_batch())
+    h.remove()
+    assert seen == [torch.bfloat16]  # the U-Net's first conv ran in bf16
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert all(p.dtype == torch.float32 for p in tr.G.parameters())

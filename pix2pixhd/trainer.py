@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -33,6 +33,19 @@ from pix2pixhd.networks import Encoder, GlobalGenerator, LocalEnhancer, Multisca
 from pix2pixhd.visualizer import Visualizer
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@contextmanager
+def _frozen(module: nn.Module | None):
+    """``module``'s parameters do not require grad inside the block (None: a no-op)."""
+    if module is None:
+        yield
+        return
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -350,9 +363,7 @@ class Trainer:
             self.scaler.step(self.opt_D)
             t.mark("D_forward_backward")
         d_inner = _unwrap(self.D) if self.D is not None else None
-        if d_inner is not None:
-            d_inner.requires_grad_(False)
-        try:
+        with _frozen(d_inner):
             with self._autocast():
                 loss_G = fake.new_zeros((), dtype=torch.float32)
                 if d_inner is not None:
@@ -361,19 +372,8 @@ class Trainer:
                 if cfg.lambda_L1 > 0:
                     losses["G_L1"] = self.criterion_l1(fake.float(), real.float())
                     loss_G = loss_G + cfg.lambda_L1 * losses["G_L1"]
-            t.mark("G_losses")
-            self._check_finite(losses)
-            self.opt_G.zero_grad(set_to_none=True)
-            self.scaler.scale(loss_G).backward()
-            t.mark("G_backward")
-        finally:
-            if d_inner is not None:
-                d_inner.requires_grad_(True)
-        self.scaler.step(self.opt_G)
-        self.scaler.update()
-        t.mark("optimizer")
-        self._last = (batch["label"], fake.detach(), real)
-        return {k: v.detach() for k, v in losses.items()}
+            self._backward_G(loss_G, losses)
+        return self._finish((self.opt_G,), batch, fake, real, losses)
 
     def _pix2pixhd_step(self, batch: dict) -> dict[str, torch.Tensor]:
         cfg = self.cfg
@@ -395,8 +395,7 @@ class Trainer:
         self.scaler.scale(loss_D).backward()
         t.mark("D_forward_backward")
 
-        d_inner.requires_grad_(False)  # the G pass computes no D weight gradients
-        try:
+        with _frozen(d_inner):  # the G pass computes no D weight gradients
             with self._autocast():
                 pred_fake = d_inner(torch.cat([x, fake], 1))
                 loss_G = self.criterion_gan(pred_fake, True, for_discriminator=False)
@@ -410,17 +409,22 @@ class Trainer:
                     vgg = self.vgg(fake.float(), real.float()) * cfg.lambda_feat
                     losses["G_VGG"] = vgg
                     loss_G = loss_G + vgg
-            t.mark("G_losses")
-            self._check_finite(losses)
-            self.opt_G.zero_grad(set_to_none=True)
-            self.scaler.scale(loss_G).backward()
-            t.mark("G_backward")
-        finally:
-            d_inner.requires_grad_(True)
-        self.scaler.step(self.opt_G)
-        self.scaler.step(self.opt_D)
+            self._backward_G(loss_G, losses)
+        return self._finish((self.opt_G, self.opt_D), batch, fake, real, losses)
+
+    def _backward_G(self, loss_G: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
+        """Refuse non-finite losses before any update, then G's backward."""
+        self.timer.mark("G_losses")
+        self._check_finite(losses)
+        self.opt_G.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_G).backward()
+        self.timer.mark("G_backward")
+
+    def _finish(self, optimizers, batch, fake, real, losses) -> dict[str, torch.Tensor]:
+        for opt in optimizers:
+            self.scaler.step(opt)
         self.scaler.update()
-        t.mark("optimizer")
+        self.timer.mark("optimizer")
         self._last = (batch["label"], fake.detach(), real)
         return {k: v.detach() for k, v in losses.items()}
 

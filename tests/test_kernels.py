@@ -257,3 +257,30 @@ def test_interpreter_after_early_import():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "none"])
+@pytest.mark.parametrize("cl", [False, True])
+def test_auto_on_cpu_is_the_native_norm_and_matches_the_reference(act, cl, monkeypatch):
+    """'auto' off the Triton path (CPU) runs PyTorch's native norm: same values and gradients
+    as the specification, and the input's memory format."""
+    calls = []
+    native = F.instance_norm
+    monkeypatch.setattr(F, "instance_norm", lambda *a, **k: calls.append(1) or native(*a, **k))
+    torch.manual_seed(3)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    x = torch.randn(2, 5, 7, 9).contiguous(memory_format=fmt).requires_grad_()
+    w, b = torch.randn(5, requires_grad=True), torch.randn(5, requires_grad=True)
+    r = torch.randn(2, 5, 7, 9).contiguous(memory_format=fmt).requires_grad_()
+    gy = torch.randn(2, 5, 7, 9)
+    outs = []
+    for impl in ("auto", "ref"):
+        y = instance_norm_act(x, w, b, act=act, residual=r, impl=impl)
+        grads = torch.autograd.grad(y, (x, w, b, r), gy)
+        outs.append((y, grads))
+    (ya, ga), (yr, gr) = outs
+    assert calls == [1]  # 'auto' called the native norm once; 'ref' did not
+    assert ya.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(ya, yr, rtol=1e-5, atol=1e-5)
+    for a, b_ in zip(ga, gr):
+        torch.testing.assert_close(a, b_, rtol=1e-4, atol=1e-5)

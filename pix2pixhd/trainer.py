@@ -203,12 +203,14 @@ class Trainer:
         g = _unwrap(self.G)
         if isinstance(g, LocalEnhancer):
             g.model.requires_grad_(not self.global_frozen)
-        fused = {"fused": True} if self.device.type == "cuda" else {}
         lr = lr_at_epoch(self.cfg, self.epoch)
-        betas = (self.cfg.beta1, 0.999)
-        self.opt_G = torch.optim.Adam(self._g_params(), lr=lr, betas=betas, **fused)
-        self.opt_D = (torch.optim.Adam(_unwrap(self.D).parameters(), lr=lr, betas=betas, **fused)
-                      if self.D is not None else None)
+        self.opt_G = self._adam(self._g_params(), lr)
+        self.opt_D = self._adam(_unwrap(self.D).parameters(), lr) if self.D is not None else None
+
+    def _adam(self, params, lr: float) -> torch.optim.Adam:
+        """The reference's Adam (betas (beta1, 0.999)); torch's fused kernel on CUDA."""
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        return torch.optim.Adam(params, lr=lr, betas=(self.cfg.beta1, 0.999), **fused)
 
     def _unfreeze_global(self) -> None:
         """Past niter_fix_global: one optimizer over all of G, keeping the enhancer's Adam state.
@@ -217,9 +219,7 @@ class Trainer:
         """
         old = self.opt_G
         _unwrap(self.G).model.requires_grad_(True)
-        self.opt_G = torch.optim.Adam(self._g_params(), lr=old.param_groups[0]["lr"],
-                                      betas=old.param_groups[0]["betas"],
-                                      **({"fused": True} if self.device.type == "cuda" else {}))
+        self.opt_G = self._adam(self._g_params(), old.param_groups[0]["lr"])
         for p, s in old.state.items():
             self.opt_G.state[p] = s
         self._wrap_distributed(rewrap_g=True)
@@ -441,8 +441,7 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        from pix2pixhd.distributed import dist  # noqa: F401  (torch.distributed)
-        rng = [rng_state()]
+        rng = [rng_state()]  # one per rank: every rank resumes its own random streams
         if self.dist.distributed:
             gathered = [None] * self.dist.world_size
             torch.distributed.all_gather_object(gathered, rng[0])

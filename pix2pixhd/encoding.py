@@ -22,7 +22,7 @@ def one_hot(label: torch.Tensor, label_nc: int, *, dtype: torch.dtype = torch.fl
     if label.dim() != 4 or label.shape[1] != 1:
         raise ValueError(f"label map must be [N, 1, H, W]; got shape {tuple(label.shape)}")
     ids = label.long()
-    lo, hi = int(ids.min()), int(ids.max())
+    lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one pass, one device sync
     if lo < 0 or hi >= label_nc:
         bad = hi if hi >= label_nc else lo
         where = f" in {source}" if source else ""

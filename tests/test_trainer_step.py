@@ -180,18 +180,55 @@ def _rgb_batch(n=1, size=128, seed=0):
             "path": ["a.jpg"] * n}
 
 
-def test_pix2pix_step_is_l1_plus_cgan_with_d_first(tmp_path):
-    torch.manual_seed(0)
-    tr = Trainer(_p2p_cfg(tmp_path))
-    D0 = copy.deepcopy(tr.D)
+def test_pix2pix_d_steps_first_and_g_trains_against_the_updated_d(tmp_path):
+    """D's losses come from the pre-step D; G's cGAN term, and G's gradient, from the D that has
+    already stepped. Trained G-first (or with both on the old D), G_GAN and G's gradient would be
+    those of D0, which this asserts they are not."""
+    cfg = _p2p_cfg(tmp_path)
+    tr = Trainer(cfg)
+    assert tr.G.training and any(isinstance(m, torch.nn.Dropout) for m in tr.G.modules())
+    G0, D0 = copy.deepcopy(tr.G), copy.deepcopy(tr.D)
     batch = _rgb_batch()
+    # The U-Net's dropout is the step's only randomness: the same seed before the step and before
+    # the recomputation gives the same masks, hence the same fake (checked through G_L1 below).
+    torch.manual_seed(123)
     losses = tr.train_step(batch)
-    x, real = image_to_float(batch["label"]), image_to_float(batch["image"])
-    torch.manual_seed(0)
-    gan = GANLoss("vanilla")
-    assert losses["D_real"].item() == pytest.approx(gan(D0(torch.cat([x, real], 1)), True).item(), rel=1e-5)
+    D1 = copy.deepcopy(tr.D)  # D after its one update (the G pass does not touch D's weights)
     assert set(losses) == {"D_real", "D_fake", "G_GAN", "G_L1"}
     assert tr.D.model[0].in_channels == 6  # conditional: input and output concatenated
+
+    x, real = image_to_float(batch["label"]), image_to_float(batch["image"])
+    torch.manual_seed(123)
+    fake = G0(x)
+    gan = GANLoss("vanilla")
+    l1 = torch.nn.functional.l1_loss(fake, real)
+    assert losses["G_L1"].item() == pytest.approx(l1.item(), rel=1e-6)
+    with torch.no_grad():
+        assert losses["D_real"].item() == pytest.approx(gan(D0(torch.cat([x, real], 1)), True).item(), rel=1e-5)
+        assert losses["D_fake"].item() == pytest.approx(gan(D0(torch.cat([x, fake], 1)), False).item(), rel=1e-5)
+        g_gan_old_d = gan(D0(torch.cat([x, fake], 1)), True, for_discriminator=False).item()
+    g_gan = gan(D1(torch.cat([x, fake], 1)), True, for_discriminator=False)
+    assert losses["G_GAN"].item() == pytest.approx(g_gan.item(), rel=1e-5)
+    # the D step moved G_GAN far more than the tolerance above: the order is observable
+    assert abs(g_gan.item() - g_gan_old_d) > 1e-3 * abs(g_gan_old_d)
+
+    # G's gradient is that of λ_GAN·cGAN(D1) + λ_L1·L1. Adam's first step keeps (1 - β1)·grad as
+    # its first moment, so the gradient the trainer used can be read back from the optimizer.
+    used = [tr.opt_G.state[p]["exp_avg"] / (1 - cfg.beta1) for p in tr.G.parameters()]
+
+    def g_grads(d):
+        G0.zero_grad()
+        torch.manual_seed(123)
+        fake = G0(x)
+        (cfg.lambda_GAN * gan(d(torch.cat([x, fake], 1)), True, for_discriminator=False)
+         + cfg.lambda_L1 * torch.nn.functional.l1_loss(fake, real)).backward()
+        return [p.grad.clone() for p in G0.parameters()]
+
+    def same(a, b):
+        return torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+    assert all(same(u, g) for u, g in zip(used, g_grads(D1)))
+    assert not all(same(u, g) for u, g in zip(used, g_grads(D0)))  # the same check catches D0
 
 
 @pytest.mark.parametrize("kw, keys, d_in", [

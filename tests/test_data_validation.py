@@ -115,3 +115,138 @@ def test_scan_command(city, capsys):
     (city / "train_img/s1.png").unlink()
     assert data_main(["scan", str(city), "--label_nc", str(NC)]) == 1
     assert "missing partner" in capsys.readouterr().out
+
+
+# ---- nothing dropped silently; the loader names what it cannot use (issue 13, item 6) -----------
+def test_broken_symlink_partner_is_reported(city):
+    (city / "train_img/s1.png").unlink()
+    (city / "train_img/s1.png").symlink_to(city / "gone/s1.png")
+    e = _err(city)
+    assert "broken symlink: 1 file(s)" in str(e)
+    assert "train_img/s1.png is a symlink to" in str(e) and "gone/s1.png" in str(e)
+    assert "train_label/s1.png has no train_img/s1.*" in str(e)   # the sample it belonged to
+
+
+def test_broken_symlink_in_an_aligned_folder_is_reported(tmp_path):
+    (tmp_path / "train").mkdir()
+    Image.new("RGB", (64, 32)).save(tmp_path / "train/0.jpg")
+    (tmp_path / "train/1.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    with pytest.raises(DatasetError, match=r"train/1.jpg is a symlink to .*nowhere.jpg"):
+        create_dataset(tmp_path, label_nc=0, no_instance=True, resize_or_crop="none")
+
+
+def test_entries_that_are_not_images_are_reported_before_training(city, capsys):
+    (city / "train_img/notes.txt").write_text("x")
+    (city / "train_label/more").mkdir()
+    Image.new("L", (64, 32)).save(city / "train_label/more/s9.png")
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none")   # not samples: not fatal
+    assert len(ds) == 3
+    err = capsys.readouterr().err
+    assert "2 entr(y/ies) not used as samples" in err
+    assert "train_img/notes.txt: not an image (.txt" in err
+    assert "train_label/more/ is a folder; sub-folders are not searched" in err
+    assert data_main(["scan", str(city), "--label_nc", str(NC)]) == 0
+    out = capsys.readouterr().out
+    assert "train_img/notes.txt" in out and "train_label/more/" in out
+
+
+def test_scan_reports_broken_symlinks_and_fails(city, capsys):
+    (city / "train_inst/s0.png").unlink()
+    (city / "train_inst/s0.png").symlink_to("../elsewhere/s0.png")
+    assert data_main(["scan", str(city), "--label_nc", str(NC)]) == 1
+    out = capsys.readouterr().out
+    assert "broken symlink" in out and "train_inst/s0.png is a symlink to ../elsewhere/s0.png" in out
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_jpeg_through_headers_validation_names_the_file(city):
+    Image.open(city / "train_img/s1.png").convert("RGB").save(city / "train_img/s1.jpg", quality=95)
+    (city / "train_img/s1.png").unlink()
+    _truncate(city / "train_img/s1.jpg")
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="headers")
+    with pytest.raises(DatasetError, match=r"train_img/s1.jpg: cannot read this photo \(OSError: "
+                                           r"image file is truncated"):
+        ds[1]
+    assert ds[0]["image"].shape == (3, 32, 64)   # the other samples still load
+
+
+def test_rgb_label_map_through_validation_off_names_the_file(city):
+    Image.new("RGB", (64, 32)).save(city / "train_label/s2.png")
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
+    with pytest.raises(DatasetError, match=r"train_label/s2.png: this label map has mode RGB \(3 "
+                                           r"channel\(s\)\).*palette="):
+        ds[2]
+
+
+def test_rgb_instance_map_through_validation_off_names_the_file(city):
+    Image.new("RGB", (64, 32)).save(city / "train_inst/s0.png")
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
+    with pytest.raises(DatasetError, match=r"train_inst/s0.png: this instance map has mode RGB"):
+        ds[0]
+
+
+def test_partners_of_different_sizes_through_validation_off_are_refused(city):
+    Image.new("RGB", (32, 16)).save(city / "train_img/s0.png")
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
+    with pytest.raises(DatasetError, match=r"s0.png: partners differ in size \(label 64x32, "
+                                           r"image 32x16"):
+        ds[0]
+
+
+def test_uint8_label_id_above_label_nc_through_validation_off_names_the_file(city):
+    lab = np.zeros((32, 64), np.uint8)
+    lab[5, 60] = 7   # NC = 6: fits uint8, so no dtype conversion would notice it
+    Image.fromarray(lab).save(city / "train_label/s1.png")
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
+    with pytest.raises(DatasetError, match=r"label id 7 in .*train_label/s1.png is outside "
+                                           r"\[0, label_nc=6\); set label_nc 8"):
+        ds[1]
+
+
+def test_loader_worker_error_names_the_file(city):
+    from pix2pixhd.data import create_dataloader
+    _truncate(city / "train_label/s2.png")
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="headers")
+    loader = create_dataloader(ds, 1, shuffle=False, num_workers=1)
+    with pytest.raises(DatasetError, match=r"train_label/s2.png: cannot read this label map"):
+        list(loader)
+
+
+def _classes(root, ids, label_nc):
+    import json
+    (root / "classes.json").write_text(json.dumps(
+        {"label_nc": label_nc, "classes": [{"id": i, "name": f"c{i}"} for i in ids]}))
+
+
+def test_label_ids_not_in_classes_json_are_flagged_below_label_nc(city, capsys):
+    _classes(city, [0, 1, 2, 4, 5], NC)   # id 3 is not a class, though < label_nc
+    lab = np.zeros((32, 64), np.uint8)
+    lab[:8, :8] = 3
+    Image.fromarray(lab).save(city / "train_label/s0.png")
+    for i in (1, 2):
+        Image.fromarray(np.zeros((32, 64), np.uint8)).save(city / f"train_label/s{i}.png")
+    e = _err(city)
+    assert "ids not in classes.json: 1 file(s)" in str(e)
+    assert "label id(s) [3] in train_label/s0.png are not classes of" in str(e)
+    assert "its ids: 0-2, 4-5" in str(e)
+    assert data_main(["scan", str(city)]) == 1   # label_nc from classes.json
+    assert "ids not in classes.json" in capsys.readouterr().out
+
+
+def test_label_nc_larger_than_classes_json_flags_the_extra_ids(city):
+    _classes(city, range(4), 4)   # the dataset has 4 classes; label_nc=6 was given
+    e = _err(city)   # blocks() draws ids 0..5: 4 and 5 are no class of this dataset
+    assert "ids not in classes.json" in str(e) and "[4, 5]" in str(e)
+
+
+def test_unreadable_classes_json_is_a_problem_not_a_crash(city, capsys):
+    (city / "classes.json").write_text('{"label_nc": 6, "classes": [')
+    e = _err(city)
+    assert "classes.json cannot be read (JSONDecodeError" in str(e)
+    assert data_main(["scan", str(city), "--label_nc", str(NC)]) == 1
+    assert "classes.json cannot be read" in capsys.readouterr().out
+    assert data_main(["scan", str(city)]) == 1   # label_nc not given: no traceback either

@@ -2,18 +2,19 @@
 
 For each split found (``*_label``, ``*_A`` or pix2pix ``{phase}/`` folders): the layout, the
 number of samples, the image sizes, the ids present with their pixel frequencies, the instance
-count, and every problem validation would raise on (first few per kind, with counts).
-Exit status 1 when any split has problems.
+count, every problem validation would raise on (first few per kind, with counts) and every entry
+of the split's folders that is not used as a sample (other files, sub-folders).
+Exit status 1 when any split has problems (entries not used alone do not count).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from pix2pixhd.data.dataset import DatasetError, create_dataset, format_problems, scan
-from pix2pixhd.data.layouts import IMG_EXTS
+from pix2pixhd.data.dataset import (DatasetError, create_dataset, fatal_problems, format_problems,
+                                    scan)
+from pix2pixhd.data.layouts import IMG_EXTS, read_classes
 
 
 def find_phases(root: Path) -> list[str]:
@@ -55,8 +56,14 @@ def main(argv=None) -> int:
         print(f"{root} is not a folder", file=sys.stderr)
         return 2
     label_nc = a.label_nc
-    if label_nc is None and (root / "classes.json").is_file():
-        label_nc = int(json.loads((root / "classes.json").read_text())["label_nc"])
+    if label_nc is None:
+        try:
+            classes = read_classes(root)
+        except DatasetError:
+            classes = None   # each split's scan reports the unreadable file
+        if classes is not None:
+            label_nc = (classes.label_nc if classes.label_nc is not None else
+                        max(classes.ids) + 1 if classes.ids else None)
     phases = find_phases(root)
     if not phases:
         print(f"{root}: no splits found (expected *_label/, *_A/ or pix2pix phase folders)")
@@ -87,8 +94,9 @@ def main(argv=None) -> int:
             for i, n in sorted(st["ids"].items()):
                 print(f"    {i:5d}  {n / total:8.4%}  ({n} px)")
         if problems:
-            bad = True
             print("  " + format_problems(problems, ds.describe(), a.max_listed).replace("\n", "\n  "))
+        if fatal_problems(problems):
+            bad = True
         else:
             print("  no problems")
     return 1 if bad else 0

@@ -10,10 +10,14 @@ A sample (``dataset[i]`` or ``dataset[(i, epoch)]``) is a dict:
 Everything stays integer until the device, where ``pix2pixhd.encoding`` makes one-hot maps,
 boundary maps and [-1, 1] photos. Crop and flip depend only on (seed, epoch, index), so a resumed
 run sees the same crops.
+
+A file the loader cannot use (unreadable or truncated, an RGB image where an id map belongs,
+partners of different sizes, ids outside [0, label_nc)) raises DatasetError naming the file and
+the problem, also when validation was 'headers' or 'off' and let it through.
 """
 from __future__ import annotations
 
-import json
+import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,8 +27,9 @@ import torch
 from PIL import Image
 
 from pix2pixhd.data import transforms as T
-from pix2pixhd.data.layouts import (MODES, Layout, decode_palette, detect_mode, find_files,
-                                    load_palette)
+from pix2pixhd.data.layouts import (MODES, NOTICE_KINDS, ClassList, Layout, decode_palette,
+                                    detect_mode, find_files, load_palette, read_classes)
+from pix2pixhd.paths import check_name
 
 ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
 RGB_MODES = ("RGB", "L", "P")   # converted to RGB on load
@@ -39,16 +44,30 @@ class DatasetError(ValueError):
 
 
 def format_problems(problems, header: str, max_listed: int = 5) -> str:
-    by_kind = defaultdict(list)
-    for kind, _path, msg in problems:
-        by_kind[kind].append(msg)
-    lines = [f"{len(problems)} problem(s) in {header}:"]
-    for kind, msgs in by_kind.items():
-        lines.append(f"  {kind}: {len(msgs)} file(s)" + (f", first {max_listed}:" if len(msgs) > max_listed else ":"))
-        lines += [f"    - {m}" for m in msgs[:max_listed]]
-        if len(msgs) > max_listed:
-            lines.append(f"    ... and {len(msgs) - max_listed} more")
+    """Problems grouped by kind (first ``max_listed`` of each and a count); notices (entries that
+    are not samples) after them, under their own heading."""
+    fatal = [p for p in problems if p[0] not in NOTICE_KINDS]
+    notes = [p for p in problems if p[0] in NOTICE_KINDS]
+    lines = []
+    for group, title in ((fatal, f"{len(fatal)} problem(s) in {header}:"),
+                         (notes, f"{len(notes)} entr(y/ies) not used as samples in {header}:")):
+        if not group:
+            continue
+        by_kind = defaultdict(list)
+        for kind, _path, msg in group:
+            by_kind[kind].append(msg)
+        lines.append(title)
+        for kind, msgs in by_kind.items():
+            lines.append(f"  {kind}: {len(msgs)} file(s)" + (f", first {max_listed}:" if len(msgs) > max_listed else ":"))
+            lines += [f"    - {m}" for m in msgs[:max_listed]]
+            if len(msgs) > max_listed:
+                lines.append(f"    ... and {len(msgs) - max_listed} more")
     return "\n".join(lines)
+
+
+def fatal_problems(problems) -> list:
+    """The problems that stop training (notices removed)."""
+    return [p for p in problems if p[0] not in NOTICE_KINDS]
 
 
 class PairedDataset(torch.utils.data.Dataset):
@@ -72,6 +91,8 @@ class PairedDataset(torch.utils.data.Dataset):
         self.output_nc = output_nc
         self.seed = seed
         self.label_dtype = np.uint8 if label_nc <= 256 else np.int32
+        # roles read as integer id maps (one channel); the rest are photos, converted to RGB
+        self._id_roles = ("inst", "label") if label_nc > 0 and palette is None else ("inst",)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -80,19 +101,40 @@ class PairedDataset(torch.utils.data.Dataset):
         return f"{self.root} (phase {self.phase!r}, {self.mode} layout)"
 
     # -- loading -----------------------------------------------------------------------------
+    def _open(self, path, role: str) -> Image.Image:
+        """One source file, decoded now, so that a failure names the file (PIL decodes lazily,
+        and a truncated JPEG met later says only 'image file is truncated')."""
+        what = ROLE_NAMES[role]
+        try:
+            im = Image.open(path)
+            im.load()
+        except Exception as e:   # PIL raises OSError, SyntaxError, ValueError... on bad files
+            raise DatasetError(f"{path}: cannot read this {what} ({type(e).__name__}: {e}); re-export "
+                               f"or remove it. {_FIND_ALL.format(root=self.root)}") from e
+        if role in self._id_roles and im.mode not in ID_MODES:
+            raise DatasetError(f"{path}: this {what} has mode {im.mode} ({len(im.getbands())} "
+                               f"channel(s)); an id map has one channel (modes {', '.join(ID_MODES)})"
+                               + ("; a colour-coded label map needs palette= (--palette)"
+                                  if role == "label" else "") + f". {_FIND_ALL.format(root=self.root)}")
+        return im
+
     def _read(self, rec):
         """The sample's source images: dict role -> PIL image, all of one size."""
         if "ab" in rec:
-            ab = Image.open(rec["ab"]).convert("RGB")
+            ab = self._open(rec["ab"], "ab").convert("RGB")
             w2, h = ab.size[0] // 2, ab.size[1]
             a, b = ab.crop((0, 0, w2, h)), ab.crop((w2, 0, 2 * w2, h))
             src, tgt = (a, b) if self.direction == "AtoB" else (b, a)
             return {"label": src, "image": tgt}
-        out = {"label": Image.open(rec["label"]), "image": _rgb(Image.open(rec["image"]))}
+        out = {"label": self._open(rec["label"], "label"), "image": _rgb(self._open(rec["image"], "image"))}
         if self.use_inst:
-            out["inst"] = Image.open(rec["inst"])
+            out["inst"] = self._open(rec["inst"], "inst")
         if self.load_features:
-            out["feat"] = _rgb(Image.open(rec["feat"]))
+            out["feat"] = _rgb(self._open(rec["feat"], "feat"))
+        if len({im.size for im in out.values()}) > 1:
+            sizes = ", ".join(f"{r} {im.size[0]}x{im.size[1]}" for r, im in out.items())
+            raise DatasetError(f"{rec['label']}: partners differ in size ({sizes}); resize them to one "
+                               f"size. {_FIND_ALL.format(root=self.root)}")
         return out
 
     def __getitem__(self, key):
@@ -111,12 +153,16 @@ class PairedDataset(torch.utils.data.Dataset):
             rgb = T.apply_ids(np.asarray(lab.convert("RGB")), g)
             sample["label"] = torch.from_numpy(decode_palette(rgb, self.palette))[None]
         else:
-            ids = T.apply_ids(np.asarray(lab), g)
+            ids = np.asarray(lab)
+            if ids.size:   # every id of the file, before a crop could hide one
+                lo, hi = int(ids.min()), int(ids.max())
+                if lo < 0 or hi >= self.label_nc:
+                    bad = hi if hi >= self.label_nc else lo
+                    raise DatasetError(f"label id {bad} in {rec['label']} is outside [0, label_nc="
+                                       f"{self.label_nc}); set label_nc {max(hi + 1, self.label_nc)} "
+                                       f"or remap ids. {_FIND_ALL.format(root=self.root)}")
+            ids = T.apply_ids(ids, g)
             if ids.dtype != self.label_dtype:
-                if ids.size and int(ids.max()) >= max(self.label_nc, 1):
-                    raise DatasetError(f"label id {int(ids.max())} in {rec['label']} is >= "
-                                       f"label_nc={self.label_nc}; set label_nc "
-                                       f"{int(ids.max()) + 1} or remap ids")
                 ids = ids.astype(self.label_dtype)
             sample["label"] = torch.from_numpy(np.ascontiguousarray(ids))[None]
         if "inst" in ims:
@@ -127,6 +173,12 @@ class PairedDataset(torch.utils.data.Dataset):
             sample["feat"] = _chw(T.apply_ids(np.asarray(ims["feat"]), g))
         sample["path"] = str(rec.get("label", rec.get("ab")))
         return sample
+
+
+ROLE_NAMES = {"label": "label map", "image": "photo", "inst": "instance map", "feat": "feature map",
+              "ab": "AB image"}
+_FIND_ALL = ("`python -m pix2pixhd.data scan {root}` (or training with --validate full) lists every "
+             "such file before training")
 
 
 def _rgb(im: Image.Image) -> Image.Image:
@@ -155,6 +207,7 @@ def create_dataset(dataroot, phase: str = "train", *, dataset_mode: str = "auto"
     Raises DatasetError listing offending files.
     """
     root = Path(dataroot)
+    check_name(phase, "--phase", root)   # {phase}_label etc. must stay inside dataroot
     if dataset_mode not in MODES:
         raise ValueError(f"dataset_mode={dataset_mode!r}; expected one of {MODES}")
     if resize_or_crop not in T.MODES:
@@ -200,8 +253,9 @@ def create_dataset(dataroot, phase: str = "train", *, dataset_mode: str = "auto"
 
 
 # -- validation and statistics ------------------------------------------------------------------
-def _check_record(ds: PairedDataset, rec: dict, decode: bool):
-    """(problems, stats) of one sample. Reads headers, and with ``decode`` every pixel."""
+def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList | None = None):
+    """(problems, stats) of one sample. Reads headers, and with ``decode`` every pixel; label
+    ids below label_nc that ``classes`` (the dataset's classes.json) does not name are flagged."""
     problems, sizes, ids = [], {}, None
     n_inst = 0
     roles = {"ab": "AB image"} if "ab" in rec else {"label": "label", "image": "image", "inst": "instance map", "feat": "feature map"}
@@ -230,14 +284,25 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool):
         if decode and role == "label" and ds.label_nc > 0:
             ids = _label_ids(ds, im)
             if ids is not None and len(ids):
-                top = max(ids)
+                top, low = max(ids), min(ids)
                 if top >= ds.label_nc:
                     problems.append(("ids >= label_nc", str(p), f"label id {top} in {rel} is >= "
                                      f"label_nc={ds.label_nc}; set label_nc {top + 1} or remap ids"))
+                if low < 0:
+                    problems.append(("ids < 0", str(p), f"label id {low} in {rel} is negative; "
+                                     "remap ids to 0..label_nc-1"))
         if decode and role == "ab" and ds.label_nc > 0 and ds.palette is not None:
             w2 = im.size[0] // 2
             half = (0, 0, w2, im.size[1]) if ds.direction == "AtoB" else (w2, 0, 2 * w2, im.size[1])
             ids = _label_ids(ds, im.convert("RGB").crop(half))
+        if decode and role in ("label", "ab") and ids and classes is not None:
+            unknown = sorted(i for i in ids if i not in classes.ids and 0 <= i < ds.label_nc)
+            if unknown:
+                problems.append(("ids not in classes.json", str(p),
+                                 f"label id(s) {unknown[:8]}{' ...' if len(unknown) > 8 else ''} in "
+                                 f"{rel} are not classes of {classes.path} (its ids: "
+                                 f"{_id_ranges(classes.ids)}), though < label_nc={ds.label_nc}; "
+                                 "remap them, or add them to classes.json"))
         if decode and role == "inst":
             n_inst = len(np.unique(np.asarray(im)))
     if len(set(sizes.values())) > 1:
@@ -260,6 +325,17 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool):
                              f"{m} as the generator needs; change loadSize/fineSize or use "
                              f"resize_or_crop='none'"))
     return problems, {"size": src, "ids": ids, "n_inst": n_inst}
+
+
+def _id_ranges(ids) -> str:
+    """{0, 1, 2, 5, 7, 8} -> '0-2, 5, 7-8'."""
+    out, ids = [], sorted(ids)
+    for i in ids:
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
 
 
 def _rel(ds, p) -> str:
@@ -289,14 +365,28 @@ def _label_ids(ds, im) -> Counter | None:
 
 
 def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
-    """Check every file of ``ds``: (problems, stats). stats: n, sizes Counter, id pixel Counter."""
+    """Check every file of ``ds``: (problems, stats). stats: n, sizes Counter, id pixel Counter.
+
+    ``problems`` also holds notices (kinds in ``NOTICE_KINDS``: entries that are not samples);
+    :func:`fatal_problems` keeps the rest."""
     problems = list(ds.layout.problems)
-    if not ds.records and not problems:
+    if not ds.records and not fatal_problems(problems):
         problems.append(("empty", str(ds.root), f"no images found for {ds.describe()}"))
+    classes = None
+    if ds.label_nc > 0:
+        try:
+            classes = read_classes(ds.root)
+        except DatasetError as e:
+            problems += e.problems
+    if classes is not None and classes.label_nc is not None and ds.palette is None \
+            and classes.label_nc > ds.label_nc:
+        problems.append(("label_nc", str(classes.path), f"{classes.path} says label_nc="
+                         f"{classes.label_nc} but label_nc={ds.label_nc} was given; set label_nc "
+                         f"{classes.label_nc}"))
     sizes, ids, n_inst = Counter(), Counter(), 0
     decode = level == "full"
     with ThreadPoolExecutor(num_threads) as pool:   # PIL decodes without the GIL
-        for p, st in pool.map(lambda r: _check_record(ds, r, decode), ds.records):
+        for p, st in pool.map(lambda r: _check_record(ds, r, decode, classes), ds.records):
             problems += p
             if st["size"]:
                 sizes[st["size"]] += 1
@@ -308,18 +398,15 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
 
 def validate_dataset(ds: PairedDataset, *, level: str = "full", max_listed: int = 5) -> dict:
     """Raise DatasetError listing the first ``max_listed`` offending files per kind and counts:
-    missing partners, unreadable/truncated files, size mismatches, ids >= label_nc, wrong channel
-    counts, sizes the generator cannot take. Returns the scan statistics when all is well."""
+    missing partners and broken symlinks, unreadable/truncated files, size mismatches, ids >=
+    label_nc or not in classes.json, wrong channel counts, sizes the generator cannot take, an
+    unreadable classes.json or one asking for a larger label_nc. Entries that are not samples
+    (other files, sub-folders) are printed to stderr, not raised. Returns the scan statistics
+    when all is well."""
     problems, stats = scan(ds, level)
-    meta = ds.root / "classes.json"
-    if meta.is_file() and ds.palette is None and ds.label_nc > 0:
-        try:
-            want = int(json.loads(meta.read_text())["label_nc"])
-        except (ValueError, KeyError, TypeError):
-            want = None
-        if want is not None and want > ds.label_nc:
-            problems.append(("label_nc", str(meta), f"{meta} says label_nc={want} but "
-                             f"label_nc={ds.label_nc} was given; set label_nc {want}"))
+    fatal = fatal_problems(problems)
+    if fatal:
+        raise DatasetError(format_problems(problems, ds.describe(), max_listed), fatal)
     if problems:
-        raise DatasetError(format_problems(problems, ds.describe(), max_listed), problems)
+        print("note: " + format_problems(problems, ds.describe(), max_listed), file=sys.stderr)
     return stats

@@ -10,10 +10,16 @@ Layouts (``dataset_mode``):
   aligned     pix2pix: ``{phase}/*.jpg`` with A | B side by side; ``direction`` picks the input.
               With ``label_nc>0`` the input half is a colour map decoded through ``palette``.
 ``auto`` picks the first layout whose folders exist, in the order above.
+
+Nothing in a split's folders is dropped silently: broken symlinks are problems, and entries that
+are not images (other files, sub-folders, which are not searched) are reported as 'ignored'.
+A dataset's ``classes.json`` (``label_nc`` and/or ``classes: [{"id": ...}, ...]``) is read by
+:func:`read_classes`.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +28,8 @@ import numpy as np
 
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 MODES = ("auto", "cityscapes", "palette", "rgb_pairs", "aligned")
+# Problem kinds that are reported but do not stop training: entries that are not samples.
+NOTICE_KINDS = ("ignored",)
 _CITYSCAPES_SUFFIX = re.compile(r"_(gtFine|gtCoarse)_(labelIds|instanceIds|color|labelTrainIds)$"
                                 r"|_leftImg8bit$")
 
@@ -69,7 +77,73 @@ def decode_palette(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTS and p.is_file())
+    """The image files of ``folder`` (not recursive), sorted; see :func:`list_folder` for the rest."""
+    return list_folder(folder)[0]
+
+
+def list_folder(folder: Path, root: Path | None = None) -> tuple[list[Path], list[tuple[str, str, str]]]:
+    """(image files, problems) of one folder. Problems: a broken symlink with an image name
+    ('broken symlink'); any other entry that is not an image file ('ignored': other files,
+    sub-folders, which are not searched). Paths in messages are relative to ``root``."""
+    images, problems = [], []
+    for p in sorted(folder.iterdir()):
+        rel = _rel(p, root)
+        image_name = p.suffix.lower() in IMG_EXTS
+        if image_name and p.is_file():
+            images.append(p)
+        elif image_name and p.is_symlink() and not p.exists():
+            problems.append(("broken symlink", str(p), f"{rel} is a symlink to {os.readlink(p)}, "
+                                                       "which does not exist; fix the link or remove it"))
+        elif p.is_dir():
+            problems.append(("ignored", str(p), f"{rel}/ is a folder; sub-folders are not searched "
+                                                f"(move its images up into {folder.name}/ if they belong)"))
+        else:
+            what = ("not a regular file" if image_name else
+                    f"not an image ({p.suffix or 'no extension'}; read: {', '.join(IMG_EXTS)})")
+            problems.append(("ignored", str(p), f"{rel}: {what}"))
+    return images, problems
+
+
+def _rel(p: Path, root: Path | None) -> str:
+    try:
+        return str(p.relative_to(root)) if root is not None else str(p)
+    except ValueError:
+        return str(p)
+
+
+@dataclass(frozen=True)
+class ClassList:
+    """What a dataset's ``classes.json`` says: its ``label_nc`` (if given) and the ids it names."""
+    path: Path
+    label_nc: int | None
+    ids: frozenset
+
+
+def read_classes(root: Path) -> ClassList | None:
+    """``root/classes.json`` as a :class:`ClassList`; None when there is none. Ids come from
+    ``classes`` (a list of {"id": N, ...} or of names, whose ids are their positions), else
+    ``range(label_nc)``. A file that cannot be read raises DatasetError naming it and the fix."""
+    from pix2pixhd.data.dataset import DatasetError
+    path = Path(root) / "classes.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+        label_nc = int(meta["label_nc"]) if meta.get("label_nc") is not None else None
+        classes = meta.get("classes")
+        if classes is not None:
+            ids = frozenset(int(c["id"]) if isinstance(c, dict) else i for i, c in enumerate(classes))
+        elif label_nc is not None:
+            ids = frozenset(range(label_nc))
+        else:
+            raise ValueError("neither 'label_nc' nor 'classes' is given")
+    except Exception as e:   # not JSON, not UTF-8, wrong types, a class without "id"
+        msg = (f"{path} cannot be read ({type(e).__name__}: {e}); it should be a JSON object with "
+               '"label_nc": N and/or "classes": [{"id": 0, ...}, ...]; fix or remove it')
+        raise DatasetError(msg, [("classes.json", str(path), msg)]) from e
+    return ClassList(path, label_nc, ids)
 
 
 def stem_key(p: Path) -> str:
@@ -107,8 +181,8 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
     """Collect one split's files and the partners that are missing."""
     lay = Layout(mode, root, phase)
     if mode == "aligned":
-        for p in list_images(root / phase):
-            lay.records.append({"ab": p})
+        images, lay.problems = list_folder(root / phase, root)
+        lay.records = [{"ab": p} for p in images]
         return lay
     roles = ({"label": f"{phase}_A", "image": f"{phase}_B"} if mode == "rgb_pairs" else
              {"label": f"{phase}_label", "image": f"{phase}_img"})
@@ -126,7 +200,9 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
             found[role] = {}
             continue
         found[role] = {}
-        for p in list_images(d):
+        images, problems = list_folder(d, root)
+        lay.problems += problems
+        for p in images:
             k = stem_key(p)
             if k in found[role]:
                 lay.problems.append(("duplicate stem", str(p),

@@ -5,9 +5,12 @@ import pytest
 import torch
 from torch import nn
 
+from tests.test_networks import assert_conv_bias_gradients, convs_into_norms
+
+from pix2pixhd.layers import init_weights
 from pix2pixhd.pix2pix_networks import (NETG, PatchDiscriminator, PixelDiscriminator,
                                         UnetGenerator, UnetSkipConnectionBlock, define_D,
-                                        define_G, init_weights, receptive_field, set_dropout)
+                                        define_G, receptive_field, set_dropout)
 
 
 def count(m: nn.Module) -> int:
@@ -113,23 +116,39 @@ def test_receptive_field_rejects_generators():
 
 @pytest.mark.parametrize("netG", list(NETG))
 @pytest.mark.parametrize("norm", ["batch", "instance", "none"])
-def test_gradients_reach_every_generator_parameter(netG, norm):
+def test_generator_conv_biases_exist_and_get_gradients_as_the_norms_decide(netG, norm):
+    """Convs before BatchNorm have no bias (the reference's use_bias); before instance norm they
+    have one whose true gradient is exactly 0 (asserted ~0 in float64); the output upconv before
+    tanh, the outermost downconv and the innermost downconv feed no norm: clearly non-zero."""
     torch.manual_seed(0)
-    g = define_G(netG=netG, ngf=4, norm=norm)
-    side = 2 ** NETG[netG][0]
-    g(torch.randn(1, 3, side, side)).square().mean().backward()
-    missing = [n for n, p in g.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing
+    g = define_G(netG=netG, ngf=4, norm=norm).double()
+    num_downs = NETG[netG][0]
+    x = torch.randn(1, 3, 2 ** num_downs, 2 ** num_downs, dtype=torch.float64)
+    into, y = convs_into_norms(g, lambda: g(x))
+    (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+    innermost_down = "model.model.1" + ".model.3" * (num_downs - 2) + ".model.1"
+    free = {"model.model.0", "model.model.3", innermost_down}
+    assert {n for n, v in into.items() if not v} == (set(into) if norm == "none" else free)
+    convs = dict(g.named_modules())
+    biased = {n for n in into if convs[n].bias is not None}
+    assert biased == ({"model.model.3"} if norm != "instance" else set(into))
+    assert_conv_bias_gradients(g, into)
 
 
-@pytest.mark.parametrize("netD", ["basic", "n_layers", "pixel", "image"])
-@pytest.mark.parametrize("norm", ["batch", "instance"])
-def test_gradients_reach_every_discriminator_parameter(netD, norm):
+@pytest.mark.parametrize("netD, free", [
+    ("basic", {"model.0", "model.11"}), ("n_layers", {"model.0", "model.5"}),
+    ("pixel", {"net.0", "net.5"}), ("image", {"model.0", "model.17"})])
+@pytest.mark.parametrize("norm", ["batch", "instance", "none"])
+def test_discriminator_conv_biases_exist_and_get_gradients_as_the_norms_decide(netD, free, norm):
     torch.manual_seed(0)
-    d = define_D(netD=netD, n_layers_D=1, ndf=4, norm=norm)
-    d(torch.randn(2, 6, 96, 96)).square().mean().backward()
-    missing = [n for n, p in d.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing
+    d = define_D(netD=netD, n_layers_D=1, ndf=4, norm=norm).double()
+    into, y = convs_into_norms(d, lambda: d(torch.randn(2, 6, 96, 96, dtype=torch.float64)))
+    y.square().mean().backward()
+    assert {n for n, v in into.items() if not v} == (set(into) if norm == "none" else free)
+    convs = dict(d.named_modules())
+    assert all(convs[n].bias is None for n, v in into.items() if v and norm == "batch")
+    assert all(convs[n].bias is not None for n, v in into.items() if v and norm == "instance")
+    assert_conv_bias_gradients(d, into)
 
 
 def _textbook_skip(g: UnetGenerator) -> None:

@@ -70,7 +70,7 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
     from pix2pixhd.config import TrainConfig
     from pix2pixhd.flops import peak_tflops, synthesis_flops
     from pix2pixhd.synthesis import Synthesizer
-    from pix2pixhd.trainer import build_generator
+    from pix2pixhd.models import build_generator
 
     cuda = device.type == "cuda"
     ngf = args.ngf or ((64 if stage == "global" else 32) if cuda else 16)

@@ -4,8 +4,10 @@ Input: ``SRC/{train,val,test}/*.jpg``, each the photo | colour label map side by
 is the B half, so label->photo is pix2pix's ``BtoA``). Output: ``OUT/{split}_label/N.png`` (uint8
 ids 0..11, the nearest colour of the 12-colour palette in ``../shared/data/facades/README.md``),
 ``OUT/{split}_img/N.png`` (the photo half, lossless) and ``OUT/classes.json``. No instance maps:
-train with ``no_instance``. ``--holdout K`` moves the last K training images (numeric order)
-into a split of their own, since the shared copy ships ``train/`` only.
+train with ``no_instance``. ``--holdout K`` moves K training images into a split of their own,
+since the shared copy ships ``train/`` only: the last K in numeric order, or with
+``--holdout_seed S`` K images drawn by a permutation seeded with S (the same K for the same S,
+whatever order the folder lists them in). ``classes.json`` records which stems went where.
 
     python -m pix2pixhd.datasets.convert_facades --src ../shared/data/facades --out data/facades \
         --holdout 40
@@ -30,8 +32,19 @@ def _numeric_key(p: Path):
     return (0, int(p.stem), "") if p.stem.isdigit() else (1, 0, p.stem)
 
 
+def holdout_stems(files: list[Path], k: int, seed: int | None) -> set[str]:
+    """The stems of the ``k`` files held out: the last k (numeric order), or k drawn by a
+    permutation seeded with ``seed`` over the numerically sorted list."""
+    files = sorted(files, key=_numeric_key)
+    if seed is None:
+        return {p.stem for p in files[len(files) - k:]}
+    order = np.random.default_rng(seed).permutation(len(files))
+    return {files[i].stem for i in order[:k]}
+
+
 def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
-            direction: str = "BtoA", limit: int | None = None) -> dict:
+            holdout_seed: int | None = None, direction: str = "BtoA",
+            limit: int | None = None) -> dict:
     """Convert every split found under ``src``; returns {split: n_images}."""
     src, out = Path(src), Path(out)
     if direction not in ("AtoB", "BtoA"):
@@ -48,12 +61,14 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
         if holdout >= len(splits.get("train", [])):
             raise ValueError(f"--holdout {holdout} leaves no training images "
                              f"({len(splits.get('train', []))} in {src / 'train'})")
-        splits[holdout_split] = splits["train"][-holdout:]
-        splits["train"] = splits["train"][:-holdout]
+        held = holdout_stems(splits["train"], holdout, holdout_seed)
+        splits[holdout_split] = [p for p in splits["train"] if p.stem in held]
+        splits["train"] = [p for p in splits["train"] if p.stem not in held]
     palette = np.asarray(FACADES_PALETTE, np.int32)
-    counts = {}
+    counts, stems = {}, {}
     for split, files in splits.items():
         files = files[:limit] if limit else files
+        stems[split] = [p.stem for p in files]
         (out / f"{split}_label").mkdir(parents=True, exist_ok=True)
         (out / f"{split}_img").mkdir(parents=True, exist_ok=True)
         for p in files:
@@ -71,7 +86,9 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
             "classes": [{"id": i, "colour": list(c)} for i, c in enumerate(FACADES_PALETTE)],
             "class_names_unordered": list(FACADES_CLASS_NAMES),
             "note": "ids follow the README's colour order; the README does not say which colour "
-                    "is which class", "source": str(src), "splits": counts}
+                    "is which class", "source": str(src), "splits": counts,
+            "holdout": {"split": holdout_split, "n": holdout, "seed": holdout_seed} if holdout else None,
+            "stems": stems}
     (out / "classes.json").write_text(json.dumps(meta, indent=1) + "\n")
     return counts
 
@@ -84,12 +101,14 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, help="output folder (Cityscapes layout)")
     p.add_argument("--holdout", type=int, default=0, help="last K train images form a new split")
     p.add_argument("--holdout_split", default="test")
+    p.add_argument("--holdout_seed", type=int, default=None,
+                   help="draw the held-out images by a permutation seeded with this (default: the last K)")
     p.add_argument("--direction", choices=("AtoB", "BtoA"), default="BtoA",
                    help="BtoA: the label map is the right half (pix2pix facades)")
     p.add_argument("--limit", type=int, default=None, help="convert at most N images per split")
     a = p.parse_args(argv)
     counts = convert(a.src, a.out, holdout=a.holdout, holdout_split=a.holdout_split,
-                     direction=a.direction, limit=a.limit)
+                     holdout_seed=a.holdout_seed, direction=a.direction, limit=a.limit)
     print(f"wrote {counts} to {a.out} (label_nc={len(FACADES_PALETTE)}, no instance maps)")
 
 

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_check", action="store_true", help="skip the onnxruntime parity check")
     a = p.parse_args(argv)
     from pix2pixhd.synthesis import load_generator
-    from pix2pixhd.trainer import generator_input_nc
+    from pix2pixhd.models import generator_input_nc
     g, cfg = load_generator(a.checkpoint, a.which_epoch, "cpu")
     out = Path(a.out) if a.out else Path(a.checkpoint) / "generator.onnx"
     export_onnx(g, out, generator_input_nc(cfg), opset=a.opset, dynamo=not a.legacy,

@@ -351,7 +351,7 @@ def load_encoder(checkpoint_dir: str | Path, which_epoch: str = "latest",
     from pix2pixhd.checkpoint import load_checkpoint
     from pix2pixhd.compat import load_reference_weights
     from pix2pixhd.config import TrainConfig
-    from pix2pixhd.trainer import build_encoder
+    from pix2pixhd.models import build_encoder
     ckpt = load_checkpoint(checkpoint_dir, which_epoch)
     cfg = TrainConfig.from_dict(ckpt["config"])
     if cfg.use_features and cfg.load_features and ckpt.get("E") is None and cfg.load_pretrain:

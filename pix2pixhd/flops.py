@@ -101,26 +101,25 @@ def _build(fn, cfg):
 
 def generator_macs(cfg, width: int, height: int, batch: int = 1) -> int:
     """Forward MACs of the generator of ``cfg`` (a resolved TrainConfig) at width x height."""
-    from pix2pixhd.trainer import build_generator, generator_input_nc
+    from pix2pixhd.models import build_generator, generator_input_nc
     g = _build(build_generator, cfg)
     return count_macs(g, _meta_input(batch, generator_input_nc(cfg), height, width))
 
 
 def discriminator_macs(cfg, width: int, height: int, batch: int = 1) -> int:
     """Forward MACs of one pass of the (multiscale) discriminator on a (x, image) pair."""
-    from pix2pixhd.trainer import build_discriminator, generator_input_nc
+    from pix2pixhd.models import build_discriminator, discriminator_input_nc
     d = _build(build_discriminator, cfg)
     if d is None:
         return 0
-    nc = generator_input_nc(cfg) - (cfg.feat_num if cfg.use_features else 0) + cfg.output_nc
-    return count_macs(d, _meta_input(batch, nc, height, width))
+    return count_macs(d, _meta_input(batch, discriminator_input_nc(cfg), height, width))
 
 
 def encoder_macs(cfg, width: int, height: int, batch: int = 1) -> int:
     """Forward MACs of the feature encoder's conv part (0 without --instance_feat/--label_feat)."""
     if not cfg.use_features or cfg.load_features:
         return 0
-    from pix2pixhd.trainer import build_encoder
+    from pix2pixhd.models import build_encoder
     e = _build(build_encoder, cfg)
     # The per-instance average (torch.unique) has no meta kernel and no MACs: count E.model.
     return count_macs(e.model, _meta_input(batch, cfg.output_nc, height, width))
@@ -168,7 +167,8 @@ def train_step_flops(cfg, width: int, height: int, batch: int = 1) -> StepFlops:
     VGG on fake (forward + dX) and on real (forward only).
     """
     from pix2pixhd.losses import VGG19Features
-    from pix2pixhd.trainer import build_discriminator, build_generator, generator_input_nc
+    from pix2pixhd.models import (build_discriminator, build_generator, discriminator_input_nc,
+                                  generator_input_nc)
     out = StepFlops()
     nc = generator_input_nc(cfg)
     g = _build(build_generator, cfg)
@@ -178,13 +178,13 @@ def train_step_flops(cfg, width: int, height: int, batch: int = 1) -> StepFlops:
     if cfg.use_features and not cfg.load_features:
         # E is trained through G's input: forward, dW everywhere, dX after its first conv (its
         # input, the real photo, carries no grad).
-        from pix2pixhd.trainer import build_encoder
+        from pix2pixhd.models import build_encoder
         e_rec = conv_records(_build(build_encoder, cfg).model, _meta_input(batch, cfg.output_nc, height, width))
         out.forward_macs["E"] = sum(r.macs for r in e_rec)
         out.flops["E"] = 2.0 * _needed(e_rec, weight_grads=True)
     d = _build(build_discriminator, cfg)
     if d is not None:
-        d_nc = nc - (cfg.feat_num if cfg.use_features else 0) + cfg.output_nc
+        d_nc = discriminator_input_nc(cfg)
         d_rec = conv_records(d, _meta_input(batch, d_nc, height, width))
         out.forward_macs["D"] = sum(r.macs for r in d_rec)
         # D step: real and fake, forward + dW; dX for every layer after the first.

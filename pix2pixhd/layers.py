@@ -1,11 +1,16 @@
-"""Building blocks shared by every network: norm+activation slots and weight init.
+"""Building blocks shared by every network: the one norm+activation factory and the one weight init.
 
-Every conv in pix2pixHD is followed by a norm and an activation. ``norm_act`` returns them as
-two Sequential slots so the state_dict indices equal NVIDIA's (their norms carry no parameters
-for instance norm, BatchNorm's do and keep their slot). For instance norm the first slot is
-:class:`InstanceNormAct`, which runs norm (+ residual) + activation as one call of
-``pix2pixhd.kernels.instance_norm_act`` (Triton on CUDA, the PyTorch reference elsewhere), and
-the second slot is an ``nn.Identity``.
+pix2pixHD (``networks.py``), pix2pix (``pix2pix_networks.py``) and the coming CycleGAN networks
+make every normalisation layer through :func:`norm_act` and initialise their weights with
+:func:`init_weights`, so a norm name means the same layer everywhere (timm's ``create_norm_act``
+is the model: layers by name, the fused variant behind the same key).
+
+Every conv of the references is followed by a norm and an activation. ``norm_act`` returns them
+as two Sequential slots so the state_dict indices equal the references' (their norms carry no
+parameters for instance norm, BatchNorm's do and keep their slot). For instance norm the first
+slot is :class:`InstanceNormAct`, which runs norm (+ residual) + activation as one call of
+``pix2pixhd.kernels.instance_norm_act`` (Triton on CUDA, PyTorch elsewhere), and the second slot
+is an ``nn.Identity``; a norm with no activation after it (``act='none'``) is the first slot alone.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn import init
 
 from pix2pixhd.kernels import instance_norm_act
 
@@ -58,14 +64,22 @@ def make_act(act: str, negative_slope: float = 0.2) -> nn.Module:
 
 def norm_act(norm: str, num_features: int, act: str = "relu",
              negative_slope: float = 0.2) -> list[nn.Module]:
-    """The two Sequential slots [norm, activation] that follow a conv in the reference."""
+    """The two Sequential slots [norm, activation] that follow a conv in the references.
+
+    instance: ``InstanceNormAct`` (no affine parameters, no running statistics; the activation
+    fused in) and an ``nn.Identity`` where the reference has its activation; batch:
+    ``BatchNorm2d`` (affine, running statistics) and the activation; none: ``nn.Identity`` and
+    the activation. Neither slot of 'instance' and 'none' holds a state_dict entry, so the keys
+    are the references' whichever implementation runs. Take ``[:1]`` for a norm whose
+    activation is not next to it (``act='none'``).
+    """
     if norm == "instance":
         return [InstanceNormAct(num_features, act=act, negative_slope=negative_slope), nn.Identity()]
     if norm == "batch":
         return [nn.BatchNorm2d(num_features, affine=True), make_act(act, negative_slope)]
     if norm == "none":
         return [nn.Identity(), make_act(act, negative_slope)]
-    raise ValueError(f"norm={norm!r}; expected one of {NORMS}")
+    raise ValueError(f"norm={norm!r} is not known; expected one of {NORMS}")
 
 
 def set_norm_impl(model: nn.Module, impl: str) -> nn.Module:
@@ -106,14 +120,39 @@ def unfuse(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.contiguous_format)
 
 
-def weights_init(m: nn.Module) -> None:
-    """The reference's init: conv weights N(0, 0.02), BatchNorm weights N(1, 0.02), bias 0.
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 
-    (The reference leaves conv biases at PyTorch's default; so do we.)
+
+def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0.02, *,
+                 zero_conv_bias: bool = True) -> nn.Module:
+    """The references' weight init, for every network: conv (and linear) weights by ``init_type``
+    (normal: N(0, init_gain)), BatchNorm weights N(1, init_gain) and biases 0.
+
+    ``zero_conv_bias``: pix2pix and CycleGAN set conv biases to 0; NVIDIA's pix2pixHD leaves them
+    at PyTorch's default (``zero_conv_bias=False``). Modules are visited in ``net.apply`` order
+    with torch's global RNG, so a seeded build repeats bit for bit. Returns ``net``.
     """
-    name = m.__class__.__name__
-    if name.find("Conv") != -1:
-        m.weight.data.normal_(0.0, 0.02)
-    elif name.find("BatchNorm2d") != -1:
-        m.weight.data.normal_(1.0, 0.02)
-        m.bias.data.fill_(0)
+    if init_type not in INIT_TYPES:
+        raise ValueError(f"init_weights: init_type={init_type!r} is not known; expected one of "
+                         f"{INIT_TYPES}")
+
+    def init_func(m: nn.Module) -> None:
+        name = m.__class__.__name__
+        if getattr(m, "weight", None) is not None and ("Conv" in name or "Linear" in name):
+            if init_type == "normal":
+                init.normal_(m.weight, 0.0, init_gain)
+            elif init_type == "xavier":
+                init.xavier_normal_(m.weight, gain=init_gain)
+            elif init_type == "kaiming":
+                init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            else:
+                init.orthogonal_(m.weight, gain=init_gain)
+            if zero_conv_bias and getattr(m, "bias", None) is not None:
+                init.constant_(m.bias, 0.0)
+        elif "BatchNorm2d" in name:
+            init.normal_(m.weight, 1.0, init_gain)
+            init.constant_(m.bias, 0.0)
+
+    with torch.no_grad():
+        net.apply(init_func)
+    return net

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pix2pixhd.layers import InstanceNormAct, norm_act, weights_init
+from pix2pixhd.layers import InstanceNormAct, init_weights, norm_act
 
 __all__ = ["GlobalGenerator", "LocalEnhancer", "ResnetBlock", "NLayerDiscriminator",
            "MultiscaleDiscriminator", "Encoder", "instance_average", "count_parameters"]
@@ -104,7 +104,7 @@ class GlobalGenerator(nn.Module):
         self.required_multiple = 2 ** n_downsampling
         self.model = nn.Sequential(*_global_layers(input_nc, output_nc, ngf, n_downsampling,
                                                    n_blocks, norm, padding_type))
-        self.apply(weights_init)
+        init_weights(self, zero_conv_bias=False)  # the reference keeps PyTorch's conv biases
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         _check_size(input, self.required_multiple, type(self).__name__)
@@ -148,7 +148,7 @@ class LocalEnhancer(nn.Module):
             setattr(self, f"model{n}_1", nn.Sequential(*down))
             setattr(self, f"model{n}_2", nn.Sequential(*up))
         self.downsample = nn.AvgPool2d(3, stride=2, padding=[1, 1], count_include_pad=False)
-        self.apply(weights_init)
+        init_weights(self, zero_conv_bias=False)
 
     def global_parameters(self):
         """Parameters of the global part (frozen during the first niter_fix_global epochs)."""
@@ -207,7 +207,7 @@ class NLayerDiscriminator(nn.Module):
                 setattr(self, f"model{j}", nn.Sequential(*group))
         else:
             self.model = nn.Sequential(*[m for group in seq for m in group])
-        self.apply(weights_init)
+        init_weights(self, zero_conv_bias=False)
 
     def groups(self) -> list[nn.Module]:
         return [getattr(self, f"model{j}") for j in range(self.n_layers + 2)]
@@ -308,7 +308,7 @@ class Encoder(nn.Module):
         # the global generator's layout without ResNet blocks (the reference's Encoder, index for index)
         model = _global_layers(input_nc, output_nc, ngf, n_downsampling, 0, norm, "reflect")
         self.model = nn.Sequential(*model)
-        self.apply(weights_init)
+        init_weights(self, zero_conv_bias=False)
 
     def forward(self, input: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
         _check_size(input, self.required_multiple, type(self).__name__)

@@ -6,7 +6,11 @@ junyanz/pytorch-CycleGAN-and-pix2pix ``models/networks.py`` (named ``PatchDiscri
 it does not clash with pix2pixHD's padding-2 ``NLayerDiscriminator`` in ``networks.py``),
 ``PixelDiscriminator`` (1x1 PatchGAN), the 286x286 ImageGAN (a PatchDiscriminator with
 ``n_layers=5``), the factories ``define_G`` / ``define_D`` with the reference's argument names,
-``init_weights``, ``receptive_field`` and ``set_dropout``.
+``receptive_field`` and ``set_dropout``. Norm layers come from ``pix2pixhd.layers.norm_act`` and
+the init is ``pix2pixhd.layers.init_weights``, as for every network of the toolkit: with
+``norm='instance'`` each norm is the fused ``InstanceNormAct`` (its activation fused in where the
+reference's activation follows it directly, the discriminators; ``act='none'`` in the U-Net,
+whose activations sit elsewhere), with the same state_dict keys as ``nn.InstanceNorm2d``.
 
 Every module builds the same ``nn.Sequential`` index layout as the reference, so state_dict keys
 are identical (``model.model.1.model.1.weight``, ``model.0.weight``, ``net.3.running_mean``...) and
@@ -14,7 +18,8 @@ the reference's checkpoints load with ``load_state_dict`` directly. Things the r
 are kept on purpose, because changing them changes outputs of its checkpoints:
 
 * convs carry a bias only when the norm is instance norm (``use_bias``); with ``norm='none'`` the
-  reference also drops the biases (its ``norm_layer`` is then a lambda, not InstanceNorm2d);
+  reference also drops the biases (its ``norm_layer`` is then a lambda, not InstanceNorm2d), and
+  its identity stands in the norm's slot, keeping the Sequential indices;
 * the down-path LeakyReLU of the reference is in-place, so the skip connection of every
   non-outermost U-Net block concatenates ``LeakyReLU(x)``, not ``x``. Kept (it saves one
   activation per level); it changes nothing numerically, because the parent's up path applies a
@@ -29,18 +34,14 @@ conditional: their input is ``cat([input, output], 1)``, hence ``input_nc = 3 + 
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable
-
 import torch
 from torch import nn
-from torch.nn import init
+
+from pix2pixhd.layers import NORMS, init_weights, norm_act
 
 __all__ = ["UnetGenerator", "UnetSkipConnectionBlock", "PatchDiscriminator", "PixelDiscriminator",
-           "get_norm_layer", "init_weights", "define_G", "define_D", "receptive_field",
-           "set_dropout", "NETG", "NETD"]
+           "define_G", "define_D", "receptive_field", "set_dropout", "NETG", "NETD"]
 
-NORMS = ("batch", "instance", "none")
 # netG name -> (number of downsamplings, skip connections)
 NETG = {"unet_128": (7, True), "unet_256": (8, True),
         "encoder_decoder_128": (7, False), "encoder_decoder_256": (8, False)}
@@ -50,26 +51,9 @@ NETD = ("basic", "n_layers", "pixel", "image")
 IMAGEGAN_N_LAYERS = 5
 
 
-class _Identity(nn.Module):
-    """Stands in for the norm when norm='none'; keeps the Sequential indices of the reference."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-def get_norm_layer(norm: str = "batch") -> Callable[[int], nn.Module]:
-    """num_features -> norm module, as the reference's ``get_norm_layer``.
-
-    batch: BatchNorm2d(affine, running stats); instance: InstanceNorm2d without affine parameters
-    or running stats; none: identity.
-    """
-    if norm == "batch":
-        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
-    if norm == "instance":
-        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
-    if norm == "none":
-        return lambda num_features: _Identity()
-    raise ValueError(f"pix2pix_networks: norm={norm!r} is not known; expected one of {NORMS}")
+def _norm(norm: str, num_features: int) -> nn.Module:
+    """A norm whose activation is not next to it (the U-Net's): the factory's norm slot alone."""
+    return norm_act(norm, num_features, "none")[0]
 
 
 def _use_bias(norm: str) -> bool:
@@ -105,7 +89,6 @@ class UnetSkipConnectionBlock(nn.Module):
                              f"not innermost (innermost={innermost}, submodule={submodule is not None})")
         self.outermost = outermost
         self.skip = skip
-        norm_layer = get_norm_layer(norm)
         use_bias = _use_bias(norm)
         if input_nc is None:
             input_nc = outer_nc
@@ -123,12 +106,12 @@ class UnetSkipConnectionBlock(nn.Module):
         elif innermost:
             upconv = nn.ConvTranspose2d(up_in, outer_nc, kernel_size=4, stride=2, padding=1,
                                         bias=use_bias)
-            model = [downrelu, downconv, uprelu, upconv, norm_layer(outer_nc)]
+            model = [downrelu, downconv, uprelu, upconv, _norm(norm, outer_nc)]
         else:
             upconv = nn.ConvTranspose2d(up_in, outer_nc, kernel_size=4, stride=2, padding=1,
                                         bias=use_bias)
-            model = [downrelu, downconv, norm_layer(inner_nc), submodule, uprelu, upconv,
-                     norm_layer(outer_nc)]
+            model = [downrelu, downconv, _norm(norm, inner_nc), submodule, uprelu, upconv,
+                     _norm(norm, outer_nc)]
             if use_dropout:
                 model += [nn.Dropout(0.5)]
         self.model = nn.Sequential(*model)
@@ -194,7 +177,6 @@ class PatchDiscriminator(nn.Module):
         if n_layers < 1:
             raise ValueError(f"PatchDiscriminator: n_layers={n_layers} must be >= 1 "
                              "(1 -> 16x16, 3 -> 70x70, 5 -> 286x286 receptive field)")
-        norm_layer = get_norm_layer(norm)
         use_bias = _use_bias(norm)
         kw, padw = 4, 1
         seq: list[nn.Module] = [nn.Conv2d(input_nc, ndf, kw, stride=2, padding=padw),
@@ -203,11 +185,11 @@ class PatchDiscriminator(nn.Module):
         for n in range(1, n_layers):
             nf_prev, nf_mult = nf_mult, min(2 ** n, 8)
             seq += [nn.Conv2d(ndf * nf_prev, ndf * nf_mult, kw, stride=2, padding=padw,
-                              bias=use_bias),
-                    norm_layer(ndf * nf_mult), nn.LeakyReLU(0.2, True)]
+                              bias=use_bias)]
+            seq += norm_act(norm, ndf * nf_mult, "leaky_relu")  # [norm, LeakyReLU(0.2)] slots
         nf_prev, nf_mult = nf_mult, min(2 ** n_layers, 8)
-        seq += [nn.Conv2d(ndf * nf_prev, ndf * nf_mult, kw, stride=1, padding=padw, bias=use_bias),
-                norm_layer(ndf * nf_mult), nn.LeakyReLU(0.2, True)]
+        seq += [nn.Conv2d(ndf * nf_prev, ndf * nf_mult, kw, stride=1, padding=padw, bias=use_bias)]
+        seq += norm_act(norm, ndf * nf_mult, "leaky_relu")
         seq += [nn.Conv2d(ndf * nf_mult, 1, kw, stride=1, padding=padw)]
         self.model = nn.Sequential(*seq)
 
@@ -223,52 +205,17 @@ class PixelDiscriminator(nn.Module):
 
     def __init__(self, input_nc: int = 6, ndf: int = 64, norm: str = "batch"):
         super().__init__()
-        norm_layer = get_norm_layer(norm)
         use_bias = _use_bias(norm)
         self.net = nn.Sequential(
             nn.Conv2d(input_nc, ndf, 1, stride=1, padding=0),
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(ndf, ndf * 2, 1, stride=1, padding=0, bias=use_bias),
-            norm_layer(ndf * 2),
-            nn.LeakyReLU(0.2, True),
+            *norm_act(norm, ndf * 2, "leaky_relu"),
             # The reference drops this bias too (bias=use_bias), unlike PatchDiscriminator's last.
             nn.Conv2d(ndf * 2, 1, 1, stride=1, padding=0, bias=use_bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
-
-
-def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0.02) -> nn.Module:
-    """The reference's ``init_weights``: conv/linear weights by ``init_type``, their biases 0;
-    BatchNorm weights N(1, init_gain), biases 0. Uses torch's global RNG (seed it for repeatability).
-    """
-    if init_type not in INIT_TYPES:
-        raise ValueError(f"init_weights: init_type={init_type!r} is not known; expected one of "
-                         f"{INIT_TYPES}")
-
-    def init_func(m: nn.Module) -> None:
-        name = m.__class__.__name__
-        if getattr(m, "weight", None) is not None and ("Conv" in name or "Linear" in name):
-            if init_type == "normal":
-                init.normal_(m.weight, 0.0, init_gain)
-            elif init_type == "xavier":
-                init.xavier_normal_(m.weight, gain=init_gain)
-            elif init_type == "kaiming":
-                init.kaiming_normal_(m.weight, a=0, mode="fan_in")
-            else:
-                init.orthogonal_(m.weight, gain=init_gain)
-            if getattr(m, "bias", None) is not None:
-                init.constant_(m.bias, 0.0)
-        elif "BatchNorm2d" in name:
-            init.normal_(m.weight, 1.0, init_gain)
-            init.constant_(m.bias, 0.0)
-
-    with torch.no_grad():
-        net.apply(init_func)
-    return net
 
 
 def define_G(input_nc: int = 3, output_nc: int = 3, ngf: int = 64, netG: str = "unet_256",

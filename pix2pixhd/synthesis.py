@@ -33,7 +33,7 @@ def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
     source, so outputs vary between calls unless the torch seed is fixed); False switches it off
     for deterministic outputs. Generators without dropout (pix2pixHD's) are unaffected.
     """
-    from pix2pixhd.trainer import build_generator
+    from pix2pixhd.models import build_generator
     checkpoint_dir = Path(checkpoint_dir)
     cfg = TrainConfig.load(checkpoint_dir)
     ckpt = load_checkpoint(checkpoint_dir, which_epoch)

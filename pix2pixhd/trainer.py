@@ -1,7 +1,7 @@
 """The training system: models, optimizers, one step, the epoch loop, checkpoints and logs.
 
-Read top to bottom: ``build_*`` make the networks from a TrainConfig; ``Trainer.__init__``
-places them (device, channels-last, DDP), loads a previous stage or resumes; ``train_step`` is
+Read top to bottom: ``Trainer.__init__`` builds the networks (``pix2pixhd.models``) and places
+them (device, channels-last, DDP), loads a previous stage or resumes; ``train_step`` is
 one iteration of the reference's recipe; ``fit`` runs epochs with the linear lr decay, logging
 and atomic checkpoints.
 
@@ -26,10 +26,10 @@ import pix2pixhd
 from pix2pixhd.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.distributed import DistInfo
-from pix2pixhd.encoding import encode_input, image_to_float, input_channels
-from pix2pixhd.layers import set_norm_impl
+from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
-from pix2pixhd.networks import Encoder, GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
+from pix2pixhd.models import build_discriminator, build_encoder, build_generator
+from pix2pixhd.networks import LocalEnhancer
 from pix2pixhd.visualizer import Visualizer
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -50,45 +50,6 @@ def _frozen(module: nn.Module | None):
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or inf; raised before any optimizer step, so no weight is touched."""
-
-
-# ---- networks -----------------------------------------------------------------------------------
-def generator_input_nc(cfg: TrainConfig) -> int:
-    return input_channels(cfg.label_nc, cfg.input_nc, cfg.no_instance,
-                          cfg.feat_num if cfg.use_features else 0)
-
-
-def build_generator(cfg: TrainConfig) -> nn.Module:
-    nc = generator_input_nc(cfg)
-    if cfg.model == "pix2pix":
-        from pix2pixhd.pix2pix_networks import define_G
-        return define_G(nc, cfg.output_nc, cfg.ngf, cfg.netG_pix2pix, cfg.norm, use_dropout=not cfg.no_dropout)
-    if cfg.netG == "global":
-        g = GlobalGenerator(nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global, cfg.norm)
-    else:
-        g = LocalEnhancer(nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global,
-                          cfg.n_local_enhancers, cfg.n_blocks_local, cfg.norm)
-    return set_norm_impl(g, cfg.norm_impl)
-
-
-def build_discriminator(cfg: TrainConfig) -> nn.Module | None:
-    nc = generator_input_nc(cfg) - (cfg.feat_num if cfg.use_features else 0) + cfg.output_nc
-    if cfg.model == "pix2pix":
-        if cfg.lambda_GAN == 0:
-            return None  # the L1-only ablation has no discriminator
-        from pix2pixhd.pix2pix_networks import define_D
-        return define_D(cfg.output_nc if cfg.no_cond_D else nc, cfg.ndf, cfg.netD_pix2pix, cfg.n_layers_D, cfg.norm)
-    d = MultiscaleDiscriminator(nc, cfg.ndf, cfg.n_layers_D, cfg.num_D, cfg.norm,
-                                use_sigmoid=False, get_interm_feat=not cfg.no_ganFeat_loss)
-    return set_norm_impl(d, cfg.norm_impl)
-
-
-def build_encoder(cfg: TrainConfig) -> nn.Module | None:
-    # With --load_features the features come precomputed from disk (the reference builds no E).
-    if not cfg.use_features or cfg.load_features:
-        return None
-    return set_norm_impl(Encoder(cfg.output_nc, cfg.feat_num, cfg.nef, cfg.n_downsample_E, cfg.norm),
-                         cfg.norm_impl)
 
 
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:

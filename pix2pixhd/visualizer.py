@@ -57,12 +57,18 @@ def save_png(arr: np.ndarray, path: Path) -> None:
     tmp.replace(path)
 
 
-def loss_curves_svg(history: list[dict], width: int = 720, height: int = 260) -> str:
-    """An SVG line plot of every loss in ``history`` (dicts with 'step' and loss values)."""
-    keys = sorted({k for h in history for k in h if k.startswith(("G_", "D_"))})
+def loss_curves_svg(history: list[dict], width: int = 720, height: int = 260, *,
+                    keys: list[str] | None = None, x: str = "step") -> str:
+    """An SVG line plot of every loss in ``history`` (dicts with 'step' and loss values).
+
+    ``keys``: the series to draw (default: every ``G_*``/``D_*`` key); ``x``: the key of the
+    horizontal axis. A dict may hold only some of the keys (each series skips dicts without it),
+    which is how ``benchmarks/quality.py`` draws one line per recipe.
+    """
+    keys = keys or sorted({k for h in history for k in h if k.startswith(("G_", "D_"))})
     if not history or not keys:
         return "<p>No losses logged yet.</p>"
-    steps = [h["step"] for h in history]
+    steps = [h[x] for h in history]
     lo_s, hi_s = min(steps), max(max(steps), min(steps) + 1)
     vals = [h[k] for h in history for k in keys if k in h]
     lo_v, hi_v = min(vals), max(max(vals), min(vals) + 1e-6)
@@ -77,9 +83,9 @@ def loss_curves_svg(history: list[dict], width: int = 720, height: int = 260) ->
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * len(keys)}">',
              f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" stroke="#999"/>',
              f'<text x="{pad}" y="{pad - 8}" font-size="11">{hi_v:.3g}</text>',
-             f'<text x="{pad}" y="{height - pad + 14}" font-size="11">{lo_v:.3g} (step {lo_s} … {hi_s})</text>']
+             f'<text x="{pad}" y="{height - pad + 14}" font-size="11">{lo_v:.3g} ({html.escape(x)} {lo_s:.4g} … {hi_s:.4g})</text>']
     for i, k in enumerate(keys):
-        pts = " ".join(xy(h["step"], h[k]) for h in history if k in h)
+        pts = " ".join(xy(h[x], h[k]) for h in history if k in h)
         c = colours[i % len(colours)]
         parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/>')
         parts.append(f'<text x="{pad}" y="{height + 14 + 20 * i}" font-size="12" fill="{c}">{html.escape(k)}</text>')

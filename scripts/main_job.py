@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     from pix2pixhd.config import TrainConfig
     from pix2pixhd.report import compare_folders
     from pix2pixhd.synthesis import Synthesizer, synthesize_folder
-    from pix2pixhd.trainer import build_generator
+    from pix2pixhd.models import build_generator
     cfg = TrainConfig.load(ROOT / a.checkpoints_dir / "main_finetune")
     torch.manual_seed(cfg.seed)
     untrained = build_generator(cfg).eval()

@@ -112,7 +112,7 @@ def test_synthesizer_accepts_onnx_backend(global_onnx):
 def test_cli_exports_a_checkpoint(tmp_path, capsys):
     from pix2pixhd.checkpoint import save_checkpoint
     from pix2pixhd.config import TrainConfig
-    from pix2pixhd.trainer import build_generator
+    from pix2pixhd.models import build_generator
     cfg = TrainConfig(label_nc=4, no_instance=True, netG="global", ngf=8, n_downsample_global=2,
                       n_blocks_global=1, norm_impl="ref")
     torch.manual_seed(2)

@@ -5,7 +5,8 @@ import torch
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
 from pix2pixhd.report import compare_folders
 from pix2pixhd.synthesis import Synthesizer, synthesize_folder
-from pix2pixhd.trainer import Trainer, build_generator
+from pix2pixhd.models import build_generator
+from pix2pixhd.trainer import Trainer
 from tests.test_trainer_step import tiny_cfg
 
 

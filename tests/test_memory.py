@@ -82,7 +82,7 @@ def _tiny(precision, tmp_path):
 
 def test_step_estimate_tiny(tmp_path):
     from pix2pixhd.losses import VGG19Features
-    from pix2pixhd.trainer import build_discriminator, build_generator
+    from pix2pixhd.models import build_discriminator, build_generator
     rows = {p: M.estimate(_tiny(p, tmp_path), 64, 32) for p in ("fp32", "bf16")}
     cfg = _tiny("fp32", tmp_path)
     n_g = sum(p.numel() for p in build_generator(cfg).parameters())

@@ -150,7 +150,7 @@ def test_ablation_jitter_keeps_pairs_aligned_and_reproducible(abl):
 
 
 def test_ablation_variants_resolve_to_the_papers_settings(abl, tmp_path):
-    from pix2pixhd.trainer import build_discriminator, build_generator
+    from pix2pixhd.models import build_discriminator, build_generator
     a = abl.build_parser().parse_args(["--facades", str(tmp_path)])
     got = {}
     for v in abl.VARIANTS:

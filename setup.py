@@ -26,7 +26,9 @@ setup(
     package_dir={"pix2pixhd": "pix2pixhd", "pix2pixhd.kernels": "kernels",
                  "pix2pixhd.datasets": "datasets"},
     # torch is pinned to the CPU build on this project's machines' disk; any torch >= 2.4 works.
-    install_requires=["torch>=2.4", "triton>=3.0", "numpy", "pillow", "tensorboardX", "tqdm"],
+    # Triton ships wheels for Linux only; elsewhere the norm kernels run in PyTorch (they say so once).
+    install_requires=["torch>=2.4", 'triton>=3.0; platform_system == "Linux"', "numpy", "pillow",
+                      "tensorboardX", "tqdm"],
     extras_require={
         "eval": EVAL,
         "export": EXPORT,

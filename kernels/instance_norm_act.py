@@ -15,6 +15,8 @@ Dispatch (``impl``):
             TRITON_INTERPRET=1 (the interpreter is a testing tool, far slower than PyTorch on
             CPU, and must not slow down every CPU test that happens to share a process with a
             kernel test). A CUDA tensor that cannot take the Triton path warns once.
+Without an importable Triton (no wheels for macOS or Windows) every impl but 'ref' says so once, on
+the first call, whatever the device, and everything runs in PyTorch.
 Set PIX2PIXHD_STRICT_KERNELS=1 to turn those warnings into errors (e.g. in benchmarks and CI on
 GPU machines, where a fallback would make the measured numbers meaningless).
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import os
 import warnings
 
@@ -156,8 +159,31 @@ def _triton_import_error() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _triton_not_found() -> str | None:
+    """Why no Triton is installed, found without importing it (importing it before
+    TRITON_INTERPRET is set would fix the compiled mode for the process); None when one is."""
+    try:
+        found = importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None if found else "ModuleNotFoundError: No module named 'triton'"
+
+
+def _say_no_triton(err: str) -> None:
+    _say_once("import", f"pix2pixhd.kernels: Triton is not importable ({err}), so instance norm + "
+                        "activation runs in PyTorch, unfused (same results; slower on CUDA). "
+                        "Triton has wheels for Linux only; there: pip install 'triton>=3.0'")
+
+
 def _use_triton(x: torch.Tensor, impl: str) -> bool:
     if impl == "ref":
+        return False
+    # Checked first, on every device: a machine without Triton (macOS and Windows have no
+    # wheels) hears once why nothing is fused, whatever tensor comes first.
+    missing = _triton_not_found()
+    if missing is not None:
+        _say_no_triton(missing)
         return False
     interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
     if not x.is_cuda and (impl == "auto" or not interpret):
@@ -166,10 +192,9 @@ def _use_triton(x: torch.Tensor, impl: str) -> bool:
                              "a CUDA device, or TRITON_INTERPRET=1 set before the first kernel "
                              "call to run the Triton interpreter")
         return False
-    err = _triton_import_error()
+    err = _triton_import_error()  # installed but broken
     if err is not None:
-        _say_once("import", f"instance_norm_act: Triton is not importable ({err}); "
-                            "pip install triton")
+        _say_no_triton(err)
         return False
     if x.dtype not in _TRITON_DTYPES:
         if impl == "triton" or x.is_cuda:

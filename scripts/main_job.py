@@ -82,8 +82,14 @@ def main(argv=None) -> int:
                       inst_dir=ROOT / a.data / "test_inst", progress=False)
     trained_stats = compare_folders(out, ROOT / a.data / "test_img")
     floor_stats = compare_folders(base, ROOT / a.data / "test_img")
+    # The figures repeat to the last digit on one machine and thread count, not across them (CPU
+    # kernels pick their vector instructions by the CPU and split reductions by the thread
+    # count), so they are printed with both. The stages inherit this process's thread count.
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.baseline import describe_device
+    ran_on = dict(describe_device(torch.device("cpu")), cpu_isa=torch.backends.cpu.get_cpu_capability())
     summary = {"seconds": {k: round(v, 1) for k, v in t.items()}, "total_seconds": round(sum(t.values()), 1),
-               "trained": trained_stats, "untrained": floor_stats,
+               "machine": ran_on, "trained": trained_stats, "untrained": floor_stats,
                "l1_ratio_trained_over_untrained": trained_stats["l1"] / floor_stats["l1"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print("\n=== main job ===")
@@ -91,6 +97,8 @@ def main(argv=None) -> int:
     for k, v in summary["seconds"].items():
         print(f"{k:<10}{v:>9.1f}")
     print(f"{'total':<10}{summary['total_seconds']:>9.1f}")
+    print(f"ran on: {ran_on['cpu']} ({ran_on['cpu_isa']}), torch {ran_on['torch']} with "
+          f"{ran_on['cpu_threads']} CPU thread(s), Python {ran_on['python']}")
     print(f"test split ({trained_stats['n']} images)   L1      pooled PSNR")
     print(f"  trained (finetune)   {trained_stats['l1']:.4f}  {trained_stats['pooled_psnr']:.2f} dB")
     print(f"  untrained            {floor_stats['l1']:.4f}  {floor_stats['pooled_psnr']:.2f} dB")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The README's test command: install the package with its test extras, then run the suite.
+# The README's test command (and CI's): install the package with its test extras
+# (scripts/env.sh: the active environment, else .venv), then run the suite. Extra arguments go
+# to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q torch==2.13.0 triton==3.8.0
-python3 -m pip install -q -e ".[test]"
-python3 -m pytest -q --durations=15 tests "$@"
+source scripts/env.sh
+pix2pixhd_env "[test]"
+"$PY" -m pytest -q --durations=15 tests "$@"

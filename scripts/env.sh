@@ -1,0 +1,88 @@
+# The Python environment of the README's two commands (scripts/main_job.sh, scripts/test.sh),
+# sourced by both: `source scripts/env.sh; pix2pixhd_env SPEC` leaves the interpreter in $PY.
+#
+# Which interpreter: the active environment when there is one (a virtual environment: VIRTUAL_ENV,
+# or a python3 whose sys.prefix != sys.base_prefix; or an activated conda environment), otherwise
+# a project-local .venv that is created once and reused. So the system Python is never installed
+# into, and an externally managed one (PEP 668: Debian 12, Ubuntu 24.04, Homebrew) never blocks.
+#
+# What it installs: torch==2.13.0 (a CPU build on this project's machines' disk), triton==3.8.0 on
+# Linux only (no other platform has triton wheels; the kernels fall back to PyTorch without it),
+# then SPEC (".", or ".[test]") in editable mode.
+#
+# Settings (environment variables):
+#   PIX2PIXHD_PYTHON        the interpreter to start from (default: python3, else python)
+#   PIX2PIXHD_VENV          where the project-local environment lives (default: <repo>/.venv)
+#   PIX2PIXHD_ENV_DRY_RUN=1 choose the interpreter and create .venv if needed, then print the
+#                           install commands instead of running them and exit 0 without running
+#                           the job (tests/test_install.py: no torch install inside a test)
+
+_pix2pixhd_die() {
+    echo "scripts/env.sh: $*" >&2
+    exit 1
+}
+
+# The python executable inside virtual environment $1 (bin/ on POSIX, Scripts/ on Windows).
+_pix2pixhd_venv_python() {
+    if [ -x "$1/bin/python" ]; then echo "$1/bin/python"; else echo "$1/Scripts/python.exe"; fi
+}
+
+# Runs (or, in a dry run, prints) one command.
+_pix2pixhd_do() {
+    if [ "${PIX2PIXHD_ENV_DRY_RUN:-0}" = "1" ]; then
+        echo "would run:$(printf ' %q' "$@")"
+    else
+        "$@"
+    fi
+}
+
+pix2pixhd_env() {
+    local spec="$1" root base venv
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    if [ -n "${PIX2PIXHD_PYTHON:-}" ]; then
+        base="$PIX2PIXHD_PYTHON"
+    elif [ -n "${VIRTUAL_ENV:-}" ] && [ -e "$(_pix2pixhd_venv_python "$VIRTUAL_ENV")" ]; then
+        base="$(_pix2pixhd_venv_python "$VIRTUAL_ENV")"
+    elif command -v python3 >/dev/null 2>&1; then
+        base=python3
+    elif command -v python >/dev/null 2>&1; then
+        base=python
+    else
+        _pix2pixhd_die "no python3 on PATH; install Python 3.10 or newer (or set PIX2PIXHD_PYTHON)"
+    fi
+    command -v "$base" >/dev/null 2>&1 || _pix2pixhd_die "PIX2PIXHD_PYTHON=$base is not an executable"
+    # One question to the interpreter: its version and whether it is an environment of its own.
+    local facts
+    facts="$("$base" -c 'import os, sys
+active = sys.prefix != sys.base_prefix or os.environ.get("CONDA_PREFIX") == sys.prefix
+print("%d.%d %s" % (sys.version_info[0], sys.version_info[1], int(active)))')" \
+        || _pix2pixhd_die "$base does not run"
+    local version="${facts% *}" active="${facts#* }"
+    case "$version" in
+        2.*|3.[0-9]) _pix2pixhd_die "$base is Python $version; the project needs 3.10 or newer (set PIX2PIXHD_PYTHON to one)" ;;
+    esac
+
+    if [ "$active" = "1" ]; then
+        PY="$base"
+        echo "Python environment: the active one ($("$PY" -c 'import sys; print(sys.prefix)'))"
+    else
+        venv="${PIX2PIXHD_VENV:-$root/.venv}"
+        if [ ! -e "$venv/pyvenv.cfg" ]; then
+            echo "Python environment: creating $venv with $base (Python $version)"
+            "$base" -m venv "$venv" || _pix2pixhd_die "could not create $venv with '$base -m venv'. \
+On Debian/Ubuntu install the venv module first: sudo apt install python3-venv (or python$version-venv)"
+        else
+            echo "Python environment: $venv (reused; delete it to start afresh)"
+        fi
+        PY="$(_pix2pixhd_venv_python "$venv")"
+        "$PY" -c 'import sys' 2>/dev/null \
+            || _pix2pixhd_die "$PY does not run (its base Python moved or was removed?); delete $venv and run again"
+    fi
+
+    _pix2pixhd_do "$PY" -m pip install -q torch==2.13.0 'triton==3.8.0; platform_system == "Linux"'
+    _pix2pixhd_do "$PY" -m pip install -q -e "$root$spec"
+    if [ "${PIX2PIXHD_ENV_DRY_RUN:-0}" = "1" ]; then
+        echo "python: $PY"
+        exit 0
+    fi
+}

@@ -14,7 +14,7 @@ What one run does, and what it guarantees:
   drawn by a permutation seeded with ``--split_seed``. Both splits pass the data module's full
   validation. Training reads ``DATA/facades`` as any user would (``--dataroot``, phase ``train``):
   it never sees ``val_*``. ``DATA`` is reused when its manifest matches, refused when it does not.
-* **Training** is ``python train_hd.py`` in a child process (one thread: OMP/MKL/OpenBLAS = 1, data
+* **Training** is ``train_hd.py``'s entry function in a child process (one thread: OMP/MKL/OpenBLAS = 1, data
   loading in-process), the recipe's flags from :data:`RECIPES` on top of :func:`common_flags`,
   in chunks of ``--eval_every_epochs`` K epochs: chunk i runs ``--niter i*K --niter_decay 0`` (the
   learning rate is constant, so moving the end changes nothing else) and the next one continues
@@ -294,16 +294,23 @@ def _child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+# train_hd.py's body, run as ``python -c`` in the run folder: a script path would put its folder
+# first on sys.path, and a source checkout there shadows a non-editable install (whose
+# pix2pixhd.kernels lives elsewhere in the tree).
+_TRAIN_MAIN = "import sys; from pix2pixhd.cli import train_main; sys.exit(train_main(sys.argv[1:]))"
+
+
 def train_chunk(argv: list[str], log_path: Path, threads: int) -> tuple[float, float]:
-    """One ``python train_hd.py ARGV`` to completion; (CPU seconds, wall seconds) it took."""
+    """``train_hd.py ARGV`` (its entry function) in a fresh process, to completion;
+    (CPU seconds, wall seconds) it took."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS=str(threads))
     cpu0, t0 = _child_cpu(), time.perf_counter()
     with open(log_path, "a") as log:
         log.write(f"\n$ python train_hd.py {' '.join(argv)}\n")
         log.flush()
-        rc = subprocess.run([sys.executable, str(REPO / "train_hd.py"), *argv], stdout=log,
-                            stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
+        rc = subprocess.run([sys.executable, "-c", _TRAIN_MAIN, *argv], stdout=log,
+                            stderr=subprocess.STDOUT, env=env, cwd=log_path.parent).returncode
     if rc != 0:
         raise SystemExit(f"train_hd.py exited with {rc}; see {log_path}")
     return _child_cpu() - cpu0, time.perf_counter() - t0

@@ -3,18 +3,32 @@
 A checkpoint is one file holding everything a run needs to continue exactly: G, D, E, both
 optimizers, the GradScaler, epoch and iteration, the learning rate, every RNG state, the config
 and the package version. ``config.json`` is written beside it. A crash mid-write leaves the
-previous file intact: we write ``NAME.tmp`` in the same folder, fsync, then ``os.replace``.
+previous file intact: we write ``NAME.tmp`` in the same folder, fsync, then ``os.replace``; the
+next training start in that folder removes such leftovers (:func:`clean_stale_tmp`).
+
+``config.json`` is a convenience, not a single point of failure: :func:`load_run_config` (used by
+resume, --load_pretrain, synthesis, export and features) falls back to the copy of the config that
+every checkpoint carries when config.json is missing, truncated or unreadable.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from pix2pixhd.config import TrainConfig
+
+
+class CheckpointError(RuntimeError):
+    """A run folder's checkpoint or config cannot be used; the message names the file and the fix."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -66,8 +80,27 @@ def set_rng_state(state: dict) -> None:
 
 
 def checkpoint_path(experiment_dir: Path, which: str | int) -> Path:
+    """``latest.pt`` or ``epoch_NNNN.pt`` in ``experiment_dir``; ``which`` is 'latest' or an epoch
+    number (anything else, a path included, is refused: it must not name a file elsewhere)."""
     which = str(which)
-    return Path(experiment_dir) / ("latest.pt" if which == "latest" else f"epoch_{int(which):04d}.pt")
+    if which == "latest":
+        return Path(experiment_dir) / "latest.pt"
+    if not re.fullmatch(r"[0-9]+", which):
+        raise ValueError(f"--which_epoch {which!r}: expected 'latest' or an epoch number N (the file "
+                         f"epoch_NNNN.pt in {experiment_dir}); {_held(Path(experiment_dir))}")
+    return Path(experiment_dir) / f"epoch_{int(which):04d}.pt"
+
+
+def _checkpoints(folder: Path) -> list[str]:
+    """Names of the checkpoints (latest.pt, epoch_N.pt) in ``folder``."""
+    if not folder.is_dir():
+        return []
+    return sorted(x.name for x in folder.glob("*.pt") if re.fullmatch(r"latest|epoch_[0-9]+", x.stem))
+
+
+def _held(folder: Path) -> str:
+    have = _checkpoints(folder)
+    return f"that folder holds {have}" if have else f"{folder} holds no checkpoints"
 
 
 def save_checkpoint(state: dict, experiment_dir: Path, which: str | int, config_json: str) -> Path:
@@ -83,15 +116,107 @@ def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "lates
     p = Path(experiment_dir)
     path = p if p.is_file() else checkpoint_path(p, which)
     if not path.is_file():
-        have = sorted(x.name for x in path.parent.glob("*.pt")) if path.parent.is_dir() else []
-        raise FileNotFoundError(f"no checkpoint {path}; that folder holds {have or 'no checkpoints'}"
+        raise FileNotFoundError(f"no checkpoint {path}; {_held(path.parent)}"
                                 " (pass --which_epoch latest or one of those epochs)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise RuntimeError(f"{path} could not be read ({e}); it may be truncated — use an older "
-                           "epoch_*.pt with --which_epoch") from e
+        raise CheckpointError(f"{path} could not be read ({_short(e)}); it may be truncated — use an "
+                              "older epoch_*.pt with --which_epoch") from e
 
 
-def read_config_json(experiment_dir: str | os.PathLike) -> dict:
-    return json.loads((Path(experiment_dir) / "config.json").read_text())
+def _short(e: BaseException) -> str:
+    """An exception as one line (torch's unpickling errors run to many)."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
+
+
+_NOTED: set[str] = set()   # config.json files already reported as unusable in this process
+
+
+def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest", *,
+                    checkpoint: dict | None = None) -> "TrainConfig":
+    """The TrainConfig of a training run folder (or of one checkpoint file).
+
+    Read from ``run_dir/config.json``; when that file is missing, truncated or unreadable, from
+    the copy of the config in the ``which_epoch`` checkpoint (``checkpoint``, when the caller has
+    loaded it already), saying so once per file on stderr. When ``checkpoint`` is given and its
+    config differs from config.json, the checkpoint's wins: config.json holds the latest save, the
+    checkpoint what its own weights were trained with. When neither can be used: one
+    :class:`CheckpointError` line naming both files and the fix. Checkpoints are read with
+    ``weights_only=True``.
+    """
+    from pix2pixhd.config import TrainConfig
+    p = Path(run_dir)
+    if p.is_file():   # a checkpoint file: its own config
+        return _checkpoint_config(checkpoint if checkpoint is not None else load_checkpoint(p), p)
+    cj = p / "config.json"
+    ckpt_file = checkpoint_path(p, which_epoch)
+    try:
+        cfg, why = TrainConfig.from_dict(json.loads(cj.read_text())), None
+    except FileNotFoundError:
+        cfg, why = None, "is missing"
+    except json.JSONDecodeError as e:
+        cfg, why = None, f"is truncated or not JSON ({e})"
+    except Exception as e:   # a folder, no permission, not UTF-8, not an object, unknown options
+        cfg, why = None, f"is unreadable ({_short(e)})"
+    if cfg is not None and not (isinstance(checkpoint, dict) and checkpoint.get("config")):
+        return cfg
+    if cfg is None and checkpoint is None and not ckpt_file.is_file():
+        if not _checkpoints(p):
+            raise FileNotFoundError(
+                f"{p} holds neither config.json nor a checkpoint: not a run folder written by "
+                "train_hd.py, or nothing saved yet; check the path (or --name and --checkpoints_dir)")
+        raise CheckpointError(f"{cj} {why} and {ckpt_file} does not exist; pass --which_epoch with "
+                              f"an epoch that does ({_held(p)})")
+    try:
+        ckpt = checkpoint if checkpoint is not None else load_checkpoint(p, which_epoch)
+        from_ckpt = _checkpoint_config(ckpt, ckpt_file)
+    except (OSError, CheckpointError, ValueError) as e:
+        if cfg is not None:
+            return cfg
+        raise CheckpointError(
+            f"{cj} {why}, and the config cannot be taken from the checkpoint either: "
+            f"{str(e).splitlines()[0]}. Restore {cj.name} from a copy, or pick a checkpoint that "
+            f"reads with --which_epoch ({_held(p)})") from None
+    if cfg is None and str(cj) not in _NOTED:
+        _NOTED.add(str(cj))
+        if os.environ.get("RANK", "0") == "0":   # under torchrun, one note for all ranks
+            print(f"note: {cj} {why}; using the config saved in {ckpt_file}", file=sys.stderr)
+    return from_ckpt
+
+
+def _checkpoint_config(ckpt: Any, path: Path) -> "TrainConfig":
+    from pix2pixhd.config import TrainConfig
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"{path} holds no training config (not a checkpoint written by "
+                              "train_hd.py)")
+    try:
+        return TrainConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its saved config cannot be used ({_short(e)})") from e
+
+
+def clean_stale_tmp(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove the partial files (``*.tmp``, the visualizer's ``*.tmp.png``) that a process killed
+    mid-write leaves in a run folder, say what was removed on stderr, and return their paths.
+
+    Call it at the start of a run, before anything is written: an atomic write never leaves
+    one behind when it finishes, so any that exist belong to a write that will never finish.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        return []
+    stale = sorted({q for pat in ("*.tmp", "*.tmp.png") for q in root.rglob(pat)
+                    if q.is_file() or q.is_symlink()})
+    removed = []
+    for q in stale:
+        try:
+            size = q.lstat().st_size
+            q.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(q)
+        print(f"note: removed {q} ({size / 2**20:.1f} MiB), left by a write that was interrupted",
+              file=sys.stderr)
+    return removed

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from pix2pixhd.checkpoint import load_run_config
 from pix2pixhd.config import TrainConfig, build_parser
 
 # Fields a later stage takes from the stage it loads, unless given on the command line.
@@ -37,11 +38,12 @@ def resolve_config(argv: list[str]) -> TrainConfig:
         cfg = dataclasses.replace(cfg, resume=True, which_epoch="latest")
     src = None
     if cfg.resume:
-        src = Path(cfg.checkpoints_dir) / cfg.name
+        src = cfg.experiment_dir
     elif cfg.load_pretrain:
         src = Path(cfg.load_pretrain)
-    if src is not None and (src / "config.json").is_file():
-        prev = TrainConfig.load(src)
+    if src is not None:
+        # config.json, or the copy in the checkpoint when config.json is missing or damaged
+        prev = load_run_config(src, cfg.which_epoch)
         updates = {k: getattr(prev, k) for k in INHERITED if k not in given}
         if cfg.resume:
             # a resumed run is the same run: every option not given again comes from it
@@ -54,9 +56,6 @@ def resolve_config(argv: list[str]) -> TrainConfig:
                 if k not in given:
                     updates[k] = getattr(prev, k)
         cfg = dataclasses.replace(cfg, **updates)
-    elif cfg.resume:
-        raise FileNotFoundError(f"--resume: {src}/config.json not found; nothing to resume "
-                                f"(check --name {cfg.name} and --checkpoints_dir {cfg.checkpoints_dir})")
     return cfg.resolved()
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
+from pix2pixhd.paths import run_dir
+
 STAGES = ("global", "local", "finetune")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -122,6 +124,7 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """Fill the stage-dependent defaults and check the combinations."""
         c = dataclasses.replace(self)
+        run_dir(c.checkpoints_dir, c.name)   # a --name that would leave checkpoints_dir: refused early
         if c.no_lsgan:
             c.gan_mode = "vanilla"
         if not c.netG:
@@ -161,7 +164,7 @@ class TrainConfig:
 
     @property
     def experiment_dir(self) -> Path:
-        return Path(self.checkpoints_dir) / self.name
+        return run_dir(self.checkpoints_dir, self.name)   # refuses a --name that leaves checkpoints_dir
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

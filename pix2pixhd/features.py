@@ -348,12 +348,11 @@ def load_encoder(checkpoint_dir: str | Path, which_epoch: str = "latest",
                  device: str | torch.device = "cpu"):
     """(E in eval mode, its TrainConfig, the checkpoint's global_step) from a training run; for a
     --load_features run, from the run it loaded (--load_pretrain), whose E made its maps."""
-    from pix2pixhd.checkpoint import load_checkpoint
+    from pix2pixhd.checkpoint import load_checkpoint, load_run_config
     from pix2pixhd.compat import load_reference_weights
-    from pix2pixhd.config import TrainConfig
     from pix2pixhd.models import build_encoder
     ckpt = load_checkpoint(checkpoint_dir, which_epoch)
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg = load_run_config(checkpoint_dir, which_epoch, checkpoint=ckpt)
     if cfg.use_features and cfg.load_features and ckpt.get("E") is None and cfg.load_pretrain:
         # The --load_features stage read maps precomputed by the E of the stage it loaded.
         return load_encoder(cfg.load_pretrain, cfg.which_epoch, device)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pix2pixhd.checkpoint import load_checkpoint
+from pix2pixhd.checkpoint import load_checkpoint, load_run_config
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.encoding import LabelRangeError, encode_input, float_to_uint8
 
@@ -35,11 +35,8 @@ def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
     """
     from pix2pixhd.models import build_generator
     checkpoint_dir = Path(checkpoint_dir)
-    cfg = TrainConfig.load(checkpoint_dir)
     ckpt = load_checkpoint(checkpoint_dir, which_epoch)
-    if ckpt["config"] != cfg.to_dict():
-        # the checkpoint carries its own config: trust it over a config.json rewritten since
-        cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg = load_run_config(checkpoint_dir, which_epoch, checkpoint=ckpt)   # the checkpoint's own wins
     g = build_generator(cfg)
     from pix2pixhd.compat import load_reference_weights
     load_reference_weights(g, ckpt["G"])

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 import pix2pixhd
-from pix2pixhd.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pix2pixhd.checkpoint import (atomic_write_bytes, clean_stale_tmp, load_checkpoint, rng_state,
+                                  save_checkpoint, set_rng_state)
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.distributed import DistInfo
 from pix2pixhd.encoding import encode_input, image_to_float
@@ -460,7 +461,8 @@ class Trainer:
         total_epochs = cfg.niter + cfg.niter_decay
         if master:
             self.exp_dir.mkdir(parents=True, exist_ok=True)
-            (self.exp_dir / "config.json").write_text(cfg.to_json())
+            clean_stale_tmp(self.exp_dir)   # partial files of writes a kill interrupted
+            atomic_write_bytes(self.exp_dir / "config.json", cfg.to_json().encode())
             self.vis.log_message(f"training {cfg.stage} stage, epochs {self.epoch}..{total_epochs}")
         loader, sampler = self.make_loader()
         per_epoch = len(loader)

@@ -250,3 +250,20 @@ def test_unreadable_classes_json_is_a_problem_not_a_crash(city, capsys):
     assert data_main(["scan", str(city), "--label_nc", str(NC)]) == 1
     assert "classes.json cannot be read" in capsys.readouterr().out
     assert data_main(["scan", str(city)]) == 1   # label_nc not given: no traceback either
+
+
+def test_feature_maps_may_be_a_multiple_of_the_sample_size(tmp_path):
+    # `features precompute` writes x2 maps; they are resampled (nearest) like the other partners
+    write_cityscapes(tmp_path, "train", 2, feat=False)
+    (tmp_path / "train_feat").mkdir(exist_ok=True)
+    for i in range(2):
+        Image.new("RGB", (128, 64), (10, 20, 30)).save(tmp_path / f"train_feat/s{i}.png")
+    ds = create_dataset(tmp_path, label_nc=NC, resize_or_crop="none", load_features=True)
+    assert ds[0]["feat"].shape == (3, 32, 64) and int(ds[0]["feat"][2].max()) == 30
+    Image.new("RGB", (100, 64)).save(tmp_path / "train_feat/s1.png")   # another aspect ratio
+    e = _err(tmp_path, load_features=True)
+    assert "partners differ in size (label 64x32, image 64x32, inst 64x32, feat 100x64)" in str(e)
+    ds = create_dataset(tmp_path, label_nc=NC, resize_or_crop="none", load_features=True,
+                        validate="off")
+    with pytest.raises(DatasetError, match="feat 100x64"):
+        ds[1]

@@ -131,10 +131,10 @@ class PairedDataset(torch.utils.data.Dataset):
             out["inst"] = self._open(rec["inst"], "inst")
         if self.load_features:
             out["feat"] = _rgb(self._open(rec["feat"], "feat"))
-        if len({im.size for im in out.values()}) > 1:
-            sizes = ", ".join(f"{r} {im.size[0]}x{im.size[1]}" for r, im in out.items())
-            raise DatasetError(f"{rec['label']}: partners differ in size ({sizes}); resize them to one "
-                               f"size. {_FIND_ALL.format(root=self.root)}")
+        mismatch = _size_mismatch({r: im.size for r, im in out.items()})
+        if mismatch:
+            raise DatasetError(f"{rec['label']}: partners differ in size ({mismatch}); resize them to "
+                               f"one size. {_FIND_ALL.format(root=self.root)}")
         return out
 
     def __getitem__(self, key):
@@ -179,6 +179,18 @@ ROLE_NAMES = {"label": "label map", "image": "photo", "inst": "instance map", "f
               "ab": "AB image"}
 _FIND_ALL = ("`python -m pix2pixhd.data scan {root}` (or training with --validate full) lists every "
              "such file before training")
+
+
+def _size_mismatch(sizes: dict[str, tuple[int, int]]) -> str | None:
+    """'label 64x32, image 32x16' when partners cannot be aligned, else None. Label, instance map
+    and photo must be one size; a precomputed feature map may be larger with the same aspect ratio
+    (``features precompute`` writes them x2), since it is resampled (nearest) to the sample's size."""
+    base = {s for r, s in sizes.items() if r != "feat"}
+    ok = len(base) <= 1
+    if ok and base and "feat" in sizes:
+        (w, h), (fw, fh) = next(iter(base)), sizes["feat"]
+        ok = fw * h == fh * w
+    return None if ok else ", ".join(f"{r} {w}x{h}" for r, (w, h) in sizes.items())
 
 
 def _rgb(im: Image.Image) -> Image.Image:
@@ -305,14 +317,14 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                                  "remap them, or add them to classes.json"))
         if decode and role == "inst":
             n_inst = len(np.unique(np.asarray(im)))
-    if len(set(sizes.values())) > 1:
-        desc = ", ".join(f"{r} {w}x{h}" for r, (w, h) in sizes.items())
+    desc = _size_mismatch(sizes)
+    if desc:
         problems.append(("size mismatch", str(next(iter(rec.values()))),
                          f"{_rel(ds, next(iter(rec.values())))}: partners differ in size ({desc}); "
                          f"resize them to one size"))
     src = None
-    if sizes and len(set(sizes.values())) == 1:
-        w, h = next(iter(sizes.values()))
+    if not desc and any(r != "feat" for r in sizes):
+        w, h = next(s for r, s in sizes.items() if r != "feat")
         src = (w // 2, h) if "ab" in rec else (w, h)
         ow, oh = T.output_size(*src, ds.resize_or_crop, ds.loadSize, ds.fineSize,
                                ds.required_multiple)

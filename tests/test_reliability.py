@@ -1,0 +1,231 @@
+"""Damaged run folders, names that would leave their folder, bad files met mid-epoch (issue 13,
+items 3, 4 and 6): each case ends in a working command or one line naming the file and the fix.
+
+One tiny run with a feature encoder (so every entry point has something to read: resume,
+synthesis, export, features) is trained once; each test damages its own copy of the folder.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pix2pixhd.checkpoint import CheckpointError, clean_stale_tmp, load_checkpoint, load_run_config
+from pix2pixhd.cli import resolve_config, synthesize_main, train_main
+from pix2pixhd.config import TrainConfig
+from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+from pix2pixhd.paths import UnsafeNameError
+
+TINY = ["--label_nc", str(LABEL_NC), "--resize_or_crop", "none", "--ngf", "8",
+        "--n_downsample_global", "2", "--n_blocks_global", "1", "--ndf", "8", "--n_layers_D", "2",
+        "--no_vgg_loss", "--batchSize", "2", "--nThreads", "0", "--no_progress", "--no_tensorboard",
+        "--no_html", "--print_freq", "100", "--display_freq", "1000", "--device", "cpu",
+        "--instance_feat", "--nef", "4", "--n_downsample_E", "2", "--n_clusters", "2",
+        "--niter", "1", "--niter_decay", "1", "--norm_impl", "ref"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    pytest.importorskip("sklearn")
+    from pix2pixhd.features import main as features_main
+    root = tmp_path_factory.mktemp("reliability")
+    generate(root / "streets", n_train=4, n_test=2, width=64, height=32, seed=0)
+    assert train_main(["--dataroot", str(root / "streets"), "--checkpoints_dir", str(root / "ck"),
+                       "--name", "run", "--max_steps", "1", *TINY]) == 0   # mid-epoch (2 per epoch)
+    assert features_main(["encode", "--checkpoint", str(root / "ck" / "run"), "--device", "cpu"]) == 0
+    return root
+
+
+@pytest.fixture()
+def run(trained, tmp_path):
+    """A private copy of the trained run folder: tmp_path/ck/run."""
+    dst = tmp_path / "ck" / "run"
+    shutil.copytree(trained / "ck" / "run", dst)
+    return dst
+
+
+def damage(path: Path, how: str) -> None:
+    if how == "missing":
+        path.unlink()
+    elif how == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "garbage":
+        path.write_bytes(bytes(range(256)) * 8)   # not UTF-8, not JSON, not a zip
+    else:
+        raise ValueError(how)
+
+
+DAMAGES = ("missing", "truncated", "garbage")
+
+
+def _noted_once(err: str, run: Path) -> None:
+    lines = [ln for ln in err.splitlines() if ln.startswith("note: ") and "config.json" in ln]
+    assert len(lines) == 1, err
+    assert str(run / "config.json") in lines[0] and str(run / "latest.pt") in lines[0]
+
+
+# ---- item 3: config.json is not a single point of failure ---------------------------------------
+@pytest.mark.parametrize("how", DAMAGES)
+def test_resume_reads_the_config_from_the_checkpoint(run, trained, how, capsys):
+    want = json.loads((run / "config.json").read_text())
+    damage(run / "config.json", how)
+    assert train_main(["--resume", "--name", "run", "--checkpoints_dir", str(run.parent),
+                       "--max_steps", "1"]) == 0
+    _noted_once(capsys.readouterr().err, run)
+    assert load_checkpoint(run)["global_step"] == 2
+    again = json.loads((run / "config.json").read_text())   # the resumed run wrote it back
+    assert {k: again[k] for k in ("ngf", "label_nc", "instance_feat", "dataroot")} == \
+        {k: want[k] for k in ("ngf", "label_nc", "instance_feat", "dataroot")}
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_synthesis_reads_the_config_from_the_checkpoint(run, trained, how, tmp_path, capsys):
+    damage(run / "config.json", how)
+    out = tmp_path / "out"
+    assert synthesize_main(["--checkpoint", str(run), "--input", str(trained / "streets/test_label"),
+                            "--inst", str(trained / "streets/test_inst"), "--out", str(out),
+                            "--no_progress", "--device", "cpu"]) == 0
+    _noted_once(capsys.readouterr().err, run)
+    assert len(list(out.glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_export_reads_the_config_from_the_checkpoint(run, how, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    from pix2pixhd.export import main as export_main
+    damage(run / "config.json", how)
+    assert export_main(["--checkpoint", str(run), "--out", str(tmp_path / "g.onnx"), "--legacy",
+                        "--no_check"]) == 0
+    _noted_once(capsys.readouterr().err, run)
+    import onnx
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "g.onnx")).metadata_props}
+    assert json.loads(meta["pix2pixhd.config"])["ngf"] == 8
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_features_read_the_config_from_the_checkpoint(run, how, capsys):
+    from pix2pixhd.features import main as features_main
+    damage(run / "config.json", how)
+    assert features_main(["encode", "--checkpoint", str(run), "--device", "cpu",
+                          "--out", str(run / "again.pt")]) == 0
+    _noted_once(capsys.readouterr().err, run)
+    assert (run / "again.pt").is_file()
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"ngf": 8, "an_option_from_the_future": 1}', None],
+                         ids=["not-an-object", "unknown-option", "a-folder"])
+def test_other_unreadable_config_json_falls_back(run, content, capsys):
+    (run / "config.json").unlink()
+    if content is None:
+        (run / "config.json").mkdir()
+    else:
+        (run / "config.json").write_text(content)
+    cfg = load_run_config(run)
+    assert cfg == TrainConfig.from_dict(load_checkpoint(run)["config"])
+    assert "is unreadable" in capsys.readouterr().err
+
+
+def _one_line_naming(e: BaseException, *files: Path) -> None:
+    msg = str(e)
+    assert "\n" not in msg, msg
+    for f in files:
+        assert str(f) in msg, msg
+
+
+@pytest.mark.parametrize("how", ("missing", "garbage"))
+def test_resume_with_config_and_checkpoint_unusable_fails_in_one_line(run, how):
+    damage(run / "config.json", how)
+    damage(run / "latest.pt", "truncated")
+    with pytest.raises(CheckpointError) as e:
+        train_main(["--resume", "--name", "run", "--checkpoints_dir", str(run.parent)])
+    _one_line_naming(e.value, run / "config.json", run / "latest.pt")
+    assert "--which_epoch" in str(e.value)
+
+
+@pytest.mark.parametrize("entry", ("synthesis", "export", "features"))
+def test_other_entry_points_with_both_unusable_fail_in_one_line(run, trained, entry, tmp_path):
+    from pix2pixhd.export import main as export_main
+    from pix2pixhd.features import main as features_main
+    damage(run / "config.json", "garbage")
+    damage(run / "latest.pt", "truncated")
+    call = {"synthesis": lambda: synthesize_main(["--checkpoint", str(run), "--input",
+                                                  str(trained / "streets/test_label"),
+                                                  "--out", str(tmp_path / "o"), "--device", "cpu"]),
+            "export": lambda: export_main(["--checkpoint", str(run), "--no_check"]),
+            "features": lambda: features_main(["encode", "--checkpoint", str(run), "--device", "cpu"])}
+    with pytest.raises(CheckpointError) as e:
+        call[entry]()
+    _one_line_naming(e.value, run / "latest.pt")   # the weights are needed whatever config.json says
+
+
+def test_no_run_folder_at_all_says_so(tmp_path):
+    (tmp_path / "ck" / "empty").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="holds neither config.json nor a checkpoint") as e:
+        resolve_config(["--resume", "--name", "empty", "--checkpoints_dir", str(tmp_path / "ck")])
+    assert "\n" not in str(e.value)
+
+
+def test_missing_config_and_missing_epoch_names_the_epochs_there(run):
+    (run / "config.json").unlink()
+    with pytest.raises(CheckpointError, match=r"epoch_0007.pt does not exist; pass --which_epoch.*"
+                                              r"latest.pt"):
+        load_run_config(run, "7")
+
+
+# ---- item 4: paths stay where the user put them -------------------------------------------------
+@pytest.mark.parametrize("name", ["..", "../escaped", "/tmp/abs", "a/b", "a\\b", "", ".", "C:x"])
+def test_name_that_leaves_checkpoints_dir_is_refused(tmp_path, name):
+    ck = tmp_path / "inner" / "ck"
+    with pytest.raises(UnsafeNameError, match=r"--name .* single folder name inside") as e:
+        resolve_config(["--name", name, "--checkpoints_dir", str(ck), "--dry_run"])
+    assert repr(name) in str(e.value) and "use a plain name such as --name" in str(e.value)
+    with pytest.raises(UnsafeNameError):
+        TrainConfig(name=name, checkpoints_dir=str(ck)).experiment_dir
+    assert not (tmp_path / "inner" / "escaped").exists()
+
+
+@pytest.mark.parametrize("which", ["../../run/latest", "latest.pt", "1.5", "-1", "", "5/../6"])
+def test_which_epoch_that_is_not_latest_or_a_number_is_refused(run, which):
+    with pytest.raises(ValueError, match=r"--which_epoch .*expected 'latest' or an epoch number") as e:
+        load_checkpoint(run, which)
+    assert repr(which) in str(e.value) and "latest.pt" in str(e.value)   # and what the folder holds
+
+
+def test_phase_that_leaves_dataroot_is_refused(tmp_path):
+    from pix2pixhd.data import create_dataset
+    generate(tmp_path / "outside", n_train=1, n_test=0, width=32, height=16, seed=0)
+    (tmp_path / "root").mkdir()
+    # dataroot/../outside/train_label exists: without the check it would be read
+    with pytest.raises(UnsafeNameError, match=r"--phase '\.\./outside/train'"):
+        create_dataset(tmp_path / "root", "../outside/train", label_nc=LABEL_NC, resize_or_crop="none")
+
+
+def test_stale_tmp_files_are_removed_at_the_next_start(run, capsys):
+    stale = [run / "latest.pt.tmp", run / "config.json.tmp", run / "epoch_0002.pt.tmp",
+             run / "web" / "images" / "epoch001_real.png.tmp.png"]
+    for p in stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"partial")
+    keep = run / "notes.tmpl"
+    keep.write_text("mine")
+    assert train_main(["--resume", "--name", "run", "--checkpoints_dir", str(run.parent),
+                       "--max_steps", "1"]) == 0
+    err = capsys.readouterr().err
+    for p in stale:
+        assert not p.exists() and f"removed {p}" in err
+    assert keep.read_text() == "mine" and (run / "latest.pt").is_file()
+    assert clean_stale_tmp(run) == []
+
+
+# ---- item 6: a bad file met mid-epoch is named ----------------------------------------------------
+def test_truncated_jpeg_met_mid_epoch_under_validate_headers_is_named(tmp_path):
+    generate(tmp_path / "jpg", n_train=4, n_test=0, width=64, height=32, seed=0, img_ext="jpg")
+    bad = sorted((tmp_path / "jpg" / "train_img").iterdir())[2]
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(Exception, match=rf"{bad}: cannot read this photo \(OSError: image file is "
+                                        r"truncated") as e:
+        train_main(["--dataroot", str(tmp_path / "jpg"), "--checkpoints_dir", str(tmp_path / "ck"),
+                    "--name", "j", "--validate", "headers", *TINY])
+    assert type(e.value).__name__ == "DatasetError"

@@ -22,7 +22,7 @@ setup(
     long_description=Path("README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["pix2pixhd", "pix2pixhd.kernels", "pix2pixhd.datasets"],
+    packages=["pix2pixhd", "pix2pixhd.data", "pix2pixhd.kernels", "pix2pixhd.datasets"],
     package_dir={"pix2pixhd": "pix2pixhd", "pix2pixhd.kernels": "kernels",
                  "pix2pixhd.datasets": "datasets"},
     # torch is pinned to the CPU build on this project's machines' disk; any torch >= 2.4 works.

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from pix2pixhd.data.layouts import FACADES_PALETTE, decode_palette, list_images
+from pix2pixhd.paths import check_name
 
 FACADES_CLASS_NAMES = ("facade", "molding", "cornice", "pillar", "window", "door", "sill",
                        "blind", "balcony", "shop", "deco", "background")
@@ -55,6 +56,7 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
         raise FileNotFoundError(f"{src} has none of train/ val/ test/ with AB images; point --src "
                                 f"at the pix2pix facades folder (e.g. ../shared/data/facades)")
     if holdout:
+        check_name(holdout_split, "--holdout_split", out)   # {split}_label must stay inside out
         if holdout_split in splits:
             raise ValueError(f"--holdout would add to the existing split {holdout_split!r} of "
                              f"{src}; pick another --holdout_split")

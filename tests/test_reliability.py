@@ -201,6 +201,18 @@ def test_phase_that_leaves_dataroot_is_refused(tmp_path):
         create_dataset(tmp_path / "root", "../outside/train", label_nc=LABEL_NC, resize_or_crop="none")
 
 
+def test_holdout_split_that_leaves_the_output_folder_is_refused(tmp_path):
+    from PIL import Image
+
+    from pix2pixhd.datasets.convert_facades import convert
+    (tmp_path / "src" / "train").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (32, 16)).save(tmp_path / "src" / "train" / f"{i}.jpg")
+    with pytest.raises(UnsafeNameError, match=r"--holdout_split '\.\./x'"):
+        convert(tmp_path / "src", tmp_path / "out", holdout=1, holdout_split="../x")
+    assert not (tmp_path / "x_label").exists()
+
+
 def test_stale_tmp_files_are_removed_at_the_next_start(run, capsys):
     stale = [run / "latest.pt.tmp", run / "config.json.tmp", run / "epoch_0002.pt.tmp",
              run / "web" / "images" / "epoch001_real.png.tmp.png"]

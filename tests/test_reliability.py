@@ -126,6 +126,12 @@ def test_other_unreadable_config_json_falls_back(run, content, capsys):
     assert "is unreadable" in capsys.readouterr().err
 
 
+def test_the_fallback_is_said_once_per_file(run, capsys):
+    (run / "config.json").unlink()
+    assert load_run_config(run) == load_run_config(run, checkpoint=load_checkpoint(run))
+    _noted_once(capsys.readouterr().err, run)
+
+
 def _one_line_naming(e: BaseException, *files: Path) -> None:
     msg = str(e)
     assert "\n" not in msg, msg

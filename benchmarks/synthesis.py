@@ -20,26 +20,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import sys
 from pathlib import Path
 
 import torch
 
 
-def _sibling(name: str):
-    mod_name = f"pix2pixhd_bench_{name}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, Path(__file__).with_name(f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-B = _sibling("baseline")
-T = _sibling("train")  # argument helpers
+if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes the package importable
+from benchmarks import baseline as B  # noqa: E402
+from benchmarks import train as T  # noqa: E402  argument helpers
 
 
 def parse_args(argv=None):

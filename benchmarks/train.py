@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import sys
 import tempfile
 from pathlib import Path
@@ -39,19 +38,9 @@ from pathlib import Path
 import torch
 
 
-def _sibling(name: str):
-    """benchmarks/ is not a package: load baseline.py by path (works from any cwd and in tests)."""
-    mod_name = f"pix2pixhd_bench_{name}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, Path(__file__).with_name(f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-B = _sibling("baseline")
+if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes the package importable
+from benchmarks import baseline as B  # noqa: E402
 
 PHASES = ["data", "G_forward", "D_forward_backward", "losses", "G_losses", "G_backward", "D_backward",
           "optimizer"]

@@ -1,10 +1,7 @@
 """The benchmarks: the reference-style baseline computes what our Trainer computes (so the speed
 ratio compares equal work), it really is reference-style, and the two scripts run end to end at
 tiny sizes and write their JSON records. No test looks at a time or a speed ratio."""
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,20 +12,9 @@ from pix2pixhd.layers import InstanceNormAct
 from pix2pixhd.losses import VGG19Features, VGGLoss
 from pix2pixhd.trainer import Trainer
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load(name):
-    mod_name = f"pix2pixhd_bench_{name}"  # the name the scripts load each other under
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, BENCH / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[mod_name]
-
-
-B = load("baseline")
+from benchmarks import baseline as B
+from benchmarks import synthesis as S
+from benchmarks import train as T
 
 
 def tiny_cfg(tmp_path, **kw):
@@ -110,7 +96,6 @@ def test_unfuse_equals_fused_forward(tmp_path):
 
 
 def test_train_benchmark_smoke(tmp_path, capsys):
-    T = load("train")
     out = tmp_path / "train.json"
     assert T.main(["--stage", "global,local", "--res", "32x32", "--ngf", "4", "--ndf", "4",
                    "--n_downsample_global", "2", "--n_layers_D", "2",
@@ -133,7 +118,6 @@ def test_train_benchmark_smoke(tmp_path, capsys):
 
 
 def test_synthesis_benchmark_smoke(tmp_path, capsys):
-    S = load("synthesis")
     out = tmp_path / "synth.json"
     assert S.main(["--stage", "global", "--res", "64x32", "--ngf", "4", "--n_blocks_global", "1",
                    "--label_nc", "5", "--steps", "1", "--warmup", "0", "--precision", "auto,fp32",
@@ -146,6 +130,5 @@ def test_synthesis_benchmark_smoke(tmp_path, capsys):
 
 
 def test_bad_resolution_is_a_clear_error(tmp_path):
-    T = load("train")
     with pytest.raises(SystemExit, match="multiples of 16"):
         T.main(["--stage", "global", "--res", "40x32", "--ngf", "4", "--ndf", "4", "--steps", "1"])

@@ -237,12 +237,7 @@ def test_sampler_shards_ranks_and_reseeds_epochs():
 
 
 def test_loader_benchmark_runs(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "loader.py"
-    spec = importlib.util.spec_from_file_location("pix2pixhd_bench_loader", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from benchmarks import loader as mod
     mod.main(["--res", "64x32", "--workers", "0", "--n", "2", "--epochs", "1",
               "--data", str(tmp_path), "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out

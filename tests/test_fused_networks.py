@@ -140,17 +140,9 @@ def test_benchmark_layer_table_matches_networks():
     # benchmarks/kernels.py times a hand-written table of layer shapes; it must be the shapes
     # (and activations, and counts) the real networks feed their norms. Meta tensors: no compute.
     import collections
-    import importlib.util
-    import pathlib
-    import sys
 
+    from benchmarks import kernels as bench
     from pix2pixhd.networks import LocalEnhancer
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "kernels.py"
-    spec = importlib.util.spec_from_file_location("_bench_kernels", path)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # dataclasses look their module up while building
-    spec.loader.exec_module(bench)
 
     def norm_inputs(model, x):
         seen = collections.Counter()

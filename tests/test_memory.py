@@ -4,28 +4,13 @@ measured peak of a real CPU step, linearity in batch and pixels, and bf16's halv
 plus weight copies."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks import memory as M
 
-def _load():
-    name = "pix2pixhd_bench_memory"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "benchmarks" / "memory.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-M = _load()
 N, H, W = 2, 16, 16
 
 

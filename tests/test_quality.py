@@ -5,9 +5,7 @@ feature extractor keep it to seconds; the real run differs only in sizes and the
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +16,7 @@ from PIL import Image
 pytest.importorskip("torchmetrics")
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("pix2pixhd_bench_quality", REPO / "benchmarks" / "quality.py")
-quality = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = quality  # dataclasses look their module up there
-_spec.loader.exec_module(quality)
-
+from benchmarks import quality  # noqa: E402
 from pix2pixhd.data import FACADES_PALETTE  # noqa: E402
 from pix2pixhd.evaluate import SegmenterConfig  # noqa: E402
 

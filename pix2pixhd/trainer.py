@@ -511,7 +511,8 @@ class Trainer:
                 t_data = time.perf_counter()
             bar.close()
             finished = self.epoch
-            self.vis.display(self.vis.visuals(*self._last), finished, self.global_step)
+            if steps_this_run:  # none when resumed from a save on this epoch's last step
+                self.vis.display(self.vis.visuals(*self._last), finished, self.global_step)
             self.epoch, self.iter_in_epoch = self.epoch + 1, 0
             self.save("latest")
             if finished % cfg.save_epoch_freq == 0 or finished == total_epochs:

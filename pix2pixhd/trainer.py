@@ -124,6 +124,9 @@ class Trainer:
                 m.to(self.device, memory_format=self.memory_format)
 
         self.epoch, self.iter_in_epoch, self.global_step = 1, 0, 0
+        # Local stage: the global generator is fixed for the first niter_fix_global epochs. Trainer
+        # state, saved in the checkpoint: a resume restores the optimizer it was saved with.
+        self.global_frozen = self._global_fixed_at(self.epoch)
         self.timer = PhaseTimer(self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.exp_dir = cfg.experiment_dir
@@ -135,6 +138,7 @@ class Trainer:
             self._load_models(ckpt, strict=True)
             self.epoch, self.iter_in_epoch = ckpt["epoch"], ckpt["iter_in_epoch"]
             self.global_step = ckpt["global_step"]
+            self.global_frozen = self._frozen_in(ckpt)
             self._build_optimizers()
             self.opt_G.load_state_dict(ckpt["optimizer_G"])
             if self.opt_D is not None:
@@ -151,10 +155,23 @@ class Trainer:
         self._wrap_distributed()
 
     # ---- set-up helpers ---------------------------------------------------------------------
-    @property
-    def global_frozen(self) -> bool:
-        """Local stage: only the enhancer trains for the first ``niter_fix_global`` epochs."""
-        return self.cfg.stage == "local" and self.epoch <= self.cfg.niter_fix_global
+    def _global_fixed_at(self, epoch: int) -> bool:
+        """The schedule: in the local stage only the enhancer trains for the first
+        ``niter_fix_global`` epochs."""
+        return (isinstance(_unwrap(self.G), LocalEnhancer) and self.cfg.stage == "local"
+                and epoch <= self.cfg.niter_fix_global)
+
+    def _frozen_in(self, ckpt: dict) -> bool:
+        """Whether the global generator was frozen when ``ckpt`` was saved. Checkpoints written
+        before the flag was saved tell it by their G optimizer: enhancer-only means frozen."""
+        if "global_frozen" in ckpt:
+            return bool(ckpt["global_frozen"])
+        g = _unwrap(self.G)
+        if not isinstance(g, LocalEnhancer):
+            return False
+        n_saved = sum(len(group["params"]) for group in ckpt["optimizer_G"]["param_groups"])
+        n_all = len(list(g.parameters())) + (len(list(self.E.parameters())) if self.E is not None else 0)
+        return n_saved < n_all
 
     def _g_params(self) -> list[nn.Parameter]:
         g = _unwrap(self.G)
@@ -180,6 +197,7 @@ class Trainer:
         (The reference built a new optimizer here but its training loop kept stepping the old one.)
         """
         old = self.opt_G
+        self.global_frozen = False
         _unwrap(self.G).model.requires_grad_(True)
         self.opt_G = self._adam(self._g_params(), old.param_groups[0]["lr"])
         for p, s in old.state.items():
@@ -416,6 +434,7 @@ class Trainer:
             "optimizer_D": self.opt_D.state_dict() if self.opt_D is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "global_step": self.global_step,
+            "global_frozen": self.global_frozen,
             "lr": self.opt_G.param_groups[0]["lr"], "rng": rng,
             "config": self.cfg.to_dict(), "version": pix2pixhd.__version__,
         }
@@ -455,7 +474,17 @@ class Trainer:
         return lr
 
     def fit(self) -> dict:
-        """Train to the end of ``niter + niter_decay`` epochs (or ``max_steps``); returns a summary."""
+        """Train to the end of ``niter + niter_decay`` epochs (or ``max_steps``); returns a summary.
+
+        The logs (tensorboard, HTML page, text log) are closed on every way out: the end, a
+        ``max_steps`` stop and an exception.
+        """
+        try:
+            return self._fit()
+        finally:
+            self.vis.close()
+
+    def _fit(self) -> dict:
         cfg, master = self.cfg, self.dist.is_master
         from tqdm import tqdm
         total_epochs = cfg.niter + cfg.niter_decay
@@ -471,8 +500,7 @@ class Trainer:
         steps_this_run, images, t_run = 0, 0, time.perf_counter()
         last_losses: dict[str, float] = {}
         while self.epoch <= total_epochs:
-            g = _unwrap(self.G)
-            if isinstance(g, LocalEnhancer) and not self.global_frozen and not g.model[1].weight.requires_grad:
+            if self.global_frozen and not self._global_fixed_at(self.epoch):
                 self._unfreeze_global()
             lr = self._set_lr()
             sampler.set_epoch(self.epoch, skip=self.iter_in_epoch * cfg.batchSize)
@@ -517,7 +545,6 @@ class Trainer:
             self.save("latest")
             if finished % cfg.save_epoch_freq == 0 or finished == total_epochs:
                 self.save(finished)
-        self.vis.close()
         return self._summary(steps_this_run, images, t_run, last_losses, stopped=False)
 
     def _summary(self, steps, images, t_run, losses, stopped) -> dict:

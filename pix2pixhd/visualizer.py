@@ -102,16 +102,22 @@ class Visualizer:
         self.enabled = enabled
         self.label_nc = label_nc
         self.html_page = html_page and enabled
-        self.writer = None
+        self.tensorboard = tensorboard and enabled
+        self.writer = None  # the tensorboardX writer: opened here, closed by close(), reopened by a later log
         self.web = self.dir / "web"
         self.history_path = self.dir / "loss_history.jsonl"
         self.log_path = self.dir / "loss_log.txt"
         if not enabled:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        if tensorboard:
+        self._tensorboard()
+
+    def _tensorboard(self):
+        """The open tensorboardX writer (None without tensorboard)."""
+        if self.tensorboard and self.writer is None:
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(str(self.dir / "tensorboard"))
+        return self.writer
 
     def truncate_history(self, after_step: int) -> None:
         """On resume: forget log entries written after the checkpoint we resume from."""
@@ -132,11 +138,12 @@ class Visualizer:
             f"{k}: {v:.4f}" for k, v in {**losses, **extras}.items())
         with open(self.log_path, "a") as f:
             f.write(msg + "\n")
-        if self.writer is not None:
+        writer = self._tensorboard()
+        if writer is not None:
             for k, v in losses.items():
-                self.writer.add_scalar(f"loss/{k}", v, step)
+                writer.add_scalar(f"loss/{k}", v, step)
             for k, v in extras.items():
-                self.writer.add_scalar(k, v, step)
+                writer.add_scalar(k, v, step)
 
     def log_message(self, msg: str) -> None:
         if self.enabled:
@@ -151,10 +158,11 @@ class Visualizer:
     def display(self, visuals: dict[str, np.ndarray], epoch: int, step: int) -> None:
         if not self.enabled:
             return
-        if self.writer is not None:
+        writer = self._tensorboard()
+        if writer is not None:
             # one grid, label | synthesized | real, so the three stay side by side in TensorBoard
             grid = np.concatenate([visuals[k] for k in ("label", "synthesized", "real")], axis=1)
-            self.writer.add_image("images/label_synthesized_real", grid, step, dataformats="HWC")
+            writer.add_image("images/label_synthesized_real", grid, step, dataformats="HWC")
         if self.html_page:
             for k, v in visuals.items():
                 save_png(v, self.web / "images" / f"epoch{epoch:03d}_{k}.png")
@@ -186,5 +194,11 @@ class Visualizer:
         return path
 
     def close(self) -> None:
+        """Flush and close every log: the HTML page is rewritten with the losses logged since its
+        last update, the tensorboard writer is closed (the text logs are closed after each write).
+        Safe to call more than once; a later log reopens what it needs."""
+        if self.html_page and self.history_path.is_file():
+            self.write_html()
         if self.writer is not None:
             self.writer.close()
+            self.writer = None

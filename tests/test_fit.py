@@ -1,0 +1,145 @@
+"""Trainer.fit() across its boundaries, through train_hd.py's own entry point: the local stage's
+unfreeze of the global generator at --niter_fix_global, resumes that cross it, a resume after a
+save on an epoch's last step, and a two-rank DDP run interrupted and resumed. Every resumed run
+must end bit-equal (weights and optimizer state) to the same run done in one go."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pix2pixhd.checkpoint import load_checkpoint
+from pix2pixhd.cli import train_main
+from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+
+REPO = Path(__file__).resolve().parents[1]
+N_TRAIN, BATCH = 4, 2
+STEPS_PER_EPOCH = N_TRAIN // BATCH
+TINY = ["--label_nc", str(LABEL_NC), "--resize_or_crop", "none", "--n_downsample_global", "2",
+        "--n_blocks_global", "1", "--n_blocks_local", "1", "--ndf", "4", "--n_layers_D", "2",
+        "--no_vgg_loss", "--batchSize", str(BATCH), "--nThreads", "0", "--no_progress",
+        "--no_tensorboard", "--no_html", "--print_freq", "1", "--device", "cpu", "--deterministic"]
+
+
+@pytest.fixture(scope="module")
+def streets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("streets")
+    generate(root, n_train=N_TRAIN, n_test=0, width=64, height=32, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def global_stage(tmp_path_factory, streets):
+    """A one-epoch global stage (ngf 8) for the local runs to start from."""
+    ck = tmp_path_factory.mktemp("global")
+    train_main(["--dataroot", str(streets), "--checkpoints_dir", str(ck), *TINY, "--name", "g",
+                "--ngf", "8", "--niter", "1", "--niter_decay", "0"])
+    return ck / "g"
+
+
+def _train(ck: Path, streets: Path, *args: str) -> None:
+    assert train_main(["--dataroot", str(streets), "--checkpoints_dir", str(ck), *TINY, *args]) == 0
+
+
+def _local(ck, streets, global_stage, name, *args):
+    _train(ck, streets, "--stage", "local", "--name", name, "--load_pretrain", str(global_stage),
+           "--niter_fix_global", "1", *args)
+
+
+def assert_same_run(a: Path, b: Path, which="latest") -> None:
+    """Two runs' checkpoints hold the same position, bit-equal weights and optimizer states."""
+    ca, cb = load_checkpoint(a, which), load_checkpoint(b, which)
+    assert (ca["epoch"], ca["iter_in_epoch"], ca["global_step"]) == (cb["epoch"], cb["iter_in_epoch"], cb["global_step"])
+    for net in ("G", "D"):
+        assert ca[net].keys() == cb[net].keys()
+        for k, v in ca[net].items():
+            assert torch.equal(v, cb[net][k]), f"{net}.{k}"
+    for opt in ("optimizer_G", "optimizer_D"):
+        sa, sb = ca[opt], cb[opt]
+        assert sa["param_groups"] == sb["param_groups"], opt
+        assert sa["state"].keys() == sb["state"].keys(), opt
+        for i, st in sa["state"].items():
+            for k, v in st.items():
+                assert torch.equal(v, sb["state"][i][k]), f"{opt} state {i} {k}"
+
+
+def test_fit_unfreezes_the_global_generator_after_niter_fix_global(tmp_path, streets, global_stage):
+    # Local stage, 3 epochs, the global part fixed for the first 1: epoch checkpoints 1, 2, 3.
+    _local(tmp_path, streets, global_stage, "l", "--niter", "3", "--niter_decay", "0", "--save_epoch_freq", "1")
+    g = load_checkpoint(global_stage)["G"]
+    e1, e2, e3 = (load_checkpoint(tmp_path / "l", e) for e in (1, 2, 3))
+    global_keys = [k for k in e1["G"] if k.startswith("model.")]
+    local_keys = [k for k in e1["G"] if not k.startswith("model.")]
+    assert global_keys and local_keys
+    # epoch 1 (fixed): the global part is the global stage's, bit for bit
+    assert all(torch.equal(e1["G"][k], g[k]) for k in global_keys)
+    # epochs 2 and 3: every global tensor with a gradient moves, in each epoch
+    for before, after in ((e1, e2), (e2, e3)):
+        moved = [k for k in global_keys if not torch.equal(before["G"][k], after["G"][k])]
+        assert len(moved) == len(global_keys), set(global_keys) - set(moved)
+    # the optimizer that steps: the enhancer's parameters only during epoch 1, all of G after,
+    # each with Adam state (it stepped every one)
+    n_local = len(local_keys)
+    n_all = len(e1["G"])
+    for ck, n in ((e1, n_local), (e2, n_all), (e3, n_all)):
+        assert len(ck["optimizer_G"]["param_groups"][0]["params"]) == n
+        assert len(ck["optimizer_G"]["state"]) == n
+
+
+def test_resume_across_the_unfreeze_is_exact(tmp_path, streets, global_stage):
+    common = ["--niter", "2", "--niter_decay", "1"]
+    _local(tmp_path, streets, global_stage, "full", *common)
+    # stopped mid-epoch 1 (global part fixed); resumed for 2 steps, into epoch 2 (unfrozen); then
+    # to the end
+    _local(tmp_path, streets, global_stage, "cut", *common, "--max_steps", "1")
+    assert load_checkpoint(tmp_path / "cut")["epoch"] == 1
+    _train(tmp_path, streets, "--name", "cut", "--resume", "--max_steps", "2")
+    ck = load_checkpoint(tmp_path / "cut")
+    assert (ck["epoch"], ck["iter_in_epoch"]) == (2, 1)
+    _train(tmp_path, streets, "--name", "cut", "--resume")
+    assert load_checkpoint(tmp_path / "cut")["global_step"] == 3 * STEPS_PER_EPOCH
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
+@pytest.mark.parametrize("stage", ["global", "local"])
+def test_resume_after_a_save_on_an_epochs_last_step_is_exact(tmp_path, streets, global_stage, stage):
+    # --max_steps equal to the steps of an epoch saves latest.pt with iter_in_epoch == steps per
+    # epoch (as a kill right after that step's save would leave it). It must resume, finish the
+    # epoch's bookkeeping (and, local stage, unfreeze) and end bit-equal to an uninterrupted run.
+    run = (lambda name, *a: _local(tmp_path, streets, global_stage, name, *a)) if stage == "local" else \
+        (lambda name, *a: _train(tmp_path, streets, "--name", name, "--ngf", "8", *a))
+    common = ["--niter", "1", "--niter_decay", "1", "--save_epoch_freq", "1"]
+    run("full", *common)
+    run("cut", *common, "--max_steps", str(STEPS_PER_EPOCH))
+    ck = load_checkpoint(tmp_path / "cut")
+    assert (ck["epoch"], ck["iter_in_epoch"], ck["global_step"]) == (1, STEPS_PER_EPOCH, STEPS_PER_EPOCH)
+    _train(tmp_path, streets, "--name", "cut", "--resume")
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+    assert_same_run(tmp_path / "full", tmp_path / "cut", which=1)  # the epoch-1 checkpoint too
+
+
+# ---- two ranks (gloo over loopback, CPU) --------------------------------------------------------
+def _torchrun(data: Path, ck: Path, *args: str) -> None:
+    from tests.test_distributed import free_port
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(REPO / "train_hd.py"),
+           "--dataroot", str(data), "--checkpoints_dir", str(ck), *TINY, "--batchSize", "1",
+           "--ngf", "4", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=str(REPO))
+    assert p.returncode == 0, f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+
+
+def test_two_rank_run_interrupted_and_resumed_equals_the_uninterrupted_one(tmp_path, streets):
+    # 4 images, 2 ranks, batch 1: 2 steps per epoch, 3 epochs. Stopped after step 3 (mid-epoch
+    # 2), resumed on two ranks to the end: every rank resumes its own RNG stream and data shard.
+    common = ["--niter", "1", "--niter_decay", "2"]
+    _torchrun(streets, tmp_path, "--name", "full", *common)
+    _torchrun(streets, tmp_path, "--name", "cut", *common, "--max_steps", "3")
+    ck = load_checkpoint(tmp_path / "cut")
+    assert (ck["epoch"], ck["iter_in_epoch"], ck["global_step"], len(ck["rng"])) == (2, 1, 3, 2)
+    _torchrun(streets, tmp_path, "--name", "cut", "--resume")
+    assert load_checkpoint(tmp_path / "cut")["global_step"] == 6
+    assert_same_run(tmp_path / "full", tmp_path / "cut")

@@ -103,6 +103,18 @@ def test_resume_across_the_unfreeze_is_exact(tmp_path, streets, global_stage):
     assert_same_run(tmp_path / "full", tmp_path / "cut")
 
 
+def test_resume_from_the_end_of_the_fixed_epochs_is_exact(tmp_path, streets, global_stage):
+    # A run that ended (or was killed) after the last fixed epoch's end-of-epoch save: its
+    # latest.pt is at epoch 2, step 0, with the enhancer-only optimizer. Training it further
+    # must unfreeze and continue exactly as a run that went through in one go.
+    _local(tmp_path, streets, global_stage, "full", "--niter", "2", "--niter_decay", "0")
+    _local(tmp_path, streets, global_stage, "cut", "--niter", "1", "--niter_decay", "0")
+    ck = load_checkpoint(tmp_path / "cut")
+    assert (ck["epoch"], ck["iter_in_epoch"]) == (2, 0)
+    _train(tmp_path, streets, "--name", "cut", "--resume", "--niter", "2")
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
 @pytest.mark.parametrize("stage", ["global", "local"])
 def test_resume_after_a_save_on_an_epochs_last_step_is_exact(tmp_path, streets, global_stage, stage):
     # --max_steps equal to the steps of an epoch saves latest.pt with iter_in_epoch == steps per

@@ -75,10 +75,13 @@ def test_fit_unfreezes_the_global_generator_after_niter_fix_global(tmp_path, str
     assert global_keys and local_keys
     # epoch 1 (fixed): the global part is the global stage's, bit for bit
     assert all(torch.equal(e1["G"][k], g[k]) for k in global_keys)
-    # epochs 2 and 3: every global tensor with a gradient moves, in each epoch
+    # epochs 2 and 3: every global conv weight moves, in each epoch. (Not asserted for the
+    # biases: each feeds an instance norm, so its true gradient is 0 and whether Adam moves it
+    # depends on rounding noise.)
+    global_weights = [k for k in global_keys if k.endswith(".weight")]
     for before, after in ((e1, e2), (e2, e3)):
-        moved = [k for k in global_keys if not torch.equal(before["G"][k], after["G"][k])]
-        assert len(moved) == len(global_keys), set(global_keys) - set(moved)
+        moved = [k for k in global_weights if not torch.equal(before["G"][k], after["G"][k])]
+        assert len(moved) == len(global_weights), set(global_weights) - set(moved)
     # the optimizer that steps: the enhancer's parameters only during epoch 1, all of G after,
     # each with Adam state (it stepped every one)
     n_local = len(local_keys)

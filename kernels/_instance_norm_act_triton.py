@@ -50,9 +50,15 @@ import triton
 import triton.language as tl
 
 ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
+# Integer arguments Triton must not specialise on (value 1 -> constexpr, divisibility by 16): the
+# split count only sets loop bounds and program indices, so specialising on it would only multiply
+# the compiled variants (each one a JIT compile at first use on the GPU; see kernels/aot.py). The
+# combine kernel's L and chunk only weight counts. Sizes and strides stay specialised: their
+# divisibility is what lets the loads vectorise.
+SPLIT_ARGS = ("n_splits",)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SPLIT_ARGS)
 def _stats_kernel(x_ptr, mean_part_ptr, m2_part_ptr,
                   C, L, stride_n, stride_c, stride_p, n_splits, chunk,
                   BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -84,7 +90,7 @@ def _stats_kernel(x_ptr, mean_part_ptr, m2_part_ptr,
     tl.store(m2_part_ptr + out, m2, mask=c_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=(*SPLIT_ARGS, "L", "chunk"))
 def _combine_kernel(mean_part_ptr, m2_part_ptr, mean_ptr, rstd_ptr,
                     C, L, n_splits, chunk, eps,
                     BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -121,7 +127,7 @@ def _combine_kernel(mean_part_ptr, m2_part_ptr, mean_ptr, rstd_ptr,
     tl.store(rstd_ptr + out, rstd, mask=c_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SPLIT_ARGS)
 def _fwd_kernel(x_ptr, y_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
                 C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
                 HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
@@ -159,7 +165,7 @@ def _fwd_kernel(x_ptr, y_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
         tl.store(y_ptr + offs, z.to(y_ptr.dtype.element_ty), mask=m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SPLIT_ARGS)
 def _bwd_reduce_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, part_ptr,
                        part_plane, C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
                        HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
@@ -208,7 +214,7 @@ def _bwd_reduce_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
     tl.store(part_ptr + part_plane + out, tl.sum(acc_gx, axis=0), mask=c_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SPLIT_ARGS)
 def _bwd_dx_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, sums_ptr,
                    dx_ptr, dres_ptr,
                    sums_plane, C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
@@ -272,13 +278,15 @@ def layout_strides(x: torch.Tensor) -> tuple[int, int, int]:
     return sn, sc, sh                        # ... and by stride(h) when W == 1
 
 
-def launch_config(x: torch.Tensor, overrides: dict) -> dict:
+def launch_config(x: torch.Tensor, overrides: dict, sms: int | None = None) -> dict:
     """Block sizes and the pixel split, from the layout and the machine (overridable for tests).
 
-    NCHW: one channel per program row, long contiguous pixel runs (BLOCK_P 2048, BLOCK_C 1).
+    NCHW: one channel per program row, long contiguous pixel runs (BLOCK_P 2048, or 256 when
+    H*W <= 1024; BLOCK_C 1).
     Channels-last: up to 64 channels side by side (contiguous) times enough pixels for ~4K
-    elements per tile. The split gives about 4 programs per SM so a layer with few (n, c) pairs,
-    e.g. 1 x 64 channels at 2048x1024, still fills the GPU; each chunk spans whole tiles.
+    elements per tile. The split gives about 4 programs per SM (``sms``: the GPU's SM count) so
+    a layer with few (n, c) pairs, e.g. 1 x 64 channels at 2048x1024, still fills the GPU; each
+    chunk spans whole tiles. ``sms=None`` (the CPU interpreter, which pays per program): one split.
     """
     n, c, h, w = x.shape
     L = h * w
@@ -286,32 +294,56 @@ def launch_config(x: torch.Tensor, overrides: dict) -> dict:
     if channels_last:
         block_c = min(triton.next_power_of_2(c), 64)
         block_p = max(4096 // block_c, 16)
+        block_p = min(block_p, max(triton.next_power_of_2(L), 16))
     else:
-        block_c, block_p = 1, 2048
-    block_p = min(block_p, max(triton.next_power_of_2(L), 16))
+        # Two tile lengths only: 2048 for long rows, 256 below (small layers are launch-bound;
+        # more sizes would only add compiled variants).
+        block_c, block_p = 1, (2048 if L > 1024 else 256)
     block_c = overrides.get("block_c", block_c)
     block_p = overrides.get("block_p", block_p)
     tiles = triton.cdiv(L, block_p)
     base = n * triton.cdiv(c, block_c)
     if "splits" in overrides:
         splits = overrides["splits"]
-    elif x.is_cuda:
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    elif sms is not None:
         splits = triton.cdiv(4 * sms, base)
     else:
-        splits = 1  # the CPU interpreter pays per program: as few as possible
+        splits = 1
     splits = max(1, min(splits, tiles))
     chunk = triton.cdiv(tiles, splits) * block_p
     splits = triton.cdiv(L, chunk)
-    num_warps = overrides.get("num_warps", 8 if block_p * block_c >= 2048 else 4)
+    # 16 bytes per thread and load where the tile allows (ld.global.v4.b32 for fp32; see aot.py).
+    tile = block_p * block_c
+    num_warps = overrides.get("num_warps", 8 if tile >= 2048 else 4 if tile >= 512 else 2)
     return dict(block_c=block_c, block_p=block_p, splits=splits, chunk=chunk, num_warps=num_warps)
+
+
+# Ahead-of-time compilation (pix2pixhd.kernels.aot) runs the networks on meta tensors with a
+# recorder installed here: every launch is handed to it instead of being run, and the launch
+# configs are planned for the recorder's target (its SM count) rather than the local device.
+_RECORDER = None
+
+
+def _sm_count(x: torch.Tensor) -> int | None:
+    if _RECORDER is not None:
+        return _RECORDER.sms
+    if x.is_cuda:
+        return torch.cuda.get_device_properties(x.device).multi_processor_count
+    return None
+
+
+def _launch(kernel, grid, *args, **kwargs) -> None:
+    if _RECORDER is not None:
+        _RECORDER.launch(kernel, grid, args, kwargs)
+    else:
+        kernel[grid](*args, **kwargs)
 
 
 def forward(x, weight, bias, residual, act, slope, eps, overrides):
     """y [N, C, H, W] (x's dtype and layout), mean and rstd [N, C] fp32."""
     N, C, H, W = x.shape
     L = H * W
-    cfg = launch_config(x, overrides)
+    cfg = launch_config(x, overrides, _sm_count(x))
     sn, sc, sp = layout_strides(x)
     S, chunk = cfg["splits"], cfg["chunk"]
     mean_part = torch.empty((N, S, C), device=x.device, dtype=torch.float32)
@@ -320,20 +352,19 @@ def forward(x, weight, bias, residual, act, slope, eps, overrides):
     rstd = torch.empty_like(mean)
     y = torch.empty_like(x)  # preserve_format: same strides as x
     grid = (N * S, triton.cdiv(C, cfg["block_c"]))
-    _stats_kernel[grid](x, mean_part, m2_part, C, L, sn, sc, sp, S, chunk,
-                        BLOCK_P=cfg["block_p"], BLOCK_C=cfg["block_c"], num_warps=cfg["num_warps"])
+    _launch(_stats_kernel, grid, x, mean_part, m2_part, C, L, sn, sc, sp, S, chunk,
+            BLOCK_P=cfg["block_p"], BLOCK_C=cfg["block_c"], num_warps=cfg["num_warps"])
     block_cc = min(triton.next_power_of_2(C), 128)
     block_s = min(triton.next_power_of_2(S), max(4096 // block_cc, 1))
-    _combine_kernel[(N, triton.cdiv(C, block_cc))](mean_part, m2_part, mean, rstd, C, L, S, chunk,
-                                                   eps, BLOCK_S=block_s, BLOCK_C=block_cc,
-                                                   num_warps=4)
+    _launch(_combine_kernel, (N, triton.cdiv(C, block_cc)), mean_part, m2_part, mean, rstd,
+            C, L, S, chunk, eps, BLOCK_S=block_s, BLOCK_C=block_cc, num_warps=4)
     dummy = mean  # never dereferenced: the HAS_* flags are False
-    _fwd_kernel[grid](x, y, residual if residual is not None else dummy,
-                      weight if weight is not None else dummy, bias if bias is not None else dummy,
-                      mean, rstd, C, L, sn, sc, sp, S, chunk, slope,
-                      HAS_W=weight is not None, HAS_B=bias is not None,
-                      HAS_RES=residual is not None, ACT=ACT_CODES[act],
-                      BLOCK_P=cfg["block_p"], BLOCK_C=cfg["block_c"], num_warps=cfg["num_warps"])
+    _launch(_fwd_kernel, grid, x, y, residual if residual is not None else dummy,
+            weight if weight is not None else dummy, bias if bias is not None else dummy,
+            mean, rstd, C, L, sn, sc, sp, S, chunk, slope,
+            HAS_W=weight is not None, HAS_B=bias is not None,
+            HAS_RES=residual is not None, ACT=ACT_CODES[act],
+            BLOCK_P=cfg["block_p"], BLOCK_C=cfg["block_c"], num_warps=cfg["num_warps"])
     return y, mean, rstd
 
 
@@ -346,7 +377,7 @@ def backward(dy, x, weight, bias, residual, mean, rstd, act, slope, overrides,
     """
     N, C, H, W = x.shape
     L = H * W
-    cfg = launch_config(x, overrides)
+    cfg = launch_config(x, overrides, _sm_count(x))
     sn, sc, sp = layout_strides(x)
     S, chunk = cfg["splits"], cfg["chunk"]
     grid = (N * S, triton.cdiv(C, cfg["block_c"]))
@@ -357,16 +388,16 @@ def backward(dy, x, weight, bias, residual, mean, rstd, act, slope, overrides,
     ptrs = (residual if residual is not None else dummy,
             weight if weight is not None else dummy, bias if bias is not None else dummy)
     part = torch.empty((2, N, S, C), device=x.device, dtype=torch.float32)
-    _bwd_reduce_kernel[grid](x, dy, *ptrs, mean, rstd, part, N * S * C, C, L, sn, sc, sp, S, chunk, slope,
-                             **flags)
+    _launch(_bwd_reduce_kernel, grid, x, dy, *ptrs, mean, rstd, part, N * S * C, C, L, sn, sc, sp,
+            S, chunk, slope, **flags)
     sums = part.sum(dim=2)  # [2, N, C]; a fixed-order reduction, deterministic
     dw = sums[1].sum(0).to(dw_dtype) if dw_dtype is not None else None
     db = sums[0].sum(0).to(db_dtype) if db_dtype is not None else None
     dx = torch.empty_like(x) if need_dx else None
     dres = torch.empty_like(x, dtype=dres_dtype) if dres_dtype is not None else None
     if need_dx or dres is not None:
-        _bwd_dx_kernel[grid](x, dy, *ptrs, mean, rstd, sums,
-                             dx if dx is not None else dummy, dres if dres is not None else dummy,
-                             N * C, C, L, sn, sc, sp, S, chunk, slope,
-                             STORE_DX=need_dx, STORE_DRES=dres is not None, **flags)
+        _launch(_bwd_dx_kernel, grid, x, dy, *ptrs, mean, rstd, sums,
+                dx if dx is not None else dummy, dres if dres is not None else dummy,
+                N * C, C, L, sn, sc, sp, S, chunk, slope,
+                STORE_DX=need_dx, STORE_DRES=dres is not None, **flags)
     return dx, dw, db, dres

@@ -10,11 +10,20 @@ Dispatch (``impl``):
   'triton'  the Triton kernels for CUDA tensors, and for CPU tensors when TRITON_INTERPRET=1;
             anything else (no Triton, a CPU tensor without the interpreter, fp64) falls back to the
             reference and warns once per reason.
-  'auto'    Triton for CUDA tensors; CPU tensors go to PyTorch's native instance norm (+ residual
-            and activation; the reference's result up to rounding) silently, even under
-            TRITON_INTERPRET=1 (the interpreter is a testing tool, far slower than PyTorch on
-            CPU, and must not slow down every CPU test that happens to share a process with a
-            kernel test). A CUDA tensor that cannot take the Triton path warns once.
+  'auto'    CUDA tensors: the faster of the Triton kernels and PyTorch's native instance norm
+            (+ residual and activation), measured for each configuration (shape, dtype, layout,
+            activation, affine, residual, training or inference) the first time it is seen:
+            both run once on scratch tensors of that configuration (forward + backward when the
+            call needs gradients, forward alone otherwise), as torch.backends.cudnn.benchmark
+            does, and the choice holds for the rest of the process. An unmeasured kernel is
+            never trusted: under torch.compile, an unmeasured configuration takes the native
+            path. Set PIX2PIXHD_NORM_AUTOTUNE_FILE=path.json to keep the choices on disk (read at
+            the first choice, rewritten after each new one; keyed by GPU, torch and Triton
+            versions), so later runs skip the measurements and make the same choices.
+            CPU tensors go to the native path silently, even under TRITON_INTERPRET=1 (the
+            interpreter is a testing tool, far slower than PyTorch on CPU, and must not slow
+            down every CPU test that happens to share a process with a kernel test). A CUDA
+            tensor that cannot take the Triton path warns once.
 Without an importable Triton (no wheels for macOS or Windows) every impl but 'ref' says so once, on
 the first call, whatever the device, and everything runs in PyTorch.
 Set PIX2PIXHD_STRICT_KERNELS=1 to turn those warnings into errors (e.g. in benchmarks and CI on
@@ -29,8 +38,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import json
 import os
+import statistics
+import time
 import warnings
+from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -38,10 +52,14 @@ _ACTS = ("relu", "leaky_relu", "none")
 _IMPLS = ("auto", "triton", "ref")
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 STRICT_ENV = "PIX2PIXHD_STRICT_KERNELS"
+AUTOTUNE_ENV = "PIX2PIXHD_NORM_AUTOTUNE_FILE"
 
 # Launch overrides (block sizes, split count) for tests and benchmarks; see launch_overrides().
 _OVERRIDES: dict = {}
 _WARNED: set[str] = set()
+# Set by pix2pixhd.kernels.aot while it records launches: every call takes the Triton path
+# (meta tensors included) and the kernel module hands the launches to its recorder.
+_RECORDING = False
 
 
 @contextlib.contextmanager
@@ -179,6 +197,8 @@ def _say_no_triton(err: str) -> None:
 def _use_triton(x: torch.Tensor, impl: str) -> bool:
     if impl == "ref":
         return False
+    if _RECORDING:
+        return x.dtype in _TRITON_DTYPES
     # Checked first, on every device: a machine without Triton (macOS and Windows have no
     # wheels) hears once why nothing is fused, whatever tensor comes first.
     missing = _triton_not_found()
@@ -186,7 +206,7 @@ def _use_triton(x: torch.Tensor, impl: str) -> bool:
         _say_no_triton(missing)
         return False
     interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
-    if not x.is_cuda and (impl == "auto" or not interpret):
+    if not x.is_cuda and ((impl == "auto" and not _tunable(x)) or not interpret):
         if impl == "triton":
             _say_once("cpu", f"instance_norm_act: impl='triton' on a {x.device.type} tensor needs "
                              "a CUDA device, or TRITON_INTERPRET=1 set before the first kernel "
@@ -265,15 +285,162 @@ def instance_norm_act(x, weight=None, bias=None, *, act="relu", negative_slope=0
         the variance is biased; no running statistics are kept (track_running_stats=False).
     """
     _check(x, weight, bias, residual, act, impl)
+    native = functools.partial(_instance_norm_act_eager, act=act, negative_slope=negative_slope,
+                               eps=eps)
     if not _use_triton(x, impl):
         if impl != "auto":  # 'ref', or 'triton' falling back as documented
             return instance_norm_act_ref(x, weight, bias, act=act, negative_slope=negative_slope,
                                          eps=eps, residual=residual)
-        return _instance_norm_act_eager(x, weight, bias, act=act, negative_slope=negative_slope,
-                                        eps=eps, residual=residual)
+        return native(x, weight, bias, residual=residual)
+    fused = functools.partial(_fused_apply, act=act, negative_slope=negative_slope, eps=eps)
+    if impl == "auto" and _tunable(x):
+        if _AUTO.choose(x, weight, bias, residual, act, fused, native) == "native":
+            return native(x, weight, bias, residual=residual)
+    return fused(x, weight, bias, residual=residual)
+
+
+def _fused_apply(x, weight, bias, *, act, negative_slope, eps, residual):
     fmt = _memory_format(x)
     x = x.contiguous(memory_format=fmt)  # a no-op for dense NCHW / channels-last inputs
     if residual is not None:
         residual = residual.contiguous(memory_format=fmt)
     fn = _fused_function(act, float(negative_slope), float(eps))
     return fn.apply(x, weight, bias, residual)
+
+
+# ---- 'auto': measure before trusting -----------------------------------------------------------
+
+def _tunable(x: torch.Tensor) -> bool:
+    """Whether 'auto' measures this call (CUDA tensors; recording for AOT compilation never)."""
+    return x.is_cuda and not _RECORDING
+
+
+def _time_ms(name: str, fn: Callable[[], None], device: torch.device) -> float:
+    """Median ms of three calls of ``fn`` after one untimed call (which also compiles a kernel)."""
+    fn()
+    times = []
+    for _ in range(3):
+        if device.type == "cuda":
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+class AutoChooser:
+    """'auto''s choice between the Triton kernels ('triton') and PyTorch's native path ('native').
+
+    One measurement per configuration key, kept for the process (``choices``) and, when a file
+    is named (``path``, default $PIX2PIXHD_NORM_AUTOTUNE_FILE), on disk. ``timer(name, fn,
+    device) -> ms`` times a candidate; tests pass a fake one.
+    """
+
+    def __init__(self, timer: Callable[[str, Callable[[], None], torch.device], float] | None = None,
+                 path: str | os.PathLike | None = None):
+        self.timer = timer or _time_ms
+        self._path = path
+        self.choices: dict[str, dict] = {}
+        self._loaded = False
+
+    @property
+    def path(self) -> Path | None:
+        p = self._path if self._path is not None else os.environ.get(AUTOTUNE_ENV) or None
+        return Path(p) if p else None
+
+    @staticmethod
+    def key(x, weight, bias, residual, act, train: bool) -> str:
+        dev = torch.cuda.get_device_name(x.device) if x.is_cuda else x.device.type
+        layout = "channels_last" if _memory_format(x) == torch.channels_last else "nchw"
+        dt = lambda t: "-" if t is None else str(t.dtype).replace("torch.", "")  # noqa: E731
+        triton_version = "-"
+        if _triton_import_error() is None:
+            import triton
+            triton_version = triton.__version__
+        return (f"{dev}|torch {torch.__version__}|triton {triton_version}|"
+                f"{list(x.shape)}|{dt(x)}|{layout}|act={act}|weight={dt(weight)}|bias={dt(bias)}|"
+                f"residual={dt(residual)}|{'train' if train else 'inference'}")
+
+    def _load(self) -> None:
+        self._loaded = True
+        path = self.path
+        if path is None or not path.is_file():
+            return
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{AUTOTUNE_ENV}: {path} is not a readable JSON file of norm choices "
+                             f"({e}); delete it (it is rewritten by the next run) or point "
+                             f"{AUTOTUNE_ENV} elsewhere") from None
+        for k, v in stored.items():
+            if isinstance(v, dict) and v.get("choice") in ("triton", "native"):
+                self.choices.setdefault(k, v)
+
+    def _save(self) -> None:
+        path = self.path
+        if path is None:
+            return
+        merged = {}
+        if path.is_file():  # another process (a DDP rank) may have added choices meanwhile
+            try:
+                merged = json.loads(path.read_text())
+            except (OSError, ValueError):
+                merged = {}
+        merged.update(self.choices)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    def choose(self, x, weight, bias, residual, act, fused, native) -> str:
+        """'triton' or 'native' for this call; measures both the first time its key is seen.
+
+        fused, native: ``f(x, weight, bias, residual=r) -> y``, the two candidates.
+        """
+        train = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, weight, bias, residual))
+        if not self._loaded:
+            self._load()
+        k = self.key(x, weight, bias, residual, act, train)
+        hit = self.choices.get(k)
+        if hit is not None:
+            return hit["choice"]
+        if torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+            return "native"  # no measuring inside a traced or captured graph; unmeasured: untrusted
+        ms = {name: self._measure(name, f, x, weight, bias, residual, train)
+              for name, f in (("triton", fused), ("native", native))}
+        choice = "triton" if ms["triton"] < ms["native"] else "native"
+        self.choices[k] = {"choice": choice, "ms": ms}
+        self._save()
+        return choice
+
+    def _measure(self, name, f, x, weight, bias, residual, train: bool) -> float:
+        # Scratch tensors of the call's configuration: the caller's tensors and graph stay untouched.
+        def scratch(t, like_x=False):
+            if t is None:
+                return None
+            s = torch.randn_like(t) if like_x else t.detach().clone()
+            return s.requires_grad_(train and t.requires_grad)
+
+        with torch.inference_mode(False), torch.set_grad_enabled(train):
+            xs, rs = scratch(x, True), scratch(residual, True)
+            ws, bs = scratch(weight), scratch(bias)
+            leaves = [t for t in (xs, ws, bs, rs) if t is not None and t.requires_grad]
+            gy = torch.randn_like(xs) if train else None
+
+            def run():
+                y = f(xs, ws, bs, residual=rs)
+                if train:
+                    torch.autograd.grad(y, leaves, gy)
+
+            return float(self.timer(name, run, x.device))
+
+
+_AUTO = AutoChooser()

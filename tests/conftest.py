@@ -1,13 +1,33 @@
 """Test-wide setup: Triton kernels run through the interpreter on machines without a GPU.
 
 TRITON_INTERPRET must be set before any kernel module is imported (triton.jit reads it when the
-kernel is defined), hence here, before the test modules import pix2pixhd.
+kernel is defined), hence here, before the test modules import pix2pixhd. With a CUDA device the
+same kernel tests run compiled, and the tests marked ``cuda`` (real network shapes, the Trainer on
+the GPU) run too; without one those are skipped with a reason saying so.
 """
 import os
 
+import pytest
 import torch
 
-if not torch.cuda.is_available():
+HAS_CUDA = torch.cuda.is_available()
+
+if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cuda: runs the Triton kernels compiled on a CUDA device (skipped without one)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False here): "
+                                   "runs the Triton kernels compiled, not interpreted")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

@@ -1,23 +1,28 @@
 """The fused instance norm + activation kernels against their PyTorch reference.
 
-Runs the Triton kernels on CPU through the interpreter (TRITON_INTERPRET=1, set below before
-anything imports triton or pix2pixhd; the kernels module is only imported at the first Triton
-call, so an earlier import of pix2pixhd elsewhere in the process does not matter, see
-test_interpreter_after_early_import). Shapes are tiny and the launch config is forced so that
-H*W spans several tiles and several splits with a ragged last tile, and C several channel
-blocks with a ragged last one, which is where indexing bugs live.
+Without a GPU the Triton kernels run on CPU through the interpreter (TRITON_INTERPRET=1, set
+below before anything imports the kernels; the kernels module is only imported at the first
+Triton call, so an earlier import of pix2pixhd elsewhere in the process does not matter, see
+test_interpreter_after_early_import). With a CUDA device the same tests run the compiled kernels
+on it, and the ``cuda`` tests add the real networks' shapes (one channel of 2048x1024 included) in
+every dtype and layout. Small shapes force the launch config so that H*W spans several tiles and
+several splits with a ragged last tile, and C several channel blocks with a ragged last one,
+which is where indexing bugs live.
 """
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import importlib  # noqa: E402
+import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from pix2pixhd.kernels import instance_norm_act, instance_norm_act_ref  # noqa: E402
@@ -25,8 +30,10 @@ from pix2pixhd.kernels import instance_norm_act, instance_norm_act_ref  # noqa: 
 K = importlib.import_module("pix2pixhd.kernels.instance_norm_act")
 
 pytest.importorskip("triton")
-if os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("TRITON_INTERPRET was set to something other than 1", allow_module_level=True)
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+if DEVICE.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("no CUDA device, and TRITON_INTERPRET was set to something other than 1",
+                allow_module_level=True)
 
 ACTS = ("relu", "leaky_relu", "none")
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
@@ -48,6 +55,8 @@ def run_both(x, weight, bias, residual, act, gen, **overrides):
     """Forward + backward through Triton and the reference; returns (outs, grads) pairs."""
     results = []
     g = None
+    x, weight, bias, residual = (t.to(DEVICE) if t is not None else None
+                                 for t in (x, weight, bias, residual))
     for impl in ("triton", "ref"):
         leaves = [t.detach().clone().requires_grad_() if t is not None else None
                   for t in (x, weight, bias, residual)]
@@ -56,7 +65,7 @@ def run_both(x, weight, bias, residual, act, gen, **overrides):
             y = instance_norm_act(leaves[0], leaves[1], leaves[2], act=act, negative_slope=0.2,
                                   residual=leaves[3], impl=impl)
         if g is None:
-            g = torch.randn(y.shape, generator=gen).to(y.dtype).contiguous(
+            g = torch.randn(y.shape, generator=gen).to(DEVICE, y.dtype).contiguous(
                 memory_format=torch.channels_last if fmt_of(x) == "cl" else torch.contiguous_format)
         y.backward(g)
         results.append((y, [t.grad if t is not None else None for t in leaves]))
@@ -113,10 +122,10 @@ def test_automatic_launch_config_matches_reference():
 def test_only_residual_needs_grad():
     # The ResNet block's second norm: act none, the residual's gradient is dy itself.
     gen = torch.Generator().manual_seed(11)
-    x = torch.randn(2, 4, 6, 6, generator=gen)
-    r = torch.randn(2, 4, 6, 6, generator=gen, requires_grad=True)
+    x = torch.randn(2, 4, 6, 6, generator=gen).to(DEVICE)
+    r = torch.randn(2, 4, 6, 6, generator=gen).to(DEVICE).requires_grad_()
     y = instance_norm_act(x, act="none", residual=r, impl="triton")
-    g = torch.randn(y.shape, generator=gen)
+    g = torch.randn(y.shape, generator=gen).to(DEVICE)
     y.backward(g)
     assert torch.equal(r.grad, g)
 
@@ -148,10 +157,10 @@ def test_reference_is_torch_instance_norm(act):
 
 @pytest.mark.parametrize("impl", ["triton", "ref"])
 def test_constant_channel_is_finite(impl):
-    x = torch.randn(2, 3, 5, 7)
+    x = torch.randn(2, 3, 5, 7, device=DEVICE)
     x[:, 1] = 4.25  # zero variance
     x.requires_grad_()
-    b = torch.tensor([0.0, 0.3, 0.0], requires_grad=True)
+    b = torch.tensor([0.0, 0.3, 0.0], device=DEVICE, requires_grad=True)
     y = instance_norm_act(x, None, b, act="leaky_relu", impl=impl)
     y.sum().backward()
     assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
@@ -161,7 +170,7 @@ def test_constant_channel_is_finite(impl):
 def test_large_mean_small_std():
     # |mean| / std = 1e5: E[x^2] - E[x]^2 in fp32 would lose every digit of the variance.
     gen = torch.Generator().manual_seed(17)
-    x = 1000 + 0.01 * torch.randn(2, 3, 9, 9, generator=gen)  # fp32 storage
+    x = (1000 + 0.01 * torch.randn(2, 3, 9, 9, generator=gen)).to(DEVICE)  # fp32 storage
     with K.launch_overrides(block_p=16, splits=3):
         y = instance_norm_act(x, act="none", impl="triton")
     y64 = instance_norm_act_ref(x.double(), act="none")
@@ -171,7 +180,7 @@ def test_large_mean_small_std():
 
 def test_deterministic():
     gen = torch.Generator().manual_seed(19)
-    x = torch.randn(2, 9, 8, 7, generator=gen).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 9, 8, 7, generator=gen).to(DEVICE).contiguous(memory_format=torch.channels_last)
     outs = []
     for _ in range(2):
         xl = x.clone().requires_grad_()
@@ -185,7 +194,7 @@ def test_deterministic():
 def test_non_dense_input():
     # A strided view is neither layout: it is copied to a dense one, results unchanged.
     gen = torch.Generator().manual_seed(23)
-    base = torch.randn(2, 4, 10, 12, generator=gen)
+    base = torch.randn(2, 4, 10, 12, generator=gen).to(DEVICE)
     x = base[:, :, ::2, 1::2]
     y = instance_norm_act(x, act="relu", impl="triton")
     assert rel_err(y, instance_norm_act_ref(x, act="relu")) <= 1e-5
@@ -203,7 +212,7 @@ def test_auto_on_cpu_is_reference_without_warning(monkeypatch):
 
 
 def test_triton_on_cpu_without_interpreter_warns_once_or_raises(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(K, "_WARNED", set())
     x = torch.randn(1, 2, 3, 3)
     with pytest.warns(RuntimeWarning, match="TRITON_INTERPRET=1"):
@@ -284,3 +293,191 @@ def test_auto_on_cpu_is_the_native_norm_and_matches_the_reference(act, cl, monke
     torch.testing.assert_close(ya, yr, rtol=1e-5, atol=1e-5)
     for a, b_ in zip(ga, gr):
         torch.testing.assert_close(a, b_, rtol=1e-4, atol=1e-5)
+
+
+# -- 'auto': measured, never trusted blind ----------------------------------------------------
+
+class FakeTimer:
+    """Stands in for the CUDA-event timer: fixed milliseconds per candidate, calls recorded.
+    ``run=True`` also runs each candidate once, as the real timer does."""
+
+    def __init__(self, ms: dict, run: bool = False):
+        self.ms, self.run, self.calls = ms, run, []
+
+    def __call__(self, name, fn, device):
+        self.calls.append(name)
+        if self.run:
+            fn()
+        return self.ms[name]
+
+
+@pytest.fixture
+def tuned(monkeypatch):
+    """'auto' measures CPU tensors as it does CUDA ones, with a fresh chooser and no disk file."""
+    monkeypatch.setattr(K, "_tunable", lambda x: True)
+    monkeypatch.delenv(K.AUTOTUNE_ENV, raising=False)
+
+    def install(timer, path=None):
+        chooser = K.AutoChooser(timer=timer, path=path)
+        monkeypatch.setattr(K, "_AUTO", chooser)
+        return chooser
+    return install
+
+
+def spy_fused(monkeypatch):
+    calls = []
+    orig = K._fused_function
+    monkeypatch.setattr(K, "_fused_function", lambda *a: calls.append(a) or orig(*a))
+    return calls
+
+
+def test_auto_measures_each_configuration_once_and_takes_the_faster_path(tuned, monkeypatch):
+    timer = FakeTimer({"triton": 1.0, "native": 2.0})
+    chooser = tuned(timer)
+    fused = spy_fused(monkeypatch)
+    x = torch.randn(2, 6, 5, 7)
+    y = instance_norm_act(x, act="leaky_relu", impl="auto")
+    assert timer.calls == ["triton", "native"] and len(fused) == 1  # measured, then Triton ran
+    assert rel_err(y, instance_norm_act_ref(x, act="leaky_relu")) <= 1e-5
+    instance_norm_act(torch.randn(2, 6, 5, 7), act="leaky_relu", impl="auto")
+    assert timer.calls == ["triton", "native"] and len(fused) == 2  # same key: no new measurement
+    # Each part of the key is its own configuration: shape, layout, act, dtype, residual, affine.
+    # (Native measures faster from here on, which also keeps the slow interpreter out.)
+    timer.ms = {"triton": 2.0, "native": 1.0}
+    variants = [
+        dict(x=torch.randn(2, 6, 5, 8)),
+        dict(x=x.contiguous(memory_format=torch.channels_last)),
+        dict(x=x, act="relu"),
+        dict(x=x.to(torch.bfloat16)),
+        dict(x=x, residual=torch.randn_like(x)),
+        dict(x=x, weight=torch.ones(6), bias=torch.zeros(6)),
+    ]
+    for i, kw in enumerate(variants):
+        kw.setdefault("act", "leaky_relu")
+        instance_norm_act(kw.pop("x"), impl="auto", **kw)
+        assert len(timer.calls) == 2 * (i + 2), kw
+    assert len(fused) == 2 and len(chooser.choices) == len(variants) + 1
+    assert [c["choice"] for c in chooser.choices.values()].count("triton") == 1
+
+
+def test_auto_takes_the_native_path_when_it_measures_faster(tuned, monkeypatch):
+    tuned(FakeTimer({"triton": 3.0, "native": 1.0}))
+    fused = spy_fused(monkeypatch)
+    native_calls = []
+    native = F.instance_norm
+    monkeypatch.setattr(F, "instance_norm", lambda *a, **k: native_calls.append(1) or native(*a, **k))
+    x = torch.randn(1, 4, 6, 6, requires_grad=True)
+    y = instance_norm_act(x, act="relu", impl="auto")
+    y.sum().backward()
+    assert fused == [] and native_calls == [1]
+    assert x.grad is not None and rel_err(y, instance_norm_act_ref(x, act="relu")) <= 1e-5
+
+
+def test_auto_measures_both_candidates_on_scratch_tensors_forward_and_backward(tuned):
+    timer = FakeTimer({"triton": 1.0, "native": 2.0}, run=True)  # really runs both candidates
+    chooser = tuned(timer)
+    x = torch.randn(1, 3, 4, 5, requires_grad=True)
+    r = torch.randn(1, 3, 4, 5, requires_grad=True)
+    w = torch.randn(3, requires_grad=True)
+    y = instance_norm_act(x, w, None, act="relu", residual=r, impl="auto")
+    # The measurement ran backward on its own tensors: the caller's have no gradients yet.
+    assert x.grad is None and r.grad is None and w.grad is None
+    (key,) = chooser.choices
+    assert key.endswith("|train") and "channels_last" not in key and "weight=float32" in key
+    y_ref = instance_norm_act_ref(x, w, None, act="relu", residual=r)
+    assert rel_err(y, y_ref) <= 1e-5
+    with torch.no_grad():  # inference is its own configuration (forward only)
+        instance_norm_act(x, w, None, act="relu", residual=r, impl="auto")
+    assert len(chooser.choices) == 2 and any(k.endswith("|inference") for k in chooser.choices)
+    with torch.inference_mode():  # measuring works inside inference_mode too
+        instance_norm_act(torch.randn(1, 3, 4, 5), act="none", impl="auto")
+    assert len(chooser.choices) == 3
+
+
+def test_forced_impls_never_measure(tuned, monkeypatch):
+    timer = FakeTimer({"triton": 1.0, "native": 2.0})
+    tuned(timer)
+    for impl in ("triton", "ref"):
+        instance_norm_act(torch.randn(1, 3, 4, 4), impl=impl)
+    assert timer.calls == []
+
+
+def test_auto_without_a_device_does_not_measure(monkeypatch):
+    # The real _tunable: CPU tensors are never measured ('auto' is the native path there).
+    timer = FakeTimer({"triton": 1.0, "native": 2.0})
+    monkeypatch.setattr(K, "_AUTO", K.AutoChooser(timer=timer))
+    instance_norm_act(torch.randn(1, 3, 4, 4), impl="auto")
+    assert timer.calls == []
+
+
+def test_auto_choices_persist_on_disk(tuned, tmp_path, monkeypatch):
+    path = tmp_path / "norm_choices.json"
+    tuned(FakeTimer({"triton": 3.0, "native": 1.0}), path=path)
+    x = torch.randn(1, 4, 5, 5)
+    instance_norm_act(x, act="relu", impl="auto")
+    stored = json.loads(path.read_text())
+    (entry,) = stored.values()
+    assert entry["choice"] == "native" and entry["ms"] == {"triton": 3.0, "native": 1.0}
+    # A new process (a new chooser) reads the file through the environment variable and
+    # measures nothing.
+    monkeypatch.setenv(K.AUTOTUNE_ENV, str(path))
+    timer = FakeTimer({"triton": 1.0, "native": 2.0})
+    chooser = tuned(timer)
+    instance_norm_act(x, act="relu", impl="auto")
+    assert timer.calls == [] and chooser.choices == stored
+
+
+def test_auto_disk_file_that_is_not_json_names_the_file_and_the_fix(tuned, tmp_path):
+    path = tmp_path / "choices.json"
+    path.write_text("{not json")
+    tuned(FakeTimer({"triton": 1.0, "native": 2.0}), path=path)
+    with pytest.raises(ValueError, match=rf"{K.AUTOTUNE_ENV}: .*choices.json.*delete it"):
+        instance_norm_act(torch.randn(1, 2, 3, 3), impl="auto")
+
+
+def test_auto_under_compile_uses_only_measured_choices(tuned, monkeypatch):
+    timer = FakeTimer({"triton": 1.0, "native": 2.0})
+    chooser = tuned(timer)
+    x = torch.randn(1, 4, 5, 5)
+    instance_norm_act(x, impl="auto")  # measured eagerly: Triton
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    args = (x, None, None, None, "relu", None, None)
+    assert chooser.choose(*args) == "triton"  # the measured configuration keeps its choice
+    assert chooser.choose(torch.randn(1, 4, 6, 6), *args[1:]) == "native"  # unmeasured: native
+    assert len(timer.calls) == 2
+
+
+# -- compiled, on a CUDA device, at the shapes of the real networks ------------------------------
+
+# (name, [N, C, H, W], act, residual, affine): the pix2pixHD norms that move the most bytes.
+NETWORK_LAYERS = [
+    ("G1 conv7 1024x512", (1, 64, 512, 1024), "relu", False, False),
+    ("G1 res norm2+x", (1, 1024, 32, 64), "none", True, False),
+    ("D n1 2048x1024 real+fake", (2, 128, 257, 513), "leaky_relu", False, True),
+    ("G2 conv7 2048x1024", (1, 32, 1024, 2048), "relu", False, False),  # 2M-pixel channels
+]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
+                         ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("layer", NETWORK_LAYERS, ids=[layer[0] for layer in NETWORK_LAYERS])
+def test_compiled_kernels_match_reference_at_network_shapes(layer, layout, dtype):
+    _, shape, act, has_res, affine = layer
+    gen = torch.Generator().manual_seed(sum(shape))
+    fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
+    x = (torch.randn(shape, generator=gen) * 2 + 0.5).to(dtype).contiguous(memory_format=fmt)
+    r = torch.randn(shape, generator=gen).to(dtype).contiguous(memory_format=fmt) if has_res else None
+    w = torch.randn(shape[1], generator=gen) * 0.5 + 1 if affine else None
+    b = torch.randn(shape[1], generator=gen) * 0.5 if affine else None
+    (y, grads), (y_ref, grads_ref) = run_both(x, w, b, r, act, gen)  # the automatic launch config
+    tol = 1e-4 if dtype == torch.float32 else 1e-2
+    assert y.dtype == dtype and fmt_of(y) == layout
+    assert rel_err(y, y_ref) <= tol
+    for name, gt, gr in zip(("x", "weight", "bias", "residual"), grads, grads_ref):
+        if gr is None:
+            assert gt is None, name
+            continue
+        assert gt.dtype == gr.dtype and rel_err(gt, gr) <= tol, name
+    assert fmt_of(grads[0]) == layout

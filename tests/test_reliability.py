@@ -80,6 +80,16 @@ def test_resume_reads_the_config_from_the_checkpoint(run, trained, how, capsys):
 
 
 @pytest.mark.parametrize("how", DAMAGES)
+def test_load_pretrain_inherits_from_the_checkpoint_config(run, how, tmp_path, capsys):
+    damage(run / "config.json", how)
+    cfg = resolve_config(["--stage", "local", "--load_pretrain", str(run), "--name", "l",
+                          "--checkpoints_dir", str(tmp_path / "ck2"), "--dry_run"])
+    _noted_once(capsys.readouterr().err, run)
+    # the global stage's architecture, not the defaults (label_nc 35, no encoder)
+    assert (cfg.label_nc, cfg.instance_feat, cfg.nef, cfg.ngf) == (LABEL_NC, True, 4, 4)
+
+
+@pytest.mark.parametrize("how", DAMAGES)
 def test_synthesis_reads_the_config_from_the_checkpoint(run, trained, how, tmp_path, capsys):
     damage(run / "config.json", how)
     out = tmp_path / "out"

@@ -2,17 +2,21 @@
 
 "Unfused" is built literally: every InstanceNormAct is swapped for nn.InstanceNorm2d and its
 activation moved into the nn.Identity slot after it, which is NVIDIA's layout, so the
-ResnetBlock falls back to ``x + conv_block(x)``. The fused model runs the Triton kernels through
-the interpreter (TRITON_INTERPRET=1, set before triton or pix2pixhd is imported).
+ResnetBlock falls back to ``x + conv_block(x)``. Without a GPU the fused model runs the Triton
+kernels through the interpreter (TRITON_INTERPRET=1, set before triton or pix2pixhd is imported);
+with one they run compiled, and the ``cuda`` tests add the reference widths at 1024x512 and a
+two-step Trainer run in bf16 + channels-last.
 """
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import importlib  # noqa: E402
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from pix2pixhd.layers import InstanceNormAct, set_norm_impl, unfuse  # noqa: E402
@@ -20,6 +24,7 @@ from pix2pixhd.networks import GlobalGenerator, MultiscaleDiscriminator  # noqa:
 
 pytest.importorskip("triton")
 K = importlib.import_module("pix2pixhd.kernels.instance_norm_act")
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 # Whole channel blocks per program keep the interpreter to a handful of programs per layer.
 FAST = dict(block_p=512, block_c=32)
@@ -34,7 +39,8 @@ def compare(fused, plain, inputs, loss_fn, tol=1e-4):
     grads = []
     outs = []
     for model in (fused, plain):
-        xs = [t.clone().requires_grad_() for t in inputs]
+        model.to(DEVICE)
+        xs = [t.to(DEVICE).clone().requires_grad_() for t in inputs]
         with K.launch_overrides(**FAST):
             out = model(*xs)
             loss_fn(out).backward()
@@ -95,7 +101,7 @@ def test_global_generator_fused_equals_unfused(layout):
     if layout == "cl":
         model, plain = model.to(memory_format=torch.channels_last), plain.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    target = torch.randn(2, 3, 32, 32)
+    target = torch.randn(2, 3, 32, 32, device=DEVICE)
     outs, grads = compare(model, plain, [x], lambda y: ((y - target) ** 2).mean())
     assert_same(outs, grads, lambda o: [o])
 
@@ -113,7 +119,7 @@ def test_multiscale_discriminator_fused_equals_unfused():
         total = 0
         for i, scale in enumerate(feats):
             for j, f in enumerate(scale):
-                w = weights.setdefault((i, j), torch.randn(f.shape))
+                w = weights.setdefault((i, j), torch.randn(f.shape, device=f.device))
                 total = total + (f * w).sum()
         return total
 
@@ -126,8 +132,8 @@ def test_set_norm_impl_switches_path(monkeypatch):
     calls = []
     orig = K._fused_function
     monkeypatch.setattr(K, "_fused_function", lambda *a: calls.append(a) or orig(*a))
-    model = GlobalGenerator(3, 3, ngf=8, n_downsampling=1, n_blocks=1)
-    x = torch.randn(1, 3, 16, 16)
+    model = GlobalGenerator(3, 3, ngf=8, n_downsampling=1, n_blocks=1).to(DEVICE)
+    x = torch.randn(1, 3, 16, 16, device=DEVICE)
     with K.launch_overrides(**FAST):
         set_norm_impl(model, "ref")(x)
         assert calls == []
@@ -169,3 +175,95 @@ def test_benchmark_layer_table_matches_networks():
         for layer in bench.pix2pixhd_layers(w, h):
             want[((layer.c, layer.h, layer.w), layer.act, layer.residual)] += layer.count
         assert got == want, (w, h, got - want, want - got)
+
+
+# -- compiled, on a CUDA device, at the reference widths ----------------------------------------
+
+@pytest.fixture
+def exact_fp32(monkeypatch):
+    """fp32 convolutions without TF32, so fused and unfused differ only by the norms' rounding."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+def test_reference_width_generator_fused_equals_unfused_on_cuda(layout, exact_fp32):
+    # NVIDIA's global generator (ngf 64, 4 downsamplings, 9 blocks) at 1024x512, fp32.
+    torch.manual_seed(3)
+    model = set_norm_impl(GlobalGenerator(36, 3, 64, 4, 9), "triton")
+    plain = unfuse(model)
+    x = torch.randn(1, 36, 512, 1024)
+    if layout == "cl":
+        model, plain = (m.to(memory_format=torch.channels_last) for m in (model, plain))
+        x = x.contiguous(memory_format=torch.channels_last)
+    target = torch.randn(1, 3, 512, 1024, device=DEVICE)
+    outs, grads = compare(model, plain, [x], lambda y: ((y - target) ** 2).mean())
+    assert_same(outs, grads, lambda o: [o], tol=1e-3)
+
+
+@pytest.mark.cuda
+def test_reference_width_discriminator_fused_equals_unfused_on_cuda(exact_fp32):
+    # ndf 64, 3 layers, 2 scales, on the trainer's stacked real+fake batch of 2 at 1024x512.
+    torch.manual_seed(4)
+    model = set_norm_impl(MultiscaleDiscriminator(39, 64, 3, 2, get_interm_feat=True), "triton")
+    plain = unfuse(model)
+    x = torch.randn(2, 39, 512, 1024)
+    weights = {}
+
+    def loss(feats):
+        return sum((f * weights.setdefault((i, j), torch.randn(f.shape, device=f.device))).sum()
+                   for i, scale in enumerate(feats) for j, f in enumerate(scale))
+
+    outs, grads = compare(model, plain, [x], loss)
+    assert_same(outs, grads, lambda o: [f for scale in o for f in scale], tol=1e-3)
+
+
+@pytest.mark.cuda
+def test_reference_width_generator_bf16_channels_last_output_on_cuda():
+    # Under bf16 autocast both paths round differently after every layer; the images agree to
+    # bf16's few significant digits after 9 ResNet blocks.
+    torch.manual_seed(5)
+    model = set_norm_impl(GlobalGenerator(36, 3, 64, 4, 9), "triton").to(DEVICE)
+    plain = unfuse(model).to(DEVICE)
+    model, plain = (m.to(memory_format=torch.channels_last) for m in (model, plain))
+    x = torch.randn(1, 36, 512, 1024, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        y, y_plain = model(x), plain(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert rel_err(y.float(), y_plain.float()) <= 5e-2
+
+
+@pytest.mark.cuda
+def test_trainer_two_steps_bf16_channels_last_fused_matches_reference_path_on_cuda(tmp_path,
+                                                                                  monkeypatch):
+    """Two Trainer steps (pix2pixHD global, reference widths, 256x512, bf16 + channels-last)
+    through the Triton kernels and through the reference norms, from the same weights: the
+    kernels are used, every loss is finite, and the two runs' losses agree to bf16 rounding."""
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.distributed import DistInfo
+    from pix2pixhd.trainer import Trainer
+
+    g = torch.Generator().manual_seed(0)
+    batches = [{"label": torch.randint(0, 35, (1, 1, 256, 512), generator=g).to(torch.uint8),
+                "inst": torch.randint(0, 8, (1, 1, 256, 512), generator=g).to(torch.int32),
+                "image": torch.randint(0, 256, (1, 3, 256, 512), generator=g).to(torch.uint8)}
+               for _ in range(2)]
+    calls = []
+    orig = K._fused_function
+    monkeypatch.setattr(K, "_fused_function", lambda *a: calls.append(a) or orig(*a))
+    losses = {}
+    for impl in ("triton", "ref"):
+        cfg = TrainConfig(stage="global", name=f"two_steps_{impl}", checkpoints_dir=str(tmp_path),
+                          label_nc=35, ngf=64, ndf=64, precision="bf16", channels_last=True,
+                          norm_impl=impl, no_vgg_loss=True, no_tensorboard=True, no_html=True,
+                          no_progress=True, device="cuda", seed=0).resolved()
+        trainer = Trainer(cfg, DistInfo(device=torch.device("cuda")))
+        n_before = len(calls)
+        losses[impl] = [{k: float(v) for k, v in trainer.train_step(b).items()} for b in batches]
+        assert (len(calls) > n_before) == (impl == "triton"), impl
+    for step_t, step_r in zip(losses["triton"], losses["ref"]):
+        assert step_t.keys() == step_r.keys()
+        for k in step_t:
+            assert torch.isfinite(torch.tensor(step_t[k])), k
+            assert abs(step_t[k] - step_r[k]) <= 5e-2 * max(abs(step_r[k]), 1e-2), (k, step_t, step_r)

@@ -79,6 +79,10 @@ On Debian/Ubuntu install the venv module first: sudo apt install python3-venv (o
             || _pix2pixhd_die "$PY does not run (its base Python moved or was removed?); delete $venv and run again"
     fi
 
+    if [ "${PIX2PIXHD_ENV_DRY_RUN:-0}" != "1" ] && ! "$PY" -m pip --version >/dev/null 2>&1; then
+        _pix2pixhd_die "$PY has no pip (an environment made by 'uv venv' or with --without-pip?); \
+run '$PY -m ensurepip' once, or install torch==2.13.0 and the package into it yourself"
+    fi
     _pix2pixhd_do "$PY" -m pip install -q torch==2.13.0 'triton==3.8.0; platform_system == "Linux"'
     _pix2pixhd_do "$PY" -m pip install -q -e "$root$spec"
     if [ "${PIX2PIXHD_ENV_DRY_RUN:-0}" = "1" ]; then

@@ -270,6 +270,63 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A markdown table of the rows' scalar fields (lists and dicts stay in the JSON); floats to 4
+    significant digits. ``columns`` picks and orders them (default: every scalar key, in order
+    of first appearance)."""
+    def scalar(v):
+        return v is None or isinstance(v, (bool, int, float, str))
+
+    if columns is None:
+        columns = []
+        for r in rows:
+            columns += [k for k, v in r.items() if scalar(v) and k not in columns]
+
+    def cell(v):
+        if isinstance(v, float):
+            return "-" if v != v else f"{v:.4g}"
+        return "-" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def json_to_markdown(json_path: str, md_path: str, title: str, columns: str = "") -> None:
+    """``# title``, the record's device/command, and markdown_table of its "rows" (``columns``:
+    comma-separated keys, default all scalar ones); for the parts of scripts/gpu_check.sh whose
+    script writes JSON only."""
+    rec = json.loads(Path(json_path).read_text())
+    rows = rec.get("rows", []) if isinstance(rec, dict) else rec
+    head = [f"# {title}", ""]
+    for key in ("command", "device", "summary"):
+        if isinstance(rec, dict) and rec.get(key) is not None:
+            val = rec[key]
+            val = device_label(val) if key == "device" and isinstance(val, dict) and "torch" in val else val
+            head.append(f"- {key}: `{val}`")
+    table = markdown_table(rows, columns.split(",") if columns else None)
+    Path(md_path).write_text("\n".join(head) + "\n\n" + table + "\n")
+
+
+def junit_to_json(xml_path: str, json_path: str) -> dict:
+    """pytest's --junitxml report as {"summary": counts, "rows": one per test} (gpu_check.sh)."""
+    import xml.etree.ElementTree as ET
+    rows = []
+    for case in ET.parse(xml_path).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = case.find(tag)
+            if el is not None:
+                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
+                message = (el.get("message") or "")[:300]
+        rows.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome,
+                     "seconds": float(case.get("time") or 0), "message": message})
+    counts = {k: sum(r["outcome"] == k for r in rows) for k in ("passed", "failed", "error", "skipped")}
+    record = {"summary": ", ".join(f"{n} {k}" for k, n in counts.items()), "counts": counts, "rows": rows}
+    write_json(json_path, record)
+    return record
+
+
 def write_json(path: str | None, record: dict) -> None:
     if not path:
         return

@@ -1,6 +1,7 @@
 """Benchmark: fused instance norm + activation against PyTorch, on the pix2pixHD layer shapes.
 
     python3 benchmarks/kernels.py                       # GPU: 1024x512 and 2048x1024, bf16
+    python3 benchmarks/kernels.py --res 2048x1024 --dtype bf16,fp32 --json k.json --markdown k.md
     python3 benchmarks/kernels.py --res 2048x1024 --dtype fp16 --no-compile
     python3 benchmarks/kernels.py --smoke               # CPU: tiny shapes through the Triton
                                                         # interpreter; checks the script, times
@@ -14,9 +15,17 @@ For every distinct norm layer of the pix2pixHD generators and discriminator at a
 and prints milliseconds and achieved GB/s against the bytes the op must move at least:
   forward  read x, write y (+ read residual)
   backward read x and dy, write dx (+ write dresidual)    (the fwd+bwd column adds both)
-The fused kernels move more than that floor (the forward reads x twice, the backward reads x and
-dy twice), so their GB/s against the floor is below the copy bandwidth by design. The weighted
-total at the bottom multiplies each layer by how often it occurs in the network.
+and that as a fraction of the device's memory bandwidth: its data-sheet figure (``--peak_gbs``
+overrides; see PEAK_GBS) and the copy bandwidth measured at start (a 1 GiB device-to-device copy,
+read + write). The fused kernels move more than that floor (the forward reads x twice, the
+backward reads x and dy twice), so their GB/s against the floor is below the copy bandwidth by
+design. The weighted total at the bottom multiplies each layer by how often it occurs in the
+network. The 'auto' column says which path ``impl='auto'`` measured faster for that layer
+(forward + backward; kernels/instance_norm_act.py).
+
+torch.compile: one compile per layer shape (``dynamic=False``), the dynamo cache enlarged to hold
+them all; ``--compile_dynamic`` compiles once per activation / residual with dynamic shapes
+(minutes less on a GPU check, possibly slower kernels: say which when quoting).
 
 Timing: CUDA events around each call, the L2 cache flushed before each (a 256 MB write), the
 median of --reps calls after warm-up. No GPU: says so and exits 0 (unless --smoke).
@@ -24,13 +33,26 @@ median of --reps calls after warm-up. No GPU: says so and exits 0 (unless --smok
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# Data-sheet memory bandwidth, GB/s, by device name (most specific first).
+PEAK_GBS = (("H200", 4800), ("H100 NVL", 3900), ("H100 PCIe", 2000), ("H100", 3350),
+            ("A100-SXM4-80GB", 2039), ("A100 80GB PCIe", 1935), ("A100", 1555), ("L40S", 864),
+            ("A10", 600), ("L4", 300))
+
+
+def peak_gbs(device_name: str) -> float | None:
+    for key, gbs in PEAK_GBS:
+        if key.lower() in device_name.lower():
+            return float(gbs)
+    return None
 
 
 @dataclass(frozen=True)
@@ -104,16 +126,46 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--res", default="1024x512,2048x1024",
                    help="comma-separated WIDTHxHEIGHT output sizes")
-    p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    p.add_argument("--dtype", default="bf16", help=f"comma-separated storage dtypes: {', '.join(DTYPES)}")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--reps", type=int, default=20, help="timed calls per measurement")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--compile_dynamic", action="store_true",
+                   help="torch.compile with dynamic shapes: one compile per activation/residual")
     p.add_argument("--backward", action=argparse.BooleanOptionalAction, default=True,
                    help="also time forward+backward")
+    p.add_argument("--peak_gbs", type=float, default=None,
+                   help="the device's memory bandwidth in GB/s (default: data sheet by name)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write every measurement as JSON")
+    p.add_argument("--markdown", default=None, metavar="PATH", help="write the tables as markdown")
     p.add_argument("--smoke", action="store_true",
                    help="no GPU needed: tiny shapes on CPU through TRITON_INTERPRET=1")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for d in args.dtype.split(","):
+        if d not in DTYPES:
+            p.error(f"--dtype {d!r}: expected some of {', '.join(DTYPES)}")
+    return args
+
+
+def copy_gbs(device) -> float | None:
+    """Measured device-to-device copy bandwidth (read + write bytes / time) of a 1 GiB tensor."""
+    import torch
+    if device.type != "cuda":
+        return None
+    src = torch.empty(2 ** 30, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    times = []
+    for i in range(12):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        torch.cuda.synchronize()
+        if i >= 2:
+            times.append(start.elapsed_time(end))
+    del src, dst
+    return 2 * 2 ** 30 / (statistics.median(times) / 1e3) / 1e9
 
 
 def main(argv=None) -> int:
@@ -132,11 +184,12 @@ def main(argv=None) -> int:
               "(run with --smoke to exercise the script on CPU through the Triton interpreter)")
         return 0
     device = torch.device("cpu" if args.smoke else "cuda")
-    dtype = getattr(torch, DTYPES[args.dtype])
+    dtypes = args.dtype.split(",")
     if args.smoke:
         args.no_compile, args.reps, args.warmup = True, 2, 1
         resolutions = [("smoke", smoke_layers())]
         print("SMOKE RUN: CPU, Triton interpreter; the times below measure nothing")
+        device_name, peak, copy = "cpu (smoke)", None, None
     else:
         resolutions = []
         for r in args.res.split(","):
@@ -146,8 +199,12 @@ def main(argv=None) -> int:
                 print(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 2048x1024", file=sys.stderr)
                 return 2
             resolutions.append((r, pix2pixhd_layers(w, h)))
-        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, dtype "
-              f"{args.dtype}, batch {args.batch}")
+        device_name = torch.cuda.get_device_name()
+        peak = args.peak_gbs or peak_gbs(device_name)
+        copy = copy_gbs(device)
+        print(f"device: {device_name}, torch {torch.__version__}, dtypes {args.dtype}, batch "
+              f"{args.batch}; memory bandwidth: data sheet "
+              f"{f'{peak:.0f} GB/s' if peak else 'unknown (--peak_gbs)'}, measured copy {copy:.0f} GB/s")
 
     def eager(x, residual, act):
         y = F.instance_norm(x, eps=1e-5)
@@ -162,7 +219,15 @@ def main(argv=None) -> int:
     def fused(x, residual, act):
         return instance_norm_act(x, act=act, residual=residual, impl="triton")
 
-    compiled = None if args.no_compile else torch.compile(eager, dynamic=False)
+    if args.no_compile:
+        compiled = None
+    else:
+        import torch._dynamo
+        # One graph per shape, layout and activation: the default cache (8) would silently run
+        # eager after the eighth.
+        torch._dynamo.config.cache_size_limit = 1024
+        torch._dynamo.config.accumulated_cache_size_limit = 4096
+        compiled = torch.compile(eager, dynamic=True if args.compile_dynamic else False)
     methods = [("fused", fused), ("eager", eager)] + ([] if compiled is None else [("compile", compiled)])
 
     flush = torch.empty(256 * 2 ** 20, dtype=torch.uint8, device=device) if device.type == "cuda" else None
@@ -186,64 +251,120 @@ def main(argv=None) -> int:
                 times.append(t)
         return statistics.median(times)
 
-    item = torch.empty((), dtype=dtype).element_size()
-    for res_name, layers in resolutions:
-        print(f"\n== {res_name} ({len(layers)} distinct norm layers) ==")
-        cols = [f"{m}-{f}" for m, _ in methods for f in ("nchw", "cl")]
-        header = f"{'layer':<16}{'shape':>20} {'x':>3} {'pass':<7}" + "".join(
-            f"{c:>20}" for c in cols) + f"{'max rel err':>12}"
-        print(header)
-        print("  (each cell: ms | GB/s against the floor bytes)")
-        totals = {c: [0.0, 0.0] for c in cols}  # weighted ms: forward, forward+backward
-        for layer in layers:
-            shape = (args.batch, layer.c, layer.h, layer.w)
-            numel = args.batch * layer.c * layer.h * layer.w
-            fwd_bytes = numel * item * (2 + layer.residual)
-            bwd_bytes = numel * item * (3 + layer.residual)
-            passes = [("fwd", fwd_bytes)] + ([("fwd+bwd", fwd_bytes + bwd_bytes)] if args.backward else [])
-            x0 = torch.randn(shape, device=device, dtype=torch.float32).mul_(2).add_(0.5).to(dtype)
-            r0 = torch.randn(shape, device=device, dtype=dtype) if layer.residual else None
-            g0 = torch.randn(shape, device=device, dtype=dtype)
-            rows = {p: [] for p, _ in passes}
-            errs = []
-            for mname, fn in methods:
-                for fmt in (torch.contiguous_format, torch.channels_last):
-                    col = f"{mname}-{'nchw' if fmt == torch.contiguous_format else 'cl'}"
-                    x = x0.contiguous(memory_format=fmt)
-                    r = r0.contiguous(memory_format=fmt) if r0 is not None else None
-                    g = g0.contiguous(memory_format=fmt)
-                    with torch.no_grad():
-                        y = fn(x, r, layer.act)
-                        y_ref = eager(x.float(), r.float() if r is not None else None, layer.act)
-                    errs.append(((y.float() - y_ref).abs().max() / y_ref.abs().max()).item())
-                    for pname, nbytes in passes:
-                        if pname == "fwd":
-                            def run(fn=fn, x=x, r=r):
-                                with torch.no_grad():
-                                    fn(x, r, layer.act)
-                        else:
-                            xg = x.detach().requires_grad_()
-                            rg = r.detach().requires_grad_() if r is not None else None
+    def frac(gbs, ref):
+        return f"{100 * gbs / ref:.0f}%" if ref else "-"
 
-                            def run(fn=fn, xg=xg, rg=rg, g=g):
-                                torch.autograd.backward(fn(xg, rg, layer.act), g)
-                                xg.grad = None
-                                if rg is not None:
-                                    rg.grad = None
-                        ms = time_ms(run)
-                        totals[col][0 if pname == "fwd" else 1] += ms * layer.count
-                        rows[pname].append(f"{ms:8.3f} |{nbytes / ms / 1e6:7.0f}")
-            shape_s = f"{layer.c}x{layer.h}x{layer.w}"
-            for pname, _ in passes:
-                err = f"{max(errs):12.1e}" if pname == "fwd" else ""
-                print(f"{layer.name:<16}{shape_s:>20} {layer.count:>3} {pname:<7}"
-                      + "".join(f"{c:>20}" for c in rows[pname]) + err)
-        print(f"{'weighted total':<16}{'':>20} {'':>3} {'fwd':<7}"
-              + "".join(f"{totals[c][0]:>17.3f} ms" for c in cols))
-        if args.backward:
-            print(f"{'':<16}{'':>20} {'':>3} {'fwd+bwd':<7}"
-                  + "".join(f"{totals[c][1]:>17.3f} ms" for c in cols))
+    records, md = [], []
+    for dtype_name in dtypes:
+        dtype = getattr(torch, DTYPES[dtype_name])
+        item = torch.empty((), dtype=dtype).element_size()
+        for res_name, layers in resolutions:
+            title = f"{res_name}, {dtype_name} ({len(layers)} distinct norm layers)"
+            print(f"\n== {title} ==")
+            cols = [f"{m}-{f}" for m, _ in methods for f in ("nchw", "cl")]
+            header = f"{'layer':<16}{'shape':>20} {'x':>3} {'pass':<7}" + "".join(
+                f"{c:>26}" for c in cols) + f"{'auto':>13}{'max rel err':>12}"
+            print(header)
+            print("  (each cell: ms | GB/s against the floor bytes | % of data-sheet bandwidth)")
+            md += [f"\n### {title}", "", "| layer | shape | x | pass | " + " | ".join(cols)
+                   + " | auto (nchw/cl) |", "|---" * (len(cols) + 5) + "|"]
+            totals = {c: [0.0, 0.0] for c in cols}  # weighted ms: forward, forward+backward
+            for layer in layers:
+                shape = (args.batch, layer.c, layer.h, layer.w)
+                numel = args.batch * layer.c * layer.h * layer.w
+                fwd_bytes = numel * item * (2 + layer.residual)
+                bwd_bytes = numel * item * (3 + layer.residual)
+                passes = [("fwd", fwd_bytes)] + ([("fwd+bwd", fwd_bytes + bwd_bytes)] if args.backward else [])
+                x0 = torch.randn(shape, device=device, dtype=torch.float32).mul_(2).add_(0.5).to(dtype)
+                r0 = torch.randn(shape, device=device, dtype=dtype) if layer.residual else None
+                g0 = torch.randn(shape, device=device, dtype=dtype)
+                rows = {p: [] for p, _ in passes}
+                errs, auto = [], []
+                for fmt in (torch.contiguous_format, torch.channels_last):
+                    xa = x0.contiguous(memory_format=fmt).requires_grad_()
+                    ra = r0.contiguous(memory_format=fmt) if r0 is not None else None
+                    instance_norm_act(xa, act=layer.act, residual=ra, impl="auto")  # auto measures
+                    auto.append(auto_choice(xa, ra, layer.act))
+                for mname, fn in methods:
+                    for fmt in (torch.contiguous_format, torch.channels_last):
+                        lay = "nchw" if fmt == torch.contiguous_format else "cl"
+                        col = f"{mname}-{lay}"
+                        x = x0.contiguous(memory_format=fmt)
+                        r = r0.contiguous(memory_format=fmt) if r0 is not None else None
+                        g = g0.contiguous(memory_format=fmt)
+                        with torch.no_grad():
+                            y = fn(x, r, layer.act)
+                            y_ref = eager(x.float(), r.float() if r is not None else None, layer.act)
+                        errs.append(((y.float() - y_ref).abs().max() / y_ref.abs().max()).item())
+                        for pname, nbytes in passes:
+                            if pname == "fwd":
+                                def run(fn=fn, x=x, r=r):
+                                    with torch.no_grad():
+                                        fn(x, r, layer.act)
+                            else:
+                                xg = x.detach().requires_grad_()
+                                rg = r.detach().requires_grad_() if r is not None else None
+
+                                def run(fn=fn, xg=xg, rg=rg, g=g):
+                                    torch.autograd.backward(fn(xg, rg, layer.act), g)
+                                    xg.grad = None
+                                    if rg is not None:
+                                        rg.grad = None
+                            ms = time_ms(run)
+                            gbs = nbytes / ms / 1e6
+                            totals[col][0 if pname == "fwd" else 1] += ms * layer.count
+                            rows[pname].append((ms, gbs, frac(gbs, peak)))
+                            records.append({"res": res_name, "dtype": dtype_name, "layer": layer.name,
+                                            "shape": list(shape), "count": layer.count, "act": layer.act,
+                                            "residual": layer.residual, "pass": pname, "method": mname,
+                                            "layout": lay, "ms": ms, "floor_bytes": nbytes, "gb_per_s": gbs,
+                                            "fraction_of_datasheet": gbs / peak if peak else None,
+                                            "fraction_of_copy": gbs / copy if copy else None,
+                                            "auto_choice": auto[0 if lay == "nchw" else 1]})
+                shape_s = f"{layer.c}x{layer.h}x{layer.w}"
+                for pname, _ in passes:
+                    err = f"{max(errs):12.1e}" if pname == "fwd" else ""
+                    auto_s = "/".join(auto) if pname == "fwd" else ""
+                    print(f"{layer.name:<16}{shape_s:>20} {layer.count:>3} {pname:<7}"
+                          + "".join(f"{f'{ms:8.3f} |{gbs:6.0f} |{fr:>4}':>26}" for ms, gbs, fr in rows[pname])
+                          + f"{auto_s:>13}" + err)
+                    md.append(f"| {layer.name} | {shape_s} | {layer.count} | {pname} | "
+                              + " | ".join(f"{ms:.3f} ms, {gbs:.0f} GB/s, {fr}" for ms, gbs, fr in rows[pname])
+                              + f" | {auto_s} |")
+            for i, pname in enumerate(["fwd"] + (["fwd+bwd"] if args.backward else [])):
+                line = "".join(f"{totals[c][i]:>23.3f} ms" for c in cols)
+                print(f"{'weighted total' if i == 0 else '':<16}{'':>20} {'':>3} {pname:<7}" + line)
+                md.append(f"| weighted total (ms) | | | {pname} | "
+                          + " | ".join(f"{totals[c][i]:.3f}" for c in cols) + " | |")
+    if args.json:
+        _write(args.json, json.dumps({"benchmark": "kernels", "device": device_name,
+                                      "torch": torch.__version__, "peak_gbs": peak, "copy_gbs": copy,
+                                      "compile_dynamic": args.compile_dynamic, "rows": records},
+                                     indent=1))
+    if args.markdown:
+        _write(args.markdown, f"# Fused instance norm + activation: {device_name}\n\n"
+               f"Bandwidth: data sheet {f'{peak:.0f}' if peak else '-'} GB/s, measured copy "
+               f"{f'{copy:.0f}' if copy else '-'} GB/s. Cells: ms, GB/s against the floor bytes, "
+               "% of the data-sheet bandwidth.\n" + "\n".join(md) + "\n")
     return 0
+
+
+def auto_choice(x, residual, act) -> str:
+    """What 'auto' chose for this configuration ('triton' / 'native'), '-' if it did not measure."""
+    import importlib
+    K = importlib.import_module("pix2pixhd.kernels.instance_norm_act")
+    key = K.AutoChooser.key(x, None, None, residual, act, train=x.requires_grad)
+    hit = K._AUTO.choices.get(key)
+    return hit["choice"] if hit else "-"
+
+
+def _write(path: str, text: str) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, p)
+    print(f"wrote {p}")
 
 
 if __name__ == "__main__":

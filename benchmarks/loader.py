@@ -2,6 +2,7 @@
 
     python3 benchmarks/loader.py                                  # both sizes, 0 and 2 workers
     python3 benchmarks/loader.py --res 2048x1024 --workers 0,4,8 --n 16 --data /tmp/bench_streets
+    python3 benchmarks/loader.py --res 2048x1024 --workers 8,16 --n 64 --unique 8   # a GPU host
 
 What is timed: ``pix2pixhd.data`` as training uses it, PNG decode + the reference default
 preprocessing (``scale_width`` at the source width, so no resample, plus random flips) + collate,
@@ -10,6 +11,8 @@ generator, files in the page cache after a warm-up epoch. With CUDA the batches 
 to the device (pinned memory, non_blocking) inside the timed loop. One-hot and boundary maps are
 computed on the device by ``pix2pixhd.encoding`` and are not part of this number.
 Prints one row per (size, workers): images/s, ms per image, MB/s of uint8 tensors delivered.
+``--unique K`` generates K scenes and hard-links them to make up the --n files (a 2048x1024 scene
+takes seconds to generate; decoding a copy costs what decoding the original does).
 """
 from __future__ import annotations
 
@@ -26,12 +29,18 @@ from pix2pixhd.data import create_dataloader, create_dataset
 from pix2pixhd.datasets import synthetic_streets as ss
 
 
-def ensure_data(root: Path, w: int, h: int, n: int) -> Path:
-    d = root / f"streets_{w}x{h}_{n}"
+def ensure_data(root: Path, w: int, h: int, n: int, unique: int | None = None) -> Path:
+    unique = min(unique or n, n)
+    d = root / (f"streets_{w}x{h}_{n}" + ("" if unique == n else f"_{unique}u"))
     if not (d / "classes.json").is_file():
         t = time.perf_counter()
-        ss.generate(d, n_train=n, n_test=0, width=w, height=h, seed=0)
-        print(f"generated {n} scenes of {w}x{h} in {time.perf_counter() - t:.1f} s -> {d}")
+        ss.generate(d, n_train=unique, n_test=0, width=w, height=h, seed=0)
+        for sub in ("train_label", "train_inst", "train_img"):
+            for i in range(unique, n):
+                src = d / sub / f"train_{i % unique:05d}.png"
+                if src.is_file():
+                    os.link(src, d / sub / f"train_{i:05d}.png")
+        print(f"generated {unique} scenes of {w}x{h} ({n} files) in {time.perf_counter() - t:.1f} s -> {d}")
     return d
 
 
@@ -61,17 +70,23 @@ def bench(d: Path, w: int, workers: int, epochs: int, device: torch.device) -> d
     return {"images_per_s": n / dt, "ms_per_image": 1e3 * dt / n, "MB_per_s": nbytes / dt / 1e6}
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--res", default="1024x512,2048x1024", help="comma-separated WIDTHxHEIGHT")
     p.add_argument("--workers", default="0,2", help="comma-separated num_workers values")
     p.add_argument("--n", type=int, default=8, help="images per size (generated once, cached)")
+    p.add_argument("--unique", type=int, default=None,
+                   help="distinct scenes among the --n files (default: all distinct)")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per row")
     p.add_argument("--data", default=None, help="where to keep the generated images "
                                                 "(default: a temporary folder)")
     p.add_argument("--json", default=None, metavar="PATH")
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tmp = None if a.data else tempfile.TemporaryDirectory()
     root = Path(a.data or tmp.name)
@@ -79,7 +94,7 @@ def main(argv=None) -> None:
     try:
         for res in a.res.split(","):
             w, h = map(int, res.lower().split("x"))
-            d = ensure_data(root, w, h, a.n)
+            d = ensure_data(root, w, h, a.n, a.unique)
             for nw in map(int, a.workers.split(",")):
                 r = bench(d, w, nw, a.epochs, device)
                 rows.append({"res": f"{w}x{h}", "workers": nw, **r})

@@ -3,7 +3,10 @@
     python3 benchmarks/train.py                                  # GPU: global 1024x512, local 2048x1024,
                                                                  # reference architectures, fp32 and bf16
     python3 benchmarks/train.py --stage global --res 1024x512 --precision bf16 --channels_last both
-    python3 benchmarks/train.py --json results/train_cpu.json    # CPU: small sizes (see the defaults)
+    python3 benchmarks/train.py --json results/train_cpu.json    # CPU: small sizes (see the defaults),
+                                                                 # then the reference widths at 256x128
+    python3 benchmarks/train.py --stage global --res 1024x512 --precision fp32,bf16+cl   # per-path layout
+    python3 benchmarks/train.py --stage global --res 256x128 --ngf 64 --ndf 64 --profile /tmp/prof
 
 For every stage and resolution it builds one Trainer per requested precision / layout (our
 default path: ``pix2pixhd.trainer.Trainer.train_step``) and the reference-style step of
@@ -23,6 +26,13 @@ hands them over), so slow drift of a shared machine hits every path alike. Per p
   vs baseline    baseline step time / this path's step time (> 1: faster than the reference)
   loss diff      max relative difference of the first step's losses to the baseline's (fp32:
                  ~1e-6 shows the two compute the same thing; bf16: its rounding)
+
+On CPU the default sizes use ngf/ndf 16; ``--reference_widths`` (on by default on CPU unless
+--ngf/--ndf/--res are given) adds NVIDIA's global configuration at its real widths (ngf 64,
+9 blocks, ndf 64) at 256x128, the largest size a 2-core CPU steps through in seconds.
+
+``--profile DIR`` then runs one more step of each path under torch.profiler, prints the ops with
+the most self time and writes a Chrome trace per path into DIR.
 
 VGG19 is randomly initialised (the timing does not depend on its weights and nothing is
 downloaded). ``--json PATH`` writes the table, the config, the device and the FLOP model.
@@ -64,9 +74,17 @@ def parse_args(argv=None):
     p.add_argument("--res", default=None, help="comma-separated WIDTHxHEIGHT for every stage "
                    "(default: GPU global 1024x512, local 2048x1024; CPU global 128x64, local 256x128)")
     p.add_argument("--precision", default=None,
-                   help="our path's precisions, comma-separated (default: GPU fp32,bf16; CPU fp32)")
+                   help="our paths' precisions, comma-separated, each optionally with +cl for a "
+                        "channels-last path, e.g. fp32,bf16+cl (default: GPU fp32,bf16; CPU fp32)")
     p.add_argument("--channels_last", default="off", choices=("off", "on", "both"),
-                   help="our path's memory format (the Trainer's default is off)")
+                   help="memory format of the paths without +cl (the Trainer's default is off)")
+    p.add_argument("--reference_widths", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run the global stage at NVIDIA's widths (ngf 64, ndf 64) at 256x128 "
+                        "(default: on for CPU unless --ngf, --ndf or --res is given; the GPU "
+                        "defaults are the reference widths already)")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="after timing, profile one step per path (torch.profiler): top ops printed, "
+                        "Chrome traces written to DIR")
     p.add_argument("--norm_impl", default="auto", choices=("auto", "triton", "ref"))
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--ngf", type=int, default=None,
@@ -123,14 +141,15 @@ def _ours(cfg, device, vgg) -> tuple:
     return tr
 
 
-def run_config(args, stage: str, width: int, height: int, device: torch.device, info: dict) -> list[dict]:
+def run_config(args, stage: str, width: int, height: int, device: torch.device, info: dict,
+               ngf: int | None = None, ndf: int | None = None) -> list[dict]:
     from pix2pixhd.config import TrainConfig
     from pix2pixhd.flops import peak_tflops, train_step_flops
     from pix2pixhd.losses import VGG19Features, VGGLoss
 
     cuda = device.type == "cuda"
-    ngf = args.ngf or ((64 if stage == "global" else 32) if cuda else 16)
-    ndf = args.ndf or (64 if cuda else 16)
+    ngf = ngf or args.ngf or ((64 if stage == "global" else 32) if cuda else 16)
+    ndf = ndf or args.ndf or (64 if cuda else 16)
     tmp = tempfile.mkdtemp(prefix="p2phd_bench_")
     base = dict(stage=stage, name="bench", checkpoints_dir=tmp, label_nc=args.label_nc, ngf=ngf, ndf=ndf,
                 n_downsample_global=args.n_downsample_global, n_blocks_global=args.n_blocks_global,
@@ -150,8 +169,8 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
     layouts = {"off": [False], "on": [True], "both": [False, True]}[args.channels_last]
     paths: list[_Path] = []
     first = None
-    for prec in args.precisions:
-        for cl in layouts:
+    for prec, forced_cl in args.precisions:
+        for cl in ([True] if forced_cl else layouts):
             cfg = B.resolved(TrainConfig(**base, precision=prec, channels_last=cl))
             tr = _ours(cfg, device, copy.deepcopy(vgg_net))
             first = first or tr
@@ -186,6 +205,9 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
                     p.phases.setdefault(k, []).append(v)
                 if mem.extra is not None:
                     p.extra_peak.append(mem.extra)
+
+    if args.profile:
+        profile_paths(paths, batches[0], Path(args.profile), f"{stage}_{width}x{height}_ngf{ngf}")
 
     flops = train_step_flops(cfg0, width, height, args.batch)
     rows = []
@@ -228,15 +250,43 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
     return rows
 
 
+def profile_paths(paths: list[_Path], batch: dict, out_dir: Path, tag: str, top: int = 25) -> None:
+    """One more step of each path under torch.profiler: the ops with the most self time (CPU, and
+    CUDA when there is one) printed, a Chrome trace per path written to out_dir."""
+    from torch.profiler import ProfilerActivity, profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    for p in paths:
+        p.zero_grads()
+        p.timer.start(False)
+        with profile(activities=acts, record_shapes=True) as prof:
+            p.step(batch)
+        name = p.name.split(" (")[0].replace(" ", "_")
+        trace = out_dir / f"{tag}_{name}.json"
+        prof.export_chrome_trace(str(trace))
+        print(f"\n-- profile: {p.name}, {tag} (trace: {trace}) --")
+        print(prof.key_averages().table(sort_by=sort, row_limit=top, max_name_column_width=48))
+
+
+def parse_precisions(text: str) -> list[tuple[str, bool]]:
+    """'fp32,bf16+cl' -> [('fp32', False), ('bf16', True)]."""
+    out = []
+    for item in text.split(","):
+        prec, _, suffix = item.partition("+")
+        if prec not in ("fp32", "bf16", "fp16") or suffix not in ("", "cl"):
+            raise SystemExit(f"--precision {item!r}: expected fp32, bf16 or fp16, optionally "
+                             "followed by +cl (channels-last), e.g. fp32,bf16+cl")
+        out.append((prec, suffix == "cl"))
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from pix2pixhd.distributed import resolve_device
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    args.precisions = (args.precision or ("fp32,bf16" if cuda else "fp32")).split(",")
-    for prec in args.precisions:
-        if prec not in ("fp32", "bf16", "fp16"):
-            raise SystemExit(f"--precision {prec!r}: expected fp32, bf16 or fp16")
+    args.precisions = parse_precisions(args.precision or ("fp32,bf16" if cuda else "fp32"))
     args.steps = args.steps or (20 if cuda else 5)
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     stages = args.stage.split(",")
@@ -252,6 +302,12 @@ def main(argv=None) -> int:
                                                     if cuda else ((128, 64) if stage == "global" else (256, 128))]
         for w, h in res:
             rows += run_config(args, stage, w, h, device, info)
+    reference = args.reference_widths
+    if reference is None:
+        reference = not cuda and not (args.ngf or args.ndf or args.res)
+    if reference:
+        print("\n(reference widths: NVIDIA's global generator and discriminator as published)")
+        rows += run_config(args, "global", 256, 128, device, info, ngf=64, ndf=64)
     B.write_json(args.json, {"benchmark": "train", "command": " ".join(["python3", "benchmarks/train.py"]
                                                                       + (argv if argv is not None else sys.argv[1:])),
                              "device": info, "steps": args.steps, "warmup": args.warmup, "rows": rows})

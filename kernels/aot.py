@@ -466,7 +466,7 @@ def summary_tables(rows: list[dict]) -> list[str]:
     for arch in sorted({r["arch"] for r in rows}):
         for kernel in sorted({r["kernel"] for r in rows if r["arch"] == arch}):
             rs = [r for r in rows if r["arch"] == arch and r["kernel"] == kernel]
-            out.append(f"\n{kernel}, {arch}: {len(rs)} specializations")
+            out.append(f"\n#### {kernel}, {arch}: {len(rs)} specializations\n")
             out.append("| layout | dtype | H*W % 16 == 0 | specs | regs/thread | spilled bytes | "
                        "stack | smem bytes | widest global load | widest global store | errors |")
             out.append("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -594,9 +594,10 @@ def main(argv=None) -> int:
     if errors:
         last += f", {len(errors)} failed to compile"
     if args.markdown:
-        _write(args.markdown, "\n".join([f"# AOT compilation: {last}", "", "```",
-                                         f"python -m pix2pixhd.kernels.aot --arch {args.arch}",
-                                         "```"] + tables + ["", "## Every specialization", ""]
+        cmd = " ".join(["python -m pix2pixhd.kernels.aot"]
+                       + (sys.argv[1:] if argv is None else list(argv)))
+        _write(args.markdown, "\n".join([f"# AOT compilation: {last}", "", "```", cmd, "```"]
+                                        + tables + ["", "## Every specialization", ""]
                                         + full) + "\n")
     if args.json:
         _write(args.json, json.dumps({"triton": triton.__version__, "torch": torch.__version__,

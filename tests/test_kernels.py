@@ -228,7 +228,7 @@ def test_triton_on_cpu_without_interpreter_warns_once_or_raises(monkeypatch):
 
 def test_fp64_falls_back_with_warning(monkeypatch):
     monkeypatch.setattr(K, "_WARNED", set())
-    x = torch.randn(1, 2, 3, 3, dtype=torch.float64)
+    x = torch.randn(1, 2, 3, 3, dtype=torch.float64, device=DEVICE)
     with pytest.warns(RuntimeWarning, match="float64"):
         y = instance_norm_act(x, impl="triton")
     assert y.dtype == torch.float64
@@ -335,22 +335,22 @@ def test_auto_measures_each_configuration_once_and_takes_the_faster_path(tuned, 
     timer = FakeTimer({"triton": 1.0, "native": 2.0})
     chooser = tuned(timer)
     fused = spy_fused(monkeypatch)
-    x = torch.randn(2, 6, 5, 7)
+    x = torch.randn(2, 6, 5, 7, device=DEVICE)
     y = instance_norm_act(x, act="leaky_relu", impl="auto")
     assert timer.calls == ["triton", "native"] and len(fused) == 1  # measured, then Triton ran
     assert rel_err(y, instance_norm_act_ref(x, act="leaky_relu")) <= 1e-5
-    instance_norm_act(torch.randn(2, 6, 5, 7), act="leaky_relu", impl="auto")
+    instance_norm_act(torch.randn(2, 6, 5, 7, device=DEVICE), act="leaky_relu", impl="auto")
     assert timer.calls == ["triton", "native"] and len(fused) == 2  # same key: no new measurement
     # Each part of the key is its own configuration: shape, layout, act, dtype, residual, affine.
     # (Native measures faster from here on, which also keeps the slow interpreter out.)
     timer.ms = {"triton": 2.0, "native": 1.0}
     variants = [
-        dict(x=torch.randn(2, 6, 5, 8)),
+        dict(x=torch.randn(2, 6, 5, 8, device=DEVICE)),
         dict(x=x.contiguous(memory_format=torch.channels_last)),
         dict(x=x, act="relu"),
         dict(x=x.to(torch.bfloat16)),
         dict(x=x, residual=torch.randn_like(x)),
-        dict(x=x, weight=torch.ones(6), bias=torch.zeros(6)),
+        dict(x=x, weight=torch.ones(6, device=DEVICE), bias=torch.zeros(6, device=DEVICE)),
     ]
     for i, kw in enumerate(variants):
         kw.setdefault("act", "leaky_relu")
@@ -366,7 +366,7 @@ def test_auto_takes_the_native_path_when_it_measures_faster(tuned, monkeypatch):
     native_calls = []
     native = F.instance_norm
     monkeypatch.setattr(F, "instance_norm", lambda *a, **k: native_calls.append(1) or native(*a, **k))
-    x = torch.randn(1, 4, 6, 6, requires_grad=True)
+    x = torch.randn(1, 4, 6, 6, requires_grad=True, device=DEVICE)
     y = instance_norm_act(x, act="relu", impl="auto")
     y.sum().backward()
     assert fused == [] and native_calls == [1]
@@ -376,9 +376,9 @@ def test_auto_takes_the_native_path_when_it_measures_faster(tuned, monkeypatch):
 def test_auto_measures_both_candidates_on_scratch_tensors_forward_and_backward(tuned):
     timer = FakeTimer({"triton": 1.0, "native": 2.0}, run=True)  # really runs both candidates
     chooser = tuned(timer)
-    x = torch.randn(1, 3, 4, 5, requires_grad=True)
-    r = torch.randn(1, 3, 4, 5, requires_grad=True)
-    w = torch.randn(3, requires_grad=True)
+    x = torch.randn(1, 3, 4, 5, requires_grad=True, device=DEVICE)
+    r = torch.randn(1, 3, 4, 5, requires_grad=True, device=DEVICE)
+    w = torch.randn(3, requires_grad=True, device=DEVICE)
     y = instance_norm_act(x, w, None, act="relu", residual=r, impl="auto")
     # The measurement ran backward on its own tensors: the caller's have no gradients yet.
     assert x.grad is None and r.grad is None and w.grad is None
@@ -390,7 +390,7 @@ def test_auto_measures_both_candidates_on_scratch_tensors_forward_and_backward(t
         instance_norm_act(x, w, None, act="relu", residual=r, impl="auto")
     assert len(chooser.choices) == 2 and any(k.endswith("|inference") for k in chooser.choices)
     with torch.inference_mode():  # measuring works inside inference_mode too
-        instance_norm_act(torch.randn(1, 3, 4, 5), act="none", impl="auto")
+        instance_norm_act(torch.randn(1, 3, 4, 5, device=DEVICE), act="none", impl="auto")
     assert len(chooser.choices) == 3
 
 
@@ -398,7 +398,7 @@ def test_forced_impls_never_measure(tuned, monkeypatch):
     timer = FakeTimer({"triton": 1.0, "native": 2.0})
     tuned(timer)
     for impl in ("triton", "ref"):
-        instance_norm_act(torch.randn(1, 3, 4, 4), impl=impl)
+        instance_norm_act(torch.randn(1, 3, 4, 4, device=DEVICE), impl=impl)
     assert timer.calls == []
 
 
@@ -413,7 +413,7 @@ def test_auto_without_a_device_does_not_measure(monkeypatch):
 def test_auto_choices_persist_on_disk(tuned, tmp_path, monkeypatch):
     path = tmp_path / "norm_choices.json"
     tuned(FakeTimer({"triton": 3.0, "native": 1.0}), path=path)
-    x = torch.randn(1, 4, 5, 5)
+    x = torch.randn(1, 4, 5, 5, device=DEVICE)
     instance_norm_act(x, act="relu", impl="auto")
     stored = json.loads(path.read_text())
     (entry,) = stored.values()
@@ -432,18 +432,18 @@ def test_auto_disk_file_that_is_not_json_names_the_file_and_the_fix(tuned, tmp_p
     path.write_text("{not json")
     tuned(FakeTimer({"triton": 1.0, "native": 2.0}), path=path)
     with pytest.raises(ValueError, match=rf"{K.AUTOTUNE_ENV}: .*choices.json.*delete it"):
-        instance_norm_act(torch.randn(1, 2, 3, 3), impl="auto")
+        instance_norm_act(torch.randn(1, 2, 3, 3, device=DEVICE), impl="auto")
 
 
 def test_auto_under_compile_uses_only_measured_choices(tuned, monkeypatch):
     timer = FakeTimer({"triton": 1.0, "native": 2.0})
     chooser = tuned(timer)
-    x = torch.randn(1, 4, 5, 5)
+    x = torch.randn(1, 4, 5, 5, device=DEVICE)
     instance_norm_act(x, impl="auto")  # measured eagerly: Triton
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     args = (x, None, None, None, "relu", None, None)
     assert chooser.choose(*args) == "triton"  # the measured configuration keeps its choice
-    assert chooser.choose(torch.randn(1, 4, 6, 6), *args[1:]) == "native"  # unmeasured: native
+    assert chooser.choose(torch.randn(1, 4, 6, 6, device=DEVICE), *args[1:]) == "native"  # unmeasured: native
     assert len(timer.calls) == 2
 
 

@@ -1,62 +1,40 @@
-"""Command-line entry points (train_hd.py, synthesize.py): argument handling only."""
+"""Command-line entry points (train_hd.py, synthesize.py): argument handling only.
+
+The options, their defaults and how a run's options are decided live in ``pix2pixhd.config``:
+here the command line is parsed (only the options given are set) and handed to
+``TrainConfig.resolved()``. Both parsers refuse abbreviations (``--ng 8`` is an error, not
+``--ngf 8``).
+"""
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import json
 import sys
 from pathlib import Path
 
-from pix2pixhd.checkpoint import load_run_config
-from pix2pixhd.config import TrainConfig, build_parser
+from pix2pixhd.config import MODELS, TrainConfig, build_parser
 
-# Fields a later stage takes from the stage it loads, unless given on the command line.
-INHERITED = ("label_nc", "input_nc", "output_nc", "no_instance", "n_downsample_global",
-             "n_blocks_global", "norm", "ndf", "n_layers_D", "instance_feat", "label_feat",
-             "feat_num", "nef", "n_downsample_E", "dataset_mode", "direction", "model")
+TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune) or pix2pix (--model pix2pix).
 
-
-# pix2pix (Isola et al. 2017) defaults that differ from pix2pixHD's, applied unless given.
-PIX2PIX_DEFAULTS = dict(norm="batch", gan_mode="vanilla", no_instance=True, label_nc=0,
-                        resize_or_crop="resize_and_crop", loadSize=286, fineSize=256,
-                        dataset_mode="aligned", no_vgg_loss=True, no_ganFeat_loss=True, num_D=1)
+Every option's default is shown for the model given with --model (pix2pixhd if none); a later
+stage (--load_pretrain) or a resumed run (--resume) takes the options not given from the run it
+loads. `train_hd.py --model pix2pix --help` shows pix2pix's defaults."""
 
 
-def _given(argv: list[str]) -> set[str]:
-    return {a[2:].split("=")[0] for a in argv if a.startswith("--")}
+def train_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """train_hd.py's parser, its help showing the defaults of the --model in ``argv``."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--model")
+    model = pre.parse_known_args(argv or [])[0].model
+    # an unknown --model is reported by the full parser, with the choices
+    return build_parser(model if model in MODELS else "pix2pixhd", description=TRAIN_DESCRIPTION)
 
 
 def resolve_config(argv: list[str]) -> TrainConfig:
-    """Parse, inherit the architecture of --load_pretrain's stage (or of the run being resumed)."""
-    args = build_parser(description=__doc__).parse_args(argv)
-    cfg = TrainConfig(**vars(args))
-    given = _given(argv)
-    if cfg.model == "pix2pix":
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in PIX2PIX_DEFAULTS.items() if k not in given})
-    if cfg.auto_resume and not cfg.resume and (cfg.experiment_dir / "latest.pt").is_file():
-        # An elastic restart (torchrun --max_restarts) reruns the same command line: every rank
-        # sees the same latest.pt (the agent restarts all workers, so no rank is writing it).
-        cfg = dataclasses.replace(cfg, resume=True, which_epoch="latest")
-    src = None
-    if cfg.resume:
-        src = cfg.experiment_dir
-    elif cfg.load_pretrain:
-        src = Path(cfg.load_pretrain)
-    if src is not None:
-        # config.json, or the copy in the checkpoint when config.json is missing or damaged
-        prev = load_run_config(src, cfg.which_epoch)
-        updates = {k: getattr(prev, k) for k in INHERITED if k not in given}
-        if cfg.resume:
-            # a resumed run is the same run: every option not given again comes from it
-            updates = {f.name: getattr(prev, f.name) for f in dataclasses.fields(TrainConfig)
-                       if f.name not in given and f.name not in ("resume", "which_epoch", "dry_run", "max_steps")}
-        elif cfg.stage == "local" and prev.netG == "global" and "ngf" not in given:
-            updates["ngf"] = prev.ngf // 2 ** cfg.n_local_enhancers
-        elif cfg.stage == "finetune":
-            for k in ("ngf", "n_local_enhancers", "n_blocks_local", "netG", "num_D"):
-                if k not in given:
-                    updates[k] = getattr(prev, k)
-        cfg = dataclasses.replace(cfg, **updates)
-    return cfg.resolved()
+    """The command line's TrainConfig, resolved (inherited from --load_pretrain's stage or the
+    run being resumed, the model's defaults, the stage's)."""
+    args = train_parser(argv).parse_args(argv)
+    return TrainConfig(**vars(args)).resolved()
 
 
 def train_main(argv: list[str] | None = None) -> int:
@@ -66,6 +44,8 @@ def train_main(argv: list[str] | None = None) -> int:
     info = distributed.setup(cfg.device)
     if info.is_master:
         print(f"pix2pixhd training, {info.world_size} process(es) on {info.device}\n{cfg.pretty()}", flush=True)
+        for note in cfg.notes():
+            print(f"note: {note}", flush=True)
     if cfg.dry_run:
         return 0
     from pix2pixhd.trainer import Trainer
@@ -78,26 +58,28 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def synthesize_main(argv: list[str] | None = None) -> int:
-    import argparse
-
-
-    from pix2pixhd.synthesis import Synthesizer, load_generator, synthesize_folder
-    p = argparse.ArgumentParser(description="Label maps → photos with a trained pix2pixHD generator",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="training run folder (config.json + *.pt)")
-    p.add_argument("--which_epoch", default="latest")
-    p.add_argument("--input", required=True, help="folder of label maps (single-channel id PNGs)")
+def synthesize_parser() -> argparse.ArgumentParser:
+    """synthesize.py's parser (abbreviations refused)."""
+    p = argparse.ArgumentParser(description="Inputs -> images with a trained generator (pix2pixHD or pix2pix)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    p.add_argument("--checkpoint", required=True,
+                   help="training run folder (config.json + *.pt); the architecture comes from it")
+    p.add_argument("--which_epoch", default="latest", help="checkpoint to load: 'latest' or an epoch number")
+    p.add_argument("--input", required=True,
+                   help="folder of inputs: label maps (single-channel id PNGs), or images for runs "
+                        "trained with --label_nc 0 (pix2pix)")
     p.add_argument("--inst", default="", help="folder of instance maps matched by file stem")
     p.add_argument("--out", required=True, help="output folder; PNGs named after the inputs")
     p.add_argument("--real", default="", help="folder of real photos: adds an HTML page and L1/PSNR")
-    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--batch_size", type=int, default=4, help="images per generator call (same-size inputs)")
     p.add_argument("--how_many", type=int, default=0, help="at most this many inputs; 0 = all")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    p.add_argument("--backend", default="torch", choices=("torch", "onnx"))
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="number format of the generator (autocast); auto = bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
+                   help="run the PyTorch generator or its ONNX export (onnxruntime)")
     p.add_argument("--onnx_path", default="", help="with --backend onnx (default: CHECKPOINT/generator.onnx)")
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--no_test_dropout", action="store_true",
                    help="pix2pix: switch the U-Net's dropout off (default on at test time, as the paper)")
     f = p.add_argument_group("feature encoder (runs trained with --instance_feat / --label_feat)")
@@ -107,7 +89,13 @@ def synthesize_main(argv: list[str] | None = None) -> int:
     f.add_argument("--cluster", default="", help="--feature_mode cluster: K for every class, or class=K pairs "
                                                  "(26=3,24=1; other classes sampled)")
     f.add_argument("--use_encoded_image", action="store_true", help="reference name of --feature_mode encoded")
-    f.add_argument("--seed", type=int, default=0, help="seed of the sampled clusters (per image, by file name)")
+    f.add_argument("--seed", type=int, default=0, help="seed (integer) of the sampled clusters, per image by file name")
+    return p
+
+
+def synthesize_main(argv: list[str] | None = None) -> int:
+    from pix2pixhd.synthesis import Synthesizer, load_generator, synthesize_folder
+    p = synthesize_parser()
     a = p.parse_args(argv)
     if a.use_encoded_image:
         a.feature_mode = "encoded"

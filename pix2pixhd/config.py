@@ -1,8 +1,22 @@
-"""Typed training configuration with NVIDIA pix2pixHD's option names and defaults.
+"""Typed configuration: every training option, its defaults for every model, and how a run's
+options are decided. NVIDIA pix2pixHD's option names and defaults; pix2pix's where they differ.
 
-One dataclass is the single source: the command line is generated from its fields (types and
-defaults shown in --help), it is printed at start, saved as ``config.json`` beside every
-checkpoint, and read back by synthesis so a checkpoint never meets the wrong architecture flags.
+``TrainConfig`` is the single source. Each field is declared with :func:`option`: its group,
+its default (per model where models differ) and its help. A field's value is ``None`` until
+:meth:`TrainConfig.resolved` fills it; ``None`` means "not given by the user", so the one
+resolution step can decide, in this order, for every option the user did not give:
+
+  1. a resumed run (``resume``, or ``auto_resume`` when ``latest.pt`` exists) takes it from the
+     run's own config; a later stage (``load_pretrain``) takes the architecture options of the
+     stage it loads (``INHERITED``, and per stage ``ngf`` etc.);
+  2. otherwise the default of the run's model (``--model pix2pix`` has its own);
+  3. the stage decides ``netG`` and ``num_D`` when they are left at "from the stage".
+
+So ``TrainConfig(model="pix2pix").resolved()`` in Python is exactly what
+``train_hd.py --model pix2pix`` resolves: the command line (``build_parser``) only collects the
+options given. The resolved config is printed at start, saved as ``config.json`` beside every
+checkpoint and read back by synthesis, so a checkpoint never meets the wrong architecture flags.
+``DataConfig`` is the typed subset the dataset reads (``TrainConfig.data_config()``).
 """
 from __future__ import annotations
 
@@ -12,119 +26,247 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from pix2pixhd.paths import run_dir
 
 STAGES = ("global", "local", "finetune")
+MODELS = ("pix2pixhd", "pix2pix")
 PRECISIONS = ("fp32", "bf16", "fp16")
+RESIZE_OR_CROP = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+
+# Option groups, in --help order: name -> the title argparse shows.
+GROUPS = {
+    "experiment": "experiment (what runs, where it is saved, how it continues)",
+    "data": "data (dataset layout, preprocessing, loading)",
+    "generator": "generator (and the instance feature encoder)",
+    "discriminator": "discriminator",
+    "losses": "losses",
+    "optimisation": "optimisation (Adam, epochs, learning-rate schedule)",
+    "precision/scale": "precision/scale (number format, memory layout, devices, kernels)",
+    "logging": "logging and saving",
+}
+
+# Options a later stage takes from the stage it loads (--load_pretrain), unless given.
+INHERITED = ("label_nc", "input_nc", "output_nc", "no_instance", "n_downsample_global",
+             "n_blocks_global", "norm", "ndf", "n_layers_D", "instance_feat", "label_feat",
+             "feat_num", "nef", "n_downsample_E", "dataset_mode", "direction", "model")
+# Options a resumed run does not take from the run it resumes: they say how to continue it.
+NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps")
+
+
+def option(group: str, default: Any, help: str, *, choices: tuple | None = None,
+           **model_defaults: Any) -> Any:
+    """A TrainConfig field: ``None`` (not given) until resolved, then ``default`` or the
+    run's model's own default (``pix2pix=...``). The argparse type is the default's type."""
+    assert group in GROUPS, group
+    assert set(model_defaults) <= set(MODELS), model_defaults
+    return field(default=None, metadata={"group": group, "default": default, "help": help,
+                                         "choices": choices, "models": model_defaults})
+
+
+def default_of(f: dataclasses.Field, model: str) -> Any:
+    """Field ``f``'s default for ``model``."""
+    return f.metadata["models"].get(model, f.metadata["default"])
+
+
+def model_defaults(model: str) -> dict[str, Any]:
+    """The options whose default ``model`` changes from pix2pixHD's, with its values."""
+    return {f.name: f.metadata["models"][model] for f in fields(TrainConfig) if model in f.metadata["models"]}
 
 
 @dataclass
 class TrainConfig:
     # --- experiment -------------------------------------------------------------------------
-    stage: str = field(default="global", metadata={"help": "global | local | finetune",
-                                                   "choices": STAGES})
-    model: str = field(default="pix2pixhd", metadata={"help": "pix2pixhd | pix2pix",
-                                                      "choices": ("pix2pixhd", "pix2pix")})
-    name: str = field(default="label2city", metadata={"help": "experiment name (a folder in checkpoints_dir)"})
-    checkpoints_dir: str = "./checkpoints"
-    load_pretrain: str = field(default="", metadata={
-        "help": "checkpoint folder of the previous stage (global → local, local → finetune)"})
-    resume: bool = field(default=False, metadata={"help": "continue this experiment exactly from its latest checkpoint (alias --continue_train)"})
-    auto_resume: bool = field(default=False, metadata={"help": "resume if this experiment has latest.pt, else start fresh (for torchrun --max_restarts)"})
-    which_epoch: str = field(default="latest", metadata={"help": "checkpoint to load: latest or an epoch number"})
-    seed: int = 0
-    deterministic: bool = field(default=False, metadata={"help": "torch.use_deterministic_algorithms (bit-exact resume)"})
-    dry_run: bool = field(default=False, metadata={"help": "print the resolved config and exit"})
-    max_steps: int = field(default=0, metadata={"help": "stop (after saving latest) once this many iterations of the run have been done; 0 = no limit"})
+    stage: Optional[str] = option(
+        "experiment", "global", "global: G1 at the lower resolution with a 2-scale D; local: the "
+        "local enhancer at full resolution (from --load_pretrain's global stage); finetune: all of "
+        "G jointly (from a local stage)", choices=STAGES)
+    model: Optional[str] = option(
+        "experiment", "pix2pixhd", "pix2pixhd (Wang et al. 2018) or pix2pix (Isola et al. 2017: "
+        "U-Net, PatchGAN, L1 + cGAN); each has its own defaults (see --model pix2pix --help)",
+        choices=MODELS)
+    name: Optional[str] = option("experiment", "label2city",
+                                 "experiment name: the run's folder inside --checkpoints_dir")
+    checkpoints_dir: Optional[str] = option(
+        "experiment", "./checkpoints", "folder holding one folder per run (checkpoints, config.json, logs)")
+    load_pretrain: Optional[str] = option(
+        "experiment", "", "run folder of the previous stage (global -> local, local -> finetune); "
+        "its architecture options are inherited unless given")
+    resume: Optional[bool] = option(
+        "experiment", False, "continue this run exactly from its checkpoint; every option not given "
+        "again comes from its config.json (alias --continue_train)")
+    auto_resume: Optional[bool] = option(
+        "experiment", False, "resume if this run has latest.pt, else start fresh (for torchrun "
+        "--max_restarts)")
+    which_epoch: Optional[str] = option(
+        "experiment", "latest", "checkpoint to load: 'latest' or an epoch number")
+    seed: Optional[int] = option(
+        "experiment", 0, "random seed (integer) of the weights, crops, flips and data order")
+    deterministic: Optional[bool] = option(
+        "experiment", False, "torch.use_deterministic_algorithms: bit-exact resume, slower on GPU")
+    dry_run: Optional[bool] = option("experiment", False, "print the resolved options and exit")
+    max_steps: Optional[int] = option(
+        "experiment", 0, "iterations: stop (after saving latest) once this run has done this many; "
+        "0 = no limit")
 
     # --- data -------------------------------------------------------------------------------
-    dataroot: str = "./datasets/cityscapes/"
-    dataset_mode: str = field(default="auto", metadata={"help": "auto | cityscapes | rgb_pairs | aligned | palette"})
-    phase: str = "train"
-    palette: str = field(default="", metadata={"help": "decode colour label maps: 'facades', a JSON file of [r,g,b] or empty"})
-    validate: str = field(default="full", metadata={"help": "check the dataset before training: full | headers | off",
-                                                    "choices": ("full", "headers", "off")})
-    label_nc: int = field(default=35, metadata={"help": "number of label ids; 0 for RGB inputs"})
-    input_nc: int = field(default=3, metadata={"help": "input image channels when label_nc is 0"})
-    output_nc: int = 3
-    no_instance: bool = field(default=False, metadata={"help": "do not add the instance boundary map"})
-    resize_or_crop: str = field(default="scale_width", metadata={
-        "help": "resize_and_crop | crop | scale_width | scale_width_and_crop | none"})
-    loadSize: int = 1024
-    fineSize: int = 512
-    no_flip: bool = False
-    direction: str = field(default="AtoB", metadata={"choices": ("AtoB", "BtoA")})
-    nThreads: int = field(default=2, metadata={"help": "data loader worker processes"})
-    batchSize: int = 1
-    max_dataset_size: int = field(default=0, metadata={"help": "use at most this many samples; 0 = all"})
+    dataroot: Optional[str] = option("data", "./datasets/cityscapes/",
+                                     "dataset folder (layouts: docs/data.md)")
+    dataset_mode: Optional[str] = option(
+        "data", "auto", "dataset layout: auto | cityscapes | rgb_pairs | aligned | palette",
+        pix2pix="aligned")
+    phase: Optional[str] = option("data", "train",
+                                  "split to read: {phase}_label, {phase}_img... (a folder name)")
+    palette: Optional[str] = option(
+        "data", "", "decode colour label maps: 'facades', a JSON file of [r, g, b] colours, or "
+        "empty for id maps")
+    validate: Optional[str] = option(
+        "data", "full", "check the dataset before training: full (decode every file), headers "
+        "(sizes and modes) or off", choices=("full", "headers", "off"))
+    label_nc: Optional[int] = option(
+        "data", 35, "number of label classes (ids 0..label_nc-1); 0 = the input is an image",
+        pix2pix=0)
+    input_nc: Optional[int] = option("data", 3, "input image channels when --label_nc is 0")
+    output_nc: Optional[int] = option("data", 3, "output image channels")
+    no_instance: Optional[bool] = option(
+        "data", False, "no instance maps (no instance boundary channel in G's input)", pix2pix=True)
+    resize_or_crop: Optional[str] = option(
+        "data", "scale_width", "preprocessing of every image", choices=RESIZE_OR_CROP,
+        pix2pix="resize_and_crop")
+    loadSize: Optional[int] = option(
+        "data", 1024, "pixels: the width (scale_width*) or side (resize_and_crop) images are "
+        "scaled to before cropping", pix2pix=286)
+    fineSize: Optional[int] = option("data", 512, "pixels: the side of the random crop",
+                                     pix2pix=256)
+    no_flip: Optional[bool] = option("data", False, "no random horizontal flips")
+    direction: Optional[str] = option(
+        "data", "AtoB", "which half of an AB image (or of A/B folders) is the input",
+        choices=("AtoB", "BtoA"))
+    nThreads: Optional[int] = option("data", 2, "data loader worker processes (0 = load in the "
+                                                "training process)")
+    batchSize: Optional[int] = option("data", 1, "images per step, per process")
+    max_dataset_size: Optional[int] = option("data", 0, "images: use at most this many; 0 = all")
 
-    # --- generator ----------------------------------------------------------------------------
-    netG: str = field(default="", metadata={"help": "global | local (default: from --stage)"})
-    ngf: int = 64
-    n_downsample_global: int = 4
-    n_blocks_global: int = 9
-    n_local_enhancers: int = 1
-    n_blocks_local: int = 3
-    norm: str = field(default="instance", metadata={"choices": ("instance", "batch")})
-    norm_impl: str = field(default="auto", metadata={"help": "fused instance norm: auto | triton | ref",
-                                                     "choices": ("auto", "triton", "ref")})
+    # --- generator (and the feature encoder) ------------------------------------------------
+    netG: Optional[str] = option(
+        "generator", "", "pix2pixHD generator: global | local; empty = from --stage (global "
+        "stage: global, else local)")
+    ngf: Optional[int] = option(
+        "generator", 64, "filters of G's first conv (local stage: the enhancer's; its global part "
+        "has ngf x 2^n_local_enhancers)")
+    n_downsample_global: Optional[int] = option("generator", 4,
+                                                "stride-2 downsamplings of the global generator")
+    n_blocks_global: Optional[int] = option("generator", 9,
+                                            "ResNet blocks of the global generator")
+    n_local_enhancers: Optional[int] = option(
+        "generator", 1, "local enhancers (each doubles the resolution)")
+    n_blocks_local: Optional[int] = option("generator", 3, "ResNet blocks per local enhancer")
+    norm: Optional[str] = option("generator", "instance", "normalisation of G, D and E",
+                                 choices=("instance", "batch"), pix2pix="batch")
+    netG_pix2pix: Optional[str] = option(
+        "generator", "unet_256", "pix2pix generator: unet_256 | unet_128 (U-Nets for 256 and "
+        "128 px) | encoder_decoder_256 | encoder_decoder_128 (the same without skips)")
+    no_dropout: Optional[bool] = option("generator", False, "pix2pix: no dropout in the U-Net")
+    instance_feat: Optional[bool] = option(
+        "generator", False, "feature encoder: add encoded instance features to G's input")
+    label_feat: Optional[bool] = option(
+        "generator", False, "feature encoder: add encoded label (class) features to G's input")
+    feat_num: Optional[int] = option("generator", 3, "channels of the encoded feature map")
+    nef: Optional[int] = option("generator", 16, "filters of the encoder's first conv")
+    n_downsample_E: Optional[int] = option("generator", 4,
+                                           "stride-2 downsamplings of the encoder")
+    load_features: Optional[bool] = option(
+        "generator", False, "read precomputed feature maps ({phase}_feat) instead of running E")
+    n_clusters: Optional[int] = option(
+        "generator", 10, "k-means clusters per class of the encoded features")
 
-    # --- pix2pix (--model pix2pix) ------------------------------------------------------------
-    netG_pix2pix: str = field(default="unet_256", metadata={"help": "pix2pix generator: unet_256 | unet_128 | encoder_decoder_256 | ..."})
-    netD_pix2pix: str = field(default="basic", metadata={"help": "pix2pix discriminator: basic | n_layers | pixel | image"})
-    lambda_L1: float = field(default=100.0, metadata={"help": "pix2pix: weight of L1 (0 = GAN only)"})
-    lambda_GAN: float = field(default=1.0, metadata={"help": "pix2pix: weight of the GAN loss (0 = L1 only, no D)"})
-    no_cond_D: bool = field(default=False, metadata={"help": "pix2pix: unconditional D (sees the output only)"})
-    no_dropout: bool = field(default=False, metadata={"help": "pix2pix: no dropout in the U-Net"})
+    # --- discriminator ----------------------------------------------------------------------
+    netD_pix2pix: Optional[str] = option(
+        "discriminator", "basic", "pix2pix discriminator: basic (70x70 PatchGAN) | n_layers "
+        "(PatchGAN with --n_layers_D) | pixel (1x1) | image (286x286)")
+    ndf: Optional[int] = option("discriminator", 64, "filters of D's first conv")
+    n_layers_D: Optional[int] = option("discriminator", 3,
+                                       "stride-2 conv layers of each PatchGAN")
+    num_D: Optional[int] = option(
+        "discriminator", 0, "discriminator scales; 0 = from --stage (2 global, 3 local/finetune)",
+        pix2pix=1)
+    no_cond_D: Optional[bool] = option(
+        "discriminator", False, "pix2pix: unconditional D (sees the output only)")
 
-    # --- feature encoder ----------------------------------------------------------------------
-    instance_feat: bool = field(default=False, metadata={"help": "add encoded instance features to the input"})
-    label_feat: bool = field(default=False, metadata={"help": "add encoded label features to the input"})
-    feat_num: int = 3
-    nef: int = 16
-    n_downsample_E: int = 4
-    load_features: bool = field(default=False, metadata={"help": "read precomputed feature maps ({phase}_feat)"})
-    n_clusters: int = 10
+    # --- losses -----------------------------------------------------------------------------
+    gan_mode: Optional[str] = option("losses", "lsgan", "GAN objective",
+                                     choices=("lsgan", "vanilla", "hinge"), pix2pix="vanilla")
+    no_lsgan: Optional[bool] = option("losses", False, "reference flag: same as --gan_mode vanilla")
+    lambda_feat: Optional[float] = option(
+        "losses", 10.0, "weight of the feature-matching and VGG losses")
+    no_ganFeat_loss: Optional[bool] = option(
+        "losses", False, "no discriminator feature-matching loss", pix2pix=True)
+    no_vgg_loss: Optional[bool] = option("losses", False, "no VGG19 perceptual loss", pix2pix=True)
+    vgg_path: Optional[str] = option(
+        "losses", "", "file of torchvision's vgg19-dcbb9e9d.pth weights (empty: the torch hub cache)")
+    lambda_L1: Optional[float] = option("losses", 100.0,
+                                        "pix2pix: weight of the L1 loss (0 = GAN only)")
+    lambda_GAN: Optional[float] = option(
+        "losses", 1.0, "pix2pix: weight of the GAN loss (0 = L1 only, no D)")
 
-    # --- discriminator and losses ---------------------------------------------------------------
-    ndf: int = 64
-    n_layers_D: int = 3
-    num_D: int = field(default=0, metadata={"help": "discriminator scales (default: 2 global, 3 local/finetune)"})
-    lambda_feat: float = 10.0
-    no_ganFeat_loss: bool = False
-    no_vgg_loss: bool = False
-    vgg_path: str = field(default="", metadata={"help": "torchvision vgg19-dcbb9e9d.pth (default: the torch hub cache)"})
-    gan_mode: str = field(default="lsgan", metadata={"choices": ("lsgan", "vanilla", "hinge")})
-    no_lsgan: bool = field(default=False, metadata={"help": "reference flag: same as --gan_mode vanilla"})
+    # --- optimisation -----------------------------------------------------------------------
+    lr: Optional[float] = option("optimisation", 0.0002, "Adam's initial learning rate")
+    beta1: Optional[float] = option("optimisation", 0.5, "Adam's beta1 (beta2 is 0.999)")
+    niter: Optional[int] = option("optimisation", 100, "epochs at the initial learning rate")
+    niter_decay: Optional[int] = option("optimisation", 100,
+                                        "epochs of linear decay of the learning rate to zero")
+    niter_fix_global: Optional[int] = option(
+        "optimisation", 0, "epochs: the local stage trains only the enhancer for this many")
 
-    # --- optimisation ---------------------------------------------------------------------------
-    lr: float = 0.0002
-    beta1: float = 0.5
-    niter: int = field(default=100, metadata={"help": "epochs at the starting learning rate"})
-    niter_decay: int = field(default=100, metadata={"help": "epochs of linear decay to zero"})
-    niter_fix_global: int = field(default=0, metadata={"help": "local stage: epochs that train only the enhancer"})
-    precision: str = field(default="fp32", metadata={"choices": PRECISIONS})
-    channels_last: bool = False
-    compile: bool = field(default=False, metadata={"help": "torch.compile the networks"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    ddp_bf16_grads: bool = field(default=False, metadata={"help": "DDP: all-reduce gradients in bf16"})
+    # --- precision / scale ------------------------------------------------------------------
+    precision: Optional[str] = option(
+        "precision/scale", "fp32", "number format of the forward and backward (autocast; "
+        "fp16 adds a gradient scaler)", choices=PRECISIONS)
+    channels_last: Optional[bool] = option("precision/scale", False,
+                                           "channels-last memory layout (faster on tensor cores)")
+    compile: Optional[bool] = option("precision/scale", False, "torch.compile the networks")
+    device: Optional[str] = option("precision/scale", "auto", "auto | cpu | cuda | cuda:N")
+    ddp_bf16_grads: Optional[bool] = option("precision/scale", False,
+                                            "DDP: all-reduce gradients in bf16")
+    norm_impl: Optional[str] = option(
+        "precision/scale", "auto", "fused instance norm: auto (Triton on CUDA, else PyTorch), "
+        "triton or ref (the PyTorch reference)", choices=("auto", "triton", "ref"))
 
-    # --- logging and saving -------------------------------------------------------------------
-    print_freq: int = field(default=100, metadata={"help": "iterations between log lines / scalars"})
-    display_freq: int = field(default=100, metadata={"help": "iterations between image grids"})
-    save_latest_freq: int = field(default=1000, metadata={"help": "iterations between 'latest' checkpoints"})
-    save_epoch_freq: int = field(default=10, metadata={"help": "epochs between numbered checkpoints"})
-    no_html: bool = False
-    no_tensorboard: bool = False
-    no_progress: bool = False
+    # --- logging and saving -----------------------------------------------------------------
+    print_freq: Optional[int] = option("logging", 100,
+                                       "iterations between loss log lines and scalars")
+    display_freq: Optional[int] = option("logging", 100, "iterations between image grids")
+    save_latest_freq: Optional[int] = option("logging", 1000,
+                                             "iterations between 'latest' checkpoints")
+    save_epoch_freq: Optional[int] = option("logging", 10,
+                                            "epochs between numbered checkpoints")
+    no_html: Optional[bool] = option("logging", False, "no HTML page (web/index.html)")
+    no_tensorboard: Optional[bool] = option("logging", False, "no tensorboard event files")
+    no_progress: Optional[bool] = option("logging", False, "no progress bar")
 
-    # ------------------------------------------------------------------------------------------
+    # ---- resolution ----------------------------------------------------------------------------
     def resolved(self) -> "TrainConfig":
-        """Fill the stage-dependent defaults and check the combinations."""
+        """Every option decided: inherited (resume, --load_pretrain), else the model's default,
+        then the stage's; combinations checked (ValueError naming the fix). Reads the config
+        of the run resumed or loaded; prints nothing (see :meth:`notes`)."""
         c = dataclasses.replace(self)
-        run_dir(c.checkpoints_dir, c.name)   # a --name that would leave checkpoints_dir: refused early
+        # Where the run lives and whether it continues: decided first, they say what to inherit.
+        run = c._filled(("name", "checkpoints_dir", "resume", "auto_resume", "load_pretrain",
+                         "which_epoch", "stage", "n_local_enhancers"), model="pix2pixhd")
+        run_dir(run.checkpoints_dir, run.name)   # a --name that would leave checkpoints_dir: refused early
+        if run.auto_resume and not run.resume and (run.experiment_dir / "latest.pt").is_file():
+            # An elastic restart (torchrun --max_restarts) reruns the same command line: every rank
+            # sees the same latest.pt (the agent restarts all workers, so no rank is writing it).
+            c.resume, c.which_epoch = True, "latest"
+            run.resume, run.which_epoch = True, "latest"
+        src = run.experiment_dir if run.resume else Path(run.load_pretrain) if run.load_pretrain else None
+        if src is not None:
+            from pix2pixhd.checkpoint import load_run_config
+            # config.json, or the copy in the checkpoint when config.json is missing or damaged
+            c = c._inherit(load_run_config(src, run.which_epoch), run)
+        c = c._filled()
+
         if c.no_lsgan:
             c.gan_mode = "vanilla"
         if not c.netG:
@@ -133,20 +275,57 @@ class TrainConfig:
             raise ValueError(f"netG={c.netG!r}; expected 'global' or 'local'")
         if c.num_D <= 0:
             c.num_D = 2 if c.stage == "global" else 3
-        if c.resize_or_crop not in ("resize_and_crop", "crop", "scale_width",
-                                    "scale_width_and_crop", "none"):
-            raise ValueError(f"resize_or_crop={c.resize_or_crop!r}; expected resize_and_crop, crop, "
-                             "scale_width, scale_width_and_crop or none")
+        if c.resize_or_crop not in RESIZE_OR_CROP:
+            raise ValueError(f"resize_or_crop={c.resize_or_crop!r}; expected one of {RESIZE_OR_CROP}")
         if c.stage == "finetune" and c.netG != "local":
             raise ValueError("--stage finetune trains the local generator: drop --netG global")
-        if c.stage in ("local", "finetune") and not c.load_pretrain and not c.resume:
-            print(f"note: --stage {c.stage} without --load_pretrain starts from random weights")
         if c.model == "pix2pix" and c.stage != "global":
             raise ValueError("--model pix2pix has one stage: drop --stage local/finetune")
         if c.instance_feat and c.label_feat:
             raise ValueError("choose one of --instance_feat and --label_feat")
         return c
 
+    def _inherit(self, prev: "TrainConfig", run: "TrainConfig") -> "TrainConfig":
+        """The options not given taken from ``prev``: all of them when resuming the run, the
+        architecture of the previous stage when loading it (``run``: this run's decided basics)."""
+        if run.resume:  # a resumed run is the same run
+            names = [f.name for f in fields(self) if f.name not in NOT_RESUMED]
+        else:
+            names = list(INHERITED)
+            if run.stage == "local" and prev.netG == "global" and self.ngf is None:
+                # the global stage's G becomes the local G's global part: ngf x 2^n_local_enhancers
+                return dataclasses.replace(self._taking(prev, names),
+                                           ngf=prev.ngf // 2 ** run.n_local_enhancers)
+            if run.stage == "finetune":
+                names += ["ngf", "n_local_enhancers", "n_blocks_local", "netG", "num_D"]
+        return self._taking(prev, names)
+
+    def _taking(self, prev: "TrainConfig", names) -> "TrainConfig":
+        return dataclasses.replace(self, **{k: getattr(prev, k) for k in names if getattr(self, k) is None})
+
+    def _filled(self, names=None, model: str | None = None) -> "TrainConfig":
+        """A copy with the options ``names`` (default: all) that are not given set to the
+        default of ``model`` (default: this config's model, itself defaulted first)."""
+        fs = {f.name: f for f in fields(self)}
+        model = model or self.model or fs["model"].metadata["default"]
+        return dataclasses.replace(self, **{k: default_of(fs[k], model) for k in (names or fs)
+                                            if getattr(self, k) is None})
+
+    def check_resolved(self) -> None:
+        """Raise unless every option is decided (a config from resolved(), config.json or a checkpoint)."""
+        missing = [f.name for f in fields(self) if getattr(self, f.name) is None]
+        if missing:
+            raise ValueError(f"TrainConfig options {missing[:6]}{' ...' if len(missing) > 6 else ''} are not "
+                             "decided: build the config with TrainConfig(...).resolved()")
+
+    def notes(self) -> list[str]:
+        """What a user should know about a resolved config (the CLI prints these)."""
+        out = []
+        if self.stage in ("local", "finetune") and not self.load_pretrain and not self.resume:
+            out.append(f"--stage {self.stage} without --load_pretrain starts from random weights")
+        return out
+
+    # ---- derived values ------------------------------------------------------------------------
     @property
     def use_features(self) -> bool:
         return self.instance_feat or self.label_feat
@@ -166,6 +345,19 @@ class TrainConfig:
     def experiment_dir(self) -> Path:
         return run_dir(self.checkpoints_dir, self.name)   # refuses a --name that leaves checkpoints_dir
 
+    def data_config(self, **overrides: Any) -> "DataConfig":
+        """The dataset options of this (resolved) run, with ``overrides`` (DataConfig fields)."""
+        self.check_resolved()
+        d = DataConfig(dataset_mode=self.dataset_mode, label_nc=self.label_nc,
+                       no_instance=self.no_instance and not self.instance_feat,
+                       load_features=self.load_features, resize_or_crop=self.resize_or_crop,
+                       loadSize=self.loadSize, fineSize=self.fineSize, no_flip=self.no_flip,
+                       direction=self.direction, palette=self.palette or None,
+                       required_multiple=self.required_multiple, output_nc=self.output_nc,
+                       seed=self.seed, validate=self.validate)
+        return dataclasses.replace(d, **overrides)
+
+    # ---- files -----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -174,11 +366,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """A saved (resolved) config; options it lacks (saved by an older version) take the
+        defaults of its model."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"config has unknown option(s) {unknown}; written by a newer pix2pixhd?")
-        return cls(**d)
+        return cls(**d)._filled()
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainConfig":
@@ -191,7 +385,9 @@ class TrainConfig:
         return cls.from_dict(json.loads(path.read_text()))
 
     def pretty(self) -> str:
-        default = TrainConfig()
+        """One line per option; '[changed]' marks values that differ from the model's and
+        stage's defaults."""
+        default = TrainConfig(model=self.model, stage=self.stage).resolved()
         lines = []
         for f in fields(self):
             v = getattr(self, f.name)
@@ -200,23 +396,59 @@ class TrainConfig:
         return "\n".join(lines)
 
 
-def build_parser(cls=TrainConfig, description: str = "") -> argparse.ArgumentParser:
-    """An argparse parser generated from the dataclass's fields (types and defaults shown)."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in fields(cls):
-        help_ = f.metadata.get("help", " ")
-        kwargs = {"default": f.default, "help": help_}
-        if f.type in ("bool", bool):
-            p.add_argument(f"--{f.name}", action="store_true", **kwargs)
+@dataclass
+class DataConfig:
+    """How ``pix2pixhd.data.create_dataset`` reads one split: the reference's data options.
+
+    A training run's comes from ``TrainConfig.data_config()``. ``palette``: None, 'facades', a
+    JSON file or a list of [r, g, b]. ``required_multiple``: what the generator needs the sizes to
+    divide by. ``is_train`` (None: phase == 'train') enables random flips, as the reference's
+    isTrain. ``validate``: 'full' (decode every file), 'headers' (sizes and modes) or 'off'.
+    """
+    dataset_mode: str = "auto"
+    label_nc: int = 35
+    no_instance: bool = False
+    load_features: bool = False
+    resize_or_crop: str = "scale_width"
+    loadSize: int = 1024
+    fineSize: int = 512
+    no_flip: bool = False
+    direction: str = "AtoB"
+    palette: Any = None
+    required_multiple: int = 16
+    output_nc: int = 3
+    seed: int = 0
+    is_train: Optional[bool] = None
+    validate: str = "full"
+
+
+# ---- the command line ------------------------------------------------------------------------
+def _shown(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return repr(v) if v == "" else str(v)
+
+
+def build_parser(model: str = "pix2pixhd", description: str = "") -> argparse.ArgumentParser:
+    """``train_hd.py``'s parser, generated from TrainConfig's fields in their groups. Every
+    option defaults to None (not given), so the parsed namespace is a TrainConfig to resolve;
+    the help shows each option's default for ``model``. Abbreviations are refused."""
+    p = argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = {name: p.add_argument_group(title) for name, title in GROUPS.items()}
+    for f in fields(TrainConfig):
+        md = f.metadata
+        shown = f"default: {_shown(default_of(f, model))}"
+        others = [f"--model {m}: {_shown(default_of(f, m))}" for m in MODELS
+                  if m != model and default_of(f, m) != default_of(f, model)]
+        help_ = f"{md['help']} ({'; '.join([shown] + others)})".replace("%", "%%")
+        g = groups[md["group"]]
+        if isinstance(md["default"], bool):
+            g.add_argument(f"--{f.name}", action="store_true", default=None, help=help_)
         else:
-            typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            p.add_argument(f"--{f.name}", type=typ, choices=f.metadata.get("choices"), **kwargs)
-    p.add_argument("--continue_train", dest="resume", action="store_true",
-                   help="reference name of --resume")
+            g.add_argument(f"--{f.name}", type=type(md["default"]), choices=md["choices"],
+                           default=None, help=help_)
+        if f.name == "resume":
+            g.add_argument("--continue_train", dest="resume", action="store_true", default=None,
+                           help="the reference's name of --resume")
     return p
-
-
-def parse_config(argv: Optional[list[str]] = None) -> TrainConfig:
-    args = build_parser(description="Train pix2pixHD: --stage global | local | finetune").parse_args(argv)
-    return TrainConfig(**vars(args)).resolved()

@@ -374,13 +374,11 @@ def _dataset(cfg, dataroot: str, phase: str, how_many: int, *, whole: bool = Fal
     """The run's dataset in file order, unflipped (the reference's serial_batches, no_flip)."""
     from pix2pixhd import data
     resize_or_crop = _NO_CROP.get(cfg.resize_or_crop, cfg.resize_or_crop) if whole else cfg.resize_or_crop
-    ds = data.create_dataset(
-        dataroot or cfg.dataroot, phase, dataset_mode=cfg.dataset_mode, label_nc=cfg.label_nc,
-        no_instance=cfg.label_feat, load_features=False, resize_or_crop=resize_or_crop,
-        loadSize=cfg.loadSize, fineSize=cfg.fineSize, no_flip=True, direction=cfg.direction,
-        palette=cfg.palette or None, output_nc=cfg.output_nc, seed=cfg.seed, validate="headers",
+    ds = data.create_dataset(dataroot or cfg.dataroot, phase, cfg.data_config(
+        no_instance=cfg.label_feat, load_features=False, resize_or_crop=resize_or_crop, no_flip=True,
+        validate="headers",
         # E's decoder must land back on the input size: its multiple as well as G's
-        required_multiple=max(cfg.required_multiple, 2 ** cfg.n_downsample_E))
+        required_multiple=max(cfg.required_multiple, 2 ** cfg.n_downsample_E)))
     if how_many:
         ds.records = ds.records[:how_many]
     return ds

@@ -42,6 +42,7 @@ def discriminator_input_nc(cfg: TrainConfig) -> int:
 
 
 def build_generator(cfg: TrainConfig) -> nn.Module:
+    cfg.check_resolved()
     nc = generator_input_nc(cfg)
     if cfg.model == "pix2pix":
         g = define_G(nc, cfg.output_nc, cfg.ngf, cfg.netG_pix2pix, cfg.norm, use_dropout=not cfg.no_dropout)
@@ -54,6 +55,7 @@ def build_generator(cfg: TrainConfig) -> nn.Module:
 
 
 def build_discriminator(cfg: TrainConfig) -> nn.Module | None:
+    cfg.check_resolved()
     nc = discriminator_input_nc(cfg)
     if cfg.model == "pix2pix":
         if cfg.lambda_GAN == 0:
@@ -66,6 +68,7 @@ def build_discriminator(cfg: TrainConfig) -> nn.Module | None:
 
 
 def build_encoder(cfg: TrainConfig) -> nn.Module | None:
+    cfg.check_resolved()
     # With --load_features the features come precomputed from disk (the reference builds no E).
     if not cfg.use_features or cfg.load_features:
         return None

@@ -98,6 +98,7 @@ class PhaseTimer:
 # ---- the trainer --------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, cfg: TrainConfig, dist_info: DistInfo | None = None, vgg: nn.Module | None = None):
+        cfg.check_resolved()
         self.cfg = cfg
         self.dist = dist_info or DistInfo()
         self.device = self.dist.device
@@ -450,13 +451,8 @@ class Trainer:
         """The training DataLoader and its resumable sampler (order from seed and epoch)."""
         from pix2pixhd import data
         cfg = self.cfg
-        ds = data.create_dataset(
-            cfg.dataroot, cfg.phase, dataset_mode=cfg.dataset_mode, label_nc=cfg.label_nc,
-            no_instance=cfg.no_instance and not cfg.instance_feat, load_features=cfg.load_features,
-            resize_or_crop=cfg.resize_or_crop, loadSize=cfg.loadSize, fineSize=cfg.fineSize,
-            no_flip=cfg.no_flip, direction=cfg.direction, palette=cfg.palette or None,
-            required_multiple=cfg.required_multiple, output_nc=cfg.output_nc, seed=cfg.seed,
-            validate=cfg.validate if self.dist.is_master else "off")
+        ds = data.create_dataset(cfg.dataroot, cfg.phase,
+                                 cfg.data_config(validate=cfg.validate if self.dist.is_master else "off"))
         if cfg.max_dataset_size:
             ds.records = ds.records[:cfg.max_dataset_size]
         sampler = data.ResumableSampler(len(ds), shuffle=True, seed=cfg.seed, rank=self.dist.rank,

@@ -101,7 +101,7 @@ def test_synthesizer_accepts_onnx_backend(global_onnx):
     from pix2pixhd.synthesis import Synthesizer
     g, path = global_onnx
     cfg = TrainConfig(label_nc=5, netG="global", n_downsample_global=2, ngf=8,
-                      n_blocks_global=2, no_instance=False)
+                      n_blocks_global=2, no_instance=False).resolved()
     label = torch.randint(0, 5, (2, 1, 30, 42))  # not a multiple of 4: Synthesizer pads
     a = Synthesizer(g, cfg, "cpu", precision="fp32")(label, label)
     b = Synthesizer(OnnxGenerator(path), cfg, "cpu", precision="fp32")(label, label)
@@ -114,7 +114,7 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
     from pix2pixhd.config import TrainConfig
     from pix2pixhd.models import build_generator
     cfg = TrainConfig(label_nc=4, no_instance=True, netG="global", ngf=8, n_downsample_global=2,
-                      n_blocks_global=1, norm_impl="ref")
+                      n_blocks_global=1, norm_impl="ref").resolved()
     torch.manual_seed(2)
     g = build_generator(cfg)
     save_checkpoint({"G": g.state_dict(), "config": cfg.to_dict()}, tmp_path, "latest", cfg.to_json())

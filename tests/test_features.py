@@ -282,7 +282,7 @@ def test_label_feat_regions_are_the_label_map(tmp_path):
     # one row per (image, class present), not per instance
     assert sum(len(v) for v in rows.values()) == sum(len(label[b].unique()) for b in range(2))
     assert sum(len(v) for v in encode_features(e, [batch]).values()) == sum(len(inst[b].unique()) for b in range(2))
-    cfg = TrainConfig(label_feat=True, feat_num=3)
+    cfg = TrainConfig(label_feat=True, feat_num=3).resolved()
     fc = _clusters()
     src = FeatureSource(cfg, "sample", clusters=fc)
     with pytest.warns(UserWarning, match=r"class\(es\) \[0, 7\] have no saved clusters"):

@@ -18,7 +18,7 @@ def cfg(**kw):
 def test_reference_figures():
     # NVIDIA's defaults: 35 labels + instance boundary = 36 input channels.
     assert flops.generator_macs(cfg(stage="global"), 1024, 512) / 1e9 == pytest.approx(489.3, abs=0.05)
-    local = cfg(stage="local", ngf=32, load_pretrain="x")
+    local = cfg(stage="local", ngf=32)
     assert flops.generator_macs(local, 2048, 1024) / 1e9 == pytest.approx(747.9, abs=0.05)
     assert local.num_D == 3
     assert flops.discriminator_macs(local, 2048, 1024) / 1e9 == pytest.approx(166.6, abs=0.05)

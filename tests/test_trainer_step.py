@@ -167,8 +167,8 @@ def test_instance_features_encoder_trains_with_g(tmp_path):
 
 
 def _p2p_cfg(tmp_path, **kw):
-    from pix2pixhd.cli import PIX2PIX_DEFAULTS
-    base = dict(PIX2PIX_DEFAULTS, model="pix2pix", netG_pix2pix="unet_128", ngf=4, ndf=4)
+    from pix2pixhd.config import model_defaults
+    base = dict(model_defaults("pix2pix"), model="pix2pix", netG_pix2pix="unet_128", ngf=4, ndf=4)
     base.update(kw)
     return tiny_cfg(tmp_path, **base)
 

@@ -17,6 +17,7 @@ the problem, also when validation was 'headers' or 'off' and let it through.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pix2pixhd.config import DataConfig
 from pix2pixhd.data import transforms as T
 from pix2pixhd.data.layouts import (MODES, NOTICE_KINDS, ClassList, Layout, decode_palette,
                                     detect_mode, find_files, load_palette, read_classes)
@@ -73,23 +75,22 @@ def fatal_problems(problems) -> list:
 class PairedDataset(torch.utils.data.Dataset):
     """One split of a paired dataset. Build it with :func:`create_dataset`."""
 
-    def __init__(self, layout: Layout, *, label_nc: int, no_instance: bool, load_features: bool,
-                 resize_or_crop: str, loadSize: int, fineSize: int, no_flip: bool, direction: str,
-                 palette, required_multiple: int, output_nc: int, seed: int, is_train: bool):
-        self.layout = layout
+    def __init__(self, layout: Layout, config: DataConfig, *, palette, is_train: bool):
+        """``palette``: the loaded [K, 3] colours (or None) of ``config.palette``."""
+        self.layout, self.config = layout, config
         self.root, self.phase, self.mode = layout.root, layout.phase, layout.mode
         self.records = layout.records
-        self.label_nc = label_nc
-        self.use_inst = not no_instance
-        self.load_features = load_features
-        self.resize_or_crop = resize_or_crop
-        self.loadSize, self.fineSize = loadSize, fineSize
-        self.flip = is_train and not no_flip
-        self.direction = direction
+        label_nc = self.label_nc = config.label_nc
+        self.use_inst = not config.no_instance
+        self.load_features = config.load_features
+        self.resize_or_crop = config.resize_or_crop
+        self.loadSize, self.fineSize = config.loadSize, config.fineSize
+        self.flip = is_train and not config.no_flip
+        self.direction = config.direction
         self.palette = palette
-        self.required_multiple = required_multiple
-        self.output_nc = output_nc
-        self.seed = seed
+        self.required_multiple = config.required_multiple
+        self.output_nc = config.output_nc
+        self.seed = config.seed
         self.label_dtype = np.uint8 if label_nc <= 256 else np.int32
         # roles read as integer id maps (one channel); the rest are photos, converted to RGB
         self._id_roles = ("inst", "label") if label_nc > 0 and palette is None else ("inst",)
@@ -202,36 +203,38 @@ def _chw(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
 
 
-def create_dataset(dataroot, phase: str = "train", *, dataset_mode: str = "auto", label_nc: int = 35,
-                   no_instance: bool = False, load_features: bool = False,
-                   resize_or_crop: str = "scale_width", loadSize: int = 1024, fineSize: int = 512,
-                   no_flip: bool = False, direction: str = "AtoB", palette=None,
-                   required_multiple: int = 16, output_nc: int = 3, seed: int = 0,
-                   is_train: bool | None = None, validate: str = "full") -> PairedDataset:
+def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = None,
+                   **options) -> PairedDataset:
     """Open one split of a dataset (layouts: see ``pix2pixhd.data.layouts``) and check it.
 
-    Options are the reference's (``label_nc``, ``resize_or_crop``, ``loadSize``, ``fineSize``,
-    ``no_flip``, ``direction``...). ``palette``: None, 'facades', a JSON path or [[r,g,b],...]
-    to decode colour-coded labels. ``required_multiple``: what the generator needs the sizes to
-    divide by (2^n_downsample_global, x 2^n_local_enhancers for the local generator).
-    ``is_train`` (default: phase == 'train') enables random flips, as the reference's isTrain.
-    ``validate``: 'full' (decode every file), 'headers' (sizes and modes only) or 'off'.
+    ``config``: the typed data options (:class:`pix2pixhd.config.DataConfig`, the reference's
+    ``label_nc``, ``resize_or_crop``, ``loadSize``, ``fineSize``, ``no_flip``, ``direction``...;
+    a training run's is ``TrainConfig.data_config()``); ``options`` override its fields by name,
+    e.g. ``create_dataset(root, label_nc=9, resize_or_crop="none")``.
     Raises DatasetError listing offending files.
     """
+    try:
+        cfg = dataclasses.replace(config or DataConfig(), **options)
+    except TypeError:
+        known = [f.name for f in dataclasses.fields(DataConfig)]
+        raise TypeError(f"create_dataset: unknown option(s) {sorted(set(options) - set(known))}; "
+                        f"the options are DataConfig's: {known}") from None
+    dataset_mode, label_nc, no_instance = cfg.dataset_mode, cfg.label_nc, cfg.no_instance
+    load_features, validate = cfg.load_features, cfg.validate
     root = Path(dataroot)
     check_name(phase, "--phase", root)   # {phase}_label etc. must stay inside dataroot
     if dataset_mode not in MODES:
         raise ValueError(f"dataset_mode={dataset_mode!r}; expected one of {MODES}")
-    if resize_or_crop not in T.MODES:
-        raise ValueError(f"resize_or_crop={resize_or_crop!r}; expected one of {T.MODES}")
-    if direction not in ("AtoB", "BtoA"):
-        raise ValueError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
+    if cfg.resize_or_crop not in T.MODES:
+        raise ValueError(f"resize_or_crop={cfg.resize_or_crop!r}; expected one of {T.MODES}")
+    if cfg.direction not in ("AtoB", "BtoA"):
+        raise ValueError(f"direction={cfg.direction!r}; expected 'AtoB' or 'BtoA'")
     if validate not in ("full", "headers", "off"):
         raise ValueError(f"validate={validate!r}; expected 'full', 'headers' or 'off'")
-    if label_nc < 0 or required_multiple < 1:
-        raise ValueError(f"label_nc={label_nc} and required_multiple={required_multiple} must be "
+    if label_nc < 0 or cfg.required_multiple < 1:
+        raise ValueError(f"label_nc={label_nc} and required_multiple={cfg.required_multiple} must be "
                          f">= 0 and >= 1")
-    pal = load_palette(palette)
+    pal = load_palette(cfg.palette)
     mode = detect_mode(root, phase, pal) if dataset_mode == "auto" else dataset_mode
     if mode == "cityscapes" and label_nc > 0 and pal is not None:
         mode = "palette"
@@ -254,11 +257,8 @@ def create_dataset(dataroot, phase: str = "train", *, dataset_mode: str = "auto"
         raise DatasetError(f"palette has {len(pal)} colours but label_nc={label_nc}; set label_nc "
                            f">= {len(pal)}")
     layout = find_files(root, phase, mode, use_inst=not no_instance, use_feat=load_features)
-    ds = PairedDataset(layout, label_nc=label_nc, no_instance=no_instance,
-                       load_features=load_features, resize_or_crop=resize_or_crop,
-                       loadSize=loadSize, fineSize=fineSize, no_flip=no_flip, direction=direction,
-                       palette=pal, required_multiple=required_multiple, output_nc=output_nc,
-                       seed=seed, is_train=(phase == "train") if is_train is None else is_train)
+    ds = PairedDataset(layout, cfg, palette=pal,
+                       is_train=(phase == "train") if cfg.is_train is None else cfg.is_train)
     if validate != "off":
         validate_dataset(ds, level=validate)
     return ds

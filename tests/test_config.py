@@ -1,0 +1,128 @@
+"""One config: TrainConfig built in Python resolves to what train_hd.py resolves; "not given" is
+None in the config (the user's own values win over every model's defaults and over inheritance);
+abbreviations are refused; every option of both parsers explains itself, grouped as the config
+groups its fields; the dataset reads one typed DataConfig."""
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pix2pixhd.cli import resolve_config, synthesize_parser, train_parser
+from pix2pixhd.config import GROUPS, MODELS, DataConfig, TrainConfig, default_of, model_defaults
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_python_config_equals_the_command_line_resolution(model):
+    assert TrainConfig(model=model).resolved() == resolve_config(["--model", model])
+    given = dict(model=model, ngf=8, lr=1e-3, no_flip=True, stage="global")
+    argv = ["--model", model, "--ngf", "8", "--lr", "0.001", "--no_flip", "--stage", "global"]
+    assert TrainConfig(**given).resolved() == resolve_config(argv)
+
+
+def test_pix2pix_defaults_are_the_papers_and_given_values_win():
+    p = TrainConfig(model="pix2pix").resolved()
+    assert (p.norm, p.gan_mode, p.label_nc, p.no_instance, p.loadSize, p.fineSize, p.num_D,
+            p.no_vgg_loss, p.no_ganFeat_loss, p.dataset_mode) == (
+        "batch", "vanilla", 0, True, 286, 256, 1, True, True, "aligned")
+    hd = TrainConfig().resolved()
+    assert (hd.norm, hd.gan_mode, hd.label_nc, hd.num_D, hd.loadSize) == ("instance", "lsgan", 35, 2, 1024)
+    # A value the user gives is theirs, even when it equals pix2pixHD's default.
+    assert TrainConfig(model="pix2pix", norm="instance").resolved().norm == "instance"
+    assert resolve_config(["--model", "pix2pix", "--norm", "instance"]).norm == "instance"
+    # not given = None until resolved
+    raw = TrainConfig(model="pix2pix")
+    assert raw.norm is None and raw.ngf is None
+    with pytest.raises(ValueError, match=r"resolved\(\)"):
+        raw.check_resolved()
+    assert model_defaults("pix2pix")["norm"] == "batch" and model_defaults("pix2pixhd") == {}
+
+
+def test_given_options_win_over_the_inherited_ones(tmp_path):
+    prev = TrainConfig(name="g", checkpoints_dir=str(tmp_path), ngf=8, ndf=16, label_nc=9).resolved()
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "config.json").write_text(prev.to_json())
+    loc = TrainConfig(stage="local", load_pretrain=str(tmp_path / "g"), ndf=32).resolved()
+    assert (loc.ndf, loc.label_nc, loc.ngf, loc.netG, loc.num_D) == (32, 9, 4, "local", 3)
+    assert loc == resolve_config(["--stage", "local", "--load_pretrain", str(tmp_path / "g"), "--ndf", "32"])
+
+
+def test_abbreviations_are_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        resolve_config(["--ng", "8"])
+    assert e.value.code == 2 and "unrecognized arguments: --ng 8" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        synthesize_parser().parse_args(["--checkpoint", "c", "--input", "i", "--out", "o", "--batch", "2"])
+
+
+def test_train_hd_refuses_ng():
+    p = subprocess.run([sys.executable, str(REPO / "train_hd.py"), "--ng", "8", "--dry_run"],
+                       capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    assert p.returncode == 2 and "unrecognized arguments: --ng 8" in p.stderr, p.stderr[-2000:]
+
+
+def _options(parser):
+    return [a for a in parser._actions if a.option_strings and a.dest != "help"]
+
+
+@pytest.mark.parametrize("parser", [train_parser(), train_parser(["--model", "pix2pix"]),
+                                    synthesize_parser()], ids=["train", "train_pix2pix", "synthesize"])
+def test_every_option_has_help(parser):
+    for a in _options(parser):
+        text = (a.help or "").split(" (default:")[0].strip()
+        assert len(text) >= 8, f"{a.option_strings[0]} has no help text"
+
+
+def test_help_groups_options_as_the_config_does():
+    parser = train_parser()
+    titles = [g.title for g in parser._action_groups]
+    assert titles[-len(GROUPS):] == list(GROUPS.values())  # after argparse's own groups, in order
+    group_of = {a.dest: g.title for g in parser._action_groups for a in g._group_actions}
+    for f in dataclasses.fields(TrainConfig):
+        assert group_of[f.name] == GROUPS[f.metadata["group"]], f.name
+    text = parser.format_help()
+    positions = [text.index(title + ":") for title in GROUPS.values()]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_help_shows_every_option_with_its_default(model):
+    parser = train_parser(["--model", model])
+    by_dest = {a.dest: a for a in _options(parser) if a.option_strings[0] != "--continue_train"}
+    assert set(by_dest) == {f.name for f in dataclasses.fields(TrainConfig)}
+    for f in dataclasses.fields(TrainConfig):
+        d = default_of(f, model)
+        shown = ("on" if d else "off") if isinstance(d, bool) else repr(d) if d == "" else str(d)
+        assert f"(default: {shown}" in by_dest[f.name].help, f.name
+    out = subprocess.run([sys.executable, str(REPO / "train_hd.py"), "--model", model, "--help"],
+                         capture_output=True, text=True, cwd=str(REPO), timeout=120).stdout
+    norm = "batch" if model == "pix2pix" else "instance"
+    assert "--norm {instance,batch}" in out and f"(default: {norm}" in " ".join(out.split())
+
+
+def test_resolved_prints_nothing_and_returns_its_notes(capsys):
+    cfg = TrainConfig(stage="local").resolved()
+    assert capsys.readouterr().out == ""
+    assert cfg.notes() == ["--stage local without --load_pretrain starts from random weights"]
+    assert TrainConfig().resolved().notes() == []
+
+
+def test_data_config_is_the_runs_dataset_options(tmp_path):
+    from pix2pixhd.data import create_dataset
+    from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+    generate(tmp_path, n_train=2, n_test=0, width=32, height=16, seed=0)
+    cfg = TrainConfig(dataroot=str(tmp_path), label_nc=LABEL_NC, resize_or_crop="none", no_flip=True,
+                      n_downsample_global=2, seed=3).resolved()
+    dc = cfg.data_config()
+    assert isinstance(dc, DataConfig)
+    assert (dc.label_nc, dc.resize_or_crop, dc.no_flip, dc.required_multiple, dc.seed, dc.palette) == (
+        LABEL_NC, "none", True, 4, 3, None)
+    ds = create_dataset(tmp_path, "train", dc)
+    assert len(ds) == 2 and ds.config == dc and not ds.flip
+    # keyword options override the config's fields; unknown ones name the known ones
+    assert create_dataset(tmp_path, "train", dc, validate="off").config.validate == "off"
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['fine_size'\].*'fineSize'"):
+        create_dataset(tmp_path, "train", dc, fine_size=8)

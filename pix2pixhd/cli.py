@@ -78,7 +78,7 @@ def synthesize_parser() -> argparse.ArgumentParser:
                    help="number format of the generator (autocast); auto = bf16 on CUDA, fp32 on CPU")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="run the PyTorch generator or its ONNX export (onnxruntime)")
-    p.add_argument("--onnx_path", default="", help="with --backend onnx (default: CHECKPOINT/generator.onnx)")
+    p.add_argument("--onnx_path", default="", help="ONNX file for --backend onnx; empty = CHECKPOINT/generator.onnx")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--no_test_dropout", action="store_true",
                    help="pix2pix: switch the U-Net's dropout off (default on at test time, as the paper)")

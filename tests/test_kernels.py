@@ -295,6 +295,35 @@ def test_auto_on_cpu_is_the_native_norm_and_matches_the_reference(act, cl, monke
         torch.testing.assert_close(a, b_, rtol=1e-4, atol=1e-5)
 
 
+def autograd_nodes(t: torch.Tensor) -> set[str]:
+    seen, stack, names = set(), [t.grad_fn], set()
+    while stack:
+        f = stack.pop()
+        if f is None or f in seen:
+            continue
+        seen.add(f)
+        names.add(type(f).__name__)
+        stack += [g for g, _ in f.next_functions]
+    return names
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("cl", [False, True])
+def test_native_path_backward_copies_nothing(act, cl):
+    # F.instance_norm returns a view; an in-place activation on it would make autograd rebase the
+    # view (CopySlices, AsStridedBackward0: clones and copies of every activation in the backward).
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    x = torch.randn(2, 4, 6, 5).contiguous(memory_format=fmt).requires_grad_()
+    r = torch.randn(2, 4, 6, 5).contiguous(memory_format=fmt).requires_grad_()
+    y = instance_norm_act(x, act=act, residual=r, impl="auto")  # CPU: the native path
+    nodes = autograd_nodes(y)
+    assert "NativeBatchNormBackward0" in nodes
+    # (Channels-last still shows CloneBackward0: instance_norm's own conversion to NCHW.)
+    assert not nodes & {"CopySlices", "AsStridedBackward0"}, nodes
+    gx, _ = torch.autograd.grad(y, (x, r), torch.ones_like(y))
+    assert cl or gx.is_contiguous()  # NCHW: a dense gradient the conv's backward takes as is
+
+
 # -- 'auto': measured, never trusted blind ----------------------------------------------------
 
 class FakeTimer:

@@ -65,11 +65,21 @@ def assert_same_run(a: Path, b: Path, which="latest") -> None:
                 assert torch.equal(v, sb["state"][i][k]), f"{opt} state {i} {k}"
 
 
-def test_fit_unfreezes_the_global_generator_after_niter_fix_global(tmp_path, streets, global_stage):
-    # Local stage, 3 epochs, the global part fixed for the first 1: epoch checkpoints 1, 2, 3.
-    _local(tmp_path, streets, global_stage, "l", "--niter", "3", "--niter_decay", "0", "--save_epoch_freq", "1")
+# The local stage every local test compares with: 3 epochs (the last at half the lr), the global
+# part fixed for the first, an epoch checkpoint after each, in one go.
+LOCAL_RUN = ["--niter", "2", "--niter_decay", "1", "--save_epoch_freq", "1"]
+
+
+@pytest.fixture(scope="module")
+def local_full(tmp_path_factory, streets, global_stage):
+    ck = tmp_path_factory.mktemp("local")
+    _local(ck, streets, global_stage, "full", *LOCAL_RUN)
+    return ck / "full"
+
+
+def test_fit_unfreezes_the_global_generator_after_niter_fix_global(global_stage, local_full):
     g = load_checkpoint(global_stage)["G"]
-    e1, e2, e3 = (load_checkpoint(tmp_path / "l", e) for e in (1, 2, 3))
+    e1, e2, e3 = (load_checkpoint(local_full, e) for e in (1, 2, 3))
     global_keys = [k for k in e1["G"] if k.startswith("model.")]
     local_keys = [k for k in e1["G"] if not k.startswith("model.")]
     assert global_keys and local_keys
@@ -84,55 +94,58 @@ def test_fit_unfreezes_the_global_generator_after_niter_fix_global(tmp_path, str
         assert len(moved) == len(global_weights), set(global_weights) - set(moved)
     # the optimizer that steps: the enhancer's parameters only during epoch 1, all of G after,
     # each with Adam state (it stepped every one)
-    n_local = len(local_keys)
-    n_all = len(e1["G"])
-    for ck, n in ((e1, n_local), (e2, n_all), (e3, n_all)):
+    for ck, n in ((e1, len(local_keys)), (e2, len(e1["G"])), (e3, len(e1["G"]))):
         assert len(ck["optimizer_G"]["param_groups"][0]["params"]) == n
         assert len(ck["optimizer_G"]["state"]) == n
 
 
-def test_resume_across_the_unfreeze_is_exact(tmp_path, streets, global_stage):
-    common = ["--niter", "2", "--niter_decay", "1"]
-    _local(tmp_path, streets, global_stage, "full", *common)
-    # stopped mid-epoch 1 (global part fixed); resumed for 2 steps, into epoch 2 (unfrozen); then
-    # to the end
-    _local(tmp_path, streets, global_stage, "cut", *common, "--max_steps", "1")
+def test_resume_across_the_unfreeze_is_exact(tmp_path, streets, global_stage, local_full):
+    # stopped mid-epoch 1 (global part fixed); resumed for 2 steps, through the end of epoch 1
+    # into epoch 2 (unfrozen); then to the end
+    _local(tmp_path, streets, global_stage, "cut", *LOCAL_RUN, "--max_steps", "1")
     assert load_checkpoint(tmp_path / "cut")["epoch"] == 1
     _train(tmp_path, streets, "--name", "cut", "--resume", "--max_steps", "2")
     ck = load_checkpoint(tmp_path / "cut")
     assert (ck["epoch"], ck["iter_in_epoch"]) == (2, 1)
     _train(tmp_path, streets, "--name", "cut", "--resume")
     assert load_checkpoint(tmp_path / "cut")["global_step"] == 3 * STEPS_PER_EPOCH
-    assert_same_run(tmp_path / "full", tmp_path / "cut")
+    assert_same_run(local_full, tmp_path / "cut")
 
 
-def test_resume_from_the_end_of_the_fixed_epochs_is_exact(tmp_path, streets, global_stage):
+def test_resume_from_the_end_of_the_fixed_epochs_is_exact(tmp_path, streets, global_stage, local_full):
     # A run that ended (or was killed) after the last fixed epoch's end-of-epoch save: its
-    # latest.pt is at epoch 2, step 0, with the enhancer-only optimizer. Training it further
-    # must unfreeze and continue exactly as a run that went through in one go.
-    _local(tmp_path, streets, global_stage, "full", "--niter", "2", "--niter_decay", "0")
+    # latest.pt is at epoch 2, step 0, with the enhancer-only optimizer. Trained further, it must
+    # unfreeze and continue exactly as the run that went through in one go.
     _local(tmp_path, streets, global_stage, "cut", "--niter", "1", "--niter_decay", "0")
     ck = load_checkpoint(tmp_path / "cut")
     assert (ck["epoch"], ck["iter_in_epoch"]) == (2, 0)
-    _train(tmp_path, streets, "--name", "cut", "--resume", "--niter", "2")
-    assert_same_run(tmp_path / "full", tmp_path / "cut")
+    _train(tmp_path, streets, "--name", "cut", "--resume", *LOCAL_RUN)
+    assert_same_run(local_full, tmp_path / "cut")
 
 
-@pytest.mark.parametrize("stage", ["global", "local"])
-def test_resume_after_a_save_on_an_epochs_last_step_is_exact(tmp_path, streets, global_stage, stage):
+def _cut_at_an_epochs_last_step_and_resume(run, ck: Path, streets: Path, full: Path) -> None:
     # --max_steps equal to the steps of an epoch saves latest.pt with iter_in_epoch == steps per
     # epoch (as a kill right after that step's save would leave it). It must resume, finish the
-    # epoch's bookkeeping (and, local stage, unfreeze) and end bit-equal to an uninterrupted run.
-    run = (lambda name, *a: _local(tmp_path, streets, global_stage, name, *a)) if stage == "local" else \
-        (lambda name, *a: _train(tmp_path, streets, "--name", name, "--ngf", "8", *a))
-    common = ["--niter", "1", "--niter_decay", "1", "--save_epoch_freq", "1"]
-    run("full", *common)
-    run("cut", *common, "--max_steps", str(STEPS_PER_EPOCH))
-    ck = load_checkpoint(tmp_path / "cut")
-    assert (ck["epoch"], ck["iter_in_epoch"], ck["global_step"]) == (1, STEPS_PER_EPOCH, STEPS_PER_EPOCH)
-    _train(tmp_path, streets, "--name", "cut", "--resume")
-    assert_same_run(tmp_path / "full", tmp_path / "cut")
-    assert_same_run(tmp_path / "full", tmp_path / "cut", which=1)  # the epoch-1 checkpoint too
+    # epoch's bookkeeping and end bit-equal to the uninterrupted run.
+    run("--max_steps", str(STEPS_PER_EPOCH))
+    c = load_checkpoint(ck / "cut")
+    assert (c["epoch"], c["iter_in_epoch"], c["global_step"]) == (1, STEPS_PER_EPOCH, STEPS_PER_EPOCH)
+    _train(ck, streets, "--name", "cut", "--resume")
+    assert_same_run(full, ck / "cut")
+    assert_same_run(full, ck / "cut", which=1)  # the epoch-1 checkpoint, written by the resumed run
+
+
+def test_global_resume_after_a_save_on_an_epochs_last_step_is_exact(tmp_path, streets):
+    common = ["--ngf", "8", "--niter", "1", "--niter_decay", "1", "--save_epoch_freq", "1"]
+    _train(tmp_path, streets, "--name", "full", *common)
+    _cut_at_an_epochs_last_step_and_resume(lambda *a: _train(tmp_path, streets, "--name", "cut", *common, *a),
+                                           tmp_path, streets, tmp_path / "full")
+
+
+def test_local_resume_after_a_save_on_the_last_fixed_step_is_exact(tmp_path, streets, global_stage, local_full):
+    # the same at the end of the fixed epoch: the resumed run also unfreezes before epoch 2
+    _cut_at_an_epochs_last_step_and_resume(
+        lambda *a: _local(tmp_path, streets, global_stage, "cut", *LOCAL_RUN, *a), tmp_path, streets, local_full)
 
 
 # ---- two ranks (gloo over loopback, CPU) --------------------------------------------------------

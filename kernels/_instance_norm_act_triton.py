@@ -312,9 +312,10 @@ def launch_config(x: torch.Tensor, overrides: dict, sms: int | None = None) -> d
     splits = max(1, min(splits, tiles))
     chunk = triton.cdiv(tiles, splits) * block_p
     splits = triton.cdiv(L, chunk)
-    # 16 bytes per thread and load where the tile allows (ld.global.v4.b32 for fp32; see aot.py).
-    tile = block_p * block_c
-    num_warps = overrides.get("num_warps", 8 if tile >= 2048 else 4 if tile >= 512 else 2)
+    # At least 16 bytes per thread and load (ld.global.v4.b32: 4 fp32 or 8 bf16), at most 8 warps;
+    # kernels/aot.py shows the widths the compiled code gets.
+    tile_bytes = block_p * block_c * x.element_size()
+    num_warps = overrides.get("num_warps", max(1, min(8, tile_bytes // (16 * 32))))
     return dict(block_c=block_c, block_p=block_p, splits=splits, chunk=chunk, num_warps=num_warps)
 
 

@@ -36,8 +36,9 @@ Compilation: ``triton.compile(ASTSource(fn, signature, constexprs, attrs),
 target=GPUTarget("cuda", arch, 32), options={"num_warps": ...})``, in parallel processes;
 registers and spills come from ptxas's own report (``-v``), shared memory from Triton's metadata.
 Results are cached in ``$PIX2PIXHD_AOT_CACHE`` (default ``~/.cache/pix2pixhd/aot``), one file per
-specialization keyed by the kernel source's hash, the Triton version, the target and the
-specialization, so a rerun compiles only what changed.
+specialization keyed by the kernel's JIT hash (its source and what it calls; the launchers do not
+count), the Triton version, the target and the specialization, so a rerun compiles only what
+changed.
 
 Exit status 1 if any specialization fails to compile or spills. The last line reads
 ``N specializations compiled for sm_80,sm_90, S spills``.
@@ -383,20 +384,28 @@ def default_cache_dir() -> Path:
     return Path(base) / "pix2pixhd" / "aot"
 
 
-def _source_hash() -> str:
+# Bump when what compile_spec stores changes, so older cached results are not read as current.
+RESULT_FORMAT = "2"
+
+
+def _kernel_hash(kernel: str) -> str:
+    """The JIT's own hash of the kernel's source and what it calls (launchers do not count),
+    with the Triton version (its ptxas included) and this module's result format."""
     import triton
-    src = Path(_kernel_module().__file__).read_bytes()
-    return hashlib.sha256(src + triton.__version__.encode()).hexdigest()[:16]
+    fn = getattr(_kernel_module(), kernel)
+    return f"{fn.cache_key}|triton {triton.__version__}|format {RESULT_FORMAT}"
 
 
 def compile_all(specs: dict[int, list[Spec]], cache_dir: Path | None, jobs: int,
                 log: Callable[[str], None] = print) -> dict[tuple[int, str], dict]:
     """{(arch, spec key): result}; cached results are reused, the rest compiled in parallel."""
-    src_hash = _source_hash()
     results, todo = {}, []
+    kernel_hash = {}
     for arch, lst in specs.items():
         for s in lst:
-            h = hashlib.sha256(f"{src_hash}|sm_{arch}|{s.key()}".encode()).hexdigest()[:32]
+            if s.kernel not in kernel_hash:
+                kernel_hash[s.kernel] = _kernel_hash(s.kernel)
+            h = hashlib.sha256(f"{kernel_hash[s.kernel]}|sm_{arch}|{s.key()}".encode()).hexdigest()[:32]
             path = cache_dir / f"{h}.json" if cache_dir else None
             if path is not None and path.is_file():
                 try:

@@ -205,13 +205,36 @@ class Scorer:
     def score(self, fake: torch.Tensor, with_seg: bool = True) -> dict:
         from pix2pixhd.evaluate import confusion_matrix, fid_kid, psnr_ssim, segmentation_scores
         psnr, ssim = psnr_ssim(fake, self.real)
-        res = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean())}
+        res = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "grid": grid_peak_ratio(fake)}
         if self.extractor is not None:
             feats = torch.cat([self.extractor(fake[i:i + 16]) for i in range(0, len(fake), 16)])
             res.update(fid_kid(feats, self.real_feats, kid_subset_size=self.kid_subset_size))
         if with_seg:
             res["seg"] = segmentation_scores(confusion_matrix(self.segmenter, fake, self.ids, 12))
         return res
+
+
+def grid_peak_ratio(images: torch.Tensor, period: int = 16) -> float:
+    """How much power sits on the grid of a strided upsampler: uint8 [N, 3, H, W] (H = W) →
+    mean power (grey, mean removed, averaged over images) at the off-axis frequencies that are
+    multiples of H/period, over the mean power of their four diagonal neighbours.
+
+    About 1 for photos; a generator whose transposed convolutions print a checkerboard scores
+    far above (the reference rows of the benchmark's table give the photos' value). The axes
+    are left out: any image's edges put power there.
+    """
+    g = images.double().mean(1)
+    g = g - g.mean((1, 2), keepdim=True)
+    p = torch.fft.fft2(g).abs().pow(2).mean(0)
+    n = p.shape[-1]
+    if p.shape[0] != n or n % period:
+        raise ValueError(f"grid_peak_ratio wants square images with a side divisible by {period}; got {tuple(p.shape)}")
+    k = torch.arange(n // period, n, n // period)
+    k = k[k != 0]
+    u, v = torch.meshgrid(k, k, indexing="ij")
+    peaks = p[u, v].mean()
+    neigh = torch.stack([p[(u + du) % n, (v + dv) % n] for du in (-1, 1) for dv in (-1, 1)]).mean()
+    return float(peaks / neigh)
 
 
 def _read_folder(folder: Path, stems: list[str]) -> torch.Tensor:
@@ -230,6 +253,27 @@ def _blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
     x = torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
     return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def _fill_grid(refs: dict, real: torch.Tensor, colour: torch.Tensor) -> dict:
+    """Reference rows cached before the 'grid' metric existed get it now (cheap)."""
+    for name, imgs in (("real photos (ceiling)", real), ("real photos blurred σ=4 px", None),
+                       ("colour label maps (floor)", colour)):
+        if name in refs and "grid" not in refs[name]:
+            refs[name]["grid"] = grid_peak_ratio(_blur(real, 4.0) if imgs is None else imgs)
+    return refs
+
+
+def load_references(data: Path) -> dict:
+    """The reference rows of DATA's one cached scorer (``--compare --data``)."""
+    caches = sorted(Path(data).glob("quality_reference_*.pt"))
+    if len(caches) != 1:
+        raise SystemExit(f"{data} holds {len(caches)} scorer caches ({[c.name for c in caches]}); "
+                         "expected one: compare without --data, or remove the stale ones")
+    manifest = json.loads((Path(data) / "quality_data.json").read_text())
+    ev, stems = Path(manifest["eval_dir"]), manifest["val_stems"]
+    refs = json.loads(torch.load(caches[0], weights_only=True)["references"])
+    return _fill_grid(refs, _read_folder(ev / "img", stems), _read_folder(ev / "colour", stems))
 
 
 def make_scorer(manifest: dict, data: Path, *, seg=None, feature_extractor=None, inception=None,
@@ -262,8 +306,8 @@ def make_scorer(manifest: dict, data: Path, *, seg=None, feature_extractor=None,
         c = torch.load(cache, weights_only=True)
         net.load_state_dict(c["segmenter"])
         net.eval()
-        return Scorer(stems, real, ids, colour, net, extractor, c["real_feats"],
-                      references=json.loads(c["references"]))
+        refs = _fill_grid(json.loads(c["references"]), real, colour)
+        return Scorer(stems, real, ids, colour, net, extractor, c["real_feats"], references=refs)
     t0 = time.process_time()
     tr = _resized(Path(manifest["dataroot"]), "train", S)   # TRAIN photos only
     samples = [tr[i] for i in range(len(tr))]
@@ -275,7 +319,7 @@ def make_scorer(manifest: dict, data: Path, *, seg=None, feature_extractor=None,
     if extractor is not None:
         real_feats = torch.cat([extractor(real[i:i + 16]) for i in range(0, len(real), 16)])
     sc = Scorer(stems, real, ids, colour, net, extractor, real_feats)
-    refs = {"real photos (ceiling)": {"seg": sc.score(real)["seg"]},
+    refs = {"real photos (ceiling)": {"seg": sc.score(real)["seg"], "grid": grid_peak_ratio(real)},
             "real photos blurred σ=4 px": sc.score(_blur(real, 4.0)),
             "colour label maps (floor)": sc.score(colour)}
     refs["real photos (ceiling)"].update(psnr="inf", ssim=1.0)   # JSON has no inf
@@ -447,7 +491,7 @@ def _num(x, fmt: str) -> str:
 
 def _row(name: str, p: dict, extra: list[str]) -> str:
     seg = p.get("seg")
-    cells = extra + [_num(p.get("psnr"), ".2f"), _num(p.get("ssim"), ".3f"),
+    cells = extra + [_num(p.get("psnr"), ".2f"), _num(p.get("ssim"), ".3f"), _num(p.get("grid"), ".2f"),
                      _num(p.get("fid"), ".0f"),
                      f"{1000 * p['kid_mean']:.0f} ± {1000 * p['kid_std']:.0f}" if "kid_mean" in p else "-",
                      f"{seg['pixel_acc']:.3f} / {seg['class_acc']:.3f} / {seg['mean_iou']:.3f}" if seg else "-"]
@@ -456,8 +500,8 @@ def _row(name: str, p: dict, extra: list[str]) -> str:
 
 def table_md(states: list[dict], every_point: bool = True) -> str:
     """Markdown: the reference rows once, then each run's points (or its last point)."""
-    head = ("| run | epoch | train CPU-min | train wall-min | PSNR | SSIM | FID* | KID×1e3 | "
-            "seg pix / cls / mIoU |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    head = ("| run | epoch | train CPU-min | train wall-min | PSNR | SSIM | grid† | FID* | KID×1e3 | "
+            "seg pix / cls / mIoU |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     lines = [head]
     for name, r in states[0].get("references", {}).items():
         lines.append(_row(name, r, ["", "", ""]))
@@ -469,7 +513,9 @@ def table_md(states: list[dict], every_point: bool = True) -> str:
     n = states[0]["run"]["data"]["n_val"]
     lines.append(f"\n*FID from {n} images per side (< 2048 feature dimensions) is biased upwards; "
                  f"compare it only at equal image counts. KID: mean ± std over 100 subsets of "
-                 f"{min(n, Scorer.kid_subset_size)}.")
+                 f"{min(n, Scorer.kid_subset_size)}. †grid: power on the 16-px grid of strided "
+                 f"upsampling over its neighbours' (grid_peak_ratio; ≈1 for photos, ≫1 for a "
+                 f"checkerboard).")
     return "\n".join(lines)
 
 
@@ -523,8 +569,19 @@ def write_reports(out: Path, state: dict) -> None:
     _atomic_write(out / "curves.svg", curves_svg([state]))
 
 
-def compare(run_dirs: list[Path], svg: Path | None, md: Path | None) -> str:
+def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path | None = None) -> str:
+    """One table (last point per run; every point with ``md``) and one SVG for several runs.
+
+    Points written before the 'grid' metric existed get it from their kept fakes; with ``data``
+    the reference rows come from that folder's cache (filling 'grid' there too)."""
     states = [json.loads((Path(d) / "state.json").read_text()) for d in run_dirs]
+    for d, st in zip(run_dirs, states):
+        for p in st["points"]:
+            fakes = Path(d) / "fakes" / f"epoch_{p['epoch']}"
+            if "grid" not in p and fakes.is_dir():
+                p["grid"] = grid_peak_ratio(_read_folder(fakes, sorted(f.stem for f in fakes.glob("*.png"))))
+    if data:
+        states[0]["references"] = load_references(Path(data))
     text = table_md(states, every_point=False)
     if svg:
         _atomic_write(Path(svg), curves_svg(states))
@@ -559,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--md", type=Path, help="with --compare: write every point's table here")
     a = p.parse_args(argv)
     if a.compare:
-        print(compare(a.compare, a.svg, a.md))
+        print(compare(a.compare, a.svg, a.md, a.data))
         return 0
     spec = DataSpec(str(Path(a.src).resolve()), a.n_val, a.split_seed, a.size)
     if a.prepare_only:

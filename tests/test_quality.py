@@ -107,3 +107,44 @@ def test_recipes_hold_the_exact_flags_of_the_reference_runs():
     assert "--no_vgg_loss" in hd and hd[hd.index("--n_downsample_global") + 1] == "4"
     assert quality.RECIPES["pix2pix_l1"].flags[-2:] == ("--lambda_GAN", "0")
     assert quality.load_size(128) == 143
+
+
+def test_facade_ids_reach_the_generator_identically_in_training_and_synthesis(tmp_path):
+    """Issue 15's first suspect: the palette decoding and one-hot input at train time against
+    synthesis time. The same facade, read (a) as pix2pix AB image with --palette facades, (b)
+    converted to id maps, through the data module and Trainer.prepare, and (c) as the converted
+    id map through synthesize_folder, must give the generator the same one-hot tensor."""
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.data import create_dataset
+    from pix2pixhd.datasets.convert_facades import convert
+    from pix2pixhd.synthesis import Synthesizer, synthesize_folder
+    from pix2pixhd.trainer import Trainer
+    src = _facades(tmp_path / "src", 2)
+    convert(src, tmp_path / "conv")
+    cfg = TrainConfig(model="pix2pixhd", label_nc=12, no_instance=True, ngf=4, ndf=4,
+                      n_downsample_global=2, n_blocks_global=1, num_D=1, no_vgg_loss=True,
+                      checkpoints_dir=str(tmp_path / "ck"), no_tensorboard=True).resolved()
+    trainer = Trainer(cfg)
+    geometry = dict(label_nc=12, no_instance=True, resize_or_crop="none", is_train=False, validate="full")
+    aligned = create_dataset(src, "train", dataset_mode="aligned", direction="BtoA", palette="facades",
+                             **geometry)
+    converted = create_dataset(tmp_path / "conv", "train", dataset_mode="cityscapes", **geometry)
+
+    class Probe(torch.nn.Module):  # records what the generator is given
+        seen: list = []
+
+        def forward(self, x):
+            self.seen.append(x.clone())
+            return x[:, :3]
+
+    probe = Probe()
+    synthesize_folder(Synthesizer(probe, cfg, "cpu"), tmp_path / "conv" / "train_label",
+                      tmp_path / "synth", batch_size=1, progress=False)
+    for i in range(2):
+        x_aligned = trainer.prepare({k: (v[None] if torch.is_tensor(v) else [v])
+                                     for k, v in aligned[i].items()})[0]
+        x_converted = trainer.prepare({k: (v[None] if torch.is_tensor(v) else [v])
+                                       for k, v in converted[i].items()})[0]
+        assert x_aligned.shape == (1, 12, 32, 32) and torch.equal(x_aligned.sum(1), torch.ones(1, 32, 32))
+        assert torch.equal(x_aligned, x_converted)
+        assert torch.equal(x_converted, probe.seen[i])

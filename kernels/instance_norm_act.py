@@ -341,6 +341,17 @@ def _time_ms(name: str, fn: Callable[[], None], device: torch.device) -> float:
     return statistics.median(times)
 
 
+@functools.lru_cache(maxsize=None)
+def _platform_label(device: torch.device) -> str:
+    """What a measured choice depends on besides the call: the GPU, torch and Triton versions."""
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    triton_version = "-"
+    if _triton_import_error() is None:
+        import triton
+        triton_version = triton.__version__
+    return f"{dev}|torch {torch.__version__}|triton {triton_version}"
+
+
 class AutoChooser:
     """'auto''s choice between the Triton kernels ('triton') and PyTorch's native path ('native').
 
@@ -363,16 +374,11 @@ class AutoChooser:
 
     @staticmethod
     def key(x, weight, bias, residual, act, train: bool) -> str:
-        dev = torch.cuda.get_device_name(x.device) if x.is_cuda else x.device.type
         layout = "channels_last" if _memory_format(x) == torch.channels_last else "nchw"
         dt = lambda t: "-" if t is None else str(t.dtype).replace("torch.", "")  # noqa: E731
-        triton_version = "-"
-        if _triton_import_error() is None:
-            import triton
-            triton_version = triton.__version__
-        return (f"{dev}|torch {torch.__version__}|triton {triton_version}|"
-                f"{list(x.shape)}|{dt(x)}|{layout}|act={act}|weight={dt(weight)}|bias={dt(bias)}|"
-                f"residual={dt(residual)}|{'train' if train else 'inference'}")
+        return (f"{_platform_label(x.device)}|{list(x.shape)}|{dt(x)}|{layout}|act={act}|"
+                f"weight={dt(weight)}|bias={dt(bias)}|residual={dt(residual)}|"
+                f"{'train' if train else 'inference'}")
 
     def _load(self) -> None:
         self._loaded = True

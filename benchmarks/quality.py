@@ -267,12 +267,13 @@ def _fill_grid(refs: dict, real: torch.Tensor, colour: torch.Tensor) -> dict:
 def load_references(data: Path) -> dict:
     """The reference rows of DATA's one cached scorer (``--compare --data``)."""
     caches = sorted(Path(data).glob("quality_reference_*.pt"))
-    if len(caches) != 1:
-        raise SystemExit(f"{data} holds {len(caches)} scorer caches ({[c.name for c in caches]}); "
+    found = {torch.load(c, weights_only=True)["references"] for c in caches}
+    if len(found) != 1:
+        raise SystemExit(f"{data} holds {len(found)} different scorer caches ({[c.name for c in caches]}); "
                          "expected one: compare without --data, or remove the stale ones")
     manifest = json.loads((Path(data) / "quality_data.json").read_text())
     ev, stems = Path(manifest["eval_dir"]), manifest["val_stems"]
-    refs = json.loads(torch.load(caches[0], weights_only=True)["references"])
+    refs = json.loads(found.pop())
     return _fill_grid(refs, _read_folder(ev / "img", stems), _read_folder(ev / "colour", stems))
 
 
@@ -297,8 +298,13 @@ def make_scorer(manifest: dict, data: Path, *, seg=None, feature_extractor=None,
     if not no_fid:
         extractor = InceptionFeatures(net=feature_extractor) if feature_extractor is not None \
             else InceptionFeatures(inception)
-    ext_name = ("none" if extractor is None else type(feature_extractor).__name__
-                if feature_extractor is not None else str(inception or default_inception_path()))
+    if extractor is None:
+        ext_name = "none"
+    elif feature_extractor is not None:
+        ext_name = type(feature_extractor).__name__
+    else:  # the file, not where it is installed: two venvs with the same wheel share the cache
+        f = Path(inception or default_inception_path())
+        ext_name = f"{f.name} ({f.stat().st_size} bytes)"
     key = hashlib.sha1(json.dumps([asdict(seg), ext_name, S]).encode()).hexdigest()[:10]
     cache = data / f"quality_reference_{key}.pt"
     net = TinyUNet(12, seg.width, seg.depth)

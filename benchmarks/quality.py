@@ -123,7 +123,7 @@ def common_flags(dataroot: Path, out: Path, size: int, epochs: int, seed: int) -
 class DataSpec:
     src: str
     n_val: int = 100
-    split_seed: int = 0
+    split_seed: int | None = 0   # None: the last n_val by number (the converter's default)
     size: int = 128
 
 
@@ -366,12 +366,13 @@ def train_chunk(argv: list[str], log_path: Path, threads: int) -> tuple[float, f
     return _child_cpu() - cpu0, time.perf_counter() - t0
 
 
-def synthesize(run_dir: Path, epoch: int, labels: Path, out: Path) -> None:
-    """synthesize.py's entry function on the validation label maps, seeded (pix2pix dropout)."""
+def synthesize(run_dir: Path, epoch: int, labels: Path, out: Path, extra: tuple[str, ...] = ()) -> None:
+    """synthesize.py's entry function on the validation label maps, seeded (pix2pix dropout);
+    ``extra``: more synthesize.py options (e.g. ``--no_test_dropout``)."""
     from pix2pixhd.cli import synthesize_main
     torch.manual_seed(0)
     rc = synthesize_main(["--checkpoint", str(run_dir), "--which_epoch", str(epoch), "--input",
-                          str(labels), "--out", str(out), "--device", "cpu", "--no_progress"])
+                          str(labels), "--out", str(out), "--device", "cpu", "--no_progress", *extra])
     if rc != 0:
         raise SystemExit(f"synthesize.py failed on {run_dir} epoch {epoch}")
 

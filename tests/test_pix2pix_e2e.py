@@ -1,10 +1,8 @@
 """pix2pix end to end through the same commands as pix2pixHD: train_hd.py --model pix2pix on
 side-by-side AB images (BtoA), an exact mid-epoch resume, the linear lr decay, and synthesize.py
-with dropout on at test time by default and off with --no_test_dropout. Also the pieces of
-scripts/ablations.py that do not need the real facades (split, jitter, each variant's flags)."""
-import importlib.util
+with dropout on at test time by default and off with --no_test_dropout. (scripts/ablations.py:
+tests/test_ablations.py.)"""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +11,7 @@ import torch
 from PIL import Image
 
 from pix2pixhd.checkpoint import checkpoint_path, load_checkpoint
-from pix2pixhd.cli import resolve_config, synthesize_main, train_main
-from pix2pixhd.pix2pix_networks import receptive_field
+from pix2pixhd.cli import synthesize_main, train_main
 from pix2pixhd.synthesis import load_generator
 
 SIZE = 128  # unet_128 needs multiples of 128
@@ -102,73 +99,3 @@ def test_pix2pix_train_resume_and_synthesize(tmp_path, ab_root):
     g, _ = load_generator(tmp_path / "cut", test_dropout=False)
     assert not any(m.training for m in g.modules())
 
-
-# ---- scripts/ablations.py on fake data -----------------------------------------------------------
-@pytest.fixture(scope="module")
-def abl():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "ablations.py"
-    spec = importlib.util.spec_from_file_location("ablations", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_ablation_split_is_by_number_and_deterministic(abl, tmp_path):
-    (tmp_path / "train").mkdir()
-    for i in (1, 2, 10, 100, 3):
-        (tmp_path / "train" / f"{i}.jpg").write_bytes(b"")
-    train, val = abl.split(abl.facade_files(tmp_path), 2)
-    assert [p.stem for p in train] == ["1", "2", "3"] and [p.stem for p in val] == ["10", "100"]
-    with pytest.raises(ValueError, match="--n_val"):
-        abl.split(abl.facade_files(tmp_path), 5)
-    with pytest.raises(FileNotFoundError, match="no \\*.jpg"):
-        abl.facade_files(tmp_path / "nowhere")
-
-
-def test_ablation_jitter_keeps_pairs_aligned_and_reproducible(abl):
-    n, load, fine = 3, 20, 16
-    inputs = torch.arange(n * 3 * load * load, dtype=torch.int64).view(n, 3, load, load) % 251
-    inputs = inputs.to(torch.uint8)
-    targets = 255 - inputs
-    ds = abl.JitteredPairs(inputs, targets, ["a", "b", "c"], fine, seed=0)
-    sampler = abl.EpochSampler(n, seed=0)
-    seen = set()
-    for epoch in (1, 2):
-        sampler.set_epoch(epoch)
-        idx = list(sampler)
-        assert sorted(i % n for i in idx) == [0, 1, 2]
-        for i in idx:
-            s = ds[i]
-            assert s["label"].shape == s["image"].shape == (3, fine, fine)
-            assert torch.equal(s["image"], 255 - s["label"])          # same crop and flip
-            assert torch.equal(ds[i]["label"], s["label"])             # a function of (epoch, i)
-            seen.add(s["label"].numpy().tobytes())
-    assert len(seen) > n  # the crops/flips change between epochs
-    sampler.set_epoch(1, skip=2)
-    assert len(list(sampler)) == n - 2
-
-
-def test_ablation_variants_resolve_to_the_papers_settings(abl, tmp_path):
-    from pix2pixhd.models import build_discriminator, build_generator
-    a = abl.build_parser().parse_args(["--facades", str(tmp_path)])
-    got = {}
-    for v in abl.VARIANTS:
-        cfg = resolve_config(abl.variant_argv(v, a, tmp_path))
-        d = build_discriminator(cfg)
-        got[v.key] = cfg, d
-        assert cfg.direction == "BtoA" and cfg.label_nc == 0 and cfg.fineSize == 128
-    cfg, d = got["l1_cgan"]
-    assert (cfg.lambda_L1, cfg.lambda_GAN, cfg.no_cond_D, cfg.gan_mode) == (100, 1, False, "vanilla")
-    assert receptive_field(d) == 70 and d.model[0].in_channels == 6
-    assert got["l1"][1] is None and got["l1"][0].lambda_L1 == 100
-    assert got["gan"][0].lambda_L1 == 0 and got["gan"][1].model[0].in_channels == 3  # unconditional
-    assert got["cgan"][0].lambda_L1 == 0 and got["cgan"][1].model[0].in_channels == 6
-    assert got["l1_gan"][0].lambda_L1 == 100 and got["l1_gan"][0].no_cond_D
-    assert {k: receptive_field(got[k][1]) for k in ("d1", "d16", "d286")} == {"d1": 1, "d16": 16, "d286": 286}
-    enc = build_generator(got["encdec_l1_cgan"][0])
-    unet = build_generator(got["l1_cgan"][0])
-    assert sum(p.numel() for p in enc.parameters()) < sum(p.numel() for p in unet.parameters())
-    hd = got["hd_gan_fm"][0]
-    assert (hd.model, hd.netG, hd.no_ganFeat_loss, hd.no_vgg_loss, hd.lambda_GAN) == ("pix2pixhd", "global", False, True, 1)
-    assert hd.num_D == 2 and hd.norm == "instance"

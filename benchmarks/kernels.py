@@ -255,6 +255,19 @@ def main(argv=None) -> int:
         return f"{100 * gbs / ref:.0f}%" if ref else "-"
 
     records, md = [], []
+
+    def save() -> None:
+        if args.json:
+            _write(args.json, json.dumps({"benchmark": "kernels", "device": device_name,
+                                          "torch": torch.__version__, "peak_gbs": peak,
+                                          "copy_gbs": copy, "compile_dynamic": args.compile_dynamic,
+                                          "rows": records}, indent=1))
+        if args.markdown:
+            _write(args.markdown, f"# Fused instance norm + activation: {device_name}\n\n"
+                   f"Bandwidth: data sheet {f'{peak:.0f}' if peak else '-'} GB/s, measured copy "
+                   f"{f'{copy:.0f}' if copy else '-'} GB/s. Cells: ms, GB/s against the floor "
+                   "bytes, % of the data-sheet bandwidth.\n" + "\n".join(md) + "\n")
+
     for dtype_name in dtypes:
         dtype = getattr(torch, DTYPES[dtype_name])
         item = torch.empty((), dtype=dtype).element_size()
@@ -336,16 +349,7 @@ def main(argv=None) -> int:
                 print(f"{'weighted total' if i == 0 else '':<16}{'':>20} {'':>3} {pname:<7}" + line)
                 md.append(f"| weighted total (ms) | | | {pname} | "
                           + " | ".join(f"{totals[c][i]:.3f}" for c in cols) + " | |")
-    if args.json:
-        _write(args.json, json.dumps({"benchmark": "kernels", "device": device_name,
-                                      "torch": torch.__version__, "peak_gbs": peak, "copy_gbs": copy,
-                                      "compile_dynamic": args.compile_dynamic, "rows": records},
-                                     indent=1))
-    if args.markdown:
-        _write(args.markdown, f"# Fused instance norm + activation: {device_name}\n\n"
-               f"Bandwidth: data sheet {f'{peak:.0f}' if peak else '-'} GB/s, measured copy "
-               f"{f'{copy:.0f}' if copy else '-'} GB/s. Cells: ms, GB/s against the floor bytes, "
-               "% of the data-sheet bandwidth.\n" + "\n".join(md) + "\n")
+            save()  # after every table, so a time cap that ends the run keeps what was measured
     return 0
 
 

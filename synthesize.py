@@ -3,6 +3,7 @@
 import sys
 
 from pix2pixhd.cli import synthesize_main
+from pix2pixhd.errors import run
 
 if __name__ == "__main__":
-    sys.exit(synthesize_main())
+    sys.exit(run(synthesize_main))

@@ -12,6 +12,7 @@ train_hd.py ...`` (DDP; rank 0 logs and saves). ``--resume`` continues a run exa
 import sys
 
 from pix2pixhd.cli import train_main
+from pix2pixhd.errors import run
 
 if __name__ == "__main__":
-    sys.exit(train_main())
+    sys.exit(run(train_main))

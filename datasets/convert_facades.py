@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from pix2pixhd.data.layouts import FACADES_PALETTE, decode_palette, list_images
+from pix2pixhd.errors import ConfigError, MissingInputError
 from pix2pixhd.paths import check_name
 
 FACADES_CLASS_NAMES = ("facade", "molding", "cornice", "pillar", "window", "door", "sill",
@@ -49,19 +50,19 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
     """Convert every split found under ``src``; returns {split: n_images}."""
     src, out = Path(src), Path(out)
     if direction not in ("AtoB", "BtoA"):
-        raise ValueError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
+        raise ConfigError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
     splits = {s: sorted(list_images(src / s), key=_numeric_key)
               for s in ("train", "val", "test") if (src / s).is_dir()}
     if not splits:
-        raise FileNotFoundError(f"{src} has none of train/ val/ test/ with AB images; point --src "
+        raise MissingInputError(f"{src} has none of train/ val/ test/ with AB images; point --src "
                                 f"at the pix2pix facades folder (e.g. ../shared/data/facades)")
     if holdout:
         check_name(holdout_split, "--holdout_split", out)   # {split}_label must stay inside out
         if holdout_split in splits:
-            raise ValueError(f"--holdout would add to the existing split {holdout_split!r} of "
+            raise ConfigError(f"--holdout would add to the existing split {holdout_split!r} of "
                              f"{src}; pick another --holdout_split")
         if holdout >= len(splits.get("train", [])):
-            raise ValueError(f"--holdout {holdout} leaves no training images "
+            raise ConfigError(f"--holdout {holdout} leaves no training images "
                              f"({len(splits.get('train', []))} in {src / 'train'})")
         held = holdout_stems(splits["train"], holdout, holdout_seed)
         splits[holdout_split] = [p for p in splits["train"] if p.stem in held]
@@ -100,6 +101,8 @@ def main(argv=None) -> None:
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--src", required=True, help="pix2pix facades folder with train/ (val/ test/)")
+    from pix2pixhd.errors import add_debug_option
+    add_debug_option(p)
     p.add_argument("--out", required=True, help="output folder (Cityscapes layout)")
     p.add_argument("--holdout", type=int, default=0, help="last K train images form a new split")
     p.add_argument("--holdout_split", default="test")
@@ -115,4 +118,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pix2pixhd.errors import run
+    raise SystemExit(run(main))

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pix2pixhd.errors import ConfigError
+
 CLASSES = ("unlabeled", "sky", "road", "sidewalk", "building", "vegetation", "pole", "car",
            "person")
 ID = {name: i for i, name in enumerate(CLASSES)}
@@ -301,10 +303,10 @@ def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, he
     Returns the metadata written to ``classes.json``.
     """
     if not (16 <= width <= MAX_SIZE[0] and 16 <= height <= MAX_SIZE[1]):
-        raise ValueError(f"synthetic_streets: size {width}x{height} is outside 16x16..{MAX_SIZE[0]}x"
+        raise ConfigError(f"synthetic_streets: size {width}x{height} is outside 16x16..{MAX_SIZE[0]}x"
                          f"{MAX_SIZE[1]}; pass --width/--height in that range")
     if img_ext not in ("png", "jpg"):
-        raise ValueError(f"synthetic_streets: img_ext={img_ext!r}; use 'png' or 'jpg'")
+        raise ConfigError(f"synthetic_streets: img_ext={img_ext!r}; use 'png' or 'jpg'")
     out = Path(out_dir)
     for split, n in (("train", n_train), ("test", n_test)):
         if n <= 0:
@@ -338,6 +340,8 @@ def main(argv=None) -> None:
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (Cityscapes layout)")
+    from pix2pixhd.errors import add_debug_option
+    add_debug_option(p)
     p.add_argument("--n_train", type=int, default=100)
     p.add_argument("--n_test", type=int, default=10)
     p.add_argument("--width", type=int, default=256)
@@ -352,4 +356,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pix2pixhd.errors import run
+    raise SystemExit(run(main))

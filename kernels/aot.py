@@ -538,10 +538,13 @@ def parse_args(argv=None):
     p.add_argument("--full", action="store_true", help="also print one row per specialization")
     p.add_argument("--json", default=None, metavar="PATH", help="write every row as JSON")
     p.add_argument("--markdown", default=None, metavar="PATH", help="write the tables as markdown")
+    from pix2pixhd.errors import add_debug_option
+    add_debug_option(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    from pix2pixhd.errors import ConfigError   # a bad option: one line from errors.run
     args = parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         if KERNEL_MODULE in sys.modules:
@@ -555,18 +558,18 @@ def main(argv=None) -> int:
         sms = ([int(n) for n in args.sms.split(",")] if args.sms else
                [DEFAULT_SMS.get(a, 0) for a in archs])
     except ValueError:
-        raise SystemExit(f"--arch {args.arch!r} / --sms {args.sms!r}: expected comma-separated "
-                         "integers, e.g. --arch 80,90") from None
+        raise ConfigError(f"--arch {args.arch!r} / --sms {args.sms!r}: expected comma-separated "
+                          "integers, e.g. --arch 80,90") from None
     if len(sms) != len(archs) or not all(sms):
-        raise SystemExit(f"--sms: give one SM count per --arch ({args.arch}); defaults exist only "
-                         f"for {sorted(DEFAULT_SMS)}")
+        raise ConfigError(f"--sms: give one SM count per --arch ({args.arch}); defaults exist only "
+                          f"for {sorted(DEFAULT_SMS)}")
     dtypes, layouts = args.dtypes.split(","), args.layouts.split(",")
     for d in dtypes:
         if d not in DTYPES:
-            raise SystemExit(f"--dtypes {d!r}: expected some of {list(DTYPES)}")
+            raise ConfigError(f"--dtypes {d!r}: expected some of {list(DTYPES)}")
     for lay in layouts:
         if lay not in LAYOUTS:
-            raise SystemExit(f"--layouts {lay!r}: expected some of {list(LAYOUTS)}")
+            raise ConfigError(f"--layouts {lay!r}: expected some of {list(LAYOUTS)}")
     import triton
     print(f"triton {triton.__version__}, torch {torch.__version__}; targets "
           + ", ".join(f"sm_{a} (launches planned for {n} SMs)" for a, n in zip(archs, sms)))
@@ -625,4 +628,5 @@ def _write(path: str, text: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pix2pixhd.errors import run
+    sys.exit(run(main))

@@ -23,12 +23,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from pix2pixhd.errors import ConfigError, UserError
+
 if TYPE_CHECKING:
     from pix2pixhd.config import TrainConfig
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A run folder's checkpoint or config cannot be used; the message names the file and the fix."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint, or no run folder, where the command line points."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -86,7 +92,7 @@ def checkpoint_path(experiment_dir: Path, which: str | int) -> Path:
     if which == "latest":
         return Path(experiment_dir) / "latest.pt"
     if not re.fullmatch(r"[0-9]+", which):
-        raise ValueError(f"--which_epoch {which!r}: expected 'latest' or an epoch number N (the file "
+        raise ConfigError(f"--which_epoch {which!r}: expected 'latest' or an epoch number N (the file "
                          f"epoch_NNNN.pt in {experiment_dir}); {_held(Path(experiment_dir))}")
     return Path(experiment_dir) / f"epoch_{int(which):04d}.pt"
 
@@ -116,7 +122,7 @@ def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "lates
     p = Path(experiment_dir)
     path = p if p.is_file() else checkpoint_path(p, which)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint {path}; {_held(path.parent)}"
+        raise CheckpointNotFoundError(f"no checkpoint {path}; {_held(path.parent)}"
                                 " (pass --which_epoch latest or one of those epochs)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -164,7 +170,7 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
         return cfg
     if cfg is None and checkpoint is None and not ckpt_file.is_file():
         if not _checkpoints(p):
-            raise FileNotFoundError(
+            raise CheckpointNotFoundError(
                 f"{p} holds neither config.json nor a checkpoint: not a run folder written by "
                 "train_hd.py, or nothing saved yet; check the path (or --name and --checkpoints_dir)")
         raise CheckpointError(f"{cj} {why} and {ckpt_file} does not exist; pass --which_epoch with "

@@ -1,5 +1,8 @@
 """Command-line entry points (train_hd.py, synthesize.py): argument handling only.
 
+The scripts call ``pix2pixhd.errors.run(train_main)``: an error the user can act on prints as one
+line (``--debug`` shows its traceback); called from Python, these functions raise.
+
 The options, their defaults and how a run's options are decided live in ``pix2pixhd.config``:
 here the command line is parsed (only the options given are set) and handed to
 ``TrainConfig.resolved()``. Both parsers refuse abbreviations (``--ng 8`` is an error, not
@@ -13,6 +16,7 @@ import sys
 from pathlib import Path
 
 from pix2pixhd.config import MODELS, TrainConfig, build_parser
+from pix2pixhd.errors import ConfigError, UserError, add_debug_option
 
 TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune) or pix2pix (--model pix2pix).
 
@@ -27,14 +31,22 @@ def train_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     pre.add_argument("--model")
     model = pre.parse_known_args(argv or [])[0].model
     # an unknown --model is reported by the full parser, with the choices
-    return build_parser(model if model in MODELS else "pix2pixhd", description=TRAIN_DESCRIPTION)
+    p = build_parser(model if model in MODELS else "pix2pixhd", description=TRAIN_DESCRIPTION)
+    add_debug_option(p)   # listed beside --help; errors.run takes it off the command line
+    return p
 
 
 def resolve_config(argv: list[str]) -> TrainConfig:
     """The command line's TrainConfig, resolved (inherited from --load_pretrain's stage or the
     run being resumed, the model's defaults, the stage's)."""
-    args = train_parser(argv).parse_args(argv)
-    return TrainConfig(**vars(args)).resolved()
+    args = vars(train_parser(argv).parse_args(argv))
+    args.pop("debug", None)   # errors.run's flag, when train_main is called with it
+    try:
+        return TrainConfig(**args).resolved()
+    except UserError:
+        raise
+    except ValueError as e:   # resolved()'s checks of option values and combinations
+        raise ConfigError(str(e)) from e
 
 
 def train_main(argv: list[str] | None = None) -> int:

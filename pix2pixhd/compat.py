@@ -12,8 +12,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from pix2pixhd.errors import MissingInputError, UserError
 
-class CheckpointMismatchError(ValueError):
+
+class CheckpointMismatchError(UserError, ValueError):
     """A state_dict's keys or shapes do not fit the model it is loaded into."""
 
 
@@ -22,7 +24,7 @@ def _read(state_dict_or_path) -> tuple[dict[str, torch.Tensor], str]:
         return dict(state_dict_or_path), "the given state_dict"
     path = os.fspath(state_dict_or_path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+        raise MissingInputError(f"checkpoint file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated files

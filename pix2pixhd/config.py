@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from pix2pixhd.errors import ConfigError
 from pix2pixhd.paths import run_dir
 
 STAGES = ("global", "local", "finetune")
@@ -52,7 +53,7 @@ INHERITED = ("label_nc", "input_nc", "output_nc", "no_instance", "n_downsample_g
              "n_blocks_global", "norm", "ndf", "n_layers_D", "instance_feat", "label_feat",
              "feat_num", "nef", "n_downsample_E", "dataset_mode", "direction", "model")
 # Options a resumed run does not take from the run it resumes: they say how to continue it.
-NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps")
+NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps", "overwrite")
 
 
 def option(group: str, default: Any, help: str, *, choices: tuple | None = None,
@@ -99,6 +100,10 @@ class TrainConfig:
     auto_resume: Optional[bool] = option(
         "experiment", False, "resume if this run has latest.pt, else start fresh (for torchrun "
         "--max_restarts)")
+    overwrite: Optional[bool] = option(
+        "experiment", False, "start a new run in the folder of an existing one (without it that is "
+        "refused): the old run is moved to NAME.replaced-TIME beside it and deleted once the new "
+        "run has saved its first checkpoint")
     which_epoch: Optional[str] = option(
         "experiment", "latest", "checkpoint to load: 'latest' or an epoch number")
     seed: Optional[int] = option(
@@ -272,17 +277,20 @@ class TrainConfig:
         if not c.netG:
             c.netG = "global" if c.stage == "global" else "local"
         if c.netG not in ("global", "local"):
-            raise ValueError(f"netG={c.netG!r}; expected 'global' or 'local'")
+            raise ConfigError(f"netG={c.netG!r}; expected 'global' or 'local'")
         if c.num_D <= 0:
             c.num_D = 2 if c.stage == "global" else 3
         if c.resize_or_crop not in RESIZE_OR_CROP:
-            raise ValueError(f"resize_or_crop={c.resize_or_crop!r}; expected one of {RESIZE_OR_CROP}")
+            raise ConfigError(f"resize_or_crop={c.resize_or_crop!r}; expected one of {RESIZE_OR_CROP}")
         if c.stage == "finetune" and c.netG != "local":
-            raise ValueError("--stage finetune trains the local generator: drop --netG global")
+            raise ConfigError("--stage finetune trains the local generator: drop --netG global")
         if c.model == "pix2pix" and c.stage != "global":
-            raise ValueError("--model pix2pix has one stage: drop --stage local/finetune")
+            raise ConfigError("--model pix2pix has one stage: drop --stage local/finetune")
         if c.instance_feat and c.label_feat:
-            raise ValueError("choose one of --instance_feat and --label_feat")
+            raise ConfigError("choose one of --instance_feat and --label_feat")
+        if c.overwrite and (c.resume or c.auto_resume):
+            raise ConfigError("--overwrite starts the run anew, --resume/--auto_resume continue it: "
+                              "give one of them")
         return c
 
     def _inherit(self, prev: "TrainConfig", run: "TrainConfig") -> "TrainConfig":

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pix2pixhd.errors import UserError
+
 
 @dataclass
 class DistInfo:
@@ -31,12 +33,16 @@ class DistInfo:
         return self.world_size > 1
 
 
+class DeviceUnavailableError(UserError, RuntimeError):
+    """The device asked for does not exist on this machine."""
+
+
 def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     if pref == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     dev = torch.device(pref)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {pref}: CUDA is not available on this machine; use --device cpu")
+        raise DeviceUnavailableError(f"--device {pref}: CUDA is not available on this machine; use --device cpu")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
     return dev

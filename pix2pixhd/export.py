@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from pix2pixhd import __version__
+from pix2pixhd.errors import MissingDependencyError, MissingInputError
 
 # Keys of the ONNX file's metadata_props that OnnxGenerator reads back.
 META_INPUT_NC = "pix2pixhd.input_nc"
@@ -43,7 +44,7 @@ def _require(module: str):
     try:
         return __import__(module)
     except ImportError as e:
-        raise ImportError(f"pix2pixhd.export needs `{module}`; {_EXTRA_HINT}") from e
+        raise MissingDependencyError(f"pix2pixhd.export needs `{module}`; {_EXTRA_HINT}") from e
 
 
 def _required_multiple(generator: nn.Module) -> int:
@@ -178,7 +179,7 @@ class OnnxGenerator:
         ort = _require("onnxruntime")
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"ONNX generator {self.path} does not exist; export one with "
                 f"`python -m pix2pixhd.export --checkpoint RUN_DIR --out {self.path}`")
         opts = ort.SessionOptions()
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                     "with onnxruntime against PyTorch",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="training run folder (config.json + *.pt)")
+    from pix2pixhd.errors import add_debug_option
+    add_debug_option(p)
     p.add_argument("--which_epoch", default="latest")
     p.add_argument("--out", default="", help="ONNX file to write (default: CHECKPOINT/generator.onnx)")
     p.add_argument("--opset", type=int, default=18)
@@ -248,4 +251,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pix2pixhd.errors import run
+    raise SystemExit(run(main))

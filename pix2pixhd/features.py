@@ -37,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pix2pixhd.errors import ConfigError, MissingDependencyError, MissingInputError
+
 CLUSTERS_FILE = "features_clustered.pt"
 FEATURE_MODES = ("sample", "cluster", "encoded")
 # The reference keeps an instance when its pixel count / (H·W // BLOCK_NUM) exceeds 0.5, i.e.
@@ -151,7 +153,7 @@ def cluster_features(features: dict[int, np.ndarray], n_clusters: int = 10, *,
     try:
         from sklearn.cluster import KMeans
     except ImportError as e:
-        raise ImportError("clustering the encoder's features needs scikit-learn: "
+        raise MissingDependencyError("clustering the encoder's features needs scikit-learn: "
                           "pip install 'pix2pixhd[features]' (or pip install scikit-learn)") from e
     if n_clusters < 1:
         raise ValueError(f"n_clusters={n_clusters}; need at least 1")
@@ -203,7 +205,7 @@ class FeatureClusters:
         if path.is_dir():
             path = path / CLUSTERS_FILE
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{path} not found: run `python -m pix2pixhd.features encode --checkpoint {path.parent}` "
                 "to cluster the encoder's features, or synthesize with --feature_mode encoded "
                 "and real photos")
@@ -227,7 +229,7 @@ def parse_cluster_spec(spec: str | int | dict | None) -> int | dict[int, int] | 
             cls, k = part.split("=")
             out[int(cls)] = int(k)
         except ValueError:
-            raise ValueError(f"--cluster {spec!r}: expected an index (3) or class=index pairs "
+            raise ConfigError(f"--cluster {spec!r}: expected an index (3) or class=index pairs "
                              "(26=3,24=1)") from None
     return out
 
@@ -265,7 +267,7 @@ def sample_features(inst: torch.Tensor, label: torch.Tensor, clusters: FeatureCl
         for c, k in cluster.items():
             n_c = int(num[c]) if 0 <= c < len(num) else 0
             if not 0 <= k < n_c:
-                raise ValueError(f"--cluster {c}={k}: class {c} has {n_c} cluster(s) in the saved "
+                raise ConfigError(f"--cluster {c}={k}: class {c} has {n_c} cluster(s) in the saved "
                                  f"clusters; pick an index in [0, {n_c})" if n_c else
                                  f"--cluster {c}={k}: class {c} has no clusters (no instance of it "
                                  "was large enough when encoding)")
@@ -286,16 +288,16 @@ class FeatureSource:
     def __init__(self, cfg, mode: str = "sample", *, clusters: FeatureClusters | None = None,
                  encoder: torch.nn.Module | None = None, cluster=None, seed: int = 0):
         if mode not in FEATURE_MODES:
-            raise ValueError(f"--feature_mode {mode!r}; expected one of {FEATURE_MODES}")
+            raise ConfigError(f"--feature_mode {mode!r}; expected one of {FEATURE_MODES}")
         if mode in ("sample", "cluster") and clusters is None:
-            raise ValueError(f"--feature_mode {mode} needs the saved clusters (FeatureClusters.load)")
+            raise ConfigError(f"--feature_mode {mode} needs the saved clusters (FeatureClusters.load)")
         if mode == "encoded" and encoder is None:
-            raise ValueError("--feature_mode encoded needs the checkpoint's encoder E")
+            raise ConfigError("--feature_mode encoded needs the checkpoint's encoder E")
         self.cluster = parse_cluster_spec(cluster)
         if mode == "cluster" and self.cluster is None:
-            raise ValueError("--feature_mode cluster needs --cluster K (every class) or class=K pairs")
+            raise ConfigError("--feature_mode cluster needs --cluster K (every class) or class=K pairs")
         if clusters is not None and clusters.feat_num != cfg.feat_num:
-            raise ValueError(f"the clusters hold {clusters.feat_num}-d features but the checkpoint's "
+            raise ConfigError(f"the clusters hold {clusters.feat_num}-d features but the checkpoint's "
                              f"feat_num is {cfg.feat_num}; re-run `python -m pix2pixhd.features encode`")
         self.cfg, self.mode, self.clusters, self.encoder, self.seed = cfg, mode, clusters, encoder, seed
         self._warned: set[int] = set()
@@ -308,7 +310,7 @@ class FeatureSource:
         regions = label if self.cfg.label_feat or inst is None else inst
         if self.mode == "encoded":
             if image is None:
-                raise ValueError("--feature_mode encoded (--use_encoded_image) needs a real photo per "
+                raise ConfigError("--feature_mode encoded (--use_encoded_image) needs a real photo per "
                                  "label map: pass --real FOLDER with photos named like the label maps")
             from pix2pixhd.encoding import image_to_float
             self.encoder.to(label.device)
@@ -357,7 +359,7 @@ def load_encoder(checkpoint_dir: str | Path, which_epoch: str = "latest",
         # The --load_features stage read maps precomputed by the E of the stage it loaded.
         return load_encoder(cfg.load_pretrain, cfg.which_epoch, device)
     if not cfg.use_features or ckpt.get("E") is None:
-        raise ValueError(f"{checkpoint_dir}: this run has no feature encoder (it was trained without "
+        raise ConfigError(f"{checkpoint_dir}: this run has no feature encoder (it was trained without "
                          "--instance_feat / --label_feat, or with --load_features); use the checkpoint "
                          "of a run trained with one")
     from dataclasses import replace
@@ -426,7 +428,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     from pix2pixhd.encoding import float_to_uint8, image_to_float
     e, cfg, _ = load_encoder(checkpoint_dir, which_epoch, device)
     if cfg.feat_num != 3:
-        raise ValueError(f"feat_num={cfg.feat_num}: feature maps are stored as RGB PNGs (as the "
+        raise ConfigError(f"feat_num={cfg.feat_num}: feature maps are stored as RGB PNGs (as the "
                          "reference does and as --load_features reads them); precompute needs feat_num 3")
     ds = _dataset(cfg, dataroot, phase, how_many, whole=True)
     root = Path(dataroot or cfg.dataroot)
@@ -460,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     from pix2pixhd.distributed import resolve_device
     p = argparse.ArgumentParser(prog="python -m pix2pixhd.features", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from pix2pixhd.errors import add_debug_option
+    add_debug_option(p)
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, help_ in (("encode", "cluster E's per-instance features; save them beside the checkpoint"),
                         ("precompute", "write E's upsampled feature maps to {phase}_feat/ for --load_features")):
@@ -493,4 +497,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pix2pixhd.errors import run
+    raise SystemExit(run(main))

@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Analytic MAC/FLOP counts of the pix2pixHD networks "
                                 "(NVIDIA's defaults: label_nc 35 + instance boundary, ngf 64 global / 32 local, ndf 64)")
     p.add_argument("--label_nc", type=int, default=35)
+    from pix2pixhd.errors import add_debug_option
+    add_debug_option(p)
     args = p.parse_args(argv)
     with contextlib.redirect_stdout(io.StringIO()):  # resolved()'s notes
         glob = TrainConfig(stage="global", label_nc=args.label_nc).resolved()
@@ -261,4 +263,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pix2pixhd.errors import run
+    raise SystemExit(run(main))

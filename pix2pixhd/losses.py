@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pix2pixhd.errors import InputError, MissingInputError
+
 GAN_MODES = ("lsgan", "vanilla", "hinge")
 
 
@@ -124,7 +126,7 @@ class VGG19Features(nn.Module):
         """Load torchvision-format VGG19 weights from a local file (never downloads)."""
         path = Path(path) if path else default_vgg19_path()
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"VGG19 weights not found at {path}. The VGG perceptual loss needs torchvision's "
                 f"{VGG19_FILENAME} (ImageNet VGG19) as a local file: pass --vgg_path FILE, or "
                 f"place it at {default_vgg19_path()}, or train without it: --no_vgg_loss")
@@ -133,7 +135,7 @@ class VGG19Features(nn.Module):
         wanted = model.state_dict().keys()
         missing = [k for k in wanted if k not in state]
         if missing:
-            raise ValueError(f"{path} is not a torchvision VGG19 state_dict: missing {missing[:4]} "
+            raise InputError(f"{path} is not a torchvision VGG19 state_dict: missing {missing[:4]} "
                              f"({len(missing)} keys); expected keys like 'features.0.weight'")
         model.load_state_dict({k: state[k] for k in wanted})
         return model

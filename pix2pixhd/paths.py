@@ -12,8 +12,10 @@ import os
 import re
 from pathlib import Path, PureWindowsPath
 
+from pix2pixhd.errors import UserError
 
-class UnsafeNameError(ValueError):
+
+class UnsafeNameError(UserError, ValueError):
     """A name that would put a path outside the folder it names something in."""
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from pix2pixhd.checkpoint import atomic_write_bytes
+from pix2pixhd.errors import InputError
 from pix2pixhd.visualizer import label_colormap
 
 _EXTS = (".png", ".jpg", ".jpeg")
@@ -32,13 +33,13 @@ def compare_folders(fake_dir: Path, real_dir: Path) -> dict:
     fakes, reals = _index(fake_dir), _index(real_dir)
     common = sorted(set(fakes) & set(reals))
     if not common:
-        raise ValueError(f"no file stems in common between {fake_dir} and {real_dir}")
+        raise InputError(f"no file stems in common between {fake_dir} and {real_dir}")
     l1, mse = [], []
     for stem in common:
         a = np.asarray(Image.open(fakes[stem]).convert("RGB"), dtype=np.float64) / 255
         b = np.asarray(Image.open(reals[stem]).convert("RGB"), dtype=np.float64) / 255
         if a.shape != b.shape:
-            raise ValueError(f"{fakes[stem]} is {a.shape[:2]} but {reals[stem]} is {b.shape[:2]}")
+            raise InputError(f"{fakes[stem]} is {a.shape[:2]} but {reals[stem]} is {b.shape[:2]}")
         l1.append(np.abs(a - b).mean())
         mse.append(((a - b) ** 2).mean())
     m = float(np.mean(mse))

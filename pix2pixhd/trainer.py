@@ -28,10 +28,12 @@ from pix2pixhd.checkpoint import (atomic_write_bytes, clean_stale_tmp, load_chec
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.distributed import DistInfo
 from pix2pixhd.encoding import encode_input, image_to_float
+from pix2pixhd.errors import ConfigError, UserError, raise_on_any_rank
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
 from pix2pixhd.models import build_discriminator, build_encoder, build_generator
 from pix2pixhd.networks import LocalEnhancer
-from pix2pixhd.visualizer import Visualizer
+from pix2pixhd.run_folder import check_new_run, drop_replaced, move_aside
+from pix2pixhd.visualizer import Visualizer, WindowMeans
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,7 +51,7 @@ def _frozen(module: nn.Module | None):
         module.requires_grad_(True)
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """A loss became NaN or inf; raised before any optimizer step, so no weight is touched."""
 
 
@@ -131,6 +133,7 @@ class Trainer:
         self.timer = PhaseTimer(self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.exp_dir = cfg.experiment_dir
+        self._replaced: Path | None = None   # the old run --overwrite moved aside, until our first save
         self.vis = Visualizer(self.exp_dir, enabled=self.dist.is_master, tensorboard=not cfg.no_tensorboard,
                               html_page=not cfg.no_html, label_nc=cfg.label_nc)
 
@@ -147,7 +150,6 @@ class Trainer:
             if "scaler" in ckpt and ckpt["scaler"]:
                 self.scaler.load_state_dict(ckpt["scaler"])
             set_rng_state(ckpt["rng"][min(self.dist.rank, len(ckpt["rng"]) - 1)])
-            self.vis.truncate_history(self.global_step)
             self.vis.log_message(f"resumed from epoch {self.epoch} iteration {self.iter_in_epoch}")
         else:
             if cfg.load_pretrain:
@@ -227,7 +229,7 @@ class Trainer:
             self._load_models(ckpt, strict=True)
             return
         if not (prev.netG == "global" and self.cfg.netG == "local"):
-            raise ValueError(f"cannot load a {prev.netG} generator into {self.cfg.netG}")
+            raise CheckpointMismatchError(f"cannot load a {prev.netG} generator into {self.cfg.netG}")
         g = _unwrap(self.G)
         own = g.state_dict()
         part = {k: v for k, v in ckpt["G"].items() if k in own and k.startswith("model.")}
@@ -292,14 +294,14 @@ class Trainer:
         """G's extra input [N, feat_num, H, W]: E's instance-averaged map, or the precomputed one."""
         if self.cfg.load_features and self.cfg.use_features:
             if batch.get("feat") is None:
-                raise ValueError("--load_features: the batch has no 'feat' map; write the {phase}_feat "
+                raise ConfigError("--load_features: the batch has no 'feat' map; write the {phase}_feat "
                                  "folder with `python -m pix2pixhd.features precompute --checkpoint "
                                  "<global run>` or drop --load_features")
             return image_to_float(batch["feat"].to(self.device, non_blocking=self.device.type == "cuda"))
         if self.E is None:
             return None
         if inst is None:
-            raise ValueError("--instance_feat needs instance maps: drop --no_instance or use --label_feat")
+            raise ConfigError("--instance_feat needs instance maps: drop --no_instance or use --label_feat")
         return self.E(real, inst)
 
     def _d_real_fake(self, x, real, fake_detached):
@@ -444,7 +446,11 @@ class Trainer:
         state = self.state_dict()  # every rank joins the RNG gather
         if not self.dist.is_master:
             return None
-        return save_checkpoint(state, self.exp_dir, which, self.cfg.to_json())
+        path = save_checkpoint(state, self.exp_dir, which, self.cfg.to_json())
+        if self._replaced is not None:   # --overwrite: the new run has a checkpoint now
+            drop_replaced(self._replaced)
+            self._replaced = None
+        return path
 
     # ---- data ----------------------------------------------------------------------------------
     def make_loader(self):
@@ -480,21 +486,46 @@ class Trainer:
         finally:
             self.vis.close()
 
+    def _start_run(self):
+        """The run's start, in an order that never leaves its folder inconsistent: every rank
+        checks that the folder is its own (:func:`check_new_run`) and builds its loader (rank 0
+        validates the dataset); the ranks agree that all passed (one rank's error stops all of
+        them, none is left waiting); only then does rank 0 write: ``--overwrite`` moves the old
+        run aside, stale ``*.tmp`` files are removed, ``config.json`` and the logs are begun.
+        The models were built (and a checkpoint loaded) by ``__init__``, which writes nothing."""
+        cfg = self.cfg
+        error, loader, sampler = None, None, None
+        try:
+            check_new_run(cfg)
+            loader, sampler = self.make_loader()
+            if len(loader) == 0:
+                from pix2pixhd.data import DatasetError
+                raise DatasetError(f"{cfg.dataroot}: fewer samples than --batchSize {cfg.batchSize} per "
+                                   f"process ({self.dist.world_size} process(es)); lower --batchSize")
+        except Exception as e:   # any failure: the other ranks must not wait for this one
+            error = e
+        raise_on_any_rank(error, self.dist)
+        if self.dist.is_master:
+            if cfg.overwrite and not cfg.resume:
+                self._replaced = move_aside(self.exp_dir)
+            self.exp_dir.mkdir(parents=True, exist_ok=True)
+            clean_stale_tmp(self.exp_dir)   # partial files of writes a kill interrupted
+            atomic_write_bytes(self.exp_dir / "config.json", cfg.to_json().encode())
+            self.vis.begin(resumed_at_step=self.global_step if cfg.resume else None)
+            self.vis.log_message(f"training {cfg.stage} stage, epochs {self.epoch}.."
+                                 f"{cfg.niter + cfg.niter_decay}")
+        return loader, sampler
+
     def _fit(self) -> dict:
         cfg, master = self.cfg, self.dist.is_master
         from tqdm import tqdm
         total_epochs = cfg.niter + cfg.niter_decay
-        if master:
-            self.exp_dir.mkdir(parents=True, exist_ok=True)
-            clean_stale_tmp(self.exp_dir)   # partial files of writes a kill interrupted
-            atomic_write_bytes(self.exp_dir / "config.json", cfg.to_json().encode())
-            self.vis.log_message(f"training {cfg.stage} stage, epochs {self.epoch}..{total_epochs}")
-        loader, sampler = self.make_loader()
+        loader, sampler = self._start_run()
         per_epoch = len(loader)
-        if per_epoch == 0:
-            raise ValueError(f"{cfg.dataroot}: fewer samples than --batchSize {cfg.batchSize} per process")
         steps_this_run, images, t_run = 0, 0, time.perf_counter()
         last_losses: dict[str, float] = {}
+        # logged losses are means over the window since the last log line, summed on the device
+        window, t_window, images_window = WindowMeans(), time.perf_counter(), 0
         while self.epoch <= total_epochs:
             if self.global_frozen and not self._global_fixed_at(self.epoch):
                 self._unfreeze_global()
@@ -507,7 +538,6 @@ class Trainer:
                 step = self.global_step + 1
                 logging = step % cfg.print_freq == 0 or step == 1
                 data_ms = (time.perf_counter() - t_data) * 1e3
-                t_step = time.perf_counter()
                 self.timer.start(logging)
                 losses = self.train_step(batch)
                 self.iter_in_epoch += 1
@@ -515,11 +545,17 @@ class Trainer:
                 steps_this_run += 1
                 n_img = cfg.batchSize * self.dist.world_size
                 images += n_img
+                images_window += n_img
+                window.add(losses)
                 if logging:
-                    step_s = time.perf_counter() - t_step
-                    last_losses = {k: float(v) for k, v in losses.items()}
-                    extras = {"lr": lr, "images_per_s": n_img / max(step_s + data_ms / 1e3, 1e-9),
-                              "ms/data": data_ms, **{f"ms/{k}": v for k, v in self.timer.times.items()}}
+                    n_window = window.n
+                    last_losses = window.means(self.dist)   # one sync (and all-reduce) per window
+                    now = time.perf_counter()
+                    # speed over the window (data loading included); phase times: this step's
+                    extras = {"lr": lr, "images_per_s": images_window / max(now - t_window, 1e-9),
+                              "window_steps": n_window, "ms/data": data_ms,
+                              **{f"ms/{k}": v for k, v in self.timer.times.items()}}
+                    t_window, images_window = now, 0
                     self.vis.log_losses(self.epoch, self.iter_in_epoch, self.global_step, last_losses, extras)
                     bar.set_postfix({**{k: f"{v:.3f}" for k, v in last_losses.items()},
                                      "img/s": f"{extras['images_per_s']:.2f}"})

@@ -1,6 +1,13 @@
 """Training logs: a plain-text loss log, a JSON-lines history, tensorboardX, and an HTML page.
 
-Only the master process writes. The HTML page (``web/index.html``, as the reference) shows the
+Only the master process writes, and only after :meth:`Visualizer.begin` (the trainer calls it once
+the run has validated its data and built its models, so a start that fails leaves the run folder
+as it was; messages logged before are kept in memory until then). Every logged loss is the mean
+over its logging window (:class:`WindowMeans`), not the one step that falls on the log line: the
+console line, the text log, the JSON history, the tensorboard scalars and the HTML curves (drawn
+from the history) all show the same means.
+
+The HTML page (``web/index.html``, as the reference) shows the
 loss curves (an inline SVG drawn here, so no plotting dependency) and, per epoch, label |
 synthesized | real images; it links only to files that exist on disk.
 """
@@ -93,6 +100,46 @@ def loss_curves_svg(history: list[dict], width: int = 720, height: int = 260, *,
     return "\n".join(parts)
 
 
+class WindowMeans:
+    """Each loss's mean over a logging window (the steps since the last log line).
+
+    ``add`` keeps running sums on the device (no device sync per step); ``means`` turns them into
+    floats with one device-to-host copy per window. Under DDP ``means`` is a collective (every
+    rank calls it at the same step): one all-reduce, so the mean is over every rank's steps, i.e.
+    every image trained in the window. The window starts empty at every process start: the first
+    window after a resume averages the steps this process ran since the checkpoint, and ``n``
+    (logged as ``window_steps``) says how many.
+    """
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        """One step's losses (scalar tensors, any dtype and device)."""
+        for k, v in losses.items():
+            v = v.detach().float()
+            if k in self.sums:
+                self.sums[k].add_(v)
+            else:
+                self.sums[k] = v.clone()
+        self.n += 1
+
+    def means(self, dist_info=None) -> dict[str, float]:
+        """The window's means, then an empty window. Every step must have had the same keys."""
+        if not self.sums:
+            return {}
+        keys = list(self.sums)   # the step's order; the same on every rank
+        total = torch.stack([self.sums[k] for k in keys])
+        n = self.n
+        if dist_info is not None and dist_info.distributed:
+            torch.distributed.all_reduce(total)
+            n *= dist_info.world_size
+        vals = (total / n).tolist()
+        self.sums, self.n = {}, 0
+        return dict(zip(keys, vals))
+
+
 class Visualizer:
     """Everything a run writes besides checkpoints; a no-op unless ``enabled`` (the master rank)."""
 
@@ -107,10 +154,27 @@ class Visualizer:
         self.web = self.dir / "web"
         self.history_path = self.dir / "loss_history.jsonl"
         self.log_path = self.dir / "loss_log.txt"
-        if not enabled:
+        self.started = False
+        self._pending: list[str] = []   # log_message() lines before begin()
+
+    def begin(self, resumed_at_step: int | None = None) -> None:
+        """Start writing: create the run folder, forget history entries past ``resumed_at_step``
+        (a resumed run redoes those steps), write the messages logged so far, open tensorboard."""
+        if not self.enabled or self.started:
             return
+        self.started = True
         self.dir.mkdir(parents=True, exist_ok=True)
+        if resumed_at_step is not None:
+            self.truncate_history(resumed_at_step)
+        pending, self._pending = self._pending, []
+        for line in pending:
+            self._append(self.log_path, line)
         self._tensorboard()
+
+    @staticmethod
+    def _append(path: Path, line: str) -> None:
+        with open(path, "a") as f:
+            f.write(line + "\n")
 
     def _tensorboard(self):
         """The open tensorboardX writer (None without tensorboard)."""
@@ -129,15 +193,15 @@ class Visualizer:
 
     def log_losses(self, epoch: int, it: int, step: int, losses: dict[str, float],
                    extras: dict[str, float]) -> None:
+        """One log line at ``step``: ``losses`` are the window's means (:class:`WindowMeans`),
+        ``extras`` the rest (lr, speed, phase times)."""
         if not self.enabled:
             return
+        self.begin()
         rec = {"epoch": epoch, "iter": it, "step": step, **losses, **extras}
-        with open(self.history_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        msg = f"(epoch: {epoch}, iters: {it}, step: {step}) " + " ".join(
-            f"{k}: {v:.4f}" for k, v in {**losses, **extras}.items())
-        with open(self.log_path, "a") as f:
-            f.write(msg + "\n")
+        self._append(self.history_path, json.dumps(rec))
+        self._append(self.log_path, f"(epoch: {epoch}, iters: {it}, step: {step}) " + " ".join(
+            f"{k}: {v:.4f}" for k, v in {**losses, **extras}.items()))
         writer = self._tensorboard()
         if writer is not None:
             for k, v in losses.items():
@@ -146,9 +210,13 @@ class Visualizer:
                 writer.add_scalar(k, v, step)
 
     def log_message(self, msg: str) -> None:
-        if self.enabled:
-            with open(self.log_path, "a") as f:
-                f.write(f"================ {time.strftime('%c')} {msg}\n")
+        if not self.enabled:
+            return
+        line = f"================ {time.strftime('%c')} {msg}"
+        if self.started:
+            self._append(self.log_path, line)
+        else:
+            self._pending.append(line)
 
     def visuals(self, label: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> dict[str, np.ndarray]:
         """First sample of a batch as HWC uint8 images: label (colour or RGB), synthesized, real."""
@@ -158,6 +226,7 @@ class Visualizer:
     def display(self, visuals: dict[str, np.ndarray], epoch: int, step: int) -> None:
         if not self.enabled:
             return
+        self.begin()
         writer = self._tensorboard()
         if writer is not None:
             # one grid, label | synthesized | real, so the three stay side by side in TensorBoard
@@ -197,7 +266,7 @@ class Visualizer:
         """Flush and close every log: the HTML page is rewritten with the losses logged since its
         last update, the tensorboard writer is closed (the text logs are closed after each write).
         Safe to call more than once; a later log reopens what it needs."""
-        if self.html_page and self.history_path.is_file():
+        if self.html_page and self.started and self.history_path.is_file():
             self.write_html()
         if self.writer is not None:
             self.writer.close()

@@ -63,12 +63,19 @@ def test_checkpoint_without_the_flag_is_read_from_its_optimizer(tmp_path, street
 
 
 def _closes(tr: Trainer) -> list[str]:
-    """Record the tensorboard writer's close (the writer fit() opened) and the logger's close."""
+    """Record the tensorboard writer's close (the writer fit() opened, once the run has started)
+    and the logger's close."""
     calls = []
-    writer, vis_close = tr.vis.writer, tr.vis.close
-    assert writer is not None
-    writer_close = writer.close
-    writer.close = lambda: (calls.append("tensorboard"), writer_close())[1]
+    open_writer, vis_close = tr.vis._tensorboard, tr.vis.close
+
+    def opened():
+        writer = open_writer()
+        if writer is not None and not hasattr(writer, "_recorded"):
+            writer._recorded, writer_close = True, writer.close
+            writer.close = lambda: (calls.append("tensorboard"), writer_close())[1]
+        return writer
+
+    tr.vis._tensorboard = opened
     tr.vis.close = lambda: (calls.append("visualizer"), vis_close())[1]
     return calls
 

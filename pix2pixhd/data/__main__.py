@@ -32,6 +32,8 @@ def find_phases(root: Path) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pix2pixhd.data", description=__doc__.split("\n\n")[0])
+    from pix2pixhd.errors import add_debug_option
+    add_debug_option(p)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("scan", help="validate a dataset and print statistics",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -103,4 +105,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pix2pixhd.errors import run
+    sys.exit(run(main))

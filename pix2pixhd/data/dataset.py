@@ -31,13 +31,14 @@ from pix2pixhd.config import DataConfig
 from pix2pixhd.data import transforms as T
 from pix2pixhd.data.layouts import (MODES, NOTICE_KINDS, ClassList, Layout, decode_palette,
                                     detect_mode, find_files, load_palette, read_classes)
+from pix2pixhd.errors import UserError
 from pix2pixhd.paths import check_name
 
 ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
 RGB_MODES = ("RGB", "L", "P")   # converted to RGB on load
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be trained on. ``problems``: [(kind, path, message), ...]."""
 
     def __init__(self, message: str, problems=()):

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pix2pixhd.errors import ConfigError
+
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 MODES = ("auto", "cityscapes", "palette", "rgb_pairs", "aligned")
 # Problem kinds that are reported but do not stop training: entries that are not samples.
@@ -51,14 +53,14 @@ def load_palette(palette) -> np.ndarray | None:
     elif isinstance(palette, (str, Path)):
         p = Path(palette)
         if not p.is_file():
-            raise ValueError(f"palette={str(palette)!r} is neither a named palette "
+            raise ConfigError(f"palette={str(palette)!r} is neither a named palette "
                              f"{tuple(NAMED_PALETTES)} nor a JSON file")
         palette = json.loads(p.read_text())
         if isinstance(palette, dict):
             palette = palette["palette"]
     arr = np.asarray(palette, dtype=np.int32)
     if arr.ndim != 2 or arr.shape[1] != 3 or len(arr) == 0:
-        raise ValueError(f"palette must be a list of [r, g, b] colours; got shape {arr.shape}")
+        raise ConfigError(f"palette must be a list of [r, g, b] colours; got shape {arr.shape}")
     return arr
 
 

@@ -1,0 +1,124 @@
+"""Errors a user can act on, and the one way every command line reports them.
+
+:class:`UserError` is the base of the project's own error types (a bad dataset, an unusable or
+mismatched checkpoint, a label id out of range, a non-finite loss, options that do not go
+together, a name that would leave its folder, a run folder that is already taken). Their messages
+name the file, the value and the fix. Each type keeps the built-in base it had before
+(``DatasetError`` is still a ``ValueError``, ``CheckpointError`` a ``RuntimeError``...), so code
+that catches those keeps working.
+
+:func:`run` is what every entry point's ``__main__`` calls (``train_hd.py``, ``synthesize.py``,
+``python -m pix2pixhd.data|features|evaluate|export|flops``, ``pix2pixhd.kernels.aot``, the dataset
+makers): a ``UserError`` prints as ``error: <message>`` on stderr, without a traceback, and the
+exit status is 1; ``--debug`` anywhere on the command line (or ``PIX2PIXHD_DEBUG=1``) shows the
+traceback instead. Any other exception is a bug or an environment problem and keeps its traceback.
+The entry functions themselves (``train_main(argv)``...) raise as before, so Python callers and
+tests see the exception.
+
+Under torchrun, a rank that meets a user error exits with status 1 and torchrun stops the other
+workers; the training start (run folder check, dataset validation, which only rank 0 does) is
+also agreed between ranks (:func:`raise_on_any_rank`), so every rank stops there together instead
+of the others waiting in a collective for a rank that is gone.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+DEBUG_ENV = "PIX2PIXHD_DEBUG"
+DEBUG_FLAG = "--debug"
+
+
+class UserError(Exception):
+    """An error the user can act on: its message alone says what is wrong and how to fix it."""
+
+
+class ConfigError(UserError, ValueError):
+    """Options that have no valid meaning, alone or together (the message names the flags)."""
+
+
+class InputError(UserError, ValueError):
+    """A file or folder the user gave cannot be used as it is (no pairs, sizes that differ...)."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A file or folder the user named (or a default location) does not exist or holds nothing."""
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional package a command needs is not installed (the message names the extra)."""
+
+
+class RunExistsError(UserError, FileExistsError):
+    """A new run was started in the folder of an existing one (see ``pix2pixhd.run_folder``)."""
+
+
+class PeerFailedError(UserError):
+    """This rank stopped because another rank could not start (that rank printed why)."""
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def add_debug_option(parser: argparse.ArgumentParser) -> None:
+    """Lists ``--debug`` in ``parser``'s help. :func:`run` takes the flag off the command line
+    before the parser sees it (an error may come before or during parsing), so it never appears in
+    the parsed namespace (``default=SUPPRESS``)."""
+    parser.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS,
+                        help=f"show the full traceback of an error (also: {DEBUG_ENV}=1)")
+
+
+def _rank_prefix() -> str:
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    return f" (rank {os.environ.get('RANK', '0')} of {world})" if world > 1 else ""
+
+
+def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
+    """Call ``main(argv)`` (default: ``sys.argv[1:]`` without ``--debug``) and return its exit
+    status; a :class:`UserError` becomes one ``error: ...`` line on stderr and status 1.
+
+    ``--debug`` sets ``PIX2PIXHD_DEBUG=1`` for this process and its children (data loader
+    workers, a re-executed compiler), so they show tracebacks too.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if DEBUG_FLAG in argv:
+        argv = [a for a in argv if a != DEBUG_FLAG]
+        os.environ[DEBUG_ENV] = "1"
+    try:
+        return int(main(argv) or 0)
+    except UserError as e:
+        if debug_enabled():
+            raise
+        print(f"error{_rank_prefix()}: {user_message(e)}", file=sys.stderr, flush=True)
+        return 1
+
+
+def user_message(e: UserError) -> str:
+    """``e``'s message as the user should read it. torch's DataLoader re-raises an error from a
+    worker process with the worker's traceback in the message ("Caught DatasetError in DataLoader
+    worker process 0. Original Traceback ..."): only the original message is kept."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        head = f"\n{type(e).__module__}.{type(e).__qualname__}: "
+        if head in text:
+            text = text.rsplit(head, 1)[1].strip()
+    return text or type(e).__name__
+
+
+def raise_on_any_rank(error: BaseException | None, dist_info) -> None:
+    """Collective (every rank of ``dist_info`` calls it): re-raise this rank's ``error``; when
+    this rank has none but another has, raise :class:`PeerFailedError` naming that rank. A single
+    process just re-raises ``error``. Costs one small all-gather, once per training start."""
+    if dist_info is not None and dist_info.distributed:
+        import torch.distributed as dist
+        seen: list = [None] * dist_info.world_size
+        dist.all_gather_object(seen, None if error is None else f"{type(error).__name__}: {error}")
+        failed = [r for r, m in enumerate(seen) if m is not None]
+        if error is None and failed:
+            first = seen[failed[0]].splitlines()[0]
+            raise PeerFailedError(f"stopped because rank {failed[0]} could not start ({first[:300]})")
+    if error is not None:
+        raise error

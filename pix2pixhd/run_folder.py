@@ -1,0 +1,92 @@
+"""A run folder belongs to one run: a new run never overwrites an existing one by accident.
+
+A folder ``--checkpoints_dir/--name`` holds a run when it holds ``config.json`` or a checkpoint
+(``latest.pt``, ``epoch_N.pt``). Starting a run there without ``--resume`` is refused
+(:func:`check_new_run`, a :class:`~pix2pixhd.errors.RunExistsError` naming ``--resume``, a new
+``--name`` and ``--overwrite``), before anything is read or written.
+
+``--overwrite`` replaces the old run, in two steps that never leave the user with nothing:
+
+1. once the new run has validated its data and built its models, the old folder is renamed to
+   ``NAME.replaced-YYYYmmdd-HHMMSS`` beside it (:func:`move_aside`: one rename, nothing copied,
+   whatever its size); the new run starts in an empty ``NAME``;
+2. after the new run's first checkpoint is written, the renamed folder is deleted
+   (:func:`drop_replaced`).
+
+A new run that fails or is killed between the two leaves the old run whole (and resumable once
+renamed back), and says where it is. Deleting at once would lose the old run to a new one that
+dies in its first minutes; keeping it for ever would double the disk a week-long run holds.
+
+``--auto_resume`` with no ``latest.pt`` starts fresh in a folder holding config.json but no
+checkpoint: that is an earlier attempt of the same command (torchrun restarts it) that died before
+its first save, and it has nothing to lose.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pix2pixhd.errors import RunExistsError
+
+if TYPE_CHECKING:
+    from pix2pixhd.config import TrainConfig
+
+
+def run_files(folder: Path) -> list[str]:
+    """The names in ``folder`` that make it a run: config.json and checkpoints (sorted)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name == "config.json" or re.fullmatch(r"(latest|epoch_[0-9]+)\.pt", p.name))
+
+
+def check_new_run(cfg: "TrainConfig") -> None:
+    """Refuse to start run ``cfg`` (resolved) in the folder of another run, unless it resumes it
+    or ``cfg.overwrite`` says to replace it. Reads only; call it on every rank."""
+    if cfg.resume or cfg.overwrite:
+        return
+    folder = cfg.experiment_dir
+    found = run_files(folder)
+    checkpoints = [f for f in found if f.endswith(".pt")]
+    if not found or (cfg.auto_resume and not checkpoints):
+        return
+    resume = "--resume" if "latest.pt" in checkpoints else \
+        f"--resume --which_epoch {int(checkpoints[-1][6:-3])}" if checkpoints else "--resume"
+    raise RunExistsError(
+        f"{folder} already holds a run ({', '.join(found)}) and this command would start a new one "
+        f"there. To continue it, add {resume}; to keep it and start another, choose a --name other "
+        f"than {cfg.name!r}; to replace it, add --overwrite (it is kept as "
+        f"{folder.name}.replaced-TIME until the new run's first checkpoint, then deleted)")
+
+
+def move_aside(folder: Path) -> Path | None:
+    """Rename run ``folder`` to ``NAME.replaced-TIME`` beside it; return the new path (None when
+    there is nothing to move). Says so on stderr."""
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = folder.with_name(f"{folder.name}.replaced-{stamp}")
+    k = 1
+    while aside.exists():
+        k += 1
+        aside = folder.with_name(f"{folder.name}.replaced-{stamp}-{k}")
+    held = run_files(folder)
+    folder.rename(aside)
+    print(f"note: --overwrite: the run in {folder} ({', '.join(held) or 'no checkpoints'}) was moved "
+          f"to {aside}; it is deleted once this run saves its first checkpoint (until then, "
+          f"rename it back to keep it)", file=sys.stderr, flush=True)
+    return aside
+
+
+def drop_replaced(aside: Path) -> None:
+    """Delete the run that ``--overwrite`` replaced (after the new run's first save)."""
+    shutil.rmtree(aside, ignore_errors=True)
+    state = "could not be deleted; remove it by hand" if Path(aside).exists() else "deleted"
+    print(f"note: --overwrite: the replaced run {aside} {state} (this run has saved its first "
+          "checkpoint)", file=sys.stderr, flush=True)

@@ -1,0 +1,127 @@
+"""Logs that can be read (issue 18, item 4): every logged loss is the mean over its logging window
+(the steps since the previous log line), in the history, the text log, tensorboard and the HTML
+curves; the step losses are recorded independently (from the train step itself) and averaged
+here. The first window after a resume averages the steps run since the checkpoint."""
+import json
+import re
+
+import pytest
+import torch
+
+from pix2pixhd.cli import train_main
+from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+from pix2pixhd.trainer import Trainer
+from pix2pixhd.visualizer import loss_curves_svg
+
+TINY = ["--label_nc", str(LABEL_NC), "--resize_or_crop", "none", "--ngf", "8",
+        "--n_downsample_global", "2", "--n_blocks_global", "1", "--ndf", "8", "--n_layers_D", "2",
+        "--no_vgg_loss", "--batchSize", "1", "--nThreads", "0", "--no_progress", "--print_freq", "4",
+        "--display_freq", "100", "--device", "cpu", "--niter", "1", "--niter_decay", "0",
+        "--norm_impl", "ref", "--deterministic"]
+
+
+@pytest.fixture(scope="module")
+def streets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("streets")
+    generate(root, n_train=8, n_test=0, width=64, height=32, seed=0)
+    return root
+
+
+def _recording(mp: pytest.MonkeyPatch) -> dict[int, dict[str, float]]:
+    """From now on, every train step's losses as floats, keyed by the global step it trains."""
+    steps: dict[int, dict[str, float]] = {}
+    step = Trainer.train_step
+
+    def recording(self, batch):
+        losses = step(self, batch)
+        steps[self.global_step + 1] = {k: float(v) for k, v in losses.items()}
+        return losses
+    mp.setattr(Trainer, "train_step", recording)
+    return steps
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory, streets):
+    """One epoch of 8 steps in one go (print_freq 4): its folder and its recorded step losses."""
+    ck = tmp_path_factory.mktemp("full")
+    with pytest.MonkeyPatch.context() as mp:
+        recorded = _recording(mp)
+        assert train_main(["--dataroot", str(streets), "--checkpoints_dir", str(ck), *TINY,
+                           "--name", "w"]) == 0
+    return ck / "w", recorded
+
+
+def _history(run):
+    return {h["step"]: h for h in map(json.loads, (run / "loss_history.jsonl").read_text().splitlines())}
+
+
+def _mean(steps, which):
+    return {k: sum(steps[s][k] for s in which) / len(which) for k in steps[which[0]]}
+
+
+def _tensorboard_scalars(folder):
+    from tensorboardX.proto import event_pb2
+    out = {}
+    for f in folder.glob("events.out.tfevents.*"):
+        data, pos = f.read_bytes(), 0
+        while pos < len(data):   # TFRecord framing: u64 length, u32 crc, payload, u32 crc
+            n = int.from_bytes(data[pos:pos + 8], "little")
+            ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+            for v in ev.summary.value:
+                out[(v.tag, ev.step)] = v.simple_value
+            pos += 12 + n + 4
+    return out
+
+
+def test_logged_losses_are_means_over_the_print_freq_window(full):
+    run, recorded = full
+    assert sorted(recorded) == list(range(1, 9))
+    hist = _history(run)
+    # log lines at step 1 (alone) and every 4 steps: windows {1}, {2, 3, 4}, {5, 6, 7, 8}
+    windows = {1: [1], 4: [2, 3, 4], 8: [5, 6, 7, 8]}
+    assert sorted(hist) == sorted(windows)
+    keys = set(recorded[1])
+    assert keys == {"D_real", "D_fake", "G_GAN", "G_GAN_Feat"}
+    for at, steps in windows.items():
+        want = _mean(recorded, steps)
+        assert {k: hist[at][k] for k in keys} == pytest.approx(want, rel=1e-6, abs=1e-7), at
+        assert hist[at]["window_steps"] == len(steps)
+        # not the step that falls on the line (the losses do move between steps)
+        if len(steps) > 1:
+            assert any(hist[at][k] != pytest.approx(recorded[at][k], rel=1e-6) for k in keys)
+    # the text log prints the same means
+    lines = [ln for ln in (run / "loss_log.txt").read_text().splitlines() if ln.startswith("(epoch")]
+    assert len(lines) == 3
+    for line, at in zip(lines, sorted(windows)):
+        assert f"step: {at})" in line
+        printed = dict(re.findall(r"(\w+): (-?[0-9.]+)", line.split(")", 1)[1]))
+        for k in keys:
+            assert float(printed[k]) == pytest.approx(hist[at][k], abs=6e-5)
+    # tensorboard's scalars are the same means
+    tb = _tensorboard_scalars(run / "tensorboard")
+    for at in windows:
+        for k in keys:
+            assert tb[(f"loss/{k}", at)] == pytest.approx(hist[at][k], rel=1e-6)
+    # and the HTML page draws its curves from them
+    page = (run / "web" / "index.html").read_text()
+    assert loss_curves_svg(list(hist.values())) in page
+
+
+def test_first_window_after_a_resume_averages_the_steps_since_the_checkpoint(tmp_path, streets, full,
+                                                                          monkeypatch):
+    full_run, full = full
+    recorded = _recording(monkeypatch)
+    common = ["--dataroot", str(streets), "--checkpoints_dir", str(tmp_path), *TINY]
+    assert train_main([*common, "--name", "cut", "--max_steps", "6", "--no_tensorboard", "--no_html"]) == 0
+    recorded.clear()
+    assert train_main(["--resume", "--name", "cut", "--checkpoints_dir", str(tmp_path)]) == 0
+    assert sorted(recorded) == [7, 8]
+    for s in (7, 8):   # exact resume: the same step losses as the run done in one go
+        assert recorded[s] == full[s]
+    hist = _history(tmp_path / "cut")
+    assert sorted(hist) == [1, 4, 8]
+    assert hist[8]["window_steps"] == 2
+    want = _mean(full, [7, 8])
+    assert {k: hist[8][k] for k in want} == pytest.approx(want, rel=1e-6, abs=1e-7)
+    assert torch.equal(torch.tensor([hist[4][k] for k in want]),
+                       torch.tensor([_history(full_run)[4][k] for k in want]))

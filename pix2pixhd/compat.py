@@ -43,15 +43,30 @@ def _guess(keys) -> str:
         n = len({k.split("_")[0] for k in keys if k.startswith("scale")})
         return f"a MultiscaleDiscriminator with num_D={n}"
     if any("conv_block" in k for k in keys):
-        return "a GlobalGenerator (netG global)"
+        n = len({k.split(".")[1] for k in keys if k.startswith("model.") and "conv_block" in k})
+        return (f"a ResNet generator with {n} residual blocks: pix2pixHD's GlobalGenerator (netG global, "
+                f"n_blocks_global {n}) or CycleGAN's resnet_{n}blocks")
     if any(k.startswith("model.") for k in keys):
         return "an Encoder"
     return "an unknown network"
 
 
+def _drop_untracked_instance_norm_stats(model: nn.Module, state: dict) -> dict:
+    """Checkpoints saved by PyTorch < 0.4 (e.g. some of the CycleGAN/pix2pix repo's pretrained
+    models) hold ``running_mean``/``running_var`` (and later ``num_batches_tracked``) for instance
+    norms that track no statistics; they mean nothing there, and the reference drops them on load
+    too. Only keys of our InstanceNorm2d layers without running statistics are dropped."""
+    untracked = {name for name, m in model.named_modules()
+                 if isinstance(m, nn.InstanceNorm2d) and not m.track_running_stats}
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    return {k: v for k, v in state.items()
+            if not (k.rpartition(".")[2] in stats and k.rpartition(".")[0] in untracked)}
+
+
 def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool = True,
                            ignore_prefixes: tuple[str, ...] = ()) -> nn.Module:
-    """Load a state_dict saved by NVIDIA's pix2pixHD (or by us) into ``model`` (G, D or E).
+    """Load a state_dict saved by NVIDIA's pix2pixHD, the CycleGAN/pix2pix repo (``latest_net_G_A.pth``
+    ...) or by us into ``model`` (G, D or E).
 
     ``state_dict_or_path``: a mapping or a ``.pth`` file (read with ``weights_only=True``).
     A ``module.`` prefix (DataParallel / DDP) is stripped. Keys under ``ignore_prefixes`` are
@@ -62,6 +77,7 @@ def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool
     """
     state, source = _read(state_dict_or_path)
     state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = _drop_untracked_instance_norm_stats(model, state)
     own = model.state_dict()
     skip = lambda k: any(k.startswith(p) for p in ignore_prefixes)  # noqa: E731
     missing = [k for k in own if k not in state and not skip(k)]

@@ -9,7 +9,8 @@ resolution step can decide, in this order, for every option the user did not giv
   1. a resumed run (``resume``, or ``auto_resume`` when ``latest.pt`` exists) takes it from the
      run's own config; a later stage (``load_pretrain``) takes the architecture options of the
      stage it loads (``INHERITED``, and per stage ``ngf`` etc.);
-  2. otherwise the default of the run's model (``--model pix2pix`` has its own);
+  2. otherwise the default of the run's model (``--model pix2pix`` and ``--model cyclegan``
+     have their own);
   3. the stage decides ``netG`` and ``num_D`` when they are left at "from the stage".
 
 So ``TrainConfig(model="pix2pix").resolved()`` in Python is exactly what
@@ -32,7 +33,7 @@ from pix2pixhd.errors import ConfigError
 from pix2pixhd.paths import run_dir
 
 STAGES = ("global", "local", "finetune")
-MODELS = ("pix2pixhd", "pix2pix")
+MODELS = ("pix2pixhd", "pix2pix", "cyclegan")
 PRECISIONS = ("fp32", "bf16", "fp16")
 RESIZE_OR_CROP = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 
@@ -59,7 +60,8 @@ NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps", "overwrite")
 def option(group: str, default: Any, help: str, *, choices: tuple | None = None,
            **model_defaults: Any) -> Any:
     """A TrainConfig field: ``None`` (not given) until resolved, then ``default`` or the
-    run's model's own default (``pix2pix=...``). The argparse type is the default's type."""
+    run's model's own default (``pix2pix=...``, ``cyclegan=...``). The argparse type is the
+    default's type."""
     assert group in GROUPS, group
     assert set(model_defaults) <= set(MODELS), model_defaults
     return field(default=None, metadata={"group": group, "default": default, "help": help,
@@ -84,8 +86,9 @@ class TrainConfig:
         "local enhancer at full resolution (from --load_pretrain's global stage); finetune: all of "
         "G jointly (from a local stage)", choices=STAGES)
     model: Optional[str] = option(
-        "experiment", "pix2pixhd", "pix2pixhd (Wang et al. 2018) or pix2pix (Isola et al. 2017: "
-        "U-Net, PatchGAN, L1 + cGAN); each has its own defaults (see --model pix2pix --help)",
+        "experiment", "pix2pixhd", "pix2pixhd (Wang et al. 2018), pix2pix (Isola et al. 2017: "
+        "U-Net, PatchGAN, L1 + cGAN) or cyclegan (Zhu et al. 2017: unpaired, two ResNet generators, "
+        "two PatchGANs, cycle loss); each has its own defaults (see --model cyclegan --help)",
         choices=MODELS)
     name: Optional[str] = option("experiment", "label2city",
                                  "experiment name: the run's folder inside --checkpoints_dir")
@@ -119,8 +122,9 @@ class TrainConfig:
     dataroot: Optional[str] = option("data", "./datasets/cityscapes/",
                                      "dataset folder (layouts: docs/data.md)")
     dataset_mode: Optional[str] = option(
-        "data", "auto", "dataset layout: auto | cityscapes | rgb_pairs | aligned | palette",
-        pix2pix="aligned")
+        "data", "auto", "dataset layout: auto | cityscapes | rgb_pairs | aligned | palette | "
+        "unaligned (CycleGAN: {phase}A/, {phase}B/, not paired)", pix2pix="aligned",
+        cyclegan="unaligned")
     phase: Optional[str] = option("data", "train",
                                   "split to read: {phase}_label, {phase}_img... (a folder name)")
     palette: Optional[str] = option(
@@ -131,23 +135,25 @@ class TrainConfig:
         "(sizes and modes) or off", choices=("full", "headers", "off"))
     label_nc: Optional[int] = option(
         "data", 35, "number of label classes (ids 0..label_nc-1); 0 = the input is an image",
-        pix2pix=0)
-    input_nc: Optional[int] = option("data", 3, "input image channels when --label_nc is 0")
-    output_nc: Optional[int] = option("data", 3, "output image channels")
+        pix2pix=0, cyclegan=0)
+    input_nc: Optional[int] = option("data", 3, "input image channels when --label_nc is 0 "
+                                     "(cyclegan: domain A's)")
+    output_nc: Optional[int] = option("data", 3, "output image channels (cyclegan: domain B's)")
     no_instance: Optional[bool] = option(
-        "data", False, "no instance maps (no instance boundary channel in G's input)", pix2pix=True)
+        "data", False, "no instance maps (no instance boundary channel in G's input)", pix2pix=True,
+        cyclegan=True)
     resize_or_crop: Optional[str] = option(
         "data", "scale_width", "preprocessing of every image", choices=RESIZE_OR_CROP,
-        pix2pix="resize_and_crop")
+        pix2pix="resize_and_crop", cyclegan="resize_and_crop")
     loadSize: Optional[int] = option(
         "data", 1024, "pixels: the width (scale_width*) or side (resize_and_crop) images are "
-        "scaled to before cropping", pix2pix=286)
+        "scaled to before cropping", pix2pix=286, cyclegan=286)
     fineSize: Optional[int] = option("data", 512, "pixels: the side of the random crop",
-                                     pix2pix=256)
+                                     pix2pix=256, cyclegan=256)
     no_flip: Optional[bool] = option("data", False, "no random horizontal flips")
     direction: Optional[str] = option(
-        "data", "AtoB", "which half of an AB image (or of A/B folders) is the input",
-        choices=("AtoB", "BtoA"))
+        "data", "AtoB", "which half of an AB image (or of A/B folders) is the input; cyclegan: "
+        "BtoA swaps the domains (A is read from {phase}B/)", choices=("AtoB", "BtoA"))
     nThreads: Optional[int] = option("data", 2, "data loader worker processes (0 = load in the "
                                                 "training process)")
     batchSize: Optional[int] = option("data", 1, "images per step, per process")
@@ -170,9 +176,12 @@ class TrainConfig:
     norm: Optional[str] = option("generator", "instance", "normalisation of G, D and E",
                                  choices=("instance", "batch"), pix2pix="batch")
     netG_pix2pix: Optional[str] = option(
-        "generator", "unet_256", "pix2pix generator: unet_256 | unet_128 (U-Nets for 256 and "
-        "128 px) | encoder_decoder_256 | encoder_decoder_128 (the same without skips)")
-    no_dropout: Optional[bool] = option("generator", False, "pix2pix: no dropout in the U-Net")
+        "generator", "unet_256", "pix2pix/CycleGAN generator (the reference's --netG): unet_256 | "
+        "unet_128 (U-Nets for 256 and 128 px) | encoder_decoder_256 | encoder_decoder_128 (the "
+        "same without skips) | resnet_9blocks | resnet_6blocks (CycleGAN's ResNet generators)",
+        cyclegan="resnet_9blocks")
+    no_dropout: Optional[bool] = option("generator", False, "pix2pix/CycleGAN: no dropout in G "
+                                        "(U-Net levels, ResNet blocks)", cyclegan=True)
     instance_feat: Optional[bool] = option(
         "generator", False, "feature encoder: add encoded instance features to G's input")
     label_feat: Optional[bool] = option(
@@ -188,16 +197,19 @@ class TrainConfig:
 
     # --- discriminator ----------------------------------------------------------------------
     netD_pix2pix: Optional[str] = option(
-        "discriminator", "basic", "pix2pix discriminator: basic (70x70 PatchGAN) | n_layers "
-        "(PatchGAN with --n_layers_D) | pixel (1x1) | image (286x286)")
+        "discriminator", "basic", "pix2pix/CycleGAN discriminator: basic (70x70 PatchGAN) | "
+        "n_layers (PatchGAN with --n_layers_D) | pixel (1x1) | image (286x286)")
     ndf: Optional[int] = option("discriminator", 64, "filters of D's first conv")
     n_layers_D: Optional[int] = option("discriminator", 3,
                                        "stride-2 conv layers of each PatchGAN")
     num_D: Optional[int] = option(
         "discriminator", 0, "discriminator scales; 0 = from --stage (2 global, 3 local/finetune)",
-        pix2pix=1)
+        pix2pix=1, cyclegan=1)
     no_cond_D: Optional[bool] = option(
         "discriminator", False, "pix2pix: unconditional D (sees the output only)")
+    pool_size: Optional[int] = option(
+        "discriminator", 50, "cyclegan: generated images each D's history pool holds (each D "
+        "sees a random half of its batch from the history); 0 = no pool")
 
     # --- losses -----------------------------------------------------------------------------
     gan_mode: Optional[str] = option("losses", "lsgan", "GAN objective",
@@ -206,14 +218,22 @@ class TrainConfig:
     lambda_feat: Optional[float] = option(
         "losses", 10.0, "weight of the feature-matching and VGG losses")
     no_ganFeat_loss: Optional[bool] = option(
-        "losses", False, "no discriminator feature-matching loss", pix2pix=True)
-    no_vgg_loss: Optional[bool] = option("losses", False, "no VGG19 perceptual loss", pix2pix=True)
+        "losses", False, "no discriminator feature-matching loss", pix2pix=True, cyclegan=True)
+    no_vgg_loss: Optional[bool] = option("losses", False, "no VGG19 perceptual loss", pix2pix=True,
+                                         cyclegan=True)
     vgg_path: Optional[str] = option(
         "losses", "", "file of torchvision's vgg19-dcbb9e9d.pth weights (empty: the torch hub cache)")
     lambda_L1: Optional[float] = option("losses", 100.0,
                                         "pix2pix: weight of the L1 loss (0 = GAN only)")
     lambda_GAN: Optional[float] = option(
         "losses", 1.0, "pix2pix: weight of the GAN loss (0 = L1 only, no D)")
+    lambda_A: Optional[float] = option("losses", 10.0,
+                                       "cyclegan: weight of the cycle loss L1(G_B(G_A(A)), A)")
+    lambda_B: Optional[float] = option("losses", 10.0,
+                                       "cyclegan: weight of the cycle loss L1(G_A(G_B(B)), B)")
+    lambda_identity: Optional[float] = option(
+        "losses", 0.5, "cyclegan: weight of the identity losses L1(G_A(B), B) and L1(G_B(A), A), "
+        "as a fraction of lambda_B and lambda_A (the reference's); 0 = none")
 
     # --- optimisation -----------------------------------------------------------------------
     lr: Optional[float] = option("optimisation", 0.0002, "Adam's initial learning rate")
@@ -284,6 +304,8 @@ class TrainConfig:
             raise ConfigError(f"resize_or_crop={c.resize_or_crop!r}; expected one of {RESIZE_OR_CROP}")
         if c.stage == "finetune" and c.netG != "local":
             raise ConfigError("--stage finetune trains the local generator: drop --netG global")
+        if c.model == "cyclegan":
+            c._check_cyclegan()
         if c.model == "pix2pix" and c.stage != "global":
             raise ConfigError("--model pix2pix has one stage: drop --stage local/finetune")
         if c.instance_feat and c.label_feat:
@@ -292,6 +314,25 @@ class TrainConfig:
             raise ConfigError("--overwrite starts the run anew, --resume/--auto_resume continue it: "
                               "give one of them")
         return c
+
+    def _check_cyclegan(self) -> None:
+        if self.stage != "global":
+            raise ConfigError("--model cyclegan has one stage: drop --stage local/finetune")
+        if self.label_nc != 0:
+            raise ConfigError(f"--model cyclegan translates images to images: --label_nc {self.label_nc} "
+                             "must be 0 (colour label maps are read as images)")
+        if self.use_features:
+            raise ConfigError("--model cyclegan has no feature encoder: drop --instance_feat/--label_feat")
+        if self.lambda_identity > 0 and self.input_nc != self.output_nc:
+            raise ConfigError(f"the identity loss feeds domain B ({self.output_nc} channels) to G_A, "
+                             f"which takes {self.input_nc}: set --lambda_identity 0 or equal "
+                             "--input_nc/--output_nc")
+        if min(self.lambda_A, self.lambda_B, self.lambda_identity) < 0 or self.pool_size < 0:
+            raise ConfigError(f"--lambda_A {self.lambda_A}, --lambda_B {self.lambda_B}, --lambda_identity "
+                             f"{self.lambda_identity} and --pool_size {self.pool_size} must be >= 0")
+        if self.input_nc not in (1, 3) or self.output_nc not in (1, 3):
+            raise ConfigError(f"--input_nc {self.input_nc} / --output_nc {self.output_nc}: the unaligned "
+                             "loader reads grey (1) or RGB (3) images")
 
     def _inherit(self, prev: "TrainConfig", run: "TrainConfig") -> "TrainConfig":
         """The options not given taken from ``prev``: all of them when resuming the run, the
@@ -340,9 +381,9 @@ class TrainConfig:
 
     @property
     def required_multiple(self) -> int:
-        if self.model == "pix2pix":
-            from pix2pixhd.pix2pix_networks import NETG
-            return 2 ** NETG[self.netG_pix2pix][0]
+        if self.model in ("pix2pix", "cyclegan"):
+            from pix2pixhd.pix2pix_networks import generator_multiple
+            return generator_multiple(self.netG_pix2pix)
         m = 2 ** self.n_downsample_global
         m = m * 2 ** self.n_local_enhancers if self.netG == "local" else m
         if self.use_features and not self.load_features:
@@ -361,7 +402,8 @@ class TrainConfig:
                        load_features=self.load_features, resize_or_crop=self.resize_or_crop,
                        loadSize=self.loadSize, fineSize=self.fineSize, no_flip=self.no_flip,
                        direction=self.direction, palette=self.palette or None,
-                       required_multiple=self.required_multiple, output_nc=self.output_nc,
+                       required_multiple=self.required_multiple, input_nc=self.input_nc,
+                       output_nc=self.output_nc,
                        seed=self.seed, validate=self.validate)
         return dataclasses.replace(d, **overrides)
 
@@ -410,7 +452,8 @@ class DataConfig:
 
     A training run's comes from ``TrainConfig.data_config()``. ``palette``: None, 'facades', a
     JSON file or a list of [r, g, b]. ``required_multiple``: what the generator needs the sizes to
-    divide by. ``is_train`` (None: phase == 'train') enables random flips, as the reference's
+    divide by. ``input_nc``/``output_nc``: channels of the unaligned layout's A and B images.
+    ``is_train`` (None: phase == 'train') enables random flips, as the reference's
     isTrain. ``validate``: 'full' (decode every file), 'headers' (sizes and modes) or 'off'.
     """
     dataset_mode: str = "auto"
@@ -424,6 +467,7 @@ class DataConfig:
     direction: str = "AtoB"
     palette: Any = None
     required_multiple: int = 16
+    input_nc: int = 3
     output_nc: int = 3
     seed: int = 0
     is_train: Optional[bool] = None

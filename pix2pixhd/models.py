@@ -3,18 +3,26 @@
 The trainer, synthesis, export, the feature tools, the FLOP model and the benchmarks all call
 these builders, so a checkpoint's ``config.json`` always rebuilds the architecture it was trained
 with. The layers themselves live in ``networks.py`` (pix2pixHD), ``pix2pix_networks.py``
-(pix2pix); norms, activations and the weight init in ``layers.py``.
+(pix2pix and CycleGAN); norms, activations and the weight init in ``layers.py``.
 
-  build_generator(cfg)      pix2pixHD GlobalGenerator / LocalEnhancer, or pix2pix U-Net
-  build_discriminator(cfg)  pix2pixHD MultiscaleDiscriminator, or a pix2pix PatchGAN; None when
-                            the run has no discriminator (pix2pix's L1-only ablation)
+  build_generator(cfg, direction=None)
+                            pix2pixHD GlobalGenerator / LocalEnhancer, pix2pix U-Net, or one of
+                            CycleGAN's two generators (``direction`` 'AtoB': G_A, 'BtoA': G_B)
+  build_discriminator(cfg, key="D")
+                            pix2pixHD MultiscaleDiscriminator, or a pix2pix PatchGAN; None when
+                            the run has no discriminator (pix2pix's L1-only ablation); CycleGAN's
+                            D_A (judges domain B) or D_B (judges domain A)
   build_encoder(cfg)        the instance feature encoder E; None without --instance_feat /
                             --label_feat, or with --load_features (maps come from disk)
 
 Channels at the boundaries: G takes ``generator_input_nc(cfg)`` channels (one-hot labels or
 the input photo, + instance boundary, + features) and gives ``output_nc``; D takes
-``discriminator_input_nc(cfg)`` (G's condition without the features, + the image). Every fused
-norm is set to ``cfg.norm_impl``. Weights come from torch's global RNG: seed it to repeat a build.
+``discriminator_input_nc(cfg)`` (G's condition without the features, + the image). CycleGAN's
+G_A maps input_nc -> output_nc channels, G_B output_nc -> input_nc, and its discriminators are
+unconditional (D_A sees output_nc channels, D_B input_nc). A checkpoint holds each network under
+its key (``G``, ``D``, ``E``; CycleGAN: ``G_A``, ``G_B``, ``D_A``, ``D_B``, the reference's file
+names ``latest_net_<key>.pth``); :func:`generator_key` says which generator synthesis uses. Every
+fused norm is set to ``cfg.norm_impl``. Weights come from torch's global RNG: seed it to repeat a build.
 """
 from __future__ import annotations
 
@@ -22,12 +30,15 @@ from torch import nn
 
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.encoding import input_channels
+from pix2pixhd.errors import ConfigError
 from pix2pixhd.layers import set_norm_impl
 from pix2pixhd.networks import Encoder, GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
 from pix2pixhd.pix2pix_networks import define_D, define_G
 
-__all__ = ["generator_input_nc", "discriminator_input_nc", "build_generator", "build_discriminator",
-           "build_encoder"]
+__all__ = ["generator_input_nc", "discriminator_input_nc", "generator_key", "network_keys",
+           "build_generator", "build_discriminator", "build_encoder"]
+
+DIRECTIONS = ("AtoB", "BtoA")
 
 
 def generator_input_nc(cfg: TrainConfig) -> int:
@@ -41,10 +52,35 @@ def discriminator_input_nc(cfg: TrainConfig) -> int:
     return generator_input_nc(cfg) - (cfg.feat_num if cfg.use_features else 0) + cfg.output_nc
 
 
-def build_generator(cfg: TrainConfig) -> nn.Module:
+def generator_key(cfg: TrainConfig, direction: str | None = None) -> str:
+    """The checkpoint key of the generator that translates in ``direction``: 'G' for pix2pixHD
+    and pix2pix (one direction: None or 'AtoB'); CycleGAN: 'G_A' for 'AtoB' (and None), 'G_B' for
+    'BtoA'. A and B are the run's domains: {phase}A/ and {phase}B/, swapped for a run trained
+    with --direction BtoA."""
+    if direction not in (None, *DIRECTIONS):
+        raise ConfigError(f"direction={direction!r}; expected one of {DIRECTIONS} (or None)")
+    if cfg.model == "cyclegan":
+        return "G_B" if direction == "BtoA" else "G_A"
+    if direction == "BtoA":
+        raise ConfigError(f"a {cfg.model} run has one generator, trained for its own --direction "
+                         f"({cfg.direction}); --direction BtoA needs a --model cyclegan run")
+    return "G"
+
+
+def network_keys(cfg: TrainConfig) -> tuple[str, ...]:
+    """The checkpoint keys of every network a run of ``cfg.model`` trains."""
+    return ("G_A", "G_B", "D_A", "D_B") if cfg.model == "cyclegan" else ("G", "D", "E")
+
+
+def build_generator(cfg: TrainConfig, direction: str | None = None) -> nn.Module:
+    """The generator :func:`generator_key` names for ``direction``, initialised."""
     cfg.check_resolved()
+    key = generator_key(cfg, direction)
     nc = generator_input_nc(cfg)
-    if cfg.model == "pix2pix":
+    if cfg.model == "cyclegan":
+        nc_in, nc_out = (cfg.input_nc, cfg.output_nc) if key == "G_A" else (cfg.output_nc, cfg.input_nc)
+        g = define_G(nc_in, nc_out, cfg.ngf, cfg.netG_pix2pix, cfg.norm, use_dropout=not cfg.no_dropout)
+    elif cfg.model == "pix2pix":
         g = define_G(nc, cfg.output_nc, cfg.ngf, cfg.netG_pix2pix, cfg.norm, use_dropout=not cfg.no_dropout)
     elif cfg.netG == "global":
         g = GlobalGenerator(nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global, cfg.norm)
@@ -54,10 +90,19 @@ def build_generator(cfg: TrainConfig) -> nn.Module:
     return set_norm_impl(g, cfg.norm_impl)
 
 
-def build_discriminator(cfg: TrainConfig) -> nn.Module | None:
+def build_discriminator(cfg: TrainConfig, key: str = "D") -> nn.Module | None:
+    """The discriminator stored under ``key`` ('D'; CycleGAN: 'D_A' or 'D_B'), initialised."""
     cfg.check_resolved()
     nc = discriminator_input_nc(cfg)
-    if cfg.model == "pix2pix":
+    if cfg.model == "cyclegan":
+        if key not in ("D_A", "D_B"):
+            raise ConfigError(f"a cyclegan run has discriminators 'D_A' and 'D_B', not {key!r}")
+        # D_A judges G_A's outputs (domain B), D_B judges G_B's (domain A); unconditional
+        d = define_D(cfg.output_nc if key == "D_A" else cfg.input_nc, cfg.ndf, cfg.netD_pix2pix,
+                     cfg.n_layers_D, cfg.norm)
+    elif key != "D":
+        raise ConfigError(f"a {cfg.model} run has one discriminator 'D', not {key!r}")
+    elif cfg.model == "pix2pix":
         if cfg.lambda_GAN == 0:
             return None  # the L1-only ablation has no discriminator
         d = define_D(cfg.output_nc if cfg.no_cond_D else nc, cfg.ndf, cfg.netD_pix2pix, cfg.n_layers_D, cfg.norm)

@@ -46,16 +46,21 @@ def _pad(padding_type: str, p: int) -> tuple[list[nn.Module], int]:
 
 
 class ResnetBlock(nn.Module):
-    """x + [pad, conv3, norm, relu, (dropout), pad, conv3, norm](x); keys conv_block.1/.5."""
+    """x + [pad, conv3, norm, relu, (dropout), pad, conv3, norm](x); keys conv_block.1/.5.
+
+    ``use_bias``: pix2pixHD's convs always carry a bias; CycleGAN's (``ResnetGenerator``) only
+    before instance norm (a bias before BatchNorm is cancelled by its shift).
+    """
 
     def __init__(self, dim: int, padding_type: str = "reflect", norm: str = "instance",
-                 use_dropout: bool = False):
+                 use_dropout: bool = False, use_bias: bool = True):
         super().__init__()
         pad, p = _pad(padding_type, 1)
-        layers: list[nn.Module] = pad + [nn.Conv2d(dim, dim, 3, padding=p)] + norm_act(norm, dim, "relu")
+        layers: list[nn.Module] = pad + [nn.Conv2d(dim, dim, 3, padding=p, bias=use_bias)]
+        layers += norm_act(norm, dim, "relu")
         if use_dropout:
             layers += [nn.Dropout(0.5)]
-        layers += _pad(padding_type, 1)[0] + [nn.Conv2d(dim, dim, 3, padding=p)]
+        layers += _pad(padding_type, 1)[0] + [nn.Conv2d(dim, dim, 3, padding=p, bias=use_bias)]
         layers += norm_act(norm, dim, "none")[:1]  # the residual add follows this norm
         self.conv_block = nn.Sequential(*layers)
 
@@ -71,21 +76,25 @@ class ResnetBlock(nn.Module):
 
 
 def _global_layers(input_nc: int, output_nc: int, ngf: int, n_downsampling: int, n_blocks: int,
-                   norm: str, padding_type: str) -> list[nn.Module]:
+                   norm: str, padding_type: str, *, use_bias: bool = True,
+                   use_dropout: bool = False) -> list[nn.Module]:
+    """The layers of pix2pixHD's global generator, which are also CycleGAN's ResnetGenerator
+    (n_downsampling=2; ``use_bias``/``use_dropout`` as that reference sets them). The final
+    7x7 conv always has a bias."""
     if n_blocks < 0:
         raise ValueError(f"n_blocks={n_blocks} must be >= 0")
-    model: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, padding=0)]
+    model: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, padding=0, bias=use_bias)]
     model += norm_act(norm, ngf)
     for i in range(n_downsampling):
         mult = 2 ** i
-        model += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1)]
+        model += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=use_bias)]
         model += norm_act(norm, ngf * mult * 2)
     mult = 2 ** n_downsampling
-    model += [ResnetBlock(ngf * mult, padding_type, norm) for _ in range(n_blocks)]
+    model += [ResnetBlock(ngf * mult, padding_type, norm, use_dropout, use_bias) for _ in range(n_blocks)]
     for i in range(n_downsampling):
         mult = 2 ** (n_downsampling - i)
         model += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
-                                     output_padding=1)]
+                                     output_padding=1, bias=use_bias)]
         model += norm_act(norm, ngf * mult // 2)
     model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]
     return model

@@ -1,7 +1,11 @@
-"""The classic pix2pix networks (Isola et al. 2017) with the CycleGAN/pix2pix repo's names and keys.
+"""The networks of junyanz/pytorch-CycleGAN-and-pix2pix — pix2pix (Isola et al. 2017) and CycleGAN
+(Zhu et al. 2017) — with that repo's names and keys.
 
 What is here: ``UnetGenerator`` / ``UnetSkipConnectionBlock`` (``unet_128``, ``unet_256`` and the
-encoder-decoder without skips of the paper's ablation), the PatchGAN discriminator of
+encoder-decoder without skips of the paper's ablation), CycleGAN's ``ResnetGenerator``
+(``resnet_9blocks``, ``resnet_6blocks``: the layers of pix2pixHD's global generator with two
+downsamplings, built by ``networks.py``, so its residual blocks and norm + ReLU layers take the
+same fused path), the PatchGAN discriminator of
 junyanz/pytorch-CycleGAN-and-pix2pix ``models/networks.py`` (named ``PatchDiscriminator`` here so
 it does not clash with pix2pixHD's padding-2 ``NLayerDiscriminator`` in ``networks.py``),
 ``PixelDiscriminator`` (1x1 PatchGAN), the 286x286 ImageGAN (a PatchDiscriminator with
@@ -38,13 +42,19 @@ import torch
 from torch import nn
 
 from pix2pixhd.layers import NORMS, init_weights, norm_act
+from pix2pixhd.networks import _global_layers
 
-__all__ = ["UnetGenerator", "UnetSkipConnectionBlock", "PatchDiscriminator", "PixelDiscriminator",
-           "define_G", "define_D", "receptive_field", "set_dropout", "NETG", "NETD"]
+__all__ = ["UnetGenerator", "UnetSkipConnectionBlock", "ResnetGenerator", "PatchDiscriminator",
+           "PixelDiscriminator", "define_G", "define_D", "generator_multiple", "receptive_field",
+           "set_dropout", "NETG", "UNETS", "RESNETS", "NETD"]
 
-# netG name -> (number of downsamplings, skip connections)
-NETG = {"unet_128": (7, True), "unet_256": (8, True),
-        "encoder_decoder_128": (7, False), "encoder_decoder_256": (8, False)}
+# U-Net netG name -> (number of downsamplings, skip connections)
+UNETS = {"unet_128": (7, True), "unet_256": (8, True),
+         "encoder_decoder_128": (7, False), "encoder_decoder_256": (8, False)}
+# ResNet netG name -> residual blocks (CycleGAN's generators; two stride-2 downsamplings)
+RESNETS = {"resnet_9blocks": 9, "resnet_6blocks": 6}
+RESNET_DOWNSAMPLING = 2
+NETG = (*UNETS, *RESNETS)
 NETD = ("basic", "n_layers", "pixel", "image")
 # The pix2pix paper's ImageGAN (C64-C128-C256-C512-C512-C512) is the PatchGAN with 5 layers:
 # its receptive field is 286x286, larger than a 256x256 image.
@@ -163,6 +173,37 @@ class UnetGenerator(nn.Module):
         return self.model(x)
 
 
+class ResnetGenerator(nn.Module):
+    """CycleGAN's generator (after Johnson et al.): reflection pad + 7x7 conv, two stride-2 3x3
+    convs, ``n_blocks`` residual blocks (reflection padding), two stride-2 transposed convs
+    (output_padding 1), reflection pad + 7x7 conv, tanh; each inner conv followed by norm + ReLU.
+
+    Convs carry a bias only before instance norm (the reference's ``use_bias``); the last conv
+    always has one. Keys ``model.<i>`` (``model.10.conv_block.1.weight``...), the reference's.
+    The layers are pix2pixHD's global generator's (``networks._global_layers``), so the norm +
+    ReLU pairs and the residual add run through ``InstanceNormAct`` like pix2pixHD's.
+    [N, input_nc, H, W] -> [N, output_nc, H, W] in (-1, 1), H and W divisible by 4.
+    """
+
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, norm: str = "batch",
+                 use_dropout: bool = False, n_blocks: int = 6, padding_type: str = "reflect"):
+        super().__init__()
+        self.input_nc, self.output_nc = input_nc, output_nc
+        self.required_multiple = 2 ** RESNET_DOWNSAMPLING
+        self.model = nn.Sequential(*_global_layers(
+            input_nc, output_nc, ngf, RESNET_DOWNSAMPLING, n_blocks, norm, padding_type,
+            use_bias=_use_bias(norm), use_dropout=use_dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = self.required_multiple
+        if h % m or w % m:
+            raise ValueError(
+                f"ResnetGenerator: input size {h}x{w} is not divisible by {m} (two stride-2 "
+                f"convs); pad or resize the input to {-(-h // m) * m}x{-(-w // m) * m}")
+        return self.model(x)
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN discriminator of the CycleGAN/pix2pix repo (its ``NLayerDiscriminator``).
 
@@ -220,22 +261,36 @@ class PixelDiscriminator(nn.Module):
 
 def define_G(input_nc: int = 3, output_nc: int = 3, ngf: int = 64, netG: str = "unet_256",
              norm: str = "batch", use_dropout: bool = True, init_type: str = "normal",
-             init_gain: float = 0.02) -> UnetGenerator:
-    """Build and initialise a pix2pix generator by name (the reference's ``define_G``).
+             init_gain: float = 0.02) -> nn.Module:
+    """Build and initialise a generator by name (the reference's ``define_G``).
 
     netG: 'unet_256' (8 downsamplings, for 256x256), 'unet_128' (7), 'encoder_decoder_256',
-    'encoder_decoder_128' (the same without skip connections). use_dropout defaults to True as
-    pix2pix training does (``--no_dropout`` off); the reference function's own default is False.
-    No device placement: call ``.to(device)`` yourself.
+    'encoder_decoder_128' (the same without skip connections), 'resnet_9blocks',
+    'resnet_6blocks' (CycleGAN). use_dropout defaults to True as pix2pix training does
+    (``--no_dropout`` off); the reference function's own default is False (CycleGAN trains
+    without). No device placement: call ``.to(device)`` yourself.
     """
     if netG not in NETG:
         raise ValueError(f"define_G: netG={netG!r} is not known; expected one of {list(NETG)}")
     if norm not in NORMS:
         raise ValueError(f"define_G: norm={norm!r} is not known; expected one of {NORMS}")
-    num_downs, skip = NETG[netG]
-    net = UnetGenerator(input_nc, output_nc, num_downs, ngf, norm=norm, use_dropout=use_dropout,
-                        skip=skip)
+    if netG in RESNETS:
+        net: nn.Module = ResnetGenerator(input_nc, output_nc, ngf, norm=norm,
+                                         use_dropout=use_dropout, n_blocks=RESNETS[netG])
+    else:
+        num_downs, skip = UNETS[netG]
+        net = UnetGenerator(input_nc, output_nc, num_downs, ngf, norm=norm,
+                            use_dropout=use_dropout, skip=skip)
     return init_weights(net, init_type, init_gain)
+
+
+def generator_multiple(netG: str) -> int:
+    """What H and W of generator ``netG``'s input must divide by (2 ** its downsamplings)."""
+    if netG in RESNETS:
+        return 2 ** RESNET_DOWNSAMPLING
+    if netG in UNETS:
+        return 2 ** UNETS[netG][0]
+    raise ValueError(f"netG={netG!r} is not known; expected one of {list(NETG)}")
 
 
 def define_D(input_nc: int = 6, ndf: int = 64, netD: str = "basic", n_layers_D: int = 3,

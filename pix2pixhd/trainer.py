@@ -11,6 +11,15 @@ One step (pix2pixHD, Wang et al. 2018, as NVIDIA's code computes it):
   L_G  = GAN(D(x, fake), 1) + FM(D(x, fake), D(x, real)) + λ_feat · VGG(fake, real)
   G and D both step on losses computed with the same (pre-update) D. During the G pass the
   discriminator's parameters do not require grad, so no D weight gradients are computed.
+
+pix2pix (``--model pix2pix``) and CycleGAN (``--model cyclegan``, Zhu et al. 2017) are other
+``train_step`` recipes of the same Trainer (same checkpoints, logs, resume, DDP, precision):
+  CycleGAN  fake_B = G_A(A), rec_A = G_B(fake_B), fake_A = G_B(B), rec_B = G_A(fake_A)
+            L_G = GAN(D_A(fake_B), 1) + GAN(D_B(fake_A), 1) + λ_A |rec_A - A| + λ_B |rec_B - B|
+                  + λ_idt (λ_B |G_A(B) - B| + λ_A |G_B(A) - A|)
+            L_D_A = ½ [GAN(D_A(B), 1) + GAN(D_A(pool_B(fake_B)), 0)], L_D_B likewise
+  (the two generators are one module, ``CycleGenerators``, as are the two discriminators, so one
+  optimizer, one DDP wrapper and one forward per backward serve each pair.)
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ from pix2pixhd.checkpoint import (atomic_write_bytes, clean_stale_tmp, load_chec
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.distributed import DistInfo
 from pix2pixhd.encoding import encode_input, image_to_float
+from pix2pixhd.image_pool import ImagePool
 from pix2pixhd.errors import ConfigError, UserError, raise_on_any_rank
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
 from pix2pixhd.models import build_discriminator, build_encoder, build_generator
@@ -67,6 +77,43 @@ def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
 def _unwrap(m: nn.Module) -> nn.Module:
     m = getattr(m, "_orig_mod", m)  # torch.compile
     return getattr(m, "module", m)  # DDP
+
+
+class CycleGenerators(nn.Module):
+    """CycleGAN's G_A (A -> B) and G_B (B -> A) as one module: the reference's one optimizer
+    over both, one DDP wrapper, and every generator pass of a step in one forward (DDP wants one
+    forward per backward). [N, C, H, W] in [-1, 1] -> dict of [N, C, H, W]."""
+
+    def __init__(self, G_A: nn.Module, G_B: nn.Module):
+        super().__init__()
+        self.G_A, self.G_B = G_A, G_B
+
+    def forward(self, real_A: torch.Tensor, real_B: torch.Tensor, identity: bool) -> dict[str, torch.Tensor]:
+        fake_B, fake_A = self.G_A(real_A), self.G_B(real_B)
+        out = {"fake_B": fake_B, "rec_A": self.G_B(fake_B), "fake_A": fake_A, "rec_B": self.G_A(fake_A)}
+        if identity:   # each generator should leave an image of its output domain as it is
+            out["idt_A"], out["idt_B"] = self.G_A(real_B), self.G_B(real_A)
+        return out
+
+
+class CycleDiscriminators(nn.Module):
+    """CycleGAN's D_A (judges domain B: real B vs G_A's fakes) and D_B (domain A) as one module.
+    forward(real_B, fake_B, real_A, fake_A) -> their four logit maps [N, 1, h, w]. With instance
+    norm each sample is normalised alone, so real and fake go through each D stacked along the
+    batch in one pass; BatchNorm would mix their statistics, so there they go separately."""
+
+    def __init__(self, D_A: nn.Module, D_B: nn.Module, stack: bool):
+        super().__init__()
+        self.D_A, self.D_B, self.stack = D_A, D_B, stack
+
+    def forward(self, real_B, fake_B, real_A, fake_A) -> tuple[torch.Tensor, ...]:
+        out = []
+        for d, real, fake in ((self.D_A, real_B, fake_B), (self.D_B, real_A, fake_A)):
+            if self.stack:
+                out += d(torch.cat([real, fake.to(real.dtype)], 0)).split(real.shape[0])
+            else:
+                out += [d(real), d(fake)]
+        return tuple(out)
 
 
 class PhaseTimer:
@@ -110,9 +157,18 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES.get(cfg.precision)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
-        self.G = build_generator(cfg)
-        self.D = build_discriminator(cfg)
+        if cfg.model == "cyclegan":
+            self.G = CycleGenerators(build_generator(cfg, "AtoB"), build_generator(cfg, "BtoA"))
+            self.D = CycleDiscriminators(build_discriminator(cfg, "D_A"), build_discriminator(cfg, "D_B"),
+                                         stack=cfg.norm == "instance")
+        else:
+            self.G = build_generator(cfg)
+            self.D = build_discriminator(cfg)
         self.E = build_encoder(cfg)
+        # CycleGAN: each D's history of generated images, drawn by its own seeded generator (per
+        # rank: every rank's D sees its own history); the pools are checkpointed with their RNG.
+        self.pools = {k: ImagePool(cfg.pool_size, seed=(cfg.seed * 1_000_003 + self.dist.rank) * 2 + i)
+                      for i, k in enumerate(("fake_B", "fake_A"))} if cfg.model == "cyclegan" else {}
         if cfg.norm == "batch" and self.dist.distributed:
             if self.device.type == "cuda":
                 self.G, self.D = (nn.SyncBatchNorm.convert_sync_batchnorm(m) if m is not None else None
@@ -150,6 +206,10 @@ class Trainer:
             if "scaler" in ckpt and ckpt["scaler"]:
                 self.scaler.load_state_dict(ckpt["scaler"])
             set_rng_state(ckpt["rng"][min(self.dist.rank, len(ckpt["rng"]) - 1)])
+            if self.pools:
+                saved = ckpt["pools"][min(self.dist.rank, len(ckpt["pools"]) - 1)]
+                for k, pool in self.pools.items():
+                    pool.load_state_dict(saved[k], self.device, self.memory_format)
             self.vis.log_message(f"resumed from epoch {self.epoch} iteration {self.iter_in_epoch}")
         else:
             if cfg.load_pretrain:
@@ -209,15 +269,25 @@ class Trainer:
         self.vis.log_message(f"epoch {self.epoch}: global generator unfrozen; G optimizer now holds all "
                              f"{sum(p.numel() for p in self._g_params())} parameters")
 
+    def _networks(self) -> dict[str, nn.Module | None]:
+        """Every network of the run under its checkpoint key (``models.network_keys``), unwrapped
+        (None: the run has no such network)."""
+        if self.cfg.model == "cyclegan":
+            g, d = _unwrap(self.G), _unwrap(self.D)
+            return {"G_A": g.G_A, "G_B": g.G_B, "D_A": d.D_A, "D_B": d.D_B}
+        return {k: _unwrap(m) if m is not None else None for k, m in (("G", self.G), ("D", self.D), ("E", self.E))}
+
     def _load_models(self, ckpt: dict, strict: bool) -> None:
-        from pix2pixhd.compat import load_reference_weights
-        load_reference_weights(_unwrap(self.G), ckpt["G"], strict=strict)
-        if self.D is not None:
-            load_reference_weights(_unwrap(self.D), ckpt["D"], strict=strict)
-        if self.E is not None:
-            if ckpt.get("E") is None:
-                raise ValueError("this run uses a feature encoder but the checkpoint holds none")
-            load_reference_weights(self.E, ckpt["E"], strict=strict)
+        from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
+        for key, net in self._networks().items():
+            if net is None:
+                continue
+            if ckpt.get(key) is None:
+                what = "a feature encoder" if key == "E" else f"a {key} network"
+                held = [k for k in ("G", "D", "E", "G_A", "G_B", "D_A", "D_B") if ckpt.get(k) is not None]
+                raise CheckpointMismatchError(f"this run ({self.cfg.model}) uses {what} but the checkpoint "
+                                              f"holds none (it holds {held}); was it written by another --model?")
+            load_reference_weights(net, ckpt[key], strict=strict)
 
     def _load_previous_stage(self, path: Path) -> None:
         """global → local: G's global part (final conv dropped) and D's scales by name;
@@ -319,6 +389,8 @@ class Trainer:
         return ([[f[:n] for f in s] for s in both], [[f[n:] for f in s] for s in both])
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.cfg.model == "cyclegan":
+            return self._cyclegan_step(batch)
         if self.cfg.model == "pix2pix":
             return self._pix2pix_step(batch)
         return self._pix2pixhd_step(batch)
@@ -356,7 +428,7 @@ class Trainer:
                     losses["G_L1"] = self.criterion_l1(fake.float(), real.float())
                     loss_G = loss_G + cfg.lambda_L1 * losses["G_L1"]
             self._backward_G(loss_G, losses)
-        return self._finish((self.opt_G,), batch, fake, real, losses)
+        return self._finish((self.opt_G,), losses, {"label": batch["label"], "synthesized": fake, "real": real})
 
     def _pix2pixhd_step(self, batch: dict) -> dict[str, torch.Tensor]:
         cfg = self.cfg
@@ -393,7 +465,47 @@ class Trainer:
                     losses["G_VGG"] = vgg
                     loss_G = loss_G + vgg
             self._backward_G(loss_G, losses)
-        return self._finish((self.opt_G, self.opt_D), batch, fake, real, losses)
+        return self._finish((self.opt_G, self.opt_D), losses,
+                            {"label": batch["label"], "synthesized": fake, "real": real})
+
+    def _cyclegan_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """CycleGAN as its reference trains it (see the module docstring): G_A and G_B step on the
+        adversarial, cycle and identity losses with both Ds frozen, then D_A and D_B on real
+        images vs a history-pool batch of fakes. Both losses use the pre-update networks, so
+        stepping G and D together at the end equals the reference's G-then-D order."""
+        cfg, t = self.cfg, self.timer
+        nb = self.device.type == "cuda"
+        real_A, real_B = (image_to_float(batch[k].to(self.device, non_blocking=nb))
+                          .contiguous(memory_format=self.memory_format) for k in ("A", "B"))
+        identity = cfg.lambda_identity > 0
+        with self._autocast():
+            out = self.G(real_A, real_B, identity)
+        t.mark("G_forward")
+        d_inner = _unwrap(self.D)
+        l1 = lambda a, b: self.criterion_l1(a.float(), b.float())  # noqa: E731 (losses in fp32)
+        with _frozen(d_inner):
+            with self._autocast():
+                g = {"G_A": self.criterion_gan(d_inner.D_A(out["fake_B"]), True, for_discriminator=False),
+                     "G_B": self.criterion_gan(d_inner.D_B(out["fake_A"]), True, for_discriminator=False),
+                     "cycle_A": l1(out["rec_A"], real_A) * cfg.lambda_A,
+                     "cycle_B": l1(out["rec_B"], real_B) * cfg.lambda_B}
+                zero = g["G_A"].new_zeros(())
+                g["idt_A"] = l1(out["idt_A"], real_B) * (cfg.lambda_B * cfg.lambda_identity) if identity else zero
+                g["idt_B"] = l1(out["idt_B"], real_A) * (cfg.lambda_A * cfg.lambda_identity) if identity else zero
+            self._backward_G(sum(g.values()), g)
+        fake_B, fake_A = self.pools["fake_B"].query(out["fake_B"]), self.pools["fake_A"].query(out["fake_A"])
+        with self._autocast():
+            p_real_B, p_fake_B, p_real_A, p_fake_A = self.D(real_B, fake_B, real_A, fake_A)
+            d = {"D_A": 0.5 * (self.criterion_gan(p_real_B, True) + self.criterion_gan(p_fake_B, False)),
+                 "D_B": 0.5 * (self.criterion_gan(p_real_A, True) + self.criterion_gan(p_fake_A, False))}
+        self._check_finite(d)
+        self.opt_D.zero_grad(set_to_none=True)
+        self.scaler.scale(d["D_A"] + d["D_B"]).backward()
+        t.mark("D_forward_backward")
+        losses = {k: {**d, **g}[k] for k in ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")}
+        return self._finish((self.opt_G, self.opt_D), losses,
+                            {"real_A": real_A, "fake_B": out["fake_B"], "rec_A": out["rec_A"],
+                             "real_B": real_B, "fake_A": out["fake_A"], "rec_B": out["rec_B"]})
 
     def _backward_G(self, loss_G: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
         """Refuse non-finite losses before any update, then G's backward."""
@@ -403,12 +515,14 @@ class Trainer:
         self.scaler.scale(loss_G).backward()
         self.timer.mark("G_backward")
 
-    def _finish(self, optimizers, batch, fake, real, losses) -> dict[str, torch.Tensor]:
+    def _finish(self, optimizers, losses, visuals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Step ``optimizers``; keep ``visuals`` (name -> batch [N, C, H, W], or label ids) for the
+        image display."""
         for opt in optimizers:
             self.scaler.step(opt)
         self.scaler.update()
         self.timer.mark("optimizer")
-        self._last = (batch["label"], fake.detach(), real)
+        self._last = {k: v.detach() for k, v in visuals.items()}
         return {k: v.detach() for k, v in losses.items()}
 
     def _check_finite(self, losses: dict[str, torch.Tensor]) -> None:
@@ -429,10 +543,16 @@ class Trainer:
             gathered = [None] * self.dist.world_size
             torch.distributed.all_gather_object(gathered, rng[0])
             rng = gathered
+        pools = None
+        if self.pools:   # every rank's history (each D sees its own); gathered on rank 0 only
+            pools = [{k: p.state_dict() for k, p in self.pools.items()}]
+            if self.dist.distributed:
+                gathered = [None] * self.dist.world_size if self.dist.is_master else None
+                torch.distributed.gather_object(pools[0], gathered, dst=0)
+                pools = gathered
         return {
-            "G": _unwrap(self.G).state_dict(),
-            "D": _unwrap(self.D).state_dict() if self.D is not None else None,
-            "E": _unwrap(self.E).state_dict() if self.E is not None else None,
+            **{k: m.state_dict() if m is not None else None for k, m in self._networks().items()},
+            **({"pools": pools} if self.pools else {}),
             "optimizer_G": self.opt_G.state_dict(),
             "optimizer_D": self.opt_D.state_dict() if self.opt_D is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -460,7 +580,7 @@ class Trainer:
         ds = data.create_dataset(cfg.dataroot, cfg.phase,
                                  cfg.data_config(validate=cfg.validate if self.dist.is_master else "off"))
         if cfg.max_dataset_size:
-            ds.records = ds.records[:cfg.max_dataset_size]
+            ds.limit(cfg.max_dataset_size)
         sampler = data.ResumableSampler(len(ds), shuffle=True, seed=cfg.seed, rank=self.dist.rank,
                                         world_size=self.dist.world_size, drop_last=True)
         loader = data.create_dataloader(ds, cfg.batchSize, shuffle=True, num_workers=cfg.nThreads,
@@ -560,7 +680,7 @@ class Trainer:
                     bar.set_postfix({**{k: f"{v:.3f}" for k, v in last_losses.items()},
                                      "img/s": f"{extras['images_per_s']:.2f}"})
                 if step % cfg.display_freq == 0:
-                    self.vis.display(self.vis.visuals(*self._last), self.epoch, self.global_step)
+                    self.vis.display(self.vis.visuals(self._last), self.epoch, self.global_step)
                 bar.update(1)
                 if step % cfg.save_latest_freq == 0:
                     self.save("latest")
@@ -572,7 +692,7 @@ class Trainer:
             bar.close()
             finished = self.epoch
             if steps_this_run:  # none when resumed from a save on this epoch's last step
-                self.vis.display(self.vis.visuals(*self._last), finished, self.global_step)
+                self.vis.display(self.vis.visuals(self._last), finished, self.global_step)
             self.epoch, self.iter_in_epoch = self.epoch + 1, 0
             self.save("latest")
             if finished % cfg.save_epoch_freq == 0 or finished == total_epochs:

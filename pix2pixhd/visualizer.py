@@ -68,11 +68,11 @@ def loss_curves_svg(history: list[dict], width: int = 720, height: int = 260, *,
                     keys: list[str] | None = None, x: str = "step") -> str:
     """An SVG line plot of every loss in ``history`` (dicts with 'step' and loss values).
 
-    ``keys``: the series to draw (default: every ``G_*``/``D_*`` key); ``x``: the key of the
+    ``keys``: the series to draw (default: every key with a :data:`LOSS_PREFIXES` prefix); ``x``: the key of the
     horizontal axis. A dict may hold only some of the keys (each series skips dicts without it),
     which is how ``benchmarks/quality.py`` draws one line per recipe.
     """
-    keys = keys or sorted({k for h in history for k in h if k.startswith(("G_", "D_"))})
+    keys = keys or sorted({k for h in history for k in h if k.startswith(LOSS_PREFIXES)})
     if not history or not keys:
         return "<p>No losses logged yet.</p>"
     steps = [h[x] for h in history]
@@ -98,6 +98,12 @@ def loss_curves_svg(history: list[dict], width: int = 720, height: int = 260, *,
         parts.append(f'<text x="{pad}" y="{height + 14 + 20 * i}" font-size="12" fill="{c}">{html.escape(k)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+# The images a run shows, in page order: pix2pixHD/pix2pix, then CycleGAN's two cycles.
+VISUALS = ("label", "synthesized", "real", "real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
+# Logged keys the loss curves draw by default (CycleGAN adds cycle_* and idt_*).
+LOSS_PREFIXES = ("G_", "D_", "cycle_", "idt_")
 
 
 class WindowMeans:
@@ -218,10 +224,13 @@ class Visualizer:
         else:
             self._pending.append(line)
 
-    def visuals(self, label: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> dict[str, np.ndarray]:
-        """First sample of a batch as HWC uint8 images: label (colour or RGB), synthesized, real."""
-        lab = label_to_rgb(label[0], self.label_nc) if self.label_nc > 0 else tensor_to_rgb(label[0])
-        return {"label": lab, "synthesized": tensor_to_rgb(fake[0]), "real": tensor_to_rgb(real[0])}
+    def visuals(self, batches: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """The first sample of each named batch as an HWC uint8 image, in :data:`VISUALS` order:
+        label (ids coloured, or the input photo), synthesized, real; CycleGAN's real_A, fake_B,
+        rec_A, real_B, fake_A, rec_B."""
+        def rgb(k, t):
+            return label_to_rgb(t[0], self.label_nc) if k == "label" and self.label_nc > 0 else tensor_to_rgb(t[0])
+        return {k: rgb(k, batches[k]) for k in VISUALS if k in batches}
 
     def display(self, visuals: dict[str, np.ndarray], epoch: int, step: int) -> None:
         if not self.enabled:
@@ -229,9 +238,9 @@ class Visualizer:
         self.begin()
         writer = self._tensorboard()
         if writer is not None:
-            # one grid, label | synthesized | real, so the three stay side by side in TensorBoard
-            grid = np.concatenate([visuals[k] for k in ("label", "synthesized", "real")], axis=1)
-            writer.add_image("images/label_synthesized_real", grid, step, dataformats="HWC")
+            # one grid (label | synthesized | real...), so the images stay side by side in TensorBoard
+            grid = np.concatenate(list(visuals.values()), axis=1)
+            writer.add_image("images/" + "_".join(visuals), grid, step, dataformats="HWC")
         if self.html_page:
             for k, v in visuals.items():
                 save_png(v, self.web / "images" / f"epoch{epoch:03d}_{k}.png")
@@ -248,7 +257,7 @@ class Visualizer:
         rows = []
         for e in epochs:
             cells = []
-            for k in ("label", "synthesized", "real"):
+            for k in VISUALS:
                 p = self.web / "images" / f"epoch{e:03d}_{k}.png"
                 if p.is_file():
                     rel = p.relative_to(self.web).as_posix()

@@ -8,7 +8,7 @@ from torch import nn
 from tests.test_networks import assert_conv_bias_gradients, convs_into_norms
 
 from pix2pixhd.layers import init_weights
-from pix2pixhd.pix2pix_networks import (NETG, PatchDiscriminator, PixelDiscriminator,
+from pix2pixhd.pix2pix_networks import (UNETS, PatchDiscriminator, PixelDiscriminator,
                                         UnetGenerator, UnetSkipConnectionBlock, define_D,
                                         define_G, receptive_field, set_dropout)
 
@@ -114,7 +114,7 @@ def test_receptive_field_rejects_generators():
         receptive_field(meta(define_G, netG="unet_128"))
 
 
-@pytest.mark.parametrize("netG", list(NETG))
+@pytest.mark.parametrize("netG", list(UNETS))
 @pytest.mark.parametrize("norm", ["batch", "instance", "none"])
 def test_generator_conv_biases_exist_and_get_gradients_as_the_norms_decide(netG, norm):
     """Convs before BatchNorm have no bias (the reference's use_bias); before instance norm they
@@ -122,7 +122,7 @@ def test_generator_conv_biases_exist_and_get_gradients_as_the_norms_decide(netG,
     tanh, the outermost downconv and the innermost downconv feed no norm: clearly non-zero."""
     torch.manual_seed(0)
     g = define_G(netG=netG, ngf=4, norm=norm).double()
-    num_downs = NETG[netG][0]
+    num_downs = UNETS[netG][0]
     x = torch.randn(1, 3, 2 ** num_downs, 2 ** num_downs, dtype=torch.float64)
     into, y = convs_into_norms(g, lambda: g(x))
     (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()

@@ -8,12 +8,13 @@ Samples stay uint8/int32 until the device (see ``dataset.py`` for the sample dic
 ``python -m pix2pixhd.data scan DIR`` checks a dataset and prints its statistics.
 """
 from pix2pixhd.config import DataConfig
-from pix2pixhd.data.dataset import (DatasetError, PairedDataset, create_dataset, scan,
-                                    validate_dataset)
+from pix2pixhd.data.dataset import (DatasetError, PairedDataset, UnalignedDataset, create_dataset,
+                                    scan, validate_dataset)
 from pix2pixhd.data.layouts import FACADES_PALETTE, decode_palette, load_palette
 from pix2pixhd.data.loader import ResumableSampler, create_dataloader
 from pix2pixhd.data.transforms import output_size
 
-__all__ = ["DataConfig", "DatasetError", "PairedDataset", "create_dataset", "validate_dataset", "scan",
+__all__ = ["DataConfig", "DatasetError", "PairedDataset", "UnalignedDataset", "create_dataset",
+           "validate_dataset", "scan",
            "create_dataloader", "ResumableSampler", "FACADES_PALETTE", "decode_palette",
            "load_palette", "output_size"]

@@ -1,6 +1,7 @@
 """``python -m pix2pixhd.data scan DIR``: check every split of a dataset and print a summary.
 
-For each split found (``*_label``, ``*_A`` or pix2pix ``{phase}/`` folders): the layout, the
+For each split found (``*_label``, ``*_A``, CycleGAN's ``{phase}A`` + ``{phase}B`` or pix2pix
+``{phase}/`` folders): the layout, the
 number of samples, the image sizes, the ids present with their pixel frequencies, the instance
 count, every problem validation would raise on (first few per kind, with counts) and every entry
 of the split's folders that is not used as a sample (other files, sub-folders).
@@ -17,6 +18,15 @@ from pix2pixhd.data.dataset import (DatasetError, create_dataset, fatal_problems
 from pix2pixhd.data.layouts import IMG_EXTS, read_classes
 
 
+def _unaligned_phase(d: Path) -> str | None:
+    """'train' for trainA/ or trainB/ when its partner folder exists (the unaligned layout)."""
+    if d.name[-1:] in ("A", "B") and len(d.name) > 1 and not d.name.endswith(("_A", "_B")):
+        other = d.with_name(d.name[:-1] + ("B" if d.name[-1] == "A" else "A"))
+        if other.is_dir():
+            return d.name[:-1]
+    return None
+
+
 def find_phases(root: Path) -> list[str]:
     phases = set()
     for d in root.iterdir():
@@ -25,7 +35,9 @@ def find_phases(root: Path) -> list[str]:
         for suffix in ("_label", "_A"):
             if d.name.endswith(suffix):
                 phases.add(d.name[: -len(suffix)])
-        if "_" not in d.name and any(p.suffix.lower() in IMG_EXTS for p in d.iterdir()):
+        if _unaligned_phase(d) is not None:
+            phases.add(_unaligned_phase(d))
+        elif "_" not in d.name and any(p.suffix.lower() in IMG_EXTS for p in d.iterdir()):
             phases.add(d.name)
     return sorted(phases)
 
@@ -72,7 +84,8 @@ def main(argv=None) -> int:
         return 1
     bad = False
     for phase in phases:
-        rgb = (root / f"{phase}_A").is_dir() or ((root / phase).is_dir() and a.palette is None)
+        rgb = ((root / f"{phase}_A").is_dir() or (root / f"{phase}A").is_dir()
+               or ((root / phase).is_dir() and a.palette is None))
         nc = label_nc if label_nc is not None else (0 if rgb else 256)
         no_inst = a.no_instance or not (root / f"{phase}_inst").is_dir()
         try:
@@ -86,7 +99,9 @@ def main(argv=None) -> int:
             bad = True
             continue
         problems, st = scan(ds, a.level)
-        print(f"[{phase}] {ds.mode} layout, {st['n']} samples, label_nc={nc}"
+        count = (f"{st['n']} A + {st['n_B']} B images (unpaired)" if "n_B" in st else
+                 f"{st['n']} samples")
+        print(f"[{phase}] {ds.mode} layout, {count}, label_nc={nc}"
               + ("" if no_inst else f", {st['instances']} instance ids over all images"))
         sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in st["sizes"].most_common())
         print(f"  sizes: {sizes or '-'}")

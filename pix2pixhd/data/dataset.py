@@ -1,4 +1,4 @@
-"""The paired dataset: files -> aligned uint8/int32 tensors, and the checks run before training.
+"""The datasets: files -> uint8/int32 tensors, and the checks run before training.
 
 A sample (``dataset[i]`` or ``dataset[(i, epoch)]``) is a dict:
   'label'  uint8 [1, H, W] class ids (int32 when label_nc > 256); with label_nc == 0 the input
@@ -10,6 +10,11 @@ A sample (``dataset[i]`` or ``dataset[(i, epoch)]``) is a dict:
 Everything stays integer until the device, where ``pix2pixhd.encoding`` makes one-hot maps,
 boundary maps and [-1, 1] photos. Crop and flip depend only on (seed, epoch, index), so a resumed
 run sees the same crops.
+
+The unaligned layout (CycleGAN) gives :class:`UnalignedDataset` samples instead:
+  'A'       uint8 [input_nc, H, W] an image of domain A (index i: the (i mod |A|)-th)
+  'B'       uint8 [output_nc, H, W] an image of domain B drawn at random for this (epoch, index)
+  'path', 'path_B'  the two files
 
 A file the loader cannot use (unreadable or truncated, an RGB image where an id map belongs,
 partners of different sizes, ids outside [0, label_nc)) raises DatasetError naming the file and
@@ -99,6 +104,14 @@ class PairedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def limit(self, n: int) -> None:
+        """Use at most ``n`` samples (the first, in file order): --max_dataset_size."""
+        self.records = self.records[:n]
+
+    def all_records(self) -> list[dict]:
+        """Every file group validation checks (the samples' records)."""
+        return self.records
+
     def describe(self) -> str:
         return f"{self.root} (phase {self.phase!r}, {self.mode} layout)"
 
@@ -178,7 +191,48 @@ class PairedDataset(torch.utils.data.Dataset):
 
 
 ROLE_NAMES = {"label": "label map", "image": "photo", "inst": "instance map", "feat": "feature map",
-              "ab": "AB image"}
+              "ab": "AB image", "A": "domain A image", "B": "domain B image"}
+
+
+class UnalignedDataset(PairedDataset):
+    """One split of the unaligned layout (CycleGAN): domain A's images in order, each with a
+    domain B image drawn at random. Build it with :func:`create_dataset`.
+
+    As the reference's unaligned dataset: ``len`` is max(|A|, |B|), sample i reads A[i mod |A|],
+    and A and B get independent crops and flips. The B index and both geometries are drawn from
+    (seed, epoch, index) alone, so any worker count and a resumed run see the same pairs.
+    """
+
+    def __init__(self, layout: Layout, config: DataConfig, *, is_train: bool):
+        super().__init__(layout, config, palette=None, is_train=is_train)
+        self.records_B = layout.unpaired
+        self.channels = {"A": config.input_nc, "B": config.output_nc}
+
+    def __len__(self) -> int:
+        return max(len(self.records), len(self.records_B)) if self.records and self.records_B else 0
+
+    def limit(self, n: int) -> None:
+        """At most ``n`` images of each domain (the reference's max_dataset_size)."""
+        self.records, self.records_B = self.records[:n], self.records_B[:n]
+
+    def all_records(self) -> list[dict]:
+        return self.records + self.records_B
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        a_path = self.records[index % len(self.records)]["A"]
+        b_path = self.records_B[int(rng.integers(len(self.records_B)))]["B"]
+        sample = {}
+        for domain, path in (("A", a_path), ("B", b_path)):
+            im = self._open(path, domain)
+            im = im.convert("L") if self.channels[domain] == 1 else _rgb(im)
+            g = T.make_geometry(*im.size, self.resize_or_crop, self.loadSize, self.fineSize, self.flip,
+                                self.required_multiple, rng)
+            a = T.apply_photo(im, g)                   # uint8 [h, w] (grey) or [h, w, 3]
+            sample[domain] = torch.from_numpy(a)[None] if a.ndim == 2 else _chw(a)
+        sample["path"], sample["path_B"] = str(a_path), str(b_path)
+        return sample
 _FIND_ALL = ("`python -m pix2pixhd.data scan {root}` (or training with --validate full) lists every "
              "such file before training")
 
@@ -245,21 +299,26 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     if mode in ("rgb_pairs",) and label_nc != 0:
         raise DatasetError(f"{root} holds RGB pairs ({phase}_A/{phase}_B): set label_nc=0 "
                            f"(got label_nc={label_nc})")
+    if mode == "unaligned" and (label_nc != 0 or pal is not None):
+        raise DatasetError(f"{root} holds unpaired images ({phase}A/, {phase}B/), read as images: set "
+                           f"label_nc=0 and no palette (got label_nc={label_nc}, palette={cfg.palette!r})")
     if mode in ("cityscapes", "palette") and label_nc == 0:
         raise DatasetError(f"{root} holds label maps ({phase}_label): label_nc=0 means RGB input; "
                            f"set label_nc to the number of classes (see classes.json if present)")
     if mode == "aligned" and label_nc > 0 and pal is None:
         raise DatasetError(f"{root}/{phase} holds AB images whose input half is a colour map with "
                            f"label_nc={label_nc}: pass palette= (e.g. 'facades') or label_nc=0")
-    if mode in ("rgb_pairs", "aligned") and (not no_instance or load_features):
+    if mode in ("rgb_pairs", "aligned", "unaligned") and (not no_instance or load_features):
         raise DatasetError(f"the {mode} layout of {root} has no instance or feature maps: pass "
                            f"no_instance=True (--no_instance) and load_features=False")
     if pal is not None and len(pal) > label_nc:
         raise DatasetError(f"palette has {len(pal)} colours but label_nc={label_nc}; set label_nc "
                            f">= {len(pal)}")
-    layout = find_files(root, phase, mode, use_inst=not no_instance, use_feat=load_features)
-    ds = PairedDataset(layout, cfg, palette=pal,
-                       is_train=(phase == "train") if cfg.is_train is None else cfg.is_train)
+    layout = find_files(root, phase, mode, use_inst=not no_instance, use_feat=load_features,
+                        direction=cfg.direction)
+    is_train = (phase == "train") if cfg.is_train is None else cfg.is_train
+    ds = (UnalignedDataset(layout, cfg, is_train=is_train) if mode == "unaligned" else
+          PairedDataset(layout, cfg, palette=pal, is_train=is_train))
     if validate != "off":
         validate_dataset(ds, level=validate)
     return ds
@@ -271,7 +330,8 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
     ids below label_nc that ``classes`` (the dataset's classes.json) does not name are flagged."""
     problems, sizes, ids = [], {}, None
     n_inst = 0
-    roles = {"ab": "AB image"} if "ab" in rec else {"label": "label", "image": "image", "inst": "instance map", "feat": "feature map"}
+    roles = ({"ab": "AB image"} if "ab" in rec else {d: ROLE_NAMES[d] for d in ("A", "B") if d in rec}
+             or {"label": "label", "image": "image", "inst": "instance map", "feat": "feature map"})
     for role, what in roles.items():
         p = rec.get(role)
         if p is None:
@@ -378,7 +438,8 @@ def _label_ids(ds, im) -> Counter | None:
 
 
 def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
-    """Check every file of ``ds``: (problems, stats). stats: n, sizes Counter, id pixel Counter.
+    """Check every file of ``ds``: (problems, stats). stats: n, sizes Counter, id pixel Counter
+    (unaligned: n counts domain A's images, n_B domain B's).
 
     ``problems`` also holds notices (kinds in ``NOTICE_KINDS``: entries that are not samples);
     :func:`fatal_problems` keeps the rest."""
@@ -399,14 +460,17 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
     sizes, ids, n_inst = Counter(), Counter(), 0
     decode = level == "full"
     with ThreadPoolExecutor(num_threads) as pool:   # PIL decodes without the GIL
-        for p, st in pool.map(lambda r: _check_record(ds, r, decode, classes), ds.records):
+        for p, st in pool.map(lambda r: _check_record(ds, r, decode, classes), ds.all_records()):
             problems += p
             if st["size"]:
                 sizes[st["size"]] += 1
             if st["ids"]:
                 ids.update(st["ids"])
             n_inst += st["n_inst"]
-    return problems, {"n": len(ds.records), "sizes": sizes, "ids": ids, "instances": n_inst}
+    stats = {"n": len(ds.records), "sizes": sizes, "ids": ids, "instances": n_inst}
+    if isinstance(ds, UnalignedDataset):
+        stats["n_B"] = len(ds.records_B)
+    return problems, stats
 
 
 def validate_dataset(ds: PairedDataset, *, level: str = "full", max_listed: int = 5) -> dict:

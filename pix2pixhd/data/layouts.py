@@ -9,7 +9,11 @@ Layouts (``dataset_mode``):
   rgb_pairs   ``{phase}_A`` (input photo), ``{phase}_B`` (target photo); ``label_nc=0``.
   aligned     pix2pix: ``{phase}/*.jpg`` with A | B side by side; ``direction`` picks the input.
               With ``label_nc>0`` the input half is a colour map decoded through ``palette``.
-``auto`` picks the first layout whose folders exist, in the order above.
+  unaligned   CycleGAN: ``{phase}A/`` and ``{phase}B/`` images of two domains, any counts, not
+              paired by name (``trainA``, ``trainB``, ``testA``, ``testB``); ``direction``
+              'BtoA' makes ``{phase}B/`` the domain A. ``label_nc=0``.
+``auto`` picks the first layout whose folders exist, in the order cityscapes/palette, rgb_pairs,
+unaligned, aligned.
 
 Nothing in a split's folders is dropped silently: broken symlinks are problems, and entries that
 are not images (other files, sub-folders, which are not searched) are reported as 'ignored'.
@@ -29,7 +33,7 @@ import numpy as np
 from pix2pixhd.errors import ConfigError
 
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
-MODES = ("auto", "cityscapes", "palette", "rgb_pairs", "aligned")
+MODES = ("auto", "cityscapes", "palette", "rgb_pairs", "aligned", "unaligned")
 # Problem kinds that are reported but do not stop training: entries that are not samples.
 NOTICE_KINDS = ("ignored",)
 _CITYSCAPES_SUFFIX = re.compile(r"_(gtFine|gtCoarse)_(labelIds|instanceIds|color|labelTrainIds)$"
@@ -159,8 +163,10 @@ class Layout:
     mode: str
     root: Path
     phase: str
-    records: list[dict] = field(default_factory=list)   # role -> Path; roles: label, inst, image, feat, ab
+    records: list[dict] = field(default_factory=list)   # role -> Path; roles: label, inst, image, feat, ab, A
     problems: list[tuple[str, str, str]] = field(default_factory=list)   # (kind, path, message)
+    # unaligned only: domain B's files ({"B": path}), paired with no record (drawn at random)
+    unpaired: list[dict] = field(default_factory=list)
 
 
 def detect_mode(root: Path, phase: str, palette) -> str:
@@ -168,24 +174,30 @@ def detect_mode(root: Path, phase: str, palette) -> str:
         return "palette" if palette is not None else "cityscapes"
     if (root / f"{phase}_A").is_dir() and (root / f"{phase}_B").is_dir():
         return "rgb_pairs"
+    if (root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir():
+        return "unaligned"
     if (root / phase).is_dir():
         return "aligned"
     found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     from pix2pixhd.data.dataset import DatasetError
     raise DatasetError(
         f"no dataset for phase {phase!r} in {root}: looked for {phase}_label/ (cityscapes layout), "
-        f"{phase}_A/ + {phase}_B/ (RGB pairs) and {phase}/ (pix2pix AB images); folders there: "
+        f"{phase}_A/ + {phase}_B/ (RGB pairs), {phase}A/ + {phase}B/ (unpaired, CycleGAN) and "
+        f"{phase}/ (pix2pix AB images); folders there: "
         f"{found or 'none (does the folder exist?)'}. Fix dataroot/phase, or generate data with "
         f"`python -m pix2pixhd.datasets.synthetic_streets --out {root}`")
 
 
-def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: bool) -> Layout:
+def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: bool,
+               direction: str = "AtoB") -> Layout:
     """Collect one split's files and the partners that are missing."""
     lay = Layout(mode, root, phase)
     if mode == "aligned":
         images, lay.problems = list_folder(root / phase, root)
         lay.records = [{"ab": p} for p in images]
         return lay
+    if mode == "unaligned":
+        return _find_unaligned(lay, direction)
     roles = ({"label": f"{phase}_A", "image": f"{phase}_B"} if mode == "rgb_pairs" else
              {"label": f"{phase}_label", "image": f"{phase}_img"})
     if use_inst:
@@ -221,4 +233,29 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
                                      f"{roles[r]}/{k}.*" for r in missing)))
             continue
         lay.records.append(rec)
+    return lay
+
+
+def _find_unaligned(lay: Layout, direction: str) -> Layout:
+    """The unaligned layout: domain A's files as records ({"A": path}), domain B's as ``unpaired``
+    ({"B": path}); a domain with no folder or no image is a problem (training needs both)."""
+    root, phase = lay.root, lay.phase
+    folders = {"A": root / f"{phase}A", "B": root / f"{phase}B"}
+    if direction == "BtoA":
+        folders = {"A": folders["B"], "B": folders["A"]}
+    for domain, d in folders.items():
+        if not d.is_dir():
+            lay.problems.append(("missing folder", str(d), f"{d} does not exist; the unaligned layout "
+                                 f"needs {phase}A/ and {phase}B/ (one folder of images per domain)"))
+            continue
+        images, problems = list_folder(d, root)
+        lay.problems += problems
+        if not images:
+            lay.problems.append(("empty", str(d), f"{_rel(d, root)}/ holds no images ({', '.join(IMG_EXTS)}); "
+                                 f"domain {domain} needs at least one"))
+        recs = [{domain: p} for p in images]
+        if domain == "A":
+            lay.records = recs
+        else:
+            lay.unpaired = recs
     return lay

@@ -50,7 +50,9 @@ import torch
 from PIL import Image
 
 if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes the package importable
+    # makes the benchmarks package importable; appended, so an installed pix2pixhd (whose kernels
+    # package lives elsewhere in the source tree) is not shadowed by the source folder
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality as Q  # noqa: E402
 
 STATE_VERSION = 1

@@ -366,15 +366,18 @@ def train_chunk(argv: list[str], log_path: Path, threads: int) -> tuple[float, f
     return _child_cpu() - cpu0, time.perf_counter() - t0
 
 
-def synthesize(run_dir: Path, epoch: int, labels: Path, out: Path, extra: tuple[str, ...] = ()) -> None:
+def synthesize(run_dir: Path, epoch: int, labels: Path, out: Path, extra: tuple[str, ...] = ()) -> Path:
     """synthesize.py's entry function on the validation label maps, seeded (pix2pix dropout);
-    ``extra``: more synthesize.py options (e.g. ``--no_test_dropout``)."""
+    ``extra``: more synthesize.py options (e.g. ``--no_test_dropout``). ``out`` becomes a dataset;
+    returns its folder of synthesized photos."""
     from pix2pixhd.cli import synthesize_main
     torch.manual_seed(0)
     rc = synthesize_main(["--checkpoint", str(run_dir), "--which_epoch", str(epoch), "--input",
                           str(labels), "--out", str(out), "--device", "cpu", "--no_progress", *extra])
     if rc != 0:
         raise SystemExit(f"synthesize.py failed on {run_dir} epoch {epoch}")
+    from pix2pixhd.engine import photos_dir
+    return photos_dir(out)
 
 
 def _sample_sheet(sc: Scorer, fake: torch.Tensor, path: Path, n: int = 6) -> None:
@@ -436,8 +439,8 @@ def run_benchmark(recipe: Recipe, out: Path, *, budget_minutes: float, eval_ever
         cpu, wall = train_chunk(argv, out / "train.log", threads)
         t_eval, cpu_eval = time.perf_counter(), time.process_time()
         fake_dir = out / "fakes" / f"epoch_{target}"
-        synthesize(run_dir, target, Path(manifest["eval_dir"]) / "label", fake_dir)
-        fake = _read_folder(fake_dir, sc.stems)
+        fake = _read_folder(synthesize(run_dir, target, Path(manifest["eval_dir"]) / "label", fake_dir),
+                            sc.stems)
         metrics = sc.score(fake)
         _sample_sheet(sc, fake, out / f"samples_epoch{target}.png")
         prev = pts[-1] if pts else {"train_cpu_min": 0.0, "train_wall_min": 0.0}

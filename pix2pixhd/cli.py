@@ -72,73 +72,146 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def synthesize_parser() -> argparse.ArgumentParser:
     """synthesize.py's parser (abbreviations refused)."""
-    p = argparse.ArgumentParser(description="Inputs -> images with a trained generator (pix2pixHD or pix2pix)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        description="Maps -> a dataset of synthesized photos with a trained generator (pix2pixHD, "
+                    "pix2pix, CycleGAN): streaming, sharded under torchrun, resumable. See docs/synthesis.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    add_debug_option(p)
     p.add_argument("--checkpoint", required=True,
                    help="training run folder (config.json + *.pt); the architecture comes from it")
     p.add_argument("--which_epoch", default="latest", help="checkpoint to load: 'latest' or an epoch number")
-    p.add_argument("--input", required=True,
-                   help="folder of inputs: label maps (single-channel id PNGs), or images for runs "
-                        "trained with --label_nc 0 (pix2pix)")
-    p.add_argument("--inst", default="", help="folder of instance maps matched by file stem")
-    p.add_argument("--out", required=True, help="output folder; PNGs named after the inputs")
-    p.add_argument("--real", default="", help="folder of real photos: adds an HTML page and L1/PSNR")
-    p.add_argument("--batch_size", type=int, default=4, help="images per generator call (same-size inputs)")
-    p.add_argument("--how_many", type=int, default=0, help="at most this many inputs; 0 = all")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    i = p.add_argument_group("inputs (one of --input and --dataroot)")
+    i.add_argument("--input", default="",
+                   help="folder of inputs: label maps (single-channel id PNGs; colour maps for runs "
+                        "trained with --palette), or photos for runs trained with --label_nc 0")
+    i.add_argument("--inst", default="", help="with --input: folder of instance maps matched by file stem")
+    i.add_argument("--real", default="", help="with --input: folder of real photos matched by stem (for "
+                                              "--feature_mode encoded, and an HTML page with L1/PSNR)")
+    i.add_argument("--dataroot", default="", help="a dataset root in any layout pix2pixhd.data reads "
+                                                  "(cityscapes, palette, rgb_pairs, aligned, unaligned), validated as for training")
+    i.add_argument("--phase", default="test", help="with --dataroot: the split to read ({phase}_label, ...)")
+    i.add_argument("--validate", default="headers", choices=("full", "headers", "off"),
+                   help="with --dataroot: how the dataset is checked before any work")
+    i.add_argument("--how_many", type=int, default=0, help="at most this many inputs (the first by name); 0 = all")
+    o = p.add_argument_group("output (a dataset: OUT/{phase}_label, _inst, _img + manifest.jsonl)")
+    o.add_argument("--out", required=True, help="output dataset folder; a rerun of the same command resumes it")
+    o.add_argument("--out_phase", default="", help="split name of the output dataset; empty = --phase")
+    o.add_argument("--num_samples", type=int, default=1,
+                   help="photos per map (K > 1: named <stem>_<k>.png), from sampled cluster features or "
+                        "pix2pix's dropout, seeded per map and sample")
+    o.add_argument("--seed", type=int, default=0,
+                   help="seed of sampled clusters and dropout masks; each map and sample draws from its own")
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace another synthesis in --out (default: refuse; the same job resumes)")
+    r = p.add_argument_group("engine")
+    r.add_argument("--batch_size", type=int, default=4,
+                   help="maps per generator call (maps of one size; a short batch is filled up)")
+    r.add_argument("--workers", type=int, default=2, help="decoding processes (0: in the main process)")
+    r.add_argument("--writers", type=int, default=2, help="PNG encoding/writing threads")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torchrun: cuda:LOCAL_RANK)")
+    r.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="number format of the generator (autocast); auto = bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
+    r.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="run the PyTorch generator or its ONNX export (onnxruntime)")
-    p.add_argument("--onnx_path", default="", help="ONNX file for --backend onnx; empty = CHECKPOINT/generator.onnx")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    p.add_argument("--no_test_dropout", action="store_true",
+    r.add_argument("--onnx_path", default="", help="ONNX file for --backend onnx; empty = CHECKPOINT/generator.onnx")
+    r.add_argument("--direction", default=None, choices=("AtoB", "BtoA"),
+                   help="which generator of a CycleGAN run (AtoB: G_A, BtoA: G_B); default the run's")
+    r.add_argument("--no_progress", action="store_true", help="no progress bar")
+    r.add_argument("--no_test_dropout", action="store_true",
                    help="pix2pix: switch the U-Net's dropout off (default on at test time, as the paper)")
     f = p.add_argument_group("feature encoder (runs trained with --instance_feat / --label_feat)")
     f.add_argument("--feature_mode", default="sample", choices=("sample", "cluster", "encoded"),
                    help="sample: a saved cluster per instance; cluster: the --cluster centre(s); "
-                        "encoded: E's encoding of the --real photos")
+                        "encoded: E's encoding of the real photos (--real, or the --dataroot's)")
     f.add_argument("--cluster", default="", help="--feature_mode cluster: K for every class, or class=K pairs "
                                                  "(26=3,24=1; other classes sampled)")
     f.add_argument("--use_encoded_image", action="store_true", help="reference name of --feature_mode encoded")
-    f.add_argument("--seed", type=int, default=0, help="seed (integer) of the sampled clusters, per image by file name")
     return p
 
 
 def synthesize_main(argv: list[str] | None = None) -> int:
-    from pix2pixhd.synthesis import Synthesizer, load_generator, synthesize_folder
-    p = synthesize_parser()
-    a = p.parse_args(argv)
+    """synthesize.py: one process, or one rank of ``torchrun --nproc_per_node=K synthesize.py``."""
+    a = synthesize_parser().parse_args(argv)
     if a.use_encoded_image:
         a.feature_mode = "encoded"
     if a.cluster and a.feature_mode == "sample":
         a.feature_mode = "cluster"
-    from pix2pixhd.distributed import resolve_device
-    device = resolve_device(a.device)
-    g, cfg = load_generator(a.checkpoint, a.which_epoch, device, test_dropout=not a.no_test_dropout)
+    if bool(a.input) == bool(a.dataroot):
+        raise ConfigError("give either --input FOLDER (label maps or photos) or --dataroot DATASET "
+                          "(with --phase), " + ("not both" if a.input else "one of them"))
+    for flag in ("inst", "real"):
+        if getattr(a, flag) and a.dataroot:
+            raise ConfigError(f"--{flag} goes with --input; a --dataroot dataset brings its own")
+    from pix2pixhd import distributed
+    info = distributed.setup(a.device)   # torchrun's environment: one shard per rank
+    try:
+        return _synthesize(a, info)
+    finally:
+        distributed.cleanup(info)
+
+
+def _synthesize(a: argparse.Namespace, info) -> int:
+    from pix2pixhd.checkpoint import checkpoint_path
+    from pix2pixhd.engine import SynthesisJob, file_sha256, run_synthesis
+    from pix2pixhd.models import generator_key
+    from pix2pixhd.synthesis import Synthesizer, load_generator
+    device, say = info.device, (print if info.is_master else (lambda *_, **__: None))
+    g, cfg = load_generator(a.checkpoint, a.which_epoch, device, test_dropout=not a.no_test_dropout,
+                            direction=a.direction)
+    ckpt = Path(a.checkpoint)
+    ckpt = ckpt if ckpt.is_file() else checkpoint_path(ckpt, a.which_epoch)
+    identity = {"checkpoint": str(ckpt.resolve()), "checkpoint_sha256": file_sha256(ckpt),
+                "generator": generator_key(cfg, a.direction), "backend": a.backend}
     if a.backend == "onnx":
         from pix2pixhd.export import OnnxGenerator
-        g = OnnxGenerator(a.onnx_path or str(Path(a.checkpoint) / "generator.onnx"))
-    if not cfg.no_instance and cfg.label_nc > 0 and not a.inst:
-        print("note: no --inst folder: instance boundaries are taken from the label map")
+        onnx = Path(a.onnx_path or Path(a.checkpoint) / "generator.onnx")
+        g = OnnxGenerator(onnx)
+        identity.update(onnx=str(onnx.resolve()), onnx_sha256=file_sha256(onnx))
+        if cfg.model == "pix2pix" and not a.no_test_dropout:
+            say("note: --backend onnx: the exported graph has no dropout, so pix2pix's test-time "
+                "dropout is off (as with --no_test_dropout)")
+    if cfg.label_nc > 0 and (not cfg.no_instance or cfg.instance_feat) and not a.inst and a.input:
+        say("note: no --inst folder: instance boundaries are taken from the label map")
     features = None
     if cfg.use_features:
         from pix2pixhd.features import FeatureSource
-        if a.feature_mode == "encoded" and not a.real:
-            raise SystemExit("--feature_mode encoded needs --real FOLDER: the photos E encodes")
         features = FeatureSource.from_checkpoint(a.checkpoint, cfg, a.feature_mode, which_epoch=a.which_epoch,
                                                  cluster=a.cluster or None, seed=a.seed, device=device)
+        identity.update(feature_mode=a.feature_mode, cluster=a.cluster or None)
     synth = Synthesizer(g, cfg, device, precision=a.precision, features=features)
-    rep = synthesize_folder(synth, Path(a.input), Path(a.out), inst_dir=Path(a.inst) if a.inst else None,
-                            batch_size=a.batch_size, how_many=a.how_many, progress=not a.no_progress,
-                            image_dir=Path(a.real) if a.real else None)
-    for path, why in rep.skipped:
-        print(f"skipped {path}: {why}")
-    print(f"wrote {len(rep.written)} images to {a.out} in {rep.seconds:.2f} s "
-          f"({rep.images_per_s:.2f} images/s on {device}); skipped {len(rep.skipped)}")
-    if a.real:
-        from pix2pixhd.report import compare_folders, write_comparison_page
-        stats = compare_folders(Path(a.out), Path(a.real))
-        page = write_comparison_page(Path(a.out), Path(a.input), Path(a.real), cfg.label_nc, stats)
-        print(f"vs {a.real}: L1 {stats['l1']:.4f}  pooled PSNR {stats['pooled_psnr']:.2f} dB over {stats['n']} images; page {page}")
-    return 0 if rep.written or not rep.skipped else 1
+    identity.update(precision=synth.precision, test_dropout=synth.has_dropout)
+    job = SynthesisJob(out=Path(a.out), input=Path(a.input) if a.input else None,
+                       inst=Path(a.inst) if a.inst else None, real=Path(a.real) if a.real else None,
+                       dataroot=Path(a.dataroot) if a.dataroot else None, phase=a.phase,
+                       out_phase=a.out_phase or None, num_samples=a.num_samples, seed=a.seed,
+                       batch_size=a.batch_size, how_many=a.how_many, workers=a.workers,
+                       writers=a.writers, validate=a.validate, direction=a.direction,
+                       overwrite=a.overwrite, progress=not a.no_progress)
+    rep = run_synthesis(synth, job, identity=identity, dist_info=info)
+    say(f"wrote {rep.written} images to {a.out} in {rep.seconds:.2f} s ({rep.images_per_s:.2f} images/s "
+        f"on {device}{f', rank 0 of {info.world_size}' if info.distributed else ''}; generator "
+        f"{rep.generator_fraction:.0%} of the time); skipped {rep.skipped}; {rep.already_done} already "
+        f"complete; manifest {rep.manifest}")
+    if a.real and info.is_master:
+        _results_page(job, cfg, say)
+    return 0 if rep.written or rep.already_done or not rep.skipped else 1
+
+
+def _results_page(job, cfg, say) -> None:
+    """L1/PSNR against --real and an HTML page (label | synthesized | real) in OUT/index.html."""
+    from pix2pixhd.engine import OutputLayout
+    from pix2pixhd.errors import InputError
+    from pix2pixhd.report import compare_folders, write_comparison_page
+    if job.num_samples != 1:
+        say("note: --real with --num_samples > 1: no L1/PSNR page (the samples have no single real photo)")
+        return
+    lay = OutputLayout(job.split, photo_inputs=cfg.label_nc == 0)
+    try:
+        stats = compare_folders(job.out / lay.image_dir, job.real)
+    except InputError as e:
+        say(f"note: no comparison with --real: {e}")
+        return
+    page = write_comparison_page(job.out / lay.image_dir, job.out / lay.input_dir, job.real, cfg.label_nc,
+                                 stats, page_dir=job.out)
+    say(f"vs {job.real}: L1 {stats['l1']:.4f}  pooled PSNR {stats['pooled_psnr']:.2f} dB over "
+        f"{stats['n']} images; page {page}")

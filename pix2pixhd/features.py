@@ -235,8 +235,8 @@ def parse_cluster_spec(spec: str | int | dict | None) -> int | dict[int, int] | 
 
 
 def sample_features(inst: torch.Tensor, label: torch.Tensor, clusters: FeatureClusters, *,
-                    seeds: int | Sequence[int] = 0, cluster: int | dict[int, int] | None = None
-                    ) -> torch.Tensor:
+                    seeds: int | Sequence[int] = 0, cluster: int | dict[int, int] | None = None,
+                    return_choices: bool = False):
     """Paint a cluster centre into every instance → feat [N, F, H, W] float32 on inst's device.
 
     inst, label: [N, 1, H, W] integer maps (pass the label map as ``inst`` for ``--label_feat``).
@@ -246,6 +246,8 @@ def sample_features(inst: torch.Tensor, label: torch.Tensor, clusters: FeatureCl
     ``cluster``: an int picks centre ``k mod n_class`` for every class; a {class: k} dict picks
     those classes' centres (an index past a class's count is an error) and samples the rest.
     Classes without centres get zeros (E's tanh output is centred there).
+    ``return_choices``: also return, per sample, {instance id: [class, centre index]} (index -1:
+    the class has no centres), which synthesis records in its manifest.
     """
     n, _, h, w = inst.shape
     dev = inst.device
@@ -274,7 +276,14 @@ def sample_features(inst: torch.Tensor, label: torch.Tensor, clusters: FeatureCl
             idx = torch.where(rows.label == c, torch.full_like(idx, k), idx)
     value = tab[cls, idx] * have[:, None]                      # [K, F]
     out = value[rows.dense]                                    # [N·H·W, F]
-    return out.reshape(n, h, w, -1).permute(0, 3, 1, 2).contiguous()
+    out = out.reshape(n, h, w, -1).permute(0, 3, 1, 2).contiguous()
+    if not return_choices:
+        return out
+    choices: list[dict[int, list[int]]] = [{} for _ in range(n)]
+    for s, i, c, k in zip(rows.sample.tolist(), rows.inst_id.tolist(), rows.label.tolist(),
+                          torch.where(have, idx, -1).tolist()):
+        choices[s][i] = [c, k]
+    return out, choices
 
 
 class FeatureSource:
@@ -306,7 +315,9 @@ class FeatureSource:
 
     @torch.no_grad()
     def __call__(self, label: torch.Tensor, inst: torch.Tensor | None, image: torch.Tensor | None = None,
-                 seeds: Sequence[int] | None = None) -> torch.Tensor:
+                 seeds: Sequence[int] | None = None, return_choices: bool = False):
+        """→ feat [N, F, H, W]; with ``return_choices`` (sample/cluster modes) also the clusters
+        chosen per sample (see :func:`sample_features`)."""
         regions = label if self.cfg.label_feat or inst is None else inst
         if self.mode == "encoded":
             if image is None:
@@ -322,7 +333,8 @@ class FeatureSource:
                           f"than 1/64 of an image when encoding): their feature channels are 0", stacklevel=3)
         return sample_features(regions, label, self.clusters,
                                seeds=self.seed if seeds is None else seeds,
-                               cluster=self.cluster if self.mode == "cluster" else None)
+                               cluster=self.cluster if self.mode == "cluster" else None,
+                               return_choices=return_choices)
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | Path, cfg, mode: str = "sample", *,

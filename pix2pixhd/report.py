@@ -1,7 +1,9 @@
 """A results page (label | synthesized | real) and the plain L1/PSNR of a synthesized folder.
 
 The full evaluation (SSIM, FID, KID, segmentation score) is ``pix2pixhd.evaluate``; this is the
-quick check the main job prints, with no dependency beyond numpy.
+quick check the main job prints, with no dependency beyond numpy. Files pair by stem with
+Cityscapes' suffixes removed (``pix2pixhd.data.layouts.stem_key``), as the data module pairs
+them. Links on the page are URL-encoded, so file names with ``#``, ``?`` or ``%`` still show.
 """
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ import html
 import math
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
 
 from pix2pixhd.checkpoint import atomic_write_bytes
+from pix2pixhd.data.layouts import stem_key
 from pix2pixhd.errors import InputError
 from pix2pixhd.visualizer import label_colormap
 
@@ -21,7 +25,13 @@ _EXTS = (".png", ".jpg", ".jpeg")
 
 
 def _index(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(Path(folder).iterdir()) if p.suffix.lower() in _EXTS}
+    return {stem_key(p): p for p in sorted(Path(folder).iterdir()) if p.suffix.lower() in _EXTS}
+
+
+def _href(path: str) -> str:
+    """A relative file path as an HTML attribute value: URL-encoded (``#`` would start a fragment,
+    ``?`` a query, ``%`` an escape), then HTML-escaped."""
+    return html.escape(quote(path, safe="/"), quote=True)
 
 
 def compare_folders(fake_dir: Path, real_dir: Path) -> dict:
@@ -48,33 +58,49 @@ def compare_folders(fake_dir: Path, real_dir: Path) -> dict:
 
 
 def write_comparison_page(fake_dir: Path, label_dir: Path, real_dir: Path, label_nc: int,
-                          stats: dict | None = None, max_rows: int = 50) -> Path:
-    """``fake_dir/index.html``: one row per image, label (coloured) | synthesized | real."""
+                          stats: dict | None = None, max_rows: int = 50,
+                          page_dir: Path | None = None) -> Path:
+    """``page_dir/index.html`` (default ``fake_dir``): one row per image, label (coloured) |
+    synthesized | real. The coloured labels go to ``page_dir/index_files/`` (a folder name the
+    data module's split detection skips, so a synthesized dataset stays scannable)."""
     fake_dir = Path(fake_dir)
+    page_dir = Path(page_dir) if page_dir is not None else fake_dir
     fakes, labels, reals = _index(fake_dir), _index(label_dir), _index(real_dir)
-    vis_dir = fake_dir / "labels_vis"
-    vis_dir.mkdir(exist_ok=True)
+    vis_dir = page_dir / "index_files"
+    vis_dir.mkdir(parents=True, exist_ok=True)
     cmap = np.concatenate([label_colormap(max(label_nc, 1)), [[255, 255, 255]]]).astype(np.uint8)
+
+    def rel(p: Path) -> str:
+        return Path(os.path.relpath(Path(p).resolve(), page_dir.resolve())).as_posix()
+
     rows = []
-    for stem in sorted(fakes)[:max_rows]:
+    for i, stem in enumerate(sorted(fakes)[:max_rows]):
         cells = []
         if stem in labels:
             lab = np.asarray(Image.open(labels[stem]))
+            vis = vis_dir / f"label_{i:04d}.png"   # a plain name: the stem may hold any character
             if label_nc > 0 and lab.ndim == 2:
-                Image.fromarray(cmap[np.clip(lab, 0, label_nc)]).save(vis_dir / f"{stem}.png")
+                atomic_write_bytes(vis, _png(cmap[np.clip(lab, 0, label_nc)]))
             else:
-                Image.open(labels[stem]).convert("RGB").save(vis_dir / f"{stem}.png")
-            cells.append(f"labels_vis/{stem}.png")
-        cells.append(fakes[stem].name)
+                atomic_write_bytes(vis, _png(np.asarray(Image.open(labels[stem]).convert("RGB"))))
+            cells.append(rel(vis))
+        cells.append(rel(fakes[stem]))
         if stem in reals:
-            cells.append(Path(os.path.relpath(reals[stem].resolve(), fake_dir.resolve())).as_posix())
+            cells.append(rel(reals[stem]))
         rows.append("<tr><td>" + html.escape(stem) + "</td>" + "".join(
-            f'<td><img src="{html.escape(c)}" width="256"></td>' for c in cells) + "</tr>")
+            f'<td><img src="{_href(c)}" width="256"></td>' for c in cells) + "</tr>")
     summary = ""
     if stats:
         summary = f"<p>{stats['n']} images: L1 {stats['l1']:.4f}, pooled PSNR {stats['pooled_psnr']:.2f} dB</p>"
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>synthesis</title></head><body>"
             f"<h1>label | synthesized | real</h1>{summary}<table>{''.join(rows)}</table></body></html>")
-    path = fake_dir / "index.html"
+    path = page_dir / "index.html"
     atomic_write_bytes(path, page.encode())
     return path
+
+
+def _png(arr: np.ndarray) -> bytes:
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return buf.getvalue()

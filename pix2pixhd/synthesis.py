@@ -1,15 +1,23 @@
-"""Bulk synthesis: a folder of label maps (and instance maps) → a folder of photos.
+"""Synthesis on the device: a trained generator, loaded from its run folder, applied to batches.
 
-The generator and its flags come from a training checkpoint folder (config.json + latest.pt or
-epoch_N.pt), so a checkpoint is never run with the wrong architecture. Any input size: each map is
-padded (replicate) to the generator's multiple and the output cropped back. Inputs of one size are
-batched; the loop runs under ``torch.inference_mode`` with autocast on CUDA and channels-last.
-Files it cannot use are reported with the reason and skipped, never silently.
+``load_generator`` rebuilds the generator from a training checkpoint folder (config.json or the
+checkpoint's own config + ``latest.pt`` / ``epoch_N.pt``), so a checkpoint is never run with the
+wrong architecture. ``Synthesizer`` turns integer maps (or uint8 photos) into uint8 photos of any
+size: each batch is padded (replicate) to the generator's multiple and the output cropped back,
+under ``torch.inference_mode``, with autocast (bf16 on CUDA by default) and channels-last on CUDA.
+
+Randomness is per map and sample, never per batch: every row of a batch carries its own seed
+(:func:`sample_seed` of the run's seed, the input's name and the sample index). Sampled cluster
+features draw from it (``pix2pixhd.features.sample_features``), and so do pix2pix's test-time
+dropout masks (``_SeededDropout``), so what a map gets does not depend on the batch it came in,
+the number of ranks or a resume.
+
+The data engine around it (reading, batching, writing a dataset, sharding, resuming) is
+``pix2pixhd.engine``; ``synthesize.py`` is its command line.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,58 +27,64 @@ from PIL import Image
 
 from pix2pixhd.checkpoint import load_checkpoint, load_run_config
 from pix2pixhd.config import TrainConfig
-from pix2pixhd.encoding import LabelRangeError, encode_input, float_to_uint8
+from pix2pixhd.data.layouts import IMG_EXTS
+from pix2pixhd.encoding import encode_input, float_to_uint8
+from pix2pixhd.errors import ConfigError
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTS = IMG_EXTS   # the data module's list: synthesis reads what training reads
 
 
 def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
-                   device: str | torch.device = "cpu", *,
-                   test_dropout: bool = True) -> tuple[torch.nn.Module, TrainConfig]:
+                   device: str | torch.device = "cpu", *, test_dropout: bool = True,
+                   direction: str | None = None) -> tuple[torch.nn.Module, TrainConfig]:
     """The generator of a training run, in eval mode, with the config it was trained with.
 
+    ``direction``: which generator translates (``pix2pixhd.models.generator_key``): None is the
+    run's own; CycleGAN runs hold two ('AtoB': G_A, 'BtoA': G_B).
     ``test_dropout``: pix2pix keeps its U-Net's dropout on at test time (the paper's only noise
-    source, so outputs vary between calls unless the torch seed is fixed); False switches it off
-    for deterministic outputs. Generators without dropout (pix2pixHD's) are unaffected.
+    source); :class:`Synthesizer` draws its masks per map and sample from seeds. False switches
+    it off. Generators without dropout (pix2pixHD's) are unaffected.
     """
-    from pix2pixhd.models import build_generator
+    from pix2pixhd.compat import load_reference_weights
+    from pix2pixhd.models import build_generator, generator_key
     checkpoint_dir = Path(checkpoint_dir)
     ckpt = load_checkpoint(checkpoint_dir, which_epoch)
     cfg = load_run_config(checkpoint_dir, which_epoch, checkpoint=ckpt)   # the checkpoint's own wins
-    g = build_generator(cfg)
-    from pix2pixhd.compat import load_reference_weights
-    load_reference_weights(g, ckpt["G"])
+    key = generator_key(cfg, direction)
+    if key not in ckpt:
+        raise ConfigError(f"{checkpoint_dir} ({which_epoch}) holds no generator {key!r} (it holds "
+                          f"{sorted(k for k in ckpt if isinstance(ckpt[k], dict))})")
+    g = build_generator(cfg, direction)
+    load_reference_weights(g, ckpt[key])
     g = g.to(device).eval().requires_grad_(False)
-    if cfg.model == "pix2pix" and test_dropout:
+    if test_dropout:
         from pix2pixhd.pix2pix_networks import set_dropout
         set_dropout(g, True)  # after eval(), which turned it off
     return g, cfg
+
+
+def sample_seed(seed: int, key: str, sample: int) -> int:
+    """The seed of sample ``sample`` of the input named ``key`` (its path relative to the input
+    folder or dataset root): a 63-bit hash, so millions of inputs do not share seeds and a rerun,
+    another batch size or another shard count draws the same."""
+    h = hashlib.blake2b(f"{seed}\0{key}\0{sample}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") >> 1
 
 
 def read_id_map(path: Path) -> np.ndarray:
     """A single-channel integer map (label or instance ids) → [H, W] int64."""
     with Image.open(path) as im:
         im.load()
-        if im.mode in ("RGB", "RGBA", "CMYK", "LA"):
+        if len(im.getbands()) != 1:
             raise ValueError(f"{path} is a {im.mode} image; label and instance maps must be "
                              "single-channel id maps (convert colour maps with the dataset tools)")
         return np.asarray(im).astype(np.int64)
 
 
 def read_rgb(path: Path) -> np.ndarray:
+    """An image → uint8 [H, W, 3]."""
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
-
-
-@dataclass
-class SynthesisReport:
-    written: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def images_per_s(self) -> float:
-        return len(self.written) / self.seconds if self.seconds > 0 else 0.0
 
 
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
@@ -81,144 +95,163 @@ def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
     return x, h, w
 
 
+class _SeededDropout:
+    """pix2pix's test-time dropout with one mask stream per batch row.
+
+    nn.Dropout draws one mask for the whole batch from the global RNG, so a map's output would
+    depend on its batch neighbours and on what ran before. Here each Dropout layer runs as the
+    identity (eval) and a forward hook multiplies its output by a mask drawn, row by row, from a
+    CPU ``torch.Generator`` seeded with that row's seed; the layers run in a fixed order, so row
+    i's masks depend on its seed alone. Outside a seeded call the hook draws from the global RNG
+    as nn.Dropout would. Masks are drawn on the CPU so every device gets the same ones.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.layers = [m for m in model.modules()
+                       if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training and m.p > 0]
+        self.generators: list[torch.Generator] | None = None
+        for m in self.layers:
+            m.eval()
+            m.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, out):
+        p = module.p
+        if self.generators is None:
+            keep = torch.rand(out.shape, device=out.device) >= p
+        else:
+            keep = torch.stack([torch.rand(out.shape[1:], generator=g) >= p for g in self.generators])
+            keep = keep.to(out.device, non_blocking=True)
+        return out * keep.to(out.dtype) * (1.0 / (1.0 - p))
+
+    def seeded(self, seeds: list[int] | None):
+        self.generators = None if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
 class Synthesizer:
     """``Synthesizer(generator, cfg)(label, inst)`` → uint8 [N, 3, H, W] for any H, W.
 
-    ``backend``: a torch generator, or any callable on the float input (e.g. an ONNX session).
-    ``features``: for runs trained with --instance_feat/--label_feat, a
-    :class:`pix2pixhd.features.FeatureSource` giving G's feature channels (sampled clusters,
-    chosen clusters, or a real photo's encoding).
+    ``generator``: a torch module, or any callable on the float input (e.g. an ONNX session,
+    ``pix2pixhd.export.OnnxGenerator``). ``features``: for runs trained with --instance_feat /
+    --label_feat, a :class:`pix2pixhd.features.FeatureSource` giving G's feature channels
+    (sampled clusters, chosen clusters, or a real photo's encoding).
+    ``generator_seconds``: time spent in G's forward, summed over calls (CUDA: device time
+    from events, read without a sync until asked for).
     """
 
     def __init__(self, generator, cfg: TrainConfig, device: str | torch.device = "cpu",
                  precision: str = "auto", channels_last: bool | None = None, features=None):
         self.G, self.cfg, self.device = generator, cfg, torch.device(device)
         if cfg.use_features and features is None:
-            raise ValueError("this checkpoint was trained with --instance_feat/--label_feat: G needs "
-                             "feature channels; pass features=FeatureSource.from_checkpoint(...) "
-                             "(synthesize.py: --feature_mode sample|cluster|encoded)")
+            raise ConfigError("this checkpoint was trained with --instance_feat/--label_feat: G needs "
+                              "feature channels; pass features=FeatureSource.from_checkpoint(...) "
+                              "(synthesize.py: --feature_mode sample|cluster|encoded)")
         self.features = features if cfg.use_features else None
         self.multiple = max(cfg.required_multiple, getattr(self.features, "multiple", 1))
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        self.precision = precision
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         if channels_last is None:  # the GPU layout of choice; on CPU keep NCHW (see docs/benchmarks.md)
             channels_last = self.device.type == "cuda"
-        self.memory_format = torch.channels_last if channels_last and isinstance(generator, torch.nn.Module) \
-            else torch.contiguous_format
-        if isinstance(generator, torch.nn.Module):
+        is_module = isinstance(generator, torch.nn.Module)
+        self.memory_format = torch.channels_last if channels_last and is_module else torch.contiguous_format
+        if is_module:
             generator.to(self.device, memory_format=self.memory_format)
+        self.dropout = _SeededDropout(generator) if is_module else None
+        self._events: list = []
+        self._cpu_seconds = 0.0
 
-    @torch.inference_mode()
-    def __call__(self, label: torch.Tensor, inst: torch.Tensor | None = None,
-                 source: str | None = None, image: torch.Tensor | None = None,
-                 seeds: list[int] | None = None) -> torch.Tensor:
-        """``image``: real photos [N, 3, H, W] for --feature_mode encoded; ``seeds``: one per
-        sample for sampled features (default: the FeatureSource's seed + index)."""
-        cfg = self.cfg
-        label, h, w = _pad_to(label.to(self.device), self.multiple)
-        if inst is not None:
-            inst, _, _ = _pad_to(inst.to(self.device), self.multiple)
-        feat = None
-        if self.features is not None:
-            if image is not None:
-                image, _, _ = _pad_to(image.to(self.device), self.multiple)
-            feat = self.features(label, inst, image=image, seeds=seeds)
-        x = encode_input(label, None if cfg.no_instance else inst, feat, label_nc=cfg.label_nc, source=source)
-        x = x.contiguous(memory_format=self.memory_format)
+    @property
+    def has_dropout(self) -> bool:
+        """Whether G draws dropout masks at test time (pix2pix without --no_test_dropout)."""
+        return bool(self.dropout and self.dropout.layers)
+
+    @property
+    def min_side(self) -> int:
+        """The smallest map side this generator runs on. pix2pixHD's generators instance-normalise
+        their bottleneck, which needs more than one pixel: a side padded up to just one multiple
+        (``side <= multiple``) leaves a 1x1 bottleneck. The U-Net runs on any padded size."""
+        return 1 if self.cfg.model in ("pix2pix",) else self.multiple + 1
+
+    @property
+    def generator_seconds(self) -> float:
+        if self._events:
+            torch.cuda.synchronize(self.device)
+            self._cpu_seconds += sum(a.elapsed_time(b) for a, b in self._events) / 1e3
+            self._events.clear()
+        return self._cpu_seconds
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        else:
+            import time
+            t0 = time.perf_counter()
         if self.amp_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.amp_dtype):
                 y = self.G(x)
         else:
             y = self.G(x)
-        return float_to_uint8(y[..., :h, :w])
+        if cuda:
+            end.record()
+            self._events.append((start, end))
+        else:
+            self._cpu_seconds += time.perf_counter() - t0
+        return y
 
+    @torch.inference_mode()
+    def synthesize(self, label: torch.Tensor, inst: torch.Tensor | None = None, *,
+                   image: torch.Tensor | None = None, seeds: list[int] | None = None,
+                   source: str | None = None) -> tuple[torch.Tensor, list | None]:
+        """→ (uint8 [N, 3, H, W] on the device, cluster choices per row or None).
 
-def _collect(input_dir: Path, how_many: int) -> list[Path]:
-    if not input_dir.is_dir():
-        raise FileNotFoundError(f"--input {input_dir} is not a folder of label maps")
-    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    return files[:how_many] if how_many > 0 else files
+        label: [N, 1, H, W] integer ids (label_nc > 0) or uint8 [N, C, H, W] photos; inst:
+        [N, 1, H, W] instance ids or None; image: real photos uint8 [N, 3, H, W] for
+        --feature_mode encoded; seeds: one per row, for sampled features and dropout masks
+        (default: the FeatureSource's seed + row; dropout from the global RNG). Choices: per row
+        {instance id: [class, cluster index]} for sampled/chosen clusters (index -1: the class
+        has none), else None.
+        """
+        cfg = self.cfg
+        label, h, w = _pad_to(label.to(self.device, non_blocking=True), self.multiple)
+        if inst is not None:
+            inst, _, _ = _pad_to(inst.to(self.device, non_blocking=True), self.multiple)
+        feat, choices = None, None
+        if self.features is not None:
+            if image is not None:
+                image, _, _ = _pad_to(image.to(self.device, non_blocking=True), self.multiple)
+            if self.features.mode == "encoded":
+                feat = self.features(label, inst, image=image, seeds=seeds)
+            else:
+                feat, choices = self.features(label, inst, image=image, seeds=seeds, return_choices=True)
+        x = encode_input(label, None if cfg.no_instance else inst, feat, label_nc=cfg.label_nc, source=source)
+        x = x.contiguous(memory_format=self.memory_format)
+        if self.dropout is not None:
+            self.dropout.seeded(seeds)
+        try:
+            y = self._forward(x)
+        finally:
+            if self.dropout is not None:
+                self.dropout.seeded(None)
+        return float_to_uint8(y[..., :h, :w]), choices
+
+    def __call__(self, label: torch.Tensor, inst: torch.Tensor | None = None,
+                 source: str | None = None, image: torch.Tensor | None = None,
+                 seeds: list[int] | None = None) -> torch.Tensor:
+        """uint8 [N, 3, H, W] photos (see :meth:`synthesize`)."""
+        return self.synthesize(label, inst, image=image, seeds=seeds, source=source)[0]
 
 
 def synthesize_folder(synth: Synthesizer, input_dir: Path, out_dir: Path, *, inst_dir: Path | None = None,
                       batch_size: int = 4, how_many: int = 0, progress: bool = True,
-                      image_dir: Path | None = None) -> SynthesisReport:
-    """Every label map of ``input_dir`` → ``out_dir/<stem>.png``; instance maps matched by stem.
-
-    ``image_dir``: real photos matched by stem, encoded by E for --feature_mode encoded. Sampled
-    features use a per-image seed from the FeatureSource's seed and the file name, so a rerun
-    (in any batch size) repeats.
-    """
-    from tqdm import tqdm
-    cfg = synth.cfg
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = SynthesisReport()
-    files = _collect(Path(input_dir), how_many)
-    inst_index = {p.stem: p for p in Path(inst_dir).iterdir()} if inst_dir else {}
-    feats = synth.features
-    encoded = feats is not None and feats.mode == "encoded"
-    image_index = {p.stem: p for p in Path(image_dir).iterdir()} if encoded and image_dir else {}
-    needs_inst = (not cfg.no_instance or cfg.instance_feat) and cfg.label_nc > 0
-    # Read everything that is usable; group by size so a batch never mixes sizes.
-    items: dict[tuple, list] = {}
-    for p in files:
-        try:
-            if cfg.label_nc > 0:
-                lab = torch.from_numpy(read_id_map(p))[None, None]
-            else:
-                lab = torch.from_numpy(np.array(read_rgb(p))).permute(2, 0, 1)[None]
-            ins = None
-            if needs_inst:
-                ip = inst_index.get(p.stem)
-                if ip is None:
-                    # without instance maps, the reference falls back to the label map itself
-                    ins = lab.clone() if inst_dir is None else None
-                    if ins is None:
-                        raise ValueError(f"no instance map named {p.stem}.* in {inst_dir}")
-                else:
-                    ins = torch.from_numpy(read_id_map(ip))[None, None]
-                    if ins.shape[-2:] != lab.shape[-2:]:
-                        raise ValueError(f"instance map {ip.name} is {tuple(ins.shape[-2:])}, "
-                                         f"label map is {tuple(lab.shape[-2:])}")
-            photo = None
-            if encoded:
-                rp = image_index.get(p.stem)
-                if rp is None:
-                    raise ValueError(f"--feature_mode encoded: no real photo named {p.stem}.* in {image_dir}")
-                photo = torch.from_numpy(read_rgb(rp).copy()).permute(2, 0, 1)[None]
-                if photo.shape[-2:] != lab.shape[-2:]:
-                    raise ValueError(f"photo {rp.name} is {tuple(photo.shape[-2:])}, label map is "
-                                     f"{tuple(lab.shape[-2:])}")
-            if cfg.label_nc > 0:
-                bad = int(lab.max())
-                if bad >= cfg.label_nc:
-                    raise LabelRangeError(f"label id {bad} >= label_nc={cfg.label_nc} of the checkpoint")
-        except Exception as e:  # unreadable, wrong mode, size mismatch, ids out of range
-            report.skipped.append((p, str(e)))
-            continue
-        items.setdefault(tuple(lab.shape[-2:]), []).append((p, lab, ins, photo))
-    t0 = time.perf_counter()
-    bar = tqdm(total=sum(len(v) for v in items.values()), disable=not progress, desc="synthesize")
-    for group in items.values():
-        for i in range(0, len(group), batch_size):
-            chunk = group[i:i + batch_size]
-            lab = torch.cat([c[1] for c in chunk])
-            extra = {}
-            if encoded:
-                extra["image"] = torch.cat([c[3] for c in chunk])
-            elif feats is not None:
-                from pix2pixhd.features import image_seed
-                extra["seeds"] = [image_seed(feats.seed, c[0].name) for c in chunk]
-            ins = torch.cat([c[2] for c in chunk]) if needs_inst else None
-            imgs = synth(lab, ins, source=str(chunk[0][0]), **extra)
-            for (p, *_), img in zip(chunk, imgs.cpu()):
-                dst = out_dir / f"{p.stem}.png"
-                Image.fromarray(img.permute(1, 2, 0).numpy()).save(dst)
-                report.written.append(dst)
-            bar.update(len(chunk))
-    if synth.device.type == "cuda":
-        torch.cuda.synchronize()
-    report.seconds = time.perf_counter() - t0
-    bar.close()
-    return report
+                      image_dir: Path | None = None, **job_options):
+    """Every map of ``input_dir`` through ``synth`` into the dataset ``out_dir`` (photos in
+    ``out_dir/test_img``, see ``pix2pixhd.engine``), in this process. ``image_dir``: real photos
+    matched by stem, for --feature_mode encoded. Returns the engine's ``SynthesisReport``."""
+    from pix2pixhd.engine import SynthesisJob, run_synthesis
+    job = SynthesisJob(out=Path(out_dir), input=Path(input_dir), inst=Path(inst_dir) if inst_dir else None,
+                       real=Path(image_dir) if image_dir else None, batch_size=batch_size,
+                       how_many=how_many, progress=progress, **job_options)
+    return run_synthesis(synth, job)

@@ -215,7 +215,7 @@ def score_all(a: argparse.Namespace, variants: list[Variant], manifest: dict, da
         epoch = a.niter + a.niter_decay
         key = v.key if dropout else f"{v.key}_no_test_dropout"
         fakes = a.out / "fakes" / key
-        synthesize(run, epoch, labels, fakes, () if dropout else ("--no_test_dropout",))
+        fakes = synthesize(run, epoch, labels, fakes, () if dropout else ("--no_test_dropout",))
         g, _ = load_generator(run, str(epoch), "cpu")
         rows[key] = {"label": v.label if dropout else f"{v.label}, dropout off at test", "table": v.table,
                      "steps": tsum["steps"], "train_cpu_min": tsum["train_cpu_s"] / 60,

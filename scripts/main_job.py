@@ -80,8 +80,8 @@ def main(argv=None) -> int:
     base = out / "untrained"
     synthesize_folder(Synthesizer(untrained, cfg), ROOT / a.data / "test_label", base,
                       inst_dir=ROOT / a.data / "test_inst", progress=False)
-    trained_stats = compare_folders(out, ROOT / a.data / "test_img")
-    floor_stats = compare_folders(base, ROOT / a.data / "test_img")
+    trained_stats = compare_folders(out / "test_img", ROOT / a.data / "test_img")   # synthesis writes a dataset
+    floor_stats = compare_folders(base / "test_img", ROOT / a.data / "test_img")
     # The figures repeat to the last digit on one machine and thread count, not across them (CPU
     # kernels pick their vector instructions by the CPU and split reductions by the thread
     # count), so they are printed with both. The stages inherit this process's thread count.

@@ -213,7 +213,7 @@ def test_synthesis_with_features(trained, tmp_path):
                                 "--inst", str(root / "streets/test_inst"), "--out", str(out),
                                 "--device", "cpu", "--no_progress", "--batch_size", "1" if name == "s2" else "2"]
                                + extra) == 0
-        runs[name] = np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))]).astype(float)
+        runs[name] = np.stack([np.asarray(Image.open(p)) for p in sorted((out / "test_img").glob("*.png"))]).astype(float)
         assert runs[name].shape == (2, 32, 64, 3)
     # a rerun with another batch size samples the same clusters: equal up to the CPU convolutions'
     # batch-dependent rounding (at most 1 grey level), far below another seed's difference

@@ -169,7 +169,7 @@ def test_without_triton_training_and_synthesis_run_and_say_why_once(tmp_path):
     assert out.stderr.count(FALLBACK) == 1, out.stderr[-3000:]
     assert "runs in PyTorch" in out.stderr and "Linux only" in out.stderr
     assert (tmp_path / "ck" / "t" / "config.json").is_file()
-    assert len(list((tmp_path / "out").glob("*.png"))) == 1
+    assert len(list((tmp_path / "out" / "test_img").glob("*.png"))) == 1
 
 
 # Imported at start-up by the test environment below when MACOS_MARKERS=1: pip evaluates

@@ -24,8 +24,8 @@ def test_trained_generator_beats_untrained_by_a_clear_margin(tmp_path):
     for g, out in ((tr.G.eval(), trained_dir), (untrained, floor_dir)):
         synthesize_folder(Synthesizer(g, cfg), data / "test_label", out, inst_dir=data / "test_inst",
                           progress=False)
-    trained = compare_folders(trained_dir, data / "test_img")
-    floor = compare_folders(floor_dir, data / "test_img")
+    trained = compare_folders(trained_dir / "test_img", data / "test_img")
+    floor = compare_folders(floor_dir / "test_img", data / "test_img")
     assert trained["n"] == floor["n"] == 4
     assert trained["l1"] < 0.75 * floor["l1"], (trained, floor)
     assert trained["pooled_psnr"] > floor["pooled_psnr"] + 2.0, (trained, floor)

@@ -97,7 +97,7 @@ def test_synthesis_reads_the_config_from_the_checkpoint(run, trained, how, tmp_p
                             "--inst", str(trained / "streets/test_inst"), "--out", str(out),
                             "--no_progress", "--device", "cpu"]) == 0
     _noted_once(capsys.readouterr().err, run)
-    assert len(list(out.glob("*.png"))) == 2
+    assert len(list((out / "test_img").glob("*.png"))) == 2
 
 
 @pytest.mark.parametrize("how", DAMAGES)

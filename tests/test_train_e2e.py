@@ -86,7 +86,7 @@ def test_three_stages_then_synthesis(tmp_path, streets):
                           "--inst", str(streets / "test_inst"), "--out", str(out), "--no_progress",
                           "--real", str(streets / "test_img"), "--batch_size", "2"])
     assert rc == 0
-    pngs = sorted(out.glob("*.png"))
+    pngs = sorted((out / "test_img").glob("*.png"))   # the output is a dataset (docs/synthesis.md)
     assert [p.stem for p in pngs] == sorted(p.stem for p in (streets / "test_label").iterdir())
     assert all(Image.open(p).size == (64, 32) for p in pngs)
     page = (out / "index.html").read_text()
@@ -104,7 +104,7 @@ def test_synthesis_pads_any_size_and_reports_bad_inputs(tmp_path, streets, capsy
     rc = synthesize_main(["--checkpoint", str(tmp_path / "g"), "--input", str(inp), "--out",
                           str(tmp_path / "o"), "--no_progress"])
     text = capsys.readouterr().out
-    assert rc == 0 and Image.open(tmp_path / "o" / "odd.png").size == (50, 37)
+    assert rc == 0 and Image.open(tmp_path / "o" / "test_img" / "odd.png").size == (50, 37)
     assert re.search(r"skipped .*bad_ids.png: label id 200 >= label_nc=9", text)
     assert re.search(r"skipped .*broken.png", text) and re.search(r"skipped .*colour.png: .*RGB", text)
     assert "skipped 3" in text

@@ -1,0 +1,871 @@
+"""The synthesis data engine: maps in, a dataset out — streaming, sharded over ranks, resumable.
+
+    job = SynthesisJob(out=Path("OUT"), input=Path("labels"), inst=Path("insts"), num_samples=2)
+    report = run_synthesis(Synthesizer(G, cfg, device), job, identity=..., dist_info=info)
+
+What runs where:
+  * DataLoader workers decode the inputs (``FolderSource``: a folder of id maps or photos, matched
+    by stem to ``--inst`` / ``--real`` folders; ``DatasetSource``: a dataset root in any layout
+    ``pix2pixhd.data`` reads, validated by it). A bad input comes back as an item with its
+    reason, so one file never stops the rest.
+  * The main thread groups decoded maps **by size** (no padding to a common size: a map is only
+    ever padded to the generator's multiple) and sends batches of exactly ``batch_size`` rows
+    to the generator; a batch that has to go out short (end of input, or too many sizes waiting)
+    is filled up by repeating its last row, and the extra outputs are dropped. So every
+    generator call has the same shape, and a map's pixels do not depend on which maps share its
+    batch — CPU and GPU convolution kernels are chosen by batch shape, and the same shape gives
+    the same arithmetic row by row (``tests/test_synthesis_engine.py`` checks composition,
+    shards and resume for bytes).
+  * A pool of writer threads encodes PNGs (zlib runs without the GIL) and writes each file to
+    ``NAME.tmp`` then renames it; the image is renamed after its label and instance partners,
+    and its manifest line is appended after that. A line whose image exists with the recorded
+    size is therefore a complete output.
+  * Memory: at most ``max_pending`` decoded maps wait for a batch and ``max_inflight`` outputs
+    wait for a writer, whatever the number of inputs. What grows with the input count is the
+    bookkeeping: the sorted list of input names and, on a rerun, the set of finished outputs
+    (about 200 bytes per input).
+
+Output (``out``): a dataset ``pix2pixhd.data`` reads back for training — the cityscapes layout
+``{phase}_label`` (the label ids the generator saw), ``{phase}_inst`` (instance maps, when there
+are any), ``{phase}_img`` (the synthesized photos); for photo inputs (label_nc 0) the rgb_pairs
+layout ``{phase}_A`` (input) / ``{phase}_B`` (synthesized) — plus ``classes.json``,
+``synthesis.json`` (the job: checkpoint and its hash, seed, samples, options) and
+``manifest.jsonl``: one line per output (input, output and partner files, sample index, seed,
+cluster choices, checkpoint and its hash, status ``ok`` with size and sha256, or ``skipped`` with
+the reason). With ``num_samples`` K > 1 every output (and its partners) is named
+``<stem>_<k>.png``.
+
+Ranks (torchrun): every rank lists the same inputs, takes every world-th of those still to do,
+and appends to its own ``manifest.parts/rank<R>.jsonl``; after a barrier rank 0 merges the parts
+into ``manifest.jsonl``. Resume: a rerun of the same job (same ``synthesis.json`` digest) reads
+the manifest and the parts, keeps every output whose line says ``ok`` and whose file has the
+recorded size, removes the ``*.tmp`` of writes that were killed, and does the rest; a killed run
+loses only the images that were in flight. Another job in the same folder is refused unless
+``overwrite``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pix2pixhd.data.layouts import IMG_EXTS, list_folder, stem_key
+from pix2pixhd.errors import ConfigError, InputError, MissingInputError
+from pix2pixhd.synthesis import Synthesizer, sample_seed
+
+MANIFEST = "manifest.jsonl"
+PARTS = "manifest.parts"
+JOB_FILE = "synthesis.json"
+
+
+@dataclass
+class SynthesisJob:
+    """What to synthesize and where. Exactly one of ``input`` (a folder of maps) and
+    ``dataroot`` (a dataset root, with ``phase``) is set.
+
+    inst / real: folders matched by stem to ``input``'s maps (instance maps; real photos, which
+    ``--feature_mode encoded`` encodes and the results page compares against).
+    out_phase: the split name of the output dataset (default: ``phase``).
+    workers: decoding processes (0: in the main thread); writers: encoding/writing threads.
+    validate: how a dataset root is checked before any work ('full', 'headers', 'off').
+    direction: for an unaligned (CycleGAN) dataset root, 'BtoA' reads domain B's images.
+    overwrite: replace another job's outputs in ``out`` instead of refusing.
+    """
+    out: Path
+    input: Path | None = None
+    inst: Path | None = None
+    real: Path | None = None
+    dataroot: Path | None = None
+    phase: str = "test"
+    out_phase: str | None = None
+    num_samples: int = 1
+    seed: int = 0
+    batch_size: int = 4
+    how_many: int = 0
+    workers: int = 2
+    writers: int = 2
+    validate: str = "headers"
+    direction: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+    @property
+    def split(self) -> str:
+        return self.out_phase or self.phase
+
+
+@dataclass
+class SynthesisReport:
+    """Counts of this run (all ranks, on rank 0), its wall time and the generator's share of it."""
+    written: int = 0
+    skipped: int = 0                      # outputs not written, each with its reason in the manifest
+    already_done: int = 0                 # complete from an earlier run of the same job
+    seconds: float = 0.0
+    generator_seconds: float = 0.0
+    skipped_inputs: list[tuple[str, str]] = field(default_factory=list)   # (file, reason), this rank
+    manifest: Path | None = None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def generator_fraction(self) -> float:
+        return self.generator_seconds / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---- inputs ----------------------------------------------------------------------------------------
+def _open(path: str | Path) -> Image.Image:
+    """An image, decoded now, so a bad file fails here naming itself."""
+    try:
+        im = Image.open(path)
+        im.load()
+        return im
+    except Exception as e:   # PIL raises OSError, SyntaxError, ValueError... on bad files
+        raise InputError(f"cannot read this image ({type(e).__name__}: {e})") from None
+
+
+def _size(path: str | Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
+
+
+class FolderSource(torch.utils.data.Dataset):
+    """A folder of label maps (or photos for label_nc 0), with optional ``inst`` and ``real``
+    folders matched by stem (Cityscapes' suffixes ignored, as the data module matches them).
+
+    ``self[i]``: {'i', 'label' uint8/int32 [1, H, W] ids or uint8 [C, H, W] photo, 'inst' int32
+    [1, H, W] or None, 'image' uint8 [3, H, W] or None, 'label_copy'/'inst_copy': the source file
+    when it can be copied to the output as it is, 'error': None or why the input is skipped}.
+    """
+
+    def __init__(self, job: SynthesisJob, cfg, *, needs_inst: bool, needs_image: bool):
+        folder = Path(job.input)
+        if not folder.is_dir():
+            raise MissingInputError(f"--input {folder} is not a folder of label maps"
+                                    + ("" if folder.exists() else " (it does not exist)"))
+        for flag, d in (("--inst", job.inst), ("--real", job.real)):
+            if d is not None and not Path(d).is_dir():
+                raise MissingInputError(f"{flag} {d} is not a folder" + ("" if Path(d).exists() else
+                                        " (it does not exist)") + f"; fix the path or leave {flag} out")
+        files, problems = list_folder(folder, folder)
+        self.root = folder
+        self.broken = [(p, msg) for kind, p, msg in problems if kind == "broken symlink"]
+        self.ignored = [msg for kind, _, msg in problems if kind == "ignored"]
+        if job.how_many > 0:
+            files = files[:job.how_many]
+        if not files and not self.broken:
+            raise MissingInputError(f"--input {folder} holds no images ({', '.join(IMG_EXTS)})")
+        self.label_nc, self.input_nc = cfg.label_nc, cfg.input_nc
+        from pix2pixhd.data.layouts import load_palette
+        self.palette = load_palette(cfg.palette or None) if cfg.label_nc > 0 else None
+        self.inst_index = _index(job.inst) if job.inst else {}
+        self.real_index = _index(job.real) if job.real else {}
+        self.inst_dir, self.real_dir = job.inst, job.real
+        self.needs_inst, self.needs_image = needs_inst, needs_image
+        self.has_inst = job.inst is not None or needs_inst   # items carry instance maps
+        self.files = [str(p) for p in files]
+        self.keys = [p.name for p in files]          # unique within one folder
+        self.stems = [stem_key(p) for p in files]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def source_name(self, i: int) -> str:
+        return self.files[i]
+
+    def check_real_sizes(self, max_listed: int = 5) -> None:
+        """Every --real photo must be its label map's size: refused before any work."""
+        bad = []
+        for f, stem in zip(self.files, self.stems):
+            rp = self.real_index.get(stem)
+            if rp is None:
+                continue
+            try:
+                a, b = _size(f), _size(rp)
+            except Exception:
+                continue   # an unreadable file is skipped, with its reason, when its turn comes
+            if a != b:
+                bad.append(f"{rp} is {b[0]}x{b[1]} but its label map {f} is {a[0]}x{a[1]}")
+        if bad:
+            more = f"\n  ... and {len(bad) - max_listed} more" if len(bad) > max_listed else ""
+            raise InputError(f"{len(bad)} --real photo(s) differ in size from their label maps (they are "
+                             "compared pixel by pixel, and --feature_mode encoded encodes them in "
+                             "place):\n  " + "\n  ".join(bad[:max_listed]) + more +
+                             "\nresize them to their label maps' size, or leave --real out")
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"i": i, "label": None, "inst": None, "image": None, "label_copy": None,
+                "inst_copy": None, "error": None}
+        path = self.files[i]
+        try:
+            im = _open(path)
+            if self.label_nc > 0:
+                if len(im.getbands()) == 1:
+                    ids = np.array(im)
+                    item["label_copy"] = path if path.lower().endswith(".png") else None
+                elif self.palette is not None and im.mode in ("RGB", "P", "RGBA"):
+                    from pix2pixhd.data.layouts import decode_palette
+                    ids = decode_palette(np.asarray(im.convert("RGB")), self.palette)
+                else:
+                    raise InputError(f"a {im.mode} image ({len(im.getbands())} channels), but this "
+                                     f"checkpoint takes label ids (label_nc={self.label_nc}): give "
+                                     "single-channel id maps (convert colour maps with the dataset "
+                                     "tools, or pass the dataset root with --dataroot)")
+                lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+                if hi >= self.label_nc or lo < 0:
+                    bad = hi if hi >= self.label_nc else lo
+                    raise InputError(f"label id {bad} >= label_nc={self.label_nc} of the checkpoint"
+                                     if bad >= 0 else f"label id {bad} is negative"
+                                     + "; remap the ids to 0..label_nc-1")
+                ids = ids.astype(np.uint8 if self.label_nc <= 256 else np.int32, copy=False)
+                item["label"] = torch.from_numpy(np.ascontiguousarray(ids))[None]
+            else:
+                bands = len(im.getbands())
+                if self.input_nc == 3 and (bands == 1 and im.mode != "P" or bands == 4):
+                    what = ("a single-channel image (mode %s): an id map?" % im.mode if bands == 1
+                            else "an image with an alpha channel (%s)" % im.mode)
+                    raise InputError(f"{what} This checkpoint takes RGB images (label_nc=0): give "
+                                     "RGB photos" + (", or a checkpoint trained on label maps"
+                                                     if bands == 1 else "; save it as RGB"))
+                im = im.convert("L" if self.input_nc == 1 else "RGB")
+                a = np.array(im)
+                item["label"] = torch.from_numpy(np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1)))
+                item["label_copy"] = path if path.lower().endswith(".png") else None
+            size = im.size
+            if self.inst_dir is not None:
+                ip = self.inst_index.get(self.stems[i])
+                if ip is None:
+                    raise InputError(f"no instance map named {self.stems[i]}.* in --inst {self.inst_dir}")
+                inst_im = _open(ip)
+                if len(inst_im.getbands()) != 1:
+                    raise InputError(f"instance map {ip} is a {inst_im.mode} image; instance maps are "
+                                     "single-channel id maps")
+                if inst_im.size != size:
+                    raise InputError(f"instance map {ip} is {inst_im.size[0]}x{inst_im.size[1]}, the "
+                                     f"label map {size[0]}x{size[1]}")
+                item["inst"] = torch.from_numpy(np.asarray(inst_im).astype(np.int32))[None]
+                item["inst_copy"] = str(ip) if str(ip).lower().endswith(".png") else None
+            elif self.needs_inst:
+                # without instance maps, the reference falls back to the label map itself
+                item["inst"] = item["label"].to(torch.int32)
+            if self.needs_image:
+                rp = self.real_index.get(self.stems[i])
+                if rp is None:
+                    raise InputError(f"--feature_mode encoded: no real photo named {self.stems[i]}.* in "
+                                     f"--real {self.real_dir}")
+                photo = _open(rp).convert("RGB")
+                if photo.size != size:
+                    raise InputError(f"photo {rp} is {photo.size[0]}x{photo.size[1]}, the label map "
+                                     f"{size[0]}x{size[1]}")
+                item["image"] = torch.from_numpy(np.asarray(photo).transpose(2, 0, 1).copy())
+        except Exception as e:   # this input is skipped with the reason; the rest go on
+            item.update(label=None, inst=None, image=None, error=_reason(e))
+        return item
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text if isinstance(e, (InputError, ValueError)) else f"{type(e).__name__}: {text}"
+
+
+def _index(folder) -> dict[str, Path]:
+    files, _ = list_folder(Path(folder), Path(folder))
+    return {stem_key(p): p for p in files}
+
+
+class DatasetSource(torch.utils.data.Dataset):
+    """One split of a dataset root, opened and validated by ``pix2pixhd.data.create_dataset``
+    (the layouts and checks training uses; no resize, crop or flip: maps keep their size). Items
+    as :class:`FolderSource`'s; the real photo is the dataset's own."""
+
+    def __init__(self, job: SynthesisJob, cfg, *, needs_inst: bool, needs_image: bool):
+        from pix2pixhd.data import create_dataset
+        root = Path(job.dataroot)
+        if not root.is_dir():
+            raise MissingInputError(f"--dataroot {root} is not a folder" + ("" if root.exists() else
+                                    " (it does not exist)"))
+        has_inst = (root / f"{job.phase}_inst").is_dir()
+        self.ds = create_dataset(root, job.phase, cfg.data_config(
+            resize_or_crop="none", required_multiple=1, no_flip=True, is_train=False,
+            validate=job.validate, load_features=False, no_instance=not has_inst))
+        self.root, self.mode = root, self.ds.mode
+        self.has_inst = has_inst or (needs_inst and cfg.label_nc > 0)
+        self.label_nc, self.needs_inst, self.needs_image = cfg.label_nc, needs_inst, needs_image
+        self.broken, self.ignored = [], [m for k, _, m in self.ds.layout.problems if k == "ignored"]
+        # CycleGAN's unaligned layout: the input domain's images, each once (the dataset's
+        # samples pair them with random images of the other domain and wrap around).
+        self.domain = None
+        if getattr(self.ds, "records_B", None) is not None:
+            self.domain = "B" if job.direction == "BtoA" else "A"
+            recs = self.ds.records_B if self.domain == "B" else self.ds.records
+        else:
+            recs = self.ds.records
+        if job.how_many > 0:
+            recs = recs[:job.how_many]
+        self.records = recs
+        role = self.domain or ("ab" if self.mode == "aligned" else "label")
+        paths = [Path(r[role]) for r in recs]
+        self.files = [str(p) for p in paths]
+        self.keys = [str(p.relative_to(root)) for p in paths]
+        self.stems = [stem_key(p) for p in paths]
+        self.copy_label = self.mode in ("cityscapes", "rgb_pairs", "unaligned")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def source_name(self, i: int) -> str:
+        return self.files[i]
+
+    def check_real_sizes(self) -> None:
+        pass   # the dataset's own photos: validation checked their sizes
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"i": i, "label": None, "inst": None, "image": None, "label_copy": None,
+                "inst_copy": None, "error": None}
+        rec = self.records[i]
+        try:
+            if self.domain is not None:
+                im = self.ds._open(rec[self.domain], self.domain)   # the data module's reader
+                im = im.convert("L") if self.ds.channels[self.domain] == 1 else im.convert("RGB")
+                a = np.array(im)
+                item["label"] = torch.from_numpy(np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1)))
+            else:
+                s = self.ds[i]          # records[:how_many] keeps the dataset's indices
+                item["label"] = s["label"].contiguous()
+                if "inst" in s:
+                    item["inst"] = s["inst"].contiguous()
+                    if str(rec["inst"]).lower().endswith(".png"):
+                        item["inst_copy"] = str(rec["inst"])
+                elif self.needs_inst:   # no instance maps: the label map itself, as the reference
+                    item["inst"] = s["label"].to(torch.int32)
+                if self.needs_image:
+                    item["image"] = s["image"].contiguous()
+            if self.copy_label and self.files[i].lower().endswith(".png"):
+                item["label_copy"] = self.files[i]
+        except Exception as e:
+            item.update(label=None, inst=None, image=None, error=_reason(e))
+        return item
+
+
+# ---- outputs -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where one output's files go, relative to ``out``: the cityscapes layout for label maps,
+    rgb_pairs for photo inputs."""
+    split: str
+    photo_inputs: bool
+
+    @property
+    def input_dir(self) -> str:
+        return f"{self.split}_A" if self.photo_inputs else f"{self.split}_label"
+
+    @property
+    def inst_dir(self) -> str:
+        return f"{self.split}_inst"
+
+    @property
+    def image_dir(self) -> str:
+        return f"{self.split}_B" if self.photo_inputs else f"{self.split}_img"
+
+    def dirs(self) -> list[str]:
+        return [self.input_dir, self.image_dir] + ([] if self.photo_inputs else [self.inst_dir])
+
+    @staticmethod
+    def name(stem: str, k: int, num_samples: int) -> str:
+        return f"{stem}.png" if num_samples == 1 else f"{stem}_{k}.png"
+
+
+def _write_atomic(path: Path, data: bytes | None = None, copy_from: str | None = None) -> None:
+    """``data`` (or the file ``copy_from``) to ``path`` via ``path.tmp`` and a rename, so a killed
+    writer never leaves a partial file under the final name. No fsync per image: a process kill
+    cannot lose a finished write, and after a power loss the manifest's size check redoes a file
+    that came back short."""
+    tmp = path.with_name(path.name + ".tmp")
+    if copy_from is not None:
+        import shutil
+        shutil.copyfile(copy_from, tmp)
+    else:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    os.replace(tmp, path)
+
+
+def _png(arr: np.ndarray) -> bytes:
+    """uint8 [H, W] / [H, W, 3], or integer ids [H, W] (16-bit PNG) → PNG bytes."""
+    if arr.dtype != np.uint8:
+        if arr.size and (int(arr.max()) > 65535 or int(arr.min()) < 0):
+            raise InputError(f"ids up to {int(arr.max())} do not fit a 16-bit PNG")
+        arr = arr.astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class _Manifest:
+    """This rank's part of the manifest: one JSON line per output, appended as outputs finish."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.f = open(path, "a", encoding="utf-8")
+        self.lock = threading.Lock()
+        self.ok = 0   # lines with status ok (outputs written) by this process
+
+    def add(self, record: dict) -> None:
+        line = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        with self.lock:
+            self.f.write(line + "\n")
+            self.f.flush()
+            self.ok += record.get("status") == "ok"
+
+    def close(self) -> None:
+        with self.lock:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+
+
+def _read_lines(paths) -> "iter[dict]":
+    """Every readable JSON line of ``paths`` (a line cut short by a kill is ignored)."""
+    for p in paths:
+        try:
+            f = open(p, encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        with f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and "output" in rec:
+                    yield rec
+
+
+def _manifest_sources(out: Path) -> list[Path]:
+    return [out / MANIFEST] + sorted((out / PARTS).glob("rank*.jsonl"))
+
+
+def photos_dir(out: str | Path) -> Path:
+    """The folder of synthesized photos in an output dataset (``{phase}_img`` or ``{phase}_B``)."""
+    out = Path(out)
+    return out / json.loads((out / JOB_FILE).read_text())["images"]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout") -> dict:
+    """What decides an output's bytes: the generator (checkpoint and its hash, which generator,
+    backend, precision, dropout, features) and the job's seed, sample count and output split
+    (``images``: the folder of the synthesized photos). Worker, writer and rank counts are not in
+    it: they change no byte; nor is the batch size (see docs/synthesis.md on rounding)."""
+    ident = dict(identity)
+    ident.update(seed=job.seed, num_samples=job.num_samples, split=job.split, images=layout.image_dir)
+    ident["digest"] = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return ident
+
+
+# ---- the run -------------------------------------------------------------------------------------
+def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout) -> dict | None:
+    """Refuse an ``out`` that holds something else (read-only: every rank runs it and reaches the
+    same verdict). Returns the previous job's identity when it is another job to be replaced."""
+    out = Path(job.out)
+    for flag, src in (("--input", job.input), ("--dataroot", job.dataroot), ("--inst", job.inst),
+                      ("--real", job.real)):
+        if src is not None and Path(src).resolve() in (out.resolve(), *[(out / d).resolve() for d in layout.dirs()]):
+            raise ConfigError(f"--out {out} would write into {flag} {src}; pick another --out")
+    prev = None
+    if (out / JOB_FILE).is_file():
+        try:
+            prev = json.loads((out / JOB_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            prev = {"digest": "unreadable"}
+    else:
+        taken = [d for d in layout.dirs() if (out / d).is_dir() and any((out / d).iterdir())]
+        if taken:
+            raise InputError(f"--out {out} already holds {', '.join(taken)}/ but no {JOB_FILE}: those "
+                             "files were not written by synthesize.py's engine (a dataset?), and would "
+                             "be overwritten; pick a new or empty --out")
+    if prev is None or prev.get("digest") == ident["digest"]:
+        return None
+    if not job.overwrite:
+        diff = sorted(k for k in set(prev) | set(ident) if k != "digest" and prev.get(k) != ident.get(k))
+        detail = ", ".join(f"{k}: {prev.get(k)!r} then, {ident.get(k)!r} now" for k in diff[:4])
+        raise InputError(f"--out {out} holds the outputs of another synthesis ({detail or 'unreadable '+JOB_FILE}); "
+                         "rerun with the same checkpoint and options to resume it, pass --overwrite "
+                         "to replace it, or pick another --out")
+    return prev
+
+
+def _replace_previous(out: Path) -> None:
+    """--overwrite: remove the files of the previous job (those its manifest names) and its
+    manifest, so the folder holds this job's outputs only."""
+    removed = 0
+    for rec in _read_lines(_manifest_sources(out)):
+        for key in ("output", "label", "inst"):
+            rel = rec.get(key)
+            if rel and not Path(rel).is_absolute() and ".." not in Path(rel).parts:
+                try:
+                    (out / rel).unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    for p in _manifest_sources(out):
+        p.unlink(missing_ok=True)
+    print(f"note: --overwrite: removed {removed} file(s) of the previous synthesis in {out}", file=sys.stderr)
+
+
+def _needs(synth: Synthesizer) -> tuple[bool, bool]:
+    cfg = synth.cfg
+    needs_inst = cfg.label_nc > 0 and (not cfg.no_instance or cfg.instance_feat)
+    needs_image = synth.features is not None and synth.features.mode == "encoded"
+    return needs_inst, needs_image
+
+
+def _check_samples(job: SynthesisJob, synth: Synthesizer) -> None:
+    if job.num_samples < 1:
+        raise ConfigError(f"--num_samples {job.num_samples}: must be at least 1")
+    if job.num_samples == 1:
+        return
+    f = synth.features
+    varies = synth.has_dropout or (f is not None and (f.mode == "sample" or
+                                                      (f.mode == "cluster" and isinstance(f.cluster, dict))))
+    if not varies:
+        why = ("its features come from the real photos (--feature_mode encoded)" if f is not None and f.mode == "encoded"
+               else "every class takes the --cluster given" if f is not None
+               else "the ONNX export has no dropout" if synth.cfg.model == "pix2pix" and not isinstance(synth.G, torch.nn.Module)
+               else "it was run with --no_test_dropout" if synth.cfg.model == "pix2pix"
+               else "it has no feature encoder and no dropout")
+        raise ConfigError(f"--num_samples {job.num_samples}: this generator gives one image per map "
+                          f"({why}), so the samples would be identical; use --num_samples 1"
+                          + (", or --feature_mode sample" if f is not None else ""))
+
+
+def _collisions(stems: list[str], files: list[str], max_listed: int = 5) -> None:
+    """Two inputs with one output name would overwrite each other: refused before any work."""
+    seen: dict[str, str] = {}
+    clash = []
+    for stem, f in zip(stems, files):
+        if stem in seen:
+            clash.append(f"{seen[stem]} and {f} both become {stem}.png")
+        else:
+            seen[stem] = f
+    if clash:
+        more = f"\n  ... and {len(clash) - max_listed} more" if len(clash) > max_listed else ""
+        raise InputError(f"{len(clash)} pair(s) of inputs would be written to the same output file "
+                         "(outputs are named by stem, Cityscapes suffixes removed):\n  "
+                         + "\n  ".join(clash[:max_listed]) + more + "\nrename one of each pair")
+
+
+@dataclass
+class _Unit:
+    item: dict
+    k: int
+    name: str
+    seed: int
+
+
+def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | None = None,
+                  dist_info=None) -> SynthesisReport:
+    """Synthesize ``job`` with ``synth`` on this rank (``dist_info``: pix2pixhd.distributed's
+    DistInfo under torchrun; None = one process). ``identity``: what the manifest records about
+    the generator (checkpoint path and sha256, generator key, backend...); see ``job_identity``."""
+    from pix2pixhd import distributed
+    from pix2pixhd.errors import raise_on_any_rank
+    info = dist_info if dist_info is not None else distributed.DistInfo(device=synth.device)
+    rank, world = info.rank, info.world_size
+    if (job.input is None) == (job.dataroot is None):
+        raise ConfigError("give either --input (a folder of maps) or --dataroot (a dataset root), not "
+                          + ("both" if job.input is not None else "neither"))
+    if job.batch_size < 1:
+        raise ConfigError(f"--batch_size {job.batch_size}: must be at least 1")
+    _check_samples(job, synth)
+    cfg = synth.cfg
+    needs_inst, needs_image = _needs(synth)
+    if needs_image and job.input is not None and job.real is None:
+        raise ConfigError("--feature_mode encoded needs --real FOLDER: the photos E encodes")
+    Source = FolderSource if job.input is not None else DatasetSource
+    src = Source(job, cfg, needs_inst=needs_inst, needs_image=needs_image)
+    if job.real is not None:
+        src.check_real_sizes()
+    _collisions(src.stems, src.files)
+    layout = OutputLayout(job.split, photo_inputs=cfg.label_nc == 0)
+    ident = job_identity(job, identity or {"checkpoint": None}, layout)
+    out = Path(job.out)
+    prev = _check_out_folder(job, ident, layout)
+    if rank == 0 and src.ignored:
+        print(f"note: {len(src.ignored)} entr(y/ies) of the input are not images and are not used, "
+              f"e.g. {src.ignored[0]}", file=sys.stderr)
+
+    # rank 0 prepares the folder; the others wait, and stop too if it could not
+    err = None
+    if rank == 0:
+        try:
+            if prev is not None:
+                _replace_previous(out)
+            from pix2pixhd.checkpoint import atomic_write_bytes, clean_stale_tmp
+            clean_stale_tmp(out)
+            for d in layout.dirs():
+                if d != layout.inst_dir or src.has_inst:   # an empty {phase}_inst/ would fail scan
+                    (out / d).mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out / JOB_FILE, json.dumps(ident, indent=1, sort_keys=True).encode())
+            _write_classes(out, cfg, job)
+        except Exception as e:   # reported on every rank by raise_on_any_rank
+            err = e
+    raise_on_any_rank(err, info)   # a collective under torchrun: every rank stops, or none
+
+    # what is complete already (every rank reads the same files before any rank appends)
+    done: dict[str, int] = {}
+    for rec in _read_lines(_manifest_sources(out)):
+        if rec.get("job") == ident["digest"] and rec.get("status") == "ok":
+            done[rec["output"]] = rec.get("bytes", -1)
+    distributed.barrier(info)
+
+    K = job.num_samples
+    report = SynthesisReport()
+    todo: list[tuple[int, list[int]]] = []
+    for i, stem in enumerate(src.stems):
+        ks = []
+        for k in range(K):
+            rel = f"{layout.image_dir}/{OutputLayout.name(stem, k, K)}"
+            size = done.get(rel)
+            if size is not None and _size_on_disk(out / rel) == size:
+                report.already_done += 1
+            else:
+                ks.append(k)
+        if ks:
+            todo.append((i, ks))
+    del done
+    mine = todo[rank::world]
+    manifest = _Manifest(out / PARTS / f"rank{rank:05d}.jsonl")
+    common = {"job": ident["digest"], "checkpoint": ident.get("checkpoint"),
+              "checkpoint_sha256": ident.get("checkpoint_sha256"), "rank": rank}
+    for p, msg in getattr(src, "broken", []):   # broken symlinks among the inputs
+        if rank == 0:
+            print(f"skipped {p}: {msg}", flush=True)
+            report.skipped_inputs.append((str(p), msg))
+            report.skipped += 1
+            manifest.add({**common, "input": str(p), "output": None, "status": "skipped", "reason": msg})
+    try:
+        _stream(synth, job, src, layout, mine, manifest, common, report, rank)
+    finally:
+        manifest.close()
+        report.written = manifest.ok
+
+    if info.distributed:   # totals over ranks; all_reduce is also the barrier before the merge
+        t = torch.tensor([report.written, report.skipped, report.already_done], dtype=torch.float64,
+                         device=info.device)
+        torch.distributed.all_reduce(t)
+        report.written, report.skipped, report.already_done = (int(v) for v in t.tolist())
+        distributed.barrier(info)
+    if rank == 0:
+        report.manifest = merge_manifest(out, ident["digest"])
+    return report
+
+
+def _size_on_disk(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -2
+
+
+def _write_classes(out: Path, cfg, job: SynthesisJob) -> None:
+    """``classes.json`` of the output dataset: the input dataset's, else the checkpoint's label_nc,
+    so ``python -m pix2pixhd.data scan OUT`` checks the ids against the right class count."""
+    from pix2pixhd.checkpoint import atomic_write_bytes
+    if cfg.label_nc == 0:
+        return
+    # a label folder's dataset root is its parent (DATA/test_label -> DATA/classes.json)
+    src = (Path(job.dataroot) if job.dataroot is not None else Path(job.input).parent) / "classes.json"
+    data = src.read_bytes() if src.is_file() else json.dumps({"label_nc": cfg.label_nc}).encode()
+    atomic_write_bytes(out / "classes.json", data)
+
+
+def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
+            mine: list[tuple[int, list[int]]], manifest: _Manifest, common: dict,
+            report: SynthesisReport, rank: int) -> None:
+    """Decode (workers) → group by size → generator → writer threads, for this rank's inputs."""
+    from tqdm import tqdm
+
+    from pix2pixhd.data import create_dataloader
+    out, K, B = Path(job.out), job.num_samples, job.batch_size
+    wanted = dict(mine)
+    units_total = sum(len(ks) for _, ks in mine)
+    cuda = synth.device.type == "cuda"
+    loader = create_dataloader(src, None, shuffle=False, num_workers=job.workers,
+                               sampler=[i for i, _ in mine], pin_memory=cuda,
+                               prefetch_factor=2) if mine else []
+    max_pending = max(4 * B, 16)                  # decoded units waiting for a full batch
+    max_inflight = max(2 * B, 4 * job.writers)    # outputs handed to writers, not yet written
+    slots = threading.BoundedSemaphore(max_inflight)
+    pool = ThreadPoolExecutor(max(1, job.writers), thread_name_prefix="synth-writer")
+    futures: deque = deque()
+    buckets: dict[tuple, list[_Unit]] = {}
+    bar = tqdm(total=units_total, disable=not job.progress or rank != 0, desc="synthesize")
+    min_side = synth.min_side
+    gen0 = synth.generator_seconds
+    t0 = time.perf_counter()
+
+    def skip(item_i: int, ks, reason: str) -> None:
+        name = src.source_name(item_i)
+        print(f"skipped {name}: {reason}", flush=True)
+        report.skipped_inputs.append((name, reason))
+        for k in ks:
+            report.skipped += 1
+            manifest.add({**common, "input": name, "key": src.keys[item_i], "sample": k,
+                          "seed": sample_seed(job.seed, src.keys[item_i], k),
+                          "output": f"{layout.image_dir}/{OutputLayout.name(src.stems[item_i], k, K)}",
+                          "status": "skipped", "reason": reason})
+        bar.update(len(ks))
+
+    def reap(block: bool = False) -> None:
+        while futures and (block or futures[0].done()):
+            futures.popleft().result()     # a writer's error (disk full...) stops the run here
+
+    def run_batch(units: list[_Unit]) -> None:
+        n = len(units)
+        rows = units + [units[-1]] * (B - n)   # same call shape for every batch (see the module doc)
+        lab = torch.stack([u.item["label"] for u in rows])
+        inst = torch.stack([u.item["inst"] for u in rows]) if rows[0].item["inst"] is not None else None
+        image = torch.stack([u.item["image"] for u in rows]) if rows[0].item["image"] is not None else None
+        imgs, choices = synth.synthesize(lab, inst, image=image, seeds=[u.seed for u in rows],
+                                         source=src.source_name(units[0].item["i"]))
+        imgs = imgs[:n]
+        event = None
+        if cuda:   # copy out without waiting; the writer waits for the copy's event
+            host = torch.empty(imgs.shape, dtype=imgs.dtype, pin_memory=True)
+            host.copy_(imgs, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            imgs = host
+        for j, u in enumerate(units):
+            slots.acquire()
+            futures.append(pool.submit(_write_unit, out, layout, u, imgs[j], None if choices is None else choices[j],
+                                       event, manifest, common, src, job, report, slots))
+        bar.update(n)
+        reap()
+
+    try:
+        for item in loader:
+            i = int(item["i"])
+            ks = wanted[i]
+            if item["error"] is not None:
+                skip(i, ks, item["error"])
+                continue
+            h, w = item["label"].shape[-2:]
+            if min(h, w) < min_side:
+                skip(i, ks, f"{w}x{h} is too small for this generator: each side must be at least "
+                            f"{min_side} (its downsamplings divide by {synth.multiple}, and its "
+                            "bottleneck's instance norm needs more than one pixel); upsample the map")
+                continue
+            key = (tuple(item["label"].shape), item["label"].dtype, item["inst"] is None, item["image"] is None)
+            bucket = buckets.setdefault(key, [])
+            for k in ks:
+                bucket.append(_Unit(item, k, OutputLayout.name(src.stems[i], k, K),
+                                    sample_seed(job.seed, src.keys[i], k)))
+            while len(bucket) >= B:
+                run_batch(bucket[:B])
+                del bucket[:B]
+            if sum(len(b) for b in buckets.values()) > max_pending:   # many sizes: send the fullest
+                fullest = max(buckets, key=lambda k_: len(buckets[k_]))
+                run_batch(buckets.pop(fullest))
+        for bucket in buckets.values():
+            if bucket:
+                run_batch(bucket)
+        reap(block=True)
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+    report.seconds = time.perf_counter() - t0
+    report.generator_seconds = synth.generator_seconds - gen0
+
+
+def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, choices, event,
+                manifest: _Manifest, common: dict, src, job: SynthesisJob, report: SynthesisReport,
+                slots: threading.BoundedSemaphore) -> None:
+    """One output: label (and instance) partner, then the photo, then its manifest line."""
+    try:
+        if event is not None:
+            event.synchronize()
+        item, name = u.item, u.name
+        photo = np.ascontiguousarray(img.permute(1, 2, 0).numpy())           # uint8 [H, W, 3]
+        label_rel = f"{layout.input_dir}/{name}"
+        lab = item["label"]
+        if item["label_copy"]:
+            _write_atomic(out / label_rel, copy_from=item["label_copy"])
+        else:
+            a = lab.numpy()
+            _write_atomic(out / label_rel, _png(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)))
+        inst_rel = None
+        if item["inst"] is not None and not layout.photo_inputs:
+            inst_rel = f"{layout.inst_dir}/{name}"
+            copy = item["inst_copy"] or (item["label_copy"] if item["inst_copy"] is None and
+                                         _same(item["inst"], lab) else None)
+            if copy:
+                _write_atomic(out / inst_rel, copy_from=copy)
+            else:
+                _write_atomic(out / inst_rel, _png(item["inst"].numpy()[0]))
+        data = _png(photo)
+        out_rel = f"{layout.image_dir}/{name}"
+        _write_atomic(out / out_rel, data)
+        i = int(item["i"])
+        manifest.add({**common, "input": src.source_name(i), "key": src.keys[i], "sample": u.k,
+                      "seed": u.seed, "output": out_rel, "label": label_rel, "inst": inst_rel,
+                      "clusters": None if choices is None else {str(k): v for k, v in choices.items()},
+                      "status": "ok", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    finally:
+        slots.release()
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and bool(torch.equal(a, b.to(a.dtype)))
+
+
+def merge_manifest(out: Path, digest: str) -> Path:
+    """Rank 0, after every rank has finished: ``manifest.jsonl`` = for each output, the last line
+    this job wrote about it (an earlier run's or this one's parts), sorted by output name; then
+    the parts are removed. Written to a temporary file and renamed."""
+    out = Path(out)
+    latest: dict[str, str] = {}
+    for rec in _read_lines(_manifest_sources(out)):
+        if rec.get("job") != digest:
+            continue
+        # a later line about an output is a redo (an earlier run's was incomplete or skipped)
+        key = rec["output"] or f"\0{rec.get('input')}"   # a broken symlink has no output name
+        latest[key] = json.dumps(rec, sort_keys=True, separators=(",", ":"))
+    path = out / MANIFEST
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for key in sorted(latest):
+            f.write(latest[key] + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for p in sorted((out / PARTS).glob("rank*.jsonl")):
+        p.unlink(missing_ok=True)
+    try:
+        (out / PARTS).rmdir()
+    except OSError:
+        pass
+    return path

@@ -1,0 +1,160 @@
+"""No silent loss in synthesis (issue 13 item 5): two inputs with one output name are refused
+before any work; one bad input (unreadable, too small for the network, ids out of range, the wrong
+kind for the checkpoint) is skipped, named with its reason on stdout and in the manifest, while
+the rest of its batch and folder are written; a missing --inst folder and a --real photo of
+another size are clear errors before any work; the results page URL-encodes its links.
+
+Each test carries ``@pytest.mark.fault(cls=..., case=...)``: the fault table in the docs is built
+from these markers."""
+import json
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pix2pixhd.cli import synthesize_main
+from pix2pixhd.errors import InputError, MissingInputError
+from tests.test_synthesis_engine import save_run
+
+fault = pytest.mark.fault
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """label_nc 5, no instance maps, 2 downsamplings (size multiple 4)."""
+    folder = tmp_path_factory.mktemp("run")
+    save_run(folder, label_nc=5, no_instance=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rgb_run(tmp_path_factory):
+    """A photo-to-photo generator (label_nc 0)."""
+    folder = tmp_path_factory.mktemp("rgb_run")
+    save_run(folder, label_nc=0, no_instance=True)
+    return folder
+
+
+def ids(path: Path, h: int = 16, w: int = 24, top: int = 4) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.arange(h * w) % (top + 1)).reshape(h, w).astype(np.uint8)).save(path)
+    return path
+
+
+def photo(path: Path, h: int = 16, w: int = 24) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def synth(run, inp, out, *extra):
+    return synthesize_main(["--checkpoint", str(run), "--input", str(inp), "--out", str(out),
+                            "--device", "cpu", "--no_progress", "--workers", "0", *map(str, extra)])
+
+
+def manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+@fault(cls="synthesis", case="two inputs that map to one output name (a.png, a.jpg; x_gtFine_labelIds.png, x.png)")
+def test_inputs_with_one_output_name_are_refused_before_any_work(run, tmp_path):
+    inp = tmp_path / "in"
+    ids(inp / "a.png")
+    ids(inp / "a.jpg")
+    ids(inp / "x_gtFine_labelIds.png")
+    ids(inp / "x.png")
+    ids(inp / "b.png")
+    with pytest.raises(InputError) as e:
+        synth(run, inp, tmp_path / "out")
+    msg = str(e.value)
+    assert "2 pair(s)" in msg and "a.jpg and" in msg and "a.png both become a.png" in msg
+    assert "x.png and" in msg and "x_gtFine_labelIds.png both become x.png" in msg and "rename" in msg
+    assert not (tmp_path / "out").exists()
+
+
+@fault(cls="synthesis", case="unreadable, too-small and out-of-range inputs among good ones in one batch")
+def test_bad_inputs_are_skipped_with_name_and_reason_and_the_rest_written(run, tmp_path, capsys):
+    inp = tmp_path / "in"
+    for name in ("a", "c", "e"):
+        ids(inp / f"{name}.png")
+    (inp / "b.png").write_bytes(b"not a png")                    # unreadable
+    ids(inp / "d.png", h=4, w=24)                                 # 4 rows: one multiple of 4
+    ids(inp / "f.png", top=7)                                     # id 7 >= label_nc 5
+    assert synth(run, inp, tmp_path / "out", "--batch_size", 6) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"skipped .*b\.png: cannot read this image \(UnidentifiedImageError", text)
+    assert re.search(r"skipped .*d\.png: 24x4 is too small for this generator: each side must be at least 5", text)
+    assert re.search(r"skipped .*f\.png: label id 7 >= label_nc=5 of the checkpoint", text)
+    assert "wrote 3 images" in text and "skipped 3" in text
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "test_img").iterdir()) == ["a.png", "c.png", "e.png"]
+    status = {Path(r["input"]).name: (r["status"], r.get("reason", "")) for r in manifest(out)}
+    assert status["a.png"] == ("ok", "") and status["b.png"][0] == "skipped"
+    assert "too small" in status["d.png"][1] and "label id 7" in status["f.png"][1]
+
+
+@fault(cls="synthesis", case="id maps into a photo-input (label_nc 0) checkpoint")
+def test_id_maps_into_a_photo_model_are_skipped_as_the_wrong_kind(rgb_run, tmp_path, capsys):
+    inp = tmp_path / "in"
+    photo(inp / "p.png")
+    ids(inp / "m.png")
+    assert synth(rgb_run, inp, tmp_path / "out") == 0
+    text = capsys.readouterr().out
+    assert re.search(r"skipped .*m\.png: a single-channel image \(mode L\): an id map\? This checkpoint "
+                     r"takes RGB images \(label_nc=0\)", text)
+    assert [p.name for p in (tmp_path / "out" / "test_B").iterdir()] == ["p.png"]
+
+
+@fault(cls="synthesis", case="RGB photos into a label-map checkpoint")
+def test_photos_into_a_label_model_are_skipped_as_the_wrong_kind(run, tmp_path, capsys):
+    inp = tmp_path / "in"
+    photo(inp / "p.png")
+    ids(inp / "m.png")
+    assert synth(run, inp, tmp_path / "out") == 0
+    text = capsys.readouterr().out
+    assert re.search(r"skipped .*p\.png: a RGB image \(3 channels\), but this checkpoint takes label ids "
+                     r"\(label_nc=5\)", text)
+    assert [p.name for p in (tmp_path / "out" / "test_img").iterdir()] == ["m.png"]
+
+
+@fault(cls="synthesis", case="a missing --inst folder")
+def test_a_missing_inst_folder_is_an_error_before_any_work(run, tmp_path):
+    inp = tmp_path / "in"
+    ids(inp / "a.png")
+    with pytest.raises(MissingInputError, match=r"--inst .*nope is not a folder \(it does not exist\)"):
+        synth(run, inp, tmp_path / "out", "--inst", tmp_path / "nope")
+    assert not (tmp_path / "out").exists()
+
+
+@fault(cls="synthesis", case="a --real photo of another size than its label map")
+def test_a_real_photo_of_another_size_is_an_error_before_any_work(run, tmp_path):
+    inp, real = tmp_path / "in", tmp_path / "real"
+    ids(inp / "a.png")
+    ids(inp / "b.png")
+    photo(real / "a.png")
+    photo(real / "b.png", h=32, w=48)
+    with pytest.raises(InputError, match=r"(?s)1 --real photo\(s\) differ in size.*b\.png is 48x32 but its "
+                                         r"label map .*b\.png is 24x16"):
+        synth(run, inp, tmp_path / "out", "--real", real)
+    assert not (tmp_path / "out").exists()
+
+
+@fault(cls="synthesis", case="file names with #, ? and % on the results page")
+def test_results_page_links_are_url_encoded(run, tmp_path):
+    inp, real = tmp_path / "in", tmp_path / "real"
+    names = ["a#1.png", "b?x.png", "c%20d.png", "plain.png"]
+    for n in names:
+        ids(inp / n)
+        photo(real / n)
+    out = tmp_path / "out"
+    assert synth(run, inp, out, "--real", real) == 0
+    page = (out / "index.html").read_text()
+    links = re.findall(r'src="([^"]+)"', page)
+    assert len(links) == 3 * len(names)
+    for link in links:
+        assert "#" not in link and "?" not in link       # would cut the URL short
+        assert (out / unquote(link)).resolve().is_file(), link
+    assert "a%231.png" in page and "b%3Fx.png" in page and "c%2520d.png" in page

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pix2pixhd.cli import resolve_config
+from pix2pixhd.engine import photos_dir
 from pix2pixhd.models import build_discriminator, build_generator
 from pix2pixhd.pix2pix_networks import receptive_field
 from tests.test_quality import _facades
@@ -98,7 +99,7 @@ def test_ablations_run_on_the_product_path_and_resume(abl, tmp_path, capsys):
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert {"l1", "hd_gan_fm"} <= rows.keys()
     for k in ("l1", "hd_gan_fm"):
-        assert sorted(p.stem for p in (out / "fakes" / k).iterdir()) == ["5", "6"]
+        assert sorted(p.stem for p in photos_dir(out / "fakes" / k).iterdir()) == ["5", "6"]
         assert 0 <= rows[k]["pixel_acc"] <= 1 and rows[k]["steps"] == 4 and rows[k]["kid"] is None
     labels = [r["label"] for r in rows.values() if r["table"] == "reference"]
     assert labels == ["real photos (ceiling)", "real photos blurred σ=4 px", "colour label maps (floor)"]

@@ -18,6 +18,7 @@ pytest.importorskip("torchmetrics")
 REPO = Path(__file__).resolve().parents[1]
 from benchmarks import quality  # noqa: E402
 from pix2pixhd.data import FACADES_PALETTE  # noqa: E402
+from pix2pixhd.engine import photos_dir  # noqa: E402
 from pix2pixhd.evaluate import SegmenterConfig  # noqa: E402
 
 TINY = quality.Recipe("tiny", ("--ngf", "4", "--ndf", "4", "--n_downsample_global", "2",
@@ -76,7 +77,7 @@ def test_quality_benchmark_splits_scores_every_epoch_and_resumes(tmp_path):
     for p in st["points"]:
         assert p["train_cpu_min"] > 0 and 0 <= p["seg"]["pixel_acc"] <= 1 and "kid_mean" in p
         fakes = tmp_path / "out" / "fakes" / f"epoch_{p['epoch']}"
-        assert sorted(x.stem for x in fakes.iterdir()) == sorted(val)
+        assert sorted(x.stem for x in photos_dir(fakes).iterdir()) == sorted(val)
     assert st["points"][1]["train_cpu_min"] > st["points"][0]["train_cpu_min"]
     log = (tmp_path / "out" / "train.log").read_text()
     assert log.count("$ python train_hd.py") == 2 and log.count("--resume --which_epoch 1") == 1

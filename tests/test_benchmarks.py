@@ -45,6 +45,8 @@ def test_baseline_and_default_compute_the_same_step(tmp_path, stage, gan_mode):
         assert set(ours) == set(theirs) == {"D_real", "D_fake", "G_GAN", "G_GAN_Feat", "G_VGG"}
         for k in ours:
             assert theirs[k].item() == pytest.approx(ours[k].item(), rel=1e-4, abs=1e-6), (i, k)
+        if i == 0:
+            _align_zero_gradient_biases(tr, ref)
     # Both applied the same updates. Conv biases in front of an instance norm are left out: the
     # norm removes them, so their gradient is rounding noise that Adam scales to a full lr step.
     for net_ours, net_ref in ((tr.G, ref.G), (tr.D, ref.D)):
@@ -53,6 +55,26 @@ def test_baseline_and_default_compute_the_same_step(tmp_path, stage, gan_mode):
         assert len(weights) > 5
         for k in weights:
             torch.testing.assert_close(sd_ref[k], net_ours.state_dict()[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def _align_zero_gradient_biases(tr, ref):
+    """Biases whose exact gradient is zero get rounding noise, which Adam scales to a step of up to
+    lr in a random direction: conv biases in front of an instance norm (the norm removes them) and,
+    with the hinge loss, each D scale's last bias while every patch is inside both hinges (the
+    real and fake terms' gradients are -1 and +1 per patch and cancel). Those steps differ between
+    two correct paths (at one thread here the local/hinge case moved a last D bias by 1.4e-4 and
+    G_GAN by 4e-3 relative on the next step), so they are copied from ours into the reference
+    before the next step; a bias whose gradient is not zero (|grad| > 1e-6) must match as is."""
+    for net_ours, net_ref in ((tr.G, ref.G), (tr.D, ref.D)):
+        params_ref = dict(net_ref.named_parameters())
+        for k, p in net_ours.named_parameters():
+            if not k.endswith("bias") or p.grad is None:
+                continue
+            if p.grad.abs().max().item() <= 1e-6:
+                with torch.no_grad():
+                    params_ref[k].copy_(p)
+            else:
+                torch.testing.assert_close(params_ref[k], p, rtol=1e-4, atol=1e-5, msg=k)
 
 
 def test_baseline_is_reference_style(tmp_path):

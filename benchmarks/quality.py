@@ -96,6 +96,14 @@ RECIPES = {r.name: r for r in (
            "pix2pixHD's global generator with the reference's recipe (4 downsamplings, 9 ResNet "
            "blocks, 2-scale LSGAN discriminator, feature matching λ 10) at ngf 32, the width of "
            "the global part inside the reference's 1024p generator; no VGG loss (no weights here)"),
+    Recipe("pix2pixhd_global_l1_down2",
+           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
+            "--n_downsample_global", "2", "--n_blocks_global", "9", "--norm", "instance",
+            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
+            "--lambda_feat", "10", "--no_vgg_loss", "--lambda_L1", "100"),
+           "pix2pixhd_global with two changes for small data at 128 px: an L1 term (λ 100, as "
+           "pix2pix) and 2 downsamplings instead of 4 (a 32x32 bottleneck of 128 channels, about "
+           "the same multiply-adds in the 9 ResNet blocks as 8x8 of 512)"),
 )}
 
 

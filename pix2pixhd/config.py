@@ -34,6 +34,9 @@ from pix2pixhd.paths import run_dir
 
 STAGES = ("global", "local", "finetune")
 MODELS = ("pix2pixhd", "pix2pix", "cyclegan")
+# Version of the saved config's meaning (config.json, checkpoints): 2 = pix2pixHD reads lambda_L1
+# (format 1 stored pix2pix's 100 there, unused by pix2pixHD; TrainConfig.from_dict reads it as 0).
+CONFIG_FORMAT = 2
 PRECISIONS = ("fp32", "bf16", "fp16")
 RESIZE_OR_CROP = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 
@@ -223,8 +226,10 @@ class TrainConfig:
                                          cyclegan=True)
     vgg_path: Optional[str] = option(
         "losses", "", "file of torchvision's vgg19-dcbb9e9d.pth weights (empty: the torch hub cache)")
-    lambda_L1: Optional[float] = option("losses", 100.0,
-                                        "pix2pix: weight of the L1 loss (0 = GAN only)")
+    lambda_L1: Optional[float] = option(
+        "losses", 0.0, "weight of an L1 loss between the synthesized and the real photo (pix2pix: "
+        "100, 0 = GAN only; pix2pixHD: 0 = the reference's recipe, off; try 100 on small datasets, "
+        "see docs/quality.md)", pix2pix=100.0)
     lambda_GAN: Optional[float] = option(
         "losses", 1.0, "pix2pix: weight of the GAN loss (0 = L1 only, no D)")
     lambda_A: Optional[float] = option("losses", 10.0,
@@ -409,7 +414,9 @@ class TrainConfig:
 
     # ---- files -----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The options, plus ``config_format`` (:data:`CONFIG_FORMAT`) so that a later version can
+        read what an older one meant."""
+        return {**dataclasses.asdict(self), "config_format": CONFIG_FORMAT}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -418,6 +425,12 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         """A saved (resolved) config; options it lacks (saved by an older version) take the
         defaults of its model."""
+        d = dict(d)
+        fmt = d.pop("config_format", 1)
+        if fmt < 2 and d.get("model", "pix2pixhd") == "pix2pixhd":
+            # format 1 saved pix2pix's lambda_L1 default (100) in pix2pixHD runs, whose step had
+            # no L1 term: what ran was lambda_L1 0
+            d["lambda_L1"] = 0.0
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

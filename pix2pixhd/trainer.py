@@ -464,6 +464,9 @@ class Trainer:
                     vgg = self.vgg(fake.float(), real.float()) * cfg.lambda_feat
                     losses["G_VGG"] = vgg
                     loss_G = loss_G + vgg
+                if cfg.lambda_L1 > 0:   # not in the reference's recipe (default 0); logged unweighted, as pix2pix's
+                    losses["G_L1"] = self.criterion_l1(fake.float(), real.float())
+                    loss_G = loss_G + cfg.lambda_L1 * losses["G_L1"]
             self._backward_G(loss_G, losses)
         return self._finish((self.opt_G, self.opt_D), losses,
                             {"label": batch["label"], "synthesized": fake, "real": real})

@@ -127,3 +127,15 @@ def test_data_config_is_the_runs_dataset_options(tmp_path):
     assert create_dataset(tmp_path, "train", dc, validate="off").config.validate == "off"
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['fine_size'\].*'fineSize'"):
         create_dataset(tmp_path, "train", dc, fine_size=8)
+
+
+def test_older_pix2pixhd_configs_keep_the_l1_term_off():
+    """Format-1 configs saved pix2pix's lambda_L1 default (100) in pix2pixHD runs, whose step had
+    no L1 term; read back, they must still train without one. Format 2 keeps what was saved."""
+    saved = TrainConfig(model="pix2pixhd").resolved().to_dict()
+    assert saved["config_format"] == 2 and saved["lambda_L1"] == 0.0
+    old = {k: v for k, v in saved.items() if k != "config_format"} | {"lambda_L1": 100.0}
+    assert TrainConfig.from_dict(old).lambda_L1 == 0.0
+    assert TrainConfig.from_dict(saved | {"lambda_L1": 100.0}).lambda_L1 == 100.0
+    p2p = {k: v for k, v in TrainConfig(model="pix2pix").resolved().to_dict().items() if k != "config_format"}
+    assert p2p["lambda_L1"] == 100.0 and TrainConfig.from_dict(p2p).lambda_L1 == 100.0

@@ -252,7 +252,7 @@ def test_precompute_then_load_features_training(trained, tmp_path):
                         loadSize=128, required_multiple=4, no_flip=True, validate="off")
     item = ds[0]
     assert item["feat"].shape == (3, 64, 128)
-    nxt = TrainConfig(**{**cfg.to_dict(), "load_features": True, "checkpoints_dir": str(tmp_path / "ck2"),
+    nxt = TrainConfig.from_dict({**cfg.to_dict(), "load_features": True, "checkpoints_dir": str(tmp_path / "ck2"),
                          "load_pretrain": str(ck)}).resolved()
     tr = Trainer(nxt)
     assert tr.E is None

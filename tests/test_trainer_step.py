@@ -251,3 +251,29 @@ def test_pix2pix_step_in_bf16_autocast(tmp_path):
     assert seen == [torch.bfloat16]  # the U-Net's first conv ran in bf16
     assert all(torch.isfinite(v) for v in losses.values())
     assert all(p.dtype == torch.float32 for p in tr.G.parameters())
+
+
+def test_pix2pixhd_l1_term_adds_lambda_times_the_l1_gradient_to_g(tmp_path):
+    """--lambda_L1 for pix2pixHD (off by default, issue 15): G_L1 = L1(G(x), real), logged
+    unweighted, and G's gradient is the reference recipe's plus lambda_L1 times L1's."""
+    assert tiny_cfg(tmp_path).lambda_L1 == 0.0   # the reference recipe: no L1 term
+    batch = fake_batch()
+    grads, losses = {}, {}
+    for lam in (0.0, 7.0):
+        tr = Trainer(tiny_cfg(tmp_path / str(lam), lambda_L1=lam))
+        G0 = copy.deepcopy(tr.G)
+        losses[lam] = tr.train_step(batch)
+        grads[lam] = [p.grad.clone() for p in tr.G.parameters()]
+    assert "G_L1" not in losses[0.0]
+    x = encode_input(batch["label"], batch["inst"], label_nc=5)
+    real = image_to_float(batch["image"])
+    l1 = torch.nn.functional.l1_loss(G0(x), real)
+    assert losses[7.0]["G_L1"].item() == pytest.approx(l1.item(), rel=1e-5)
+    for k in ("D_real", "D_fake", "G_GAN", "G_GAN_Feat"):   # same weights, same D step: same losses
+        assert losses[7.0][k].item() == pytest.approx(losses[0.0][k].item(), rel=1e-5, abs=1e-7), k
+    expected = torch.autograd.grad(7.0 * l1, list(G0.parameters()))
+    moved = 0
+    for g0, g7, e in zip(grads[0.0], grads[7.0], expected):
+        torch.testing.assert_close(g7 - g0, e, rtol=1e-3, atol=1e-5)
+        moved += int(e.abs().max() > 1e-3)
+    assert moved > 5   # the L1 term reaches most of G, not just the last layer

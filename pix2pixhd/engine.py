@@ -45,9 +45,7 @@ loses only the images that were in flight. Another job in the same folder is ref
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import io
 import json
 import os
 import sys
@@ -64,7 +62,7 @@ from PIL import Image
 
 from pix2pixhd.data.layouts import IMG_EXTS, list_folder, stem_key
 from pix2pixhd.errors import ConfigError, InputError, MissingInputError
-from pix2pixhd.synthesis import Synthesizer, sample_seed
+from pix2pixhd.synthesis import Synthesizer, png_bytes, sample_seed
 
 MANIFEST = "manifest.jsonl"
 PARTS = "manifest.parts"
@@ -169,7 +167,9 @@ class FolderSource(torch.utils.data.Dataset):
             files = files[:job.how_many]
         if not files and not self.broken:
             raise MissingInputError(f"--input {folder} holds no images ({', '.join(IMG_EXTS)})")
-        self.label_nc, self.input_nc = cfg.label_nc, cfg.input_nc
+        self.label_nc = cfg.label_nc
+        # photo inputs: the generator's input channels (CycleGAN's G_B reads domain B's)
+        self.input_nc = cfg.output_nc if cfg.model == "cyclegan" and job.direction == "BtoA" else cfg.input_nc
         from pix2pixhd.data.layouts import load_palette
         self.palette = load_palette(cfg.palette or None) if cfg.label_nc > 0 else None
         self.inst_index = _index(job.inst) if job.inst else {}
@@ -228,9 +228,10 @@ class FolderSource(torch.utils.data.Dataset):
                 lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
                 if hi >= self.label_nc or lo < 0:
                     bad = hi if hi >= self.label_nc else lo
-                    raise InputError(f"label id {bad} >= label_nc={self.label_nc} of the checkpoint"
-                                     if bad >= 0 else f"label id {bad} is negative"
-                                     + "; remap the ids to 0..label_nc-1")
+                    what = (f"label id {bad} >= label_nc={self.label_nc} of the checkpoint" if bad >= 0
+                            else f"label id {bad} is negative")
+                    raise InputError(f"{what}; remap the ids to 0..{self.label_nc - 1}, or use a "
+                                     "checkpoint trained on these classes")
                 ids = ids.astype(np.uint8 if self.label_nc <= 256 else np.int32, copy=False)
                 item["label"] = torch.from_numpy(np.ascontiguousarray(ids))[None]
             else:
@@ -262,6 +263,7 @@ class FolderSource(torch.utils.data.Dataset):
             elif self.needs_inst:
                 # without instance maps, the reference falls back to the label map itself
                 item["inst"] = item["label"].to(torch.int32)
+                item["inst_copy"] = item["label_copy"]
             if self.needs_image:
                 rp = self.real_index.get(self.stems[i])
                 if rp is None:
@@ -352,6 +354,8 @@ class DatasetSource(torch.utils.data.Dataset):
                         item["inst_copy"] = str(rec["inst"])
                 elif self.needs_inst:   # no instance maps: the label map itself, as the reference
                     item["inst"] = s["label"].to(torch.int32)
+                    if self.copy_label and self.files[i].lower().endswith(".png"):
+                        item["inst_copy"] = self.files[i]
                 if self.needs_image:
                     item["image"] = s["image"].contiguous()
             if self.copy_label and self.files[i].lower().endswith(".png"):
@@ -402,17 +406,6 @@ def _write_atomic(path: Path, data: bytes | None = None, copy_from: str | None =
         with open(tmp, "wb") as f:
             f.write(data)
     os.replace(tmp, path)
-
-
-def _png(arr: np.ndarray) -> bytes:
-    """uint8 [H, W] / [H, W, 3], or integer ids [H, W] (16-bit PNG) → PNG bytes."""
-    if arr.dtype != np.uint8:
-        if arr.size and (int(arr.max()) > 65535 or int(arr.min()) < 0):
-            raise InputError(f"ids up to {int(arr.max())} do not fit a 16-bit PNG")
-        arr = arr.astype(np.uint16)
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class _Manifest:
@@ -666,11 +659,15 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
             report.skipped_inputs.append((str(p), msg))
             report.skipped += 1
             manifest.add({**common, "input": str(p), "output": None, "status": "skipped", "reason": msg})
+    err = None
     try:
         _stream(synth, job, src, layout, mine, manifest, common, report, rank)
+    except Exception as e:   # re-raised below, after the other ranks know (none waits forever)
+        err = e
     finally:
         manifest.close()
         report.written = manifest.ok
+    raise_on_any_rank(err, info)
 
     if info.distributed:   # totals over ranks; all_reduce is also the barrier before the merge
         t = torch.tensor([report.written, report.skipped, report.already_done], dtype=torch.float64,
@@ -816,17 +813,15 @@ def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, ch
             _write_atomic(out / label_rel, copy_from=item["label_copy"])
         else:
             a = lab.numpy()
-            _write_atomic(out / label_rel, _png(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)))
+            _write_atomic(out / label_rel, png_bytes(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)))
         inst_rel = None
         if item["inst"] is not None and not layout.photo_inputs:
             inst_rel = f"{layout.inst_dir}/{name}"
-            copy = item["inst_copy"] or (item["label_copy"] if item["inst_copy"] is None and
-                                         _same(item["inst"], lab) else None)
-            if copy:
-                _write_atomic(out / inst_rel, copy_from=copy)
+            if item["inst_copy"]:
+                _write_atomic(out / inst_rel, copy_from=item["inst_copy"])
             else:
-                _write_atomic(out / inst_rel, _png(item["inst"].numpy()[0]))
-        data = _png(photo)
+                _write_atomic(out / inst_rel, png_bytes(item["inst"].numpy()[0]))
+        data = png_bytes(photo)
         out_rel = f"{layout.image_dir}/{name}"
         _write_atomic(out / out_rel, data)
         i = int(item["i"])
@@ -836,10 +831,6 @@ def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, ch
                       "status": "ok", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     finally:
         slots.release()
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool(torch.equal(a, b.to(a.dtype)))
 
 
 def merge_manifest(out: Path, digest: str) -> Path:

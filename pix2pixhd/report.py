@@ -63,6 +63,7 @@ def write_comparison_page(fake_dir: Path, label_dir: Path, real_dir: Path, label
     """``page_dir/index.html`` (default ``fake_dir``): one row per image, label (coloured) |
     synthesized | real. The coloured labels go to ``page_dir/index_files/`` (a folder name the
     data module's split detection skips, so a synthesized dataset stays scannable)."""
+    from pix2pixhd.synthesis import png_bytes
     fake_dir = Path(fake_dir)
     page_dir = Path(page_dir) if page_dir is not None else fake_dir
     fakes, labels, reals = _index(fake_dir), _index(label_dir), _index(real_dir)
@@ -80,9 +81,9 @@ def write_comparison_page(fake_dir: Path, label_dir: Path, real_dir: Path, label
             lab = np.asarray(Image.open(labels[stem]))
             vis = vis_dir / f"label_{i:04d}.png"   # a plain name: the stem may hold any character
             if label_nc > 0 and lab.ndim == 2:
-                atomic_write_bytes(vis, _png(cmap[np.clip(lab, 0, label_nc)]))
+                atomic_write_bytes(vis, png_bytes(cmap[np.clip(lab, 0, label_nc)]))
             else:
-                atomic_write_bytes(vis, _png(np.asarray(Image.open(labels[stem]).convert("RGB"))))
+                atomic_write_bytes(vis, png_bytes(np.asarray(Image.open(labels[stem]).convert("RGB"))))
             cells.append(rel(vis))
         cells.append(rel(fakes[stem]))
         if stem in reals:
@@ -98,9 +99,3 @@ def write_comparison_page(fake_dir: Path, label_dir: Path, real_dir: Path, label
     atomic_write_bytes(path, page.encode())
     return path
 
-
-def _png(arr: np.ndarray) -> bytes:
-    import io
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
-    return buf.getvalue()

@@ -29,7 +29,7 @@ from pix2pixhd.checkpoint import load_checkpoint, load_run_config
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.data.layouts import IMG_EXTS
 from pix2pixhd.encoding import encode_input, float_to_uint8
-from pix2pixhd.errors import ConfigError
+from pix2pixhd.errors import ConfigError, InputError
 
 IMAGE_EXTS = IMG_EXTS   # the data module's list: synthesis reads what training reads
 
@@ -85,6 +85,22 @@ def read_rgb(path: Path) -> np.ndarray:
     """An image → uint8 [H, W, 3]."""
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """uint8 [H, W] / [H, W, 1] / [H, W, 3] → PNG bytes (one channel: a greyscale PNG); other
+    integer [H, W] ids → a 16-bit PNG (the data module reads both as id maps)."""
+    import io
+    if arr.ndim == 3 and arr.shape[2] == 1:   # a one-channel photo (e.g. CycleGAN's grey domain)
+        arr = arr[..., 0]
+    if arr.dtype != np.uint8:
+        if arr.size and (int(arr.max()) > 65535 or int(arr.min()) < 0):
+            raise InputError(f"ids from {int(arr.min())} to {int(arr.max())} do not fit a 16-bit PNG; "
+                             "renumber them to 0..65535")
+        arr = arr.astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
@@ -168,10 +184,13 @@ class Synthesizer:
 
     @property
     def min_side(self) -> int:
-        """The smallest map side this generator runs on. pix2pixHD's generators instance-normalise
-        their bottleneck, which needs more than one pixel: a side padded up to just one multiple
+        """The smallest map side this generator runs on. pix2pixHD's generators and the ResNet
+        generators (CycleGAN's default, pix2pix's ``resnet_*``) instance-normalise their
+        bottleneck, which needs more than one pixel: a side padded up to just one multiple
         (``side <= multiple``) leaves a 1x1 bottleneck. The U-Net runs on any padded size."""
-        return 1 if self.cfg.model in ("pix2pix",) else self.multiple + 1
+        cfg = self.cfg
+        unet = cfg.model in ("pix2pix", "cyclegan") and not cfg.netG_pix2pix.startswith("resnet")
+        return 1 if unet else self.multiple + 1
 
     @property
     def generator_seconds(self) -> float:

@@ -87,7 +87,7 @@ def test_bad_inputs_are_skipped_with_name_and_reason_and_the_rest_written(run, t
     text = capsys.readouterr().out
     assert re.search(r"skipped .*b\.png: cannot read this image \(UnidentifiedImageError", text)
     assert re.search(r"skipped .*d\.png: 24x4 is too small for this generator: each side must be at least 5", text)
-    assert re.search(r"skipped .*f\.png: label id 7 >= label_nc=5 of the checkpoint", text)
+    assert re.search(r"skipped .*f\.png: label id 7 >= label_nc=5 of the checkpoint; remap the ids to 0\.\.4", text)
     assert "wrote 3 images" in text and "skipped 3" in text
     out = tmp_path / "out"
     assert sorted(p.name for p in (out / "test_img").iterdir()) == ["a.png", "c.png", "e.png"]

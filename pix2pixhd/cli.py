@@ -113,7 +113,8 @@ def synthesize_parser() -> argparse.ArgumentParser:
                    help="number format of the generator (autocast); auto = bf16 on CUDA, fp32 on CPU")
     r.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="run the PyTorch generator or its ONNX export (onnxruntime)")
-    r.add_argument("--onnx_path", default="", help="ONNX file for --backend onnx; empty = CHECKPOINT/generator.onnx")
+    r.add_argument("--onnx_path", default="", help="ONNX file for --backend onnx; empty = CHECKPOINT/generator.onnx "
+                                                    "(CycleGAN --direction BtoA: CHECKPOINT/generator_G_B.onnx)")
     r.add_argument("--direction", default=None, choices=("AtoB", "BtoA"),
                    help="which generator of a CycleGAN run (AtoB: G_A, BtoA: G_B); default the run's")
     r.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -163,9 +164,16 @@ def _synthesize(a: argparse.Namespace, info) -> int:
     identity = {"checkpoint": str(ckpt.resolve()), "checkpoint_sha256": file_sha256(ckpt),
                 "generator": generator_key(cfg, a.direction), "backend": a.backend}
     if a.backend == "onnx":
-        from pix2pixhd.export import OnnxGenerator
-        onnx = Path(a.onnx_path or Path(a.checkpoint) / "generator.onnx")
+        from pix2pixhd.export import OnnxGenerator, default_onnx_path
+        key = identity["generator"]
+        onnx = Path(a.onnx_path) if a.onnx_path else default_onnx_path(a.checkpoint, key)
         g = OnnxGenerator(onnx)
+        if g.generator_key is not None and g.generator_key != key:   # None: exported before keys were stored
+            raise ConfigError(f"{onnx} holds generator {g.generator_key}, but this synthesis runs {key}"
+                              f"{f' (--direction {a.direction})' if a.direction else ''}: export {key} with "
+                              f"python -m pix2pixhd.export --checkpoint {a.checkpoint}"
+                              f"{f' --direction {a.direction}' if a.direction else ''} and pass its file "
+                              "with --onnx_path")
         identity.update(onnx=str(onnx.resolve()), onnx_sha256=file_sha256(onnx))
         if cfg.model == "pix2pix" and not a.no_test_dropout:
             say("note: --backend onnx: the exported graph has no dropout, so pix2pix's test-time "

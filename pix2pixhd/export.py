@@ -5,7 +5,9 @@
 * :class:`OnnxGenerator` loads such a file into an onnxruntime session and is called like the
   torch generator (``OnnxGenerator(path)(x)``), so ``pix2pixhd.synthesis.Synthesizer`` takes either.
 * ``python -m pix2pixhd.export --checkpoint DIR`` exports a training run's generator to
-  ``DIR/generator.onnx`` (the path ``synthesize.py --backend onnx`` reads by default).
+  ``DIR/generator.onnx`` (the path ``synthesize.py --backend onnx`` reads by default); for a
+  CycleGAN run ``--direction BtoA`` exports G_B instead, to ``DIR/generator_G_B.onnx``
+  (:func:`default_onnx_path`).
 
 The exported graph is fp32 and uses the PyTorch reference of every fused layer (Triton kernels
 do not export), so it runs anywhere onnxruntime does. The file carries its own metadata
@@ -36,6 +38,7 @@ META_MULTIPLE = "pix2pixhd.required_multiple"
 META_CONFIG = "pix2pixhd.config"
 META_VERSION = "pix2pixhd.version"
 META_GENERATOR = "pix2pixhd.generator"
+META_KEY = "pix2pixhd.generator_key"   # the checkpoint key: G, or CycleGAN's G_A / G_B
 
 _EXTRA_HINT = "install the export extra: pip install -e .[export]  (onnx, onnxscript, onnxruntime)"
 
@@ -47,6 +50,12 @@ def _require(module: str):
         raise MissingDependencyError(f"pix2pixhd.export needs `{module}`; {_EXTRA_HINT}") from e
 
 
+def default_onnx_path(checkpoint_dir: str | Path, key: str = "G") -> Path:
+    """Where a run's exported generator ``key`` goes by default: ``generator.onnx`` for the run's
+    own generator (G; CycleGAN's G_A), ``generator_G_B.onnx`` for CycleGAN's B -> A one."""
+    return Path(checkpoint_dir) / ("generator.onnx" if key in ("G", "G_A") else f"generator_{key}.onnx")
+
+
 def _required_multiple(generator: nn.Module) -> int:
     return int(getattr(generator, "required_multiple", 1))
 
@@ -54,7 +63,7 @@ def _required_multiple(generator: nn.Module) -> int:
 def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = None, *,
                 height: int | None = None, width: int | None = None, opset: int = 18,
                 dynamo: bool = True, config: dict | None = None, check: bool = True,
-                atol: float = 1e-4, seed: int = 0) -> Path:
+                atol: float = 1e-4, seed: int = 0, generator_key: str | None = None) -> Path:
     """Export ``generator`` to ONNX at ``path`` with dynamic batch, height and width.
 
     generator: a GlobalGenerator / LocalEnhancer (any module mapping [N, input_nc, H, W] float32 to
@@ -66,7 +75,8 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
         multiple that differ (so nothing specialises on a square shape). Exported H/W stay dynamic.
     dynamo: True uses torch.export (PyTorch's default exporter since 2.9, needs onnxscript);
         False the legacy TorchScript exporter (deprecated upstream, much faster to run).
-    config: the training config (``TrainConfig.to_dict()``), stored in the file's metadata.
+    config: the training config (``TrainConfig.to_dict()``), stored in the file's metadata, with
+        ``generator_key`` (which of the run's generators this is: G, G_A or G_B) when given.
     check: run the file with onnxruntime on CPU on random one-hot label maps at two sizes and
         raise if max |onnx - torch| > ``atol``.
     Returns the written path.
@@ -111,6 +121,7 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
         META_GENERATOR: type(generator).__name__,
         META_VERSION: __version__,
         **({META_CONFIG: json.dumps(config, sort_keys=True)} if config is not None else {}),
+        **({META_KEY: generator_key} if generator_key is not None else {}),
     })
     if check:
         # Two sizes that differ from the trace example and from each other, N=2: proves H, W and
@@ -171,7 +182,8 @@ class OnnxGenerator:
     The output is float32 on ``x``'s device. H and W must be multiples of ``required_multiple``
     (``Synthesizer`` pads to it). ``providers``: onnxruntime execution providers, CPU by default;
     pass e.g. ``("CUDAExecutionProvider", "CPUExecutionProvider")`` with onnxruntime-gpu.
-    ``config`` is the training config dict stored at export time (None if none was given).
+    ``config`` is the training config dict stored at export time (None if none was given);
+    ``generator_key`` which of the run's generators it is (G, or CycleGAN's G_A / G_B), if known.
     """
 
     def __init__(self, path: str | Path, providers=("CPUExecutionProvider",),
@@ -194,6 +206,7 @@ class OnnxGenerator:
         self.input_nc = int(meta.get(META_INPUT_NC, c if isinstance(c, int) else 0))
         self.required_multiple = int(meta.get(META_MULTIPLE, 1))
         self.config = json.loads(meta[META_CONFIG]) if META_CONFIG in meta else None
+        self.generator_key = meta.get(META_KEY)   # None in files exported before it was recorded
         self.metadata = dict(meta)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)
     p.add_argument("--which_epoch", default="latest")
-    p.add_argument("--out", default="", help="ONNX file to write (default: CHECKPOINT/generator.onnx)")
+    p.add_argument("--out", default="", help="ONNX file to write (default: CHECKPOINT/generator.onnx; "
+                                             "CycleGAN's G_B: CHECKPOINT/generator_G_B.onnx)")
+    p.add_argument("--direction", default=None, choices=("AtoB", "BtoA"),
+                   help="which generator of a CycleGAN run (AtoB: G_A, BtoA: G_B); default the run's own")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--legacy", action="store_true",
                    help="use the deprecated TorchScript exporter instead of torch.export")
@@ -233,11 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_check", action="store_true", help="skip the onnxruntime parity check")
     a = p.parse_args(argv)
     from pix2pixhd.synthesis import load_generator
-    from pix2pixhd.models import generator_input_nc
-    g, cfg = load_generator(a.checkpoint, a.which_epoch, "cpu")
-    out = Path(a.out) if a.out else Path(a.checkpoint) / "generator.onnx"
-    export_onnx(g, out, generator_input_nc(cfg), opset=a.opset, dynamo=not a.legacy,
-                config=cfg.to_dict(), check=False)
+    from pix2pixhd.models import generator_input_nc, generator_key
+    g, cfg = load_generator(a.checkpoint, a.which_epoch, "cpu", direction=a.direction)
+    key = generator_key(cfg, a.direction)
+    out = Path(a.out) if a.out else default_onnx_path(a.checkpoint, key)
+    # CycleGAN's G_B takes domain B's channels (as build_generator builds it); every other
+    # generator generator_input_nc's
+    input_nc = cfg.output_nc if key == "G_B" else generator_input_nc(cfg)
+    export_onnx(g, out, input_nc, opset=a.opset, dynamo=not a.legacy, config=cfg.to_dict(),
+                check=False, generator_key=key)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     if not a.no_check:
         m = cfg.required_multiple

@@ -1,8 +1,27 @@
-"""Benchmark: synthesis throughput of our Synthesizer against reference-style inference, in one process.
+"""Benchmark: synthesis throughput — the generator alone against reference-style inference, and
+(``--pipeline``) whole folders of maps through the old serial path and the data engine.
 
     python3 benchmarks/synthesis.py                              # GPU: global 1024x512, local 2048x1024
     python3 benchmarks/synthesis.py --stage local --res 2048x1024 --batch 4 --precision fp32,bf16
     python3 benchmarks/synthesis.py --json results/synthesis_cpu.json   # CPU: small sizes
+    python3 benchmarks/synthesis.py --pipeline --res 1024x512,2048x1024 --n_images 4   # files in -> dataset out
+
+``--pipeline``: label + instance map PNGs (synthetic streets) in a folder, and per stage, size and
+path one fresh process that reads them, synthesizes and writes PNGs; per path images/s (end to
+end, reading and writing included), the fraction of the wall time spent in the generator's
+forward (``Synthesizer.generator_seconds`` for both paths; CUDA: device time from events), the
+process's peak resident memory (VmHWM), for the engine also the largest peak of its decoding
+worker processes (shared pages counted in both), and the largest difference of the outputs
+between paths. The paths:
+  old     ``serial_synthesize_folder`` below: synthesize.py's path before the data engine (issue
+          17), kept as the yardstick — every map decoded to int64 in the main thread before the
+          first image is made, batches of one size, PNGs encoded and written one by one on the
+          main thread;
+  engine  ``pix2pixhd.engine.run_synthesis``: decoding workers, size-grouped batches, writer
+          threads, a dataset with manifest out (it also copies each label and instance map
+          beside its photo and writes a manifest line: more work than the old path's).
+Both run the same ``Synthesizer`` (same weights, precision 'auto': bf16 + channels-last on CUDA,
+fp32 NCHW on CPU) with the same batch size.
 
 Both paths take the same label / instance id maps ([N, 1, H, W] integers) and the same generator
 weights and return uint8 photos [N, 3, H, W] on the device:
@@ -20,7 +39,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -53,6 +77,13 @@ def parse_args(argv=None):
     p.add_argument("--peak_tflops", type=float, default=None)
     p.add_argument("--json", default=None, metavar="PATH")
     p.add_argument("--seed", type=int, default=0)
+    q = p.add_argument_group("--pipeline: folders of PNG maps through the old path and the engine")
+    q.add_argument("--pipeline", action="store_true", help="benchmark files in -> PNGs out")
+    q.add_argument("--n_images", type=int, default=None, help="maps per size (GPU 64, CPU 4)")
+    q.add_argument("--workers", type=int, default=2, help="the engine's decoding processes")
+    q.add_argument("--writers", type=int, default=2, help="the engine's writer threads")
+    q.add_argument("--data", default=None, help="where the maps are made (default: a temporary folder)")
+    q.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -140,6 +171,10 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args._child:
+        return _child(json.loads(args._child))
+    if args.pipeline:
+        return pipeline_main(args, argv)
     from pix2pixhd.distributed import resolve_device
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
@@ -165,6 +200,160 @@ def main(argv=None) -> int:
                              "command": " ".join(["python3", "benchmarks/synthesis.py"]
                                                  + (argv if argv is not None else sys.argv[1:])),
                              "device": info, "steps": args.steps, "warmup": args.warmup, "rows": rows})
+    return 0
+
+
+# ---- --pipeline: folders through the old serial path and the engine -----------------------------------
+def serial_synthesize_folder(synth, input_dir: Path, out_dir: Path, inst_dir: Path, batch_size: int) -> int:
+    """REFERENCE ONLY — synthesize.py's path before the data engine (``synthesize_folder`` in
+    pix2pixhd/synthesis.py at commit dbb2a0f, the parent of the engine's commit dc5c50f; its error
+    handling and feature options left out): every map is read to int64 in the main thread and held
+    until all are read, grouped by size, and each batch's PNGs are encoded and written one after
+    the other on the main thread. Returns the number written."""
+    from PIL import Image
+    from pix2pixhd.synthesis import read_id_map
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inst_index = {p.stem: p for p in inst_dir.iterdir()}
+    items: dict[tuple, list] = {}
+    for p in sorted(input_dir.iterdir()):
+        lab = torch.from_numpy(read_id_map(p))[None, None]
+        ins = torch.from_numpy(read_id_map(inst_index[p.stem]))[None, None]
+        items.setdefault(tuple(lab.shape[-2:]), []).append((p, lab, ins))
+    n = 0
+    for group in items.values():
+        for i in range(0, len(group), batch_size):
+            chunk = group[i:i + batch_size]
+            imgs = synth(torch.cat([c[1] for c in chunk]), torch.cat([c[2] for c in chunk]))
+            for (p, *_), img in zip(chunk, imgs.cpu()):
+                Image.fromarray(img.permute(1, 2, 0).numpy()).save(out_dir / f"{p.stem}.png")
+                n += 1
+    return n
+
+
+def _peak_rss() -> tuple[int, int]:
+    """(this process's peak resident memory, the largest peak of its finished child processes:
+    the engine's decoding workers), in bytes. Linux: VmHWM; elsewhere ru_maxrss."""
+    import resource
+    scale = 1 if sys.platform == "darwin" else 1024   # ru_maxrss: bytes on macOS, KiB on Linux
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) * 1024, children
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, children
+
+
+def _child(spec: dict) -> int:
+    """One path on one configuration, in a fresh process (so the peak memory is its own). Prints
+    one JSON line: images written, wall seconds, seconds in G's forward, peak RSS."""
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.models import build_generator
+    from pix2pixhd.synthesis import Synthesizer
+    torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    cfg = B.resolved(TrainConfig(stage=spec["stage"], label_nc=spec["label_nc"], ngf=spec["ngf"],
+                                 n_blocks_global=spec["n_blocks_global"], n_blocks_local=spec["n_blocks_local"]))
+    torch.manual_seed(spec["seed"])
+    g = build_generator(cfg).eval().requires_grad_(False)   # as load_generator returns it
+    synth = Synthesizer(g, cfg, device=device, precision=spec["precision"])
+    data, out = Path(spec["data"]), Path(spec["out"])
+    t0 = time.perf_counter()
+    if spec["path"] == "old":
+        n = serial_synthesize_folder(synth, data / "test_label", out, data / "test_inst", spec["batch"])
+        B.sync(device)
+        seconds = time.perf_counter() - t0
+    else:
+        from pix2pixhd.engine import SynthesisJob, run_synthesis
+        rep = run_synthesis(synth, SynthesisJob(out=out, input=data / "test_label", inst=data / "test_inst",
+                                                batch_size=spec["batch"], workers=spec["workers"],
+                                                writers=spec["writers"], progress=False))
+        n, seconds = rep.written, time.perf_counter() - t0
+    # the same clock for both paths: Synthesizer's time in G's forward (CUDA: device time from events)
+    gen_s = synth.generator_seconds
+    rss, workers_rss = _peak_rss()
+    print(json.dumps({"images": n, "seconds": seconds, "generator_seconds": gen_s, "peak_rss": rss,
+                      "workers_peak_rss": workers_rss if spec["path"] == "engine" and spec["workers"] else None}))
+    return 0
+
+
+def _max_diff(a_dir: Path, b_dir: Path) -> int | None:
+    """Largest |a - b| over the uint8 pixels of the PNGs both folders hold; None if their names differ."""
+    import numpy as np
+    from PIL import Image
+    names = sorted(p.name for p in a_dir.glob("*.png"))
+    if names != sorted(p.name for p in b_dir.glob("*.png")):
+        return None
+    return max((int(np.abs(np.asarray(Image.open(a_dir / k), dtype=np.int16)
+                           - np.asarray(Image.open(b_dir / k), dtype=np.int16)).max()) for k in names), default=0)
+
+
+PIPELINE_COLUMNS = [("stage", "stage", ""), ("res", "size", ""), ("ngf", "ngf", "d"), ("path", "path", ""),
+                    ("images", "images", "d"), ("seconds", "s", ".1f"), ("images_per_s", "img/s", ".3f"),
+                    ("generator_fraction", "in G", ".0%"), ("peak_rss_mib", "peak RSS MiB", ".0f"),
+                    ("workers_peak_rss_mib", "worker peak MiB", ".0f"), ("speedup_vs_old", "vs old", ".2f"),
+                    ("max_abs_diff_u8", "max |Δ| u8", "d")]
+
+
+def pipeline_main(args, argv) -> int:
+    from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+    from pix2pixhd.distributed import resolve_device
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    info = B.describe_device(device)
+    n = args.n_images or (64 if cuda else 4)
+    stages = args.stage.split(",")
+    res = T.parse_res(args.res) if args.res else [(1024, 512), (2048, 1024)]
+    threads = torch.get_num_threads()
+    command = " ".join(["python3", "benchmarks/synthesis.py"] + (argv if argv is not None else sys.argv[1:]))
+    print(f"device: {B.device_label(info)}; {n} maps per size; batch {args.batch}; engine: "
+          f"{args.workers} workers, {args.writers} writers; precision {args.precision}")
+    rows = []
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="synth_bench_") as tmp:
+        root = Path(args.data or tmp)
+        for w, h in res:
+            data = root / f"maps_{w}x{h}"
+            if not (data / "test_label").is_dir():
+                t = time.perf_counter()
+                generate(data, n_train=0, n_test=n, width=w, height=h, seed=args.seed)
+                print(f"made {n} synthetic street maps of {w}x{h} in {time.perf_counter() - t:.1f} s")
+            for stage in stages:
+                ngf = args.ngf or ((64 if stage == "global" else 32) if cuda else 16)
+                outs = {}
+                for path in ("old", "engine"):
+                    out = Path(tmp) / f"out_{stage}_{w}x{h}_{path}"
+                    spec = {"path": path, "stage": stage, "ngf": ngf, "label_nc": LABEL_NC,
+                            "n_blocks_global": args.n_blocks_global, "n_blocks_local": args.n_blocks_local,
+                            "seed": args.seed, "device": str(device), "precision": args.precision.split(",")[0],
+                            "batch": args.batch, "workers": args.workers, "writers": args.writers,
+                            "threads": threads, "data": str(data), "out": str(out)}
+                    proc = subprocess.run([sys.executable, "-m", "benchmarks.synthesis", "--_child", json.dumps(spec)],
+                                          capture_output=True, text=True, cwd=repo,
+                                          env=dict(os.environ, PYTHONPATH=str(repo)))
+                    if proc.returncode != 0:
+                        raise SystemExit(f"{path} path on {stage} {w}x{h} failed:\n{proc.stderr[-3000:]}")
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    outs[path] = out if path == "old" else out / "test_img"
+                    row = {"stage": stage, "res": f"{w}x{h}", "ngf": ngf, "path": path, "images": r["images"],
+                           "seconds": r["seconds"], "images_per_s": r["images"] / r["seconds"],
+                           "generator_fraction": r["generator_seconds"] / r["seconds"],
+                           "peak_rss_mib": r["peak_rss"] / 2**20,
+                           "workers_peak_rss_mib": (r["workers_peak_rss"] / 2**20
+                                                    if r["workers_peak_rss"] is not None else None)}
+                    rows.append(row)
+                    print(f"  {stage} {w}x{h} {path}: {row['images']} images in {row['seconds']:.1f} s, "
+                          f"{row['generator_fraction']:.0%} in G, peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
+                diff = _max_diff(outs["old"], outs["engine"])
+                rows[-1]["speedup_vs_old"] = rows[-1]["images_per_s"] / rows[-2]["images_per_s"]
+                rows[-1]["max_abs_diff_u8"] = rows[-2]["max_abs_diff_u8"] = diff
+                # after every configuration: a run cut short keeps what it measured
+                B.write_json(args.json, {"benchmark": "synthesis_pipeline", "command": command, "device": info,
+                                         "n_images": n, "batch": args.batch, "workers": args.workers,
+                                         "writers": args.writers, "rows": rows})
+    print()
+    B.print_table(rows, PIPELINE_COLUMNS)
     return 0
 
 

@@ -667,7 +667,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     finally:
         manifest.close()
         report.written = manifest.ok
-    raise_on_any_rank(err, info)
+    raise_on_any_rank(err, info, "failed while synthesizing its shard")
 
     if info.distributed:   # totals over ranks; all_reduce is also the barrier before the merge
         t = torch.tensor([report.written, report.skipped, report.already_done], dtype=torch.float64,

@@ -56,7 +56,7 @@ class RunExistsError(UserError, FileExistsError):
 
 
 class PeerFailedError(UserError):
-    """This rank stopped because another rank could not start (that rank printed why)."""
+    """This rank stopped because another rank failed (that rank printed why)."""
 
 
 def debug_enabled() -> bool:
@@ -108,10 +108,11 @@ def user_message(e: UserError) -> str:
     return text or type(e).__name__
 
 
-def raise_on_any_rank(error: BaseException | None, dist_info) -> None:
+def raise_on_any_rank(error: BaseException | None, dist_info, what: str = "could not start") -> None:
     """Collective (every rank of ``dist_info`` calls it): re-raise this rank's ``error``; when
-    this rank has none but another has, raise :class:`PeerFailedError` naming that rank. A single
-    process just re-raises ``error``. Costs one small all-gather, once per training start."""
+    this rank has none but another has, raise :class:`PeerFailedError` naming that rank and
+    ``what`` happened to it. A single process just re-raises ``error``. Costs one small
+    all-gather."""
     if dist_info is not None and dist_info.distributed:
         import torch.distributed as dist
         seen: list = [None] * dist_info.world_size
@@ -119,6 +120,6 @@ def raise_on_any_rank(error: BaseException | None, dist_info) -> None:
         failed = [r for r, m in enumerate(seen) if m is not None]
         if error is None and failed:
             first = seen[failed[0]].splitlines()[0]
-            raise PeerFailedError(f"stopped because rank {failed[0]} could not start ({first[:300]})")
+            raise PeerFailedError(f"stopped because rank {failed[0]} {what} ({first[:300]})")
     if error is not None:
         raise error

@@ -21,6 +21,10 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "cuda: runs the Triton kernels compiled on a CUDA device (skipped without one)")
+    config.addinivalue_line(
+        "markers", "fault(cls, case): the test tries fault case `case` of fault class `cls` ({name} "
+        "in `case` is the test's parameter `name`, {id} its parameter id); scripts/fault_table.py "
+        "runs them all and writes docs/reliability.md")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -30,6 +30,9 @@ def test_clean_dataset_passes(city):
     assert len(create_dataset(city, label_nc=NC, resize_or_crop="none")) == 3
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="a missing photo and a missing instance map (--validate full): both named in "
+                        "one error")
 def test_missing_partner(city):
     (city / "train_img/s1.png").unlink()
     (city / "train_inst/s2.png").unlink()
@@ -40,6 +43,7 @@ def test_missing_partner(city):
     assert {p[0] for p in e.problems} == {"missing partner"}
 
 
+@pytest.mark.fault(cls="bad dataset", case="no train_inst folder: the error names no_instance=True")
 def test_missing_instance_folder_names_the_fix(city):
     import shutil
     shutil.rmtree(city / "train_inst")
@@ -47,12 +51,18 @@ def test_missing_instance_folder_names_the_fix(city):
     assert len(create_dataset(city, label_nc=NC, no_instance=True, resize_or_crop="none")) == 3
 
 
+@pytest.mark.fault(cls="bad dataset", case="partners of different sizes (--validate full)")
 def test_size_mismatch(city):
     Image.new("RGB", (32, 32)).save(city / "train_img/s0.png")
     e = _err(city)
     assert "size mismatch" in str(e) and "train_label/s0.png" in str(e) and "image 32x32" in str(e)
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="truncated PNG and a non-image file (--validate full): both named")
+@pytest.mark.fault(cls="bad dataset",
+                   case="truncated PNG and a non-image file under --validate headers: the non-image "
+                        "named, the truncation left to the loader")
 def test_truncated_and_unreadable(city):
     data = (city / "train_img/s1.png").read_bytes()
     (city / "train_img/s1.png").write_bytes(data[: len(data) // 2])
@@ -65,6 +75,9 @@ def test_truncated_and_unreadable(city):
     assert "train_inst/s2.png" in str(e) and "train_img/s1.png" not in str(e)
 
 
+@pytest.mark.fault(cls="bad dataset", case="label id >= label_nc (--validate full)")
+@pytest.mark.fault(cls="bad dataset",
+                   case="16-bit label id >= label_nc under --validate off: the loader names it")
 def test_ids_at_or_above_label_nc(city):
     lab = np.zeros((32, 64), np.uint8)
     lab[3, 4] = 40
@@ -78,6 +91,8 @@ def test_ids_at_or_above_label_nc(city):
         ds[1]
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="RGB label map, RGBA photo, RGB instance map (--validate full)")
 def test_wrong_channel_counts(city):
     Image.new("RGB", (64, 32)).save(city / "train_label/s0.png")
     Image.new("RGBA", (64, 32)).save(city / "train_img/s1.png")
@@ -87,12 +102,16 @@ def test_wrong_channel_counts(city):
     assert "pass palette=" in str(e) and "mode RGBA" in str(e) and "train_inst/s2.png" in str(e)
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="sizes the generator cannot take after scale_width (not a multiple of 16): "
+                        "all counted")
 def test_sizes_the_generator_cannot_take(city):
     e = _err(city, resize_or_crop="scale_width", loadSize=40, required_multiple=16)
     assert "becomes 40x20" in str(e) and "not a multiple of 16" in str(e)
     assert "size not a multiple: 3 file(s)" in str(e)
 
 
+@pytest.mark.fault(cls="bad dataset", case="many bad files: first few listed and a count")
 def test_lists_first_few_and_a_count(tmp_path):
     write_cityscapes(tmp_path, "train", 9, feat=False)
     for i in range(8):
@@ -102,11 +121,14 @@ def test_lists_first_few_and_a_count(tmp_path):
     assert msg.count("has no train_img") == 5
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="no dataset at --dataroot: the error names the generator command")
 def test_no_dataset_found(tmp_path):
     with pytest.raises(DatasetError, match="synthetic_streets"):
         create_dataset(tmp_path / "nothing")
 
 
+@pytest.mark.fault(cls="bad dataset", case="scan of a dataset with a missing partner exits 1")
 def test_scan_command(city, capsys):
     assert data_main(["scan", str(city), "--label_nc", str(NC)]) == 0
     out = capsys.readouterr().out
@@ -118,6 +140,7 @@ def test_scan_command(city, capsys):
 
 
 # ---- nothing dropped silently; the loader names what it cannot use (issue 13, item 6) -----------
+@pytest.mark.fault(cls="bad dataset", case="broken symlink as a partner (--validate full)")
 def test_broken_symlink_partner_is_reported(city):
     (city / "train_img/s1.png").unlink()
     (city / "train_img/s1.png").symlink_to(city / "gone/s1.png")
@@ -127,6 +150,7 @@ def test_broken_symlink_partner_is_reported(city):
     assert "train_label/s1.png has no train_img/s1.*" in str(e)   # the sample it belonged to
 
 
+@pytest.mark.fault(cls="bad dataset", case="broken symlink in a pix2pix AB folder")
 def test_broken_symlink_in_an_aligned_folder_is_reported(tmp_path):
     (tmp_path / "train").mkdir()
     Image.new("RGB", (64, 32)).save(tmp_path / "train/0.jpg")
@@ -135,6 +159,7 @@ def test_broken_symlink_in_an_aligned_folder_is_reported(tmp_path):
         create_dataset(tmp_path, label_nc=0, no_instance=True, resize_or_crop="none")
 
 
+@pytest.mark.fault(cls="bad dataset", case="non-image entries and sub-folders: reported, not fatal")
 def test_entries_that_are_not_images_are_reported_before_training(city, capsys):
     (city / "train_img/notes.txt").write_text("x")
     (city / "train_label/more").mkdir()
@@ -150,6 +175,7 @@ def test_entries_that_are_not_images_are_reported_before_training(city, capsys):
     assert "train_img/notes.txt" in out and "train_label/more/" in out
 
 
+@pytest.mark.fault(cls="bad dataset", case="scan of a dataset with a broken symlink exits 1")
 def test_scan_reports_broken_symlinks_and_fails(city, capsys):
     (city / "train_inst/s0.png").unlink()
     (city / "train_inst/s0.png").symlink_to("../elsewhere/s0.png")
@@ -163,6 +189,9 @@ def _truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="truncated JPEG under --validate headers: the loader names it, the other "
+                        "samples load")
 def test_truncated_jpeg_through_headers_validation_names_the_file(city):
     Image.open(city / "train_img/s1.png").convert("RGB").save(city / "train_img/s1.jpg", quality=95)
     (city / "train_img/s1.png").unlink()
@@ -174,6 +203,8 @@ def test_truncated_jpeg_through_headers_validation_names_the_file(city):
     assert ds[0]["image"].shape == (3, 32, 64)   # the other samples still load
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="RGB label map under --validate off: the loader names it")
 def test_rgb_label_map_through_validation_off_names_the_file(city):
     Image.new("RGB", (64, 32)).save(city / "train_label/s2.png")
     ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
@@ -182,6 +213,8 @@ def test_rgb_label_map_through_validation_off_names_the_file(city):
         ds[2]
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="RGB instance map under --validate off: the loader names it")
 def test_rgb_instance_map_through_validation_off_names_the_file(city):
     Image.new("RGB", (64, 32)).save(city / "train_inst/s0.png")
     ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
@@ -189,6 +222,8 @@ def test_rgb_instance_map_through_validation_off_names_the_file(city):
         ds[0]
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="partners of different sizes under --validate off: the loader names them")
 def test_partners_of_different_sizes_through_validation_off_are_refused(city):
     Image.new("RGB", (32, 16)).save(city / "train_img/s0.png")
     ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
@@ -197,6 +232,8 @@ def test_partners_of_different_sizes_through_validation_off_are_refused(city):
         ds[0]
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="uint8 label id >= label_nc under --validate off: the loader names it")
 def test_uint8_label_id_above_label_nc_through_validation_off_names_the_file(city):
     lab = np.zeros((32, 64), np.uint8)
     lab[5, 60] = 7   # NC = 6: fits uint8, so no dtype conversion would notice it
@@ -207,6 +244,8 @@ def test_uint8_label_id_above_label_nc_through_validation_off_names_the_file(cit
         ds[1]
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="truncated label map met in a DataLoader worker process: named")
 def test_loader_worker_error_names_the_file(city):
     from pix2pixhd.data import create_dataloader
     _truncate(city / "train_label/s2.png")
@@ -222,6 +261,7 @@ def _classes(root, ids, label_nc):
         {"label_nc": label_nc, "classes": [{"id": i, "name": f"c{i}"} for i in ids]}))
 
 
+@pytest.mark.fault(cls="bad dataset", case="label ids < label_nc that are not in classes.json")
 def test_label_ids_not_in_classes_json_are_flagged_below_label_nc(city, capsys):
     _classes(city, [0, 1, 2, 4, 5], NC)   # id 3 is not a class, though < label_nc
     lab = np.zeros((32, 64), np.uint8)
@@ -237,12 +277,15 @@ def test_label_ids_not_in_classes_json_are_flagged_below_label_nc(city, capsys):
     assert "ids not in classes.json" in capsys.readouterr().out
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="--label_nc larger than classes.json's: the extra ids flagged")
 def test_label_nc_larger_than_classes_json_flags_the_extra_ids(city):
     _classes(city, range(4), 4)   # the dataset has 4 classes; label_nc=6 was given
     e = _err(city)   # blocks() draws ids 0..5: 4 and 5 are no class of this dataset
     assert "ids not in classes.json" in str(e) and "[4, 5]" in str(e)
 
 
+@pytest.mark.fault(cls="bad dataset", case="unreadable classes.json: a problem named, no traceback")
 def test_unreadable_classes_json_is_a_problem_not_a_crash(city, capsys):
     (city / "classes.json").write_text('{"label_nc": 6, "classes": [')
     e = _err(city)
@@ -252,6 +295,8 @@ def test_unreadable_classes_json_is_a_problem_not_a_crash(city, capsys):
     assert data_main(["scan", str(city)]) == 1   # label_nc not given: no traceback either
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="x2 precomputed feature maps accepted; another aspect ratio refused")
 def test_feature_maps_may_be_a_multiple_of_the_sample_size(tmp_path):
     # `features precompute` writes x2 maps; they are resampled (nearest) like the other partners
     write_cityscapes(tmp_path, "train", 2, feat=False)

@@ -8,9 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.fault(cls="interrupted run",
+                   case="SIGKILL of a DDP worker under torchrun --max_restarts=1: the restart resumes "
+                        "from latest.pt, steps as an uninterrupted run's, bit-equal end")
 def test_killed_worker_restarts_and_the_attempts_train_the_uninterrupted_sequence(tmp_path):
     p = subprocess.run([sys.executable, str(REPO / "scripts" / "elastic_demo.py"), "--workdir", str(tmp_path),
                         "--timeout", "250"], capture_output=True, text=True, timeout=600)

@@ -74,6 +74,8 @@ def test_an_unexpected_exception_keeps_its_traceback(monkeypatch):
         errors.run(_raises(KeyError("a bug")), [])
 
 
+@pytest.mark.fault(cls="command-line errors",
+                   case="a dataset error in a loader worker: the worker's message only, no traceback")
 def test_a_loader_worker_error_prints_the_workers_message_only(tmp_path, capsys, monkeypatch):
     from pix2pixhd.data import create_dataloader, create_dataset
     monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
@@ -90,6 +92,8 @@ def test_a_loader_worker_error_prints_the_workers_message_only(tmp_path, capsys,
     assert "DataLoader worker" not in err
 
 
+@pytest.mark.fault(cls="numerics",
+                   case="non-finite loss through train_main: one error line naming the step, status 1")
 def test_a_non_finite_loss_through_train_main_is_one_line(tmp_path, capsys, monkeypatch):
     from pix2pixhd.cli import train_main
     from pix2pixhd.trainer import Trainer
@@ -159,7 +163,7 @@ ENTRY_POINTS = {
 
 
 DEBUG_CASES = {"train_hd.py: a label map that cannot be read": "--debug",
-               "synthesize.py: no run folder": "environment"}
+               "synthesize.py: no run folder": "PIX2PIXHD_DEBUG=1"}
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +172,8 @@ def ran(data):
     run as subprocesses four at a time (each starts Python and torch): {(case, debug?): result}."""
     from concurrent.futures import ThreadPoolExecutor
     jobs = {(case, None): (args, {}) for case, (args, _) in ENTRY_POINTS.items()}
-    jobs.update({(case, how): (ENTRY_POINTS[case][0], {"debug": how == "--debug", "env_debug": how == "environment"})
+    jobs.update({(case, how): (ENTRY_POINTS[case][0], {"debug": how == "--debug",
+                                                        "env_debug": how != "--debug"})
                  for case, how in DEBUG_CASES.items()})
     with ThreadPoolExecutor(4) as pool:
         futures = {key: pool.submit(_cli, args, data, **kw) for key, (args, kw) in jobs.items()}
@@ -176,6 +181,7 @@ def ran(data):
 
 
 @pytest.mark.parametrize("case", list(ENTRY_POINTS))
+@pytest.mark.fault(cls="command-line errors", case="{case}: one message, status 1, no traceback")
 def test_entry_point_prints_one_line_without_traceback(ran, case):
     args, says = ENTRY_POINTS[case]
     p = ran[case, None]
@@ -190,11 +196,16 @@ def test_entry_point_prints_one_line_without_traceback(ran, case):
 
 
 @pytest.mark.parametrize("case, how", list(DEBUG_CASES.items()))
+@pytest.mark.fault(cls="command-line errors",
+                   case="{case}, with {how}: the traceback shown, status 1")
 def test_debug_shows_the_traceback(ran, case, how):
     p, says = ran[case, how], ENTRY_POINTS[case][1]
     assert p.returncode == 1 and "Traceback (most recent call last)" in p.stderr and says in p.stderr
 
 
+@pytest.mark.fault(cls="command-line errors",
+                   case="torchrun, rank 0's dataset fails validation: every rank stops with one line, "
+                        "nothing written")
 def test_a_rank_whose_start_fails_stops_every_rank(data):
     """Two ranks: only rank 0 validates the dataset (the others read it unchecked), so only rank 0
     meets the bad file at start; rank 1 must stop too, saying why, without a traceback."""

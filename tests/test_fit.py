@@ -99,6 +99,8 @@ def test_fit_unfreezes_the_global_generator_after_niter_fix_global(global_stage,
         assert len(ck["optimizer_G"]["state"]) == n
 
 
+@pytest.mark.fault(cls="interrupted run",
+                   case="stopped mid fixed-global epochs, resumed across the unfreeze: bit-equal end")
 def test_resume_across_the_unfreeze_is_exact(tmp_path, streets, global_stage, local_full):
     # stopped mid-epoch 1 (global part fixed); resumed for 2 steps, through the end of epoch 1
     # into epoch 2 (unfrozen); then to the end
@@ -112,6 +114,8 @@ def test_resume_across_the_unfreeze_is_exact(tmp_path, streets, global_stage, lo
     assert_same_run(local_full, tmp_path / "cut")
 
 
+@pytest.mark.fault(cls="interrupted run",
+                   case="stopped at the end of the fixed epochs, resumed: bit-equal end")
 def test_resume_from_the_end_of_the_fixed_epochs_is_exact(tmp_path, streets, global_stage, local_full):
     # A run that ended (or was killed) after the last fixed epoch's end-of-epoch save: its
     # latest.pt is at epoch 2, step 0, with the enhancer-only optimizer. Trained further, it must
@@ -135,6 +139,8 @@ def _cut_at_an_epochs_last_step_and_resume(run, ck: Path, streets: Path, full: P
     assert_same_run(full, ck / "cut", which=1)  # the epoch-1 checkpoint, written by the resumed run
 
 
+@pytest.mark.fault(cls="interrupted run",
+                   case="saved on an epoch's last step (global stage), resumed: bit-equal end")
 def test_global_resume_after_a_save_on_an_epochs_last_step_is_exact(tmp_path, streets):
     common = ["--ngf", "8", "--niter", "1", "--niter_decay", "1", "--save_epoch_freq", "1"]
     _train(tmp_path, streets, "--name", "full", *common)
@@ -142,6 +148,8 @@ def test_global_resume_after_a_save_on_an_epochs_last_step_is_exact(tmp_path, st
                                            tmp_path, streets, tmp_path / "full")
 
 
+@pytest.mark.fault(cls="interrupted run",
+                   case="saved on the last fixed-global step (local stage), resumed: bit-equal end")
 def test_local_resume_after_a_save_on_the_last_fixed_step_is_exact(tmp_path, streets, global_stage, local_full):
     # the same at the end of the fixed epoch: the resumed run also unfreezes before epoch 2
     _cut_at_an_epochs_last_step_and_resume(
@@ -160,6 +168,8 @@ def _torchrun(data: Path, ck: Path, *args: str) -> None:
     assert p.returncode == 0, f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
 
 
+@pytest.mark.fault(cls="interrupted run",
+                   case="two DDP ranks stopped mid-epoch, resumed on two ranks: bit-equal end")
 def test_two_rank_run_interrupted_and_resumed_equals_the_uninterrupted_one(tmp_path, streets):
     # 4 images, 2 ranks, batch 1: 2 steps per epoch, 3 epochs. Stopped after step 3 (mid-epoch
     # 2), resumed on two ranks to the end: every rank resumes its own RNG stream and data shard.

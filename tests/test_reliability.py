@@ -67,6 +67,8 @@ def _noted_once(err: str, run: Path) -> None:
 
 # ---- item 3: config.json is not a single point of failure ---------------------------------------
 @pytest.mark.parametrize("how", DAMAGES)
+@pytest.mark.fault(cls="damaged run folder",
+                   case="config.json {how}: --resume reads the checkpoint's config")
 def test_resume_reads_the_config_from_the_checkpoint(run, trained, how, capsys):
     want = json.loads((run / "config.json").read_text())
     damage(run / "config.json", how)
@@ -80,6 +82,8 @@ def test_resume_reads_the_config_from_the_checkpoint(run, trained, how, capsys):
 
 
 @pytest.mark.parametrize("how", DAMAGES)
+@pytest.mark.fault(cls="damaged run folder",
+                   case="config.json {how}: --load_pretrain inherits the checkpoint's architecture")
 def test_load_pretrain_inherits_from_the_checkpoint_config(run, how, tmp_path, capsys):
     damage(run / "config.json", how)
     cfg = resolve_config(["--stage", "local", "--load_pretrain", str(run), "--name", "l",
@@ -90,6 +94,8 @@ def test_load_pretrain_inherits_from_the_checkpoint_config(run, how, tmp_path, c
 
 
 @pytest.mark.parametrize("how", DAMAGES)
+@pytest.mark.fault(cls="damaged run folder",
+                   case="config.json {how}: synthesis reads the checkpoint's config")
 def test_synthesis_reads_the_config_from_the_checkpoint(run, trained, how, tmp_path, capsys):
     damage(run / "config.json", how)
     out = tmp_path / "out"
@@ -101,6 +107,8 @@ def test_synthesis_reads_the_config_from_the_checkpoint(run, trained, how, tmp_p
 
 
 @pytest.mark.parametrize("how", DAMAGES)
+@pytest.mark.fault(cls="damaged run folder",
+                   case="config.json {how}: ONNX export reads the checkpoint's config")
 def test_export_reads_the_config_from_the_checkpoint(run, how, tmp_path, capsys):
     pytest.importorskip("onnx")
     from pix2pixhd.export import main as export_main
@@ -114,6 +122,8 @@ def test_export_reads_the_config_from_the_checkpoint(run, how, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("how", DAMAGES)
+@pytest.mark.fault(cls="damaged run folder",
+                   case="config.json {how}: features encode reads the checkpoint's config")
 def test_features_read_the_config_from_the_checkpoint(run, how, capsys):
     from pix2pixhd.features import main as features_main
     damage(run / "config.json", how)
@@ -125,6 +135,8 @@ def test_features_read_the_config_from_the_checkpoint(run, how, capsys):
 
 @pytest.mark.parametrize("content", ["[1, 2]", '{"ngf": 8, "an_option_from_the_future": 1}', None],
                          ids=["not-an-object", "unknown-option", "a-folder"])
+@pytest.mark.fault(cls="damaged run folder",
+                   case="config.json unusable ({id}): the checkpoint's config is used, with a note")
 def test_other_unreadable_config_json_falls_back(run, content, capsys):
     (run / "config.json").unlink()
     if content is None:
@@ -136,6 +148,8 @@ def test_other_unreadable_config_json_falls_back(run, content, capsys):
     assert "is unreadable" in capsys.readouterr().err
 
 
+@pytest.mark.fault(cls="damaged run folder",
+                   case="config.json missing: the fallback is said once per file")
 def test_the_fallback_is_said_once_per_file(run, capsys):
     (run / "config.json").unlink()
     assert load_run_config(run) == load_run_config(run, checkpoint=load_checkpoint(run))
@@ -150,6 +164,9 @@ def _one_line_naming(e: BaseException, *files: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ("missing", "garbage"))
+@pytest.mark.fault(cls="damaged run folder",
+                   case="config.json {how} and latest.pt truncated: --resume fails in one line naming "
+                        "both")
 def test_resume_with_config_and_checkpoint_unusable_fails_in_one_line(run, how):
     damage(run / "config.json", how)
     damage(run / "latest.pt", "truncated")
@@ -160,6 +177,8 @@ def test_resume_with_config_and_checkpoint_unusable_fails_in_one_line(run, how):
 
 
 @pytest.mark.parametrize("entry", ("synthesis", "export", "features"))
+@pytest.mark.fault(cls="damaged run folder",
+                   case="config.json garbage and latest.pt truncated: {entry} fails in one line")
 def test_other_entry_points_with_both_unusable_fail_in_one_line(run, trained, entry, tmp_path):
     from pix2pixhd.export import main as export_main
     from pix2pixhd.features import main as features_main
@@ -175,6 +194,7 @@ def test_other_entry_points_with_both_unusable_fail_in_one_line(run, trained, en
     _one_line_naming(e.value, run / "latest.pt")   # the weights are needed whatever config.json says
 
 
+@pytest.mark.fault(cls="damaged run folder", case="an empty folder resumed: says it holds no run")
 def test_no_run_folder_at_all_says_so(tmp_path):
     (tmp_path / "ck" / "empty").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="holds neither config.json nor a checkpoint") as e:
@@ -182,6 +202,8 @@ def test_no_run_folder_at_all_says_so(tmp_path):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.fault(cls="damaged run folder",
+                   case="config.json missing and --which_epoch 7 absent: names the checkpoints there")
 def test_missing_config_and_missing_epoch_names_the_epochs_there(run):
     (run / "config.json").unlink()
     with pytest.raises(CheckpointError, match=r"epoch_0007.pt does not exist; pass --which_epoch.*"
@@ -191,6 +213,8 @@ def test_missing_config_and_missing_epoch_names_the_epochs_there(run):
 
 # ---- item 4: paths stay where the user put them -------------------------------------------------
 @pytest.mark.parametrize("name", ["..", "../escaped", "/tmp/abs", "a/b", "a\\b", "", ".", "C:x"])
+@pytest.mark.fault(cls="path tricks",
+                   case="--name {name!r}: refused in one line suggesting a plain name")
 def test_name_that_leaves_checkpoints_dir_is_refused(tmp_path, name):
     ck = tmp_path / "inner" / "ck"
     with pytest.raises(UnsafeNameError, match=r"--name .* single folder name inside") as e:
@@ -202,12 +226,14 @@ def test_name_that_leaves_checkpoints_dir_is_refused(tmp_path, name):
 
 
 @pytest.mark.parametrize("which", ["../../run/latest", "latest.pt", "1.5", "-1", "", "5/../6"])
+@pytest.mark.fault(cls="path tricks", case="--which_epoch {which!r}: refused, naming the checkpoints there")
 def test_which_epoch_that_is_not_latest_or_a_number_is_refused(run, which):
     with pytest.raises(ValueError, match=r"--which_epoch .*expected 'latest' or an epoch number") as e:
         load_checkpoint(run, which)
     assert repr(which) in str(e.value) and "latest.pt" in str(e.value)   # and what the folder holds
 
 
+@pytest.mark.fault(cls="path tricks", case="--phase ../outside/train: refused")
 def test_phase_that_leaves_dataroot_is_refused(tmp_path):
     from pix2pixhd.data import create_dataset
     generate(tmp_path / "outside", n_train=1, n_test=0, width=32, height=16, seed=0)
@@ -217,6 +243,7 @@ def test_phase_that_leaves_dataroot_is_refused(tmp_path):
         create_dataset(tmp_path / "root", "../outside/train", label_nc=LABEL_NC, resize_or_crop="none")
 
 
+@pytest.mark.fault(cls="path tricks", case="convert_facades --holdout_split ../x: refused")
 def test_holdout_split_that_leaves_the_output_folder_is_refused(tmp_path):
     from PIL import Image
 
@@ -229,6 +256,9 @@ def test_holdout_split_that_leaves_the_output_folder_is_refused(tmp_path):
     assert not (tmp_path / "x_label").exists()
 
 
+@pytest.mark.fault(cls="interrupted run",
+                   case="stale *.tmp files (as killed writes leave them): removed and named at the "
+                        "next --resume")
 def test_stale_tmp_files_are_removed_at_the_next_start(run, capsys):
     stale = [run / "latest.pt.tmp", run / "config.json.tmp", run / "epoch_0002.pt.tmp",
              run / "web" / "images" / "epoch001_real.png.tmp.png"]
@@ -247,6 +277,9 @@ def test_stale_tmp_files_are_removed_at_the_next_start(run, capsys):
 
 
 # ---- item 6: a bad file met mid-epoch is named ----------------------------------------------------
+@pytest.mark.fault(cls="bad dataset",
+                   case="truncated JPEG met mid-epoch by train_main --validate headers: DatasetError "
+                        "names it")
 def test_truncated_jpeg_met_mid_epoch_under_validate_headers_is_named(tmp_path):
     generate(tmp_path / "jpg", n_train=4, n_test=0, width=64, height=32, seed=0, img_ext="jpg")
     bad = sorted((tmp_path / "jpg" / "train_img").iterdir())[2]

@@ -1,4 +1,5 @@
-"""A run folder is never overwritten or made inconsistent by another command (issue 13, item 2).
+"""A run folder is never overwritten or made inconsistent by another command (issue 13, item 2),
+nor by a process killed while it writes a checkpoint.
 
 A new run where one exists is refused (naming --resume, a new --name and --overwrite); a start
 that fails (bad data, a refused folder) writes nothing, so the old run stays byte for byte as it
@@ -6,10 +7,15 @@ was and resumes; --overwrite replaces the old run only after the new one has val
 keeps it aside until the new run's first checkpoint, then deletes it. One tiny run is trained
 once; each test works on its own copy.
 """
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.cli import resolve_config, train_main
@@ -60,6 +66,9 @@ def _resumes(ck: Path) -> None:
     assert load_checkpoint(ck / "run")["global_step"] == 2
 
 
+@pytest.mark.fault(cls="run folder in use",
+                   case="a new run where one exists: refused naming --resume/--name/--overwrite; old "
+                        "run untouched, resumes")
 def test_a_new_run_where_one_exists_is_refused_and_the_old_run_is_untouched(trained, ck):
     before = snapshot(ck / "run")
     with pytest.raises(RunExistsError) as e:
@@ -71,6 +80,9 @@ def test_a_new_run_where_one_exists_is_refused_and_the_old_run_is_untouched(trai
     _resumes(ck)
 
 
+@pytest.mark.fault(cls="run folder in use",
+                   case="--resume with a dataset that fails validation: run folder byte-identical, "
+                        "resumes")
 def test_resume_whose_dataset_fails_validation_leaves_the_run_untouched_and_resumable(trained, ck):
     before = snapshot(ck / "run")
     with pytest.raises(DatasetError):
@@ -81,6 +93,8 @@ def test_resume_whose_dataset_fails_validation_leaves_the_run_untouched_and_resu
     _resumes(ck)
 
 
+@pytest.mark.fault(cls="run folder in use",
+                   case="--overwrite with a dataset that fails validation: old run in place, resumes")
 def test_overwrite_whose_dataset_fails_validation_keeps_the_old_run_in_place(trained, ck):
     before = snapshot(ck / "run")
     with pytest.raises(DatasetError):
@@ -89,12 +103,16 @@ def test_overwrite_whose_dataset_fails_validation_keeps_the_old_run_in_place(tra
     _resumes(ck)
 
 
+@pytest.mark.fault(cls="run folder in use",
+                   case="a new run whose dataset fails validation: no folder created")
 def test_a_new_run_that_fails_validation_creates_no_folder(trained, tmp_path):
     with pytest.raises(DatasetError):
         _train(trained, tmp_path / "ck", "--name", "fresh", data="broken")
     assert not (tmp_path / "ck" / "fresh").exists()
 
 
+@pytest.mark.fault(cls="run folder in use",
+                   case="--overwrite: old run replaced, deleted after the new run's first save")
 def test_overwrite_replaces_the_run_and_deletes_the_old_one_after_the_first_save(trained, ck, capsys):
     assert _train(trained, ck, "--name", "run", "--overwrite", "--ngf", "4", "--max_steps", "1") == 0
     ckpt = load_checkpoint(ck / "run")
@@ -106,6 +124,9 @@ def test_overwrite_replaces_the_run_and_deletes_the_old_one_after_the_first_save
     assert len((ck / "run" / "loss_history.jsonl").read_text().splitlines()) == 1
 
 
+@pytest.mark.fault(cls="run folder in use",
+                   case="--overwrite whose first step raises (before its first save): old run kept "
+                        "aside byte-identical, resumes when renamed back")
 def test_overwrite_that_fails_before_its_first_save_keeps_the_old_run_aside(trained, ck, monkeypatch, capsys):
     from pix2pixhd.trainer import Trainer
     before = snapshot(ck / "run")
@@ -125,6 +146,9 @@ def test_overwrite_that_fails_before_its_first_save_keeps_the_old_run_aside(trai
     _resumes(ck)
 
 
+@pytest.mark.fault(cls="run folder in use",
+                   case="--auto_resume over an attempt with no checkpoint: starts; over epoch "
+                        "checkpoints without latest.pt: refused")
 def test_auto_resume_starts_over_an_attempt_that_never_saved_but_not_over_checkpoints(trained, ck):
     # an earlier attempt of the same command that died before its first save: config.json only
     attempt = ck / "attempt"
@@ -140,7 +164,50 @@ def test_auto_resume_starts_over_an_attempt_that_never_saved_but_not_over_checkp
         _train(trained, ck, "--name", "numbered", "--auto_resume")
 
 
+@pytest.mark.fault(cls="run folder in use",
+                   case="--overwrite with --resume or --auto_resume: refused")
 def test_overwrite_with_resume_or_auto_resume_is_refused(ck):
     for flag in ("--resume", "--auto_resume"):
         with pytest.raises(ConfigError, match="--overwrite starts the run anew"):
             resolve_config(["--name", "run", "--checkpoints_dir", str(ck), "--overwrite", flag])
+
+
+# A process that dies inside torch.save of its second checkpoint: the first save completes, the
+# second writes half of latest.pt.tmp, then the process SIGKILLs itself (no cleanup runs).
+_DIES_IN_SECOND_SAVE = """
+import io, os, signal, sys
+import torch
+real_save, saves = torch.save, []
+def save(obj, f, *args, **kwargs):
+    saves.append(1)
+    if len(saves) < 2:
+        return real_save(obj, f, *args, **kwargs)
+    buf = io.BytesIO()
+    real_save(obj, buf, *args, **kwargs)
+    f.write(buf.getvalue()[: buf.tell() // 2])
+    f.flush()
+    os.fsync(f.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save
+from pix2pixhd.cli import train_main
+sys.exit(train_main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.fault(cls="interrupted run", case="SIGKILL in the middle of a checkpoint write: the "
+                   "previous latest.pt loads, the partial file is removed at the next start, it resumes")
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(trained, tmp_path, capsys):
+    ck = tmp_path / "ck"
+    p = subprocess.run([sys.executable, "-c", _DIES_IN_SECOND_SAVE, "--dataroot", str(trained / "streets"),
+                        "--checkpoints_dir", str(ck), "--name", "k", *TINY, "--save_latest_freq", "1",
+                        "--no_html", "--no_tensorboard"],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    partial = ck / "k" / "latest.pt.tmp"
+    assert partial.is_file() and partial.stat().st_size > 0
+    with pytest.raises(Exception):   # half a zip archive
+        torch.load(partial, weights_only=True)
+    assert load_checkpoint(ck / "k")["global_step"] == 1   # the first save, whole
+    assert train_main(["--resume", "--name", "k", "--checkpoints_dir", str(ck), "--max_steps", "1"]) == 0
+    assert not partial.exists() and f"removed {partial}" in capsys.readouterr().err
+    assert load_checkpoint(ck / "k")["global_step"] == 2

@@ -35,6 +35,8 @@ def _weights(path: Path) -> dict:
     return {**{"G." + k: v for k, v in ck["G"].items()}, **{"D." + k: v for k, v in ck["D"].items()}}
 
 
+@pytest.mark.fault(cls="interrupted run",
+                   case="stopped mid-epoch twice, resumed: bit-equal weights and lr")
 def test_resume_mid_epoch_is_exact(tmp_path, streets):
     common = ["--niter", "1", "--niter_decay", "2", "--deterministic", "--no_html"]
     _run(tmp_path, streets, "--name", "full", *common)
@@ -116,6 +118,9 @@ def test_dry_run_prints_config_and_trains_nothing(tmp_path, streets, capsys):
     assert re.search(r"ngf: 8\s+\[changed\]", out) and not (tmp_path / "dry").exists()
 
 
+@pytest.mark.fault(cls="numerics",
+                   case="non-finite loss after a resume: the error names epoch, iteration and step; "
+                        "latest.pt byte-identical")
 def test_non_finite_loss_keeps_the_last_checkpoint(tmp_path, streets, monkeypatch):
     from pix2pixhd import trainer as tr_mod
     _run(tmp_path, streets, "--name", "nf", "--niter", "1", "--niter_decay", "0", "--no_html")

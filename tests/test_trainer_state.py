@@ -44,6 +44,9 @@ def test_frozen_global_generator_is_saved_and_restored(tmp_path, streets):
     assert not any(p.requires_grad for p in again.G.model.parameters())
 
 
+@pytest.mark.fault(cls="interrupted run",
+                   case="a checkpoint without the global_frozen flag (older format): frozen or not, "
+                        "read from its optimizer")
 def test_checkpoint_without_the_flag_is_read_from_its_optimizer(tmp_path, streets):
     # Checkpoints written before the flag existed: an enhancer-only G optimizer means frozen.
     tr = Trainer(_local(tmp_path, streets, name="old"))
@@ -81,6 +84,8 @@ def _closes(tr: Trainer) -> list[str]:
 
 
 @pytest.mark.parametrize("how", ["end", "max_steps", "error"])
+@pytest.mark.fault(cls="interrupted run",
+                   case="fit() exit by {how}: text log and TensorBoard writer closed, events on disk")
 def test_fit_closes_its_logs_on_every_exit(tmp_path, streets, how):
     cfg = tiny_cfg(tmp_path, name=how, label_nc=LABEL_NC, dataroot=str(streets), resize_or_crop="none",
                    batchSize=1, niter=1, niter_decay=0, no_tensorboard=False, no_html=False,

@@ -5,15 +5,19 @@
   2. train_hd.py --stage global   (GlobalGenerator at half resolution, 2-scale D),
   3. train_hd.py --stage local    (LocalEnhancer at full resolution; global part loaded and frozen),
   4. train_hd.py --stage finetune (everything jointly),
-  5. synthesize.py on the test split → results/main_job/index.html (label | synthesized | real),
+  5. synthesize.py on the test split → results/main_job/index.html (label | synthesized | real)
+     and results/main_job/samples.png (the first test scenes: coloured label map | synthesized | real),
   6. the same test split through an untrained generator of the same architecture, as the floor.
 
-Every number it prints is measured in this run. ``--quick`` shrinks everything for a smoke run.
+Every number it prints is measured in this run: per stage the wall seconds and the CPU minutes
+(user + system time of the stage's processes, which a busy machine inflates less than the wall
+time). ``--quick`` shrinks everything for a smoke run.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -22,11 +26,57 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(cmd: list[str]) -> float:
+def _cpu_seconds(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    """Runs ``cmd``; returns its wall seconds and CPU seconds (user + system of the child)."""
     print("\n$ " + " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
+    c0, t0 = _cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu_seconds(resource.RUSAGE_CHILDREN) - c0
+
+
+def write_sample_sheet(path: Path, label_dir: Path, fake_dir: Path, real_dir: Path, label_nc: int,
+                       n: int = 4, gap: int = 4, colors: int | None = 256) -> Path:
+    """A PNG of the first ``n`` scenes (by file stem) with a fake, a label map and a real photo:
+    one row each, coloured label map | synthesized | real, under a line of column titles. With
+    ``colors`` it is reduced to that many colours (median cut, no dithering): 4 rows at 256x128
+    take ~180 KB instead of ~550 KB (the photos' sensor noise compresses badly), small enough
+    for a README; ``None`` keeps every pixel."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from pix2pixhd.report import _index
+    from pix2pixhd.visualizer import label_colormap
+    labels, fakes, reals = _index(label_dir), _index(fake_dir), _index(real_dir)
+    stems = [k for k in sorted(fakes) if k in labels and k in reals][:n]
+    if not stems:
+        raise FileNotFoundError(f"no scene has a label map in {label_dir}, a synthesized photo in "
+                                f"{fake_dir} and a real photo in {real_dir}")
+    cmap = np.concatenate([label_colormap(max(label_nc, 1)), [[255, 255, 255]]]).astype(np.uint8)
+    rows = []
+    for k in stems:
+        fake = Image.open(fakes[k]).convert("RGB")
+        lab = cmap[np.clip(np.asarray(Image.open(labels[k])), 0, label_nc)]
+        rows.append([Image.fromarray(lab).resize(fake.size, Image.NEAREST), fake,
+                     Image.open(reals[k]).convert("RGB").resize(fake.size)])
+    w, h = rows[0][1].size
+    title = 14
+    sheet = Image.new("RGB", (3 * w + 2 * gap, title + len(rows) * (h + gap)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(("label map", "synthesized", "real")):
+        draw.text((j * (w + gap) + 2, 1), name, fill=(0, 0, 0))
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            sheet.paste(im, (j * (w + gap), title + i * (h + gap)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if colors is not None:
+        sheet = sheet.quantize(colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    sheet.save(path, optimize=True)
+    return path
 
 
 def main(argv=None) -> int:
@@ -38,6 +88,11 @@ def main(argv=None) -> int:
     p.add_argument("--n_test", type=int, default=12)
     p.add_argument("--width", type=int, default=256, help="full resolution (the local stage's)")
     p.add_argument("--epochs", type=int, nargs=3, default=(10, 3, 2), metavar=("GLOBAL", "LOCAL", "FINETUNE"))
+    p.add_argument("--n_downsample_global", type=int, default=3,
+                   help="downsamplings of the global generator (trained at half the width)")
+    p.add_argument("--batchSize", type=int, default=4, help="images per training step, every stage")
+    p.add_argument("--lambda_L1", type=float, default=0.0,
+                   help="weight of the L1 term between synthesized and real photo, in every stage")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny data, one epoch per stage")
     a = p.parse_args(argv)
     if a.quick:
@@ -49,12 +104,12 @@ def main(argv=None) -> int:
                      str(a.n_train), "--n_test", str(a.n_test), "--width", str(w), "--height", str(h)])
     label_nc = json.loads((ROOT / a.data / "classes.json").read_text())["label_nc"]
     common = ["train_hd.py", "--dataroot", a.data, "--checkpoints_dir", a.checkpoints_dir,
-              "--label_nc", str(label_nc), "--resize_or_crop", "scale_width", "--batchSize", "4",
+              "--label_nc", str(label_nc), "--resize_or_crop", "scale_width", "--batchSize", str(a.batchSize),
               "--nThreads", "1", "--no_vgg_loss", "--print_freq", "10", "--display_freq", "50",
-              "--save_epoch_freq", "100", "--validate", "headers"]
+              "--save_epoch_freq", "100", "--validate", "headers", "--lambda_L1", str(a.lambda_L1)]
     eg, el, ef = a.epochs
     t["global"] = run([py, *common, "--stage", "global", "--name", "main_global", "--loadSize", str(w // 2),
-                       "--ngf", "16", "--n_downsample_global", "3", "--n_blocks_global", "3", "--ndf", "16",
+                       "--ngf", "16", "--n_downsample_global", str(a.n_downsample_global), "--n_blocks_global", "3", "--ndf", "16",
                        "--niter", str(eg - eg // 2), "--niter_decay", str(eg // 2)])
     t["local"] = run([py, *common, "--stage", "local", "--name", "main_local", "--loadSize", str(w),
                       "--load_pretrain", f"{a.checkpoints_dir}/main_global", "--n_blocks_local", "2",
@@ -68,6 +123,7 @@ def main(argv=None) -> int:
                           "--real", f"{a.data}/test_img", "--out", str(out)])
 
     # The floor: the same architecture with its initial (untrained) weights.
+    c0, t0 = _cpu_seconds(resource.RUSAGE_SELF), time.perf_counter()
     import torch
 
     from pix2pixhd.config import TrainConfig
@@ -82,27 +138,39 @@ def main(argv=None) -> int:
                       inst_dir=ROOT / a.data / "test_inst", progress=False)
     trained_stats = compare_folders(out / "test_img", ROOT / a.data / "test_img")   # synthesis writes a dataset
     floor_stats = compare_folders(base / "test_img", ROOT / a.data / "test_img")
+    sheet = write_sample_sheet(out / "samples.png", ROOT / a.data / "test_label", out / "test_img",
+                               ROOT / a.data / "test_img", label_nc)
+    t["floor"] = (time.perf_counter() - t0, _cpu_seconds(resource.RUSAGE_SELF) - c0)
     # The figures repeat to the last digit on one machine and thread count, not across them (CPU
     # kernels pick their vector instructions by the CPU and split reductions by the thread
     # count), so they are printed with both. The stages inherit this process's thread count.
     sys.path.insert(0, str(ROOT))
     from benchmarks.baseline import describe_device
     ran_on = dict(describe_device(torch.device("cpu")), cpu_isa=torch.backends.cpu.get_cpu_capability())
-    summary = {"seconds": {k: round(v, 1) for k, v in t.items()}, "total_seconds": round(sum(t.values()), 1),
+    recipe = {"n_train": a.n_train, "n_test": a.n_test, "width": a.width, "epochs": list(a.epochs),
+              "batchSize": a.batchSize, "n_downsample_global": a.n_downsample_global,
+              "lambda_L1": a.lambda_L1}
+    summary = {"recipe": recipe,
+               "seconds": {k: round(v[0], 1) for k, v in t.items()},
+               "cpu_minutes": {k: round(v[1] / 60, 2) for k, v in t.items()},
+               "total_seconds": round(sum(v[0] for v in t.values()), 1),
+               "total_cpu_minutes": round(sum(v[1] for v in t.values()) / 60, 2),
                "machine": ran_on, "trained": trained_stats, "untrained": floor_stats,
                "l1_ratio_trained_over_untrained": trained_stats["l1"] / floor_stats["l1"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print("\n=== main job ===")
-    print(f"{'stage':<10}{'seconds':>9}")
-    for k, v in summary["seconds"].items():
-        print(f"{k:<10}{v:>9.1f}")
-    print(f"{'total':<10}{summary['total_seconds']:>9.1f}")
+    print("recipe: " + ", ".join(f"{k} {v}" for k, v in recipe.items()))
+    print(f"{'stage':<10}{'seconds':>9}{'CPU-min':>9}")
+    for k in summary["seconds"]:
+        print(f"{k:<10}{summary['seconds'][k]:>9.1f}{summary['cpu_minutes'][k]:>9.2f}")
+    print(f"{'total':<10}{summary['total_seconds']:>9.1f}{summary['total_cpu_minutes']:>9.2f}")
     print(f"ran on: {ran_on['cpu']} ({ran_on['cpu_isa']}), torch {ran_on['torch']} with "
           f"{ran_on['cpu_threads']} CPU thread(s), Python {ran_on['python']}")
     print(f"test split ({trained_stats['n']} images)   L1      pooled PSNR")
     print(f"  trained (finetune)   {trained_stats['l1']:.4f}  {trained_stats['pooled_psnr']:.2f} dB")
     print(f"  untrained            {floor_stats['l1']:.4f}  {floor_stats['pooled_psnr']:.2f} dB")
     print(f"results page: {out / 'index.html'}")
+    print(f"sample sheet: {sheet}")
     return 0
 
 

@@ -1,0 +1,104 @@
+"""scripts/main_job.py: its sample sheet, and the ``--quick`` smoke run end to end (data, three
+training stages, synthesis, the untrained floor, the summary with wall seconds and CPU minutes)."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pix2pixhd.visualizer import label_colormap
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _main_job():
+    spec = importlib.util.spec_from_file_location("main_job", ROOT / "scripts" / "main_job.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _png(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def test_sample_sheet_rows_are_label_fake_real_of_the_first_scenes(tmp_path):
+    rng = np.random.default_rng(0)
+    h, w, nc = 8, 16, 5
+    scenes = {}
+    for i in range(6):
+        stem = f"s{i}"
+        lab = rng.integers(0, nc, (h, w)).astype(np.uint8)
+        fake = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        real = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        _png(tmp_path / "label" / f"{stem}.png", lab)
+        if i != 1:  # s1 has no synthesized photo: it is left out, not shown with a hole
+            _png(tmp_path / "fake" / f"{stem}.png", fake)
+        _png(tmp_path / "real" / f"{stem}.png", real)
+        scenes[stem] = (lab, fake, real)
+    sheet_path = _main_job().write_sample_sheet(tmp_path / "out" / "samples.png", tmp_path / "label",
+                                                tmp_path / "fake", tmp_path / "real", nc, n=3, gap=2,
+                                                colors=None)
+    sheet = np.asarray(Image.open(sheet_path).convert("RGB"))
+    title = 14
+    assert sheet.shape == (title + 3 * (h + 2), 3 * w + 2 * 2, 3)
+    cmap = label_colormap(nc)
+    for row, stem in enumerate(("s0", "s2", "s3")):
+        lab, fake, real = scenes[stem]
+        y = title + row * (h + 2)
+        np.testing.assert_array_equal(sheet[y:y + h, 0:w], cmap[lab])
+        np.testing.assert_array_equal(sheet[y:y + h, w + 2:2 * w + 2], fake)
+        np.testing.assert_array_equal(sheet[y:y + h, 2 * w + 4:3 * w + 4], real)
+
+
+def test_sample_sheet_without_matching_scenes_names_the_folders(tmp_path):
+    _png(tmp_path / "label" / "a.png", np.zeros((4, 4), np.uint8))
+    _png(tmp_path / "fake" / "b.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "real").mkdir()
+    with pytest.raises(FileNotFoundError, match="fake"):
+        _main_job().write_sample_sheet(tmp_path / "s.png", tmp_path / "label", tmp_path / "fake",
+                                       tmp_path / "real", 3)
+
+
+def test_quick_main_job_runs_end_to_end(tmp_path):
+    res = tmp_path / "res"
+    out = subprocess.run([sys.executable, "scripts/main_job.py", "--quick", "--data", str(tmp_path / "data"),
+                          "--checkpoints_dir", str(tmp_path / "ck"), "--results", str(res)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads((res / "summary.json").read_text())
+    stages = ["data", "global", "local", "finetune", "synthesis", "floor"]
+    assert list(summary["seconds"]) == stages and list(summary["cpu_minutes"]) == stages
+    # every stage did work; the training stages ran in child processes whose CPU time is counted
+    assert all(summary["seconds"][k] > 0 for k in stages), summary
+    assert all(summary["cpu_minutes"][k] > 0 for k in ("global", "local", "finetune")), summary
+    assert summary["trained"]["n"] == summary["untrained"]["n"] == 2
+    assert "CPU-min" in out.stdout and "sample sheet:" in out.stdout
+    assert (res / "index.html").is_file()
+    sheet = Image.open(res / "samples.png")
+    assert sheet.mode == "P"  # reduced to 256 colours, to stay small
+    assert sheet.size[0] > 3 * 64 and sheet.size[1] > 2 * 32  # 2 rows of 64x32 scenes, 3 columns
+
+
+def test_sample_sheet_in_256_colours_stays_close_to_the_full_colour_one(tmp_path):
+    rng = np.random.default_rng(1)
+    # smooth photos with noise, as the synthetic streets are, not uniform noise
+    ramp = np.linspace(0, 200, 64)[None, :, None] + np.linspace(0, 50, 32)[:, None, None]
+    for i in range(2):
+        _png(tmp_path / "label" / f"s{i}.png", rng.integers(0, 4, (32, 64)).astype(np.uint8))
+        for d in ("fake", "real"):
+            img = ramp + np.array([0, 20, 40]) * (i + 1) + rng.normal(0, 4, (32, 64, 3))
+            _png(tmp_path / d / f"s{i}.png", np.clip(img, 0, 255).astype(np.uint8))
+    mj = _main_job()
+    args = (tmp_path / "label", tmp_path / "fake", tmp_path / "real", 4)
+    full = np.asarray(Image.open(mj.write_sample_sheet(tmp_path / "full.png", *args, colors=None)),
+                      dtype=np.float64)
+    small = Image.open(mj.write_sample_sheet(tmp_path / "small.png", *args))
+    assert small.mode == "P" and len(small.getcolors(4096)) <= 256
+    diff = np.abs(np.asarray(small.convert("RGB"), dtype=np.float64) - full)
+    assert diff.mean() < 4, diff.mean()

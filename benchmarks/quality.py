@@ -608,6 +608,29 @@ def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path 
     return text
 
 
+def compare_sheet(run_dirs: list[Path], data: Path, path: Path, n: int = 4) -> Path:
+    """A picture for the docs: one row per validation image (the first ``n`` stems of the split),
+    columns = colour label map | each run's synthesized photo at its last evaluated point (in
+    ``run_dirs`` order) | the real photo. Written as a 256-colour PNG."""
+    from pix2pixhd.engine import photos_dir
+    manifest = json.loads((Path(data) / "quality_data.json").read_text())
+    ev, stems = Path(manifest["eval_dir"]), manifest["val_stems"][:n]
+    cols = [_read_folder(ev / "colour", stems)]
+    for d in run_dirs:
+        st = json.loads((Path(d) / "state.json").read_text())
+        if not st["points"]:
+            raise SystemExit(f"{d} has no evaluated point yet: nothing to show")
+        cols.append(_read_folder(photos_dir(Path(d) / "fakes" / f"epoch_{st['points'][-1]['epoch']}"), stems))
+    cols.append(_read_folder(ev / "img", stems))
+    rows = [torch.cat([c[i] for c in cols], 2) for i in range(len(stems))]
+    grid = torch.cat(rows, 1).permute(1, 2, 0).numpy()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    Image.fromarray(grid).quantize(256).save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -632,9 +655,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", type=Path, nargs="+", help="run folders to put in one table/plot")
     p.add_argument("--svg", type=Path, help="with --compare: write the curves here")
     p.add_argument("--md", type=Path, help="with --compare: write every point's table here")
+    p.add_argument("--sheet", type=Path, help="with --compare and --data: write a PNG of label | each "
+                   "run's last point | real for the first 4 validation images")
     a = p.parse_args(argv)
     if a.compare:
         print(compare(a.compare, a.svg, a.md, a.data))
+        if a.sheet:
+            if not a.data:
+                p.error("--sheet needs --data (the split's folder)")
+            print(f"wrote {compare_sheet(a.compare, a.data, a.sheet)}")
         return 0
     spec = DataSpec(str(Path(a.src).resolve()), a.n_val, a.split_seed, a.size)
     if a.prepare_only:

@@ -86,6 +86,22 @@ def test_quality_benchmark_splits_scores_every_epoch_and_resumes(tmp_path):
     assert (tmp_path / "out" / "quality.md").read_text().count("\n| tiny | ") == 2
     assert (tmp_path / "out" / "curves.svg").read_text().startswith("<svg")
 
+    # the docs' picture: label | the run's last point | real, for the first validation images
+    sheet = quality.compare_sheet([tmp_path / "out"], tmp_path / "data", tmp_path / "sheet.png", n=2)
+    got = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
+    ev = Path(manifest["eval_dir"])
+    first = manifest["val_stems"][0]
+    colour, real = (np.asarray(Image.open(ev / d / f"{first}.png").convert("RGB")).astype(int) for d in ("colour", "img"))
+    fake = np.asarray(Image.open(photos_dir(tmp_path / "out" / "fakes" / "epoch_2") / f"{first}.png").convert("RGB")).astype(int)
+    side = colour.shape[0]
+    assert got.shape == (2 * side, 3 * side, 3)
+    assert (got[:side, :side] == colour).all()                    # few colours: exact after quantizing
+    # 256 colours: each column is far closer to its own image than to the others'
+    srcs = [colour, fake, real]
+    for i in (1, 2):
+        d = [abs(got[:side, i * side:(i + 1) * side] - src).mean() for src in srcs]
+        assert d[i] < 10 and d[i] < 0.5 * min(d[j] for j in range(3) if j != i), (i, d)
+
     # once done, a rerun trains nothing
     st = _run(tmp_path, 2, logs.append)
     assert len(st["points"]) == 2

@@ -388,12 +388,22 @@ def synthesize(run_dir: Path, epoch: int, labels: Path, out: Path, extra: tuple[
     return photos_dir(out)
 
 
-def _sample_sheet(sc: Scorer, fake: torch.Tensor, path: Path, n: int = 6) -> None:
-    rows = [torch.cat([sc.colour[i], fake[i], sc.real[i]], 2) for i in range(min(n, len(fake)))]
-    grid = torch.cat(rows, 1).permute(1, 2, 0).numpy()
+def _write_grid(cols: list[torch.Tensor], path: Path, n: int, colors: int | None = None) -> Path:
+    """A PNG (tmp + rename) of the first ``n`` images of each uint8 [N, 3, H, W] in ``cols``: one
+    row per image, the columns side by side; ``colors``: reduce to that many colours."""
+    rows = [torch.cat([c[i] for c in cols], 2) for i in range(min(n, *(len(c) for c in cols)))]
+    im = Image.fromarray(torch.cat(rows, 1).permute(1, 2, 0).numpy())
+    if colors is not None:
+        im = im.quantize(colors)
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(grid).save(tmp)
+    im.save(tmp)
     os.replace(tmp, path)
+    return path
+
+
+def _sample_sheet(sc: Scorer, fake: torch.Tensor, path: Path, n: int = 6) -> None:
+    _write_grid([sc.colour, fake, sc.real], path, n)
 
 
 # ---- one benchmark run ---------------------------------------------------------------------------
@@ -622,13 +632,7 @@ def compare_sheet(run_dirs: list[Path], data: Path, path: Path, n: int = 4) -> P
             raise SystemExit(f"{d} has no evaluated point yet: nothing to show")
         cols.append(_read_folder(photos_dir(Path(d) / "fakes" / f"epoch_{st['points'][-1]['epoch']}"), stems))
     cols.append(_read_folder(ev / "img", stems))
-    rows = [torch.cat([c[i] for c in cols], 2) for i in range(len(stems))]
-    grid = torch.cat(rows, 1).permute(1, 2, 0).numpy()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(grid).quantize(256).save(tmp)
-    os.replace(tmp, path)
-    return path
+    return _write_grid(cols, path, len(stems), colors=256)
 
 
 def main(argv: list[str] | None = None) -> int:

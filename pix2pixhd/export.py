@@ -253,10 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     g, cfg = load_generator(a.checkpoint, a.which_epoch, "cpu", direction=a.direction)
     key = generator_key(cfg, a.direction)
     out = Path(a.out) if a.out else default_onnx_path(a.checkpoint, key)
-    # CycleGAN's G_B takes domain B's channels (as build_generator builds it); every other
-    # generator generator_input_nc's
-    input_nc = cfg.output_nc if key == "G_B" else generator_input_nc(cfg)
-    export_onnx(g, out, input_nc, opset=a.opset, dynamo=not a.legacy, config=cfg.to_dict(),
+    export_onnx(g, out, generator_input_nc(cfg, a.direction), opset=a.opset, dynamo=not a.legacy, config=cfg.to_dict(),
                 check=False, generator_key=key)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     if not a.no_check:

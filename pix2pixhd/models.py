@@ -41,8 +41,12 @@ __all__ = ["generator_input_nc", "discriminator_input_nc", "generator_key", "net
 DIRECTIONS = ("AtoB", "BtoA")
 
 
-def generator_input_nc(cfg: TrainConfig) -> int:
-    """Channels of G's input: labels (one-hot, or the photo) + boundary map + encoded features."""
+def generator_input_nc(cfg: TrainConfig, direction: str | None = None) -> int:
+    """Channels of the input of the generator :func:`generator_key` names for ``direction``:
+    labels (one-hot, or the photo) + boundary map + encoded features; CycleGAN's G_B reads
+    domain B's photos (``output_nc`` channels)."""
+    if cfg.model == "cyclegan" and generator_key(cfg, direction) == "G_B":
+        return cfg.output_nc
     return input_channels(cfg.label_nc, cfg.input_nc, cfg.no_instance,
                           cfg.feat_num if cfg.use_features else 0)
 
@@ -76,10 +80,10 @@ def build_generator(cfg: TrainConfig, direction: str | None = None) -> nn.Module
     """The generator :func:`generator_key` names for ``direction``, initialised."""
     cfg.check_resolved()
     key = generator_key(cfg, direction)
-    nc = generator_input_nc(cfg)
+    nc = generator_input_nc(cfg, direction)
     if cfg.model == "cyclegan":
-        nc_in, nc_out = (cfg.input_nc, cfg.output_nc) if key == "G_A" else (cfg.output_nc, cfg.input_nc)
-        g = define_G(nc_in, nc_out, cfg.ngf, cfg.netG_pix2pix, cfg.norm, use_dropout=not cfg.no_dropout)
+        nc_out = cfg.output_nc if key == "G_A" else cfg.input_nc
+        g = define_G(nc, nc_out, cfg.ngf, cfg.netG_pix2pix, cfg.norm, use_dropout=not cfg.no_dropout)
     elif cfg.model == "pix2pix":
         g = define_G(nc, cfg.output_nc, cfg.ngf, cfg.netG_pix2pix, cfg.norm, use_dropout=not cfg.no_dropout)
     elif cfg.netG == "global":

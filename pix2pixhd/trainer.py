@@ -200,9 +200,9 @@ class Trainer:
             self.global_step = ckpt["global_step"]
             self.global_frozen = self._frozen_in(ckpt)
             self._build_optimizers()
-            self.opt_G.load_state_dict(ckpt["optimizer_G"])
+            self._load_optimizer(self.opt_G, ckpt["optimizer_G"])
             if self.opt_D is not None:
-                self.opt_D.load_state_dict(ckpt["optimizer_D"])
+                self._load_optimizer(self.opt_D, ckpt["optimizer_D"])
             if "scaler" in ckpt and ckpt["scaler"]:
                 self.scaler.load_state_dict(ckpt["scaler"])
             set_rng_state(ckpt["rng"][min(self.dist.rank, len(ckpt["rng"]) - 1)])
@@ -249,10 +249,24 @@ class Trainer:
         self.opt_G = self._adam(self._g_params(), lr)
         self.opt_D = self._adam(_unwrap(self.D).parameters(), lr) if self.D is not None else None
 
+    def _adam_impl(self) -> dict:
+        """Torch's fused Adam kernel on CUDA and CPU (one pass per tensor, no temporaries; on CPU
+        the default per-tensor loop took about a quarter of a reference-width fp32 step, see
+        docs/benchmarks.md); torch's default elsewhere."""
+        return {"fused": True, "foreach": None} if self.device.type in ("cuda", "cpu") else {}
+
     def _adam(self, params, lr: float) -> torch.optim.Adam:
-        """The reference's Adam (betas (beta1, 0.999)); torch's fused kernel on CUDA."""
-        fused = {"fused": True} if self.device.type == "cuda" else {}
-        return torch.optim.Adam(params, lr=lr, betas=(self.cfg.beta1, 0.999), **fused)
+        """The reference's Adam (betas (beta1, 0.999)), with :meth:`_adam_impl`'s kernel."""
+        return torch.optim.Adam(params, lr=lr, betas=(self.cfg.beta1, 0.999), **self._adam_impl())
+
+    def _load_optimizer(self, opt: torch.optim.Adam, saved: dict) -> None:
+        """Restore ``opt``'s state and hyper-parameters from ``saved``, keeping this process's
+        kernel choice: torch restores a group's fused/foreach flags from the file, which would
+        make a run saved on one device (or by an older version) step with that device's kernel."""
+        impl = {k: g[k] for g in opt.param_groups[:1] for k in ("fused", "foreach") if k in g}
+        opt.load_state_dict(saved)
+        for group in opt.param_groups:
+            group.update(impl)
 
     def _unfreeze_global(self) -> None:
         """Past niter_fix_global: one optimizer over all of G, keeping the enhancer's Adam state.

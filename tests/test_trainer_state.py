@@ -106,3 +106,25 @@ def test_fit_closes_its_logs_on_every_exit(tmp_path, streets, how):
     assert any((tmp_path / how / "tensorboard").iterdir())
     if how != "error":
         assert "G_GAN" in (tmp_path / how / "web" / "index.html").read_text()
+
+
+def test_adam_is_torchs_fused_kernel_and_a_resume_keeps_it(tmp_path, streets):
+    # On CPU the per-tensor Adam loop cost about a quarter of a reference-width step (profile in
+    # docs/benchmarks.md); the fused kernel steps the same maths. A checkpoint saved by the loop
+    # (an older version, or another device's choice) must not switch a resumed run back to it:
+    # torch's load_state_dict copies the saved group's fused/foreach flags.
+    tr = Trainer(_local(tmp_path, streets, name="f"))
+    assert all(g["fused"] for opt in (tr.opt_G, tr.opt_D) for g in opt.param_groups)
+    tr.train_step(next(iter(tr.make_loader()[0])))
+    tr.save("latest")
+    ck_path = tmp_path / "f" / "latest.pt"
+    ck = torch.load(ck_path, weights_only=False)
+    for key in ("optimizer_G", "optimizer_D"):
+        for g in ck[key]["param_groups"]:
+            g["fused"], g["foreach"] = None, None
+    torch.save(ck, ck_path)
+    again = Trainer(_local(tmp_path, streets, name="f", resume=True))
+    for opt, old in ((again.opt_G, tr.opt_G), (again.opt_D, tr.opt_D)):
+        assert all(g["fused"] and g["lr"] == old.param_groups[0]["lr"] for g in opt.param_groups)
+        p = opt.param_groups[0]["params"][0]
+        assert torch.equal(opt.state[p]["exp_avg"], old.state[old.param_groups[0]["params"][0]]["exp_avg"])

@@ -154,3 +154,13 @@ def test_synthesis_benchmark_smoke(tmp_path, capsys):
 def test_bad_resolution_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="multiples of 16"):
         T.main(["--stage", "global", "--res", "40x32", "--ngf", "4", "--ndf", "4", "--steps", "1"])
+
+
+def test_optimizer_benchmark_smoke(capsys):
+    from benchmarks import optimizer as O
+    assert O.main(["--ngf", "4", "--ndf", "4", "--rounds", "1", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in O.IMPLS)
+    # the fused kernel computes the loop's update (rounding apart)
+    diff = float(out.rsplit("after 3 steps: ", 1)[1].split()[0])
+    assert diff < 1e-6

@@ -213,6 +213,13 @@ class TrainConfig:
     pool_size: Optional[int] = option(
         "discriminator", 50, "cyclegan: generated images each D's history pool holds (each D "
         "sees a random half of its batch from the history); 0 = no pool")
+    diffaug: Optional[str] = option(
+        "discriminator", "", "differentiable augmentation of D's inputs (DiffAugment, Zhao et al. "
+        "2020), for small datasets: a comma list of color, translation, cutout (e.g. "
+        "color,translation,cutout); the real and the fake pair of a step get the same random "
+        "transform, label and image alike (color touches the image channels only), in D's and in "
+        "G's losses; L1/VGG compare the unaugmented images. pix2pixhd and pix2pix only (cyclegan: "
+        "refused); empty = off, the reference's recipe")
 
     # --- losses -----------------------------------------------------------------------------
     gan_mode: Optional[str] = option("losses", "lsgan", "GAN objective",
@@ -315,10 +322,25 @@ class TrainConfig:
             raise ConfigError("--model pix2pix has one stage: drop --stage local/finetune")
         if c.instance_feat and c.label_feat:
             raise ConfigError("choose one of --instance_feat and --label_feat")
+        if c.diffaug:
+            c._check_diffaug()
         if c.overwrite and (c.resume or c.auto_resume):
             raise ConfigError("--overwrite starts the run anew, --resume/--auto_resume continue it: "
                               "give one of them")
         return c
+
+    def _check_diffaug(self) -> None:
+        from pix2pixhd.diffaug import parse_policy
+        try:
+            parse_policy(self.diffaug)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.model == "cyclegan":
+            raise ConfigError(f"--diffaug {self.diffaug}: only the pix2pixhd and pix2pix steps augment D's "
+                             "inputs; --model cyclegan ignores it: drop --diffaug")
+        if self.model == "pix2pix" and self.lambda_GAN == 0:
+            raise ConfigError(f"--diffaug {self.diffaug} augments D's inputs, but --lambda_GAN 0 trains "
+                             "no D: drop --diffaug or set --lambda_GAN > 0")
 
     def _check_cyclegan(self) -> None:
         if self.stage != "global":

@@ -11,6 +11,9 @@ One step (pix2pixHD, Wang et al. 2018, as NVIDIA's code computes it):
   L_G  = GAN(D(x, fake), 1) + FM(D(x, fake), D(x, real)) + λ_feat · VGG(fake, real)
   G and D both step on losses computed with the same (pre-update) D. During the G pass the
   discriminator's parameters do not require grad, so no D weight gradients are computed.
+  With --diffaug every D input (x, image) is first transformed by T, one random draw per step
+  shared by the real and the fake pair, in L_D and L_G alike (``pix2pixhd.diffaug``); VGG and L1
+  compare the untransformed fake and real.
 
 pix2pix (``--model pix2pix``) and CycleGAN (``--model cyclegan``, Zhu et al. 2017) are other
 ``train_step`` recipes of the same Trainer (same checkpoints, logs, resume, DDP, precision):
@@ -32,6 +35,7 @@ import torch
 from torch import nn
 
 import pix2pixhd
+from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (atomic_write_bytes, clean_stale_tmp, load_checkpoint, rng_state,
                                   save_checkpoint, set_rng_state)
 from pix2pixhd.config import TrainConfig
@@ -175,6 +179,7 @@ class Trainer:
                                   for m in (self.G, self.D))
             elif self.dist.is_master:  # torch's SyncBatchNorm runs on CUDA only
                 print("note: --norm batch on CPU ranks: BatchNorm statistics stay per rank (no SyncBatchNorm)")
+        self.diffaug = diffaug.parse_policy(cfg.diffaug)   # () = off: D sees its inputs as they are
         self.criterion_gan = GANLoss(cfg.gan_mode)
         self.criterion_l1 = nn.L1Loss()
         self.vgg = None if cfg.no_vgg_loss else (VGGLoss(vgg) if vgg is not None else VGGLoss(vgg_path=cfg.vgg_path or None))
@@ -388,14 +393,28 @@ class Trainer:
             raise ConfigError("--instance_feat needs instance maps: drop --no_instance or use --label_feat")
         return self.E(real, inst)
 
-    def _d_real_fake(self, x, real, fake_detached):
-        """D on (x, real) and (x, fake) through the (DDP-wrapped) D, so its gradients sync.
+    def _diffaug_draw(self, x: torch.Tensor) -> diffaug.AugmentParams | None:
+        """This step's DiffAugment parameters for the batch of ``x`` (None: --diffaug off)."""
+        if not self.diffaug:
+            return None
+        return diffaug.draw(self.diffaug, x.shape[0], x.shape[-2], x.shape[-1])
+
+    def _d_input(self, cond: torch.Tensor | None, image: torch.Tensor,
+                 aug: diffaug.AugmentParams | None) -> torch.Tensor:
+        """D's input: (cond, image) concatenated (``image`` alone when ``cond`` is None), then
+        transformed by ``aug`` when --diffaug is on (colour on the image channels only)."""
+        d_in = image if cond is None else torch.cat([cond, image], 1)
+        return d_in if aug is None else diffaug.augment(d_in, aug, image_channels=image.shape[1])
+
+    def _d_real_fake(self, x, real, fake_detached, aug: diffaug.AugmentParams | None = None):
+        """D on (x, real) and (x, fake) through the (DDP-wrapped) D, so its gradients sync;
+        both pairs transformed by the same ``aug`` (--diffaug).
 
         With instance norm every sample is normalised alone, so one forward over the two halves
         stacked along the batch equals two forwards and runs as one pass (DDP also wants one
         forward per backward). BatchNorm would mix the halves' statistics: two passes there.
         """
-        real_in, fake_in = torch.cat([x, real], 1), torch.cat([x, fake_detached], 1)
+        real_in, fake_in = self._d_input(x, real, aug), self._d_input(x, fake_detached, aug)
         if self.cfg.norm != "instance":
             return self.D(real_in), self.D(fake_in)
         n = x.shape[0]
@@ -417,7 +436,8 @@ class Trainer:
         with self._autocast():
             fake = self.G(x)
         t.mark("G_forward")
-        cond = (lambda y: y) if cfg.no_cond_D else (lambda y: torch.cat([x, y], 1))  # noqa: E731
+        aug = self._diffaug_draw(x)   # one draw for the step: fake and real, D and G passes
+        cond = lambda y: self._d_input(None if cfg.no_cond_D else x, y, aug)  # noqa: E731
         losses: dict[str, torch.Tensor] = {}
         if self.D is not None:
             # Two passes (BatchNorm must not mix real and fake statistics), each followed by its own
@@ -454,8 +474,9 @@ class Trainer:
             g_in = torch.cat([x, feat], 1) if feat is not None else x
             fake = self.G(g_in)
         t.mark("G_forward")
+        aug = self._diffaug_draw(x)   # one draw for the step: the real and fake pairs, D and G passes
         with self._autocast():
-            pred_real, pred_fake_d = self._d_real_fake(x, real, fake.detach())
+            pred_real, pred_fake_d = self._d_real_fake(x, real, fake.detach(), aug)
             loss_D_real = self.criterion_gan(pred_real, True)
             loss_D_fake = self.criterion_gan(pred_fake_d, False)
             loss_D = 0.5 * (loss_D_real + loss_D_fake)
@@ -466,7 +487,7 @@ class Trainer:
 
         with _frozen(d_inner):  # the G pass computes no D weight gradients
             with self._autocast():
-                pred_fake = d_inner(torch.cat([x, fake], 1))
+                pred_fake = d_inner(self._d_input(x, fake, aug))
                 loss_G = self.criterion_gan(pred_fake, True, for_discriminator=False)
                 losses["G_GAN"] = loss_G
                 if not cfg.no_ganFeat_loss:

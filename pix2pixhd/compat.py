@@ -63,6 +63,24 @@ def _drop_untracked_instance_norm_stats(model: nn.Module, state: dict) -> dict:
             if not (k.rpartition(".")[2] in stats and k.rpartition(".")[0] in untracked)}
 
 
+def _upsample_hint(model: nn.Module, state: dict, own: dict, keys: list[str]) -> str | None:
+    """When the shape mismatches are upsampling weights transposed ([in, out] vs [out, in]): the
+    file and the model differ in ``--upsample`` (transposed conv vs resize-conv); say which."""
+    from pix2pixhd.networks import ResizeConv2d
+    ups = {name: m for name, m in model.named_modules() if isinstance(m, (nn.ConvTranspose2d, ResizeConv2d))}
+    for k in keys:
+        mod, _, leaf = k.rpartition(".")
+        if mod not in ups or leaf != "weight":
+            continue
+        f, o = tuple(state[k].shape), tuple(own[k].shape)
+        if f[:2] == o[1::-1] and f[2:] == o[2:]:
+            ours = "resize" if isinstance(ups[mod], ResizeConv2d) else "transpose"
+            theirs = "transpose" if ours == "resize" else "resize"
+            return (f"  its upsampling weights ({k}: {list(f)}) are those of --upsample {theirs}, the "
+                    f"model's of --upsample {ours}: build the model with --upsample {theirs}")
+    return None
+
+
 def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool = True,
                            ignore_prefixes: tuple[str, ...] = ()) -> nn.Module:
     """Load a state_dict saved by NVIDIA's pix2pixHD, the CycleGAN/pix2pix repo (``latest_net_G_A.pth``
@@ -86,6 +104,10 @@ def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool
               for k in own if k in state and not skip(k) and state[k].shape != own[k].shape]
     if shapes or (strict and (missing or unexpected)):
         parts = [f"{source} does not fit {type(model).__name__}:"]
+        hint = _upsample_hint(model, state, own, [k for k in own if k in state and not skip(k)
+                                                  and state[k].shape != own[k].shape])
+        if hint:
+            parts.append(hint)
         if missing:
             parts.append(f"  {len(missing)} missing key(s), e.g. {missing[:3]}")
         if unexpected:
@@ -94,7 +116,7 @@ def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool
             parts.append(f"  {len(shapes)} shape mismatch(es), e.g. {shapes[:3]}")
         parts.append(f"  the file looks like {_guess(state)}; build the model with the flags it "
                      "was trained with (netG, ngf, n_downsample_global, n_blocks_global, "
-                     "n_local_enhancers, num_D, n_layers_D, label_nc, no_instance)")
+                     "n_local_enhancers, upsample, num_D, n_layers_D, label_nc, no_instance)")
         raise CheckpointMismatchError("\n".join(parts))
     load = {k: v for k, v in state.items() if k in own and not skip(k)}
     model.load_state_dict(load, strict=False)

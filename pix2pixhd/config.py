@@ -38,6 +38,7 @@ MODELS = ("pix2pixhd", "pix2pix", "cyclegan")
 # (format 1 stored pix2pix's 100 there, unused by pix2pixHD; TrainConfig.from_dict reads it as 0).
 CONFIG_FORMAT = 2
 PRECISIONS = ("fp32", "bf16", "fp16")
+UPSAMPLE_MODES = ("transpose", "resize")   # the generators' x2 upsampling (pix2pixhd.networks)
 RESIZE_OR_CROP = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 
 # Option groups, in --help order: name -> the title argparse shows.
@@ -54,7 +55,7 @@ GROUPS = {
 
 # Options a later stage takes from the stage it loads (--load_pretrain), unless given.
 INHERITED = ("label_nc", "input_nc", "output_nc", "no_instance", "n_downsample_global",
-             "n_blocks_global", "norm", "ndf", "n_layers_D", "instance_feat", "label_feat",
+             "n_blocks_global", "upsample", "norm", "ndf", "n_layers_D", "instance_feat", "label_feat",
              "feat_num", "nef", "n_downsample_E", "dataset_mode", "direction", "model")
 # Options a resumed run does not take from the run it resumes: they say how to continue it.
 NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps", "overwrite")
@@ -176,6 +177,12 @@ class TrainConfig:
     n_local_enhancers: Optional[int] = option(
         "generator", 1, "local enhancers (each doubles the resolution)")
     n_blocks_local: Optional[int] = option("generator", 3, "ResNet blocks per local enhancer")
+    upsample: Optional[str] = option(
+        "generator", "transpose", "pix2pixHD's x2 upsamplings (global generator and local "
+        "enhancers): transpose (the reference's stride-2 transposed 3x3 conv) or resize (nearest "
+        "x2 then a 3x3 conv with reflection padding, Odena et al. 2016: no checkerboard overlap; "
+        "same state_dict keys, weights [out, in, 3, 3], so reference checkpoints do not load); "
+        "pix2pix/cyclegan: refused", choices=UPSAMPLE_MODES)
     norm: Optional[str] = option("generator", "instance", "normalisation of G, D and E",
                                  choices=("instance", "batch"), pix2pix="batch")
     netG_pix2pix: Optional[str] = option(
@@ -324,6 +331,12 @@ class TrainConfig:
             raise ConfigError("choose one of --instance_feat and --label_feat")
         if c.diffaug:
             c._check_diffaug()
+        if c.upsample not in UPSAMPLE_MODES:
+            raise ConfigError(f"upsample={c.upsample!r}; expected one of {UPSAMPLE_MODES} (--upsample transpose "
+                             "is the reference's)")
+        if c.upsample != "transpose" and c.model != "pix2pixhd":
+            raise ConfigError(f"--upsample {c.upsample} changes pix2pixHD's generators; --model {c.model}'s "
+                             "generator ignores it: drop --upsample")
         if c.overwrite and (c.resume or c.auto_resume):
             raise ConfigError("--overwrite starts the run anew, --resume/--auto_resume continue it: "
                               "give one of them")

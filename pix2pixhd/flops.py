@@ -13,6 +13,9 @@ avg-pooled pyramids are whatever the real network does, never re-derived by hand
   ConvTranspose2d  N · C_in  · H_in  · W_in  · (C_out / groups) · k_h · k_w   (each input pixel
                    scatters one k_h x k_w x C_out/groups patch)
 
+(``--upsample resize``'s ResizeConv2d is a Conv2d whose hook sees its output at 2H x 2W, so it is
+counted by the first line: 4x the transposed conv it replaces.)
+
 Only convolutions are counted: they are > 99.5 % of the arithmetic. Norms, activations, pooling,
 padding, biases and the losses are not (they are memory-bound; their cost shows in the times).
 1 MAC = 2 FLOPs. With the reference's defaults (label_nc 35 + boundary = 36 input channels) this

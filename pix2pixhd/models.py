@@ -87,10 +87,11 @@ def build_generator(cfg: TrainConfig, direction: str | None = None) -> nn.Module
     elif cfg.model == "pix2pix":
         g = define_G(nc, cfg.output_nc, cfg.ngf, cfg.netG_pix2pix, cfg.norm, use_dropout=not cfg.no_dropout)
     elif cfg.netG == "global":
-        g = GlobalGenerator(nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global, cfg.norm)
+        g = GlobalGenerator(nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global, cfg.norm,
+                            upsample=cfg.upsample)
     else:
         g = LocalEnhancer(nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global,
-                          cfg.n_local_enhancers, cfg.n_blocks_local, cfg.norm)
+                          cfg.n_local_enhancers, cfg.n_blocks_local, cfg.norm, upsample=cfg.upsample)
     return set_norm_impl(g, cfg.norm_impl)
 
 

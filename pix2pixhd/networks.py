@@ -9,16 +9,24 @@ with ``load_state_dict`` directly.
 Tensors at the boundaries: [N, C, H, W], NCHW or channels-last, any float dtype. Generators need
 H and W divisible by ``required_multiple`` (2**n_downsampling, times 2**n_local_enhancers);
 padding to it is the caller's job (the data pipeline and synthesis do it), a wrong size raises.
+
+``upsample`` (GlobalGenerator, LocalEnhancer; ``--upsample``): 'transpose' is the reference's
+stride-2 ConvTranspose2d; 'resize' replaces each by a :class:`ResizeConv2d` (nearest x2, then a
+3x3 conv; Odena et al. 2016) at the same module index, so the keys stay the reference's while the
+weight shapes differ ([out, in, 3, 3] instead of [in, out, 3, 3]).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from pix2pixhd.config import UPSAMPLE_MODES
 from pix2pixhd.layers import InstanceNormAct, init_weights, norm_act
 
 __all__ = ["GlobalGenerator", "LocalEnhancer", "ResnetBlock", "NLayerDiscriminator",
-           "MultiscaleDiscriminator", "Encoder", "instance_average", "count_parameters"]
+           "MultiscaleDiscriminator", "Encoder", "ResizeConv2d", "instance_average", "count_parameters",
+           "UPSAMPLE_MODES"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -75,12 +83,36 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+class ResizeConv2d(nn.Conv2d):
+    """x2 upsampling as a resize-convolution (Odena et al. 2016, "Deconvolution and Checkerboard
+    Artifacts"): nearest-neighbour x2, then a 3x3 conv with reflection padding (as the rest of the
+    generator pads), stride 1. A drop-in for the reference's ``ConvTranspose2d(in, out, 3, stride=2,
+    padding=1, output_padding=1)``: same output size (2H x 2W) and channels, and, being a Conv2d,
+    the same ``weight``/``bias`` keys; the weight is [out, in, 3, 3] and the conv runs at the output
+    resolution (4x the transposed conv's multiply-adds). [N, in, H, W] -> [N, out, 2H, 2W]."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__(in_channels, out_channels, 3, stride=1, padding=1, padding_mode="reflect", bias=bias)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.interpolate(input, scale_factor=2, mode="nearest"))
+
+
+def _upsampling_conv(in_nc: int, out_nc: int, upsample: str, bias: bool = True) -> nn.Module:
+    """The x2 upsampling conv of the generators: the reference's transposed conv or a resize-conv."""
+    if upsample == "transpose":
+        return nn.ConvTranspose2d(in_nc, out_nc, 3, stride=2, padding=1, output_padding=1, bias=bias)
+    if upsample == "resize":
+        return ResizeConv2d(in_nc, out_nc, bias=bias)
+    raise ValueError(f"upsample={upsample!r}; expected one of {UPSAMPLE_MODES}")
+
+
 def _global_layers(input_nc: int, output_nc: int, ngf: int, n_downsampling: int, n_blocks: int,
                    norm: str, padding_type: str, *, use_bias: bool = True,
-                   use_dropout: bool = False) -> list[nn.Module]:
+                   use_dropout: bool = False, upsample: str = "transpose") -> list[nn.Module]:
     """The layers of pix2pixHD's global generator, which are also CycleGAN's ResnetGenerator
     (n_downsampling=2; ``use_bias``/``use_dropout`` as that reference sets them). The final
-    7x7 conv always has a bias."""
+    7x7 conv always has a bias. ``upsample``: see :func:`_upsampling_conv`."""
     if n_blocks < 0:
         raise ValueError(f"n_blocks={n_blocks} must be >= 0")
     model: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, padding=0, bias=use_bias)]
@@ -93,8 +125,7 @@ def _global_layers(input_nc: int, output_nc: int, ngf: int, n_downsampling: int,
     model += [ResnetBlock(ngf * mult, padding_type, norm, use_dropout, use_bias) for _ in range(n_blocks)]
     for i in range(n_downsampling):
         mult = 2 ** (n_downsampling - i)
-        model += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
-                                     output_padding=1, bias=use_bias)]
+        model += [_upsampling_conv(ngf * mult, ngf * mult // 2, upsample, bias=use_bias)]
         model += norm_act(norm, ngf * mult // 2)
     model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]
     return model
@@ -103,16 +134,18 @@ def _global_layers(input_nc: int, output_nc: int, ngf: int, n_downsampling: int,
 class GlobalGenerator(nn.Module):
     """G1: conv7 → n_downsampling stride-2 convs → n_blocks ResnetBlocks → transposed convs → conv7, tanh.
 
-    input [N, input_nc, H, W] → output [N, output_nc, H, W] in [-1, 1].
+    input [N, input_nc, H, W] → output [N, output_nc, H, W] in [-1, 1]. ``upsample='resize'``:
+    resize-convolutions instead of the transposed convs (:class:`ResizeConv2d`).
     """
 
     def __init__(self, input_nc: int, output_nc: int, ngf: int = 64, n_downsampling: int = 4,
-                 n_blocks: int = 9, norm: str = "instance", padding_type: str = "reflect"):
+                 n_blocks: int = 9, norm: str = "instance", padding_type: str = "reflect",
+                 upsample: str = "transpose"):
         super().__init__()
         self.input_nc, self.output_nc = input_nc, output_nc
         self.required_multiple = 2 ** n_downsampling
         self.model = nn.Sequential(*_global_layers(input_nc, output_nc, ngf, n_downsampling,
-                                                   n_blocks, norm, padding_type))
+                                                   n_blocks, norm, padding_type, upsample=upsample))
         init_weights(self, zero_conv_bias=False)  # the reference keeps PyTorch's conv biases
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -126,11 +159,12 @@ class LocalEnhancer(nn.Module):
     Enhancer n (1 = coarsest) sees the input downsampled n_local_enhancers - n times by
     AvgPool2d(3, 2, 1, count_include_pad=False); its front end (``model{n}_1``) is summed with
     the coarser output and fed to its back end (``model{n}_2``). Keys match the reference.
+    ``upsample='resize'``: every x2 upsampling (global part and enhancers) is a :class:`ResizeConv2d`.
     """
 
     def __init__(self, input_nc: int, output_nc: int, ngf: int = 32, n_downsample_global: int = 4,
                  n_blocks_global: int = 9, n_local_enhancers: int = 1, n_blocks_local: int = 3,
-                 norm: str = "instance", padding_type: str = "reflect"):
+                 norm: str = "instance", padding_type: str = "reflect", upsample: str = "transpose"):
         super().__init__()
         if n_local_enhancers < 1:
             raise ValueError(f"n_local_enhancers={n_local_enhancers} must be >= 1; "
@@ -140,7 +174,7 @@ class LocalEnhancer(nn.Module):
         self.required_multiple = 2 ** (n_downsample_global + n_local_enhancers)
         ngf_global = ngf * 2 ** n_local_enhancers
         layers = _global_layers(input_nc, output_nc, ngf_global, n_downsample_global,
-                                n_blocks_global, norm, padding_type)
+                                n_blocks_global, norm, padding_type, upsample=upsample)
         self.model = nn.Sequential(*layers[:-3])  # the global part without its final conv
         for n in range(1, n_local_enhancers + 1):
             ngf_n = ngf * 2 ** (n_local_enhancers - n)
@@ -150,7 +184,7 @@ class LocalEnhancer(nn.Module):
             down += norm_act(norm, ngf_n * 2)
             up: list[nn.Module] = [ResnetBlock(ngf_n * 2, padding_type, norm)
                                    for _ in range(n_blocks_local)]
-            up += [nn.ConvTranspose2d(ngf_n * 2, ngf_n, 3, stride=2, padding=1, output_padding=1)]
+            up += [_upsampling_conv(ngf_n * 2, ngf_n, upsample)]
             up += norm_act(norm, ngf_n)
             if n == n_local_enhancers:
                 up += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]

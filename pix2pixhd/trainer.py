@@ -327,9 +327,11 @@ class Trainer:
         if missing or bad:
             raise CheckpointMismatchError(
                 f"{path}: the global generator (ngf={prev.ngf}, n_downsample_global="
-                f"{prev.n_downsample_global}, n_blocks_global={prev.n_blocks_global}) does not fit this "
-                f"local generator's global part (ngf={self.cfg.ngf} × 2^{self.cfg.n_local_enhancers}); "
-                f"missing {missing[:3]}, shape mismatches {bad[:3]}. Use --ngf {prev.ngf // 2 ** self.cfg.n_local_enhancers}")
+                f"{prev.n_downsample_global}, n_blocks_global={prev.n_blocks_global}, upsample={prev.upsample}) "
+                f"does not fit this local generator's global part (ngf={self.cfg.ngf} × "
+                f"2^{self.cfg.n_local_enhancers}, upsample={self.cfg.upsample}); missing {missing[:3]}, shape "
+                f"mismatches {bad[:3]}. Use --ngf {prev.ngf // 2 ** self.cfg.n_local_enhancers} and "
+                f"--upsample {prev.upsample}")
         g.load_state_dict(part, strict=False)
         new_scales = tuple(f"scale{i}_" for i in range(prev.num_D, self.cfg.num_D))
         load_reference_weights(_unwrap(self.D), ckpt["D"], strict=True, ignore_prefixes=new_scales)

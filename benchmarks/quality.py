@@ -104,6 +104,35 @@ RECIPES = {r.name: r for r in (
            "pix2pixhd_global with two changes for small data at 128 px: an L1 term (λ 100, as "
            "pix2pix) and 2 downsamplings instead of 4 (a 32x32 bottleneck of 128 channels, about "
            "the same multiply-adds in the 9 ResNet blocks as 8x8 of 512)"),
+    # pix2pixhd_global with ONE change each (issue 15 item 2), to tell the changes apart.
+    Recipe("pix2pixhd_global_l1",
+           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
+            "--n_downsample_global", "4", "--n_blocks_global", "9", "--norm", "instance",
+            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
+            "--lambda_feat", "10", "--no_vgg_loss", "--lambda_L1", "100"),
+           "pix2pixhd_global + an L1 term (λ 100, as pix2pix); nothing else changed"),
+    Recipe("pix2pixhd_global_down2",
+           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
+            "--n_downsample_global", "2", "--n_blocks_global", "9", "--norm", "instance",
+            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
+            "--lambda_feat", "10", "--no_vgg_loss"),
+           "pix2pixhd_global with 2 downsamplings instead of 4 (a 32x32 bottleneck at 128 px); "
+           "nothing else changed"),
+    Recipe("pix2pixhd_global_diffaug",
+           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
+            "--n_downsample_global", "4", "--n_blocks_global", "9", "--norm", "instance",
+            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
+            "--lambda_feat", "10", "--no_vgg_loss", "--diffaug", "color,translation,cutout"),
+           "pix2pixhd_global + DiffAugment (Zhao et al. 2020) on every D input: colour, "
+           "translation, cutout, one draw per step for the real and the fake pair; nothing else "
+           "changed"),
+    Recipe("pix2pixhd_global_resize",
+           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
+            "--n_downsample_global", "4", "--n_blocks_global", "9", "--norm", "instance",
+            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
+            "--lambda_feat", "10", "--no_vgg_loss", "--upsample", "resize"),
+           "pix2pixhd_global with resize-convolutions (nearest x2 + 3x3 conv, Odena et al. 2016) "
+           "instead of transposed convs in G; nothing else changed"),
 )}
 
 

@@ -126,6 +126,21 @@ def test_recipes_hold_the_exact_flags_of_the_reference_runs():
     assert quality.load_size(128) == 143
 
 
+def test_every_recipe_is_a_valid_command_line(tmp_path):
+    """Each recipe's flags on top of the shared ones resolve through train_hd.py's parser (no
+    unknown flag, value or combination), and each single-change recipe differs from
+    pix2pixhd_global in exactly the option its name says."""
+    from pix2pixhd.cli import resolve_config
+    common = quality.common_flags(tmp_path / "data", tmp_path / "out", 128, 1, 0)
+    cfgs = {name: resolve_config(common + list(r.flags)).to_dict() for name, r in quality.RECIPES.items()}
+    ref = cfgs["pix2pixhd_global"]
+    diff = lambda name: {k: v for k, v in cfgs[name].items() if ref[k] != v}  # noqa: E731
+    assert diff("pix2pixhd_global_l1") == {"lambda_L1": 100.0}
+    assert diff("pix2pixhd_global_down2") == {"n_downsample_global": 2}
+    assert diff("pix2pixhd_global_diffaug") == {"diffaug": "color,translation,cutout"}
+    assert diff("pix2pixhd_global_resize") == {"upsample": "resize"}
+
+
 def test_facade_ids_reach_the_generator_identically_in_training_and_synthesis(tmp_path):
     """Issue 15's first suspect: the palette decoding and one-hot input at train time against
     synthesis time. The same facade, read (a) as pix2pix AB image with --palette facades, (b)

@@ -418,17 +418,12 @@ def synthesize(run_dir: Path, epoch: int, labels: Path, out: Path, extra: tuple[
 
 
 def _write_grid(cols: list[torch.Tensor], path: Path, n: int, colors: int | None = None) -> Path:
-    """A PNG (tmp + rename) of the first ``n`` images of each uint8 [N, 3, H, W] in ``cols``: one
-    row per image, the columns side by side; ``colors``: reduce to that many colours."""
-    rows = [torch.cat([c[i] for c in cols], 2) for i in range(min(n, *(len(c) for c in cols)))]
-    im = Image.fromarray(torch.cat(rows, 1).permute(1, 2, 0).numpy())
-    if colors is not None:
-        im = im.quantize(colors)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    im.save(tmp)
-    os.replace(tmp, path)
-    return path
+    """A PNG (``pix2pixhd.report.write_image_grid``) of the first ``n`` images of each uint8
+    [N, 3, H, W] in ``cols``: one row per image, the columns side by side, no gaps or titles;
+    ``colors``: reduce to that many colours."""
+    from pix2pixhd.report import write_image_grid
+    rows = [[c[i].permute(1, 2, 0).numpy() for c in cols] for i in range(min(n, *(len(c) for c in cols)))]
+    return write_image_grid(rows, path, colors=colors)
 
 
 def _sample_sheet(sc: Scorer, fake: torch.Tensor, path: Path, n: int = 6) -> None:

@@ -1,4 +1,5 @@
-"""A results page (label | synthesized | real) and the plain L1/PSNR of a synthesized folder.
+"""A results page and a sample-sheet PNG (label | synthesized | real), and the plain L1/PSNR of
+a synthesized folder.
 
 The full evaluation (SSIM, FID, KID, segmentation score) is ``pix2pixhd.evaluate``; this is the
 quick check the main job prints, with no dependency beyond numpy. Files pair by stem with
@@ -8,13 +9,14 @@ them. Links on the page are URL-encoded, so file names with ``#``, ``?`` or ``%`
 from __future__ import annotations
 
 import html
+import io
 import math
 import os
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from pix2pixhd.checkpoint import atomic_write_bytes
 from pix2pixhd.data.layouts import stem_key
@@ -99,3 +101,40 @@ def write_comparison_page(fake_dir: Path, label_dir: Path, real_dir: Path, label
     atomic_write_bytes(path, page.encode())
     return path
 
+
+
+TITLE_HEIGHT = 14   # pixels of the line of column titles above a grid
+
+
+def write_image_grid(rows: list[list], path: Path, *, titles: tuple[str, ...] = (), gap: int = 0,
+                     colors: int | None = None, optimize: bool = False) -> Path:
+    """A PNG of ``rows`` of equally sized RGB cells (PIL images or uint8 [H, W, 3] arrays): the
+    cells of a row side by side, the rows one under the other, ``gap`` white pixels between
+    columns and after every row; ``titles`` puts a line of column titles above. ``colors``
+    reduces it to that many colours (median cut, no dithering), ``None`` keeps every pixel;
+    ``optimize``: Pillow's slower, smaller PNG encoding.
+    Written to a temporary file and renamed, so a reader never sees half a PNG."""
+    cells = [[c if isinstance(c, Image.Image) else Image.fromarray(np.asarray(c)) for c in row]
+             for row in rows]
+    if not cells or not cells[0]:
+        raise ValueError(f"{path}: no images to put in the grid")
+    w, h = cells[0][0].size
+    ncol = max(len(row) for row in cells)
+    odd = [c.size for row in cells for c in row if c.size != (w, h)]
+    if odd:
+        raise ValueError(f"{path}: every cell must be {w}x{h} like the first, got {odd[0][0]}x{odd[0][1]}; "
+                         f"resize them first")
+    top = TITLE_HEIGHT if titles else 0
+    sheet = Image.new("RGB", (ncol * w + (ncol - 1) * gap, top + len(cells) * (h + gap)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(titles):
+        draw.text((j * (w + gap) + 2, 1), name, fill=(0, 0, 0))
+    for i, row in enumerate(cells):
+        for j, im in enumerate(row):
+            sheet.paste(im, (j * (w + gap), top + i * (h + gap)))
+    if colors is not None:
+        sheet = sheet.quantize(colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", optimize=optimize)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)

@@ -42,15 +42,16 @@ def run(cmd: list[str]) -> tuple[float, float]:
 
 def write_sample_sheet(path: Path, label_dir: Path, fake_dir: Path, real_dir: Path, label_nc: int,
                        n: int = 4, gap: int = 4, colors: int | None = 256) -> Path:
-    """A PNG of the first ``n`` scenes (by file stem) with a fake, a label map and a real photo:
-    one row each, coloured label map | synthesized | real, under a line of column titles. With
+    """A PNG (``pix2pixhd.report.write_image_grid``) of the first ``n`` scenes (by file stem) with
+    a fake, a label map and a real photo: one row each, coloured label map | synthesized | real,
+    under a line of column titles, ``gap`` white pixels apart. With
     ``colors`` it is reduced to that many colours (median cut, no dithering): 4 rows at 256x128
     take ~180 KB instead of ~550 KB (the photos' sensor noise compresses badly), small enough
     for a README; ``None`` keeps every pixel."""
     import numpy as np
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
-    from pix2pixhd.report import _index
+    from pix2pixhd.report import _index, write_image_grid
     from pix2pixhd.visualizer import label_colormap
     labels, fakes, reals = _index(label_dir), _index(fake_dir), _index(real_dir)
     stems = [k for k in sorted(fakes) if k in labels and k in reals][:n]
@@ -64,20 +65,8 @@ def write_sample_sheet(path: Path, label_dir: Path, fake_dir: Path, real_dir: Pa
         lab = cmap[np.clip(np.asarray(Image.open(labels[k])), 0, label_nc)]
         rows.append([Image.fromarray(lab).resize(fake.size, Image.NEAREST), fake,
                      Image.open(reals[k]).convert("RGB").resize(fake.size)])
-    w, h = rows[0][1].size
-    title = 14
-    sheet = Image.new("RGB", (3 * w + 2 * gap, title + len(rows) * (h + gap)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for j, name in enumerate(("label map", "synthesized", "real")):
-        draw.text((j * (w + gap) + 2, 1), name, fill=(0, 0, 0))
-    for i, row in enumerate(rows):
-        for j, im in enumerate(row):
-            sheet.paste(im, (j * (w + gap), title + i * (h + gap)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if colors is not None:
-        sheet = sheet.quantize(colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    sheet.save(path, optimize=True)
-    return path
+    return write_image_grid(rows, path, titles=("label map", "synthesized", "real"), gap=gap,
+                            colors=colors, optimize=True)
 
 
 def main(argv=None) -> int:

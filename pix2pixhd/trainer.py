@@ -460,9 +460,7 @@ class Trainer:
                 if d_inner is not None:
                     losses["G_GAN"] = self.criterion_gan(d_inner(cond(fake)), True, for_discriminator=False)
                     loss_G = loss_G + cfg.lambda_GAN * losses["G_GAN"]
-                if cfg.lambda_L1 > 0:
-                    losses["G_L1"] = self.criterion_l1(fake.float(), real.float())
-                    loss_G = loss_G + cfg.lambda_L1 * losses["G_L1"]
+                loss_G = self._add_l1(loss_G, fake, real, losses)
             self._backward_G(loss_G, losses)
         return self._finish((self.opt_G,), losses, {"label": batch["label"], "synthesized": fake, "real": real})
 
@@ -501,9 +499,7 @@ class Trainer:
                     vgg = self.vgg(fake.float(), real.float()) * cfg.lambda_feat
                     losses["G_VGG"] = vgg
                     loss_G = loss_G + vgg
-                if cfg.lambda_L1 > 0:   # not in the reference's recipe (default 0); logged unweighted, as pix2pix's
-                    losses["G_L1"] = self.criterion_l1(fake.float(), real.float())
-                    loss_G = loss_G + cfg.lambda_L1 * losses["G_L1"]
+                loss_G = self._add_l1(loss_G, fake, real, losses)
             self._backward_G(loss_G, losses)
         return self._finish((self.opt_G, self.opt_D), losses,
                             {"label": batch["label"], "synthesized": fake, "real": real})
@@ -546,6 +542,15 @@ class Trainer:
         return self._finish((self.opt_G, self.opt_D), losses,
                             {"real_A": real_A, "fake_B": out["fake_B"], "rec_A": out["rec_A"],
                              "real_B": real_B, "fake_A": out["fake_A"], "rec_B": out["rec_B"]})
+
+    def _add_l1(self, loss_G: torch.Tensor, fake: torch.Tensor, real: torch.Tensor,
+                losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``loss_G`` + λ_L1·L1(fake, real), in fp32, when --lambda_L1 > 0 (pix2pix's term;
+        pix2pixHD's default is 0, not in the reference's recipe); logged unweighted as ``G_L1``."""
+        if self.cfg.lambda_L1 <= 0:
+            return loss_G
+        losses["G_L1"] = self.criterion_l1(fake.float(), real.float())
+        return loss_G + self.cfg.lambda_L1 * losses["G_L1"]
 
     def _backward_G(self, loss_G: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
         """Refuse non-finite losses before any update, then G's backward."""

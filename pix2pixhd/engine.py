@@ -168,8 +168,9 @@ class FolderSource(torch.utils.data.Dataset):
         if not files and not self.broken:
             raise MissingInputError(f"--input {folder} holds no images ({', '.join(IMG_EXTS)})")
         self.label_nc = cfg.label_nc
-        # photo inputs: the generator's input channels (CycleGAN's G_B reads domain B's)
-        self.input_nc = cfg.output_nc if cfg.model == "cyclegan" and job.direction == "BtoA" else cfg.input_nc
+        # photo inputs (label_nc 0): the channels the direction's generator reads them with
+        from pix2pixhd.models import input_image_nc
+        self.input_nc = input_image_nc(cfg, job.direction)
         from pix2pixhd.data.layouts import load_palette
         self.palette = load_palette(cfg.palette or None) if cfg.label_nc > 0 else None
         self.inst_index = _index(job.inst) if job.inst else {}

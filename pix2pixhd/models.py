@@ -16,13 +16,14 @@ with. The layers themselves live in ``networks.py`` (pix2pixHD), ``pix2pix_netwo
                             --label_feat, or with --load_features (maps come from disk)
 
 Channels at the boundaries: G takes ``generator_input_nc(cfg)`` channels (one-hot labels or
-the input photo, + instance boundary, + features) and gives ``output_nc``; D takes
-``discriminator_input_nc(cfg)`` (G's condition without the features, + the image). CycleGAN's
-G_A maps input_nc -> output_nc channels, G_B output_nc -> input_nc, and its discriminators are
-unconditional (D_A sees output_nc channels, D_B input_nc). A checkpoint holds each network under
-its key (``G``, ``D``, ``E``; CycleGAN: ``G_A``, ``G_B``, ``D_A``, ``D_B``, the reference's file
-names ``latest_net_<key>.pth``); :func:`generator_key` says which generator synthesis uses. Every
-fused norm is set to ``cfg.norm_impl``. Weights come from torch's global RNG: seed it to repeat a build.
+the input photo, of ``input_image_nc(cfg)`` channels, + instance boundary, + features) and gives
+``output_nc``; D takes ``discriminator_input_nc(cfg)`` (G's condition without the features, + the
+image). CycleGAN's G_A maps input_nc -> output_nc channels, G_B output_nc -> input_nc, and its
+discriminators are unconditional (D_A sees output_nc channels, D_B input_nc). A checkpoint holds
+each network under its key (``G``, ``D``, ``E``; CycleGAN: ``G_A``, ``G_B``, ``D_A``, ``D_B``, the
+reference's file names ``latest_net_<key>.pth``); :func:`generator_key` says which generator
+synthesis uses. Every fused norm is set to ``cfg.norm_impl``. Weights come from torch's global
+RNG: seed it to repeat a build.
 """
 from __future__ import annotations
 
@@ -35,18 +36,27 @@ from pix2pixhd.layers import set_norm_impl
 from pix2pixhd.networks import Encoder, GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
 from pix2pixhd.pix2pix_networks import define_D, define_G
 
-__all__ = ["generator_input_nc", "discriminator_input_nc", "generator_key", "network_keys",
-           "build_generator", "build_discriminator", "build_encoder"]
+__all__ = ["input_image_nc", "generator_input_nc", "discriminator_input_nc", "generator_key",
+           "network_keys", "build_generator", "build_discriminator", "build_encoder"]
 
 DIRECTIONS = ("AtoB", "BtoA")
 
 
-def generator_input_nc(cfg: TrainConfig, direction: str | None = None) -> int:
-    """Channels of the input of the generator :func:`generator_key` names for ``direction``:
-    labels (one-hot, or the photo) + boundary map + encoded features; CycleGAN's G_B reads
-    domain B's photos (``output_nc`` channels)."""
+def input_image_nc(cfg: TrainConfig, direction: str | None = None) -> int:
+    """Channels of the photos the generator :func:`generator_key` names for ``direction`` reads
+    when its inputs are photos (label_nc 0), as they are on disk: ``input_nc``, but CycleGAN's
+    G_B reads domain B's (``output_nc``). Synthesis converts its input photos to this."""
     if cfg.model == "cyclegan" and generator_key(cfg, direction) == "G_B":
         return cfg.output_nc
+    return cfg.input_nc
+
+
+def generator_input_nc(cfg: TrainConfig, direction: str | None = None) -> int:
+    """Channels of the input of the generator :func:`generator_key` names for ``direction``:
+    labels (one-hot, or the photo of :func:`input_image_nc`) + boundary map + encoded features;
+    CycleGAN's generators read the photo alone."""
+    if cfg.model == "cyclegan":
+        return input_image_nc(cfg, direction)
     return input_channels(cfg.label_nc, cfg.input_nc, cfg.no_instance,
                           cfg.feat_num if cfg.use_features else 0)
 

@@ -74,6 +74,15 @@ class Recipe:
     about: str
 
 
+def _hd_global(n_downsample: int = 4, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The pix2pixhd_global recipe's flags (the reference's global recipe at ngf 32, spelled out),
+    with ``n_downsample`` downsamplings and ``extra`` flags appended: one change per variant."""
+    return ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
+            "--n_downsample_global", str(n_downsample), "--n_blocks_global", "9", "--norm", "instance",
+            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
+            "--lambda_feat", "10", "--no_vgg_loss", *extra)
+
+
 # The one table of recipes. Every flag that matters is spelled out, defaults included, so the
 # table reads as the exact command line.
 RECIPES = {r.name: r for r in (
@@ -88,49 +97,25 @@ RECIPES = {r.name: r for r in (
             "--lambda_L1", "100", "--lambda_GAN", "1"),
            "pix2pix (Isola et al. 2017) at the paper's widths: U-Net 128, 70x70 PatchGAN "
            "conditioned on the label map, L1 (λ 100) + cGAN"),
-    Recipe("pix2pixhd_global",
-           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
-            "--n_downsample_global", "4", "--n_blocks_global", "9", "--norm", "instance",
-            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
-            "--lambda_feat", "10", "--no_vgg_loss"),
+    Recipe("pix2pixhd_global", _hd_global(),
            "pix2pixHD's global generator with the reference's recipe (4 downsamplings, 9 ResNet "
            "blocks, 2-scale LSGAN discriminator, feature matching λ 10) at ngf 32, the width of "
            "the global part inside the reference's 1024p generator; no VGG loss (no weights here)"),
-    Recipe("pix2pixhd_global_l1_down2",
-           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
-            "--n_downsample_global", "2", "--n_blocks_global", "9", "--norm", "instance",
-            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
-            "--lambda_feat", "10", "--no_vgg_loss", "--lambda_L1", "100"),
+    Recipe("pix2pixhd_global_l1_down2", _hd_global(n_downsample=2, extra=("--lambda_L1", "100")),
            "pix2pixhd_global with two changes for small data at 128 px: an L1 term (λ 100, as "
            "pix2pix) and 2 downsamplings instead of 4 (a 32x32 bottleneck of 128 channels, about "
            "the same multiply-adds in the 9 ResNet blocks as 8x8 of 512)"),
     # pix2pixhd_global with ONE change each (issue 15 item 2), to tell the changes apart.
-    Recipe("pix2pixhd_global_l1",
-           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
-            "--n_downsample_global", "4", "--n_blocks_global", "9", "--norm", "instance",
-            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
-            "--lambda_feat", "10", "--no_vgg_loss", "--lambda_L1", "100"),
+    Recipe("pix2pixhd_global_l1", _hd_global(extra=("--lambda_L1", "100")),
            "pix2pixhd_global + an L1 term (λ 100, as pix2pix); nothing else changed"),
-    Recipe("pix2pixhd_global_down2",
-           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
-            "--n_downsample_global", "2", "--n_blocks_global", "9", "--norm", "instance",
-            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
-            "--lambda_feat", "10", "--no_vgg_loss"),
+    Recipe("pix2pixhd_global_down2", _hd_global(n_downsample=2),
            "pix2pixhd_global with 2 downsamplings instead of 4 (a 32x32 bottleneck at 128 px); "
            "nothing else changed"),
-    Recipe("pix2pixhd_global_diffaug",
-           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
-            "--n_downsample_global", "4", "--n_blocks_global", "9", "--norm", "instance",
-            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
-            "--lambda_feat", "10", "--no_vgg_loss", "--diffaug", "color,translation,cutout"),
+    Recipe("pix2pixhd_global_diffaug", _hd_global(extra=("--diffaug", "color,translation,cutout")),
            "pix2pixhd_global + DiffAugment (Zhao et al. 2020) on every D input: colour, "
            "translation, cutout, one draw per step for the real and the fake pair; nothing else "
            "changed"),
-    Recipe("pix2pixhd_global_resize",
-           ("--model", "pix2pixhd", "--stage", "global", "--netG", "global", "--ngf", "32",
-            "--n_downsample_global", "4", "--n_blocks_global", "9", "--norm", "instance",
-            "--num_D", "2", "--n_layers_D", "3", "--ndf", "64", "--gan_mode", "lsgan",
-            "--lambda_feat", "10", "--no_vgg_loss", "--upsample", "resize"),
+    Recipe("pix2pixhd_global_resize", _hd_global(extra=("--upsample", "resize")),
            "pix2pixhd_global with resize-convolutions (nearest x2 + 3x3 conv, Odena et al. 2016) "
            "instead of transposed convs in G; nothing else changed"),
 )}

@@ -120,6 +120,12 @@ def synthesize_parser() -> argparse.ArgumentParser:
     r.add_argument("--no_progress", action="store_true", help="no progress bar")
     r.add_argument("--no_test_dropout", action="store_true",
                    help="pix2pix: switch the U-Net's dropout off (default on at test time, as the paper)")
+    r.add_argument("--bn_running_stats", action="store_true",
+                   help="--norm batch generators (pix2pix's default): normalise with the running statistics "
+                        "gathered in training (default: each image's own statistics, as the paper and the "
+                        "reference run BatchNorm at test time)")
+    r.add_argument("--eval", action="store_true",
+                   help="the reference pix2pix's --eval: --bn_running_stats and --no_test_dropout together")
     f = p.add_argument_group("feature encoder (runs trained with --instance_feat / --label_feat)")
     f.add_argument("--feature_mode", default="sample", choices=("sample", "cluster", "encoded"),
                    help="sample: a saved cluster per instance; cluster: the --cluster centre(s); "
@@ -157,8 +163,12 @@ def _synthesize(a: argparse.Namespace, info) -> int:
     from pix2pixhd.models import generator_key
     from pix2pixhd.synthesis import Synthesizer, load_generator
     device, say = info.device, (print if info.is_master else (lambda *_, **__: None))
+    if a.eval:
+        a.bn_running_stats = a.no_test_dropout = True
     g, cfg = load_generator(a.checkpoint, a.which_epoch, device, test_dropout=not a.no_test_dropout,
-                            direction=a.direction)
+                            test_batch_stats=not a.bn_running_stats, direction=a.direction)
+    import torch
+    has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
     ckpt = Path(a.checkpoint)
     ckpt = ckpt if ckpt.is_file() else checkpoint_path(ckpt, a.which_epoch)
     identity = {"checkpoint": str(ckpt.resolve()), "checkpoint_sha256": file_sha256(ckpt),
@@ -188,6 +198,8 @@ def _synthesize(a: argparse.Namespace, info) -> int:
         identity.update(feature_mode=a.feature_mode, cluster=a.cluster or None)
     synth = Synthesizer(g, cfg, device, precision=a.precision, features=features)
     identity.update(precision=synth.precision, test_dropout=synth.has_dropout)
+    if has_bn:   # the two give other photos: a folder written with one does not resume with the other
+        identity["batchnorm_statistics"] = "running" if a.bn_running_stats else "per_image"
     job = SynthesisJob(out=Path(a.out), input=Path(a.input) if a.input else None,
                        inst=Path(a.inst) if a.inst else None, real=Path(a.real) if a.real else None,
                        dataroot=Path(a.dataroot) if a.dataroot else None, phase=a.phase,

@@ -39,6 +39,7 @@ conditional: their input is ``cat([input, output], 1)``, hence ``input_nc = 3 + 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pix2pixhd.layers import NORMS, init_weights, norm_act
@@ -338,6 +339,36 @@ def receptive_field(net: nn.Module) -> int:
         r += (k - 1) * d * jump
         jump *= s
     return r
+
+
+class PerImageBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm as pix2pix runs it at test time: each image is normalised by its own mean and
+    (biased) variance, then BatchNorm's affine is applied; the running statistics stay in the
+    state_dict but are not read.
+
+    The paper (Isola et al. 2017, §3.3): "we apply batch normalization using the statistics of the
+    test batch, rather than aggregated statistics of the training batch"; its test batch is one
+    image, so this is what a batch of one gives in train mode, row by row, without updating the
+    running statistics. Computing it per image keeps a map's photo independent of the batch it
+    came in. Exported to ONNX as InstanceNormalization.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.instance_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
+def use_test_statistics(model: nn.Module, enabled: bool = True) -> int:
+    """Switch every ``nn.BatchNorm2d`` of ``model`` between the paper's test-time statistics
+    (:class:`PerImageBatchNorm2d`, ``enabled``) and its running statistics (``False``: plain
+    BatchNorm, which uses them in eval mode). Parameters, buffers and state_dict keys are unchanged;
+    survives ``.eval()``, ``.train()`` and ``copy.deepcopy``. Returns how many layers were switched
+    (0: the model has no BatchNorm, e.g. instance norm)."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.__class__ = PerImageBatchNorm2d if enabled else nn.BatchNorm2d
+            n += 1
+    return n
 
 
 def set_dropout(model: nn.Module, enabled: bool) -> int:

@@ -36,6 +36,7 @@ IMAGE_EXTS = IMG_EXTS   # the data module's list: synthesis reads what training 
 
 def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
                    device: str | torch.device = "cpu", *, test_dropout: bool = True,
+                   test_batch_stats: bool = True,
                    direction: str | None = None) -> tuple[torch.nn.Module, TrainConfig]:
     """The generator of a training run, in eval mode, with the config it was trained with.
 
@@ -44,6 +45,11 @@ def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
     ``test_dropout``: pix2pix keeps its U-Net's dropout on at test time (the paper's only noise
     source); :class:`Synthesizer` draws its masks per map and sample from seeds. False switches
     it off. Generators without dropout (pix2pixHD's) are unaffected.
+    ``test_batch_stats``: BatchNorm layers (``--norm batch``, pix2pix's default) normalise each
+    image by its own statistics, as the paper and both reference repositories run them at test
+    time (batch 1, train-mode BatchNorm; :class:`~pix2pixhd.pix2pix_networks.PerImageBatchNorm2d`).
+    False: the running statistics (``model.eval()``; the reference's ``--eval``). Instance norm is
+    unaffected.
     """
     from pix2pixhd.compat import load_reference_weights
     from pix2pixhd.models import build_generator, generator_key
@@ -60,6 +66,8 @@ def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
     if test_dropout:
         from pix2pixhd.pix2pix_networks import set_dropout
         set_dropout(g, True)  # after eval(), which turned it off
+    from pix2pixhd.pix2pix_networks import use_test_statistics
+    use_test_statistics(g, test_batch_stats)
     return g, cfg
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from pix2pixhd.checkpoint import checkpoint_path, load_checkpoint
 from pix2pixhd.cli import synthesize_main, train_main
+from pix2pixhd.pix2pix_networks import PerImageBatchNorm2d
 from pix2pixhd.synthesis import load_generator
 
 SIZE = 128  # unet_128 needs multiples of 128
@@ -99,7 +100,49 @@ def test_pix2pix_train_resume_and_synthesize(tmp_path, ab_root):
     drops = [m for m in g.modules() if isinstance(m, torch.nn.Dropout)]
     norms = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(drops) == 2 and all(m.training for m in drops)   # unet_128: two dropout levels
-    assert norms and not any(m.training for m in norms)          # BatchNorm: running statistics
-    g, _ = load_generator(tmp_path / "cut", test_dropout=False)
+    assert norms and all(type(m) is PerImageBatchNorm2d for m in norms)   # the paper's test-time BN
+    g, _ = load_generator(tmp_path / "cut", test_dropout=False, test_batch_stats=False)
     assert not any(m.training for m in g.modules())
+    assert all(type(m) is torch.nn.BatchNorm2d for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+    # --bn_running_stats: other photos (running statistics); --eval = it + --no_test_dropout
+    for name, extra in (("run1", ["--bn_running_stats", "--no_test_dropout"]), ("eval", ["--eval"])):
+        assert synthesize_main(["--checkpoint", str(tmp_path / "cut"), "--input", str(ab_root / "labels"),
+                                "--out", str(tmp_path / name), "--device", "cpu", "--no_progress", *extra]) == 0
+        files = sorted((tmp_path / name / "test_B").glob("*.png"))
+        outs[name] = np.stack([np.asarray(Image.open(f)) for f in files])
+    assert np.array_equal(outs["run1"], outs["eval"])
+    assert np.abs(outs["run1"].astype(int) - outs["off1"]).mean() > 1.0
+    for name, stats in (("eval", "running"), ("off1", "per_image")):   # part of the job's identity
+        assert json.loads((tmp_path / name / "synthesis.json").read_text())["batchnorm_statistics"] == stats
+
+
+def test_test_time_batchnorm_is_the_papers():
+    """Isola et al. 2017, §3.3: at test time BatchNorm uses the statistics of the test batch (one
+    image). A loaded pix2pix generator gives, for each map of a batch, what that map alone gives
+    through the same weights in train mode (dropout off), not what eval-mode BatchNorm gives; its
+    running statistics and state_dict are untouched."""
+    import copy
+    from pix2pixhd.pix2pix_networks import define_G, set_dropout, use_test_statistics
+    torch.manual_seed(0)
+    g = define_G(3, 3, 8, "unet_128", norm="batch", use_dropout=True)
+    g.train()
+    with torch.no_grad():   # running statistics far from any one image's
+        for _ in range(3):
+            g(torch.randn(2, 3, 128, 128) * 3 + 1)
+    x = torch.rand(3, 3, 128, 128) * 2 - 1
+    paper = copy.deepcopy(g).train()
+    set_dropout(paper, False)
+    with torch.no_grad():
+        want = torch.cat([paper(x[i:i + 1]) for i in range(3)])
+        before = {k: v.clone() for k, v in g.state_dict().items()}
+        assert use_test_statistics(g) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules()) > 0
+        g.eval()
+        set_dropout(g, False)
+        got = copy.deepcopy(g)(x)   # survives deepcopy (export) and .eval()
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        assert g.state_dict().keys() == before.keys()
+        assert all(torch.equal(g.state_dict()[k], v) for k, v in before.items())   # nothing updated
+        use_test_statistics(g, False)   # running statistics: another function
+        assert (g(x) - want).abs().max() > 0.05
 

@@ -63,6 +63,20 @@ def test_ssim_of_two_flat_images():
     assert ssim.item() == pytest.approx((2 * mx * my + c1) / (mx ** 2 + my ** 2 + c1), abs=1e-9)
 
 
+def test_ssim_in_chunks_equals_ssim_of_the_whole_batch():
+    from torchmetrics.functional.image import structural_similarity_index_measure
+    real = _textures(11, 4)
+    fake = (real.int() + torch.randint(-40, 41, real.shape, generator=torch.Generator().manual_seed(5))
+            ).clamp(0, 255).to(torch.uint8)
+    want = structural_similarity_index_measure(fake.double() / 255, real.double() / 255, data_range=1.0,
+                                               reduction="none")
+    for chunk in (1, 4, 32):
+        _, ssim = psnr_ssim(fake, real, chunk=chunk)
+        assert ssim.dtype == torch.float64 and ssim.shape == (11,)
+        assert (ssim - want).abs().max() < 1e-12
+    assert want.min() < 0.9  # the noise makes SSIM well below 1: the comparison is not trivial
+
+
 # --- FID / KID ----------------------------------------------------------------------------------
 
 def test_fid_kid_zero_for_identical_sets_and_positive_for_shifted():

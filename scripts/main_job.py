@@ -3,7 +3,8 @@
 
   1. generate the synthetic street-scene dataset (Cityscapes layout, train + test),
   2. train_hd.py --stage global   (GlobalGenerator at half resolution, 2-scale D; as in every
-     stage, GAN + feature matching + an L1 term to the real photo with weight 100),
+     stage, GAN + feature matching + an L1 term to the real photo with weight 100, and
+     resize-convolution upsampling instead of the reference's transposed convolutions),
   3. train_hd.py --stage local    (LocalEnhancer at full resolution; global part loaded and frozen),
   4. train_hd.py --stage finetune (everything jointly),
   5. synthesize.py on the test split → results/main_job/index.html (label | synthesized | real)
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--n_train", type=int, default=96)
     p.add_argument("--n_test", type=int, default=12)
     p.add_argument("--width", type=int, default=256, help="full resolution (the local stage's)")
-    p.add_argument("--epochs", type=int, nargs=3, default=(10, 3, 2), metavar=("GLOBAL", "LOCAL", "FINETUNE"))
+    p.add_argument("--epochs", type=int, nargs=3, default=(30, 6, 4), metavar=("GLOBAL", "LOCAL", "FINETUNE"))
     p.add_argument("--n_downsample_global", type=int, default=3,
                    help="downsamplings of the global generator (trained at half the width)")
     p.add_argument("--batchSize", type=int, default=4, help="images per training step, every stage")
@@ -85,6 +86,10 @@ def main(argv=None) -> int:
                    help="weight of the L1 term between synthesized and real photo, in every stage "
                         "(0 = the reference's recipe; 100 follows the label maps more closely at "
                         "the same cost: the README's main-job section has the comparison)")
+    p.add_argument("--upsample", default="resize", choices=("transpose", "resize"),
+                   help="the generators' x2 upsampling (train_hd.py --upsample): nearest resize + 3x3 "
+                        "conv, without the transposed convolutions' checkerboard grid, or 'transpose', "
+                        "the reference's (the README's main-job section has the comparison)")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny data, one epoch per stage")
     a = p.parse_args(argv)
     if a.quick:
@@ -98,7 +103,8 @@ def main(argv=None) -> int:
     common = ["train_hd.py", "--dataroot", a.data, "--checkpoints_dir", a.checkpoints_dir,
               "--label_nc", str(label_nc), "--resize_or_crop", "scale_width", "--batchSize", str(a.batchSize),
               "--nThreads", "1", "--no_vgg_loss", "--print_freq", "10", "--display_freq", "50",
-              "--save_epoch_freq", "100", "--validate", "headers", "--lambda_L1", str(a.lambda_L1)]
+              "--save_epoch_freq", "100", "--validate", "headers", "--lambda_L1", str(a.lambda_L1),
+              "--upsample", a.upsample]
     eg, el, ef = a.epochs
     t["global"] = run([py, *common, "--stage", "global", "--name", "main_global", "--loadSize", str(w // 2),
                        "--ngf", "16", "--n_downsample_global", str(a.n_downsample_global), "--n_blocks_global", "3", "--ndf", "16",
@@ -141,7 +147,7 @@ def main(argv=None) -> int:
     ran_on = dict(describe_device(torch.device("cpu")), cpu_isa=torch.backends.cpu.get_cpu_capability())
     recipe = {"n_train": a.n_train, "n_test": a.n_test, "width": a.width, "epochs": list(a.epochs),
               "batchSize": a.batchSize, "n_downsample_global": a.n_downsample_global,
-              "lambda_L1": a.lambda_L1}
+              "lambda_L1": a.lambda_L1, "upsample": a.upsample}
     summary = {"recipe": recipe,
                "seconds": {k: round(v[0], 1) for k, v in t.items()},
                "cpu_minutes": {k: round(v[1] / 60, 2) for k, v in t.items()},

@@ -78,6 +78,11 @@ def test_quick_main_job_runs_end_to_end(tmp_path):
     assert all(summary["seconds"][k] > 0 for k in stages), summary
     assert all(summary["cpu_minutes"][k] > 0 for k in ("global", "local", "finetune")), summary
     assert summary["trained"]["n"] == summary["untrained"]["n"] == 2
+    # the recipe reaches every stage's generator: resize-convolution upsampling, the L1 term
+    assert summary["recipe"]["upsample"] == "resize" and summary["recipe"]["lambda_L1"] == 100
+    for stage in ("main_global", "main_local", "main_finetune"):
+        cfg = json.loads((tmp_path / "ck" / stage / "config.json").read_text())
+        assert cfg["upsample"] == "resize" and cfg["lambda_L1"] == 100, (stage, cfg)
     assert "CPU-min" in out.stdout and "sample sheet:" in out.stdout
     assert (res / "index.html").is_file()
     sheet = Image.open(res / "samples.png")

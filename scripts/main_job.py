@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -39,6 +40,25 @@ def run(cmd: list[str]) -> tuple[float, float]:
     c0, t0 = _cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     return time.perf_counter() - t0, _cpu_seconds(resource.RUSAGE_CHILDREN) - c0
+
+
+def choose_threads(requested: int, cores: int | None = None, load: float | None = None) -> tuple[int, str]:
+    """The CPU threads for every stage, and why. ``requested`` > 0 is taken as it is; 0 (auto)
+    keeps torch's default (OMP_NUM_THREADS, else the cores) unless other processes already keep
+    the cores busy (1-minute load average >= cores - 0.5), then 1: OpenMP threads wait for each
+    other at every operation, and with the second core taken by a neighbour a 2-thread step ran
+    about 20x slower than a 1-thread one here (README, "The main job")."""
+    if requested > 0:
+        return requested, "--threads"
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env), "OMP_NUM_THREADS"
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if load is None else load
+    if cores > 1 and load >= cores - 0.5:
+        return 1, f"load average {load:.1f} on {cores} cores: the machine is busy"
+    return cores, f"{cores} cores, load average {load:.1f}"
 
 
 def write_sample_sheet(path: Path, label_dir: Path, fake_dir: Path, real_dir: Path, label_nc: int,
@@ -90,11 +110,17 @@ def main(argv=None) -> int:
                    help="the generators' x2 upsampling (train_hd.py --upsample): nearest resize + 3x3 "
                         "conv, without the transposed convolutions' checkerboard grid, or 'transpose', "
                         "the reference's (the README's main-job section has the comparison)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads of every stage (0: OMP_NUM_THREADS if set, else the cores, or 1 "
+                        "when the load average says other processes keep the cores busy)")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny data, one epoch per stage")
     a = p.parse_args(argv)
     if a.quick:
         a.n_train, a.n_test, a.width, a.epochs = 8, 2, 64, (1, 1, 1)
     py = sys.executable
+    threads, why = choose_threads(a.threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)   # the stages run in child processes
+    print(f"CPU threads per stage: {threads} ({why})", flush=True)
     w, h = a.width, a.width // 2
     t = {}
     t["data"] = run([py, "-m", "pix2pixhd.datasets.synthetic_streets", "--out", a.data, "--n_train",

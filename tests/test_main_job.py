@@ -65,6 +65,17 @@ def test_sample_sheet_without_matching_scenes_names_the_folders(tmp_path):
                                        tmp_path / "real", 3)
 
 
+def test_threads_one_on_a_busy_machine_else_the_cores(monkeypatch):
+    choose = _main_job().choose_threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert choose(0, cores=2, load=0.3)[0] == 2
+    assert choose(0, cores=2, load=1.6)[0] == 1 and "busy" in choose(0, cores=2, load=1.6)[1]
+    assert choose(0, cores=1, load=5.0)[0] == 1
+    assert choose(3, cores=2, load=9.0) == (3, "--threads")        # asked for: taken as it is
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert choose(0, cores=2, load=9.0) == (2, "OMP_NUM_THREADS")  # the user's setting wins
+
+
 def test_quick_main_job_runs_end_to_end(tmp_path):
     res = tmp_path / "res"
     out = subprocess.run([sys.executable, "scripts/main_job.py", "--quick", "--data", str(tmp_path / "data"),
@@ -83,7 +94,7 @@ def test_quick_main_job_runs_end_to_end(tmp_path):
     for stage in ("main_global", "main_local", "main_finetune"):
         cfg = json.loads((tmp_path / "ck" / stage / "config.json").read_text())
         assert cfg["upsample"] == "resize" and cfg["lambda_L1"] == 100, (stage, cfg)
-    assert "CPU-min" in out.stdout and "sample sheet:" in out.stdout
+    assert "CPU-min" in out.stdout and "sample sheet:" in out.stdout and "CPU threads per stage:" in out.stdout
     assert (res / "index.html").is_file()
     sheet = Image.open(res / "samples.png")
     assert sheet.mode == "P"  # reduced to 256 colours, to stay small

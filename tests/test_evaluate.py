@@ -77,6 +77,20 @@ def test_ssim_in_chunks_equals_ssim_of_the_whole_batch():
     assert want.min() < 0.9  # the noise makes SSIM well below 1: the comparison is not trivial
 
 
+def test_ssim_never_sees_more_than_a_chunk_of_images(monkeypatch):
+    # the fault: all images in one SSIM call peaked at 8.5 GB on the quality benchmark's 100
+    import torchmetrics.functional.image as tmi
+    seen, real_ssim = [], tmi.structural_similarity_index_measure
+
+    def spy(a, b, **kw):
+        seen.append(a.shape[0])
+        return real_ssim(a, b, **kw)
+    monkeypatch.setattr(tmi, "structural_similarity_index_measure", spy)
+    x = _textures(20, 6)
+    _, ssim = psnr_ssim(x, x.clone())
+    assert ssim.shape == (20,) and sum(seen) == 20 and max(seen) <= 8
+
+
 # --- FID / KID ----------------------------------------------------------------------------------
 
 def test_fid_kid_zero_for_identical_sets_and_positive_for_shifted():

@@ -556,6 +556,29 @@ def table_md(states: list[dict], every_point: bool = True) -> str:
     return "\n".join(lines)
 
 
+def window_md(states: list[dict], lo: float, hi: float) -> str:
+    """Markdown: per run, the mean ± std (over evaluated points) of segmentation pixel accuracy
+    and KID×1000 for the points whose training CPU-minutes lie in [lo, hi]: one seed's
+    point-to-point noise (±0.03 in segmentation) averaged out, for comparing recipes over a
+    stretch of training rather than at one point."""
+    def ms(v: list[float], fmt: str) -> str:
+        if not v:
+            return "-"
+        m = sum(v) / len(v)
+        sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+        return f"{m:{fmt}} ± {sd:{fmt}}"
+    lines = [f"| run | points in {lo:g}-{hi:g} CPU-min | epochs | seg pixel acc. (mean ± std) | "
+             f"KID×1e3 (mean ± std) |", "| --- | --- | --- | --- | --- |"]
+    for st in states:
+        pts = [p for p in st["points"] if lo <= p["train_cpu_min"] <= hi]
+        seg = [p["seg"]["pixel_acc"] for p in pts if p.get("seg")]
+        kid = [1000 * p["kid_mean"] for p in pts if "kid_mean" in p]
+        ep = f"{pts[0]['epoch']}-{pts[-1]['epoch']}" if pts else "-"
+        lines.append(f"| {st['run']['recipe']} | {len(pts)} | {ep} | {ms(seg, '.3f')} | "
+                     f"{ms(kid, '.0f')} |")
+    return "\n".join(lines)
+
+
 def curves_svg(states: list[dict]) -> str:
     """KID×1000 and segmentation pixel accuracy against training CPU-minutes and epochs, one line
     per run, with the reference rows as flat lines; four panels in one SVG."""
@@ -606,8 +629,10 @@ def write_reports(out: Path, state: dict) -> None:
     _atomic_write(out / "curves.svg", curves_svg([state]))
 
 
-def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path | None = None) -> str:
-    """One table (last point per run; every point with ``md``) and one SVG for several runs.
+def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path | None = None,
+            window: tuple[float, float] | None = None) -> str:
+    """One table (last point per run; every point with ``md``) and one SVG for several runs;
+    with ``window`` (lo, hi CPU-minutes) also each run's mean ± std over the points in it.
 
     Points written before the 'grid' metric existed get it from their kept fakes; with ``data``
     the reference rows come from that folder's cache (filling 'grid' there too)."""
@@ -620,6 +645,8 @@ def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path 
     if data:
         states[0]["references"] = load_references(Path(data))
     text = table_md(states, every_point=False)
+    if window:
+        text += "\n\n" + window_md(states, *window)
     if svg:
         _atomic_write(Path(svg), curves_svg(states))
     if md:
@@ -668,11 +695,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", type=Path, nargs="+", help="run folders to put in one table/plot")
     p.add_argument("--svg", type=Path, help="with --compare: write the curves here")
     p.add_argument("--md", type=Path, help="with --compare: write every point's table here")
+    p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="with --compare: also each run's mean ± std of segmentation and KID over "
+                   "its points from LO to HI training CPU-minutes")
     p.add_argument("--sheet", type=Path, help="with --compare and --data: write a PNG of label | each "
                    "run's last point | real for the first 4 validation images")
     a = p.parse_args(argv)
     if a.compare:
-        print(compare(a.compare, a.svg, a.md, a.data))
+        print(compare(a.compare, a.svg, a.md, a.data, window=tuple(a.window) if a.window else None))
         if a.sheet:
             if not a.data:
                 p.error("--sheet needs --data (the split's folder)")

@@ -119,6 +119,19 @@ def test_quality_refuses_a_run_folder_with_other_settings(tmp_path):
                               seg=SegmenterConfig(steps=1, width=4, depth=2), no_fid=True)
 
 
+def test_window_averages_only_the_points_inside_it():
+    """--window's mean ± std: points outside [lo, hi] CPU-minutes are left out, the std is the
+    sample std, and a run with no point in the window says so instead of averaging nothing."""
+    def pt(epoch, cpu, seg, kid):
+        return {"epoch": epoch, "train_cpu_min": cpu, "seg": {"pixel_acc": seg}, "kid_mean": kid}
+    a = {"run": {"recipe": "a"}, "points": [pt(2, 10.0, 0.10, 0.900), pt(4, 30.0, 0.50, 0.300),
+                                            pt(6, 45.0, 0.60, 0.200), pt(8, 61.0, 0.70, 0.100)]}
+    b = {"run": {"recipe": "b"}, "points": [pt(2, 12.0, 0.40, 0.500)]}
+    rows = quality.window_md([a, b], 30, 60).splitlines()
+    assert rows[2] == "| a | 2 | 4-6 | 0.550 ± 0.071 | 250 ± 71 |"
+    assert rows[3] == "| b | 0 | - | - | - |"
+
+
 def test_recipes_hold_the_exact_flags_of_the_reference_runs():
     hd = quality.RECIPES["pix2pixhd_global"].flags
     assert "--no_vgg_loss" in hd and hd[hd.index("--n_downsample_global") + 1] == "4"

@@ -630,13 +630,18 @@ def write_reports(out: Path, state: dict) -> None:
 
 
 def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path | None = None,
-            window: tuple[float, float] | None = None) -> str:
+            window: tuple[float, float] | None = None, until: float | None = None) -> str:
     """One table (last point per run; every point with ``md``) and one SVG for several runs;
-    with ``window`` (lo, hi CPU-minutes) also each run's mean ± std over the points in it.
+    with ``window`` (lo, hi CPU-minutes) also each run's mean ± std over the points in it; with
+    ``until`` only the points at or below that many training CPU-minutes (short runs beside
+    long ones, compared at equal time).
 
     Points written before the 'grid' metric existed get it from their kept fakes; with ``data``
     the reference rows come from that folder's cache (filling 'grid' there too)."""
     states = [json.loads((Path(d) / "state.json").read_text()) for d in run_dirs]
+    if until is not None:
+        for st in states:
+            st["points"] = [p for p in st["points"] if p["train_cpu_min"] <= until]
     for d, st in zip(run_dirs, states):
         for p in st["points"]:
             fakes = Path(d) / "fakes" / f"epoch_{p['epoch']}"
@@ -698,11 +703,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"),
                    help="with --compare: also each run's mean ± std of segmentation and KID over "
                    "its points from LO to HI training CPU-minutes")
+    p.add_argument("--until", type=float, metavar="MIN",
+                   help="with --compare: only the points at or below MIN training CPU-minutes")
     p.add_argument("--sheet", type=Path, help="with --compare and --data: write a PNG of label | each "
                    "run's last point | real for the first 4 validation images")
     a = p.parse_args(argv)
     if a.compare:
-        print(compare(a.compare, a.svg, a.md, a.data, window=tuple(a.window) if a.window else None))
+        print(compare(a.compare, a.svg, a.md, a.data, window=tuple(a.window) if a.window else None, until=a.until))
         if a.sheet:
             if not a.data:
                 p.error("--sheet needs --data (the split's folder)")

@@ -102,6 +102,11 @@ def test_quality_benchmark_splits_scores_every_epoch_and_resumes(tmp_path):
         d = [abs(got[:side, i * side:(i + 1) * side] - src).mean() for src in srcs]
         assert d[i] < 10 and d[i] < 0.5 * min(d[j] for j in range(3) if j != i), (i, d)
 
+    # --compare --until keeps only the points at or before that many CPU-minutes
+    quality.compare([tmp_path / "out"], None, tmp_path / "until.md", until=st["points"][0]["train_cpu_min"])
+    assert (tmp_path / "until.md").read_text().count("\n| tiny | 1 |") == 1
+    assert (tmp_path / "until.md").read_text().count("\n| tiny | ") == 1
+
     # once done, a rerun trains nothing
     st = _run(tmp_path, 2, logs.append)
     assert len(st["points"]) == 2

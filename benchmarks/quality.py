@@ -629,6 +629,16 @@ def write_reports(out: Path, state: dict) -> None:
     _atomic_write(out / "curves.svg", curves_svg([state]))
 
 
+def _load_states(run_dirs: list[Path], until: float | None = None) -> list[dict]:
+    """Each run's state.json; with ``until``, only its points at or below that many training
+    CPU-minutes (what --compare's tables, curves and sample sheet all show)."""
+    states = [json.loads((Path(d) / "state.json").read_text()) for d in run_dirs]
+    if until is not None:
+        for st in states:
+            st["points"] = [p for p in st["points"] if p["train_cpu_min"] <= until]
+    return states
+
+
 def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path | None = None,
             window: tuple[float, float] | None = None, until: float | None = None) -> str:
     """One table (last point per run; every point with ``md``) and one SVG for several runs;
@@ -638,10 +648,7 @@ def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path 
 
     Points written before the 'grid' metric existed get it from their kept fakes; with ``data``
     the reference rows come from that folder's cache (filling 'grid' there too)."""
-    states = [json.loads((Path(d) / "state.json").read_text()) for d in run_dirs]
-    if until is not None:
-        for st in states:
-            st["points"] = [p for p in st["points"] if p["train_cpu_min"] <= until]
+    states = _load_states(run_dirs, until)
     for d, st in zip(run_dirs, states):
         for p in st["points"]:
             fakes = Path(d) / "fakes" / f"epoch_{p['epoch']}"
@@ -659,18 +666,21 @@ def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path 
     return text
 
 
-def compare_sheet(run_dirs: list[Path], data: Path, path: Path, n: int = 4) -> Path:
+def compare_sheet(run_dirs: list[Path], data: Path, path: Path, n: int = 4,
+                  until: float | None = None) -> Path:
     """A picture for the docs: one row per validation image (the first ``n`` stems of the split),
-    columns = colour label map | each run's synthesized photo at its last evaluated point (in
-    ``run_dirs`` order) | the real photo. Written as a 256-colour PNG."""
+    columns = colour label map | each run's synthesized photo at its last evaluated point (with
+    ``until``: its last point at or below that many CPU-minutes; in ``run_dirs`` order) | the
+    real photo. Written as a 256-colour PNG."""
     from pix2pixhd.engine import photos_dir
     manifest = json.loads((Path(data) / "quality_data.json").read_text())
     ev, stems = Path(manifest["eval_dir"]), manifest["val_stems"][:n]
     cols = [_read_folder(ev / "colour", stems)]
-    for d in run_dirs:
-        st = json.loads((Path(d) / "state.json").read_text())
+    for d, st in zip(run_dirs, _load_states(run_dirs, until)):
         if not st["points"]:
-            raise SystemExit(f"{d} has no evaluated point yet: nothing to show")
+            raise SystemExit(f"{d} has no evaluated point yet"
+                             + (f" at or below {until} CPU-minutes" if until is not None else "")
+                             + ": nothing to show")
         cols.append(_read_folder(photos_dir(Path(d) / "fakes" / f"epoch_{st['points'][-1]['epoch']}"), stems))
     cols.append(_read_folder(ev / "img", stems))
     return _write_grid(cols, path, len(stems), colors=256)
@@ -713,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.sheet:
             if not a.data:
                 p.error("--sheet needs --data (the split's folder)")
-            print(f"wrote {compare_sheet(a.compare, a.data, a.sheet)}")
+            print(f"wrote {compare_sheet(a.compare, a.data, a.sheet, until=a.until)}")
         return 0
     spec = DataSpec(str(Path(a.src).resolve()), a.n_val, a.split_seed, a.size)
     if a.prepare_only:

@@ -106,6 +106,13 @@ def test_quality_benchmark_splits_scores_every_epoch_and_resumes(tmp_path):
     quality.compare([tmp_path / "out"], None, tmp_path / "until.md", until=st["points"][0]["train_cpu_min"])
     assert (tmp_path / "until.md").read_text().count("\n| tiny | 1 |") == 1
     assert (tmp_path / "until.md").read_text().count("\n| tiny | ") == 1
+    # ... and so does its sample sheet: the fake column is epoch 1's, not the last point's
+    sheet = quality.compare_sheet([tmp_path / "out"], tmp_path / "data", tmp_path / "sheet1.png", n=2,
+                                  until=st["points"][0]["train_cpu_min"])
+    got = np.asarray(Image.open(sheet).convert("RGB")).astype(int)[:side, side:2 * side]
+    fake1 = np.asarray(Image.open(photos_dir(tmp_path / "out" / "fakes" / "epoch_1") / f"{first}.png").convert("RGB")).astype(int)
+    d1, d2 = abs(got - fake1).mean(), abs(got - fake).mean()
+    assert d1 < 10 and d1 < d2, (d1, d2)    # the two epochs' fakes differ by little (mean ≈ 4 here)
 
     # once done, a rerun trains nothing
     st = _run(tmp_path, 2, logs.append)

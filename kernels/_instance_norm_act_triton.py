@@ -45,9 +45,40 @@ tests/test_kernels.py checks forward and every gradient against it.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import triton
 import triton.language as tl
+
+
+def _fix_old_interpreter_loop_bounds() -> None:
+    """Lets the interpreter of Triton < 3.7 run these kernels beside NumPy >= 2.4.
+
+    Those interpreters turn a tensor loop bound (``range(p_begin, p_end, ...)`` here) into a Python
+    int with ``int(array)`` on a 1-element array, which NumPy 2.4 made an error ("only
+    0-dimensional arrays can be converted to Python scalars"); Triton 3.7+ squeezes first. The
+    same squeeze is installed here, only where the interpreter has the old line (triton 3.6, as on
+    the GPU machines this project is lent, with NumPy 2.5). The compiled path is untouched.
+    """
+    try:
+        from triton.runtime import interpreter
+        patch = interpreter._patch_lang_tensor
+        old = "int(self.handle.data)" in inspect.getsource(patch)
+    except Exception:  # noqa: BLE001 - another Triton layout: nothing to fix
+        return
+    if not old or getattr(patch, "_pix2pixhd_fixed", False):
+        return
+
+    def patched(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._pix2pixhd_fixed = True
+    interpreter._patch_lang_tensor = patched
+
+
+_fix_old_interpreter_loop_bounds()
 
 ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
 # Integer arguments Triton must not specialise on (value 1 -> constexpr, divisibility by 16): the

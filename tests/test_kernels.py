@@ -510,3 +510,52 @@ def test_compiled_kernels_match_reference_at_network_shapes(layer, layout, dtype
             continue
         assert gt.dtype == gr.dtype and rel_err(gt, gr) <= tol, name
     assert fmt_of(grads[0]) == layout
+
+
+def _old_interpreter_patch(tensor, scope):  # Triton 3.6's line, verbatim in what matters
+    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data))
+
+
+def _new_interpreter_patch(tensor, scope):  # Triton 3.8's
+    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+
+def test_old_interpreter_loop_bounds_are_fixed_only_where_needed(monkeypatch):
+    """Triton 3.6's interpreter (on the GPU machines this project is lent) does int() of a
+    1-element array for a tensor loop bound, which NumPy >= 2.4 refuses; the kernels module
+    installs the squeeze there, and leaves a Triton that has it alone."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    from pix2pixhd.kernels import _instance_norm_act_triton as KT
+
+    class Scope:
+        def __init__(self):
+            self.attrs = {}
+
+        def set_attr(self, obj, name, value):
+            self.attrs[name] = value
+
+    class Handle:
+        data = np.array([5], dtype=np.int32)  # what program_id gives in the interpreter
+
+    class T:
+        handle = Handle()
+
+    monkeypatch.setattr(interpreter, "_patch_lang_tensor", _old_interpreter_patch)
+    scope = Scope()
+    _old_interpreter_patch(object, scope)
+    if tuple(int(v) for v in np.__version__.split(".")[:2]) >= (2, 4):  # the premise
+        with pytest.raises(TypeError):
+            scope.attrs["__index__"](T())
+    KT._fix_old_interpreter_loop_bounds()
+    fixed = interpreter._patch_lang_tensor
+    assert fixed is not _old_interpreter_patch
+    fixed(object, scope)
+    assert scope.attrs["__index__"](T()) == 5
+    KT._fix_old_interpreter_loop_bounds()  # twice: not wrapped again
+    assert interpreter._patch_lang_tensor is fixed
+
+    monkeypatch.setattr(interpreter, "_patch_lang_tensor", _new_interpreter_patch)
+    KT._fix_old_interpreter_loop_bounds()
+    assert interpreter._patch_lang_tensor is _new_interpreter_patch

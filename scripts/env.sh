@@ -8,7 +8,10 @@
 #
 # What it installs: torch==2.13.0 (a CPU build on this project's machines' disk), triton==3.8.0 on
 # Linux only (no other platform has triton wheels; the kernels fall back to PyTorch without it),
-# then SPEC (".", or ".[test]") in editable mode.
+# then SPEC (".", or ".[test]") in editable mode. An interpreter that already imports torch >= 2.4
+# keeps its torch and triton (a GPU machine's CUDA build is never swapped for the pinned CPU one).
+# Where pip cannot fetch SPEC's dependencies (an offline machine), the package alone is installed
+# (--no-deps --no-build-isolation) and the missing dependencies are named.
 #
 # Settings (environment variables):
 #   PIX2PIXHD_PYTHON        the interpreter to start from (default: python3, else python)
@@ -83,8 +86,42 @@ On Debian/Ubuntu install the venv module first: sudo apt install python3-venv (o
         _pix2pixhd_die "$PY has no pip (an environment made by 'uv venv' or with --without-pip?); \
 run '$PY -m ensurepip' once, or install torch==2.13.0 and the package into it yourself"
     fi
-    _pix2pixhd_do "$PY" -m pip install -q torch==2.13.0 'triton==3.8.0; platform_system == "Linux"'
-    _pix2pixhd_do "$PY" -m pip install -q -e "$root$spec"
+    # torch and triton: kept where the interpreter already has a usable torch.
+    local have
+    have="$("$PY" -c 'import importlib.util, torch
+v = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+print(torch.__version__ if v >= (2, 4) else "old", int(importlib.util.find_spec("triton") is not None))' \
+        2>/dev/null)" || have=""
+    if [ -z "$have" ] || [ "${have% *}" = "old" ]; then
+        _pix2pixhd_do "$PY" -m pip install -q torch==2.13.0 'triton==3.8.0; platform_system == "Linux"'
+    else
+        echo "torch ${have% *} is already installed in $PY: kept (not replaced by the pinned torch==2.13.0)"
+        if [ "${have#* }" = "0" ]; then
+            _pix2pixhd_do "$PY" -m pip install -q 'triton==3.8.0; platform_system == "Linux"' \
+                || echo "scripts/env.sh: triton could not be installed; the kernels will run in PyTorch" >&2
+        fi
+    fi
+    if ! _pix2pixhd_do "$PY" -m pip install -q -e "$root$spec"; then
+        echo "scripts/env.sh: pip could not install $root$spec with its dependencies (offline, or no" \
+             "index reachable?); installing the package alone: pip install --no-deps --no-build-isolation -e $root" >&2
+        "$PY" -m pip install -q --no-deps --no-build-isolation -e "$root" \
+            || _pix2pixhd_die "the package alone did not install either (see pip's message above). \
+Install setuptools>=64 into $PY, or its dependencies (torch numpy pillow tensorboardX tqdm) from a \
+wheel folder: $PY -m pip install --no-index --find-links DIR -e '$root$spec'"
+        "$PY" - <<'PYEOF' || _pix2pixhd_die "a required dependency is missing (above); install it into $PY and run again"
+import importlib.util, sys
+need = {"torch": "torch", "numpy": "numpy", "PIL": "pillow"}
+want = {"tqdm": "tqdm (progress bars of train_hd.py and synthesize.py)",
+        "tensorboardX": "tensorboardX (--tf_log only)", "pytest": "pytest (the test suite)"}
+missing = [pkg for mod, pkg in need.items() if importlib.util.find_spec(mod) is None]
+for mod, what in want.items():
+    if importlib.util.find_spec(mod) is None:
+        print(f"scripts/env.sh: not installed: {what}", file=sys.stderr)
+if missing:
+    print(f"scripts/env.sh: required and not installed: {', '.join(missing)}", file=sys.stderr)
+    sys.exit(1)
+PYEOF
+    fi
     if [ "${PIX2PIXHD_ENV_DRY_RUN:-0}" = "1" ]; then
         echo "python: $PY"
         exit 0

@@ -25,7 +25,10 @@
 #
 # Without a GPU it says so, runs what needs none (aot) and exits 0 if that passed. The Python
 # environment: $PIX2PIXHD_PYTHON, else python3, else the project's .venv, provided it imports
-# pix2pixhd and pytest; otherwise the README's install (scripts/env.sh, "[test]" extras) runs first.
+# pix2pixhd and pytest. A python3 that has torch, pytest, numpy and pillow but not the package (a
+# GPU machine's image, often offline) gets the package alone, editable, with no index and no
+# dependencies, so its CUDA torch stays. Otherwise the README's install (scripts/env.sh, "[test]"
+# extras) runs first.
 set -uo pipefail
 
 OUT="${1:-}"
@@ -50,7 +53,14 @@ PY="${PIX2PIXHD_PYTHON:-python3}"
 if ! usable "$PY"; then
     if [ -x "$ROOT/.venv/bin/python" ] && usable "$ROOT/.venv/bin/python"; then
         PY="$ROOT/.venv/bin/python"
-    else
+    elif "$PY" -c "import torch, pytest, numpy, PIL" >/dev/null 2>&1; then
+        # A GPU machine's own Python: its torch (a CUDA build) and pytest stay; the package alone
+        # goes in, from this tree, with no index (such machines are often offline).
+        log "installing the package alone into $PY, which has torch and pytest (keeps its torch):" \
+            "pip install --no-deps --no-build-isolation --no-index -e $ROOT"
+        "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e "$ROOT" 2>&1 | tee -a "$OUT/gpu_check.log"
+    fi
+    if ! usable "$PY"; then
         log "pix2pixhd is not importable with $PY: installing (the README's install, test extras)"
         if [ -f scripts/env.sh ]; then
             # shellcheck source=/dev/null

@@ -10,6 +10,7 @@ and a machine without Triton (no wheels for macOS or Windows).
   and pip installs it (editable, no index) into an environment that holds every dependency but
   Triton, once the environment markers are those of macOS.
 """
+import importlib.util
 import os
 import shlex
 import shutil
@@ -121,6 +122,95 @@ def test_scripts_use_the_active_virtual_environment(tmp_path):
     assert "the active one" in out.stdout
     assert out.stdout.rstrip().endswith(f"python: {_venv_python(active)}")
     assert not unused.exists()
+
+
+def _fake_package(site: Path, name: str, version: str) -> None:
+    """An importable stand-in that only answers __version__ (enough for env.sh's question)."""
+    (site / name).mkdir(parents=True)
+    (site / name / "__init__.py").write_text(f"__version__ = {version!r}\n")
+
+
+def _site_packages(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3*/site-packages"))
+
+
+@pytest.mark.parametrize("torch_version, triton, expect", [
+    ("2.11.0+cu130", True, "keep both"),      # a GPU machine's image: its CUDA torch stays
+    ("2.11.0+cu130", False, "add triton"),    # torch kept, the missing triton installed
+    ("2.3.1", True, "pinned torch"),          # too old for the package: the pinned one goes in
+])
+def test_scripts_keep_the_torch_an_environment_already_has(tmp_path, torch_version, triton, expect):
+    active = tmp_path / "active"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(active)], check=True)
+    site = _site_packages(active)
+    _fake_package(site, "torch", torch_version)
+    if triton:
+        _fake_package(site, "triton", "3.6.0")
+    out = _run(["bash", "scripts/test.sh"],
+               _clean_env(VIRTUAL_ENV=str(active), PIX2PIXHD_ENV_DRY_RUN="1"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    installs = [shlex.split(line[len("would run:"):]) for line in out.stdout.splitlines()
+                if line.startswith("would run:")]
+    pip = [str(_venv_python(active)), "-m", "pip", "install", "-q"]
+    package = pip + ["-e", f"{ROOT}[test]"]
+    if expect == "pinned torch":
+        assert installs == [pip + ["torch==2.13.0", 'triton==3.8.0; platform_system == "Linux"'],
+                            package], out.stdout
+        assert "already installed" not in out.stdout
+    else:
+        assert f"torch {torch_version} is already installed" in out.stdout, out.stdout
+        extra = [] if triton else [pip + ['triton==3.8.0; platform_system == "Linux"']]
+        assert installs == extra + [package], out.stdout
+
+
+def test_offline_install_falls_back_to_the_package_alone_and_names_what_is_missing(tmp_path):
+    """No index reachable (PIP_NO_INDEX=1): pip cannot fetch the dependencies of .[test], so
+    env.sh installs the package alone (editable, no dependencies, no build isolation) and then
+    stops on the required dependencies that are missing, naming them."""
+    import importlib.metadata
+
+    import pip
+    if importlib.util.find_spec("setuptools") is None:  # found, not imported (distutils clash)
+        pytest.skip("no setuptools in this environment to lend the test's venv")
+    st_version = importlib.metadata.version("setuptools")
+    if tuple(int(v) for v in st_version.split(".")[:2]) < (70, 1) and \
+            importlib.util.find_spec("wheel") is None:
+        pytest.skip(f"setuptools {st_version} builds wheels only with the 'wheel' package, "
+                    "which this environment lacks")
+    # A venv holding nothing but pip and setuptools (this environment's, through a .pth), a stand-in
+    # torch and triton: numpy and pillow are missing, and no index is reachable.
+    venv = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = _venv_python(venv)
+    site = _site_packages(venv)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "pip").symlink_to(Path(pip.__file__).parent)
+    for extra in ("setuptools", "_distutils_hack", "pkg_resources", "wheel"):
+        spec = importlib.util.find_spec(extra)
+        if spec is not None and spec.origin:
+            (tools / extra).symlink_to(Path(spec.origin).parent)
+    for dist in ("setuptools", "wheel"):  # their entry points register setup()'s keywords and commands
+        try:
+            info = importlib.metadata.distribution(dist)._path
+        except (importlib.metadata.PackageNotFoundError, AttributeError):
+            continue
+        (tools / info.name).symlink_to(info)
+    (site / "a_tools.pth").write_text(f"{tools}\n")  # before distutils-precedence.pth (sorted)
+    precedence = Path(importlib.util.find_spec("setuptools").origin).parents[1] / "distutils-precedence.pth"
+    if precedence.is_file():  # setuptools' own distutils, as in any environment that has it
+        shutil.copy2(precedence, site / precedence.name)
+    _fake_package(site, "torch", "2.11.0+cu130")
+    _fake_package(site, "triton", "3.6.0")
+    out = _run(["bash", "scripts/test.sh"],
+               _clean_env(VIRTUAL_ENV=str(venv), PIP_NO_INDEX="1"), timeout=600)
+    assert out.returncode != 0
+    assert "torch 2.11.0+cu130 is already installed" in out.stdout, out.stdout
+    assert "installing the package alone" in out.stderr, out.stderr[-3000:]
+    assert "required and not installed: numpy, pillow" in out.stderr, out.stderr[-3000:]
+    # The package itself did go in: pip lists it (editable, from this tree).
+    shown = _run([py, "-m", "pip", "show", "pix2pixhd"], _clean_env())
+    assert shown.returncode == 0 and "Name: pix2pixhd" in shown.stdout, shown.stdout + shown.stderr
 
 
 def test_scripts_refuse_a_python_older_than_3_10_with_the_fix(tmp_path):

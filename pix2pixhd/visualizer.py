@@ -23,6 +23,25 @@ import torch
 from PIL import Image
 
 from pix2pixhd.checkpoint import atomic_write_bytes
+from pix2pixhd.errors import MissingDependencyError
+
+
+def summary_writer_class():
+    """tensorboardX's SummaryWriter (a declared dependency), else torch.utils.tensorboard's (same
+    calls; it needs the `tensorboard` package, which GPU images often carry without tensorboardX).
+    Neither: an error that names both fixes."""
+    try:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    except ImportError as missing_x:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            return SummaryWriter
+        except ImportError:
+            raise MissingDependencyError(
+                f"tensorboard logging needs tensorboardX ({missing_x}) or the tensorboard package "
+                "(for torch.utils.tensorboard): pip install tensorboardX, or pass "
+                "--no_tensorboard to train without it") from missing_x
 
 
 def label_colormap(n: int) -> np.ndarray:
@@ -183,10 +202,9 @@ class Visualizer:
             f.write(line + "\n")
 
     def _tensorboard(self):
-        """The open tensorboardX writer (None without tensorboard)."""
+        """The open tensorboard writer (None without tensorboard)."""
         if self.tensorboard and self.writer is None:
-            from tensorboardX import SummaryWriter
-            self.writer = SummaryWriter(str(self.dir / "tensorboard"))
+            self.writer = summary_writer_class()(str(self.dir / "tensorboard"))
         return self.writer
 
     def truncate_history(self, after_step: int) -> None:

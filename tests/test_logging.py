@@ -125,3 +125,26 @@ def test_first_window_after_a_resume_averages_the_steps_since_the_checkpoint(tmp
     assert {k: hist[8][k] for k in want} == pytest.approx(want, rel=1e-6, abs=1e-7)
     assert torch.equal(torch.tensor([hist[4][k] for k in want]),
                        torch.tensor([_history(full_run)[4][k] for k in want]))
+
+
+def test_tensorboard_writer_falls_back_to_torch_then_names_the_fix(monkeypatch):
+    """tensorboardX absent (GPU images often carry only `tensorboard`): torch.utils.tensorboard's
+    writer is used; neither: an error naming both fixes, not a bare ModuleNotFoundError."""
+    import sys
+    import types
+
+    from pix2pixhd import visualizer as V
+    from pix2pixhd.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # `import tensorboardX` fails
+    fake = types.ModuleType("torch.utils.tensorboard")
+
+    class Writer:  # stands in for torch.utils.tensorboard.SummaryWriter
+        pass
+
+    fake.SummaryWriter = Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    assert V.summary_writer_class() is Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install tensorboardX.*--no_tensorboard"):
+        V.summary_writer_class()

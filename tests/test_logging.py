@@ -60,17 +60,8 @@ def _mean(steps, which):
 
 
 def _tensorboard_scalars(folder):
-    from tensorboardX.proto import event_pb2
-    out = {}
-    for f in folder.glob("events.out.tfevents.*"):
-        data, pos = f.read_bytes(), 0
-        while pos < len(data):   # TFRecord framing: u64 length, u32 crc, payload, u32 crc
-            n = int.from_bytes(data[pos:pos + 8], "little")
-            ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
-            for v in ev.summary.value:
-                out[(v.tag, ev.step)] = v.simple_value
-            pos += 12 + n + 4
-    return out
+    from tests.tb_events import read_events
+    return {(v.tag, ev.step): v.simple_value for ev in read_events(folder) for v in ev.summary.value}
 
 
 def test_logged_losses_are_means_over_the_print_freq_window(full):

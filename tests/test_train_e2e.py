@@ -145,18 +145,10 @@ def test_resume_inherits_the_run_config(tmp_path, streets):
 
 
 def test_tensorboard_gets_losses_lr_speed_phases_and_the_image_grid(tmp_path, streets):
-    from tensorboardX.proto import event_pb2
+    from tests.tb_events import read_events
     args = [a for a in TINY if a != "--no_tensorboard"]
     train_main(["--dataroot", str(streets), "--checkpoints_dir", str(tmp_path), *args, "--ngf", "8",
                 "--name", "tb", "--niter", "1", "--niter_decay", "0", "--no_html"])
-    tags = set()
-    for f in (tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"):
-        data = f.read_bytes()
-        pos = 0
-        while pos < len(data):  # TFRecord framing: u64 length, u32 crc, payload, u32 crc
-            n = int.from_bytes(data[pos:pos + 8], "little")
-            ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
-            tags |= {v.tag for v in ev.summary.value}
-            pos += 12 + n + 4
+    tags = {v.tag for ev in read_events(tmp_path / "tb" / "tensorboard") for v in ev.summary.value}
     assert {"loss/G_GAN", "loss/G_GAN_Feat", "loss/D_real", "loss/D_fake", "lr", "images_per_s",
             "ms/data", "ms/G_forward", "ms/optimizer", "images/label_synthesized_real"} <= tags

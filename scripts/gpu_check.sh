@@ -4,6 +4,10 @@
 #
 #     bash scripts/gpu_check.sh OUT_DIR
 #
+# On the lent machine (the device tool brings back at most 8 files, so pack the folder; the
+# command's timeout_s 590), see docs/benchmarks.md "On the machine this project is lent":
+#     bash scripts/gpu_check.sh /tmp/gc; rc=$?; cp /tmp/gc/summary.md "$OUT/"; tar -czf "$OUT/gpu_check.tgz" -C /tmp gc; exit $rc
+#
 # Parts, in order, each under its own time cap (and all under one overall budget,
 # GPU_CHECK_BUDGET_S, default 470 s), each writing OUT_DIR/<part>.json, OUT_DIR/<part>.md and
 # OUT_DIR/<part>.log; a part that fails or times out is recorded and the next one runs:

@@ -256,14 +256,14 @@ def main(argv=None) -> int:
 
     records, md = [], []
 
-    def save() -> None:
+    def save(say: bool = True) -> None:
         if args.json:
-            _write(args.json, json.dumps({"benchmark": "kernels", "device": device_name,
-                                          "torch": torch.__version__, "peak_gbs": peak,
-                                          "copy_gbs": copy, "compile_dynamic": args.compile_dynamic,
-                                          "rows": records}, indent=1))
+            record = {"benchmark": "kernels", "device": device_name, "torch": torch.__version__,
+                      "peak_gbs": peak, "copy_gbs": copy, "compile": not args.no_compile,
+                      "compile_dynamic": args.compile_dynamic, "rows": records}
+            _write(args.json, json.dumps(record, indent=1), say=say)
         if args.markdown:
-            _write(args.markdown, f"# Fused instance norm + activation: {device_name}\n\n"
+            _write(args.markdown, say=say, text=f"# Fused instance norm + activation: {device_name}\n\n"
                    f"Bandwidth: data sheet {f'{peak:.0f}' if peak else '-'} GB/s, measured copy "
                    f"{f'{copy:.0f}' if copy else '-'} GB/s. Cells: ms, GB/s against the floor "
                    "bytes, % of the data-sheet bandwidth.\n" + "\n".join(md) + "\n")
@@ -344,12 +344,13 @@ def main(argv=None) -> int:
                     md.append(f"| {layer.name} | {shape_s} | {layer.count} | {pname} | "
                               + " | ".join(f"{ms:.3f} ms, {gbs:.0f} GB/s, {fr}" for ms, gbs, fr in rows[pname])
                               + f" | {auto_s} |")
+                save(say=False)  # after every layer: a time cap that ends the run keeps what was measured
             for i, pname in enumerate(["fwd"] + (["fwd+bwd"] if args.backward else [])):
                 line = "".join(f"{totals[c][i]:>23.3f} ms" for c in cols)
                 print(f"{'weighted total' if i == 0 else '':<16}{'':>20} {'':>3} {pname:<7}" + line)
                 md.append(f"| weighted total (ms) | | | {pname} | "
                           + " | ".join(f"{totals[c][i]:.3f}" for c in cols) + " | |")
-            save()  # after every table, so a time cap that ends the run keeps what was measured
+            save()  # with the table's totals
     return 0
 
 
@@ -362,13 +363,14 @@ def auto_choice(x, residual, act) -> str:
     return hit["choice"] if hit else "-"
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, text: str, say: bool = True) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, p)
-    print(f"wrote {p}")
+    if say:
+        print(f"wrote {p}")
 
 
 if __name__ == "__main__":

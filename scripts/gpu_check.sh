@@ -19,12 +19,14 @@
 #                  the reference widths, a two-step bf16 + channels-last Trainer run)
 #   kernels        benchmarks/kernels.py at the 2048x1024 layer shapes, bf16 and fp32, forward and
 #                  forward+backward, NCHW and channels-last: GB/s, % of the memory bandwidth,
-#                  against PyTorch eager and torch.compile
+#                  against PyTorch eager (torch.compile's rows: kernels_compile, last)
 #   train_global   benchmarks/train.py, global 1024x512, fp32 and bf16 + channels-last, against
 #   train_local    the reference-style baseline; local 2048x1024 the same: images/s, TFLOP/s,
 #                  utilisation (MFU), measured peak memory
 #   synthesis      benchmarks/synthesis.py, local 2048x1024: images/s, bf16 (auto) and fp32
 #   loader         benchmarks/loader.py at 2048x1024 with 8 and 16 workers
+#   kernels_compile the kernels table again with torch.compile rows (dynamic shapes), in what is
+#                  left of the budget; it saves after every layer, so a cap keeps what it measured
 # OUT_DIR/summary.md lists every part's status and time; OUT_DIR/parts.json the same as JSON.
 #
 # Without a GPU it says so, runs what needs none (aot) and exits 0 if that passed. The Python
@@ -195,7 +197,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     BUDGET=3600   # no 8-minute GPU budget to keep here; a cold AOT cache takes minutes on 2 cores
     # shellcheck disable=SC2086
     run_part aot 3000 "$PY" -m pix2pixhd.kernels.aot $AOT_ARGS --json "$OUT/aot.json" --markdown "$OUT/aot.md"
-    for part in cuda_tests kernels train_global train_local synthesis loader; do
+    for part in cuda_tests kernels train_global train_local synthesis loader kernels_compile; do
         printf '{"part": "%s", "status": "skipped: no GPU", "exit": 0, "seconds": 0, "cap": 0}\n' \
             "$part" >> "$OUT/parts.jsonl"
         printf '{"part": "%s", "status": "skipped: no GPU", "rows": []}\n' "$part" > "$OUT/$part.json"
@@ -226,7 +228,9 @@ run_part cuda_tests 150 cuda_tests
 
 export PIX2PIXHD_STRICT_KERNELS=1   # benchmarks: a fallback to PyTorch is an error, not a number
 export PIX2PIXHD_NORM_AUTOTUNE_FILE="$OUT/norm_autotune.json"   # what 'auto' measured, kept
-run_part kernels 110 "$PY" -m benchmarks.kernels --res 2048x1024 --dtype bf16,fp32 --compile_dynamic \
+# Fused vs eager first (seconds); torch.compile's rows last, in whatever budget is left (each
+# activation x residual x layout x dtype compiles, forward and backward: minutes, maybe more).
+run_part kernels 60 "$PY" -m benchmarks.kernels --res 2048x1024 --dtype bf16,fp32 --no-compile \
     --reps 10 --warmup 3 --json "$OUT/kernels.json" --markdown "$OUT/kernels.md"
 
 TRAIN_COLS="stage,res,path,step_ms,images_per_s,tflops,util_pct,peak_mib,speedup_vs_baseline,loss_rel_diff"
@@ -246,6 +250,10 @@ run_part loader 30 "$PY" -m benchmarks.loader --res 2048x1024 --workers 8,16 --n
     --epochs 2 --data "$OUT/loader_data" --json "$OUT/loader.json"
 md loader "data loader, 2048x1024" "res,workers,images_per_s,ms_per_image,MB_per_s"
 rm -rf "$OUT/loader_data"
+
+run_part kernels_compile 150 "$PY" -m benchmarks.kernels --res 2048x1024 --dtype bf16,fp32 \
+    --compile_dynamic --reps 10 --warmup 3 --json "$OUT/kernels_compile.json" \
+    --markdown "$OUT/kernels_compile.md"
 
 finish
 log "done: $FAILED part(s) not ok; results in $OUT (summary.md)"

@@ -167,3 +167,36 @@ def test_optimizer_benchmark_smoke(capsys):
     # the fused kernel computes the loop's update (rounding apart)
     diff = float(out.rsplit("after 3 steps: ", 1)[1].split()[0])
     assert diff < 1e-6
+
+
+def test_kernel_benchmark_smoke_and_partial_results_on_a_cap(tmp_path, monkeypatch):
+    """benchmarks/kernels.py --smoke (tiny layers, Triton interpreter) writes a row per layer,
+    method, layout and pass; killed mid-run (gpu_check's time cap), the layers measured so far are
+    on disk: it saves after every layer."""
+    from benchmarks import kernels as BK
+
+    monkeypatch.setenv("PIX2PIXHD_STRICT_KERNELS", "0")  # main() sets it; restored after
+    js, md = tmp_path / "k.json", tmp_path / "k.md"
+    assert BK.main(["--smoke", "--dtype", "fp32", "--json", str(js), "--markdown", str(md)]) == 0
+    rec = json.loads(js.read_text())
+    layers = [layer.name for layer in BK.smoke_layers()]
+    got = {(r["layer"], r["method"], r["layout"], r["pass"]) for r in rec["rows"]}
+    assert got == {(n, m, lay, p) for n in layers for m in ("fused", "eager")
+                   for lay in ("nchw", "cl") for p in ("fwd", "fwd+bwd")}
+    assert all(r["ms"] > 0 and r["auto_choice"] in ("triton", "native", "-") for r in rec["rows"])
+    assert "weighted total" in md.read_text()
+
+    calls = []
+
+    def cap(*a):  # gpu_check's timeout, arriving during the second layer
+        calls.append(a)
+        if len(calls) > 2:  # auto_choice runs twice per layer (both layouts)
+            raise KeyboardInterrupt
+        return "-"
+
+    monkeypatch.setattr(BK, "auto_choice", cap)
+    js.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        BK.main(["--smoke", "--dtype", "fp32", "--json", str(js), "--markdown", str(md)])
+    rows = json.loads(js.read_text())["rows"]
+    assert rows and {r["layer"] for r in rows} == {layers[0]}

@@ -38,11 +38,12 @@ def test_gpu_check_without_a_gpu_says_so_writes_the_aot_table_and_exits_0(tmp_pa
     assert rows and all(r["spills"] == 0 and r["error"] is None for r in rows)
     parts = {p["part"]: p["status"] for p in json.loads((out / "parts.json").read_text())["parts"]}
     assert parts["aot"] == "ok" and parts["device"] == "ok"
-    for part in ("cuda_tests", "kernels", "train_global", "train_local", "synthesis", "loader"):
+    for part in ("cuda_tests", "kernels", "train_global", "train_local", "synthesis", "loader",
+                 "kernels_compile"):
         assert parts[part] == "skipped: no GPU", part
         assert (out / f"{part}.json").is_file() and (out / f"{part}.md").is_file(), part
     summary = (out / "summary.md").read_text()
-    assert summary.startswith("# gpu_check: 2 ok, 0 failed, 6 skipped")
+    assert summary.startswith("# gpu_check: 2 ok, 0 failed, 7 skipped")
 
 
 def gpu_part_commands() -> list[tuple[str, list[str]]]:

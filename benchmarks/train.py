@@ -43,6 +43,7 @@ import argparse
 import copy
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -99,6 +100,10 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None, help="timed steps per path (GPU 20, CPU 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per path (GPU 5, CPU 1)")
     p.add_argument("--no_baseline", action="store_true", help="time only our path(s)")
+    p.add_argument("--max_seconds", type=float, default=None,
+                   help="stop timing a configuration once this many seconds have passed since the "
+                        "start (after at least one timed step of every path) and report the steps "
+                        "timed: a caller's time cap then still gets a table")
     p.add_argument("--device", default="auto")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="the device's peak for the utilisation column (default: from the data sheet "
@@ -188,6 +193,10 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
 
     batches = [make_batch(args.batch, height, width, args.label_nc, args.seed + i, cuda) for i in range(3)]
     for i in range(args.warmup + args.steps):
+        if (args.max_seconds is not None and i > args.warmup
+                and time.monotonic() - args.started > args.max_seconds):
+            print(f"(--max_seconds {args.max_seconds:g}: {i - args.warmup} of {args.steps} timed steps)")
+            break
         batch = batches[i % len(batches)]
         for p in paths:
             p.zero_grads()
@@ -219,7 +228,8 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
         tflops = flops.total / (step_ms / 1e3) / 1e12
         row = {"stage": stage, "res": f"{width}x{height}", "path": p.name, "precision": p.precision,
                "channels_last": p.channels_last, "batch": args.batch, "step_ms": step_ms,
-               "step_ms_all": p.step_ms, "images_per_s": args.batch / (step_ms / 1e3),
+               "step_ms_all": p.step_ms, "timed_steps": len(p.step_ms),
+               "images_per_s": args.batch / (step_ms / 1e3),
                "phases_ms": {k: B.median(v) for k, v in p.phases.items()},
                "peak_mib": ((p.resident + max(p.extra_peak)) / 2**20) if p.extra_peak else None,
                "resident_mib": p.resident / 2**20, "tflops": tflops,
@@ -283,6 +293,7 @@ def parse_precisions(text: str) -> list[tuple[str, bool]]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.started = time.monotonic()
     from pix2pixhd.distributed import resolve_device
     device = resolve_device(args.device)
     cuda = device.type == "cuda"

@@ -235,10 +235,10 @@ run_part kernels 60 "$PY" -m benchmarks.kernels --res 2048x1024 --dtype bf16,fp3
 
 TRAIN_COLS="stage,res,path,step_ms,images_per_s,tflops,util_pct,peak_mib,speedup_vs_baseline,loss_rel_diff"
 run_part train_global 45 "$PY" -m benchmarks.train --stage global --res 1024x512 \
-    --precision fp32,bf16+cl --steps 10 --warmup 3 --json "$OUT/train_global.json"
+    --precision fp32,bf16+cl --steps 10 --warmup 3 --max_seconds 30 --json "$OUT/train_global.json"
 md train_global "training step, global 1024x512" "$TRAIN_COLS"
 run_part train_local 60 "$PY" -m benchmarks.train --stage local --res 2048x1024 \
-    --precision fp32,bf16+cl --steps 8 --warmup 3 --json "$OUT/train_local.json"
+    --precision fp32,bf16+cl --steps 8 --warmup 3 --max_seconds 40 --json "$OUT/train_local.json"
 md train_local "training step, local 2048x1024" "$TRAIN_COLS"
 
 run_part synthesis 30 "$PY" -m benchmarks.synthesis --stage local --res 2048x1024 \

@@ -142,6 +142,17 @@ def test_train_benchmark_smoke(tmp_path, capsys):
         assert r["peak_mib"] is None  # CPU: no allocator statistics, never a made-up number
 
 
+def test_train_benchmark_max_seconds_reports_the_steps_it_timed(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert T.main(["--stage", "global", "--res", "32x32", "--ngf", "4", "--ndf", "4",
+                   "--n_downsample_global", "2", "--n_layers_D", "2", "--n_blocks_global", "1",
+                   "--label_nc", "5", "--no_vgg_loss", "--steps", "5", "--warmup", "1",
+                   "--max_seconds", "0", "--json", str(out)]) == 0
+    assert "(--max_seconds 0: 1 of 5 timed steps)" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 and all(r["timed_steps"] == 1 and r["step_ms"] > 0 for r in rows)
+
+
 def test_synthesis_benchmark_smoke(tmp_path, capsys):
     out = tmp_path / "synth.json"
     assert S.main(["--stage", "global", "--res", "64x32", "--ngf", "4", "--n_blocks_global", "1",

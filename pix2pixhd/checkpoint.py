@@ -82,7 +82,10 @@ def set_rng_state(state: dict) -> None:
                          n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU of the machine that saved: a machine with fewer GPUs takes its first
+        # ones (set_rng_state_all would index past this machine's devices).
+        for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
 
 
 def checkpoint_path(experiment_dir: Path, which: str | int) -> Path:

@@ -116,7 +116,8 @@ class TrainConfig:
     seed: Optional[int] = option(
         "experiment", 0, "random seed (integer) of the weights, crops, flips and data order")
     deterministic: Optional[bool] = option(
-        "experiment", False, "torch.use_deterministic_algorithms: bit-exact resume, slower on GPU")
+        "experiment", False, "torch.use_deterministic_algorithms: bit-exact resume on CPU; on "
+        "GPU slower, and exact except ReflectionPad2d's backward (no deterministic CUDA kernel)")
     dry_run: Optional[bool] = option("experiment", False, "print the resolved options and exit")
     max_steps: Optional[int] = option(
         "experiment", 0, "iterations: stop (after saving latest) once this run has done this many; "

@@ -48,14 +48,21 @@ def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
+def bind_cuda_device(device: torch.device) -> None:
+    """Makes a CUDA device with an index this process's current device: CUDA events, streams,
+    synchronize() and the Triton launches follow the current device, not the tensors' one, so a
+    process working on cuda:1 would time and launch on cuda:0. Nothing for other devices."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+
+
 def setup(device_pref: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_pref, local)
+    bind_cuda_device(device)
     if world > 1:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
         if not dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
             dev_id = device if device.type == "cuda" else None

@@ -28,6 +28,7 @@ from PIL import Image
 from pix2pixhd.checkpoint import load_checkpoint, load_run_config
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.data.layouts import IMG_EXTS
+from pix2pixhd.distributed import bind_cuda_device
 from pix2pixhd.encoding import encode_input, float_to_uint8
 from pix2pixhd.errors import ConfigError, InputError
 
@@ -165,6 +166,7 @@ class Synthesizer:
     def __init__(self, generator, cfg: TrainConfig, device: str | torch.device = "cpu",
                  precision: str = "auto", channels_last: bool | None = None, features=None):
         self.G, self.cfg, self.device = generator, cfg, torch.device(device)
+        bind_cuda_device(self.device)
         if cfg.use_features and features is None:
             raise ConfigError("this checkpoint was trained with --instance_feat/--label_feat: G needs "
                               "feature channels; pass features=FeatureSource.from_checkpoint(...) "

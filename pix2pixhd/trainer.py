@@ -27,7 +27,9 @@ pix2pix (``--model pix2pix``) and CycleGAN (``--model cyclegan``, Zhu et al. 201
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -39,7 +41,7 @@ from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (atomic_write_bytes, clean_stale_tmp, load_checkpoint, rng_state,
                                   save_checkpoint, set_rng_state)
 from pix2pixhd.config import TrainConfig
-from pix2pixhd.distributed import DistInfo
+from pix2pixhd.distributed import DistInfo, bind_cuda_device
 from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
 from pix2pixhd.errors import ConfigError, UserError, raise_on_any_rank
@@ -148,6 +150,49 @@ class PhaseTimer:
             self._t = now
 
 
+def set_deterministic(device: torch.device) -> None:
+    """``--deterministic``: torch.use_deterministic_algorithms, bit-exact on CPU.
+
+    On CUDA, ReflectionPad2d's backward (the generators' padding) has no deterministic kernel, and
+    strict mode would raise at the first G backward; there the setting warns instead
+    (``warn_only``), cuDNN picks deterministic algorithms without benchmarking, and cuBLAS gets the
+    workspace setting it needs: reproducible up to that one op, said once.
+    """
+    if device.type != "cuda":
+        torch.use_deterministic_algorithms(True)
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    warnings.warn("--deterministic on CUDA: ReflectionPad2d's backward has no deterministic CUDA "
+                  "kernel, so runs are reproducible except for that op (torch warns where it runs)",
+                  RuntimeWarning, stacklevel=2)
+
+
+def match_optimizer_state(opt: torch.optim.Optimizer) -> None:
+    """Gives every state tensor of ``opt`` its parameter's device and memory layout.
+
+    ``Optimizer.load_state_dict`` casts dtype and device only: moments saved by a channels-last run
+    keep their strides in an NCHW run (and back), which fused Adam refuses on CUDA ("same dtype,
+    device, and layout") and on CPU steps wrongly; and a group saved unfused keeps ``step`` on the
+    CPU, which fused CUDA Adam refuses. Both are fixed in place here.
+    """
+    for group in opt.param_groups:
+        fused = bool(group.get("fused"))
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if not st:
+                continue
+            for k, v in st.items():
+                if not torch.is_tensor(v):
+                    continue
+                if k == "step":
+                    if fused and v.device != p.device:
+                        st[k] = v.to(p.device, torch.float32)
+                elif v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 # ---- the trainer --------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, cfg: TrainConfig, dist_info: DistInfo | None = None, vgg: nn.Module | None = None):
@@ -155,9 +200,10 @@ class Trainer:
         self.cfg = cfg
         self.dist = dist_info or DistInfo()
         self.device = self.dist.device
+        bind_cuda_device(self.device)
         torch.manual_seed(cfg.seed + self.dist.rank)
         if cfg.deterministic:
-            torch.use_deterministic_algorithms(True)
+            set_deterministic(self.device)
         self.amp_dtype = AMP_DTYPES.get(cfg.precision)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
@@ -272,6 +318,7 @@ class Trainer:
         opt.load_state_dict(saved)
         for group in opt.param_groups:
             group.update(impl)
+        match_optimizer_state(opt)
 
     def _unfreeze_global(self) -> None:
         """Past niter_fix_global: one optimizer over all of G, keeping the enhancer's Adam state.

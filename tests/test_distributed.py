@@ -140,3 +140,19 @@ def worker(out: Path, argv: list[str]) -> None:
 
 if __name__ == "__main__":
     worker(Path(sys.argv[1]), sys.argv[2:])
+
+
+def test_a_single_process_on_cuda_n_makes_it_the_current_device(monkeypatch):
+    """CUDA events, synchronize() and Triton launches follow the current device: a process told
+    --device cuda:1 (no torchrun) must switch to it, as torchrun ranks always did."""
+    from pix2pixhd import distributed as D
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", calls.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    info = D.setup("cuda:1")
+    assert info.world_size == 1 and calls == [torch.device("cuda:1")]
+    D.bind_cuda_device(torch.device("cpu"))
+    D.bind_cuda_device(torch.device("cuda"))  # no index: the current device stays
+    assert calls == [torch.device("cuda:1")]

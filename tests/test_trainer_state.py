@@ -128,3 +128,71 @@ def test_adam_is_torchs_fused_kernel_and_a_resume_keeps_it(tmp_path, streets):
         assert all(g["fused"] and g["lr"] == old.param_groups[0]["lr"] for g in opt.param_groups)
         p = opt.param_groups[0]["params"][0]
         assert torch.equal(opt.state[p]["exp_avg"], old.state[old.param_groups[0]["params"][0]]["exp_avg"])
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="resumed with --channels_last switched: Adam's moments take the parameters' "
+                        "layout (fused Adam refuses a mismatch on CUDA and steps wrongly on CPU)")
+def test_resume_with_the_other_memory_layout_gives_adam_state_the_parameters_layout(tmp_path, streets):
+    tr = Trainer(_local(tmp_path, streets, name="cl", channels_last=True))
+    batch = next(iter(tr.make_loader()[0]))
+    tr.train_step(batch)
+    tr.save("latest")
+    again = Trainer(_local(tmp_path, streets, name="cl", resume=True, channels_last=False))
+    moved = 0
+    for opt, old in ((again.opt_G, tr.opt_G), (again.opt_D, tr.opt_D)):
+        for p, p_old in zip(opt.param_groups[0]["params"], old.param_groups[0]["params"]):
+            st, st_old = opt.state[p], old.state[p_old]
+            for k in ("exp_avg", "exp_avg_sq"):
+                assert st[k].stride() == p.stride(), k
+                assert torch.equal(st[k], st_old[k]), k   # same values, other layout
+                moved += st_old[k].stride() != p.stride()
+    assert moved > 0  # the premise: the channels-last run saved moments in its own layout
+
+
+def test_adam_state_step_follows_a_fused_groups_device():
+    """A checkpoint written by an unfused Adam keeps ``step`` on the CPU after load_state_dict;
+    fused CUDA Adam wants it on the parameter's device (here 'meta' stands for CUDA)."""
+    from pix2pixhd.trainer import match_optimizer_state
+    p = torch.nn.Parameter(torch.empty(2, 3, device="meta"))
+    opt = torch.optim.Adam([p], fused=False)
+    opt.state[p] = {"step": torch.tensor(3.0), "exp_avg": torch.empty(2, 3, device="meta"),
+                    "exp_avg_sq": torch.empty(2, 3, device="meta")}
+    match_optimizer_state(opt)
+    assert opt.state[p]["step"].device.type == "cpu"  # unfused: torch keeps step on the CPU
+    opt.param_groups[0]["fused"] = True
+    match_optimizer_state(opt)
+    assert opt.state[p]["step"].device.type == "meta" and opt.state[p]["step"].dtype == torch.float32
+
+
+def test_deterministic_is_strict_on_cpu_and_warn_only_on_cuda(monkeypatch):
+    """ReflectionPad2d's backward has no deterministic CUDA kernel: strict mode would stop the
+    first G backward on a GPU, so there --deterministic warns instead, and says so."""
+    from pix2pixhd.trainer import set_deterministic
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda on, **kw: calls.append((on, kw)))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    set_deterministic(torch.device("cpu"))
+    assert calls == [(True, {})]
+    with pytest.warns(RuntimeWarning, match="ReflectionPad2d"):
+        set_deterministic(torch.device("cuda"))
+    assert calls[-1] == (True, {"warn_only": True})
+    assert torch.backends.cudnn.benchmark is False
+    import os
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="resumed on a machine with fewer GPUs than the one that saved: the saved "
+                        "CUDA random states of the GPUs this machine has are restored")
+def test_cuda_rng_states_of_a_bigger_machine_restore_on_a_smaller_one(monkeypatch):
+    from pix2pixhd import checkpoint as C
+    state = C.rng_state()
+    state["cuda"] = [torch.full((8,), i, dtype=torch.uint8) for i in range(8)]  # an 8-GPU node
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.append((int(s[0]), i)))
+    C.set_rng_state(state)
+    assert restored == [(0, 0)]

@@ -32,7 +32,8 @@ weights and return uint8 photos [N, 3, H, W] on the device:
 The calls run interleaved on a shared machine. Per path: median ms per batch, images/s, peak MiB
 (CUDA: weights + the call's peak above them; CPU: -), achieved TFLOP/s and utilisation from
 ``pix2pixhd.flops.synthesis_flops``, the ratio to the baseline, and the largest difference of
-the uint8 outputs to the baseline's (fp32: 0-1 levels of rounding; bf16: a few levels).
+the uint8 outputs to the baseline's (fp32 on CPU: 0-1 levels of rounding; on CUDA, where cuDNN
+runs fp32 convolutions in TF32 by default, a few levels; bf16: a few levels).
 The timed region excludes reading files and writing PNGs (the data pipeline's work).
 """
 from __future__ import annotations

@@ -24,8 +24,10 @@ hands them over), so slow drift of a shared machine hits every path alike. Per p
   TFLOP/s, util  the step's needed FLOPs (pix2pixhd.flops.train_step_flops, the same for every
                  path) / step time, and that over the device's data-sheet peak for the precision
   vs baseline    baseline step time / this path's step time (> 1: faster than the reference)
-  loss diff      max relative difference of the first step's losses to the baseline's (fp32:
-                 ~1e-6 shows the two compute the same thing; bf16: its rounding)
+  loss diff      max relative difference of the first step's losses to the baseline's (fp32 on
+                 CPU: ~1e-6 shows the two compute the same thing; on CUDA cuDNN's convolutions
+                 run in TF32 by default and the paths pick different algorithms, so expect
+                 ~1e-4 to 1e-3; bf16: its rounding)
 
 On CPU the default sizes use ngf/ndf 16; ``--reference_widths`` (on by default on CPU unless
 --ngf/--ndf/--res are given) adds NVIDIA's global configuration at its real widths (ngf 64,
@@ -122,7 +124,11 @@ def make_batch(n: int, h: int, w: int, label_nc: int, seed: int, pin: bool) -> d
 
 
 class _Path:
-    """One timed path: a callable step, its timer, optimizers and resident state."""
+    """One timed path: a callable step, its timer, optimizers and resident state.
+
+    ``resident()`` -> (bytes kept between steps, of which optimizer state), read after the steps:
+    Adam creates its state in the first step, so a size taken when the path is built leaves it
+    out (1.4 GiB at the reference widths)."""
 
     def __init__(self, name, precision, channels_last, step, timer, zero_grads, resident):
         self.name, self.precision, self.channels_last = name, precision, channels_last
@@ -182,14 +188,15 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
             name = f"ours {prec}" + (" cl" if cl else "")
             paths.append(_Path(name, prec, cl, tr.train_step, tr.timer,
                                lambda tr=tr: [o.zero_grad(set_to_none=True) for o in (tr.opt_G, tr.opt_D)],
-                               B.trainer_resident_bytes(tr)))
+                               lambda tr=tr: (B.trainer_resident_bytes(tr),
+                                              B.state_bytes([], [tr.opt_G, tr.opt_D]))))
     if not args.no_baseline:
         # Same initial weights as every Trainer above (each seeds before building its networks).
         vgg = None if vgg_net is None else VGGLoss(copy.deepcopy(vgg_net)).to(device)
         ref = B.ReferenceStep(first.G, first.D, cfg0, vgg, device)
         paths.insert(0, _Path("baseline (reference-style)", "fp32", False, ref.train_step, ref.timer,
                               lambda: [o.zero_grad(set_to_none=True) for o in (ref.opt_G, ref.opt_D)],
-                              ref.resident_bytes()))
+                              lambda: (ref.resident_bytes(), B.state_bytes([], [ref.opt_G, ref.opt_D]))))
 
     batches = [make_batch(args.batch, height, width, args.label_nc, args.seed + i, cuda) for i in range(3)]
     for i in range(args.warmup + args.steps):
@@ -223,6 +230,7 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
     base = paths[0] if not args.no_baseline else None
     base_losses = paths[0].first_losses if not args.no_baseline else None
     for p in paths:
+        resident, opt_state = p.resident()
         step_ms = B.median(p.step_ms)
         peak = args.peak_tflops or (peak_tflops(info.get("gpu", ""), p.precision) if cuda else None)
         tflops = flops.total / (step_ms / 1e3) / 1e12
@@ -231,8 +239,9 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
                "step_ms_all": p.step_ms, "timed_steps": len(p.step_ms),
                "images_per_s": args.batch / (step_ms / 1e3),
                "phases_ms": {k: B.median(v) for k, v in p.phases.items()},
-               "peak_mib": ((p.resident + max(p.extra_peak)) / 2**20) if p.extra_peak else None,
-               "resident_mib": p.resident / 2**20, "tflops": tflops,
+               "peak_mib": ((resident + max(p.extra_peak)) / 2**20) if p.extra_peak else None,
+               "resident_mib": resident / 2**20, "optimizer_state_mib": opt_state / 2**20,
+               "tflops": tflops,
                "util_pct": 100 * tflops / peak if peak else None,
                "speedup_vs_baseline": B.paired_ratio(base.step_ms, p.step_ms) if base else None,
                "cpu_ms": None if cuda else B.median(p.cpu_ms), "cpu_ms_all": None if cuda else p.cpu_ms,

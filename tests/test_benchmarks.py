@@ -140,6 +140,7 @@ def test_train_benchmark_smoke(tmp_path, capsys):
         # same weights, same batch: the first step's losses agree (fp32)
         assert r["loss_rel_diff"] < 1e-4
         assert r["peak_mib"] is None  # CPU: no allocator statistics, never a made-up number
+        assert r["optimizer_state_mib"] > 0
 
 
 def test_train_benchmark_max_seconds_reports_the_steps_it_timed(tmp_path, capsys):
@@ -151,6 +152,9 @@ def test_train_benchmark_max_seconds_reports_the_steps_it_timed(tmp_path, capsys
     assert "(--max_seconds 0: 1 of 5 timed steps)" in capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 2 and all(r["timed_steps"] == 1 and r["step_ms"] > 0 for r in rows)
+    for r in rows:  # no VGG: resident = parameters + buffers + Adam's two moments per parameter,
+        # which exist only after the first step (a size taken earlier left them out)
+        assert r["resident_mib"] >= 1.4 * r["optimizer_state_mib"] > 0, r  # 1.5 less the steps
 
 
 def test_synthesis_benchmark_smoke(tmp_path, capsys):

@@ -31,7 +31,9 @@ The forward reads x twice and writes y once; the backward reads x and dy twice e
 dx (and dresidual). The per-split partials are [N, n_splits, C] fp32, negligible traffic.
 
 Numerics. Every load is converted to fp32 and all arithmetic is fp32 (fp16/bf16 are only storage
-formats, cast once on store). Statistics: within a tile a two-pass mean/M2 over values held in
+formats, cast once on store). Divisions round correctly (``div_rn``; a plain ``/`` compiles to
+the approximate ``div.full.f32``, up to 2 ulp, which the interpreter never shows): they act on
+per-channel vectors only, so they cost nothing measurable. Statistics: within a tile a two-pass mean/M2 over values held in
 registers, tiles merged into the running chunk statistics with Chan's parallel update, the chunks
 merged by Chan's formula in two passes (mean first, then M2 = sum(M2_s + n_s (mean_s - mean)^2)).
 No E[x^2] - E[x]^2 anywhere, so a channel with |mean| >> std keeps its precision, and a
@@ -109,13 +111,13 @@ def _stats_kernel(x_ptr, mean_part_ptr, m2_part_ptr,
         v = tl.load(base + p.to(tl.int64)[:, None] * stride_p, mask=m, other=0.0).to(tl.float32)
         n_a = (start - p_begin).to(tl.float32)          # pixels already merged
         n_b = tl.minimum(p_end - start, BLOCK_P).to(tl.float32)
-        mean_b = tl.sum(v, axis=0) / n_b
+        mean_b = tl.math.div_rn(tl.sum(v, axis=0), n_b)
         d = tl.where(m, v - mean_b[None, :], 0.0)
         m2_b = tl.sum(d * d, axis=0)
         n_ab = n_a + n_b
         delta = mean_b - mean
-        mean = mean + delta * (n_b / n_ab)
-        m2 = m2 + m2_b + delta * delta * (n_a * n_b / n_ab)
+        mean = mean + delta * tl.math.div_rn(n_b, n_ab)
+        m2 = m2 + m2_b + delta * delta * tl.math.div_rn(n_a * n_b, n_ab)
     out = (n * n_splits + s).to(tl.int64) * C + c
     tl.store(mean_part_ptr + out, mean, mask=c_mask)
     tl.store(m2_part_ptr + out, m2, mask=c_mask)
@@ -138,7 +140,7 @@ def _combine_kernel(mean_part_ptr, m2_part_ptr, mean_ptr, rstd_ptr,
         m = s_mask[:, None] & c_mask[None, :]
         mu = tl.load(mean_part_ptr + (row0 + s)[:, None] * C + c[None, :], mask=m, other=0.0)
         acc += cnt[:, None] * mu
-    mean = tl.sum(acc, axis=0) / L
+    mean = tl.math.div_rn(tl.sum(acc, axis=0), L * 1.0)
     # Pass 2: Chan's merge, M2 = sum_s M2_s + n_s (mean_s - mean)^2.
     acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
     for s0 in range(0, n_splits, BLOCK_S):
@@ -151,7 +153,7 @@ def _combine_kernel(mean_part_ptr, m2_part_ptr, mean_ptr, rstd_ptr,
         m2 = tl.load(m2_part_ptr + offs, mask=m, other=0.0)
         d = tl.where(m, mu - mean[None, :], 0.0)
         acc += m2 + cnt[:, None] * d * d
-    var = tl.sum(acc, axis=0) / L
+    var = tl.math.div_rn(tl.sum(acc, axis=0), L * 1.0)
     rstd = tl.math.div_rn(1.0, tl.math.sqrt_rn(var + eps))
     out = n.to(tl.int64) * C + c
     tl.store(mean_ptr + out, mean, mask=c_mask)
@@ -263,8 +265,8 @@ def _bwd_dx_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, sum
     # sums is [2, N, C] (sums_plane = N * C): per (n, c) sum(gz) and sum(gz * xhat), merged
     # over the splits. (Integer arguments equal to 1 become constexprs when compiled, so the
     # plane offset comes precomputed rather than as N.to(tl.int64) * C.)
-    mean_g = tl.load(sums_ptr + stat, mask=c_mask, other=0.0) / L
-    mean_gx = tl.load(sums_ptr + sums_plane + stat, mask=c_mask, other=0.0) / L
+    mean_g = tl.math.div_rn(tl.load(sums_ptr + stat, mask=c_mask, other=0.0), L * 1.0)
+    mean_gx = tl.math.div_rn(tl.load(sums_ptr + sums_plane + stat, mask=c_mask, other=0.0), L * 1.0)
     if HAS_W:
         w = tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
     else:

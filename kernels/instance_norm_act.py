@@ -201,7 +201,7 @@ def _say_no_triton(err: str) -> None:
 
 
 def _use_triton(x: torch.Tensor, impl: str) -> bool:
-    if impl == "ref":
+    if impl == "ref" or x.numel() == 0:  # nothing to launch for (a batch of 0 divided by 0)
         return False
     if _RECORDING:
         return x.dtype in _TRITON_DTYPES
@@ -321,19 +321,26 @@ def _tunable(x: torch.Tensor) -> bool:
     return x.is_cuda and not _RECORDING
 
 
-def _time_ms(name: str, fn: Callable[[], None], device: torch.device) -> float:
-    """Median ms of three calls of ``fn`` after one untimed call (which also compiles a kernel)."""
+def _time_ms(name: str, fn: Callable[[], None], device: torch.device, calls: int = 3) -> float:
+    """ms per call of ``fn``: the median of three measurements after one untimed call (which
+    also compiles a kernel). On CUDA each measurement is ``calls`` calls back to back, queued
+    behind a short GPU sleep, so it times the GPU's work: the CPU's launch overhead, which training
+    hides behind the convolutions, would otherwise count against the path with more launches."""
     fn()
     times = []
     for _ in range(3):
         if device.type == "cuda":
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
+            sleep = getattr(torch.cuda, "_sleep", None)
+            if sleep is not None:
+                sleep(2_000_000)  # about 1 ms of GPU cycles while the calls below are queued
             start.record()
-            fn()
+            for _ in range(calls):
+                fn()
             end.record()
             end.synchronize()
-            times.append(start.elapsed_time(end))
+            times.append(start.elapsed_time(end) / calls)
         else:
             t0 = time.perf_counter()
             fn()

@@ -559,3 +559,15 @@ def test_old_interpreter_loop_bounds_are_fixed_only_where_needed(monkeypatch):
     monkeypatch.setattr(interpreter, "_patch_lang_tensor", _new_interpreter_patch)
     KT._fix_old_interpreter_loop_bounds()
     assert interpreter._patch_lang_tensor is _new_interpreter_patch
+
+
+@pytest.mark.parametrize("impl", ["auto", "triton", "ref"])
+def test_an_empty_batch_launches_nothing_and_returns_an_empty_result(impl, monkeypatch):
+    """N = 0 (a last batch that came out empty): on CUDA the split plan divided by zero; no
+    kernel has anything to do, so none is launched, on any device."""
+    calls = []
+    monkeypatch.setattr(K, "_fused_function", lambda *a: calls.append(a))
+    x = torch.randn(0, 4, 5, 5, device=DEVICE, requires_grad=True)
+    y = instance_norm_act(x, impl=impl)
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad.shape == x.shape and calls == []

@@ -76,3 +76,22 @@ def test_gpu_parts_pass_flags_their_scripts_accept():
         if module == "benchmarks.train":
             assert train.parse_precisions(train.parse_args(argv).precision) == [("fp32", False),
                                                                                 ("bf16", True)]
+
+
+def test_the_background_loader_data_call_matches_ensure_data():
+    """The GPU part makes the loader's scenes in the background with a python -c line: it must
+    call benchmarks.loader.ensure_data with arguments the function takes, and the same sizes as
+    the loader part's flags (or the loader part would generate them again inside its cap)."""
+    import inspect
+
+    from benchmarks import loader
+    text = SCRIPT.read_text()
+    m = re.search(r"ensure_data\(Path\(sys\.argv\[1\]\), (\d+), (\d+), (\d+), (\d+)\)", text)
+    assert m, "the background ensure_data call is gone or changed shape"
+    w, h, n, unique = map(int, m.groups())
+    inspect.signature(loader.ensure_data).bind(Path("/tmp/x"), w, h, n, unique)
+    argv = dict(gpu_part_commands())["benchmarks.loader"]
+    a = loader.parse_args(argv)
+    assert (a.res, a.n, a.unique) == (f"{w}x{h}", n, unique)
+    assert '--data "$OUT/loader_data"' in text and 'ensure_data(Path(sys.argv[1])' in text
+    assert '"$OUT/loader_data" > "$OUT/loader_data.log"' in text

@@ -95,3 +95,55 @@ def test_the_background_loader_data_call_matches_ensure_data():
     assert (a.res, a.n, a.unique) == (f"{w}x{h}", n, unique)
     assert '--data "$OUT/loader_data"' in text and 'ensure_data(Path(sys.argv[1])' in text
     assert '"$OUT/loader_data" > "$OUT/loader_data.log"' in text
+
+
+_PRETEND_GPU_PYTHON = r'''#!/usr/bin/env bash
+# A stand-in interpreter for scripts/gpu_check.sh: says CUDA is there, answers each part's command
+# with the files such a run writes (train_local fails, as a part may), passes the rest through.
+REAL=__REAL__
+arg_after() { local want="$1"; shift; while [ $# -gt 0 ]; do [ "$1" = "$want" ] && { echo "$2"; return; }; shift; done; }
+rows='{"rows": [{"stage": "global", "res": "1024x512", "path": "ours bf16 cl", "step_ms": 50.0,
+        "images_per_s": 20.0, "workers": 8, "MB_per_s": 100.0}]}'
+case "$*" in
+  *"torch.cuda.is_available() else 1"*) exit 0 ;;
+  *"ensure_data("*) exit 0 ;;  # the loader's scenes: the pretend loader part needs none
+  "-m pytest "*)
+    echo '<testsuites><testsuite><testcase classname="tests.test_kernels" name="test_a" time="0.5"/><testcase classname="tests.test_kernels" name="test_b" time="0.1"><skipped message="no"/></testcase></testsuite></testsuites>' > "$(arg_after --junitxml "$@")"
+    echo "1 passed, 1 skipped"; exit 0 ;;
+  "-m benchmarks.kernels "*|"-m pix2pixhd.kernels.aot "*)
+    echo "$rows" > "$(arg_after --json "$@")"; echo "# table" > "$(arg_after --markdown "$@")"; exit 0 ;;
+  "-m benchmarks.train "*"--stage local"*) echo "CUDA out of memory (pretend)" >&2; exit 1 ;;
+  "-m benchmarks."*) echo "$rows" > "$(arg_after --json "$@")"; exit 0 ;;
+esac
+exec "$REAL" "$@"
+'''
+
+
+def test_gpu_parts_plumbing_with_a_pretend_gpu(tmp_path):
+    """The GPU half of the script (its bash: parts, caps, JSON to markdown, junit to a table, the
+    summary, the exit status) has never run on a GPU: run it with a stand-in interpreter that
+    says CUDA is there and answers each part's command. A failing part is recorded and the next
+    ones still run; the exit status says a part failed."""
+    import sys
+    fake = tmp_path / "python"
+    fake.write_text(_PRETEND_GPU_PYTHON.replace("__REAL__", sys.executable))
+    fake.chmod(0o755)
+    out = tmp_path / "gc"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PIX2PIXHD_PYTHON"] = str(fake)
+    proc = subprocess.run(["bash", str(SCRIPT), str(out)], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "NO GPU" not in proc.stdout
+    parts = {p["part"]: p["status"] for p in json.loads((out / "parts.json").read_text())["parts"]}
+    assert list(parts) == ["device", "aot", "cuda_tests", "kernels", "train_global", "train_local",
+                           "synthesis", "loader", "kernels_compile"], parts
+    assert parts["train_local"] == "failed (exit 1)"
+    assert all(s == "ok" for p, s in parts.items() if p != "train_local"), parts
+    assert (out / "summary.md").read_text().startswith("# gpu_check: 8 ok, 1 failed, 0 skipped")
+    tests_md = (out / "cuda_tests.md").read_text()
+    assert "1 passed, 0 failed, 0 error, 1 skipped" in tests_md and "test_kernels::test_a" in tests_md
+    assert "| 1024x512 |" in (out / "train_global.md").read_text()
+    assert "CUDA out of memory (pretend)" in (out / "train_local.md").read_text()
+    for part in parts:
+        assert (out / f"{part}.json").is_file() and (out / f"{part}.md").is_file(), part

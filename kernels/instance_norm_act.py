@@ -305,13 +305,24 @@ def instance_norm_act(x, weight=None, bias=None, *, act="relu", negative_slope=0
     return fused(x, weight, bias, residual=residual)
 
 
+def _device_guard(x: torch.Tensor):
+    """Triton launches on the current CUDA device, not the tensor's: a model on cuda:1 in a
+    process whose current device is cuda:0 switches for the call (the backward runs on autograd's
+    thread for x's device already). A no-op context otherwise, and while torch.compile traces."""
+    if (x.is_cuda and x.device.index is not None and not torch.compiler.is_compiling()
+            and x.device.index != torch.cuda.current_device()):
+        return torch.cuda.device(x.device)
+    return contextlib.nullcontext()
+
+
 def _fused_apply(x, weight, bias, *, act, negative_slope, eps, residual):
     fmt = _memory_format(x)
     x = x.contiguous(memory_format=fmt)  # a no-op for dense NCHW / channels-last inputs
     if residual is not None:
         residual = residual.contiguous(memory_format=fmt)
     fn = _fused_function(act, float(negative_slope), float(eps))
-    return fn.apply(x, weight, bias, residual)
+    with _device_guard(x):
+        return fn.apply(x, weight, bias, residual)
 
 
 # ---- 'auto': measure before trusting -----------------------------------------------------------
@@ -459,7 +470,8 @@ class AutoChooser:
                 if train:
                     torch.autograd.grad(y, leaves, gy)
 
-            return float(self.timer(name, run, x.device))
+            with _device_guard(x):  # CUDA events go to the current device's stream
+                return float(self.timer(name, run, x.device))
 
 
 _AUTO = AutoChooser()

@@ -16,6 +16,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import contextlib  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
@@ -571,3 +572,25 @@ def test_an_empty_batch_launches_nothing_and_returns_an_empty_result(impl, monke
     y = instance_norm_act(x, impl=impl)
     y.sum().backward()
     assert y.shape == x.shape and x.grad.shape == x.shape and calls == []
+
+
+def test_device_guard_switches_to_the_tensors_gpu_only_when_it_is_not_current(monkeypatch):
+    """Triton launches on the current CUDA device: a tensor on cuda:1 while cuda:0 is current
+    switches for the call; the current device, CPU tensors and compile tracing do not."""
+    entered = []
+
+    class FakeX:
+        def __init__(self, device):
+            self.device = torch.device(device)
+            self.is_cuda = self.device.type == "cuda"
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device", lambda d: entered.append(d) or contextlib.nullcontext())
+    for dev in ("cuda:0", "cpu", "cuda:1"):
+        with K._device_guard(FakeX(dev)):
+            pass
+    assert entered == [torch.device("cuda:1")]
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with K._device_guard(FakeX("cuda:1")):
+        pass
+    assert entered == [torch.device("cuda:1")]

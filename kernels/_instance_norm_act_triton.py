@@ -33,9 +33,10 @@ dx (and dresidual). The per-split partials are [N, n_splits, C] fp32, negligible
 Numerics. Every load is converted to fp32 and all arithmetic is fp32 (fp16/bf16 are only storage
 formats, cast once on store). Divisions round correctly (``div_rn``; a plain ``/`` compiles to
 the approximate ``div.full.f32``, up to 2 ulp, which the interpreter never shows): they act on
-per-channel vectors only, so they cost nothing measurable. Statistics: within a tile a two-pass mean/M2 over values held in
-registers, tiles merged into the running chunk statistics with Chan's parallel update, the chunks
-merged by Chan's formula in two passes (mean first, then M2 = sum(M2_s + n_s (mean_s - mean)^2)).
+per-channel vectors only, so they cost nothing measurable. Statistics: within a tile a two-pass
+mean/M2 over values held in registers, tiles merged into the running chunk statistics with Chan's
+parallel update, the chunks merged by Chan's formula in two passes (mean first, then
+M2 = sum(M2_s + n_s (mean_s - mean)^2)).
 No E[x^2] - E[x]^2 anywhere, so a channel with |mean| >> std keeps its precision, and a
 constant channel gives var = 0, rstd = 1/sqrt(eps) and a finite output (= bias).
 

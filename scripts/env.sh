@@ -112,7 +112,9 @@ wheel folder: $PY -m pip install --no-index --find-links DIR -e '$root$spec'"
 import importlib.util, sys
 need = {"torch": "torch", "numpy": "numpy", "PIL": "pillow"}
 want = {"tqdm": "tqdm (progress bars of train_hd.py and synthesize.py)",
-        "tensorboardX": "tensorboardX (--tf_log only)", "pytest": "pytest (the test suite)"}
+        "tensorboardX": "tensorboardX (tensorboard logs; without it torch.utils.tensorboard "
+                        "is used if tensorboard is installed, or pass --no_tensorboard)",
+        "pytest": "pytest (the test suite)"}
 missing = [pkg for mod, pkg in need.items() if importlib.util.find_spec(mod) is None]
 for mod, what in want.items():
     if importlib.util.find_spec(mod) is None:

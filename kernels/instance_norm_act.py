@@ -148,10 +148,11 @@ class _ContiguousGrad(torch.autograd.Function):
 
     PyTorch's native instance norm on a channels-last input with a batch of one returns wrong
     input gradients when the incoming gradient is channels-last too (torch 2.13 and 2.11, CPU:
-    1.3 to 1.6 relative error against fp64 for act 'none', which the next layer's gradient
-    reaches unchanged; an NCHW gradient, or a batch of two or four, is right). The norm's output
-    is NCHW there anyway, so its gradient is made NCHW before it reaches the norm; larger batches
-    keep their gradient as it comes (no copy in their backward)."""
+    1.2 to 1.5 relative error against fp64, `scripts/numerics_check.py --only norm`; with act
+    'none' the next layer's gradient reaches it unchanged). An NCHW gradient, or a batch of two
+    or four, is right. The norm's output is NCHW there anyway, so its gradient is made NCHW
+    before it reaches the norm; larger batches keep theirs as it comes (no copy in their
+    backward)."""
 
     @staticmethod
     def forward(ctx, y):

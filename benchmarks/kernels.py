@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+METHODS = ("fused", "eager", "compile")
 # Data-sheet memory bandwidth, GB/s, by device name (most specific first).
 PEAK_GBS = (("H200", 4800), ("H100 NVL", 3900), ("H100 PCIe", 2000), ("H100", 3350),
             ("A100-SXM4-80GB", 2039), ("A100 80GB PCIe", 1935), ("A100", 1555), ("L40S", 864),
@@ -130,6 +131,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--reps", type=int, default=20, help="timed calls per measurement")
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--methods", default="fused,eager,compile",
+                   help=f"comma-separated columns to time: some of {', '.join(METHODS)} (a run of "
+                        "eager,compile gives torch.compile's ratio without timing the fused rows again)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--compile_dynamic", action="store_true",
                    help="torch.compile with dynamic shapes: one compile per activation/residual")
@@ -145,6 +149,17 @@ def parse_args(argv=None):
     for d in args.dtype.split(","):
         if d not in DTYPES:
             p.error(f"--dtype {d!r}: expected some of {', '.join(DTYPES)}")
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        if m not in METHODS:
+            p.error(f"--methods {m!r}: expected some of {', '.join(METHODS)}")
+    if not methods:
+        p.error(f"--methods is empty: give some of {', '.join(METHODS)}")
+    if args.no_compile:
+        methods = [m for m in methods if m != "compile"]
+        if not methods:
+            p.error("--no-compile with --methods compile leaves nothing to time")
+    args.methods = [m for m in METHODS if m in methods]   # the table's column order
     return args
 
 
@@ -186,7 +201,8 @@ def main(argv=None) -> int:
     device = torch.device("cpu" if args.smoke else "cuda")
     dtypes = args.dtype.split(",")
     if args.smoke:
-        args.no_compile, args.reps, args.warmup = True, 2, 1
+        args.reps, args.warmup = 2, 1
+        args.methods = [m for m in args.methods if m != "compile"] or ["eager"]
         resolutions = [("smoke", smoke_layers())]
         print("SMOKE RUN: CPU, Triton interpreter; the times below measure nothing")
         device_name, peak, copy = "cpu (smoke)", None, None
@@ -219,7 +235,7 @@ def main(argv=None) -> int:
     def fused(x, residual, act):
         return instance_norm_act(x, act=act, residual=residual, impl="triton")
 
-    if args.no_compile:
+    if "compile" not in args.methods:
         compiled = None
     else:
         import torch._dynamo
@@ -228,7 +244,7 @@ def main(argv=None) -> int:
         torch._dynamo.config.cache_size_limit = 1024
         torch._dynamo.config.accumulated_cache_size_limit = 4096
         compiled = torch.compile(eager, dynamic=True if args.compile_dynamic else False)
-    methods = [("fused", fused), ("eager", eager)] + ([] if compiled is None else [("compile", compiled)])
+    methods = [(m, {"fused": fused, "eager": eager, "compile": compiled}[m]) for m in args.methods]
 
     flush = torch.empty(256 * 2 ** 20, dtype=torch.uint8, device=device) if device.type == "cuda" else None
 
@@ -259,7 +275,8 @@ def main(argv=None) -> int:
     def save(say: bool = True) -> None:
         if args.json:
             record = {"benchmark": "kernels", "device": device_name, "torch": torch.__version__,
-                      "peak_gbs": peak, "copy_gbs": copy, "compile": not args.no_compile,
+                      "peak_gbs": peak, "copy_gbs": copy, "methods": args.methods,
+                      "compile": "compile" in args.methods,
                       "compile_dynamic": args.compile_dynamic, "rows": records}
             _write(args.json, json.dumps(record, indent=1), say=say)
         if args.markdown:
@@ -292,12 +309,13 @@ def main(argv=None) -> int:
                 r0 = torch.randn(shape, device=device, dtype=dtype) if layer.residual else None
                 g0 = torch.randn(shape, device=device, dtype=dtype)
                 rows = {p: [] for p, _ in passes}
-                errs, auto = [], []
-                for fmt in (torch.contiguous_format, torch.channels_last):
+                errs, auto = [], ["-", "-"]
+                # What 'auto' picks between the fused kernel and PyTorch: only beside fused rows.
+                for i, fmt in enumerate((torch.contiguous_format, torch.channels_last) if "fused" in args.methods else ()):
                     xa = x0.contiguous(memory_format=fmt).requires_grad_()
                     ra = r0.contiguous(memory_format=fmt) if r0 is not None else None
                     instance_norm_act(xa, act=layer.act, residual=ra, impl="auto")  # auto measures
-                    auto.append(auto_choice(xa, ra, layer.act))
+                    auto[i] = auto_choice(xa, ra, layer.act)
                 for mname, fn in methods:
                     for fmt in (torch.contiguous_format, torch.channels_last):
                         lay = "nchw" if fmt == torch.contiguous_format else "cl"

@@ -25,8 +25,9 @@
 #                  utilisation (MFU), measured peak memory
 #   synthesis      benchmarks/synthesis.py, local 2048x1024: images/s, bf16 (auto) and fp32
 #   loader         benchmarks/loader.py at 2048x1024 with 8 and 16 workers
-#   kernels_compile the kernels table again with torch.compile rows (dynamic shapes), in what is
-#                  left of the budget; it saves after every layer, so a cap keeps what it measured
+#   kernels_compile torch.compile (dynamic shapes) against eager at the same shapes, in what is
+#                  left of the budget (the fused rows are not timed again: --methods eager,compile);
+#                  it saves after every layer, so a cap keeps what it measured
 # OUT_DIR/summary.md lists every part's status and time; OUT_DIR/parts.json the same as JSON.
 #
 # Without a GPU it says so, runs what needs none (aot) and exits 0 if that passed. The Python
@@ -258,7 +259,7 @@ md loader "data loader, 2048x1024" "res,workers,images_per_s,ms_per_image,MB_per
 rm -rf "$OUT/loader_data"
 
 run_part kernels_compile 150 "$PY" -m benchmarks.kernels --res 2048x1024 --dtype bf16,fp32 \
-    --compile_dynamic --reps 10 --warmup 3 --json "$OUT/kernels_compile.json" \
+    --methods eager,compile --compile_dynamic --reps 10 --warmup 3 --json "$OUT/kernels_compile.json" \
     --markdown "$OUT/kernels_compile.md"
 
 finish

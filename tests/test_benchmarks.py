@@ -215,3 +215,26 @@ def test_kernel_benchmark_smoke_and_partial_results_on_a_cap(tmp_path, monkeypat
         BK.main(["--smoke", "--dtype", "fp32", "--json", str(js), "--markdown", str(md)])
     rows = json.loads(js.read_text())["rows"]
     assert rows and {r["layer"] for r in rows} == {layers[0]}
+
+
+def test_kernel_benchmark_methods_picks_the_columns(tmp_path, monkeypatch):
+    """--methods eager times eager rows only and skips 'auto''s measurement (it compares the fused
+    kernel with PyTorch: nothing to report beside eager rows); unknown or empty methods, or
+    --no-compile leaving none, stop at parsing with the choices named."""
+    from benchmarks import kernels as BK
+
+    monkeypatch.setenv("PIX2PIXHD_STRICT_KERNELS", "0")
+    monkeypatch.setattr(BK, "auto_choice", lambda *a: pytest.fail("auto measured without fused rows"))
+    js = tmp_path / "k.json"
+    assert BK.main(["--smoke", "--dtype", "fp32", "--methods", "eager", "--json", str(js)]) == 0
+    rec = json.loads(js.read_text())
+    assert rec["methods"] == ["eager"] and not rec["compile"]
+    assert {r["method"] for r in rec["rows"]} == {"eager"}
+    assert {r["auto_choice"] for r in rec["rows"]} == {"-"}
+    assert len(rec["rows"]) == len(BK.smoke_layers()) * 2 * 2   # layouts x passes
+
+    assert BK.parse_args(["--methods", "compile,fused"]).methods == ["fused", "compile"]
+    assert BK.parse_args(["--methods", "eager,compile", "--no-compile"]).methods == ["eager"]
+    for bad in (["--methods", "triton"], ["--methods", ","], ["--methods", "compile", "--no-compile"]):
+        with pytest.raises(SystemExit):
+            BK.parse_args(bad)

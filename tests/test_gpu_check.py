@@ -76,6 +76,11 @@ def test_gpu_parts_pass_flags_their_scripts_accept():
         if module == "benchmarks.train":
             assert train.parse_precisions(train.parse_args(argv).precision) == [("fp32", False),
                                                                                 ("bf16", True)]
+    # The kernels parts: fused vs eager first, torch.compile vs eager last; each ratio from one run,
+    # no column timed twice.
+    kernels = importlib.import_module("benchmarks.kernels")
+    runs = [kernels.parse_args(argv).methods for module, argv in cmds if module == "benchmarks.kernels"]
+    assert runs == [["fused", "eager"], ["eager", "compile"]]
 
 
 def test_the_background_loader_data_call_matches_ensure_data():

@@ -64,6 +64,7 @@ def setup(device_pref: str = "auto") -> DistInfo:
     bind_cuda_device(device)
     if world > 1:
         if not dist.is_initialized():
+            _import_before_the_group()
             backend = "nccl" if device.type == "cuda" else "gloo"
             dev_id = device if device.type == "cuda" else None
             restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
@@ -79,6 +80,21 @@ def setup(device_pref: str = "auto") -> DistInfo:
             else:
                 dist.init_process_group(backend=backend, device_id=dev_id)
     return DistInfo(rank, local, world, device)
+
+
+def _import_before_the_group() -> None:
+    """Imports ``torch.distributed.nn`` before the default process group exists.
+
+    That module's functions take ``group=group.WORLD`` as a default argument, evaluated when it
+    is first imported, and DDP's constructor imports it. Imported after ``init_process_group``,
+    those defaults keep the world group alive after ``destroy_process_group()`` (torch 2.11 and
+    2.13). Gloo's worker threads then run on until the interpreter's shutdown clears that module,
+    and a worker that frees a tensor while the interpreter is shutting down waits for a lock
+    Python will never give it again, and the rank aborts with "terminate called without an
+    active exception" after its run and checkpoint are done. Imported first, the defaults are
+    None and ``cleanup`` ends the group and joins its threads while Python is fully alive.
+    """
+    import torch.distributed.nn  # noqa: F401
 
 
 def bf16_allreduce_hook(process_group, bucket):

@@ -5,12 +5,14 @@ The test launches this same file under ``torch.distributed.run`` (torchrun); run
 is the worker: it trains with the Trainer as ``train_hd.py`` would, then writes its own ranks'
 parameters to ``OUT/rank{r}.pt`` so the test can compare ranks (product code needs no hook).
 """
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 TINY = ["--label_nc", "9", "--loadSize", "64", "--fineSize", "64", "--resize_or_crop", "none",
@@ -156,3 +158,44 @@ def test_a_single_process_on_cuda_n_makes_it_the_current_device(monkeypatch):
     D.bind_cuda_device(torch.device("cpu"))
     D.bind_cuda_device(torch.device("cuda"))  # no index: the current device stays
     assert calls == [torch.device("cuda:1")]
+
+
+def _torchrun_exit_worker(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+           str(Path(__file__).with_name("dist_exit_worker.py")), str(tmp_path), *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+
+
+GLOO_THREADS = ("gloo_tcp_loop", "pt_gloo_runloop")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the thread names from Linux's /proc")
+def test_a_two_rank_run_ends_its_process_group_before_python_shuts_down(tmp_path):
+    """DDP's constructor imports torch.distributed.nn, whose functions keep the world group in
+    their default arguments when that import comes after init_process_group: the group then
+    outlived destroy_process_group, its gloo threads ran into the interpreter's shutdown, and a
+    rank could abort there ("terminate called without an active exception") after a complete
+    run. train_main must leave no gloo thread behind."""
+    data = make_data(tmp_path / "data")
+    p = _torchrun_exit_worker(tmp_path, "train", *TINY, "--dataroot", str(data),
+                              "--checkpoints_dir", str(tmp_path / "ck"))
+    assert p.returncode == 0, f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+    for r in (0, 1):
+        names = json.loads((tmp_path / f"threads{r}.json").read_text())
+        assert not [n for n in names if n in GLOO_THREADS], f"rank {r} after train_main: {names}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the thread names from Linux's /proc")
+def test_work_in_flight_at_cleanup_finishes_before_the_rank_exits(tmp_path):
+    """The abort made certain: an all-reduce still running in a gloo thread when the group is
+    ended. With setup's import order before the fix, 5 of 6 runs of this worker aborted with
+    "terminate called without an active exception" (0 of 6 after); cleanup must instead wait for
+    the work and join the threads."""
+    p = _torchrun_exit_worker(tmp_path, "pending")
+    assert p.returncode == 0 and "terminate called" not in p.stderr, \
+        f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+    for r in (0, 1):
+        names = json.loads((tmp_path / f"threads{r}.json").read_text())
+        assert not [n for n in names if n in GLOO_THREADS], f"rank {r} after cleanup: {names}"

@@ -313,6 +313,8 @@ def junit_to_json(xml_path: str, json_path: str) -> dict:
     import xml.etree.ElementTree as ET
     rows = []
     for case in ET.parse(xml_path).getroot().iter("testcase"):
+        if not case.get("name"):   # an interrupted run (SIGINT) ends with a nameless, empty case
+            continue
         outcome, message = "passed", ""
         for tag in ("failure", "error", "skipped"):
             el = case.find(tag)

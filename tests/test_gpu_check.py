@@ -152,3 +152,45 @@ def test_gpu_parts_plumbing_with_a_pretend_gpu(tmp_path):
     assert "CUDA out of memory (pretend)" in (out / "train_local.md").read_text()
     for part in parts:
         assert (out / f"{part}.json").is_file() and (out / f"{part}.md").is_file(), part
+
+
+_SLOW_TESTS = '''
+import time
+import pytest
+
+@pytest.mark.parametrize("i", range(40))
+def test_slow(i):
+    time.sleep(0.5)
+    assert i != 1
+'''
+
+
+def test_cuda_tests_part_stopped_at_its_cap_still_tables_the_tests_that_finished(tmp_path):
+    """The cuda_tests part interrupts pytest (SIGINT) before the part's cap, so pytest still
+    writes its junit report: the table lists the tests that finished (one failed here), says the
+    run was stopped, and the report's nameless closing entry is no row. Runs the script's own
+    cuda_tests function, its pytest pointed at a file of slow tests."""
+    import sys
+    (tmp_path / "test_slow_cases.py").write_text(_SLOW_TESTS)
+    fake = tmp_path / "python"
+    fake.write_text(f'''#!/usr/bin/env bash
+if [ "$1 $2" = "-m pytest" ]; then
+    while [ $# -gt 0 ]; do [ "$1" = --junitxml ] && xml="$2"; shift; done
+    cd {tmp_path} && exec {sys.executable} -m pytest -q test_slow_cases.py --junitxml "$xml" -p no:cacheprovider
+fi
+exec {sys.executable} "$@"
+''')
+    fake.chmod(0o755)
+    text = SCRIPT.read_text()
+    func = re.search(r"^cuda_tests\(\) \{\n.*?^\}\n", text, re.S | re.M).group(0)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, PY=str(fake), OUT=str(out), PART_CAP="29", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(["bash", "-c", func + "\ncuda_tests"], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 124, proc.stdout[-2000:] + proc.stderr[-2000:]   # stopped after 4 s
+    rec = json.loads((out / "cuda_tests.json").read_text())
+    names = [r["test"] for r in rec["rows"]]
+    assert 3 <= len(names) < 40 and all(n.startswith("test_slow_cases::test_slow[") for n in names), names
+    assert rec["counts"]["failed"] == 1 and rec["counts"]["passed"] == len(names) - 1
+    assert "stopped at the time cap" in (out / "cuda_tests.md").read_text()

@@ -311,7 +311,8 @@ def main(argv=None) -> int:
                 rows = {p: [] for p, _ in passes}
                 errs, auto = [], ["-", "-"]
                 # What 'auto' picks between the fused kernel and PyTorch: only beside fused rows.
-                for i, fmt in enumerate((torch.contiguous_format, torch.channels_last) if "fused" in args.methods else ()):
+                formats = (torch.contiguous_format, torch.channels_last) if "fused" in args.methods else ()
+                for i, fmt in enumerate(formats):
                     xa = x0.contiguous(memory_format=fmt).requires_grad_()
                     ra = r0.contiguous(memory_format=fmt) if r0 is not None else None
                     instance_norm_act(xa, act=layer.act, residual=ra, impl="auto")  # auto measures

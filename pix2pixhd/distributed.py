@@ -88,11 +88,12 @@ def _import_before_the_group() -> None:
     That module's functions take ``group=group.WORLD`` as a default argument, evaluated when it
     is first imported, and DDP's constructor imports it. Imported after ``init_process_group``,
     those defaults keep the world group alive after ``destroy_process_group()`` (torch 2.11 and
-    2.13). Gloo's worker threads then run on until the interpreter's shutdown clears that module,
-    and a worker that frees a tensor while the interpreter is shutting down waits for a lock
-    Python will never give it again, and the rank aborts with "terminate called without an
-    active exception" after its run and checkpoint are done. Imported first, the defaults are
-    None and ``cleanup`` ends the group and joins its threads while Python is fully alive.
+    2.13). Gloo's worker threads then run on until the interpreter's shutdown clears that module.
+    A worker that frees a tensor there needs the interpreter lock; Python ends a thread that asks
+    for it during shutdown, ending it inside a C++ destructor terminates the process, and the
+    rank aborts with "terminate called without an active exception" after its run and checkpoint
+    are done. Imported first, the defaults are None, and ``cleanup`` ends the group and joins its
+    threads while Python is fully alive.
     """
     import torch.distributed.nn  # noqa: F401
 

@@ -86,6 +86,41 @@ def test_two_process_gloo_run_keeps_ranks_identical_and_resumes_in_one_process(t
     assert all(torch.isfinite(torch.tensor(v)) for v in summary["losses"].values())
 
 
+def test_two_nodes_of_one_rank_each_train_as_two_ranks_of_one_node(tmp_path):
+    """Multi-node on one host: two torchrun agents (--nnodes=2, --node_rank 0 and 1, one worker
+    each), so both workers have LOCAL_RANK 0 and only RANK tells them apart. Whatever keys on the
+    global rank (who saves, the data shard, the seed, the RNG states in the checkpoint) must not
+    take the local one: the run ends as the one-node two-rank run does."""
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "ranks"
+    out.mkdir()
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}",
+         "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}", __file__, str(out),
+         *TINY, "--dataroot", str(data), "--checkpoints_dir", str(tmp_path / "ck")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for node in (0, 1)]
+    logs = [p.communicate(timeout=240)[0] for p in procs]
+    for node, (p, log) in enumerate(zip(procs, logs)):
+        assert p.returncode == 0, f"node {node}: torchrun failed ({p.returncode}):\n{log[-4000:]}"
+    r0, r1 = rank_params(out, 0), rank_params(out, 1)
+    assert (r0["local_rank"], r1["local_rank"], r0["world_size"]) == (0, 0, 2)
+    assert r0["global_step"] == r1["global_step"] == 2
+    for net in ("G", "D"):
+        for k, v in r0[net].items():
+            assert torch.equal(v, r1[net][k]), f"{net}.{k} differs between nodes"
+    assert r0["first_batch_paths"] != r1["first_batch_paths"]   # each node's rank reads its shard
+    # one writer: node 0's rank (two would log each step twice, under two headers)
+    log = (tmp_path / "ck" / "run" / "loss_log.txt").read_text()
+    assert log.count("training global stage") == 1 and log.count("(epoch: 1, iters:") == 2, log
+    from pix2pixhd.checkpoint import load_checkpoint
+    ck = load_checkpoint(tmp_path / "ck" / "run")
+    assert len(ck["rng"]) == 2 and ck["global_step"] == 2
+    for k, v in r0["G"].items():
+        assert torch.equal(ck["G"][k], v), k
+
+
 def test_batch_norm_bf16_autocast_and_bf16_gradient_allreduce_on_two_ranks(tmp_path):
     p = run_two_ranks(tmp_path, ["--norm", "batch", "--precision", "bf16", "--ddp_bf16_grads"])
     assert "BatchNorm statistics stay per rank" in p.stdout  # CPU: no SyncBatchNorm, and it says so
@@ -134,6 +169,7 @@ def worker(out: Path, argv: list[str]) -> None:
                 "G_param_names": [n for n, _ in G.named_parameters()],
                 "D_param_names": [n for n, _ in D.named_parameters()],
                 "global_step": tr.global_step, "world_size": info.world_size,
+                "local_rank": info.local_rank,
                 "first_batch_paths": first,
                 "comm_hook": tr.G._get_ddp_logging_data().get("comm_hook", "")},
                out / f"rank{info.rank}.pt")

@@ -35,7 +35,7 @@ def make_data(root: Path, n: int = 4) -> Path:
 
 
 def run_two_ranks(tmp_path: Path, extra: list[str]) -> subprocess.CompletedProcess:
-    data = make_data(tmp_path / "data")
+    data = tmp_path / "data" if (tmp_path / "data").is_dir() else make_data(tmp_path / "data")
     out = tmp_path / "ranks"
     out.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
@@ -119,6 +119,28 @@ def test_two_nodes_of_one_rank_each_train_as_two_ranks_of_one_node(tmp_path):
     assert len(ck["rng"]) == 2 and ck["global_step"] == 2
     for k, v in r0["G"].items():
         assert torch.equal(ck["G"][k], v), k
+
+
+def test_two_ranks_keep_the_global_generator_in_step_after_it_unfreezes(tmp_path):
+    """Local stage on two ranks across --niter_fix_global: epoch 1 trains the enhancer with the
+    global generator frozen, epoch 2 all of G. DDP only all-reduces the parameters that needed
+    gradients when it was built, so the unfreeze must wrap G anew: otherwise each rank would step
+    the global generator with its own gradients, and the ranks would drift apart."""
+    from pix2pixhd.cli import train_main
+    data = make_data(tmp_path / "data")
+    assert train_main([*TINY, "--dataroot", str(data), "--checkpoints_dir", str(tmp_path / "g"),
+                       "--name", "g", "--ngf", "8"]) == 0   # the local G's global part: 2 x its ngf 4
+    run_two_ranks(tmp_path, ["--stage", "local", "--load_pretrain", str(tmp_path / "g" / "g"),
+                             "--n_blocks_local", "1", "--niter", "2", "--niter_fix_global", "1"])
+    r0, r1 = rank_params(tmp_path / "ranks", 0), rank_params(tmp_path / "ranks", 1)
+    assert r0["global_step"] == r1["global_step"] == 4   # 2 epochs x 2 steps per rank
+    for net in ("G", "D"):
+        for k, v in r0[net].items():
+            assert torch.equal(v, r1[net][k]), f"{net}.{k} differs between ranks"
+    global_part = [k for k in r0["G"] if k.startswith("model.")]
+    assert global_part and len(global_part) < len(r0["G"])
+    # the global generator was loaded from the global stage and trained in epoch 2
+    assert any(not torch.equal(r0["G"][k], r0["G_init"][k]) for k in global_part)
 
 
 def test_batch_norm_bf16_autocast_and_bf16_gradient_allreduce_on_two_ranks(tmp_path):

@@ -143,6 +143,19 @@ def test_two_ranks_keep_the_global_generator_in_step_after_it_unfreezes(tmp_path
     assert any(not torch.equal(r0["G"][k], r0["G_init"][k]) for k in global_part)
 
 
+def test_the_feature_encoder_trains_in_step_on_two_ranks(tmp_path):
+    """--instance_feat: the encoder E learns only through G's loss, from the features it pools
+    per instance; on two ranks it is a DDP module of its own and must end identical on both, and
+    trained."""
+    run_two_ranks(tmp_path, ["--instance_feat"])
+    r0, r1 = rank_params(tmp_path / "ranks", 0), rank_params(tmp_path / "ranks", 1)
+    assert r0["E"] and r0["E"].keys() == r1["E"].keys()
+    for net in ("G", "D", "E"):
+        for k, v in r0[net].items():
+            assert torch.equal(v, r1[net][k]), f"{net}.{k} differs between ranks"
+    assert any(not torch.equal(v, r0["E_init"][k]) for k, v in r0["E"].items())
+
+
 def test_batch_norm_bf16_autocast_and_bf16_gradient_allreduce_on_two_ranks(tmp_path):
     p = run_two_ranks(tmp_path, ["--norm", "batch", "--precision", "bf16", "--ddp_bf16_grads"])
     assert "BatchNorm statistics stay per rank" in p.stdout  # CPU: no SyncBatchNorm, and it says so
@@ -177,6 +190,7 @@ def worker(out: Path, argv: list[str]) -> None:
     info = distributed.setup(cfg.device)
     tr = Trainer(cfg, info)
     g0 = {k: v.clone() for k, v in _unwrap(tr.G).state_dict().items()}
+    e0 = {k: v.clone() for k, v in _unwrap(tr.E).state_dict().items()} if tr.E is not None else {}
     first = []
     make_loader = tr.make_loader
 
@@ -187,7 +201,9 @@ def worker(out: Path, argv: list[str]) -> None:
     tr.make_loader = recording_loader
     tr.fit()
     G, D = _unwrap(tr.G), _unwrap(tr.D)
+    E = _unwrap(tr.E) if tr.E is not None else None
     torch.save({"G": G.state_dict(), "D": D.state_dict(), "G_init": g0,
+                "E": E.state_dict() if E is not None else {}, "E_init": e0,
                 "G_param_names": [n for n, _ in G.named_parameters()],
                 "D_param_names": [n for n, _ in D.named_parameters()],
                 "global_step": tr.global_step, "world_size": info.world_size,

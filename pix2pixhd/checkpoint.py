@@ -88,6 +88,13 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state(s, i)
 
 
+def seed_rng(seed: int) -> None:
+    """Python, NumPy and torch (CPU and every CUDA device) RNGs seeded from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def checkpoint_path(experiment_dir: Path, which: str | int) -> Path:
     """``latest.pt`` or ``epoch_NNNN.pt`` in ``experiment_dir``; ``which`` is 'latest' or an epoch
     number (anything else, a path included, is refused: it must not name a file elsewhere)."""

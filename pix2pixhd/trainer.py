@@ -39,7 +39,7 @@ from torch import nn
 import pix2pixhd
 from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (atomic_write_bytes, clean_stale_tmp, load_checkpoint, rng_state,
-                                  save_checkpoint, set_rng_state)
+                                  save_checkpoint, seed_rng, set_rng_state)
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.distributed import DistInfo, bind_cuda_device
 from pix2pixhd.encoding import encode_input, image_to_float
@@ -234,6 +234,9 @@ class Trainer:
                 m.to(self.device, memory_format=self.memory_format)
 
         self.epoch, self.iter_in_epoch, self.global_step = 1, 0, 0
+        # samples of this epoch all ranks together have trained (a resume on another number of
+        # processes shares out the rest: ResumableSampler)
+        self.samples_in_epoch = 0
         # Local stage: the global generator is fixed for the first niter_fix_global epochs. Trainer
         # state, saved in the checkpoint: a resume restores the optimizer it was saved with.
         self.global_frozen = self._global_fixed_at(self.epoch)
@@ -248,6 +251,10 @@ class Trainer:
             ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
             self._load_models(ckpt, strict=True)
             self.epoch, self.iter_in_epoch = ckpt["epoch"], ckpt["iter_in_epoch"]
+            saved_world = len(ckpt["rng"])   # one RNG state per rank that saved
+            # checkpoints before samples_in_epoch was saved: every step took batchSize per rank
+            self.samples_in_epoch = ckpt.get("samples_in_epoch",
+                                             self.iter_in_epoch * cfg.batchSize * saved_world)
             self.global_step = ckpt["global_step"]
             self.global_frozen = self._frozen_in(ckpt)
             self._build_optimizers()
@@ -256,12 +263,22 @@ class Trainer:
                 self._load_optimizer(self.opt_D, ckpt["optimizer_D"])
             if "scaler" in ckpt and ckpt["scaler"]:
                 self.scaler.load_state_dict(ckpt["scaler"])
-            set_rng_state(ckpt["rng"][min(self.dist.rank, len(ckpt["rng"]) - 1)])
+            if self.dist.rank < saved_world:
+                set_rng_state(ckpt["rng"][self.dist.rank])
+            else:   # a rank the saved run did not have: a stream of its own, not another rank's
+                seed_rng(cfg.seed + self.dist.rank + 1_000_003 * self.global_step)
             if self.pools:
                 saved = ckpt["pools"][min(self.dist.rank, len(ckpt["pools"]) - 1)]
                 for k, pool in self.pools.items():
                     pool.load_state_dict(saved[k], self.device, self.memory_format)
             self.vis.log_message(f"resumed from epoch {self.epoch} iteration {self.iter_in_epoch}")
+            if saved_world != self.dist.world_size:
+                self.vis.log_message(
+                    f"saved by {saved_world} process(es), resumed on {self.dist.world_size}: the "
+                    f"{self.samples_in_epoch} samples of epoch {self.epoch} already trained are left "
+                    "out and the rest shared among the processes now running"
+                    + ("; the new ranks start random streams of their own"
+                       if self.dist.world_size > saved_world else ""))
         else:
             if cfg.load_pretrain:
                 self._load_previous_stage(Path(cfg.load_pretrain))
@@ -649,6 +666,7 @@ class Trainer:
             "optimizer_D": self.opt_D.state_dict() if self.opt_D is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "global_step": self.global_step,
+            "samples_in_epoch": self.samples_in_epoch, "world_size": self.dist.world_size,
             "global_frozen": self.global_frozen,
             "lr": self.opt_G.param_groups[0]["lr"], "rng": rng,
             "config": self.cfg.to_dict(), "version": pix2pixhd.__version__,
@@ -733,7 +751,6 @@ class Trainer:
         from tqdm import tqdm
         total_epochs = cfg.niter + cfg.niter_decay
         loader, sampler = self._start_run()
-        per_epoch = len(loader)
         steps_this_run, images, t_run = 0, 0, time.perf_counter()
         last_losses: dict[str, float] = {}
         # logged losses are means over the window since the last log line, summed on the device
@@ -742,8 +759,9 @@ class Trainer:
             if self.global_frozen and not self._global_fixed_at(self.epoch):
                 self._unfreeze_global()
             lr = self._set_lr()
-            sampler.set_epoch(self.epoch, skip=self.iter_in_epoch * cfg.batchSize)
-            bar = tqdm(total=per_epoch, initial=self.iter_in_epoch, disable=not master or cfg.no_progress,
+            sampler.set_epoch(self.epoch, done=self.samples_in_epoch)
+            bar = tqdm(total=self.iter_in_epoch + len(loader), initial=self.iter_in_epoch,
+                       disable=not master or cfg.no_progress,
                        desc=f"{cfg.stage} epoch {self.epoch}/{total_epochs}", dynamic_ncols=True)
             t_data = time.perf_counter()
             for batch in loader:
@@ -753,6 +771,7 @@ class Trainer:
                 self.timer.start(logging)
                 losses = self.train_step(batch)
                 self.iter_in_epoch += 1
+                self.samples_in_epoch += cfg.batchSize * self.dist.world_size
                 self.global_step += 1
                 steps_this_run += 1
                 n_img = cfg.batchSize * self.dist.world_size
@@ -785,7 +804,7 @@ class Trainer:
             finished = self.epoch
             if steps_this_run:  # none when resumed from a save on this epoch's last step
                 self.vis.display(self.vis.visuals(self._last), finished, self.global_step)
-            self.epoch, self.iter_in_epoch = self.epoch + 1, 0
+            self.epoch, self.iter_in_epoch, self.samples_in_epoch = self.epoch + 1, 0, 0
             self.save("latest")
             if finished % cfg.save_epoch_freq == 0 or finished == total_epochs:
                 self.save(finished)

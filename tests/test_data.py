@@ -236,6 +236,42 @@ def test_sampler_shards_ranks_and_reseeds_epochs():
     assert [i for i, _ in odd] == [1, 3]
 
 
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_sampler_resumes_an_epoch_on_any_number_of_ranks(drop_last):
+    """done=D leaves out the D samples the ranks consumed together; on the same number of ranks
+    that is each rank's own order less its first D / W samples (so an equal-world resume is what
+    it always was), on another number no sample of the epoch is trained twice or left out."""
+    from pix2pixhd.data import ResumableSampler
+
+    def orders(n, world, **kw):
+        out = []
+        for r in range(world):
+            s = ResumableSampler(n, shuffle=True, seed=7, rank=r, world_size=world, drop_last=drop_last)
+            s.set_epoch(3, **kw)
+            out.append([i for i, _ in s])
+        return out
+
+    n = 23
+    for old_world in (1, 2, 3, 4):
+        full = orders(n, old_world)
+        for k in range(len(full[0]) + 1):   # samples each rank trained before the stop
+            consumed = [i for o in full for i in o[:k]]
+            assert orders(n, old_world, done=k * old_world) == [o[k:] for o in full]
+            assert orders(n, old_world, skip=k) == [o[k:] for o in full]
+            for new_world in (1, 2, 3, 5):
+                rest = [i for o in orders(n, new_world, done=k * old_world) for i in o]
+                shares = {len(o) for o in orders(n, new_world, done=k * old_world)}
+                assert len(shares) == 1                        # equal shares, as DDP needs
+                trimmed = (n - k * old_world) % new_world if drop_last else 0
+                if drop_last and k < len(full[0]):             # trimming leaves out a remainder only
+                    assert len(set(rest)) == len(rest) == n - k * old_world - trimmed
+                    assert not set(rest) & set(consumed)
+                elif not drop_last and k * old_world < n:      # padding repeats, never drops
+                    assert set(rest) | set(consumed) == set(range(n))
+    with pytest.raises(ValueError, match="not both"):
+        ResumableSampler(4, shuffle=True).set_epoch(1, skip=1, done=2)
+
+
 def test_loader_benchmark_runs(tmp_path, capsys):
     from benchmarks import loader as mod
     mod.main(["--res", "64x32", "--workers", "0", "--n", "2", "--epochs", "1",

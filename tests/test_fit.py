@@ -181,3 +181,59 @@ def test_two_rank_run_interrupted_and_resumed_equals_the_uninterrupted_one(tmp_p
     _torchrun(streets, tmp_path, "--name", "cut", "--resume")
     assert load_checkpoint(tmp_path / "cut")["global_step"] == 6
     assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="two DDP ranks stopped mid-epoch, resumed in one process: the epoch's "
+                        "remaining samples, none twice")
+def test_a_two_rank_run_resumed_in_one_process_trains_the_rest_of_the_epoch_once(tmp_path, streets):
+    """A restart on fewer processes (a lost node under torchrun's elastic min:max, or a resume on
+    a smaller machine) continues the epoch with the samples no rank has trained yet, shared
+    among the processes now running: not each old rank's skip count applied to the new shards,
+    which would train some samples of the epoch twice and others never."""
+    from pix2pixhd.cli import resolve_config
+    from pix2pixhd.data import ResumableSampler
+    from pix2pixhd.trainer import Trainer
+    # 4 images, 2 ranks, batch 1: stopped after step 3, one step into epoch 2 on each rank
+    _torchrun(streets, tmp_path, "--name", "cut", "--niter", "2", "--niter_decay", "0", "--max_steps", "3")
+    ck = load_checkpoint(tmp_path / "cut")
+    assert (ck["epoch"], ck["iter_in_epoch"], ck["samples_in_epoch"], ck["world_size"]) == (2, 1, 2, 2)
+
+    cfg = resolve_config(["--resume", "--checkpoints_dir", str(tmp_path), "--name", "cut"])
+    tr = Trainer(cfg)   # one process
+    trained, step = [], tr.train_step
+
+    def recording_step(batch):
+        trained.append((tr.epoch, *batch["path"]))
+        return step(batch)
+    tr.train_step = recording_step
+    tr.fit()
+    names = sorted(p.name for p in (streets / "train_label").iterdir())
+    seed = load_checkpoint(tmp_path / "cut")["config"]["seed"]
+    done = [names[i] for r in range(2)   # what each rank trained of epoch 2 before the stop
+            for i in ResumableSampler(len(names), shuffle=True, seed=seed, rank=r, world_size=2,
+                                      drop_last=True).order(2)[:1]]
+    rest = [Path(p).name for e, p in trained if e == 2]
+    assert len(rest) == 2 and sorted(rest + done) == names   # each of the epoch's samples once
+    assert tr.global_step == 3 + 2 and tr.epoch == 3   # the run's last epoch was 2
+
+
+def test_a_rank_the_saved_run_did_not_have_starts_a_random_stream_of_its_own(tmp_path, streets, monkeypatch):
+    """Resumed on more processes than saved, the ranks that saved take their own RNG states and
+    each new one seeds a stream of its own (it took the last saved rank's before: two ranks drew
+    the same dropout masks and augmentations)."""
+    from pix2pixhd import distributed
+    from pix2pixhd.cli import resolve_config
+    from pix2pixhd.distributed import DistInfo
+    from pix2pixhd.trainer import Trainer
+    _train(tmp_path, streets, "--name", "one", "--niter", "1", "--niter_decay", "0", "--max_steps", "1")
+    saved = load_checkpoint(tmp_path / "one")["rng"]
+    assert len(saved) == 1
+    monkeypatch.setattr(distributed, "wrap", lambda module, info, bf16_grads=False: module)  # no group here
+    cfg = resolve_config(["--resume", "--checkpoints_dir", str(tmp_path), "--name", "one"])
+    states = []
+    for rank in (0, 1, 2):
+        Trainer(cfg, DistInfo(rank=rank, local_rank=rank, world_size=3))
+        states.append(torch.get_rng_state())
+    assert torch.equal(states[0], saved[0]["torch"])
+    assert not torch.equal(states[1], saved[0]["torch"]) and not torch.equal(states[1], states[2])

@@ -3,8 +3,9 @@
 The sampler yields ``(index, epoch)`` keys, so each sample's crop and flip are drawn from
 (seed, epoch, index) inside whichever worker loads it: workers may be persistent (they keep a
 stale copy of the dataset) and results stay identical for any ``num_workers``. An epoch's order
-is a permutation seeded by (seed, epoch); ``set_epoch(epoch, skip_batches=k)`` reproduces it and
-starts after k batches, which is how a resumed run continues mid-epoch.
+is a permutation seeded by (seed, epoch); ``set_epoch(epoch, skip=k)`` reproduces it and starts
+after this rank's first k samples, and ``set_epoch(epoch, done=D)`` after the D samples all ranks
+consumed, on any number of ranks: that is how a resumed run continues mid-epoch.
 """
 from __future__ import annotations
 
@@ -19,40 +20,55 @@ from torch.utils.data import DataLoader, Sampler
 class ResumableSampler(Sampler):
     """Seeded per-epoch order over ``n`` samples, shardable over ``world_size`` ranks.
 
-    Yields ``(index, epoch)``. ``set_epoch(epoch, skip=k)`` skips the first k samples of this
-    rank's order (k = batches_done * batch_size). The skip applies to the next iteration only.
+    Yields ``(index, epoch)``. The epoch's order is one seeded permutation of all samples; rank r
+    of W takes its positions r, r + W, r + 2W, ... (equal shares: padded from the order's start,
+    or trimmed with ``drop_last``), so the first k samples of every rank are the order's first
+    k * W positions.
+
+    Resuming inside an epoch, ``set_epoch(epoch, done=D)`` leaves out the order's first D
+    positions, the samples all ranks together consumed (batches done * batch size * the world
+    size they ran with), and shares the rest among this sampler's ranks. With the world size the
+    samples were consumed with, that is exactly each rank's own order less its first D / W
+    samples; with another (a restart on fewer or more processes) no sample of the epoch is
+    trained twice or left out. ``skip=k`` instead leaves out the first k samples of this rank's
+    own order. Either applies to the next iteration only.
     """
 
     def __init__(self, n: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
                  world_size: int = 1, drop_last: bool = False):
         self.n, self.shuffle, self.seed = n, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.epoch, self.skip = 0, 0
+        self.epoch, self.skip, self.done = 0, 0, 0
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = int(epoch), int(skip)
+    def set_epoch(self, epoch: int, skip: int = 0, done: int = 0) -> None:
+        if skip and done:
+            raise ValueError("set_epoch: give skip (this rank's samples) or done (all ranks'), not both")
+        self.epoch, self.skip, self.done = int(epoch), int(skip), int(done)
 
-    def order(self, epoch: int) -> list[int]:
-        """This rank's full index order for ``epoch`` (before any skip)."""
+    def order(self, epoch: int, done: int = 0) -> list[int]:
+        """This rank's index order for ``epoch``, less the order's first ``done`` positions
+        (before any ``skip``)."""
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            idx = torch.randperm(self.n, generator=g).tolist()
+            perm = torch.randperm(self.n, generator=g).tolist()
         else:
-            idx = list(range(self.n))
+            perm = list(range(self.n))
+        idx = perm[done:]
         if self.world_size > 1:     # equal shares, as DistributedSampler: pad or trim
-            per = self.n // self.world_size if self.drop_last else math.ceil(self.n / self.world_size)
+            m = len(idx)
+            per = m // self.world_size if self.drop_last else math.ceil(m / self.world_size)
             total = per * self.world_size
-            idx = (idx + idx[:max(0, total - len(idx))])[:total]
+            idx = (idx + perm[:max(0, total - m)])[:total]
             idx = idx[self.rank:total:self.world_size]
         return idx
 
     def __iter__(self):
-        epoch, skip = self.epoch, self.skip
-        self.skip = 0
-        return iter([(i, epoch) for i in self.order(epoch)[skip:]])
+        epoch, skip, done = self.epoch, self.skip, self.done
+        self.skip = self.done = 0
+        return iter([(i, epoch) for i in self.order(epoch, done)[skip:]])
 
     def __len__(self) -> int:
-        return len(self.order(self.epoch)) - self.skip
+        return len(self.order(self.epoch, self.done)) - self.skip
 
 
 def _worker_init(worker_id: int) -> None:

@@ -199,23 +199,31 @@ def test_a_two_rank_run_resumed_in_one_process_trains_the_rest_of_the_epoch_once
     ck = load_checkpoint(tmp_path / "cut")
     assert (ck["epoch"], ck["iter_in_epoch"], ck["samples_in_epoch"], ck["world_size"]) == (2, 1, 2, 2)
 
-    cfg = resolve_config(["--resume", "--checkpoints_dir", str(tmp_path), "--name", "cut"])
-    tr = Trainer(cfg)   # one process
-    trained, step = [], tr.train_step
+    # A checkpoint written before samples_in_epoch was saved: the count follows from the steps,
+    # the batch size and the number of RNG states (one per rank that saved).
+    import shutil
+    shutil.copytree(tmp_path / "cut", tmp_path / "old")
+    old = dict(ck)
+    del old["samples_in_epoch"], old["world_size"]
+    torch.save(old, tmp_path / "old" / "latest.pt")
 
-    def recording_step(batch):
-        trained.append((tr.epoch, *batch["path"]))
-        return step(batch)
-    tr.train_step = recording_step
-    tr.fit()
     names = sorted(p.name for p in (streets / "train_label").iterdir())
-    seed = load_checkpoint(tmp_path / "cut")["config"]["seed"]
     done = [names[i] for r in range(2)   # what each rank trained of epoch 2 before the stop
-            for i in ResumableSampler(len(names), shuffle=True, seed=seed, rank=r, world_size=2,
-                                      drop_last=True).order(2)[:1]]
-    rest = [Path(p).name for e, p in trained if e == 2]
-    assert len(rest) == 2 and sorted(rest + done) == names   # each of the epoch's samples once
-    assert tr.global_step == 3 + 2 and tr.epoch == 3   # the run's last epoch was 2
+            for i in ResumableSampler(len(names), shuffle=True, seed=ck["config"]["seed"], rank=r,
+                                      world_size=2, drop_last=True).order(2)[:1]]
+    for name in ("cut", "old"):
+        cfg = resolve_config(["--resume", "--checkpoints_dir", str(tmp_path), "--name", name])
+        tr = Trainer(cfg)   # one process
+        trained, step = [], tr.train_step
+
+        def recording_step(batch, tr=tr, trained=trained, step=step):
+            trained.append((tr.epoch, *batch["path"]))
+            return step(batch)
+        tr.train_step = recording_step
+        tr.fit()
+        rest = [Path(p).name for e, p in trained if e == 2]
+        assert len(rest) == 2 and sorted(rest + done) == names, name   # each of the epoch's samples once
+        assert tr.global_step == 3 + 2 and tr.epoch == 3, name          # the run's last epoch was 2
 
 
 def test_a_rank_the_saved_run_did_not_have_starts_a_random_stream_of_its_own(tmp_path, streets, monkeypatch):

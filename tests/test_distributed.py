@@ -28,6 +28,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun_cmd(script: Path | str, *args: str, port: int | None = None,
+                 launcher: tuple[str, ...] = ("--nproc_per_node=2", "--nnodes=1")) -> list[str]:
+    """``python -m torch.distributed.run LAUNCHER ... SCRIPT ARGS`` on loopback (a free port unless
+    given: the agents of one multi-node run share theirs)."""
+    return [sys.executable, "-m", "torch.distributed.run", *launcher, "--master_addr=127.0.0.1",
+            f"--master_port={port or free_port()}", str(script), *args]
+
+
+def torchrun_env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
 def make_data(root: Path, n: int = 4) -> Path:
     from pix2pixhd.datasets import synthetic_streets
     synthetic_streets.generate(root, n_train=n, n_test=0, width=64, height=32, seed=0)
@@ -38,11 +50,9 @@ def run_two_ranks(tmp_path: Path, extra: list[str]) -> subprocess.CompletedProce
     data = tmp_path / "data" if (tmp_path / "data").is_dir() else make_data(tmp_path / "data")
     out = tmp_path / "ranks"
     out.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", __file__, str(out),
-           *TINY, "--dataroot", str(data), "--checkpoints_dir", str(tmp_path / "ck"), *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    cmd = torchrun_cmd(__file__, str(out), *TINY, "--dataroot", str(data),
+                       "--checkpoints_dir", str(tmp_path / "ck"), *extra)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=torchrun_env())
     assert p.returncode == 0, f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
     return p
 
@@ -95,12 +105,11 @@ def test_two_nodes_of_one_rank_each_train_as_two_ranks_of_one_node(tmp_path):
     out = tmp_path / "ranks"
     out.mkdir()
     port = free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}",
-         "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}", __file__, str(out),
-         *TINY, "--dataroot", str(data), "--checkpoints_dir", str(tmp_path / "ck")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for node in (0, 1)]
+        torchrun_cmd(__file__, str(out), *TINY, "--dataroot", str(data),
+                     "--checkpoints_dir", str(tmp_path / "ck"), port=port,
+                     launcher=("--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1")),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=torchrun_env()) for node in (0, 1)]
     logs = [p.communicate(timeout=240)[0] for p in procs]
     for node, (p, log) in enumerate(zip(procs, logs)):
         assert p.returncode == 0, f"node {node}: torchrun failed ({p.returncode}):\n{log[-4000:]}"
@@ -235,11 +244,8 @@ def test_a_single_process_on_cuda_n_makes_it_the_current_device(monkeypatch):
 
 
 def _torchrun_exit_worker(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-           str(Path(__file__).with_name("dist_exit_worker.py")), str(tmp_path), *args]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    cmd = torchrun_cmd(Path(__file__).with_name("dist_exit_worker.py"), str(tmp_path), *args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=torchrun_env())
 
 
 GLOO_THREADS = ("gloo_tcp_loop", "pt_gloo_runloop")

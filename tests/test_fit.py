@@ -2,9 +2,7 @@
 unfreeze of the global generator at --niter_fix_global, resumes that cross it, a resume after a
 save on an epoch's last step, and a two-rank DDP run interrupted and resumed. Every resumed run
 must end bit-equal (weights and optimizer state) to the same run done in one go."""
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -158,13 +156,11 @@ def test_local_resume_after_a_save_on_the_last_fixed_step_is_exact(tmp_path, str
 
 # ---- two ranks (gloo over loopback, CPU) --------------------------------------------------------
 def _torchrun(data: Path, ck: Path, *args: str) -> None:
-    from tests.test_distributed import free_port
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(REPO / "train_hd.py"),
-           "--dataroot", str(data), "--checkpoints_dir", str(ck), *TINY, "--batchSize", "1",
-           "--ngf", "4", *args]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=str(REPO))
+    from tests.test_distributed import torchrun_cmd, torchrun_env
+    cmd = torchrun_cmd(REPO / "train_hd.py", "--dataroot", str(data), "--checkpoints_dir", str(ck),
+                       *TINY, "--batchSize", "1", "--ngf", "4", *args)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=torchrun_env(),
+                       cwd=str(REPO))
     assert p.returncode == 0, f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
 
 

@@ -770,11 +770,11 @@ class Trainer:
                 data_ms = (time.perf_counter() - t_data) * 1e3
                 self.timer.start(logging)
                 losses = self.train_step(batch)
+                n_img = cfg.batchSize * self.dist.world_size   # this step's, over all ranks
                 self.iter_in_epoch += 1
-                self.samples_in_epoch += cfg.batchSize * self.dist.world_size
+                self.samples_in_epoch += n_img
                 self.global_step += 1
                 steps_this_run += 1
-                n_img = cfg.batchSize * self.dist.world_size
                 images += n_img
                 images_window += n_img
                 window.add(losses)

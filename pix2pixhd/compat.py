@@ -42,6 +42,9 @@ def _guess(keys) -> str:
     if any(k.startswith("scale") for k in keys):
         n = len({k.split("_")[0] for k in keys if k.startswith("scale")})
         return f"a MultiscaleDiscriminator with num_D={n}"
+    if any(k.startswith("layer") and k[5:6].isdigit() for k in keys):
+        n = len({k.split(".")[0] for k in keys if k.startswith("layer")})
+        return f"a MultiscaleDiscriminator with num_D={n} (trained with --no_ganFeat_loss)"
     if any("conv_block" in k for k in keys):
         n = len({k.split(".")[1] for k in keys if k.startswith("model.") and "conv_block" in k})
         return (f"a ResNet generator with {n} residual blocks: pix2pixHD's GlobalGenerator (netG global, "
@@ -96,6 +99,9 @@ def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool
     state, source = _read(state_dict_or_path)
     state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
     state = _drop_untracked_instance_norm_stats(model, state)
+    from pix2pixhd.networks import MultiscaleDiscriminator
+    if isinstance(model, MultiscaleDiscriminator):   # trained with or without --no_ganFeat_loss
+        state = model.in_own_layout(state)
     own = model.state_dict()
     skip = lambda k: any(k.startswith(p) for p in ignore_prefixes)  # noqa: E731
     missing = [k for k in own if k not in state and not skip(k)]

@@ -17,6 +17,8 @@ weight shapes differ ([out, in, 3, 3] instead of [in, out, 3, 3]).
 """
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -198,6 +200,10 @@ class LocalEnhancer(nn.Module):
         return self.model.parameters()
 
     def local_parameters(self):
+        """Parameters trained while the global part is frozen: every enhancer's. The reference
+        trains only the outermost (``model{n_local_enhancers}_*``): the same for its default of
+        one enhancer; with more, the local stage here starts all of them new from a global stage,
+        so none is left frozen at its random initialisation."""
         return (p for name, p in self.named_parameters() if not name.startswith("model."))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -279,12 +285,49 @@ class MultiscaleDiscriminator(nn.Module):
         self.num_D, self.n_layers, self.get_interm_feat = num_D, n_layers, get_interm_feat
         for i in range(num_D):
             d = NLayerDiscriminator(input_nc, ndf, n_layers, norm, use_sigmoid, get_interm_feat)
+            # Sequential slots per group (the same in both layouts and every scale)
+            self._group_sizes = [len(g) for g in d.groups()] if get_interm_feat else None
             if get_interm_feat:
                 for j in range(n_layers + 2):
                     setattr(self, f"scale{i}_layer{j}", getattr(d, f"model{j}"))
             else:
                 setattr(self, f"layer{i}", d.model)
+        if not get_interm_feat:
+            twin = NLayerDiscriminator(1, 1, n_layers, norm, use_sigmoid, get_interm_feat=True)
+            self._group_sizes = [len(g) for g in twin.groups()]
         self.downsample = nn.AvgPool2d(3, stride=2, padding=[1, 1], count_include_pad=False)
+
+    def scale_prefix(self, i: int) -> str:
+        """The state_dict prefix of scale ``i``'s keys in this model's layout."""
+        return f"scale{i}_" if self.get_interm_feat else f"layer{i}."
+
+    def in_own_layout(self, state: dict) -> dict:
+        """``state`` with keys of the other layout renamed to this model's.
+
+        The reference names a discriminator's keys by whether it returns intermediate features
+        (``getIntermFeat``, on unless ``--no_ganFeat_loss``): ``scale{i}_layer{j}.{k}.*`` (group
+        j, slot k) with them, ``layer{i}.{f}.*`` (slot f of the flattened groups) without. The
+        weights are the same either way, so a run (or a reference checkpoint) trained with one
+        setting loads into a model built with the other. Keys of neither form are left as they are.
+        """
+        flat_of, group_of, f = {}, {}, 0
+        for j, n in enumerate(self._group_sizes):
+            for k in range(n):
+                flat_of[j, k], group_of[f] = f, (j, k)
+                f += 1
+        out = {}
+        for key, v in state.items():
+            if self.get_interm_feat:
+                m = re.fullmatch(r"layer(\d+)\.(\d+)\.(.+)", key)
+                if m and int(m[2]) in group_of:
+                    j, k = group_of[int(m[2])]
+                    key = f"scale{m[1]}_layer{j}.{k}.{m[3]}"
+            else:
+                m = re.fullmatch(r"scale(\d+)_layer(\d+)\.(\d+)\.(.+)", key)
+                if m and (int(m[2]), int(m[3])) in flat_of:
+                    key = f"layer{m[1]}.{flat_of[int(m[2]), int(m[3])]}.{m[4]}"
+            out[key] = v
+        return out
 
     def _scale_forward(self, i: int, x: torch.Tensor) -> list[torch.Tensor]:
         if not self.get_interm_feat:

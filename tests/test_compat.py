@@ -55,3 +55,26 @@ def test_unreadable_file(tmp_path):
     p.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointMismatchError, match="bad.pth could not be read"):
         load_reference_weights(_tiny_g(), p)
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+@pytest.mark.parametrize("src_feat,dst_feat", [(False, True), (True, False)])
+def test_discriminator_loads_across_the_no_ganFeat_loss_key_layouts(norm, src_feat, dst_feat):
+    """The reference's D keys are ``layer{i}.{f}`` without getIntermFeat (--no_ganFeat_loss) and
+    ``scale{i}_layer{j}.{k}`` with it; the same weights load either way and give the same logits."""
+    torch.manual_seed(0)
+    src = MultiscaleDiscriminator(4, ndf=4, n_layers=2, num_D=2, norm=norm, get_interm_feat=src_feat)
+    torch.manual_seed(1)
+    dst = MultiscaleDiscriminator(4, ndf=4, n_layers=2, num_D=2, norm=norm, get_interm_feat=dst_feat)
+    assert set(src.state_dict()).isdisjoint(dst.state_dict())
+    load_reference_weights(dst, src.state_dict())
+    src.eval(), dst.eval()
+    x = torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(src(x), dst(x)):
+            torch.testing.assert_close(b[-1], a[-1], rtol=0, atol=0)
+    # a key the layout does not have is still refused, not renamed into place
+    bad = dict(src.state_dict())
+    bad[next(iter(bad)).replace("0", "7", 1)] = bad.pop(next(iter(bad)))
+    with pytest.raises(CheckpointMismatchError):
+        load_reference_weights(dst, bad)

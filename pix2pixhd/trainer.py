@@ -68,7 +68,8 @@ def _frozen(module: nn.Module | None):
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
-    """A loss became NaN or inf; raised before any optimizer step, so no weight is touched."""
+    """A loss became NaN or inf; raised before the step's optimizer steps (pix2pix's D, which
+    steps before G's losses exist, excepted: the message says when it had)."""
 
 
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
@@ -237,6 +238,7 @@ class Trainer:
         # samples of this epoch all ranks together have trained (a resume on another number of
         # processes shares out the rest: ResumableSampler)
         self.samples_in_epoch = 0
+        self._stepped: list[str] = []   # optimizers the current step has stepped (non-finite message)
         # Local stage: the global generator is fixed for the first niter_fix_global epochs. Trainer
         # state, saved in the checkpoint: a resume restores the optimizer it was saved with.
         self.global_frozen = self._global_fixed_at(self.epoch)
@@ -397,8 +399,9 @@ class Trainer:
                 f"mismatches {bad[:3]}. Use --ngf {prev.ngf // 2 ** self.cfg.n_local_enhancers} and "
                 f"--upsample {prev.upsample}")
         g.load_state_dict(part, strict=False)
-        new_scales = tuple(f"scale{i}_" for i in range(prev.num_D, self.cfg.num_D))
-        load_reference_weights(_unwrap(self.D), ckpt["D"], strict=True, ignore_prefixes=new_scales)
+        d = _unwrap(self.D)
+        new_scales = tuple(d.scale_prefix(i) for i in range(prev.num_D, self.cfg.num_D))
+        load_reference_weights(d, ckpt["D"], strict=True, ignore_prefixes=new_scales)
         if self.E is not None and ckpt.get("E") is not None:
             load_reference_weights(self.E, ckpt["E"])
         self.vis.log_message(f"loaded the global stage from {path}: {len(part)} G tensors, D scales "
@@ -488,6 +491,7 @@ class Trainer:
         return ([[f[:n] for f in s] for s in both], [[f[n:] for f in s] for s in both])
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        self._stepped = []
         if self.cfg.model == "cyclegan":
             return self._cyclegan_step(batch)
         if self.cfg.model == "pix2pix":
@@ -516,6 +520,7 @@ class Trainer:
                 self._check_finite(losses)
                 self.scaler.scale(0.5 * losses[name]).backward()
             self.scaler.step(self.opt_D)
+            self._stepped.append("D")
             t.mark("D_forward_backward")
         d_inner = _unwrap(self.D) if self.D is not None else None
         with _frozen(d_inner):
@@ -560,6 +565,9 @@ class Trainer:
                     losses["G_GAN_Feat"] = fm
                     loss_G = loss_G + fm
                 if self.vgg is not None:
+                    # the ImageNet normalisation and the L1s in fp32; VGG's convs, inside autocast,
+                    # in the run's precision like every other conv of the step (as the reference's
+                    # apex O1 ran them)
                     vgg = self.vgg(fake.float(), real.float()) * cfg.lambda_feat
                     losses["G_VGG"] = vgg
                     loss_G = loss_G + vgg
@@ -639,11 +647,15 @@ class Trainer:
         if not bool(torch.isfinite(vals).all()):
             bad = {k: float(v.detach()) for k, v in losses.items() if not math.isfinite(float(v.detach()))}
             latest = self.exp_dir / "latest.pt"
+            stepped = self._stepped
+            updated = (f"{' and '.join(stepped)} had already been updated in this step (pix2pix updates D "
+                       "before it computes G's losses, as its reference does), so resume from that "
+                       "checkpoint rather than from these weights" if stepped else "no weights were updated")
             raise NonFiniteLossError(
                 f"non-finite loss at epoch {self.epoch}, iteration {self.iter_in_epoch + 1} (step "
-                f"{self.global_step + 1}): {bad}. No weights were updated; the last good checkpoint "
-                f"{latest if latest.exists() else '(none written yet)'} is intact. Try a lower --lr, "
-                "--precision bf16 or fp32, or check the data.")
+                f"{self.global_step + 1}): {bad}. The last good checkpoint "
+                f"{latest if latest.exists() else '(none written yet)'} is intact; {updated}. Try a "
+                "lower --lr, --precision bf16 or fp32, or check the data.")
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -85,12 +85,28 @@ def test_non_finite_loss_stops_before_any_update(tmp_path):
         tr.G.model[1].bias.fill_(float("nan"))
     before_g = {k: v.clone() for k, v in tr.G.state_dict().items()}
     before_d = {k: v.clone() for k, v in tr.D.state_dict().items()}
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1, iteration 1 \(step 1\).*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, iteration 1 \(step 1\).*last good "
+                       r"checkpoint.*no weights were updated"):
         tr.train_step(fake_batch())
     for k, v in tr.D.state_dict().items():
         assert torch.equal(v, before_d[k]), k
     for k, v in tr.G.state_dict().items():
         assert torch.equal(v, before_g[k]) or torch.isnan(v).any(), k
+
+
+def test_pix2pix_non_finite_g_loss_says_d_was_already_updated(tmp_path):
+    """pix2pix steps D before G's losses exist (as its reference does): a non-finite G loss must
+    not claim that no weights were updated."""
+    tr = Trainer(tiny_cfg(tmp_path, model="pix2pix", netG_pix2pix="unet_128", label_nc=0, input_nc=3,
+                       ngf=4, ndf=4))
+    before_d = {k: v.clone() for k, v in tr.D.state_dict().items()}
+    tr.criterion_l1 = lambda fake, real: fake.new_tensor(float("nan"))
+    batch = {"label": torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8),
+             "image": torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8), "path": ["a.png"]}
+    with pytest.raises(NonFiniteLossError, match=r"G_L1.*D had already been updated in this step") as e:
+        tr.train_step(batch)
+    assert "no weights were updated" not in str(e.value)
+    assert any(not torch.equal(v, before_d[k]) for k, v in tr.D.state_dict().items())
 
 
 def test_lr_schedule_is_the_reference_linear_decay(tmp_path):
@@ -136,6 +152,30 @@ def test_global_to_local_transfer_and_frozen_global_part(tmp_path):
     assert opt_ids == {id(p) for p in loc.G.parameters()}
     loc.train_step(fake_batch(h=32, w=32))
     assert not all(torch.equal(v, before[k]) for k, v in loc.G.model.state_dict().items())
+
+
+@pytest.mark.parametrize("feat_global,feat_local", [(False, False), (False, True), (True, False)])
+def test_stages_load_discriminators_trained_with_or_without_feature_matching(tmp_path, feat_global,
+                                                                           feat_local):
+    """--no_ganFeat_loss names D's keys differently (the reference's getIntermFeat): a global stage
+    trained with it loads into a local stage with or without it, and a local stage into finetune."""
+    glob = _save_stage(tmp_path, name="g", stage="global", ngf=8, no_ganFeat_loss=not feat_global)
+    loc = Trainer(tiny_cfg(tmp_path, name="l", stage="local", ngf=4, load_pretrain=str(tmp_path / "g"),
+                           no_ganFeat_loss=not feat_local))
+    assert loc.D.get_interm_feat == feat_local
+    # the global stage's scales 0 and 1, in the local stage's layout; scale 2 starts fresh
+    loaded = loc.D.state_dict()
+    glob_sd = loc.D.in_own_layout(glob.D.state_dict())
+    assert set(glob_sd) < set(loaded) and len(glob_sd) == 2 * len(loaded) // 3
+    for k, v in glob_sd.items():
+        assert torch.equal(loaded[k], v), k
+    loc.train_step(fake_batch())
+    loc.save("latest")
+    ft = Trainer(tiny_cfg(tmp_path, name="f", stage="finetune", ngf=4, load_pretrain=str(tmp_path / "l"),
+                          no_ganFeat_loss=feat_local))
+    assert ft.D.get_interm_feat != feat_local
+    for k, v in ft.D.in_own_layout(loc.D.state_dict()).items():
+        assert torch.equal(ft.D.state_dict()[k], v), k
 
 
 def test_finetune_trains_everything_with_the_optimizer_it_steps(tmp_path):

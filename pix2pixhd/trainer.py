@@ -253,19 +253,29 @@ class Trainer:
             ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
             self._load_models(ckpt, strict=True)
             self.epoch, self.iter_in_epoch = ckpt["epoch"], ckpt["iter_in_epoch"]
-            saved_world = len(ckpt["rng"])   # one RNG state per rank that saved
+            saved_world = len(ckpt.get("rng") or [None])   # one RNG state per rank that saved
             # checkpoints before samples_in_epoch was saved: every step took batchSize per rank
             self.samples_in_epoch = ckpt.get("samples_in_epoch",
                                              self.iter_in_epoch * cfg.batchSize * saved_world)
             self.global_step = ckpt["global_step"]
-            self.global_frozen = self._frozen_in(ckpt)
+            self.global_frozen = (self._frozen_in(ckpt) if ckpt.get("optimizer_G") is not None
+                                  else self._global_fixed_at(self.epoch))
             self._build_optimizers()
-            self._load_optimizer(self.opt_G, ckpt["optimizer_G"])
-            if self.opt_D is not None:
-                self._load_optimizer(self.opt_D, ckpt["optimizer_D"])
+            imported = ckpt.get("optimizer_G") is None and ckpt.get("imported_from")
+            if imported:   # NVIDIA's run (python -m pix2pixhd.compat import): weights and position only
+                self.vis.log_message(
+                    f"continuing the run imported from {ckpt['imported_from']} as its --continue_train "
+                    f"did: its weights, epoch {self.epoch}, fresh Adam moments (it saved none), the "
+                    f"learning rate of epoch {self.epoch} ({lr_at_epoch(cfg, self.epoch):g})")
+            else:
+                self._load_optimizer(self.opt_G, ckpt["optimizer_G"])
+                if self.opt_D is not None:
+                    self._load_optimizer(self.opt_D, ckpt["optimizer_D"])
             if "scaler" in ckpt and ckpt["scaler"]:
                 self.scaler.load_state_dict(ckpt["scaler"])
-            if self.dist.rank < saved_world:
+            if imported:
+                seed_rng(cfg.seed + self.dist.rank + 1_000_003 * self.epoch)
+            elif self.dist.rank < saved_world:
                 set_rng_state(ckpt["rng"][self.dist.rank])
             else:   # a rank the saved run did not have: a stream of its own, not another rank's
                 seed_rng(cfg.seed + self.dist.rank + 1_000_003 * self.global_step)
@@ -367,6 +377,10 @@ class Trainer:
         for key, net in self._networks().items():
             if net is None:
                 continue
+            if ckpt.get(key) is None and key == "D" and ckpt.get("imported_from"):
+                self.vis.log_message(f"{ckpt['imported_from']} held no D (latest_net_D.pth): D starts "
+                                     "from its initialisation")
+                continue
             if ckpt.get(key) is None:
                 what = "a feature encoder" if key == "E" else f"a {key} network"
                 held = [k for k in ("G", "D", "E", "G_A", "G_B", "D_A", "D_B") if ckpt.get(k) is not None]
@@ -401,7 +415,8 @@ class Trainer:
         g.load_state_dict(part, strict=False)
         d = _unwrap(self.D)
         new_scales = tuple(d.scale_prefix(i) for i in range(prev.num_D, self.cfg.num_D))
-        load_reference_weights(d, ckpt["D"], strict=True, ignore_prefixes=new_scales)
+        if ckpt.get("D") is not None:   # an imported reference run may hold G alone
+            load_reference_weights(d, ckpt["D"], strict=True, ignore_prefixes=new_scales)
         if self.E is not None and ckpt.get("E") is not None:
             load_reference_weights(self.E, ckpt["E"])
         self.vis.log_message(f"loaded the global stage from {path}: {len(part)} G tensors, D scales "

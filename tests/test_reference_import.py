@@ -1,0 +1,135 @@
+"""Importing a run folder of NVIDIA's pix2pixHD (``python -m pix2pixhd.compat import``): its
+options from opt.txt, its weights, its position from iter.txt, its feature clusters; the run
+synthesizes what the reference's G computes and continues as its --continue_train did."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from pix2pixhd import GlobalGenerator, MultiscaleDiscriminator
+from pix2pixhd.checkpoint import load_checkpoint
+from pix2pixhd.cli import train_main
+from pix2pixhd.compat import (CheckpointMismatchError, import_reference_run, main,
+                              read_reference_clusters)
+from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+from pix2pixhd.encoding import encode_input
+from pix2pixhd.errors import MissingInputError, RunExistsError
+from pix2pixhd.synthesis import load_generator
+from pix2pixhd.trainer import lr_at_epoch
+
+# as NVIDIA's base_options writes it: sorted "name: value" lines between two rulers
+OPT_TXT = """------------ Options -------------
+batchSize: 2
+checkpoints_dir: /data/nvidia/checkpoints
+continue_train: False
+dataroot: /data/nvidia/cityscapes
+fineSize: 32
+fp16: False
+gpu_ids: [0, 1]
+label_nc: {label_nc}
+lr: 0.0004
+model: pix2pixHD
+n_blocks_global: 1
+n_downsample_global: 2
+n_layers_D: 2
+name: city_tiny
+ndf: 4
+netG: global
+ngf: 4
+niter: 2
+niter_decay: 4
+no_instance: False
+no_vgg_loss: True
+num_D: 2
+resize_or_crop: none
+-------------- End ----------------
+"""
+
+
+@pytest.fixture(scope="module")
+def streets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("streets")
+    generate(root, n_train=4, n_test=2, width=64, height=32, seed=0)
+    return root
+
+
+def _reference_run(folder, with_d=True):
+    """A run folder as NVIDIA's code leaves it (its networks' state_dicts have our keys)."""
+    torch.manual_seed(0)
+    folder.mkdir(parents=True)
+    G = GlobalGenerator(LABEL_NC + 1, 3, ngf=4, n_downsampling=2, n_blocks=1)
+    D = MultiscaleDiscriminator(LABEL_NC + 1 + 3, ndf=4, n_layers=2, num_D=2)
+    torch.save({"module." + k: v for k, v in G.state_dict().items()}, folder / "latest_net_G.pth")
+    if with_d:
+        torch.save(D.state_dict(), folder / "latest_net_D.pth")
+    (folder / "opt.txt").write_text(OPT_TXT.format(label_nc=LABEL_NC))
+    (folder / "iter.txt").write_text("4,2\n")   # np.savetxt(..., (epoch, epoch_iter), delimiter=',')
+    return G, D
+
+
+def test_import_takes_opt_txt_and_synthesizes_what_the_reference_g_computes(tmp_path):
+    G, D = _reference_run(tmp_path / "nvidia" / "city_tiny")
+    out = import_reference_run(tmp_path / "nvidia" / "city_tiny",
+                               ["--name", "city", "--checkpoints_dir", str(tmp_path / "ours")])
+    g, cfg = load_generator(out)
+    assert (cfg.label_nc, cfg.ngf, cfg.n_downsample_global, cfg.num_D, cfg.lr, cfg.niter_decay,
+            cfg.batchSize, cfg.resize_or_crop, cfg.stage) == (LABEL_NC, 4, 2, 2, 0.0004, 4, 2, "none", "global")
+    assert cfg.dataroot != "/data/nvidia/cityscapes"   # another machine's paths stay behind
+    label = torch.randint(0, LABEL_NC, (1, 1, 32, 32), dtype=torch.uint8)
+    inst = torch.randint(0, 3, (1, 1, 32, 32), dtype=torch.int32)
+    x = encode_input(label, inst, label_nc=LABEL_NC)
+    with torch.no_grad():
+        torch.testing.assert_close(g(x), G.eval()(x), rtol=0, atol=0)
+    ck = load_checkpoint(out)
+    assert (ck["epoch"], ck["samples_in_epoch"], ck["iter_in_epoch"]) == (4, 2, 1)
+    assert all(torch.equal(ck["D"][k], v) for k, v in D.state_dict().items())
+    # the folder is a run now: importing into it again is refused, not overwritten
+    with pytest.raises(RunExistsError):
+        import_reference_run(tmp_path / "nvidia" / "city_tiny",
+                             ["--name", "city", "--checkpoints_dir", str(tmp_path / "ours")])
+
+
+def test_imported_run_continues_like_continue_train(tmp_path, streets):
+    _reference_run(tmp_path / "nvidia" / "city_tiny", with_d=False)   # a release: G alone
+    main(["import", str(tmp_path / "nvidia" / "city_tiny"), "--name", "city",
+          "--checkpoints_dir", str(tmp_path), "--ngf", "4"])
+    before = load_checkpoint(tmp_path / "city")
+    assert before["D"] is None
+    train_main(["--resume", "--name", "city", "--checkpoints_dir", str(tmp_path), "--dataroot",
+                str(streets), "--nThreads", "0", "--no_progress", "--no_tensorboard", "--no_html",
+                "--device", "cpu", "--max_steps", "1"])
+    after = load_checkpoint(tmp_path / "city")
+    # epoch 4 had 2 of its 4 samples done (iter.txt): one step of batch 2 trains the other 2
+    assert (after["epoch"], after["samples_in_epoch"], after["global_step"]) == (4, 4, 1)
+    assert after["optimizer_G"] is not None and after["D"] is not None
+    cfg = load_generator(tmp_path / "city")[1]
+    assert after["lr"] == pytest.approx(lr_at_epoch(cfg, 4)) == pytest.approx(0.0003)   # 1 of 4 decay epochs
+    assert any(not torch.equal(after["G"][k], v) for k, v in before["G"].items())
+
+
+def test_missing_generator_names_the_file(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(MissingInputError, match=r"latest_net_G\.pth not found"):
+        import_reference_run(tmp_path / "run", ["--name", "x", "--checkpoints_dir", str(tmp_path)])
+
+
+def test_reference_cluster_file_reads_without_running_pickled_code(tmp_path):
+    centers = {7: np.random.rand(10, 3), 26: np.random.rand(4, 3)}
+    f = tmp_path / "features_clustered_010.npy"
+    np.save(f, centers, allow_pickle=True)   # what encode_features.py does
+    got = read_reference_clusters(f)
+    assert sorted(got) == [7, 26] and all(np.allclose(got[k], centers[k]) for k in got)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    bad = tmp_path / "evil.npy"
+    with open(bad, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": ()})
+        pickle.dump(np.array({1: Evil()}, dtype=object), fh)
+    with pytest.raises(CheckpointMismatchError, match="refusing to load it"):
+        read_reference_clusters(bad)
+    assert not (tmp_path / "pwned").exists()

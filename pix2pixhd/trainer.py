@@ -718,6 +718,8 @@ class Trainer:
                                  cfg.data_config(validate=cfg.validate if self.dist.is_master else "off"))
         if cfg.max_dataset_size:
             ds.limit(cfg.max_dataset_size)
+        if self.dist.is_master and cfg.validate != "off":   # where validation runs; sizes it read
+            data.check_batch_sizes(ds, cfg.batchSize)        # are reused: samples of one size per batch
         sampler = data.ResumableSampler(len(ds), shuffle=True, seed=cfg.seed, rank=self.dist.rank,
                                         world_size=self.dist.world_size, drop_last=True)
         loader = data.create_dataloader(ds, cfg.batchSize, shuffle=True, num_workers=cfg.nThreads,

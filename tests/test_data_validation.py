@@ -92,14 +92,15 @@ def test_ids_at_or_above_label_nc(city):
 
 
 @pytest.mark.fault(cls="bad dataset",
-                   case="RGB label map, RGBA photo, RGB instance map (--validate full)")
+                   case="RGB label map, 16-bit photo, RGB instance map (--validate full)")
 def test_wrong_channel_counts(city):
     Image.new("RGB", (64, 32)).save(city / "train_label/s0.png")
-    Image.new("RGBA", (64, 32)).save(city / "train_img/s1.png")
+    Image.fromarray(np.full((32, 64), 3000, np.uint16)).save(city / "train_img/s1.png")
     Image.new("RGB", (64, 32)).save(city / "train_inst/s2.png")
     e = _err(city)
     assert "wrong channels: 3 file(s)" in str(e)
-    assert "pass palette=" in str(e) and "mode RGBA" in str(e) and "train_inst/s2.png" in str(e)
+    assert "pass palette=" in str(e) and "train_inst/s2.png" in str(e)
+    assert "train_img/s1.png: image has mode I;16" in str(e) and "clipped to 255" in str(e)
 
 
 @pytest.mark.fault(cls="bad dataset",
@@ -312,3 +313,149 @@ def test_feature_maps_may_be_a_multiple_of_the_sample_size(tmp_path):
                         validate="off")
     with pytest.raises(DatasetError, match="feat 100x64"):
         ds[1]
+
+
+# ---- review of the data module: batches, photo modes, id 255, EXIF (issue: data review) --------
+def _sized(root, sizes, phase="train"):
+    """A cityscapes-layout split without instance maps, one sample per (w, h) of ``sizes``."""
+    for k in ("label", "img"):
+        (root / f"{phase}_{k}").mkdir(parents=True, exist_ok=True)
+    for i, (w, h) in enumerate(sizes):
+        Image.fromarray(np.zeros((h, w), np.uint8)).save(root / f"{phase}_label/{i}.png")
+        Image.new("RGB", (w, h)).save(root / f"{phase}_img/{i}.png")
+    return root
+
+
+MIXED = {   # resize_or_crop -> (source sizes, options, the two outputs the error names)
+    "none": ([(64, 32), (48, 32)], {}, ["0.png (64x32) becomes 64x32", "1.png (48x32) becomes 48x32"]),
+    "crop": ([(64, 32), (64, 64), (64, 64)], {"fineSize": 48},
+             ["1.png (64x64) becomes 48x48", "0.png (64x32) becomes 48x32"]),
+    "scale_width": ([(64, 32), (32, 32)], {"loadSize": 64},
+                    ["0.png (64x32) becomes 64x32", "1.png (32x32) becomes 64x64"]),
+}
+
+
+@pytest.mark.fault(cls="bad dataset",
+                   case="samples of several output sizes with --batchSize 2 ({id}): refused before "
+                        "training, two files named")
+@pytest.mark.parametrize("mode", list(MIXED))
+def test_mixed_output_sizes_are_refused_for_batches(tmp_path, mode):
+    from pix2pixhd.data import check_batch_sizes
+    sizes, opts, named = MIXED[mode]
+    ds = create_dataset(_sized(tmp_path, sizes), label_nc=NC, no_instance=True,
+                        resize_or_crop=mode, **opts)
+    check_batch_sizes(ds, 1)   # one sample per batch: any sizes do
+    with pytest.raises(DatasetError) as e:
+        check_batch_sizes(ds, 2)
+    msg = str(e.value)
+    assert f"samples come out in 2 sizes with resize_or_crop={mode}" in msg
+    assert all(f"train_label/{n}" in msg for n in named), msg
+    assert "--batchSize 1" in msg and "--resize_or_crop resize_and_crop" in msg
+    if mode == "crop":
+        assert "--fineSize 32 or less (the smallest side is 32" in msg
+    assert [p[0] for p in e.value.problems] == ["mixed sizes"] * 2
+    # one size: resize_and_crop makes any sources one size
+    check_batch_sizes(create_dataset(tmp_path, label_nc=NC, no_instance=True,
+                                     resize_or_crop="resize_and_crop", loadSize=64, fineSize=48), 2)
+
+
+@pytest.mark.fault(cls="bad dataset",
+                   case="mixed sizes, --batchSize 2: train_hd refuses before training (rank 0); "
+                        "with --validate off the first mixed batch names the files")
+def test_make_loader_refuses_mixed_sizes_and_the_loader_names_them(tmp_path):
+    from types import SimpleNamespace
+
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.trainer import Trainer
+    root = _sized(tmp_path / "data", [(64, 32), (48, 32), (64, 32), (48, 32)])
+
+    def loader(validate, is_master=True):
+        cfg = TrainConfig(name="t", checkpoints_dir=str(tmp_path), dataroot=str(root), label_nc=NC,
+                          no_instance=True, resize_or_crop="none", batchSize=2, nThreads=0,
+                          validate=validate, device="cpu").resolved()
+        fake = SimpleNamespace(cfg=cfg, dist=SimpleNamespace(is_master=is_master, rank=0,
+                                                              world_size=1))
+        return Trainer.make_loader(fake)[0]
+
+    for validate in ("full", "headers"):
+        with pytest.raises(DatasetError, match=r"train_label/0.png \(64x32\) becomes 64x32, "
+                                               r"train_label/1.png \(48x32\) becomes 48x32"):
+            loader(validate)
+    loader("full", is_master=False)   # the other ranks neither validate nor check: rank 0 did
+    # --validate off reads no file before training; the collate names the first mixed batch
+    with pytest.raises(DatasetError, match=r"samples of one batch differ in size: .*train_label/\d"
+                                           r".png gives label (64|48)x32, .*png gives label "
+                                           r"(64|48)x32.*--batchSize 1"):
+        list(loader("off"))
+
+
+def test_mixed_batch_from_a_worker_process_names_the_files(tmp_path):
+    from pix2pixhd.data import create_dataloader
+    ds = create_dataset(_sized(tmp_path, [(64, 32), (48, 32)]), label_nc=NC, no_instance=True,
+                        resize_or_crop="none", validate="off")
+    with pytest.raises(DatasetError, match=r"0.png gives label 64x32, .*1.png gives label 48x32"):
+        next(iter(create_dataloader(ds, 2, shuffle=False, num_workers=1)))
+
+
+@pytest.mark.fault(cls="bad dataset", case="RGBA, LA, CMYK and palette photos: taken as RGB")
+def test_photos_in_any_8bit_mode_are_taken_as_rgb(city):
+    rgb = np.asarray(Image.open(city / "train_img/s0.png").convert("RGB"))
+    Image.fromarray(rgb).convert("RGBA").save(city / "train_img/s0.png")
+    Image.fromarray(rgb).convert("LA").save(city / "train_img/s1.png")
+    (city / "train_img/s2.png").unlink()
+    Image.fromarray(rgb).convert("CMYK").save(city / "train_img/s2.jpg", quality=100)
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none", no_flip=True)
+    np.testing.assert_array_equal(ds[0]["image"].permute(1, 2, 0).numpy(), rgb)   # alpha dropped
+    assert ds[1]["image"].shape == ds[2]["image"].shape == (3, 32, 64)
+
+
+@pytest.mark.fault(cls="bad dataset", case="LA and RGBA label maps: refused, the fix named")
+def test_label_maps_that_are_not_ids_name_the_fix(city):
+    Image.new("LA", (64, 32)).save(city / "train_label/s0.png")
+    Image.new("RGBA", (64, 32)).save(city / "train_label/s1.png")
+    e = str(_err(city))
+    assert "train_label/s0.png: label has mode LA (2 channel(s))" in e
+    assert "save the ids as an 8-bit grey (mode L) PNG" in e
+    assert "train_label/s1.png: label has mode RGBA" in e and "pass palette=" in e
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
+    with pytest.raises(DatasetError, match=r"s0.png: this label map has mode LA .*save the ids as "
+                                           r"an 8-bit grey"):
+        ds[0]
+
+
+@pytest.mark.fault(cls="bad dataset",
+                   case="label id 255 >= label_nc: named as an 'ignore' id to remap, not only "
+                        "label_nc 256")
+def test_label_id_255_is_named_as_an_ignore_id(city):
+    lab = np.zeros((32, 64), np.uint8)
+    lab[0, 0] = 255
+    Image.fromarray(lab).save(city / "train_label/s1.png")
+    e = str(_err(city))
+    assert "label id 255 in train_label/s1.png is >= label_nc=6; 255 is usually an 'ignore'" in e
+    assert "remap it to a void class" in e and "ids[ids == 255] = 0" in e
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
+    with pytest.raises(DatasetError, match=r"label id 255 in .*is outside \[0, label_nc=6\); 255 is "
+                                           r"usually an 'ignore'"):
+        ds[1]
+
+
+@pytest.mark.fault(cls="bad dataset",
+                   case="phone JPEG stored rotated (EXIF Orientation 6): the size mismatch names "
+                        "the tag and exif_transpose, not a resize")
+def test_exif_rotated_photo_names_the_orientation_not_a_resize(city):
+    photo = Image.open(city / "train_img/s0.png").convert("RGB").transpose(Image.Transpose.ROTATE_270)
+    exif = Image.Exif()
+    exif[0x0112] = 6   # the camera stored portrait pixels (32x64); viewers show them turned
+    (city / "train_img/s0.png").unlink()
+    photo.save(city / "train_img/s0.jpg", exif=exif.tobytes(), quality=95)
+    Image.new("RGB", (32, 64)).save(city / "train_img/s1.png")   # transposed, no EXIF
+    e = str(_err(city))
+    assert "train_img/s0.jpg has EXIF Orientation 6: it is stored rotated" in e
+    assert "PIL.ImageOps.exif_transpose" in e
+    line0 = next(ln for ln in e.splitlines() if "train_label/s0.png" in ln)
+    line1 = next(ln for ln in e.splitlines() if "train_label/s1.png" in ln)
+    assert "resize them" not in line0 and "resize them to one size" in line1
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
+    with pytest.raises(DatasetError, match=r"image 32x64.*s0.jpg has EXIF Orientation 6.*"
+                                           r"exif_transpose"):
+        ds[0]   # geometry is never changed silently: the loader refuses it the same way

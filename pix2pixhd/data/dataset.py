@@ -40,7 +40,12 @@ from pix2pixhd.errors import UserError
 from pix2pixhd.paths import check_name
 
 ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
-RGB_MODES = ("RGB", "L", "P")   # converted to RGB on load
+# Photos are converted to RGB on load (``convert('RGB')``, as the reference does): any 8-bit mode
+# PIL converts is taken. RGBA/LA/PA lose their alpha (the stored colour of a transparent pixel is
+# what trains, as in the reference); CMYK/YCbCr (JPEGs) become RGB. Refused: 16-bit and float
+# modes, which the conversion clips to 255 instead of scaling.
+PHOTO_MODES = ("RGB", "L", "P", "RGBA", "LA", "PA", "CMYK", "YCbCr", "RGBX", "RGBa", "1")
+DOMAIN_MODES = ("RGB", "L", "P")   # the unaligned layout's images (to RGB, or L for 1 channel)
 
 
 class DatasetError(UserError, ValueError):
@@ -100,6 +105,8 @@ class PairedDataset(torch.utils.data.Dataset):
         self.label_dtype = np.uint8 if label_nc <= 256 else np.int32
         # roles read as integer id maps (one channel); the rest are photos, converted to RGB
         self._id_roles = ("inst", "label") if label_nc > 0 and palette is None else ("inst",)
+        # source (w, h) by a record's first file, as validation read it (check_batch_sizes reuses it)
+        self.source_sizes: dict[str, tuple[int, int]] = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -128,9 +135,8 @@ class PairedDataset(torch.utils.data.Dataset):
                                f"or remove it. {_FIND_ALL.format(root=self.root)}") from e
         if role in self._id_roles and im.mode not in ID_MODES:
             raise DatasetError(f"{path}: this {what} has mode {im.mode} ({len(im.getbands())} "
-                               f"channel(s)); an id map has one channel (modes {', '.join(ID_MODES)})"
-                               + ("; a colour-coded label map needs palette= (--palette)"
-                                  if role == "label" else "") + f". {_FIND_ALL.format(root=self.root)}")
+                               f"channel(s)); an id map has one channel (modes {', '.join(ID_MODES)}); "
+                               f"{_mode_fix(self, role, im)}. {_FIND_ALL.format(root=self.root)}")
         return im
 
     def _read(self, rec):
@@ -141,15 +147,18 @@ class PairedDataset(torch.utils.data.Dataset):
             a, b = ab.crop((0, 0, w2, h)), ab.crop((w2, 0, 2 * w2, h))
             src, tgt = (a, b) if self.direction == "AtoB" else (b, a)
             return {"label": src, "image": tgt}
-        out = {"label": self._open(rec["label"], "label"), "image": _rgb(self._open(rec["image"], "image"))}
+        out = {"label": self._open(rec["label"], "label"), "image": self._open(rec["image"], "image")}
         if self.use_inst:
             out["inst"] = self._open(rec["inst"], "inst")
         if self.load_features:
-            out["feat"] = _rgb(self._open(rec["feat"], "feat"))
+            out["feat"] = self._open(rec["feat"], "feat")
         mismatch = _size_mismatch({r: im.size for r, im in out.items()})
-        if mismatch:
-            raise DatasetError(f"{rec['label']}: partners differ in size ({mismatch}); resize them to "
-                               f"one size. {_FIND_ALL.format(root=self.root)}")
+        if mismatch:   # before the RGB conversion, which would drop the EXIF the fix may name
+            raise DatasetError(f"{rec['label']}: partners differ in size ({mismatch}); "
+                               f"{_size_fix(out, rec, self)}. {_FIND_ALL.format(root=self.root)}")
+        out["image"] = _rgb(out["image"])
+        if "feat" in out:
+            out["feat"] = _rgb(out["feat"])
         return out
 
     def __getitem__(self, key):
@@ -174,8 +183,10 @@ class PairedDataset(torch.utils.data.Dataset):
                 if lo < 0 or hi >= self.label_nc:
                     bad = hi if hi >= self.label_nc else lo
                     raise DatasetError(f"label id {bad} in {rec['label']} is outside [0, label_nc="
-                                       f"{self.label_nc}); set label_nc {max(hi + 1, self.label_nc)} "
-                                       f"or remap ids. {_FIND_ALL.format(root=self.root)}")
+                                       f"{self.label_nc}); "
+                                       + (_id_fix(hi, self.label_nc) if hi >= self.label_nc else
+                                          f"set label_nc {self.label_nc} or remap ids")
+                                       + f". {_FIND_ALL.format(root=self.root)}")
             ids = T.apply_ids(ids, g)
             if ids.dtype != self.label_dtype:
                 ids = ids.astype(self.label_dtype)
@@ -249,6 +260,66 @@ def _size_mismatch(sizes: dict[str, tuple[int, int]]) -> str | None:
     return None if ok else ", ".join(f"{r} {w}x{h}" for r, (w, h) in sizes.items())
 
 
+EXIF_ORIENTATION = 0x0112
+_TRANSPOSING = (5, 6, 7, 8)   # EXIF orientations that swap width and height (90/270 degree turns)
+
+
+def _orientation(im: Image.Image) -> int | None:
+    """The EXIF Orientation tag of ``im`` (1 = as stored), or None when it has none."""
+    try:
+        return im.getexif().get(EXIF_ORIENTATION)
+    except Exception:   # a damaged EXIF block: no usable tag
+        return None
+
+
+def _size_fix(ims: dict[str, Image.Image], rec: dict, ds) -> str:
+    """The fix for partners of different sizes: 'resize them to one size', unless the mismatch is
+    a transposition and a partner carries an EXIF Orientation that turns it by 90 degrees. Such a
+    file (a phone photo) is stored rotated: viewers show it turned, this loader (like the
+    reference's) reads the stored pixels. Resizing would be the wrong fix; applying the orientation
+    once, when preparing the data, is the right one. Nothing is rotated here: geometry never
+    changes silently."""
+    sizes = {r: im.size for r, im in ims.items() if r != "feat"}
+    turned = []
+    for role, im in ims.items():
+        o = _orientation(im)
+        others = [s for r, s in sizes.items() if r != role]
+        if o in _TRANSPOSING and im.size[::-1] != im.size and im.size[::-1] in others:
+            turned.append(f"{_rel(ds, rec[role])} has EXIF Orientation {o}")
+    if not turned:
+        return "resize them to one size"
+    return (f"{', '.join(turned)}: it is stored rotated (viewers turn it by the tag; training reads "
+            f"the stored pixels), so apply the orientation when preparing the data, e.g. "
+            f"PIL.ImageOps.exif_transpose(im).save(...), rather than resizing")
+
+
+def _id_fix(top: int, label_nc: int) -> str:
+    """The fix for label id ``top`` >= label_nc. Id 255 is usually an 'ignore' id (Cityscapes'
+    trainIds, many tools' 'void'), to remap to a class rather than widen label_nc to 256: that
+    would give the generator 256 one-hot input channels, nearly all of them empty classes."""
+    if top != 255:
+        return f"set label_nc {top + 1} or remap ids"
+    return ("255 is usually an 'ignore' (void) id, e.g. in Cityscapes trainIds: remap it to a void "
+            "class below label_nc when preparing the data (a mapping such as ids[ids == 255] = 0, "
+            "or a lookup table old id -> class); set label_nc 256 only if 255 is a real class (the "
+            "generator then takes 256 input channels)")
+
+
+def _mode_fix(ds, role: str, im: Image.Image) -> str:
+    """What to save a file as whose mode :func:`_wanted_modes` refuses."""
+    if role == "inst":
+        return ("save it as a one-channel PNG of instance ids (8-bit grey, or 16-bit for ids above "
+                "255)")
+    if role == "label" and ds.label_nc > 0:
+        if ds.palette is not None:
+            return "save it as an RGB PNG (no alpha) of the palette's colours"
+        return (("a colour-coded label map? pass palette= (--palette); otherwise " if
+                 len(im.getbands()) >= 3 else "") +
+                "save the ids as an 8-bit grey (mode L) PNG, 16-bit for ids above 255")
+    deep = " (16-bit and float values would be clipped to 255, not scaled)" if im.mode[0] in "IF" else ""
+    return f"save it as an 8-bit RGB or grey PNG or JPEG{deep}"
+
+
 def _rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")   # convert() copies even RGB -> RGB
 
@@ -320,15 +391,76 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     ds = (UnalignedDataset(layout, cfg, is_train=is_train) if mode == "unaligned" else
           PairedDataset(layout, cfg, palette=pal, is_train=is_train))
     if validate != "off":
-        validate_dataset(ds, level=validate)
+        ds.source_sizes = validate_dataset(ds, level=validate)["source_sizes"]
     return ds
+
+
+def _source_size(ds: PairedDataset, rec: dict) -> tuple[int, int] | None:
+    """(w, h) a sample is cut from (an AB image's half), from validation's reading or the header;
+    None when the file cannot be opened (validation or the loader names it)."""
+    key = str(next(iter(rec.values())))
+    if key in ds.source_sizes:
+        return ds.source_sizes[key]
+    try:
+        with Image.open(key) as im:
+            w, h = im.size
+    except Exception:
+        return None
+    return (w // 2, h) if "ab" in rec else (w, h)
+
+
+def check_batch_sizes(ds: PairedDataset, batch_size: int, num_threads: int = 4) -> None:
+    """Raise DatasetError, when ``batch_size`` > 1, if the samples come out in more than one size.
+
+    A batch stacks its samples, so mixed sizes (``resize_or_crop='none'`` or ``'scale_width'``
+    on images of several sizes or aspect ratios, ``'crop'`` on images smaller than fineSize)
+    would stop training at the first mixed batch, mid-epoch. A sample's size follows from its
+    source size and the options alone (never from the random crop), so the check is exact and
+    reads only file headers, or none: the sizes validation read are reused. The error names two
+    files with their sizes and the fixes. Unaligned datasets: each domain on its own (A and B
+    are stacked separately). Training runs it where it validates (rank 0, unless --validate off).
+    """
+    if batch_size <= 1:
+        return
+    mode, m = ds.resize_or_crop, ds.required_multiple
+    recs = ds.all_records()
+    with ThreadPoolExecutor(num_threads) as pool:   # headers only for files validation did not read
+        srcs = list(pool.map(lambda r: _source_size(ds, r), recs))
+    by_domain: dict[str, dict] = defaultdict(dict)   # domain -> output (w, h) -> [(file, source)]
+    for rec, src in zip(recs, srcs):
+        if src is not None:
+            out = T.output_size(*src, mode, ds.loadSize, ds.fineSize, m)
+            first = _rel(ds, next(iter(rec.values())))
+            by_domain[next(iter(rec))].setdefault(out, []).append((first, src))
+    for by_out in by_domain.values():
+        if len(by_out) < 2:
+            continue
+        common = sorted(by_out.items(), key=lambda kv: -len(kv[1]))   # most samples first
+        named = [f"{files[0][0]} ({files[0][1][0]}x{files[0][1][1]}) becomes {w}x{h}"
+                 for (w, h), files in common[:2]]
+        counts = ", ".join(f"{w}x{h} ({len(files)})" for (w, h), files in common[:5])
+        fixes = ["--batchSize 1"]
+        if mode in ("crop", "scale_width_and_crop"):
+            side = min(min(T.resized_size(*src, mode, ds.loadSize, m))
+                       for files in by_out.values() for _, src in files)
+            if side >= m:
+                fixes.append(f"--fineSize {side // m * m} or less (the smallest side is {side}, so "
+                             f"every sample is cropped to fineSize x fineSize)")
+        fixes += ["--resize_or_crop resize_and_crop (every image to loadSize x loadSize, cropped to "
+                  "fineSize x fineSize)", "resize the files to one size"]
+        raise DatasetError(
+            f"{ds.describe()}: samples come out in {len(by_out)} sizes with resize_or_crop={mode} "
+            f"(loadSize {ds.loadSize}, fineSize {ds.fineSize}), but a batch (--batchSize "
+            f"{batch_size}) stacks samples of one size: {named[0]}, {named[1]}; output sizes "
+            f"(samples): {counts}{' ...' if len(common) > 5 else ''}. Fix: {'; or '.join(fixes)}",
+            [("mixed sizes", str(ds.root / common[i][1][0][0]), named[i]) for i in range(2)])
 
 
 # -- validation and statistics ------------------------------------------------------------------
 def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList | None = None):
     """(problems, stats) of one sample. Reads headers, and with ``decode`` every pixel; label
     ids below label_nc that ``classes`` (the dataset's classes.json) does not name are flagged."""
-    problems, sizes, ids = [], {}, None
+    problems, sizes, opened, ids = [], {}, {}, None
     n_inst = 0
     roles = ({"ab": "AB image"} if "ab" in rec else {d: ROLE_NAMES[d] for d in ("A", "B") if d in rec}
              or {"label": "label", "image": "image", "inst": "instance map", "feat": "feature map"})
@@ -345,14 +477,12 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
             problems.append(("unreadable", str(p), f"{rel}: cannot read ({type(e).__name__}: {e}); "
                                                    f"re-export or remove it"))
             continue
-        sizes[role] = im.size
+        sizes[role], opened[role] = im.size, im
         want = _wanted_modes(ds, role)
         if im.mode not in want:
-            bands = len(im.getbands())
-            hint = (" (a colour-coded label map? pass palette=)" if role == "label" and bands >= 3
-                    and ds.palette is None else "")
             problems.append(("wrong channels", str(p), f"{rel}: {what} has mode {im.mode} "
-                             f"({bands} channel(s)); expected one of {want}{hint}"))
+                             f"({len(im.getbands())} channel(s)); expected one of {want}: "
+                             f"{_mode_fix(ds, role, im)}"))
             continue
         if decode and role == "label" and ds.label_nc > 0:
             ids = _label_ids(ds, im)
@@ -360,7 +490,7 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                 top, low = max(ids), min(ids)
                 if top >= ds.label_nc:
                     problems.append(("ids >= label_nc", str(p), f"label id {top} in {rel} is >= "
-                                     f"label_nc={ds.label_nc}; set label_nc {top + 1} or remap ids"))
+                                     f"label_nc={ds.label_nc}; {_id_fix(top, ds.label_nc)}"))
                 if low < 0:
                     problems.append(("ids < 0", str(p), f"label id {low} in {rel} is negative; "
                                      "remap ids to 0..label_nc-1"))
@@ -382,7 +512,7 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
     if desc:
         problems.append(("size mismatch", str(next(iter(rec.values()))),
                          f"{_rel(ds, next(iter(rec.values())))}: partners differ in size ({desc}); "
-                         f"resize them to one size"))
+                         f"{_size_fix(opened, rec, ds)}"))
     src = None
     if not desc and any(r != "feat" for r in sizes):
         w, h = next(s for r, s in sizes.items() if r != "feat")
@@ -419,9 +549,13 @@ def _rel(ds, p) -> str:
 
 
 def _wanted_modes(ds, role):
+    """The modes validation takes for ``role``: id maps, palette colours, or photos (converted to
+    RGB on load, see PHOTO_MODES; the unaligned layout's A and B images: DOMAIN_MODES)."""
     if role == "label" and ds.label_nc > 0:
         return ("RGB", "P") if ds.palette is not None else ID_MODES
-    return ID_MODES if role == "inst" else RGB_MODES
+    if role in ("A", "B"):
+        return DOMAIN_MODES
+    return ID_MODES if role == "inst" else PHOTO_MODES
 
 
 def _label_ids(ds, im) -> Counter | None:
@@ -438,8 +572,9 @@ def _label_ids(ds, im) -> Counter | None:
 
 
 def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
-    """Check every file of ``ds``: (problems, stats). stats: n, sizes Counter, id pixel Counter
-    (unaligned: n counts domain A's images, n_B domain B's).
+    """Check every file of ``ds``: (problems, stats). stats: n, sizes Counter, id pixel Counter,
+    source_sizes (a record's first file -> its source (w, h)) (unaligned: n counts domain A's
+    images, n_B domain B's).
 
     ``problems`` also holds notices (kinds in ``NOTICE_KINDS``: entries that are not samples);
     :func:`fatal_problems` keeps the rest."""
@@ -457,17 +592,20 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
         problems.append(("label_nc", str(classes.path), f"{classes.path} says label_nc="
                          f"{classes.label_nc} but label_nc={ds.label_nc} was given; set label_nc "
                          f"{classes.label_nc}"))
-    sizes, ids, n_inst = Counter(), Counter(), 0
+    sizes, ids, n_inst, source_sizes = Counter(), Counter(), 0, {}
     decode = level == "full"
+    recs = ds.all_records()
     with ThreadPoolExecutor(num_threads) as pool:   # PIL decodes without the GIL
-        for p, st in pool.map(lambda r: _check_record(ds, r, decode, classes), ds.all_records()):
+        for rec, (p, st) in zip(recs, pool.map(lambda r: _check_record(ds, r, decode, classes), recs)):
             problems += p
             if st["size"]:
                 sizes[st["size"]] += 1
+                source_sizes[str(next(iter(rec.values())))] = st["size"]
             if st["ids"]:
                 ids.update(st["ids"])
             n_inst += st["n_inst"]
-    stats = {"n": len(ds.records), "sizes": sizes, "ids": ids, "instances": n_inst}
+    stats = {"n": len(ds.records), "sizes": sizes, "ids": ids, "instances": n_inst,
+             "source_sizes": source_sizes}   # by a record's first file
     if isinstance(ds, UnalignedDataset):
         stats["n_B"] = len(ds.records_B)
     return problems, stats

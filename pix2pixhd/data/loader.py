@@ -14,7 +14,9 @@ import random
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, default_collate
+
+from pix2pixhd.data.dataset import DatasetError
 
 
 class ResumableSampler(Sampler):
@@ -81,6 +83,35 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def collate(batch: list[dict]):
+    """``default_collate``, except that samples of different sizes raise DatasetError naming two
+    of the files, their sizes and the fixes, where torch says only 'stack expects each tensor to
+    be equal size'. :func:`pix2pixhd.data.check_batch_sizes` refuses such a dataset before
+    training; this is what a run that skipped it (``--validate off``) meets at the first mixed
+    batch. Runs in the worker; the error reaches the training process with its message."""
+    try:
+        return default_collate(batch)
+    except RuntimeError:
+        if not (batch and all(isinstance(s, dict) for s in batch)):
+            raise
+        for key, value in batch[0].items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            other = next((s for s in batch if s[key].shape != value.shape), None)
+            if other is not None:
+                where = "path_B" if key == "B" else "path"
+
+                def named(s):
+                    return f"{s.get(where, '?')} gives {key} {s[key].shape[-1]}x{s[key].shape[-2]}"
+                raise DatasetError(
+                    f"samples of one batch differ in size: {named(batch[0])}, {named(other)}; a "
+                    f"batch ({len(batch)} samples) stacks samples of one size. Fix: --batchSize 1, "
+                    f"or a resize_or_crop that gives one size (resize_and_crop), or resize the files "
+                    f"to one size. Validation (--validate headers or full) refuses such a dataset "
+                    f"before training, naming the sizes") from None
+        raise
+
+
 def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: int, seed: int = 0,
                       drop_last: bool = False, sampler=None, pin_memory: bool | None = None,
                       prefetch_factor: int = 2) -> DataLoader:
@@ -89,7 +120,8 @@ def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: i
     With no ``sampler`` a :class:`ResumableSampler` is made (``loader.sampler``); call
     ``loader.sampler.set_epoch(epoch, skip=batches_done * batch_size)`` before each epoch.
     ``pin_memory`` defaults to whether CUDA is available; workers are persistent when
-    ``num_workers > 0``.
+    ``num_workers > 0``. Batches are made by :func:`collate` (samples of different sizes: a
+    DatasetError naming them).
     """
     if sampler is None:
         sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=seed)
@@ -99,6 +131,8 @@ def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: i
     if num_workers > 0:
         kw = dict(persistent_workers=True, prefetch_factor=prefetch_factor,
                   worker_init_fn=_worker_init)
+    if batch_size is not None:   # None: no batching, samples pass through default_convert
+        kw["collate_fn"] = collate
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=drop_last,
                       generator=torch.Generator().manual_seed(seed), **kw)

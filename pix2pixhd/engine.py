@@ -23,24 +23,26 @@ What runs where:
   * Memory: at most ``max_pending`` decoded maps wait for a batch and ``max_inflight`` outputs
     wait for a writer, whatever the number of inputs. What grows with the input count is the
     bookkeeping: the sorted list of input names and, on a rerun, the set of finished outputs
-    (about 200 bytes per input).
+    with their inputs' fingerprints (a few hundred bytes per input).
 
 Output (``out``): a dataset ``pix2pixhd.data`` reads back for training — the cityscapes layout
 ``{phase}_label`` (the label ids the generator saw), ``{phase}_inst`` (instance maps, when there
 are any), ``{phase}_img`` (the synthesized photos); for photo inputs (label_nc 0) the rgb_pairs
 layout ``{phase}_A`` (input) / ``{phase}_B`` (synthesized) — plus ``classes.json``,
-``synthesis.json`` (the job: checkpoint and its hash, seed, samples, options) and
-``manifest.jsonl``: one line per output (input, output and partner files, sample index, seed,
-cluster choices, checkpoint and its hash, status ``ok`` with size and sha256, or ``skipped`` with
-the reason). With ``num_samples`` K > 1 every output (and its partners) is named
-``<stem>_<k>.png``.
+``synthesis.json`` (the job: checkpoint and its hash, the input folders, seed, samples, options)
+and ``manifest.jsonl``: one line per output (input, output and partner files, the input files'
+names, sizes and mtimes, sample index, seed, cluster choices, checkpoint and its hash, status
+``ok`` with size and sha256, or ``skipped`` with the reason). With ``num_samples`` K > 1 every
+output (and its partners) is named ``<stem>_<k>.png``.
 
 Ranks (torchrun): every rank lists the same inputs, takes every world-th of those still to do,
 and appends to its own ``manifest.parts/rank<R>.jsonl``; after a barrier rank 0 merges the parts
-into ``manifest.jsonl``. Resume: a rerun of the same job (same ``synthesis.json`` digest) reads
-the manifest and the parts, keeps every output whose line says ``ok`` and whose file has the
-recorded size, removes the ``*.tmp`` of writes that were killed, and does the rest; a killed run
-loses only the images that were in flight. Another job in the same folder is refused unless
+into ``manifest.jsonl``. Resume: a rerun of the same job (same ``synthesis.json`` digest, which
+covers the resolved input folders) reads the manifest and the parts, keeps every output whose
+line says ``ok``, whose file has the recorded size and whose input files still have the recorded
+size and mtime (an input edited or replaced in place is redone), removes the ``*.tmp`` of writes
+that were killed, and does the rest; a killed run loses only the images that were in flight.
+Another job in the same folder (another checkpoint, options or input folder) is refused unless
 ``overwrite``.
 """
 from __future__ import annotations
@@ -60,7 +62,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pix2pixhd.data.layouts import IMG_EXTS, list_folder, stem_key
+from pix2pixhd.data.dataset import ID_MODES, _wanted_modes
+from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, list_folder, stem_key
 from pix2pixhd.errors import ConfigError, InputError, MissingInputError
 from pix2pixhd.synthesis import Synthesizer, png_bytes, sample_seed
 
@@ -147,7 +150,10 @@ class FolderSource(torch.utils.data.Dataset):
 
     ``self[i]``: {'i', 'label' uint8/int32 [1, H, W] ids or uint8 [C, H, W] photo, 'inst' int32
     [1, H, W] or None, 'image' uint8 [3, H, W] or None, 'label_copy'/'inst_copy': the source file
-    when it can be copied to the output as it is, 'error': None or why the input is skipped}.
+    when it can be copied to the output as it is (it is what the generator read), 'inputs': the
+    fingerprint of the files read (``input_fingerprint``), 'error': None or why the input is
+    skipped}. Label maps are decoded as training decodes them; photos are taken in the modes
+    training takes them in (see ``_label_ids``, ``_check_photo_mode``).
     """
 
     def __init__(self, job: SynthesisJob, cfg, *, needs_inst: bool, needs_image: bool):
@@ -208,24 +214,28 @@ class FolderSource(torch.utils.data.Dataset):
                              "place):\n  " + "\n  ".join(bad[:max_listed]) + more +
                              "\nresize them to their label maps' size, or leave --real out")
 
+    def input_files(self, i: int) -> list[str | None]:
+        """The files whose contents decide output ``i``'s bytes: the map, its instance map (with
+        --inst) and its real photo (when the generator encodes it); None for a partner that is
+        missing (the input is then skipped)."""
+        files = [self.files[i]]
+        if self.inst_dir is not None:
+            files.append(_str(self.inst_index.get(self.stems[i])))
+        if self.needs_image:
+            files.append(_str(self.real_index.get(self.stems[i])))
+        return files
+
     def __getitem__(self, i: int) -> dict:
         item = {"i": i, "label": None, "inst": None, "image": None, "label_copy": None,
-                "inst_copy": None, "error": None}
+                "inst_copy": None, "error": None,
+                "inputs": input_fingerprint(self.input_files(i))}   # before reading: see there
         path = self.files[i]
         try:
             im = _open(path)
             if self.label_nc > 0:
-                if len(im.getbands()) == 1:
-                    ids = np.array(im)
-                    item["label_copy"] = path if path.lower().endswith(".png") else None
-                elif self.palette is not None and im.mode in ("RGB", "P", "RGBA"):
-                    from pix2pixhd.data.layouts import decode_palette
-                    ids = decode_palette(np.asarray(im.convert("RGB")), self.palette)
-                else:
-                    raise InputError(f"a {im.mode} image ({len(im.getbands())} channels), but this "
-                                     f"checkpoint takes label ids (label_nc={self.label_nc}): give "
-                                     "single-channel id maps (convert colour maps with the dataset "
-                                     "tools, or pass the dataset root with --dataroot)")
+                ids = self._label_ids(im)
+                # the file is what the generator saw only when its pixels are the ids
+                item["label_copy"] = path if self.palette is None and path.lower().endswith(".png") else None
                 lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
                 if hi >= self.label_nc or lo < 0:
                     bad = hi if hi >= self.label_nc else lo
@@ -236,26 +246,24 @@ class FolderSource(torch.utils.data.Dataset):
                 ids = ids.astype(np.uint8 if self.label_nc <= 256 else np.int32, copy=False)
                 item["label"] = torch.from_numpy(np.ascontiguousarray(ids))[None]
             else:
-                bands = len(im.getbands())
-                if self.input_nc == 3 and (bands == 1 and im.mode != "P" or bands == 4):
-                    what = ("a single-channel image (mode %s): an id map?" % im.mode if bands == 1
-                            else "an image with an alpha channel (%s)" % im.mode)
-                    raise InputError(f"{what} This checkpoint takes RGB images (label_nc=0): give "
-                                     "RGB photos" + (", or a checkpoint trained on label maps"
-                                                     if bands == 1 else "; save it as RGB"))
-                im = im.convert("L" if self.input_nc == 1 else "RGB")
+                want = self._check_photo_mode(im)
+                copy = im.mode == want and path.lower().endswith(".png")
+                im = im if im.mode == want else im.convert(want)
                 a = np.array(im)
                 item["label"] = torch.from_numpy(np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1)))
-                item["label_copy"] = path if path.lower().endswith(".png") else None
+                # the partner in {phase}_A is the image the generator read: the file itself only
+                # when it is that image (an LA, P or RGB-for-a-grey-generator file is converted)
+                item["label_copy"] = path if copy else None
             size = im.size
             if self.inst_dir is not None:
                 ip = self.inst_index.get(self.stems[i])
                 if ip is None:
                     raise InputError(f"no instance map named {self.stems[i]}.* in --inst {self.inst_dir}")
                 inst_im = _open(ip)
-                if len(inst_im.getbands()) != 1:
+                if inst_im.mode not in ID_MODES:
                     raise InputError(f"instance map {ip} is a {inst_im.mode} image; instance maps are "
-                                     "single-channel id maps")
+                                     f"single-channel id maps (modes {', '.join(ID_MODES)}, as training "
+                                     "reads them): save it as a 16-bit (I;16) or 8-bit (L) PNG of ids")
                 if inst_im.size != size:
                     raise InputError(f"instance map {ip} is {inst_im.size[0]}x{inst_im.size[1]}, the "
                                      f"label map {size[0]}x{size[1]}")
@@ -279,6 +287,51 @@ class FolderSource(torch.utils.data.Dataset):
             item.update(label=None, inst=None, image=None, error=_reason(e))
         return item
 
+    def _label_ids(self, im: Image.Image) -> np.ndarray:
+        """A label map's ids, decoded as training decodes them (``pix2pixhd.data``'s PairedDataset):
+        with the checkpoint's palette, the colours of an RGB or P image (a P image's pixels are
+        indices into its own palette, not ids) through ``decode_palette``; without one, the pixels
+        of a one-channel id map. The modes accepted are the ones training's validation accepts
+        (``_wanted_modes``), so a map synthesis reads is one training would have read the same way."""
+        modes = _wanted_modes(self, "label")
+        if im.mode not in modes:
+            bands = len(im.getbands())
+            if self.palette is None and bands > 1:
+                raise InputError(f"a {im.mode} image ({bands} channels), but this checkpoint takes label "
+                                 f"ids (label_nc={self.label_nc}): give single-channel id maps (convert "
+                                 "colour maps with the dataset tools, or pass the dataset root with "
+                                 "--dataroot)")
+            what = f"a {im.mode} image" + (" (bilevel)" if im.mode == "1" else f" ({bands} channel(s))")
+            fix = ("save it as RGB in the palette's colours" if self.palette is not None else
+                   "save it as an 8-bit id map (mode L), or 16-bit (I;16) for ids above 255")
+            raise InputError(f"{what}: training does not read it as a label map either (modes "
+                             f"{', '.join(modes)}); {fix}")
+        if self.palette is not None:
+            return decode_palette(np.asarray(im.convert("RGB")), self.palette)
+        return np.array(im)
+
+    def _check_photo_mode(self, im: Image.Image) -> str:
+        """The mode the generator reads a photo input in ('RGB', or 'L' for one input channel),
+        after refusing what training refuses as a photo (the data module's ``_wanted_modes``:
+        its validation's list, which the file is then converted from) and, for an RGB generator,
+        grey images (L, LA, 1, 16-bit or float), which are more often id maps given to the wrong
+        checkpoint than grey photos."""
+        want = "L" if self.input_nc == 1 else "RGB"
+        bands = im.getbands()
+        if want == "RGB" and bands[0] in ("L", "1", "I", "F"):
+            what = "a single-channel image" if len(bands) == 1 else "a grey image with alpha"
+            raise InputError(f"{what} (mode {im.mode}): an id map? This checkpoint takes RGB images "
+                             "(label_nc=0): give RGB photos (a grey photo: save it as RGB), or a "
+                             "checkpoint trained on label maps")
+        modes = _wanted_modes(self, "label")   # label_nc 0: the photo modes training reads
+        if im.mode not in modes:
+            deep = (" (16-bit and float values would be clipped to 255, not scaled)"
+                    if im.mode[0] in "IF" else "")
+            raise InputError(f"a {im.mode} image ({len(bands)} channel(s)): training does not read it "
+                             f"as a photo either (modes {', '.join(modes)}); save it as an 8-bit "
+                             f"{want} PNG or JPEG{deep}")
+        return want
+
 
 def _reason(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
@@ -288,6 +341,30 @@ def _reason(e: BaseException) -> str:
 def _index(folder) -> dict[str, Path]:
     files, _ = list_folder(Path(folder), Path(folder))
     return {stem_key(p): p for p in files}
+
+
+def _str(p) -> str | None:
+    return None if p is None else str(p)
+
+
+def input_fingerprint(files) -> list[list]:
+    """[[name, size, mtime_ns], ...] of an output's input files (size and mtime None for a file
+    that is missing or cannot be stat'ed), recorded in its manifest line: on a rerun the output
+    is complete only if its inputs still have these, so an input replaced or edited in place is
+    redone. The folders themselves are in the job (``job_identity``). Taken before the files are
+    read, so a file changed while it was read has a newer fingerprint than the one recorded and is
+    redone next time. size + mtime, not a hash: a rerun stats every input instead of reading it."""
+    fp = []
+    for f in files:
+        if f is None:
+            fp.append([None, None, None])
+            continue
+        try:
+            st = os.stat(f)
+            fp.append([os.path.basename(f), st.st_size, st.st_mtime_ns])
+        except OSError:
+            fp.append([os.path.basename(f), None, None])
+    return fp
 
 
 class DatasetSource(torch.utils.data.Dataset):
@@ -336,17 +413,31 @@ class DatasetSource(torch.utils.data.Dataset):
     def check_real_sizes(self) -> None:
         pass   # the dataset's own photos: validation checked their sizes
 
+    def input_files(self, i: int) -> list[str | None]:
+        """The files whose contents decide output ``i``'s bytes (see FolderSource.input_files)."""
+        rec = self.records[i]
+        if self.domain is not None:
+            return [self.files[i]]
+        files = [self.files[i]] + ([_str(rec.get("inst"))] if "inst" in rec else [])
+        return files + ([_str(rec.get("image"))] if self.needs_image else [])
+
     def __getitem__(self, i: int) -> dict:
         item = {"i": i, "label": None, "inst": None, "image": None, "label_copy": None,
-                "inst_copy": None, "error": None}
+                "inst_copy": None, "error": None, "inputs": input_fingerprint(self.input_files(i))}
         rec = self.records[i]
+        copy = self.copy_label and self.files[i].lower().endswith(".png")
         try:
             if self.domain is not None:
                 im = self.ds._open(rec[self.domain], self.domain)   # the data module's reader
-                im = im.convert("L") if self.ds.channels[self.domain] == 1 else im.convert("RGB")
+                want = "L" if self.ds.channels[self.domain] == 1 else "RGB"
+                copy = copy and im.mode == want      # the partner is the image the generator read
+                im = im if im.mode == want else im.convert(want)
                 a = np.array(im)
                 item["label"] = torch.from_numpy(np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1)))
             else:
+                if copy and self.label_nc == 0:      # rgb_pairs: the data module reads {phase}_A as RGB
+                    with Image.open(self.files[i]) as head:
+                        copy = head.mode == "RGB"
                 s = self.ds[i]          # records[:how_many] keeps the dataset's indices
                 item["label"] = s["label"].contiguous()
                 if "inst" in s:
@@ -359,7 +450,7 @@ class DatasetSource(torch.utils.data.Dataset):
                         item["inst_copy"] = self.files[i]
                 if self.needs_image:
                     item["image"] = s["image"].contiguous()
-            if self.copy_label and self.files[i].lower().endswith(".png"):
+            if copy:
                 item["label_copy"] = self.files[i]
         except Exception as e:
             item.update(label=None, inst=None, image=None, error=_reason(e))
@@ -468,15 +559,36 @@ def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
-def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout") -> dict:
+def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout", *,
+                 reads_real: bool = False) -> dict:
     """What decides an output's bytes: the generator (checkpoint and its hash, which generator,
-    backend, precision, dropout, features) and the job's seed, sample count and output split
-    (``images``: the folder of the synthesized photos). Worker, writer and rank counts are not in
-    it: they change no byte; nor is the batch size (see docs/synthesis.md on rounding)."""
+    backend, precision, dropout, features), the inputs (the resolved ``input`` and ``inst``
+    folders, ``real`` when the generator encodes its photos (``reads_real``), or the ``dataroot``
+    with its ``phase`` and ``direction``) and the job's seed, sample count and output split
+    (``images``: the folder of the synthesized photos). So a rerun with another input folder
+    whose files have the same names is another job, refused (or replaced with ``overwrite``),
+    not a resume that keeps the old outputs. The files' contents are checked per output, by the
+    fingerprint in its manifest line (``input_fingerprint``). Worker, writer and rank counts are
+    not in it: they change no byte; nor are the batch size (see docs/synthesis.md on rounding) and
+    ``how_many`` (a rerun with a larger one extends the job)."""
     ident = dict(identity)
+    folders = {"input": job.input, "inst": job.inst, "real": job.real if reads_real else None,
+               "dataroot": job.dataroot}
+    ident.update({k: str(Path(v).resolve()) for k, v in folders.items() if v is not None})
+    if job.dataroot is not None:
+        ident.update(phase=job.phase, direction=job.direction)
     ident.update(seed=job.seed, num_samples=job.num_samples, split=job.split, images=layout.image_dir)
-    ident["digest"] = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    ident["digest"] = _digest(ident)
     return ident
+
+
+# what job_identity adds for the inputs (older synthesis.json files lack them)
+_INPUT_KEYS = ("input", "inst", "real", "dataroot", "phase", "direction", "digest")
+
+
+def _digest(ident: dict) -> str:
+    return hashlib.sha256(json.dumps({k: v for k, v in ident.items() if k != "digest"},
+                                     sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -502,11 +614,18 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout) -> d
                              "be overwritten; pick a new or empty --out")
     if prev is None or prev.get("digest") == ident["digest"]:
         return None
+    if prev.get("digest") == _digest({k: v for k, v in ident.items() if k not in _INPUT_KEYS}):
+        # written before the inputs were part of a job: the same generator and options, taken as
+        # this job (its outputs carry no input fingerprints: they are kept by name and size)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"note: {out / JOB_FILE} predates input folders in a job's identity; resuming it "
+                  "as this job", file=sys.stderr)
+        return None
     if not job.overwrite:
         diff = sorted(k for k in set(prev) | set(ident) if k != "digest" and prev.get(k) != ident.get(k))
         detail = ", ".join(f"{k}: {prev.get(k)!r} then, {ident.get(k)!r} now" for k in diff[:4])
         raise InputError(f"--out {out} holds the outputs of another synthesis ({detail or 'unreadable '+JOB_FILE}); "
-                         "rerun with the same checkpoint and options to resume it, pass --overwrite "
+                         "rerun with the same checkpoint, inputs and options to resume it, pass --overwrite "
                          "to replace it, or pick another --out")
     return prev
 
@@ -604,7 +723,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
         src.check_real_sizes()
     _collisions(src.stems, src.files)
     layout = OutputLayout(job.split, photo_inputs=cfg.label_nc == 0)
-    ident = job_identity(job, identity or {"checkpoint": None}, layout)
+    ident = job_identity(job, identity or {"checkpoint": None}, layout, reads_real=needs_image)
     out = Path(job.out)
     prev = _check_out_folder(job, ident, layout)
     if rank == 0 and src.ignored:
@@ -628,25 +747,33 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
             err = e
     raise_on_any_rank(err, info)   # a collective under torchrun: every rank stops, or none
 
-    # what is complete already (every rank reads the same files before any rank appends)
-    done: dict[str, int] = {}
+    # what is complete already (every rank reads the same files before any rank appends): an ok
+    # line of this job whose file has the recorded size and whose inputs still have the recorded
+    # fingerprint (an input replaced or edited since is redone)
+    # Lines of a synthesis.json older than input folders in the identity (same generator and
+    # options) carry no fingerprint: kept by name and size, as that version did.
+    legacy = _digest({k: v for k, v in ident.items() if k not in _INPUT_KEYS})
+    done: dict[str, tuple[int, list | None]] = {}
     for rec in _read_lines(_manifest_sources(out)):
-        if rec.get("job") == ident["digest"] and rec.get("status") == "ok":
-            done[rec["output"]] = rec.get("bytes", -1)
+        if rec.get("job") in (ident["digest"], legacy) and rec.get("status") == "ok":
+            done[rec["output"]] = (rec.get("bytes", -1), rec.get("inputs", "legacy"))
     distributed.barrier(info)
 
     K = job.num_samples
     report = SynthesisReport()
     todo: list[tuple[int, list[int]]] = []
     for i, stem in enumerate(src.stems):
-        ks = []
+        ks, fp = [], None
         for k in range(K):
             rel = f"{layout.image_dir}/{OutputLayout.name(stem, k, K)}"
-            size = done.get(rel)
+            size, inputs = done.get(rel, (None, None))
             if size is not None and _size_on_disk(out / rel) == size:
-                report.already_done += 1
-            else:
-                ks.append(k)
+                if fp is None:   # stat the inputs only for outputs that may be complete
+                    fp = input_fingerprint(src.input_files(i))
+                if inputs == fp or inputs == "legacy":
+                    report.already_done += 1
+                    continue
+            ks.append(k)
         if ks:
             todo.append((i, ks))
     del done
@@ -671,10 +798,10 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     raise_on_any_rank(err, info, "failed while synthesizing its shard")
 
     if info.distributed:   # totals over ranks; all_reduce is also the barrier before the merge
-        t = torch.tensor([report.written, report.skipped, report.already_done], dtype=torch.float64,
-                         device=info.device)
+        # (already_done is not summed: every rank counted the same, whole list)
+        t = torch.tensor([report.written, report.skipped], dtype=torch.float64, device=info.device)
         torch.distributed.all_reduce(t)
-        report.written, report.skipped, report.already_done = (int(v) for v in t.tolist())
+        report.written, report.skipped = (int(v) for v in t.tolist())
         distributed.barrier(info)
     if rank == 0:
         report.manifest = merge_manifest(out, ident["digest"])
@@ -829,6 +956,7 @@ def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, ch
         manifest.add({**common, "input": src.source_name(i), "key": src.keys[i], "sample": u.k,
                       "seed": u.seed, "output": out_rel, "label": label_rel, "inst": inst_rel,
                       "clusters": None if choices is None else {str(k): v for k, v in choices.items()},
+                      "inputs": item["inputs"],
                       "status": "ok", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     finally:
         slots.release()

@@ -92,6 +92,64 @@ ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
 SPLIT_ARGS = ("n_splits",)
 
 
+# Shared by the forward and both backward kernels: z and the activation's mask must come from
+# one expression everywhere. The forward once folded rstd * w into one scale while the backward
+# computed ((x - mean) * rstd) * w; near z = 0 the two roundings disagreed on z's sign, so the
+# backward passed gradient where the forward had output 0 and vice versa
+# (test_activation_mask_agrees_between_forward_and_backward).
+
+@triton.jit
+def _affine_params(w_ptr, b_ptr, c, c_mask, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                   BLOCK_C: tl.constexpr):
+    """(w, b) [BLOCK_C] fp32 of channels c: 1 and 0 where there is no weight or bias."""
+    if HAS_W:
+        w = tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    else:
+        w = tl.full([BLOCK_C], 1.0, dtype=tl.float32)
+    if HAS_B:
+        b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    else:
+        b = tl.zeros([BLOCK_C], dtype=tl.float32)
+    return w, b
+
+
+@triton.jit
+def _xhat(v, mean, rstd):
+    """(x - mean) * rstd, not x * rstd - mean * rstd: the latter cancels when |mean| >> std."""
+    return (v - mean[None, :]) * rstd[None, :]
+
+
+@triton.jit
+def _preact(xhat, w, b, res_ptr, offs, m, HAS_RES: tl.constexpr):
+    """z = xhat * w + b (+ residual), the activation's input."""
+    z = xhat * w[None, :] + b[None, :]
+    if HAS_RES:
+        z += tl.load(res_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    return z
+
+
+@triton.jit
+def _act(z, slope, ACT: tl.constexpr):
+    """act(z); NaN stays NaN as in torch (a NaN fails z < 0, so it is kept, never zeroed)."""
+    if ACT == 1:
+        z = tl.where(z < 0, 0.0, z)
+    elif ACT == 2:
+        z = tl.where(z < 0, z * slope, z)
+    return z
+
+
+@triton.jit
+def _act_grad(g, z, slope, ACT: tl.constexpr):
+    """g * act'(z), torch's rule: the gradient passes where z > 0 (relu: exactly where y > 0;
+    z = 0 and NaN pass none, or slope * g for leaky_relu)."""
+    if ACT == 1:
+        g = tl.where(z > 0, g, 0.0)
+    elif ACT == 2:
+        g = tl.where(z > 0, g, g * slope)
+    return g
+
+
+
 @triton.jit(do_not_specialize=SPLIT_ARGS)
 def _stats_kernel(x_ptr, mean_part_ptr, m2_part_ptr,
                   C, L, stride_n, stride_c, stride_p, n_splits, chunk,
@@ -173,13 +231,8 @@ def _fwd_kernel(x_ptr, y_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
     c_mask = c < C
     stat = n.to(tl.int64) * C + c
     mean = tl.load(mean_ptr + stat, mask=c_mask, other=0.0)
-    scale = tl.load(rstd_ptr + stat, mask=c_mask, other=0.0)
-    if HAS_W:
-        scale = scale * tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-    if HAS_B:
-        shift = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-    else:
-        shift = tl.zeros([BLOCK_C], dtype=tl.float32)
+    rstd = tl.load(rstd_ptr + stat, mask=c_mask, other=0.0)
+    w, b = _affine_params(w_ptr, b_ptr, c, c_mask, HAS_W, HAS_B, BLOCK_C)
     p_begin = s * chunk
     p_end = tl.minimum(p_begin + chunk, L)
     base = n.to(tl.int64) * stride_n + c.to(tl.int64)[None, :] * stride_c
@@ -188,14 +241,7 @@ def _fwd_kernel(x_ptr, y_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
         m = (p < p_end)[:, None] & c_mask[None, :]
         offs = base + p.to(tl.int64)[:, None] * stride_p
         v = tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32)
-        # (x - mean) * scale, not x * scale - mean * scale: the latter cancels when |mean| >> std.
-        z = (v - mean[None, :]) * scale[None, :] + shift[None, :]
-        if HAS_RES:
-            z += tl.load(res_ptr + offs, mask=m, other=0.0).to(tl.float32)
-        if ACT == 1:
-            z = tl.where(z > 0, z, 0.0)
-        elif ACT == 2:
-            z = tl.where(z > 0, z, z * slope)
+        z = _act(_preact(_xhat(v, mean, rstd), w, b, res_ptr, offs, m, HAS_RES), slope, ACT)
         tl.store(y_ptr + offs, z.to(y_ptr.dtype.element_ty), mask=m)
 
 
@@ -213,14 +259,7 @@ def _bwd_reduce_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
     mean = tl.load(mean_ptr + stat, mask=c_mask, other=0.0)
     rstd = tl.load(rstd_ptr + stat, mask=c_mask, other=0.0)
     if ACT != 0:
-        if HAS_W:
-            w = tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-        else:
-            w = tl.full([BLOCK_C], 1.0, dtype=tl.float32)
-        if HAS_B:
-            b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-        else:
-            b = tl.zeros([BLOCK_C], dtype=tl.float32)
+        w, b = _affine_params(w_ptr, b_ptr, c, c_mask, HAS_W, HAS_B, BLOCK_C)
     p_begin = s * chunk
     p_end = tl.minimum(p_begin + chunk, L)
     base = n.to(tl.int64) * stride_n + c.to(tl.int64)[None, :] * stride_c
@@ -230,16 +269,10 @@ def _bwd_reduce_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
         p = start + tl.arange(0, BLOCK_P)
         m = (p < p_end)[:, None] & c_mask[None, :]
         offs = base + p.to(tl.int64)[:, None] * stride_p
-        xhat = (tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32) - mean[None, :]) * rstd[None, :]
+        xhat = _xhat(tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32), mean, rstd)
         g = tl.load(gy_ptr + offs, mask=m, other=0.0).to(tl.float32)  # 0 outside the tile
         if ACT != 0:
-            z = xhat * w[None, :] + b[None, :]
-            if HAS_RES:
-                z += tl.load(res_ptr + offs, mask=m, other=0.0).to(tl.float32)
-            if ACT == 1:
-                g = tl.where(z > 0, g, 0.0)
-            else:
-                g = tl.where(z > 0, g, g * slope)
+            g = _act_grad(g, _preact(xhat, w, b, res_ptr, offs, m, HAS_RES), slope, ACT)
         acc_g += g
         acc_gx += g * xhat
     # part is [2, N, n_splits, C] (part_plane = N * n_splits * C): sum(gz), then sum(gz * xhat).
@@ -268,14 +301,7 @@ def _bwd_dx_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, sum
     # plane offset comes precomputed rather than as N.to(tl.int64) * C.)
     mean_g = tl.math.div_rn(tl.load(sums_ptr + stat, mask=c_mask, other=0.0), L * 1.0)
     mean_gx = tl.math.div_rn(tl.load(sums_ptr + sums_plane + stat, mask=c_mask, other=0.0), L * 1.0)
-    if HAS_W:
-        w = tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-    else:
-        w = tl.full([BLOCK_C], 1.0, dtype=tl.float32)
-    if HAS_B:
-        b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-    else:
-        b = tl.zeros([BLOCK_C], dtype=tl.float32)
+    w, b = _affine_params(w_ptr, b_ptr, c, c_mask, HAS_W, HAS_B, BLOCK_C)
     p_begin = s * chunk
     p_end = tl.minimum(p_begin + chunk, L)
     base = n.to(tl.int64) * stride_n + c.to(tl.int64)[None, :] * stride_c
@@ -283,16 +309,10 @@ def _bwd_dx_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, sum
         p = start + tl.arange(0, BLOCK_P)
         m = (p < p_end)[:, None] & c_mask[None, :]
         offs = base + p.to(tl.int64)[:, None] * stride_p
-        xhat = (tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32) - mean[None, :]) * rstd[None, :]
+        xhat = _xhat(tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32), mean, rstd)
         g = tl.load(gy_ptr + offs, mask=m, other=0.0).to(tl.float32)
         if ACT != 0:
-            z = xhat * w[None, :] + b[None, :]
-            if HAS_RES:
-                z += tl.load(res_ptr + offs, mask=m, other=0.0).to(tl.float32)
-            if ACT == 1:
-                g = tl.where(z > 0, g, 0.0)
-            else:
-                g = tl.where(z > 0, g, g * slope)
+            g = _act_grad(g, _preact(xhat, w, b, res_ptr, offs, m, HAS_RES), slope, ACT)
         if STORE_DRES:
             tl.store(dres_ptr + offs, g.to(dres_ptr.dtype.element_ty), mask=m)
         if STORE_DX:
@@ -302,7 +322,8 @@ def _bwd_dx_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, sum
 
 # ---------------------------------------------------------------------------------------------
 # Launchers. Tensors arrive already checked by instance_norm_act.py: x, residual, dy share one
-# dense layout (NCHW or channels-last) described by (stride_n, stride_c, stride_p).
+# dense layout (NCHW or channels-last) described by (stride_n, stride_c, stride_p); weight and
+# bias are contiguous [C] (the kernels read them at w_ptr + c) on x's device.
 
 def layout_strides(x: torch.Tensor) -> tuple[int, int, int]:
     """(stride_n, stride_c, stride_p) of a [N, C, H, W] tensor dense in NCHW or channels-last."""

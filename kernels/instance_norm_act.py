@@ -29,9 +29,10 @@ the first call, whatever the device, and everything runs in PyTorch.
 Set PIX2PIXHD_STRICT_KERNELS=1 to turn those warnings into errors (e.g. in benchmarks and CI on
 GPU machines, where a fallback would make the measured numbers meaningless).
 
-Tensors: x [N, C, H, W] fp32, fp16 or bf16, NCHW or channels-last; y has x's dtype and memory
-format. weight, bias [C] any float dtype (typically fp32 parameters under autocast); residual
-x's shape, any float dtype. Statistics and all arithmetic are fp32, the output is cast once.
+Tensors: x [N, C, H, W] fp32, fp16 or bf16, NCHW or channels-last, H*W > 1; y has x's dtype and
+memory format on every path. weight, bias [C] any float dtype and any strides (typically fp32
+parameters under autocast); residual x's shape, any float dtype; all on x's device. Statistics
+and all arithmetic are fp32 (fp64 for fp64 x), the output is cast once.
 """
 from __future__ import annotations
 
@@ -113,6 +114,17 @@ def _check(x, weight, bias, residual, act, impl):
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"instance_norm_act: residual has shape {tuple(residual.shape)}, x has "
                          f"{tuple(x.shape)}; they must match (the residual is added after the norm)")
+    for name, t in (("weight", weight), ("bias", bias), ("residual", residual)):
+        if t is not None and t.device != x.device:  # a kernel would read another device's address
+            raise ValueError(f"instance_norm_act: {name} is on {t.device}, x on {x.device}; move "
+                             "them to one device")
+    # One pixel per (n, c) normalises to 0 whatever x is: y = act(bias + residual) and x gets no
+    # gradient. nn.InstanceNorm2d (so the native path) refuses it with this same check; every
+    # path does, rather than the Triton and reference paths returning the bias.
+    if x.shape[2] * x.shape[3] == 1:
+        raise ValueError(f"instance_norm_act: x has shape {tuple(x.shape)}; expected more than 1 "
+                         "spatial element, as nn.InstanceNorm2d (over one pixel the norm is 0 "
+                         "whatever x is: an input too small for the network's downsamplings?)")
 
 
 def instance_norm_act_ref(x, weight=None, bias=None, *, act="relu", negative_slope=0.2,
@@ -172,8 +184,16 @@ def _instance_norm_act_eager(x, weight, bias, *, act, negative_slope, eps, resid
     output, and an in-place op on a view makes autograd rebase it (CopySlices + AsStridedBackward:
     a clone, a zero-filled tensor and two copies of the activation per norm in the backward, and
     non-contiguous gradients that the next conv's backward copies again; ~6 % of a CPU step at
-    the reference widths). Peak memory is the same: nothing keeps the norm's output alive."""
+    the reference widths). Peak memory is the same: nothing keeps the norm's output alive.
+
+    Dtypes follow the reference: weight and bias in the compute dtype (fp32, fp64 for fp64 x; the
+    native norm takes fp32 parameters beside fp16/bf16 x but no other mix), a residual of another
+    dtype added to the norm's output as it comes (type promotion) and the result cast to x's dtype
+    once, so y has x's dtype whatever the residual's."""
     fmt = _memory_format(x)
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    weight = weight.to(cdt) if weight is not None else None  # no-ops for fp32 parameters
+    bias = bias.to(cdt) if bias is not None else None
     y = torch.nn.functional.instance_norm(x, weight=weight, bias=bias, eps=eps)
     if fmt == torch.channels_last and x.shape[0] == 1:  # the one case PyTorch gets wrong
         y = _ContiguousGrad.apply(y)
@@ -183,7 +203,7 @@ def _instance_norm_act_eager(x, weight, bias, *, act, negative_slope, eps, resid
         y = torch.relu(y)
     elif act == "leaky_relu":
         y = torch.nn.functional.leaky_relu(y, negative_slope)
-    return y.contiguous(memory_format=fmt)
+    return y.to(x.dtype).contiguous(memory_format=fmt)
 
 
 def _say_once(key: str, message: str) -> None:
@@ -252,47 +272,48 @@ def _use_triton(x: torch.Tensor, impl: str) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
-def _fused_function(act: str, negative_slope: float, eps: float):
-    """The autograd Function for one static configuration (cached, as stylegan3's bias_act)."""
-    from . import _instance_norm_act_triton as K
+class _InstanceNormActTriton(torch.autograd.Function):
+    """The Triton path's autograd Function: one class at module level, the static configuration
+    (act, negative_slope, eps) passed as non-tensor arguments, which get no gradient.
 
-    class InstanceNormActTriton(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, weight, bias, residual):
-            overrides = dict(_OVERRIDES)
-            y, mean, rstd = K.forward(x, weight, bias, residual, act, negative_slope, eps,
-                                      overrides)
-            # Saved: x, mean, rstd (+ weight, and bias/residual only when the activation mask
-            # needs z). y is not saved: the backward recomputes xhat and the mask from x.
-            keep = act != "none"
-            ctx.save_for_backward(x, mean, rstd, weight, bias if keep else None,
-                                  residual if keep else None)
-            ctx.overrides = overrides
-            ctx.res_dtype = residual.dtype if residual is not None else None
-            ctx.b_dtype = bias.dtype if bias is not None else None
-            return y
+    It was built per configuration inside a cached function; torch.compile cannot trace a class
+    definition ("Invalid call to __build_class__"), so every fused norm broke the graph and
+    ``fullgraph=True`` failed (test_fused_function_traces_in_one_graph)."""
 
-        @staticmethod
-        @torch.autograd.function.once_differentiable
-        def backward(ctx, dy):
-            x, mean, rstd, weight, bias, residual = ctx.saved_tensors
-            need_dx, need_dw, need_db, need_dres = ctx.needs_input_grad
-            dy = dy.contiguous(memory_format=_memory_format(x))
-            if act == "none" and need_dres:
-                # d residual = dy exactly; no kernel, no copy when dtypes agree.
-                dres = dy.to(ctx.res_dtype)
-                dres_dtype = None
-            else:
-                dres = None
-                dres_dtype = ctx.res_dtype if need_dres else None
-            dx, dw, db, dres_k = K.backward(dy, x, weight, bias, residual, mean, rstd, act,
-                                            negative_slope, ctx.overrides, need_dx,
-                                            weight.dtype if need_dw else None,
-                                            ctx.b_dtype if need_db else None, dres_dtype)
-            return dx, dw, db, dres if dres is not None else dres_k
+    @staticmethod
+    def forward(ctx, x, weight, bias, residual, act, negative_slope, eps):
+        from . import _instance_norm_act_triton as K
+        overrides = dict(_OVERRIDES)
+        y, mean, rstd = K.forward(x, weight, bias, residual, act, negative_slope, eps, overrides)
+        # Saved: x, mean, rstd (+ weight, and bias/residual only when the activation mask
+        # needs z). y is not saved: the backward recomputes xhat and the mask from x.
+        keep = act != "none"
+        ctx.save_for_backward(x, mean, rstd, weight, bias if keep else None,
+                              residual if keep else None)
+        ctx.act, ctx.negative_slope, ctx.overrides = act, negative_slope, overrides
+        ctx.res_dtype = residual.dtype if residual is not None else None
+        ctx.b_dtype = bias.dtype if bias is not None else None
+        return y
 
-    return InstanceNormActTriton
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        from . import _instance_norm_act_triton as K
+        x, mean, rstd, weight, bias, residual = ctx.saved_tensors
+        need_dx, need_dw, need_db, need_dres = ctx.needs_input_grad[:4]
+        dy = dy.contiguous(memory_format=_memory_format(x))
+        if ctx.act == "none" and need_dres:
+            # d residual = dy exactly; no kernel, no copy when dtypes agree.
+            dres = dy.to(ctx.res_dtype)
+            dres_dtype = None
+        else:
+            dres = None
+            dres_dtype = ctx.res_dtype if need_dres else None
+        dx, dw, db, dres_k = K.backward(dy, x, weight, bias, residual, mean, rstd, ctx.act,
+                                        ctx.negative_slope, ctx.overrides, need_dx,
+                                        weight.dtype if need_dw else None,
+                                        ctx.b_dtype if need_db else None, dres_dtype)
+        return dx, dw, db, dres if dres is not None else dres_k, None, None, None
 
 
 def instance_norm_act(x, weight=None, bias=None, *, act="relu", negative_slope=0.2, eps=1e-5,
@@ -338,13 +359,18 @@ def _device_guard(x: torch.Tensor):
 
 
 def _fused_apply(x, weight, bias, *, act, negative_slope, eps, residual):
+    """The Triton path. The kernels read weight and bias at ``w_ptr + c``, so a strided or
+    expanded parameter (``w[::2]``, ``t.expand(C)``) is made contiguous here (a no-op for
+    parameters): read as it came, it gave wrong values or read past the buffer."""
     fmt = _memory_format(x)
     x = x.contiguous(memory_format=fmt)  # a no-op for dense NCHW / channels-last inputs
     if residual is not None:
         residual = residual.contiguous(memory_format=fmt)
-    fn = _fused_function(act, float(negative_slope), float(eps))
+    weight = weight.contiguous() if weight is not None else None
+    bias = bias.contiguous() if bias is not None else None
     with _device_guard(x):
-        return fn.apply(x, weight, bias, residual)
+        return _InstanceNormActTriton.apply(x, weight, bias, residual, act,
+                                            float(negative_slope), float(eps))
 
 
 # ---- 'auto': measure before trusting -----------------------------------------------------------

@@ -31,7 +31,9 @@ class InstanceNormAct(nn.InstanceNorm2d):
 
     Subclasses the plain layer, so its state_dict keys (none for affine=False) are unchanged
     and checkpoints move freely between fused and unfused models.
-    ``impl``: 'auto' (Triton for CUDA tensors, else reference), 'triton' or 'ref'.
+    ``impl``: 'auto' (on CUDA the faster of Triton and PyTorch's native norm, measured; the
+    native norm elsewhere), 'triton' or 'ref'. Like ``nn.InstanceNorm2d`` it raises a ValueError
+    for an input of one pixel per channel (H*W = 1), on every path.
     """
 
     def __init__(self, num_features: int, act: str = "relu", negative_slope: float = 0.2,

@@ -131,8 +131,8 @@ def test_multiscale_discriminator_fused_equals_unfused():
 def test_set_norm_impl_switches_path(monkeypatch):
     # 'ref' must never reach the Triton Function; 'triton' must.
     calls = []
-    orig = K._fused_function
-    monkeypatch.setattr(K, "_fused_function", lambda *a: calls.append(a) or orig(*a))
+    orig = K._fused_apply
+    monkeypatch.setattr(K, "_fused_apply", lambda *a, **k: calls.append(a) or orig(*a, **k))
     model = GlobalGenerator(3, 3, ngf=8, n_downsampling=1, n_blocks=1).to(DEVICE)
     x = torch.randn(1, 3, 16, 16, device=DEVICE)
     with K.launch_overrides(**FAST):
@@ -285,8 +285,8 @@ def test_trainer_two_steps_bf16_channels_last_fused_matches_reference_path_on_cu
                 "image": torch.randint(0, 256, (1, 3, 256, 512), generator=g).to(torch.uint8)}
                for _ in range(2)]
     calls = []
-    orig = K._fused_function
-    monkeypatch.setattr(K, "_fused_function", lambda *a: calls.append(a) or orig(*a))
+    orig = K._fused_apply
+    monkeypatch.setattr(K, "_fused_apply", lambda *a, **k: calls.append(a) or orig(*a, **k))
     losses = {}
     for impl in ("triton", "ref"):
         cfg = TrainConfig(stage="global", name=f"two_steps_{impl}", checkpoints_dir=str(tmp_path),

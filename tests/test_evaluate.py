@@ -1,4 +1,5 @@
-"""Evaluation metrics: PSNR/SSIM on hand-computable cases, FID/KID with a tiny feature extractor,
+"""Evaluation metrics: PSNR/SSIM on hand-computable cases and SSIM against an independent numpy
+version of the standard definition, FID/KID with a tiny feature extractor,
 the segmentation score's ceiling above noise, the CLI's table and JSON, and the errors.
 
 Everything is synthetic and tiny (32-64 px, a few dozen images, a segmenter of width 8);
@@ -50,7 +51,7 @@ def test_psnr_of_a_known_error():
     sign = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 2 - 1  # checkerboard ±1
     fake = (real.int() + 10 * sign).to(torch.uint8)
     psnr, ssim = psnr_ssim(fake, real)
-    assert psnr.tolist() == pytest.approx([20 * math.log10(25.5)] * 2, abs=1e-5)
+    assert psnr.tolist() == pytest.approx([20 * math.log10(25.5)] * 2, abs=1e-10)
     assert (ssim < 1).all()
 
 
@@ -63,32 +64,100 @@ def test_ssim_of_two_flat_images():
     assert ssim.item() == pytest.approx((2 * mx * my + c1) / (mx ** 2 + my ** 2 + c1), abs=1e-9)
 
 
+def _noisy(real, seed, amp=40):
+    noise = torch.randint(-amp, amp + 1, real.shape, generator=torch.Generator().manual_seed(seed))
+    return (real.int() + noise).clamp(0, 255).to(torch.uint8)
+
+
 def test_ssim_in_chunks_equals_ssim_of_the_whole_batch():
-    from torchmetrics.functional.image import structural_similarity_index_measure
     real = _textures(11, 4)
-    fake = (real.int() + torch.randint(-40, 41, real.shape, generator=torch.Generator().manual_seed(5))
-            ).clamp(0, 255).to(torch.uint8)
-    want = structural_similarity_index_measure(fake.double() / 255, real.double() / 255, data_range=1.0,
-                                               reduction="none")
+    fake = _noisy(real, 5)
+    _, want = psnr_ssim(fake, real, chunk=11)
     for chunk in (1, 4, 32):
-        _, ssim = psnr_ssim(fake, real, chunk=chunk)
-        assert ssim.dtype == torch.float64 and ssim.shape == (11,)
-        assert (ssim - want).abs().max() < 1e-12
+        _, got = psnr_ssim(fake, real, chunk=chunk)
+        assert got.dtype == torch.float64 and got.shape == (11,)
+        assert (got - want).abs().max() < 1e-12
     assert want.min() < 0.9  # the noise makes SSIM well below 1: the comparison is not trivial
 
 
 def test_ssim_never_sees_more_than_a_chunk_of_images(monkeypatch):
     # the fault: all images in one SSIM call peaked at 8.5 GB on the quality benchmark's 100
-    import torchmetrics.functional.image as tmi
-    seen, real_ssim = [], tmi.structural_similarity_index_measure
+    import pix2pixhd.evaluate as ev
+    seen, real_ssim = [], ev.ssim
 
-    def spy(a, b, **kw):
+    def spy(a, b):
         seen.append(a.shape[0])
-        return real_ssim(a, b, **kw)
-    monkeypatch.setattr(tmi, "structural_similarity_index_measure", spy)
+        return real_ssim(a, b)
+    monkeypatch.setattr(ev, "ssim", spy)
     x = _textures(20, 6)
-    _, ssim = psnr_ssim(x, x.clone())
-    assert ssim.shape == (20,) and sum(seen) == 20 and max(seen) <= 8
+    _, s = psnr_ssim(x, x.clone())
+    assert s.shape == (20,) and sum(seen) == 20 and max(seen) <= 8
+
+
+def _ssim_numpy(a, b):
+    """SSIM as skimage's structural_similarity(a, b, channel_axis=-1, data_range=1,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False) defines it, written apart
+    from the code under test: a 2-D (not separable) 11x11 Gaussian (truncate 3.5 → radius 5),
+    summed over every window that fits in the image (skimage filters with reflection and then
+    crops 5 pixels: the same numbers), per channel, then the channels' mean. a, b: H x W x C."""
+    r = np.arange(-5, 6)
+    g = np.exp(-r ** 2 / (2 * 1.5 ** 2))
+    w2 = np.outer(g, g) / np.outer(g, g).sum()
+
+    def filt(x):  # 'valid' correlation
+        return np.einsum("ijkl,kl->ij", np.lib.stride_tricks.sliding_window_view(x, (11, 11)), w2)
+    c1, c2 = (0.01 * 1) ** 2, (0.03 * 1) ** 2
+    out = []
+    for c in range(a.shape[2]):
+        x, y = a[..., c], b[..., c]
+        mx, my = filt(x), filt(y)
+        vx, vy, cxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
+        s = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+        out.append(s.mean())
+    return float(np.mean(out))
+
+
+def test_ssim_is_the_standard_valid_window_ssim():
+    # 32x40 images whose structure sits near the borders (a bright frame, a ramp, an edge), so a
+    # definition that pads and averages the border differs by far more than the tolerance
+    rng = np.random.default_rng(7)
+    h, w = 32, 40
+    yy, xx = np.mgrid[0:h, 0:w]
+    real = np.stack([np.where((yy < 4) | (xx > w - 5), 230, 40 + 3 * xx),
+                     120 + 60 * np.sin(xx / 3.0) * np.cos(yy / 5.0),
+                     np.where(xx < 7, 20, 200) + 0 * yy], -1)
+    real = np.clip(real + rng.normal(0, 8, real.shape), 0, 255).astype(np.uint8)[None]
+    fake = np.clip(real.astype(int) + rng.integers(-45, 46, real.shape), 0, 255).astype(np.uint8)
+    fake = np.concatenate([fake, np.clip(real.astype(int) // 2 + 60, 0, 255).astype(np.uint8)])
+    real = np.concatenate([real, real])
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    _, got = psnr_ssim(t(fake), t(real))
+    want = [_ssim_numpy(f / 255.0, r / 255.0) for f, r in zip(fake, real)]
+    assert got.tolist() == pytest.approx(want, abs=1e-10)
+    assert 0.2 < min(want) and max(want) < 0.9  # neither trivial 0 nor 1
+    # and the border matters here: padding (reflect) and averaging the whole map, as recent
+    # torchmetrics does, gives another number
+    pad = [np.pad(a, ((5, 5), (5, 5), (0, 0)), mode="reflect") / 255.0 for a in (fake[0], real[0])]
+    assert abs(_ssim_numpy(*pad) - want[0]) > 1e-3
+
+
+def test_ssim_refuses_images_smaller_than_its_window():
+    x = _textures(1, 0, size=8)
+    with pytest.raises(ValueError, match="at least 11x11.*--resize"):
+        psnr_ssim(x, x.clone())
+
+
+def test_float_images_are_refused():
+    # the fault: [0, 1] floats were read as 0-255 levels, putting PSNR 48 dB too high
+    x = _textures(2, 0)
+    f = x.float() / 255
+    with pytest.raises(TypeError, match="uint8.*float32.*to\\(torch.uint8\\)"):
+        psnr_ssim(f, x.float() / 255)
+    with pytest.raises(TypeError, match="uint8"):
+        psnr_ssim(x, f)
+    ext = InceptionFeatures(net=_tiny_extractor(), size=(64, 64))
+    with pytest.raises(TypeError, match="InceptionFeatures.*uint8"):
+        ext(f)
 
 
 # --- FID / KID ----------------------------------------------------------------------------------
@@ -117,6 +186,31 @@ def test_kid_is_reproducible():
     r1 = fid_kid(a, b, kid_subsets=10, kid_subset_size=10, seed=3)
     r2 = fid_kid(a, b, kid_subsets=10, kid_subset_size=10, seed=3)
     assert r1 == r2 and r1["kid_subset_size"] == 10
+
+
+def _kid_whole_set(a, b):
+    """Unbiased MMD² with the cubic polynomial kernel over all of a and b (numpy, float64)."""
+    a, b = a.numpy(), b.numpy()
+    d, m, n = a.shape[1], len(a), len(b)
+    kxx, kyy, kxy = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
+    return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+            - 2 * kxy.mean())
+
+
+def test_kid_std_is_unavailable_when_every_subset_is_the_whole_set():
+    # the fault: subsets capped at N were the whole set reordered, and "± 0.000" was printed
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(12, 6, generator=g, dtype=torch.float64), \
+        0.3 + torch.randn(12, 6, generator=g, dtype=torch.float64)
+    whole = fid_kid(a, b, kid_subsets=10, kid_subset_size=1000)
+    assert whole["kid_std"] is None and whole["kid_subset_size"] == 12
+    assert "whole set of 12" in whole["kid_std_note"] and "--kid_subset_size < 12" in whole["kid_std_note"]
+    assert whole["kid_mean"] == pytest.approx(_kid_whole_set(a, b), rel=1e-9)
+    part = fid_kid(a, b, kid_subsets=10, kid_subset_size=6)
+    assert part["kid_std"] > 0 and "kid_std_note" not in part
+    # sets of different sizes: the larger one's subsets differ, so the spread is real
+    uneven = fid_kid(a, torch.cat([b, b + 0.5]), kid_subsets=10, kid_subset_size=1000)
+    assert uneven["kid_subset_size"] == 12 and uneven["kid_std"] > 0
 
 
 def test_inception_preprocessing_matches_fid_helper():
@@ -196,7 +290,10 @@ def test_cli_table_json_and_segmentation_ceiling(dataset, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "PSNR" in table and "FID" in table and "real (ceiling)" in table
     res = json.loads(out.read_text())
-    assert res["n_images"] == 8 and res["kid_subset_size"] == 8
+    # 8 images < --kid_subset_size 1000: one whole-set KID, no spread (not "± 0")
+    assert res["n_images"] == 8 and res["kid_subset_size"] == 8 and res["kid_std"] is None
+    assert "whole set of 8" in res["kid_std_note"] and "± n/a (subsets of 8" in table
+    assert res["n_fake_unmatched"] == 0 and res["n_real_unmatched"] == 0
     assert res["fid"] > 0 and 0 < res["psnr"] < 20 and res["ssim"] < 0.5
     seg = res["segmentation"]
     assert seg["n_train"] == 24 and seg["n_test"] == 8 and seg["size"] == [64, 64]
@@ -246,6 +343,57 @@ def test_errors_name_the_flag_and_the_fix(dataset, tmp_path):
         evaluate(small, dataset / "test_img", no_fid=True, verbose=False)
     res = evaluate(small, dataset / "test_img", no_fid=True, resize=(32, 32), verbose=False)
     assert res["n_images"] == 8
+
+
+def test_unmatched_images_of_both_sides_are_counted(dataset, tmp_path, capsys):
+    # the fault: real photos without a synthesized partner were dropped without a word
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for p in sorted((dataset / "fake").iterdir())[:5]:
+        (fake / p.name).write_bytes(p.read_bytes())
+    Image.new("RGB", (64, 64)).save(fake / "extra_0_gtFine_labelIds.png")
+    out = tmp_path / "m.json"
+    main(["--fake", str(fake), "--real", str(dataset / "test_img"), "--no_fid", "--json", str(out)])
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["n_images"] == 5 and res["n_fake_unmatched"] == 1 and res["n_real_unmatched"] == 3
+    assert "3 of 8 --real images have no --fake partner" in printed
+    assert "1 fake without a real partner, 3 real without a fake partner" in printed
+
+
+def test_segmenter_training_photos_must_not_be_test_photos(dataset, tmp_path):
+    # the fault: --train_images could hold the very photos the ceiling is measured on
+    kw = dict(labels_dir=dataset / "test_label", label_nc=4, no_fid=True, seg_width=32,
+              seg=SegmenterConfig(steps=1, width=4), verbose=False)
+    with pytest.raises(ValueError, match=r"--train_images and --real share.*s0_leftImg8bit\.png.*disjoint"):
+        evaluate(dataset / "fake", dataset / "test_img", train_images=dataset / "test_img",
+                 train_labels=dataset / "test_label", **kw)
+    # a copy under other names (same bytes) is refused as well
+    copy_img, copy_lab = tmp_path / "img", tmp_path / "lab"
+    copy_img.mkdir()
+    copy_lab.mkdir()
+    for i, p in enumerate(sorted((dataset / "train_img").iterdir())[:3]):
+        (copy_img / f"t{i}.png").write_bytes(p.read_bytes())
+        (copy_lab / f"t{i}.png").write_bytes((dataset / "train_label" / p.name.replace(
+            "leftImg8bit", "gtFine_labelIds")).read_bytes())
+    test = sorted((dataset / "test_img").iterdir())[2]
+    (copy_img / "t9.png").write_bytes(test.read_bytes())
+    (copy_lab / "t9.png").write_bytes((dataset / "test_label" / test.name.replace(
+        "leftImg8bit", "gtFine_labelIds")).read_bytes())
+    with pytest.raises(ValueError, match=r"t9\.png and .*s2_leftImg8bit\.png have the same content"):
+        evaluate(dataset / "fake", dataset / "test_img", train_images=copy_img,
+                 train_labels=copy_lab, **kw)
+    (copy_img / "t9.png").unlink()
+    (copy_lab / "t9.png").unlink()
+    # byte comparison only among files of equal size, but every such test file is compared
+    from pix2pixhd.evaluate import refuse_overlap
+    a, b, c, d = (tmp_path / f"{n}.png" for n in "abcd")
+    a.write_bytes(b"x" * 10), b.write_bytes(b"z" * 11), c.write_bytes(b"y" * 10), d.write_bytes(b"x" * 10)
+    refuse_overlap([a, b], [c])
+    with pytest.raises(ValueError, match=r"a\.png and .*d\.png have the same content"):
+        refuse_overlap([a, b], [c, d])
+    assert evaluate(dataset / "fake", dataset / "test_img", train_images=copy_img,
+                    train_labels=copy_lab, **kw)["segmentation"]["n_train"] == 3
 
 
 def test_match_key_pairs_cityscapes_names():

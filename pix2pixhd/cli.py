@@ -6,7 +6,9 @@ line (``--debug`` shows its traceback); called from Python, these functions rais
 The options, their defaults and how a run's options are decided live in ``pix2pixhd.config``:
 here the command line is parsed (only the options given are set) and handed to
 ``TrainConfig.resolved()``. Both parsers refuse abbreviations (``--ng 8`` is an error, not
-``--ngf 8``).
+``--ngf 8``). The reference's options this project replaces (``--gpu_ids``, ``--fp16``...) are
+refused before parsing as one ``error:`` line naming the replacement (``config.REFERENCE_ONLY``):
+argparse's own errors print the whole usage and exit with 2, past ``errors.run``.
 """
 from __future__ import annotations
 
@@ -15,30 +17,52 @@ import json
 import sys
 from pathlib import Path
 
-from pix2pixhd.config import MODELS, TrainConfig, build_parser
+from pix2pixhd.config import MODELS, TrainConfig, build_parser, reference_only_error
 from pix2pixhd.errors import ConfigError, UserError, add_debug_option
 
 TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune) or pix2pix (--model pix2pix).
 
 Every option's default is shown for the model given with --model (pix2pixhd if none); a later
 stage (--load_pretrain) or a resumed run (--resume) takes the options not given from the run it
-loads. `train_hd.py --model pix2pix --help` shows pix2pix's defaults."""
+loads. `train_hd.py --model pix2pix --help` shows pix2pix's defaults.
+
+A true/false option alone means true (--no_flip); it also takes a value, so that one switched on by
+the model's defaults, the run resumed or the stage loaded can be switched off: --no_flip false (or
+0/no/off; true/1/yes/on). The reference's --gpu_ids, --fp16, --data_type, --tf_log,
+--serial_batches, --display_winsize, --use_dropout, --verbose and --local_rank are refused with
+what to use instead."""
 
 
 def train_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """train_hd.py's parser, its help showing the defaults of the --model in ``argv``."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--model")
-    model = pre.parse_known_args(argv or [])[0].model
+    model = (pre.parse_known_args(argv or [])[0].model or "").lower()   # NVIDIA's: pix2pixHD
     # an unknown --model is reported by the full parser, with the choices
     p = build_parser(model if model in MODELS else "pix2pixhd", description=TRAIN_DESCRIPTION)
     add_debug_option(p)   # listed beside --help; errors.run takes it off the command line
     return p
 
 
+def refuse_reference_only(argv: list[str]) -> None:
+    """ConfigError (one line through ``errors.run``, status 1) for the first of the reference's
+    options this project replaces (``--fp16`` -> ``--precision fp16``...), instead of argparse's
+    usage and "unrecognized arguments" (status 2)."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg[2:].partition("=")
+        if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            value = argv[i + 1]
+        message = reference_only_error(name, value if (eq or value) else None)
+        if message:
+            raise ConfigError(message)
+
+
 def resolve_config(argv: list[str]) -> TrainConfig:
     """The command line's TrainConfig, resolved (inherited from --load_pretrain's stage or the
     run being resumed, the model's defaults, the stage's)."""
+    refuse_reference_only(argv)
     args = vars(train_parser(argv).parse_args(argv))
     args.pop("debug", None)   # errors.run's flag, when train_main is called with it
     try:
@@ -139,6 +163,11 @@ def synthesize_parser() -> argparse.ArgumentParser:
 def synthesize_main(argv: list[str] | None = None) -> int:
     """synthesize.py: one process, or one rank of ``torchrun --nproc_per_node=K synthesize.py``."""
     a = synthesize_parser().parse_args(argv)
+    for name, lo, means in (("how_many", 0, "0 = all"), ("workers", 0, "0 = decode in the main process"),
+                            ("writers", 0, "PNG writing threads"),
+                            ("batch_size", 1, "maps per generator call"), ("num_samples", 1, "photos per map")):
+        if getattr(a, name) < lo:   # before the generator is loaded or anything is written
+            raise ConfigError(f"--{name} {getattr(a, name)}: must be >= {lo} ({means})")
     if a.use_encoded_image:
         a.feature_mode = "encoded"
     if a.cluster and a.feature_mode == "sample":

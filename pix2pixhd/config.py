@@ -11,7 +11,9 @@ resolution step can decide, in this order, for every option the user did not giv
      stage it loads (``INHERITED``, and per stage ``ngf`` etc.);
   2. otherwise the default of the run's model (``--model pix2pix`` and ``--model cyclegan``
      have their own);
-  3. the stage decides ``netG`` and ``num_D`` when they are left at "from the stage".
+  3. the stage decides ``netG`` and ``num_D`` when they are left at "from the stage" (and an
+     explicit ``netG="local"`` decides a stage not given: NVIDIA's command lines have no --stage);
+  4. then every number is checked against its range (``AT_LEAST``), and the combinations.
 
 So ``TrainConfig(model="pix2pix").resolved()`` in Python is exactly what
 ``train_hd.py --model pix2pix`` resolves: the command line (``build_parser``) only collects the
@@ -54,11 +56,85 @@ GROUPS = {
 }
 
 # Options a later stage takes from the stage it loads (--load_pretrain), unless given.
+# palette with label_nc and dataset_mode: how a label map's pixels are read is part of what G was
+# trained on (a later stage without it would read colour or P-mode maps as ids).
 INHERITED = ("label_nc", "input_nc", "output_nc", "no_instance", "n_downsample_global",
              "n_blocks_global", "upsample", "norm", "ndf", "n_layers_D", "instance_feat", "label_feat",
-             "feat_num", "nef", "n_downsample_E", "dataset_mode", "direction", "model")
+             "feat_num", "nef", "n_downsample_E", "dataset_mode", "palette", "direction", "model")
+# ... and from a local (or finetune) stage, the shapes of its local G and its D, which load whole.
+INHERITED_FROM_LOCAL = ("ngf", "n_local_enhancers", "n_blocks_local", "netG", "num_D")
 # Options a resumed run does not take from the run it resumes: they say how to continue it.
 NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps", "overwrite")
+
+# Ranges of the numeric options: name -> (lowest allowed, whether the lowest is excluded). A value
+# outside is refused by resolved() with the option, the value and the range, before anything runs
+# or is written (a --print_freq 0 used to divide by zero after config.json was saved).
+AT_LEAST = {
+    **{k: (1, False) for k in ("batchSize", "print_freq", "display_freq", "save_latest_freq",
+                               "save_epoch_freq", "ngf", "ndf", "nef", "feat_num", "n_clusters",
+                               "n_layers_D", "n_local_enhancers", "loadSize", "fineSize", "input_nc",
+                               "output_nc")},
+    **{k: (0, False) for k in ("nThreads", "niter", "niter_decay", "niter_fix_global", "max_steps",
+                               "max_dataset_size", "label_nc", "num_D", "n_blocks_global",
+                               "n_blocks_local", "n_downsample_global", "n_downsample_E", "pool_size",
+                               "lambda_feat", "lambda_L1", "lambda_GAN", "lambda_A", "lambda_B",
+                               "lambda_identity")},
+    "lr": (0, True),
+}
+
+# The reference's options (NVIDIA pix2pixHD's, the pix2pix/CycleGAN repo's) this project has no
+# option for: what to use instead. train_hd.py refuses each with this one line (not argparse's
+# usage and "unrecognized arguments"). A callable takes the value given (None: none given).
+REFERENCE_ONLY = {
+    "gpu_ids": "the device is --device (auto | cpu | cuda | cuda:N); several GPUs: "
+               "torchrun --nproc_per_node=N train_hd.py ... (DDP, one process per GPU)",
+    "fp16": "use --precision fp16 (torch.amp with a GradScaler; --precision bf16 needs no scaler)",
+    "data_type": lambda v: ("use --precision fp16" if v == "16" else
+                            "fp32 is the default: drop --data_type" if v == "32" else
+                            "--precision takes fp32, bf16 or fp16 (no 8-bit training)"),
+    "tf_log": "TensorBoard event files are written by default (--no_tensorboard switches them off): "
+              "drop --tf_log",
+    "serial_batches": "no equivalent: the data order is shuffled from --seed, the same on every "
+                      "run with that seed and restored on --resume",
+    "display_winsize": "not needed: the HTML page and TensorBoard show the images at their size; "
+                       "drop --display_winsize",
+    "use_dropout": "pix2pix's and CycleGAN's G have dropout unless --no_dropout (pix2pix: on by "
+                   "default; CycleGAN: --no_dropout false switches it on); pix2pixHD's G has none",
+    "verbose": "not needed: the resolved options are printed at start (--dry_run prints them and "
+               "exits); drop --verbose",
+    "local_rank": "torchrun sets LOCAL_RANK in each process's environment, which is read from "
+                  "there: drop --local_rank",
+}
+
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_bool(text: str) -> bool:
+    """A true/false option's value (``--no_flip false``): one of TRUE_WORDS or FALSE_WORDS, any
+    case; other words are refused so that a typo is not read as either."""
+    t = text.strip().lower()
+    if t in TRUE_WORDS or t in FALSE_WORDS:
+        return t in TRUE_WORDS
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false (give one of "
+                                     f"{'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}; the "
+                                     "option alone means true)")
+
+
+def reference_only_error(name: str, value: str | None) -> str | None:
+    """The one-line refusal of the reference's option ``--name`` (see REFERENCE_ONLY), or None
+    when ``name`` is not one of them."""
+    fix = REFERENCE_ONLY.get(name)
+    if fix is None:
+        return None
+    fix = fix(value) if callable(fix) else fix
+    given = f"--{name}" + (f" {value}" if value is not None else "")
+    return f"{given} is an option of the reference code (NVIDIA's pix2pixHD, the pix2pix/CycleGAN " \
+           f"repo), not of this project: {fix}"
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Whether two run folders given on command lines name the same folder (from this cwd)."""
+    return bool(b) and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def option(group: str, default: Any, help: str, *, choices: tuple | None = None,
@@ -88,7 +164,8 @@ class TrainConfig:
     stage: Optional[str] = option(
         "experiment", "global", "global: G1 at the lower resolution with a 2-scale D; local: the "
         "local enhancer at full resolution (from --load_pretrain's global stage); finetune: all of "
-        "G jointly (from a local stage)", choices=STAGES)
+        "G jointly (from a local stage); not given: global, or local with --netG local (NVIDIA's "
+        "command lines have no --stage)", choices=STAGES)
     model: Optional[str] = option(
         "experiment", "pix2pixhd", "pix2pixhd (Wang et al. 2018), pix2pix (Isola et al. 2017: "
         "U-Net, PatchGAN, L1 + cGAN) or cyclegan (Zhu et al. 2017: unpaired, two ResNet generators, "
@@ -293,9 +370,11 @@ class TrainConfig:
     # ---- resolution ----------------------------------------------------------------------------
     def resolved(self) -> "TrainConfig":
         """Every option decided: inherited (resume, --load_pretrain), else the model's default,
-        then the stage's; combinations checked (ValueError naming the fix). Reads the config
-        of the run resumed or loaded; prints nothing (see :meth:`notes`)."""
+        then the stage's; values and combinations checked (ValueError naming the fix). Reads the
+        config of the run resumed or loaded; prints nothing (see :meth:`notes`)."""
         c = dataclasses.replace(self)
+        if isinstance(c.model, str):
+            c.model = c.model.lower()   # NVIDIA's spelling is --model pix2pixHD
         # Where the run lives and whether it continues: decided first, they say what to inherit.
         run = c._filled(("name", "checkpoints_dir", "resume", "auto_resume", "load_pretrain",
                          "which_epoch", "stage", "n_local_enhancers"), model="pix2pixhd")
@@ -306,14 +385,35 @@ class TrainConfig:
             c.resume, c.which_epoch = True, "latest"
             run.resume, run.which_epoch = True, "latest"
         src = run.experiment_dir if run.resume else Path(run.load_pretrain) if run.load_pretrain else None
+        prev = None
         if src is not None:
             from pix2pixhd.checkpoint import load_run_config
             # config.json, or the copy in the checkpoint when config.json is missing or damaged
-            c = c._inherit(load_run_config(src, run.which_epoch), run)
+            prev = load_run_config(src, run.which_epoch)
+        if (c.stage is None and c.netG == "local" and not run.resume
+                and (c.model or (prev.model if prev is not None else "pix2pixhd")) == "pix2pixhd"):
+            # NVIDIA's command lines have no --stage: their local stage is --netG local (with
+            # --load_pretrain of the global run), and its --niter_fix_global must freeze G1 here too
+            c.stage = run.stage = "local"
+        if prev is not None:
+            if run.resume and self.load_pretrain and not _same_path(self.load_pretrain, prev.load_pretrain):
+                raise ConfigError(
+                    f"--load_pretrain {self.load_pretrain}: --resume continues {run.experiment_dir} from "
+                    f"its own checkpoint and loads nothing else (it started from "
+                    f"{prev.load_pretrain or 'random weights'}): drop --load_pretrain, or give a new "
+                    "--name to start a run from it")
+            c = c._inherit(prev, run)
         c = c._filled()
+        c._check_ranges()
 
-        if c.no_lsgan:
+        given_gan = self.gan_mode is not None and self.gan_mode != "vanilla"
+        if given_gan and self.no_lsgan:
+            raise ConfigError(f"--no_lsgan means --gan_mode vanilla, and --gan_mode {self.gan_mode} was "
+                              "given too: give one of them")
+        if self.gan_mode is None and c.no_lsgan:   # the reference's flag (given or inherited)
             c.gan_mode = "vanilla"
+        elif c.gan_mode != "vanilla":
+            c.no_lsgan = False   # an inherited --no_lsgan gives way to the --gan_mode given
         if not c.netG:
             c.netG = "global" if c.stage == "global" else "local"
         if c.netG not in ("global", "local"):
@@ -323,6 +423,15 @@ class TrainConfig:
         if c.resize_or_crop not in RESIZE_OR_CROP:
             raise ConfigError(f"resize_or_crop={c.resize_or_crop!r}; expected one of {RESIZE_OR_CROP}")
         if c.stage == "finetune" and c.netG != "local":
+            if self.netG is None and prev is not None and run.resume:   # netG: the run's own
+                raise ConfigError(f"--stage finetune: --resume continues {run.experiment_dir}, a global-stage "
+                                  "run (netG global), which cannot become a finetune stage: drop --stage "
+                                  "finetune (to finetune, train a local stage from it first)")
+            if self.netG is None and prev is not None:   # netG came from the stage loaded
+                raise ConfigError(f"--stage finetune: --load_pretrain {run.load_pretrain} holds a global stage "
+                                  "(netG global), and finetune trains all of a local generator from a "
+                                  "local stage: train the local stage first (--stage local --load_pretrain "
+                                  f"{run.load_pretrain}), then finetune with --load_pretrain THAT_LOCAL_RUN")
             raise ConfigError("--stage finetune trains the local generator: drop --netG global")
         if c.model == "cyclegan":
             c._check_cyclegan()
@@ -342,6 +451,17 @@ class TrainConfig:
             raise ConfigError("--overwrite starts the run anew, --resume/--auto_resume continue it: "
                               "give one of them")
         return c
+
+    def _check_ranges(self) -> None:
+        """Each numeric option within its range (:data:`AT_LEAST`, beta1 in [0, 1))."""
+        fs = {f.name: f for f in fields(self)}
+        for name, (lo, excluded) in AT_LEAST.items():
+            v = getattr(self, name)
+            if v < lo or (excluded and v == lo):
+                raise ConfigError(f"--{name} {v}: must be {'>' if excluded else '>='} {lo} "
+                                  f"({fs[name].metadata['help']})")
+        if not 0 <= self.beta1 < 1:
+            raise ConfigError(f"--beta1 {self.beta1}: must be >= 0 and < 1 (Adam's beta1)")
 
     def _check_diffaug(self) -> None:
         from pix2pixhd.diffaug import parse_policy
@@ -386,8 +506,8 @@ class TrainConfig:
                 # the global stage's G becomes the local G's global part: ngf x 2^n_local_enhancers
                 return dataclasses.replace(self._taking(prev, names),
                                            ngf=prev.ngf // 2 ** run.n_local_enhancers)
-            if run.stage == "finetune":
-                names += ["ngf", "n_local_enhancers", "n_blocks_local", "netG", "num_D"]
+            if run.stage == "finetune" or prev.netG == "local":
+                names += list(INHERITED_FROM_LOCAL)
         return self._taking(prev, names)
 
     def _taking(self, prev: "TrainConfig", names) -> "TrainConfig":
@@ -530,10 +650,17 @@ def _shown(v: Any) -> str:
     return repr(v) if v == "" else str(v)
 
 
+# A true/false option: alone it means true (``--no_flip``, as the reference's store_true flags),
+# or it takes a value, so that an option the model, the run resumed or the stage loaded switches
+# on can be switched off: ``--no_flip false``, ``--compile 0``, ``--no_dropout=false``.
+BOOL_ARGUMENT = dict(nargs="?", const=True, type=parse_bool, default=None, metavar="true|false")
+
+
 def build_parser(model: str = "pix2pixhd", description: str = "") -> argparse.ArgumentParser:
     """``train_hd.py``'s parser, generated from TrainConfig's fields in their groups. Every
     option defaults to None (not given), so the parsed namespace is a TrainConfig to resolve;
-    the help shows each option's default for ``model``. Abbreviations are refused."""
+    the help shows each option's default for ``model``. Abbreviations are refused; true/false
+    options take an optional value (:data:`BOOL_ARGUMENT`)."""
     p = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     groups = {name: p.add_argument_group(title) for name, title in GROUPS.items()}
@@ -545,11 +672,11 @@ def build_parser(model: str = "pix2pixhd", description: str = "") -> argparse.Ar
         help_ = f"{md['help']} ({'; '.join([shown] + others)})".replace("%", "%%")
         g = groups[md["group"]]
         if isinstance(md["default"], bool):
-            g.add_argument(f"--{f.name}", action="store_true", default=None, help=help_)
+            g.add_argument(f"--{f.name}", **BOOL_ARGUMENT, help=help_)
         else:
-            g.add_argument(f"--{f.name}", type=type(md["default"]), choices=md["choices"],
-                           default=None, help=help_)
+            g.add_argument(f"--{f.name}", type=str.lower if f.name == "model" else type(md["default"]),
+                           choices=md["choices"], default=None, help=help_)
         if f.name == "resume":
-            g.add_argument("--continue_train", dest="resume", action="store_true", default=None,
+            g.add_argument("--continue_train", dest="resume", **BOOL_ARGUMENT,
                            help="the reference's name of --resume")
     return p

@@ -12,6 +12,9 @@ that catches those keeps working.
 makers): a ``UserError`` prints as ``error: <message>`` on stderr, without a traceback, and the
 exit status is 1; ``--debug`` anywhere on the command line (or ``PIX2PIXHD_DEBUG=1``) shows the
 traceback instead. Any other exception is a bug or an environment problem and keeps its traceback.
+Command-line parsing errors (an unknown option, a value of the wrong type) are argparse's: its
+usage, then ``error:``, status 2 (``SystemExit`` passes through); so the reference's options this
+project replaces are refused before parsing, as a ``ConfigError`` (``cli.refuse_reference_only``).
 The entry functions themselves (``train_main(argv)``...) raise as before, so Python callers and
 tests see the exception.
 

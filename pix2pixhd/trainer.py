@@ -404,6 +404,18 @@ class Trainer:
         part = {k: v for k, v in ckpt["G"].items() if k in own and k.startswith("model.")}
         missing = [k for k in own if k.startswith("model.") and k not in part]
         bad = [k for k, v in part.items() if v.shape != own[k].shape]
+        first = next((k for k, v in own.items() if k.startswith("model.") and v.dim() == 4), None)
+        if first in part and part[first].shape[1] != own[first].shape[1]:
+            # G's input differs, not its width: name the options that make the input channels
+            from pix2pixhd.models import generator_input_nc
+            opts = ("label_nc", "input_nc", "no_instance", "instance_feat", "label_feat", "feat_num")
+            differ = [k for k in opts if getattr(prev, k) != getattr(self.cfg, k)] or list(opts)
+            raise CheckpointMismatchError(
+                f"{path}: its global generator takes {generator_input_nc(prev)} input channels, this "
+                f"run's {generator_input_nc(self.cfg)}: the options that make G's input differ ("
+                + ", ".join(f"{k} {getattr(prev, k)} there, {getattr(self.cfg, k)} here" for k in differ)
+                + "). Give the global stage's values (or drop these options: --load_pretrain's are "
+                "inherited), or train the global stage again with this input")
         if missing or bad:
             raise CheckpointMismatchError(
                 f"{path}: the global generator (ngf={prev.ngf}, n_downsample_global="

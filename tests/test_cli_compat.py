@@ -1,0 +1,212 @@
+"""NVIDIA's command lines and habits meet this command line: --netG local without --stage is the
+local stage (its --niter_fix_global freezes G1); --no_lsgan never overrides a --gan_mode given;
+true/false options take an optional value, so that a resumed run or a model default can be
+switched off; numbers out of range are one error line before anything is written; a mismatched
+global stage names the options that differ; the reference's options this project replaces are one
+error line naming the replacement; --model is case-insensitive."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pix2pixhd import errors
+from pix2pixhd.cli import resolve_config, synthesize_main, train_main, train_parser
+from pix2pixhd.compat import CheckpointMismatchError
+from pix2pixhd import config
+from pix2pixhd.config import TrainConfig
+from pix2pixhd.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--no_vgg_loss", "--n_blocks_global", "1", "--n_blocks_local", "1", "--n_downsample_global", "2",
+        "--ndf", "4", "--n_layers_D", "2", "--label_nc", "4", "--device", "cpu", "--norm_impl", "ref"]
+
+
+@pytest.fixture(scope="module")
+def ck(tmp_path_factory):
+    """A checkpoints folder with a tiny global stage 'g' (ngf 8) and its local stage 'l'."""
+    from pix2pixhd.trainer import Trainer
+    root = tmp_path_factory.mktemp("compat")
+    for argv in (["--name", "g", "--ngf", "8"], ["--name", "l", "--stage", "local", "--load_pretrain", str(root / "g")]):
+        t = Trainer(resolve_config(["--checkpoints_dir", str(root), *TINY, *argv]))
+        t.exp_dir.mkdir(parents=True)
+        t.save("latest")
+    return root
+
+
+def _cfg(ck, *argv):
+    return resolve_config(["--checkpoints_dir", str(ck), *TINY, *argv])
+
+
+def _saved_run(ck, name, **options):
+    """A run folder holding only config.json (what resolved() reads to resume)."""
+    cfg = TrainConfig(name=name, checkpoints_dir=str(ck), **options).resolved()
+    (ck / name).mkdir()
+    (ck / name / "config.json").write_text(cfg.to_json())
+    return cfg
+
+
+# ---- 1. NVIDIA's 1024p command: --netG local is the local stage ---------------------------------------
+def test_nvidia_local_command_is_the_local_stage_and_freezes_g1(ck, capsys):
+    from pix2pixhd.trainer import Trainer
+    nvidia = ["--name", "l1024", "--netG", "local", "--ngf", "4", "--num_D", "3", "--load_pretrain",
+              str(ck / "g"), "--niter_fix_global", "10"]
+    assert train_main(["--checkpoints_dir", str(ck), *TINY, *nvidia, "--dry_run"]) == 0
+    assert " stage: local" in capsys.readouterr().out
+    cfg = _cfg(ck, *nvidia)
+    assert (cfg.stage, cfg.netG, cfg.num_D) == ("local", "local", 3)
+    assert Trainer(cfg).global_frozen
+    assert TrainConfig(netG="local").resolved().stage == "local"
+    # the stage given, or another model's generator, keeps its stage
+    assert TrainConfig(netG="local", stage="finetune").resolved().stage == "finetune"
+    assert TrainConfig(model="pix2pix", netG="local").resolved().stage == "global"
+
+
+def test_a_local_stage_from_a_local_run_takes_its_shapes(ck):
+    from pix2pixhd.trainer import Trainer
+    cfg = _cfg(ck, "--name", "l2", "--netG", "local", "--load_pretrain", str(ck / "l"))
+    assert (cfg.stage, cfg.ngf, cfg.num_D, cfg.n_blocks_local) == ("local", 4, 3, 1)
+    Trainer(cfg)   # loads the local run whole
+
+
+# ---- 2. --no_lsgan and --gan_mode ------------------------------------------------------------------------
+def test_no_lsgan_never_overrides_a_gan_mode_given(tmp_path):
+    with pytest.raises(ConfigError, match=r"--no_lsgan means --gan_mode vanilla, and --gan_mode hinge"):
+        resolve_config(["--no_lsgan", "--gan_mode", "hinge"])
+    assert resolve_config(["--no_lsgan"]).gan_mode == "vanilla"
+    assert resolve_config(["--no_lsgan", "--gan_mode", "vanilla"]).gan_mode == "vanilla"
+    _saved_run(tmp_path, "v", no_lsgan=True)
+    resume = ["--checkpoints_dir", str(tmp_path), "--name", "v", "--resume"]
+    assert resolve_config(resume).gan_mode == "vanilla"
+    c = resolve_config(resume + ["--gan_mode", "lsgan"])
+    assert (c.gan_mode, c.no_lsgan) == ("lsgan", False)   # saved so, the next resume keeps lsgan
+
+
+# ---- 3. true/false options take a value ------------------------------------------------------------------
+@pytest.mark.parametrize("given, value", [([], None), (["--no_flip"], True), (["--no_flip", "false"], False),
+                                          (["--no_flip", "0"], False), (["--no_flip", "true"], True),
+                                          (["--no_flip=Off"], False), (["--no_flip", "1"], True)])
+def test_a_true_false_option_alone_is_true_or_takes_a_value(given, value):
+    assert train_parser(given).parse_args(given + ["--ngf", "8"]).no_flip is value
+
+
+def test_other_words_for_a_true_false_option_are_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        train_parser().parse_args(["--compile", "maybe"])
+    assert e.value.code == 2 and "argument --compile: 'maybe' is not true or false" in capsys.readouterr().err
+    assert "--no_flip [true|false]" in train_parser().format_help()
+
+
+def test_an_explicit_false_wins_over_model_defaults_and_the_run_resumed(tmp_path):
+    p = resolve_config(["--model", "pix2pix", "--no_vgg_loss", "false", "--no_instance", "0"])
+    assert (p.no_vgg_loss, p.no_instance, p.no_ganFeat_loss) == (False, False, True)
+    assert resolve_config(["--model", "cyclegan", "--no_dropout", "false"]).no_dropout is False
+    _saved_run(tmp_path, "r", compile=True, deterministic=True, channels_last=True, no_flip=True)
+    resume = ["--checkpoints_dir", str(tmp_path), "--name", "r", "--resume"]
+    flags = ("compile", "deterministic", "channels_last", "no_flip")
+    assert [getattr(resolve_config(resume), k) for k in flags] == [True] * 4
+    off = resolve_config(resume + [a for k in flags for a in (f"--{k}", "false")])
+    assert [getattr(off, k) for k in flags] == [False] * 4
+
+
+# ---- 4. ranges ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("option, value, says", [
+    ("print_freq", "0", ">= 1"), ("save_latest_freq", "0", ">= 1"), ("display_freq", "0", ">= 1"),
+    ("save_epoch_freq", "0", ">= 1"), ("batchSize", "0", ">= 1"), ("nThreads", "-1", ">= 0"),
+    ("lr", "-1", "> 0"), ("lr", "0", "> 0"), ("beta1", "1", ">= 0 and < 1"), ("niter", "-1", ">= 0"),
+    ("ngf", "0", ">= 1"), ("num_D", "-2", ">= 0"), ("max_steps", "-1", ">= 0")])
+def test_a_number_out_of_range_is_one_line_before_anything_is_written(option, value, says, tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+    argv = ["--checkpoints_dir", str(tmp_path / "ck"), "--name", "r", "--dataroot", str(tmp_path), "--no_vgg_loss",
+            "--device", "cpu", f"--{option}", value]
+    assert errors.run(train_main, argv) == 1
+    err = capsys.readouterr().err
+    shown = str(float(value)) if option in ("lr", "beta1") else value
+    assert err.startswith(f"error: --{option} {shown}: must be {says}") and err.count("\n") == 1, err
+    assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("option, value, says", [("workers", "-1", ">= 0"), ("how_many", "-3", ">= 0"),
+                                                 ("writers", "-1", ">= 0")])
+def test_synthesize_refuses_numbers_out_of_range(option, value, says, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+    argv = ["--checkpoint", str(tmp_path / "nowhere"), "--input", str(tmp_path), "--out", str(tmp_path / "o"),
+            f"--{option}", value]
+    assert errors.run(synthesize_main, argv) == 1
+    assert capsys.readouterr().err.startswith(f"error: --{option} {value}: must be {says}")
+    assert not (tmp_path / "o").exists()
+
+
+# ---- 5. the global -> local load names the input options ----------------------------------------------
+@pytest.mark.parametrize("given, says", [(["--no_instance"], "no_instance False there, True here"),
+                                         (["--label_nc", "5"], "label_nc 4 there, 5 here"),
+                                         (["--instance_feat", "--feat_num", "2"], "instance_feat False there, True here")])
+def test_an_input_mismatch_at_the_local_stage_names_the_input_options(ck, given, says):
+    from pix2pixhd.trainer import Trainer
+    cfg = _cfg(ck, "--name", "x", "--stage", "local", "--load_pretrain", str(ck / "g"), *given)
+    with pytest.raises(CheckpointMismatchError, match="input channels") as e:
+        Trainer(cfg)
+    assert says in str(e.value) and "Use --ngf" not in str(e.value)
+
+
+# ---- 6. finetune from a global stage ------------------------------------------------------------------------
+def test_finetune_from_a_global_stage_says_to_train_the_local_stage_first(ck):
+    with pytest.raises(ConfigError, match="holds a global stage") as e:
+        _cfg(ck, "--name", "f", "--stage", "finetune", "--load_pretrain", str(ck / "g"))
+    assert "train the local stage first" in str(e.value) and "drop --netG" not in str(e.value)
+    with pytest.raises(ConfigError, match="drop --stage finetune"):
+        _cfg(ck, "--name", "g", "--resume", "--stage", "finetune")
+    with pytest.raises(ConfigError, match="drop --netG global"):   # given: the old message
+        _cfg(ck, "--name", "f", "--stage", "finetune", "--netG", "global")
+
+
+# ---- 7. the reference's own options, --model pix2pixHD -----------------------------------------------------
+REFERENCE_CASES = {
+    "--gpu_ids 0,1": "--device", "--fp16": "--precision fp16", "--tf_log": "--no_tensorboard",
+    "--data_type 16": "--precision fp16", "--data_type=32": "drop --data_type", "--serial_batches": "no equivalent",
+    "--display_winsize 512": "not needed", "--use_dropout": "--no_dropout", "--verbose": "not needed",
+    "--local_rank=0": "LOCAL_RANK"}
+
+
+@pytest.mark.parametrize("given", list(REFERENCE_CASES))
+def test_a_reference_only_option_is_one_line_naming_the_replacement(given, capsys, monkeypatch):
+    monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+    assert errors.run(train_main, ["--ngf", "8", *given.split(), "--dry_run"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {given.replace('=', ' ')} is an option of the reference") and err.count("\n") == 1
+    assert REFERENCE_CASES[given] in err
+    assert {g.split()[0].split("=")[0][2:] for g in REFERENCE_CASES} == set(config.REFERENCE_ONLY)
+
+
+def test_train_hd_refuses_fp16_in_one_line_with_status_1():
+    env = {k: v for k, v in os.environ.items() if k != errors.DEBUG_ENV}   # another test's --debug
+    p = subprocess.run([sys.executable, str(REPO / "train_hd.py"), "--fp16", "--dry_run"],
+                       capture_output=True, text=True, cwd=str(REPO), timeout=120, env=env)
+    assert p.returncode == 1 and p.stderr.splitlines() == [p.stderr.strip()], p.stderr
+    assert "use --precision fp16" in p.stderr
+
+
+def test_model_is_case_insensitive():
+    assert resolve_config(["--model", "pix2pixHD"]) == resolve_config([])
+    assert resolve_config(["--model", "Pix2Pix"]).norm == "batch"
+    assert TrainConfig(model="pix2pixHD").resolved().model == "pix2pixhd"
+    assert "(default: batch" in " ".join(train_parser(["--model", "PIX2PIX"]).format_help().split())
+
+
+# ---- doubts: palette is inherited; --resume does not load another --load_pretrain --------------------------
+def test_a_later_stage_reads_label_maps_as_its_global_stage_did(tmp_path):
+    _saved_run(tmp_path, "g", palette="facades", label_nc=12)
+    loc = resolve_config(["--stage", "local", "--load_pretrain", str(tmp_path / "g")])
+    assert (loc.palette, loc.label_nc) == ("facades", 12)
+    assert resolve_config(["--stage", "local", "--load_pretrain", str(tmp_path / "g"), "--palette", ""]).palette == ""
+
+
+def test_resume_refuses_another_load_pretrain(tmp_path):
+    _saved_run(tmp_path, "g")
+    _saved_run(tmp_path, "l", stage="local", load_pretrain=str(tmp_path / "g"))
+    resume = ["--checkpoints_dir", str(tmp_path), "--name", "l", "--resume"]
+    assert resolve_config(resume + ["--load_pretrain", str(tmp_path / "g")]).stage == "local"   # the same command
+    with pytest.raises(ConfigError, match=r"--load_pretrain .*nowhere: --resume continues .* loads nothing else"):
+        resolve_config(resume + ["--load_pretrain", str(tmp_path / "nowhere")])

@@ -66,9 +66,11 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
                 atol: float = 1e-4, seed: int = 0, generator_key: str | None = None) -> Path:
     """Export ``generator`` to ONNX at ``path`` with dynamic batch, height and width.
 
-    generator: a GlobalGenerator / LocalEnhancer (any module mapping [N, input_nc, H, W] float32 to
-        [N, C, H, W]). It is copied to CPU fp32, put in eval mode, and every fused norm layer is
-        switched to its PyTorch reference; the caller's module is left untouched.
+    generator: a GlobalGenerator / LocalEnhancer, or a pix2pix / CycleGAN U-Net or ResNet (any
+        module mapping [N, input_nc, H, W] float32 to [N, C, H, W]). It is copied to CPU fp32, put
+        in eval mode (no dropout: the file is deterministic, even if a Synthesizer hooked seeded
+        dropout into the module), and every fused norm layer is switched to its PyTorch
+        reference; the caller's module is left untouched.
     input_nc: channels of the generator input (label_nc [+1 boundary] [+feat_num]); read from
         ``generator.input_nc`` when None.
     height, width: the trace example's size; default two multiples of the generator's required
@@ -81,7 +83,6 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
         raise if max |onnx - torch| > ``atol``.
     Returns the written path.
     """
-    from pix2pixhd.layers import set_norm_impl
     _require("onnx")
     if dynamo:
         _require("onnxscript")
@@ -92,7 +93,7 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
         if input_nc is None:
             raise ValueError(f"{type(generator).__name__} has no input_nc attribute; pass "
                              "export_onnx(..., input_nc=label_nc + 1 (boundary) + feat_num)")
-    g = set_norm_impl(copy.deepcopy(generator).float().cpu().eval(), "ref")
+    g = _export_copy(generator)
     g.requires_grad_(False)
     m = _required_multiple(g)
     height = height or 2 * m
@@ -105,9 +106,12 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
         warnings.simplefilter("ignore")
         if dynamo:
             n, h, w = torch.export.Dim("N"), torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
+            # Positional (a tuple, one entry per forward argument): a dict must be keyed by the
+            # forward's own argument name, which differs between generators (pix2pixHD's `input`,
+            # the pix2pix/CycleGAN U-Net's and ResNet's `x`); input_names only names the ONNX input.
             torch.onnx.export(g, (x,), str(path), input_names=["input"], output_names=["output"],
                               opset_version=opset, dynamo=True, external_data=False,
-                              dynamic_shapes={"input": {0: n, 2: h, 3: w}}, verbose=False)
+                              dynamic_shapes=({0: n, 2: h, 3: w},), verbose=False)
         else:
             axes = {0: "N", 2: "H", 3: "W"}
             torch.onnx.export(g, (x,), str(path), input_names=["input"], output_names=["output"],
@@ -132,6 +136,17 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
             raise RuntimeError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3g} "
                                f"(> atol={atol}); the export is not faithful, do not use this file")
     return path
+
+
+def _export_copy(generator: nn.Module) -> nn.Module:
+    """What gets exported: a CPU fp32 copy in eval mode (Dropout off), fused norms switched to
+    their PyTorch reference, and no test-time dropout hooks. A Synthesizer built on ``generator``
+    leaves forward hooks on its Dropout layers (``pix2pixhd.synthesis._SeededDropout``); a deep
+    copy takes them along, and traced they would put RandomUniformLike into the graph and make the
+    file non-deterministic. The exported generator is the deterministic one (no dropout)."""
+    from pix2pixhd.layers import set_norm_impl
+    from pix2pixhd.synthesis import remove_seeded_dropout
+    return set_norm_impl(remove_seeded_dropout(copy.deepcopy(generator)).float().cpu().eval(), "ref")
 
 
 def _random_input(n: int, c: int, h: int, w: int, seed: int) -> torch.Tensor:
@@ -160,9 +175,8 @@ def _write_metadata(path: Path, props: dict[str, str]) -> None:
 def check_onnx(generator: nn.Module, path: str | Path, sizes=((64, 96), (96, 64)), batch: int = 2,
                seed: int = 1) -> float:
     """Max |onnxruntime(CPU) - torch| over random one-hot inputs of each (H, W) in ``sizes``."""
-    from pix2pixhd.layers import set_norm_impl
     og = OnnxGenerator(path)
-    g = set_norm_impl(copy.deepcopy(generator).float().cpu().eval(), "ref")
+    g = _export_copy(generator)
     worst = 0.0
     for i, (h, w) in enumerate(sizes):
         x = _random_input(batch, og.input_nc, h, w, seed + i)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -177,6 +176,7 @@ class FeatureClusters:
     n_clusters: int
     global_step: int = -1                      # of the checkpoint whose E produced them
     counts: dict[int, int] = field(default_factory=dict)   # instances kept per class
+    path: Path | None = None                   # the file they were loaded from (for error messages)
 
     def table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """→ (centres [C, kmax, F], n per class [C]) with C = max class + 1; absent classes n = 0."""
@@ -212,25 +212,32 @@ class FeatureClusters:
         d = torch.load(path, map_location="cpu", weights_only=True)
         return cls(centers={int(k): v for k, v in d["centers"].items()}, feat_num=int(d["feat_num"]),
                    n_clusters=int(d["n_clusters"]), global_step=int(d.get("global_step", -1)),
-                   counts={int(k): int(v) for k, v in d.get("counts", {}).items()})
+                   counts={int(k): int(v) for k, v in d.get("counts", {}).items()}, path=path)
 
 
 # ---- painting features into instances ------------------------------------------------------------
 def parse_cluster_spec(spec: str | int | dict | None) -> int | dict[int, int] | None:
-    """``3`` (every class takes centre 3) or ``"26=3,24=1"`` (those classes; others sampled)."""
+    """``3`` (every class takes centre 3) or ``"26=3,24=1"`` (those classes; others sampled).
+
+    Anything else (``"3,4"``, ``"x"``, ``"26=3,24"``) is a ConfigError naming --cluster, the value
+    and both accepted forms, not int()'s bare ValueError."""
     if spec is None or spec == "" or isinstance(spec, (int, dict)):
         return spec if spec != "" else None
     spec = str(spec).strip()
+    bad = ConfigError(f"--cluster {spec!r}: expected one centre index for every class (e.g. 3) or "
+                      "comma-separated class=index pairs (e.g. 26=3,24=1)")
     if "=" not in spec:
-        return int(spec)
+        try:
+            return int(spec)
+        except ValueError:
+            raise bad from None
     out = {}
     for part in spec.split(","):
         try:
             cls, k = part.split("=")
             out[int(cls)] = int(k)
         except ValueError:
-            raise ConfigError(f"--cluster {spec!r}: expected an index (3) or class=index pairs "
-                             "(26=3,24=1)") from None
+            raise bad from None
     return out
 
 
@@ -286,6 +293,22 @@ def sample_features(inst: torch.Tensor, label: torch.Tensor, clusters: FeatureCl
     return out, choices
 
 
+def _feat_num_mismatch(clusters: FeatureClusters, feat_num: int) -> str:
+    """The error for clusters of another width than the checkpoint's E: they were made by another
+    encoder (another run, or one trained with another --feat_num). The fix re-clusters with the E
+    of the run the file sits beside (where ``from_checkpoint`` looks for it)."""
+    if clusters.path is None:
+        where, cmd = "the clusters", "python -m pix2pixhd.features encode --checkpoint CHECKPOINT"
+    else:
+        where = str(clusters.path)
+        cmd = (f"python -m pix2pixhd.features encode --checkpoint {clusters.path.parent}"
+               if clusters.path.name == CLUSTERS_FILE else   # a file saved elsewhere (encode --out)
+               f"python -m pix2pixhd.features encode --checkpoint CHECKPOINT --out {clusters.path}")
+    return (f"{where} holds {clusters.feat_num}-d features but the checkpoint's feat_num is {feat_num}: "
+            f"they come from another encoder. Re-cluster this checkpoint's encoder with `{cmd}` "
+            f"(it overwrites that file)")
+
+
 class FeatureSource:
     """The feature channels G reads at synthesis: ``source(label, inst, image, seeds)`` → [N, F, H, W].
 
@@ -306,8 +329,7 @@ class FeatureSource:
         if mode == "cluster" and self.cluster is None:
             raise ConfigError("--feature_mode cluster needs --cluster K (every class) or class=K pairs")
         if clusters is not None and clusters.feat_num != cfg.feat_num:
-            raise ConfigError(f"the clusters hold {clusters.feat_num}-d features but the checkpoint's "
-                             f"feat_num is {cfg.feat_num}; re-run `python -m pix2pixhd.features encode`")
+            raise ConfigError(_feat_num_mismatch(clusters, cfg.feat_num))
         self.cfg, self.mode, self.clusters, self.encoder, self.seed = cfg, mode, clusters, encoder, seed
         self._warned: set[int] = set()
         # E's decoder must land back on the input size: pad inputs to its multiple too.
@@ -350,11 +372,6 @@ class FeatureSource:
             print(f"note: using the clusters of {prev.parent} (this run read precomputed features)")
             path = prev
         return cls(cfg, mode, clusters=FeatureClusters.load(path), cluster=cluster, seed=seed)
-
-
-def image_seed(seed: int, name: str) -> int:
-    """A per-image seed from the run's seed and the file name: reruns and re-batching repeat."""
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2 ** 63
 
 
 # ---- loading E and the data ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ The data engine around it (reading, batching, writing a dataset, sharding, resum
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -113,10 +114,19 @@ def png_bytes(arr: np.ndarray) -> bytes:
 
 
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
+    """``x`` [..., H, W] padded (replicate, bottom and right) to multiples of ``multiple`` →
+    (padded, H, W). Integer maps are padded by indexing their last row and column, never through
+    float: float32 holds integers exactly only up to 2^24, and instance ids above that (e.g.
+    16777217) would round onto their neighbours' and merge instances."""
     h, w = x.shape[-2:]
     ph, pw = -h % multiple, -w % multiple
     if ph or pw:
-        x = F.pad(x.float(), (0, pw, 0, ph), mode="replicate").to(x.dtype)
+        if x.is_floating_point():
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        else:   # F.pad's replicate mode takes float only; index-based replicate is exact for any dtype
+            rows = torch.arange(h + ph, device=x.device).clamp_(max=h - 1)
+            cols = torch.arange(w + pw, device=x.device).clamp_(max=w - 1)
+            x = x.index_select(-2, rows).index_select(-1, cols)
     return x, h, w
 
 
@@ -124,32 +134,89 @@ class _SeededDropout:
     """pix2pix's test-time dropout with one mask stream per batch row.
 
     nn.Dropout draws one mask for the whole batch from the global RNG, so a map's output would
-    depend on its batch neighbours and on what ran before. Here each Dropout layer runs as the
-    identity (eval) and a forward hook multiplies its output by a mask drawn, row by row, from a
-    CPU ``torch.Generator`` seeded with that row's seed; the layers run in a fixed order, so row
-    i's masks depend on its seed alone. Outside a seeded call the hook draws from the global RNG
-    as nn.Dropout would. Masks are drawn on the CPU so every device gets the same ones.
+    depend on its batch neighbours and on what ran before. Inside :meth:`seeded` each active
+    Dropout layer (train mode, p > 0) runs as the identity (eval) and a forward hook multiplies its
+    output by a mask drawn, row by row, from a CPU ``torch.Generator`` seeded with that row's seed;
+    the layers run in a fixed order, so row i's masks depend on its seed alone. Masks are drawn on
+    the CPU so every device gets the same ones.
+
+    One instance per module (:meth:`of`), kept on the module, so any number of Synthesizers on one
+    generator share it instead of stacking hooks. Outside :meth:`seeded` the hooks do nothing and
+    the layers keep the mode their owner set (``set_dropout``), so the caller's module behaves as
+    before: a plain ``G(x)`` drops out from the global RNG as nn.Dropout does, ``eval()`` turns
+    dropout off, and a deep copy (``export_onnx``'s) carries no active mask stream
+    (:func:`remove_seeded_dropout` strips the hooks from such a copy).
     """
 
+    ATTR = "_pix2pixhd_seeded_dropout"
+
     def __init__(self, model: torch.nn.Module):
-        self.layers = [m for m in model.modules()
-                       if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training and m.p > 0]
+        self.all_layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
         self.generators: list[torch.Generator] | None = None
-        for m in self.layers:
-            m.eval()
+        self.active: set[int] = set()   # ids of the layers the running seeded call switched to eval
+        for m in self.all_layers:
             m.register_forward_hook(self._hook)
 
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> "_SeededDropout":
+        """The module's seeded dropout, made (and its hooks registered) on first use only."""
+        sd = model.__dict__.get(cls.ATTR)
+        if sd is None:
+            sd = cls(model)
+            model.__dict__[cls.ATTR] = sd   # a plain attribute: not a submodule, not in state_dict
+        return sd
+
+    @property
+    def layers(self) -> list[torch.nn.Module]:
+        """The Dropout layers that draw masks now (train mode, p > 0)."""
+        return [m for m in self.all_layers if m.training and m.p > 0]
+
     def _hook(self, module, inputs, out):
+        if self.generators is None or id(module) not in self.active:
+            return None   # not in a seeded call: the layer's own forward already ran as it is set
         p = module.p
-        if self.generators is None:
-            keep = torch.rand(out.shape, device=out.device) >= p
-        else:
-            keep = torch.stack([torch.rand(out.shape[1:], generator=g) >= p for g in self.generators])
-            keep = keep.to(out.device, non_blocking=True)
+        if out.shape[0] != len(self.generators):
+            raise ValueError(f"{len(self.generators)} dropout seeds for a batch of {out.shape[0]}; "
+                             "pass one seed per row")
+        keep = torch.stack([torch.rand(out.shape[1:], generator=g) >= p for g in self.generators])
+        keep = keep.to(out.device, non_blocking=True)
         return out * keep.to(out.dtype) * (1.0 / (1.0 - p))
 
+    @contextlib.contextmanager
     def seeded(self, seeds: list[int] | None):
-        self.generators = None if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds]
+        """Within the block, G's active Dropout layers draw row i's masks from ``seeds[i]``; the
+        layers' modes are restored on exit. ``seeds`` None: the layers run as they are set."""
+        if seeds is None:
+            yield
+            return
+        layers = self.layers
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.active = {id(m) for m in layers}
+        for m in layers:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m in layers:
+                m.train()
+            self.generators, self.active = None, set()
+
+
+def remove_seeded_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Strip :class:`_SeededDropout`'s hooks and state from ``model`` (in place; returns it).
+
+    For copies that leave synthesis, such as the one ``export_onnx`` traces: a deep copy takes the
+    hooks along, and a traced hook would put random ops into the graph. Removing them from the
+    module a Synthesizer runs would stop its seeded masks, so call it on copies only.
+    """
+    for m in model.modules():
+        for k, hook in list(m._forward_hooks.items()):
+            if getattr(hook, "__func__", None) is _SeededDropout._hook:
+                del m._forward_hooks[k]
+                for d in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
+                    getattr(m, d, {}).pop(k, None)
+    model.__dict__.pop(_SeededDropout.ATTR, None)
+    return model
 
 
 class Synthesizer:
@@ -183,7 +250,7 @@ class Synthesizer:
         self.memory_format = torch.channels_last if channels_last and is_module else torch.contiguous_format
         if is_module:
             generator.to(self.device, memory_format=self.memory_format)
-        self.dropout = _SeededDropout(generator) if is_module else None
+        self.dropout = _SeededDropout.of(generator) if is_module else None
         self._events: list = []
         self._cpu_seconds = 0.0
 
@@ -244,6 +311,10 @@ class Synthesizer:
         has none), else None.
         """
         cfg = self.cfg
+        if seeds is not None and len(seeds) != label.shape[0]:
+            # one seed for three rows would give all three the same masks and features, silently
+            raise ValueError(f"{len(seeds)} seed(s) for a batch of {label.shape[0]} maps: pass one seed "
+                             "per row (e.g. sample_seed(seed, name, sample) for each), or None")
         label, h, w = _pad_to(label.to(self.device, non_blocking=True), self.multiple)
         if inst is not None:
             inst, _, _ = _pad_to(inst.to(self.device, non_blocking=True), self.multiple)
@@ -257,13 +328,11 @@ class Synthesizer:
                 feat, choices = self.features(label, inst, image=image, seeds=seeds, return_choices=True)
         x = encode_input(label, None if cfg.no_instance else inst, feat, label_nc=cfg.label_nc, source=source)
         x = x.contiguous(memory_format=self.memory_format)
-        if self.dropout is not None:
-            self.dropout.seeded(seeds)
-        try:
+        if self.dropout is None:
             y = self._forward(x)
-        finally:
-            if self.dropout is not None:
-                self.dropout.seeded(None)
+        else:
+            with self.dropout.seeded(seeds):
+                y = self._forward(x)
         return float_to_uint8(y[..., :h, :w]), choices
 
     def __call__(self, label: torch.Tensor, inst: torch.Tensor | None = None,

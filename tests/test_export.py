@@ -123,3 +123,41 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
     assert "generator.onnx" in out and "max |onnxruntime - torch|" in out
     og = OnnxGenerator(tmp_path / "generator.onnx")
     assert og.config["label_nc"] == 4 and og.input_nc == 4
+
+
+# ---- the default (torch.export) path on pix2pix and CycleGAN generators -------------------------
+def _pix2pix_generator(model: str, net: str):
+    """A tiny generator as load_generator leaves it: eval, test-time dropout and per-image
+    BatchNorm on (pix2pix's U-Net), or CycleGAN's ResNet; both name forward's argument ``x``."""
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.models import build_generator
+    from pix2pixhd.pix2pix_networks import set_dropout, use_test_statistics
+    cfg = TrainConfig(model=model, label_nc=0, ngf=2 if net.startswith("unet") else 4,
+                      netG_pix2pix=net, norm_impl="ref").resolved()
+    torch.manual_seed(3)
+    g = build_generator(cfg).eval()
+    set_dropout(g, True)
+    use_test_statistics(g, True)
+    return g, cfg
+
+
+@pytest.mark.parametrize("model, net", [("pix2pix", "unet_128"), ("cyclegan", "resnet_6blocks")])
+def test_default_exporter_exports_pix2pix_and_cyclegan_generators(model, net, tmp_path):
+    """torch.export takes dynamic_shapes keyed by forward's own argument name; the U-Net's and the
+    ResNet's is ``x``, not pix2pixHD's ``input``. The tests above only export pix2pixHD generators
+    and the CLI tests pass --legacy, so the default path is checked here on the other two, at two
+    sizes and batch sizes other than the trace example's (dropout off, as the file has it)."""
+    g, cfg = _pix2pix_generator(model, net)
+    path = export_onnx(g, tmp_path / "g.onnx", cfg.input_nc, check=False)   # dynamo=True: the default
+    og = OnnxGenerator(path)
+    m = og.required_multiple
+    ref_g = copy.deepcopy(g).eval()   # eval() turns the dropout off, as the export does
+    for n, (h, w) in [(2, (2 * m, 4 * m)), (1, (3 * m, 2 * m))]:   # the trace: N=1, 2m x 3m
+        x = torch.rand(n, cfg.input_nc, h, w, generator=torch.Generator().manual_seed(h + w)) * 2 - 1
+        with torch.inference_mode():
+            ref = ref_g(x)
+        out = og(x)
+        assert out.shape == ref.shape == (n, 3, h, w)
+        diff = (out - ref).abs().max().item()
+        assert diff <= ATOL, f"{net} at {n}x{h}x{w}: max abs diff {diff}"
+        assert ref.abs().max() > 0.01

@@ -129,6 +129,83 @@ def test_chosen_clusters():
         parse_cluster_spec("a=b")
 
 
+@pytest.mark.parametrize("spec", ["3,4", "x", "26=3,24"])
+def test_a_bad_cluster_spec_names_the_option_the_value_and_the_forms(spec):
+    # int("3,4") used to escape as a bare ValueError (a traceback that never names --cluster)
+    from pix2pixhd.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        parse_cluster_spec(spec)
+    msg = str(e.value)
+    assert f"--cluster {spec!r}" in msg and "(e.g. 3)" in msg and "(e.g. 26=3,24=1)" in msg
+
+
+def test_clusters_of_another_feat_num_name_the_file_and_the_command(tmp_path):
+    from pix2pixhd.errors import ConfigError
+    path = FeatureClusters({0: torch.zeros(2, 3)}, 3, 2).save(tmp_path / "run" / CLUSTERS_FILE)
+    cfg = TrainConfig(label_nc=5, ngf=4, n_downsample_global=2, instance_feat=True, feat_num=4).resolved()
+    with pytest.raises(ConfigError) as e:
+        FeatureSource(cfg, "sample", clusters=FeatureClusters.load(path.parent))
+    msg = str(e.value)
+    assert f"{path} holds 3-d features but the checkpoint's feat_num is 4" in msg
+    assert f"`python -m pix2pixhd.features encode --checkpoint {path.parent}`" in msg
+    other = FeatureClusters({0: torch.zeros(2, 3)}, 3, 2).save(tmp_path / "elsewhere.pt")   # encode --out
+    with pytest.raises(ConfigError, match=f"encode --checkpoint CHECKPOINT --out {other}`"):
+        FeatureSource(cfg, "sample", clusters=FeatureClusters.load(other))
+
+
+def test_the_docs_name_the_seed_sampling_draws_from():
+    """docs/features.md used to name ``features.image_seed(seed, file name)``, which nothing
+    called; the engine seeds every row with ``synthesis.sample_seed(seed, relative path, sample)``."""
+    import inspect
+
+    import pix2pixhd.engine as engine
+    import pix2pixhd.features as features
+    doc = (Path(__file__).parents[1] / "docs" / "features.md").read_text()
+    assert "image_seed" not in doc and "sample_seed(seed, relative path, k)" in doc
+    assert not hasattr(features, "image_seed")
+    assert "sample_seed(job.seed, " in inspect.getsource(engine)
+
+
+def test_feature_maps_keep_the_rounding_of_the_resize_they_were_made_at(tmp_path):
+    """scale_width truncates the height: a 1000x501 source at the global stage's width 512 is
+    512x256, so precompute writes 1024x512, not the 1024x513.02 of the exact ratio. The loader
+    used to refuse it ("resize them to one size"); it must replay that rounding, and still refuse
+    maps of another aspect ratio."""
+    from pix2pixhd.data import DatasetError, create_dataset
+    from pix2pixhd.data.dataset import _size_mismatch
+    from pix2pixhd.data.transforms import resized_size
+
+    def fits(src, feat, multiple=32):
+        return _size_mismatch({"label": src, "image": src, "feat": feat}, multiple) is None
+
+    assert fits((1000, 501), (1024, 512))
+    for w, h in [(1000, 501), (999, 500), (640, 481), (1237, 411), (700, 1001), (2048, 1024)]:
+        for load, k in [(512, 2), (256, 4), (1024, 2), (512, 1)]:     # precompute: k x E's grid
+            a, b = resized_size(w, h, "scale_width", load, 16)
+            assert fits((w, h), (k * a, k * b)), (w, h, load, k)
+    for src, feat in [((1000, 501), (1024, 520)),    # taller: a truncation never rounds up
+                      ((1000, 750), (1024, 512)),    # another image's aspect ratio
+                      ((1000, 501), (512, 1024)),    # transposed
+                      ((64, 32), (100, 64))]:
+        assert not fits(src, feat), (src, feat)
+
+    # through the loader: a 200x101 scene whose global stage ran at width 64 (64x32), x2
+    for d in ("train_label", "train_img", "train_feat"):
+        (tmp_path / d).mkdir()
+    Image.fromarray(np.full((101, 200), 2, np.uint8)).save(tmp_path / "train_label/a.png")
+    Image.new("RGB", (200, 101), (9, 9, 9)).save(tmp_path / "train_img/a.png")
+    Image.new("RGB", (128, 64), (10, 20, 30)).save(tmp_path / "train_feat/a.png")
+    opts = dict(label_nc=5, no_instance=True, load_features=True, resize_or_crop="scale_width",
+                loadSize=128, required_multiple=32)
+    s = create_dataset(tmp_path, **opts)[0]
+    assert s["feat"].shape == (3, 64, 128) and s["label"].shape == (1, 64, 128)
+    assert s["feat"][:, 0, 0].tolist() == [10, 20, 30]
+    Image.new("RGB", (128, 96)).save(tmp_path / "train_feat/a.png")      # not made from this source
+    with pytest.raises(DatasetError, match=r"feat 128x96\); the feature map train_feat/a.png does not "
+                                           r"have its source's aspect ratio.*features precompute"):
+        create_dataset(tmp_path, **opts, validate="off")[0]
+
+
 # ---- the trainer's encoder paths ----------------------------------------------------------------
 def test_load_features_step_feeds_g_only(tmp_path):
     from pix2pixhd.trainer import Trainer

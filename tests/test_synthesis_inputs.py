@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pix2pixhd.cli import synthesize_main
@@ -330,3 +331,18 @@ def test_an_out_folder_written_before_inputs_were_in_the_identity_still_resumes(
         ids(other / f"{n}.png", seed=10 + k)
     with pytest.raises(InputError, match="another synthesis"):
         synth(run, other, out)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.float32])
+def test_padding_keeps_every_id(dtype):
+    """Synthesizer pads maps (replicate) to the generator's multiple. Integer maps used to go
+    through float32, which holds integers exactly only up to 2^24: instance id 16777217 became
+    16777216, merging two instances. Padding must equal NumPy's edge padding in any dtype."""
+    from pix2pixhd.synthesis import _pad_to
+    big = 2 ** 24 + 1 if dtype in (torch.int64, torch.int32) else 201
+    a = torch.tensor([[big, big - 1, big], [big - 1, 7, big]], dtype=dtype)[None, None]
+    padded, h, w = _pad_to(a, 4)
+    assert (h, w) == (2, 3) and padded.dtype == dtype and padded.shape == (1, 1, 4, 4)
+    expected = np.pad(a[0, 0].numpy(), ((0, 2), (0, 1)), mode="edge")
+    np.testing.assert_array_equal(padded[0, 0].numpy(), expected)
+    assert _pad_to(a, 1)[0] is a   # already a multiple: untouched

@@ -23,6 +23,7 @@ the problem, also when validation was 'headers' or 'off' and let it through.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -152,7 +153,7 @@ class PairedDataset(torch.utils.data.Dataset):
             out["inst"] = self._open(rec["inst"], "inst")
         if self.load_features:
             out["feat"] = self._open(rec["feat"], "feat")
-        mismatch = _size_mismatch({r: im.size for r, im in out.items()})
+        mismatch = _size_mismatch({r: im.size for r, im in out.items()}, self.required_multiple)
         if mismatch:   # before the RGB conversion, which would drop the EXIF the fix may name
             raise DatasetError(f"{rec['label']}: partners differ in size ({mismatch}); "
                                f"{_size_fix(out, rec, self)}. {_FIND_ALL.format(root=self.root)}")
@@ -248,16 +249,43 @@ _FIND_ALL = ("`python -m pix2pixhd.data scan {root}` (or training with --validat
              "such file before training")
 
 
-def _size_mismatch(sizes: dict[str, tuple[int, int]]) -> str | None:
+def _size_mismatch(sizes: dict[str, tuple[int, int]], multiple: int = 1) -> str | None:
     """'label 64x32, image 32x16' when partners cannot be aligned, else None. Label, instance map
-    and photo must be one size; a precomputed feature map may be larger with the same aspect ratio
-    (``features precompute`` writes them x2), since it is resampled (nearest) to the sample's size."""
+    and photo must be one size; a precomputed feature map may be another size of the same aspect
+    ratio, up to the rounding of a resize (:func:`_feat_fits`), since it is resampled (nearest) to
+    the sample's size. ``multiple``: the generator's required multiple (see there)."""
     base = {s for r, s in sizes.items() if r != "feat"}
     ok = len(base) <= 1
     if ok and base and "feat" in sizes:
-        (w, h), (fw, fh) = next(iter(base)), sizes["feat"]
-        ok = fw * h == fh * w
+        ok = _feat_fits(next(iter(base)), sizes["feat"], multiple)
     return None if ok else ", ".join(f"{r} {w}x{h}" for r, (w, h) in sizes.items())
+
+
+def _feat_fits(src: tuple[int, int], feat: tuple[int, int], multiple: int = 1) -> bool:
+    """Whether a feature map of size ``feat`` can be ``features precompute``'s map of a ``src``
+    source: E's map upsampled x k (nearest, an integer k), E having run on the whole source
+    resized as the earlier stage resized it.
+
+    The same aspect ratio always fits (a x k copy, or resize_or_crop none on a source that is
+    already a multiple). scale_width resizes to a whole number of pixels: it fixes the width and
+    truncates the height (1000x501 at width 512 is 512x256, not 512x256.5), by less than one
+    pixel of E's grid, which the x k upsample makes less than k pixels of the map (1024x512, where
+    the exact ratio asks for 1024x513.02). So the map also fits when it is
+    k x ``resized_size(src, "scale_width", fw / k)`` for some k: the check replays the resize's
+    own rounding instead of allowing a tolerance.
+
+    k is not recorded. It divides both sides of the map, and E's grid (feat / k) is taken to have
+    at least ``multiple`` (this stage's required multiple) pixels a side: an earlier stage's
+    generator ran on it, and a grid of a pixel or two, with its rounding, would fit almost any
+    map. A map of another aspect ratio (another image, a crop, a transposed map) is refused.
+    """
+    (w, h), (fw, fh) = src, feat
+    if fw * h == fh * w:
+        return True
+    g = math.gcd(fw, fh)
+    return any(T.resized_size(w, h, "scale_width", fw // k, 1) == (fw // k, fh // k)
+               for k in range(1, g + 1)
+               if g % k == 0 and min(fw, fh) // k >= multiple)
 
 
 EXIF_ORIENTATION = 0x0112
@@ -280,6 +308,11 @@ def _size_fix(ims: dict[str, Image.Image], rec: dict, ds) -> str:
     once, when preparing the data, is the right one. Nothing is rotated here: geometry never
     changes silently."""
     sizes = {r: im.size for r, im in ims.items() if r != "feat"}
+    if "feat" in ims and len(set(sizes.values())) == 1:   # only the feature map is off
+        return (f"the feature map {_rel(ds, rec['feat'])} does not have its source's aspect ratio, "
+                "even allowing for a resize's rounding, so it was not made from it (another image, "
+                "or a crop); write the maps again from whole images with `python -m "
+                "pix2pixhd.features precompute --checkpoint GLOBAL_RUN`")
     turned = []
     for role, im in ims.items():
         o = _orientation(im)
@@ -508,7 +541,7 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                                  "remap them, or add them to classes.json"))
         if decode and role == "inst":
             n_inst = len(np.unique(np.asarray(im)))
-    desc = _size_mismatch(sizes)
+    desc = _size_mismatch(sizes, ds.required_multiple)
     if desc:
         problems.append(("size mismatch", str(next(iter(rec.values()))),
                          f"{_rel(ds, next(iter(rec.values())))}: partners differ in size ({desc}); "

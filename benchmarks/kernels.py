@@ -12,9 +12,11 @@ For every distinct norm layer of the pix2pixHD generators and discriminator at a
   fused-nchw / fused-cl   pix2pixhd.kernels.instance_norm_act(impl='triton'), NCHW / channels-last
   eager-nchw / eager-cl   F.instance_norm + residual add + activation, as the unfused model runs
   compile-nchw/compile-cl the same function under torch.compile
-and prints milliseconds and achieved GB/s against the bytes the op must move at least:
+and prints milliseconds and achieved GB/s against the bytes the op must move at least
+(``floor_bytes``):
   forward  read x, write y (+ read residual)
-  backward read x and dy, write dx (+ write dresidual)    (the fwd+bwd column adds both)
+  backward read x and dy, write dx (+ write dresidual, except after activation 'none': there
+           d residual is dy itself, no bytes moved)      (the fwd+bwd column adds both)
 and that as a fraction of the device's memory bandwidth: its data-sheet figure (``--peak_gbs``
 overrides; see PEAK_GBS) and the copy bandwidth measured at start (a 1 GiB device-to-device copy,
 read + write). The fused kernels move more than that floor (the forward reads x twice, the
@@ -27,13 +29,22 @@ torch.compile: one compile per layer shape (``dynamic=False``), the dynamo cache
 them all; ``--compile_dynamic`` compiles once per activation / residual with dynamic shapes
 (minutes less on a GPU check, possibly slower kernels: say which when quoting).
 
-Timing: CUDA events around each call, the L2 cache flushed before each (a 256 MB write), the
-median of --reps calls after warm-up. No GPU: says so and exits 0 (unless --smoke).
+Timing (``time_per_call``): after --warmup single calls, a quick calibration doubles a loop count R
+until R back-to-back calls take at least --min_ms (default 1 ms) between one pair of CUDA events,
+so Python and autograd dispatch of a small layer overlap the GPU work as in training instead of
+being timed alone. Each of --reps measurements then flushes the L2 cache (a 256 MB write),
+times R calls between one event pair and divides by R; the cell is the median. The R calls cycle
+through copies of the inputs, enough that every copy is used once per loop or at least 256 MB of
+other inputs pass between two uses of one, so the calls after the first do not find their input
+in L2. The forward+backward call is ``torch.autograd.grad(out, inputs, dy)`` (``fwd_bwd``): the
+gradients come back as training's backward makes them (no AccumulateGrad copy of d residual
+into a leaf's ``.grad``). No GPU: says so and exits 0 (unless --smoke).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -116,6 +127,97 @@ def pix2pixhd_layers(width: int, height: int) -> list[Layer]:
     return layers
 
 
+def floor_bytes(layer: Layer, numel: int, item: int) -> tuple[int, int]:
+    """(forward, backward) bytes the op must move at least, for ``numel`` elements of ``item`` bytes.
+
+    Forward: read x, write y, read the residual. Backward: read x and dy, write dx, and write
+    d residual, unless the activation is 'none': then d residual is dy itself (the fused kernel
+    returns dy, eager's add passes it through), so nothing more is moved.
+    """
+    fwd = numel * item * (2 + layer.residual)
+    bwd = numel * item * (3 + (layer.residual and layer.act != "none"))
+    return fwd, bwd
+
+
+def fwd_bwd(fn, x, residual, dy, act):
+    """One forward + backward of ``fn(x, residual, act)`` as training runs it: the gradients of x
+    (and of the residual) from ``torch.autograd.grad``, returned, not accumulated into ``.grad``
+    (an AccumulateGrad into a leaf clones a gradient that someone else still holds: for the
+    residual after activation 'none' that is dy, a copy training never makes)."""
+    import torch
+    inputs = (x,) if residual is None else (x, residual)
+    return torch.autograd.grad(fn(x, residual, act), inputs, dy)
+
+
+class WallClock:
+    """``start()`` / ``stop() -> ms`` with the host clock (CPU runs)."""
+
+    def start(self) -> None:
+        self._t = time.perf_counter()
+
+    def stop(self) -> float:
+        return (time.perf_counter() - self._t) * 1e3
+
+
+class CudaClock:
+    """``start()`` / ``stop() -> ms`` with a pair of CUDA events (stop synchronises)."""
+
+    def start(self) -> None:
+        import torch
+        self._start, self._end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        self._start.record()
+
+    def stop(self) -> float:
+        import torch
+        self._end.record()
+        torch.cuda.synchronize()
+        return self._start.elapsed_time(self._end)
+
+
+def time_per_call(call, clock, *, warmup: int, reps: int, min_ms: float = 1.0, max_loop: int = 4096,
+                  copies=None, before=None) -> tuple[float, int]:
+    """(median ms per call, R): each of ``reps`` measurements times a loop of R calls between one
+    ``clock.start()`` / ``clock.stop()`` and divides by R.
+
+    ``call(k)`` runs the op once on input copy k. After ``warmup`` single calls, R doubles (from
+    1, or straight to the estimate once a loop is timed) until a loop takes at least ``min_ms``
+    (or R reaches ``max_loop``). ``copies(R)`` then readies the input copies for loops of R
+    calls and returns how many there are (the loop cycles through them; default 1).
+    ``before()`` runs before every loop, outside the clock (the L2 flush).
+    """
+    def loop(n: int, k: int) -> float:
+        if before is not None:
+            before()
+        clock.start()
+        for j in range(n):
+            call(j % k)
+        return clock.stop()
+
+    for _ in range(warmup):
+        loop(1, 1)
+    r = 1
+    while r < max_loop:
+        t = loop(r, 1)
+        if t >= min_ms:
+            break
+        grow = math.ceil(r * min_ms / t) if t > 0 else 2 * r
+        r = min(max_loop, max(2 * r, grow))
+    k = copies(r) if copies is not None else 1
+    return statistics.median([loop(r, k) / r for _ in range(reps)]), r
+
+
+def input_copies(tensors, r: int, rotate_bytes: int) -> list[tuple]:
+    """Copies of ``tensors`` (None kept; requires_grad and memory format kept) for a loop of r
+    calls: r of them, or as many as make ``rotate_bytes`` (the first is the tensors themselves)."""
+    size = sum(t.numel() * t.element_size() for t in tensors if t is not None) or 1
+    n = max(1, min(r, math.ceil(rotate_bytes / size)))
+    out = [tuple(tensors)]
+    for _ in range(n - 1):
+        out.append(tuple(None if t is None else t.detach().clone().requires_grad_(t.requires_grad)
+                         for t in tensors))
+    return out
+
+
 def smoke_layers() -> list[Layer]:
     return [Layer("tiny relu", 16, 24, 20, "relu", False, 2),
             Layer("tiny res", 32, 12, 10, "none", True, 3),
@@ -131,6 +233,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--reps", type=int, default=20, help="timed calls per measurement")
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--min_ms", type=float, default=1.0,
+                   help="time loops of R calls per event pair, R calibrated so a loop takes at least "
+                        "this long (ms); the cell is the time per call")
     p.add_argument("--methods", default="fused,eager,compile",
                    help=f"comma-separated columns to time: some of {', '.join(METHODS)} (a run of "
                         "eager,compile gives torch.compile's ratio without timing the fused rows again)")
@@ -246,26 +351,24 @@ def main(argv=None) -> int:
         compiled = torch.compile(eager, dynamic=True if args.compile_dynamic else False)
     methods = [(m, {"fused": fused, "eager": eager, "compile": compiled}[m]) for m in args.methods]
 
-    flush = torch.empty(256 * 2 ** 20, dtype=torch.uint8, device=device) if device.type == "cuda" else None
+    flush_bytes = 256 * 2 ** 20
+    flush = torch.empty(flush_bytes, dtype=torch.uint8, device=device) if device.type == "cuda" else None
+    clock = CudaClock() if device.type == "cuda" else WallClock()
 
-    def time_ms(fn) -> float:
-        times = []
-        for i in range(args.warmup + args.reps):
-            if device.type == "cuda":
-                flush.zero_()
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize()
-                t = start.elapsed_time(end)
-            else:
-                t0 = time.perf_counter()
-                fn()
-                t = (time.perf_counter() - t0) * 1e3
-            if i >= args.warmup:
-                times.append(t)
-        return statistics.median(times)
+    def time_ms(op, tensors) -> tuple[float, int]:
+        """(ms per call, loop count R) of op(*tensors); the loop cycles through input copies."""
+        sets = [tuple(tensors)]
+
+        def copies(r):
+            sets[:] = input_copies(tensors, r, flush_bytes if flush is not None else 0)
+            return len(sets)
+
+        try:
+            return time_per_call(lambda k: op(*sets[k]), clock, warmup=args.warmup, reps=args.reps,
+                                 min_ms=args.min_ms, copies=copies,
+                                 before=flush.zero_ if flush is not None else None)
+        finally:
+            sets.clear()
 
     def frac(gbs, ref):
         return f"{100 * gbs / ref:.0f}%" if ref else "-"
@@ -302,8 +405,7 @@ def main(argv=None) -> int:
             for layer in layers:
                 shape = (args.batch, layer.c, layer.h, layer.w)
                 numel = args.batch * layer.c * layer.h * layer.w
-                fwd_bytes = numel * item * (2 + layer.residual)
-                bwd_bytes = numel * item * (3 + layer.residual)
+                fwd_bytes, bwd_bytes = floor_bytes(layer, numel, item)
                 passes = [("fwd", fwd_bytes)] + ([("fwd+bwd", fwd_bytes + bwd_bytes)] if args.backward else [])
                 x0 = torch.randn(shape, device=device, dtype=torch.float32).mul_(2).add_(0.5).to(dtype)
                 r0 = torch.randn(shape, device=device, dtype=dtype) if layer.residual else None
@@ -330,26 +432,25 @@ def main(argv=None) -> int:
                         errs.append(((y.float() - y_ref).abs().max() / y_ref.abs().max()).item())
                         for pname, nbytes in passes:
                             if pname == "fwd":
-                                def run(fn=fn, x=x, r=r):
+                                def run(x, r, fn=fn):
                                     with torch.no_grad():
                                         fn(x, r, layer.act)
+                                tensors = (x, r)
                             else:
-                                xg = x.detach().requires_grad_()
-                                rg = r.detach().requires_grad_() if r is not None else None
-
-                                def run(fn=fn, xg=xg, rg=rg, g=g):
-                                    torch.autograd.backward(fn(xg, rg, layer.act), g)
-                                    xg.grad = None
-                                    if rg is not None:
-                                        rg.grad = None
-                            ms = time_ms(run)
+                                def run(xg, rg, g, fn=fn):
+                                    fwd_bwd(fn, xg, rg, g, layer.act)
+                                tensors = (x.detach().requires_grad_(),
+                                           r.detach().requires_grad_() if r is not None else None, g)
+                            ms, loop = time_ms(run, tensors)
+                            del tensors
                             gbs = nbytes / ms / 1e6
                             totals[col][0 if pname == "fwd" else 1] += ms * layer.count
                             rows[pname].append((ms, gbs, frac(gbs, peak)))
                             records.append({"res": res_name, "dtype": dtype_name, "layer": layer.name,
                                             "shape": list(shape), "count": layer.count, "act": layer.act,
                                             "residual": layer.residual, "pass": pname, "method": mname,
-                                            "layout": lay, "ms": ms, "floor_bytes": nbytes, "gb_per_s": gbs,
+                                            "layout": lay, "ms": ms, "calls_per_timing": loop,
+                                            "floor_bytes": nbytes, "gb_per_s": gbs,
                                             "fraction_of_datasheet": gbs / peak if peak else None,
                                             "fraction_of_copy": gbs / copy if copy else None,
                                             "auto_choice": auto[0 if lay == "nchw" else 1]})

@@ -15,14 +15,18 @@ gradients in the G pass), all from the same initial weights, and runs them inter
 step on the same synthetic batches (uint8 images, label and instance ids, as the data loader
 hands them over), so slow drift of a shared machine hits every path alike. Per path it prints:
 
-  step ms        median wall time of a step (device synchronised before and after)
+  step ms        median wall time of a step (device synchronised before and after), over the
+                 timed steps, which run with the PhaseTimer off (no synchronisation inside)
   img/s          batch / step time
   phases         median ms of each phase (the Trainer's PhaseTimer marks, plus 'data': moving
-                 the batch to the device and encoding it); the phases sync the device, both paths
+                 the batch to the device and encoding it), from --phase_steps further steps per
+                 path with the timer on (it syncs the device at every mark, both paths); those
+                 steps are not in the step time
   peak MiB       CUDA: the path's parameters + buffers + optimizer state, plus the peak the step
                  allocates above what was resident before it (the path's peak as if alone); CPU: -
   TFLOP/s, util  the step's needed FLOPs (pix2pixhd.flops.train_step_flops, the same for every
                  path) / step time, and that over the device's data-sheet peak for the precision
+                 (the row's JSON names the peak: peak_tflops, peak_source)
   vs baseline    baseline step time / this path's step time (> 1: faster than the reference)
   loss diff      max relative difference of the first step's losses to the baseline's (fp32 on
                  CPU: ~1e-6 shows the two compute the same thing; on CUDA cuDNN's convolutions
@@ -37,7 +41,10 @@ On CPU the default sizes use ngf/ndf 16; ``--reference_widths`` (on by default o
 the most self time and writes a Chrome trace per path into DIR.
 
 VGG19 is randomly initialised (the timing does not depend on its weights and nothing is
-downloaded). ``--json PATH`` writes the table, the config, the device and the FLOP model.
+downloaded). Every path is at epoch 1 with niter_fix_global 0 (the TrainConfig default; there is no
+flag for it): in the local stage the global generator trains too, as after NVIDIA's
+--niter_fix_global epochs. ``--json PATH`` writes the table, the config, the device and the FLOP
+model, rewritten (atomically) after every configuration, so a run cut short keeps the rows done.
 """
 from __future__ import annotations
 
@@ -101,11 +108,15 @@ def parse_args(argv=None):
     p.add_argument("--no_vgg_loss", action="store_true")
     p.add_argument("--steps", type=int, default=None, help="timed steps per path (GPU 20, CPU 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per path (GPU 5, CPU 1)")
+    p.add_argument("--phase_steps", type=int, default=None,
+                   help="steps per path after the timed ones, with the PhaseTimer on (it syncs the "
+                        "device at every phase), for the phase columns only (GPU 3, CPU 1; at least 1)")
     p.add_argument("--no_baseline", action="store_true", help="time only our path(s)")
     p.add_argument("--max_seconds", type=float, default=None,
-                   help="stop timing a configuration once this many seconds have passed since the "
-                        "start (after at least one timed step of every path) and report the steps "
-                        "timed: a caller's time cap then still gets a table")
+                   help="stop a configuration's steps once this many seconds have passed since the "
+                        "start (after at least one warm-up, one timed and one phase step of every "
+                        "path; the rest of the warm-up is skipped too) and report the steps timed: "
+                        "a caller's time cap then still gets a table")
     p.add_argument("--device", default="auto")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="the device's peak for the utilisation column (default: from the data sheet "
@@ -134,6 +145,7 @@ class _Path:
         self.name, self.precision, self.channels_last = name, precision, channels_last
         self.step, self.timer, self.zero_grads, self.resident = step, timer, zero_grads, resident
         self.step_ms, self.cpu_ms, self.phases, self.extra_peak, self.first_losses = [], [], {}, [], None
+        self.warmup_steps = self.phase_steps = 0
 
 
 def _ours(cfg, device, vgg) -> tuple:
@@ -152,10 +164,20 @@ def _ours(cfg, device, vgg) -> tuple:
     return tr
 
 
+def row_peak(given: float | None, gpu_name: str | None, precision: str) -> tuple[float | None, str | None]:
+    """(peak TFLOP/s, where it came from) for a row's utilisation: --peak_tflops, else the data
+    sheet's entry for the GPU's name and the path's precision (None on CPU or an unknown GPU)."""
+    from pix2pixhd.flops import peak_entry
+    if given:
+        return given, "--peak_tflops"
+    entry = peak_entry(gpu_name, precision) if gpu_name else None
+    return (entry[1], f"data sheet: {entry[0]}, {precision}") if entry else (None, None)
+
+
 def run_config(args, stage: str, width: int, height: int, device: torch.device, info: dict,
                ngf: int | None = None, ndf: int | None = None) -> list[dict]:
     from pix2pixhd.config import TrainConfig
-    from pix2pixhd.flops import peak_tflops, train_step_flops
+    from pix2pixhd.flops import train_step_flops
     from pix2pixhd.losses import VGG19Features, VGGLoss
 
     cuda = device.type == "cuda"
@@ -199,50 +221,75 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
                               lambda: (ref.resident_bytes(), B.state_bytes([], [ref.opt_G, ref.opt_D]))))
 
     batches = [make_batch(args.batch, height, width, args.label_nc, args.seed + i, cuda) for i in range(3)]
-    for i in range(args.warmup + args.steps):
-        if (args.max_seconds is not None and i > args.warmup
-                and time.monotonic() - args.started > args.max_seconds):
-            print(f"(--max_seconds {args.max_seconds:g}: {i - args.warmup} of {args.steps} timed steps)")
-            break
-        batch = batches[i % len(batches)]
-        for p in paths:
-            p.zero_grads()
-            timing = i >= args.warmup
-            p.timer.start(timing)
-            with B.PeakMemory(device) as mem:
-                holder = {}
-                ms, cpu_ms = B.timed(lambda: holder.setdefault("l", p.step(batch)), device)
-            if i == 0:
-                p.first_losses = {k: float(v) for k, v in holder["l"].items()}
-            if timing:
-                p.step_ms.append(ms)
-                p.cpu_ms.append(cpu_ms)
-                for k, v in p.timer.times.items():
-                    p.phases.setdefault(k, []).append(v)
-                if mem.extra is not None:
-                    p.extra_peak.append(mem.extra)
+
+    def over_time() -> bool:
+        return args.max_seconds is not None and time.monotonic() - args.started > args.max_seconds
+
+    def run_step(p: _Path, batch: dict, kind: str, first: bool) -> None:
+        """kind 'warmup' | 'timed' (PhaseTimer off: nothing syncs inside the step) | 'phases'
+        (PhaseTimer on, its syncs included; only the phase times are kept)."""
+        p.zero_grads()
+        p.timer.start(kind == "phases")
+        with B.PeakMemory(device) as mem:
+            holder = {}
+            ms, cpu_ms = B.timed(lambda: holder.setdefault("l", p.step(batch)), device)
+        if first:
+            p.first_losses = {k: float(v) for k, v in holder["l"].items()}
+        if kind == "timed":
+            p.step_ms.append(ms)
+            p.cpu_ms.append(cpu_ms)
+            if mem.extra is not None:
+                p.extra_peak.append(mem.extra)
+        elif kind == "phases":
+            p.phase_steps += 1
+            for k, v in p.timer.times.items():
+                p.phases.setdefault(k, []).append(v)
+        else:
+            p.warmup_steps += 1
+        p.timer.start(False)
+
+    # Warm-up, timed and phase steps, each round over every path (interleaved: drift of a shared
+    # machine hits all paths alike). Past --max_seconds each kind stops after its first round.
+    plan = [("warmup", args.warmup), ("timed", args.steps), ("phases", max(1, args.phase_steps))]
+    i = 0
+    for kind, n in plan:
+        for j in range(n):
+            if j >= 1 and over_time():
+                if kind == "warmup":
+                    print(f"(--max_seconds {args.max_seconds:g}: warm-up cut at {j} of {n} steps)")
+                elif kind == "timed":
+                    print(f"(--max_seconds {args.max_seconds:g}: {j} of {n} timed steps)")
+                break
+            batch = batches[i % len(batches)]
+            for p in paths:
+                run_step(p, batch, kind, first=i == 0)
+            i += 1
 
     if args.profile:
         profile_paths(paths, batches[0], Path(args.profile), f"{stage}_{width}x{height}_ngf{ngf}")
 
-    flops = train_step_flops(cfg0, width, height, args.batch)
+    # The FLOP model at the paths' epoch: a Trainer freezes the local stage's global generator
+    # up to niter_fix_global (0 here), and the model then charges it no backward.
+    flops = train_step_flops(cfg0, width, height, args.batch, epoch=first.epoch)
     rows = []
     base = paths[0] if not args.no_baseline else None
     base_losses = paths[0].first_losses if not args.no_baseline else None
     for p in paths:
         resident, opt_state = p.resident()
         step_ms = B.median(p.step_ms)
-        peak = args.peak_tflops or (peak_tflops(info.get("gpu", ""), p.precision) if cuda else None)
+        peak, peak_source = row_peak(args.peak_tflops, info.get("gpu", "") if cuda else None, p.precision)
         tflops = flops.total / (step_ms / 1e3) / 1e12
         row = {"stage": stage, "res": f"{width}x{height}", "path": p.name, "precision": p.precision,
                "channels_last": p.channels_last, "batch": args.batch, "step_ms": step_ms,
                "step_ms_all": p.step_ms, "timed_steps": len(p.step_ms),
+               "warmup_steps": p.warmup_steps, "phase_steps": p.phase_steps,
                "images_per_s": args.batch / (step_ms / 1e3),
                "phases_ms": {k: B.median(v) for k, v in p.phases.items()},
                "peak_mib": ((resident + max(p.extra_peak)) / 2**20) if p.extra_peak else None,
                "resident_mib": resident / 2**20, "optimizer_state_mib": opt_state / 2**20,
                "tflops": tflops,
                "util_pct": 100 * tflops / peak if peak else None,
+               "peak_tflops": peak, "peak_source": peak_source,
                "speedup_vs_baseline": B.paired_ratio(base.step_ms, p.step_ms) if base else None,
                "cpu_ms": None if cuda else B.median(p.cpu_ms), "cpu_ms_all": None if cuda else p.cpu_ms,
                "cpu_speedup_vs_baseline": B.paired_ratio(base.cpu_ms, p.cpu_ms) if base and not cuda else None,
@@ -254,7 +301,9 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
     arch = {"ngf": ngf, "ndf": ndf, "n_downsample_global": args.n_downsample_global,
             "n_blocks_global": args.n_blocks_global, "n_layers_D": args.n_layers_D,
             "n_blocks_local": args.n_blocks_local, "num_D": cfg0.num_D, "label_nc": args.label_nc,
-            "vgg": not args.no_vgg_loss, "norm_impl": args.norm_impl}
+            "vgg": not args.no_vgg_loss, "norm_impl": args.norm_impl,
+            "epoch": first.epoch, "niter_fix_global": cfg0.niter_fix_global or 0,
+            "global_frozen": bool(getattr(first, "global_frozen", False))}
     print(f"\n== {stage} stage, {width}x{height}, batch {args.batch}, " + ", ".join(f"{k} {v}" for k, v in arch.items())
           + f" ==\nFLOP model per step: {flops.total / 1e12:.3f} TFLOP (forward GMAC: "
           + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in flops.forward_macs.items()) + ")")
@@ -309,28 +358,38 @@ def main(argv=None) -> int:
     args.precisions = parse_precisions(args.precision or ("fp32,bf16" if cuda else "fp32"))
     args.steps = args.steps or (20 if cuda else 5)
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    args.phase_steps = args.phase_steps if args.phase_steps is not None else (3 if cuda else 1)
     stages = args.stage.split(",")
     info = B.describe_device(device)
     print(f"device: {B.device_label(info)}")
     if not cuda:
         print("(no GPU: small sizes; times are for comparing paths within this run only)")
     rows = []
+    command = " ".join(["python3", "benchmarks/train.py"] + (argv if argv is not None else sys.argv[1:]))
+
+    def save() -> None:
+        # After every configuration, atomically (B.write_json: a temporary file, then a rename):
+        # a time cap that kills the run keeps the rows finished so far.
+        B.write_json(args.json, {"benchmark": "train", "command": command, "device": info,
+                                 "steps": args.steps, "warmup": args.warmup,
+                                 "phase_steps": args.phase_steps, "rows": rows})
+
     for stage in stages:
         if stage not in ("global", "local"):
             raise SystemExit(f"--stage {stage!r}: expected global or local")
+    for stage in stages:
         res = parse_res(args.res) if args.res else [((1024, 512) if stage == "global" else (2048, 1024))
                                                     if cuda else ((128, 64) if stage == "global" else (256, 128))]
         for w, h in res:
             rows += run_config(args, stage, w, h, device, info)
+            save()
     reference = args.reference_widths
     if reference is None:
         reference = not cuda and not (args.ngf or args.ndf or args.res)
     if reference:
         print("\n(reference widths: NVIDIA's global generator and discriminator as published)")
         rows += run_config(args, "global", 256, 128, device, info, ngf=64, ndf=64)
-    B.write_json(args.json, {"benchmark": "train", "command": " ".join(["python3", "benchmarks/train.py"]
-                                                                      + (argv if argv is not None else sys.argv[1:])),
-                             "device": info, "steps": args.steps, "warmup": args.warmup, "rows": rows})
+        save()
     return 0
 
 

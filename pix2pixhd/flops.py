@@ -20,14 +20,17 @@ Only convolutions are counted: they are > 99.5 % of the arithmetic. Norms, activ
 padding, biases and the losses are not (they are memory-bound; their cost shows in the times).
 1 MAC = 2 FLOPs. With the reference's defaults (label_nc 35 + boundary = 36 input channels) this
 gives, per sample: global G at 1024x512 489.3 GMAC, local G at 2048x1024 747.9, the three-scale
-D at 2048x1024 166.6, VGG19 to relu5_1 at 2048x1024 757.0 (``tests/test_flops.py``).
+D at 2048x1024 166.6, VGG19 to relu5_1 at 2048x1024 757.4 (``tests/test_flops.py``).
 
 A training step's FLOPs (:func:`train_step_flops`) count only the work the step needs: forward
 MACs, plus in the backward one MAC per forward MAC for each weight gradient that is needed and
 one for each input gradient that is needed (a conv whose input requires no grad, e.g. a network's
 first layer, needs none). The reference-style baseline computes more than that (D's weight
 gradients in the G pass), and is charged the same needed FLOPs: its extra work shows as a lower
-achieved TFLOP/s, the way model-FLOPs utilisation is usually reported.
+achieved TFLOP/s, the way model-FLOPs utilisation is usually reported. In the local stage the
+global generator is frozen for the first ``niter_fix_global`` epochs (the Trainer sets its
+parameters' requires_grad False): at such an ``epoch`` its convolutions need no weight gradient
+and, with nothing before them needing one, no input gradient either, so only their forward counts.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from torch import nn
 
 __all__ = ["ConvRecord", "conv_records", "count_macs", "generator_macs", "discriminator_macs",
            "vgg19_macs", "encoder_macs", "train_step_flops", "synthesis_flops", "peak_tflops",
-           "PEAK_TFLOPS"]
+           "peak_entry", "PEAK_TFLOPS"]
 
 
 @dataclass(frozen=True)
@@ -161,10 +164,18 @@ def _needed(records: list[ConvRecord], *, weight_grads: bool, backward: bool = T
     return macs
 
 
-def train_step_flops(cfg, width: int, height: int, batch: int = 1) -> StepFlops:
-    """The FLOPs one pix2pixHD training step needs (see the module docstring for what counts).
+def global_frozen_at(cfg, epoch: int) -> bool:
+    """Whether the Trainer keeps the global generator frozen at ``epoch`` (its schedule: the local
+    stage trains only the enhancer for the first ``niter_fix_global`` epochs)."""
+    return cfg.stage == "local" and epoch <= (cfg.niter_fix_global or 0)
 
-    G (and E): forward, dW of every trainable conv, dX wherever the input carries grad.
+
+def train_step_flops(cfg, width: int, height: int, batch: int = 1, *, epoch: int = 1) -> StepFlops:
+    """The FLOPs one pix2pixHD training step needs at ``epoch`` (see the module docstring for what
+    counts).
+
+    G (and E): forward, dW of every trainable conv, dX wherever the input carries grad; in the
+    local stage at an epoch <= niter_fix_global the global part is frozen (forward only).
     D step: D on (x, real) and (x, fake.detach()): forward + dW, no dX into the inputs.
     G step: D on (x, fake): forward + dX only (D's weights are not being trained by this loss);
     VGG on fake (forward + dX) and on real (forward only).
@@ -175,6 +186,8 @@ def train_step_flops(cfg, width: int, height: int, batch: int = 1) -> StepFlops:
     out = StepFlops()
     nc = generator_input_nc(cfg)
     g = _build(build_generator, cfg)
+    if global_frozen_at(cfg, epoch) and hasattr(g, "local_parameters"):
+        g.model.requires_grad_(False)   # what Trainer._build_optimizers does for a frozen G1
     g_rec = conv_records(g, _meta_input(batch, nc, height, width))
     out.forward_macs["G"] = sum(r.macs for r in g_rec)
     out.flops["G"] = 2.0 * _needed(g_rec, weight_grads=True)
@@ -211,24 +224,44 @@ def synthesis_flops(cfg, width: int, height: int, batch: int = 1) -> float:
 
 
 # ---- device peaks -------------------------------------------------------------------------------
-# Dense peak TFLOP/s from the vendors' data sheets (SXM parts; no sparsity). fp32 means the
-# precision the benchmark runs in: fp32 convs use TF32 tensor cores by default in cuDNN
-# (torch.backends.cudnn.allow_tf32 is True), so the TF32 peak is the honest ceiling for them.
-PEAK_TFLOPS = {
-    "H100": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7},
-    "H200": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7},
-    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0},
-    "L40S": {"bf16": 362.1, "fp16": 362.1, "fp32": 183.2},
-    "A10": {"bf16": 125.0, "fp16": 125.0, "fp32": 62.5},
-}
+# Dense peak TFLOP/s from the vendors' data sheets (no sparsity: the sheets' "with sparsity"
+# figures halved). fp32 means the precision the benchmark runs in: fp32 convs use TF32 tensor
+# cores by default in cuDNN (torch.backends.cudnn.allow_tf32 is True), so the TF32 peak is the
+# honest ceiling for them. Matched against the CUDA device name in this order, most specific
+# first (as benchmarks/kernels.py's PEAK_GBS): "NVIDIA H100 PCIe" and the NVL boards run lower
+# clocks than the SXM part the bare "H100" / "H200" keys stand for.
+#   H100 SXM / H200 SXM  989.4 bf16, 494.7 TF32 (sheet: 1,979 / 989 with sparsity)
+#   H100 PCIe            756.5 bf16, 378.0 TF32 (sheet: 1,513 / 756 with sparsity; NVIDIA's H100
+#                        table, checked here against a reseller's copy of it)
+#   H100 NVL, H200 NVL   835.5 bf16, 417.5 TF32 (sheets: 1,671 / 835 with sparsity; from the
+#                        review that asked for these rows, citing NVIDIA's H100 and H200 data
+#                        sheets; not re-checked against the sheets themselves here)
+PEAK_TFLOPS = (
+    ("H100 PCIe", {"bf16": 756.5, "fp16": 756.5, "fp32": 378.0}),
+    ("H100 NVL", {"bf16": 835.5, "fp16": 835.5, "fp32": 417.5}),
+    ("H200 NVL", {"bf16": 835.5, "fp16": 835.5, "fp32": 417.5}),
+    ("H100", {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7}),
+    ("H200", {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7}),
+    ("A100", {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0}),
+    ("L40S", {"bf16": 362.1, "fp16": 362.1, "fp32": 183.2}),
+    ("A10", {"bf16": 125.0, "fp16": 125.0, "fp32": 62.5}),
+)
+
+
+def peak_entry(device_name: str, precision: str) -> tuple[str, float] | None:
+    """(the PEAK_TFLOPS key that matched, its peak) for a CUDA device name and precision, or None
+    when unknown (CPUs)."""
+    for key, peaks in PEAK_TFLOPS:
+        if key.lower() in device_name.lower():
+            peak = peaks.get(precision)
+            return (key, peak) if peak is not None else None
+    return None
 
 
 def peak_tflops(device_name: str, precision: str) -> float | None:
     """The data-sheet peak for a CUDA device name and precision, or None when unknown (CPUs)."""
-    for key, peaks in PEAK_TFLOPS.items():
-        if key.lower() in device_name.lower():
-            return peaks.get(precision)
-    return None
+    entry = peak_entry(device_name, precision)
+    return entry[1] if entry else None
 
 
 def main(argv: list[str] | None = None) -> int:

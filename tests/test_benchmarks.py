@@ -238,3 +238,247 @@ def test_kernel_benchmark_methods_picks_the_columns(tmp_path, monkeypatch):
     for bad in (["--methods", "triton"], ["--methods", ","], ["--methods", "compile", "--no-compile"]):
         with pytest.raises(SystemExit):
             BK.parse_args(bad)
+
+
+def test_kernel_benchmark_byte_floor_charges_no_residual_write_after_activation_none(tmp_path, monkeypatch):
+    """A `res norm2+x` layer (activation none) hands dy itself back as d residual: its backward
+    floor is read x + read dy + write dx = 3 numel, not 4 (which inflated GB/s by 7/6). With an
+    activation after the add, d residual is a tensor of its own and is charged."""
+    from benchmarks import kernels as BK
+
+    n, item = 1000, 2
+    cases = {("none", True): (3, 3), ("relu", True): (3, 4), ("relu", False): (2, 3),
+             ("leaky_relu", False): (2, 3), ("none", False): (2, 3)}
+    for (act, res), (f, b) in cases.items():
+        assert BK.floor_bytes(BK.Layer("l", 4, 5, 50, act, res, 1), n, item) == (f * n * item, b * n * item)
+    # every layer of the real tables, and the rows the script writes, use that model
+    for layer in BK.pix2pixhd_layers(2048, 1024):
+        if layer.residual:
+            assert layer.act == "none"
+            assert BK.floor_bytes(layer, n, item)[1] == 3 * n * item
+    monkeypatch.setenv("PIX2PIXHD_STRICT_KERNELS", "0")
+    js = tmp_path / "k.json"
+    assert BK.main(["--smoke", "--dtype", "fp32", "--methods", "eager", "--json", str(js)]) == 0
+    for r in json.loads(js.read_text())["rows"]:
+        numel = 1
+        for d in r["shape"]:
+            numel *= d
+        want = {"fwd": 2 + r["residual"], "fwd+bwd": 2 + r["residual"] + 3}[r["pass"]]
+        assert r["floor_bytes"] == want * numel * 4, r
+
+
+@pytest.mark.parametrize("method", ["eager", "fused"])
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+def test_kernel_benchmark_backward_returns_dy_as_the_residual_gradient(monkeypatch, method, layout):
+    """The timed forward+backward makes no copy training does not make: d residual is dy's own
+    storage (an AccumulateGrad into a leaf's .grad cloned it, since the harness still holds dy:
+    2 numel of traffic more in both columns, pulling their ratio towards 1)."""
+    from benchmarks import kernels as BK
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("PIX2PIXHD_STRICT_KERNELS", "0")
+    import torch.nn.functional as F
+
+    from pix2pixhd.kernels import instance_norm_act
+
+    def eager(x, r, act):
+        return F.instance_norm(x, eps=1e-5) + r
+
+    def fused(x, r, act):
+        return instance_norm_act(x, act=act, residual=r, impl="triton")
+
+    fn = {"eager": eager, "fused": fused}[method]
+    fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
+    x = torch.randn(1, 8, 6, 5).contiguous(memory_format=fmt).requires_grad_()
+    r = torch.randn(1, 8, 6, 5).contiguous(memory_format=fmt).requires_grad_()
+    g = torch.randn(1, 8, 6, 5).contiguous(memory_format=fmt)
+    dx, dr = BK.fwd_bwd(fn, x, r, g, "none")
+    assert dr.data_ptr() == g.data_ptr()
+    assert dx.shape == x.shape and dx.data_ptr() != g.data_ptr()
+    assert x.grad is None and r.grad is None   # nothing accumulated into the leaves
+
+
+class _FakeClock:
+    """A CUDA-event stand-in: every call costs `per_call` ms of 'GPU' time, every event pair
+    `overhead` ms more (launch gaps, the events themselves)."""
+
+    def __init__(self, per_call, overhead):
+        self.per_call, self.overhead, self.calls, self.running, self.loops = per_call, overhead, 0, False, 0
+
+    def start(self):
+        self.running, self.calls = True, 0
+        self.loops += 1
+
+    def stop(self):
+        self.running = False
+        return self.overhead + self.calls * self.per_call
+
+
+def test_kernel_benchmark_times_a_loop_of_calls_per_event_pair():
+    """A small layer's call (a few µs of GPU time) would be swamped by what one event pair adds;
+    time_per_call times loops of R calls, R calibrated until a loop covers min_ms, divides by R,
+    takes the median over reps, cycles through the input copies, and flushes outside the clock."""
+    from benchmarks import kernels as BK
+
+    clock = _FakeClock(per_call=0.004, overhead=0.05)
+    seen, flushes, asked = [], [], []
+
+    def call(k):
+        assert clock.running
+        clock.calls += 1
+        seen.append(k)
+
+    def copies(r):
+        asked.append(r)
+        return 3
+
+    def before():
+        assert not clock.running   # the flush is not timed
+        flushes.append(1)
+
+    ms, r = BK.time_per_call(call, clock, warmup=2, reps=5, min_ms=1.0, copies=copies, before=before)
+    assert r * 0.004 + 0.05 >= 1.0 and r <= 2 * 1.0 / 0.004   # covers min_ms, not far past it
+    assert asked == [r]
+    assert ms == pytest.approx(0.004 + 0.05 / r)               # the pair's cost amortised
+    assert abs(ms - 0.004) / 0.004 < 0.06                      # one call per pair: 0.054, 13x off
+    timed = seen[-5 * r:]
+    assert timed == [j % 3 for j in range(r)] * 5              # every copy, in turn
+    assert len(flushes) == clock.loops >= 2 + 1 + 5            # a flush before every loop
+    assert seen[:2] == [0, 0]                                  # warm-up: single calls
+
+    # a call longer than min_ms is timed one per pair, as before
+    slow = _FakeClock(per_call=3.0, overhead=0.01)
+
+    def slow_call(k):
+        slow.calls += 1
+
+    ms, r = BK.time_per_call(slow_call, slow, warmup=1, reps=3, min_ms=1.0)
+    assert r == 1 and ms == pytest.approx(3.01)
+
+
+def test_kernel_benchmark_input_copies_keep_layout_and_grad():
+    from benchmarks import kernels as BK
+
+    x = torch.randn(1, 4, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(1, 4, 8, 8)
+    nbytes = 2 * x.numel() * 4
+    sets = BK.input_copies((x, None, g), r=50, rotate_bytes=5 * nbytes)
+    assert len(sets) == 5 and sets[0][0] is x          # enough to cover rotate_bytes, the first is x
+    for a, none, b in sets[1:]:
+        assert none is None and a.requires_grad and a.is_leaf and not b.requires_grad
+        assert a.is_contiguous(memory_format=torch.channels_last) and a.data_ptr() != x.data_ptr()
+        torch.testing.assert_close(a, x)
+    assert len(BK.input_copies((x, None, g), r=3, rotate_bytes=10 ** 9)) == 3   # never more than R
+    assert len(BK.input_copies((x, None, g), r=50, rotate_bytes=0)) == 1        # CPU: no L2 to beat
+
+
+def test_kernel_benchmark_rows_say_how_many_calls_each_timing_covered(tmp_path, monkeypatch):
+    """End to end (CPU, eager): tiny layers take microseconds, so with --min_ms 5 each timing
+    covers many calls and the row records R."""
+    from benchmarks import kernels as BK
+
+    monkeypatch.setenv("PIX2PIXHD_STRICT_KERNELS", "0")
+    js = tmp_path / "k.json"
+    assert BK.main(["--smoke", "--dtype", "fp32", "--methods", "eager", "--min_ms", "5",
+                    "--json", str(js)]) == 0
+    rows = json.loads(js.read_text())["rows"]
+    assert rows and all(r["calls_per_timing"] >= 1 for r in rows)
+    assert max(r["calls_per_timing"] for r in rows if r["pass"] == "fwd") > 1
+
+
+TINY_TRAIN = ["--res", "32x32", "--ngf", "4", "--ndf", "4", "--n_downsample_global", "2",
+              "--n_layers_D", "2", "--n_blocks_global", "1", "--n_blocks_local", "1", "--label_nc", "5",
+              "--no_vgg_loss"]
+
+
+def test_train_benchmark_times_steps_with_the_phase_timer_off(tmp_path, monkeypatch):
+    """On a GPU the PhaseTimer synchronises at every mark (6-8 per step): the steps whose wall time
+    makes step ms, img/s, TFLOP/s and MFU run with it off, and the phase columns come from other
+    steps. Spy: every step time in the rows was measured while no timer mark was enabled."""
+    from pix2pixhd.trainer import PhaseTimer
+
+    marks, step_timer_on, real_timed = [], {}, B.timed
+    real_mark = PhaseTimer.mark
+
+    def spy_mark(self, name):
+        marks.append(self.enabled)
+        return real_mark(self, name)
+
+    def spy_timed(fn, device):
+        marks.clear()
+        ms, cpu_ms = real_timed(fn, device)
+        tag = 1000.0 + len(step_timer_on)   # a unique 'time' to find the step in the rows
+        step_timer_on[tag] = any(marks)
+        assert marks, "the step made no phase marks"
+        return tag, cpu_ms
+
+    monkeypatch.setattr(PhaseTimer, "mark", spy_mark)
+    monkeypatch.setattr(T.B, "timed", spy_timed)
+    out = tmp_path / "t.json"
+    assert T.main(["--stage", "global", *TINY_TRAIN, "--steps", "3", "--warmup", "1",
+                   "--phase_steps", "2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["path"] for r in rows] == ["baseline (reference-style)", "ours fp32"]
+    for r in rows:
+        assert len(r["step_ms_all"]) == r["timed_steps"] == 3
+        assert not any(step_timer_on[t] for t in r["step_ms_all"]), r["step_ms_all"]
+        assert r["phase_steps"] == 2 and r["warmup_steps"] == 1
+        assert {"data", "G_forward", "G_backward", "optimizer"} <= set(r["phases_ms"])
+        assert all(v > 0 for v in r["phases_ms"].values())
+    assert sum(step_timer_on.values()) == 2 * 2   # the phase steps, each path
+
+
+def test_train_benchmark_writes_each_configuration_as_it_finishes(tmp_path, monkeypatch):
+    """A time cap that kills the run during the local stage leaves the global rows on disk."""
+    out = tmp_path / "t.json"
+    real = T.run_config
+    calls = []
+
+    def run_config(args, stage, *a, **kw):
+        calls.append(stage)
+        if stage == "local":
+            assert json.loads(out.read_text())["rows"], "nothing on disk after the first configuration"
+            raise KeyboardInterrupt   # the cap
+        return real(args, stage, *a, **kw)
+
+    monkeypatch.setattr(T, "run_config", run_config)
+    with pytest.raises(KeyboardInterrupt):
+        T.main(["--stage", "global,local", *TINY_TRAIN, "--steps", "1", "--warmup", "0", "--json", str(out)])
+    assert calls == ["global", "local"]
+    rec = json.loads(out.read_text())
+    assert [(r["stage"], r["path"]) for r in rec["rows"]] == [
+        ("global", "baseline (reference-style)"), ("global", "ours fp32")]
+    assert not list(tmp_path.glob("*.tmp"))   # written through a temporary file and a rename
+
+
+def test_train_benchmark_max_seconds_also_cuts_the_warm_up(tmp_path, monkeypatch, capsys):
+    n = []
+    real_timed = B.timed
+    monkeypatch.setattr(T.B, "timed", lambda fn, device: (n.append(1), real_timed(fn, device))[1])
+    out = tmp_path / "t.json"
+    assert T.main(["--stage", "global", *TINY_TRAIN, "--steps", "4", "--warmup", "3",
+                   "--max_seconds", "0", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "(--max_seconds 0: warm-up cut at 1 of 3 steps)" in text
+    assert "(--max_seconds 0: 1 of 4 timed steps)" in text
+    rows = json.loads(out.read_text())["rows"]
+    for r in rows:
+        assert (r["warmup_steps"], r["timed_steps"], r["phase_steps"]) == (1, 1, 1)
+        assert r["phases_ms"]
+    assert len(n) == 2 * 3   # two paths: one warm-up, one timed, one phase step each
+
+
+def test_train_benchmark_rows_name_the_peak_they_divide_by(tmp_path):
+    assert T.row_peak(None, "NVIDIA H100 PCIe", "bf16") == (756.5, "data sheet: H100 PCIe, bf16")
+    assert T.row_peak(None, "NVIDIA H100 NVL", "fp32") == (417.5, "data sheet: H100 NVL, fp32")
+    assert T.row_peak(None, "NVIDIA H200", "bf16") == (989.4, "data sheet: H200, bf16")
+    assert T.row_peak(None, None, "fp32") == (None, None)            # CPU
+    assert T.row_peak(None, "Some GPU", "fp32") == (None, None)
+    assert T.row_peak(123.0, "NVIDIA H100 PCIe", "bf16") == (123.0, "--peak_tflops")
+    out = tmp_path / "t.json"
+    assert T.main(["--stage", "global", *TINY_TRAIN, "--steps", "1", "--warmup", "0",
+                   "--peak_tflops", "0.5", "--json", str(out)]) == 0
+    for r in json.loads(out.read_text())["rows"]:
+        assert r["peak_tflops"] == 0.5 and r["peak_source"] == "--peak_tflops"
+        assert r["util_pct"] == pytest.approx(100 * r["tflops"] / 0.5)
+        assert r["arch"]["niter_fix_global"] == 0 and r["arch"]["global_frozen"] is False

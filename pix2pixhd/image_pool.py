@@ -19,7 +19,8 @@ import torch
 
 class ImagePool:
     """``pool.query(fake)`` -> the batch D trains on: [N, C, H, W] in, [N, C, H, W] out, each
-    sample the new one or a stored older one. ``size`` 0: the input itself."""
+    sample the new one or a stored older one, detached from G's graph. ``size`` 0: the input
+    itself (detached: D's update must not backpropagate into G, whose graph is freed by then)."""
 
     def __init__(self, size: int, seed: int = 0):
         if size < 0:
@@ -29,8 +30,8 @@ class ImagePool:
         self.generator = torch.Generator().manual_seed(seed)
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
-        if self.size == 0:
-            return images
+        if self.size == 0:   # no history: the batch itself, detached like every pool answer
+            return images.detach()
         out = []
         for image in images.detach().split(1):
             if len(self.images) < self.size:

@@ -91,6 +91,17 @@ def test_without_identity_loss_the_identity_passes_are_not_run(tmp_path):
     assert losses["idt_A"].item() == losses["idt_B"].item() == 0.0
 
 
+def test_no_pool_trains_d_on_the_fakes_of_the_step(tmp_path):
+    """--pool_size 0 (no history): D trains on this step's fakes, detached (it backpropagated
+    into G's freed graph: 'Trying to backward through the graph a second time')."""
+    torch.manual_seed(0)
+    tr = Trainer(tiny_cyclegan(tmp_path, pool_size=0))
+    before = {k: v.clone() for k, v in _unwrap(tr.D).state_dict().items()}
+    losses = tr.train_step(unpaired_batch())
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert any(not torch.equal(v, before[k]) for k, v in _unwrap(tr.D).state_dict().items())
+
+
 def test_pool_rule_history_and_exact_state_round_trip():
     pool = ImagePool(4, seed=0)
     imgs = [torch.full((1, 1, 2, 2), float(i)) for i in range(200)]
@@ -106,7 +117,8 @@ def test_pool_rule_history_and_exact_state_round_trip():
     again.load_state_dict(state)
     assert [int(again.query(imgs[i]).flatten()[0]) for i in range(4, 200)] == returned
     batch = torch.randn(3, 2, 4, 4)
-    assert ImagePool(0).query(batch) is batch
+    none = ImagePool(0).query(batch)   # the batch itself (same storage), detached
+    assert none.data_ptr() == batch.data_ptr() and not none.requires_grad
     with pytest.raises(ValueError, match="--pool_size 4"):
         ImagePool(5).load_state_dict(state)
 

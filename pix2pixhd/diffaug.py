@@ -77,6 +77,12 @@ def _randint(low: int, high: int, size, generator) -> torch.Tensor:
     return torch.randint(low, high, size, generator=generator, dtype=torch.int64)
 
 
+def _half_up(x: float) -> int:
+    """``int(x + 0.5)``, as DiffAugment's code sizes its shifts and cutouts (Python's ``round``
+    rounds halves to even: 20 × 0.125 gives 2 there, 3 here and in the reference)."""
+    return int(x + 0.5)
+
+
 def draw(policy: tuple[str, ...] | str, n: int, height: int, width: int,
          generator: torch.Generator | None = None) -> AugmentParams:
     """Random parameters of ``policy`` for ``n`` samples of ``height`` x ``width``."""
@@ -86,12 +92,14 @@ def draw(policy: tuple[str, ...] | str, n: int, height: int, width: int,
         u = torch.rand(3, n, generator=generator)
         kw.update(brightness=u[0] - 0.5, saturation=u[1] * 2, contrast=u[2] + 0.5)
     if "translation" in policy:
-        sy, sx = round(height * TRANSLATION_RATIO), round(width * TRANSLATION_RATIO)
+        sy, sx = _half_up(height * TRANSLATION_RATIO), _half_up(width * TRANSLATION_RATIO)
         kw["shift"] = torch.stack([_randint(-sy, sy + 1, (n,), generator),
                                    _randint(-sx, sx + 1, (n,), generator)], 1)
     if "cutout" in policy:
-        kw["cutout"] = torch.stack([_randint(0, height, (n,), generator),
-                                    _randint(0, width, (n,), generator)], 1)
+        # centres as the reference draws them: one more position when the rectangle's side is even
+        ch, cw = _half_up(height * CUTOUT_RATIO), _half_up(width * CUTOUT_RATIO)
+        kw["cutout"] = torch.stack([_randint(0, height + 1 - ch % 2, (n,), generator),
+                                    _randint(0, width + 1 - cw % 2, (n,), generator)], 1)
     return AugmentParams(policy, n, height, width, **kw)
 
 
@@ -123,7 +131,7 @@ def _translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 def _cutout_mask(centres: torch.Tensor, h: int, w: int, x: torch.Tensor) -> torch.Tensor:
     """[n, 1, h, w] mask: 0 inside each sample's rectangle (half the height and width), else 1."""
-    ch, cw = round(h * CUTOUT_RATIO), round(w * CUTOUT_RATIO)
+    ch, cw = _half_up(h * CUTOUT_RATIO), _half_up(w * CUTOUT_RATIO)
     centres = centres.to(x.device)
     y0, x0 = centres[:, :1] - ch // 2, centres[:, 1:] - cw // 2                # [n, 1]
     ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)

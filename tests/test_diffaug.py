@@ -241,3 +241,15 @@ def test_config_round_trip_and_command_line():
     assert resolve_config(["--diffaug", "translation,cutout"]) == cfg
     old = {k: v for k, v in TrainConfig().resolved().to_dict().items() if k != "diffaug"}
     assert TrainConfig.from_dict(old).diffaug == ""   # a config saved before the option: off
+
+
+def test_sizes_round_halves_up_as_the_reference():
+    """DiffAugment sizes shifts and cutouts with int(x + 0.5): at 20 px the shift reaches 3
+    (Python's round gave 2) and the 10 px cutout's centre may sit on 0..20."""
+    g = torch.Generator().manual_seed(0)
+    p = diffaug.draw("translation,cutout", 4000, 20, 20, generator=g)
+    assert int(p.shift.abs().max()) == 3
+    assert int(p.cutout.max()) == 20 and int(p.cutout.min()) == 0
+    y = diffaug.augment(torch.ones(1, 1, 20, 20), diffaug.AugmentParams(("cutout",), 1, 20, 20,
+                                                                         cutout=torch.tensor([[10, 10]])), 1)
+    assert int((y == 0).sum()) == 10 * 10

@@ -8,6 +8,8 @@ train with ``no_instance``. ``--holdout K`` moves K training images into a split
 since the shared copy ships ``train/`` only: the last K in numeric order, or with
 ``--holdout_seed S`` K images drawn by a permutation seeded with S (the same K for the same S,
 whatever order the folder lists them in). ``classes.json`` records which stems went where.
+A rerun into the same OUT replaces the split folders it wrote before (none of the earlier run's
+images stays behind); a non-empty OUT that this tool did not write is refused, untouched.
 
     python -m pix2pixhd.datasets.convert_facades --src ../shared/data/facades --out data/facades \
         --holdout 40
@@ -23,15 +25,27 @@ import numpy as np
 from PIL import Image
 
 from pix2pixhd.data.layouts import FACADES_PALETTE, decode_palette, list_images
+from pix2pixhd.datasets.synthetic_streets import prepare_output
 from pix2pixhd.errors import ConfigError, MissingInputError
 from pix2pixhd.paths import check_name
 
+TOOL = "pix2pixhd.datasets.convert_facades"   # classes.json's "written_by": the folder is ours
 FACADES_CLASS_NAMES = ("facade", "molding", "cornice", "pillar", "window", "door", "sill",
                        "blind", "balcony", "shop", "deco", "background")
 
 
 def _numeric_key(p: Path):
     return (0, int(p.stem), "") if p.stem.isdigit() else (1, 0, p.stem)
+
+
+def _written_here(meta: dict) -> bool:
+    """classes.json written by this tool (``written_by``, or earlier versions' name + stems)."""
+    return meta.get("written_by") == TOOL or ("written_by" not in meta and
+                                              meta.get("name") == "facades" and "stems" in meta)
+
+
+def _split_folders(splits) -> list[str]:
+    return [f"{s}_{k}" for s in splits for k in ("label", "img")]
 
 
 def holdout_stems(files: list[Path], k: int, seed: int | None) -> set[str]:
@@ -47,7 +61,9 @@ def holdout_stems(files: list[Path], k: int, seed: int | None) -> set[str]:
 def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
             holdout_seed: int | None = None, direction: str = "BtoA",
             limit: int | None = None) -> dict:
-    """Convert every split found under ``src``; returns {split: n_images}."""
+    """Convert every split found under ``src``; returns {split: n_images}. The split folders of
+    an earlier conversion into ``out`` are replaced; a non-empty ``out`` this tool did not write
+    is refused (see :func:`~pix2pixhd.datasets.synthetic_streets.prepare_output`)."""
     src, out = Path(src), Path(out)
     if direction not in ("AtoB", "BtoA"):
         raise ConfigError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
@@ -68,10 +84,25 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
         splits[holdout_split] = [p for p in splits["train"] if p.stem in held]
         splits["train"] = [p for p in splits["train"] if p.stem not in held]
     palette = np.asarray(FACADES_PALETTE, np.int32)
-    counts, stems = {}, {}
+    splits = {s: files[:limit] if limit else files for s, files in splits.items()}
+    counts = {s: len(files) for s, files in splits.items()}
+    stems = {s: [p.stem for p in files] for s, files in splits.items()}
+    meta = {"name": "facades", "written_by": TOOL, "label_nc": len(FACADES_PALETTE),
+            "palette": [list(c) for c in FACADES_PALETTE],
+            "classes": [{"id": i, "colour": list(c)} for i, c in enumerate(FACADES_PALETTE)],
+            "class_names_unordered": list(FACADES_CLASS_NAMES),
+            "note": "ids follow the README's colour order; the README does not say which colour "
+                    "is which class", "source": str(src), "splits": counts,
+            "holdout": {"split": holdout_split, "n": holdout, "seed": holdout_seed} if holdout else None,
+            "stems": stems}
+    # this run's splits and every split the earlier conversion recorded (another --holdout_split)
+    prepare_output(out, "convert_facades", _written_here,
+                   lambda old: _split_folders(dict.fromkeys([*splits, *old.get("splits", {}),
+                                                             *old.get("stems", {})])))
+    # marked ours before any image is written, so a run stopped halfway is replaced, not refused
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "classes.json").write_text(json.dumps({**meta, "complete": False}, indent=1) + "\n")
     for split, files in splits.items():
-        files = files[:limit] if limit else files
-        stems[split] = [p.stem for p in files]
         (out / f"{split}_label").mkdir(parents=True, exist_ok=True)
         (out / f"{split}_img").mkdir(parents=True, exist_ok=True)
         for p in files:
@@ -83,15 +114,7 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
             Image.fromarray(ids, "L").save(out / f"{split}_label" / f"{p.stem}.png")
             Image.fromarray(np.ascontiguousarray(photo), "RGB").save(out / f"{split}_img" /
                                                                       f"{p.stem}.png")
-        counts[split] = len(files)
-    meta = {"name": "facades", "label_nc": len(FACADES_PALETTE),
-            "palette": [list(c) for c in FACADES_PALETTE],
-            "classes": [{"id": i, "colour": list(c)} for i, c in enumerate(FACADES_PALETTE)],
-            "class_names_unordered": list(FACADES_CLASS_NAMES),
-            "note": "ids follow the README's colour order; the README does not say which colour "
-                    "is which class", "source": str(src), "splits": counts,
-            "holdout": {"split": holdout_split, "n": holdout, "seed": holdout_seed} if holdout else None,
-            "stems": stems}
+    meta["complete"] = True
     (out / "classes.json").write_text(json.dumps(meta, indent=1) + "\n")
     return counts
 

@@ -15,6 +15,10 @@ is learnable but not a fixed colour lookup.
 Deterministic: image ``i`` of split ``s`` depends only on ``(seed, s, i, width, height)``, not on
 how many images are generated. Pure numpy + Pillow; ~5 ms per 256x128 scene on one core.
 
+A rerun into the same folder replaces its split folders, so no scene of an earlier run (more
+scenes, another size) stays behind. A non-empty folder that this tool did not write (no
+``classes.json`` naming it) may be a real dataset of the same layout: it is refused, untouched.
+
     python -m pix2pixhd.datasets.synthetic_streets --out data/streets --n_train 100 --n_test 10 \
         --width 256 --height 128 --seed 0
 """
@@ -23,13 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from pix2pixhd.errors import ConfigError
+from pix2pixhd.errors import ConfigError, InputError
+from pix2pixhd.paths import check_name
 
 CLASSES = ("unlabeled", "sky", "road", "sidewalk", "building", "vegetation", "pole", "car",
            "person")
@@ -38,6 +44,7 @@ THING_CLASSES = ("car", "person")
 LABEL_NC = len(CLASSES)
 SPLITS = {"train": 0, "test": 1}
 MAX_SIZE = (4096, 4096)
+TOOL = "pix2pixhd.datasets.synthetic_streets"   # classes.json's "written_by": the folder is ours
 
 _CAR_COLOURS = np.array([[0.75, 0.05, 0.05], [0.1, 0.15, 0.5], [0.85, 0.85, 0.85],
                          [0.08, 0.08, 0.08], [0.45, 0.47, 0.5], [0.9, 0.75, 0.1],
@@ -293,6 +300,52 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLITS[split], int(index)])
 
 
+def prepare_output(out, tool: str, owned, subdirs) -> dict | None:
+    """Make ``out`` ready for a fresh write by ``tool``, so that no file of an earlier run (more
+    images, another size) stays behind to be trained on; refuse a folder ``tool`` did not write.
+
+    These tools write the Cityscapes layout's names (``train_label``...), the same as a real
+    dataset's, so only a folder whose ``classes.json`` ``owned(meta)`` accepts is cleared: each
+    of ``subdirs(meta)`` (plain folder names, checked) is removed whole, nothing else in ``out``
+    is touched. An absent or empty ``out`` is fine; any other folder is refused, untouched, with
+    an :class:`InputError` naming it, what it holds and the fix. Returns the earlier
+    ``classes.json`` (or None).
+    """
+    out = Path(out)
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise InputError(f"{tool}: --out {out} is a file, not a folder; pass a new folder as --out")
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    if not entries:
+        return None
+    try:
+        meta = json.loads((out / "classes.json").read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not (isinstance(meta, dict) and owned(meta)):
+        held = ", ".join(entries[:6]) + (f", ... ({len(entries)} entries)" if len(entries) > 6 else "")
+        marker = ("a classes.json that this tool did not write" if (out / "classes.json").exists()
+                  else "no classes.json")
+        raise InputError(f"{tool}: the output folder {out} already holds {held} and {marker}, so "
+                         f"it may be a real dataset: nothing was written or deleted. Pass another "
+                         f"--out (a new or empty folder), or remove {out} yourself if it is yours "
+                         f"to replace")
+    for name in subdirs(meta):
+        d = out / check_name(name, "a split folder of classes.json", out)
+        if d.is_dir() and not d.is_symlink():
+            shutil.rmtree(d)
+        elif d.exists() or d.is_symlink():
+            d.unlink()
+    return meta
+
+
+def _written_here(meta: dict) -> bool:
+    """classes.json written by this tool (``written_by``, or the ``name`` of earlier versions)."""
+    return meta.get("written_by") == TOOL or ("written_by" not in meta and
+                                              meta.get("name") == "synthetic_streets")
+
+
 def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, height: int = 128,
              seed: int = 0, img_ext: str = "png") -> dict:
     """Write a synthetic street dataset in the Cityscapes layout under ``out_dir``.
@@ -300,7 +353,9 @@ def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, he
     Files: ``{split}_label/{split}_{i:05d}.png`` (uint8 ids < ``LABEL_NC``),
     ``{split}_inst/…png`` (uint16 ids; ``class*1000+k`` for car/person, else the class id),
     ``{split}_img/…{img_ext}`` (RGB) for split in train/test, and ``classes.json``.
-    Returns the metadata written to ``classes.json``.
+    Returns the metadata written to ``classes.json``. An earlier run's split folders are replaced
+    (a split with n = 0 is left absent); a non-empty folder this tool did not write is refused
+    (see :func:`prepare_output`).
     """
     if not (16 <= width <= MAX_SIZE[0] and 16 <= height <= MAX_SIZE[1]):
         raise ConfigError(f"synthetic_streets: size {width}x{height} is outside 16x16..{MAX_SIZE[0]}x"
@@ -308,6 +363,18 @@ def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, he
     if img_ext not in ("png", "jpg"):
         raise ConfigError(f"synthetic_streets: img_ext={img_ext!r}; use 'png' or 'jpg'")
     out = Path(out_dir)
+    meta = {"name": "synthetic_streets", "written_by": TOOL, "label_nc": LABEL_NC,
+            "classes": [{"id": i, "name": n, "thing": n in THING_CLASSES}
+                        for i, n in enumerate(CLASSES)],
+            "void_id": 0,
+            "instance_ids": "class_id*1000 + k for thing classes (car, person), else class_id",
+            "seed": seed, "width": width, "height": height, "n_train": n_train, "n_test": n_test}
+    prepare_output(out, "synthetic_streets", _written_here,
+                   lambda _: [f"{s}_{k}" for s in SPLITS for k in ("label", "inst", "img")])
+    # the folder is marked ours before any scene is written, so a run stopped halfway is replaced
+    # by the next, not refused; "complete" says whether every scene it counts is there
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "classes.json").write_text(json.dumps({**meta, "complete": False}, indent=1) + "\n")
     for split, n in (("train", n_train), ("test", n_test)):
         if n <= 0:
             continue
@@ -324,13 +391,7 @@ def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, he
                 Image.fromarray(photo, "RGB").save(dirs["img"] / f"{stem}.png", compress_level=1)
             else:
                 Image.fromarray(photo, "RGB").save(dirs["img"] / f"{stem}.jpg", quality=95)
-    meta = {"name": "synthetic_streets", "label_nc": LABEL_NC,
-            "classes": [{"id": i, "name": n, "thing": n in THING_CLASSES}
-                        for i, n in enumerate(CLASSES)],
-            "void_id": 0,
-            "instance_ids": "class_id*1000 + k for thing classes (car, person), else class_id",
-            "seed": seed, "width": width, "height": height, "n_train": n_train, "n_test": n_test}
-    out.mkdir(parents=True, exist_ok=True)
+    meta["complete"] = True
     (out / "classes.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
 

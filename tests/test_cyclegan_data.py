@@ -75,13 +75,16 @@ def test_grey_domains_have_one_channel_and_max_dataset_size_limits_both(tmp_path
 def test_validation_names_the_files_and_keeps_nothing_back(tmp_path, capsys):
     root = write_unaligned(tmp_path)
     (root / "trainB" / "b01.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    Image.new("RGBA", (24, 20)).save(root / "trainA" / "rgba.png")
+    Image.new("I;16", (24, 20)).save(root / "trainA" / "deep.png")   # 16-bit: clipped, not scaled
+    Image.new("F", (24, 20)).save(root / "trainB" / "float.tif")
     (root / "trainB" / "notes.txt").write_text("not an image")
     with pytest.raises(DatasetError) as e:
         create_dataset(root, "train", **OPTS)
     msg = str(e.value)
     assert "trainB/b01.png: cannot read" in msg
-    assert "trainA/rgba.png: domain A image has mode RGBA" in msg
+    assert "trainA/deep.png: domain A image has mode I;16" in msg
+    assert "trainB/float.tif: domain B image has mode F" in msg
+    assert "16-bit and float values would be clipped to 255, not scaled" in msg
     assert "trainB/notes.txt: not an image" in msg           # a notice, listed with the problems
     assert {p[0] for p in e.value.problems} == {"unreadable", "wrong channels"}
     # with validation off, the loader still refuses the broken file by name
@@ -90,6 +93,34 @@ def test_validation_names_the_files_and_keeps_nothing_back(tmp_path, capsys):
         for e_ in range(20):
             for i in range(len(ds)):
                 ds[(i, e_)]
+
+
+@pytest.mark.parametrize("mode, ext", [("RGBA", "png"), ("CMYK", "jpg"), ("LA", "png"),
+                                       ("P", "png"), ("1", "png")])
+def test_8_bit_domain_images_of_any_photo_mode_load_as_rgb_or_grey(tmp_path, mode, ext):
+    """As the paired layouts' photos: RGBA loses its alpha, CMYK JPEGs become RGB (convert('RGB'),
+    the reference's), and a one-channel domain reads them as grey."""
+    root = write_unaligned(tmp_path, n_a=1, n_b=1)
+    a = root / "trainA" / "a00.png"
+    rgb = Image.open(a).convert("RGB")
+    rgb.putpixel((0, 0), (250, 40, 90))
+    a.unlink()
+    src = rgb.convert(mode)
+    if mode == "RGBA":
+        src.putalpha(0)                                  # fully transparent: the colour still trains
+    src.save(root / "trainA" / f"a00.{ext}", **({"quality": 100} if ext == "jpg" else {}))
+    want = np.asarray(Image.open(root / "trainA" / f"a00.{ext}").convert("RGB"))
+    opts = {**OPTS, "resize_or_crop": "none", "no_flip": True, "required_multiple": 4}
+    ds = create_dataset(root, "train", **opts)
+    s = ds[(0, 0)]
+    assert s["A"].shape == (3, 20, 24) and s["A"].dtype == torch.uint8
+    np.testing.assert_array_equal(s["A"].permute(1, 2, 0).numpy(), want)
+    if mode in ("RGBA", "CMYK"):                        # the colours survive, not a grey or black
+        assert abs(int(s["A"][0, 0, 0]) - 250) <= 2 and abs(int(s["A"][1, 0, 0]) - 40) <= 2
+    grey = create_dataset(root, "train", **opts, input_nc=1)[(0, 0)]["A"]
+    assert grey.shape == (1, 20, 24)
+    np.testing.assert_array_equal(grey[0].numpy(),
+                                  np.asarray(Image.open(root / "trainA" / f"a00.{ext}").convert("L")))
 
 
 @pytest.mark.parametrize("what", ["missing", "empty"])

@@ -4,6 +4,7 @@ Uses ../shared/data/facades when present (skips otherwise); its images are never
 Tiny hand-made AB folders, whose colour maps are painted with known ids, test the converter and
 the palette decoding everywhere: the expected ids never come from the code's own decoder.
 """
+import json
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from pix2pixhd.data import FACADES_PALETTE, create_dataset
 from pix2pixhd.datasets.convert_facades import convert, main
+from pix2pixhd.errors import InputError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "facades"
 needs_shared = pytest.mark.skipif(not (SHARED / "train").is_dir(), reason=f"{SHARED} absent")
@@ -137,3 +139,57 @@ def test_read_shared_facades_directly(tmp_path):
     s = ds[(0, 0)]
     assert s["label"].shape == (1, 256, 256) and s["image"].shape == (3, 256, 256)
     assert int(s["label"].max()) < 12
+
+
+def _fake_ab_folder(src: Path, stems) -> None:
+    """``src/train/{stem}.png``: random photo | palette colour map, 32x32 each half."""
+    (src / "train").mkdir(parents=True)
+    pal = np.array(FACADES_PALETTE, np.uint8)
+    rng = np.random.default_rng(0)
+    for s in stems:
+        ids = np.kron(rng.integers(0, 12, (4, 4)), np.ones((8, 8), int))
+        photo = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(np.concatenate([photo, pal[ids]], 1)).save(src / "train" / f"{s}.png")
+
+
+def _files(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_reconversion_with_fewer_images_leaves_exactly_the_new_set(tmp_path):
+    _fake_ab_folder(tmp_path / "big", (1, 2, 3, 4, 5))
+    _fake_ab_folder(tmp_path / "small", (7, 8))
+    out = tmp_path / "out"
+    convert(tmp_path / "big", out, holdout=2, holdout_split="val")
+    assert len(list((out / "val_img").iterdir())) == 2
+    counts = convert(tmp_path / "small", out)                   # no holdout: val/ must go
+    assert counts == {"train": 2}
+    folders = sorted(p.name for p in out.iterdir())
+    assert folders == ["classes.json", "train_img", "train_label"], folders
+    for kind in ("img", "label"):
+        assert sorted(p.name for p in (out / f"train_{kind}").iterdir()) == ["7.png", "8.png"]
+    meta = json.loads((out / "classes.json").read_text())
+    assert meta["splits"] == {"train": 2} and meta["complete"]
+    ds = create_dataset(out, "train", label_nc=12, no_instance=True, resize_or_crop="none",
+                        required_multiple=1)
+    assert len(ds) == 2
+
+
+def test_a_folder_the_converter_did_not_write_is_refused_and_left_untouched(tmp_path):
+    from pix2pixhd.datasets.synthetic_streets import generate
+    _fake_ab_folder(tmp_path / "src", (1, 2))
+    real = tmp_path / "real"                                  # someone's own facades, converted
+    (real / "train_label").mkdir(parents=True)
+    (real / "train_label" / "1.png").write_bytes(b"their label")
+    streets = tmp_path / "streets"                            # another tool's folder
+    generate(streets, n_train=1, n_test=0, width=32, height=16)
+    for folder in (real, streets):
+        before = _files(folder)
+        with pytest.raises(InputError) as e:
+            convert(tmp_path / "src", folder)
+        msg = str(e.value)
+        assert str(folder) in msg and "train_label/" in msg and "another --out" in msg, msg
+        assert _files(folder) == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert convert(tmp_path / "src", empty) == {"train": 2}   # an empty folder is fine

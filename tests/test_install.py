@@ -338,3 +338,37 @@ print("marker", req.marker, "|", *(req.marker.evaluate({"platform_system": s})
     assert f"spec None | from {src / 'pix2pixhd'}" in check.stdout  # the editable copy, no triton
     assert 'marker platform_system == "Linux" | True False False' in check.stdout
     assert check.stderr.count(FALLBACK) == 1, check.stderr
+
+
+# `python train_hd.py` in a checkout that is not installed editable: the checkout's pix2pixhd/
+# comes first (the script's folder), and no finder maps kernels/ and datasets/ into it.
+UNINSTALLED_CHECKOUT = r"""
+import runpy, sys
+from pathlib import Path
+copy = Path.cwd().resolve()
+# no editable install: drop setuptools' editable finder (a .pth in site-packages installs it)
+sys.meta_path[:] = [f for f in sys.meta_path
+                    if not getattr(f, "__module__", "").startswith("__editable__")]
+sys.path.insert(0, str(copy))   # what `python train_hd.py` puts first: the script's folder
+import pix2pixhd, pix2pixhd.kernels.instance_norm_act, pix2pixhd.datasets.synthetic_streets
+from pix2pixhd.datasets.convert_facades import convert
+for name in ("pix2pixhd", "pix2pixhd.kernels.instance_norm_act", "pix2pixhd.datasets.convert_facades"):
+    f = sys.modules[name].__file__
+    assert Path(f).resolve().is_relative_to(copy), f"{name} from {f}"
+sys.argv = ["train_hd.py", "--dry_run"]
+runpy.run_path("train_hd.py", run_name="__main__")
+"""
+
+
+def test_train_hd_runs_from_a_checkout_that_is_not_installed(tmp_path):
+    """setup.py maps kernels/ and datasets/ into pix2pixhd (package_dir); a checkout run without an
+    editable install (a plain install, or none with the dependencies present) must find them too."""
+    copy = tmp_path / "checkout"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for d in ("pix2pixhd", "kernels", "datasets"):
+        shutil.copytree(ROOT / d, copy / d, ignore=skip)
+    shutil.copy2(ROOT / "train_hd.py", copy / "train_hd.py")
+    r = _run([sys.executable, "-I", "-c", UNINSTALLED_CHECKOUT], _clean_env(OMP_NUM_THREADS="1"),
+             cwd=copy, timeout=240)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert "dry_run: True" in r.stdout, r.stdout[-2000:]

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from pix2pixhd.datasets import synthetic_streets as ss
+from pix2pixhd.errors import InputError
 
 
 def _read(root, split, i, kind):
@@ -78,3 +79,50 @@ def test_cli_and_size_check(tmp_path, capsys):
     assert Image.open(tmp_path / "d" / "train_inst" / "train_00000.png").size == (64, 32)
     with pytest.raises(ValueError, match="--width"):
         ss.generate(tmp_path / "e", 1, 0, width=8, height=8)
+
+
+def _files(root):
+    """{relative path: bytes} of every file under ``root``."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_rerun_with_fewer_smaller_scenes_leaves_exactly_the_new_set(tmp_path):
+    d = tmp_path / "d"
+    ss.generate(d, n_train=6, n_test=3, width=64, height=32, img_ext="jpg")
+    (d / "notes.txt").write_text("mine")                       # not a split folder: kept
+    meta = ss.generate(d, n_train=2, n_test=1, width=32, height=16)
+    for split, n in (("train", 2), ("test", 1)):
+        for kind in ("label", "inst", "img"):
+            files = sorted(p.name for p in (d / f"{split}_{kind}").iterdir())
+            assert files == [f"{split}_{i:05d}.png" for i in range(n)], (split, kind, files)
+            assert {Image.open(d / f"{split}_{kind}" / f).size for f in files} == {(32, 16)}
+    assert json.loads((d / "classes.json").read_text()) == meta
+    assert meta["n_train"] == 2 and meta["complete"] and (d / "notes.txt").read_text() == "mine"
+    ss.generate(d, n_train=1, n_test=0, width=32, height=16)   # a split of 0 scenes: gone
+    assert not (d / "test_img").exists() and len(list((d / "train_img").iterdir())) == 1
+
+
+def test_a_folder_the_generator_did_not_write_is_refused_and_left_untouched(tmp_path):
+    real = tmp_path / "cityscapes"                               # a real dataset's layout
+    (real / "train_label").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 8), np.uint8)).save(real / "train_label" / "aachen_0.png")
+    (real / "classes.json").write_text(json.dumps({"name": "cityscapes", "label_nc": 35}))
+    bare = tmp_path / "bare"                                      # no classes.json at all
+    (bare / "train_img").mkdir(parents=True)
+    (bare / "train_img" / "x.png").write_bytes(b"not ours")
+    for folder, marker in ((real, "a classes.json that this tool did not write"),
+                           (bare, "no classes.json")):
+        before = _files(folder)
+        with pytest.raises(InputError) as e:
+            ss.generate(folder, n_train=1, n_test=0, width=32, height=16)
+        msg = str(e.value)
+        assert str(folder) in msg and "train_" in msg and marker in msg, msg
+        assert "another --out" in msg and f"remove {folder}" in msg, msg
+        assert _files(folder) == before
+    legacy = tmp_path / "legacy"                                  # written by an earlier version
+    ss.generate(legacy, n_train=3, n_test=0, width=32, height=16)
+    meta = json.loads((legacy / "classes.json").read_text())
+    del meta["written_by"], meta["complete"]
+    (legacy / "classes.json").write_text(json.dumps(meta))
+    ss.generate(legacy, n_train=1, n_test=0, width=32, height=16)
+    assert len(list((legacy / "train_label").iterdir())) == 1

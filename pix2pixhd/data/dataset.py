@@ -46,7 +46,9 @@ ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
 # what trains, as in the reference); CMYK/YCbCr (JPEGs) become RGB. Refused: 16-bit and float
 # modes, which the conversion clips to 255 instead of scaling.
 PHOTO_MODES = ("RGB", "L", "P", "RGBA", "LA", "PA", "CMYK", "YCbCr", "RGBX", "RGBa", "1")
-DOMAIN_MODES = ("RGB", "L", "P")   # the unaligned layout's images (to RGB, or L for 1 channel)
+# The unaligned layout's A and B images: the same 8-bit modes, converted to RGB (or to L for a
+# one-channel domain, input_nc/output_nc 1), as the reference's convert('RGB') takes them.
+DOMAIN_MODES = PHOTO_MODES
 
 
 class DatasetError(UserError, ValueError):

@@ -3,8 +3,10 @@
 A checkpoint is one file holding everything a run needs to continue exactly: G, D, E, both
 optimizers, the GradScaler, epoch and iteration, the learning rate, every RNG state, the config
 and the package version. ``config.json`` is written beside it. A crash mid-write leaves the
-previous file intact: we write ``NAME.tmp`` in the same folder, fsync, then ``os.replace``; the
-next training start in that folder removes such leftovers (:func:`clean_stale_tmp`).
+previous file intact: we write ``NAME.tmp`` in the same folder, fsync, ``os.replace``, then fsync
+the folder; the next training start in that folder removes leftovers of a kill
+(:func:`clean_stale_tmp`). A write that fails (a full disk) removes its ``NAME.tmp`` itself and
+raises :class:`CheckpointError` naming the file and the OS error.
 
 ``config.json`` is a convenience, not a single point of failure: :func:`load_run_config` (used by
 resume, --load_pretrain, synthesis, export and features) falls back to the copy of the config that
@@ -12,6 +14,7 @@ every checkpoint carries when config.json is missing, truncated or unreadable.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -37,26 +40,105 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """No checkpoint, or no run folder, where the command line points."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+class _RecordingFile:
+    """A binary file that remembers the first OSError its writes raised. torch.save writes
+    through ``write`` from C++, which turns the OSError of a full disk ("No space left on
+    device") into "[enforce fail at inline_container.cc] unexpected pos"; the recorded error lets
+    :func:`_atomic_write` name the real cause."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.f.flush()
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name):   # fileno, tell...: the file's own
+        return getattr(self.f, name)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """fsync ``folder`` so that a rename into it survives a power loss (POSIX: the rename is an
+    entry of the directory, which the file's own fsync does not persist). Skipped where the
+    platform or file system cannot open or sync a directory (Windows, some network mounts)."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in _FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+
+
+_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EISDIR,
+                      errno.EACCES, errno.EPERM}
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(file)`` into ``NAME.tmp`` beside ``path``, fsync it, rename it over ``path``, fsync
+    the folder. A failure deletes ``NAME.tmp``; one caused by the file system (a full disk, a
+    file-size limit, an I/O error) raises :class:`CheckpointError` naming ``path``, the OS error
+    and that the previous ``path`` is untouched (anything else is re-raised as it was)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    rec = None
+    try:
+        with open(tmp, "wb") as f:
+            rec = _RecordingFile(f)
+            write(rec)
+            rec.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+            removed = f"the partial {tmp.name} was removed"
+        except OSError:
+            removed = f"remove the partial {tmp} by hand"
+        os_error = (rec.error if rec is not None and rec.error is not None
+                    else e if isinstance(e, OSError) else None)
+        if os_error is None:
+            raise
+        why = f"{type(os_error).__name__}: {os_error}"
+        previous = (f"the previous {path.name} there is intact" if path.exists()
+                    else f"there was no {path.name} before")
+        raise CheckpointError(
+            f"could not write {path}: {why}; {previous} and {removed}. Free space on that disk "
+            "(or raise the file-size limit), then rerun the command (a training run continues "
+            "with --resume)") from os_error
+    try:
+        _fsync_dir(path.parent)
+    except OSError as e:
+        raise CheckpointError(f"{path} was written, but its folder could not be synced to disk "
+                              f"({type(e).__name__}: {e}): the file system may be failing; check it "
+                              "before trusting this run folder") from e
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``data`` as the file ``path``, never half-written (see :func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """``torch.save(obj)`` as the file ``path``, never half-written (see :func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def rng_state() -> dict:
@@ -139,6 +221,71 @@ def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "lates
     except Exception as e:
         raise CheckpointError(f"{path} could not be read ({_short(e)}); it may be truncated — use an "
                               "older epoch_*.pt with --which_epoch") from e
+
+
+def _peek(path: Path) -> dict:
+    """``path``'s checkpoint with its tensors memory-mapped, not read: what it takes to tell a
+    checkpoint that loads from a damaged one (truncated, garbage) cheaply. Raises as torch.load."""
+    ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(ck, dict) or "global_step" not in ck:
+        raise CheckpointError(f"{path} is not a training checkpoint (no global_step)")
+    return ck
+
+
+def _last_logged_step(run: Path) -> int | None:
+    """The last step in ``run``'s loss_history.jsonl (lines that do not parse skipped), or None."""
+    try:
+        lines = (run / "loss_history.jsonl").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def auto_resume_checkpoint(run: str | os.PathLike) -> tuple[str, str | None]:
+    """``--auto_resume``'s checkpoint in run folder ``run`` (which holds ``latest.pt``), as
+    (``which_epoch``, note). ``("latest", None)`` when latest.pt reads; otherwise the newest
+    ``epoch_N.pt`` that reads, and a note saying which file could not be read, which one is used
+    and how many steps that trains again (from loss_history.jsonl: latest.pt's own step cannot be
+    read). An unattended restart (torchrun --max_restarts) can then go on from the last good
+    state; ``--resume`` alone never falls back (a human chose the file). Neither reads: a
+    :class:`CheckpointError` naming them and the fixes."""
+    run = Path(run)
+    latest = run / "latest.pt"
+    try:
+        _peek(latest)
+        return "latest", None
+    except Exception as e:
+        why = _short(e)
+    epochs = sorted((int(x.stem[6:]) for x in run.glob("epoch_*.pt")
+                     if re.fullmatch(r"epoch_[0-9]+", x.stem)), reverse=True)
+    unreadable = []
+    for n in epochs:
+        path = checkpoint_path(run, n)
+        try:
+            step = int(_peek(path)["global_step"])
+        except Exception as e:
+            unreadable.append(f"{path.name} ({_short(e)})")
+            continue
+        also = f"; {', '.join(unreadable)} cannot be read either" if unreadable else ""
+        logged = _last_logged_step(run)
+        lost = (f"the run had logged step {logged} (loss_history.jsonl), so {logged - step} steps are "
+                "trained again" if logged is not None and logged >= step else
+                f"the steps after {step} are trained again (how many, nothing here says)")
+        return str(n), (f"--auto_resume: {latest} cannot be read ({why}); resuming from {path} "
+                        f"(the end of epoch {n}, step {step}), the newest checkpoint that reads{also}: "
+                        f"{lost}. {latest.name} is replaced at this run's next save: copy it away "
+                        "first to keep it")
+    tried = f"; {', '.join(unreadable)} cannot be read either" if unreadable else \
+        "; the folder holds no epoch_N.pt to fall back to"
+    raise CheckpointError(
+        f"--auto_resume: {latest} cannot be read ({why}){tried}. Restore {latest.name} from a copy, "
+        "or start the run anew with --overwrite instead of --auto_resume (the old folder is kept "
+        "until the new run's first save)")
 
 
 def _short(e: BaseException) -> str:

@@ -379,11 +379,27 @@ class TrainConfig:
         run = c._filled(("name", "checkpoints_dir", "resume", "auto_resume", "load_pretrain",
                          "which_epoch", "stage", "n_local_enhancers"), model="pix2pixhd")
         run_dir(run.checkpoints_dir, run.name)   # a --name that would leave checkpoints_dir: refused early
-        if run.auto_resume and not run.resume and (run.experiment_dir / "latest.pt").is_file():
+        resume_note = None
+        if run.auto_resume and not run.resume:
             # An elastic restart (torchrun --max_restarts) reruns the same command line: every rank
-            # sees the same latest.pt (the agent restarts all workers, so no rank is writing it).
-            c.resume, c.which_epoch = True, "latest"
-            run.resume, run.which_epoch = True, "latest"
+            # sees the same files (the agent restarts all workers, so no rank is writing them).
+            which = self.which_epoch if self.which_epoch not in (None, "latest") else None
+            if which is not None:   # given: honoured (resumed when it, or latest.pt, is there)
+                from pix2pixhd.checkpoint import checkpoint_path
+                latest = run.experiment_dir / "latest.pt"
+                if checkpoint_path(run.experiment_dir, which).is_file() or latest.is_file():
+                    c.resume = run.resume = True
+                    if latest.is_file():
+                        resume_note = (f"--auto_resume --which_epoch {which}: resuming from "
+                                       f"{checkpoint_path(run.experiment_dir, which).name} as given, "
+                                       f"not from {latest}; a restart of this same command resumes "
+                                       "from it again (drop --which_epoch to continue from latest.pt)")
+            elif (run.experiment_dir / "latest.pt").is_file():
+                # latest.pt, or the newest epoch_N.pt that reads when it does not (with a note)
+                from pix2pixhd.checkpoint import auto_resume_checkpoint
+                which, resume_note = auto_resume_checkpoint(run.experiment_dir)
+                c.resume = run.resume = True
+                c.which_epoch = run.which_epoch = which
         src = run.experiment_dir if run.resume else Path(run.load_pretrain) if run.load_pretrain else None
         prev = None
         if src is not None:
@@ -450,6 +466,7 @@ class TrainConfig:
         if c.overwrite and (c.resume or c.auto_resume):
             raise ConfigError("--overwrite starts the run anew, --resume/--auto_resume continue it: "
                               "give one of them")
+        c._resume_note = resume_note   # said by notes(); not an option (not saved)
         return c
 
     def _check_ranges(self) -> None:
@@ -530,7 +547,7 @@ class TrainConfig:
 
     def notes(self) -> list[str]:
         """What a user should know about a resolved config (the CLI prints these)."""
-        out = []
+        out = [self._resume_note] if getattr(self, "_resume_note", None) else []
         if self.stage in ("local", "finetune") and not self.load_pretrain and not self.resume:
             out.append(f"--stage {self.stage} without --load_pretrain starts from random weights")
         return out

@@ -5,16 +5,24 @@ WORLD_SIZE > 1 we start NCCL on CUDA and gloo on CPU; rank 0 is the master that 
 ``wrap`` puts a module in DistributedDataParallel the same way for G, D and E, optionally with
 gradients all-reduced in bf16 (``bf16_allreduce_hook``: half the bytes of fp32 on the wire, for
 multi-node runs where the interconnect, not the GPU, bounds the step).
+
+The process group's timeout (how long a collective waits for a rank before failing) is
+``PIX2PIXHD_DIST_TIMEOUT_S`` seconds, default :data:`DEFAULT_TIMEOUT_S` (1 hour), not torch's 10
+minutes for NCCL: at the start rank 0 validates the dataset (``--validate full`` reads every
+file) while the other ranks wait in the start agreement, which takes longer than 10 minutes on
+large datasets.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from pix2pixhd.errors import UserError
+from pix2pixhd.errors import ConfigError, UserError
 
 
 @dataclass
@@ -56,6 +64,27 @@ def bind_cuda_device(device: torch.device) -> None:
         torch.cuda.set_device(device)
 
 
+TIMEOUT_ENV = "PIX2PIXHD_DIST_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 3600.0
+
+
+def process_group_timeout() -> timedelta:
+    """The process group's timeout: ``$PIX2PIXHD_DIST_TIMEOUT_S`` seconds, else
+    :data:`DEFAULT_TIMEOUT_S`; a value that is not a positive number is a ConfigError naming it."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        secs = float(raw)
+    except ValueError:
+        secs = float("nan")
+    if not (math.isfinite(secs) and secs > 0):
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds > 0 (how long a rank "
+                          f"waits for the others in a collective; default {DEFAULT_TIMEOUT_S:g}); "
+                          f"set it to e.g. 7200, or unset it")
+    return timedelta(seconds=secs)
+
+
 def setup(device_pref: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -67,6 +96,7 @@ def setup(device_pref: str = "auto") -> DistInfo:
             _import_before_the_group()
             backend = "nccl" if device.type == "cuda" else "gloo"
             dev_id = device if device.type == "cuda" else None
+            timeout = process_group_timeout()
             restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
             if restart > 0 and "MASTER_ADDR" in os.environ:
                 # After an elastic restart the agent's store still holds the previous attempt's
@@ -74,11 +104,12 @@ def setup(device_pref: str = "auto") -> DistInfo:
                 # A per-attempt prefix gives every attempt a clean namespace.
                 use_agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
                 store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                                      is_master=rank == 0 and not use_agent, wait_for_workers=False)
+                                      is_master=rank == 0 and not use_agent, wait_for_workers=False,
+                                      timeout=timeout)
                 dist.init_process_group(backend, store=dist.PrefixStore(f"attempt_{restart}/", store),
-                                        rank=rank, world_size=world, device_id=dev_id)
+                                        rank=rank, world_size=world, device_id=dev_id, timeout=timeout)
             else:
-                dist.init_process_group(backend=backend, device_id=dev_id)
+                dist.init_process_group(backend=backend, device_id=dev_id, timeout=timeout)
     return DistInfo(rank, local, world, device)
 
 

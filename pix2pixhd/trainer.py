@@ -26,8 +26,12 @@ pix2pix (``--model pix2pix``) and CycleGAN (``--model cyclegan``, Zhu et al. 201
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -41,7 +45,7 @@ from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (atomic_write_bytes, clean_stale_tmp, load_checkpoint, rng_state,
                                   save_checkpoint, seed_rng, set_rng_state)
 from pix2pixhd.config import TrainConfig
-from pix2pixhd.distributed import DistInfo, bind_cuda_device
+from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device
 from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
 from pix2pixhd.errors import ConfigError, UserError, raise_on_any_rank
@@ -70,6 +74,35 @@ def _frozen(module: nn.Module | None):
 class NonFiniteLossError(UserError, FloatingPointError):
     """A loss became NaN or inf; raised before the step's optimizer steps (pix2pix's D, which
     steps before G's losses exist, excepted: the message says when it had)."""
+
+
+# Exit status of a run stopped by SIGTERM after saving latest.pt: EX_TEMPFAIL of sysexits.h ("try
+# again later"), so a job script can tell it from a finished run (0), an error (1) and a kill.
+STOPPED_EXIT_STATUS = 75
+
+
+class TrainingStopped(SystemExit):
+    """SIGTERM stopped the run at a step boundary, latest.pt saved. A SystemExit with status
+    :data:`STOPPED_EXIT_STATUS`: ``errors.run`` and the scripts pass it on as the exit status
+    (the message was printed on stderr); Python callers can catch it."""
+
+    def __init__(self, message: str):
+        super().__init__(STOPPED_EXIT_STATUS)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _loader_worker_init(inner, worker_id: int) -> None:
+    """A DataLoader worker ignores SIGTERM: SLURM signals every process of the job and torchrun
+    its workers' whole process group, and a worker that died of it would make the training
+    process fail mid-step (torch raises "DataLoader worker exited unexpectedly") instead of
+    finishing the step and saving. Workers still end with the loader, or when the training
+    process is gone (torch's watchdog)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if inner is not None:
+        inner(worker_id)
 
 
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
@@ -248,6 +281,8 @@ class Trainer:
         self._replaced: Path | None = None   # the old run --overwrite moved aside, until our first save
         self.vis = Visualizer(self.exp_dir, enabled=self.dist.is_master, tensorboard=not cfg.no_tensorboard,
                               html_page=not cfg.no_html, label_nc=cfg.label_nc)
+        self._sigterm = False          # set by the SIGTERM handler fit() installs
+        self._sigterm_previous = None  # (handler,) it replaced, restored when fit() ends
 
         if cfg.resume:
             ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
@@ -736,6 +771,8 @@ class Trainer:
                                         world_size=self.dist.world_size, drop_last=True)
         loader = data.create_dataloader(ds, cfg.batchSize, shuffle=True, num_workers=cfg.nThreads,
                                         seed=cfg.seed, drop_last=True, sampler=sampler)
+        if loader.num_workers > 0:   # the workers outlive a SIGTERM: the step finishes, latest.pt is saved
+            loader.worker_init_fn = functools.partial(_loader_worker_init, loader.worker_init_fn)
         return loader, sampler
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -750,12 +787,60 @@ class Trainer:
         """Train to the end of ``niter + niter_decay`` epochs (or ``max_steps``); returns a summary.
 
         The logs (tensorboard, HTML page, text log) are closed on every way out: the end, a
-        ``max_steps`` stop and an exception.
+        ``max_steps`` stop, a SIGTERM stop (:class:`TrainingStopped`) and an exception; the
+        SIGTERM handler the loop installs is replaced by the previous one.
         """
         try:
             return self._fit()
         finally:
+            self._restore_sigterm()
             self.vis.close()
+
+    # ---- SIGTERM: stop at a step boundary with latest.pt saved -----------------------------------
+    def _catch_sigterm(self) -> None:
+        """From here until :meth:`fit` returns, SIGTERM (SLURM preemption; torchrun passes it on
+        to its workers) only sets a flag: the loop stops at the next step boundary with latest.pt
+        saved (:meth:`_stop_requested`). Installed where Python allows it (the main thread); a
+        SIGTERM during the start (dataset validation) still ends the process at once, as nothing
+        has been trained yet."""
+        self._sigterm = False
+        if threading.current_thread() is not threading.main_thread() or self._sigterm_previous:
+            return
+
+        def handler(signum, frame):
+            self._sigterm = True
+        self._sigterm_previous = (signal.signal(signal.SIGTERM, handler),)
+
+    def _restore_sigterm(self) -> None:
+        if self._sigterm_previous:
+            previous = self._sigterm_previous[0]
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            self._sigterm_previous = None
+
+    def _stop_requested(self) -> bool:
+        """Whether the run stops after this step: a SIGTERM reached this process or, under DDP,
+        any rank. Every rank takes part in one all-reduce (MAX of the flags) after every step,
+        so all of them decide at the same step; one device sync, as the step's finiteness check
+        already makes."""
+        if not self.dist.distributed:
+            return self._sigterm
+        flag = torch.tensor([int(self._sigterm)], dtype=torch.int32, device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _stop_by_sigterm(self) -> None:
+        """Save latest.pt (every rank joins its RNG gather), wait until rank 0 has written it (a
+        rank that exits first makes torchrun stop the others, rank 0 mid-write included), say so
+        and raise :class:`TrainingStopped`."""
+        self.save("latest")
+        barrier(self.dist)
+        msg = (f"stopped by SIGTERM at epoch {self.epoch} step {self.global_step}; "
+               f"{self.exp_dir / 'latest.pt'} saved; rerun the same command with --resume (or "
+               "--auto_resume) to continue")
+        self.vis.log_message(msg)
+        if self.dist.is_master:
+            print(msg, file=sys.stderr, flush=True)
+        raise TrainingStopped(msg)
 
     def _start_run(self):
         """The run's start, in an order that never leaves its folder inconsistent: every rank
@@ -763,7 +848,10 @@ class Trainer:
         validates the dataset); the ranks agree that all passed (one rank's error stops all of
         them, none is left waiting); only then does rank 0 write: ``--overwrite`` moves the old
         run aside, stale ``*.tmp`` files are removed, ``config.json`` and the logs are begun.
-        The models were built (and a checkpoint loaded) by ``__init__``, which writes nothing."""
+        The models were built (and a checkpoint loaded) by ``__init__``, which writes nothing.
+        Those writes are agreed too: when one fails (a full disk, a damaged log), every rank stops
+        with it, instead of the others going on into the first collective (gloo: "Connection
+        closed by peer"; NCCL: a hang until the timeout)."""
         cfg = self.cfg
         error, loader, sampler = None, None, None
         try:
@@ -777,14 +865,19 @@ class Trainer:
             error = e
         raise_on_any_rank(error, self.dist)
         if self.dist.is_master:
-            if cfg.overwrite and not cfg.resume:
-                self._replaced = move_aside(self.exp_dir)
-            self.exp_dir.mkdir(parents=True, exist_ok=True)
-            clean_stale_tmp(self.exp_dir)   # partial files of writes a kill interrupted
-            atomic_write_bytes(self.exp_dir / "config.json", cfg.to_json().encode())
-            self.vis.begin(resumed_at_step=self.global_step if cfg.resume else None)
-            self.vis.log_message(f"training {cfg.stage} stage, epochs {self.epoch}.."
-                                 f"{cfg.niter + cfg.niter_decay}")
+            try:
+                if cfg.overwrite and not cfg.resume:
+                    self._replaced = move_aside(self.exp_dir)
+                self.exp_dir.mkdir(parents=True, exist_ok=True)
+                clean_stale_tmp(self.exp_dir)   # partial files of writes a kill interrupted
+                atomic_write_bytes(self.exp_dir / "config.json", cfg.to_json().encode())
+                # a fresh start (0) keeps no history of an attempt that died before its first save
+                self.vis.begin(resumed_at_step=self.global_step if cfg.resume else 0)
+                self.vis.log_message(f"training {cfg.stage} stage, epochs {self.epoch}.."
+                                     f"{cfg.niter + cfg.niter_decay}")
+            except Exception as e:   # the other ranks must not go on into the first collective
+                error = e
+        raise_on_any_rank(error, self.dist, "could not start (writing its run folder)")
         return loader, sampler
 
     def _fit(self) -> dict:
@@ -792,6 +885,7 @@ class Trainer:
         from tqdm import tqdm
         total_epochs = cfg.niter + cfg.niter_decay
         loader, sampler = self._start_run()
+        self._catch_sigterm()
         steps_this_run, images, t_run = 0, 0, time.perf_counter()
         last_losses: dict[str, float] = {}
         # logged losses are means over the window since the last log line, summed on the device
@@ -834,6 +928,9 @@ class Trainer:
                 if step % cfg.display_freq == 0:
                     self.vis.display(self.vis.visuals(self._last), self.epoch, self.global_step)
                 bar.update(1)
+                if self._stop_requested():   # SIGTERM: every rank stops after this same step
+                    bar.close()
+                    self._stop_by_sigterm()
                 if step % cfg.save_latest_freq == 0:
                     self.save("latest")
                 if cfg.max_steps and steps_this_run >= cfg.max_steps:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -181,10 +182,13 @@ class Visualizer:
         self.log_path = self.dir / "loss_log.txt"
         self.started = False
         self._pending: list[str] = []   # log_message() lines before begin()
+        self._noted_bad_history = False  # loss_history.jsonl's unparseable lines said once
 
     def begin(self, resumed_at_step: int | None = None) -> None:
         """Start writing: create the run folder, forget history entries past ``resumed_at_step``
-        (a resumed run redoes those steps), write the messages logged so far, open tensorboard."""
+        (a resumed run redoes those steps; 0 for a fresh start, which keeps none of a dead
+        attempt's; None keeps the file as it is), write the messages logged so far, open
+        tensorboard."""
         if not self.enabled or self.started:
             return
         self.started = True
@@ -207,12 +211,37 @@ class Visualizer:
             self.writer = summary_writer_class()(str(self.dir / "tensorboard"))
         return self.writer
 
+    def _read_history(self) -> list[tuple[str, dict]]:
+        """loss_history.jsonl's entries as (line, record). A line that is not a JSON record with
+        a step (the half-written last line a full disk or a killed node leaves, or a line an
+        append glued onto it) is skipped, and said once per run (stderr and loss_log.txt)."""
+        out, bad = [], 0
+        for line in self.history_path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if isinstance(rec["step"], bool) or not isinstance(rec["step"], (int, float)):
+                    raise TypeError("step is not a number")
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+                continue
+            out.append((line, rec))
+        if bad and not self._noted_bad_history:
+            self._noted_bad_history = True
+            msg = (f"note: {self.history_path}: {bad} line(s) are not complete JSON records (a write "
+                   "cut short by a crash or a full disk); they are left out of the loss curves and "
+                   "dropped from the file at the next start")
+            print(msg, file=sys.stderr, flush=True)
+            self.log_message(msg[len("note: "):])
+        return out
+
     def truncate_history(self, after_step: int) -> None:
-        """On resume: forget log entries written after the checkpoint we resume from."""
+        """At the start of a run: forget log entries written after the checkpoint we resume from
+        (0: a fresh start forgets a dead attempt's), and lines that do not parse."""
         if not self.enabled or not self.history_path.is_file():
             return
-        keep = [line for line in self.history_path.read_text().splitlines()
-                if line and json.loads(line)["step"] <= after_step]
+        keep = [line for line, rec in self._read_history() if rec["step"] <= after_step]
         atomic_write_bytes(self.history_path, ("\n".join(keep) + "\n" if keep else "").encode())
 
     def log_losses(self, epoch: int, it: int, step: int, losses: dict[str, float],
@@ -267,9 +296,7 @@ class Visualizer:
     def write_html(self) -> Path | None:
         if not self.html_page:
             return None
-        history = []
-        if self.history_path.is_file():
-            history = [json.loads(line) for line in self.history_path.read_text().splitlines() if line]
+        history = [rec for _, rec in self._read_history()] if self.history_path.is_file() else []
         images = sorted((self.web / "images").glob("epoch*_*.png")) if (self.web / "images").is_dir() else []
         epochs = sorted({int(p.name[5:8]) for p in images}, reverse=True)
         rows = []

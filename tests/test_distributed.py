@@ -279,3 +279,64 @@ def test_work_in_flight_at_cleanup_finishes_before_the_rank_exits(tmp_path):
     for r in (0, 1):
         names = json.loads((tmp_path / f"threads{r}.json").read_text())
         assert not [n for n in names if n in GLOO_THREADS], f"rank {r} after cleanup: {names}"
+
+
+@pytest.mark.fault(cls="run folder in use",
+                   case="two ranks, rank 0's start-up write fails (loss_log.txt is a folder): every "
+                        "rank stops with the real error, none goes on into a collective")
+def test_a_failed_start_up_write_on_rank_0_stops_every_rank_with_its_error(tmp_path):
+    """Rank 0 alone writes the run folder at the start (config.json, the logs), after the ranks
+    agreed that all could start; a failure there is agreed too. Before, rank 1 went on into DDP's
+    first all-reduce and died of "Connection closed by peer" (NCCL: a hang until the timeout)."""
+    data = make_data(tmp_path / "data")
+    (tmp_path / "ck" / "run" / "loss_log.txt").mkdir(parents=True)
+    cmd = torchrun_cmd(Path(__file__).parents[1] / "train_hd.py", *TINY, "--dataroot", str(data),
+                       "--checkpoints_dir", str(tmp_path / "ck"))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=torchrun_env())
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out[-4000:]
+    assert "IsADirectoryError" in out, out[-4000:]   # rank 0: its own error
+    assert ("error (rank 1 of 2): stopped because rank 0 could not start (writing its run folder) "
+            "(IsADirectoryError:") in out, out[-6000:]
+    assert "Connection closed by peer" not in out, out[-6000:]
+    assert not (tmp_path / "ck" / "run" / "latest.pt").exists()
+
+
+def test_the_process_group_timeout_reaches_init_process_group(monkeypatch):
+    """NCCL's default timeout (10 min) is shorter than rank 0's --validate full of a large dataset,
+    which the other ranks wait for; the timeout is PIX2PIXHD_DIST_TIMEOUT_S (default 1 hour) on
+    both ways the group is made (a first start; an elastic restart's own store)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from pix2pixhd import distributed as D
+    from pix2pixhd.errors import ConfigError
+    seen: list[dict] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **kw: seen.append(kw))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    monkeypatch.delenv(D.TIMEOUT_ENV, raising=False)
+    D.setup("cpu")
+    assert seen[-1]["timeout"] == timedelta(seconds=3600)
+    monkeypatch.setenv(D.TIMEOUT_ENV, "7200")
+    D.setup("cpu")
+    assert seen[-1]["timeout"] == timedelta(seconds=7200)
+
+    stores: list[dict] = []
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29999")
+    monkeypatch.setattr(dist, "TCPStore", lambda *a, **kw: stores.append(kw))
+    monkeypatch.setattr(dist, "PrefixStore", lambda prefix, store: store)
+    monkeypatch.setenv(D.TIMEOUT_ENV, "90.5")
+    D.setup("cpu")
+    assert seen[-1]["timeout"] == stores[-1]["timeout"] == timedelta(seconds=90.5)
+
+    for bad in ("ten minutes", "0", "-5", "inf"):
+        monkeypatch.setenv(D.TIMEOUT_ENV, bad)
+        with pytest.raises(ConfigError, match=rf"{D.TIMEOUT_ENV}={bad!r}: expected a number of seconds"):
+            D.setup("cpu")

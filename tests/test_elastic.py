@@ -38,6 +38,7 @@ def test_auto_resume_starts_fresh_without_a_checkpoint_and_resumes_with_one(tmp_
     exp.mkdir()
     cfg = resolve_config(args)
     (exp / "config.json").write_text(cfg.to_json())
-    (exp / "latest.pt").write_bytes(b"")
+    import torch
+    torch.save({"global_step": 0}, exp / "latest.pt")   # a checkpoint that reads (a stand-in)
     again = resolve_config(["--auto_resume", "--checkpoints_dir", str(tmp_path), "--name", "x"])
     assert again.resume and again.which_epoch == "latest" and again.ngf == 8  # options from the run

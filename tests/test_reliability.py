@@ -4,7 +4,9 @@ items 3, 4 and 6): each case ends in a working command or one line naming the fi
 One tiny run with a feature encoder (so every entry point has something to read: resume,
 synthesis, export, features) is trained once; each test damages its own copy of the folder.
 """
+import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -290,3 +292,232 @@ def test_truncated_jpeg_met_mid_epoch_under_validate_headers_is_named(tmp_path):
         train_main(["--dataroot", str(tmp_path / "jpg"), "--checkpoints_dir", str(tmp_path / "ck"),
                     "--name", "j", "--validate", "headers", *TINY])
     assert type(e.value).__name__ == "DatasetError"
+
+
+# ---- review of the distributed/restart paths ------------------------------------------------------
+HALF_LINE = '{"epoch": 1, "iter": 2, "step": 2, "G_GAN": 0.7'   # a write cut short: no '}', no newline
+
+
+def _steps(run: Path) -> list[int]:
+    return [json.loads(ln)["step"] for ln in (run / "loss_history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="loss_history.jsonl ends in a half-written line (full disk, node crash): "
+                        "--resume drops it with one note and continues")
+def test_half_written_history_line_does_not_block_the_resume(run, capsys):
+    with open(run / "loss_history.jsonl", "a") as f:
+        f.write(HALF_LINE)
+    assert train_main(["--resume", "--name", "run", "--checkpoints_dir", str(run.parent),
+                       "--max_steps", "1", "--print_freq", "1"]) == 0
+    assert _steps(run) == [1, 2]   # the resumed step 2 logged on a clean line
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "loss_history.jsonl" in ln]
+    assert len(notes) == 1 and "1 line(s) are not complete JSON records" in notes[0], notes
+    assert "not complete JSON records" in (run / "loss_log.txt").read_text()
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="loss_history.jsonl with unparseable lines: the HTML page draws the others")
+def test_html_page_skips_unparseable_history_lines(tmp_path, capsys):
+    from pix2pixhd.visualizer import Visualizer
+    vis = Visualizer(tmp_path, tensorboard=False)
+    good = [{"epoch": 1, "iter": s, "step": s, "G_GAN": 1.0 / s} for s in (1, 2)]
+    (tmp_path / "loss_history.jsonl").write_text(
+        json.dumps(good[0]) + "\n[1, 2]\n" + json.dumps(good[1]) + "\n" + HALF_LINE)
+    page = vis.write_html().read_text()
+    from pix2pixhd.visualizer import loss_curves_svg
+    assert loss_curves_svg(good) in page
+    vis.write_html()
+    assert capsys.readouterr().err.count("2 line(s) are not complete JSON records") == 1   # once
+
+
+@pytest.mark.fault(cls="run folder in use",
+                   case="--auto_resume fresh start over a dead attempt's config.json and history: "
+                        "the history starts clean")
+def test_fresh_auto_resume_start_forgets_the_dead_attempts_history(run, trained):
+    for p in run.glob("*.pt"):   # an attempt that logged steps but died before its first save
+        p.unlink()
+    dead = _steps(run)
+    assert dead == [1]
+    assert train_main(["--auto_resume", "--name", "run", "--checkpoints_dir", str(run.parent),
+                       "--dataroot", str(trained / "streets"), *TINY,
+                       "--max_steps", "2", "--print_freq", "1"]) == 0
+    assert load_checkpoint(run)["global_step"] == 2
+    assert _steps(run) == [1, 2]   # not [1, 1, 2]
+
+
+def _with_epochs(run: Path, history_to: int | None = None) -> None:
+    """``run`` (latest.pt at step 1) plus epoch_0001.pt (a copy of it) and an unreadable
+    epoch_0002.pt; the history extended to step ``history_to``."""
+    shutil.copy(run / "latest.pt", run / "epoch_0001.pt")
+    (run / "epoch_0002.pt").write_bytes(bytes(range(256)) * 8)
+    if history_to:
+        with open(run / "loss_history.jsonl", "a") as f:
+            f.write(json.dumps({"epoch": 1, "iter": 2, "step": history_to, "G_GAN": 1.0}) + "\n")
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="--auto_resume with latest.pt truncated: falls back to the newest epoch_N.pt "
+                        "that reads, with a note naming the files and the steps lost")
+def test_auto_resume_falls_back_to_the_newest_readable_epoch(run, capsys):
+    _with_epochs(run, history_to=5)
+    damage(run / "latest.pt", "truncated")
+    args = ["--auto_resume", "--name", "run", "--checkpoints_dir", str(run.parent)]
+    cfg = resolve_config(args)
+    assert cfg.resume and cfg.which_epoch == "1"
+    note, = [n for n in cfg.notes() if "--auto_resume" in n]
+    for says in (f"{run / 'latest.pt'} cannot be read", f"resuming from {run / 'epoch_0001.pt'}",
+                 "step 1)", "epoch_0002.pt (", "cannot be read either", "logged step 5",
+                 "4 steps are trained again"):
+        assert says in note, (says, note)
+    assert "\n" not in note
+    assert train_main([*args, "--max_steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: {note}" in out
+    assert load_checkpoint(run)["global_step"] == 2   # latest.pt rewritten from epoch 1's state
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="--auto_resume with latest.pt and every epoch_N.pt unreadable: one line "
+                        "naming them and the fixes")
+def test_auto_resume_with_nothing_readable_names_the_files(run):
+    _with_epochs(run)
+    damage(run / "epoch_0001.pt", "truncated")
+    damage(run / "latest.pt", "garbage")
+    with pytest.raises(CheckpointError) as e:
+        resolve_config(["--auto_resume", "--name", "run", "--checkpoints_dir", str(run.parent)])
+    _one_line_naming(e.value, run / "latest.pt")
+    assert "epoch_0001.pt" in str(e.value) and "epoch_0002.pt" in str(e.value)
+    assert "Restore latest.pt from a copy" in str(e.value) and "--overwrite" in str(e.value)
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="plain --resume with latest.pt truncated: refused in one line (no fallback: "
+                        "a human decides)")
+def test_plain_resume_of_a_truncated_latest_is_refused_not_replaced(run):
+    _with_epochs(run)
+    damage(run / "latest.pt", "truncated")
+    with pytest.raises(CheckpointError) as e:
+        train_main(["--resume", "--name", "run", "--checkpoints_dir", str(run.parent), "--max_steps", "1"])
+    _one_line_naming(e.value, run / "latest.pt")
+    assert "--which_epoch" in str(e.value)
+
+
+@pytest.mark.fault(cls="run folder in use",
+                   case="--auto_resume --which_epoch N over a readable latest.pt: epoch N is used, "
+                        "with a note")
+def test_auto_resume_honours_an_explicit_which_epoch(run):
+    _with_epochs(run)
+    cfg = resolve_config(["--auto_resume", "--which_epoch", "1", "--name", "run",
+                          "--checkpoints_dir", str(run.parent)])
+    assert cfg.resume and cfg.which_epoch == "1"
+    assert any("resuming from epoch_0001.pt as given" in n for n in cfg.notes())
+    plain = resolve_config(["--auto_resume", "--name", "run", "--checkpoints_dir", str(run.parent)])
+    assert plain.resume and plain.which_epoch == "latest" and plain.notes() == []
+
+
+# ---- a checkpoint write that fails (disk full) ----------------------------------------------------
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _FullDiskFile:
+    """A file whose writes fail with ENOSPC after ``room`` bytes, as a full disk's do."""
+
+    def __init__(self, f, room: int):
+        self.f, self.room = f, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            _enospc()
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "bytes"])
+@pytest.mark.fault(cls="interrupted run",
+                   case="disk full while writing a {what} file: CheckpointError naming the file and "
+                        "ENOSPC, no .tmp left, the previous file intact")
+def test_failed_write_names_the_file_and_the_os_error_and_leaves_nothing(tmp_path, monkeypatch, what):
+    import builtins
+
+    import torch
+
+    from pix2pixhd import checkpoint
+    path = tmp_path / ("latest.pt" if what == "checkpoint" else "config.json")
+    if what == "checkpoint":
+        checkpoint.atomic_torch_save({"w": torch.arange(4)}, path)
+        write = lambda: checkpoint.atomic_torch_save({"w": torch.zeros(100_000)}, path)  # noqa: E731
+    else:
+        checkpoint.atomic_write_bytes(path, b'{"old": 1}')
+        write = lambda: checkpoint.atomic_write_bytes(path, b"x" * 100_000)  # noqa: E731
+    before = path.read_bytes()
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, mode="r", *a, **k: _FullDiskFile(
+        real_open(f, mode, *a, **k), room=1000) if str(f).endswith(".tmp") else real_open(f, mode, *a, **k))
+    with pytest.raises(CheckpointError) as e:
+        write()
+    monkeypatch.undo()
+    _one_line_naming(e.value, path)
+    assert "No space left on device" in str(e.value) and "intact" in str(e.value)
+    assert "unexpected pos" not in str(e.value)
+    assert not path.with_name(path.name + ".tmp").exists()
+    assert path.read_bytes() == before
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="file-size limit hit while torch.save writes latest.pt (RLIMIT_FSIZE, a real "
+                        "EFBIG): CheckpointError, no .tmp, the previous checkpoint loads")
+def test_real_short_write_under_a_file_size_limit(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+    torch.save({"global_step": 3}, tmp_path / "latest.pt")
+    code = ("import resource, signal, sys, torch\n"
+            "from pix2pixhd.checkpoint import CheckpointError, atomic_torch_save\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))\n"
+            "try:\n"
+            f"    atomic_torch_save({{'global_step': 4, 'w': torch.zeros(100_000)}}, {str(tmp_path / 'latest.pt')!r})\n"
+            "except CheckpointError as e:\n"
+            "    print(e); sys.exit(3)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert f"could not write {tmp_path / 'latest.pt'}" in p.stdout and "File too large" in p.stdout, p.stdout
+    assert not (tmp_path / "latest.pt.tmp").exists()
+    assert torch.load(tmp_path / "latest.pt", weights_only=True) == {"global_step": 3}
+
+
+def test_atomic_writes_fsync_the_folder_after_the_rename(tmp_path, monkeypatch):
+    """The rename is an entry of the folder: without the folder's fsync a power loss can undo it.
+    A file system that cannot sync a folder (EINVAL) is skipped, not an error."""
+    import stat
+
+    from pix2pixhd import checkpoint
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    checkpoint.atomic_write_bytes(tmp_path / "a.json", b"{}")
+    assert synced == [False, True]   # the file, then its folder
+
+    def no_dir_fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", no_dir_fsync)
+    checkpoint.atomic_write_bytes(tmp_path / "a.json", b"[]")
+    assert (tmp_path / "a.json").read_bytes() == b"[]"

@@ -352,7 +352,8 @@ class TrainConfig:
     ddp_bf16_grads: Optional[bool] = option("precision/scale", False,
                                             "DDP: all-reduce gradients in bf16")
     norm_impl: Optional[str] = option(
-        "precision/scale", "auto", "fused instance norm: auto (Triton on CUDA, else PyTorch), "
+        "precision/scale", "auto", "fused instance norm: auto (on CUDA the faster of the Triton "
+        "kernel and PyTorch's native norm, timed per shape/dtype/layout on first use; else PyTorch), "
         "triton or ref (the PyTorch reference)", choices=("auto", "triton", "ref"))
 
     # --- logging and saving -----------------------------------------------------------------

@@ -26,11 +26,18 @@ def one_hot(label: torch.Tensor, label_nc: int, *, dtype: torch.dtype = torch.fl
     ids = label.long()
     lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one pass, one device sync
     if lo < 0 or hi >= label_nc:
-        bad = hi if hi >= label_nc else lo
         where = f" in {source}" if source else ""
+        if lo < 0:   # label_nc is not the problem
+            fix = ("label ids must be >= 0; the file holds negative ids (a signed or int32 label "
+                   "map?): save the labels as non-negative class ids")
+        elif hi == 255:
+            fix = ("255 is usually an 'ignore' (void) id, e.g. in Cityscapes trainIds: remap it to "
+                   "a void class below label_nc when preparing the data; set --label_nc 256 only "
+                   "if 255 is a real class (the generator then takes 256 input channels)")
+        else:
+            fix = f"set --label_nc {hi + 1} or remap the ids"
         raise LabelRangeError(
-            f"label id {bad}{where} is outside [0, label_nc={label_nc}); set --label_nc "
-            f"{max(hi + 1, label_nc)} or remap the ids")
+            f"label id {lo if lo < 0 else hi}{where} is outside [0, label_nc={label_nc}); {fix}")
     n, _, h, w = ids.shape
     out = torch.zeros(n, label_nc, h, w, dtype=dtype, device=label.device)
     return out.scatter_(1, ids, 1.0)
@@ -58,7 +65,8 @@ def image_to_float(img: torch.Tensor, dtype: torch.dtype = torch.float32) -> tor
 
 
 def float_to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] → uint8 [0, 255], rounded."""
+    """float [-1, 1] → uint8 [0, 255], rounded (on purpose: it round-trips uint8 exactly; the
+    reference's tensor2im truncates, about half a grey level darker on average — see README)."""
     return ((img.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 

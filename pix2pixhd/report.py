@@ -87,11 +87,13 @@ def write_comparison_page(fake_dir: Path, label_dir: Path, real_dir: Path, label
             else:
                 atomic_write_bytes(vis, png_bytes(np.asarray(Image.open(labels[stem]).convert("RGB"))))
             cells.append(rel(vis))
+        else:
+            cells.append(None)   # an empty cell keeps the columns label | synthesized | real
         cells.append(rel(fakes[stem]))
-        if stem in reals:
-            cells.append(rel(reals[stem]))
+        cells.append(rel(reals[stem]) if stem in reals else None)
         rows.append("<tr><td>" + html.escape(stem) + "</td>" + "".join(
-            f'<td><img src="{_href(c)}" width="256"></td>' for c in cells) + "</tr>")
+            f'<td><img src="{_href(c)}" width="256"></td>' if c is not None else "<td></td>"
+            for c in cells) + "</tr>")
     summary = ""
     if stats:
         summary = f"<p>{stats['n']} images: L1 {stats['l1']:.4f}, pooled PSNR {stats['pooled_psnr']:.2f} dB</p>"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -45,8 +46,23 @@ def summary_writer_class():
                 "--no_tensorboard to train without it") from missing_x
 
 
+# The Cityscapes labelId palette (ids 0..33, plus 34 = license plate as car), as the reference's
+# util.labelcolormap(35) uses: 0-4 unlabeled/ego/border/out-of-roi/static black, 7 road, 26 car.
+CITYSCAPES_COLORS = (
+    (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81),
+    (128, 64, 128), (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70),
+    (102, 102, 156), (190, 153, 153), (180, 165, 180), (150, 100, 100), (150, 120, 90),
+    (153, 153, 153), (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35),
+    (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
+    (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32), (0, 0, 142))
+
+
 def label_colormap(n: int) -> np.ndarray:
-    """[n, 3] uint8 colours, the bit-interleaved map of PASCAL VOC/Cityscapes tools; id 0 → black."""
+    """[n, 3] uint8 colours, as the reference's util.labelcolormap: for n == 35 the Cityscapes
+    labelId palette (road 7 → (128, 64, 128), car 26 → (0, 0, 142)); otherwise the PASCAL VOC
+    bit-interleaved map (id 0 → black)."""
+    if n == len(CITYSCAPES_COLORS):
+        return np.array(CITYSCAPES_COLORS, dtype=np.uint8)
     cmap = np.zeros((n, 3), dtype=np.uint8)
     for i in range(n):
         r = g = b = 0
@@ -68,7 +84,7 @@ def label_to_rgb(label: torch.Tensor, label_nc: int) -> np.ndarray:
 
 
 def tensor_to_rgb(img: torch.Tensor) -> np.ndarray:
-    """[3, H, W] float in [-1, 1] or uint8 → [H, W, 3] uint8."""
+    """[3, H, W] float in [-1, 1] or uint8 → [H, W, 3] uint8 (rounded, as encoding.float_to_uint8)."""
     img = img.detach().cpu()
     if img.dtype != torch.uint8:
         img = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -298,7 +314,9 @@ class Visualizer:
             return None
         history = [rec for _, rec in self._read_history()] if self.history_path.is_file() else []
         images = sorted((self.web / "images").glob("epoch*_*.png")) if (self.web / "images").is_dir() else []
-        epochs = sorted({int(p.name[5:8]) for p in images}, reverse=True)
+        # files are epoch{e:03d}_{key}.png: 3 digits or more (epoch 1000 is epoch1000_...)
+        epochs = sorted({int(m.group(1)) for p in images
+                         if (m := re.match(r"epoch(\d+)_", p.name))}, reverse=True)
         rows = []
         for e in epochs:
             cells = []

@@ -56,3 +56,16 @@ def test_image_round_trip():
     f = image_to_float(u8)
     assert f.min() == -1 and f.max() == 1
     assert torch.equal(float_to_uint8(f), u8)
+
+
+def test_negative_label_id_says_ids_must_be_non_negative():
+    label = torch.tensor([[[[-1, 3]]]], dtype=torch.int32)
+    with pytest.raises(LabelRangeError, match=r"label id -1 .*must be >= 0") as err:
+        one_hot(label, 35)
+    assert "--label_nc" not in str(err.value)
+
+
+def test_label_id_255_is_explained_as_an_ignore_id():
+    label = torch.tensor([[[[255, 3]]]], dtype=torch.uint8)
+    with pytest.raises(LabelRangeError, match=r"label id 255 .*'ignore'.*--label_nc 256 only if 255 is a real class"):
+        one_hot(label, 35)

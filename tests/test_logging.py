@@ -139,3 +139,30 @@ def test_tensorboard_writer_falls_back_to_torch_then_names_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(MissingDependencyError, match=r"pip install tensorboardX.*--no_tensorboard"):
         V.summary_writer_class()
+
+
+def test_html_page_lists_epochs_from_1000_on(tmp_path):
+    """Image files are epoch{e:03d}_*.png: epoch 1000 is epoch1000_..., not epoch 100."""
+    import numpy as np
+
+    from pix2pixhd.visualizer import Visualizer
+    v = Visualizer(tmp_path, tensorboard=False, label_nc=4)
+    img = np.zeros((4, 4, 3), np.uint8)
+    for e in (999, 1000, 1001):
+        v.display({"label": img, "synthesized": img, "real": img}, e, e)
+    page = (tmp_path / "web" / "index.html").read_text()
+    assert re.findall(r"<h3>epoch (\d+)</h3>", page) == ["1001", "1000", "999"]
+    assert "images/epoch1000_synthesized.png" in page and "images/epoch1001_real.png" in page
+
+
+def test_label_colormap_is_cityscapes_for_35_ids_else_bit_interleaved():
+    """As the reference's util.labelcolormap: Cityscapes labelId colours for label_nc 35."""
+    from pix2pixhd.visualizer import label_colormap
+    cs = label_colormap(35)
+    assert cs.shape == (35, 3) and cs.dtype.name == "uint8"
+    for i, rgb in {0: (0, 0, 0), 4: (0, 0, 0), 5: (111, 74, 0), 7: (128, 64, 128), 8: (244, 35, 232),
+                   11: (70, 70, 70), 21: (107, 142, 35), 23: (70, 130, 180), 24: (220, 20, 60),
+                   26: (0, 0, 142), 33: (119, 11, 32), 34: (0, 0, 142)}.items():
+        assert tuple(cs[i]) == rgb, i
+    assert label_colormap(4).tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+    assert tuple(label_colormap(36)[7]) == (128, 128, 128)   # any other label_nc: bit-interleaved

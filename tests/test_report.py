@@ -45,3 +45,22 @@ def test_grid_reduced_colours_and_refused_sizes(tmp_path):
     with pytest.raises(ValueError, match=r"16x16 like the first, got 16x5"):
         write_image_grid(rows, tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_comparison_page_keeps_columns_when_a_label_or_real_is_missing(tmp_path):
+    """A stem without a label file gets an empty label cell, not its synthesized image there."""
+    import re
+
+    from pix2pixhd.report import write_comparison_page
+    for sub in ("fake", "lab", "real"):
+        (tmp_path / sub).mkdir()
+    for stem in ("a", "b"):
+        Image.fromarray(np.full((4, 4, 3), 10, np.uint8)).save(tmp_path / "fake" / f"{stem}.png")
+    Image.fromarray(np.full((4, 4, 3), 12, np.uint8)).save(tmp_path / "real" / "a.png")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "lab" / "a.png")   # b: no label, no real
+    page = write_comparison_page(tmp_path / "fake", tmp_path / "lab", tmp_path / "real", 3).read_text()
+    rows = dict(re.findall(r"<tr><td>(\w+)</td>(.*?)</tr>", page))
+    cells = {s: re.findall(r"<td>(.*?)</td>", r) for s, r in rows.items()}
+    assert len(cells["a"]) == len(cells["b"]) == 3
+    assert "index_files/label_" in cells["a"][0] and "a.png" in cells["a"][1] and "real/a.png" in cells["a"][2]
+    assert cells["b"][0] == "" and 'src="b.png"' in cells["b"][1] and cells["b"][2] == ""

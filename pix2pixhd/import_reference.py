@@ -158,7 +158,9 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
     iter_file = src / "iter.txt"
     if iter_file.is_file() and which_epoch == "latest":
         try:
-            epoch, epoch_iter = (int(v) for v in iter_file.read_text().strip().split(","))
+            # np.savetxt(path, (epoch, epoch_iter), delimiter=',', fmt='%d') writes one number a
+            # line ("2\n4\n"); "2,4" (a hand edit) is read too
+            epoch, epoch_iter = (int(v) for v in iter_file.read_text().replace(",", " ").split())
         except ValueError:
             raise ConfigError(f"{iter_file}: {iter_file.read_text()[:40]!r} is not 'epoch,iteration' "
                               "as the reference writes it") from None

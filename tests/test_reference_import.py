@@ -65,7 +65,8 @@ def _reference_run(folder, with_d=True):
     if with_d:
         torch.save(D.state_dict(), folder / "latest_net_D.pth")
     (folder / "opt.txt").write_text(OPT_TXT.format(label_nc=LABEL_NC))
-    (folder / "iter.txt").write_text("4,2\n")   # np.savetxt(..., (epoch, epoch_iter), delimiter=',')
+    # what NVIDIA's train.py writes: np.savetxt(path, (epoch, epoch_iter), delimiter=',', fmt='%d')
+    np.savetxt(folder / "iter.txt", (4, 2), delimiter=",", fmt="%d")
     return G, D
 
 

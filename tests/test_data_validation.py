@@ -459,3 +459,14 @@ def test_exif_rotated_photo_names_the_orientation_not_a_resize(city):
     with pytest.raises(DatasetError, match=r"image 32x64.*s0.jpg has EXIF Orientation 6.*"
                                            r"exif_transpose"):
         ds[0]   # geometry is never changed silently: the loader refuses it the same way
+
+
+@pytest.mark.parametrize("validate", ["full", "headers"])
+def test_aligned_layout_without_its_phase_folder_is_a_dataset_error(tmp_path, validate):
+    """pix2pix's side-by-side layout with no {phase}/ folder (converted facades, a test phase that
+    is not there): a DatasetError naming the folder and what is there, not a FileNotFoundError
+    traceback."""
+    (tmp_path / "train_A").mkdir()
+    with pytest.raises(DatasetError, match=r"test does not exist; the aligned layout .*folders in .*train_A"):
+        create_dataset(tmp_path, "test", dataset_mode="aligned", label_nc=0, no_instance=True,
+                       validate=validate)

@@ -193,6 +193,14 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
     """Collect one split's files and the partners that are missing."""
     lay = Layout(mode, root, phase)
     if mode == "aligned":
+        if not (root / phase).is_dir():
+            there = (f"folders in {root}: {sorted(p.name for p in root.iterdir() if p.is_dir()) or 'none'}"
+                     if root.is_dir() else f"{root} does not exist either")
+            lay.problems.append(("missing folder", str(root / phase), (
+                f"{root / phase} does not exist; the aligned layout (pix2pix) reads {phase}/ of side-by-side "
+                f"A|B images ({there}). Fix "
+                "--dataroot/--phase, or pick the layout of the data with --dataset_mode")))
+            return lay
         images, lay.problems = list_folder(root / phase, root)
         lay.records = [{"ab": p} for p in images]
         return lay

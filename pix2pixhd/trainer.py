@@ -873,8 +873,15 @@ class Trainer:
                 atomic_write_bytes(self.exp_dir / "config.json", cfg.to_json().encode())
                 # a fresh start (0) keeps no history of an attempt that died before its first save
                 self.vis.begin(resumed_at_step=self.global_step if cfg.resume else 0)
-                self.vis.log_message(f"training {cfg.stage} stage, epochs {self.epoch}.."
-                                     f"{cfg.niter + cfg.niter_decay}")
+                total = cfg.niter + cfg.niter_decay
+                if self.epoch > total:   # a resume of a run that has finished: nothing to train
+                    msg = (f"{self.exp_dir} has finished its {total} epoch(s) (niter {cfg.niter} + "
+                           f"niter_decay {cfg.niter_decay}): nothing to train. To train longer, "
+                           "resume with a larger --niter or --niter_decay")
+                    self.vis.log_message(msg)
+                    print(f"note: {msg}", file=sys.stderr, flush=True)
+                else:
+                    self.vis.log_message(f"training {cfg.stage} stage, epochs {self.epoch}..{total}")
             except Exception as e:   # the other ranks must not go on into the first collective
                 error = e
         raise_on_any_rank(error, self.dist, "could not start (writing its run folder)")

@@ -152,3 +152,11 @@ def test_tensorboard_gets_losses_lr_speed_phases_and_the_image_grid(tmp_path, st
     tags = {v.tag for ev in read_events(tmp_path / "tb" / "tensorboard") for v in ev.summary.value}
     assert {"loss/G_GAN", "loss/G_GAN_Feat", "loss/D_real", "loss/D_fake", "lr", "images_per_s",
             "ms/data", "ms/G_forward", "ms/optimizer", "images/label_synthesized_real"} <= tags
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(tmp_path, streets, capsys):
+    _run(tmp_path, streets, "--name", "done", "--niter", "1", "--niter_decay", "0", "--no_html")
+    capsys.readouterr()
+    _run(tmp_path, streets, "--name", "done", "--resume", "--no_html")
+    err = capsys.readouterr().err
+    assert "has finished its 1 epoch(s)" in err and "--niter" in err, err

@@ -470,3 +470,15 @@ def test_aligned_layout_without_its_phase_folder_is_a_dataset_error(tmp_path, va
     with pytest.raises(DatasetError, match=r"test does not exist; the aligned layout .*folders in .*train_A"):
         create_dataset(tmp_path, "test", dataset_mode="aligned", label_nc=0, no_instance=True,
                        validate=validate)
+
+
+def test_label_nc_larger_than_classes_json_says_is_noted(tmp_path, capsys):
+    """A dataset whose classes.json says label_nc N trained with a larger label_nc (usually the
+    default 35 left in place): a note naming both and the option, not silence."""
+    write_cityscapes(tmp_path, "train", 2)
+    (tmp_path / "classes.json").write_text('{"label_nc": %d}' % NC)
+    create_dataset(tmp_path, label_nc=NC, resize_or_crop="none")
+    assert "note:" not in capsys.readouterr().err
+    create_dataset(tmp_path, label_nc=35, resize_or_crop="none")
+    err = capsys.readouterr().err
+    assert f"says label_nc={NC}, this run uses label_nc=35" in err and f"--label_nc {NC}" in err, err

@@ -627,6 +627,12 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
         problems.append(("label_nc", str(classes.path), f"{classes.path} says label_nc="
                          f"{classes.label_nc} but label_nc={ds.label_nc} was given; set label_nc "
                          f"{classes.label_nc}"))
+    elif classes is not None and classes.label_nc is not None and ds.palette is None \
+            and classes.label_nc < ds.label_nc:
+        # not an error (the ids fit), but usually label_nc left at its default (35, Cityscapes)
+        print(f"note: {classes.path} says label_nc={classes.label_nc}, this run uses label_nc="
+              f"{ds.label_nc}: one-hot channels {classes.label_nc}..{ds.label_nc - 1} stay empty. Pass "
+              f"--label_nc {classes.label_nc} unless that is meant", file=sys.stderr, flush=True)
     sizes, ids, n_inst, source_sizes = Counter(), Counter(), 0, {}
     decode = level == "full"
     recs = ds.all_records()

@@ -644,7 +644,8 @@ def main(argv: list[str] | None = None) -> int:
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)
     p.add_argument("--real", required=True, help="folder of real photos, paired by file stem")
-    p.add_argument("--json", required=True, help="write the results here")
+    p.add_argument("--json", default="", help="also write the results here as JSON (the table is "
+                   "always printed)")
     p.add_argument("--labels", default="", help="label maps (id PNGs) of the test images")
     p.add_argument("--train_images", default="", help="real training photos for the segmenter")
     p.add_argument("--train_labels", default="", help="their label maps (id PNGs)")
@@ -671,10 +672,11 @@ def main(argv: list[str] | None = None) -> int:
                    resize=tuple(a.resize) if a.resize else None, kid_subsets=a.kid_subsets,
                    kid_subset_size=a.kid_subset_size, seg_width=a.seg_width, seg=seg)
     print(format_table(res))
-    out = Path(a.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False) + "\n")
-    print(f"wrote {out}")
+    if a.json:
+        out = Path(a.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False) + "\n")
+        print(f"wrote {out}")
     return 0
 
 

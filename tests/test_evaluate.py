@@ -401,3 +401,11 @@ def test_match_key_pairs_cityscapes_names():
     assert match_key("aachen_000000_000019_gtFine_labelIds") == "aachen_000000_000019"
     assert match_key("12") == "12"
     assert IGNORE < 0
+
+
+def test_cli_without_json_prints_the_table_only(dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--fake", str(dataset / "fake"), "--real", str(dataset / "test_img"), "--no_fid"]) == 0
+    out = capsys.readouterr().out
+    assert "PSNR" in out and "wrote" not in out
+    assert list(tmp_path.iterdir()) == []

@@ -57,6 +57,24 @@ CITYSCAPES_COLORS = (
     (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32), (0, 0, 142))
 
 
+# TensorBoard grids are at most this wide (three 2048-px panels would be 6144 px, several MB of
+# PNG every display_freq steps, for the whole run); the HTML page keeps the full-size images.
+TB_MAX_WIDTH = 1536
+
+
+def tensorboard_grid(panels: list[np.ndarray], max_width: int = TB_MAX_WIDTH) -> np.ndarray:
+    """Panels [H_i, W_i, 3] uint8 side by side (label | synthesized | real ...), the shorter ones
+    padded at the bottom with black (CycleGAN's domains may differ in size), then shrunk by the
+    smallest whole factor that brings the width to ``max_width`` or less (area average)."""
+    h = max(p.shape[0] for p in panels)
+    grid = np.concatenate([np.pad(p, ((0, h - p.shape[0]), (0, 0), (0, 0))) for p in panels], axis=1)
+    f = -(-grid.shape[1] // max_width)
+    if f > 1:
+        hh, ww = grid.shape[0] // f * f, grid.shape[1] // f * f
+        grid = grid[:hh, :ww].reshape(hh // f, f, ww // f, f, -1).mean((1, 3)).round().astype(np.uint8)
+    return grid
+
+
 def label_colormap(n: int) -> np.ndarray:
     """[n, 3] uint8 colours, as the reference's util.labelcolormap: for n == 35 the Cityscapes
     labelId palette (road 7 → (128, 64, 128), car 26 → (0, 0, 142)); otherwise the PASCAL VOC
@@ -301,9 +319,8 @@ class Visualizer:
         self.begin()
         writer = self._tensorboard()
         if writer is not None:
-            # one grid (label | synthesized | real...), so the images stay side by side in TensorBoard
-            grid = np.concatenate(list(visuals.values()), axis=1)
-            writer.add_image("images/" + "_".join(visuals), grid, step, dataformats="HWC")
+            writer.add_image("images/" + "_".join(visuals), tensorboard_grid(list(visuals.values())),
+                             step, dataformats="HWC")
         if self.html_page:
             for k, v in visuals.items():
                 save_png(v, self.web / "images" / f"epoch{epoch:03d}_{k}.png")

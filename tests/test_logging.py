@@ -5,6 +5,7 @@ here. The first window after a resume averages the steps run since the checkpoin
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,3 +167,19 @@ def test_label_colormap_is_cityscapes_for_35_ids_else_bit_interleaved():
         assert tuple(cs[i]) == rgb, i
     assert label_colormap(4).tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
     assert tuple(label_colormap(36)[7]) == (128, 128, 128)   # any other label_nc: bit-interleaved
+
+
+def test_tensorboard_grid_is_shrunk_and_takes_panels_of_two_heights():
+    """Three 2048-px panels make a 6144-px grid every display_freq steps: TensorBoard gets it
+    shrunk by a whole factor to at most TB_MAX_WIDTH (area average); CycleGAN's domains of two
+    heights are padded, not a concatenate error."""
+    from pix2pixhd.visualizer import TB_MAX_WIDTH, tensorboard_grid
+    rng = np.random.default_rng(0)
+    panels = [rng.integers(0, 256, (1024, 2048, 3), dtype=np.uint8) for _ in range(3)]
+    grid = tensorboard_grid(panels)
+    assert grid.dtype == np.uint8 and grid.shape == (256, 1536, 3) and grid.shape[1] <= TB_MAX_WIDTH
+    want = panels[0][:4, :4].reshape(1, 4, 1, 4, 3).mean((1, 3)).round()
+    assert np.array_equal(grid[:1, :1], want.reshape(1, 1, 3).astype(np.uint8))
+    small = [np.full((32, 48, 3), 7, np.uint8), np.full((16, 48, 3), 9, np.uint8)]
+    g = tensorboard_grid(small)
+    assert g.shape == (32, 96, 3) and (g[16:, 48:] == 0).all() and (g[:16, 48:] == 9).all()

@@ -251,6 +251,7 @@ class NLayerDiscriminator(nn.Module):
             # when get_interm_feat is set; here it belongs to the last group and always runs.
             last.append(nn.Sigmoid())
         seq += [last]
+        self.group_sizes = [len(g) for g in seq]   # Sequential slots per group, in either layout
         if get_interm_feat:
             for j, group in enumerate(seq):
                 setattr(self, f"model{j}", nn.Sequential(*group))
@@ -283,18 +284,15 @@ class MultiscaleDiscriminator(nn.Module):
                  norm: str = "instance", use_sigmoid: bool = False, get_interm_feat: bool = True):
         super().__init__()
         self.num_D, self.n_layers, self.get_interm_feat = num_D, n_layers, get_interm_feat
+        self._group_sizes: list[int] = []   # Sequential slots per group, the same for every scale
         for i in range(num_D):
             d = NLayerDiscriminator(input_nc, ndf, n_layers, norm, use_sigmoid, get_interm_feat)
-            # Sequential slots per group (the same in both layouts and every scale)
-            self._group_sizes = [len(g) for g in d.groups()] if get_interm_feat else None
+            self._group_sizes = d.group_sizes
             if get_interm_feat:
                 for j in range(n_layers + 2):
                     setattr(self, f"scale{i}_layer{j}", getattr(d, f"model{j}"))
             else:
                 setattr(self, f"layer{i}", d.model)
-        if not get_interm_feat:
-            twin = NLayerDiscriminator(1, 1, n_layers, norm, use_sigmoid, get_interm_feat=True)
-            self._group_sizes = [len(g) for g in twin.groups()]
         self.downsample = nn.AvgPool2d(3, stride=2, padding=[1, 1], count_include_pad=False)
 
     def scale_prefix(self, i: int) -> str:

@@ -61,6 +61,10 @@ GROUPS = {
 INHERITED = ("label_nc", "input_nc", "output_nc", "no_instance", "n_downsample_global",
              "n_blocks_global", "upsample", "norm", "ndf", "n_layers_D", "instance_feat", "label_feat",
              "feat_num", "nef", "n_downsample_E", "dataset_mode", "palette", "direction", "model")
+# ... its loss recipe (a global stage trained with --no_vgg_loss, because no VGG19 file is at hand,
+# gives a local stage without it too; the NVIDIA scripts repeat these flags, which still works) ...
+INHERITED_LOSSES = ("gan_mode", "no_lsgan", "lambda_feat", "no_ganFeat_loss", "no_vgg_loss", "vgg_path",
+                    "lambda_L1")
 # ... and from a local (or finetune) stage, the shapes of its local G and its D, which load whole.
 INHERITED_FROM_LOCAL = ("ngf", "n_local_enhancers", "n_blocks_local", "netG", "num_D")
 # Options a resumed run does not take from the run it resumes: they say how to continue it.
@@ -177,7 +181,7 @@ class TrainConfig:
         "experiment", "./checkpoints", "folder holding one folder per run (checkpoints, config.json, logs)")
     load_pretrain: Optional[str] = option(
         "experiment", "", "run folder of the previous stage (global -> local, local -> finetune); "
-        "its architecture options are inherited unless given")
+        "its architecture, data and loss options are inherited unless given")
     resume: Optional[bool] = option(
         "experiment", False, "continue this run exactly from its checkpoint; every option not given "
         "again comes from its config.json (alias --continue_train)")
@@ -519,7 +523,7 @@ class TrainConfig:
         if run.resume:  # a resumed run is the same run
             names = [f.name for f in fields(self) if f.name not in NOT_RESUMED]
         else:
-            names = list(INHERITED)
+            names = list(INHERITED) + list(INHERITED_LOSSES)
             if run.stage == "local" and prev.netG == "global" and self.ngf is None:
                 # the global stage's G becomes the local G's global part: ngf x 2^n_local_enhancers
                 return dataclasses.replace(self._taking(prev, names),

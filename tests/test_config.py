@@ -50,6 +50,32 @@ def test_given_options_win_over_the_inherited_ones(tmp_path):
     assert loc == resolve_config(["--stage", "local", "--load_pretrain", str(tmp_path / "g"), "--ndf", "32"])
 
 
+def test_the_loss_recipe_is_inherited_from_the_stage_loaded(tmp_path):
+    # A global stage trained without VGG (no VGG19 file at hand) and with its own GAN recipe: the
+    # local stage loading it keeps them (it used to fall back to the VGG loss and stop for the file).
+    prev = TrainConfig(name="g", checkpoints_dir=str(tmp_path), no_vgg_loss=True, gan_mode="hinge",
+                       lambda_feat=5.0, lambda_L1=100.0).resolved()
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "config.json").write_text(prev.to_json())
+    loc = TrainConfig(stage="local", load_pretrain=str(tmp_path / "g")).resolved()
+    assert (loc.no_vgg_loss, loc.gan_mode, loc.lambda_feat, loc.lambda_L1) == (True, "hinge", 5.0, 100.0)
+    assert loc == resolve_config(["--stage", "local", "--load_pretrain", str(tmp_path / "g")])
+    # given values still win, the reference's --no_lsgan included
+    argv = ["--stage", "local", "--load_pretrain", str(tmp_path / "g"), "--no_vgg_loss", "false",
+            "--no_lsgan"]
+    loc = resolve_config(argv)
+    assert (loc.no_vgg_loss, loc.gan_mode, loc.no_lsgan) == (False, "vanilla", True)
+    # an inherited --no_lsgan gives way to a --gan_mode given
+    prev = TrainConfig(name="v", checkpoints_dir=str(tmp_path), no_lsgan=True).resolved()
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "config.json").write_text(prev.to_json())
+    assert prev.gan_mode == "vanilla"
+    loc = resolve_config(["--stage", "local", "--load_pretrain", str(tmp_path / "v")])
+    assert (loc.gan_mode, loc.no_lsgan) == ("vanilla", True)
+    loc = resolve_config(["--stage", "local", "--load_pretrain", str(tmp_path / "v"), "--gan_mode", "lsgan"])
+    assert (loc.gan_mode, loc.no_lsgan) == ("lsgan", False)
+
+
 def test_abbreviations_are_refused(capsys):
     with pytest.raises(SystemExit) as e:
         resolve_config(["--ng", "8"])

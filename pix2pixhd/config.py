@@ -646,6 +646,10 @@ class DataConfig:
     divide by. ``input_nc``/``output_nc``: channels of the unaligned layout's A and B images.
     ``is_train`` (None: phase == 'train') enables random flips, as the reference's
     isTrain. ``validate``: 'full' (decode every file), 'headers' (sizes and modes) or 'off'.
+    ``inputs_only`` (synthesis): the generator's inputs are all that must be there; a split with
+    no photo folder (``{phase}_img``, ``{phase}_B``), or an unaligned split with only the input
+    domain's folder, is read without them (samples then have no ``image``; an unaligned split
+    has no B images). A photo folder that is there is still paired and checked.
     """
     dataset_mode: str = "auto"
     label_nc: int = 35
@@ -663,6 +667,7 @@ class DataConfig:
     seed: int = 0
     is_train: Optional[bool] = None
     validate: str = "full"
+    inputs_only: bool = False
 
 
 # ---- the command line ------------------------------------------------------------------------

@@ -381,7 +381,8 @@ class DatasetSource(torch.utils.data.Dataset):
         has_inst = (root / f"{job.phase}_inst").is_dir()
         self.ds = create_dataset(root, job.phase, cfg.data_config(
             resize_or_crop="none", required_multiple=1, no_flip=True, is_train=False,
-            validate=job.validate, load_features=False, no_instance=not has_inst))
+            validate=job.validate, load_features=False, no_instance=not has_inst,
+            inputs_only=not needs_image))   # label maps alone (no photo folder) synthesize
         self.root, self.mode = root, self.ds.mode
         self.has_inst = has_inst or (needs_inst and cfg.label_nc > 0)
         self.label_nc, self.needs_inst, self.needs_image = cfg.label_nc, needs_inst, needs_image
@@ -392,6 +393,14 @@ class DatasetSource(torch.utils.data.Dataset):
         if getattr(self.ds, "records_B", None) is not None:
             self.domain = "B" if job.direction == "BtoA" else "A"
             recs = self.ds.records_B if self.domain == "B" else self.ds.records
+            if not recs:   # inputs_only: the other domain's folder alone is there
+                there = [d.name for d in (root / f"{job.phase}A", root / f"{job.phase}B") if d.is_dir()]
+                mine = f"{job.phase}{'B' if (self.domain == 'B') == (cfg.direction == 'AtoB') else 'A'}"
+                raise MissingInputError(
+                    f"--dataroot {root} --direction {job.direction or 'AtoB'}: the generator reads "
+                    f"{root / mine}/, which does not exist (there: {', '.join(there)}/). Fix: "
+                    f"--direction {'AtoB' if self.domain == 'B' else 'BtoA'} to translate "
+                    f"{', '.join(there)}/, or add {mine}/")
         else:
             recs = self.ds.records
         if job.how_many > 0:

@@ -18,11 +18,18 @@ from pix2pixhd.data.dataset import (DatasetError, create_dataset, fatal_problems
 from pix2pixhd.data.layouts import IMG_EXTS, read_classes
 
 
+# Split names whose {phase}A/ or {phase}B/ alone is read as one domain of the unaligned layout (a
+# CycleGAN test split often has only the domain to translate); other lone names ending in A or B
+# stay pix2pix phase folders.
+LONE_DOMAIN_PHASES = ("train", "test", "val")
+
+
 def _unaligned_phase(d: Path) -> str | None:
-    """'train' for trainA/ or trainB/ when its partner folder exists (the unaligned layout)."""
+    """'train' for trainA/ or trainB/ when its partner folder exists (the unaligned layout), or
+    alone when its split is one of LONE_DOMAIN_PHASES."""
     if d.name[-1:] in ("A", "B") and len(d.name) > 1 and not d.name.endswith(("_A", "_B")):
         other = d.with_name(d.name[:-1] + ("B" if d.name[-1] == "A" else "A"))
-        if other.is_dir():
+        if other.is_dir() or d.name[:-1] in LONE_DOMAIN_PHASES:
             return d.name[:-1]
     return None
 
@@ -85,15 +92,25 @@ def main(argv=None) -> int:
     bad = False
     for phase in phases:
         rgb = ((root / f"{phase}_A").is_dir() or (root / f"{phase}A").is_dir()
-               or ((root / phase).is_dir() and a.palette is None))
+               or (root / f"{phase}B").is_dir() or ((root / phase).is_dir() and a.palette is None))
         nc = label_nc if label_nc is not None else (0 if rgb else 256)
         no_inst = a.no_instance or not (root / f"{phase}_inst").is_dir()
+        # A split other than train may hold the generator's inputs alone: label maps without
+        # photos, or one domain of CycleGAN's layout. Synthesis reads them; training could not.
+        lone = [d for d in "AB" if (root / f"{phase}{d}").is_dir()]
+        lone = lone[0] if len(lone) == 1 and not (root / f"{phase}_label").is_dir() \
+            and not (root / f"{phase}_A").is_dir() else None
+        photos = next((f"{phase}{out}" for inp, out in (("_label", "_img"), ("_A", "_B"))
+                       if (root / f"{phase}{inp}").is_dir()), None)   # the photos' folder
+        no_photos = photos is not None and not (root / photos).is_dir()
+        inputs_only = phase != "train" and (lone is not None or no_photos)
         try:
             ds = create_dataset(root, phase, label_nc=nc, no_instance=no_inst,
                                 load_features=a.load_features, resize_or_crop=a.resize_or_crop,
                                 loadSize=a.loadSize, fineSize=a.fineSize, direction=a.direction,
                                 palette=a.palette, required_multiple=a.required_multiple,
-                                validate="off")
+                                validate="off", inputs_only=inputs_only,
+                                **(dict(dataset_mode="unaligned") if lone else {}))
         except DatasetError as e:
             print(f"[{phase}] {e}")
             bad = True
@@ -103,6 +120,13 @@ def main(argv=None) -> int:
                  f"{st['n']} samples")
         print(f"[{phase}] {ds.mode} layout, {count}, label_nc={nc}"
               + ("" if no_inst else f", {st['instances']} instance ids over all images"))
+        if inputs_only and lone:
+            other = "B" if lone == "A" else "A"
+            print(f"  only {phase}{lone}/: a CycleGAN translates it (synthesize.py --dataroot {root} "
+                  f"--phase {phase} --direction {lone}to{other}); training needs {phase}{other}/ too")
+        elif inputs_only:
+            print(f"  no {photos}/: the inputs alone, which synthesize.py --dataroot {root} --phase "
+                  f"{phase} reads; training and --real comparisons need {photos}/ too")
         sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in st["sizes"].most_common())
         print(f"  sizes: {sizes or '-'}")
         total = sum(st["ids"].values())

@@ -150,7 +150,9 @@ class PairedDataset(torch.utils.data.Dataset):
             a, b = ab.crop((0, 0, w2, h)), ab.crop((w2, 0, 2 * w2, h))
             src, tgt = (a, b) if self.direction == "AtoB" else (b, a)
             return {"label": src, "image": tgt}
-        out = {"label": self._open(rec["label"], "label"), "image": self._open(rec["image"], "image")}
+        out = {"label": self._open(rec["label"], "label")}
+        if "image" in rec:   # not with DataConfig.inputs_only on a split without photos
+            out["image"] = self._open(rec["image"], "image")
         if self.use_inst:
             out["inst"] = self._open(rec["inst"], "inst")
         if self.load_features:
@@ -159,7 +161,8 @@ class PairedDataset(torch.utils.data.Dataset):
         if mismatch:   # before the RGB conversion, which would drop the EXIF the fix may name
             raise DatasetError(f"{rec['label']}: partners differ in size ({mismatch}); "
                                f"{_size_fix(out, rec, self)}. {_FIND_ALL.format(root=self.root)}")
-        out["image"] = _rgb(out["image"])
+        if "image" in out:
+            out["image"] = _rgb(out["image"])
         if "feat" in out:
             out["feat"] = _rgb(out["feat"])
         return out
@@ -168,7 +171,7 @@ class PairedDataset(torch.utils.data.Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         rec = self.records[index]
         ims = self._read(rec)
-        w, h = ims["image"].size
+        w, h = ims["label"].size
         rng = np.random.default_rng([self.seed, epoch, index])
         g = T.make_geometry(w, h, self.resize_or_crop, self.loadSize, self.fineSize, self.flip,
                             self.required_multiple, rng)
@@ -197,7 +200,8 @@ class PairedDataset(torch.utils.data.Dataset):
         if "inst" in ims:
             inst = T.apply_ids(np.asarray(ims["inst"]), g).astype(np.int32)
             sample["inst"] = torch.from_numpy(inst)[None]
-        sample["image"] = _chw(T.apply_photo(ims["image"], g))
+        if "image" in ims:
+            sample["image"] = _chw(T.apply_photo(ims["image"], g))
         if "feat" in ims:
             sample["feat"] = _chw(T.apply_ids(np.asarray(ims["feat"]), g))
         sample["path"] = str(rec.get("label", rec.get("ab")))
@@ -421,7 +425,7 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
         raise DatasetError(f"palette has {len(pal)} colours but label_nc={label_nc}; set label_nc "
                            f">= {len(pal)}")
     layout = find_files(root, phase, mode, use_inst=not no_instance, use_feat=load_features,
-                        direction=cfg.direction)
+                        direction=cfg.direction, inputs_only=cfg.inputs_only)
     is_train = (phase == "train") if cfg.is_train is None else cfg.is_train
     ds = (UnalignedDataset(layout, cfg, is_train=is_train) if mode == "unaligned" else
           PairedDataset(layout, cfg, palette=pal, is_train=is_train))
@@ -614,7 +618,7 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
     ``problems`` also holds notices (kinds in ``NOTICE_KINDS``: entries that are not samples);
     :func:`fatal_problems` keeps the rest."""
     problems = list(ds.layout.problems)
-    if not ds.records and not fatal_problems(problems):
+    if not ds.all_records() and not fatal_problems(problems):
         problems.append(("empty", str(ds.root), f"no images found for {ds.describe()}"))
     classes = None
     if ds.label_nc > 0:

@@ -189,8 +189,9 @@ def detect_mode(root: Path, phase: str, palette) -> str:
 
 
 def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: bool,
-               direction: str = "AtoB") -> Layout:
-    """Collect one split's files and the partners that are missing."""
+               direction: str = "AtoB", inputs_only: bool = False) -> Layout:
+    """Collect one split's files and the partners that are missing. ``inputs_only``: a photo
+    folder (or the unaligned layout's output domain) that is not there is not needed."""
     lay = Layout(mode, root, phase)
     if mode == "aligned":
         if not (root / phase).is_dir():
@@ -205,9 +206,11 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
         lay.records = [{"ab": p} for p in images]
         return lay
     if mode == "unaligned":
-        return _find_unaligned(lay, direction)
+        return _find_unaligned(lay, direction, inputs_only)
     roles = ({"label": f"{phase}_A", "image": f"{phase}_B"} if mode == "rgb_pairs" else
              {"label": f"{phase}_label", "image": f"{phase}_img"})
+    if inputs_only and not (root / roles["image"]).is_dir():
+        del roles["image"]   # synthesis of maps without photos: the generator reads the labels only
     if use_inst:
         roles["inst"] = f"{phase}_inst"
     if use_feat:
@@ -244,14 +247,18 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
     return lay
 
 
-def _find_unaligned(lay: Layout, direction: str) -> Layout:
+def _find_unaligned(lay: Layout, direction: str, inputs_only: bool = False) -> Layout:
     """The unaligned layout: domain A's files as records ({"A": path}), domain B's as ``unpaired``
-    ({"B": path}); a domain with no folder or no image is a problem (training needs both)."""
+    ({"B": path}); a domain with no folder or no image is a problem (training needs both), except,
+    with ``inputs_only``, a missing folder when the other domain's is there (synthesis reads one
+    domain: the caller checks that its own is there)."""
     root, phase = lay.root, lay.phase
     folders = {"A": root / f"{phase}A", "B": root / f"{phase}B"}
     if direction == "BtoA":
         folders = {"A": folders["B"], "B": folders["A"]}
     for domain, d in folders.items():
+        if inputs_only and not d.is_dir() and any(o.is_dir() for o in folders.values()):
+            continue
         if not d.is_dir():
             lay.problems.append(("missing folder", str(d), f"{d} does not exist; the unaligned layout "
                                  f"needs {phase}A/ and {phase}B/ (one folder of images per domain)"))

@@ -18,6 +18,17 @@ if not HAS_CUDA:
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture
+def one_thread():
+    """Opt-in (``pytestmark = pytest.mark.usefixtures("one_thread")``): torch on one thread for
+    the test, the previous count restored after. Tiny networks: one thread is fastest, and on a
+    loaded machine two spinning threads per op are many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "cuda: runs the Triton kernels compiled on a CUDA device (skipped without one)")

@@ -7,7 +7,9 @@ import re
 import pytest
 import torch
 
-from tests.test_cyclegan_train import full_run, one_thread, unaligned  # noqa: F401  (fixtures)
+from tests.test_cyclegan_train import full_run, unaligned  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_either_generator_exports_to_onnx(tmp_path, full_run, capsys):

@@ -34,12 +34,7 @@ from pix2pixhd.visualizer import label_colormap
 W, H, N_TRAIN, N_EVAL = 48, 32, 24, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def write_unpaired_streets(root: Path) -> Path:

@@ -17,6 +17,7 @@ from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
 from pix2pixhd.config import TrainConfig, model_defaults
 from pix2pixhd.layers import InstanceNormAct, set_norm_impl, unfuse
 from pix2pixhd.pix2pix_networks import ResnetGenerator, define_D, define_G
+from tests.test_models import assert_same_forward_and_backward
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,16 +111,7 @@ def test_reference_checkpoint_files_load_and_run_as_the_plain_layout(tmp_path):
     for net, shape in ((g, (2, 3, 20, 24)), (d, (2, 3, 36, 40))):
         plain = unfuse(net).double()
         net = net.double()
-        x = torch.randn(*shape, dtype=torch.float64)
-        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-        ya, yb = net(xa), plain(xb)
-        torch.testing.assert_close(ya, yb)
-        w = torch.randn_like(ya)
-        (ya * w).sum().backward()
-        (yb * w).sum().backward()
-        torch.testing.assert_close(xa.grad, xb.grad)
-        for (n, a), b in zip(net.named_parameters(), plain.parameters()):
-            torch.testing.assert_close(a.grad, b.grad, msg=n)
+        assert_same_forward_and_backward(net, plain, torch.randn(*shape, dtype=torch.float64))
     # a file from PyTorch < 0.4 carries running stats of the instance norms: dropped, as the
     # reference's loader drops them; any other extra key still refuses the file
     legacy = _reference_file(tmp_path / "legacy_G.pth", shapes_g, 2,

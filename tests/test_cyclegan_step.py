@@ -16,14 +16,7 @@ from pix2pixhd.trainer import NonFiniteLossError, Trainer, _unwrap
 KEYS = ["D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is fastest, and on a loaded machine two spinning threads per
-    op are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_cyclegan(tmp_path, **kw) -> TrainConfig:

@@ -22,13 +22,7 @@ TINY = ["--model", "cyclegan", "--ngf", "4", "--ndf", "4", "--netG_pix2pix", "re
         "--niter_decay", "2", "--save_epoch_freq", "1", "--deterministic"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is fastest (two spin against each other on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def write_unaligned(root: Path, n_a: int = 5, n_b: int = 3, seed: int = 0) -> Path:

@@ -14,6 +14,7 @@ from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.errors import ConfigError
 from pix2pixhd.losses import GANLoss, feature_matching_loss
 from pix2pixhd.trainer import Trainer
+from tests.test_trainer_step import fake_batch
 
 ALL = "color,translation,cutout"
 
@@ -29,14 +30,6 @@ def tiny_cfg(tmp_path, **kw) -> TrainConfig:
 def tiny_pix2pix_cfg(tmp_path, **kw) -> TrainConfig:
     return tiny_cfg(tmp_path, model="pix2pix", label_nc=0, netG_pix2pix="unet_128", ngf=4,
                     n_layers_D=2, ndf=4, **kw)
-
-
-def fake_batch(n=2, h=32, w=32, label_nc=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {"label": torch.randint(0, label_nc, (n, 1, h, w), generator=g, dtype=torch.int64).to(torch.uint8),
-            "inst": torch.randint(0, 3, (n, 1, h, w), generator=g, dtype=torch.int64).to(torch.int32),
-            "image": torch.randint(0, 256, (n, 3, h, w), generator=g, dtype=torch.int64).to(torch.uint8),
-            "path": ["a.png"] * n}
 
 
 def pix2pix_batch(n=2, size=128, seed=0):

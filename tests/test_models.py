@@ -34,6 +34,20 @@ def test_builders_make_each_models_networks():
         models.build_generator(TrainConfig(model="pix2pix"))
 
 
+def assert_same_forward_and_backward(net: nn.Module, plain: nn.Module, x: torch.Tensor) -> None:
+    """net and plain (its unfused layout) give the same output, input gradient and parameter
+    gradients on x."""
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = net(xa), plain(xb)
+    torch.testing.assert_close(ya, yb)
+    w = torch.randn_like(ya)
+    (ya * w).sum().backward()
+    (yb * w).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
+    for (n, a), b in zip(net.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=n)
+
+
 @pytest.mark.parametrize("build, shape", [
     (lambda: define_G(3, 3, 4, "unet_128", "instance", use_dropout=False), (2, 3, 128, 128)),
     (lambda: define_D(6, 4, "basic", 3, "instance"), (2, 6, 40, 36)),
@@ -51,15 +65,7 @@ def test_pix2pix_instance_norm_is_fused_with_the_plain_layouts_keys_and_outputs(
     net.load_state_dict(plain.state_dict(), strict=True)
     x = torch.randn(*shape, dtype=torch.float64)
     net, plain = net.double(), plain.double()
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = net(xa), plain(xb)
-    torch.testing.assert_close(ya, yb)
-    w = torch.randn_like(ya)
-    (ya * w).sum().backward()
-    (yb * w).sum().backward()
-    torch.testing.assert_close(xa.grad, xb.grad)
-    for (n, a), b in zip(net.named_parameters(), plain.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, msg=n)
+    assert_same_forward_and_backward(net, plain, x)
 
 
 def test_one_init_for_every_network():

@@ -14,6 +14,7 @@ from pix2pixhd.checkpoint import checkpoint_path, load_checkpoint
 from pix2pixhd.cli import synthesize_main, train_main
 from pix2pixhd.pix2pix_networks import PerImageBatchNorm2d
 from pix2pixhd.synthesis import load_generator
+from tests.test_train_e2e import _weights
 
 SIZE = 128  # unet_128 needs multiples of 128
 TINY = ["--model", "pix2pix", "--netG_pix2pix", "unet_128", "--ngf", "4", "--ndf", "4",
@@ -47,11 +48,6 @@ def ab_root(tmp_path_factory):
 
 def _train(ckdir: Path, root: Path, *args) -> int:
     return train_main(["--dataroot", str(root), "--checkpoints_dir", str(ckdir), *TINY, *args])
-
-
-def _weights(path: Path) -> dict:
-    ck = load_checkpoint(path)
-    return {**{"G." + k: v for k, v in ck["G"].items()}, **{"D." + k: v for k, v in ck["D"].items()}}
 
 
 @pytest.mark.fault(cls="interrupted run",

@@ -12,12 +12,7 @@ from pix2pixhd.pix2pix_networks import set_dropout, use_test_statistics
 from pix2pixhd.synthesis import Synthesizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _unet():

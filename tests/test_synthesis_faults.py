@@ -6,7 +6,6 @@ another size are clear errors before any work; the results page URL-encodes its 
 
 Each test carries ``@pytest.mark.fault(cls=..., case=...)``: the fault table in the docs is built
 from these markers."""
-import json
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -15,27 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pix2pixhd.cli import synthesize_main
 from pix2pixhd.errors import InputError, MissingInputError
-from tests.test_synthesis_engine import save_run
+from tests.synthesis_runs import manifest, rgb_run, run, synth  # noqa: F401  (fixtures)
 
 fault = pytest.mark.fault
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """label_nc 5, no instance maps, 2 downsamplings (size multiple 4)."""
-    folder = tmp_path_factory.mktemp("run")
-    save_run(folder, label_nc=5, no_instance=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def rgb_run(tmp_path_factory):
-    """A photo-to-photo generator (label_nc 0)."""
-    folder = tmp_path_factory.mktemp("rgb_run")
-    save_run(folder, label_nc=0, no_instance=True)
-    return folder
 
 
 def ids(path: Path, h: int = 16, w: int = 24, top: int = 4) -> Path:
@@ -48,15 +30,6 @@ def photo(path: Path, h: int = 16, w: int = 24) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
     return path
-
-
-def synth(run, inp, out, *extra):
-    return synthesize_main(["--checkpoint", str(run), "--input", str(inp), "--out", str(out),
-                            "--device", "cpu", "--no_progress", "--workers", "0", *map(str, extra)])
-
-
-def manifest(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
 @fault(cls="synthesis", case="two inputs that map to one output name (a.png, a.jpg; x_gtFine_labelIds.png, x.png)")

@@ -26,17 +26,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pix2pixhd.cli import synthesize_main
 from pix2pixhd.errors import InputError
+from tests.synthesis_runs import manifest, rgb_run, run, synth  # noqa: F401  (fixtures)
 from tests.test_synthesis_engine import ROOT, free_port, images, save_run, threads
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """label_nc 5, no instance maps (size multiple 4)."""
-    folder = tmp_path_factory.mktemp("run")
-    save_run(folder, label_nc=5, no_instance=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +47,6 @@ def pal_run(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def rgb_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rgb_run")
-    save_run(folder, label_nc=0, no_instance=True)
-    return folder
-
-
 def ids(path: Path, seed: int = 0, h: int = 16, w: int = 24, top: int = 4) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     a = np.random.default_rng(seed).integers(0, top + 1, (h // 4, w // 4)).repeat(4, 0).repeat(4, 1)
@@ -71,15 +56,6 @@ def ids(path: Path, seed: int = 0, h: int = 16, w: int = 24, top: int = 4) -> Pa
 
 def rgb(seed: int = 0, h: int = 16, w: int = 24) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def synth(run, inp, out, *extra):
-    return synthesize_main(["--checkpoint", str(run), "--input", str(inp), "--out", str(out),
-                            "--device", "cpu", "--no_progress", "--workers", "0", *map(str, extra)])
-
-
-def manifest(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
 # ---- the inputs belong to the job ------------------------------------------------------------------

@@ -1,0 +1,35 @@
+"""Shared by the synthesis test modules (test_synthesis_faults.py, test_synthesis_inputs.py): the
+tiny untrained checkpoints they synthesize with, as module-scoped fixtures (import them into the
+test module: each module builds its own, once), and the calls they make on a run."""
+import json
+from pathlib import Path
+
+import pytest
+
+from pix2pixhd.cli import synthesize_main
+from tests.test_synthesis_engine import save_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """label_nc 5, no instance maps, 2 downsamplings (size multiple 4)."""
+    folder = tmp_path_factory.mktemp("run")
+    save_run(folder, label_nc=5, no_instance=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rgb_run(tmp_path_factory):
+    """A photo-to-photo generator (label_nc 0)."""
+    folder = tmp_path_factory.mktemp("rgb_run")
+    save_run(folder, label_nc=0, no_instance=True)
+    return folder
+
+
+def synth(run, inp, out, *extra):
+    return synthesize_main(["--checkpoint", str(run), "--input", str(inp), "--out", str(out),
+                            "--device", "cpu", "--no_progress", "--workers", "0", *map(str, extra)])
+
+
+def manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]

@@ -405,6 +405,17 @@ class TrainConfig:
                 which, resume_note = auto_resume_checkpoint(run.experiment_dir)
                 c.resume = run.resume = True
                 c.which_epoch = run.which_epoch = which
+        restart = False
+        if run.resume and self.which_epoch in (None, "latest"):
+            from pix2pixhd.run_folder import run_files
+            found = run_files(run.experiment_dir)
+            # A run that stopped before its first checkpoint (config.json alone): --resume starts
+            # it again from step 0 with its own options; there is nothing else to continue from.
+            restart = found == ["config.json"]
+            if restart:
+                resume_note = (f"--resume: {run.experiment_dir} saved no checkpoint (its earlier start "
+                               "stopped before the first), so it starts again from step 0 with the "
+                               "options of its config.json")
         src = run.experiment_dir if run.resume else Path(run.load_pretrain) if run.load_pretrain else None
         prev = None
         if src is not None:
@@ -471,7 +482,10 @@ class TrainConfig:
         if c.overwrite and (c.resume or c.auto_resume):
             raise ConfigError("--overwrite starts the run anew, --resume/--auto_resume continue it: "
                               "give one of them")
+        if restart:   # its options taken from config.json as a resume's are; no checkpoint to load
+            c.resume = False
         c._resume_note = resume_note   # said by notes(); not an option (not saved)
+        c._restart = restart           # check_new_run: the folder is this run's own
         return c
 
     def _check_ranges(self) -> None:

@@ -19,7 +19,8 @@ dies in its first minutes; keeping it for ever would double the disk a week-long
 
 ``--auto_resume`` with no ``latest.pt`` starts fresh in a folder holding config.json but no
 checkpoint: that is an earlier attempt of the same command (torchrun restarts it) that died before
-its first save, and it has nothing to lose.
+its first save, and it has nothing to lose. ``--resume`` of such a folder starts it again from step
+0 with the options of its config.json (:meth:`TrainConfig.resolved` says so).
 """
 from __future__ import annotations
 
@@ -48,18 +49,19 @@ def run_files(folder: Path) -> list[str]:
 def check_new_run(cfg: "TrainConfig") -> None:
     """Refuse to start run ``cfg`` (resolved) in the folder of another run, unless it resumes it
     or ``cfg.overwrite`` says to replace it. Reads only; call it on every rank."""
-    if cfg.resume or cfg.overwrite:
-        return
+    if cfg.resume or cfg.overwrite or getattr(cfg, "_restart", False):
+        return   # _restart: --resume of a run that saved no checkpoint (TrainConfig.resolved)
     folder = cfg.experiment_dir
     found = run_files(folder)
     checkpoints = [f for f in found if f.endswith(".pt")]
     if not found or (cfg.auto_resume and not checkpoints):
         return
-    resume = "--resume" if "latest.pt" in checkpoints else \
-        f"--resume --which_epoch {int(checkpoints[-1][6:-3])}" if checkpoints else "--resume"
+    resume = ("add --resume" if "latest.pt" in checkpoints else
+              f"add --resume --which_epoch {int(checkpoints[-1][6:-3])}" if checkpoints else
+              "add --resume (it saved no checkpoint: it starts again from step 0 with its options)")
     raise RunExistsError(
         f"{folder} already holds a run ({', '.join(found)}) and this command would start a new one "
-        f"there. To continue it, add {resume}; to keep it and start another, choose a --name other "
+        f"there. To continue it, {resume}; to keep it and start another, choose a --name other "
         f"than {cfg.name!r}; to replace it, add --overwrite (it is kept as "
         f"{folder.name}.replaced-TIME until the new run's first checkpoint, then deleted)")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pix2pixhd.checkpoint import load_checkpoint
+from pix2pixhd.checkpoint import CheckpointNotFoundError, load_checkpoint
 from pix2pixhd.cli import resolve_config, train_main
 from pix2pixhd.data import DatasetError
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
@@ -162,6 +162,35 @@ def test_auto_resume_starts_over_an_attempt_that_never_saved_but_not_over_checkp
     shutil.copy(ck / "run" / "latest.pt", numbered / "epoch_0001.pt")
     with pytest.raises(RunExistsError, match=r"add --resume --which_epoch 1;"):
         _train(trained, ck, "--name", "numbered", "--auto_resume")
+
+
+@pytest.mark.fault(cls="run folder in use",
+                   case="a run that stopped before its first checkpoint: --resume starts it again")
+def test_resume_of_a_run_that_stopped_before_its_first_checkpoint_starts_it_again(trained, tmp_path, capsys):
+    # It fails mid-epoch (a truncated label map that --validate headers does not decode) after
+    # writing config.json and its logs: the same command is refused, and --resume used to fail for
+    # want of a checkpoint, leaving --overwrite as the only way on.
+    ck = tmp_path / "ck"
+    shutil.copytree(trained / "streets", tmp_path / "late_fault")
+    photo = sorted((tmp_path / "late_fault" / "train_img").iterdir())[1]
+    photo.write_bytes(photo.read_bytes()[:300])   # its header reads, its pixels do not
+    with pytest.raises(DatasetError, match="truncated"):
+        train_main(["--dataroot", str(tmp_path / "late_fault"), "--checkpoints_dir", str(ck), *TINY,
+                    "--name", "early", "--validate", "headers", "--ngf", "4"])
+    assert not list((ck / "early").glob("*.pt")) and (ck / "early" / "config.json").is_file()
+    with pytest.raises(RunExistsError, match=r"add --resume \(it saved no checkpoint: it starts again"):
+        _train(trained, ck, "--name", "early", "--ngf", "4")
+    with pytest.raises(CheckpointNotFoundError):   # an epoch asked for by number is not there
+        train_main(["--dataroot", str(trained / "streets"), "--checkpoints_dir", str(ck), "--name",
+                    "early", "--resume", "--which_epoch", "1"])
+    capsys.readouterr()
+    assert train_main(["--dataroot", str(trained / "streets"), "--checkpoints_dir", str(ck), "--name",
+                       "early", "--resume", "--max_steps", "1"]) == 0
+    assert "saved no checkpoint (its earlier start stopped before the first), so it starts again " \
+           "from step 0" in capsys.readouterr().out
+    ck_ = load_checkpoint(ck / "early")
+    assert ck_["global_step"] == 1 and ck_["config"]["ngf"] == 4   # config.json's options
+    assert not ck_["config"]["resume"]
 
 
 @pytest.mark.fault(cls="run folder in use",

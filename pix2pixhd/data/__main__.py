@@ -49,33 +49,68 @@ def find_phases(root: Path) -> list[str]:
     return sorted(phases)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pix2pixhd.data", description=__doc__.split("\n\n")[0])
+class _ShownDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown, except None (an option whose help says what not giving it means)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def data_parser() -> argparse.ArgumentParser:
+    """``python -m pix2pixhd.data``'s parser (its ``scan`` command: :func:`scan_parser`)."""
+    p = argparse.ArgumentParser(prog="python -m pix2pixhd.data", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("scan", help="validate a dataset and print statistics",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("dataroot")
+    s = sub.add_parser("scan", help="validate a dataset and print statistics", allow_abbrev=False,
+                       formatter_class=_ShownDefaults)
+    s.add_argument("dataroot", help="the dataset root: its splits' folders ({phase}_label/, {phase}_A/, "
+                   "{phase}A/, {phase}/ ...) are found there")
     s.add_argument("--label_nc", type=int, default=None,
-                   help="number of classes (default: classes.json's, else 0 for RGB layouts, "
+                   help="number of classes (not given: classes.json's, else 0 for RGB layouts, "
                         "else 256 to report the ids found)")
-    s.add_argument("--no_instance", action="store_true")
-    s.add_argument("--load_features", action="store_true")
-    s.add_argument("--palette", default=None, help="'facades', a JSON file, or none")
-    s.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"))
-    s.add_argument("--resize_or_crop", default="none")
-    s.add_argument("--loadSize", type=int, default=1024)
-    s.add_argument("--fineSize", type=int, default=512)
-    s.add_argument("--required_multiple", type=int, default=1)
-    s.add_argument("--level", default="full", choices=("full", "headers"))
-    s.add_argument("--max_listed", type=int, default=5)
-    a = p.parse_args(argv)
+    s.add_argument("--no_instance", action="store_true",
+                   help="do not read {phase}_inst/ even where it exists (as train_hd.py --no_instance)")
+    s.add_argument("--load_features", action="store_true",
+                   help="check the precomputed feature maps in {phase}_feat/ too")
+    s.add_argument("--palette", default=None,
+                   help="how colour label maps decode to ids: 'facades' (CMP Facades' 12 colours) or a "
+                        "JSON file of [r, g, b] colours; not given: label maps are id maps")
+    s.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"),
+                   help="which half of a pix2pix AB image (or which CycleGAN domain) is the input")
+    from pix2pixhd.data.transforms import MODES
+    s.add_argument("--resize_or_crop", default="none", choices=MODES,
+                   help="the training resize, to check that every sample comes out a multiple of "
+                        "--required_multiple")
+    s.add_argument("--loadSize", type=int, default=1024, help="the training --loadSize (pixels)")
+    s.add_argument("--fineSize", type=int, default=512, help="the training --fineSize (pixels)")
+    s.add_argument("--required_multiple", type=int, default=1,
+                   help="what the generator needs each side to divide by (pix2pixHD: 2^(downsamplings"
+                        " + local enhancers); 1: no check)")
+    s.add_argument("--level", default="full", choices=("full", "headers"),
+                   help="full: decode every pixel (ids, truncated files); headers: sizes and modes only")
+    s.add_argument("--max_listed", type=int, default=5,
+                   help="files listed per kind of problem (the rest are counted)")
+    return p
+
+
+def scan_parser() -> argparse.ArgumentParser:
+    """The ``scan`` command's own parser (its options)."""
+    sub = next(a for a in data_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["scan"]
+
+
+def main(argv=None) -> int:
+    a = data_parser().parse_args(argv)
 
     root = Path(a.dataroot)
     if not root.is_dir():
-        print(f"{root} is not a folder", file=sys.stderr)
-        return 2
+        from pix2pixhd.errors import MissingInputError
+        raise MissingInputError(f"{root} is not a folder{'' if root.exists() else ' (it does not exist)'}: "
+                                "give the dataset root (the folder holding train_label/, train_A/, "
+                                "trainA/ or train/), or make one with python -m "
+                                f"pix2pixhd.datasets.synthetic_streets --out {root}")
     label_nc = a.label_nc
     if label_nc is None:
         try:

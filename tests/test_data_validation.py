@@ -286,6 +286,23 @@ def test_label_nc_larger_than_classes_json_flags_the_extra_ids(city):
     assert "ids not in classes.json" in str(e) and "[4, 5]" in str(e)
 
 
+@pytest.mark.fault(cls="bad dataset",
+                   case="label id >= label_nc that classes.json does not name: the fix says so")
+def test_an_id_above_label_nc_and_outside_classes_json_is_not_fixed_by_label_nc_alone(city):
+    # "set label_nc 41" alone led to a second error: id 40 is no class of classes.json either
+    _classes(city, range(NC), NC)
+    lab = np.zeros((32, 64), np.uint8)
+    lab[3, 4] = 40
+    Image.fromarray(lab).save(city / "train_label/s0.png")
+    fix = (r"classes.json does not name id 40 either \(its ids: 0-5\): remap it to one of its classes, "
+           r"or add it to classes.json and set label_nc 41")
+    with pytest.raises(DatasetError, match=fix):
+        create_dataset(city, label_nc=NC, resize_or_crop="none")
+    ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
+    with pytest.raises(DatasetError, match=r"label id 40 in .*is outside \[0, label_nc=6\); .*" + fix):
+        ds[0]
+
+
 @pytest.mark.fault(cls="bad dataset", case="unreadable classes.json: a problem named, no traceback")
 def test_unreadable_classes_json_is_a_problem_not_a_crash(city, capsys):
     (city / "classes.json").write_text('{"label_nc": 6, "classes": [')

@@ -190,7 +190,8 @@ class PairedDataset(torch.utils.data.Dataset):
                     bad = hi if hi >= self.label_nc else lo
                     raise DatasetError(f"label id {bad} in {rec['label']} is outside [0, label_nc="
                                        f"{self.label_nc}); "
-                                       + (_id_fix(hi, self.label_nc) if hi >= self.label_nc else
+                                       + (_id_fix(hi, self.label_nc, _classes_of(self.root))
+                                          if hi >= self.label_nc else
                                           f"set label_nc {self.label_nc} or remap ids")
                                        + f". {_FIND_ALL.format(root=self.root)}")
             ids = T.apply_ids(ids, g)
@@ -332,10 +333,23 @@ def _size_fix(ims: dict[str, Image.Image], rec: dict, ds) -> str:
             f"PIL.ImageOps.exif_transpose(im).save(...), rather than resizing")
 
 
-def _id_fix(top: int, label_nc: int) -> str:
+def _classes_of(root) -> ClassList | None:
+    """``root``'s classes.json for an error's fix; None when there is none or it cannot be read."""
+    try:
+        return read_classes(root)
+    except DatasetError:
+        return None
+
+
+def _id_fix(top: int, label_nc: int, classes: ClassList | None = None) -> str:
     """The fix for label id ``top`` >= label_nc. Id 255 is usually an 'ignore' id (Cityscapes'
     trainIds, many tools' 'void'), to remap to a class rather than widen label_nc to 256: that
-    would give the generator 256 one-hot input channels, nearly all of them empty classes."""
+    would give the generator 256 one-hot input channels, nearly all of them empty classes. Where
+    the dataset's classes.json (``classes``) does not name ``top`` either, a larger label_nc alone
+    would be refused next (ids not in classes.json): the fix says so."""
+    if classes is not None and top not in classes.ids:
+        return (f"{classes.path} does not name id {top} either (its ids: {_id_ranges(classes.ids)}): "
+                f"remap it to one of its classes, or add it to classes.json and set label_nc {top + 1}")
     if top != 255:
         return f"set label_nc {top + 1} or remap ids"
     return ("255 is usually an 'ignore' (void) id, e.g. in Cityscapes trainIds: remap it to a void "
@@ -529,7 +543,7 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                 top, low = max(ids), min(ids)
                 if top >= ds.label_nc:
                     problems.append(("ids >= label_nc", str(p), f"label id {top} in {rel} is >= "
-                                     f"label_nc={ds.label_nc}; {_id_fix(top, ds.label_nc)}"))
+                                     f"label_nc={ds.label_nc}; {_id_fix(top, ds.label_nc, classes)}"))
                 if low < 0:
                     problems.append(("ids < 0", str(p), f"label id {low} in {rel} is negative; "
                                      "remap ids to 0..label_nc-1"))

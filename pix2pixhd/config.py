@@ -275,7 +275,8 @@ class TrainConfig:
     norm: Optional[str] = option("generator", "instance", "normalisation of G, D and E",
                                  choices=("instance", "batch"), pix2pix="batch")
     netG_pix2pix: Optional[str] = option(
-        "generator", "unet_256", "pix2pix/CycleGAN generator (the reference's --netG): unet_256 | "
+        "generator", "unet_256", "pix2pix/CycleGAN generator (the pix2pix repo's --netG, which is "
+        "read as this option with --model pix2pix/cyclegan): unet_256 | "
         "unet_128 (U-Nets for 256 and 128 px) | encoder_decoder_256 | encoder_decoder_128 (the "
         "same without skips) | resnet_9blocks | resnet_6blocks (CycleGAN's ResNet generators)",
         cyclegan="resnet_9blocks")
@@ -456,7 +457,19 @@ class TrainConfig:
         if not c.netG:
             c.netG = "global" if c.stage == "global" else "local"
         if c.netG not in ("global", "local"):
-            raise ConfigError(f"netG={c.netG!r}; expected 'global' or 'local'")
+            from pix2pixhd.pix2pix_networks import NETG
+            if c.netG not in NETG:
+                raise ConfigError(f"--netG {c.netG}: pix2pixHD's generator is global or local (pix2pix/"
+                                  f"CycleGAN's: --netG_pix2pix, one of {', '.join(NETG)})")
+            # the pix2pix/CycleGAN repo's --netG (unet_256, resnet_9blocks...): our --netG_pix2pix
+            if c.model == "pix2pixhd":
+                raise ConfigError(f"--netG {c.netG} is a pix2pix/CycleGAN generator, and --model pix2pixhd's "
+                                  "is global or local: add --model pix2pix (or cyclegan) to train it")
+            if self.netG_pix2pix is not None and self.netG_pix2pix != c.netG:
+                raise ConfigError(f"--netG {c.netG} and --netG_pix2pix {self.netG_pix2pix} name two "
+                                  "generators (--netG is the pix2pix repo's name of --netG_pix2pix): "
+                                  "give one")
+            c.netG_pix2pix, c.netG = c.netG, "global"
         if c.num_D <= 0:
             c.num_D = 2 if c.stage == "global" else 3
         if c.resize_or_crop not in RESIZE_OR_CROP:
@@ -486,6 +499,8 @@ class TrainConfig:
         if c.upsample != "transpose" and c.model != "pix2pixhd":
             raise ConfigError(f"--upsample {c.upsample} changes pix2pixHD's generators; --model {c.model}'s "
                              "generator ignores it: drop --upsample")
+        if c.resize_or_crop == "resize_and_crop":   # every sample min(loadSize, fineSize) square
+            c._check_square_side()
         if c.overwrite and (c.resume or c.auto_resume):
             raise ConfigError("--overwrite starts the run anew, --resume/--auto_resume continue it: "
                               "give one of them")
@@ -505,6 +520,27 @@ class TrainConfig:
                                   f"({fs[name].metadata['help']})")
         if not 0 <= self.beta1 < 1:
             raise ConfigError(f"--beta1 {self.beta1}: must be >= 0 and < 1 (Adam's beta1)")
+
+    def _check_square_side(self) -> None:
+        """resize_and_crop makes every sample a min(loadSize, fineSize) square: a side the
+        generator cannot take is refused here, with the sizes and generators that fit, instead
+        of by the dataset's validation, once per image."""
+        side, m = min(self.loadSize, self.fineSize), self.required_multiple
+        if side % m == 0:
+            return
+        which = "--loadSize" if self.loadSize < self.fineSize else "--fineSize"
+        if self.model == "pix2pixhd":
+            fits = (f"fewer downsamplings (--n_downsample_global"
+                    f"{', --n_local_enhancers' if self.netG == 'local' else ''})")
+        else:
+            from pix2pixhd.pix2pix_networks import NETG, generator_multiple
+            ok = [g for g in NETG if side % generator_multiple(g) == 0]
+            fits = f"--netG_pix2pix {' or '.join(ok)}" if ok else "no generator of this model"
+        up = -(-side // m) * m
+        raise ConfigError(f"{which} {side}: --resize_or_crop resize_and_crop makes every sample {side}x{side}, "
+                          f"and this generator needs sides that divide by {m}: give {which} {up}"
+                          f"{'' if side < m else f' or {side // m * m}'}, or a generator that takes "
+                          f"{side}: {fits}")
 
     def _check_diffaug(self) -> None:
         from pix2pixhd.diffaug import parse_policy
@@ -744,4 +780,7 @@ def build_parser(model: str = "pix2pixhd", description: str = "") -> argparse.Ar
         if f.name == "resume":
             g.add_argument("--continue_train", dest="resume", **BOOL_ARGUMENT,
                            help="the reference's name of --resume")
+        if f.name == "netD_pix2pix":   # (the pix2pix repo's --netG is read by resolved())
+            g.add_argument("--netD", dest="netD_pix2pix", default=None,
+                           help="the pix2pix/CycleGAN repo's name of --netD_pix2pix")
     return p

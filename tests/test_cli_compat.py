@@ -210,3 +210,35 @@ def test_resume_refuses_another_load_pretrain(tmp_path):
     assert resolve_config(resume + ["--load_pretrain", str(tmp_path / "g")]).stage == "local"   # the same command
     with pytest.raises(ConfigError, match=r"--load_pretrain .*nowhere: --resume continues .* loads nothing else"):
         resolve_config(resume + ["--load_pretrain", str(tmp_path / "nowhere")])
+
+
+def test_the_pix2pix_repos_netG_and_netD_are_read_as_ours():
+    # `--netG unet_128 --netD pixel`, as the pix2pix/CycleGAN repo spells them, used to stop with
+    # "netG='unet_128'; expected 'global' or 'local'" and "unrecognized arguments: --netD"
+    c = resolve_config(["--model", "pix2pix", "--netG", "unet_128", "--netD", "pixel", "--fineSize", "128",
+                        "--loadSize", "142"])
+    assert (c.netG_pix2pix, c.netD_pix2pix, c.netG) == ("unet_128", "pixel", "global")
+    assert c == resolve_config(["--model", "pix2pix", "--netG_pix2pix", "unet_128", "--netD_pix2pix", "pixel",
+                                "--fineSize", "128", "--loadSize", "142"])
+    assert resolve_config(["--model", "cyclegan", "--netG", "resnet_6blocks"]).netG_pix2pix == "resnet_6blocks"
+    with pytest.raises(ConfigError, match=r"--netG unet_128 is a pix2pix/CycleGAN generator.*add --model pix2pix"):
+        resolve_config(["--netG", "unet_128"])
+    with pytest.raises(ConfigError, match=r"--netG unet_128 and --netG_pix2pix unet_256 name two generators"):
+        resolve_config(["--model", "pix2pix", "--netG", "unet_128", "--netG_pix2pix", "unet_256"])
+    with pytest.raises(ConfigError, match=r"--netG foo: pix2pixHD's generator is global or local .*unet_128"):
+        resolve_config(["--netG", "foo"])
+
+
+def test_a_square_crop_the_generator_cannot_take_is_refused_with_the_sizes_and_generators_that_fit():
+    # resize_and_crop (pix2pix's default) makes every sample min(loadSize, fineSize) square: a
+    # unet_256 on 64x64 crops was refused once per image by the dataset's validation, naming
+    # neither a size nor a generator that fits
+    with pytest.raises(ConfigError, match=r"^--fineSize 64: .* every sample 64x64, and this generator needs "
+                                          r"sides that divide by 256: give --fineSize 256, or a generator "
+                                          r"that takes 64: --netG_pix2pix resnet_9blocks or resnet_6blocks$"):
+        resolve_config(["--model", "pix2pix", "--loadSize", "72", "--fineSize", "64"])
+    with pytest.raises(ConfigError, match=r"^--loadSize 72: .* divide by 16: give --loadSize 80 or 64, or a "
+                                          r"generator that takes 72: fewer downsamplings"):
+        resolve_config(["--resize_or_crop", "resize_and_crop", "--loadSize", "72", "--fineSize", "100"])
+    assert resolve_config(["--model", "pix2pix", "--loadSize", "72", "--fineSize", "64",
+                           "--netG_pix2pix", "resnet_6blocks"]).fineSize == 64

@@ -193,3 +193,40 @@ def test_a_folder_the_converter_did_not_write_is_refused_and_left_untouched(tmp_
     empty = tmp_path / "empty"
     empty.mkdir()
     assert convert(tmp_path / "src", empty) == {"train": 2}   # an empty folder is fine
+
+
+@pytest.mark.fault(cls="bad dataset",
+                   case="--palette with the photo half as input (wrong --direction): named with the fix")
+def test_the_photo_half_read_as_a_colour_map_is_refused_with_the_direction_fix(tmp_path, capsys):
+    # Facades are photo|label; --palette facades without --direction BtoA decoded the photo half
+    # to the nearest colours, silently ("no problems"), and trained on it
+    from pix2pixhd.data import DatasetError
+    from pix2pixhd.data.__main__ import main as data_main
+    pal = np.array(FACADES_PALETTE, np.uint8)
+    rng = np.random.default_rng(0)
+    (tmp_path / "train").mkdir()
+    for i in range(3):
+        ids = np.kron(rng.integers(0, 12, (4, 4)), np.ones((8, 8), int))
+        grey = np.kron(rng.integers(60, 200, (4, 4, 1)), np.ones((8, 8, 3))).astype(np.uint8)  # a dull photo
+        photo = (grey + rng.integers(-20, 21, grey.shape)).clip(0, 255).astype(np.uint8)
+        label = (pal[ids].astype(int) + rng.integers(-15, 16, (32, 32, 3))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(np.concatenate([photo, label], 1)).save(tmp_path / "train" / f"{i}.jpg", quality=90)
+    with pytest.raises(DatasetError, match=r"train/0.jpg: 0% of the pixels of its input half \(the left, "
+                                           r"--direction AtoB\) are near .* pass --direction BtoA"):
+        create_dataset(tmp_path, label_nc=12, palette="facades", no_instance=True, resize_or_crop="none",
+                       required_multiple=1)
+    ds = create_dataset(tmp_path, label_nc=12, palette="facades", no_instance=True, direction="BtoA",
+                        resize_or_crop="none", required_multiple=1)
+    assert len(ds) == 3
+    assert data_main(["scan", str(tmp_path), "--palette", "facades"]) == 1
+    assert "not a colour map: 3 file(s)" in capsys.readouterr().out
+    assert data_main(["scan", str(tmp_path), "--palette", "facades", "--direction", "BtoA"]) == 0
+    # a {phase}_label folder holding photos, read with a palette: refused too
+    (tmp_path / "p" / "train_label").mkdir(parents=True)
+    (tmp_path / "p" / "train_img").mkdir()
+    with Image.open(tmp_path / "train" / "0.jpg") as im:
+        im.crop((0, 0, 32, 32)).save(tmp_path / "p" / "train_label" / "0.png")
+        im.crop((0, 0, 32, 32)).save(tmp_path / "p" / "train_img" / "0.png")
+    with pytest.raises(DatasetError, match=r"train_label/0.png: 0% .* check --palette, or pass --label_nc 0"):
+        create_dataset(tmp_path / "p", label_nc=12, palette="facades", no_instance=True, resize_or_crop="none",
+                       required_multiple=1)

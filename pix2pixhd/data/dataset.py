@@ -35,8 +35,9 @@ from PIL import Image
 
 from pix2pixhd.config import DataConfig
 from pix2pixhd.data import transforms as T
-from pix2pixhd.data.layouts import (MODES, NOTICE_KINDS, ClassList, Layout, decode_palette,
-                                    detect_mode, find_files, load_palette, read_classes)
+from pix2pixhd.data.layouts import (MODES, NOTICE_KINDS, PALETTE_MIN_NEAR, ClassList, Layout,
+                                    decode_palette, detect_mode, find_files, load_palette, palette_fit,
+                                    read_classes)
 from pix2pixhd.errors import UserError
 from pix2pixhd.paths import check_name
 
@@ -538,6 +539,10 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                              f"{_mode_fix(ds, role, im)}"))
             continue
         if decode and role == "label" and ds.label_nc > 0:
+            unfit = _palette_unfit(ds, im, rel, "it") if ds.palette is not None else None
+            if unfit:
+                problems.append(("not a colour map", str(p), unfit))
+                continue
             ids = _label_ids(ds, im)
             if ids is not None and len(ids):
                 top, low = max(ids), min(ids)
@@ -550,7 +555,14 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
         if decode and role == "ab" and ds.label_nc > 0 and ds.palette is not None:
             w2 = im.size[0] // 2
             half = (0, 0, w2, im.size[1]) if ds.direction == "AtoB" else (w2, 0, 2 * w2, im.size[1])
-            ids = _label_ids(ds, im.convert("RGB").crop(half))
+            colours = im.convert("RGB").crop(half)
+            unfit = _palette_unfit(ds, colours, rel, "its input half (the "
+                                   f"{'left' if ds.direction == 'AtoB' else 'right'}, --direction "
+                                   f"{ds.direction})")
+            if unfit:
+                problems.append(("not a colour map", str(p), unfit))
+                continue
+            ids = _label_ids(ds, colours)
         if decode and role in ("label", "ab") and ids and classes is not None:
             unknown = sorted(i for i in ids if i not in classes.ids and 0 <= i < ds.label_nc)
             if unknown:
@@ -581,6 +593,19 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                              f"{m} as the generator needs; change loadSize/fineSize or use "
                              f"resize_or_crop='none'"))
     return problems, {"size": src, "ids": ids, "n_inst": n_inst}
+
+
+def _palette_unfit(ds, im: Image.Image, rel: str, what: str) -> str | None:
+    """Why ``im`` is not a colour map of ``ds.palette`` (see PALETTE_MIN_NEAR), or None."""
+    fit = palette_fit(np.asarray(im.convert("RGB")), ds.palette)
+    if fit >= PALETTE_MIN_NEAR:
+        return None
+    other = "BtoA" if ds.direction == "AtoB" else "AtoB"
+    return (f"{rel}: {fit:.0%} of the pixels of {what} are near a colour of the palette (a colour "
+            f"label map's are, JPEG noise included; {PALETTE_MIN_NEAR:.0%} at least): it is not a "
+            f"label map of this palette" + (f". Is it the photo half? Pix2pix's facades are photo|label: "
+                                            f"pass --direction {other}" if what != "it" else
+                                            ": check --palette, or pass --label_nc 0 for photo inputs"))
 
 
 def _id_ranges(ids) -> str:

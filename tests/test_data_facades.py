@@ -230,3 +230,21 @@ def test_the_photo_half_read_as_a_colour_map_is_refused_with_the_direction_fix(t
     with pytest.raises(DatasetError, match=r"train_label/0.png: 0% .* check --palette, or pass --label_nc 0"):
         create_dataset(tmp_path / "p", label_nc=12, palette="facades", no_instance=True, resize_or_crop="none",
                        required_multiple=1)
+
+
+@needs_shared
+def test_the_palette_fit_threshold_separates_every_shared_facades_label_half_from_its_photo_half():
+    # the figures docs/data.md and layouts.PALETTE_NEAR's comment quote, measured here
+    from pix2pixhd.data.layouts import PALETTE_MIN_NEAR, load_palette, palette_fit
+    pal = load_palette("facades")
+    labels, photos = [], []
+    for f in sorted((SHARED / "train").iterdir()):
+        with Image.open(f) as im:
+            a = np.asarray(im.convert("RGB"))
+        w = a.shape[1] // 2
+        photos.append(palette_fit(a[:, :w], pal))
+        labels.append(palette_fit(a[:, w:], pal))
+    print(f"{len(labels)} images: label halves min {min(labels):.3f} median {np.median(labels):.3f}; "
+          f"photo halves max {max(photos):.4f}")
+    assert len(labels) == 400 and min(labels) >= 0.45 and max(photos) <= 0.003
+    assert max(photos) < PALETTE_MIN_NEAR < min(labels)

@@ -84,9 +84,9 @@ def decode_palette(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 # A colour label map's pixels lie near its palette's colours, JPEG noise included: of the 400 CMP
 # Facades training images, every label half has 45% or more of its pixels within PALETTE_NEAR of a
-# facades colour (median 77%), every photo half 0.3% or fewer (palette_fit, every 4th pixel; tests/test_data_facades.py measures it). Fewer
-# than PALETTE_MIN_NEAR near: not a map of this palette, e.g. the photo half of an AB image read
-# with the wrong --direction.
+# facades colour (median 77%), every photo half 0.3% or fewer (palette_fit, every 4th pixel;
+# measured by tests/test_data_facades.py). Fewer than PALETTE_MIN_NEAR near: not a map of this
+# palette, e.g. the photo half of an AB image read with the wrong --direction.
 PALETTE_NEAR, PALETTE_MIN_NEAR = 40.0, 0.25
 
 

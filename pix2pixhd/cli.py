@@ -82,7 +82,10 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"pix2pixhd training, {info.world_size} process(es) on {info.device}\n{cfg.pretty()}", flush=True)
         for note in cfg.notes():
             print(f"note: {note}", flush=True)
-    if cfg.dry_run:
+    if cfg.dry_run:   # the files the run reads before its data: there, or the run's own error now
+        if not cfg.no_vgg_loss:
+            from pix2pixhd.losses import vgg19_file
+            vgg19_file(cfg.vgg_path)
         return 0
     from pix2pixhd.trainer import Trainer
     try:

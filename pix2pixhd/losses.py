@@ -94,6 +94,18 @@ def default_vgg19_path() -> Path:
     return Path(torch_home).expanduser() / "hub" / "checkpoints" / VGG19_FILENAME
 
 
+def vgg19_file(path: str | os.PathLike | None = None) -> Path:
+    """The VGG19 weights file ``path`` (--vgg_path; empty: :func:`default_vgg19_path`), which
+    must exist: MissingInputError naming it and the three fixes otherwise."""
+    path = Path(path) if path else default_vgg19_path()
+    if not path.is_file():
+        raise MissingInputError(
+            f"VGG19 weights not found at {path}. The VGG perceptual loss needs torchvision's "
+            f"{VGG19_FILENAME} (ImageNet VGG19) as a local file: pass --vgg_path FILE, or "
+            f"place it at {default_vgg19_path()}, or train without it: --no_vgg_loss")
+    return path
+
+
 class VGG19Features(nn.Module):
     """VGG19's conv part up to relu5_1, keys as torchvision's (``features.N.weight``).
 
@@ -124,12 +136,7 @@ class VGG19Features(nn.Module):
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None) -> "VGG19Features":
         """Load torchvision-format VGG19 weights from a local file (never downloads)."""
-        path = Path(path) if path else default_vgg19_path()
-        if not path.is_file():
-            raise MissingInputError(
-                f"VGG19 weights not found at {path}. The VGG perceptual loss needs torchvision's "
-                f"{VGG19_FILENAME} (ImageNet VGG19) as a local file: pass --vgg_path FILE, or "
-                f"place it at {default_vgg19_path()}, or train without it: --no_vgg_loss")
+        path = vgg19_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
         model = cls()
         wanted = model.state_dict().keys()

@@ -355,7 +355,7 @@ from pix2pixhd.datasets.convert_facades import convert
 for name in ("pix2pixhd", "pix2pixhd.kernels.instance_norm_act", "pix2pixhd.datasets.convert_facades"):
     f = sys.modules[name].__file__
     assert Path(f).resolve().is_relative_to(copy), f"{name} from {f}"
-sys.argv = ["train_hd.py", "--dry_run"]
+sys.argv = ["train_hd.py", "--dry_run", "--no_vgg_loss"]
 runpy.run_path("train_hd.py", run_name="__main__")
 """
 

@@ -118,6 +118,18 @@ def test_dry_run_prints_config_and_trains_nothing(tmp_path, streets, capsys):
     assert re.search(r"ngf: 8\s+\[changed\]", out) and not (tmp_path / "dry").exists()
 
 
+def test_dry_run_checks_the_vgg19_file_the_run_would_stop_for(tmp_path, streets, monkeypatch, capsys):
+    # it printed the options and exited 0, and the run itself then stopped for the missing file
+    from pix2pixhd.errors import MissingInputError
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_torch_home"))
+    with pytest.raises(MissingInputError, match=r"VGG19 weights not found at .*no_torch_home.*--no_vgg_loss"):
+        _run(tmp_path, streets, "--name", "dry", "--dry_run", "--no_vgg_loss", "false")
+    vgg = tmp_path / "vgg19.pth"
+    vgg.write_bytes(b"")   # there: the dry run does not read it
+    assert _run(tmp_path, streets, "--name", "dry", "--dry_run", "--no_vgg_loss", "false",
+                "--vgg_path", str(vgg)) == 0
+
+
 @pytest.mark.fault(cls="numerics",
                    case="non-finite loss after a resume: the error names epoch, iteration and step; "
                         "latest.pt byte-identical")

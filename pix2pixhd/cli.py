@@ -120,6 +120,10 @@ def synthesize_parser() -> argparse.ArgumentParser:
     i.add_argument("--validate", default="headers", choices=("full", "headers", "off"),
                    help="with --dataroot: how the dataset is checked before any work")
     i.add_argument("--how_many", type=int, default=0, help="at most this many inputs (the first by name); 0 = all")
+    i.add_argument("--scale_width", default="0",
+                   help="resize every input to this width in pixels first (height by its aspect ratio; "
+                        "label/instance maps nearest, photos bicubic), as training's --resize_or_crop "
+                        "scale_width did; 'trained': the checkpoint's --loadSize; 0: each map keeps its size")
     o = p.add_argument_group("output (a dataset: OUT/{phase}_label, _inst, _img + manifest.jsonl)")
     o.add_argument("--out", required=True, help="output dataset folder; a rerun of the same command resumes it")
     o.add_argument("--out_phase", default="", help="split name of the output dataset; empty = --phase")
@@ -232,13 +236,15 @@ def _synthesize(a: argparse.Namespace, info) -> int:
     identity.update(precision=synth.precision, test_dropout=synth.has_dropout)
     if has_bn:   # the two give other photos: a folder written with one does not resume with the other
         identity["batchnorm_statistics"] = "running" if a.bn_running_stats else "per_image"
+    from pix2pixhd.engine import resolve_scale_width
     job = SynthesisJob(out=Path(a.out), input=Path(a.input) if a.input else None,
                        inst=Path(a.inst) if a.inst else None, real=Path(a.real) if a.real else None,
                        dataroot=Path(a.dataroot) if a.dataroot else None, phase=a.phase,
                        out_phase=a.out_phase or None, num_samples=a.num_samples, seed=a.seed,
                        batch_size=a.batch_size, how_many=a.how_many, workers=a.workers,
                        writers=a.writers, validate=a.validate, direction=a.direction,
-                       overwrite=a.overwrite, progress=not a.no_progress)
+                       overwrite=a.overwrite, progress=not a.no_progress,
+                       scale_width=resolve_scale_width(a.scale_width, cfg))
     rep = run_synthesis(synth, job, identity=identity, dist_info=info)
     say(f"wrote {rep.written} images to {a.out} in {rep.seconds:.2f} s ({rep.images_per_s:.2f} images/s "
         f"on {device}{f', rank 0 of {info.world_size}' if info.distributed else ''}; generator "
@@ -259,11 +265,11 @@ def _results_page(job, cfg, say) -> None:
         return
     lay = OutputLayout(job.split, photo_inputs=cfg.label_nc == 0)
     try:
-        stats = compare_folders(job.out / lay.image_dir, job.real)
+        stats = compare_folders(job.out / lay.image_dir, job.real, resize_real=bool(job.scale_width))
     except InputError as e:
         say(f"note: no comparison with --real: {e}")
         return
     page = write_comparison_page(job.out / lay.image_dir, job.out / lay.input_dir, job.real, cfg.label_nc,
                                  stats, page_dir=job.out)
-    say(f"vs {job.real}: L1 {stats['l1']:.4f}  pooled PSNR {stats['pooled_psnr']:.2f} dB over "
-        f"{stats['n']} images; page {page}")
+    say(f"vs {job.real}{f' (resized to --scale_width {job.scale_width})' if job.scale_width else ''}: "
+        f"L1 {stats['l1']:.4f}  pooled PSNR {stats['pooled_psnr']:.2f} dB over {stats['n']} images; page {page}")

@@ -84,6 +84,9 @@ class SynthesisJob:
     validate: how a dataset root is checked before any work ('full', 'headers', 'off').
     direction: for an unaligned (CycleGAN) dataset root, 'BtoA' reads domain B's images.
     overwrite: replace another job's outputs in ``out`` instead of refusing.
+    scale_width: resize every input to this width first (height by its aspect ratio), as
+    training's ``resize_or_crop scale_width`` does: label and instance maps nearest, photos
+    bicubic; the output dataset holds the resized maps. 0: maps keep their size.
     """
     out: Path
     input: Path | None = None
@@ -102,6 +105,7 @@ class SynthesisJob:
     direction: str | None = None
     overwrite: bool = False
     progress: bool = True
+    scale_width: int = 0
 
     @property
     def split(self) -> str:
@@ -466,6 +470,91 @@ class DatasetSource(torch.utils.data.Dataset):
         return item
 
 
+class Rescaled(torch.utils.data.Dataset):
+    """A source (FolderSource, DatasetSource) whose items are resized to ``width`` (height by the
+    aspect ratio, rounded down as training's scale_width rounds it): ids nearest, photos bicubic,
+    through ``pix2pixhd.data.transforms``, the functions training resizes with. The resized maps
+    are what the generator reads, so they, not the files, go to the output dataset."""
+
+    def __init__(self, src, width: int):
+        self.src, self.width = src, width
+
+    def __getattr__(self, name):   # the source's files, keys, stems, has_inst...
+        if name == "src":          # (unpickling in a worker, before __dict__ is set)
+            raise AttributeError(name)
+        return getattr(self.src, name)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, i: int) -> dict:
+        from pix2pixhd.data import transforms as T
+        item = self.src[i]
+        if item["label"] is None:
+            return item
+        h, w = item["label"].shape[-2:]
+        size = T.resized_size(w, h, "scale_width", self.width, 1)
+        if size == (w, h):
+            return item
+        g = T.Geometry(size, (0, 0, *size), False)
+        photo = self.src.label_nc == 0
+
+        def ids(t):
+            return torch.from_numpy(np.ascontiguousarray(T.apply_ids(t[0].numpy(), g)))[None]
+
+        def rgb(t):
+            a = t.permute(1, 2, 0).numpy()
+            im = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+            out = T.apply_photo(im, g)
+            return torch.from_numpy(np.ascontiguousarray(out[None] if out.ndim == 2 else out.transpose(2, 0, 1)))
+
+        item["label"] = rgb(item["label"]) if photo else ids(item["label"])
+        if item["inst"] is not None:
+            item["inst"] = ids(item["inst"])
+        if item["image"] is not None:
+            item["image"] = rgb(item["image"])
+        item["label_copy"] = item["inst_copy"] = None   # the files are not what the generator read
+        return item
+
+
+def _scale_note(src, cfg) -> None:
+    """Say so when the first input is far wider or narrower (1.5x) than the maps the generator was
+    trained on (scale_width runs): a generator sees objects at the scale it learnt them, and
+    synthesis keeps each map's size unless --scale_width says otherwise (NVIDIA's test.py resized
+    to --loadSize)."""
+    if "scale_width" not in cfg.resize_or_crop or not len(src):
+        return
+    try:
+        w = _size(src.files[0])[0] // (2 if getattr(src, "mode", None) == "aligned" else 1)
+    except Exception:
+        return   # an unreadable file is skipped with its reason in its turn
+    if 2 * w >= 3 * cfg.loadSize or 3 * w <= 2 * cfg.loadSize:
+        print(f"note: the generator was trained on maps resized to {cfg.loadSize} px wide (--resize_or_crop "
+              f"{cfg.resize_or_crop} --loadSize {cfg.loadSize}); {src.files[0]} is {w} px wide and is "
+              "synthesized at its size. --scale_width trained resizes the inputs as training did",
+              file=sys.stderr, flush=True)
+
+
+def resolve_scale_width(value: str, cfg) -> int:
+    """``--scale_width``: a width in pixels, 0 (keep sizes), or 'trained': the width the
+    checkpoint's training resized its maps to (its --loadSize, with --resize_or_crop scale_width
+    or scale_width_and_crop)."""
+    if str(value).lower() == "trained":
+        if "scale_width" not in cfg.resize_or_crop:
+            raise ConfigError(f"--scale_width trained: this checkpoint was trained with --resize_or_crop "
+                              f"{cfg.resize_or_crop}, which does not resize to one width; give a width "
+                              "(--scale_width W) or leave the maps as they are (--scale_width 0)")
+        return int(cfg.loadSize)
+    try:
+        w = int(value)
+    except ValueError:
+        raise ConfigError(f"--scale_width {value}: give a width in pixels, 0 (keep each map's size) or "
+                          "'trained' (the checkpoint's --loadSize)") from None
+    if w < 0:
+        raise ConfigError(f"--scale_width {w}: must be >= 0 (0 keeps each map's size)")
+    return w
+
+
 # ---- outputs -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OutputLayout:
@@ -587,6 +676,8 @@ def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout", *,
     if job.dataroot is not None:
         ident.update(phase=job.phase, direction=job.direction)
     ident.update(seed=job.seed, num_samples=job.num_samples, split=job.split, images=layout.image_dir)
+    if job.scale_width:   # only when set: the digests of jobs that keep sizes stay as they were
+        ident["scale_width"] = job.scale_width
     ident["digest"] = _digest(ident)
     return ident
 
@@ -730,6 +821,10 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     src = Source(job, cfg, needs_inst=needs_inst, needs_image=needs_image)
     if job.real is not None:
         src.check_real_sizes()
+    if job.scale_width:
+        src = Rescaled(src, job.scale_width)
+    elif rank == 0:
+        _scale_note(src, cfg)
     _collisions(src.stems, src.files)
     layout = OutputLayout(job.split, photo_inputs=cfg.label_nc == 0)
     ident = job_identity(job, identity or {"checkpoint": None}, layout, reads_real=needs_image)

@@ -36,11 +36,13 @@ def _href(path: str) -> str:
     return html.escape(quote(path, safe="/"), quote=True)
 
 
-def compare_folders(fake_dir: Path, real_dir: Path) -> dict:
+def compare_folders(fake_dir: Path, real_dir: Path, *, resize_real: bool = False) -> dict:
     """Mean L1 (on [0, 1] pixels) and pooled PSNR over images matched by stem.
 
     Pooled PSNR is 10·log10(1 / mean MSE over all images) — not the mean of per-image PSNRs that
-    ``pix2pixhd.evaluate`` reports; the keys say which.
+    ``pix2pixhd.evaluate`` reports; the keys say which. ``resize_real``: a real photo of another
+    size is resized (bicubic) to its synthesized photo's (synthesis with --scale_width);
+    otherwise sizes must agree.
     """
     fakes, reals = _index(fake_dir), _index(real_dir)
     common = sorted(set(fakes) & set(reals))
@@ -48,8 +50,12 @@ def compare_folders(fake_dir: Path, real_dir: Path) -> dict:
         raise InputError(f"no file stems in common between {fake_dir} and {real_dir}")
     l1, mse = [], []
     for stem in common:
-        a = np.asarray(Image.open(fakes[stem]).convert("RGB"), dtype=np.float64) / 255
-        b = np.asarray(Image.open(reals[stem]).convert("RGB"), dtype=np.float64) / 255
+        fake = Image.open(fakes[stem]).convert("RGB")
+        real = Image.open(reals[stem]).convert("RGB")
+        if resize_real and real.size != fake.size:
+            real = real.resize(fake.size, Image.BICUBIC)
+        a = np.asarray(fake, dtype=np.float64) / 255
+        b = np.asarray(real, dtype=np.float64) / 255
         if a.shape != b.shape:
             raise InputError(f"{fakes[stem]} is {a.shape[:2]} but {reals[stem]} is {b.shape[:2]}")
         l1.append(np.abs(a - b).mean())

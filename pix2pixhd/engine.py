@@ -518,16 +518,26 @@ class Rescaled(torch.utils.data.Dataset):
 
 
 def _scale_note(src, cfg) -> None:
-    """Say so when the first input is far wider or narrower (1.5x) than the maps the generator was
+    """Say so when the first input looks like a pix2pix A|B pair fed whole (--input), and when it
+    is far wider or narrower (1.5x) than the maps the generator was
     trained on (scale_width runs): a generator sees objects at the scale it learnt them, and
     synthesis keeps each map's size unless --scale_width says otherwise (NVIDIA's test.py resized
     to --loadSize)."""
-    if "scale_width" not in cfg.resize_or_crop or not len(src):
+    if not len(src):
         return
     try:
-        w = _size(src.files[0])[0] // (2 if getattr(src, "mode", None) == "aligned" else 1)
+        w, h = _size(src.files[0])
     except Exception:
         return   # an unreadable file is skipped with its reason in its turn
+    if isinstance(src, FolderSource) and cfg.label_nc == 0 and cfg.resize_or_crop == "resize_and_crop" \
+            and w == 2 * h:   # square training samples; a 2:1 input is likely an A|B pair (pix2pix)
+        print(f"note: {src.files[0]} is {w}x{h}, twice as wide as high, and this generator was trained on "
+              "square samples: if the inputs are side-by-side A|B images, --input feeds both halves to "
+              "the generator; --dataroot DIR --phase PHASE reads the input half of DIR/PHASE/",
+              file=sys.stderr, flush=True)
+    if "scale_width" not in cfg.resize_or_crop:
+        return
+    w = w // (2 if getattr(src, "mode", None) == "aligned" else 1)
     if 2 * w >= 3 * cfg.loadSize or 3 * w <= 2 * cfg.loadSize:
         print(f"note: the generator was trained on maps resized to {cfg.loadSize} px wide (--resize_or_crop "
               f"{cfg.resize_or_crop} --loadSize {cfg.loadSize}); {src.files[0]} is {w} px wide and is "

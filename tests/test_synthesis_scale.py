@@ -75,3 +75,14 @@ def test_real_photos_are_compared_at_the_synthesized_size_and_bad_values_are_ref
         synth(tmp_path / "none", streets, tmp_path / "o2", "--scale_width", "trained")
     with pytest.raises(ConfigError, match=r"--scale_width wide: give a width in pixels"):
         synth(tmp_path / "none", streets, tmp_path / "o3", "--scale_width", "wide")
+
+
+def test_side_by_side_ab_images_given_as_input_are_noted(tmp_path, capsys):
+    # a pix2pix run trained on square crops of A|B images, given the A|B files through --input:
+    # it ran the generator on both halves at once, without a word
+    save_run(tmp_path / "run", model="pix2pix", netG_pix2pix="resnet_6blocks", label_nc=0, ngf=4)
+    (tmp_path / "ab").mkdir()
+    Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(tmp_path / "ab" / "1.png")
+    assert synthesize_main(["--checkpoint", str(tmp_path / "run"), "--input", str(tmp_path / "ab"), "--out",
+                            str(tmp_path / "out"), "--device", "cpu", "--no_progress", "--workers", "0"]) == 0
+    assert "is 32x16, twice as wide as high" in capsys.readouterr().err

@@ -20,7 +20,8 @@ from pathlib import Path
 from pix2pixhd.config import MODELS, TrainConfig, build_parser, reference_only_error
 from pix2pixhd.errors import ConfigError, UserError, add_debug_option
 
-TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune) or pix2pix (--model pix2pix).
+TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune), pix2pix (--model pix2pix) or CycleGAN
+(--model cyclegan, unpaired trainA/ and trainB/).
 
 Every option's default is shown for the model given with --model (pix2pixhd if none); a later
 stage (--load_pretrain) or a resumed run (--resume) takes the options not given from the run it

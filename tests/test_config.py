@@ -185,3 +185,11 @@ def test_older_pix2pixhd_configs_keep_the_l1_term_off():
     assert TrainConfig.from_dict(saved | {"lambda_L1": 100.0}).lambda_L1 == 100.0
     p2p = {k: v for k, v in TrainConfig(model="pix2pix").resolved().to_dict().items() if k != "config_format"}
     assert p2p["lambda_L1"] == 100.0 and TrainConfig.from_dict(p2p).lambda_L1 == 100.0
+
+
+def test_help_starts_with_a_one_line_usage():
+    # argparse's generated usage listed every option: 50 lines before the description
+    out = train_parser().format_help().splitlines()
+    assert out[0] == "usage: train_hd.py [--model M] [--stage S] --dataroot DIR --name NAME [OPTIONS]" or \
+        out[0].endswith("[--model M] [--stage S] --dataroot DIR --name NAME [OPTIONS]"), out[0]
+    assert out[1] == "" and "CycleGAN" in out[2] + out[3]

@@ -79,15 +79,37 @@ class NonFiniteLossError(UserError, FloatingPointError):
 # Exit status of a run stopped by SIGTERM after saving latest.pt: EX_TEMPFAIL of sysexits.h ("try
 # again later"), so a job script can tell it from a finished run (0), an error (1) and a kill.
 STOPPED_EXIT_STATUS = 75
+# Exit status of a run stopped by SIGINT (Ctrl-C), after saving latest.pt (the first) or at once (a
+# second): 128 + SIGINT, what a shell reports for a program Ctrl-C ended, so that a script or a
+# retry loop stops as the user asked instead of taking 75 for "resume me".
+INTERRUPTED_EXIT_STATUS = 130
+
+# The signals the training loop turns into a stop at a step boundary, by priority (under DDP the
+# ranks agree on the highest code any of them got): their names and exit statuses.
+_STOP_SIGNALS = {1: ("SIGTERM", STOPPED_EXIT_STATUS), 2: ("SIGINT", INTERRUPTED_EXIT_STATUS)}
 
 
 class TrainingStopped(SystemExit):
-    """SIGTERM stopped the run at a step boundary, latest.pt saved. A SystemExit with status
-    :data:`STOPPED_EXIT_STATUS`: ``errors.run`` and the scripts pass it on as the exit status
-    (the message was printed on stderr); Python callers can catch it."""
+    """SIGTERM (or a first SIGINT) stopped the run at a step boundary, latest.pt saved. A
+    SystemExit with status :data:`STOPPED_EXIT_STATUS` (SIGTERM) or
+    :data:`INTERRUPTED_EXIT_STATUS` (SIGINT): ``errors.run`` and the scripts pass it on as the
+    exit status (the message was printed on stderr); Python callers can catch it."""
+
+    def __init__(self, message: str, status: int = STOPPED_EXIT_STATUS):
+        super().__init__(status)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TrainingAborted(SystemExit):
+    """A second SIGINT (Ctrl-C twice): the run ends at once, mid-step, saving nothing more (the
+    last checkpoint written stays as it was). Status :data:`INTERRUPTED_EXIT_STATUS`; its one
+    line was printed on stderr, and no traceback follows (a SystemExit)."""
 
     def __init__(self, message: str):
-        super().__init__(STOPPED_EXIT_STATUS)
+        super().__init__(INTERRUPTED_EXIT_STATUS)
         self.message = message
 
     def __str__(self) -> str:
@@ -95,14 +117,32 @@ class TrainingStopped(SystemExit):
 
 
 def _loader_worker_init(inner, worker_id: int) -> None:
-    """A DataLoader worker ignores SIGTERM: SLURM signals every process of the job and torchrun
-    its workers' whole process group, and a worker that died of it would make the training
-    process fail mid-step (torch raises "DataLoader worker exited unexpectedly") instead of
-    finishing the step and saving. Workers still end with the loader, or when the training
-    process is gone (torch's watchdog)."""
+    """A DataLoader worker ignores SIGTERM and SIGINT: SLURM signals every process of the job,
+    torchrun its workers' whole process group, and a terminal's Ctrl-C the whole foreground
+    process group; a worker that died of it would make the training process fail mid-step (torch
+    raises "DataLoader worker exited unexpectedly", and the worker prints a traceback) instead of
+    finishing the step and saving. Workers still end with the loader: ``fit`` shuts them down on
+    every way out (:func:`pix2pixhd.data.loader.shutdown_workers`; left to interpreter exit, a
+    worker that ignores SIGTERM would hang it), or when the training process is gone (torch's
+    watchdog)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if inner is not None:
         inner(worker_id)
+
+
+def _write_stderr(text: str) -> None:
+    """Write ``text`` to stderr from a signal handler: one os.write, which cannot re-enter the
+    buffered stream that the interrupted code may have been writing to (print() could raise
+    "reentrant call")."""
+    try:
+        sys.stderr.flush()
+    except (RuntimeError, ValueError, OSError):
+        pass
+    try:
+        os.write(2, text.encode(errors="replace"))
+    except OSError:
+        pass
 
 
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
@@ -281,8 +321,10 @@ class Trainer:
         self._replaced: Path | None = None   # the old run --overwrite moved aside, until our first save
         self.vis = Visualizer(self.exp_dir, enabled=self.dist.is_master, tensorboard=not cfg.no_tensorboard,
                               html_page=not cfg.no_html, label_nc=cfg.label_nc)
-        self._sigterm = False          # set by the SIGTERM handler fit() installs
-        self._sigterm_previous = None  # (handler,) it replaced, restored when fit() ends
+        self._stop_code = 0            # set by the SIGTERM/SIGINT handlers fit() installs (_STOP_SIGNALS)
+        self._sigints = 0              # SIGINTs received: the second aborts at once
+        self._sigterm_previous = None  # {signum: handler} they replaced, restored when fit() ends
+        self._loader = None            # the training DataLoader, its workers shut down when fit() ends
 
         if cfg.resume:
             ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
@@ -786,61 +828,94 @@ class Trainer:
     def fit(self) -> dict:
         """Train to the end of ``niter + niter_decay`` epochs (or ``max_steps``); returns a summary.
 
-        The logs (tensorboard, HTML page, text log) are closed on every way out: the end, a
-        ``max_steps`` stop, a SIGTERM stop (:class:`TrainingStopped`) and an exception; the
-        SIGTERM handler the loop installs is replaced by the previous one.
+        On every way out (the end, a ``max_steps`` stop, a SIGTERM or SIGINT stop
+        (:class:`TrainingStopped`), a second SIGINT (:class:`TrainingAborted`) and an exception)
+        the DataLoader's workers are shut down (they ignore SIGTERM, so leaving them to
+        interpreter exit would hang the process), the signal handlers the loop installs are
+        replaced by the previous ones, and the logs (tensorboard, HTML page, text log) are closed.
         """
         try:
             return self._fit()
         finally:
-            self._restore_sigterm()
-            self.vis.close()
+            try:
+                self._shutdown_loader()
+            finally:
+                self._restore_sigterm()
+                self.vis.close()
 
-    # ---- SIGTERM: stop at a step boundary with latest.pt saved -----------------------------------
+    def _shutdown_loader(self) -> None:
+        from pix2pixhd.data.loader import shutdown_workers
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            shutdown_workers(loader)
+
+    # ---- SIGTERM and SIGINT: stop at a step boundary with latest.pt saved ------------------------
     def _catch_sigterm(self) -> None:
         """From here until :meth:`fit` returns, SIGTERM (SLURM preemption; torchrun passes it on
-        to its workers) only sets a flag: the loop stops at the next step boundary with latest.pt
-        saved (:meth:`_stop_requested`). Installed where Python allows it (the main thread); a
-        SIGTERM during the start (dataset validation) still ends the process at once, as nothing
-        has been trained yet."""
-        self._sigterm = False
+        to its workers) and a first SIGINT (Ctrl-C; torchrun passes it on too) only set a flag:
+        the loop stops at the next step boundary with latest.pt saved (:meth:`_stop_requested`).
+        A second SIGINT aborts at once (:class:`TrainingAborted`: one line, no traceback, nothing
+        saved). Installed where Python allows it (the main thread); a SIGTERM or SIGINT during
+        the start (dataset validation) still ends the process at once, as nothing has been
+        trained yet."""
+        self._stop_code, self._sigints = 0, 0
         if threading.current_thread() is not threading.main_thread() or self._sigterm_previous:
             return
 
-        def handler(signum, frame):
-            self._sigterm = True
-        self._sigterm_previous = (signal.signal(signal.SIGTERM, handler),)
+        def on_sigterm(signum, frame):
+            self._stop_code = max(self._stop_code, 1)
+
+        def on_sigint(signum, frame):
+            self._sigints += 1
+            if self._sigints > 1:
+                latest = self.exp_dir / "latest.pt"
+                saved = f"{latest} is the last checkpoint" if latest.exists() else "no checkpoint yet"
+                msg = (f"aborted by a second SIGINT during epoch {self.epoch} after step {self.global_step}, "
+                       f"saving nothing ({saved}); exit status {INTERRUPTED_EXIT_STATUS}")
+                if self.dist.is_master:
+                    _write_stderr(f"\n{msg}\n")
+                raise TrainingAborted(msg)
+            self._stop_code = max(self._stop_code, 2)
+            if self.dist.is_master:   # os.write: print() could re-enter a write to stderr (tqdm)
+                _write_stderr(f"\nSIGINT: stopping after this step, saving latest.pt (exit status "
+                              f"{INTERRUPTED_EXIT_STATUS}); press Ctrl-C again to abort without saving\n")
+        self._sigterm_previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm),
+                                  signal.SIGINT: signal.signal(signal.SIGINT, on_sigint)}
 
     def _restore_sigterm(self) -> None:
-        if self._sigterm_previous:
-            previous = self._sigterm_previous[0]
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-            self._sigterm_previous = None
+        previous, self._sigterm_previous = self._sigterm_previous, None
+        for signum, handler in (previous or {}).items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
-    def _stop_requested(self) -> bool:
-        """Whether the run stops after this step: a SIGTERM reached this process or, under DDP,
-        any rank. Every rank takes part in one all-reduce (MAX of the flags) after every step,
-        so all of them decide at the same step; one device sync, as the step's finiteness check
-        already makes."""
+    def _stop_requested(self) -> int:
+        """Whether the run stops after this step: 0, or the code (:data:`_STOP_SIGNALS`) of the
+        signal that reached this process or, under DDP, any rank (the highest code: SIGINT over
+        SIGTERM). Every rank takes part in one all-reduce (MAX of the codes) after every step,
+        so all of them decide at the same step, for the same reason; one device sync, as the
+        step's finiteness check already makes."""
         if not self.dist.distributed:
-            return self._sigterm
-        flag = torch.tensor([int(self._sigterm)], dtype=torch.int32, device=self.device)
+            return self._stop_code
+        flag = torch.tensor([self._stop_code], dtype=torch.int32, device=self.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+        return int(flag.item())
 
-    def _stop_by_sigterm(self) -> None:
+    def _stop_by_sigterm(self, code: int = 1) -> None:
         """Save latest.pt (every rank joins its RNG gather), wait until rank 0 has written it (a
         rank that exits first makes torchrun stop the others, rank 0 mid-write included), say so
-        and raise :class:`TrainingStopped`."""
+        and raise :class:`TrainingStopped` with the signal's exit status (SIGTERM 75, SIGINT
+        130)."""
+        name, status = _STOP_SIGNALS[code]
         self.save("latest")
         barrier(self.dist)
-        msg = (f"stopped by SIGTERM at epoch {self.epoch} step {self.global_step}; "
+        msg = (f"stopped by {name} at epoch {self.epoch} step {self.global_step}; "
                f"{self.exp_dir / 'latest.pt'} saved; rerun the same command with --resume (or "
                "--auto_resume) to continue")
+        if status != STOPPED_EXIT_STATUS:
+            msg += f"; exit status {status}"
         self.vis.log_message(msg)
         if self.dist.is_master:
             print(msg, file=sys.stderr, flush=True)
-        raise TrainingStopped(msg)
+        raise TrainingStopped(msg, status)
 
     def _start_run(self):
         """The run's start, in an order that never leaves its folder inconsistent: every rank
@@ -857,6 +932,7 @@ class Trainer:
         try:
             check_new_run(cfg)
             loader, sampler = self.make_loader()
+            self._loader = loader   # fit() shuts its workers down, whatever happens next
             if len(loader) == 0:
                 from pix2pixhd.data import DatasetError
                 raise DatasetError(f"{cfg.dataroot}: fewer samples than --batchSize {cfg.batchSize} per "
@@ -894,14 +970,41 @@ class Trainer:
         loader, sampler = self._start_run()
         self._catch_sigterm()
         steps_this_run, images, t_run = 0, 0, time.perf_counter()
-        last_losses: dict[str, float] = {}
         # logged losses are means over the window since the last log line, summed on the device
         window, t_window, images_window = WindowMeans(), time.perf_counter(), 0
+        # the summary's losses: means over the steps this process trained of the last epoch it
+        # trained in (summed on the device as the window's are)
+        epoch_sums, last_epoch = WindowMeans(), None
+        lr, data_ms = self.opt_G.param_groups[0]["lr"], 0.0
+
+        def log_window() -> dict[str, float]:
+            """The window's log line (history, text log, tensorboard) at this step; its means."""
+            nonlocal t_window, images_window
+            n_window = window.n
+            means = window.means(self.dist)   # one sync (and all-reduce) per window
+            now = time.perf_counter()
+            # speed over the window (data loading included); phase times: this step's
+            extras = {"lr": lr, "images_per_s": images_window / max(now - t_window, 1e-9),
+                      "window_steps": n_window, "ms/data": data_ms,
+                      **{f"ms/{k}": v for k, v in self.timer.times.items()}}
+            t_window, images_window = now, 0
+            self.vis.log_losses(self.epoch, self.iter_in_epoch, self.global_step, means, extras)
+            bar.set_postfix({**{k: f"{v:.3f}" for k, v in means.items()},
+                             "img/s": f"{extras['images_per_s']:.2f}"})
+            return means
+
+        def epoch_means(whole: bool) -> dict:
+            """This epoch's losses for the summary (a collective under DDP: every rank calls it at
+            the same step; the steps are the same on every rank)."""
+            n = epoch_sums.n
+            return {"epoch": self.epoch, "steps": n, "whole": whole, "losses": epoch_sums.means(self.dist)}
+
         while self.epoch <= total_epochs:
             if self.global_frozen and not self._global_fixed_at(self.epoch):
                 self._unfreeze_global()
             lr = self._set_lr()
             sampler.set_epoch(self.epoch, done=self.samples_in_epoch)
+            began_at = self.iter_in_epoch   # > 0: resumed inside this epoch
             bar = tqdm(total=self.iter_in_epoch + len(loader), initial=self.iter_in_epoch,
                        disable=not master or cfg.no_progress,
                        desc=f"{cfg.stage} epoch {self.epoch}/{total_epochs}", dynamic_ncols=True)
@@ -920,43 +1023,62 @@ class Trainer:
                 images += n_img
                 images_window += n_img
                 window.add(losses)
+                epoch_sums.add(losses)
                 if logging:
-                    n_window = window.n
-                    last_losses = window.means(self.dist)   # one sync (and all-reduce) per window
-                    now = time.perf_counter()
-                    # speed over the window (data loading included); phase times: this step's
-                    extras = {"lr": lr, "images_per_s": images_window / max(now - t_window, 1e-9),
-                              "window_steps": n_window, "ms/data": data_ms,
-                              **{f"ms/{k}": v for k, v in self.timer.times.items()}}
-                    t_window, images_window = now, 0
-                    self.vis.log_losses(self.epoch, self.iter_in_epoch, self.global_step, last_losses, extras)
-                    bar.set_postfix({**{k: f"{v:.3f}" for k, v in last_losses.items()},
-                                     "img/s": f"{extras['images_per_s']:.2f}"})
+                    log_window()
                 if step % cfg.display_freq == 0:
                     self.vis.display(self.vis.visuals(self._last), self.epoch, self.global_step)
                 bar.update(1)
-                if self._stop_requested():   # SIGTERM: every rank stops after this same step
+                stop = self._stop_requested()
+                if stop:   # SIGTERM or SIGINT: every rank stops after this same step
                     bar.close()
-                    self._stop_by_sigterm()
+                    self._stop_by_sigterm(stop)
                 if step % cfg.save_latest_freq == 0:
                     self.save("latest")
                 if cfg.max_steps and steps_this_run >= cfg.max_steps:
                     bar.close()
                     self.save("latest")
-                    return self._summary(steps_this_run, images, t_run, last_losses, stopped=True)
+                    last_epoch = epoch_means(whole=began_at == 0 and not self._batches_left(sampler))
+                    return self._summary(steps_this_run, images, t_run, last_epoch, sampler, stopped=True)
                 t_data = time.perf_counter()
-            bar.close()
             finished = self.epoch
-            if steps_this_run:  # none when resumed from a save on this epoch's last step
+            if finished == total_epochs and window.n:
+                log_window()   # the run's last steps after its last log line: one shorter window
+            bar.close()
+            if epoch_sums.n:   # none when resumed from a save on this epoch's last step
+                last_epoch = epoch_means(whole=began_at == 0)
+            if steps_this_run:
                 self.vis.display(self.vis.visuals(self._last), finished, self.global_step)
             self.epoch, self.iter_in_epoch, self.samples_in_epoch = self.epoch + 1, 0, 0
             self.save("latest")
             if finished % cfg.save_epoch_freq == 0 or finished == total_epochs:
                 self.save(finished)
-        return self._summary(steps_this_run, images, t_run, last_losses, stopped=False)
+        return self._summary(steps_this_run, images, t_run, last_epoch, sampler, stopped=False)
 
-    def _summary(self, steps, images, t_run, losses, stopped) -> dict:
+    def _batches_left(self, sampler) -> int:
+        """Batches of the current epoch this rank has still to train (the loader drops a last
+        short batch)."""
+        return len(sampler.order(self.epoch, self.samples_in_epoch)) // self.cfg.batchSize
+
+    def _summary(self, steps, images, t_run, last_epoch, sampler, stopped) -> dict:
+        """The run's summary (train_hd.py prints it). ``epoch`` is the last epoch the run trained
+        in, ``epochs_completed`` how many epochs are fully trained (a checkpoint's ``epoch`` is
+        the next one to train instead); ``losses`` are the means over the steps of ``epoch`` this
+        process trained (all ranks' under DDP), which ``losses_over`` says in words."""
         secs = time.perf_counter() - t_run
+        if self.iter_in_epoch == 0:     # at an epoch boundary: self.epoch is the next to train
+            epoch = completed = self.epoch - 1
+        else:                           # stopped inside self.epoch, or after its last batch
+            epoch = self.epoch
+            completed = self.epoch - (1 if self._batches_left(sampler) else 0)
+        if last_epoch is None or not last_epoch["steps"]:
+            losses, over = {}, "no steps were trained in this run"
+        else:
+            e, n = last_epoch["epoch"], last_epoch["steps"]
+            losses = last_epoch["losses"]
+            over = (f"mean over all {n} step(s) of epoch {e}" if last_epoch["whole"] else
+                    f"mean over the {n} step(s) of epoch {e} this run trained (not the whole epoch)")
         return {"steps": steps, "images": images, "seconds": secs, "images_per_s": images / max(secs, 1e-9),
-                "epoch": self.epoch, "global_step": self.global_step, "losses": losses,
+                "epoch": epoch, "epochs_completed": completed, "global_step": self.global_step,
+                "losses": losses, "losses_over": over,
                 "stopped_early": stopped, "experiment_dir": str(self.exp_dir)}

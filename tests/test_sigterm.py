@@ -1,7 +1,8 @@
 """SIGTERM (SLURM preemption; torchrun passes it on to its workers, and to their DataLoader
 workers): training stops at the next step boundary with latest.pt saved, exits with status
 STOPPED_EXIT_STATUS and a message saying how to continue, and the resumed run ends where an
-uninterrupted one does. The handler is the loop's only: fit() puts the previous one back."""
+uninterrupted one does. The handler is the loop's only: fit() puts the previous one back.
+SIGINT (Ctrl-C), errors in DataLoader workers and the end-of-run summary: tests/test_interrupts.py."""
 import os
 import re
 import signal
@@ -110,10 +111,14 @@ def test_sigterm_to_the_process_group_saves_and_the_resume_ends_as_an_uninterrup
             time.sleep(0.01)
         assert p.poll() is None, "the run ended before it could be signalled:\n" + p.communicate()[1][-3000:]
         os.killpg(p.pid, signal.SIGTERM)   # the training process and its DataLoader worker
+        t_signal = time.monotonic()
         out, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
+    # promptly: the step, the save, the workers shut down (ignoring SIGTERM, left to interpreter
+    # exit they would make it wait for ever)
+    assert time.monotonic() - t_signal < 30
     assert p.returncode == STOPPED_EXIT_STATUS, f"status {p.returncode}:\n{err[-4000:]}"
     m = re.search(r"stopped by SIGTERM at epoch (\d) step (\d+); (\S+) saved; rerun the same command "
                   r"with --resume", err)

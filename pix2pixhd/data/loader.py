@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 import numpy as np
 import torch
@@ -136,3 +137,31 @@ def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: i
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=drop_last,
                       generator=torch.Generator().manual_seed(seed), **kw)
+
+
+def shutdown_workers(loader, timeout: float = 5.0) -> None:
+    """End ``loader``'s worker processes now, if it has any running; safe to call more than once.
+
+    Persistent workers (:func:`create_dataloader`) otherwise live until the loader is garbage
+    collected; at interpreter exit torch leaves them to multiprocessing, which stops them with
+    SIGTERM and joins them, so a worker that ignores SIGTERM (the training loop's do, see
+    ``pix2pixhd.trainer``) would keep the process from ever exiting. Here the workers are asked to
+    stop (torch's own shutdown: they finish the sample in hand), and any still alive after
+    ``timeout`` seconds is killed (SIGKILL, which no worker can ignore)."""
+    it = getattr(loader, "_iterator", None)
+    if it is None:
+        return
+    loader._iterator = None   # a later iteration starts fresh workers
+    workers = list(getattr(it, "_workers", ()))
+    try:
+        if hasattr(it, "_shutdown_workers"):   # a multiprocessing iterator (num_workers > 0)
+            it._shutdown_workers()
+    finally:
+        deadline = None
+        for w in workers:
+            if w.is_alive():
+                deadline = deadline or time.monotonic() + timeout
+                w.join(max(0.0, deadline - time.monotonic()))
+            if w.is_alive():
+                w.kill()
+                w.join(timeout)

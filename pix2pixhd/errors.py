@@ -79,9 +79,14 @@ def _rank_prefix() -> str:
     return f" (rank {os.environ.get('RANK', '0')} of {world})" if world > 1 else ""
 
 
+# 128 + SIGINT: what a shell reports for a program Ctrl-C ended (pix2pixhd.trainer uses it too).
+INTERRUPTED_EXIT_STATUS = 130
+
+
 def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)`` (default: ``sys.argv[1:]`` without ``--debug``) and return its exit
-    status; a :class:`UserError` becomes one ``error: ...`` line on stderr and status 1.
+    status; a :class:`UserError` becomes one ``error: ...`` line on stderr and status 1, a
+    KeyboardInterrupt (Ctrl-C) one ``interrupted`` line and status 130.
 
     ``--debug`` sets ``PIX2PIXHD_DEBUG=1`` for this process and its children (data loader
     workers, a re-executed compiler), so they show tracebacks too.
@@ -97,6 +102,12 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
             raise
         print(f"error{_rank_prefix()}: {user_message(e)}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:   # Ctrl-C where no handler of ours stops cleanly (start-up, synthesis)
+        if debug_enabled():
+            raise
+        print(f"\ninterrupted{_rank_prefix()} (Ctrl-C); exit status {INTERRUPTED_EXIT_STATUS}", file=sys.stderr,
+              flush=True)
+        return INTERRUPTED_EXIT_STATUS
 
 
 def user_message(e: UserError) -> str:

@@ -48,7 +48,7 @@ from pix2pixhd.config import TrainConfig
 from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device
 from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
-from pix2pixhd.errors import ConfigError, UserError, raise_on_any_rank
+from pix2pixhd.errors import INTERRUPTED_EXIT_STATUS, ConfigError, UserError, raise_on_any_rank
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
 from pix2pixhd.models import build_discriminator, build_encoder, build_generator
 from pix2pixhd.networks import LocalEnhancer
@@ -79,10 +79,9 @@ class NonFiniteLossError(UserError, FloatingPointError):
 # Exit status of a run stopped by SIGTERM after saving latest.pt: EX_TEMPFAIL of sysexits.h ("try
 # again later"), so a job script can tell it from a finished run (0), an error (1) and a kill.
 STOPPED_EXIT_STATUS = 75
-# Exit status of a run stopped by SIGINT (Ctrl-C), after saving latest.pt (the first) or at once (a
-# second): 128 + SIGINT, what a shell reports for a program Ctrl-C ended, so that a script or a
+# A run stopped by SIGINT (Ctrl-C), after saving latest.pt (the first) or at once (a second), exits
+# with errors.INTERRUPTED_EXIT_STATUS, 128 + SIGINT as a shell reports it, so that a script or a
 # retry loop stops as the user asked instead of taking 75 for "resume me".
-INTERRUPTED_EXIT_STATUS = 130
 
 # The signals the training loop turns into a stop at a step boundary, by priority (under DDP the
 # ranks agree on the highest code any of them got): their names and exit statuses.

@@ -18,6 +18,19 @@ if not HAS_CUDA:
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def _debug_env_restored():
+    """errors.run(..., ["--debug"]) sets PIX2PIXHD_DEBUG=1 for the process (and its children, on
+    purpose); left set, every later test's subprocess would print tracebacks instead of its one
+    error line."""
+    before = os.environ.get("PIX2PIXHD_DEBUG")
+    yield
+    if before is None:
+        os.environ.pop("PIX2PIXHD_DEBUG", None)
+    else:
+        os.environ["PIX2PIXHD_DEBUG"] = before
+
+
 @pytest.fixture
 def one_thread():
     """Opt-in (``pytestmark = pytest.mark.usefixtures("one_thread")``): torch on one thread for

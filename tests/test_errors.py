@@ -68,6 +68,15 @@ def test_debug_is_taken_off_the_command_line(monkeypatch):
     assert seen == [["--a", "b"]]
 
 
+def test_ctrl_c_outside_the_training_loop_is_one_line_and_status_130(capsys, monkeypatch):
+    # start-up (dataset validation), synthesis, evaluation: no ~80-line KeyboardInterrupt traceback
+    monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+    assert errors.run(_raises(KeyboardInterrupt()), []) == errors.INTERRUPTED_EXIT_STATUS == 130
+    assert capsys.readouterr().err == "\ninterrupted (Ctrl-C); exit status 130\n"
+    with pytest.raises(KeyboardInterrupt):
+        errors.run(_raises(KeyboardInterrupt()), ["--debug"])
+
+
 def test_an_unexpected_exception_keeps_its_traceback(monkeypatch):
     monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
     with pytest.raises(KeyError):

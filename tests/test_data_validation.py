@@ -499,3 +499,17 @@ def test_label_nc_larger_than_classes_json_says_is_noted(tmp_path, capsys):
     create_dataset(tmp_path, label_nc=35, resize_or_crop="none")
     err = capsys.readouterr().err
     assert f"says label_nc={NC}, this run uses label_nc=35" in err and f"--label_nc {NC}" in err, err
+
+
+@pytest.mark.fault(cls="bad dataset",
+                   case="--dataset_mode naming a layout that is not there: the layout there is named")
+def test_a_dataset_mode_whose_folders_are_absent_names_the_layout_that_is_there(city):
+    # pix2pix defaults to aligned: on a cityscapes-layout root it said "train holds AB images ...
+    # pass palette=", of a train/ folder that does not exist
+    with pytest.raises(DatasetError, match=r"^dataset_mode aligned reads train/ in .*, which is not there; .* "
+                                           r"holds the cityscapes layout \(train_label/\): pass --dataset_mode "
+                                           r"cityscapes"):
+        create_dataset(city, dataset_mode="aligned", label_nc=NC, no_instance=True, resize_or_crop="none")
+    with pytest.raises(DatasetError, match=r"dataset_mode rgb_pairs reads train_A/ \+ train_B/"):
+        create_dataset(city, dataset_mode="rgb_pairs", label_nc=0, no_instance=True, resize_or_crop="none")
+    assert len(create_dataset(city, dataset_mode="cityscapes", label_nc=NC, resize_or_crop="none")) > 0

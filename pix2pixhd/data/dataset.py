@@ -416,6 +416,17 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
                          f">= 0 and >= 1")
     pal = load_palette(cfg.palette)
     mode = detect_mode(root, phase, pal) if dataset_mode == "auto" else dataset_mode
+    if dataset_mode != "auto" and root.is_dir() and not _mode_present(root, phase, mode):
+        try:   # the layout that is there, named with the fix before any check of the options
+            there = detect_mode(root, phase, pal)
+        except DatasetError:
+            there = None
+        if there is not None and there != mode and not (mode == "palette" and there == "cityscapes"):
+            raise DatasetError(f"dataset_mode {mode} reads {_MODE_FOLDERS[mode].format(p=phase)} in {root}, "
+                               f"which is not there; {root} holds the {there} layout "
+                               f"({_MODE_FOLDERS[there].format(p=phase)}): pass --dataset_mode {there} "
+                               "(or auto)" + (" (pix2pix defaults to aligned: side-by-side A|B images)"
+                                              if mode == "aligned" else ""))
     if mode == "cityscapes" and label_nc > 0 and pal is not None:
         mode = "palette"
     if mode == "palette" and pal is None:
@@ -447,6 +458,18 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     if validate != "off":
         ds.source_sizes = validate_dataset(ds, level=validate)["source_sizes"]
     return ds
+
+
+# The folders each layout reads (format with p=phase), for the messages of create_dataset.
+_MODE_FOLDERS = {"cityscapes": "{p}_label/", "palette": "{p}_label/", "rgb_pairs": "{p}_A/ + {p}_B/",
+                 "unaligned": "{p}A/ + {p}B/", "aligned": "{p}/"}
+
+
+def _mode_present(root: Path, phase: str, mode: str) -> bool:
+    """Whether ``root`` holds the input folder of layout ``mode`` for ``phase``."""
+    names = {"cityscapes": [f"{phase}_label"], "palette": [f"{phase}_label"], "rgb_pairs": [f"{phase}_A"],
+             "unaligned": [f"{phase}A", f"{phase}B"], "aligned": [phase]}[mode]
+    return any((root / n).is_dir() for n in names)
 
 
 def _source_size(ds: PairedDataset, rec: dict) -> tuple[int, int] | None:

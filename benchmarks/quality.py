@@ -743,8 +743,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec = DataSpec(str(Path(a.src).resolve()), a.n_val, a.split_seed, a.size)
     if a.prepare_only:
-        if not a.data:
-            p.error("--prepare_only needs --data")
+        if not a.data and not a.out:
+            p.error("--prepare_only needs --data (or --out, whose data/ it then makes)")
+        a.data = a.data or a.out / "data"
         torch.set_num_threads(a.threads)
         make_scorer(prepare_data(spec, a.data.resolve()), a.data.resolve(),
                     inception=a.inception or None, no_fid=a.no_fid)

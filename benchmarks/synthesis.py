@@ -68,6 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--ngf", type=int, default=None,
                    help="default: the reference's (global 64, local 32) on GPU; 16 on CPU")
+    p.add_argument("--n_downsample_global", type=int, default=4,
+                   help="the global generator's downsamplings (the reference's 4)")
     p.add_argument("--n_blocks_global", type=int, default=9)
     p.add_argument("--n_blocks_local", type=int, default=3)
     p.add_argument("--label_nc", type=int, default=35)
@@ -97,10 +99,13 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
     cuda = device.type == "cuda"
     ngf = args.ngf or ((64 if stage == "global" else 32) if cuda else 16)
     cfg = B.resolved(TrainConfig(stage=stage, label_nc=args.label_nc, ngf=ngf, n_blocks_global=args.n_blocks_global,
-                                 n_blocks_local=args.n_blocks_local))
+                                 n_blocks_local=args.n_blocks_local, n_downsample_global=args.n_downsample_global))
     m = cfg.required_multiple
-    if width % m or height % m:
-        raise SystemExit(f"--res {width}x{height}: the {stage} generator needs multiples of {m}")
+    if width % m or height % m or min(width, height) < 2 * m:
+        # the residual blocks' reflection padding needs a bottleneck of 2 pixels a side at least
+        raise SystemExit(f"--res {width}x{height}: the {stage} generator needs sides that are multiples of "
+                         f"{m} and at least {2 * m} (a bottleneck of 2 pixels); give a larger --res or fewer "
+                         "--n_downsample_global")
     torch.manual_seed(args.seed)
     G = build_generator(cfg)
     paths = []  # (name, precision, fn, resident bytes)

@@ -169,6 +169,17 @@ def test_synthesis_benchmark_smoke(tmp_path, capsys):
     assert "max |Δ| u8" in capsys.readouterr().out
 
 
+def test_synthesis_benchmark_refuses_a_bottleneck_too_small_and_takes_fewer_downsamplings(capsys):
+    # the local stage at 64x32 crashed in the residual blocks' reflection padding (a 2x1 bottleneck)
+    with pytest.raises(SystemExit, match=r"--res 64x32: the local generator needs sides that are multiples "
+                                         r"of 32 and at least 64"):
+        S.main(["--stage", "local", "--res", "64x32", "--ngf", "4", "--n_blocks_global", "1", "--n_blocks_local",
+                "1", "--label_nc", "5", "--steps", "1", "--warmup", "0", "--no_baseline"])
+    assert S.main(["--stage", "local", "--res", "64x32", "--ngf", "4", "--n_blocks_global", "1", "--n_blocks_local",
+                   "1", "--label_nc", "5", "--steps", "1", "--warmup", "0", "--no_baseline",
+                   "--n_downsample_global", "2"]) == 0
+
+
 def test_bad_resolution_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="multiples of 16"):
         T.main(["--stage", "global", "--res", "40x32", "--ngf", "4", "--ndf", "4", "--steps", "1"])

@@ -206,14 +206,21 @@ def _synthesize(a: argparse.Namespace, info) -> int:
                             test_batch_stats=not a.bn_running_stats, direction=a.direction)
     import torch
     has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
+    bn_statistics = ("running" if a.bn_running_stats else "per_image") if has_bn else None
     ckpt = Path(a.checkpoint)
     ckpt = ckpt if ckpt.is_file() else checkpoint_path(ckpt, a.which_epoch)
     identity = {"checkpoint": str(ckpt.resolve()), "checkpoint_sha256": file_sha256(ckpt),
                 "generator": generator_key(cfg, a.direction), "backend": a.backend}
     if a.backend == "onnx":
-        from pix2pixhd.export import OnnxGenerator, default_onnx_path
+        from pix2pixhd.errors import MissingInputError
+        from pix2pixhd.export import OnnxGenerator, default_onnx_path, export_command
         key = identity["generator"]
         onnx = Path(a.onnx_path) if a.onnx_path else default_onnx_path(a.checkpoint, key)
+        # the export that writes the file this synthesis needs, at the path it reads
+        fix = export_command(a.checkpoint, a.which_epoch, a.direction, a.bn_running_stats and has_bn,
+                             onnx if a.onnx_path else None)
+        if not onnx.is_file():
+            raise MissingInputError(f"ONNX generator {onnx} does not exist; export it with `{fix}`")
         g = OnnxGenerator(onnx)
         if g.generator_key is not None and g.generator_key != key:   # None: exported before keys were stored
             raise ConfigError(f"{onnx} holds generator {g.generator_key}, but this synthesis runs {key}"
@@ -221,6 +228,25 @@ def _synthesize(a: argparse.Namespace, info) -> int:
                               f"python -m pix2pixhd.export --checkpoint {a.checkpoint}"
                               f"{f' --direction {a.direction}' if a.direction else ''} and pass its file "
                               "with --onnx_path")
+        if g.checkpoint_sha256 is None:
+            say(f"note: {onnx} records no checkpoint hash (exported before pix2pixhd recorded it): it cannot "
+                f"be checked against {ckpt}; `{fix}` writes one that can")
+        elif g.checkpoint_sha256 != identity["checkpoint_sha256"]:
+            raise ConfigError(f"{onnx} is out of date: it was exported from {g.checkpoint or 'a checkpoint'} "
+                              f"(sha256 {g.checkpoint_sha256[:12]}), but this synthesis loads {ckpt} (sha256 "
+                              f"{identity['checkpoint_sha256'][:12]}); re-export with `{fix}`, or pass "
+                              "--onnx_path a file exported from this checkpoint")
+        if has_bn:   # the graph's BatchNorm mode is fixed at export; --bn_running_stats cannot change it
+            exported = g.batchnorm_statistics or "per_image"   # unrecorded: the export CLI always wrote per_image
+            if exported != bn_statistics:
+                raise ConfigError(f"{onnx} normalises BatchNorm with {exported.replace('_', '-')} statistics, but "
+                                  f"this synthesis asks for {bn_statistics.replace('_', '-')} ones"
+                                  f"{' (--bn_running_stats / --eval)' if a.bn_running_stats else ''}: "
+                                  f"re-export with `{fix}`, or pass --onnx_path a file exported "
+                                  f"{'with' if a.bn_running_stats else 'without'} --bn_running_stats")
+            if g.batchnorm_statistics is None:
+                say(f"note: {onnx} records no BatchNorm mode (exported before it was recorded); taken as "
+                    "per-image, which python -m pix2pixhd.export always wrote then")
         identity.update(onnx=str(onnx.resolve()), onnx_sha256=file_sha256(onnx))
         if cfg.model == "pix2pix" and not a.no_test_dropout:
             say("note: --backend onnx: the exported graph has no dropout, so pix2pix's test-time "
@@ -236,7 +262,7 @@ def _synthesize(a: argparse.Namespace, info) -> int:
     synth = Synthesizer(g, cfg, device, precision=a.precision, features=features)
     identity.update(precision=synth.precision, test_dropout=synth.has_dropout)
     if has_bn:   # the two give other photos: a folder written with one does not resume with the other
-        identity["batchnorm_statistics"] = "running" if a.bn_running_stats else "per_image"
+        identity["batchnorm_statistics"] = bn_statistics   # onnx: the file's, checked equal above
     from pix2pixhd.engine import resolve_scale_width
     job = SynthesisJob(out=Path(a.out), input=Path(a.input) if a.input else None,
                        inst=Path(a.inst) if a.inst else None, real=Path(a.real) if a.real else None,

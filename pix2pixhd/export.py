@@ -12,7 +12,11 @@
 The exported graph is fp32 and uses the PyTorch reference of every fused layer (Triton kernels
 do not export), so it runs anywhere onnxruntime does. The file carries its own metadata
 (input/output channels, the required size multiple, the training config when known) so a
-session never needs the checkpoint to know how to be called.
+session never needs the checkpoint to know how to be called. It also records what it was made
+from, so ``synthesize.py --backend onnx`` can refuse a file that no longer matches the checkpoint
+it loads: the checkpoint file's sha256 and ``--which_epoch`` (the CLI's exports), and which
+BatchNorm statistics the graph normalises with (``per_image``, the default, or ``running`` with
+``--bn_running_stats``), for generators that have BatchNorm.
 
 Needs the ``export`` extra: ``pip install -e .[export]`` (onnx, onnxscript, onnxruntime).
 """
@@ -39,6 +43,10 @@ META_CONFIG = "pix2pixhd.config"
 META_VERSION = "pix2pixhd.version"
 META_GENERATOR = "pix2pixhd.generator"
 META_KEY = "pix2pixhd.generator_key"   # the checkpoint key: G, or CycleGAN's G_A / G_B
+META_CHECKPOINT = "pix2pixhd.checkpoint"                 # the checkpoint file exported (resolved path)
+META_CHECKPOINT_SHA256 = "pix2pixhd.checkpoint_sha256"   # ... and its sha256 when exported
+META_WHICH_EPOCH = "pix2pixhd.which_epoch"               # ... and the --which_epoch that chose it
+META_BN = "pix2pixhd.batchnorm_statistics"               # per_image | running; absent: no BatchNorm
 
 _EXTRA_HINT = "install the export extra: pip install -e .[export]  (onnx, onnxscript, onnxruntime)"
 
@@ -60,10 +68,36 @@ def _required_multiple(generator: nn.Module) -> int:
     return int(getattr(generator, "required_multiple", 1))
 
 
+def batchnorm_statistics(generator: nn.Module) -> str | None:
+    """Which statistics ``generator``'s BatchNorm layers normalise with in eval mode (as exported):
+    'per_image' (``PerImageBatchNorm2d``, load_generator's default), 'running' (plain BatchNorm2d),
+    or None when it has no BatchNorm. Layers that disagree are refused: the file could record neither."""
+    from pix2pixhd.pix2pix_networks import PerImageBatchNorm2d
+    modes = {"per_image" if isinstance(m, PerImageBatchNorm2d) else "running"
+             for m in generator.modules() if isinstance(m, nn.BatchNorm2d)}
+    if len(modes) > 1:
+        raise ValueError(f"{type(generator).__name__} mixes per-image and running-statistics BatchNorm; "
+                         "switch all its layers with pix2pixhd.pix2pix_networks.use_test_statistics")
+    return modes.pop() if modes else None
+
+
+def export_command(checkpoint: str | Path, which_epoch: str = "latest", direction: str | None = None,
+                   bn_running_stats: bool = False, out: str | Path | None = None) -> str:
+    """The ``python -m pix2pixhd.export`` command line that writes the file a synthesis needs
+    (for the error messages that name it); ``out`` None: the default path."""
+    return " ".join(["python -m pix2pixhd.export --checkpoint", str(checkpoint),
+                     *([f"--which_epoch {which_epoch}"] if str(which_epoch) != "latest" else []),
+                     *([f"--direction {direction}"] if direction else []),
+                     *(["--bn_running_stats"] if bn_running_stats else []),
+                     *([f"--out {out}"] if out else [])])
+
+
 def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = None, *,
                 height: int | None = None, width: int | None = None, opset: int = 18,
                 dynamo: bool = True, config: dict | None = None, check: bool = True,
-                atol: float = 1e-4, seed: int = 0, generator_key: str | None = None) -> Path:
+                atol: float = 1e-4, seed: int = 0, generator_key: str | None = None,
+                checkpoint: str | Path | None = None, checkpoint_sha256: str | None = None,
+                which_epoch: str | None = None) -> Path:
     """Export ``generator`` to ONNX at ``path`` with dynamic batch, height and width.
 
     generator: a GlobalGenerator / LocalEnhancer, or a pix2pix / CycleGAN U-Net or ResNet (any
@@ -79,6 +113,10 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
         False the legacy TorchScript exporter (deprecated upstream, much faster to run).
     config: the training config (``TrainConfig.to_dict()``), stored in the file's metadata, with
         ``generator_key`` (which of the run's generators this is: G, G_A or G_B) when given.
+    checkpoint, checkpoint_sha256, which_epoch: the checkpoint file the weights came from, its
+        sha256 (``pix2pixhd.engine.file_sha256``) and the ``--which_epoch`` that named it; recorded
+        when given, so synthesis can tell the file is out of date once the checkpoint changes.
+        The BatchNorm statistics the graph uses (:func:`batchnorm_statistics`) are always recorded.
     check: run the file with onnxruntime on CPU on random one-hot label maps at two sizes and
         raise if max |onnx - torch| > ``atol``.
     Returns the written path.
@@ -95,6 +133,7 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
                              "export_onnx(..., input_nc=label_nc + 1 (boundary) + feat_num)")
     g = _export_copy(generator)
     g.requires_grad_(False)
+    bn = batchnorm_statistics(g)
     m = _required_multiple(g)
     height = height or 2 * m
     width = width or 3 * m
@@ -126,6 +165,10 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
         META_VERSION: __version__,
         **({META_CONFIG: json.dumps(config, sort_keys=True)} if config is not None else {}),
         **({META_KEY: generator_key} if generator_key is not None else {}),
+        **({META_BN: bn} if bn is not None else {}),
+        **({META_CHECKPOINT: str(Path(checkpoint).resolve())} if checkpoint is not None else {}),
+        **({META_CHECKPOINT_SHA256: checkpoint_sha256} if checkpoint_sha256 is not None else {}),
+        **({META_WHICH_EPOCH: str(which_epoch)} if which_epoch is not None else {}),
     })
     if check:
         # Two sizes that differ from the trace example and from each other, N=2: proves H, W and
@@ -190,6 +233,16 @@ def check_onnx(generator: nn.Module, path: str | Path, sizes=((64, 96), (96, 64)
     return worst
 
 
+def _export_command_for(path: Path) -> str:
+    """The export command that writes ``path``: at a run's default name (generator.onnx,
+    generator_G_B.onnx) the run is its folder; elsewhere the run is not known."""
+    if path.name == "generator.onnx":
+        return export_command(path.parent)
+    if path.name == "generator_G_B.onnx":
+        return export_command(path.parent, direction="BtoA")
+    return export_command("<training run folder>", out=path)
+
+
 class OnnxGenerator:
     """An exported generator as a callable: ``OnnxGenerator(path)(x [N, C, H, W] float) → [N, 3, H, W]``.
 
@@ -197,7 +250,10 @@ class OnnxGenerator:
     (``Synthesizer`` pads to it). ``providers``: onnxruntime execution providers, CPU by default;
     pass e.g. ``("CUDAExecutionProvider", "CPUExecutionProvider")`` with onnxruntime-gpu.
     ``config`` is the training config dict stored at export time (None if none was given);
-    ``generator_key`` which of the run's generators it is (G, or CycleGAN's G_A / G_B), if known.
+    ``generator_key`` which of the run's generators it is (G, or CycleGAN's G_A / G_B), if known;
+    ``checkpoint_sha256`` the sha256 of the checkpoint file it was exported from and
+    ``batchnorm_statistics`` its BatchNorm mode ('per_image' | 'running'); None where the file
+    records none (exported before they were recorded, from Python without them, or no BatchNorm).
     """
 
     def __init__(self, path: str | Path, providers=("CPUExecutionProvider",),
@@ -205,9 +261,8 @@ class OnnxGenerator:
         ort = _require("onnxruntime")
         self.path = Path(path)
         if not self.path.is_file():
-            raise MissingInputError(
-                f"ONNX generator {self.path} does not exist; export one with "
-                f"`python -m pix2pixhd.export --checkpoint RUN_DIR --out {self.path}`")
+            raise MissingInputError(f"ONNX generator {self.path} does not exist; export one with "
+                                    f"`{_export_command_for(self.path)}`")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_num_threads
         self.session = ort.InferenceSession(str(self.path), sess_options=opts,
@@ -221,6 +276,10 @@ class OnnxGenerator:
         self.required_multiple = int(meta.get(META_MULTIPLE, 1))
         self.config = json.loads(meta[META_CONFIG]) if META_CONFIG in meta else None
         self.generator_key = meta.get(META_KEY)   # None in files exported before it was recorded
+        self.checkpoint = meta.get(META_CHECKPOINT)
+        self.checkpoint_sha256 = meta.get(META_CHECKPOINT_SHA256)
+        self.which_epoch = meta.get(META_WHICH_EPOCH)
+        self.batchnorm_statistics = meta.get(META_BN)
         self.metadata = dict(meta)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -256,20 +315,35 @@ def main(argv: list[str] | None = None) -> int:
                                              "CycleGAN's G_B: CHECKPOINT/generator_G_B.onnx)")
     p.add_argument("--direction", default=None, choices=("AtoB", "BtoA"),
                    help="which generator of a CycleGAN run (AtoB: G_A, BtoA: G_B); default the run's own")
+    p.add_argument("--bn_running_stats", action="store_true",
+                   help="--norm batch generators: the graph normalises with the running statistics "
+                        "gathered in training (for synthesize.py --bn_running_stats / --eval); default: "
+                        "each image's own, as synthesize.py does by default")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--legacy", action="store_true",
                    help="use the deprecated TorchScript exporter instead of torch.export")
     p.add_argument("--atol", type=float, default=1e-4, help="max |onnx - torch| the check accepts")
     p.add_argument("--no_check", action="store_true", help="skip the onnxruntime parity check")
     a = p.parse_args(argv)
+    from pix2pixhd.checkpoint import checkpoint_path
+    from pix2pixhd.engine import file_sha256
     from pix2pixhd.synthesis import load_generator
     from pix2pixhd.models import generator_input_nc, generator_key
-    g, cfg = load_generator(a.checkpoint, a.which_epoch, "cpu", direction=a.direction)
+    ckpt = Path(a.checkpoint)
+    ckpt = ckpt if ckpt.is_file() else checkpoint_path(ckpt, a.which_epoch)   # as load_checkpoint picks it
+    # Hashed before loading: if training replaces the file in between, the recorded hash is the
+    # older one and synthesis refuses the file (safe), rather than vouching for weights it lacks.
+    sha = file_sha256(ckpt) if ckpt.is_file() else None   # absent: load_generator says so
+    g, cfg = load_generator(a.checkpoint, a.which_epoch, "cpu", direction=a.direction,
+                            test_batch_stats=not a.bn_running_stats)
+    if a.bn_running_stats and batchnorm_statistics(g) is None:
+        print("note: --bn_running_stats: this generator has no BatchNorm layers; the option changes nothing")
     key = generator_key(cfg, a.direction)
     out = Path(a.out) if a.out else default_onnx_path(a.checkpoint, key)
     export_onnx(g, out, generator_input_nc(cfg, a.direction), opset=a.opset, dynamo=not a.legacy, config=cfg.to_dict(),
-                check=False, generator_key=key)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+                check=False, generator_key=key, checkpoint=ckpt, checkpoint_sha256=sha,
+                which_epoch=a.which_epoch)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) from {ckpt} (sha256 {sha[:12]})")
     if not a.no_check:
         m = cfg.required_multiple
         diff = check_onnx(g, out, sizes=[(3 * m, 2 * m), (2 * m, 5 * m)], batch=2)

@@ -57,10 +57,12 @@ GROUPS = {
 
 # Options a later stage takes from the stage it loads (--load_pretrain), unless given.
 # palette with label_nc and dataset_mode: how a label map's pixels are read is part of what G was
-# trained on (a later stage without it would read colour or P-mode maps as ids).
+# trained on (a later stage without it would read colour or P-mode maps as ids). load_features with
+# instance_feat: a stage after a --load_features one has no E to load, so it reads the maps too.
 INHERITED = ("label_nc", "input_nc", "output_nc", "no_instance", "n_downsample_global",
              "n_blocks_global", "upsample", "norm", "ndf", "n_layers_D", "instance_feat", "label_feat",
-             "feat_num", "nef", "n_downsample_E", "dataset_mode", "palette", "direction", "model")
+             "feat_num", "nef", "n_downsample_E", "load_features", "dataset_mode", "palette", "direction",
+             "model")
 # ... its loss recipe (a global stage trained with --no_vgg_loss, because no VGG19 file is at hand,
 # gives a local stage without it too; the NVIDIA scripts repeat these flags, which still works) ...
 INHERITED_LOSSES = ("gan_mode", "no_lsgan", "lambda_feat", "no_ganFeat_loss", "no_vgg_loss", "vgg_path",
@@ -391,6 +393,8 @@ class TrainConfig:
         # Where the run lives and whether it continues: decided first, they say what to inherit.
         run = c._filled(("name", "checkpoints_dir", "resume", "auto_resume", "load_pretrain",
                          "which_epoch", "stage", "n_local_enhancers"), model="pix2pixhd")
+        if run.load_pretrain:   # stored absolute: config.json is read from other working directories
+            c.load_pretrain = run.load_pretrain = os.path.abspath(os.path.expanduser(run.load_pretrain))
         run_dir(run.checkpoints_dir, run.name)   # a --name that would leave checkpoints_dir: refused early
         resume_note = None
         if run.auto_resume and not run.resume:

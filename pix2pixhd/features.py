@@ -27,6 +27,7 @@ as the specification the tests compare against).
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +242,29 @@ def parse_cluster_spec(spec: str | int | dict | None) -> int | dict[int, int] | 
     return out
 
 
+def check_cluster_choice(cluster: int | dict[int, int] | None, clusters: FeatureClusters,
+                         label_nc: int = 0) -> None:
+    """Refuse a parsed ``--cluster`` that ``clusters`` cannot serve: a class outside
+    [0, label_nc) (when ``label_nc`` > 0), a class without centres, or an index past a class's
+    count. Synthesis calls it when it builds its FeatureSource, before anything is written, so a
+    corrected value reruns into the same output folder."""
+    if not isinstance(cluster, dict):
+        return   # one index for every class: taken mod each class's count
+    where = f" in {clusters.path}" if clusters.path is not None else " in the saved clusters"
+    for c, k in cluster.items():
+        if label_nc > 0 and not 0 <= c < label_nc:
+            raise ConfigError(f"--cluster {c}={k}: class {c} is out of range: this run's label_nc is "
+                              f"{label_nc}, so classes are 0..{label_nc - 1}")
+        n_c = clusters.centers[c].shape[0] if c in clusters.centers else 0
+        if not n_c:
+            have = ", ".join(str(x) for x in sorted(clusters.centers)) or "none"
+            raise ConfigError(f"--cluster {c}={k}: class {c} has no clusters{where} (no instance of it "
+                              f"was large enough when encoding); classes with clusters: {have}")
+        if not 0 <= k < n_c:
+            raise ConfigError(f"--cluster {c}={k}: class {c} has {n_c} cluster(s){where}; pick an "
+                              f"index in [0, {n_c})")
+
+
 def sample_features(inst: torch.Tensor, label: torch.Tensor, clusters: FeatureClusters, *,
                     seeds: int | Sequence[int] = 0, cluster: int | dict[int, int] | None = None,
                     return_choices: bool = False):
@@ -273,13 +297,8 @@ def sample_features(inst: torch.Tensor, label: torch.Tensor, clusters: FeatureCl
     if isinstance(cluster, int):
         idx = torch.full_like(idx, cluster) % num[cls].clamp(min=1)
     elif isinstance(cluster, dict):
+        check_cluster_choice(cluster, clusters)
         for c, k in cluster.items():
-            n_c = int(num[c]) if 0 <= c < len(num) else 0
-            if not 0 <= k < n_c:
-                raise ConfigError(f"--cluster {c}={k}: class {c} has {n_c} cluster(s) in the saved "
-                                 f"clusters; pick an index in [0, {n_c})" if n_c else
-                                 f"--cluster {c}={k}: class {c} has no clusters (no instance of it "
-                                 "was large enough when encoding)")
             idx = torch.where(rows.label == c, torch.full_like(idx, k), idx)
     value = tab[cls, idx] * have[:, None]                      # [K, F]
     out = value[rows.dense]                                    # [N·H·W, F]
@@ -330,6 +349,8 @@ class FeatureSource:
             raise ConfigError("--feature_mode cluster needs --cluster K (every class) or class=K pairs")
         if clusters is not None and clusters.feat_num != cfg.feat_num:
             raise ConfigError(_feat_num_mismatch(clusters, cfg.feat_num))
+        if mode == "cluster":
+            check_cluster_choice(self.cluster, clusters, cfg.label_nc)
         self.cfg, self.mode, self.clusters, self.encoder, self.seed = cfg, mode, clusters, encoder, seed
         self._warned: set[int] = set()
         # E's decoder must land back on the input size: pad inputs to its multiple too.
@@ -362,31 +383,116 @@ class FeatureSource:
     def from_checkpoint(cls, checkpoint_dir: str | Path, cfg, mode: str = "sample", *,
                         which_epoch: str = "latest", cluster=None, seed: int = 0,
                         device: str | torch.device = "cpu") -> "FeatureSource":
-        checkpoint_dir = Path(checkpoint_dir)
+        """The features of the run in ``checkpoint_dir`` (``cfg``: its config). Everything is
+        checked here, ``--cluster`` against the clusters included, before synthesis writes."""
         if mode == "encoded":
             return cls(cfg, mode, encoder=load_encoder(checkpoint_dir, which_epoch, device)[0], seed=seed)
-        path = checkpoint_dir / CLUSTERS_FILE
-        prev = Path(cfg.load_pretrain) / CLUSTERS_FILE if cfg.load_pretrain else None
-        if not path.is_file() and cfg.load_features and prev is not None and prev.is_file():
-            # a --load_features stage has no E; the clusters of the stage whose E made its maps fit
-            print(f"note: using the clusters of {prev.parent} (this run read precomputed features)")
-            path = prev
+        chain = feature_chain(checkpoint_dir, cfg)
+        # A --load_features stage has no E: the clusters of a stage back to the one whose E made its
+        # maps fit (encode --checkpoint on any of them writes them beside that one).
+        found = [run / CLUSTERS_FILE for run, _ in chain if (run / CLUSTERS_FILE).is_file()]
+        if not found and len(chain) > 1:
+            runs = " -> ".join(str(run) for run, _ in chain)
+            raise MissingInputError(
+                f"no {CLUSTERS_FILE} in any run of {runs} (each read feature maps precomputed by the "
+                f"encoder of {chain[-1][0]}, through --load_pretrain): run `python -m pix2pixhd.features "
+                f"encode --checkpoint {chain[-1][0]}` to cluster that encoder's features, or synthesize "
+                "with --feature_mode encoded and real photos")
+        path = found[0] if found else chain[0][0] / CLUSTERS_FILE
+        if path.parent != chain[0][0]:
+            print(f"note: using the clusters of {path.parent} (this run read precomputed features)")
         return cls(cfg, mode, clusters=FeatureClusters.load(path), cluster=cluster, seed=seed)
+
+
+# ---- the runs a run was made from ----------------------------------------------------------------
+def previous_stage(run_dir: str | Path, cfg) -> Path | None:
+    """The run folder that run ``run_dir`` (config ``cfg``) loaded with --load_pretrain; None if none.
+
+    Configs store it absolute (``TrainConfig.resolved``). An older config.json holds it as typed,
+    relative to the folder the run was trained from, which is not recorded; tried in order:
+
+    1. that folder, recovered from the run's own path: ``run_dir`` is ``TRAINED_FROM /
+       checkpoints_dir / name`` with the same relative ``checkpoints_dir`` typed then;
+    2. the path as given, from the working directory (the command runs where it was trained);
+    3. beside ``run_dir``: the stages of a recipe share one --checkpoints_dir (the docs, the scripts).
+
+    The first that holds a run (config.json or a checkpoint) is it; none: an error naming the tries.
+    """
+    from pix2pixhd.run_folder import run_files
+    given = cfg.load_pretrain
+    if not given:
+        return None
+    p = Path(given).expanduser()
+    run = Path(os.path.abspath(run_dir))
+    if p.is_absolute():
+        tries = [p, run.parent / p.name]
+    else:
+        tries = []
+        typed = [q for q in (Path(cfg.checkpoints_dir) / cfg.name).parts if q != "."]
+        cut = len(run.parts) - len(typed)
+        if not Path(cfg.checkpoints_dir).is_absolute() and ".." not in typed and cut >= 1 \
+                and list(run.parts[cut:]) == typed:
+            tries.append(Path(*run.parts[:cut]) / p)
+        tries += [p, run.parent / p.name]
+    for i, t in enumerate(tries):
+        if run_files(t):
+            if i:   # not the path stored (or where the run was trained): say which was taken
+                print(f"note: {run_dir}: load_pretrain {given!r} taken as {t}")
+            return t
+    seen = ", ".join(dict.fromkeys(str(t) for t in tries))
+    raise MissingInputError(
+        f"{run_dir}: its config's load_pretrain {given!r} (the run it was started from) is no run "
+        f"folder: tried {seen}. Set \"load_pretrain\" in {Path(run_dir) / 'config.json'} to that "
+        "run's folder as an absolute path" + ("" if p.is_absolute() else ", or run this command from "
+                                              "the folder this run was trained in"))
+
+
+def feature_chain(checkpoint_dir: str | Path, cfg=None, which_epoch: str = "latest") -> list:
+    """[(run folder, its TrainConfig)]: the run in ``checkpoint_dir`` (a folder or a checkpoint
+    file; ``cfg``: its config, read when not given), then, while a run read precomputed feature
+    maps (``--load_features``: no E of its own), the run it loaded (:func:`previous_stage`). The
+    last holds the E that made the maps (unless the chain ends at a --load_features run that
+    loaded none). A chain that comes back to a run is refused by name."""
+    from pix2pixhd.checkpoint import load_run_config
+    run = Path(checkpoint_dir)
+    if cfg is None:
+        cfg = load_run_config(run, which_epoch)
+    run = run.parent if run.is_file() else run
+    chain, seen = [(run, cfg)], {os.path.realpath(run)}
+    while cfg.use_features and cfg.load_features:
+        prev = previous_stage(run, cfg)
+        if prev is None:
+            break
+        if os.path.realpath(prev) in seen:
+            loop = " -> ".join(str(r) for r, _ in chain) + f" -> {prev}"
+            raise ConfigError(f"the --load_pretrain chain of {chain[0][0]} loops ({loop}): set "
+                              f"\"load_pretrain\" in {run / 'config.json'} to the run whose encoder "
+                              "made the feature maps")
+        # the epoch of the previous stage that this one loaded (its which_epoch)
+        run, cfg = prev, load_run_config(prev, cfg.which_epoch)
+        seen.add(os.path.realpath(run))
+        chain.append((run, cfg))
+    return chain
 
 
 # ---- loading E and the data ----------------------------------------------------------------------
 def load_encoder(checkpoint_dir: str | Path, which_epoch: str = "latest",
                  device: str | torch.device = "cpu"):
     """(E in eval mode, its TrainConfig, the checkpoint's global_step) from a training run; for a
-    --load_features run, from the run it loaded (--load_pretrain), whose E made its maps."""
+    --load_features run, from the run whose E made its maps (:func:`feature_chain`)."""
     from pix2pixhd.checkpoint import load_checkpoint, load_run_config
     from pix2pixhd.compat import load_reference_weights
     from pix2pixhd.models import build_encoder
     ckpt = load_checkpoint(checkpoint_dir, which_epoch)
     cfg = load_run_config(checkpoint_dir, which_epoch, checkpoint=ckpt)
-    if cfg.use_features and cfg.load_features and ckpt.get("E") is None and cfg.load_pretrain:
-        # The --load_features stage read maps precomputed by the E of the stage it loaded.
-        return load_encoder(cfg.load_pretrain, cfg.which_epoch, device)
+    if cfg.use_features and cfg.load_features and ckpt.get("E") is None:
+        chain = feature_chain(checkpoint_dir, cfg)
+        if len(chain) > 1:
+            # The --load_features stage read maps precomputed by the E of a stage it loaded.
+            checkpoint_dir, cfg = chain[-1]
+            which_epoch = chain[-2][1].which_epoch   # the epoch of it that the next stage loaded
+            ckpt = load_checkpoint(checkpoint_dir, which_epoch)
+            cfg = load_run_config(checkpoint_dir, which_epoch, checkpoint=ckpt)
     if not cfg.use_features or ckpt.get("E") is None:
         raise ConfigError(f"{checkpoint_dir}: this run has no feature encoder (it was trained without "
                          "--instance_feat / --label_feat, or with --load_features); use the checkpoint "

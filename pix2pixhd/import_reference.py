@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
+from pix2pixhd.errors import ConfigError, RunExistsError
 
 # opt.txt options that say what the networks, the data and the recipe were; the rest (paths, GPUs,
 # logging, display) belong to the machine that trained it.
@@ -25,7 +26,28 @@ IMPORTED_OPTIONS = (
     "n_local_enhancers", "niter_fix_global", "no_instance", "instance_feat", "label_feat", "feat_num",
     "load_features", "n_downsample_E", "nef", "n_clusters", "niter", "niter_decay", "lr", "beta1",
     "num_D", "n_layers_D", "ndf", "lambda_feat", "no_ganFeat_loss", "no_vgg_loss", "no_lsgan")
-REFERENCE_CLUSTERS = "features_clustered_{:03d}.npy"
+REFERENCE_CLUSTERS = "features_clustered_{:03d}.npy"   # encode_features.py: its --n_clusters, %03d
+
+
+def find_reference_clusters(src: Path, n_clusters: int) -> tuple[Path, int] | None:
+    """The cluster file of NVIDIA's run folder ``src`` and its cluster count, or None when it has
+    none. encode_features.py names the file after the --n_clusters it was run with, which need not
+    be opt.txt's (training never reads it): one file is taken whatever its count; of several, the
+    one for ``n_clusters`` (opt.txt's, or --n_clusters given), else a ConfigError naming them."""
+    import re
+    found = {}
+    for f in sorted(src.glob("features_clustered_*.npy")):
+        m = re.fullmatch(r"features_clustered_([0-9]+)\.npy", f.name)
+        if m:
+            found[f] = int(m.group(1))
+    if len(found) <= 1:
+        return next(iter(found.items()), None)
+    for f, k in found.items():
+        if k == n_clusters:
+            return f, k
+    raise ConfigError(f"{src} holds {len(found)} cluster files ({', '.join(f.name for f in found)}) and "
+                      f"none for n_clusters {n_clusters} (opt.txt's, or --n_clusters): give --n_clusters N "
+                      "to import features_clustered_N.npy")
 
 
 def read_reference_options(path) -> dict[str, str]:
@@ -100,7 +122,7 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
     from pix2pixhd.checkpoint import save_checkpoint
     from pix2pixhd.cli import train_parser
     from pix2pixhd.config import TrainConfig, default_of
-    from pix2pixhd.errors import ConfigError, MissingInputError
+    from pix2pixhd.errors import MissingInputError
     from pix2pixhd.models import build_discriminator, build_encoder, build_generator
     from pix2pixhd.run_folder import check_new_run, drop_replaced, move_aside
     src = Path(src)
@@ -116,6 +138,11 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
     argv = list(argv or [])
     args = {k: v for k, v in vars(train_parser(argv).parse_args(argv)).items() if v is not None}
     args.pop("debug", None)
+    for flag in ("resume", "auto_resume"):
+        if args.get(flag):   # it would write the import over the run there, not continue it
+            raise ConfigError(f"--{flag}: an import writes a new run and continues none; to continue the "
+                              f"imported run, train it: python train_hd.py --resume --name NAME "
+                              "[--checkpoints_dir DIR]; to import over a run, add --overwrite")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     opt_file, taken = src / "opt.txt", []
     if opt_file.is_file():
@@ -138,7 +165,20 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
         cfg = TrainConfig(**args).resolved()
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    check_new_run(cfg)
+    use_features = cfg.instance_feat or cfg.label_feat
+    # chosen before anything is written: several files without one for n_clusters are refused
+    clusters = find_reference_clusters(src, cfg.n_clusters) if use_features else None
+    try:
+        check_new_run(cfg)
+    except RunExistsError:   # its advice (--resume) is train_hd.py's: give the import's own
+        from pix2pixhd.run_folder import run_files
+        out = cfg.experiment_dir
+        raise RunExistsError(
+            f"{out} already holds a run ({', '.join(run_files(out))}): to import into another folder, "
+            f"choose a --name other than {cfg.name!r}; to replace that run, add --overwrite (it is kept as "
+            f"{out.name}.replaced-TIME until the import is written, then deleted); to continue it instead, "
+            f"train it: python train_hd.py --resume --name {cfg.name} --checkpoints_dir "
+            f"{cfg.checkpoints_dir}") from None
     out = cfg.experiment_dir
     aside = move_aside(out) if cfg.overwrite else None
 
@@ -169,21 +209,24 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
     # the reference's epoch_iter counts samples; a step trained batchSize of them
     state.update(epoch=epoch, iter_in_epoch=epoch_iter // cfg.batchSize, samples_in_epoch=epoch_iter,
                  global_step=0)
-    clusters = src / REFERENCE_CLUSTERS.format(cfg.n_clusters)
-    if cfg.instance_feat or cfg.label_feat:
+    said = ""
+    if clusters is not None:
         from pix2pixhd.features import CLUSTERS_FILE, FeatureClusters
-        if clusters.is_file():
-            centers = read_reference_clusters(clusters)
-            FeatureClusters(centers={k: torch.from_numpy(v) for k, v in centers.items()},
-                            feat_num=cfg.feat_num, n_clusters=cfg.n_clusters).save(out / CLUSTERS_FILE)
+        (file, k), centers = clusters, read_reference_clusters(clusters[0])
+        FeatureClusters(centers={c: torch.from_numpy(v) for c, v in centers.items()},
+                        feat_num=cfg.feat_num, n_clusters=k).save(out / CLUSTERS_FILE)
+        said = (f"; clusters from {file.name} ({k} per class"
+                + (f"; the run's n_clusters is {cfg.n_clusters}" if k != cfg.n_clusters else "") + ")")
+    elif use_features:
+        said = (f"; no features_clustered_NNN.npy in {src}: cluster E's features with python -m "
+                f"pix2pixhd.features encode --checkpoint {out}")
     save_checkpoint(state, out, "latest", cfg.to_json())
     if aside is not None:
         drop_replaced(aside)
     print(f"imported {src} into {out}: " + ", ".join(k for k in ("G", "D", "E") if state.get(k) is not None)
           + f"; epoch {epoch}, {epoch_iter} samples into it"
           + (f"; from opt.txt: {', '.join(taken)}" if taken else "; no opt.txt: options from the command line "
-             "and the defaults")
-          + (f"; clusters from {clusters.name}" if (cfg.instance_feat or cfg.label_feat) and clusters.is_file() else ""))
+             "and the defaults") + said)
     return out
 
 

@@ -134,3 +134,66 @@ def test_reference_cluster_file_reads_without_running_pickled_code(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="refusing to load it"):
         read_reference_clusters(bad)
     assert not (tmp_path / "pwned").exists()
+
+
+# ---- the cluster file encode_features.py wrote; an existing target folder -----------------------------
+def _reference_feature_run(folder, cluster_counts):
+    """A run trained with --instance_feat (G, E, opt.txt's n_clusters 10) and the cluster files
+    ``encode_features.py --n_clusters K`` writes for each K in ``cluster_counts``."""
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.models import build_encoder, build_generator
+    cfg = TrainConfig(label_nc=LABEL_NC, ngf=4, n_downsample_global=2, n_blocks_global=1, instance_feat=True,
+                      nef=4, n_downsample_E=2).resolved()
+    folder.mkdir(parents=True)
+    torch.save(build_generator(cfg).state_dict(), folder / "latest_net_G.pth")
+    torch.save(build_encoder(cfg).state_dict(), folder / "latest_net_E.pth")
+    opts = "instance_feat: True\nn_clusters: 10\nnef: 4\nn_downsample_E: 2\n"
+    (folder / "opt.txt").write_text(OPT_TXT.format(label_nc=LABEL_NC).replace("ndf: 4\n", "ndf: 4\n" + opts))
+    for k in cluster_counts:
+        np.save(folder / f"features_clustered_{k:03d}.npy",
+                {c: np.full((k, 3), c / 10) for c in (1, 2)}, allow_pickle=True)
+
+
+@pytest.mark.parametrize("counts, taken", [((20,), 20), ((10, 20), 10)])
+def test_the_cluster_file_that_is_there_is_imported_and_named(tmp_path, capsys, counts, taken):
+    from pix2pixhd.features import FeatureClusters
+    _reference_feature_run(tmp_path / "nv", counts)
+    out = import_reference_run(tmp_path / "nv", ["--name", "f", "--checkpoints_dir", str(tmp_path / "ours")])
+    fc = FeatureClusters.load(out)   # features_clustered_020.npy used to be left behind silently
+    assert fc.n_clusters == taken and fc.centers[2].shape == (taken, 3)
+    said = capsys.readouterr().out
+    assert f"clusters from features_clustered_{taken:03d}.npy ({taken} per class" in said
+    assert ("the run's n_clusters is 10" in said) == (taken != 10)
+
+
+def test_several_cluster_files_none_for_n_clusters_are_refused_by_name(tmp_path):
+    from pix2pixhd.errors import ConfigError
+    _reference_feature_run(tmp_path / "nv", (20, 30))
+    argv = ["--name", "f", "--checkpoints_dir", str(tmp_path / "ours")]
+    with pytest.raises(ConfigError, match=r"2 cluster files \(features_clustered_020\.npy, features_clustered_030"
+                                          r"\.npy\) and none for n_clusters 10 .*give --n_clusters N"):
+        import_reference_run(tmp_path / "nv", argv)
+    assert not (tmp_path / "ours" / "f").exists()   # refused before anything is written
+    from pix2pixhd.features import FeatureClusters
+    assert FeatureClusters.load(import_reference_run(tmp_path / "nv", argv + ["--n_clusters", "30"])).n_clusters == 30
+
+
+def test_an_existing_target_gives_the_fixes_import_takes(tmp_path):
+    from pix2pixhd.errors import ConfigError
+    _reference_run(tmp_path / "nv")
+    ours = tmp_path / "ours"
+    argv = ["--name", "city", "--checkpoints_dir", str(ours)]
+    import_reference_run(tmp_path / "nv", argv)
+    before = (ours / "city" / "latest.pt").stat().st_mtime_ns
+    with pytest.raises(RunExistsError) as e:
+        import_reference_run(tmp_path / "nv", argv)
+    msg = str(e.value)
+    assert "add --resume" not in msg   # train_hd.py's advice: import does not continue a run
+    assert "choose a --name other than 'city'" in msg and "add --overwrite" in msg
+    assert f"python train_hd.py --resume --name city --checkpoints_dir {ours}" in msg
+    # --resume used to be taken, and wrote the import over the run there
+    for flag in ("--resume", "--continue_train", "--auto_resume"):
+        with pytest.raises(ConfigError, match="an import writes a new run and continues none"):
+            import_reference_run(tmp_path / "nv", argv + [flag])
+    assert (ours / "city" / "latest.pt").stat().st_mtime_ns == before
+    assert import_reference_run(tmp_path / "nv", argv + ["--overwrite"]) == ours / "city"

@@ -210,8 +210,9 @@ class TrainConfig:
         "GPU slower, and exact except ReflectionPad2d's backward (no deterministic CUDA kernel)")
     dry_run: Optional[bool] = option("experiment", False, "print the resolved options and exit")
     max_steps: Optional[int] = option(
-        "experiment", 0, "iterations: stop (after saving latest) once this run has done this many; "
-        "0 = no limit")
+        "experiment", 0, "iterations of this launch: stop (after saving latest) once this process has "
+        "trained this many, counted from 0 again on every --resume (the run's length is --niter + "
+        "--niter_decay); 0 = no limit")
 
     # --- data -------------------------------------------------------------------------------
     dataroot: Optional[str] = option("data", "./datasets/cityscapes/",

@@ -150,6 +150,20 @@ def _same_path(a: str, b: str) -> bool:
     return bool(b) and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
+def _same_previous_stage(given: str, run_folder: Path, prev: "TrainConfig") -> bool:
+    """Whether ``given`` names the stage run ``run_folder`` (config ``prev``) was started from,
+    found as synthesis finds it (:func:`pix2pixhd.features.previous_stage`): an older config.json
+    holds load_pretrain relative to the folder the run was trained from, not to this cwd."""
+    if not prev.load_pretrain or Path(prev.load_pretrain).is_absolute():
+        return False
+    from pix2pixhd.features import previous_stage
+    try:
+        found = previous_stage(run_folder, prev)
+    except Exception:   # not found anywhere: the refusal below names the path as saved
+        return False
+    return found is not None and _same_path(given, str(found))
+
+
 def option(group: str, default: Any, help: str, *, choices: tuple | None = None,
            **model_defaults: Any) -> Any:
     """A TrainConfig field: ``None`` (not given) until resolved, then ``default`` or the
@@ -441,7 +455,8 @@ class TrainConfig:
             # --load_pretrain of the global run), and its --niter_fix_global must freeze G1 here too
             c.stage = run.stage = "local"
         if prev is not None:
-            if run.resume and self.load_pretrain and not _same_path(self.load_pretrain, prev.load_pretrain):
+            if run.resume and self.load_pretrain and not _same_path(self.load_pretrain, prev.load_pretrain) \
+                    and not _same_previous_stage(self.load_pretrain, run.experiment_dir, prev):
                 raise ConfigError(
                     f"--load_pretrain {self.load_pretrain}: --resume continues {run.experiment_dir} from "
                     f"its own checkpoint and loads nothing else (it started from "

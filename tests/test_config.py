@@ -193,3 +193,24 @@ def test_help_starts_with_a_one_line_usage():
     assert out[0] == "usage: train_hd.py [--model M] [--stage S] --dataroot DIR --name NAME [OPTIONS]" or \
         out[0].endswith("[--model M] [--stage S] --dataroot DIR --name NAME [OPTIONS]"), out[0]
     assert out[1] == "" and "CycleGAN" in out[2] + out[3]
+
+
+def test_resume_with_the_same_load_pretrain_from_another_folder_is_not_refused(tmp_path, monkeypatch):
+    # an older config.json holds load_pretrain as typed ("ck/g", relative to where it was trained):
+    # --resume --load_pretrain ../A/ck/g from another folder names the same run and was refused
+    a = tmp_path / "A"
+    g = TrainConfig(name="g", checkpoints_dir="ck", ngf=8, label_nc=9).resolved()
+    (a / "ck" / "g").mkdir(parents=True)
+    (a / "ck" / "g" / "config.json").write_text(g.to_json())
+    monkeypatch.chdir(a)
+    loc = TrainConfig(name="l", checkpoints_dir="ck", stage="local", load_pretrain="ck/g").resolved()
+    old = dataclasses.replace(loc, load_pretrain="ck/g")   # as configs were saved before
+    (a / "ck" / "l").mkdir()
+    (a / "ck" / "l" / "config.json").write_text(old.to_json())
+    (a / "ck" / "l" / "latest.pt").write_bytes(b"")
+    (tmp_path / "B").mkdir()
+    monkeypatch.chdir(tmp_path / "B")
+    c = resolve_config(["--checkpoints_dir", "../A/ck", "--name", "l", "--resume", "--load_pretrain", "../A/ck/g"])
+    assert c.resume and c.ngf == loc.ngf
+    with pytest.raises(ConfigError, match=r"--load_pretrain \.\./A/ck/l: --resume continues"):
+        resolve_config(["--checkpoints_dir", "../A/ck", "--name", "l", "--resume", "--load_pretrain", "../A/ck/l"])

@@ -141,7 +141,7 @@ def test_a_domain_without_images_is_refused(tmp_path, what):
 
 def test_label_maps_options_are_refused_for_unpaired_images(tmp_path):
     root = write_unaligned(tmp_path)
-    with pytest.raises(DatasetError, match="set label_nc=0 and no palette"):
+    with pytest.raises(DatasetError, match="set --label_nc 0 and no --palette"):
         create_dataset(root, "train", **{**OPTS, "label_nc": 12})
 
 

@@ -99,7 +99,7 @@ def test_wrong_channel_counts(city):
     Image.new("RGB", (64, 32)).save(city / "train_inst/s2.png")
     e = _err(city)
     assert "wrong channels: 3 file(s)" in str(e)
-    assert "pass palette=" in str(e) and "train_inst/s2.png" in str(e)
+    assert "pass --palette" in str(e) and "train_inst/s2.png" in str(e)
     assert "train_img/s1.png: image has mode I;16" in str(e) and "clipped to 255" in str(e)
 
 
@@ -433,7 +433,7 @@ def test_label_maps_that_are_not_ids_name_the_fix(city):
     e = str(_err(city))
     assert "train_label/s0.png: label has mode LA (2 channel(s))" in e
     assert "save the ids as an 8-bit grey (mode L) PNG" in e
-    assert "train_label/s1.png: label has mode RGBA" in e and "pass palette=" in e
+    assert "train_label/s1.png: label has mode RGBA" in e and "pass --palette" in e
     ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
     with pytest.raises(DatasetError, match=r"s0.png: this label map has mode LA .*save the ids as "
                                            r"an 8-bit grey"):

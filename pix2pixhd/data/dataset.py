@@ -367,7 +367,7 @@ def _mode_fix(ds, role: str, im: Image.Image) -> str:
     if role == "label" and ds.label_nc > 0:
         if ds.palette is not None:
             return "save it as an RGB PNG (no alpha) of the palette's colours"
-        return (("a colour-coded label map? pass palette= (--palette); otherwise " if
+        return (("a colour-coded label map? pass --palette (palette=); otherwise " if
                  len(im.getbands()) >= 3 else "") +
                 "save the ids as an 8-bit grey (mode L) PNG, 16-bit for ids above 255")
     deep = " (16-bit and float values would be clipped to 255, not scaled)" if im.mode[0] in "IF" else ""
@@ -430,25 +430,27 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     if mode == "cityscapes" and label_nc > 0 and pal is not None:
         mode = "palette"
     if mode == "palette" and pal is None:
-        raise DatasetError(f"dataset_mode='palette' for {root} needs palette= (e.g. 'facades', a "
-                           f"JSON file or a list of [r, g, b])")
+        raise DatasetError(f"dataset_mode palette for {root} needs a palette: --palette facades or a JSON "
+                           f"file of [r, g, b] colours (in Python, palette='facades', a file or a list)")
     if mode in ("rgb_pairs",) and label_nc != 0:
-        raise DatasetError(f"{root} holds RGB pairs ({phase}_A/{phase}_B): set label_nc=0 "
+        raise DatasetError(f"{root} holds RGB pairs ({phase}_A/{phase}_B): set --label_nc 0 (label_nc=0) "
                            f"(got label_nc={label_nc})")
     if mode == "unaligned" and (label_nc != 0 or pal is not None):
         raise DatasetError(f"{root} holds unpaired images ({phase}A/, {phase}B/), read as images: set "
-                           f"label_nc=0 and no palette (got label_nc={label_nc}, palette={cfg.palette!r})")
+                           f"--label_nc 0 and no --palette (label_nc=0, palette=None; got label_nc={label_nc}, "
+                           f"palette={cfg.palette!r})")
     if mode in ("cityscapes", "palette") and label_nc == 0:
         raise DatasetError(f"{root} holds label maps ({phase}_label): label_nc=0 means RGB input; "
-                           f"set label_nc to the number of classes (see classes.json if present)")
+                           f"set --label_nc to the number of classes (see classes.json if present)")
     if mode == "aligned" and label_nc > 0 and pal is None:
         raise DatasetError(f"{root}/{phase} holds AB images whose input half is a colour map with "
-                           f"label_nc={label_nc}: pass palette= (e.g. 'facades') or label_nc=0")
+                           f"label_nc={label_nc}: pass --palette facades (palette='facades') or --label_nc 0 "
+                           "(label_nc=0)")
     if mode in ("rgb_pairs", "aligned", "unaligned") and (not no_instance or load_features):
         raise DatasetError(f"the {mode} layout of {root} has no instance or feature maps: pass "
-                           f"no_instance=True (--no_instance) and load_features=False")
+                           f"--no_instance and no --load_features (no_instance=True, load_features=False)")
     if pal is not None and len(pal) > label_nc:
-        raise DatasetError(f"palette has {len(pal)} colours but label_nc={label_nc}; set label_nc "
+        raise DatasetError(f"palette has {len(pal)} colours but label_nc={label_nc}; set --label_nc "
                            f">= {len(pal)}")
     layout = find_files(root, phase, mode, use_inst=not no_instance, use_feat=load_features,
                         direction=cfg.direction, inputs_only=cfg.inputs_only)

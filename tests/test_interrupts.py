@@ -16,30 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pix2pixhd.checkpoint import load_checkpoint
-from pix2pixhd.cli import train_main
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
 from pix2pixhd.trainer import INTERRUPTED_EXIT_STATUS, Trainer, TrainingStopped
-from tests.test_sigterm import SLOW_TRAIN, TINY
+from tests.test_logging import _recording
+from tests.test_sigterm import (SLOW_TRAIN, TINY, assert_resume_ends_as_an_uninterrupted_run, run_env,
+                                start_slow, streets, wait_for_steps)  # noqa: F401  (streets: a fixture)
 from tests.test_trainer_step import tiny_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
-
-
-@pytest.fixture(scope="module")
-def streets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("streets")
-    generate(root, n_train=8, n_test=0, width=64, height=32, seed=0)
-    return root
-
-
-def _env() -> dict:
-    # the caller's thread count (conftest sets it), so the CPU kernels sum in the same order
-    return dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONUNBUFFERED="1")
 
 
 def _broken(tmp_path: Path, how: str) -> Path:
@@ -71,7 +59,7 @@ def test_an_error_in_a_worker_mid_epoch_exits_at_once_with_one_line(tmp_path, ho
            "scale_width", "--niter", "1", "--niter_decay", "0", "--device", "cpu", "--no_progress",
            "--no_tensorboard", "--no_html", *extra]
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = subprocess.Popen(cmd, cwd=REPO, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, start_new_session=True)
     try:
         out, err = p.communicate(timeout=TIMEOUT)
@@ -157,21 +145,6 @@ def test_sigint_stops_at_the_step_boundary_and_restores_the_handler(tmp_path, st
         signal.signal(signal.SIGINT, previous)
 
 
-def _start_slow(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, *args], cwd=REPO, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)   # its own process group, as a terminal's job
-
-
-def _wait_for_steps(p: subprocess.Popen, run: Path, n: int) -> None:
-    t0, history = time.monotonic(), run / "loss_history.jsonl"
-    while p.poll() is None and time.monotonic() - t0 < TIMEOUT:
-        if history.is_file() and len(history.read_text().splitlines()) >= n:
-            return
-        time.sleep(0.01)
-    assert p.poll() is None, "the run ended before it could be signalled:\n" + p.communicate()[1][-3000:]
-
-
 @pytest.mark.fault(cls="interrupted run",
                    case="Ctrl-C (SIGINT to the process group, DataLoader workers included) mid-run: "
                         "latest.pt saved at the step it stopped at, status 130, one message and no "
@@ -179,9 +152,9 @@ def _wait_for_steps(p: subprocess.Popen, run: Path, n: int) -> None:
 def test_ctrl_c_saves_latest_and_the_resume_continues_from_it(tmp_path, streets):
     common = [*TINY, "--dataroot", str(streets)]
     run = tmp_path / "cut" / "run"
-    p = _start_slow([*common, "--checkpoints_dir", str(tmp_path / "cut")])
+    p = start_slow([*common, "--checkpoints_dir", str(tmp_path / "cut")])
     try:
-        _wait_for_steps(p, run, 3)
+        wait_for_steps(p, run, 3)
         os.killpg(p.pid, signal.SIGINT)   # what a terminal's Ctrl-C does
         t0 = time.monotonic()
         out, err = p.communicate(timeout=TIMEOUT)
@@ -199,14 +172,7 @@ def test_ctrl_c_saves_latest_and_the_resume_continues_from_it(tmp_path, streets)
     assert ck["global_step"] == stopped_at and ck["epoch"] == int(m.group(1))
     assert "Traceback" not in err and "KeyboardInterrupt" not in err and "exited unexpectedly" not in err, \
         err[-4000:]
-
-    assert train_main(["--resume", "--name", "run", "--checkpoints_dir", str(tmp_path / "cut")]) == 0
-    assert train_main([*common, "--checkpoints_dir", str(tmp_path / "whole")]) == 0
-    resumed, whole = load_checkpoint(run), load_checkpoint(tmp_path / "whole" / "run")
-    assert resumed["global_step"] == whole["global_step"] == 16
-    for net in ("G", "D"):
-        for k, v in whole[net].items():
-            assert torch.equal(resumed[net][k], v), f"{net}.{k} differs from the uninterrupted run's"
+    assert_resume_ends_as_an_uninterrupted_run(tmp_path, common)
 
 
 @pytest.mark.fault(cls="interrupted run",
@@ -214,9 +180,9 @@ def test_ctrl_c_saves_latest_and_the_resume_continues_from_it(tmp_path, streets)
                         "nothing saved")
 def test_a_second_ctrl_c_aborts_at_once_with_one_line(tmp_path, streets):
     run = tmp_path / "ck" / "run"
-    p = _start_slow([*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "ck")])
+    p = start_slow([*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "ck")])
     try:
-        _wait_for_steps(p, run, 2)
+        wait_for_steps(p, run, 2)
         os.killpg(p.pid, signal.SIGINT)
         time.sleep(0.05)   # inside the same (0.2 s longer) step
         os.killpg(p.pid, signal.SIGINT)
@@ -247,9 +213,9 @@ def _children(pid: int) -> list[int]:
                         "to its end (no 'worker exited unexpectedly')")
 def test_loader_workers_ignore_sigint(tmp_path, streets):
     run = tmp_path / "ck" / "run"
-    p = _start_slow([*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "ck")])
+    p = start_slow([*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "ck")])
     try:
-        _wait_for_steps(p, run, 3)
+        wait_for_steps(p, run, 3)
         workers = _children(p.pid)
         assert workers, "no DataLoader worker found"
         for w in workers:
@@ -274,10 +240,10 @@ def test_ctrl_c_to_torchrun_stops_every_rank_at_the_same_step(tmp_path, streets)
     script.write_text(SLOW_TRAIN)
     run = tmp_path / "ck" / "run"
     cmd = torchrun_cmd(script, *TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "ck"))
-    p = subprocess.Popen(cmd, cwd=REPO, env=dict(_env(), OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+    p = subprocess.Popen(cmd, cwd=REPO, env=dict(run_env(), OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        _wait_for_steps(p, run, 2)
+        wait_for_steps(p, run, 2)
         os.killpg(p.pid, signal.SIGINT)   # the terminal's Ctrl-C: torchrun's group (its ranks have their own)
         out, _ = p.communicate(timeout=TIMEOUT)
     finally:
@@ -294,18 +260,6 @@ def test_ctrl_c_to_torchrun_stops_every_rank_at_the_same_step(tmp_path, streets)
 
 
 # ---- the end-of-run summary ---------------------------------------------------------------------
-def _recording(mp: pytest.MonkeyPatch) -> dict[int, dict[str, float]]:
-    steps: dict[int, dict[str, float]] = {}
-    step = Trainer.train_step
-
-    def recording(self, batch):
-        losses = step(self, batch)
-        steps[self.global_step + 1] = {k: float(v) for k, v in losses.items()}
-        return losses
-    mp.setattr(Trainer, "train_step", recording)
-    return steps
-
-
 def _mean(steps, which):
     return {k: sum(steps[s][k] for s in which) / len(which) for k in steps[which[0]]}
 

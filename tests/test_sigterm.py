@@ -51,6 +51,41 @@ def streets(tmp_path_factory):
     return root
 
 
+def run_env() -> dict:
+    """A training subprocess's environment: the caller's thread count (conftest sets it), so the
+    CPU kernels sum in the same order, and unbuffered output."""
+    return dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONUNBUFFERED="1")
+
+
+def start_slow(args: list[str]) -> subprocess.Popen:
+    """SLOW_TRAIN with ``args``, in a process group of its own (as torchrun or a terminal's job)."""
+    return subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, *args], cwd=REPO, env=run_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for_steps(p: subprocess.Popen, run: Path, n: int, timeout: float = 120) -> None:
+    """Until run ``run`` has logged ``n`` steps; fails when ``p`` ended before."""
+    t0, history = time.monotonic(), run / "loss_history.jsonl"
+    while p.poll() is None and time.monotonic() - t0 < timeout:
+        if history.is_file() and len(history.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.01)
+    assert p.poll() is None, "the run ended before it could be signalled:\n" + p.communicate()[1][-3000:]
+
+
+def assert_resume_ends_as_an_uninterrupted_run(tmp_path: Path, common: list[str]) -> None:
+    """--resume of ``tmp_path/cut/run`` (stopped) ends with the weights of ``common`` run whole."""
+    run = tmp_path / "cut" / "run"
+    assert train_main(["--resume", "--name", "run", "--checkpoints_dir", str(tmp_path / "cut")]) == 0
+    assert train_main([*common, "--checkpoints_dir", str(tmp_path / "whole")]) == 0
+    resumed, whole = load_checkpoint(run), load_checkpoint(tmp_path / "whole" / "run")
+    assert resumed["global_step"] == whole["global_step"] == 16
+    for net in ("G", "D"):
+        for k, v in whole[net].items():
+            assert torch.equal(resumed[net][k], v), f"{net}.{k} differs from the uninterrupted run's"
+
+
 def _marker(signum, frame):   # a handler of the caller's, which fit() must put back
     raise AssertionError("the caller's SIGTERM handler ran")
 
@@ -97,19 +132,9 @@ def test_sigterm_stops_at_the_step_boundary_and_restores_the_handler(tmp_path, s
 def test_sigterm_to_the_process_group_saves_and_the_resume_ends_as_an_uninterrupted_run(tmp_path, streets):
     common = [*TINY, "--dataroot", str(streets)]
     run = tmp_path / "cut" / "run"
-    # the caller's thread count (conftest sets it), so the CPU kernels sum in the same order
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, *common, "--checkpoints_dir", str(tmp_path / "cut")],
-                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)   # a process group of its own, as torchrun makes
+    p = start_slow([*common, "--checkpoints_dir", str(tmp_path / "cut")])
     try:
-        t0 = time.monotonic()
-        history = run / "loss_history.jsonl"
-        while p.poll() is None and time.monotonic() - t0 < 120:
-            if history.is_file() and len(history.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.01)
-        assert p.poll() is None, "the run ended before it could be signalled:\n" + p.communicate()[1][-3000:]
+        wait_for_steps(p, run, 3)
         os.killpg(p.pid, signal.SIGTERM)   # the training process and its DataLoader worker
         t_signal = time.monotonic()
         out, err = p.communicate(timeout=120)
@@ -129,11 +154,4 @@ def test_sigterm_to_the_process_group_saves_and_the_resume_ends_as_an_uninterrup
     ck = load_checkpoint(run)
     assert ck["global_step"] == stopped_at and ck["epoch"] == int(m.group(1))
     assert "Traceback" not in err and "exited unexpectedly" not in err, err[-4000:]
-
-    assert train_main(["--resume", "--name", "run", "--checkpoints_dir", str(tmp_path / "cut")]) == 0
-    assert train_main([*common, "--checkpoints_dir", str(tmp_path / "whole")]) == 0
-    resumed, whole = load_checkpoint(run), load_checkpoint(tmp_path / "whole" / "run")
-    assert resumed["global_step"] == whole["global_step"] == 16
-    for net in ("G", "D"):
-        for k, v in whole[net].items():
-            assert torch.equal(resumed[net][k], v), f"{net}.{k} differs from the uninterrupted run's"
+    assert_resume_ends_as_an_uninterrupted_run(tmp_path, common)

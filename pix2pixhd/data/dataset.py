@@ -422,9 +422,10 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
         except DatasetError:
             there = None
         if there is not None and there != mode and not (mode == "palette" and there == "cityscapes"):
-            raise DatasetError(f"dataset_mode {mode} reads {_MODE_FOLDERS[mode].format(p=phase)} in {root}, "
+            folders = {m: " + ".join(f"{n}/" for n in _mode_folders(m, phase)) for m in (mode, there)}
+            raise DatasetError(f"dataset_mode {mode} reads {folders[mode]} in {root}, "
                                f"which is not there; {root} holds the {there} layout "
-                               f"({_MODE_FOLDERS[there].format(p=phase)}): pass --dataset_mode {there} "
+                               f"({folders[there]}): pass --dataset_mode {there} "
                                "(or auto)" + (" (pix2pix defaults to aligned: side-by-side A|B images)"
                                               if mode == "aligned" else ""))
     if mode == "cityscapes" and label_nc > 0 and pal is not None:
@@ -462,16 +463,19 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     return ds
 
 
-# The folders each layout reads (format with p=phase), for the messages of create_dataset.
-_MODE_FOLDERS = {"cityscapes": "{p}_label/", "palette": "{p}_label/", "rgb_pairs": "{p}_A/ + {p}_B/",
-                 "unaligned": "{p}A/ + {p}B/", "aligned": "{p}/"}
+# The folders each layout reads its inputs from (format with p=phase), for create_dataset's check
+# that a --dataset_mode given is there and its message.
+_MODE_FOLDERS = {"cityscapes": ("{p}_label",), "palette": ("{p}_label",), "rgb_pairs": ("{p}_A", "{p}_B"),
+                 "unaligned": ("{p}A", "{p}B"), "aligned": ("{p}",)}
+
+
+def _mode_folders(mode: str, phase: str) -> list[str]:
+    return [f.format(p=phase) for f in _MODE_FOLDERS[mode]]
 
 
 def _mode_present(root: Path, phase: str, mode: str) -> bool:
-    """Whether ``root`` holds the input folder of layout ``mode`` for ``phase``."""
-    names = {"cityscapes": [f"{phase}_label"], "palette": [f"{phase}_label"], "rgb_pairs": [f"{phase}_A"],
-             "unaligned": [f"{phase}A", f"{phase}B"], "aligned": [phase]}[mode]
-    return any((root / n).is_dir() for n in names)
+    """Whether ``root`` holds a folder of layout ``mode`` for ``phase``."""
+    return any((root / n).is_dir() for n in _mode_folders(mode, phase))
 
 
 def _source_size(ds: PairedDataset, rec: dict) -> tuple[int, int] | None:
@@ -564,7 +568,7 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                              f"{_mode_fix(ds, role, im)}"))
             continue
         if decode and role == "label" and ds.label_nc > 0:
-            unfit = _palette_unfit(ds, im, rel, "it") if ds.palette is not None else None
+            unfit = _palette_unfit(ds, im, rel) if ds.palette is not None else None
             if unfit:
                 problems.append(("not a colour map", str(p), unfit))
                 continue
@@ -581,9 +585,7 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
             w2 = im.size[0] // 2
             half = (0, 0, w2, im.size[1]) if ds.direction == "AtoB" else (w2, 0, 2 * w2, im.size[1])
             colours = im.convert("RGB").crop(half)
-            unfit = _palette_unfit(ds, colours, rel, "its input half (the "
-                                   f"{'left' if ds.direction == 'AtoB' else 'right'}, --direction "
-                                   f"{ds.direction})")
+            unfit = _palette_unfit(ds, colours, rel, half="left" if ds.direction == "AtoB" else "right")
             if unfit:
                 problems.append(("not a colour map", str(p), unfit))
                 continue
@@ -620,17 +622,19 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
     return problems, {"size": src, "ids": ids, "n_inst": n_inst}
 
 
-def _palette_unfit(ds, im: Image.Image, rel: str, what: str) -> str | None:
-    """Why ``im`` is not a colour map of ``ds.palette`` (see PALETTE_MIN_NEAR), or None."""
+def _palette_unfit(ds, im: Image.Image, rel: str, half: str | None = None) -> str | None:
+    """Why ``im`` (label file ``rel``, or with ``half`` 'left'/'right' the input half of AB image
+    ``rel``) is not a colour map of ``ds.palette`` (see PALETTE_MIN_NEAR), or None."""
     fit = palette_fit(np.asarray(im.convert("RGB")), ds.palette)
     if fit >= PALETTE_MIN_NEAR:
         return None
+    what = f"its input half (the {half}, --direction {ds.direction})" if half else "it"
     other = "BtoA" if ds.direction == "AtoB" else "AtoB"
+    fix = (f". Is it the photo half? Pix2pix's facades are photo|label: pass --direction {other}" if half
+           else ": check --palette, or pass --label_nc 0 for photo inputs")
     return (f"{rel}: {fit:.0%} of the pixels of {what} are near a colour of the palette (a colour "
             f"label map's are, JPEG noise included; {PALETTE_MIN_NEAR:.0%} at least): it is not a "
-            f"label map of this palette" + (f". Is it the photo half? Pix2pix's facades are photo|label: "
-                                            f"pass --direction {other}" if what != "it" else
-                                            ": check --palette, or pass --label_nc 0 for photo inputs"))
+            f"label map of this palette{fix}")
 
 
 def _id_ranges(ids) -> str:

@@ -68,17 +68,20 @@ def load_palette(palette) -> np.ndarray | None:
     return arr
 
 
+def _palette_scores(flat: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """float32 [P, K]: squared distance of each pixel of ``flat`` (float32 [P, 3]) to each colour,
+    less the pixel's own |x|^2 (the same for every colour): |p|^2 - 2 x.p. float32 holds these
+    integers (< 2^18) exactly and lets the product run through BLAS."""
+    pal = palette.astype(np.float32)
+    return (pal * pal).sum(1)[None, :] - 2 * (flat @ pal.T)
+
+
 def decode_palette(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """uint8 [H, W, 3] colour map -> uint8/int32 [H, W] ids of the nearest palette colour.
 
     Nearest (not exact) matching, because colour maps are often JPEG-compressed.
     """
-    flat = rgb.reshape(-1, 3).astype(np.float32)
-    pal = palette.astype(np.float32)
-    # Squared distance via |p|^2 - 2 x.p (|x|^2 is the same for every colour): [P, K]; float32
-    # holds these integers (< 2^18) exactly and lets the product run through BLAS.
-    score = (pal * pal).sum(1)[None, :] - 2 * (flat @ pal.T)
-    ids = score.argmin(1)
+    ids = _palette_scores(rgb.reshape(-1, 3).astype(np.float32), palette).argmin(1)
     return ids.astype(np.uint8 if len(palette) <= 256 else np.int32).reshape(rgb.shape[:2])
 
 
@@ -96,9 +99,8 @@ def palette_fit(rgb: np.ndarray, palette: np.ndarray, step: int = 4) -> float:
     flat = rgb[::step, ::step].reshape(-1, 3).astype(np.float32)
     if not len(flat):
         return 1.0
-    pal = palette.astype(np.float32)
-    d2 = (flat * flat).sum(1)[:, None] + (pal * pal).sum(1)[None, :] - 2 * (flat @ pal.T)
-    return float((d2.min(1) <= PALETTE_NEAR ** 2).mean())
+    d2 = (flat * flat).sum(1) + _palette_scores(flat, palette).min(1)
+    return float((d2 <= PALETTE_NEAR ** 2).mean())
 
 
 def list_images(folder: Path) -> list[Path]:

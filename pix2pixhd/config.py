@@ -599,9 +599,8 @@ class TrainConfig:
         architecture of the previous stage when loading it (``run``: this run's decided basics)."""
         if run.resume:  # a resumed run is the same run
             names = [f.name for f in fields(self) if f.name not in NOT_RESUMED]
-            changed = [k for k in ARCHITECTURE if getattr(self, k) is not None
-                       and getattr(self, k) != getattr(prev, k)
-                       and not (k == "model" and str(self.model).lower() == prev.model)]
+            changed = [k for k in ARCHITECTURE if getattr(self, k) is not None   # (model: lowercased)
+                       and getattr(self, k) != getattr(prev, k)]
             if (self.stage is not None and self.stage != prev.stage
                     and not (self.stage == "finetune" and prev.netG == "global")):   # said below
                 raise ConfigError(

@@ -517,7 +517,7 @@ class Rescaled(torch.utils.data.Dataset):
         return item
 
 
-def _scale_note(src, cfg) -> None:
+def _input_size_notes(src, cfg) -> None:
     """Say so when the first input looks like a pix2pix A|B pair fed whole (--input), and when it
     is far wider or narrower (1.5x) than the maps the generator was
     trained on (scale_width runs): a generator sees objects at the scale it learnt them, and
@@ -834,7 +834,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     if job.scale_width:
         src = Rescaled(src, job.scale_width)
     elif rank == 0:
-        _scale_note(src, cfg)
+        _input_size_notes(src, cfg)
     _collisions(src.stems, src.files)
     layout = OutputLayout(job.split, photo_inputs=cfg.label_nc == 0)
     ident = job_identity(job, identity or {"checkpoint": None}, layout, reads_real=needs_image)

@@ -225,9 +225,7 @@ def _synthesize(a: argparse.Namespace, info) -> int:
         if g.generator_key is not None and g.generator_key != key:   # None: exported before keys were stored
             raise ConfigError(f"{onnx} holds generator {g.generator_key}, but this synthesis runs {key}"
                               f"{f' (--direction {a.direction})' if a.direction else ''}: export {key} with "
-                              f"python -m pix2pixhd.export --checkpoint {a.checkpoint}"
-                              f"{f' --direction {a.direction}' if a.direction else ''} and pass its file "
-                              "with --onnx_path")
+                              f"`{fix}`" + ("" if a.onnx_path else " and pass its file with --onnx_path"))
         if g.checkpoint_sha256 is None:
             say(f"note: {onnx} records no checkpoint hash (exported before pix2pixhd recorded it): it cannot "
                 f"be checked against {ckpt}; `{fix}` writes one that can")

@@ -26,7 +26,6 @@ IMPORTED_OPTIONS = (
     "n_local_enhancers", "niter_fix_global", "no_instance", "instance_feat", "label_feat", "feat_num",
     "load_features", "n_downsample_E", "nef", "n_clusters", "niter", "niter_decay", "lr", "beta1",
     "num_D", "n_layers_D", "ndf", "lambda_feat", "no_ganFeat_loss", "no_vgg_loss", "no_lsgan")
-REFERENCE_CLUSTERS = "features_clustered_{:03d}.npy"   # encode_features.py: its --n_clusters, %03d
 
 
 def find_reference_clusters(src: Path, n_clusters: int) -> tuple[Path, int] | None:
@@ -165,9 +164,8 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
         cfg = TrainConfig(**args).resolved()
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    use_features = cfg.instance_feat or cfg.label_feat
     # chosen before anything is written: several files without one for n_clusters are refused
-    clusters = find_reference_clusters(src, cfg.n_clusters) if use_features else None
+    clusters = find_reference_clusters(src, cfg.n_clusters) if cfg.use_features else None
     try:
         check_new_run(cfg)
     except RunExistsError:   # its advice (--resume) is train_hd.py's: give the import's own
@@ -217,7 +215,7 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
                         feat_num=cfg.feat_num, n_clusters=k).save(out / CLUSTERS_FILE)
         said = (f"; clusters from {file.name} ({k} per class"
                 + (f"; the run's n_clusters is {cfg.n_clusters}" if k != cfg.n_clusters else "") + ")")
-    elif use_features:
+    elif cfg.use_features:
         said = (f"; no features_clustered_NNN.npy in {src}: cluster E's features with python -m "
                 f"pix2pixhd.features encode --checkpoint {out}")
     save_checkpoint(state, out, "latest", cfg.to_json())

@@ -150,6 +150,10 @@ def _same_path(a: str, b: str) -> bool:
     return bool(b) and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def _same_previous_stage(given: str, run_folder: Path, prev: "TrainConfig") -> bool:
     """Whether ``given`` names the stage run ``run_folder`` (config ``prev``) was started from,
     found as synthesis finds it (:func:`pix2pixhd.features.previous_stage`): an older config.json
@@ -409,7 +413,7 @@ class TrainConfig:
         run = c._filled(("name", "checkpoints_dir", "resume", "auto_resume", "load_pretrain",
                          "which_epoch", "stage", "n_local_enhancers"), model="pix2pixhd")
         if run.load_pretrain:   # stored absolute: config.json is read from other working directories
-            c.load_pretrain = run.load_pretrain = os.path.abspath(os.path.expanduser(run.load_pretrain))
+            c.load_pretrain = run.load_pretrain = _absolute(run.load_pretrain)
         run_dir(run.checkpoints_dir, run.name)   # a --name that would leave checkpoints_dir: refused early
         resume_note = None
         if run.auto_resume and not run.resume:
@@ -464,6 +468,13 @@ class TrainConfig:
                     "--name to start a run from it")
             c = c._inherit(prev, run)
         c = c._filled()
+        # Paths typed now are stored absolute, as load_pretrain is: config.json is read from other
+        # working directories (features encode, a later stage's vgg_path, --resume elsewhere). One
+        # inherited from an older config.json stays as it was saved.
+        if self.dataroot is not None or not run.resume:
+            c.dataroot = _absolute(c.dataroot)
+        if self.vgg_path:
+            c.vgg_path = _absolute(c.vgg_path)
         c._check_ranges()
 
         given_gan = self.gan_mode is not None and self.gan_mode != "vanilla"

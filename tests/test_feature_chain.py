@@ -96,6 +96,15 @@ def test_load_pretrain_is_stored_absolute_and_the_runs_work_from_a_sub_folder(ch
         assert load_encoder("../ck/l128")[1].name == "g64"
 
 
+def test_dataroot_is_stored_absolute_and_encode_runs_from_a_sub_folder(chain):
+    for run in ("g64", "l128", "ft"):
+        assert json.loads((chain / "ck" / run / "config.json").read_text())["dataroot"] == str(chain / "st")
+    (chain / "sub").mkdir(exist_ok=True)
+    with _cwd(chain / "sub"):
+        # no --dataroot: the run's own; it used to read "st" from sub/ and find no dataset
+        assert features_main(["encode", "--checkpoint", "../ck/g64", "--device", "cpu"]) == 0
+
+
 def _old_copy(chain, name, load_pretrain):
     """ck/l128 as an older version saved it: load_pretrain as typed, in config.json and the checkpoint."""
     dst = chain / "ck" / name

@@ -214,3 +214,20 @@ def test_resume_with_the_same_load_pretrain_from_another_folder_is_not_refused(t
     assert c.resume and c.ngf == loc.ngf
     with pytest.raises(ConfigError, match=r"--load_pretrain \.\./A/ck/l: --resume continues"):
         resolve_config(["--checkpoints_dir", "../A/ck", "--name", "l", "--resume", "--load_pretrain", "../A/ck/l"])
+
+
+def test_typed_paths_are_stored_absolute_and_an_older_relative_dataroot_is_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = TrainConfig(name="g", checkpoints_dir="ck", dataroot="data", vgg_path="~/w/vgg19.pth").resolved()
+    assert (c.dataroot, c.vgg_path) == (str(tmp_path / "data"), str(Path.home() / "w" / "vgg19.pth"))
+    # a later stage run from another folder inherits the VGG file the first stage named
+    (tmp_path / "ck" / "g").mkdir(parents=True)
+    (tmp_path / "ck" / "g" / "config.json").write_text(c.to_json())
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    loc = TrainConfig(stage="local", load_pretrain="../ck/g", dataroot="../data").resolved()
+    assert (loc.vgg_path, loc.dataroot) == (c.vgg_path, str(tmp_path / "data"))
+    # resuming a run whose (older) config.json holds dataroot as typed: kept as saved
+    old = dataclasses.replace(c, dataroot="data")
+    (tmp_path / "ck" / "g" / "config.json").write_text(old.to_json())
+    assert TrainConfig(name="g", checkpoints_dir="../ck", resume=True).resolved().dataroot == "data"

@@ -76,6 +76,19 @@ ARCHITECTURE = ("model", "netG", "ngf", "n_downsample_global", "n_blocks_global"
                 "instance_feat", "label_feat", "feat_num", "nef", "n_downsample_E", "netD_pix2pix",
                 "ndf", "n_layers_D", "num_D", "no_cond_D", "label_nc", "input_nc", "output_nc",
                 "no_instance")
+# Options only some models use (the others' steps never read them): a value given for another
+# model, other than that model's default, is refused by name instead of being silently ignored.
+MODEL_ONLY = {
+    "num_D": ("pix2pixhd",), "lambda_feat": ("pix2pixhd",), "no_ganFeat_loss": ("pix2pixhd",),
+    "no_vgg_loss": ("pix2pixhd",), "vgg_path": ("pix2pixhd",),
+    "lambda_L1": ("pix2pixhd", "pix2pix"), "lambda_GAN": ("pix2pix",), "no_cond_D": ("pix2pix",),
+    "netD_pix2pix": ("pix2pix", "cyclegan"), "netG_pix2pix": ("pix2pix", "cyclegan"),
+    "no_dropout": ("pix2pix", "cyclegan"),
+    "lambda_A": ("cyclegan",), "lambda_B": ("cyclegan",), "lambda_identity": ("cyclegan",),
+    "pool_size": ("cyclegan",),
+}
+# Options a resumed run keeps: a different value would train another task on the same weights.
+KEPT_ON_RESUME = ("direction",)
 # Options a resumed run does not take from the run it resumes: they say how to continue it.
 NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps", "overwrite")
 
@@ -117,6 +130,15 @@ REFERENCE_ONLY = {
                "exits); drop --verbose",
     "local_rank": "torchrun sets LOCAL_RANK in each process's environment, which is read from "
                   "there: drop --local_rank",
+    # the pix2pix/CycleGAN repo's later names of options this project keeps under the first ones
+    "preprocess": lambda v: (f"use --resize_or_crop {v}" if v in RESIZE_OR_CROP else
+                             f"use --resize_or_crop, one of {', '.join(RESIZE_OR_CROP)}"),
+    "load_size": "use --loadSize (the reference's first name for it)",
+    "crop_size": "use --fineSize (the reference's first name for it)",
+    "n_epochs": "use --niter (epochs at the initial learning rate)",
+    "n_epochs_decay": "use --niter_decay (epochs of linear decay to 0)",
+    "batch_size": "use --batchSize (images per step, per process)",
+    "num_threads": "use --nThreads (data loader worker processes)",
 }
 
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -329,8 +351,9 @@ class TrainConfig:
     no_cond_D: Optional[bool] = option(
         "discriminator", False, "pix2pix: unconditional D (sees the output only)")
     pool_size: Optional[int] = option(
-        "discriminator", 50, "cyclegan: generated images each D's history pool holds (each D "
-        "sees a random half of its batch from the history); 0 = no pool")
+        "discriminator", 0, "cyclegan: generated images each D's history pool holds (each D "
+        "sees a random half of its batch from the history); 0 = no pool (pix2pixhd, pix2pix: "
+        "their Ds see the current fakes only)", cyclegan=50)
     diffaug: Optional[str] = option(
         "discriminator", "", "differentiable augmentation of D's inputs (DiffAugment, Zhao et al. "
         "2020), for small datasets: a comma list of color, translation, cutout (e.g. "
@@ -409,6 +432,8 @@ class TrainConfig:
         c = dataclasses.replace(self)
         if isinstance(c.model, str):
             c.model = c.model.lower()   # NVIDIA's spelling is --model pix2pixHD
+        alias = c._netG_alias()   # the pix2pix repo's --netG unet_256: read as --netG_pix2pix, first,
+        # so that a resume repeating it compares it with the run's netG_pix2pix, not with its netG
         # Where the run lives and whether it continues: decided first, they say what to inherit.
         run = c._filled(("name", "checkpoints_dir", "resume", "auto_resume", "load_pretrain",
                          "which_epoch", "stage", "n_local_enhancers"), model="pix2pixhd")
@@ -476,6 +501,13 @@ class TrainConfig:
         if self.vgg_path:
             c.vgg_path = _absolute(c.vgg_path)
         c._check_ranges()
+        c._check_model_only(self)
+        if (prev is not None and not run.resume and run.stage == "local" and prev.netG == "global"
+                and (self.loadSize is None or self.fineSize is None)):
+            resume_note = (f"--stage local: images read as the global stage's ({prev.resize_or_crop}, "
+                           f"loadSize {prev.loadSize}, fineSize {prev.fineSize}) at "
+                           f"{2 ** run.n_local_enhancers}x its size: loadSize {c.loadSize}, fineSize "
+                           f"{c.fineSize} (give --loadSize/--fineSize for others)")
 
         given_gan = self.gan_mode is not None and self.gan_mode != "vanilla"
         if given_gan and self.no_lsgan:
@@ -485,22 +517,11 @@ class TrainConfig:
             c.gan_mode = "vanilla"
         elif c.gan_mode != "vanilla":
             c.no_lsgan = False   # an inherited --no_lsgan gives way to the --gan_mode given
+        if alias and c.model == "pix2pixhd":
+            raise ConfigError(f"--netG {alias} is a pix2pix/CycleGAN generator, and --model pix2pixhd's "
+                              "is global or local: add --model pix2pix (or cyclegan) to train it")
         if not c.netG:
-            c.netG = "global" if c.stage == "global" else "local"
-        if c.netG not in ("global", "local"):
-            from pix2pixhd.pix2pix_networks import NETG
-            if c.netG not in NETG:
-                raise ConfigError(f"--netG {c.netG}: pix2pixHD's generator is global or local (pix2pix/"
-                                  f"CycleGAN's: --netG_pix2pix, one of {', '.join(NETG)})")
-            # the pix2pix/CycleGAN repo's --netG (unet_256, resnet_9blocks...): our --netG_pix2pix
-            if c.model == "pix2pixhd":
-                raise ConfigError(f"--netG {c.netG} is a pix2pix/CycleGAN generator, and --model pix2pixhd's "
-                                  "is global or local: add --model pix2pix (or cyclegan) to train it")
-            if self.netG_pix2pix is not None and self.netG_pix2pix != c.netG:
-                raise ConfigError(f"--netG {c.netG} and --netG_pix2pix {self.netG_pix2pix} name two "
-                                  "generators (--netG is the pix2pix repo's name of --netG_pix2pix): "
-                                  "give one")
-            c.netG_pix2pix, c.netG = c.netG, "global"
+            c.netG = "global" if c.stage == "global" or c.model != "pix2pixhd" else "local"
         if c.num_D <= 0:
             c.num_D = 2 if c.stage == "global" else 3
         if c.resize_or_crop not in RESIZE_OR_CROP:
@@ -530,7 +551,7 @@ class TrainConfig:
         if c.upsample != "transpose" and c.model != "pix2pixhd":
             raise ConfigError(f"--upsample {c.upsample} changes pix2pixHD's generators; --model {c.model}'s "
                              "generator ignores it: drop --upsample")
-        if c.resize_or_crop == "resize_and_crop":   # every sample min(loadSize, fineSize) square
+        if c.resize_or_crop == "resize_and_crop":   # every sample a fineSize square
             c._check_square_side()
         if c.overwrite and (c.resume or c.auto_resume):
             raise ConfigError("--overwrite starts the run anew, --resume/--auto_resume continue it: "
@@ -540,6 +561,32 @@ class TrainConfig:
         c._resume_note = resume_note   # said by notes(); not an option (not saved)
         c._restart = restart           # check_new_run: the folder is this run's own
         return c
+
+    def _netG_alias(self) -> str | None:
+        """The pix2pix/CycleGAN repo's ``--netG`` (unet_256, resnet_9blocks...) moved to
+        netG_pix2pix (netG then decided as for any pix2pix run); the name, or None."""
+        if self.netG in (None, "", "global", "local"):
+            return None
+        from pix2pixhd.pix2pix_networks import NETG
+        if self.netG not in NETG:
+            raise ConfigError(f"--netG {self.netG}: pix2pixHD's generator is global or local (pix2pix/"
+                              f"CycleGAN's: --netG_pix2pix, one of {', '.join(NETG)})")
+        if self.netG_pix2pix is not None and self.netG_pix2pix != self.netG:
+            raise ConfigError(f"--netG {self.netG} and --netG_pix2pix {self.netG_pix2pix} name two "
+                              "generators (--netG is the pix2pix repo's name of --netG_pix2pix): give one")
+        alias, self.netG_pix2pix, self.netG = self.netG, self.netG, None
+        return alias
+
+    def _check_model_only(self, given: "TrainConfig") -> None:
+        """Refuse an option ``given`` (the options as typed) that this model's step never reads
+        (:data:`MODEL_ONLY`), unless it is the model's own default."""
+        fs = {f.name: f for f in fields(self)}
+        for name, models in MODEL_ONLY.items():
+            v = getattr(given, name)
+            if self.model in models or v is None or v == default_of(fs[name], self.model):
+                continue
+            raise ConfigError(f"--{name} {_shown(v)}: --model {self.model} does not use it (it is "
+                              f"{' and '.join(models)}'s: {fs[name].metadata['help']}): drop --{name}")
 
     def _check_ranges(self) -> None:
         """Each numeric option within its range (:data:`AT_LEAST`, beta1 in [0, 1))."""
@@ -553,13 +600,17 @@ class TrainConfig:
             raise ConfigError(f"--beta1 {self.beta1}: must be >= 0 and < 1 (Adam's beta1)")
 
     def _check_square_side(self) -> None:
-        """resize_and_crop makes every sample a min(loadSize, fineSize) square: a side the
+        """resize_and_crop makes every sample a fineSize square (of a loadSize one): a side the
         generator cannot take is refused here, with the sizes and generators that fit, instead
         of by the dataset's validation, once per image."""
-        side, m = min(self.loadSize, self.fineSize), self.required_multiple
+        if self.fineSize > self.loadSize:
+            raise ConfigError(f"--fineSize {self.fineSize}: --resize_or_crop resize_and_crop scales every image "
+                              f"to {self.loadSize}x{self.loadSize} (--loadSize) and crops {self.fineSize}x"
+                              f"{self.fineSize} from it: give --fineSize {self.loadSize} or less, or --loadSize "
+                              f"{self.fineSize} or more")
+        side, m, which = self.fineSize, self.required_multiple, "--fineSize"
         if side % m == 0:
             return
-        which = "--loadSize" if self.loadSize < self.fineSize else "--fineSize"
         if self.model == "pix2pixhd":
             fits = (f"fewer downsamplings (--n_downsample_global"
                     f"{', --n_local_enhancers' if self.netG == 'local' else ''})")
@@ -618,6 +669,13 @@ class TrainConfig:
                     f"--stage {self.stage}: --resume continues {run.experiment_dir}, a {prev.stage}-stage "
                     f"run, and a run keeps its stage: drop --stage {self.stage} (the next stage is a new "
                     f"run: --name NEW --stage {self.stage} --load_pretrain {run.experiment_dir})")
+            kept = [k for k in KEPT_ON_RESUME if getattr(self, k) is not None and getattr(self, k) != getattr(prev, k)]
+            if kept:
+                raise ConfigError(
+                    f"{' '.join(f'--{k} {getattr(self, k)}' for k in kept)}: --resume continues "
+                    f"{run.experiment_dir}, trained with {', '.join(f'{k} {getattr(prev, k)}' for k in kept)}, "
+                    "and another value would go on training the opposite task on its weights: drop "
+                    f"{' '.join('--' + k for k in kept)}, or start a new run (another --name)")
             if changed:
                 given = " ".join(f"--{k} {getattr(self, k)}" for k in changed)
                 theirs = ", ".join(f"{k} {getattr(prev, k)}" for k in changed)
@@ -628,12 +686,20 @@ class TrainConfig:
                     "with --load_pretrain)")
         else:
             names = list(INHERITED) + list(INHERITED_LOSSES)
-            if run.stage == "local" and prev.netG == "global" and self.ngf is None:
-                # the global stage's G becomes the local G's global part: ngf x 2^n_local_enhancers
-                return dataclasses.replace(self._taking(prev, names),
-                                           ngf=prev.ngf // 2 ** run.n_local_enhancers)
+            if run.stage == "local" and prev.netG == "global":
+                # the local enhancer works at 2^n_local_enhancers x the global stage's resolution:
+                # its images are that much larger, read the same way, unless sizes are given
+                up = 2 ** run.n_local_enhancers
+                c = self._taking(prev, names + ["resize_or_crop"])
+                c = dataclasses.replace(c, **{k: getattr(prev, k) * up for k in ("loadSize", "fineSize")
+                                              if getattr(self, k) is None})
+                if self.ngf is None:
+                    # the global stage's G becomes the local G's global part: ngf x 2^n_local_enhancers
+                    c.ngf = prev.ngf // up
+                return c
             if run.stage == "finetune" or prev.netG == "local":
-                names += list(INHERITED_FROM_LOCAL)
+                # the same networks at the same resolution: the local stage's images too
+                names += list(INHERITED_FROM_LOCAL) + ["resize_or_crop", "loadSize", "fineSize"]
         return self._taking(prev, names)
 
     def _taking(self, prev: "TrainConfig", names) -> "TrainConfig":

@@ -99,8 +99,8 @@ def test_other_words_for_a_true_false_option_are_refused(capsys):
 
 
 def test_an_explicit_false_wins_over_model_defaults_and_the_run_resumed(tmp_path):
-    p = resolve_config(["--model", "pix2pix", "--no_vgg_loss", "false", "--no_instance", "0"])
-    assert (p.no_vgg_loss, p.no_instance, p.no_ganFeat_loss) == (False, False, True)
+    p = resolve_config(["--model", "pix2pix", "--no_instance", "0"])
+    assert (p.no_vgg_loss, p.no_instance, p.no_ganFeat_loss) == (True, False, True)
     assert resolve_config(["--model", "cyclegan", "--no_dropout", "false"]).no_dropout is False
     _saved_run(tmp_path, "r", compile=True, deterministic=True, channels_last=True, no_flip=True)
     resume = ["--checkpoints_dir", str(tmp_path), "--name", "r", "--resume"]
@@ -167,7 +167,11 @@ REFERENCE_CASES = {
     "--gpu_ids 0,1": "--device", "--fp16": "--precision fp16", "--tf_log": "--no_tensorboard",
     "--data_type 16": "--precision fp16", "--data_type=32": "drop --data_type", "--serial_batches": "no equivalent",
     "--display_winsize 512": "not needed", "--use_dropout": "--no_dropout", "--verbose": "not needed",
-    "--local_rank=0": "LOCAL_RANK"}
+    "--local_rank=0": "LOCAL_RANK",
+    # the pix2pix/CycleGAN repo's later names
+    "--preprocess scale_width": "use --resize_or_crop scale_width", "--load_size 286": "use --loadSize",
+    "--crop_size 256": "use --fineSize", "--n_epochs 100": "use --niter", "--n_epochs_decay 100": "use --niter_decay",
+    "--batch_size 4": "use --batchSize", "--num_threads 4": "use --nThreads"}
 
 
 @pytest.mark.parametrize("given", list(REFERENCE_CASES))
@@ -237,8 +241,13 @@ def test_a_square_crop_the_generator_cannot_take_is_refused_with_the_sizes_and_g
                                           r"sides that divide by 256: give --fineSize 256, or a generator "
                                           r"that takes 64: --netG_pix2pix resnet_9blocks or resnet_6blocks$"):
         resolve_config(["--model", "pix2pix", "--loadSize", "72", "--fineSize", "64"])
-    with pytest.raises(ConfigError, match=r"^--loadSize 72: .* divide by 16: give --loadSize 80 or 64, or a "
+    with pytest.raises(ConfigError, match=r"^--fineSize 72: .* divide by 16: give --fineSize 80 or 64, or a "
                                           r"generator that takes 72: fewer downsamplings"):
-        resolve_config(["--resize_or_crop", "resize_and_crop", "--loadSize", "72", "--fineSize", "100"])
+        resolve_config(["--resize_or_crop", "resize_and_crop", "--loadSize", "100", "--fineSize", "72"])
+    # a crop larger than the image it is cut from (used to be min(loadSize, fineSize), silently)
+    with pytest.raises(ConfigError, match=r"^--fineSize 64: --resize_or_crop resize_and_crop scales every image "
+                                          r"to 32x32 \(--loadSize\) and crops 64x64 from it: give --fineSize 32 or "
+                                          r"less, or --loadSize 64 or more$"):
+        resolve_config(["--model", "cyclegan", "--loadSize", "32", "--fineSize", "64"])
     assert resolve_config(["--model", "pix2pix", "--loadSize", "72", "--fineSize", "64",
                            "--netG_pix2pix", "resnet_6blocks"]).fineSize == 64

@@ -231,3 +231,83 @@ def test_typed_paths_are_stored_absolute_and_an_older_relative_dataroot_is_kept(
     old = dataclasses.replace(c, dataroot="data")
     (tmp_path / "ck" / "g" / "config.json").write_text(old.to_json())
     assert TrainConfig(name="g", checkpoints_dir="../ck", resume=True).resolved().dataroot == "data"
+
+
+def _run_folder(tmp_path, name, **options):
+    cfg = TrainConfig(name=name, checkpoints_dir=str(tmp_path), **options).resolved()
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.json").write_text(cfg.to_json())
+    (tmp_path / name / "latest.pt").write_bytes(b"")   # resolution reads config.json only
+    return cfg
+
+
+def test_the_pix2pix_repos_netG_repeated_on_resume_resumes(tmp_path):
+    # the README's alias: --netG resnet_6blocks is --netG_pix2pix; repeating the command with
+    # --resume (or --auto_resume) used to be refused as "built with netG global"
+    for model, g in (("cyclegan", "resnet_6blocks"), ("pix2pix", "unet_128")):
+        argv = ["--model", model, "--name", model, "--checkpoints_dir", str(tmp_path), "--netG", g]
+        first = resolve_config(argv)
+        (tmp_path / model).mkdir()
+        (tmp_path / model / "config.json").write_text(first.to_json())
+        (tmp_path / model / "latest.pt").write_bytes(b"")
+        assert (first.netG, first.netG_pix2pix) == ("global", g)
+        c = resolve_config(argv + ["--resume"])   # --auto_resume, with a latest.pt, takes the same path
+        assert (c.resume, c.netG_pix2pix) == (True, g)
+        with pytest.raises(ConfigError, match=r"^--netG_pix2pix resnet_9blocks: --resume continues .* built "
+                                              rf"with netG_pix2pix {g}"):
+            resolve_config(argv[:-2] + ["--netG", "resnet_9blocks", "--resume"])
+
+
+def test_options_a_model_does_not_use_are_refused_unless_they_are_its_defaults():
+    for argv, says in (
+            (["--model", "cyclegan", "--lambda_L1", "100"], "--lambda_L1 100.0: --model cyclegan does not use it "
+                                                           "(it is pix2pixhd and pix2pix's"),
+            (["--model", "cyclegan", "--lambda_GAN", "0"], "--lambda_GAN 0.0: --model cyclegan"),
+            (["--model", "cyclegan", "--no_cond_D"], "--no_cond_D on: --model cyclegan"),
+            (["--model", "cyclegan", "--num_D", "3"], "--num_D 3: --model cyclegan"),
+            (["--model", "cyclegan", "--no_vgg_loss", "false"], "--no_vgg_loss off: --model cyclegan"),
+            (["--model", "pix2pix", "--lambda_A", "5"], "--lambda_A 5.0: --model pix2pix does not use it (it is "
+                                                       "cyclegan's"),
+            (["--model", "pix2pix", "--pool_size", "10"], "--pool_size 10: --model pix2pix"),
+            (["--model", "pix2pix", "--num_D", "2"], "--num_D 2: --model pix2pix"),
+            (["--pool_size", "50"], "--pool_size 50: --model pixpixhd".replace("pixpix", "pix2pix")),
+            (["--netD_pix2pix", "pixel"], "--netD_pix2pix pixel: --model pix2pixhd"),
+            (["--lambda_GAN", "0"], "--lambda_GAN 0.0: --model pix2pixhd")):
+        with pytest.raises(ConfigError) as e:
+            resolve_config(argv)
+        assert str(e.value).startswith(says) and str(e.value).endswith(f"drop {says.split()[0]}"), str(e.value)
+    # the model's own defaults given, as the reference scripts do, and options it uses
+    for argv in (["--model", "pix2pix", "--pool_size", "0", "--num_D", "1", "--lambda_L1", "100"],
+                 ["--pool_size", "0", "--num_D", "3", "--no_vgg_loss", "--lambda_L1", "10"],
+                 ["--model", "cyclegan", "--pool_size", "10", "--lambda_A", "5", "--no_vgg_loss"]):
+        resolve_config(argv)
+    # NVIDIA's pix2pixHD default: no pool (its D sees the current fakes); CycleGAN's: 50
+    assert [resolve_config(["--model", m]).pool_size for m in ("pix2pixhd", "pix2pix", "cyclegan")] == [0, 0, 50]
+
+
+def test_resume_refuses_another_direction(tmp_path):
+    _run_folder(tmp_path, "p", model="pix2pix", direction="BtoA")
+    base = ["--name", "p", "--checkpoints_dir", str(tmp_path), "--resume"]
+    with pytest.raises(ConfigError, match=r"^--direction AtoB: --resume continues .*p, trained with direction "
+                                          r"BtoA, .* drop --direction, or start a new run"):
+        resolve_config(base + ["--direction", "AtoB"])
+    assert resolve_config(base + ["--direction", "BtoA"]).direction == "BtoA"
+
+
+def test_later_stages_read_images_as_the_stage_they_load(tmp_path):
+    # a finetune from a local stage trained with --resize_or_crop none used to fall back to
+    # scale_width at loadSize 1024 (8x upscaled 128 px maps, 60x slower steps), without a word
+    g = _run_folder(tmp_path, "g", resize_or_crop="scale_width_and_crop", loadSize=64, fineSize=32, ngf=8)
+    loc = TrainConfig(stage="local", load_pretrain=str(tmp_path / "g"))
+    c = loc.resolved()
+    assert (c.resize_or_crop, c.loadSize, c.fineSize, c.ngf) == ("scale_width_and_crop", 128, 64, 4)
+    assert any("at 2x its size: loadSize 128, fineSize 64" in n for n in c.notes())
+    c = TrainConfig(stage="local", load_pretrain=str(tmp_path / "g"), loadSize=96, fineSize=48).resolved()
+    assert (c.loadSize, c.fineSize) == (96, 48) and not c.notes()
+    _run_folder(tmp_path, "l", stage="local", load_pretrain=str(tmp_path / "g"), resize_or_crop="none",
+                loadSize=128, fineSize=64)
+    ft = TrainConfig(stage="finetune", load_pretrain=str(tmp_path / "l")).resolved()
+    assert (ft.resize_or_crop, ft.loadSize, ft.fineSize) == ("none", 128, 64)
+    assert TrainConfig(stage="finetune", load_pretrain=str(tmp_path / "l"),
+                       resize_or_crop="scale_width").resolved().resize_or_crop == "scale_width"
+    assert g.resize_or_crop == "scale_width_and_crop"

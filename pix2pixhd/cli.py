@@ -17,8 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-from pix2pixhd.config import MODELS, TrainConfig, build_parser, reference_only_error
-from pix2pixhd.errors import ConfigError, UserError, add_debug_option
+from pix2pixhd.config import (MODELS, SYNTHESIZE_REFERENCE_ONLY, TrainConfig, build_parser,
+                              reference_only_error)
+from pix2pixhd.errors import ConfigError, UserError, add_debug_option, debug_enabled
 
 TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune), pix2pix (--model pix2pix) or CycleGAN
 (--model cyclegan, unpaired trainA/ and trainB/).
@@ -45,17 +46,18 @@ def train_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def refuse_reference_only(argv: list[str]) -> None:
+def refuse_reference_only(argv: list[str], table: dict | None = None) -> None:
     """ConfigError (one line through ``errors.run``, status 1) for the first of the reference's
-    options this project replaces (``--fp16`` -> ``--precision fp16``...), instead of argparse's
-    usage and "unrecognized arguments" (status 2)."""
+    options this project replaces (``--fp16`` -> ``--precision fp16``...; ``table``: another
+    command's, as synthesize.py's), instead of argparse's usage and "unrecognized arguments"
+    (status 2)."""
     for i, arg in enumerate(argv):
         if not arg.startswith("--"):
             continue
         name, eq, value = arg[2:].partition("=")
         if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
             value = argv[i + 1]
-        message = reference_only_error(name, value if (eq or value) else None)
+        message = reference_only_error(name, value if (eq or value) else None, table)
         if message:
             raise ConfigError(message)
 
@@ -83,7 +85,12 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"pix2pixhd training, {info.world_size} process(es) on {info.device}\n{cfg.pretty()}", flush=True)
         for note in cfg.notes():
             print(f"note: {note}", flush=True)
+        if debug_enabled():   # NVIDIA's --debug was a short run; a user may expect one
+            print("note: --debug shows the traceback of an error; NVIDIA's --debug (a run of 1 epoch on 10 "
+                  "images) is --niter 1 --niter_decay 0 --max_dataset_size 10", flush=True)
     if cfg.dry_run:   # the files the run reads before its data: there, or the run's own error now
+        from pix2pixhd.run_folder import check_new_run
+        check_new_run(cfg)   # a folder holding another run: refused, as the launch would be
         if not cfg.no_vgg_loss:
             from pix2pixhd.losses import vgg19_file
             vgg19_file(cfg.vgg_path)
@@ -170,6 +177,7 @@ def synthesize_parser() -> argparse.ArgumentParser:
 
 def synthesize_main(argv: list[str] | None = None) -> int:
     """synthesize.py: one process, or one rank of ``torchrun --nproc_per_node=K synthesize.py``."""
+    refuse_reference_only(sys.argv[1:] if argv is None else argv, SYNTHESIZE_REFERENCE_ONLY)
     a = synthesize_parser().parse_args(argv)
     for name, lo, means in (("how_many", 0, "0 = all"), ("workers", 0, "0 = decode in the main process"),
                             ("writers", 0, "PNG writing threads"),
@@ -251,6 +259,11 @@ def _synthesize(a: argparse.Namespace, info) -> int:
                 "dropout is off (as with --no_test_dropout)")
     if cfg.label_nc > 0 and (not cfg.no_instance or cfg.instance_feat) and not a.inst and a.input:
         say("note: no --inst folder: instance boundaries are taken from the label map")
+    if not cfg.use_features and (a.cluster or a.feature_mode != "sample"):
+        given = "--use_encoded_image" if a.use_encoded_image else f"--cluster {a.cluster}" if a.cluster else \
+            f"--feature_mode {a.feature_mode}"
+        raise ConfigError(f"{given}: {a.checkpoint} has no feature encoder (it was trained without "
+                          f"--instance_feat/--label_feat), so there are no features to choose: drop {given.split()[0]}")
     features = None
     if cfg.use_features:
         from pix2pixhd.features import FeatureSource

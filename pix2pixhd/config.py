@@ -155,14 +155,49 @@ def parse_bool(text: str) -> bool:
                                      "option alone means true)")
 
 
-def reference_only_error(name: str, value: str | None) -> str | None:
-    """The one-line refusal of the reference's option ``--name`` (see REFERENCE_ONLY), or None
-    when ``name`` is not one of them."""
-    fix = REFERENCE_ONLY.get(name)
+# The reference's test.py options synthesize.py has no option of that name for (NVIDIA's
+# test.py takes the training options; ours reads the architecture from the checkpoint).
+SYNTHESIZE_REFERENCE_ONLY = {
+    "name": "give the run folder: --checkpoint CHECKPOINTS_DIR/NAME",
+    "checkpoints_dir": "give the run folder: --checkpoint CHECKPOINTS_DIR/NAME",
+    "results_dir": "the output dataset folder is --out",
+    "gpu_ids": "the device is --device (auto | cpu | cuda | cuda:N); several GPUs: torchrun "
+               "--nproc_per_node=N synthesize.py ... (one shard per GPU)",
+    "fp16": "use --precision fp16 (or bf16)",
+    "data_type": "use --precision fp16 (or bf16)",
+    "batchSize": "use --batch_size (maps per generator call)",
+    "nThreads": "use --workers (decoding processes)",
+    "loadSize": "to resize the maps as training's scale_width did, use --scale_width trained (or "
+                "--scale_width WIDTH)",
+    "resize_or_crop": "maps keep their size; to resize them as training's scale_width did, use "
+                      "--scale_width trained",
+    "fineSize": "maps are synthesized whole at their size: drop --fineSize",
+    "cluster_path": "import NVIDIA's run with its features_clustered_NNN.npy: python -m "
+                    "pix2pixhd.import_reference NVIDIA_RUN --name NAME, then --checkpoint the imported run",
+    "export_onnx": "export with python -m pix2pixhd.export --checkpoint RUN (then --backend onnx)",
+    "ntest": "use --how_many (at most this many inputs)",
+    "aspect_ratio": "outputs keep each map's size and aspect: drop --aspect_ratio",
+    "display_winsize": "not needed: drop --display_winsize",
+    "serial_batches": "not needed: maps are read in name order",
+    "no_flip": "not needed: synthesis never flips",
+    **{k: "the architecture and data options come from the checkpoint's config.json: drop --" + k
+       for k in ("label_nc", "no_instance", "netG", "ngf", "n_downsample_global", "n_blocks_global",
+                 "n_local_enhancers", "n_blocks_local", "instance_feat", "label_feat", "feat_num",
+                 "model", "norm", "input_nc", "output_nc")},
+}
+
+
+def reference_only_error(name: str, value: str | None, table: dict | None = None) -> str | None:
+    """The one-line refusal of the reference's option ``--name`` (see REFERENCE_ONLY, or
+    ``table``), or None when ``name`` is not one of them."""
+    fix = (REFERENCE_ONLY if table is None else table).get(name)
     if fix is None:
         return None
     fix = fix(value) if callable(fix) else fix
     given = f"--{name}" + (f" {value}" if value is not None else "")
+    if table is SYNTHESIZE_REFERENCE_ONLY:
+        return f"{given} is an option of the reference's test.py (NVIDIA's pix2pixHD, the pix2pix/CycleGAN " \
+               f"repo), not of synthesize.py: {fix}"
     return f"{given} is an option of the reference code (NVIDIA's pix2pixHD, the pix2pix/CycleGAN " \
            f"repo), not of this project: {fix}"
 

@@ -251,3 +251,53 @@ def test_a_square_crop_the_generator_cannot_take_is_refused_with_the_sizes_and_g
         resolve_config(["--model", "cyclegan", "--loadSize", "32", "--fineSize", "64"])
     assert resolve_config(["--model", "pix2pix", "--loadSize", "72", "--fineSize", "64",
                            "--netG_pix2pix", "resnet_6blocks"]).fineSize == 64
+
+
+# ---- NVIDIA's test.py options on synthesize.py, --debug, --dry_run ----------------------------------
+SYNTHESIZE_REFERENCE_CASES = {
+    "--name label2city_1024p": "--checkpoint CHECKPOINTS_DIR/NAME", "--results_dir ./results": "--out",
+    "--gpu_ids 0": "--device", "--fp16": "--precision fp16", "--batchSize 1": "--batch_size",
+    "--nThreads 0": "--workers", "--loadSize 1024": "--scale_width trained",
+    "--resize_or_crop none": "--scale_width trained", "--cluster_path f.npy": "import_reference",
+    "--export_onnx a.onnx": "pix2pixhd.export", "--ntest 5": "--how_many",
+    "--aspect_ratio 2": "drop --aspect_ratio", "--label_nc 35": "come from the checkpoint's config.json"}
+
+
+@pytest.mark.parametrize("given", list(SYNTHESIZE_REFERENCE_CASES))
+def test_nvidia_test_options_on_synthesize_are_one_line_naming_the_replacement(given, capsys, monkeypatch):
+    # they gave argparse's usage and "unrecognized arguments", status 2
+    monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+    argv = ["--checkpoint", "ck", "--input", "in", "--out", "out", *given.split()]
+    assert errors.run(synthesize_main, argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {given} is an option of the reference") and err.count("\n") == 1, err
+    assert SYNTHESIZE_REFERENCE_CASES[given] in err
+
+
+def test_feature_options_on_a_run_without_an_encoder_are_refused(ck, tmp_path):
+    # they were ignored, and the job even counted as the same one as without them
+    from pix2pixhd.errors import ConfigError
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for extra, says in ((["--cluster", "3"], "--cluster 3"), (["--use_encoded_image"], "--use_encoded_image"),
+                        (["--feature_mode", "cluster"], "--feature_mode cluster")):
+        with pytest.raises(ConfigError, match=rf"^{says}: .*g has no feature encoder .*drop {says.split()[0]}$"):
+            synthesize_main(["--checkpoint", str(ck / "g"), "--input", str(inp), "--out", str(tmp_path / "o"),
+                             "--device", "cpu", *extra])
+        assert not (tmp_path / "o").exists()
+
+
+def test_dry_run_on_the_folder_of_another_run_is_refused_as_the_launch_would_be(ck, capsys):
+    from pix2pixhd.errors import RunExistsError
+    with pytest.raises(RunExistsError, match=r"already holds a run \(.*latest.pt.*add --resume"):
+        train_main(["--checkpoints_dir", str(ck), *TINY, "--name", "g", "--ngf", "8", "--dry_run"])
+    assert train_main(["--checkpoints_dir", str(ck), *TINY, "--name", "g", "--resume", "--dry_run"]) == 0
+
+
+def test_debug_says_what_nvidias_debug_is_here(tmp_path, capsys):
+    argv = ["--checkpoints_dir", str(tmp_path), *TINY, "--name", "d", "--dry_run"]
+    assert errors.run(train_main, argv) == 0
+    assert "NVIDIA's --debug" not in capsys.readouterr().out
+    assert errors.run(train_main, argv + ["--debug"]) == 0
+    assert ("note: --debug shows the traceback of an error; NVIDIA's --debug (a run of 1 epoch on 10 images) is "
+            "--niter 1 --niter_decay 0 --max_dataset_size 10") in capsys.readouterr().out

@@ -779,6 +779,16 @@ class TrainConfig:
         return m
 
     @property
+    def multiple_reason(self) -> str:
+        """Who needs :attr:`required_multiple`, for the data errors that name it."""
+        g = 2 ** self.n_downsample_global * (2 ** self.n_local_enhancers if self.netG == "local" else 1)
+        if (self.model == "pix2pixhd" and self.use_features and not self.load_features
+                and 2 ** self.n_downsample_E > g):
+            return (f"the feature encoder needs (--n_downsample_E {self.n_downsample_E}; the generator "
+                    f"alone needs {g}: fewer E downsamplings also fit)")
+        return "the generator needs"
+
+    @property
     def experiment_dir(self) -> Path:
         return run_dir(self.checkpoints_dir, self.name)   # refuses a --name that leaves checkpoints_dir
 
@@ -790,7 +800,8 @@ class TrainConfig:
                        load_features=self.load_features, resize_or_crop=self.resize_or_crop,
                        loadSize=self.loadSize, fineSize=self.fineSize, no_flip=self.no_flip,
                        direction=self.direction, palette=self.palette or None,
-                       required_multiple=self.required_multiple, input_nc=self.input_nc,
+                       required_multiple=self.required_multiple, multiple_reason=self.multiple_reason,
+                       input_nc=self.input_nc,
                        output_nc=self.output_nc,
                        seed=self.seed, validate=self.validate)
         return dataclasses.replace(d, **overrides)
@@ -848,7 +859,7 @@ class DataConfig:
 
     A training run's comes from ``TrainConfig.data_config()``. ``palette``: None, 'facades', a
     JSON file or a list of [r, g, b]. ``required_multiple``: what the generator needs the sizes to
-    divide by. ``input_nc``/``output_nc``: channels of the unaligned layout's A and B images.
+    divide by (``multiple_reason``: who needs it, in messages). ``input_nc``/``output_nc``: channels of the unaligned layout's A and B images.
     ``is_train`` (None: phase == 'train') enables random flips, as the reference's
     isTrain. ``validate``: 'full' (decode every file), 'headers' (sizes and modes) or 'off'.
     ``inputs_only`` (synthesis): the generator's inputs are all that must be there; a split with
@@ -867,6 +878,7 @@ class DataConfig:
     direction: str = "AtoB"
     palette: Any = None
     required_multiple: int = 16
+    multiple_reason: str = "the generator needs"
     input_nc: int = 3
     output_nc: int = 3
     seed: int = 0

@@ -311,3 +311,20 @@ def test_later_stages_read_images_as_the_stage_they_load(tmp_path):
     assert TrainConfig(stage="finetune", load_pretrain=str(tmp_path / "l"),
                        resize_or_crop="scale_width").resolved().resize_or_crop == "scale_width"
     assert g.resize_or_crop == "scale_width_and_crop"
+
+
+def test_a_size_the_feature_encoder_cannot_take_names_the_encoder(tmp_path):
+    # it said "not a multiple of 16 as the generator needs", where the generator needs 4
+    from pix2pixhd import data
+    from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+    generate(tmp_path / "st", n_train=2, n_test=1, width=128, height=64, seed=0)
+    argv = ["--dataroot", str(tmp_path / "st"), "--label_nc", str(LABEL_NC), "--resize_or_crop",
+            "scale_width_and_crop", "--loadSize", "128", "--fineSize", "40", "--n_downsample_global", "2",
+            "--no_vgg_loss"]
+    for extra, says in ((["--instance_feat"], "not a multiple of 16 as the feature encoder needs (--n_downsample_E "
+                                               "4; the generator alone needs 4: fewer E downsamplings also fit)"),
+                        (["--n_downsample_global", "4"], "not a multiple of 16 as the generator needs;")):
+        c = resolve_config(argv + extra)
+        with pytest.raises(Exception) as e:
+            data.create_dataset(c.dataroot, "train", c.data_config())
+        assert says in str(e.value)

@@ -104,6 +104,7 @@ class PairedDataset(torch.utils.data.Dataset):
         self.direction = config.direction
         self.palette = palette
         self.required_multiple = config.required_multiple
+        self.multiple_reason = config.multiple_reason
         self.output_nc = config.output_nc
         self.seed = config.seed
         self.label_dtype = np.uint8 if label_nc <= 256 else np.int32
@@ -617,7 +618,7 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                              f"{_rel(ds, next(iter(rec.values())))}: {src[0]}x{src[1]} becomes "
                              f"{ow}x{oh} with resize_or_crop={ds.resize_or_crop} loadSize="
                              f"{ds.loadSize} fineSize={ds.fineSize}, not a multiple of "
-                             f"{m} as the generator needs; change loadSize/fineSize or use "
+                             f"{m} as {ds.multiple_reason}; change loadSize/fineSize or use "
                              f"resize_or_crop='none'"))
     return problems, {"size": src, "ids": ids, "n_inst": n_inst}
 

@@ -448,11 +448,13 @@ class TrainConfig:
         "triton or ref (the PyTorch reference)", choices=("auto", "triton", "ref"))
 
     # --- logging and saving -----------------------------------------------------------------
+    # steps, where NVIDIA's counted images (total_steps += batchSize): the same at its --batchSize 1
     print_freq: Optional[int] = option("logging", 100,
-                                       "iterations between loss log lines and scalars")
-    display_freq: Optional[int] = option("logging", 100, "iterations between image grids")
+                                       "steps between loss log lines and scalars (NVIDIA's counted "
+                                       "images: the same at --batchSize 1)")
+    display_freq: Optional[int] = option("logging", 100, "steps between image grids (NVIDIA's: images)")
     save_latest_freq: Optional[int] = option("logging", 1000,
-                                             "iterations between 'latest' checkpoints")
+                                             "steps between 'latest' checkpoints (NVIDIA's: images)")
     save_epoch_freq: Optional[int] = option("logging", 10,
                                             "epochs between numbered checkpoints")
     no_html: Optional[bool] = option("logging", False, "no HTML page (web/index.html)")

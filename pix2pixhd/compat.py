@@ -79,9 +79,28 @@ def _upsample_hint(model: nn.Module, state: dict, own: dict, keys: list[str]) ->
         if f[:2] == o[1::-1] and f[2:] == o[2:]:
             ours = "resize" if isinstance(ups[mod], ResizeConv2d) else "transpose"
             theirs = "transpose" if ours == "resize" else "resize"
-            return (f"  its upsampling weights ({k}: {list(f)}) are those of --upsample {theirs}, the "
+            return (f"its upsampling weights ({k}: {list(f)}) are those of --upsample {theirs}, the "
                     f"model's of --upsample {ours}: build the model with --upsample {theirs}")
     return None
+
+
+def _input_hint(model: nn.Module, state: dict, own: dict) -> str | None:
+    """When the file's first conv reads another number of input channels than the model's: both
+    counts, and for pix2pixHD's generators the options that make them up (label_nc, the boundary
+    map of no_instance, and the encoded features of instance_feat / label_feat with feat_num)."""
+    from pix2pixhd.networks import GlobalGenerator, LocalEnhancer
+    first = next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    k = f"{first}.weight"
+    if first is None or k not in state or k not in own or state[k].dim() != 4 or own[k].dim() != 4:
+        return None
+    f, o = tuple(state[k].shape), tuple(own[k].shape)
+    if f[1] == o[1] or f[:1] + f[2:] != o[:1] + o[2:]:
+        return None
+    hint = f"the file's first conv ({k}) takes {f[1]} input channels, the model's {o[1]}"
+    if isinstance(model, (GlobalGenerator, LocalEnhancer)):
+        hint += (f": build the generator with input options that add up to {f[1]} (label_nc, +1 boundary "
+                 f"channel without --no_instance, +feat_num with --instance_feat or --label_feat)")
+    return hint
 
 
 def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool = True,
@@ -99,7 +118,7 @@ def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool
     state, source = _read(state_dict_or_path)
     state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
     state = _drop_untracked_instance_norm_stats(model, state)
-    from pix2pixhd.networks import MultiscaleDiscriminator
+    from pix2pixhd.networks import GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
     if isinstance(model, MultiscaleDiscriminator):   # trained with or without --no_ganFeat_loss
         state = model.in_own_layout(state)
     own = model.state_dict()
@@ -112,18 +131,24 @@ def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool
         parts = [f"{source} does not fit {type(model).__name__}:"]
         hint = _upsample_hint(model, state, own, [k for k in own if k in state and not skip(k)
                                                   and state[k].shape != own[k].shape])
+        inputs = _input_hint(model, state, own)
         if hint:
             parts.append(hint)
         if missing:
-            parts.append(f"  {len(missing)} missing key(s), e.g. {missing[:3]}")
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
         if unexpected:
-            parts.append(f"  {len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
         if shapes:
-            parts.append(f"  {len(shapes)} shape mismatch(es), e.g. {shapes[:3]}")
-        parts.append(f"  the file looks like {_guess(state)}; build the model with the flags it "
-                     "was trained with (netG, ngf, n_downsample_global, n_blocks_global, "
-                     "n_local_enhancers, upsample, num_D, n_layers_D, label_nc, no_instance)")
-        raise CheckpointMismatchError("\n".join(parts))
+            parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[:3]}")
+        if inputs:
+            parts.append(inputs)
+        flags = ("netG, ngf, n_downsample_global, n_blocks_global, n_local_enhancers, upsample, num_D, "
+                 "n_layers_D, label_nc, no_instance")
+        if inputs and isinstance(model, (GlobalGenerator, LocalEnhancer)):   # features feed G only
+            flags += ", instance_feat, label_feat, feat_num"
+        parts.append(f"the file looks like {_guess(state)}; build the model with the flags it "
+                     f"was trained with ({flags})")
+        raise CheckpointMismatchError(parts[0] + " " + "; ".join(parts[1:]))   # one line
     load = {k: v for k, v in state.items() if k in own and not skip(k)}
     model.load_state_dict(load, strict=False)
     return model

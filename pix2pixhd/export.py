@@ -23,8 +23,10 @@ Needs the ``export`` extra: ``pip install -e .[export]`` (onnx, onnxscript, onnx
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -92,6 +94,27 @@ def export_command(checkpoint: str | Path, which_epoch: str = "latest", directio
                      *([f"--out {out}"] if out else [])])
 
 
+class _DropTorchvisionNote(logging.Filter):
+    """torch.onnx's exporter builds its op registry on every export and, without torchvision
+    installed, logs 'torchvision is not installed. Skipping torchvision::nms' (roi_align, roi_pool,
+    deform_conv2d) at WARNING each time: ops no generator uses, so nothing to act on. Those lines
+    are dropped; anything else it logs passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("torchvision is not installed")
+
+
+@contextlib.contextmanager
+def _without_torchvision_note():
+    log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    note = _DropTorchvisionNote()
+    log.addFilter(note)
+    try:
+        yield
+    finally:
+        log.removeFilter(note)
+
+
 def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = None, *,
                 height: int | None = None, width: int | None = None, opset: int = 18,
                 dynamo: bool = True, config: dict | None = None, check: bool = True,
@@ -139,7 +162,7 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
     width = width or 3 * m
     x = _random_input(1, input_nc, height, width, seed)
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _without_torchvision_note():
         # Both exporters warn at length about internals we cannot act on (shape-check tracer
         # warnings, instance_norm's train flag, constant folding of slices, legacy deprecation).
         warnings.simplefilter("ignore")
@@ -192,13 +215,16 @@ def _export_copy(generator: nn.Module) -> nn.Module:
     return set_norm_impl(remove_seeded_dropout(copy.deepcopy(generator)).float().cpu().eval(), "ref")
 
 
-def _random_input(n: int, c: int, h: int, w: int, seed: int) -> torch.Tensor:
-    """Random label-map-like input: a one-hot of random ids (+ any remaining channels binary).
+def _random_input(n: int, c: int, h: int, w: int, seed: int, images: bool = False) -> torch.Tensor:
+    """Random label-map-like input: a one-hot of random ids (+ any remaining channels binary);
+    ``images``: random images, uniform in [-1, 1] (the input of image-to-image generators).
 
-    Generators see one-hot maps and a {0,1} boundary channel, never Gaussian noise; instance
-    norm makes the network sensitive to the input statistics, so test on what it will be fed.
+    Label-map generators see one-hot maps and a {0,1} boundary channel, never Gaussian noise;
+    instance norm makes the network sensitive to the input statistics, so test on what it will be fed.
     """
     gen = torch.Generator().manual_seed(seed)
+    if images:
+        return torch.rand(n, c, h, w, generator=gen) * 2 - 1
     ids = torch.randint(0, c, (n, 1, h, w), generator=gen)
     return torch.zeros(n, c, h, w).scatter_(1, ids, 1.0)
 
@@ -216,13 +242,14 @@ def _write_metadata(path: Path, props: dict[str, str]) -> None:
 
 
 def check_onnx(generator: nn.Module, path: str | Path, sizes=((64, 96), (96, 64)), batch: int = 2,
-               seed: int = 1) -> float:
-    """Max |onnxruntime(CPU) - torch| over random one-hot inputs of each (H, W) in ``sizes``."""
+               seed: int = 1, images: bool = False) -> float:
+    """Max |onnxruntime(CPU) - torch| over random one-hot inputs (``images``: random images in
+    [-1, 1]) of each (H, W) in ``sizes``."""
     og = OnnxGenerator(path)
     g = _export_copy(generator)
     worst = 0.0
     for i, (h, w) in enumerate(sizes):
-        x = _random_input(batch, og.input_nc, h, w, seed + i)
+        x = _random_input(batch, og.input_nc, h, w, seed + i, images)
         with torch.inference_mode():
             ref = g(x)
         out = og(x)
@@ -302,7 +329,7 @@ class OnnxGenerator:
                 f"providers={self.session.get_providers()})")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Export a training run's generator to ONNX (dynamic N, H, W) and check it "
                     "with onnxruntime against PyTorch",
@@ -310,45 +337,76 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="training run folder (config.json + *.pt)")
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)
-    p.add_argument("--which_epoch", default="latest")
+    p.add_argument("--which_epoch", default="latest",
+                   help="checkpoint to export: 'latest' (latest.pt) or an epoch number N (epoch_NNNN.pt)")
     p.add_argument("--out", default="", help="ONNX file to write (default: CHECKPOINT/generator.onnx; "
                                              "CycleGAN's G_B: CHECKPOINT/generator_G_B.onnx)")
     p.add_argument("--direction", default=None, choices=("AtoB", "BtoA"),
-                   help="which generator of a CycleGAN run (AtoB: G_A, BtoA: G_B); default the run's own")
+                   help="which generator of a CycleGAN run (AtoB: G_A, BtoA: G_B); default the run's own. "
+                        "A pix2pix/pix2pixHD run has one generator: only its own --direction is accepted")
     p.add_argument("--bn_running_stats", action="store_true",
                    help="--norm batch generators: the graph normalises with the running statistics "
                         "gathered in training (for synthesize.py --bn_running_stats / --eval); default: "
                         "each image's own, as synthesize.py does by default")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=int, default=18,
+                   help="ONNX opset version of the file (the --legacy exporter writes at most 17); "
+                        "lower it for an older onnxruntime")
     p.add_argument("--legacy", action="store_true",
                    help="use the deprecated TorchScript exporter instead of torch.export")
     p.add_argument("--atol", type=float, default=1e-4, help="max |onnx - torch| the check accepts")
     p.add_argument("--no_check", action="store_true", help="skip the onnxruntime parity check")
-    a = p.parse_args(argv)
+    return p
+
+
+def _own_direction(checkpoint: str, which_epoch: str, direction: str | None) -> str | None:
+    """The ``direction`` to load with: a pix2pix/pix2pixHD run has one generator, trained for the
+    run's own --direction, so naming that direction means it (None); another one is refused,
+    naming the run's. CycleGAN's two generators: unchanged."""
+    if direction is None:
+        return None
+    from pix2pixhd.checkpoint import load_run_config
+    from pix2pixhd.errors import ConfigError
+    cfg = load_run_config(checkpoint, which_epoch)
+    if cfg.model == "cyclegan":
+        return direction
+    if direction != cfg.direction:
+        raise ConfigError(f"--direction {direction}: {checkpoint} is a {cfg.model} run trained with "
+                          f"--direction {cfg.direction}; its one generator translates that way: drop "
+                          f"--direction (or pass {cfg.direction}), or export a --model cyclegan run")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     from pix2pixhd.checkpoint import checkpoint_path
     from pix2pixhd.engine import file_sha256
     from pix2pixhd.synthesis import load_generator
-    from pix2pixhd.models import generator_input_nc, generator_key
+    from pix2pixhd.models import generator_input_nc, generator_key, input_image_nc
     ckpt = Path(a.checkpoint)
     ckpt = ckpt if ckpt.is_file() else checkpoint_path(ckpt, a.which_epoch)   # as load_checkpoint picks it
     # Hashed before loading: if training replaces the file in between, the recorded hash is the
     # older one and synthesis refuses the file (safe), rather than vouching for weights it lacks.
     sha = file_sha256(ckpt) if ckpt.is_file() else None   # absent: load_generator says so
-    g, cfg = load_generator(a.checkpoint, a.which_epoch, "cpu", direction=a.direction,
+    direction = _own_direction(a.checkpoint, a.which_epoch, a.direction)
+    g, cfg = load_generator(a.checkpoint, a.which_epoch, "cpu", direction=direction,
                             test_batch_stats=not a.bn_running_stats)
     if a.bn_running_stats and batchnorm_statistics(g) is None:
         print("note: --bn_running_stats: this generator has no BatchNorm layers; the option changes nothing")
-    key = generator_key(cfg, a.direction)
+    key = generator_key(cfg, direction)
     out = Path(a.out) if a.out else default_onnx_path(a.checkpoint, key)
-    export_onnx(g, out, generator_input_nc(cfg, a.direction), opset=a.opset, dynamo=not a.legacy, config=cfg.to_dict(),
+    export_onnx(g, out, generator_input_nc(cfg, direction), opset=a.opset, dynamo=not a.legacy, config=cfg.to_dict(),
                 check=False, generator_key=key, checkpoint=ckpt, checkpoint_sha256=sha,
                 which_epoch=a.which_epoch)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) from {ckpt} (sha256 {sha[:12]})")
     if not a.no_check:
         m = cfg.required_multiple
-        diff = check_onnx(g, out, sizes=[(3 * m, 2 * m), (2 * m, 5 * m)], batch=2)
-        print(f"max |onnxruntime - torch| on random label maps at {3 * m}x{2 * m} and "
-              f"{2 * m}x{5 * m}: {diff:.3g} (atol {a.atol})")
+        # What the generator reads: photos alone (CycleGAN; label_nc 0 without boundary or feature
+        # channels) are checked on random images, the rest on one-hot label maps.
+        images = (cfg.model == "cyclegan" or not cfg.label_nc) and \
+            generator_input_nc(cfg, direction) == input_image_nc(cfg, direction)
+        diff = check_onnx(g, out, sizes=[(3 * m, 2 * m), (2 * m, 5 * m)], batch=2, images=images)
+        print(f"max |onnxruntime - torch| on random {'images' if images else 'label maps'} at "
+              f"{3 * m}x{2 * m} and {2 * m}x{5 * m}: {diff:.3g} (atol {a.atol})")
         if diff > a.atol:
             print(f"error: {out} does not reproduce the PyTorch generator; do not use it")
             return 1

@@ -35,7 +35,9 @@ the two share one way of splitting, training, synthesizing and scoring:
   PSNR/SSIM against the real photos.
 
 Resumable: a variant whose final checkpoint and ``train_summary.json`` exist is skipped
-(``--retrain`` redoes it); one interrupted mid-training starts again from scratch.
+(``--retrain`` redoes it); one interrupted mid-training starts again from scratch. A finished run
+trained with other train_hd.py options than this call's (``--ngf``, ``--niter``, ...) is refused,
+before anything is trained or scored (another ``--out``, the old options, or ``--retrain``).
 ``--stage train|score`` runs one half; ``--only a,b`` a subset, in that order; two processes can
 share the list (a lock file per variant). docs/ablations.md describes the study and its results.
 """
@@ -135,6 +137,45 @@ def select(only: str) -> list[Variant]:
 
 
 # ---- training -----------------------------------------------------------------------------------
+# Options that say where the run's files are, not what it trains (both follow from --out).
+_WHERE = ("--dataroot", "--checkpoints_dir")
+
+
+def _options(argv: list[str]) -> dict:
+    """A train_hd.py command line as {option: value}; a flag's value is True."""
+    out, i = {}, 0
+    while i < len(argv):
+        has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+        out[argv[i]] = argv[i + 1] if has_value else True
+        i += 1 + has_value
+    return out
+
+
+def check_finished(a: argparse.Namespace, variants: list[Variant], manifest: dict, runs: Path) -> None:
+    """Refuse, before anything is trained or scored, a finished run of the selected variants
+    (``train_summary.json`` written) that was trained with other train_hd.py options than this
+    call's: skipping it would report its numbers under this call's settings. ``--retrain``
+    (with a training stage) replaces such runs instead; unfinished runs are retrained anyway."""
+    if a.retrain and a.stage in ("all", "train"):
+        return
+    shown = lambda o, k: "(absent)" if k not in o else ("(set)" if o[k] is True else o[k])  # noqa: E731
+    for v in variants:
+        run, summary = runs / v.key, runs / v.key / "train_summary.json"
+        if not summary.is_file():
+            continue
+        had = json.loads(summary.read_text()).get("argv")
+        if had is None:
+            raise SystemExit(f"{run}: {summary.name} records no train_hd.py command line, so its options "
+                             f"cannot be compared with this call's; pass another --out, or --retrain to replace it")
+        have, want = _options(had), _options(variant_argv(v, a, Path(manifest["dataroot"]), runs))
+        diff = [k for k in sorted(have.keys() | want.keys()) if k not in _WHERE and have.get(k) != want.get(k)]
+        if diff:
+            raise SystemExit(
+                f"{run} was trained with other options than this call's: "
+                f"{', '.join(f'{k} {shown(have, k)} (this call: {shown(want, k)})' for k in diff)}; "
+                f"pass another --out, or the options it was trained with (or --retrain to replace it)")
+
+
 def train_all(a: argparse.Namespace, variants: list[Variant], manifest: dict, runs: Path,
               log=print) -> None:
     from pix2pixhd.checkpoint import checkpoint_path, load_checkpoint
@@ -353,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     runs.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
     manifest = prepare_data(DataSpec(str(a.facades.resolve()), a.n_val, a.split_seed, a.size), data)
+    check_finished(a, variants, manifest, runs)   # a finished run with other options is not reused
     if a.stage in ("all", "train"):
         train_all(a, variants, manifest, runs)
     if a.stage in ("all", "score"):

@@ -110,3 +110,28 @@ def test_ablations_run_on_the_product_path_and_resume(abl, tmp_path, capsys):
     # a split other than the one on disk is refused, not silently mixed
     with pytest.raises(SystemExit, match="holds a split"):
         abl.main(argv[:4] + ["--n_val", "3"] + argv[6:] + ["--stage", "score"])
+
+
+def test_ablations_refuse_a_finished_run_trained_with_other_options(abl, tmp_path, capsys):
+    """A finished variant is reused only with the options it was trained with: another --ngf is
+    one line naming the run folder, the option with both values and the fix, before anything
+    else is trained (d1 first in --only) or scored; the run is untouched. --retrain replaces it."""
+    src = _facades(tmp_path / "src", 4)        # 1..4; validation: the last 2 by number
+    out = tmp_path / "out"
+    argv = ["--facades", str(src), "--out", str(out), "--n_val", "2", "--ndf", "4", "--seg_steps", "1",
+            "--seg_batch", "2", "--seg_channels", "4", "--no_kid"]
+    assert abl.main(argv + ["--ngf", "4", "--only", "l1", "--stage", "train"]) == 0
+    run = out / "runs" / "l1"
+    mtime = (run / "epoch_0001.pt").stat().st_mtime_ns
+    for stage in ("all", "score"):
+        with pytest.raises(SystemExit) as e:
+            abl.main(argv + ["--ngf", "8", "--only", "d1,l1", "--stage", stage])
+        msg = str(e.value)
+        assert "\n" not in msg and str(run) in msg and "--ngf 4 (this call: 8)" in msg, msg
+        assert "another --out" in msg and "options it was trained with" in msg, msg
+        assert "--ndf" not in msg and "--dataroot" not in msg, msg   # only what differs
+    assert not (out / "runs" / "d1").exists() and not (out / "results.json").exists()
+    assert (run / "epoch_0001.pt").stat().st_mtime_ns == mtime
+    assert json.loads((run / "config.json").read_text())["ngf"] == 4
+    assert abl.main(argv + ["--ngf", "8", "--only", "l1", "--stage", "train", "--retrain"]) == 0
+    assert json.loads((run / "config.json").read_text())["ngf"] == 8

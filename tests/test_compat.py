@@ -78,3 +78,20 @@ def test_discriminator_loads_across_the_no_ganFeat_loss_key_layouts(norm, src_fe
     bad[next(iter(bad)).replace("0", "7", 1)] = bad.pop(next(iter(bad)))
     with pytest.raises(CheckpointMismatchError):
         load_reference_weights(dst, bad)
+
+
+def test_input_channel_mismatch_is_one_line_naming_the_files_input_and_the_feature_options():
+    """NVIDIA's label2city_1024p G takes labels + boundary + feat_num feature channels; loaded into
+    a LocalEnhancer built for fewer input channels, the refusal is one line that says how many the
+    file's first conv takes and names the options that add them up, the feature ones included."""
+    kw = dict(ngf=4, n_downsample_global=2, n_blocks_global=1, n_local_enhancers=1, n_blocks_local=1)
+    with pytest.raises(CheckpointMismatchError) as e:
+        load_reference_weights(LocalEnhancer(10, 3, **kw), LocalEnhancer(13, 3, **kw).state_dict())
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    assert "takes 13 input channels, the model's 10" in msg, msg
+    assert all(o in msg for o in ("instance_feat", "label_feat", "feat_num", "no_instance", "label_nc")), msg
+    # the same widths with another architecture detail: no input-channel sentence, no feature options
+    with pytest.raises(CheckpointMismatchError) as e:
+        load_reference_weights(LocalEnhancer(10, 3, **{**kw, "ngf": 8}), LocalEnhancer(10, 3, **kw).state_dict())
+    assert "\n" not in str(e.value) and "input channels" not in str(e.value) and "feat_num" not in str(e.value)

@@ -161,3 +161,66 @@ def test_default_exporter_exports_pix2pix_and_cyclegan_generators(model, net, tm
         diff = (out - ref).abs().max().item()
         assert diff <= ATOL, f"{net} at {n}x{h}x{w}: max abs diff {diff}"
         assert ref.abs().max() > 0.01
+
+
+# ---- the CLI: help, the check's wording, torch.onnx's torchvision notes, --direction -------------
+def test_every_cli_option_has_help():
+    from pix2pixhd.export import build_parser
+    bare = [a.option_strings[0] for a in build_parser()._actions if not a.help]
+    assert not bare, f"options without help text: {bare}"
+
+
+def _run(folder, model, direction="AtoB"):
+    """A tiny run folder by hand (untrained, seeded): pix2pix's U-Net (label_nc 0: photos in) or
+    CycleGAN's ResNet, trained (as its config says) with ``direction``."""
+    from pix2pixhd.checkpoint import save_checkpoint
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.models import build_generator
+    net = "unet_128" if model == "pix2pix" else "resnet_6blocks"
+    cfg = TrainConfig(model=model, label_nc=0, ngf=2 if model == "pix2pix" else 4, netG_pix2pix=net,
+                      direction=direction, norm_impl="ref").resolved()
+    torch.manual_seed(4)
+    keys = ("G_A", "G_B") if model == "cyclegan" else ("G",)
+    state = {k: build_generator(cfg, d).state_dict() for k, d in zip(keys, ("AtoB", "BtoA"))}
+    save_checkpoint({**state, "config": cfg.to_dict()}, folder, "latest", cfg.to_json())
+    return folder
+
+
+def test_cli_checks_an_image_to_image_generator_on_images_without_torchvision_notes(tmp_path, capsys):
+    """CycleGAN reads photos: the check's line says so (not 'label maps'); torch.onnx's default
+    exporter logs 'torchvision is not installed. Skipping torchvision::nms' (and three more ops)
+    on every export without torchvision, which pix2pixhd.export drops."""
+    import importlib.util
+    import logging
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: torch.onnx has no note to drop")
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    log, keep = logging.getLogger("torch.onnx._internal.exporter._registration"), Keep()
+    log.addHandler(keep)
+    try:
+        assert main(["--checkpoint", str(_run(tmp_path, "cyclegan"))]) == 0   # the default exporter
+    finally:
+        log.removeHandler(keep)
+    out = capsys.readouterr().out
+    assert "on random images at" in out and "label maps" not in out, out
+    assert not [m for m in seen if "torchvision" in m], seen
+
+
+def test_cli_direction_of_a_pix2pix_run_is_its_own_or_refused(tmp_path, capsys):
+    """A pix2pix run trained --direction BtoA exports with --direction BtoA (its one generator, to
+    generator.onnx); the other direction is refused naming the run's, on either run."""
+    from pix2pixhd.errors import ConfigError
+    run = _run(tmp_path / "btoa", "pix2pix", "BtoA")
+    assert main(["--checkpoint", str(run), "--direction", "BtoA", "--legacy"]) == 0
+    assert OnnxGenerator(run / "generator.onnx").generator_key == "G"
+    assert "on random images at" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="trained with --direction BtoA") as e:
+        main(["--checkpoint", str(run), "--direction", "AtoB", "--legacy", "--no_check"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="trained with --direction AtoB"):
+        main(["--checkpoint", str(_run(tmp_path / "atob", "pix2pix")), "--direction", "BtoA", "--legacy"])

@@ -257,8 +257,6 @@ def _synthesize(a: argparse.Namespace, info) -> int:
         if cfg.model == "pix2pix" and not a.no_test_dropout:
             say("note: --backend onnx: the exported graph has no dropout, so pix2pix's test-time "
                 "dropout is off (as with --no_test_dropout)")
-    if cfg.label_nc > 0 and (not cfg.no_instance or cfg.instance_feat) and not a.inst and a.input:
-        say("note: no --inst folder: instance boundaries are taken from the label map")
     if not cfg.use_features and (a.cluster or a.feature_mode != "sample"):
         given = "--use_encoded_image" if a.use_encoded_image else f"--cluster {a.cluster}" if a.cluster else \
             f"--feature_mode {a.feature_mode}"

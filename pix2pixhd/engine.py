@@ -17,7 +17,7 @@ What runs where:
     the same arithmetic row by row (``tests/test_synthesis_engine.py`` checks composition,
     shards and resume for bytes).
   * A pool of writer threads encodes PNGs (zlib runs without the GIL) and writes each file to
-    ``NAME.tmp`` then renames it; the image is renamed after its label and instance partners,
+    ``NAME.PID.tmp`` then renames it; the image is renamed after its label and instance partners,
     and its manifest line is appended after that. A line whose image exists with the recorded
     size is therefore a complete output.
   * Memory: at most ``max_pending`` decoded maps wait for a batch and ``max_inflight`` outputs
@@ -28,8 +28,8 @@ What runs where:
 Output (``out``): a dataset ``pix2pixhd.data`` reads back for training — the cityscapes layout
 ``{phase}_label`` (the label ids the generator saw), ``{phase}_inst`` (instance maps, when there
 are any), ``{phase}_img`` (the synthesized photos); for photo inputs (label_nc 0) the rgb_pairs
-layout ``{phase}_A`` (input) / ``{phase}_B`` (synthesized) — plus ``classes.json``,
-``synthesis.json`` (the job: checkpoint and its hash, the input folders, seed, samples, options)
+layout ``{phase}_A`` (input) / ``{phase}_B`` (synthesized) — plus ``classes.json`` (the
+output's classes: the checkpoint's label_nc, see ``_output_classes``), ``synthesis.json`` (the job: checkpoint and its hash, the input folders, seed, samples, options)
 and ``manifest.jsonl``: one line per output (input, output and partner files, the input files'
 names, sizes and mtimes, sample index, seed, cluster choices, checkpoint and its hash, status
 ``ok`` with size and sha256, or ``skipped`` with the reason). With ``num_samples`` K > 1 every
@@ -43,13 +43,21 @@ line says ``ok``, whose file has the recorded size and whose input files still h
 size and mtime (an input edited or replaced in place is redone), removes the ``*.tmp`` of writes
 that were killed, and does the rest; a killed run loses only the images that were in flight.
 Another job in the same folder (another checkpoint, options or input folder) is refused unless
-``overwrite``.
+``overwrite``, which empties the old job's split folders. One job at a time: rank 0 holds
+``OUT/synthesis.lock`` (``OutLock``) for the job's lifetime. A single process stops on SIGTERM
+after the batches in flight (status 75, as training). Inputs all of one wrong kind stop the job
+early (``EARLY_STOP``).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
+import signal
+import socket
 import sys
 import threading
 import time
@@ -70,6 +78,12 @@ from pix2pixhd.synthesis import Synthesizer, png_bytes, sample_seed
 MANIFEST = "manifest.jsonl"
 PARTS = "manifest.parts"
 JOB_FILE = "synthesis.json"
+LOCK_FILE = "synthesis.lock"
+CLASSES_FILE = "classes.json"
+WRITTEN_BY = "synthesize.py"          # classes.json's "written_by" when the engine wrote it
+# A job whose first EARLY_STOP inputs (all of them, when it has fewer) are all skipped for the
+# same reason, with nothing written, stops there: the inputs are the wrong kind for the checkpoint.
+EARLY_STOP = 20
 
 
 @dataclass
@@ -171,6 +185,7 @@ class FolderSource(torch.utils.data.Dataset):
                                         " (it does not exist)") + f"; fix the path or leave {flag} out")
         files, problems = list_folder(folder, folder)
         self.root = folder
+        self.abs_root = folder.resolve()   # the manifest's "input" paths: this + the key (synthesis.json's input)
         self.broken = [(p, msg) for kind, p, msg in problems if kind == "broken symlink"]
         self.ignored = [msg for kind, _, msg in problems if kind == "ignored"]
         if job.how_many > 0:
@@ -197,6 +212,12 @@ class FolderSource(torch.utils.data.Dataset):
 
     def source_name(self, i: int) -> str:
         return self.files[i]
+
+    def record_name(self, i: int) -> str:
+        """Input ``i`` as the manifest records it: absolute, under the resolved input root (the
+        folder ``synthesis.json`` records), whatever the working directory and however the
+        folder was spelt on the command line."""
+        return _under(self.abs_root, self.root, self.files[i])
 
     def check_real_sizes(self, max_listed: int = 5) -> None:
         """Every --real photo must be its label map's size: refused before any work."""
@@ -238,19 +259,18 @@ class FolderSource(torch.utils.data.Dataset):
             im = _open(path)
             if self.label_nc > 0:
                 ids = self._label_ids(im)
+                if self.palette is None:   # a colour map is decoded to the nearest colour: JPEG is fine
+                    _refuse_jpeg_ids(im, path, "label map")
                 # the file is what the generator saw only when its pixels are the ids
                 item["label_copy"] = path if self.palette is None and path.lower().endswith(".png") else None
                 lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
                 if hi >= self.label_nc or lo < 0:
-                    bad = hi if hi >= self.label_nc else lo
-                    what = (f"label id {bad} >= label_nc={self.label_nc} of the checkpoint" if bad >= 0
-                            else f"label id {bad} is negative")
-                    raise InputError(f"{what}; remap the ids to 0..{self.label_nc - 1}, or use a "
-                                     "checkpoint trained on these classes")
+                    raise InputError(_id_out_of_range(hi if hi >= self.label_nc else lo, self.label_nc))
                 ids = ids.astype(np.uint8 if self.label_nc <= 256 else np.int32, copy=False)
                 item["label"] = torch.from_numpy(np.ascontiguousarray(ids))[None]
             else:
                 want = self._check_photo_mode(im)
+                item["grey"] = want == "RGB" and im.getbands()[0] in ("L", "1", "I", "F")
                 copy = im.mode == want and path.lower().endswith(".png")
                 im = im if im.mode == want else im.convert(want)
                 a = np.array(im)
@@ -264,6 +284,7 @@ class FolderSource(torch.utils.data.Dataset):
                 if ip is None:
                     raise InputError(f"no instance map named {self.stems[i]}.* in --inst {self.inst_dir}")
                 inst_im = _open(ip)
+                _refuse_jpeg_ids(inst_im, ip, "instance map", partner=True)
                 if inst_im.mode not in ID_MODES:
                     raise InputError(f"instance map {ip} is a {inst_im.mode} image; instance maps are "
                                      f"single-channel id maps (modes {', '.join(ID_MODES)}, as training "
@@ -311,22 +332,18 @@ class FolderSource(torch.utils.data.Dataset):
             raise InputError(f"{what}: training does not read it as a label map either (modes "
                              f"{', '.join(modes)}); {fix}")
         if self.palette is not None:
-            return decode_palette(np.asarray(im.convert("RGB")), self.palette)
+            rgb = np.asarray(im.convert("RGB"))
+            _refuse_unfit_colours(rgb, self.palette)
+            return decode_palette(rgb, self.palette)
         return np.array(im)
 
     def _check_photo_mode(self, im: Image.Image) -> str:
         """The mode the generator reads a photo input in ('RGB', or 'L' for one input channel),
         after refusing what training refuses as a photo (the data module's ``_wanted_modes``:
-        its validation's list, which the file is then converted from) and, for an RGB generator,
-        grey images (L, LA, 1, 16-bit or float), which are more often id maps given to the wrong
-        checkpoint than grey photos."""
+        its validation's list, which the file is then converted from). Grey photos (L, LA) are
+        converted to RGB for an RGB generator, as ``--dataroot`` (the data module) converts them."""
         want = "L" if self.input_nc == 1 else "RGB"
         bands = im.getbands()
-        if want == "RGB" and bands[0] in ("L", "1", "I", "F"):
-            what = "a single-channel image" if len(bands) == 1 else "a grey image with alpha"
-            raise InputError(f"{what} (mode {im.mode}): an id map? This checkpoint takes RGB images "
-                             "(label_nc=0): give RGB photos (a grey photo: save it as RGB), or a "
-                             "checkpoint trained on label maps")
         modes = _wanted_modes(self, "label")   # label_nc 0: the photo modes training reads
         if im.mode not in modes:
             deep = (" (16-bit and float values would be clipped to 255, not scaled)"
@@ -340,6 +357,76 @@ class FolderSource(torch.utils.data.Dataset):
 def _reason(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return text if isinstance(e, (InputError, ValueError)) else f"{type(e).__name__}: {text}"
+
+
+def _under(abs_root: Path, root, path) -> str:
+    """``path`` (under ``root``) as an absolute path under ``abs_root`` (``root`` resolved)."""
+    try:
+        return str(abs_root / os.path.relpath(path, root))
+    except ValueError:
+        return os.path.abspath(path)
+
+
+JPEG_FORMATS = ("JPEG", "MPO")
+
+
+def _refuse_jpeg_ids(im: Image.Image, path, what: str, partner: bool = False) -> None:
+    """An id map (label or instance ids) stored as JPEG: compression noise turns ids into other
+    ids (extra classes, split instances) without a trace, so it is refused. ``partner``: the file
+    is not the input the skip line names (an instance map), so the reason names it."""
+    if im.format in JPEG_FORMATS or str(path).lower().endswith((".jpg", ".jpeg")):
+        head = f"{what} {path} is a lossy JPEG" if partner else f"a lossy JPEG {what}"
+        raise InputError(f"{head}: its ids are corrupted by compression; save {what}s as PNG")
+
+
+def _refuse_unfit_colours(rgb: np.ndarray, palette) -> None:
+    """A colour-map (``--palette``) checkpoint's input whose colours are not its palette's (a
+    photo, say), measured as the data module's validation measures it (``palette_fit``)."""
+    from pix2pixhd.data.layouts import PALETTE_MIN_NEAR, palette_fit
+    fit = palette_fit(rgb, palette)
+    if fit < PALETTE_MIN_NEAR:
+        raise InputError(f"only {fit:.0%} of its pixels are near a colour of this checkpoint's palette "
+                         f"(a colour label map has {PALETTE_MIN_NEAR:.0%} at least, JPEG noise included): "
+                         "a photo? give colour label maps in the palette's colours, or use a checkpoint "
+                         "trained on photos (label_nc 0)")
+
+
+def _id_out_of_range(bad: int, label_nc: int) -> str:
+    """Why a map with label id ``bad`` (>= label_nc, or negative) is skipped, and the fix."""
+    if bad < 0:
+        return f"label id {bad} is negative; remap the ids to 0..{label_nc - 1}"
+    text = (f"label id {bad} >= label_nc={label_nc} of the checkpoint; remap the ids to "
+            f"0..{label_nc - 1}, or use a checkpoint trained on these classes")
+    if bad == 255:
+        text += ("; 255 is usually an 'ignore' (void) id, e.g. in Cityscapes trainIds: remap it to a "
+                 "void class below label_nc when preparing the maps (e.g. ids[ids == 255] = 0)")
+    return text
+
+
+_DATA_ID_RANGE = re.compile(r"^label id (-?\d+) in .* is outside \[0, label_nc=(\d+)\)")
+
+
+def _synthesis_wording(text: str, label_nc: int | None = None) -> str:
+    """The data module's messages (written for training) with the fixes synthesize.py has:
+    ids are remapped (a checkpoint's label_nc cannot be set), a colour-map checkpoint is one
+    trained with --palette, and ``--validate full`` is synthesize.py's."""
+    m = _DATA_ID_RANGE.match(text)
+    if m and label_nc:
+        return _id_out_of_range(int(m.group(1)), label_nc)
+    for old, new in (
+            (" (or training with --validate full) lists every such file before training",
+             " (or synthesize.py --validate full) lists every such file"),
+            ("a colour-coded label map? pass --palette (palette=); otherwise ",
+             "a colour-coded label map? use a checkpoint trained with --palette; otherwise "),
+            (": check --palette, or pass --label_nc 0 for photo inputs",
+             ": give colour label maps in this checkpoint's palette colours, or use a checkpoint "
+             "trained on photos (label_nc 0)"),
+            ("pass --palette facades (palette='facades') or --label_nc 0 (label_nc=0)",
+             "use a checkpoint trained with --palette facades, or one trained on photos (label_nc 0)")):
+        text = text.replace(old, new)
+    text = re.sub(r"set label_nc \d+ or remap ids", "remap the ids to 0..label_nc-1 of the checkpoint", text)
+    text = re.sub(r", or add it to classes\.json and set label_nc \d+", "", text)
+    return text
 
 
 def _index(folder) -> dict[str, Path]:
@@ -382,12 +469,17 @@ class DatasetSource(torch.utils.data.Dataset):
         if not root.is_dir():
             raise MissingInputError(f"--dataroot {root} is not a folder" + ("" if root.exists() else
                                     " (it does not exist)"))
+        from pix2pixhd.data.dataset import DatasetError
         has_inst = (root / f"{job.phase}_inst").is_dir()
-        self.ds = create_dataset(root, job.phase, cfg.data_config(
-            resize_or_crop="none", required_multiple=1, no_flip=True, is_train=False,
-            validate=job.validate, load_features=False, no_instance=not has_inst,
-            inputs_only=not needs_image))   # label maps alone (no photo folder) synthesize
+        try:
+            self.ds = create_dataset(root, job.phase, cfg.data_config(
+                resize_or_crop="none", required_multiple=1, no_flip=True, is_train=False,
+                validate=job.validate, load_features=False, no_instance=not has_inst,
+                inputs_only=not needs_image))   # label maps alone (no photo folder) synthesize
+        except DatasetError as e:   # training's wording of the fixes -> synthesize.py's
+            raise DatasetError(_synthesis_wording(str(e)), e.problems) from None
         self.root, self.mode = root, self.ds.mode
+        self.abs_root = root.resolve()
         self.has_inst = has_inst or (needs_inst and cfg.label_nc > 0)
         self.label_nc, self.needs_inst, self.needs_image = cfg.label_nc, needs_inst, needs_image
         self.broken, self.ignored = [], [m for k, _, m in self.ds.layout.problems if k == "ignored"]
@@ -423,6 +515,10 @@ class DatasetSource(torch.utils.data.Dataset):
     def source_name(self, i: int) -> str:
         return self.files[i]
 
+    def record_name(self, i: int) -> str:
+        """Input ``i`` as the manifest records it (see FolderSource.record_name)."""
+        return _under(self.abs_root, self.root, self.files[i])
+
     def check_real_sizes(self) -> None:
         pass   # the dataset's own photos: validation checked their sizes
 
@@ -451,6 +547,7 @@ class DatasetSource(torch.utils.data.Dataset):
                 if copy and self.label_nc == 0:      # rgb_pairs: the data module reads {phase}_A as RGB
                     with Image.open(self.files[i]) as head:
                         copy = head.mode == "RGB"
+                self._check_label_files(rec)
                 s = self.ds[i]          # records[:how_many] keeps the dataset's indices
                 item["label"] = s["label"].contiguous()
                 if "inst" in s:
@@ -466,8 +563,33 @@ class DatasetSource(torch.utils.data.Dataset):
             if copy:
                 item["label_copy"] = self.files[i]
         except Exception as e:
-            item.update(label=None, inst=None, image=None, error=_reason(e))
+            item.update(label=None, inst=None, image=None, error=_synthesis_wording(_reason(e), self.label_nc))
         return item
+
+    def _check_label_files(self, rec: dict) -> None:
+        """What the data module reads without a word but synthesis refuses, whatever --validate
+        says: id maps stored as JPEG (label ids without a palette, instance ids), and inputs of a
+        colour-map (--palette) checkpoint whose colours are not the palette's (a photo)."""
+        if self.label_nc == 0:
+            return
+        palette = self.ds.palette
+        if palette is None and "label" in rec:
+            with Image.open(rec["label"]) as head:
+                _refuse_jpeg_ids(head, rec["label"], "label map")
+        if rec.get("inst") is not None and getattr(self.ds, "use_inst", True):
+            with Image.open(rec["inst"]) as head:
+                _refuse_jpeg_ids(head, rec["inst"], "instance map", partner=True)
+        if palette is not None:
+            if "ab" in rec:   # the input half of an AB image
+                with Image.open(rec["ab"]) as ab:
+                    ab = ab.convert("RGB")
+                w2 = ab.size[0] // 2
+                box = (0, 0, w2, ab.size[1]) if self.ds.direction == "AtoB" else (w2, 0, 2 * w2, ab.size[1])
+                rgb = np.asarray(ab.crop(box))
+            else:
+                with Image.open(rec["label"]) as im:
+                    rgb = np.asarray(im.convert("RGB"))
+            _refuse_unfit_colours(rgb, palette)
 
 
 class Rescaled(torch.utils.data.Dataset):
@@ -517,32 +639,32 @@ class Rescaled(torch.utils.data.Dataset):
         return item
 
 
-def _input_size_notes(src, cfg) -> None:
+def _input_size_notes(src, cfg) -> list[str]:
     """Say so when the first input looks like a pix2pix A|B pair fed whole (--input), and when it
     is far wider or narrower (1.5x) than the maps the generator was
     trained on (scale_width runs): a generator sees objects at the scale it learnt them, and
     synthesis keeps each map's size unless --scale_width says otherwise (NVIDIA's test.py resized
     to --loadSize)."""
+    notes: list[str] = []
     if not len(src):
-        return
+        return notes
     try:
         w, h = _size(src.files[0])
     except Exception:
-        return   # an unreadable file is skipped with its reason in its turn
+        return notes   # an unreadable file is skipped with its reason in its turn
     if isinstance(src, FolderSource) and cfg.label_nc == 0 and cfg.resize_or_crop == "resize_and_crop" \
             and w == 2 * h:   # square training samples; a 2:1 input is likely an A|B pair (pix2pix)
-        print(f"note: {src.files[0]} is {w}x{h}, twice as wide as high, and this generator was trained on "
-              "square samples: if the inputs are side-by-side A|B images, --input feeds both halves to "
-              "the generator; --dataroot DIR --phase PHASE reads the input half of DIR/PHASE/",
-              file=sys.stderr, flush=True)
+        notes.append(f"{src.files[0]} is {w}x{h}, twice as wide as high, and this generator was trained on "
+                     "square samples: if the inputs are side-by-side A|B images, --input feeds both halves to "
+                     "the generator; --dataroot DIR --phase PHASE reads the input half of DIR/PHASE/")
     if "scale_width" not in cfg.resize_or_crop:
-        return
+        return notes
     w = w // (2 if getattr(src, "mode", None) == "aligned" else 1)
     if 2 * w >= 3 * cfg.loadSize or 3 * w <= 2 * cfg.loadSize:
-        print(f"note: the generator was trained on maps resized to {cfg.loadSize} px wide (--resize_or_crop "
-              f"{cfg.resize_or_crop} --loadSize {cfg.loadSize}); {src.files[0]} is {w} px wide and is "
-              "synthesized at its size. --scale_width trained resizes the inputs as training did",
-              file=sys.stderr, flush=True)
+        notes.append(f"the generator was trained on maps resized to {cfg.loadSize} px wide (--resize_or_crop "
+                     f"{cfg.resize_or_crop} --loadSize {cfg.loadSize}); {src.files[0]} is {w} px wide and is "
+                     "synthesized at its size. --scale_width trained resizes the inputs as training did")
+    return notes
 
 
 def resolve_scale_width(value: str, cfg) -> int:
@@ -594,11 +716,11 @@ class OutputLayout:
 
 
 def _write_atomic(path: Path, data: bytes | None = None, copy_from: str | None = None) -> None:
-    """``data`` (or the file ``copy_from``) to ``path`` via ``path.tmp`` and a rename, so a killed
-    writer never leaves a partial file under the final name. No fsync per image: a process kill
-    cannot lose a finished write, and after a power loss the manifest's size check redoes a file
-    that came back short."""
-    tmp = path.with_name(path.name + ".tmp")
+    """``data`` (or the file ``copy_from``) to ``path`` via ``path.PID.tmp`` and a rename, so a
+    killed writer never leaves a partial file under the final name, and two processes never
+    share a temporary file. No fsync per image: a process kill cannot lose a finished write, and
+    after a power loss the manifest's size check redoes a file that came back short."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     if copy_from is not None:
         import shutil
         shutil.copyfile(copy_from, tmp)
@@ -606,6 +728,106 @@ def _write_atomic(path: Path, data: bytes | None = None, copy_from: str | None =
         with open(tmp, "wb") as f:
             f.write(data)
     os.replace(tmp, path)
+
+
+class OutLock:
+    """The lock of an output folder, ``OUT/synthesis.lock``: one job at a time writes into it.
+
+    Rank 0 takes it before it touches the folder (``--overwrite``'s removals, the clean-up of
+    ``*.tmp`` files, ``synthesis.json``) and keeps it until the job ends; the other ranks of the
+    job do not lock: they start only when rank 0 has it (``raise_on_any_rank``), and rank 0
+    releases it only after every rank has finished (the merge follows the last collective). The
+    lock is an exclusive POSIX record lock (``fcntl.lockf``) on the file, which the kernel drops
+    when its process dies, so a killed job never blocks the folder: its file stays behind naming
+    its pid and host, and the next job takes it over with a note. A POSIX lock belongs to the
+    process, not to the open file: DataLoader workers forked from a killed job do not keep it
+    (a ``flock`` would live on in them), and the file is only ever read through the locked
+    descriptor (closing another descriptor of it would drop the lock). The file records the
+    holder (pid, host, start, job) for the refusal a second job gets. Where locks are not
+    supported (some network filesystems), a holder whose pid is alive on this host, or which is
+    on another host, is taken as running."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.path = self.out / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self, job: str | None = None) -> str | None:
+        """Take the lock or raise InputError naming its holder; returns a note when a dead job's
+        lock was taken over."""
+        import fcntl
+        self.out.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                flocked = True
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EACCES):
+                    holder = _read_lock(fd)
+                    os.close(fd)
+                    raise InputError(self._held_message(holder)) from None
+                flocked = False   # ENOLCK, EOPNOTSUPP...: fall back on the recorded pid
+            try:   # released (removed) between our open and flock: lock the file now at the path
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        old = _read_lock(fd)
+        if not flocked and old.get("pid") and old.get("pid") != os.getpid() and \
+                (old.get("host") != socket.gethostname() or _pid_alive(old["pid"])):
+            os.close(fd)
+            raise InputError(self._held_message(old))
+        note = None
+        if old.get("pid"):
+            note = (f"{self.path} was left by a synthesis (pid {old['pid']} on "
+                    f"{old.get('host', '?')}) that is no longer running; taking it over")
+        rec = {"pid": os.getpid(), "host": socket.gethostname(), "job": job,
+               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(rec).encode(), 0)
+        self.fd = fd
+        return note
+
+    def _held_message(self, holder: dict) -> str:
+        who = (f"pid {holder['pid']} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
+               if holder.get("pid") else "a process that has not yet recorded its pid")
+        return (f"--out {self.out} is being written by another synthesis ({who}; lock {self.path}): "
+                "wait for it to finish, or pick another --out (if that process is gone from "
+                f"another machine, remove {self.path})")
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        try:
+            if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)   # drops the lock
+
+
+def _read_lock(fd: int) -> dict:
+    """The holder a lock file records, read through ``fd`` (see OutLock); {} if none."""
+    try:
+        rec = json.loads(os.pread(fd, 1 << 16, 0).decode())
+        return rec if isinstance(rec, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
 
 
 class _Manifest:
@@ -702,9 +924,12 @@ def _digest(ident: dict) -> str:
 
 
 # ---- the run -------------------------------------------------------------------------------------
-def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout) -> dict | None:
+def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
+                      notes: list[str] | None = None) -> dict | None:
     """Refuse an ``out`` that holds something else (read-only: every rank runs it and reaches the
-    same verdict). Returns the previous job's identity when it is another job to be replaced."""
+    same verdict). Returns the previous job's identity when it is another job to be replaced.
+    ``notes``: what to say once the job starts."""
+    notes = [] if notes is None else notes
     out = Path(job.out)
     for flag, src in (("--input", job.input), ("--dataroot", job.dataroot), ("--inst", job.inst),
                       ("--real", job.real)):
@@ -727,9 +952,7 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout) -> d
     if prev.get("digest") == _digest({k: v for k, v in ident.items() if k not in _INPUT_KEYS}):
         # written before the inputs were part of a job: the same generator and options, taken as
         # this job (its outputs carry no input fingerprints: they are kept by name and size)
-        if os.environ.get("RANK", "0") == "0":
-            print(f"note: {out / JOB_FILE} predates input folders in a job's identity; resuming it "
-                  "as this job", file=sys.stderr)
+        notes.append(f"{out / JOB_FILE} predates input folders in a job's identity; resuming it as this job")
         return None
     if not job.overwrite:
         diff = sorted(k for k in set(prev) | set(ident) if k != "digest" and prev.get(k) != ident.get(k))
@@ -737,12 +960,36 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout) -> d
         raise InputError(f"--out {out} holds the outputs of another synthesis ({detail or 'unreadable '+JOB_FILE}); "
                          "rerun with the same checkpoint, inputs and options to resume it, pass --overwrite "
                          "to replace it, or pick another --out")
+    # --overwrite empties the previous job's split folders; folders this job writes that were not
+    # the previous job's must be empty, as for a folder without a job (a dataset's own splits)
+    theirs = set(_previous_dirs(prev, layout))
+    taken = [d for d in layout.dirs() if d not in theirs and (out / d).is_dir() and any((out / d).iterdir())]
+    if taken:
+        raise InputError(f"--out {out} holds {', '.join(taken)}/, which the synthesis there did not write "
+                         f"(it wrote {', '.join(sorted(theirs)) or 'other folders'}/): --overwrite would write "
+                         "over those files; pick a new or empty --out, or another --out_phase")
     return prev
 
 
-def _replace_previous(out: Path) -> None:
-    """--overwrite: remove the files of the previous job (those its manifest names) and its
-    manifest, so the folder holds this job's outputs only."""
+def _previous_dirs(prev: dict, layout: OutputLayout) -> list[str]:
+    """The split folders the job of ``prev`` (a synthesis.json) wrote: from its photo folder
+    (``images``: {split}_img, or {split}_B for photo inputs); unknown (an unreadable file): this
+    job's."""
+    images = prev.get("images") if isinstance(prev, dict) else None
+    if not isinstance(images, str) or "/" in images or images in ("", ".", ".."):
+        return layout.dirs()
+    if images.endswith("_img"):
+        return OutputLayout(images[:-len("_img")], photo_inputs=False).dirs()
+    if images.endswith("_B"):
+        return OutputLayout(images[:-len("_B")], photo_inputs=True).dirs()
+    return layout.dirs()
+
+
+def _replace_previous(out: Path, prev: dict, layout: OutputLayout) -> str:
+    """--overwrite: remove the previous job's files and its manifest, so the folder holds this
+    job's outputs only: every file its manifest names, and every file in its split folders, with
+    or without a manifest line (a killed run can leave a photo renamed into place before its line
+    was written, or a label map written before its photo). Returns the note that says so."""
     removed = 0
     for rec in _read_lines(_manifest_sources(out)):
         for key in ("output", "label", "inst"):
@@ -751,11 +998,26 @@ def _replace_previous(out: Path) -> None:
                 try:
                     (out / rel).unlink()
                     removed += 1
-                except FileNotFoundError:
+                except (FileNotFoundError, IsADirectoryError):
                     pass
+    dirs = _previous_dirs(prev, layout)
+    for d in dirs:
+        folder = out / d
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.rglob("*"), reverse=True):   # files first, then emptied subfolders
+            try:
+                if p.is_dir() and not p.is_symlink():
+                    p.rmdir()
+                else:
+                    p.unlink()
+                    removed += 1
+            except (FileNotFoundError, OSError):
+                pass
     for p in _manifest_sources(out):
         p.unlink(missing_ok=True)
-    print(f"note: --overwrite: removed {removed} file(s) of the previous synthesis in {out}", file=sys.stderr)
+    return (f"--overwrite: removed {removed} file(s) of the previous synthesis in {out} (the files its "
+            f"manifest names and everything else in {', '.join(d + '/' for d in dirs)})")
 
 
 def _needs(synth: Synthesizer) -> tuple[bool, bool]:
@@ -812,7 +1074,10 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
                   dist_info=None) -> SynthesisReport:
     """Synthesize ``job`` with ``synth`` on this rank (``dist_info``: pix2pixhd.distributed's
     DistInfo under torchrun; None = one process). ``identity``: what the manifest records about
-    the generator (checkpoint path and sha256, generator key, backend...); see ``job_identity``."""
+    the generator (checkpoint path and sha256, generator key, backend...); see ``job_identity``.
+
+    One process (no torchrun): SIGTERM stops the run after the images in flight are written, with
+    one line on stderr and SystemExit(75), the status training uses for it (a rerun resumes)."""
     from pix2pixhd import distributed
     from pix2pixhd.errors import raise_on_any_rank
     info = dist_info if dist_info is not None else distributed.DistInfo(device=synth.device)
@@ -827,40 +1092,85 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     needs_inst, needs_image = _needs(synth)
     if needs_image and job.input is not None and job.real is None:
         raise ConfigError("--feature_mode encoded needs --real FOLDER: the photos E encodes")
+    notes: list[str] = []   # said once the job starts (after every check and the lock)
+    if needs_inst and job.input is not None and job.inst is None:
+        notes.append("no --inst folder: instance boundaries are taken from the label map")
     Source = FolderSource if job.input is not None else DatasetSource
     src = Source(job, cfg, needs_inst=needs_inst, needs_image=needs_image)
     if job.real is not None:
         src.check_real_sizes()
     if job.scale_width:
         src = Rescaled(src, job.scale_width)
-    elif rank == 0:
-        _input_size_notes(src, cfg)
+    else:
+        notes += _input_size_notes(src, cfg)
     _collisions(src.stems, src.files)
     layout = OutputLayout(job.split, photo_inputs=cfg.label_nc == 0)
     ident = job_identity(job, identity or {"checkpoint": None}, layout, reads_real=needs_image)
     out = Path(job.out)
-    prev = _check_out_folder(job, ident, layout)
-    if rank == 0 and src.ignored:
-        print(f"note: {len(src.ignored)} entr(y/ies) of the input are not images and are not used, "
-              f"e.g. {src.ignored[0]}", file=sys.stderr)
+    prev = _check_out_folder(job, ident, layout, notes)
+    classes = _output_classes(job, cfg, notes)
+    if src.ignored:
+        notes.append(f"{len(src.ignored)} entr(y/ies) of the input are not images and are not used, "
+                     f"e.g. {src.ignored[0]}")
 
-    # rank 0 prepares the folder; the others wait, and stop too if it could not
+    # rank 0 locks and prepares the folder; the others wait, and stop too if it could not
+    lock = OutLock(out) if rank == 0 else None
+    created = False   # whether this run made OUT, or found it empty (an early stop empties it again)
+    was_there = out.is_dir()
     err = None
     if rank == 0:
         try:
+            created = not was_there or not any(out.iterdir())
+            taken_over = lock.acquire(ident["digest"])
+            if taken_over:
+                notes.insert(0, taken_over)
             if prev is not None:
-                _replace_previous(out)
+                notes.append(_replace_previous(out, prev, layout))
             from pix2pixhd.checkpoint import atomic_write_bytes, clean_stale_tmp
-            clean_stale_tmp(out)
+            clean_stale_tmp(out)   # the lock is ours: no other job has writes in flight here
             for d in layout.dirs():
                 if d != layout.inst_dir or src.has_inst:   # an empty {phase}_inst/ would fail scan
                     (out / d).mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(out / JOB_FILE, json.dumps(ident, indent=1, sort_keys=True).encode())
-            _write_classes(out, cfg, job)
+            if classes is not None:
+                atomic_write_bytes(out / CLASSES_FILE, classes)
         except Exception as e:   # reported on every rank by raise_on_any_rank
             err = e
-    raise_on_any_rank(err, info)   # a collective under torchrun: every rank stops, or none
+    try:
+        raise_on_any_rank(err, info)   # a collective under torchrun: every rank stops, or none
+        if rank == 0:
+            for n in notes:
+                print(f"note: {n}", file=sys.stderr, flush=True)
+        return _run_job(synth, job, src, layout, ident, info)
+    except _WrongInputs as e:
+        gone = ""
+        if rank == 0 and created and not info.distributed:
+            lock.release()
+            if was_there:   # an empty folder the user made: emptied, kept
+                for p in out.iterdir():
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
+                gone = f"; what it had put in {out} was removed again"
+            else:
+                shutil.rmtree(out, ignore_errors=True)
+                gone = f"; {out} was made for this run and removed again"
+        raise InputError(f"{e}{gone}") from None
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+class _WrongInputs(InputError):
+    """The first inputs were all skipped for one reason and nothing was written (EARLY_STOP)."""
+
+
+def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout", ident: dict,
+             info) -> SynthesisReport:
+    """run_synthesis once the folder is prepared (and locked by rank 0): what is done, this
+    rank's shard, the merge."""
+    from pix2pixhd import distributed
+    from pix2pixhd.errors import raise_on_any_rank
+    rank, world = info.rank, info.world_size
+    out = Path(job.out)
     # what is complete already (every rank reads the same files before any rank appends): an ok
     # line of this job whose file has the recorded size and whose inputs still have the recorded
     # fingerprint (an input replaced or edited since is redone)
@@ -900,13 +1210,20 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
             print(f"skipped {p}: {msg}", flush=True)
             report.skipped_inputs.append((str(p), msg))
             report.skipped += 1
-            manifest.add({**common, "input": str(p), "output": None, "status": "skipped", "reason": msg})
+            manifest.add({**common, "input": _under(src.abs_root, src.root, p), "output": None,
+                          "status": "skipped", "reason": msg})
+    stop = _SignalStop() if not info.distributed else None
     err = None
     try:
-        _stream(synth, job, src, layout, mine, manifest, common, report, rank)
+        if stop is not None:
+            stop.install()
+        _stream(synth, job, src, layout, mine, manifest, common, report, rank,
+                stop=stop, early_stop=not report.already_done)
     except Exception as e:   # re-raised below, after the other ranks know (none waits forever)
         err = e
     finally:
+        if stop is not None:
+            stop.restore()
         manifest.close()
         report.written = manifest.ok
     raise_on_any_rank(err, info, "failed while synthesizing its shard")
@@ -919,7 +1236,37 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
         distributed.barrier(info)
     if rank == 0:
         report.manifest = merge_manifest(out, ident["digest"])
+    if stop is not None and stop.signal:
+        from pix2pixhd.trainer import STOPPED_EXIT_STATUS
+        print(f"stopped by {stop.signal} after {report.written} image(s); rerun the same command to "
+              f"resume ({report.written + report.already_done} of the job's outputs are complete in {out})",
+              file=sys.stderr, flush=True)
+        raise SystemExit(STOPPED_EXIT_STATUS)
     return report
+
+
+class _SignalStop:
+    """SIGTERM in a single-process run: the handler only records it; the stream stops taking
+    inputs, the writes in flight finish, the manifest is merged, and run_synthesis exits with
+    training's status for a stop (trainer.STOPPED_EXIT_STATUS, 75: rerun to resume). Installed
+    only from the main thread (where Python allows handlers)."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._installed, self._previous = False, None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            self._installed = True
+
+    def _handler(self, signum, frame) -> None:
+        self.signal = "SIGTERM"
+
+    def restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._installed = False
 
 
 def _size_on_disk(path: Path) -> int:
@@ -929,22 +1276,93 @@ def _size_on_disk(path: Path) -> int:
         return -2
 
 
-def _write_classes(out: Path, cfg, job: SynthesisJob) -> None:
-    """``classes.json`` of the output dataset: the input dataset's, else the checkpoint's label_nc,
-    so ``python -m pix2pixhd.data scan OUT`` checks the ids against the right class count."""
-    from pix2pixhd.checkpoint import atomic_write_bytes
+# what an input dataset's classes.json may pass on to the output's: descriptions of the classes and
+# ids, never its maker's bookkeeping (written_by, seed, sizes, counts, complete...)
+_CLASS_KEYS = ("classes", "void_id", "instance_ids", "palette", "colors")
+
+
+def _classes_label_nc(meta: dict) -> int | None:
+    """The class count a classes.json object describes (its label_nc, else one more than its
+    largest class id), or None."""
+    if meta.get("label_nc") is not None:
+        return int(meta["label_nc"])
+    classes = meta.get("classes")
+    if isinstance(classes, list) and classes:
+        return 1 + max(int(c["id"]) if isinstance(c, dict) else i for i, c in enumerate(classes))
+    return None
+
+
+def _load_json(path: Path):
+    try:
+        data = path.read_bytes()
+        return data, json.loads(data)
+    except (OSError, ValueError):
+        return None, None
+
+
+def _output_classes(job: SynthesisJob, cfg, notes: list[str]) -> bytes | None:
+    """``OUT/classes.json`` for this job, or None to leave the folder's as it is (read-only: every
+    rank runs it). It describes the output dataset: the checkpoint's ``label_nc`` (its ids are
+    what the label maps hold), marked ``"written_by": "synthesize.py"``, with the input dataset's
+    class names and descriptions (``_CLASS_KEYS``) only when its classes.json (the --dataroot's,
+    or the --input folder's parent's) has that label_nc too.
+
+    A classes.json already in OUT that the engine did not write (a dataset synthesized into) is
+    never replaced: kept when it describes the checkpoint's label_nc, else refused (its dataset's
+    label maps and the new ones would disagree). One the engine wrote (``written_by``), or that an
+    older engine copied from the input dataset (same bytes, beside a synthesis.json), is rewritten.
+    """
     if cfg.label_nc == 0:
-        return
+        return None
+    out = Path(job.out)
     # a label folder's dataset root is its parent (DATA/test_label -> DATA/classes.json)
-    src = (Path(job.dataroot) if job.dataroot is not None else Path(job.input).parent) / "classes.json"
-    data = src.read_bytes() if src.is_file() else json.dumps({"label_nc": cfg.label_nc}).encode()
-    atomic_write_bytes(out / "classes.json", data)
+    src = (Path(job.dataroot) if job.dataroot is not None else Path(job.input).parent) / CLASSES_FILE
+    src_bytes, src_meta = _load_json(src) if src.is_file() else (None, None)
+    have = out / CLASSES_FILE
+    if have.is_file():
+        data, meta = _load_json(have)
+        ours = isinstance(meta, dict) and meta.get("written_by") == WRITTEN_BY
+        legacy = data is not None and data == src_bytes and (out / JOB_FILE).is_file()
+        if not (ours or legacy):
+            try:
+                n = _classes_label_nc(meta) if isinstance(meta, dict) else None
+            except (TypeError, ValueError, KeyError):
+                n = None
+            if n == cfg.label_nc:
+                notes.append(f"kept {have}: it describes {n} classes, as this checkpoint's label maps")
+                return None
+            what = f"label_nc {n}" if n is not None else "a class list that cannot be read"
+            raise InputError(f"--out {out} holds {have} of another dataset ({what}), but this checkpoint "
+                             f"writes label ids 0..{cfg.label_nc - 1} (label_nc {cfg.label_nc}): the folder "
+                             "would hold maps of two class sets; pick another --out (or remove that "
+                             "classes.json if it does not belong there)")
+    meta = {"label_nc": cfg.label_nc, "written_by": WRITTEN_BY}
+    if isinstance(src_meta, dict):
+        try:
+            n = _classes_label_nc(src_meta)
+        except (TypeError, ValueError, KeyError):
+            n = None
+        if n == cfg.label_nc:
+            meta.update({k: src_meta[k] for k in _CLASS_KEYS if k in src_meta})
+            meta["classes_from"] = str(src.resolve())
+        else:
+            notes.append(f"{src} describes {'label_nc ' + str(n) if n is not None else 'no class count'}, "
+                         f"not this checkpoint's {cfg.label_nc} classes: {have} gives label_nc "
+                         f"{cfg.label_nc} without its class names")
+    return json.dumps(meta, indent=1).encode()
 
 
 def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             mine: list[tuple[int, list[int]]], manifest: _Manifest, common: dict,
-            report: SynthesisReport, rank: int) -> None:
-    """Decode (workers) → group by size → generator → writer threads, for this rank's inputs."""
+            report: SynthesisReport, rank: int, *, stop: "_SignalStop | None" = None,
+            early_stop: bool = True) -> None:
+    """Decode (workers) → group by size → generator → writer threads, for this rank's inputs.
+
+    ``stop``: when its signal is set, no further input is taken; the batches already sent are
+    written. ``early_stop``: the first EARLY_STOP inputs of the shard (all of them, when it has
+    fewer) all skipped for one reason, none usable, raise _WrongInputs (their skip lines are held
+    back until an input is usable, so a folder of the wrong kind prints one error, not a line per
+    file)."""
     from tqdm import tqdm
 
     from pix2pixhd.data import create_dataloader
@@ -966,13 +1384,33 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     gen0 = synth.generator_seconds
     t0 = time.perf_counter()
 
+    early = min(EARLY_STOP, len(mine)) if early_stop else 0
+    said_grey: list[int] = []   # the grey-photo note is said once
+    held: list[tuple[str, str]] = []   # skip lines not printed yet: no input has been usable so far
+
+    def flush_held() -> None:
+        nonlocal early
+        early = 0
+        for name_, reason_ in held:
+            print(f"skipped {name_}: {reason_}", flush=True)
+        held.clear()
+
     def skip(item_i: int, ks, reason: str) -> None:
         name = src.source_name(item_i)
-        print(f"skipped {name}: {reason}", flush=True)
+        reason = _without_name(reason, name, src.keys[item_i])
         report.skipped_inputs.append((name, reason))
+        if early:
+            held.append((name, reason))
+            if len(held) >= early:
+                kinds = {_reason_kind(r, n) for n, r in held}
+                if len(kinds) == 1:
+                    raise _WrongInputs(_wrong_inputs_message(job, synth.cfg, src, held))
+                flush_held()
+        else:
+            print(f"skipped {name}: {reason}", flush=True)
         for k in ks:
             report.skipped += 1
-            manifest.add({**common, "input": name, "key": src.keys[item_i], "sample": k,
+            manifest.add({**common, "input": src.record_name(item_i), "key": src.keys[item_i], "sample": k,
                           "seed": sample_seed(job.seed, src.keys[item_i], k),
                           "output": f"{layout.image_dir}/{OutputLayout.name(src.stems[item_i], k, K)}",
                           "status": "skipped", "reason": reason})
@@ -1007,6 +1445,8 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
 
     try:
         for item in loader:
+            if stop is not None and stop.signal:
+                break   # the batches sent are written (reap below); the rest waits for a rerun
             i = int(item["i"])
             ks = wanted[i]
             if item["error"] is not None:
@@ -1018,6 +1458,13 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                             f"{min_side} (its downsamplings divide by {synth.multiple}, and its "
                             "bottleneck's instance norm needs more than one pixel); upsample the map")
                 continue
+            if held or early:
+                flush_held()   # an input this checkpoint takes: the inputs are of the right kind
+            if item.get("grey") and not said_grey:
+                said_grey.append(i)
+                print(f"note: {src.source_name(i)} is a grey image, converted to RGB for this checkpoint "
+                      "(label_nc 0, photo inputs) as --dataroot converts it; if it is a label id map, "
+                      "use a checkpoint trained on label maps", file=sys.stderr, flush=True)
             key = (tuple(item["label"].shape), item["label"].dtype, item["inst"] is None, item["image"] is None)
             bucket = buckets.setdefault(key, [])
             for k in ks:
@@ -1029,15 +1476,52 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             if sum(len(b) for b in buckets.values()) > max_pending:   # many sizes: send the fullest
                 fullest = max(buckets, key=lambda k_: len(buckets[k_]))
                 run_batch(buckets.pop(fullest))
-        for bucket in buckets.values():
-            if bucket:
-                run_batch(bucket)
+        if held:   # fewer inputs than EARLY_STOP, skipped for several reasons
+            flush_held()
+        if stop is None or not stop.signal:
+            for bucket in buckets.values():
+                if bucket:
+                    run_batch(bucket)
         reap(block=True)
     finally:
         pool.shutdown(wait=True)
         bar.close()
     report.seconds = time.perf_counter() - t0
     report.generator_seconds = synth.generator_seconds - gen0
+
+
+def _without_name(reason: str, name: str, key: str) -> str:
+    """A skip reason without the input's own name at its head (the skip line names it once)."""
+    for prefix in (name, key, os.path.basename(name)):
+        if prefix and reason.startswith(prefix + ": "):
+            return reason[len(prefix) + 2:]
+    return reason
+
+
+def _reason_kind(reason: str, name: str) -> str:
+    """A skip reason with what differs between files of one kind taken out (names, numbers)."""
+    r = reason.replace(name, "").replace(os.path.basename(name), "").replace(Path(name).stem, "")
+    return re.sub(r"\d+", "#", r)
+
+
+def _input_kind(cfg, src) -> str:
+    """What this checkpoint takes as input, for the early stop's message."""
+    if cfg.label_nc == 0:
+        return ("grey photos (label_nc 0, one input channel)" if getattr(src, "input_nc", 3) == 1
+                else "photos (label_nc 0: RGB images; grey ones are converted)")
+    if cfg.palette:
+        return (f"colour label maps in the colours of its palette ({cfg.palette}), {cfg.label_nc} classes")
+    return (f"label maps of class ids: single-channel PNGs (mode L, or I;16 for ids above 255) with ids "
+            f"0..{cfg.label_nc - 1}")
+
+
+def _wrong_inputs_message(job: SynthesisJob, cfg, src, held: list[tuple[str, str]]) -> str:
+    where = f"--input {job.input}" if job.input is not None else f"--dataroot {job.dataroot} --phase {job.phase}"
+    n = len(held)
+    first = "the only input" if n == 1 else f"all {n} inputs" if n == len(src) else f"the first {n} inputs"
+    name, reason = held[0]
+    return (f"{first} of {where} cannot be synthesized by this checkpoint, for one reason ({name}: "
+            f"{reason}); it takes {_input_kind(cfg, src)}. Stopped, nothing written")
 
 
 def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, choices, event,
@@ -1067,7 +1551,7 @@ def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, ch
         out_rel = f"{layout.image_dir}/{name}"
         _write_atomic(out / out_rel, data)
         i = int(item["i"])
-        manifest.add({**common, "input": src.source_name(i), "key": src.keys[i], "sample": u.k,
+        manifest.add({**common, "input": src.record_name(i), "key": src.keys[i], "sample": u.k,
                       "seed": u.seed, "output": out_rel, "label": label_rel, "inst": inst_rel,
                       "clusters": None if choices is None else {str(k): v for k, v in choices.items()},
                       "inputs": item["inputs"],

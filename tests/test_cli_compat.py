@@ -291,7 +291,8 @@ def test_dry_run_on_the_folder_of_another_run_is_refused_as_the_launch_would_be(
     from pix2pixhd.errors import RunExistsError
     with pytest.raises(RunExistsError, match=r"already holds a run \(.*latest.pt.*add --resume"):
         train_main(["--checkpoints_dir", str(ck), *TINY, "--name", "g", "--ngf", "8", "--dry_run"])
-    assert train_main(["--checkpoints_dir", str(ck), *TINY, "--name", "g", "--resume", "--dry_run"]) == 0
+    assert train_main(["--checkpoints_dir", str(ck), *TINY, "--name", "g", "--resume", "--dataroot", str(ck),
+                       "--dry_run"]) == 0
 
 
 def test_debug_says_what_nvidias_debug_is_here(tmp_path, capsys):

@@ -405,7 +405,7 @@ def test_palette_and_rgb_pair_roots_become_datasets_that_scan_passes(tmp_path):
     assert sorted(p.name for p in (out / "test_label").iterdir()) == ["1.png", "2.png", "3.png"]
     lab = np.asarray(Image.open(out / "test_label" / "1.png"))
     assert lab.ndim == 2 and lab.max() < 12 and len(np.unique(lab)) > 1      # decoded ids
-    assert json.loads((out / "classes.json").read_text()) == {"label_nc": 12}
+    assert json.loads((out / "classes.json").read_text()) == {"label_nc": 12, "written_by": "synthesize.py"}
     assert data_main(["scan", str(out)]) == 0
     # rgb_pairs (photo -> photo): test_A (input) and test_B (synthesized)
     pairs = tmp_path / "pairs"

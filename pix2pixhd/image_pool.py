@@ -5,7 +5,9 @@ Each discriminator is updated on a batch in which every generated image is, with
 generators' past modes and the two players oscillate less. The rule is the reference's
 (junyanz/pytorch-CycleGAN-and-pix2pix ``util/image_pool.py``): while fewer than ``size`` images
 are held, each new image is stored and returned; afterwards a coin flip either returns the new
-image, or stores it in place of a uniformly drawn one and returns the old one.
+image, or stores it in place of a uniformly drawn one and returns the old one (in a batch of
+several, only an old one of the new one's size: one of another size could not be stacked with
+the rest).
 
 The draws come from the pool's own ``torch.Generator`` (CPU), not the global RNGs, so nothing
 else a run does moves them; :meth:`state_dict` holds the images and that generator's state, so
@@ -15,6 +17,8 @@ as given (device, dtype and memory layout: [1, C, H, W] each).
 from __future__ import annotations
 
 import torch
+
+from pix2pixhd.errors import ConfigError
 
 
 class ImagePool:
@@ -40,8 +44,11 @@ class ImagePool:
                 out.append(image)
             elif float(torch.rand((), generator=self.generator)) > 0.5:
                 i = int(torch.randint(0, self.size, (), generator=self.generator))
-                out.append(self.images[i])
-                self.images[i] = image.clone()
+                old, self.images[i] = self.images[i], image.clone()
+                # an older image of another size (a resume with other crop options) cannot be
+                # stacked with this batch's others: the new one is returned instead (alone, any
+                # size goes: the trainer runs D on real and fake apart when their sizes differ)
+                out.append(old if old.shape == image.shape or len(images) == 1 else image)
             else:
                 out.append(image)
         return torch.cat(out, 0)
@@ -55,7 +62,7 @@ class ImagePool:
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu",
                         memory_format: torch.memory_format = torch.contiguous_format) -> None:
         if state["size"] != self.size:
-            raise ValueError(f"the checkpoint's image pool holds up to {state['size']} images, this "
-                             f"run's --pool_size is {self.size}; resume with --pool_size {state['size']}")
+            raise ConfigError(f"the checkpoint's image pool holds up to {state['size']} images, this "
+                              f"run's --pool_size is {self.size}; resume with --pool_size {state['size']}")
         self.images = [t.to(device).contiguous(memory_format=memory_format) for t in state["images"]]
         self.generator.set_state(state["generator"])

@@ -12,6 +12,9 @@ with. The layers themselves live in ``networks.py`` (pix2pixHD), ``pix2pix_netwo
                             pix2pixHD MultiscaleDiscriminator, or a pix2pix PatchGAN; None when
                             the run has no discriminator (pix2pix's L1-only ablation); CycleGAN's
                             D_A (judges domain B) or D_B (judges domain A)
+  check_discriminator_input(cfg, d, w, h, what)
+                            a one-line ConfigError when D cannot take w x h images (too deep
+                            for them), with the depth and the crop that fit
   build_encoder(cfg)        the instance feature encoder E; None without --instance_feat /
                             --label_feat, or with --load_features (maps come from disk)
 
@@ -37,7 +40,8 @@ from pix2pixhd.networks import Encoder, GlobalGenerator, LocalEnhancer, Multisca
 from pix2pixhd.pix2pix_networks import define_D, define_G
 
 __all__ = ["input_image_nc", "generator_input_nc", "discriminator_input_nc", "generator_key",
-           "network_keys", "build_generator", "build_discriminator", "build_encoder"]
+           "network_keys", "build_generator", "build_discriminator", "check_discriminator_input",
+           "build_encoder"]
 
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -125,6 +129,35 @@ def build_discriminator(cfg: TrainConfig, key: str = "D") -> nn.Module | None:
         d = MultiscaleDiscriminator(nc, cfg.ndf, cfg.n_layers_D, cfg.num_D, cfg.norm,
                                     use_sigmoid=False, get_interm_feat=not cfg.no_ganFeat_loss)
     return set_norm_impl(d, cfg.norm_impl)
+
+
+def check_discriminator_input(cfg: TrainConfig, d: nn.Module, w: int, h: int, what: str) -> None:
+    """Raise a one-line ConfigError when discriminator ``d`` (one :func:`build_discriminator`
+    built from ``cfg``) cannot take the w x h images ``what`` names (a crop, a file): too deep a
+    PatchGAN for them (its logits would have no pixel left, or a norm one value), too many
+    pix2pixHD scales. Says the largest depth that fits and the crop that fits this depth."""
+    if d.input_fits(h, w):
+        return
+    side = d.min_input_side
+    if cfg.model == "pix2pixhd":
+        depth = (f"--num_D {cfg.num_D} scales with --n_layers_D {cfg.n_layers_D}: the coarsest sees the "
+                 f"image at 1/{2 ** (cfg.num_D - 1)} of its size, 1x1, which its norms cannot take")
+        k = (max(h, w) - 1).bit_length()   # the most scales whose coarsest keeps 2 pixels a side
+        fix = f"--num_D {k} (or fewer)" if k >= 1 else "--n_layers_D 1"
+    else:
+        n = getattr(d, "n_layers", None)
+        depth = (f"--netD_pix2pix {cfg.netD_pix2pix}"
+                 + (f" --n_layers_D {n}" if cfg.netD_pix2pix == "n_layers" else
+                    f", a PatchGAN of {n} stride-2 convs" if n is not None else ""))
+        n_fit = (min(h, w) // 3).bit_length() - 1   # the deepest PatchGAN: 3 * 2**n <= side
+        fix = ("--netD_pix2pix pixel" if n_fit < 1 else f"--n_layers_D {n_fit} (or fewer)"
+               if cfg.netD_pix2pix == "n_layers" else f"--netD_pix2pix n_layers --n_layers_D {n_fit}")
+    larger = {"resize_and_crop": f"--loadSize and --fineSize {side} or more",
+              "crop": f"--fineSize {side} or more, on images at least that large",
+              "none": f"images of {side} pixels a side or more"}.get(
+        cfg.resize_or_crop, f"a --loadSize (and --fineSize) that leaves {side} pixels a side or more")
+    raise ConfigError(f"{what} is {w}x{h}, too small for the discriminator ({depth}; it needs "
+                      f"{side}x{side} or more): use {fix}, or {larger}")
 
 
 def build_encoder(cfg: TrainConfig) -> nn.Module | None:

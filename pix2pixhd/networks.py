@@ -294,6 +294,20 @@ class MultiscaleDiscriminator(nn.Module):
             else:
                 setattr(self, f"layer{i}", d.model)
         self.downsample = nn.AvgPool2d(3, stride=2, padding=[1, 1], count_include_pad=False)
+        # Its padding-2 convs never shrink an input below 2x2, but an input that reaches a norm at
+        # 1x1 cannot be normalised (BatchNorm's, at batch size 1): the coarsest scale's, when the
+        # pyramid brings it to 1x1 and the second conv (n_layers >= 2) carries a norm.
+        self._needs_two_pixels = n_layers >= 2 and norm != "none"
+
+    @property
+    def min_input_side(self) -> int:
+        """The smallest side of a square input it takes."""
+        return 2 ** (self.num_D - 1) + 1 if self._needs_two_pixels else 1
+
+    def input_fits(self, h: int, w: int) -> bool:
+        """Whether an h x w input passes (the coarsest scale, ceil(side / 2**(num_D - 1)) a
+        side, must not be 1x1)."""
+        return not self._needs_two_pixels or max(h, w) > 2 ** (self.num_D - 1)
 
     def scale_prefix(self, i: int) -> str:
         """The state_dict prefix of scale ``i``'s keys in this model's layout."""

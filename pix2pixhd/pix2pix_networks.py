@@ -33,7 +33,8 @@ are kept on purpose, because changing them changes outputs of its checkpoints:
 
 Tensors at the boundaries: [N, C, H, W] float (any float dtype, NCHW or channels-last). A U-Net
 with ``num_downs`` downsamplings needs H and W divisible by 2**num_downs (256 for unet_256);
-discriminators take any size large enough for their convs. The pix2pix discriminators are
+discriminators take any size large enough for their convs (``min_input_side``, ``input_fits``:
+3 * 2**n_layers a side for the PatchGAN). The pix2pix discriminators are
 conditional: their input is ``cat([input, output], 1)``, hence ``input_nc = 3 + 3 = 6``.
 """
 from __future__ import annotations
@@ -234,6 +235,16 @@ class PatchDiscriminator(nn.Module):
         seq += norm_act(norm, ndf * nf_mult, "leaky_relu")
         seq += [nn.Conv2d(ndf * nf_mult, 1, kw, stride=1, padding=padw)]
         self.model = nn.Sequential(*seq)
+        self.n_layers = n_layers
+
+    @property
+    def min_input_side(self) -> int:
+        """The smallest side it takes: each stride-2 conv halves a side (rounding down), the two
+        stride-1 convs take a pixel each, and the logits need one: floor(side / 2**n_layers) >= 3."""
+        return 3 * 2 ** self.n_layers
+
+    def input_fits(self, h: int, w: int) -> bool:
+        return min(h, w) >= self.min_input_side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -255,6 +266,16 @@ class PixelDiscriminator(nn.Module):
             *norm_act(norm, ndf * 2, "leaky_relu"),
             # The reference drops this bias too (bias=use_bias), unlike PatchDiscriminator's last.
             nn.Conv2d(ndf * 2, 1, 1, stride=1, padding=0, bias=use_bias))
+        self._normed = norm != "none"
+
+    @property
+    def min_input_side(self) -> int:
+        return 2 if self._normed else 1
+
+    def input_fits(self, h: int, w: int) -> bool:
+        """Any size; with a norm, more than one pixel (a sample's pixels are what it normalises
+        over; BatchNorm's, at batch size 1)."""
+        return h * w > 1 or not self._normed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -42,15 +43,15 @@ from torch import nn
 
 import pix2pixhd
 from pix2pixhd import diffaug
-from pix2pixhd.checkpoint import (atomic_write_bytes, clean_stale_tmp, load_checkpoint, rng_state,
-                                  save_checkpoint, seed_rng, set_rng_state)
+from pix2pixhd.checkpoint import (CheckpointError, atomic_write_bytes, checkpoint_path, clean_stale_tmp,
+                                  load_checkpoint, rng_state, save_checkpoint, seed_rng, set_rng_state)
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device
 from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
 from pix2pixhd.errors import INTERRUPTED_EXIT_STATUS, ConfigError, UserError, raise_on_any_rank
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
-from pix2pixhd.models import build_discriminator, build_encoder, build_generator
+from pix2pixhd.models import build_discriminator, build_encoder, build_generator, check_discriminator_input
 from pix2pixhd.networks import LocalEnhancer
 from pix2pixhd.run_folder import check_new_run, drop_replaced, move_aside
 from pix2pixhd.visualizer import Visualizer, WindowMeans
@@ -153,6 +154,14 @@ def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr * max(0.0, 1.0 - decayed / cfg.niter_decay) if cfg.niter_decay > 0 else cfg.lr
 
 
+def _run_label(cfg: TrainConfig, short: bool = False) -> str:
+    """What the run trains, for the progress bar (``short``) and the log: pix2pixHD's stage
+    ('global', 'global stage'), or the model ('cyclegan', 'pix2pix'), which has no stages."""
+    if cfg.model != "pix2pixhd":
+        return cfg.model
+    return cfg.stage if short else f"{cfg.stage} stage"
+
+
 def _unwrap(m: nn.Module) -> nn.Module:
     m = getattr(m, "_orig_mod", m)  # torch.compile
     return getattr(m, "module", m)  # DDP
@@ -179,7 +188,9 @@ class CycleDiscriminators(nn.Module):
     """CycleGAN's D_A (judges domain B: real B vs G_A's fakes) and D_B (domain A) as one module.
     forward(real_B, fake_B, real_A, fake_A) -> their four logit maps [N, 1, h, w]. With instance
     norm each sample is normalised alone, so real and fake go through each D stacked along the
-    batch in one pass; BatchNorm would mix their statistics, so there they go separately."""
+    batch in one pass; BatchNorm would mix their statistics, so there they go separately, as do
+    real and fake of different sizes (the domains' sizes differ, or the pool returned an older
+    fake of another size), which cannot be stacked."""
 
     def __init__(self, D_A: nn.Module, D_B: nn.Module, stack: bool):
         super().__init__()
@@ -188,7 +199,7 @@ class CycleDiscriminators(nn.Module):
     def forward(self, real_B, fake_B, real_A, fake_A) -> tuple[torch.Tensor, ...]:
         out = []
         for d, real, fake in ((self.D_A, real_B, fake_B), (self.D_B, real_A, fake_A)):
-            if self.stack:
+            if self.stack and real.shape[1:] == fake.shape[1:]:
                 out += d(torch.cat([real, fake.to(real.dtype)], 0)).split(real.shape[0])
             else:
                 out += [d(real), d(fake)]
@@ -288,6 +299,10 @@ class Trainer:
             self.G = build_generator(cfg)
             self.D = build_discriminator(cfg)
         self.E = build_encoder(cfg)
+        if cfg.resize_or_crop == "resize_and_crop":   # every sample this square (else: _start_run)
+            side = min(cfg.loadSize, cfg.fineSize)
+            self._check_d_input(side, side, f"the crop (--resize_or_crop resize_and_crop --loadSize "
+                                            f"{cfg.loadSize} --fineSize {cfg.fineSize})")
         # CycleGAN: each D's history of generated images, drawn by its own seeded generator (per
         # rank: every rank's D sees its own history); the pools are checkpointed with their RNG.
         self.pools = {k: ImagePool(cfg.pool_size, seed=(cfg.seed * 1_000_003 + self.dist.rank) * 2 + i)
@@ -318,6 +333,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.exp_dir = cfg.experiment_dir
         self._replaced: Path | None = None   # the old run --overwrite moved aside, until our first save
+        # --resume: the step resumed from. A checkpoint this run overwrites that holds a later step
+        # (--which_epoch went back) is kept first (_keep_later), at the first write of each name.
+        self._resumed_step: int | None = None
+        self._written: set[str] = set()
         self.vis = Visualizer(self.exp_dir, enabled=self.dist.is_master, tensorboard=not cfg.no_tensorboard,
                               html_page=not cfg.no_html, label_nc=cfg.label_nc)
         self._stop_code = 0            # set by the SIGTERM/SIGINT handlers fit() installs (_STOP_SIGNALS)
@@ -333,7 +352,7 @@ class Trainer:
             # checkpoints before samples_in_epoch was saved: every step took batchSize per rank
             self.samples_in_epoch = ckpt.get("samples_in_epoch",
                                              self.iter_in_epoch * cfg.batchSize * saved_world)
-            self.global_step = ckpt["global_step"]
+            self.global_step = self._resumed_step = ckpt["global_step"]
             self.global_frozen = (self._frozen_in(ckpt) if ckpt.get("optimizer_G") is not None
                                   else self._global_fixed_at(self.epoch))
             self._build_optimizers()
@@ -357,6 +376,12 @@ class Trainer:
                 seed_rng(cfg.seed + self.dist.rank + 1_000_003 * self.global_step)
             if self.pools:
                 saved = ckpt["pools"][min(self.dist.rank, len(ckpt["pools"]) - 1)]
+                held = saved["fake_B"]["size"]
+                if held != cfg.pool_size:
+                    raise ConfigError(
+                        f"{checkpoint_path(self.exp_dir, cfg.which_epoch)}: its image pools hold up to "
+                        f"{held} images, this run's --pool_size is {cfg.pool_size}: resume with --pool_size "
+                        f"{held} (or without --pool_size: a resumed run keeps its own)")
                 for k, pool in self.pools.items():
                     pool.load_state_dict(saved[k], self.device, self.memory_format)
             self.vis.log_message(f"resumed from epoch {self.epoch} iteration {self.iter_in_epoch}")
@@ -791,13 +816,75 @@ class Trainer:
         state = self.state_dict()  # every rank joins the RNG gather
         if not self.dist.is_master:
             return None
+        if self._resumed_step is not None and str(which) not in self._written:
+            self._written.add(str(which))
+            self._keep_later(checkpoint_path(self.exp_dir, which))
         path = save_checkpoint(state, self.exp_dir, which, self.cfg.to_json())
         if self._replaced is not None:   # --overwrite: the new run has a checkpoint now
             drop_replaced(self._replaced)
             self._replaced = None
         return path
 
+    def _keep_later(self, path: Path) -> None:
+        """Before this resumed run first overwrites ``path``: when that file holds a later step
+        than the run resumed from (``--which_epoch`` went back, so it is the only copy of that
+        training), keep it as ``NAME_stepN.pt`` beside it, a name no checkpoint listing takes for
+        latest.pt or an epoch_N.pt (a hard link; a copy where the file system has none), and say
+        so. A file that cannot be read is left to be replaced (--auto_resume said so)."""
+        if not path.is_file():
+            return
+        try:   # memory-mapped: only what it takes to read the step
+            held = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            step, epoch, it = int(held["global_step"]), held["epoch"], held["iter_in_epoch"]
+        except Exception:   # torch raises many kinds on a damaged file
+            return
+        if step <= self._resumed_step:
+            return
+        kept, k = path.with_name(f"{path.stem}_step{step}.pt"), 1
+        while kept.exists():
+            k += 1
+            kept = path.with_name(f"{path.stem}_step{step}-{k}.pt")
+        try:
+            try:
+                os.link(path, kept)
+            except OSError:
+                shutil.copy2(path, kept)
+        except OSError as e:
+            kept.unlink(missing_ok=True)
+            raise CheckpointError(f"could not keep {path} (step {step}, later than step {self._resumed_step} "
+                                  f"this run resumed from) as {kept} before overwriting it ({e}); copy it "
+                                  "away by hand, then resume again") from e
+        where = f"the end of epoch {epoch - 1}" if it == 0 else f"epoch {epoch}, iteration {it}"
+        resume = "--resume" if path.name == "latest.pt" else f"--resume --which_epoch {int(path.stem[6:])}"
+        msg = (f"{path} holds step {step} ({where}), later than step {self._resumed_step} where this run "
+               f"resumed: kept as {kept} before this run overwrites it (synthesize.py --checkpoint "
+               f"{kept} reads it; renamed back to {path.name}, {resume} continues from it)")
+        self.vis.log_message(msg)
+        print(f"note: {msg}", file=sys.stderr, flush=True)
+
     # ---- data ----------------------------------------------------------------------------------
+    def _check_d_input(self, w: int, h: int, what: str) -> None:
+        """A one-line ConfigError when D cannot take w x h images (``what`` names them)."""
+        d = _unwrap(self.D) if self.D is not None else None
+        if d is not None:   # CycleGAN's D_A and D_B are alike
+            check_discriminator_input(self.cfg, d.D_A if self.cfg.model == "cyclegan" else d, w, h, what)
+
+    def _check_d_on_samples(self, ds) -> None:
+        """D's size check (:meth:`_check_d_input`) on the size each sample comes out, as G's is
+        made by the dataset's validation, from the source sizes it read (none with --validate
+        off); each source size once."""
+        from pix2pixhd.data.transforms import output_size
+        seen = set()
+        for rec in ds.all_records():
+            path = str(next(iter(rec.values())))
+            src = ds.source_sizes.get(path)
+            if src is None or src in seen:
+                continue
+            seen.add(src)
+            w, h = output_size(*src, ds.resize_or_crop, ds.loadSize, ds.fineSize, ds.required_multiple)
+            self._check_d_input(w, h, f"{path} ({src[0]}x{src[1]}) with --resize_or_crop {ds.resize_or_crop} "
+                                      f"--loadSize {ds.loadSize} --fineSize {ds.fineSize}")
+
     def make_loader(self):
         """The training DataLoader and its resumable sampler (order from seed and epoch)."""
         from pix2pixhd import data
@@ -936,6 +1023,8 @@ class Trainer:
                 from pix2pixhd.data import DatasetError
                 raise DatasetError(f"{cfg.dataroot}: fewer samples than --batchSize {cfg.batchSize} per "
                                    f"process ({self.dist.world_size} process(es)); lower --batchSize")
+            if self.dist.is_master:
+                self._check_d_on_samples(loader.dataset)
         except Exception as e:   # any failure: the other ranks must not wait for this one
             error = e
         raise_on_any_rank(error, self.dist)
@@ -949,14 +1038,16 @@ class Trainer:
                 # a fresh start (0) keeps no history of an attempt that died before its first save
                 self.vis.begin(resumed_at_step=self.global_step if cfg.resume else 0)
                 total = cfg.niter + cfg.niter_decay
-                if self.epoch > total:   # a resume of a run that has finished: nothing to train
+                # a resume of a run that has finished (or that stopped after its last step): nothing
+                # to train; the loop still closes a last epoch left open (its epoch_N.pt)
+                if self.epoch > total or (self.epoch == total and not self._batches_left(sampler)):
                     msg = (f"{self.exp_dir} has finished its {total} epoch(s) (niter {cfg.niter} + "
                            f"niter_decay {cfg.niter_decay}): nothing to train. To train longer, "
                            "resume with a larger --niter or --niter_decay")
                     self.vis.log_message(msg)
                     print(f"note: {msg}", file=sys.stderr, flush=True)
                 else:
-                    self.vis.log_message(f"training {cfg.stage} stage, epochs {self.epoch}..{total}")
+                    self.vis.log_message(f"training {_run_label(cfg)}, epochs {self.epoch}..{total}")
             except Exception as e:   # the other ranks must not go on into the first collective
                 error = e
         raise_on_any_rank(error, self.dist, "could not start (writing its run folder)")
@@ -1006,7 +1097,8 @@ class Trainer:
             began_at = self.iter_in_epoch   # > 0: resumed inside this epoch
             bar = tqdm(total=self.iter_in_epoch + len(loader), initial=self.iter_in_epoch,
                        disable=not master or cfg.no_progress,
-                       desc=f"{cfg.stage} epoch {self.epoch}/{total_epochs}", dynamic_ncols=True)
+                       desc=f"{_run_label(cfg, short=True)} epoch {self.epoch}/{total_epochs}",
+                       dynamic_ncols=True)
             t_data = time.perf_counter()
             for batch in loader:
                 step = self.global_step + 1

@@ -287,8 +287,10 @@ class Visualizer:
         self.begin()
         rec = {"epoch": epoch, "iter": it, "step": step, **losses, **extras}
         self._append(self.history_path, json.dumps(rec))
+        # the lr in significant digits: 4 decimals would print its decayed values (1.33e-4,
+        # 6.67e-5) alike
         self._append(self.log_path, f"(epoch: {epoch}, iters: {it}, step: {step}) " + " ".join(
-            f"{k}: {v:.4f}" for k, v in {**losses, **extras}.items()))
+            f"{k}: {v:.4g}" if k == "lr" else f"{k}: {v:.4f}" for k, v in {**losses, **extras}.items()))
         writer = self._tensorboard()
         if writer is not None:
             for k, v in losses.items():

@@ -384,14 +384,19 @@ class Trainer:
                         f"{held} (or without --pool_size: a resumed run keeps its own)")
                 for k, pool in self.pools.items():
                     pool.load_state_dict(saved[k], self.device, self.memory_format)
-            self.vis.log_message(f"resumed from epoch {self.epoch} iteration {self.iter_in_epoch}")
+            said = [f"resumed from epoch {self.epoch} iteration {self.iter_in_epoch}"]
             if saved_world != self.dist.world_size:
-                self.vis.log_message(
+                said.append(
                     f"saved by {saved_world} process(es), resumed on {self.dist.world_size}: the "
                     f"{self.samples_in_epoch} samples of epoch {self.epoch} already trained are left "
                     "out and the rest shared among the processes now running"
                     + ("; the new ranks start random streams of their own"
                        if self.dist.world_size > saved_world else ""))
+            for line in said:   # the loss log's record, and the console's
+                self.vis.log_message(line)
+                if self.dist.is_master:
+                    print(f"note: {self.exp_dir.name}: {line}"
+                          + (f" (step {self.global_step})" if line is said[0] else ""), file=sys.stderr, flush=True)
         else:
             if cfg.load_pretrain:
                 self._load_previous_stage(Path(cfg.load_pretrain))

@@ -249,3 +249,14 @@ def test_loss_log_prints_decayed_learning_rates_apart(tmp_path):
     lines = (tmp_path / "loss_log.txt").read_text().splitlines()
     assert "lr: 0.0001333 " in lines[0] and "lr: 6.667e-05 " in lines[1]
     assert all("D_A: 0.1235 " in line and line.endswith("images_per_s: 2.5000") for line in lines)
+
+
+def test_resume_says_on_the_console_where_it_resumed(tmp_path, capsys):
+    # it was written to loss_log.txt only
+    root = write_domains(tmp_path / "data", (40, 40), (40, 40))
+    ck = tmp_path / "ck"
+    assert _train(root, ck, "--name", "r", "--loadSize", "36", "--fineSize", "32", "--max_steps", "2",
+                  "--niter", "2") == 0
+    capsys.readouterr()
+    assert train_main(["--name", "r", "--checkpoints_dir", str(ck), "--resume", "--max_steps", "1"]) == 0
+    assert "note: r: resumed from epoch 1 iteration 2 (step 2)" in capsys.readouterr().err

@@ -358,24 +358,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _own_direction(checkpoint: str, which_epoch: str, direction: str | None) -> str | None:
-    """The ``direction`` to load with: a pix2pix/pix2pixHD run has one generator, trained for the
-    run's own --direction, so naming that direction means it (None); another one is refused,
-    naming the run's. CycleGAN's two generators: unchanged."""
-    if direction is None:
-        return None
-    from pix2pixhd.checkpoint import load_run_config
-    from pix2pixhd.errors import ConfigError
-    cfg = load_run_config(checkpoint, which_epoch)
-    if cfg.model == "cyclegan":
-        return direction
-    if direction != cfg.direction:
-        raise ConfigError(f"--direction {direction}: {checkpoint} is a {cfg.model} run trained with "
-                          f"--direction {cfg.direction}; its one generator translates that way: drop "
-                          f"--direction (or pass {cfg.direction}), or export a --model cyclegan run")
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from pix2pixhd.checkpoint import checkpoint_path
@@ -387,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     # Hashed before loading: if training replaces the file in between, the recorded hash is the
     # older one and synthesis refuses the file (safe), rather than vouching for weights it lacks.
     sha = file_sha256(ckpt) if ckpt.is_file() else None   # absent: load_generator says so
-    direction = _own_direction(a.checkpoint, a.which_epoch, a.direction)
+    direction = a.direction   # a pix2pix/pix2pixHD run: its own direction, or refused (generator_key)
     g, cfg = load_generator(a.checkpoint, a.which_epoch, "cpu", direction=direction,
                             test_batch_stats=not a.bn_running_stats)
     if a.bn_running_stats and batchnorm_statistics(g) is None:

@@ -72,16 +72,17 @@ def discriminator_input_nc(cfg: TrainConfig) -> int:
 
 def generator_key(cfg: TrainConfig, direction: str | None = None) -> str:
     """The checkpoint key of the generator that translates in ``direction``: 'G' for pix2pixHD
-    and pix2pix (one direction: None or 'AtoB'); CycleGAN: 'G_A' for 'AtoB' (and None), 'G_B' for
+    and pix2pix (one direction: None or the run's own); CycleGAN: 'G_A' for 'AtoB' (and None), 'G_B' for
     'BtoA'. A and B are the run's domains: {phase}A/ and {phase}B/, swapped for a run trained
     with --direction BtoA."""
     if direction not in (None, *DIRECTIONS):
         raise ConfigError(f"direction={direction!r}; expected one of {DIRECTIONS} (or None)")
     if cfg.model == "cyclegan":
         return "G_B" if direction == "BtoA" else "G_A"
-    if direction == "BtoA":
-        raise ConfigError(f"a {cfg.model} run has one generator, trained for its own --direction "
-                         f"({cfg.direction}); --direction BtoA needs a --model cyclegan run")
+    if direction not in (None, cfg.direction):   # its own direction names its one generator
+        raise ConfigError(f"--direction {direction}: this {cfg.model} run was trained with --direction "
+                          f"{cfg.direction}, and its one generator translates that way: drop --direction "
+                          f"(or pass {cfg.direction}); a --model cyclegan run has a generator for each way")
     return "G"
 
 

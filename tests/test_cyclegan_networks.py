@@ -199,8 +199,14 @@ def test_each_direction_names_its_generator_with_swapped_channels():
     assert models.network_keys(cfg) == ("G_A", "G_B", "D_A", "D_B")
     p2p = TrainConfig(model="pix2pix").resolved()
     assert models.generator_key(p2p) == models.generator_key(p2p, "AtoB") == "G"
-    with pytest.raises(ValueError, match="needs a --model cyclegan run"):
+    with pytest.raises(ValueError, match="trained with --direction AtoB, .* a --model cyclegan run has a "
+                                         "generator for each way"):
         models.generator_key(p2p, "BtoA")
+    # a run trained BtoA: that direction names its generator (it was refused), AtoB does not
+    p2p_btoa = TrainConfig(model="pix2pix", direction="BtoA").resolved()
+    assert models.generator_key(p2p_btoa, "BtoA") == models.generator_key(p2p_btoa) == "G"
+    with pytest.raises(ValueError, match="^--direction AtoB: this pix2pix run was trained with --direction BtoA"):
+        models.generator_key(p2p_btoa, "AtoB")
     with pytest.raises(ValueError, match="'D_A' and 'D_B'"):
         models.build_discriminator(cfg)
 

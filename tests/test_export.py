@@ -181,7 +181,8 @@ def _run(folder, model, direction="AtoB"):
                       direction=direction, norm_impl="ref").resolved()
     torch.manual_seed(4)
     keys = ("G_A", "G_B") if model == "cyclegan" else ("G",)
-    state = {k: build_generator(cfg, d).state_dict() for k, d in zip(keys, ("AtoB", "BtoA"))}
+    dirs = ("AtoB", "BtoA") if model == "cyclegan" else (None,)
+    state = {k: build_generator(cfg, d).state_dict() for k, d in zip(keys, dirs)}
     save_checkpoint({**state, "config": cfg.to_dict()}, folder, "latest", cfg.to_json())
     return folder
 

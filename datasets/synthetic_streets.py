@@ -16,8 +16,11 @@ Deterministic: image ``i`` of split ``s`` depends only on ``(seed, s, i, width, 
 how many images are generated. Pure numpy + Pillow; ~5 ms per 256x128 scene on one core.
 
 A rerun into the same folder replaces its split folders, so no scene of an earlier run (more
-scenes, another size) stays behind. A non-empty folder that this tool did not write (no
-``classes.json`` naming it) may be a real dataset of the same layout: it is refused, untouched.
+scenes, another size) stays behind. A non-empty folder that this tool did not write may be a real
+dataset of the same layout, or another tool's output: it is refused, untouched. Ours is a folder
+whose ``classes.json`` names this tool and the folder itself (``folder``: a copy of the file
+elsewhere, as synthesize.py used to make, is not proof) and that holds nothing else than this
+tool writes: ``classes.json`` and the six split folders, each holding only its scene files.
 
     python -m pix2pixhd.datasets.synthetic_streets --out data/streets --n_train 100 --n_test 10 \
         --width 256 --height 128 --seed 0
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -300,16 +304,18 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLITS[split], int(index)])
 
 
-def prepare_output(out, tool: str, owned, subdirs) -> dict | None:
+def prepare_output(out, tool: str, owned, subdirs, foreign=None) -> dict | None:
     """Make ``out`` ready for a fresh write by ``tool``, so that no file of an earlier run (more
     images, another size) stays behind to be trained on; refuse a folder ``tool`` did not write.
 
     These tools write the Cityscapes layout's names (``train_label``...), the same as a real
     dataset's, so only a folder whose ``classes.json`` ``owned(meta)`` accepts is cleared: each
     of ``subdirs(meta)`` (plain folder names, checked) is removed whole, nothing else in ``out``
-    is touched. An absent or empty ``out`` is fine; any other folder is refused, untouched, with
-    an :class:`InputError` naming it, what it holds and the fix. Returns the earlier
-    ``classes.json`` (or None).
+    is touched. ``foreign(out, meta)``, when given, lists what in ``out`` the tool did not write
+    (entries, or why the classes.json is not this folder's own); anything listed refuses the
+    folder too: ``classes.json`` alone is no proof (another tool may have copied it). An absent or
+    empty ``out`` is fine; any other folder is refused, untouched, with an :class:`InputError`
+    naming it, what it holds and the fix. Returns the earlier ``classes.json`` (or None).
     """
     out = Path(out)
     if not out.exists():
@@ -331,6 +337,13 @@ def prepare_output(out, tool: str, owned, subdirs) -> dict | None:
                          f"it may be a real dataset: nothing was written or deleted. Pass another "
                          f"--out (a new or empty folder), or remove {out} yourself if it is yours "
                          f"to replace")
+    alien = foreign(out, meta) if foreign is not None else []
+    if alien:
+        listed = "; ".join(alien[:4]) + (f"; ... ({len(alien)} in all)" if len(alien) > 4 else "")
+        raise InputError(f"{tool}: the output folder {out} holds what this tool did not write ({listed}), "
+                         f"so it may be another tool's output or a dataset of yours: nothing was written "
+                         f"or deleted. Pass another --out (a new or empty folder), or remove {out} "
+                         f"yourself if it is yours to replace")
     for name in subdirs(meta):
         d = out / check_name(name, "a split folder of classes.json", out)
         if d.is_dir() and not d.is_symlink():
@@ -344,6 +357,41 @@ def _written_here(meta: dict) -> bool:
     """classes.json written by this tool (``written_by``, or the ``name`` of earlier versions)."""
     return meta.get("written_by") == TOOL or ("written_by" not in meta and
                                               meta.get("name") == "synthetic_streets")
+
+
+def _split_folders() -> list[str]:
+    return [f"{s}_{k}" for s in SPLITS for k in ("label", "inst", "img")]
+
+
+def _foreign(out: Path, meta: dict) -> list[str]:
+    """What in ``out`` (whose classes.json names this tool) this tool did not write: entries
+    other than classes.json and the split folders, files in a split folder other than its scenes
+    (``{split}_NNNNN.png``, photos .jpg too, at most the count classes.json records), and a
+    classes.json written for another folder (a copy: synthesize.py copied its input's)."""
+    found = []
+    folder = meta.get("folder")
+    if folder is not None and folder != str(out.resolve()):
+        found.append(f"its classes.json was written into {folder}, so it is a copy")
+    ours = set(_split_folders())
+    for p in sorted(out.iterdir()):
+        if p.name == "classes.json" and p.is_file() and not p.is_symlink():
+            continue
+        if p.name not in ours or p.is_symlink() or not p.is_dir():
+            found.append(p.name + ("/" if p.is_dir() else ""))
+            continue
+        split, kind = p.name.split("_")
+        n = meta.get(f"n_{split}")
+        exts = ("png", "jpg") if kind == "img" else ("png",)
+        pattern = re.compile(rf"{split}_([0-9]{{5}})\.({'|'.join(exts)})")
+        extra = []
+        for f in sorted(p.iterdir()):
+            m = pattern.fullmatch(f.name)
+            if (m is None or not f.is_file() or f.is_symlink()
+                    or (isinstance(n, int) and int(m.group(1)) >= n)):
+                extra.append(f.name)
+        if extra:
+            found.append(f"{p.name}/{extra[0]}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
+    return found
 
 
 def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, height: int = 128,
@@ -369,11 +417,11 @@ def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, he
             "void_id": 0,
             "instance_ids": "class_id*1000 + k for thing classes (car, person), else class_id",
             "seed": seed, "width": width, "height": height, "n_train": n_train, "n_test": n_test}
-    prepare_output(out, "synthetic_streets", _written_here,
-                   lambda _: [f"{s}_{k}" for s in SPLITS for k in ("label", "inst", "img")])
+    prepare_output(out, "synthetic_streets", _written_here, lambda _: _split_folders(), _foreign)
     # the folder is marked ours before any scene is written, so a run stopped halfway is replaced
     # by the next, not refused; "complete" says whether every scene it counts is there
     out.mkdir(parents=True, exist_ok=True)
+    meta["folder"] = str(out.resolve())   # a copy of this classes.json elsewhere is not ours
     (out / "classes.json").write_text(json.dumps({**meta, "complete": False}, indent=1) + "\n")
     for split, n in (("train", n_train), ("test", n_test)):
         if n <= 0:

@@ -201,6 +201,36 @@ def _held(folder: Path) -> str:
     return f"that folder holds {have}" if have else f"{folder} holds no checkpoints"
 
 
+def _which_epochs(folder: Path, but: Path | None = None) -> str:
+    """The --which_epoch values ``folder``'s checkpoints answer to (``but`` left out), or ''."""
+    have = [n for n in _checkpoints(folder) if but is None or n != but.name]
+    return " or ".join(f"--which_epoch {'latest' if n == 'latest.pt' else int(n[6:-3])}" for n in have)
+
+
+def no_run_message(folder: Path) -> str | None:
+    """Why ``folder`` is no run folder to read (it does not exist; NVIDIA's run, to import first;
+    no checkpoint in it), with the fix; None when it holds a checkpoint."""
+    from pix2pixhd.run_folder import reference_run_message
+    folder = Path(folder)
+    if not folder.exists():
+        parent = folder.parent
+        runs = (sorted(d.name for d in parent.iterdir() if d.is_dir() and _checkpoints(d))
+                if parent.is_dir() else [])
+        there = (f"; run folders in {parent}: {', '.join(runs[:8])}{' ...' if len(runs) > 8 else ''}"
+                 if runs else "")
+        return (f"no run folder {folder}: it does not exist; check the path (or --name and "
+                f"--checkpoints_dir){there}")
+    nvidia = reference_run_message(folder)
+    if nvidia is not None:
+        return nvidia
+    if not folder.is_dir():
+        return f"{folder} is a file, not a run folder; pass the run folder written by train_hd.py"
+    if not _checkpoints(folder):
+        return (f"{folder} holds no checkpoint (latest.pt or epoch_N.pt): not a run folder written by "
+                "train_hd.py, or nothing saved yet; check the path (or --name and --checkpoints_dir)")
+    return None
+
+
 def save_checkpoint(state: dict, experiment_dir: Path, which: str | int, config_json: str) -> Path:
     path = checkpoint_path(experiment_dir, which)
     atomic_torch_save(state, path)
@@ -211,16 +241,25 @@ def save_checkpoint(state: dict, experiment_dir: Path, which: str | int, config_
 def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "latest",
                     map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (``experiment_dir`` may be the file)."""
+    from pix2pixhd.run_folder import reference_run_message
     p = Path(experiment_dir)
+    nvidia = reference_run_message(p)
+    if nvidia is not None and (p.is_file() or not _checkpoints(p)):
+        raise CheckpointNotFoundError(nvidia)
     path = p if p.is_file() else checkpoint_path(p, which)
     if not path.is_file():
-        raise CheckpointNotFoundError(f"no checkpoint {path}; {_held(path.parent)}"
-                                " (pass --which_epoch latest or one of those epochs)")
+        why = no_run_message(path.parent)
+        if why is not None:
+            raise CheckpointNotFoundError(why)
+        raise CheckpointNotFoundError(f"no checkpoint {path}; {_held(path.parent)}: pass "
+                                      f"{_which_epochs(path.parent)}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path} could not be read ({_short(e)}); it may be truncated — use an "
-                              "older epoch_*.pt with --which_epoch") from e
+        others = _which_epochs(path.parent, but=path)
+        fix = (f"it may be truncated or damaged: pass {others}, or restore {path.name} from a copy"
+               if others else f"it may be truncated or damaged: restore {path.name} from a copy")
+        raise CheckpointError(f"{path} could not be read ({_short(e)}); {fix}") from e
 
 
 def _peek(path: Path) -> dict:
@@ -288,10 +327,15 @@ def auto_resume_checkpoint(run: str | os.PathLike) -> tuple[str, str | None]:
         "until the new run's first save)")
 
 
-def _short(e: BaseException) -> str:
-    """An exception as one line (torch's unpickling errors run to many)."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
+def _short(e: BaseException, limit: int = 300) -> str:
+    """An exception as one line (torch's unpickling errors run to many): its type and its first
+    sentence, whole (torch's "...failed finding central directory." without the paragraph after
+    it), or its type alone when that sentence is longer than ``limit`` characters: never a quote
+    cut mid-sentence."""
+    first = str(e).strip().splitlines()[0].strip() if str(e).strip() else ""
+    m = re.match(r"(.+?[.!?])(?=\s|$)", first)
+    sentence = m.group(1) if m else first
+    return f"{type(e).__name__}: {sentence}" if sentence and len(sentence) <= limit else type(e).__name__
 
 
 _NOTED: set[str] = set()   # config.json files already reported as unusable in this process
@@ -327,6 +371,12 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
         return cfg
     if cfg is None and checkpoint is None and not ckpt_file.is_file():
         if not _checkpoints(p):
+            from pix2pixhd.run_folder import reference_run_message
+            nvidia = reference_run_message(p)
+            if nvidia is not None:
+                raise CheckpointNotFoundError(nvidia)
+            if not p.exists():
+                raise CheckpointNotFoundError(no_run_message(p))
             raise CheckpointNotFoundError(
                 f"{p} holds neither config.json nor a checkpoint: not a run folder written by "
                 "train_hd.py, or nothing saved yet; check the path (or --name and --checkpoints_dir)")

@@ -11,7 +11,11 @@ that catches those keeps working.
 ``python -m pix2pixhd.data|features|evaluate|export|flops``, ``pix2pixhd.kernels.aot``, the dataset
 makers): a ``UserError`` prints as ``error: <message>`` on stderr, without a traceback, and the
 exit status is 1; ``--debug`` anywhere on the command line (or ``PIX2PIXHD_DEBUG=1``) shows the
-traceback instead. Any other exception is a bug or an environment problem and keeps its traceback.
+traceback instead. Any other exception is a bug or an environment problem and keeps its traceback,
+except two the user can act on without one: a data loader worker that died (the OOM killer's
+``kill -9``: torch's ``RuntimeError: DataLoader worker (pid N) is killed by signal: Killed.``) is one
+``error:`` line naming the pid, the signal and the fix, status 1; and a closed stdout
+(``... | head -2``: ``BrokenPipeError``) ends the command quietly with status 141, as SIGPIPE would.
 Command-line parsing errors (an unknown option, a value of the wrong type) are argparse's: its
 usage, then ``error:``, status 2 (``SystemExit`` passes through); so the reference's options this
 project replaces are refused before parsing, as a ``ConfigError`` (``cli.refuse_reference_only``).
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -96,7 +101,9 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
         argv = [a for a in argv if a != DEBUG_FLAG]
         os.environ[DEBUG_ENV] = "1"
     try:
-        return int(main(argv) or 0)
+        status = int(main(argv) or 0)
+        sys.stdout.flush()   # here, not at exit: a reader gone (`| head`) is a BrokenPipeError below
+        return status
     except UserError as e:
         if debug_enabled():
             raise
@@ -108,6 +115,85 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
         print(f"\ninterrupted{_rank_prefix()} (Ctrl-C); exit status {INTERRUPTED_EXIT_STATUS}", file=sys.stderr,
               flush=True)
         return INTERRUPTED_EXIT_STATUS
+    except BrokenPipeError:
+        if debug_enabled() or not _stdout_closed():
+            raise
+        return BROKEN_PIPE_EXIT_STATUS
+    except RuntimeError as e:
+        message = loader_worker_died(e)
+        if message is None or debug_enabled():
+            raise
+        print(f"error{_rank_prefix()}: {message}", file=sys.stderr, flush=True)
+        return 1
+
+
+# 128 + SIGPIPE: what a shell reports for a program whose reader went away (`... | head`).
+BROKEN_PIPE_EXIT_STATUS = 141
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout is gone (``| head`` exited): then stdout is pointed at
+    os.devnull, so that Python's own flush at exit does not print "Exception ignored ... Broken
+    pipe". A BrokenPipeError of anything else (a socket, a child's pipe) is not this."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    closed = False
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        closed = True
+    except OSError:
+        return False
+    if not closed:
+        try:   # nothing was left to flush: ask the pipe itself (POLLERR: no reader any more)
+            import select
+            poll = select.poll()
+            poll.register(fd, select.POLLOUT)
+            closed = any(ev & select.POLLERR for _, ev in poll.poll(0))
+        except (AttributeError, OSError, ValueError):
+            return False
+    if closed:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return closed
+
+
+_WORKER_KILLED = re.compile(r"DataLoader worker \(pid (\d+)\) is killed by signal: ([^.]+)\.")
+_WORKER_EXITED = re.compile(r"DataLoader worker \(pids?(?:\(s\))? ([0-9, ]+)\) exited unexpectedly"
+                            r"(?: with exit code (-?\d+))?")
+
+
+def loader_worker_died(e: BaseException) -> str | None:
+    """The one line for torch's error of a DataLoader worker process that died (killed by a
+    signal, e.g. by the out-of-memory killer, or exited), or None when ``e`` is not that. torch
+    raises "exited unexpectedly" from the more precise "is killed by signal": the chain is
+    searched for the latter first."""
+    chain, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    for text in chain:
+        m = _WORKER_KILLED.search(text)
+        if m:
+            pid, sig = m.group(1), m.group(2).strip()
+            why = ("out of shared memory? raise /dev/shm (docker: --shm-size), or fewer --nThreads/--workers"
+                   if sig.lower().startswith("bus error") else "out of memory? fewer --nThreads/--workers")
+            return (f"a data loader worker (pid {pid}) was killed by signal: {sig} ({why}); rerun the same "
+                    "command to resume (train_hd.py: with --resume)")
+    for text in chain:
+        m = _WORKER_EXITED.search(text)
+        if m:
+            pids, code = m.group(1).strip(), m.group(2)
+            how = f"exited with code {code}" if code is not None else "exited unexpectedly"
+            plural = "s" if "," in pids else ""
+            return (f"a data loader worker (pid{plural} {pids}) {how} (killed for memory? fewer "
+                    "--nThreads/--workers; --debug shows torch's traceback); rerun the same command to "
+                    "resume (train_hd.py: with --resume)")
+    return None
 
 
 def user_message(e: UserError) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -370,10 +370,12 @@ class FeatureSource:
             self.encoder.to(label.device)
             return self.encoder(image_to_float(image.to(label.device)), regions).float()
         present = set(torch.unique(label).tolist()) - set(self.clusters.centers) - self._warned
-        if present:
+        if present:   # once per class and process: a note, not a Python warning with a source line
             self._warned |= present
-            warnings.warn(f"class(es) {sorted(present)} have no saved clusters (no instance of them was larger "
-                          f"than 1/64 of an image when encoding): their feature channels are 0", stacklevel=3)
+            print(f"note: class(es) {sorted(present)} have no saved clusters"
+                  f"{f' in {self.clusters.path}' if self.clusters.path is not None else ''} (no instance of "
+                  "them was larger than 1/64 of an image when encoding): their feature channels are 0",
+                  file=sys.stderr, flush=True)
         return sample_features(regions, label, self.clusters,
                                seeds=self.seed if seeds is None else seeds,
                                cluster=self.cluster if self.mode == "cluster" else None,
@@ -401,7 +403,60 @@ class FeatureSource:
         path = found[0] if found else chain[0][0] / CLUSTERS_FILE
         if path.parent != chain[0][0]:
             print(f"note: using the clusters of {path.parent} (this run read precomputed features)")
-        return cls(cfg, mode, clusters=FeatureClusters.load(path), cluster=cluster, seed=seed)
+        clusters = FeatureClusters.load(path)
+        note = stale_clusters_note(clusters, checkpoint_dir, which_epoch)
+        if note is not None and os.environ.get("RANK", "0") == "0":   # under torchrun: once
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        return cls(cfg, mode, clusters=clusters, cluster=cluster, seed=seed)
+
+
+def encoder_checkpoint(checkpoint_dir: str | Path, which_epoch: str = "latest") -> tuple[Path, dict]:
+    """(file, its contents memory-mapped) of the checkpoint whose E encodes for the run in
+    ``checkpoint_dir``: its own, or for a --load_features run, that of the run whose E made its
+    maps (as :func:`load_encoder` picks it). Raises as torch.load."""
+    from pix2pixhd.checkpoint import _peek, checkpoint_path
+    run = Path(checkpoint_dir)
+    path = run if run.is_file() else checkpoint_path(run, which_epoch)
+    ckpt = _peek(path)
+    if ckpt.get("E") is None:
+        chain = feature_chain(checkpoint_dir, which_epoch=which_epoch)
+        if len(chain) > 1 and chain[0][1].load_features:
+            path = checkpoint_path(chain[-1][0], chain[-2][1].which_epoch)
+            ckpt = _peek(path)
+    return path, ckpt
+
+
+def stale_clusters_note(clusters: FeatureClusters, checkpoint_dir: str | Path,
+                        which_epoch: str = "latest") -> str | None:
+    """Why ``clusters`` may not be the encoder's of ``checkpoint_dir`` (the step E had when they
+    were clustered is not the step of the checkpoint that encodes now: the run trained on after
+    ``encode``, another epoch is used, or they are another run's), naming both steps and the
+    command that re-clusters; None when the steps agree. NVIDIA's clusters (step -1) imported
+    with their run's checkpoint (step 0, ``imported_from``) agree. A checkpoint that cannot be
+    read gives None: loading it says why."""
+    try:
+        path, ckpt = encoder_checkpoint(checkpoint_dir, which_epoch)
+        step = int(ckpt["global_step"])
+        imported = bool(ckpt.get("imported_from"))
+    except Exception:
+        return None
+    cs = clusters.global_step
+    if cs == step or (cs == -1 and imported and step == 0):
+        return None
+    where = clusters.path if clusters.path is not None else "the clusters"
+    if cs == -1:
+        made = ("were imported from NVIDIA's run (encoded before its import)" if imported else
+                "record no encoder step (clustered by an older version, or imported)")
+    else:
+        made = f"were clustered from the encoder at step {cs}"
+    cmd = f"python -m pix2pixhd.features encode --checkpoint {Path(checkpoint_dir)}"
+    if str(which_epoch) != "latest":
+        cmd += f" --which_epoch {which_epoch}"
+    if clusters.path is not None and clusters.path.name != CLUSTERS_FILE:
+        cmd += f" --out {clusters.path}"
+    return (f"{where} {made}, but the encoder is {path}'s, at step {step} (the run trained on after "
+            f"encode, or the clusters are another checkpoint's): its features may not match them; "
+            f"re-cluster with `{cmd}`")
 
 
 # ---- the runs a run was made from ----------------------------------------------------------------

@@ -5,7 +5,9 @@ NVIDIA's code leaves in ``checkpoints/NAME``: ``{latest,N}_net_{G,D,E}.pth`` (pl
 our keys: :func:`pix2pixhd.compat.load_reference_weights`), ``opt.txt`` (every option it ran
 with), ``iter.txt`` (epoch, samples into it) and, after ``encode_features.py``,
 ``features_clustered_NNN.npy``. The run folder written here (config.json, latest.pt, and
-``features_clustered.pt``) synthesizes, starts a later stage and resumes.
+``features_clustered.pt``) synthesizes, starts a later stage and resumes. opt.txt's ``dataroot`` is
+kept as written (relative to where NVIDIA's train.py ran): ``train_hd.py --resume`` reads it, and
+where it is not found says so and to pass ``--dataroot``.
 """
 from __future__ import annotations
 
@@ -143,7 +145,7 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
                               f"imported run, train it: python train_hd.py --resume --name NAME "
                               "[--checkpoints_dir DIR]; to import over a run, add --overwrite")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    opt_file, taken = src / "opt.txt", []
+    opt_file, taken, dataroot = src / "opt.txt", [], None
     if opt_file.is_file():
         opts = read_reference_options(opt_file)
         if opts.get("model", "pix2pixHD") != "pix2pixHD":
@@ -159,20 +161,32 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
             taken.append(name)
         if opts.get("fp16") == "True" and "precision" not in args:
             args["precision"] = "fp16"
+        if "dataroot" not in args and opts.get("dataroot", "None") not in ("", "None"):
+            # relative to the folder NVIDIA's train.py ran in, which is not recorded: kept as
+            # written (not made absolute here), so that train_hd.py --resume run from that folder
+            # finds it, and elsewhere says it was not found and to pass --dataroot
+            dataroot = opts["dataroot"]
+            taken.append("dataroot")
     args.setdefault("stage", "local" if args.get("netG") == "local" else "global")
     try:
         cfg = TrainConfig(**args).resolved()
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    if dataroot is not None:
+        cfg.dataroot = dataroot
+    out = cfg.experiment_dir
+    if out.resolve() == src.resolve():   # --overwrite would move the source aside, then read it
+        raise ConfigError(f"the import of {src} would be written into {src} itself: choose a --name (or "
+                          "--checkpoints_dir) whose folder is another")
     # chosen before anything is written: several files without one for n_clusters are refused
     clusters = find_reference_clusters(src, cfg.n_clusters) if cfg.use_features else None
     try:
         check_new_run(cfg)
     except RunExistsError:   # its advice (--resume) is train_hd.py's: give the import's own
-        from pix2pixhd.run_folder import run_files
+        from pix2pixhd.run_folder import reference_files, run_files
         out = cfg.experiment_dir
         raise RunExistsError(
-            f"{out} already holds a run ({', '.join(run_files(out))}): to import into another folder, "
+            f"{out} already holds a run ({', '.join(run_files(out) or reference_files(out))}): to import into another folder, "
             f"choose a --name other than {cfg.name!r}; to replace that run, add --overwrite (it is kept as "
             f"{out.name}.replaced-TIME until the import is written, then deleted); to continue it instead, "
             f"train it: python train_hd.py --resume --name {cfg.name} --checkpoints_dir "

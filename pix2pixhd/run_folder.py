@@ -1,7 +1,9 @@
 """A run folder belongs to one run: a new run never overwrites an existing one by accident.
 
 A folder ``--checkpoints_dir/--name`` holds a run when it holds ``config.json`` or a checkpoint
-(``latest.pt``, ``epoch_N.pt``). Starting a run there without ``--resume`` is refused
+(``latest.pt``, ``epoch_N.pt``), or the files of an NVIDIA pix2pixHD run (``latest_net_G.pth``,
+``opt.txt``...: :func:`reference_files`; such a run is imported with ``python -m
+pix2pixhd.import_reference``). Starting a run there without ``--resume`` is refused
 (:func:`check_new_run`, a :class:`~pix2pixhd.errors.RunExistsError` naming ``--resume``, a new
 ``--name`` and ``--overwrite``), before anything is read or written.
 
@@ -46,13 +48,54 @@ def run_files(folder: Path) -> list[str]:
                   if p.name == "config.json" or re.fullmatch(r"(latest|epoch_[0-9]+)\.pt", p.name))
 
 
+# What NVIDIA's pix2pixHD leaves in its checkpoints/NAME (pix2pixhd.import_reference reads it).
+_REFERENCE_FILE = re.compile(r"(latest|[0-9]+)_net_[GDE]\.pth|opt\.txt|iter\.txt|features_clustered_[0-9]+\.npy")
+
+
+def reference_files(folder: Path) -> list[str]:
+    """The names in ``folder`` that NVIDIA's pix2pixHD writes into a run folder (weights, opt.txt,
+    iter.txt, cluster files), sorted; empty for a folder that is not one (or does not exist)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if _REFERENCE_FILE.fullmatch(p.name))
+
+
+def reference_run_message(folder: Path) -> str | None:
+    """The one line for a run folder of NVIDIA's pix2pixHD (``{latest,N}_net_G.pth``, opt.txt)
+    given where a run of ours is expected (``--checkpoint``, ``--resume``), or None when
+    ``folder`` is not one. A ``*_net_G.pth`` file itself counts as its folder."""
+    folder = Path(folder)
+    if folder.is_file() and re.fullmatch(r"(latest|[0-9]+)_net_[GDE]\.pth", folder.name):
+        folder = folder.parent
+    held = reference_files(folder)
+    if not any(n.endswith("_net_G.pth") for n in held):
+        return None
+    shown = [n for n in held if n in ("latest_net_G.pth", "opt.txt")] or held[:2]
+    return (f"{folder} is an NVIDIA pix2pixHD run folder ({', '.join(shown)}): import it first: "
+            f"python -m pix2pixhd.import_reference {folder} --name NAME, then point this command at the "
+            "imported run (checkpoints/NAME)")
+
+
 def check_new_run(cfg: "TrainConfig") -> None:
     """Refuse to start run ``cfg`` (resolved) in the folder of another run, unless it resumes it
-    or ``cfg.overwrite`` says to replace it. Reads only; call it on every rank."""
+    or ``cfg.overwrite`` says to replace it; refuse to resume a run whose dataroot is gone
+    (:func:`check_resumed_dataroot`). Reads only; call it on every rank."""
+    if cfg.resume or getattr(cfg, "_restart", False):
+        check_resumed_dataroot(cfg)
     if cfg.resume or cfg.overwrite or getattr(cfg, "_restart", False):
         return   # _restart: --resume of a run that saved no checkpoint (TrainConfig.resolved)
     folder = cfg.experiment_dir
     found = run_files(folder)
+    theirs = reference_files(folder)
+    if theirs and not found:   # NVIDIA's run: its weights would be mixed with this run's files
+        shown = ", ".join(theirs[:4]) + (f", ... ({len(theirs)} files)" if len(theirs) > 4 else "")
+        raise RunExistsError(
+            f"{folder} holds an NVIDIA pix2pixHD run ({shown}) and this command would start a new run "
+            f"there. To continue it, import it first: python -m pix2pixhd.import_reference {folder} "
+            f"--name NEW_NAME, then train_hd.py --resume --name NEW_NAME; to start another run, choose a "
+            f"--name other than {cfg.name!r}; to replace it, add --overwrite (it is kept as "
+            f"{folder.name}.replaced-TIME until the new run's first checkpoint, then deleted)")
     checkpoints = [f for f in found if f.endswith(".pt")]
     if not found or (cfg.auto_resume and not checkpoints):
         return
@@ -64,6 +107,30 @@ def check_new_run(cfg: "TrainConfig") -> None:
         f"there. To continue it, {resume}; to keep it and start another, choose a --name other "
         f"than {cfg.name!r}; to replace it, add --overwrite (it is kept as "
         f"{folder.name}.replaced-TIME until the new run's first checkpoint, then deleted)")
+
+
+def check_resumed_dataroot(cfg: "TrainConfig") -> None:
+    """A resumed run reads the dataroot its config.json recorded (an imported run: NVIDIA's
+    opt.txt's, relative to the folder its train.py ran in). When that folder is missing or empty,
+    one :class:`~pix2pixhd.errors.MissingInputError` line says so and to pass ``--dataroot``: the
+    advice for a new run's missing data (generate synthetic data there) would point the user at
+    writing made-up images into a folder named after the run's real dataset."""
+    from pix2pixhd.errors import MissingInputError
+    root = Path(cfg.dataroot)
+    if root.is_dir() and any(root.iterdir()):
+        return
+    state = "is empty" if root.is_dir() else "is a file" if root.exists() else "was not found"
+    whose = f"the run's dataroot {cfg.dataroot} {state}"
+    try:
+        from pix2pixhd.checkpoint import _peek, checkpoint_path
+        imported = _peek(checkpoint_path(cfg.experiment_dir, cfg.which_epoch)).get("imported_from")
+    except Exception:
+        imported = None
+    if imported:
+        whose += (f" (from {imported}/opt.txt, relative to the folder NVIDIA's train.py ran in)"
+                  if not root.is_absolute() else f" (from {imported}/opt.txt)")
+    raise MissingInputError(f"--resume of {cfg.experiment_dir}: {whose}; pass --dataroot DIR (the folder "
+                            "holding this run's training data)")
 
 
 def move_aside(folder: Path) -> Path | None:

@@ -5,6 +5,7 @@ torchrun a rank whose start fails stops every rank."""
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,115 @@ def test_an_unexpected_exception_keeps_its_traceback(monkeypatch):
         errors.run(_raises(KeyError("a bug")), [])
 
 
+def _chained(outer: str, inner: str) -> RuntimeError:
+    """torch's chain: the SIGCHLD handler's error, re-raised as "exited unexpectedly" from it."""
+    try:
+        try:
+            raise RuntimeError(inner)
+        except RuntimeError as e:
+            raise RuntimeError(outer) from e
+    except RuntimeError as e:
+        return e
+
+
+@pytest.mark.parametrize("exc, want", [
+    (RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. "),
+     "error: a data loader worker (pid 4242) was killed by signal: Killed (out of memory? fewer "
+     "--nThreads/--workers); rerun the same command to resume"),
+    (_chained("DataLoader worker (pid(s) 4242) exited unexpectedly",
+              "DataLoader worker (pid 4242) is killed by signal: Killed. "),
+     "error: a data loader worker (pid 4242) was killed by signal: Killed (out of memory?"),
+    (RuntimeError("DataLoader worker (pid 77) is killed by signal: Bus error. It is possible that "
+                  "dataloader's workers are out of shared memory. Please try to raise your shared memory limit."),
+     "error: a data loader worker (pid 77) was killed by signal: Bus error (out of shared memory?"),
+    (RuntimeError("DataLoader worker (pid(s) 5, 6) exited unexpectedly"),
+     "error: a data loader worker (pids 5, 6) exited unexpectedly (killed for memory?"),
+], ids=["killed", "chained", "bus error", "exited"])
+def test_a_killed_loader_worker_is_one_line_and_status_1(exc, want, capsys, monkeypatch):
+    monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+    assert errors.run(_raises(exc), []) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(want) and err.count("\n") == 1, err
+    with pytest.raises(RuntimeError):
+        errors.run(_raises(exc), ["--debug"])
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):   # any other RuntimeError: a bug
+        errors.run(_raises(RuntimeError("CUDA out of memory")), [])
+
+
+_RUN = "import sys; from pix2pixhd import errors; sys.exit(errors.run(main, sys.argv[1:]))"
+
+
+def test_a_loader_worker_killed_by_the_oom_killer_is_one_line(tmp_path):
+    """kill -9 of a decoding worker (what the OOM killer does), through a real DataLoader."""
+    code = textwrap.dedent("""
+        import os, signal, torch
+        class Data(torch.utils.data.Dataset):
+            def __len__(self):
+                return 4
+            def __getitem__(self, i):
+                os.kill(os.getpid(), signal.SIGKILL)
+        def main(argv):
+            list(torch.utils.data.DataLoader(Data(), num_workers=1))
+        """) + _RUN
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(errors.DEBUG_ENV, None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("error: a data loader worker (pid ") and r.stderr.count("\n") == 1, r.stderr
+    assert "killed by signal: Killed (out of memory? fewer --nThreads/--workers)" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def _printing_into_head(tmp_path, main_code: str):
+    """Run ``main_code`` (defining main) through errors.run with stdout into ``head -2``."""
+    script = tmp_path / "m.py"
+    script.write_text(textwrap.dedent(main_code) + _RUN + "\n")
+    env = {**os.environ}
+    env.pop(errors.DEBUG_ENV, None)
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env)
+    first = [p.stdout.readline(), p.stdout.readline()]
+    p.stdout.close()                                        # `| head -2` exits
+    err = p.stderr.read().decode()
+    return p.wait(timeout=60), first, err
+
+
+def test_stdout_closed_by_head_ends_quietly(tmp_path):
+    status, first, err = _printing_into_head(tmp_path, """
+        import time
+        def main(argv):
+            print("one", flush=True)
+            print("two", flush=True)
+            time.sleep(0.5)                                 # head has gone by now
+            for i in range(100000):
+                print("line", i)
+        """)
+    assert first == [b"one\n", b"two\n"]
+    assert err == "" and status == errors.BROKEN_PIPE_EXIT_STATUS == 141, err
+
+
+def test_stdout_without_a_reader_at_exit_ends_quietly(tmp_path):
+    """What is left in stdout's buffer when main returns is flushed by run, not at interpreter exit
+    ("Exception ignored ... BrokenPipeError", status 120)."""
+    script = tmp_path / "m.py"
+    script.write_text("def main(argv):\n    print('buffered, never read')\n" + _RUN + "\n")
+    r, w = os.pipe()
+    os.close(r)                                             # the reader is gone before the first write
+    env = {k: v for k, v in os.environ.items() if k != errors.DEBUG_ENV}
+    try:
+        p = subprocess.run([sys.executable, str(script)], stdout=w, stderr=subprocess.PIPE, env=env,
+                           timeout=60)
+    finally:
+        os.close(w)
+    assert p.stderr.decode() == "" and p.returncode == 141, p.stderr.decode()
+
+
+def test_a_broken_pipe_that_is_not_stdout_keeps_its_traceback(capsys, monkeypatch):
+    monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+    with pytest.raises(BrokenPipeError):
+        errors.run(_raises(BrokenPipeError(32, "Broken pipe")), [])
+
+
 @pytest.mark.fault(cls="command-line errors",
                    case="a dataset error in a loader worker: the worker's message only, no traceback")
 def test_a_loader_worker_error_prints_the_workers_message_only(tmp_path, capsys, monkeypatch):
@@ -149,14 +259,14 @@ ENTRY_POINTS = {
         "--stage finetune trains the local generator"),
     "synthesize.py: no run folder": (
         [str(REPO / "synthesize.py"), "--checkpoint", "nowhere", "--input", "d/test_label", "--out", "o"],
-        "no checkpoint nowhere/latest.pt"),
+        "no run folder nowhere: it does not exist"),
     "pix2pixhd.data scan: an unknown palette": (
         ["-m", "pix2pixhd.data", "scan", "d", "--palette", "nonsense"], "palette='nonsense' is neither"),
     "pix2pixhd.features: no run folder": (
         ["-m", "pix2pixhd.features", "encode", "--checkpoint", "nowhere", "--device", "cpu"],
-        "no checkpoint nowhere/latest.pt"),
+        "no run folder nowhere: it does not exist"),
     "pix2pixhd.export: no run folder": (
-        ["-m", "pix2pixhd.export", "--checkpoint", "nowhere"], "no checkpoint nowhere/latest.pt"),
+        ["-m", "pix2pixhd.export", "--checkpoint", "nowhere"], "no run folder nowhere: it does not exist"),
     "pix2pixhd.evaluate: no such folder": (
         ["-m", "pix2pixhd.evaluate", "--fake", "nowhere", "--real", "d/test_img", "--json", "e.json"],
         "--fake nowhere is not a folder"),
@@ -224,7 +334,9 @@ def test_a_rank_whose_start_fails_stops_every_rank(data):
               "--checkpoints_dir", "ck", "--name", "ddp", *TINY], data)
     out = p.stdout + p.stderr
     assert p.returncode != 0
-    assert "error (rank 0 of 2): 1 problem(s) in d" in out and "train_00000.png: cannot read" in out, out[-4000:]
+    # the dataroot typed ("d") is stored absolute (TrainConfig.resolved)
+    assert f"error (rank 0 of 2): 1 problem(s) in {data / 'd'}" in out and "train_00000.png: cannot read" in out, \
+        out[-4000:]
     assert "error (rank 1 of 2): stopped because rank 0 could not start (DatasetError" in out, out[-4000:]
     # torchrun's launcher prints its own traceback of the failed group; none comes from a rank
     ours = [ln for ln in out.splitlines() if ln.strip().startswith('File "')

@@ -348,7 +348,7 @@ def test_precompute_then_load_features_training(trained, tmp_path):
     assert src.clusters.global_step == FeatureClusters.load(ck).global_step
 
 
-def test_label_feat_regions_are_the_label_map(tmp_path):
+def test_label_feat_regions_are_the_label_map(tmp_path, capsys):
     from pix2pixhd.features import encode_features
     from pix2pixhd.networks import Encoder
     torch.manual_seed(0)
@@ -362,8 +362,8 @@ def test_label_feat_regions_are_the_label_map(tmp_path):
     cfg = TrainConfig(label_feat=True, feat_num=3).resolved()
     fc = _clusters()
     src = FeatureSource(cfg, "sample", clusters=fc)
-    with pytest.warns(UserWarning, match=r"class\(es\) \[0, 7\] have no saved clusters"):
-        f = src(label, inst, seeds=[0, 1])
+    f = src(label, inst, seeds=[0, 1])
+    assert "note: class(es) [0, 7] have no saved clusters" in capsys.readouterr().err
     for b in range(2):
         for c in label[b].unique():  # constant over each class region, across its instances
             vals = f[b][:, label[b, 0] == c]
@@ -372,3 +372,60 @@ def test_label_feat_regions_are_the_label_map(tmp_path):
         FeatureClusters.load(tmp_path)
     with pytest.raises(ValueError, match="needs --cluster"):
         FeatureSource(cfg, "cluster", clusters=fc)
+
+
+def test_a_class_without_clusters_is_one_note_line_not_a_python_warning(capsys):
+    """Synthesis printed a raw ``UserWarning`` and the source line ``feat, choices =
+    self.features(...)``."""
+    import warnings
+    inst, label = _maps(n=2, h=16, w=16)
+    fc = _clusters()
+    fc.path = Path("run/features_clustered.pt")
+    src = FeatureSource(TrainConfig(label_feat=True, feat_num=3).resolved(), "sample", clusters=fc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # any warning raised would fail here
+        src(label, inst, seeds=[0, 1])
+        src(label, inst, seeds=[2, 3])            # the same classes again: said once
+    err = capsys.readouterr().err
+    assert err == ("note: class(es) [0, 7] have no saved clusters in run/features_clustered.pt (no instance "
+                   "of them was larger than 1/64 of an image when encoding): their feature channels are 0\n"), err
+
+
+# ---- clusters of another encoder step ---------------------------------------------------------------
+def _run_with_clusters(folder: Path, step: int, cluster_step: int, **extra) -> TrainConfig:
+    """A run folder (no training: a checkpoint dict with a stand-in E) and its clusters."""
+    from pix2pixhd.checkpoint import save_checkpoint
+    cfg = TrainConfig(name=folder.name, checkpoints_dir=str(folder.parent), instance_feat=True,
+                      feat_num=3, label_nc=9).resolved()
+    save_checkpoint({"config": cfg.to_dict(), "global_step": step, "E": {"w": torch.zeros(1)}, **extra},
+                    folder, "latest", cfg.to_json())
+    fc = _clusters()
+    fc.global_step = cluster_step
+    fc.save(folder / CLUSTERS_FILE)
+    return cfg
+
+
+@pytest.mark.parametrize("step, cluster_step, imported, noted", [
+    (7, 7, False, False), (7, 3, False, True), (0, -1, True, False), (5, -1, True, True),
+    (7, -1, False, True)],
+    ids=["same step", "trained after encode", "imported as it was", "imported then trained",
+         "no step recorded"])
+def test_clusters_of_another_encoder_step_are_noted(tmp_path, capsys, step, cluster_step, imported, noted):
+    """features_clustered.pt records the step of the E that made it; it was never compared with
+    the checkpoint's, so clusters of another encoder were used silently."""
+    run = tmp_path / "ck" / "r"
+    cfg = _run_with_clusters(run, step, cluster_step,
+                             **({"imported_from": "/nvidia/checkpoints/r"} if imported else {}))
+    src = FeatureSource.from_checkpoint(run, cfg, "sample")
+    assert src.clusters.global_step == cluster_step
+    err = capsys.readouterr().err
+    if not noted:
+        assert err == "", err
+        return
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"note: {run / CLUSTERS_FILE} "), err
+    assert f"at step {step}" in err and f"re-cluster with `python -m pix2pixhd.features encode --checkpoint {run}`" in err
+    if cluster_step >= 0:
+        assert f"clustered from the encoder at step {cluster_step}" in err, err
+    else:
+        assert ("imported from NVIDIA's run" if imported else "record no encoder step") in err, err

@@ -77,7 +77,7 @@ def test_import_takes_opt_txt_and_synthesizes_what_the_reference_g_computes(tmp_
     g, cfg = load_generator(out)
     assert (cfg.label_nc, cfg.ngf, cfg.n_downsample_global, cfg.num_D, cfg.lr, cfg.niter_decay,
             cfg.batchSize, cfg.resize_or_crop, cfg.stage) == (LABEL_NC, 4, 2, 2, 0.0004, 4, 2, "none", "global")
-    assert cfg.dataroot != "/data/nvidia/cityscapes"   # another machine's paths stay behind
+    assert cfg.dataroot == "/data/nvidia/cityscapes"   # opt.txt's, as written (--resume says if it is gone)
     label = torch.randint(0, LABEL_NC, (1, 1, 32, 32), dtype=torch.uint8)
     inst = torch.randint(0, 3, (1, 1, 32, 32), dtype=torch.int32)
     x = encode_input(label, inst, label_nc=LABEL_NC)
@@ -108,6 +108,38 @@ def test_imported_run_continues_like_continue_train(tmp_path, streets):
     cfg = load_generator(tmp_path / "city")[1]
     assert after["lr"] == pytest.approx(lr_at_epoch(cfg, 4)) == pytest.approx(0.0003)   # 1 of 4 decay epochs
     assert any(not torch.equal(after["G"][k], v) for k, v in before["G"].items())
+
+
+def test_an_imported_run_keeps_opt_txts_dataroot_and_resuming_without_it_says_to_pass_dataroot(
+        tmp_path, monkeypatch):
+    """The dataroot was dropped: --continue_train then said "no dataset in ./datasets/cityscapes ...
+    generate data with synthetic_streets --out .../datasets/cityscapes", pointing at writing made-up
+    scenes into a folder named after the real dataset."""
+    src = tmp_path / "nvidia" / "city_tiny"
+    _reference_run(src, with_d=False)
+    (src / "opt.txt").write_text((src / "opt.txt").read_text().replace(
+        "dataroot: /data/nvidia/cityscapes", "dataroot: ./datasets/cityscapes/"))
+    monkeypatch.chdir(tmp_path)                      # not the folder NVIDIA's train.py ran in
+    out = import_reference_run(src, ["--name", "city", "--checkpoints_dir", "ck"])
+    assert load_generator(out)[1].dataroot == "./datasets/cityscapes/"   # recorded as given
+    with pytest.raises(MissingInputError) as e:
+        train_main(["--continue_train", "--name", "city", "--checkpoints_dir", "ck", "--nThreads", "0",
+                    "--no_progress", "--no_tensorboard", "--no_html", "--device", "cpu", "--max_steps", "1"])
+    msg = str(e.value)
+    assert "\n" not in msg and "synthetic_streets" not in msg, msg
+    assert (f"the run's dataroot ./datasets/cityscapes/ was not found (from {src.resolve()}/opt.txt, relative "
+            "to the folder NVIDIA's train.py ran in); pass --dataroot DIR") in msg, msg
+    assert not (tmp_path / "datasets").exists()
+
+
+def test_import_into_its_own_source_folder_is_refused(tmp_path):
+    src = tmp_path / "checkpoints" / "city_tiny"
+    _reference_run(src)
+    before = sorted(p.name for p in src.iterdir())
+    for extra in ([], ["--overwrite"]):
+        with pytest.raises(Exception, match="itself"):
+            import_reference_run(src, ["--name", "city_tiny", "--checkpoints_dir", str(src.parent), *extra])
+    assert sorted(p.name for p in src.iterdir()) == before
 
 
 def test_missing_generator_names_the_file(tmp_path):

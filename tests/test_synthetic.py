@@ -89,7 +89,6 @@ def _files(root):
 def test_a_rerun_with_fewer_smaller_scenes_leaves_exactly_the_new_set(tmp_path):
     d = tmp_path / "d"
     ss.generate(d, n_train=6, n_test=3, width=64, height=32, img_ext="jpg")
-    (d / "notes.txt").write_text("mine")                       # not a split folder: kept
     meta = ss.generate(d, n_train=2, n_test=1, width=32, height=16)
     for split, n in (("train", 2), ("test", 1)):
         for kind in ("label", "inst", "img"):
@@ -97,7 +96,7 @@ def test_a_rerun_with_fewer_smaller_scenes_leaves_exactly_the_new_set(tmp_path):
             assert files == [f"{split}_{i:05d}.png" for i in range(n)], (split, kind, files)
             assert {Image.open(d / f"{split}_{kind}" / f).size for f in files} == {(32, 16)}
     assert json.loads((d / "classes.json").read_text()) == meta
-    assert meta["n_train"] == 2 and meta["complete"] and (d / "notes.txt").read_text() == "mine"
+    assert meta["n_train"] == 2 and meta["complete"]
     ss.generate(d, n_train=1, n_test=0, width=32, height=16)   # a split of 0 scenes: gone
     assert not (d / "test_img").exists() and len(list((d / "train_img").iterdir())) == 1
 
@@ -126,3 +125,55 @@ def test_a_folder_the_generator_did_not_write_is_refused_and_left_untouched(tmp_
     (legacy / "classes.json").write_text(json.dumps(meta))
     ss.generate(legacy, n_train=1, n_test=0, width=32, height=16)
     assert len(list((legacy / "train_label").iterdir())) == 1
+
+
+def _synthesized_from(data, out):
+    """What synthesize.py leaves in ``out`` from the synthetic dataset ``data``: its test split's
+    label and instance maps, the synthesized photos, a verbatim copy of data's classes.json (as
+    synthesize used to write it), synthesis.json and manifest.jsonl."""
+    out.mkdir()
+    for kind in ("label", "inst", "img"):
+        (out / f"test_{kind}").mkdir()
+        for f in (data / f"test_{kind}").iterdir():
+            (out / f"test_{kind}" / f.name).write_bytes(b"synthesized " + f.read_bytes()[:16])
+    (out / "classes.json").write_bytes((data / "classes.json").read_bytes())
+    (out / "synthesis.json").write_text("{}")
+    (out / "manifest.jsonl").write_text("{}\n")
+
+
+@pytest.mark.parametrize("tamper", ["synthesis output", "copied classes.json", "a file of the user's",
+                                    "an extra image", "an image past the count"])
+def test_a_folder_holding_what_the_generator_did_not_write_is_refused_untouched(tmp_path, tamper):
+    """The advice "generate data with synthetic_streets --out OUT", followed on a synthesize.py
+    output folder whose classes.json was copied from a synthetic dataset, replaced its
+    synthesized images: classes.json naming the tool is no proof the folder is the tool's."""
+    data = tmp_path / "data"
+    ss.generate(data, n_train=0, n_test=2, width=32, height=16)
+    out = tmp_path / "out"
+    if tamper == "synthesis output":
+        _synthesized_from(data, out)
+    elif tamper == "copied classes.json":             # the job files removed: the copy still tells
+        _synthesized_from(data, out)
+        (out / "synthesis.json").unlink()
+        (out / "manifest.jsonl").unlink()
+    else:
+        ss.generate(out, n_train=0, n_test=2, width=32, height=16)
+        extra = {"a file of the user's": out / "notes.txt",
+                 "an extra image": out / "test_img" / "aachen_000.png",
+                 "an image past the count": out / "test_img" / "test_00002.png"}[tamper]
+        extra.write_bytes(b"theirs")
+    before = _files(out)
+    with pytest.raises(InputError) as e:
+        ss.generate(out, n_train=10, n_test=0, width=32, height=16)
+    msg = str(e.value)
+    assert str(out) in msg and "did not write" in msg and "nothing was written or deleted" in msg, msg
+    assert "\n" not in msg and "another --out" in msg, msg
+    assert _files(out) == before
+
+
+def test_the_refusal_names_what_the_generator_did_not_write(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    ss.generate(data, n_train=0, n_test=1, width=32, height=16)
+    _synthesized_from(data, out)
+    msg = str(pytest.raises(InputError, ss.generate, out, n_train=1, n_test=0, width=32, height=16).value)
+    assert "manifest.jsonl" in msg and "synthesis.json" in msg and f"written into {data.resolve()}" in msg, msg

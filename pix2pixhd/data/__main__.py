@@ -15,38 +15,8 @@ from pathlib import Path
 
 from pix2pixhd.data.dataset import (DatasetError, create_dataset, fatal_problems, format_problems,
                                     scan)
-from pix2pixhd.data.layouts import IMG_EXTS, read_classes
-
-
-# Split names whose {phase}A/ or {phase}B/ alone is read as one domain of the unaligned layout (a
-# CycleGAN test split often has only the domain to translate); other lone names ending in A or B
-# stay pix2pix phase folders.
-LONE_DOMAIN_PHASES = ("train", "test", "val")
-
-
-def _unaligned_phase(d: Path) -> str | None:
-    """'train' for trainA/ or trainB/ when its partner folder exists (the unaligned layout), or
-    alone when its split is one of LONE_DOMAIN_PHASES."""
-    if d.name[-1:] in ("A", "B") and len(d.name) > 1 and not d.name.endswith(("_A", "_B")):
-        other = d.with_name(d.name[:-1] + ("B" if d.name[-1] == "A" else "A"))
-        if other.is_dir() or d.name[:-1] in LONE_DOMAIN_PHASES:
-            return d.name[:-1]
-    return None
-
-
-def find_phases(root: Path) -> list[str]:
-    phases = set()
-    for d in root.iterdir():
-        if not d.is_dir():
-            continue
-        for suffix in ("_label", "_A"):
-            if d.name.endswith(suffix):
-                phases.add(d.name[: -len(suffix)])
-        if _unaligned_phase(d) is not None:
-            phases.add(_unaligned_phase(d))
-        elif "_" not in d.name and any(p.suffix.lower() in IMG_EXTS for p in d.iterdir()):
-            phases.add(d.name)
-    return sorted(phases)
+from pix2pixhd.data.layouts import (LONE_DOMAIN_PHASES, _unaligned_phase, find_phases,  # noqa: F401
+                                    read_classes)
 
 
 class _ShownDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -109,8 +79,8 @@ def main(argv=None) -> int:
         from pix2pixhd.errors import MissingInputError
         raise MissingInputError(f"{root} is not a folder{'' if root.exists() else ' (it does not exist)'}: "
                                 "give the dataset root (the folder holding train_label/, train_A/, "
-                                "trainA/ or train/), or make one with python -m "
-                                f"pix2pixhd.datasets.synthetic_streets --out {root}")
+                                "trainA/ or train/)" + ("" if root.exists() else ", or make one with "
+                                f"python -m pix2pixhd.datasets.synthetic_streets --out {root}"))
     label_nc = a.label_nc
     if label_nc is None:
         try:

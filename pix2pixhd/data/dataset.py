@@ -62,12 +62,15 @@ class DatasetError(UserError, ValueError):
 
 def format_problems(problems, header: str, max_listed: int = 5) -> str:
     """Problems grouped by kind (first ``max_listed`` of each and a count); notices (entries that
-    are not samples) after them, under their own heading."""
+    are not samples, samples that may not be what the layout reads) after them, under their own
+    headings."""
     fatal = [p for p in problems if p[0] not in NOTICE_KINDS]
-    notes = [p for p in problems if p[0] in NOTICE_KINDS]
+    notes = [p for p in problems if p[0] == "ignored"]
+    other = [p for p in problems if p[0] in NOTICE_KINDS and p[0] != "ignored"]
     lines = []
     for group, title in ((fatal, f"{len(fatal)} problem(s) in {header}:"),
-                         (notes, f"{len(notes)} entr(y/ies) not used as samples in {header}:")):
+                         (notes, f"{len(notes)} entr(y/ies) not used as samples in {header}:"),
+                         (other, f"{len(other)} sample(s) to check in {header}:")):
         if not group:
             continue
         by_kind = defaultdict(list)
@@ -582,6 +585,12 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                 if low < 0:
                     problems.append(("ids < 0", str(p), f"label id {low} in {rel} is negative; "
                                      "remap ids to 0..label_nc-1"))
+        if role == "ab" and ds.palette is None:
+            unpaired = _not_side_by_side(im, rel, decode, ds.phase)
+            if unpaired is not None:
+                problems.append((unpaired[0], str(p), unpaired[1]))
+                if unpaired[0] not in NOTICE_KINDS:
+                    continue
         if decode and role == "ab" and ds.label_nc > 0 and ds.palette is not None:
             w2 = im.size[0] // 2
             half = (0, 0, w2, im.size[1]) if ds.direction == "AtoB" else (w2, 0, 2 * w2, im.size[1])
@@ -621,6 +630,34 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                              f"{m} as {ds.multiple_reason}; change loadSize/fineSize or use "
                              f"resize_or_crop='none'"))
     return problems, {"size": src, "ids": ids, "n_inst": n_inst}
+
+
+# The aligned layout's AB image is two photos side by side. A single-channel one is two grey photos,
+# which have a hundred grey levels and more, or an id map (class or instance ids: a label map),
+# which has a few dozen: at most ID_MAP_MAX_LEVELS distinct values (every 2nd pixel) is taken for
+# one. (Colour images are not judged by their count of colours: flat-colour drawings are pairs too.)
+ID_MAP_MAX_LEVELS = 64
+
+
+def _not_side_by_side(im: Image.Image, rel: str, decode: bool, phase: str) -> tuple[str, str] | None:
+    """(kind, message) when single-channel AB image ``im`` (file ``rel``) does not look like two
+    photos side by side: with few distinct values (``decode``) it is an id map, a problem ('not an
+    AB pair'); otherwise a notice ('grey AB image': two grey photos, or, read by headers alone,
+    maybe an id map). None for an image of several channels."""
+    if not (len(im.getbands()) == 1 or im.mode in ("LA", "PA")):
+        return None
+    elsewhere = f"label maps go in {phase}_label/ with their photos in {phase}_img/ (the cityscapes layout)"
+    if not decode:
+        return ("grey AB image", f"{rel}: a single-channel image ({im.mode}), read as two grey photos side by "
+                f"side (A|B); if it is a map of ids instead, {elsewhere}")
+    n = len(np.unique(np.asarray(im.convert("L") if im.mode in ("LA", "PA") else im)[::2, ::2]))
+    if n <= ID_MAP_MAX_LEVELS:
+        w, h = im.size
+        return ("not an AB pair", f"{rel}: a {w}x{h} single-channel image of only {n} value{'s' if n != 1 else ''}: "
+                f"a map of ids, not two photos side by side (A|B) as the aligned layout reads {phase}/; "
+                f"{elsewhere}")
+    return ("grey AB image", f"{rel}: a single-channel image ({im.mode}), read as two grey photos side by "
+            "side (A|B)")
 
 
 def _palette_unfit(ds, im: Image.Image, rel: str, half: str | None = None) -> str | None:

@@ -34,8 +34,9 @@ from pix2pixhd.errors import ConfigError
 
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 MODES = ("auto", "cityscapes", "palette", "rgb_pairs", "aligned", "unaligned")
-# Problem kinds that are reported but do not stop training: entries that are not samples.
-NOTICE_KINDS = ("ignored",)
+# Problem kinds that are reported but do not stop training: entries that are not samples, and
+# single-channel AB images of the aligned layout (two grey photos, or not a pair: see scan).
+NOTICE_KINDS = ("ignored", "grey AB image")
 _CITYSCAPES_SUFFIX = re.compile(r"_(gtFine|gtCoarse)_(labelIds|instanceIds|color|labelTrainIds)$"
                                 r"|_leftImg8bit$")
 
@@ -190,6 +191,39 @@ class Layout:
     unpaired: list[dict] = field(default_factory=list)
 
 
+# Split names whose {phase}A/ or {phase}B/ alone is read as one domain of the unaligned layout (a
+# CycleGAN test split often has only the domain to translate); other lone names ending in A or B
+# stay pix2pix phase folders.
+LONE_DOMAIN_PHASES = ("train", "test", "val")
+
+
+def _unaligned_phase(d: Path) -> str | None:
+    """'train' for trainA/ or trainB/ when its partner folder exists (the unaligned layout), or
+    alone when its split is one of LONE_DOMAIN_PHASES."""
+    if d.name[-1:] in ("A", "B") and len(d.name) > 1 and not d.name.endswith(("_A", "_B")):
+        other = d.with_name(d.name[:-1] + ("B" if d.name[-1] == "A" else "A"))
+        if other.is_dir() or d.name[:-1] in LONE_DOMAIN_PHASES:
+            return d.name[:-1]
+    return None
+
+
+def find_phases(root: Path) -> list[str]:
+    """The splits ``root`` holds: ``{phase}_label/``, ``{phase}_A/``, CycleGAN's ``{phase}A/`` +
+    ``{phase}B/`` (or one of them for LONE_DOMAIN_PHASES), pix2pix ``{phase}/`` of images."""
+    phases = set()
+    for d in root.iterdir():
+        if not d.is_dir():
+            continue
+        for suffix in ("_label", "_A"):
+            if d.name.endswith(suffix):
+                phases.add(d.name[: -len(suffix)])
+        if _unaligned_phase(d) is not None:
+            phases.add(_unaligned_phase(d))
+        elif "_" not in d.name and any(p.suffix.lower() in IMG_EXTS for p in d.iterdir()):
+            phases.add(d.name)
+    return sorted(phases)
+
+
 def detect_mode(root: Path, phase: str, palette) -> str:
     if (root / f"{phase}_label").is_dir():
         return "palette" if palette is not None else "cityscapes"
@@ -199,14 +233,34 @@ def detect_mode(root: Path, phase: str, palette) -> str:
         return "unaligned"
     if (root / phase).is_dir():
         return "aligned"
-    found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     from pix2pixhd.data.dataset import DatasetError
-    raise DatasetError(
-        f"no dataset for phase {phase!r} in {root}: looked for {phase}_label/ (cityscapes layout), "
-        f"{phase}_A/ + {phase}_B/ (RGB pairs), {phase}A/ + {phase}B/ (unpaired, CycleGAN) and "
-        f"{phase}/ (pix2pix AB images); folders there: "
-        f"{found or 'none (does the folder exist?)'}. Fix dataroot/phase, or generate data with "
-        f"`python -m pix2pixhd.datasets.synthetic_streets --out {root}`")
+    raise DatasetError(no_dataset_message(root, phase))
+
+
+def no_dataset_message(root: Path, phase: str, generate: bool = True) -> str:
+    """Why ``root`` has no split ``phase``, and the fix: the phases it does hold (``--phase``), the
+    folders it holds otherwise; generating synthetic data is suggested only for a folder that is
+    missing or empty (``generate``), never over what a folder holds."""
+    root = Path(root)
+    looked = (f"looked for {phase}_label/ (cityscapes layout), {phase}_A/ + {phase}_B/ (RGB pairs), "
+              f"{phase}A/ + {phase}B/ (unpaired, CycleGAN) and {phase}/ (pix2pix AB images)")
+    make = (f", or generate data with `python -m pix2pixhd.datasets.synthetic_streets --out {root}`"
+            if generate else "")
+    if not root.exists():
+        return f"no dataset for phase {phase!r}: {root} does not exist. Fix --dataroot{make}"
+    if not root.is_dir():
+        return f"no dataset for phase {phase!r}: {root} is a file, not a folder. Fix --dataroot"
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+    if not entries:
+        return f"no dataset for phase {phase!r}: {root} is empty. Fix --dataroot{make}"
+    phases = [p for p in find_phases(root) if p != phase]
+    if phases:
+        which = " or ".join(f"--phase {p}" for p in phases)
+        return (f"no dataset for phase {phase!r} in {root} ({looked}): it holds phase"
+                f"{'s' if len(phases) > 1 else ''} {', '.join(phases)}: pass {which}, or fix --dataroot")
+    held = ", ".join(entries[:8]) + (f", ... ({len(entries)} entries)" if len(entries) > 8 else "")
+    return (f"no dataset for phase {phase!r} in {root}: {looked}; it holds {held}. Fix --dataroot/--phase, "
+            "or pick the layout with --dataset_mode")
 
 
 def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: bool,

@@ -69,8 +69,9 @@ def test_bad_inputs_are_skipped_with_name_and_reason_and_the_rest_written(run, t
     assert "too small" in status["d.png"][1] and "label id 7" in status["f.png"][1]
 
 
-@fault(cls="synthesis", case="id maps into a photo-input (label_nc 0) checkpoint")
-def test_id_maps_into_a_photo_model_are_skipped_as_the_wrong_kind(rgb_run, tmp_path, capsys):
+@fault(cls="synthesis", case="grey images (id maps?) into a photo-input (label_nc 0) checkpoint: converted "
+                               "to RGB, with a note")
+def test_grey_images_into_a_photo_model_are_converted_with_a_note(rgb_run, tmp_path, capsys):
     """A grey image is read as a grey photo, converted to RGB as --dataroot (the data module)
     converts it, with one note that an id map would need another checkpoint (it was skipped as
     'an id map?' through --input only, while --dataroot synthesized it)."""

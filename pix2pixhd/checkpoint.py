@@ -360,7 +360,7 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
     cj = p / "config.json"
     ckpt_file = checkpoint_path(p, which_epoch)
     try:
-        cfg, why = TrainConfig.from_dict(json.loads(cj.read_text())), None
+        cfg, why = TrainConfig.from_saved(json.loads(cj.read_text())), None
     except FileNotFoundError:
         cfg, why = None, "is missing"
     except json.JSONDecodeError as e:
@@ -405,7 +405,7 @@ def _checkpoint_config(ckpt: Any, path: Path) -> "TrainConfig":
         raise CheckpointError(f"{path} holds no training config (not a checkpoint written by "
                               "train_hd.py)")
     try:
-        return TrainConfig.from_dict(ckpt["config"])
+        return TrainConfig.from_saved(ckpt["config"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its saved config cannot be used ({_short(e)})") from e
 

@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -469,6 +470,8 @@ class TrainConfig:
         c = dataclasses.replace(self)
         if isinstance(c.model, str):
             c.model = c.model.lower()   # NVIDIA's spelling is --model pix2pixHD
+        if isinstance(c.which_epoch, int) and not isinstance(c.which_epoch, bool):
+            c.which_epoch = str(c.which_epoch)   # Python callers: which_epoch=5
         alias = c._netG_alias()   # the pix2pix repo's --netG unet_256: read as --netG_pix2pix, first,
         # so that a resume repeating it compares it with the run's netG_pix2pix, not with its netG
         # Where the run lives and whether it continues: decided first, they say what to inherit.
@@ -537,10 +540,11 @@ class TrainConfig:
             c.dataroot = _absolute(c.dataroot)
         if self.vgg_path:
             c.vgg_path = _absolute(c.vgg_path)
+        c._check_values()
         c._check_ranges()
         c._check_model_only(self)
         if (prev is not None and not run.resume and run.stage == "local" and prev.netG == "global"
-                and (self.loadSize is None or self.fineSize is None)):
+                and (self.loadSize is None or self.fineSize is None) and c.resize_or_crop != "none"):
             resume_note = (f"--stage local: images read as the global stage's ({prev.resize_or_crop}, "
                            f"loadSize {prev.loadSize}, fineSize {prev.fineSize}) at "
                            f"{2 ** run.n_local_enhancers}x its size: loadSize {c.loadSize}, fineSize "
@@ -561,8 +565,6 @@ class TrainConfig:
             c.netG = "global" if c.stage == "global" or c.model != "pix2pixhd" else "local"
         if c.num_D <= 0:
             c.num_D = 2 if c.stage == "global" else 3
-        if c.resize_or_crop not in RESIZE_OR_CROP:
-            raise ConfigError(f"resize_or_crop={c.resize_or_crop!r}; expected one of {RESIZE_OR_CROP}")
         if c.stage == "finetune" and c.netG != "local":
             if self.netG is None and prev is not None and run.resume:   # netG: the run's own
                 raise ConfigError(f"--stage finetune: --resume continues {run.experiment_dir}, a global-stage "
@@ -582,9 +584,6 @@ class TrainConfig:
             raise ConfigError("choose one of --instance_feat and --label_feat")
         if c.diffaug:
             c._check_diffaug()
-        if c.upsample not in UPSAMPLE_MODES:
-            raise ConfigError(f"upsample={c.upsample!r}; expected one of {UPSAMPLE_MODES} (--upsample transpose "
-                             "is the reference's)")
         if c.upsample != "transpose" and c.model != "pix2pixhd":
             raise ConfigError(f"--upsample {c.upsample} changes pix2pixHD's generators; --model {c.model}'s "
                              "generator ignores it: drop --upsample")
@@ -624,6 +623,30 @@ class TrainConfig:
                 continue
             raise ConfigError(f"--{name} {_shown(v)}: --model {self.model} does not use it (it is "
                               f"{' and '.join(models)}'s: {fs[name].metadata['help']}): drop --{name}")
+
+    def _check_values(self) -> None:
+        """Each option of its default's type and, where it has choices, one of them: what
+        argparse checks on the command line, for configs built in Python (``precision='BF16'``
+        trained in fp32, ``stage='Local'`` skipped the global freeze, ``model='nope'`` trained
+        pix2pixHD)."""
+        from pix2pixhd.pix2pix_networks import NETD, NETG
+        extra = {"netG_pix2pix": NETG, "netD_pix2pix": NETD}
+        for f in fields(self):
+            v, md = getattr(self, f.name), f.metadata
+            kind = type(md["default"])
+            ok = (isinstance(v, bool) if kind is bool else
+                  isinstance(v, int) and not isinstance(v, bool) if kind is int else
+                  isinstance(v, (int, float)) and not isinstance(v, bool) if kind is float else
+                  isinstance(v, str))
+            if not ok:
+                raise ConfigError(f"{f.name}={v!r}: must be {kind.__name__} ({md['help']})")
+            choices = md["choices"] or extra.get(f.name)
+            if choices and v not in choices:
+                raise ConfigError(f"{f.name}={v!r}: expected one of {', '.join(map(str, choices))}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", self.device):
+            raise ConfigError(f"device={self.device!r}: expected auto, cpu, cuda or cuda:N (or mps)")
+        if not re.fullmatch(r"latest|[0-9]+", self.which_epoch):
+            raise ConfigError(f"which_epoch={self.which_epoch!r}: expected 'latest' or an epoch number")
 
     def _check_ranges(self) -> None:
         """Each numeric option within its range (:data:`AT_LEAST`, beta1 in [0, 1))."""
@@ -819,8 +842,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """A saved (resolved) config; options it lacks (saved by an older version) take the
-        defaults of its model."""
+        """A config's options (``to_dict()``, or ``dataclasses.asdict``); options it lacks take
+        the defaults of its model. Read as this version's options unless it says its
+        ``config_format``: a file saved by another version goes through :meth:`from_saved`."""
+        return cls.from_saved({"config_format": CONFIG_FORMAT, **d})
+
+    @classmethod
+    def from_saved(cls, d: dict) -> "TrainConfig":
+        """A config saved in a file or checkpoint (config.json): one without ``config_format``
+        was written by format 1, and means what format 1 meant; options it lacks (saved by an
+        older version) take the defaults of its model."""
         d = dict(d)
         fmt = d.pop("config_format", 1)
         if fmt < 2 and d.get("model", "pix2pixhd") == "pix2pixhd":
@@ -841,7 +872,7 @@ class TrainConfig:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: a checkpoint folder holds config.json "
                                     "beside its checkpoints (written by train_hd.py)")
-        return cls.from_dict(json.loads(path.read_text()))
+        return cls.from_saved(json.loads(path.read_text()))
 
     def pretty(self) -> str:
         """One line per option; '[changed]' marks values that differ from the model's and

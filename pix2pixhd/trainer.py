@@ -46,7 +46,7 @@ from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (CheckpointError, atomic_write_bytes, checkpoint_path, clean_stale_tmp,
                                   load_checkpoint, rng_state, save_checkpoint, seed_rng, set_rng_state)
 from pix2pixhd.config import TrainConfig
-from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device
+from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, resolve_device
 from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
 from pix2pixhd.errors import INTERRUPTED_EXIT_STATUS, ConfigError, UserError, raise_on_any_rank
@@ -279,10 +279,24 @@ def match_optimizer_state(opt: torch.optim.Optimizer) -> None:
 
 # ---- the trainer --------------------------------------------------------------------------------
 class Trainer:
+    """One training run of ``cfg`` (resolved): ``Trainer(cfg).fit()`` trains it, saving and
+    resuming in ``cfg.experiment_dir``. ``dist_info``: this process's place under torchrun
+    (``pix2pixhd.distributed.setup``); None = one process on ``cfg.device``. ``vgg``: a VGG19
+    feature network to use instead of reading ``cfg.vgg_path``.
+
+    Process-wide state a run sets, as training scripts do, and leaves set: the global torch RNG is
+    seeded with ``cfg.seed`` (+ rank); a resume restores the Python, NumPy and torch RNG states it
+    saved; ``cfg.deterministic`` switches torch's deterministic algorithms on (on CUDA also
+    ``CUBLAS_WORKSPACE_CONFIG`` and cuDNN's benchmark off); ``fit`` installs SIGTERM/SIGINT
+    handlers while it runs. Save and restore them around a run if other work in the process
+    needs its own.
+    """
+
     def __init__(self, cfg: TrainConfig, dist_info: DistInfo | None = None, vgg: nn.Module | None = None):
         cfg.check_resolved()
         self.cfg = cfg
-        self.dist = dist_info or DistInfo()
+        # from Python without dist_info: cfg.device, as train_hd.py resolves it (it ran on the CPU)
+        self.dist = dist_info or DistInfo(device=resolve_device(cfg.device))
         self.device = self.dist.device
         bind_cuda_device(self.device)
         torch.manual_seed(cfg.seed + self.dist.rank)
@@ -499,7 +513,7 @@ class Trainer:
         local → finetune: everything."""
         from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
         ckpt = load_checkpoint(path, self.cfg.which_epoch)
-        prev = TrainConfig.from_dict(ckpt["config"])
+        prev = TrainConfig.from_saved(ckpt["config"])
         if self.cfg.stage == "finetune" or prev.netG == self.cfg.netG:
             self._load_models(ckpt, strict=True)
             return

@@ -3,6 +3,8 @@ None in the config (the user's own values win over every model's defaults and ov
 abbreviations are refused; every option of both parsers explains itself, grouped as the config
 groups its fields; the dataset reads one typed DataConfig."""
 import dataclasses
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -175,16 +177,42 @@ def test_data_config_is_the_runs_dataset_options(tmp_path):
         create_dataset(tmp_path, "train", dc, fine_size=8)
 
 
-def test_older_pix2pixhd_configs_keep_the_l1_term_off():
+def test_older_pix2pixhd_configs_keep_the_l1_term_off(tmp_path):
     """Format-1 configs saved pix2pix's lambda_L1 default (100) in pix2pixHD runs, whose step had
     no L1 term; read back, they must still train without one. Format 2 keeps what was saved."""
     saved = TrainConfig(model="pix2pixhd").resolved().to_dict()
     assert saved["config_format"] == 2 and saved["lambda_L1"] == 0.0
     old = {k: v for k, v in saved.items() if k != "config_format"} | {"lambda_L1": 100.0}
-    assert TrainConfig.from_dict(old).lambda_L1 == 0.0
-    assert TrainConfig.from_dict(saved | {"lambda_L1": 100.0}).lambda_L1 == 100.0
+    assert TrainConfig.from_saved(old).lambda_L1 == 0.0
+    assert TrainConfig.from_saved(saved | {"lambda_L1": 100.0}).lambda_L1 == 100.0
     p2p = {k: v for k, v in TrainConfig(model="pix2pix").resolved().to_dict().items() if k != "config_format"}
-    assert p2p["lambda_L1"] == 100.0 and TrainConfig.from_dict(p2p).lambda_L1 == 100.0
+    assert p2p["lambda_L1"] == 100.0 and TrainConfig.from_saved(p2p).lambda_L1 == 100.0
+    # a config.json of format 1, as the run folder holds it
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert TrainConfig.load(tmp_path).lambda_L1 == 0.0
+
+
+def test_from_dict_round_trips_the_options_of_this_version():
+    # dataclasses.asdict has no config_format: it was read as format 1, which set lambda_L1 to 0
+    c = TrainConfig(lambda_L1=100.0).resolved()
+    assert TrainConfig.from_dict(dataclasses.asdict(c)) == c == TrainConfig.from_dict(c.to_dict())
+    assert TrainConfig.from_dict(dataclasses.asdict(c)).lambda_L1 == 100.0
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("precision", "BF16", "expected one of fp32, bf16, fp16"), ("precision", "fp8", "expected one of"),
+    ("stage", "Local", "expected one of global, local, finetune"), ("model", "nope", "expected one of"),
+    ("device", "tpu", "expected auto, cpu, cuda or cuda:N"), ("norm_impl", "fast", "expected one of"),
+    ("validate", "none", "expected one of full, headers, off"), ("which_epoch", "best", "'latest' or an epoch"),
+    ("label_nc", 9.5, "must be int"), ("no_flip", "yes", "must be bool"), ("lr", "0.1", "must be float")])
+def test_python_configs_are_checked_as_the_command_line_checks_them(option, value, says):
+    # from Python these were accepted, and training went on with another setting (fp32, no
+    # global freeze, pix2pixHD, the CPU) or failed deep inside (label_nc 9.5)
+    with pytest.raises(ConfigError, match=f"^{option}={value!r}: .*{re.escape(says)}"):
+        TrainConfig(**{option: value}).resolved()
+    with pytest.raises(ConfigError, match="^netD_pix2pix='huge': expected one of basic"):
+        TrainConfig(model="pix2pix", netD_pix2pix="huge").resolved()
+    assert TrainConfig(which_epoch=5, lr=1).resolved().which_epoch == "5"
 
 
 def test_help_starts_with_a_one_line_usage():

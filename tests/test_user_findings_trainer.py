@@ -3,6 +3,7 @@ fakes) of different sizes, a resume with another crop or --pool_size, a discrimi
 for the crop, the progress bar and log naming the model, a resumed run with nothing left to
 train, a --which_epoch resume that would overwrite later checkpoints, the lr column of
 loss_log.txt."""
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -260,3 +261,14 @@ def test_resume_says_on_the_console_where_it_resumed(tmp_path, capsys):
     capsys.readouterr()
     assert train_main(["--name", "r", "--checkpoints_dir", str(ck), "--resume", "--max_steps", "1"]) == 0
     assert "note: r: resumed from epoch 1 iteration 2 (step 2)" in capsys.readouterr().err
+
+
+def test_a_trainer_built_in_python_uses_the_configs_device(monkeypatch):
+    # without dist_info it trained on the CPU whatever cfg.device said, without a word
+    from pix2pixhd.distributed import DeviceUnavailableError
+    cfg = TrainConfig(model="cyclegan", ngf=4, ndf=4, netG_pix2pix="resnet_6blocks", device="cuda",
+                                  no_progress=True).resolved()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceUnavailableError, match="--device cuda: CUDA is not available"):
+        Trainer(cfg)
+    assert Trainer(dataclasses.replace(cfg, device="cpu")).device == torch.device("cpu")

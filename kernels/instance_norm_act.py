@@ -216,7 +216,23 @@ def _say_once(key: str, message: str) -> None:
                       "an error)", RuntimeWarning, stacklevel=3)
 
 
-@functools.lru_cache(maxsize=None)
+_PROBED: dict = {}
+
+
+def _once(fn):
+    """``functools.lru_cache`` for the probes below, in a plain dict: torch.compile (Dynamo)
+    warns about every lru_cache-wrapped call it traces (it ignores the cache and traces the
+    function), while it traces a dict lookup quietly, and the first call of each fills it."""
+    @functools.wraps(fn)
+    def cached(*args):
+        key = (fn.__name__, *args)
+        if key not in _PROBED:
+            _PROBED[key] = fn(*args)
+        return _PROBED[key]
+    return cached
+
+
+@_once
 def _triton_import_error() -> str | None:
     try:
         import triton  # noqa: F401
@@ -225,7 +241,7 @@ def _triton_import_error() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@_once
 def _triton_not_found() -> str | None:
     """Why no Triton is installed, found without importing it (importing it before
     TRITON_INTERPRET is set would fix the compiled mode for the process); None when one is."""
@@ -407,7 +423,7 @@ def _time_ms(name: str, fn: Callable[[], None], device: torch.device, calls: int
     return statistics.median(times)
 
 
-@functools.lru_cache(maxsize=None)
+@_once
 def _platform_label(device: torch.device) -> str:
     """What a measured choice depends on besides the call: the GPU, torch and Triton versions."""
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

@@ -7,6 +7,7 @@ module adds the checks and messages that ``load_state_dict`` alone does not give
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import torch
@@ -34,17 +35,21 @@ def _read(state_dict_or_path) -> tuple[dict[str, torch.Tensor], str]:
     return dict(state), path
 
 
+_SCALE_KEY = re.compile(r"(scale\d+)_layer\d+\.")   # MultiscaleDiscriminator, get_interm_feat
+_LAYER_KEY = re.compile(r"(layer\d+)\.\d+\.")          # the same without (--no_ganFeat_loss)
+
+
 def _guess(keys) -> str:
     keys = list(keys)
     if any(k.startswith("model1_1.") for k in keys):
         n = len({k.split(".")[0] for k in keys if k.startswith("model") and k[5:6].isdigit()}) // 2
         return f"a LocalEnhancer with {n} local enhancer(s) (netG local)"
-    if any(k.startswith("scale") for k in keys):
-        n = len({k.split("_")[0] for k in keys if k.startswith("scale")})
-        return f"a MultiscaleDiscriminator with num_D={n}"
-    if any(k.startswith("layer") and k[5:6].isdigit() for k in keys):
-        n = len({k.split(".")[0] for k in keys if k.startswith("layer")})
-        return f"a MultiscaleDiscriminator with num_D={n} (trained with --no_ganFeat_loss)"
+    scales = {m[1] for m in map(_SCALE_KEY.match, keys) if m}
+    if scales:
+        return f"a MultiscaleDiscriminator with num_D={len(scales)}"
+    layers = {m[1] for m in map(_LAYER_KEY.match, keys) if m}
+    if layers:
+        return f"a MultiscaleDiscriminator with num_D={len(layers)} (trained with --no_ganFeat_loss)"
     if any("conv_block" in k for k in keys):
         n = len({k.split(".")[1] for k in keys if k.startswith("model.") and "conv_block" in k})
         return (f"a ResNet generator with {n} residual blocks: pix2pixHD's GlobalGenerator (netG global, "
@@ -52,6 +57,26 @@ def _guess(keys) -> str:
     if any(k.startswith("model.") for k in keys):
         return "an Encoder"
     return "an unknown network"
+
+
+# The network entries of this project's training checkpoints (pix2pixhd.models.network_keys).
+_CHECKPOINT_NETWORKS = ("G", "D", "E", "G_A", "G_B", "D_A", "D_B")
+
+
+def _refuse_training_checkpoint(state: dict, source: str) -> None:
+    """A training checkpoint of this project (``latest.pt``: the networks' state_dicts under 'G',
+    'D', 'E' or CycleGAN's 'G_A'..., with the run's 'config', optimizer states...) is not one
+    network's state_dict. Which network the caller means is not for us to guess (a CycleGAN run
+    holds two generators of the same shapes), so say how to load it."""
+    nets = [k for k in _CHECKPOINT_NETWORKS if isinstance(state.get(k), Mapping)]
+    if not (isinstance(state.get("config"), Mapping) and nets):
+        return
+    gen = next((k for k in nets if k.startswith("G")), nets[0])
+    raise CheckpointMismatchError(
+        f"{source} is a pix2pixhd training checkpoint (networks {nets} with the run's config), not "
+        "one network's state_dict: for the generator use pix2pixhd.synthesis.load_generator(RUN_FOLDER) "
+        f"(it builds it with the run's flags), or pass one network's weights, e.g. "
+        f"load_reference_weights(model, torch.load(PATH, weights_only=True)[{gen!r}])")
 
 
 def _drop_untracked_instance_norm_stats(model: nn.Module, state: dict) -> dict:
@@ -106,7 +131,11 @@ def _input_hint(model: nn.Module, state: dict, own: dict) -> str | None:
 def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool = True,
                            ignore_prefixes: tuple[str, ...] = ()) -> nn.Module:
     """Load a state_dict saved by NVIDIA's pix2pixHD, the CycleGAN/pix2pix repo (``latest_net_G_A.pth``
-    ...) or by us into ``model`` (G, D or E).
+    ...) or by us (one network's ``state_dict()``) into ``model`` (G, D or E).
+
+    Our training checkpoints (``latest.pt``, ``epoch_N.pt``) hold every network of a run and are
+    refused with a message saying what to pass instead: ``pix2pixhd.synthesis.load_generator(run)``
+    for the generator, or one network's entry (``ckpt['G']``, ``ckpt['D']``...).
 
     ``state_dict_or_path``: a mapping or a ``.pth`` file (read with ``weights_only=True``).
     A ``module.`` prefix (DataParallel / DDP) is stripped. Keys under ``ignore_prefixes`` are
@@ -116,6 +145,7 @@ def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool
     shape mismatches still raise).
     """
     state, source = _read(state_dict_or_path)
+    _refuse_training_checkpoint(state, source)
     state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
     state = _drop_untracked_instance_norm_stats(model, state)
     from pix2pixhd.networks import GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator

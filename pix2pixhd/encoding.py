@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from pix2pixhd.errors import UserError
+from pix2pixhd.errors import InputError, UserError
 
 
 class LabelRangeError(UserError, ValueError):
@@ -19,10 +19,20 @@ def one_hot(label: torch.Tensor, label_nc: int, *, dtype: torch.dtype = torch.fl
     """label [N, 1, H, W] integer ids in [0, label_nc) → [N, label_nc, H, W] one-hot.
 
     An id >= label_nc (or < 0) raises :class:`LabelRangeError` naming the id, where it came from
-    and the fix, instead of the reference's device-side assert.
+    and the fix, instead of the reference's device-side assert. A float (or complex) label map is
+    refused (:class:`~pix2pixhd.errors.InputError`) rather than truncated (2.7 would become class
+    2), and so is an empty one (no sample, or no pixel).
     """
     if label.dim() != 4 or label.shape[1] != 1:
         raise ValueError(f"label map must be [N, 1, H, W]; got shape {tuple(label.shape)}")
+    named = f" ({source})" if source else ""
+    if label.is_floating_point() or label.is_complex():
+        raise InputError(f"label map{named} has dtype {label.dtype}; label ids must be an integer tensor "
+                         "(e.g. torch.int64 or uint8): convert with label.round().long() if the "
+                         "values are whole class ids")
+    if label.numel() == 0:
+        raise InputError(f"label map{named} is empty (shape {tuple(label.shape)}); pass at least one "
+                         "map of at least 1x1 pixels")
     ids = label.long()
     lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one pass, one device sync
     if lo < 0 or hi >= label_nc:

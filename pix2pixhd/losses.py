@@ -66,8 +66,19 @@ def feature_matching_loss(pred_fake, pred_real, *, n_layers_D: int, num_D: int,
     """Σ_i Σ_j 1/num_D · 4/(n_layers_D+1) · λ_feat · L1(D_i^j(fake), D_i^j(real).detach()).
 
     j runs over every intermediate output of scale i (the logits excluded), as the reference.
+    ``pred_fake`` and ``pred_real`` must have as many scales, and each scale as many features
+    (InputError otherwise: a shorter list would silently leave terms out).
     """
     fake, real = _as_scales(pred_fake), _as_scales(pred_real)
+    if len(fake) != len(real):
+        raise InputError(f"feature_matching_loss: {len(fake)} discriminator scale(s) for the fake and "
+                         f"{len(real)} for the real images; pass both images' outputs of the same "
+                         "discriminator")
+    for i, (f_scale, r_scale) in enumerate(zip(fake, real)):
+        if len(f_scale) != len(r_scale):
+            raise InputError(f"feature_matching_loss: scale {i} has {len(f_scale)} feature(s) for the "
+                             f"fake and {len(r_scale)} for the real images; pass both images' outputs "
+                             "of the same discriminator")
     weight = (1.0 / num_D) * (4.0 / (n_layers_D + 1)) * lambda_feat
     loss = fake[0][0].new_zeros((), dtype=torch.float32)
     for f_scale, r_scale in zip(fake, real):

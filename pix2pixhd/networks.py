@@ -32,6 +32,8 @@ __all__ = ["GlobalGenerator", "LocalEnhancer", "ResnetBlock", "NLayerDiscriminat
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The number of scalars in ``model``'s parameters (trainable or frozen; buffers such as
+    BatchNorm's running statistics not counted); shared parameters count once."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -211,10 +213,16 @@ class LocalEnhancer(nn.Module):
         pyramid = [input]
         for _ in range(self.n_local_enhancers):
             pyramid.append(self.downsample(pyramid[-1]))
+        coarsest = pyramid[-1]
         frozen = not any(p.requires_grad for p in self.model.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            # A frozen global part builds no autograd graph at all.
-            out = self.model(pyramid[-1])
+        # A frozen global part (--niter_fix_global) whose input needs no gradient builds no autograd
+        # graph: nothing would flow back through it (saves its activations' memory). When the input
+        # needs one (G's input carries the encoder's features, --instance_feat/--label_feat), the
+        # gradient flows through the frozen G1 to it, as in the reference, which only turns off its
+        # parameters' requires_grad.
+        build_graph = torch.is_grad_enabled() and (not frozen or coarsest.requires_grad)
+        with torch.set_grad_enabled(build_graph):
+            out = self.model(coarsest)
         for n in range(1, self.n_local_enhancers + 1):
             x = pyramid[self.n_local_enhancers - n]
             out = getattr(self, f"model{n}_2")(getattr(self, f"model{n}_1")(x) + out)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pix2pixhd.checkpoint import load_checkpoint, load_run_config
-from pix2pixhd.config import TrainConfig
+from pix2pixhd.config import PRECISIONS, TrainConfig
 from pix2pixhd.data.layouts import IMG_EXTS
 from pix2pixhd.distributed import bind_cuda_device
 from pix2pixhd.encoding import encode_input, float_to_uint8
@@ -144,29 +145,60 @@ class _SeededDropout:
     the CPU so every device gets the same ones.
 
     One instance per module (:meth:`of`), kept on the module, so any number of Synthesizers on one
-    generator share it instead of stacking hooks. Outside :meth:`seeded` the hooks do nothing and
-    the layers keep the mode their owner set (``set_dropout``), so the caller's module behaves as
+    generator share it instead of stacking hooks. Threads: switching the layers' modes is a change
+    to the shared module, so :meth:`seeded` holds the instance's lock for the whole call (the
+    generator's forward included): calls on one generator with Dropout layers run one at a time,
+    whatever thread and Synthesizer they come from (generators without Dropout, pix2pixHD's, take
+    no lock). The running call's masks are kept per thread, so a plain ``G(x)`` from another thread
+    meanwhile never draws them, but it does run with the layers as the seeded call set them
+    (dropout off): do not call the module itself from other threads while Synthesizers run on it.
+    Outside :meth:`seeded` the hooks do nothing and the layers keep the mode their owner set
+    (``set_dropout``), so the caller's module behaves as
     before: a plain ``G(x)`` drops out from the global RNG as nn.Dropout does, ``eval()`` turns
     dropout off, and a deep copy (``export_onnx``'s) carries no active mask stream
     (:func:`remove_seeded_dropout` strips the hooks from such a copy).
     """
 
     ATTR = "_pix2pixhd_seeded_dropout"
+    _MAKING = threading.Lock()   # two threads making the first Synthesizers on one module at once
 
     def __init__(self, model: torch.nn.Module):
         self.all_layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
-        self.generators: list[torch.Generator] | None = None
-        self.active: set[int] = set()   # ids of the layers the running seeded call switched to eval
+        self._new_thread_state()
         for m in self.all_layers:
             m.register_forward_hook(self._hook)
+
+    def _new_thread_state(self) -> None:
+        self._lock = threading.RLock()   # held by the running seeded call (see the class docstring)
+        self._local = threading.local()  # that call's generators and active layers, in its thread
+
+    def __getstate__(self):   # deep copies (export_onnx's) and pickles: no lock, no thread state
+        state = dict(self.__dict__)
+        del state["_lock"], state["_local"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._new_thread_state()
+
+    @property
+    def generators(self) -> list[torch.Generator] | None:
+        """Row i's mask stream of the seeded call running in this thread (None: none runs)."""
+        return getattr(self._local, "generators", None)
+
+    @property
+    def active(self) -> set[int]:
+        """ids of the layers this thread's seeded call switched to eval."""
+        return getattr(self._local, "active", set())
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> "_SeededDropout":
         """The module's seeded dropout, made (and its hooks registered) on first use only."""
-        sd = model.__dict__.get(cls.ATTR)
-        if sd is None:
-            sd = cls(model)
-            model.__dict__[cls.ATTR] = sd   # a plain attribute: not a submodule, not in state_dict
+        with cls._MAKING:
+            sd = model.__dict__.get(cls.ATTR)
+            if sd is None:
+                sd = cls(model)
+                model.__dict__[cls.ATTR] = sd   # a plain attribute: not a submodule, not in state_dict
         return sd
 
     @property
@@ -175,34 +207,41 @@ class _SeededDropout:
         return [m for m in self.all_layers if m.training and m.p > 0]
 
     def _hook(self, module, inputs, out):
-        if self.generators is None or id(module) not in self.active:
+        generators = self.generators
+        if generators is None or id(module) not in self.active:
             return None   # not in a seeded call: the layer's own forward already ran as it is set
         p = module.p
-        if out.shape[0] != len(self.generators):
-            raise ValueError(f"{len(self.generators)} dropout seeds for a batch of {out.shape[0]}; "
+        if out.shape[0] != len(generators):
+            raise ValueError(f"{len(generators)} dropout seeds for a batch of {out.shape[0]}; "
                              "pass one seed per row")
-        keep = torch.stack([torch.rand(out.shape[1:], generator=g) >= p for g in self.generators])
+        keep = torch.stack([torch.rand(out.shape[1:], generator=g) >= p for g in generators])
         keep = keep.to(out.device, non_blocking=True)
         return out * keep.to(out.dtype) * (1.0 / (1.0 - p))
 
     @contextlib.contextmanager
     def seeded(self, seeds: list[int] | None):
         """Within the block, G's active Dropout layers draw row i's masks from ``seeds[i]``; the
-        layers' modes are restored on exit. ``seeds`` None: the layers run as they are set."""
-        if seeds is None:
+        layers' modes are restored on exit. ``seeds`` None: the layers run as they are set.
+        Holds the lock for the block when the module has Dropout layers (with ``seeds`` None too:
+        another thread's seeded call would switch its layers off meanwhile)."""
+        if not self.all_layers:
             yield
             return
-        layers = self.layers
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.active = {id(m) for m in layers}
-        for m in layers:
-            m.eval()
-        try:
-            yield
-        finally:
+        with self._lock:
+            if seeds is None:
+                yield
+                return
+            layers = self.layers
+            self._local.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+            self._local.active = {id(m) for m in layers}
             for m in layers:
-                m.train()
-            self.generators, self.active = None, set()
+                m.eval()
+            try:
+                yield
+            finally:
+                for m in layers:
+                    m.train()
+                self._local.generators, self._local.active = None, set()
 
 
 def remove_seeded_dropout(model: torch.nn.Module) -> torch.nn.Module:
@@ -222,6 +261,20 @@ def remove_seeded_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def _check_partner(label: torch.Tensor, other: torch.Tensor | None, name: str, what: str, *,
+                   channels: int | None) -> None:
+    """``other`` (inst or image) must be [N, C, H, W] with the label's N, H and W (and ``channels``
+    channels, when given): one line saying so, instead of torch.cat's size error later."""
+    if other is None:
+        return
+    n, h, w = label.shape[0], label.shape[-2], label.shape[-1]
+    c = "C" if channels is None else str(channels)
+    if (other.dim() != 4 or other.shape[0] != n or tuple(other.shape[-2:]) != (h, w)
+            or (channels is not None and other.shape[1] != channels)):
+        raise InputError(f"{name} has shape {tuple(other.shape)}, the label map {tuple(label.shape)}: "
+                         f"pass the {what}s as [{n}, {c}, {h}, {w}] (one per label map, the same size)")
+
+
 class Synthesizer:
     """``Synthesizer(generator, cfg)(label, inst)`` → uint8 [N, 3, H, W] for any H, W.
 
@@ -231,6 +284,14 @@ class Synthesizer:
     (sampled clusters, chosen clusters, or a real photo's encoding).
     ``generator_seconds``: time spent in G's forward, summed over calls (CUDA: device time
     from events, read without a sync until asked for).
+    ``precision``: 'auto' (bf16 on a CUDA device that has it, else fp32), 'fp32', 'bf16' or 'fp16'
+    (autocast).
+
+    Threads: Synthesizers may run in several threads, on one generator module too. A generator
+    with test-time dropout (pix2pix) runs one call at a time then (its seeded masks switch the
+    module's Dropout layers for the call; see ``_SeededDropout``), so threads give that case no
+    speed-up; pix2pixHD's generators run concurrently. One Synthesizer's ``generator_seconds``
+    adds up the calls of every thread that uses it.
     """
 
     def __init__(self, generator, cfg: TrainConfig, device: str | torch.device = "cpu",
@@ -243,6 +304,9 @@ class Synthesizer:
                               "(synthesize.py: --feature_mode sample|cluster|encoded)")
         self.features = features if cfg.use_features else None
         self.multiple = max(cfg.required_multiple, getattr(self.features, "multiple", 1))
+        if precision not in ("auto", *PRECISIONS):
+            raise ConfigError(f"precision={precision!r}; expected one of {('auto', *PRECISIONS)} "
+                              "(synthesize.py: --precision)")
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
         self.precision = precision
@@ -307,7 +371,10 @@ class Synthesizer:
         """→ (uint8 [N, 3, H, W] on the device, cluster choices per row or None).
 
         label: [N, 1, H, W] integer ids (label_nc > 0) or uint8 [N, C, H, W] photos; inst:
-        [N, 1, H, W] instance ids or None; image: real photos uint8 [N, 3, H, W] for
+        [N, 1, H, W] instance ids or None (a run trained with instance maps then takes the label
+        map's class boundaries, as the reference and synthesize.py do without --inst; a run with
+        photo inputs has no label map to take them from and needs ``inst``); image: real photos
+        uint8 [N, 3, H, W] for
         --feature_mode encoded; seeds: one per row, for sampled features and dropout masks
         (default: the FeatureSource's seed + row; dropout from the global RNG). Choices: per row
         {instance id: [class, cluster index]} for sampled/chosen clusters (index -1: the class
@@ -318,6 +385,8 @@ class Synthesizer:
             # one seed for three rows would give all three the same masks and features, silently
             raise ValueError(f"{len(seeds)} seed(s) for a batch of {label.shape[0]} maps: pass one seed "
                              "per row (e.g. sample_seed(seed, name, sample) for each), or None")
+        inst = self._instance_map(label, inst)
+        _check_partner(label, image, "image", "photo", channels=None)
         label, h, w = _pad_to(label.to(self.device, non_blocking=True), self.multiple)
         if inst is not None:
             inst, _, _ = _pad_to(inst.to(self.device, non_blocking=True), self.multiple)
@@ -337,6 +406,22 @@ class Synthesizer:
             with self.dropout.seeded(seeds):
                 y = self._forward(x)
         return float_to_uint8(y[..., :h, :w]), choices
+
+    def _instance_map(self, label: torch.Tensor, inst: torch.Tensor | None) -> torch.Tensor | None:
+        """``inst`` checked against ``label``; for a run that needs instance ids (the boundary
+        channel, or --instance_feat's regions) and got none, the label map itself, as
+        ``pix2pixhd.engine`` (and the reference) fall back to."""
+        cfg = self.cfg
+        if inst is not None:
+            _check_partner(label, inst, "inst", "instance id map", channels=1)
+            return inst
+        if cfg.no_instance and not cfg.instance_feat:
+            return None
+        if cfg.label_nc == 0:
+            raise ConfigError("this checkpoint was trained with instance maps (no --no_instance) on photo "
+                              "inputs (label_nc 0): pass inst=[N, 1, H, W] instance ids (synthesize.py: "
+                              "--inst FOLDER); there is no label map to take boundaries from")
+        return label
 
     def __call__(self, label: torch.Tensor, inst: torch.Tensor | None = None,
                  source: str | None = None, image: torch.Tensor | None = None,

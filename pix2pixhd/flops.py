@@ -188,7 +188,10 @@ def train_step_flops(cfg, width: int, height: int, batch: int = 1, *, epoch: int
     g = _build(build_generator, cfg)
     if global_frozen_at(cfg, epoch) and hasattr(g, "local_parameters"):
         g.model.requires_grad_(False)   # what Trainer._build_optimizers does for a frozen G1
-    g_rec = conv_records(g, _meta_input(batch, nc, height, width))
+    # With E trained, G's input (its feature channels) carries grad: dX through all of G, the
+    # frozen global part too, back to E
+    trains_e = cfg.use_features and not cfg.load_features
+    g_rec = conv_records(g, _meta_input(batch, nc, height, width, requires_grad=trains_e))
     out.forward_macs["G"] = sum(r.macs for r in g_rec)
     out.flops["G"] = 2.0 * _needed(g_rec, weight_grads=True)
     if cfg.use_features and not cfg.load_features:

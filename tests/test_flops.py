@@ -151,3 +151,23 @@ def test_train_step_flops_leaves_out_a_frozen_global_generator():
     glob = cfg(stage="global", ngf=8, ndf=8, n_blocks_global=1, niter_fix_global=5)
     assert flops.train_step_flops(glob, w, h, epoch=1).total == flops.train_step_flops(
         cfg(stage="global", ngf=8, ndf=8, n_blocks_global=1), w, h).total
+
+
+def test_a_frozen_global_generator_still_carries_the_encoders_gradient():
+    """With --instance_feat, G's input holds E's features: frozen or not, every conv of G needs
+    dX to carry E's gradient (the frozen G1 passes it on, as the reference's does); only G1's dW
+    is left out. It was counted as if nothing flowed back through a frozen G1."""
+    base = dict(stage="local", ngf=8, ndf=8, n_downsample_global=2, n_blocks_global=1, n_blocks_local=1,
+                instance_feat=True, nef=4, n_downsample_E=2)
+    w, h = 64, 32
+    free = flops.train_step_flops(cfg(**base), w, h)
+    frozen = flops.train_step_flops(cfg(**base, niter_fix_global=2), w, h, epoch=2)
+    from pix2pixhd.models import build_generator, generator_input_nc
+    c = cfg(**base)
+    with torch.device("meta"):
+        g = build_generator(c)
+    recs = flops.conv_records(g, torch.empty(1, generator_input_nc(c), h, w, device="meta"))
+    g1 = [r for r in recs if r.name.startswith("model.")]
+    # unfrozen: G1's dW and dX everywhere (its first conv's input carries grad); frozen: dX only
+    assert frozen.flops["G"] == free.flops["G"] - 2 * sum(r.macs for r in g1)
+    assert free.flops["G"] == 2 * 3 * sum(r.macs for r in recs)   # forward + dW + dX, every conv

@@ -224,11 +224,13 @@ class Scorer:
     kid_subset_size: int = 50
     references: dict = field(default_factory=dict)
 
-    def score(self, fake: torch.Tensor, with_seg: bool = True) -> dict:
+    def score(self, fake: torch.Tensor, with_seg: bool = True, with_fid: bool = True) -> dict:
+        """PSNR, SSIM, grid, FID/KID (with an extractor and ``with_fid``) and the segmentation
+        score (``with_seg``) of uint8 [N, 3, S, S] images against the validation photos."""
         from pix2pixhd.evaluate import confusion_matrix, fid_kid, psnr_ssim, segmentation_scores
         psnr, ssim = psnr_ssim(fake, self.real)
         res = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "grid": grid_peak_ratio(fake)}
-        if self.extractor is not None:
+        if self.extractor is not None and with_fid:
             feats = torch.cat([self.extractor(fake[i:i + 16]) for i in range(0, len(fake), 16)])
             res.update(fid_kid(feats, self.real_feats,
                                kid_subset_size=kid_subset(len(fake), self.kid_subset_size)))
@@ -350,12 +352,17 @@ def make_scorer(manifest: dict, data: Path, *, seg=None, feature_extractor=None,
     photos = torch.stack([s["image"] for s in samples])
     labels = torch.stack([s["label"][0].long() for s in samples])
     log(f"segmenter: {len(samples)} real training photos at {S}x{S}, {seg.steps} steps, seed {seg.seed}")
+    t_seg, c_seg = time.perf_counter(), time.process_time()
     net = train_segmenter(photos, labels, 12, seg, log_every=max(1, seg.steps // 4))
+    log(f"segmenter trained in {(time.process_time() - c_seg) / 60:.1f} CPU-min "
+        f"({(time.perf_counter() - t_seg) / 60:.1f} min wall)")
     real_feats = None
     if extractor is not None:
         real_feats = torch.cat([extractor(real[i:i + 16]) for i in range(0, len(real), 16)])
     sc = Scorer(stems, real, ids, colour, net, extractor, real_feats)
-    refs = {"real photos (ceiling)": {"seg": sc.score(real)["seg"], "grid": grid_peak_ratio(real)},
+    # the ceiling keeps its segmentation score alone: no second Inception pass over the photos
+    refs = {"real photos (ceiling)": {"seg": sc.score(real, with_fid=False)["seg"],
+                                      "grid": grid_peak_ratio(real)},
             "real photos blurred σ=4 px": sc.score(_blur(real, 4.0)),
             "colour label maps (floor)": sc.score(colour)}
     refs["real photos (ceiling)"].update(psnr="inf", ssim=1.0)   # JSON has no inf
@@ -552,9 +559,13 @@ def _row(name: str, p: dict, extra: list[str]) -> str:
 
 
 def table_md(states: list[dict], every_point: bool = True) -> str:
-    """Markdown: the reference rows once, then each run's points (or its last point)."""
-    head = ("| run | epoch | train CPU-min | train wall-min | PSNR | SSIM | grid† | FID* | KID×1e3 | "
-            "seg pix / cls / mIoU |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    """Markdown: the reference rows once, then each run's points (or its last point). The
+    footnote explains FID and KID only when some row has them (not after ``--no_fid``)."""
+    rows = [r for st in states for r in st.get("references", {}).values()] + \
+        [p for st in states for p in (st["points"] if every_point else st["points"][-1:])]
+    has_fid = any("fid" in r or "kid_mean" in r for r in rows)
+    head = (f"| run | epoch | train CPU-min | train wall-min | PSNR | SSIM | grid† | FID{'*' if has_fid else ''} | "
+            "KID×1e3 | seg pix / cls / mIoU |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     lines = [head]
     for name, r in states[0].get("references", {}).items():
         lines.append(_row(name, r, ["", "", ""]))
@@ -564,11 +575,11 @@ def table_md(states: list[dict], every_point: bool = True) -> str:
             lines.append(_row(st["run"]["recipe"], p, [str(p["epoch"]), f"{p['train_cpu_min']:.1f}",
                                                        f"{p['train_wall_min']:.1f}"]))
     n = states[0]["run"]["data"]["n_val"]
-    lines.append(f"\n*FID from {n} images per side (< 2048 feature dimensions) is biased upwards; "
-                 f"compare it only at equal image counts. KID: mean ± std over 100 subsets of "
-                 f"{kid_subset(n, Scorer.kid_subset_size)}. †grid: power on the 16-px grid of strided "
-                 f"upsampling over its neighbours' (grid_peak_ratio; ≈1 for photos, ≫1 for a "
-                 f"checkerboard).")
+    fid_note = (f"*FID from {n} images per side (< 2048 feature dimensions) is biased upwards; "
+                f"compare it only at equal image counts. KID: mean ± std over 100 subsets of "
+                f"{kid_subset(n, Scorer.kid_subset_size)}. ") if has_fid else ""
+    lines.append(f"\n{fid_note}†grid: power on the 16-px grid of strided upsampling over its "
+                 f"neighbours' (grid_peak_ratio; ≈1 for photos, ≫1 for a checkerboard).")
     return "\n".join(lines)
 
 
@@ -576,12 +587,14 @@ def window_md(states: list[dict], lo: float, hi: float) -> str:
     """Markdown: per run, the mean ± std (over evaluated points) of segmentation pixel accuracy
     and KID×1000 for the points whose training CPU-minutes lie in [lo, hi]: one seed's
     point-to-point noise (±0.03 in segmentation) averaged out, for comparing recipes over a
-    stretch of training rather than at one point."""
+    stretch of training rather than at one point. One point in the window: its value ± n/a."""
     def ms(v: list[float], fmt: str) -> str:
         if not v:
             return "-"
         m = sum(v) / len(v)
-        sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+        if len(v) == 1:   # one point has no spread (not a spread of 0)
+            return f"{m:{fmt}} ± n/a"
+        sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
         return f"{m:{fmt}} ± {sd:{fmt}}"
     lines = [f"| run | points in {lo:g}-{hi:g} CPU-min | epochs | seg pixel acc. (mean ± std) | "
              f"KID×1e3 (mean ± std) |", "| --- | --- | --- | --- | --- |"]
@@ -722,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--inception", default="", help="TorchScript Inception (default: fid-helper's)")
     p.add_argument("--no_fid", action="store_true", help="skip FID/KID")
-    p.add_argument("--prepare_only", action="store_true", help="make the split and the segmenter, then exit")
+    p.add_argument("--prepare_only", action="store_true", help="make the split and the segmenter, then exit "
+                   "(about 13 CPU-minutes at 128 px, mostly the segmenter; see docs/quality.md)")
     p.add_argument("--compare", type=Path, nargs="+", help="run folders to put in one table/plot")
     p.add_argument("--svg", type=Path, help="with --compare: write the curves here")
     p.add_argument("--md", type=Path, help="with --compare: write every point's table here")
@@ -747,8 +761,12 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--prepare_only needs --data (or --out, whose data/ it then makes)")
         a.data = a.data or a.out / "data"
         torch.set_num_threads(a.threads)
+        t0, c0 = time.perf_counter(), time.process_time()
         make_scorer(prepare_data(spec, a.data.resolve()), a.data.resolve(),
                     inception=a.inception or None, no_fid=a.no_fid)
+        print(f"prepared {a.data} in {(time.perf_counter() - t0) / 60:.1f} min wall, "
+              f"{(time.process_time() - c0) / 60:.1f} CPU-min ({a.threads} thread(s); load average "
+              f"{os.getloadavg()[0]:.1f} at the end; a folder prepared before is reused)")
         return 0
     if not a.recipe or not a.out:
         p.error("--recipe and --out are required (or --compare)")

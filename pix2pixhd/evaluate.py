@@ -4,9 +4,16 @@
 --train_labels DIR --label_nc N] [--inception PATH] --json OUT`` prints a table and writes JSON.
 
 * Pairs are matched by file stem after dropping the usual suffixes (``_leftImg8bit``,
-  ``_gtFine_labelIds``, ``_label``, ``_synthesized_image``...), so ``synthesize.py`` output named
-  after Cityscapes label maps meets the Cityscapes photos. Images of either side without a
-  partner are counted (``n_fake_unmatched``, ``n_real_unmatched``) and skipped.
+  ``_gtFine_labelIds``, ``_label``, ``_synthesized_image``...; a test.py result suffix first,
+  then one more), so ``synthesize.py`` output named after Cityscapes label maps meets the
+  Cityscapes photos. Images of either side without a partner are counted
+  (``n_fake_unmatched``, ``n_real_unmatched``) and skipped. A folder of NVIDIA pix2pixHD's
+  test.py results (``X_input_label``, ``X_synthesized_image``, maybe
+  ``X_real_image`` side by side) gives --fake its ``_synthesized_image`` files and --real its
+  ``_real_image`` files; the others are skipped, with a note.
+* ``--real_half A|B``: the real images are pix2pix A|B pairs (as an aligned dataset's split);
+  the left (A) or right (B) half is the photo. Without it, a real image exactly twice as wide as
+  its fake at the same height is refused, naming the option.
 * PSNR and SSIM are computed here, per image on [0, 1] RGB from uint8 images, and averaged over
   images; SSIM is the standard one (Wang et al.'s reference code, skimage with Gaussian weights:
   11-tap Gaussian, sigma 1.5, valid region only), not torchmetrics' border-including variant.
@@ -57,6 +64,9 @@ _SUFFIXES = sorted(["_leftImg8bit", "_gtFine_labelIds", "_gtFine_instanceIds", "
                     "_labelIds", "_instanceIds", "_synthesized_image", "_real_image",
                     "_input_label", "_label", "_labels", "_img", "_image", "_photo", "_fake",
                     "_real", "_inst"], key=len, reverse=True)
+# NVIDIA pix2pixHD's test.py writes results/NAME/test_latest/images/ with these three side by
+# side, each named after the label file's stem (X_gtFine_labelIds_synthesized_image.jpg).
+RESULT_SUFFIXES = {"fake": "_synthesized_image", "real": "_real_image", "input": "_input_label"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,22 +74,63 @@ _SUFFIXES = sorted(["_leftImg8bit", "_gtFine_labelIds", "_gtFine_instanceIds", "
 # --------------------------------------------------------------------------------------------
 
 def match_key(stem: str) -> str:
-    """The part of a file stem that pairs a photo, its label map and its synthesized image."""
+    """The part of a file stem that pairs a photo, its label map and its synthesized image: the
+    stem less one test.py result suffix (``_synthesized_image``, ``_real_image``,
+    ``_input_label``), if any, and then less one known suffix (``_leftImg8bit``,
+    ``_gtFine_labelIds``...), so that ``X_gtFine_labelIds_synthesized_image`` pairs with
+    ``X_leftImg8bit``."""
+    for s in RESULT_SUFFIXES.values():
+        if stem.endswith(s) and len(stem) > len(s):
+            stem = stem[: -len(s)]
+            break
     for s in _SUFFIXES:
         if stem.endswith(s):
             return stem[: -len(s)]
     return stem
 
 
-def index_folder(folder: str | Path, flag: str) -> dict[str, Path]:
-    """{match key: path} of the images in ``folder`` (``flag`` names the option in errors)."""
+def _result_kind(stem: str) -> str | None:
+    """'fake', 'real' or 'input' for a test.py result file's stem, else None."""
+    for kind, s in RESULT_SUFFIXES.items():
+        if stem.endswith(s):
+            return kind
+    return None
+
+
+def index_folder(folder: str | Path, flag: str, side: str | None = None,
+                 log=lambda *a, **k: None) -> dict[str, Path]:
+    """{match key: path} of the images in ``folder`` (``flag`` names the option in errors).
+
+    ``side`` ('fake' or 'real'): when ``folder`` is a pix2pixHD test.py results folder (images of
+    at least two of the kinds ``X_synthesized_image``, ``X_real_image``, ``X_input_label``), only
+    that side's kind is taken (``_synthesized_image`` for 'fake', ``_real_image`` for 'real') and
+    the others are skipped, with one note line through ``log``.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingInputError(f"{flag} {folder} is not a folder")
+    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS]
+    if side is not None:
+        kinds: dict[str, list[Path]] = {}
+        for p in files:
+            kinds.setdefault(_result_kind(p.stem), []).append(p)
+        if len([k for k in kinds if k is not None]) >= 2:   # test.py's results side by side
+            want = RESULT_SUFFIXES[side]
+            counts = ", ".join(f"{len(kinds[k])} *{RESULT_SUFFIXES[k]}" for k in RESULT_SUFFIXES
+                               if k in kinds)
+            if side not in kinds:
+                why = (" (test.py writes *_real_image files only when its dataset has photos)"
+                       if side == "real" else "")
+                raise InputError(f"{flag} {folder} looks like a pix2pixHD test.py results folder "
+                                 f"({counts} files) but holds no *{want} files; pass the folder "
+                                 f"of the {side} photos as {flag}{why}")
+            skipped = [p for k, ps in kinds.items() if k != side for p in ps]
+            log(f"note: {flag} {folder} is a pix2pixHD test.py results folder ({counts} files): "
+                f"scoring its {len(kinds[side])} *{want} files, skipping the other "
+                f"{len(skipped)}")
+            files = kinds[side]
     out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() not in IMAGE_EXTS:
-            continue
+    for p in files:
         k = match_key(p.stem)
         if k in out:
             raise InputError(f"{flag} {folder}: {out[k].name} and {p.name} both pair as {k!r}; "
@@ -102,12 +153,41 @@ def match(*indexes: tuple[str, dict[str, Path]]) -> list[str]:
     return sorted(keys)
 
 
-def _read_rgb(path: Path, size: tuple[int, int] | None) -> torch.Tensor:
-    """uint8 [3, H, W]; resized (bicubic) to ``size`` = (H, W) when given."""
+HALVES = ("A", "B")   # --real_half: the left (A) or right (B) half of a pix2pix A|B image
+
+
+def _load_rgb(path: Path, half: str | None = None) -> np.ndarray:
+    """uint8 [H, W, 3]; with ``half`` 'A' / 'B' the left / right half of a side-by-side A|B
+    image, cut as the data module cuts it (each half W // 2 wide)."""
     a = read_rgb(path)
+    if half is not None:
+        w2 = a.shape[1] // 2
+        a = a[:, :w2] if half == "A" else a[:, w2:2 * w2]
+    return a
+
+
+def _to_tensor(a: np.ndarray, size: tuple[int, int] | None) -> torch.Tensor:
+    """uint8 [H, W, 3] → uint8 [3, H, W]; resized (bicubic) to ``size`` = (H, W) when given."""
     if size is not None and a.shape[:2] != tuple(size):
         a = np.asarray(Image.fromarray(a).resize((size[1], size[0]), Image.BICUBIC))
     return torch.from_numpy(np.array(a)).permute(2, 0, 1)  # a writable copy
+
+
+def _read_rgb(path: Path, size: tuple[int, int] | None, half: str | None = None) -> torch.Tensor:
+    """uint8 [3, H, W] (with ``half``, that half of an A|B image); resized (bicubic) to ``size``
+    = (H, W) when given."""
+    return _to_tensor(_load_rgb(path, half), size)
+
+
+def _ab_pair_error(fake: Path, real: Path, fw: int, h: int) -> InputError:
+    """The real image is exactly twice the fake's width at its height: a pix2pix A|B pair."""
+    return InputError(
+        f"--real {real} is {2 * fw}x{h}, twice as wide as --fake {fake} ({fw}x{h}, WxH): it looks "
+        "like a pix2pix A|B pair (two images side by side), and scoring it whole, or squashed by "
+        "--resize, against one image means nothing. Pass --real_half A (left half) or --real_half "
+        "B (right half), the half holding the real photo: the generator's target, B for a model "
+        "trained with --direction AtoB, A for --direction BtoA (pix2pix's facades, photo|label, "
+        "are trained BtoA: A)")
 
 
 def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int,
@@ -476,10 +556,14 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
              feature_extractor: nn.Module | None = None, no_fid: bool = False,
              resize: tuple[int, int] | None = None, batch_size: int = 16,
              kid_subsets: int = 100, kid_subset_size: int = 1000, seg_width: int = 128,
-             seg: SegmenterConfig = SegmenterConfig(), palette=None, verbose: bool = True) -> dict:
+             seg: SegmenterConfig = SegmenterConfig(), palette=None, real_half: str | None = None,
+             verbose: bool = True) -> dict:
     """Every metric for fake vs real images matched by stem; see the module docstring.
 
     ``resize`` = (H, W) resizes both sides first (otherwise their sizes must agree).
+    ``real_half`` ('A' or 'B'): the real images are pix2pix A|B pairs; their left (A) or right
+    (B) half is the real photo (cut before ``resize``). Without it, a real image exactly twice as
+    wide as its fake at the same height is refused as such a pair.
     ``feature_extractor``: a module used for FID/KID instead of the Inception file.
     The segmentation score runs when ``labels_dir``, ``train_images``, ``train_labels`` and
     ``label_nc`` are all given; ``palette`` (None, 'facades', a JSON file or a list of [r, g, b],
@@ -487,6 +571,9 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     dict; its ``segmentation.size`` is [H, W].
     """
     log = print if verbose else (lambda *a, **k: None)
+    if real_half not in (None, *HALVES):
+        raise ConfigError(f"--real_half {real_half!r}: pass A (the left half of each --real "
+                          "image) or B (the right half)")
     seg_args = (labels_dir, train_images, train_labels)
     want_seg = any(seg_args) or label_nc or palette is not None
     if want_seg:   # checked before the PSNR/FID pass, which may take minutes
@@ -497,10 +584,13 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         if pal is not None and len(pal) > label_nc:
             raise ConfigError(f"--palette has {len(pal)} colours but --label_nc is {label_nc}: "
                               f"colours decode to ids 0..{len(pal) - 1}; set --label_nc {len(pal)}")
-    fakes, reals = index_folder(fake_dir, "--fake"), index_folder(real_dir, "--real")
+    fakes = index_folder(fake_dir, "--fake", side="fake", log=log)
+    reals = index_folder(real_dir, "--real", side="real", log=log)
     keys = match(("--fake", fakes), ("--real", reals))
     res: dict = {"n_images": len(keys), "fake": str(fake_dir), "real": str(real_dir),
                  "n_fake_unmatched": len(fakes) - len(keys), "n_real_unmatched": len(reals) - len(keys)}
+    if real_half is not None:
+        res["real_half"] = real_half
     for side, idx, other in (("fake", fakes, "real"), ("real", reals, "fake")):
         if res[f"n_{side}_unmatched"]:
             log(f"note: {res[f'n_{side}_unmatched']} of {len(idx)} --{side} images have no "
@@ -519,11 +609,19 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     psnrs, ssims, feats = [], [], {"fake": [], "real": []}
     for i in range(0, len(keys), batch_size):
         chunk = keys[i:i + batch_size]
-        a = [_read_rgb(fakes[k], resize) for k in chunk]
-        b = [_read_rgb(reals[k], resize) for k in chunk]
+        a = [_load_rgb(fakes[k]) for k in chunk]
+        b = [_load_rgb(reals[k], real_half) for k in chunk]
+        if real_half is None:   # checked on the files' sizes: --resize would hide it
+            for k, x, y in zip(chunk, a, b):
+                if y.shape[0] == x.shape[0] and y.shape[1] == 2 * x.shape[1]:
+                    raise _ab_pair_error(fakes[k], reals[k], x.shape[1], x.shape[0])
+        a = [_to_tensor(x, resize) for x in a]
+        b = [_to_tensor(y, resize) for y in b]
         for k, x, y in zip(chunk, a, b):
             if x.shape != y.shape:
-                raise InputError(f"{fakes[k]} is {x.shape[2]}x{x.shape[1]} but {reals[k]} is "
+                what = f"{reals[k]}" if real_half is None else \
+                    f"the {'left' if real_half == 'A' else 'right'} half of {reals[k]} (--real_half {real_half})"
+                raise InputError(f"{fakes[k]} is {x.shape[2]}x{x.shape[1]} but {what} is "
                                  f"{y.shape[2]}x{y.shape[1]} (WxH); pass --resize H W (height "
                                  "first) to compare them")
         t0 = time.perf_counter()
@@ -551,7 +649,8 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
 
     if want_seg:
         res["segmentation"] = _segmentation(fakes, reals, keys, labels_dir, train_images,
-                                            train_labels, label_nc, seg_width, seg, log, pal)
+                                            train_labels, label_nc, seg_width, seg, log, pal,
+                                            real_half)
     return res
 
 
@@ -598,7 +697,8 @@ def refuse_overlap(train: list[Path], test: list[Path]) -> None:
 
 
 def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, label_nc,
-                  seg_width, seg: SegmenterConfig, log, palette: np.ndarray | None = None) -> dict:
+                  seg_width, seg: SegmenterConfig, log, palette: np.ndarray | None = None,
+                  real_half: str | None = None) -> dict:
     t0 = time.perf_counter()
     tr_img = index_folder(train_images, "--train_images")
     tr_lab = index_folder(train_labels, "--train_labels")
@@ -619,8 +719,8 @@ def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, la
     out = {"label_nc": label_nc, "size": list(size), "n_train": len(tr_keys),
            "n_test": len(test_keys), "config": asdict(seg),
            "palette": None if palette is None else palette.tolist()}
-    for name, idx in (("real", reals), ("fake", fakes)):
-        imgs = torch.stack([_read_rgb(idx[k], size) for k in test_keys])
+    for name, idx, half in (("real", reals, real_half), ("fake", fakes, None)):
+        imgs = torch.stack([_read_rgb(idx[k], size, half) for k in test_keys])
         out[name] = segmentation_scores(confusion_matrix(net, imgs, test_labels, label_nc))
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
@@ -633,6 +733,9 @@ def format_table(res: dict) -> str:
                for s, o in (("fake", "real"), ("real", "fake")) if res.get(f"n_{s}_unmatched")]
     if skipped:
         rows.append(("skipped (unpaired)", ", ".join(skipped)))
+    if res.get("real_half"):
+        rows.append(("real photos (--real_half)", f"{'left' if res['real_half'] == 'A' else 'right'} "
+                                                  f"half ({res['real_half']}) of each A|B image"))
     rows += [("PSNR (dB, mean per image)", f"{res['psnr']:.3f}"),
              ("SSIM (mean per image)", f"{res['ssim']:.4f}")]
     if "fid" in res:
@@ -681,6 +784,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     io.add_argument("--resize", type=int, nargs=2, metavar=("H", "W"), default=None,
                     help="pixels, height first: resize fake and real to H rows by W columns "
                          "(bicubic) before comparing; without it each pair must have one size")
+    io.add_argument("--real_half", choices=HALVES, default=None,
+                    help="the --real images are pix2pix A|B pairs (two images side by side): "
+                         "score against their left (A) or right (B) half, the one holding the real "
+                         "photo (the generator's target: B for --direction AtoB, A for BtoA)")
     io.add_argument("--device", default="cpu", help="device of the segmenter and the Inception "
                     "(cpu, cuda, cuda:1...)")
     fid = p.add_argument_group("FID and KID")
@@ -733,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
                    inception=a.inception or None, no_fid=a.no_fid,
                    resize=tuple(a.resize) if a.resize else None, kid_subsets=a.kid_subsets,
                    kid_subset_size=a.kid_subset_size, seg_width=a.seg_width, seg=seg,
-                   palette=a.palette or None)
+                   palette=a.palette or None, real_half=a.real_half)
     print(format_table(res))
     if a.json:
         out = Path(a.json)

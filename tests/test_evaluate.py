@@ -486,3 +486,115 @@ def test_sizes_in_messages_are_width_by_height(dataset, tmp_path):
          "fake": {"pixel_acc": 0, "class_acc": 0, "mean_iou": 0}}
     table = format_table({"n_images": 1, "psnr": 1.0, "ssim": 1.0, "segmentation": s})
     assert "real pairs at 64x32)" in table
+
+
+# --- pix2pixHD test.py results, pix2pix A|B real images ------------------------------------------
+
+def _photo(rng, w=32, h=32):
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _psnr_ssim_of(pairs):
+    """Mean PSNR and SSIM of (fake, real) uint8 H x W x 3 arrays, straight through psnr_ssim."""
+    p, s = zip(*(psnr_ssim(torch.from_numpy(np.array(f)).permute(2, 0, 1)[None],
+                           torch.from_numpy(np.array(r)).permute(2, 0, 1)[None]) for f, r in pairs))
+    return float(torch.cat(p).mean()), float(torch.cat(s).mean())
+
+
+def test_pix2pixhd_test_results_folder_scores_its_synthesized_images(tmp_path, capsys):
+    # the fault: X_input_label.jpg and X_synthesized_image.jpg "both pair as 'X'"; keep one per stem
+    from pix2pixhd.errors import run
+    rng = np.random.default_rng(3)
+    res, photos = tmp_path / "results" / "test_latest" / "images", tmp_path / "photos"
+    res.mkdir(parents=True)
+    photos.mkdir()
+    stems = ["test_00000", "frankfurt_000000_000294_gtFine_labelIds"]   # test.py: the label's stem
+    for stem in stems:
+        for kind in ("input_label", "synthesized_image", "real_image"):
+            Image.fromarray(_photo(rng)).save(res / f"{stem}_{kind}.png")
+    Image.fromarray(_photo(rng)).save(photos / "test_00000.png")
+    Image.fromarray(_photo(rng)).save(photos / "frankfurt_000000_000294_leftImg8bit.png")
+    out = tmp_path / "m.json"
+    assert main(["--fake", str(res), "--real", str(photos), "--no_fid", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    notes = [line for line in printed.splitlines() if "test.py results folder" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"note: --fake {res} ")
+    assert "scoring its 2 *_synthesized_image files, skipping the other 4" in notes[0]
+    got = json.loads(out.read_text())
+    assert got["n_images"] == 2 and got["n_fake_unmatched"] == 0 and got["n_real_unmatched"] == 0
+    read = lambda p: np.asarray(Image.open(p).convert("RGB"))  # noqa: E731
+    want = _psnr_ssim_of([(read(res / "test_00000_synthesized_image.png"), read(photos / "test_00000.png")),
+                          (read(res / f"{stems[1]}_synthesized_image.png"),
+                           read(photos / "frankfurt_000000_000294_leftImg8bit.png"))])
+    assert (got["psnr"], got["ssim"]) == pytest.approx(want, abs=1e-12)
+    # --real at the same folder takes its *_real_image files
+    got = evaluate(res, res, no_fid=True, verbose=False)
+    want = _psnr_ssim_of([(read(res / f"{s}_synthesized_image.png"), read(res / f"{s}_real_image.png"))
+                          for s in stems])
+    assert got["n_images"] == 2 and (got["psnr"], got["ssim"]) == pytest.approx(want, abs=1e-12)
+    # ... and one without them (test.py on label maps alone) is refused in one line
+    for p in res.glob("*_real_image.png"):
+        p.unlink()
+    rc = run(main, ["--fake", str(res), "--real", str(res), "--no_fid"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and err[0].startswith("error: --real "), err
+    assert "holds no *_real_image files; pass the folder of the real photos as --real" in err[0]
+
+
+def test_ab_pairs_as_real_images_are_refused_and_real_half_scores_a_half(tmp_path, capsys):
+    # the fault: --real of pix2pix A|B images (2:1) said "pass --resize H W", which then scored
+    # the fakes against the squashed pair
+    from pix2pixhd.errors import run
+    rng = np.random.default_rng(4)
+    fake, real = tmp_path / "fake", tmp_path / "real"
+    fake.mkdir()
+    real.mkdir()
+    pairs = []
+    for i in range(3):
+        f, ab = _photo(rng), _photo(rng, w=64)
+        Image.fromarray(f).save(fake / f"{i}.png")
+        Image.fromarray(ab).save(real / f"{i}.png")
+        pairs.append((f, ab))
+    for extra in ([], ["--resize", "32", "32"]):
+        rc = run(main, ["--fake", str(fake), "--real", str(real), "--no_fid", *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 1 and len(err) == 1 and err[0].startswith("error: --real "), err
+        assert f"{real / '0.png'} is 64x32, twice as wide as --fake {fake / '0.png'} (32x32, WxH)" in err[0]
+        assert "A|B pair" in err[0] and "--real_half A" in err[0] and "--real_half B" in err[0]
+    for half, cols in (("A", slice(0, 32)), ("B", slice(32, 64))):
+        out = tmp_path / f"{half}.json"
+        assert main(["--fake", str(fake), "--real", str(real), "--no_fid", "--real_half", half,
+                     "--json", str(out)]) == 0
+        got = json.loads(out.read_text())
+        assert got["real_half"] == half and got["n_images"] == 3
+        want = _psnr_ssim_of([(f, ab[:, cols]) for f, ab in pairs])
+        assert (got["psnr"], got["ssim"]) == pytest.approx(want, abs=1e-12)
+    # a real image of the fake's own size is not a pair: compared as before
+    assert evaluate(fake, fake, no_fid=True, verbose=False)["n_images"] == 3
+
+
+def test_aligned_pix2pix_run_scores_end_to_end(tmp_path):
+    # docs/evaluation.md's recipe: synthesize.py --dataroot DATA --phase test writes the fakes to
+    # OUT/test_B; evaluate --fake OUT/test_B --real DATA/test --real_half A (a BtoA model)
+    from pix2pixhd.cli import synthesize_main
+    from tests.test_synthesis_engine import save_run
+    save_run(tmp_path / "run", label_nc=0, no_instance=True, model="pix2pix",
+             netG_pix2pix="unet_128", ngf=4, norm="batch", direction="BtoA")
+    rng = np.random.default_rng(5)
+    (tmp_path / "data" / "test").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(_photo(rng, w=256, h=128)).save(tmp_path / "data" / "test" / f"{i + 1}.jpg")
+    assert synthesize_main(["--checkpoint", str(tmp_path / "run"), "--dataroot", str(tmp_path / "data"),
+                            "--phase", "test", "--out", str(tmp_path / "out"), "--device", "cpu",
+                            "--no_progress", "--workers", "0"]) == 0
+    args = ["--fake", str(tmp_path / "out" / "test_B"), "--real", str(tmp_path / "data" / "test"),
+            "--no_fid"]
+    with pytest.raises(InputError, match=r"A\|B pair.*--real_half A"):
+        main(args)
+    out = tmp_path / "m.json"
+    assert main(args + ["--real_half", "A", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    read = lambda p: np.asarray(Image.open(p).convert("RGB"))  # noqa: E731
+    want = _psnr_ssim_of([(read(tmp_path / "out" / "test_B" / f"{i}.png"),
+                           read(tmp_path / "data" / "test" / f"{i}.jpg")[:, :128]) for i in (1, 2)])
+    assert got["n_images"] == 2 and (got["psnr"], got["ssim"]) == pytest.approx(want, abs=1e-12)

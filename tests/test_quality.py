@@ -131,6 +131,29 @@ def test_quality_refuses_a_run_folder_with_other_settings(tmp_path):
                               seg=SegmenterConfig(steps=1, width=4, depth=2), no_fid=True)
 
 
+def test_preparation_extracts_each_reference_image_once(tmp_path):
+    # the fault: the ceiling row was scored with FID/KID, whose result it drops, so --prepare_only
+    # ran Inception over the 100 real photos twice
+    _facades(tmp_path / "src", 6)
+    spec = quality.DataSpec(str(tmp_path / "src"), n_val=3, split_seed=0, size=32)
+    manifest = quality.prepare_data(spec, tmp_path / "data", log=lambda *a: None)
+    seen: list[int] = []
+
+    class Counting(_Feats):
+        def forward(self, x):
+            seen.append(len(x))
+            return super().forward(x)
+    sc = quality.make_scorer(manifest, tmp_path / "data", seg=SegmenterConfig(steps=1, width=4, depth=2),
+                             feature_extractor=Counting(), log=lambda *a: None)
+    # a 1-image probe (InceptionFeatures' feature count), then the 3 real photos (their features,
+    # kept), the 3 blurred photos and the 3 colour maps: 10, not 13
+    assert seen[0] == 1 and sum(seen) == 1 + 3 * 3, seen
+    assert sc.real_feats.shape[0] == 3
+    refs = sc.references
+    assert set(refs["real photos (ceiling)"]) == {"seg", "grid", "psnr", "ssim"}
+    assert "kid_mean" in refs["real photos blurred σ=4 px"] and "kid_mean" in refs["colour label maps (floor)"]
+
+
 def test_window_averages_only_the_points_inside_it():
     """--window's mean ± std: points outside [lo, hi] CPU-minutes are left out, the std is the
     sample std, and a run with no point in the window says so instead of averaging nothing."""
@@ -142,6 +165,34 @@ def test_window_averages_only_the_points_inside_it():
     rows = quality.window_md([a, b], 30, 60).splitlines()
     assert rows[2] == "| a | 2 | 4-6 | 0.550 ± 0.071 | 250 ± 71 |"
     assert rows[3] == "| b | 0 | - | - | - |"
+
+
+def test_window_of_one_point_shows_no_spread():
+    # the fault: one point in the window printed "0.387 ± 0.000", a spread it does not have
+    pt = {"epoch": 4, "train_cpu_min": 30.0, "seg": {"pixel_acc": 0.387}, "kid_mean": 0.2}
+    rows = quality.window_md([{"run": {"recipe": "a"}, "points": [pt]}], 20, 70).splitlines()
+    assert rows[2] == "| a | 1 | 4-4 | 0.387 ± n/a | 200 ± n/a |"
+
+
+def _table_state(with_fid: bool) -> dict:
+    fid = {"fid": 150.0, "kid_mean": 0.2, "kid_std": 0.01} if with_fid else {}
+    seg = {"pixel_acc": 0.5, "class_acc": 0.4, "mean_iou": 0.3}
+    return {"run": {"recipe": "a", "data": {"n_val": 100}},
+            "references": {"real photos (ceiling)": {"seg": seg, "grid": 1.0, "psnr": "inf", "ssim": 1.0}},
+            "points": [{"epoch": 2, "train_cpu_min": 5.0, "train_wall_min": 6.0, "psnr": 12.0,
+                        "ssim": 0.3, "grid": 2.0, "seg": seg, **fid}]}
+
+
+def test_table_footnote_explains_fid_and_kid_only_when_they_were_computed():
+    # the fault: after --no_fid the footnote still explained FID's bias and KID's subsets
+    without = quality.table_md([_table_state(False)])
+    foot = without.splitlines()[-1]
+    assert foot.startswith("†grid: power on the 16-px grid") and "FID" not in without.replace("| FID |", "")
+    assert "KID: mean" not in without and "subsets" not in without and "FID*" not in without
+    with_fid = quality.table_md([_table_state(True)])
+    assert "| FID* |" in with_fid and "| 150 | 200 ± 10 |" in with_fid
+    assert with_fid.splitlines()[-1].startswith("*FID from 100 images per side")
+    assert "KID: mean ± std over 100 subsets of 50. †grid:" in with_fid
 
 
 def test_recipes_hold_the_exact_flags_of_the_reference_runs():

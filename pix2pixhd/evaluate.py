@@ -221,7 +221,11 @@ SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 
 def _require_uint8(x: torch.Tensor, what: str) -> None:
     """Refuse non-uint8 images: a float image in [0, 1] read as 0-255 shifts PSNR by 48 dB and
-    squashes Inception's input to a grey -1, silently."""
+    squashes Inception's input to a grey -1, silently; and a batch that is not [N, C, H, W] (one
+    [C, H, W] image gave per-channel PSNRs, or an unpacking error in SSIM)."""
+    if x.dim() != 4:
+        raise InputError(f"{what} must be a batch [N, C, H, W] of images; got shape {tuple(x.shape)} "
+                         "(one image: x[None])")
     if x.dtype != torch.uint8:
         raise TypeError(f"{what} must be uint8 images (0-255); got {x.dtype}. A float image in "
                         "[0, 1] would be read as 0-255 levels; convert it with "
@@ -419,8 +423,10 @@ def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: 
            "kid_std": None if whole else float(kid_std), "kid_subset_size": sub}
     if whole:
         out["kid_std_note"] = (f"subsets of {sub} are the whole set of {sub} images, so every "
-                               f"subset gives the same KID; pass --kid_subset_size < {sub} for a "
-                               "spread")
+                               "subset gives the same KID; " + (
+                                   f"pass --kid_subset_size {sub - 1} (or fewer, 2 at least) for a spread"
+                                   if sub > 2 else "a spread needs 3 images or more (KID's subsets "
+                                   "hold 2 at least)"))
     return out
 
 

@@ -19,7 +19,7 @@ pytest.importorskip("torchmetrics")
 from pix2pixhd.errors import ConfigError, InputError  # noqa: E402
 from pix2pixhd.evaluate import (IGNORE, InceptionFeatures, SegmenterConfig,  # noqa: E402
                                 default_inception_path, evaluate, fid_kid, format_table, main,
-                                match_key, psnr_ssim, segmentation_scores)
+                                match_key, psnr, psnr_ssim, segmentation_scores, ssim)
 
 PALETTE = np.array([[40, 40, 40], [200, 60, 60], [60, 200, 60], [60, 60, 200]], np.uint8)
 
@@ -205,7 +205,11 @@ def test_kid_std_is_unavailable_when_every_subset_is_the_whole_set():
         0.3 + torch.randn(12, 6, generator=g, dtype=torch.float64)
     whole = fid_kid(a, b, kid_subsets=10, kid_subset_size=1000)
     assert whole["kid_std"] is None and whole["kid_subset_size"] == 12
-    assert "whole set of 12" in whole["kid_std_note"] and "--kid_subset_size < 12" in whole["kid_std_note"]
+    assert "whole set of 12" in whole["kid_std_note"] and "--kid_subset_size 11 (or fewer, 2 at least)" in \
+        whole["kid_std_note"]
+    # two images: no smaller subset exists (it suggested --kid_subset_size < 2)
+    two = fid_kid(a[:2], b[:2], kid_subsets=10, kid_subset_size=1000)
+    assert "a spread needs 3 images or more" in two["kid_std_note"] and "--kid_subset_size" not in two["kid_std_note"]
     assert whole["kid_mean"] == pytest.approx(_kid_whole_set(a, b), rel=1e-9)
     part = fid_kid(a, b, kid_subsets=10, kid_subset_size=6)
     assert part["kid_std"] > 0 and "kid_std_note" not in part
@@ -598,3 +602,13 @@ def test_aligned_pix2pix_run_scores_end_to_end(tmp_path):
     want = _psnr_ssim_of([(read(tmp_path / "out" / "test_B" / f"{i}.png"),
                            read(tmp_path / "data" / "test" / f"{i}.jpg")[:, :128]) for i in (1, 2)])
     assert got["n_images"] == 2 and (got["psnr"], got["ssim"]) == pytest.approx(want, abs=1e-12)
+
+
+def test_psnr_and_ssim_refuse_a_single_image_without_its_batch_dimension():
+    # [3, H, W] gave three per-channel PSNRs (psnr) or an unpacking error (ssim)
+    from pix2pixhd.errors import InputError
+    a = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    for f in (psnr, ssim):
+        with pytest.raises(InputError, match=r"must be a batch \[N, C, H, W\] of images; got shape \(3, 32, 32\)"):
+            f(a, a)
+    assert psnr(a[None], a[None]).shape == (1,)

@@ -1085,6 +1085,7 @@ class Trainer:
         # trained in (summed on the device as the window's are)
         epoch_sums, last_epoch = WindowMeans(), None
         lr, data_ms = self.opt_G.param_groups[0]["lr"], 0.0
+        shown_at = None   # the step of the last image grid
 
         def log_window() -> dict[str, float]:
             """The window's log line (history, text log, tensorboard) at this step; its means."""
@@ -1138,8 +1139,15 @@ class Trainer:
                     log_window()
                 if step % cfg.display_freq == 0:
                     self.vis.display(self.vis.visuals(self._last), self.epoch, self.global_step)
+                    shown_at = self.global_step
                 bar.update(1)
                 stop = self._stop_requested()
+                if (stop or (cfg.max_steps and steps_this_run >= cfg.max_steps)) and \
+                        shown_at != self.global_step and not self._batches_left(sampler):
+                    # stopped on the epoch's last step: its images now (the resumed run trains no
+                    # step of this epoch, so it had none to show: the page skipped the epoch)
+                    self.vis.display(self.vis.visuals(self._last), self.epoch, self.global_step)
+                    shown_at = self.global_step
                 if stop:   # SIGTERM or SIGINT: every rank stops after this same step
                     bar.close()
                     self._stop_by_sigterm(stop)
@@ -1157,7 +1165,7 @@ class Trainer:
             bar.close()
             if epoch_sums.n:   # none when resumed from a save on this epoch's last step
                 last_epoch = epoch_means(whole=began_at == 0)
-            if steps_this_run:
+            if steps_this_run and shown_at != self.global_step:   # not twice at one step (TensorBoard)
                 self.vis.display(self.vis.visuals(self._last), finished, self.global_step)
             self.epoch, self.iter_in_epoch, self.samples_in_epoch = self.epoch + 1, 0, 0
             self.save("latest")

@@ -183,3 +183,23 @@ def test_tensorboard_grid_is_shrunk_and_takes_panels_of_two_heights():
     small = [np.full((32, 48, 3), 7, np.uint8), np.full((16, 48, 3), 9, np.uint8)]
     g = tensorboard_grid(small)
     assert g.shape == (32, 96, 3) and (g[16:, 48:] == 0).all() and (g[:16, 48:] == 9).all()
+
+
+def _image_steps(folder):
+    from tests.tb_events import read_events
+    return [ev.step for ev in read_events(folder) for v in ev.summary.value if v.tag.startswith("images/")]
+
+
+def test_each_step_gets_one_image_grid_and_a_stop_on_an_epochs_last_step_shows_that_epoch(tmp_path, streets):
+    # display_freq 4 on 8-step epochs: the epoch-end grid and the step-8 grid were two image events
+    # at one step; and a run stopped on an epoch's last step (--max_steps, SIGTERM/SIGINT) never
+    # showed that epoch: the resumed run, which trains none of its steps, had nothing to show
+    ck = tmp_path / "ck"
+    argv = ["--dataroot", str(streets), "--checkpoints_dir", str(ck), *TINY, "--name", "g", "--niter", "2"]
+    assert train_main(argv + ["--display_freq", "4"]) == 0
+    assert _image_steps(ck / "g" / "tensorboard") == [4, 8, 12, 16]
+    assert train_main(argv + ["--name", "s", "--max_steps", "8"]) == 0    # stops on epoch 1's last step
+    assert train_main(argv + ["--name", "s", "--resume"]) == 0
+    images = sorted(p.name for p in (ck / "s" / "web" / "images").glob("*.png"))
+    assert [n for n in images if n.startswith("epoch001_")], images
+    assert _image_steps(ck / "s" / "tensorboard") == [8, 16]

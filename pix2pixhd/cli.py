@@ -62,6 +62,21 @@ def refuse_reference_only(argv: list[str], table: dict | None = None) -> None:
             raise ConfigError(message)
 
 
+def refuse_unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """argparse's "unrecognized arguments" (usage, status 2) for an option ``parser`` does not
+    have, naming the closest one, before argparse's own checks: a mistyped --checkpoint
+    (``--check``) was reported as "the following arguments are required: --checkpoint"."""
+    import difflib
+    known = list(parser._option_string_actions)
+    for arg in argv:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if name.startswith("-") and not name[1:2].isdigit() and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            parser.error(f"unrecognized arguments: {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
 def resolve_config(argv: list[str]) -> TrainConfig:
     """The command line's TrainConfig, resolved (inherited from --load_pretrain's stage or the
     run being resumed, the model's defaults, the stage's)."""
@@ -105,12 +120,22 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default in its help, once: not where the help says its own default, nor
+    for flags (off) and empty values ("(default: )")."""
+
+    def _get_help_string(self, action):
+        if "default:" in (action.help or "") or action.default in (None, "", False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def synthesize_parser() -> argparse.ArgumentParser:
     """synthesize.py's parser (abbreviations refused)."""
     p = argparse.ArgumentParser(
         description="Maps -> a dataset of synthesized photos with a trained generator (pix2pixHD, "
                     "pix2pix, CycleGAN): streaming, sharded under torchrun, resumable. See docs/synthesis.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+        formatter_class=DefaultsHelpFormatter, allow_abbrev=False)
     add_debug_option(p)
     p.add_argument("--checkpoint", required=True,
                    help="training run folder (config.json + *.pt); the architecture comes from it")
@@ -177,8 +202,11 @@ def synthesize_parser() -> argparse.ArgumentParser:
 
 def synthesize_main(argv: list[str] | None = None) -> int:
     """synthesize.py: one process, or one rank of ``torchrun --nproc_per_node=K synthesize.py``."""
-    refuse_reference_only(sys.argv[1:] if argv is None else argv, SYNTHESIZE_REFERENCE_ONLY)
-    a = synthesize_parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    refuse_reference_only(args, SYNTHESIZE_REFERENCE_ONLY)
+    parser = synthesize_parser()
+    refuse_unknown_options(parser, args)
+    a = parser.parse_args(argv)
     for name, lo, means in (("how_many", 0, "0 = all"), ("workers", 0, "0 = decode in the main process"),
                             ("writers", 0, "PNG writing threads"),
                             ("batch_size", 1, "maps per generator call"), ("num_samples", 1, "photos per map")):

@@ -1,6 +1,7 @@
 """Every option of the evaluation and dataset-maker command lines explains itself and shows its
 default (train_hd.py's and synthesize.py's parsers: tests/test_config.py::test_every_option_has_help)."""
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,18 @@ def test_data_scan_options_explain_themselves_and_a_missing_root_is_one_error_li
                          capture_output=True, text=True, cwd=str(REPO), timeout=120)
     assert out.returncode == 1 and out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1
     assert "nowhere is not a folder (it does not exist)" in out.stderr and "synthetic_streets" in out.stderr
+
+
+def test_synthesize_names_a_mistyped_option_and_shows_each_default_once(capsys):
+    # --check was reported as "the following arguments are required: --checkpoint"
+    from pix2pixhd.cli import synthesize_main
+    with pytest.raises(SystemExit) as e:
+        synthesize_main(["--check", "ck", "--input", "in", "--out", "out"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "unrecognized arguments: --check (did you mean --checkpoint?)" in err, err
+    with pytest.raises(SystemExit):
+        synthesize_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: latest)" in text
+    assert not re.search(r"\(default: [^)]*\) \(default: ", text) and "(default: )" not in text
+    assert "(default: False)" not in text

@@ -513,7 +513,7 @@ class TrainConfig:
                                "stopped before the first), so it starts again from step 0 with the "
                                "options of its config.json")
         src = run.experiment_dir if run.resume else Path(run.load_pretrain) if run.load_pretrain else None
-        prev = None
+        prev, inherited = None, []
         if src is not None:
             from pix2pixhd.checkpoint import load_run_config
             # config.json, or the copy in the checkpoint when config.json is missing or damaged
@@ -531,7 +531,10 @@ class TrainConfig:
                     f"its own checkpoint and loads nothing else (it started from "
                     f"{prev.load_pretrain or 'random weights'}): drop --load_pretrain, or give a new "
                     "--name to start a run from it")
+            given = c
             c = c._inherit(prev, run)
+            inherited = [f.name for f in fields(c) if getattr(given, f.name) is None
+                         and getattr(c, f.name) is not None]
         c = c._filled()
         # Paths typed now are stored absolute, as load_pretrain is: config.json is read from other
         # working directories (features encode, a later stage's vgg_path, --resume elsewhere). One
@@ -545,10 +548,12 @@ class TrainConfig:
         c._check_model_only(self)
         if (prev is not None and not run.resume and run.stage == "local" and prev.netG == "global"
                 and (self.loadSize is None or self.fineSize is None) and c.resize_or_crop != "none"):
+            crops = c.resize_or_crop != "scale_width"   # scale_width reads loadSize alone
+            was = f"loadSize {prev.loadSize}" + (f", fineSize {prev.fineSize}" if crops else "")
+            now = f"loadSize {c.loadSize}" + (f", fineSize {c.fineSize}" if crops else "")
             resume_note = (f"--stage local: images read as the global stage's ({prev.resize_or_crop}, "
-                           f"loadSize {prev.loadSize}, fineSize {prev.fineSize}) at "
-                           f"{2 ** run.n_local_enhancers}x its size: loadSize {c.loadSize}, fineSize "
-                           f"{c.fineSize} (give --loadSize/--fineSize for others)")
+                           f"{was}) at {2 ** run.n_local_enhancers}x its size: {now} (give "
+                           f"--loadSize{'/--fineSize' if crops else ''} for others)")
 
         given_gan = self.gan_mode is not None and self.gan_mode != "vanilla"
         if given_gan and self.no_lsgan:
@@ -579,7 +584,9 @@ class TrainConfig:
         if c.model == "cyclegan":
             c._check_cyclegan()
         if c.model == "pix2pix" and c.stage != "global":
-            raise ConfigError("--model pix2pix has one stage: drop --stage local/finetune")
+            raise ConfigError(("--model pix2pix has one stage" if self.model is not None else
+                               f"--load_pretrain {run.load_pretrain} is a --model pix2pix run, which has one "
+                               "stage") + ": drop --stage local/finetune")
         if c.instance_feat and c.label_feat:
             raise ConfigError("choose one of --instance_feat and --label_feat")
         if c.diffaug:
@@ -595,6 +602,7 @@ class TrainConfig:
         if restart:   # its options taken from config.json as a resume's are; no checkpoint to load
             c.resume = False
         c._resume_note = resume_note   # said by notes(); not an option (not saved)
+        c._inherited = (("the run resumed" if run.resume else str(src)), inherited) if inherited else None
         c._restart = restart           # check_new_run: the folder is this run's own
         return c
 
@@ -876,12 +884,16 @@ class TrainConfig:
 
     def pretty(self) -> str:
         """One line per option; '[changed]' marks values that differ from the model's and
-        stage's defaults."""
+        stage's defaults, '[changed: from RUN]' those taken from the stage loaded or the run
+        resumed."""
         default = TrainConfig(model=self.model, stage=self.stage).resolved()
+        source, inherited = getattr(self, "_inherited", None) or ("", ())
         lines = []
         for f in fields(self):
             v = getattr(self, f.name)
             mark = "" if v == getattr(default, f.name) else "   [changed]"
+            if mark and f.name in inherited:
+                mark = f"   [changed: from {source}]"
             lines.append(f"{f.name:>22}: {v}{mark}")
         return "\n".join(lines)
 

@@ -356,3 +356,17 @@ def test_a_size_the_feature_encoder_cannot_take_names_the_encoder(tmp_path):
         with pytest.raises(Exception) as e:
             data.create_dataset(c.dataroot, "train", c.data_config())
         assert says in str(e.value)
+
+
+def test_dry_run_says_which_values_came_from_the_stage_loaded(tmp_path):
+    _run_folder(tmp_path, "g", ngf=8, label_nc=9, resize_or_crop="scale_width", loadSize=64)
+    loc = TrainConfig(stage="local", load_pretrain=str(tmp_path / "g"), ndf=32).resolved()
+    lines = {line.split(":")[0].strip(): line for line in loc.pretty().splitlines()}
+    assert lines["label_nc"].endswith(f"[changed: from {tmp_path / 'g'}]")
+    assert lines["ndf"].endswith("[changed]")   # given here
+    # scale_width reads loadSize alone: the note names no fineSize
+    assert [n for n in loc.notes() if "loadSize 128 (give --loadSize for others)" in n]
+    _run_folder(tmp_path, "p", model="pix2pix")
+    with pytest.raises(ConfigError, match=rf"^--load_pretrain {re.escape(str(tmp_path / 'p'))} is a --model pix2pix "
+                                          r"run, which has one stage: drop --stage"):
+        TrainConfig(stage="local", load_pretrain=str(tmp_path / "p")).resolved()

@@ -95,7 +95,10 @@ print(torch.__version__ if v >= (2, 4) else "old", int(importlib.util.find_spec(
     if [ -z "$have" ] || [ "${have% *}" = "old" ]; then
         _pix2pixhd_do "$PY" -m pip install -q torch==2.13.0 'triton==3.8.0; platform_system == "Linux"'
     else
-        echo "torch ${have% *} is already installed in $PY: kept (not replaced by the pinned torch==2.13.0)"
+        case "${have% *}" in
+            2.13.0|2.13.0+*) echo "torch ${have% *} (the pinned version) is already installed in $PY" ;;
+            *) echo "torch ${have% *} is already installed in $PY: kept (not replaced by the pinned torch==2.13.0)" ;;
+        esac
         if [ "${have#* }" = "0" ]; then
             _pix2pixhd_do "$PY" -m pip install -q 'triton==3.8.0; platform_system == "Linux"' \
                 || echo "scripts/env.sh: triton could not be installed; the kernels will run in PyTorch" >&2

@@ -96,7 +96,7 @@ print(torch.__version__ if v >= (2, 4) else "old", int(importlib.util.find_spec(
         _pix2pixhd_do "$PY" -m pip install -q torch==2.13.0 'triton==3.8.0; platform_system == "Linux"'
     else
         case "${have% *}" in
-            2.13.0|2.13.0+*) echo "torch ${have% *} (the pinned version) is already installed in $PY" ;;
+            2.13.0|2.13.0+*) echo "torch ${have% *} is already installed in $PY (the pinned version)" ;;
             *) echo "torch ${have% *} is already installed in $PY: kept (not replaced by the pinned torch==2.13.0)" ;;
         esac
         if [ "${have#* }" = "0" ]; then

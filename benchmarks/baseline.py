@@ -339,3 +339,16 @@ def write_json(path: str | None, record: dict) -> None:
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
     os.replace(tmp, p)
     print(f"wrote {p}")
+
+
+_NOT_A_SCRIPT = ("benchmarks/baseline.py is a module, not a script: the reference-style training step "
+                 "and inference, and the measurement helpers, that benchmarks/train.py and "
+                 "benchmarks/synthesis.py import; run one of those (with --help for their options)")
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        print(_NOT_A_SCRIPT)
+        raise SystemExit(0)
+    print(f"error: {_NOT_A_SCRIPT}", file=sys.stderr)
+    raise SystemExit(2)

@@ -54,6 +54,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     # package lives elsewhere in the source tree) is not shadowed by the source folder
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality as Q  # noqa: E402
+from benchmarks._cli import command_line, make_parser  # noqa: E402
 
 STATE_VERSION = 1
 
@@ -251,7 +252,7 @@ def run(a: argparse.Namespace, *, seg=None, feature_extractor=None) -> dict:
         state = {"version": STATE_VERSION, "ident": ident, "points": [],
                  "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                             f"torch {torch.__version__}"}
-    state["command"] = "python benchmarks/cyclegan_quality.py " + " ".join(sys.argv[1:])
+    state["command"] = command_line("benchmarks/cyclegan_quality.py", getattr(a, "argv", None))
     state["flags"] = train_flags(Path("OUT/unpaired"), Path("OUT"), a.size, 0, a)
     sc = Q.make_scorer(manifest, a.data.resolve(), seg=seg, feature_extractor=feature_extractor,
                        inception=a.inception or None, no_fid=a.no_fid)
@@ -288,8 +289,7 @@ def run(a: argparse.Namespace, *, seg=None, feature_extractor=None) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="run folder: unpaired/, run/, state.json, cyclegan.md")
     p.add_argument("--data", type=Path, required=True,
                    help="quality.py's split folder (made if missing); shared with its runs, and so their segmenter")
@@ -312,7 +312,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--inception", default="", help="TorchScript Inception for FID/KID (default: fid-helper's)")
     p.add_argument("--no_fid", action="store_true", help="skip FID/KID")
     p.add_argument("--compare", type=Path, default=None,
-                   help="a quality.py run folder (pix2pix on the pairs) to put in the table at the same CPU-minutes")
+                   help="a quality.py run folder (pix2pix on the pairs) to put in the table at the same "
+                        "CPU-minutes (default: none)")
     p.add_argument("--measure_steps", type=int, default=0,
                    help="no run: print the training CPU-seconds per step of these flags over this many steps")
     return p
@@ -320,6 +321,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
+    a.argv = argv   # the command recorded in state.json (None: sys.argv's)
     if a.measure_steps:
         measure_steps(a)
         return 0

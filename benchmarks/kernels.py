@@ -52,6 +52,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
+    # makes the benchmarks package importable; appended, so an installed pix2pixhd (whose kernels
+    # package lives elsewhere in the source tree) is not shadowed by the source folder
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+from benchmarks._cli import command_line, make_parser  # noqa: E402
+
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 METHODS = ("fused", "eager", "compile")
 # Data-sheet memory bandwidth, GB/s, by device name (most specific first).
@@ -224,15 +230,16 @@ def smoke_layers() -> list[Layer]:
             Layer("tiny lrelu", 24, 9, 7, "leaky_relu", False, 1)]
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python benchmarks/kernels.py`` (:func:`parse_args` checks its lists)."""
+    p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--res", default="1024x512,2048x1024",
                    help="comma-separated WIDTHxHEIGHT output sizes")
     p.add_argument("--dtype", default="bf16", help=f"comma-separated storage dtypes: {', '.join(DTYPES)}")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1, help="images per activation tensor (the batch dimension)")
     p.add_argument("--reps", type=int, default=20, help="timed calls per measurement")
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=5,
+                   help="untimed single calls per measurement, before the calibration and the timed calls")
     p.add_argument("--min_ms", type=float, default=1.0,
                    help="time loops of R calls per event pair, R calibrated so a loop takes at least "
                         "this long (ms); the cell is the time per call")
@@ -245,11 +252,18 @@ def parse_args(argv=None):
     p.add_argument("--backward", action=argparse.BooleanOptionalAction, default=True,
                    help="also time forward+backward")
     p.add_argument("--peak_gbs", type=float, default=None,
-                   help="the device's memory bandwidth in GB/s (default: data sheet by name)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write every measurement as JSON")
-    p.add_argument("--markdown", default=None, metavar="PATH", help="write the tables as markdown")
+                   help="the device's memory bandwidth in GB/s (default: the data sheet's, by the device's name)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write every measurement as JSON (default: not written)")
+    p.add_argument("--markdown", default=None, metavar="PATH",
+                   help="write the tables as markdown (default: not written)")
     p.add_argument("--smoke", action="store_true",
                    help="no GPU needed: tiny shapes on CPU through TRITON_INTERPRET=1")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
     for d in args.dtype.split(","):
         if d not in DTYPES:
@@ -377,7 +391,8 @@ def main(argv=None) -> int:
 
     def save(say: bool = True) -> None:
         if args.json:
-            record = {"benchmark": "kernels", "device": device_name, "torch": torch.__version__,
+            record = {"benchmark": "kernels", "command": command_line("benchmarks/kernels.py", argv),
+                      "device": device_name, "torch": torch.__version__,
                       "peak_gbs": peak, "copy_gbs": copy, "methods": args.methods,
                       "compile": "compile" in args.methods,
                       "compile_dynamic": args.compile_dynamic, "rows": records}

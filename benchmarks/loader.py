@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,12 @@ import torch
 
 from pix2pixhd.data import create_dataloader, create_dataset
 from pix2pixhd.datasets import synthetic_streets as ss
+
+if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
+    # makes the benchmarks package importable; appended, so an installed pix2pixhd (whose kernels
+    # package lives elsewhere in the source tree) is not shadowed by the source folder
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+from benchmarks._cli import command_line, make_parser  # noqa: E402
 
 
 def ensure_data(root: Path, w: int, h: int, n: int, unique: int | None = None) -> Path:
@@ -70,9 +77,9 @@ def bench(d: Path, w: int, workers: int, epochs: int, device: torch.device) -> d
     return {"images_per_s": n / dt, "ms_per_image": 1e3 * dt / n, "MB_per_s": nbytes / dt / 1e6}
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python benchmarks/loader.py``."""
+    p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--res", default="1024x512,2048x1024", help="comma-separated WIDTHxHEIGHT")
     p.add_argument("--workers", default="0,2", help="comma-separated num_workers values")
     p.add_argument("--n", type=int, default=8, help="images per size (generated once, cached)")
@@ -81,8 +88,13 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per row")
     p.add_argument("--data", default=None, help="where to keep the generated images "
                                                 "(default: a temporary folder)")
-    p.add_argument("--json", default=None, metavar="PATH")
-    return p.parse_args(argv)
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write the rows as JSON (default: not written)")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> None:
@@ -109,7 +121,8 @@ def main(argv=None) -> None:
               f"{r['MB_per_s']:8.1f}")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"benchmark": "loader", "device": str(device),
+        Path(a.json).write_text(json.dumps({"benchmark": "loader", "command": command_line("benchmarks/loader.py", argv),
+                                            "device": str(device),
                                             "cpu_count": os.cpu_count(), "rows": rows}, indent=1))
 
 

@@ -56,6 +56,12 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
+    # makes the benchmarks package importable; appended, so an installed pix2pixhd (whose kernels
+    # package lives elsewhere in the source tree) is not shadowed by the source folder
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+from benchmarks._cli import command_line, make_parser  # noqa: E402
+
 GiB = 1024 ** 3
 PRECISIONS = ("fp32", "bf16", "fp16")
 # (stage, width, height): the paper's two training resolutions for the Cityscapes-style configs.
@@ -310,16 +316,24 @@ def _table(rows: list[MemoryEstimate]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Estimate peak training memory per GPU from activation "
-                                "sizes (fake tensors; no GPU needed)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--stage", choices=("global", "local", "both"), default="both")
-    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
-    p.add_argument("--label_nc", type=int, default=35)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python benchmarks/memory.py``."""
+    p = make_parser("Estimate peak training memory per GPU from activation sizes (fake tensors; no GPU needed)")
+    p.add_argument("--stage", choices=("global", "local", "both"), default="both",
+                   help="which training stage to estimate: global (GlobalGenerator at "
+                        f"{REFERENCE[0][1]}x{REFERENCE[0][2]}), local (LocalEnhancer at "
+                        f"{REFERENCE[1][1]}x{REFERENCE[1][2]}) or both")
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                   help="training precisions to estimate, one row each (train_hd.py --precision)")
+    p.add_argument("--label_nc", type=int, default=35,
+                   help="label classes (the one-hot input's channels; Cityscapes' 35)")
     p.add_argument("--batch", type=int, default=1, help="images per GPU (--batchSize)")
-    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    args = p.parse_args(argv)
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here (default: not written)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for stage, w, h in REFERENCE:
@@ -338,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "kind": "estimate (fake tensors, no GPU): excludes the CUDA context, allocator "
                     "overhead and fragmentation, cuDNN/cuBLAS workspaces, DDP buckets",
+            "command": command_line("benchmarks/memory.py", argv),
             "torch": torch.__version__, "rows": [r.row() for r in rows]}, indent=2))
     return 0
 

@@ -14,12 +14,20 @@ the same start (rounding: the same update).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.models import build_discriminator, build_generator
+
+if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
+    # makes the benchmarks package importable; appended, so an installed pix2pixhd (whose kernels
+    # package lives elsewhere in the source tree) is not shadowed by the source folder
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+from benchmarks._cli import make_parser  # noqa: E402
 
 IMPLS = {"for-loop (reference)": {"foreach": False}, "foreach": {"foreach": True}, "fused (ours)": {"fused": True}}
 
@@ -40,17 +48,25 @@ def _clone(ps):
     return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--stage", default="global", choices=["global", "local"])
-    p.add_argument("--ngf", type=int, default=64)
-    p.add_argument("--ndf", type=int, default=64)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python benchmarks/optimizer.py``."""
+    p = make_parser(__doc__.splitlines()[0])
+    p.add_argument("--stage", default="global", choices=["global", "local"],
+                   help="whose parameters: the global stage's networks (GlobalGenerator + D) or the "
+                        "local stage's (LocalEnhancer + D)")
+    p.add_argument("--ngf", type=int, default=64, help="generator filters of the first conv (the reference's 64)")
+    p.add_argument("--ndf", type=int, default=64, help="discriminator filters of the first conv (the reference's 64)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the implementations")
     p.add_argument("--steps", type=int, default=3, help="timed steps per implementation per round (best kept)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the parameters live: cpu, cuda or cuda:N (default: cuda when there is "
+                        "a GPU, else cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random gradients")
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     cfg = TrainConfig(stage=a.stage, ngf=a.ngf, ndf=a.ndf, label_nc=35, device=a.device).resolved()
     base = _params(cfg, a.device, a.seed)
     n = sum(q.numel() for q in base)

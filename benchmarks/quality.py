@@ -60,6 +60,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
+    # makes the benchmarks package importable; appended, so an installed pix2pixhd (whose kernels
+    # package lives elsewhere in the source tree) is not shadowed by the source folder
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+from benchmarks._cli import make_parser  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "facades"
 STATE_VERSION = 1
@@ -715,38 +721,47 @@ def compare_sheet(run_dirs: list[Path], data: Path, path: Path, n: int = 4,
     return _write_grid(cols, path, len(stems), colors=256)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                allow_abbrev=False)
-    p.add_argument("--recipe", choices=sorted(RECIPES), help="what to train (see RECIPES)")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python benchmarks/quality.py``."""
+    p = make_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="what to train (see RECIPES) (default: none; required unless --compare)")
     p.add_argument("--budget_minutes", type=float, default=60.0,
                    help="CPU-minutes of training after which the run stops (at an evaluation point)")
-    p.add_argument("--out", type=Path, help="run folder: state.json, quality.md, curves.svg, run/")
-    p.add_argument("--eval_every_epochs", type=int, default=1)
+    p.add_argument("--out", type=Path, help="run folder: state.json, quality.md, curves.svg, run/ "
+                   "(default: none; required unless --compare)")
+    p.add_argument("--eval_every_epochs", type=int, default=1,
+                   help="epochs between evaluation points (training runs in chunks of this many epochs)")
     p.add_argument("--max_epochs", type=int, default=0, help="also stop at this epoch (0: no limit)")
-    p.add_argument("--data", type=Path, default=None, help="split dataset folder (default OUT/data); "
-                   "runs that share it share the split and the segmenter")
+    p.add_argument("--data", type=Path, default=None, help="split dataset folder; runs that share it "
+                   "share the split and the segmenter (default: OUT/data)")
     p.add_argument("--src", default=str(DEFAULT_SRC), help="pix2pix facades folder with train/")
-    p.add_argument("--n_val", type=int, default=100)
-    p.add_argument("--split_seed", type=int, default=0)
+    p.add_argument("--n_val", type=int, default=100,
+                   help="images of the facades train/ folder held out for validation (not trained on)")
+    p.add_argument("--split_seed", type=int, default=0,
+                   help="seed of the train/validation split of the facades train/ folder")
     p.add_argument("--size", type=int, default=128, help="training crop and evaluation size")
     p.add_argument("--seed", type=int, default=0, help="training seed")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads of training and evaluation")
     p.add_argument("--inception", default="", help="TorchScript Inception (default: fid-helper's)")
     p.add_argument("--no_fid", action="store_true", help="skip FID/KID")
     p.add_argument("--prepare_only", action="store_true", help="make the split and the segmenter, then exit "
                    "(about 13 CPU-minutes at 128 px, mostly the segmenter; see docs/quality.md)")
-    p.add_argument("--compare", type=Path, nargs="+", help="run folders to put in one table/plot")
-    p.add_argument("--svg", type=Path, help="with --compare: write the curves here")
-    p.add_argument("--md", type=Path, help="with --compare: write every point's table here")
+    p.add_argument("--compare", type=Path, nargs="+",
+                   help="run folders to put in one table/plot instead of training (default: none)")
+    p.add_argument("--svg", type=Path, help="with --compare: write the curves here (default: not written)")
+    p.add_argument("--md", type=Path, help="with --compare: write every point's table here (default: not written)")
     p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"),
                    help="with --compare: also each run's mean ± std of segmentation and KID over "
-                   "its points from LO to HI training CPU-minutes")
+                   "its points from LO to HI training CPU-minutes (default: none)")
     p.add_argument("--until", type=float, metavar="MIN",
-                   help="with --compare: only the points at or below MIN training CPU-minutes")
+                   help="with --compare: only the points at or below MIN training CPU-minutes (default: all)")
     p.add_argument("--sheet", type=Path, help="with --compare and --data: write a PNG of label | each "
-                   "run's last point | real for the first 4 validation images")
+                   "run's last point | real for the first 4 validation images (default: not written)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     if a.compare:
         print(compare(a.compare, a.svg, a.md, a.data, window=tuple(a.window) if a.window else None, until=a.until))

@@ -55,39 +55,51 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes the package importable
 from benchmarks import baseline as B  # noqa: E402
 from benchmarks import train as T  # noqa: E402  argument helpers
+from benchmarks._cli import command_line, make_parser  # noqa: E402
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python benchmarks/synthesis.py``."""
+    p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--stage", default="global,local", help="comma-separated: global, local")
     p.add_argument("--res", default=None, help="comma-separated WIDTHxHEIGHT for every stage "
                    "(default: GPU global 1024x512, local 2048x1024; CPU global 256x128, local 512x256)")
     p.add_argument("--precision", default="auto",
                    help="our path's precisions, comma-separated: auto, fp32, bf16, fp16")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1, help="label maps per generator call")
     p.add_argument("--ngf", type=int, default=None,
-                   help="default: the reference's (global 64, local 32) on GPU; 16 on CPU")
+                   help="generator filters of the first conv (default: the reference's (global 64, "
+                        "local 32) on GPU; 16 on CPU)")
     p.add_argument("--n_downsample_global", type=int, default=4,
                    help="the global generator's downsamplings (the reference's 4)")
-    p.add_argument("--n_blocks_global", type=int, default=9)
-    p.add_argument("--n_blocks_local", type=int, default=3)
-    p.add_argument("--label_nc", type=int, default=35)
-    p.add_argument("--steps", type=int, default=None, help="timed batches per path (GPU 20, CPU 5)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed batches per path (GPU 5, CPU 1)")
-    p.add_argument("--no_baseline", action="store_true")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--peak_tflops", type=float, default=None)
-    p.add_argument("--json", default=None, metavar="PATH")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n_blocks_global", type=int, default=9,
+                   help="residual blocks of the global generator (the reference's 9)")
+    p.add_argument("--n_blocks_local", type=int, default=3,
+                   help="residual blocks of the local enhancer (the reference's 3)")
+    p.add_argument("--label_nc", type=int, default=35,
+                   help="label classes of the random label maps (Cityscapes' 35)")
+    p.add_argument("--steps", type=int, default=None, help="timed batches per path (default: GPU 20, CPU 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed batches per path (default: GPU 5, CPU 1)")
+    p.add_argument("--no_baseline", action="store_true",
+                   help="time only our path(s), not the reference-style one (benchmarks/baseline.py)")
+    p.add_argument("--device", default="auto", help="auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N")
+    p.add_argument("--peak_tflops", type=float, default=None,
+                   help="the device's peak for the utilisation column (default: from the data sheet "
+                        "table in pix2pixhd.flops for known GPUs; none for CPUs)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (default: not written)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random label maps")
     q = p.add_argument_group("--pipeline: folders of PNG maps through the old path and the engine")
     q.add_argument("--pipeline", action="store_true", help="benchmark files in -> PNGs out")
-    q.add_argument("--n_images", type=int, default=None, help="maps per size (GPU 64, CPU 4)")
+    q.add_argument("--n_images", type=int, default=None, help="maps per size (default: GPU 64, CPU 4)")
     q.add_argument("--workers", type=int, default=2, help="the engine's decoding processes")
     q.add_argument("--writers", type=int, default=2, help="the engine's writer threads")
     q.add_argument("--data", default=None, help="where the maps are made (default: a temporary folder)")
     q.add_argument("--_child", default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def run_config(args, stage: str, width: int, height: int, device: torch.device, info: dict) -> list[dict]:
@@ -203,8 +215,7 @@ def main(argv=None) -> int:
         for w, h in res:
             rows += run_config(args, stage, w, h, device, info)
     B.write_json(args.json, {"benchmark": "synthesis",
-                             "command": " ".join(["python3", "benchmarks/synthesis.py"]
-                                                 + (argv if argv is not None else sys.argv[1:])),
+                             "command": command_line("benchmarks/synthesis.py", argv),
                              "device": info, "steps": args.steps, "warmup": args.warmup, "rows": rows})
     return 0
 
@@ -312,7 +323,7 @@ def pipeline_main(args, argv) -> int:
     stages = args.stage.split(",")
     res = T.parse_res(args.res) if args.res else [(1024, 512), (2048, 1024)]
     threads = torch.get_num_threads()
-    command = " ".join(["python3", "benchmarks/synthesis.py"] + (argv if argv is not None else sys.argv[1:]))
+    command = command_line("benchmarks/synthesis.py", argv)
     print(f"device: {B.device_label(info)}; {n} maps per size; batch {args.batch}; engine: "
           f"{args.workers} workers, {args.writers} writers; precision {args.precision}")
     rows = []

@@ -61,6 +61,7 @@ import torch
 if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes the package importable
 from benchmarks import baseline as B  # noqa: E402
+from benchmarks._cli import command_line, make_parser  # noqa: E402
 
 PHASES = ["data", "G_forward", "D_forward_backward", "losses", "G_losses", "G_backward", "D_backward",
           "optimizer"]
@@ -77,9 +78,9 @@ def parse_res(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python benchmarks/train.py``."""
+    p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--stage", default="global,local", help="comma-separated: global, local")
     p.add_argument("--res", default=None, help="comma-separated WIDTHxHEIGHT for every stage "
                    "(default: GPU global 1024x512, local 2048x1024; CPU global 128x64, local 256x128)")
@@ -94,36 +95,51 @@ def parse_args(argv=None):
                         "defaults are the reference widths already)")
     p.add_argument("--profile", default=None, metavar="DIR",
                    help="after timing, profile one step per path (torch.profiler): top ops printed, "
-                        "Chrome traces written to DIR")
-    p.add_argument("--norm_impl", default="auto", choices=("auto", "triton", "ref"))
-    p.add_argument("--batch", type=int, default=1)
+                        "Chrome traces written to DIR (default: no profile)")
+    p.add_argument("--norm_impl", default="auto", choices=("auto", "triton", "ref"),
+                   help="our paths' fused instance norm (train_hd.py --norm_impl): auto (on CUDA the "
+                        "faster of the Triton kernel and PyTorch's norm, timed per shape; else PyTorch), "
+                        "triton, or ref (the PyTorch reference)")
+    p.add_argument("--batch", type=int, default=1, help="images per training step (--batchSize)")
     p.add_argument("--ngf", type=int, default=None,
-                   help="default: the reference's (global 64, local 32) on GPU; 16 on CPU")
-    p.add_argument("--ndf", type=int, default=None, help="default: 64 on GPU, 16 on CPU")
-    p.add_argument("--n_downsample_global", type=int, default=4)
-    p.add_argument("--n_blocks_global", type=int, default=9)
-    p.add_argument("--n_blocks_local", type=int, default=3)
-    p.add_argument("--n_layers_D", type=int, default=3)
-    p.add_argument("--label_nc", type=int, default=35)
-    p.add_argument("--no_vgg_loss", action="store_true")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per path (GPU 20, CPU 5)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps per path (GPU 5, CPU 1)")
+                   help="generator filters of the first conv (default: the reference's (global 64, "
+                        "local 32) on GPU; 16 on CPU)")
+    p.add_argument("--ndf", type=int, default=None,
+                   help="discriminator filters of the first conv (default: 64 on GPU, 16 on CPU)")
+    p.add_argument("--n_downsample_global", type=int, default=4,
+                   help="the global generator's downsamplings (the reference's 4)")
+    p.add_argument("--n_blocks_global", type=int, default=9,
+                   help="residual blocks of the global generator (the reference's 9)")
+    p.add_argument("--n_blocks_local", type=int, default=3,
+                   help="residual blocks of the local enhancer (the reference's 3)")
+    p.add_argument("--n_layers_D", type=int, default=3,
+                   help="strided conv layers of each discriminator (the reference's 3)")
+    p.add_argument("--label_nc", type=int, default=35,
+                   help="label classes of the random label maps (Cityscapes' 35)")
+    p.add_argument("--no_vgg_loss", action="store_true",
+                   help="leave out the VGG feature loss (and its VGG19 forward passes) in every path")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per path (default: GPU 20, CPU 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per path (default: GPU 5, CPU 1)")
     p.add_argument("--phase_steps", type=int, default=None,
                    help="steps per path after the timed ones, with the PhaseTimer on (it syncs the "
-                        "device at every phase), for the phase columns only (GPU 3, CPU 1; at least 1)")
+                        "device at every phase), for the phase columns only; at least 1 (default: GPU 3, CPU 1)")
     p.add_argument("--no_baseline", action="store_true", help="time only our path(s)")
     p.add_argument("--max_seconds", type=float, default=None,
                    help="stop a configuration's steps once this many seconds have passed since the "
                         "start (after at least one warm-up, one timed and one phase step of every "
                         "path; the rest of the warm-up is skipped too) and report the steps timed: "
-                        "a caller's time cap then still gets a table")
-    p.add_argument("--device", default="auto")
+                        "a caller's time cap then still gets a table (default: no limit)")
+    p.add_argument("--device", default="auto", help="auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="the device's peak for the utilisation column (default: from the data sheet "
                         "table in pix2pixhd.flops for known GPUs; none for CPUs)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
-    p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (default: not written)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batches")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def make_batch(n: int, h: int, w: int, label_nc: int, seed: int, pin: bool) -> dict:
@@ -365,7 +381,7 @@ def main(argv=None) -> int:
     if not cuda:
         print("(no GPU: small sizes; times are for comparing paths within this run only)")
     rows = []
-    command = " ".join(["python3", "benchmarks/train.py"] + (argv if argv is not None else sys.argv[1:]))
+    command = command_line("benchmarks/train.py", argv)
 
     def save() -> None:
         # After every configuration, atomically (B.write_json: a temporary file, then a rename):

@@ -14,6 +14,17 @@
 Every number it prints is measured in this run: per stage the wall seconds and the CPU minutes
 (user + system time of the stage's processes, which a busy machine inflates less than the wall
 time). ``--quick`` shrinks everything for a smoke run.
+
+A rerun starts from scratch and gives the same results: the dataset is written anew (the same
+seed, the same images), each training stage replaces its earlier run (train_hd.py --overwrite:
+the old run folder is moved aside until the new run's first checkpoint, then deleted), and the
+results folder is rewritten (synthesize.py --overwrite; the job's own page, sample sheet,
+untrained outputs and copies of the real photos are replaced). Before anything is written, the
+folders are checked (a file where a folder should be, a results folder that holds something
+else), so a refusal leaves the data and the earlier results as they were. The results page links
+to copies of the real test photos (``RESULTS/index_files/real/``), not to the dataset, so it stays
+whole when the dataset is written again. A stage that fails ends the job with one line naming the
+stage, its exit status and where its output is. Relative paths are taken from the repository root.
 """
 from __future__ import annotations
 
@@ -21,12 +32,30 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+STAGE_RUNS = ("main_global", "main_local", "main_finetune")   # run folders under --checkpoints_dir
+# what the job writes into its results folder besides synthesize.py's dataset (test_label/,
+# test_inst/, test_img/, synthesis.json, manifest.jsonl, classes.json): replaced by a rerun
+OWN_RESULTS = ("index.html", "index_files", "samples.png", "summary.json", "untrained")
+REAL_COPIES = Path("index_files") / "real"   # the real test photos the results page shows
+
+
+def _user_error():
+    from pix2pixhd.errors import UserError
+    return UserError
+
+
+def stage_failed(stage: str, cmd: list[str], status: int, output: str):
+    """The one-line error of a stage that failed (a :class:`pix2pixhd.errors.UserError`)."""
+    prog = Path(cmd[1]).name if len(cmd) > 1 and cmd[1] != "-m" else (cmd[2] if len(cmd) > 2 else cmd[0])
+    return _user_error()(f"main job stage {stage!r} ({prog}) failed with exit status {status}; its messages "
+                         f"are printed above and its output is in {output}")
 
 
 def _cpu_seconds(who: int) -> float:
@@ -34,12 +63,66 @@ def _cpu_seconds(who: int) -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run(cmd: list[str]) -> tuple[float, float]:
-    """Runs ``cmd``; returns its wall seconds and CPU seconds (user + system of the child)."""
+def run(cmd: list[str], stage: str = "", output: str | Path = "") -> tuple[float, float]:
+    """Runs ``cmd``; returns its wall seconds and CPU seconds (user + system of the child). A
+    non-zero exit status raises :func:`stage_failed`'s error (one line, no traceback)."""
     print("\n$ " + " ".join(cmd), flush=True)
     c0, t0 = _cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    status = subprocess.run(cmd, cwd=ROOT).returncode
+    if status != 0:
+        raise stage_failed(stage or Path(cmd[1] if len(cmd) > 1 else cmd[0]).stem, cmd, status, output or ROOT)
     return time.perf_counter() - t0, _cpu_seconds(resource.RUSAGE_CHILDREN) - c0
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+
+
+def check_folders(data: Path, checkpoints_dir: Path, results: Path) -> None:
+    """Refuse, before anything is written, the folders the job could not use: a file where a
+    folder goes (the dataset, the checkpoints folder, a stage's run folder, the results) and a
+    non-empty results folder that holds neither an earlier main job's nor synthesize.py's files
+    (it may be something else of the user's: the rerun would write over it). The dataset folder's
+    contents are checked by its maker, which runs first and refuses a folder it did not write
+    before touching it; the stages' earlier runs are replaced (train_hd.py --overwrite)."""
+    UserError = _user_error()
+    folders = [("--data", data), ("--checkpoints_dir", checkpoints_dir), ("--results", results)]
+    folders += [(f"the {name[5:]} stage's run folder", checkpoints_dir / name) for name in STAGE_RUNS]
+    for what, folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{what} {folder} is a file, not a folder; pass another path (or move the file away)")
+    if results.is_dir():
+        held = _entries(results)
+        if held and not ((results / "summary.json").is_file() or (results / "synthesis.json").is_file()):
+            shown = ", ".join(held[:6]) + (f", ... ({len(held)} entries)" if len(held) > 6 else "")
+            raise UserError(f"--results {results} already holds {shown} but no summary.json or synthesis.json, "
+                            "so it is not an earlier main job's results folder and a rerun would write over "
+                            "it; pass another --results (a new or empty folder), or remove it yourself")
+
+
+def clear_own_results(results: Path) -> None:
+    """Remove what an earlier main job wrote into ``results`` besides synthesize.py's dataset
+    (which synthesize.py --overwrite replaces): the page, its label images and real-photo copies,
+    the sample sheet, the summary and the untrained generator's outputs."""
+    for name in OWN_RESULTS:
+        p = results / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
+def copy_real_photos(src: Path, dst: Path) -> Path:
+    """Copy the photos of ``src`` (the test split's real photos) into ``dst`` (emptied first), so
+    the results page shows copies that a later rewrite of the dataset leaves alone."""
+    from pix2pixhd.report import _EXTS
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for p in sorted(src.iterdir()):
+        if p.is_file() and p.suffix.lower() in _EXTS:
+            shutil.copy2(p, dst / p.name)
+    return dst
 
 
 def choose_threads(requested: int, cores: int | None = None, load: float | None = None) -> tuple[int, str]:
@@ -90,15 +173,28 @@ def write_sample_sheet(path: Path, label_dir: Path, fake_dir: Path, real_dir: Pa
                             colors=colors, optimize=True)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="data/synthetic_streets")
-    p.add_argument("--checkpoints_dir", default="checkpoints")
-    p.add_argument("--results", default="results/main_job")
-    p.add_argument("--n_train", type=int, default=96)
-    p.add_argument("--n_test", type=int, default=12)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring as it is written, and every option's default after its help."""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python scripts/main_job.py`` (``bash scripts/main_job.sh``)."""
+    p = argparse.ArgumentParser(prog="scripts/main_job.py", description=__doc__, formatter_class=_HelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--data", default="data/synthetic_streets",
+                   help="folder of the synthetic street-scene dataset the job writes (written anew by every run)")
+    p.add_argument("--checkpoints_dir", default="checkpoints",
+                   help="folder of the stages' run folders (main_global, main_local, main_finetune; "
+                        "a rerun replaces them)")
+    p.add_argument("--results", default="results/main_job",
+                   help="folder of the results page (index.html), the sample sheet (samples.png), "
+                        "summary.json and the synthesized test split (a rerun replaces them)")
+    p.add_argument("--n_train", type=int, default=96, help="training scenes of the generated dataset")
+    p.add_argument("--n_test", type=int, default=12, help="test scenes of the generated dataset (synthesized and scored)")
     p.add_argument("--width", type=int, default=256, help="full resolution (the local stage's)")
-    p.add_argument("--epochs", type=int, nargs=3, default=(30, 6, 4), metavar=("GLOBAL", "LOCAL", "FINETUNE"))
+    p.add_argument("--epochs", type=int, nargs=3, default=(30, 6, 4), metavar=("GLOBAL", "LOCAL", "FINETUNE"),
+                   help="epochs of the global, local and finetune stages (global and finetune: the first "
+                        "half at the full learning rate, the rest decaying; local: the global part frozen)")
     p.add_argument("--n_downsample_global", type=int, default=3,
                    help="downsamplings of the global generator (trained at half the width)")
     p.add_argument("--batchSize", type=int, default=4, help="images per training step, every stage")
@@ -113,38 +209,53 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads of every stage (0: OMP_NUM_THREADS if set, else the cores, or 1 "
                         "when the load average says other processes keep the cores busy)")
-    p.add_argument("--quick", action="store_true", help="a smoke run: tiny data, one epoch per stage")
-    a = p.parse_args(argv)
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 8 train + 2 test scenes at 64 pixels, one epoch per stage")
+    return p
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
     if a.quick:
         a.n_train, a.n_test, a.width, a.epochs = 8, 2, 64, (1, 1, 1)
     py = sys.executable
+    data, ck, out = ROOT / a.data, ROOT / a.checkpoints_dir, ROOT / a.results   # an absolute path stays as it is
+    check_folders(data, ck, out)
     threads, why = choose_threads(a.threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)   # the stages run in child processes
     print(f"CPU threads per stage: {threads} ({why})", flush=True)
     w, h = a.width, a.width // 2
     t = {}
     t["data"] = run([py, "-m", "pix2pixhd.datasets.synthetic_streets", "--out", a.data, "--n_train",
-                     str(a.n_train), "--n_test", str(a.n_test), "--width", str(w), "--height", str(h)])
-    label_nc = json.loads((ROOT / a.data / "classes.json").read_text())["label_nc"]
+                     str(a.n_train), "--n_test", str(a.n_test), "--width", str(w), "--height", str(h)],
+                    "data", data)
+    label_nc = json.loads((data / "classes.json").read_text())["label_nc"]
     common = ["train_hd.py", "--dataroot", a.data, "--checkpoints_dir", a.checkpoints_dir,
               "--label_nc", str(label_nc), "--resize_or_crop", "scale_width", "--batchSize", str(a.batchSize),
               "--nThreads", "1", "--no_vgg_loss", "--print_freq", "10", "--display_freq", "50",
               "--save_epoch_freq", "100", "--validate", "headers", "--lambda_L1", str(a.lambda_L1),
-              "--upsample", a.upsample]
+              "--upsample", a.upsample, "--overwrite"]   # a rerun replaces the stage's earlier run
     eg, el, ef = a.epochs
     t["global"] = run([py, *common, "--stage", "global", "--name", "main_global", "--loadSize", str(w // 2),
                        "--ngf", "16", "--n_downsample_global", str(a.n_downsample_global), "--n_blocks_global", "3", "--ndf", "16",
-                       "--niter", str(eg - eg // 2), "--niter_decay", str(eg // 2)])
+                       "--niter", str(eg - eg // 2), "--niter_decay", str(eg // 2)],
+                      "global", ck / "main_global")
     t["local"] = run([py, *common, "--stage", "local", "--name", "main_local", "--loadSize", str(w),
                       "--load_pretrain", f"{a.checkpoints_dir}/main_global", "--n_blocks_local", "2",
-                      "--ndf", "16", "--niter", str(el), "--niter_decay", "0", "--niter_fix_global", str(el)])
+                      "--ndf", "16", "--niter", str(el), "--niter_decay", "0", "--niter_fix_global", str(el)],
+                     "local", ck / "main_local")
     t["finetune"] = run([py, *common, "--stage", "finetune", "--name", "main_finetune", "--loadSize", str(w),
                          "--load_pretrain", f"{a.checkpoints_dir}/main_local", "--ndf", "16",
-                         "--niter", str(ef - ef // 2), "--niter_decay", str(ef // 2)])
-    out = Path(a.results)
+                         "--niter", str(ef - ef // 2), "--niter_decay", str(ef // 2)],
+                        "finetune", ck / "main_finetune")
+    # the page shows copies of the real photos: a later run that writes the dataset anew (another
+    # --n_test or --width, --quick) leaves this run's page whole
+    clear_own_results(out)
+    real = copy_real_photos(data / "test_img", out / REAL_COPIES)
     t["synthesis"] = run([py, "synthesize.py", "--checkpoint", f"{a.checkpoints_dir}/main_finetune",
                           "--input", f"{a.data}/test_label", "--inst", f"{a.data}/test_inst",
-                          "--real", f"{a.data}/test_img", "--out", str(out)])
+                          "--real", str(real), "--out", str(out), "--overwrite"],
+                         "synthesis", out)
 
     # The floor: the same architecture with its initial (untrained) weights.
     c0, t0 = _cpu_seconds(resource.RUSAGE_SELF), time.perf_counter()
@@ -154,16 +265,15 @@ def main(argv=None) -> int:
     from pix2pixhd.report import compare_folders
     from pix2pixhd.synthesis import Synthesizer, synthesize_folder
     from pix2pixhd.models import build_generator
-    cfg = TrainConfig.load(ROOT / a.checkpoints_dir / "main_finetune")
+    cfg = TrainConfig.load(ck / "main_finetune")
     torch.manual_seed(cfg.seed)
     untrained = build_generator(cfg).eval()
     base = out / "untrained"
-    synthesize_folder(Synthesizer(untrained, cfg), ROOT / a.data / "test_label", base,
-                      inst_dir=ROOT / a.data / "test_inst", progress=False)
-    trained_stats = compare_folders(out / "test_img", ROOT / a.data / "test_img")   # synthesis writes a dataset
-    floor_stats = compare_folders(base / "test_img", ROOT / a.data / "test_img")
-    sheet = write_sample_sheet(out / "samples.png", ROOT / a.data / "test_label", out / "test_img",
-                               ROOT / a.data / "test_img", label_nc)
+    synthesize_folder(Synthesizer(untrained, cfg), data / "test_label", base,
+                      inst_dir=data / "test_inst", progress=False)
+    trained_stats = compare_folders(out / "test_img", real)   # synthesis writes a dataset
+    floor_stats = compare_folders(base / "test_img", real)
+    sheet = write_sample_sheet(out / "samples.png", data / "test_label", out / "test_img", real, label_nc)
     t["floor"] = (time.perf_counter() - t0, _cpu_seconds(resource.RUSAGE_SELF) - c0)
     # The figures repeat to the last digit on one machine and thread count, not across them (CPU
     # kernels pick their vector instructions by the CPU and split reductions by the thread
@@ -199,4 +309,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pix2pixhd.errors import run as run_command   # a UserError: one "error: ..." line, status 1
+    sys.exit(run_command(main))

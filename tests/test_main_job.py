@@ -2,6 +2,8 @@
 training stages, synthesis, the untrained floor, the summary with wall seconds and CPU minutes)."""
 import importlib.util
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,9 +80,9 @@ def test_threads_one_on_a_busy_machine_else_the_cores(monkeypatch):
 
 def test_quick_main_job_runs_end_to_end(tmp_path):
     res = tmp_path / "res"
-    out = subprocess.run([sys.executable, "scripts/main_job.py", "--quick", "--data", str(tmp_path / "data"),
-                          "--checkpoints_dir", str(tmp_path / "ck"), "--results", str(res)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    cmd = [sys.executable, "scripts/main_job.py", "--quick", "--data", str(tmp_path / "data"),
+           "--checkpoints_dir", str(tmp_path / "ck"), "--results", str(res)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads((res / "summary.json").read_text())
     stages = ["data", "global", "local", "finetune", "synthesis", "floor"]
@@ -99,6 +101,26 @@ def test_quick_main_job_runs_end_to_end(tmp_path):
     sheet = Image.open(res / "samples.png")
     assert sheet.mode == "P"  # reduced to 256 colours, to stay small
     assert sheet.size[0] > 3 * 64 and sheet.size[1] > 2 * 32  # 2 rows of 64x32 scenes, 3 columns
+    # the page shows copies of the real photos, inside the results folder (not links into the
+    # dataset, which a later run writes anew)
+    srcs = re.findall(r'src="([^"]+)"', (res / "index.html").read_text())
+    assert len(srcs) == 3 * 2 and len([s for s in srcs if "real" in s]) == 2, srcs
+    assert all(res.resolve() in (res / s).resolve().parents for s in srcs), srcs
+
+    # the same command again: it reruns from scratch (each stage replaces its earlier run) and
+    # gives the same numbers, instead of a refusal and a traceback
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
+    rerun = json.loads((res / "summary.json").read_text())
+    assert rerun["trained"] == summary["trained"] and rerun["untrained"] == summary["untrained"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["main_finetune", "main_global", "main_local"]
+    # writing the dataset anew (or removing it) leaves the page whole
+    srcs = re.findall(r'src="([^"]+)"', (res / "index.html").read_text())
+    shutil.rmtree(tmp_path / "data")
+    for src in srcs:
+        path = (res / src).resolve()
+        assert path.is_file() and res.resolve() in path.parents, src
 
 
 def test_sample_sheet_in_256_colours_stays_close_to_the_full_colour_one(tmp_path):
@@ -118,3 +140,44 @@ def test_sample_sheet_in_256_colours_stays_close_to_the_full_colour_one(tmp_path
     assert small.mode == "P" and len(small.getcolors(4096)) <= 256
     diff = np.abs(np.asarray(small.convert("RGB"), dtype=np.float64) - full)
     assert diff.mean() < 4, diff.mean()
+
+
+def _job(tmp_path, *args, timeout=300):
+    return subprocess.run([sys.executable, "scripts/main_job.py", "--data", str(tmp_path / "data"),
+                           "--checkpoints_dir", str(tmp_path / "ck"), "--results", str(tmp_path / "res"), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_failing_stage_ends_the_job_with_one_line_naming_it_its_status_and_its_output(tmp_path):
+    out = _job(tmp_path, "--width", "8")   # the dataset maker refuses 8x4 scenes
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "CalledProcessError" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: main job stage 'data'") and "exit status 1" in last, last
+    assert str(tmp_path / "data") in last
+    assert "outside 16x16" in out.stderr   # the stage's own message stays above it
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("taken", ["results", "checkpoint"])
+def test_folders_the_job_cannot_use_are_refused_before_the_data_is_touched(tmp_path, taken):
+    from pix2pixhd.datasets.synthetic_streets import generate
+    generate(tmp_path / "data", n_train=1, n_test=1, width=16, height=16)
+    before = _snapshot(tmp_path / "data")
+    if taken == "results":   # a folder of the user's: not an earlier main job's results
+        (tmp_path / "res").mkdir()
+        (tmp_path / "res" / "notes.txt").write_text("mine")
+        want = "--results"
+    else:                    # a file where a stage's run folder goes
+        (tmp_path / "ck").mkdir()
+        (tmp_path / "ck" / "main_local").write_text("")
+        want = "main_local"
+    out = _job(tmp_path, "--quick", timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.splitlines()) == 1 and out.stderr.startswith("error: ") and want in out.stderr
+    assert _snapshot(tmp_path / "data") == before   # the dataset was not written anew
+    assert not (tmp_path / "res" / "index.html").exists()

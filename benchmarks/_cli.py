@@ -1,0 +1,66 @@
+"""The command-line parts every benchmark script shares (no torch import; not a script itself).
+
+- :class:`HelpFormatter`: every option's help ends with its default, once. An option whose
+  default depends on the device (``None`` in the parser, "GPU 20, CPU 5" in fact) says so in its
+  help as ``(default: ...)``, and argparse does not add ``(default: None)`` after it.
+- :func:`make_parser`: an ``ArgumentParser`` with that formatter and ``allow_abbrev=False``, as
+  train_hd.py's: ``--ste 1`` is refused, not read as ``--steps 1``.
+- :func:`command_line`: the command that reproduces this run, for the ``command`` field of a
+  benchmark's JSON record, with the interpreter that ran it (not always ``python3``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+from typing import Sequence
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``ArgumentDefaultsHelpFormatter``, except that a help text that already states its default
+    (``(default: ...)``) gets no second one, and a required option none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default:" in text or action.required:   # a required option's default is never used
+            return text
+        return super()._get_help_string(action)
+
+
+class RawDescriptionHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """:class:`HelpFormatter`, with the description printed as it is written."""
+
+
+def make_parser(description: str, *, raw_description: bool = False, **kwargs) -> argparse.ArgumentParser:
+    """The parser of a benchmark script: defaults shown once, no abbreviated options."""
+    kwargs.setdefault("formatter_class", RawDescriptionHelpFormatter if raw_description else HelpFormatter)
+    return argparse.ArgumentParser(description=description, allow_abbrev=False, **kwargs)
+
+
+def python_command() -> str:
+    """The interpreter running this process, as a command: its name (``python``, ``python3.11``)
+    when that name on PATH is this very interpreter (an active virtual environment's too), else
+    its full path (a virtual environment that is not active, a Python not on PATH)."""
+    exe = sys.executable
+    if not exe:
+        return "python3"
+    name = os.path.basename(exe)
+    found = shutil.which(name)
+    if found and os.path.normcase(os.path.abspath(found)) == os.path.normcase(os.path.abspath(exe)):
+        return name
+    return exe
+
+
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
+    """``<interpreter> <script> <arguments>``, shell-quoted (``argv``: default ``sys.argv[1:]``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join([python_command(), script, *args])
+
+
+if __name__ == "__main__":
+    print("error: benchmarks/_cli.py is a module of the benchmark scripts' command-line helpers, not a "
+          "script; run one of benchmarks/train.py, synthesis.py, kernels.py, loader.py, memory.py, "
+          "optimizer.py, quality.py, cyclegan_quality.py", file=sys.stderr)
+    raise SystemExit(2)

@@ -14,7 +14,9 @@ synthesized | real images; it links only to files that exist on disk.
 from __future__ import annotations
 
 import html
+import itertools
 import json
+import os
 import re
 import sys
 import time
@@ -26,6 +28,8 @@ from PIL import Image
 
 from pix2pixhd.checkpoint import atomic_write_bytes
 from pix2pixhd.errors import MissingDependencyError
+
+_WRITER_COUNT = itertools.count()   # tensorboard writers this process opened
 
 
 def summary_writer_class():
@@ -242,7 +246,11 @@ class Visualizer:
     def _tensorboard(self):
         """The open tensorboard writer (None without tensorboard)."""
         if self.tensorboard and self.writer is None:
-            self.writer = summary_writer_class()(str(self.dir / "tensorboard"))
+            # tensorboardX names its event file by the second and the host: a second writer in
+            # the same second (a run resumed right after a stop) opened the same file and wiped
+            # the first's events. The pid and a per-process count make each file its own.
+            self.writer = summary_writer_class()(str(self.dir / "tensorboard"),
+                                                 filename_suffix=f".{os.getpid()}.{next(_WRITER_COUNT)}")
         return self.writer
 
     def _read_history(self) -> list[tuple[str, dict]]:

@@ -203,3 +203,19 @@ def test_each_step_gets_one_image_grid_and_a_stop_on_an_epochs_last_step_shows_t
     images = sorted(p.name for p in (ck / "s" / "web" / "images").glob("*.png"))
     assert [n for n in images if n.startswith("epoch001_")], images
     assert _image_steps(ck / "s" / "tensorboard") == [8, 16]
+
+
+def test_two_writers_in_one_second_keep_both_event_files(tmp_path, monkeypatch):
+    # tensorboardX names event files by the second: a run resumed within the second of its stop
+    # opened the stopped run's file again and wiped its events (seen in the full suite)
+    import time as _time
+
+    from pix2pixhd.visualizer import Visualizer
+    now = _time.time()
+    monkeypatch.setattr(_time, "time", lambda: now)
+    for step in (1, 2):
+        v = Visualizer(tmp_path, html_page=False)
+        v.log_losses(1, step, step, {"G_GAN": 0.5}, {})
+        v.close()
+    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    assert {s for (tag, s) in scalars if tag == "loss/G_GAN"} == {1, 2}, scalars

@@ -5,6 +5,8 @@
   help as ``(default: ...)``, and argparse does not add ``(default: None)`` after it.
 - :func:`make_parser`: an ``ArgumentParser`` with that formatter and ``allow_abbrev=False``, as
   train_hd.py's: ``--ste 1`` is refused, not read as ``--steps 1``.
+- :func:`add_generator_options`, :func:`add_device_options`: the options train.py and
+  synthesis.py both take (the networks' shapes; device, peak and JSON output), defined once.
 - :func:`command_line`: the command that reproduces this run, for the ``command`` field of a
   benchmark's JSON record, with the interpreter that ran it (not always ``python3``).
 """
@@ -37,6 +39,30 @@ def make_parser(description: str, *, raw_description: bool = False, **kwargs) ->
     """The parser of a benchmark script: defaults shown once, no abbreviated options."""
     kwargs.setdefault("formatter_class", RawDescriptionHelpFormatter if raw_description else HelpFormatter)
     return argparse.ArgumentParser(description=description, allow_abbrev=False, **kwargs)
+
+
+def add_generator_options(p: argparse.ArgumentParser) -> None:
+    """The generator's shape and the random label maps' classes (train.py, synthesis.py)."""
+    p.add_argument("--ngf", type=int, default=None,
+                   help="generator filters of the first conv (default: the reference's (global 64, "
+                        "local 32) on GPU; 16 on CPU)")
+    p.add_argument("--n_downsample_global", type=int, default=4,
+                   help="the global generator's downsamplings (the reference's 4)")
+    p.add_argument("--n_blocks_global", type=int, default=9,
+                   help="residual blocks of the global generator (the reference's 9)")
+    p.add_argument("--n_blocks_local", type=int, default=3,
+                   help="residual blocks of the local enhancer (the reference's 3)")
+    p.add_argument("--label_nc", type=int, default=35,
+                   help="label classes of the random label maps (Cityscapes' 35)")
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """The device, its peak for the utilisation column and the JSON record (train.py, synthesis.py)."""
+    p.add_argument("--device", default="auto", help="auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N")
+    p.add_argument("--peak_tflops", type=float, default=None,
+                   help="the device's peak for the utilisation column (default: from the data sheet "
+                        "table in pix2pixhd.flops for known GPUs; none for CPUs)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (default: not written)")
 
 
 def python_command() -> str:

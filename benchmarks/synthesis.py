@@ -55,7 +55,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes the package importable
 from benchmarks import baseline as B  # noqa: E402
 from benchmarks import train as T  # noqa: E402  argument helpers
-from benchmarks._cli import command_line, make_parser  # noqa: E402
+from benchmarks._cli import add_device_options, add_generator_options, command_line, make_parser  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,26 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto",
                    help="our path's precisions, comma-separated: auto, fp32, bf16, fp16")
     p.add_argument("--batch", type=int, default=1, help="label maps per generator call")
-    p.add_argument("--ngf", type=int, default=None,
-                   help="generator filters of the first conv (default: the reference's (global 64, "
-                        "local 32) on GPU; 16 on CPU)")
-    p.add_argument("--n_downsample_global", type=int, default=4,
-                   help="the global generator's downsamplings (the reference's 4)")
-    p.add_argument("--n_blocks_global", type=int, default=9,
-                   help="residual blocks of the global generator (the reference's 9)")
-    p.add_argument("--n_blocks_local", type=int, default=3,
-                   help="residual blocks of the local enhancer (the reference's 3)")
-    p.add_argument("--label_nc", type=int, default=35,
-                   help="label classes of the random label maps (Cityscapes' 35)")
+    add_generator_options(p)
     p.add_argument("--steps", type=int, default=None, help="timed batches per path (default: GPU 20, CPU 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed batches per path (default: GPU 5, CPU 1)")
     p.add_argument("--no_baseline", action="store_true",
                    help="time only our path(s), not the reference-style one (benchmarks/baseline.py)")
-    p.add_argument("--device", default="auto", help="auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N")
-    p.add_argument("--peak_tflops", type=float, default=None,
-                   help="the device's peak for the utilisation column (default: from the data sheet "
-                        "table in pix2pixhd.flops for known GPUs; none for CPUs)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (default: not written)")
+    add_device_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random label maps")
     q = p.add_argument_group("--pipeline: folders of PNG maps through the old path and the engine")
     q.add_argument("--pipeline", action="store_true", help="benchmark files in -> PNGs out")

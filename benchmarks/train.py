@@ -61,7 +61,7 @@ import torch
 if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes the package importable
 from benchmarks import baseline as B  # noqa: E402
-from benchmarks._cli import command_line, make_parser  # noqa: E402
+from benchmarks._cli import add_device_options, add_generator_options, command_line, make_parser  # noqa: E402
 
 PHASES = ["data", "G_forward", "D_forward_backward", "losses", "G_losses", "G_backward", "D_backward",
           "optimizer"]
@@ -101,21 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "faster of the Triton kernel and PyTorch's norm, timed per shape; else PyTorch), "
                         "triton, or ref (the PyTorch reference)")
     p.add_argument("--batch", type=int, default=1, help="images per training step (--batchSize)")
-    p.add_argument("--ngf", type=int, default=None,
-                   help="generator filters of the first conv (default: the reference's (global 64, "
-                        "local 32) on GPU; 16 on CPU)")
+    add_generator_options(p)
     p.add_argument("--ndf", type=int, default=None,
                    help="discriminator filters of the first conv (default: 64 on GPU, 16 on CPU)")
-    p.add_argument("--n_downsample_global", type=int, default=4,
-                   help="the global generator's downsamplings (the reference's 4)")
-    p.add_argument("--n_blocks_global", type=int, default=9,
-                   help="residual blocks of the global generator (the reference's 9)")
-    p.add_argument("--n_blocks_local", type=int, default=3,
-                   help="residual blocks of the local enhancer (the reference's 3)")
     p.add_argument("--n_layers_D", type=int, default=3,
                    help="strided conv layers of each discriminator (the reference's 3)")
-    p.add_argument("--label_nc", type=int, default=35,
-                   help="label classes of the random label maps (Cityscapes' 35)")
     p.add_argument("--no_vgg_loss", action="store_true",
                    help="leave out the VGG feature loss (and its VGG19 forward passes) in every path")
     p.add_argument("--steps", type=int, default=None, help="timed steps per path (default: GPU 20, CPU 5)")
@@ -129,11 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "start (after at least one warm-up, one timed and one phase step of every "
                         "path; the rest of the warm-up is skipped too) and report the steps timed: "
                         "a caller's time cap then still gets a table (default: no limit)")
-    p.add_argument("--device", default="auto", help="auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N")
-    p.add_argument("--peak_tflops", type=float, default=None,
-                   help="the device's peak for the utilisation column (default: from the data sheet "
-                        "table in pix2pixhd.flops for known GPUs; none for CPUs)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (default: not written)")
+    add_device_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batches")
     return p
 

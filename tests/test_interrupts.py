@@ -20,10 +20,11 @@ from PIL import Image
 
 from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
-from pix2pixhd.trainer import INTERRUPTED_EXIT_STATUS, Trainer, TrainingStopped
+from pix2pixhd.trainer import INTERRUPTED_EXIT_STATUS, Trainer
 from tests.test_logging import _recording
-from tests.test_sigterm import (SLOW_TRAIN, TINY, assert_resume_ends_as_an_uninterrupted_run, run_env,
-                                start_slow, streets, wait_for_steps)  # noqa: F401  (streets: a fixture)
+from tests.test_sigterm import (SLOW_TRAIN, TINY, assert_resume_ends_as_an_uninterrupted_run,  # noqa: F401
+                                group_killed_on_exit, run_env, start_slow, stopped_in_step_3, streets,
+                                wait_for_steps)  # (streets: a fixture)
 from tests.test_trainer_step import tiny_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,38 +112,18 @@ def test_fit_shuts_its_loader_workers_down_on_every_way_out(tmp_path, streets, h
 
 
 # ---- SIGINT -----------------------------------------------------------------------------------
-def _marker(signum, frame):   # a handler of the caller's, which fit() must put back
-    raise AssertionError("the caller's SIGINT handler ran")
-
-
 @pytest.mark.fault(cls="interrupted run",
                    case="SIGINT during a step: the step finishes, latest.pt is saved at it, exit "
                         "status 130 with the message, the previous SIGINT handler restored")
 def test_sigint_stops_at_the_step_boundary_and_restores_the_handler(tmp_path, streets, monkeypatch, capfd):
-    step = Trainer.train_step
-
-    def signalled(self, batch):   # Ctrl-C in the middle of step 3
-        if self.global_step + 1 == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return step(self, batch)
-    monkeypatch.setattr(Trainer, "train_step", signalled)
-    previous = signal.signal(signal.SIGINT, _marker)
-    try:
-        tr = Trainer(tiny_cfg(tmp_path, label_nc=LABEL_NC, dataroot=str(streets), resize_or_crop="none",
-                              batchSize=1, niter=1, niter_decay=0))
-        with pytest.raises(TrainingStopped) as e:
-            tr.fit()
-        assert signal.getsignal(signal.SIGINT) is _marker
-        assert e.value.code == INTERRUPTED_EXIT_STATUS == 130
-        assert load_checkpoint(tmp_path / "t")["global_step"] == tr.global_step == 3
+    with stopped_in_step_3(tmp_path, streets, monkeypatch, signal.SIGINT) as (tr, stopped, _):   # Ctrl-C
+        assert stopped.code == INTERRUPTED_EXIT_STATUS == 130
         msg = (f"stopped by SIGINT at epoch 1 step 3; {tmp_path / 't' / 'latest.pt'} saved; rerun the "
                "same command with --resume (or --auto_resume) to continue; exit status 130")
         err = capfd.readouterr().err
-        assert str(e.value) == msg and msg in err
+        assert str(stopped) == msg and msg in err
         assert "press Ctrl-C again to abort without saving" in err
         assert msg in (tmp_path / "t" / "loss_log.txt").read_text()
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.fault(cls="interrupted run",
@@ -152,15 +133,11 @@ def test_sigint_stops_at_the_step_boundary_and_restores_the_handler(tmp_path, st
 def test_ctrl_c_saves_latest_and_the_resume_continues_from_it(tmp_path, streets):
     common = [*TINY, "--dataroot", str(streets)]
     run = tmp_path / "cut" / "run"
-    p = start_slow([*common, "--checkpoints_dir", str(tmp_path / "cut")])
-    try:
+    with group_killed_on_exit(start_slow([*common, "--checkpoints_dir", str(tmp_path / "cut")])) as p:
         wait_for_steps(p, run, 3)
         os.killpg(p.pid, signal.SIGINT)   # what a terminal's Ctrl-C does
         t0 = time.monotonic()
         out, err = p.communicate(timeout=TIMEOUT)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
     assert time.monotonic() - t0 < 30
     assert p.returncode == INTERRUPTED_EXIT_STATUS, f"status {p.returncode}:\n{err[-4000:]}"
     m = re.search(r"stopped by SIGINT at epoch (\d) step (\d+); (\S+) saved; rerun the same command "
@@ -180,17 +157,14 @@ def test_ctrl_c_saves_latest_and_the_resume_continues_from_it(tmp_path, streets)
                         "nothing saved")
 def test_a_second_ctrl_c_aborts_at_once_with_one_line(tmp_path, streets):
     run = tmp_path / "ck" / "run"
-    p = start_slow([*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "ck")])
-    try:
+    with group_killed_on_exit(start_slow([*TINY, "--dataroot", str(streets), "--checkpoints_dir",
+                                          str(tmp_path / "ck")])) as p:
         wait_for_steps(p, run, 2)
         os.killpg(p.pid, signal.SIGINT)
         time.sleep(0.05)   # inside the same (0.2 s longer) step
         os.killpg(p.pid, signal.SIGINT)
         t0 = time.monotonic()
         out, err = p.communicate(timeout=TIMEOUT)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
     assert time.monotonic() - t0 < 30
     assert p.returncode == INTERRUPTED_EXIT_STATUS, f"status {p.returncode}:\n{err[-4000:]}"
     lines = [ln for ln in err.splitlines() if "second SIGINT" in ln]
@@ -213,17 +187,14 @@ def _children(pid: int) -> list[int]:
                         "to its end (no 'worker exited unexpectedly')")
 def test_loader_workers_ignore_sigint(tmp_path, streets):
     run = tmp_path / "ck" / "run"
-    p = start_slow([*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "ck")])
-    try:
+    with group_killed_on_exit(start_slow([*TINY, "--dataroot", str(streets), "--checkpoints_dir",
+                                          str(tmp_path / "ck")])) as p:
         wait_for_steps(p, run, 3)
         workers = _children(p.pid)
         assert workers, "no DataLoader worker found"
         for w in workers:
             os.kill(w, signal.SIGINT)
         out, err = p.communicate(timeout=TIMEOUT)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 0, f"status {p.returncode}:\n{err[-4000:]}"
     assert load_checkpoint(run)["global_step"] == 16
     assert "exited unexpectedly" not in err and "Traceback" not in err, err[-4000:]
@@ -240,15 +211,12 @@ def test_ctrl_c_to_torchrun_stops_every_rank_at_the_same_step(tmp_path, streets)
     script.write_text(SLOW_TRAIN)
     run = tmp_path / "ck" / "run"
     cmd = torchrun_cmd(script, *TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "ck"))
-    p = subprocess.Popen(cmd, cwd=REPO, env=dict(run_env(), OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
+    with group_killed_on_exit(subprocess.Popen(
+            cmd, cwd=REPO, env=dict(run_env(), OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True)) as p:
         wait_for_steps(p, run, 2)
         os.killpg(p.pid, signal.SIGINT)   # the terminal's Ctrl-C: torchrun's group (its ranks have their own)
         out, _ = p.communicate(timeout=TIMEOUT)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
     stops = re.findall(r"stopped by SIGINT at epoch (\d) step (\d+); \S+ saved", out)
     assert len(stops) == 1, out[-6000:]   # rank 0 says it, for both
     epoch, stopped_at = map(int, stops[0])

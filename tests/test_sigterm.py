@@ -3,6 +3,7 @@ workers): training stops at the next step boundary with latest.pt saved, exits w
 STOPPED_EXIT_STATUS and a message saying how to continue, and the resumed run ends where an
 uninterrupted one does. The handler is the loop's only: fit() puts the previous one back.
 SIGINT (Ctrl-C), errors in DataLoader workers and the end-of-run summary: tests/test_interrupts.py."""
+import contextlib
 import os
 import re
 import signal
@@ -86,8 +87,45 @@ def assert_resume_ends_as_an_uninterrupted_run(tmp_path: Path, common: list[str]
             assert torch.equal(resumed[net][k], v), f"{net}.{k} differs from the uninterrupted run's"
 
 
-def _marker(signum, frame):   # a handler of the caller's, which fit() must put back
-    raise AssertionError("the caller's SIGTERM handler ran")
+@contextlib.contextmanager
+def group_killed_on_exit(p: subprocess.Popen):
+    """``p`` (started in a session of its own), its whole process group killed if it still runs
+    when the block ends (a failed assertion, a timeout): no training left behind."""
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def stopped_in_step_3(tmp_path: Path, streets: Path, monkeypatch, signum: int):
+    """A tiny run in this process, sent ``signum`` in the middle of step 3 while the caller's
+    handler of it is a marker that fails if called. Checks that fit() stopped at the step
+    boundary (TrainingStopped, latest.pt at step 3) and put the marker back; yields (the trainer,
+    its TrainingStopped, the marker). The previous handler is restored when the block ends."""
+    step = Trainer.train_step
+    name = signal.Signals(signum).name
+
+    def signalled(self, batch):
+        if self.global_step + 1 == 3:
+            os.kill(os.getpid(), signum)
+        return step(self, batch)
+
+    def marker(signum, frame):   # a handler of the caller's, which fit() must put back
+        raise AssertionError(f"the caller's {name} handler ran")
+    monkeypatch.setattr(Trainer, "train_step", signalled)
+    previous = signal.signal(signum, marker)
+    try:
+        tr = Trainer(tiny_cfg(tmp_path, label_nc=LABEL_NC, dataroot=str(streets), resize_or_crop="none",
+                              batchSize=1, niter=1, niter_decay=0))
+        with pytest.raises(TrainingStopped) as e:
+            tr.fit()
+        assert signal.getsignal(signum) is marker
+        assert load_checkpoint(tmp_path / "t")["global_step"] == tr.global_step == 3
+        yield tr, e.value, marker
+    finally:
+        signal.signal(signum, previous)
 
 
 @pytest.mark.fault(cls="interrupted run",
@@ -96,33 +134,18 @@ def _marker(signum, frame):   # a handler of the caller's, which fit() must put 
 def test_sigterm_stops_at_the_step_boundary_and_restores_the_handler(tmp_path, streets, monkeypatch,
                                                                      capsys):
     step = Trainer.train_step
-
-    def signalled(self, batch):   # the signal arrives in the middle of step 3
-        if self.global_step + 1 == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return step(self, batch)
-    monkeypatch.setattr(Trainer, "train_step", signalled)
-    previous = signal.signal(signal.SIGTERM, _marker)
-    try:
-        tr = Trainer(tiny_cfg(tmp_path, label_nc=LABEL_NC, dataroot=str(streets), resize_or_crop="none",
-                              batchSize=1, niter=1, niter_decay=0))
-        with pytest.raises(TrainingStopped) as e:
-            tr.fit()
-        assert signal.getsignal(signal.SIGTERM) is _marker
-        assert e.value.code == STOPPED_EXIT_STATUS == 75
-        assert load_checkpoint(tmp_path / "t")["global_step"] == tr.global_step == 3
+    with stopped_in_step_3(tmp_path, streets, monkeypatch, signal.SIGTERM) as (tr, stopped, marker):
+        assert stopped.code == STOPPED_EXIT_STATUS == 75
         msg = (f"stopped by SIGTERM at epoch 1 step 3; {tmp_path / 't' / 'latest.pt'} saved; rerun the "
                "same command with --resume (or --auto_resume) to continue")
-        assert str(e.value) == msg and msg in capsys.readouterr().err
+        assert str(stopped) == msg and msg in capsys.readouterr().err
         assert msg in (tmp_path / "t" / "loss_log.txt").read_text()
 
         monkeypatch.setattr(Trainer, "train_step", step)   # a run that ends: the handler goes back too
         again = Trainer(tiny_cfg(tmp_path, label_nc=LABEL_NC, dataroot=str(streets), resize_or_crop="none",
                                  batchSize=1, niter=1, niter_decay=0, resume=True))
         assert again.fit()["global_step"] == 8
-        assert signal.getsignal(signal.SIGTERM) is _marker
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        assert signal.getsignal(signal.SIGTERM) is marker
 
 
 @pytest.mark.fault(cls="interrupted run",
@@ -132,15 +155,11 @@ def test_sigterm_stops_at_the_step_boundary_and_restores_the_handler(tmp_path, s
 def test_sigterm_to_the_process_group_saves_and_the_resume_ends_as_an_uninterrupted_run(tmp_path, streets):
     common = [*TINY, "--dataroot", str(streets)]
     run = tmp_path / "cut" / "run"
-    p = start_slow([*common, "--checkpoints_dir", str(tmp_path / "cut")])
-    try:
+    with group_killed_on_exit(start_slow([*common, "--checkpoints_dir", str(tmp_path / "cut")])) as p:
         wait_for_steps(p, run, 3)
         os.killpg(p.pid, signal.SIGTERM)   # the training process and its DataLoader worker
         t_signal = time.monotonic()
         out, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
     # promptly: the step, the save, the workers shut down (ignoring SIGTERM, left to interpreter
     # exit they would make it wait for ever)
     assert time.monotonic() - t_signal < 30

@@ -1,6 +1,7 @@
-"""Shared by the synthesis test modules (test_synthesis_faults.py, test_synthesis_inputs.py): the
-tiny untrained checkpoints they synthesize with, as module-scoped fixtures (import them into the
-test module: each module builds its own, once), and the calls they make on a run."""
+"""Shared by the synthesis test modules (test_synthesis_faults.py, test_synthesis_inputs.py,
+test_synthesis_user_findings.py): the tiny untrained checkpoints they synthesize with, as
+module-scoped fixtures (import them into the test module: each module builds its own, once), and
+the calls they make on a run."""
 import json
 from pathlib import Path
 
@@ -23,6 +24,14 @@ def rgb_run(tmp_path_factory):
     """A photo-to-photo generator (label_nc 0)."""
     folder = tmp_path_factory.mktemp("rgb_run")
     save_run(folder, label_nc=0, no_instance=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def palette_run(tmp_path_factory):
+    """label_nc 12 trained on facades colour maps (--palette facades)."""
+    folder = tmp_path_factory.mktemp("palette_run")
+    save_run(folder, label_nc=12, no_instance=True, palette="facades")
     return folder
 
 

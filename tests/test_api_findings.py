@@ -29,8 +29,8 @@ from pix2pixhd.errors import ConfigError, InputError
 from pix2pixhd.losses import feature_matching_loss
 from pix2pixhd.models import build_generator
 from pix2pixhd.networks import GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator, count_parameters
-from pix2pixhd.pix2pix_networks import set_dropout, use_test_statistics
 from pix2pixhd.synthesis import Synthesizer
+from tests.test_synthesis_dropout import _unet as synthesis_dropout_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -130,11 +130,10 @@ def test_synthesizer_refuses_an_unknown_precision():
 # ---- 4. one pix2pix generator, two threads --------------------------------------------------------
 
 def _unet():
-    cfg = TrainConfig(model="pix2pix", label_nc=0, ngf=2, netG_pix2pix="unet_128", norm_impl="ref").resolved()
-    torch.manual_seed(0)
-    g = build_generator(cfg).eval()
-    assert set_dropout(g, True) > 1
-    use_test_statistics(g, True)
+    """test_synthesis_dropout's tiny U-Net (dropout and per-image BatchNorm on), with more than
+    one Dropout layer."""
+    g, cfg = synthesis_dropout_unet()
+    assert len(_dropouts(g)) > 1
     return g, cfg
 
 

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from pix2pixhd.errors import InputError
-from tests.synthesis_runs import manifest, rgb_run, run, synth  # noqa: F401  (fixtures)
+from tests.synthesis_runs import manifest, palette_run, rgb_run, run, synth  # noqa: F401  (fixtures)
 from tests.test_synthesis_engine import ROOT, free_port, images, save_run, threads
 
 
@@ -36,14 +36,6 @@ def inst_run(tmp_path_factory):
     """label_nc 5 with instance maps."""
     folder = tmp_path_factory.mktemp("inst_run")
     save_run(folder, label_nc=5)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def pal_run(tmp_path_factory):
-    """label_nc 12 trained on facades colour maps (--palette facades)."""
-    folder = tmp_path_factory.mktemp("pal_run")
-    save_run(folder, label_nc=12, no_instance=True, palette="facades")
     return folder
 
 
@@ -153,7 +145,7 @@ def test_two_ranks_resume_what_one_process_started(run, tmp_path):
 
 
 # ---- label maps decode as training decodes them ---------------------------------------------------
-def test_a_palette_mode_colour_map_decodes_through_the_checkpoint_palette(pal_run, tmp_path):
+def test_a_palette_mode_colour_map_decodes_through_the_checkpoint_palette(palette_run, tmp_path):
     """A P image stores palette indices; its colours are what the map means. Training decodes the
     colours through --palette; synthesis read the raw indices (ids 0, 1 instead of 5, 9)."""
     from pix2pixhd.checkpoint import load_run_config
@@ -170,13 +162,13 @@ def test_a_palette_mode_colour_map_decodes_through_the_checkpoint_palette(pal_ru
     (root / "test_label").mkdir()
     im.save(root / "test_label" / "a.png")
     Image.new("RGB", (32, 32)).save(root / "test_img" / "a.png")
-    cfg = load_run_config(pal_run, "latest")
+    cfg = load_run_config(palette_run, "latest")
     ds = create_dataset(root, "test", cfg.data_config(resize_or_crop="none", required_multiple=1,
                                                        no_flip=True, is_train=False))
     trained = ds[0]["label"][0].numpy()
     assert sorted(np.unique(trained)) == [5, 9]
     out = tmp_path / "out"
-    assert synth(pal_run, root / "test_label", out) == 0
+    assert synth(palette_run, root / "test_label", out) == 0
     got = np.asarray(Image.open(out / "test_label" / "a.png"))
     assert got.ndim == 2 and (got == trained).all()
     assert data_main(["scan", str(out)]) == 0
@@ -197,7 +189,7 @@ def test_a_bilevel_label_map_is_refused_as_training_refuses_it(run, tmp_path, ca
     assert "1" not in _wanted_modes(SimpleNamespace(label_nc=5, palette=None), "label")   # training's
 
 
-def test_a_colour_map_with_alpha_is_refused_for_a_palette_checkpoint(pal_run, tmp_path, capsys):
+def test_a_colour_map_with_alpha_is_refused_for_a_palette_checkpoint(palette_run, tmp_path, capsys):
     from pix2pixhd.data.layouts import FACADES_PALETTE
     inp = tmp_path / "in"
     inp.mkdir()
@@ -205,7 +197,7 @@ def test_a_colour_map_with_alpha_is_refused_for_a_palette_checkpoint(pal_run, tm
     a = pal[np.arange(16 * 24).reshape(16, 24) % 12]
     Image.fromarray(a).save(inp / "a.png")
     Image.fromarray(a).convert("RGBA").save(inp / "b.png")
-    assert synth(pal_run, inp, tmp_path / "out") == 0
+    assert synth(palette_run, inp, tmp_path / "out") == 0
     text = capsys.readouterr().out
     assert re.search(r"skipped .*b\.png: a RGBA image \(4 channel\(s\)\).*training does not read it as "
                      r"a label map either \(modes RGB, P\).*save it as RGB", text), text

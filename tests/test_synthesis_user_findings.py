@@ -30,7 +30,7 @@ from PIL import Image
 from pix2pixhd.cli import synthesize_main
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
 from pix2pixhd.errors import ConfigError, InputError
-from tests.synthesis_runs import manifest, rgb_run, run, synth  # noqa: F401  (fixtures)
+from tests.synthesis_runs import manifest, palette_run, rgb_run, run, synth  # noqa: F401  (fixtures)
 from tests.test_synthesis_engine import save_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,13 +65,6 @@ def streets(tmp_path_factory):
 def streets_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("streets_run")
     save_run(folder, no_instance=True)   # label_nc = the streets' LABEL_NC
-    return folder
-
-
-@pytest.fixture(scope="module")
-def palette_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("palette_run")
-    save_run(folder, label_nc=12, no_instance=True, palette="facades")
     return folder
 
 

@@ -138,6 +138,7 @@ def _site_packages(venv: Path) -> Path:
     ("2.11.0+cu130", True, "keep both"),      # a GPU machine's image: its CUDA torch stays
     ("2.11.0+cu130", False, "add triton"),    # torch kept, the missing triton installed
     ("2.3.1", True, "pinned torch"),          # too old for the package: the pinned one goes in
+    ("2.13.0+cpu", True, "keep pinned"),      # the pinned one already: said so, not "kept (not replaced)"
 ])
 def test_scripts_keep_the_torch_an_environment_already_has(tmp_path, torch_version, triton, expect):
     active = tmp_path / "active"
@@ -159,6 +160,9 @@ def test_scripts_keep_the_torch_an_environment_already_has(tmp_path, torch_versi
         assert "already installed" not in out.stdout
     else:
         assert f"torch {torch_version} is already installed" in out.stdout, out.stdout
+        pinned = expect == "keep pinned"
+        assert ("(the pinned version)" in out.stdout) == pinned, out.stdout
+        assert ("kept (not replaced by the pinned torch==2.13.0)" in out.stdout) != pinned, out.stdout
         extra = [] if triton else [pip + ['triton==3.8.0; platform_system == "Linux"']]
         assert installs == extra + [package], out.stdout
 

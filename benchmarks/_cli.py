@@ -1,10 +1,9 @@
 """The command-line parts every benchmark script shares (no torch import; not a script itself).
 
-- :class:`HelpFormatter`: every option's help ends with its default, once. An option whose
-  default depends on the device (``None`` in the parser, "GPU 20, CPU 5" in fact) says so in its
-  help as ``(default: ...)``, and argparse does not add ``(default: None)`` after it.
-- :func:`make_parser`: an ``ArgumentParser`` with that formatter and ``allow_abbrev=False``, as
-  train_hd.py's: ``--ste 1`` is refused, not read as ``--steps 1``.
+- :func:`make_parser`: an ``ArgumentParser`` under the project's one command-line policy
+  (``pix2pixhd.argparsing``): abbreviations refused, as train_hd.py's (``--ste 1`` is not read as
+  ``--steps 1``), and each default shown once. An option whose default depends on the device
+  (``None`` in the parser, "GPU 20, CPU 5" in fact) says so in its help as ``(default: ...)``.
 - :func:`add_generator_options`, :func:`add_device_options`: the options train.py and
   synthesis.py both take (the networks' shapes; device, peak and JSON output), defined once.
 - :func:`command_line`: the command that reproduces this run, for the ``command`` field of a
@@ -19,26 +18,12 @@ import shutil
 import sys
 from typing import Sequence
 
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``ArgumentDefaultsHelpFormatter``, except that a help text that already states its default
-    (``(default: ...)``) gets no second one, and a required option none."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "(default:" in text or action.required:   # a required option's default is never used
-            return text
-        return super()._get_help_string(action)
-
-
-class RawDescriptionHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
-    """:class:`HelpFormatter`, with the description printed as it is written."""
+from pix2pixhd.argparsing import make_parser as _make_parser
 
 
 def make_parser(description: str, *, raw_description: bool = False, **kwargs) -> argparse.ArgumentParser:
     """The parser of a benchmark script: defaults shown once, no abbreviated options."""
-    kwargs.setdefault("formatter_class", RawDescriptionHelpFormatter if raw_description else HelpFormatter)
-    return argparse.ArgumentParser(description=description, allow_abbrev=False, **kwargs)
+    return _make_parser(description=description, raw_description=raw_description, **kwargs)
 
 
 def add_generator_options(p: argparse.ArgumentParser) -> None:

@@ -119,22 +119,26 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
     return counts
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m pix2pixhd.datasets.convert_facades",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m pix2pixhd.datasets.convert_facades``'s parser."""
+    from pix2pixhd.argparsing import make_parser
+    p = make_parser("python -m pix2pixhd.datasets.convert_facades", __doc__.split("\n\n")[0])
     p.add_argument("--src", required=True, help="pix2pix facades folder with train/ (val/ test/)")
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)
     p.add_argument("--out", required=True, help="output folder (Cityscapes layout)")
     p.add_argument("--holdout", type=int, default=0, help="last K train images form a new split")
-    p.add_argument("--holdout_split", default="test")
+    p.add_argument("--holdout_split", default="test", help="name of the split the held-out images form")
     p.add_argument("--holdout_seed", type=int, default=None,
                    help="draw the held-out images by a permutation seeded with this (default: the last K)")
     p.add_argument("--direction", choices=("AtoB", "BtoA"), default="BtoA",
                    help="BtoA: the label map is the right half (pix2pix facades)")
-    p.add_argument("--limit", type=int, default=None, help="convert at most N images per split")
-    a = p.parse_args(argv)
+    p.add_argument("--limit", type=int, default=None, help="convert at most N images per split (default: all)")
+    return p
+
+
+def main(argv=None) -> None:
+    a = build_parser().parse_args(argv)
     counts = convert(a.src, a.out, holdout=a.holdout, holdout_split=a.holdout_split,
                      holdout_seed=a.holdout_seed, direction=a.direction, limit=a.limit)
     print(f"wrote {counts} to {a.out} (label_nc={len(FACADES_PALETTE)}, no instance maps)")

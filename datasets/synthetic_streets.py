@@ -446,10 +446,8 @@ def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, he
 
 def synthetic_streets_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m pix2pixhd.datasets.synthetic_streets``."""
-    p = argparse.ArgumentParser(prog="python -m pix2pixhd.datasets.synthetic_streets",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                allow_abbrev=False)
+    from pix2pixhd.argparsing import make_parser
+    p = make_parser("python -m pix2pixhd.datasets.synthetic_streets", __doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder (Cityscapes layout)")
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)

@@ -519,10 +519,10 @@ def full_table(rows: list[dict]) -> list[str]:
 
 
 # ---- command line ---------------------------------------------------------------------------------
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m pix2pixhd.kernels.aot",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser():
+    """The command line of ``python -m pix2pixhd.kernels.aot``."""
+    from pix2pixhd.argparsing import make_parser
+    p = make_parser("python -m pix2pixhd.kernels.aot", __doc__.split("\n\n")[0])
     p.add_argument("--arch", default="80,90",
                    help="comma-separated compute capabilities to compile for (80 = sm_80, 90 = sm_90)")
     p.add_argument("--sms", default=None,
@@ -533,14 +533,18 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 1),
                    help="parallel compiler processes")
     p.add_argument("--cache-dir", default=None,
-                   help=f"compiled results cache (default ${CACHE_ENV} or ~/.cache/pix2pixhd/aot)")
+                   help=f"compiled results cache (default: ${CACHE_ENV} or ~/.cache/pix2pixhd/aot)")
     p.add_argument("--no-cache", action="store_true", help="compile everything, store nothing")
     p.add_argument("--full", action="store_true", help="also print one row per specialization")
     p.add_argument("--json", default=None, metavar="PATH", help="write every row as JSON")
     p.add_argument("--markdown", default=None, metavar="PATH", help="write the tables as markdown")
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from pix2pixhd.argparsing import HelpFormatter
 from pix2pixhd.config import (MODELS, SYNTHESIZE_REFERENCE_ONLY, TrainConfig, build_parser,
                               reference_only_error)
 from pix2pixhd.errors import ConfigError, UserError, add_debug_option, debug_enabled
@@ -120,22 +121,12 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Each option's default in its help, once: not where the help says its own default, nor
-    for flags (off) and empty values ("(default: )")."""
-
-    def _get_help_string(self, action):
-        if "default:" in (action.help or "") or action.default in (None, "", False, argparse.SUPPRESS):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def synthesize_parser() -> argparse.ArgumentParser:
     """synthesize.py's parser (abbreviations refused)."""
     p = argparse.ArgumentParser(
         description="Maps -> a dataset of synthesized photos with a trained generator (pix2pixHD, "
                     "pix2pix, CycleGAN): streaming, sharded under torchrun, resumable. See docs/synthesis.md.",
-        formatter_class=DefaultsHelpFormatter, allow_abbrev=False)
+        formatter_class=HelpFormatter, allow_abbrev=False)
     add_debug_option(p)
     p.add_argument("--checkpoint", required=True,
                    help="training run folder (config.json + *.pt); the architecture comes from it")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from pix2pixhd.argparsing import RawDescriptionHelpFormatter
 from pix2pixhd.errors import ConfigError
 from pix2pixhd.paths import run_dir
 
@@ -951,7 +952,7 @@ def build_parser(model: str = "pix2pixhd", description: str = "") -> argparse.Ar
     the help shows each option's default for ``model``. Abbreviations are refused; true/false
     options take an optional value (:data:`BOOL_ARGUMENT`)."""
     p = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                formatter_class=RawDescriptionHelpFormatter,
                                 usage="%(prog)s [--model M] [--stage S] --dataroot DIR --name NAME [OPTIONS]")
     groups = {name: p.add_argument_group(title) for name, title in GROUPS.items()}
     for f in fields(TrainConfig):

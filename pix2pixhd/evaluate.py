@@ -775,11 +775,9 @@ def _json_ready(x):
 
 def evaluate_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m pix2pixhd.evaluate`` (each option's help and default)."""
-    p = argparse.ArgumentParser(prog="python -m pix2pixhd.evaluate",
-                                description="PSNR, SSIM, FID, KID and a segmentation score of "
-                                            "synthesized vs real images",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                allow_abbrev=False)
+    from pix2pixhd.argparsing import make_parser
+    p = make_parser("python -m pix2pixhd.evaluate",
+                    "PSNR, SSIM, FID, KID and a segmentation score of synthesized vs real images")
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)
     io = p.add_argument_group("images")

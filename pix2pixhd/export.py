@@ -330,10 +330,10 @@ class OnnxGenerator:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Export a training run's generator to ONNX (dynamic N, H, W) and check it "
-                    "with onnxruntime against PyTorch",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from pix2pixhd.argparsing import make_parser
+    p = make_parser("python -m pix2pixhd.export",
+                    "Export a training run's generator to ONNX (dynamic N, H, W) and check it "
+                    "with onnxruntime against PyTorch")
     p.add_argument("--checkpoint", required=True, help="training run folder (config.json + *.pt)")
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)

@@ -648,27 +648,37 @@ def _label_path(batch: dict) -> str:
 
 
 # ---- command line --------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    from pix2pixhd.distributed import resolve_device
-    p = argparse.ArgumentParser(prog="python -m pix2pixhd.features", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m pix2pixhd.features``'s parser (commands ``encode`` and ``precompute``)."""
+    from pix2pixhd.argparsing import add_command, make_parser
     from pix2pixhd.errors import add_debug_option
+    p = make_parser("python -m pix2pixhd.features", __doc__.split("\n")[0])
     add_debug_option(p)
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, help_ in (("encode", "cluster E's per-instance features; save them beside the checkpoint"),
                         ("precompute", "write E's upsampled feature maps to {phase}_feat/ for --load_features")):
-        s = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        s = add_command(sub, name, help=help_, description=help_)
         s.add_argument("--checkpoint", required=True, help="training run folder (config.json + *.pt)")
-        s.add_argument("--which_epoch", default="latest")
-        s.add_argument("--dataroot", default="", help="default: the run's dataroot")
-        s.add_argument("--phase", default="train")
+        s.add_argument("--which_epoch", default="latest",
+                       help="checkpoint to read E from: 'latest' (latest.pt) or an epoch number N (epoch_NNNN.pt)")
+        s.add_argument("--dataroot", default="", help="dataset root to encode (default: the run's --dataroot)")
+        s.add_argument("--phase", default="train", help="split of --dataroot to read ({phase}_label, _inst, _img)")
         s.add_argument("--how_many", type=int, default=0, help="at most this many images; 0 = all")
-        s.add_argument("--device", default="auto")
-    sub.choices["encode"].add_argument("--n_clusters", type=int, default=0, help="default: the run's n_clusters")
-    sub.choices["encode"].add_argument("--out", default="", help=f"default: CHECKPOINT/{CLUSTERS_FILE}")
-    sub.choices["precompute"].add_argument("--upsample", type=int, default=2)
-    sub.choices["precompute"].add_argument("--out_dir", default="", help="default: DATAROOT/{phase}_feat")
-    a = p.parse_args(argv)
+        s.add_argument("--device", default="auto", help="auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N")
+    sub.choices["encode"].add_argument("--n_clusters", type=int, default=0,
+                                       help="k-means clusters per class (default: the run's --n_clusters)")
+    sub.choices["encode"].add_argument("--out", default="",
+                                       help=f"clusters file to write (default: CHECKPOINT/{CLUSTERS_FILE})")
+    sub.choices["precompute"].add_argument("--upsample", type=int, default=2,
+                                           help="nearest upsampling of E's maps (E runs at the size it was trained at; the next stage reads x2)")
+    sub.choices["precompute"].add_argument("--out_dir", default="",
+                                           help="folder of the feature maps (default: DATAROOT/{phase}_feat)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pix2pixhd.distributed import resolve_device
+    a = build_parser().parse_args(argv)
     device = resolve_device(a.device)
     if a.cmd == "encode":
         path, fc = encode_and_cluster(a.checkpoint, which_epoch=a.which_epoch, dataroot=a.dataroot,

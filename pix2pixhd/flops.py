@@ -267,19 +267,24 @@ def peak_tflops(device_name: str, precision: str) -> float | None:
     return entry[1] if entry else None
 
 
+def build_parser():
+    """``python3 -m pix2pixhd.flops``'s parser."""
+    from pix2pixhd.argparsing import make_parser
+    from pix2pixhd.errors import add_debug_option
+    p = make_parser("python -m pix2pixhd.flops", "Analytic MAC/FLOP counts of the pix2pixHD networks "
+                    "(NVIDIA's defaults: label_nc 35 + instance boundary, ngf 64 global / 32 local, ndf 64)")
+    p.add_argument("--label_nc", type=int, default=35, help="label classes of the input (Cityscapes' 35)")
+    add_debug_option(p)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python3 -m pix2pixhd.flops``: the model's GMAC and step TFLOP at the reference's settings."""
-    import argparse
     import contextlib
     import io
 
     from pix2pixhd.config import TrainConfig
-    p = argparse.ArgumentParser(description="Analytic MAC/FLOP counts of the pix2pixHD networks "
-                                "(NVIDIA's defaults: label_nc 35 + instance boundary, ngf 64 global / 32 local, ndf 64)")
-    p.add_argument("--label_nc", type=int, default=35)
-    from pix2pixhd.errors import add_debug_option
-    add_debug_option(p)
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     with contextlib.redirect_stdout(io.StringIO()):  # resolved()'s notes
         glob = TrainConfig(stage="global", label_nc=args.label_nc).resolved()
         loc = TrainConfig(stage="local", ngf=32, label_nc=args.label_nc).resolved()

@@ -242,17 +242,21 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    p = argparse.ArgumentParser(
-        prog="python -m pix2pixhd.import_reference",
-        description="Import a run folder of NVIDIA's pix2pixHD (latest_net_G.pth, _D, _E, opt.txt, "
+def build_parser():
+    """``python -m pix2pixhd.import_reference``'s parser (other arguments go to train_hd.py's)."""
+    from pix2pixhd.argparsing import make_parser
+    p = make_parser(
+        "python -m pix2pixhd.import_reference",
+        "Import a run folder of NVIDIA's pix2pixHD (latest_net_G.pth, _D, _E, opt.txt, "
                     "iter.txt, features_clustered_NNN.npy) as a run of ours. Other arguments are "
-                    "train_hd.py options (--name, --checkpoints_dir; any option overrides opt.txt's).",
-        allow_abbrev=False)
+                    "train_hd.py options (--name, --checkpoints_dir; any option overrides opt.txt's).")
     p.add_argument("src", help="the reference's checkpoints/NAME folder")
     p.add_argument("--which_epoch", default="latest", help="latest, or N for N_net_G.pth")
-    a, rest = p.parse_known_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a, rest = build_parser().parse_known_args(argv)
     import_reference_run(a.src, rest, which_epoch=a.which_epoch)
     return 0
 

@@ -354,8 +354,8 @@ def write_doc(path: Path, a: argparse.Namespace, argv: list[str], manifest: dict
 
 # ---- command line -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    from pix2pixhd.argparsing import make_parser
+    p = make_parser("scripts/ablations.py", __doc__.split("\n\n")[0])
     p.add_argument("--facades", type=Path, default=DEFAULT_FACADES, help="pix2pix facades folder holding train/N.jpg")
     p.add_argument("--out", type=Path, default=Path("/tmp/pix2pixhd_ablations"),
                    help="data/ (the converted split, segmenter), runs/, fakes/, results.json")
@@ -363,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split_seed", type=int, default=None,
                    help="draw the validation files with this seed (default: the last --n_val by number)")
     p.add_argument("--size", type=int, default=128, choices=(128, 256), help="training/eval resolution")
-    p.add_argument("--ngf", type=int, default=32)
-    p.add_argument("--ndf", type=int, default=32)
+    p.add_argument("--ngf", type=int, default=32, help="generator width (filters of the first conv)")
+    p.add_argument("--ndf", type=int, default=32, help="discriminator width (filters of the first conv)")
     # One epoch (360 steps) per variant fits the ten variants in one to two hours of a shared CPU
     # core; the paper trains 200 (100 + 100 of linear decay, which needs niter_decay >= 1 to show).
     p.add_argument("--niter", type=int, default=1, help="epochs at lr 2e-4")
@@ -378,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seg_channels", type=int, default=16, help="segmenter width (first level)")
     p.add_argument("--no_kid", action="store_true", help="skip KID (no Inception features)")
     p.add_argument("--only", default="", help="comma-separated variant keys, trained in this order (default: all)")
-    p.add_argument("--stage", default="all", choices=("all", "train", "score"))
+    p.add_argument("--stage", default="all", choices=("all", "train", "score"),
+                   help="train the variants, score them, or both")
     p.add_argument("--retrain", action="store_true", help="train variants again even if finished")
     p.add_argument("--doc", type=Path, default=None, help="also write this markdown report")
     return p

@@ -138,15 +138,20 @@ def check_sequences(logs: Path, ref_logs: Path) -> dict[str, bool]:
     return checks
 
 
+def build_parser() -> argparse.ArgumentParser:
+    from pix2pixhd.argparsing import make_parser
+    p = make_parser("scripts/elastic_demo.py", __doc__.split("\n\n")[0])
+    p.add_argument("--workdir", default="", help="folder for data and checkpoints (default: a temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir")
+    p.add_argument("--timeout", type=float, default=400.0, help="seconds before giving up")
+    return p
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
         return worker(Path(argv[1]), argv[2:])
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--workdir", default="", help="folder for data and checkpoints (default: a temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir")
-    p.add_argument("--timeout", type=float, default=400.0, help="seconds before giving up")
-    a = p.parse_args(argv)
+    a = build_parser().parse_args(argv)
     work = Path(a.workdir or tempfile.mkdtemp(prefix="elastic_demo_"))
     work.mkdir(parents=True, exist_ok=True)
     from pix2pixhd.datasets import synthetic_streets

@@ -195,14 +195,20 @@ def run_fault_tests(pytest_args: list[str]) -> tuple[int, list[tuple[str, str, s
     return int(rc), rec.rows()
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The script's own options (pytest's come after ``--``)."""
+    from pix2pixhd.argparsing import make_parser
+    p = make_parser("scripts/fault_table.py", __doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(OUT), help="the page to write (default: docs/reliability.md)")
+    p.add_argument("--all", action="store_true", help="run the whole suite, not only the fault tests")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[:argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(OUT), help="the page to write (default: docs/reliability.md)")
-    p.add_argument("--all", action="store_true", help="run the whole suite, not only the fault tests")
-    a = p.parse_args(own)
+    a = build_parser().parse_args(own)
     os.chdir(REPO)
     args = [*([] if a.all else ["-m", "fault"]), "-q", "-p", "no:cacheprovider", "tests", *extra]
     command = " ".join(["python scripts/fault_table.py", *own, *(["--", *extra] if extra else [])])

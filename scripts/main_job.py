@@ -173,14 +173,10 @@ def write_sample_sheet(path: Path, label_dir: Path, fake_dir: Path, real_dir: Pa
                             colors=colors, optimize=True)
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The docstring as it is written, and every option's default after its help."""
-
-
 def parser() -> argparse.ArgumentParser:
     """The command line of ``python scripts/main_job.py`` (``bash scripts/main_job.sh``)."""
-    p = argparse.ArgumentParser(prog="scripts/main_job.py", description=__doc__, formatter_class=_HelpFormatter,
-                                allow_abbrev=False)
+    from pix2pixhd.argparsing import make_parser
+    p = make_parser("scripts/main_job.py", __doc__, raw_description=True)
     p.add_argument("--data", default="data/synthetic_streets",
                    help="folder of the synthetic street-scene dataset the job writes (written anew by every run)")
     p.add_argument("--checkpoints_dir", default="checkpoints",

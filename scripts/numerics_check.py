@@ -102,11 +102,17 @@ def check_adam() -> None:
           f"Adam's two fp32 moments {2 * 4 * n / 2**30:.2f} GiB")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", choices=("norm", "fp32", "bf16", "adam"), default=None)
+def build_parser() -> argparse.ArgumentParser:
+    from pix2pixhd.argparsing import make_parser
+    p = make_parser("scripts/numerics_check.py", __doc__.split("\n\n")[0])
+    p.add_argument("--only", choices=("norm", "fp32", "bf16", "adam"), default=None,
+                   help="run this check alone (default: all four)")
     p.add_argument("--fp32_res", default="256x128", help="WIDTHxHEIGHT of the fp32 check")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     w, h = (int(v) for v in a.fp32_res.lower().split("x"))
     checks = {"norm": check_norm, "fp32": lambda: check_fp32(h, w), "bf16": check_bf16,
               "adam": check_adam}

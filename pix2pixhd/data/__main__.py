@@ -13,28 +13,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from pix2pixhd.argparsing import add_command, make_parser
 from pix2pixhd.data.dataset import (DatasetError, create_dataset, fatal_problems, format_problems,
                                     scan)
 from pix2pixhd.data.layouts import (LONE_DOMAIN_PHASES, _unaligned_phase, find_phases,  # noqa: F401
                                     read_classes)
 
 
-class _ShownDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults shown, except None (an option whose help says what not giving it means)."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def data_parser() -> argparse.ArgumentParser:
     """``python -m pix2pixhd.data``'s parser (its ``scan`` command: :func:`scan_parser`)."""
-    p = argparse.ArgumentParser(prog="python -m pix2pixhd.data", description=__doc__.split("\n\n")[0],
-                                allow_abbrev=False)
+    p = make_parser("python -m pix2pixhd.data", __doc__.split("\n\n")[0])
     from pix2pixhd.errors import add_debug_option
     add_debug_option(p)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("scan", help="validate a dataset and print statistics", allow_abbrev=False,
-                       formatter_class=_ShownDefaults)
+    s = add_command(sub, "scan", help="validate a dataset and print statistics")
     s.add_argument("dataroot", help="the dataset root: its splits' folders ({phase}_label/, {phase}_A/, "
                    "{phase}A/, {phase}/ ...) are found there")
     s.add_argument("--label_nc", type=int, default=None,

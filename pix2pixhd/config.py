@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pix2pixhd.argparsing import RawDescriptionHelpFormatter
-from pix2pixhd.errors import ConfigError
+from pix2pixhd.errors import ConfigError, MissingInputError
 from pix2pixhd.paths import run_dir
 
 STAGES = ("global", "local", "finetune")
@@ -879,9 +879,17 @@ class TrainConfig:
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: a checkpoint folder holds config.json "
-                                    "beside its checkpoints (written by train_hd.py)")
-        return cls.from_saved(json.loads(path.read_text()))
+            raise MissingInputError(f"{path} not found: a run folder holds config.json beside its "
+                                    "checkpoints (written by train_hd.py); pass the run folder or its config.json")
+        try:
+            saved = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path} is not a run's config.json ({e}); restore it from a copy, or read "
+                              "the configuration from a checkpoint: pix2pixhd.checkpoint.load_run_config") from e
+        if not isinstance(saved, dict):
+            raise ConfigError(f"{path} holds {type(saved).__name__}, not a run's configuration (a JSON "
+                              "object of options); restore it from a copy")
+        return cls.from_saved(saved)
 
     def pretty(self) -> str:
         """One line per option; '[changed]' marks values that differ from the model's and

@@ -370,3 +370,18 @@ def test_dry_run_says_which_values_came_from_the_stage_loaded(tmp_path):
     with pytest.raises(ConfigError, match=rf"^--load_pretrain {re.escape(str(tmp_path / 'p'))} is a --model pix2pix "
                                           r"run, which has one stage: drop --stage"):
         TrainConfig(stage="local", load_pretrain=str(tmp_path / "p")).resolved()
+
+
+def test_load_refuses_a_missing_or_damaged_config_json_with_user_errors(tmp_path):
+    from pix2pixhd.errors import MissingInputError, UserError
+    with pytest.raises(MissingInputError, match="config.json not found: a run folder holds config.json"):
+        TrainConfig.load(tmp_path)   # (a FileNotFoundError too, for callers that catch that)
+    (tmp_path / "config.json").write_text('{"ngf": 8, "niter"')   # truncated by a crash
+    with pytest.raises(ConfigError, match=r"config.json is not a run's config.json \(.*\); restore it"):
+        TrainConfig.load(tmp_path)
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="is not a run's config.json"):
+        TrainConfig.load(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="holds list, not a run's configuration"):
+        TrainConfig.load(tmp_path)

@@ -1148,6 +1148,9 @@ class Trainer:
                     # step of this epoch, so it had none to show: the page skipped the epoch)
                     self.vis.display(self.vis.visuals(self._last), self.epoch, self.global_step)
                     shown_at = self.global_step
+                last = stop or (cfg.max_steps and steps_this_run >= cfg.max_steps)
+                if last and window.n:   # the steps after the last log line: one shorter window
+                    log_window()
                 if stop:   # SIGTERM or SIGINT: every rank stops after this same step
                     bar.close()
                     self._stop_by_sigterm(stop)

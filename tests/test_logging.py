@@ -111,10 +111,12 @@ def test_first_window_after_a_resume_averages_the_steps_since_the_checkpoint(tmp
     for s in (7, 8):   # exact resume: the same step losses as the run done in one go
         assert recorded[s] == full[s]
     hist = _history(tmp_path / "cut")
-    assert sorted(hist) == [1, 4, 8]
-    assert hist[8]["window_steps"] == 2
-    want = _mean(full, [7, 8])
-    assert {k: hist[8][k] for k in want} == pytest.approx(want, rel=1e-6, abs=1e-7)
+    # the steps after the last log line before the stop (5, 6) were logged at the stop, not lost
+    assert sorted(hist) == [1, 4, 6, 8]
+    assert hist[6]["window_steps"] == hist[8]["window_steps"] == 2
+    for at, steps in ((6, [5, 6]), (8, [7, 8])):
+        want = _mean(full, steps)
+        assert {k: hist[at][k] for k in want} == pytest.approx(want, rel=1e-6, abs=1e-7), at
     assert torch.equal(torch.tensor([hist[4][k] for k in want]),
                        torch.tensor([_history(full_run)[4][k] for k in want]))
 

@@ -48,6 +48,30 @@ def _split_folders(splits) -> list[str]:
     return [f"{s}_{k}" for s in splits for k in ("label", "img")]
 
 
+def _foreign(out: Path, meta: dict) -> list[str]:
+    """What in ``out`` (whose classes.json names this tool) this tool did not write: a classes.json
+    written for another folder (a copy), entries other than classes.json and the recorded splits'
+    folders, and files in those folders other than the recorded stems' PNGs (a conversion stopped
+    halfway wrote a subset of them)."""
+    found = []
+    folder = meta.get("folder")
+    if folder is not None and folder != str(out.resolve()):
+        found.append(f"its classes.json was written into {folder}, so it is a copy")
+    stems = meta.get("stems") if isinstance(meta.get("stems"), dict) else {}
+    ours = set(_split_folders(stems))
+    for p in sorted(out.iterdir()):
+        if p.name == "classes.json" and p.is_file() and not p.is_symlink():
+            continue
+        if p.name not in ours or p.is_symlink() or not p.is_dir():
+            found.append(p.name + ("/" if p.is_dir() else ""))
+            continue
+        names = {f"{stem}.png" for stem in stems[p.name.rsplit("_", 1)[0]]}
+        extra = [f.name for f in sorted(p.iterdir()) if f.name not in names or not f.is_file() or f.is_symlink()]
+        if extra:
+            found.append(f"{p.name}/{extra[0]}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
+    return found
+
+
 def holdout_stems(files: list[Path], k: int, seed: int | None) -> set[str]:
     """The stems of the ``k`` files held out: the last k (numeric order), or k drawn by a
     permutation seeded with ``seed`` over the numerically sorted list."""
@@ -87,7 +111,7 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
     splits = {s: files[:limit] if limit else files for s, files in splits.items()}
     counts = {s: len(files) for s, files in splits.items()}
     stems = {s: [p.stem for p in files] for s, files in splits.items()}
-    meta = {"name": "facades", "written_by": TOOL, "label_nc": len(FACADES_PALETTE),
+    meta = {"name": "facades", "written_by": TOOL, "folder": str(out.resolve()), "label_nc": len(FACADES_PALETTE),
             "palette": [list(c) for c in FACADES_PALETTE],
             "classes": [{"id": i, "colour": list(c)} for i, c in enumerate(FACADES_PALETTE)],
             "class_names_unordered": list(FACADES_CLASS_NAMES),
@@ -98,7 +122,7 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
     # this run's splits and every split the earlier conversion recorded (another --holdout_split)
     prepare_output(out, "convert_facades", _written_here,
                    lambda old: _split_folders(dict.fromkeys([*splits, *old.get("splits", {}),
-                                                             *old.get("stems", {})])))
+                                                             *old.get("stems", {})])), _foreign)
     # marked ours before any image is written, so a run stopped halfway is replaced, not refused
     out.mkdir(parents=True, exist_ok=True)
     (out / "classes.json").write_text(json.dumps({**meta, "complete": False}, indent=1) + "\n")

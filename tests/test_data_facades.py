@@ -195,6 +195,27 @@ def test_a_folder_the_converter_did_not_write_is_refused_and_left_untouched(tmp_
     assert convert(tmp_path / "src", empty) == {"train": 2}   # an empty folder is fine
 
 
+def test_a_converted_folder_holding_other_files_or_a_copied_classes_json_is_refused(tmp_path):
+    """classes.json alone is no proof that the folder is the converter's: a copy of it in a
+    dataset of one's own, or files added to a converted folder, must not be deleted by a rerun."""
+    import shutil
+    _fake_ab_folder(tmp_path / "src", (1, 2))
+    out = tmp_path / "out"
+    convert(tmp_path / "src", out)
+    assert convert(tmp_path / "src", out) == {"train": 2}   # its own folder: replaced
+    mine = tmp_path / "mine"                                 # a dataset of one's own ...
+    (mine / "train_img").mkdir(parents=True)
+    (mine / "train_img" / "1.png").write_bytes(b"my photo")
+    shutil.copy(out / "classes.json", mine / "classes.json")   # ... with the converter's classes.json
+    (out / "train_img" / "extra.png").write_bytes(b"added by hand")
+    for folder, named in ((mine, "so it is a copy"), (out, "train_img/extra.png")):
+        before = _files(folder)
+        with pytest.raises(InputError, match="nothing was written or deleted") as e:
+            convert(tmp_path / "src", folder)
+        assert named in str(e.value) and str(folder) in str(e.value), str(e.value)
+        assert _files(folder) == before
+
+
 @pytest.mark.fault(cls="bad dataset",
                    case="--palette with the photo half as input (wrong --direction): named with the fix")
 def test_the_photo_half_read_as_a_colour_map_is_refused_with_the_direction_fix(tmp_path, capsys):

@@ -1,7 +1,9 @@
 """ONNX export of a trained generator, and the runtime wrapper synthesis uses for ``--backend onnx``.
 
 * :func:`export_onnx` writes ``generator [N, input_nc, H, W] float32 → [N, output_nc, H, W]``
-  with N, H and W dynamic, then checks the file with onnxruntime on CPU against PyTorch.
+  with N, H and W dynamic, then checks the file with onnxruntime on CPU against PyTorch. The file
+  is made and checked under a temporary name beside ``path`` and written to ``path`` (atomically)
+  only once the check passes: a failed check or an interruption leaves ``path`` as it was.
 * :class:`OnnxGenerator` loads such a file into an onnxruntime session and is called like the
   torch generator (``OnnxGenerator(path)(x)``), so ``pix2pixhd.synthesis.Synthesizer`` takes either.
 * ``python -m pix2pixhd.export --checkpoint DIR`` exports a training run's generator to
@@ -29,13 +31,14 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from pix2pixhd import __version__
-from pix2pixhd.errors import MissingDependencyError, MissingInputError
+from pix2pixhd.errors import InputError, MissingDependencyError, MissingInputError, UserError
 
 # Keys of the ONNX file's metadata_props that OnnxGenerator reads back.
 META_INPUT_NC = "pix2pixhd.input_nc"
@@ -49,6 +52,11 @@ META_CHECKPOINT = "pix2pixhd.checkpoint"                 # the checkpoint file e
 META_CHECKPOINT_SHA256 = "pix2pixhd.checkpoint_sha256"   # ... and its sha256 when exported
 META_WHICH_EPOCH = "pix2pixhd.which_epoch"               # ... and the --which_epoch that chose it
 META_BN = "pix2pixhd.batchnorm_statistics"               # per_image | running; absent: no BatchNorm
+
+
+class ExportCheckError(UserError, RuntimeError):
+    """The exported graph does not reproduce the PyTorch generator; the file was not written."""
+
 
 _EXTRA_HINT = "install the export extra: pip install -e .[export]  (onnx, onnxscript, onnxruntime)"
 
@@ -120,7 +128,7 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
                 dynamo: bool = True, config: dict | None = None, check: bool = True,
                 atol: float = 1e-4, seed: int = 0, generator_key: str | None = None,
                 checkpoint: str | Path | None = None, checkpoint_sha256: str | None = None,
-                which_epoch: str | None = None) -> Path:
+                which_epoch: str | None = None, verify: Callable[[Path], None] | None = None) -> Path:
     """Export ``generator`` to ONNX at ``path`` with dynamic batch, height and width.
 
     generator: a GlobalGenerator / LocalEnhancer, or a pix2pix / CycleGAN U-Net or ResNet (any
@@ -141,7 +149,13 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
         when given, so synthesis can tell the file is out of date once the checkpoint changes.
         The BatchNorm statistics the graph uses (:func:`batchnorm_statistics`) are always recorded.
     check: run the file with onnxruntime on CPU on random one-hot label maps at two sizes and
-        raise if max |onnx - torch| > ``atol``.
+        raise :class:`ExportCheckError` if max |onnx - torch| > ``atol``.
+    verify: called with the finished file (metadata included) under its temporary name, after
+        ``check``; an exception it raises stops the export like a failed check.
+    The file is exported, given its metadata and checked as ``path``'s temporary sibling
+    (``NAME.export.tmp``), then written to ``path`` atomically (``atomic_write_bytes``): when the
+    export, the check or ``verify`` fails, or the process is interrupted, ``path`` is as it was
+    before (the previous file or none) and the temporary file is removed.
     Returns the written path.
     """
     _require("onnx")
@@ -161,47 +175,60 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
     height = height or 2 * m
     width = width or 3 * m
     x = _random_input(1, input_nc, height, width, seed)
+    tmp = path.with_name(path.name + ".export.tmp")   # not NAME.tmp: atomic_write_bytes' own
+    try:
+        with warnings.catch_warnings(), _without_torchvision_note():
+            # Both exporters warn at length about internals we cannot act on (shape-check tracer
+            # warnings, instance_norm's train flag, constant folding of slices, legacy deprecation).
+            warnings.simplefilter("ignore")
+            if dynamo:
+                n, h, w = torch.export.Dim("N"), torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
+                # Positional (a tuple, one entry per forward argument): a dict must be keyed by the
+                # forward's own argument name, which differs between generators (pix2pixHD's `input`,
+                # the pix2pix/CycleGAN U-Net's and ResNet's `x`); input_names only names the ONNX input.
+                torch.onnx.export(g, (x,), str(tmp), input_names=["input"], output_names=["output"],
+                                  opset_version=opset, dynamo=True, external_data=False,
+                                  dynamic_shapes=({0: n, 2: h, 3: w},), verbose=False)
+            else:
+                axes = {0: "N", 2: "H", 3: "W"}
+                torch.onnx.export(g, (x,), str(tmp), input_names=["input"], output_names=["output"],
+                                  opset_version=min(opset, 17), dynamo=False,
+                                  dynamic_axes={"input": axes, "output": axes})
 
-    with warnings.catch_warnings(), _without_torchvision_note():
-        # Both exporters warn at length about internals we cannot act on (shape-check tracer
-        # warnings, instance_norm's train flag, constant folding of slices, legacy deprecation).
-        warnings.simplefilter("ignore")
-        if dynamo:
-            n, h, w = torch.export.Dim("N"), torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
-            # Positional (a tuple, one entry per forward argument): a dict must be keyed by the
-            # forward's own argument name, which differs between generators (pix2pixHD's `input`,
-            # the pix2pix/CycleGAN U-Net's and ResNet's `x`); input_names only names the ONNX input.
-            torch.onnx.export(g, (x,), str(path), input_names=["input"], output_names=["output"],
-                              opset_version=opset, dynamo=True, external_data=False,
-                              dynamic_shapes=({0: n, 2: h, 3: w},), verbose=False)
-        else:
-            axes = {0: "N", 2: "H", 3: "W"}
-            torch.onnx.export(g, (x,), str(path), input_names=["input"], output_names=["output"],
-                              opset_version=min(opset, 17), dynamo=False,
-                              dynamic_axes={"input": axes, "output": axes})
-
-    _write_metadata(path, {
-        META_INPUT_NC: str(input_nc),
-        META_OUTPUT_NC: str(getattr(g, "output_nc", "")),
-        META_MULTIPLE: str(m),
-        META_GENERATOR: type(generator).__name__,
-        META_VERSION: __version__,
-        **({META_CONFIG: json.dumps(config, sort_keys=True)} if config is not None else {}),
-        **({META_KEY: generator_key} if generator_key is not None else {}),
-        **({META_BN: bn} if bn is not None else {}),
-        **({META_CHECKPOINT: str(Path(checkpoint).resolve())} if checkpoint is not None else {}),
-        **({META_CHECKPOINT_SHA256: checkpoint_sha256} if checkpoint_sha256 is not None else {}),
-        **({META_WHICH_EPOCH: str(which_epoch)} if which_epoch is not None else {}),
-    })
-    if check:
-        # Two sizes that differ from the trace example and from each other, N=2: proves H, W and
-        # N are really dynamic, not just that the traced shape replays.
-        sizes = [(height + m, width), (height, width + 2 * m)]
-        diff = check_onnx(g, path, sizes=sizes, batch=2, seed=seed + 1)
-        if diff > atol:
-            raise RuntimeError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3g} "
-                               f"(> atol={atol}); the export is not faithful, do not use this file")
+        data = _with_metadata(tmp, {
+            META_INPUT_NC: str(input_nc),
+            META_OUTPUT_NC: str(getattr(g, "output_nc", "")),
+            META_MULTIPLE: str(m),
+            META_GENERATOR: type(generator).__name__,
+            META_VERSION: __version__,
+            **({META_CONFIG: json.dumps(config, sort_keys=True)} if config is not None else {}),
+            **({META_KEY: generator_key} if generator_key is not None else {}),
+            **({META_BN: bn} if bn is not None else {}),
+            **({META_CHECKPOINT: str(Path(checkpoint).resolve())} if checkpoint is not None else {}),
+            **({META_CHECKPOINT_SHA256: checkpoint_sha256} if checkpoint_sha256 is not None else {}),
+            **({META_WHICH_EPOCH: str(which_epoch)} if which_epoch is not None else {}),
+        })
+        tmp.write_bytes(data)   # the check runs the bytes that go to path
+        if check:
+            # Two sizes that differ from the trace example and from each other, N=2: proves H, W and
+            # N are really dynamic, not just that the traced shape replays.
+            sizes = [(height + m, width), (height, width + 2 * m)]
+            diff = check_onnx(g, tmp, sizes=sizes, batch=2, seed=seed + 1)
+            if diff > atol:
+                raise ExportCheckError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3g} "
+                                       f"(> atol={atol}); the export is not faithful, so it was not written "
+                                       f"({_previous(path)})")
+        if verify is not None:
+            verify(tmp)
+        from pix2pixhd.checkpoint import atomic_write_bytes
+        atomic_write_bytes(path, data)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def _previous(path: Path) -> str:
+    return f"the previous {path.name} there is untouched" if path.exists() else f"there was no {path.name} before"
 
 
 def _export_copy(generator: nn.Module) -> nn.Module:
@@ -229,7 +256,8 @@ def _random_input(n: int, c: int, h: int, w: int, seed: int, images: bool = Fals
     return torch.zeros(n, c, h, w).scatter_(1, ids, 1.0)
 
 
-def _write_metadata(path: Path, props: dict[str, str]) -> None:
+def _with_metadata(path: Path, props: dict[str, str]) -> bytes:
+    """The bytes of the ONNX file ``path`` with ``props`` set in its metadata_props."""
     import onnx
     model = onnx.load(str(path))
     existing = {p.key: p for p in model.metadata_props}
@@ -238,7 +266,7 @@ def _write_metadata(path: Path, props: dict[str, str]) -> None:
             existing[k].value = v
         else:
             model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    onnx.save(model, str(path))
+    return model.SerializeToString()
 
 
 def check_onnx(generator: nn.Module, path: str | Path, sizes=((64, 96), (96, 64)), batch: int = 2,
@@ -255,7 +283,7 @@ def check_onnx(generator: nn.Module, path: str | Path, sizes=((64, 96), (96, 64)
         out = og(x)
         if out.shape != ref.shape:
             raise RuntimeError(f"{path}: onnx output shape {tuple(out.shape)} != torch "
-                               f"{tuple(ref.shape)} at input {h}x{w}")
+                               f"{tuple(ref.shape)} at input {w}x{h} (WxH)")
         worst = max(worst, float((out - ref).abs().max()))
     return worst
 
@@ -281,19 +309,27 @@ class OnnxGenerator:
     ``checkpoint_sha256`` the sha256 of the checkpoint file it was exported from and
     ``batchnorm_statistics`` its BatchNorm mode ('per_image' | 'running'); None where the file
     records none (exported before they were recorded, from Python without them, or no BatchNorm).
+    ``fix``: the export command that writes this file, named when it is missing or unreadable
+    (default: guessed from its name, :func:`_export_command_for`).
     """
 
     def __init__(self, path: str | Path, providers=("CPUExecutionProvider",),
-                 intra_op_num_threads: int = 0):
+                 intra_op_num_threads: int = 0, *, fix: str | None = None):
         ort = _require("onnxruntime")
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, InvalidProtobuf
         self.path = Path(path)
+        fix = fix or _export_command_for(self.path)
         if not self.path.is_file():
-            raise MissingInputError(f"ONNX generator {self.path} does not exist; export one with "
-                                    f"`{_export_command_for(self.path)}`")
+            raise MissingInputError(f"ONNX generator {self.path} does not exist; export one with `{fix}`")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_num_threads
-        self.session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                            providers=list(providers))
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                providers=list(providers))
+        except (InvalidProtobuf, InvalidArgument) as e:   # damaged or cut short; empty: InvalidArgument
+            why = str(e).split("failed:", 1)[-1].strip().rstrip(".")
+            raise InputError(f"ONNX generator {self.path} cannot be read ({why}): the file is damaged or "
+                             f"incomplete; export it again with `{fix}`") from e
         meta = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -316,8 +352,8 @@ class OnnxGenerator:
         h, w = x.shape[-2:]
         m = self.required_multiple
         if h % m or w % m:
-            raise ValueError(f"{self.path}: input size {h}x{w} is not divisible by {m}; pad it to "
-                             f"{-(-h // m) * m}x{-(-w // m) * m} (Synthesizer does this)")
+            raise ValueError(f"{self.path}: input size {w}x{h} (WxH) is not divisible by {m}; pad it to "
+                             f"{-(-w // m) * m}x{-(-h // m) * m} (Synthesizer does this)")
         # onnxruntime takes contiguous fp32 NumPy on the host; autocast output may be bf16.
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
         y = self.session.run([self.output_name], {self.input_name: arr})[0]
@@ -376,22 +412,27 @@ def main(argv: list[str] | None = None) -> int:
         print("note: --bn_running_stats: this generator has no BatchNorm layers; the option changes nothing")
     key = generator_key(cfg, direction)
     out = Path(a.out) if a.out else default_onnx_path(a.checkpoint, key)
+    m = cfg.required_multiple
+    # What the generator reads: photos alone (CycleGAN; label_nc 0 without boundary or feature
+    # channels) are checked on random images, the rest on one-hot label maps.
+    images = (cfg.model == "cyclegan" or not cfg.label_nc) and \
+        generator_input_nc(cfg, direction) == input_image_nc(cfg, direction)
+
+    def check(tmp: Path) -> None:   # on the finished file, before it goes to `out`
+        diff = check_onnx(g, tmp, sizes=[(3 * m, 2 * m), (2 * m, 5 * m)], batch=2, images=images)
+        print(f"max |onnxruntime - torch| on random {'images' if images else 'label maps'} at "
+              f"{2 * m}x{3 * m} and {5 * m}x{2 * m} (WxH): {diff:.3g} (atol {a.atol})")
+        if diff > a.atol:
+            other = "without --legacy" if a.legacy else "with --legacy"
+            raise ExportCheckError(f"{out} was not written: the exported graph does not reproduce the PyTorch "
+                                   f"generator (max |onnxruntime - torch| {diff:.3g} > --atol {a.atol}); "
+                                   f"{_previous(out)}. Export again {other} or with another --opset, or "
+                                   "raise --atol if this difference is acceptable")
+
     export_onnx(g, out, generator_input_nc(cfg, direction), opset=a.opset, dynamo=not a.legacy, config=cfg.to_dict(),
                 check=False, generator_key=key, checkpoint=ckpt, checkpoint_sha256=sha,
-                which_epoch=a.which_epoch)
+                which_epoch=a.which_epoch, verify=None if a.no_check else check)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) from {ckpt} (sha256 {sha[:12]})")
-    if not a.no_check:
-        m = cfg.required_multiple
-        # What the generator reads: photos alone (CycleGAN; label_nc 0 without boundary or feature
-        # channels) are checked on random images, the rest on one-hot label maps.
-        images = (cfg.model == "cyclegan" or not cfg.label_nc) and \
-            generator_input_nc(cfg, direction) == input_image_nc(cfg, direction)
-        diff = check_onnx(g, out, sizes=[(3 * m, 2 * m), (2 * m, 5 * m)], batch=2, images=images)
-        print(f"max |onnxruntime - torch| on random {'images' if images else 'label maps'} at "
-              f"{3 * m}x{2 * m} and {2 * m}x{5 * m}: {diff:.3g} (atol {a.atol})")
-        if diff > a.atol:
-            print(f"error: {out} does not reproduce the PyTorch generator; do not use it")
-            return 1
     return 0
 
 

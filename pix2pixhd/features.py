@@ -27,6 +27,8 @@ as the specification the tests compare against).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pix2pixhd.errors import ConfigError, MissingDependencyError, MissingInputError
+from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
 
 CLUSTERS_FILE = "features_clustered.pt"
 FEATURE_MODES = ("sample", "cluster", "encoded")
@@ -156,7 +158,7 @@ def cluster_features(features: dict[int, np.ndarray], n_clusters: int = 10, *,
         raise MissingDependencyError("clustering the encoder's features needs scikit-learn: "
                           "pip install 'pix2pixhd[features]' (or pip install scikit-learn)") from e
     if n_clusters < 1:
-        raise ValueError(f"n_clusters={n_clusters}; need at least 1")
+        raise ConfigError(f"--n_clusters {n_clusters}: need at least 1 cluster per class")
     centers = {}
     for cls, rows in sorted(features.items()):
         kept = rows[rows[:, -1] > min_area, :-1].astype(np.float64)
@@ -178,6 +180,10 @@ class FeatureClusters:
     global_step: int = -1                      # of the checkpoint whose E produced them
     counts: dict[int, int] = field(default_factory=dict)   # instances kept per class
     path: Path | None = None                   # the file they were loaded from (for error messages)
+    # the E they came from (:func:`encoder_identity`): {"sha256": ..., "checkpoint": its file};
+    # empty in files of older versions, which the step alone identifies
+    encoder: dict[str, str] = field(default_factory=dict)
+    file_sha256: str | None = None             # sha256 of the file's bytes, as loaded
 
     def table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """→ (centres [C, kmax, F], n per class [C]) with C = max class + 1; absent classes n = 0."""
@@ -195,6 +201,7 @@ class FeatureClusters:
         obj = {"centers": {int(k): v.float().contiguous() for k, v in self.centers.items()},
                "feat_num": self.feat_num, "n_clusters": self.n_clusters,
                "global_step": self.global_step, "counts": {int(k): int(v) for k, v in self.counts.items()},
+               "encoder": {str(k): str(v) for k, v in self.encoder.items()},
                # the collected (feature, area) rows, to re-cluster without re-encoding
                "features": {int(k): torch.from_numpy(np.ascontiguousarray(v)) for k, v in (raw or {}).items()}}
         atomic_torch_save(obj, Path(path))
@@ -210,10 +217,36 @@ class FeatureClusters:
                 f"{path} not found: run `python -m pix2pixhd.features encode --checkpoint {path.parent}` "
                 "to cluster the encoder's features, or synthesize with --feature_mode encoded "
                 "and real photos")
-        d = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(centers={int(k): v for k, v in d["centers"].items()}, feat_num=int(d["feat_num"]),
-                   n_clusters=int(d["n_clusters"]), global_step=int(d.get("global_step", -1)),
-                   counts={int(k): int(v) for k, v in d.get("counts", {}).items()}, path=path)
+        from pix2pixhd.checkpoint import _short
+        try:
+            data = path.read_bytes()
+            d = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            why = None
+        except Exception as e:   # truncated, empty, not a torch file, unreadable
+            why = _short(e)
+        else:
+            missing = [k for k in ("centers", "feat_num", "n_clusters") if k not in d] \
+                if isinstance(d, dict) else None
+            if missing is None:
+                why = f"it holds a {type(d).__name__}, not the dict encode writes"
+            elif missing:
+                why = f"no {', '.join(repr(k) for k in missing)}"
+            elif not isinstance(d["centers"], dict) or not all(
+                    isinstance(v, torch.Tensor) and v.ndim == 2 for v in d["centers"].values()):
+                why = "its 'centers' are not {class id: [k, feat_num] tensor}"
+        if why is None:
+            try:
+                enc = d.get("encoder") or {}
+                return cls(centers={int(k): v for k, v in d["centers"].items()},
+                           feat_num=int(d["feat_num"]), n_clusters=int(d["n_clusters"]),
+                           global_step=int(d.get("global_step", -1)),
+                           counts={int(k): int(v) for k, v in d.get("counts", {}).items()}, path=path,
+                           encoder={str(k): str(v) for k, v in dict(enc).items()},
+                           file_sha256=hashlib.sha256(data).hexdigest())
+            except (TypeError, ValueError, AttributeError) as e:
+                why = _short(e)
+        raise InputError(f"{path} is not a usable clusters file ({why}): it may be truncated or damaged; "
+                         f"rewrite it with `{encode_command(path)}`")
 
 
 # ---- painting features into instances ------------------------------------------------------------
@@ -312,17 +345,22 @@ def sample_features(inst: torch.Tensor, label: torch.Tensor, clusters: FeatureCl
     return out, choices
 
 
+def encode_command(path: Path | None) -> str:
+    """The command that rewrites clusters file ``path``: ``encode`` of the run it sits beside, or
+    ``--out`` it for a file saved elsewhere."""
+    if path is None:
+        return "python -m pix2pixhd.features encode --checkpoint CHECKPOINT"
+    if path.name == CLUSTERS_FILE:
+        return f"python -m pix2pixhd.features encode --checkpoint {path.parent}"
+    return f"python -m pix2pixhd.features encode --checkpoint CHECKPOINT --out {path}"
+
+
 def _feat_num_mismatch(clusters: FeatureClusters, feat_num: int) -> str:
     """The error for clusters of another width than the checkpoint's E: they were made by another
     encoder (another run, or one trained with another --feat_num). The fix re-clusters with the E
     of the run the file sits beside (where ``from_checkpoint`` looks for it)."""
-    if clusters.path is None:
-        where, cmd = "the clusters", "python -m pix2pixhd.features encode --checkpoint CHECKPOINT"
-    else:
-        where = str(clusters.path)
-        cmd = (f"python -m pix2pixhd.features encode --checkpoint {clusters.path.parent}"
-               if clusters.path.name == CLUSTERS_FILE else   # a file saved elsewhere (encode --out)
-               f"python -m pix2pixhd.features encode --checkpoint CHECKPOINT --out {clusters.path}")
+    where = "the clusters" if clusters.path is None else str(clusters.path)
+    cmd = encode_command(clusters.path)
     return (f"{where} holds {clusters.feat_num}-d features but the checkpoint's feat_num is {feat_num}: "
             f"they come from another encoder. Re-cluster this checkpoint's encoder with `{cmd}` "
             f"(it overwrites that file)")
@@ -426,25 +464,56 @@ def encoder_checkpoint(checkpoint_dir: str | Path, which_epoch: str = "latest") 
     return path, ckpt
 
 
+def encoder_identity(state: dict) -> str:
+    """sha256 of an encoder's state_dict (names, dtypes, shapes and values, in name order): the
+    same weights give the same identity, in whichever checkpoint file they are."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k]
+        h.update(f"{k}\0".encode())
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}\0".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+        else:
+            h.update(f"{v!r}\0".encode())
+    return h.hexdigest()
+
+
+def checkpoint_encoder_identity(checkpoint_dir: str | Path, which_epoch: str = "latest") -> dict[str, str]:
+    """{"sha256", "checkpoint"}: the identity of the E that encodes for ``checkpoint_dir``
+    (:func:`encoder_checkpoint`'s), as ``encode`` records it in the clusters file."""
+    path, ckpt = encoder_checkpoint(checkpoint_dir, which_epoch)
+    if ckpt.get("E") is None:
+        return {}
+    return {"sha256": encoder_identity(ckpt["E"]), "checkpoint": os.path.abspath(path)}
+
+
 def stale_clusters_note(clusters: FeatureClusters, checkpoint_dir: str | Path,
                         which_epoch: str = "latest") -> str | None:
-    """Why ``clusters`` may not be the encoder's of ``checkpoint_dir`` (the step E had when they
-    were clustered is not the step of the checkpoint that encodes now: the run trained on after
-    ``encode``, another epoch is used, or they are another run's), naming both steps and the
-    command that re-clusters; None when the steps agree. NVIDIA's clusters (step -1) imported
-    with their run's checkpoint (step 0, ``imported_from``) agree. A checkpoint that cannot be
-    read gives None: loading it says why."""
+    """Why ``clusters`` may not be the encoder's of ``checkpoint_dir``, naming both encoders'
+    steps and the command that re-clusters; None when they are its. A clusters file that records
+    its E's identity (:func:`encoder_identity`) is compared by it: E's weights now differ when the
+    run trained on after ``encode``, another epoch is used, or the clusters are another run's or
+    another stage's, even at the same step. An older file (no identity) is compared by step;
+    NVIDIA's clusters (step -1) imported with their run's checkpoint (step 0, ``imported_from``)
+    agree. A checkpoint that cannot be read gives None: loading it says why."""
     try:
         path, ckpt = encoder_checkpoint(checkpoint_dir, which_epoch)
         step = int(ckpt["global_step"])
         imported = bool(ckpt.get("imported_from"))
+        known = clusters.encoder.get("sha256") and ckpt.get("E") is not None
+        same = encoder_identity(ckpt["E"]) == clusters.encoder["sha256"] if known else None
     except Exception:
         return None
     cs = clusters.global_step
-    if cs == step or (cs == -1 and imported and step == 0):
+    if same or (same is None and (cs == step or (cs == -1 and imported and step == 0))):
         return None
     where = clusters.path if clusters.path is not None else "the clusters"
-    if cs == -1:
+    if same is not None and not (cs == -1 and imported):
+        made = (f"were clustered from the encoder of {clusters.encoder.get('checkpoint', 'another checkpoint')} "
+                f"at step {cs}")
+    elif cs == -1:
         made = ("were imported from NVIDIA's run (encoded before its import)" if imported else
                 "record no encoder step (clustered by an older version, or imported)")
     else:
@@ -454,9 +523,10 @@ def stale_clusters_note(clusters: FeatureClusters, checkpoint_dir: str | Path,
         cmd += f" --which_epoch {which_epoch}"
     if clusters.path is not None and clusters.path.name != CLUSTERS_FILE:
         cmd += f" --out {clusters.path}"
-    return (f"{where} {made}, but the encoder is {path}'s, at step {step} (the run trained on after "
-            f"encode, or the clusters are another checkpoint's): its features may not match them; "
-            f"re-cluster with `{cmd}`")
+    other = ", with other weights" if same is not None else ""
+    return (f"{where} {made}, but the encoder is {path}'s, at step {step}{other} (the run trained on after "
+            f"encode, or the clusters are another checkpoint's, run's or stage's): its features may not "
+            f"match them; re-cluster with `{cmd}`")
 
 
 # ---- the runs a run was made from ----------------------------------------------------------------
@@ -587,18 +657,39 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
                        device: str | torch.device = "cpu", batches: Iterable[dict] | None = None,
                        out: str | Path | None = None) -> tuple[Path, FeatureClusters]:
     """The ``encode`` command: E over the dataset, k-means per class, clusters saved beside the
-    checkpoint. ``batches`` replaces the run's dataset (tests, custom data)."""
+    checkpoint (``checkpoint_dir`` may be a checkpoint file: its folder). ``batches`` replaces the
+    run's dataset (tests, custom data). The options and the output path are checked first."""
+    if n_clusters is not None and n_clusters < 0:
+        raise ConfigError(f"--n_clusters {n_clusters}: need at least 1 cluster per class (0 or none: the "
+                          "run's --n_clusters)")
+    _check_how_many(how_many)
+    run = Path(checkpoint_dir)
+    dst = Path(out) if out else (run.parent if run.is_file() else run) / CLUSTERS_FILE
     e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
+    identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
     n_clusters = n_clusters or cfg.n_clusters
+    if n_clusters < 1:
+        raise ConfigError(f"{run}: its n_clusters is {n_clusters}: give --n_clusters N (N >= 1)")
+    if dst.is_dir():
+        raise ConfigError(f"--out {dst} is a folder: give the clusters file to write, e.g. "
+                          f"--out {dst / CLUSTERS_FILE}")
+    above = next((q for q in dst.parents if q.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ConfigError(f"cannot write {dst}: {above} is a file, not a folder; give --out a path in a folder")
     if batches is None:
         batches = _batches(_dataset(cfg, dataroot, phase, how_many), cfg.nThreads)
     raw = encode_features(e, batches, label_feat=cfg.label_feat, device=device)
     centers = cluster_features(raw, n_clusters)
     counts = {k: int((v[:, -1] > MIN_AREA).sum()) for k, v in raw.items()}
     fc = FeatureClusters({k: torch.from_numpy(v) for k, v in centers.items()}, cfg.feat_num,
-                         n_clusters, step, counts)
-    path = fc.save(Path(out) if out else Path(checkpoint_dir) / CLUSTERS_FILE, raw)
+                         n_clusters, step, counts, encoder=identity)
+    path = fc.save(dst, raw)
     return path, fc
+
+
+def _check_how_many(how_many: int) -> None:
+    if how_many < 0:
+        raise ConfigError(f"--how_many {how_many}: expected 0 (every image) or a number of images")
 
 
 @torch.no_grad()
@@ -616,6 +707,10 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
 
     from pix2pixhd.data.layouts import stem_key
     from pix2pixhd.encoding import float_to_uint8, image_to_float
+    _check_how_many(how_many)
+    if upsample < 1:
+        raise ConfigError(f"--upsample {upsample}: expected a factor of 1 or more (2: the reference's, for "
+                          "the next stage at twice the size)")
     e, cfg, _ = load_encoder(checkpoint_dir, which_epoch, device)
     if cfg.feat_num != 3:
         raise ConfigError(f"feat_num={cfg.feat_num}: feature maps are stored as RGB PNGs (as the "

@@ -107,6 +107,22 @@ def read_reference_clusters(path) -> dict[int, np.ndarray]:
     return {int(k): v.astype(np.float32) for k, v in centers.items()}
 
 
+def checked_reference_clusters(path: Path, feat_num: int, whose: str = "opt.txt's feat_num",
+                               run: Path | str = "RUN") -> dict[int, np.ndarray]:
+    """:func:`read_reference_clusters`, refused when a class's centres are not ``feat_num`` wide
+    (``whose``: where that value came from; ``run``: the import's folder): they were not made by
+    the run's encoder, and synthesis could not paint them."""
+    centers = read_reference_clusters(path)
+    widths = sorted({v.shape[1] for v in centers.values()})
+    if any(w != feat_num for w in widths):
+        shown = " and ".join(str(w) for w in widths)
+        raise CheckpointMismatchError(
+            f"{path} holds cluster centres {shown} wide, but {whose} is {feat_num}: they were not made by "
+            f"this run's encoder. Move {path.name} out of {path.parent} to import the run without clusters, "
+            f"then cluster its encoder's features with `python -m pix2pixhd.features encode --checkpoint {run}`")
+    return centers
+
+
 def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str = "latest") -> Path:
     """Turn NVIDIA's run folder ``src`` (``{which_epoch}_net_G.pth``, ``_D``, ``_E``, ``opt.txt``,
     ``iter.txt``, ``features_clustered_NNN.npy``) into a run folder of ours; return its path.
@@ -178,8 +194,13 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
     if out.resolve() == src.resolve():   # --overwrite would move the source aside, then read it
         raise ConfigError(f"the import of {src} would be written into {src} itself: choose a --name (or "
                           "--checkpoints_dir) whose folder is another")
-    # chosen before anything is written: several files without one for n_clusters are refused
+    # chosen and read before anything is written: several files without one for n_clusters, or
+    # centres of another width than the run's feat_num, are refused
     clusters = find_reference_clusters(src, cfg.n_clusters) if cfg.use_features else None
+    if clusters is not None:
+        whose = ("opt.txt's feat_num" if "feat_num" in taken else "--feat_num" if "feat_num" in args
+                 else "the default feat_num")
+        centers = checked_reference_clusters(clusters[0], cfg.feat_num, whose, out)
     try:
         check_new_run(cfg)
     except RunExistsError:   # its advice (--resume) is train_hd.py's: give the import's own
@@ -223,11 +244,16 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
                  global_step=0)
     said = ""
     if clusters is not None:
-        from pix2pixhd.features import CLUSTERS_FILE, FeatureClusters
-        (file, k), centers = clusters, read_reference_clusters(clusters[0])
+        from pix2pixhd.features import CLUSTERS_FILE, FeatureClusters, encoder_identity
+        file, k = clusters
+        # the E they belong to: a note at synthesis once the imported run trains E on
+        encoder = {"sha256": encoder_identity(state["E"]), "checkpoint": str((out / "latest.pt").resolve())}
         FeatureClusters(centers={c: torch.from_numpy(v) for c, v in centers.items()},
-                        feat_num=cfg.feat_num, n_clusters=k).save(out / CLUSTERS_FILE)
-        said = (f"; clusters from {file.name} ({k} per class"
+                        feat_num=cfg.feat_num, n_clusters=k, encoder=encoder).save(out / CLUSTERS_FILE)
+        held = sorted({v.shape[0] for v in centers.values()})
+        per = (f"{held[0]}" if len(held) == 1 else f"{held[0]} to {held[-1]}") if held else "none"
+        said = (f"; clusters from {file.name} ({per} per class"
+                + (f", made with n_clusters {k}" if held != [k] else "")
                 + (f"; the run's n_clusters is {cfg.n_clusters}" if k != cfg.n_clusters else "") + ")")
     elif cfg.use_features:
         said = (f"; no features_clustered_NNN.npy in {src}: cluster E's features with python -m "

@@ -229,3 +229,30 @@ def test_an_existing_target_gives_the_fixes_import_takes(tmp_path):
             import_reference_run(tmp_path / "nv", argv + [flag])
     assert (ours / "city" / "latest.pt").stat().st_mtime_ns == before
     assert import_reference_run(tmp_path / "nv", argv + ["--overwrite"]) == ours / "city"
+
+
+def test_cluster_centres_of_another_width_are_refused_at_import(tmp_path):
+    """opt.txt's feat_num was stamped on the clusters whatever their width: synthesis then failed
+    with 'expanded size of the tensor (3) must match (4)'."""
+    from pix2pixhd.errors import UserError
+    _reference_feature_run(tmp_path / "nv", ())
+    bad = tmp_path / "nv" / "features_clustered_010.npy"
+    np.save(bad, {c: np.zeros((4, 4)) for c in (1, 2)}, allow_pickle=True)
+    (tmp_path / "nv" / "opt.txt").write_text((tmp_path / "nv" / "opt.txt").read_text().replace(
+        "ndf: 4\n", "ndf: 4\nfeat_num: 3\n"))
+    argv = ["--name", "f", "--checkpoints_dir", str(tmp_path / "ours")]
+    with pytest.raises(UserError, match=f"{bad} holds cluster centres 4 wide, but opt.txt's feat_num is 3"):
+        import_reference_run(tmp_path / "nv", argv)
+    assert not (tmp_path / "ours" / "f").exists()   # refused before anything is written
+
+
+def test_import_reports_the_centres_the_file_holds_and_records_its_encoder(tmp_path, capsys):
+    """features_clustered_010.npy holding 4 centres per class was reported as '(10 per class'."""
+    from pix2pixhd.features import FeatureClusters, stale_clusters_note
+    _reference_feature_run(tmp_path / "nv", ())
+    np.save(tmp_path / "nv" / "features_clustered_010.npy", {c: np.zeros((4, 3)) for c in (1, 2)},
+            allow_pickle=True)
+    out = import_reference_run(tmp_path / "nv", ["--name", "f", "--checkpoints_dir", str(tmp_path / "ours")])
+    assert "clusters from features_clustered_010.npy (4 per class, made with n_clusters 10)" in capsys.readouterr().out
+    fc = FeatureClusters.load(out)
+    assert fc.encoder["sha256"] and stale_clusters_note(fc, out) is None   # the imported E's own

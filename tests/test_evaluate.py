@@ -7,6 +7,7 @@ the real Inception file is used only to check our preprocessing against fid-help
 """
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -317,8 +318,10 @@ def test_segmenter_is_deterministic(dataset):
     assert a["real"] == b["real"] and a["fake"] == b["fake"]
 
 
-def test_identical_folders_via_library(dataset):
-    res = evaluate(dataset / "test_img", dataset / "test_img", feature_extractor=_tiny_extractor(),
+def test_identical_folders_via_library(dataset, tmp_path):
+    # a copy: the same folder as --fake and --real is refused (test_evaluate_inputs.py)
+    shutil.copytree(dataset / "test_img", tmp_path / "copy")
+    res = evaluate(tmp_path / "copy", dataset / "test_img", feature_extractor=_tiny_extractor(),
                    kid_subsets=5, verbose=False)
     assert res["psnr"] == math.inf and res["ssim"] == pytest.approx(1.0)
     assert abs(res["fid"]) < 1e-6
@@ -326,7 +329,8 @@ def test_identical_folders_via_library(dataset):
 
 def test_json_writes_inf_as_a_string(dataset, tmp_path, capsys):
     out = tmp_path / "m.json"
-    main(["--fake", str(dataset / "test_img"), "--real", str(dataset / "test_img"), "--no_fid",
+    shutil.copytree(dataset / "test_img", tmp_path / "copy")
+    main(["--fake", str(tmp_path / "copy"), "--real", str(dataset / "test_img"), "--no_fid",
           "--json", str(out)])
     assert json.loads(out.read_text())["psnr"] == "inf"
 
@@ -574,7 +578,8 @@ def test_ab_pairs_as_real_images_are_refused_and_real_half_scores_a_half(tmp_pat
         want = _psnr_ssim_of([(f, ab[:, cols]) for f, ab in pairs])
         assert (got["psnr"], got["ssim"]) == pytest.approx(want, abs=1e-12)
     # a real image of the fake's own size is not a pair: compared as before
-    assert evaluate(fake, fake, no_fid=True, verbose=False)["n_images"] == 3
+    shutil.copytree(fake, tmp_path / "copy")
+    assert evaluate(fake, tmp_path / "copy", no_fid=True, verbose=False)["n_images"] == 3
 
 
 def test_aligned_pix2pix_run_scores_end_to_end(tmp_path):

@@ -182,9 +182,10 @@ def synthesize_parser() -> argparse.ArgumentParser:
     r.add_argument("--eval", action="store_true",
                    help="the reference pix2pix's --eval: --bn_running_stats and --no_test_dropout together")
     f = p.add_argument_group("feature encoder (runs trained with --instance_feat / --label_feat)")
-    f.add_argument("--feature_mode", default="sample", choices=("sample", "cluster", "encoded"),
+    f.add_argument("--feature_mode", default=None, choices=("sample", "cluster", "encoded"),
                    help="sample: a saved cluster per instance; cluster: the --cluster centre(s); "
-                        "encoded: E's encoding of the real photos (--real, or the --dataroot's)")
+                        "encoded: E's encoding of the real photos (--real, or the --dataroot's); not "
+                        "given: cluster with --cluster, else sample")
     f.add_argument("--cluster", default="", help="--feature_mode cluster: K for every class, or class=K pairs "
                                                  "(26=3,24=1; other classes sampled)")
     f.add_argument("--use_encoded_image", action="store_true", help="reference name of --feature_mode encoded")
@@ -203,10 +204,7 @@ def synthesize_main(argv: list[str] | None = None) -> int:
                             ("batch_size", 1, "maps per generator call"), ("num_samples", 1, "photos per map")):
         if getattr(a, name) < lo:   # before the generator is loaded or anything is written
             raise ConfigError(f"--{name} {getattr(a, name)}: must be >= {lo} ({means})")
-    if a.use_encoded_image:
-        a.feature_mode = "encoded"
-    if a.cluster and a.feature_mode == "sample":
-        a.feature_mode = "cluster"
+    a.feature_mode = _feature_mode(a)
     if bool(a.input) == bool(a.dataroot):
         raise ConfigError("give either --input FOLDER (label maps or photos) or --dataroot DATASET "
                           "(with --phase), " + ("not both" if a.input else "one of them"))
@@ -219,6 +217,26 @@ def synthesize_main(argv: list[str] | None = None) -> int:
         return _synthesize(a, info)
     finally:
         distributed.cleanup(info)
+
+
+def _feature_mode(a: argparse.Namespace) -> str:
+    """The feature mode --feature_mode, --use_encoded_image and --cluster ask for together; two of
+    them that contradict each other are refused in one line naming both."""
+    given = a.feature_mode   # None: not on the command line
+    cluster = f"--cluster {a.cluster}"
+    if a.use_encoded_image:
+        if given not in (None, "encoded"):
+            raise ConfigError(f"--use_encoded_image and --feature_mode {given} contradict each other "
+                              "(--use_encoded_image is --feature_mode encoded): drop one of them")
+        if a.cluster:
+            raise ConfigError(f"--use_encoded_image and {cluster} contradict each other (features encoded "
+                              "from the real photos, or a saved cluster centre): drop one of them")
+        return "encoded"
+    if a.cluster and given in ("sample", "encoded"):
+        raise ConfigError(f"--feature_mode {given} and {cluster} contradict each other (--cluster chooses "
+                          "the centres of --feature_mode cluster, and --cluster alone selects it): drop "
+                          f"--feature_mode {given}, or --cluster")
+    return given or ("cluster" if a.cluster else "sample")
 
 
 def _synthesize(a: argparse.Namespace, info) -> int:
@@ -248,7 +266,18 @@ def _synthesize(a: argparse.Namespace, info) -> int:
                              onnx if a.onnx_path else None)
         if not onnx.is_file():
             raise MissingInputError(f"ONNX generator {onnx} does not exist; export it with `{fix}`")
-        g = OnnxGenerator(onnx)
+        g = OnnxGenerator(onnx, fix=fix)   # a damaged file names this exact command
+        own = default_onnx_path(ckpt.parent, key)   # this run's file, beside its checkpoint
+        theirs = Path(g.checkpoint).parent if g.checkpoint else None
+        if (theirs is not None and theirs != ckpt.resolve().parent and onnx.resolve() != own.resolve()
+                and g.checkpoint_sha256 not in (None, identity["checkpoint_sha256"])):
+            # another run's export: re-exporting to this path would overwrite that run's file
+            own_fix = export_command(a.checkpoint, a.which_epoch, a.direction,
+                                     a.bn_running_stats and has_bn, own)
+            raise ConfigError(f"{onnx} belongs to run {theirs} (exported from {g.checkpoint}), not to this "
+                              f"synthesis's {ckpt}: export this run's generator to a file of its own with "
+                              f"`{own_fix}` and leave --onnx_path out (that file is its default), or pass "
+                              "--onnx_path a file exported from this checkpoint")
         if g.generator_key is not None and g.generator_key != key:   # None: exported before keys were stored
             raise ConfigError(f"{onnx} holds generator {g.generator_key}, but this synthesis runs {key}"
                               f"{f' (--direction {a.direction})' if a.direction else ''}: export {key} with "

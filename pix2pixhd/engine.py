@@ -892,7 +892,8 @@ def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
 def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout", *,
                  reads_real: bool = False) -> dict:
     """What decides an output's bytes: the generator (checkpoint and its hash, which generator,
-    backend, precision, dropout, features), the inputs (the resolved ``input`` and ``inst``
+    backend, precision, dropout, features and, in ``identity`` from run_synthesis, the clusters
+    file's hash), the inputs (the resolved ``input`` and ``inst``
     folders, ``real`` when the generator encodes its photos (``reads_real``), or the ``dataroot``
     with its ``phase`` and ``direction``) and the job's seed, sample count and output split
     (``images``: the folder of the synthesized photos). So a rerun with another input folder
@@ -916,6 +917,30 @@ def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout", *,
 
 # what job_identity adds for the inputs (older synthesis.json files lack them)
 _INPUT_KEYS = ("input", "inst", "real", "dataroot", "phase", "direction", "digest")
+# the sha256 of the clusters file a sampled or chosen feature reads (older synthesis.json files lack it)
+_CLUSTERS_KEY = "clusters_sha256"
+
+
+def _legacy_digests(ident: dict) -> dict[str, str]:
+    """The digests this job had in older synthesis.json files (without the clusters file's hash;
+    without it and the input folders), each with what resuming such a file says."""
+    older = {}
+    if _CLUSTERS_KEY in ident:
+        older[_digest({k: v for k, v in ident.items() if k != _CLUSTERS_KEY})] = (
+            "predates the clusters file in a job's identity; resuming it as this job (the clusters its "
+            "outputs were drawn from cannot be checked)")
+    older.setdefault(_digest({k: v for k, v in ident.items() if k not in _INPUT_KEYS and k != _CLUSTERS_KEY}),
+                     "predates input folders in a job's identity; resuming it as this job")
+    return older
+
+
+def _clusters_file(synth: Synthesizer) -> Path | None:
+    """The clusters file ``synth``'s features read (sampled or chosen centres), or None."""
+    f = synth.features
+    if f is None or f.mode not in ("sample", "cluster") or f.clusters is None:
+        return None
+    path = getattr(f.clusters, "path", None)
+    return Path(path) if path is not None and Path(path).is_file() else None
 
 
 def _digest(ident: dict) -> str:
@@ -949,10 +974,11 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
                              "be overwritten; pick a new or empty --out")
     if prev is None or prev.get("digest") == ident["digest"]:
         return None
-    if prev.get("digest") == _digest({k: v for k, v in ident.items() if k not in _INPUT_KEYS}):
-        # written before the inputs were part of a job: the same generator and options, taken as
-        # this job (its outputs carry no input fingerprints: they are kept by name and size)
-        notes.append(f"{out / JOB_FILE} predates input folders in a job's identity; resuming it as this job")
+    older = _legacy_digests(ident)
+    if prev.get("digest") in older:
+        # written before the inputs (or the clusters file) were part of a job: the same generator
+        # and options, taken as this job (outputs without input fingerprints are kept by name and size)
+        notes.append(f"{out / JOB_FILE} {older[prev['digest']]}")
         return None
     if not job.overwrite:
         diff = sorted(k for k in set(prev) | set(ident) if k != "digest" and prev.get(k) != ident.get(k))
@@ -989,7 +1015,8 @@ def _replace_previous(out: Path, prev: dict, layout: OutputLayout) -> str:
     """--overwrite: remove the previous job's files and its manifest, so the folder holds this
     job's outputs only: every file its manifest names, and every file in its split folders, with
     or without a manifest line (a killed run can leave a photo renamed into place before its line
-    was written, or a label map written before its photo). Returns the note that says so."""
+    was written, or a label map written before its photo), then those folders once empty. Returns
+    the note that says so."""
     removed = 0
     for rec in _read_lines(_manifest_sources(out)):
         for key in ("output", "label", "inst"):
@@ -1014,6 +1041,11 @@ def _replace_previous(out: Path, prev: dict, layout: OutputLayout) -> str:
                     removed += 1
             except (FileNotFoundError, OSError):
                 pass
+        if not folder.is_symlink():   # the emptied folder too: this job makes its own again, and an
+            try:                      # empty split of another --out_phase fails `data scan`
+                folder.rmdir()
+            except OSError:
+                pass
     for p in _manifest_sources(out):
         p.unlink(missing_ok=True)
     return (f"--overwrite: removed {removed} file(s) of the previous synthesis in {out} (the files its "
@@ -1025,6 +1057,19 @@ def _needs(synth: Synthesizer) -> tuple[bool, bool]:
     needs_inst = cfg.label_nc > 0 and (not cfg.no_instance or cfg.instance_feat)
     needs_image = synth.features is not None and synth.features.mode == "encoded"
     return needs_inst, needs_image
+
+
+def _no_inst_note(cfg) -> str:
+    """What a run that reads instance maps does with none (--input without --inst): the label
+    map stands in for them, so instances are whole classes."""
+    said = []
+    if not cfg.no_instance:
+        said.append("instance boundaries are taken from the label map (class borders only: touching "
+                    "objects of one class get no boundary between them)")
+    if cfg.instance_feat:
+        said.append("--instance_feat features are per class instead of per instance (all pixels of a "
+                    "class share one feature)")
+    return "no --inst folder: " + "; ".join(said)
 
 
 def _check_samples(job: SynthesisJob, synth: Synthesizer) -> None:
@@ -1094,7 +1139,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
         raise ConfigError("--feature_mode encoded needs --real FOLDER: the photos E encodes")
     notes: list[str] = []   # said once the job starts (after every check and the lock)
     if needs_inst and job.input is not None and job.inst is None:
-        notes.append("no --inst folder: instance boundaries are taken from the label map")
+        notes.append(_no_inst_note(cfg))
     Source = FolderSource if job.input is not None else DatasetSource
     src = Source(job, cfg, needs_inst=needs_inst, needs_image=needs_image)
     if job.real is not None:
@@ -1105,7 +1150,11 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
         notes += _input_size_notes(src, cfg)
     _collisions(src.stems, src.files)
     layout = OutputLayout(job.split, photo_inputs=cfg.label_nc == 0)
-    ident = job_identity(job, identity or {"checkpoint": None}, layout, reads_real=needs_image)
+    identity = dict(identity or {"checkpoint": None})
+    clusters = _clusters_file(synth)
+    if clusters is not None and _CLUSTERS_KEY not in identity:   # hashed once per job
+        identity[_CLUSTERS_KEY] = file_sha256(clusters)
+    ident = job_identity(job, identity, layout, reads_real=needs_image)
     out = Path(job.out)
     prev = _check_out_folder(job, ident, layout, notes)
     classes = _output_classes(job, cfg, notes)
@@ -1174,12 +1223,12 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     # what is complete already (every rank reads the same files before any rank appends): an ok
     # line of this job whose file has the recorded size and whose inputs still have the recorded
     # fingerprint (an input replaced or edited since is redone)
-    # Lines of a synthesis.json older than input folders in the identity (same generator and
-    # options) carry no fingerprint: kept by name and size, as that version did.
-    legacy = _digest({k: v for k, v in ident.items() if k not in _INPUT_KEYS})
+    # Lines of an older synthesis.json of this job (``_legacy_digests``) count too; those older than
+    # input folders in the identity carry no fingerprint: kept by name and size, as that version did.
+    jobs = {ident["digest"], *_legacy_digests(ident)}
     done: dict[str, tuple[int, list | None]] = {}
     for rec in _read_lines(_manifest_sources(out)):
-        if rec.get("job") in (ident["digest"], legacy) and rec.get("status") == "ok":
+        if rec.get("job") in jobs and rec.get("status") == "ok":
             done[rec["output"]] = (rec.get("bytes", -1), rec.get("inputs", "legacy"))
     distributed.barrier(info)
 
@@ -1235,7 +1284,7 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
         report.written, report.skipped = (int(v) for v in t.tolist())
         distributed.barrier(info)
     if rank == 0:
-        report.manifest = merge_manifest(out, ident["digest"])
+        report.manifest = merge_manifest(out, ident["digest"], _legacy_digests(ident))
     if stop is not None and stop.signal:
         from pix2pixhd.trainer import STOPPED_EXIT_STATUS
         print(f"stopped by {stop.signal} after {report.written} image(s); rerun the same command to "
@@ -1560,14 +1609,16 @@ def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, ch
         slots.release()
 
 
-def merge_manifest(out: Path, digest: str) -> Path:
+def merge_manifest(out: Path, digest: str, older=()) -> Path:
     """Rank 0, after every rank has finished: ``manifest.jsonl`` = for each output, the last line
     this job wrote about it (an earlier run's or this one's parts), sorted by output name; then
-    the parts are removed. Written to a temporary file and renamed."""
+    the parts are removed. Written to a temporary file and renamed. ``older``: this job's digests
+    in older synthesis.json files (``_legacy_digests``), whose lines a resume kept, so kept too."""
     out = Path(out)
+    jobs = {digest, *older}
     latest: dict[str, str] = {}
     for rec in _read_lines(_manifest_sources(out)):
-        if rec.get("job") != digest:
+        if rec.get("job") not in jobs:
             continue
         # a later line about an output is a redo (an earlier run's was incomplete or skipped)
         key = rec["output"] or f"\0{rec.get('input')}"   # a broken symlink has no output name

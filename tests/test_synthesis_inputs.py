@@ -290,6 +290,7 @@ def test_an_out_folder_written_before_inputs_were_in_the_identity_still_resumes(
     captured = capsys.readouterr()
     assert "wrote 0 images" in captured.out and "3 already complete" in captured.out, captured.out
     assert "predates input folders" in captured.err
+    assert len(manifest(out)) == 3   # the old lines are kept: the next rerun finds them complete too
     # the folder is this job's now: another input folder is refused as another synthesis
     other = tmp_path / "other"
     for k, n in enumerate("abc"):

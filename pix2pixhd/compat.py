@@ -128,8 +128,37 @@ def _input_hint(model: nn.Module, state: dict, own: dict) -> str | None:
     return hint
 
 
+def _encoder_options(model: nn.Module, state: dict) -> dict[str, tuple] | None:
+    """For an Encoder: its options (nef, n_downsample_E, feat_num, its input channels output_nc,
+    norm) as the file's shapes imply them and as the model has them, {name: (file, model)};
+    None when the file's convs do not read as an encoder's. The layout is the global
+    generator's without ResNet blocks: a 7x7 conv (nef filters), n_downsample_E stride-2 convs, as
+    many transposed convs, a 7x7 conv to feat_num channels."""
+    from pix2pixhd.networks import Encoder
+    if not isinstance(model, Encoder):
+        return None
+
+    def read(sd: dict) -> dict | None:
+        convs = sorted(((int(k.split(".")[1]), v) for k, v in sd.items()
+                        if re.fullmatch(r"model\.\d+\.weight", k) and isinstance(v, torch.Tensor)
+                        and v.dim() == 4), key=lambda kv: kv[0])
+        if len(convs) < 2 or len(convs) % 2:
+            return None
+        first, last = convs[0][1].shape, convs[-1][1].shape
+        # BatchNorm has affine weights [C]; the reference's instance norm has none
+        norm = "batch" if any(k.endswith(".weight") and isinstance(v, torch.Tensor) and v.dim() == 1
+                              for k, v in sd.items()) else "instance"
+        return {"nef": first[0], "n_downsample_E": (len(convs) - 2) // 2, "feat_num": last[0],
+                "output_nc": first[1], "norm": norm}
+
+    theirs, ours = read(state), read(model.state_dict())
+    if theirs is None or ours is None:
+        return None
+    return {k: (theirs[k], ours[k]) for k in ours}
+
+
 def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool = True,
-                           ignore_prefixes: tuple[str, ...] = ()) -> nn.Module:
+                           ignore_prefixes: tuple[str, ...] = (), source: str | None = None) -> nn.Module:
     """Load a state_dict saved by NVIDIA's pix2pixHD, the CycleGAN/pix2pix repo (``latest_net_G_A.pth``
     ...) or by us (one network's ``state_dict()``) into ``model`` (G, D or E).
 
@@ -142,9 +171,12 @@ def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool
     skipped on both sides (e.g. a new discriminator scale). Any missing or unexpected key or
     shape mismatch raises :class:`CheckpointMismatchError` listing the first few and guessing
     what the file holds, unless ``strict=False`` (then only matching entries are loaded and the
-    shape mismatches still raise).
+    shape mismatches still raise). For an Encoder it names the options that differ, with the
+    values the file's shapes imply. ``source``: what the messages call a mapping (e.g.
+    "ck/g/latest.pt's E"; default "the given state_dict").
     """
-    state, source = _read(state_dict_or_path)
+    state, read_from = _read(state_dict_or_path)
+    source = source if source is not None and isinstance(state_dict_or_path, Mapping) else read_from
     _refuse_training_checkpoint(state, source)
     state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
     state = _drop_untracked_instance_norm_stats(model, state)
@@ -170,6 +202,17 @@ def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool
             parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
         if shapes:
             parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[:3]}")
+        encoder = _encoder_options(model, state)
+        if encoder is not None:   # an Encoder: its own options, not G's (the input hint is one of them)
+            differ = {k: v for k, v in encoder.items() if v[0] != v[1]}
+            if differ:
+                parts.append("the file's feature encoder was built with " + ", ".join(
+                    f"{k} {f} (this encoder: {o})" for k, (f, o) in differ.items())
+                    + ": build the encoder with " + " ".join(f"--{k} {f}" for k, (f, _) in differ.items()))
+            else:
+                parts.append("build the encoder with the flags it was trained with (nef, n_downsample_E, "
+                             "feat_num, output_nc, norm)")
+            raise CheckpointMismatchError(parts[0] + " " + "; ".join(parts[1:]))   # one line
         if inputs:
             parts.append(inputs)
         flags = ("netG, ngf, n_downsample_global, n_blocks_global, n_local_enhancers, upsample, num_D, "

@@ -311,7 +311,8 @@ class TrainConfig:
         pix2pix=0, cyclegan=0)
     input_nc: Optional[int] = option("data", 3, "input image channels when --label_nc is 0 "
                                      "(cyclegan: domain A's)")
-    output_nc: Optional[int] = option("data", 3, "output image channels (cyclegan: domain B's)")
+    output_nc: Optional[int] = option("data", 3, "output image channels: 3 (RGB) or 1 (photos read as grey) "
+                                      "(cyclegan: domain B's)")
     no_instance: Optional[bool] = option(
         "data", False, "no instance maps (no instance boundary channel in G's input)", pix2pix=True,
         cyclegan=True)
@@ -590,6 +591,21 @@ class TrainConfig:
                                "stage") + ": drop --stage local/finetune")
         if c.instance_feat and c.label_feat:
             raise ConfigError("choose one of --instance_feat and --label_feat")
+        if self.load_features and not c.use_features:
+            raise ConfigError(
+                "--load_features: the precomputed maps it reads are the feature encoder's, which only "
+                + (f"pix2pixHD's --instance_feat and --label_feat have (--model {c.model} has none): drop "
+                   "--load_features" if c.model != "pix2pixhd" else
+                   "--instance_feat and --label_feat use, and this run has neither"
+                   + (" (nor has the stage it loads)" if run.load_pretrain else "")
+                   + ", so nothing would read them: drop --load_features, or add the --instance_feat (or "
+                   "--label_feat) of the stage whose encoder made the maps"))
+        for k in ("output_nc",) + (("input_nc",) if c.label_nc == 0 else ()):
+            if getattr(c, k) not in (1, 3):
+                raise ConfigError(f"--{k} {getattr(c, k)}: photos are read as grey (1) or RGB (3) images; "
+                                  f"pass --{k} 1 or 3")
+        if prev is not None and not run.resume and c.model == "pix2pixhd":
+            c._check_encoder_loads(self, prev, run)
         if c.diffaug:
             c._check_diffaug()
         if c.upsample != "transpose" and c.model != "pix2pixhd":
@@ -606,6 +622,26 @@ class TrainConfig:
         c._inherited = (("the run resumed" if run.resume else str(src)), inherited) if inherited else None
         c._restart = restart           # check_new_run: the folder is this run's own
         return c
+
+    def _check_encoder_loads(self, given: "TrainConfig", prev: "TrainConfig", run: "TrainConfig") -> None:
+        """A stage that loads the feature encoder of the stage before (``prev``) builds it the same:
+        an encoder option given (``given``) with another value is refused by name, before the
+        checkpoint's weights meet an encoder of other shapes."""
+        if not (self.use_features and not self.load_features and prev.use_features and not prev.load_features):
+            return   # no encoder here, or none in the stage loaded: nothing is loaded into it
+        differ = [k for k in ("nef", "n_downsample_E", "feat_num")
+                  if getattr(given, k) is not None and getattr(given, k) != getattr(prev, k)]
+        if not differ:
+            return
+        from pix2pixhd.checkpoint import checkpoint_path
+        src = Path(run.load_pretrain)
+        file = src if src.is_file() else checkpoint_path(src, run.which_epoch)
+        ours = " ".join(f"--{k} {getattr(given, k)}" for k in differ)
+        raise ConfigError(
+            f"{ours}: this stage loads the feature encoder of {run.load_pretrain} (E in {file}), built with "
+            f"{', '.join(f'{k} {getattr(prev, k)}' for k in differ)}, and its weights cannot change shape: "
+            f"drop {' '.join('--' + k for k in differ)} (the stage loaded gives its own), or train the "
+            f"{prev.stage} stage again with {ours}")
 
     def _netG_alias(self) -> str | None:
         """The pix2pix/CycleGAN repo's ``--netG`` (unet_256, resnet_9blocks...) moved to
@@ -831,7 +867,9 @@ class TrainConfig:
         self.check_resolved()
         d = DataConfig(dataset_mode=self.dataset_mode, label_nc=self.label_nc,
                        no_instance=self.no_instance and not self.instance_feat,
-                       load_features=self.load_features, resize_or_crop=self.resize_or_crop,
+                       instance_feat=self.instance_feat,
+                       load_features=self.load_features and self.use_features,   # read only with E's input
+                       resize_or_crop=self.resize_or_crop,
                        loadSize=self.loadSize, fineSize=self.fineSize, no_flip=self.no_flip,
                        direction=self.direction, palette=self.palette or None,
                        required_multiple=self.required_multiple, multiple_reason=self.multiple_reason,
@@ -914,6 +952,8 @@ class DataConfig:
     A training run's comes from ``TrainConfig.data_config()``. ``palette``: None, 'facades', a
     JSON file or a list of [r, g, b]. ``required_multiple``: what the generator needs the sizes to
     divide by (``multiple_reason``: who needs it, in messages). ``input_nc``/``output_nc``: channels of the unaligned layout's A and B images.
+    ``instance_feat``: the instance maps are read for the feature encoder (which needs them also
+    with ``no_instance``); None: not known (a missing ``{phase}_inst`` is then explained both ways).
     ``is_train`` (None: phase == 'train') enables random flips, as the reference's
     isTrain. ``validate``: 'full' (decode every file), 'headers' (sizes and modes) or 'off'.
     ``inputs_only`` (synthesis): the generator's inputs are all that must be there; a split with
@@ -924,6 +964,7 @@ class DataConfig:
     dataset_mode: str = "auto"
     label_nc: int = 35
     no_instance: bool = False
+    instance_feat: Optional[bool] = None
     load_features: bool = False
     resize_or_crop: str = "scale_width"
     loadSize: int = 1024

@@ -11,6 +11,9 @@ whose last entry is the patch logits [N, 1, h, w]. Weights are the reference's:
 from __future__ import annotations
 
 import os
+import pickle
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -105,16 +108,112 @@ def default_vgg19_path() -> Path:
     return Path(torch_home).expanduser() / "hub" / "checkpoints" / VGG19_FILENAME
 
 
-def vgg19_file(path: str | os.PathLike | None = None) -> Path:
+def vgg19_file(path: str | os.PathLike | None = None, *, check_contents: bool = True) -> Path:
     """The VGG19 weights file ``path`` (--vgg_path; empty: :func:`default_vgg19_path`), which
-    must exist: MissingInputError naming it and the three fixes otherwise."""
+    must exist (MissingInputError naming it and the three fixes otherwise) and, with
+    ``check_contents``, hold VGG19's weights (:func:`read_vgg19_state`, memory-mapped: the keys
+    and shapes are checked, the weights not read; a file in torch's legacy format is read whole)."""
     path = Path(path) if path else default_vgg19_path()
     if not path.is_file():
         raise MissingInputError(
             f"VGG19 weights not found at {path}. The VGG perceptual loss needs torchvision's "
             f"{VGG19_FILENAME} (ImageNet VGG19) as a local file: pass --vgg_path FILE, or "
             f"place it at {default_vgg19_path()}, or train without it: --no_vgg_loss")
+    if check_contents:
+        read_vgg19_state(path, mmap=True)
     return path
+
+
+def vgg19_shapes() -> dict[str, tuple[int, ...]]:
+    """The tensors :class:`VGG19Features` loads: torchvision's ``features.N.weight``/``bias`` up
+    to relu5_1, with their shapes."""
+    shapes, c, i = {}, 3, 0
+    for v in _VGG19_CFG:
+        if i >= _VGG_SLICES[-1]:
+            break
+        if v == "M":
+            i += 1
+            continue
+        shapes[f"features.{i}.weight"], shapes[f"features.{i}.bias"] = (v, c, 3, 3), (v,)
+        c, i = v, i + 2   # conv, ReLU
+    return shapes
+
+
+def _text_start(head: bytes) -> str | None:
+    """The first characters of ``head`` when it reads as text (an HTML page, an error message...),
+    else None."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    text = text.lstrip("\ufeff").strip()
+    if not text or not all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+        return None
+    return " ".join(text.split())[:40]
+
+
+def read_vgg19_state(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The VGG19 tensors of ``path`` (``torch.load`` with ``weights_only=True``; ``mmap``: the
+    tensors memory-mapped, not read, where the file's format allows), checked against
+    :func:`vgg19_shapes`. InputError, one line naming the file, what is wrong and the file
+    expected: not a PyTorch file (a text or HTML page saved under its name), truncated or
+    damaged, pickled objects other than tensors (a whole module: not loaded, as that would run
+    its code), keys or shapes that are not torchvision's VGG19."""
+    path = Path(path)
+    size = path.stat().st_size
+
+    def bad(what: str) -> InputError:
+        return InputError(
+            f"VGG19 weights {path}: {what}; the VGG loss needs torchvision's ImageNet VGG19 weights, "
+            f"{VGG19_FILENAME} (https://download.pytorch.org/models/{VGG19_FILENAME}, about 575 MB): pass "
+            "it with --vgg_path FILE, or train without the VGG loss: --no_vgg_loss")
+
+    if size == 0:
+        raise bad("the file is empty (0 bytes)")
+    with open(path, "rb") as f:
+        head = f.read(256)
+    zipped = head.startswith(b"PK\x03\x04")   # torch.save's format since torch 1.6; else the legacy one
+    text = None if zipped else _text_start(head)
+    if text is not None:
+        raise bad(f"a text file, not PyTorch weights (it starts {text!r}: a web page or an error "
+                  "message saved in place of the download?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipped)
+    except pickle.UnpicklingError as e:   # torch's advice (weights_only=False) would run the file's code
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise bad(f"it holds pickled Python objects ({found[1]}), not only tensors (a whole model saved "
+                      "with torch.save(model) instead of its state_dict()?); such a file is not loaded, as "
+                      "loading it would run code") from None
+        raise bad(f"not PyTorch weights, or damaged ({size} bytes that torch.load's weights-only reader "
+                  "cannot read)") from None
+    except Exception as e:   # a truncated zip (no central directory), damaged data (miniz), EOF
+        raise bad(f"cannot be read as a PyTorch file, truncated or damaged? ({size} bytes; "
+                  f"{type(e).__name__}: {_first_line(e)})") from None
+    if not isinstance(state, Mapping):
+        raise bad(f"it holds a {type(state).__name__}, not a state_dict (a dict of tensors)")
+    shapes = vgg19_shapes()
+    missing = [k for k in shapes if k not in state]
+    if missing:
+        nested = [k for k in ("state_dict", "model") if isinstance(state.get(k), Mapping)]
+        hint = (f" (its tensors are under {nested[0]!r}: save that entry alone)" if nested else
+                " (keys without 'features.': a VGG19().features state_dict? prefix them with 'features.')"
+                if all(k.partition(".")[2] in state for k in missing) else "")
+        raise bad(f"not torchvision's VGG19 state_dict: {len(missing)} of its {len(shapes)} tensors missing, "
+                  f"e.g. {missing[:2]}{hint}; expected keys like 'features.0.weight'")
+    wrong = [f"{k}: {tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k]).__name__}"
+             f" (VGG19: {s})" for k, s in shapes.items()
+             if not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != s]
+    if wrong:
+        raise bad(f"VGG19's keys with other shapes ({len(wrong)} of {len(shapes)} tensors, e.g. "
+                  f"{', '.join(wrong[:2])}): another network's weights under those names")
+    return state
+
+
+def _first_line(e: BaseException) -> str:
+    """The first sentence of ``e``'s message (torch's miniz errors go on with advice to file an issue)."""
+    line = (str(e).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
+    return line if len(line) <= 160 else line[:157] + "..."
 
 
 class VGG19Features(nn.Module):
@@ -146,16 +245,11 @@ class VGG19Features(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None) -> "VGG19Features":
-        """Load torchvision-format VGG19 weights from a local file (never downloads)."""
-        path = vgg19_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        """Load torchvision-format VGG19 weights from a local file (never downloads); a file that
+        does not hold them is refused as :func:`read_vgg19_state` says."""
+        state = read_vgg19_state(vgg19_file(path, check_contents=False))
         model = cls()
-        wanted = model.state_dict().keys()
-        missing = [k for k in wanted if k not in state]
-        if missing:
-            raise InputError(f"{path} is not a torchvision VGG19 state_dict: missing {missing[:4]} "
-                             f"({len(missing)} keys); expected keys like 'features.0.weight'")
-        model.load_state_dict({k: state[k] for k in wanted})
+        model.load_state_dict({k: state[k] for k in model.state_dict()})
         return model
 
 

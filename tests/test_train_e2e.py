@@ -124,8 +124,13 @@ def test_dry_run_checks_the_vgg19_file_the_run_would_stop_for(tmp_path, streets,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_torch_home"))
     with pytest.raises(MissingInputError, match=r"VGG19 weights not found at .*no_torch_home.*--no_vgg_loss"):
         _run(tmp_path, streets, "--name", "dry", "--dry_run", "--no_vgg_loss", "false")
+    from pix2pixhd.errors import InputError
+    from pix2pixhd.losses import vgg19_shapes
     vgg = tmp_path / "vgg19.pth"
-    vgg.write_bytes(b"")   # there: the dry run does not read it
+    vgg.write_bytes(b"")   # there, but empty: the run would stop for it, so the dry run does
+    with pytest.raises(InputError, match="the file is empty"):
+        _run(tmp_path, streets, "--name", "dry", "--dry_run", "--no_vgg_loss", "false", "--vgg_path", str(vgg))
+    torch.save({k: torch.zeros(s) for k, s in vgg19_shapes().items()}, vgg)   # VGG19's keys and shapes
     assert _run(tmp_path, streets, "--name", "dry", "--dry_run", "--no_vgg_loss", "false",
                 "--vgg_path", str(vgg)) == 0
 

@@ -2,9 +2,9 @@
 
 A sample (``dataset[i]`` or ``dataset[(i, epoch)]``) is a dict:
   'label'  uint8 [1, H, W] class ids (int32 when label_nc > 256); with label_nc == 0 the input
-           photo, uint8 [3, H, W]
+           photo, uint8 [input_nc, H, W] (input_nc 1: read as grey, else RGB)
   'inst'   int32 [1, H, W] instance ids (only when instances are used)
-  'image'  uint8 [3, H, W] target photo
+  'image'  uint8 [output_nc, H, W] target photo (output_nc 1: read as grey, else RGB)
   'feat'   uint8 [3, H, W] precomputed feature map (only with load_features)
   'path'   str, the label (or AB) file
 Everything stays integer until the device, where ``pix2pixhd.encoding`` makes one-hot maps,
@@ -109,6 +109,9 @@ class PairedDataset(torch.utils.data.Dataset):
         self.required_multiple = config.required_multiple
         self.multiple_reason = config.multiple_reason
         self.output_nc = config.output_nc
+        # photos read with one channel: the input (label_nc 0, input_nc 1) and the target (output_nc 1)
+        self.input_grey = label_nc == 0 and config.input_nc == 1
+        self.output_grey = config.output_nc == 1
         self.seed = config.seed
         self.label_dtype = np.uint8 if label_nc <= 256 else np.int32
         # roles read as integer id maps (one channel); the rest are photos, converted to RGB
@@ -154,7 +157,7 @@ class PairedDataset(torch.utils.data.Dataset):
             w2, h = ab.size[0] // 2, ab.size[1]
             a, b = ab.crop((0, 0, w2, h)), ab.crop((w2, 0, 2 * w2, h))
             src, tgt = (a, b) if self.direction == "AtoB" else (b, a)
-            return {"label": src, "image": tgt}
+            return {"label": src, "image": tgt.convert("L") if self.output_grey else tgt}
         out = {"label": self._open(rec["label"], "label")}
         if "image" in rec:   # not with DataConfig.inputs_only on a split without photos
             out["image"] = self._open(rec["image"], "image")
@@ -167,7 +170,7 @@ class PairedDataset(torch.utils.data.Dataset):
             raise DatasetError(f"{rec['label']}: partners differ in size ({mismatch}); "
                                f"{_size_fix(out, rec, self)}. {_FIND_ALL.format(root=self.root)}")
         if "image" in out:
-            out["image"] = _rgb(out["image"])
+            out["image"] = out["image"].convert("L") if self.output_grey else _rgb(out["image"])
         if "feat" in out:
             out["feat"] = _rgb(out["feat"])
         return out
@@ -183,7 +186,7 @@ class PairedDataset(torch.utils.data.Dataset):
         sample = {}
         lab = ims["label"]
         if self.label_nc == 0:                                     # input is a photo
-            sample["label"] = _chw(T.apply_photo(lab.convert("RGB"), g))
+            sample["label"] = _photo_chw(T.apply_photo(lab.convert("L" if self.input_grey else "RGB"), g))
         elif self.palette is not None:                             # colour map -> ids
             rgb = T.apply_ids(np.asarray(lab.convert("RGB")), g)
             sample["label"] = torch.from_numpy(decode_palette(rgb, self.palette))[None]
@@ -207,7 +210,7 @@ class PairedDataset(torch.utils.data.Dataset):
             inst = T.apply_ids(np.asarray(ims["inst"]), g).astype(np.int32)
             sample["inst"] = torch.from_numpy(inst)[None]
         if "image" in ims:
-            sample["image"] = _chw(T.apply_photo(ims["image"], g))
+            sample["image"] = _photo_chw(T.apply_photo(ims["image"], g))
         if "feat" in ims:
             sample["feat"] = _chw(T.apply_ids(np.asarray(ims["feat"]), g))
         sample["path"] = str(rec.get("label", rec.get("ab")))
@@ -382,6 +385,11 @@ def _rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")   # convert() copies even RGB -> RGB
 
 
+def _photo_chw(a: np.ndarray) -> torch.Tensor:
+    """A photo as uint8 [C, H, W]: [h, w] (grey, one channel) or [h, w, 3]."""
+    return torch.from_numpy(np.ascontiguousarray(a))[None] if a.ndim == 2 else _chw(a)
+
+
 def _chw(a: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> uint8 [3, H, W] (a strided view; collate makes the batch contiguous)."""
     return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
@@ -458,7 +466,8 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
         raise DatasetError(f"palette has {len(pal)} colours but label_nc={label_nc}; set --label_nc "
                            f">= {len(pal)}")
     layout = find_files(root, phase, mode, use_inst=not no_instance, use_feat=load_features,
-                        direction=cfg.direction, inputs_only=cfg.inputs_only)
+                        direction=cfg.direction, inputs_only=cfg.inputs_only,
+                        instance_feat=bool(cfg.instance_feat))
     is_train = (phase == "train") if cfg.is_train is None else cfg.is_train
     ds = (UnalignedDataset(layout, cfg, is_train=is_train) if mode == "unaligned" else
           PairedDataset(layout, cfg, palette=pal, is_train=is_train))

@@ -263,10 +263,34 @@ def no_dataset_message(root: Path, phase: str, generate: bool = True) -> str:
             "or pick the layout with --dataset_mode")
 
 
+def _missing_folder_fix(role: str, root: Path, phase: str, instance_feat: bool | None) -> str:
+    """The fix for a missing ``{phase}_{role}`` folder. ``instance_feat``: whether the instance
+    maps are read for the feature encoder (which needs them also with no_instance); None: not known."""
+    if role == "inst" and instance_feat:
+        return ("--instance_feat averages the encoded features over each instance and needs instance maps "
+                "(also with --no_instance): add the folder, or use --label_feat (features per class)")
+    if role == "inst" and instance_feat is None:
+        return ("add the folder, or pass no_instance=True (--no_instance); with --instance_feat, whose "
+                "encoder needs instance maps also with --no_instance: add the folder, or use --label_feat")
+    if role == "inst":
+        return "pass no_instance=True (--no_instance) or add the folder"
+    if role == "feat":
+        where = f" --dataroot {root}" + (f" --phase {phase}" if phase != "train" else "")
+        return ("--load_features reads the feature encoder's maps precomputed into it: write them with "
+                f"`python -m pix2pixhd.features precompute --checkpoint RUN{where}` (RUN: the run whose "
+                "encoder makes them, the stage --load_pretrain loads), or drop --load_features "
+                "(load_features=False)")
+    return "add the folder"
+
+
 def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: bool,
-               direction: str = "AtoB", inputs_only: bool = False) -> Layout:
+               direction: str = "AtoB", inputs_only: bool = False,
+               instance_feat: bool | None = None) -> Layout:
     """Collect one split's files and the partners that are missing. ``inputs_only``: a photo
-    folder (or the unaligned layout's output domain) that is not there is not needed."""
+    folder (or the unaligned layout's output domain) that is not there is not needed.
+    ``instance_feat``: whether the instance maps are read for the feature encoder (None: not
+    known), for the message of a missing ``{phase}_inst``. A folder that is missing or holds no
+    image is one problem; its files are not listed again as missing partners."""
     lay = Layout(mode, root, phase)
     if mode == "aligned":
         if not (root / phase).is_dir():
@@ -291,13 +315,14 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
     if use_feat:
         roles["feat"] = f"{phase}_feat"
     found: dict[str, dict[str, Path]] = {}
+    absent = set()
     for role, sub in roles.items():
         d = root / sub
         if not d.is_dir():
-            fix = {"inst": "pass no_instance=True (--no_instance) or add the folder",
-                   "feat": "drop load_features or add the folder"}.get(role, "add the folder")
+            fix = _missing_folder_fix(role, root, phase, instance_feat)
             lay.problems.append(("missing folder", str(d), f"{role} folder {d} does not exist; {fix}"))
             found[role] = {}
+            absent.add(role)
             continue
         found[role] = {}
         images, problems = list_folder(d, root)
@@ -309,14 +334,22 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
                                      f"{p} and {found[role][k]} share the stem {k!r}; keep one"))
             found[role][k] = p
     keys = sorted(set().union(*[set(v) for v in found.values()]))
+    for role, sub in roles.items():
+        if keys and not found[role] and role not in absent:   # as good as missing: said once
+            fix = _missing_folder_fix(role, root, phase, instance_feat).replace("add the folder", "add its files")
+            lay.problems.append(("empty", str(root / sub), f"{role} folder {root / sub} holds no images "
+                                                           f"({', '.join(IMG_EXTS)}); {fix}"))
+            absent.add(role)
     for k in keys:
         rec = {role: found[role].get(k) for role in roles}
         missing = [r for r, p in rec.items() if p is None]
-        if missing:
+        listed = [r for r in missing if r not in absent]   # a missing folder is said once, above
+        if listed:
             have = next(p for p in rec.values() if p is not None)
             lay.problems.append(("missing partner", str(have),
                                  f"{have.relative_to(root)} has no " + ", ".join(
-                                     f"{roles[r]}/{k}.*" for r in missing)))
+                                     f"{roles[r]}/{k}.*" for r in listed)))
+        if missing:
             continue
         lay.records.append(rec)
     return lay

@@ -70,7 +70,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pix2pixhd.data.dataset import ID_MODES, _wanted_modes
+from pix2pixhd.data.dataset import ID_MODES, _wanted_modes, synthesis_wording
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, list_folder, stem_key
 from pix2pixhd.errors import ConfigError, InputError, MissingInputError
 from pix2pixhd.synthesis import Synthesizer, png_bytes, sample_seed
@@ -407,26 +407,13 @@ _DATA_ID_RANGE = re.compile(r"^label id (-?\d+) in .* is outside \[0, label_nc=(
 
 
 def _synthesis_wording(text: str, label_nc: int | None = None) -> str:
-    """The data module's messages (written for training) with the fixes synthesize.py has:
-    ids are remapped (a checkpoint's label_nc cannot be set), a colour-map checkpoint is one
-    trained with --palette, and ``--validate full`` is synthesize.py's."""
+    """The data module's messages (written for training) with the fixes synthesize.py has: ids are
+    remapped (a checkpoint's label_nc cannot be set), a colour-map checkpoint is one trained with
+    --palette, and ``--validate full`` is synthesize.py's (``data.dataset.SYNTHESIS_FIXES``)."""
     m = _DATA_ID_RANGE.match(text)
     if m and label_nc:
         return _id_out_of_range(int(m.group(1)), label_nc)
-    for old, new in (
-            (" (or training with --validate full) lists every such file before training",
-             " (or synthesize.py --validate full) lists every such file"),
-            ("a colour-coded label map? pass --palette (palette=); otherwise ",
-             "a colour-coded label map? use a checkpoint trained with --palette; otherwise "),
-            (": check --palette, or pass --label_nc 0 for photo inputs",
-             ": give colour label maps in this checkpoint's palette colours, or use a checkpoint "
-             "trained on photos (label_nc 0)"),
-            ("pass --palette facades (palette='facades') or --label_nc 0 (label_nc=0)",
-             "use a checkpoint trained with --palette facades, or one trained on photos (label_nc 0)")):
-        text = text.replace(old, new)
-    text = re.sub(r"set label_nc \d+ or remap ids", "remap the ids to 0..label_nc-1 of the checkpoint", text)
-    text = re.sub(r", or add it to classes\.json and set label_nc \d+", "", text)
-    return text
+    return synthesis_wording(text)
 
 
 def _index(folder) -> dict[str, Path]:

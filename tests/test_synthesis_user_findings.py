@@ -334,3 +334,20 @@ def test_the_missing_inst_note_comes_only_once_the_job_starts(tmp_path, capsys):
     assert "no --inst folder" not in said.out + said.err   # it was printed before this refusal
     assert synth(inst_run, maps, tmp_path / "out") == 0
     assert "note: no --inst folder: instance boundaries are taken from the label map" in capsys.readouterr().err
+
+
+def test_every_training_fix_in_a_data_message_is_worded_for_synthesis():
+    """The data module's messages name training's fixes; synthesis swaps in its own from the same
+    table (data.dataset.SYNTHESIS_FIXES), so a message reworded in one place cannot slip through
+    untranslated: each training phrase, as the data module writes it, comes out as synthesis's."""
+    from pix2pixhd.data.dataset import SYNTHESIS_FIXES, _FIND_ALL, _fix, _id_fix
+    from pix2pixhd.engine import _synthesis_wording
+    written = {"find_all": _FIND_ALL.format(root="DATA"), "palette_hint": _fix("palette_hint"),
+               "palette_check": _fix("palette_check"), "aligned_palette": _fix("aligned_palette"),
+               "widen_label_nc": _id_fix(12, 9), "add_class": _fix("add_class", n=13)}
+    assert set(written) == set(SYNTHESIS_FIXES)
+    for key, text in written.items():
+        train, synth = SYNTHESIS_FIXES[key]
+        out = _synthesis_wording(f"x.png: problem; {text}. end")
+        assert train.split("{n}")[0] not in out and synth in out and out.endswith(". end"), (key, out)
+    assert "--palette (palette=)" not in _synthesis_wording(_fix("palette_hint"))

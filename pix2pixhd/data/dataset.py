@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -200,7 +201,7 @@ class PairedDataset(torch.utils.data.Dataset):
                                        f"{self.label_nc}); "
                                        + (_id_fix(hi, self.label_nc, _classes_of(self.root))
                                           if hi >= self.label_nc else
-                                          f"set label_nc {self.label_nc} or remap ids")
+                                          _fix("widen_label_nc", n=self.label_nc))
                                        + f". {_FIND_ALL.format(root=self.root)}")
             ids = T.apply_ids(ids, g)
             if ids.dtype != self.label_dtype:
@@ -260,8 +261,41 @@ class UnalignedDataset(PairedDataset):
             sample[domain] = torch.from_numpy(a)[None] if a.ndim == 2 else _chw(a)
         sample["path"], sample["path_B"] = str(a_path), str(b_path)
         return sample
-_FIND_ALL = ("`python -m pix2pixhd.data scan {root}` (or training with --validate full) lists every "
-             "such file before training")
+# The fixes these messages name for training, next to synthesize.py's for the same problem (it
+# reads maps for a checkpoint, whose label_nc and palette are fixed). The messages are built from
+# the training column and :func:`synthesis_wording` swaps in the other, so the two cannot drift apart.
+SYNTHESIS_FIXES = {
+    "find_all": ("(or training with --validate full) lists every such file before training",
+                 "(or synthesize.py --validate full) lists every such file"),
+    "palette_hint": ("a colour-coded label map? pass --palette (palette=); otherwise ",
+                     "a colour-coded label map? use a checkpoint trained with --palette; otherwise "),
+    "palette_check": (": check --palette, or pass --label_nc 0 for photo inputs",
+                      ": give colour label maps in this checkpoint's palette colours, or use a checkpoint "
+                      "trained on photos (label_nc 0)"),
+    "aligned_palette": ("pass --palette facades (palette='facades') or --label_nc 0 (label_nc=0)",
+                        "use a checkpoint trained with --palette facades, or one trained on photos (label_nc 0)"),
+    "widen_label_nc": ("set label_nc {n} or remap ids", "remap the ids to 0..label_nc-1 of the checkpoint"),
+    "add_class": (", or add it to classes.json and set label_nc {n}", ""),
+}
+
+
+def _fix(key: str, **fmt) -> str:
+    """The training wording of fix ``key`` (:data:`SYNTHESIS_FIXES`)."""
+    return SYNTHESIS_FIXES[key][0].format(**fmt)
+
+
+def synthesis_wording(text: str) -> str:
+    """A message of this module with synthesize.py's fixes in place of training's."""
+    for train, synth in SYNTHESIS_FIXES.values():
+        if "{n}" in train:
+            head, tail = (re.escape(x) for x in train.split("{n}"))
+            text = re.sub(head + r"-?\d+" + tail, lambda m, s=synth: s, text)
+        else:
+            text = text.replace(train, synth)
+    return text
+
+
+_FIND_ALL = "`python -m pix2pixhd.data scan {root}` " + SYNTHESIS_FIXES["find_all"][0]
 
 
 def _size_mismatch(sizes: dict[str, tuple[int, int]], multiple: int = 1) -> str | None:
@@ -357,9 +391,9 @@ def _id_fix(top: int, label_nc: int, classes: ClassList | None = None) -> str:
     would be refused next (ids not in classes.json): the fix says so."""
     if classes is not None and top not in classes.ids:
         return (f"{classes.path} does not name id {top} either (its ids: {_id_ranges(classes.ids)}): "
-                f"remap it to one of its classes, or add it to classes.json and set label_nc {top + 1}")
+                f"remap it to one of its classes{_fix('add_class', n=top + 1)}")
     if top != 255:
-        return f"set label_nc {top + 1} or remap ids"
+        return _fix("widen_label_nc", n=top + 1)
     return ("255 is usually an 'ignore' (void) id, e.g. in Cityscapes trainIds: remap it to a void "
             "class below label_nc when preparing the data (a mapping such as ids[ids == 255] = 0, "
             "or a lookup table old id -> class); set label_nc 256 only if 255 is a real class (the "
@@ -374,7 +408,7 @@ def _mode_fix(ds, role: str, im: Image.Image) -> str:
     if role == "label" and ds.label_nc > 0:
         if ds.palette is not None:
             return "save it as an RGB PNG (no alpha) of the palette's colours"
-        return (("a colour-coded label map? pass --palette (palette=); otherwise " if
+        return ((_fix("palette_hint") if
                  len(im.getbands()) >= 3 else "") +
                 "save the ids as an 8-bit grey (mode L) PNG, 16-bit for ids above 255")
     deep = " (16-bit and float values would be clipped to 255, not scaled)" if im.mode[0] in "IF" else ""
@@ -457,8 +491,7 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
                            f"set --label_nc to the number of classes (see classes.json if present)")
     if mode == "aligned" and label_nc > 0 and pal is None:
         raise DatasetError(f"{root}/{phase} holds AB images whose input half is a colour map with "
-                           f"label_nc={label_nc}: pass --palette facades (palette='facades') or --label_nc 0 "
-                           "(label_nc=0)")
+                           f"label_nc={label_nc}: {_fix('aligned_palette')}")
     if mode in ("rgb_pairs", "aligned", "unaligned") and (not no_instance or load_features):
         raise DatasetError(f"the {mode} layout of {root} has no instance or feature maps: pass "
                            f"--no_instance and no --load_features (no_instance=True, load_features=False)")
@@ -678,7 +711,7 @@ def _palette_unfit(ds, im: Image.Image, rel: str, half: str | None = None) -> st
     what = f"its input half (the {half}, --direction {ds.direction})" if half else "it"
     other = "BtoA" if ds.direction == "AtoB" else "AtoB"
     fix = (f". Is it the photo half? Pix2pix's facades are photo|label: pass --direction {other}" if half
-           else ": check --palette, or pass --label_nc 0 for photo inputs")
+           else _fix("palette_check"))
     return (f"{rel}: {fit:.0%} of the pixels of {what} are near a colour of the palette (a colour "
             f"label map's are, JPEG noise included; {PALETTE_MIN_NEAR:.0%} at least): it is not a "
             f"label map of this palette{fix}")

@@ -285,14 +285,35 @@ def _last_logged_step(run: Path) -> int | None:
     return None
 
 
+def _print_freq(run: Path, ck: dict) -> int:
+    """The larger --print_freq of ``run``'s config.json (the last start's) and of checkpoint
+    ``ck``'s config (the run that wrote it); 1 where neither says."""
+    freqs = [1]
+    try:
+        freqs.append(int(json.loads((run / "config.json").read_text())["print_freq"]))
+    except Exception:   # missing, damaged, no such key: the checkpoint's alone
+        pass
+    try:
+        freqs.append(int(ck["config"]["print_freq"]))
+    except Exception:
+        pass
+    return max(freqs)
+
+
 def auto_resume_checkpoint(run: str | os.PathLike) -> tuple[str, str | None]:
     """``--auto_resume``'s checkpoint in run folder ``run`` (which holds ``latest.pt``), as
     (``which_epoch``, note). ``("latest", None)`` when latest.pt reads; otherwise the newest
-    ``epoch_N.pt`` that reads, and a note saying which file could not be read, which one is used
-    and how many steps that trains again (from loss_history.jsonl: latest.pt's own step cannot be
-    read). An unattended restart (torchrun --max_restarts) can then go on from the last good
-    state; ``--resume`` alone never falls back (a human chose the file). Neither reads: a
-    :class:`CheckpointError` naming them and the fixes."""
+    ``epoch_N.pt`` of the run's line of training that reads, and a note saying which file could
+    not be read, which one is used, which were skipped and how many steps that trains again (from
+    loss_history.jsonl: latest.pt's own step cannot be read). An unattended restart (torchrun
+    --max_restarts) can then go on from the last good state; ``--resume`` alone never falls back
+    (a human chose the file). Neither reads: a :class:`CheckpointError` naming them and the fixes.
+
+    The line of training: every start truncates loss_history.jsonl to the step it resumed from,
+    then the run logs every --print_freq steps, so the run now in the folder trained no further
+    than the last logged step + print_freq - 1. An epoch_N.pt holding a step past that was left by
+    training a ``--resume --which_epoch`` went back from (those files keep their names until
+    overwritten): it is skipped, and named."""
     run = Path(run)
     latest = run / "latest.pt"
     try:
@@ -302,29 +323,45 @@ def auto_resume_checkpoint(run: str | os.PathLike) -> tuple[str, str | None]:
         why = _short(e)
     epochs = sorted((int(x.stem[6:]) for x in run.glob("epoch_*.pt")
                      if re.fullmatch(r"epoch_[0-9]+", x.stem)), reverse=True)
-    unreadable = []
+    logged = _last_logged_step(run)
+    unreadable, skipped = [], []
     for n in epochs:
         path = checkpoint_path(run, n)
         try:
-            step = int(_peek(path)["global_step"])
+            ck = _peek(path)
+            step = int(ck["global_step"])
         except Exception as e:
             unreadable.append(f"{path.name} ({_short(e)})")
             continue
+        if logged is not None and step >= logged + _print_freq(run, ck):
+            skipped.append(f"{path.name} (step {step})")
+            continue
         also = f"; {', '.join(unreadable)} cannot be read either" if unreadable else ""
-        logged = _last_logged_step(run)
         lost = (f"the run had logged step {logged} (loss_history.jsonl), so {logged - step} steps are "
                 "trained again" if logged is not None and logged >= step else
                 f"the steps after {step} are trained again (how many, nothing here says)")
         return str(n), (f"--auto_resume: {latest} cannot be read ({why}); resuming from {path} "
-                        f"(the end of epoch {n}, step {step}), the newest checkpoint that reads{also}: "
-                        f"{lost}. {latest.name} is replaced at this run's next save: copy it away "
-                        "first to keep it")
+                        f"(the end of epoch {n}, step {step}), the newest checkpoint "
+                        f"{'of this line of training ' if skipped else ''}that reads{also}: {lost}"
+                        f"{_skipped(skipped, logged)}. {latest.name} is replaced at this run's next save: "
+                        "copy it away first to keep it")
     tried = f"; {', '.join(unreadable)} cannot be read either" if unreadable else \
-        "; the folder holds no epoch_N.pt to fall back to"
+        "" if skipped else "; the folder holds no epoch_N.pt to fall back to"
+    fix = (", or resume from one of the skipped files with --resume --which_epoch N to take that "
+           "training up again" if skipped else "")
     raise CheckpointError(
-        f"--auto_resume: {latest} cannot be read ({why}){tried}. Restore {latest.name} from a copy, "
-        "or start the run anew with --overwrite instead of --auto_resume (the old folder is kept "
-        "until the new run's first save)")
+        f"--auto_resume: {latest} cannot be read ({why}){tried}{_skipped(skipped, logged)}. Restore "
+        f"{latest.name} from a copy{fix}, or start the run anew with --overwrite instead of "
+        "--auto_resume (the old folder is kept until the new run's first save)")
+
+
+def _skipped(skipped: list[str], logged: int | None) -> str:
+    """The note's words on the epoch_N.pt files ``auto_resume_checkpoint`` skipped ('' if none)."""
+    if not skipped:
+        return ""
+    return (f"; skipped {', '.join(skipped)}, which hold later steps than this run reached "
+            f"(loss_history.jsonl logs up to step {logged}): training that a --resume --which_epoch "
+            "went back from")
 
 
 def _short(e: BaseException, limit: int = 300) -> str:

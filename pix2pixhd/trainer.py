@@ -351,6 +351,9 @@ class Trainer:
         # (--which_epoch went back) is kept first (_keep_later), at the first write of each name.
         self._resumed_step: int | None = None
         self._written: set[str] = set()
+        # --resume at an epoch's end whose epoch_N.pt is missing (a kill between the two saves
+        # of the epoch's end): N, written by _start_run from the resumed state
+        self._missing_epoch: int | None = None
         self.vis = Visualizer(self.exp_dir, enabled=self.dist.is_master, tensorboard=not cfg.no_tensorboard,
                               html_page=not cfg.no_html, label_nc=cfg.label_nc)
         self._stop_code = 0            # set by the SIGTERM/SIGINT handlers fit() installs (_STOP_SIGNALS)
@@ -406,6 +409,8 @@ class Trainer:
                     "out and the rest shared among the processes now running"
                     + ("; the new ranks start random streams of their own"
                        if self.dist.world_size > saved_world else ""))
+            if not imported:
+                self._missing_epoch = self._missing_epoch_checkpoint(ckpt)
             for line in said:   # the loss log's record, and the console's
                 self.vis.log_message(line)
                 if self.dist.is_master:
@@ -418,6 +423,19 @@ class Trainer:
         self._wrap_distributed()
 
     # ---- set-up helpers ---------------------------------------------------------------------
+    def _missing_epoch_checkpoint(self, ckpt: dict) -> int | None:
+        """N when ``ckpt`` is the end of epoch N (the next epoch at iteration 0), the run that saved
+        it writes epoch_N.pt there (its --save_epoch_freq, or N is its last epoch) and the folder
+        holds none: that run saved latest.pt at the epoch's end, then died before epoch_N.pt (the
+        next save). Every rank decides alike (same state, same folder)."""
+        n = ckpt["epoch"] - 1
+        if ckpt["iter_in_epoch"] != 0 or n < 1:
+            return None
+        saved = {**self.cfg.to_dict(), **(ckpt.get("config") or {})}
+        if n % saved["save_epoch_freq"] and n != saved["niter"] + saved["niter_decay"]:
+            return None
+        return None if checkpoint_path(self.exp_dir, n).exists() else n
+
     def _global_fixed_at(self, epoch: int) -> bool:
         """The schedule: in the local stage only the enhancer trains for the first
         ``niter_fix_global`` epochs."""
@@ -445,6 +463,7 @@ class Trainer:
         g = _unwrap(self.G)
         if isinstance(g, LocalEnhancer):
             g.model.requires_grad_(not self.global_frozen)
+            self._fix_global_statistics()
         lr = lr_at_epoch(self.cfg, self.epoch)
         self.opt_G = self._adam(self._g_params(), lr)
         self.opt_D = self._adam(_unwrap(self.D).parameters(), lr) if self.D is not None else None
@@ -460,14 +479,25 @@ class Trainer:
         return torch.optim.Adam(params, lr=lr, betas=(self.cfg.beta1, 0.999), **self._adam_impl())
 
     def _load_optimizer(self, opt: torch.optim.Adam, saved: dict) -> None:
-        """Restore ``opt``'s state and hyper-parameters from ``saved``, keeping this process's
-        kernel choice: torch restores a group's fused/foreach flags from the file, which would
-        make a run saved on one device (or by an older version) step with that device's kernel."""
+        """Restore ``opt``'s state from ``saved``, keeping this process's kernel choice (torch
+        restores a group's fused/foreach flags from the file, which would make a run saved on one
+        device, or by an older version, step with that device's kernel) and this run's betas: a
+        --beta1 given with --resume applies from here on, as the note about changed options says
+        (the lr is set by the schedule at every epoch)."""
         impl = {k: g[k] for g in opt.param_groups[:1] for k in ("fused", "foreach") if k in g}
         opt.load_state_dict(saved)
         for group in opt.param_groups:
-            group.update(impl)
+            group.update(impl, betas=(self.cfg.beta1, 0.999))
         match_optimizer_state(opt)
+
+    def _fix_global_statistics(self) -> None:
+        """While the global generator is fixed its BatchNorm layers still normalise with each
+        batch's statistics (train mode, as the reference's did) but track none: their running
+        mean, variance and num_batches_tracked stay as loaded. Freezing turns gradients off only;
+        this keeps the rest of the fixed part's state fixed too. Undone when it is unfrozen."""
+        for m in _unwrap(self.G).model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                m.track_running_stats = not self.global_frozen
 
     def _unfreeze_global(self) -> None:
         """Past niter_fix_global: one optimizer over all of G, keeping the enhancer's Adam state.
@@ -477,6 +507,7 @@ class Trainer:
         old = self.opt_G
         self.global_frozen = False
         _unwrap(self.G).model.requires_grad_(True)
+        self._fix_global_statistics()
         self.opt_G = self._adam(self._g_params(), old.param_groups[0]["lr"])
         for p, s in old.state.items():
             self.opt_G.state[p] = s
@@ -1013,8 +1044,8 @@ class Trainer:
         self.save("latest")
         barrier(self.dist)
         msg = (f"stopped by {name} at epoch {self.epoch} step {self.global_step}; "
-               f"{self.exp_dir / 'latest.pt'} saved; rerun the same command with --resume (or "
-               "--auto_resume) to continue")
+               f"{self.exp_dir / 'latest.pt'} saved; rerun the same command with --auto_resume (or "
+               "--resume) to continue")
         if status != STOPPED_EXIT_STATUS:
             msg += f"; exit status {status}"
         self.vis.log_message(msg)
@@ -1070,7 +1101,26 @@ class Trainer:
             except Exception as e:   # the other ranks must not go on into the first collective
                 error = e
         raise_on_any_rank(error, self.dist, "could not start (writing its run folder)")
+        if self._missing_epoch is not None:   # every rank: the save gathers their RNG states
+            self._write_missing_epoch(self._missing_epoch)
         return loader, sampler
+
+    def _write_missing_epoch(self, n: int) -> None:
+        """Write epoch_N.pt from the resumed state (the end of epoch ``n``, what the run that
+        died would have written there) and say so; agreed by every rank like the start's writes."""
+        error = None
+        try:
+            path = self.save(n)
+            if path is not None:
+                msg = (f"{path.name} was missing: the run saved "
+                       f"{checkpoint_path(self.exp_dir, self.cfg.which_epoch)} at the end "
+                       f"of epoch {n} (step {self.global_step}) and stopped before writing it; written now "
+                       f"from that state as {path}")
+                self.vis.log_message(msg)
+                print(f"note: {msg}", file=sys.stderr, flush=True)
+        except Exception as e:
+            error = e
+        raise_on_any_rank(error, self.dist, f"could not write the missing epoch_{n:04d}.pt")
 
     def _fit(self) -> dict:
         cfg, master = self.cfg, self.dist.is_master

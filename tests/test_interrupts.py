@@ -119,7 +119,7 @@ def test_sigint_stops_at_the_step_boundary_and_restores_the_handler(tmp_path, st
     with stopped_in_step_3(tmp_path, streets, monkeypatch, signal.SIGINT) as (tr, stopped, _):   # Ctrl-C
         assert stopped.code == INTERRUPTED_EXIT_STATUS == 130
         msg = (f"stopped by SIGINT at epoch 1 step 3; {tmp_path / 't' / 'latest.pt'} saved; rerun the "
-               "same command with --resume (or --auto_resume) to continue; exit status 130")
+               "same command with --auto_resume (or --resume) to continue; exit status 130")
         err = capfd.readouterr().err
         assert str(stopped) == msg and msg in err
         assert "press Ctrl-C again to abort without saving" in err
@@ -141,7 +141,7 @@ def test_ctrl_c_saves_latest_and_the_resume_continues_from_it(tmp_path, streets)
     assert time.monotonic() - t0 < 30
     assert p.returncode == INTERRUPTED_EXIT_STATUS, f"status {p.returncode}:\n{err[-4000:]}"
     m = re.search(r"stopped by SIGINT at epoch (\d) step (\d+); (\S+) saved; rerun the same command "
-                  r"with --resume \(or --auto_resume\) to continue; exit status 130", err)
+                  r"with --auto_resume \(or --resume\) to continue; exit status 130", err)
     assert m, err[-4000:]
     stopped_at = int(m.group(2))
     assert Path(m.group(3)) == run / "latest.pt" and 3 <= stopped_at < 16

@@ -137,7 +137,7 @@ def test_sigterm_stops_at_the_step_boundary_and_restores_the_handler(tmp_path, s
     with stopped_in_step_3(tmp_path, streets, monkeypatch, signal.SIGTERM) as (tr, stopped, marker):
         assert stopped.code == STOPPED_EXIT_STATUS == 75
         msg = (f"stopped by SIGTERM at epoch 1 step 3; {tmp_path / 't' / 'latest.pt'} saved; rerun the "
-               "same command with --resume (or --auto_resume) to continue")
+               "same command with --auto_resume (or --resume) to continue")
         assert str(stopped) == msg and msg in capsys.readouterr().err
         assert msg in (tmp_path / "t" / "loss_log.txt").read_text()
 
@@ -165,7 +165,7 @@ def test_sigterm_to_the_process_group_saves_and_the_resume_ends_as_an_uninterrup
     assert time.monotonic() - t_signal < 30
     assert p.returncode == STOPPED_EXIT_STATUS, f"status {p.returncode}:\n{err[-4000:]}"
     m = re.search(r"stopped by SIGTERM at epoch (\d) step (\d+); (\S+) saved; rerun the same command "
-                  r"with --resume", err)
+                  r"with --auto_resume \(or --resume\)", err)
     assert m, err[-4000:]
     stopped_at = int(m.group(2))
     assert Path(m.group(3)) == run / "latest.pt"

@@ -93,6 +93,19 @@ MODEL_ONLY = {
 KEPT_ON_RESUME = ("direction",)
 # Options a resumed run does not take from the run it resumes: they say how to continue it.
 NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps", "overwrite")
+# Options a resumed run may be given with another value than its own and still train as it would
+# have: which run and how this launch continues it (stage, load_pretrain, ARCHITECTURE and
+# KEPT_ON_RESUME are checked apart); where files are, not what they hold (dataroot, vgg_path); what
+# is checked, logged and saved; how the same arithmetic runs (device, kernels, memory layout,
+# loader processes: the samples come from seed, epoch and index); n_clusters (read by features
+# encode, after training); no_lsgan (gan_mode, compared, says it). niter and niter_decay are
+# compared by the learning rate of each epoch already trained (a longer run keeps its past
+# schedule). Any other option given with another value is named in a note (TrainConfig.notes).
+SAME_TRAINING = ("name", "checkpoints_dir", "load_pretrain", "stage", "resume", "auto_resume", "overwrite",
+                 "which_epoch", "dry_run", "max_steps", "dataroot", "vgg_path", "validate", "print_freq",
+                 "display_freq", "save_latest_freq", "save_epoch_freq", "no_html", "no_tensorboard",
+                 "no_progress", "device", "compile", "channels_last", "norm_impl", "deterministic", "nThreads",
+                 "n_clusters", "no_lsgan", "niter", "niter_decay")
 
 # Ranges of the numeric options: name -> (lowest allowed, whether the lowest is excluded). A value
 # outside is refused by resolved() with the option, the value and the range, before anything runs
@@ -483,10 +496,20 @@ class TrainConfig:
             c.load_pretrain = run.load_pretrain = _absolute(run.load_pretrain)
         run_dir(run.checkpoints_dir, run.name)   # a --name that would leave checkpoints_dir: refused early
         resume_note = None
+        which = c.which_epoch if c.which_epoch not in (None, "latest") else None
+        if run.resume and which is not None and self.load_pretrain:
+            from pix2pixhd.checkpoint import checkpoint_path
+            raise ConfigError(
+                f"--resume --load_pretrain {self.load_pretrain} --which_epoch {which}: --resume loads nothing "
+                "from --load_pretrain, so which checkpoint --which_epoch names is ambiguous: drop "
+                f"--load_pretrain to resume from {checkpoint_path(run.experiment_dir, which)}, or drop "
+                f"--which_epoch to continue from {run.experiment_dir / 'latest.pt'}")
         if run.auto_resume and not run.resume:
             # An elastic restart (torchrun --max_restarts) reruns the same command line: every rank
             # sees the same files (the agent restarts all workers, so no rank is writing them).
-            which = self.which_epoch if self.which_epoch not in (None, "latest") else None
+            # With --load_pretrain, --which_epoch is the epoch of the stage loaded (at the first
+            # start): a restart continues from this run's latest.pt as without it.
+            loaded_epoch, which = (which, None) if run.load_pretrain else (None, which)
             if which is not None:   # given: honoured (resumed when it, or latest.pt, is there)
                 from pix2pixhd.checkpoint import checkpoint_path
                 latest = run.experiment_dir / "latest.pt"
@@ -503,6 +526,12 @@ class TrainConfig:
                 which, resume_note = auto_resume_checkpoint(run.experiment_dir)
                 c.resume = run.resume = True
                 c.which_epoch = run.which_epoch = which
+                if loaded_epoch is not None:
+                    from pix2pixhd.checkpoint import checkpoint_path
+                    said = (f"--auto_resume --which_epoch {loaded_epoch}: the epoch of --load_pretrain's stage, "
+                            f"loaded at this run's first start; {run.experiment_dir} has checkpoints of its own, "
+                            f"so it continues from {checkpoint_path(run.experiment_dir, which).name}")
+                    resume_note = said if resume_note is None else f"{said}. {resume_note}"
         restart = False
         if run.resume and self.which_epoch in (None, "latest"):
             from pix2pixhd.run_folder import run_files
@@ -548,14 +577,26 @@ class TrainConfig:
         c._check_values()
         c._check_ranges()
         c._check_model_only(self)
-        if (prev is not None and not run.resume and run.stage == "local" and prev.netG == "global"
-                and (self.loadSize is None or self.fineSize is None) and c.resize_or_crop != "none"):
-            crops = c.resize_or_crop != "scale_width"   # scale_width reads loadSize alone
-            was = f"loadSize {prev.loadSize}" + (f", fineSize {prev.fineSize}" if crops else "")
-            now = f"loadSize {c.loadSize}" + (f", fineSize {c.fineSize}" if crops else "")
-            resume_note = (f"--stage local: images read as the global stage's ({prev.resize_or_crop}, "
-                           f"{was}) at {2 ** run.n_local_enhancers}x its size: {now} (give "
-                           f"--loadSize{'/--fineSize' if crops else ''} for others)")
+        if c.niter + c.niter_decay == 0:
+            raise ConfigError(f"--niter {c.niter} --niter_decay {c.niter_decay}: a run trains niter + "
+                              "niter_decay epochs, and these make none: give at least one epoch (e.g. --niter 1)")
+        if self.niter_fix_global and c.stage != "local":   # (0, the default, fixes nothing anywhere)
+            why = (f"--model {c.model} has no global generator" if c.model != "pix2pixhd" else
+                   "--stage finetune trains all of G from its first step" if c.stage == "finetune" else
+                   "--stage global trains the global generator itself")
+            raise ConfigError(f"--niter_fix_global {self.niter_fix_global}: only the local stage fixes the global "
+                              f"generator (for its first N epochs), and {why}: drop --niter_fix_global")
+        if prev is not None and not run.resume and run.stage == "local" and prev.netG == "global":
+            # the sizes this run's resize_or_crop reads that were derived from the global stage's
+            mode = c.resize_or_crop
+            derived = [k for k, read in (("loadSize", mode not in ("crop", "none")), ("fineSize", "crop" in mode))
+                       if read and getattr(self, k) is None]
+            if derived:
+                was = ", ".join(f"{k} {getattr(prev, k)}" for k in derived)
+                now = ", ".join(f"{k} {getattr(c, k)}" for k in derived)
+                resume_note = (f"--stage local: images read as the global stage's ({prev.resize_or_crop}, "
+                               f"{was}) at {2 ** run.n_local_enhancers}x its size: {now} (give "
+                               f"{'/'.join('--' + k for k in derived)} for others)")
 
         given_gan = self.gan_mode is not None and self.gan_mode != "vanilla"
         if given_gan and self.no_lsgan:
@@ -619,9 +660,35 @@ class TrainConfig:
         if restart:   # its options taken from config.json as a resume's are; no checkpoint to load
             c.resume = False
         c._resume_note = resume_note   # said by notes(); not an option (not saved)
+        c._changed_note = c._resumed_changes(prev, run) if run.resume and not restart else None
         c._inherited = (("the run resumed" if run.resume else str(src)), inherited) if inherited else None
         c._restart = restart           # check_new_run: the folder is this run's own
         return c
+
+    def _resumed_changes(self, prev: "TrainConfig", run: "TrainConfig") -> str | None:
+        """The note naming the options of this resumed run (resolved) given with another value than
+        the run's own (``prev``), which make it train otherwise than had it not stopped; None if none
+        (:data:`SAME_TRAINING`: those that do not)."""
+        changed = [f.name for f in fields(self) if f.name not in SAME_TRAINING
+                   and getattr(self, f.name) != getattr(prev, f.name)]
+        if (self.niter, self.niter_decay) != (prev.niter, prev.niter_decay):
+            # a longer (or shorter) schedule that gives every epoch trained its learning rate again
+            # is the schedule of an uninterrupted run with these values
+            from pix2pixhd.checkpoint import _peek, checkpoint_path
+            from pix2pixhd.trainer import lr_at_epoch
+            try:
+                ckpt = _peek(checkpoint_path(run.experiment_dir, run.which_epoch))
+                trained = int(ckpt["epoch"]) - (0 if int(ckpt["iter_in_epoch"]) > 0 else 1)
+            except Exception:   # unreadable: loading it says so, before any step
+                trained = 0
+            now = dataclasses.replace(prev, niter=self.niter, niter_decay=self.niter_decay)
+            if any(lr_at_epoch(now, e) != lr_at_epoch(prev, e) for e in range(1, trained + 1)):
+                changed += [k for k in ("niter", "niter_decay") if getattr(self, k) != getattr(prev, k)]
+        if not changed:
+            return None
+        return (f"resuming {run.experiment_dir} with options other than its own: "
+                + ", ".join(f"--{k} {_shown(getattr(prev, k))} -> {_shown(getattr(self, k))}" for k in changed)
+                + ": the resumed run differs from an uninterrupted one from here on")
 
     def _check_encoder_loads(self, given: "TrainConfig", prev: "TrainConfig", run: "TrainConfig") -> None:
         """A stage that loads the feature encoder of the stage before (``prev``) builds it the same:
@@ -827,7 +894,7 @@ class TrainConfig:
 
     def notes(self) -> list[str]:
         """What a user should know about a resolved config (the CLI prints these)."""
-        out = [self._resume_note] if getattr(self, "_resume_note", None) else []
+        out = [n for n in (getattr(self, "_resume_note", None), getattr(self, "_changed_note", None)) if n]
         if self.stage in ("local", "finetune") and not self.load_pretrain and not self.resume:
             out.append(f"--stage {self.stage} without --load_pretrain starts from random weights")
         return out

@@ -183,6 +183,10 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
             # finds it, and elsewhere says it was not found and to pass --dataroot
             dataroot = opts["dataroot"]
             taken.append("dataroot")
+    if args.get("netG") != "local" and "niter_fix_global" in taken:
+        # NVIDIA's global runs record it too (it only acts with netG local): not ours to refuse
+        del args["niter_fix_global"]
+        taken.remove("niter_fix_global")
     args.setdefault("stage", "local" if args.get("netG") == "local" else "global")
     try:
         cfg = TrainConfig(**args).resolved()

@@ -256,3 +256,14 @@ def test_import_reports_the_centres_the_file_holds_and_records_its_encoder(tmp_p
     assert "clusters from features_clustered_010.npy (4 per class, made with n_clusters 10)" in capsys.readouterr().out
     fc = FeatureClusters.load(out)
     assert fc.encoder["sha256"] and stale_clusters_note(fc, out) is None   # the imported E's own
+
+
+def test_a_global_run_whose_opt_txt_records_niter_fix_global_imports(tmp_path):
+    """NVIDIA's opt.txt records niter_fix_global for every run, and only netG local reads it: an
+    imported global run must not be refused for it as if the user had given it."""
+    _reference_run(tmp_path / "nv")
+    opt = tmp_path / "nv" / "opt.txt"
+    opt.write_text(opt.read_text().replace("ngf: 4\n", "ngf: 4\nniter_fix_global: 20\n"))
+    out = import_reference_run(tmp_path / "nv", ["--name", "g", "--checkpoints_dir", str(tmp_path / "ours")])
+    _, cfg = load_generator(out)
+    assert (cfg.stage, cfg.niter_fix_global) == ("global", 0)

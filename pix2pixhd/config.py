@@ -663,7 +663,22 @@ class TrainConfig:
         c._changed_note = c._resumed_changes(prev, run) if run.resume and not restart else None
         c._inherited = (("the run resumed" if run.resume else str(src)), inherited) if inherited else None
         c._restart = restart           # check_new_run: the folder is this run's own
+        # the epoch of --load_pretrain's stage this run loaded at its first start: saved beside the
+        # options (to_dict), since a resume replaces which_epoch (what the resume itself read)
+        if c.load_pretrain and not run.resume:
+            c._pretrain_epoch = c.which_epoch
+        elif c.load_pretrain and prev is not None:
+            c._pretrain_epoch = prev.pretrain_epoch
         return c
+
+    @property
+    def pretrain_epoch(self) -> str | None:
+        """The checkpoint of ``load_pretrain``'s run this run loaded at its first start ('latest' or
+        an epoch number), or None without ``load_pretrain``. A config saved before it was recorded
+        says ``which_epoch``, which is that epoch until a resume rewrote it."""
+        if not self.load_pretrain:
+            return None
+        return getattr(self, "_pretrain_epoch", None) or self.which_epoch
 
     def _resumed_changes(self, prev: "TrainConfig", run: "TrainConfig") -> str | None:
         """The note naming the options of this resumed run (resolved) given with another value than
@@ -949,7 +964,8 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """The options, plus ``config_format`` (:data:`CONFIG_FORMAT`) so that a later version can
         read what an older one meant."""
-        return {**dataclasses.asdict(self), "config_format": CONFIG_FORMAT}
+        return {**dataclasses.asdict(self), "config_format": CONFIG_FORMAT,
+                **({"pretrain_epoch": self.pretrain_epoch} if self.load_pretrain else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -968,6 +984,7 @@ class TrainConfig:
         older version) take the defaults of its model."""
         d = dict(d)
         fmt = d.pop("config_format", 1)
+        pretrain_epoch = d.pop("pretrain_epoch", None)   # not an option: what the first start loaded
         if fmt < 2 and d.get("model", "pix2pixhd") == "pix2pixhd":
             # format 1 saved pix2pix's lambda_L1 default (100) in pix2pixHD runs, whose step had
             # no L1 term: what ran was lambda_L1 0
@@ -976,7 +993,10 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"config has unknown option(s) {unknown}; written by a newer pix2pixhd?")
-        return cls(**d)._filled()
+        c = cls(**d)._filled()
+        if pretrain_epoch is not None:
+            c._pretrain_epoch = str(pretrain_epoch)
+        return c
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainConfig":

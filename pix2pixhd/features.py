@@ -459,7 +459,7 @@ def encoder_checkpoint(checkpoint_dir: str | Path, which_epoch: str = "latest") 
     if ckpt.get("E") is None:
         chain = feature_chain(checkpoint_dir, which_epoch=which_epoch)
         if len(chain) > 1 and chain[0][1].load_features:
-            path = checkpoint_path(chain[-1][0], chain[-2][1].which_epoch)
+            path = checkpoint_path(chain[-1][0], chain[-2][1].pretrain_epoch or "latest")
             ckpt = _peek(path)
     return path, ckpt
 
@@ -593,8 +593,8 @@ def feature_chain(checkpoint_dir: str | Path, cfg=None, which_epoch: str = "late
             raise ConfigError(f"the --load_pretrain chain of {chain[0][0]} loops ({loop}): set "
                               f"\"load_pretrain\" in {run / 'config.json'} to the run whose encoder "
                               "made the feature maps")
-        # the epoch of the previous stage that this one loaded (its which_epoch)
-        run, cfg = prev, load_run_config(prev, cfg.which_epoch)
+        # the epoch of the previous stage that this one loaded at its first start
+        run, cfg = prev, load_run_config(prev, cfg.pretrain_epoch or "latest")
         seen.add(os.path.realpath(run))
         chain.append((run, cfg))
     return chain
@@ -615,7 +615,7 @@ def load_encoder(checkpoint_dir: str | Path, which_epoch: str = "latest",
         if len(chain) > 1:
             # The --load_features stage read maps precomputed by the E of a stage it loaded.
             checkpoint_dir, cfg = chain[-1]
-            which_epoch = chain[-2][1].which_epoch   # the epoch of it that the next stage loaded
+            which_epoch = chain[-2][1].pretrain_epoch or "latest"   # the epoch of it the next stage loaded
             ckpt = load_checkpoint(checkpoint_dir, which_epoch)
             cfg = load_run_config(checkpoint_dir, which_epoch, checkpoint=ckpt)
     if not cfg.use_features or ckpt.get("E") is None:

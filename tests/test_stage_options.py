@@ -116,3 +116,29 @@ def test_a_resume_names_a_longer_schedule_that_changes_an_epoch_trained(tmp_path
     assert "--niter_decay 2 -> 4: the resumed run differs" in note
     note, = resolve_config(base + ["--niter", "3"]).notes()
     assert "--niter 2 -> 3: the resumed run differs" in note
+
+
+def test_the_epoch_of_the_stage_loaded_survives_a_resume(tmp_path):
+    """config.json's which_epoch is what the last start read: a resume rewrote the epoch of the
+    stage loaded (which the --load_features chain reads to find the encoder that made the maps)."""
+    import json
+    from pix2pixhd.cli import train_main
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+    generate(tmp_path / "data", n_train=2, n_test=0, width=64, height=32, seed=0)
+    common = ["--dataroot", str(tmp_path / "data"), "--checkpoints_dir", str(tmp_path / "ck"), "--label_nc",
+              str(LABEL_NC), "--resize_or_crop", "none", "--n_downsample_global", "2", "--n_blocks_global", "1",
+              "--n_blocks_local", "1", "--ndf", "4", "--num_D", "1", "--n_layers_D", "2", "--no_vgg_loss",
+              "--batchSize", "2", "--nThreads", "0", "--no_progress", "--no_tensorboard", "--no_html",
+              "--device", "cpu"]
+    assert train_main([*common, "--name", "g", "--ngf", "8", "--niter", "2", "--niter_decay", "0",
+                       "--save_epoch_freq", "1"]) == 0
+    assert train_main([*common, "--name", "l", "--stage", "local", "--load_pretrain", str(tmp_path / "ck" / "g"),
+                       "--which_epoch", "1", "--niter", "2", "--niter_decay", "0", "--max_steps", "1"]) == 0
+    saved = json.loads((tmp_path / "ck" / "l" / "config.json").read_text())
+    assert (saved["which_epoch"], saved["pretrain_epoch"]) == ("1", "1")
+    assert train_main(["--name", "l", "--checkpoints_dir", str(tmp_path / "ck"), "--resume"]) == 0
+    saved = json.loads((tmp_path / "ck" / "l" / "config.json").read_text())
+    assert (saved["which_epoch"], saved["pretrain_epoch"]) == ("latest", "1")
+    assert TrainConfig.load(tmp_path / "ck" / "l").pretrain_epoch == "1"
+    assert TrainConfig.load(tmp_path / "ck" / "g").pretrain_epoch is None

@@ -939,10 +939,12 @@ class Trainer:
         """The training DataLoader and its resumable sampler (order from seed and epoch)."""
         from pix2pixhd import data
         cfg = self.cfg
+        # is_train: random flips whatever the split is called (--phase trainval); the first
+        # --max_dataset_size samples are taken before validation, which reads no other file
         ds = data.create_dataset(cfg.dataroot, cfg.phase,
-                                 cfg.data_config(validate=cfg.validate if self.dist.is_master else "off"))
-        if cfg.max_dataset_size:
-            ds.limit(cfg.max_dataset_size)
+                                 cfg.data_config(validate=cfg.validate if self.dist.is_master else "off",
+                                                 is_train=True),
+                                 max_dataset_size=cfg.max_dataset_size or 0)
         if self.dist.is_master and cfg.validate != "off":   # where validation runs; sizes it read
             data.check_batch_sizes(ds, cfg.batchSize)        # are reused: samples of one size per batch
         sampler = data.ResumableSampler(len(ds), shuffle=True, seed=cfg.seed, rank=self.dist.rank,

@@ -174,19 +174,23 @@ def test_a_palette_mode_colour_map_decodes_through_the_checkpoint_palette(palett
     assert data_main(["scan", str(out)]) == 0
 
 
-def test_a_bilevel_label_map_is_refused_as_training_refuses_it(run, tmp_path, capsys):
+def test_a_bilevel_label_map_reads_as_ids_0_and_1_as_training_reads_it(run, tmp_path, capsys):
     inp = tmp_path / "in"
     ids(inp / "a.png")
-    Image.fromarray(np.array(Image.open(ids(inp / "b.png"))) > 2).convert("1").save(inp / "b.png")
+    mask = np.array(Image.open(ids(inp / "b.png"))) > 2
+    Image.fromarray(mask).convert("1").save(inp / "b.png")
     assert Image.open(inp / "b.png").mode == "1"
+    # the same map as 8-bit ids 0/1 synthesizes to the same photo
+    Image.fromarray(mask.astype(np.uint8)).save(inp / "c.png")
     assert synth(run, inp, tmp_path / "out") == 0
     text = capsys.readouterr().out
-    assert re.search(r"skipped .*b\.png: a 1 image \(bilevel\).*training does not read it as a label "
-                     r"map either.*modes L, P, I, I;16.*save it as an 8-bit id map \(mode L\)", text), text
-    assert "wrote 1 images" in text and "skipped 1" in text
+    assert "wrote 3 images" in text and "skipped 0" in text, text
+    out = sorted((tmp_path / "out" / "test_img").iterdir())
+    assert [p.stem for p in out] == ["a", "b", "c"]
+    assert np.array_equal(np.asarray(Image.open(out[1])), np.asarray(Image.open(out[2])))
     from types import SimpleNamespace
     from pix2pixhd.data.dataset import _wanted_modes
-    assert "1" not in _wanted_modes(SimpleNamespace(label_nc=5, palette=None), "label")   # training's
+    assert "1" in _wanted_modes(SimpleNamespace(label_nc=5, palette=None), "label")   # training's
 
 
 def test_a_colour_map_with_alpha_is_refused_for_a_palette_checkpoint(palette_run, tmp_path, capsys):

@@ -5,6 +5,11 @@ For each split found (``*_label``, ``*_A``, CycleGAN's ``{phase}A`` + ``{phase}B
 number of samples, the image sizes, the ids present with their pixel frequencies, the instance
 count, every problem validation would raise on (first few per kind, with counts) and every entry
 of the split's folders that is not used as a sample (other files, sub-folders).
+Sizes are checked as train_hd.py reads them, with the size options given (``--resize_or_crop``,
+``--loadSize``, ``--fineSize``, ``--batchSize``, the generator's multiple), else train_hd.py's
+defaults (``--model``'s; not given: cyclegan's for the unaligned layout, else pix2pixhd's); a
+split whose name lacks 'train', with no size option given, as synthesize.py reads it (whole, any
+size). Each split's output says which.
 Exit status 1 when any split has problems (entries not used alone do not count).
 """
 from __future__ import annotations
@@ -14,10 +19,10 @@ import sys
 from pathlib import Path
 
 from pix2pixhd.argparsing import add_command, make_parser
-from pix2pixhd.data.dataset import (DatasetError, create_dataset, fatal_problems, format_problems,
-                                    scan)
+from pix2pixhd.data.dataset import (DatasetError, check_batch_sizes, create_dataset, fatal_problems,
+                                    format_problems, scan)
 from pix2pixhd.data.layouts import (LONE_DOMAIN_PHASES, _unaligned_phase, find_phases,  # noqa: F401
-                                    read_classes)
+                                    read_classes, rename_hint)
 
 
 def data_parser() -> argparse.ArgumentParser:
@@ -41,15 +46,30 @@ def data_parser() -> argparse.ArgumentParser:
                         "JSON file of [r, g, b] colours; not given: label maps are id maps")
     s.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"),
                    help="which half of a pix2pix AB image (or which CycleGAN domain) is the input")
+    from pix2pixhd.config import MODELS
     from pix2pixhd.data.transforms import MODES
-    s.add_argument("--resize_or_crop", default="none", choices=MODES,
+    s.add_argument("--model", default=None, choices=MODELS,
+                   help="the train_hd.py --model whose defaults the options below take (default: "
+                        "cyclegan for the unaligned layout, else pix2pixhd)")
+    s.add_argument("--resize_or_crop", default=None, choices=MODES,
                    help="the training resize, to check that every sample comes out a multiple of "
-                        "--required_multiple")
-    s.add_argument("--loadSize", type=int, default=1024, help="the training --loadSize (pixels)")
-    s.add_argument("--fineSize", type=int, default=512, help="the training --fineSize (pixels)")
-    s.add_argument("--required_multiple", type=int, default=1,
-                   help="what the generator needs each side to divide by (pix2pixHD: 2^(downsamplings"
-                        " + local enhancers); 1: no check)")
+                        "the generator's (default: train_hd.py's, scale_width; pix2pix/cyclegan: "
+                        "resize_and_crop)")
+    s.add_argument("--loadSize", type=int, default=None,
+                   help="the training --loadSize (pixels; default: train_hd.py's, 1024; pix2pix/cyclegan: 286)")
+    s.add_argument("--fineSize", type=int, default=None,
+                   help="the training --fineSize (pixels; default: train_hd.py's, 512; pix2pix/cyclegan: 256)")
+    s.add_argument("--batchSize", type=int, default=None,
+                   help="the training --batchSize: above 1, every sample must come out one size "
+                        "(default: train_hd.py's, 1)")
+    s.add_argument("--n_downsample_global", type=int, default=None,
+                   help="pix2pixHD: the generator's downsamplings (default 4: sides a multiple of 16)")
+    s.add_argument("--netG", default=None, choices=("global", "local"),
+                   help="pix2pixHD: the stage's generator (local: x 2^n_local_enhancers more)")
+    s.add_argument("--n_local_enhancers", type=int, default=None, help="pix2pixHD: local enhancers (default 1)")
+    s.add_argument("--required_multiple", type=int, default=None,
+                   help="what each output side must divide by, in place of the generator's above "
+                        "(1: no check)")
     s.add_argument("--level", default="full", choices=("full", "headers"),
                    help="full: decode every pixel (ids, truncated files); headers: sizes and modes only")
     s.add_argument("--max_listed", type=int, default=5,
@@ -61,6 +81,47 @@ def scan_parser() -> argparse.ArgumentParser:
     """The ``scan`` command's own parser (its options)."""
     sub = next(a for a in data_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return sub.choices["scan"]
+
+
+# scan's options that change the size checks (their defaults: train_hd.py's)
+SIZE_OPTIONS = ("model", "resize_or_crop", "loadSize", "fineSize", "batchSize", "n_downsample_global",
+                "netG", "n_local_enhancers", "required_multiple")
+
+
+def training_sizes(a: argparse.Namespace, phase: str, unaligned: bool) -> tuple[dict, str]:
+    """The size options split ``phase`` is checked with, and the line that says them: ``a``'s,
+    else train_hd.py's defaults for ``a.model`` (not given: cyclegan for an ``unaligned`` split,
+    else pix2pixhd); for a split whose name lacks 'train', with no size option given, synthesize.py's
+    reading (whole, any size). Dict of resize_or_crop, loadSize, fineSize, batchSize,
+    required_multiple."""
+    if "train" not in phase.lower() and all(getattr(a, k) is None for k in SIZE_OPTIONS):
+        return ({"resize_or_crop": "none", "loadSize": 1024, "fineSize": 512, "batchSize": 1,
+                 "required_multiple": 1},
+                "sizes as synthesize.py reads the split (whole, any size), not as training would: pass "
+                "--resize_or_crop/--loadSize/--fineSize/--batchSize (or --model) to check them so")
+    import dataclasses
+    from pix2pixhd.config import TrainConfig, default_of
+    model = a.model or ("cyclegan" if unaligned else "pix2pixhd")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    opt = {k: getattr(a, k) if getattr(a, k) is not None else default_of(fields[k], model)
+           for k in ("resize_or_crop", "loadSize", "fineSize", "batchSize", "n_downsample_global",
+                     "n_local_enhancers")}
+    if a.required_multiple is not None:
+        m, why = a.required_multiple, "--required_multiple"
+    elif model == "pix2pixhd":
+        local = opt["n_local_enhancers"] if a.netG == "local" else 0
+        m = 2 ** (opt["n_downsample_global"] + local)
+        why = f"--n_downsample_global {opt['n_downsample_global']}" + (
+            f", --netG local --n_local_enhancers {local}" if a.netG == "local" else ", global generator")
+    else:
+        from pix2pixhd.pix2pix_networks import generator_multiple
+        g = default_of(fields["netG_pix2pix"], model)
+        m, why = generator_multiple(g), f"--netG_pix2pix {g}"
+    sizes = {k: opt[k] for k in ("resize_or_crop", "loadSize", "fineSize", "batchSize")}
+    line = (f"sizes as train_hd.py --model {model} reads them: "
+            + " ".join(f"--{k} {v}" for k, v in sizes.items())
+            + f", each side a multiple of {m} ({why}); pass your run's options if they differ")
+    return {**sizes, "required_multiple": m}, line
 
 
 def main(argv=None) -> int:
@@ -84,7 +145,9 @@ def main(argv=None) -> int:
                         max(classes.ids) + 1 if classes.ids else None)
     phases = find_phases(root)
     if not phases:
-        print(f"{root}: no splits found (expected *_label/, *_A/ or pix2pix phase folders)")
+        hint = rename_hint(root, "train")
+        print(f"{root}: no splits found (expected *_label/, *_A/ or pix2pix phase folders)"
+              + (f". {hint}" if hint else ""))
         return 1
     bad = False
     for phase in phases:
@@ -101,11 +164,15 @@ def main(argv=None) -> int:
                        if (root / f"{phase}{inp}").is_dir()), None)   # the photos' folder
         no_photos = photos is not None and not (root / photos).is_dir()
         inputs_only = phase != "train" and (lone is not None or no_photos)
+        unaligned = lone is not None or not any((root / f"{phase}{d}").is_dir() for d in ("_label", "_A")) \
+            and (root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir()
+        opts, sizes_line = training_sizes(a, phase, unaligned)
         try:
             ds = create_dataset(root, phase, label_nc=nc, no_instance=no_inst,
-                                load_features=a.load_features, resize_or_crop=a.resize_or_crop,
-                                loadSize=a.loadSize, fineSize=a.fineSize, direction=a.direction,
-                                palette=a.palette, required_multiple=a.required_multiple,
+                                load_features=a.load_features, resize_or_crop=opts["resize_or_crop"],
+                                loadSize=opts["loadSize"], fineSize=opts["fineSize"],
+                                direction=a.direction, palette=a.palette,
+                                required_multiple=opts["required_multiple"], is_train=False,
                                 validate="off", inputs_only=inputs_only,
                                 **(dict(dataset_mode="unaligned") if lone else {}))
         except DatasetError as e:
@@ -113,10 +180,17 @@ def main(argv=None) -> int:
             bad = True
             continue
         problems, st = scan(ds, a.level)
+        if opts["batchSize"] > 1 and not inputs_only and not fatal_problems(problems):
+            ds.source_sizes = st["source_sizes"]
+            try:   # what training checks next: one output size per batch
+                check_batch_sizes(ds, opts["batchSize"])
+            except DatasetError as e:
+                problems.append(("mixed sizes", str(root), str(e)))
         count = (f"{st['n']} A + {st['n_B']} B images (unpaired)" if "n_B" in st else
                  f"{st['n']} samples")
         print(f"[{phase}] {ds.mode} layout, {count}, label_nc={nc}"
               + ("" if no_inst else f", {st['instances']} instance ids over all images"))
+        print(f"  {sizes_line}")
         if inputs_only and lone:
             other = "B" if lone == "A" else "A"
             print(f"  only {phase}{lone}/: a CycleGAN translates it (synthesize.py --dataroot {root} "

@@ -36,13 +36,14 @@ from PIL import Image
 
 from pix2pixhd.config import DataConfig
 from pix2pixhd.data import transforms as T
-from pix2pixhd.data.layouts import (MODES, NOTICE_KINDS, PALETTE_MIN_NEAR, ClassList, Layout,
-                                    decode_palette, detect_mode, find_files, load_palette, palette_fit,
-                                    read_classes)
+from pix2pixhd.data.layouts import (MODES, NOTICE_KINDS, PALETTE_MIN_NEAR, PALETTE_NEAR, ClassList, Layout,
+                                    aligned_folder_problem, decode_palette, detect_mode, far_colours,
+                                    find_files, load_palette, palette_fit, read_classes)
 from pix2pixhd.errors import UserError
 from pix2pixhd.paths import check_name
 
-ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
+# Id maps: one channel of integers. A bilevel ("1") map reads as ids 0 and 1 (a binary mask).
+ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L", "1")
 # Photos are converted to RGB on load (``convert('RGB')``, as the reference does): any 8-bit mode
 # PIL converts is taken. RGBA/LA/PA lose their alpha (the stored colour of a transparent pixel is
 # what trains, as in the reference); CMYK/YCbCr (JPEGs) become RGB. Refused: 16-bit and float
@@ -144,12 +145,19 @@ class PairedDataset(torch.utils.data.Dataset):
             im.load()
         except Exception as e:   # PIL raises OSError, SyntaxError, ValueError... on bad files
             raise DatasetError(f"{path}: cannot read this {what} ({type(e).__name__}: {e}); re-export "
-                               f"or remove it. {_FIND_ALL.format(root=self.root)}") from e
+                               f"or remove it. {self.find_all()}") from e
         if role in self._id_roles and im.mode not in ID_MODES:
             raise DatasetError(f"{path}: this {what} has mode {im.mode} ({len(im.getbands())} "
                                f"channel(s)); an id map has one channel (modes {', '.join(ID_MODES)}); "
-                               f"{_mode_fix(self, role, im)}. {_FIND_ALL.format(root=self.root)}")
+                               f"{_mode_fix(self, role, im)}. {self.find_all()}")
+        if role in self._id_roles and _lossy(im, path):
+            raise DatasetError(f"{path}: {_lossy_message(what, _lossy(im, path))}. {self.find_all()}")
         return im
+
+    def find_all(self) -> str:
+        """The hint that scan lists every file with such a problem: its command with the options
+        of this dataset that change what it checks (:func:`scan_command`)."""
+        return _FIND_ALL.format(root=scan_command(self))
 
     def _read(self, rec):
         """The sample's source images: dict role -> PIL image, all of one size."""
@@ -169,7 +177,7 @@ class PairedDataset(torch.utils.data.Dataset):
         mismatch = _size_mismatch({r: im.size for r, im in out.items()}, self.required_multiple)
         if mismatch:   # before the RGB conversion, which would drop the EXIF the fix may name
             raise DatasetError(f"{rec['label']}: partners differ in size ({mismatch}); "
-                               f"{_size_fix(out, rec, self)}. {_FIND_ALL.format(root=self.root)}")
+                               f"{_size_fix(out, rec, self)}. {self.find_all()}")
         if "image" in out:
             out["image"] = out["image"].convert("L") if self.output_grey else _rgb(out["image"])
         if "feat" in out:
@@ -202,7 +210,7 @@ class PairedDataset(torch.utils.data.Dataset):
                                        + (_id_fix(hi, self.label_nc, _classes_of(self.root))
                                           if hi >= self.label_nc else
                                           _fix("widen_label_nc", n=self.label_nc))
-                                       + f". {_FIND_ALL.format(root=self.root)}")
+                                       + f". {self.find_all()}")
             ids = T.apply_ids(ids, g)
             if ids.dtype != self.label_dtype:
                 ids = ids.astype(self.label_dtype)
@@ -296,6 +304,52 @@ def synthesis_wording(text: str) -> str:
 
 
 _FIND_ALL = "`python -m pix2pixhd.data scan {root}` " + SYNTHESIS_FIXES["find_all"][0]
+# The options of scan that change what it checks, and its defaults: DataConfig's, which are
+# train_hd.py's (pix2pixHD's global stage: scale_width, 1024, 512, a multiple of 2^4).
+_SCAN_SIZE_OPTIONS = ("resize_or_crop", "loadSize", "fineSize", "required_multiple")
+
+
+def scan_command(ds) -> str:
+    """'ROOT --label_nc N ...': scan's arguments that check ``ds``'s files as ``ds`` reads them
+    (label_nc, palette, no_instance, direction, load_features, and the size options that differ
+    from scan's defaults). Without them scan reads another label_nc (classes.json's, else 256)
+    and finds nothing wrong with the file that stopped training."""
+    cfg = ds.config
+    args = [str(ds.root), f"--label_nc {cfg.label_nc}"]
+    if cfg.palette is not None:
+        args.append(f"--palette {cfg.palette if isinstance(cfg.palette, (str, Path)) else 'PALETTE.json'}")
+    if cfg.no_instance and ds.mode in ("cityscapes", "palette"):
+        args.append("--no_instance")
+    if cfg.load_features:
+        args.append("--load_features")
+    if cfg.direction != "AtoB":
+        args.append(f"--direction {cfg.direction}")
+    default = DataConfig()
+    args += [f"--{k} {getattr(cfg, k)}" for k in _SCAN_SIZE_OPTIONS if getattr(cfg, k) != getattr(default, k)]
+    return " ".join(args)
+
+
+def _lossy(im: Image.Image, path) -> str | None:
+    """'JPEG' or 'lossy WebP' when ``im`` (file ``path``) is stored with lossy compression, else
+    None (a lossless WebP holds a VP8L chunk)."""
+    if im.format in ("JPEG", "MPO"):
+        return "JPEG"
+    if im.format == "WEBP":
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        except OSError:
+            return None
+        return None if b"VP8L" in head else "lossy WebP"
+    return None
+
+
+def _lossy_message(what: str, kind: str) -> str:
+    """Why an id map (``what``: 'label map', 'instance map') saved as ``kind`` (:func:`_lossy`) is
+    refused, and the fix."""
+    return (f"this {what} is saved as {kind}, which is lossy: compression changes ids along every edge "
+            f"(ids of no class, instances split in many), so its ids cannot be trusted; save id maps as "
+            f"PNG (lossless) from the original ids (converting this file would keep the damage)")
 
 
 def _size_mismatch(sizes: dict[str, tuple[int, int]], multiple: int = 1) -> str | None:
@@ -429,14 +483,17 @@ def _chw(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
 
 
-def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = None,
-                   **options) -> PairedDataset:
+def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = None, *,
+                   max_dataset_size: int = 0, **options) -> PairedDataset:
     """Open one split of a dataset (layouts: see ``pix2pixhd.data.layouts``) and check it.
 
     ``config``: the typed data options (:class:`pix2pixhd.config.DataConfig`, the reference's
     ``label_nc``, ``resize_or_crop``, ``loadSize``, ``fineSize``, ``no_flip``, ``direction``...;
     a training run's is ``TrainConfig.data_config()``); ``options`` override its fields by name,
-    e.g. ``create_dataset(root, label_nc=9, resize_or_crop="none")``.
+    e.g. ``create_dataset(root, label_nc=9, resize_or_crop="none")``. ``max_dataset_size``
+    (--max_dataset_size; 0: all): use the first N samples (:meth:`PairedDataset.limit`), limited
+    before validation, which then reads only their files (the listing's problems, such as
+    missing partners, still cover the whole split).
     Raises DatasetError listing offending files.
     """
     try:
@@ -462,6 +519,8 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
                          f">= 0 and >= 1")
     pal = load_palette(cfg.palette)
     mode = detect_mode(root, phase, pal) if dataset_mode == "auto" else dataset_mode
+    if mode == "aligned" and (why := aligned_folder_problem(root, phase)):   # not AB images: say what it is
+        raise DatasetError(why)
     if dataset_mode != "auto" and root.is_dir() and not _mode_present(root, phase, mode):
         try:   # the layout that is there, named with the fix before any check of the options
             there = detect_mode(root, phase, pal)
@@ -479,19 +538,27 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     if mode == "palette" and pal is None:
         raise DatasetError(f"dataset_mode palette for {root} needs a palette: --palette facades or a JSON "
                            f"file of [r, g, b] colours (in Python, palette='facades', a file or a list)")
+    # every option the layout needs changed, named at once (not one per attempt)
+    maps = ((["--no_instance"], ["no_instance=True"]) if not no_instance else ([], []))
+    if load_features:
+        maps = (maps[0] + ["no --load_features"], maps[1] + ["load_features=False"])
     if mode in ("rgb_pairs",) and label_nc != 0:
-        raise DatasetError(f"{root} holds RGB pairs ({phase}_A/{phase}_B): set --label_nc 0 (label_nc=0) "
+        raise DatasetError(f"{root} holds RGB pairs ({phase}_A/{phase}_B): set "
+                           f"{_and(['--label_nc 0'] + maps[0])} ({', '.join(['label_nc=0'] + maps[1])}) "
                            f"(got label_nc={label_nc})")
     if mode == "unaligned" and (label_nc != 0 or pal is not None):
         raise DatasetError(f"{root} holds unpaired images ({phase}A/, {phase}B/), read as images: set "
-                           f"--label_nc 0 and no --palette (label_nc=0, palette=None; got label_nc={label_nc}, "
+                           f"{_and(['--label_nc 0'] + maps[0] + ['no --palette'])} "
+                           f"({', '.join(['label_nc=0', 'palette=None'] + maps[1])}; got label_nc={label_nc}, "
                            f"palette={cfg.palette!r})")
     if mode in ("cityscapes", "palette") and label_nc == 0:
         raise DatasetError(f"{root} holds label maps ({phase}_label): label_nc=0 means RGB input; "
                            f"set --label_nc to the number of classes (see classes.json if present)")
     if mode == "aligned" and label_nc > 0 and pal is None:
         raise DatasetError(f"{root}/{phase} holds AB images whose input half is a colour map with "
-                           f"label_nc={label_nc}: {_fix('aligned_palette')}")
+                           f"label_nc={label_nc}: {_fix('aligned_palette')}"
+                           + (f"; also {_and(maps[0])} ({', '.join(maps[1])}): the aligned layout has "
+                              "no instance or feature maps" if maps[0] else ""))
     if mode in ("rgb_pairs", "aligned", "unaligned") and (not no_instance or load_features):
         raise DatasetError(f"the {mode} layout of {root} has no instance or feature maps: pass "
                            f"--no_instance and no --load_features (no_instance=True, load_features=False)")
@@ -502,11 +569,22 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
                         direction=cfg.direction, inputs_only=cfg.inputs_only,
                         instance_feat=bool(cfg.instance_feat))
     is_train = (phase == "train") if cfg.is_train is None else cfg.is_train
+    if cfg.is_train is None and not is_train and "train" in phase.lower() and not cfg.no_flip:
+        # e.g. trainval: read as a test split unless the caller says (training passes is_train=True)
+        print(f"note: phase {phase!r} is read without random flips (is_train not given: only phase "
+              f"'train' flips); pass is_train=True to train on it", file=sys.stderr, flush=True)
     ds = (UnalignedDataset(layout, cfg, is_train=is_train) if mode == "unaligned" else
           PairedDataset(layout, cfg, palette=pal, is_train=is_train))
+    if max_dataset_size:
+        ds.limit(max_dataset_size)
     if validate != "off":
         ds.source_sizes = validate_dataset(ds, level=validate)["source_sizes"]
     return ds
+
+
+def _and(items: list[str]) -> str:
+    """['a', 'b', 'c'] -> 'a, b and c'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 # The folders each layout reads its inputs from (format with p=phase), for create_dataset's check
@@ -590,7 +668,7 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
     """(problems, stats) of one sample. Reads headers, and with ``decode`` every pixel; label
     ids below label_nc that ``classes`` (the dataset's classes.json) does not name are flagged."""
     problems, sizes, opened, ids = [], {}, {}, None
-    n_inst = 0
+    n_inst, p_colours = 0, None
     roles = ({"ab": "AB image"} if "ab" in rec else {d: ROLE_NAMES[d] for d in ("A", "B") if d in rec}
              or {"label": "label", "image": "image", "inst": "instance map", "feat": "feature map"})
     for role, what in roles.items():
@@ -613,12 +691,22 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                              f"({len(im.getbands())} channel(s)); expected one of {want}: "
                              f"{_mode_fix(ds, role, im)}"))
             continue
+        lossy = _lossy(im, p) if role in ds._id_roles else None
+        if lossy:   # before its ids, which the compression made up
+            problems.append(("lossy id map", str(p), f"{rel}: {_lossy_message(ROLE_NAMES[role], lossy)}"))
+            continue
         if decode and role == "label" and ds.label_nc > 0:
             unfit = _palette_unfit(ds, im, rel) if ds.palette is not None else None
             if unfit:
                 problems.append(("not a colour map", str(p), unfit))
                 continue
+            far = _far_colour_problem(ds, im, rel) if ds.palette is not None else None
+            if far:
+                problems.append(("colour not in palette", str(p), far))
             ids = _label_ids(ds, im)
+            if im.mode == "P" and ds.palette is None and ids:   # indices: their colours, compared in scan
+                pal = im.getpalette() or []
+                p_colours = {i: tuple(pal[3 * i:3 * i + 3]) for i in ids if 3 * i + 3 <= len(pal)}
             if ids is not None and len(ids):
                 top, low = max(ids), min(ids)
                 if top >= ds.label_nc:
@@ -637,10 +725,14 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
             w2 = im.size[0] // 2
             half = (0, 0, w2, im.size[1]) if ds.direction == "AtoB" else (w2, 0, 2 * w2, im.size[1])
             colours = im.convert("RGB").crop(half)
-            unfit = _palette_unfit(ds, colours, rel, half="left" if ds.direction == "AtoB" else "right")
+            side = "left" if ds.direction == "AtoB" else "right"
+            unfit = _palette_unfit(ds, colours, rel, half=side)
             if unfit:
                 problems.append(("not a colour map", str(p), unfit))
                 continue
+            far = _far_colour_problem(ds, colours, rel, half=side)
+            if far:
+                problems.append(("colour not in palette", str(p), far))
             ids = _label_ids(ds, colours)
         if decode and role in ("label", "ab") and ids and classes is not None:
             unknown = sorted(i for i in ids if i not in classes.ids and 0 <= i < ds.label_nc)
@@ -657,6 +749,8 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
         problems.append(("size mismatch", str(next(iter(rec.values()))),
                          f"{_rel(ds, next(iter(rec.values())))}: partners differ in size ({desc}); "
                          f"{_size_fix(opened, rec, ds)}"))
+    else:   # (a turn that transposes the size is named by the size mismatch's fix)
+        problems += _orientation_problems(ds, rec, opened)
     src = None
     if not desc and any(r != "feat" for r in sizes):
         w, h = next(s for r, s in sizes.items() if r != "feat")
@@ -671,7 +765,7 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                              f"{ds.loadSize} fineSize={ds.fineSize}, not a multiple of "
                              f"{m} as {ds.multiple_reason}; change loadSize/fineSize or use "
                              f"resize_or_crop='none'"))
-    return problems, {"size": src, "ids": ids, "n_inst": n_inst}
+    return problems, {"size": src, "ids": ids, "n_inst": n_inst, "p_colours": p_colours}
 
 
 # The aligned layout's AB image is two photos side by side. A single-channel one is two grey photos,
@@ -715,6 +809,69 @@ def _palette_unfit(ds, im: Image.Image, rel: str, half: str | None = None) -> st
     return (f"{rel}: {fit:.0%} of the pixels of {what} are near a colour of the palette (a colour "
             f"label map's are, JPEG noise included; {PALETTE_MIN_NEAR:.0%} at least): it is not a "
             f"label map of this palette{fix}")
+
+
+def _far_colour_problem(ds, im: Image.Image, rel: str, half: str | None = None) -> str | None:
+    """The colours of colour map ``im`` (file ``rel``, or its input ``half``) that no palette colour
+    is near (:func:`~pix2pixhd.data.layouts.far_colours`): they would train as the nearest class
+    without a word. None when there are none."""
+    rgb = np.asarray(im.convert("RGB"))
+    far = far_colours(rgb, ds.palette)
+    if not far:
+        return None
+    total = rgb.shape[0] * rgb.shape[1]
+    (colour, n), more = far[0], far[1:4]
+    k = int(decode_palette(np.array([[colour]], np.uint8), ds.palette)[0, 0])
+    what = f"its input half (the {half})" if half else "the map"
+    also = "; also " + ", ".join(f"{c} ({m} px)" for c, m in more) if more else ""
+    return (f"{rel}: colour {colour} covers {n} pixels ({n / total:.1%}) of {what} and is farther than "
+            f"{PALETTE_NEAR:.0f} RGB levels from every palette colour, so it would train as the nearest, "
+            f"id {k} {tuple(int(v) for v in ds.palette[k])}{also}; add the colour to the palette (a "
+            f"class: its position is its id; a border or void colour too), or recolour those pixels")
+
+
+# EXIF Orientation -> how viewers show the stored pixels
+_TURNS = {2: "mirrored left to right", 3: "turned 180 degrees", 4: "mirrored top to bottom",
+          5: "mirrored and turned 90 degrees", 6: "turned 90 degrees clockwise",
+          7: "mirrored and turned 90 degrees", 8: "turned 90 degrees counter-clockwise"}
+
+
+def _orientation_problems(ds, rec: dict, opened: dict) -> list:
+    """A partner (label, photo, instance map) whose EXIF Orientation turns or mirrors it while
+    another partner has none: viewers show it turned, training reads the stored pixels (as the
+    reference does), so the two do not line up although the sizes agree."""
+    tags = {r: _orientation(im) for r, im in opened.items() if r in ("label", "image", "inst")}
+    plain = [r for r, o in tags.items() if o not in _TURNS]
+    out = []
+    for role, o in tags.items():
+        if o in _TURNS and plain:
+            rel, other = _rel(ds, rec[role]), _rel(ds, rec[plain[0]])
+            out.append(("EXIF orientation", str(rec[role]),
+                        f"{rel} has EXIF Orientation {o} (viewers show it "
+                        f"{_TURNS[o]}) and its partner {other} has none: training reads the stored "
+                        f"pixels, so the two do not line up; apply the orientation when preparing the "
+                        f"data, e.g. PIL.ImageOps.exif_transpose(im).save(...), or remove the tag if the "
+                        f"stored pixels are the ones that match"))
+    return out
+
+
+def _p_palette_problems(ds, recs, stats) -> list:
+    """Indexed (P) label maps whose palettes give one index different colours in different files:
+    training reads the indices, so a colour (a class, as the files show it) gets different ids."""
+    seen, out = {}, []   # index -> (colour, file)
+    for rec, st in zip(recs, stats):
+        for i, colour in sorted((st.get("p_colours") or {}).items()):
+            first = seen.setdefault(i, (colour, rec["label"]))
+            if first[0] != colour:
+                out.append(("P palettes differ", str(rec["label"]),
+                            f"{_rel(ds, rec['label'])}: index {i} of this indexed (P) PNG is colour "
+                            f"{colour}, but {first[0]} in {_rel(ds, first[1])}: each file carries its own "
+                            f"palette and training reads the indices, so one class gets different ids in "
+                            f"different files; pass --palette with the classes' colours (a JSON list of "
+                            f"[r, g, b]: id = position) to read the colours, or save the maps as id maps "
+                            f"(mode L, one id per class)"))
+                break
+    return out
 
 
 def _id_ranges(ids) -> str:
@@ -779,24 +936,29 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
         problems.append(("label_nc", str(classes.path), f"{classes.path} says label_nc="
                          f"{classes.label_nc} but label_nc={ds.label_nc} was given; set label_nc "
                          f"{classes.label_nc}"))
-    elif classes is not None and classes.label_nc is not None and ds.palette is None \
-            and classes.label_nc < ds.label_nc:
+    elif classes is not None and ds.palette is None and classes.ids \
+            and (classes.label_nc or max(classes.ids) + 1) < ds.label_nc:
         # not an error (the ids fit), but usually label_nc left at its default (35, Cityscapes)
-        print(f"note: {classes.path} says label_nc={classes.label_nc}, this run uses label_nc="
-              f"{ds.label_nc}: one-hot channels {classes.label_nc}..{ds.label_nc - 1} stay empty. Pass "
-              f"--label_nc {classes.label_nc} unless that is meant", file=sys.stderr, flush=True)
-    sizes, ids, n_inst, source_sizes = Counter(), Counter(), 0, {}
+        n = classes.label_nc or max(classes.ids) + 1
+        says = (f"says label_nc={n}" if classes.label_nc is not None else
+                f"names {len(classes.ids)} classes (ids {_id_ranges(classes.ids)})")
+        print(f"note: {classes.path} {says}, this run uses label_nc={ds.label_nc}: one-hot channels "
+              f"{n}..{ds.label_nc - 1} stay empty. Pass --label_nc {n} unless that is meant",
+              file=sys.stderr, flush=True)
+    sizes, ids, n_inst, source_sizes, all_stats = Counter(), Counter(), 0, {}, []
     decode = level == "full"
     recs = ds.all_records()
     with ThreadPoolExecutor(num_threads) as pool:   # PIL decodes without the GIL
         for rec, (p, st) in zip(recs, pool.map(lambda r: _check_record(ds, r, decode, classes), recs)):
             problems += p
+            all_stats.append(st)
             if st["size"]:
                 sizes[st["size"]] += 1
                 source_sizes[str(next(iter(rec.values())))] = st["size"]
             if st["ids"]:
                 ids.update(st["ids"])
             n_inst += st["n_inst"]
+    problems += _p_palette_problems(ds, recs, all_stats)
     stats = {"n": len(ds.records), "sizes": sizes, "ids": ids, "instances": n_inst,
              "source_sizes": source_sizes}   # by a record's first file
     if isinstance(ds, UnalignedDataset):

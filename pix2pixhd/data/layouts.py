@@ -3,7 +3,8 @@
 Layouts (``dataset_mode``):
   cityscapes  ``{phase}_label`` (ids), ``{phase}_inst`` (instance ids), ``{phase}_img``,
               optional ``{phase}_feat``; partners matched by file stem, ignoring Cityscapes'
-              suffixes (``_gtFine_labelIds``, ``_gtFine_instanceIds``, ``_leftImg8bit``).
+              suffixes (``_gtFine_labelIds``, ``_gtFine_instanceIds``, ``_leftImg8bit``, the
+              ``*TrainIds`` of cityscapesScripts...).
   palette     the cityscapes layout whose ``{phase}_label`` files are RGB colour maps, decoded
               to ids by nearest palette colour (id = position in the palette).
   rgb_pairs   ``{phase}_A`` (input photo), ``{phase}_B`` (target photo); ``label_nc=0``.
@@ -37,7 +38,7 @@ MODES = ("auto", "cityscapes", "palette", "rgb_pairs", "aligned", "unaligned")
 # Problem kinds that are reported but do not stop training: entries that are not samples, and
 # single-channel AB images of the aligned layout (two grey photos, or not a pair: see scan).
 NOTICE_KINDS = ("ignored", "grey AB image")
-_CITYSCAPES_SUFFIX = re.compile(r"_(gtFine|gtCoarse)_(labelIds|instanceIds|color|labelTrainIds)$"
+_CITYSCAPES_SUFFIX = re.compile(r"_(gtFine|gtCoarse)_(labelIds|instanceIds|color|labelTrainIds|instanceTrainIds)$"
                                 r"|_leftImg8bit$")
 
 # CMP Facades as shipped by pix2pix (../shared/data/facades/README.md): 12 colours, in the order
@@ -92,6 +93,32 @@ def decode_palette(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
 # measured by tests/test_data_facades.py). Fewer than PALETTE_MIN_NEAR near: not a map of this
 # palette, e.g. the photo half of an AB image read with the wrong --direction.
 PALETTE_NEAR, PALETTE_MIN_NEAR = 40.0, 0.25
+
+
+# A colour of a map farther than PALETTE_NEAR from every palette colour decodes to the nearest class
+# all the same: a colour missing from the palette (VOC's border colour, a class left out). JPEG noise
+# makes far colours too, each on few pixels: of the 400 CMP Facades label halves, no single far
+# colour covers more than 0.42% of a half (a flat region keeps its exact colour, JPEG or not). One
+# far colour on FAR_COLOUR_MIN_SHARE of a map's pixels or more is taken for a colour missing.
+FAR_COLOUR_MIN_SHARE = 0.01
+
+
+def far_colours(rgb: np.ndarray, palette: np.ndarray,
+                min_share: float = FAR_COLOUR_MIN_SHARE) -> list[tuple[tuple[int, int, int], int]]:
+    """[((r, g, b), pixels), ...], most pixels first: the colours of uint8 [H, W, 3] ``rgb``
+    farther than PALETTE_NEAR from every colour of ``palette``, each on ``min_share`` of the
+    pixels or more (see FAR_COLOUR_MIN_SHARE)."""
+    flat = rgb.reshape(-1, 3).astype(np.uint32)
+    if not len(flat):
+        return []
+    keys, counts = np.unique((flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2], return_counts=True)
+    common = counts >= max(1.0, min_share * len(flat))
+    keys, counts = keys[common], counts[common]
+    cols = np.stack([keys >> 16, (keys >> 8) & 255, keys & 255], 1).astype(np.float32)
+    d2 = (cols * cols).sum(1) + _palette_scores(cols, palette).min(1) if len(cols) else np.zeros(0)
+    far = np.flatnonzero(d2 > PALETTE_NEAR ** 2)
+    far = far[np.argsort(-counts[far], kind="stable")]
+    return [(tuple(int(v) for v in cols[i]), int(counts[i])) for i in far]
 
 
 def palette_fit(rgb: np.ndarray, palette: np.ndarray, step: int = 4) -> float:
@@ -207,12 +234,81 @@ def _unaligned_phase(d: Path) -> str | None:
     return None
 
 
+# The folder names other tools give photos and their label maps (partners by file name), e.g.
+# images/ + masks/, img/ + label/, VOC's JPEGImages/ + SegmentationClass/; compared in lower case.
+# This project reads them as {phase}_img/ + {phase}_label/: such a pair is named with a rename,
+# never offered as two pix2pix phases.
+PHOTO_FOLDER_NAMES = ("images", "image", "imgs", "img", "photos", "photo", "jpegimages", "rgb", "pictures")
+LABEL_FOLDER_NAMES = ("masks", "mask", "labels", "label", "annotations", "annotation", "segmentationclass",
+                      "segmentationclasspng", "segmentation", "segmentations", "seg", "gt", "groundtruth",
+                      "ground_truth", "semantic", "labelids")
+
+
+def photo_label_folders(d: Path) -> tuple[Path, Path] | None:
+    """(photo folder, label folder) when folder ``d`` holds a pair under the names other tools
+    use (PHOTO_FOLDER_NAMES, LABEL_FOLDER_NAMES); else None."""
+    if not d.is_dir():
+        return None
+    subs = {p.name.lower(): p for p in sorted(d.iterdir()) if p.is_dir()}
+    photos = next((subs[n] for n in PHOTO_FOLDER_NAMES if n in subs), None)
+    labels = next((subs[n] for n in LABEL_FOLDER_NAMES if n in subs), None)
+    return (photos, labels) if photos is not None and labels is not None else None
+
+
+def rename_hint(root: Path, phase: str) -> str | None:
+    """The fix for photos and label maps in folders named as other tools name them
+    (:func:`photo_label_folders`), in ``root/phase``, ``root`` or another folder of ``root``
+    (root/images + root/masks, root/train/images + root/train/labels): the folders this project
+    reads and a rename; None when there is no such pair."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    subs = sorted(d for d in root.iterdir() if d.is_dir() and d.name != phase)
+    for where in [root / phase, root] + subs:
+        pair = photo_label_folders(where)
+        if pair is None:
+            continue
+        p = phase if where == root else where.name
+        photos, labels = pair
+        return (f"{photos}/ + {labels}/ look like photos and their label maps in another tool's folder "
+                f"names; this project reads them as {root / f'{p}_img'}/ (photos) + "
+                f"{root / f'{p}_label'}/ (label maps: one channel of class ids, or colours with "
+                f"--palette), partners by file name: rename them, e.g. `mv {photos} {root / f'{p}_img'} "
+                f"&& mv {labels} {root / f'{p}_label'}`" + (f", and pass --phase {p}" if p != phase else ""))
+    return None
+
+
+def aligned_folder_problem(root: Path, phase: str) -> str | None:
+    """Why ``root/phase/``, which the aligned layout reads, holds no pix2pix AB images: it is one
+    of a pair of photo and label folders under other tools' names (:func:`rename_hint`: its
+    photos would be cut into halves), or it holds entries but no image directly (sub-folders are
+    not searched). None when it holds an image, or nothing (an empty split, reported as such)."""
+    d = Path(root) / phase
+    if not d.is_dir():
+        return None
+    if d in (photo_label_folders(Path(root)) or ()):
+        return (f"{d}/ is not a folder of pix2pix AB images (two photos side by side, which the aligned "
+                f"layout cuts in halves). {rename_hint(Path(root), 'train')}")
+    entries = sorted(d.iterdir())
+    if not entries or any(p.suffix.lower() in IMG_EXTS for p in entries):
+        return None
+    names = [p.name + ("/" if p.is_dir() else "") for p in entries]
+    held = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "")
+    fix = rename_hint(root, phase) or (
+        f"the cityscapes layout reads {Path(root) / f'{phase}_label'}/ + {Path(root) / f'{phase}_img'}/ "
+        f"(partners by file name), the aligned layout (pix2pix) side-by-side A|B images directly in {d}/")
+    return (f"no dataset for phase {phase!r}: {d}/ holds no image directly (it holds {held}; sub-folders "
+            f"are not searched), so it is not a folder of pix2pix AB images either. {fix}")
+
+
 def find_phases(root: Path) -> list[str]:
     """The splits ``root`` holds: ``{phase}_label/``, ``{phase}_A/``, CycleGAN's ``{phase}A/`` +
-    ``{phase}B/`` (or one of them for LONE_DOMAIN_PHASES), pix2pix ``{phase}/`` of images."""
+    ``{phase}B/`` (or one of them for LONE_DOMAIN_PHASES), pix2pix ``{phase}/`` of images
+    (not a pair of photo and label folders under other tools' names: :func:`rename_hint`)."""
     phases = set()
+    pair = photo_label_folders(root) or ()
     for d in root.iterdir():
-        if not d.is_dir():
+        if not d.is_dir() or d in pair:
             continue
         for suffix in ("_label", "_A"):
             if d.name.endswith(suffix):
@@ -254,6 +350,10 @@ def no_dataset_message(root: Path, phase: str, generate: bool = True) -> str:
     if not entries:
         return f"no dataset for phase {phase!r}: {root} is empty. Fix --dataroot{make}"
     phases = [p for p in find_phases(root) if p != phase]
+    hint = rename_hint(root, phase)
+    if hint:
+        return (f"no dataset for phase {phase!r} in {root} ({looked}). {hint}"
+                + (f"; it also holds phase{'s' if len(phases) > 1 else ''} {', '.join(phases)}" if phases else ""))
     if phases:
         which = " or ".join(f"--phase {p}" for p in phases)
         return (f"no dataset for phase {phase!r} in {root} ({looked}): it holds phase"

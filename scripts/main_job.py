@@ -273,10 +273,12 @@ def main(argv=None) -> int:
     t["floor"] = (time.perf_counter() - t0, _cpu_seconds(resource.RUSAGE_SELF) - c0)
     # The figures repeat to the last digit on one machine and thread count, not across them (CPU
     # kernels pick their vector instructions by the CPU and split reductions by the thread
-    # count), so they are printed with both. The stages inherit this process's thread count.
+    # count), so they are printed with both: the stages' count (OMP_NUM_THREADS, set above for the
+    # child processes), not this process's, whose torch had started its threads before.
     sys.path.insert(0, str(ROOT))
     from benchmarks.baseline import describe_device
-    ran_on = dict(describe_device(torch.device("cpu")), cpu_isa=torch.backends.cpu.get_cpu_capability())
+    ran_on = dict(describe_device(torch.device("cpu")), cpu_isa=torch.backends.cpu.get_cpu_capability(),
+                  cpu_threads=threads)
     recipe = {"n_train": a.n_train, "n_test": a.n_test, "width": a.width, "epochs": list(a.epochs),
               "batchSize": a.batchSize, "n_downsample_global": a.n_downsample_global,
               "lambda_L1": a.lambda_L1, "upsample": a.upsample}

@@ -81,7 +81,7 @@ def test_threads_one_on_a_busy_machine_else_the_cores(monkeypatch):
 def test_quick_main_job_runs_end_to_end(tmp_path):
     res = tmp_path / "res"
     cmd = [sys.executable, "scripts/main_job.py", "--quick", "--data", str(tmp_path / "data"),
-           "--checkpoints_dir", str(tmp_path / "ck"), "--results", str(res)]
+           "--checkpoints_dir", str(tmp_path / "ck"), "--results", str(res), "--threads", "1"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads((res / "summary.json").read_text())
@@ -96,7 +96,9 @@ def test_quick_main_job_runs_end_to_end(tmp_path):
     for stage in ("main_global", "main_local", "main_finetune"):
         cfg = json.loads((tmp_path / "ck" / stage / "config.json").read_text())
         assert cfg["upsample"] == "resize" and cfg["lambda_L1"] == 100, (stage, cfg)
-    assert "CPU-min" in out.stdout and "sample sheet:" in out.stdout and "CPU threads per stage:" in out.stdout
+    assert "CPU-min" in out.stdout and "sample sheet:" in out.stdout and "CPU threads per stage: 1" in out.stdout
+    # the figures are printed with the thread count the stages ran with (it said this process's)
+    assert " with 1 CPU thread(s)" in out.stdout, out.stdout[-2000:]
     assert (res / "index.html").is_file()
     sheet = Image.open(res / "samples.png")
     assert sheet.mode == "P"  # reduced to 256 colours, to stay small

@@ -278,7 +278,31 @@ def parse_args(argv=None):
         methods = [m for m in methods if m != "compile"]
         if not methods:
             p.error("--no-compile with --methods compile leaves nothing to time")
+    if args.smoke and methods == ["compile"]:  # --smoke never compiles (it used to time eager)
+        p.error("--smoke --methods compile: the smoke run times no torch.compile rows; give "
+                "--methods some of fused, eager")
     args.methods = [m for m in METHODS if m in methods]   # the table's column order
+    for name, least in (("batch", 1), ("reps", 1), ("warmup", 0), ("min_ms", 0)):
+        v = getattr(args, name)
+        if not v >= least:
+            p.error(f"--{name} {v}: expected at least {least}")
+    if args.peak_gbs is not None and not args.peak_gbs > 0:
+        p.error(f"--peak_gbs {args.peak_gbs}: expected a bandwidth above 0 GB/s")
+    args.resolutions = []
+    for r in args.res.split(","):
+        try:
+            w, h = (int(v) for v in r.lower().split("x"))
+        except ValueError:
+            p.error(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 2048x1024")
+        if w < 1 or h < 1:
+            p.error(f"--res {r}: expected a positive WIDTHxHEIGHT, e.g. 2048x1024")
+        layers = pix2pixhd_layers(w, h)
+        small = [layer for layer in layers if layer.h * layer.w <= 1]
+        if small:  # instance norm over one pixel (or none) is refused by instance_norm_act
+            p.error(f"--res {r}: its layer {small[0].name} would be {small[0].w}x{small[0].h} pixels, "
+                    "and instance norm needs more than 1 per channel; expected at least 32x16 "
+                    "(32 high above 1024 wide: the generator downsamples 16 times, at half size there)")
+        args.resolutions.append((r, layers))
     return args
 
 
@@ -321,19 +345,12 @@ def main(argv=None) -> int:
     dtypes = args.dtype.split(",")
     if args.smoke:
         args.reps, args.warmup = 2, 1
-        args.methods = [m for m in args.methods if m != "compile"] or ["eager"]
+        args.methods = [m for m in args.methods if m != "compile"]  # never empty: parse_args
         resolutions = [("smoke", smoke_layers())]
         print("SMOKE RUN: CPU, Triton interpreter; the times below measure nothing")
         device_name, peak, copy = "cpu (smoke)", None, None
     else:
-        resolutions = []
-        for r in args.res.split(","):
-            try:
-                w, h = (int(v) for v in r.lower().split("x"))
-            except ValueError:
-                print(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 2048x1024", file=sys.stderr)
-                return 2
-            resolutions.append((r, pix2pixhd_layers(w, h)))
+        resolutions = args.resolutions  # checked by parse_args
         device_name = torch.cuda.get_device_name()
         peak = args.peak_gbs or peak_gbs(device_name)
         copy = copy_gbs(device)

@@ -65,8 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv=None):
+    """The options, each checked before any work: a bad value is argparse's usage and one
+    ``error:`` line naming the option, the value and the valid range."""
+    from benchmarks.train import check_device
+    p = build_parser()
+    a = p.parse_args(argv)
+    for name, least in (("rounds", 1), ("steps", 1), ("ngf", 1), ("ndf", 1)):
+        v = getattr(a, name)
+        if v < least:
+            p.error(f"--{name} {v}: expected at least {least}")
+    a.device = str(check_device(p, a.device))  # cuda -> cuda:0; CUDA on a CPU build refused
+    return a
+
+
 def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
+    a = parse_args(argv)
     cfg = TrainConfig(stage=a.stage, ngf=a.ngf, ndf=a.ndf, label_nc=35, device=a.device).resolved()
     base = _params(cfg, a.device, a.seed)
     n = sum(q.numel() for q in base)

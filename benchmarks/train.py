@@ -45,11 +45,18 @@ downloaded). Every path is at epoch 1 with niter_fix_global 0 (the TrainConfig d
 flag for it): in the local stage the global generator trains too, as after NVIDIA's
 --niter_fix_global epochs. ``--json PATH`` writes the table, the config, the device and the FLOP
 model, rewritten (atomically) after every configuration, so a run cut short keeps the rows done.
+Each row's ``arch`` has ``norm_impl`` (--norm_impl as given) and ``norm_path``, the path our
+paths' norms took: 'triton', 'native', 'ref' (--norm_impl triton without a GPU or the Triton
+interpreter runs the reference, with a warning), or 'auto' (CUDA: measured per layer).
+
+Every option is checked before any work: a value out of range is argparse's usage and one
+``error:`` line naming the option, the value and the valid range (exit status 2).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import sys
 import tempfile
 import time
@@ -74,6 +81,8 @@ def parse_res(text: str) -> list[tuple[int, int]]:
             w, h = (int(v) for v in r.lower().split("x"))
         except ValueError:
             raise SystemExit(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 1024x512") from None
+        if w < 1 or h < 1:
+            raise SystemExit(f"--res {r!r}: expected a positive WIDTHxHEIGHT, e.g. 1024x512")
         out.append((w, h))
     return out
 
@@ -124,8 +133,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Options whose values argparse's types cannot bound: (name, least valid value, what it counts).
+# None (the device-dependent default) is always valid.
+MINIMUMS = (("steps", 1, "timed steps per path"), ("warmup", 0, "untimed steps per path"),
+            ("phase_steps", 1, "phase steps per path"), ("batch", 1, "images per step"),
+            ("ngf", 1, "generator filters"), ("ndf", 1, "discriminator filters"),
+            ("n_downsample_global", 0, "downsamplings"), ("n_blocks_global", 0, "residual blocks"),
+            ("n_blocks_local", 0, "residual blocks"), ("n_layers_D", 1, "strided conv layers"),
+            ("max_seconds", 0, "seconds"))
+
+
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    """Every option's value, before any work: a bad one is argparse's usage and one ``error:``
+    line naming the option, the value and the valid range (exit status 2)."""
+    for name, least, what in MINIMUMS:
+        v = getattr(args, name)
+        if v is not None and not v >= least:
+            p.error(f"--{name} {v}: expected at least {least} ({what})")
+    if not 1 <= args.label_nc <= 256:  # the random label maps are uint8, as the loader's
+        p.error(f"--label_nc {args.label_nc}: expected 1 to 256 (label classes of the uint8 label maps)")
+    for stage in args.stage.split(","):
+        if stage not in ("global", "local"):
+            p.error(f"--stage {stage!r}: expected global or local (comma-separated)")
+    for text, parse in ((args.res, parse_res), (args.precision, parse_precisions)):
+        try:
+            if text is not None:
+                parse(text)
+        except SystemExit as e:
+            p.error(str(e))
+    check_device(p, args.device)
+
+
+def check_device(p: argparse.ArgumentParser, name: str) -> torch.device:
+    """``resolve_device(name)``, or ``p.error`` naming the value: not a device, or one this
+    machine does not have (CUDA on a CPU build, cuda:N past the last GPU)."""
+    from pix2pixhd.distributed import DeviceUnavailableError, resolve_device
+    try:
+        device = resolve_device(name)
+    except DeviceUnavailableError as e:  # CUDA asked for, none here
+        p.error(str(e))
+    except RuntimeError:  # torch.device() of an unknown name
+        p.error(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+    n = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and device.index is not None and device.index >= n:
+        p.error(f"--device {name}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+    return device
+
+
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    check_args(p, args)
+    return args
 
 
 def make_batch(n: int, h: int, w: int, label_nc: int, seed: int, pin: bool) -> dict:
@@ -178,14 +237,25 @@ def row_peak(given: float | None, gpu_name: str | None, precision: str) -> tuple
 
 def run_config(args, stage: str, width: int, height: int, device: torch.device, info: dict,
                ngf: int | None = None, ndf: int | None = None) -> list[dict]:
+    # The Trainers' run folder (checkpoints_dir), removed with whatever it holds when the
+    # configuration ends, however it ends (it was left behind, one per configuration).
+    tmp = tempfile.mkdtemp(prefix="p2phd_bench_")
+    try:
+        return _run_config(args, stage, width, height, device, info, tmp, ngf, ndf)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_config(args, stage, width, height, device, info, tmp, ngf, ndf) -> list[dict]:
     from pix2pixhd.config import TrainConfig
     from pix2pixhd.flops import train_step_flops
+    from pix2pixhd.kernels.instance_norm_act import path_taken
     from pix2pixhd.losses import VGG19Features, VGGLoss
 
     cuda = device.type == "cuda"
-    ngf = ngf or args.ngf or ((64 if stage == "global" else 32) if cuda else 16)
-    ndf = ndf or args.ndf or (64 if cuda else 16)
-    tmp = tempfile.mkdtemp(prefix="p2phd_bench_")
+    ngf = ngf if ngf is not None else args.ngf if args.ngf is not None else (
+        (64 if stage == "global" else 32) if cuda else 16)
+    ndf = ndf if ndf is not None else args.ndf if args.ndf is not None else (64 if cuda else 16)
     base = dict(stage=stage, name="bench", checkpoints_dir=tmp, label_nc=args.label_nc, ngf=ngf, ndf=ndf,
                 n_downsample_global=args.n_downsample_global, n_blocks_global=args.n_blocks_global,
                 n_blocks_local=args.n_blocks_local, n_layers_D=args.n_layers_D,
@@ -252,7 +322,7 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
 
     # Warm-up, timed and phase steps, each round over every path (interleaved: drift of a shared
     # machine hits all paths alike). Past --max_seconds each kind stops after its first round.
-    plan = [("warmup", args.warmup), ("timed", args.steps), ("phases", max(1, args.phase_steps))]
+    plan = [("warmup", args.warmup), ("timed", args.steps), ("phases", args.phase_steps)]
     i = 0
     for kind, n in plan:
         for j in range(n):
@@ -304,6 +374,9 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
             "n_blocks_global": args.n_blocks_global, "n_layers_D": args.n_layers_D,
             "n_blocks_local": args.n_blocks_local, "num_D": cfg0.num_D, "label_nc": args.label_nc,
             "vgg": not args.no_vgg_loss, "norm_impl": args.norm_impl,
+            # What our paths' norms ran: --norm_impl triton without a GPU (or without the
+            # interpreter) runs the reference, with a warning (fp32, bf16, fp16 take one path).
+            "norm_path": path_taken(args.norm_impl, device),
             "epoch": first.epoch, "niter_fix_global": cfg0.niter_fix_global or 0,
             "global_frozen": bool(getattr(first, "global_frozen", False))}
     print(f"\n== {stage} stage, {width}x{height}, batch {args.batch}, " + ", ".join(f"{k} {v}" for k, v in arch.items())
@@ -358,7 +431,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     args.precisions = parse_precisions(args.precision or ("fp32,bf16" if cuda else "fp32"))
-    args.steps = args.steps or (20 if cuda else 5)
+    args.steps = args.steps if args.steps is not None else (20 if cuda else 5)
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     args.phase_steps = args.phase_steps if args.phase_steps is not None else (3 if cuda else 1)
     stages = args.stage.split(",")
@@ -376,9 +449,6 @@ def main(argv=None) -> int:
                                  "steps": args.steps, "warmup": args.warmup,
                                  "phase_steps": args.phase_steps, "rows": rows})
 
-    for stage in stages:
-        if stage not in ("global", "local"):
-            raise SystemExit(f"--stage {stage!r}: expected global or local")
     for stage in stages:
         res = parse_res(args.res) if args.res else [((1024, 512) if stage == "global" else (2048, 1024))
                                                     if cuda else ((128, 64) if stage == "global" else (256, 128))]

@@ -35,8 +35,8 @@ formats, cast once on store). Divisions round correctly (``div_rn``; a plain ``/
 the approximate ``div.full.f32``, up to 2 ulp, which the interpreter never shows): they act on
 per-channel vectors only, so they cost nothing measurable. Statistics: within a tile a two-pass
 mean/M2 over values held in registers, tiles merged into the running chunk statistics with Chan's
-parallel update, the chunks merged by Chan's formula in two passes (mean first, then
-M2 = sum(M2_s + n_s (mean_s - mean)^2)).
+parallel update (the first tile's taken as they are), the chunks merged by Chan's formula in two
+passes (mean first, then M2 = sum(M2_s + n_s (mean_s - mean)^2)).
 No E[x^2] - E[x]^2 anywhere, so a channel with |mean| >> std keeps its precision, and a
 constant channel gives var = 0, rstd = 1/sqrt(eps) and a finite output (= bias).
 
@@ -176,7 +176,9 @@ def _stats_kernel(x_ptr, mean_part_ptr, m2_part_ptr,
         n_ab = n_a + n_b
         delta = mean_b - mean
         mean = mean + delta * tl.math.div_rn(n_b, n_ab)
-        m2 = m2 + m2_b + delta * delta * tl.math.div_rn(n_a * n_b, n_ab)
+        # The first tile's merge weighs delta^2 by n_a = 0: taken as 0 outright, since delta^2
+        # overflows to inf for |x| >~ 1e19 and inf * 0 is NaN (the reference gives y = 0 there).
+        m2 = m2 + m2_b + tl.where(n_a > 0, delta * delta * tl.math.div_rn(n_a * n_b, n_ab), 0.0)
     out = (n * n_splits + s).to(tl.int64) * C + c
     tl.store(mean_part_ptr + out, mean, mask=c_mask)
     tl.store(m2_part_ptr + out, m2, mask=c_mask)

@@ -550,13 +550,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     from pix2pixhd.errors import ConfigError   # a bad option: one line from errors.run
     args = parse_args(argv)
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        if KERNEL_MODULE in sys.modules:
-            # This process already built interpreted kernels: start a clean one.
-            env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-            argv = sys.argv[1:] if argv is None else list(argv)
-            return subprocess.call([sys.executable, "-m", "pix2pixhd.kernels.aot", *argv], env=env)
-        os.environ.pop("TRITON_INTERPRET")  # compiling needs the JIT functions, not the interpreter
+    # The options first, before anything is done to this process's environment.
     try:
         archs = [int(a) for a in args.arch.split(",")]
         sms = ([int(n) for n in args.sms.split(",")] if args.sms else
@@ -564,6 +558,10 @@ def main(argv=None) -> int:
     except ValueError:
         raise ConfigError(f"--arch {args.arch!r} / --sms {args.sms!r}: expected comma-separated "
                           "integers, e.g. --arch 80,90") from None
+    twice = sorted({a for a in archs if archs.count(a) > 1})
+    if twice:  # each target would be recorded, compiled and counted once per mention
+        raise ConfigError(f"--arch {args.arch}: " + ", ".join(f"sm_{a}" for a in twice)
+                          + " given more than once; name each target once, e.g. --arch 80,90")
     if len(sms) != len(archs) or not all(sms):
         raise ConfigError(f"--sms: give one SM count per --arch ({args.arch}); defaults exist only "
                           f"for {sorted(DEFAULT_SMS)}")
@@ -574,6 +572,13 @@ def main(argv=None) -> int:
     for lay in layouts:
         if lay not in LAYOUTS:
             raise ConfigError(f"--layouts {lay!r}: expected some of {list(LAYOUTS)}")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        if KERNEL_MODULE in sys.modules:
+            # This process already built interpreted kernels: start a clean one.
+            env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+            argv = sys.argv[1:] if argv is None else list(argv)
+            return subprocess.call([sys.executable, "-m", "pix2pixhd.kernels.aot", *argv], env=env)
+        os.environ.pop("TRITON_INTERPRET")  # compiling needs the JIT functions, not the interpreter
     import triton
     print(f"triton {triton.__version__}, torch {torch.__version__}; targets "
           + ", ".join(f"sm_{a} (launches planned for {n} SMs)" for a, n in zip(archs, sms)))

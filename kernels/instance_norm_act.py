@@ -9,7 +9,9 @@ Dispatch (``impl``):
   'ref'     always the reference.
   'triton'  the Triton kernels for CUDA tensors, and for CPU tensors when TRITON_INTERPRET=1;
             anything else (no Triton, a CPU tensor without the interpreter, fp64) falls back to the
-            reference and warns once per reason.
+            reference and warns once per reason. The interpreter needs TRITON_INTERPRET=1 set
+            before anything in the process imports triton (torch.compile does); set later, the
+            call falls back and says so.
   'auto'    CUDA tensors: the faster of the Triton kernels and PyTorch's native instance norm
             (+ residual and activation), measured for each configuration (shape, dtype, layout,
             activation, affine, residual, training or inference) the first time it is seen:
@@ -42,6 +44,7 @@ import importlib.util
 import json
 import os
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -58,6 +61,7 @@ AUTOTUNE_ENV = "PIX2PIXHD_NORM_AUTOTUNE_FILE"
 # Launch overrides (block sizes, split count) for tests and benchmarks; see launch_overrides().
 _OVERRIDES: dict = {}
 _WARNED: set[str] = set()
+_QUIET = False  # set by path_taken(): a question about the dispatch, not a call
 # Set by pix2pixhd.kernels.aot while it records launches: every call takes the Triton path
 # (meta tensors included) and the kernel module hands the launches to its recorder.
 _RECORDING = False
@@ -111,6 +115,10 @@ def _check(x, weight, bias, residual, act, impl):
         if t is not None and tuple(t.shape) != (c,):
             raise ValueError(f"instance_norm_act: {name} has shape {tuple(t.shape)} but x has "
                              f"C={c} channels; expected ({c},)")
+    for name, t in (("weight", weight), ("bias", bias), ("residual", residual)):
+        if t is not None and not t.is_floating_point():  # .to(fp32) would take it silently
+            raise TypeError(f"instance_norm_act: {name} has dtype {t.dtype}; expected a float "
+                            f"tensor (any float dtype: convert it, e.g. {name}.float())")
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"instance_norm_act: residual has shape {tuple(residual.shape)}, x has "
                          f"{tuple(x.shape)}; they must match (the residual is added after the norm)")
@@ -187,18 +195,23 @@ def _instance_norm_act_eager(x, weight, bias, *, act, negative_slope, eps, resid
     the reference widths). Peak memory is the same: nothing keeps the norm's output alive.
 
     Dtypes follow the reference: weight and bias in the compute dtype (fp32, fp64 for fp64 x; the
-    native norm takes fp32 parameters beside fp16/bf16 x but no other mix), a residual of another
-    dtype added to the norm's output as it comes (type promotion) and the result cast to x's dtype
-    once, so y has x's dtype whatever the residual's."""
+    native norm takes fp32 parameters beside fp16/bf16 x but no other mix), the residual cast to
+    the compute dtype and added to the norm's output there, and the result cast to x's dtype
+    once, so y has x's dtype whatever the residual's. With a residual, an fp16/bf16 x goes through
+    the norm as an fp32 copy: the native norm returns x's dtype, and adding the residual to that
+    rounded output rounded twice (a tenth to a third of the bf16 outputs off the correctly rounded
+    value, ReLU's mask flipped near 0). The copy is what the norm keeps for its backward instead of x:
+    one more x-sized tensor of fp16/bf16 per residual norm (the ResNet blocks' second ones)."""
     fmt = _memory_format(x)
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     weight = weight.to(cdt) if weight is not None else None  # no-ops for fp32 parameters
     bias = bias.to(cdt) if bias is not None else None
-    y = torch.nn.functional.instance_norm(x, weight=weight, bias=bias, eps=eps)
+    xin = x.to(cdt) if residual is not None else x  # a no-op for fp32 / fp64 x
+    y = torch.nn.functional.instance_norm(xin, weight=weight, bias=bias, eps=eps)
     if fmt == torch.channels_last and x.shape[0] == 1:  # the one case PyTorch gets wrong
         y = _ContiguousGrad.apply(y)
     if residual is not None:
-        y = y + residual
+        y = y + residual.to(cdt)
     if act == "relu":
         y = torch.relu(y)
     elif act == "leaky_relu":
@@ -207,13 +220,20 @@ def _instance_norm_act_eager(x, weight, bias, *, act, negative_slope, eps, resid
 
 
 def _say_once(key: str, message: str) -> None:
+    if _QUIET:
+        return
     if os.environ.get(STRICT_ENV, "0") == "1":
         raise RuntimeError(f"{message} ({STRICT_ENV}=1 makes this an error; unset it to fall "
                            "back to the PyTorch reference with a warning)")
     if key not in _WARNED:
         _WARNED.add(key)
+        # The warning names the first frame outside this module: the line that called
+        # instance_norm_act (or the layer that did), however deep the dispatch that warns.
+        level, frame = 1, sys._getframe(0)
+        while frame is not None and frame.f_globals.get("__name__") == __name__:
+            level, frame = level + 1, frame.f_back
         warnings.warn(f"{message}; using the PyTorch reference (set {STRICT_ENV}=1 to make this "
-                      "an error)", RuntimeWarning, stacklevel=3)
+                      "an error)", RuntimeWarning, stacklevel=level)
 
 
 _PROBED: dict = {}
@@ -252,6 +272,31 @@ def _triton_not_found() -> str | None:
     return None if found else "ModuleNotFoundError: No module named 'triton'"
 
 
+@_once
+def _interpreter_too_late() -> str | None:
+    """Why the Triton interpreter cannot run the kernels in this process, or None.
+
+    ``triton.jit`` decides at definition whether a function is compiled or interpreted, and
+    Triton's own library functions (``tl.sum``...) are defined when ``triton`` is first imported:
+    imported before TRITON_INTERPRET=1 was set (``import triton``, any torch.compile call), they
+    stay compiled, and an interpreted kernel calling them fails ("Cannot call @triton.jit'd
+    outside of the scope of a kernel"). Asked only with TRITON_INTERPRET=1 and Triton imported,
+    when the answer can no longer change."""
+    from triton.runtime.jit import JITFunction
+    std = sys.modules.get("triton.language.standard")
+    kernels = sys.modules.get(__package__ + "._instance_norm_act_triton")
+    if isinstance(getattr(std, "sum", None), JITFunction):
+        what = "Triton was imported"
+    elif isinstance(getattr(kernels, "_stats_kernel", None), JITFunction):
+        what = "the kernels were imported"
+    else:
+        return None
+    return (f"instance_norm_act: {what} before TRITON_INTERPRET=1 was set in this process "
+            "(`import triton` and any torch.compile call import it), so the Triton interpreter "
+            "cannot run the kernels; set TRITON_INTERPRET=1 before anything imports triton "
+            "(e.g. in the environment: TRITON_INTERPRET=1 python ...)")
+
+
 def _say_no_triton(err: str) -> None:
     _say_once("import", f"pix2pixhd.kernels: Triton is not importable ({err}), so instance norm + "
                         "activation runs in PyTorch, unfused (same results; slower on CUDA). "
@@ -273,8 +318,8 @@ def _use_triton(x: torch.Tensor, impl: str) -> bool:
     if not x.is_cuda and ((impl == "auto" and not _tunable(x)) or not interpret):
         if impl == "triton":
             _say_once("cpu", f"instance_norm_act: impl='triton' on a {x.device.type} tensor needs "
-                             "a CUDA device, or TRITON_INTERPRET=1 set before the first kernel "
-                             "call to run the Triton interpreter")
+                             "a CUDA device, or TRITON_INTERPRET=1 set before anything imports "
+                             "triton, to run the Triton interpreter")
         return False
     err = _triton_import_error()  # installed but broken
     if err is not None:
@@ -285,7 +330,31 @@ def _use_triton(x: torch.Tensor, impl: str) -> bool:
             _say_once(f"dtype-{x.dtype}", f"instance_norm_act: dtype {x.dtype} has no Triton "
                                           "kernel (fp32, fp16, bf16 do)")
         return False
+    if interpret:
+        late = _interpreter_too_late()
+        if late is not None:
+            _say_once("interpret-late", late)
+            return False
     return True
+
+
+def path_taken(impl: str, device, dtype: torch.dtype = torch.float32) -> str:
+    """The path ``instance_norm_act(..., impl=impl)`` takes for a tensor of ``dtype`` on
+    ``device``: 'triton', 'native', 'ref', or 'auto' where 'auto' measures Triton against
+    native per configuration (CUDA). No warning and no strict-mode error: for records of what
+    ran (benchmarks/train.py), where asking for 'triton' may have run the reference."""
+    global _QUIET
+    if impl not in _IMPLS:
+        raise ValueError(f"path_taken: impl={impl!r}; expected one of {_IMPLS}")
+    x = torch.empty((1, 1, 1, 2), device=device, dtype=dtype)
+    _QUIET = True
+    try:
+        use = _use_triton(x, impl)
+    finally:
+        _QUIET = False
+    if impl == "auto":
+        return ("auto" if _tunable(x) else "triton") if use else "native"
+    return "triton" if use else "ref"
 
 
 class _InstanceNormActTriton(torch.autograd.Function):

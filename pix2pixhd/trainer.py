@@ -1176,7 +1176,10 @@ class Trainer:
                 step = self.global_step + 1
                 logging = step % cfg.print_freq == 0 or step == 1
                 data_ms = (time.perf_counter() - t_data) * 1e3
-                self.timer.start(logging)
+                # the run's known last step is timed too: its short window's line has phase times
+                # (a SIGTERM/SIGINT stop is not known ahead: that line has none)
+                self.timer.start(logging or bool(cfg.max_steps and steps_this_run + 1 >= cfg.max_steps) or (
+                    self.epoch == total_epochs and self.iter_in_epoch + 1 - began_at == len(loader)))
                 losses = self.train_step(batch)
                 n_img = cfg.batchSize * self.dist.world_size   # this step's, over all ranks
                 self.iter_in_epoch += 1

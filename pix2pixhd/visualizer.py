@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from pix2pixhd.checkpoint import atomic_write_bytes
 from pix2pixhd.errors import MissingDependencyError
@@ -115,10 +115,15 @@ def tensor_to_rgb(img: torch.Tensor) -> np.ndarray:
     return img[:3].permute(1, 2, 0).numpy()
 
 
-def save_png(arr: np.ndarray, path: Path) -> None:
+def save_png(arr: np.ndarray, path: Path, step: int | None = None) -> None:
+    """``step``: kept in the file's text chunk "step" (a resume moves later steps' images aside)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(arr).save(tmp)
+    info = None
+    if step is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("step", str(step))
+    Image.fromarray(arr).save(tmp, pnginfo=info)
     tmp.replace(path)
 
 
@@ -221,22 +226,72 @@ class Visualizer:
         self.started = False
         self._pending: list[str] = []   # log_message() lines before begin()
         self._noted_bad_history = False  # loss_history.jsonl's unparseable lines said once
+        self._purge_step: int | None = None  # the first tensorboard writer's purge_step (begin)
 
     def begin(self, resumed_at_step: int | None = None) -> None:
-        """Start writing: create the run folder, forget history entries past ``resumed_at_step``
+        """Start writing: create the run folder, forget what was logged past ``resumed_at_step``
         (a resumed run redoes those steps; 0 for a fresh start, which keeps none of a dead
-        attempt's; None keeps the file as it is), write the messages logged so far, open
+        attempt's; None keeps the logs as they are): history entries, loss_log.txt's lines from
+        the first later step on, the later image files (moved aside) and, through the writer's
+        purge_step, the later tensorboard events. Then write the messages logged so far and open
         tensorboard."""
         if not self.enabled or self.started:
             return
         self.started = True
         self.dir.mkdir(parents=True, exist_ok=True)
+        notes = []
         if resumed_at_step is not None:
             self.truncate_history(resumed_at_step)
+            notes = self._truncate_log(resumed_at_step) + self._set_aside_images(resumed_at_step)
+            if any((self.dir / "tensorboard").glob("events.out.tfevents.*")):
+                # TensorBoard drops the earlier files' events at steps >= purge_step
+                self._purge_step = resumed_at_step + 1
         pending, self._pending = self._pending, []
         for line in pending:
             self._append(self.log_path, line)
+        for msg in notes:
+            self.log_message(msg)
         self._tensorboard()
+
+    def _truncate_log(self, after_step: int) -> list[str]:
+        """Cut loss_log.txt before its first loss line of a step after ``after_step`` (that line
+        and all after it are a dead or abandoned attempt's); the note to log, if any was cut."""
+        if not self.log_path.is_file():
+            return []
+        lines = self.log_path.read_text(errors="replace").splitlines(keepends=True)
+        for i, line in enumerate(lines):
+            m = re.match(r"\(epoch: \d+, iters: \d+, step: (\d+)\)", line)
+            if m and int(m.group(1)) > after_step:
+                atomic_write_bytes(self.log_path, "".join(lines[:i]).encode())
+                return [f"{self.log_path.name}: {len(lines) - i} line(s) from step {m.group(1)} on, logged "
+                        f"past step {after_step} where this run starts, dropped (it trains those steps again)"]
+        return []
+
+    def _set_aside_images(self, after_step: int) -> list[str]:
+        """Move the page's image files shown at a step after ``after_step`` into
+        web/images/abandoned_stepS/ (S = ``after_step``), out of the page; moved rather than
+        deleted, as a checkpoint past the step is kept (trainer._keep_later). Files without a
+        step (written before images recorded theirs) stay."""
+        folder = self.web / "images"
+        later = []
+        for p in sorted(folder.glob("epoch*_*.png")) if folder.is_dir() else []:
+            try:
+                with Image.open(p) as im:
+                    step = int(im.info.get("step", -1))
+            except (OSError, ValueError):
+                continue
+            if step > after_step:
+                later.append(p)
+        if not later:
+            return []
+        dest, k = folder / f"abandoned_step{after_step}", 1
+        while dest.exists():
+            k += 1
+            dest = folder / f"abandoned_step{after_step}-{k}"
+        dest.mkdir()
+        for p in later:
+            p.replace(dest / p.name)
+        return [f"{len(later)} image(s) shown after step {after_step} moved from {folder} to {dest}"]
 
     @staticmethod
     def _append(path: Path, line: str) -> None:
@@ -249,8 +304,9 @@ class Visualizer:
             # tensorboardX names its event file by the second and the host: a second writer in
             # the same second (a run resumed right after a stop) opened the same file and wiped
             # the first's events. The pid and a per-process count make each file its own.
-            self.writer = summary_writer_class()(str(self.dir / "tensorboard"),
+            self.writer = summary_writer_class()(str(self.dir / "tensorboard"), purge_step=self._purge_step,
                                                  filename_suffix=f".{os.getpid()}.{next(_WRITER_COUNT)}")
+            self._purge_step = None   # once: a writer reopened after close() purges nothing
         return self.writer
 
     def _read_history(self) -> list[tuple[str, dict]]:
@@ -298,7 +354,8 @@ class Visualizer:
         # the lr in significant digits: 4 decimals would print its decayed values (1.33e-4,
         # 6.67e-5) alike
         self._append(self.log_path, f"(epoch: {epoch}, iters: {it}, step: {step}) " + " ".join(
-            f"{k}: {v:.4g}" if k == "lr" else f"{k}: {v:.4f}" for k, v in {**losses, **extras}.items()))
+            f"{k}: {v:.4g}" if k == "lr" else f"{k}: {v}" if isinstance(v, int) else f"{k}: {v:.4f}"
+            for k, v in {**losses, **extras}.items()))
         writer = self._tensorboard()
         if writer is not None:
             for k, v in losses.items():
@@ -333,7 +390,7 @@ class Visualizer:
                              step, dataformats="HWC")
         if self.html_page:
             for k, v in visuals.items():
-                save_png(v, self.web / "images" / f"epoch{epoch:03d}_{k}.png")
+                save_png(v, self.web / "images" / f"epoch{epoch:03d}_{k}.png", step)
             self.write_html()
 
     def write_html(self) -> Path | None:

@@ -64,7 +64,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     # makes the benchmarks package importable; appended, so an installed pix2pixhd (whose kernels
     # package lives elsewhere in the source tree) is not shadowed by the source folder
     sys.path.append(str(Path(__file__).resolve().parents[1]))
-from benchmarks._cli import make_parser  # noqa: E402
+from benchmarks._cli import command_line, make_parser  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "facades"
@@ -446,21 +446,29 @@ def run_benchmark(recipe: Recipe, out: Path, *, budget_minutes: float, eval_ever
     out = Path(out).resolve()
     data = Path(data).resolve() if data else out / "data"
     spec = spec or DataSpec(str(DEFAULT_SRC))
-    out.mkdir(parents=True, exist_ok=True)
-    data.mkdir(parents=True, exist_ok=True)
     K = eval_every_epochs
+    # the feature extractor is part of the run: one curve must not mix extractors, or points
+    # with and without KID
+    inception = str(Path(inception).resolve()) if inception else None
     ident = {"recipe": recipe.name, "flags": list(recipe.flags), "eval_every_epochs": K,
-             "data": asdict(spec), "seed": seed, "threads": threads}
+             "data": asdict(spec), "seed": seed, "threads": threads, "no_fid": no_fid,
+             "inception": inception}
     state_path = out / "state.json"
     if state_path.is_file():
         state = json.loads(state_path.read_text())
-        diff = {k: (state["run"].get(k), v) for k, v in ident.items() if state["run"].get(k) != v}
+        have = _with_old_defaults(state)
+        diff = {k: (have.get(k), v) for k, v in ident.items() if have.get(k) != v}
         if diff:
             raise SystemExit(f"{out} holds a run with other settings {diff}; use another --out")
     else:
         state = {"version": STATE_VERSION, "run": ident, "about": recipe.about, "points": [],
                  "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                             f"torch {torch.__version__}"}
+    out.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+    state["command"] = resume_command(recipe.name, out, data, spec, budget_minutes=budget_minutes,
+                                      eval_every_epochs=K, max_epochs=max_epochs, seed=seed,
+                                      threads=threads, inception=inception, no_fid=no_fid)
     manifest = prepare_data(spec, data, log)
     state["budget_minutes"] = budget_minutes
     sc = make_scorer(manifest, data, seg=seg, feature_extractor=feature_extractor,
@@ -509,6 +517,35 @@ def run_benchmark(recipe: Recipe, out: Path, *, budget_minutes: float, eval_ever
     _atomic_write(state_path, json.dumps(state, indent=1) + "\n")
     write_reports(out, state)
     return state
+
+
+def _with_old_defaults(state: dict) -> dict:
+    """The run's settings, with those that state.json files written before they were recorded
+    lack: ``no_fid`` from whether its points have KID, ``inception`` the default extractor."""
+    run = dict(state["run"])
+    if "no_fid" not in run and state.get("points"):
+        run["no_fid"] = not any("kid_mean" in p for p in state["points"])
+    run.setdefault("inception", None)
+    return run
+
+
+def resume_command(recipe: str, out: Path, data: Path, spec: DataSpec, *, budget_minutes: float,
+                   eval_every_epochs: int, max_epochs: int, seed: int, threads: int,
+                   inception: str | None, no_fid: bool) -> str:
+    """The command line that continues this run: every setting spelled out, paths absolute."""
+    argv = ["--recipe", recipe, "--budget_minutes", str(budget_minutes),
+            "--eval_every_epochs", str(eval_every_epochs), "--out", str(out), "--data", str(data),
+            "--src", spec.src, "--size", str(spec.size), "--n_val", str(spec.n_val)]
+    if spec.split_seed is not None:   # None (the last n_val) has no command-line spelling
+        argv += ["--split_seed", str(spec.split_seed)]
+    argv += ["--seed", str(seed), "--threads", str(threads)]
+    if max_epochs:
+        argv += ["--max_epochs", str(max_epochs)]
+    if no_fid:
+        argv.append("--no_fid")
+    if inception:
+        argv += ["--inception", inception]
+    return command_line("benchmarks/quality.py", argv)
 
 
 def _epoch_file(epoch: int) -> str:
@@ -616,9 +653,13 @@ def window_md(states: list[dict], lo: float, hi: float) -> str:
 
 def curves_svg(states: list[dict]) -> str:
     """KID×1000 and segmentation pixel accuracy against training CPU-minutes and epochs, one line
-    per run, with the reference rows as flat lines; four panels in one SVG."""
+    per run, with the reference rows as flat lines; four panels in one SVG. A panel with nothing
+    to draw says why in an SVG text (KID after ``--no_fid``: not computed)."""
     from pix2pixhd.visualizer import loss_curves_svg
     refs = states[0].get("references", {})
+    no_kid = not any("kid_mean" in p for st in states for p in st["points"]) and \
+        not any("kid_mean" in r for r in refs.values()) and \
+        any(st["run"].get("no_fid") or st["points"] for st in states)
     panels = []
     for metric, title, get in (
             ("kid", "KID×1000 on the validation photos (lower is better)",
@@ -637,7 +678,14 @@ def curves_svg(states: list[dict]) -> str:
                 if v is not None:
                     keys.append(rname)
                     hist += [{x: min(xs), rname: v}, {x: max(xs), rname: v}]
-            panels.append((f"{title} vs {xname}", loss_curves_svg(hist, 560, 240, keys=keys, x=x)))
+            if any(k in h for h in hist for k in keys):
+                svg = loss_curves_svg(hist, 560, 240, keys=keys, x=x)
+            else:
+                why = ("KID was not computed (--no_fid)" if metric == "kid" and no_kid
+                       else "no evaluated point yet")
+                svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="560" height="240">'
+                       f'<text x="40" y="120" font-size="13">{why}</text></svg>')
+            panels.append((f"{title} vs {xname}", svg))
     w, h = 560, 240 + 20 * max(len(states) + len(refs), 1) + 30
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * w}" height="{2 * h}" '
              f'font-family="sans-serif">', f'<rect width="{2 * w}" height="{2 * h}" fill="white"/>']
@@ -652,9 +700,10 @@ def curves_svg(states: list[dict]) -> str:
 
 def write_reports(out: Path, state: dict) -> None:
     pts = state["points"]
-    cmd = (f"python benchmarks/quality.py --recipe {state['run']['recipe']} --budget_minutes "
-           f"{state['budget_minutes']} --eval_every_epochs {state['run']['eval_every_epochs']} "
-           f"--out {out}")
+    cmd = state.get("command") or (   # state.json written before the full command was kept
+        f"python benchmarks/quality.py --recipe {state['run']['recipe']} --budget_minutes "
+        f"{state['budget_minutes']} --eval_every_epochs {state['run']['eval_every_epochs']} "
+        f"--out {out}")
     flags = " ".join(RECIPES[state["run"]["recipe"]].flags) if state["run"]["recipe"] in RECIPES \
         else " ".join(state["run"]["flags"])
     md = [f"# {state['run']['recipe']}: quality on held-out facades", "",
@@ -760,6 +809,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_options(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Refuse values that have no meaning before any work (``p.error``: one ``error:`` line).
+    --n_val is checked against the images of ``--src``/train, listed here."""
+    if a.compare:
+        return
+    if not a.budget_minutes > 0:   # nan too
+        p.error(f"--budget_minutes {a.budget_minutes}: expected more than 0 CPU-minutes")
+    for name, lo in {"eval_every_epochs": 1, "max_epochs": 0, "threads": 1, "n_val": 1,
+                     "split_seed": 0}.items():
+        if getattr(a, name) < lo:
+            p.error(f"--{name} {getattr(a, name)}: expected at least {lo}")
+    if a.size < 16 or a.size % 16:
+        p.error(f"--size {a.size}: expected a positive multiple of 16 (the grid metric's period), e.g. 128")
+    from pix2pixhd.data.layouts import list_images
+    train = Path(a.src) / "train"
+    if not train.is_dir():
+        p.error(f"--src {a.src}: no train/ folder; point it at the pix2pix facades folder")
+    n = len(list_images(train))
+    if a.n_val >= n:
+        p.error(f"--n_val {a.n_val}: expected below the {n} images of {train} (some must stay for training)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
@@ -770,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
                 p.error("--sheet needs --data (the split's folder)")
             print(f"wrote {compare_sheet(a.compare, a.data, a.sheet, until=a.until)}")
         return 0
+    check_options(p, a)
     spec = DataSpec(str(Path(a.src).resolve()), a.n_val, a.split_seed, a.size)
     if a.prepare_only:
         if not a.data and not a.out:
@@ -785,10 +857,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not a.recipe or not a.out:
         p.error("--recipe and --out are required (or --compare)")
-    state = run_benchmark(RECIPES[a.recipe], a.out, budget_minutes=a.budget_minutes,
-                          eval_every_epochs=a.eval_every_epochs, max_epochs=a.max_epochs,
-                          data=a.data, spec=spec, seed=a.seed, threads=a.threads,
-                          inception=a.inception or None, no_fid=a.no_fid)
+    try:
+        state = run_benchmark(RECIPES[a.recipe], a.out, budget_minutes=a.budget_minutes,
+                              eval_every_epochs=a.eval_every_epochs, max_epochs=a.max_epochs,
+                              data=a.data, spec=spec, seed=a.seed, threads=a.threads,
+                              inception=a.inception or None, no_fid=a.no_fid)
+    except KeyboardInterrupt:
+        print(f"stopped (interrupted): the same command resumes {a.out} from its last "
+              "evaluated point", file=sys.stderr)
+        return 130
     print(table_md([state]))
     return 0
 

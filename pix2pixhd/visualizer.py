@@ -139,7 +139,9 @@ def loss_curves_svg(history: list[dict], width: int = 720, height: int = 260, *,
     if not history or not keys:
         return "<p>No losses logged yet.</p>"
     steps = [h[x] for h in history]
-    lo_s, hi_s = min(steps), max(max(steps), min(steps) + 1)
+    # the points span the axis (CPU-minutes 0.06..0.13 were squeezed into a 0.06..1.06 one); a
+    # single point gets a unit-wide axis
+    lo_s, hi_s = min(steps), (max(steps) if max(steps) > min(steps) else min(steps) + 1)
     vals = [h[k] for h in history for k in keys if k in h]
     lo_v, hi_v = min(vals), max(max(vals), min(vals) + 1e-6)
     pad = 40

@@ -382,13 +382,19 @@ def _refuse_jpeg_ids(im: Image.Image, path, what: str, partner: bool = False) ->
 def _refuse_unfit_colours(rgb: np.ndarray, palette) -> None:
     """A colour-map (``--palette``) checkpoint's input whose colours are not its palette's (a
     photo, say), measured as the data module's validation measures it (``palette_fit``)."""
-    from pix2pixhd.data.layouts import PALETTE_MIN_NEAR, palette_fit
+    from pix2pixhd.data.layouts import PALETTE_MIN_NEAR, far_colours, palette_fit
     fit = palette_fit(rgb, palette)
     if fit < PALETTE_MIN_NEAR:
         raise InputError(f"only {fit:.0%} of its pixels are near a colour of this checkpoint's palette "
                          f"(a colour label map has {PALETTE_MIN_NEAR:.0%} at least, JPEG noise included): "
                          "a photo? give colour label maps in the palette's colours, or use a checkpoint "
                          "trained on photos (label_nc 0)")
+    far = far_colours(rgb, palette)   # as training's validation: one colour far from every entry
+    if far:
+        (colour, n), total = far[0], rgb.shape[0] * rgb.shape[1]
+        raise InputError(f"colour {colour} on {n} pixels ({n / total:.1%}) is far from every colour of this "
+                         "checkpoint's palette, so it would be read as the nearest class: recolour it to one "
+                         "of the palette's colours (a void border, say, to its void class)")
 
 
 def _id_out_of_range(bad: int, label_nc: int) -> str:

@@ -209,6 +209,25 @@ def test_a_colour_map_with_alpha_is_refused_for_a_palette_checkpoint(palette_run
     assert (got == np.arange(16 * 24).reshape(16, 24) % 12).all()
 
 
+def test_a_colour_missing_from_the_palette_is_named_as_training_names_it(palette_run, tmp_path, capsys):
+    """A colour far from every palette entry (VOC's (224, 224, 192) void border, say) was synthesized
+    as its nearest class; training's validation refuses it, and so does synthesis now (one map)."""
+    from pix2pixhd.data.layouts import FACADES_PALETTE
+    inp = tmp_path / "in"
+    inp.mkdir()
+    pal = np.array(FACADES_PALETTE, np.uint8)
+    a = pal[np.arange(16 * 24).reshape(16, 24) % 12]
+    Image.fromarray(a).save(inp / "a.png")
+    b = a.copy()
+    b[:, :4] = (224, 224, 192)   # a sixth of the map
+    Image.fromarray(b).save(inp / "b.png")
+    assert synth(palette_run, inp, tmp_path / "out") == 0
+    text = capsys.readouterr().out
+    assert re.search(r"skipped .*b\.png: colour \(224, 224, 192\) on 64 pixels \(16\.7%\) is far from every "
+                     r"colour of this checkpoint's palette", text), text
+    assert "wrote 1 images" in text
+
+
 # ---- photo inputs ------------------------------------------------------------------------------------
 def training_photo_modes() -> tuple:
     """The modes training's validation takes a photo in (it converts them to RGB on load)."""

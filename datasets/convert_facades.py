@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from pix2pixhd.data.layouts import FACADES_PALETTE, decode_palette, list_images
-from pix2pixhd.datasets.synthetic_streets import prepare_output
+from pix2pixhd.datasets.synthetic_streets import foreign_entries, prepare_output
 from pix2pixhd.errors import ConfigError, MissingInputError
 from pix2pixhd.paths import check_name
 
@@ -49,27 +49,13 @@ def _split_folders(splits) -> list[str]:
 
 
 def _foreign(out: Path, meta: dict) -> list[str]:
-    """What in ``out`` (whose classes.json names this tool) this tool did not write: a classes.json
-    written for another folder (a copy), entries other than classes.json and the recorded splits'
-    folders, and files in those folders other than the recorded stems' PNGs (a conversion stopped
-    halfway wrote a subset of them)."""
-    found = []
-    folder = meta.get("folder")
-    if folder is not None and folder != str(out.resolve()):
-        found.append(f"its classes.json was written into {folder}, so it is a copy")
+    """What in ``out`` (whose classes.json names this tool) this tool did not write
+    (:func:`~pix2pixhd.datasets.synthetic_streets.foreign_entries`): the recorded splits' folders
+    hold only the recorded stems' PNGs (a conversion stopped halfway wrote a subset of them)."""
     stems = meta.get("stems") if isinstance(meta.get("stems"), dict) else {}
-    ours = set(_split_folders(stems))
-    for p in sorted(out.iterdir()):
-        if p.name == "classes.json" and p.is_file() and not p.is_symlink():
-            continue
-        if p.name not in ours or p.is_symlink() or not p.is_dir():
-            found.append(p.name + ("/" if p.is_dir() else ""))
-            continue
-        names = {f"{stem}.png" for stem in stems[p.name.rsplit("_", 1)[0]]}
-        extra = [f.name for f in sorted(p.iterdir()) if f.name not in names or not f.is_file() or f.is_symlink()]
-        if extra:
-            found.append(f"{p.name}/{extra[0]}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
-    return found
+    names = {split: {f"{stem}.png" for stem in v} for split, v in stems.items()}
+    return foreign_entries(out, meta, _split_folders(stems),
+                           lambda folder, f: f.name in names[folder.name.rsplit("_", 1)[0]])
 
 
 def holdout_stems(files: list[Path], k: int, seed: int | None) -> set[str]:

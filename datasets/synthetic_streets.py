@@ -363,35 +363,40 @@ def _split_folders() -> list[str]:
     return [f"{s}_{k}" for s in SPLITS for k in ("label", "inst", "img")]
 
 
-def _foreign(out: Path, meta: dict) -> list[str]:
-    """What in ``out`` (whose classes.json names this tool) this tool did not write: entries
-    other than classes.json and the split folders, files in a split folder other than its scenes
-    (``{split}_NNNNN.png``, photos .jpg too, at most the count classes.json records), and a
-    classes.json written for another folder (a copy: synthesize.py copied its input's)."""
+def foreign_entries(out: Path, meta: dict, folders, written) -> list[str]:
+    """What in ``out`` (whose classes.json names the tool) the tool did not write: a classes.json
+    written for another folder (``meta["folder"]``: a copy), entries other than classes.json and
+    ``folders``, and files of those folders that ``written(folder, file)`` does not accept (each
+    folder named once, with its first such file and how many more). For ``prepare_output``'s
+    ``foreign``."""
     found = []
     folder = meta.get("folder")
     if folder is not None and folder != str(out.resolve()):
         found.append(f"its classes.json was written into {folder}, so it is a copy")
-    ours = set(_split_folders())
+    ours = set(folders)
     for p in sorted(out.iterdir()):
         if p.name == "classes.json" and p.is_file() and not p.is_symlink():
             continue
         if p.name not in ours or p.is_symlink() or not p.is_dir():
             found.append(p.name + ("/" if p.is_dir() else ""))
             continue
-        split, kind = p.name.split("_")
-        n = meta.get(f"n_{split}")
-        exts = ("png", "jpg") if kind == "img" else ("png",)
-        pattern = re.compile(rf"{split}_([0-9]{{5}})\.({'|'.join(exts)})")
-        extra = []
-        for f in sorted(p.iterdir()):
-            m = pattern.fullmatch(f.name)
-            if (m is None or not f.is_file() or f.is_symlink()
-                    or (isinstance(n, int) and int(m.group(1)) >= n)):
-                extra.append(f.name)
+        extra = [f.name for f in sorted(p.iterdir()) if not f.is_file() or f.is_symlink() or not written(p, f)]
         if extra:
             found.append(f"{p.name}/{extra[0]}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
     return found
+
+
+def _foreign(out: Path, meta: dict) -> list[str]:
+    """What in ``out`` this tool did not write (:func:`foreign_entries`): its split folders hold
+    only their scenes (``{split}_NNNNN.png``, photos .jpg too, at most the count classes.json
+    records)."""
+    def written(folder: Path, f: Path) -> bool:
+        split, kind = folder.name.split("_")
+        n = meta.get(f"n_{split}")
+        exts = ("png", "jpg") if kind == "img" else ("png",)
+        m = re.fullmatch(rf"{split}_([0-9]{{5}})\.({'|'.join(exts)})", f.name)
+        return m is not None and not (isinstance(n, int) and int(m.group(1)) >= n)
+    return foreign_entries(out, meta, _split_folders(), written)
 
 
 def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, height: int = 128,

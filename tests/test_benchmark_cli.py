@@ -2,8 +2,6 @@
 tests/test_cli_help.py, with every other parser): benchmarks/baseline.py says it is a module, and a
 JSON record's ``command`` names the interpreter that ran it."""
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import shlex
@@ -13,14 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_main_job import _main_job
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _main_job():
-    spec = importlib.util.spec_from_file_location("main_job", REPO / "scripts" / "main_job.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _options(parser):

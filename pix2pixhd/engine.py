@@ -927,13 +927,14 @@ def _legacy_digests(ident: dict) -> dict[str, str]:
     return older
 
 
-def _clusters_file(synth: Synthesizer) -> Path | None:
-    """The clusters file ``synth``'s features read (sampled or chosen centres), or None."""
+def _clusters_sha256(synth: Synthesizer) -> str | None:
+    """The sha256 of the clusters file ``synth``'s features read (sampled or chosen centres), as
+    ``FeatureClusters.load`` hashed the bytes it loaded; None without one (no features, encoded
+    mode, or centres built in memory)."""
     f = synth.features
     if f is None or f.mode not in ("sample", "cluster") or f.clusters is None:
         return None
-    path = getattr(f.clusters, "path", None)
-    return Path(path) if path is not None and Path(path).is_file() else None
+    return getattr(f.clusters, "file_sha256", None)
 
 
 def _digest(ident: dict) -> str:
@@ -1144,9 +1145,9 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     _collisions(src.stems, src.files)
     layout = OutputLayout(job.split, photo_inputs=cfg.label_nc == 0)
     identity = dict(identity or {"checkpoint": None})
-    clusters = _clusters_file(synth)
-    if clusters is not None and _CLUSTERS_KEY not in identity:   # hashed once per job
-        identity[_CLUSTERS_KEY] = file_sha256(clusters)
+    clusters = _clusters_sha256(synth)
+    if clusters is not None and _CLUSTERS_KEY not in identity:
+        identity[_CLUSTERS_KEY] = clusters
     ident = job_identity(job, identity, layout, reads_real=needs_image)
     out = Path(job.out)
     prev = _check_out_folder(job, ident, layout, notes)

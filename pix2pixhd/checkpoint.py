@@ -11,6 +11,12 @@ raises :class:`CheckpointError` naming the file and the OS error.
 ``config.json`` is a convenience, not a single point of failure: :func:`load_run_config` (used by
 resume, --load_pretrain, synthesis, export and features) falls back to the copy of the config that
 every checkpoint carries when config.json is missing, truncated or unreadable.
+
+The line of training: every training start gets a random attempt id; each checkpoint it writes
+holds ``attempt`` and ``lineage``, the line it continues as ``[[attempt, from_step], ...]`` (a
+resume: the resumed checkpoint's line plus its own entry). ``lineage.json`` holds the line of the
+folder's last start, written before that start's first checkpoint, so a kill between the two
+leaves a line that places every checkpoint in the folder rightly (:func:`on_line`).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import json
 import os
 import random
 import re
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,6 +245,54 @@ def save_checkpoint(state: dict, experiment_dir: Path, which: str | int, config_
     return path
 
 
+LINEAGE = "lineage.json"
+
+
+def new_attempt() -> str:
+    """A random id for one training start (from os.urandom: the seeded RNGs are not drawn)."""
+    return secrets.token_hex(8)
+
+
+def _is_line(line: Any) -> bool:
+    return (isinstance(line, list) and len(line) > 0
+            and all(isinstance(x, (list, tuple)) and len(x) == 2 and isinstance(x[0], str)
+                    and isinstance(x[1], int) and not isinstance(x[1], bool) for x in line))
+
+
+def line_of(ck: Any) -> list[list]:
+    """The line of training checkpoint ``ck`` carries (``[[attempt, from_step], ...]``, oldest
+    first); [] for a checkpoint written before lines were recorded."""
+    line = ck.get("lineage") if isinstance(ck, dict) else None
+    return [[a, int(s)] for a, s in line] if _is_line(line) else []
+
+
+def write_lineage(run: str | os.PathLike, line: list[list]) -> None:
+    """``line`` as ``run``'s lineage.json, never half-written (see :func:`_atomic_write`)."""
+    atomic_write_bytes(Path(run) / LINEAGE, json.dumps({"line": line}).encode())
+
+
+def read_lineage(run: str | os.PathLike) -> tuple[list[list] | None, str]:
+    """(the line of ``run``'s lineage.json, ''), or (None, why it cannot be used)."""
+    try:
+        line = json.loads((Path(run) / LINEAGE).read_text())["line"]
+    except FileNotFoundError:
+        return None, "is missing"
+    except Exception as e:   # truncated, not JSON, no "line"
+        return None, f"cannot be read ({_short(e)})"
+    if not _is_line(line):
+        return None, "cannot be read (not a list of [attempt, step])"
+    return [[a, int(s)] for a, s in line], ""
+
+
+def on_line(line: list[list], attempt: str, step: int) -> bool:
+    """Whether a checkpoint of ``attempt`` at ``step`` is on ``line``: its attempt is, and the
+    step is no later than where the line's next attempt started (any step for the last)."""
+    for i, (a, _) in enumerate(line):
+        if a == attempt:
+            return i + 1 == len(line) or step <= line[i + 1][1]
+    return False
+
+
 def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "latest",
                     map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (``experiment_dir`` may be the file)."""
@@ -302,29 +357,43 @@ def _print_freq(run: Path, ck: dict) -> int:
 
 def auto_resume_checkpoint(run: str | os.PathLike) -> tuple[str, str | None]:
     """``--auto_resume``'s checkpoint in run folder ``run`` (which holds ``latest.pt``), as
-    (``which_epoch``, note). ``("latest", None)`` when latest.pt reads; otherwise the newest
-    ``epoch_N.pt`` of the run's line of training that reads, and a note saying which file could
-    not be read, which one is used, which were skipped and how many steps that trains again (from
+    (``which_epoch``, note). ``("latest", None)`` when latest.pt reads and is on the run's line
+    of training; otherwise (it cannot be read, or the last start, a ``--resume --which_epoch``,
+    went back from it and stopped before its first save) the newest ``epoch_N.pt`` of that line
+    that reads, and a note saying why latest.pt is not used, which file is, which were skipped and how many steps that trains again (from
     loss_history.jsonl: latest.pt's own step cannot be read). An unattended restart (torchrun
     --max_restarts) can then go on from the last good state; ``--resume`` alone never falls back
     (a human chose the file). Neither reads: a :class:`CheckpointError` naming them and the fixes.
 
-    The line of training: every start truncates loss_history.jsonl to the step it resumed from,
-    then the run logs every --print_freq steps, so the run now in the folder trained no further
-    than the last logged step + print_freq - 1. An epoch_N.pt holding a step past that was left by
-    training a ``--resume --which_epoch`` went back from (those files keep their names until
-    overwritten): it is skipped, and named."""
+    The line of training is lineage.json's (:func:`on_line`): an epoch_N.pt of another attempt, or
+    of one of the line's attempts past where the next one started, was left by training that a
+    ``--resume --which_epoch`` went back from (those files keep their names until overwritten):
+    it is skipped, and named. A checkpoint written before attempts were recorded is on the line
+    when its step is no later than where lineage.json's first attempt started and, as for a folder
+    without lineage.json, before the last logged step + print_freq: every start truncates
+    loss_history.jsonl to the step it resumed from, then the run logs every --print_freq steps."""
     run = Path(run)
     latest = run / "latest.pt"
+    line, line_why = read_lineage(run)
     try:
-        _peek(latest)
-        return "latest", None
+        lk = _peek(latest)
     except Exception as e:
-        why = _short(e)
+        why, gone_back = f"cannot be read ({_short(e)})", None
+    else:
+        attempt = lk.get("attempt")
+        try:
+            gone_back = int(lk["global_step"])
+        except Exception:   # load_checkpoint says what is wrong with it
+            gone_back = None
+        if line is None or not isinstance(attempt, str) or gone_back is None or on_line(line, attempt, gone_back):
+            return "latest", None
+        # the last start (a --resume --which_epoch) went back from it and stopped before its first save
+        why = (f"holds step {gone_back}, of training that the last start went back from (a --resume "
+               f"--which_epoch): it is not on this run's line of training ({LINEAGE})")
     epochs = sorted((int(x.stem[6:]) for x in run.glob("epoch_*.pt")
                      if re.fullmatch(r"epoch_[0-9]+", x.stem)), reverse=True)
     logged = _last_logged_step(run)
-    unreadable, skipped = [], []
+    unreadable, off_line, past_log, by_steps = [], [], [], False
     for n in epochs:
         path = checkpoint_path(run, n)
         try:
@@ -333,35 +402,59 @@ def auto_resume_checkpoint(run: str | os.PathLike) -> tuple[str, str | None]:
         except Exception as e:
             unreadable.append(f"{path.name} ({_short(e)})")
             continue
-        if logged is not None and step >= logged + _print_freq(run, ck):
-            skipped.append(f"{path.name} (step {step})")
-            continue
+        attempt = ck.get("attempt")
+        if line is not None and isinstance(attempt, str):
+            if not on_line(line, attempt, step):
+                off_line.append(f"{path.name} (step {step})")
+                continue
+        else:   # written before attempts were recorded, or lineage.json cannot be read: steps
+            by_steps = by_steps or attempt is not None
+            if line is not None and step > line[0][1]:   # the line from there on is recorded
+                off_line.append(f"{path.name} (step {step})")
+                continue
+            if logged is not None and step >= logged + _print_freq(run, ck):
+                past_log.append(f"{path.name} (step {step})")
+                continue
+        skipped = _skipped(off_line, past_log, logged, line_why if by_steps else "")
         also = f"; {', '.join(unreadable)} cannot be read either" if unreadable else ""
         lost = (f"the run had logged step {logged} (loss_history.jsonl), so {logged - step} steps are "
                 "trained again" if logged is not None and logged >= step else
                 f"the steps after {step} are trained again (how many, nothing here says)")
-        return str(n), (f"--auto_resume: {latest} cannot be read ({why}); resuming from {path} "
+        keep = (f"{latest.name} is kept as latest_step{gone_back}.pt at this run's first save" if gone_back
+                is not None else f"{latest.name} is replaced at this run's next save: copy it away first to keep it")
+        return str(n), (f"--auto_resume: {latest} {why}; resuming from {path} "
                         f"(the end of epoch {n}, step {step}), the newest checkpoint "
-                        f"{'of this line of training ' if skipped else ''}that reads{also}: {lost}"
-                        f"{_skipped(skipped, logged)}. {latest.name} is replaced at this run's next save: "
-                        "copy it away first to keep it")
+                        f"{'of this line of training ' if off_line or past_log else ''}that reads{also}: "
+                        f"{lost}{skipped}. {keep}")
+    skipped = off_line or past_log
     tried = f"; {', '.join(unreadable)} cannot be read either" if unreadable else \
         "" if skipped else "; the folder holds no epoch_N.pt to fall back to"
     fix = (", or resume from one of the skipped files with --resume --which_epoch N to take that "
            "training up again" if skipped else "")
+    restore = (f"--resume takes {latest.name} up again as it is" if gone_back is not None else
+               f"Restore {latest.name} from a copy")
     raise CheckpointError(
-        f"--auto_resume: {latest} cannot be read ({why}){tried}{_skipped(skipped, logged)}. Restore "
-        f"{latest.name} from a copy{fix}, or start the run anew with --overwrite instead of "
-        "--auto_resume (the old folder is kept until the new run's first save)")
+        f"--auto_resume: {latest} {why}{tried}"
+        f"{_skipped(off_line, past_log, logged, line_why if by_steps else '')}. {restore}{fix}, or start "
+        "the run anew with --overwrite instead of --auto_resume (the old folder is kept until the new "
+        "run's first save)")
 
 
-def _skipped(skipped: list[str], logged: int | None) -> str:
-    """The note's words on the epoch_N.pt files ``auto_resume_checkpoint`` skipped ('' if none)."""
-    if not skipped:
-        return ""
-    return (f"; skipped {', '.join(skipped)}, which hold later steps than this run reached "
-            f"(loss_history.jsonl logs up to step {logged}): training that a --resume --which_epoch "
-            "went back from")
+def _skipped(off_line: list[str], past_log: list[str], logged: int | None, line_why: str) -> str:
+    """The note's words on the epoch_N.pt files ``auto_resume_checkpoint`` skipped, off the line
+    lineage.json records or past the logged steps, and on a lineage.json that ``line_why``
+    (its files carry attempts); '' if there is nothing to say."""
+    said = []
+    if off_line:
+        said.append(f"{', '.join(off_line)}, which are not on this run's line of training ({LINEAGE})")
+    if past_log:
+        said.append(f"{', '.join(past_log)}, which hold later steps than this run reached "
+                    f"(loss_history.jsonl logs up to step {logged})")
+    text = (f"; skipped {' and '.join(said)}: training that a --resume --which_epoch went back from"
+            if said else "")
+    if line_why:
+        text += f"; {LINEAGE} {line_why}, so the line of training was told by steps alone"
+    return text
 
 
 def _short(e: BaseException, limit: int = 300) -> str:

@@ -44,7 +44,8 @@ from torch import nn
 import pix2pixhd
 from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (CheckpointError, atomic_write_bytes, checkpoint_path, clean_stale_tmp,
-                                  load_checkpoint, rng_state, save_checkpoint, seed_rng, set_rng_state)
+                                  line_of, load_checkpoint, new_attempt, rng_state, save_checkpoint,
+                                  seed_rng, set_rng_state, write_lineage)
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, resolve_device
 from pix2pixhd.encoding import encode_input, image_to_float
@@ -351,6 +352,12 @@ class Trainer:
         # (--which_epoch went back) is kept first (_keep_later), at the first write of each name.
         self._resumed_step: int | None = None
         self._written: set[str] = set()
+        # This start's attempt id and the line of training it continues ([[attempt, from_step],
+        # ...]; a resume: the resumed checkpoint's line plus this entry), saved in each checkpoint;
+        # rank 0 writes the line as lineage.json before this start's first checkpoint.
+        self.attempt = new_attempt()
+        self.lineage: list[list] = [[self.attempt, 0]]
+        self._line_recorded = False
         # --resume at an epoch's end whose epoch_N.pt is missing (a kill between the two saves
         # of the epoch's end): N, written by _start_run from the resumed state
         self._missing_epoch: int | None = None
@@ -370,6 +377,7 @@ class Trainer:
             self.samples_in_epoch = ckpt.get("samples_in_epoch",
                                              self.iter_in_epoch * cfg.batchSize * saved_world)
             self.global_step = self._resumed_step = ckpt["global_step"]
+            self.lineage = line_of(ckpt) + [[self.attempt, self.global_step]]
             self.global_frozen = (self._frozen_in(ckpt) if ckpt.get("optimizer_G") is not None
                                   else self._global_fixed_at(self.epoch))
             self._build_optimizers()
@@ -860,12 +868,15 @@ class Trainer:
             "global_frozen": self.global_frozen,
             "lr": self.opt_G.param_groups[0]["lr"], "rng": rng,
             "config": self.cfg.to_dict(), "version": pix2pixhd.__version__,
+            "attempt": self.attempt, "lineage": [list(x) for x in self.lineage],
         }
 
     def save(self, which: str | int) -> Path | None:
         state = self.state_dict()  # every rank joins the RNG gather
         if not self.dist.is_master:
             return None
+        if not self._line_recorded:   # _start_run wrote it, unless this Trainer was not fit()
+            self._record_line()
         if self._resumed_step is not None and str(which) not in self._written:
             self._written.add(str(which))
             self._keep_later(checkpoint_path(self.exp_dir, which))
@@ -874,6 +885,14 @@ class Trainer:
             drop_replaced(self._replaced)
             self._replaced = None
         return path
+
+    def _record_line(self) -> None:
+        """Write this start's line of training as lineage.json (rank 0), before its first
+        checkpoint: a kill between the two leaves the new line, on which every file of the old one
+        up to the step resumed from is, and every later one is not (they are what this start
+        went back from); the other order would leave this start's first checkpoint off the line."""
+        write_lineage(self.exp_dir, self.lineage)
+        self._line_recorded = True
 
     def _keep_later(self, path: Path) -> None:
         """Before this resumed run first overwrites ``path``: when that file holds a later step
@@ -1086,6 +1105,7 @@ class Trainer:
                     self._replaced = move_aside(self.exp_dir)
                 self.exp_dir.mkdir(parents=True, exist_ok=True)
                 clean_stale_tmp(self.exp_dir)   # partial files of writes a kill interrupted
+                self._record_line()   # the line this start continues: before anything of it is written
                 atomic_write_bytes(self.exp_dir / "config.json", cfg.to_json().encode())
                 # a fresh start (0) keeps no history of an attempt that died before its first save
                 self.vis.begin(resumed_at_step=self.global_step if cfg.resume else 0)

@@ -18,7 +18,11 @@ The unaligned layout (CycleGAN) gives :class:`UnalignedDataset` samples instead:
 
 A file the loader cannot use (unreadable or truncated, an RGB image where an id map belongs,
 partners of different sizes, ids outside [0, label_nc)) raises DatasetError naming the file and
-the problem, also when validation was 'headers' or 'off' and let it through.
+the problem, also when validation was 'headers' or 'off' and let it through. So do the checks of
+'full' that the validation run did not make (``validated``), with validation's message: a colour
+map with a colour missing from the palette (or not a map of the palette at all), an indexed (P)
+label map whose palette gives an index another colour than the first P map's, and ('off' only) a
+partner stored with an EXIF rotation.
 """
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ from PIL import Image
 
 from pix2pixhd.config import DataConfig
 from pix2pixhd.data import transforms as T
-from pix2pixhd.data.layouts import (MODES, NOTICE_KINDS, PALETTE_MIN_NEAR, PALETTE_NEAR, ClassList, Layout,
+from pix2pixhd.data.layouts import (FAR_COLOUR_MIN_SHARE, MODES, NOTICE_KINDS, PALETTE_MIN_NEAR,
+                                    PALETTE_NEAR, ClassList, Layout,
                                     aligned_folder_problem, decode_palette, detect_mode, far_colours,
                                     find_files, load_palette, palette_fit, read_classes)
 from pix2pixhd.errors import UserError
@@ -120,6 +125,11 @@ class PairedDataset(torch.utils.data.Dataset):
         self._id_roles = ("inst", "label") if label_nc > 0 and palette is None else ("inst",)
         # source (w, h) by a record's first file, as validation read it (check_batch_sizes reuses it)
         self.source_sizes: dict[str, tuple[int, int]] = {}
+        # the validation level the files passed (create_dataset sets it): the loader repeats the
+        # checks of 'full' that it did not run (see _read and __getitem__)
+        self.validated = "off"
+        self._p_reference_read, self._p_reference = False, None   # see _p_palette_reference
+        self._colours_checked: set[str] = set()   # colour maps whose whole file passed _check_colours
 
     def __len__(self) -> int:
         return len(self.records)
@@ -178,11 +188,71 @@ class PairedDataset(torch.utils.data.Dataset):
         if mismatch:   # before the RGB conversion, which would drop the EXIF the fix may name
             raise DatasetError(f"{rec['label']}: partners differ in size ({mismatch}); "
                                f"{_size_fix(out, rec, self)}. {self.find_all()}")
+        if self.validated == "off":   # validation's header read checks this ('headers' and 'full')
+            turned = _orientation_problems(self, rec, out, name=str)
+            if turned:
+                raise DatasetError(f"{turned[0][2]}. {self.find_all()}")
         if "image" in out:
             out["image"] = out["image"].convert("L") if self.output_grey else _rgb(out["image"])
         if "feat" in out:
             out["feat"] = _rgb(out["feat"])
         return out
+
+    def _check_colours(self, rec, lab: Image.Image, d2: np.ndarray) -> None:
+        """Validation's 'not a colour map' and 'colour not in palette' for colour map ``lab``
+        (the label file, or an AB image's input half). ``d2``: the squared distance of each of
+        the sample's pixels to its nearest palette colour, from decoding. Only when they hint at
+        a problem (few pixels near, or one distance shared by far pixels as many as half
+        FAR_COLOUR_MIN_SHARE of the sample's, as the pixels of one far colour are: a crop may hold
+        less of it than the file) is the whole file checked, as validation checks it, once per
+        process. A clean map costs a comparison; JPEG noise (far colours, each on a few pixels) a
+        count of its pixels."""
+        far = d2 > PALETTE_NEAR ** 2
+        n, n_far = far.size, int(np.count_nonzero(far))
+        if not n_far:
+            return
+        if n - n_far >= PALETTE_MIN_NEAR * n and \
+                np.bincount(d2[far].astype(np.int32)).max() < max(1.0, FAR_COLOUR_MIN_SHARE / 2 * n):
+            return
+        name = str(rec.get("ab", rec.get("label")))
+        if name in self._colours_checked:
+            return
+        half = ("left" if self.direction == "AtoB" else "right") if "ab" in rec else None
+        why = _palette_unfit(self, lab, name, half=half) or _far_colour_problem(self, lab, name, half=half)
+        if why:
+            raise DatasetError(f"{why}. {self.find_all()}")
+        self._colours_checked.add(name)
+
+    def _p_palette_reference(self):
+        """(file, palette, {index: colour} of the indices it uses) of the first indexed (P) label
+        map of the records, or None: read once per process, the same file in every worker."""
+        if not self._p_reference_read:
+            self._p_reference_read = True
+            for rec in self.records:   # stops at the first P file: no later than the caller's
+                try:
+                    with Image.open(rec["label"]) as im:
+                        if im.mode != "P":
+                            continue
+                        im.load()
+                        used, pal = np.flatnonzero(np.bincount(np.asarray(im).ravel())), im.getpalette() or []
+                except Exception:   # the loader names it when it reads it
+                    continue
+                self._p_reference = (rec["label"], pal, {int(i): tuple(pal[3 * i:3 * i + 3])
+                                                         for i in used if 3 * i + 3 <= len(pal)})
+                break
+        return self._p_reference
+
+    def _check_p_palette(self, rec, lab: Image.Image, ids: np.ndarray) -> None:
+        """Validation's 'P palettes differ' for indexed label map ``lab`` (indices ``ids``),
+        against the first P file's palette: an index both files use must have one colour."""
+        pal, ref = lab.getpalette() or [], self._p_palette_reference()
+        if ref is None or pal == ref[1] or ref[0] == rec["label"]:
+            return
+        for i in np.flatnonzero(np.bincount(ids.ravel())):
+            colour = tuple(pal[3 * i:3 * i + 3]) if 3 * i + 3 <= len(pal) else None
+            if colour is not None and ref[2].get(int(i), colour) != colour:
+                why = _p_palette_message(str(rec["label"]), int(i), colour, ref[2][int(i)], str(ref[0]))
+                raise DatasetError(f"{why}. {self.find_all()}")
 
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
@@ -198,7 +268,12 @@ class PairedDataset(torch.utils.data.Dataset):
             sample["label"] = _photo_chw(T.apply_photo(lab.convert("L" if self.input_grey else "RGB"), g))
         elif self.palette is not None:                             # colour map -> ids
             rgb = T.apply_ids(np.asarray(lab.convert("RGB")), g)
-            sample["label"] = torch.from_numpy(decode_palette(rgb, self.palette))[None]
+            if self.validated == "full":
+                ids = decode_palette(rgb, self.palette)
+            else:   # validation's colour checks: the decoding's distances say when to run them
+                ids, d2 = decode_palette(rgb, self.palette, distances=True)
+                self._check_colours(rec, lab, d2)
+            sample["label"] = torch.from_numpy(ids)[None]
         else:
             ids = np.asarray(lab)
             if ids.size:   # every id of the file, before a crop could hide one
@@ -211,6 +286,8 @@ class PairedDataset(torch.utils.data.Dataset):
                                           if hi >= self.label_nc else
                                           _fix("widen_label_nc", n=self.label_nc))
                                        + f". {self.find_all()}")
+            if lab.mode == "P" and self.validated != "full":
+                self._check_p_palette(rec, lab, ids)
             ids = T.apply_ids(ids, g)
             if ids.dtype != self.label_dtype:
                 ids = ids.astype(self.label_dtype)
@@ -579,6 +656,7 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
         ds.limit(max_dataset_size)
     if validate != "off":
         ds.source_sizes = validate_dataset(ds, level=validate)["source_sizes"]
+        ds.validated = validate
     return ds
 
 
@@ -836,16 +914,18 @@ _TURNS = {2: "mirrored left to right", 3: "turned 180 degrees", 4: "mirrored top
           7: "mirrored and turned 90 degrees", 8: "turned 90 degrees counter-clockwise"}
 
 
-def _orientation_problems(ds, rec: dict, opened: dict) -> list:
+def _orientation_problems(ds, rec: dict, opened: dict, name=None) -> list:
     """A partner (label, photo, instance map) whose EXIF Orientation turns or mirrors it while
     another partner has none: viewers show it turned, training reads the stored pixels (as the
-    reference does), so the two do not line up although the sizes agree."""
+    reference does), so the two do not line up although the sizes agree. ``name``: how the
+    message names a file (default: relative to the dataset root)."""
+    name = name or (lambda p: _rel(ds, p))
     tags = {r: _orientation(im) for r, im in opened.items() if r in ("label", "image", "inst")}
     plain = [r for r, o in tags.items() if o not in _TURNS]
     out = []
     for role, o in tags.items():
         if o in _TURNS and plain:
-            rel, other = _rel(ds, rec[role]), _rel(ds, rec[plain[0]])
+            rel, other = name(rec[role]), name(rec[plain[0]])
             out.append(("EXIF orientation", str(rec[role]),
                         f"{rel} has EXIF Orientation {o} (viewers show it "
                         f"{_TURNS[o]}) and its partner {other} has none: training reads the stored "
@@ -864,14 +944,20 @@ def _p_palette_problems(ds, recs, stats) -> list:
             first = seen.setdefault(i, (colour, rec["label"]))
             if first[0] != colour:
                 out.append(("P palettes differ", str(rec["label"]),
-                            f"{_rel(ds, rec['label'])}: index {i} of this indexed (P) PNG is colour "
-                            f"{colour}, but {first[0]} in {_rel(ds, first[1])}: each file carries its own "
-                            f"palette and training reads the indices, so one class gets different ids in "
-                            f"different files; pass --palette with the classes' colours (a JSON list of "
-                            f"[r, g, b]: id = position) to read the colours, or save the maps as id maps "
-                            f"(mode L, one id per class)"))
+                            _p_palette_message(_rel(ds, rec["label"]), i, colour, first[0],
+                                               _rel(ds, first[1]))))
                 break
     return out
+
+
+def _p_palette_message(name: str, i: int, colour, first_colour, first_name: str) -> str:
+    """Why indexed label map ``name``, whose index ``i`` is ``colour``, is refused when it is
+    ``first_colour`` in ``first_name``, and the fix."""
+    return (f"{name}: index {i} of this indexed (P) PNG is colour {colour}, but {first_colour} in "
+            f"{first_name}: each file carries its own palette and training reads the indices, so one "
+            f"class gets different ids in different files; pass --palette with the classes' colours (a "
+            f"JSON list of [r, g, b]: id = position) to read the colours, or save the maps as id maps "
+            f"(mode L, one id per class)")
 
 
 def _id_ranges(ids) -> str:

@@ -635,6 +635,12 @@ _NO_CROP = {"scale_width_and_crop": "scale_width", "crop": "none", "resize_and_c
 def _dataset(cfg, dataroot: str, phase: str, how_many: int, *, whole: bool = False):
     """The run's dataset in file order, unflipped (the reference's serial_batches, no_flip)."""
     from pix2pixhd import data
+    if not dataroot and cfg.dataroot and not Path(cfg.dataroot).expanduser().exists():
+        # the run's recorded path (relative in an older or imported config.json): not a folder to
+        # generate data into, as the data module's message for a missing --dataroot would suggest
+        raise MissingInputError(
+            f"{cfg.dataroot}: the dataroot the run's config.json records does not exist (from {os.getcwd()}); "
+            "pass --dataroot with the folder of the data the run was trained on")
     resize_or_crop = _NO_CROP.get(cfg.resize_or_crop, cfg.resize_or_crop) if whole else cfg.resize_or_crop
     ds = data.create_dataset(dataroot or cfg.dataroot, phase, cfg.data_config(
         no_instance=cfg.label_feat, load_features=False, resize_or_crop=resize_or_crop, no_flip=True,

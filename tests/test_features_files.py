@@ -2,6 +2,7 @@
 came from, a damaged file, where it is written, and the encode / precompute options checked
 before any work. Tiny runs (an untrained E, 32x64 batches), no training."""
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from pix2pixhd.checkpoint import save_checkpoint
 from pix2pixhd.config import TrainConfig
-from pix2pixhd.errors import ConfigError, InputError
+from pix2pixhd.errors import ConfigError, InputError, MissingInputError
 from pix2pixhd.features import (CLUSTERS_FILE, FeatureClusters, FeatureSource, encode_and_cluster, main,
                                 stale_clusters_note)
 from pix2pixhd.models import build_encoder
@@ -111,3 +112,17 @@ def test_bad_encode_and_precompute_options_are_refused_before_anything(tmp_path,
     with pytest.raises(ConfigError, match=match):
         main(argv + ["--checkpoint", str(run), "--device", "cpu", "--dataroot", str(tmp_path / "none")] + extra)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("cmd", ["encode", "precompute"])
+def test_a_recorded_dataroot_that_is_not_here_asks_for_dataroot_not_for_generated_data(tmp_path, monkeypatch, cmd):
+    """A run's config.json can hold a relative dataroot (an older or imported run): from another
+    folder, the data module's missing-folder message offered to generate synthetic data there."""
+    run = tmp_path / "ck" / "a"
+    cfg = _run(run, 5, seed=0)
+    monkeypatch.chdir(tmp_path)
+    assert not Path(cfg.dataroot).exists()
+    with pytest.raises(MissingInputError, match=rf"^{re.escape(cfg.dataroot)}: the dataroot the run's config\.json "
+                                                r"records does not exist .*pass --dataroot with the folder") as e:
+        main([cmd, "--checkpoint", str(run)])
+    assert "synthetic_streets" not in str(e.value)

@@ -61,16 +61,19 @@ GROUPS = {
 # palette with label_nc and dataset_mode: how a label map's pixels are read is part of what G was
 # trained on (a later stage without it would read colour or P-mode maps as ids). load_features with
 # instance_feat: a stage after a --load_features one has no E to load, so it reads the maps too.
+# netG_pix2pix ... no_dropout: pix2pix's and CycleGAN's networks (a run of theirs loads one of theirs).
 INHERITED = ("label_nc", "input_nc", "output_nc", "no_instance", "n_downsample_global",
              "n_blocks_global", "upsample", "norm", "ndf", "n_layers_D", "instance_feat", "label_feat",
              "feat_num", "nef", "n_downsample_E", "load_features", "dataset_mode", "palette", "direction",
-             "model")
+             "model", "netG_pix2pix", "netD_pix2pix", "no_cond_D", "no_dropout")
 # ... its loss recipe (a global stage trained with --no_vgg_loss, because no VGG19 file is at hand,
-# gives a local stage without it too; the NVIDIA scripts repeat these flags, which still works) ...
+# gives a local stage without it too; the NVIDIA scripts repeat these flags, which still works;
+# pix2pix's lambda_GAN 0 also means no D to load) ...
 INHERITED_LOSSES = ("gan_mode", "no_lsgan", "lambda_feat", "no_ganFeat_loss", "no_vgg_loss", "vgg_path",
-                    "lambda_L1")
-# ... and from a local (or finetune) stage, the shapes of its local G and its D, which load whole.
-INHERITED_FROM_LOCAL = ("ngf", "n_local_enhancers", "n_blocks_local", "netG", "num_D")
+                    "lambda_L1", "lambda_GAN", "lambda_A", "lambda_B", "lambda_identity")
+# ... and, where its networks load whole (every pair of stages but global -> local, whose G and D
+# grow), the rest of their shapes.
+LOADED_WHOLE = ("ngf", "n_local_enhancers", "n_blocks_local", "netG", "num_D")
 # Options that shape the networks a checkpoint holds: a resumed run keeps its own (a different
 # value given with --resume is refused by name, instead of a state_dict's shape mismatches).
 ARCHITECTURE = ("model", "netG", "ngf", "n_downsample_global", "n_blocks_global",
@@ -78,6 +81,9 @@ ARCHITECTURE = ("model", "netG", "ngf", "n_downsample_global", "n_blocks_global"
                 "instance_feat", "label_feat", "feat_num", "nef", "n_downsample_E", "netD_pix2pix",
                 "ndf", "n_layers_D", "num_D", "no_cond_D", "label_nc", "input_nc", "output_nc",
                 "no_instance")
+# ... and the options that decide whether a network is there (pix2pix's D, the feature encoder):
+# one given to a stage that the weights it loads do not fit is refused by name (_check_loads).
+SHAPING = ARCHITECTURE + ("lambda_GAN", "load_features")
 # Options only some models use (the others' steps never read them): a value given for another
 # model, other than that model's default, is refused by name instead of being silently ignored.
 MODEL_ONLY = {
@@ -240,6 +246,18 @@ def _same_previous_stage(given: str, run_folder: Path, prev: "TrainConfig") -> b
     return found is not None and _same_path(given, str(found))
 
 
+def _imported_from(run_folder: Path, which_epoch: str) -> str | None:
+    """The NVIDIA run folder the run in ``run_folder`` was imported from (pix2pixhd.import_reference),
+    as its ``which_epoch`` checkpoint records it, or None (not imported, or not readable)."""
+    from pix2pixhd.checkpoint import _peek, checkpoint_path
+    try:
+        ck = _peek(checkpoint_path(run_folder, which_epoch))
+    except Exception:
+        return None
+    # the import's checkpoint says imported_from; a checkpoint of its training since, imported_run
+    return ck.get("imported_from") or ck.get("imported_run") or None
+
+
 def option(group: str, default: Any, help: str, *, choices: tuple | None = None,
            **model_defaults: Any) -> Any:
     """A TrainConfig field: ``None`` (not given) until resolved, then ``default`` or the
@@ -259,6 +277,45 @@ def default_of(f: dataclasses.Field, model: str) -> Any:
 def model_defaults(model: str) -> dict[str, Any]:
     """The options whose default ``model`` changes from pix2pixHD's, with its values."""
     return {f.name: f.metadata["models"][model] for f in fields(TrainConfig) if model in f.metadata["models"]}
+
+
+def loads_whole(prev: "TrainConfig", cfg: "TrainConfig") -> bool:
+    """Whether a stage ``cfg`` started from ``prev`` (--load_pretrain) loads its networks whole (the
+    same networks: global -> global, local -> local, -> finetune); else it grows them (global ->
+    local: G's global part, D's scales by name)."""
+    return cfg.stage == "finetune" or prev.netG == cfg.netG
+
+
+def _loaded_misfits(prev: "TrainConfig", cfg: "TrainConfig") -> list[str]:
+    """What of run ``prev``'s networks would not load whole into run ``cfg``'s (both resolved): one
+    "KEY name" per state_dict entry missing, extra or of another shape ("KEY none": no such network
+    there), from networks built on the meta device (no memory, no init). [] where either cannot be
+    built (the trainer says why)."""
+    import torch
+    from pix2pixhd.models import build_discriminator, build_encoder, build_generator
+
+    def nets(c):   # D's key layout (no_ganFeat_loss) is renamed on loading: both built alike
+        c = dataclasses.replace(c, no_ganFeat_loss=cfg.no_ganFeat_loss, norm_impl="ref")
+        with torch.device("meta"):
+            if c.model == "cyclegan":
+                return {"G_A": build_generator(c, "AtoB"), "G_B": build_generator(c, "BtoA"),
+                        "D_A": build_discriminator(c, "D_A"), "D_B": build_discriminator(c, "D_B")}
+            return {"G": build_generator(c), "D": build_discriminator(c), "E": build_encoder(c)}
+    try:
+        theirs, ours = nets(prev), nets(cfg)
+    except Exception:
+        return []
+    out = []
+    for key, net in ours.items():
+        if net is None:
+            continue
+        if theirs.get(key) is None:
+            out.append(f"{key} none")
+            continue
+        own, saved = net.state_dict(), theirs[key].state_dict()
+        out += [f"{key} {k}" for k in own.keys() ^ saved.keys()]
+        out += [f"{key} {k}" for k in own.keys() & saved.keys() if own[k].shape != saved[k].shape]
+    return out
 
 
 @dataclass
@@ -557,11 +614,13 @@ class TrainConfig:
         if prev is not None:
             if run.resume and self.load_pretrain and not _same_path(self.load_pretrain, prev.load_pretrain) \
                     and not _same_previous_stage(self.load_pretrain, run.experiment_dir, prev):
+                imported = None if prev.load_pretrain else _imported_from(run.experiment_dir, run.which_epoch)
+                began = (f"it was imported from {imported}" if imported else
+                         f"it started from {prev.load_pretrain or 'random weights'}")
                 raise ConfigError(
                     f"--load_pretrain {self.load_pretrain}: --resume continues {run.experiment_dir} from "
-                    f"its own checkpoint and loads nothing else (it started from "
-                    f"{prev.load_pretrain or 'random weights'}): drop --load_pretrain, or give a new "
-                    "--name to start a run from it")
+                    f"its own checkpoint and loads nothing else ({began}): drop --load_pretrain, or give a "
+                    "new --name to start a run from it")
             given = c
             c = c._inherit(prev, run)
             inherited = [f.name for f in fields(c) if getattr(given, f.name) is None
@@ -597,6 +656,16 @@ class TrainConfig:
                 resume_note = (f"--stage local: images read as the global stage's ({prev.resize_or_crop}, "
                                f"{was}) at {2 ** run.n_local_enhancers}x its size: {now} (give "
                                f"{'/'.join('--' + k for k in derived)} for others)")
+        if prev is not None and not run.resume and run.stage == "global" and prev.netG == "global":
+            # a global stage from a global stage takes no sizes: say so where its model's defaults
+            # read the images otherwise than the stage loaded did
+            sizes = ("resize_or_crop", "loadSize", "fineSize")
+            if any(getattr(self, k) is None and getattr(c, k) != getattr(prev, k) for k in sizes):
+                said = lambda r: f"{r.resize_or_crop}, loadSize {r.loadSize}, fineSize {r.fineSize}"  # noqa: E731
+                resume_note = (f"--load_pretrain {run.load_pretrain} trained on images read as {said(prev)}; "
+                               f"this run reads them as {said(c)} (a global stage takes no sizes from the "
+                               f"stage it loads: give --resize_or_crop {prev.resize_or_crop} --loadSize "
+                               f"{prev.loadSize} --fineSize {prev.fineSize} to train at its size)")
 
         given_gan = self.gan_mode is not None and self.gan_mode != "vanilla"
         if given_gan and self.no_lsgan:
@@ -652,6 +721,8 @@ class TrainConfig:
         if c.upsample != "transpose" and c.model != "pix2pixhd":
             raise ConfigError(f"--upsample {c.upsample} changes pix2pixHD's generators; --model {c.model}'s "
                              "generator ignores it: drop --upsample")
+        if prev is not None and not run.resume:
+            c._check_loads(given, prev, run)   # (given: as typed, the pix2pix repo's --netG read)
         if c.resize_or_crop == "resize_and_crop":   # every sample a fineSize square
             c._check_square_side()
         if c.overwrite and (c.resume or c.auto_resume):
@@ -724,6 +795,37 @@ class TrainConfig:
             f"{', '.join(f'{k} {getattr(prev, k)}' for k in differ)}, and its weights cannot change shape: "
             f"drop {' '.join('--' + k for k in differ)} (the stage loaded gives its own), or train the "
             f"{prev.stage} stage again with {ours}")
+
+    def _check_loads(self, given: "TrainConfig", prev: "TrainConfig", run: "TrainConfig") -> None:
+        """This stage (resolved) loads the networks of ``prev`` (--load_pretrain). Where they load
+        whole (:func:`loads_whole`), an option ``given`` that makes a network the weights do not fit
+        is refused by name, with the file, before anything is built. global -> local (G's global
+        part, D's scales by name) is checked by the trainer as it loads them."""
+        from pix2pixhd.checkpoint import checkpoint_path
+        src = Path(run.load_pretrain)
+        file = src if src.is_file() else checkpoint_path(src, run.which_epoch)
+        if not loads_whole(prev, self):
+            if not (prev.netG == "global" and self.netG == "local"):
+                raise ConfigError(f"--netG {self.netG}: {file} holds a {prev.netG} generator, which does not "
+                                  f"load into a {self.netG} one: drop --netG (the stage loaded gives its own)")
+            return
+        misfits = _loaded_misfits(prev, self)
+        if not misfits:
+            return
+        differ = [k for k in SHAPING if getattr(given, k) is not None and getattr(self, k) != getattr(prev, k)]
+        # those whose value alone makes a misfit (others given too, e.g. a new enhancer's, are not named)
+        named = [k for k in differ
+                 if len(_loaded_misfits(prev, dataclasses.replace(self, **{k: getattr(prev, k)}))) < len(misfits)]
+        named = named or differ
+        if not named:   # not an option given here: the trainer's error names the file
+            return
+        nets = list(dict.fromkeys(m.split()[0] for m in misfits))
+        nets = " and ".join(filter(None, (", ".join(nets[:-1]), nets[-1])))
+        raise ConfigError(
+            f"{' '.join(f'--{k} {_shown(getattr(self, k))}' for k in named)}: this stage loads {nets} of {file}, "
+            f"built with {', '.join(f'{k} {_shown(getattr(prev, k))}' for k in named)}, and loaded weights "
+            f"cannot change shape: drop {' '.join('--' + k for k in named)} (the stage loaded gives its own), "
+            "or leave out --load_pretrain to train these networks from random weights")
 
     def _netG_alias(self) -> str | None:
         """The pix2pix/CycleGAN repo's ``--netG`` (unet_256, resnet_9blocks...) moved to
@@ -883,10 +985,14 @@ class TrainConfig:
                 if self.ngf is None:
                     # the global stage's G becomes the local G's global part: ngf x 2^n_local_enhancers
                     c.ngf = prev.ngf // up
+                if self.num_D is None and prev.num_D > 3:
+                    # D's scales load by name (new ones start fresh): at least the global stage's
+                    c.num_D = prev.num_D
                 return c
+            names += list(LOADED_WHOLE)
             if run.stage == "finetune" or prev.netG == "local":
                 # the same networks at the same resolution: the local stage's images too
-                names += list(INHERITED_FROM_LOCAL) + ["resize_or_crop", "loadSize", "fineSize"]
+                names += ["resize_or_crop", "loadSize", "fineSize"]
         return self._taking(prev, names)
 
     def _taking(self, prev: "TrainConfig", names) -> "TrainConfig":

@@ -46,7 +46,7 @@ from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (CheckpointError, atomic_write_bytes, checkpoint_path, clean_stale_tmp,
                                   line_of, load_checkpoint, new_attempt, rng_state, save_checkpoint,
                                   seed_rng, set_rng_state, write_lineage)
-from pix2pixhd.config import TrainConfig
+from pix2pixhd.config import TrainConfig, loads_whole
 from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, resolve_device
 from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
@@ -368,9 +368,13 @@ class Trainer:
         self._sigterm_previous = None  # {signum: handler} they replaced, restored when fit() ends
         self._loader = None            # the training DataLoader, its workers shut down when fit() ends
 
+        # the NVIDIA run folder this run was imported from (pix2pixhd.import_reference), saved in
+        # each checkpoint as imported_run: what a resume refusal says the run started from
+        self._imported_run: str | None = None
         if cfg.resume:
             ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
-            self._load_models(ckpt, strict=True)
+            self._load_models(ckpt, strict=True, source=checkpoint_path(self.exp_dir, cfg.which_epoch))
+            self._imported_run = ckpt.get("imported_from") or ckpt.get("imported_run") or None
             self.epoch, self.iter_in_epoch = ckpt["epoch"], ckpt["iter_in_epoch"]
             saved_world = len(ckpt.get("rng") or [None])   # one RNG state per rank that saved
             # checkpoints before samples_in_epoch was saved: every step took batchSize per rank
@@ -531,7 +535,8 @@ class Trainer:
             return {"G_A": g.G_A, "G_B": g.G_B, "D_A": d.D_A, "D_B": d.D_B}
         return {k: _unwrap(m) if m is not None else None for k, m in (("G", self.G), ("D", self.D), ("E", self.E))}
 
-    def _load_models(self, ckpt: dict, strict: bool) -> None:
+    def _load_models(self, ckpt: dict, strict: bool, source: Path) -> None:
+        """Every network of the run from checkpoint ``ckpt``, read from file ``source`` (named by errors)."""
         from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
         for key, net in self._networks().items():
             if net is None:
@@ -543,21 +548,22 @@ class Trainer:
             if ckpt.get(key) is None:
                 what = "a feature encoder" if key == "E" else f"a {key} network"
                 held = [k for k in ("G", "D", "E", "G_A", "G_B", "D_A", "D_B") if ckpt.get(k) is not None]
-                raise CheckpointMismatchError(f"this run ({self.cfg.model}) uses {what} but the checkpoint "
+                raise CheckpointMismatchError(f"this run ({self.cfg.model}) uses {what} but {source} "
                                               f"holds none (it holds {held}); was it written by another --model?")
-            load_reference_weights(net, ckpt[key], strict=strict)
+            load_reference_weights(net, ckpt[key], strict=strict, source=f"{source}'s {key}")
 
     def _load_previous_stage(self, path: Path) -> None:
         """global → local: G's global part (final conv dropped) and D's scales by name;
         local → finetune: everything."""
         from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
         ckpt = load_checkpoint(path, self.cfg.which_epoch)
+        file = path if path.is_file() else checkpoint_path(path, self.cfg.which_epoch)
         prev = TrainConfig.from_saved(ckpt["config"])
-        if self.cfg.stage == "finetune" or prev.netG == self.cfg.netG:
-            self._load_models(ckpt, strict=True)
+        if loads_whole(prev, self.cfg):
+            self._load_models(ckpt, strict=True, source=file)
             return
         if not (prev.netG == "global" and self.cfg.netG == "local"):
-            raise CheckpointMismatchError(f"cannot load a {prev.netG} generator into {self.cfg.netG}")
+            raise CheckpointMismatchError(f"{file}: cannot load a {prev.netG} generator into {self.cfg.netG}")
         g = _unwrap(self.G)
         own = g.state_dict()
         part = {k: v for k, v in ckpt["G"].items() if k in own and k.startswith("model.")}
@@ -570,26 +576,37 @@ class Trainer:
             opts = ("label_nc", "input_nc", "no_instance", "instance_feat", "label_feat", "feat_num")
             differ = [k for k in opts if getattr(prev, k) != getattr(self.cfg, k)] or list(opts)
             raise CheckpointMismatchError(
-                f"{path}: its global generator takes {generator_input_nc(prev)} input channels, this "
+                f"{file}: its global generator takes {generator_input_nc(prev)} input channels, this "
                 f"run's {generator_input_nc(self.cfg)}: the options that make G's input differ ("
                 + ", ".join(f"{k} {getattr(prev, k)} there, {getattr(self.cfg, k)} here" for k in differ)
                 + "). Give the global stage's values (or drop these options: --load_pretrain's are "
                 "inherited), or train the global stage again with this input")
         if missing or bad:
+            others = [k for k in ("n_downsample_global", "n_blocks_global", "norm")
+                      if getattr(prev, k) != getattr(self.cfg, k)]
             raise CheckpointMismatchError(
-                f"{path}: the global generator (ngf={prev.ngf}, n_downsample_global="
+                f"{file}: the global generator (ngf={prev.ngf}, n_downsample_global="
                 f"{prev.n_downsample_global}, n_blocks_global={prev.n_blocks_global}, upsample={prev.upsample}) "
                 f"does not fit this local generator's global part (ngf={self.cfg.ngf} × "
                 f"2^{self.cfg.n_local_enhancers}, upsample={self.cfg.upsample}); missing {missing[:3]}, shape "
                 f"mismatches {bad[:3]}. Use --ngf {prev.ngf // 2 ** self.cfg.n_local_enhancers} and "
-                f"--upsample {prev.upsample}")
+                f"--upsample {prev.upsample}" + "".join(f" --{k} {getattr(prev, k)}" for k in others))
+        differ = [k for k in ("ndf", "n_layers_D", "norm", "output_nc") if getattr(prev, k) != getattr(self.cfg, k)]
+        differ += ["num_D"] if self.cfg.num_D < prev.num_D else []
+        if differ and ckpt.get("D") is not None:   # D's scales load by name: the same scales, or more
+            raise CheckpointMismatchError(
+                f"{file}: its discriminator was built with "
+                + ", ".join(f"{k} {getattr(prev, k)}" for k in differ) + ", this run's with "
+                + ", ".join(f"{k} {getattr(self.cfg, k)}" for k in differ) + ": give the global stage's values "
+                f"(or drop these options: --load_pretrain's are inherited; num_D: {prev.num_D} or more), or "
+                "train the global stage again with these")
         g.load_state_dict(part, strict=False)
         d = _unwrap(self.D)
         new_scales = tuple(d.scale_prefix(i) for i in range(prev.num_D, self.cfg.num_D))
         if ckpt.get("D") is not None:   # an imported reference run may hold G alone
-            load_reference_weights(d, ckpt["D"], strict=True, ignore_prefixes=new_scales)
+            load_reference_weights(d, ckpt["D"], strict=True, ignore_prefixes=new_scales, source=f"{file}'s D")
         if self.E is not None and ckpt.get("E") is not None:
-            load_reference_weights(self.E, ckpt["E"])
+            load_reference_weights(self.E, ckpt["E"], source=f"{file}'s E")
         self.vis.log_message(f"loaded the global stage from {path}: {len(part)} G tensors, D scales "
                              f"0..{prev.num_D - 1} (new: {', '.join(new_scales) or 'none'})")
 
@@ -869,6 +886,7 @@ class Trainer:
             "lr": self.opt_G.param_groups[0]["lr"], "rng": rng,
             "config": self.cfg.to_dict(), "version": pix2pixhd.__version__,
             "attempt": self.attempt, "lineage": [list(x) for x in self.lineage],
+            **({"imported_run": self._imported_run} if self._imported_run else {}),
         }
 
     def save(self, which: str | int) -> Path | None:
@@ -964,6 +982,9 @@ class Trainer:
                                  cfg.data_config(validate=cfg.validate if self.dist.is_master else "off",
                                                  is_train=True),
                                  max_dataset_size=cfg.max_dataset_size or 0)
+        # rank 0 validated these files for every rank (its failure stops them all): the other
+        # ranks' loaders do not repeat the checks of that level at read time
+        ds.validated = cfg.validate
         if self.dist.is_master and cfg.validate != "off":   # where validation runs; sizes it read
             data.check_batch_sizes(ds, cfg.batchSize)        # are reused: samples of one size per batch
         sampler = data.ResumableSampler(len(ds), shuffle=True, seed=cfg.seed, rank=self.dist.rank,

@@ -307,7 +307,7 @@ def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "lates
         if why is not None:
             raise CheckpointNotFoundError(why)
         raise CheckpointNotFoundError(f"no checkpoint {path}; {_held(path.parent)}: pass "
-                                      f"{_which_epochs(path.parent)}")
+                                      f"{_which_epochs(path.parent)}{_imported_epoch_hint(path.parent, which)}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -315,6 +315,22 @@ def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "lates
         fix = (f"it may be truncated or damaged: pass {others}, or restore {path.name} from a copy"
                if others else f"it may be truncated or damaged: restore {path.name} from a copy")
         raise CheckpointError(f"{path} could not be read ({_short(e)}); {fix}") from e
+
+
+def _imported_epoch_hint(folder: Path, which: str | int) -> str:
+    """For a run imported from NVIDIA's folder SRC (one epoch of it: import_reference), asked for
+    epoch ``which`` that SRC holds as ``{which}_net_G.pth``: how to import that one; else ''."""
+    if not re.fullmatch(r"[0-9]+", str(which)):
+        return ""
+    try:
+        src = _peek(folder / "latest.pt").get("imported_from")
+    except Exception:
+        return ""
+    if not src or not (Path(src) / f"{int(which)}_net_G.pth").is_file():
+        return ""
+    return (f"; this run was imported from {src}, which holds {int(which)}_net_G.pth: import that epoch as a "
+            f"run of its own with python -m pix2pixhd.import_reference {src} --which_epoch {int(which)} "
+            f"--name {folder.name}_{int(which)}")
 
 
 def _peek(path: Path) -> dict:

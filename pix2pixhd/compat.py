@@ -29,10 +29,36 @@ def _read(state_dict_or_path) -> tuple[dict[str, torch.Tensor], str]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated files
-        raise CheckpointMismatchError(f"{path} could not be read as a state_dict: {e}") from e
+        raise CheckpointMismatchError(_unreadable(path, e)) from e
     if not isinstance(state, Mapping):
         raise CheckpointMismatchError(f"{path} holds a {type(state).__name__}, not a state_dict")
     return dict(state), path
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """The state_dict in ``.pth`` file ``path`` (``weights_only=True``); a missing, empty,
+    truncated or damaged file is refused in one line that says which and what to do."""
+    return _read(path)[0]
+
+
+def _unreadable(path: str, e: Exception) -> str:
+    """Why ``torch.load`` could not read ``path`` (``e``), in one line with the fix."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    said = next((ln.partition(" was not an allowed")[0] for ln in lines if "Unsupported global" in ln), None)
+    start = f"{path} could not be read as a state_dict"
+    if said is not None:   # a pickle of other objects than tensors, refused by weights_only
+        return (f"{start}: it holds objects other than tensors ({said}), which are not loaded (they could "
+                "run code): save the network's state_dict() alone")
+    reason = (lines[0].split(". ")[0] if lines else type(e).__name__)[:160]
+    if size == 0:
+        return f"{start}: it is empty (0 bytes): copy it again from the run that saved it"
+    if head.startswith((b"PK\x03\x04", b"\x80")):   # torch.save's zip, or its legacy pickle format
+        return (f"{start}: it is truncated or damaged ({size} bytes; {reason}): copy it again from the run "
+                "that saved it")
+    return f"{start}: it is not a file torch.save wrote ({size} bytes starting {head!r}): pass the network's .pth file"
 
 
 _SCALE_KEY = re.compile(r"(scale\d+)_layer\d+\.")   # MultiscaleDiscriminator, get_interm_feat
@@ -57,6 +83,76 @@ def _guess(keys) -> str:
     if any(k.startswith("model.") for k in keys):
         return "an Encoder"
     return "an unknown network"
+
+
+def _convs(state: Mapping, prefix: str) -> list[torch.Tensor]:
+    """The 4-d weights ``{prefix}{i}.weight`` (convs, transposed convs) in index order."""
+    found = []
+    for k, v in state.items():
+        m = re.fullmatch(re.escape(prefix) + r"(\d+)\.weight", k)
+        if m and isinstance(v, torch.Tensor) and v.dim() == 4:
+            found.append((int(m[1]), v))
+    return [v for _, v in sorted(found, key=lambda iv: iv[0])]
+
+
+def _blocks(state: Mapping, prefix: str) -> int:
+    """How many ResNet blocks (``{prefix}{i}.conv_block.*``) ``state`` holds under ``prefix``."""
+    return len({m[1] for m in (re.match(re.escape(prefix) + r"(\d+)\.conv_block\.", k) for k in state) if m})
+
+
+def _norm(state: Mapping) -> str:
+    """batch when ``state`` holds norm parameters or statistics; the reference's instance norm has none."""
+    return "batch" if any((isinstance(v, torch.Tensor) and v.dim() == 1 and k.endswith(".weight"))
+                          or k.endswith(".running_mean") for k, v in state.items()) else "instance"
+
+
+def reference_architecture(state: Mapping, kind: str) -> dict | None:
+    """The options a pix2pixHD network's state_dict fixes, read from its keys and shapes; None
+    when they do not read as one. ``kind``: 'G' (netG, ngf, n_downsample_global, n_blocks_global,
+    n_local_enhancers, n_blocks_local, output_nc), 'D' (num_D, n_layers_D, ndf, no_ganFeat_loss:
+    the key layout of getIntermFeat) or 'E' (nef, n_downsample_E, feat_num, output_nc: its input);
+    each with norm and ``in_channels``, its first conv's input channels."""
+    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    if kind == "G":
+        convs = _convs(state, "model.")
+        nle = len({m[1] for m in (re.match(r"model(\d+)_1\.", k) for k in state) if m})
+        if not convs:
+            return None
+        if nle:   # the global part without its final conv: first conv, n down and n up
+            last = _convs(state, f"model{nle}_2.")
+            if (len(convs) - 1) % 2 or f"model{nle}_1.1.weight" not in state or not last:
+                return None
+            arch = {"netG": "local", "ngf": state[f"model{nle}_1.1.weight"].shape[0],
+                    "n_downsample_global": (len(convs) - 1) // 2, "n_blocks_global": _blocks(state, "model."),
+                    "n_local_enhancers": nle, "n_blocks_local": _blocks(state, "model1_2."),
+                    "output_nc": last[-1].shape[0]}
+        else:
+            if len(convs) < 2 or len(convs) % 2:
+                return None
+            arch = {"netG": "global", "ngf": convs[0].shape[0], "n_downsample_global": (len(convs) - 2) // 2,
+                    "n_blocks_global": _blocks(state, "model."), "output_nc": convs[-1].shape[0]}
+    elif kind == "D":
+        interm = [(int(m[1]), int(m[2]), int(m[3]), v) for k, v in state.items()
+                  if (m := re.fullmatch(r"scale(\d+)_layer(\d+)\.(\d+)\.weight", k)) and v.dim() == 4]
+        flat = [(int(m[1]), 0, int(m[2]), v) for k, v in state.items()
+                if (m := re.fullmatch(r"layer(\d+)\.(\d+)\.weight", k)) and v.dim() == 4]
+        found = interm or flat
+        first_scale = [v for i, _, _, v in sorted(found, key=lambda t: t[:3]) if i == 0]
+        if len(first_scale) < 2:
+            return None
+        convs = first_scale
+        arch = {"num_D": len({t[0] for t in found}), "n_layers_D": len(convs) - 2, "ndf": convs[0].shape[0],
+                "no_ganFeat_loss": not interm}
+    elif kind == "E":   # the global generator's layout without ResNet blocks
+        convs = _convs(state, "model.")
+        if len(convs) < 2 or len(convs) % 2:
+            return None
+        arch = {"nef": convs[0].shape[0], "n_downsample_E": (len(convs) - 2) // 2,
+                "feat_num": convs[-1].shape[0], "output_nc": convs[0].shape[1]}
+    else:
+        raise ValueError(f"kind={kind!r}: expected 'G', 'D' or 'E'")
+    arch.update(norm=_norm(state), in_channels=convs[0].shape[1])
+    return arch
 
 
 # The network entries of this project's training checkpoints (pix2pixhd.models.network_keys).
@@ -131,30 +227,36 @@ def _input_hint(model: nn.Module, state: dict, own: dict) -> str | None:
 def _encoder_options(model: nn.Module, state: dict) -> dict[str, tuple] | None:
     """For an Encoder: its options (nef, n_downsample_E, feat_num, its input channels output_nc,
     norm) as the file's shapes imply them and as the model has them, {name: (file, model)};
-    None when the file's convs do not read as an encoder's. The layout is the global
-    generator's without ResNet blocks: a 7x7 conv (nef filters), n_downsample_E stride-2 convs, as
-    many transposed convs, a 7x7 conv to feat_num channels."""
+    None when the file's convs do not read as an encoder's (:func:`reference_architecture`)."""
     from pix2pixhd.networks import Encoder
     if not isinstance(model, Encoder):
         return None
-
-    def read(sd: dict) -> dict | None:
-        convs = sorted(((int(k.split(".")[1]), v) for k, v in sd.items()
-                        if re.fullmatch(r"model\.\d+\.weight", k) and isinstance(v, torch.Tensor)
-                        and v.dim() == 4), key=lambda kv: kv[0])
-        if len(convs) < 2 or len(convs) % 2:
-            return None
-        first, last = convs[0][1].shape, convs[-1][1].shape
-        # BatchNorm has affine weights [C]; the reference's instance norm has none
-        norm = "batch" if any(k.endswith(".weight") and isinstance(v, torch.Tensor) and v.dim() == 1
-                              for k, v in sd.items()) else "instance"
-        return {"nef": first[0], "n_downsample_E": (len(convs) - 2) // 2, "feat_num": last[0],
-                "output_nc": first[1], "norm": norm}
-
-    theirs, ours = read(state), read(model.state_dict())
+    theirs, ours = reference_architecture(state, "E"), reference_architecture(model.state_dict(), "E")
     if theirs is None or ours is None:
         return None
-    return {k: (theirs[k], ours[k]) for k in ours}
+    return {k: (theirs[k], ours[k]) for k in ("nef", "n_downsample_E", "feat_num", "output_nc", "norm")}
+
+
+def _network_options(model: nn.Module, state: dict) -> tuple[str, dict[str, tuple]] | None:
+    """For a pix2pixHD generator or discriminator: (what it is, {option: (file, model)}) for the
+    options whose values the file's shapes imply otherwise than the model's (input channels
+    aside: :func:`_input_hint` says them); None for other networks or unreadable shapes."""
+    from pix2pixhd.networks import GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
+    kind = ("G", "generator") if isinstance(model, (GlobalGenerator, LocalEnhancer)) else \
+        ("D", "discriminator") if isinstance(model, MultiscaleDiscriminator) else None
+    if kind is None:
+        return None
+    theirs, ours = reference_architecture(state, kind[0]), reference_architecture(model.state_dict(), kind[0])
+    if theirs is None or ours is None:
+        return None
+    return kind[1], {k: (theirs[k], v) for k, v in ours.items()
+                     if k in theirs and k not in ("in_channels", "no_ganFeat_loss") and theirs[k] != v}
+
+
+# the options each network's shapes depend on, named when a file does not fit it
+_FLAGS = {"generator": "netG, ngf, n_downsample_global, n_blocks_global, n_local_enhancers, n_blocks_local, "
+                       "upsample, norm, label_nc, no_instance",
+          "discriminator": "num_D, n_layers_D, ndf, norm, label_nc, no_instance, output_nc"}
 
 
 def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool = True,
@@ -215,12 +317,20 @@ def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool
             raise CheckpointMismatchError(parts[0] + " " + "; ".join(parts[1:]))   # one line
         if inputs:
             parts.append(inputs)
-        flags = ("netG, ngf, n_downsample_global, n_blocks_global, n_local_enhancers, upsample, num_D, "
-                 "n_layers_D, label_nc, no_instance")
-        if inputs and isinstance(model, (GlobalGenerator, LocalEnhancer)):   # features feed G only
+        implied = _network_options(model, state)
+        what = implied[0] if implied is not None else "generator" if isinstance(
+            model, (GlobalGenerator, LocalEnhancer)) else "discriminator" if isinstance(
+            model, MultiscaleDiscriminator) else None
+        if implied is not None and implied[1]:
+            parts.append(f"the file's {what} was built with " + ", ".join(
+                f"{k} {f} (this {what}: {o})" for k, (f, o) in implied[1].items()))
+        flags = _FLAGS.get(what, "netG, ngf, n_downsample_global, n_blocks_global, n_local_enhancers, upsample, "
+                                 "num_D, n_layers_D, label_nc, no_instance")
+        if inputs and what == "generator":   # features feed G only
             flags += ", instance_feat, label_feat, feat_num"
-        parts.append(f"the file looks like {_guess(state)}; build the model with the flags it "
-                     f"was trained with ({flags})")
+        fix = (" ".join(f"--{k} {f}" for k, (f, _) in implied[1].items()) + ", and the other flags it was trained "
+               f"with ({flags})") if implied is not None and implied[1] else f"the flags it was trained with ({flags})"
+        parts.append(f"the file looks like {_guess(state)}; build the model with {fix}")
         raise CheckpointMismatchError(parts[0] + " " + "; ".join(parts[1:]))   # one line
     load = {k: v for k, v in state.items() if k in own and not skip(k)}
     model.load_state_dict(load, strict=False)

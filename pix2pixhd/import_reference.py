@@ -1,13 +1,15 @@
 """Import a run folder of NVIDIA's pix2pixHD as a run of ours:
-``python -m pix2pixhd.import_reference NVIDIA_RUN --name NAME [train_hd.py options]``.
+``python -m pix2pixhd.import_reference NVIDIA_RUN [--name NAME] [train_hd.py options]``.
 
 NVIDIA's code leaves in ``checkpoints/NAME``: ``{latest,N}_net_{G,D,E}.pth`` (plain state_dicts,
 our keys: :func:`pix2pixhd.compat.load_reference_weights`), ``opt.txt`` (every option it ran
 with), ``iter.txt`` (epoch, samples into it) and, after ``encode_features.py``,
 ``features_clustered_NNN.npy``. The run folder written here (config.json, latest.pt, and
-``features_clustered.pt``) synthesizes, starts a later stage and resumes. opt.txt's ``dataroot`` is
-kept as written (relative to where NVIDIA's train.py ran): ``train_hd.py --resume`` reads it, and
-where it is not found says so and to pass ``--dataroot``.
+``features_clustered.pt``) synthesizes, starts a later stage and resumes. The weights fix the
+architecture: options that contradict them (opt.txt's, or the defaults without it) are refused
+with the flags that fit. opt.txt's ``dataroot`` is stored absolute where the folder NVIDIA's
+train.py ran in can be told (``THAT_FOLDER/checkpoints_dir/NAME``) or it is found from the
+working directory; else as written, and ``train_hd.py --resume`` says to pass ``--dataroot``.
 """
 from __future__ import annotations
 
@@ -94,52 +96,232 @@ def read_reference_clusters(path) -> dict[int, np.ndarray]:
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
             shape, _, dtype = read_header(f)
-            if dtype != object or shape != ():
-                raise CheckpointMismatchError(f"{path} holds a {dtype} array of shape {shape}, not the "
-                                              "dict of cluster centres that encode_features.py saves")
-            obj = _Restricted(f, encoding="latin1").load()
+            if dtype == object and shape == ():
+                obj = _Restricted(f, encoding="latin1").load()
     except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        if isinstance(e, CheckpointMismatchError):   # the refusal of a pickled object: said already
+            raise
         raise CheckpointMismatchError(f"{path} could not be read as a cluster file: {e}") from e
+    if dtype != object or shape != ():
+        raise CheckpointMismatchError(f"{path} holds a {dtype} array of shape {shape}, not the {{class id: "
+                                      "[k, feat_num] array} dict that encode_features.py saves")
     centers = obj.item() if isinstance(obj, np.ndarray) else obj
-    if not isinstance(centers, dict) or not all(
-            isinstance(v, np.ndarray) and v.ndim == 2 for v in centers.values()):
-        raise CheckpointMismatchError(f"{path} holds no {{class id: [k, feat_num] array}} dict")
+    if not isinstance(centers, dict):
+        raise CheckpointMismatchError(f"{path} holds a {type(centers).__name__}, not the {{class id: [k, feat_num] "
+                                      "array}} dict that encode_features.py saves")
+    for c, v in centers.items():
+        if not isinstance(c, (int, np.integer)) or not isinstance(v, np.ndarray) or v.ndim != 2:
+            what = (f"a {v.ndim}-d array of shape {v.shape}" if isinstance(v, np.ndarray) else
+                    f"a {type(v).__name__}")
+            raise CheckpointMismatchError(f"{path}: class {c!r} holds {what}, not the [k, feat_num] array of "
+                                          "cluster centres that encode_features.py saves")
+    if not centers:
+        raise CheckpointMismatchError(f"{path} holds no cluster centres (an empty dict), so synthesis would "
+                                      "have no features to paint")
     return {int(k): v.astype(np.float32) for k, v in centers.items()}
 
 
 def checked_reference_clusters(path: Path, feat_num: int, whose: str = "opt.txt's feat_num",
-                               run: Path | str = "RUN") -> dict[int, np.ndarray]:
+                               run: Path | str = "RUN", label_nc: int = 0) -> dict[int, np.ndarray]:
     """:func:`read_reference_clusters`, refused when a class's centres are not ``feat_num`` wide
-    (``whose``: where that value came from; ``run``: the import's folder): they were not made by
-    the run's encoder, and synthesis could not paint them."""
-    centers = read_reference_clusters(path)
+    (``whose``: where that value came from; ``run``: the import's folder) or a class is not one of
+    ``label_nc`` (0: not checked): they were not made by the run's encoder, and synthesis could
+    not paint them. Each refusal says how to import the run without them."""
+    fix = (f"Move {path.name} out of {path.parent} to import the run without clusters, then cluster its "
+           f"encoder's features with `python -m pix2pixhd.features encode --checkpoint {run}`")
+    try:
+        centers = read_reference_clusters(path)
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{e}. {fix}") from e
     widths = sorted({v.shape[1] for v in centers.values()})
     if any(w != feat_num for w in widths):
         shown = " and ".join(str(w) for w in widths)
         raise CheckpointMismatchError(
             f"{path} holds cluster centres {shown} wide, but {whose} is {feat_num}: they were not made by "
-            f"this run's encoder. Move {path.name} out of {path.parent} to import the run without clusters, "
-            f"then cluster its encoder's features with `python -m pix2pixhd.features encode --checkpoint {run}`")
+            f"this run's encoder. {fix}")
+    beyond = sorted(c for c in centers if c < 0 or c >= label_nc) if label_nc else []
+    if beyond:
+        raise CheckpointMismatchError(
+            f"{path} holds centres for class{'es' if len(beyond) > 1 else ''} {', '.join(map(str, beyond))}, but the "
+            f"run has label_nc {label_nc} (classes 0 to {label_nc - 1}): they are another run's. {fix}")
     return centers
 
 
-def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str = "latest") -> Path:
+# Options only training sets, which the weights do not show. NVIDIA's encode_features.py and
+# precompute_feature_maps.py rewrite opt.txt with their own command line's (NVIDIA's defaults unless
+# given): importing a folder they rewrote needs these from the user (niter_fix_global: netG local).
+TRAINING_ONLY = ("niter", "niter_decay", "niter_fix_global", "no_vgg_loss")
+# taken from such an opt.txt with a note naming their values
+REWRITE_NOTED = ("lr", "beta1", "batchSize", "loadSize", "fineSize", "resize_or_crop", "no_flip", "lambda_feat",
+                 "no_lsgan", "n_clusters")
+USAGE = ("python -m pix2pixhd.import_reference NVIDIA_RUN [--name NAME] [--which_epoch N] [--dry_run] "
+         "[train_hd.py options]")
+
+
+def reference_epochs(src: Path) -> list[int]:
+    """The epochs N of the ``N_net_G.pth`` files in NVIDIA's run folder ``src``, in order."""
+    import re
+    return sorted(int(m[1]) for f in src.glob("*_net_G.pth") if (m := re.fullmatch(r"([0-9]+)_net_G\.pth", f.name)))
+
+
+def encode_features_telltales(src: Path, opts: dict[str, str]) -> list[str]:
+    """The files in ``src`` that say its ``opt.txt`` (``opts``) was rewritten by NVIDIA's
+    encode_features.py or precompute_feature_maps.py: both save the options of their own command
+    line (TrainOptions().parse()) and only then set instance_feat, so the file says instance_feat
+    False and label_feat False, while an encoder (``*_net_E.pth``), ``features_clustered_NNN.npy``
+    or ``features.npy`` (encode_features.py's) only come from a run with one of them. [] if none."""
+    if opts.get("instance_feat") != "False" or opts.get("label_feat") != "False" or opts.get("load_features") == "True":
+        return []
+    found = sorted(f.name for f in src.glob("*_net_E.pth"))[:2]
+    found += sorted(f.name for f in src.glob("features_clustered_*.npy"))[:2]
+    found += ["features.npy (encode_features.py's)"] if (src / "features.npy").is_file() else []
+    return found
+
+
+def _flag(name: str, v) -> str:
+    """The command-line flag that sets option ``name`` to ``v``."""
+    if isinstance(v, bool):
+        return f"--{name}" if v else f"--{name} false"
+    return f"--{name} {v}"
+
+
+def _contradictions(cfg, states: dict, files: dict, said) -> tuple[list[str], list[str], list[list[str]]]:
+    """Where the weights fix another value than ``cfg``'s: (statements "opt.txt says num_D 2, but
+    latest_net_D.pth holds 3 scales", the flags that fix them, the alternative flag sets that make
+    G's input channels add up). ``said(names, values)``: where cfg's values came from, in words."""
+    from pix2pixhd.compat import reference_architecture
+    from pix2pixhd.models import discriminator_input_nc, generator_input_nc
+    arch = {k: reference_architecture(sd, k) for k, sd in states.items() if sd is not None}
+    arch = {k: a for k, a in arch.items() if a is not None}
+    compared = {"G": ("netG", "ngf", "n_downsample_global", "n_blocks_global", "n_local_enhancers", "n_blocks_local",
+                      "norm", "output_nc"),
+                "D": ("num_D", "n_layers_D", "ndf", "no_ganFeat_loss", "norm", "output_nc"),
+                "E": ("nef", "n_downsample_E", "feat_num", "output_nc", "norm")}
+    if cfg.load_features:   # no encoder in such a run: a file there is not this run's
+        arch.pop("E", None)
+    statements, flags, seen = [], {}, set()
+    for key, names in compared.items():
+        a, f = arch.get(key), files.get(key)
+        for name in names:
+            if a is None or name not in a or name in seen or (key == "D" and name == "output_nc"):
+                continue
+            seen.add(name)
+            v = a[name]
+            if v == getattr(cfg, name):
+                continue
+            why = (f"{f} is a {'LocalEnhancer' if v == 'local' else 'GlobalGenerator'} (netG {v})" if name == "netG"
+                   else f"{f} holds {v} scale{'s' if v != 1 else ''}" if name == "num_D"
+                   else f"{f}'s keys are those of a discriminator trained {'with' if v else 'without'} "
+                        "--no_ganFeat_loss" if name == "no_ganFeat_loss"
+                   else f"{f} has " + ("BatchNorm parameters (norm batch)" if v == "batch" else
+                                       "no norm parameters (norm instance)") if name == "norm"
+                   else f"{f} implies {name} {v}")
+            statements.append(f"{said([name], [getattr(cfg, name)])}, but {why}")
+            flags[name] = _flag(name, v)
+    g, d, e = arch.get("G"), arch.get("D"), arch.get("E")
+    alternatives = []
+    if g is not None:
+        gin, din = g["in_channels"], d["in_channels"] if d is not None else None
+        out_nc = g["output_nc"]
+        if gin != generator_input_nc(cfg) or (din is not None and din != discriminator_input_nc(cfg)):
+            img = "label_nc" if cfg.label_nc else "input_nc"
+            L0, inst0, feats0 = cfg.label_nc or cfg.input_nc, 0 if cfg.no_instance else 1, cfg.use_features
+            fw = e["feat_num"] if e is not None else cfg.feat_num
+            feat_flag = (f"--{'label_feat' if cfg.label_feat else 'instance_feat'} false" if feats0 else
+                         "--instance_feat (or --label_feat, as trained)")
+            fits = []
+            for inst in (inst0, 1 - inst0):
+                for feats in (feats0, not feats0):
+                    f = fw if feats else 0
+                    L = gin - inst - f
+                    if L < 1 or (img == "input_nc" and L not in (1, 3)) or (
+                            din is not None and L + inst + out_nc != din):
+                        continue
+                    if e is not None and not feats and not cfg.load_features:
+                        continue   # NVIDIA saves an encoder only for --instance_feat / --label_feat
+                    change = ([f"--{img} {L}"] if L != L0 else []) + \
+                             ([_flag("no_instance", inst == 0)] if inst != inst0 else []) + \
+                             ([feat_flag] if feats != feats0 else []) + \
+                             ([f"--feat_num {fw}"] if feats and fw != cfg.feat_num and "feat_num" not in flags else [])
+                    fits.append((len(change), change, f"{L} {'label' if img == 'label_nc' else 'image'} + {inst} "
+                                                      f"boundary + {f} feature channels"))
+            fits.sort(key=lambda t: t[0])
+            if fits and not fits[0][0]:   # they add up once the options named above are fixed
+                return statements, list(flags.values()), []
+            best = [t for t in fits if t[0] == fits[0][0]] if fits else []
+            names = [img, "no_instance", "instance_feat", "label_feat"] + (["feat_num"] if feats0 else [])
+            now = (f"{L0} {'label' if img == 'label_nc' else 'image'} + {inst0} boundary + "
+                   f"{cfg.feat_num if feats0 else 0} feature channels")
+            took = f"{files['G']} takes {gin}" + (": " + " or ".join(t[2] for t in best) if best else "")
+            if din is not None:
+                took += f" ({files['D']} takes {din}: G's condition without the features, + {out_nc} image channels)"
+            statements.append(f"{said(names, [getattr(cfg, n) for n in names])}: G's input would be "
+                              f"{generator_input_nc(cfg)} channels ({now}), but {took}")
+            alternatives = [t[1] for t in best]
+    return statements, list(flags.values()), alternatives
+
+
+def _reference_dataroot(src: Path, opts: dict[str, str]) -> tuple[str, str | None]:
+    """opt.txt's dataroot as config.json stores paths (absolute), and a note when it is not found
+    as NVIDIA ran: a relative one is relative to the folder NVIDIA's train.py ran in, which
+    ``src`` tells when it is ``THAT_FOLDER/checkpoints_dir/NAME`` (opt.txt's, relative), else is
+    tried from the working directory; neither found: the first of them where it can be told, else
+    kept as written (``train_hd.py --resume`` then says to pass --dataroot)."""
+    import os
+    given = opts["dataroot"]
+    p = Path(given).expanduser()
+    if p.is_absolute():
+        return os.path.normpath(p), None
+    # NAME may have been renamed since: the folder holding it is compared with checkpoints_dir
+    run, ckdir = Path(os.path.abspath(src)).parts[:-1], opts.get("checkpoints_dir", "")
+    typed = [q for q in Path(ckdir).parts if q != "."] if ckdir else []
+    cut = len(run) - len(typed)
+    trained_in = (Path(*run[:cut]) if typed and not Path(ckdir).is_absolute() and ".." not in typed and cut >= 1
+                  and list(run[cut:]) == typed else None)
+    here = Path(os.path.abspath(p))
+    if trained_in is not None and (trained_in / p).is_dir():
+        return os.path.normpath(trained_in / p), None
+    if here.is_dir():
+        return str(here), (f"opt.txt's dataroot {given} is relative to the folder NVIDIA's train.py ran in"
+                           + ("" if trained_in is not None else f", which {src}'s path does not tell")
+                           + f"; stored as {here}, found from the working directory: pass --dataroot if "
+                           "that is not the run's data")
+    if trained_in is not None:
+        return os.path.normpath(trained_in / p), None
+    return given, (f"opt.txt's dataroot {given} is relative to the folder NVIDIA's train.py ran in, which {src}'s "
+                   "path does not tell, and is not found from here: kept as written; pass --dataroot DIR (to "
+                   "this import, or to train_hd.py --resume)")
+
+
+def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str = "latest",
+                         dry_run: bool = False) -> Path:
     """Turn NVIDIA's run folder ``src`` (``{which_epoch}_net_G.pth``, ``_D``, ``_E``, ``opt.txt``,
     ``iter.txt``, ``features_clustered_NNN.npy``) into a run folder of ours; return its path.
 
-    ``argv``: train_hd.py options (``--name`` and ``--checkpoints_dir`` say where); options not
-    given come from ``src/opt.txt`` (:data:`IMPORTED_OPTIONS`), else our defaults, which are the
-    reference's. The checkpoint written holds G (and D, E when present), the config and the epoch
-    and iteration of ``iter.txt``; no optimizer state, which the reference never saved. So the run
+    ``argv``: train_hd.py options (``--name``, default ``src``'s folder name, and
+    ``--checkpoints_dir`` say where); options not given come from ``src/opt.txt``
+    (:data:`IMPORTED_OPTIONS`), else our defaults, which are the reference's. The weights fix the
+    architecture: where they contradict those options (opt.txt's, the defaults without it, or the
+    command line's), the import is refused naming the value, what the weights imply and the flag
+    to pass; a folder whose opt.txt NVIDIA's encode_features.py rewrote
+    (:func:`encode_features_telltales`) also needs the training-only options
+    (:data:`TRAINING_ONLY`) given as trained. ``dry_run``: check everything and print what would
+    be written, writing nothing.
+
+    The checkpoint written holds G (and D, E when present), the config and the epoch and
+    iteration of ``iter.txt``; no optimizer state, which the reference never saved. So the run
     synthesizes (``synthesize.py --checkpoint``), starts a later stage (``--load_pretrain``), and
-    continues with ``--resume`` as the reference's ``--continue_train`` did: the same weights and
-    epoch, fresh Adam moments, the learning rate of that epoch.
+    continues with ``--resume``: the same weights and epoch, fresh Adam moments, and the learning
+    rate our schedule gives that epoch. That fixes a bug of the reference: its --continue_train
+    restarted at --lr whatever the epoch (pix2pixHD_model.py sets old_lr = opt.lr), so a run
+    continued in its decay epochs trained at the initial rate again.
     """
     from pix2pixhd import __version__
     from pix2pixhd.checkpoint import save_checkpoint
-    from pix2pixhd.cli import train_parser
-    from pix2pixhd.config import TrainConfig, default_of
-    from pix2pixhd.errors import MissingInputError
+    from pix2pixhd.cli import refuse_reference_only, refuse_unknown_options, train_parser
+    from pix2pixhd.compat import read_state_dict, reference_architecture
+    from pix2pixhd.config import AT_LEAST, TrainConfig, default_of
+    from pix2pixhd.errors import MissingInputError, UserError
     from pix2pixhd.models import build_discriminator, build_encoder, build_generator
     from pix2pixhd.run_folder import check_new_run, drop_replaced, move_aside
     src = Path(src)
@@ -153,15 +335,26 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
         raise MissingInputError(f"{g_file} not found: not a pix2pixHD run folder, or no generator saved at "
                                 f"--which_epoch {which_epoch} (it holds {held or 'none'})")
     argv = list(argv or [])
-    args = {k: v for k, v in vars(train_parser(argv).parse_args(argv)).items() if v is not None}
+    refuse_reference_only(argv)   # NVIDIA's --gpu_ids, --fp16...: train_hd.py's one-line explanation
+    parser = train_parser(argv)
+    parser.prog, parser.usage = "python -m pix2pixhd.import_reference", USAGE
+    refuse_unknown_options(parser, argv)
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     args.pop("debug", None)
+    dry_run = bool(args.pop("dry_run", False)) or dry_run   # never stored in the run's config
+    given = set(args)
     for flag in ("resume", "auto_resume"):
         if args.get(flag):   # it would write the import over the run there, not continue it
-            raise ConfigError(f"--{flag}: an import writes a new run and continues none; to continue the "
+            typed = next((a.split("=")[0] for a in argv if a.split("=")[0] in
+                          (("--resume", "--continue_train") if flag == "resume" else ("--auto_resume",))), f"--{flag}")
+            raise ConfigError(f"{typed}: an import writes a new run and continues none; to continue the "
                               f"imported run, train it: python train_hd.py --resume --name NAME "
                               "[--checkpoints_dir DIR]; to import over a run, add --overwrite")
+    # the weights, read first: they are the truth about the architecture
+    files = {k: f"{prefix}_net_{k}.pth" for k in ("G", "D", "E")}
+    states = {k: read_state_dict(src / f) if (src / f).is_file() else None for k, f in files.items()}
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    opt_file, taken, dataroot = src / "opt.txt", [], None
+    opt_file, taken, opts, shown = src / "opt.txt", [], {}, []
     if opt_file.is_file():
         opts = read_reference_options(opt_file)
         if opts.get("model", "pix2pixHD") != "pix2pixHD":
@@ -169,68 +362,136 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
         for name in IMPORTED_OPTIONS:
             if name in args or name not in opts or opts[name] == "None":
                 continue
+            f = fields[name]
             try:
-                args[name] = _typed(name, opts[name], default_of(fields[name], "pix2pixhd"))
+                v = _typed(name, opts[name], default_of(f, "pix2pixhd"))
+                choices = f.metadata["choices"]
+                lo = AT_LEAST.get(name)
+                if (choices and v not in choices) or (lo is not None and (v < lo[0] or (lo[1] and v == lo[0]))):
+                    raise ValueError(opts[name])
             except ValueError:
-                raise ConfigError(f"{opt_file}: {name}: {opts[name]!r} is not a valid value; give "
-                                  f"--{name} on the command line") from None
+                allowed = (f" (one of {', '.join(map(str, f.metadata['choices']))})" if f.metadata["choices"] else
+                           f" (at least {AT_LEAST[name][0]})" if name in AT_LEAST else "")
+                raise ConfigError(f"{opt_file} says {name}: {opts[name]!r}, which is not a valid value{allowed}: "
+                                  f"pass --{name} with the value the run was trained with to import_reference"
+                                  ) from None
+            args[name] = v
             taken.append(name)
+        shown = list(taken)
         if opts.get("fp16") == "True" and "precision" not in args:
             args["precision"] = "fp16"
+            shown.append("fp16 (as --precision fp16)")
         if "dataroot" not in args and opts.get("dataroot", "None") not in ("", "None"):
-            # relative to the folder NVIDIA's train.py ran in, which is not recorded: kept as
-            # written (not made absolute here), so that train_hd.py --resume run from that folder
-            # finds it, and elsewhere says it was not found and to pass --dataroot
-            dataroot = opts["dataroot"]
-            taken.append("dataroot")
+            shown.append("dataroot")
+    telltales = encode_features_telltales(src, opts) if opts else []
     if args.get("netG") != "local" and "niter_fix_global" in taken:
         # NVIDIA's global runs record it too (it only acts with netG local): not ours to refuse
         del args["niter_fix_global"]
         taken.remove("niter_fix_global")
+        shown.remove("niter_fix_global")
+    elif "niter_fix_global" in taken and args["niter_fix_global"] and args.get("stage", "local") != "local":
+        raise ConfigError(f"{opt_file} says niter_fix_global {args['niter_fix_global']}, which only the local stage "
+                          f"reads (it fixes the global generator for that many epochs), and --stage {args['stage']} "
+                          f"was given: pass --niter_fix_global 0 to import it as a {args['stage']} stage, or leave "
+                          f"out --stage {args['stage']}")
     args.setdefault("stage", "local" if args.get("netG") == "local" else "global")
+    args.setdefault("name", src.resolve().name)   # NVIDIA's --name: its run folder's name
     try:
         cfg = TrainConfig(**args).resolved()
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    if dataroot is not None:
-        cfg.dataroot = dataroot
+    except (UserError, ValueError) as e:
+        import re
+        msg = str(e)
+        named = next((n for n in taken if re.search(rf"(--{n}\b|\b{n}=)", msg)), None)
+        if named is None:
+            if isinstance(e, UserError):
+                raise
+            raise ConfigError(msg) from e
+        # a value the user did not type: say where it came from
+        msg += f" ({named} {opts[named]} is {opt_file}'s: pass --{named} to import_reference to give another)"
+        raise (type(e) if isinstance(e, UserError) else ConfigError)(msg) from e
+
+    def said(names: list[str], values: list) -> str:
+        """Where these values of ``cfg`` came from: the command line, opt.txt or the defaults."""
+        by = {"given": [], "opt": [], "default": []}
+        for n, v in zip(names, values):
+            by["given" if n in given else "opt" if n in taken else "default"].append((n, v))
+        parts = []
+        if by["given"]:
+            parts.append(" ".join(_flag(n, v) for n, v in by["given"]) + (" were" if len(by["given"]) > 1 else " was")
+                         + " given")
+        if by["opt"]:
+            parts.append("opt.txt says " + ", ".join(f"{n} {opts[n]}" for n, _ in by["opt"]))
+        if by["default"]:
+            shown_defaults = ", ".join(f"{n} {str(v)}" for n, v in by["default"])
+            several = len(by["default"]) > 1
+            parts.append(f"the default{'s' if several else ''} {shown_defaults} {'were' if several else 'was'} assumed"
+                         + ("" if not opts else " (not in opt.txt)"))
+        return "; ".join(parts)
+
+    statements, flags, alternatives = _contradictions(cfg, states, files, said)
+    netG = (reference_architecture(states["G"], "G") or {"netG": cfg.netG})["netG"]
+    missing = [n for n in TRAINING_ONLY if n not in given and (n != "niter_fix_global" or netG == "local")]
+    if statements or (telltales and missing):
+        fix = " ".join(flags + (alternatives[0] if len(alternatives) == 1 else []))
+        if len(alternatives) > 1:
+            fix += (" and " if fix else "") + "one of: " + " | ".join(" ".join(a) for a in alternatives)
+        elif statements and not fix:   # input channels that no label_nc/boundary/features make up
+            fix = "the options it was trained with"
+        if telltales:
+            fix += "".join(f" --{n} true|false" if isinstance(getattr(cfg, n), bool) else f" --{n} N" for n in missing)
+            head = (f"{opt_file} was probably rewritten by NVIDIA's encode_features.py (or "
+                    "precompute_feature_maps.py), which save the options of their own command line over the "
+                    f"training's, instance_feat False among them: {src} holds {', '.join(telltales)}, which only a "
+                    "run trained with --instance_feat or --label_feat leaves")
+            script = ", ".join(f"{n} {opts[n]}" for n in missing if n in opts)
+            tail = (f": pass the training's options to import_reference as trained: {fix.strip()}"
+                    + (f" (opt.txt's {script} are the script's; the weights do not show them)" if script else ""))
+            raise ConfigError(head + "".join(f"; {s}" for s in statements) + tail)
+        head = (f"the weights in {src} do not fit the options" if opts else
+                f"{src} has no opt.txt, so our defaults were assumed, and its weights do not fit them")
+        raise ConfigError(f"{head}: " + "; ".join(statements) + f": pass {fix} to import_reference"
+                          + (" (its options override opt.txt's)" if opts else
+                             "; the training options (niter, niter_decay, lr...) are the defaults too: pass "
+                             "them as trained"))
+    notes = []
+    if "dataroot" in shown:
+        cfg.dataroot, note = _reference_dataroot(src, opts)
+        notes += [note] if note else []
     out = cfg.experiment_dir
     if out.resolve() == src.resolve():   # --overwrite would move the source aside, then read it
-        raise ConfigError(f"the import of {src} would be written into {src} itself: choose a --name (or "
-                          "--checkpoints_dir) whose folder is another")
+        raise ConfigError(f"the import of {src} would be written into {src} itself"
+                          + ("" if "name" in given else " (--name defaults to the source folder's name)")
+                          + ": choose a --name (or --checkpoints_dir) whose folder is another")
     # chosen and read before anything is written: several files without one for n_clusters, or
     # centres of another width than the run's feat_num, are refused
     clusters = find_reference_clusters(src, cfg.n_clusters) if cfg.use_features else None
     if clusters is not None:
         whose = ("opt.txt's feat_num" if "feat_num" in taken else "--feat_num" if "feat_num" in args
                  else "the default feat_num")
-        centers = checked_reference_clusters(clusters[0], cfg.feat_num, whose, out)
+        centers = checked_reference_clusters(clusters[0], cfg.feat_num, whose, out, label_nc=cfg.label_nc)
     try:
         check_new_run(cfg)
     except RunExistsError:   # its advice (--resume) is train_hd.py's: give the import's own
         from pix2pixhd.run_folder import reference_files, run_files
-        out = cfg.experiment_dir
         raise RunExistsError(
             f"{out} already holds a run ({', '.join(run_files(out) or reference_files(out))}): to import into another folder, "
             f"choose a --name other than {cfg.name!r}; to replace that run, add --overwrite (it is kept as "
             f"{out.name}.replaced-TIME until the import is written, then deleted); to continue it instead, "
             f"train it: python train_hd.py --resume --name {cfg.name} --checkpoints_dir "
             f"{cfg.checkpoints_dir}") from None
-    out = cfg.experiment_dir
-    aside = move_aside(out) if cfg.overwrite else None
 
     state = {"config": cfg.to_dict(), "version": __version__, "imported_from": str(src.resolve())}
     for key, net in (("G", build_generator(cfg)), ("D", build_discriminator(cfg)), ("E", build_encoder(cfg))):
-        f = src / f"{prefix}_net_{key}.pth"
+        f = src / files[key]
         if net is None:
             continue
-        if not f.is_file():
+        if states[key] is None:
             if key == "E":
                 raise MissingInputError(f"{f} not found, and the run uses instance features "
                                         "(instance_feat or label_feat): the encoder is needed")
             state[key] = None   # the reference's released models hold G alone
             continue
-        state[key] = load_reference_weights(net, f).state_dict()
+        state[key] = load_reference_weights(net, states[key], source=str(f)).state_dict()
     epoch, epoch_iter = 1, 0
     iter_file = src / "iter.txt"
     if iter_file.is_file() and which_epoch == "latest":
@@ -246,29 +507,77 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
     # the reference's epoch_iter counts samples; a step trained batchSize of them
     state.update(epoch=epoch, iter_in_epoch=epoch_iter // cfg.batchSize, samples_in_epoch=epoch_iter,
                  global_step=0)
-    said = ""
+    said_clusters, encoder = "", None
     if clusters is not None:
-        from pix2pixhd.features import CLUSTERS_FILE, FeatureClusters, encoder_identity
+        from pix2pixhd.features import encoder_identity
         file, k = clusters
         # the E they belong to: a note at synthesis once the imported run trains E on
-        encoder = {"sha256": encoder_identity(state["E"]), "checkpoint": str((out / "latest.pt").resolve())}
-        FeatureClusters(centers={c: torch.from_numpy(v) for c, v in centers.items()},
-                        feat_num=cfg.feat_num, n_clusters=k, encoder=encoder).save(out / CLUSTERS_FILE)
+        encoder = ({"sha256": encoder_identity(state["E"]), "checkpoint": str((out / "latest.pt").resolve())}
+                   if state.get("E") is not None else {})   # --load_features: no encoder of its own
+        if prefix != "latest" and encoder:
+            # encode_features.py records no epoch; it loads latest_net_E.pth unless given --which_epoch
+            latest_e = src / "latest_net_E.pth"
+            theirs = None
+            if latest_e.is_file():
+                try:
+                    theirs = encoder_identity(load_reference_weights(build_encoder(cfg), read_state_dict(latest_e),
+                                                                     source=str(latest_e)).state_dict())
+                except UserError:   # not this run's encoder: not the one the clusters are kept as
+                    theirs = None
+            if theirs is not None and theirs != encoder["sha256"]:
+                encoder = {"sha256": theirs, "checkpoint": str(latest_e.resolve())}
+                notes.append(f"{file.name} records no epoch; NVIDIA's encode_features.py clusters the features of "
+                             f"latest_net_E.pth unless given --which_epoch, so it is kept as latest_net_E.pth's, whose "
+                             f"weights differ from {files['E']}'s: synthesis says its features may not match; to "
+                             f"cluster epoch {prefix}'s encoder: python -m pix2pixhd.features encode --checkpoint "
+                             f"{out}")
+            elif theirs is None:
+                notes.append(f"{file.name} records no epoch: it is taken as {files['E']}'s; if encode_features.py "
+                             f"ran with another epoch's encoder, cluster this one's: python -m pix2pixhd.features "
+                             f"encode --checkpoint {out}")
         held = sorted({v.shape[0] for v in centers.values()})
         per = (f"{held[0]}" if len(held) == 1 else f"{held[0]} to {held[-1]}") if held else "none"
-        said = (f"; clusters from {file.name} ({per} per class"
-                + (f", made with n_clusters {k}" if held != [k] else "")
-                + (f"; the run's n_clusters is {cfg.n_clusters}" if k != cfg.n_clusters else "") + ")")
+        said_clusters = (f"; clusters from {file.name} ({per} per class"
+                         + (f", made with n_clusters {k}" if held != [k] else "")
+                         + (f"; the run's n_clusters is {cfg.n_clusters}" if k != cfg.n_clusters else "") + ")")
     elif cfg.use_features:
-        said = (f"; no features_clustered_NNN.npy in {src}: cluster E's features with python -m "
-                f"pix2pixhd.features encode --checkpoint {out}")
+        said_clusters = (f"; no features_clustered_NNN.npy in {src}: cluster E's features with python -m "
+                         f"pix2pixhd.features encode --checkpoint {out}")
+    others = [n for n in reference_epochs(src) if str(n) != prefix]
+    if others:
+        shown_epochs = ", ".join(map(str, others[:6])) + (", ..." if len(others) > 6 else "")
+        notes.append(f"{src} also holds epoch{'s' if len(others) > 1 else ''} {shown_epochs} (N_net_G.pth), not "
+                     f"imported (a run of ours holds one of them): import one as a run of its own with python -m "
+                     f"pix2pixhd.import_reference {src} --which_epoch {others[-1]} --name "
+                     f"{src.resolve().name}_{others[-1]}")
+    if telltales:
+        rest = [f"{n} {str(getattr(cfg, n))}" for n in REWRITE_NOTED if n in taken]
+        if rest:
+            notes.append(f"{opt_file} looks rewritten by NVIDIA's encode_features.py: {', '.join(rest)} were taken "
+                         "from it; if the training's differed, import again with them (and --overwrite)")
+    summary = (f"{src} into {out}: " + ", ".join(k for k in ("G", "D", "E") if state.get(k) is not None)
+               + f"; epoch {epoch}, {epoch_iter} samples into it"
+               + (f"; from opt.txt: {', '.join(shown)}" if shown else
+                  f"; no opt.txt: the defaults were assumed for every option not given" if not opts else "")
+               + said_clusters)
+    if dry_run:
+        print(cfg.pretty())
+        print(f"dry run: would import {summary}; would write {out / 'config.json'}, {out / 'latest.pt'}"
+              + (f", {out / 'features_clustered.pt'}" if clusters is not None else "") + "; nothing written")
+        for note in notes:
+            print(f"note: {note}")
+        return out
+    aside = move_aside(out) if cfg.overwrite else None
+    if clusters is not None:
+        from pix2pixhd.features import CLUSTERS_FILE, FeatureClusters
+        FeatureClusters(centers={c: torch.from_numpy(v) for c, v in centers.items()},
+                        feat_num=cfg.feat_num, n_clusters=clusters[1], encoder=encoder).save(out / CLUSTERS_FILE)
     save_checkpoint(state, out, "latest", cfg.to_json())
     if aside is not None:
         drop_replaced(aside)
-    print(f"imported {src} into {out}: " + ", ".join(k for k in ("G", "D", "E") if state.get(k) is not None)
-          + f"; epoch {epoch}, {epoch_iter} samples into it"
-          + (f"; from opt.txt: {', '.join(taken)}" if taken else "; no opt.txt: options from the command line "
-             "and the defaults") + said)
+    print(f"imported {summary}")
+    for note in notes:
+        print(f"note: {note}")
     return out
 
 
@@ -279,15 +588,23 @@ def build_parser():
         "python -m pix2pixhd.import_reference",
         "Import a run folder of NVIDIA's pix2pixHD (latest_net_G.pth, _D, _E, opt.txt, "
                     "iter.txt, features_clustered_NNN.npy) as a run of ours. Other arguments are "
-                    "train_hd.py options (--name, --checkpoints_dir; any option overrides opt.txt's).")
+                    "train_hd.py options (--name, default NVIDIA_RUN's folder name; --checkpoints_dir; any "
+                    "option overrides opt.txt's). Options the weights contradict are refused with the flags "
+                    "that fit them.", usage=USAGE)
     p.add_argument("src", help="the reference's checkpoints/NAME folder")
     p.add_argument("--which_epoch", default="latest", help="latest, or N for N_net_G.pth")
+    p.add_argument("--dry_run", action="store_true",
+                   help="check everything, print the resolved options and what would be written; write nothing")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    import sys
+    from pix2pixhd.cli import refuse_reference_only
+    argv = sys.argv[1:] if argv is None else list(argv)
+    refuse_reference_only(argv)   # before parsing: NVIDIA's --gpu_ids 0 would take 0 as NVIDIA_RUN
     a, rest = build_parser().parse_known_args(argv)
-    import_reference_run(a.src, rest, which_epoch=a.which_epoch)
+    import_reference_run(a.src, rest, which_epoch=a.which_epoch, dry_run=a.dry_run)
     return 0
 
 

@@ -388,9 +388,10 @@ class Trainer:
             imported = ckpt.get("optimizer_G") is None and ckpt.get("imported_from")
             if imported:   # NVIDIA's run (python -m pix2pixhd.import_reference): weights and position only
                 self.vis.log_message(
-                    f"continuing the run imported from {ckpt['imported_from']} as its --continue_train "
-                    f"did: its weights, epoch {self.epoch}, fresh Adam moments (it saved none), the "
-                    f"learning rate of epoch {self.epoch} ({lr_at_epoch(cfg, self.epoch):g})")
+                    f"continuing the run imported from {ckpt['imported_from']}: its weights, epoch "
+                    f"{self.epoch}, fresh Adam moments (it saved none), the learning rate the schedule "
+                    f"gives epoch {self.epoch} ({lr_at_epoch(cfg, self.epoch):g}; NVIDIA's --continue_train "
+                    f"restarted at --lr whatever the epoch)")
             else:
                 self._load_optimizer(self.opt_G, ckpt["optimizer_G"])
                 if self.opt_D is not None:

@@ -1,6 +1,7 @@
 """Importing a run folder of NVIDIA's pix2pixHD (``python -m pix2pixhd.import_reference``): its
 options from opt.txt, its weights, its position from iter.txt, its feature clusters; the run
-synthesizes what the reference's G computes and continues as its --continue_train did."""
+synthesizes what the reference's G computes and continues its training (at the learning rate of its
+epoch, where the reference's --continue_train restarted at --lr)."""
 import os
 import pickle
 
@@ -108,6 +109,9 @@ def test_imported_run_continues_like_continue_train(tmp_path, streets):
     cfg = load_generator(tmp_path / "city")[1]
     assert after["lr"] == pytest.approx(lr_at_epoch(cfg, 4)) == pytest.approx(0.0003)   # 1 of 4 decay epochs
     assert any(not torch.equal(after["G"][k], v) for k, v in before["G"].items())
+    log = (tmp_path / "city" / "loss_log.txt").read_text()
+    assert ("the learning rate the schedule gives epoch 4 (0.0003; NVIDIA's --continue_train restarted at "
+            "--lr whatever the epoch)") in log, log
 
 
 def test_an_imported_run_keeps_opt_txts_dataroot_and_resuming_without_it_says_to_pass_dataroot(

@@ -527,7 +527,8 @@ class TrainConfig:
                                        "images: the same at --batchSize 1)")
     display_freq: Optional[int] = option("logging", 100, "steps between image grids (NVIDIA's: images)")
     save_latest_freq: Optional[int] = option("logging", 1000,
-                                             "steps between 'latest' checkpoints (NVIDIA's: images)")
+                                             "steps between 'latest' checkpoints, which every epoch's end "
+                                             "also writes (NVIDIA's: images)")
     save_epoch_freq: Optional[int] = option("logging", 10,
                                             "epochs between numbered checkpoints")
     no_html: Optional[bool] = option("logging", False, "no HTML page (web/index.html)")

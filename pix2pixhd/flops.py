@@ -34,6 +34,7 @@ and, with nothing before them needing one, no input gradient either, so only the
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -101,6 +102,10 @@ def _meta_input(n: int, c: int, height: int, width: int, requires_grad: bool = F
 
 
 def _build(fn, cfg):
+    """``fn(cfg)``'s network on the meta device, its norms the reference's: a kernel the run's
+    --norm_impl picks (Triton) launches nothing on meta tensors, and the MACs are the convs'."""
+    if getattr(cfg, "norm_impl", "ref") != "ref":
+        cfg = dataclasses.replace(cfg, norm_impl="ref")
     with torch.device("meta"):
         return fn(cfg)
 

@@ -173,3 +173,13 @@ def test_a_frozen_global_generator_still_carries_the_encoders_gradient():
     # unfrozen: G1's dW and dX everywhere (its first conv's input carries grad); frozen: dX only
     assert frozen.flops["G"] == free.flops["G"] - 2 * sum(r.macs for r in g1)
     assert free.flops["G"] == 2 * 3 * sum(r.macs for r in recs)   # forward + dW + dX, every conv
+
+
+def test_the_flop_model_of_a_triton_run_launches_no_kernel(monkeypatch):
+    """benchmarks/train.py --norm_impl triton timed its steps, then the FLOP model, building the
+    networks on the meta device with the run's norm_impl, died in the kernel's dispatch (strict
+    kernels: a RuntimeError; the interpreter: a copy out of a meta tensor)."""
+    monkeypatch.setenv("PIX2PIXHD_STRICT_KERNELS", "1")
+    kw = dict(stage="global", ngf=8, ndf=8, n_blocks_global=1)
+    ran = flops.train_step_flops(cfg(norm_impl="triton", **kw), 64, 32)
+    assert ran.flops == flops.train_step_flops(cfg(norm_impl="ref", **kw), 64, 32).flops

@@ -54,6 +54,23 @@ class InstanceNormAct(nn.InstanceNorm2d):
         return f"{super().extra_repr()}, act={self.act}, impl={self.impl}"
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose mask does not depend on the input's memory layout.
+
+    ``F.dropout`` draws its mask in memory order, so a channels-last input got another mask than
+    the same values in NCHW from the same RNG state: ``--channels_last`` changed pix2pix's (and
+    CycleGAN's with dropout) training, not only its rounding. A channels-last input is dropped out
+    in NCHW order (one copy each way, on the few dropout layers); NCHW runs as ``nn.Dropout``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.dim() != 4 or x.is_contiguous():
+            return super().forward(x)
+        cl = x.is_contiguous(memory_format=torch.channels_last)
+        y = nn.functional.dropout(x.contiguous(), self.p, True, self.inplace)
+        return y.contiguous(memory_format=torch.channels_last) if cl else y
+
+
 def make_act(act: str, negative_slope: float = 0.2) -> nn.Module:
     if act == "relu":
         return nn.ReLU(True)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pix2pixhd.config import UPSAMPLE_MODES
-from pix2pixhd.layers import InstanceNormAct, init_weights, norm_act
+from pix2pixhd.layers import Dropout, InstanceNormAct, init_weights, norm_act
 
 __all__ = ["GlobalGenerator", "LocalEnhancer", "ResnetBlock", "NLayerDiscriminator",
            "MultiscaleDiscriminator", "Encoder", "ResizeConv2d", "instance_average", "count_parameters",
@@ -71,7 +71,7 @@ class ResnetBlock(nn.Module):
         layers: list[nn.Module] = pad + [nn.Conv2d(dim, dim, 3, padding=p, bias=use_bias)]
         layers += norm_act(norm, dim, "relu")
         if use_dropout:
-            layers += [nn.Dropout(0.5)]
+            layers += [Dropout(0.5)]
         layers += _pad(padding_type, 1)[0] + [nn.Conv2d(dim, dim, 3, padding=p, bias=use_bias)]
         layers += norm_act(norm, dim, "none")[:1]  # the residual add follows this norm
         self.conv_block = nn.Sequential(*layers)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pix2pixhd.layers import NORMS, init_weights, norm_act
+from pix2pixhd.layers import NORMS, Dropout, init_weights, norm_act
 from pix2pixhd.networks import _global_layers
 
 __all__ = ["UnetGenerator", "UnetSkipConnectionBlock", "ResnetGenerator", "PatchDiscriminator",
@@ -125,7 +125,7 @@ class UnetSkipConnectionBlock(nn.Module):
             model = [downrelu, downconv, _norm(norm, inner_nc), submodule, uprelu, upconv,
                      _norm(norm, outer_nc)]
             if use_dropout:
-                model += [nn.Dropout(0.5)]
+                model += [Dropout(0.5)]
         self.model = nn.Sequential(*model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

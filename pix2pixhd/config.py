@@ -722,6 +722,9 @@ class TrainConfig:
         if c.upsample != "transpose" and c.model != "pix2pixhd":
             raise ConfigError(f"--upsample {c.upsample} changes pix2pixHD's generators; --model {c.model}'s "
                              "generator ignores it: drop --upsample")
+        if self.norm_impl == "triton" and c.norm != "instance":   # (ref: PyTorch's norms, what runs)
+            raise ConfigError(f"--norm_impl triton fuses instance norms; with --norm {c.norm} the networks have "
+                              "none, so no kernel would run: drop --norm_impl")
         if prev is not None and not run.resume:
             c._check_loads(given, prev, run)   # (given: as typed, the pix2pix repo's --netG read)
         if c.resize_or_crop == "resize_and_crop":   # every sample a fineSize square

@@ -224,3 +224,17 @@ def test_photo_channels_other_than_1_or_3_are_refused():
     with pytest.raises(ConfigError, match=r"^--input_nc 2: photos"):
         TrainConfig(model="pix2pix", input_nc=2).resolved()
     assert TrainConfig(model="cyclegan", input_nc=1, output_nc=1).resolved().output_nc == 1
+
+
+@pytest.mark.parametrize("model, norm", [("pix2pix", None), ("pix2pixhd", "batch"), ("cyclegan", "batch")])
+def test_norm_impl_triton_without_an_instance_norm_is_refused(model, norm):
+    """--norm_impl triton fuses instance norms: pix2pix's BatchNorm (its default) trained
+    bit-identical with it, and nothing said that no kernel ran. ref (PyTorch's norms) is what
+    runs there, so it stays accepted."""
+    kw = dict(model=model, **({"norm": norm} if norm else {}))
+    with pytest.raises(ConfigError, match=r"^--norm_impl triton fuses instance norms; with --norm batch the "
+                                          r"networks have none.*drop --norm_impl$"):
+        TrainConfig(norm_impl="triton", **kw).resolved()
+    for impl in ("auto", "ref"):
+        assert TrainConfig(norm_impl=impl, **kw).resolved().norm_impl == impl
+    assert TrainConfig(norm_impl="triton", model=model, norm="instance").resolved().norm_impl == "triton"

@@ -29,8 +29,9 @@ Output (``out``): a dataset ``pix2pixhd.data`` reads back for training — the c
 ``{phase}_label`` (the label ids the generator saw), ``{phase}_inst`` (instance maps, when there
 are any), ``{phase}_img`` (the synthesized photos); for photo inputs (label_nc 0) the rgb_pairs
 layout ``{phase}_A`` (input) / ``{phase}_B`` (synthesized) — plus ``classes.json`` (the
-output's classes: the checkpoint's label_nc, see ``_output_classes``), ``synthesis.json`` (the job: checkpoint and its hash, the input folders, seed, samples, options)
-and ``manifest.jsonl``: one line per output (input, output and partner files, the input files'
+output's classes: the checkpoint's label_nc, see ``_output_classes``), ``synthesis.json`` (the job: checkpoint and its hash, the input folders, seed, samples, options;
+and its state: ``complete`` false from the start until the last output is in, the counts of
+inputs, outputs and outputs written, the command that resumes it) and ``manifest.jsonl``: one line per output (input, output and partner files, the input files'
 names, sizes and mtimes, sample index, seed, cluster choices, checkpoint and its hash, status
 ``ok`` with size and sha256, or ``skipped`` with the reason). With ``num_samples`` K > 1 every
 output (and its partners) is named ``<stem>_<k>.png``.
@@ -38,7 +39,7 @@ output (and its partners) is named ``<stem>_<k>.png``.
 Ranks (torchrun): every rank lists the same inputs, takes every world-th of those still to do,
 and appends to its own ``manifest.parts/rank<R>.jsonl``; after a barrier rank 0 merges the parts
 into ``manifest.jsonl``. Resume: a rerun of the same job (same ``synthesis.json`` digest, which
-covers the resolved input folders) reads the manifest and the parts, keeps every output whose
+covers the resolved input folders and the checkpoint's sha256, not its path) reads the manifest and the parts, keeps every output whose
 line says ``ok``, whose file has the recorded size and whose input files still have the recorded
 size and mtime (an input edited or replaced in place is redone), removes the ``*.tmp`` of writes
 that were killed, and does the rest; a killed run loses only the images that were in flight.
@@ -55,6 +56,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -101,6 +103,8 @@ class SynthesisJob:
     scale_width: resize every input to this width first (height by its aspect ratio), as
     training's ``resize_or_crop scale_width`` does: label and instance maps nearest, photos
     bicubic; the output dataset holds the resized maps. 0: maps keep their size.
+    command: the command line that resumes the job, recorded in synthesis.json for the message
+    on an incomplete folder; None: sys.argv when it is synthesize.py's (else none is recorded).
     """
     out: Path
     input: Path | None = None
@@ -120,6 +124,7 @@ class SynthesisJob:
     overwrite: bool = False
     progress: bool = True
     scale_width: int = 0
+    command: str | None = None
 
     @property
     def split(self) -> str:
@@ -894,7 +899,9 @@ def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout", *,
     not a resume that keeps the old outputs. The files' contents are checked per output, by the
     fingerprint in its manifest line (``input_fingerprint``). Worker, writer and rank counts are
     not in it: they change no byte; nor are the batch size (see docs/synthesis.md on rounding) and
-    ``how_many`` (a rerun with a larger one extends the job)."""
+    ``how_many`` (a rerun with a larger one extends the job). The checkpoint (and ONNX file) count
+    by their sha256: their paths (``_PATH_KEYS``) are recorded but not in the digest, so a
+    byte-identical file elsewhere is the same job."""
     ident = dict(identity)
     folders = {"input": job.input, "inst": job.inst, "real": job.real if reads_real else None,
                "dataroot": job.dataroot}
@@ -912,19 +919,47 @@ def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout", *,
 _INPUT_KEYS = ("input", "inst", "real", "dataroot", "phase", "direction", "digest")
 # the sha256 of the clusters file a sampled or chosen feature reads (older synthesis.json files lack it)
 _CLUSTERS_KEY = "clusters_sha256"
+# files the job counts by their sha256 (checkpoint_sha256, onnx_sha256): their paths are recorded
+# for information, outside the digest (older synthesis.json files had them in it)
+_PATH_KEYS = ("checkpoint", "onnx")
+# synthesis.json's state of the job, beside its identity and outside the digest (see _job_state)
+_STATE_KEYS = ("complete", "n_inputs", "n_outputs", "n_written", "n_skipped", "command", "cwd", "ranks",
+               "older_digests")
 
 
-def _legacy_digests(ident: dict) -> dict[str, str]:
-    """The digests this job had in older synthesis.json files (without the clusters file's hash;
-    without it and the input folders), each with what resuming such a file says."""
-    older = {}
+def _legacy_digests(ident: dict, prev: dict | None = None) -> dict[str, str | None]:
+    """The digests this job had in older synthesis.json files, each with what resuming such a
+    file says (None: nothing): with the checkpoint's path in the digest (this job's path, or the
+    path ``prev``, the folder's synthesis.json, records for a byte-identical file); and also
+    without the clusters file's hash, or without it and the input folders."""
+    paths = [{k: ident[k] for k in _PATH_KEYS if k in ident}]
+    if isinstance(prev, dict):
+        theirs = {k: prev.get(k) for k in paths[0]}
+        if theirs != paths[0]:
+            paths.append(theirs)
+    variants = [(ident, None)]
     if _CLUSTERS_KEY in ident:
-        older[_digest({k: v for k, v in ident.items() if k != _CLUSTERS_KEY})] = (
-            "predates the clusters file in a job's identity; resuming it as this job (the clusters its "
-            "outputs were drawn from cannot be checked)")
-    older.setdefault(_digest({k: v for k, v in ident.items() if k not in _INPUT_KEYS and k != _CLUSTERS_KEY}),
-                     "predates input folders in a job's identity; resuming it as this job")
+        variants.append(({k: v for k, v in ident.items() if k != _CLUSTERS_KEY},
+                         "predates the clusters file in a job's identity; resuming it as this job (the "
+                         "clusters its outputs were drawn from cannot be checked)"))
+    variants.append(({k: v for k, v in ident.items() if k not in _INPUT_KEYS and k != _CLUSTERS_KEY},
+                     "predates input folders in a job's identity; resuming it as this job"))
+    older: dict[str, str | None] = {}
+    for d, note in variants:
+        for p in paths:
+            older.setdefault(_digest({**d, **p}, keep_paths=True), note)
+    older.pop(ident.get("digest"), None)
     return older
+
+
+def _moved_note(out: Path, prev: dict, ident: dict) -> str | None:
+    """What resuming a folder whose synthesis.json names the checkpoint (or ONNX file) at
+    another path says: the file given now has the same sha256."""
+    moved = [k for k in _PATH_KEYS if prev.get(k) and ident.get(k) and prev[k] != ident[k]]
+    if not moved:
+        return None
+    return "; ".join(f"{out / JOB_FILE} names {k} {prev[k]}; {ident[k]} has the same sha256: resuming "
+                     "the job with it" for k in moved)
 
 
 def _clusters_sha256(synth: Synthesizer) -> str | None:
@@ -937,18 +972,27 @@ def _clusters_sha256(synth: Synthesizer) -> str | None:
     return getattr(f.clusters, "file_sha256", None)
 
 
-def _digest(ident: dict) -> str:
-    return hashlib.sha256(json.dumps({k: v for k, v in ident.items() if k != "digest"},
+def _digest(ident: dict, keep_paths: bool = False) -> str:
+    """The job's digest: its identity without the state (and the paths, unless ``keep_paths``,
+    as older versions hashed them)."""
+    drop = {"digest", *_STATE_KEYS, *(() if keep_paths else _PATH_KEYS)}
+    return hashlib.sha256(json.dumps({k: v for k, v in ident.items() if k not in drop},
                                      sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---- the run -------------------------------------------------------------------------------------
 def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
-                      notes: list[str] | None = None) -> dict | None:
+                      notes: list[str] | None = None, older: dict | None = None,
+                      kept: list[str] | None = None) -> dict | None:
     """Refuse an ``out`` that holds something else (read-only: every rank runs it and reaches the
     same verdict). Returns the previous job's identity when it is another job to be replaced.
-    ``notes``: what to say once the job starts."""
+    ``notes``: what to say once the job starts. ``older``: filled with the digests of this job
+    in the folder's older synthesis.json (``_legacy_digests``), whose manifest lines count;
+    ``kept``: those of them recorded in the new synthesis.json (``older_digests``), so that its
+    lines still count when that file's digest is no longer the one this job computes."""
     notes = [] if notes is None else notes
+    older = {} if older is None else older
+    kept = [] if kept is None else kept
     out = Path(job.out)
     for flag, src in (("--input", job.input), ("--dataroot", job.dataroot), ("--inst", job.inst),
                       ("--real", job.real)):
@@ -966,16 +1010,33 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
             raise InputError(f"--out {out} already holds {', '.join(taken)}/ but no {JOB_FILE}: those "
                              "files were not written by synthesize.py's engine (a dataset?), and would "
                              "be overwritten; pick a new or empty --out")
-    if prev is None or prev.get("digest") == ident["digest"]:
+    older.update(_legacy_digests(ident, prev))
+    if prev is None:
         return None
-    older = _legacy_digests(ident)
-    if prev.get("digest") in older:
-        # written before the inputs (or the clusters file) were part of a job: the same generator
-        # and options, taken as this job (outputs without input fingerprints are kept by name and size)
-        notes.append(f"{out / JOB_FILE} {older[prev['digest']]}")
+    recorded = [d for d in prev.get("older_digests") or [] if isinstance(d, str)]
+    if prev.get("digest") == ident["digest"]:
+        kept.extend(recorded)
+        older.update({d: None for d in recorded})
+        if note := _moved_note(out, prev, ident):
+            notes.append(note)
+        return None
+    # the digest it records, or its contents' (a state recorded in a file of an older identity)
+    theirs = prev.get("digest"), _digest({k: v for k, v in prev.items() if k not in _STATE_KEYS}, keep_paths=True)
+    known = next((d for d in theirs if d in older), None)
+    if known is not None:
+        # written before the inputs (or the clusters file) were part of a job, or while the checkpoint's
+        # path was: the same generator and options, taken as this job (outputs without input
+        # fingerprints are kept by name and size)
+        if prev.get("digest"):
+            older[prev["digest"]] = older[known]
+        kept.extend([*recorded, *([prev["digest"]] if prev.get("digest") else [])])
+        older.update({d: None for d in recorded})
+        said = [f"{out / JOB_FILE} {older[known]}"] if older[known] else []
+        notes.extend(said + [n for n in [_moved_note(out, prev, ident)] if n])
         return None
     if not job.overwrite:
-        diff = sorted(k for k in set(prev) | set(ident) if k != "digest" and prev.get(k) != ident.get(k))
+        diff = sorted(k for k in set(prev) | set(ident)
+                      if k != "digest" and k not in _STATE_KEYS and prev.get(k) != ident.get(k))
         detail = ", ".join(f"{k}: {prev.get(k)!r} then, {ident.get(k)!r} now" for k in diff[:4])
         raise InputError(f"--out {out} holds the outputs of another synthesis ({detail or 'unreadable '+JOB_FILE}); "
                          "rerun with the same checkpoint, inputs and options to resume it, pass --overwrite "
@@ -1150,7 +1211,9 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
         identity[_CLUSTERS_KEY] = clusters
     ident = job_identity(job, identity, layout, reads_real=needs_image)
     out = Path(job.out)
-    prev = _check_out_folder(job, ident, layout, notes)
+    older: dict = {}   # this job's digests in the folder's older synthesis.json (its lines count)
+    kept: list[str] = []
+    prev = _check_out_folder(job, ident, layout, notes, older, kept)
     classes = _output_classes(job, cfg, notes)
     if src.ignored:
         notes.append(f"{len(src.ignored)} entr(y/ies) of the input are not images and are not used, "
@@ -1160,7 +1223,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     lock = OutLock(out) if rank == 0 else None
     created = False   # whether this run made OUT, or found it empty (an early stop empties it again)
     was_there = out.is_dir()
-    err = None
+    err, state = None, None
     if rank == 0:
         try:
             created = not was_there or not any(out.iterdir())
@@ -1174,7 +1237,8 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
             for d in layout.dirs():
                 if d != layout.inst_dir or src.has_inst:   # an empty {phase}_inst/ would fail scan
                     (out / d).mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(out / JOB_FILE, json.dumps(ident, indent=1, sort_keys=True).encode())
+            state = _job_state(job, src, info, kept)
+            _write_job_file(out, ident, state)   # complete: false until the last output is in
             if classes is not None:
                 atomic_write_bytes(out / CLASSES_FILE, classes)
         except Exception as e:   # reported on every rank by raise_on_any_rank
@@ -1184,7 +1248,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
         if rank == 0:
             for n in notes:
                 print(f"note: {n}", file=sys.stderr, flush=True)
-        return _run_job(synth, job, src, layout, ident, info)
+        return _run_job(synth, job, src, layout, ident, info, older, state)
     except _WrongInputs as e:
         gone = ""
         if rank == 0 and created and not info.distributed:
@@ -1206,10 +1270,32 @@ class _WrongInputs(InputError):
     """The first inputs were all skipped for one reason and nothing was written (EARLY_STOP)."""
 
 
+def _job_state(job: SynthesisJob, src, info, older_digests=()) -> dict:
+    """synthesis.json's state of the job at its start (``_STATE_KEYS``): not complete, its
+    input and output counts, and what resumes it: the command line (``job.command``, else
+    synthesize.py's sys.argv; not under torchrun, whose command a rank does not see) with its
+    working directory, and the rank count; and the digests of the folder's older synthesis.json
+    files taken as this job (``older_digests``, see _check_out_folder), when there are any."""
+    command = job.command
+    if command is None and not info.distributed and sys.argv and os.path.basename(sys.argv[0]) == "synthesize.py":
+        command = shlex.join([sys.executable, *sys.argv])
+    return {"complete": False, "n_inputs": len(src) + len(getattr(src, "broken", [])),
+            "n_outputs": len(src) * job.num_samples, "command": command,
+            "cwd": os.getcwd() if command else None, "ranks": info.world_size,
+            **({"older_digests": sorted(set(older_digests))} if older_digests else {})}
+
+
+def _write_job_file(out: Path, ident: dict, state: dict) -> None:
+    """OUT/synthesis.json: the job's identity and its state, written atomically."""
+    from pix2pixhd.checkpoint import atomic_write_bytes
+    atomic_write_bytes(out / JOB_FILE, json.dumps({**state, **ident}, indent=1, sort_keys=True).encode())
+
+
 def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout", ident: dict,
-             info) -> SynthesisReport:
+             info, older: dict | None = None, state: dict | None = None) -> SynthesisReport:
     """run_synthesis once the folder is prepared (and locked by rank 0): what is done, this
-    rank's shard, the merge."""
+    rank's shard, the merge. ``older``: see _check_out_folder. ``state`` (rank 0): synthesis.json's
+    state, rewritten after the merge with the counts (complete when the run was not stopped)."""
     from pix2pixhd import distributed
     from pix2pixhd.errors import raise_on_any_rank
     rank, world = info.rank, info.world_size
@@ -1219,7 +1305,8 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     # fingerprint (an input replaced or edited since is redone)
     # Lines of an older synthesis.json of this job (``_legacy_digests``) count too; those older than
     # input folders in the identity carry no fingerprint: kept by name and size, as that version did.
-    jobs = {ident["digest"], *_legacy_digests(ident)}
+    older = _legacy_digests(ident) if older is None else older
+    jobs = {ident["digest"], *older}
     done: dict[str, tuple[int, list | None]] = {}
     for rec in _read_lines(_manifest_sources(out)):
         if rec.get("job") in jobs and rec.get("status") == "ok":
@@ -1278,7 +1365,11 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
         report.written, report.skipped = (int(v) for v in t.tolist())
         distributed.barrier(info)
     if rank == 0:
-        report.manifest = merge_manifest(out, ident["digest"], _legacy_digests(ident))
+        report.manifest = merge_manifest(out, ident["digest"], older)
+        if state is not None:   # the last output is in, unless stopped
+            _write_job_file(out, ident, {**state, "complete": not (stop is not None and stop.signal),
+                                         "n_written": report.written + report.already_done,
+                                         "n_skipped": report.skipped})
     if stop is not None and stop.signal:
         from pix2pixhd.trainer import STOPPED_EXIT_STATUS
         print(f"stopped by {stop.signal} after {report.written} image(s); rerun the same command to "

@@ -3,8 +3,9 @@
 For each split found (``*_label``, ``*_A``, CycleGAN's ``{phase}A`` + ``{phase}B`` or pix2pix
 ``{phase}/`` folders): the layout, the
 number of samples, the image sizes, the ids present with their pixel frequencies, the instance
-count, every problem validation would raise on (first few per kind, with counts) and every entry
-of the split's folders that is not used as a sample (other files, sub-folders).
+count, every problem validation would raise on (first few per kind, with counts), every entry
+of the split's folders that is not used as a sample (other files, sub-folders), and a line when
+the split is a synthesize.py job that has not finished (a problem).
 Sizes are checked as train_hd.py reads them, with the size options given (``--resize_or_crop``,
 ``--loadSize``, ``--fineSize``, ``--batchSize``, the generator's multiple), else train_hd.py's
 defaults (``--model``'s; not given: cyclegan's for the unaligned layout, else pix2pixhd's); a
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from pix2pixhd.argparsing import add_command, make_parser
 from pix2pixhd.data.dataset import (DatasetError, check_batch_sizes, create_dataset, fatal_problems,
-                                    format_problems, scan)
+                                    format_problems, incomplete_synthesis, scan)
 from pix2pixhd.data.layouts import (LONE_DOMAIN_PHASES, _unaligned_phase, find_phases,  # noqa: F401
                                     read_classes, rename_hint)
 
@@ -207,7 +208,10 @@ def main(argv=None) -> int:
                 print(f"    {i:5d}  {n / total:8.4%}  ({n} px)")
         if problems:
             print("  " + format_problems(problems, ds.describe(), a.max_listed).replace("\n", "\n  "))
-        if fatal_problems(problems):
+        short = incomplete_synthesis(root, phase)   # a stopped or killed synthesize.py job
+        if short:
+            print(f"  {short}")
+        if fatal_problems(problems) or short:
             bad = True
         else:
             print("  no problems")

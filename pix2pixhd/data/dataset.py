@@ -27,7 +27,9 @@ partner stored with an EXIF rotation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import re
 import sys
 from collections import Counter, defaultdict
@@ -560,6 +562,40 @@ def _chw(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
 
 
+SYNTHESIS_FILE = "synthesis.json"   # a synthesize.py output folder's job (pix2pixhd.engine.JOB_FILE)
+
+
+def incomplete_synthesis(root, phase: str | None = None) -> str | None:
+    """One line when ``root`` is a synthesize.py output folder whose job has not finished (its
+    synthesis.json says ``"complete": false``: stopped, killed, or still running) and ``phase``
+    is its split: how many outputs are there of how many, and the command that completes it.
+    None otherwise, and for folders written before the state was recorded (no ``complete``)."""
+    path = Path(root) / SYNTHESIS_FILE
+    try:
+        job = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(job, dict) or job.get("complete") is not False:
+        return None
+    if phase is not None and job.get("split") not in (None, phase):
+        return None
+    images = job.get("images")
+    try:
+        n = sum(e.name.lower().endswith(".png") for e in os.scandir(Path(root) / images))
+    except (OSError, TypeError):
+        n = 0
+    total = job.get("n_outputs", "?")
+    if job.get("command"):
+        fix = f"complete it with `cd {job.get('cwd') or '.'} && {job['command']}`"
+    elif (job.get("ranks") or 1) > 1:
+        fix = f"complete it by rerunning the torchrun command that wrote it ({job['ranks']} ranks)"
+    else:
+        fix = "complete it by rerunning the synthesize.py command that wrote it"
+    return (f"{root} holds an incomplete synthesis: {n} of {total} outputs in {images}/ ({path} says "
+            f"the job has not finished: it was stopped or killed, or is still running); {fix} (the "
+            "same command resumes it)")
+
+
 def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = None, *,
                    max_dataset_size: int = 0, **options) -> PairedDataset:
     """Open one split of a dataset (layouts: see ``pix2pixhd.data.layouts``) and check it.
@@ -645,6 +681,10 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     layout = find_files(root, phase, mode, use_inst=not no_instance, use_feat=load_features,
                         direction=cfg.direction, inputs_only=cfg.inputs_only,
                         instance_feat=bool(cfg.instance_feat))
+    if validate != "off" and (short := incomplete_synthesis(root, phase)):
+        if cfg.is_train:   # training (is_train=True) refuses a partial dataset; --validate off takes it
+            raise DatasetError(f"{short}; or, to train on the outputs there as they are, pass --validate off")
+        print(f"note: {short}", file=sys.stderr, flush=True)
     is_train = (phase == "train") if cfg.is_train is None else cfg.is_train
     if cfg.is_train is None and not is_train and "train" in phase.lower() and not cfg.no_flip:
         # e.g. trainval: read as a test split unless the caller says (training passes is_train=True)

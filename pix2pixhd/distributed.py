@@ -51,6 +51,9 @@ def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     dev = torch.device(pref)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailableError(f"--device {pref}: CUDA is not available on this machine; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailableError(f"--device {pref}: Apple's MPS is not available on this machine (this "
+                                     "torch build or this machine has none); use --device cpu")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
     return dev

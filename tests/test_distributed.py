@@ -227,6 +227,23 @@ if __name__ == "__main__":
     worker(Path(sys.argv[1]), sys.argv[2:])
 
 
+def test_mps_where_there_is_none_is_one_line_also_at_dry_run(monkeypatch, capsys):
+    """--device mps on a machine without MPS: --dry_run said "1 process(es) on mps", the run
+    ended in a 9-frame traceback (--device cuda got its one line)."""
+    from pix2pixhd import distributed as D
+    from pix2pixhd.cli import train_main
+    from pix2pixhd.errors import run
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(D.DeviceUnavailableError, match=r"^--device mps: Apple's MPS is not available on this "
+                                                       r"machine .*use --device cpu$"):
+        D.resolve_device("mps")
+    assert run(train_main, ["--device", "mps", "--dry_run"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device mps: Apple's MPS is not available") and err.count("\n") == 1, err
+
+
 def test_a_single_process_on_cuda_n_makes_it_the_current_device(monkeypatch):
     """CUDA events, synchronize() and Triton launches follow the current device: a process told
     --device cuda:1 (no torchrun) must switch to it, as torchrun ranks always did."""

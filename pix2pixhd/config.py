@@ -722,6 +722,11 @@ class TrainConfig:
         if c.upsample != "transpose" and c.model != "pix2pixhd":
             raise ConfigError(f"--upsample {c.upsample} changes pix2pixHD's generators; --model {c.model}'s "
                              "generator ignores it: drop --upsample")
+        if c.compile and c.norm_impl == "triton" and c.norm == "instance" and \
+                os.environ.get("TRITON_INTERPRET") == "1":
+            raise ConfigError("--compile --norm_impl triton under TRITON_INTERPRET=1: torch.compile cannot trace "
+                              "the Triton interpreter's kernel launches; drop --compile (the interpreter is for "
+                              "tests), or --norm_impl triton, or unset TRITON_INTERPRET on a GPU")
         if self.norm_impl == "triton" and c.norm != "instance":   # (ref: PyTorch's norms, what runs)
             raise ConfigError(f"--norm_impl triton fuses instance norms; with --norm {c.norm} the networks have "
                               "none, so no kernel would run: drop --norm_impl")

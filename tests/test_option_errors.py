@@ -238,3 +238,15 @@ def test_norm_impl_triton_without_an_instance_norm_is_refused(model, norm):
     for impl in ("auto", "ref"):
         assert TrainConfig(norm_impl=impl, **kw).resolved().norm_impl == impl
     assert TrainConfig(norm_impl="triton", model=model, norm="instance").resolved().norm_impl == "triton"
+
+
+def test_compile_of_the_interpreted_triton_kernels_is_refused(monkeypatch):
+    """--compile --norm_impl triton with TRITON_INTERPRET=1 ended in a ~295-line Dynamo traceback
+    (InterpreterError ... KeyError(torch.uint64)) at the first step."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(ConfigError, match=r"^--compile --norm_impl triton under TRITON_INTERPRET=1: torch\.compile "
+                                          r"cannot trace"):
+        TrainConfig(compile=True, norm_impl="triton").resolved()
+    assert TrainConfig(compile=True, norm_impl="ref").resolved().compile
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert TrainConfig(compile=True, norm_impl="triton").resolved().compile

@@ -10,6 +10,11 @@ from the history) all show the same means.
 The HTML page (``web/index.html``, as the reference) shows the
 loss curves (an inline SVG drawn here, so no plotting dependency) and, per epoch, label |
 synthesized | real images; it links only to files that exist on disk.
+
+A write that fails (a full disk): loss_log.txt, loss_history.jsonl and the HTML page are the
+run's record, so the run stops with one :class:`LogWriteError` line; TensorBoard is only a view,
+so it is switched off for the rest of the run with one note, and training goes on. Nothing here
+waits on a tensorboardX writer thread that has stopped (its queue would block for good).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import html
 import itertools
 import json
 import os
+import queue
 import re
 import sys
 import time
@@ -27,9 +33,30 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from pix2pixhd.checkpoint import atomic_write_bytes
-from pix2pixhd.errors import MissingDependencyError
+from pix2pixhd.errors import MissingDependencyError, UserError
 
 _WRITER_COUNT = itertools.count()   # tensorboard writers this process opened
+
+
+class LogWriteError(UserError, RuntimeError):
+    """A run's record (loss_log.txt, loss_history.jsonl, an image of the HTML page) could not be
+    written: the message names the file, the OS error and the fix."""
+
+
+def _log_write_error(path: Path, e: OSError) -> LogWriteError:
+    return LogWriteError(
+        f"could not write {path}: {type(e).__name__}: {e}; the run stops, as this file is part of "
+        "its record. Free space on that disk (or raise the file-size limit), then continue the run "
+        "with --auto_resume (or --resume)")
+
+
+def _tensorboardx_event_writer(writer):
+    """tensorboardX's EventFileWriter behind a SummaryWriter (its queue, writer thread and event
+    file), or None (torch.utils.tensorboard's, or another tensorboardX layout)."""
+    ev = getattr(getattr(writer, "file_writer", None), "event_writer", None)
+    if all(hasattr(ev, a) for a in ("_worker", "_event_queue", "_ev_writer", "_closed")):
+        return ev
+    return None
 
 
 def summary_writer_class():
@@ -229,6 +256,8 @@ class Visualizer:
         self._pending: list[str] = []   # log_message() lines before begin()
         self._noted_bad_history = False  # loss_history.jsonl's unparseable lines said once
         self._purge_step: int | None = None  # the first tensorboard writer's purge_step (begin)
+        self._tb_error: BaseException | None = None  # the first failed tensorboard write
+        self._record_error: LogWriteError | None = None  # the record write that ended the run
 
     def begin(self, resumed_at_step: int | None = None) -> None:
         """Start writing: create the run folder, forget what was logged past ``resumed_at_step``
@@ -295,21 +324,156 @@ class Visualizer:
             p.replace(dest / p.name)
         return [f"{len(later)} image(s) shown after step {after_step} moved from {folder} to {dest}"]
 
-    @staticmethod
-    def _append(path: Path, line: str) -> None:
-        with open(path, "a") as f:
-            f.write(line + "\n")
+    def _append(self, path: Path, line: str) -> None:
+        """``line`` appended to ``path``; an OS error raises :class:`LogWriteError`."""
+        try:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+        except OSError as e:
+            self._record_error = _log_write_error(path, e)
+            raise self._record_error from e
 
     def _tensorboard(self):
-        """The open tensorboard writer (None without tensorboard)."""
+        """The open tensorboard writer (None without tensorboard, or once it was switched off)."""
         if self.tensorboard and self.writer is None:
             # tensorboardX names its event file by the second and the host: a second writer in
             # the same second (a run resumed right after a stop) opened the same file and wiped
             # the first's events. The pid and a per-process count make each file its own.
-            self.writer = summary_writer_class()(str(self.dir / "tensorboard"), purge_step=self._purge_step,
-                                                 filename_suffix=f".{os.getpid()}.{next(_WRITER_COUNT)}")
+            try:
+                self.writer = summary_writer_class()(
+                    str(self.dir / "tensorboard"), purge_step=self._purge_step,
+                    filename_suffix=f".{os.getpid()}.{next(_WRITER_COUNT)}")
+            except OSError as e:
+                self._tensorboard_off(e, self.dir / "tensorboard")
+                return None
             self._purge_step = None   # once: a writer reopened after close() purges nothing
+            self._guard_writer_thread(self.writer)
         return self.writer
+
+    def _guard_writer_thread(self, writer) -> None:
+        """tensorboardX writes events in a thread that an OS error (a full disk) kills, with a
+        traceback on stderr; its queue then fills and the next add_* blocks for good. Here the
+        thread's writes and flushes keep the first OS error in ``_tb_error`` and drop the event,
+        so the thread keeps emptying the queue; the next call switches tensorboard off."""
+        ev = _tensorboardx_event_writer(writer)
+        if ev is None:
+            return
+        events = ev._ev_writer
+
+        def guarded(fn):
+            def call(*args):
+                if self._tb_error is not None:
+                    return None
+                try:
+                    return fn(*args)
+                except OSError as e:
+                    self._tb_error = e
+                    return None
+            return call
+        events.write_event = guarded(events.write_event)
+        events.flush = guarded(events.flush)
+
+    def _writer_failure(self, writer) -> BaseException | None:
+        """Why ``writer`` can take no more events (None: it can): a failed write, or a writer
+        thread that stopped. While its queue is full and its thread runs, this waits for room, so
+        that the one add_* call that follows cannot block (this thread is the only producer)."""
+        ev = _tensorboardx_event_writer(writer)
+        while True:
+            if self._tb_error is not None:
+                return self._tb_error
+            if ev is None or ev._closed:
+                return None
+            if ev._worker is None or not ev._worker.is_alive():
+                return RuntimeError("its writer thread stopped")
+            try:
+                if not ev._event_queue.full():
+                    return None
+            except NotImplementedError:   # no full() on this platform: put() may block
+                return None
+            time.sleep(0.01)
+
+    def _tb_call(self, method: str, *args, **kwargs) -> None:
+        """``writer.method(*args, **kwargs)`` unless tensorboard is off; a failure switches it off."""
+        writer = self._tensorboard()
+        if writer is None:
+            return
+        failure = self._writer_failure(writer)
+        if failure is None:
+            try:
+                getattr(writer, method)(*args, **kwargs)
+                return
+            except OSError as e:
+                failure = e
+        self._tensorboard_off(failure)
+
+    def _tensorboard_off(self, error: BaseException, path: Path | None = None, *, quiet: bool = False) -> None:
+        """Tensorboard off for the rest of the run, with one note naming the events file (``path``:
+        the writer's) and ``error`` (none if ``quiet``: the run is ending on another error); the
+        writer is closed without waiting on its thread."""
+        if not self.tensorboard:
+            return
+        self.tensorboard = False
+        writer, self.writer = self.writer, None
+        if path is None:
+            path = self._events_path(writer)
+        if writer is not None:
+            self._close_writer(writer)
+        if quiet:
+            return
+        msg = (f"could not write {path}: {type(error).__name__}: {error}; TensorBoard logging is off "
+               f"for the rest of this run (training goes on: {self.history_path.name}, "
+               f"{self.log_path.name} and the checkpoints are its record)")
+        print(f"note: {msg}", file=sys.stderr, flush=True)
+        try:
+            self.log_message(msg)
+        except LogWriteError:   # the next loss log line reports it
+            pass
+
+    def _events_path(self, writer) -> Path:
+        """``writer``'s events file (its folder where that is not known)."""
+        ev = _tensorboardx_event_writer(writer)
+        return Path(getattr(getattr(ev, "_ev_writer", None), "_file_name", self.dir / "tensorboard"))
+
+    def _close_writer(self, writer, *, quiet: bool = False) -> None:
+        """Close ``writer`` without blocking on a stopped thread or raising an OS error (the first
+        one switches tensorboard off, with a note unless ``quiet``). tensorboardX's exit hook then
+        has nothing left to do."""
+        ev = _tensorboardx_event_writer(writer)
+        if ev is None:
+            try:
+                writer.close()
+            except OSError as e:
+                self._tensorboard_off(e, self._events_path(writer), quiet=quiet)
+            return
+        if ev._closed:
+            return
+        error = None
+        try:
+            if self._writer_failure(writer) is None:
+                writer.close()   # the thread runs and its queue has room: stop() returns
+        except OSError as e:
+            error = e
+        finally:
+            if not ev._closed:   # a failed write, a stopped thread, or close() failed part way
+                ev._closed = True   # its atexit close() does nothing now
+                worker = ev._worker
+                if worker is not None and worker.is_alive():   # it drops what is queued, then stops
+                    try:
+                        ev._event_queue.put(worker._shutdown_signal, timeout=1)
+                        worker.join(timeout=5)
+                    except queue.Full:
+                        pass
+                try:
+                    ev._ev_writer.close()
+                except OSError:
+                    pass
+            if ev._event_queue is not None:
+                ev._event_queue.cancel_join_thread()   # exit does not wait on events no one reads
+                if ev._worker is None or not ev._worker.is_alive():
+                    ev._event_queue.close()
+        if error is not None or self._tb_error is not None:
+            self._tensorboard_off(error if error is not None else self._tb_error, self._events_path(writer),
+                                  quiet=quiet)
 
     def _read_history(self) -> list[tuple[str, dict]]:
         """loss_history.jsonl's entries as (line, record). A line that is not a JSON record with
@@ -358,12 +522,10 @@ class Visualizer:
         self._append(self.log_path, f"(epoch: {epoch}, iters: {it}, step: {step}) " + " ".join(
             f"{k}: {v:.4g}" if k == "lr" else f"{k}: {v}" if isinstance(v, int) else f"{k}: {v:.4f}"
             for k, v in {**losses, **extras}.items()))
-        writer = self._tensorboard()
-        if writer is not None:
-            for k, v in losses.items():
-                writer.add_scalar(f"loss/{k}", v, step)
-            for k, v in extras.items():
-                writer.add_scalar(k, v, step)
+        for k, v in losses.items():
+            self._tb_call("add_scalar", f"loss/{k}", v, step)
+        for k, v in extras.items():
+            self._tb_call("add_scalar", k, v, step)
 
     def log_message(self, msg: str) -> None:
         if not self.enabled:
@@ -386,13 +548,17 @@ class Visualizer:
         if not self.enabled:
             return
         self.begin()
-        writer = self._tensorboard()
-        if writer is not None:
-            writer.add_image("images/" + "_".join(visuals), tensorboard_grid(list(visuals.values())),
-                             step, dataformats="HWC")
+        if self._tensorboard() is not None:
+            self._tb_call("add_image", "images/" + "_".join(visuals), tensorboard_grid(list(visuals.values())),
+                          step, dataformats="HWC")
         if self.html_page:
             for k, v in visuals.items():
-                save_png(v, self.web / "images" / f"epoch{epoch:03d}_{k}.png", step)
+                path = self.web / "images" / f"epoch{epoch:03d}_{k}.png"
+                try:
+                    save_png(v, path, step)
+                except OSError as e:
+                    self._record_error = _log_write_error(path, e)
+                    raise self._record_error from e
             self.write_html()
 
     def write_html(self) -> Path | None:
@@ -423,9 +589,18 @@ class Visualizer:
     def close(self) -> None:
         """Flush and close every log: the HTML page is rewritten with the losses logged since its
         last update, the tensorboard writer is closed (the text logs are closed after each write).
-        Safe to call more than once; a later log reopens what it needs."""
-        if self.html_page and self.started and self.history_path.is_file():
-            self.write_html()
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        Safe to call more than once; a later log reopens what it needs. Called while an exception
+        is raised (the trainer's ``finally``), or after a record write failed, it raises nothing
+        over that first error; closing tensorboard never blocks or raises."""
+        in_flight = sys.exc_info()[1] is not None or self._record_error is not None
+        try:
+            if self.html_page and self.started and self.history_path.is_file() and self._record_error is None:
+                try:
+                    self.write_html()
+                except Exception:
+                    if not in_flight:
+                        raise
+        finally:
+            writer, self.writer = self.writer, None
+            if writer is not None:
+                self._close_writer(writer, quiet=in_flight)

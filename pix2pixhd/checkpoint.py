@@ -3,7 +3,7 @@
 A checkpoint is one file holding everything a run needs to continue exactly: G, D, E, both
 optimizers, the GradScaler, epoch and iteration, the learning rate, every RNG state, the config
 and the package version. ``config.json`` is written beside it. A crash mid-write leaves the
-previous file intact: we write ``NAME.tmp`` in the same folder, fsync, ``os.replace``, then fsync
+previous file intact: we write ``NAME.PID.tmp`` in the same folder, fsync, ``os.replace``, then fsync
 the folder; the next training start in that folder removes leftovers of a kill
 (:func:`clean_stale_tmp`). A write that fails (a full disk) removes its ``NAME.tmp`` itself and
 raises :class:`CheckpointError` naming the file and the OS error.
@@ -98,27 +98,32 @@ _FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF
 
 
 def _atomic_write(path: Path, write) -> None:
-    """``write(file)`` into ``NAME.tmp`` beside ``path``, fsync it, rename it over ``path``, fsync
-    the folder. A failure deletes ``NAME.tmp``; one caused by the file system (a full disk, a
-    file-size limit, an I/O error) raises :class:`CheckpointError` naming ``path``, the OS error
-    and that the previous ``path`` is untouched (anything else is re-raised as it was)."""
+    """``write(file)`` into ``NAME.PID.tmp`` beside ``path`` (one per process: two writers never
+    share one), fsync it, rename it over ``path``, fsync the folder. A failure deletes the
+    ``.tmp``; one caused by the file system (a read-only or unwritable folder, a full disk, a
+    file-size limit, an I/O error) raises :class:`CheckpointError` naming ``path``, the OS error,
+    the fix for that error and that the previous ``path`` is untouched (anything else is
+    re-raised as it was)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    rec = None
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    rec, opened = None, False
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
+            opened = True
             rec = _RecordingFile(f)
             write(rec)
             rec.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
+        removed = ""
         try:
-            tmp.unlink(missing_ok=True)
-            removed = f"the partial {tmp.name} was removed"
+            if opened or tmp.exists():
+                tmp.unlink(missing_ok=True)
+                removed = f" and the partial {tmp.name} was removed"
         except OSError:
-            removed = f"remove the partial {tmp} by hand"
+            removed = f"; remove the partial {tmp} by hand"
         os_error = (rec.error if rec is not None and rec.error is not None
                     else e if isinstance(e, OSError) else None)
         if os_error is None:
@@ -126,10 +131,16 @@ def _atomic_write(path: Path, write) -> None:
         why = f"{type(os_error).__name__}: {os_error}"
         previous = (f"the previous {path.name} there is intact" if path.exists()
                     else f"there was no {path.name} before")
+        if os_error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            fix = (f"{path.parent} is read-only or not writable by this user: make it writable (or "
+                   "point the command at a folder that is)")
+        elif os_error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            fix = "Free space on that disk (or raise the file-size limit)"
+        else:
+            fix = f"Check the file system of {path.parent}"
         raise CheckpointError(
-            f"could not write {path}: {why}; {previous} and {removed}. Free space on that disk "
-            "(or raise the file-size limit), then rerun the command (a training run continues "
-            "with --resume)") from os_error
+            f"could not write {path}: {why}; {previous}{removed}. {fix}, then rerun the command (a "
+            "training run continues with --resume)") from os_error
     try:
         _fsync_dir(path.parent)
     except OSError as e:

@@ -13,8 +13,12 @@ argparse's own errors print the whole usage and exit with 2, past ``errors.run``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from pix2pixhd.argparsing import HelpFormatter
@@ -92,8 +96,49 @@ def resolve_config(argv: list[str]) -> TrainConfig:
         raise ConfigError(str(e)) from e
 
 
+# Exit statuses of a stop by SIGTERM (trainer.STOPPED_EXIT_STATUS) and SIGINT (128 + SIGINT).
+_STARTUP_STOPS = {signal.SIGTERM: 75, signal.SIGINT: 130}
+
+
+@contextlib.contextmanager
+def _startup_signals():
+    """While training starts (options, data validation, model build, checkpoint load), SIGTERM
+    and SIGINT end the process at once with the status a stop in training has (75, 130) and one
+    line: nothing has been trained, so there is nothing to save. The training loop installs its
+    own handlers (stop at a step boundary, saving) and puts these back when it ends; the previous
+    ones are restored when the block ends. Main thread only (Python's rule)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum, frame):
+        name, status = signal.Signals(signum).name, _STARTUP_STOPS[signum]
+        msg = (f"stopped by {name} during start-up, before the first step: nothing to save; rerun the "
+               "same command" + (f"; exit status {status}" if status != 75 else ""))
+        for s in _STARTUP_STOPS:   # a second signal while this one unwinds: ignored
+            signal.signal(s, signal.SIG_IGN)
+        if os.environ.get("RANK", "0") == "0":
+            try:
+                os.write(2, f"{msg}\n".encode())
+            except OSError:
+                pass
+        raise SystemExit(status)
+
+    previous = {s: signal.signal(s, on_signal) for s in _STARTUP_STOPS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
 def train_main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    with _startup_signals():
+        return _train(argv)
+
+
+def _train(argv: list[str]) -> int:
     cfg = resolve_config(argv)
     from pix2pixhd import distributed
     info = distributed.setup(cfg.device)

@@ -17,7 +17,14 @@ pix2pixhd.import_reference``). Starting a run there without ``--resume`` is refu
 
 A new run that fails or is killed between the two leaves the old run whole (and resumable once
 renamed back), and says where it is. Deleting at once would lose the old run to a new one that
-dies in its first minutes; keeping it for ever would double the disk a week-long run holds.
+dies in its first minutes; keeping it for ever would double the disk a week-long run holds. A
+``NAME.replaced-TIME`` left by an ``--overwrite`` that died before its first save is named at the
+next start of ``NAME`` (:func:`replaced_leftovers`); a later ``--overwrite`` deletes it with its own
+at its first save, a resume keeps it.
+
+A training process holds ``NAME/train.lock`` (:data:`RUN_LOCK`, :func:`lock_run`) while it runs,
+so a second one into the same folder is refused naming the holder; the file does not make a folder
+a run (:func:`run_files`).
 
 ``--auto_resume`` with no ``latest.pt`` starts fresh in a folder holding config.json but no
 checkpoint: that is an earlier attempt of the same command (torchrun restarts it) that died before
@@ -26,6 +33,8 @@ its first save, and it has nothing to lose. ``--resume`` of such a folder starts
 """
 from __future__ import annotations
 
+import errno
+import json
 import re
 import shutil
 import sys
@@ -33,14 +42,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pix2pixhd.errors import RunExistsError
+from pix2pixhd.errors import ConfigError, RunExistsError
 
 if TYPE_CHECKING:
     from pix2pixhd.config import TrainConfig
 
 
+RUN_LOCK = "train.lock"   # the lock of a running training process; not a run file
+
+
 def run_files(folder: Path) -> list[str]:
-    """The names in ``folder`` that make it a run: config.json and checkpoints (sorted)."""
+    """The names in ``folder`` that make it a run: config.json and checkpoints (sorted; never
+    :data:`RUN_LOCK`)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -137,8 +150,8 @@ def move_aside(folder: Path) -> Path | None:
     """Rename run ``folder`` to ``NAME.replaced-TIME`` beside it; return the new path (None when
     there is nothing to move). Says so on stderr."""
     folder = Path(folder)
-    if not folder.exists():
-        return None
+    if not folder.exists() or (folder.is_dir() and {p.name for p in folder.iterdir()} <= {RUN_LOCK}):
+        return None   # nothing, or only the lock this run took
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = folder.with_name(f"{folder.name}.replaced-{stamp}")
     k = 1
@@ -153,9 +166,120 @@ def move_aside(folder: Path) -> Path | None:
     return aside
 
 
-def drop_replaced(aside: Path) -> None:
-    """Delete the run that ``--overwrite`` replaced (after the new run's first save)."""
-    shutil.rmtree(aside, ignore_errors=True)
-    state = "could not be deleted; remove it by hand" if Path(aside).exists() else "deleted"
-    print(f"note: --overwrite: the replaced run {aside} {state} (this run has saved its first "
-          "checkpoint)", file=sys.stderr, flush=True)
+def drop_replaced(aside: Path | None, leftovers: list[Path] = ()) -> None:
+    """Delete the run that ``--overwrite`` replaced and the ``leftovers`` of earlier ones
+    (:func:`replaced_leftovers`), after the new run's first save."""
+    for old in ([aside] if aside is not None else []) + list(leftovers):
+        shutil.rmtree(old, ignore_errors=True)
+        state = "could not be deleted; remove it by hand" if Path(old).exists() else "deleted"
+        what = "the replaced run" if old == aside else "the run left by an earlier --overwrite,"
+        print(f"note: --overwrite: {what} {old} {state} (this run has saved its first "
+              "checkpoint)", file=sys.stderr, flush=True)
+
+
+def replaced_leftovers(folder: Path) -> list[Path]:
+    """The ``NAME.replaced-TIME`` folders beside run ``folder`` (sorted): runs that an
+    ``--overwrite`` moved aside and never deleted (it died before its first save)."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        return []
+    pat = re.compile(re.escape(folder.name) + r"\.replaced-[0-9]{8}-[0-9]{6}(-[0-9]+)?")
+    return sorted(p for p in folder.parent.iterdir() if p.is_dir() and pat.fullmatch(p.name))
+
+
+def note_leftovers(folder: Path, overwrite: bool) -> list[Path]:
+    """Name the :func:`replaced_leftovers` of ``folder`` on stderr and return them: an
+    ``--overwrite`` deletes them at its first save; any other start keeps them and says how to
+    remove them."""
+    left = replaced_leftovers(folder)
+    if left:
+        names = ", ".join(str(p) for p in left)
+        fate = ("they are deleted with the run this --overwrite replaces once it saves its first "
+                "checkpoint" if overwrite else
+                f"kept; remove them with `rm -r {' '.join(str(p) for p in left)}` (or rename one back "
+                f"to {folder} in place of this run to keep it)")
+        print(f"note: {names}: run(s) that an --overwrite of {folder} moved aside and did not delete "
+              f"(it stopped before its first save); {fate}", file=sys.stderr, flush=True)
+    return left
+
+
+def lock_run(folder: Path):
+    """Take the lock of run ``folder`` (``folder/train.lock``, created with the folders leading
+    to it) for this process: synthesis's :class:`~pix2pixhd.engine.OutLock` (``fcntl.lockf``; a
+    dead holder's lock is taken over with a note; where locks are not supported, the recorded pid
+    decides). Returns it, with ``release()``, which also removes the folders it created if they
+    are still empty. Raises InputError naming the holder when another process trains there, and
+    ConfigError naming the folder when it cannot be created or written."""
+    lock = _run_lock_class()(folder)
+    lock.created = [p for p in (Path(folder), *Path(folder).parents) if not p.exists()]
+    try:
+        note = lock.acquire()
+    except OSError as e:
+        lock.release()
+        raise ConfigError(f"could not create the lock {lock.path} of this run: {type(e).__name__}: {e}; "
+                          f"{_unwritable_fix(Path(folder), e)}") from e
+    if note:
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    return lock
+
+
+def _unwritable_fix(folder: Path, e: OSError) -> str:
+    """What to do when a write into run ``folder`` failed with ``e``."""
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"{folder} (or a folder above it) is read-only or not writable by this user: make it "
+                "writable, or use a --checkpoints_dir that is (to resume, copy the run folder there)")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space on that disk, then rerun the command"
+    return f"check that {folder} can be created and written, then rerun the command"
+
+
+_RUN_LOCK_CLASS = None
+
+
+def _run_lock_class():
+    """OutLock with training's file name and words (engine is imported on first use: it loads
+    the synthesis engine, which run_folder's other users do not need)."""
+    global _RUN_LOCK_CLASS
+    if _RUN_LOCK_CLASS is not None:
+        return _RUN_LOCK_CLASS
+    from pix2pixhd.engine import OutLock
+
+    class RunLock(OutLock):
+        def __init__(self, folder: Path):
+            super().__init__(folder)
+            self.path = self.out / RUN_LOCK
+            self.created: list[Path] = []
+
+        def acquire(self, job: str | None = None) -> str | None:
+            try:   # the holder of a lock left behind, for the note (read before it is replaced)
+                old = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                old = {}
+            note = super().acquire(job)
+            if note:   # OutLock's words are synthesis's
+                note = (f"{self.path} was left by a training process (pid {old.get('pid', '?')} on "
+                        f"{old.get('host', '?')}) that is no longer running; taking it over")
+            return note
+
+        def _held_message(self, holder: dict) -> str:
+            who = (f"pid {holder['pid']} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
+                   if holder.get("pid") else "a process that has not yet recorded its pid")
+            return (f"{self.out} is being trained by another process ({who}; lock {self.path}): wait "
+                    "for it to end (or stop it), or pick another --name; if that process is gone "
+                    f"(another machine), remove {self.path}")
+
+        def release(self) -> None:
+            super().release()
+            for p in self.created:   # a start that failed leaves no empty folders behind
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
+            self.created = []
+
+        def moved(self, to: Path) -> None:
+            """The folder was renamed to ``to`` (the lock file with it, still locked)."""
+            self.out, self.path, self.created = Path(to), Path(to) / RUN_LOCK, []
+
+    _RUN_LOCK_CLASS = RunLock
+    return RunLock

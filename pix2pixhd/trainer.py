@@ -54,7 +54,7 @@ from pix2pixhd.errors import INTERRUPTED_EXIT_STATUS, ConfigError, UserError, ra
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
 from pix2pixhd.models import build_discriminator, build_encoder, build_generator, check_discriminator_input
 from pix2pixhd.networks import LocalEnhancer
-from pix2pixhd.run_folder import check_new_run, drop_replaced, move_aside
+from pix2pixhd.run_folder import check_new_run, drop_replaced, lock_run, move_aside, note_leftovers
 from pix2pixhd.visualizer import Visualizer, WindowMeans
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -348,6 +348,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.exp_dir = cfg.experiment_dir
         self._replaced: Path | None = None   # the old run --overwrite moved aside, until our first save
+        self._leftovers: list[Path] = []      # --overwrite: NAME.replaced-* of earlier ones, deleted with it
+        self._lock = None                     # rank 0: the run folder's lock (run_folder.lock_run) in fit()
         # --resume: the step resumed from. A checkpoint this run overwrites that holds a later step
         # (--which_epoch went back) is kept first (_keep_later), at the first write of each name.
         self._resumed_step: int | None = None
@@ -900,9 +902,9 @@ class Trainer:
             self._written.add(str(which))
             self._keep_later(checkpoint_path(self.exp_dir, which))
         path = save_checkpoint(state, self.exp_dir, which, self.cfg.to_json())
-        if self._replaced is not None:   # --overwrite: the new run has a checkpoint now
-            drop_replaced(self._replaced)
-            self._replaced = None
+        if self._replaced is not None or self._leftovers:   # --overwrite: the new run has a checkpoint now
+            drop_replaced(self._replaced, self._leftovers)
+            self._replaced, self._leftovers = None, []
         return path
 
     def _record_line(self) -> None:
@@ -1011,7 +1013,8 @@ class Trainer:
         (:class:`TrainingStopped`), a second SIGINT (:class:`TrainingAborted`) and an exception)
         the DataLoader's workers are shut down (they ignore SIGTERM, so leaving them to
         interpreter exit would hang the process), the signal handlers the loop installs are
-        replaced by the previous ones, and the logs (tensorboard, HTML page, text log) are closed.
+        replaced by the previous ones, the logs (tensorboard, HTML page, text log) are closed and
+        the run folder's lock (rank 0, taken first) is released.
         """
         try:
             return self._fit()
@@ -1020,7 +1023,15 @@ class Trainer:
                 self._shutdown_loader()
             finally:
                 self._restore_sigterm()
-                self.vis.close()
+                try:
+                    self.vis.close()
+                finally:
+                    self._unlock()
+
+    def _unlock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     def _shutdown_loader(self) -> None:
         from pix2pixhd.data.loader import shutdown_workers
@@ -1034,9 +1045,9 @@ class Trainer:
         to its workers) and a first SIGINT (Ctrl-C; torchrun passes it on too) only set a flag:
         the loop stops at the next step boundary with latest.pt saved (:meth:`_stop_requested`).
         A second SIGINT aborts at once (:class:`TrainingAborted`: one line, no traceback, nothing
-        saved). Installed where Python allows it (the main thread); a SIGTERM or SIGINT during
-        the start (dataset validation) still ends the process at once, as nothing has been
-        trained yet."""
+        saved). Installed where Python allows it (the main thread); a SIGTERM or SIGINT before
+        (the start: dataset validation, checkpoint load) is train_main's: it ends the process at
+        once with the same exit status, as nothing has been trained yet."""
         self._stop_code, self._sigints = 0, 0
         if threading.current_thread() is not threading.main_thread() or self._sigterm_previous:
             return
@@ -1097,17 +1108,26 @@ class Trainer:
         raise TrainingStopped(msg, status)
 
     def _start_run(self):
-        """The run's start, in an order that never leaves its folder inconsistent: every rank
+        """The run's start, in an order that never leaves its folder inconsistent: rank 0 locks
+        the folder (:func:`lock_run`: another process training there is refused, before anything
+        is written; the other ranks go on only when it has the lock); every rank
         checks that the folder is its own (:func:`check_new_run`) and builds its loader (rank 0
         validates the dataset); the ranks agree that all passed (one rank's error stops all of
         them, none is left waiting); only then does rank 0 write: ``--overwrite`` moves the old
-        run aside, stale ``*.tmp`` files are removed, ``config.json`` and the logs are begun.
+        run aside and locks the new folder, stale ``*.tmp`` files are removed, ``config.json`` and
+        the logs are begun.
         The models were built (and a checkpoint loaded) by ``__init__``, which writes nothing.
         Those writes are agreed too: when one fails (a full disk, a damaged log), every rank stops
         with it, instead of the others going on into the first collective (gloo: "Connection
         closed by peer"; NCCL: a hang until the timeout)."""
         cfg = self.cfg
         error, loader, sampler = None, None, None
+        if self.dist.is_master:
+            try:
+                self._lock = lock_run(self.exp_dir)
+            except Exception as e:
+                error = e
+        raise_on_any_rank(error, self.dist, "could not lock the run folder")
         try:
             check_new_run(cfg)
             loader, sampler = self.make_loader()
@@ -1123,8 +1143,18 @@ class Trainer:
         raise_on_any_rank(error, self.dist)
         if self.dist.is_master:
             try:
-                if cfg.overwrite and not cfg.resume:
+                replacing = cfg.overwrite and not cfg.resume
+                left = note_leftovers(self.exp_dir, overwrite=replacing)
+                if replacing:
+                    self._leftovers = left
                     self._replaced = move_aside(self.exp_dir)
+                    if self._replaced is not None:   # our lock went with it: lock the new folder
+                        old, self._lock = self._lock, None
+                        old.moved(self._replaced)
+                        try:
+                            self._lock = lock_run(self.exp_dir)
+                        finally:
+                            old.release()
                 self.exp_dir.mkdir(parents=True, exist_ok=True)
                 clean_stale_tmp(self.exp_dir)   # partial files of writes a kill interrupted
                 self._record_line()   # the line this start continues: before anything of it is written

@@ -100,13 +100,16 @@ MECHANISMS = """
   to a run folder before the dataset is validated and the models are built. `--overwrite` renames
   the old run to `NAME.replaced-TIME` (instant, nothing copied) and deletes it after the new run's
   first checkpoint: a new run that dies in its first minutes loses nothing, and a week-long run
-  does not keep a second copy of its predecessor.
+  does not keep a second copy of its predecessor once it has saved (one killed before then leaves
+  `NAME.replaced-TIME`, which the next start of `NAME` names: a resume keeps it and says how to
+  remove it, the next `--overwrite` deletes it at its first save). A training run holds
+  `NAME/train.lock`: a second one into the same folder is refused, naming the holder.
 - **Several ranks.** The start (folder check, dataset validation, which rank 0 does) is agreed
   by all ranks in one all-gather: one rank's failure stops every rank, each with one line, and
   none is left waiting in a collective. A rank that fails later (a non-finite loss) exits with
   status 1 and torchrun stops the others (with `--max_restarts` and `--auto_resume` it restarts
   the group, which then resumes from `latest.pt`).
-- **Checkpoints** (`pix2pixhd/checkpoint.py`): written to `NAME.tmp`, fsynced, renamed; a kill
+- **Checkpoints** (`pix2pixhd/checkpoint.py`): written to `NAME.<pid>.tmp`, fsynced, renamed; a kill
   mid-write leaves the previous file whole, and the next start removes the partial one. Every
   checkpoint carries its config, so a damaged `config.json` is read from the checkpoint.
 - **Datasets** ([data.md](data.md)): validation (`--validate full|headers|off`) reports every file

@@ -237,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated WIDTHxHEIGHT output sizes")
     p.add_argument("--dtype", default="bf16", help=f"comma-separated storage dtypes: {', '.join(DTYPES)}")
     p.add_argument("--batch", type=int, default=1, help="images per activation tensor (the batch dimension)")
-    p.add_argument("--reps", type=int, default=20, help="timed calls per measurement")
+    p.add_argument("--reps", type=int, default=20,
+                   help="timed loops per cell, each of R calls (R: see --min_ms); the cell is the "
+                        "median of their times per call")
     p.add_argument("--warmup", type=int, default=5,
                    help="untimed single calls per measurement, before the calibration and the timed calls")
     p.add_argument("--min_ms", type=float, default=1.0,

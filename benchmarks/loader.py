@@ -94,7 +94,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    """The options, each checked before any work (no scene generated, no epoch timed): a bad value
+    is argparse's usage and one ``error:`` line naming the option, the value and the valid range
+    (exit status 2). Sets ``sizes`` [(w, h)] and ``worker_counts`` [int] from --res and --workers."""
+    p = build_parser()
+    a = p.parse_args(argv)
+    for name, least in (("n", 1), ("epochs", 1), ("unique", 1)):
+        v = getattr(a, name)
+        if v is not None and v < least:
+            p.error(f"--{name} {v}: expected at least {least}")
+    if a.unique is not None and a.unique > a.n:
+        p.error(f"--unique {a.unique}: expected at most --n {a.n} (distinct scenes among the --n files)")
+    a.sizes = []
+    for r in a.res.split(","):
+        try:
+            w, h = (int(v) for v in r.lower().split("x"))
+        except ValueError:
+            p.error(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 1024x512")
+        if not (16 <= w <= ss.MAX_SIZE[0] and 16 <= h <= ss.MAX_SIZE[1]):  # the generator's range
+            p.error(f"--res {r}: expected 16x16 to {ss.MAX_SIZE[0]}x{ss.MAX_SIZE[1]} (synthetic street scenes)")
+        a.sizes.append((w, h))
+    a.worker_counts = []
+    for v in a.workers.split(","):
+        try:
+            nw = int(v)
+        except ValueError:
+            p.error(f"--workers {v!r}: expected comma-separated integers of at least 0")
+        if nw < 0:
+            p.error(f"--workers {nw}: expected at least 0 (num_workers; 0 loads in the main process)")
+        a.worker_counts.append(nw)
+    return a
 
 
 def main(argv=None) -> None:
@@ -104,10 +133,9 @@ def main(argv=None) -> None:
     root = Path(a.data or tmp.name)
     rows = []
     try:
-        for res in a.res.split(","):
-            w, h = map(int, res.lower().split("x"))
+        for w, h in a.sizes:
             d = ensure_data(root, w, h, a.n, a.unique)
-            for nw in map(int, a.workers.split(",")):
+            for nw in a.worker_counts:
                 r = bench(d, w, nw, a.epochs, device)
                 rows.append({"res": f"{w}x{h}", "workers": nw, **r})
     finally:

@@ -332,8 +332,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv=None):
+    """The options, each checked before any work: a bad value is argparse's usage and one
+    ``error:`` line naming the option, the value and the valid range (exit status 2); --label_nc
+    by the configurations' own checks (TrainConfig.resolved)."""
+    from pix2pixhd.errors import UserError
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.batch < 1:
+        p.error(f"--batch {args.batch}: expected at least 1 (images per GPU)")
+    for stage, _, _ in REFERENCE:
+        if args.stage in ("both", stage):
+            try:
+                reference_config(stage, args.precision[0], args.label_nc)
+            except UserError as e:
+                p.error(str(e))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for stage, w, h in REFERENCE:

@@ -84,8 +84,65 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Options whose values argparse's types cannot bound: (name, least valid value, what it counts).
+# None (the device-dependent default) is always valid.
+MINIMUMS = (("steps", 1, "timed batches per path"), ("warmup", 0, "untimed batches per path"),
+            ("batch", 1, "label maps per call"), ("ngf", 1, "generator filters"),
+            ("n_downsample_global", 0, "downsamplings"), ("n_blocks_global", 0, "residual blocks"),
+            ("n_blocks_local", 0, "residual blocks"), ("n_images", 1, "maps per size"),
+            ("workers", 0, "decoding processes"), ("writers", 0, "writer threads"))
+
+
+def default_res(stage: str, cuda: bool, pipeline: bool) -> list[tuple[int, int]]:
+    """The sizes when --res is not given (its help says which; --pipeline: both, for every stage)."""
+    if pipeline:
+        return [(1024, 512), (2048, 1024)]
+    if cuda:
+        return [(1024, 512) if stage == "global" else (2048, 1024)]
+    return [(256, 128) if stage == "global" else (512, 256)]
+
+
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    """Every option's value, before any work (no map made, no batch timed): a bad one is
+    argparse's usage and one ``error:`` line naming the option, the value and the valid range
+    (exit status 2)."""
+    from pix2pixhd.datasets.synthetic_streets import MAX_SIZE
+    for name, least, what in MINIMUMS:
+        v = getattr(args, name)
+        if v is not None and not v >= least:
+            p.error(f"--{name} {v}: expected at least {least} ({what})")
+    if not 1 <= args.label_nc <= 256:  # the random label maps are uint8
+        p.error(f"--label_nc {args.label_nc}: expected 1 to 256 (label classes of the uint8 label maps)")
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        p.error(f"--peak_tflops {args.peak_tflops:g}: expected a peak above 0 TFLOP/s")
+    for stage in args.stage.split(","):
+        if stage not in ("global", "local"):
+            p.error(f"--stage {stage!r}: expected global or local (comma-separated)")
+    for prec in args.precision.split(","):
+        if prec not in ("auto", "fp32", "bf16", "fp16"):
+            p.error(f"--precision {prec!r}: expected auto, fp32, bf16 or fp16 (comma-separated)")
+    try:
+        res = T.parse_res(args.res) if args.res else None
+    except SystemExit as e:
+        p.error(str(e))
+    cuda = T.check_device(p, args.device).type == "cuda"
+    for stage in args.stage.split(","):
+        for w, h in res or default_res(stage, cuda, args.pipeline):
+            why = T.size_error(stage, w, h, args.n_downsample_global, None if res else
+                               "its default size is {} (without --res); give --res or fewer downsamplings")
+            if why:
+                p.error(why)
+            if args.pipeline and not (16 <= w <= MAX_SIZE[0] and 16 <= h <= MAX_SIZE[1]):
+                p.error(f"--res {w}x{h}: --pipeline makes synthetic street maps, 16x16 to "
+                        f"{MAX_SIZE[0]}x{MAX_SIZE[1]}")
+
+
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    if not args._child:   # a child's spec comes from a checked parent
+        check_args(p, args)
+    return args
 
 
 def run_config(args, stage: str, width: int, height: int, device: torch.device, info: dict) -> list[dict]:
@@ -148,7 +205,8 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
         ms = B.median(times[name])
         eff = "fp32" if name.startswith("baseline") else (
             name.split("(")[-1].rstrip(")") if prec == "auto" else prec)
-        peak = args.peak_tflops or (peak_tflops(info.get("gpu", ""), eff) if cuda else None)
+        peak = args.peak_tflops if args.peak_tflops is not None else (
+            peak_tflops(info.get("gpu", ""), eff) if cuda else None)
         tflops = g_flops / (ms / 1e3) / 1e12
         rows.append({"stage": stage, "res": f"{width}x{height}", "path": name, "precision": eff,
                      "batch": n, "ms_per_batch": ms, "ms_all": times[name], "images_per_s": n / (ms / 1e3),
@@ -182,11 +240,8 @@ def main(argv=None) -> int:
     from pix2pixhd.distributed import resolve_device
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    args.precisions = args.precision.split(",")
-    for prec in args.precisions:
-        if prec not in ("auto", "fp32", "bf16", "fp16"):
-            raise SystemExit(f"--precision {prec!r}: expected auto, fp32, bf16 or fp16")
-    args.steps = args.steps or (20 if cuda else 5)
+    args.precisions = args.precision.split(",")   # each checked by check_args
+    args.steps = args.steps if args.steps is not None else (20 if cuda else 5)
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     info = B.describe_device(device)
     print(f"device: {B.device_label(info)}")
@@ -194,10 +249,7 @@ def main(argv=None) -> int:
         print("(no GPU: small sizes; times are for comparing paths within this run only)")
     rows = []
     for stage in args.stage.split(","):
-        if stage not in ("global", "local"):
-            raise SystemExit(f"--stage {stage!r}: expected global or local")
-        res = T.parse_res(args.res) if args.res else [((1024, 512) if stage == "global" else (2048, 1024))
-                                                      if cuda else ((256, 128) if stage == "global" else (512, 256))]
+        res = T.parse_res(args.res) if args.res else default_res(stage, cuda, False)
         for w, h in res:
             rows += run_config(args, stage, w, h, device, info)
     B.write_json(args.json, {"benchmark": "synthesis",
@@ -257,7 +309,8 @@ def _child(spec: dict) -> int:
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     cfg = B.resolved(TrainConfig(stage=spec["stage"], label_nc=spec["label_nc"], ngf=spec["ngf"],
-                                 n_blocks_global=spec["n_blocks_global"], n_blocks_local=spec["n_blocks_local"]))
+                                 n_blocks_global=spec["n_blocks_global"], n_blocks_local=spec["n_blocks_local"],
+                                 n_downsample_global=spec["n_downsample_global"]))
     torch.manual_seed(spec["seed"])
     g = build_generator(cfg).eval().requires_grad_(False)   # as load_generator returns it
     synth = Synthesizer(g, cfg, device=device, precision=spec["precision"])
@@ -305,9 +358,9 @@ def pipeline_main(args, argv) -> int:
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     info = B.describe_device(device)
-    n = args.n_images or (64 if cuda else 4)
+    n = args.n_images if args.n_images is not None else (64 if cuda else 4)
     stages = args.stage.split(",")
-    res = T.parse_res(args.res) if args.res else [(1024, 512), (2048, 1024)]
+    res = T.parse_res(args.res) if args.res else default_res("global", cuda, True)
     threads = torch.get_num_threads()
     command = command_line("benchmarks/synthesis.py", argv)
     print(f"device: {B.device_label(info)}; {n} maps per size; batch {args.batch}; engine: "
@@ -329,6 +382,7 @@ def pipeline_main(args, argv) -> int:
                     out = Path(tmp) / f"out_{stage}_{w}x{h}_{path}"
                     spec = {"path": path, "stage": stage, "ngf": ngf, "label_nc": LABEL_NC,
                             "n_blocks_global": args.n_blocks_global, "n_blocks_local": args.n_blocks_local,
+                            "n_downsample_global": args.n_downsample_global,
                             "seed": args.seed, "device": str(device), "precision": args.precision.split(",")[0],
                             "batch": args.batch, "workers": args.workers, "writers": args.writers,
                             "threads": threads, "data": str(data), "out": str(out)}

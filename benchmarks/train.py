@@ -155,13 +155,52 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
     for stage in args.stage.split(","):
         if stage not in ("global", "local"):
             p.error(f"--stage {stage!r}: expected global or local (comma-separated)")
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        p.error(f"--peak_tflops {args.peak_tflops:g}: expected a peak above 0 TFLOP/s")
     for text, parse in ((args.res, parse_res), (args.precision, parse_precisions)):
         try:
             if text is not None:
                 parse(text)
         except SystemExit as e:
             p.error(str(e))
-    check_device(p, args.device)
+    cuda = check_device(p, args.device).type == "cuda"
+    default = "its default size is {} (without --res); give --res or fewer downsamplings"
+    sizes = [(stage, w, h, None if args.res else default) for stage in args.stage.split(",")
+             for w, h in (parse_res(args.res) if args.res else [default_res(stage, cuda)])]
+    reference = args.reference_widths
+    if reference is None:
+        reference = not cuda and not (args.ngf or args.ndf or args.res)
+    if reference:   # the reference widths' configuration (main)
+        sizes.append(("global", 256, 128, "--reference_widths runs it at {}; give --no-reference_widths "
+                                          "or fewer downsamplings"))
+    for stage, w, h, not_given in sizes:
+        why = size_error(stage, w, h, args.n_downsample_global, not_given)
+        if why:
+            p.error(why)
+
+
+def default_res(stage: str, cuda: bool) -> tuple[int, int]:
+    """A stage's size when --res is not given (its help says which)."""
+    if cuda:
+        return (1024, 512) if stage == "global" else (2048, 1024)
+    return (128, 64) if stage == "global" else (256, 128)
+
+
+def size_error(stage: str, width: int, height: int, n_downsample_global: int,
+               not_given: str | None = None) -> str | None:
+    """Why the stage's generator cannot take width x height (None if it can): its sides must be
+    multiples of its downsampling factor m and at least 2m (the residual blocks' reflection
+    padding needs a bottleneck of 2 pixels a side). train.py and synthesis.py check it up front.
+    ``not_given``: where the size comes from when --res did not give it, and the fix."""
+    from pix2pixhd.config import TrainConfig
+    m = B.resolved(TrainConfig(stage=stage, n_downsample_global=n_downsample_global)).required_multiple
+    if not (width % m or height % m or min(width, height) < 2 * m):
+        return None
+    need = (f"the {stage} generator needs sides that are multiples of {m} and at least {2 * m} "
+            "(a bottleneck of 2 pixels)")
+    if not_given:
+        return f"--n_downsample_global {n_downsample_global}: {need}, and {not_given.format(f'{width}x{height}')}"
+    return f"--res {width}x{height}: {need}; give a larger --res or fewer --n_downsample_global"
 
 
 def check_device(p: argparse.ArgumentParser, name: str) -> torch.device:
@@ -229,7 +268,7 @@ def row_peak(given: float | None, gpu_name: str | None, precision: str) -> tuple
     """(peak TFLOP/s, where it came from) for a row's utilisation: --peak_tflops, else the data
     sheet's entry for the GPU's name and the path's precision (None on CPU or an unknown GPU)."""
     from pix2pixhd.flops import peak_entry
-    if given:
+    if given is not None:   # check_args refuses 0 and below
         return given, "--peak_tflops"
     entry = peak_entry(gpu_name, precision) if gpu_name else None
     return (entry[1], f"data sheet: {entry[0]}, {precision}") if entry else (None, None)
@@ -450,8 +489,7 @@ def main(argv=None) -> int:
                                  "phase_steps": args.phase_steps, "rows": rows})
 
     for stage in stages:
-        res = parse_res(args.res) if args.res else [((1024, 512) if stage == "global" else (2048, 1024))
-                                                    if cuda else ((128, 64) if stage == "global" else (256, 128))]
+        res = parse_res(args.res) if args.res else [default_res(stage, cuda)]
         for w, h in res:
             rows += run_config(args, stage, w, h, device, info)
             save()

@@ -75,3 +75,70 @@ def test_train_benchmark_json_records_this_interpreter(tmp_path):
     # this interpreter: its name (on PATH) or its path, not always "python3"
     assert shlex.split(cmd)[0] in (sys.executable, os.path.basename(sys.executable)), cmd
     assert shlex.split(cmd)[1:3] == ["benchmarks/train.py", "--stage"]
+
+
+SYNTH = ["--stage", "global", "--res", "64x32", "--ngf", "8", "--n_blocks_global", "1", "--label_nc", "5",
+         "--device", "cpu"]
+TRAIN = ["--stage", "global", "--res", "32x32", "--ngf", "4", "--ndf", "4", "--n_downsample_global", "2",
+         "--label_nc", "5", "--device", "cpu"]
+LOADER = ["--res", "64x32", "--n", "4", "--epochs", "1"]
+MEMORY = ["--stage", "global", "--precision", "fp32"]
+BAD_OPTIONS = [  # (script, good options, a bad value, what its error line starts with)
+    ("synthesis", SYNTH, ["--steps", "0"], "--steps 0: expected at least 1"),
+    ("synthesis", SYNTH, ["--pipeline", "--n_images", "0"], "--n_images 0: expected at least 1"),
+    ("synthesis", SYNTH, ["--warmup", "-1"], "--warmup -1: expected at least 0"),
+    ("synthesis", SYNTH, ["--peak_tflops", "-5"], "--peak_tflops -5: expected a peak above 0"),
+    ("synthesis", SYNTH, ["--batch", "0"], "--batch 0: expected at least 1"),
+    ("synthesis", SYNTH, ["--pipeline", "--workers", "-1"], "--workers -1: expected at least 0"),
+    ("synthesis", SYNTH, ["--precision", "fp8"], "--precision 'fp8': expected auto, fp32"),
+    ("synthesis", SYNTH, ["--stage", "global,local"], "--res 64x32: the local generator needs sides that are "
+                                                      "multiples of 32 and at least 64"),
+    ("train", TRAIN, ["--peak_tflops", "-5"], "--peak_tflops -5: expected a peak above 0"),
+    ("train", TRAIN, ["--peak_tflops", "0"], "--peak_tflops 0: expected a peak above 0"),
+    ("train", TRAIN, ["--stage", "global,local", "--res", "44x20"],   # the global stage alone fits
+     "--res 44x20: the local generator needs sides that are multiples of 8 and at least 16"),
+    ("train", TRAIN, ["--n_downsample_global", "7", "--res", "256x256", "--reference_widths"],
+     "--n_downsample_global 7: the global generator needs sides that are multiples of 128 and at least 256 "
+     "(a bottleneck of 2 pixels), and --reference_widths runs it at 256x128"),
+    ("loader", LOADER, ["--workers", "0,-1"], "--workers -1: expected at least 0"),
+    ("loader", LOADER, ["--epochs", "0"], "--epochs 0: expected at least 1"),
+    ("loader", LOADER, ["--n", "0"], "--n 0: expected at least 1"),
+    ("loader", LOADER, ["--res", "10x10"], "--res 10x10: expected 16x16 to 4096x4096"),
+    ("loader", LOADER, ["--unique", "9"], "--unique 9: expected at most --n 4"),
+    ("memory", MEMORY, ["--batch", "0"], "--batch 0: expected at least 1"),
+    ("memory", MEMORY, ["--batch", "-2"], "--batch -2: expected at least 1"),
+    ("memory", MEMORY, ["--label_nc", "-3"], "--label_nc -3: must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("script, good, bad, error", BAD_OPTIONS,
+                         ids=[f"{s} {' '.join(b)}" for s, _, b, _ in BAD_OPTIONS])
+def test_benchmark_refuses_a_bad_value_before_any_work(script, good, bad, error, capsys):
+    """A bad value is argparse's usage and one ``error: --opt V: ...`` line, exit status 2, from
+    parse_args (which main calls first); the good options alone pass."""
+    import importlib
+    M = importlib.import_module(f"benchmarks.{script}")
+    M.parse_args(good)
+    with pytest.raises(SystemExit) as e:
+        M.parse_args(good + bad)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: "), err
+    assert f"error: {error}" in err and "Traceback" not in err
+
+
+def test_benchmarks_write_nothing_for_a_bad_value(tmp_path):
+    """No map generated, no stage run or saved: the checks come before main's work."""
+    from benchmarks import loader as L
+    from benchmarks import synthesis as S
+    from benchmarks import train as T
+    with pytest.raises(SystemExit) as e:
+        S.main(SYNTH + ["--pipeline", "--n_images", "0", "--data", str(tmp_path / "maps")])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        L.main(LOADER + ["--unique", "9", "--data", str(tmp_path / "scenes")])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        T.main(TRAIN + ["--stage", "global,local", "--res", "44x20", "--steps", "1", "--warmup", "0",
+                        "--json", str(tmp_path / "b.json")])
+    assert e.value.code == 2
+    assert list(tmp_path.iterdir()) == []

@@ -86,7 +86,9 @@ def resolve_config(argv: list[str]) -> TrainConfig:
     """The command line's TrainConfig, resolved (inherited from --load_pretrain's stage or the
     run being resumed, the model's defaults, the stage's)."""
     refuse_reference_only(argv)
-    args = vars(train_parser(argv).parse_args(argv))
+    parser = train_parser(argv)
+    refuse_unknown_options(parser, argv)   # a misspelt option names the closest one
+    args = vars(parser.parse_args(argv))
     args.pop("debug", None)   # errors.run's flag, when train_main is called with it
     try:
         return TrainConfig(**args).resolved()

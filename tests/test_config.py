@@ -101,7 +101,7 @@ def test_resume_refuses_options_that_change_the_networks_by_name(tmp_path):
 def test_abbreviations_are_refused(capsys):
     with pytest.raises(SystemExit) as e:
         resolve_config(["--ng", "8"])
-    assert e.value.code == 2 and "unrecognized arguments: --ng 8" in capsys.readouterr().err
+    assert e.value.code == 2 and "unrecognized arguments: --ng (did you mean --ngf?)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         synthesize_parser().parse_args(["--checkpoint", "c", "--input", "i", "--out", "o", "--batch", "2"])
 
@@ -109,7 +109,17 @@ def test_abbreviations_are_refused(capsys):
 def test_train_hd_refuses_ng():
     p = subprocess.run([sys.executable, str(REPO / "train_hd.py"), "--ng", "8", "--dry_run"],
                        capture_output=True, text=True, cwd=str(REPO), timeout=120)
-    assert p.returncode == 2 and "unrecognized arguments: --ng 8" in p.stderr, p.stderr[-2000:]
+    assert p.returncode == 2 and "unrecognized arguments: --ng (did you mean --ngf?)" in p.stderr, p.stderr[-2000:]
+
+
+@pytest.mark.parametrize("typed, meant", [("--precison", "--precision"), ("--channels-last", "--channels_last")])
+def test_a_misspelt_train_option_names_the_closest_one(typed, meant, capsys):
+    """synthesize.py said "did you mean"; train_hd.py only "unrecognized arguments"."""
+    from pix2pixhd.cli import train_main
+    with pytest.raises(SystemExit) as e:
+        train_main([typed, "bf16" if "prec" in typed else "true", "--dry_run"])
+    assert e.value.code == 2
+    assert f"unrecognized arguments: {typed} (did you mean {meant}?)" in capsys.readouterr().err
 
 
 def _options(parser):

@@ -1284,6 +1284,8 @@ class Trainer:
                 if step % cfg.save_latest_freq == 0:
                     self.save("latest")
                 if cfg.max_steps and steps_this_run >= cfg.max_steps:
+                    if not self._batches_left(sampler):   # the epoch's last step: its end as usual
+                        break                              # (latest.pt, epoch_N.pt), then stop
                     bar.close()
                     self.save("latest")
                     last_epoch = epoch_means(whole=began_at == 0 and not self._batches_left(sampler))
@@ -1301,6 +1303,8 @@ class Trainer:
             self.save("latest")
             if finished % cfg.save_epoch_freq == 0 or finished == total_epochs:
                 self.save(finished)
+            if cfg.max_steps and steps_this_run >= cfg.max_steps and self.epoch <= total_epochs:
+                return self._summary(steps_this_run, images, t_run, last_epoch, sampler, stopped=True)
         return self._summary(steps_this_run, images, t_run, last_epoch, sampler, stopped=False)
 
     def _batches_left(self, sampler) -> int:

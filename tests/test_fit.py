@@ -125,11 +125,26 @@ def test_resume_from_the_end_of_the_fixed_epochs_is_exact(tmp_path, streets, glo
     assert_same_run(local_full, tmp_path / "cut")
 
 
+class _Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs (no handler catches a BaseException)."""
+
+
 def _cut_at_an_epochs_last_step_and_resume(run, ck: Path, streets: Path, full: Path) -> None:
-    # --max_steps equal to the steps of an epoch saves latest.pt with iter_in_epoch == steps per
-    # epoch (as a kill right after that step's save would leave it). It must resume, finish the
-    # epoch's bookkeeping and end bit-equal to the uninterrupted run.
-    run("--max_steps", str(STEPS_PER_EPOCH))
+    # --save_latest_freq hits an epoch's last step: latest.pt holds iter_in_epoch == steps per
+    # epoch; a kill right after that save, before the epoch's end, leaves it so. The run must
+    # resume, finish the epoch's bookkeeping and end bit-equal to the uninterrupted run.
+    from pix2pixhd.trainer import Trainer
+    real = Trainer.save
+
+    def save_then_die(self, which):
+        path = real(self, which)
+        if which == "latest" and self.iter_in_epoch == STEPS_PER_EPOCH:
+            raise _Killed
+        return path
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Trainer, "save", save_then_die)
+        with pytest.raises(_Killed):
+            run("--save_latest_freq", str(STEPS_PER_EPOCH))
     c = load_checkpoint(ck / "cut")
     assert (c["epoch"], c["iter_in_epoch"], c["global_step"]) == (1, STEPS_PER_EPOCH, STEPS_PER_EPOCH)
     _train(ck, streets, "--name", "cut", "--resume")

@@ -103,8 +103,9 @@ def test_imported_run_continues_like_continue_train(tmp_path, streets):
                 str(streets), "--nThreads", "0", "--no_progress", "--no_tensorboard", "--no_html",
                 "--device", "cpu", "--max_steps", "1"])
     after = load_checkpoint(tmp_path / "city")
-    # epoch 4 had 2 of its 4 samples done (iter.txt): one step of batch 2 trains the other 2
-    assert (after["epoch"], after["samples_in_epoch"], after["global_step"]) == (4, 4, 1)
+    # epoch 4 had 2 of its 4 samples done (iter.txt): one step of batch 2 trains the other 2, which
+    # ends the epoch (latest.pt at the start of epoch 5)
+    assert (after["epoch"], after["samples_in_epoch"], after["global_step"]) == (5, 0, 1)
     assert after["optimizer_G"] is not None and after["D"] is not None
     cfg = load_generator(tmp_path / "city")[1]
     assert after["lr"] == pytest.approx(lr_at_epoch(cfg, 4)) == pytest.approx(0.0003)   # 1 of 4 decay epochs

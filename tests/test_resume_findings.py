@@ -168,3 +168,20 @@ def test_a_beta1_given_with_resume_is_the_one_adam_steps_with(tmp_path, streets)
     t = Trainer(cfg)
     assert {g["betas"] for o in (t.opt_G, t.opt_D) for g in o.param_groups} == {(0.9, 0.999)}
     assert load_checkpoint(tmp_path / "b")["optimizer_G"]["param_groups"][0]["betas"] == (0.5, 0.999)
+
+
+@pytest.mark.parametrize("niter, stopped", [(1, False), (2, True)])
+def test_max_steps_at_an_epochs_last_step_ends_the_epoch_as_usual(tmp_path, streets, capsys, niter, stopped):
+    """--max_steps reached on an epoch's last step returned before the epoch's end: no
+    epoch_N.pt (the next --resume trained 0 steps to write it) and, at the run's last step,
+    "stopped_early": true for a run that had finished."""
+    capsys.readouterr()
+    _train(tmp_path, streets, "--name", "r", "--niter", str(niter), "--niter_decay", "0", "--save_epoch_freq", "1",
+           "--max_steps", "2")   # 4 images, batch 2: 2 steps per epoch
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.rindex("\n{") + 1:])   # train_hd.py's last output: the summary
+    assert summary["stopped_early"] is stopped and summary["epochs_completed"] == 1, summary
+    run = tmp_path / "r"
+    assert load_checkpoint(run, 1)["global_step"] == 2   # the epoch's end, written as every epoch end is
+    ck = load_checkpoint(run)
+    assert (ck["epoch"], ck["iter_in_epoch"], ck["global_step"]) == (2, 0, 2)

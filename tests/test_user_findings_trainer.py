@@ -214,9 +214,9 @@ def test_cyclegan_progress_and_log_name_the_model_not_a_pix2pixhd_stage(tmp_path
 def test_resume_of_a_run_stopped_at_its_last_step_says_it_has_finished(tmp_path, capsys):
     root = write_domains(tmp_path / "data", (40, 40), (40, 40))
     ck = tmp_path / "ck"
-    # 3 steps: max_steps stops it after the last one, before the epoch is closed
+    # 3 steps: max_steps stops it at the last one, which closes the epoch as every epoch's end does
     assert _train(root, ck, "--name", "r", "--loadSize", "36", "--fineSize", "32", "--max_steps", "3") == 0
-    assert (load_checkpoint(ck / "r")["epoch"], load_checkpoint(ck / "r")["iter_in_epoch"]) == (1, 3)
+    assert (load_checkpoint(ck / "r")["epoch"], load_checkpoint(ck / "r")["iter_in_epoch"]) == (2, 0)
     capsys.readouterr()
     assert train_main(["--name", "r", "--checkpoints_dir", str(ck), "--resume"]) == 0
     err = capsys.readouterr().err

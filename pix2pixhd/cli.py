@@ -148,6 +148,13 @@ def _train(argv: list[str]) -> int:
         print(f"pix2pixhd training, {info.world_size} process(es) on {info.device}\n{cfg.pretty()}", flush=True)
         for note in cfg.notes():
             print(f"note: {note}", flush=True)
+        if cfg.ddp_bf16_grads and info.world_size == 1:
+            print("note: --ddp_bf16_grads rounds the gradients DDP all-reduces between processes; this run "
+                  "has one process, so it changes nothing", flush=True)
+        if cfg.precision == "fp16" and info.device.type == "cpu":
+            print("note: --precision fp16 on the CPU: autocast to fp16 there is usually slower than fp32 "
+                  "(CPUs have no fast fp16 arithmetic, and the loss scaler adds work); fp32 is the CPU's "
+                  "default", flush=True)
         if debug_enabled():   # NVIDIA's --debug was a short run; a user may expect one
             print("note: --debug shows the traceback of an error; NVIDIA's --debug (a run of 1 epoch on 10 "
                   "images) is --niter 1 --niter_decay 0 --max_dataset_size 10", flush=True)

@@ -302,3 +302,18 @@ def test_debug_says_what_nvidias_debug_is_here(tmp_path, capsys):
     assert errors.run(train_main, argv + ["--debug"]) == 0
     assert ("note: --debug shows the traceback of an error; NVIDIA's --debug (a run of 1 epoch on 10 images) is "
             "--niter 1 --niter_decay 0 --max_dataset_size 10") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--ddp_bf16_grads"], "note: --ddp_bf16_grads rounds the gradients DDP all-reduces between processes; "
+                           "this run has one process, so it changes nothing"),
+    (["--precision", "fp16"], "note: --precision fp16 on the CPU: autocast to fp16 there is usually slower "
+                              "than fp32")])
+def test_options_that_do_nothing_or_slow_the_cpu_down_are_noted(flags, says, capsys, monkeypatch):
+    """--ddp_bf16_grads in one process and fp16 on the CPU were taken without a word (the first
+    trained bit-identical without it, the second slower than fp32)."""
+    from pix2pixhd.cli import train_main
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert train_main(["--device", "cpu", "--no_vgg_loss", "--dry_run", *flags]) == 0
+    assert says in capsys.readouterr().out

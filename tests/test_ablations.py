@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +28,26 @@ def abl():
     sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def l1_trained(abl, tmp_path_factory):
+    """The study's first call, --stage train --only l1 on 6 synthetic facades, made once for the
+    module; returns fresh(), which puts back what that call left (at the same paths, mtimes
+    kept) and returns (the facades folder, --out, the options)."""
+    root = tmp_path_factory.mktemp("ablations")
+    src = _facades(root / "src", 6)        # 1..6; validation: the last 2 by number
+    out, kept = root / "out", root / "after_training_l1"
+    argv = ["--facades", str(src), "--out", str(out), "--n_val", "2", "--ngf", "4", "--ndf", "4",
+            "--seg_steps", "2", "--seg_batch", "2", "--seg_channels", "4", "--no_kid"]
+    assert abl.main(argv + ["--only", "l1", "--stage", "train"]) == 0
+    shutil.copytree(out, kept)
+
+    def fresh():
+        shutil.rmtree(out)
+        shutil.copytree(kept, out)
+        return src, out, argv
+    return fresh
 
 
 def test_ablation_variants_resolve_to_the_papers_settings(abl, tmp_path):
@@ -69,12 +90,9 @@ def test_ablation_merge_flags_replaces_in_place_and_appends_new_options(abl):
         ["--ngf", "16", "--no_instance", "--niter", "1", "--no_cond_D", "--num_D", "2"]
 
 
-def test_ablations_run_on_the_product_path_and_resume(abl, tmp_path, capsys):
-    src = _facades(tmp_path / "src", 6)        # 1..6; validation: the last 2 by number
-    out, doc = tmp_path / "out", tmp_path / "ablations.md"
-    argv = ["--facades", str(src), "--out", str(out), "--n_val", "2", "--ngf", "4", "--ndf", "4",
-            "--seg_steps", "2", "--seg_batch", "2", "--seg_channels", "4", "--no_kid"]
-    assert abl.main(argv + ["--only", "l1", "--stage", "train"]) == 0
+def test_ablations_run_on_the_product_path_and_resume(abl, l1_trained, tmp_path, capsys):
+    src, out, argv = l1_trained()   # after abl.main(argv + ["--only", "l1", "--stage", "train"])
+    doc = tmp_path / "ablations.md"
 
     facades = out / "data" / "facades"
     assert sorted(p.stem for p in (facades / "val_img").iterdir()) == ["5", "6"]
@@ -112,15 +130,12 @@ def test_ablations_run_on_the_product_path_and_resume(abl, tmp_path, capsys):
         abl.main(argv[:4] + ["--n_val", "3"] + argv[6:] + ["--stage", "score"])
 
 
-def test_ablations_refuse_a_finished_run_trained_with_other_options(abl, tmp_path, capsys):
+def test_ablations_refuse_a_finished_run_trained_with_other_options(abl, l1_trained, capsys):
     """A finished variant is reused only with the options it was trained with: another --ngf is
     one line naming the run folder, the option with both values and the fix, before anything
     else is trained (d1 first in --only) or scored; the run is untouched. --retrain replaces it."""
-    src = _facades(tmp_path / "src", 4)        # 1..4; validation: the last 2 by number
-    out = tmp_path / "out"
-    argv = ["--facades", str(src), "--out", str(out), "--n_val", "2", "--ndf", "4", "--seg_steps", "1",
-            "--seg_batch", "2", "--seg_channels", "4", "--no_kid"]
-    assert abl.main(argv + ["--ngf", "4", "--only", "l1", "--stage", "train"]) == 0
+    _, out, argv = l1_trained()   # l1 trained with --ngf 4 (argv), nothing scored
+    assert argv[argv.index("--ngf") + 1] == "4"
     run = out / "runs" / "l1"
     mtime = (run / "epoch_0001.pt").stat().st_mtime_ns
     for stage in ("all", "score"):

@@ -2,7 +2,9 @@
 unfreeze of the global generator at --niter_fix_global, resumes that cross it, a resume after a
 save on an epoch's last step, and a two-rank DDP run interrupted and resumed. Every resumed run
 must end bit-equal (weights and optimizer state) to the same run done in one go."""
+import contextlib
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -171,25 +173,60 @@ def test_local_resume_after_a_save_on_the_last_fixed_step_is_exact(tmp_path, str
 
 # ---- two ranks (gloo over loopback, CPU) --------------------------------------------------------
 def _torchrun(data: Path, ck: Path, *args: str) -> None:
+    """The two-rank run (torchrun, 2 CPU ranks, gloo), to its end."""
+    with _torchrun_beside(data, ck, *args):
+        pass
+
+
+@contextlib.contextmanager
+def _torchrun_beside(data: Path, ck: Path, *args: str):
+    """The two-rank run started now, in the background, while the block runs (a torchrun is about
+    one core's work: two beside each other take little more time than one); waited for and
+    checked when the block ends, killed if it fails."""
     from tests.test_distributed import torchrun_cmd, torchrun_env
     cmd = torchrun_cmd(REPO / "train_hd.py", "--dataroot", str(data), "--checkpoints_dir", str(ck),
                        *TINY, "--batchSize", "1", "--ngf", "4", *args)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=torchrun_env(),
-                       cwd=str(REPO))
-    assert p.returncode == 0, f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+    with tempfile.TemporaryFile("w+") as log:
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=torchrun_env(),
+                             cwd=str(REPO))
+        try:
+            yield
+            p.wait(timeout=240)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        log.seek(0)
+        assert p.returncode == 0, f"torchrun failed ({p.returncode}):\n{log.read()[-9000:]}"
+
+
+# 4 images, 2 ranks, batch 1: 2 steps per epoch, 3 epochs (the last two at a decaying lr)
+TWO_RANK_RUN = ["--niter", "1", "--niter_decay", "2"]
+
+
+@pytest.fixture(scope="module")
+def two_rank_cut(tmp_path_factory, streets):
+    """The two-rank run stopped after step 3 (mid-epoch 2), run once for the module: each test
+    resumes a copy of it (``_copy_cut``)."""
+    ck = tmp_path_factory.mktemp("two_rank_cut")
+    _torchrun(streets, ck, "--name", "cut", *TWO_RANK_RUN, "--max_steps", "3")
+    return ck / "cut"
+
+
+def _copy_cut(two_rank_cut: Path, ck: Path) -> Path:
+    import shutil
+    return Path(shutil.copytree(two_rank_cut, ck / "cut"))
 
 
 @pytest.mark.fault(cls="interrupted run",
                    case="two DDP ranks stopped mid-epoch, resumed on two ranks: bit-equal end")
-def test_two_rank_run_interrupted_and_resumed_equals_the_uninterrupted_one(tmp_path, streets):
-    # 4 images, 2 ranks, batch 1: 2 steps per epoch, 3 epochs. Stopped after step 3 (mid-epoch
-    # 2), resumed on two ranks to the end: every rank resumes its own RNG stream and data shard.
-    common = ["--niter", "1", "--niter_decay", "2"]
-    _torchrun(streets, tmp_path, "--name", "full", *common)
-    _torchrun(streets, tmp_path, "--name", "cut", *common, "--max_steps", "3")
-    ck = load_checkpoint(tmp_path / "cut")
-    assert (ck["epoch"], ck["iter_in_epoch"], ck["global_step"], len(ck["rng"])) == (2, 1, 3, 2)
-    _torchrun(streets, tmp_path, "--name", "cut", "--resume")
+def test_two_rank_run_interrupted_and_resumed_equals_the_uninterrupted_one(tmp_path, streets, two_rank_cut):
+    # Stopped after step 3 (mid-epoch 2), resumed on two ranks to the end: every rank resumes its
+    # own RNG stream and data shard.
+    with _torchrun_beside(streets, tmp_path, "--name", "full", *TWO_RANK_RUN):
+        ck = load_checkpoint(_copy_cut(two_rank_cut, tmp_path))
+        assert (ck["epoch"], ck["iter_in_epoch"], ck["global_step"], len(ck["rng"])) == (2, 1, 3, 2)
+        _torchrun(streets, tmp_path, "--name", "cut", "--resume")
     assert load_checkpoint(tmp_path / "cut")["global_step"] == 6
     assert_same_run(tmp_path / "full", tmp_path / "cut")
 
@@ -197,7 +234,9 @@ def test_two_rank_run_interrupted_and_resumed_equals_the_uninterrupted_one(tmp_p
 @pytest.mark.fault(cls="interrupted run",
                    case="two DDP ranks stopped mid-epoch, resumed in one process: the epoch's "
                         "remaining samples, none twice")
-def test_a_two_rank_run_resumed_in_one_process_trains_the_rest_of_the_epoch_once(tmp_path, streets):
+@pytest.mark.usefixtures("one_thread")   # tests/conftest.py: the resumed runs train in this process
+def test_a_two_rank_run_resumed_in_one_process_trains_the_rest_of_the_epoch_once(tmp_path, streets,
+                                                                                two_rank_cut):
     """A restart on fewer processes (a lost node under torchrun's elastic min:max, or a resume on
     a smaller machine) continues the epoch with the samples no rank has trained yet, shared
     among the processes now running: not each old rank's skip count applied to the new shards,
@@ -206,8 +245,7 @@ def test_a_two_rank_run_resumed_in_one_process_trains_the_rest_of_the_epoch_once
     from pix2pixhd.data import ResumableSampler
     from pix2pixhd.trainer import Trainer
     # 4 images, 2 ranks, batch 1: stopped after step 3, one step into epoch 2 on each rank
-    _torchrun(streets, tmp_path, "--name", "cut", "--niter", "2", "--niter_decay", "0", "--max_steps", "3")
-    ck = load_checkpoint(tmp_path / "cut")
+    ck = load_checkpoint(_copy_cut(two_rank_cut, tmp_path))
     assert (ck["epoch"], ck["iter_in_epoch"], ck["samples_in_epoch"], ck["world_size"]) == (2, 1, 2, 2)
 
     # A checkpoint written before samples_in_epoch was saved: the count follows from the steps,
@@ -234,7 +272,8 @@ def test_a_two_rank_run_resumed_in_one_process_trains_the_rest_of_the_epoch_once
         tr.fit()
         rest = [Path(p).name for e, p in trained if e == 2]
         assert len(rest) == 2 and sorted(rest + done) == names, name   # each of the epoch's samples once
-        assert tr.global_step == 3 + 2 and tr.epoch == 3, name          # the run's last epoch was 2
+        assert [e for e, _ in trained] == [2] * 2 + [3] * 4, name       # then epoch 3, whole, the last
+        assert tr.global_step == 3 + 2 + 4 and tr.epoch == 4, name
 
 
 def test_a_rank_the_saved_run_did_not_have_starts_a_random_stream_of_its_own(tmp_path, streets, monkeypatch):

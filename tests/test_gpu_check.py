@@ -6,11 +6,14 @@ The CPU run narrows the AOT part (GPU_CHECK_AOT_ARGS: sm_90, bf16, channels-last
 fast; tests/test_aot.py runs the full one.
 """
 import importlib
+import importlib.util
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,16 +21,67 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
+NO_GPU_TEST = "test_gpu_check_without_a_gpu_says_so_writes_the_aot_table_and_exits_0"
+PRETEND_GPU_TEST = "test_gpu_parts_plumbing_with_a_pretend_gpu"
+CAPPED_TEST = "test_cuda_tests_part_stopped_at_its_cap_still_tables_the_tests_that_finished"
+
+
+class _Background:
+    """A command started now in its own session, stdout and stderr to files in ``tmp``; ``out``:
+    the folder its results go to."""
+
+    def __init__(self, tmp: Path, out: Path, argv: list[str], env: dict, cwd: Path):
+        self.tmp, self.out = tmp, out
+        with open(tmp / "stdout", "w") as o, open(tmp / "stderr", "w") as e:
+            self.p = subprocess.Popen(argv, env=env, stdout=o, stderr=e, cwd=cwd, start_new_session=True)
+
+    def result(self, timeout: float) -> subprocess.CompletedProcess:
+        """Waits for the command (killed, and TimeoutExpired raised, after ``timeout`` s)."""
+        try:
+            self.p.wait(timeout=timeout)
+        finally:
+            self.stop()
+        return subprocess.CompletedProcess(self.p.args, self.p.returncode, (self.tmp / "stdout").read_text(),
+                                           (self.tmp / "stderr").read_text())
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+
+
+@pytest.fixture(scope="module")
+def script_runs(request, tmp_path_factory):
+    """The script runs of this file's three tests that make one, for those selected, started
+    together: each is mostly one Python start-up after another on one core (or sleeps, the capped
+    part's), so on two or more cores they overlap instead of adding up. Each test waits for its
+    own run and checks it."""
+    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    runs = {}
+    if NO_GPU_TEST in selected and not torch.cuda.is_available() and importlib.util.find_spec("triton"):
+        tmp = tmp_path_factory.mktemp("no_gpu")
+        runs[NO_GPU_TEST] = _Background(tmp, tmp / "gc", ["bash", str(SCRIPT), str(tmp / "gc")], cwd=tmp,
+                                        env=dict(env, GPU_CHECK_AOT_ARGS="--arch 90 --dtypes bf16 --layouts cl"))
+    if PRETEND_GPU_TEST in selected:
+        tmp = tmp_path_factory.mktemp("pretend_gpu")
+        fake = tmp / "python"
+        fake.write_text(_PRETEND_GPU_PYTHON.replace("__REAL__", sys.executable))
+        fake.chmod(0o755)
+        runs[PRETEND_GPU_TEST] = _Background(tmp, tmp / "gc", ["bash", str(SCRIPT), str(tmp / "gc")], cwd=tmp,
+                                             env=dict(env, PIX2PIXHD_PYTHON=str(fake)))
+    if CAPPED_TEST in selected:
+        runs[CAPPED_TEST] = _start_capped_cuda_tests(tmp_path_factory.mktemp("capped_cuda_tests"))
+    yield runs
+    for run in runs.values():
+        run.stop()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path; this machine has a GPU")
-def test_gpu_check_without_a_gpu_says_so_writes_the_aot_table_and_exits_0(tmp_path):
+def test_gpu_check_without_a_gpu_says_so_writes_the_aot_table_and_exits_0(script_runs):
     pytest.importorskip("triton")
-    out = tmp_path / "gpu_check"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["GPU_CHECK_AOT_ARGS"] = "--arch 90 --dtypes bf16 --layouts cl"
-    proc = subprocess.run(["bash", str(SCRIPT), str(out)], env=env, capture_output=True, text=True,
-                          timeout=1800, cwd=tmp_path)
+    run = script_runs[NO_GPU_TEST]   # GPU_CHECK_AOT_ARGS="--arch 90 --dtypes bf16 --layouts cl"
+    proc, out = run.result(timeout=1800), run.out
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "NO GPU: torch.cuda.is_available() is False" in proc.stdout
     aot_md = (out / "aot.md").read_text()
@@ -124,20 +178,13 @@ exec "$REAL" "$@"
 '''
 
 
-def test_gpu_parts_plumbing_with_a_pretend_gpu(tmp_path):
+def test_gpu_parts_plumbing_with_a_pretend_gpu(script_runs):
     """The GPU half of the script (its bash: parts, caps, JSON to markdown, junit to a table, the
     summary, the exit status) has never run on a GPU: run it with a stand-in interpreter that
     says CUDA is there and answers each part's command. A failing part is recorded and the next
     ones still run; the exit status says a part failed."""
-    import sys
-    fake = tmp_path / "python"
-    fake.write_text(_PRETEND_GPU_PYTHON.replace("__REAL__", sys.executable))
-    fake.chmod(0o755)
-    out = tmp_path / "gc"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PIX2PIXHD_PYTHON"] = str(fake)
-    proc = subprocess.run(["bash", str(SCRIPT), str(out)], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
+    run = script_runs[PRETEND_GPU_TEST]   # PIX2PIXHD_PYTHON: _PRETEND_GPU_PYTHON
+    proc, out = run.result(timeout=600), run.out
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "NO GPU" not in proc.stdout
     parts = {p["part"]: p["status"] for p in json.loads((out / "parts.json").read_text())["parts"]}
@@ -158,39 +205,45 @@ _SLOW_TESTS = '''
 import time
 import pytest
 
-@pytest.mark.parametrize("i", range(40))
+@pytest.mark.parametrize("i", range(100))
 def test_slow(i):
-    time.sleep(0.5)
+    time.sleep(0.1)
     assert i != 1
 '''
 
 
-def test_cuda_tests_part_stopped_at_its_cap_still_tables_the_tests_that_finished(tmp_path):
-    """The cuda_tests part interrupts pytest (SIGINT) before the part's cap, so pytest still
-    writes its junit report: the table lists the tests that finished (one failed here), says the
-    run was stopped, and the report's nameless closing entry is no row. Runs the script's own
-    cuda_tests function, its pytest pointed at a file of slow tests."""
-    import sys
-    (tmp_path / "test_slow_cases.py").write_text(_SLOW_TESTS)
-    fake = tmp_path / "python"
+def _start_capped_cuda_tests(tmp: Path) -> _Background:
+    """The script's own cuda_tests function, its pytest pointed at a file of slow tests, started
+    in the background (results in tmp/out)."""
+    (tmp / "test_slow_cases.py").write_text(_SLOW_TESTS)
+    fake = tmp / "python"
     fake.write_text(f'''#!/usr/bin/env bash
 if [ "$1 $2" = "-m pytest" ]; then
     while [ $# -gt 0 ]; do [ "$1" = --junitxml ] && xml="$2"; shift; done
-    cd {tmp_path} && exec {sys.executable} -m pytest -q test_slow_cases.py --junitxml "$xml" -p no:cacheprovider
+    cd {tmp} && exec {sys.executable} -m pytest -q test_slow_cases.py --junitxml "$xml" -p no:cacheprovider
 fi
 exec {sys.executable} "$@"
 ''')
     fake.chmod(0o755)
     text = SCRIPT.read_text()
     func = re.search(r"^cuda_tests\(\) \{\n.*?^\}\n", text, re.S | re.M).group(0)
-    out = tmp_path / "out"
+    out = tmp / "out"
     out.mkdir()
-    env = dict(os.environ, PY=str(fake), OUT=str(out), PART_CAP="35", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(["bash", "-c", func + "\ncuda_tests"], env=env, capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 124, proc.stdout[-2000:] + proc.stderr[-2000:]   # stopped after 10 s
+    # stopped 25 s before the cap, after 5 s: the 100 tests take 10 s
+    env = dict(os.environ, PY=str(fake), OUT=str(out), PART_CAP="30", PYTHONPATH=str(ROOT))
+    return _Background(tmp, out, ["bash", "-c", func + "\ncuda_tests"], env=env, cwd=ROOT)
+
+
+def test_cuda_tests_part_stopped_at_its_cap_still_tables_the_tests_that_finished(script_runs):
+    """The cuda_tests part interrupts pytest (SIGINT) before the part's cap, so pytest still
+    writes its junit report: the table lists the tests that finished (one failed here), says the
+    run was stopped, and the report's nameless closing entry is no row. Runs the script's own
+    cuda_tests function, its pytest pointed at a file of slow tests (_start_capped_cuda_tests)."""
+    run = script_runs[CAPPED_TEST]
+    proc, out = run.result(timeout=120), run.out
+    assert proc.returncode == 124, proc.stdout[-2000:] + proc.stderr[-2000:]   # stopped after 5 s
     rec = json.loads((out / "cuda_tests.json").read_text())
     names = [r["test"] for r in rec["rows"]]
-    assert 3 <= len(names) < 40 and all(n.startswith("test_slow_cases::test_slow[") for n in names), names
+    assert 3 <= len(names) < 100 and all(n.startswith("test_slow_cases::test_slow[") for n in names), names
     assert rec["counts"]["failed"] == 1 and rec["counts"]["passed"] == len(names) - 1
     assert "stopped at the time cap" in (out / "cuda_tests.md").read_text()

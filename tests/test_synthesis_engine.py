@@ -230,6 +230,8 @@ from pix2pixhd.config import TrainConfig
 from pix2pixhd.engine import SynthesisJob, run_synthesis
 from pix2pixhd.synthesis import Synthesizer
 
+sys.stdin.readline()   # the test writes the maps meanwhile, then a line
+
 def peak_rss():   # VmHWM: this process's peak resident set so far, from /proc (kB)
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM"):
@@ -263,15 +265,22 @@ def test_memory_stays_flat_over_2000_maps(tmp_path):
     holds."""
     data = tmp_path / "labels"
     data.mkdir()
-    y, x = np.mgrid[:128, :128]
-    for i in range(2000):   # structured maps: cheap to encode, different per file
-        ids = ((x // (4 + i % 5) + y // 8 + i) % 9).astype(np.uint8)
-        Image.fromarray(ids).save(data / f"m{i:05d}.png", compress_level=1)
-    p = subprocess.run([sys.executable, "-c", _MEMORY, str(data), str(tmp_path / "out")],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT,
-                       env=dict(os.environ, OMP_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_="131072"))
-    assert p.returncode == 0, p.stderr[-4000:]
-    r = json.loads(p.stdout.strip().splitlines()[-1])
+    # the process starts first: its imports and the maps' writing overlap
+    p = subprocess.Popen([sys.executable, "-c", _MEMORY, str(data), str(tmp_path / "out")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_="131072"))
+    try:
+        y, x = np.mgrid[:128, :128]
+        for i in range(2000):   # structured maps: cheap to encode, different per file
+            ids = ((x // (4 + i % 5) + y // 8 + i) % 9).astype(np.uint8)
+            Image.fromarray(ids).save(data / f"m{i:05d}.png", compress_level=1)
+        stdout, stderr = p.communicate("go\n", timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, stderr[-4000:]
+    r = json.loads(stdout.strip().splitlines()[-1])
     growth = (r["all_2000"]["peak"] - r["first_200"]["peak"]) / 2**20
     print(f"peak RSS {r['first_200']['peak'] / 2**20:.1f} MiB after 200 maps, "
           f"{r['all_2000']['peak'] / 2**20:.1f} MiB after 2000 (+{growth:.1f})")

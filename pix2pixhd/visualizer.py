@@ -44,10 +44,15 @@ class LogWriteError(UserError, RuntimeError):
 
 
 def _log_write_error(path: Path, e: OSError) -> LogWriteError:
+    import errno
+    fix = {errno.EISDIR: f"Remove or rename the folder {path}",
+           errno.EROFS: f"Make {path.parent} writable (it is on a read-only file system)",
+           errno.EACCES: f"Make {path.parent} writable by this user",
+           errno.EPERM: f"Make {path.parent} writable by this user"}.get(
+        e.errno, "Free space on that disk (or raise the file-size limit)")
     return LogWriteError(
         f"could not write {path}: {type(e).__name__}: {e}; the run stops, as this file is part of "
-        "its record. Free space on that disk (or raise the file-size limit), then continue the run "
-        "with --auto_resume (or --resume)")
+        f"its record. {fix}, then continue the run with --auto_resume (or --resume)")
 
 
 def _tensorboardx_event_writer(writer):

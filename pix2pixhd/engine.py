@@ -745,9 +745,12 @@ class OutLock:
     supported (some network filesystems), a holder whose pid is alive on this host, or which is
     on another host, is taken as running."""
 
+    FILE = LOCK_FILE         # the lock file's name in the folder
+    HOLDER = "a synthesis"   # who held a lock taken over, in the note
+
     def __init__(self, out: Path):
         self.out = Path(out)
-        self.path = self.out / LOCK_FILE
+        self.path = self.out / self.FILE
         self.fd: int | None = None
 
     def acquire(self, job: str | None = None) -> str | None:
@@ -780,7 +783,7 @@ class OutLock:
             raise InputError(self._held_message(old))
         note = None
         if old.get("pid"):
-            note = (f"{self.path} was left by a synthesis (pid {old['pid']} on "
+            note = (f"{self.path} was left by {self.HOLDER} (pid {old['pid']} on "
                     f"{old.get('host', '?')}) that is no longer running; taking it over")
         rec = {"pid": os.getpid(), "host": socket.gethostname(), "job": job,
                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -789,9 +792,14 @@ class OutLock:
         self.fd = fd
         return note
 
+    @staticmethod
+    def _who(holder: dict) -> str:
+        """The holder a lock file records, in words."""
+        return (f"pid {holder['pid']} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
+                if holder.get("pid") else "a process that has not yet recorded its pid")
+
     def _held_message(self, holder: dict) -> str:
-        who = (f"pid {holder['pid']} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
-               if holder.get("pid") else "a process that has not yet recorded its pid")
+        who = self._who(holder)
         return (f"--out {self.out} is being written by another synthesis ({who}; lock {self.path}): "
                 "wait for it to finish, or pick another --out (if that process is gone from "
                 f"another machine, remove {self.path})")

@@ -34,7 +34,6 @@ its first save, and it has nothing to lose. ``--resume`` of such a folder starts
 from __future__ import annotations
 
 import errno
-import json
 import re
 import shutil
 import sys
@@ -245,28 +244,16 @@ def _run_lock_class():
     from pix2pixhd.engine import OutLock
 
     class RunLock(OutLock):
+        FILE, HOLDER = RUN_LOCK, "a training process"
+
         def __init__(self, folder: Path):
             super().__init__(folder)
-            self.path = self.out / RUN_LOCK
             self.created: list[Path] = []
 
-        def acquire(self, job: str | None = None) -> str | None:
-            try:   # the holder of a lock left behind, for the note (read before it is replaced)
-                old = json.loads(self.path.read_text())
-            except (OSError, ValueError):
-                old = {}
-            note = super().acquire(job)
-            if note:   # OutLock's words are synthesis's
-                note = (f"{self.path} was left by a training process (pid {old.get('pid', '?')} on "
-                        f"{old.get('host', '?')}) that is no longer running; taking it over")
-            return note
-
         def _held_message(self, holder: dict) -> str:
-            who = (f"pid {holder['pid']} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
-                   if holder.get("pid") else "a process that has not yet recorded its pid")
-            return (f"{self.out} is being trained by another process ({who}; lock {self.path}): wait "
-                    "for it to end (or stop it), or pick another --name; if that process is gone "
-                    f"(another machine), remove {self.path}")
+            return (f"{self.out} is being trained by another process ({self._who(holder)}; lock "
+                    f"{self.path}): wait for it to end (or stop it), or pick another --name; if that "
+                    f"process is gone (another machine), remove {self.path}")
 
         def release(self) -> None:
             super().release()
@@ -279,7 +266,7 @@ def _run_lock_class():
 
         def moved(self, to: Path) -> None:
             """The folder was renamed to ``to`` (the lock file with it, still locked)."""
-            self.out, self.path, self.created = Path(to), Path(to) / RUN_LOCK, []
+            self.out, self.path, self.created = Path(to), Path(to) / self.FILE, []
 
     _RUN_LOCK_CLASS = RunLock
     return RunLock

@@ -543,6 +543,7 @@ def previous_stage(run_dir: str | Path, cfg) -> Path | None:
 
     The first that holds a run (config.json or a checkpoint) is it; none: an error naming the tries.
     """
+    from pix2pixhd.paths import folder_made_from
     from pix2pixhd.run_folder import run_files
     given = cfg.load_pretrain
     if not given:
@@ -552,13 +553,8 @@ def previous_stage(run_dir: str | Path, cfg) -> Path | None:
     if p.is_absolute():
         tries = [p, run.parent / p.name]
     else:
-        tries = []
-        typed = [q for q in (Path(cfg.checkpoints_dir) / cfg.name).parts if q != "."]
-        cut = len(run.parts) - len(typed)
-        if not Path(cfg.checkpoints_dir).is_absolute() and ".." not in typed and cut >= 1 \
-                and list(run.parts[cut:]) == typed:
-            tries.append(Path(*run.parts[:cut]) / p)
-        tries += [p, run.parent / p.name]
+        trained_from = folder_made_from(run, Path(cfg.checkpoints_dir) / cfg.name)
+        tries = ([trained_from / p] if trained_from is not None else []) + [p, run.parent / p.name]
     for i, t in enumerate(tries):
         if run_files(t):
             if i:   # not the path stored (or where the run was trained): say which was taken

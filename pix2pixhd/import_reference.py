@@ -273,11 +273,8 @@ def _reference_dataroot(src: Path, opts: dict[str, str]) -> tuple[str, str | Non
     if p.is_absolute():
         return os.path.normpath(p), None
     # NAME may have been renamed since: the folder holding it is compared with checkpoints_dir
-    run, ckdir = Path(os.path.abspath(src)).parts[:-1], opts.get("checkpoints_dir", "")
-    typed = [q for q in Path(ckdir).parts if q != "."] if ckdir else []
-    cut = len(run) - len(typed)
-    trained_in = (Path(*run[:cut]) if typed and not Path(ckdir).is_absolute() and ".." not in typed and cut >= 1
-                  and list(run[cut:]) == typed else None)
+    from pix2pixhd.paths import folder_made_from
+    trained_in = folder_made_from(Path(os.path.abspath(src)).parent, opts.get("checkpoints_dir", ""))
     here = Path(os.path.abspath(p))
     if trained_in is not None and (trained_in / p).is_dir():
         return os.path.normpath(trained_in / p), None

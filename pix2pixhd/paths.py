@@ -45,3 +45,16 @@ def check_name(value: str, flag: str, parent: str | os.PathLike) -> str:
 def run_dir(checkpoints_dir: str | os.PathLike, name: str) -> Path:
     """The folder of run ``name``: ``checkpoints_dir/name``, refusing names that would leave it."""
     return Path(checkpoints_dir) / check_name(name, "--name", checkpoints_dir)
+
+
+def folder_made_from(folder: str | os.PathLike, typed: str | os.PathLike) -> Path | None:
+    """The folder a command ran in, told by a ``folder`` it made from the relative path it was
+    given, ``typed`` (a run's ``checkpoints_dir/name``): ``folder`` (made absolute) less ``typed``'s
+    parts at its end. None where that cannot be told: ``typed`` empty, absolute, climbing (``..``),
+    or not the end of ``folder``."""
+    parts = [q for q in Path(typed).parts if q != "."]
+    run = Path(os.path.abspath(folder)).parts
+    cut = len(run) - len(parts)
+    if not parts or Path(typed).is_absolute() or ".." in parts or cut < 1 or list(run[cut:]) != parts:
+        return None
+    return Path(*run[:cut])

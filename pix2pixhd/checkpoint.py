@@ -328,6 +328,13 @@ def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "lates
         raise CheckpointError(f"{path} could not be read ({_short(e)}); {fix}") from e
 
 
+def imported_source(ck: dict) -> str | None:
+    """The NVIDIA run folder the run of checkpoint ``ck`` was imported from (import_reference), or
+    None: the import's checkpoint says ``imported_from``, a checkpoint of its training since
+    ``imported_run``."""
+    return ck.get("imported_from") or ck.get("imported_run") or None
+
+
 def _imported_epoch_hint(folder: Path, which: str | int) -> str:
     """For a run imported from NVIDIA's folder SRC (one epoch of it: import_reference), asked for
     epoch ``which`` that SRC holds as ``{which}_net_G.pth``: how to import that one; else ''."""

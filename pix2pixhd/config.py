@@ -249,13 +249,11 @@ def _same_previous_stage(given: str, run_folder: Path, prev: "TrainConfig") -> b
 def _imported_from(run_folder: Path, which_epoch: str) -> str | None:
     """The NVIDIA run folder the run in ``run_folder`` was imported from (pix2pixhd.import_reference),
     as its ``which_epoch`` checkpoint records it, or None (not imported, or not readable)."""
-    from pix2pixhd.checkpoint import _peek, checkpoint_path
+    from pix2pixhd.checkpoint import _peek, checkpoint_path, imported_source
     try:
-        ck = _peek(checkpoint_path(run_folder, which_epoch))
+        return imported_source(_peek(checkpoint_path(run_folder, which_epoch)))
     except Exception:
         return None
-    # the import's checkpoint says imported_from; a checkpoint of its training since, imported_run
-    return ck.get("imported_from") or ck.get("imported_run") or None
 
 
 def option(group: str, default: Any, help: str, *, choices: tuple | None = None,

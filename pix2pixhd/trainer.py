@@ -44,8 +44,8 @@ from torch import nn
 import pix2pixhd
 from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (CheckpointError, atomic_write_bytes, checkpoint_path, clean_stale_tmp,
-                                  line_of, load_checkpoint, new_attempt, rng_state, save_checkpoint,
-                                  seed_rng, set_rng_state, write_lineage)
+                                  imported_source, line_of, load_checkpoint, new_attempt, rng_state,
+                                  save_checkpoint, seed_rng, set_rng_state, write_lineage)
 from pix2pixhd.config import TrainConfig, loads_whole
 from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, resolve_device
 from pix2pixhd.encoding import encode_input, image_to_float
@@ -376,7 +376,7 @@ class Trainer:
         if cfg.resume:
             ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
             self._load_models(ckpt, strict=True, source=checkpoint_path(self.exp_dir, cfg.which_epoch))
-            self._imported_run = ckpt.get("imported_from") or ckpt.get("imported_run") or None
+            self._imported_run = imported_source(ckpt)
             self.epoch, self.iter_in_epoch = ckpt["epoch"], ckpt["iter_in_epoch"]
             saved_world = len(ckpt.get("rng") or [None])   # one RNG state per rank that saved
             # checkpoints before samples_in_epoch was saved: every step took batchSize per rank

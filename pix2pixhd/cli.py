@@ -103,12 +103,13 @@ _STARTUP_STOPS = {signal.SIGTERM: 75, signal.SIGINT: 130}
 
 
 @contextlib.contextmanager
-def _startup_signals():
+def _startup_signals(held: list[int] | None = None):
     """While training starts (options, data validation, model build, checkpoint load), SIGTERM
     and SIGINT end the process at once with the status a stop in training has (75, 130) and one
     line: nothing has been trained, so there is nothing to save. The training loop installs its
     own handlers (stop at a step boundary, saving) and puts these back when it ends; the previous
-    ones are restored when the block ends. Main thread only (Python's rule)."""
+    ones are restored when the block ends. Main thread only (Python's rule). ``held``: signals
+    that arrived before (train_hd.py holds them while torch imports); the first ends the start."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -128,15 +129,18 @@ def _startup_signals():
 
     previous = {s: signal.signal(s, on_signal) for s in _STARTUP_STOPS}
     try:
+        if held:
+            on_signal(held[0], None)
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
-def train_main(argv: list[str] | None = None) -> int:
+def train_main(argv: list[str] | None = None, held: list[int] | None = None) -> int:
+    """``train_hd.py``; ``held``: SIGTERM/SIGINT numbers that arrived before this call."""
     argv = sys.argv[1:] if argv is None else argv
-    with _startup_signals():
+    with _startup_signals(held):
         return _train(argv)
 
 

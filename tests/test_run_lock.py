@@ -126,6 +126,29 @@ def test_a_signal_during_start_up_exits_as_a_stop_does(streets, tmp_path, monkey
     assert not (tmp_path / "ck").exists()   # the lock's folders, created for nothing, removed
 
 
+# runs train_hd.py as a script; the signal argv[1] arrives while pix2pixhd.cli (and torch) import
+DURING_IMPORT = ("import os, runpy, sys\n"
+                 "SIGNUM = int(sys.argv[1])\n"
+                 "class Signal:\n"
+                 "    def find_spec(self, name, path=None, target=None):\n"
+                 "        if name == 'pix2pixhd.cli':\n"
+                 "            os.kill(os.getpid(), SIGNUM)\n"
+                 "sys.meta_path.insert(0, Signal())\n"
+                 "sys.argv = [sys.argv[2], '--name', 'x', '--checkpoints_dir', 'ck']\n"
+                 "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 75), (signal.SIGINT, 130)])
+def test_a_signal_while_torch_imports_exits_as_a_stop_does(tmp_path, signum, status):
+    p = subprocess.run([sys.executable, "-c", DURING_IMPORT, str(int(signum)), str(REPO / "train_hd.py")],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == status, (p.returncode, p.stderr[-2000:])
+    assert p.stderr.strip() == (f"stopped by {signal.Signals(signum).name} during start-up, before the first "
+                                "step: nothing to save; rerun the same command"
+                                + (f"; exit status {status}" if status != 75 else "")), p.stderr[-2000:]
+    assert not (tmp_path / "ck").exists()
+
+
 def test_write_errors_name_the_cause_and_the_fix(tmp_path, monkeypatch):
     import builtins
     path = tmp_path / "lineage.json"

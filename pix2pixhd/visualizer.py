@@ -14,7 +14,9 @@ synthesized | real images; it links only to files that exist on disk.
 A write that fails (a full disk): loss_log.txt, loss_history.jsonl and the HTML page are the
 run's record, so the run stops with one :class:`LogWriteError` line; TensorBoard is only a view,
 so it is switched off for the rest of the run with one note, and training goes on. Nothing here
-waits on a tensorboardX writer thread that has stopped (its queue would block for good).
+waits on a tensorboardX writer thread that has stopped (its queue would block for good), nor more
+than :data:`TB_STALL_SECONDS` on one that is stuck (a write to a hung disk that never returns): that
+too switches TensorBoard off with the note, and the stuck thread (a daemon) does not hold up exit.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import os
 import queue
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +39,10 @@ from pix2pixhd.checkpoint import atomic_write_bytes
 from pix2pixhd.errors import MissingDependencyError, UserError
 
 _WRITER_COUNT = itertools.count()   # tensorboard writers this process opened
+
+# The longest a log or close call waits on a tensorboard writer thread that makes no progress (its
+# queue stays full, or close() does not return) before TensorBoard is switched off.
+TB_STALL_SECONDS = 60.0
 
 
 class LogWriteError(UserError, RuntimeError):
@@ -262,6 +269,7 @@ class Visualizer:
         self._noted_bad_history = False  # loss_history.jsonl's unparseable lines said once
         self._purge_step: int | None = None  # the first tensorboard writer's purge_step (begin)
         self._tb_error: BaseException | None = None  # the first failed tensorboard write
+        self._tb_stalled = False   # the writer thread made no progress for TB_STALL_SECONDS
         self._record_error: LogWriteError | None = None  # the record write that ended the run
 
     def begin(self, resumed_at_step: int | None = None) -> None:
@@ -378,11 +386,25 @@ class Visualizer:
         events.write_event = guarded(events.write_event)
         events.flush = guarded(events.flush)
 
-    def _writer_failure(self, writer) -> BaseException | None:
-        """Why ``writer`` can take no more events (None: it can): a failed write, or a writer
-        thread that stopped. While its queue is full and its thread runs, this waits for room, so
-        that the one add_* call that follows cannot block (this thread is the only producer)."""
+    def _stalled(self) -> BaseException:
+        """The error of a writer thread that made no progress for :data:`TB_STALL_SECONDS`, kept as
+        the first failed write (the thread drops its events if it ever goes on)."""
+        self._tb_stalled = True
+        if self._tb_error is None:
+            self._tb_error = TimeoutError(
+                f"its writer thread made no progress for {TB_STALL_SECONDS:g} s (a hung disk or "
+                "network mount?)")
+        return self._tb_error
+
+    def _writer_failure(self, writer, deadline: float | None = None) -> BaseException | None:
+        """Why ``writer`` can take no more events (None: it can): a failed write, a writer thread
+        that stopped, or one that made no progress. While its queue is full and its thread runs,
+        this waits for room until ``deadline`` (time.monotonic(); default :data:`TB_STALL_SECONDS`
+        from now), so that the one add_* call that follows cannot block (this thread is the only
+        producer)."""
         ev = _tensorboardx_event_writer(writer)
+        if deadline is None:
+            deadline = time.monotonic() + TB_STALL_SECONDS
         while True:
             if self._tb_error is not None:
                 return self._tb_error
@@ -395,7 +417,30 @@ class Visualizer:
                     return None
             except NotImplementedError:   # no full() on this platform: put() may block
                 return None
+            if time.monotonic() >= deadline:
+                return self._stalled()
             time.sleep(0.01)
+
+    def _call_bounded(self, fn, deadline: float) -> BaseException | None:
+        """``fn()`` (a writer's close) in a daemon thread, waited on until ``deadline``: the OS
+        error it raised, the stall error if it has not returned by then (it is left to run; a daemon
+        does not hold up exit), else None. Another exception is raised here."""
+        out: list[BaseException | None] = []
+
+        def call():
+            try:
+                fn()
+                out.append(None)
+            except BaseException as e:
+                out.append(e)
+        t = threading.Thread(target=call, name="pix2pixhd-tensorboard-close", daemon=True)
+        t.start()
+        t.join(max(0.0, deadline - time.monotonic()))
+        if not out:
+            return self._stalled()
+        if out[0] is not None and not isinstance(out[0], OSError):
+            raise out[0]
+        return out[0]
 
     def _tb_call(self, method: str, *args, **kwargs) -> None:
         """``writer.method(*args, **kwargs)`` unless tensorboard is off; a failure switches it off."""
@@ -440,42 +485,42 @@ class Visualizer:
         return Path(getattr(getattr(ev, "_ev_writer", None), "_file_name", self.dir / "tensorboard"))
 
     def _close_writer(self, writer, *, quiet: bool = False) -> None:
-        """Close ``writer`` without blocking on a stopped thread or raising an OS error (the first
-        one switches tensorboard off, with a note unless ``quiet``). tensorboardX's exit hook then
-        has nothing left to do."""
+        """Close ``writer`` without raising an OS error, blocking on a stopped thread, or waiting
+        more than :data:`TB_STALL_SECONDS` on a stuck one (the first error switches tensorboard
+        off, with a note unless ``quiet``). tensorboardX's exit hook then has nothing left to do."""
+        deadline = time.monotonic() + TB_STALL_SECONDS
         ev = _tensorboardx_event_writer(writer)
         if ev is None:
-            try:
-                writer.close()
-            except OSError as e:
-                self._tensorboard_off(e, self._events_path(writer), quiet=quiet)
+            error = self._call_bounded(writer.close, deadline)
+            if error is not None:
+                self._tensorboard_off(error, self._events_path(writer), quiet=quiet)
             return
         if ev._closed:
             return
+        worker, events = ev._worker, ev._event_queue
         error = None
         try:
-            if self._writer_failure(writer) is None:
-                writer.close()   # the thread runs and its queue has room: stop() returns
-        except OSError as e:
-            error = e
+            if self._writer_failure(writer, deadline) is None:
+                # the thread runs and its queue has room: stop() returns once it wrote the queue
+                error = self._call_bounded(writer.close, deadline)
         finally:
-            if not ev._closed:   # a failed write, a stopped thread, or close() failed part way
+            if not ev._closed:   # a failed write, a stopped or stuck thread, or close() failed part way
                 ev._closed = True   # its atexit close() does nothing now
-                worker = ev._worker
-                if worker is not None and worker.is_alive():   # it drops what is queued, then stops
-                    try:
-                        ev._event_queue.put(worker._shutdown_signal, timeout=1)
+                if worker is not None and worker.is_alive() and not self._tb_stalled:
+                    try:   # it drops what is queued, then stops
+                        events.put(worker._shutdown_signal, timeout=1)
                         worker.join(timeout=5)
                     except queue.Full:
                         pass
-                try:
-                    ev._ev_writer.close()
-                except OSError:
-                    pass
-            if ev._event_queue is not None:
-                ev._event_queue.cancel_join_thread()   # exit does not wait on events no one reads
-                if ev._worker is None or not ev._worker.is_alive():
-                    ev._event_queue.close()
+                if worker is None or not worker.is_alive():   # a stuck one holds the file's lock
+                    try:
+                        ev._ev_writer.close()
+                    except OSError:
+                        pass
+                if events is not None:
+                    events.cancel_join_thread()   # exit does not wait on events no one reads
+                    if worker is None or not worker.is_alive():
+                        events.close()
         if error is not None or self._tb_error is not None:
             self._tensorboard_off(error if error is not None else self._tb_error, self._events_path(writer),
                                   quiet=quiet)

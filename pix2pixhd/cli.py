@@ -169,9 +169,13 @@ def _train(argv: list[str]) -> int:
             from pix2pixhd.losses import vgg19_file
             vgg19_file(cfg.vgg_path)
         return 0
-    from pix2pixhd.trainer import Trainer
+    from pix2pixhd.trainer import Trainer, TrainingStopped
     try:
         summary = Trainer(cfg, info).fit()
+    except TrainingStopped as e:   # SIGTERM/SIGINT: the summary too, then exit status 75/130
+        if info.is_master and e.summary is not None:
+            print(json.dumps(e.summary, indent=1), flush=True)
+        raise
     finally:
         distributed.cleanup(info)
     if info.is_master:

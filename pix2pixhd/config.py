@@ -531,7 +531,7 @@ class TrainConfig:
                                             "epochs between numbered checkpoints")
     no_html: Optional[bool] = option("logging", False, "no HTML page (web/index.html)")
     no_tensorboard: Optional[bool] = option("logging", False, "no tensorboard event files")
-    no_progress: Optional[bool] = option("logging", False, "no progress bar")
+    no_progress: Optional[bool] = option("logging", False, "no progress bar (nor progress lines without a terminal)")
 
     # ---- resolution ----------------------------------------------------------------------------
     def resolved(self) -> "TrainConfig":

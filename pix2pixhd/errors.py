@@ -166,11 +166,13 @@ _WORKER_EXITED = re.compile(r"DataLoader worker \(pids?(?:\(s\))? ([0-9, ]+)\) e
                             r"(?: with exit code (-?\d+))?")
 
 
-def loader_worker_died(e: BaseException) -> str | None:
+def loader_worker_died(e: BaseException, resume: str = "rerun the same command to resume (train_hd.py: "
+                                                        "with --resume)") -> str | None:
     """The one line for torch's error of a DataLoader worker process that died (killed by a
     signal, e.g. by the out-of-memory killer, or exited), or None when ``e`` is not that. torch
     raises "exited unexpectedly" from the more precise "is killed by signal": the chain is
-    searched for the latter first."""
+    searched for the latter first. ``resume``: the line's last part, how to go on (the trainer's
+    says which checkpoint it saved)."""
     chain, seen = [], set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
@@ -182,8 +184,7 @@ def loader_worker_died(e: BaseException) -> str | None:
             pid, sig = m.group(1), m.group(2).strip()
             why = ("out of shared memory? raise /dev/shm (docker: --shm-size), or fewer --nThreads/--workers"
                    if sig.lower().startswith("bus error") else "out of memory? fewer --nThreads/--workers")
-            return (f"a data loader worker (pid {pid}) was killed by signal: {sig} ({why}); rerun the same "
-                    "command to resume (train_hd.py: with --resume)")
+            return f"a data loader worker (pid {pid}) was killed by signal: {sig} ({why}); {resume}"
     for text in chain:
         m = _WORKER_EXITED.search(text)
         if m:
@@ -191,8 +192,7 @@ def loader_worker_died(e: BaseException) -> str | None:
             how = f"exited with code {code}" if code is not None else "exited unexpectedly"
             plural = "s" if "," in pids else ""
             return (f"a data loader worker (pid{plural} {pids}) {how} (killed for memory? fewer "
-                    "--nThreads/--workers; --debug shows torch's traceback); rerun the same command to "
-                    "resume (train_hd.py: with --resume)")
+                    f"--nThreads/--workers; --debug shows torch's traceback); {resume}")
     return None
 
 

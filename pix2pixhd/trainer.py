@@ -94,11 +94,13 @@ class TrainingStopped(SystemExit):
     """SIGTERM (or a first SIGINT) stopped the run at a step boundary, latest.pt saved. A
     SystemExit with status :data:`STOPPED_EXIT_STATUS` (SIGTERM) or
     :data:`INTERRUPTED_EXIT_STATUS` (SIGINT): ``errors.run`` and the scripts pass it on as the
-    exit status (the message was printed on stderr); Python callers can catch it."""
+    exit status (the message was printed on stderr); Python callers can catch it. ``summary``:
+    the run's summary (``stopped_by`` names the signal), which train_hd.py prints on stdout."""
 
-    def __init__(self, message: str, status: int = STOPPED_EXIT_STATUS):
+    def __init__(self, message: str, status: int = STOPPED_EXIT_STATUS, summary: dict | None = None):
         super().__init__(status)
         self.message = message
+        self.summary = summary   # the run's summary (``fit``'s return value had it finished), for train_hd.py
 
     def __str__(self) -> str:
         return self.message
@@ -115,6 +117,12 @@ class TrainingAborted(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+class LoaderWorkerDied(UserError, RuntimeError):
+    """A DataLoader worker died (the OOM killer's kill -9) in a single-process run: latest.pt was
+    saved at the step boundary where its error was raised; the message (``errors.loader_worker_died``'s
+    line) says so and how to resume. Raised from torch's error."""
 
 
 def _loader_worker_init(inner, worker_id: int) -> None:
@@ -161,6 +169,66 @@ def _run_label(cfg: TrainConfig, short: bool = False) -> str:
     if cfg.model != "pix2pixhd":
         return cfg.model
     return cfg.stage if short else f"{cfg.stage} stage"
+
+
+# Without a terminal (a SLURM or nohup log), the progress is a line on stderr at most this often
+# (seconds) instead of a progress bar, whose redraws would pile up in the file.
+PROGRESS_INTERVAL_S = 60.0
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):   # None, or closed
+        return False
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as [Dd ]H:MM:SS."""
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    return (f"{d}d " if d else "") + f"{h}:{m:02d}:{s:02d}"
+
+
+class RunProgress:
+    """The whole run's progress for rank 0's console: the step of the run's last step
+    (``last_step``: the end of its last epoch, or of --max_steps), the speed and the run's ETA.
+    The ETA is the steps left times the mean time of the steps after the run's first (its
+    warm-up: cuDNN's benchmark, compilation), epoch ends and saves included."""
+
+    def __init__(self, first_step: int, last_step: int, now: float):
+        self.first_step, self.last_step = first_step, last_step
+        self._t_first = None           # when the run's first step ended
+        self._t_line, self._images_line = now, 0
+
+    def step(self, step: int, images: int, now: float) -> None:
+        """Step ``step`` (global) has ended, ``images`` images over all ranks."""
+        self._images_line += images
+        if self._t_first is None:
+            self._t_first = now
+
+    def eta(self, step: int, now: float) -> float | None:
+        """Seconds until the run's last step, after step ``step``; None before the second step."""
+        timed = step - self.first_step - 1
+        if self._t_first is None or timed < 1:
+            return None
+        return max(0, self.last_step - step) * (now - self._t_first) / timed
+
+    def eta_text(self, step: int, now: float) -> str:
+        eta = self.eta(step, now)
+        return "?" if eta is None else _duration(eta)
+
+    def line_due(self, now: float) -> bool:
+        return now - self._t_line >= PROGRESS_INTERVAL_S
+
+    def line(self, label: str, epoch: int, total_epochs: int, step: int, now: float) -> str:
+        """The progress line; the speed is over the time since the previous line."""
+        speed = self._images_line / max(now - self._t_line, 1e-9)
+        self._t_line, self._images_line = now, 0
+        pct = 100.0 * step / self.last_step if self.last_step else 100.0
+        return (f"progress: {label} epoch {epoch}/{total_epochs}, step {step}/{self.last_step} ({pct:.1f}%), "
+                f"{speed:.2f} images/s, run ETA {self.eta_text(step, now)}")
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
@@ -289,8 +357,8 @@ class Trainer:
     seeded with ``cfg.seed`` (+ rank); a resume restores the Python, NumPy and torch RNG states it
     saved; ``cfg.deterministic`` switches torch's deterministic algorithms on (on CUDA also
     ``CUBLAS_WORKSPACE_CONFIG`` and cuDNN's benchmark off); ``fit`` installs SIGTERM/SIGINT
-    handlers while it runs. Save and restore them around a run if other work in the process
-    needs its own.
+    handlers while it runs (and SIGCHLD's, single process with loader workers). Save and restore
+    them around a run if other work in the process needs its own.
     """
 
     def __init__(self, cfg: TrainConfig, dist_info: DistInfo | None = None, vgg: nn.Module | None = None):
@@ -369,6 +437,8 @@ class Trainer:
         self._sigints = 0              # SIGINTs received: the second aborts at once
         self._sigterm_previous = None  # {signum: handler} they replaced, restored when fit() ends
         self._loader = None            # the training DataLoader, its workers shut down when fit() ends
+        self._sigchld_previous = None  # the SIGCHLD handler (torch's) _hold_worker_deaths replaced
+        self._sigchld_held = False     # a SIGCHLD came while held
 
         # the NVIDIA run folder this run was imported from (pix2pixhd.import_reference), saved in
         # each checkpoint as imported_run: what a resume refusal says the run started from
@@ -1022,6 +1092,7 @@ class Trainer:
             try:
                 self._shutdown_loader()
             finally:
+                self._release_worker_deaths(raise_held=False)
                 self._restore_sigterm()
                 try:
                     self.vis.close()
@@ -1089,11 +1160,11 @@ class Trainer:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return int(flag.item())
 
-    def _stop_by_sigterm(self, code: int = 1) -> None:
+    def _stop_by_sigterm(self, code: int = 1, summary: dict | None = None) -> None:
         """Save latest.pt (every rank joins its RNG gather), wait until rank 0 has written it (a
         rank that exits first makes torchrun stop the others, rank 0 mid-write included), say so
         and raise :class:`TrainingStopped` with the signal's exit status (SIGTERM 75, SIGINT
-        130)."""
+        130) and the run's ``summary``."""
         name, status = _STOP_SIGNALS[code]
         self.save("latest")
         barrier(self.dist)
@@ -1105,7 +1176,46 @@ class Trainer:
         self.vis.log_message(msg)
         if self.dist.is_master:
             print(msg, file=sys.stderr, flush=True)
-        raise TrainingStopped(msg, status)
+        raise TrainingStopped(msg, status, summary)
+
+    # ---- a DataLoader worker that died: latest.pt saved at the step boundary (single process) ----
+    def _hold_worker_deaths(self) -> None:
+        """Until :meth:`_release_worker_deaths`, SIGCHLD only sets a flag. torch's handler of it
+        (installed with the loader's workers) raises a dead worker's error at once, wherever
+        the main thread is; held, it is raised at the next fetch. Main thread only."""
+        if self._sigchld_previous is not None:
+            return
+        self._sigchld_held = False
+
+        def on_sigchld(signum, frame):
+            self._sigchld_held = True
+        previous = signal.signal(signal.SIGCHLD, on_sigchld)
+        self._sigchld_previous = previous if previous is not None else signal.SIG_DFL
+
+    def _release_worker_deaths(self, raise_held: bool) -> None:
+        """Put the SIGCHLD handler :meth:`_hold_worker_deaths` replaced back; ``raise_held``: when
+        a SIGCHLD came meanwhile, call it now (torch's raises the error of a worker that died)."""
+        previous, self._sigchld_previous = self._sigchld_previous, None
+        if previous is None:
+            return
+        signal.signal(signal.SIGCHLD, previous)
+        if raise_held and self._sigchld_held and callable(previous):
+            self._sigchld_held = False
+            previous(signal.SIGCHLD, None)
+
+    def _save_after_worker_death(self, e: RuntimeError) -> None:
+        """When ``e`` is torch's error of a DataLoader worker that died (``errors.loader_worker_died``):
+        save latest.pt (the run is between two steps) and raise :class:`LoaderWorkerDied` from it.
+        Single process only (see ``_fit``'s ``batches``)."""
+        from pix2pixhd.errors import loader_worker_died
+        if loader_worker_died(e) is None:
+            return
+        self.save("latest")
+        msg = loader_worker_died(e, resume=f"{self.exp_dir / 'latest.pt'} saved at epoch {self.epoch} step "
+                                           f"{self.global_step}; rerun the same command with --auto_resume "
+                                           "(or --resume) to continue")
+        self.vis.log_message(msg)
+        raise LoaderWorkerDied(msg) from e
 
     def _start_run(self):
         """The run's start, in an order that never leaves its folder inconsistent: rank 0 locks
@@ -1203,6 +1313,17 @@ class Trainer:
         loader, sampler = self._start_run()
         self._catch_sigterm()
         steps_this_run, images, t_run = 0, 0, time.perf_counter()
+        # rank 0's progress: a bar per epoch on a terminal (its postfix: the run's ETA), else a line
+        # at most every PROGRESS_INTERVAL_S seconds (a log file)
+        show, tty = master and not cfg.no_progress, _stderr_is_tty()
+        last_step = self.global_step + self._steps_left(sampler, total_epochs)
+        if cfg.max_steps:
+            last_step = min(last_step, self.global_step + cfg.max_steps)
+        progress = RunProgress(self.global_step, last_step, t_run)
+        postfix = {"run ETA": "?"}   # the bar's, with the last log line's losses and speed
+        # a single process holds a dead loader worker's error to the step boundary (batches())
+        hold = (not self.dist.distributed and loader.num_workers > 0
+                and threading.current_thread() is threading.main_thread())
         # logged losses are means over the window since the last log line, summed on the device
         window, t_window, images_window = WindowMeans(), time.perf_counter(), 0
         # the summary's losses: means over the steps this process trained of the last epoch it
@@ -1223,8 +1344,9 @@ class Trainer:
                       **{f"ms/{k}": v for k, v in self.timer.times.items()}}
             t_window, images_window = now, 0
             self.vis.log_losses(self.epoch, self.iter_in_epoch, self.global_step, means, extras)
-            bar.set_postfix({**{k: f"{v:.3f}" for k, v in means.items()},
-                             "img/s": f"{extras['images_per_s']:.2f}"})
+            postfix.update({**{k: f"{v:.3f}" for k, v in means.items()},
+                            "img/s": f"{extras['images_per_s']:.2f}"})
+            bar.set_postfix(postfix)
             return means
 
         def epoch_means(whole: bool) -> dict:
@@ -1233,6 +1355,32 @@ class Trainer:
             n = epoch_sums.n
             return {"epoch": self.epoch, "steps": n, "whole": whole, "losses": epoch_sums.means(self.dist)}
 
+        def batches():
+            """This epoch's batches. A DataLoader worker that died (the OOM killer) is noticed
+            by torch through SIGCHLD, whose handler raises its error wherever the main thread
+            is, mid-step included (between the optimizers' updates); in a single process that
+            error is held until the next fetch (:meth:`_hold_worker_deaths`), where the run is at
+            a step boundary: latest.pt is saved there and :class:`LoaderWorkerDied` says so.
+            Under DDP the error is left as torch raises it, saving nothing: a save gathers from
+            every rank, and the other ranks are inside the step's collectives."""
+            it = None
+            while True:
+                try:
+                    if hold:
+                        self._release_worker_deaths(raise_held=True)
+                    it = iter(loader) if it is None else it   # persistent workers: waits on them
+                    batch = next(it)
+                except StopIteration:
+                    return
+                except RuntimeError as e:   # from the fetch: a step boundary
+                    if not self.dist.distributed and steps_this_run:   # else torch's error as it is
+                        self._save_after_worker_death(e)
+                    raise
+                finally:
+                    if hold:
+                        self._hold_worker_deaths()
+                yield batch
+
         while self.epoch <= total_epochs:
             if self.global_frozen and not self._global_fixed_at(self.epoch):
                 self._unfreeze_global()
@@ -1240,11 +1388,11 @@ class Trainer:
             sampler.set_epoch(self.epoch, done=self.samples_in_epoch)
             began_at = self.iter_in_epoch   # > 0: resumed inside this epoch
             bar = tqdm(total=self.iter_in_epoch + len(loader), initial=self.iter_in_epoch,
-                       disable=not master or cfg.no_progress,
+                       disable=not show or not tty,
                        desc=f"{_run_label(cfg, short=True)} epoch {self.epoch}/{total_epochs}",
                        dynamic_ncols=True)
             t_data = time.perf_counter()
-            for batch in loader:
+            for batch in batches():
                 step = self.global_step + 1
                 logging = step % cfg.print_freq == 0 or step == 1
                 data_ms = (time.perf_counter() - t_data) * 1e3
@@ -1267,6 +1415,15 @@ class Trainer:
                 if step % cfg.display_freq == 0:
                     self.vis.display(self.vis.visuals(self._last), self.epoch, self.global_step)
                     shown_at = self.global_step
+                if show:
+                    now = time.perf_counter()
+                    progress.step(self.global_step, n_img, now)
+                    if tty:
+                        postfix["run ETA"] = progress.eta_text(self.global_step, now)
+                        bar.set_postfix(postfix, refresh=False)   # drawn by the update
+                    elif progress.line_due(now):
+                        print(progress.line(_run_label(cfg, short=True), self.epoch, total_epochs,
+                                            self.global_step, now), file=sys.stderr, flush=True)
                 bar.update(1)
                 stop = self._stop_requested()
                 if (stop or (cfg.max_steps and steps_this_run >= cfg.max_steps)) and \
@@ -1280,7 +1437,9 @@ class Trainer:
                     log_window()
                 if stop:   # SIGTERM or SIGINT: every rank stops after this same step
                     bar.close()
-                    self._stop_by_sigterm(stop)
+                    last_epoch = epoch_means(whole=began_at == 0 and not self._batches_left(sampler))
+                    self._stop_by_sigterm(stop, self._summary(steps_this_run, images, t_run, last_epoch, sampler,
+                                                              stopped_by=_STOP_SIGNALS[stop][0]))
                 if step % cfg.save_latest_freq == 0:
                     self.save("latest")
                 if cfg.max_steps and steps_this_run >= cfg.max_steps:
@@ -1289,7 +1448,7 @@ class Trainer:
                     bar.close()
                     self.save("latest")
                     last_epoch = epoch_means(whole=began_at == 0 and not self._batches_left(sampler))
-                    return self._summary(steps_this_run, images, t_run, last_epoch, sampler, stopped=True)
+                    return self._summary(steps_this_run, images, t_run, last_epoch, sampler, stopped_by="max_steps")
                 t_data = time.perf_counter()
             finished = self.epoch
             if finished == total_epochs and window.n:
@@ -1304,19 +1463,28 @@ class Trainer:
             if finished % cfg.save_epoch_freq == 0 or finished == total_epochs:
                 self.save(finished)
             if cfg.max_steps and steps_this_run >= cfg.max_steps and self.epoch <= total_epochs:
-                return self._summary(steps_this_run, images, t_run, last_epoch, sampler, stopped=True)
-        return self._summary(steps_this_run, images, t_run, last_epoch, sampler, stopped=False)
+                return self._summary(steps_this_run, images, t_run, last_epoch, sampler, stopped_by="max_steps")
+        return self._summary(steps_this_run, images, t_run, last_epoch, sampler, stopped_by=None)
 
     def _batches_left(self, sampler) -> int:
         """Batches of the current epoch this rank has still to train (the loader drops a last
         short batch)."""
         return len(sampler.order(self.epoch, self.samples_in_epoch)) // self.cfg.batchSize
 
-    def _summary(self, steps, images, t_run, last_epoch, sampler, stopped) -> dict:
-        """The run's summary (train_hd.py prints it). ``epoch`` is the last epoch the run trained
-        in, ``epochs_completed`` how many epochs are fully trained (a checkpoint's ``epoch`` is
-        the next one to train instead); ``losses`` are the means over the steps of ``epoch`` this
-        process trained (all ranks' under DDP), which ``losses_over`` says in words."""
+    def _steps_left(self, sampler, total_epochs: int) -> int:
+        """Steps from here to the end of the last epoch (the same on every rank)."""
+        if self.epoch > total_epochs:
+            return 0
+        per_epoch = len(sampler.order(self.epoch, 0)) // self.cfg.batchSize
+        return self._batches_left(sampler) + (total_epochs - self.epoch) * per_epoch
+
+    def _summary(self, steps, images, t_run, last_epoch, sampler, stopped_by: str | None) -> dict:
+        """The run's summary (train_hd.py prints it, after a SIGTERM/SIGINT stop too). ``epoch`` is
+        the last epoch the run trained in, ``epochs_completed`` how many epochs are fully trained
+        (a checkpoint's ``epoch`` is the next one to train instead); ``losses`` are the means over
+        the steps of ``epoch`` this process trained (all ranks' under DDP), which ``losses_over``
+        says in words. ``stopped_by``: None (the run finished), "max_steps", "SIGTERM" or
+        "SIGINT"; ``stopped_early`` is whether it is not None."""
         secs = time.perf_counter() - t_run
         if self.iter_in_epoch == 0:     # at an epoch boundary: self.epoch is the next to train
             epoch = completed = self.epoch - 1
@@ -1333,4 +1501,5 @@ class Trainer:
         return {"steps": steps, "images": images, "seconds": secs, "images_per_s": images / max(secs, 1e-9),
                 "epoch": epoch, "epochs_completed": completed, "global_step": self.global_step,
                 "losses": losses, "losses_over": over,
-                "stopped_early": stopped, "experiment_dir": str(self.exp_dir)}
+                "stopped_early": stopped_by is not None, "stopped_by": stopped_by,
+                "experiment_dir": str(self.exp_dir)}

@@ -1,0 +1,189 @@
+"""What train_hd.py reports: progress on rank 0's console (without a terminal, plain lines at most
+every PROGRESS_INTERVAL_S seconds, not a progress bar; either way the whole run's ETA), the JSON
+summary on stdout after a SIGTERM/SIGINT stop too, and a DataLoader worker that died (the OOM
+killer) in a single-process run: latest.pt saved at the step boundary, one error line."""
+import io
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+import torch
+
+from pix2pixhd import data, trainer
+from pix2pixhd.checkpoint import load_checkpoint
+from pix2pixhd.cli import train_main
+from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+from pix2pixhd.errors import run
+from pix2pixhd.trainer import RunProgress, Trainer, TrainingStopped
+from tests.test_sigterm import TINY
+from tests.test_trainer_step import tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def streets(tmp_path_factory):
+    """Four scenes: epochs of 4 steps (batchSize 1)."""
+    root = tmp_path_factory.mktemp("streets4")
+    generate(root, n_train=4, n_test=0, width=64, height=32, seed=0)
+    return root
+
+
+def _cfg(tmp_path, streets, **kw):
+    return tiny_cfg(tmp_path, **{**dict(label_nc=LABEL_NC, dataroot=str(streets), resize_or_crop="none",
+                                         batchSize=1, niter=2, niter_decay=0, print_freq=100), **kw})
+
+
+# ---- progress -------------------------------------------------------------------------------------
+def test_the_eta_is_the_whole_runs_steps_left_at_the_mean_step_time_after_the_first():
+    p = RunProgress(first_step=5, last_step=21, now=0.0)
+    p.step(6, 1, now=10.0)   # the first step (warm-up) is not timed
+    assert p.eta(6, now=10.0) is None and p.eta_text(6, now=10.0) == "?"
+    p.step(7, 1, now=11.0)
+    p.step(8, 1, now=13.0)
+    assert p.eta(8, now=13.0) == pytest.approx(13 * 1.5)   # 13 steps left, 1.5 s each
+    assert p.eta_text(8, now=13.0) == "0:00:20"
+    assert trainer._duration(2 * 86400 + 3 * 3600 + 4 * 60 + 5) == "2d 3:04:05"
+
+
+def test_without_a_terminal_progress_is_lines_over_the_whole_run(tmp_path, streets, monkeypatch, capfd):
+    monkeypatch.setattr(trainer, "PROGRESS_INTERVAL_S", 0.0)   # a line after every step
+    Trainer(_cfg(tmp_path, streets, no_progress=False, max_steps=2)).fit()
+    err = capfd.readouterr().err
+    assert "\r" not in err and "it/s" not in err, err   # no tqdm bar
+    lines = [ln for ln in err.splitlines() if ln.startswith("progress:")]
+    assert len(lines) == 2 and lines[0].startswith("progress: global epoch 1/2, step 1/2 (50.0%), ") and \
+        lines[0].endswith("run ETA ?")
+    assert re.fullmatch(r"progress: global epoch 1/2, step 2/2 \(100\.0%\), \d+\.\d\d images/s, run ETA "
+                        r"0:00:00", lines[1]), lines[1]
+
+    # resumed: the run's last step is the end of epoch 2 (8), past the epoch it is in
+    Trainer(_cfg(tmp_path, streets, no_progress=False, resume=True)).fit()
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("progress:")]
+    assert [re.search(r"epoch (\d/\d), step (\d+/\d+)", ln).groups() for ln in lines] == \
+        [("1/2", "3/8"), ("1/2", "4/8")] + [("2/2", f"{k}/8") for k in range(5, 9)]
+    assert re.search(r"run ETA \d+:\d\d:\d\d$", lines[1]) and lines[-1].endswith("run ETA 0:00:00")
+
+    # --no_progress: nothing
+    Trainer(_cfg(tmp_path, streets, no_progress=True, niter=3, resume=True, max_steps=1)).fit()
+    assert "progress" not in capfd.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_on_a_terminal_the_bar_shows_the_whole_runs_eta(tmp_path, streets, monkeypatch):
+    term = _Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    monkeypatch.setattr(trainer.Trainer, "train_step", _slowed(trainer.Trainer.train_step, 0.05))
+    Trainer(_cfg(tmp_path, streets, no_progress=False, niter=1)).fit()
+    out = term.getvalue()
+    assert "\r" in out and "progress:" not in out   # the bar, not lines
+    assert re.search(r"run ETA=\d+:\d\d:\d\d", out), out[-2000:]
+
+
+def _slowed(step, seconds):
+    def slow(self, batch):
+        out = step(self, batch)
+        time.sleep(seconds)
+        return out
+    return slow
+
+
+# ---- the summary of a SIGTERM/SIGINT stop -----------------------------------------------------------
+def _summary(stdout: str) -> dict:
+    """The JSON object train_hd.py prints last on stdout."""
+    return json.loads(stdout[stdout.rindex("\n{\n") + 1:])
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 75), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.fault(cls="interrupted run",
+                   case="{id} stop: train_hd.py prints the JSON summary on stdout (stopped_early, stopped_by "
+                        "naming the signal) before exiting with {status}")
+def test_a_signal_stop_prints_the_summary_naming_the_signal(tmp_path, streets, monkeypatch, capsys,
+                                                            signum, status):
+    step = Trainer.train_step
+
+    def signalled(self, batch):
+        if self.global_step + 1 == 3:
+            os.kill(os.getpid(), signum)
+        return step(self, batch)
+    monkeypatch.setattr(Trainer, "train_step", signalled)
+    args = [*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path)]   # 2 epochs of 4 steps
+    with pytest.raises(TrainingStopped) as e:
+        train_main(args)
+    assert e.value.code == status
+    s = _summary(capsys.readouterr().out)
+    assert (s["stopped_early"], s["stopped_by"], s["global_step"], s["steps"]) == \
+        (True, signal.Signals(signum).name, 3, 3)
+    assert (s["epoch"], s["epochs_completed"]) == (1, 0) and set(s["losses"]) >= {"D_real", "G_GAN"}
+    assert s["losses_over"] == "mean over the 3 step(s) of epoch 1 this run trained (not the whole epoch)"
+    if signum == signal.SIGINT:
+        return
+
+    monkeypatch.setattr(Trainer, "train_step", step)   # the same keys for --max_steps and the end
+    resume = ["--resume", "--name", "run", "--checkpoints_dir", str(tmp_path)]
+    assert train_main([*resume, "--max_steps", "2"]) == 0
+    s = _summary(capsys.readouterr().out)
+    assert (s["stopped_early"], s["stopped_by"], s["global_step"]) == (True, "max_steps", 5)
+    assert train_main(resume) == 0
+    s = _summary(capsys.readouterr().out)
+    assert (s["stopped_early"], s["stopped_by"], s["global_step"]) == (False, None, 8)
+
+
+# ---- a DataLoader worker killed (the OOM killer) ----------------------------------------------------
+@pytest.mark.fault(cls="interrupted run",
+                   case="a DataLoader worker SIGKILLed (the OOM killer) mid-step in a single-process run: latest.pt "
+                        "saved at the next step boundary, one error line naming it and the resume, status 1; the "
+                        "resume ends with the uninterrupted run's weights")
+def test_a_killed_loader_worker_saves_latest_at_the_step_boundary(tmp_path, streets, monkeypatch, capsys):
+    """The worker kills itself (SIGKILL, as the OOM killer) fetching its 3rd sample, while the
+    training process is inside a step (steps made 0.3 s longer): torch's SIGCHLD handler would
+    raise there, mid-step; the run saves latest.pt at the next step boundary instead, ends with
+    one error line (status 1), and its resume ends as an uninterrupted run."""
+    main_pid = os.getpid()
+    create = data.create_dataset
+
+    def killing(*args, **kw):
+        ds = create(*args, **kw)
+        base = type(ds)
+
+        class Killed(base):
+            fetched = 0
+
+            def __getitem__(self, i):
+                if os.getpid() != main_pid:   # in the worker (forked: its own count)
+                    Killed.fetched += 1
+                    if Killed.fetched == 3:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                return base.__getitem__(self, i)
+        ds.__class__ = Killed
+        return ds
+    monkeypatch.setattr(data, "create_dataset", killing)
+    monkeypatch.setattr(Trainer, "train_step", _slowed(Trainer.train_step, 0.3))
+    common = [*TINY, "--dataroot", str(streets)]
+    status = run(train_main, [*common, "--checkpoints_dir", str(tmp_path / "cut")])
+    err = capsys.readouterr().err
+    assert status == 1, err[-3000:]
+    errors = [ln for ln in err.splitlines() if ln.startswith("error")]
+    latest = tmp_path / "cut" / "run" / "latest.pt"
+    m = re.fullmatch(r"error: a data loader worker \(pid \d+\) was killed by signal: Killed \(out of memory\? "
+                     r"fewer --nThreads/--workers\); (\S+) saved at epoch 1 step (\d+); rerun the same command "
+                     r"with --auto_resume \(or --resume\) to continue", errors[0] if len(errors) == 1 else "")
+    assert m and m.group(1) == str(latest), err[-3000:]
+    assert 1 <= int(m.group(2)) <= 2 and load_checkpoint(latest.parent)["global_step"] == int(m.group(2))
+    assert "Traceback" not in err
+    handler = signal.getsignal(signal.SIGCHLD)   # torch's again, not the loop's
+    assert getattr(handler, "__qualname__", "").startswith("_set_SIGCHLD_handler"), handler
+    monkeypatch.undo()
+    # the resume ends with the weights of the run trained whole: latest.pt was a step boundary
+    assert train_main(["--resume", "--name", "run", "--checkpoints_dir", str(tmp_path / "cut")]) == 0
+    assert train_main([*common, "--checkpoints_dir", str(tmp_path / "whole")]) == 0
+    resumed, whole = load_checkpoint(latest.parent), load_checkpoint(tmp_path / "whole" / "run")
+    assert resumed["global_step"] == whole["global_step"] == 8
+    for net in ("G", "D"):
+        for k, v in whole[net].items():
+            assert torch.equal(resumed[net][k], v), f"{net}.{k} differs from the uninterrupted run's"

@@ -393,11 +393,20 @@ def _child_cpu() -> float:
 _TRAIN_MAIN = "import sys; from pix2pixhd.cli import train_main; sys.exit(train_main(sys.argv[1:]))"
 
 
+def _pix2pixhd_checkout() -> str | None:
+    """The checkout whose pix2pixhd this process imported (None: an installed copy): the training
+    processes import the same one, not whatever another checkout's editable install provides."""
+    import pix2pixhd
+    root = Path(pix2pixhd.__file__).resolve().parents[1]
+    return str(root) if (root / "setup.py").is_file() else None
+
+
 def train_chunk(argv: list[str], log_path: Path, threads: int) -> tuple[float, float]:
     """``train_hd.py ARGV`` (its entry function) in a fresh process, to completion;
     (CPU seconds, wall seconds) it took."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_pix2pixhd_checkout(), env.get("PYTHONPATH")) if p)
     cpu0, t0 = _child_cpu(), time.perf_counter()
     with open(log_path, "a") as log:
         log.write(f"\n$ python train_hd.py {' '.join(argv)}\n")

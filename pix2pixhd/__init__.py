@@ -9,16 +9,23 @@ def _map_source_folders() -> None:
     setup.py maps those folders into the package (``package_dir``), which an editable install's
     finder or an installed copy provides. But ``python train_hd.py`` in a checkout imports the
     checkout's ``pix2pixhd/`` (the script's folder comes first on sys.path), whose own folder holds
-    neither, so without this ``import pix2pixhd.kernels`` fails. Only a name nothing else
-    provides is registered; the modules inside load lazily, as any package's do.
+    neither, so without this ``import pix2pixhd.kernels`` fails. In a checkout (``setup.py`` beside
+    this package) its own folders are taken even where another checkout's editable install
+    provides the names, which would mix two versions of the code; an installed copy takes them
+    from its install. The modules inside load lazily, as any package's do.
     """
     import importlib.util
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
+    checkout = (root / "setup.py").is_file()
     for sub, folder in (("kernels", "kernels"), ("datasets", "datasets")):
         name, init = f"{__name__}.{sub}", root / folder / "__init__.py"
-        if name in sys.modules or not init.is_file() or importlib.util.find_spec(name) is not None:
+        if name in sys.modules or not init.is_file():
+            continue
+        found = importlib.util.find_spec(name)
+        if found is not None and (not checkout or (found.origin is not None
+                                                   and Path(found.origin).resolve() == init)):
             continue
         spec = importlib.util.spec_from_file_location(
             name, init, submodule_search_locations=[str(init.parent)])

@@ -387,7 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
+    if not (a.facades / "train").is_dir():   # before any folder is made
+        p.error(f"--facades {a.facades}: no train/ folder; point it at the pix2pix facades folder "
+                "(train/N.jpg: photo | colour label map)")
     torch.set_num_threads(a.threads)
     variants = select(a.only)
     a.out = a.out.resolve()

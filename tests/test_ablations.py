@@ -150,3 +150,29 @@ def test_ablations_refuse_a_finished_run_trained_with_other_options(abl, l1_trai
     assert json.loads((run / "config.json").read_text())["ngf"] == 4
     assert abl.main(argv + ["--ngf", "8", "--only", "l1", "--stage", "train", "--retrain"]) == 0
     assert json.loads((run / "config.json").read_text())["ngf"] == 8
+
+
+def test_ablations_refuse_a_missing_facades_folder_before_making_any(abl, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        abl.main(["--facades", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--only", "l1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"error: --facades {tmp_path / 'none'}: no train/ folder; point it at the pix2pix "
+                        "facades folder (train/N.jpg: photo | colour label map)"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_processes_import_the_checkout_this_process_imported(tmp_path, monkeypatch):
+    """train_chunk's process runs in the run folder, where another checkout's editable install
+    would provide pix2pixhd: PYTHONPATH names this process's checkout first."""
+    import subprocess
+    from benchmarks import quality
+    seen = {}
+
+    def spy(cmd, env=None, **kw):
+        seen.update(env)
+        return subprocess.CompletedProcess(cmd, 0)
+    monkeypatch.setattr(quality.subprocess, "run", spy)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    quality.train_chunk(["--name", "x"], tmp_path / "log.txt", 1)
+    assert seen["PYTHONPATH"].split(":") == [str(REPO), "/elsewhere"]

@@ -376,3 +376,32 @@ def test_train_hd_runs_from_a_checkout_that_is_not_installed(tmp_path):
              cwd=copy, timeout=240)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert "dry_run: True" in r.stdout, r.stdout[-2000:]
+
+
+# another checkout's editable install, as a finder that maps pix2pixhd.kernels/.datasets to its folders
+OTHER_CHECKOUT = """
+import importlib.util, sys
+other = sys.argv[1]
+class Other:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("pix2pixhd.kernels", "pix2pixhd.datasets"):
+            init = f"{other}/{name.split('.')[1]}/__init__.py"
+            return importlib.util.spec_from_file_location(name, init, submodule_search_locations=[init[:-12]])
+sys.meta_path.insert(0, Other())
+sys.path.insert(0, sys.argv[2])
+import pix2pixhd, pix2pixhd.kernels, pix2pixhd.datasets
+print(pix2pixhd.__file__, pix2pixhd.kernels.__file__, pix2pixhd.datasets.__file__)
+"""
+
+
+def test_a_checkout_runs_its_own_kernels_and_datasets_beside_another_editable_install(tmp_path):
+    """A checkout run as `python train_hd.py` while another checkout is installed editable: its own
+    kernels/ and datasets/, not the other install's (which mixed two versions of the code)."""
+    for sub in ("kernels", "datasets"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "__init__.py").write_text("")
+    p = subprocess.run([sys.executable, "-c", OTHER_CHECKOUT, str(tmp_path), str(ROOT)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == [str(ROOT / "pix2pixhd" / "__init__.py"), str(ROOT / "kernels" / "__init__.py"),
+                                str(ROOT / "datasets" / "__init__.py")]

@@ -236,8 +236,8 @@ def no_run_message(folder: Path) -> str | None:
                 if parent.is_dir() else [])
         there = (f"; run folders in {parent}: {', '.join(runs[:8])}{' ...' if len(runs) > 8 else ''}"
                  if runs else "")
-        return (f"no run folder {folder}: it does not exist; check the path (or --name and "
-                f"--checkpoints_dir){there}")
+        return (f"no run folder {folder}: it does not exist; check the path (train_hd.py names its "
+                f"run folders --checkpoints_dir/--name){there}")
     nvidia = reference_run_message(folder)
     if nvidia is not None:
         return nvidia
@@ -245,7 +245,7 @@ def no_run_message(folder: Path) -> str | None:
         return f"{folder} is a file, not a run folder; pass the run folder written by train_hd.py"
     if not _checkpoints(folder):
         return (f"{folder} holds no checkpoint (latest.pt or epoch_N.pt): not a run folder written by "
-                "train_hd.py, or nothing saved yet; check the path (or --name and --checkpoints_dir)")
+                "train_hd.py, or nothing saved yet; check the path (train_hd.py names its run folders --checkpoints_dir/--name)")
     return None
 
 
@@ -543,7 +543,7 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
                 raise CheckpointNotFoundError(no_run_message(p))
             raise CheckpointNotFoundError(
                 f"{p} holds neither config.json nor a checkpoint: not a run folder written by "
-                "train_hd.py, or nothing saved yet; check the path (or --name and --checkpoints_dir)")
+                "train_hd.py, or nothing saved yet; check the path (train_hd.py names its run folders --checkpoints_dir/--name)")
         raise CheckpointError(f"{cj} {why} and {ckpt_file} does not exist; pass --which_epoch with "
                               f"an epoch that does ({_held(p)})")
     try:

@@ -171,7 +171,8 @@ class UnetGenerator(nn.Module):
             raise ValueError(
                 f"UnetGenerator(num_downs={self.num_downs}): input size {h}x{w} is not divisible "
                 f"by {m}; resize or pad the input to a multiple of {m} (e.g. "
-                f"{-(-h // m) * m}x{-(-w // m) * m}), or use unet_128 for smaller images")
+                f"{-(-h // m) * m}x{-(-w // m) * m})"
+                + (", or use unet_128 for smaller images" if self.num_downs > 7 else ""))
         return self.model(x)
 
 

@@ -82,8 +82,12 @@ def test_output_shapes_at_256_and_128():
         d = define_D(netD=name, n_layers_D=n, ndf=8).eval()
         with torch.no_grad():
             assert d(x).shape == (1, 1, side, side), name
-    with pytest.raises(ValueError, match="not divisible by 256"):
+    with pytest.raises(ValueError, match="not divisible by 256") as e:
         g(torch.randn(1, 3, 128, 128))
+    assert str(e.value).endswith(", or use unet_128 for smaller images")
+    with pytest.raises(ValueError, match="not divisible by 128") as e:   # unet_128 itself: no such advice
+        g128(torch.randn(1, 3, 100, 100))
+    assert str(e.value).endswith("(e.g. 128x128)"), str(e.value)
 
 
 def measured_receptive_field(d: nn.Module, size: int) -> int:

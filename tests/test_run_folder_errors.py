@@ -100,8 +100,8 @@ def test_a_checkpoint_folder_that_does_not_exist_says_so(in_tmp):
             with pytest.raises(CheckpointNotFoundError) as e:
                 read(folder)
             msg = str(e.value)
-            assert msg == (f"no run folder {folder}: it does not exist; check the path (or --name and "
-                           f"--checkpoints_dir){also}"), msg
+            assert msg == (f"no run folder {folder}: it does not exist; check the path (train_hd.py names its "
+                           f"run folders --checkpoints_dir/--name){also}"), msg
 
 
 def test_an_empty_folder_suggests_no_epochs(in_tmp):

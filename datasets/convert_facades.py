@@ -4,8 +4,9 @@ Input: ``SRC/{train,val,test}/*.jpg``, each the photo | colour label map side by
 is the B half, so label->photo is pix2pix's ``BtoA``). Output: ``OUT/{split}_label/N.png`` (uint8
 ids 0..11, the nearest colour of the 12-colour palette in ``../shared/data/facades/README.md``),
 ``OUT/{split}_img/N.png`` (the photo half, lossless) and ``OUT/classes.json``. No instance maps:
-train with ``no_instance``. ``--holdout K`` moves K training images into a split of their own,
-since the shared copy ships ``train/`` only: the last K in numeric order, or with
+train with ``no_instance``. A label half that is not a facades colour map (the photo half: the
+wrong ``--direction``) is refused, naming the file. ``--holdout K`` moves K training images into a
+split of their own, since the shared copy ships ``train/`` only: the last K in numeric order, or with
 ``--holdout_seed S`` K images drawn by a permutation seeded with S (the same K for the same S,
 whatever order the folder lists them in). ``classes.json`` records which stems went where.
 A rerun into the same OUT replaces the split folders it wrote before (none of the earlier run's
@@ -24,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pix2pixhd.data.layouts import FACADES_PALETTE, decode_palette, list_images
+from pix2pixhd.data.layouts import FACADES_PALETTE, PALETTE_MIN_NEAR, decode_palette, list_images, palette_fit
 from pix2pixhd.datasets.synthetic_streets import foreign_entries, prepare_output
-from pix2pixhd.errors import ConfigError, MissingInputError
+from pix2pixhd.errors import ConfigError, InputError, MissingInputError
 from pix2pixhd.paths import check_name
 
 TOOL = "pix2pixhd.datasets.convert_facades"   # classes.json's "written_by": the folder is ours
@@ -68,6 +69,24 @@ def holdout_stems(files: list[Path], k: int, seed: int | None) -> set[str]:
     return {files[i].stem for i in order[:k]}
 
 
+def _halves(path: Path, direction: str) -> tuple[np.ndarray, np.ndarray]:
+    """(photo, colour label map) halves of the AB image ``path``. A label half that is not a
+    facades colour map (see ``layouts.PALETTE_MIN_NEAR``: a photo, the other --direction's half)
+    is refused: nearest-colour decoding would turn it into a label map of a few ids."""
+    ab = np.asarray(Image.open(path).convert("RGB"))
+    w2 = ab.shape[1] // 2
+    a, b = ab[:, :w2], ab[:, w2:2 * w2]
+    photo, colours = (a, b) if direction == "BtoA" else (b, a)
+    fit = palette_fit(colours, np.asarray(FACADES_PALETTE, np.int32))
+    if fit < PALETTE_MIN_NEAR:
+        half, other = ("right", "AtoB") if direction == "BtoA" else ("left", "BtoA")
+        raise InputError(f"{path}: only {fit:.0%} of the pixels of its {half} half (the label map with "
+                         f"--direction {direction}) are near a facades palette colour (a colour label "
+                         f"map has {PALETTE_MIN_NEAR:.0%} at least): it is not a label map; is it the "
+                         f"photo? pass --direction {other}")
+    return photo, colours
+
+
 def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
             holdout_seed: int | None = None, direction: str = "BtoA",
             limit: int | None = None) -> dict:
@@ -77,6 +96,14 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
     src, out = Path(src), Path(out)
     if direction not in ("AtoB", "BtoA"):
         raise ConfigError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
+    if holdout < 0:
+        raise ConfigError(f"--holdout {holdout}: must be 0 or more (how many training images to hold "
+                          "out; 0: none)")
+    if holdout_seed is not None and holdout_seed < 0:
+        raise ConfigError(f"--holdout_seed {holdout_seed}: must be 0 or more (a permutation seed)")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: must be 1 or more (images per split); leave it out to "
+                          "convert all")
     splits = {s: sorted(list_images(src / s), key=_numeric_key)
               for s in ("train", "val", "test") if (src / s).is_dir()}
     if not splits:
@@ -94,9 +121,12 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
         splits[holdout_split] = [p for p in splits["train"] if p.stem in held]
         splits["train"] = [p for p in splits["train"] if p.stem not in held]
     palette = np.asarray(FACADES_PALETTE, np.int32)
-    splits = {s: files[:limit] if limit else files for s, files in splits.items()}
+    splits = {s: files[:limit] if limit is not None else files for s, files in splits.items()}
     counts = {s: len(files) for s, files in splits.items()}
     stems = {s: [p.stem for p in files] for s, files in splits.items()}
+    for files in splits.values():   # a wrong --direction is refused before anything is written
+        if files:
+            _halves(files[0], direction)
     meta = {"name": "facades", "written_by": TOOL, "folder": str(out.resolve()), "label_nc": len(FACADES_PALETTE),
             "palette": [list(c) for c in FACADES_PALETTE],
             "classes": [{"id": i, "colour": list(c)} for i, c in enumerate(FACADES_PALETTE)],
@@ -116,10 +146,7 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
         (out / f"{split}_label").mkdir(parents=True, exist_ok=True)
         (out / f"{split}_img").mkdir(parents=True, exist_ok=True)
         for p in files:
-            ab = np.asarray(Image.open(p).convert("RGB"))
-            w2 = ab.shape[1] // 2
-            a, b = ab[:, :w2], ab[:, w2:2 * w2]
-            photo, colours = (a, b) if direction == "BtoA" else (b, a)
+            photo, colours = _halves(p, direction)
             ids = decode_palette(colours, palette)
             Image.fromarray(ids, "L").save(out / f"{split}_label" / f"{p.stem}.png")
             Image.fromarray(np.ascontiguousarray(photo), "RGB").save(out / f"{split}_img" /

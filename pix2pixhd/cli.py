@@ -307,12 +307,15 @@ def _synthesize(a: argparse.Namespace, info) -> int:
     from pix2pixhd.models import generator_key
     from pix2pixhd.synthesis import Synthesizer, load_generator
     device, say = info.device, (print if info.is_master else (lambda *_, **__: None))
+    given = {k: getattr(a, k) for k in ("bn_running_stats", "no_test_dropout", "eval")}
     if a.eval:
         a.bn_running_stats = a.no_test_dropout = True
     g, cfg = load_generator(a.checkpoint, a.which_epoch, device, test_dropout=not a.no_test_dropout,
                             test_batch_stats=not a.bn_running_stats, direction=a.direction)
     import torch
     has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
+    for note in _idle_test_options(given, g, cfg):
+        say(f"note: {note}")
     bn_statistics = ("running" if a.bn_running_stats else "per_image") if has_bn else None
     ckpt = Path(a.checkpoint)
     ckpt = ckpt if ckpt.is_file() else checkpoint_path(ckpt, a.which_epoch)
@@ -399,6 +402,31 @@ def _synthesize(a: argparse.Namespace, info) -> int:
     if a.real and info.is_master:
         _results_page(job, cfg, say)
     return 0 if rep.written or rep.already_done or not rep.skipped else 1
+
+
+def _idle_test_options(given: dict, g, cfg) -> list[str]:
+    """Notes for the test-time options in ``given`` ({flag: given}) that change nothing for
+    generator ``g``: --bn_running_stats without BatchNorm layers, --no_test_dropout without dropout
+    layers, --eval (the two together) where neither or one of them applies."""
+    import torch
+    from torch.nn.modules.dropout import _DropoutNd
+    no_bn = not any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
+    no_dropout = not any(isinstance(m, _DropoutNd) and m.p > 0 for m in g.modules())
+    why = {"bn_running_stats": f"no BatchNorm layers (--norm {cfg.norm}: no running statistics to use)",
+           "no_test_dropout": "no dropout layers (" + ("pix2pixHD's generator has none" if cfg.model == "pix2pixhd"
+                                                       else "trained with --no_dropout") + ")"}
+    idle = {k: why[k] for k, none in (("bn_running_stats", no_bn), ("no_test_dropout", no_dropout)) if none}
+    notes = []
+    for k, reason in idle.items():
+        if given[k]:
+            notes.append(f"--{k} changes nothing for this checkpoint: its generator has {reason}")
+    rest = [k for k in idle if not given[k]]
+    if given["eval"] and rest:
+        part = ("--eval (--bn_running_stats and --no_test_dropout)" if len(rest) == 2 else
+                f"--eval's --{rest[0]} part")
+        notes.append(f"{part} changes nothing for this checkpoint: its generator has "
+                     + " and ".join(idle[k] for k in rest))
+    return notes
 
 
 def _results_page(job, cfg, say) -> None:

@@ -9,7 +9,10 @@ from the history) all show the same means.
 
 The HTML page (``web/index.html``, as the reference) shows the
 loss curves (an inline SVG drawn here, so no plotting dependency) and, per epoch, label |
-synthesized | real images; it links only to files that exist on disk.
+synthesized | real images (input | synthesized | target when the input is a photo, label_nc 0:
+pix2pix, pix2pixHD with --label_nc 0; CycleGAN's real_A ... rec_B under a line naming the folders
+of A and B); it links only to files that exist on disk. TensorBoard's image tag joins the same
+captions (``images/label_synthesized_real``).
 
 A write that fails (a full disk): loss_log.txt, loss_history.jsonl and the HTML page are the
 run's record, so the run stops with one :class:`LogWriteError` line; TensorBoard is only a view,
@@ -206,6 +209,9 @@ def loss_curves_svg(history: list[dict], width: int = 720, height: int = 260, *,
 
 # The images a run shows, in page order: pix2pixHD/pix2pix, then CycleGAN's two cycles.
 VISUALS = ("label", "synthesized", "real", "real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
+# Captions of the first three when the input is a photo (label_nc 0), not a label map; the image
+# files keep the keys' names (epoch001_label.png).
+PHOTO_CAPTIONS = {"label": "input", "synthesized": "synthesized", "real": "target"}
 # Logged keys the loss curves draw by default (CycleGAN adds cycle_* and idt_*).
 LOSS_PREFIXES = ("G_", "D_", "cycle_", "idt_")
 
@@ -588,8 +594,8 @@ class Visualizer:
 
     def visuals(self, batches: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """The first sample of each named batch as an HWC uint8 image, in :data:`VISUALS` order:
-        label (ids coloured, or the input photo), synthesized, real; CycleGAN's real_A, fake_B,
-        rec_A, real_B, fake_A, rec_B."""
+        label (ids coloured, or the input photo: captioned input), synthesized, real (captioned
+        target then); CycleGAN's real_A, fake_B, rec_A, real_B, fake_A, rec_B."""
         def rgb(k, t):
             return label_to_rgb(t[0], self.label_nc) if k == "label" and self.label_nc > 0 else tensor_to_rgb(t[0])
         return {k: rgb(k, batches[k]) for k in VISUALS if k in batches}
@@ -599,8 +605,8 @@ class Visualizer:
             return
         self.begin()
         if self._tensorboard() is not None:
-            self._tb_call("add_image", "images/" + "_".join(visuals), tensorboard_grid(list(visuals.values())),
-                          step, dataformats="HWC")
+            self._tb_call("add_image", "images/" + "_".join(map(self.caption, visuals)),
+                          tensorboard_grid(list(visuals.values())), step, dataformats="HWC")
         if self.html_page:
             for k, v in visuals.items():
                 path = self.web / "images" / f"epoch{epoch:03d}_{k}.png"
@@ -610,6 +616,23 @@ class Visualizer:
                     self._record_error = _log_write_error(path, e)
                     raise self._record_error from e
             self.write_html()
+
+    def caption(self, key: str) -> str:
+        """The caption of visual ``key``: itself, except a photo input's (label_nc 0), which is
+        no label map: input | synthesized | target."""
+        return PHOTO_CAPTIONS.get(key, key) if self.label_nc == 0 else key
+
+    def _domains_line(self) -> str:
+        """Which folder is CycleGAN's domain A and which B, from the run's config.json
+        (--dataroot, --phase; --direction BtoA swaps them)."""
+        try:
+            cfg = json.loads((self.dir / "config.json").read_text())
+            root, phase, swap = Path(cfg["dataroot"]), cfg.get("phase") or "train", cfg.get("direction") == "BtoA"
+        except (OSError, ValueError, KeyError, TypeError):
+            return ("A: the images of the dataroot's trainA/ folder, B: those of its trainB/ "
+                    "(the other way round with --direction BtoA)")
+        a, b = (root / f"{phase}B", root / f"{phase}A") if swap else (root / f"{phase}A", root / f"{phase}B")
+        return f"A: the images of {a}/, B: those of {b}/" + (" (--direction BtoA)" if swap else "")
 
     def write_html(self) -> Path | None:
         if not self.html_page:
@@ -626,12 +649,14 @@ class Visualizer:
                 p = self.web / "images" / f"epoch{e:03d}_{k}.png"
                 if p.is_file():
                     rel = p.relative_to(self.web).as_posix()
-                    cells.append(f'<td><a href="{rel}"><img src="{rel}" width="256"></a><br>{k}</td>')
+                    cells.append(f'<td><a href="{rel}"><img src="{rel}" width="256"></a><br>{self.caption(k)}</td>')
             rows.append(f"<h3>epoch {e}</h3><table><tr>{''.join(cells)}</tr></table>")
+        cycle = any(p.name.endswith(("_real_A.png", "_real_B.png")) for p in images)
+        domains = f"<p>{html.escape(self._domains_line())}</p>" if cycle and rows else ""
         page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
                 f"{html.escape(self.dir.name)}</title></head><body>"
                 f"<h1>{html.escape(self.dir.name)}</h1><h2>Losses</h2>{loss_curves_svg(history)}"
-                f"<h2>Results</h2>{''.join(rows) or '<p>No images yet.</p>'}</body></html>")
+                f"<h2>Results</h2>{domains}{''.join(rows) or '<p>No images yet.</p>'}</body></html>")
         path = self.web / "index.html"
         atomic_write_bytes(path, page.encode())
         return path

@@ -104,7 +104,7 @@ def write_comparison_page(fake_dir: Path, label_dir: Path, real_dir: Path, label
     if stats:
         summary = f"<p>{stats['n']} images: L1 {stats['l1']:.4f}, pooled PSNR {stats['pooled_psnr']:.2f} dB</p>"
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>synthesis</title></head><body>"
-            f"<h1>label | synthesized | real</h1>{summary}<table>{''.join(rows)}</table></body></html>")
+            f"<h1>{'label | synthesized | real' if label_nc > 0 else 'input | synthesized | target'}</h1>{summary}<table>{''.join(rows)}</table></body></html>")
     path = page_dir / "index.html"
     atomic_write_bytes(path, page.encode())
     return path

@@ -64,3 +64,14 @@ def test_comparison_page_keeps_columns_when_a_label_or_real_is_missing(tmp_path)
     assert len(cells["a"]) == len(cells["b"]) == 3
     assert "index_files/label_" in cells["a"][0] and "a.png" in cells["a"][1] and "real/a.png" in cells["a"][2]
     assert cells["b"][0] == "" and 'src="b.png"' in cells["b"][1] and cells["b"][2] == ""
+    assert "<h1>label | synthesized | real</h1>" in page
+
+
+def test_comparison_page_of_a_photo_input_says_input_and_target(tmp_path):
+    """label_nc 0 (pix2pix, CycleGAN): the first column is the input photo, not a label map."""
+    from pix2pixhd.report import write_comparison_page
+    for sub in ("fake", "lab", "real"):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(np.full((4, 4, 3), 10, np.uint8)).save(tmp_path / sub / "a.png")
+    page = write_comparison_page(tmp_path / "fake", tmp_path / "lab", tmp_path / "real", 0).read_text()
+    assert "<h1>input | synthesized | target</h1>" in page and "label |" not in page

@@ -162,12 +162,18 @@ def _train(argv: list[str]) -> int:
         if debug_enabled():   # NVIDIA's --debug was a short run; a user may expect one
             print("note: --debug shows the traceback of an error; NVIDIA's --debug (a run of 1 epoch on 10 "
                   "images) is --niter 1 --niter_decay 0 --max_dataset_size 10", flush=True)
-    if cfg.dry_run:   # the files the run reads before its data: there, or the run's own error now
+    if cfg.dry_run:   # the files the run reads first and its dataset's layout: there, or the run's own error now
         from pix2pixhd.run_folder import check_new_run
         check_new_run(cfg)   # a folder holding another run: refused, as the launch would be
         if not cfg.no_vgg_loss:
             from pix2pixhd.losses import vgg19_file
             vgg19_file(cfg.vgg_path)
+        if info.is_master:   # the layout and the file list; the files themselves are read at the start
+            from pix2pixhd import data
+            ds = data.create_dataset(cfg.dataroot, cfg.phase, cfg.data_config(validate="off", is_train=True),
+                                     max_dataset_size=cfg.max_dataset_size or 0)
+            print(f"dataset: {len(ds)} sample{'' if len(ds) == 1 else 's'} in {cfg.dataroot} (--phase {cfg.phase}); their files are "
+                  f"checked when the run starts (--validate {cfg.validate})", flush=True)
         return 0
     from pix2pixhd.trainer import Trainer, TrainingStopped
     try:

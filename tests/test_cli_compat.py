@@ -48,11 +48,11 @@ def _saved_run(ck, name, **options):
 
 
 # ---- 1. NVIDIA's 1024p command: --netG local is the local stage ---------------------------------------
-def test_nvidia_local_command_is_the_local_stage_and_freezes_g1(ck, capsys):
+def test_nvidia_local_command_is_the_local_stage_and_freezes_g1(ck, streets, capsys):
     from pix2pixhd.trainer import Trainer
     nvidia = ["--name", "l1024", "--netG", "local", "--ngf", "4", "--num_D", "3", "--load_pretrain",
               str(ck / "g"), "--niter_fix_global", "10"]
-    assert train_main(["--checkpoints_dir", str(ck), *TINY, *nvidia, "--dry_run"]) == 0
+    assert train_main(["--checkpoints_dir", str(ck), *TINY, *nvidia, "--dry_run", "--dataroot", str(streets)]) == 0
     assert " stage: local" in capsys.readouterr().out
     cfg = _cfg(ck, *nvidia)
     assert (cfg.stage, cfg.netG, cfg.num_D) == ("local", "local", 3)
@@ -287,16 +287,41 @@ def test_feature_options_on_a_run_without_an_encoder_are_refused(ck, tmp_path):
         assert not (tmp_path / "o").exists()
 
 
-def test_dry_run_on_the_folder_of_another_run_is_refused_as_the_launch_would_be(ck, capsys):
+@pytest.fixture(scope="module")
+def streets(tmp_path_factory):
+    from pix2pixhd.datasets.synthetic_streets import generate
+    root = tmp_path_factory.mktemp("streets")
+    generate(root, n_train=3, n_test=0, width=64, height=32, seed=0)
+    return root
+
+
+def test_dry_run_on_the_folder_of_another_run_is_refused_as_the_launch_would_be(ck, streets, capsys):
     from pix2pixhd.errors import RunExistsError
     with pytest.raises(RunExistsError, match=r"already holds a run \(.*latest.pt.*add --resume"):
         train_main(["--checkpoints_dir", str(ck), *TINY, "--name", "g", "--ngf", "8", "--dry_run"])
-    assert train_main(["--checkpoints_dir", str(ck), *TINY, "--name", "g", "--resume", "--dataroot", str(ck),
+    assert train_main(["--checkpoints_dir", str(ck), *TINY, "--name", "g", "--resume", "--dataroot", str(streets),
                        "--dry_run"]) == 0
 
 
-def test_debug_says_what_nvidias_debug_is_here(tmp_path, capsys):
+def test_dry_run_lists_the_dataset_the_run_would_stop_for(tmp_path, streets, capsys):
+    """It exited 0 for a --dataroot that does not exist and a --phase with a path in it; the run
+    refused both. It now lists the dataset (not reading its files), as the run's start does."""
+    from pix2pixhd.data.dataset import DatasetError
+    from pix2pixhd.paths import UnsafeNameError
     argv = ["--checkpoints_dir", str(tmp_path), *TINY, "--name", "d", "--dry_run"]
+    with pytest.raises(DatasetError, match="does not exist. Fix --dataroot"):
+        train_main([*argv, "--dataroot", str(tmp_path / "none")])
+    with pytest.raises(UnsafeNameError, match="--phase '../x' holds a path separator"):
+        train_main([*argv, "--dataroot", str(streets), "--phase", "../x"])
+    capsys.readouterr()
+    assert train_main([*argv, "--dataroot", str(streets)]) == 0
+    assert (f"dataset: 3 samples in {streets} (--phase train); their files are checked when the run starts "
+            "(--validate full)") in capsys.readouterr().out
+    assert not (tmp_path / "d").exists()
+
+
+def test_debug_says_what_nvidias_debug_is_here(tmp_path, streets, capsys):
+    argv = ["--checkpoints_dir", str(tmp_path), *TINY, "--name", "d", "--dry_run", "--dataroot", str(streets)]
     assert errors.run(train_main, argv) == 0
     assert "NVIDIA's --debug" not in capsys.readouterr().out
     assert errors.run(train_main, argv + ["--debug"]) == 0
@@ -309,11 +334,11 @@ def test_debug_says_what_nvidias_debug_is_here(tmp_path, capsys):
                            "this run has one process, so it changes nothing"),
     (["--precision", "fp16"], "note: --precision fp16 on the CPU: autocast to fp16 there is usually slower "
                               "than fp32")])
-def test_options_that_do_nothing_or_slow_the_cpu_down_are_noted(flags, says, capsys, monkeypatch):
+def test_options_that_do_nothing_or_slow_the_cpu_down_are_noted(flags, says, capsys, monkeypatch, streets):
     """--ddp_bf16_grads in one process and fp16 on the CPU were taken without a word (the first
     trained bit-identical without it, the second slower than fp32)."""
     from pix2pixhd.cli import train_main
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
-    assert train_main(["--device", "cpu", "--no_vgg_loss", "--dry_run", *flags]) == 0
+    assert train_main(["--device", "cpu", "--no_vgg_loss", "--dry_run", "--dataroot", str(streets), *flags]) == 0
     assert says in capsys.readouterr().out

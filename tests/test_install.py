@@ -359,7 +359,9 @@ from pix2pixhd.datasets.convert_facades import convert
 for name in ("pix2pixhd", "pix2pixhd.kernels.instance_norm_act", "pix2pixhd.datasets.convert_facades"):
     f = sys.modules[name].__file__
     assert Path(f).resolve().is_relative_to(copy), f"{name} from {f}"
-sys.argv = ["train_hd.py", "--dry_run", "--no_vgg_loss"]
+from pix2pixhd.datasets.synthetic_streets import generate
+generate(copy / "data", n_train=2, n_test=0, width=64, height=32, seed=0)
+sys.argv = ["train_hd.py", "--dry_run", "--no_vgg_loss", "--dataroot", str(copy / "data")]
 runpy.run_path("train_hd.py", run_name="__main__")
 """
 

@@ -10,7 +10,11 @@ Sizes are checked as train_hd.py reads them, with the size options given (``--re
 ``--loadSize``, ``--fineSize``, ``--batchSize``, the generator's multiple), else train_hd.py's
 defaults (``--model``'s; not given: cyclegan's for the unaligned layout, else pix2pixhd's); a
 split whose name lacks 'train', with no size option given, as synthesize.py reads it (whole, any
-size). Each split's output says which.
+size). Each split's output says which. Read as training reads it, a split of label maps needs
+``{phase}_inst/`` unless ``--no_instance`` (or ``--model``'s default) says otherwise, and a
+``--model`` given must be able to train on the split's layout (pix2pix and pix2pixhd on pairs,
+cyclegan on the unaligned layout). ``--direction BtoA`` makes ``{phase}_B/`` the input of the
+rgb_pairs layout (and ``{phase}B/`` domain A of the unaligned one).
 Exit status 1 when any split has problems (entries not used alone do not count).
 """
 from __future__ import annotations
@@ -39,18 +43,22 @@ def data_parser() -> argparse.ArgumentParser:
                    help="number of classes (not given: classes.json's, else 0 for RGB layouts, "
                         "else 256 to report the ids found)")
     s.add_argument("--no_instance", action="store_true",
-                   help="do not read {phase}_inst/ even where it exists (as train_hd.py --no_instance)")
+                   help="do not read {phase}_inst/ even where it exists (as train_hd.py --no_instance); "
+                        "without it a split of label maps read as training reads it needs "
+                        "{phase}_inst/ (pix2pixhd's default)")
     s.add_argument("--load_features", action="store_true",
                    help="check the precomputed feature maps in {phase}_feat/ too")
     s.add_argument("--palette", default=None,
                    help="how colour label maps decode to ids: 'facades' (CMP Facades' 12 colours) or a "
                         "JSON file of [r, g, b] colours; not given: label maps are id maps")
     s.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"),
-                   help="which half of a pix2pix AB image (or which CycleGAN domain) is the input")
+                   help="which half of a pix2pix AB image (or of {phase}_A/ + {phase}_B/, or which "
+                        "CycleGAN domain) is the input")
     from pix2pixhd.config import MODELS
     from pix2pixhd.data.transforms import MODES
     s.add_argument("--model", default=None, choices=MODELS,
-                   help="the train_hd.py --model whose defaults the options below take (default: "
+                   help="the train_hd.py --model whose defaults the options below (and "
+                        "--no_instance) take, and whose layout the splits must be (default: "
                         "cyclegan for the unaligned layout, else pix2pixhd)")
     s.add_argument("--resize_or_crop", default=None, choices=MODES,
                    help="the training resize, to check that every sample comes out a multiple of "
@@ -89,13 +97,19 @@ SIZE_OPTIONS = ("model", "resize_or_crop", "loadSize", "fineSize", "batchSize", 
                 "netG", "n_local_enhancers", "required_multiple")
 
 
+def read_as_training(a: argparse.Namespace, phase: str) -> bool:
+    """Whether split ``phase`` is checked as train_hd.py reads it: its name holds 'train', or a
+    size option is given; else as synthesize.py reads it."""
+    return "train" in phase.lower() or any(getattr(a, k) is not None for k in SIZE_OPTIONS)
+
+
 def training_sizes(a: argparse.Namespace, phase: str, unaligned: bool) -> tuple[dict, str]:
     """The size options split ``phase`` is checked with, and the line that says them: ``a``'s,
     else train_hd.py's defaults for ``a.model`` (not given: cyclegan for an ``unaligned`` split,
     else pix2pixhd); for a split whose name lacks 'train', with no size option given, synthesize.py's
     reading (whole, any size). Dict of resize_or_crop, loadSize, fineSize, batchSize,
     required_multiple."""
-    if "train" not in phase.lower() and all(getattr(a, k) is None for k in SIZE_OPTIONS):
+    if not read_as_training(a, phase):
         return ({"resize_or_crop": "none", "loadSize": 1024, "fineSize": 512, "batchSize": 1,
                  "required_multiple": 1},
                 "sizes as synthesize.py reads the split (whole, any size), not as training would: pass "
@@ -123,6 +137,13 @@ def training_sizes(a: argparse.Namespace, phase: str, unaligned: bool) -> tuple[
             + " ".join(f"--{k} {v}" for k, v in sizes.items())
             + f", each side a multiple of {m} ({why}); pass your run's options if they differ")
     return {**sizes, "required_multiple": m}, line
+
+
+def _model_default(name: str, model: str):
+    """train_hd.py's default of option ``name`` for ``--model model``."""
+    import dataclasses
+    from pix2pixhd.config import TrainConfig, default_of
+    return default_of(next(f for f in dataclasses.fields(TrainConfig) if f.name == name), model)
 
 
 def main(argv=None) -> int:
@@ -155,13 +176,18 @@ def main(argv=None) -> int:
         rgb = ((root / f"{phase}_A").is_dir() or (root / f"{phase}A").is_dir()
                or (root / f"{phase}B").is_dir() or ((root / phase).is_dir() and a.palette is None))
         nc = label_nc if label_nc is not None else (0 if rgb else 256)
-        no_inst = a.no_instance or not (root / f"{phase}_inst").is_dir()
+        # Label maps as train_hd.py reads them: pix2pixHD (no --no_instance) needs {phase}_inst/
+        # too; read as synthesize.py reads them, the instance maps are used where there are any.
+        needs_inst = ((root / f"{phase}_label").is_dir() and read_as_training(a, phase)
+                      and not _model_default("no_instance", a.model or "pix2pixhd"))
+        no_inst = a.no_instance or not (needs_inst or (root / f"{phase}_inst").is_dir())
         # A split other than train may hold the generator's inputs alone: label maps without
         # photos, or one domain of CycleGAN's layout. Synthesis reads them; training could not.
         lone = [d for d in "AB" if (root / f"{phase}{d}").is_dir()]
         lone = lone[0] if len(lone) == 1 and not (root / f"{phase}_label").is_dir() \
             and not (root / f"{phase}_A").is_dir() else None
-        photos = next((f"{phase}{out}" for inp, out in (("_label", "_img"), ("_A", "_B"))
+        src, tgt = ("_A", "_B") if a.direction == "AtoB" else ("_B", "_A")   # rgb_pairs: the input's
+        photos = next((f"{phase}{out}" for inp, out in (("_label", "_img"), (src, tgt))
                        if (root / f"{phase}{inp}").is_dir()), None)   # the photos' folder
         no_photos = photos is not None and not (root / photos).is_dir()
         inputs_only = phase != "train" and (lone is not None or no_photos)
@@ -174,7 +200,7 @@ def main(argv=None) -> int:
                                 loadSize=opts["loadSize"], fineSize=opts["fineSize"],
                                 direction=a.direction, palette=a.palette,
                                 required_multiple=opts["required_multiple"], is_train=False,
-                                validate="off", inputs_only=inputs_only,
+                                validate="off", inputs_only=inputs_only, model=a.model,
                                 **(dict(dataset_mode="unaligned") if lone else {}))
         except DatasetError as e:
             print(f"[{phase}] {e}")
@@ -192,6 +218,8 @@ def main(argv=None) -> int:
         print(f"[{phase}] {ds.mode} layout, {count}, label_nc={nc}"
               + ("" if no_inst else f", {st['instances']} instance ids over all images"))
         print(f"  {sizes_line}")
+        if ds.mode == "rgb_pairs":   # which folder is the input: --direction swaps them
+            print(f"  input photos {phase}{src}/, targets {phase}{tgt}/ (--direction {a.direction})")
         if inputs_only and lone:
             other = "B" if lone == "A" else "A"
             print(f"  only {phase}{lone}/: a CycleGAN translates it (synthesize.py --dataroot {root} "

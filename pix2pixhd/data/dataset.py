@@ -597,7 +597,8 @@ def incomplete_synthesis(root, phase: str | None = None) -> str | None:
 
 
 def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = None, *,
-                   max_dataset_size: int = 0, **options) -> PairedDataset:
+                   max_dataset_size: int = 0, model: str | None = None, read_domain: str | None = None,
+                   **options) -> PairedDataset:
     """Open one split of a dataset (layouts: see ``pix2pixhd.data.layouts``) and check it.
 
     ``config``: the typed data options (:class:`pix2pixhd.config.DataConfig`, the reference's
@@ -607,6 +608,10 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     (--max_dataset_size; 0: all): use the first N samples (:meth:`PairedDataset.limit`), limited
     before validation, which then reads only their files (the listing's problems, such as
     missing partners, still cover the whole split).
+    ``model``: the train_hd.py --model that trains on the split (None: not known); a layout it
+    cannot learn from is refused before any file is read (:func:`model_layout_problem`).
+    ``read_domain`` ('A' or 'B', after ``direction``): with ``inputs_only``, the one domain of the
+    unaligned layout that synthesis reads; only its folder is listed, required and validated.
     Raises DatasetError listing offending files.
     """
     try:
@@ -640,12 +645,10 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
         except DatasetError:
             there = None
         if there is not None and there != mode and not (mode == "palette" and there == "cityscapes"):
-            folders = {m: " + ".join(f"{n}/" for n in _mode_folders(m, phase)) for m in (mode, there)}
-            raise DatasetError(f"dataset_mode {mode} reads {folders[mode]} in {root}, "
-                               f"which is not there; {root} holds the {there} layout "
-                               f"({folders[there]}): pass --dataset_mode {there} "
-                               "(or auto)" + (" (pix2pix defaults to aligned: side-by-side A|B images)"
-                                              if mode == "aligned" else ""))
+            raise DatasetError(model_layout_problem(root, phase, there, model)
+                               or _other_layout_message(root, phase, mode, there))
+    if not cfg.inputs_only and (why := model_layout_problem(root, phase, mode, model)):
+        raise DatasetError(why)
     if mode == "cityscapes" and label_nc > 0 and pal is not None:
         mode = "palette"
     if mode == "palette" and pal is None:
@@ -680,7 +683,7 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
                            f">= {len(pal)}")
     layout = find_files(root, phase, mode, use_inst=not no_instance, use_feat=load_features,
                         direction=cfg.direction, inputs_only=cfg.inputs_only,
-                        instance_feat=bool(cfg.instance_feat))
+                        instance_feat=bool(cfg.instance_feat), read_domain=read_domain)
     if validate != "off" and (short := incomplete_synthesis(root, phase)):
         if cfg.is_train:   # training (is_train=True) refuses a partial dataset; --validate off takes it
             raise DatasetError(f"{short}; or, to train on the outputs there as they are, pass --validate off")
@@ -698,6 +701,47 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
         ds.source_sizes = validate_dataset(ds, level=validate)["source_sizes"]
         ds.validated = validate
     return ds
+
+
+# The models that train on pairs (an input and its target): every layout but the unaligned one,
+# which is CycleGAN's (two domains of unpaired images) and the only one --model cyclegan reads.
+PAIRED_MODELS = ("pix2pixhd", "pix2pix")
+
+
+def model_layout_problem(root, phase: str, mode: str, model: str | None) -> str | None:
+    """Why train_hd.py ``--model model`` cannot train on split ``phase`` of ``root`` read as
+    layout ``mode``, with the fix (one line); None when it can, or when ``model`` is None (not
+    known). Training refuses it before anything is written: the samples of the unaligned layout
+    have no input/target pair ('label'/'image') for a paired model, those of the others no
+    domains ('A'/'B') for CycleGAN."""
+    paired = (f"paired data: {phase}_A/ + {phase}_B/ (input and target photos, partners by file stem) "
+              f"or side-by-side A|B images in {phase}/")
+    if model in PAIRED_MODELS and mode == "unaligned":
+        return (f"{root} holds the unaligned layout ({phase}A/ + {phase}B/), CycleGAN's: two domains "
+                f"of unpaired images, which --model {model} cannot train on (it learns from pairs): "
+                f"train it with --model cyclegan, or give {model} {paired}")
+    if model == "cyclegan" and mode != "unaligned":
+        folders = " + ".join(f"{n}/" for n in _mode_folders(mode, phase))
+        return (f"--model cyclegan reads two domains of unpaired images from {phase}A/ + {phase}B/ (the "
+                f"unaligned layout), but {root} holds the {mode} layout ({folders}), paired data: train "
+                f"it with --model pix2pix or pix2pixhd, or, for CycleGAN, put domain A's images in "
+                f"{root / f'{phase}A'}/ and domain B's in {root / f'{phase}B'}/")
+    return None
+
+
+def _other_layout_message(root: Path, phase: str, mode: str, there: str) -> str:
+    """The error of ``dataset_mode`` ``mode`` on a split of layout ``there``, for a model not
+    known: the unaligned layout is named as CycleGAN's (a paired model cannot train on it)."""
+    folders = {m: " + ".join(f"{n}/" for n in _mode_folders(m, phase)) for m in (mode, there)}
+    head = f"dataset_mode {mode} reads {folders[mode]} in {root}, which is not there; {root} holds the {there} layout "
+    if there == "unaligned":
+        return (head + f"({folders[there]}), CycleGAN's unpaired domains: train it with --model cyclegan "
+                f"(which reads it), or give pix2pix/pix2pixhd paired data: {phase}_A/ + {phase}_B/ "
+                f"(partners by file stem) or side-by-side A|B images in {phase}/")
+    return (head + f"({folders[there]}): pass --dataset_mode {there} (or auto)"
+            + (" (pix2pix defaults to aligned: side-by-side A|B images)" if mode == "aligned" else "")
+            + (f" with a paired model (pix2pix, pix2pixhd); --model cyclegan reads {folders[mode]}"
+               if mode == "unaligned" else ""))
 
 
 def _and(items: list[str]) -> str:

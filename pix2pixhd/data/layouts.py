@@ -7,7 +7,8 @@ Layouts (``dataset_mode``):
               ``*TrainIds`` of cityscapesScripts...).
   palette     the cityscapes layout whose ``{phase}_label`` files are RGB colour maps, decoded
               to ids by nearest palette colour (id = position in the palette).
-  rgb_pairs   ``{phase}_A`` (input photo), ``{phase}_B`` (target photo); ``label_nc=0``.
+  rgb_pairs   ``{phase}_A`` (input photo), ``{phase}_B`` (target photo); ``label_nc=0``;
+              ``direction`` 'BtoA' swaps them (``{phase}_B`` is the input).
   aligned     pix2pix: ``{phase}/*.jpg`` with A | B side by side; ``direction`` picks the input.
               With ``label_nc>0`` the input half is a colour map decoded through ``palette``.
   unaligned   CycleGAN: ``{phase}A/`` and ``{phase}B/`` images of two domains, any counts, not
@@ -397,10 +398,13 @@ def _missing_folder_fix(role: str, root: Path, phase: str, instance_feat: bool |
 
 def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: bool,
                direction: str = "AtoB", inputs_only: bool = False,
-               instance_feat: bool | None = None) -> Layout:
-    """Collect one split's files and the partners that are missing. ``inputs_only``: a photo
-    folder (or the unaligned layout's output domain) that is not there is not needed.
-    ``instance_feat``: whether the instance maps are read for the feature encoder (None: not
+               instance_feat: bool | None = None, read_domain: str | None = None) -> Layout:
+    """Collect one split's files and the partners that are missing. ``direction`` 'BtoA' makes
+    ``{phase}_B`` the input (label role) of the rgb_pairs layout and ``{phase}B/`` domain A of
+    the unaligned one. ``inputs_only``: a photo folder (or the unaligned layout's output domain)
+    that is not there is not needed; ``read_domain`` ('A' or 'B', named after ``direction``):
+    with ``inputs_only``, the one unaligned domain synthesis reads, the other's folder is not
+    read. ``instance_feat``: whether the instance maps are read for the feature encoder (None: not
     known), for the message of a missing ``{phase}_inst``. A folder that is missing or holds no
     image is one problem; its files are not listed again as missing partners."""
     lay = Layout(mode, root, phase)
@@ -417,9 +421,12 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
         lay.records = [{"ab": p} for p in images]
         return lay
     if mode == "unaligned":
-        return _find_unaligned(lay, direction, inputs_only)
-    roles = ({"label": f"{phase}_A", "image": f"{phase}_B"} if mode == "rgb_pairs" else
-             {"label": f"{phase}_label", "image": f"{phase}_img"})
+        return _find_unaligned(lay, direction, inputs_only, read_domain if inputs_only else None)
+    if mode == "rgb_pairs":   # the input photo is the label role
+        src, tgt = ("A", "B") if direction == "AtoB" else ("B", "A")
+        roles = {"label": f"{phase}_{src}", "image": f"{phase}_{tgt}"}
+    else:
+        roles = {"label": f"{phase}_label", "image": f"{phase}_img"}
     if inputs_only and not (root / roles["image"]).is_dir():
         del roles["image"]   # synthesis of maps without photos: the generator reads the labels only
     if use_inst:
@@ -467,17 +474,24 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
     return lay
 
 
-def _find_unaligned(lay: Layout, direction: str, inputs_only: bool = False) -> Layout:
+def _find_unaligned(lay: Layout, direction: str, inputs_only: bool = False,
+                    read_domain: str | None = None) -> Layout:
     """The unaligned layout: domain A's files as records ({"A": path}), domain B's as ``unpaired``
     ({"B": path}); a domain with no folder or no image is a problem (training needs both), except,
     with ``inputs_only``, a missing folder when the other domain's is there (synthesis reads one
-    domain: the caller checks that its own is there)."""
+    domain: the caller checks that its own is there). ``read_domain``: the domain synthesis
+    reads; the other's folder is neither listed nor required."""
     root, phase = lay.root, lay.phase
     folders = {"A": root / f"{phase}A", "B": root / f"{phase}B"}
     if direction == "BtoA":
         folders = {"A": folders["B"], "B": folders["A"]}
+    both = folders
+    if read_domain is not None:
+        if read_domain not in folders:
+            raise ValueError(f"read_domain={read_domain!r}; expected 'A' or 'B'")
+        folders = {read_domain: folders[read_domain]}
     for domain, d in folders.items():
-        if inputs_only and not d.is_dir() and any(o.is_dir() for o in folders.values()):
+        if inputs_only and not d.is_dir() and any(o.is_dir() for o in both.values()):
             continue
         if not d.is_dir():
             lay.problems.append(("missing folder", str(d), f"{d} does not exist; the unaligned layout "

@@ -1002,6 +1002,8 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
     older = {} if older is None else older
     kept = [] if kept is None else kept
     out = Path(job.out)
+    from pix2pixhd.paths import check_output_folder
+    check_output_folder(out, "--out", "its output folders (<phase>_img, <phase>_label...) and synthesis.json")
     for flag, src in (("--input", job.input), ("--dataroot", job.dataroot), ("--inst", job.inst),
                       ("--real", job.real)):
         if src is not None and Path(src).resolve() in (out.resolve(), *[(out / d).resolve() for d in layout.dirs()]):
@@ -1135,6 +1137,16 @@ def _no_inst_note(cfg) -> str:
     return "no --inst folder: " + "; ".join(said)
 
 
+def _unused_inst_note(job: SynthesisJob, cfg) -> str:
+    """What happens to an --inst folder the generator does not read (a --no_instance run without
+    --instance_feat, or photo inputs)."""
+    if cfg.label_nc == 0:
+        return f"--inst {job.inst} is not used: this run's generator reads photos (label_nc 0), not instance maps"
+    split = OutputLayout(job.split, photo_inputs=False).inst_dir
+    return (f"--inst {job.inst}: this run was trained with --no_instance (and without --instance_feat), so its "
+            f"generator reads no instance maps; they are only copied to {Path(job.out) / split}/")
+
+
 def _check_samples(job: SynthesisJob, synth: Synthesizer) -> None:
     if job.num_samples < 1:
         raise ConfigError(f"--num_samples {job.num_samples}: must be at least 1")
@@ -1203,6 +1215,8 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     notes: list[str] = []   # said once the job starts (after every check and the lock)
     if needs_inst and job.input is not None and job.inst is None:
         notes.append(_no_inst_note(cfg))
+    if job.inst is not None and not needs_inst:
+        notes.append(_unused_inst_note(job, cfg))
     Source = FolderSource if job.input is not None else DatasetSource
     src = Source(job, cfg, needs_inst=needs_inst, needs_image=needs_image)
     if job.real is not None:

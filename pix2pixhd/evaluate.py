@@ -6,11 +6,13 @@
 * Pairs are matched by file stem after dropping the usual suffixes (``_leftImg8bit``,
   ``_gtFine_labelIds``, ``_label``, ``_synthesized_image``...; a test.py result suffix first,
   then one more), so ``synthesize.py`` output named after Cityscapes label maps meets the
-  Cityscapes photos. Images of either side without a partner are counted
-  (``n_fake_unmatched``, ``n_real_unmatched``) and skipped. A folder of NVIDIA pix2pixHD's
-  test.py results (``X_input_label``, ``X_synthesized_image``, maybe
-  ``X_real_image`` side by side) gives --fake its ``_synthesized_image`` files and --real its
-  ``_real_image`` files; the others are skipped, with a note.
+  Cityscapes photos; ``--sample K`` pairs sample K of its ``--num_samples`` output (``X_K.png``)
+  and skips the other samples (without it such a folder is refused, naming the option). Images
+  of either side without a partner are counted (``n_fake_unmatched``, ``n_real_unmatched``) and
+  skipped. A folder of NVIDIA pix2pixHD's test.py results (``X_input_label``,
+  ``X_synthesized_image``, maybe ``X_real_image`` side by side) gives --fake its
+  ``_synthesized_image`` files and --real its ``_real_image`` files; the others are skipped,
+  with a note.
 * ``--real_half A|B``: the real images are pix2pix A|B pairs (as an aligned dataset's split);
   the left (A) or right (B) half is the photo. Without it, a real image exactly twice as wide as
   its fake at the same height is refused, naming the option.
@@ -46,6 +48,8 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -159,6 +163,40 @@ def _subfolder_hint(folder: Path, flag: str) -> str:
             f"{', ...' if len(subs) > 6 else ''}: {what}); pass the folder of the photos, e.g. "
             f"{flag} {photos[0] if photos else subs[0]} (synthesize.py writes its synthesized "
             "photos to OUT/<phase>_img, or OUT/<phase>_B for photo inputs)")
+
+
+def one_sample(fakes: dict[str, Path], k: int, fake_dir, log=lambda *a, **k: None) -> dict[str, Path]:
+    """``--sample k``: of ``synthesize.py --num_samples K`` output (``X_0.png`` ... ``X_{K-1}.png``),
+    the images of sample ``k``, keyed as ``X`` so they pair with the photos; the other samples'
+    images are skipped, with one note line through ``log``."""
+    if k < 0:
+        raise ConfigError(f"--sample {k}: samples are numbered from 0 (X_0.png is sample 0); pass e.g. --sample 0")
+    end = f"_{k}"
+    out = {match_key(key[:-len(end)]): p for key, p in fakes.items() if key.endswith(end) and len(key) > len(end)}
+    if not out:
+        raise InputError(f"--sample {k}: no image of --fake {fake_dir} ends in {end} (e.g. "
+                         f"{next(iter(fakes.values())).name}); --sample picks sample {k} of synthesize.py "
+                         "--num_samples output (X_0.png, X_1.png ...): check K, or leave --sample out")
+    if len(out) < len(fakes):
+        log(f"note: --sample {k}: scoring the {len(out)} *{end} images of --fake {fake_dir}, skipping the "
+            f"other {len(fakes) - len(out)} (the other samples)")
+    return out
+
+
+_SAMPLE_KEY = re.compile(r"(.+)_(\d+)")
+
+
+def _samples_hint(fakes: dict[str, Path], reals: dict[str, Path], fake_dir) -> str | None:
+    """When the fakes pair with nothing but would pair once a ``_K`` sample suffix is dropped
+    (``synthesize.py --num_samples`` output): the one-line error saying so and naming --sample."""
+    ks = sorted({int(m.group(2)) for key in fakes if (m := _SAMPLE_KEY.fullmatch(key))
+                 and match_key(m.group(1)) in reals})
+    if not ks:
+        return None
+    example = next(p.name for key, p in fakes.items() if _SAMPLE_KEY.fullmatch(key))
+    return (f"--fake {fake_dir} holds several samples per map (synthesize.py --num_samples names them "
+            f"X_0.png ... X_{ks[-1]}.png, e.g. {example}), which do not pair by stem with the --real photos; "
+            f"pass --sample K to score sample K against them (e.g. --sample {ks[0]}), once per K to score each")
 
 
 def match(*indexes: tuple[str, dict[str, Path]]) -> list[str]:
@@ -691,13 +729,15 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
              resize: tuple[int, int] | None = None, batch_size: int = 16,
              kid_subsets: int = 100, kid_subset_size: int = 1000, seg_width: int = 128,
              seg: SegmenterConfig = SegmenterConfig(), palette=None, real_half: str | None = None,
-             verbose: bool = True) -> dict:
+             sample: int | None = None, verbose: bool = True) -> dict:
     """Every metric for fake vs real images matched by stem; see the module docstring.
 
     ``resize`` = (H, W) resizes both sides first (otherwise their sizes must agree).
     ``real_half`` ('A' or 'B'): the real images are pix2pix A|B pairs; their left (A) or right
     (B) half is the real photo (cut before ``resize``). Without it, a real image exactly twice as
     wide as its fake at the same height is refused as such a pair.
+    ``sample`` (k): the fakes are ``synthesize.py --num_samples`` output; score sample k's images
+    (``X_k.png``, paired as ``X``) and skip the others (:func:`one_sample`).
     ``feature_extractor``: a module used for FID/KID instead of the Inception file.
     The segmentation score runs when ``labels_dir``, ``train_images``, ``train_labels`` and
     ``label_nc`` are all given; ``palette`` (None, 'facades', a JSON file or a list of [r, g, b],
@@ -727,7 +767,11 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
             raise ConfigError(f"--palette has {len(pal)} colours but --label_nc is {label_nc}: "
                               f"colours decode to ids 0..{len(pal) - 1}; set --label_nc {len(pal)}")
     fakes = index_folder(fake_dir, "--fake", side="fake", log=log)
+    if sample is not None:
+        fakes = one_sample(fakes, sample, fake_dir, log)
     reals = index_folder(real_dir, "--real", side="real", log=log)
+    if sample is None and not set(fakes) & set(reals) and (hint := _samples_hint(fakes, reals, fake_dir)):
+        raise InputError(hint)
     keys = match(("--fake", fakes), ("--real", reals))
     same = [k for k in keys if fakes[k].resolve() == reals[k].resolve()]
     if same:
@@ -743,6 +787,8 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
                  "n_fake_unmatched": len(fakes) - len(keys), "n_real_unmatched": len(reals) - len(keys)}
     if real_half is not None:
         res["real_half"] = real_half
+    if sample is not None:
+        res["sample"] = sample
     for side, idx, other in (("fake", fakes, "real"), ("real", reals, "fake")):
         if res[f"n_{side}_unmatched"]:
             log(f"note: {res[f'n_{side}_unmatched']} of {len(idx)} --{side} images have no "
@@ -795,7 +841,7 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         t0 = time.perf_counter()
         res.update(fid_kid(torch.cat(feats["fake"]), torch.cat(feats["real"]),
                            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seg.seed))
-        res["feature_extractor"] = str(inception or default_inception_path()) \
+        res["feature_extractor"] = (os.path.abspath(inception) if inception else str(default_inception_path())) \
             if feature_extractor is None else type(feature_extractor).__name__
         res["seconds_fid_kid"] = round(t_feat + time.perf_counter() - t0, 3)
 
@@ -930,7 +976,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     io.add_argument("--fake", required=True, help="folder of synthesized images")
     io.add_argument("--real", required=True, help="folder of real photos, paired by file stem")
     io.add_argument("--json", default="", help="also write the results here as JSON (the table is "
-                    "always printed)")
+                    "always printed); an existing file there must be such a results file")
+    io.add_argument("--sample", type=int, default=None, metavar="K",
+                    help="--fake holds synthesize.py --num_samples output (X_0.png, X_1.png ...): score "
+                         "sample K's images (X_K.png) against the photos; the other samples are skipped")
     io.add_argument("--resize", type=int, nargs=2, metavar=("H", "W"), default=None,
                     help="pixels, height first: resize fake and real to H rows by W columns "
                          "(bicubic) before comparing; without it each pair must have one size")
@@ -983,6 +1032,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = evaluate_parser()
     a = p.parse_args(argv)
+    if a.json:   # checked before the metrics, which may take minutes
+        from pix2pixhd.paths import check_output_file
+        check_output_file(a.json, "--json", kind="a JSON results file", default_name="metrics.json",
+                          inputs=[("the Inception file", a.inception or None)], why_not_kind=_why_not_results)
     seg = SegmenterConfig(steps=a.seg_steps, batch_size=a.seg_batch, width=a.seg_channels,
                           seed=a.seed, device=a.device)
     res = evaluate(a.fake, a.real, labels_dir=a.labels or None, train_images=a.train_images or None,
@@ -990,14 +1043,35 @@ def main(argv: list[str] | None = None) -> int:
                    inception=a.inception or None, no_fid=a.no_fid,
                    resize=tuple(a.resize) if a.resize else None, kid_subsets=a.kid_subsets,
                    kid_subset_size=a.kid_subset_size, seg_width=a.seg_width, seg=seg,
-                   palette=a.palette or None, real_half=a.real_half)
+                   palette=a.palette or None, real_half=a.real_half, sample=a.sample)
     print(format_table(res))
     if a.json:
         out = Path(a.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False) + "\n")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False) + "\n")
+        except OSError as e:
+            raise InputError(f"could not write --json {out} ({e.strerror or type(e).__name__}); the results "
+                             "are in the table above") from None
         print(f"wrote {out}")
     return 0
+
+
+def _why_not_results(path: Path) -> str | None:
+    """None when ``path`` holds evaluate's JSON results (or an empty JSON object or list), which
+    --json replaces; else what it holds instead."""
+    from pix2pixhd.paths import describe_file
+    try:
+        d = json.loads(path.read_bytes()) if path.stat().st_size < 2 ** 24 else None
+    except (OSError, ValueError):
+        d = None
+    if isinstance(d, dict) and ("n_images" in d or not d) or d == []:
+        return None
+    if d is None:
+        what = describe_file(path)
+        return f"{what}, not JSON" if what and what != "JSON" else "not JSON"
+    keys = f" with keys {', '.join(list(d)[:3])}{', ...' if len(d) > 3 else ''}" if isinstance(d, dict) else ""
+    return f"JSON{keys}, not evaluate's results"
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from pix2pixhd import __version__
-from pix2pixhd.errors import InputError, MissingDependencyError, MissingInputError, UserError
+from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError, UserError
 
 # Keys of the ONNX file's metadata_props that OnnxGenerator reads back.
 META_INPUT_NC = "pix2pixhd.input_nc"
@@ -112,6 +112,42 @@ class _DropTorchvisionNote(logging.Filter):
         return not str(record.msg).startswith("torchvision is not installed")
 
 
+class _KeepConverterNotes(logging.Filter):
+    """Holds back what the exporter logs about converting the graph to a lower opset (torch's
+    'Setting ONNX exporter to use operator set version 18...', onnxscript's failed conversion with
+    its traceback); ``export_onnx`` checks the written opset and says what happened in one error."""
+
+    def __init__(self):
+        super().__init__()
+        self.failures: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.failures.append(str(record.exc_info[1]).strip().splitlines()[-1].split("failed: ")[-1])
+        return False
+
+
+@contextlib.contextmanager
+def _converter_notes():
+    logs = [logging.getLogger(n) for n in ("torch.onnx._internal.exporter._compat", "onnxscript.version_converter")]
+    notes = _KeepConverterNotes()
+    for log in logs:
+        log.addFilter(notes)
+    try:
+        yield notes
+    finally:
+        for log in logs:
+            log.removeFilter(notes)
+
+
+def _opset(model) -> int | None:
+    """The default-domain opset an ONNX ModelProto imports."""
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+LEGACY_MAX_OPSET = 17   # the highest opset export_onnx asks the TorchScript exporter for
+
+
 @contextlib.contextmanager
 def _without_torchvision_note():
     log = logging.getLogger("torch.onnx._internal.exporter._registration")
@@ -142,6 +178,10 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
         multiple that differ (so nothing specialises on a square shape). Exported H/W stay dynamic.
     dynamo: True uses torch.export (PyTorch's default exporter since 2.9, needs onnxscript);
         False the legacy TorchScript exporter (deprecated upstream, much faster to run).
+    opset: the file's opset; the TorchScript exporter is asked for at most 17. torch.export
+        exports at 18 and converts to a lower ``opset``, which fails for most generators (no
+        converter for Pad): a file whose opset is not the one asked for is refused (ConfigError
+        naming --legacy) and not written.
     config: the training config (``TrainConfig.to_dict()``), stored in the file's metadata, with
         ``generator_key`` (which of the run's generators this is: G, G_A or G_B) when given.
     checkpoint, checkpoint_sha256, which_epoch: the checkpoint file the weights came from, its
@@ -162,6 +202,8 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
     if dynamo:
         _require("onnxscript")
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder: give the ONNX file to write, e.g. {path / 'generator.onnx'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if input_nc is None:
         input_nc = getattr(generator, "input_nc", None)
@@ -177,7 +219,7 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
     x = _random_input(1, input_nc, height, width, seed)
     tmp = path.with_name(path.name + ".export.tmp")   # not NAME.tmp: atomic_write_bytes' own
     try:
-        with warnings.catch_warnings(), _without_torchvision_note():
+        with warnings.catch_warnings(), _without_torchvision_note(), _converter_notes() as conversion:
             # Both exporters warn at length about internals we cannot act on (shape-check tracer
             # warnings, instance_norm's train flag, constant folding of slices, legacy deprecation).
             warnings.simplefilter("ignore")
@@ -192,10 +234,15 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
             else:
                 axes = {0: "N", 2: "H", 3: "W"}
                 torch.onnx.export(g, (x,), str(tmp), input_names=["input"], output_names=["output"],
-                                  opset_version=min(opset, 17), dynamo=False,
+                                  opset_version=min(opset, LEGACY_MAX_OPSET), dynamo=False,
                                   dynamic_axes={"input": axes, "output": axes})
 
-        data = _with_metadata(tmp, {
+        import onnx
+        model = onnx.load(str(tmp))
+        want, got = (opset if dynamo else min(opset, LEGACY_MAX_OPSET)), _opset(model)
+        if got != want:
+            raise ConfigError(_opset_not_honoured(path, want, got, dynamo, conversion.failures))
+        data = _with_metadata(model, {
             META_INPUT_NC: str(input_nc),
             META_OUTPUT_NC: str(getattr(g, "output_nc", "")),
             META_MULTIPLE: str(m),
@@ -227,6 +274,21 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
     return path
 
 
+def _opset_not_honoured(path: Path, want: int, got: int | None, dynamo: bool, failures: list[str]) -> str:
+    """The one line for an exported file whose opset is not the one asked for."""
+    if dynamo:
+        why = f" (onnx: {failures[-1]})" if failures else ""
+        how = (f"the torch.export exporter wrote opset {got}: it exports at opset 18 and could not convert "
+               f"this generator to {want}{why}")
+        fix = (f"Export with --legacy --opset {want} (the TorchScript exporter, opsets up to "
+               f"{LEGACY_MAX_OPSET}) for an older onnxruntime, or with --opset 18"
+               if want <= LEGACY_MAX_OPSET else "Export with --opset 18")
+    else:
+        how = f"the TorchScript exporter (--legacy) wrote opset {got}"
+        fix = f"Pass an --opset it supports (at most {LEGACY_MAX_OPSET}), or drop --legacy for opset 18"
+    return f"--opset {want} was not honoured: {how}; {path} was not written ({_previous(path)}). {fix}"
+
+
 def _previous(path: Path) -> str:
     return f"the previous {path.name} there is untouched" if path.exists() else f"there was no {path.name} before"
 
@@ -256,10 +318,12 @@ def _random_input(n: int, c: int, h: int, w: int, seed: int, images: bool = Fals
     return torch.zeros(n, c, h, w).scatter_(1, ids, 1.0)
 
 
-def _with_metadata(path: Path, props: dict[str, str]) -> bytes:
-    """The bytes of the ONNX file ``path`` with ``props`` set in its metadata_props."""
+def _with_metadata(model, props: dict[str, str]) -> bytes:
+    """The bytes of the ONNX ModelProto ``model`` (or the file at that path) with ``props`` set in
+    its metadata_props."""
     import onnx
-    model = onnx.load(str(path))
+    if isinstance(model, (str, Path)):
+        model = onnx.load(str(model))
     existing = {p.key: p for p in model.metadata_props}
     for k, v in props.items():
         if k in existing:
@@ -384,14 +448,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--norm batch generators: the graph normalises with the running statistics "
                         "gathered in training (for synthesize.py --bn_running_stats / --eval); default: "
                         "each image's own, as synthesize.py does by default")
-    p.add_argument("--opset", type=int, default=18,
-                   help="ONNX opset version of the file (the --legacy exporter writes at most 17); "
-                        "lower it for an older onnxruntime")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset version of the file: default 18 (--legacy: 17). torch.export writes "
+                        "18 and up; for an older onnxruntime use --legacy, which writes up to 17 (a file "
+                        "that does not get the opset asked for is refused, not written)")
     p.add_argument("--legacy", action="store_true",
                    help="use the deprecated TorchScript exporter instead of torch.export")
     p.add_argument("--atol", type=float, default=1e-4, help="max |onnx - torch| the check accepts")
     p.add_argument("--no_check", action="store_true", help="skip the onnxruntime parity check")
     return p
+
+
+def _why_not_onnx(path: Path) -> str | None:
+    """None when ``path`` may be an ONNX file: a model (a previous export, replaced as before) or
+    a damaged one (cut short: the export command rewrites it); else what it is (a PyTorch file,
+    JSON, an image: ``paths.describe_file``)."""
+    from pix2pixhd.paths import describe_file
+    what = describe_file(path)
+    return f"{what}, not an ONNX model" if what else None
+
+
+def _check_out(out: Path, ckpt: Path) -> Path:
+    """``--out`` refused before the export when it is a folder, cannot be written, is the
+    checkpoint read, or is an existing file that is not an ONNX model."""
+    from pix2pixhd.paths import check_output_file
+    return check_output_file(out, "--out", kind="an ONNX file", default_name="generator.onnx",
+                             inputs=[("the checkpoint", ckpt)], why_not_kind=_why_not_onnx)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,8 +482,19 @@ def main(argv: list[str] | None = None) -> int:
     from pix2pixhd.engine import file_sha256
     from pix2pixhd.synthesis import load_generator
     from pix2pixhd.models import generator_input_nc, generator_key, input_image_nc
+    onnx = _require("onnx")
+    opset = a.opset if a.opset is not None else (LEGACY_MAX_OPSET if a.legacy else 18)
+    if a.legacy and opset > LEGACY_MAX_OPSET:
+        raise ConfigError(f"--opset {opset} with --legacy: the TorchScript exporter writes opsets up to "
+                          f"{LEGACY_MAX_OPSET}; pass --opset {LEGACY_MAX_OPSET} or lower, or drop --legacy "
+                          "(torch.export writes 18 and up)")
+    if not 1 <= opset <= onnx.defs.onnx_opset_version():
+        raise ConfigError(f"--opset {opset}: the installed onnx {onnx.__version__} knows opsets 1 to "
+                          f"{onnx.defs.onnx_opset_version()}; pass e.g. --opset 18 (the default)")
     ckpt = Path(a.checkpoint)
     ckpt = ckpt if ckpt.is_file() else checkpoint_path(ckpt, a.which_epoch)   # as load_checkpoint picks it
+    if a.out:   # checked before any work; the default path once the run's generator is known
+        _check_out(Path(a.out), ckpt)
     # Hashed before loading: if training replaces the file in between, the recorded hash is the
     # older one and synthesis refuses the file (safe), rather than vouching for weights it lacks.
     sha = file_sha256(ckpt) if ckpt.is_file() else None   # absent: load_generator says so
@@ -411,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.bn_running_stats and batchnorm_statistics(g) is None:
         print("note: --bn_running_stats: this generator has no BatchNorm layers; the option changes nothing")
     key = generator_key(cfg, direction)
-    out = Path(a.out) if a.out else default_onnx_path(a.checkpoint, key)
+    out = Path(a.out) if a.out else _check_out(default_onnx_path(a.checkpoint, key), ckpt)
     m = cfg.required_multiple
     # What the generator reads: photos alone (CycleGAN; label_nc 0 without boundary or feature
     # channels) are checked on random images, the rest on one-hot label maps.
@@ -429,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
                                    f"{_previous(out)}. Export again {other} or with another --opset, or "
                                    "raise --atol if this difference is acceptable")
 
-    export_onnx(g, out, generator_input_nc(cfg, direction), opset=a.opset, dynamo=not a.legacy, config=cfg.to_dict(),
+    export_onnx(g, out, generator_input_nc(cfg, direction), opset=opset, dynamo=not a.legacy, config=cfg.to_dict(),
                 check=False, generator_key=key, checkpoint=ckpt, checkpoint_sha256=sha,
                 which_epoch=a.which_epoch, verify=None if a.no_check else check)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) from {ckpt} (sha256 {sha[:12]})")

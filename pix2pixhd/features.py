@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import io
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,24 +255,37 @@ def parse_cluster_spec(spec: str | int | dict | None) -> int | dict[int, int] | 
     """``3`` (every class takes centre 3) or ``"26=3,24=1"`` (those classes; others sampled).
 
     Anything else (``"3,4"``, ``"x"``, ``"26=3,24"``) is a ConfigError naming --cluster, the value
-    and both accepted forms, not int()'s bare ValueError."""
-    if spec is None or spec == "" or isinstance(spec, (int, dict)):
+    and both accepted forms, not int()'s bare ValueError; so are a negative class or index and a
+    class given twice (``"7=1,7=2"``)."""
+    if spec is None or spec == "" or isinstance(spec, dict):
         return spec if spec != "" else None
+    if isinstance(spec, int):
+        spec = str(spec)
     spec = str(spec).strip()
     bad = ConfigError(f"--cluster {spec!r}: expected one centre index for every class (e.g. 3) or "
                       "comma-separated class=index pairs (e.g. 26=3,24=1)")
     if "=" not in spec:
         try:
-            return int(spec)
+            k = int(spec)
         except ValueError:
             raise bad from None
+        if k < 0:
+            raise ConfigError(f"--cluster {spec}: a centre index is 0 or more (0 is each class's first "
+                              "centre); pass e.g. --cluster 0")
+        return k
     out = {}
     for part in spec.split(","):
         try:
-            cls, k = part.split("=")
-            out[int(cls)] = int(k)
+            cls, k = (int(x) for x in part.split("="))
         except ValueError:
             raise bad from None
+        if cls < 0 or k < 0:
+            raise ConfigError(f"--cluster {spec!r}: {part.strip()} is negative; classes and centre indices "
+                              "are 0 or more")
+        if cls in out:
+            raise ConfigError(f"--cluster {spec!r}: class {cls} is given twice ({cls}={out[cls]} and "
+                              f"{cls}={k}); give each class once")
+        out[cls] = k
     return out
 
 
@@ -638,14 +652,30 @@ def _dataset(cfg, dataroot: str, phase: str, how_many: int, *, whole: bool = Fal
             f"{cfg.dataroot}: the dataroot the run's config.json records does not exist (from {os.getcwd()}); "
             "pass --dataroot with the folder of the data the run was trained on")
     resize_or_crop = _NO_CROP.get(cfg.resize_or_crop, cfg.resize_or_crop) if whole else cfg.resize_or_crop
-    ds = data.create_dataset(dataroot or cfg.dataroot, phase, cfg.data_config(
-        no_instance=cfg.label_feat, load_features=False, resize_or_crop=resize_or_crop, no_flip=True,
-        validate="headers",
-        # E's decoder must land back on the input size: its multiple as well as G's
-        required_multiple=max(cfg.required_multiple, 2 ** cfg.n_downsample_E)))
+    from pix2pixhd.data.dataset import DatasetError
+    try:
+        ds = data.create_dataset(dataroot or cfg.dataroot, phase, cfg.data_config(
+            no_instance=cfg.label_feat, load_features=False, resize_or_crop=resize_or_crop, no_flip=True,
+            validate="headers",
+            # E's decoder must land back on the input size: its multiple as well as G's
+            required_multiple=max(cfg.required_multiple, 2 ** cfg.n_downsample_E)))
+    except DatasetError as e:
+        raise DatasetError(_run_label_nc_wording(str(e)), e.problems) from None
     if how_many:
         ds.records = ds.records[:how_many]
     return ds
+
+
+_SET_LABEL_NC = re.compile(r"says label_nc=(\d+) but label_nc=(\d+) was given; set label_nc \d+")
+
+
+def _run_label_nc_wording(text: str) -> str:
+    """The data module's message (worded for training, which can set label_nc) for encode and
+    precompute, which read data with the run's label_nc: the fix is data with the run's classes."""
+    return _SET_LABEL_NC.sub(
+        lambda m: (f"says label_nc={m.group(1)} but this run was trained with label_nc={m.group(2)} "
+                   f"(encode and precompute read data with the run's classes): pass the --dataroot of "
+                   f"a dataset with the run's {m.group(2)} classes, such as the one it was trained on"), text)
 
 
 def _batches(ds, num_workers: int):
@@ -667,17 +697,12 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     _check_how_many(how_many)
     run = Path(checkpoint_dir)
     dst = Path(out) if out else (run.parent if run.is_file() else run) / CLUSTERS_FILE
+    _check_clusters_out(dst, run, which_epoch)
     e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
     identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
     n_clusters = n_clusters or cfg.n_clusters
     if n_clusters < 1:
         raise ConfigError(f"{run}: its n_clusters is {n_clusters}: give --n_clusters N (N >= 1)")
-    if dst.is_dir():
-        raise ConfigError(f"--out {dst} is a folder: give the clusters file to write, e.g. "
-                          f"--out {dst / CLUSTERS_FILE}")
-    above = next((q for q in dst.parents if q.exists()), None)
-    if above is not None and not above.is_dir():
-        raise ConfigError(f"cannot write {dst}: {above} is a file, not a folder; give --out a path in a folder")
     if batches is None:
         batches = _batches(_dataset(cfg, dataroot, phase, how_many), cfg.nThreads)
     raw = encode_features(e, batches, label_feat=cfg.label_feat, device=device)
@@ -687,6 +712,45 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
                          n_clusters, step, counts, encoder=identity)
     path = fc.save(dst, raw)
     return path, fc
+
+
+def _check_clusters_out(dst: Path, run: Path, which_epoch: str) -> None:
+    """Refuse, before E runs, an ``--out`` that cannot be written or would destroy a file: a folder,
+    the checkpoint read, or an existing file that is not a clusters file (``paths.check_output_file``)."""
+    from pix2pixhd.checkpoint import checkpoint_path
+    from pix2pixhd.paths import check_output_file
+    try:
+        read = run if run.is_file() else checkpoint_path(run, which_epoch)
+    except ConfigError:   # a bad --which_epoch: load_encoder says so
+        read = None
+    check_output_file(dst, "--out", kind="a clusters file", default_name=CLUSTERS_FILE,
+                      inputs=[("the checkpoint", read)], why_not_kind=_why_not_clusters)
+
+
+def _why_not_clusters(path: Path) -> str | None:
+    """None when ``path`` is a clusters file (or a damaged PyTorch file, e.g. one cut short, which
+    encode may rewrite); else what it is instead."""
+    try:
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:   # the legacy (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(e):
+                raise
+            d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head != b"PK\x03\x04" and head[:1] != b"\x80":   # neither torch's zip nor its legacy pickle
+            return "not a PyTorch file"
+        if "Weights only load failed" in str(e):
+            return "a PyTorch file holding objects other than tensors"
+        return None
+    if isinstance(d, dict) and all(k in d for k in ("centers", "feat_num", "n_clusters")):
+        return None
+    if isinstance(d, dict) and ("G" in d or "global_step" in d):
+        return f"a training checkpoint: {', '.join(map(str, list(d)[:4]))}, ..."
+    what = f"keys {', '.join(map(str, list(d)[:4]))}" if isinstance(d, dict) and d else f"a {type(d).__name__}"
+    return f"a PyTorch file holding {what}, not the clusters encode writes"
 
 
 def _check_how_many(how_many: int) -> None:

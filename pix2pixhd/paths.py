@@ -4,15 +4,20 @@
 Such a name must be ONE folder name, so that ``parent / name`` stays inside ``parent``: not
 empty, not ``.`` or ``..``, no ``/`` or ``\\`` (either system's separator, so a name written on one
 system means the same on the other), no drive (``C:``), no NUL. Paths the user gives as paths
-(``--checkpoints_dir``, ``--dataroot``, ``--out``) are theirs to choose and are not checked here.
+(``--checkpoints_dir``, ``--dataroot``, ``--out``) are theirs to choose and are not checked as names.
+
+Paths a command writes are checked before its work (:func:`check_output_file`,
+:func:`check_output_folder`): a folder where a file is wanted and the reverse, a parent that is
+a file or cannot be written, a file the command reads, an existing file of another kind.
 """
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path, PureWindowsPath
+from typing import Callable, Iterable
 
-from pix2pixhd.errors import UserError
+from pix2pixhd.errors import ConfigError, UserError
 
 
 class UnsafeNameError(UserError, ValueError):
@@ -58,3 +63,85 @@ def folder_made_from(folder: str | os.PathLike, typed: str | os.PathLike) -> Pat
     if not parts or Path(typed).is_absolute() or ".." in parts or cut < 1 or list(run[cut:]) != parts:
         return None
     return Path(*run[:cut])
+
+
+# ---- paths a command writes ----------------------------------------------------------------------
+def _same_file(a: Path, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name one file (a link to it included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:   # either missing: compare the paths
+        return Path(os.path.abspath(a)).resolve() == Path(os.path.abspath(b)).resolve()
+
+
+def _check_writable_parent(path: Path, flag: str, folder: bool = False) -> None:
+    """Refuse ``path`` when the nearest folder above it (``folder``: or itself) that exists is not
+    a folder (a file, a broken link) or is one this process cannot write in. Missing folders below
+    it are made later."""
+    full = Path(os.path.abspath(path))
+    above = next((q for q in ([full] if folder else []) + list(full.parents)
+                  if q.exists() or q.is_symlink()), None)
+    if above is None:
+        return
+    if not above.is_dir():
+        what = "a broken link" if above.is_symlink() and not above.exists() else "a file"
+        raise ConfigError(f"cannot write {path}: {above} is {what}, not a folder; give {flag} a path in a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {path}: {above} is not writable (no write permission); give {flag} "
+                          "a path in a folder you can write to")
+
+
+def check_output_file(path: str | os.PathLike, flag: str, *, kind: str, default_name: str,
+                      inputs: Iterable[tuple[str, str | os.PathLike | None]] = (),
+                      why_not_kind: Callable[[Path], str | None] | None = None) -> Path:
+    """``path`` (a file a command is about to write, given as ``flag``) as a Path, or a
+    ConfigError before any work when writing it would fail or destroy something: a folder (the
+    error suggests ``path/default_name``), a path under a file or in a folder that cannot be
+    written, one of ``inputs`` ((what, path) of the files the command reads: the checkpoint...),
+    or an existing non-empty file that is not ``kind`` ('an ONNX file'; ``why_not_kind(path)``:
+    None when it is such a file, which is then replaced as before, else what it is instead)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder: give {kind} to write, e.g. {flag} {path / default_name}")
+    _check_writable_parent(path, flag)
+    for what, src in inputs:
+        if src is not None and _same_file(path, src):
+            raise ConfigError(f"{flag} {path} is {what} this command reads: writing it would destroy it; "
+                              f"give {flag} another file, e.g. {flag} {path.with_name(default_name)}")
+    if why_not_kind is not None and path.is_file() and path.stat().st_size:
+        why = why_not_kind(path)
+        if why:
+            raise ConfigError(f"{flag} {path} exists and is not {kind} ({why}): writing would replace it; "
+                              f"give {flag} another file, e.g. {flag} {path.with_name(default_name)}")
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, flag: str, what: str = "a folder of files") -> Path:
+    """``path`` (a folder a command is about to write into) as a Path, or a ConfigError before any
+    work when it is a file, lies under a file, or cannot be written."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        kind = "a broken link" if not path.exists() else "a file"
+        raise ConfigError(f"{flag} {path} is {kind}, not a folder: this command writes {what} there; "
+                          f"give {flag} a new or empty folder")
+    _check_writable_parent(path, flag, folder=True)
+    return path
+
+
+def describe_file(path: str | os.PathLike) -> str:
+    """What ``path`` holds, told by its first bytes, for messages: 'a PyTorch file (zip)', 'a PNG
+    image', 'JSON'...; '' when not told."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return ""
+    if head.startswith(b"PK\x03\x04"):
+        return "a PyTorch file (zip)" if Path(path).suffix in (".pt", ".pth", ".ckpt") else "a zip archive"
+    for magic, what in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+                        (b"\x80", "a pickle (PyTorch's legacy format?)")):
+        if head.startswith(magic):
+            return what
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "JSON"
+    return ""

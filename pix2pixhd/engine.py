@@ -469,11 +469,12 @@ class DatasetSource(torch.utils.data.Dataset):
                                     " (it does not exist)"))
         from pix2pixhd.data.dataset import DatasetError
         has_inst = (root / f"{job.phase}_inst").is_dir()
-        try:
+        try:   # CycleGAN's unaligned layout: only the domain the generator reads is listed and checked
             self.ds = create_dataset(root, job.phase, cfg.data_config(
                 resize_or_crop="none", required_multiple=1, no_flip=True, is_train=False,
                 validate=job.validate, load_features=False, no_instance=not has_inst,
-                inputs_only=not needs_image))   # label maps alone (no photo folder) synthesize
+                inputs_only=not needs_image),   # label maps alone (no photo folder) synthesize
+                read_domain="B" if job.direction == "BtoA" else "A")
         except DatasetError as e:   # training's wording of the fixes -> synthesize.py's
             raise DatasetError(_synthesis_wording(str(e)), e.problems) from None
         self.root, self.mode = root, self.ds.mode

@@ -480,7 +480,7 @@ def _find_unaligned(lay: Layout, direction: str, inputs_only: bool = False,
     ({"B": path}); a domain with no folder or no image is a problem (training needs both), except,
     with ``inputs_only``, a missing folder when the other domain's is there (synthesis reads one
     domain: the caller checks that its own is there). ``read_domain``: the domain synthesis
-    reads; the other's folder is neither listed nor required."""
+    reads; where its folder is there, the other's is neither listed nor required."""
     root, phase = lay.root, lay.phase
     folders = {"A": root / f"{phase}A", "B": root / f"{phase}B"}
     if direction == "BtoA":
@@ -489,7 +489,8 @@ def _find_unaligned(lay: Layout, direction: str, inputs_only: bool = False,
     if read_domain is not None:
         if read_domain not in folders:
             raise ValueError(f"read_domain={read_domain!r}; expected 'A' or 'B'")
-        folders = {read_domain: folders[read_domain]}
+        if folders[read_domain].is_dir():   # else both, as without it: the caller names the fix
+            folders = {read_domain: folders[read_domain]}
     for domain, d in folders.items():
         if inputs_only and not d.is_dir() and any(o.is_dir() for o in both.values()):
             continue

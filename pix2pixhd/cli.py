@@ -171,6 +171,7 @@ def _train(argv: list[str]) -> int:
         if info.is_master:   # the layout and the file list; the files themselves are read at the start
             from pix2pixhd import data
             ds = data.create_dataset(cfg.dataroot, cfg.phase, cfg.data_config(validate="off", is_train=True),
+                                     model=cfg.model,
                                      max_dataset_size=cfg.max_dataset_size or 0)
             print(f"dataset: {len(ds)} sample{'' if len(ds) == 1 else 's'} in {cfg.dataroot} (--phase {cfg.phase}); their files are "
                   f"checked when the run starts (--validate {cfg.validate})", flush=True)

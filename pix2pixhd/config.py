@@ -635,6 +635,8 @@ class TrainConfig:
         c._check_values()
         c._check_ranges()
         c._check_model_only(self)
+        c._check_g_loss()
+        c._check_unused(self)
         if c.niter + c.niter_decay == 0:
             raise ConfigError(f"--niter {c.niter} --niter_decay {c.niter_decay}: a run trains niter + "
                               "niter_decay epochs, and these make none: give at least one epoch (e.g. --niter 1)")
@@ -859,6 +861,52 @@ class TrainConfig:
                 continue
             raise ConfigError(f"--{name} {_shown(v)}: --model {self.model} does not use it (it is "
                               f"{' and '.join(models)}'s: {fs[name].metadata['help']}): drop --{name}")
+
+    def _check_g_loss(self) -> None:
+        """Refuse a loss recipe that leaves G no loss. pix2pix's G trains on lambda_GAN * cGAN +
+        lambda_L1 * L1; pix2pixHD's and CycleGAN's always keep their GAN terms (weight 1)."""
+        if self.model == "pix2pix" and self.lambda_GAN == 0 and self.lambda_L1 == 0:
+            raise ConfigError("--lambda_GAN 0 --lambda_L1 0: pix2pix's G trains on lambda_GAN x cGAN + "
+                              "lambda_L1 x L1, and these leave it no loss: give --lambda_L1 > 0 (L1 only, "
+                              "no discriminator) or --lambda_GAN > 0 (e.g. 1, the cGAN)")
+
+    def _check_unused(self, given: "TrainConfig") -> None:
+        """Refuse an option ``given`` (the options as typed) that this run's networks or losses never
+        read, by the rule of :meth:`_check_model_only`: a value other than the model's default;
+        values inherited or defaulted pass. pix2pix without a D (--lambda_GAN 0): D's options; a
+        pix2pix/CycleGAN PatchGAN other than n_layers: --n_layers_D; pix2pixHD without feature
+        matching and VGG: --lambda_feat; CycleGAN without cycle losses: --lambda_identity (a
+        fraction of them)."""
+        fs = {f.name: f for f in fields(self)}
+
+        def typed(k: str) -> bool:
+            v = getattr(given, k)
+            return v is not None and v != default_of(fs[k], self.model)
+
+        if self.model == "pix2pix" and self.lambda_GAN == 0:
+            ks = [k for k in ("netD_pix2pix", "ndf", "n_layers_D", "no_cond_D", "gan_mode", "no_lsgan")
+                  if typed(k)]
+            if ks:
+                these = "these options are" if len(ks) > 1 else "this option is"
+                raise ConfigError(f"{' '.join(f'--{k} {_shown(getattr(given, k))}' for k in ks)}: --lambda_GAN "
+                                  f"0 trains no discriminator (L1 only), and {these} D's: drop "
+                                  f"{' '.join('--' + k for k in ks)}, or give --lambda_GAN > 0 to train a D")
+        if self.model in ("pix2pix", "cyclegan") and self.netD_pix2pix != "n_layers" and typed("n_layers_D"):
+            from pix2pixhd.pix2pix_networks import IMAGEGAN_N_LAYERS
+            what = {"basic": "basic is the 70x70 PatchGAN, n_layers 3",
+                    "image": f"image is the 286x286 ImageGAN, n_layers {IMAGEGAN_N_LAYERS}",
+                    "pixel": "pixel is the 1x1 PixelGAN, without stride-2 convs"}[self.netD_pix2pix]
+            raise ConfigError(f"--n_layers_D {given.n_layers_D}: --n_layers_D applies to --netD_pix2pix n_layers; "
+                              f"{what}: drop --n_layers_D, or add --netD_pix2pix n_layers")
+        if self.model == "pix2pixhd" and self.no_ganFeat_loss and self.no_vgg_loss and typed("lambda_feat"):
+            raise ConfigError(f"--lambda_feat {given.lambda_feat}: it weighs the feature-matching and VGG losses, "
+                              "and --no_ganFeat_loss --no_vgg_loss leave neither: drop --lambda_feat (or one of "
+                              "--no_ganFeat_loss, --no_vgg_loss)")
+        if (self.model == "cyclegan" and self.lambda_A == 0 and self.lambda_B == 0 and typed("lambda_identity")
+                and given.lambda_identity > 0):
+            raise ConfigError(f"--lambda_identity {given.lambda_identity}: the identity losses weigh "
+                              "lambda_identity x lambda_B and x lambda_A, and --lambda_A 0 --lambda_B 0 make "
+                              "both 0: drop --lambda_identity (or give --lambda_A / --lambda_B > 0)")
 
     def _check_values(self) -> None:
         """Each option of its default's type and, where it has choices, one of them: what

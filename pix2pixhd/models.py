@@ -15,6 +15,12 @@ with. The layers themselves live in ``networks.py`` (pix2pixHD), ``pix2pix_netwo
   check_discriminator_input(cfg, d, w, h, what)
                             a one-line ConfigError when D cannot take w x h images (too deep
                             for them), with the depth and the crop that fit
+  generator_min_side(cfg, multiple=None)
+                            the smallest side G (and E) run on: 1 for the U-Net, else more than
+                            one multiple (a 1x1 bottleneck cannot be normalised or padded)
+  check_generator_input(cfg, w, h, what)
+                            a one-line ConfigError when G or E cannot take w x h images, with the
+                            depth and the sizes that fit
   build_encoder(cfg)        the instance feature encoder E; None without --instance_feat /
                             --label_feat, or with --load_features (maps come from disk)
 
@@ -41,7 +47,7 @@ from pix2pixhd.pix2pix_networks import define_D, define_G
 
 __all__ = ["input_image_nc", "generator_input_nc", "discriminator_input_nc", "generator_key",
            "network_keys", "build_generator", "build_discriminator", "check_discriminator_input",
-           "build_encoder"]
+           "generator_min_side", "check_generator_input", "build_encoder"]
 
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -153,12 +159,61 @@ def check_discriminator_input(cfg: TrainConfig, d: nn.Module, w: int, h: int, wh
         n_fit = (min(h, w) // 3).bit_length() - 1   # the deepest PatchGAN: 3 * 2**n <= side
         fix = ("--netD_pix2pix pixel" if n_fit < 1 else f"--n_layers_D {n_fit} (or fewer)"
                if cfg.netD_pix2pix == "n_layers" else f"--netD_pix2pix n_layers --n_layers_D {n_fit}")
-    larger = {"resize_and_crop": f"--loadSize and --fineSize {side} or more",
-              "crop": f"--fineSize {side} or more, on images at least that large",
-              "none": f"images of {side} pixels a side or more"}.get(
-        cfg.resize_or_crop, f"a --loadSize (and --fineSize) that leaves {side} pixels a side or more")
     raise ConfigError(f"{what} is {w}x{h}, too small for the discriminator ({depth}; it needs "
-                      f"{side}x{side} or more): use {fix}, or {larger}")
+                      f"{side}x{side} or more): use {fix}, or {_larger_images(cfg, side)}")
+
+
+def _larger_images(cfg: TrainConfig, side: int) -> str:
+    """The options (or files) that make every sample at least ``side`` pixels a side."""
+    return {"resize_and_crop": f"--loadSize and --fineSize {side} or more",
+            "crop": f"--fineSize {side} or more, on images at least that large",
+            "none": f"images of {side} pixels a side or more"}.get(
+        cfg.resize_or_crop, f"a --loadSize (and --fineSize) that leaves {side} pixels a side or more")
+
+
+def generator_min_side(cfg: TrainConfig, multiple: int | None = None) -> int:
+    """The smallest image side a generator of ``cfg`` (or its feature encoder) runs on, for sides
+    that divide by (or are padded to) ``multiple`` (default ``cfg.required_multiple``). pix2pixHD's
+    generators, its encoder and the ResNet generators (CycleGAN's default, pix2pix's ``resnet_*``)
+    instance-normalise (and reflection-pad) their bottleneck, which needs more than one pixel: a
+    side of just one multiple (``side <= multiple``) leaves a 1x1 bottleneck. The U-Net runs on any
+    padded size. Synthesis skips maps below it; training refuses them (:func:`check_generator_input`)."""
+    unet = cfg.model in ("pix2pix", "cyclegan") and not cfg.netG_pix2pix.startswith("resnet")
+    return 1 if unet else (cfg.required_multiple if multiple is None else multiple) + 1
+
+
+def check_generator_input(cfg: TrainConfig, w: int, h: int, what: str,
+                          unrounded: tuple[int, int] | None = None) -> None:
+    """Raise a one-line ConfigError when the generator or the feature encoder E of ``cfg`` cannot
+    take the w x h samples ``what`` names (:func:`generator_min_side`): the network, its minimum,
+    the depth that fits and the sizes that fit. ``unrounded``: the size before --resize_or_crop
+    none rounds the sides up to the multiple (the depths that fit are those below its sides)."""
+    g = 2 ** cfg.n_downsample_global * (2 ** cfg.n_local_enhancers if cfg.netG == "local" else 1)
+    g = g if cfg.model == "pix2pixhd" else cfg.required_multiple
+    nets = [("the generator", g)]
+    if cfg.model == "pix2pixhd" and cfg.use_features and not cfg.load_features:
+        nets.append(("the feature encoder", 2 ** cfg.n_downsample_E))
+    short = [(name, m) for name, m in nets if min(w, h) < generator_min_side(cfg, m)]
+    if not short:
+        return
+    fit = min(unrounded or (w, h))
+    k = (fit - 1).bit_length() - 1   # the most x2 downsamplings that leave 2 pixels of the fit side
+    fixes = []
+    for name, m in short:
+        if name == "the feature encoder" and k >= 0:
+            fixes.append(f"--n_downsample_E {k} (or fewer)")
+        elif cfg.model == "pix2pixhd":
+            n = k - (cfg.n_local_enhancers if cfg.netG == "local" else 0)
+            if n >= 0:
+                fixes.append(f"--n_downsample_global {n} (or fewer)")
+    m = max(m for _, m in short)
+    side = generator_min_side(cfg, m)
+    if cfg.resize_or_crop != "none":   # (none rounds a file's sides up to the multiple)
+        side = -(-side // cfg.required_multiple) * cfg.required_multiple
+    who = " and ".join(f"{name} ({m}x downsampled)" for name, m in short)
+    raise ConfigError(f"{what} is {w}x{h}, too small for {who}: each side must be more than {m} "
+                      f"(a 1x1 bottleneck cannot be normalised): use "
+                      f"{', '.join(fixes + [''])}{'or ' if fixes else ''}{_larger_images(cfg, side)}")
 
 
 def build_encoder(cfg: TrainConfig) -> nn.Module | None:

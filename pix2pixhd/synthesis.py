@@ -328,13 +328,10 @@ class Synthesizer:
 
     @property
     def min_side(self) -> int:
-        """The smallest map side this generator runs on. pix2pixHD's generators and the ResNet
-        generators (CycleGAN's default, pix2pix's ``resnet_*``) instance-normalise their
-        bottleneck, which needs more than one pixel: a side padded up to just one multiple
-        (``side <= multiple``) leaves a 1x1 bottleneck. The U-Net runs on any padded size."""
-        cfg = self.cfg
-        unet = cfg.model in ("pix2pix", "cyclegan") and not cfg.netG_pix2pix.startswith("resnet")
-        return 1 if unet else self.multiple + 1
+        """The smallest map side this generator runs on, for sides padded to :attr:`multiple`
+        (:func:`pix2pixhd.models.generator_min_side`, the rule training refuses samples by)."""
+        from pix2pixhd.models import generator_min_side
+        return generator_min_side(self.cfg, self.multiple)
 
     @property
     def generator_seconds(self) -> float:

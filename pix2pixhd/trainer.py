@@ -1029,21 +1029,30 @@ class Trainer:
         if d is not None:   # CycleGAN's D_A and D_B are alike
             check_discriminator_input(self.cfg, d.D_A if self.cfg.model == "cyclegan" else d, w, h, what)
 
+    def _check_g_input(self, w: int, h: int, what: str, unrounded: tuple[int, int] | None = None) -> None:
+        """A one-line ConfigError when G or E cannot take w x h images (``what`` names them; the
+        rule synthesis skips maps by: :func:`pix2pixhd.models.generator_min_side`)."""
+        from pix2pixhd.models import check_generator_input
+        check_generator_input(self.cfg, w, h, what, unrounded)
+
     def _check_d_on_samples(self, ds) -> None:
-        """D's size check (:meth:`_check_d_input`) on the size each sample comes out, as G's is
-        made by the dataset's validation, from the source sizes it read (none with --validate
-        off); each source size once."""
+        """The size checks of D (:meth:`_check_d_input`), G and E (:meth:`_check_g_input`) on the
+        size each sample comes out, from the source sizes the dataset's validation read (none with
+        --validate off; its own check is that sides divide by G's multiple); each source size
+        once, every file of a record (CycleGAN: A and B). Runs before the run folder is written."""
         from pix2pixhd.data.transforms import output_size
         seen = set()
         for rec in ds.all_records():
-            path = str(next(iter(rec.values())))
-            src = ds.source_sizes.get(path)
-            if src is None or src in seen:
-                continue
-            seen.add(src)
-            w, h = output_size(*src, ds.resize_or_crop, ds.loadSize, ds.fineSize, ds.required_multiple)
-            self._check_d_input(w, h, f"{path} ({src[0]}x{src[1]}) with --resize_or_crop {ds.resize_or_crop} "
-                                      f"--loadSize {ds.loadSize} --fineSize {ds.fineSize}")
+            for path in map(str, rec.values()):
+                src = ds.source_sizes.get(path)
+                if src is None or src in seen:
+                    continue
+                seen.add(src)
+                w, h = output_size(*src, ds.resize_or_crop, ds.loadSize, ds.fineSize, ds.required_multiple)
+                what = (f"{path} ({src[0]}x{src[1]}) with --resize_or_crop {ds.resize_or_crop} "
+                        f"--loadSize {ds.loadSize} --fineSize {ds.fineSize}")
+                self._check_g_input(w, h, what, output_size(*src, ds.resize_or_crop, ds.loadSize, ds.fineSize, 1))
+                self._check_d_input(w, h, what)
 
     def make_loader(self):
         """The training DataLoader and its resumable sampler (order from seed and epoch)."""
@@ -1054,12 +1063,20 @@ class Trainer:
         ds = data.create_dataset(cfg.dataroot, cfg.phase,
                                  cfg.data_config(validate=cfg.validate if self.dist.is_master else "off",
                                                  is_train=True),
-                                 max_dataset_size=cfg.max_dataset_size or 0)
+                                 max_dataset_size=cfg.max_dataset_size or 0, model=cfg.model)
         # rank 0 validated these files for every rank (its failure stops them all): the other
         # ranks' loaders do not repeat the checks of that level at read time
         ds.validated = cfg.validate
         if self.dist.is_master and cfg.validate != "off":   # where validation runs; sizes it read
             data.check_batch_sizes(ds, cfg.batchSize)        # are reused: samples of one size per batch
+        # The loader drops each epoch's last partial batch (drop_last): every step stacks batchSize
+        # samples of one size, and every process takes the same number of steps (DDP). Said once.
+        n, b, p = len(ds), cfg.batchSize, self.dist.world_size
+        k = n // (b * p) * b * p
+        if self.dist.is_master and k not in (0, n):   # (0: refused by _start_run)
+            print(f"note: {n} images, batchSize {b} x {p} process{'es' if p > 1 else ''}: each epoch trains "
+                  f"{k}, the last {n - k} of its shuffled order are left out of it (batches are kept full; "
+                  "each epoch shuffles anew, so they are others each time)", file=sys.stderr, flush=True)
         sampler = data.ResumableSampler(len(ds), shuffle=True, seed=cfg.seed, rank=self.dist.rank,
                                         world_size=self.dist.world_size, drop_last=True)
         loader = data.create_dataloader(ds, cfg.batchSize, shuffle=True, num_workers=cfg.nThreads,

@@ -122,8 +122,10 @@ def variant_argv(v: Variant, a: argparse.Namespace, dataroot: Path, runs: Path) 
     model, then the variant's changes."""
     base = common_flags(dataroot, runs, a.size, a.niter, a.seed)
     model = ["--model", v.model] + (["--netG_pix2pix", f"unet_{a.size}"] if v.model == "pix2pix" else [])
+    args = list(v.args)
+    no_d = "--lambda_GAN" in args and float(args[args.index("--lambda_GAN") + 1]) == 0
     study = ["--name", v.key, "--niter_decay", str(a.niter_decay), "--ngf", str(a.ngf),
-             "--ndf", str(a.ndf), "--no_html"]
+             *([] if no_d else ["--ndf", str(a.ndf)]), "--no_html"]   # no D: train_hd.py refuses --ndf
     return merge_flags(merge_flags(base, model + study), [s.format(size=a.size) for s in v.args])
 
 

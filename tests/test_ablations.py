@@ -64,7 +64,8 @@ def test_ablation_variants_resolve_to_the_papers_settings(abl, tmp_path):
         assert (str(cfg.dataroot), cfg.phase, cfg.dataset_mode, cfg.label_nc, cfg.no_instance,
                 cfg.validate) == (str(data), "train", "cityscapes", 12, True, "full")
         assert (cfg.loadSize, cfg.fineSize, cfg.resize_or_crop, cfg.batchSize) == (143, 128, "resize_and_crop", 1)
-        assert (cfg.name, cfg.niter, cfg.niter_decay, cfg.ndf, cfg.lr, cfg.beta1) == (v.key, 1, 0, 32, 2e-4, 0.5)
+        assert (cfg.name, cfg.niter, cfg.niter_decay, cfg.lr, cfg.beta1) == (v.key, 1, 0, 2e-4, 0.5)
+        assert ("--ndf" in opts) == (v.key != "l1") and (v.key == "l1" or cfg.ndf == 32)   # l1: no D
     cfg, d = got["l1_cgan"]
     assert (cfg.model, cfg.ngf, cfg.netG_pix2pix, cfg.norm) == ("pix2pix", 32, "unet_128", "batch")
     assert (cfg.lambda_L1, cfg.lambda_GAN, cfg.no_cond_D, cfg.gan_mode) == (100, 1, False, "vanilla")

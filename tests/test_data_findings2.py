@@ -73,6 +73,22 @@ def test_a_paired_model_is_refused_the_unaligned_layout_in_one_line(tmp_path, mo
     assert "--dataset_mode unaligned" not in msg, msg
 
 
+@pytest.mark.parametrize("mode", ["unaligned", "auto"])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_train_hd_refuses_the_unaligned_layout_for_pix2pix_before_writing(tmp_path, dry_run, mode):
+    """It wrote config.json, lineage.json and loss_log.txt, then failed at the first step with a
+    KeyError traceback; the same command was then refused as a folder holding a run."""
+    from pix2pixhd.cli import train_main
+    root = _folders(tmp_path / "d", ["trainA", "trainB"])
+    argv = ["--model", "pix2pix", "--dataroot", str(root), "--checkpoints_dir", str(tmp_path / "ck"),
+            "--name", "r", "--ngf", "4", "--ndf", "4", "--device", "cpu", "--nThreads", "0", "--no_progress",
+            "--dataset_mode", mode]
+    with pytest.raises(DatasetError, match=r"holds the unaligned layout \(trainA/ \+ trainB/\), CycleGAN's.*"
+                                           r"--model pix2pix cannot train on"):
+        train_main(argv + (["--dry_run"] if dry_run else []))
+    assert not (tmp_path / "ck" / "r").exists()
+
+
 def test_the_wrong_layout_message_does_not_send_a_paired_model_to_the_unaligned_layout(tmp_path):
     root = _folders(tmp_path, ["trainA", "trainB"])
     for model in (None, "pix2pix"):   # pix2pix's default dataset_mode, aligned

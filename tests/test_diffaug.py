@@ -29,7 +29,7 @@ def tiny_cfg(tmp_path, **kw) -> TrainConfig:
 
 def tiny_pix2pix_cfg(tmp_path, **kw) -> TrainConfig:
     return tiny_cfg(tmp_path, model="pix2pix", label_nc=0, netG_pix2pix="unet_128", ngf=4,
-                    n_layers_D=2, ndf=4, **kw)
+                    netD_pix2pix="n_layers", n_layers_D=2, ndf=4, **kw)
 
 
 def pix2pix_batch(n=2, size=128, seed=0):

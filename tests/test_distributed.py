@@ -183,7 +183,7 @@ def test_pix2pix_under_ddp_keeps_ranks_identical(tmp_path):
     # pix2pix: BatchNorm U-Net (label ids one-hot in, 64x32 maps rounded up to unet_128's 128x128),
     # vanilla cGAN + L1, D updated by one backward per D pass; BatchNorm stats stay per rank on CPU
     run_two_ranks(tmp_path, ["--model", "pix2pix", "--netG_pix2pix", "unet_128", "--dataset_mode",
-                             "cityscapes", "--no_instance"])
+                             "cityscapes", "--no_instance", "--netD_pix2pix", "n_layers"])   # TINY's --n_layers_D 2
     r0, r1 = rank_params(tmp_path / "ranks", 0), rank_params(tmp_path / "ranks", 1)
     assert r0["global_step"] == r1["global_step"] == 2
     for net in ("G", "D"):

@@ -185,7 +185,7 @@ def _grey_run(tmp_path, model, photos_mode):
         Image.fromarray(rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)).convert(photos_mode).save(
             root / "train" / f"{i}.png")
     return root, ["--model", "pix2pix", "--input_nc", "1", "--netG_pix2pix", "resnet_6blocks", "--ngf", "4",
-                  "--ndf", "4", "--n_layers_D", "1"]
+                  "--ndf", "4", "--netD_pix2pix", "n_layers", "--n_layers_D", "1"]
 
 
 @pytest.mark.parametrize("model", ["pix2pixhd", "pix2pix"])

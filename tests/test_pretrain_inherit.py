@@ -75,8 +75,8 @@ def test_an_option_given_that_the_loaded_weights_do_not_fit_is_refused_naming_th
 
 
 @pytest.mark.parametrize("model, kw, given, says", [
-    ("pix2pix", dict(netG_pix2pix="unet_128", netD_pix2pix="n_layers", no_cond_D=True, lambda_GAN=0.0,
-                     ngf=8, ndf=8, n_layers_D=2, loadSize=128, fineSize=128), dict(lambda_GAN=1.0),
+    ("pix2pix", dict(netG_pix2pix="unet_128", lambda_GAN=0.0,   # no D: D's options are refused with it
+                     ngf=8, loadSize=128, fineSize=128), dict(lambda_GAN=1.0),
      r"^--lambda_GAN 1\.0: this stage loads D of .*built with lambda_GAN 0\.0"),
     ("cyclegan", dict(netG_pix2pix="resnet_6blocks", netD_pix2pix="n_layers", ngf=8, ndf=8, n_layers_D=2),
      dict(ndf=16), r"^--ndf 16: this stage loads D_A and D_B of .*built with ndf 8")])

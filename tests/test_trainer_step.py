@@ -98,7 +98,7 @@ def test_pix2pix_non_finite_g_loss_says_d_was_already_updated(tmp_path):
     """pix2pix steps D before G's losses exist (as its reference does): a non-finite G loss must
     not claim that no weights were updated."""
     tr = Trainer(tiny_cfg(tmp_path, model="pix2pix", netG_pix2pix="unet_128", label_nc=0, input_nc=3,
-                       ngf=4, ndf=4))
+                       ngf=4, ndf=4, n_layers_D=3))
     before_d = {k: v.clone() for k, v in tr.D.state_dict().items()}
     tr.criterion_l1 = lambda fake, real: fake.new_tensor(float("nan"))
     batch = {"label": torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8),
@@ -208,7 +208,8 @@ def test_instance_features_encoder_trains_with_g(tmp_path):
 
 def _p2p_cfg(tmp_path, **kw):
     from pix2pixhd.config import model_defaults
-    base = dict(model_defaults("pix2pix"), model="pix2pix", netG_pix2pix="unet_128", ngf=4, ndf=4)
+    base = dict(model_defaults("pix2pix"), model="pix2pix", netG_pix2pix="unet_128", ngf=4, ndf=4,
+                n_layers_D=3)   # basic: the 70x70 PatchGAN (tiny_cfg's 2 is refused there)
     base.update(kw)
     return tiny_cfg(tmp_path, **base)
 
@@ -272,7 +273,7 @@ def test_pix2pix_d_steps_first_and_g_trains_against_the_updated_d(tmp_path):
 
 
 @pytest.mark.parametrize("kw, keys, d_in", [
-    (dict(lambda_GAN=0.0), {"G_L1"}, None),                                  # L1 only: no D at all
+    (dict(lambda_GAN=0.0, ndf=64), {"G_L1"}, None),                          # L1 only: no D at all (ndf: the default)
     (dict(lambda_L1=0.0), {"D_real", "D_fake", "G_GAN"}, 6),                 # cGAN only
     (dict(lambda_L1=0.0, no_cond_D=True), {"D_real", "D_fake", "G_GAN"}, 3),  # GAN only (unconditional)
 ])

@@ -16,7 +16,8 @@ import sys
 # one that arrives later does (exit status 75 or 130, one line), not with 143 or a traceback.
 _held: list[int] = []
 _previous = {s: signal.signal(s, lambda signum, frame: _held.append(signum))
-             for s in (signal.SIGTERM, signal.SIGINT)}
+             for s in (signal.SIGTERM, signal.SIGINT)
+             if signal.getsignal(s) is not signal.SIG_IGN}   # one ignored (nohup, `&`) stays ignored
 
 from pix2pixhd.cli import train_main  # noqa: E402
 from pix2pixhd.errors import run  # noqa: E402

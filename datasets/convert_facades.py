@@ -124,9 +124,9 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
     splits = {s: files[:limit] if limit is not None else files for s, files in splits.items()}
     counts = {s: len(files) for s, files in splits.items()}
     stems = {s: [p.stem for p in files] for s, files in splits.items()}
-    for files in splits.values():   # a wrong --direction is refused before anything is written
-        if files:
-            _halves(files[0], direction)
+    for files in splits.values():   # a wrong --direction, or one file whose label half is not a
+        for p in files:              # label map, is refused before anything (an earlier conversion) goes
+            _halves(p, direction)
     meta = {"name": "facades", "written_by": TOOL, "folder": str(out.resolve()), "label_nc": len(FACADES_PALETTE),
             "palette": [list(c) for c in FACADES_PALETTE],
             "classes": [{"id": i, "colour": list(c)} for i, c in enumerate(FACADES_PALETTE)],

@@ -636,7 +636,7 @@ class TrainConfig:
         c._check_ranges()
         c._check_model_only(self)
         c._check_g_loss()
-        c._check_unused(self)
+        c._check_unused(self, prev if run.resume else None)
         if c.niter + c.niter_decay == 0:
             raise ConfigError(f"--niter {c.niter} --niter_decay {c.niter_decay}: a run trains niter + "
                               "niter_decay epochs, and these make none: give at least one epoch (e.g. --niter 1)")
@@ -870,10 +870,11 @@ class TrainConfig:
                               "lambda_L1 x L1, and these leave it no loss: give --lambda_L1 > 0 (L1 only, "
                               "no discriminator) or --lambda_GAN > 0 (e.g. 1, the cGAN)")
 
-    def _check_unused(self, given: "TrainConfig") -> None:
+    def _check_unused(self, given: "TrainConfig", resumed: "TrainConfig | None" = None) -> None:
         """Refuse an option ``given`` (the options as typed) that this run's networks or losses never
         read, by the rule of :meth:`_check_model_only`: a value other than the model's default;
-        values inherited or defaulted pass. pix2pix without a D (--lambda_GAN 0): D's options; a
+        values inherited or defaulted pass, and so do those of the run ``resumed`` (a restart
+        repeats its command line, which older versions took with these options). pix2pix without a D (--lambda_GAN 0): D's options; a
         pix2pix/CycleGAN PatchGAN other than n_layers: --n_layers_D; pix2pixHD without feature
         matching and VGG: --lambda_feat; CycleGAN without cycle losses: --lambda_identity (a
         fraction of them)."""
@@ -881,7 +882,8 @@ class TrainConfig:
 
         def typed(k: str) -> bool:
             v = getattr(given, k)
-            return v is not None and v != default_of(fs[k], self.model)
+            return (v is not None and v != default_of(fs[k], self.model)
+                    and (resumed is None or v != getattr(resumed, k)))
 
         if self.model == "pix2pix" and self.lambda_GAN == 0:
             ks = [k for k in ("netD_pix2pix", "ndf", "n_layers_D", "no_cond_D", "gan_mode", "no_lsgan")

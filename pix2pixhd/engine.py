@@ -543,7 +543,7 @@ class DatasetSource(torch.utils.data.Dataset):
                 a = np.array(im)
                 item["label"] = torch.from_numpy(np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1)))
             else:
-                if copy and self.label_nc == 0:      # rgb_pairs: the data module reads {phase}_A as RGB
+                if copy and self.label_nc == 0:      # rgb_pairs: the data module reads the input folder ({phase}_A, or _B with BtoA) as RGB
                     with Image.open(self.files[i]) as head:
                         copy = head.mode == "RGB"
                 self._check_label_files(rec)

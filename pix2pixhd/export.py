@@ -123,7 +123,8 @@ class _KeepConverterNotes(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
-            self.failures.append(str(record.exc_info[1]).strip().splitlines()[-1].split("failed: ")[-1])
+            e = record.exc_info[1]
+            self.failures.append((str(e).strip().splitlines() or [type(e).__name__])[-1].split("failed: ")[-1])
         return False
 
 
@@ -460,12 +461,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _why_not_onnx(path: Path) -> str | None:
-    """None when ``path`` may be an ONNX file: a model (a previous export, replaced as before) or
-    a damaged one (cut short: the export command rewrites it); else what it is (a PyTorch file,
-    JSON, an image: ``paths.describe_file``)."""
+    """None when ``path`` may be an ONNX file: named ``.onnx`` (a previous export, replaced as
+    before, or a damaged one: the export command rewrites it) or starting as an ONNX model does
+    (protobuf field 1, ir_version); else what it is (a PyTorch file, JSON, an image:
+    ``paths.describe_file``, or an unknown file)."""
     from pix2pixhd.paths import describe_file
     what = describe_file(path)
-    return f"{what}, not an ONNX model" if what else None
+    if what:
+        return f"{what}, not an ONNX model"
+    if path.suffix.lower() == ".onnx":
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1)
+    except OSError:
+        return None   # the write says why
+    return None if head == b"\x08" else "a file that is not an ONNX model (nor named .onnx)"
 
 
 def _check_out(out: Path, ckpt: Path) -> Path:

@@ -391,6 +391,12 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
                           f"reads (it fixes the global generator for that many epochs), and --stage {args['stage']} "
                           f"was given: pass --niter_fix_global 0 to import it as a {args['stage']} stage, or leave "
                           f"out --stage {args['stage']}")
+    if "lambda_feat" in taken and args.get("no_ganFeat_loss") and args.get("no_vgg_loss"):
+        # it weighs the feature-matching and VGG losses, and this run trained neither: nothing reads
+        # it (given here, a value other than the default would be refused as an unused option)
+        del args["lambda_feat"]
+        taken.remove("lambda_feat")
+        shown.remove("lambda_feat")
     args.setdefault("stage", "local" if args.get("netG") == "local" else "global")
     args.setdefault("name", src.resolve().name)   # NVIDIA's --name: its run folder's name
     try:

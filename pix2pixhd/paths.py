@@ -123,7 +123,7 @@ def check_output_folder(path: str | os.PathLike, flag: str, what: str = "a folde
     if (path.exists() or path.is_symlink()) and not path.is_dir():
         kind = "a broken link" if not path.exists() else "a file"
         raise ConfigError(f"{flag} {path} is {kind}, not a folder: this command writes {what} there; "
-                          f"give {flag} a new or empty folder")
+                          f"give {flag} a folder")
     _check_writable_parent(path, flag, folder=True)
     return path
 

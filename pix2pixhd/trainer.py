@@ -202,8 +202,8 @@ class RunProgress:
         self._t_first = None           # when the run's first step ended
         self._t_line, self._images_line = now, 0
 
-    def step(self, step: int, images: int, now: float) -> None:
-        """Step ``step`` (global) has ended, ``images`` images over all ranks."""
+    def step(self, images: int, now: float) -> None:
+        """A step has ended, ``images`` images over all ranks."""
         self._images_line += images
         if self._t_first is None:
             self._t_first = now
@@ -1434,7 +1434,7 @@ class Trainer:
                     shown_at = self.global_step
                 if show:
                     now = time.perf_counter()
-                    progress.step(self.global_step, n_img, now)
+                    progress.step(n_img, now)
                     if tty:
                         postfix["run ETA"] = progress.eta_text(self.global_step, now)
                         bar.set_postfix(postfix, refresh=False)   # drawn by the update

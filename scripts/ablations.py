@@ -116,16 +116,20 @@ def merge_flags(base: list[str], extra: list[str]) -> list[str]:
     return out
 
 
+def _no_d(v: Variant) -> bool:
+    """Whether the variant trains no discriminator (--lambda_GAN 0): its command has no --ndf."""
+    args = list(v.args)
+    return "--lambda_GAN" in args and float(args[args.index("--lambda_GAN") + 1]) == 0
+
+
 def variant_argv(v: Variant, a: argparse.Namespace, dataroot: Path, runs: Path) -> list[str]:
     """The train_hd.py command line of a variant: quality.py's common flags (the converted data
     as users pass it, batch 1, lr 2e-4, β1 0.5, one epoch chunk), this study's length, widths and
     model, then the variant's changes."""
     base = common_flags(dataroot, runs, a.size, a.niter, a.seed)
     model = ["--model", v.model] + (["--netG_pix2pix", f"unet_{a.size}"] if v.model == "pix2pix" else [])
-    args = list(v.args)
-    no_d = "--lambda_GAN" in args and float(args[args.index("--lambda_GAN") + 1]) == 0
     study = ["--name", v.key, "--niter_decay", str(a.niter_decay), "--ngf", str(a.ngf),
-             *([] if no_d else ["--ndf", str(a.ndf)]), "--no_html"]   # no D: train_hd.py refuses --ndf
+             *([] if _no_d(v) else ["--ndf", str(a.ndf)]), "--no_html"]   # no D: train_hd.py refuses --ndf
     return merge_flags(merge_flags(base, model + study), [s.format(size=a.size) for s in v.args])
 
 
@@ -170,7 +174,9 @@ def check_finished(a: argparse.Namespace, variants: list[Variant], manifest: dic
             raise SystemExit(f"{run}: {summary.name} records no train_hd.py command line, so its options "
                              f"cannot be compared with this call's; pass another --out, or --retrain to replace it")
         have, want = _options(had), _options(variant_argv(v, a, Path(manifest["dataroot"]), runs))
-        diff = [k for k in sorted(have.keys() | want.keys()) if k not in _WHERE and have.get(k) != want.get(k)]
+        # --ndf: no longer passed where no D reads it (older runs of such a variant recorded it)
+        diff = [k for k in sorted(have.keys() | want.keys()) if k not in _WHERE and have.get(k) != want.get(k)
+                and not (k == "--ndf" and _no_d(v) and k not in want)]
         if diff:
             raise SystemExit(
                 f"{run} was trained with other options than this call's: "

@@ -153,6 +153,23 @@ def test_ablations_refuse_a_finished_run_trained_with_other_options(abl, l1_trai
     assert json.loads((run / "config.json").read_text())["ngf"] == 8
 
 
+def test_an_l1_run_recorded_with_ndf_by_an_older_version_is_still_reused(abl, l1_trained):
+    """The l1 variant (no D) no longer passes --ndf, which train_hd.py now refuses without a D; its
+    finished runs recorded --ndf and were refused as trained with other options."""
+    _, out, argv = l1_trained()
+    summary = out / "runs" / "l1" / "train_summary.json"
+    rec = json.loads(summary.read_text())
+    assert "--ndf" not in rec["argv"]
+    rec["argv"] += ["--ndf", "4"]
+    summary.write_text(json.dumps(rec))
+    a = abl.build_parser().parse_args(argv + ["--only", "l1"])
+    manifest = json.loads((out / "data" / "quality_data.json").read_text())
+    abl.check_finished(a, abl.select("l1"), manifest, out / "runs")   # no SystemExit
+    a = abl.build_parser().parse_args(argv + ["--only", "l1", "--ngf", "8"])
+    with pytest.raises(SystemExit, match=r"--ngf 4 \(this call: 8\)"):
+        abl.check_finished(a, abl.select("l1"), manifest, out / "runs")
+
+
 def test_ablations_refuse_a_missing_facades_folder_before_making_any(abl, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         abl.main(["--facades", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--only", "l1"])

@@ -160,3 +160,23 @@ def test_the_partial_batch_left_out_of_each_epoch_is_said_once(tmp_path, capsys,
     Trainer.make_loader(SimpleNamespace(cfg=cfg, dist=SimpleNamespace(is_master=False, rank=1, world_size=world)))
     assert "note:" not in capsys.readouterr().err
     assert (says in err and err.count("note:") == 1) if says else "note:" not in err, err
+
+
+def test_a_restart_of_a_run_that_older_versions_took_with_an_unused_option_is_not_refused(tmp_path):
+    """A run started before the unused-option check with --lambda_GAN 0 --ndf 32 (a SLURM requeue or
+    torchrun restart repeats that command line): its own recorded values pass; a new run, or
+    another value on resume, is refused."""
+    import json
+    from pix2pixhd.cli import resolve_config
+    ok = TrainConfig(name="old", checkpoints_dir=str(tmp_path), model="pix2pix", lambda_GAN=0.0).resolved()
+    saved = json.loads(ok.to_json())
+    saved["ndf"] = 32   # what an older version recorded for that command line
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "old" / "latest.pt").write_bytes(b"")
+    argv = ["--checkpoints_dir", str(tmp_path), "--model", "pix2pix", "--lambda_GAN", "0", "--ndf", "32"]
+    assert resolve_config(argv + ["--name", "old", "--resume"]).ndf == 32
+    with pytest.raises(ConfigError, match=r"^--ndf 32: --lambda_GAN 0 trains no discriminator"):
+        resolve_config(argv + ["--name", "new"])
+    with pytest.raises(ConfigError, match=r"^--ndf 16: "):
+        resolve_config([*argv[:-1], "16", "--name", "old", "--resume"])

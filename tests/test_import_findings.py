@@ -232,3 +232,14 @@ def test_the_docstring_says_nvidia_restarted_at_lr():
     doc = " ".join(import_reference_run.__doc__.split())
     assert "as the reference's --continue_train did" not in doc
     assert "its --continue_train restarted at --lr whatever the epoch" in doc
+
+
+def test_a_lambda_feat_that_weighs_no_loss_is_imported_not_refused(tmp_path, monkeypatch):
+    """NVIDIA's run trained with --no_ganFeat_loss --no_vgg_loss --lambda_feat 5: opt.txt's values
+    were passed as typed options, and --lambda_feat (which then weighs nothing) was refused as an
+    unused option that the user never typed."""
+    monkeypatch.setitem(TRAINED, "no_ganFeat_loss", True)   # the weights too (D without features out)
+    src = _nv(tmp_path / "nv", lambda_feat=5.0)
+    out = import_reference_run(src, ["--checkpoints_dir", str(tmp_path / "ours")])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["no_ganFeat_loss"] and cfg["no_vgg_loss"]

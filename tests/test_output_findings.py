@@ -165,15 +165,18 @@ def test_export_out_is_checked_before_the_export(onnx_run, tmp_path, monkeypatch
     monkeypatch.setattr(pix2pixhd.synthesis, "load_generator", _not_called)
     ckpt = onnx_run / "latest.pt"
     before = ckpt.read_bytes()
+    notes = tmp_path / "notes.txt"   # a file no check recognised was overwritten
+    notes.write_text("my notes\n")
     cases = {ckpt: "is the checkpoint this command reads",
              tmp_path: f"is a folder: give an ONNX file to write, e.g. --out {tmp_path}/generator.onnx",
              onnx_run / "config.json": "exists and is not an ONNX file (JSON, not an ONNX model)",
+             notes: "exists and is not an ONNX file (a file that is not an ONNX model (nor named .onnx))",
              ckpt / "g.onnx": f"X{ckpt}/g.onnx: {ckpt} is a file, not a folder"}
     for out, says in cases.items():
         err = _error(capsys, main, ["--checkpoint", str(onnx_run), "--out", str(out)])
         want = f"error: cannot write {says[1:]}" if says.startswith("X") else f"error: --out {out} {says}"
         assert err.startswith(want), err
-    assert ckpt.read_bytes() == before
+    assert ckpt.read_bytes() == before and notes.read_text() == "my notes\n"
 
 
 def test_an_opset_the_file_does_not_get_is_refused_naming_legacy(onnx_run, tmp_path, capsys):

@@ -60,6 +60,19 @@ def test_convert_facades_refuses_a_photo_half_as_the_label_map_naming_the_other_
     assert convert(tmp_path / "src", tmp_path / "out") == {"train": 3}   # BtoA, the default
 
 
+def test_one_photo_among_the_label_halves_keeps_the_earlier_conversion(tmp_path):
+    """Only each split's first file was checked before writing: a bad file later stopped the run
+    halfway, after the earlier conversion's folders were deleted."""
+    _ab_folder(tmp_path / "src")
+    assert convert(tmp_path / "src", tmp_path / "out") == {"train": 3}
+    before = sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*"))
+    im = np.asarray(Image.open(tmp_path / "src" / "train" / "3.png"))
+    Image.fromarray(np.concatenate([im[:, :32], im[:, :32]], 1)).save(tmp_path / "src" / "train" / "3.png")
+    with pytest.raises(InputError, match=r"train/3\.png: only 0% of the pixels of its right half"):
+        convert(tmp_path / "src", tmp_path / "out")
+    assert sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*")) == before
+
+
 # ---- 3. captions of the training page and the TensorBoard grid -----------------------------------
 def _show(v, visuals):
     img = np.zeros((4, 4, 3), np.uint8)

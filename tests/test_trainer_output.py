@@ -38,10 +38,10 @@ def _cfg(tmp_path, streets, **kw):
 # ---- progress -------------------------------------------------------------------------------------
 def test_the_eta_is_the_whole_runs_steps_left_at_the_mean_step_time_after_the_first():
     p = RunProgress(first_step=5, last_step=21, now=0.0)
-    p.step(6, 1, now=10.0)   # the first step (warm-up) is not timed
+    p.step(1, now=10.0)   # the first step (warm-up) is not timed
     assert p.eta(6, now=10.0) is None and p.eta_text(6, now=10.0) == "?"
-    p.step(7, 1, now=11.0)
-    p.step(8, 1, now=13.0)
+    p.step(1, now=11.0)
+    p.step(1, now=13.0)
     assert p.eta(8, now=13.0) == pytest.approx(13 * 1.5)   # 13 steps left, 1.5 s each
     assert p.eta_text(8, now=13.0) == "0:00:20"
     assert trainer._duration(2 * 86400 + 3 * 3600 + 4 * 60 + 5) == "2d 3:04:05"

@@ -39,8 +39,11 @@ from pix2pixhd.paths import run_dir
 STAGES = ("global", "local", "finetune")
 MODELS = ("pix2pixhd", "pix2pix", "cyclegan")
 # Version of the saved config's meaning (config.json, checkpoints): 2 = pix2pixHD reads lambda_L1
-# (format 1 stored pix2pix's 100 there, unused by pix2pixHD; TrainConfig.from_dict reads it as 0).
-CONFIG_FORMAT = 2
+# (format 1 stored pix2pix's 100 there, unused by pix2pixHD; TrainConfig.from_dict reads it as 0);
+# 3 = direction BtoA swaps the {phase}_A/{phase}_B folders (rgb_pairs), which formats 1-2 read as
+# A to B whatever direction said (see DIRECTION_FOLDERS_FORMAT).
+CONFIG_FORMAT = 3
+DIRECTION_FOLDERS_FORMAT = 3
 PRECISIONS = ("fp32", "bf16", "fp16")
 UPSAMPLE_MODES = ("transpose", "resize")   # the generators' x2 upsampling (pix2pixhd.networks)
 RESIZE_OR_CROP = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
@@ -1140,6 +1143,13 @@ class TrainConfig:
         ``config_format``: a file saved by another version goes through :meth:`from_saved`."""
         return cls.from_saved({"config_format": CONFIG_FORMAT, **d})
 
+    def folders_direction(self, saved_format: int | None = None) -> str:
+        """The direction this config's run learned on {phase}_A/{phase}_B folders (rgb_pairs): its
+        own, except in a config saved before DIRECTION_FOLDERS_FORMAT (``saved_format``, default
+        the format it was read from), where BtoA left the folders A to B."""
+        fmt = getattr(self, "_saved_format", CONFIG_FORMAT) if saved_format is None else saved_format
+        return "AtoB" if fmt < DIRECTION_FOLDERS_FORMAT else self.direction
+
     @classmethod
     def from_saved(cls, d: dict) -> "TrainConfig":
         """A config saved in a file or checkpoint (config.json): one without ``config_format``
@@ -1159,6 +1169,7 @@ class TrainConfig:
         c = cls(**d)._filled()
         if pretrain_epoch is not None:
             c._pretrain_epoch = str(pretrain_epoch)
+        c._saved_format = fmt   # what the file's direction meant for A/B folders (folders_direction)
         return c
 
     @classmethod

@@ -443,8 +443,13 @@ class Trainer:
         # the NVIDIA run folder this run was imported from (pix2pixhd.import_reference), saved in
         # each checkpoint as imported_run: what a resume refusal says the run started from
         self._imported_run: str | None = None
+        # the config format of the checkpoint this run continues (resumed, or --load_pretrain's):
+        # what its direction meant for A/B folders (TrainConfig.folders_direction); None: a new run
+        self._source: tuple[Path, int] | None = None
         if cfg.resume:
             ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
+            self._source = (checkpoint_path(self.exp_dir, cfg.which_epoch),
+                            int((ckpt.get("config") or {}).get("config_format", 1)))
             self._load_models(ckpt, strict=True, source=checkpoint_path(self.exp_dir, cfg.which_epoch))
             self._imported_run = imported_source(ckpt)
             self.epoch, self.iter_in_epoch = ckpt["epoch"], ckpt["iter_in_epoch"]
@@ -631,6 +636,7 @@ class Trainer:
         from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
         ckpt = load_checkpoint(path, self.cfg.which_epoch)
         file = path if path.is_file() else checkpoint_path(path, self.cfg.which_epoch)
+        self._source = (file, int(ckpt["config"].get("config_format", 1)))
         prev = TrainConfig.from_saved(ckpt["config"])
         if loads_whole(prev, self.cfg):
             self._load_models(ckpt, strict=True, source=file)
@@ -1054,10 +1060,35 @@ class Trainer:
                 self._check_g_input(w, h, what, output_size(*src, ds.resize_or_crop, ds.loadSize, ds.fineSize, 1))
                 self._check_d_input(w, h, what)
 
+    def _keep_learned_direction(self) -> None:
+        """A run continued from a checkpoint saved before --direction BtoA applied to
+        {phase}_A/{phase}_B folders learned A to B there: it goes on that way, its config now
+        saying AtoB (what it learned), with a note. Before, BtoA was read as AtoB for these folders
+        and the config kept BtoA, so a continuation would now train the other way silently."""
+        cfg = self.cfg
+        if cfg.direction != "BtoA" or self._source is None:
+            return
+        source, fmt = self._source
+        if cfg.folders_direction(fmt) == cfg.direction:
+            return
+        from pix2pixhd.data.layouts import detect_mode
+        try:
+            mode = cfg.dataset_mode if cfg.dataset_mode != "auto" else detect_mode(Path(cfg.dataroot), cfg.phase, None)
+        except Exception:   # no dataset there: the loader's own error says so
+            return
+        if mode != "rgb_pairs":
+            return
+        cfg.direction = "AtoB"
+        if self.dist.is_master:
+            print(f"note: {source} was saved before --direction BtoA applied to {cfg.phase}_A/ + {cfg.phase}_B/ "
+                  f"folders: it learned {cfg.phase}_A -> {cfg.phase}_B, though its config says BtoA; this run "
+                  "goes on that way and records --direction AtoB, which is what it learned", flush=True)
+
     def make_loader(self):
         """The training DataLoader and its resumable sampler (order from seed and epoch)."""
         from pix2pixhd import data
         cfg = self.cfg
+        self._keep_learned_direction()
         # is_train: random flips whatever the split is called (--phase trainval); the first
         # --max_dataset_size samples are taken before validation, which reads no other file
         ds = data.create_dataset(cfg.dataroot, cfg.phase,

@@ -191,7 +191,7 @@ def test_older_pix2pixhd_configs_keep_the_l1_term_off(tmp_path):
     """Format-1 configs saved pix2pix's lambda_L1 default (100) in pix2pixHD runs, whose step had
     no L1 term; read back, they must still train without one. Format 2 keeps what was saved."""
     saved = TrainConfig(model="pix2pixhd").resolved().to_dict()
-    assert saved["config_format"] == 2 and saved["lambda_L1"] == 0.0
+    assert saved["config_format"] == 3 and saved["lambda_L1"] == 0.0
     old = {k: v for k, v in saved.items() if k != "config_format"} | {"lambda_L1": 100.0}
     assert TrainConfig.from_saved(old).lambda_L1 == 0.0
     assert TrainConfig.from_saved(saved | {"lambda_L1": 100.0}).lambda_L1 == 100.0

@@ -1,6 +1,8 @@
 """A user walkthrough's data findings, second round: --direction BtoA on {phase}_A/ + {phase}_B/,
 a paired model on CycleGAN's layout (and CycleGAN on paired data), synthesis of one CycleGAN
 domain beside an empty or broken other one, and scan's judgement of a missing {phase}_inst/."""
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -145,3 +147,37 @@ def test_scan_reports_a_missing_inst_folder_as_training_would(tmp_path, capsys):
     assert data_main(["scan", str(tmp_path), "--label_nc", "4"]) == 1
     out = capsys.readouterr().out
     assert "train_inst does not exist" in out and "test_inst" not in out, out
+
+
+def test_a_run_saved_before_btoa_applied_to_folders_goes_on_as_it_learned(tmp_path, capsys):
+    """Before c71ccdc, --direction BtoA was read as AtoB for {phase}_A/{phase}_B folders and the
+    config kept BtoA: a resume (or --load_pretrain, or synthesize.py --dataroot) of such a run
+    would now feed it B as input, the other way from what it learned, without a word."""
+    import torch
+    from pix2pixhd.cli import resolve_config
+    from pix2pixhd.trainer import Trainer
+    root = _folders(tmp_path / "d", ["train_A", "train_B", "test_A", "test_B"])
+    args = ["--model", "pix2pix", "--dataroot", str(root), "--dataset_mode", "rgb_pairs", "--checkpoints_dir",
+            str(tmp_path / "ck"), "--name", "old", "--netG_pix2pix", "unet_128", "--ngf", "4", "--ndf", "4",
+            "--resize_or_crop", "none", "--device", "cpu", "--nThreads", "0", "--no_progress"]
+    t = Trainer(resolve_config(args + ["--direction", "BtoA"]))
+    t.exp_dir.mkdir(parents=True)
+    (t.exp_dir / "config.json").write_text(t.cfg.to_json())
+    path = t.save("latest")
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["config"]["config_format"] = 2   # as the versions before saved it
+    torch.save(ckpt, path)
+    capsys.readouterr()
+    t = Trainer(resolve_config(args + ["--resume"]))
+    assert t.cfg.direction == "BtoA"
+    loader, _ = t.make_loader()
+    assert t.cfg.direction == "AtoB" and loader.dataset[(0, 0)]["path"].endswith("train_A/s0.png")
+    assert (f"note: {path} was saved before --direction BtoA applied to train_A/ + train_B/ folders: it learned "
+            "train_A -> train_B") in capsys.readouterr().out
+    from pix2pixhd.cli import synthesize_main
+    assert synthesize_main(["--checkpoint", str(path), "--dataroot", str(root), "--out", str(tmp_path / "o"),
+                            "--no_progress", "--device", "cpu"]) == 0
+    assert "its generator learned test_A -> test_B, so test_A/ is its input" in capsys.readouterr().err
+    manifest = (tmp_path / "o" / "manifest.jsonl").read_text()
+    rows = [json.loads(line) for line in manifest.splitlines()]
+    assert all("test_A/" in r["input"] for r in rows), rows

@@ -157,7 +157,7 @@ def cluster_features(features: dict[int, np.ndarray], n_clusters: int = 10, *,
         from sklearn.cluster import KMeans
     except ImportError as e:
         raise MissingDependencyError("clustering the encoder's features needs scikit-learn: "
-                          "pip install 'pix2pixhd[features]' (or pip install scikit-learn)") from e
+                          "pip install scikit-learn (in a checkout: pip install -e '.[features]')") from e
     if n_clusters < 1:
         raise ConfigError(f"--n_clusters {n_clusters}: need at least 1 cluster per class")
     centers = {}

@@ -878,8 +878,8 @@ class TrainConfig:
         read, by the rule of :meth:`_check_model_only`: a value other than the model's default;
         values inherited or defaulted pass, and so do those of the run ``resumed`` (a restart
         repeats its command line, which older versions took with these options). pix2pix without a D (--lambda_GAN 0): D's options; a
-        pix2pix/CycleGAN PatchGAN other than n_layers: --n_layers_D; pix2pixHD without feature
-        matching and VGG: --lambda_feat; CycleGAN without cycle losses: --lambda_identity (a
+        pix2pix/CycleGAN PatchGAN other than n_layers: --n_layers_D; pix2pixHD without the VGG loss:
+        --vgg_path; without feature matching and VGG: --lambda_feat; CycleGAN without cycle losses: --lambda_identity (a
         fraction of them)."""
         fs = {f.name: f for f in fields(self)}
 
@@ -903,6 +903,11 @@ class TrainConfig:
                     "pixel": "pixel is the 1x1 PixelGAN, without stride-2 convs"}[self.netD_pix2pix]
             raise ConfigError(f"--n_layers_D {given.n_layers_D}: --n_layers_D applies to --netD_pix2pix n_layers; "
                               f"{what}: drop --n_layers_D, or add --netD_pix2pix n_layers")
+        if self.model == "pix2pixhd" and self.no_vgg_loss and typed("vgg_path"):
+            whence = (f", taken from --load_pretrain {self.load_pretrain}" if given.no_vgg_loss is None
+                      and self.load_pretrain else "")
+            raise ConfigError(f"--vgg_path {given.vgg_path}: the VGG loss is off (--no_vgg_loss{whence}), so "
+                              "nothing reads the file: add --no_vgg_loss false to train with it, or drop --vgg_path")
         if self.model == "pix2pixhd" and self.no_ganFeat_loss and self.no_vgg_loss and typed("lambda_feat"):
             raise ConfigError(f"--lambda_feat {given.lambda_feat}: it weighs the feature-matching and VGG losses, "
                               "and --no_ganFeat_loss --no_vgg_loss leave neither: drop --lambda_feat (or one of "

@@ -461,6 +461,14 @@ class Trainer:
             self.lineage = line_of(ckpt) + [[self.attempt, self.global_step]]
             self.global_frozen = (self._frozen_in(ckpt) if ckpt.get("optimizer_G") is not None
                                   else self._global_fixed_at(self.epoch))
+            if not self.global_frozen and self._global_fixed_at(self.epoch):
+                # the loop only unfreezes: a larger --niter_fix_global would be recorded, not applied
+                saved = (ckpt.get("config") or {}).get("niter_fix_global")
+                raise ConfigError(
+                    f"--niter_fix_global {cfg.niter_fix_global}: {self.exp_dir} trains its global generator "
+                    f"already (unfrozen after epoch {saved if saved is not None else '?'}, it resumes at "
+                    f"epoch {self.epoch}), and a resume cannot fix it again: drop --niter_fix_global, or "
+                    f"give one below {self.epoch} (or start a new local stage from the global one)")
             self._build_optimizers()
             imported = ckpt.get("optimizer_G") is None and ckpt.get("imported_from")
             if imported:   # NVIDIA's run (python -m pix2pixhd.import_reference): weights and position only
@@ -1088,7 +1096,6 @@ class Trainer:
         """The training DataLoader and its resumable sampler (order from seed and epoch)."""
         from pix2pixhd import data
         cfg = self.cfg
-        self._keep_learned_direction()
         # is_train: random flips whatever the split is called (--phase trainval); the first
         # --max_dataset_size samples are taken before validation, which reads no other file
         ds = data.create_dataset(cfg.dataroot, cfg.phase,
@@ -1288,6 +1295,7 @@ class Trainer:
         raise_on_any_rank(error, self.dist, "could not lock the run folder")
         try:
             check_new_run(cfg)
+            self._keep_learned_direction()
             loader, sampler = self.make_loader()
             self._loader = loader   # fit() shuts its workers down, whatever happens next
             if len(loader) == 0:
@@ -1319,6 +1327,8 @@ class Trainer:
                 atomic_write_bytes(self.exp_dir / "config.json", cfg.to_json().encode())
                 # a fresh start (0) keeps no history of an attempt that died before its first save
                 self.vis.begin(resumed_at_step=self.global_step if cfg.resume else 0)
+                for note in cfg.notes():   # train_hd.py printed them; the run's log keeps them too
+                    self.vis.log_message(f"note: {note}")   # (a resume's changed options among them)
                 total = cfg.niter + cfg.niter_decay
                 # a resume of a run that has finished (or that stopped after its last step): nothing
                 # to train; the loop still closes a last epoch left open (its epoch_N.pt)

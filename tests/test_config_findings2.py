@@ -180,3 +180,22 @@ def test_a_restart_of_a_run_that_older_versions_took_with_an_unused_option_is_no
         resolve_config(argv + ["--name", "new"])
     with pytest.raises(ConfigError, match=r"^--ndf 16: "):
         resolve_config([*argv[:-1], "16", "--name", "old", "--resume"])
+
+
+def test_a_vgg_file_given_to_a_run_without_the_vgg_loss_is_refused(tmp_path):
+    """A local stage from a global one trained with --no_vgg_loss inherits it: the --vgg_path given
+    for the VGG loss was taken without a word and the stage trained without it."""
+    from pix2pixhd.cli import resolve_config
+    base = ["--checkpoints_dir", str(tmp_path), "--ngf", "8"]
+    with pytest.raises(ConfigError, match=r"^--vgg_path .*vgg19.pth: the VGG loss is off \(--no_vgg_loss\), so "
+                                          r"nothing reads the file: add --no_vgg_loss false"):
+        resolve_config([*base, "--name", "g", "--no_vgg_loss", "--vgg_path", "vgg19.pth"])
+    g = TrainConfig(name="g", checkpoints_dir=str(tmp_path), ngf=8, no_vgg_loss=True).resolved()
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "config.json").write_text(g.to_json())
+    (tmp_path / "g" / "latest.pt").write_bytes(b"")
+    local = [*base[:2], "--name", "l", "--stage", "local", "--load_pretrain", str(tmp_path / "g")]
+    with pytest.raises(ConfigError, match=rf"the VGG loss is off \(--no_vgg_loss, taken from --load_pretrain "
+                                          rf"{re.escape(str(tmp_path / 'g'))}\)"):
+        resolve_config([*local, "--vgg_path", "vgg19.pth"])
+    assert not resolve_config([*local, "--vgg_path", "vgg19.pth", "--no_vgg_loss", "false"]).no_vgg_loss

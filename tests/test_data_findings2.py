@@ -170,6 +170,7 @@ def test_a_run_saved_before_btoa_applied_to_folders_goes_on_as_it_learned(tmp_pa
     capsys.readouterr()
     t = Trainer(resolve_config(args + ["--resume"]))
     assert t.cfg.direction == "BtoA"
+    t._keep_learned_direction()   # (_start_run calls it before make_loader)
     loader, _ = t.make_loader()
     assert t.cfg.direction == "AtoB" and loader.dataset[(0, 0)]["path"].endswith("train_A/s0.png")
     assert (f"note: {path} was saved before --direction BtoA applied to train_A/ + train_B/ folders: it learned "
@@ -181,3 +182,8 @@ def test_a_run_saved_before_btoa_applied_to_folders_goes_on_as_it_learned(tmp_pa
     manifest = (tmp_path / "o" / "manifest.jsonl").read_text()
     rows = [json.loads(line) for line in manifest.splitlines()]
     assert all("test_A/" in r["input"] for r in rows), rows
+    from pix2pixhd.cli import train_main   # the run itself: trains A -> B and records it
+    assert train_main(args + ["--resume", "--max_steps", "1"]) == 0
+    assert "it learned train_A -> train_B" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ck" / "old" / "config.json").read_text())["direction"] == "AtoB"
+    assert torch.load(path, weights_only=False)["config"]["config_format"] == 3

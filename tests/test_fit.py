@@ -3,6 +3,7 @@ unfreeze of the global generator at --niter_fix_global, resumes that cross it, a
 save on an epoch's last step, and a two-rank DDP run interrupted and resumed. Every resumed run
 must end bit-equal (weights and optimizer state) to the same run done in one go."""
 import contextlib
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -295,3 +296,29 @@ def test_a_rank_the_saved_run_did_not_have_starts_a_random_stream_of_its_own(tmp
         states.append(torch.get_rng_state())
     assert torch.equal(states[0], saved[0]["torch"])
     assert not torch.equal(states[1], saved[0]["torch"]) and not torch.equal(states[1], states[2])
+
+
+def test_a_resume_cannot_fix_again_a_global_generator_it_unfroze(tmp_path, streets, global_stage):
+    """--resume --niter_fix_global 3 on a run past its unfreeze (niter_fix_global 1, in epoch 2):
+    noted as taking effect and recorded in its config, while the global part kept training."""
+    from pix2pixhd.errors import ConfigError
+    _local(tmp_path, streets, global_stage, "cut", *LOCAL_RUN, "--max_steps", str(STEPS_PER_EPOCH + 1))
+    assert load_checkpoint(tmp_path / "cut")["epoch"] == 2
+    before = (tmp_path / "cut" / "latest.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"^--niter_fix_global 3: .*cut trains its global generator already "
+                                          r"\(unfrozen after epoch 1, it resumes at epoch 2\), and a resume "
+                                          r"cannot fix it again"):
+        _train(tmp_path, streets, "--name", "cut", "--resume", "--niter_fix_global", "3")
+    assert (tmp_path / "cut" / "latest.pt").read_bytes() == before
+    _train(tmp_path, streets, "--name", "cut", "--resume", "--niter_fix_global", "1", "--max_steps", "1")
+
+
+def test_the_notes_of_a_resume_with_other_options_are_in_the_runs_log(tmp_path, streets, global_stage):
+    """train_hd.py printed them on stdout only: loss_log.txt did not say that the epochs after the
+    resume ran with another --lr, and config.json now holds the new value."""
+    import shutil
+    shutil.copytree(global_stage, tmp_path / "g")
+    _train(tmp_path, streets, "--name", "g", "--resume", "--ngf", "8", "--niter", "2", "--lr", "0.001",
+           "--max_steps", "1")
+    log = (tmp_path / "g" / "loss_log.txt").read_text()
+    assert re.search(r"note: resuming .*g with options other than its own: .*--lr 0\.0002 -> 0\.001", log), log

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from pix2pixhd.errors import InputError, UserError
+from pix2pixhd.errors import ConfigError, InputError, UserError
 
 
 class LabelRangeError(UserError, ValueError):
@@ -68,16 +68,37 @@ def boundary_map(inst: torch.Tensor) -> torch.Tensor:
 
 
 def image_to_float(img: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 [N, C, H, W] in [0, 255] → float in [-1, 1] (floats pass through unchanged)."""
+    """uint8 [N, C, H, W] in [0, 255] → float in [-1, 1] (floats pass through unchanged).
+
+    Other integer dtypes (an int64 or int32 image) are scaled as uint8 is when their values lie
+    in [0, 255], else refused (InputError), as are bool and complex images.
+    """
     if img.dtype == torch.uint8:
         return img.to(dtype).div_(127.5).sub_(1.0)
-    return img.to(dtype)
+    if img.is_floating_point():
+        return img.to(dtype)
+    if img.dtype == torch.bool or img.is_complex():
+        raise InputError(f"image has dtype {img.dtype}; pass uint8 (or integer) values in [0, 255] "
+                         "or floats in [-1, 1]")
+    if img.numel():
+        lo, hi = torch.stack(torch.aminmax(img)).tolist()  # one pass, one device sync
+        if lo < 0 or hi > 255:
+            raise InputError(f"image of dtype {img.dtype} has values in [{lo}, {hi}]; integer images "
+                             "must be 8-bit values in [0, 255] (convert 16-bit ones, e.g. "
+                             "(img // 257).to(torch.uint8)), or pass floats in [-1, 1]")
+    return img.to(dtype).div_(127.5).sub_(1.0)
 
 
 def float_to_uint8(img: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] → uint8 [0, 255], rounded (on purpose: it round-trips uint8 exactly; the
     reference's tensor2im truncates, about half a grey level darker on average — see README)."""
     return ((img.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _check_label_nc(label_nc: int) -> None:
+    if label_nc < 0:
+        raise ConfigError(f"label_nc={label_nc}: must be the number of label classes (> 0), or 0 when "
+                          "the input is an RGB image instead of a label map")
 
 
 def encode_input(label: torch.Tensor, inst: torch.Tensor | None = None,
@@ -89,7 +110,9 @@ def encode_input(label: torch.Tensor, inst: torch.Tensor | None = None,
     label: [N, 1, H, W] ids when label_nc > 0, else an image [N, C, H, W] (uint8 or [-1, 1] float).
     inst: [N, 1, H, W] instance ids, or None for no_instance. feat: [N, F, H, W] or None.
     Returns [N, label_nc (or C) + (1 if inst) + F, H, W] float of ``dtype``.
+    A negative ``label_nc`` is refused (ConfigError).
     """
+    _check_label_nc(label_nc)
     parts = [one_hot(label, label_nc, dtype=dtype, source=source) if label_nc > 0
              else image_to_float(label, dtype)]
     if inst is not None:
@@ -102,4 +125,5 @@ def encode_input(label: torch.Tensor, inst: torch.Tensor | None = None,
 def input_channels(label_nc: int, input_nc: int = 3, no_instance: bool = False,
                    feat_num: int = 0) -> int:
     """Channel count of :func:`encode_input`'s result (the generator's input_nc)."""
+    _check_label_nc(label_nc)
     return (label_nc if label_nc > 0 else input_nc) + (0 if no_instance else 1) + feat_num

@@ -1,7 +1,8 @@
 """pix2pixHD's losses: multi-scale GAN, discriminator feature matching, VGG19 perceptual.
 
 Discriminator outputs follow ``MultiscaleDiscriminator``: a list over scales of lists of features
-whose last entry is the patch logits [N, 1, h, w]. Weights are the reference's:
+whose last entry is the patch logits [N, 1, h, w]; a flat list of tensors is one discriminator's
+features (``NLayerDiscriminator(get_interm_feat=True)``), as in the reference. Weights are the reference's:
   GAN:   sum over scales of the per-scale loss (mean over patches);
   feat:  sum over scales i and intermediate layers j of 1/num_D · 4/(n_layers+1) · λ_feat · L1;
   VGG:   λ_feat · Σ_k w_k · L1(VGG_k(fake), VGG_k(real)), w = 1/32, 1/16, 1/8, 1/4, 1 at
@@ -26,14 +27,32 @@ GAN_MODES = ("lsgan", "vanilla", "hinge")
 
 
 def _as_scales(preds) -> list[list[torch.Tensor]]:
-    """Accept a tensor, a list of tensors (one per scale) or a list of feature lists."""
+    """Discriminator output → a list over scales of feature lists (logits last), as the
+    reference's GANLoss reads it: a tensor is one scale's logits; a flat list of tensors is one
+    discriminator's features (``NLayerDiscriminator(get_interm_feat=True)``); a list of lists
+    is one list per scale (``MultiscaleDiscriminator``)."""
     if isinstance(preds, torch.Tensor):
         return [[preds]]
-    return [p if isinstance(p, (list, tuple)) else [p] for p in preds]
+    preds = list(preds)
+    if not preds:
+        raise InputError("discriminator output is an empty list; pass the discriminator's output "
+                         "(a tensor, a list of features, or a list of them per scale)")
+    if all(isinstance(p, torch.Tensor) for p in preds):
+        return [preds]
+    if all(isinstance(p, (list, tuple)) for p in preds):
+        scales = [list(p) for p in preds]
+        if not all(scales) or not all(isinstance(f, torch.Tensor) for p in scales for f in p):
+            raise InputError("discriminator output: every scale must be a non-empty list of feature "
+                             "tensors (logits last); pass the discriminator's output as it returns it")
+        return scales
+    raise InputError(f"discriminator output mixes tensors and lists "
+                     f"({[type(p).__name__ for p in preds]}); pass a list of feature tensors (one "
+                     "discriminator) or a list of such lists (one per scale)")
 
 
 class GANLoss(nn.Module):
-    """Adversarial loss on the last output of every discriminator scale, summed over scales.
+    """Adversarial loss on the last output of every discriminator scale, summed over scales
+    (a flat list of tensors is one discriminator's features: its last entry, the logits, is used).
 
     lsgan: MSE to 1/0 (the reference's default); vanilla: BCE on logits; hinge: D gets
     relu(1 - real) + relu(1 + fake), G gets -mean(fake).
@@ -64,13 +83,16 @@ class GANLoss(nn.Module):
                    for scale in _as_scales(preds))
 
 
-def feature_matching_loss(pred_fake, pred_real, *, n_layers_D: int, num_D: int,
-                          lambda_feat: float = 10.0) -> torch.Tensor:
+def feature_matching_loss(pred_fake, pred_real, *, n_layers_D: int | None = None,
+                          num_D: int | None = None, lambda_feat: float = 10.0) -> torch.Tensor:
     """Σ_i Σ_j 1/num_D · 4/(n_layers_D+1) · λ_feat · L1(D_i^j(fake), D_i^j(real).detach()).
 
     j runs over every intermediate output of scale i (the logits excluded), as the reference.
-    ``pred_fake`` and ``pred_real`` must have as many scales, and each scale as many features
-    (InputError otherwise: a shorter list would silently leave terms out).
+    ``pred_fake``/``pred_real``: a list per scale of the n_layers_D + 2 features
+    (``MultiscaleDiscriminator``), or one flat list of them (one ``NLayerDiscriminator``).
+    ``num_D`` and ``n_layers_D`` default to what the lists hold; given, they must agree with it.
+    Both must have as many scales, and each scale as many features (InputError otherwise: a
+    shorter list would silently leave terms out, a wrong count rescale the loss).
     """
     fake, real = _as_scales(pred_fake), _as_scales(pred_real)
     if len(fake) != len(real):
@@ -82,6 +104,22 @@ def feature_matching_loss(pred_fake, pred_real, *, n_layers_D: int, num_D: int,
             raise InputError(f"feature_matching_loss: scale {i} has {len(f_scale)} feature(s) for the "
                              f"fake and {len(r_scale)} for the real images; pass both images' outputs "
                              "of the same discriminator")
+    counts = sorted({len(f_scale) for f_scale in fake})
+    if counts[0] < 2:
+        raise InputError("feature_matching_loss: the discriminator output holds only the logits, no "
+                         "intermediate features; build the discriminator with get_interm_feat=True")
+    if len(counts) > 1:
+        raise InputError(f"feature_matching_loss: the scales hold different numbers of features "
+                         f"({[len(f_scale) for f_scale in fake]}); pass the output of one "
+                         "discriminator whose scales have the same n_layers")
+    if num_D is not None and num_D != len(fake):
+        raise InputError(f"feature_matching_loss: num_D={num_D} but the outputs hold {len(fake)} "
+                         f"scale(s); pass num_D={len(fake)} (or leave it out)")
+    if n_layers_D is not None and n_layers_D + 2 != counts[0]:
+        raise InputError(f"feature_matching_loss: n_layers_D={n_layers_D} but each scale holds "
+                         f"{counts[0]} features (n_layers_D + 2); pass n_layers_D={counts[0] - 2} "
+                         "(or leave it out)")
+    num_D, n_layers_D = len(fake), counts[0] - 2
     weight = (1.0 / num_D) * (4.0 / (n_layers_D + 1)) * lambda_feat
     loss = fake[0][0].new_zeros((), dtype=torch.float32)
     for f_scale, r_scale in zip(fake, real):

@@ -247,10 +247,11 @@ def test_feature_matching_loss_refuses_lists_of_different_lengths():
     f = [[torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2)] for _ in range(2)]
     r = [[torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)] for _ in range(2)]
     with pytest.raises(InputError, match=r"2 discriminator scale\(s\) for the fake and 1 for the real"):
-        feature_matching_loss(f, r[:1], n_layers_D=1, num_D=2)
+        feature_matching_loss(f, r[:1], num_D=2)
     with pytest.raises(InputError, match=r"scale 1 has 2 feature\(s\) for the fake and 1 for the real"):
-        feature_matching_loss(f, [r[0], r[1][1:]], n_layers_D=1, num_D=2)
-    assert feature_matching_loss(f, r, n_layers_D=1, num_D=2).item() == pytest.approx(2 * 0.5 * 2 * 10)
+        feature_matching_loss(f, [r[0], r[1][1:]], num_D=2)
+    # two features a scale: n_layers_D 0 (the logits are not matched), weight 4 / (0 + 1)
+    assert feature_matching_loss(f, r, n_layers_D=0, num_D=2).item() == pytest.approx(2 * 0.5 * 4 * 10)
 
 
 def test_count_parameters_is_documented_and_counts_shared_parameters_once():

@@ -50,7 +50,7 @@ def test_feature_matching_uses_reference_weights_and_skips_logits():
 def test_feature_matching_detaches_real_features():
     f = torch.ones(1, 2, requires_grad=True)
     r = torch.zeros(1, 2, requires_grad=True)
-    feature_matching_loss([[f, f]], [[r, r]], n_layers_D=3, num_D=1).backward()
+    feature_matching_loss([[f, f]], [[r, r]]).backward()
     assert f.grad is not None and r.grad is None
 
 

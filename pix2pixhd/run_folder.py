@@ -5,7 +5,10 @@ A folder ``--checkpoints_dir/--name`` holds a run when it holds ``config.json`` 
 ``opt.txt``...: :func:`reference_files`; such a run is imported with ``python -m
 pix2pixhd.import_reference``). Starting a run there without ``--resume`` is refused
 (:func:`check_new_run`, a :class:`~pix2pixhd.errors.RunExistsError` naming ``--resume``, a new
-``--name`` and ``--overwrite``), before anything is read or written.
+``--name`` and ``--overwrite``), before anything is read or written. From Python, the first
+``Trainer.save()`` of a Trainer that ``fit()`` did not start checks the folder the same way
+(``check_new_run(cfg, by_save=True)``): checkpoints there are refused unless ``resume=True``, or
+moved aside as below with ``overwrite=True``.
 
 ``--overwrite`` replaces the old run, in two steps that never leave the user with nothing:
 
@@ -89,10 +92,13 @@ def reference_run_message(folder: Path) -> str | None:
             "imported run (checkpoints/NAME)")
 
 
-def check_new_run(cfg: "TrainConfig") -> None:
+def check_new_run(cfg: "TrainConfig", by_save: bool = False) -> None:
     """Refuse to start run ``cfg`` (resolved) in the folder of another run, unless it resumes it
     or ``cfg.overwrite`` says to replace it; refuse to resume a run whose dataroot is gone
-    (:func:`check_resumed_dataroot`). Reads only; call it on every rank."""
+    (:func:`check_resumed_dataroot`). Reads only; call it on every rank. ``by_save``: the check
+    of ``Trainer.save()`` on a Trainer that ``fit()`` did not start (Python): it refuses only a
+    folder holding checkpoints, and its message names TrainConfig's fields instead of the
+    command line's options."""
     if cfg.resume or getattr(cfg, "_restart", False):
         check_resumed_dataroot(cfg)
     if cfg.resume or cfg.overwrite or getattr(cfg, "_restart", False):
@@ -100,25 +106,37 @@ def check_new_run(cfg: "TrainConfig") -> None:
     folder = cfg.experiment_dir
     found = run_files(folder)
     theirs = reference_files(folder)
+    # the words for the options: train_hd.py's, or TrainConfig's for Trainer.save()
+    add, name, overwrite = (("build the Trainer with ", "name", "set overwrite=True") if by_save else
+                            ("add ", "--name", "add --overwrite"))
+    doing = ("Trainer.save() would write a new run's checkpoint there (this Trainer was neither "
+             "started by fit() nor built with resume=True)" if by_save else
+             "this command would start a new one there")
     if theirs and not found:   # NVIDIA's run: its weights would be mixed with this run's files
         shown = ", ".join(theirs[:4]) + (f", ... ({len(theirs)} files)" if len(theirs) > 4 else "")
         raise RunExistsError(
-            f"{folder} holds an NVIDIA pix2pixHD run ({shown}) and this command would start a new run "
-            f"there. To continue it, import it first: python -m pix2pixhd.import_reference {folder} "
-            f"--name NEW_NAME, then train_hd.py --resume --name NEW_NAME; to start another run, choose a "
-            f"--name other than {cfg.name!r}; to replace it, add --overwrite (it is kept as "
-            f"{folder.name}.replaced-TIME until the new run's first checkpoint, then deleted)")
+            f"{folder} holds an NVIDIA pix2pixHD run ({shown}) and "
+            f"{doing if by_save else 'this command would start a new run there'}. To continue it, "
+            f"import it first: python -m pix2pixhd.import_reference {folder} --name NEW_NAME, then "
+            f"train_hd.py --resume --name NEW_NAME; to start another run, choose a {name} other than "
+            f"{cfg.name!r}; to replace it, {overwrite} (it is kept as {folder.name}.replaced-TIME "
+            "until the new run's first checkpoint, then deleted)")
     checkpoints = [f for f in found if f.endswith(".pt")]
-    if not found or (cfg.auto_resume and not checkpoints):
-        return
-    resume = ("add --resume" if "latest.pt" in checkpoints else
-              f"add --resume --which_epoch {int(checkpoints[-1][6:-3])}" if checkpoints else
-              "add --resume (it saved no checkpoint: it starts again from step 0 with its options)")
+    if not found or ((cfg.auto_resume or by_save) and not checkpoints):
+        return   # config.json alone: a start that died before its first save, nothing to lose
+    flag = "resume=True" if by_save else "--resume"
+    if "latest.pt" in checkpoints:
+        resume = f"{add}{flag}"
+    elif checkpoints:
+        n = int(checkpoints[-1][6:-3])
+        resume = f"{add}{flag}, which_epoch='{n}'" if by_save else f"{add}{flag} --which_epoch {n}"
+    else:
+        resume = f"{add}{flag} (it saved no checkpoint: it starts again from step 0 with its options)"
     raise RunExistsError(
-        f"{folder} already holds a run ({', '.join(found)}) and this command would start a new one "
-        f"there. To continue it, {resume}; to keep it and start another, choose a --name other "
-        f"than {cfg.name!r}; to replace it, add --overwrite (it is kept as "
-        f"{folder.name}.replaced-TIME until the new run's first checkpoint, then deleted)")
+        f"{folder} already holds a run ({', '.join(found)}) and {doing}. To continue it, "
+        f"{resume}; to keep it and start another, choose a {name} other than {cfg.name!r}; to "
+        f"replace it, {overwrite} (it is kept as {folder.name}.replaced-TIME until the new run's "
+        "first checkpoint, then deleted)")
 
 
 def check_resumed_dataroot(cfg: "TrainConfig") -> None:

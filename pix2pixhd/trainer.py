@@ -439,6 +439,7 @@ class Trainer:
         self._loader = None            # the training DataLoader, its workers shut down when fit() ends
         self._sigchld_previous = None  # the SIGCHLD handler (torch's) _hold_worker_deaths replaced
         self._sigchld_held = False     # a SIGCHLD came while held
+        self._fit_started = False      # fit() started this run (a Trainer fits once)
 
         # the NVIDIA run folder this run was imported from (pix2pixhd.import_reference), saved in
         # each checkpoint as imported_run: what a resume refusal says the run started from
@@ -977,10 +978,14 @@ class Trainer:
         }
 
     def save(self, which: str | int) -> Path | None:
+        """Write checkpoint ``which`` ('latest' or an epoch number) and config.json (rank 0; every
+        rank calls it). The first save of a Trainer that fit() did not start checks the folder as
+        fit() does (:meth:`_claim_folder`): another run's checkpoints are never written over."""
         state = self.state_dict()  # every rank joins the RNG gather
         if not self.dist.is_master:
             return None
         if not self._line_recorded:   # _start_run wrote it, unless this Trainer was not fit()
+            self._claim_folder()
             self._record_line()
         if self._resumed_step is not None and str(which) not in self._written:
             self._written.add(str(which))
@@ -990,6 +995,26 @@ class Trainer:
             drop_replaced(self._replaced, self._leftovers)
             self._replaced, self._leftovers = None, []
         return path
+
+    def _claim_folder(self) -> None:
+        """Before the first save of a Trainer that fit() did not start (Python): unless it was
+        built with resume=True, a folder holding another run is refused (:func:`check_new_run`'s
+        RunExistsError), or with overwrite=True moved aside as fit() would (:func:`move_aside`,
+        under the folder's lock; the save deletes it once written)."""
+        cfg = self.cfg
+        if cfg.resume or getattr(cfg, "_restart", False):
+            return
+        check_new_run(cfg, by_save=True)
+        if cfg.overwrite:
+            from pix2pixhd.run_folder import replaced_leftovers
+            lock = lock_run(self.exp_dir)   # refused while a training process holds the folder
+            try:
+                self._leftovers = replaced_leftovers(self.exp_dir)
+                self._replaced = move_aside(self.exp_dir)
+                if self._replaced is not None:   # the lock file went with it
+                    lock.moved(self._replaced)
+            finally:
+                lock.release()
 
     def _record_line(self) -> None:
         """Write this start's line of training as lineage.json (rank 0), before its first
@@ -1140,7 +1165,12 @@ class Trainer:
         interpreter exit would hang the process), the signal handlers the loop installs are
         replaced by the previous ones, the logs (tensorboard, HTML page, text log) are closed and
         the run folder's lock (rank 0, taken first) is released.
+
+        A Trainer fits once: a second fit() (after one that started its run) raises
+        :class:`~pix2pixhd.errors.RunExistsError` before anything is locked, moved or written. To
+        continue the run, build a new Trainer from its config with resume=True.
         """
+        self._check_not_fitted()
         try:
             return self._fit()
         finally:
@@ -1153,6 +1183,22 @@ class Trainer:
                     self.vis.close()
                 finally:
                     self._unlock()
+
+    def _check_not_fitted(self) -> None:
+        """Refuse a second fit(): it would start the run this Trainer trained again in its own
+        folder (refused as another run's, or with overwrite=True moved aside and deleted)."""
+        if not self._fit_started:   # set by _start_run once its checks passed
+            return
+        from pix2pixhd.errors import RunExistsError
+        cfg, total = self.cfg, self.cfg.niter + self.cfg.niter_decay
+        done = self.epoch > total
+        raise RunExistsError(
+            f"{self.exp_dir}: fit() was already called on this Trainer (its run is at step "
+            f"{self.global_step}, " + (f"its {total} epoch(s) finished" if done else f"epoch {self.epoch}")
+            + "); a Trainer fits once. To continue the run, build a new Trainer with "
+            f"TrainConfig(..., name={cfg.name!r}, resume=True)"
+            + (" and a larger niter or niter_decay" if done else "")
+            + "; to start another run, build one with another name")
 
     def _unlock(self) -> None:
         lock, self._lock = self._lock, None
@@ -1307,6 +1353,7 @@ class Trainer:
         except Exception as e:   # any failure: the other ranks must not wait for this one
             error = e
         raise_on_any_rank(error, self.dist)
+        self._fit_started = True   # from here the folder is this run's: a second fit() is refused
         if self.dist.is_master:
             try:
                 replacing = cfg.overwrite and not cfg.resume

@@ -61,6 +61,7 @@ def test_checkpoint_without_the_flag_is_read_from_its_optimizer(tmp_path, street
     tr.save("latest")
     ck = torch.load(ck_path, weights_only=False)
     del ck["global_frozen"]
+    ck["epoch"] = 2   # past its fixed epoch, where a run unfreezes (a resume cannot fix it again)
     torch.save(ck, ck_path)
     assert not Trainer(_local(tmp_path, streets, name="old", resume=True)).global_frozen
 

@@ -31,7 +31,10 @@ The forward reads x twice and writes y once; the backward reads x and dy twice e
 dx (and dresidual). The per-split partials are [N, n_splits, C] fp32, negligible traffic.
 
 Numerics. Every load is converted to fp32 and all arithmetic is fp32 (fp16/bf16 are only storage
-formats, cast once on store). Divisions round correctly (``div_rn``; a plain ``/`` compiles to
+formats, cast once on store, compiled as cvt.rn: round to nearest even). The interpreter
+(TRITON_INTERPRET=1) truncates its fp32 -> bf16 casts toward zero, about half of the bf16 outputs
+one unit smaller in magnitude; fp_downcast_rounding="rtne" is the default and changes neither
+(docs/kernels.md, Rounding). Divisions round correctly (``div_rn``; a plain ``/`` compiles to
 the approximate ``div.full.f32``, up to 2 ulp, which the interpreter never shows): they act on
 per-channel vectors only, so they cost nothing measurable. Statistics: within a tile a two-pass
 mean/M2 over values held in registers, tiles merged into the running chunk statistics with Chan's

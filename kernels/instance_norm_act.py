@@ -34,7 +34,10 @@ GPU machines, where a fallback would make the measured numbers meaningless).
 Tensors: x [N, C, H, W] fp32, fp16 or bf16, NCHW or channels-last, H*W > 1; y has x's dtype and
 memory format on every path. weight, bias [C] any float dtype and any strides (typically fp32
 parameters under autocast); residual x's shape, any float dtype; all on x's device. Statistics
-and all arithmetic are fp32 (fp64 for fp64 x), the output is cast once.
+are fp32 (fp64 for fp64 x). The reference and the Triton kernels compute in fp32 and cast the
+output once (the Triton interpreter's bf16 stores truncate instead of rounding to nearest); the
+native path too, except for fp16/bf16 x with no weight, bias or residual, where PyTorch's kernel
+rounds in x's dtype along the way (docs/kernels.md, Rounding; tests/test_kernel_rounding.py).
 """
 from __future__ import annotations
 
@@ -201,7 +204,13 @@ def _instance_norm_act_eager(x, weight, bias, *, act, negative_slope, eps, resid
     the norm as an fp32 copy: the native norm returns x's dtype, and adding the residual to that
     rounded output rounded twice (a tenth to a third of the bf16 outputs off the correctly rounded
     value, ReLU's mask flipped near 0). The copy is what the norm keeps for its backward instead of x:
-    one more x-sized tensor of fp16/bf16 per residual norm (the ResNet blocks' second ones)."""
+    one more x-sized tensor of fp16/bf16 per residual norm (the ResNet blocks' second ones).
+
+    fp32 parameters (or that fp32 copy) make PyTorch's kernel compute an fp16/bf16 x in fp32 and
+    cast once. Given x alone (no weight, bias or residual: the pix2pixHD norms) it rounds in x's
+    dtype along the way: 35 % of fp16 and 46 % of bf16 outputs off the correctly rounded value
+    on CPU. That is kept: an fp32 copy of x would cost every such norm a pass and twice the
+    saved memory (docs/kernels.md, Rounding)."""
     fmt = _memory_format(x)
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     weight = weight.to(cdt) if weight is not None else None  # no-ops for fp32 parameters

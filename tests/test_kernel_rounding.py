@@ -105,3 +105,31 @@ def test_interpreter_truncates_bf16_stores(params, residual):
     y = _triton(x, w, b, r)
     assert (y == truncated_bf16(exact(x, w, b, r))).float().mean().item() >= ONCE
     assert fraction_correctly_rounded(y, x, w, b, r) < 0.9
+
+
+def table() -> list[str]:
+    """The measured fractions of docs/kernels.md (Rounding), one line per path and case:
+    ``python tests/test_kernel_rounding.py``."""
+    rows = []
+    paths = [("reference", lambda x, w, b, r: instance_norm_act_ref(x, w, b, act="none", residual=r)),
+             ("native", lambda x, w, b, r: K._instance_norm_act_eager(x, w, b, act="none", negative_slope=0.2,
+                                                                       eps=1e-5, residual=r)),
+             ("triton" + ("" if DEVICE.type == "cuda" else " (interpreter)"), _triton)]
+    for name, run in paths:
+        for label, params, residual in (("plain", "", False), ("weight", "w", False), ("bias", "b", False),
+                                        ("affine", "wb", False), ("residual", "", True),
+                                        ("affine+residual", "wb", True)):
+            cells = []
+            for dtype in (torch.float16, torch.bfloat16):
+                x, w, b, r = case(dtype, params, residual)
+                y = run(x, w, b, r)
+                err = (y.double() - exact(x, w, b, r).to(dtype).double()).abs().max().item()
+                cells.append(f"{dtype}: {fraction_correctly_rounded(y, x, w, b, r):.4f} "
+                             f"(max |y - correctly rounded| {err:.3g})")
+            rows.append(f"{name:24s} {label:16s} " + "  ".join(cells))
+    return rows
+
+
+if __name__ == "__main__":
+    print("fraction of outputs equal to the fp64 norm cast once (2x8x16x16, x ~ N(1, 3^2), act none)")
+    print("\n".join(table()))

@@ -319,6 +319,14 @@ def _require_uint8(x: torch.Tensor, what: str) -> None:
                         "(x * 255).round().clamp(0, 255).to(torch.uint8)")
 
 
+def _require_nchw(x: torch.Tensor, what: str) -> None:
+    """Refuse a channels-last batch [N, H, W, C]: read as NCHW its sizes are wrong (SSIM blamed a
+    "3x32 (WxH)" image on --resize)."""
+    if x.shape[1] not in (1, 3, 4) and x.shape[-1] in (1, 3, 4):
+        raise InputError(f"{what} has shape {tuple(x.shape)}, channels last (NHWC); pass [N, C, H, W] "
+                         "(NCHW, channels first): x.permute(0, 3, 1, 2)")
+
+
 def _gaussian_window() -> torch.Tensor:
     """The 11 float64 taps of SSIM's Gaussian (sigma 1.5), summing to 1."""
     r = torch.arange(SSIM_WINDOW, dtype=torch.float64) - (SSIM_WINDOW - 1) / 2
@@ -343,6 +351,8 @@ def ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """
     _require_uint8(fake, "ssim's fake")
     _require_uint8(real, "ssim's real")
+    _require_nchw(fake, "ssim's fake")
+    _require_nchw(real, "ssim's real")
     if fake.shape != real.shape:
         raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} differ in shape")
     n, c, h, w = fake.shape
@@ -369,6 +379,8 @@ def psnr(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     [0, 1] values over all pixels and channels; identical images give inf."""
     _require_uint8(fake, "psnr's fake")
     _require_uint8(real, "psnr's real")
+    _require_nchw(fake, "psnr's fake")
+    _require_nchw(real, "psnr's real")
     if fake.shape != real.shape:
         raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} differ in shape")
     mse = ((fake.to(torch.float64) - real.to(torch.float64)) / 255).pow(2).flatten(1).mean(1)

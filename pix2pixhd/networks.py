@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pix2pixhd.config import UPSAMPLE_MODES
+from pix2pixhd.errors import InputError
 from pix2pixhd.layers import Dropout, InstanceNormAct, init_weights, norm_act
 
 __all__ = ["GlobalGenerator", "LocalEnhancer", "ResnetBlock", "NLayerDiscriminator",
@@ -41,9 +42,9 @@ def _check_size(x: torch.Tensor, multiple: int, who: str) -> None:
     h, w = x.shape[-2:]
     if h % multiple or w % multiple:
         raise ValueError(
-            f"{who}: input size {h}x{w} is not divisible by {multiple}; pad or resize the input "
-            f"to a multiple of {multiple} (e.g. {-(-h // multiple) * multiple}x"
-            f"{-(-w // multiple) * multiple}); the data pipeline's resize_or_crop=none does this")
+            f"{who}: input size {w}x{h} (WxH) is not divisible by {multiple}; pad or resize the "
+            f"input to a multiple of {multiple} (e.g. {-(-w // multiple) * multiple}x"
+            f"{-(-h // multiple) * multiple}); the data pipeline's resize_or_crop=none does this")
 
 
 def _pad(padding_type: str, p: int) -> tuple[list[nn.Module], int]:
@@ -368,12 +369,23 @@ class MultiscaleDiscriminator(nn.Module):
         return result
 
 
+def _check_instance_ids(inst: torch.Tensor) -> None:
+    """A float (or complex) instance map is refused: ``.long()`` would truncate its values and
+    merge instances (a ToTensor-scaled map, ids / 255, would become one instance)."""
+    if inst.is_floating_point() or inst.is_complex():
+        raise InputError(f"instance map has dtype {inst.dtype}; instance ids must be an integer tensor "
+                         "(e.g. torch.int32 or int64, not scaled to [0, 1]): convert with "
+                         "inst.round().long() if the values are whole ids")
+
+
 def instance_average(features: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
     """Replace every pixel's feature by the mean over its instance, per sample.
 
-    features [N, C, H, W] float; inst [N, 1, H, W] integer ids (any values, e.g. class*1000+k).
+    features [N, C, H, W] float; inst [N, 1, H, W] integer ids (any values, e.g. class*1000+k);
+    a float instance map is refused (InputError) rather than truncated.
     One scatter_add over (sample, instance) pairs; no Python loop over instances or channels.
     """
+    _check_instance_ids(inst)
     n, c, h, w = features.shape
     if inst.shape != (n, 1, h, w):
         raise ValueError(f"instance map shape {tuple(inst.shape)} does not match features "
@@ -418,4 +430,5 @@ class Encoder(nn.Module):
 
     def forward(self, input: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
         _check_size(input, self.required_multiple, type(self).__name__)
+        _check_instance_ids(inst)   # before the network runs
         return instance_average(self.model(input), inst)

@@ -169,9 +169,9 @@ class UnetGenerator(nn.Module):
         m = self.required_multiple
         if h % m or w % m:
             raise ValueError(
-                f"UnetGenerator(num_downs={self.num_downs}): input size {h}x{w} is not divisible "
-                f"by {m}; resize or pad the input to a multiple of {m} (e.g. "
-                f"{-(-h // m) * m}x{-(-w // m) * m})"
+                f"UnetGenerator(num_downs={self.num_downs}): input size {w}x{h} (WxH) is not "
+                f"divisible by {m}; resize or pad the input to a multiple of {m} (e.g. "
+                f"{-(-w // m) * m}x{-(-h // m) * m})"
                 + (", or use unet_128 for smaller images" if self.num_downs > 7 else ""))
         return self.model(x)
 
@@ -202,8 +202,8 @@ class ResnetGenerator(nn.Module):
         m = self.required_multiple
         if h % m or w % m:
             raise ValueError(
-                f"ResnetGenerator: input size {h}x{w} is not divisible by {m} (two stride-2 "
-                f"convs); pad or resize the input to {-(-h // m) * m}x{-(-w // m) * m}")
+                f"ResnetGenerator: input size {w}x{h} (WxH) is not divisible by {m} (two stride-2 "
+                f"convs); pad or resize the input to {-(-w // m) * m}x{-(-h // m) * m}")
         return self.model(x)
 
 

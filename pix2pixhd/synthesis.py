@@ -30,11 +30,47 @@ from PIL import Image
 from pix2pixhd.checkpoint import load_checkpoint, load_run_config
 from pix2pixhd.config import PRECISIONS, TrainConfig
 from pix2pixhd.data.layouts import IMG_EXTS
-from pix2pixhd.distributed import bind_cuda_device
-from pix2pixhd.encoding import encode_input, float_to_uint8
+from pix2pixhd.distributed import DeviceUnavailableError, bind_cuda_device
+from pix2pixhd.encoding import LabelRangeError, encode_input, float_to_uint8
 from pix2pixhd.errors import ConfigError, InputError
 
 IMAGE_EXTS = IMG_EXTS   # the data module's list: synthesis reads what training reads
+
+
+def usable_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; one this machine (or this torch build) lacks is refused in one
+    line (:class:`~pix2pixhd.distributed.DeviceUnavailableError`, as the trainer's ``--device``),
+    instead of torch's assertion on the first tensor moved there."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):   # torch.device("gpu"): "Expected one of cpu, cuda, ..."
+        raise ConfigError(f"device {device!r} is not a torch device: pass cpu, cuda, cuda:N (the N-th "
+                          "GPU) or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(f"device {dev}: CUDA is not available on this machine (torch "
+                                         f"{torch.__version__}); use device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(f"device {dev}: this machine has {torch.cuda.device_count()} "
+                                         "CUDA device(s), numbered from cuda:0; pass one of them or cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailableError(f"device {dev}: Apple's MPS is not available on this machine; "
+                                     "use device cpu")
+    return dev
+
+
+def prepare_generator(g: torch.nn.Module, *, test_dropout: bool = True,
+                      test_batch_stats: bool = True) -> torch.nn.Module:
+    """``g`` set up for synthesis in place, as :func:`load_generator` returns it (see its
+    ``test_dropout`` and ``test_batch_stats``): eval mode, then pix2pix's test-time dropout and
+    per-image BatchNorm. Returns ``g``. Per-image BatchNorm survives ``.train()``: to train ``g``
+    again, call ``use_test_statistics(g, False)`` first."""
+    from pix2pixhd.pix2pix_networks import set_dropout, use_test_statistics
+    g.eval()
+    if test_dropout:
+        set_dropout(g, True)  # after eval(), which turned it off
+    use_test_statistics(g, test_batch_stats)
+    return g
 
 
 def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
@@ -56,6 +92,7 @@ def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
     """
     from pix2pixhd.compat import load_reference_weights
     from pix2pixhd.models import build_generator, generator_key
+    device = usable_device(device)
     checkpoint_dir = Path(checkpoint_dir)
     ckpt = load_checkpoint(checkpoint_dir, which_epoch)
     cfg = load_run_config(checkpoint_dir, which_epoch, checkpoint=ckpt)   # the checkpoint's own wins
@@ -65,12 +102,8 @@ def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
                           f"{sorted(k for k in ckpt if isinstance(ckpt[k], dict))})")
     g = build_generator(cfg, direction)
     load_reference_weights(g, ckpt[key])
-    g = g.to(device).eval().requires_grad_(False)
-    if test_dropout:
-        from pix2pixhd.pix2pix_networks import set_dropout
-        set_dropout(g, True)  # after eval(), which turned it off
-    from pix2pixhd.pix2pix_networks import use_test_statistics
-    use_test_statistics(g, test_batch_stats)
+    g = prepare_generator(g.to(device).requires_grad_(False), test_dropout=test_dropout,
+                          test_batch_stats=test_batch_stats)
     return g, cfg
 
 
@@ -285,7 +318,13 @@ class Synthesizer:
     ``generator_seconds``: time spent in G's forward, summed over calls (CUDA: device time
     from events, read without a sync until asked for).
     ``precision``: 'auto' (bf16 on a CUDA device that has it, else fp32), 'fp32', 'bf16' or 'fp16'
-    (autocast).
+    (autocast). ``device``: one this machine lacks is a DeviceUnavailableError (:func:`usable_device`).
+
+    A module in training mode (e.g. ``build_generator``'s) is set up in place as
+    :func:`load_generator` returns it by default (:func:`prepare_generator`: eval mode, test-time
+    dropout, per-image BatchNorm), so BatchNorm's running statistics are never updated and a map's
+    photo does not depend on its batch. A module in eval mode runs as its owner set it (e.g.
+    ``load_generator(..., test_dropout=False)``, or ``model.eval()`` for running statistics).
 
     Threads: Synthesizers may run in several threads, on one generator module too. A generator
     with test-time dropout (pix2pix) runs one call at a time then (its seeded masks switch the
@@ -296,8 +335,10 @@ class Synthesizer:
 
     def __init__(self, generator, cfg: TrainConfig, device: str | torch.device = "cpu",
                  precision: str = "auto", channels_last: bool | None = None, features=None):
-        self.G, self.cfg, self.device = generator, cfg, torch.device(device)
+        self.G, self.cfg, self.device = generator, cfg, usable_device(device)
         bind_cuda_device(self.device)
+        if isinstance(generator, torch.nn.Module) and generator.training:
+            prepare_generator(generator)   # train-mode BatchNorm: batch statistics, updated buffers
         if cfg.use_features and features is None:
             raise ConfigError("this checkpoint was trained with --instance_feat/--label_feat: G needs "
                               "feature channels; pass features=FeatureSource.from_checkpoint(...) "
@@ -382,6 +423,7 @@ class Synthesizer:
             # one seed for three rows would give all three the same masks and features, silently
             raise ValueError(f"{len(seeds)} seed(s) for a batch of {label.shape[0]} maps: pass one seed "
                              "per row (e.g. sample_seed(seed, name, sample) for each), or None")
+        self._check_label(label)
         inst = self._instance_map(label, inst)
         _check_partner(label, image, "image", "photo", channels=None)
         label, h, w = _pad_to(label.to(self.device, non_blocking=True), self.multiple)
@@ -395,7 +437,15 @@ class Synthesizer:
                 feat = self.features(label, inst, image=image, seeds=seeds)
             else:
                 feat, choices = self.features(label, inst, image=image, seeds=seeds, return_choices=True)
-        x = encode_input(label, None if cfg.no_instance else inst, feat, label_nc=cfg.label_nc, source=source)
+        try:
+            x = encode_input(label, None if cfg.no_instance else inst, feat, label_nc=cfg.label_nc,
+                             source=source)
+        except LabelRangeError:   # its fix, "set --label_nc", cannot apply to a trained checkpoint
+            from pix2pixhd.engine import _id_out_of_range
+            lo, hi = torch.aminmax(label.long())
+            bad = int(hi) if int(hi) >= cfg.label_nc else int(lo)
+            raise LabelRangeError((f"{source}: " if source else "")
+                                  + _id_out_of_range(bad, cfg.label_nc)) from None
         x = x.contiguous(memory_format=self.memory_format)
         if self.dropout is None:
             y = self._forward(x)
@@ -403,6 +453,19 @@ class Synthesizer:
             with self.dropout.seeded(seeds):
                 y = self._forward(x)
         return float_to_uint8(y[..., :h, :w]), choices
+
+    def _check_label(self, label: torch.Tensor) -> None:
+        """``label`` must be [N, 1, H, W] ids (label_nc > 0) or [N, C, H, W] photos: checked
+        before its partners, so a wrong label layout is not blamed on the inst map."""
+        ids = self.cfg.label_nc > 0
+        want = "[N, 1, H, W] integer label ids" if ids else "[N, C, H, W] uint8 photos"
+        shape = tuple(label.shape)
+        if label.dim() == 4 and label.shape[1] != 1 and label.shape[-1] in (1, 3, 4) and \
+                (ids or label.shape[1] not in (1, 3, 4)):
+            raise InputError(f"label has shape {shape}, channels last (NHWC); pass {want} (NCHW, "
+                             "channels first): label.permute(0, 3, 1, 2)")
+        if label.dim() != 4 or (ids and label.shape[1] != 1):
+            raise InputError(f"label has shape {shape}; pass {want}")
 
     def _instance_map(self, label: torch.Tensor, inst: torch.Tensor | None) -> torch.Tensor | None:
         """``inst`` checked against ``label``; for a run that needs instance ids (the boundary

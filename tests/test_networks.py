@@ -177,7 +177,7 @@ def test_generator_shapes_at_odd_multiples(h, w):
 
 def test_wrong_size_is_a_clear_error():
     g = LocalEnhancer(4, 3, ngf=4, n_downsample_global=2, n_blocks_global=1)
-    with pytest.raises(ValueError, match=r"50x64 is not divisible by 8.*56x64"):
+    with pytest.raises(ValueError, match=r"64x50 \(WxH\) is not divisible by 8.*64x56"):
         g(torch.randn(1, 4, 50, 64))
 
 

@@ -18,8 +18,8 @@ What runs where:
     shards and resume for bytes).
   * A pool of writer threads encodes PNGs (zlib runs without the GIL) and writes each file to
     ``NAME.PID.tmp`` then renames it; the image is renamed after its label and instance partners,
-    and its manifest line is appended after that. A line whose image exists with the recorded
-    size is therefore a complete output.
+    and its manifest line is appended after that. A line whose image and partners exist with the
+    recorded sizes is therefore a complete output.
   * Memory: at most ``max_pending`` decoded maps wait for a batch and ``max_inflight`` outputs
     wait for a writer, whatever the number of inputs. What grows with the input count is the
     bookkeeping: the sorted list of input names and, on a rerun, the set of finished outputs
@@ -329,8 +329,8 @@ class FolderSource(torch.utils.data.Dataset):
             if self.palette is None and bands > 1:
                 raise InputError(f"a {im.mode} image ({bands} channels), but this checkpoint takes label "
                                  f"ids (label_nc={self.label_nc}): give single-channel id maps (convert "
-                                 "colour maps with the dataset tools, or pass the dataset root with "
-                                 "--dataroot)")
+                                 "colour maps with the dataset tools); colour maps are read only by a "
+                                 "checkpoint trained with --palette")
             what = f"a {im.mode} image" + (" (bilevel)" if im.mode == "1" else f" ({bands} channel(s))")
             fix = ("save it as RGB in the palette's colours" if self.palette is not None else
                    "save it as an 8-bit id map (mode L), or 16-bit (I;16) for ids above 255")
@@ -727,19 +727,23 @@ class OutputLayout:
         return f"{stem}.png" if num_samples == 1 else f"{stem}_{k}.png"
 
 
-def _write_atomic(path: Path, data: bytes | None = None, copy_from: str | None = None) -> None:
+def _write_atomic(path: Path, data: bytes | None = None, copy_from: str | None = None) -> int:
     """``data`` (or the file ``copy_from``) to ``path`` via ``path.PID.tmp`` and a rename, so a
     killed writer never leaves a partial file under the final name, and two processes never
     share a temporary file. No fsync per image: a process kill cannot lose a finished write, and
-    after a power loss the manifest's size check redoes a file that came back short."""
+    after a power loss the manifest's size check redoes a file that came back short. Returns
+    the size written."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     if copy_from is not None:
         import shutil
         shutil.copyfile(copy_from, tmp)
+        size = tmp.stat().st_size
     else:
         with open(tmp, "wb") as f:
             f.write(data)
+        size = len(data)
     os.replace(tmp, path)
+    return size
 
 
 class OutLock:
@@ -1250,6 +1254,8 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     older: dict = {}   # this job's digests in the folder's older synthesis.json (its lines count)
     kept: list[str] = []
     prev = _check_out_folder(job, ident, layout, notes, older, kept)
+    if prev is None and job.how_many > 0:
+        _check_how_many(job, src, layout, ident, older)
     classes = _output_classes(job, cfg, notes)
     if src.ignored:
         notes.append(f"{len(src.ignored)} entr(y/ies) of the input are not images and are not used, "
@@ -1287,7 +1293,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
         return _run_job(synth, job, src, layout, ident, info, older, state)
     except _WrongInputs as e:
         gone = ""
-        if rank == 0 and created and not info.distributed:
+        if rank == 0 and created:   # under torchrun every rank stopped (raise_on_any_rank): none writes
             lock.release()
             if was_there:   # an empty folder the user made: emptied, kept
                 for p in out.iterdir():
@@ -1300,6 +1306,31 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     finally:
         if lock is not None:
             lock.release()
+
+
+def _check_how_many(job: SynthesisJob, src, layout: "OutputLayout", ident: dict, older: dict) -> None:
+    """Refuse a ``--how_many`` that covers fewer inputs than this job already has in ``out``
+    (its synthesis.json's ``n_inputs``, or outputs in its manifest beyond this run's): the run
+    would mark a folder complete that holds a partial job (read-only: every rank runs it)."""
+    out = Path(job.out)
+    said = None
+    try:
+        recorded = json.loads((out / JOB_FILE).read_text()).get("n_inputs")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, int) and recorded > len(src) + len(getattr(src, "broken", [])):
+        said = f"its {JOB_FILE} records {recorded} inputs"
+    if said is None and len(src) >= job.how_many:   # the input list was cut to --how_many
+        K, jobs = job.num_samples, {ident["digest"], *older}
+        mine = {f"{layout.image_dir}/{OutputLayout.name(stem, k, K)}" for stem in src.stems for k in range(K)}
+        extra = {rec["output"] for rec in _read_lines(_manifest_sources(out))
+                 if rec.get("job") in jobs and rec.get("output") and rec["output"] not in mine}
+        if extra:
+            said = f"its manifest holds {len(extra)} output(s) of inputs after the first {job.how_many}"
+    if said is not None:
+        raise InputError(f"--how_many {job.how_many}: --out {out} holds a larger part of this job ({said}), "
+                         "which this run would leave undone and mark complete; rerun without --how_many "
+                         "(or with one at least as large) to resume it, or pick another --out")
 
 
 class _WrongInputs(InputError):
@@ -1343,10 +1374,14 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     # input folders in the identity carry no fingerprint: kept by name and size, as that version did.
     older = _legacy_digests(ident) if older is None else older
     jobs = {ident["digest"], *older}
-    done: dict[str, tuple[int, list | None]] = {}
+    # Its label and instance partners must be there too, with their recorded sizes (lines that
+    # record none: any size), else the output is redone with them.
+    done: dict[str, tuple[int, list | None, tuple]] = {}
     for rec in _read_lines(_manifest_sources(out)):
         if rec.get("job") in jobs and rec.get("status") == "ok":
-            done[rec["output"]] = (rec.get("bytes", -1), rec.get("inputs", "legacy"))
+            partners = tuple((rec[key], rec.get(f"{key}_bytes")) for key in ("label", "inst")
+                             if isinstance(rec.get(key), str))
+            done[rec["output"]] = (rec.get("bytes", -1), rec.get("inputs", "legacy"), partners)
     distributed.barrier(info)
 
     K = job.num_samples
@@ -1356,8 +1391,10 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
         ks, fp = [], None
         for k in range(K):
             rel = f"{layout.image_dir}/{OutputLayout.name(stem, k, K)}"
-            size, inputs = done.get(rel, (None, None))
-            if size is not None and _size_on_disk(out / rel) == size:
+            size, inputs, partners = done.get(rel, (None, None, ()))
+            if size is not None and _size_on_disk(out / rel) == size and all(
+                    _size_on_disk(out / p) == n if isinstance(n, int) else _size_on_disk(out / p) >= 0
+                    for p, n in partners):
                 if fp is None:   # stat the inputs only for outputs that may be complete
                     fp = input_fingerprint(src.input_files(i))
                 if inputs == fp or inputs == "legacy":
@@ -1384,7 +1421,7 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
         if stop is not None:
             stop.install()
         _stream(synth, job, src, layout, mine, manifest, common, report, rank,
-                stop=stop, early_stop=not report.already_done)
+                stop=stop, early_stop=not report.already_done, dist_info=info, n_todo=len(todo))
     except Exception as e:   # re-raised below, after the other ranks know (none waits forever)
         err = e
     finally:
@@ -1525,14 +1562,17 @@ def _output_classes(job: SynthesisJob, cfg, notes: list[str]) -> bytes | None:
 def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             mine: list[tuple[int, list[int]]], manifest: _Manifest, common: dict,
             report: SynthesisReport, rank: int, *, stop: "_SignalStop | None" = None,
-            early_stop: bool = True) -> None:
+            early_stop: bool = True, dist_info=None, n_todo: int = 0) -> None:
     """Decode (workers) → group by size → generator → writer threads, for this rank's inputs.
 
     ``stop``: when its signal is set, no further input is taken; the batches already sent are
     written. ``early_stop``: the first EARLY_STOP inputs of the shard (all of them, when it has
     fewer) all skipped for one reason, none usable, raise _WrongInputs (their skip lines are held
     back until an input is usable, so a folder of the wrong kind prints one error, not a line per
-    file)."""
+    file). Under torchrun (``dist_info``) the first EARLY_STOP inputs are the job's (of the
+    ``n_todo`` still to do, in input order), not the shard's: each rank holds its share of them,
+    and the ranks decide together, once (``agree``), so that they stop only when all of them were
+    skipped for one reason and no rank has written anything."""
     from tqdm import tqdm
 
     from pix2pixhd.data import create_dataloader
@@ -1554,7 +1594,12 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     gen0 = synth.generator_seconds
     t0 = time.perf_counter()
 
-    early = min(EARLY_STOP, len(mine)) if early_stop else 0
+    dist = dist_info is not None and dist_info.distributed
+    if early_stop and dist:   # this rank's share of the job's first inputs (rank r has every world-th)
+        early = len(range(rank, min(EARLY_STOP, n_todo), dist_info.world_size))
+    else:
+        early = min(EARLY_STOP, len(mine)) if early_stop else 0
+    agreed = not (early_stop and dist and n_todo > 0)   # under torchrun: decided by all ranks, once
     said_grey: list[int] = []   # the grey-photo note is said once
     held: list[tuple[str, str]] = []   # skip lines not printed yet: no input has been usable so far
 
@@ -1565,13 +1610,32 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             print(f"skipped {name_}: {reason_}", flush=True)
         held.clear()
 
+    def agree(verdict) -> None:
+        """Under torchrun, every rank once: its verdict on its share of the job's first inputs
+        ("usable", its held skips when all were skipped, or "failed"); stop every rank when all
+        the shares were skipped for one reason, else go on."""
+        nonlocal agreed
+        agreed = True
+        world = dist_info.world_size
+        verdicts: list = [None] * world
+        torch.distributed.all_gather_object(verdicts, verdict)
+        if verdict == "failed":
+            return
+        if all(isinstance(v, list) for v in verdicts):
+            first = sorted((p * world + r, n, why) for r, v in enumerate(verdicts) for p, (n, why) in enumerate(v))
+            if first and len({_reason_kind(why, n) for _, n, why in first}) == 1:
+                raise _WrongInputs(_wrong_inputs_message(job, synth.cfg, src, [(n, why) for _, n, why in first]))
+        flush_held()
+
     def skip(item_i: int, ks, reason: str) -> None:
         name = src.source_name(item_i)
         reason = _without_name(reason, name, src.keys[item_i])
         report.skipped_inputs.append((name, reason))
         if early:
             held.append((name, reason))
-            if len(held) >= early:
+            if len(held) >= early and not agreed:
+                agree(list(held))
+            elif len(held) >= early:
                 kinds = {_reason_kind(r, n) for n, r in held}
                 if len(kinds) == 1:
                     raise _WrongInputs(_wrong_inputs_message(job, synth.cfg, src, held))
@@ -1614,6 +1678,8 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         reap()
 
     try:
+        if not agreed and not early:   # this rank has none of the job's first inputs
+            agree([])
         for item in loader:
             if stop is not None and stop.signal:
                 break   # the batches sent are written (reap below); the rest waits for a rerun
@@ -1628,8 +1694,10 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                             f"{min_side} (its downsamplings divide by {synth.multiple}, and its "
                             "bottleneck's instance norm needs more than one pixel); upsample the map")
                 continue
-            if held or early:
-                flush_held()   # an input this checkpoint takes: the inputs are of the right kind
+            if not agreed:
+                agree("usable")   # an input this checkpoint takes: the inputs are of the right kind
+            elif held or early:
+                flush_held()
             if item.get("grey") and not said_grey:
                 said_grey.append(i)
                 print(f"note: {src.source_name(i)} is a grey image, converted to RGB for this checkpoint "
@@ -1654,6 +1722,11 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                     run_batch(bucket)
         reap(block=True)
     finally:
+        if not agreed:   # failed before its verdict: the other ranks are not left waiting
+            try:
+                agree("failed")
+            except Exception:
+                pass
         pool.shutdown(wait=True)
         bar.close()
     report.seconds = time.perf_counter() - t0
@@ -1706,23 +1779,24 @@ def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, ch
         label_rel = f"{layout.input_dir}/{name}"
         lab = item["label"]
         if item["label_copy"]:
-            _write_atomic(out / label_rel, copy_from=item["label_copy"])
+            label_bytes = _write_atomic(out / label_rel, copy_from=item["label_copy"])
         else:
             a = lab.numpy()
-            _write_atomic(out / label_rel, png_bytes(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)))
-        inst_rel = None
+            label_bytes = _write_atomic(out / label_rel, png_bytes(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)))
+        inst_rel = inst_bytes = None
         if item["inst"] is not None and not layout.photo_inputs:
             inst_rel = f"{layout.inst_dir}/{name}"
             if item["inst_copy"]:
-                _write_atomic(out / inst_rel, copy_from=item["inst_copy"])
+                inst_bytes = _write_atomic(out / inst_rel, copy_from=item["inst_copy"])
             else:
-                _write_atomic(out / inst_rel, png_bytes(item["inst"].numpy()[0]))
+                inst_bytes = _write_atomic(out / inst_rel, png_bytes(item["inst"].numpy()[0]))
         data = png_bytes(photo)
         out_rel = f"{layout.image_dir}/{name}"
         _write_atomic(out / out_rel, data)
         i = int(item["i"])
         manifest.add({**common, "input": src.record_name(i), "key": src.keys[i], "sample": u.k,
                       "seed": u.seed, "output": out_rel, "label": label_rel, "inst": inst_rel,
+                      "label_bytes": label_bytes, "inst_bytes": inst_bytes,
                       "clusters": None if choices is None else {str(k): v for k, v in choices.items()},
                       "inputs": item["inputs"],
                       "status": "ok", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})

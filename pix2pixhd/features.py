@@ -424,6 +424,7 @@ class FeatureSource:
         present = set(torch.unique(label).tolist()) - set(self.clusters.centers) - self._warned
         if present:   # once per class and process: a note, not a Python warning with a source line
             self._warned |= present
+        if present and os.environ.get("RANK", "0") == "0":   # under torchrun: rank 0 only
             print(f"note: class(es) {sorted(present)} have no saved clusters"
                   f"{f' in {self.clusters.path}' if self.clusters.path is not None else ''} (no instance of "
                   "them was larger than 1/64 of an image when encoding): their feature channels are 0",

@@ -68,6 +68,8 @@ def _group_pixels(inst: torch.Tensor):
     Rows are the (sample, id) pairs in sorted order; ``middle`` is the pixel the reference picks:
     the ``count // 2``-th of the instance's pixels in raster order.
     """
+    from pix2pixhd.networks import _check_instance_ids
+    _check_instance_ids(inst)   # .long() would merge the instances of a float map
     n, _, h, w = inst.shape
     ids = inst.reshape(n, h * w).long()
     lo = ids.min()

@@ -86,3 +86,8 @@ def test_float_instance_maps_are_refused_not_truncated():
         e(torch.randn(1, 3, 16, 16), inst.float() / 255)   # a ToTensor-scaled map
     out = e(torch.randn(1, 3, 16, 16), inst)               # integer ids still work
     assert not torch.equal(out[0, :, 0, 0], out[0, :, 15, 0])
+    from pix2pixhd.features import instance_features   # the clustering's per-instance features too
+    label = torch.zeros(1, 1, 16, 16, dtype=torch.int64)
+    with pytest.raises(InputError, match="instance map has dtype torch.float32"):
+        instance_features(out, inst.float() / 255, label)
+    assert instance_features(out, inst, label).value.shape[0] == 2

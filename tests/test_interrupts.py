@@ -160,6 +160,9 @@ def test_a_second_ctrl_c_aborts_at_once_with_one_line(tmp_path, streets):
     with group_killed_on_exit(start_slow([*TINY, "--dataroot", str(streets), "--checkpoints_dir",
                                           str(tmp_path / "ck")])) as p:
         wait_for_steps(p, run, 2)
+        # into step 3: step 2's log line is written just before its stop check, so a first SIGINT
+        # right after it could stop the run at step 2 and the second find it exiting
+        time.sleep(0.05)
         os.killpg(p.pid, signal.SIGINT)
         time.sleep(0.05)   # inside the same (0.2 s longer) step
         os.killpg(p.pid, signal.SIGINT)

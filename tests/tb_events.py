@@ -20,13 +20,16 @@ def _event_pb2():
 
 
 def read_events(folder: Path) -> list:
-    """Every Event in folder's events.out.tfevents.* files, in file order."""
+    """Every Event in folder's events.out.tfevents.* files, the files in the order they were
+    begun (their first event's wall time; not their names, whose suffix .PID.N sorts writer 10
+    before writer 9), each file's events in file order."""
     event_pb2 = _event_pb2()
-    events = []
-    for f in sorted(Path(folder).glob("events.out.tfevents.*")):
-        data, pos = f.read_bytes(), 0
+    files = []
+    for f in Path(folder).glob("events.out.tfevents.*"):
+        data, pos, events = f.read_bytes(), 0, []
         while pos < len(data):  # TFRecord framing: u64 length, u32 crc, payload, u32 crc
             n = int.from_bytes(data[pos:pos + 8], "little")
             events.append(event_pb2.Event.FromString(data[pos + 12:pos + 12 + n]))
             pos += 12 + n + 4
-    return events
+        files.append((events[0].wall_time if events else float("inf"), f.name, events))
+    return [ev for _, _, events in sorted(files, key=lambda t: t[:2]) for ev in events]

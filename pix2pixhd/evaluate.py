@@ -1058,13 +1058,16 @@ def main(argv: list[str] | None = None) -> int:
                    palette=a.palette or None, real_half=a.real_half, sample=a.sample)
     print(format_table(res))
     if a.json:
+        from pix2pixhd.checkpoint import atomic_write_bytes
+        from pix2pixhd.errors import UserError
         out = Path(a.json)
-        try:
+        try:   # a temporary file, then a rename: an earlier results file is never left half-written
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False) + "\n")
-        except OSError as e:
-            raise InputError(f"could not write --json {out} ({e.strerror or type(e).__name__}); the results "
-                             "are in the table above") from None
+            atomic_write_bytes(out, (json.dumps(_json_ready(res), indent=2, allow_nan=False) + "\n").encode())
+        except (OSError, UserError) as e:
+            cause = e if isinstance(e, OSError) else e.__cause__   # the write's own OSError
+            why = (cause.strerror or type(cause).__name__) if isinstance(cause, OSError) else str(e)
+            raise InputError(f"could not write --json {out} ({why}); the results are in the table above") from None
         print(f"wrote {out}")
     return 0
 

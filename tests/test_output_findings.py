@@ -232,9 +232,18 @@ def test_evaluate_json_is_checked_before_the_metrics(tmp_path, monkeypatch, caps
     res.write_text(json.dumps({"n_images": 5}))   # an earlier result: replaced
     assert ev.main(argv + [str(res)]) == 0 and json.loads(res.read_text())["n_images"] == 2
     # a write that fails all the same: one line, the table is out
-    monkeypatch.setattr(Path, "write_text", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    import builtins
+    real_open, before = builtins.open, res.read_bytes()
+
+    def full(f, mode="r", *a, **k):   # the temporary file's write: a full disk
+        if str(f).endswith(".tmp") and "w" in mode:
+            raise OSError(28, "No space left on device", str(f))
+        return real_open(f, mode, *a, **k)
+    monkeypatch.setattr(builtins, "open", full)
     err = _error(capsys, ev.main, argv + [str(res)])
+    monkeypatch.undo()
     assert err == f"error: could not write --json {res} (No space left on device); the results are in the table above"
+    assert res.read_bytes() == before and not list(res.parent.glob("*.tmp"))   # the earlier file intact
 
 
 def test_num_samples_output_is_scored_one_sample_at_a_time(tmp_path, capsys):

@@ -1155,6 +1155,22 @@ class TrainConfig:
         fmt = getattr(self, "_saved_format", CONFIG_FORMAT) if saved_format is None else saved_format
         return "AtoB" if fmt < DIRECTION_FOLDERS_FORMAT else self.direction
 
+    def learned_direction_there(self, root: str | os.PathLike, phase: str,
+                                saved_format: int | None = None) -> str | None:
+        """The direction the run learned on split ``phase`` of ``root`` where it is not this
+        config's own (:meth:`folders_direction`: a config saved before BtoA applied to
+        {phase}_A/{phase}_B folders, and that split is of those folders); None where it is, or where
+        no dataset is found there (reading it says why)."""
+        learned = self.folders_direction(saved_format)
+        if learned == self.direction:
+            return None
+        from pix2pixhd.data.layouts import detect_mode
+        try:
+            mode = self.dataset_mode if self.dataset_mode != "auto" else detect_mode(Path(root), phase, None)
+        except Exception:
+            return None
+        return learned if mode == "rgb_pairs" else None
+
     @classmethod
     def from_saved(cls, d: dict) -> "TrainConfig":
         """A config saved in a file or checkpoint (config.json): one without ``config_format``

@@ -469,19 +469,11 @@ class DatasetSource(torch.utils.data.Dataset):
                                     " (it does not exist)"))
         from pix2pixhd.data.dataset import DatasetError
         has_inst = (root / f"{job.phase}_inst").is_dir()
-        direction = cfg.direction
-        if cfg.folders_direction() != direction:   # saved before BtoA applied to A/B folders
-            from pix2pixhd.data.layouts import detect_mode
-            try:
-                mode = cfg.dataset_mode if cfg.dataset_mode != "auto" else detect_mode(root, job.phase, None)
-            except Exception:   # no dataset there: create_dataset says so
-                mode = None
-            if mode == "rgb_pairs":   # the generator learned {phase}_A -> {phase}_B: fed as it learned
-                direction = cfg.folders_direction()
-                if os.environ.get("RANK", "0") == "0":
-                    print(f"note: this checkpoint was saved before --direction BtoA applied to {job.phase}_A/ + "
-                          f"{job.phase}_B/ folders: its generator learned {job.phase}_A -> {job.phase}_B, so "
-                          f"{job.phase}_A/ is its input", file=sys.stderr, flush=True)
+        direction = cfg.learned_direction_there(root, job.phase) or cfg.direction
+        if direction != cfg.direction and os.environ.get("RANK", "0") == "0":   # fed as it learned
+            print(f"note: this checkpoint was saved before --direction BtoA applied to {job.phase}_A/ + "
+                  f"{job.phase}_B/ folders: its generator learned {job.phase}_A -> {job.phase}_B, so "
+                  f"{job.phase}_A/ is its input", file=sys.stderr, flush=True)
         try:   # CycleGAN's unaligned layout: only the domain the generator reads is listed and checked
             self.ds = create_dataset(root, job.phase, cfg.data_config(
                 resize_or_crop="none", required_multiple=1, no_flip=True, is_train=False,

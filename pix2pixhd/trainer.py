@@ -1099,19 +1099,13 @@ class Trainer:
         saying AtoB (what it learned), with a note. Before, BtoA was read as AtoB for these folders
         and the config kept BtoA, so a continuation would now train the other way silently."""
         cfg = self.cfg
-        if cfg.direction != "BtoA" or self._source is None:
+        if self._source is None:
             return
         source, fmt = self._source
-        if cfg.folders_direction(fmt) == cfg.direction:
+        learned = cfg.learned_direction_there(cfg.dataroot, cfg.phase, fmt)
+        if learned is None:
             return
-        from pix2pixhd.data.layouts import detect_mode
-        try:
-            mode = cfg.dataset_mode if cfg.dataset_mode != "auto" else detect_mode(Path(cfg.dataroot), cfg.phase, None)
-        except Exception:   # no dataset there: the loader's own error says so
-            return
-        if mode != "rgb_pairs":
-            return
-        cfg.direction = "AtoB"
+        cfg.direction = learned
         if self.dist.is_master:
             print(f"note: {source} was saved before --direction BtoA applied to {cfg.phase}_A/ + {cfg.phase}_B/ "
                   f"folders: it learned {cfg.phase}_A -> {cfg.phase}_B, though its config says BtoA; this run "

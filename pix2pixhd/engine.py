@@ -1257,7 +1257,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     lock = OutLock(out) if rank == 0 else None
     created = False   # whether this run made OUT, or found it empty (an early stop empties it again)
     was_there = out.is_dir()
-    err, state = None, None
+    err, state, recorded = None, None, None
     if rank == 0:
         try:
             created = not was_there or not any(out.iterdir())
@@ -1271,6 +1271,8 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
             for d in layout.dirs():
                 if d != layout.inst_dir or src.has_inst:   # an empty {phase}_inst/ would fail scan
                     (out / d).mkdir(parents=True, exist_ok=True)
+            if prev is None:   # this job's state as an earlier run left it
+                recorded = _load_json(out / JOB_FILE)[1]
             state = _job_state(job, src, info, kept)
             _write_job_file(out, ident, state)   # complete: false until the last output is in
             if classes is not None:
@@ -1282,7 +1284,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
         if rank == 0:
             for n in notes:
                 print(f"note: {n}", file=sys.stderr, flush=True)
-        return _run_job(synth, job, src, layout, ident, info, older, state)
+        return _run_job(synth, job, src, layout, ident, info, older, state, recorded)
     except _WrongInputs as e:
         gone = ""
         if rank == 0 and created:   # under torchrun every rank stopped (raise_on_any_rank): none writes
@@ -1325,6 +1327,24 @@ def _check_how_many(job: SynthesisJob, src, layout: "OutputLayout", ident: dict,
                          "(or with one at least as large) to resume it, or pick another --out")
 
 
+def _marked_complete_note(out: Path, recorded, done: int, todo: list) -> str | None:
+    """What a rerun says when ``recorded`` (the folder's synthesis.json before it) marked the job
+    complete with fewer outputs (``n_outputs``) than ``done`` of its outputs are complete here,
+    while ``todo`` are still to do: versions before the --how_many check (_check_how_many) did
+    that on a rerun with a smaller --how_many, and scan and training then took the partial folder
+    as a finished dataset. The run completes it and records the whole job."""
+    if not isinstance(recorded, dict) or recorded.get("complete") is not True:
+        return None
+    n = recorded.get("n_outputs")
+    if not isinstance(n, int) or isinstance(n, bool) or done <= n:
+        return None
+    missing = sum(len(ks) for _, ks in todo)
+    return (f"{out / JOB_FILE} marked this job complete with {n} output(s), but {done} of its outputs are "
+            f"in {out} and {missing} are not: an older synthesize.py rerun with a smaller --how_many marked "
+            "the partial folder complete; synthesizing the missing outputs (the job is complete once they "
+            "are in)")
+
+
 class _WrongInputs(InputError):
     """The first inputs were all skipped for one reason and nothing was written (EARLY_STOP)."""
 
@@ -1351,10 +1371,12 @@ def _write_job_file(out: Path, ident: dict, state: dict) -> None:
 
 
 def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout", ident: dict,
-             info, older: dict | None = None, state: dict | None = None) -> SynthesisReport:
+             info, older: dict | None = None, state: dict | None = None,
+             recorded: dict | None = None) -> SynthesisReport:
     """run_synthesis once the folder is prepared (and locked by rank 0): what is done, this
     rank's shard, the merge. ``older``: see _check_out_folder. ``state`` (rank 0): synthesis.json's
-    state, rewritten after the merge with the counts (complete when the run was not stopped)."""
+    state, rewritten after the merge with the counts (complete when the run was not stopped).
+    ``recorded`` (rank 0): the synthesis.json this run replaced, for _marked_complete_note."""
     from pix2pixhd import distributed
     from pix2pixhd.errors import raise_on_any_rank
     rank, world = info.rank, info.world_size
@@ -1396,6 +1418,8 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
         if ks:
             todo.append((i, ks))
     del done
+    if rank == 0 and todo and (note := _marked_complete_note(out, recorded, report.already_done, todo)):
+        print(f"note: {note}", file=sys.stderr, flush=True)
     mine = todo[rank::world]
     manifest = _Manifest(out / PARTS / f"rank{rank:05d}.jsonl")
     common = {"job": ident["digest"], "checkpoint": ident.get("checkpoint"),

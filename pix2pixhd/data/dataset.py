@@ -568,17 +568,20 @@ SYNTHESIS_FILE = "synthesis.json"   # a synthesize.py output folder's job (pix2p
 def incomplete_synthesis(root, phase: str | None = None) -> str | None:
     """One line when ``root`` is a synthesize.py output folder whose job has not finished (its
     synthesis.json says ``"complete": false``: stopped, killed, or still running) and ``phase``
-    is its split: how many outputs are there of how many, and the command that completes it.
-    None otherwise, and for folders written before the state was recorded (no ``complete``)."""
+    is its split: how many outputs are there of how many, and the command that completes it; or
+    whose job an older version marked complete too early (_marked_complete_too_early). None
+    otherwise, and for folders written before the state was recorded (no ``complete``)."""
     path = Path(root) / SYNTHESIS_FILE
     try:
         job = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(job, dict) or job.get("complete") is not False:
+    if not isinstance(job, dict) or job.get("complete") not in (True, False):
         return None
     if phase is not None and job.get("split") not in (None, phase):
         return None
+    if job["complete"] is True:
+        return _marked_complete_too_early(Path(root), job)
     images = job.get("images")
     try:
         n = sum(e.name.lower().endswith(".png") for e in os.scandir(Path(root) / images))
@@ -594,6 +597,49 @@ def incomplete_synthesis(root, phase: str | None = None) -> str | None:
     return (f"{root} holds an incomplete synthesis: {n} of {total} outputs in {images}/ ({path} says "
             f"the job has not finished: it was stopped or killed, or is still running); {fix} (the "
             "same command resumes it)")
+
+
+def _marked_complete_too_early(root: Path, job: dict) -> str | None:
+    """A folder whose synthesis.json says complete with ``n_outputs`` outputs while its manifest
+    holds more finished outputs of the job, whose files and inputs are still there: versions
+    before synthesize.py refused a smaller --how_many on a rerun marked a partial job complete
+    that way. One line (what to rerun), else None. The manifest is parsed only when it has more
+    lines than ``n_outputs`` (a finished job's manifest has one line per output)."""
+    n = job.get("n_outputs")
+    path = root / "manifest.jsonl"
+    if not isinstance(n, int) or isinstance(n, bool):
+        return None
+    try:
+        with open(path, "rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        if lines <= n:
+            return None
+        jobs = {job.get("digest"), *(job.get("older_digests") or [])} - {None}
+        cwd = Path(job.get("cwd") or root)
+        outputs = set()
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if (not isinstance(rec, dict) or rec.get("status") != "ok" or (jobs and rec.get("job") not in jobs)
+                        or not isinstance(rec.get("output"), str) or not isinstance(rec.get("input"), str)):
+                    continue
+                if (root / rec["output"]).is_file() and (cwd / rec["input"]).is_file():
+                    outputs.add(rec["output"])
+    except OSError:
+        return None
+    if len(outputs) <= n:
+        return None
+    if job.get("command"):
+        fix = (f"rerun it without --how_many to complete it (`cd {job.get('cwd') or '.'} && "
+               f"{job['command']}` less its --how_many)")
+    else:
+        fix = "rerun the synthesize.py command that wrote it without --how_many to complete it"
+    return (f"{root} holds an incomplete synthesis: {root / SYNTHESIS_FILE} marks the job complete with "
+            f"{n} outputs, but {path} lists {len(outputs)} finished outputs of it (an older synthesize.py "
+            f"rerun with a smaller --how_many marked the partial folder complete); {fix}")
 
 
 def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = None, *,

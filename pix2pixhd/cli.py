@@ -24,7 +24,7 @@ from pathlib import Path
 from pix2pixhd.argparsing import HelpFormatter
 from pix2pixhd.config import (MODELS, SYNTHESIZE_REFERENCE_ONLY, TrainConfig, build_parser,
                               reference_only_error)
-from pix2pixhd.errors import ConfigError, UserError, add_debug_option, debug_enabled
+from pix2pixhd.errors import ConfigError, UserError, _stdout_closed, add_debug_option, debug_enabled
 
 TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune), pix2pix (--model pix2pix) or CycleGAN
 (--model cyclegan, unpaired trainA/ and trainB/).
@@ -108,8 +108,9 @@ def _startup_signals(held: list[int] | None = None):
     and SIGINT end the process at once with the status a stop in training has (75, 130) and one
     line: nothing has been trained, so there is nothing to save. The training loop installs its
     own handlers (stop at a step boundary, saving) and puts these back when it ends; the previous
-    ones are restored when the block ends. Main thread only (Python's rule). ``held``: signals
-    that arrived before (train_hd.py holds them while torch imports); the first ends the start."""
+    ones are restored when the block ends. A signal ignored on entry (SIGINT of a job started with
+    `&` by a script) stays ignored. Main thread only (Python's rule). ``held``: signals that
+    arrived before (train_hd.py holds them while torch imports); the first ends the start."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -127,7 +128,8 @@ def _startup_signals(held: list[int] | None = None):
                 pass
         raise SystemExit(status)
 
-    previous = {s: signal.signal(s, on_signal) for s in _STARTUP_STOPS}
+    previous = {s: signal.signal(s, on_signal) for s in _STARTUP_STOPS
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         if held:
             on_signal(held[0], None)
@@ -181,13 +183,23 @@ def _train(argv: list[str]) -> int:
         summary = Trainer(cfg, info).fit()
     except TrainingStopped as e:   # SIGTERM/SIGINT: the summary too, then exit status 75/130
         if info.is_master and e.summary is not None:
-            print(json.dumps(e.summary, indent=1), flush=True)
+            _print_summary(e.summary)
         raise
     finally:
         distributed.cleanup(info)
     if info.is_master:
-        print(json.dumps({k: v for k, v in summary.items()}, indent=1))
+        _print_summary(summary)
     return 0
+
+
+def _print_summary(summary: dict) -> None:
+    """The run's summary on stdout. Printed after the run saved: a reader of stdout that is gone
+    (`| head -1`) loses it without changing the exit status (0, or a stop's 75/130); stdout then
+    goes to os.devnull, so that Python's flush at exit does not fail again."""
+    try:
+        print(json.dumps(summary, indent=1), flush=True)
+    except BrokenPipeError:
+        _stdout_closed()
 
 
 def synthesize_parser() -> argparse.ArgumentParser:

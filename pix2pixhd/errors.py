@@ -15,7 +15,9 @@ traceback instead. Any other exception is a bug or an environment problem and ke
 except two the user can act on without one: a data loader worker that died (the OOM killer's
 ``kill -9``: torch's ``RuntimeError: DataLoader worker (pid N) is killed by signal: Killed.``) is one
 ``error:`` line naming the pid, the signal and the fix, status 1; and a closed stdout
-(``... | head -2``: ``BrokenPipeError``) ends the command quietly with status 141, as SIGPIPE would.
+(``... | head -2``: ``BrokenPipeError``) ends the command quietly with status 141, as SIGPIPE would,
+except train_hd.py's end-of-run summary: printed after the run saved, it keeps the run's status
+(0, or a stop's 75/130).
 Command-line parsing errors (an unknown option, a value of the wrong type) are argparse's: its
 usage, then ``error:``, status 2 (``SystemExit`` passes through); so the reference's options this
 project replaces are refused before parsing, as a ``ConfigError`` (``cli.refuse_reference_only``).

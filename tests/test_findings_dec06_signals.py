@@ -1,0 +1,123 @@
+"""train_hd.py and signals: a run stopped by SIGTERM/SIGINT (or one that finished) whose stdout
+reader is gone exits with its own status, not 141; a SIGINT or SIGTERM ignored on entry (a job
+in the background of a script) stays ignored during the start."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pix2pixhd import cli
+from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+from pix2pixhd.trainer import STOPPED_EXIT_STATUS
+from tests.test_sigterm import group_killed_on_exit, run_env
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+TINY = ["--label_nc", str(LABEL_NC), "--resize_or_crop", "none", "--ngf", "8", "--ndf", "8",
+        "--n_downsample_global", "1", "--n_blocks_global", "1", "--n_layers_D", "1", "--num_D", "1",
+        "--no_vgg_loss", "--no_ganFeat_loss", "--batchSize", "1", "--nThreads", "0", "--no_progress",
+        "--no_tensorboard", "--no_html", "--display_freq", "1000", "--device", "cpu", "--niter", "1",
+        "--niter_decay", "0", "--name", "run"]
+
+# train_hd.py run as a script, its first step made to wait until the test has closed the read
+# end of stdout (a reader gone: `| head -1` that exited); then, with argv[1] a signal name, that
+# signal is sent to the process itself during the step.
+CLOSED_STDOUT = """
+import os, runpy, select, signal, sys, time
+from pix2pixhd.trainer import Trainer
+how, marker = sys.argv.pop(1), sys.argv.pop(1)
+step = Trainer.train_step
+def first_step(self, batch):
+    if self.global_step == 0:
+        open(marker, "w").close()
+        poll, t0 = select.poll(), time.monotonic()
+        poll.register(1, select.POLLOUT)
+        while not any(ev & select.POLLERR for _, ev in poll.poll(100)) and time.monotonic() - t0 < 60:
+            pass
+        if how != "end":
+            os.kill(os.getpid(), getattr(signal, how))
+    return step(self, batch)
+Trainer.train_step = first_step
+sys.argv[0] = "train_hd.py"
+runpy.run_path("train_hd.py", run_name="__main__")
+"""
+
+# train_hd.py run as a script, sent SIGINT (ignored on entry) while its start reads the options.
+SIGINT_AT_START = """
+import os, runpy, signal, sys
+from pix2pixhd import cli
+resolve = cli.resolve_config
+def resolve_config(argv):
+    os.kill(os.getpid(), signal.SIGINT)
+    print("sent SIGINT", file=sys.stderr, flush=True)
+    return resolve(argv)
+cli.resolve_config = resolve_config
+sys.argv[0] = "train_hd.py"
+runpy.run_path("train_hd.py", run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    generate(root, n_train=2, n_test=0, width=32, height=32, seed=0)
+    return root
+
+
+# (a SIGINT stop takes the same way out as SIGTERM's, with status 130)
+@pytest.mark.parametrize("how, status", [("SIGTERM", STOPPED_EXIT_STATUS), ("end", 0)])
+@pytest.mark.fault(cls="interrupted run",
+                   case="{how} with stdout's reader gone (`| head -1`): the summary is lost, the "
+                        "exit status is the run's, no traceback")
+def test_a_closed_stdout_keeps_the_exit_status_of_the_run(tmp_path, scenes, how, status):
+    marker = tmp_path / "in_step_1"
+    cmd = [sys.executable, "-c", CLOSED_STDOUT, how, str(marker), *TINY, "--dataroot", str(scenes),
+           "--checkpoints_dir", str(tmp_path / "ck")]
+    with group_killed_on_exit(subprocess.Popen(cmd, cwd=REPO, env=run_env(), stdout=subprocess.PIPE,
+                                               stderr=subprocess.PIPE, start_new_session=True)) as p:
+        t0 = time.monotonic()
+        while not marker.exists() and p.poll() is None and time.monotonic() - t0 < TIMEOUT:
+            time.sleep(0.01)
+        p.stdout.close()   # the reader is gone
+        err = p.communicate(timeout=TIMEOUT)[1].decode()
+    assert p.returncode == status, f"status {p.returncode}:\n{err[-3000:]}"
+    assert "Traceback" not in err and "Exception ignored" not in err and "BrokenPipe" not in err, err[-3000:]
+    assert (tmp_path / "ck" / "run" / "latest.pt").is_file()
+    if how != "end":
+        assert f"stopped by {how} at epoch 1 step 1;" in err, err[-3000:]
+
+
+def test_startup_signals_leave_an_ignored_signal_ignored():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for ignored, handled in ((signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)):
+            signal.signal(ignored, signal.SIG_IGN)
+            signal.signal(handled, signal.SIG_DFL)
+            with cli._startup_signals():
+                assert signal.getsignal(ignored) is signal.SIG_IGN
+                assert callable(signal.getsignal(handled))
+            assert signal.getsignal(ignored) is signal.SIG_IGN
+            assert signal.getsignal(handled) is signal.SIG_DFL
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="SIGINT ignored on entry (`train_hd.py ... &` in a script) and sent during the "
+                        "start: the run goes on and finishes")
+def test_an_ignored_sigint_during_the_start_does_not_end_the_run(tmp_path, scenes):
+    cmd = [sys.executable, "-c", SIGINT_AT_START, *TINY, "--dataroot", str(scenes), "--checkpoints_dir",
+           str(tmp_path / "ck")]
+    with group_killed_on_exit(subprocess.Popen(
+            cmd, cwd=REPO, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))) as p:
+        out, err = p.communicate(timeout=TIMEOUT)
+    assert "sent SIGINT" in err, err[-3000:]
+    assert p.returncode == 0, f"status {p.returncode}:\n{err[-3000:]}"
+    assert "stopped by SIGINT" not in err and '"stopped_by": null' in out, err[-3000:]
+    assert (tmp_path / "ck" / "run" / "latest.pt").is_file()

@@ -1085,6 +1085,18 @@ class TrainConfig:
             out.append(f"--stage {self.stage} without --load_pretrain starts from random weights")
         return out
 
+    def check_new_training(self) -> None:
+        """Raise where a run that trains from its first step (not a resume) cannot: the local stage's
+        --niter_fix_global without --load_pretrain would fix a randomly initialised global
+        generator. The trainer checks it, not resolved(): an import (pix2pixhd.import_reference)
+        resolves NVIDIA's local run, which has no --load_pretrain, with its niter_fix_global."""
+        if self.resume or self.stage != "local" or not self.niter_fix_global or self.load_pretrain:
+            return
+        raise ConfigError(f"--niter_fix_global {self.niter_fix_global}: the local stage fixes its global generator "
+                          f"for the first {self.niter_fix_global} epoch(s), and without --load_pretrain that "
+                          "generator has random weights: give --load_pretrain GLOBAL_RUN (the global stage's run "
+                          "folder), or drop --niter_fix_global")
+
     # ---- derived values ------------------------------------------------------------------------
     @property
     def use_features(self) -> bool:

@@ -363,6 +363,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, dist_info: DistInfo | None = None, vgg: nn.Module | None = None):
         cfg.check_resolved()
+        cfg.check_new_training()
         self.cfg = cfg
         # from Python without dist_info: cfg.device, as train_hd.py resolves it (it ran on the CPU)
         self.dist = dist_info or DistInfo(device=resolve_device(cfg.device))
@@ -432,7 +433,10 @@ class Trainer:
         # of the epoch's end): N, written by _start_run from the resumed state
         self._missing_epoch: int | None = None
         self.vis = Visualizer(self.exp_dir, enabled=self.dist.is_master, tensorboard=not cfg.no_tensorboard,
-                              html_page=not cfg.no_html, label_nc=cfg.label_nc)
+                              html_page=not cfg.no_html, label_nc=cfg.label_nc, dataroot=cfg.dataroot,
+                              phase=cfg.phase, direction=cfg.direction)
+        # this start's messages are tagged with its first step (a resume to an earlier one cuts them)
+        self.vis.step = 1
         self._stop_code = 0            # set by the SIGTERM/SIGINT handlers fit() installs (_STOP_SIGNALS)
         self._sigints = 0              # SIGINTs received: the second aborts at once
         self._sigterm_previous = None  # {signum: handler} they replaced, restored when fit() ends
@@ -449,6 +453,7 @@ class Trainer:
         self._source: tuple[Path, int] | None = None
         if cfg.resume:
             ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
+            self.vis.step = ckpt["global_step"] + 1
             self._source = (checkpoint_path(self.exp_dir, cfg.which_epoch),
                             int((ckpt.get("config") or {}).get("config_format", 1)))
             self._load_models(ckpt, strict=True, source=checkpoint_path(self.exp_dir, cfg.which_epoch))
@@ -612,7 +617,7 @@ class Trainer:
             self.opt_G.state[p] = s
         self._wrap_distributed(rewrap_g=True)
         self.vis.log_message(f"epoch {self.epoch}: global generator unfrozen; G optimizer now holds all "
-                             f"{sum(p.numel() for p in self._g_params())} parameters")
+                             f"{sum(p.numel() for p in self._g_params())} parameters", step=self.global_step + 1)
 
     def _networks(self) -> dict[str, nn.Module | None]:
         """Every network of the run under its checkpoint key (``models.network_keys``), unwrapped
@@ -1058,7 +1063,7 @@ class Trainer:
         msg = (f"{path} holds step {step} ({where}), later than step {self._resumed_step} where this run "
                f"resumed: kept as {kept} before this run overwrites it (synthesize.py --checkpoint "
                f"{kept} reads it; renamed back to {path.name}, {resume} continues from it)")
-        self.vis.log_message(msg)
+        self.vis.log_message(msg, step=self.global_step)
         print(f"note: {msg}", file=sys.stderr, flush=True)
 
     # ---- data ----------------------------------------------------------------------------------
@@ -1235,8 +1240,10 @@ class Trainer:
             if self.dist.is_master:   # os.write: print() could re-enter a write to stderr (tqdm)
                 _write_stderr(f"\nSIGINT: stopping after this step, saving latest.pt (exit status "
                               f"{INTERRUPTED_EXIT_STATUS}); press Ctrl-C again to abort without saving\n")
-        self._sigterm_previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm),
-                                  signal.SIGINT: signal.signal(signal.SIGINT, on_sigint)}
+        # a signal ignored on entry (SIGINT of a job a script started with &) stays ignored
+        self._sigterm_previous = {s: signal.signal(s, h) for s, h in
+                                  ((signal.SIGTERM, on_sigterm), (signal.SIGINT, on_sigint))
+                                  if signal.getsignal(s) is not signal.SIG_IGN}
 
     def _restore_sigterm(self) -> None:
         previous, self._sigterm_previous = self._sigterm_previous, None
@@ -1268,7 +1275,7 @@ class Trainer:
                "--resume) to continue")
         if status != STOPPED_EXIT_STATUS:
             msg += f"; exit status {status}"
-        self.vis.log_message(msg)
+        self.vis.log_message(msg, step=self.global_step)
         if self.dist.is_master:
             print(msg, file=sys.stderr, flush=True)
         raise TrainingStopped(msg, status, summary)
@@ -1309,7 +1316,7 @@ class Trainer:
         msg = loader_worker_died(e, resume=f"{self.exp_dir / 'latest.pt'} saved at epoch {self.epoch} step "
                                            f"{self.global_step}; rerun the same command with --auto_resume "
                                            "(or --resume) to continue")
-        self.vis.log_message(msg)
+        self.vis.log_message(msg, step=self.global_step)
         raise LoaderWorkerDied(msg) from e
 
     def _start_run(self):

@@ -214,6 +214,8 @@ VISUALS = ("label", "synthesized", "real", "real_A", "fake_B", "rec_A", "real_B"
 PHOTO_CAPTIONS = {"label": "input", "synthesized": "synthesized", "real": "target"}
 # Logged keys the loss curves draw by default (CycleGAN adds cycle_* and idt_*).
 LOSS_PREFIXES = ("G_", "D_", "cycle_", "idt_")
+# A message line of loss_log.txt and the step it is tagged with (Visualizer.log_message).
+MESSAGE_STEP = re.compile(r"================ \[step (\d+)\] ")
 
 
 class WindowMeans:
@@ -260,10 +262,17 @@ class Visualizer:
     """Everything a run writes besides checkpoints; a no-op unless ``enabled`` (the master rank)."""
 
     def __init__(self, experiment_dir: Path, *, enabled: bool = True, tensorboard: bool = True,
-                 html_page: bool = True, label_nc: int = 0):
+                 html_page: bool = True, label_nc: int = 0, dataroot: str | os.PathLike | None = None,
+                 phase: str | None = None, direction: str | None = None):
+        """``dataroot``, ``phase``, ``direction``: the run's options, which name CycleGAN's folders
+        of A and B on the page; without ``dataroot`` they are read from the run's config.json."""
         self.dir = Path(experiment_dir)
         self.enabled = enabled
         self.label_nc = label_nc
+        self.dataroot, self.phase, self.direction = dataroot, phase, direction
+        # the step a message line is tagged with when log_message is given none: the last one
+        # logged or shown, or the first step after begin's resumed_at_step (None: untagged)
+        self.step: int | None = None
         self.html_page = html_page and enabled
         self.tensorboard = tensorboard and enabled
         self.writer = None  # the tensorboardX writer: opened here, closed by close(), reopened by a later log
@@ -282,20 +291,22 @@ class Visualizer:
         """Start writing: create the run folder, forget what was logged past ``resumed_at_step``
         (a resumed run redoes those steps; 0 for a fresh start, which keeps none of a dead
         attempt's; None keeps the logs as they are): history entries, loss_log.txt's lines from
-        the first later step on, the later image files (moved aside) and, through the writer's
-        purge_step, the later tensorboard events. Then write the messages logged so far and open
-        tensorboard."""
+        the first later step on (loss lines, and message lines tagged with a later step), the
+        later image files (moved aside) and, through the writer's purge_step, the later
+        tensorboard events. Then write the messages logged so far and open tensorboard."""
         if not self.enabled or self.started:
             return
-        self.started = True
         self.dir.mkdir(parents=True, exist_ok=True)
         notes = []
         if resumed_at_step is not None:
+            self.step = resumed_at_step + 1   # begin's notes, and those of the start that follows
+            # a note these log (unparseable history lines) waits in _pending until the log is cut
             self.truncate_history(resumed_at_step)
             notes = self._truncate_log(resumed_at_step) + self._set_aside_images(resumed_at_step)
             if any((self.dir / "tensorboard").glob("events.out.tfevents.*")):
                 # TensorBoard drops the earlier files' events at steps >= purge_step
                 self._purge_step = resumed_at_step + 1
+        self.started = True
         pending, self._pending = self._pending, []
         for line in pending:
             self._append(self.log_path, line)
@@ -304,13 +315,15 @@ class Visualizer:
         self._tensorboard()
 
     def _truncate_log(self, after_step: int) -> list[str]:
-        """Cut loss_log.txt before its first loss line of a step after ``after_step`` (that line
-        and all after it are a dead or abandoned attempt's); the note to log, if any was cut."""
+        """Cut loss_log.txt before its first line of a step after ``after_step``: a loss line, or a
+        message line tagged with that step (that line and all after it are a dead or abandoned
+        attempt's; untagged message lines, written before lines had tags, go with their place);
+        the note to log, if any was cut."""
         if not self.log_path.is_file():
             return []
         lines = self.log_path.read_text(errors="replace").splitlines(keepends=True)
         for i, line in enumerate(lines):
-            m = re.match(r"\(epoch: \d+, iters: \d+, step: (\d+)\)", line)
+            m = re.match(r"\(epoch: \d+, iters: \d+, step: (\d+)\)", line) or MESSAGE_STEP.match(line)
             if m and int(m.group(1)) > after_step:
                 atomic_write_bytes(self.log_path, "".join(lines[:i]).encode())
                 return [f"{self.log_path.name}: {len(lines) - i} line(s) from step {m.group(1)} on, logged "
@@ -571,6 +584,7 @@ class Visualizer:
         if not self.enabled:
             return
         self.begin()
+        self.step = step
         rec = {"epoch": epoch, "iter": it, "step": step, **losses, **extras}
         self._append(self.history_path, json.dumps(rec))
         # the lr in significant digits: 4 decimals would print its decayed values (1.33e-4,
@@ -583,10 +597,16 @@ class Visualizer:
         for k, v in extras.items():
             self._tb_call("add_scalar", k, v, step)
 
-    def log_message(self, msg: str) -> None:
+    def log_message(self, msg: str, step: int | None = None) -> None:
+        """One message line, tagged ``[step N]`` with the step it belongs to (default
+        :attr:`step`; none if that is None): a resume to an earlier step cuts it (begin). The
+        trainer gives the last step trained for what happened there (a save, a stop) and the next
+        one for what applies from there on (a start, an unfreeze)."""
         if not self.enabled:
             return
-        line = f"================ {time.strftime('%c')} {msg}"
+        step = self.step if step is None else step
+        tag = "" if step is None else f"[step {step}] "
+        line = f"================ {tag}{time.strftime('%c')} {msg}"
         if self.started:
             self._append(self.log_path, line)
         else:
@@ -604,6 +624,7 @@ class Visualizer:
         if not self.enabled:
             return
         self.begin()
+        self.step = step
         if self._tensorboard() is not None:
             self._tb_call("add_image", "images/" + "_".join(map(self.caption, visuals)),
                           tensorboard_grid(list(visuals.values())), step, dataformats="HWC")
@@ -623,10 +644,13 @@ class Visualizer:
         return PHOTO_CAPTIONS.get(key, key) if self.label_nc == 0 else key
 
     def _domains_line(self) -> str:
-        """Which folder is CycleGAN's domain A and which B, from the run's config.json
-        (--dataroot, --phase; --direction BtoA swaps them)."""
+        """Which folder is CycleGAN's domain A and which B: --dataroot, --phase (--direction BtoA
+        swaps them), as given to the constructor, else from the run's config.json."""
         try:
-            cfg = json.loads((self.dir / "config.json").read_text())
+            if self.dataroot is not None:
+                cfg = {"dataroot": self.dataroot, "phase": self.phase, "direction": self.direction}
+            else:
+                cfg = json.loads((self.dir / "config.json").read_text())
             root, phase, swap = Path(cfg["dataroot"]), cfg.get("phase") or "train", cfg.get("direction") == "BtoA"
         except (OSError, ValueError, KeyError, TypeError):
             return ("A: the images of the dataroot's trainA/ folder, B: those of its trainB/ "

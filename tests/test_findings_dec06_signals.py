@@ -1,6 +1,6 @@
 """train_hd.py and signals: a run stopped by SIGTERM/SIGINT (or one that finished) whose stdout
 reader is gone exits with its own status, not 141; a SIGINT or SIGTERM ignored on entry (a job
-in the background of a script) stays ignored during the start."""
+in the background of a script) stays ignored during the start and in training."""
 import os
 import signal
 import subprocess
@@ -46,7 +46,8 @@ sys.argv[0] = "train_hd.py"
 runpy.run_path("train_hd.py", run_name="__main__")
 """
 
-# train_hd.py run as a script, sent SIGINT (ignored on entry) while its start reads the options.
+# train_hd.py run as a script, sent SIGINT (ignored on entry) while its start reads the options,
+# and again during its first step.
 SIGINT_AT_START = """
 import os, runpy, signal, sys
 from pix2pixhd import cli
@@ -56,6 +57,14 @@ def resolve_config(argv):
     print("sent SIGINT", file=sys.stderr, flush=True)
     return resolve(argv)
 cli.resolve_config = resolve_config
+from pix2pixhd.trainer import Trainer
+step = Trainer.train_step
+def first_step(self, batch):
+    if self.global_step == 0:
+        os.kill(os.getpid(), signal.SIGINT)
+        print("sent SIGINT in step 1", file=sys.stderr, flush=True)
+    return step(self, batch)
+Trainer.train_step = first_step
 sys.argv[0] = "train_hd.py"
 runpy.run_path("train_hd.py", run_name="__main__")
 """
@@ -109,7 +118,7 @@ def test_startup_signals_leave_an_ignored_signal_ignored():
 
 @pytest.mark.fault(cls="interrupted run",
                    case="SIGINT ignored on entry (`train_hd.py ... &` in a script) and sent during the "
-                        "start: the run goes on and finishes")
+                        "start and in step 1: the run goes on and finishes")
 def test_an_ignored_sigint_during_the_start_does_not_end_the_run(tmp_path, scenes):
     cmd = [sys.executable, "-c", SIGINT_AT_START, *TINY, "--dataroot", str(scenes), "--checkpoints_dir",
            str(tmp_path / "ck")]
@@ -117,7 +126,7 @@ def test_an_ignored_sigint_during_the_start_does_not_end_the_run(tmp_path, scene
             cmd, cwd=REPO, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))) as p:
         out, err = p.communicate(timeout=TIMEOUT)
-    assert "sent SIGINT" in err, err[-3000:]
+    assert "sent SIGINT" in err and "sent SIGINT in step 1" in err, err[-3000:]
     assert p.returncode == 0, f"status {p.returncode}:\n{err[-3000:]}"
     assert "stopped by SIGINT" not in err and '"stopped_by": null' in out, err[-3000:]
     assert (tmp_path / "ck" / "run" / "latest.pt").is_file()

@@ -18,7 +18,13 @@ def streets(tmp_path_factory):
 
 
 def _local(tmp_path, streets, **kw):
-    """A local-stage trainer (ngf 4, global part ngf 8) whose global part is fixed for 1 epoch."""
+    """A local-stage trainer (ngf 4, global part ngf 8) whose global part, loaded from a global
+    run (--load_pretrain: a fresh local stage fixes only a loaded one), is fixed for 1 epoch."""
+    if not kw.get("resume"):
+        if not (tmp_path / "g" / "latest.pt").is_file():
+            Trainer(tiny_cfg(tmp_path, name="g", stage="global", ngf=8, label_nc=LABEL_NC, dataroot=str(streets),
+                             resize_or_crop="none")).save("latest")
+        kw["load_pretrain"] = str(tmp_path / "g")
     return tiny_cfg(tmp_path, stage="local", label_nc=LABEL_NC, dataroot=str(streets),
                     resize_or_crop="none", batchSize=2, niter=2, niter_decay=0,
                     niter_fix_global=1, save_epoch_freq=1, **kw)

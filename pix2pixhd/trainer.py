@@ -55,7 +55,7 @@ from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
 from pix2pixhd.models import build_discriminator, build_encoder, build_generator, check_discriminator_input
 from pix2pixhd.networks import LocalEnhancer
 from pix2pixhd.run_folder import check_new_run, drop_replaced, lock_run, move_aside, note_leftovers
-from pix2pixhd.visualizer import Visualizer, WindowMeans
+from pix2pixhd.visualizer import Visualizer, WindowMeans, summary_writer_class
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -301,6 +301,16 @@ class PhaseTimer:
             now = time.perf_counter()
             self.times[name] = self.times.get(name, 0.0) + (now - self._t) * 1e3
             self._t = now
+
+
+def _tqdm():
+    """tqdm's progress bar class; missing, a one-line error (fit() asks before anything is written)."""
+    try:
+        from tqdm import tqdm
+    except ImportError as e:
+        from pix2pixhd.errors import MissingDependencyError
+        raise MissingDependencyError(f"training needs tqdm ({e}): pip install tqdm") from e
+    return tqdm
 
 
 def set_deterministic(device: torch.device) -> None:
@@ -1351,6 +1361,8 @@ class Trainer:
                                    f"process ({self.dist.world_size} process(es)); lower --batchSize")
             if self.dist.is_master:
                 self._check_d_on_samples(loader.dataset)
+                if self.vis.tensorboard:   # a TensorBoard writer: missing, refused before anything is written
+                    summary_writer_class()
         except Exception as e:   # any failure: the other ranks must not wait for this one
             error = e
         raise_on_any_rank(error, self.dist)
@@ -1414,7 +1426,7 @@ class Trainer:
 
     def _fit(self) -> dict:
         cfg, master = self.cfg, self.dist.is_master
-        from tqdm import tqdm
+        tqdm = _tqdm()
         total_epochs = cfg.niter + cfg.niter_decay
         loader, sampler = self._start_run()
         self._catch_sigterm()

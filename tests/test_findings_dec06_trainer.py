@@ -116,3 +116,29 @@ def test_the_cyclegan_folders_on_the_page_come_from_the_trainers_config(tmp_path
     # built without them (the Python API): the generic line where no config.json says more
     v = Visualizer(tmp_path / "api", tensorboard=False)
     assert v._domains_line().startswith("A: the images of the dataroot's trainA/ folder")
+
+
+@pytest.mark.parametrize("module, fix", [("tensorboardX", "pip install tensorboardX"), ("tqdm", "pip install tqdm")])
+def test_a_missing_package_stops_the_first_start_before_the_run_folder_is_written(
+        tmp_path, monkeypatch, module, fix):
+    """A start without tqdm, or without a TensorBoard writer (tensorboardX nor torch's), fails
+    before config.json is written, so the same command runs once the package is installed."""
+    import sys
+
+    from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+    from pix2pixhd.errors import MissingDependencyError
+    from pix2pixhd.trainer import Trainer
+    from tests.test_trainer_step import tiny_cfg
+    root = tmp_path / "streets"
+    generate(root, n_train=2, n_test=0, width=32, height=32, seed=0)
+    cfg = dict(label_nc=LABEL_NC, dataroot=str(root), resize_or_crop="none", batchSize=1, niter=1,
+               niter_decay=0, no_tensorboard=False)
+    monkeypatch.setitem(sys.modules, module, None)
+    if module == "tensorboardX":
+        monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(MissingDependencyError, match=fix):
+        Trainer(tiny_cfg(tmp_path / "ck", **cfg)).fit()
+    assert not (tmp_path / "ck" / "t").exists() or not any((tmp_path / "ck" / "t").iterdir())
+    monkeypatch.undo()
+    Trainer(tiny_cfg(tmp_path / "ck", **cfg)).fit()
+    assert (tmp_path / "ck" / "t" / "latest.pt").is_file()

@@ -34,7 +34,8 @@ and its state: ``complete`` false from the start until the last output is in, th
 inputs, outputs and outputs written, the command that resumes it) and ``manifest.jsonl``: one line per output (input, output and partner files, the input files'
 names, sizes and mtimes, sample index, seed, cluster choices, checkpoint and its hash, status
 ``ok`` with size and sha256, or ``skipped`` with the reason). With ``num_samples`` K > 1 every
-output (and its partners) is named ``<stem>_<k>.png``.
+output (and its partners) is named ``<stem>_<k>.png``. Label and instance maps whose ids a PNG
+cannot hold (above 65535, e.g. Cityscapes' id*1000+k) are written as 32-bit TIFFs, ``.tif``.
 
 Ranks (torchrun): every rank lists the same inputs, takes every world-th of those still to do,
 and appends to its own ``manifest.parts/rank<R>.jsonl``; after a barrier rank 0 merges the parts
@@ -75,7 +76,7 @@ from PIL import Image
 from pix2pixhd.data.dataset import ID_MODES, _wanted_modes, synthesis_wording
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, list_folder, stem_key
 from pix2pixhd.errors import ConfigError, InputError, MissingInputError
-from pix2pixhd.synthesis import Synthesizer, png_bytes, sample_seed
+from pix2pixhd.synthesis import Synthesizer, id_map_bytes, png_bytes, sample_seed
 
 MANIFEST = "manifest.jsonl"
 PARTS = "manifest.parts"
@@ -1794,18 +1795,17 @@ def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, ch
         photo = np.ascontiguousarray(img.permute(1, 2, 0).numpy())           # uint8 [H, W, 3]
         label_rel = f"{layout.input_dir}/{name}"
         lab = item["label"]
-        if item["label_copy"]:
-            label_bytes = _write_atomic(out / label_rel, copy_from=item["label_copy"])
+        if layout.photo_inputs:
+            if item["label_copy"]:
+                label_bytes = _write_atomic(out / label_rel, copy_from=item["label_copy"])
+            else:
+                a = lab.numpy()
+                label_bytes = _write_atomic(out / label_rel, png_bytes(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)))
         else:
-            a = lab.numpy()
-            label_bytes = _write_atomic(out / label_rel, png_bytes(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)))
+            label_rel, label_bytes = _write_ids(out, layout.input_dir, name, lab, item["label_copy"])
         inst_rel = inst_bytes = None
         if item["inst"] is not None and not layout.photo_inputs:
-            inst_rel = f"{layout.inst_dir}/{name}"
-            if item["inst_copy"]:
-                inst_bytes = _write_atomic(out / inst_rel, copy_from=item["inst_copy"])
-            else:
-                inst_bytes = _write_atomic(out / inst_rel, png_bytes(item["inst"].numpy()[0]))
+            inst_rel, inst_bytes = _write_ids(out, layout.inst_dir, name, item["inst"], item["inst_copy"])
         data = png_bytes(photo)
         out_rel = f"{layout.image_dir}/{name}"
         _write_atomic(out / out_rel, data)
@@ -1818,6 +1818,20 @@ def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, ch
                       "status": "ok", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     finally:
         slots.release()
+
+
+def _write_ids(out: Path, folder: str, name: str, ids: torch.Tensor, copy_from: str | None) -> tuple[str, int]:
+    """An id map partner (label or instance ids [1, H, W]) of output ``name`` (``NAME.png``) →
+    (its path relative to ``out``, its size): the file ``copy_from`` copied (a PNG the generator
+    read as it is), else ``ids`` encoded by ``id_map_bytes``, whose extension it takes: NAME.tif
+    for ids a PNG cannot hold (above 65535, negative). The other extension's file of that name,
+    left by an earlier run for an input changed since, is removed: training would find two maps."""
+    data, ext = (None, ".png") if copy_from else id_map_bytes(ids.numpy()[0])
+    base = name[:-len(".png")]
+    rel = f"{folder}/{base}{ext}"
+    size = _write_atomic(out / rel, data, copy_from=copy_from)
+    (out / folder / (base + (".tif" if ext == ".png" else ".png"))).unlink(missing_ok=True)
+    return rel, size
 
 
 def merge_manifest(out: Path, digest: str, older=()) -> Path:

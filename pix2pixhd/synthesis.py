@@ -143,11 +143,29 @@ def png_bytes(arr: np.ndarray) -> bytes:
     if arr.dtype != np.uint8:
         if arr.size and (int(arr.max()) > 65535 or int(arr.min()) < 0):
             raise InputError(f"ids from {int(arr.min())} to {int(arr.max())} do not fit a 16-bit PNG; "
-                             "renumber them to 0..65535")
+                             "renumber them to 0..65535, or write them with id_map_bytes (a 32-bit TIFF)")
         arr = arr.astype(np.uint16)
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def id_map_bytes(arr: np.ndarray) -> tuple[bytes, str]:
+    """Integer [H, W] ids → (file bytes, extension) that read back as the same ids in a mode the
+    data module takes for id maps: a PNG ('.png', ``png_bytes``) for ids 0..65535, else a 32-bit
+    TIFF (PIL mode I, '.tif'), which holds any int32 id (Cityscapes' id*1000+k, negative ids)."""
+    import io
+    if arr.dtype == np.uint8 or not arr.size or (int(arr.min()) >= 0 and int(arr.max()) <= 65535):
+        return png_bytes(arr), ".png"
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < -2 ** 31 or hi >= 2 ** 31:
+        raise InputError(f"ids from {lo} to {hi} do not fit a 32-bit id map; renumber them to "
+                         f"{-2 ** 31}..{2 ** 31 - 1}")
+    from PIL import features
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr.astype(np.int32))).save(
+        buf, format="TIFF", compression="tiff_adobe_deflate" if features.check("libtiff") else None)
+    return buf.getvalue(), ".tif"
 
 
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:

@@ -2,8 +2,7 @@
 """Bulk synthesis: ``python synthesize.py --checkpoint DIR --input LABELS --out DIR [--inst DIR]``."""
 import sys
 
-from pix2pixhd.cli import synthesize_main
-from pix2pixhd.errors import run
+from pix2pixhd.launch import synthesize   # also the installed pix2pixhd-synthesize's
 
 if __name__ == "__main__":
-    sys.exit(run(synthesize_main))
+    sys.exit(synthesize())

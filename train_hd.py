@@ -9,20 +9,11 @@
 Single process: ``python train_hd.py ...``; many GPUs or nodes: ``torchrun --nproc_per_node=N
 train_hd.py ...`` (DDP; rank 0 logs and saves). ``--resume`` continues a run exactly.
 """
-import signal
 import sys
 
-# A SIGTERM or SIGINT while torch imports (a second or more) is held, then ends the start-up as
-# one that arrives later does (exit status 75 or 130, one line), not with 143 or a traceback.
-_held: list[int] = []
-_previous = {s: signal.signal(s, lambda signum, frame: _held.append(signum))
-             for s in (signal.SIGTERM, signal.SIGINT)
-             if signal.getsignal(s) is not signal.SIG_IGN}   # one ignored (nohup, `&`) stays ignored
-
-from pix2pixhd.cli import train_main  # noqa: E402
-from pix2pixhd.errors import run  # noqa: E402
+# The start (a SIGTERM or SIGINT while torch imports is held) is pix2pixhd.launch's, shared with the
+# installed pix2pixhd-train and `python -m pix2pixhd train`.
+from pix2pixhd.launch import train
 
 if __name__ == "__main__":
-    for s, handler in _previous.items():
-        signal.signal(s, handler)
-    sys.exit(run(lambda argv: train_main(argv, held=_held)))
+    sys.exit(train())

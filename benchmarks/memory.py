@@ -57,9 +57,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
-    # makes the benchmarks package importable; appended, so an installed pix2pixhd (whose kernels
-    # package lives elsewhere in the source tree) is not shadowed by the source folder
-    sys.path.append(str(Path(__file__).resolve().parents[1]))
+    # makes the benchmarks package importable; first, so that this checkout's pix2pixhd is measured,
+    # not an installed copy (pix2pixhd maps the checkout's kernels/ and datasets/ itself)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._cli import command_line, make_parser  # noqa: E402
 
 GiB = 1024 ** 3

@@ -376,6 +376,30 @@ def compile_spec(spec_json: dict, arch: int) -> dict:
     return res
 
 
+# What this module uses of Triton came with 3.5: triton.knobs.nvidia.dump_ptxas_log and
+# JITFunction._pack_args (3.4 has neither).
+MIN_TRITON = (3, 5)
+
+
+def _import_triton():
+    """``triton``, or a MissingDependencyError (one line) where it does not import or is older
+    than :data:`MIN_TRITON`."""
+    from pix2pixhd.errors import MissingDependencyError
+    need = ".".join(map(str, MIN_TRITON))
+    try:
+        import triton
+    except Exception as e:  # ImportError, or a broken install raising anything else
+        raise MissingDependencyError(
+            f"pix2pixhd.kernels.aot: Triton is not importable ({type(e).__name__}: {e}), so nothing can "
+            f"be compiled. Triton has wheels for Linux only; there: pip install 'triton>={need}'") from e
+    version = tuple(int(n) for n in re.findall(r"\d+", triton.__version__)[:2])
+    if version < MIN_TRITON:
+        raise MissingDependencyError(
+            f"pix2pixhd.kernels.aot needs Triton >= {need} (triton.knobs.nvidia, JITFunction._pack_args); "
+            f"this is triton {triton.__version__}: pip install 'triton>={need}'")
+    return triton
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
@@ -579,7 +603,7 @@ def main(argv=None) -> int:
             argv = sys.argv[1:] if argv is None else list(argv)
             return subprocess.call([sys.executable, "-m", "pix2pixhd.kernels.aot", *argv], env=env)
         os.environ.pop("TRITON_INTERPRET")  # compiling needs the JIT functions, not the interpreter
-    import triton
+    triton = _import_triton()
     print(f"triton {triton.__version__}, torch {torch.__version__}; targets "
           + ", ".join(f"sm_{a} (launches planned for {n} SMs)" for a, n in zip(archs, sms)))
 

@@ -309,7 +309,7 @@ def _interpreter_too_late() -> str | None:
 def _say_no_triton(err: str) -> None:
     _say_once("import", f"pix2pixhd.kernels: Triton is not importable ({err}), so instance norm + "
                         "activation runs in PyTorch, unfused (same results; slower on CUDA). "
-                        "Triton has wheels for Linux only; there: pip install 'triton>=3.0'")
+                        "Triton has wheels for Linux only; there: pip install 'triton>=3.2'")
 
 
 def _use_triton(x: torch.Tensor, impl: str) -> bool:

@@ -1,5 +1,5 @@
 """pix2pixhd: high-resolution image-to-image translation (Wang et al. 2018), tested and fast."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def _map_source_folders() -> None:
@@ -12,13 +12,16 @@ def _map_source_folders() -> None:
     neither, so without this ``import pix2pixhd.kernels`` fails. In a checkout (``setup.py`` beside
     this package) its own folders are taken even where another checkout's editable install
     provides the names, which would mix two versions of the code; an installed copy takes them
-    from its install. The modules inside load lazily, as any package's do.
+    from its install. The folders are mapped by a finder put first on ``sys.meta_path``, so they
+    load when first imported, as any subpackage does: ``import pix2pixhd`` imports no torch (the
+    commands hold SIGTERM/SIGINT while torch imports, ``pix2pixhd.launch``).
     """
     import importlib.util
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
     checkout = (root / "setup.py").is_file()
+    mapped = {}
     for sub, folder in (("kernels", "kernels"), ("datasets", "datasets")):
         name, init = f"{__name__}.{sub}", root / folder / "__init__.py"
         if name in sys.modules or not init.is_file():
@@ -27,29 +30,58 @@ def _map_source_folders() -> None:
         if found is not None and (not checkout or (found.origin is not None
                                                    and Path(found.origin).resolve() == init)):
             continue
-        spec = importlib.util.spec_from_file_location(
-            name, init, submodule_search_locations=[str(init.parent)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+        mapped[name] = init
+    if mapped:
+        sys.meta_path.insert(0, _SourceFolders(mapped))
+
+
+class _SourceFolders:
+    """A meta path finder for ``pix2pixhd.kernels`` / ``pix2pixhd.datasets`` of a checkout:
+    {module name: its ``__init__.py``}. The modules inside are found through the package path."""
+
+    def __init__(self, folders: dict):
+        self.folders = folders
+
+    def find_spec(self, name, path=None, target=None):
+        init = self.folders.get(name)
+        if init is None:
+            return None
+        import importlib.util
+        return importlib.util.spec_from_file_location(name, init,
+                                                      submodule_search_locations=[str(init.parent)])
+
+
+_map_source_folders()
+
+# The public names load on first use (PEP 562), so that `import pix2pixhd` imports no torch.
+_EXPORTS = {
+    "pix2pixhd.networks": ("GlobalGenerator", "LocalEnhancer", "ResnetBlock", "NLayerDiscriminator",
+                           "MultiscaleDiscriminator", "Encoder", "instance_average", "count_parameters"),
+    "pix2pixhd.layers": ("InstanceNormAct", "set_norm_impl"),
+    "pix2pixhd.losses": ("GANLoss", "VGGLoss", "VGG19Features", "feature_matching_loss"),
+    "pix2pixhd.encoding": ("one_hot", "boundary_map", "encode_input"),
+    "pix2pixhd.compat": ("load_reference_weights",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [*_WHERE, "__version__"]
+
+
+def __getattr__(name: str):
+    """A public name (from its module) or a submodule (``pix2pixhd.trainer``), imported now."""
+    import importlib
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("__"):
         try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-        setattr(sys.modules[__name__], sub, module)
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_map_source_folders()   # before the imports below: pix2pixhd.layers imports pix2pixhd.kernels
-
-from pix2pixhd.networks import (GlobalGenerator, LocalEnhancer, ResnetBlock, NLayerDiscriminator,
-                                MultiscaleDiscriminator, Encoder, instance_average, count_parameters)
-from pix2pixhd.layers import InstanceNormAct, set_norm_impl
-from pix2pixhd.losses import GANLoss, VGGLoss, VGG19Features, feature_matching_loss
-from pix2pixhd.encoding import one_hot, boundary_map, encode_input
-from pix2pixhd.compat import load_reference_weights
-
-__all__ = ["GlobalGenerator", "LocalEnhancer", "ResnetBlock", "NLayerDiscriminator",
-           "MultiscaleDiscriminator", "Encoder", "instance_average", "count_parameters",
-           "InstanceNormAct", "set_norm_impl", "GANLoss", "VGGLoss", "VGG19Features",
-           "feature_matching_loss", "one_hot", "boundary_map", "encode_input",
-           "load_reference_weights", "__version__"]
+def __dir__():
+    return sorted({*globals(), *_WHERE})

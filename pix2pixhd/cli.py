@@ -1,6 +1,7 @@
-"""Command-line entry points (train_hd.py, synthesize.py): argument handling only.
+"""Command-line entry points (train_hd.py, synthesize.py; installed: pix2pixhd-train,
+pix2pixhd-synthesize, ``python -m pix2pixhd train|synthesize``): argument handling only.
 
-The scripts call ``pix2pixhd.errors.run(train_main)``: an error the user can act on prints as one
+The commands (``pix2pixhd.launch``) call ``pix2pixhd.errors.run(train_main)``: an error the user can act on prints as one
 line (``--debug`` shows its traceback); called from Python, these functions raise.
 
 The options, their defaults and how a run's options are decided live in ``pix2pixhd.config``:
@@ -24,14 +25,15 @@ from pathlib import Path
 from pix2pixhd.argparsing import HelpFormatter
 from pix2pixhd.config import (MODELS, SYNTHESIZE_REFERENCE_ONLY, TrainConfig, build_parser,
                               reference_only_error)
-from pix2pixhd.errors import ConfigError, UserError, _stdout_closed, add_debug_option, debug_enabled
+from pix2pixhd.errors import (ConfigError, MissingDependencyError, UserError, _stdout_closed, add_debug_option,
+                              debug_enabled)
 
 TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune), pix2pix (--model pix2pix) or CycleGAN
 (--model cyclegan, unpaired trainA/ and trainB/).
 
 Every option's default is shown for the model given with --model (pix2pixhd if none); a later
 stage (--load_pretrain) or a resumed run (--resume) takes the options not given from the run it
-loads. `train_hd.py --model pix2pix --help` shows pix2pix's defaults.
+loads. `%(prog)s --model pix2pix --help` shows pix2pix's defaults.
 
 A true/false option alone means true (--no_flip); it also takes a value, so that one switched on by
 the model's defaults, the run resumed or the stage loaded can be switched off: --no_flip false (or
@@ -40,14 +42,17 @@ the model's defaults, the run resumed or the stage loaded can be switched off: -
 what to use instead."""
 
 
-def train_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """train_hd.py's parser, its help showing the defaults of the --model in ``argv``."""
+def train_parser(argv: list[str] | None = None, prog: str | None = None) -> argparse.ArgumentParser:
+    """train_hd.py's parser, its help showing the defaults of the --model in ``argv``; ``prog``:
+    the command's name in the help (default: the script's file name)."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--model")
     model = (pre.parse_known_args(argv or [])[0].model or "").lower()   # NVIDIA's: pix2pixHD
     # an unknown --model is reported by the full parser, with the choices
     p = build_parser(model if model in MODELS else "pix2pixhd", description=TRAIN_DESCRIPTION)
     add_debug_option(p)   # listed beside --help; errors.run takes it off the command line
+    if prog:
+        p.prog = prog
     return p
 
 
@@ -82,11 +87,11 @@ def refuse_unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> 
             parser.error(f"unrecognized arguments: {name}" + (f" (did you mean {close[0]}?)" if close else ""))
 
 
-def resolve_config(argv: list[str]) -> TrainConfig:
+def resolve_config(argv: list[str], prog: str | None = None) -> TrainConfig:
     """The command line's TrainConfig, resolved (inherited from --load_pretrain's stage or the
-    run being resumed, the model's defaults, the stage's)."""
+    run being resumed, the model's defaults, the stage's). ``prog``: as for train_parser."""
     refuse_reference_only(argv)
-    parser = train_parser(argv)
+    parser = train_parser(argv, prog)
     refuse_unknown_options(parser, argv)   # a misspelt option names the closest one
     args = vars(parser.parse_args(argv))
     args.pop("debug", None)   # errors.run's flag, when train_main is called with it
@@ -139,15 +144,39 @@ def _startup_signals(held: list[int] | None = None):
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
-def train_main(argv: list[str] | None = None, held: list[int] | None = None) -> int:
-    """``train_hd.py``; ``held``: SIGTERM/SIGINT numbers that arrived before this call."""
+def train_main(argv: list[str] | None = None, held: list[int] | None = None,
+               prog: str | None = None) -> int:
+    """``train_hd.py``; ``held``: SIGTERM/SIGINT numbers that arrived before this call; ``prog``:
+    the command's name in its help (default: the script's file name)."""
     argv = sys.argv[1:] if argv is None else argv
     with _startup_signals(held):
-        return _train(argv)
+        return _train(argv, prog)
 
 
-def _train(argv: list[str]) -> int:
-    cfg = resolve_config(argv)
+# Packages the commands import only once they are under way (the progress bars, the images):
+# checked before any work or write, so that one missing is one line, not a traceback midway.
+# {module: the package that provides it}
+REQUIRED = {"tqdm": "tqdm", "numpy": "numpy", "PIL": "pillow"}
+
+
+def check_required_imports(command: str, required: dict[str, str] | None = None) -> None:
+    """MissingDependencyError (one line) naming every module of ``required`` (default
+    :data:`REQUIRED`) that does not import, and the packages to pip install."""
+    import importlib
+    missing = {}
+    for module, package in (REQUIRED if required is None else required).items():
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            missing[package] = f"{type(e).__name__}: {e}"
+    if missing:
+        raise MissingDependencyError(f"{command} needs {' and '.join(missing)} ({'; '.join(missing.values())}): "
+                                     f"pip install {' '.join(missing)}")
+
+
+def _train(argv: list[str], prog: str | None = None) -> int:
+    cfg = resolve_config(argv) if prog is None else resolve_config(argv, prog)   # one argument for wrappers
+    check_required_imports("training")   # before the run folder is made, on every rank
     from pix2pixhd import distributed
     info = distributed.setup(cfg.device)
     if info.is_master:
@@ -167,6 +196,7 @@ def _train(argv: list[str]) -> int:
     if cfg.dry_run:   # the files the run reads first and its dataset's layout: there, or the run's own error now
         from pix2pixhd.run_folder import check_new_run
         check_new_run(cfg)   # a folder holding another run: refused, as the launch would be
+        cfg.check_new_training()   # what the Trainer refuses before it builds anything
         if not cfg.no_vgg_loss:
             from pix2pixhd.losses import vgg19_file
             vgg19_file(cfg.vgg_path)
@@ -202,9 +232,11 @@ def _print_summary(summary: dict) -> None:
         _stdout_closed()
 
 
-def synthesize_parser() -> argparse.ArgumentParser:
-    """synthesize.py's parser (abbreviations refused)."""
+def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """synthesize.py's parser (abbreviations refused); ``prog``: the command's name in its help
+    (default: the script's file name)."""
     p = argparse.ArgumentParser(
+        prog=prog,
         description="Maps -> a dataset of synthesized photos with a trained generator (pix2pixHD, "
                     "pix2pix, CycleGAN): streaming, sharded under torchrun, resumable. See docs/synthesis.md.",
         formatter_class=HelpFormatter, allow_abbrev=False)
@@ -273,11 +305,12 @@ def synthesize_parser() -> argparse.ArgumentParser:
     return p
 
 
-def synthesize_main(argv: list[str] | None = None) -> int:
-    """synthesize.py: one process, or one rank of ``torchrun --nproc_per_node=K synthesize.py``."""
+def synthesize_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """synthesize.py: one process, or one rank of ``torchrun --nproc_per_node=K synthesize.py``;
+    ``prog``: the command's name in its help (default: the script's file name)."""
     args = sys.argv[1:] if argv is None else argv
     refuse_reference_only(args, SYNTHESIZE_REFERENCE_ONLY)
-    parser = synthesize_parser()
+    parser = synthesize_parser(prog)
     refuse_unknown_options(parser, args)
     a = parser.parse_args(argv)
     for name, lo, means in (("how_many", 0, "0 = all"), ("workers", 0, "0 = decode in the main process"),
@@ -292,6 +325,7 @@ def synthesize_main(argv: list[str] | None = None) -> int:
     for flag in ("inst", "real"):
         if getattr(a, flag) and a.dataroot:
             raise ConfigError(f"--{flag} goes with --input; a --dataroot dataset brings its own")
+    check_required_imports("synthesis")   # before the generator loads or --out is made
     from pix2pixhd import distributed
     info = distributed.setup(a.device)   # torchrun's environment: one shard per rank
     try:
@@ -466,3 +500,10 @@ def _results_page(job, cfg, say) -> None:
                                  stats, page_dir=job.out)
     say(f"vs {job.real}{f' (resized to --scale_width {job.scale_width})' if job.scale_width else ''}: "
         f"L1 {stats['l1']:.4f}  pooled PSNR {stats['pooled_psnr']:.2f} dB over {stats['n']} images; page {page}")
+
+
+if __name__ == "__main__":   # `python -m pix2pixhd.cli`: this module only defines the commands
+    print("pix2pixhd.cli defines the commands and runs none: use pix2pixhd-train / pix2pixhd-synthesize "
+          "(python -m pix2pixhd train|synthesize; in a checkout: python train_hd.py / synthesize.py)",
+          file=sys.stderr)
+    sys.exit(2)

@@ -1353,12 +1353,18 @@ class _WrongInputs(InputError):
 def _job_state(job: SynthesisJob, src, info, older_digests=()) -> dict:
     """synthesis.json's state of the job at its start (``_STATE_KEYS``): not complete, its
     input and output counts, and what resumes it: the command line (``job.command``, else
-    synthesize.py's sys.argv; not under torchrun, whose command a rank does not see) with its
+    synthesize.py's, pix2pixhd-synthesize's or `python -m pix2pixhd synthesize`'s sys.argv; not under torchrun, whose command a rank does not see) with its
     working directory, and the rank count; and the digests of the folder's older synthesis.json
     files taken as this job (``older_digests``, see _check_out_folder), when there are any."""
     command = job.command
-    if command is None and not info.distributed and sys.argv and os.path.basename(sys.argv[0]) == "synthesize.py":
-        command = shlex.join([sys.executable, *sys.argv])
+    if command is None and not info.distributed and sys.argv:
+        name = os.path.basename(sys.argv[0])
+        if name == "synthesize.py":
+            command = shlex.join([sys.executable, *sys.argv])
+        elif name == "pix2pixhd-synthesize":   # the installed console script
+            command = shlex.join(sys.argv)
+        elif name == "__main__.py" and sys.argv[1:2] == ["synthesize"]:   # python -m pix2pixhd synthesize
+            command = shlex.join([sys.executable, "-m", "pix2pixhd", *sys.argv[1:]])
     return {"complete": False, "n_inputs": len(src) + len(getattr(src, "broken", [])),
             "n_outputs": len(src) * job.num_samples, "command": command,
             "cwd": os.getcwd() if command else None, "ranks": info.world_size,

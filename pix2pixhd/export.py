@@ -20,7 +20,7 @@ it loads: the checkpoint file's sha256 and ``--which_epoch`` (the CLI's exports)
 BatchNorm statistics the graph normalises with (``per_image``, the default, or ``running`` with
 ``--bn_running_stats``), for generators that have BatchNorm.
 
-Needs the ``export`` extra: ``pip install -e .[export]`` (onnx, onnxscript, onnxruntime).
+Needs ``pip install onnx onnxscript onnxruntime`` (in a checkout: ``pip install -e '.[export]'``).
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class ExportCheckError(UserError, RuntimeError):
     """The exported graph does not reproduce the PyTorch generator; the file was not written."""
 
 
-_EXTRA_HINT = "install the export extra: pip install -e .[export]  (onnx, onnxscript, onnxruntime)"
+_EXTRA_HINT = "pip install onnx onnxscript onnxruntime (in a checkout: pip install -e '.[export]')"
 
 
 def _require(module: str):

@@ -56,10 +56,10 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# benchmarks/ is not installed: append the checkout so it imports, after site-packages, so an
-# installed pix2pixhd wins over the source tree (whose kernels/ the install maps elsewhere).
-if str(REPO) not in sys.path:
-    sys.path.append(str(REPO))
+# benchmarks/ is not installed: the checkout first, so that it imports and so does this checkout's
+# pix2pixhd, not an installed copy (pix2pixhd maps the checkout's kernels/ and datasets/ itself).
+if sys.path[:1] != [str(REPO)]:
+    sys.path.insert(0, str(REPO))
 from benchmarks.quality import (DataSpec, _read_folder, common_flags, make_scorer,  # noqa: E402
                                 prepare_data, synthesize, train_chunk)
 

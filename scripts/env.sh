@@ -8,7 +8,7 @@
 #
 # What it installs: torch==2.13.0 (a CPU build on this project's machines' disk), triton==3.8.0 on
 # Linux only (no other platform has triton wheels; the kernels fall back to PyTorch without it),
-# then SPEC (".", or ".[test]") in editable mode. An interpreter that already imports torch >= 2.4
+# then SPEC (".", or ".[test]") in editable mode. An interpreter that already imports torch >= 2.6
 # keeps its torch and triton (a GPU machine's CUDA build is never swapped for the pinned CPU one).
 # Where pip cannot fetch SPEC's dependencies (an offline machine), the package alone is installed
 # (--no-deps --no-build-isolation) and the missing dependencies are named.
@@ -90,7 +90,7 @@ run '$PY -m ensurepip' once, or install torch==2.13.0 and the package into it yo
     local have
     have="$("$PY" -c 'import importlib.util, torch
 v = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
-print(torch.__version__ if v >= (2, 4) else "old", int(importlib.util.find_spec("triton") is not None))' \
+print(torch.__version__ if v >= (2, 6) else "old", int(importlib.util.find_spec("triton") is not None))' \
         2>/dev/null)" || have=""
     if [ -z "$have" ] || [ "${have% *}" = "old" ]; then
         _pix2pixhd_do "$PY" -m pip install -q torch==2.13.0 'triton==3.8.0; platform_system == "Linux"'

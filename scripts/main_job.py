@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the checkout first, so that its pix2pixhd and benchmarks/ import, not an installed copy
+if sys.path[:1] != [str(ROOT)]:
+    sys.path.insert(0, str(ROOT))
 STAGE_RUNS = ("main_global", "main_local", "main_finetune")   # run folders under --checkpoints_dir
 # what the job writes into its results folder besides synthesize.py's dataset (test_label/,
 # test_inst/, test_img/, synthesis.json, manifest.jsonl, classes.json): replaced by a rerun
@@ -275,7 +278,6 @@ def main(argv=None) -> int:
     # kernels pick their vector instructions by the CPU and split reductions by the thread
     # count), so they are printed with both: the stages' count (OMP_NUM_THREADS, set above for the
     # child processes), not this process's, whose torch had started its threads before.
-    sys.path.insert(0, str(ROOT))
     from benchmarks.baseline import describe_device
     ran_on = dict(describe_device(torch.device("cpu")), cpu_isa=torch.backends.cpu.get_cpu_capability(),
                   cpu_threads=threads)

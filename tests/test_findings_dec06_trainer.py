@@ -142,3 +142,15 @@ def test_a_missing_package_stops_the_first_start_before_the_run_folder_is_writte
     monkeypatch.undo()
     Trainer(tiny_cfg(tmp_path / "ck", **cfg)).fit()
     assert (tmp_path / "ck" / "t" / "latest.pt").is_file()
+
+
+def test_dry_run_refuses_a_fresh_local_stage_fixing_a_random_global_generator(tmp_path, capsys):
+    root = tmp_path / "streets"
+    from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+    generate(root, n_train=2, n_test=0, width=32, height=32, seed=0)
+    argv = ["--name", "l", "--checkpoints_dir", str(tmp_path / "ck"), "--dataroot", str(root), "--label_nc",
+            str(LABEL_NC), "--stage", "local", "--niter_fix_global", "1", "--no_vgg_loss", "--device", "cpu",
+            "--dry_run"]
+    from pix2pixhd.errors import ConfigError
+    with pytest.raises(ConfigError, match="--niter_fix_global 1: .*--load_pretrain"):
+        train_main(argv)

@@ -1094,7 +1094,7 @@ class Trainer:
         size each sample comes out, from the source sizes the dataset's validation read (none with
         --validate off; its own check is that sides divide by G's multiple); each source size
         once, every file of a record (CycleGAN: A and B). Runs before the run folder is written."""
-        from pix2pixhd.data.transforms import output_size
+        from pix2pixhd.data.transforms import output_size, size_options
         seen = set()
         for rec in ds.all_records():
             for path in map(str, rec.values()):
@@ -1103,8 +1103,8 @@ class Trainer:
                     continue
                 seen.add(src)
                 w, h = output_size(*src, ds.resize_or_crop, ds.loadSize, ds.fineSize, ds.required_multiple)
-                what = (f"{path} ({src[0]}x{src[1]}) with --resize_or_crop {ds.resize_or_crop} "
-                        f"--loadSize {ds.loadSize} --fineSize {ds.fineSize}")
+                what = f"{path} ({src[0]}x{src[1]}) with " + " ".join(   # the sizes its mode reads
+                    f"--{k} {v}" for k, v in size_options(ds.resize_or_crop, ds.loadSize, ds.fineSize).items())
                 self._check_g_input(w, h, what, output_size(*src, ds.resize_or_crop, ds.loadSize, ds.fineSize, 1))
                 self._check_d_input(w, h, what)
 

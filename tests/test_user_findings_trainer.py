@@ -183,7 +183,7 @@ def test_a_discriminator_too_deep_for_the_crop_is_refused_before_training(tmp_pa
 
 def test_a_sample_too_small_for_the_discriminator_is_named_before_training(tmp_path):
     root = write_domains(tmp_path / "data", (32, 32), (32, 20))   # B comes out 32x20, D needs 24
-    with pytest.raises(ConfigError, match=r"trainB/0\.png \(32x20\) with --resize_or_crop none .* is "
+    with pytest.raises(ConfigError, match=r"trainB/0\.png \(32x20\) with --resize_or_crop none is "
                                           r"32x20, too small .*--netD_pix2pix basic.*24x24"):
         train_main(["--dataroot", str(root), "--checkpoints_dir", str(tmp_path / "ck"), "--name", "r",
                     *[a for a in TINY if a not in ("--n_layers_D", "2")], "--netD_pix2pix", "basic",

@@ -200,7 +200,7 @@ def main(argv=None) -> int:
                                 loadSize=opts["loadSize"], fineSize=opts["fineSize"],
                                 direction=a.direction, palette=a.palette,
                                 required_multiple=opts["required_multiple"], is_train=False,
-                                validate="off", inputs_only=inputs_only, model=a.model,
+                                validate="off", report_listing=False, inputs_only=inputs_only, model=a.model,
                                 **(dict(dataset_mode="unaligned") if lone else {}))
         except DatasetError as e:
             print(f"[{phase}] {e}")

@@ -16,13 +16,14 @@ The unaligned layout (CycleGAN) gives :class:`UnalignedDataset` samples instead:
   'B'       uint8 [output_nc, H, W] an image of domain B drawn at random for this (epoch, index)
   'path', 'path_B'  the two files
 
-A file the loader cannot use (unreadable or truncated, an RGB image where an id map belongs,
-partners of different sizes, ids outside [0, label_nc)) raises DatasetError naming the file and
-the problem, also when validation was 'headers' or 'off' and let it through. So do the checks of
-'full' that the validation run did not make (``validated``), with validation's message: a colour
-map with a colour missing from the palette (or not a map of the palette at all), an indexed (P)
-label map whose palette gives an index another colour than the first P map's, and ('off' only) a
-partner stored with an EXIF rotation.
+A file the loader cannot use (unreadable or truncated, an RGB image where an id map belongs, a
+16-bit or float photo, partners of different sizes, ids outside [0, label_nc)) raises DatasetError
+naming the file and the problem, also when validation was 'headers' or 'off' and let it through.
+So do the checks of 'full' that the validation run did not make (``validated``), with validation's
+message: a colour map with a colour missing from the palette (or not a map of the palette at all),
+an indexed (P) label map whose palette gives an index another colour than the first P map's, and
+('off' only) a partner, or an A|B image, stored with an EXIF rotation. With validation 'off' the folder listing's
+problems are still reported (:func:`report_listing_problems`).
 """
 from __future__ import annotations
 
@@ -156,14 +157,20 @@ class PairedDataset(torch.utils.data.Dataset):
             im = Image.open(path)
             im.load()
         except Exception as e:   # PIL raises OSError, SyntaxError, ValueError... on bad files
-            raise DatasetError(f"{path}: cannot read this {what} ({type(e).__name__}: {e}); re-export "
+            raise DatasetError(f"{path}: cannot read this {what}{_read_error(path, e)}; re-export "
                                f"or remove it. {self.find_all()}") from e
+        if role in self._id_roles and _lossy(im, path):   # before the mode: lossy WebP is RGB
+            raise DatasetError(f"{path}: {_lossy_message(what, _lossy(im, path), im)}. {self.find_all()}")
         if role in self._id_roles and im.mode not in ID_MODES:
             raise DatasetError(f"{path}: this {what} has mode {im.mode} ({len(im.getbands())} "
                                f"channel(s)); an id map has one channel (modes {', '.join(ID_MODES)}); "
-                               f"{_mode_fix(self, role, im)}. {self.find_all()}")
-        if role in self._id_roles and _lossy(im, path):
-            raise DatasetError(f"{path}: {_lossy_message(what, _lossy(im, path))}. {self.find_all()}")
+                               f"{_mode_fix(self, role, im, pixels=True)}. {self.find_all()}")
+        want = _wanted_modes(self, role)
+        # validation's 'wrong channels': a 16-bit photo would read as white
+        if im.mode not in want:
+            raise DatasetError(f"{path}: this {what} has mode {im.mode} ({len(im.getbands())} channel(s)); "
+                               f"expected one of {', '.join(want)}: {_mode_fix(self, role, im)}. "
+                               f"{self.find_all()}")
         return im
 
     def find_all(self) -> str:
@@ -174,7 +181,12 @@ class PairedDataset(torch.utils.data.Dataset):
     def _read(self, rec):
         """The sample's source images: dict role -> PIL image, all of one size."""
         if "ab" in rec:
-            ab = self._open(rec["ab"], "ab").convert("RGB")
+            ab = self._open(rec["ab"], "ab")
+            if self.validated == "off":   # validation's header read checks this ('headers' and 'full')
+                turned = _orientation_problems(self, rec, {"ab": ab}, name=str)
+                if turned:
+                    raise DatasetError(f"{turned[0][2]}. {self.find_all()}")
+            ab = _rgb(ab)
             w2, h = ab.size[0] // 2, ab.size[1]
             a, b = ab.crop((0, 0, w2, h)), ab.crop((w2, 0, 2 * w2, h))
             src, tgt = (a, b) if self.direction == "AtoB" else (b, a)
@@ -423,12 +435,26 @@ def _lossy(im: Image.Image, path) -> str | None:
     return None
 
 
-def _lossy_message(what: str, kind: str) -> str:
+def _lossy_message(what: str, kind: str, im: Image.Image | None = None) -> str:
     """Why an id map (``what``: 'label map', 'instance map') saved as ``kind`` (:func:`_lossy`) is
-    refused, and the fix."""
+    refused, and the fix; for a colour label map (``im`` of three channels or more) also the
+    palette, through which colour maps may be lossy."""
+    colour = (_fix("palette_hint") if what == "label map" and im is not None and len(im.getbands()) >= 3
+              else "")
     return (f"this {what} is saved as {kind}, which is lossy: compression changes ids along every edge "
-            f"(ids of no class, instances split in many), so its ids cannot be trusted; save id maps as "
-            f"PNG (lossless) from the original ids (converting this file would keep the damage)")
+            f"(ids of no class, instances split in many), so its ids cannot be trusted; {colour}save id "
+            f"maps as PNG (lossless) from the original ids (converting this file would keep the damage)")
+
+
+def _read_error(path, e: Exception) -> str:
+    """What a file PIL cannot open is, to follow 'cannot read': ': the file is empty (0 bytes)',
+    or the exception in parentheses."""
+    try:
+        if os.path.getsize(path) == 0:
+            return ": the file is empty (0 bytes)"
+    except OSError:
+        pass
+    return f" ({type(e).__name__}: {e})"
 
 
 def _size_mismatch(sizes: dict[str, tuple[int, int]], multiple: int = 1) -> str | None:
@@ -533,14 +559,37 @@ def _id_fix(top: int, label_nc: int, classes: ClassList | None = None) -> str:
             "generator then takes 256 input channels)")
 
 
-def _mode_fix(ds, role: str, im: Image.Image) -> str:
-    """What to save a file as whose mode :func:`_wanted_modes` refuses."""
+def _grey_ids_as_rgb(im: Image.Image, label_nc: int) -> bool:
+    """Whether ``im`` (3 channels or more) is a grey id map saved as RGB: its first three channels
+    equal at every pixel, holding two values or more, all below ``label_nc`` (one value, black,
+    may as well be a colour map of one class)."""
+    try:
+        a = np.asarray(im)
+    except Exception:   # the loader or validation names a file that cannot be decoded
+        return False
+    if a.ndim != 3 or a.shape[2] < 3 or not (a[..., 0] == a[..., 1]).all() or not (a[..., 0] == a[..., 2]).all():
+        return False
+    return a[..., 0].max() < label_nc and len(np.unique(a[::2, ::2, 0])) > 1
+
+
+def _mode_fix(ds, role: str, im: Image.Image, pixels: bool = False) -> str:
+    """What to save a file as whose mode :func:`_wanted_modes` refuses. ``pixels``: a label map
+    of three channels may be decoded to tell a grey id map saved as RGB (equal channels) from a
+    colour map (validation 'headers' reads no pixels: both are named)."""
     if role == "inst":
         return ("save it as a one-channel PNG of instance ids (8-bit grey, or 16-bit for ids above "
                 "255)")
     if role == "label" and ds.label_nc > 0:
         if ds.palette is not None:
             return "save it as an RGB PNG (no alpha) of the palette's colours"
+        grey = _grey_ids_as_rgb(im, ds.label_nc) if pixels and len(im.getbands()) >= 3 else None
+        if grey:
+            return ("its three channels are equal: a grey id map saved as RGB; re-save it as 8-bit grey "
+                    "(mode L) PNG, e.g. PIL.Image.open(f).convert('L').save(f)")
+        if grey is None and len(im.getbands()) >= 3:   # not looked at: both readings
+            return (_fix("palette_hint") + "save the ids as an 8-bit grey (mode L) PNG, 16-bit for ids "
+                    "above 255 (a grey id map saved as RGB, three equal channels, converts with "
+                    "PIL.Image.open(f).convert('L'))")
         return ((_fix("palette_hint") if
                  len(im.getbands()) >= 3 else "") +
                 "save the ids as an 8-bit grey (mode L) PNG, 16-bit for ids above 255")
@@ -644,7 +693,7 @@ def _marked_complete_too_early(root: Path, job: dict) -> str | None:
 
 def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = None, *,
                    max_dataset_size: int = 0, model: str | None = None, read_domain: str | None = None,
-                   **options) -> PairedDataset:
+                   report_listing: bool = True, **options) -> PairedDataset:
     """Open one split of a dataset (layouts: see ``pix2pixhd.data.layouts``) and check it.
 
     ``config``: the typed data options (:class:`pix2pixhd.config.DataConfig`, the reference's
@@ -658,6 +707,9 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     cannot learn from is refused before any file is read (:func:`model_layout_problem`).
     ``read_domain`` ('A' or 'B', after ``direction``): with ``inputs_only``, the one domain of the
     unaligned layout that synthesis reads; only its folder is listed, required and validated.
+    With ``validate`` 'off' no file is read, but the folder listing's problems are reported
+    (:func:`report_listing_problems`: a note, or DatasetError when no sample is complete) unless
+    ``report_listing`` is False (scan, which reports them itself).
     Raises DatasetError listing offending files.
     """
     try:
@@ -746,7 +798,52 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     if validate != "off":
         ds.source_sizes = validate_dataset(ds, level=validate)["source_sizes"]
         ds.validated = validate
+    elif report_listing:
+        report_listing_problems(ds)
     return ds
+
+
+def report_listing_problems(ds: PairedDataset, max_listed: int = 5) -> None:
+    """With validation off: what the folder listing found (no file is read). Raises DatasetError
+    when no sample is complete (partners missing, images in sub-folders...), naming the folders
+    and the likely cause; otherwise prints the files left out of the samples (missing partners,
+    broken symlinks, duplicate stems) and the entries not used, as a note on stderr (rank 0)."""
+    problems = ds.layout.problems
+    if not ds.all_records() or (not len(ds) and not ds.config.inputs_only):
+        raise DatasetError(_no_sample_message(ds, max_listed), fatal_problems(problems)
+                           or [("empty", str(ds.root), f"no images found for {ds.describe()}")])
+    if problems and os.environ.get("RANK", "0") == "0":
+        left = len(fatal_problems(problems))
+        head = (f"{len(ds.records)} complete sample(s) in {ds.describe()}; the folder listing leaves "
+                f"out what follows (validation off: no file was read)" if left else
+                "the folder listing found (validation off: no file was read)")
+        print(f"note: {head}:\n" + format_problems(problems, ds.describe(), max_listed),
+              file=sys.stderr, flush=True)
+
+
+def _no_sample_message(ds: PairedDataset, max_listed: int = 5) -> str:
+    """Why the folder listing of ``ds`` holds no complete sample, with the likely cause, and the
+    listing (:func:`format_problems`)."""
+    problems = ds.layout.problems
+    kinds = {k for k, _, _ in problems}
+    whole = ("missing folder", "empty")   # problems of a folder, not of a file in it
+    folders = sorted({_rel(ds, Path(p).parent) + "/" for k, p, _ in problems if k not in whole}
+                     | {_rel(ds, p) + "/" for k, p, _ in problems if k in whole})
+    subs = sorted({_rel(ds, p) + "/" for k, p, _ in problems if k == "ignored" and Path(p).is_dir()
+                   and not Path(p).name.startswith(".")})
+    if "missing folder" in kinds or "empty" in kinds:
+        cause = "a folder it needs is missing or holds no image"
+    elif "missing partner" in kinds:
+        cause = ("no file has all its partners: partners share a file stem (the name without "
+                 "extension) in each folder")
+    elif subs:
+        cause = (f"its images are in sub-folders ({', '.join(subs[:4])}{' ...' if len(subs) > 4 else ''}), "
+                 "which are not searched: move them up into the split's folders")
+    else:
+        cause = "its folders hold no image"
+    where = f", folders {', '.join(folders[:6])}{' ...' if len(folders) > 6 else ''}" if folders else ""
+    listing = format_problems(problems, ds.describe(), max_listed)
+    return f"no complete sample in {ds.describe()}{where}: {cause}" + (f"\n{listing}" if listing else "")
 
 
 # The models that train on pairs (an input and its target): every layout but the unaligned one,
@@ -863,9 +960,11 @@ def check_batch_sizes(ds: PairedDataset, batch_size: int, num_threads: int = 4) 
                              f"every sample is cropped to fineSize x fineSize)")
         fixes += ["--resize_or_crop resize_and_crop (every image to loadSize x loadSize, cropped to "
                   "fineSize x fineSize)", "resize the files to one size"]
+        read = ", ".join(f"{k} {v}" for k, v in T.size_options(mode, ds.loadSize, ds.fineSize).items()
+                         if k != "resize_or_crop")
         raise DatasetError(
-            f"{ds.describe()}: samples come out in {len(by_out)} sizes with resize_or_crop={mode} "
-            f"(loadSize {ds.loadSize}, fineSize {ds.fineSize}), but a batch (--batchSize "
+            f"{ds.describe()}: samples come out in {len(by_out)} sizes with resize_or_crop={mode}"
+            + (f" ({read})" if read else "") + f", but a batch (--batchSize "
             f"{batch_size}) stacks samples of one size: {named[0]}, {named[1]}; output sizes "
             f"(samples): {counts}{' ...' if len(common) > 5 else ''}. Fix: {'; or '.join(fixes)}",
             [("mixed sizes", str(ds.root / common[i][1][0][0]), named[i]) for i in range(2)])
@@ -889,19 +988,19 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
             if decode:
                 im.load()
         except Exception as e:   # PIL raises OSError, SyntaxError, ValueError... on bad files
-            problems.append(("unreadable", str(p), f"{rel}: cannot read ({type(e).__name__}: {e}); "
+            problems.append(("unreadable", str(p), f"{rel}: cannot read{_read_error(p, e)}; "
                                                    f"re-export or remove it"))
             continue
         sizes[role], opened[role] = im.size, im
+        lossy = _lossy(im, p) if role in ds._id_roles else None
+        if lossy:   # before its ids, which the compression made up, and its mode (lossy WebP is RGB)
+            problems.append(("lossy id map", str(p), f"{rel}: {_lossy_message(ROLE_NAMES[role], lossy, im)}"))
+            continue
         want = _wanted_modes(ds, role)
         if im.mode not in want:
             problems.append(("wrong channels", str(p), f"{rel}: {what} has mode {im.mode} "
                              f"({len(im.getbands())} channel(s)); expected one of {want}: "
-                             f"{_mode_fix(ds, role, im)}"))
-            continue
-        lossy = _lossy(im, p) if role in ds._id_roles else None
-        if lossy:   # before its ids, which the compression made up
-            problems.append(("lossy id map", str(p), f"{rel}: {_lossy_message(ROLE_NAMES[role], lossy)}"))
+                             f"{_mode_fix(ds, role, im, pixels=decode)}"))
             continue
         if decode and role == "label" and ds.label_nc > 0:
             unfit = _palette_unfit(ds, im, rel) if ds.palette is not None else None
@@ -967,12 +1066,14 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                                ds.required_multiple)
         m = ds.required_multiple
         if ow % m or oh % m:
+            opts = T.size_options(ds.resize_or_crop, ds.loadSize, ds.fineSize)
+            sizes_read = "/".join(k for k in opts if k != "resize_or_crop")
             problems.append(("size not a multiple", str(next(iter(rec.values()))),
                              f"{_rel(ds, next(iter(rec.values())))}: {src[0]}x{src[1]} becomes "
-                             f"{ow}x{oh} with resize_or_crop={ds.resize_or_crop} loadSize="
-                             f"{ds.loadSize} fineSize={ds.fineSize}, not a multiple of "
-                             f"{m} as {ds.multiple_reason}; change loadSize/fineSize or use "
-                             f"resize_or_crop='none'"))
+                             f"{ow}x{oh} with {' '.join(f'{k}={v}' for k, v in opts.items())}, not a "
+                             f"multiple of {m} as {ds.multiple_reason}; "
+                             + (f"change {sizes_read} or " if sizes_read else "")
+                             + "use resize_or_crop='none'"))
     return problems, {"size": src, "ids": ids, "n_inst": n_inst, "p_colours": p_colours}
 
 
@@ -1047,9 +1148,20 @@ _TURNS = {2: "mirrored left to right", 3: "turned 180 degrees", 4: "mirrored top
 def _orientation_problems(ds, rec: dict, opened: dict, name=None) -> list:
     """A partner (label, photo, instance map) whose EXIF Orientation turns or mirrors it while
     another partner has none: viewers show it turned, training reads the stored pixels (as the
-    reference does), so the two do not line up although the sizes agree. ``name``: how the
+    reference does), so the two do not line up although the sizes agree. An AB image (aligned
+    layout) with any such tag: its halves are cut from the stored pixels. ``name``: how the
     message names a file (default: relative to the dataset root)."""
     name = name or (lambda p: _rel(ds, p))
+    if "ab" in opened:   # one file holds both: a turn or mirror of it moves (swaps) the halves
+        o = _orientation(opened["ab"])
+        if o not in _TURNS:
+            return []
+        return [("EXIF orientation", str(rec["ab"]),
+                 f"{name(rec['ab'])} has EXIF Orientation {o} (viewers show it {_TURNS[o]}): training reads "
+                 f"the stored pixels and cuts them into halves A|B, so the halves are not the ones viewers "
+                 f"show (turned, mirrored or swapped); re-save it with the orientation applied, e.g. "
+                 f"PIL.ImageOps.exif_transpose(im).save(...), or remove the tag if the stored pixels are "
+                 f"the A|B pair")]
     tags = {r: _orientation(im) for r, im in opened.items() if r in ("label", "image", "inst")}
     plain = [r for r, o in tags.items() if o not in _TURNS]
     out = []

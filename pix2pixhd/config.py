@@ -97,6 +97,10 @@ MODEL_ONLY = {
     "no_dropout": ("pix2pix", "cyclegan"),
     "lambda_A": ("cyclegan",), "lambda_B": ("cyclegan",), "lambda_identity": ("cyclegan",),
     "pool_size": ("cyclegan",),
+    # pix2pixHD's generator and feature encoder (pix2pix and CycleGAN build theirs from netG_pix2pix)
+    **{k: ("pix2pixhd",) for k in ("n_downsample_global", "n_blocks_global", "n_local_enhancers",
+                                  "n_blocks_local", "instance_feat", "label_feat", "feat_num", "nef",
+                                  "n_downsample_E")},
 }
 # Options a resumed run keeps: a different value would train another task on the same weights.
 KEPT_ON_RESUME = ("direction",)
@@ -104,17 +108,23 @@ KEPT_ON_RESUME = ("direction",)
 NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps", "overwrite")
 # Options a resumed run may be given with another value than its own and still train as it would
 # have: which run and how this launch continues it (stage, load_pretrain, ARCHITECTURE and
-# KEPT_ON_RESUME are checked apart); where files are, not what they hold (dataroot, vgg_path); what
-# is checked, logged and saved; how the same arithmetic runs (device, kernels, memory layout,
+# KEPT_ON_RESUME are checked apart); where files are, not what they hold (vgg_path); what
+# is checked, logged and saved; how the same arithmetic runs (device, kernels,
 # loader processes: the samples come from seed, epoch and index); n_clusters (read by features
 # encode, after training); no_lsgan (gan_mode, compared, says it). niter and niter_decay are
 # compared by the learning rate of each epoch already trained (a longer run keeps its past
-# schedule). Any other option given with another value is named in a note (TrainConfig.notes).
+# schedule). Any other option given with another value is named in a note (TrainConfig.notes):
+# channels_last among them (on the CPU the memory layout changes the rounding). dataroot is named
+# in a note of its own (the data may have moved: it is not refused).
 SAME_TRAINING = ("name", "checkpoints_dir", "load_pretrain", "stage", "resume", "auto_resume", "overwrite",
                  "which_epoch", "dry_run", "max_steps", "dataroot", "vgg_path", "validate", "print_freq",
                  "display_freq", "save_latest_freq", "save_epoch_freq", "no_html", "no_tensorboard",
-                 "no_progress", "device", "compile", "channels_last", "norm_impl", "deterministic", "nThreads",
+                 "no_progress", "device", "compile", "norm_impl", "deterministic", "nThreads",
                  "n_clusters", "no_lsgan", "niter", "niter_decay")
+# --seed's range: numpy's seeds are 32-bit, and the seeds derived from it (data order
+# seed * 1_000_003 + epoch, the image pools', per-sample default_rng([seed, epoch, index]), which
+# needs it non-negative) stay within torch's 64-bit seeds.
+SEED_MAX = 2**32 - 1
 
 # Ranges of the numeric options: name -> (lowest allowed, whether the lowest is excluded). A value
 # outside is refused by resolved() with the option, the value and the range, before anything runs
@@ -163,6 +173,17 @@ REFERENCE_ONLY = {
     "n_epochs_decay": "use --niter_decay (epochs of linear decay to 0)",
     "batch_size": "use --batchSize (images per step, per process)",
     "num_threads": "use --nThreads (data loader worker processes)",
+    "init_type": lambda v: ("the weights are initialised as the reference's default (normal, std 0.02): "
+                            "drop --init_type" if v in (None, "normal") else
+                            f"no equivalent: weights are initialised normal (std 0.02) only, not {v}"),
+    "init_gain": "no equivalent: the initial weights' std is 0.02, the reference's default",
+    "lr_policy": lambda v: ("the learning rate decays linearly over --niter_decay epochs, the reference's "
+                            "default: drop --lr_policy" if v in (None, "linear") else
+                            f"no equivalent: the learning rate is constant for --niter epochs, then decays "
+                            f"linearly to 0 over --niter_decay epochs (no {v} schedule)"),
+    "lr_decay_iters": "no equivalent: only the linear decay (--niter, --niter_decay) is implemented",
+    "epoch_count": "no equivalent: a run continues with --resume, which restores its epoch, learning "
+                   "rate and optimizer",
 }
 
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -352,10 +373,12 @@ class TrainConfig:
     which_epoch: Optional[str] = option(
         "experiment", "latest", "checkpoint to load: 'latest' or an epoch number")
     seed: Optional[int] = option(
-        "experiment", 0, "random seed (integer) of the weights, crops, flips and data order")
+        "experiment", 0, f"random seed (integer 0..{SEED_MAX}) of the weights, crops, flips and data order")
     deterministic: Optional[bool] = option(
-        "experiment", False, "torch.use_deterministic_algorithms: bit-exact resume on CPU; on "
-        "GPU slower, and exact except ReflectionPad2d's backward (no deterministic CUDA kernel)")
+        "experiment", False, "torch.use_deterministic_algorithms, and on GPU cuDNN without benchmark "
+        "and a fixed cuBLAS workspace: repeatable GPU runs, slower, except ReflectionPad2d's backward "
+        "(no deterministic CUDA kernel). CPU runs repeat without it at a fixed thread count; a resume "
+        "is bit-exact only with the thread count the run saved with (OMP_NUM_THREADS)")
     dry_run: Optional[bool] = option("experiment", False, "print the resolved options and exit")
     max_steps: Optional[int] = option(
         "experiment", 0, "iterations of this launch: stop (after saving latest) once this process has "
@@ -744,6 +767,10 @@ class TrainConfig:
             c.resume = False
         c._resume_note = resume_note   # said by notes(); not an option (not saved)
         c._changed_note = c._resumed_changes(prev, run) if run.resume and not restart else None
+        c._data_note = (f"resuming {run.experiment_dir} from data at another path: --dataroot "
+                        f"{prev.dataroot} -> {c.dataroot} (config.json names only the new one from here on; "
+                        "the same data there trains as an uninterrupted run would, other data does not)"
+                        if run.resume and not restart and not _same_path(c.dataroot, prev.dataroot) else None)
         c._inherited = (("the run resumed" if run.resume else str(src)), inherited) if inherited else None
         c._restart = restart           # check_new_run: the folder is this run's own
         # the epoch of --load_pretrain's stage this run loaded at its first start: saved beside the
@@ -752,6 +779,8 @@ class TrainConfig:
             c._pretrain_epoch = c.which_epoch
         elif c.load_pretrain and prev is not None:
             c._pretrain_epoch = prev.pretrain_epoch
+            # which file that was (path, step, epoch, sha256): the trainer records it when it loads
+            c._pretrain_checkpoint = getattr(prev, "_pretrain_checkpoint", None)
         return c
 
     @property
@@ -762,6 +791,13 @@ class TrainConfig:
         if not self.load_pretrain:
             return None
         return getattr(self, "_pretrain_epoch", None) or self.which_epoch
+
+    @property
+    def pretrain_checkpoint(self) -> dict | None:
+        """The checkpoint file of ``load_pretrain``'s run this run loaded at its first start:
+        {path, global_step, epoch, sha256}, recorded by the trainer when it loads it (None before,
+        without ``load_pretrain``, or in a config saved before it was recorded)."""
+        return getattr(self, "_pretrain_checkpoint", None) if self.load_pretrain else None
 
     def _resumed_changes(self, prev: "TrainConfig", run: "TrainConfig") -> str | None:
         """The note naming the options of this resumed run (resolved) given with another value than
@@ -858,6 +894,10 @@ class TrainConfig:
         """Refuse an option ``given`` (the options as typed) that this model's step never reads
         (:data:`MODEL_ONLY`), unless it is the model's own default."""
         fs = {f.name: f for f in fields(self)}
+        # pix2pixHD's local generator (global is the value every run's config records, so it passes)
+        if self.model != "pix2pixhd" and given.netG == "local":
+            raise ConfigError(f"--netG {given.netG}: --model {self.model} does not use it (pix2pixHD's "
+                              f"generator; {self.model}'s is --netG_pix2pix): drop --netG")
         for name, models in MODEL_ONLY.items():
             v = getattr(given, name)
             if self.model in models or v is None or v == default_of(fs[name], self.model):
@@ -952,6 +992,9 @@ class TrainConfig:
                                   f"({fs[name].metadata['help']})")
         if not 0 <= self.beta1 < 1:
             raise ConfigError(f"--beta1 {self.beta1}: must be >= 0 and < 1 (Adam's beta1)")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ConfigError(f"--seed {self.seed}: must be >= 0 and <= {SEED_MAX} (2**32 - 1, the range "
+                              "of NumPy's seeds); give a seed in that range")
 
     def _check_square_side(self) -> None:
         """resize_and_crop makes every sample a fineSize square (of a loadSize one): a side the
@@ -1080,7 +1123,8 @@ class TrainConfig:
 
     def notes(self) -> list[str]:
         """What a user should know about a resolved config (the CLI prints these)."""
-        out = [n for n in (getattr(self, "_resume_note", None), getattr(self, "_changed_note", None)) if n]
+        out = [n for n in (getattr(self, "_resume_note", None), getattr(self, "_changed_note", None),
+                           getattr(self, "_data_note", None)) if n]
         if self.stage in ("local", "finetune") and not self.load_pretrain and not self.resume:
             out.append(f"--stage {self.stage} without --load_pretrain starts from random weights")
         return out
@@ -1148,7 +1192,9 @@ class TrainConfig:
         """The options, plus ``config_format`` (:data:`CONFIG_FORMAT`) so that a later version can
         read what an older one meant."""
         return {**dataclasses.asdict(self), "config_format": CONFIG_FORMAT,
-                **({"pretrain_epoch": self.pretrain_epoch} if self.load_pretrain else {})}
+                **({"pretrain_epoch": self.pretrain_epoch} if self.load_pretrain else {}),
+                **({"pretrain_checkpoint": self.pretrain_checkpoint}
+                   if self.load_pretrain and self.pretrain_checkpoint else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -1191,6 +1237,7 @@ class TrainConfig:
         d = dict(d)
         fmt = d.pop("config_format", 1)
         pretrain_epoch = d.pop("pretrain_epoch", None)   # not an option: what the first start loaded
+        pretrain_checkpoint = d.pop("pretrain_checkpoint", None)   # nor this: the file it loaded
         if fmt < 2 and d.get("model", "pix2pixhd") == "pix2pixhd":
             # format 1 saved pix2pix's lambda_L1 default (100) in pix2pixHD runs, whose step had
             # no L1 term: what ran was lambda_L1 0
@@ -1202,6 +1249,8 @@ class TrainConfig:
         c = cls(**d)._filled()
         if pretrain_epoch is not None:
             c._pretrain_epoch = str(pretrain_epoch)
+        if isinstance(pretrain_checkpoint, dict):
+            c._pretrain_checkpoint = pretrain_checkpoint
         c._saved_format = fmt   # what the file's direction meant for A/B folders (folders_direction)
         return c
 

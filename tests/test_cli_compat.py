@@ -17,6 +17,7 @@ from pix2pixhd.compat import CheckpointMismatchError
 from pix2pixhd import config
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.errors import ConfigError
+from pix2pixhd.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--no_vgg_loss", "--n_blocks_global", "1", "--n_blocks_local", "1", "--n_downsample_global", "2",
@@ -58,9 +59,10 @@ def test_nvidia_local_command_is_the_local_stage_and_freezes_g1(ck, streets, cap
     assert (cfg.stage, cfg.netG, cfg.num_D) == ("local", "local", 3)
     assert Trainer(cfg).global_frozen
     assert TrainConfig(netG="local").resolved().stage == "local"
-    # the stage given, or another model's generator, keeps its stage
+    # the stage given keeps its stage; another model refuses pix2pixHD's generator by name
     assert TrainConfig(netG="local", stage="finetune").resolved().stage == "finetune"
-    assert TrainConfig(model="pix2pix", netG="local").resolved().stage == "global"
+    with pytest.raises(ConfigError, match="--netG local: --model pix2pix does not use it"):
+        TrainConfig(model="pix2pix", netG="local").resolved()
 
 
 def test_a_local_stage_from_a_local_run_takes_its_shapes(ck):
@@ -171,7 +173,10 @@ REFERENCE_CASES = {
     # the pix2pix/CycleGAN repo's later names
     "--preprocess scale_width": "use --resize_or_crop scale_width", "--load_size 286": "use --loadSize",
     "--crop_size 256": "use --fineSize", "--n_epochs 100": "use --niter", "--n_epochs_decay 100": "use --niter_decay",
-    "--batch_size 4": "use --batchSize", "--num_threads 4": "use --nThreads"}
+    "--batch_size 4": "use --batchSize", "--num_threads 4": "use --nThreads",
+    # the repo's options without an equivalent here
+    "--init_type xavier": "no equivalent", "--init_gain 0.05": "no equivalent", "--lr_policy step": "no equivalent",
+    "--lr_decay_iters 50": "no equivalent", "--epoch_count 5": "--resume"}
 
 
 @pytest.mark.parametrize("given", list(REFERENCE_CASES))

@@ -23,6 +23,8 @@ def tiny_cfg(tmp_path, **kw) -> TrainConfig:
     base = dict(name="t", checkpoints_dir=str(tmp_path), label_nc=5, ngf=4, n_downsample_global=2,
                 n_blocks_global=1, ndf=4, n_layers_D=2, no_vgg_loss=True, no_tensorboard=True,
                 no_html=True, no_progress=True, device="cpu", nThreads=0)
+    if kw.get("model", "pix2pixhd") != "pix2pixhd":   # pix2pixHD's generator options: refused for the others
+        del base["n_downsample_global"], base["n_blocks_global"]
     base.update(kw)
     return TrainConfig(**base).resolved()
 

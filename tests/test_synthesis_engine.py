@@ -35,6 +35,8 @@ def save_run(folder: Path, seed: int = 0, **options) -> TrainConfig:
     """A run folder (config.json + latest.pt) holding an untrained tiny generator."""
     base = dict(label_nc=LABEL_NC, netG="global", ngf=4, n_downsample_global=2, n_blocks_global=1,
                 norm_impl="ref")
+    if options.get("model", "pix2pixhd") != "pix2pixhd":   # pix2pixHD's generator options: refused for the others
+        del base["netG"], base["n_downsample_global"], base["n_blocks_global"]
     base.update(options)
     cfg = TrainConfig(**base).resolved()
     torch.manual_seed(seed)

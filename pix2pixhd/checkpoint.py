@@ -2,11 +2,12 @@
 
 A checkpoint is one file holding everything a run needs to continue exactly: G, D, E, both
 optimizers, the GradScaler, epoch and iteration, the learning rate, every RNG state, the config
-and the package version. ``config.json`` is written beside it. A crash mid-write leaves the
-previous file intact: we write ``NAME.PID.tmp`` in the same folder, fsync, ``os.replace``, then fsync
-the folder; the next training start in that folder removes leftovers of a kill
-(:func:`clean_stale_tmp`). A write that fails (a full disk) removes its ``NAME.tmp`` itself and
-raises :class:`CheckpointError` naming the file and the OS error.
+and the package version; and, for provenance, where and how it was written (:func:`environment`:
+the command line, versions, device, thread count, git commit). ``config.json`` is written beside
+it. A crash mid-write leaves the previous file intact: we write ``NAME.PID.tmp`` in the same
+folder, fsync, ``os.replace``, then fsync the folder; the next training start in that folder
+removes leftovers of a kill (:func:`clean_stale_tmp`). A write that fails (a full disk) removes
+its ``NAME.tmp`` itself and raises :class:`CheckpointError` naming the file and the OS error.
 
 ``config.json`` is a convenience, not a single point of failure: :func:`load_run_config` (used by
 resume, --load_pretrain, synthesis, export and features) falls back to the copy of the config that
@@ -193,6 +194,85 @@ def seed_rng(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _package_version(name: str) -> str | None:
+    """``name``'s installed version (read from its metadata, not imported), or None."""
+    from importlib import metadata
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform module says."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(folder: str | os.PathLike | None = None) -> str | None:
+    """The commit checked out in ``folder`` (default: the folder holding this package, when the
+    code runs from a checkout; an installed copy has no ``.git`` there), read from ``.git/HEAD``
+    and the ref it names (loose or packed; a worktree's ``.git`` file followed); None where there
+    is no checkout or its files cannot be read. Runs no git command."""
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parent.parent
+    dot = folder / ".git"
+    if not dot.exists():
+        return None
+    try:
+        git = dot
+        if dot.is_file():   # a worktree or submodule: "gitdir: PATH"
+            git = (folder / dot.read_text().split("gitdir:", 1)[1].strip()).resolve()
+        common = git
+        if (git / "commondir").is_file():
+            common = (git / (git / "commondir").read_text().strip()).resolve()
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head if re.fullmatch(r"[0-9a-f]{40,64}", head) else None
+        ref = head[4:].strip()
+        for base in (git, common):
+            if (base / ref).is_file():
+                sha = (base / ref).read_text().strip()
+                return sha if re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
+        packed = common / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[1] == ref:
+                    return parts[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def environment(device: torch.device) -> dict:
+    """Where and how a checkpoint was written, for provenance (nothing reads it back): the command
+    line, working directory, host, versions of Python, torch, NumPy and Triton, the device's
+    name, torch's CPU thread count and the git commit of the code (None outside a checkout)."""
+    import platform
+    import socket
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        name = _cpu_name()
+    else:
+        name = device.type
+    try:
+        cwd = os.getcwd()
+    except OSError:   # the working directory was deleted
+        cwd = None
+    return {"argv": [str(a) for a in sys.argv], "cwd": cwd, "hostname": socket.gethostname(),
+            "python": platform.python_version(), "torch": str(torch.__version__), "numpy": str(np.__version__),
+            "triton": _package_version("triton"), "device": str(device), "device_name": name,
+            "num_threads": torch.get_num_threads(), "git_commit": git_commit()}
 
 
 def checkpoint_path(experiment_dir: Path, which: str | int) -> Path:

@@ -44,8 +44,8 @@ from torch import nn
 import pix2pixhd
 from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (CheckpointError, atomic_write_bytes, checkpoint_path, clean_stale_tmp,
-                                  imported_source, line_of, load_checkpoint, new_attempt, rng_state,
-                                  save_checkpoint, seed_rng, set_rng_state, write_lineage)
+                                  environment, imported_source, line_of, load_checkpoint, new_attempt,
+                                  rng_state, save_checkpoint, seed_rng, set_rng_state, write_lineage)
 from pix2pixhd.config import TrainConfig, loads_whole
 from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, resolve_device
 from pix2pixhd.encoding import encode_input, image_to_float
@@ -314,7 +314,9 @@ def _tqdm():
 
 
 def set_deterministic(device: torch.device) -> None:
-    """``--deterministic``: torch.use_deterministic_algorithms, bit-exact on CPU.
+    """``--deterministic``: torch.use_deterministic_algorithms. On CPU that refuses ops without a
+    deterministic kernel; CPU runs repeat bit for bit without it at a fixed thread count (a resume
+    with another count does not: the trainer notes it).
 
     On CUDA, ReflectionPad2d's backward (the generators' padding) has no deterministic kernel, and
     strict mode would raise at the first G backward; there the setting warns instead
@@ -363,9 +365,9 @@ class Trainer:
     (``pix2pixhd.distributed.setup``); None = one process on ``cfg.device``. ``vgg``: a VGG19
     feature network to use instead of reading ``cfg.vgg_path``.
 
-    Process-wide state a run sets, as training scripts do, and leaves set: the global torch RNG is
-    seeded with ``cfg.seed`` (+ rank); a resume restores the Python, NumPy and torch RNG states it
-    saved; ``cfg.deterministic`` switches torch's deterministic algorithms on (on CUDA also
+    Process-wide state a run sets, as training scripts do, and leaves set: the Python, NumPy and
+    torch RNGs are seeded with ``cfg.seed`` (+ rank); a resume restores the states it saved;
+    ``cfg.deterministic`` switches torch's deterministic algorithms on (on CUDA also
     ``CUBLAS_WORKSPACE_CONFIG`` and cuDNN's benchmark off); ``fit`` installs SIGTERM/SIGINT
     handlers while it runs (and SIGCHLD's, single process with loader workers). Save and restore
     them around a run if other work in the process needs its own.
@@ -379,7 +381,7 @@ class Trainer:
         self.dist = dist_info or DistInfo(device=resolve_device(cfg.device))
         self.device = self.dist.device
         bind_cuda_device(self.device)
-        torch.manual_seed(cfg.seed + self.dist.rank)
+        seed_rng(cfg.seed + self.dist.rank)   # a resume restores the saved states below
         if cfg.deterministic:
             set_deterministic(self.device)
         self.amp_dtype = AMP_DTYPES.get(cfg.precision)
@@ -461,6 +463,10 @@ class Trainer:
         # the config format of the checkpoint this run continues (resumed, or --load_pretrain's):
         # what its direction meant for A/B folders (TrainConfig.folders_direction); None: a new run
         self._source: tuple[Path, int] | None = None
+        # samples of the dataset trained on (make_loader), saved in each checkpoint; on --resume,
+        # the resumed checkpoint's (None: not recorded), which _start_run compares
+        self._dataset_size: int | None = None
+        self._saved_dataset_size: int | None = None
         if cfg.resume:
             ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
             self.vis.step = ckpt["global_step"] + 1
@@ -468,6 +474,10 @@ class Trainer:
                             int((ckpt.get("config") or {}).get("config_format", 1)))
             self._load_models(ckpt, strict=True, source=checkpoint_path(self.exp_dir, cfg.which_epoch))
             self._imported_run = imported_source(ckpt)
+            self._saved_dataset_size = ckpt.get("dataset_size")
+            loaded = ckpt.get("pretrain_checkpoint") or (ckpt.get("config") or {}).get("pretrain_checkpoint")
+            if cfg.load_pretrain and isinstance(loaded, dict):   # what the run's first start loaded
+                cfg._pretrain_checkpoint = loaded
             self.epoch, self.iter_in_epoch = ckpt["epoch"], ckpt["iter_in_epoch"]
             saved_world = len(ckpt.get("rng") or [None])   # one RNG state per rank that saved
             # checkpoints before samples_in_epoch was saved: every step took batchSize per rank
@@ -523,6 +533,9 @@ class Trainer:
                     "out and the rest shared among the processes now running"
                     + ("; the new ranks start random streams of their own"
                        if self.dist.world_size > saved_world else ""))
+            threads = self._thread_note(ckpt, checkpoint_path(self.exp_dir, cfg.which_epoch))
+            if threads:
+                said.append(threads)
             if not imported:
                 self._missing_epoch = self._missing_epoch_checkpoint(ckpt)
             for line in said:   # the loss log's record, and the console's
@@ -537,6 +550,20 @@ class Trainer:
         self._wrap_distributed()
 
     # ---- set-up helpers ---------------------------------------------------------------------
+    def _thread_note(self, ckpt: dict, path: Path) -> str | None:
+        """On a CPU resume of a checkpoint saved on the CPU with another torch thread count: the
+        note that says so (CPU kernels split reductions by the thread count, so the arithmetic
+        differs from the first step) and how to resume exactly; else None (older checkpoints
+        record no count)."""
+        saved, now = ckpt.get("num_threads"), torch.get_num_threads()
+        if self.device.type != "cpu" or ckpt.get("device_type") != "cpu" or not isinstance(saved, int) \
+                or saved == now:
+            return None
+        return (f"{path.name} was saved by a run with {saved} CPU thread(s), this one has {now}: CPU kernels "
+                "split their sums by the thread count, so from here on the run is not bit-exact with an "
+                f"uninterrupted one; for an exact resume run it with OMP_NUM_THREADS={saved} (or "
+                f"torch.set_num_threads({saved}))")
+
     def _missing_epoch_checkpoint(self, ckpt: dict) -> int | None:
         """N when ``ckpt`` is the end of epoch N (the next epoch at iteration 0), the run that saved
         it writes epoch_N.pt there (its --save_epoch_freq, or N is its last epoch) and the folder
@@ -658,9 +685,15 @@ class Trainer:
         """global → local: G's global part (final conv dropped) and D's scales by name;
         local → finetune: everything."""
         from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
+        from pix2pixhd.engine import file_sha256
         ckpt = load_checkpoint(path, self.cfg.which_epoch)
         file = path if path.is_file() else checkpoint_path(path, self.cfg.which_epoch)
         self._source = (file, int(ckpt["config"].get("config_format", 1)))
+        # which file this stage started from (the run loaded may have trained on since): saved in
+        # config.json and every checkpoint of this run
+        self.cfg._pretrain_checkpoint = {
+            "path": str(file.resolve()), "global_step": ckpt.get("global_step"), "epoch": ckpt.get("epoch"),
+            "sha256": file_sha256(file)}
         prev = TrainConfig.from_saved(ckpt["config"])
         if loads_whole(prev, self.cfg):
             self._load_models(ckpt, strict=True, source=file)
@@ -990,6 +1023,12 @@ class Trainer:
             "config": self.cfg.to_dict(), "version": pix2pixhd.__version__,
             "attempt": self.attempt, "lineage": [list(x) for x in self.lineage],
             **({"imported_run": self._imported_run} if self._imported_run else {}),
+            # what a resume compares (a note where they differ): the CPU thread count, which decides
+            # the CPU's rounding, and the number of samples trained on
+            "num_threads": torch.get_num_threads(), "device_type": self.device.type,
+            **({"dataset_size": self._dataset_size} if self._dataset_size is not None else {}),
+            **({"pretrain_checkpoint": self.cfg.pretrain_checkpoint} if self.cfg.pretrain_checkpoint else {}),
+            "environment": environment(self.device),   # provenance only
         }
 
     def save(self, which: str | int) -> Path | None:
@@ -1139,6 +1178,7 @@ class Trainer:
         # rank 0 validated these files for every rank (its failure stops them all): the other
         # ranks' loaders do not repeat the checks of that level at read time
         ds.validated = cfg.validate
+        self._dataset_size = len(ds)
         if self.dist.is_master and cfg.validate != "off":   # where validation runs; sizes it read
             data.check_batch_sizes(ds, cfg.batchSize)        # are reused: samples of one size per batch
         # The loader drops each epoch's last partial batch (drop_last): every step stacks batchSize
@@ -1389,6 +1429,10 @@ class Trainer:
                 self.vis.begin(resumed_at_step=self.global_step if cfg.resume else 0)
                 for note in cfg.notes():   # train_hd.py printed them; the run's log keeps them too
                     self.vis.log_message(f"note: {note}")   # (a resume's changed options among them)
+                data_note = self._dataset_size_note()
+                if data_note:
+                    self.vis.log_message(f"note: {data_note}")
+                    print(f"note: {data_note}", file=sys.stderr, flush=True)
                 total = cfg.niter + cfg.niter_decay
                 # a resume of a run that has finished (or that stopped after its last step): nothing
                 # to train; the loop still closes a last epoch left open (its epoch_N.pt)
@@ -1406,6 +1450,16 @@ class Trainer:
         if self._missing_epoch is not None:   # every rank: the save gathers their RNG states
             self._write_missing_epoch(self._missing_epoch)
         return loader, sampler
+
+    def _dataset_size_note(self) -> str | None:
+        """On --resume, when the checkpoint resumed recorded another number of samples than the
+        dataset read now holds: the note that says so; else None."""
+        saved, now = self._saved_dataset_size, self._dataset_size
+        if not self.cfg.resume or not isinstance(saved, int) or now is None or saved == now:
+            return None
+        return (f"{checkpoint_path(self.exp_dir, self.cfg.which_epoch).name} was trained on {saved} samples, "
+                f"--dataroot {self.cfg.dataroot} holds {now} (--phase {self.cfg.phase}): each epoch's order and "
+                "length differ from an uninterrupted run's from here on")
 
     def _write_missing_epoch(self, n: int) -> None:
         """Write epoch_N.pt from the resumed state (the end of epoch ``n``, what the run that

@@ -1,0 +1,189 @@
+"""Findings of Dec 6 on reproducibility and provenance: a resume on another CPU thread count is
+noted; out-of-range seeds are refused before anything is written; a later stage records which
+checkpoint it loaded; a resume names another --dataroot or --channels_last; checkpoints record
+their environment; a fresh start seeds Python's and NumPy's RNGs too."""
+import json
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pix2pixhd import errors
+from pix2pixhd.checkpoint import git_commit, load_checkpoint
+from pix2pixhd.cli import resolve_config, train_main, train_parser
+from pix2pixhd.config import SEED_MAX, TrainConfig
+from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+from pix2pixhd.engine import file_sha256
+from pix2pixhd.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = dict(label_nc=LABEL_NC, resize_or_crop="none", ngf=4, n_downsample_global=2, n_blocks_global=1,
+            n_blocks_local=1, ndf=4, n_layers_D=2, no_vgg_loss=True, batchSize=1, nThreads=0,
+            no_progress=True, device="cpu", norm_impl="ref", print_freq=1, no_tensorboard=True, no_html=True,
+            niter=2, niter_decay=0)
+
+
+@pytest.fixture(scope="module")
+def streets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("streets")
+    generate(root, n_train=4, n_test=0, width=32, height=32, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def streets6(tmp_path_factory):
+    root = tmp_path_factory.mktemp("streets6")
+    generate(root, n_train=6, n_test=0, width=32, height=32, seed=1)
+    return root
+
+
+def _cfg(tmp_path, streets, **kw) -> TrainConfig:
+    base = dict(TINY, name="r", checkpoints_dir=str(tmp_path), dataroot=str(streets))
+    if kw.get("resume"):   # a resume takes the run's own options
+        base = dict(name="r", checkpoints_dir=str(tmp_path), device="cpu", no_progress=True)
+    base.update(kw)
+    return TrainConfig(**base).resolved()
+
+
+# ---- 1. another CPU thread count at resume is noted ----------------------------------------------
+def test_a_resume_on_another_thread_count_says_so_and_how_to_resume_exactly(tmp_path, streets, capsys):
+    Trainer(_cfg(tmp_path, streets, max_steps=1)).fit()
+    ck = load_checkpoint(tmp_path / "r")
+    assert (ck["num_threads"], ck["device_type"]) == (1, "cpu")
+    capsys.readouterr()
+    Trainer(_cfg(tmp_path, streets, resume=True))   # the same count: nothing said
+    assert "thread" not in capsys.readouterr().err
+    torch.set_num_threads(2)
+    try:
+        Trainer(_cfg(tmp_path, streets, resume=True, max_steps=1)).fit()
+    finally:
+        torch.set_num_threads(1)
+    err = capsys.readouterr().err
+    assert "latest.pt was saved by a run with 1 CPU thread(s), this one has 2" in err, err
+    assert "OMP_NUM_THREADS=1" in err and "torch.set_num_threads(1)" in err
+    log = (tmp_path / "r" / "loss_log.txt").read_text()
+    assert "saved by a run with 1 CPU thread(s), this one has 2" in log
+    assert load_checkpoint(tmp_path / "r")["num_threads"] == 2
+
+
+def test_a_checkpoint_without_the_thread_count_gets_no_note(tmp_path, streets, capsys):
+    tr = Trainer(_cfg(tmp_path, streets))
+    tr.save("latest")
+    path = tmp_path / "r" / "latest.pt"
+    ck = torch.load(path, weights_only=True)
+    del ck["num_threads"], ck["device_type"]
+    torch.save(ck, path)
+    capsys.readouterr()
+    torch.set_num_threads(2)
+    try:
+        Trainer(_cfg(tmp_path, streets, resume=True))
+    finally:
+        torch.set_num_threads(1)
+    assert "thread" not in capsys.readouterr().err
+
+
+def test_deterministic_help_says_what_it_does():
+    text = " ".join(train_parser().format_help().split())
+    assert "bit-exact resume on CPU" not in text
+    assert "CPU runs repeat without it at a fixed thread count" in text
+
+
+# ---- 2. out-of-range seeds --------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "9223372036854775807", "99999999999999999999"])
+def test_an_out_of_range_seed_is_one_line_before_anything_is_written(seed, tmp_path, streets, capsys,
+                                                                    monkeypatch):
+    monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+    argv = ["--checkpoints_dir", str(tmp_path), "--name", "s", "--dataroot", str(streets), "--no_vgg_loss",
+            "--device", "cpu", "--seed", seed]
+    assert errors.run(train_main, argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: --seed {seed}: must be >= 0 and <= {SEED_MAX}"), err
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_largest_seed_fits_every_seed_derived_from_it():
+    from pix2pixhd.data.loader import ResumableSampler
+    from pix2pixhd.image_pool import ImagePool
+    assert resolve_config(["--seed", str(SEED_MAX), "--no_vgg_loss"]).seed == SEED_MAX
+    assert len(ResumableSampler(5, shuffle=True, seed=SEED_MAX).order(10**6, 0)) == 5
+    ImagePool(4, seed=(SEED_MAX * 1_000_003 + 7) * 2 + 1)
+    np.random.default_rng([SEED_MAX, 10**6, 10**6])
+
+
+# ---- 3. a later stage records which checkpoint it loaded --------------------------------------------
+def test_a_later_stage_records_the_checkpoint_it_loaded(tmp_path, streets):
+    g = Trainer(_cfg(tmp_path, streets, name="g", ngf=8))
+    g.global_step, g.epoch = 7, 3
+    g.save("latest")
+    g_file = tmp_path / "g" / "latest.pt"
+    want = {"path": str(g_file.resolve()), "global_step": 7, "epoch": 3, "sha256": file_sha256(g_file)}
+    loc = Trainer(_cfg(tmp_path, streets, name="l", stage="local", load_pretrain=str(tmp_path / "g")))
+    loc.save("latest")
+    ck = load_checkpoint(tmp_path / "l")
+    assert ck["pretrain_checkpoint"] == want and ck["config"]["pretrain_checkpoint"] == want
+    assert json.loads((tmp_path / "l" / "config.json").read_text())["pretrain_checkpoint"] == want
+    g.global_step = 9   # the global run trains on: the local run still names what it loaded
+    g.save("latest")
+    resumed = _cfg(tmp_path, streets, name="l", resume=True)
+    assert resumed.pretrain_checkpoint == want
+    Trainer(resumed).save("latest")
+    assert load_checkpoint(tmp_path / "l")["pretrain_checkpoint"] == want
+    # finetune (the whole local stage loaded): the same record, of the local run's file
+    ft = Trainer(_cfg(tmp_path, streets, name="f", stage="finetune", load_pretrain=str(tmp_path / "l")))
+    l_file = tmp_path / "l" / "latest.pt"
+    assert ft.cfg.pretrain_checkpoint == {"path": str(l_file.resolve()), "global_step": 0, "epoch": 1,
+                                          "sha256": file_sha256(l_file)}
+
+
+# ---- 4. --dataroot and --channels_last given with --resume are named ---------------------------------
+def test_a_resume_names_another_dataroot_and_channels_last(tmp_path, streets, streets6, capsys):
+    Trainer(_cfg(tmp_path, streets, max_steps=1)).fit()
+    assert load_checkpoint(tmp_path / "r")["dataset_size"] == 4
+    base = ["--checkpoints_dir", str(tmp_path), "--name", "r", "--resume", "--device", "cpu"]
+    assert resolve_config(base + ["--dataroot", str(streets)]).notes() == []
+    changed, data = resolve_config(base + ["--dataroot", str(streets6), "--channels_last"]).notes()
+    assert "--channels_last off -> on: the resumed run differs" in changed
+    assert data.startswith(f"resuming {tmp_path / 'r'} from data at another path: --dataroot {streets} -> "
+                           f"{streets6} (")
+    capsys.readouterr()
+    Trainer(_cfg(tmp_path, streets, resume=True, dataroot=str(streets6), max_steps=1)).fit()
+    err = capsys.readouterr().err
+    said = f"latest.pt was trained on 4 samples, --dataroot {streets6} holds 6"
+    assert said in err, err
+    log = (tmp_path / "r" / "loss_log.txt").read_text()
+    assert said in log and f"--dataroot {streets} -> {streets6}" in log
+
+
+# ---- 5. provenance ------------------------------------------------------------------------------------
+def test_a_checkpoint_records_its_environment(tmp_path, streets):
+    Trainer(_cfg(tmp_path, streets)).save("latest")
+    env = load_checkpoint(tmp_path / "r")["environment"]
+    assert env["argv"] == sys.argv and env["torch"] == torch.__version__ and env["numpy"] == np.__version__
+    assert env["num_threads"] == 1 and env["device"] == "cpu" and env["device_name"] and env["hostname"]
+    assert set(env) >= {"cwd", "python", "triton", "git_commit"}
+
+
+def test_git_commit_is_read_from_the_files(tmp_path):
+    sha, other = "a" * 40, "b" * 40
+    assert git_commit(tmp_path) is None
+    (tmp_path / ".git" / "refs" / "heads").mkdir(parents=True)
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (tmp_path / ".git" / "packed-refs").write_text(f"# pack-refs\n{other} refs/heads/main\n")
+    assert git_commit(tmp_path) == other   # packed
+    (tmp_path / ".git" / "refs" / "heads" / "main").write_text(sha + "\n")
+    assert git_commit(tmp_path) == sha     # loose
+    (tmp_path / ".git" / "HEAD").write_text(other + "\n")
+    assert git_commit(tmp_path) == other   # detached
+
+
+# ---- 6. a fresh start seeds Python's and NumPy's RNGs too ---------------------------------------------
+def test_a_fresh_start_seeds_python_numpy_and_torch(tmp_path, streets):
+    draws = []
+    for i in range(2):
+        random.seed(100 + i), np.random.seed(100 + i), torch.manual_seed(100 + i)
+        Trainer(_cfg(tmp_path, streets, name=f"s{i}", seed=5))
+        draws.append((random.random(), float(np.random.rand()), float(torch.rand(()))))
+    assert draws[0] == draws[1]

@@ -206,6 +206,11 @@ def test_kernel_benchmark_smoke_and_partial_results_on_a_cap(tmp_path, monkeypat
     from benchmarks import kernels as BK
 
     monkeypatch.setenv("PIX2PIXHD_STRICT_KERNELS", "0")  # main() sets it; restored after
+    # --smoke's three kinds of layer (relu; residual, no activation; leaky_relu) with fewer
+    # channels: the interpreter runs one NCHW program per channel, seconds per fused row.
+    monkeypatch.setattr(BK, "smoke_layers", lambda: [BK.Layer("tiny relu", 3, 6, 5, "relu", False, 2),
+                                                      BK.Layer("tiny res", 4, 5, 3, "none", True, 3),
+                                                      BK.Layer("tiny lrelu", 2, 3, 7, "leaky_relu", False, 1)])
     js, md = tmp_path / "k.json", tmp_path / "k.md"
     assert BK.main(["--smoke", "--dtype", "fp32", "--json", str(js), "--markdown", str(md)]) == 0
     rec = json.loads(js.read_text())

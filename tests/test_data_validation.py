@@ -251,9 +251,12 @@ def test_loader_worker_error_names_the_file(city):
     from pix2pixhd.data import create_dataloader
     _truncate(city / "train_label/s2.png")
     ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="headers")
-    loader = create_dataloader(ds, 1, shuffle=False, num_workers=1)
+    it = iter(create_dataloader(ds, 1, shuffle=False, num_workers=1))
     with pytest.raises(DatasetError, match=r"train_label/s2.png: cannot read this label map"):
-        list(loader)
+        list(it)
+    # Its worker stopped now, as the iterator's __del__ would: the traceback holds it in a cycle,
+    # and freed by a later test's garbage collection it waits out torch's 5 s worker join.
+    it._shutdown_workers()
 
 
 def _classes(root, ids, label_nc):
@@ -410,8 +413,10 @@ def test_mixed_batch_from_a_worker_process_names_the_files(tmp_path):
     from pix2pixhd.data import create_dataloader
     ds = create_dataset(_sized(tmp_path, [(64, 32), (48, 32)]), label_nc=NC, no_instance=True,
                         resize_or_crop="none", validate="off")
+    it = iter(create_dataloader(ds, 2, shuffle=False, num_workers=1))
     with pytest.raises(DatasetError, match=r"0.png gives label 64x32, .*1.png gives label 48x32"):
-        next(iter(create_dataloader(ds, 2, shuffle=False, num_workers=1)))
+        next(it)
+    it._shutdown_workers()   # now, not in a later garbage collection (see above)
 
 
 @pytest.mark.fault(cls="bad dataset", case="RGBA, LA, CMYK and palette photos: taken as RGB")

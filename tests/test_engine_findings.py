@@ -96,17 +96,20 @@ def test_under_torchrun_the_early_stop_is_the_jobs_not_a_shards(run, tmp_path):
     """Maps alternating good and bad: rank 1's shard was all bad, and its early stop failed the
     job although rank 0 wrote its half. A job whose inputs are all bad stops, and the OUT it made
     is removed under torchrun too."""
+    from concurrent.futures import ThreadPoolExecutor
     alt = tmp_path / "alt"
     for k in range(6):
         (ids if k % 2 == 0 else photo)(alt / f"m{k}.png", h=32, w=32)
-    p = _torchrun(run, alt, tmp_path / "alto")
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
-    assert "wrote 3 images" in p.stdout and "cannot be synthesized" not in p.stdout + p.stderr, p.stdout
-    assert _job(tmp_path / "alto")["complete"] is True
     bad = tmp_path / "bad"
     for k in range(5):
         photo(bad / f"m{k}.png", h=32, w=32, seed=k)
-    p = _torchrun(run, bad, tmp_path / "bado")
+    with ThreadPoolExecutor(2) as pool:   # beside each other: a torchrun is about one core's work
+        alt_run, bad_run = (pool.submit(_torchrun, run, inp, tmp_path / f"{inp.name}o") for inp in (alt, bad))
+    p = alt_run.result()
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
+    assert "wrote 3 images" in p.stdout and "cannot be synthesized" not in p.stdout + p.stderr, p.stdout
+    assert _job(tmp_path / "alto")["complete"] is True
+    p = bad_run.result()
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-5000:]
     assert "all 5 inputs of --input" in p.stderr and "was made for this run and removed again" in p.stderr, p.stderr
     assert not (tmp_path / "bado").exists()

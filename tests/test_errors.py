@@ -204,7 +204,13 @@ def test_a_loader_worker_error_prints_the_workers_message_only(tmp_path, capsys,
     ds = create_dataset(tmp_path, label_nc=LABEL_NC, resize_or_crop="none", validate="off")
 
     def main(argv):
-        list(create_dataloader(ds, 1, shuffle=False, num_workers=1))
+        it = iter(create_dataloader(ds, 1, shuffle=False, num_workers=1))
+        try:
+            list(it)
+        finally:
+            # its worker stopped now: the traceback holds the iterator in a cycle, and freed by a
+            # later test's garbage collection it waits out torch's 5 s worker join
+            it._shutdown_workers()
     assert errors.run(main, []) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}: cannot read this label map") and "Traceback" not in err

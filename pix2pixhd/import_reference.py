@@ -483,7 +483,9 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
             f"train it: python train_hd.py --resume --name {cfg.name} --checkpoints_dir "
             f"{cfg.checkpoints_dir}") from None
 
-    state = {"config": cfg.to_dict(), "version": __version__, "imported_from": str(src.resolve())}
+    from pix2pixhd.checkpoint import environment
+    state = {"config": cfg.to_dict(), "version": __version__, "imported_from": str(src.resolve()),
+             "environment": environment(torch.device("cpu"))}   # provenance of the import, as a save records
     for key, net in (("G", build_generator(cfg)), ("D", build_discriminator(cfg)), ("E", build_encoder(cfg))):
         f = src / files[key]
         if net is None:

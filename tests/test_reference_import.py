@@ -86,6 +86,7 @@ def test_import_takes_opt_txt_and_synthesizes_what_the_reference_g_computes(tmp_
         torch.testing.assert_close(g(x), G.eval()(x), rtol=0, atol=0)
     ck = load_checkpoint(out)
     assert (ck["epoch"], ck["samples_in_epoch"], ck["iter_in_epoch"]) == (4, 2, 1)
+    assert ck["environment"]["torch"] == torch.__version__ and "argv" in ck["environment"]   # provenance
     assert all(torch.equal(ck["D"][k], v) for k, v in D.state_dict().items())
     # the folder is a run now: importing into it again is refused, not overwritten
     with pytest.raises(RunExistsError):

@@ -659,7 +659,8 @@ class TrainConfig:
         if self.vgg_path:
             c.vgg_path = _absolute(c.vgg_path)
         c._check_values()
-        c._check_ranges()
+        # a resume's own seed passes (versions before SEED_MAX took larger ones): only one given anew
+        c._check_ranges(seed=not run.resume or (self.seed is not None and self.seed != prev.seed))
         c._check_model_only(self)
         c._check_g_loss()
         c._check_unused(self, prev if run.resume else None)
@@ -982,8 +983,9 @@ class TrainConfig:
         if not re.fullmatch(r"latest|[0-9]+", self.which_epoch):
             raise ConfigError(f"which_epoch={self.which_epoch!r}: expected 'latest' or an epoch number")
 
-    def _check_ranges(self) -> None:
-        """Each numeric option within its range (:data:`AT_LEAST`, beta1 in [0, 1))."""
+    def _check_ranges(self, seed: bool = True) -> None:
+        """Each numeric option within its range (:data:`AT_LEAST`, beta1 in [0, 1); ``seed``:
+        also --seed in 0..SEED_MAX)."""
         fs = {f.name: f for f in fields(self)}
         for name, (lo, excluded) in AT_LEAST.items():
             v = getattr(self, name)
@@ -992,7 +994,7 @@ class TrainConfig:
                                   f"({fs[name].metadata['help']})")
         if not 0 <= self.beta1 < 1:
             raise ConfigError(f"--beta1 {self.beta1}: must be >= 0 and < 1 (Adam's beta1)")
-        if not 0 <= self.seed <= SEED_MAX:
+        if seed and not 0 <= self.seed <= SEED_MAX:
             raise ConfigError(f"--seed {self.seed}: must be >= 0 and <= {SEED_MAX} (2**32 - 1, the range "
                               "of NumPy's seeds); give a seed in that range")
 
@@ -1098,7 +1100,7 @@ class TrainConfig:
                     c.num_D = prev.num_D
                 return c
             names += list(LOADED_WHOLE)
-            if run.stage == "finetune" or prev.netG == "local":
+            if run.stage == "finetune" or (prev.model in (None, "pix2pixhd") and prev.netG == "local"):
                 # the same networks at the same resolution: the local stage's images too
                 names += ["resize_or_crop", "loadSize", "fineSize"]
         return self._taking(prev, names)

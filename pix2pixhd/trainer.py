@@ -690,9 +690,12 @@ class Trainer:
         file = path if path.is_file() else checkpoint_path(path, self.cfg.which_epoch)
         self._source = (file, int(ckpt["config"].get("config_format", 1)))
         # which file this stage started from (the run loaded may have trained on since): saved in
-        # config.json and every checkpoint of this run
+        # config.json and every checkpoint of this run. Where in its training: the epochs it had
+        # completed and the iterations of the next (a checkpoint's "epoch" is the one it runs next)
+        epoch, it = ckpt.get("epoch"), ckpt.get("iter_in_epoch")
         self.cfg._pretrain_checkpoint = {
-            "path": str(file.resolve()), "global_step": ckpt.get("global_step"), "epoch": ckpt.get("epoch"),
+            "path": str(file.resolve()), "global_step": ckpt.get("global_step"),
+            "epochs_done": epoch - 1 if isinstance(epoch, int) else None, "iter_in_epoch": it,
             "sha256": file_sha256(file)}
         prev = TrainConfig.from_saved(ckpt["config"])
         if loads_whole(prev, self.cfg):

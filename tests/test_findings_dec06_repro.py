@@ -119,7 +119,8 @@ def test_a_later_stage_records_the_checkpoint_it_loaded(tmp_path, streets):
     g.global_step, g.epoch = 7, 3
     g.save("latest")
     g_file = tmp_path / "g" / "latest.pt"
-    want = {"path": str(g_file.resolve()), "global_step": 7, "epoch": 3, "sha256": file_sha256(g_file)}
+    want = {"path": str(g_file.resolve()), "global_step": 7, "epochs_done": 2, "iter_in_epoch": 0,
+            "sha256": file_sha256(g_file)}
     loc = Trainer(_cfg(tmp_path, streets, name="l", stage="local", load_pretrain=str(tmp_path / "g")))
     loc.save("latest")
     ck = load_checkpoint(tmp_path / "l")
@@ -134,8 +135,8 @@ def test_a_later_stage_records_the_checkpoint_it_loaded(tmp_path, streets):
     # finetune (the whole local stage loaded): the same record, of the local run's file
     ft = Trainer(_cfg(tmp_path, streets, name="f", stage="finetune", load_pretrain=str(tmp_path / "l")))
     l_file = tmp_path / "l" / "latest.pt"
-    assert ft.cfg.pretrain_checkpoint == {"path": str(l_file.resolve()), "global_step": 0, "epoch": 1,
-                                          "sha256": file_sha256(l_file)}
+    assert ft.cfg.pretrain_checkpoint == {"path": str(l_file.resolve()), "global_step": 0, "epochs_done": 0,
+                                          "iter_in_epoch": 0, "sha256": file_sha256(l_file)}
 
 
 # ---- 4. --dataroot and --channels_last given with --resume are named ---------------------------------
@@ -187,3 +188,32 @@ def test_a_fresh_start_seeds_python_numpy_and_torch(tmp_path, streets):
         Trainer(_cfg(tmp_path, streets, name=f"s{i}", seed=5))
         draws.append((random.random(), float(np.random.rand()), float(torch.rand(()))))
     assert draws[0] == draws[1]
+
+
+def test_a_resume_keeps_a_seed_recorded_before_the_range_check(tmp_path, streets):
+    """Versions before SEED_MAX trained with larger seeds: their resume keeps the seed it recorded
+    (a new out-of-range one is still refused)."""
+    tr = Trainer(_cfg(tmp_path, streets, name="big"))
+    tr.save("latest")
+    cfg_file = tmp_path / "big" / "config.json"
+    saved = json.loads(cfg_file.read_text())
+    saved["seed"] = 5_000_000_000
+    cfg_file.write_text(json.dumps(saved))
+    assert _cfg(tmp_path, streets, name="big", resume=True).seed == 5_000_000_000
+    with pytest.raises(errors.ConfigError, match="--seed 6000000000: must be"):
+        _cfg(tmp_path, streets, name="big", resume=True, seed=6_000_000_000)
+
+
+def test_a_pix2pix_run_loading_one_that_recorded_netG_local_keeps_its_sizes(tmp_path):
+    """Versions before the pix2pixHD-options check recorded a pix2pix run's --netG local: a new
+    run loading it is not a local stage and takes none of its sizes."""
+    old = TrainConfig(model="pix2pix", name="old", checkpoints_dir=str(tmp_path), label_nc=0,
+                      no_instance=True, loadSize=150, fineSize=128, netG_pix2pix="unet_128").resolved()
+    saved = old.to_dict()
+    saved["netG"] = "local"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
+    torch.save({"config": saved}, tmp_path / "old" / "latest.pt")
+    new = resolve_config(["--model", "pix2pix", "--name", "new", "--checkpoints_dir", str(tmp_path),
+                          "--load_pretrain", str(tmp_path / "old")])
+    assert (new.loadSize, new.fineSize) == (286, 256)

@@ -202,9 +202,18 @@ def _train(argv: list[str], prog: str | None = None) -> int:
             vgg19_file(cfg.vgg_path)
         if info.is_master:   # the layout and the file list; the files themselves are read at the start
             from pix2pixhd import data
+            from pix2pixhd.data.dataset import (DatasetError, fatal_problems, format_problems,
+                                                report_listing_problems)
             ds = data.create_dataset(cfg.dataroot, cfg.phase, cfg.data_config(validate="off", is_train=True),
-                                     model=cfg.model,
+                                     model=cfg.model, report_listing=False,
                                      max_dataset_size=cfg.max_dataset_size or 0)
+            fatal = fatal_problems(ds.layout.problems)
+            if fatal and cfg.validate != "off" and ds.all_records():   # what the run's validation refuses
+                raise DatasetError(format_problems(ds.layout.problems, ds.describe()) + "\n(found by the "
+                                   f"folder listing; the run's validation, --validate {cfg.validate}, refuses "
+                                   "them: fix them, or pass --validate off to train on the complete samples)",
+                                   fatal)
+            report_listing_problems(ds)   # --validate off: a note (no complete sample: an error)
             print(f"dataset: {len(ds)} sample{'' if len(ds) == 1 else 's'} in {cfg.dataroot} (--phase {cfg.phase}); their files are "
                   f"checked when the run starts (--validate {cfg.validate})", flush=True)
         return 0

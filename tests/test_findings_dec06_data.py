@@ -181,3 +181,22 @@ def test_cityscapes_color_beside_label_ids_names_the_one_to_keep(tmp_path):
     msg = _err(tmp_path, validate="headers")
     assert ("keep a_000000_000019_gtFine_labelIds.png (the id map) and move "
             "a_000000_000019_gtFine_color.png") in msg, msg
+
+
+def test_dry_run_refuses_what_the_runs_validation_refuses_in_the_listing(tmp_path, capsys):
+    """--dry_run lists the dataset without reading files: a missing partner, which the run's
+    validation refuses, is an error there too (it passed with a 'validation off' note)."""
+    from pix2pixhd.cli import train_main
+    from pix2pixhd.data.dataset import DatasetError
+    from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+    root = tmp_path / "st"
+    generate(root, n_train=4, n_test=0, width=32, height=32, seed=0)
+    sorted((root / "train_img").iterdir())[0].unlink()
+    argv = ["--name", "x", "--checkpoints_dir", str(tmp_path / "ck"), "--dataroot", str(root), "--label_nc",
+            str(LABEL_NC), "--no_vgg_loss", "--resize_or_crop", "none", "--device", "cpu", "--dry_run"]
+    with pytest.raises(DatasetError, match=r"missing partner(.|\n)*--validate full, refuses them"):
+        train_main(argv)
+    capsys.readouterr()
+    assert train_main([*argv, "--validate", "off"]) == 0
+    err = capsys.readouterr().err
+    assert "3 complete sample(s)" in err and "missing partner" in err

@@ -661,7 +661,7 @@ class TrainConfig:
         c._check_values()
         # a resume's own seed passes (versions before SEED_MAX took larger ones): only one given anew
         c._check_ranges(seed=not run.resume or (self.seed is not None and self.seed != prev.seed))
-        c._check_model_only(self)
+        c._check_model_only(self, prev if run.resume else None)
         c._check_g_loss()
         c._check_unused(self, prev if run.resume else None)
         if c.niter + c.niter_decay == 0:
@@ -891,17 +891,19 @@ class TrainConfig:
         alias, self.netG_pix2pix, self.netG = self.netG, self.netG, None
         return alias
 
-    def _check_model_only(self, given: "TrainConfig") -> None:
+    def _check_model_only(self, given: "TrainConfig", resumed: "TrainConfig | None" = None) -> None:
         """Refuse an option ``given`` (the options as typed) that this model's step never reads
-        (:data:`MODEL_ONLY`), unless it is the model's own default."""
+        (:data:`MODEL_ONLY`), unless it is the model's own default or the value of the run
+        ``resumed`` (its command line repeated: versions before this check recorded such values)."""
         fs = {f.name: f for f in fields(self)}
         # pix2pixHD's local generator (global is the value every run's config records, so it passes)
-        if self.model != "pix2pixhd" and given.netG == "local":
+        if self.model != "pix2pixhd" and given.netG == "local" and getattr(resumed, "netG", None) != "local":
             raise ConfigError(f"--netG {given.netG}: --model {self.model} does not use it (pix2pixHD's "
                               f"generator; {self.model}'s is --netG_pix2pix): drop --netG")
         for name, models in MODEL_ONLY.items():
             v = getattr(given, name)
-            if self.model in models or v is None or v == default_of(fs[name], self.model):
+            if (self.model in models or v is None or v == default_of(fs[name], self.model)
+                    or (resumed is not None and getattr(resumed, name) == v)):
                 continue
             raise ConfigError(f"--{name} {_shown(v)}: --model {self.model} does not use it (it is "
                               f"{' and '.join(models)}'s: {fs[name].metadata['help']}): drop --{name}")

@@ -128,7 +128,9 @@ def index_folder(folder: str | Path, flag: str, side: str | None = None,
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingInputError(f"{flag} {folder} is not a folder")
-    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS]
+    # names starting with '.' (macOS ._* beside each copied file, .DS_Store) are never images, as in
+    # the data module's listing (pix2pixhd.data.layouts.hidden)
+    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")]
     if side is not None:
         kinds: dict[str, list[Path]] = {}
         for p in files:
@@ -170,8 +172,8 @@ def _subfolder_hint(folder: Path, flag: str) -> str:
     root (OUT/test_img, OUT/test_label...) or a dataset root; for several other subfolders of
     images (Cityscapes' per-city folders), to put them in one folder; '' when no subfolder holds
     any."""
-    subs = sorted(d for d in folder.iterdir() if d.is_dir() and any(
-        p.suffix.lower() in IMAGE_EXTS for p in d.iterdir()))
+    subs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and any(
+        p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") for p in d.iterdir()))
     if not subs:
         return ""
     photos = [d for d in subs if d.name.endswith("_img")] or [d for d in subs if d.name.endswith("_B")]

@@ -696,7 +696,7 @@ class Trainer:
         self.cfg._pretrain_checkpoint = {
             "path": str(file.resolve()), "global_step": ckpt.get("global_step"),
             "epochs_done": epoch - 1 if isinstance(epoch, int) else None, "iter_in_epoch": it,
-            "sha256": file_sha256(file)}
+            "sha256": file_sha256(file) if self.dist.is_master else None}   # rank 0 alone writes it
         prev = TrainConfig.from_saved(ckpt["config"])
         if loads_whole(prev, self.cfg):
             self._load_models(ckpt, strict=True, source=file)
@@ -1475,7 +1475,7 @@ class Trainer:
                        f"{checkpoint_path(self.exp_dir, self.cfg.which_epoch)} at the end "
                        f"of epoch {n} (step {self.global_step}) and stopped before writing it; written now "
                        f"from that state as {path}")
-                self.vis.log_message(msg)
+                self.vis.log_message(msg, step=self.global_step)   # a save at the resumed step
                 print(f"note: {msg}", file=sys.stderr, flush=True)
         except Exception as e:
             error = e

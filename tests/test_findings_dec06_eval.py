@@ -133,3 +133,17 @@ def test_exif_orientation_and_transparency_are_noted(tmp_path):
     Image.fromarray(np.dstack([a[1], np.full((32, 32), 255, np.uint8)]), "RGBA").save(fake / "1.png")
     Image.fromarray(a[0]).save(fake / "0.jpg")
     assert evaluate(fake, real, no_fid=True, verbose=False)["notes"] == []
+
+
+def test_dot_files_beside_the_images_are_not_images(tmp_path):
+    """macOS ._* files (AppleDouble, copied beside each image) are ignored as the data module's
+    listing ignores them: they were read as images and failed."""
+    import numpy as np
+    from PIL import Image
+
+    from pix2pixhd.evaluate import index_folder
+    for side in ("f", "r"):
+        (tmp_path / side).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / side / "a.png")
+        (tmp_path / side / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert list(index_folder(tmp_path / "f", "--fake")) == ["a"]

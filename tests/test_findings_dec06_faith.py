@@ -64,3 +64,22 @@ def test_the_repos_options_without_an_equivalent_are_one_line(option, value, say
     with pytest.raises(ConfigError, match=f"--{option} {value} is an option of the reference code") as e:
         train_main([*BASE, f"--{option}", value])
     assert says in str(e.value), str(e.value)
+
+
+def test_a_resume_repeating_its_runs_command_line_passes(tmp_path):
+    """Versions before the check recorded --netG local and --n_blocks_global 6 of a pix2pix run:
+    the same command line with --auto_resume (a scheduler's rerun) continues it; a new value is
+    still refused."""
+    import json
+
+    import torch
+    cmd = [*BASE, "--model", "pix2pix", "--checkpoints_dir", str(tmp_path), "--name", "p"]
+    saved = resolve_config(cmd).to_dict()
+    saved.update(netG="local", n_blocks_global=6)   # what 1cacc53 recorded for these options
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "config.json").write_text(json.dumps(saved))
+    torch.save({"config": saved, "global_step": 1}, tmp_path / "p" / "latest.pt")
+    again = [*cmd, "--netG", "local", "--n_blocks_global", "6", "--resume"]
+    assert resolve_config(again).model == "pix2pix"
+    with pytest.raises(ConfigError, match="--n_blocks_global 5: "):
+        resolve_config([*cmd, "--n_blocks_global", "5", "--resume"])

@@ -2,6 +2,7 @@
 --which_epoch resume went back, and BatchNorm statistics of the fixed global generator. Tiny
 runs (64x32, 4 images, batch 2: 2 steps per epoch) through train_hd.py's entry point."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -74,6 +75,9 @@ def test_a_kill_between_the_epoch_ends_two_saves_loses_no_epoch_checkpoint(tmp_p
     err = capsys.readouterr().err
     assert f"note: epoch_0002.pt was missing: the run saved {cut / 'latest.pt'} at the end of epoch 2 " \
            "(step 4)" in err, err
+    # logged as a save at the resumed step: a later resume to that step keeps the line
+    assert re.search(r"^================ \[step 4\] .*epoch_0002.pt was missing", (cut / "loss_log.txt").read_text(),
+                     re.M), (cut / "loss_log.txt").read_text()
     e2 = load_checkpoint(cut, 2)   # --which_epoch 2 reads it
     assert (e2["epoch"], e2["iter_in_epoch"], e2["global_step"]) == (3, 0, 4)
     for which in (2, "latest"):    # bit-equal to the run that was not killed

@@ -14,7 +14,7 @@ def _map_source_folders() -> None:
     provides the names, which would mix two versions of the code; an installed copy takes them
     from its install. The folders are mapped by a finder put first on ``sys.meta_path``, so they
     load when first imported, as any subpackage does: ``import pix2pixhd`` imports no torch (the
-    commands hold SIGTERM/SIGINT while torch imports, ``pix2pixhd.launch``).
+    commands end a start that SIGTERM/SIGINT interrupts in one line, ``pix2pixhd.launch``).
     """
     import importlib.util
     import sys

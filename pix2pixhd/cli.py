@@ -115,7 +115,7 @@ def _startup_signals(held: list[int] | None = None):
     own handlers (stop at a step boundary, saving) and puts these back when it ends; the previous
     ones are restored when the block ends. A signal ignored on entry (SIGINT of a job started with
     `&` by a script) stays ignored. Main thread only (Python's rule). ``held``: signals that
-    arrived before (train_hd.py holds them while torch imports); the first ends the start."""
+    arrived before (pix2pixhd.launch holds them while this module imports); the first ends the start."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

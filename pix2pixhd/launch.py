@@ -2,9 +2,10 @@
 installed ``pix2pixhd-train`` / ``pix2pixhd-synthesize`` (setup.py's console scripts) and
 ``python -m pix2pixhd train|synthesize``, all through :func:`train` and :func:`synthesize`.
 
-Nothing heavy is imported at the top (``import pix2pixhd`` imports no torch either): a SIGTERM or
-SIGINT that arrives while torch imports (a second or more) is held, then ends the start-up as
-one that arrives later does (exit status 75 or 130, one line), not with 143 or a traceback.
+Nothing heavy is imported at the top (``import pix2pixhd`` imports no torch either). A SIGTERM or
+SIGINT that arrives while the command's module imports is held; from then on cli's start-up
+handlers (torch imports under them) end the start as a stop in training would (exit status 75
+or 130, one line), not with 143 or a traceback.
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ train_hd.py ...`` (DDP; rank 0 logs and saves). ``--resume`` continues a run exa
 """
 import sys
 
-# The start (a SIGTERM or SIGINT before training ends it in one line, status 75 or 130) is pix2pixhd.launch's, shared with the
-# installed pix2pixhd-train and `python -m pix2pixhd train`.
+# The start (a SIGTERM or SIGINT before training ends it in one line, status 75 or 130) is
+# pix2pixhd.launch's, shared with the installed pix2pixhd-train and `python -m pix2pixhd train`.
 from pix2pixhd.launch import train
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@
 - :func:`add_generator_options`, :func:`add_device_options`: the options train.py and
   synthesis.py both take (the networks' shapes; device, peak and JSON output), defined once.
 - :func:`command_line`: the command that reproduces this run, for the ``command`` field of a
-  benchmark's JSON record, with the interpreter that ran it (not always ``python3``).
+  benchmark's JSON record, with the interpreter that ran it (not always ``python3``) and the
+  script's path as invoked.
+- :func:`check_outputs`: the files (--json, --markdown) and folders (--profile) a script will
+  write, checked before any work; :func:`write_text_atomic` writes such a file.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 from typing import Sequence
 
 from pix2pixhd.argparsing import make_parser as _make_parser
@@ -65,9 +69,66 @@ def python_command() -> str:
 
 
 def command_line(script: str, argv: Sequence[str] | None = None) -> str:
-    """``<interpreter> <script> <arguments>``, shell-quoted (``argv``: default ``sys.argv[1:]``)."""
+    """``<interpreter> <script> <arguments>``, shell-quoted (``argv``: default ``sys.argv[1:]``).
+    The script is the path it was run by (``sys.argv[0]``) when this process runs it as a file;
+    else (imported, ``python -m``) ``script``, a path relative to the repository root."""
     args = list(sys.argv[1:] if argv is None else argv)
+    invoked = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if argv is None and invoked.endswith(".py") and os.path.basename(invoked) == os.path.basename(script):
+        script = invoked
     return shlex.join([python_command(), script, *args])
+
+
+def check_outputs(p: argparse.ArgumentParser, files: Sequence[tuple[str, str | os.PathLike | None]] = (),
+                  folders: Sequence[tuple[str, str | os.PathLike | None]] = ()) -> None:
+    """``p.error`` (one ``error:`` line, status 2) before any work when a file a script will write
+    ((flag, path) in ``files``: a folder, under a file, in a folder it cannot write) or a folder
+    (``folders``: a file, not writable) would fail, or when two flags name the same file."""
+    from pix2pixhd.errors import UserError
+    from pix2pixhd.paths import check_output_file, check_output_folder
+    given = [(flag, path) for flag, path in files if path]
+    for i, (flag, path) in enumerate(given):
+        for other, q in given[:i]:
+            if os.path.abspath(path) == os.path.abspath(q):
+                p.error(f"{flag} {path} is also {other}'s file: one would overwrite the other; "
+                        f"give {flag} another file")
+    try:
+        for flag, path in given:
+            check_output_file(path, flag, kind="a results file",
+                              default_name="results.md" if flag == "--markdown" else "results.json")
+        for flag, path in folders:
+            if path:
+                check_output_folder(path, flag)
+    except UserError as e:
+        p.error(str(e))
+    for flag, path, is_folder in [(f, q, False) for f, q in given] + [(f, q, True) for f, q in folders if q]:
+        # Permission bits pass for root in /proc and read-only mounts: make (and remove) a file
+        # in the nearest folder that exists, as the script will.
+        full = os.path.abspath(path)
+        above = full if is_folder and os.path.isdir(full) else os.path.dirname(full)
+        while not os.path.isdir(above):
+            above = os.path.dirname(above)
+        try:
+            with tempfile.TemporaryFile(dir=above):
+                pass
+        except OSError as e:
+            p.error(f"cannot write {path}: no file can be made in {above} ({e.strerror}); "
+                    f"give {flag} a path in a folder you can write to")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, say: bool = True) -> None:
+    """``text`` into ``path`` (its folders made) through a temporary file and a rename, so a run
+    cut short leaves the previous file whole; ``say``: print ``wrote PATH``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    if say:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import platform
 import statistics
 import time
@@ -330,15 +329,16 @@ def junit_to_json(xml_path: str, json_path: str) -> dict:
 
 
 def write_json(path: str | None, record: dict) -> None:
+    """``record`` as JSON into ``path`` (nothing when None), atomically, saying ``wrote PATH``."""
     if not path:
         return
-    p = Path(path)
-    if p.parent and not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, p)
-    print(f"wrote {p}")
+    from benchmarks._cli import write_text_atomic
+    write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True, default=str))
+
+
+# Printed under train.py's and synthesis.py's tables on CPU (format: time= the time column's header).
+CPU_TABLE_NOTE = ("(CPU: peak MiB and util % are CUDA-only, hence -; {time} is wall time, cpu ms the "
+                  "process's CPU time over all its threads)")
 
 
 _NOT_A_SCRIPT = ("benchmarks/baseline.py is a module, not a script: the reference-style training step "

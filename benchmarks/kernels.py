@@ -56,7 +56,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     # makes the benchmarks package importable; first, so that this checkout's pix2pixhd is measured,
     # not an installed copy (pix2pixhd maps the checkout's kernels/ and datasets/ itself)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._cli import command_line, make_parser  # noqa: E402
+from benchmarks._cli import check_outputs, command_line, make_parser, write_text_atomic  # noqa: E402
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 METHODS = ("fused", "eager", "compile")
@@ -305,6 +305,9 @@ def parse_args(argv=None):
                     "and instance norm needs more than 1 per channel; expected at least 32x16 "
                     "(32 high above 1024 wide: the generator downsamples 16 times, at half size there)")
         args.resolutions.append((r, layers))
+    check_outputs(p, [("--json", args.json), ("--markdown", args.markdown)])
+    # --smoke times its own tiny layers (at --batch): a --res given with it is noted, not used.
+    args.smoke_ignores = args.smoke and args.res != p.get_default("res")
     return args
 
 
@@ -340,8 +343,16 @@ def main(argv=None) -> int:
     from pix2pixhd.kernels import instance_norm_act
 
     if not args.smoke and not torch.cuda.is_available():
-        print("benchmarks/kernels.py: no CUDA GPU on this machine, nothing to time "
+        why = "no CUDA GPU on this machine, nothing timed"
+        print(f"benchmarks/kernels.py: {why} "
               "(run with --smoke to exercise the script on CPU through the Triton interpreter)")
+        # Status 0 (a CPU machine is not an error), but the files say so rather than go missing.
+        if args.json:
+            _write(args.json, json.dumps({"benchmark": "kernels", "command": command_line("benchmarks/kernels.py", argv),
+                                          "device": None, "torch": torch.__version__, "not_run": why,
+                                          "rows": []}, indent=1))
+        if args.markdown:
+            _write(args.markdown, f"# Fused instance norm + activation\n\nNot run: {why}.\n")
         return 0
     device = torch.device("cpu" if args.smoke else "cuda")
     dtypes = args.dtype.split(",")
@@ -350,6 +361,8 @@ def main(argv=None) -> int:
         args.methods = [m for m in args.methods if m != "compile"]  # never empty: parse_args
         resolutions = [("smoke", smoke_layers())]
         print("SMOKE RUN: CPU, Triton interpreter; the times below measure nothing")
+        if args.smoke_ignores:
+            print(f"(--smoke times its own tiny layers: --res {args.res} not used)")
         device_name, peak, copy = "cpu (smoke)", None, None
     else:
         resolutions = args.resolutions  # checked by parse_args
@@ -518,13 +531,7 @@ def auto_choice(x, residual, act) -> str:
 
 
 def _write(path: str, text: str, say: bool = True) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
-    if say:
-        print(f"wrote {p}")
+    write_text_atomic(path, text, say=say)
 
 
 if __name__ == "__main__":

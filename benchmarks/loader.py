@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
 from pix2pixhd.data import create_dataloader, create_dataset  # noqa: E402
 from pix2pixhd.datasets import synthetic_streets as ss  # noqa: E402
 
-from benchmarks._cli import command_line, make_parser  # noqa: E402
+from benchmarks._cli import check_outputs, command_line, make_parser, write_text_atomic  # noqa: E402
 
 
 def ensure_data(root: Path, w: int, h: int, n: int, unique: int | None = None) -> Path:
@@ -123,6 +123,7 @@ def parse_args(argv=None):
         if nw < 0:
             p.error(f"--workers {nw}: expected at least 0 (num_workers; 0 loads in the main process)")
         a.worker_counts.append(nw)
+    check_outputs(p, [("--json", a.json)], [("--data", a.data)])
     return a
 
 
@@ -148,10 +149,11 @@ def main(argv=None) -> None:
         print(f"{r['res']:>10} {r['workers']:>7} {r['images_per_s']:9.1f} {r['ms_per_image']:9.1f} "
               f"{r['MB_per_s']:8.1f}")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"benchmark": "loader", "command": command_line("benchmarks/loader.py", argv),
-                                            "device": str(device),
-                                            "cpu_count": os.cpu_count(), "rows": rows}, indent=1))
+        from benchmarks.baseline import describe_device   # CPU model and threads, torch, GPU
+        write_text_atomic(a.json, json.dumps({"benchmark": "loader",
+                                              "command": command_line("benchmarks/loader.py", argv),
+                                              "device": describe_device(device),
+                                              "cpu_count": os.cpu_count(), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

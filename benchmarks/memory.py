@@ -60,7 +60,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     # makes the benchmarks package importable; first, so that this checkout's pix2pixhd is measured,
     # not an installed copy (pix2pixhd maps the checkout's kernels/ and datasets/ itself)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._cli import command_line, make_parser  # noqa: E402
+from benchmarks._cli import check_outputs, command_line, make_parser, write_text_atomic  # noqa: E402
 
 GiB = 1024 ** 3
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -347,6 +347,7 @@ def parse_args(argv=None):
                 reference_config(stage, args.precision[0], args.label_nc)
             except UserError as e:
                 p.error(str(e))
+    check_outputs(p, [("--json", args.json)])
     return args
 
 
@@ -366,11 +367,13 @@ def main(argv: list[str] | None = None) -> int:
           "(saved activations at that moment + held tensors + backward buffers); "
           "estimate = params+grads+Adam + step peak")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
+        from benchmarks.baseline import describe_device
+        write_text_atomic(args.json, json.dumps({
             "kind": "estimate (fake tensors, no GPU): excludes the CUDA context, allocator "
                     "overhead and fragmentation, cuDNN/cuBLAS workspaces, DDP buckets",
             "command": command_line("benchmarks/memory.py", argv),
+            # the machine that computed the estimate (fake tensors: no device ran the networks)
+            "device": describe_device(torch.device("cpu")),
             "torch": torch.__version__, "rows": [r.row() for r in rows]}, indent=2))
     return 0
 

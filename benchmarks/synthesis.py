@@ -55,7 +55,8 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes the package importable
 from benchmarks import baseline as B  # noqa: E402
 from benchmarks import train as T  # noqa: E402  argument helpers
-from benchmarks._cli import add_device_options, add_generator_options, command_line, make_parser  # noqa: E402
+from benchmarks._cli import (add_device_options, add_generator_options, check_outputs, command_line,  # noqa: E402
+                             make_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="our path's precisions, comma-separated: auto, fp32, bf16, fp16")
     p.add_argument("--batch", type=int, default=1, help="label maps per generator call")
     add_generator_options(p)
+    # None: not given (--pipeline refuses it: its maps have the synthetic streets' classes).
+    p.set_defaults(label_nc=None)
     p.add_argument("--steps", type=int, default=None, help="timed batches per path (default: GPU 20, CPU 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed batches per path (default: GPU 5, CPU 1)")
     p.add_argument("--no_baseline", action="store_true",
@@ -111,6 +114,17 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         v = getattr(args, name)
         if v is not None and not v >= least:
             p.error(f"--{name} {v}: expected at least {least} ({what})")
+    if args.pipeline:
+        # Pipeline mode runs whole folders once per path; it has no timed batches, no baseline and
+        # one precision, and its maps have the synthetic streets' classes.
+        given = [f"--{k}" for k in ("steps", "warmup", "label_nc") if getattr(args, k) is not None]
+        given += ["--no_baseline"] if args.no_baseline else []
+        given += [f"--precision {args.precision}"] if "," in args.precision else []
+        if given:
+            p.error(f"{', '.join(given)}: not used by --pipeline (one run per path of each folder, one "
+                    "precision, the synthetic maps' classes); leave them out or drop --pipeline")
+    if args.label_nc is None:
+        args.label_nc = 35
     if not 1 <= args.label_nc <= 256:  # the random label maps are uint8
         p.error(f"--label_nc {args.label_nc}: expected 1 to 256 (label classes of the uint8 label maps)")
     if args.peak_tflops is not None and not args.peak_tflops > 0:
@@ -135,6 +149,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
             if args.pipeline and not (16 <= w <= MAX_SIZE[0] and 16 <= h <= MAX_SIZE[1]):
                 p.error(f"--res {w}x{h}: --pipeline makes synthetic street maps, 16x16 to "
                         f"{MAX_SIZE[0]}x{MAX_SIZE[1]}")
+    check_outputs(p, [("--json", args.json)], [("--data", args.data if args.pipeline else None)])
 
 
 def parse_args(argv=None):
@@ -226,6 +241,8 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
                          ("speedup_vs_baseline", "vs baseline", ".2f")]
                   + ([] if cuda else [("cpu_ms", "cpu ms", ".1f"), ("cpu_speedup_vs_baseline", "vs base (cpu)", ".2f")])
                   + [("max_abs_diff_u8", "max |Δ| u8", "d")])
+    if not cuda:
+        print(B.CPU_TABLE_NOTE.format(time="ms/batch"))
     for r in rows:
         r["ngf"], r["gmac_per_image"] = ngf, g_flops / 2e9 / n
     return rows
@@ -240,7 +257,7 @@ def main(argv=None) -> int:
     from pix2pixhd.distributed import resolve_device
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    args.precisions = args.precision.split(",")   # each checked by check_args
+    args.precisions = list(dict.fromkeys(args.precision.split(",")))   # each checked by check_args
     args.steps = args.steps if args.steps is not None else (20 if cuda else 5)
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     info = B.describe_device(device)
@@ -368,7 +385,8 @@ def pipeline_main(args, argv) -> int:
     rows = []
     repo = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="synth_bench_") as tmp:
-        root = Path(args.data or tmp)
+        # Absolute: each path's process runs in the repository root.
+        root = Path(os.path.abspath(args.data)) if args.data else Path(tmp)
         for w, h in res:
             data = root / f"maps_{w}x{h}"
             if not (data / "test_label").is_dir():

@@ -34,7 +34,7 @@ hands them over), so slow drift of a shared machine hits every path alike. Per p
                  ~1e-4 to 1e-3; bf16: its rounding)
 
 On CPU the default sizes use ngf/ndf 16; ``--reference_widths`` (on by default on CPU unless
---ngf/--ndf/--res are given) adds NVIDIA's global configuration at its real widths (ngf 64,
+--ngf/--ndf/--res are given or --stage leaves out global) adds NVIDIA's global configuration at its real widths (ngf 64,
 9 blocks, ndf 64) at 256x128, the largest size a 2-core CPU steps through in seconds.
 
 ``--profile DIR`` then runs one more step of each path under torch.profiler, prints the ops with
@@ -68,7 +68,8 @@ import torch
 if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes the package importable
 from benchmarks import baseline as B  # noqa: E402
-from benchmarks._cli import add_device_options, add_generator_options, command_line, make_parser  # noqa: E402
+from benchmarks._cli import (add_device_options, add_generator_options, check_outputs, command_line,  # noqa: E402
+                             make_parser)
 
 PHASES = ["data", "G_forward", "D_forward_backward", "losses", "G_losses", "G_backward", "D_backward",
           "optimizer"]
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory format of the paths without +cl (the Trainer's default is off)")
     p.add_argument("--reference_widths", action=argparse.BooleanOptionalAction, default=None,
                    help="also run the global stage at NVIDIA's widths (ngf 64, ndf 64) at 256x128 "
-                        "(default: on for CPU unless --ngf, --ndf or --res is given; the GPU "
+                        "(default: on for CPU unless --ngf, --ndf or --res is given or --stage "
+                        "leaves out global; the GPU "
                         "defaults are the reference widths already)")
     p.add_argument("--profile", default=None, metavar="DIR",
                    help="after timing, profile one step per path (torch.profiler): top ops printed, "
@@ -167,16 +169,27 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
     default = "its default size is {} (without --res); give --res or fewer downsamplings"
     sizes = [(stage, w, h, None if args.res else default) for stage in args.stage.split(",")
              for w, h in (parse_res(args.res) if args.res else [default_res(stage, cuda)])]
-    reference = args.reference_widths
-    if reference is None:
-        reference = not cuda and not (args.ngf or args.ndf or args.res)
-    if reference:   # the reference widths' configuration (main)
+    if reference_widths(args, cuda):   # the reference widths' configuration (main)
         sizes.append(("global", 256, 128, "--reference_widths runs it at {}; give --no-reference_widths "
                                           "or fewer downsamplings"))
     for stage, w, h, not_given in sizes:
         why = size_error(stage, w, h, args.n_downsample_global, not_given)
         if why:
             p.error(why)
+    check_outputs(p, [("--json", args.json)], [("--profile", args.profile)])
+
+
+def reference_widths(args, cuda: bool) -> bool:
+    """Whether to run the global stage at the reference widths too: --reference_widths, else on
+    CPU unless --ngf, --ndf or --res is given or --stage leaves out the global stage."""
+    if args.reference_widths is not None:
+        return args.reference_widths
+    return not cuda and not (args.ngf or args.ndf or args.res) and "global" in args.stage.split(",")
+
+
+def flop_text(flop: float) -> str:
+    """'1.234 TFLOP', or in GFLOP below 1 TFLOP (a small configuration's would read 0.000)."""
+    return f"{flop / 1e12:.3f} TFLOP" if flop >= 1e12 else f"{flop / 1e9:.4g} GFLOP"
 
 
 def default_res(stage: str, cuda: bool) -> tuple[int, int]:
@@ -313,16 +326,18 @@ def _run_config(args, stage, width, height, device, info, tmp, ngf, ndf) -> list
     layouts = {"off": [False], "on": [True], "both": [False, True]}[args.channels_last]
     paths: list[_Path] = []
     first = None
-    for prec, forced_cl in args.precisions:
-        for cl in ([True] if forced_cl else layouts):
-            cfg = B.resolved(TrainConfig(**base, precision=prec, channels_last=cl))
-            tr = _ours(cfg, device, copy.deepcopy(vgg_net))
-            first = first or tr
-            name = f"ours {prec}" + (" cl" if cl else "")
-            paths.append(_Path(name, prec, cl, tr.train_step, tr.timer,
-                               lambda tr=tr: [o.zero_grad(set_to_none=True) for o in (tr.opt_G, tr.opt_D)],
-                               lambda tr=tr: (B.trainer_resident_bytes(tr),
-                                              B.state_bytes([], [tr.opt_G, tr.opt_D]))))
+    # (precision, channels-last) once each: --channels_last both with fp32,fp32+cl names one twice.
+    combos = dict.fromkeys((prec, cl) for prec, forced_cl in args.precisions
+                           for cl in ([True] if forced_cl else layouts))
+    for prec, cl in combos:
+        cfg = B.resolved(TrainConfig(**base, precision=prec, channels_last=cl))
+        tr = _ours(cfg, device, copy.deepcopy(vgg_net))
+        first = first or tr
+        name = f"ours {prec}" + (" cl" if cl else "")
+        paths.append(_Path(name, prec, cl, tr.train_step, tr.timer,
+                           lambda tr=tr: [o.zero_grad(set_to_none=True) for o in (tr.opt_G, tr.opt_D)],
+                           lambda tr=tr: (B.trainer_resident_bytes(tr),
+                                          B.state_bytes([], [tr.opt_G, tr.opt_D]))))
     if not args.no_baseline:
         # Same initial weights as every Trainer above (each seeds before building its networks).
         vgg = None if vgg_net is None else VGGLoss(copy.deepcopy(vgg_net)).to(device)
@@ -419,7 +434,7 @@ def _run_config(args, stage, width, height, device, info, tmp, ngf, ndf) -> list
             "epoch": first.epoch, "niter_fix_global": cfg0.niter_fix_global or 0,
             "global_frozen": bool(getattr(first, "global_frozen", False))}
     print(f"\n== {stage} stage, {width}x{height}, batch {args.batch}, " + ", ".join(f"{k} {v}" for k, v in arch.items())
-          + f" ==\nFLOP model per step: {flops.total / 1e12:.3f} TFLOP (forward GMAC: "
+          + f" ==\nFLOP model per step: {flop_text(flops.total)} (forward GMAC: "
           + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in flops.forward_macs.items()) + ")")
     phase_cols = [(f"ms_{k}", k, ".1f") for k in PHASES if any(f"ms_{k}" in r for r in rows)]
     cpu_cols = [] if cuda else [("cpu_ms", "cpu ms", ".1f"), ("cpu_speedup_vs_baseline", "vs base (cpu)", ".2f")]
@@ -427,6 +442,8 @@ def _run_config(args, stage, width, height, device, info, tmp, ngf, ndf) -> list
                   + phase_cols + [("peak_mib", "peak MiB", ".0f"), ("tflops", "TFLOP/s", ".3f"),
                                   ("util_pct", "util %", ".1f"), ("speedup_vs_baseline", "vs baseline", ".2f")]
                   + cpu_cols + [("loss_rel_diff", "loss diff", ".1e")])
+    if not cuda:
+        print(B.CPU_TABLE_NOTE.format(time="step ms"))
     for r in rows:
         r["arch"], r["flops"] = arch, flops.to_dict()
     return rows
@@ -493,10 +510,7 @@ def main(argv=None) -> int:
         for w, h in res:
             rows += run_config(args, stage, w, h, device, info)
             save()
-    reference = args.reference_widths
-    if reference is None:
-        reference = not cuda and not (args.ngf or args.ndf or args.res)
-    if reference:
+    if reference_widths(args, cuda):
         print("\n(reference widths: NVIDIA's global generator and discriminator as published)")
         rows += run_config(args, "global", 256, 128, device, info, ngf=64, ndf=64)
         save()

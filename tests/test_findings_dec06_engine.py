@@ -7,20 +7,10 @@ import pytest
 
 from pix2pixhd import engine
 from tests.synthesis_runs import manifest, run, synth  # noqa: F401  (run: a fixture)
+from tests.test_engine_findings import _job, _maps
 from tests.test_synthesis_complete import _crash_after
-from tests.test_synthesis_user_findings import ids
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
-
-
-def _maps(folder, n):
-    for k in range(n):
-        ids(folder / f"m{k}.png", h=32, w=32)
-    return folder
-
-
-def _job(out):
-    return json.loads((out / "synthesis.json").read_text())
 
 
 def _old_how_many_rerun(out, n):
@@ -35,14 +25,21 @@ def _old_how_many_rerun(out, n):
     (out / "synthesis.json").write_text(json.dumps(job, indent=1, sort_keys=True))
 
 
-def test_a_folder_an_older_smaller_how_many_marked_complete_is_completed_with_a_note(
-        run, tmp_path, monkeypatch, capsys):
+def _marked_complete_too_early(run, tmp_path, monkeypatch):
+    """A job of 8 maps killed after 5 outputs, then marked complete by an older rerun with
+    --how_many 2: (maps folder, output folder)."""
     maps, out = _maps(tmp_path / "maps", 8), tmp_path / "out"
     _crash_after(monkeypatch, 5)
     with pytest.raises(OSError, match="simulated crash"):
         synth(run, maps, out, "--batch_size", 1, "--writers", 1)
     monkeypatch.undo()
     _old_how_many_rerun(out, 2)
+    return maps, out
+
+
+def test_a_folder_an_older_smaller_how_many_marked_complete_is_completed_with_a_note(
+        run, tmp_path, monkeypatch, capsys):
+    maps, out = _marked_complete_too_early(run, tmp_path, monkeypatch)
     assert len(manifest(out)) == 5
     capsys.readouterr()
     assert synth(run, maps, out) == 0
@@ -79,12 +76,7 @@ def test_scan_and_training_refuse_a_folder_an_older_smaller_how_many_marked_comp
     """incomplete_synthesis (data scan, create_dataset) counts the manifest's finished outputs
     whose files and inputs are still there against synthesis.json's n_outputs."""
     from pix2pixhd.data.dataset import DatasetError, create_dataset, incomplete_synthesis
-    maps, out = _maps(tmp_path / "maps", 8), tmp_path / "out"
-    _crash_after(monkeypatch, 5)
-    with pytest.raises(OSError, match="simulated crash"):
-        synth(run, maps, out, "--batch_size", 1, "--writers", 1)
-    monkeypatch.undo()
-    _old_how_many_rerun(out, 2)
+    maps, out = _marked_complete_too_early(run, tmp_path, monkeypatch)
     said = incomplete_synthesis(out, "test")
     assert said and "marks the job complete with 2 outputs" in said and "lists 5 finished outputs" in said, said
     assert "without --how_many" in said

@@ -25,8 +25,8 @@ from pathlib import Path
 from pix2pixhd.argparsing import HelpFormatter
 from pix2pixhd.config import (MODELS, SYNTHESIZE_REFERENCE_ONLY, TrainConfig, build_parser,
                               reference_only_error)
-from pix2pixhd.errors import (ConfigError, MissingDependencyError, UserError, _stdout_closed, add_debug_option,
-                              debug_enabled)
+from pix2pixhd import errors
+from pix2pixhd.errors import ConfigError, UserError, _stdout_closed, add_debug_option, debug_enabled
 
 TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune), pix2pix (--model pix2pix) or CycleGAN
 (--model cyclegan, unpaired trainA/ and trainB/).
@@ -133,15 +133,13 @@ def _startup_signals(held: list[int] | None = None):
                 pass
         raise SystemExit(status)
 
-    previous = {s: signal.signal(s, on_signal) for s in _STARTUP_STOPS
-                if signal.getsignal(s) is not signal.SIG_IGN}
+    previous = errors.install_signal_handlers({s: on_signal for s in _STARTUP_STOPS})
     try:
         if held:
             on_signal(held[0], None)
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        errors.restore_signal_handlers(previous)
 
 
 def train_main(argv: list[str] | None = None, held: list[int] | None = None,
@@ -160,18 +158,8 @@ REQUIRED = {"tqdm": "tqdm", "numpy": "numpy", "PIL": "pillow"}
 
 
 def check_required_imports(command: str, required: dict[str, str] | None = None) -> None:
-    """MissingDependencyError (one line) naming every module of ``required`` (default
-    :data:`REQUIRED`) that does not import, and the packages to pip install."""
-    import importlib
-    missing = {}
-    for module, package in (REQUIRED if required is None else required).items():
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            missing[package] = f"{type(e).__name__}: {e}"
-    if missing:
-        raise MissingDependencyError(f"{command} needs {' and '.join(missing)} ({'; '.join(missing.values())}): "
-                                     f"pip install {' '.join(missing)}")
+    """errors.check_required_imports of ``required`` (default :data:`REQUIRED`)."""
+    errors.check_required_imports(command, REQUIRED if required is None else required)
 
 
 def _train(argv: list[str], prog: str | None = None) -> int:

@@ -91,6 +91,37 @@ def _rank_prefix() -> str:
 INTERRUPTED_EXIT_STATUS = 130
 
 
+def install_signal_handlers(handlers: dict) -> dict:
+    """Install ``handlers`` ({signum: handler}), leaving a signal ignored on entry ignored (SIG_IGN:
+    SIGINT of a job a non-interactive script started with ``&``). Main thread only. Returns the
+    handlers replaced, for :func:`restore_signal_handlers`."""
+    import signal
+    return {s: signal.signal(s, h) for s, h in handlers.items() if signal.getsignal(s) is not signal.SIG_IGN}
+
+
+def restore_signal_handlers(previous: dict) -> None:
+    """Put back the handlers :func:`install_signal_handlers` replaced (None: one not set from
+    Python, which is given back as SIG_DFL)."""
+    import signal
+    for s, handler in previous.items():
+        signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def check_required_imports(command: str, required: dict[str, str]) -> None:
+    """:class:`MissingDependencyError` (one line) naming every module of ``required`` ({module:
+    pip package}) that does not import, and the packages to pip install."""
+    import importlib
+    missing = {}
+    for module, package in required.items():
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            missing[package] = f"{type(e).__name__}: {e}"
+    if missing:
+        raise MissingDependencyError(f"{command} needs {' and '.join(missing)} ({'; '.join(missing.values())}): "
+                                     f"pip install {' '.join(missing)}")
+
+
 def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)`` (default: ``sys.argv[1:]`` without ``--debug``) and return its exit
     status; a :class:`UserError` becomes one ``error: ...`` line on stderr and status 1, a

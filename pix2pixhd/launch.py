@@ -21,10 +21,9 @@ def _hold_signals() -> tuple[list[int], dict]:
     held: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         return held, {}
-    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum))
-                for s in (signal.SIGTERM, signal.SIGINT)
-                if signal.getsignal(s) is not signal.SIG_IGN}
-    return held, previous
+    from pix2pixhd.errors import install_signal_handlers   # (imports nothing heavy)
+    hold = lambda signum, frame: held.append(signum)   # noqa: E731
+    return held, install_signal_handlers({signal.SIGTERM: hold, signal.SIGINT: hold})
 
 
 def train(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -35,8 +34,8 @@ def train(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         from pix2pixhd.cli import train_main
         from pix2pixhd.errors import run
     finally:
-        for s, handler in previous.items():   # None: a handler not set from Python
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        from pix2pixhd.errors import restore_signal_handlers
+        restore_signal_handlers(previous)
     return run(lambda args: train_main(args, held=held, prog=prog), argv)
 
 

@@ -50,7 +50,8 @@ from pix2pixhd.config import TrainConfig, loads_whole
 from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, resolve_device
 from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
-from pix2pixhd.errors import INTERRUPTED_EXIT_STATUS, ConfigError, UserError, raise_on_any_rank
+from pix2pixhd.errors import (INTERRUPTED_EXIT_STATUS, ConfigError, UserError, check_required_imports,
+                              install_signal_handlers, raise_on_any_rank, restore_signal_handlers)
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
 from pix2pixhd.models import build_discriminator, build_encoder, build_generator, check_discriminator_input
 from pix2pixhd.networks import LocalEnhancer
@@ -305,11 +306,8 @@ class PhaseTimer:
 
 def _tqdm():
     """tqdm's progress bar class; missing, a one-line error (fit() asks before anything is written)."""
-    try:
-        from tqdm import tqdm
-    except ImportError as e:
-        from pix2pixhd.errors import MissingDependencyError
-        raise MissingDependencyError(f"training needs tqdm ({e}): pip install tqdm") from e
+    check_required_imports("training", {"tqdm": "tqdm"})
+    from tqdm import tqdm
     return tqdm
 
 
@@ -1294,14 +1292,11 @@ class Trainer:
                 _write_stderr(f"\nSIGINT: stopping after this step, saving latest.pt (exit status "
                               f"{INTERRUPTED_EXIT_STATUS}); press Ctrl-C again to abort without saving\n")
         # a signal ignored on entry (SIGINT of a job a script started with &) stays ignored
-        self._sigterm_previous = {s: signal.signal(s, h) for s, h in
-                                  ((signal.SIGTERM, on_sigterm), (signal.SIGINT, on_sigint))
-                                  if signal.getsignal(s) is not signal.SIG_IGN}
+        self._sigterm_previous = install_signal_handlers({signal.SIGTERM: on_sigterm, signal.SIGINT: on_sigint})
 
     def _restore_sigterm(self) -> None:
         previous, self._sigterm_previous = self._sigterm_previous, None
-        for signum, handler in (previous or {}).items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        restore_signal_handlers(previous or {})
 
     def _stop_requested(self) -> int:
         """Whether the run stops after this step: 0, or the code (:data:`_STOP_SIGNALS`) of the

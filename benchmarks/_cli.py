@@ -117,16 +117,12 @@ def check_outputs(p: argparse.ArgumentParser, files: Sequence[tuple[str, str | o
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, say: bool = True) -> None:
-    """``text`` into ``path`` (its folders made) through a temporary file and a rename, so a run
-    cut short leaves the previous file whole; ``say``: print ``wrote PATH``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """``text`` into ``path`` (its folders made) through pix2pixhd.checkpoint's atomic write, so a
+    run cut short leaves the previous file whole; ``say``: print ``wrote PATH``."""
+    from pathlib import Path
+
+    from pix2pixhd.checkpoint import atomic_write_bytes
+    atomic_write_bytes(Path(path), text.encode())
     if say:
         print(f"wrote {path}")
 

@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pix2pixhd.data.layouts import decode_palette, load_palette
+from pix2pixhd.data.layouts import decode_palette, hidden, load_palette
 from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
 from pix2pixhd.synthesis import IMAGE_EXTS, read_id_map
 
@@ -128,9 +128,8 @@ def index_folder(folder: str | Path, flag: str, side: str | None = None,
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingInputError(f"{flag} {folder} is not a folder")
-    # names starting with '.' (macOS ._* beside each copied file, .DS_Store) are never images, as in
-    # the data module's listing (pix2pixhd.data.layouts.hidden)
-    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")]
+    # macOS ._* beside each copied file, .DS_Store...: never images, as in the data module's listing
+    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS and not hidden(p)]
     if side is not None:
         kinds: dict[str, list[Path]] = {}
         for p in files:
@@ -172,8 +171,8 @@ def _subfolder_hint(folder: Path, flag: str) -> str:
     root (OUT/test_img, OUT/test_label...) or a dataset root; for several other subfolders of
     images (Cityscapes' per-city folders), to put them in one folder; '' when no subfolder holds
     any."""
-    subs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and any(
-        p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") for p in d.iterdir()))
+    subs = sorted(d for d in folder.iterdir() if d.is_dir() and not hidden(d) and any(
+        p.suffix.lower() in IMAGE_EXTS and not hidden(p) for p in d.iterdir()))
     if not subs:
         return ""
     photos = [d for d in subs if d.name.endswith("_img")] or [d for d in subs if d.name.endswith("_B")]

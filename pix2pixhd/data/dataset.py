@@ -46,7 +46,7 @@ from pix2pixhd.data import transforms as T
 from pix2pixhd.data.layouts import (FAR_COLOUR_MIN_SHARE, MODES, NOTICE_KINDS, PALETTE_MIN_NEAR,
                                     PALETTE_NEAR, ClassList, Layout,
                                     aligned_folder_problem, decode_palette, detect_mode, far_colours,
-                                    find_files, load_palette, palette_fit, read_classes)
+                                    find_files, hidden, load_palette, palette_fit, read_classes)
 from pix2pixhd.errors import UserError
 from pix2pixhd.paths import check_name
 
@@ -830,7 +830,7 @@ def _no_sample_message(ds: PairedDataset, max_listed: int = 5) -> str:
     folders = sorted({_rel(ds, Path(p).parent) + "/" for k, p, _ in problems if k not in whole}
                      | {_rel(ds, p) + "/" for k, p, _ in problems if k in whole})
     subs = sorted({_rel(ds, p) + "/" for k, p, _ in problems if k == "ignored" and Path(p).is_dir()
-                   and not Path(p).name.startswith(".")})
+                   and not hidden(Path(p))})
     if "missing folder" in kinds or "empty" in kinds:
         cause = "a folder it needs is missing or holds no image"
     elif "missing partner" in kinds:

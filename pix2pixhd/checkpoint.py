@@ -253,10 +253,34 @@ def git_commit(folder: str | os.PathLike | None = None) -> str | None:
     return None
 
 
+_DIRTY: dict = {}
+
+
+def git_dirty(folder: str | os.PathLike | None = None) -> bool | None:
+    """Whether the checkout in ``folder`` (default: the one holding this package) has uncommitted
+    changes to tracked files, from ``git status --porcelain --untracked-files=no`` (asked once per
+    folder and process, 10 s at most); None outside a checkout, without git, or when it fails."""
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parent.parent
+    key = str(folder)
+    if key not in _DIRTY:
+        _DIRTY[key] = None
+        if (folder / ".git").exists():
+            import subprocess
+            try:
+                r = subprocess.run(["git", "-C", key, "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+                if r.returncode == 0:
+                    _DIRTY[key] = bool(r.stdout.strip())
+            except (OSError, subprocess.SubprocessError):
+                pass
+    return _DIRTY[key]
+
+
 def environment(device: torch.device) -> dict:
     """Where and how a checkpoint was written, for provenance (nothing reads it back): the command
     line, working directory, host, versions of Python, torch, NumPy and Triton, the device's
-    name, torch's CPU thread count and the git commit of the code (None outside a checkout)."""
+    name, torch's CPU thread count, and the git commit of the code and whether its tracked files had
+    uncommitted changes (both None outside a checkout)."""
     import platform
     import socket
     if device.type == "cuda":
@@ -272,7 +296,7 @@ def environment(device: torch.device) -> dict:
     return {"argv": [str(a) for a in sys.argv], "cwd": cwd, "hostname": socket.gethostname(),
             "python": platform.python_version(), "torch": str(torch.__version__), "numpy": str(np.__version__),
             "triton": _package_version("triton"), "device": str(device), "device_name": name,
-            "num_threads": torch.get_num_threads(), "git_commit": git_commit()}
+            "num_threads": torch.get_num_threads(), "git_commit": git_commit(), "git_dirty": git_dirty()}
 
 
 def checkpoint_path(experiment_dir: Path, which: str | int) -> Path:

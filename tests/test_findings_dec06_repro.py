@@ -3,6 +3,7 @@ noted; out-of-range seeds are refused before anything is written; a later stage 
 checkpoint it loaded; a resume names another --dataroot or --channels_last; checkpoints record
 their environment; a fresh start seeds Python's and NumPy's RNGs too."""
 import json
+import os
 import random
 import sys
 
@@ -164,7 +165,7 @@ def test_a_checkpoint_records_its_environment(tmp_path, streets):
     env = load_checkpoint(tmp_path / "r")["environment"]
     assert env["argv"] == sys.argv and env["torch"] == torch.__version__ and env["numpy"] == np.__version__
     assert env["num_threads"] == 1 and env["device"] == "cpu" and env["device_name"] and env["hostname"]
-    assert set(env) >= {"cwd", "python", "triton", "git_commit"}
+    assert set(env) >= {"cwd", "python", "triton", "git_commit", "git_dirty"}
 
 
 def test_git_commit_is_read_from_the_files(tmp_path):
@@ -217,3 +218,24 @@ def test_a_pix2pix_run_loading_one_that_recorded_netG_local_keeps_its_sizes(tmp_
     new = resolve_config(["--model", "pix2pix", "--name", "new", "--checkpoints_dir", str(tmp_path),
                           "--load_pretrain", str(tmp_path / "old")])
     assert (new.loadSize, new.fineSize) == (286, 256)
+
+
+def test_git_dirty_says_whether_tracked_files_changed(tmp_path):
+    import shutil
+    import subprocess
+    from pix2pixhd.checkpoint import git_dirty
+    assert git_dirty(tmp_path / "none") is None
+    if shutil.which("git") is None:
+        pytest.skip("no git on this machine")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    for name in ("clean", "dirty"):
+        repo = tmp_path / name
+        repo.mkdir()
+        (repo / "a.py").write_text("x = 1\n")
+        for cmd in (["init", "-q"], ["add", "a.py"], ["commit", "-q", "-m", "a"]):
+            subprocess.run(["git", "-C", str(repo), *cmd], check=True, env=env)
+        (repo / "untracked.txt").write_text("not code\n")
+    (tmp_path / "dirty" / "a.py").write_text("x = 2\n")
+    assert git_dirty(tmp_path / "clean") is False
+    assert git_dirty(tmp_path / "dirty") is True

@@ -463,8 +463,11 @@ class Trainer:
         self._source: tuple[Path, int] | None = None
         # samples of the dataset trained on (make_loader), saved in each checkpoint; on --resume,
         # the resumed checkpoint's (None: not recorded), which _start_run compares
+        # (CycleGAN: also domain B's image count, which draws each sample's B)
         self._dataset_size: int | None = None
         self._saved_dataset_size: int | None = None
+        self._dataset_size_B: int | None = None
+        self._saved_dataset_size_B: int | None = None
         if cfg.resume:
             ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
             self.vis.step = ckpt["global_step"] + 1
@@ -473,6 +476,7 @@ class Trainer:
             self._load_models(ckpt, strict=True, source=checkpoint_path(self.exp_dir, cfg.which_epoch))
             self._imported_run = imported_source(ckpt)
             self._saved_dataset_size = ckpt.get("dataset_size")
+            self._saved_dataset_size_B = ckpt.get("dataset_size_B")
             loaded = ckpt.get("pretrain_checkpoint") or (ckpt.get("config") or {}).get("pretrain_checkpoint")
             if cfg.load_pretrain and isinstance(loaded, dict):   # what the run's first start loaded
                 cfg._pretrain_checkpoint = loaded
@@ -1028,6 +1032,7 @@ class Trainer:
             # the CPU's rounding, and the number of samples trained on
             "num_threads": torch.get_num_threads(), "device_type": self.device.type,
             **({"dataset_size": self._dataset_size} if self._dataset_size is not None else {}),
+            **({"dataset_size_B": self._dataset_size_B} if self._dataset_size_B is not None else {}),
             **({"pretrain_checkpoint": self.cfg.pretrain_checkpoint} if self.cfg.pretrain_checkpoint else {}),
             "environment": environment(self.device),   # provenance only
         }
@@ -1180,6 +1185,8 @@ class Trainer:
         # ranks' loaders do not repeat the checks of that level at read time
         ds.validated = cfg.validate
         self._dataset_size = len(ds)
+        if hasattr(ds, "records_B"):
+            self._dataset_size_B = len(ds.records_B)
         if self.dist.is_master and cfg.validate != "off":   # where validation runs; sizes it read
             data.check_batch_sizes(ds, cfg.batchSize)        # are reused: samples of one size per batch
         # The loader drops each epoch's last partial batch (drop_last): every step stacks batchSize
@@ -1453,11 +1460,19 @@ class Trainer:
         """On --resume, when the checkpoint resumed recorded another number of samples than the
         dataset read now holds: the note that says so; else None."""
         saved, now = self._saved_dataset_size, self._dataset_size
-        if not self.cfg.resume or not isinstance(saved, int) or now is None or saved == now:
+        saved_B, now_B = self._saved_dataset_size_B, self._dataset_size_B
+        if not self.cfg.resume or not isinstance(saved, int) or now is None:
             return None
-        return (f"{checkpoint_path(self.exp_dir, self.cfg.which_epoch).name} was trained on {saved} samples, "
-                f"--dataroot {self.cfg.dataroot} holds {now} (--phase {self.cfg.phase}): each epoch's order and "
-                "length differ from an uninterrupted run's from here on")
+        if saved == now and (not isinstance(saved_B, int) or now_B is None or saved_B == now_B):
+            return None
+        if isinstance(saved_B, int) and now_B is not None:   # CycleGAN: say both domains
+            was, holds = f"{saved} samples ({saved_B} domain B images)", f"{now} ({now_B} domain B images)"
+        else:
+            was, holds = f"{saved} samples", str(now)
+        return (f"{checkpoint_path(self.exp_dir, self.cfg.which_epoch).name} was trained on {was}, "
+                f"--dataroot {self.cfg.dataroot} holds {holds} (--phase {self.cfg.phase}): each epoch's order and "
+                "length differ from an uninterrupted run's from here on" + (
+                    "; each sample draws its domain B image among another number" if saved == now else ""))
 
     def _write_missing_epoch(self, n: int) -> None:
         """Write epoch_N.pt from the resumed state (the end of epoch ``n``, what the run that

@@ -239,3 +239,23 @@ def test_git_dirty_says_whether_tracked_files_changed(tmp_path):
     (tmp_path / "dirty" / "a.py").write_text("x = 2\n")
     assert git_dirty(tmp_path / "clean") is False
     assert git_dirty(tmp_path / "dirty") is True
+
+
+def test_a_cyclegan_resume_names_another_domain_B_count(tmp_path, capsys):
+    """len() of a CycleGAN split is max(|A|, |B|): a domain B that lost an image keeps it, but each
+    sample draws its B image among fewer. The checkpoint records |B| and a resume says so."""
+    import shutil
+    from tests.test_cyclegan_train import TINY, write_unaligned
+    root = write_unaligned(tmp_path / "data", n_a=5, n_b=3)
+    args = ["--dataroot", str(root), "--checkpoints_dir", str(tmp_path), "--name", "c", *TINY,
+            "--niter", "1", "--niter_decay", "0"]
+    assert train_main(args) == 0
+    ckpt = load_checkpoint(tmp_path / "c")
+    assert (ckpt["dataset_size"], ckpt["dataset_size_B"]) == (5, 3)
+    first = sorted((root / "trainB").iterdir())[0]
+    shutil.move(first, tmp_path / first.name)
+    capsys.readouterr()
+    assert train_main(args[:-4] + ["--niter", "2", "--niter_decay", "0", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "latest.pt was trained on 5 samples (3 domain B images)" in err, err
+    assert "holds 5 (2 domain B images)" in err and "draws its domain B image among another number" in err

@@ -1118,7 +1118,7 @@ class Trainer:
         msg = (f"{path} holds step {step} ({where}), later than step {self._resumed_step} where this run "
                f"resumed: kept as {kept} before this run overwrites it (synthesize.py --checkpoint "
                f"{kept} reads it; renamed back to {path.name}, {resume} continues from it)")
-        self.vis.log_message(msg, step=self.global_step)
+        self.vis.log_message(msg, step=self.global_step, kept=True)
         print(f"note: {msg}", file=sys.stderr, flush=True)
 
     # ---- data ----------------------------------------------------------------------------------

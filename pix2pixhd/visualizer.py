@@ -216,6 +216,8 @@ PHOTO_CAPTIONS = {"label": "input", "synthesized": "synthesized", "real": "targe
 LOSS_PREFIXES = ("G_", "D_", "cycle_", "idt_")
 # A message line of loss_log.txt and the step it is tagged with (Visualizer.log_message).
 MESSAGE_STEP = re.compile(r"================ \[step (\d+)\] ")
+# The mark of a message about a file that stays on disk (log_message's ``kept``): a cut carries it on.
+KEPT_MARK = "[kept] "
 
 
 class WindowMeans:
@@ -302,7 +304,8 @@ class Visualizer:
             self.step = resumed_at_step + 1   # begin's notes, and those of the start that follows
             # a note these log (unparseable history lines) waits in _pending until the log is cut
             self.truncate_history(resumed_at_step)
-            notes = self._truncate_log(resumed_at_step) + self._set_aside_images(resumed_at_step)
+            notes = self._truncate_log(resumed_at_step)
+            notes += [(msg, True) for msg in self._set_aside_images(resumed_at_step)]
             if any((self.dir / "tensorboard").glob("events.out.tfevents.*")):
                 # TensorBoard drops the earlier files' events at steps >= purge_step
                 self._purge_step = resumed_at_step + 1
@@ -310,24 +313,30 @@ class Visualizer:
         pending, self._pending = self._pending, []
         for line in pending:
             self._append(self.log_path, line)
-        for msg in notes:
-            self.log_message(msg)
+        for msg, kept in notes:
+            self.log_message(msg, kept=kept)
         self._tensorboard()
 
-    def _truncate_log(self, after_step: int) -> list[str]:
+    def _truncate_log(self, after_step: int) -> list[tuple[str, bool]]:
         """Cut loss_log.txt before its first line of a step after ``after_step``: a loss line, or a
         message line tagged with that step (that line and all after it are a dead or abandoned
-        attempt's; untagged message lines, written before lines had tags, go with their place);
-        the note to log, if any was cut."""
+        attempt's; untagged message lines, written before lines had tags, go with their place).
+        Message lines marked kept (files left on disk: a kept checkpoint, images set aside) stay,
+        tagged with the step this run starts at. The note to log (and whether it is kept), if any
+        line was cut."""
         if not self.log_path.is_file():
             return []
         lines = self.log_path.read_text(errors="replace").splitlines(keepends=True)
         for i, line in enumerate(lines):
             m = re.match(r"\(epoch: \d+, iters: \d+, step: (\d+)\)", line) or MESSAGE_STEP.match(line)
             if m and int(m.group(1)) > after_step:
-                atomic_write_bytes(self.log_path, "".join(lines[:i]).encode())
-                return [f"{self.log_path.name}: {len(lines) - i} line(s) from step {m.group(1)} on, logged "
-                        f"past step {after_step} where this run starts, dropped (it trains those steps again)"]
+                kept = [MESSAGE_STEP.sub(f"================ [step {after_step + 1}] ", x, count=1)
+                        for x in lines[i:] if MESSAGE_STEP.match(x) and x[MESSAGE_STEP.match(x).end():].startswith(KEPT_MARK)]
+                atomic_write_bytes(self.log_path, "".join(lines[:i] + kept).encode())
+                also = (f"; {len(kept)} note(s) about files still on disk kept" if kept else "")
+                return [(f"{self.log_path.name}: {len(lines) - i - len(kept)} line(s) from step {m.group(1)} on, "
+                         f"logged past step {after_step} where this run starts, dropped (it trains those steps "
+                         f"again){also}", False)]
         return []
 
     def _set_aside_images(self, after_step: int) -> list[str]:
@@ -597,15 +606,16 @@ class Visualizer:
         for k, v in extras.items():
             self._tb_call("add_scalar", k, v, step)
 
-    def log_message(self, msg: str, step: int | None = None) -> None:
+    def log_message(self, msg: str, step: int | None = None, *, kept: bool = False) -> None:
         """One message line, tagged ``[step N]`` with the step it belongs to (default
         :attr:`step`; none if that is None): a resume to an earlier step cuts it (begin). The
         trainer gives the last step trained for what happened there (a save, a stop) and the next
-        one for what applies from there on (a start, an unfreeze)."""
+        one for what applies from there on (a start, an unfreeze). ``kept``: the message names a
+        file that outlives such a resume (a cut keeps the line)."""
         if not self.enabled:
             return
         step = self.step if step is None else step
-        tag = "" if step is None else f"[step {step}] "
+        tag = "" if step is None else f"[step {step}] " + (KEPT_MARK if kept else "")
         line = f"================ {tag}{time.strftime('%c')} {msg}"
         if self.started:
             self._append(self.log_path, line)

@@ -134,3 +134,22 @@ def test_window_steps_is_an_integer_and_a_runs_last_short_window_has_phase_times
         assert {"ms/G_losses", "ms/G_backward", "ms/optimizer"} <= set(hist[-1]), hist[-1]
         lines = (tmp_path / name / "loss_log.txt").read_text()
         assert "window_steps: 1 " in lines and "window_steps: 1.0" not in lines
+
+
+def test_a_later_rewind_keeps_the_notes_about_files_still_on_disk(tmp_path, streets):
+    """The note that a checkpoint was kept aside (latest_stepN.pt) or images set aside
+    (abandoned_stepS/) names files that stay: a resume to a still earlier step keeps it in the log."""
+    common = ["--dataroot", str(streets), "--checkpoints_dir", str(tmp_path), *TINY, "--name", "w",
+              "--niter", "3", "--niter_decay", "0", "--save_epoch_freq", "1"]
+    assert train_main(common) == 0                                                    # steps 1..12
+    run = tmp_path / "w"
+    assert train_main([*common, "--resume", "--which_epoch", "2", "--max_steps", "2"]) == 0   # 8 -> 10
+    assert (run / "latest_step12.pt").is_file() and (run / "web" / "images" / "abandoned_step8").is_dir()
+    assert train_main([*common, "--resume", "--which_epoch", "1", "--max_steps", "1"]) == 0   # 4 -> 5
+    assert _log_steps(run) == [1, 2, 4, 5]
+    text = (run / "loss_log.txt").read_text()
+    for says in (f"resumed: kept as {run / 'latest_step12.pt'}", "moved from", "abandoned_step8"):
+        assert says in text, (says, text)
+    assert "2 note(s) about files still on disk kept" in text
+    kept = [x for x in text.splitlines() if "[kept]" in x]
+    assert len(kept) >= 2 and all(x.startswith("================ [step 5] [kept] ") for x in kept), kept

@@ -20,6 +20,8 @@ so it is switched off for the rest of the run with one note, and training goes o
 waits on a tensorboardX writer thread that has stopped (its queue would block for good), nor more
 than :data:`TB_STALL_SECONDS` on one that is stuck (a write to a hung disk that never returns): that
 too switches TensorBoard off with the note, and the stuck thread (a daemon) does not hold up exit.
+Another writer (torch.utils.tensorboard's, the fallback) has its calls made in a daemon thread and
+waited on for as long.
 """
 from __future__ import annotations
 
@@ -450,7 +452,7 @@ class Visualizer:
             time.sleep(0.01)
 
     def _call_bounded(self, fn, deadline: float) -> BaseException | None:
-        """``fn()`` (a writer's close) in a daemon thread, waited on until ``deadline``: the OS
+        """``fn()`` (a writer's close, or any call of a writer other than tensorboardX's) in a daemon thread, waited on until ``deadline``: the OS
         error it raised, the stall error if it has not returned by then (it is left to run; a daemon
         does not hold up exit), else None. Another exception is raised here."""
         out: list[BaseException | None] = []
@@ -474,6 +476,15 @@ class Visualizer:
         """``writer.method(*args, **kwargs)`` unless tensorboard is off; a failure switches it off."""
         writer = self._tensorboard()
         if writer is None:
+            return
+        if _tensorboardx_event_writer(writer) is None:
+            # another writer (torch.utils.tensorboard's): no queue to look at, so the call itself
+            # runs in a daemon thread, waited on for TB_STALL_SECONDS at most
+            failure = self._call_bounded(lambda: getattr(writer, method)(*args, **kwargs),
+                                         time.monotonic() + TB_STALL_SECONDS)
+            if failure is None:
+                return
+            self._tensorboard_off(failure)
             return
         failure = self._writer_failure(writer)
         if failure is None:
@@ -519,6 +530,8 @@ class Visualizer:
         deadline = time.monotonic() + TB_STALL_SECONDS
         ev = _tensorboardx_event_writer(writer)
         if ev is None:
+            if self._tb_stalled:   # a call of its never returned: close() would wait on it too
+                return
             error = self._call_bounded(writer.close, deadline)
             if error is not None:
                 self._tensorboard_off(error, self._events_path(writer), quiet=quiet)

@@ -100,3 +100,54 @@ def test_a_stuck_writer_thread_is_given_up_on(tmp_path):
     slow_events = next((tmp_path / "slow" / "tensorboard").glob("events.out.tfevents.*"))
     assert slow_events.stat().st_size > 20 * 40   # the 20 scalars were written
     assert "Traceback" not in p.stderr and "Exception" not in p.stderr, p.stderr
+
+
+# Another writer class (as torch.utils.tensorboard's: no tensorboardX queue to look at) whose
+# add_scalar never returns from its second call on.
+OTHER_DRIVER = r"""
+import json, sys, threading, time
+from pathlib import Path
+import pix2pixhd.visualizer as vz
+
+vz.TB_STALL_SECONDS = 1.0
+never, calls = threading.Event(), []
+
+class Writer:
+    def __init__(self, logdir, **kw):
+        Path(logdir).mkdir(parents=True, exist_ok=True)
+    def add_scalar(self, *args, **kw):
+        calls.append(args[0])
+        if len(calls) > 1:
+            never.wait()
+    def close(self):
+        pass
+
+vz.summary_writer_class = lambda: Writer
+v = vz.Visualizer(Path(sys.argv[1]) / "other", html_page=False)
+v.begin()
+t = time.monotonic()
+v.log_losses(1, 1, 1, {"G_GAN": 0.5, "D_fake": 0.1}, {})
+first = time.monotonic() - t
+t = time.monotonic()
+v.log_losses(1, 2, 2, {"G_GAN": 0.5}, {})
+v.close()
+print(json.dumps([first, time.monotonic() - t, v.tensorboard, len(calls)]))
+"""
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="torch.utils.tensorboard-style writer (the fallback) stuck in add_scalar: the log "
+                        "call returns within the bound, TensorBoard off with one note, exit does not wait")
+def test_a_stuck_call_of_another_writer_class_is_given_up_on(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    try:
+        p = subprocess.run([sys.executable, "-c", OTHER_DRIVER, str(tmp_path)], capture_output=True,
+                           text=True, timeout=60, env=env, cwd=tmp_path)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"a stuck tensorboard writer call blocked the visualizer or exit: {e.stderr}")
+    assert p.returncode == 0, p.stderr
+    first, stuck, tb, calls = json.loads(p.stdout.splitlines()[-1])
+    assert 1.0 <= first < 4 and stuck < 0.5 and not tb and calls == 2, p.stdout
+    notes = [line for line in p.stderr.splitlines() if "TensorBoard logging is off" in line]
+    assert len(notes) == 1 and "TimeoutError: its writer thread made no progress for 1 s" in notes[0], p.stderr
+    assert "TensorBoard logging is off" in (tmp_path / "other" / "loss_log.txt").read_text()

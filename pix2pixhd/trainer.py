@@ -89,6 +89,8 @@ STOPPED_EXIT_STATUS = 75
 # The signals the training loop turns into a stop at a step boundary, by priority (under DDP the
 # ranks agree on the highest code any of them got): their names and exit statuses.
 _STOP_SIGNALS = {1: ("SIGTERM", STOPPED_EXIT_STATUS), 2: ("SIGINT", INTERRUPTED_EXIT_STATUS)}
+# The stop code (above the signals') of a rank whose DataLoader worker died (under DDP).
+WORKER_DEATH_CODE = 3
 
 
 class TrainingStopped(SystemExit):
@@ -448,6 +450,7 @@ class Trainer:
         # this start's messages are tagged with its first step (a resume to an earlier one cuts them)
         self.vis.step = 1
         self._stop_code = 0            # set by the SIGTERM/SIGINT handlers fit() installs (_STOP_SIGNALS)
+        self._worker_death: str | None = None   # under DDP: this rank's dead loader worker (_restart_loader)
         self._sigints = 0              # SIGINTs received: the second aborts at once
         self._sigterm_previous = None  # {signum: handler} they replaced, restored when fit() ends
         self._loader = None            # the training DataLoader, its workers shut down when fit() ends
@@ -1308,12 +1311,14 @@ class Trainer:
     def _stop_requested(self) -> int:
         """Whether the run stops after this step: 0, or the code (:data:`_STOP_SIGNALS`) of the
         signal that reached this process or, under DDP, any rank (the highest code: SIGINT over
-        SIGTERM). Every rank takes part in one all-reduce (MAX of the codes) after every step,
+        SIGTERM; :data:`WORKER_DEATH_CODE`, a rank's dead loader worker, over both). Every rank takes
+        part in one all-reduce (MAX of the codes) after every step,
         so all of them decide at the same step, for the same reason; one device sync, as the
         step's finiteness check already makes."""
         if not self.dist.distributed:
             return self._stop_code
-        flag = torch.tensor([self._stop_code], dtype=torch.int32, device=self.device)
+        own = WORKER_DEATH_CODE if self._worker_death is not None else self._stop_code
+        flag = torch.tensor([own], dtype=torch.int32, device=self.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return int(flag.item())
 
@@ -1359,6 +1364,40 @@ class Trainer:
         if raise_held and self._sigchld_held and callable(previous):
             self._sigchld_held = False
             previous(signal.SIGCHLD, None)
+
+    def _restart_loader(self, loader, sampler, e: RuntimeError):
+        """Under DDP, after torch's error ``e`` of a worker that died: shut this rank's workers
+        down and start new ones at the same place of the epoch (the sampler's order, less what the
+        ranks have trained; samples are drawn from the seed, epoch and index alone, so the batch
+        is the one the dead worker was loading). Said at once; the ranks stop after the next step
+        (:meth:`_stop_requested`, :meth:`_stop_after_worker_death`). The new iterator."""
+        from pix2pixhd.errors import loader_worker_died
+        self._worker_death = loader_worker_died(e, resume="")[:-2]   # the line less its "; "
+        old = getattr(loader, "_iterator", None)
+        if old is not None:
+            old._shutdown_workers()
+            loader._iterator = None
+        sampler.set_epoch(self.epoch, done=self.samples_in_epoch)
+        print(f"note: rank {self.dist.rank}: {self._worker_death}; new workers load the next batch, "
+              "and every rank stops after the next step with latest.pt saved", file=sys.stderr, flush=True)
+        return iter(loader)
+
+    def _stop_after_worker_death(self) -> None:
+        """Every rank, at the step after a rank's worker died: save latest.pt (every rank joins
+        its RNG gather), wait for rank 0 to write it, and raise :class:`LoaderWorkerDied`: the
+        rank whose worker died says which it was, the others that it was another rank's (the
+        error line names the rank)."""
+        self.save("latest")
+        barrier(self.dist)
+        resume = (f"{self.exp_dir / 'latest.pt'} saved at epoch {self.epoch} step {self.global_step}; rerun "
+                  "the same command with --auto_resume (or --resume) to continue")
+        if self._worker_death is not None:
+            msg = f"{self._worker_death}; {resume}"
+        else:
+            msg = f"a data loader worker of another rank died (its error says which); {resume}"
+        if self.dist.is_master:
+            self.vis.log_message(msg, step=self.global_step)
+        raise LoaderWorkerDied(msg)
 
     def _save_after_worker_death(self, e: RuntimeError) -> None:
         """When ``e`` is torch's error of a DataLoader worker that died (``errors.loader_worker_died``):
@@ -1507,8 +1546,7 @@ class Trainer:
         progress = RunProgress(self.global_step, last_step, t_run)
         postfix = {"run ETA": "?"}   # the bar's, with the last log line's losses and speed
         # a single process holds a dead loader worker's error to the step boundary (batches())
-        hold = (not self.dist.distributed and loader.num_workers > 0
-                and threading.current_thread() is threading.main_thread())
+        hold = loader.num_workers > 0 and threading.current_thread() is threading.main_thread()
         # logged losses are means over the window since the last log line, summed on the device
         window, t_window, images_window = WindowMeans(), time.perf_counter(), 0
         # the summary's losses: means over the steps this process trained of the last epoch it
@@ -1546,8 +1584,11 @@ class Trainer:
             is, mid-step included (between the optimizers' updates); in a single process that
             error is held until the next fetch (:meth:`_hold_worker_deaths`), where the run is at
             a step boundary: latest.pt is saved there and :class:`LoaderWorkerDied` says so.
-            Under DDP the error is left as torch raises it, saving nothing: a save gathers from
-            every rank, and the other ranks are inside the step's collectives."""
+            Under DDP the other ranks are inside the next step's collectives, and a save gathers
+            from every rank: this rank starts new workers at the same position instead
+            (:meth:`_restart_loader`), trains that step with the same batch, and the ranks agree
+            after it to save latest.pt and stop (:meth:`_stop_requested`). A death before the
+            run's first step, or a second one, ends with torch's error as it is."""
             it = None
             while True:
                 try:
@@ -1558,6 +1599,11 @@ class Trainer:
                 except StopIteration:
                     return
                 except RuntimeError as e:   # from the fetch: a step boundary
+                    if steps_this_run and self.dist.distributed and self._worker_death is None:
+                        from pix2pixhd.errors import loader_worker_died
+                        if loader_worker_died(e) is not None:
+                            it = self._restart_loader(loader, sampler, e)
+                            continue
                     if not self.dist.distributed and steps_this_run:   # else torch's error as it is
                         self._save_after_worker_death(e)
                     raise
@@ -1620,6 +1666,9 @@ class Trainer:
                 last = stop or (cfg.max_steps and steps_this_run >= cfg.max_steps)
                 if last and window.n:   # the steps after the last log line: one shorter window
                     log_window()
+                if stop == WORKER_DEATH_CODE:   # a rank's loader worker died: every rank saves, stops
+                    bar.close()
+                    self._stop_after_worker_death()
                 if stop:   # SIGTERM or SIGINT: every rank stops after this same step
                     bar.close()
                     last_epoch = epoch_means(whole=began_at == 0 and not self._batches_left(sampler))

@@ -1,0 +1,103 @@
+"""A DataLoader worker of one rank SIGKILLed (the out-of-memory killer) in a two-rank gloo run:
+that rank loads the batch again with new workers, every rank trains that step and then saves
+latest.pt and stops with one error line each (status 1); the resume ends with the weights of the
+run trained whole. Before, the rank failed with torch's error and nothing was saved.
+
+Run as a script (under torchrun) this file is the worker: train_hd.py's train_main, with rank 1's
+only worker killing itself at its 3rd sample, once (a marker file), and steps made 0.3 s longer.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ARGS = ["--label_nc", "9", "--loadSize", "64", "--fineSize", "64", "--resize_or_crop", "none",
+        "--ngf", "4", "--n_downsample_global", "2", "--n_blocks_global", "1", "--ndf", "4",
+        "--n_layers_D", "2", "--no_vgg_loss", "--no_tensorboard", "--no_progress", "--nThreads", "1",
+        "--device", "cpu", "--batchSize", "1", "--niter", "2", "--niter_decay", "0",
+        "--print_freq", "1", "--save_latest_freq", "100", "--save_epoch_freq", "100", "--name", "run",
+        "--seed", "3"]
+
+
+def worker(marker: Path, argv: list[str]) -> int:
+    from pix2pixhd import data
+    from pix2pixhd.cli import train_main
+    from pix2pixhd.errors import run
+    from pix2pixhd.trainer import Trainer
+    main_pid, rank = os.getpid(), int(os.environ["RANK"])
+    create, step = data.create_dataset, Trainer.train_step
+
+    def killing(*args, **kw):
+        ds = create(*args, **kw)
+        base = type(ds)
+
+        class Killed(base):
+            fetched = 0
+
+            def __getitem__(self, i):
+                if os.getpid() != main_pid and rank == 1 and str(marker) != "-":   # in rank 1's worker
+                    Killed.fetched += 1
+                    if Killed.fetched == 3 and not marker.exists():
+                        marker.touch()
+                        os.kill(os.getpid(), signal.SIGKILL)
+                return base.__getitem__(self, i)
+        ds.__class__ = Killed
+        return ds
+
+    def slow(self, batch):
+        out = step(self, batch)
+        time.sleep(0.3)
+        return out
+    data.create_dataset, Trainer.train_step = killing, slow
+    return run(train_main, argv)   # train_hd.py's way: a UserError is one error line
+
+
+def _run(tmp_path: Path, ck: str, marker: str, *extra: str) -> subprocess.CompletedProcess:
+    from tests.test_distributed import torchrun_cmd, torchrun_env
+    cmd = torchrun_cmd(__file__, marker, *ARGS, "--dataroot", str(tmp_path / "data"),
+                       "--checkpoints_dir", str(tmp_path / ck), *extra)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=torchrun_env())
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="a DataLoader worker of one rank SIGKILLed under two-rank DDP: new workers load its "
+                        "batch, every rank saves latest.pt after that step and stops; the resume ends as the whole run")
+def test_a_killed_loader_worker_under_ddp_saves_latest_and_the_resume_is_exact(tmp_path):
+    from tests.test_distributed import make_data
+    make_data(tmp_path / "data", n=8)                      # 4 steps per epoch on 2 ranks, 8 in all
+    marker = tmp_path / "killed"
+    p = _run(tmp_path, "cut", str(marker))
+    out = p.stdout + p.stderr
+    assert marker.exists() and p.returncode != 0, out[-4000:]
+    latest = tmp_path / "cut" / "run" / "latest.pt"
+    errors = re.findall(r"error \(rank (\d) of 2\): (.*)", out)
+    own = [e for r, e in errors if r == "1" and e.startswith("a data loader worker (pid ")]
+    other = [e for r, e in errors if r == "0" and e.startswith("a data loader worker of another rank died")]
+    assert len(own) == 1 and len(other) == 1, out[-4000:]
+    m = re.search(r"was killed by signal: Killed \(out of memory\? fewer --nThreads/--workers\); (\S+) saved at "
+                  r"epoch (\d) step (\d+); rerun the same command with --auto_resume", own[0])
+    assert m and m.group(1) == str(latest), own[0]
+    from pix2pixhd.checkpoint import load_checkpoint
+    cut = load_checkpoint(latest.parent)
+    assert cut["global_step"] == int(m.group(3)) and 2 <= cut["global_step"] < 8 and len(cut["rng"]) == 2
+    assert "note: rank 1: a data loader worker" in out and "]: Traceback" not in out, out[-4000:]
+
+    resumed = _run(tmp_path, "cut", "-", "--auto_resume")
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+    whole = _run(tmp_path, "whole", "-")
+    assert whole.returncode == 0, (whole.stdout + whole.stderr)[-4000:]
+    a, b = load_checkpoint(latest.parent), load_checkpoint(tmp_path / "whole" / "run")
+    assert a["global_step"] == b["global_step"] == 8
+    for net in ("G", "D"):
+        for k, v in b[net].items():
+            assert torch.equal(a[net][k], v), f"{net}.{k}: the resumed run differs from the whole run"
+
+
+if __name__ == "__main__":
+    sys.exit(worker(Path(sys.argv[1]), sys.argv[2:]))

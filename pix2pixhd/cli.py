@@ -115,12 +115,18 @@ def _startup_signals(held: list[int] | None = None):
     own handlers (stop at a step boundary, saving) and puts these back when it ends; the previous
     ones are restored when the block ends. A signal ignored on entry (SIGINT of a job started with
     `&` by a script) stays ignored. Main thread only (Python's rule). ``held``: signals that
-    arrived before (pix2pixhd.launch holds them while this module imports); the first ends the start."""
+    arrived before (pix2pixhd.launch holds them while this module imports); the first ends the start.
+    Yields a dict whose "trainer" the caller sets: once that Trainer's fit() has ended (an error
+    under way, e.g. a peer rank that died and the SIGTERM torchrun then sends, or the summary), a
+    signal is ignored, so that the process ends as it was ending, not with a start-up line."""
+    state: dict = {"trainer": None}
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
 
     def on_signal(signum, frame):
+        if getattr(state["trainer"], "_fit_ended", False):
+            return
         name, status = signal.Signals(signum).name, _STARTUP_STOPS[signum]
         msg = (f"stopped by {name} during start-up, before the first step: nothing to save; rerun the "
                "same command" + (f"; exit status {status}" if status != 75 else ""))
@@ -137,7 +143,7 @@ def _startup_signals(held: list[int] | None = None):
     try:
         if held:
             on_signal(held[0], None)
-        yield
+        yield state
     finally:
         errors.restore_signal_handlers(previous)
 
@@ -147,8 +153,8 @@ def train_main(argv: list[str] | None = None, held: list[int] | None = None,
     """``train_hd.py``; ``held``: SIGTERM/SIGINT numbers that arrived before this call; ``prog``:
     the command's name in its help (default: the script's file name)."""
     argv = sys.argv[1:] if argv is None else argv
-    with _startup_signals(held):
-        return _train(argv, prog)
+    with _startup_signals(held) as state:
+        return _train(argv, prog, state)
 
 
 # Packages the commands import only once they are under way (the progress bars, the images):
@@ -162,7 +168,8 @@ def check_required_imports(command: str, required: dict[str, str] | None = None)
     errors.check_required_imports(command, REQUIRED if required is None else required)
 
 
-def _train(argv: list[str], prog: str | None = None) -> int:
+def _train(argv: list[str], prog: str | None = None, state: dict | None = None) -> int:
+    """train_main's work; ``state``: _startup_signals', which is told the Trainer."""
     cfg = resolve_config(argv) if prog is None else resolve_config(argv, prog)   # one argument for wrappers
     check_required_imports("training")   # before the run folder is made, on every rank
     from pix2pixhd import distributed
@@ -207,7 +214,10 @@ def _train(argv: list[str], prog: str | None = None) -> int:
         return 0
     from pix2pixhd.trainer import Trainer, TrainingStopped
     try:
-        summary = Trainer(cfg, info).fit()
+        trainer = Trainer(cfg, info)
+        if state is not None:
+            state["trainer"] = trainer
+        summary = trainer.fit()
     except TrainingStopped as e:   # SIGTERM/SIGINT: the summary too, then exit status 75/130
         if info.is_master and e.summary is not None:
             _print_summary(e.summary)

@@ -457,6 +457,7 @@ class Trainer:
         self._sigchld_previous = None  # the SIGCHLD handler (torch's) _hold_worker_deaths replaced
         self._sigchld_held = False     # a SIGCHLD came while held
         self._fit_started = False      # fit() started this run (a Trainer fits once)
+        self._fit_ended = False        # fit() is ending or has ended (its signal handlers restored)
 
         # the NVIDIA run folder this run was imported from (pix2pixhd.import_reference), saved in
         # each checkpoint as imported_run: what a resume refusal says the run started from
@@ -1234,6 +1235,7 @@ class Trainer:
         try:
             return self._fit()
         finally:
+            self._fit_ended = True   # the start-up handlers put back below ignore a signal (cli)
             try:
                 self._shutdown_loader()
             finally:

@@ -130,3 +130,25 @@ def test_an_ignored_sigint_during_the_start_does_not_end_the_run(tmp_path, scene
     assert p.returncode == 0, f"status {p.returncode}:\n{err[-3000:]}"
     assert "stopped by SIGINT" not in err and '"stopped_by": null' in out, err[-3000:]
     assert (tmp_path / "ck" / "run" / "latest.pt").is_file()
+
+
+def test_a_sigterm_while_a_failed_run_ends_keeps_its_error(tmp_path, scenes, monkeypatch):
+    """A rank whose peer died fails in a collective; torchrun then SIGTERMs it, which may land
+    after fit() has put the start-up handlers back. That signal must not turn the run's error
+    into "stopped by SIGTERM during start-up, before the first step" (status 75)."""
+    from pix2pixhd.trainer import Trainer
+    step, unlock = Trainer.train_step, Trainer._unlock
+
+    def failing(self, batch):
+        if self.global_step == 1:
+            raise RuntimeError("peer rank gone (as gloo's error)")
+        return step(self, batch)
+
+    def unlock_then_sigterm(self):   # in fit()'s finally, after the handlers are restored
+        unlock(self)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)              # the handler runs here
+    monkeypatch.setattr(Trainer, "train_step", failing)
+    monkeypatch.setattr(Trainer, "_unlock", unlock_then_sigterm)
+    with pytest.raises(RuntimeError, match="peer rank gone"):
+        cli.train_main([*TINY, "--dataroot", str(scenes), "--checkpoints_dir", str(tmp_path)])

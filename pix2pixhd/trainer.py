@@ -91,6 +91,11 @@ STOPPED_EXIT_STATUS = 75
 _STOP_SIGNALS = {1: ("SIGTERM", STOPPED_EXIT_STATUS), 2: ("SIGINT", INTERRUPTED_EXIT_STATUS)}
 # The stop code (above the signals') of a rank whose DataLoader worker died (under DDP).
 WORKER_DEATH_CODE = 3
+# Options the ranks of one run may give differently (_agree_on_start): paths (a node may keep its
+# copy of the data, or mount the folders, elsewhere; the dataset's size is compared instead),
+# loader workers and progress display. Every other option must be the same on every rank.
+RANK_LOCAL_OPTIONS = frozenset({"dataroot", "checkpoints_dir", "load_pretrain", "vgg_path", "nThreads",
+                                "no_progress"})
 
 
 class TrainingStopped(SystemExit):
@@ -533,12 +538,18 @@ class Trainer:
                     pool.load_state_dict(saved[k], self.device, self.memory_format)
             said = [f"resumed from epoch {self.epoch} iteration {self.iter_in_epoch}"]
             if saved_world != self.dist.world_size:
+                b, ws = cfg.batchSize, self.dist.world_size
                 said.append(
-                    f"saved by {saved_world} process(es), resumed on {self.dist.world_size}: the "
-                    f"{self.samples_in_epoch} samples of epoch {self.epoch} already trained are left "
-                    "out and the rest shared among the processes now running"
+                    f"saved by {saved_world} process(es), resumed on {ws}: each step now trains {b * ws} "
+                    f"image{'s' if b * ws > 1 else ''}, not {b * saved_world} (--batchSize {b} per process), so an epoch takes "
+                    f"{'fewer' if ws > saved_world else 'more'} steps; the learning rate and the epochs "
+                    "are unchanged"
+                    + (f"; the {self.samples_in_epoch} samples of epoch {self.epoch} already trained are left "
+                       "out and the rest shared among the processes now running (those that do not fill a "
+                       "step on every process are left out, as at the end of any epoch)"
+                       if self.samples_in_epoch else "")
                     + ("; the new ranks start random streams of their own"
-                       if self.dist.world_size > saved_world else ""))
+                       if ws > saved_world else ""))
             threads = self._thread_note(ckpt, checkpoint_path(self.exp_dir, cfg.which_epoch))
             if threads:
                 said.append(threads)
@@ -553,9 +564,58 @@ class Trainer:
             if cfg.load_pretrain:
                 self._load_previous_stage(Path(cfg.load_pretrain))
             self._build_optimizers()
+        self._agree_on_start()
         self._wrap_distributed()
 
     # ---- set-up helpers ---------------------------------------------------------------------
+    def _agree_on_dataset(self) -> None:
+        """Under DDP, once every rank has its loader: the ranks read datasets of one size (each
+        shards the same seeded order by its size; with other sizes they would take different
+        numbers of steps, and the first rank to finish would leave the others in a collective).
+        One all-gather; every rank raises the same DatasetError."""
+        if not self.dist.distributed:
+            return
+        from pix2pixhd.data import DatasetError
+        seen: list = [None] * self.dist.world_size
+        torch.distributed.all_gather_object(seen, (self._dataset_size, self._dataset_size_B, self.cfg.dataroot))
+        if len({x[:2] for x in seen}) > 1:
+            said = ", ".join(f"rank {r}: {n} samples" + (f" ({nb} domain B images)" if nb is not None else "")
+                             + f" in {root}" for r, (n, nb, root) in enumerate(seen))
+            raise DatasetError(f"the ranks read datasets of different sizes ({said}): every rank must read the "
+                               "same dataset (one shared copy, or identical copies on every node)")
+
+    def _agree_on_start(self) -> None:
+        """Under DDP, before the first collective of training (the DDP wrap): every rank must run
+        the same options (:data:`RANK_LOCAL_OPTIONS` aside) and start from the same place (the same
+        checkpoint's step, or all fresh). A rank that differs (another command typed on another
+        node; a checkpoints folder this node does not share, so --auto_resume started fresh) would
+        otherwise train out of step until a collective failed or hung for the process-group
+        timeout. One all-gather; every rank raises the same ConfigError."""
+        if not self.dist.distributed:
+            return
+        import dataclasses
+        # (--resume and --which_epoch as --auto_resume resolved them: compared through the start)
+        opts = {k: v for k, v in dataclasses.asdict(self.cfg).items()
+                if k not in RANK_LOCAL_OPTIONS and k not in ("resume", "which_epoch")}
+        start = (bool(self.cfg.resume), self.global_step, self.epoch, self.iter_in_epoch, self.samples_in_epoch)
+        seen: list = [None] * self.dist.world_size
+        torch.distributed.all_gather_object(seen, (opts, start))
+        (opts0, start0), same = seen[0], "; every rank must run the same command (on several nodes: the same options on each node's torchrun)"
+        for r, (o, st) in enumerate(seen[1:], 1):
+            diff = sorted(k for k in set(opts0) | set(o) if opts0.get(k) != o.get(k))
+            if diff:
+                said = ", ".join(f"--{k} {o.get(k)!r} (rank 0: {opts0.get(k)!r})" for k in diff[:6])
+                more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+                raise ConfigError(f"rank {r}'s options differ from rank 0's: {said}{more}{same}")
+            if st != start0:
+                def where(x):
+                    return (f"resumes {self.exp_dir} at step {x[1]} (epoch {x[2]}, iteration {x[3]})" if x[0]
+                            else f"starts {self.exp_dir} fresh")
+                raise ConfigError(
+                    f"rank {r} {where(st)}, rank 0 {where(start0)}: every rank must read the same run folder "
+                    "(--checkpoints_dir on a file system every node shares, holding the same files; "
+                    "--auto_resume on a node that cannot see latest.pt starts fresh)")
+
     def _thread_note(self, ckpt: dict, path: Path) -> str | None:
         """On a CPU resume of a checkpoint saved on the CPU with another torch thread count: the
         note that says so (CPU kernels split reductions by the thread count, so the arithmetic
@@ -1443,8 +1503,12 @@ class Trainer:
             self._loader = loader   # fit() shuts its workers down, whatever happens next
             if len(loader) == 0:
                 from pix2pixhd.data import DatasetError
-                raise DatasetError(f"{cfg.dataroot}: fewer samples than --batchSize {cfg.batchSize} per "
-                                   f"process ({self.dist.world_size} process(es)); lower --batchSize")
+                n, b, p = len(loader.dataset), cfg.batchSize, self.dist.world_size
+                step = f"--batchSize {b} x {p} processes = {b * p}" if p > 1 else f"--batchSize {b}"
+                fix = (f"lower --batchSize to {n // p} or less" if n >= p else
+                       f"use at most {n} process{'es' if n > 1 else ''}")
+                raise DatasetError(f"{cfg.dataroot}: {n} sample{'s' if n != 1 else ''} (--phase {cfg.phase}), "
+                                   f"fewer than one step takes ({step}): {fix}")
             if self.dist.is_master:
                 self._check_d_on_samples(loader.dataset)
                 if self.vis.tensorboard:   # a TensorBoard writer: missing, refused before anything is written
@@ -1452,6 +1516,7 @@ class Trainer:
         except Exception as e:   # any failure: the other ranks must not wait for this one
             error = e
         raise_on_any_rank(error, self.dist)
+        self._agree_on_dataset()
         self._fit_started = True   # from here the folder is this run's: a second fit() is refused
         if self.dist.is_master:
             try:

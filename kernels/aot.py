@@ -65,6 +65,8 @@ from typing import Callable
 
 import torch
 
+from .instance_norm_act import triton_interpret_on
+
 KERNEL_MODULE = "pix2pixhd.kernels._instance_norm_act_triton"
 DISPATCH_MODULE = "pix2pixhd.kernels.instance_norm_act"
 CACHE_ENV = "PIX2PIXHD_AOT_CACHE"
@@ -586,17 +588,33 @@ def main(argv=None) -> int:
     if twice:  # each target would be recorded, compiled and counted once per mention
         raise ConfigError(f"--arch {args.arch}: " + ", ".join(f"sm_{a}" for a in twice)
                           + " given more than once; name each target once, e.g. --arch 80,90")
-    if len(sms) != len(archs) or not all(sms):
-        raise ConfigError(f"--sms: give one SM count per --arch ({args.arch}); defaults exist only "
-                          f"for {sorted(DEFAULT_SMS)}")
+    if args.sms and len(sms) != len(archs):
+        raise ConfigError(f"--sms {args.sms}: give one SM count per --arch ({args.arch}), "
+                          f"e.g. --sms {','.join(str(DEFAULT_SMS.get(a, 132)) for a in archs)}")
+    bad = [n for n in sms if n < 1]
+    if args.sms and bad:
+        raise ConfigError(f"--sms {args.sms}: an SM count must be a positive integer ({bad[0]} is not; "
+                          f"an H100 SXM has 132, an A100 108)")
+    no_default = [a for a, n in zip(archs, sms) if n < 1]
+    if no_default:
+        raise ConfigError(f"--arch {args.arch}: no default SM count for sm_{no_default[0]} (defaults "
+                          f"exist only for {sorted(DEFAULT_SMS)}); give --sms, one per --arch")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: expected a positive number of compiler processes, "
+                          f"e.g. --jobs {max(1, os.cpu_count() or 1)}")
     dtypes, layouts = args.dtypes.split(","), args.layouts.split(",")
-    for d in dtypes:
-        if d not in DTYPES:
-            raise ConfigError(f"--dtypes {d!r}: expected some of {list(DTYPES)}")
-    for lay in layouts:
-        if lay not in LAYOUTS:
-            raise ConfigError(f"--layouts {lay!r}: expected some of {list(LAYOUTS)}")
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    for flag, given, values, known in (("--dtypes", args.dtypes, dtypes, DTYPES),
+                                       ("--layouts", args.layouts, layouts, LAYOUTS)):
+        for v in values:
+            if v not in known:
+                raise ConfigError(f"{flag} {v!r}: expected some of {list(known)}")
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:  # recorded, compiled and counted once per mention
+            raise ConfigError(f"{flag} {given}: {', '.join(twice)} given more than once; name each "
+                              f"once, e.g. {flag} {','.join(known)}")
+    cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    _check_outputs(args, cache_dir)
+    if triton_interpret_on():
         if KERNEL_MODULE in sys.modules:
             # This process already built interpreted kernels: start a clean one.
             env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -617,7 +635,6 @@ def main(argv=None) -> int:
     for r in recs:
         print(f"sm_{r.arch}: {r.launches} launches, {len(r.specs)} distinct specializations")
 
-    cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     results = compile_all(specs, cache_dir, args.jobs)
     rows = [r for arch in archs for r in rows_for(arch, specs[arch], results)]
     tables = summary_tables(rows)
@@ -650,6 +667,43 @@ def main(argv=None) -> int:
                                       "rows": rows, "summary": last}, indent=1, default=str))
     print(last)
     return 1 if errors or spills else 0
+
+
+def _check_outputs(args, cache_dir: Path | None) -> None:
+    """A ConfigError (one line) before any work for an output that cannot be written: --json or
+    --markdown a folder, under a file, in a folder that cannot be written, or both the same file;
+    a cache folder that is a file or cannot be made or written. Missing folders above are made
+    when written, as the benchmarks' --json and --markdown."""
+    from pix2pixhd.errors import ConfigError, UserError
+    from pix2pixhd.paths import check_output_file, check_output_folder
+    files = [(flag, p) for flag, p in (("--json", args.json), ("--markdown", args.markdown)) if p]
+    if len(files) == 2 and os.path.abspath(files[0][1]) == os.path.abspath(files[1][1]):
+        raise ConfigError(f"--markdown {args.markdown} is also --json's file: one would overwrite the "
+                          "other; give --markdown another file")
+    cache_flag = "--cache-dir" if args.cache_dir else f"${CACHE_ENV} (or the default cache)"
+    try:
+        for flag, p in files:
+            check_output_file(p, flag, kind="a results file",
+                              default_name="aot.md" if flag == "--markdown" else "aot.json")
+        if cache_dir is not None:
+            check_output_folder(cache_dir, cache_flag, "compiled results")
+    except UserError as e:
+        raise ConfigError(str(e)) from None
+    # Permission bits pass for root in /proc and read-only mounts: make (and remove) a file in
+    # the nearest folder that exists, as the writes will.
+    for flag, p, folder in [(f, q, False) for f, q in files] + (
+            [(cache_flag, cache_dir, True)] if cache_dir is not None else []):
+        full = os.path.abspath(p)
+        above = full if folder and os.path.isdir(full) else os.path.dirname(full)
+        while not os.path.isdir(above):
+            above = os.path.dirname(above)
+        try:
+            with tempfile.TemporaryFile(dir=above):
+                pass
+        except OSError as e:
+            raise ConfigError(f"cannot write {p}: no file can be made in {above} ({e.strerror}); give "
+                              f"{flag} a path in a folder you can write to"
+                              + (", or --no-cache" if folder else "")) from None
 
 
 def _write(path: str, text: str) -> None:

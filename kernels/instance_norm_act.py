@@ -7,7 +7,8 @@
 
 Dispatch (``impl``):
   'ref'     always the reference.
-  'triton'  the Triton kernels for CUDA tensors, and for CPU tensors when TRITON_INTERPRET=1;
+  'triton'  the Triton kernels for CUDA tensors, and for CPU tensors when TRITON_INTERPRET is on
+            (1, true, yes, on or y, any case: Triton's own rule, triton_interpret_on());
             anything else (no Triton, a CPU tensor without the interpreter, fp64) falls back to the
             reference and warns once per reason. The interpreter needs TRITON_INTERPRET=1 set
             before anything in the process imports triton (torch.compile does); set later, the
@@ -25,13 +26,16 @@ Dispatch (``impl``):
             CPU tensors go to the native path silently, even under TRITON_INTERPRET=1 (the
             interpreter is a testing tool, far slower than PyTorch on CPU, and must not slow
             down every CPU test that happens to share a process with a kernel test). A CUDA
-            tensor that cannot take the Triton path warns once.
-Without an importable Triton (no wheels for macOS or Windows) every impl but 'ref' says so once, on
-the first call, whatever the device, and everything runs in PyTorch.
-Set PIX2PIXHD_STRICT_KERNELS=1 to turn those warnings into errors (e.g. in benchmarks and CI on
-GPU machines, where a fallback would make the measured numbers meaningless).
+            tensor that cannot take the Triton path warns once, and runs the native path.
+Without an importable Triton (no wheels for macOS or Windows) 'triton' on any device and 'auto' on
+CUDA say so once, on the first call, and everything runs in PyTorch; 'auto' on CPU stays silent.
+Set PIX2PIXHD_STRICT_KERNELS=1 (or true, yes, on) to turn those warnings into errors
+(StrictKernelError, a UserError; e.g. in benchmarks and CI on GPU machines, where a fallback would
+make the measured numbers meaningless); check_norm_impl(impl, device) raises the same error up
+front, without running anything. 'auto' on CPU never raises it.
 
-Tensors: x [N, C, H, W] fp32, fp16 or bf16, NCHW or channels-last, H*W > 1; y has x's dtype and
+Tensors: x [N, C, H, W] fp32, fp16 or bf16, NCHW or channels-last, H*W > 1 (an empty x runs the
+reference on every path: an empty y, zero weight and bias gradients); eps > 0; y has x's dtype and
 memory format on every path. weight, bias [C] any float dtype and any strides (typically fp32
 parameters under autocast); residual x's shape, any float dtype; all on x's device. Statistics
 are fp32 (fp64 for fp64 x). The reference and the Triton kernels compute in fp32 and cast the
@@ -55,11 +59,48 @@ from typing import Callable
 
 import torch
 
+from pix2pixhd.errors import InputError, UserError
+
 _ACTS = ("relu", "leaky_relu", "none")
 _IMPLS = ("auto", "triton", "ref")
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 STRICT_ENV = "PIX2PIXHD_STRICT_KERNELS"
 AUTOTUNE_ENV = "PIX2PIXHD_NORM_AUTOTUNE_FILE"
+# The values Triton's own environment switches (TRITON_INTERPRET...) read as on, any case.
+_TRUTHY = ("1", "true", "yes", "on", "y")
+
+
+class StrictKernelError(UserError, RuntimeError):
+    """A kernel fallback that PIX2PIXHD_STRICT_KERNELS turned into an error (one line)."""
+
+
+def env_flag(name: str) -> bool:
+    """Whether environment variable ``name`` is on, by Triton's rule (knobs.env_bool): 1, true,
+    yes, on or y, in any case."""
+    return os.environ.get(name, "").lower() in _TRUTHY
+
+
+def triton_interpret_on() -> bool:
+    """Whether TRITON_INTERPRET turns Triton's interpreter on (as Triton itself reads it)."""
+    return env_flag("TRITON_INTERPRET")
+
+
+def strict_kernels() -> bool:
+    """Whether PIX2PIXHD_STRICT_KERNELS makes kernel fallbacks errors."""
+    return env_flag(STRICT_ENV)
+
+
+def check_eps(eps, where: str) -> None:
+    """A ValueError unless eps is a finite number > 0 (0 gives NaN for a constant channel)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < float("inf"):
+        raise ValueError(f"{where}: eps={eps!r}; expected a finite number > 0 (e.g. 1e-5, "
+                         "nn.InstanceNorm2d's default): eps <= 0 gives NaN where a channel is constant")
+
+
+def check_impl(impl, where: str) -> None:
+    if impl not in _IMPLS:
+        raise ValueError(f"{where}: impl={impl!r}; expected one of {_IMPLS}")
+
 
 # Launch overrides (block sizes, split count) for tests and benchmarks; see launch_overrides().
 _OVERRIDES: dict = {}
@@ -102,9 +143,9 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if x.stride(1) < x.stride(-1) else torch.contiguous_format
 
 
-def _check(x, weight, bias, residual, act, impl):
-    if impl not in _IMPLS:
-        raise ValueError(f"instance_norm_act: impl={impl!r}; expected one of {_IMPLS}")
+def _check(x, weight, bias, residual, act, impl, eps):
+    check_impl(impl, "instance_norm_act")
+    check_eps(eps, "instance_norm_act")
     if act not in _ACTS:
         raise ValueError(f"instance_norm_act: act={act!r}; expected one of {_ACTS}")
     if x.dim() != 4:
@@ -145,7 +186,7 @@ def instance_norm_act_ref(x, weight=None, bias=None, *, act="relu", negative_slo
     Computes in fp32 (fp64 stays fp64) and casts the result to x's dtype once, which is what the
     kernels do; the autograd graph of these few ops gives every gradient.
     """
-    _check(x, weight, bias, residual, act, "ref")
+    _check(x, weight, bias, residual, act, "ref", eps)
     fmt = _memory_format(x)
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(cdt)
@@ -228,12 +269,13 @@ def _instance_norm_act_eager(x, weight, bias, *, act, negative_slope, eps, resid
     return y.to(x.dtype).contiguous(memory_format=fmt)
 
 
-def _say_once(key: str, message: str) -> None:
-    if _QUIET:
-        return
-    if os.environ.get(STRICT_ENV, "0") == "1":
-        raise RuntimeError(f"{message} ({STRICT_ENV}=1 makes this an error; unset it to fall "
-                           "back to the PyTorch reference with a warning)")
+def _fallback_name(impl: str) -> str:
+    """What runs instead of the Triton kernels: 'auto' falls back to PyTorch's native norm,
+    'triton' to the reference."""
+    return "PyTorch's native norm" if impl == "auto" else "the PyTorch reference"
+
+
+def _warn_once(key: str, message: str) -> None:
     if key not in _WARNED:
         _WARNED.add(key)
         # The warning names the first frame outside this module: the line that called
@@ -241,8 +283,20 @@ def _say_once(key: str, message: str) -> None:
         level, frame = 1, sys._getframe(0)
         while frame is not None and frame.f_globals.get("__name__") == __name__:
             level, frame = level + 1, frame.f_back
-        warnings.warn(f"{message}; using the PyTorch reference (set {STRICT_ENV}=1 to make this "
-                      "an error)", RuntimeWarning, stacklevel=level)
+        warnings.warn(message, RuntimeWarning, stacklevel=level)
+
+
+def _say_once(key: str, message: str, impl: str) -> None:
+    """A fallback from the Triton kernels: one warning per ``key``, or under strict mode a
+    StrictKernelError."""
+    if _QUIET:
+        return
+    if strict_kernels():
+        raise StrictKernelError(f"{message} ({STRICT_ENV}={os.environ.get(STRICT_ENV)} makes this an "
+                                f"error; unset {STRICT_ENV} to run {_fallback_name(impl)} with a "
+                                "warning instead, or choose impl='ref'/--norm_impl ref)")
+    _warn_once(key, f"{message}; using {_fallback_name(impl)} (set {STRICT_ENV}=1 to make this "
+                    "an error)")
 
 
 _PROBED: dict = {}
@@ -306,10 +360,10 @@ def _interpreter_too_late() -> str | None:
             "(e.g. in the environment: TRITON_INTERPRET=1 python ...)")
 
 
-def _say_no_triton(err: str) -> None:
+def _say_no_triton(err: str, impl: str) -> None:
     _say_once("import", f"pix2pixhd.kernels: Triton is not importable ({err}), so instance norm + "
                         "activation runs in PyTorch, unfused (same results; slower on CUDA). "
-                        "Triton has wheels for Linux only; there: pip install 'triton>=3.2'")
+                        "Triton has wheels for Linux only; there: pip install 'triton>=3.2'", impl)
 
 
 def _use_triton(x: torch.Tensor, impl: str) -> bool:
@@ -317,34 +371,48 @@ def _use_triton(x: torch.Tensor, impl: str) -> bool:
         return False
     if _RECORDING:
         return x.dtype in _TRITON_DTYPES
-    # Checked first, on every device: a machine without Triton (macOS and Windows have no
-    # wheels) hears once why nothing is fused, whatever tensor comes first.
+    if impl == "auto" and not _tunable(x):
+        return False  # 'auto' off CUDA is the native path, silently, whatever Triton's state
+    # Checked before the device: a machine without Triton (macOS and Windows have no wheels)
+    # hears once why nothing is fused, whatever tensor comes first.
     missing = _triton_not_found()
     if missing is not None:
-        _say_no_triton(missing)
+        _say_no_triton(missing, impl)
         return False
-    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
-    if not x.is_cuda and ((impl == "auto" and not _tunable(x)) or not interpret):
-        if impl == "triton":
-            _say_once("cpu", f"instance_norm_act: impl='triton' on a {x.device.type} tensor needs "
-                             "a CUDA device, or TRITON_INTERPRET=1 set before anything imports "
-                             "triton, to run the Triton interpreter")
+    interpret = triton_interpret_on()
+    if not x.is_cuda and not interpret:
+        _say_once("cpu", f"instance_norm_act: impl={impl!r} on a {x.device.type} tensor needs "
+                         "a CUDA device, or TRITON_INTERPRET=1 set before anything imports "
+                         "triton, to run the Triton interpreter", impl)
         return False
     err = _triton_import_error()  # installed but broken
     if err is not None:
-        _say_no_triton(err)
+        _say_no_triton(err, impl)
         return False
     if x.dtype not in _TRITON_DTYPES:
-        if impl == "triton" or x.is_cuda:
-            _say_once(f"dtype-{x.dtype}", f"instance_norm_act: dtype {x.dtype} has no Triton "
-                                          "kernel (fp32, fp16, bf16 do)")
+        _say_once(f"dtype-{x.dtype}", f"instance_norm_act: dtype {x.dtype} has no Triton "
+                                      "kernel (fp32, fp16, bf16 do)", impl)
         return False
     if interpret:
         late = _interpreter_too_late()
         if late is not None:
-            _say_once("interpret-late", late)
+            _say_once("interpret-late", late, impl)
             return False
     return True
+
+
+def check_norm_impl(impl: str, device, dtype: torch.dtype = torch.float32) -> None:
+    """Raise, before any work, the StrictKernelError that the first ``instance_norm_act(...,
+    impl=impl)`` call on a ``dtype`` tensor on ``device`` would raise under
+    PIX2PIXHD_STRICT_KERNELS; a ValueError for an unknown ``impl``. Runs no kernel and warns
+    nothing (without strict mode the first call warns as before). For 'auto' on CUDA it also
+    reads PIX2PIXHD_NORM_AUTOTUNE_FILE, so an unreadable one is an InputError here."""
+    check_impl(impl, "check_norm_impl")
+    x = torch.empty((1, 1, 1, 2), device=device, dtype=dtype)
+    if impl == "auto" and _tunable(x) and not _AUTO._loaded:
+        _AUTO._load()
+    if strict_kernels():
+        _use_triton(x, impl)
 
 
 def path_taken(impl: str, device, dtype: torch.dtype = torch.float32) -> str:
@@ -418,20 +486,25 @@ def instance_norm_act(x, weight=None, bias=None, *, act="relu", negative_slope=0
         x: [N, C, H, W] fp32/fp16/bf16 (fp64 runs the reference), NCHW or channels-last.
         weight, bias: optional [C] affine parameters (nn.InstanceNorm2d(affine=True)).
         act: 'relu', 'leaky_relu' (with ``negative_slope``) or 'none'.
-        eps: added to the biased variance, as nn.InstanceNorm2d.
+        eps: added to the biased variance, as nn.InstanceNorm2d; a finite number > 0
+            (ValueError otherwise: with 0 a constant channel is 0/0).
         residual: optional tensor of x's shape added after the affine and before the activation
             (the ResNet block's second norm: ``x + norm(conv(...))`` in one pass).
-        impl: 'auto', 'triton' or 'ref' (see the module docstring).
+        impl: 'auto', 'triton' or 'ref' (see the module docstring). The Triton path's backward
+            is once_differentiable: no double backward (a backward through gradients taken with
+            create_graph=True raises); use 'ref' where one is needed ('auto' may take Triton on CUDA).
 
     Returns:
         y with x's shape, dtype and memory format. Statistics are fp32 over H*W per (n, c);
         the variance is biased; no running statistics are kept (track_running_stats=False).
     """
-    _check(x, weight, bias, residual, act, impl)
+    _check(x, weight, bias, residual, act, impl, eps)
     native = functools.partial(_instance_norm_act_eager, act=act, negative_slope=negative_slope,
                                eps=eps)
     if not _use_triton(x, impl):
-        if impl != "auto":  # 'ref', or 'triton' falling back as documented
+        # 'ref', 'triton' falling back as documented, and any empty x (the native norm fails on
+        # a batch of 0 with weight and bias; the reference gives an empty y and zero gradients).
+        if impl != "auto" or x.numel() == 0:
             return instance_norm_act_ref(x, weight, bias, act=act, negative_slope=negative_slope,
                                          eps=eps, residual=residual)
         return native(x, weight, bias, residual=residual)
@@ -547,8 +620,10 @@ class AutoChooser:
             return
         try:
             stored = json.loads(path.read_text())
+            if not isinstance(stored, dict):
+                raise ValueError(f"a JSON {type(stored).__name__}, not an object")
         except (OSError, ValueError) as e:
-            raise ValueError(f"{AUTOTUNE_ENV}: {path} is not a readable JSON file of norm choices "
+            raise InputError(f"{AUTOTUNE_ENV}: {path} is not a readable JSON file of norm choices "
                              f"({e}); delete it (it is rewritten by the next run) or point "
                              f"{AUTOTUNE_ENV} elsewhere") from None
         for k, v in stored.items():
@@ -565,11 +640,21 @@ class AutoChooser:
                 merged = json.loads(path.read_text())
             except (OSError, ValueError):
                 merged = {}
+        if not isinstance(merged, dict):
+            merged = {}
         merged.update(self.choices)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError as e:  # a cache: the choices still hold for this process
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            _warn_once(f"autotune-write-{path}",
+                       f"{AUTOTUNE_ENV}: cannot write {path} ({e.strerror or e}); the norm choices "
+                       f"are kept for this process only; point {AUTOTUNE_ENV} at a file in a "
+                       "folder you can write to, or unset it")
 
     def choose(self, x, weight, bias, residual, act, fused, native) -> str:
         """'triton' or 'native' for this call; measures both the first time its key is seen.

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import init
 
 from pix2pixhd.kernels import instance_norm_act
+from pix2pixhd.kernels.instance_norm_act import check_eps, check_impl
 
 NORMS = ("instance", "batch", "none")
 ACTS = ("relu", "leaky_relu", "none")
@@ -33,7 +34,8 @@ class InstanceNormAct(nn.InstanceNorm2d):
     and checkpoints move freely between fused and unfused models.
     ``impl``: 'auto' (on CUDA the faster of Triton and PyTorch's native norm, measured; the
     native norm elsewhere), 'triton' or 'ref'. Like ``nn.InstanceNorm2d`` it raises a ValueError
-    for an input of one pixel per channel (H*W = 1), on every path.
+    for an input of one pixel per channel (H*W = 1), on every path. An unknown ``impl`` or
+    ``act``, or eps <= 0, is a ValueError here, not at the first forward.
     """
 
     def __init__(self, num_features: int, act: str = "relu", negative_slope: float = 0.2,
@@ -41,6 +43,8 @@ class InstanceNormAct(nn.InstanceNorm2d):
         super().__init__(num_features, eps=eps, affine=affine, track_running_stats=False)
         if act not in ACTS:
             raise ValueError(f"act={act!r}; expected one of {ACTS}")
+        check_impl(impl, "InstanceNormAct")
+        check_eps(eps, "InstanceNormAct")
         self.act = act
         self.negative_slope = negative_slope
         self.impl = impl

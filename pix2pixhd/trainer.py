@@ -392,6 +392,9 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES.get(cfg.precision)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
+        if cfg.norm == "instance":   # strict kernels (PIX2PIXHD_STRICT_KERNELS): refused before any write
+            from pix2pixhd.kernels import check_norm_impl
+            check_norm_impl(cfg.norm_impl, self.device)
         if cfg.model == "cyclegan":
             self.G = CycleGenerators(build_generator(cfg, "AtoB"), build_generator(cfg, "BtoA"))
             self.D = CycleDiscriminators(build_discriminator(cfg, "D_A"), build_discriminator(cfg, "D_B"),
@@ -1613,7 +1616,9 @@ class Trainer:
         progress = RunProgress(self.global_step, last_step, t_run)
         postfix = {"run ETA": "?"}   # the bar's, with the last log line's losses and speed
         # a single process holds a dead loader worker's error to the step boundary (batches())
-        hold = loader.num_workers > 0 and threading.current_thread() is threading.main_thread()
+        # (Windows has no SIGCHLD: torch notices a dead worker by its own timeout there)
+        hold = (loader.num_workers > 0 and hasattr(signal, "SIGCHLD")
+                and threading.current_thread() is threading.main_thread())
         # logged losses are means over the window since the last log line, summed on the device
         window, t_window, images_window = WindowMeans(), time.perf_counter(), 0
         # the summary's losses: means over the steps this process trained of the last epoch it

@@ -152,3 +152,16 @@ def test_a_sigterm_while_a_failed_run_ends_keeps_its_error(tmp_path, scenes, mon
     monkeypatch.setattr(Trainer, "_unlock", unlock_then_sigterm)
     with pytest.raises(RuntimeError, match="peer rank gone"):
         cli.train_main([*TINY, "--dataroot", str(scenes), "--checkpoints_dir", str(tmp_path)])
+
+
+def test_training_with_loader_workers_runs_where_there_is_no_sigchld(tmp_path, scenes, monkeypatch):
+    """Windows has no signal.SIGCHLD: the loop does not hold it there (AttributeError before).
+    The trainer's signal module is swapped for one without it (torch's own handler needs it here)."""
+    import types
+    from pix2pixhd import trainer
+    windows = types.SimpleNamespace(**{k: getattr(signal, k) for k in dir(signal)
+                                       if k != "SIGCHLD" and not k.startswith("__")})
+    monkeypatch.setattr(trainer, "signal", windows)
+    assert cli.train_main([*[a if a != "0" or i == 0 or TINY[i - 1] != "--nThreads" else "1"
+                             for i, a in enumerate(TINY)],
+                           "--dataroot", str(scenes), "--checkpoints_dir", str(tmp_path)]) == 0

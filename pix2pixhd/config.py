@@ -576,6 +576,8 @@ class TrainConfig:
                          "which_epoch", "stage", "n_local_enhancers"), model="pix2pixhd")
         if run.load_pretrain:   # stored absolute: config.json is read from other working directories
             c.load_pretrain = run.load_pretrain = _absolute(run.load_pretrain)
+        if c.checkpoints_dir:   # '--checkpoints_dir=~/ck' (the shell leaves that ~): the home's, not ./~
+            c.checkpoints_dir = run.checkpoints_dir = os.path.expanduser(c.checkpoints_dir)
         run_dir(run.checkpoints_dir, run.name)   # a --name that would leave checkpoints_dir: refused early
         resume_note = None
         which = c.which_epoch if c.which_epoch not in (None, "latest") else None
@@ -658,6 +660,8 @@ class TrainConfig:
             c.dataroot = _absolute(c.dataroot)
         if self.vgg_path:
             c.vgg_path = _absolute(c.vgg_path)
+        if isinstance(c.palette, str) and c.palette.startswith("~"):   # a JSON file in the home folder
+            c.palette = os.path.expanduser(c.palette)
         c._check_values()
         # a resume's own seed passes (versions before SEED_MAX took larger ones): only one given anew
         c._check_ranges(seed=not run.resume or (self.seed is not None and self.seed != prev.seed))
@@ -750,8 +754,9 @@ class TrainConfig:
             raise ConfigError(f"--upsample {c.upsample} changes pix2pixHD's generators; --model {c.model}'s "
                              "generator ignores it: drop --upsample")
         if c.compile and c.norm_impl == "triton" and c.norm == "instance" and \
-                os.environ.get("TRITON_INTERPRET") == "1":
-            raise ConfigError("--compile --norm_impl triton under TRITON_INTERPRET=1: torch.compile cannot trace "
+                os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "yes", "on", "y"):   # Triton's rule
+            raise ConfigError(f"--compile --norm_impl triton under TRITON_INTERPRET={os.environ['TRITON_INTERPRET']}: "
+                              "torch.compile cannot trace "
                               "the Triton interpreter's kernel launches; drop --compile (the interpreter is for "
                               "tests), or --norm_impl triton, or unset TRITON_INTERPRET on a GPU")
         if self.norm_impl == "triton" and c.norm != "instance":   # (ref: PyTorch's norms, what runs)

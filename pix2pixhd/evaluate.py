@@ -1143,6 +1143,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = evaluate_parser()
     a = p.parse_args(argv)
+    for k in ("fake", "real", "json", "inception", "labels", "train_images", "train_labels", "palette"):
+        setattr(a, k, os.path.expanduser(getattr(a, k)))   # '--real=~/x': the shell leaves that ~
     if a.json:   # checked before the metrics, which may take minutes
         from pix2pixhd.paths import check_output_file
         check_output_file(a.json, "--json", kind="a JSON results file", default_name="metrics.json",

@@ -3,8 +3,9 @@
 
 Such a name must be ONE folder name, so that ``parent / name`` stays inside ``parent``: not
 empty, not ``.`` or ``..``, no ``/`` or ``\\`` (either system's separator, so a name written on one
-system means the same on the other), no drive (``C:``), no NUL. Paths the user gives as paths
-(``--checkpoints_dir``, ``--dataroot``, ``--out``) are theirs to choose and are not checked as names.
+system means the same on the other), no drive (``C:``), no NUL, at most :data:`NAME_MAX` bytes.
+Paths the user gives as paths (``--checkpoints_dir``, ``--dataroot``, ``--out``) are theirs to
+choose and are not checked as names.
 
 Paths a command writes are checked before its work (:func:`check_output_file`,
 :func:`check_output_folder`): a folder where a file is wanted and the reverse, a parent that is
@@ -20,8 +21,16 @@ from typing import Callable, Iterable
 from pix2pixhd.errors import ConfigError, UserError
 
 
+NAME_MAX = 255   # bytes in one file or folder name: the limit of ext4, XFS, btrfs, APFS...
+
+
 class UnsafeNameError(UserError, ValueError):
     """A name that would put a path outside the folder it names something in."""
+
+
+def name_bytes(name: str) -> int:
+    """The length of ``name`` in bytes, as the file system counts it (UTF-8)."""
+    return len(name.encode("utf-8", "surrogatepass"))
 
 
 def check_name(value: str, flag: str, parent: str | os.PathLike) -> str:
@@ -39,6 +48,9 @@ def check_name(value: str, flag: str, parent: str | os.PathLike) -> str:
         problem = "names a drive"
     elif "\x00" in value:
         problem = "holds a NUL character"
+    elif name_bytes(value) > NAME_MAX:
+        raise UnsafeNameError(f"{flag} {value[:24]!r}... is {name_bytes(value)} bytes long: a folder name "
+                              f"holds at most {NAME_MAX} bytes (the file system's limit); use a shorter {flag}")
     else:
         return value
     plain = re.sub(r"[^A-Za-z0-9._-]+", "_", str(value or "")).strip("._") or "run1"
@@ -48,8 +60,9 @@ def check_name(value: str, flag: str, parent: str | os.PathLike) -> str:
 
 
 def run_dir(checkpoints_dir: str | os.PathLike, name: str) -> Path:
-    """The folder of run ``name``: ``checkpoints_dir/name``, refusing names that would leave it."""
-    return Path(checkpoints_dir) / check_name(name, "--name", checkpoints_dir)
+    """The folder of run ``name``: ``checkpoints_dir/name`` (a leading ``~`` of ``checkpoints_dir``
+    is the home folder), refusing names that would leave it."""
+    return Path(checkpoints_dir).expanduser() / check_name(name, "--name", checkpoints_dir)
 
 
 def folder_made_from(folder: str | os.PathLike, typed: str | os.PathLike) -> Path | None:

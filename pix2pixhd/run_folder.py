@@ -25,6 +25,11 @@ dies in its first minutes; keeping it for ever would double the disk a week-long
 next start of ``NAME`` (:func:`replaced_leftovers`); a later ``--overwrite`` deletes it with its own
 at its first save, a resume keeps it.
 
+A run folder that is a link (``checkpoints/NAME -> /scratch/NAME``) is not replaced by
+``--overwrite``: renaming it would move the link, not the run; :func:`check_new_run` refuses it,
+naming the target to give instead. A new run's ``--name`` leaves room for the ``.replaced-TIME``
+suffix (:data:`REPLACED_ROOM` bytes within the file system's :data:`~pix2pixhd.paths.NAME_MAX`).
+
 A training process holds ``NAME/train.lock`` (:data:`RUN_LOCK`, :func:`lock_run`) while it runs,
 so a second one into the same folder is refused naming the holder; the file does not make a folder
 a run (:func:`run_files`).
@@ -37,6 +42,7 @@ its first save, and it has nothing to lose. ``--resume`` of such a folder starts
 from __future__ import annotations
 
 import errno
+import os
 import re
 import shutil
 import sys
@@ -45,12 +51,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pix2pixhd.errors import ConfigError, RunExistsError
+from pix2pixhd.paths import NAME_MAX, name_bytes
 
 if TYPE_CHECKING:
     from pix2pixhd.config import TrainConfig
 
 
 RUN_LOCK = "train.lock"   # the lock of a running training process; not a run file
+# what move_aside adds to a run folder's name: '.replaced-YYYYmmdd-HHMMSS', '-K' when that is taken
+REPLACED_ROOM = len(".replaced-20260101-000000-99")
 
 
 def run_files(folder: Path) -> list[str]:
@@ -101,9 +110,28 @@ def check_new_run(cfg: "TrainConfig", by_save: bool = False) -> None:
     command line's options."""
     if cfg.resume or getattr(cfg, "_restart", False):
         check_resumed_dataroot(cfg)
-    if cfg.resume or cfg.overwrite or getattr(cfg, "_restart", False):
+    if cfg.resume or getattr(cfg, "_restart", False):
         return   # _restart: --resume of a run that saved no checkpoint (TrainConfig.resolved)
     folder = cfg.experiment_dir
+    # a new run's name must leave room for the NAME.replaced-TIME a later --overwrite renames it to
+    if (cfg.overwrite or not _holds_run(folder)) and name_bytes(cfg.name) > NAME_MAX - REPLACED_ROOM:
+        opt = "name" if by_save else "--name"
+        raise ConfigError(f"{opt} {cfg.name[:24]!r}... is {name_bytes(cfg.name)} bytes long: a new run's folder "
+                          f"name may hold at most {NAME_MAX - REPLACED_ROOM} bytes ({NAME_MAX}, the file system's "
+                          f"limit, less {REPLACED_ROOM} for the NAME.replaced-TIME that --overwrite renames it "
+                          f"to); use a shorter {opt}")
+    if cfg.overwrite:
+        if folder.is_symlink() and _holds_run(folder):   # renaming it would move the link, not the run
+            target = Path(os.path.realpath(folder))
+            there = (f"checkpoints_dir={str(target.parent)!r}, name={target.name!r}" if by_save else
+                     f"--checkpoints_dir {target.parent} --name {target.name}")
+            raise ConfigError(
+                f"{'overwrite=True' if by_save else '--overwrite'} of {folder}: it is a link to {target}, and "
+                f"moving the run aside would rename the link, not the run (the new run would start on this "
+                f"disk); to replace the run, point at the folder itself: {there} (the old run is kept "
+                f"beside it until the first checkpoint), or empty {target} yourself and start without "
+                f"{'overwrite' if by_save else '--overwrite'}")
+        return
     found = run_files(folder)
     theirs = reference_files(folder)
     # the words for the options: train_hd.py's, or TrainConfig's for Trainer.save()
@@ -163,12 +191,22 @@ def check_resumed_dataroot(cfg: "TrainConfig") -> None:
                             "holding this run's training data)")
 
 
+def _holds_run(folder: Path) -> bool:
+    """Whether ``folder`` exists and holds anything but the lock this run took."""
+    return folder.exists() and not (folder.is_dir() and {p.name for p in folder.iterdir()} <= {RUN_LOCK})
+
+
 def move_aside(folder: Path) -> Path | None:
     """Rename run ``folder`` to ``NAME.replaced-TIME`` beside it; return the new path (None when
-    there is nothing to move). Says so on stderr."""
+    there is nothing to move). Says so on stderr. A ``folder`` that is a link is refused
+    (:func:`check_new_run` says so first): renaming it would move the link, not the run."""
     folder = Path(folder)
-    if not folder.exists() or (folder.is_dir() and {p.name for p in folder.iterdir()} <= {RUN_LOCK}):
+    if not _holds_run(folder):
         return None   # nothing, or only the lock this run took
+    if folder.is_symlink():
+        raise ConfigError(f"--overwrite of {folder}: it is a link to {os.path.realpath(folder)}; moving it "
+                          "aside would rename the link, not the run: point --checkpoints_dir and --name at "
+                          "the folder itself")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = folder.with_name(f"{folder.name}.replaced-{stamp}")
     k = 1
@@ -194,21 +232,29 @@ def drop_replaced(aside: Path | None, leftovers: list[Path] = ()) -> None:
               "checkpoint)", file=sys.stderr, flush=True)
 
 
-def replaced_leftovers(folder: Path) -> list[Path]:
+def replaced_leftovers(folder: Path, links: bool = False) -> list[Path]:
     """The ``NAME.replaced-TIME`` folders beside run ``folder`` (sorted): runs that an
-    ``--overwrite`` moved aside and never deleted (it died before its first save)."""
+    ``--overwrite`` moved aside and never deleted (it died before its first save). ``links``: the
+    links to folders of that name instead, which versions before the refusal in
+    :func:`check_new_run` made of a linked run folder (the run is in the link's target)."""
     folder = Path(folder)
     if not folder.parent.is_dir():
         return []
     pat = re.compile(re.escape(folder.name) + r"\.replaced-[0-9]{8}-[0-9]{6}(-[0-9]+)?")
-    return sorted(p for p in folder.parent.iterdir() if p.is_dir() and pat.fullmatch(p.name))
+    return sorted(p for p in folder.parent.iterdir()
+                  if pat.fullmatch(p.name) and p.is_dir() and p.is_symlink() == links)
 
 
 def note_leftovers(folder: Path, overwrite: bool) -> list[Path]:
     """Name the :func:`replaced_leftovers` of ``folder`` on stderr and return them: an
     ``--overwrite`` deletes them at its first save; any other start keeps them and says how to
-    remove them."""
+    remove them. Leftover links are named with their targets, never deleted, not returned."""
     left = replaced_leftovers(folder)
+    for link in replaced_leftovers(folder, links=True):   # never deleted here: the run is elsewhere
+        target = os.path.realpath(link)
+        print(f"note: {link} is a link to {target}: an --overwrite of {folder} renamed the link instead of "
+              f"the run it points to; that run's files are in {target}: to delete them, `rm -r {target}` "
+              f"and then `rm {link}` (the link alone holds nothing)", file=sys.stderr, flush=True)
     if left:
         names = ", ".join(str(p) for p in left)
         fate = ("they are deleted with the run this --overwrite replaces once it saves its first "
@@ -228,8 +274,8 @@ def lock_run(folder: Path):
     are still empty. Raises InputError naming the holder when another process trains there, and
     ConfigError naming the folder when it cannot be created or written."""
     lock = _run_lock_class()(folder)
-    lock.created = [p for p in (Path(folder), *Path(folder).parents) if not p.exists()]
-    try:
+    try:   # (exists() raises on a name the file system refuses: ENAMETOOLONG)
+        lock.created = [p for p in (Path(folder), *Path(folder).parents) if not p.exists()]
         note = lock.acquire()
     except OSError as e:
         lock.release()

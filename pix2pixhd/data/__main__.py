@@ -20,6 +20,7 @@ Exit status 1 when any split has problems (entries not used alone do not count).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -148,6 +149,9 @@ def _model_default(name: str, model: str):
 
 def main(argv=None) -> int:
     a = data_parser().parse_args(argv)
+    a.dataroot = os.path.expanduser(a.dataroot)   # a quoted '~/streets': the shell left the ~
+    if a.palette is not None:
+        a.palette = os.path.expanduser(a.palette)
 
     root = Path(a.dataroot)
     if not root.is_dir():

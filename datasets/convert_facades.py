@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from pix2pixhd.data.layouts import FACADES_PALETTE, PALETTE_MIN_NEAR, decode_palette, list_images, palette_fit
-from pix2pixhd.datasets.synthetic_streets import foreign_entries, prepare_output
+from pix2pixhd.datasets.synthetic_streets import foreign_entries, prepare_output, writing
 from pix2pixhd.errors import ConfigError, InputError, MissingInputError
 from pix2pixhd.paths import check_name
 
@@ -135,24 +135,25 @@ def convert(src, out, *, holdout: int = 0, holdout_split: str = "test",
                     "is which class", "source": str(src), "splits": counts,
             "holdout": {"split": holdout_split, "n": holdout, "seed": holdout_seed} if holdout else None,
             "stems": stems}
-    # this run's splits and every split the earlier conversion recorded (another --holdout_split)
-    prepare_output(out, "convert_facades", _written_here,
-                   lambda old: _split_folders(dict.fromkeys([*splits, *old.get("splits", {}),
-                                                             *old.get("stems", {})])), _foreign)
-    # marked ours before any image is written, so a run stopped halfway is replaced, not refused
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "classes.json").write_text(json.dumps({**meta, "complete": False}, indent=1) + "\n")
-    for split, files in splits.items():
-        (out / f"{split}_label").mkdir(parents=True, exist_ok=True)
-        (out / f"{split}_img").mkdir(parents=True, exist_ok=True)
-        for p in files:
-            photo, colours = _halves(p, direction)
-            ids = decode_palette(colours, palette)
-            Image.fromarray(ids, "L").save(out / f"{split}_label" / f"{p.stem}.png")
-            Image.fromarray(np.ascontiguousarray(photo), "RGB").save(out / f"{split}_img" /
-                                                                      f"{p.stem}.png")
-    meta["complete"] = True
-    (out / "classes.json").write_text(json.dumps(meta, indent=1) + "\n")
+    with writing("convert_facades", out):
+        # this run's splits and every split the earlier conversion recorded (another --holdout_split)
+        prepare_output(out, "convert_facades", _written_here,
+                       lambda old: _split_folders(dict.fromkeys([*splits, *old.get("splits", {}),
+                                                                 *old.get("stems", {})])), _foreign)
+        # marked ours before any image is written, so a run stopped halfway is replaced, not refused
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "classes.json").write_text(json.dumps({**meta, "complete": False}, indent=1) + "\n")
+        for split, files in splits.items():
+            (out / f"{split}_label").mkdir(parents=True, exist_ok=True)
+            (out / f"{split}_img").mkdir(parents=True, exist_ok=True)
+            for p in files:
+                photo, colours = _halves(p, direction)
+                ids = decode_palette(colours, palette)
+                Image.fromarray(ids, "L").save(out / f"{split}_label" / f"{p.stem}.png")
+                Image.fromarray(np.ascontiguousarray(photo), "RGB").save(out / f"{split}_img" /
+                                                                          f"{p.stem}.png")
+        meta["complete"] = True
+        (out / "classes.json").write_text(json.dumps(meta, indent=1) + "\n")
     return counts
 
 

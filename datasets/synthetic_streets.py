@@ -28,6 +28,8 @@ tool writes: ``classes.json`` and the six split folders, each holding only its s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import re
@@ -39,7 +41,7 @@ import numpy as np
 from PIL import Image
 
 from pix2pixhd.errors import ConfigError, InputError
-from pix2pixhd.paths import check_name
+from pix2pixhd.paths import check_name, check_output_folder
 
 CLASSES = ("unlabeled", "sky", "road", "sidewalk", "building", "vegetation", "pole", "car",
            "person")
@@ -318,10 +320,11 @@ def prepare_output(out, tool: str, owned, subdirs, foreign=None) -> dict | None:
     naming it, what it holds and the fix. Returns the earlier ``classes.json`` (or None).
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{tool}: --out {out} is a file, not a folder; pass a new folder as --out")
+    check_output_folder(out, "--out", "a dataset")   # under a file, or in a folder this user cannot write
     if not out.exists():
         return None
-    if not out.is_dir():
-        raise InputError(f"{tool}: --out {out} is a file, not a folder; pass a new folder as --out")
     entries = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
     if not entries:
         return None
@@ -351,6 +354,42 @@ def prepare_output(out, tool: str, owned, subdirs, foreign=None) -> dict | None:
         elif d.exists() or d.is_symlink():
             d.unlink()
     return meta
+
+
+@contextlib.contextmanager
+def writing(tool: str, out):
+    """Turn an OS error met writing into ``out`` (a read-only folder, a read-only file system, a
+    full disk) into one InputError naming the path, the error and the fix. Other OS errors (an
+    input that cannot be read) pass through."""
+    try:
+        yield
+    except OSError as e:
+        err = write_error(tool, Path(out), e)
+        if err is None:
+            raise
+        raise err from None
+
+
+def write_error(tool: str, out: Path, e: OSError) -> InputError | None:
+    """:func:`writing`'s message for ``e``; None when ``e`` is not about ``out``, a path inside it
+    or a folder above it."""
+    if not e.filename:
+        return None
+    failed = Path(os.path.abspath(e.filename))
+    full = Path(os.path.abspath(out))
+    if not (failed == full or full in failed.parents or failed in full.parents):
+        return None
+    given = Path(e.filename)
+    above = next((q for q in (given, *given.parents) if q.exists() or q.is_symlink()), None)
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"make {above} writable, or pass --out a folder you can write to" if above else \
+            "pass --out a folder you can write to"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST) and above is not None and not above.is_dir():
+        fix = f"{above} is a file, not a folder; pass --out a folder"
+    else:
+        fix = "pass --out a folder on another disk, or free space" if e.errno == errno.ENOSPC else \
+            "pass another --out"
+    return InputError(f"{tool}: cannot write {e.filename} ({e.strerror or type(e).__name__}); {fix}")
 
 
 def _written_here(meta: dict) -> bool:
@@ -422,30 +461,31 @@ def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, he
             "void_id": 0,
             "instance_ids": "class_id*1000 + k for thing classes (car, person), else class_id",
             "seed": seed, "width": width, "height": height, "n_train": n_train, "n_test": n_test}
-    prepare_output(out, "synthetic_streets", _written_here, lambda _: _split_folders(), _foreign)
-    # the folder is marked ours before any scene is written, so a run stopped halfway is replaced
-    # by the next, not refused; "complete" says whether every scene it counts is there
-    out.mkdir(parents=True, exist_ok=True)
-    meta["folder"] = str(out.resolve())   # a copy of this classes.json elsewhere is not ours
-    (out / "classes.json").write_text(json.dumps({**meta, "complete": False}, indent=1) + "\n")
-    for split, n in (("train", n_train), ("test", n_test)):
-        if n <= 0:
-            continue
-        dirs = {k: out / f"{split}_{k}" for k in ("label", "inst", "img")}
-        for d in dirs.values():
-            d.mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            label, inst, photo = render_scene(width, height, scene_rng(seed, split, i))
-            stem = f"{split}_{i:05d}"
-            Image.fromarray(label, "L").save(dirs["label"] / f"{stem}.png", compress_level=1)
-            Image.fromarray(inst.astype(np.uint16)).save(dirs["inst"] / f"{stem}.png",
-                                                          compress_level=1)
-            if img_ext == "png":
-                Image.fromarray(photo, "RGB").save(dirs["img"] / f"{stem}.png", compress_level=1)
-            else:
-                Image.fromarray(photo, "RGB").save(dirs["img"] / f"{stem}.jpg", quality=95)
-    meta["complete"] = True
-    (out / "classes.json").write_text(json.dumps(meta, indent=1) + "\n")
+    with writing("synthetic_streets", out):
+        prepare_output(out, "synthetic_streets", _written_here, lambda _: _split_folders(), _foreign)
+        # the folder is marked ours before any scene is written, so a run stopped halfway is replaced
+        # by the next, not refused; "complete" says whether every scene it counts is there
+        out.mkdir(parents=True, exist_ok=True)
+        meta["folder"] = str(out.resolve())   # a copy of this classes.json elsewhere is not ours
+        (out / "classes.json").write_text(json.dumps({**meta, "complete": False}, indent=1) + "\n")
+        for split, n in (("train", n_train), ("test", n_test)):
+            if n <= 0:
+                continue
+            dirs = {k: out / f"{split}_{k}" for k in ("label", "inst", "img")}
+            for d in dirs.values():
+                d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                label, inst, photo = render_scene(width, height, scene_rng(seed, split, i))
+                stem = f"{split}_{i:05d}"
+                Image.fromarray(label, "L").save(dirs["label"] / f"{stem}.png", compress_level=1)
+                Image.fromarray(inst.astype(np.uint16)).save(dirs["inst"] / f"{stem}.png",
+                                                              compress_level=1)
+                if img_ext == "png":
+                    Image.fromarray(photo, "RGB").save(dirs["img"] / f"{stem}.png", compress_level=1)
+                else:
+                    Image.fromarray(photo, "RGB").save(dirs["img"] / f"{stem}.jpg", quality=95)
+        meta["complete"] = True
+        (out / "classes.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
 
 

@@ -27,6 +27,7 @@ as the specification the tests compare against).
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import io
 import os
@@ -787,7 +788,12 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     ds = _dataset(cfg, dataroot, phase, how_many, whole=True)
     root = Path(dataroot or cfg.dataroot)
     out = Path(out_dir) if out_dir else root / f"{phase}_feat"
-    out.mkdir(parents=True, exist_ok=True)
+    try:   # before E runs: a read-only dataset folder is refused in one line
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied (no write permission)", str(out))
+    except OSError as e:
+        raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
     written = []
     for batch in _batches(ds, cfg.nThreads):
         label = batch["label"].to(device)
@@ -798,9 +804,29 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
         img = float_to_uint8(feat[0]).permute(1, 2, 0).cpu().numpy()
         name = stem_key(Path(_label_path(batch)))
         dst = out / f"{name}.png"
-        Image.fromarray(img).save(dst)
+        try:
+            Image.fromarray(img).save(dst)
+        except OSError as e:
+            if e.errno is None:   # not the file system's: PIL's own
+                raise
+            raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
         written.append(dst)
     return written
+
+
+def _feat_folder_error(out: Path, e: OSError, phase: str, given: bool) -> InputError:
+    """One line for feature maps that cannot be written into ``out`` (OS error ``e``): the folder,
+    the error and the fix (``given``: ``out`` is the user's --out_dir)."""
+    if isinstance(e, FileExistsError) or (out.exists() and not out.is_dir()):
+        why, where = f"{out} is a file, not a folder", None
+    else:
+        failed = Path(e.filename) if e.filename else out
+        why = f"{failed}: {e.strerror or type(e).__name__}"
+        where = next((q for q in (failed, *failed.parents) if q.is_dir()), None)
+    fix = ("pass --out_dir a folder you can write to" if given else
+           f"{f'make {where} writable, or ' if where else ''}write them elsewhere with --out_dir DIR "
+           f"(--load_features reads DATAROOT/{phase}_feat/: copy them there, or into a copy of the dataset)")
+    return InputError(f"cannot write the feature maps into {out}/ ({why}); {fix}")
 
 
 def _label_path(batch: dict) -> str:

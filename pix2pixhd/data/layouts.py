@@ -2,9 +2,9 @@
 
 Layouts (``dataset_mode``):
   cityscapes  ``{phase}_label`` (ids), ``{phase}_inst`` (instance ids), ``{phase}_img``,
-              optional ``{phase}_feat``; partners matched by file stem, ignoring Cityscapes'
-              suffixes (``_gtFine_labelIds``, ``_gtFine_instanceIds``, ``_leftImg8bit``, the
-              ``*TrainIds`` of cityscapesScripts...).
+              optional ``{phase}_feat``; partners matched by file stem (in Unicode NFC), ignoring
+              Cityscapes' suffixes (``_gtFine_labelIds``, ``_gtFine_instanceIds``, ``_leftImg8bit``,
+              the ``*TrainIds`` of cityscapesScripts...).
   palette     the cityscapes layout whose ``{phase}_label`` files are RGB colour maps, decoded
               to ids by nearest palette colour (id = position in the palette).
   rgb_pairs   ``{phase}_A`` (input photo), ``{phase}_B`` (target photo); ``label_nc=0``;
@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,9 +52,14 @@ FACADES_PALETTE = ((0, 0, 222), (0, 48, 255), (0, 128, 255), (0, 208, 255), (32,
 NAMED_PALETTES = {"facades": FACADES_PALETTE}
 
 
+PALETTE_SHAPE = ('a list of [r, g, b] colours (integers 0-255), e.g. [[0, 0, 0], [128, 64, 128]], '
+                 'or {"palette": [...]}')
+
+
 def load_palette(palette) -> np.ndarray | None:
     """None | 'facades' | path to JSON (a list, or {"palette": [...]}) | [[r, g, b], ...] ->
-    int32 [K, 3] or None."""
+    int32 [K, 3] or None. A JSON file may start with a UTF-8 BOM; anything wrong with it is one
+    ConfigError naming the file, what is wrong and the expected shape."""
     if palette is None:
         return None
     if isinstance(palette, (str, Path)) and str(palette) in NAMED_PALETTES:
@@ -63,13 +69,44 @@ def load_palette(palette) -> np.ndarray | None:
         if not p.is_file():
             raise ConfigError(f"palette={str(palette)!r} is neither a named palette "
                              f"{tuple(NAMED_PALETTES)} nor a JSON file")
-        palette = json.loads(p.read_text())
-        if isinstance(palette, dict):
-            palette = palette["palette"]
-    arr = np.asarray(palette, dtype=np.int32)
+        return _palette_file(p)
+    try:
+        arr = np.asarray(palette, dtype=np.int32)
+    except (TypeError, ValueError):   # ragged rows, strings
+        raise ConfigError(f"palette must be {PALETTE_SHAPE}; got {palette!r:.80}") from None
     if arr.ndim != 2 or arr.shape[1] != 3 or len(arr) == 0:
         raise ConfigError(f"palette must be a list of [r, g, b] colours; got shape {arr.shape}")
     return arr
+
+
+def _palette_file(p: Path) -> np.ndarray:
+    """The palette of JSON file ``p`` (see :func:`load_palette`)."""
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"palette file {p}: {what}; it should hold {PALETTE_SHAPE}")
+    try:   # utf-8-sig: Notepad and PowerShell 5 write a byte order mark first
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise bad(f"not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise bad(f"cannot be read ({e.strerror or type(e).__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise bad(f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    if isinstance(data, dict):
+        if "palette" not in data:
+            keys = ", ".join(map(repr, list(data)[:6])) or "none"
+            raise bad(f'a JSON object without a "palette" key (its keys: {keys})')
+        data = data["palette"]
+    if not isinstance(data, list) or not data:
+        kind = {dict: "an object", str: "a string", bool: "true/false", type(None): "null",
+                list: "an empty list"}.get(type(data), "a number")
+        raise bad(f"the palette is {kind}" + ("" if data == [] else ", not a list of colours"))
+    for i, c in enumerate(data):
+        if not (isinstance(c, list) and len(c) == 3 and
+                all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)):
+            raise bad(f"colour {i} is {json.dumps(c)[:60]}, not [r, g, b] of integers 0-255")
+    return np.asarray(data, dtype=np.int32)
 
 
 def _palette_scores(flat: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -206,7 +243,7 @@ def read_classes(root: Path) -> ClassList | None:
     if not path.is_file():
         return None
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8-sig"))   # a BOM (Notepad, PowerShell 5) is fine
         if not isinstance(meta, dict):
             raise ValueError(f"a JSON {type(meta).__name__}, not an object")
         label_nc = int(meta["label_nc"]) if meta.get("label_nc") is not None else None
@@ -227,6 +264,13 @@ def read_classes(root: Path) -> ClassList | None:
 def stem_key(p: Path) -> str:
     """The file stem partners share: Cityscapes' per-kind suffixes removed."""
     return _CITYSCAPES_SUFFIX.sub("", p.stem)
+
+
+def partner_key(p: Path) -> str:
+    """What partners are matched on: :func:`stem_key` in Unicode normal form NFC, so that names
+    that look the same match whatever form they are stored in (macOS writes NFD: 'cafe\u0301',
+    Linux tools mostly NFC: 'caf\u00e9'). Files are still read by their own paths."""
+    return unicodedata.normalize("NFC", stem_key(p))
 
 
 @dataclass
@@ -458,11 +502,13 @@ def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: b
         images, problems = list_folder(d, root)
         lay.problems += problems
         for p in images:
-            k = stem_key(p)
+            k = partner_key(p)
             if k in found[role]:
+                q = found[role][k]
+                forms = (" (the same name in two Unicode normal forms, NFC and NFD: they look the same)"
+                         if stem_key(p) != stem_key(q) else "")
                 lay.problems.append(("duplicate stem", str(p),
-                                     f"{p} and {found[role][k]} share the stem {k!r}; "
-                                     f"{_keep_which(p, found[role][k])}"))
+                                     f"{p} and {q} share the stem {k!r}{forms}; {_keep_which(p, q)}"))
             found[role][k] = p
     keys = sorted(set().union(*[set(v) for v in found.values()]))
     folded = {role: {k.casefold(): p for k, p in v.items()} for role, v in found.items()}

@@ -17,9 +17,11 @@ What runs where:
     the same arithmetic row by row (``tests/test_synthesis_engine.py`` checks composition,
     shards and resume for bytes).
   * A pool of writer threads encodes PNGs (zlib runs without the GIL) and writes each file to
-    ``NAME.PID.tmp`` then renames it; the image is renamed after its label and instance partners,
-    and its manifest line is appended after that. A line whose image and partners exist with the
-    recorded sizes is therefore a complete output.
+    ``NAME.PID.tmp`` (a shorter name for long ones, ``_tmp_path``) then renames it; the image is
+    renamed after its label and instance partners, and its manifest line is appended after that.
+    A line whose image and partners exist with the recorded sizes is therefore a complete output.
+    A write the file system refuses (a full disk...) stops the job with one line naming the file
+    (``OutputWriteError``); a rerun of the same command resumes it.
   * Memory: at most ``max_pending`` decoded maps wait for a batch and ``max_inflight`` outputs
     wait for a writer, whatever the number of inputs. What grows with the input count is the
     bookkeeping: the sorted list of input names and, on a rerun, the set of finished outputs
@@ -37,7 +39,9 @@ names, sizes and mtimes, sample index, seed, cluster choices, checkpoint and its
 output (and its partners) is named ``<stem>_<k>.png``. Label and instance maps whose ids a PNG
 cannot hold (above 65535, e.g. Cityscapes' id*1000+k) are written as 32-bit TIFFs, ``.tif``.
 
-Ranks (torchrun): every rank lists the same inputs, takes every world-th of those still to do,
+Ranks (torchrun): the ranks first agree on the job (``_agree_on_job``: one digest, one --out; a
+rank started with other options stops every rank before any work), then every rank lists the
+same inputs, takes every world-th of those still to do,
 and appends to its own ``manifest.parts/rank<R>.jsonl``; after a barrier rank 0 merges the parts
 into ``manifest.jsonl``. Resume: a rerun of the same job (same ``synthesis.json`` digest, which
 covers the resolved input folders and the checkpoint's sha256, not its path) reads the manifest and the parts, keeps every output whose
@@ -74,8 +78,8 @@ import torch
 from PIL import Image
 
 from pix2pixhd.data.dataset import ID_MODES, _wanted_modes, synthesis_wording
-from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, list_folder, stem_key
-from pix2pixhd.errors import ConfigError, InputError, MissingInputError
+from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, stem_key
+from pix2pixhd.errors import ConfigError, InputError, MissingInputError, UserError
 from pix2pixhd.synthesis import Synthesizer, id_map_bytes, png_bytes, sample_seed
 
 MANIFEST = "manifest.jsonl"
@@ -126,6 +130,12 @@ class SynthesisJob:
     progress: bool = True
     scale_width: int = 0
     command: str | None = None
+
+    def __post_init__(self):   # '~' in a path (--out=~/x, quoted or from a script) is the home folder
+        for name in ("out", "input", "inst", "real", "dataroot"):
+            value = getattr(self, name)
+            if isinstance(value, (str, os.PathLike)) and os.fspath(value).startswith("~"):
+                setattr(self, name, Path(os.path.expanduser(value)))
 
     @property
     def split(self) -> str:
@@ -197,7 +207,13 @@ class FolderSource(torch.utils.data.Dataset):
         if job.how_many > 0:
             files = files[:job.how_many]
         if not files and not self.broken:
-            raise MissingInputError(f"--input {folder} holds no images ({', '.join(IMG_EXTS)})")
+            subs = _image_sub_folders(problems)
+            raise MissingInputError(
+                f"--input {folder} holds no images ({', '.join(IMG_EXTS)})" + (
+                    f" directly: its images are in sub-folders ({', '.join(subs[:4])}"
+                    f"{' ...' if len(subs) > 4 else ''}), which are not searched: move them up into "
+                    f"{folder.name}/, or synthesize each sub-folder (--input {folder / subs[0]} with "
+                    "an --out of its own)" if subs else ""))
         self.label_nc = cfg.label_nc
         # photo inputs (label_nc 0): the channels the direction's generator reads them with
         from pix2pixhd.models import input_image_nc
@@ -359,6 +375,18 @@ class FolderSource(torch.utils.data.Dataset):
                              f"as a photo either (modes {', '.join(modes)}); save it as an 8-bit "
                              f"{want} PNG or JPEG{deep}")
         return want
+
+
+def _image_sub_folders(problems) -> list[str]:
+    """The sub-folders (``NAME/``) among a folder listing's ignored entries that hold an image at
+    any depth (Cityscapes' gtFine/test/<city>/), for the message on a folder without images."""
+    subs = []
+    for kind, p, _ in problems:
+        p = Path(p)
+        if kind == "ignored" and p.is_dir() and not hidden(p) and any(
+                q.suffix.lower() in IMG_EXTS and not hidden(q) and q.is_file() for q in p.rglob("*")):
+            subs.append(p.name + "/")
+    return subs
 
 
 def _reason(e: BaseException) -> str:
@@ -721,22 +749,75 @@ class OutputLayout:
         return f"{stem}.png" if num_samples == 1 else f"{stem}_{k}.png"
 
 
-def _write_atomic(path: Path, data: bytes | None = None, copy_from: str | None = None) -> int:
-    """``data`` (or the file ``copy_from``) to ``path`` via ``path.PID.tmp`` and a rename, so a
-    killed writer never leaves a partial file under the final name, and two processes never
-    share a temporary file. No fsync per image: a process kill cannot lose a finished write, and
-    after a power loss the manifest's size check redoes a file that came back short. Returns
-    the size written."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    if copy_from is not None:
-        import shutil
-        shutil.copyfile(copy_from, tmp)
-        size = tmp.stat().st_size
+class OutputWriteError(UserError, OSError):
+    """A file of the output (an image, a manifest) could not be written: the message names it, the
+    OS error and the fix; a rerun of the same command resumes the job."""
+
+
+# errors of the file system written to (not of the program): one line naming the file and the fix
+_WRITE_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM",
+                                             "ENAMETOOLONG", "EIO") if hasattr(errno, n)}
+_FULL_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n)}
+
+
+def _write_error(path: Path, e: OSError) -> OutputWriteError:
+    """``e``, met writing ``path``, as one line with its fix."""
+    why = f"[Errno {e.errno}] {e.strerror}" if e.errno is not None and e.strerror else str(e)
+    if e.errno in _FULL_ERRNOS:
+        fix = "free space on that disk (or raise the quota or file-size limit)"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = f"make {path.parent} writable by this user"
+    elif e.errno == errno.ENAMETOOLONG:
+        fix = "give the input a shorter file name (this file system's names are shorter)"
     else:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        size = len(data)
-    os.replace(tmp, path)
+        fix = f"check the file system of {path.parent}"
+    return OutputWriteError(f"could not write {path}: {type(e).__name__}: {why}; {fix}, then rerun the "
+                            "same command: it resumes the job (the outputs already written are kept)")
+
+
+NAME_MAX = 255   # bytes in a file name on the common file systems (ext4, XFS, btrfs, APFS)
+
+
+def _tmp_path(path: Path) -> Path:
+    """The temporary file a write of ``path`` goes through, beside it: ``NAME.PID.tmp`` (one per
+    process: two processes never share one), or, where that name would be longer than NAME_MAX
+    bytes, the name's first 100 bytes, ``~``, a hash of the whole name, ``.PID.tmp`` (the hash:
+    writer threads of one process never share one either). Both end in ``.tmp``, which
+    ``clean_stale_tmp`` removes."""
+    tail = f".{os.getpid()}.tmp"
+    if len(os.fsencode(path.name + tail)) <= NAME_MAX:
+        return path.with_name(path.name + tail)
+    head = path.name[:100]
+    while len(os.fsencode(head)) > 100:   # multi-byte characters
+        head = head[:-1]
+    return path.with_name(f"{head}~{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}{tail}")
+
+
+def _write_atomic(path: Path, data: bytes | None = None, copy_from: str | None = None) -> int:
+    """``data`` (or the file ``copy_from``) to ``path`` via its temporary file (``_tmp_path``) and
+    a rename, so a killed writer never leaves a partial file under the final name. No fsync per
+    image: a process kill cannot lose a finished write, and after a power loss the manifest's size
+    check redoes a file that came back short. Returns the size written. A failure removes the
+    temporary file; one of the file system (a full disk, a read-only folder...) is an
+    OutputWriteError naming ``path``."""
+    tmp = _tmp_path(path)
+    try:
+        if copy_from is not None:
+            shutil.copyfile(copy_from, tmp)
+            size = tmp.stat().st_size
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            size = len(data)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+            raise _write_error(path, e) from e
+        raise
     return size
 
 
@@ -754,8 +835,8 @@ class OutLock:
     (a ``flock`` would live on in them), and the file is only ever read through the locked
     descriptor (closing another descriptor of it would drop the lock). The file records the
     holder (pid, host, start, job) for the refusal a second job gets. Where locks are not
-    supported (some network filesystems), a holder whose pid is alive on this host, or which is
-    on another host, is taken as running."""
+    supported (some network filesystems; Windows, which has no ``fcntl``), a holder whose pid is
+    alive on this host, or which is on another host, is taken as running."""
 
     FILE = LOCK_FILE         # the lock file's name in the folder
     HOLDER = "a synthesis"   # who held a lock taken over, in the note
@@ -768,19 +849,24 @@ class OutLock:
     def acquire(self, job: str | None = None) -> str | None:
         """Take the lock or raise InputError naming its holder; returns a note when a dead job's
         lock was taken over."""
-        import fcntl
+        try:
+            import fcntl
+        except ImportError:   # Windows: no POSIX locks; the recorded pid decides
+            fcntl = None
         self.out.mkdir(parents=True, exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                flocked = True
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EACCES):
-                    holder = _read_lock(fd)
-                    os.close(fd)
-                    raise InputError(self._held_message(holder)) from None
-                flocked = False   # ENOLCK, EOPNOTSUPP...: fall back on the recorded pid
+            fd = os.open(self.path, flags, 0o644)
+            flocked = False   # no fcntl, ENOLCK, EOPNOTSUPP...: fall back on the recorded pid
+            if fcntl is not None:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    flocked = True
+                except OSError as e:
+                    if e.errno in (errno.EAGAIN, errno.EACCES):
+                        holder = _read_lock(fd)
+                        os.close(fd)
+                        raise InputError(self._held_message(holder)) from None
             try:   # released (removed) between our open and flock: lock the file now at the path
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -800,7 +886,7 @@ class OutLock:
         rec = {"pid": os.getpid(), "host": socket.gethostname(), "job": job,
                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(rec).encode(), 0)
+        _write_at_start(fd, json.dumps(rec).encode())
         self.fd = fd
         return note
 
@@ -820,25 +906,54 @@ class OutLock:
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
+        ours, removed = False, False
         try:
-            if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+            ours = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            if ours:
                 self.path.unlink()
+                removed = True
         except FileNotFoundError:
+            pass
+        except PermissionError:   # Windows: an open file cannot be removed; removed once closed
             pass
         finally:
             os.close(fd)   # drops the lock
+        if ours and not removed:
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+def _write_at_start(fd: int, data: bytes) -> None:
+    """``data`` at offset 0 of ``fd`` (os.pwrite; where it is missing, Windows, a seek and writes)."""
+    if hasattr(os, "pwrite"):
+        os.pwrite(fd, data, 0)
+        return
+    os.lseek(fd, 0, os.SEEK_SET)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _read_lock(fd: int) -> dict:
     """The holder a lock file records, read through ``fd`` (see OutLock); {} if none."""
     try:
-        rec = json.loads(os.pread(fd, 1 << 16, 0).decode())
+        if hasattr(os, "pread"):
+            data = os.pread(fd, 1 << 16, 0)
+        else:   # Windows
+            os.lseek(fd, 0, os.SEEK_SET)
+            data = os.read(fd, 1 << 16)
+        rec = json.loads(data.decode())
         return rec if isinstance(rec, dict) else {}
     except (OSError, ValueError):
         return {}
 
 
 def _pid_alive(pid) -> bool:
+    """Whether process ``pid`` of this host runs (when it cannot be told: True)."""
+    if os.name == "nt":   # os.kill(pid, 0) there sends CTRL_C_EVENT to the process group
+        return _windows_pid_alive(pid)
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -846,6 +961,26 @@ def _pid_alive(pid) -> bool:
     except (PermissionError, ValueError, OverflowError):
         return True
     return True
+
+
+def _windows_pid_alive(pid) -> bool:
+    """``_pid_alive`` on Windows: OpenProcess and its exit code (STILL_ACTIVE); True when that
+    cannot be asked (access denied, no ctypes)."""
+    try:
+        import ctypes
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        handle = kernel32.OpenProcess(0x1000, False, int(pid))   # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return ctypes.get_last_error() != 87   # ERROR_INVALID_PARAMETER: no such process
+        try:
+            code = ctypes.c_ulong()
+            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                return True
+            return code.value == 259   # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    except Exception:
+        return True
 
 
 class _Manifest:
@@ -861,14 +996,26 @@ class _Manifest:
     def add(self, record: dict) -> None:
         line = json.dumps(record, sort_keys=True, separators=(",", ":"))
         with self.lock:
-            self.f.write(line + "\n")
-            self.f.flush()
+            try:
+                self.f.write(line + "\n")
+                self.f.flush()
+            except OSError as e:
+                raise _write_error(self.path, e) from e
             self.ok += record.get("status") == "ok"
 
     def close(self) -> None:
         with self.lock:
-            self.f.flush()
-            os.fsync(self.f.fileno())
+            if self.f.closed:
+                return
+            try:
+                self.f.flush()
+                os.fsync(self.f.fileno())
+            except OSError as e:
+                try:
+                    self.f.close()
+                except OSError:
+                    pass
+                raise _write_error(self.path, e) from e
             self.f.close()
 
 
@@ -1244,6 +1391,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     if clusters is not None and _CLUSTERS_KEY not in identity:
         identity[_CLUSTERS_KEY] = clusters
     ident = job_identity(job, identity, layout, reads_real=needs_image)
+    _agree_on_job(ident, job, src, info)
     out = Path(job.out)
     older: dict = {}   # this job's digests in the folder's older synthesis.json (its lines count)
     kept: list[str] = []
@@ -1302,6 +1450,37 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     finally:
         if lock is not None:
             lock.release()
+
+
+# job_identity's keys that are synthesize.py options of the same name (named --KEY when they differ)
+_OPTION_KEYS = ("input", "inst", "real", "dataroot", "phase", "direction", "seed", "num_samples",
+                "scale_width", "backend", "precision", "feature_mode", "cluster", "out", "how_many",
+                "overwrite")
+
+
+def _agree_on_job(ident: dict, job: SynthesisJob, src, info) -> None:
+    """Under torchrun (a collective: every rank calls it), before any work: every rank's job must
+    be rank 0's (its identity, digest included, but the checkpoint's path, which may differ
+    between machines, and its --out, --how_many, --overwrite and input count), else every rank
+    stops with one ConfigError naming what differs. Ranks started with other options would write
+    under two digests, and the merge would keep one rank's manifest lines only."""
+    if info is None or not info.distributed:
+        return
+    mine = {k: v for k, v in ident.items() if k not in _PATH_KEYS}
+    mine.update(out=str(Path(job.out).resolve()), how_many=job.how_many, overwrite=job.overwrite,
+                n_inputs=len(src))
+    seen: list = [None] * info.world_size
+    torch.distributed.all_gather_object(seen, mine)
+    first = seen[0]
+    for r, theirs in enumerate(seen):
+        diff = sorted(k for k in set(first) | set(theirs) if k != "digest" and first.get(k) != theirs.get(k))
+        if theirs.get("digest") != first.get("digest") or diff:
+            said = "; ".join(f"{'--' + k if k in _OPTION_KEYS else k} {first.get(k)!r} on rank 0, "
+                             f"{theirs.get(k)!r} on rank {r}" for k in diff[:4]) or "the job digest"
+            more = f" (and {len(diff) - 4} more)" if len(diff) > 4 else ""
+            raise ConfigError(f"the ranks' options differ ({said}{more}): every rank must run the same "
+                              "synthesis (one command line under torchrun, the same checkpoint and input "
+                              "files on every machine); stopped before anything was written")
 
 
 def _check_how_many(job: SynthesisJob, src, layout: "OutputLayout", ident: dict, older: dict) -> None:
@@ -1451,7 +1630,10 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     finally:
         if stop is not None:
             stop.restore()
-        manifest.close()
+        try:
+            manifest.close()
+        except OutputWriteError as e:   # a full disk: told on every rank, as a writer's error
+            err = err or e
         report.written = manifest.ok
     raise_on_any_rank(err, info, "failed while synthesizing its shard")
 
@@ -1857,12 +2039,16 @@ def merge_manifest(out: Path, digest: str, older=()) -> Path:
         latest[key] = json.dumps(rec, sort_keys=True, separators=(",", ":"))
     path = out / MANIFEST
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for key in sorted(latest):
-            f.write(latest[key] + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for key in sorted(latest):
+                f.write(latest[key] + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:   # the parts stay: a rerun merges them
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, e) from e
     for p in sorted((out / PARTS).glob("rank*.jsonl")):
         p.unlink(missing_ok=True)
     try:

@@ -93,7 +93,7 @@ def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
     from pix2pixhd.compat import load_reference_weights
     from pix2pixhd.models import build_generator, generator_key
     device = usable_device(device)
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir = Path(checkpoint_dir).expanduser()   # '~/runs/x': the home folder's
     ckpt = load_checkpoint(checkpoint_dir, which_epoch)
     cfg = load_run_config(checkpoint_dir, which_epoch, checkpoint=ckpt)   # the checkpoint's own wins
     key = generator_key(cfg, direction)

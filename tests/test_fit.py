@@ -289,6 +289,7 @@ def test_a_rank_the_saved_run_did_not_have_starts_a_random_stream_of_its_own(tmp
     saved = load_checkpoint(tmp_path / "one")["rng"]
     assert len(saved) == 1
     monkeypatch.setattr(distributed, "wrap", lambda module, info, bf16_grads=False: module)  # no group here
+    monkeypatch.setattr(Trainer, "_agree_on_start", lambda self: None)                     # (its all-gather)
     cfg = resolve_config(["--resume", "--checkpoints_dir", str(tmp_path), "--name", "one"])
     states = []
     for rank in (0, 1, 2):

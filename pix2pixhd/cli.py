@@ -320,6 +320,9 @@ def synthesize_main(argv: list[str] | None = None, prog: str | None = None) -> i
     parser = synthesize_parser(prog)
     refuse_unknown_options(parser, args)
     a = parser.parse_args(argv)
+    for name in ("checkpoint", "input", "inst", "real", "dataroot", "out", "onnx_path"):
+        if getattr(a, name):   # a quoted ~ (--out=~/x) is the home folder, as the shell would make it
+            setattr(a, name, os.path.expanduser(getattr(a, name)))
     for name, lo, means in (("how_many", 0, "0 = all"), ("workers", 0, "0 = decode in the main process"),
                             ("writers", 0, "PNG writing threads"),
                             ("batch_size", 1, "maps per generator call"), ("num_samples", 1, "photos per map")):

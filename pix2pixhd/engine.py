@@ -78,7 +78,7 @@ import torch
 from PIL import Image
 
 from pix2pixhd.data.dataset import ID_MODES, _wanted_modes, synthesis_wording
-from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, stem_key
+from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
 from pix2pixhd.errors import ConfigError, InputError, MissingInputError, UserError
 from pix2pixhd.synthesis import Synthesizer, id_map_bytes, png_bytes, sample_seed
 
@@ -228,6 +228,7 @@ class FolderSource(torch.utils.data.Dataset):
         self.files = [str(p) for p in files]
         self.keys = [p.name for p in files]          # unique within one folder
         self.stems = [stem_key(p) for p in files]
+        self.match_keys = [partner_key(p) for p in files]   # what --inst/--real partners match on (NFC)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -244,8 +245,8 @@ class FolderSource(torch.utils.data.Dataset):
     def check_real_sizes(self, max_listed: int = 5) -> None:
         """Every --real photo must be its label map's size: refused before any work."""
         bad = []
-        for f, stem in zip(self.files, self.stems):
-            rp = self.real_index.get(stem)
+        for f, key in zip(self.files, self.match_keys):
+            rp = self.real_index.get(key)
             if rp is None:
                 continue
             try:
@@ -267,9 +268,9 @@ class FolderSource(torch.utils.data.Dataset):
         missing (the input is then skipped)."""
         files = [self.files[i]]
         if self.inst_dir is not None:
-            files.append(_str(self.inst_index.get(self.stems[i])))
+            files.append(_str(self.inst_index.get(self.match_keys[i])))
         if self.needs_image:
-            files.append(_str(self.real_index.get(self.stems[i])))
+            files.append(_str(self.real_index.get(self.match_keys[i])))
         return files
 
     def __getitem__(self, i: int) -> dict:
@@ -302,7 +303,7 @@ class FolderSource(torch.utils.data.Dataset):
                 item["label_copy"] = path if copy else None
             size = im.size
             if self.inst_dir is not None:
-                ip = self.inst_index.get(self.stems[i])
+                ip = self.inst_index.get(self.match_keys[i])
                 if ip is None:
                     raise InputError(f"no instance map named {self.stems[i]}.* in --inst {self.inst_dir}")
                 inst_im = _open(ip)
@@ -322,7 +323,7 @@ class FolderSource(torch.utils.data.Dataset):
                 item["inst"] = item["label"].to(torch.int32)
                 item["inst_copy"] = item["label_copy"]
             if self.needs_image:
-                rp = self.real_index.get(self.stems[i])
+                rp = self.real_index.get(self.match_keys[i])
                 if rp is None:
                     raise InputError(f"--feature_mode encoded: no real photo named {self.stems[i]}.* in "
                                      f"--real {self.real_dir}")
@@ -458,8 +459,9 @@ def _synthesis_wording(text: str, label_nc: int | None = None) -> str:
 
 
 def _index(folder) -> dict[str, Path]:
+    """``folder``'s images by :func:`partner_key` (stem in Unicode NFC), as the data module pairs them."""
     files, _ = list_folder(Path(folder), Path(folder))
-    return {stem_key(p): p for p in files}
+    return {partner_key(p): p for p in files}
 
 
 def _str(p) -> str | None:

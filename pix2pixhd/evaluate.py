@@ -62,6 +62,7 @@ import math
 import os
 import re
 import time
+import unicodedata
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -97,7 +98,9 @@ def match_key(stem: str) -> str:
     stem less one test.py result suffix (``_synthesized_image``, ``_real_image``,
     ``_input_label``), if any, and then less one known suffix (``_leftImg8bit``,
     ``_gtFine_labelIds``...), so that ``X_gtFine_labelIds_synthesized_image`` pairs with
-    ``X_leftImg8bit``."""
+    ``X_leftImg8bit``. In Unicode NFC, so that a name copied from macOS (NFD) pairs with its
+    partner's."""
+    stem = unicodedata.normalize("NFC", stem)
     for s in RESULT_SUFFIXES.values():
         if stem.endswith(s) and len(stem) > len(s):
             stem = stem[: -len(s)]

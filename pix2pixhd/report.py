@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pix2pixhd.checkpoint import atomic_write_bytes
-from pix2pixhd.data.layouts import stem_key
+from pix2pixhd.data.layouts import partner_key
 from pix2pixhd.errors import InputError
 from pix2pixhd.visualizer import label_colormap
 
@@ -27,7 +27,7 @@ _EXTS = (".png", ".jpg", ".jpeg")
 
 
 def _index(folder: Path) -> dict[str, Path]:
-    return {stem_key(p): p for p in sorted(Path(folder).iterdir()) if p.suffix.lower() in _EXTS}
+    return {partner_key(p): p for p in sorted(Path(folder).iterdir()) if p.suffix.lower() in _EXTS}
 
 
 def _href(path: str) -> str:

@@ -169,6 +169,11 @@ def test_a_tilde_in_path_options_is_the_home_folder(run, tmp_path, monkeypatch):
     (home / "run").symlink_to(run)
     g, cfg = load_generator("~/run")
     assert cfg.label_nc == 5
+    # --checkpoint ~/run on the command line (cli hashes and records it before load_generator)
+    assert synthesize_main(["--checkpoint", "~/run", "--input=~/maps", "--out=~/z", "--device", "cpu",
+                            "--no_progress", "--workers", "0"]) == 0
+    assert sorted(p.name for p in (home / "z" / "test_img").iterdir()) == ["m0.png", "m1.png"]
+    assert json.loads((home / "z" / "synthesis.json").read_text())["checkpoint"] == str((run / "latest.pt").resolve())
 
 
 # ---- 6: no fcntl, pread, pwrite, O_CLOEXEC (Windows) ----------------------------------------------
@@ -234,3 +239,24 @@ def test_pid_alive_on_windows_sends_no_signal(monkeypatch):
         m.setattr(os, "kill", lambda *a: sent.append(a))
         alive = engine._pid_alive(_dead_pid())
     assert alive is True and sent == []
+
+
+# ---- names in another Unicode normal form (macOS writes NFD) ------------------------------------------
+def test_real_photos_named_in_nfd_pair_with_nfc_label_maps(run, tmp_path):
+    """--real (and --inst) partners are matched on NFC stems, as the data module matches them:
+    the NFD-named photo of another size is found, and refused for its size (it was not found)."""
+    from tests.test_synthesis_user_findings import photo
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    ids(tmp_path / "maps" / f"{nfc}.png", h=32, w=32)
+    photo(tmp_path / "real" / f"{nfd}.png", h=16, w=16)
+    assert engine._index(tmp_path / "real") == {nfc: tmp_path / "real" / f"{nfd}.png"}
+    with pytest.raises(InputError, match="is 16x16 but its label map"):
+        synthesize_main(_args(run, tmp_path / "maps", tmp_path / "out", "--real", tmp_path / "real"))
+
+
+def test_evaluate_and_the_report_pair_names_in_either_normal_form(tmp_path):
+    from pix2pixhd import report
+    from pix2pixhd.evaluate import match_key
+    assert match_key("cafe\u0301_synthesized_image") == match_key("caf\u00e9_leftImg8bit") == "caf\u00e9"
+    ids(tmp_path / "cafe\u0301.png")
+    assert report._index(tmp_path) == {"caf\u00e9": tmp_path / "cafe\u0301.png"}

@@ -33,7 +33,8 @@ class ResumableSampler(Sampler):
     size they ran with), and shares the rest among this sampler's ranks. With the world size the
     samples were consumed with, that is exactly each rank's own order less its first D / W
     samples; with another (a restart on fewer or more processes) no sample of the epoch is
-    trained twice or left out. ``skip=k`` instead leaves out the first k samples of this rank's
+    trained twice, and with ``drop_last`` only the last positions that do not fill every rank's
+    share are left out, as at the end of any epoch. ``skip=k`` instead leaves out the first k samples of this rank's
     own order. Either applies to the next iteration only.
     """
 

@@ -328,13 +328,13 @@ class Visualizer:
         line was cut."""
         if not self.log_path.is_file():
             return []
-        lines = self.log_path.read_text(errors="replace").splitlines(keepends=True)
+        lines = self.log_path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
         for i, line in enumerate(lines):
             m = re.match(r"\(epoch: \d+, iters: \d+, step: (\d+)\)", line) or MESSAGE_STEP.match(line)
             if m and int(m.group(1)) > after_step:
                 kept = [MESSAGE_STEP.sub(f"================ [step {after_step + 1}] ", x, count=1)
                         for x in lines[i:] if MESSAGE_STEP.match(x) and x[MESSAGE_STEP.match(x).end():].startswith(KEPT_MARK)]
-                atomic_write_bytes(self.log_path, "".join(lines[:i] + kept).encode())
+                atomic_write_bytes(self.log_path, "".join(lines[:i] + kept).encode("utf-8", "surrogateescape"))
                 also = (f"; {len(kept)} note(s) about files still on disk kept" if kept else "")
                 return [(f"{self.log_path.name}: {len(lines) - i - len(kept)} line(s) from step {m.group(1)} on, "
                          f"logged past step {after_step} where this run starts, dropped (it trains those steps "
@@ -370,7 +370,9 @@ class Visualizer:
     def _append(self, path: Path, line: str) -> None:
         """``line`` appended to ``path``; an OS error raises :class:`LogWriteError`."""
         try:
-            with open(path, "a") as f:
+            # UTF-8 whatever the locale; a name the file system gave as undecodable bytes (a
+            # non-UTF-8 locale: surrogate escapes) is written back as those bytes
+            with open(path, "a", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(line + "\n")
         except OSError as e:
             self._record_error = _log_write_error(path, e)
@@ -705,7 +707,7 @@ class Visualizer:
                 f"<h1>{html.escape(self.dir.name)}</h1><h2>Losses</h2>{loss_curves_svg(history)}"
                 f"<h2>Results</h2>{domains}{''.join(rows) or '<p>No images yet.</p>'}</body></html>")
         path = self.web / "index.html"
-        atomic_write_bytes(path, page.encode())
+        atomic_write_bytes(path, page.encode("utf-8", "surrogateescape"))
         return path
 
     def close(self) -> None:

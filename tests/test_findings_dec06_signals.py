@@ -165,3 +165,20 @@ def test_training_with_loader_workers_runs_where_there_is_no_sigchld(tmp_path, s
     assert cli.train_main([*[a if a != "0" or i == 0 or TINY[i - 1] != "--nThreads" else "1"
                              for i, a in enumerate(TINY)],
                            "--dataroot", str(scenes), "--checkpoints_dir", str(tmp_path)]) == 0
+
+
+def test_the_run_logs_and_page_take_a_folder_name_given_as_undecodable_bytes(tmp_path):
+    """In a non-UTF-8 locale (LC_ALL=C without UTF-8 mode) Python gives a non-ASCII --name as
+    surrogate escapes; writing the page crashed the run at its first epoch's end (UnicodeEncodeError).
+    The logs and the page are UTF-8 whatever the locale and hold the name's own bytes."""
+    import numpy as np
+    from pix2pixhd.visualizer import Visualizer
+    name = "run \udcc3\udcbc 2"                     # what Python makes of b"run \xc3\xbc 2" there
+    v = Visualizer(tmp_path / name, tensorboard=False)
+    v.begin()
+    v.log_message(f"note: {tmp_path / name} started")
+    v.display({"synthesized": np.zeros((8, 8, 3), np.uint8)}, 1, 1)
+    v.close()
+    page = (tmp_path / "run \u00fc 2" / "web" / "index.html").read_bytes()
+    assert b"<h1>run \xc3\xbc 2</h1>" in page
+    assert "run \u00fc 2 started" in (tmp_path / "run \u00fc 2" / "loss_log.txt").read_text(encoding="utf-8")

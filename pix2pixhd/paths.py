@@ -89,8 +89,9 @@ def _same_file(a: Path, b: str | os.PathLike) -> bool:
 
 def _check_writable_parent(path: Path, flag: str, folder: bool = False) -> None:
     """Refuse ``path`` when the nearest folder above it (``folder``: or itself) that exists is not
-    a folder (a file, a broken link) or is one this process cannot write in. Missing folders below
-    it are made later."""
+    a folder (a file, a broken link) or is one this process cannot write in: by its permission
+    bits, and by making (and removing) a file there, which root's permission bits pass on /proc
+    and read-only mounts. Missing folders below it are made later."""
     full = Path(os.path.abspath(path))
     above = next((q for q in ([full] if folder else []) + list(full.parents)
                   if q.exists() or q.is_symlink()), None)
@@ -102,6 +103,13 @@ def _check_writable_parent(path: Path, flag: str, folder: bool = False) -> None:
     if not os.access(above, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write {path}: {above} is not writable (no write permission); give {flag} "
                           "a path in a folder you can write to")
+    import tempfile
+    try:
+        with tempfile.TemporaryFile(dir=above):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: no file can be made in {above} ({e.strerror}); give {flag} "
+                          "a path in a folder you can write to") from None
 
 
 def check_output_file(path: str | os.PathLike, flag: str, *, kind: str, default_name: str,

@@ -69,6 +69,9 @@ from benchmarks._cli import command_line, make_parser  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "facades"
 STATE_VERSION = 1
+# What computed a point's SSIM, recorded with it (``ssim_impl``). The records made before this
+# one was (docs/quality_runs) name none: torchmetrics' SSIM (border padded and included).
+SSIM_IMPL = "pix2pixhd.evaluate.ssim"
 
 
 # ---- recipes -------------------------------------------------------------------------------------
@@ -161,10 +164,11 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def prepare_data(spec: DataSpec, data: Path, log=print) -> dict:
+def prepare_data(spec: DataSpec, data: Path, log=print, option: str = "--data") -> dict:
     """Convert, split, validate and make the --size evaluation copies; returns the manifest.
 
-    Idempotent: a DATA folder whose manifest matches ``spec`` is reused as it is.
+    Idempotent: a DATA folder whose manifest matches ``spec`` is reused as it is. ``option``: the
+    caller's option that chooses DATA, named when DATA holds another split.
     """
     from pix2pixhd.data import FACADES_PALETTE, create_dataset
     from pix2pixhd.datasets.convert_facades import convert
@@ -173,8 +177,8 @@ def prepare_data(spec: DataSpec, data: Path, log=print) -> dict:
     if manifest_path.is_file():
         have = json.loads(manifest_path.read_text())
         if have["spec"] != want:
-            raise SystemExit(f"{data} holds a split made with {have['spec']}, not {want}; pass "
-                             f"another --data folder (or remove {data})")
+            raise SystemExit(f"error: {data} holds a split made with {have['spec']}, not {want}; "
+                             f"pass another {option} folder (or remove {data})")
         return have
     t0 = time.perf_counter()
     root = data / "facades"
@@ -235,7 +239,8 @@ class Scorer:
         score (``with_seg``) of uint8 [N, 3, S, S] images against the validation photos."""
         from pix2pixhd.evaluate import confusion_matrix, fid_kid, psnr_ssim, segmentation_scores
         psnr, ssim = psnr_ssim(fake, self.real)
-        res = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "grid": grid_peak_ratio(fake)}
+        res = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "ssim_impl": SSIM_IMPL,
+               "grid": grid_peak_ratio(fake)}
         if self.extractor is not None and with_fid:
             feats = torch.cat([self.extractor(fake[i:i + 16]) for i in range(0, len(fake), 16)])
             res.update(fid_kid(feats, self.real_feats,
@@ -305,10 +310,14 @@ def _fill_grid(refs: dict, real: torch.Tensor, colour: torch.Tensor) -> dict:
 def load_references(data: Path) -> dict:
     """The reference rows of DATA's one cached scorer (``--compare --data``)."""
     caches = sorted(Path(data).glob("quality_reference_*.pt"))
+    if not caches:
+        raise SystemExit(f"error: --data {data} holds no scorer cache (quality_reference_*.pt), so no "
+                         f"reference rows: prepare it (--prepare_only --data {data}) or compare without --data")
     found = {torch.load(c, weights_only=True)["references"] for c in caches}
     if len(found) != 1:
-        raise SystemExit(f"{data} holds {len(found)} different scorer caches ({[c.name for c in caches]}); "
-                         "expected one: compare without --data, or remove the stale ones")
+        raise SystemExit(f"error: --data {data} holds {len(found)} different scorer caches "
+                         f"({[c.name for c in caches]}); expected one: compare without --data, or "
+                         "remove the stale ones")
     manifest = json.loads((Path(data) / "quality_data.json").read_text())
     ev, stems = Path(manifest["eval_dir"]), manifest["val_stems"]
     refs = json.loads(found.pop())
@@ -371,7 +380,7 @@ def make_scorer(manifest: dict, data: Path, *, seg=None, feature_extractor=None,
                                       "grid": grid_peak_ratio(real)},
             "real photos blurred σ=4 px": sc.score(_blur(real, 4.0)),
             "colour label maps (floor)": sc.score(colour)}
-    refs["real photos (ceiling)"].update(psnr="inf", ssim=1.0)   # JSON has no inf
+    refs["real photos (ceiling)"].update(psnr="inf", ssim=1.0)   # JSON has no inf; SSIM 1 in any implementation
     sc.references = refs
     torch.save({"segmenter": net.state_dict(), "real_feats": real_feats,
                 "references": json.dumps(refs), "config": asdict(seg), "extractor": ext_name,
@@ -468,7 +477,8 @@ def run_benchmark(recipe: Recipe, out: Path, *, budget_minutes: float, eval_ever
         have = _with_old_defaults(state)
         diff = {k: (have.get(k), v) for k, v in ident.items() if have.get(k) != v}
         if diff:
-            raise SystemExit(f"{out} holds a run with other settings {diff}; use another --out")
+            raise SystemExit(f"error: {out} holds a run with other settings {diff} (its, this call's); "
+                             f"give the run's own settings ({_spell(diff)}) or use another --out")
     else:
         state = {"version": STATE_VERSION, "run": ident, "about": recipe.about, "points": [],
                  "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -554,7 +564,27 @@ def resume_command(recipe: str, out: Path, data: Path, spec: DataSpec, *, budget
         argv.append("--no_fid")
     if inception:
         argv += ["--inception", inception]
-    return command_line("benchmarks/quality.py", argv)
+    return command_line(str(Path(__file__).resolve()), argv)
+
+
+def _spell(diff: dict) -> str:
+    """The options that give back a run's recorded settings, for ``diff`` = {name: (run's, this
+    call's)} (data: the split's own options; flags: the recipe's name)."""
+    out = []
+    for k, (have, _) in diff.items():
+        if k == "no_fid":
+            out.append("--no_fid" if have else "no --no_fid")
+        elif k == "inception":
+            out.append(f"--inception {have}" if have else "no --inception")
+        elif k == "data" and isinstance(have, dict):
+            out += [f"--src {have.get('src')}", f"--n_val {have.get('n_val')}", f"--size {have.get('size')}"]
+            if have.get("split_seed") is not None:   # None (the last n_val) has no spelling
+                out.append(f"--split_seed {have['split_seed']}")
+        elif k == "flags":
+            continue   # follows from the recipe
+        else:
+            out.append(f"--{k} {have}")
+    return ", ".join(out) or "the recipe's current flags: the recipe changed since"
 
 
 def _epoch_file(epoch: int) -> str:
@@ -601,9 +631,16 @@ def _kid(p: dict) -> str:
     return f"{1000 * p['kid_mean']:.0f} ± " + (f"{1000 * std:.0f}" if std is not None else "n/a")
 
 
+def _other_ssim(p: dict) -> bool:
+    """Whether ``p``'s SSIM was computed by another implementation than :data:`SSIM_IMPL`
+    (1 for identical images in both)."""
+    return isinstance(p.get("ssim"), float) and p["ssim"] != 1.0 and p.get("ssim_impl") != SSIM_IMPL
+
+
 def _row(name: str, p: dict, extra: list[str]) -> str:
     seg = p.get("seg")
-    cells = extra + [_num(p.get("psnr"), ".2f"), _num(p.get("ssim"), ".3f"), _num(p.get("grid"), ".2f"),
+    ssim = _num(p.get("ssim"), ".3f") + ("‡" if _other_ssim(p) else "")
+    cells = extra + [_num(p.get("psnr"), ".2f"), ssim, _num(p.get("grid"), ".2f"),
                      _num(p.get("fid"), ".0f"),
                      _kid(p),
                      f"{seg['pixel_acc']:.3f} / {seg['class_acc']:.3f} / {seg['mean_iou']:.3f}" if seg else "-"]
@@ -627,6 +664,10 @@ def table_md(states: list[dict], every_point: bool = True) -> str:
             lines.append(_row(st["run"]["recipe"], p, [str(p["epoch"]), f"{p['train_cpu_min']:.1f}",
                                                        f"{p['train_wall_min']:.1f}"]))
     n = states[0]["run"]["data"]["n_val"]
+    if any(_other_ssim(r) for r in rows):
+        lines.append("\n‡SSIM of a record that names no implementation (ssim_impl): torchmetrics' "
+                     f"SSIM (border padded and included) in the records made before {SSIM_IMPL} "
+                     "(docs/quality.md); not comparable with unmarked SSIM figures.")
     fid_note = (f"*FID from {n} images per side (< 2048 feature dimensions) is biased upwards; "
                 f"compare it only at equal image counts. KID: mean ± std over 100 subsets of "
                 f"{kid_subset(n, Scorer.kid_subset_size)}. ") if has_fid else ""
@@ -732,6 +773,32 @@ def _load_states(run_dirs: list[Path], until: float | None = None) -> list[dict]
     return states
 
 
+def check_same_split(run_dirs: list[Path], states: list[dict], data: Path | None = None) -> None:
+    """Refuse (one ``error:`` line) runs whose recorded split (--n_val, --split_seed, --size)
+    differs, or a ``data`` folder of another split: their rows would share one table, one set of
+    reference rows and one image count. The source folder's path is not compared (the same
+    facades may lie elsewhere on another machine)."""
+    keys = ("n_val", "split_seed", "size")
+    split = lambda d: {k: d.get(k) for k in keys}  # noqa: E731
+    first = split(states[0]["run"].get("data", {}))
+    for d, st in zip(run_dirs[1:], states[1:]):
+        other = split(st["run"].get("data", {}))
+        if other != first:
+            what = ", ".join(f"--{k} {first[k]} vs {other[k]}" for k in keys if first[k] != other[k])
+            raise SystemExit(f"error: cannot compare {run_dirs[0]} and {d}: made on different splits "
+                             f"({what}); compare runs of one split")
+    if data is not None:
+        mf = Path(data) / "quality_data.json"
+        if not mf.is_file():
+            raise SystemExit(f"error: --data {data} holds no quality_data.json: not a split made by "
+                             "quality.py; pass the runs' --data folder, or compare without --data")
+        have = split(json.loads(mf.read_text())["spec"])
+        if have != first:
+            what = ", ".join(f"--{k} {have[k]} vs {first[k]}" for k in keys if have[k] != first[k])
+            raise SystemExit(f"error: --data {data} holds another split than {run_dirs[0]}'s ({what}); "
+                             "pass the runs' --data folder, or compare without --data")
+
+
 def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path | None = None,
             window: tuple[float, float] | None = None, until: float | None = None) -> str:
     """One table (last point per run; every point with ``md``) and one SVG for several runs;
@@ -742,6 +809,7 @@ def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path 
     Points written before the 'grid' metric existed get it from their kept fakes; with ``data``
     the reference rows come from that folder's cache (filling 'grid' there too)."""
     states = _load_states(run_dirs, until)
+    check_same_split(run_dirs, states, data)
     for d, st in zip(run_dirs, states):
         for p in st["points"]:
             fakes = Path(d) / "fakes" / f"epoch_{p['epoch']}"
@@ -831,6 +899,14 @@ def check_options(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             p.error(f"--{name} {getattr(a, name)}: expected at least {lo}")
     if a.size < 16 or a.size % 16:
         p.error(f"--size {a.size}: expected a positive multiple of 16 (the grid metric's period), e.g. 128")
+    if a.recipe:   # the recipe's generator may need more (pix2pix's U-Net 128: multiples of 128)
+        from pix2pixhd.cli import resolve_config
+        from pix2pixhd.errors import UserError
+        try:
+            resolve_config(common_flags(Path("data"), Path("out"), a.size, 1, a.seed) + list(RECIPES[a.recipe].flags))
+        except UserError as e:
+            p.error(f"--size {a.size} with --recipe {a.recipe}: its generator cannot take it; give another "
+                    f"--size (train_hd.py, with --fineSize = --size, says: {e})")
     from pix2pixhd.data.layouts import list_images
     train = Path(a.src) / "train"
     if not train.is_dir():

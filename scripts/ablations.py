@@ -406,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     data, runs = a.out / "data", a.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
-    manifest = prepare_data(DataSpec(str(a.facades.resolve()), a.n_val, a.split_seed, a.size), data)
+    manifest = prepare_data(DataSpec(str(a.facades.resolve()), a.n_val, a.split_seed, a.size), data,
+                            option="--out")
     check_finished(a, variants, manifest, runs)   # a finished run with other options is not reused
     if a.stage in ("all", "train"):
         train_all(a, variants, manifest, runs)

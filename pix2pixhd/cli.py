@@ -27,6 +27,7 @@ from pix2pixhd.config import (MODELS, SYNTHESIZE_REFERENCE_ONLY, TrainConfig, bu
                               reference_only_error)
 from pix2pixhd import errors
 from pix2pixhd.errors import ConfigError, UserError, _stdout_closed, add_debug_option, debug_enabled
+from pix2pixhd.paths import check_name
 
 TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune), pix2pix (--model pix2pix) or CycleGAN
 (--model cyclegan, unpaired trainA/ and trainB/).
@@ -282,7 +283,8 @@ def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--batch_size", type=int, default=4,
                    help="maps per generator call (maps of one size; a short batch is filled up)")
     r.add_argument("--workers", type=int, default=2, help="decoding processes (0: in the main process)")
-    r.add_argument("--writers", type=int, default=2, help="PNG encoding/writing threads")
+    r.add_argument("--writers", type=int, default=2,
+                   help="PNG encoding/writing threads (0 counts as 1: writing always runs in a thread of its own)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torchrun: cuda:LOCAL_RANK)")
     r.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="number format of the generator (autocast); auto = bf16 on CUDA, fp32 on CPU")
@@ -320,14 +322,21 @@ def synthesize_main(argv: list[str] | None = None, prog: str | None = None) -> i
     parser = synthesize_parser(prog)
     refuse_unknown_options(parser, args)
     a = parser.parse_args(argv)
+    for name, what in (("checkpoint", "the training run folder"), ("out", "the output dataset folder")):
+        if not getattr(a, name):   # Path("") is the working directory
+            raise ConfigError(f"--{name} is empty: give {what}")
     for name in ("checkpoint", "input", "inst", "real", "dataroot", "out", "onnx_path"):
         if getattr(a, name):   # a quoted ~ (--out=~/x) is the home folder, as the shell would make it
             setattr(a, name, os.path.expanduser(getattr(a, name)))
     for name, lo, means in (("how_many", 0, "0 = all"), ("workers", 0, "0 = decode in the main process"),
-                            ("writers", 0, "PNG writing threads"),
+                            ("writers", 0, "PNG writing threads; 0 = 1"),
                             ("batch_size", 1, "maps per generator call"), ("num_samples", 1, "photos per map")):
         if getattr(a, name) < lo:   # before the generator is loaded or anything is written
             raise ConfigError(f"--{name} {getattr(a, name)}: must be >= {lo} ({means})")
+    # {split}_label, _inst, _img are made in --out (and --phase's read from --dataroot): one folder name
+    check_name(a.phase, "--phase", a.dataroot or a.out)
+    if a.out_phase:
+        check_name(a.out_phase, "--out_phase", a.out)
     a.feature_mode = _feature_mode(a)
     if bool(a.input) == bool(a.dataroot):
         raise ConfigError("give either --input FOLDER (label maps or photos) or --dataroot DATASET "

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -994,6 +995,11 @@ class TrainConfig:
         """Each numeric option within its range (:data:`AT_LEAST`, beta1 in [0, 1); ``seed``:
         also --seed in 0..SEED_MAX)."""
         fs = {f.name: f for f in fields(self)}
+        for name in fs:   # nan passes every comparison below, inf every lower bound
+            v = getattr(self, name)
+            if isinstance(v, float) and not math.isfinite(v):
+                what = fs[name].metadata.get("help")
+                raise ConfigError(f"--{name} {v}: must be a finite number" + (f" ({what})" if what else ""))
         for name, (lo, excluded) in AT_LEAST.items():
             v = getattr(self, name)
             if v < lo or (excluded and v == lo):

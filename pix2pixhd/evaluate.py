@@ -591,6 +591,18 @@ def check_kid_options(kid_subsets: int, kid_subset_size: int) -> None:
                           "(1000 by default, capped by the number of images)")
 
 
+def check_seg_options(seg_width: int, seg: SegmenterConfig) -> None:
+    """Refuse segmenter settings that train nothing or fail later: fewer than 1 step, pair per
+    step or channel, a --seg_width under the U-Net's multiple (which _seg_size would round up)."""
+    m = 2 ** seg.depth
+    for flag, v, lo, means in (("--seg_steps", seg.steps, 1, "Adam steps of segmenter training"),
+                               ("--seg_batch", seg.batch_size, 1, "training pairs per step"),
+                               ("--seg_channels", seg.width, 1, "channels of the U-Net's first level"),
+                               ("--seg_width", seg_width, m, f"pixels; the U-Net takes multiples of {m}")):
+        if v < lo:
+            raise ConfigError(f"{flag} {v}: must be >= {lo} ({means})")
+
+
 def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: int = 100,
             kid_subset_size: int = 1000, seed: int = 0) -> dict:
     """FID and KID (mean, std over random subsets) from [N, D] features of both sets.
@@ -828,6 +840,7 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
                           f"{SSIM_WINDOW} pixels (SSIM's window); pass e.g. --resize 256 256 "
                           "(height first)")
     check_kid_options(kid_subsets, kid_subset_size)
+    check_seg_options(seg_width, seg)
     device = resolve_eval_device(seg.device)
     if device != seg.device:
         seg = replace(seg, device=device)
@@ -1146,6 +1159,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = evaluate_parser()
     a = p.parse_args(argv)
+    for k in ("fake", "real"):
+        if not getattr(a, k):   # Path("") is the working directory
+            raise ConfigError(f"--{k} is empty: give the folder of {'synthesized' if k == 'fake' else 'real'} images")
     for k in ("fake", "real", "json", "inception", "labels", "train_images", "train_labels", "palette"):
         setattr(a, k, os.path.expanduser(getattr(a, k)))   # '--real=~/x': the shell leaves that ~
     if a.json:   # checked before the metrics, which may take minutes

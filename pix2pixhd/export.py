@@ -489,6 +489,11 @@ def _check_out(out: Path, ckpt: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    if not a.checkpoint:   # Path("") is the working directory
+        raise ConfigError("--checkpoint is empty: give the training run folder (or its .pt file)")
+    if not a.atol >= 0 or a.atol == float("inf"):   # nan would pass every check: refused too
+        raise ConfigError(f"--atol {a.atol:g}: must be a finite number >= 0 (the largest |onnxruntime - torch| "
+                          "the parity check accepts; 1e-4 by default); skip the check with --no_check")
     from pix2pixhd.checkpoint import checkpoint_path
     from pix2pixhd.engine import file_sha256
     from pix2pixhd.synthesis import load_generator

@@ -605,10 +605,13 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     import sys
-    from pix2pixhd.cli import refuse_reference_only
+    from pix2pixhd.cli import refuse_reference_only, refuse_unknown_options, train_parser
     argv = sys.argv[1:] if argv is None else list(argv)
     refuse_reference_only(argv)   # before parsing: NVIDIA's --gpu_ids 0 would take 0 as NVIDIA_RUN
     a, rest = build_parser().parse_known_args(argv)
+    parser = train_parser(rest)   # a mistyped option: a usage error (status 2) before NVIDIA_RUN is read
+    parser.prog, parser.usage = "python -m pix2pixhd.import_reference", USAGE
+    refuse_unknown_options(parser, rest)
     import_reference_run(a.src, rest, which_epoch=a.which_epoch, dry_run=a.dry_run)
     return 0
 

@@ -151,7 +151,12 @@ def vgg19_file(path: str | os.PathLike | None = None, *, check_contents: bool = 
     must exist (MissingInputError naming it and the three fixes otherwise) and, with
     ``check_contents``, hold VGG19's weights (:func:`read_vgg19_state`, memory-mapped: the keys
     and shapes are checked, the weights not read; a file in torch's legacy format is read whole)."""
-    path = Path(path) if path else default_vgg19_path()
+    given, path = bool(path), Path(path) if path else default_vgg19_path()
+    if path.is_dir():
+        raise MissingInputError(
+            f"{'--vgg_path ' if given else 'the default VGG19 weights path '}{path} is a folder: give the "
+            f"weights file itself, torchvision's {VGG19_FILENAME} (e.g. --vgg_path {path / VGG19_FILENAME}), "
+            "or train without the VGG loss: --no_vgg_loss")
     if not path.is_file():
         raise MissingInputError(
             f"VGG19 weights not found at {path}. The VGG perceptual loss needs torchvision's "

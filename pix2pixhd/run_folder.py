@@ -279,11 +279,32 @@ def lock_run(folder: Path):
         note = lock.acquire()
     except OSError as e:
         lock.release()
+        if e.errno in (errno.ENOTDIR, errno.EEXIST) and (why := _file_in_the_way(Path(folder))):
+            raise ConfigError(why) from e
         raise ConfigError(f"could not create the lock {lock.path} of this run: {type(e).__name__}: {e}; "
                           f"{_unwritable_fix(Path(folder), e)}") from e
     if note:
         print(f"note: {note}", file=sys.stderr, flush=True)
     return lock
+
+
+def _file_in_the_way(folder: Path) -> str | None:
+    """Why run ``folder`` (--checkpoints_dir/--name) cannot be made when it or a folder above it
+    is a file; None when none is."""
+    try:
+        file = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    except OSError:
+        return None
+    if file is None:
+        return None
+    if file == folder:
+        return (f"the run folder {folder} (--checkpoints_dir/--name) is a file, not a folder: move the file "
+                "away, or give another --name")
+    if file == folder.parent:
+        return (f"--checkpoints_dir {file} is a file, not a folder: give --checkpoints_dir a folder (runs are "
+                "made in --checkpoints_dir/--name)")
+    return (f"{file} is a file, not a folder, so --checkpoints_dir {folder.parent} cannot be made under it: give "
+            "--checkpoints_dir a path of folders")
 
 
 def _unwritable_fix(folder: Path, e: OSError) -> str:

@@ -319,8 +319,32 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_options(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Refuse values that have no meaning before any work (``p.error``: one ``error:`` line): this
+    script's own, then its train_hd.py command line as train_hd.py checks it."""
+    if not a.budget_minutes > 0:   # nan too
+        p.error(f"--budget_minutes {a.budget_minutes}: expected more than 0 CPU-minutes")
+    for name, lo in {"eval_every_epochs": 1, "threads": 1, "n_val": 1, "split_seed": 0, "pair_seed": 0,
+                     "measure_steps": 0}.items():
+        if getattr(a, name) < lo:
+            p.error(f"--{name} {getattr(a, name)}: expected at least {lo}")
+    if a.size < 16 or a.size % 16:
+        p.error(f"--size {a.size}: expected a positive multiple of 16, e.g. 128")
+    from pix2pixhd.cli import resolve_config
+    from pix2pixhd.errors import UserError
+    try:
+        resolve_config(train_flags(Path("unpaired"), Path("out"), a.size, 1, a) + ["--no_html"])
+    except UserError as e:
+        p.error(f"{e} (train_hd.py, on this benchmark's command line)")
+    if a.compare is not None and not (a.compare / "state.json").is_file():
+        p.error(f"--compare {a.compare}: not a quality run (no state.json); give a run folder that "
+                "benchmarks/quality.py --out wrote")
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
+    check_options(p, a)   # before the split is made
     a.argv = argv   # the command recorded in state.json (None: sys.argv's)
     if a.measure_steps:
         measure_steps(a)
@@ -331,4 +355,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pix2pixhd.errors import run   # a UserError from deeper down: one error line, status 1
+    sys.exit(run(main))

@@ -766,6 +766,11 @@ def write_reports(out: Path, state: dict) -> None:
 def _load_states(run_dirs: list[Path], until: float | None = None) -> list[dict]:
     """Each run's state.json; with ``until``, only its points at or below that many training
     CPU-minutes (what --compare's tables, curves and sample sheet all show)."""
+    for d in run_dirs:
+        if not (Path(d) / "state.json").is_file():
+            raise SystemExit(f"error: --compare {d}: not a quality run (no state.json"
+                             f"{'' if Path(d).is_dir() else '; no such folder'}); give run folders that "
+                             "benchmarks/quality.py --out wrote")
     states = [json.loads((Path(d) / "state.json").read_text()) for d in run_dirs]
     if until is not None:
         for st in states:
@@ -956,4 +961,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pix2pixhd.errors import run   # a UserError from deeper down: one error line, status 1
+    sys.exit(run(main))

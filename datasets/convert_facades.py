@@ -73,7 +73,12 @@ def _halves(path: Path, direction: str) -> tuple[np.ndarray, np.ndarray]:
     """(photo, colour label map) halves of the AB image ``path``. A label half that is not a
     facades colour map (see ``layouts.PALETTE_MIN_NEAR``: a photo, the other --direction's half)
     is refused: nearest-colour decoding would turn it into a label map of a few ids."""
-    ab = np.asarray(Image.open(path).convert("RGB"))
+    try:
+        with Image.open(path) as im:
+            ab = np.asarray(im.convert("RGB"))
+    except (OSError, Image.DecompressionBombError) as e:   # empty, truncated, not an image
+        raise InputError(f"{path} cannot be read as an image ({type(e).__name__}: {e}); remove it or "
+                         "replace it with the pix2pix facades file (photo | colour label map)") from e
     w2 = ab.shape[1] // 2
     a, b = ab[:, :w2], ab[:, w2:2 * w2]
     photo, colours = (a, b) if direction == "BtoA" else (b, a)

@@ -454,6 +454,14 @@ def generate(out_dir, n_train: int = 100, n_test: int = 10, width: int = 256, he
                          f"{MAX_SIZE[1]}; pass --width/--height in that range")
     if img_ext not in ("png", "jpg"):
         raise ConfigError(f"synthetic_streets: img_ext={img_ext!r}; use 'png' or 'jpg'")
+    # checked before the output folder is cleared: a refused value leaves it as it was
+    for name, n in (("n_train", n_train), ("n_test", n_test), ("seed", seed)):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ConfigError(f"synthetic_streets: --{name} {n}: must be a whole number >= 0; pass "
+                              f"--{name} 0 or more")
+    if not str(out_dir).strip():
+        raise ConfigError(f"synthetic_streets: --out {str(out_dir)!r} is empty; pass the folder to write "
+                          "the dataset to (e.g. --out data/streets)")
     out = Path(out_dir)
     meta = {"name": "synthetic_streets", "written_by": TOOL, "label_nc": LABEL_NC,
             "classes": [{"id": i, "name": n, "thing": n in THING_CLASSES}

@@ -393,6 +393,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_options(p: argparse.ArgumentParser, a: argparse.Namespace, variants: list[Variant]) -> None:
+    """Refuse values that have no meaning before any work (``p.error``: one ``error:`` line): this
+    script's own, then each variant's train_hd.py command line as train_hd.py checks it."""
+    for name, lo in {"n_val": 1, "split_seed": 0, "threads": 1, "seg_steps": 1, "seg_batch": 1,
+                     "seg_channels": 1}.items():
+        v = getattr(a, name)
+        if v is not None and v < lo:
+            p.error(f"--{name} {v}: expected at least {lo}")
+    from pix2pixhd.cli import resolve_config
+    from pix2pixhd.errors import UserError
+    for v in variants:
+        try:
+            resolve_config(variant_argv(v, a, Path("data"), Path("runs")))
+        except UserError as e:
+            p.error(f"{e} (train_hd.py, on variant {v.key}'s command line)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = build_parser()
@@ -400,8 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (a.facades / "train").is_dir():   # before any folder is made
         p.error(f"--facades {a.facades}: no train/ folder; point it at the pix2pix facades folder "
                 "(train/N.jpg: photo | colour label map)")
-    torch.set_num_threads(a.threads)
     variants = select(a.only)
+    check_options(p, a, variants)   # before the data is prepared
+    n = sum(1 for f in (a.facades / "train").iterdir() if f.suffix.lower() == ".jpg")
+    if a.n_val is not None and n <= a.n_val:   # (convert_facades would name its --holdout)
+        p.error(f"--n_val {a.n_val} leaves no training images ({n} in {a.facades / 'train'}); give a smaller "
+                "--n_val or more images")
+    torch.set_num_threads(a.threads)
     a.out = a.out.resolve()
     data, runs = a.out / "data", a.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -426,4 +448,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pix2pixhd.errors import run   # a UserError from deeper down: one error line, status 1
+    sys.exit(run(main))

@@ -151,7 +151,14 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
         return worker(Path(argv[1]), argv[2:])
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
+    if not a.timeout > 0:   # nan too
+        p.error(f"--timeout {a.timeout}: expected more than 0 seconds (default 400)")
+    if a.workdir:   # a file at the path, or above it, is refused before anything is written
+        above = next((d for d in (Path(a.workdir), *Path(a.workdir).parents) if d.exists()), None)
+        if above is not None and not above.is_dir():
+            p.error(f"--workdir {a.workdir}: {above} is a file, not a folder; pass a folder (or none: a temp dir)")
     work = Path(a.workdir or tempfile.mkdtemp(prefix="elastic_demo_"))
     work.mkdir(parents=True, exist_ok=True)
     from pix2pixhd.datasets import synthetic_streets
@@ -171,8 +178,14 @@ def main(argv=None) -> int:
     t0 = time.time()
     print("reference: the same two-rank run, uninterrupted", flush=True)
     with open(work / "reference.log", "w") as ref_log:
-        ref = subprocess.run(torchrun(free_port(), work / "steps" / "reference", train_args("reference"), 0),
-                             stdout=ref_log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO), timeout=a.timeout)
+        try:
+            ref = subprocess.run(torchrun(free_port(), work / "steps" / "reference", train_args("reference"), 0),
+                                 stdout=ref_log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
+                                 timeout=a.timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  [FAIL] the reference run did not finish in {a.timeout:g} s (--timeout); see "
+                  f"{work / 'reference.log'}, or give a larger --timeout")
+            return 1
     if ref.returncode != 0:
         print(f"  [FAIL] the reference run exited {ref.returncode}; see {work / 'reference.log'}")
         return 1

@@ -102,18 +102,32 @@ def check_adam() -> None:
           f"Adam's two fp32 moments {2 * 4 * n / 2**30:.2f} GiB")
 
 
+def resolution(text: str) -> tuple[int, int]:
+    """``--fp32_res WIDTHxHEIGHT`` as (width, height): each side a multiple of 16 (the generator's
+    4 downsamplings) and at least 32 (its blocks need 2x2 at the bottom)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT; give e.g. 256x128") from None
+    if min(w, h) < 32 or w % 16 or h % 16:
+        raise argparse.ArgumentTypeError(f"{text}: each side must be a multiple of 16 and at least 32 "
+                                         "(the generator's 4 downsamplings); give e.g. 256x128")
+    return w, h
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pix2pixhd.argparsing import make_parser
     p = make_parser("scripts/numerics_check.py", __doc__.split("\n\n")[0])
     p.add_argument("--only", choices=("norm", "fp32", "bf16", "adam"), default=None,
                    help="run this check alone (default: all four)")
-    p.add_argument("--fp32_res", default="256x128", help="WIDTHxHEIGHT of the fp32 check")
+    p.add_argument("--fp32_res", type=resolution, default="256x128",
+                   help="WIDTHxHEIGHT of the fp32 check (sides multiples of 16, at least 32)")
     return p
 
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
-    w, h = (int(v) for v in a.fp32_res.lower().split("x"))
+    w, h = a.fp32_res
     checks = {"norm": check_norm, "fp32": lambda: check_fp32(h, w), "bf16": check_bf16,
               "adam": check_adam}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")

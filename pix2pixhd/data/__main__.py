@@ -147,8 +147,25 @@ def _model_default(name: str, model: str):
     return default_of(next(f for f in dataclasses.fields(TrainConfig) if f.name == name), model)
 
 
+def check_ranges(a: argparse.Namespace) -> None:
+    """Refuse (ConfigError, one line) a value train_hd.py refuses for the options scan shares with
+    it (TrainConfig's own range checks), and a --required_multiple or --max_listed below range."""
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.errors import ConfigError
+    given = {k: getattr(a, k) for k in ("label_nc", "loadSize", "fineSize", "batchSize",
+                                        "n_downsample_global", "n_local_enhancers")
+             if getattr(a, k) is not None}
+    TrainConfig(model=a.model, **given)._filled()._check_ranges(seed=False)
+    if a.required_multiple is not None and a.required_multiple < 1:
+        raise ConfigError(f"--required_multiple {a.required_multiple}: must be >= 1 (what each output "
+                          "side must divide by; 1: no check)")
+    if a.max_listed < 0:
+        raise ConfigError(f"--max_listed {a.max_listed}: must be >= 0 (files listed per kind of problem)")
+
+
 def main(argv=None) -> int:
     a = data_parser().parse_args(argv)
+    check_ranges(a)   # before any folder is read
     a.dataroot = os.path.expanduser(a.dataroot)   # a quoted '~/streets': the shell left the ~
     if a.palette is not None:
         a.palette = os.path.expanduser(a.palette)

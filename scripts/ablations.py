@@ -419,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                 "(train/N.jpg: photo | colour label map)")
     variants = select(a.only)
     check_options(p, a, variants)   # before the data is prepared
-    n = sum(1 for f in (a.facades / "train").iterdir() if f.suffix.lower() == ".jpg")
+    from pix2pixhd.data.layouts import list_images   # what convert_facades reads
+    n = len(list_images(a.facades / "train"))
     if a.n_val is not None and n <= a.n_val:   # (convert_facades would name its --holdout)
         p.error(f"--n_val {a.n_val} leaves no training images ({n} in {a.facades / 'train'}); give a smaller "
                 "--n_val or more images")

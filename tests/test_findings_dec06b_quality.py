@@ -138,6 +138,8 @@ def test_ablations_on_another_split_names_its_own_option(tmp_path):
     sys.modules[spec.name] = abl
     spec.loader.exec_module(abl)
     (tmp_path / "src" / "train").mkdir(parents=True)
+    for n in range(1, 42):   # more than the default --n_val 40 (not read: the split is refused first)
+        (tmp_path / "src" / "train" / f"{n}.jpg").write_bytes(b"")
     data = tmp_path / "out" / "data"
     data.mkdir(parents=True)
     (data / "quality_data.json").write_text(json.dumps({"spec": {"src": "/elsewhere", "n_val": 9,

@@ -126,7 +126,7 @@ def _startup_signals(held: list[int] | None = None):
         return
 
     def on_signal(signum, frame):
-        if getattr(state["trainer"], "_fit_ended", False):
+        if state.get("ended") or getattr(state["trainer"], "_fit_ended", False):
             return
         name, status = signal.Signals(signum).name, _STARTUP_STOPS[signum]
         msg = (f"stopped by {name} during start-up, before the first step: nothing to save; rerun the "
@@ -218,7 +218,16 @@ def _train(argv: list[str], prog: str | None = None, state: dict | None = None) 
         trainer = Trainer(cfg, info)
         if state is not None:
             state["trainer"] = trainer
-        summary = trainer.fit()
+        try:
+            summary = trainer.fit()
+        finally:
+            # The Trainer (its DDP modules) is freed here, before distributed.cleanup ends the
+            # group: freed after it, the last reference to a gloo group would end it inside a
+            # destructor that holds the interpreter lock while joining gloo's threads, which may
+            # need that lock to free a tensor (a hang at exit, seen on torch 2.13).
+            if state is not None:
+                state["trainer"], state["ended"] = None, True
+            del trainer
     except TrainingStopped as e:   # SIGTERM/SIGINT: the summary too, then exit status 75/130
         if info.is_master and e.summary is not None:
             _print_summary(e.summary)

@@ -70,6 +70,16 @@ class PeerFailedError(UserError):
     """This rank stopped because another rank failed (that rank printed why)."""
 
 
+# The values Triton's own environment switches (TRITON_INTERPRET...) read as on, any case.
+TRUTHY = ("1", "true", "yes", "on", "y")
+
+
+def env_flag(name: str) -> bool:
+    """Whether environment variable ``name`` is on, by Triton's rule (knobs.env_bool): 1, true,
+    yes, on or y, in any case."""
+    return os.environ.get(name, "").lower() in TRUTHY
+
+
 def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
@@ -206,7 +216,8 @@ def loader_worker_died(e: BaseException, resume: str = "rerun the same command t
     signal, e.g. by the out-of-memory killer, or exited), or None when ``e`` is not that. torch
     raises "exited unexpectedly" from the more precise "is killed by signal": the chain is
     searched for the latter first. ``resume``: the line's last part, how to go on (the trainer's
-    says which checkpoint it saved)."""
+    says which checkpoint it saved); "" ends the line with the cause."""
+    tail = f"; {resume}" if resume else ""
     chain, seen = [], set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
@@ -218,7 +229,7 @@ def loader_worker_died(e: BaseException, resume: str = "rerun the same command t
             pid, sig = m.group(1), m.group(2).strip()
             why = ("out of shared memory? raise /dev/shm (docker: --shm-size), or fewer --nThreads/--workers"
                    if sig.lower().startswith("bus error") else "out of memory? fewer --nThreads/--workers")
-            return f"a data loader worker (pid {pid}) was killed by signal: {sig} ({why}); {resume}"
+            return f"a data loader worker (pid {pid}) was killed by signal: {sig} ({why}){tail}"
     for text in chain:
         m = _WORKER_EXITED.search(text)
         if m:
@@ -226,7 +237,7 @@ def loader_worker_died(e: BaseException, resume: str = "rerun the same command t
             how = f"exited with code {code}" if code is not None else "exited unexpectedly"
             plural = "s" if "," in pids else ""
             return (f"a data loader worker (pid{plural} {pids}) {how} (killed for memory? fewer "
-                    f"--nThreads/--workers; --debug shows torch's traceback); {resume}")
+                    f"--nThreads/--workers; --debug shows torch's traceback){tail}")
     return None
 
 

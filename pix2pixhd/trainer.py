@@ -1430,14 +1430,18 @@ class Trainer:
             self._sigchld_held = False
             previous(signal.SIGCHLD, None)
 
-    def _restart_loader(self, loader, sampler, e: RuntimeError):
-        """Under DDP, after torch's error ``e`` of a worker that died: shut this rank's workers
-        down and start new ones at the same place of the epoch (the sampler's order, less what the
+    def _saved_latest(self) -> str:
+        """The end of a line that stops the run with latest.pt saved here: where, and how to go on."""
+        return (f"{self.exp_dir / 'latest.pt'} saved at epoch {self.epoch} step {self.global_step}; rerun "
+                "the same command with --auto_resume (or --resume) to continue")
+
+    def _restart_loader(self, loader, sampler, died: str):
+        """Under DDP, after a worker died (``died``: errors.loader_worker_died's line): shut this
+        rank's workers down and start new ones at the same place of the epoch (the sampler's order, less what the
         ranks have trained; samples are drawn from the seed, epoch and index alone, so the batch
         is the one the dead worker was loading). Said at once; the ranks stop after the next step
         (:meth:`_stop_requested`, :meth:`_stop_after_worker_death`). The new iterator."""
-        from pix2pixhd.errors import loader_worker_died
-        self._worker_death = loader_worker_died(e, resume="")[:-2]   # the line less its "; "
+        self._worker_death = died
         old = getattr(loader, "_iterator", None)
         if old is not None:
             old._shutdown_workers()
@@ -1454,12 +1458,8 @@ class Trainer:
         error line names the rank)."""
         self.save("latest")
         barrier(self.dist)
-        resume = (f"{self.exp_dir / 'latest.pt'} saved at epoch {self.epoch} step {self.global_step}; rerun "
-                  "the same command with --auto_resume (or --resume) to continue")
-        if self._worker_death is not None:
-            msg = f"{self._worker_death}; {resume}"
-        else:
-            msg = f"a data loader worker of another rank died (its error says which); {resume}"
+        died = self._worker_death or "a data loader worker of another rank died (its error says which)"
+        msg = f"{died}; {self._saved_latest()}"
         if self.dist.is_master:
             self.vis.log_message(msg, step=self.global_step)
         raise LoaderWorkerDied(msg)
@@ -1472,9 +1472,7 @@ class Trainer:
         if loader_worker_died(e) is None:
             return
         self.save("latest")
-        msg = loader_worker_died(e, resume=f"{self.exp_dir / 'latest.pt'} saved at epoch {self.epoch} step "
-                                           f"{self.global_step}; rerun the same command with --auto_resume "
-                                           "(or --resume) to continue")
+        msg = loader_worker_died(e, resume=self._saved_latest())
         self.vis.log_message(msg, step=self.global_step)
         raise LoaderWorkerDied(msg) from e
 
@@ -1673,8 +1671,9 @@ class Trainer:
                 except RuntimeError as e:   # from the fetch: a step boundary
                     if steps_this_run and self.dist.distributed and self._worker_death is None:
                         from pix2pixhd.errors import loader_worker_died
-                        if loader_worker_died(e) is not None:
-                            it = self._restart_loader(loader, sampler, e)
+                        died = loader_worker_died(e, resume="")
+                        if died is not None:
+                            it = self._restart_loader(loader, sampler, died)
                             continue
                     if not self.dist.distributed and steps_this_run:   # else torch's error as it is
                         self._save_after_worker_death(e)

@@ -59,25 +59,17 @@ from typing import Callable
 
 import torch
 
-from pix2pixhd.errors import InputError, UserError
+from pix2pixhd.errors import InputError, UserError, env_flag
 
 _ACTS = ("relu", "leaky_relu", "none")
 _IMPLS = ("auto", "triton", "ref")
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 STRICT_ENV = "PIX2PIXHD_STRICT_KERNELS"
 AUTOTUNE_ENV = "PIX2PIXHD_NORM_AUTOTUNE_FILE"
-# The values Triton's own environment switches (TRITON_INTERPRET...) read as on, any case.
-_TRUTHY = ("1", "true", "yes", "on", "y")
 
 
 class StrictKernelError(UserError, RuntimeError):
     """A kernel fallback that PIX2PIXHD_STRICT_KERNELS turned into an error (one line)."""
-
-
-def env_flag(name: str) -> bool:
-    """Whether environment variable ``name`` is on, by Triton's rule (knobs.env_bool): 1, true,
-    yes, on or y, in any case."""
-    return os.environ.get(name, "").lower() in _TRUTHY
 
 
 def triton_interpret_on() -> bool:
@@ -421,8 +413,7 @@ def path_taken(impl: str, device, dtype: torch.dtype = torch.float32) -> str:
     native per configuration (CUDA). No warning and no strict-mode error: for records of what
     ran (benchmarks/train.py), where asking for 'triton' may have run the reference."""
     global _QUIET
-    if impl not in _IMPLS:
-        raise ValueError(f"path_taken: impl={impl!r}; expected one of {_IMPLS}")
+    check_impl(impl, "path_taken")
     x = torch.empty((1, 1, 1, 2), device=device, dtype=dtype)
     _QUIET = True
     try:

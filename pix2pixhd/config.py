@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pix2pixhd.argparsing import RawDescriptionHelpFormatter
-from pix2pixhd.errors import ConfigError, MissingInputError
+from pix2pixhd.errors import ConfigError, MissingInputError, env_flag
 from pix2pixhd.paths import run_dir
 
 STAGES = ("global", "local", "finetune")
@@ -755,7 +755,7 @@ class TrainConfig:
             raise ConfigError(f"--upsample {c.upsample} changes pix2pixHD's generators; --model {c.model}'s "
                              "generator ignores it: drop --upsample")
         if c.compile and c.norm_impl == "triton" and c.norm == "instance" and \
-                os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "yes", "on", "y"):   # Triton's rule
+                env_flag("TRITON_INTERPRET"):   # read as Triton reads it
             raise ConfigError(f"--compile --norm_impl triton under TRITON_INTERPRET={os.environ['TRITON_INTERPRET']}: "
                               "torch.compile cannot trace "
                               "the Triton interpreter's kernel launches; drop --compile (the interpreter is for "

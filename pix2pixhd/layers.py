@@ -107,8 +107,7 @@ def norm_act(norm: str, num_features: int, act: str = "relu",
 
 def set_norm_impl(model: nn.Module, impl: str) -> nn.Module:
     """Switch every fused norm+activation layer of ``model`` to 'auto', 'triton' or 'ref'."""
-    if impl not in ("auto", "triton", "ref"):
-        raise ValueError(f"impl={impl!r}; expected 'auto', 'triton' or 'ref'")
+    check_impl(impl, "set_norm_impl")
     for m in model.modules():
         if isinstance(m, InstanceNormAct):
             m.impl = impl

@@ -80,6 +80,7 @@ from PIL import Image
 from pix2pixhd.data.dataset import ID_MODES, _wanted_modes, synthesis_wording
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
 from pix2pixhd.errors import ConfigError, InputError, MissingInputError, UserError
+from pix2pixhd.paths import NAME_MAX
 from pix2pixhd.synthesis import Synthesizer, id_map_bytes, png_bytes, sample_seed
 
 MANIFEST = "manifest.jsonl"
@@ -775,9 +776,6 @@ def _write_error(path: Path, e: OSError) -> OutputWriteError:
         fix = f"check the file system of {path.parent}"
     return OutputWriteError(f"could not write {path}: {type(e).__name__}: {why}; {fix}, then rerun the "
                             "same command: it resumes the job (the outputs already written are kept)")
-
-
-NAME_MAX = 255   # bytes in a file name on the common file systems (ext4, XFS, btrfs, APFS)
 
 
 def _tmp_path(path: Path) -> Path:

@@ -220,6 +220,7 @@ LOSS_PREFIXES = ("G_", "D_", "cycle_", "idt_")
 MESSAGE_STEP = re.compile(r"================ \[step (\d+)\] ")
 # The mark of a message about a file that stays on disk (log_message's ``kept``): a cut carries it on.
 KEPT_MARK = "[kept] "
+KEPT_MESSAGE = re.compile(MESSAGE_STEP.pattern + re.escape(KEPT_MARK))
 
 
 class WindowMeans:
@@ -333,7 +334,7 @@ class Visualizer:
             m = re.match(r"\(epoch: \d+, iters: \d+, step: (\d+)\)", line) or MESSAGE_STEP.match(line)
             if m and int(m.group(1)) > after_step:
                 kept = [MESSAGE_STEP.sub(f"================ [step {after_step + 1}] ", x, count=1)
-                        for x in lines[i:] if MESSAGE_STEP.match(x) and x[MESSAGE_STEP.match(x).end():].startswith(KEPT_MARK)]
+                        for x in lines[i:] if KEPT_MESSAGE.match(x)]
                 atomic_write_bytes(self.log_path, "".join(lines[:i] + kept).encode("utf-8", "surrogateescape"))
                 also = (f"; {len(kept)} note(s) about files still on disk kept" if kept else "")
                 return [(f"{self.log_path.name}: {len(lines) - i - len(kept)} line(s) from step {m.group(1)} on, "

@@ -102,6 +102,19 @@ def check_outputs(p: argparse.ArgumentParser, files: Sequence[tuple[str, str | o
         p.error(str(e))
 
 
+def train_command_error(argv: Sequence[str]) -> str | None:
+    """What train_hd.py says of the command line ``argv`` (its one-line UserError), checked as it
+    checks it, without running anything; None when it takes it. For the scripts that start
+    train_hd.py runs: their options are refused before any of their own work."""
+    from pix2pixhd.cli import resolve_config
+    from pix2pixhd.errors import UserError
+    try:
+        resolve_config(list(argv))
+    except UserError as e:
+        return str(e)
+    return None
+
+
 def write_text_atomic(path: str | os.PathLike, text: str, say: bool = True) -> None:
     """``text`` into ``path`` (its folders made) through pix2pixhd.checkpoint's atomic write, so a
     run cut short leaves the previous file whole; ``say``: print ``wrote PATH``."""

@@ -54,7 +54,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     # not an installed copy (pix2pixhd maps the checkout's kernels/ and datasets/ itself)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality as Q  # noqa: E402
-from benchmarks._cli import command_line, make_parser  # noqa: E402
+from benchmarks._cli import command_line, make_parser, train_command_error  # noqa: E402
 
 STATE_VERSION = 1
 
@@ -330,11 +330,8 @@ def check_options(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             p.error(f"--{name} {getattr(a, name)}: expected at least {lo}")
     if a.size < 16 or a.size % 16:
         p.error(f"--size {a.size}: expected a positive multiple of 16, e.g. 128")
-    from pix2pixhd.cli import resolve_config
-    from pix2pixhd.errors import UserError
-    try:
-        resolve_config(train_flags(Path("unpaired"), Path("out"), a.size, 1, a) + ["--no_html"])
-    except UserError as e:
+    e = train_command_error(train_flags(Path("unpaired"), Path("out"), a.size, 1, a) + ["--no_html"])
+    if e:
         p.error(f"{e} (train_hd.py, on this benchmark's command line)")
     if a.compare is not None and not (a.compare / "state.json").is_file():
         p.error(f"--compare {a.compare}: not a quality run (no state.json); give a run folder that "

@@ -64,7 +64,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     # makes the benchmarks package importable; first, so that this checkout's pix2pixhd is measured,
     # not an installed copy (pix2pixhd maps the checkout's kernels/ and datasets/ itself)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._cli import command_line, make_parser  # noqa: E402
+from benchmarks._cli import command_line, make_parser, train_command_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "facades"
@@ -905,11 +905,9 @@ def check_options(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     if a.size < 16 or a.size % 16:
         p.error(f"--size {a.size}: expected a positive multiple of 16 (the grid metric's period), e.g. 128")
     if a.recipe:   # the recipe's generator may need more (pix2pix's U-Net 128: multiples of 128)
-        from pix2pixhd.cli import resolve_config
-        from pix2pixhd.errors import UserError
-        try:
-            resolve_config(common_flags(Path("data"), Path("out"), a.size, 1, a.seed) + list(RECIPES[a.recipe].flags))
-        except UserError as e:
+        e = train_command_error(common_flags(Path("data"), Path("out"), a.size, 1, a.seed)
+                                + list(RECIPES[a.recipe].flags))
+        if e:
             p.error(f"--size {a.size} with --recipe {a.recipe}: its generator cannot take it; give another "
                     f"--size (train_hd.py, with --fineSize = --size, says: {e})")
     from pix2pixhd.data.layouts import list_images

@@ -401,12 +401,10 @@ def check_options(p: argparse.ArgumentParser, a: argparse.Namespace, variants: l
         v = getattr(a, name)
         if v is not None and v < lo:
             p.error(f"--{name} {v}: expected at least {lo}")
-    from pix2pixhd.cli import resolve_config
-    from pix2pixhd.errors import UserError
+    from benchmarks._cli import train_command_error
     for v in variants:
-        try:
-            resolve_config(variant_argv(v, a, Path("data"), Path("runs")))
-        except UserError as e:
+        e = train_command_error(variant_argv(v, a, Path("data"), Path("runs")))
+        if e:
             p.error(f"{e} (train_hd.py, on variant {v.key}'s command line)")
 
 

@@ -68,17 +68,24 @@ print(json.dumps(out))
 """
 
 
+def _drive(driver: str, tmp_path, timeout: int, blocked: str):
+    """``driver`` run with ``tmp_path`` in a subprocess bounded by ``timeout`` (a hang fails the
+    test, saying what ``blocked``); its exit status 0 is asserted. The finished process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    try:
+        p = subprocess.run([sys.executable, "-c", driver, str(tmp_path)], capture_output=True,
+                           text=True, timeout=timeout, env=env, cwd=tmp_path)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{blocked} blocked the visualizer or exit: {e.stderr}")
+    assert p.returncode == 0, p.stderr
+    return p
+
+
 @pytest.mark.fault(cls="interrupted run",
                    case="tensorboardX writer thread stuck on a hung disk: log, display and close "
                         "return within the bound, TensorBoard off with one note, exit does not wait")
 def test_a_stuck_writer_thread_is_given_up_on(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    try:
-        p = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path)], capture_output=True,
-                           text=True, timeout=90, env=env, cwd=tmp_path)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"a stuck tensorboard writer thread blocked the visualizer or exit: {e.stderr}")
-    assert p.returncode == 0, p.stderr
+    p = _drive(DRIVER, tmp_path, 90, "a stuck tensorboard writer thread")
     out = json.loads(p.stdout.splitlines()[-1])
     log_first, log_again, log_close, log_tb = out["log"]
     assert 1.0 <= log_first < 4 and log_again < 0.5 and log_close < 0.5 and not log_tb, out
@@ -139,13 +146,7 @@ print(json.dumps([first, time.monotonic() - t, v.tensorboard, len(calls)]))
                    case="torch.utils.tensorboard-style writer (the fallback) stuck in add_scalar: the log "
                         "call returns within the bound, TensorBoard off with one note, exit does not wait")
 def test_a_stuck_call_of_another_writer_class_is_given_up_on(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    try:
-        p = subprocess.run([sys.executable, "-c", OTHER_DRIVER, str(tmp_path)], capture_output=True,
-                           text=True, timeout=60, env=env, cwd=tmp_path)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"a stuck tensorboard writer call blocked the visualizer or exit: {e.stderr}")
-    assert p.returncode == 0, p.stderr
+    p = _drive(OTHER_DRIVER, tmp_path, 60, "a stuck tensorboard writer call")
     first, stuck, tb, calls = json.loads(p.stdout.splitlines()[-1])
     assert 1.0 <= first < 4 and stuck < 0.5 and not tb and calls == 2, p.stdout
     notes = [line for line in p.stderr.splitlines() if "TensorBoard logging is off" in line]

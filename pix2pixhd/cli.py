@@ -118,8 +118,9 @@ def _startup_signals(held: list[int] | None = None):
     `&` by a script) stays ignored. Main thread only (Python's rule). ``held``: signals that
     arrived before (pix2pixhd.launch holds them while this module imports); the first ends the start.
     Yields a dict whose "trainer" the caller sets: once that Trainer's fit() has ended (an error
-    under way, e.g. a peer rank that died and the SIGTERM torchrun then sends, or the summary), a
-    signal is ignored, so that the process ends as it was ending, not with a start-up line."""
+    under way, e.g. a peer rank that died and the SIGTERM torchrun then sends, or the summary), or
+    an error is under way before it (its "ended"), a signal is ignored, so that the process ends as
+    it was ending, not with a start-up line."""
     state: dict = {"trainer": None}
     if threading.current_thread() is not threading.main_thread():
         yield state
@@ -231,6 +232,13 @@ def _train(argv: list[str], prog: str | None = None, state: dict | None = None) 
     except TrainingStopped as e:   # SIGTERM/SIGINT: the summary too, then exit status 75/130
         if info.is_master and e.summary is not None:
             _print_summary(e.summary)
+        raise
+    except BaseException:
+        # An error under way (one the ranks agreed on at the start, say): torchrun SIGTERMs this
+        # rank once a faster peer has exited on the same error, often while the group is ended
+        # below; that signal must not turn this rank's error into a start-up stop line.
+        if state is not None:
+            state["ended"] = True
         raise
     finally:
         distributed.cleanup(info)

@@ -207,3 +207,26 @@ def test_the_trainer_is_freed_before_the_process_group_ends(tmp_path, scenes, mo
     monkeypatch.setattr(distributed, "cleanup", checking_cleanup)
     assert cli.train_main([*TINY, "--dataroot", str(scenes), "--checkpoints_dir", str(tmp_path)]) == 0
     assert alive_at_cleanup == [False]
+
+
+def test_a_sigterm_while_an_agreed_start_error_ends_keeps_that_error(tmp_path, scenes, monkeypatch):
+    """Ranks that agreed on an error at the start (other options on one rank) all raise it; the
+    first to exit makes torchrun SIGTERM the rest, often while they end the process group. That
+    signal turned the error into "stopped by SIGTERM during start-up" (status 75), so a slower
+    rank 0 lost the line naming the cause (seen once in CI)."""
+    from pix2pixhd import distributed
+    from pix2pixhd.errors import ConfigError
+    from pix2pixhd.trainer import Trainer
+    cleanup = distributed.cleanup
+
+    def agreed_error(self, *a, **k):
+        raise ConfigError("rank 1's options differ from rank 0's (as _agree_on_start's error)")
+
+    def sigterm_then_cleanup(info):   # torchrun's SIGTERM, landing while the group is ended
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)               # the handler runs here
+        cleanup(info)
+    monkeypatch.setattr(Trainer, "__init__", agreed_error)
+    monkeypatch.setattr(distributed, "cleanup", sigterm_then_cleanup)
+    with pytest.raises(ConfigError, match="options differ"):
+        cli.train_main([*TINY, "--dataroot", str(scenes), "--checkpoints_dir", str(tmp_path)])

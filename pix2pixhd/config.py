@@ -991,6 +991,13 @@ class TrainConfig:
         if not re.fullmatch(r"latest|[0-9]+", self.which_epoch):
             raise ConfigError(f"which_epoch={self.which_epoch!r}: expected 'latest' or an epoch number")
 
+    @classmethod
+    def check_values(cls, model: str, **options) -> None:
+        """ConfigError (one line, train_hd.py's) for a value of ``options`` (TrainConfig field
+        names) out of its range for ``--model model``; for tools that share some of training's
+        options (``python -m pix2pixhd.data scan``) and must refuse what training refuses."""
+        cls(model=model, **options)._filled()._check_ranges(seed=False)
+
     def _check_ranges(self, seed: bool = True) -> None:
         """Each numeric option within its range (:data:`AT_LEAST`, beta1 in [0, 1); ``seed``:
         also --seed in 0..SEED_MAX)."""

@@ -155,7 +155,7 @@ def check_ranges(a: argparse.Namespace) -> None:
     given = {k: getattr(a, k) for k in ("label_nc", "loadSize", "fineSize", "batchSize",
                                         "n_downsample_global", "n_local_enhancers")
              if getattr(a, k) is not None}
-    TrainConfig(model=a.model, **given)._filled()._check_ranges(seed=False)
+    TrainConfig.check_values(a.model, **given)
     if a.required_multiple is not None and a.required_multiple < 1:
         raise ConfigError(f"--required_multiple {a.required_multiple}: must be >= 1 (what each output "
                           "side must divide by; 1: no check)")

@@ -26,7 +26,7 @@ from pix2pixhd.argparsing import HelpFormatter
 from pix2pixhd.config import (MODELS, SYNTHESIZE_REFERENCE_ONLY, TrainConfig, build_parser,
                               reference_only_error)
 from pix2pixhd import errors
-from pix2pixhd.errors import ConfigError, UserError, _stdout_closed, add_debug_option, debug_enabled
+from pix2pixhd.errors import ConfigError, UserError, _stdout_closed, add_debug_option, debug_enabled, say
 from pix2pixhd.paths import check_name
 
 TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune), pix2pix (--model pix2pix) or CycleGAN
@@ -177,19 +177,19 @@ def _train(argv: list[str], prog: str | None = None, state: dict | None = None) 
     from pix2pixhd import distributed
     info = distributed.setup(cfg.device)
     if info.is_master:
-        print(f"pix2pixhd training, {info.world_size} process(es) on {info.device}\n{cfg.pretty()}", flush=True)
+        say(f"pix2pixhd training, {info.world_size} process(es) on {info.device}\n{cfg.pretty()}")
         for note in cfg.notes():
-            print(f"note: {note}", flush=True)
+            say(f"note: {note}")
         if cfg.ddp_bf16_grads and info.world_size == 1:
-            print("note: --ddp_bf16_grads rounds the gradients DDP all-reduces between processes; this run "
-                  "has one process, so it changes nothing", flush=True)
+            say("note: --ddp_bf16_grads rounds the gradients DDP all-reduces between processes; this run "
+                "has one process, so it changes nothing")
         if cfg.precision == "fp16" and info.device.type == "cpu":
-            print("note: --precision fp16 on the CPU: autocast to fp16 there is usually slower than fp32 "
-                  "(CPUs have no fast fp16 arithmetic, and the loss scaler adds work); fp32 is the CPU's "
-                  "default", flush=True)
+            say("note: --precision fp16 on the CPU: autocast to fp16 there is usually slower than fp32 "
+                "(CPUs have no fast fp16 arithmetic, and the loss scaler adds work); fp32 is the CPU's "
+                "default")
         if debug_enabled():   # NVIDIA's --debug was a short run; a user may expect one
-            print("note: --debug shows the traceback of an error; NVIDIA's --debug (a run of 1 epoch on 10 "
-                  "images) is --niter 1 --niter_decay 0 --max_dataset_size 10", flush=True)
+            say("note: --debug shows the traceback of an error; NVIDIA's --debug (a run of 1 epoch on 10 "
+                "images) is --niter 1 --niter_decay 0 --max_dataset_size 10")
     if cfg.dry_run:   # the files the run reads first and its dataset's layout: there, or the run's own error now
         from pix2pixhd.run_folder import check_new_run
         check_new_run(cfg)   # a folder holding another run: refused, as the launch would be

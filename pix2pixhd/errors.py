@@ -17,8 +17,8 @@ except two the user can act on without one: a data loader worker that died (the 
 ``kill -9``: torch's ``RuntimeError: DataLoader worker (pid N) is killed by signal: Killed.``) is one
 ``error:`` line naming the pid, the signal and the fix, status 1; and a closed stdout
 (``... | head -2``: ``BrokenPipeError``) ends the command quietly with status 141, as SIGPIPE would,
-except train_hd.py's end-of-run summary: printed after the run saved, it keeps the run's status
-(0, or a stop's 75/130).
+except in train_hd.py, whose start-up lines and notes (:func:`say`) and end-of-run summary go to
+os.devnull once the reader is gone: the run trains on and keeps its status (0, or a stop's 75/130).
 Command-line parsing errors (an unknown option, a value of the wrong type) are argparse's: its
 usage, then ``error:``, status 2 (``SystemExit`` passes through); so the reference's options this
 project replaces are refused before parsing, as a ``ConfigError`` (``cli.refuse_reference_only``).
@@ -173,6 +173,17 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
 
 # 128 + SIGPIPE: what a shell reports for a program whose reader went away (`... | head`).
 BROKEN_PIPE_EXIT_STATUS = 141
+
+
+def say(text: str) -> None:
+    """``print(text, flush=True)`` on stdout for a command whose work must go on without its
+    reader (train_hd.py's start-up lines and notes): a reader gone (``| head -3`` that exited) sends
+    stdout to os.devnull instead of ending the run with status 141."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
 
 
 def _stdout_closed() -> bool:

@@ -51,7 +51,7 @@ from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, resolve_d
 from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
 from pix2pixhd.errors import (INTERRUPTED_EXIT_STATUS, ConfigError, UserError, check_required_imports,
-                              install_signal_handlers, raise_on_any_rank, restore_signal_handlers)
+                              install_signal_handlers, raise_on_any_rank, restore_signal_handlers, say)
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
 from pix2pixhd.models import build_discriminator, build_encoder, build_generator, check_discriminator_input
 from pix2pixhd.networks import LocalEnhancer
@@ -416,7 +416,7 @@ class Trainer:
                 self.G, self.D = (nn.SyncBatchNorm.convert_sync_batchnorm(m) if m is not None else None
                                   for m in (self.G, self.D))
             elif self.dist.is_master:  # torch's SyncBatchNorm runs on CUDA only
-                print("note: --norm batch on CPU ranks: BatchNorm statistics stay per rank (no SyncBatchNorm)")
+                say("note: --norm batch on CPU ranks: BatchNorm statistics stay per rank (no SyncBatchNorm)")
         self.diffaug = diffaug.parse_policy(cfg.diffaug)   # () = off: D sees its inputs as they are
         self.criterion_gan = GANLoss(cfg.gan_mode)
         self.criterion_l1 = nn.L1Loss()
@@ -1234,9 +1234,9 @@ class Trainer:
             return
         cfg.direction = learned
         if self.dist.is_master:
-            print(f"note: {source} was saved before --direction BtoA applied to {cfg.phase}_A/ + {cfg.phase}_B/ "
-                  f"folders: it learned {cfg.phase}_A -> {cfg.phase}_B, though its config says BtoA; this run "
-                  "goes on that way and records --direction AtoB, which is what it learned", flush=True)
+            say(f"note: {source} was saved before --direction BtoA applied to {cfg.phase}_A/ + {cfg.phase}_B/ "
+                f"folders: it learned {cfg.phase}_A -> {cfg.phase}_B, though its config says BtoA; this run "
+                "goes on that way and records --direction AtoB, which is what it learned")
 
     def make_loader(self):
         """The training DataLoader and its resumable sampler (order from seed and epoch)."""

@@ -230,3 +230,23 @@ def test_a_sigterm_while_an_agreed_start_error_ends_keeps_that_error(tmp_path, s
     monkeypatch.setattr(distributed, "cleanup", sigterm_then_cleanup)
     with pytest.raises(ConfigError, match="options differ"):
         cli.train_main([*TINY, "--dataroot", str(scenes), "--checkpoints_dir", str(tmp_path)])
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="stdout's reader gone before the run starts (`| head -1` that exited at once): the "
+                        "run trains and saves, status 0, no traceback")
+def test_a_stdout_reader_gone_before_the_start_does_not_stop_the_run(tmp_path, scenes):
+    """The start-up lines (the options, notes) met the closed pipe first: a BrokenPipeError that
+    ended the run with status 141 before it trained, while one gone later kept it running."""
+    r, w = os.pipe()
+    os.close(r)   # no reader from the start
+    try:
+        p = subprocess.run([sys.executable, "train_hd.py", *TINY, "--dataroot", str(scenes),
+                            "--checkpoints_dir", str(tmp_path / "ck")], cwd=REPO, env=run_env(),
+                           stdout=w, stderr=subprocess.PIPE, timeout=TIMEOUT)
+    finally:
+        os.close(w)
+    err = p.stderr.decode()
+    assert p.returncode == 0, f"status {p.returncode}:\n{err[-3000:]}"
+    assert "Traceback" not in err and "Exception ignored" not in err and "BrokenPipe" not in err, err[-3000:]
+    assert (tmp_path / "ck" / "run" / "latest.pt").is_file()

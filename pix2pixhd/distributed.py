@@ -178,6 +178,22 @@ def wrap(module: torch.nn.Module, info: DistInfo, bf16_grads: bool = False) -> t
     return ddp
 
 
+def gather_all(obj, info: DistInfo) -> list:
+    """Every rank's ``obj`` (picklable), by rank; ``[obj]`` in a single process. A collective:
+    every rank calls it at the same point (one ``all_gather_object``)."""
+    if not info.distributed:
+        return [obj]
+    seen: list = [None] * info.world_size
+    dist.all_gather_object(seen, obj)
+    return seen
+
+
+def differing_keys(mine: dict, theirs: dict, skip=()) -> list[str]:
+    """The keys of either dict whose values differ (a key one lacks counts), sorted; ``skip``:
+    keys not compared. What the ranks' start agreements name when a rank's options differ."""
+    return sorted(k for k in set(mine) | set(theirs) if k not in skip and mine.get(k) != theirs.get(k))
+
+
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()

@@ -1469,11 +1469,11 @@ def _agree_on_job(ident: dict, job: SynthesisJob, src, info) -> None:
     mine = {k: v for k, v in ident.items() if k not in _PATH_KEYS}
     mine.update(out=str(Path(job.out).resolve()), how_many=job.how_many, overwrite=job.overwrite,
                 n_inputs=len(src))
-    seen: list = [None] * info.world_size
-    torch.distributed.all_gather_object(seen, mine)
+    from pix2pixhd.distributed import differing_keys, gather_all
+    seen = gather_all(mine, info)
     first = seen[0]
     for r, theirs in enumerate(seen):
-        diff = sorted(k for k in set(first) | set(theirs) if k != "digest" and first.get(k) != theirs.get(k))
+        diff = differing_keys(first, theirs, skip=("digest",))
         if theirs.get("digest") != first.get("digest") or diff:
             said = "; ".join(f"{'--' + k if k in _OPTION_KEYS else k} {first.get(k)!r} on rank 0, "
                              f"{theirs.get(k)!r} on rank {r}" for k in diff[:4]) or "the job digest"
@@ -1823,8 +1823,8 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         nonlocal agreed
         agreed = True
         world = dist_info.world_size
-        verdicts: list = [None] * world
-        torch.distributed.all_gather_object(verdicts, verdict)
+        from pix2pixhd.distributed import gather_all
+        verdicts = gather_all(verdict, dist_info)
         if verdict == "failed":
             return
         if all(isinstance(v, list) for v in verdicts):

@@ -47,7 +47,7 @@ from pix2pixhd.checkpoint import (CheckpointError, atomic_write_bytes, checkpoin
                                   environment, imported_source, line_of, load_checkpoint, new_attempt,
                                   rng_state, save_checkpoint, seed_rng, set_rng_state, write_lineage)
 from pix2pixhd.config import TrainConfig, loads_whole
-from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, resolve_device
+from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, differing_keys, gather_all, resolve_device
 from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
 from pix2pixhd.errors import (INTERRUPTED_EXIT_STATUS, ConfigError, UserError, check_required_imports,
@@ -579,8 +579,7 @@ class Trainer:
         if not self.dist.distributed:
             return
         from pix2pixhd.data import DatasetError
-        seen: list = [None] * self.dist.world_size
-        torch.distributed.all_gather_object(seen, (self._dataset_size, self._dataset_size_B, self.cfg.dataroot))
+        seen = gather_all((self._dataset_size, self._dataset_size_B, self.cfg.dataroot), self.dist)
         if len({x[:2] for x in seen}) > 1:
             said = ", ".join(f"rank {r}: {n} samples" + (f" ({nb} domain B images)" if nb is not None else "")
                              + f" in {root}" for r, (n, nb, root) in enumerate(seen))
@@ -601,11 +600,10 @@ class Trainer:
         opts = {k: v for k, v in dataclasses.asdict(self.cfg).items()
                 if k not in RANK_LOCAL_OPTIONS and k not in ("resume", "which_epoch")}
         start = (bool(self.cfg.resume), self.global_step, self.epoch, self.iter_in_epoch, self.samples_in_epoch)
-        seen: list = [None] * self.dist.world_size
-        torch.distributed.all_gather_object(seen, (opts, start))
+        seen = gather_all((opts, start), self.dist)
         (opts0, start0), same = seen[0], "; every rank must run the same command (on several nodes: the same options on each node's torchrun)"
         for r, (o, st) in enumerate(seen[1:], 1):
-            diff = sorted(k for k in set(opts0) | set(o) if opts0.get(k) != o.get(k))
+            diff = differing_keys(opts0, o)
             if diff:
                 said = ", ".join(f"--{k} {o.get(k)!r} (rank 0: {opts0.get(k)!r})" for k in diff[:6])
                 more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
@@ -1072,9 +1070,7 @@ class Trainer:
     def state_dict(self) -> dict:
         rng = [rng_state()]  # one per rank: every rank resumes its own random streams
         if self.dist.distributed:
-            gathered = [None] * self.dist.world_size
-            torch.distributed.all_gather_object(gathered, rng[0])
-            rng = gathered
+            rng = gather_all(rng[0], self.dist)
         pools = None
         if self.pools:   # every rank's history (each D sees its own); gathered on rank 0 only
             pools = [{k: p.state_dict() for k, p in self.pools.items()}]

@@ -25,7 +25,9 @@ from pix2pixhd.argparsing import make_parser as _make_parser
 
 
 def make_parser(description: str, *, raw_description: bool = False, **kwargs) -> argparse.ArgumentParser:
-    """The parser of a benchmark script: defaults shown once, no abbreviated options."""
+    """The parser of a benchmark script: defaults shown once, no abbreviated options, a misspelt
+    option named with the closest one. Its callers check the values after parsing and raise
+    ConfigError (one ``error:`` line through ``errors.run``, status 1)."""
     return _make_parser(description=description, raw_description=raw_description, **kwargs)
 
 
@@ -70,36 +72,38 @@ def python_command() -> str:
 def command_line(script: str, argv: Sequence[str] | None = None) -> str:
     """``<interpreter> <script> <arguments>``, shell-quoted (``argv``: default ``sys.argv[1:]``).
     The script is the path it was run by (``sys.argv[0]``) when this process runs it as a file;
-    else (imported, ``python -m``) ``script``, a path relative to the repository root."""
+    else (imported, ``python -m``) ``script``, a path relative to the repository root. An ``argv``
+    given by ``errors.run`` (the script's ``__main__``) counts as this process's command line."""
     args = list(sys.argv[1:] if argv is None else argv)
     invoked = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    if argv is None and invoked.endswith(".py") and os.path.basename(invoked) == os.path.basename(script):
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    as_file = argv is None or os.path.basename(main_file) == os.path.basename(script)
+    if as_file and invoked.endswith(".py") and os.path.basename(invoked) == os.path.basename(script):
         script = invoked
     return shlex.join([python_command(), script, *args])
 
 
 def check_outputs(p: argparse.ArgumentParser, files: Sequence[tuple[str, str | os.PathLike | None]] = (),
                   folders: Sequence[tuple[str, str | os.PathLike | None]] = ()) -> None:
-    """``p.error`` (one ``error:`` line, status 2) before any work when a file a script will write
-    ((flag, path) in ``files``: a folder, under a file, in a folder it cannot write) or a folder
-    (``folders``: a file, not writable) would fail, or when two flags name the same file."""
-    from pix2pixhd.errors import UserError
+    """A UserError (one ``error:`` line through ``errors.run``, status 1) before any work when a
+    file a script will write ((flag, path) in ``files``: a folder, under a file, in a folder it
+    cannot write) or a folder (``folders``: a file, not writable) would fail, or a ConfigError when
+    two flags name the same file. ``p``: the script's parser (unused; kept for its callers)."""
+    from pix2pixhd.errors import ConfigError
     from pix2pixhd.paths import check_output_file, check_output_folder
     given = [(flag, path) for flag, path in files if path]
     for i, (flag, path) in enumerate(given):
         for other, q in given[:i]:
             if os.path.abspath(path) == os.path.abspath(q):
-                p.error(f"{flag} {path} is also {other}'s file: one would overwrite the other; "
-                        f"give {flag} another file")
-    try:
-        for flag, path in given:
-            check_output_file(path, flag, kind="a results file",
-                              default_name="results.md" if flag == "--markdown" else "results.json")
-        for flag, path in folders:
-            if path:
-                check_output_folder(path, flag)
-    except UserError as e:   # (the checks make a file where each will be written, as root too)
-        p.error(str(e))
+                raise ConfigError(f"{flag} {path} is also {other}'s file: one would overwrite the other; "
+                                  f"give {flag} another file")
+    # (the checks make a file where each will be written, as root too)
+    for flag, path in given:
+        check_output_file(path, flag, kind="a results file",
+                          default_name="results.md" if flag == "--markdown" else "results.json")
+    for flag, path in folders:
+        if path:
+            check_output_folder(path, flag)
 
 
 def train_command_error(argv: Sequence[str]) -> str | None:

@@ -55,6 +55,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality as Q  # noqa: E402
 from benchmarks._cli import command_line, make_parser, train_command_error  # noqa: E402
+from pix2pixhd.errors import ConfigError  # noqa: E402
 
 STATE_VERSION = 1
 
@@ -320,22 +321,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def check_options(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
-    """Refuse values that have no meaning before any work (``p.error``: one ``error:`` line): this
+    """Refuse values that have no meaning before any work (ConfigError: one ``error:`` line, status 1): this
     script's own, then its train_hd.py command line as train_hd.py checks it."""
     if not a.budget_minutes > 0:   # nan too
-        p.error(f"--budget_minutes {a.budget_minutes}: expected more than 0 CPU-minutes")
+        raise ConfigError(f"--budget_minutes {a.budget_minutes}: expected more than 0 CPU-minutes")
     for name, lo in {"eval_every_epochs": 1, "threads": 1, "n_val": 1, "split_seed": 0, "pair_seed": 0,
                      "measure_steps": 0}.items():
         if getattr(a, name) < lo:
-            p.error(f"--{name} {getattr(a, name)}: expected at least {lo}")
+            raise ConfigError(f"--{name} {getattr(a, name)}: expected at least {lo}")
     if a.size < 16 or a.size % 16:
-        p.error(f"--size {a.size}: expected a positive multiple of 16, e.g. 128")
+        raise ConfigError(f"--size {a.size}: expected a positive multiple of 16, e.g. 128")
     e = train_command_error(train_flags(Path("unpaired"), Path("out"), a.size, 1, a) + ["--no_html"])
     if e:
-        p.error(f"{e} (train_hd.py, on this benchmark's command line)")
+        raise ConfigError(f"{e} (train_hd.py, on this benchmark's command line)")
     if a.compare is not None and not (a.compare / "state.json").is_file():
-        p.error(f"--compare {a.compare}: not a quality run (no state.json); give a run folder that "
-                "benchmarks/quality.py --out wrote")
+        raise ConfigError(f"--compare {a.compare}: not a quality run (no state.json); give a run folder that "
+                          "benchmarks/quality.py --out wrote")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
     python3 benchmarks/kernels.py                       # GPU: 1024x512 and 2048x1024, bf16
     python3 benchmarks/kernels.py --res 2048x1024 --dtype bf16,fp32 --json k.json --markdown k.md
-    python3 benchmarks/kernels.py --res 2048x1024 --dtype fp16 --no-compile
+    python3 benchmarks/kernels.py --res 2048x1024 --dtype fp16 --no_compile
     python3 benchmarks/kernels.py --smoke               # CPU: tiny shapes through the Triton
                                                         # interpreter; checks the script, times
                                                         # mean nothing
@@ -57,6 +57,8 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     # not an installed copy (pix2pixhd maps the checkout's kernels/ and datasets/ itself)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._cli import check_outputs, command_line, make_parser, write_text_atomic  # noqa: E402
+from pix2pixhd.argparsing import add_alias  # noqa: E402
+from pix2pixhd.errors import ConfigError  # noqa: E402
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 METHODS = ("fused", "eager", "compile")
@@ -248,11 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="fused,eager,compile",
                    help=f"comma-separated columns to time: some of {', '.join(METHODS)} (a run of "
                         "eager,compile gives torch.compile's ratio without timing the fused rows again)")
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--no_compile", action="store_true", help="skip the torch.compile rows")
+    add_alias(p, "--no-compile", "--no_compile")   # the older spelling
     p.add_argument("--compile_dynamic", action="store_true",
                    help="torch.compile with dynamic shapes: one compile per activation/residual")
-    p.add_argument("--backward", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time forward+backward")
+    p.add_argument("--backward", action="store_true", default=True,
+                   help="also time forward+backward (on unless --no_backward)")
+    p.add_argument("--no_backward", dest="backward", action="store_false", help="time the forward pass only")
+    add_alias(p, "--no-backward", "--no_backward")   # the older spelling
     p.add_argument("--peak_gbs", type=float, default=None,
                    help="the device's memory bandwidth in GB/s (default: the data sheet's, by the device's name)")
     p.add_argument("--json", default=None, metavar="PATH",
@@ -265,45 +270,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None):
+    """The parsed command line, every value checked before any work (a bad one: ConfigError)."""
     p = build_parser()
     args = p.parse_args(argv)
     for d in args.dtype.split(","):
         if d not in DTYPES:
-            p.error(f"--dtype {d!r}: expected some of {', '.join(DTYPES)}")
+            raise ConfigError(f"--dtype {d!r}: expected some of {', '.join(DTYPES)}")
     methods = [m for m in args.methods.split(",") if m]
     for m in methods:
         if m not in METHODS:
-            p.error(f"--methods {m!r}: expected some of {', '.join(METHODS)}")
+            raise ConfigError(f"--methods {m!r}: expected some of {', '.join(METHODS)}")
     if not methods:
-        p.error(f"--methods is empty: give some of {', '.join(METHODS)}")
+        raise ConfigError(f"--methods is empty: give some of {', '.join(METHODS)}")
     if args.no_compile:
         methods = [m for m in methods if m != "compile"]
         if not methods:
-            p.error("--no-compile with --methods compile leaves nothing to time")
+            raise ConfigError("--no_compile with --methods compile leaves nothing to time")
     if args.smoke and methods == ["compile"]:  # --smoke never compiles (it used to time eager)
-        p.error("--smoke --methods compile: the smoke run times no torch.compile rows; give "
-                "--methods some of fused, eager")
+        raise ConfigError("--smoke --methods compile: the smoke run times no torch.compile rows; give "
+                          "--methods some of fused, eager")
     args.methods = [m for m in METHODS if m in methods]   # the table's column order
     for name, least in (("batch", 1), ("reps", 1), ("warmup", 0), ("min_ms", 0)):
         v = getattr(args, name)
         if not v >= least:
-            p.error(f"--{name} {v}: expected at least {least}")
+            raise ConfigError(f"--{name} {v}: expected at least {least}")
     if args.peak_gbs is not None and not args.peak_gbs > 0:
-        p.error(f"--peak_gbs {args.peak_gbs}: expected a bandwidth above 0 GB/s")
+        raise ConfigError(f"--peak_gbs {args.peak_gbs}: expected a bandwidth above 0 GB/s")
     args.resolutions = []
     for r in args.res.split(","):
         try:
             w, h = (int(v) for v in r.lower().split("x"))
         except ValueError:
-            p.error(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 2048x1024")
+            raise ConfigError(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 2048x1024") from None
         if w < 1 or h < 1:
-            p.error(f"--res {r}: expected a positive WIDTHxHEIGHT, e.g. 2048x1024")
+            raise ConfigError(f"--res {r}: expected a positive WIDTHxHEIGHT, e.g. 2048x1024")
         layers = pix2pixhd_layers(w, h)
         small = [layer for layer in layers if layer.h * layer.w <= 1]
         if small:  # instance norm over one pixel (or none) is refused by instance_norm_act
-            p.error(f"--res {r}: its layer {small[0].name} would be {small[0].w}x{small[0].h} pixels, "
-                    "and instance norm needs more than 1 per channel; expected at least 32x16 "
-                    "(32 high above 1024 wide: the generator downsamples 16 times, at half size there)")
+            raise ConfigError(f"--res {r}: its layer {small[0].name} would be {small[0].w}x{small[0].h} "
+                              "pixels, and instance norm needs more than 1 per channel; expected at least 32x16 "
+                              "(32 high above 1024 wide: the generator downsamples 16 times, at half size there)")
         args.resolutions.append((r, layers))
     check_outputs(p, [("--json", args.json), ("--markdown", args.markdown)])
     # --smoke times its own tiny layers (at --batch): a --res given with it is noted, not used.
@@ -535,4 +541,5 @@ def _write(path: str, text: str, say: bool = True) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pix2pixhd.errors import run   # a bad value: one error line, status 1
+    sys.exit(run(main))

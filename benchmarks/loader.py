@@ -34,6 +34,7 @@ from pix2pixhd.data import create_dataloader, create_dataset  # noqa: E402
 from pix2pixhd.datasets import synthetic_streets as ss  # noqa: E402
 
 from benchmarks._cli import check_outputs, command_line, make_parser, write_text_atomic  # noqa: E402
+from pix2pixhd.errors import ConfigError  # noqa: E402
 
 
 def ensure_data(root: Path, w: int, h: int, n: int, unique: int | None = None) -> Path:
@@ -95,33 +96,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None):
     """The options, each checked before any work (no scene generated, no epoch timed): a bad value
-    is argparse's usage and one ``error:`` line naming the option, the value and the valid range
-    (exit status 2). Sets ``sizes`` [(w, h)] and ``worker_counts`` [int] from --res and --workers."""
+    is a ConfigError naming the option, the value and the valid range (one ``error:`` line through
+    ``errors.run``, exit status 1). Sets ``sizes`` [(w, h)] and ``worker_counts`` [int] from --res
+    and --workers."""
     p = build_parser()
     a = p.parse_args(argv)
     for name, least in (("n", 1), ("epochs", 1), ("unique", 1)):
         v = getattr(a, name)
         if v is not None and v < least:
-            p.error(f"--{name} {v}: expected at least {least}")
+            raise ConfigError(f"--{name} {v}: expected at least {least}")
     if a.unique is not None and a.unique > a.n:
-        p.error(f"--unique {a.unique}: expected at most --n {a.n} (distinct scenes among the --n files)")
+        raise ConfigError(f"--unique {a.unique}: expected at most --n {a.n} (distinct scenes among the --n files)")
     a.sizes = []
     for r in a.res.split(","):
         try:
             w, h = (int(v) for v in r.lower().split("x"))
         except ValueError:
-            p.error(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 1024x512")
+            raise ConfigError(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 1024x512") from None
         if not (16 <= w <= ss.MAX_SIZE[0] and 16 <= h <= ss.MAX_SIZE[1]):  # the generator's range
-            p.error(f"--res {r}: expected 16x16 to {ss.MAX_SIZE[0]}x{ss.MAX_SIZE[1]} (synthetic street scenes)")
+            raise ConfigError(f"--res {r}: expected 16x16 to {ss.MAX_SIZE[0]}x{ss.MAX_SIZE[1]} "
+                              "(synthetic street scenes)")
         a.sizes.append((w, h))
     a.worker_counts = []
     for v in a.workers.split(","):
         try:
             nw = int(v)
         except ValueError:
-            p.error(f"--workers {v!r}: expected comma-separated integers of at least 0")
+            raise ConfigError(f"--workers {v!r}: expected comma-separated integers of at least 0") from None
         if nw < 0:
-            p.error(f"--workers {nw}: expected at least 0 (num_workers; 0 loads in the main process)")
+            raise ConfigError(f"--workers {nw}: expected at least 0 (num_workers; 0 loads in the main process)")
         a.worker_counts.append(nw)
     check_outputs(p, [("--json", a.json)], [("--data", a.data)])
     return a
@@ -157,4 +160,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pix2pixhd.errors import run   # a bad value: one error line, status 1
+    sys.exit(run(main))

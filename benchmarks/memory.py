@@ -333,20 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None):
-    """The options, each checked before any work: a bad value is argparse's usage and one
-    ``error:`` line naming the option, the value and the valid range (exit status 2); --label_nc
-    by the configurations' own checks (TrainConfig.resolved)."""
-    from pix2pixhd.errors import UserError
+    """The options, each checked before any work: a bad value is a ConfigError naming the option,
+    the value and the valid range (one ``error:`` line through ``errors.run``, exit status 1);
+    --label_nc by the configurations' own checks (TrainConfig.resolved, a UserError)."""
+    from pix2pixhd.errors import ConfigError
     p = build_parser()
     args = p.parse_args(argv)
     if args.batch < 1:
-        p.error(f"--batch {args.batch}: expected at least 1 (images per GPU)")
+        raise ConfigError(f"--batch {args.batch}: expected at least 1 (images per GPU)")
     for stage, _, _ in REFERENCE:
         if args.stage in ("both", stage):
-            try:
-                reference_config(stage, args.precision[0], args.label_nc)
-            except UserError as e:
-                p.error(str(e))
+            reference_config(stage, args.precision[0], args.label_nc)
     check_outputs(p, [("--json", args.json)])
     return args
 
@@ -379,4 +376,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pix2pixhd.errors import run   # a bad value: one error line, status 1
+    raise SystemExit(run(main))

@@ -66,15 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None):
-    """The options, each checked before any work: a bad value is argparse's usage and one
-    ``error:`` line naming the option, the value and the valid range."""
+    """The options, each checked before any work: a bad value is a ConfigError naming the option,
+    the value and the valid range (one ``error:`` line through ``errors.run``, exit status 1)."""
     from benchmarks.train import check_device
+    from pix2pixhd.errors import ConfigError
     p = build_parser()
     a = p.parse_args(argv)
     for name, least in (("rounds", 1), ("steps", 1), ("ngf", 1), ("ndf", 1)):
         v = getattr(a, name)
         if v < least:
-            p.error(f"--{name} {v}: expected at least {least}")
+            raise ConfigError(f"--{name} {v}: expected at least {least}")
     a.device = str(check_device(p, a.device))  # cuda -> cuda:0; CUDA on a CPU build refused
     return a
 
@@ -119,4 +120,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pix2pixhd.errors import run   # a bad value: one error line, status 1
+    raise SystemExit(run(main))

@@ -65,6 +65,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     # not an installed copy (pix2pixhd maps the checkout's kernels/ and datasets/ itself)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._cli import command_line, make_parser, train_command_error  # noqa: E402
+from pix2pixhd.errors import ConfigError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "facades"
@@ -892,31 +893,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_options(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
-    """Refuse values that have no meaning before any work (``p.error``: one ``error:`` line).
+    """Refuse values that have no meaning before any work (ConfigError: one ``error:`` line, status 1).
     --n_val is checked against the images of ``--src``/train, listed here."""
     if a.compare:
         return
     if not a.budget_minutes > 0:   # nan too
-        p.error(f"--budget_minutes {a.budget_minutes}: expected more than 0 CPU-minutes")
+        raise ConfigError(f"--budget_minutes {a.budget_minutes}: expected more than 0 CPU-minutes")
     for name, lo in {"eval_every_epochs": 1, "max_epochs": 0, "threads": 1, "n_val": 1,
                      "split_seed": 0}.items():
         if getattr(a, name) < lo:
-            p.error(f"--{name} {getattr(a, name)}: expected at least {lo}")
+            raise ConfigError(f"--{name} {getattr(a, name)}: expected at least {lo}")
     if a.size < 16 or a.size % 16:
-        p.error(f"--size {a.size}: expected a positive multiple of 16 (the grid metric's period), e.g. 128")
+        raise ConfigError(f"--size {a.size}: expected a positive multiple of 16 (the grid metric's period), "
+                          "e.g. 128")
     if a.recipe:   # the recipe's generator may need more (pix2pix's U-Net 128: multiples of 128)
         e = train_command_error(common_flags(Path("data"), Path("out"), a.size, 1, a.seed)
                                 + list(RECIPES[a.recipe].flags))
         if e:
-            p.error(f"--size {a.size} with --recipe {a.recipe}: its generator cannot take it; give another "
-                    f"--size (train_hd.py, with --fineSize = --size, says: {e})")
+            raise ConfigError(f"--size {a.size} with --recipe {a.recipe}: its generator cannot take it; give "
+                              f"another --size (train_hd.py, with --fineSize = --size, says: {e})")
     from pix2pixhd.data.layouts import list_images
     train = Path(a.src) / "train"
     if not train.is_dir():
-        p.error(f"--src {a.src}: no train/ folder; point it at the pix2pix facades folder")
+        raise ConfigError(f"--src {a.src}: no train/ folder; point it at the pix2pix facades folder")
     n = len(list_images(train))
     if a.n_val >= n:
-        p.error(f"--n_val {a.n_val}: expected below the {n} images of {train} (some must stay for training)")
+        raise ConfigError(f"--n_val {a.n_val}: expected below the {n} images of {train} (some must stay for "
+                          "training)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -926,14 +929,14 @@ def main(argv: list[str] | None = None) -> int:
         print(compare(a.compare, a.svg, a.md, a.data, window=tuple(a.window) if a.window else None, until=a.until))
         if a.sheet:
             if not a.data:
-                p.error("--sheet needs --data (the split's folder)")
+                raise ConfigError("--sheet needs --data (the split's folder)")
             print(f"wrote {compare_sheet(a.compare, a.data, a.sheet, until=a.until)}")
         return 0
     check_options(p, a)
     spec = DataSpec(str(Path(a.src).resolve()), a.n_val, a.split_seed, a.size)
     if a.prepare_only:
         if not a.data and not a.out:
-            p.error("--prepare_only needs --data (or --out, whose data/ it then makes)")
+            raise ConfigError("--prepare_only needs --data (or --out, whose data/ it then makes)")
         a.data = a.data or a.out / "data"
         torch.set_num_threads(a.threads)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -944,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.getloadavg()[0]:.1f} at the end; a folder prepared before is reused)")
         return 0
     if not a.recipe or not a.out:
-        p.error("--recipe and --out are required (or --compare)")
+        raise ConfigError("--recipe and --out are required (or --compare)")
     try:
         state = run_benchmark(RECIPES[a.recipe], a.out, budget_minutes=a.budget_minutes,
                               eval_every_epochs=a.eval_every_epochs, max_epochs=a.max_epochs,

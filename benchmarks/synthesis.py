@@ -57,6 +57,7 @@ from benchmarks import baseline as B  # noqa: E402
 from benchmarks import train as T  # noqa: E402  argument helpers
 from benchmarks._cli import (add_device_options, add_generator_options, check_outputs, command_line,  # noqa: E402
                              make_parser)
+from pix2pixhd.errors import ConfigError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,14 +107,14 @@ def default_res(stage: str, cuda: bool, pipeline: bool) -> list[tuple[int, int]]
 
 
 def check_args(p: argparse.ArgumentParser, args) -> None:
-    """Every option's value, before any work (no map made, no batch timed): a bad one is
-    argparse's usage and one ``error:`` line naming the option, the value and the valid range
-    (exit status 2)."""
+    """Every option's value, before any work (no map made, no batch timed): a bad one is a
+    ConfigError naming the option, the value and the valid range (one ``error:`` line through
+    ``errors.run``, exit status 1)."""
     from pix2pixhd.datasets.synthetic_streets import MAX_SIZE
     for name, least, what in MINIMUMS:
         v = getattr(args, name)
         if v is not None and not v >= least:
-            p.error(f"--{name} {v}: expected at least {least} ({what})")
+            raise ConfigError(f"--{name} {v}: expected at least {least} ({what})")
     if args.pipeline:
         # Pipeline mode runs whole folders once per path; it has no timed batches, no baseline and
         # one precision, and its maps have the synthetic streets' classes.
@@ -121,34 +122,31 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         given += ["--no_baseline"] if args.no_baseline else []
         given += [f"--precision {args.precision}"] if "," in args.precision else []
         if given:
-            p.error(f"{', '.join(given)}: not used by --pipeline (one run per path of each folder, one "
-                    "precision, the synthetic maps' classes); leave them out or drop --pipeline")
+            raise ConfigError(f"{', '.join(given)}: not used by --pipeline (one run per path of each folder, one "
+                              "precision, the synthetic maps' classes); leave them out or drop --pipeline")
     if args.label_nc is None:
         args.label_nc = 35
     if not 1 <= args.label_nc <= 256:  # the random label maps are uint8
-        p.error(f"--label_nc {args.label_nc}: expected 1 to 256 (label classes of the uint8 label maps)")
+        raise ConfigError(f"--label_nc {args.label_nc}: expected 1 to 256 (label classes of the uint8 label maps)")
     if args.peak_tflops is not None and not args.peak_tflops > 0:
-        p.error(f"--peak_tflops {args.peak_tflops:g}: expected a peak above 0 TFLOP/s")
+        raise ConfigError(f"--peak_tflops {args.peak_tflops:g}: expected a peak above 0 TFLOP/s")
     for stage in args.stage.split(","):
         if stage not in ("global", "local"):
-            p.error(f"--stage {stage!r}: expected global or local (comma-separated)")
+            raise ConfigError(f"--stage {stage!r}: expected global or local (comma-separated)")
     for prec in args.precision.split(","):
         if prec not in ("auto", "fp32", "bf16", "fp16"):
-            p.error(f"--precision {prec!r}: expected auto, fp32, bf16 or fp16 (comma-separated)")
-    try:
-        res = T.parse_res(args.res) if args.res else None
-    except SystemExit as e:
-        p.error(str(e))
+            raise ConfigError(f"--precision {prec!r}: expected auto, fp32, bf16 or fp16 (comma-separated)")
+    res = T.parse_res(args.res) if args.res else None
     cuda = T.check_device(p, args.device).type == "cuda"
     for stage in args.stage.split(","):
         for w, h in res or default_res(stage, cuda, args.pipeline):
             why = T.size_error(stage, w, h, args.n_downsample_global, None if res else
                                "its default size is {} (without --res); give --res or fewer downsamplings")
             if why:
-                p.error(why)
+                raise ConfigError(why)
             if args.pipeline and not (16 <= w <= MAX_SIZE[0] and 16 <= h <= MAX_SIZE[1]):
-                p.error(f"--res {w}x{h}: --pipeline makes synthetic street maps, 16x16 to "
-                        f"{MAX_SIZE[0]}x{MAX_SIZE[1]}")
+                raise ConfigError(f"--res {w}x{h}: --pipeline makes synthetic street maps, 16x16 to "
+                                  f"{MAX_SIZE[0]}x{MAX_SIZE[1]}")
     check_outputs(p, [("--json", args.json)], [("--data", args.data if args.pipeline else None)])
 
 
@@ -433,4 +431,5 @@ def pipeline_main(args, argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pix2pixhd.errors import run   # a bad value: one error line, status 1
+    sys.exit(run(main))

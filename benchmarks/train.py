@@ -70,6 +70,8 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
 from benchmarks import baseline as B  # noqa: E402
 from benchmarks._cli import (add_device_options, add_generator_options, check_outputs, command_line,  # noqa: E402
                              make_parser)
+from pix2pixhd.argparsing import add_alias  # noqa: E402
+from pix2pixhd.errors import ConfigError  # noqa: E402
 
 PHASES = ["data", "G_forward", "D_forward_backward", "losses", "G_losses", "G_backward", "D_backward",
           "optimizer"]
@@ -81,9 +83,9 @@ def parse_res(text: str) -> list[tuple[int, int]]:
         try:
             w, h = (int(v) for v in r.lower().split("x"))
         except ValueError:
-            raise SystemExit(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 1024x512") from None
+            raise ConfigError(f"--res {r!r}: expected WIDTHxHEIGHT, e.g. 1024x512") from None
         if w < 1 or h < 1:
-            raise SystemExit(f"--res {r!r}: expected a positive WIDTHxHEIGHT, e.g. 1024x512")
+            raise ConfigError(f"--res {r!r}: expected a positive WIDTHxHEIGHT, e.g. 1024x512")
         out.append((w, h))
     return out
 
@@ -99,11 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "channels-last path, e.g. fp32,bf16+cl (default: GPU fp32,bf16; CPU fp32)")
     p.add_argument("--channels_last", default="off", choices=("off", "on", "both"),
                    help="memory format of the paths without +cl (the Trainer's default is off)")
-    p.add_argument("--reference_widths", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--reference_widths", action="store_true", default=None,
                    help="also run the global stage at NVIDIA's widths (ngf 64, ndf 64) at 256x128 "
                         "(default: on for CPU unless --ngf, --ndf or --res is given or --stage "
                         "leaves out global; the GPU "
                         "defaults are the reference widths already)")
+    p.add_argument("--no_reference_widths", dest="reference_widths", action="store_false",
+                   help="do not run the global stage at NVIDIA's widths (see --reference_widths)")
+    add_alias(p, "--no-reference_widths", "--no_reference_widths")   # the older spelling
     p.add_argument("--profile", default=None, metavar="DIR",
                    help="after timing, profile one step per path (torch.profiler): top ops printed, "
                         "Chrome traces written to DIR (default: no profile)")
@@ -146,36 +151,33 @@ MINIMUMS = (("steps", 1, "timed steps per path"), ("warmup", 0, "untimed steps p
 
 
 def check_args(p: argparse.ArgumentParser, args) -> None:
-    """Every option's value, before any work: a bad one is argparse's usage and one ``error:``
-    line naming the option, the value and the valid range (exit status 2)."""
+    """Every option's value, before any work: a bad one is a ConfigError naming the option, the
+    value and the valid range (one ``error:`` line through ``errors.run``, exit status 1)."""
     for name, least, what in MINIMUMS:
         v = getattr(args, name)
         if v is not None and not v >= least:
-            p.error(f"--{name} {v}: expected at least {least} ({what})")
+            raise ConfigError(f"--{name} {v}: expected at least {least} ({what})")
     if not 1 <= args.label_nc <= 256:  # the random label maps are uint8, as the loader's
-        p.error(f"--label_nc {args.label_nc}: expected 1 to 256 (label classes of the uint8 label maps)")
+        raise ConfigError(f"--label_nc {args.label_nc}: expected 1 to 256 (label classes of the uint8 label maps)")
     for stage in args.stage.split(","):
         if stage not in ("global", "local"):
-            p.error(f"--stage {stage!r}: expected global or local (comma-separated)")
+            raise ConfigError(f"--stage {stage!r}: expected global or local (comma-separated)")
     if args.peak_tflops is not None and not args.peak_tflops > 0:
-        p.error(f"--peak_tflops {args.peak_tflops:g}: expected a peak above 0 TFLOP/s")
+        raise ConfigError(f"--peak_tflops {args.peak_tflops:g}: expected a peak above 0 TFLOP/s")
     for text, parse in ((args.res, parse_res), (args.precision, parse_precisions)):
-        try:
-            if text is not None:
-                parse(text)
-        except SystemExit as e:
-            p.error(str(e))
+        if text is not None:
+            parse(text)
     cuda = check_device(p, args.device).type == "cuda"
     default = "its default size is {} (without --res); give --res or fewer downsamplings"
     sizes = [(stage, w, h, None if args.res else default) for stage in args.stage.split(",")
              for w, h in (parse_res(args.res) if args.res else [default_res(stage, cuda)])]
     if reference_widths(args, cuda):   # the reference widths' configuration (main)
-        sizes.append(("global", 256, 128, "--reference_widths runs it at {}; give --no-reference_widths "
+        sizes.append(("global", 256, 128, "--reference_widths runs it at {}; give --no_reference_widths "
                                           "or fewer downsamplings"))
     for stage, w, h, not_given in sizes:
         why = size_error(stage, w, h, args.n_downsample_global, not_given)
         if why:
-            p.error(why)
+            raise ConfigError(why)
     check_outputs(p, [("--json", args.json)], [("--profile", args.profile)])
 
 
@@ -217,18 +219,19 @@ def size_error(stage: str, width: int, height: int, n_downsample_global: int,
 
 
 def check_device(p: argparse.ArgumentParser, name: str) -> torch.device:
-    """``resolve_device(name)``, or ``p.error`` naming the value: not a device, or one this
-    machine does not have (CUDA on a CPU build, cuda:N past the last GPU)."""
+    """``resolve_device(name)``, or a UserError naming the value: not a device, or one this
+    machine does not have (CUDA on a CPU build, cuda:N past the last GPU). ``p``: unused, kept
+    for its callers."""
     from pix2pixhd.distributed import DeviceUnavailableError, resolve_device
     try:
         device = resolve_device(name)
-    except DeviceUnavailableError as e:  # CUDA asked for, none here
-        p.error(str(e))
+    except DeviceUnavailableError:  # CUDA asked for, none here (a UserError already)
+        raise
     except RuntimeError:  # torch.device() of an unknown name
-        p.error(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
     n = torch.cuda.device_count() if device.type == "cuda" else 0
     if device.type == "cuda" and device.index is not None and device.index >= n:
-        p.error(f"--device {name}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+        raise ConfigError(f"--device {name}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
     return device
 
 
@@ -474,8 +477,8 @@ def parse_precisions(text: str) -> list[tuple[str, bool]]:
     for item in text.split(","):
         prec, _, suffix = item.partition("+")
         if prec not in ("fp32", "bf16", "fp16") or suffix not in ("", "cl"):
-            raise SystemExit(f"--precision {item!r}: expected fp32, bf16 or fp16, optionally "
-                             "followed by +cl (channels-last), e.g. fp32,bf16+cl")
+            raise ConfigError(f"--precision {item!r}: expected fp32, bf16 or fp16, optionally "
+                              "followed by +cl (channels-last), e.g. fp32,bf16+cl")
         out.append((prec, suffix == "cl"))
     return out
 
@@ -518,4 +521,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pix2pixhd.errors import run   # a bad value: one error line, status 1
+    sys.exit(run(main))

@@ -547,7 +547,7 @@ def full_table(rows: list[dict]) -> list[str]:
 # ---- command line ---------------------------------------------------------------------------------
 def build_parser():
     """The command line of ``python -m pix2pixhd.kernels.aot``."""
-    from pix2pixhd.argparsing import make_parser
+    from pix2pixhd.argparsing import add_alias, make_parser
     p = make_parser("python -m pix2pixhd.kernels.aot", __doc__.split("\n\n")[0])
     p.add_argument("--arch", default="80,90",
                    help="comma-separated compute capabilities to compile for (80 = sm_80, 90 = sm_90)")
@@ -558,9 +558,11 @@ def build_parser():
     p.add_argument("--layouts", default=",".join(LAYOUTS), help="memory layouts to record")
     p.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 1),
                    help="parallel compiler processes")
-    p.add_argument("--cache-dir", default=None,
+    p.add_argument("--cache_dir", default=None,
                    help=f"compiled results cache (default: ${CACHE_ENV} or ~/.cache/pix2pixhd/aot)")
-    p.add_argument("--no-cache", action="store_true", help="compile everything, store nothing")
+    p.add_argument("--no_cache", action="store_true", help="compile everything, store nothing")
+    add_alias(p, "--cache-dir", "--cache_dir")   # the older spellings
+    add_alias(p, "--no-cache", "--no_cache")
     p.add_argument("--full", action="store_true", help="also print one row per specialization")
     p.add_argument("--json", default=None, metavar="PATH", help="write every row as JSON")
     p.add_argument("--markdown", default=None, metavar="PATH", help="write the tables as markdown")
@@ -680,7 +682,7 @@ def _check_outputs(args, cache_dir: Path | None) -> None:
     if len(files) == 2 and os.path.abspath(files[0][1]) == os.path.abspath(files[1][1]):
         raise ConfigError(f"--markdown {args.markdown} is also --json's file: one would overwrite the "
                           "other; give --markdown another file")
-    cache_flag = "--cache-dir" if args.cache_dir else f"${CACHE_ENV} (or the default cache)"
+    cache_flag = "--cache_dir" if args.cache_dir else f"${CACHE_ENV} (or the default cache)"
     try:
         for flag, p in files:
             check_output_file(p, flag, kind="a results file",

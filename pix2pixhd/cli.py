@@ -76,16 +76,13 @@ def refuse_reference_only(argv: list[str], table: dict | None = None) -> None:
 def refuse_unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """argparse's "unrecognized arguments" (usage, status 2) for an option ``parser`` does not
     have, naming the closest one, before argparse's own checks: a mistyped --checkpoint
-    (``--check``) was reported as "the following arguments are required: --checkpoint"."""
-    import difflib
-    known = list(parser._option_string_actions)
-    for arg in argv:
-        if arg == "--":
-            break
-        name = arg.split("=", 1)[0]
-        if name.startswith("-") and not name[1:2].isdigit() and name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            parser.error(f"unrecognized arguments: {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+    (``--check``) was reported as "the following arguments are required: --checkpoint". For a
+    parser not made by ``pix2pixhd.argparsing.make_parser`` (whose parse_args does this itself),
+    or one whose parse_known_args leaves the rest to another (import_reference)."""
+    from pix2pixhd.argparsing import unknown_option
+    found = unknown_option(parser, argv)
+    if found:
+        found[0].error(found[1])
 
 
 def resolve_config(argv: list[str], prog: str | None = None) -> TrainConfig:

@@ -62,6 +62,7 @@ if sys.path[:1] != [str(REPO)]:
     sys.path.insert(0, str(REPO))
 from benchmarks.quality import (DataSpec, _read_folder, common_flags, make_scorer,  # noqa: E402
                                 prepare_data, synthesize, train_chunk)
+from pix2pixhd.errors import ConfigError  # noqa: E402
 
 DEFAULT_FACADES = REPO.parent / "shared" / "data" / "facades"
 
@@ -138,7 +139,7 @@ def select(only: str) -> list[Variant]:
     by_key = {v.key: v for v in VARIANTS}
     unknown = [k for k in keys if k not in by_key]
     if unknown:
-        raise SystemExit(f"--only {unknown}: unknown; variants are {sorted(by_key)}")
+        raise ConfigError(f"--only {unknown}: unknown; variants are {sorted(by_key)}")
     return [by_key[k] for k in keys] if keys else list(VARIANTS)  # in the order given
 
 
@@ -394,18 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_options(p: argparse.ArgumentParser, a: argparse.Namespace, variants: list[Variant]) -> None:
-    """Refuse values that have no meaning before any work (``p.error``: one ``error:`` line): this
+    """Refuse values that have no meaning before any work (ConfigError: one ``error:`` line): this
     script's own, then each variant's train_hd.py command line as train_hd.py checks it."""
     for name, lo in {"n_val": 1, "split_seed": 0, "threads": 1, "seg_steps": 1, "seg_batch": 1,
                      "seg_channels": 1}.items():
         v = getattr(a, name)
         if v is not None and v < lo:
-            p.error(f"--{name} {v}: expected at least {lo}")
+            raise ConfigError(f"--{name} {v}: expected at least {lo}")
     from benchmarks._cli import train_command_error
     for v in variants:
         e = train_command_error(variant_argv(v, a, Path("data"), Path("runs")))
         if e:
-            p.error(f"{e} (train_hd.py, on variant {v.key}'s command line)")
+            raise ConfigError(f"{e} (train_hd.py, on variant {v.key}'s command line)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,15 +414,15 @@ def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
     if not (a.facades / "train").is_dir():   # before any folder is made
-        p.error(f"--facades {a.facades}: no train/ folder; point it at the pix2pix facades folder "
-                "(train/N.jpg: photo | colour label map)")
+        raise ConfigError(f"--facades {a.facades}: no train/ folder; point it at the pix2pix facades folder "
+                          "(train/N.jpg: photo | colour label map)")
     variants = select(a.only)
     check_options(p, a, variants)   # before the data is prepared
     from pix2pixhd.data.layouts import list_images   # what convert_facades reads
     n = len(list_images(a.facades / "train"))
     if a.n_val is not None and n <= a.n_val:   # (convert_facades would name its --holdout)
-        p.error(f"--n_val {a.n_val} leaves no training images ({n} in {a.facades / 'train'}); give a smaller "
-                "--n_val or more images")
+        raise ConfigError(f"--n_val {a.n_val} leaves no training images ({n} in {a.facades / 'train'}); give a "
+                          "smaller --n_val or more images")
     torch.set_num_threads(a.threads)
     a.out = a.out.resolve()
     data, runs = a.out / "data", a.out / "runs"

@@ -151,14 +151,16 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
         return worker(Path(argv[1]), argv[2:])
+    from pix2pixhd.errors import ConfigError
     p = build_parser()
     a = p.parse_args(argv)
     if not a.timeout > 0:   # nan too
-        p.error(f"--timeout {a.timeout}: expected more than 0 seconds (default 400)")
+        raise ConfigError(f"--timeout {a.timeout}: expected more than 0 seconds (default 400)")
     if a.workdir:   # a file at the path, or above it, is refused before anything is written
         above = next((d for d in (Path(a.workdir), *Path(a.workdir).parents) if d.exists()), None)
         if above is not None and not above.is_dir():
-            p.error(f"--workdir {a.workdir}: {above} is a file, not a folder; pass a folder (or none: a temp dir)")
+            raise ConfigError(f"--workdir {a.workdir}: {above} is a file, not a folder; pass a folder (or none: "
+                              "a temp dir)")
     work = Path(a.workdir or tempfile.mkdtemp(prefix="elastic_demo_"))
     work.mkdir(parents=True, exist_ok=True)
     from pix2pixhd.datasets import synthetic_streets
@@ -248,4 +250,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pix2pixhd.errors import run   # a bad value: one error line, status 1
+    sys.exit(run(main))

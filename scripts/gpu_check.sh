@@ -245,7 +245,7 @@ export PIX2PIXHD_STRICT_KERNELS=1   # benchmarks: a fallback to PyTorch is an er
 export PIX2PIXHD_NORM_AUTOTUNE_FILE="$OUT/norm_autotune.json"   # what 'auto' measured, kept
 # Fused vs eager first (seconds); torch.compile's rows last, in whatever budget is left (each
 # activation x residual x layout x dtype compiles, forward and backward: minutes, maybe more).
-run_part kernels 60 "$PY" -m benchmarks.kernels --res 2048x1024 --dtype bf16,fp32 --no-compile \
+run_part kernels 60 "$PY" -m benchmarks.kernels --res 2048x1024 --dtype bf16,fp32 --no_compile \
     --reps 10 --warmup 3 --json "$OUT/kernels.json" --markdown "$OUT/kernels.md"
 
 TRAIN_COLS="stage,res,path,step_ms,images_per_s,tflops,util_pct,peak_mib,speedup_vs_baseline,loss_rel_diff"

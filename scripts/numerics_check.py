@@ -140,4 +140,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pix2pixhd.errors import run   # a UserError: one error line, status 1
+    raise SystemExit(run(main))

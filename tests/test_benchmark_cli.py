@@ -69,7 +69,7 @@ def test_train_benchmark_json_records_this_interpreter(tmp_path):
     js = tmp_path / "t.json"
     assert T.main(["--stage", "global", "--res", "32x32", "--ngf", "4", "--ndf", "4", "--n_downsample_global", "1",
                    "--n_blocks_global", "1", "--label_nc", "3", "--no_vgg_loss", "--steps", "1", "--warmup", "0",
-                   "--phase_steps", "1", "--no_baseline", "--no-reference_widths", "--device", "cpu",
+                   "--phase_steps", "1", "--no_baseline", "--no_reference_widths", "--device", "cpu",
                    "--json", str(js)]) == 0
     cmd = json.loads(js.read_text())["command"]
     # this interpreter: its name (on PATH) or its path, not always "python3"
@@ -114,16 +114,19 @@ BAD_OPTIONS = [  # (script, good options, a bad value, what its error line start
 @pytest.mark.parametrize("script, good, bad, error", BAD_OPTIONS,
                          ids=[f"{s} {' '.join(b)}" for s, _, b, _ in BAD_OPTIONS])
 def test_benchmark_refuses_a_bad_value_before_any_work(script, good, bad, error, capsys):
-    """A bad value is argparse's usage and one ``error: --opt V: ...`` line, exit status 2, from
-    parse_args (which main calls first); the good options alone pass."""
+    """A bad value is a UserError from parse_args (which main calls first): through errors.run, one
+    ``error: --opt V: ...`` line, exit status 1, no usage; the good options alone pass."""
     import importlib
+
+    from pix2pixhd.errors import UserError, run
     M = importlib.import_module(f"benchmarks.{script}")
     M.parse_args(good)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UserError) as e:
         M.parse_args(good + bad)
+    assert str(e.value).startswith(error), str(e.value)
+    assert run(M.parse_args, good + bad) == 1
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith("usage: "), err
-    assert f"error: {error}" in err and "Traceback" not in err
+    assert err.startswith(f"error: {error}") and len(err.splitlines()) == 1, err
 
 
 def test_benchmarks_write_nothing_for_a_bad_value(tmp_path):
@@ -131,14 +134,12 @@ def test_benchmarks_write_nothing_for_a_bad_value(tmp_path):
     from benchmarks import loader as L
     from benchmarks import synthesis as S
     from benchmarks import train as T
-    with pytest.raises(SystemExit) as e:
+    from pix2pixhd.errors import ConfigError
+    with pytest.raises(ConfigError):
         S.main(SYNTH + ["--pipeline", "--n_images", "0", "--data", str(tmp_path / "maps")])
-    assert e.value.code == 2
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ConfigError):
         L.main(LOADER + ["--unique", "9", "--data", str(tmp_path / "scenes")])
-    assert e.value.code == 2
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ConfigError):
         T.main(TRAIN + ["--stage", "global,local", "--res", "44x20", "--steps", "1", "--warmup", "0",
                         "--json", str(tmp_path / "b.json")])
-    assert e.value.code == 2
     assert list(tmp_path.iterdir()) == []

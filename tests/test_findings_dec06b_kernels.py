@@ -124,7 +124,7 @@ def aot(monkeypatch):
 ])
 def test_aot_refuses_bad_option_values_before_any_work(aot, argv, match, tmp_path):
     with pytest.raises(ConfigError, match=match) as e:
-        aot.main(["--arch", "90", "--cache-dir", str(tmp_path), *argv])
+        aot.main(["--arch", "90", "--cache_dir", str(tmp_path), *argv])
     assert "\n" not in str(e.value)
 
 
@@ -132,22 +132,22 @@ def test_aot_refuses_unwritable_outputs_before_any_work(aot, tmp_path):
     a_file = tmp_path / "f"
     a_file.write_text("x")
     for argv, match in [
-        (["--cache-dir", str(a_file)], r"--cache-dir .*f is a file"),
-        (["--cache-dir", str(a_file / "cache")], r"f is a file, not a folder; give --cache-dir"),
+        (["--cache_dir", str(a_file)], r"--cache_dir .*f is a file"),
+        (["--cache_dir", str(a_file / "cache")], r"f is a file, not a folder; give --cache_dir"),
         (["--json", str(a_file / "x.json")], r"f is a file, not a folder; give --json"),
         (["--markdown", str(tmp_path)], r"--markdown .* is a folder"),
         (["--json", str(tmp_path / "a"), "--markdown", str(tmp_path / "a")], "also --json's file"),
     ]:
         with pytest.raises(ConfigError, match=match):
-            aot.main(["--arch", "90", "--no-cache", *argv] if "--cache-dir" not in argv
+            aot.main(["--arch", "90", "--no_cache", *argv] if "--cache_dir" not in argv
                      else ["--arch", "90", *argv])
     if os.path.isdir("/proc/self"):  # root passes permission bits there: a file is tried
         with pytest.raises(ConfigError, match=r"cannot write /proc/x: no file can be made in /proc"):
-            aot.main(["--arch", "90", "--cache-dir", "/proc/x"])
+            aot.main(["--arch", "90", "--cache_dir", "/proc/x"])
     # A missing folder above --json is made when it is written, as the benchmarks' --json:
     # accepted, and nothing is made before the work.
     with pytest.raises(AssertionError, match="work started"):
-        aot.main(["--arch", "90", "--no-cache", "--json", str(tmp_path / "new" / "dir" / "x.json")])
+        aot.main(["--arch", "90", "--no_cache", "--json", str(tmp_path / "new" / "dir" / "x.json")])
     assert not (tmp_path / "new").exists()
 
 

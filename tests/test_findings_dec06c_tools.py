@@ -99,9 +99,7 @@ def test_elastic_demo_checks_workdir_and_timeout_first(tmp_path, capsys, case):
     afile.write_text("x")
     argv = {"file": ["--workdir", str(afile)], "under_file": ["--workdir", str(afile / "sub")],
             "timeout": ["--workdir", str(tmp_path / "w"), "--timeout", "-1"]}[case]
-    with pytest.raises(SystemExit) as e:
-        demo.main(argv)
-    assert e.value.code == 2
+    assert run(demo.main, argv) == 1   # a ConfigError: one error line, status 1
     err = _last_error(capsys)
     assert (f"--workdir {argv[1]}: {afile} is a file" in err if case != "timeout"
             else "--timeout -1.0: expected more than 0 seconds" in err), err
@@ -111,10 +109,8 @@ def test_elastic_demo_checks_workdir_and_timeout_first(tmp_path, capsys, case):
 def test_ablations_check_train_options_before_preparing_data(tmp_path, capsys):
     abl = _script("ablations")
     (tmp_path / "facades" / "train").mkdir(parents=True)
-    with pytest.raises(SystemExit) as e:
-        abl.main(["--facades", str(tmp_path / "facades"), "--out", str(tmp_path / "out"), "--ngf", "0",
-                  "--only", "l1"])
-    assert e.value.code == 2
+    assert run(abl.main, ["--facades", str(tmp_path / "facades"), "--out", str(tmp_path / "out"), "--ngf", "0",
+                          "--only", "l1"]) == 1
     assert "error: --ngf 0: must be >= 1" in _last_error(capsys)
     assert not (tmp_path / "out").exists()
 
@@ -123,9 +119,7 @@ def test_ablations_check_train_options_before_preparing_data(tmp_path, capsys):
                                             ("budget_minutes", "-5", "--budget_minutes -5.0: expected more than 0"),
                                             ("compare", "nonexist", "--compare nonexist: not a quality run")])
 def test_cyclegan_quality_checks_options_before_the_split(tmp_path, capsys, opt, value, says):
-    with pytest.raises(SystemExit) as e:
-        C.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), f"--{opt}", value])
-    assert e.value.code == 2
+    assert run(C.main, ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), f"--{opt}", value]) == 1
     assert f"error: {says}" in _last_error(capsys)
     assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
 
@@ -136,9 +130,7 @@ def test_ablations_name_their_own_n_val_when_it_leaves_no_training_images(tmp_pa
     abl = _script("ablations")
     (tmp_path / "facades" / "train").mkdir(parents=True)
     (tmp_path / "facades" / "train" / "1.jpg").write_bytes(b"")
-    with pytest.raises(SystemExit) as e:
-        abl.main(["--facades", str(tmp_path / "facades"), "--out", str(tmp_path / "out"), "--only", "l1"])
-    assert e.value.code == 2
+    assert run(abl.main, ["--facades", str(tmp_path / "facades"), "--out", str(tmp_path / "out"), "--only", "l1"]) == 1
     assert "error: --n_val 40 leaves no training images (1 in " in _last_error(capsys)
     assert not (tmp_path / "out").exists()
 

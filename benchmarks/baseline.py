@@ -85,7 +85,7 @@ class ReferenceStep:
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         cfg, t = self.cfg, self.timer
         x, real = self.prepare(batch)
-        t.mark("data")
+        t.mark("prepare")
         fake = self.G(x)
         t.mark("G_forward")
         # pix2pixHD_model.forward: every loss first, each D pass separate.

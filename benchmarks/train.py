@@ -73,7 +73,7 @@ from benchmarks._cli import (add_device_options, add_generator_options, check_ou
 from pix2pixhd.argparsing import add_alias  # noqa: E402
 from pix2pixhd.errors import ConfigError  # noqa: E402
 
-PHASES = ["data", "G_forward", "D_forward_backward", "losses", "G_losses", "G_backward", "D_backward",
+PHASES = ["prepare", "G_forward", "D_forward_backward", "losses", "G_losses", "G_backward", "D_backward",
           "optimizer"]
 
 
@@ -267,17 +267,7 @@ class _Path:
 def _ours(cfg, device, vgg) -> tuple:
     from pix2pixhd.distributed import DistInfo
     from pix2pixhd.trainer import Trainer
-    tr = Trainer(cfg, DistInfo(device=device), vgg=vgg)
-    orig_prepare = tr.prepare
-
-    def prepare(batch):
-        # The Trainer marks no phase after prepare(); mark it here so 'data' is its own column.
-        out = orig_prepare(batch)
-        tr.timer.mark("data")
-        return out
-
-    tr.prepare = prepare
-    return tr
+    return Trainer(cfg, DistInfo(device=device), vgg=vgg)
 
 
 def row_peak(given: float | None, gpu_name: str | None, precision: str) -> tuple[float | None, str | None]:

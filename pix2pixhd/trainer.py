@@ -912,6 +912,7 @@ class Trainer:
         then G on λ_GAN·cGAN + λ_L1·L1 against the updated D."""
         cfg, t = self.cfg, self.timer
         x, real, _ = self.prepare(batch)
+        t.mark("prepare")
         with self._autocast():
             fake = self.G(x)
         t.mark("G_forward")
@@ -946,6 +947,7 @@ class Trainer:
         cfg = self.cfg
         t = self.timer
         x, real, inst = self.prepare(batch)
+        t.mark("prepare")
         d_inner = _unwrap(self.D)
         with self._autocast():
             feat = self._features(real, inst, batch)
@@ -994,6 +996,7 @@ class Trainer:
         nb = self.device.type == "cuda"
         real_A, real_B = (image_to_float(batch[k].to(self.device, non_blocking=nb))
                           .contiguous(memory_format=self.memory_format) for k in ("A", "B"))
+        t.mark("prepare")
         identity = cfg.lambda_identity > 0
         with self._autocast():
             out = self.G(real_A, real_B, identity)

@@ -137,7 +137,7 @@ def test_train_benchmark_smoke(tmp_path, capsys):
         ("local", "baseline (reference-style)"), ("local", "ours fp32")]
     for r in rec["rows"]:
         assert r["step_ms"] > 0 and r["images_per_s"] > 0 and r["tflops"] > 0
-        assert {"data", "G_forward", "G_backward", "optimizer"} <= set(r["phases_ms"])
+        assert {"prepare", "G_forward", "G_backward", "optimizer"} <= set(r["phases_ms"])
         assert r["flops"]["total_flops"] > 0
         # same weights, same batch: the first step's losses agree (fp32)
         assert r["loss_rel_diff"] < 1e-4
@@ -453,7 +453,7 @@ def test_train_benchmark_times_steps_with_the_phase_timer_off(tmp_path, monkeypa
         assert len(r["step_ms_all"]) == r["timed_steps"] == 3
         assert not any(step_timer_on[t] for t in r["step_ms_all"]), r["step_ms_all"]
         assert r["phase_steps"] == 2 and r["warmup_steps"] == 1
-        assert {"data", "G_forward", "G_backward", "optimizer"} <= set(r["phases_ms"])
+        assert {"prepare", "G_forward", "G_backward", "optimizer"} <= set(r["phases_ms"])
         assert all(v > 0 for v in r["phases_ms"].values())
     assert sum(step_timer_on.values()) == 2 * 2   # the phase steps, each path
 

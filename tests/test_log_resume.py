@@ -131,7 +131,7 @@ def test_window_steps_is_an_integer_and_a_runs_last_short_window_has_phase_times
     for name, last in (("m", 3), ("e", 4)):
         hist = [json.loads(ln) for ln in (tmp_path / name / "loss_history.jsonl").read_text().splitlines()]
         assert hist[-1]["step"] == last and hist[-1]["window_steps"] == 1
-        assert {"ms/G_losses", "ms/G_backward", "ms/optimizer"} <= set(hist[-1]), hist[-1]
+        assert {"ms/prepare", "ms/G_losses", "ms/G_backward", "ms/optimizer"} <= set(hist[-1]), hist[-1]
         lines = (tmp_path / name / "loss_log.txt").read_text()
         assert "window_steps: 1 " in lines and "window_steps: 1.0" not in lines
 

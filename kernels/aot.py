@@ -17,8 +17,9 @@ count (``launch_config`` splits the pixels into about 4 programs per SM). Record
   pix2pixHD  GlobalGenerator (ngf 64, 4 downsamplings, 9 blocks) and LocalEnhancer (ngf 32, 3 local
              blocks) at 1024x512 and 2048x1024, batch 1; MultiscaleDiscriminator (ndf 64, 3 layers,
              3 scales) at both sizes, batch 2 (the trainer's stacked real+fake pass) and 1 (G's pass);
-  pix2pix    U-Net 256 and the 70x70 PatchGAN with --norm instance at 256x256, when their norms go
-             through the kernels; a CycleGAN ResNet generator when the package has one;
+  pix2pix    U-Net 256 and the 70x70 PatchGAN with --norm instance at 256x256, and CycleGAN's
+             ResNet generator (9 blocks, instance norm);
+each built as a run builds it (``pix2pixhd.models`` on a resolved TrainConfig of those options);
   coverage   every activation x affine x residual combination (all gradients wanted) on one
              64-channel 256x512 layer, bf16 storage with fp32 parameters: what the public
              ``instance_norm_act`` accepts beyond what the networks happen to use (the storage
@@ -233,35 +234,42 @@ def _flatten_d(out) -> list[torch.Tensor]:
     return [f for scale in out for f in (scale if isinstance(scale, (list, tuple)) else [scale])]
 
 
+def _train_config(**options):
+    """A resolved TrainConfig of train_hd.py's defaults and ``options``: the cases below build
+    their networks as a run does (``pix2pixhd.models``), not from a copy of its arguments."""
+    from pix2pixhd.config import TrainConfig
+    return TrainConfig(name="aot", dataroot=".", **options).resolved()
+
+
 def network_cases() -> list[tuple[str, Callable[[str, str], None]]]:
     """(name, run(dtype_name, layout)) for every network configuration the kernels serve."""
-    from pix2pixhd.networks import GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
-    label_nc = 35 + 1  # Cityscapes' 35 labels one-hot + the instance boundary map
+    from pix2pixhd.models import (build_discriminator, build_generator, discriminator_input_nc,
+                                  generator_input_nc)
+    # pix2pixHD's recipe on Cityscapes (35 labels + the instance boundary map): the global stage,
+    # then the local stage at ngf 32 (what it inherits from a global stage of ngf 64) with 3 D
+    # scales, whose first two are the global stage's 2-scale D
+    stages = {"global": _train_config(stage="global"), "local": _train_config(stage="local", ngf=32, num_D=3)}
+    d_cfg = stages["local"]
     cases = []
     for w, h in ((1024, 512), (2048, 1024)):
-        cases.append((f"pix2pixHD global G {w}x{h}", lambda d, l, w=w, h=h: _run(
-            lambda: GlobalGenerator(label_nc, 3, 64, 4, 9), (1, label_nc, h, w), DTYPES[d], l)))
-        cases.append((f"pix2pixHD local G {w}x{h}", lambda d, l, w=w, h=h: _run(
-            lambda: LocalEnhancer(label_nc, 3, 32, 4, 9, 1, 3), (1, label_nc, h, w), DTYPES[d], l)))
+        for stage, cfg in stages.items():
+            cases.append((f"pix2pixHD {stage} G {w}x{h}", lambda d, l, w=w, h=h, cfg=cfg: _run(
+                lambda: build_generator(cfg), (1, generator_input_nc(cfg), h, w), DTYPES[d], l)))
         for batch, why in ((2, "real+fake"), (1, "G pass")):
             cases.append((f"pix2pixHD D {w}x{h} batch {batch} ({why})",
                           lambda d, l, w=w, h=h, batch=batch: _run(
-                              lambda: MultiscaleDiscriminator(label_nc + 3, 64, 3, 3, get_interm_feat=True),
-                              (batch, label_nc + 3, h, w), DTYPES[d], l, sum_outputs=_flatten_d)))
-    try:
-        from pix2pixhd import pix2pix_networks as P
-    except ImportError:
-        P = None
-    if P is not None:
-        cases.append(("pix2pix U-Net 256 (instance) 256x256", lambda d, l: _run(
-            lambda: P.define_G(3, 3, 64, "unet_256", norm="instance"), (1, 3, 256, 256), DTYPES[d], l)))
-        cases.append(("pix2pix PatchGAN 70x70 (instance) 256x256", lambda d, l: _run(
-            lambda: P.define_D(6, 64, "basic", norm="instance"), (1, 6, 256, 256), DTYPES[d], l,
-            sum_outputs=lambda o: _flatten_d(o) if isinstance(o, (list, tuple)) else [o])))
-        if "resnet_9blocks" in getattr(P, "NETG", {}):
-            cases.append(("CycleGAN ResNet 9 blocks (instance) 256x256", lambda d, l: _run(
-                lambda: P.define_G(3, 3, 64, "resnet_9blocks", norm="instance"), (1, 3, 256, 256),
-                DTYPES[d], l)))
+                              lambda: build_discriminator(d_cfg), (batch, discriminator_input_nc(d_cfg), h, w),
+                              DTYPES[d], l, sum_outputs=_flatten_d)))
+    # pix2pix with --norm instance (its default, batch, does not go through the kernels); CycleGAN
+    pix2pix, cyclegan = _train_config(model="pix2pix", norm="instance"), _train_config(model="cyclegan")
+    cases.append(("pix2pix U-Net 256 (instance) 256x256", lambda d, l: _run(
+        lambda: build_generator(pix2pix), (1, generator_input_nc(pix2pix), 256, 256), DTYPES[d], l)))
+    cases.append(("pix2pix PatchGAN 70x70 (instance) 256x256", lambda d, l: _run(
+        lambda: build_discriminator(pix2pix), (1, discriminator_input_nc(pix2pix), 256, 256), DTYPES[d], l,
+        sum_outputs=lambda o: _flatten_d(o) if isinstance(o, (list, tuple)) else [o])))
+    cases.append(("CycleGAN ResNet 9 blocks (instance) 256x256", lambda d, l: _run(
+        lambda: build_generator(cyclegan, "AtoB"), (1, generator_input_nc(cyclegan, "AtoB"), 256, 256),
+        DTYPES[d], l)))
     return cases
 
 

@@ -54,7 +54,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     # not an installed copy (pix2pixhd maps the checkout's kernels/ and datasets/ itself)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality as Q  # noqa: E402
-from benchmarks._cli import command_line, make_parser, train_command_error  # noqa: E402
+from benchmarks._cli import command_line, make_parser, train_command_error, write_text_atomic  # noqa: E402
 from pix2pixhd.errors import ConfigError  # noqa: E402
 
 STATE_VERSION = 1
@@ -91,7 +91,7 @@ def unpaired_split(manifest: dict, out: Path, seed: int, log=print) -> dict:
         shutil.copyfile(photos[s], out / "trainB" / f"{s}{photos[s].suffix}")
     create_dataset(out, "train", dataset_mode="unaligned", label_nc=0, no_instance=True,
                    resize_or_crop="resize_and_crop", loadSize=143, fineSize=128, validate="full")
-    Q._atomic_write(meta, json.dumps(split, indent=1) + "\n")
+    write_text_atomic(meta, json.dumps(split, indent=1) + "\n", say=False)
     log(f"unpaired split: {len(a_stems)} label maps (trainA), {len(b_stems)} photos of other scenes (trainB) in {out}")
     return split
 
@@ -199,7 +199,7 @@ def write_report(out: Path, state: dict, compare_run: Path | None) -> None:
     if cmp:
         md.append(f"pix2pix row: `{compare_run}/state.json`, its last point at <= "
                   f"{pts[-1]['train_cpu_min']:.1f} training CPU-minutes (flags `{' '.join(cmp['flags'])}`).")
-    Q._atomic_write(out / "cyclegan.md", "\n".join(md) + "\n")
+    write_text_atomic(out / "cyclegan.md", "\n".join(md) + "\n", say=False)
 
 
 def measure_steps(a: argparse.Namespace) -> float:
@@ -277,7 +277,7 @@ def run(a: argparse.Namespace, *, seg=None, feature_extractor=None) -> dict:
                  "eval_cpu_min": (time.process_time() - c0) / 60, "eval_wall_min": (time.perf_counter() - t0) / 60,
                  "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **metrics}
         pts.append(point)
-        Q._atomic_write(state_path, json.dumps(state, indent=1) + "\n")
+        write_text_atomic(state_path, json.dumps(state, indent=1) + "\n", say=False)
         for old in run_dir.glob("epoch_*.pt"):   # keep the evaluated point's checkpoint only
             if old.name != Q._epoch_file(epoch + K):
                 old.unlink()

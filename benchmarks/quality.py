@@ -64,7 +64,7 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     # makes the benchmarks package importable; first, so that this checkout's pix2pixhd is measured,
     # not an installed copy (pix2pixhd maps the checkout's kernels/ and datasets/ itself)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._cli import command_line, make_parser, train_command_error  # noqa: E402
+from benchmarks._cli import command_line, make_parser, train_command_error, write_text_atomic  # noqa: E402
 from pix2pixhd.errors import ConfigError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,12 +159,6 @@ class DataSpec:
     size: int = 128
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def prepare_data(spec: DataSpec, data: Path, log=print, option: str = "--data") -> dict:
     """Convert, split, validate and make the --size evaluation copies; returns the manifest.
 
@@ -208,7 +202,7 @@ def prepare_data(spec: DataSpec, data: Path, log=print, option: str = "--data") 
         Image.fromarray(palette[ids], "RGB").save(ev / "colour" / f"{stem}.png")
     manifest = {"spec": want, "counts": counts, "dataroot": str(root), "eval_dir": str(ev),
                 "val_stems": sorted(stems["val"], key=int), "seconds": round(time.perf_counter() - t0, 1)}
-    _atomic_write(manifest_path, json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=1) + "\n", say=False)
     log(f"data: {counts} in {root}, evaluation copies at {S}x{S} in {ev}")
     return manifest
 
@@ -528,13 +522,13 @@ def run_benchmark(recipe: Recipe, out: Path, *, budget_minutes: float, eval_ever
                  "loadavg": [round(x, 2) for x in os.getloadavg()],
                  "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **metrics}
         state["points"].append(point)
-        _atomic_write(state_path, json.dumps(state, indent=1) + "\n")
+        write_text_atomic(state_path, json.dumps(state, indent=1) + "\n", say=False)
         for old in run_dir.glob("epoch_*.pt"):   # keep the evaluated point's checkpoint only
             if old.name != _epoch_file(target):
                 old.unlink()
         write_reports(out, state)
         log(f"[{recipe.name}] epoch {target}: {format_point(point)}")
-    _atomic_write(state_path, json.dumps(state, indent=1) + "\n")
+    write_text_atomic(state_path, json.dumps(state, indent=1) + "\n", say=False)
     write_reports(out, state)
     return state
 
@@ -760,8 +754,8 @@ def write_reports(out: Path, state: dict) -> None:
     md = [f"# {state['run']['recipe']}: quality on held-out facades", "",
           f"{state['about']}", "", f"Recipe flags: `{flags}`", "",
           f"`{cmd}` ({len(pts)} points; {state['machine']})", "", table_md([state])]
-    _atomic_write(out / "quality.md", "\n".join(md) + "\n")
-    _atomic_write(out / "curves.svg", curves_svg([state]))
+    write_text_atomic(out / "quality.md", "\n".join(md) + "\n", say=False)
+    write_text_atomic(out / "curves.svg", curves_svg([state]), say=False)
 
 
 def _load_states(run_dirs: list[Path], until: float | None = None) -> list[dict]:
@@ -827,9 +821,9 @@ def compare(run_dirs: list[Path], svg: Path | None, md: Path | None, data: Path 
     if window:
         text += "\n\n" + window_md(states, *window)
     if svg:
-        _atomic_write(Path(svg), curves_svg(states))
+        write_text_atomic(Path(svg), curves_svg(states), say=False)
     if md:
-        _atomic_write(Path(md), table_md(states, every_point=True) + "\n")
+        write_text_atomic(Path(md), table_md(states, every_point=True) + "\n", say=False)
     return text
 
 

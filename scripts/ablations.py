@@ -62,6 +62,7 @@ if sys.path[:1] != [str(REPO)]:
     sys.path.insert(0, str(REPO))
 from benchmarks.quality import (DataSpec, _read_folder, common_flags, make_scorer,  # noqa: E402
                                 prepare_data, synthesize, train_chunk)
+from benchmarks._cli import write_text_atomic  # noqa: E402
 from pix2pixhd.errors import ConfigError  # noqa: E402
 
 DEFAULT_FACADES = REPO.parent / "shared" / "data" / "facades"
@@ -212,10 +213,9 @@ def train_all(a: argparse.Namespace, variants: list[Variant], manifest: dict, ru
             log(f"[{v.key}] python3 train_hd.py {' '.join(argv)}")
             cpu, wall = train_chunk(argv, run / "train.log", a.threads)
             steps = load_checkpoint(checkpoint_path(run, total))["global_step"]
-            tmp = summary.with_name(summary.name + ".tmp")
-            tmp.write_text(json.dumps({"argv": argv, "steps": steps, "train_cpu_s": round(cpu, 1),
-                                       "train_wall_s": round(wall, 1), "threads": a.threads}, indent=1))
-            os.replace(tmp, summary)
+            write_text_atomic(summary, json.dumps({"argv": argv, "steps": steps, "train_cpu_s": round(cpu, 1),
+                                                   "train_wall_s": round(wall, 1), "threads": a.threads},
+                                                  indent=1), say=False)
         finally:
             lock.unlink(missing_ok=True)
         log(f"[{v.key}] {steps} steps, {cpu / 60:.1f} CPU-min, {wall / 60:.1f} wall-min")
@@ -356,9 +356,7 @@ def write_doc(path: Path, a: argparse.Namespace, argv: list[str], manifest: dict
     if BEGIN not in text or END not in text:
         raise ValueError(f"{path} has no {BEGIN} ... {END} block to fill; add the two markers")
     head, rest = text.split(BEGIN, 1)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(head + block + rest.split(END, 1)[1])
-    os.replace(tmp, path)
+    write_text_atomic(path, head + block + rest.split(END, 1)[1], say=False)
 
 
 # ---- command line -------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from pix2pixhd.checkpoint import atomic_write_bytes
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "reliability.md"
 # the classes in table order; a class not listed here comes after them, alphabetically
@@ -183,10 +185,7 @@ def write_table(rows, command: str, out: Path, seconds: float) -> str:
     for cls, case, nodeid, outcome in rows:
         lines.append(f"| {_md(cls)} | {_md(case)} | {_md(outcome)} | `{_md(nodeid)}` |")
     lines += ["", *MECHANISMS.strip("\n").splitlines(), ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out)
+    atomic_write_bytes(out, "\n".join(lines).encode())   # a cut run leaves the old page whole
     return summary
 
 

@@ -297,6 +297,22 @@ def default_of(f: dataclasses.Field, model: str) -> Any:
     return f.metadata["models"].get(model, f.metadata["default"])
 
 
+def generator_size_multiple(model: str, netG: str, n_downsample_global: int, n_local_enhancers: int,
+                            netG_pix2pix: str) -> int:
+    """What each side of the generator's input must divide by: pix2pixHD's 2^n_downsample_global,
+    times 2^n_local_enhancers with netG 'local'; pix2pix's and CycleGAN's, netG_pix2pix's."""
+    if model in ("pix2pix", "cyclegan"):
+        from pix2pixhd.pix2pix_networks import generator_multiple
+        return generator_multiple(netG_pix2pix)
+    return 2 ** n_downsample_global * (2 ** n_local_enhancers if netG == "local" else 1)
+
+
+def default_config(model: str = "pix2pixhd") -> "TrainConfig":
+    """A TrainConfig holding ``model``'s default of every option, not resolved (netG '': the
+    global stage's generator)."""
+    return TrainConfig(**{**{f.name: default_of(f, model) for f in fields(TrainConfig)}, "model": model})
+
+
 def model_defaults(model: str) -> dict[str, Any]:
     """The options whose default ``model`` changes from pix2pixHD's, with its values."""
     return {f.name: f.metadata["models"][model] for f in fields(TrainConfig) if model in f.metadata["models"]}
@@ -1169,20 +1185,22 @@ class TrainConfig:
         return self.instance_feat or self.label_feat
 
     @property
+    def generator_multiple(self) -> int:
+        """What each side of the generator's input must divide by (:func:`generator_size_multiple`)."""
+        return generator_size_multiple(self.model, self.netG, self.n_downsample_global,
+                                       self.n_local_enhancers, self.netG_pix2pix)
+
+    @property
     def required_multiple(self) -> int:
-        if self.model in ("pix2pix", "cyclegan"):
-            from pix2pixhd.pix2pix_networks import generator_multiple
-            return generator_multiple(self.netG_pix2pix)
-        m = 2 ** self.n_downsample_global
-        m = m * 2 ** self.n_local_enhancers if self.netG == "local" else m
-        if self.use_features and not self.load_features:
+        m = self.generator_multiple
+        if self.model == "pix2pixhd" and self.use_features and not self.load_features:
             m = max(m, 2 ** self.n_downsample_E)  # the encoder sees the same crop
         return m
 
     @property
     def multiple_reason(self) -> str:
         """Who needs :attr:`required_multiple`, for the data errors that name it."""
-        g = 2 ** self.n_downsample_global * (2 ** self.n_local_enhancers if self.netG == "local" else 1)
+        g = self.generator_multiple
         if (self.model == "pix2pixhd" and self.use_features and not self.load_features
                 and 2 ** self.n_downsample_E > g):
             return (f"the feature encoder needs (--n_downsample_E {self.n_downsample_E}; the generator "
@@ -1206,7 +1224,7 @@ class TrainConfig:
                        required_multiple=self.required_multiple, multiple_reason=self.multiple_reason,
                        input_nc=self.input_nc,
                        output_nc=self.output_nc,
-                       seed=self.seed, validate=self.validate)
+                       seed=self.seed, validate=self.validate, model=self.model)
         return dataclasses.replace(d, **overrides)
 
     # ---- files -----------------------------------------------------------------------------------
@@ -1310,6 +1328,10 @@ class TrainConfig:
         return "\n".join(lines)
 
 
+# DataConfig's defaults: a pix2pixhd run's (as TrainConfig.data_config gives them)
+_PIX2PIXHD = default_config("pix2pixhd")
+
+
 @dataclass
 class DataConfig:
     """How ``pix2pixhd.data.create_dataset`` reads one split: the reference's data options.
@@ -1325,26 +1347,30 @@ class DataConfig:
     no photo folder (``{phase}_img``, ``{phase}_B``), or an unaligned split with only the input
     domain's folder, is read without them (samples then have no ``image``; an unaligned split
     has no B images). A photo folder that is there is still paired and checked.
+    ``model``: the train_hd.py --model of the run that reads the split (None: not known); the scan
+    command in the loader's errors checks the sizes against its defaults. Other defaults: a
+    pix2pixhd run's (:func:`default_config`).
     """
-    dataset_mode: str = "auto"
-    label_nc: int = 35
-    no_instance: bool = False
+    dataset_mode: str = _PIX2PIXHD.dataset_mode
+    label_nc: int = _PIX2PIXHD.label_nc
+    no_instance: bool = _PIX2PIXHD.no_instance
     instance_feat: Optional[bool] = None
-    load_features: bool = False
-    resize_or_crop: str = "scale_width"
-    loadSize: int = 1024
-    fineSize: int = 512
-    no_flip: bool = False
-    direction: str = "AtoB"
-    palette: Any = None
-    required_multiple: int = 16
-    multiple_reason: str = "the generator needs"
-    input_nc: int = 3
-    output_nc: int = 3
-    seed: int = 0
+    load_features: bool = _PIX2PIXHD.load_features
+    resize_or_crop: str = _PIX2PIXHD.resize_or_crop
+    loadSize: int = _PIX2PIXHD.loadSize
+    fineSize: int = _PIX2PIXHD.fineSize
+    no_flip: bool = _PIX2PIXHD.no_flip
+    direction: str = _PIX2PIXHD.direction
+    palette: Any = _PIX2PIXHD.palette or None
+    required_multiple: int = _PIX2PIXHD.required_multiple
+    multiple_reason: str = _PIX2PIXHD.multiple_reason
+    input_nc: int = _PIX2PIXHD.input_nc
+    output_nc: int = _PIX2PIXHD.output_nc
+    seed: int = _PIX2PIXHD.seed
     is_train: Optional[bool] = None
-    validate: str = "full"
+    validate: str = _PIX2PIXHD.validate
     inputs_only: bool = False
+    model: Optional[str] = None
 
 
 # ---- the command line ------------------------------------------------------------------------

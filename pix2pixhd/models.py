@@ -188,9 +188,7 @@ def check_generator_input(cfg: TrainConfig, w: int, h: int, what: str,
     take the w x h samples ``what`` names (:func:`generator_min_side`): the network, its minimum,
     the depth that fits and the sizes that fit. ``unrounded``: the size before --resize_or_crop
     none rounds the sides up to the multiple (the depths that fit are those below its sides)."""
-    g = 2 ** cfg.n_downsample_global * (2 ** cfg.n_local_enhancers if cfg.netG == "local" else 1)
-    g = g if cfg.model == "pix2pixhd" else cfg.required_multiple
-    nets = [("the generator", g)]
+    nets = [("the generator", cfg.generator_multiple)]
     if cfg.model == "pix2pixhd" and cfg.use_features and not cfg.load_features:
         nets.append(("the feature encoder", 2 ** cfg.n_downsample_E))
     short = [(name, m) for name, m in nets if min(w, h) < generator_min_side(cfg, m)]

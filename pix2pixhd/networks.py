@@ -29,7 +29,7 @@ from pix2pixhd.layers import Dropout, InstanceNormAct, init_weights, norm_act
 
 __all__ = ["GlobalGenerator", "LocalEnhancer", "ResnetBlock", "NLayerDiscriminator",
            "MultiscaleDiscriminator", "Encoder", "ResizeConv2d", "instance_average", "count_parameters",
-           "UPSAMPLE_MODES"]
+           "check_input_size", "UPSAMPLE_MODES"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -38,13 +38,17 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _check_size(x: torch.Tensor, multiple: int, who: str) -> None:
+def check_input_size(x: torch.Tensor, multiple: int, who: str, why: str = "",
+                     fix: str = "pad or resize the input to a multiple of {multiple} (e.g. {padded}); "
+                                "the data pipeline's resize_or_crop=none does this") -> None:
+    """Raise ValueError unless H and W of ``x`` divide by ``multiple``: '``who``: input size WxH
+    (WxH) is not divisible by M``why``; ``fix``', where ``fix`` may name {multiple} and {padded}
+    (the size padded up to the multiple, WxH). Every generator and E check their input with it."""
     h, w = x.shape[-2:]
     if h % multiple or w % multiple:
-        raise ValueError(
-            f"{who}: input size {w}x{h} (WxH) is not divisible by {multiple}; pad or resize the "
-            f"input to a multiple of {multiple} (e.g. {-(-w // multiple) * multiple}x"
-            f"{-(-h // multiple) * multiple}); the data pipeline's resize_or_crop=none does this")
+        padded = f"{-(-w // multiple) * multiple}x{-(-h // multiple) * multiple}"
+        raise ValueError(f"{who}: input size {w}x{h} (WxH) is not divisible by {multiple}{why}; "
+                         + fix.format(multiple=multiple, padded=padded))
 
 
 def _pad(padding_type: str, p: int) -> tuple[list[nn.Module], int]:
@@ -154,7 +158,7 @@ class GlobalGenerator(nn.Module):
         init_weights(self, zero_conv_bias=False)  # the reference keeps PyTorch's conv biases
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        _check_size(input, self.required_multiple, type(self).__name__)
+        check_input_size(input, self.required_multiple, type(self).__name__)
         return self.model(input)
 
 
@@ -210,7 +214,7 @@ class LocalEnhancer(nn.Module):
         return (p for name, p in self.named_parameters() if not name.startswith("model."))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        _check_size(input, self.required_multiple, type(self).__name__)
+        check_input_size(input, self.required_multiple, type(self).__name__)
         pyramid = [input]
         for _ in range(self.n_local_enhancers):
             pyramid.append(self.downsample(pyramid[-1]))
@@ -429,6 +433,6 @@ class Encoder(nn.Module):
         init_weights(self, zero_conv_bias=False)
 
     def forward(self, input: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
-        _check_size(input, self.required_multiple, type(self).__name__)
+        check_input_size(input, self.required_multiple, type(self).__name__)
         _check_instance_ids(inst)   # before the network runs
         return instance_average(self.model(input), inst)

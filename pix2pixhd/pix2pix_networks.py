@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pix2pixhd.layers import NORMS, Dropout, init_weights, norm_act
-from pix2pixhd.networks import _global_layers
+from pix2pixhd.networks import _global_layers, check_input_size
 
 __all__ = ["UnetGenerator", "UnetSkipConnectionBlock", "ResnetGenerator", "PatchDiscriminator",
            "PixelDiscriminator", "define_G", "define_D", "generator_multiple", "receptive_field",
@@ -165,14 +165,9 @@ class UnetGenerator(nn.Module):
                                              outermost=True, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        m = self.required_multiple
-        if h % m or w % m:
-            raise ValueError(
-                f"UnetGenerator(num_downs={self.num_downs}): input size {w}x{h} (WxH) is not "
-                f"divisible by {m}; resize or pad the input to a multiple of {m} (e.g. "
-                f"{-(-w // m) * m}x{-(-h // m) * m})"
-                + (", or use unet_128 for smaller images" if self.num_downs > 7 else ""))
+        check_input_size(x, self.required_multiple, f"UnetGenerator(num_downs={self.num_downs})",
+                         fix="resize or pad the input to a multiple of {multiple} (e.g. {padded})"
+                         + (", or use unet_128 for smaller images" if self.num_downs > 7 else ""))
         return self.model(x)
 
 
@@ -198,12 +193,8 @@ class ResnetGenerator(nn.Module):
             use_bias=_use_bias(norm), use_dropout=use_dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        m = self.required_multiple
-        if h % m or w % m:
-            raise ValueError(
-                f"ResnetGenerator: input size {w}x{h} (WxH) is not divisible by {m} (two stride-2 "
-                f"convs); pad or resize the input to {-(-w // m) * m}x{-(-h // m) * m}")
+        check_input_size(x, self.required_multiple, "ResnetGenerator", why=" (two stride-2 convs)",
+                         fix="pad or resize the input to {padded}")
         return self.model(x)
 
 

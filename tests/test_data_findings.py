@@ -154,7 +154,7 @@ def test_the_loaders_scan_hint_carries_the_options_that_find_the_file(tmp_path, 
     with pytest.raises(DatasetError) as e:
         ds[0]
     hint = re.search(r"`python -m pix2pixhd\.data scan (.*?)`", str(e.value)).group(1)
-    assert hint == f"{tmp_path} --label_nc 4 --no_instance --resize_or_crop none", hint
+    assert hint == f"{tmp_path} --label_nc 4 --no_instance --model pix2pixhd --resize_or_crop none", hint
     capsys.readouterr()
     assert data_main(["scan"] + shlex.split(hint)) == 1
     assert "label id 7 in train_label/s0.png is >= label_nc=4" in capsys.readouterr().out

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from pix2pixhd.argparsing import add_command, make_parser
+from pix2pixhd.config import DataConfig
 from pix2pixhd.data.dataset import (DatasetError, check_batch_sizes, create_dataset, fatal_problems,
                                     format_problems, incomplete_synthesis, scan)
 from pix2pixhd.data.layouts import (LONE_DOMAIN_PHASES, _unaligned_phase, find_phases,  # noqa: F401
@@ -55,28 +56,30 @@ def data_parser() -> argparse.ArgumentParser:
     s.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"),
                    help="which half of a pix2pix AB image (or of {phase}_A/ + {phase}_B/, or which "
                         "CycleGAN domain) is the input")
-    from pix2pixhd.config import MODELS
+    from pix2pixhd.config import MODELS, default_config
     from pix2pixhd.data.transforms import MODES
+    hd = default_config("pix2pixhd")   # the defaults below are train_hd.py's
     s.add_argument("--model", default=None, choices=MODELS,
                    help="the train_hd.py --model whose defaults the options below (and "
                         "--no_instance) take, and whose layout the splits must be (default: "
                         "cyclegan for the unaligned layout, else pix2pixhd)")
     s.add_argument("--resize_or_crop", default=None, choices=MODES,
                    help="the training resize, to check that every sample comes out a multiple of "
-                        "the generator's (default: train_hd.py's, scale_width; pix2pix/cyclegan: "
-                        "resize_and_crop)")
+                        f"the generator's (default: train_hd.py's, {_default_help('resize_or_crop')})")
     s.add_argument("--loadSize", type=int, default=None,
-                   help="the training --loadSize (pixels; default: train_hd.py's, 1024; pix2pix/cyclegan: 286)")
+                   help=f"the training --loadSize (pixels; default: train_hd.py's, {_default_help('loadSize')})")
     s.add_argument("--fineSize", type=int, default=None,
-                   help="the training --fineSize (pixels; default: train_hd.py's, 512; pix2pix/cyclegan: 256)")
+                   help=f"the training --fineSize (pixels; default: train_hd.py's, {_default_help('fineSize')})")
     s.add_argument("--batchSize", type=int, default=None,
                    help="the training --batchSize: above 1, every sample must come out one size "
-                        "(default: train_hd.py's, 1)")
+                        f"(default: train_hd.py's, {_default_help('batchSize')})")
     s.add_argument("--n_downsample_global", type=int, default=None,
-                   help="pix2pixHD: the generator's downsamplings (default 4: sides a multiple of 16)")
+                   help=f"pix2pixHD: the generator's downsamplings (default {hd.n_downsample_global}: "
+                        f"sides a multiple of {hd.generator_multiple})")
     s.add_argument("--netG", default=None, choices=("global", "local"),
                    help="pix2pixHD: the stage's generator (local: x 2^n_local_enhancers more)")
-    s.add_argument("--n_local_enhancers", type=int, default=None, help="pix2pixHD: local enhancers (default 1)")
+    s.add_argument("--n_local_enhancers", type=int, default=None,
+                   help=f"pix2pixHD: local enhancers (default {hd.n_local_enhancers})")
     s.add_argument("--required_multiple", type=int, default=None,
                    help="what each output side must divide by, in place of the generator's above "
                         "(1: no check)")
@@ -115,24 +118,21 @@ def training_sizes(a: argparse.Namespace, phase: str, unaligned: bool) -> tuple[
                  "required_multiple": 1},
                 "sizes as synthesize.py reads the split (whole, any size), not as training would: pass "
                 "--resize_or_crop/--loadSize/--fineSize/--batchSize (or --model) to check them so")
-    import dataclasses
-    from pix2pixhd.config import TrainConfig, default_of
+    from pix2pixhd.config import generator_size_multiple
     model = a.model or ("cyclegan" if unaligned else "pix2pixhd")
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    opt = {k: getattr(a, k) if getattr(a, k) is not None else default_of(fields[k], model)
+    opt = {k: getattr(a, k) if getattr(a, k) is not None else _model_default(k, model)
            for k in ("resize_or_crop", "loadSize", "fineSize", "batchSize", "n_downsample_global",
                      "n_local_enhancers")}
+    g = _model_default("netG_pix2pix", model)
     if a.required_multiple is not None:
         m, why = a.required_multiple, "--required_multiple"
-    elif model == "pix2pixhd":
-        local = opt["n_local_enhancers"] if a.netG == "local" else 0
-        m = 2 ** (opt["n_downsample_global"] + local)
-        why = f"--n_downsample_global {opt['n_downsample_global']}" + (
-            f", --netG local --n_local_enhancers {local}" if a.netG == "local" else ", global generator")
     else:
-        from pix2pixhd.pix2pix_networks import generator_multiple
-        g = default_of(fields["netG_pix2pix"], model)
-        m, why = generator_multiple(g), f"--netG_pix2pix {g}"
+        m = generator_size_multiple(model, a.netG or "global", opt["n_downsample_global"],
+                                    opt["n_local_enhancers"], g)
+        why = (f"--netG_pix2pix {g}" if model != "pix2pixhd" else
+               f"--n_downsample_global {opt['n_downsample_global']}"
+               + (f", --netG local --n_local_enhancers {opt['n_local_enhancers']}" if a.netG == "local"
+                  else ", global generator"))
     sizes = {k: opt[k] for k in ("resize_or_crop", "loadSize", "fineSize", "batchSize")}
     line = (f"sizes as train_hd.py --model {model} reads them: "
             + " ".join(f"--{k} {v}" for k, v in sizes.items())
@@ -142,9 +142,19 @@ def training_sizes(a: argparse.Namespace, phase: str, unaligned: bool) -> tuple[
 
 def _model_default(name: str, model: str):
     """train_hd.py's default of option ``name`` for ``--model model``."""
-    import dataclasses
-    from pix2pixhd.config import TrainConfig, default_of
-    return default_of(next(f for f in dataclasses.fields(TrainConfig) if f.name == name), model)
+    from pix2pixhd.config import default_config
+    return getattr(default_config(model), name)
+
+
+def _default_help(name: str) -> str:
+    """train_hd.py's default of option ``name`` for the help: pix2pixhd's, then '; pix2pix/cyclegan:
+    V' for the models whose default differs."""
+    from pix2pixhd.config import MODELS
+    base, others = _model_default(name, "pix2pixhd"), {}
+    for m in MODELS:
+        if _model_default(name, m) != base:
+            others.setdefault(_model_default(name, m), []).append(m)
+    return f"{base}" + "".join(f"; {'/'.join(ms)}: {v}" for v, ms in others.items())
 
 
 def check_ranges(a: argparse.Namespace) -> None:
@@ -216,7 +226,7 @@ def main(argv=None) -> int:
             and (root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir()
         opts, sizes_line = training_sizes(a, phase, unaligned)
         try:
-            ds = create_dataset(root, phase, label_nc=nc, no_instance=no_inst,
+            ds = create_dataset(root, phase, DataConfig(model=a.model), label_nc=nc, no_instance=no_inst,
                                 load_features=a.load_features, resize_or_crop=opts["resize_or_crop"],
                                 loadSize=opts["loadSize"], fineSize=opts["fineSize"],
                                 direction=a.direction, palette=a.palette,

@@ -395,16 +395,18 @@ def synthesis_wording(text: str) -> str:
 
 
 _FIND_ALL = "`python -m pix2pixhd.data scan {root}` " + SYNTHESIS_FIXES["find_all"][0]
-# The options of scan that change what it checks, and its defaults: DataConfig's, which are
-# train_hd.py's (pix2pixHD's global stage: scale_width, 1024, 512, a multiple of 2^4).
+# The options of scan that change what it checks, besides --model, whose train_hd.py defaults
+# (default_config: its global stage's generator) are scan's defaults for them.
 _SCAN_SIZE_OPTIONS = ("resize_or_crop", "loadSize", "fineSize", "required_multiple")
 
 
 def scan_command(ds) -> str:
     """'ROOT --label_nc N ...': scan's arguments that check ``ds``'s files as ``ds`` reads them
-    (label_nc, palette, no_instance, direction, load_features, and the size options that differ
-    from scan's defaults). Without them scan reads another label_nc (classes.json's, else 256)
-    and finds nothing wrong with the file that stopped training."""
+    (label_nc, palette, no_instance, direction, load_features, --model, and the size options that
+    differ from that model's defaults). The model is the run's (DataConfig.model), else scan's
+    default for the layout (cyclegan for the unaligned one, else pix2pixhd). Without them scan
+    reads another label_nc (classes.json's, else 256) and sizes, and finds nothing wrong with the
+    file that stopped training."""
     cfg = ds.config
     args = [str(ds.root), f"--label_nc {cfg.label_nc}"]
     if cfg.palette is not None:
@@ -415,7 +417,10 @@ def scan_command(ds) -> str:
         args.append("--load_features")
     if cfg.direction != "AtoB":
         args.append(f"--direction {cfg.direction}")
-    default = DataConfig()
+    from pix2pixhd.config import default_config
+    model = cfg.model or ("cyclegan" if ds.mode == "unaligned" else "pix2pixhd")
+    default = default_config(model)
+    args.append(f"--model {model}")
     args += [f"--{k} {getattr(cfg, k)}" for k in _SCAN_SIZE_OPTIONS if getattr(cfg, k) != getattr(default, k)]
     return " ".join(args)
 

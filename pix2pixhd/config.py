@@ -307,6 +307,23 @@ def generator_size_multiple(model: str, netG: str, n_downsample_global: int, n_l
     return 2 ** n_downsample_global * (2 ** n_local_enhancers if netG == "local" else 1)
 
 
+def lr_at_epoch(cfg: "TrainConfig", epoch: int) -> float:
+    """The reference schedule: constant for ``niter`` epochs, then linear decay over ``niter_decay``.
+
+    (The reference subtracts lr/niter_decay after each epoch past niter; this is its closed form.)
+    """
+    decayed = max(0, epoch - 1 - cfg.niter)
+    return cfg.lr * max(0.0, 1.0 - decayed / cfg.niter_decay) if cfg.niter_decay > 0 else cfg.lr
+
+
+def global_frozen_at(cfg: "TrainConfig", epoch: int) -> bool:
+    """Whether the global generator is frozen at ``epoch``: the local stage (a LocalEnhancer)
+    trains only the enhancer for its first ``niter_fix_global`` epochs. What the Trainer does,
+    and what flops counts."""
+    return (cfg.model in (None, "pix2pixhd") and cfg.stage == "local" and cfg.netG == "local"
+            and epoch <= (cfg.niter_fix_global or 0))
+
+
 def default_config(model: str = "pix2pixhd") -> "TrainConfig":
     """A TrainConfig holding ``model``'s default of every option, not resolved (netG '': the
     global stage's generator)."""
@@ -832,7 +849,6 @@ class TrainConfig:
             # a longer (or shorter) schedule that gives every epoch trained its learning rate again
             # is the schedule of an uninterrupted run with these values
             from pix2pixhd.checkpoint import _peek, checkpoint_path
-            from pix2pixhd.trainer import lr_at_epoch
             try:
                 ckpt = _peek(checkpoint_path(run.experiment_dir, run.which_epoch))
                 trained = int(ckpt["epoch"]) - (0 if int(ckpt["iter_in_epoch"]) > 0 else 1)

@@ -169,12 +169,6 @@ def _needed(records: list[ConvRecord], *, weight_grads: bool, backward: bool = T
     return macs
 
 
-def global_frozen_at(cfg, epoch: int) -> bool:
-    """Whether the Trainer keeps the global generator frozen at ``epoch`` (its schedule: the local
-    stage trains only the enhancer for the first ``niter_fix_global`` epochs)."""
-    return cfg.stage == "local" and epoch <= (cfg.niter_fix_global or 0)
-
-
 def train_step_flops(cfg, width: int, height: int, batch: int = 1, *, epoch: int = 1) -> StepFlops:
     """The FLOPs one pix2pixHD training step needs at ``epoch`` (see the module docstring for what
     counts).
@@ -185,6 +179,7 @@ def train_step_flops(cfg, width: int, height: int, batch: int = 1, *, epoch: int
     G step: D on (x, fake): forward + dX only (D's weights are not being trained by this loss);
     VGG on fake (forward + dX) and on real (forward only).
     """
+    from pix2pixhd.config import global_frozen_at
     from pix2pixhd.losses import VGG19Features
     from pix2pixhd.models import (build_discriminator, build_generator, discriminator_input_nc,
                                   generator_input_nc)

@@ -46,7 +46,7 @@ from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (CheckpointError, atomic_write_bytes, checkpoint_path, clean_stale_tmp,
                                   environment, imported_source, line_of, load_checkpoint, new_attempt,
                                   rng_state, save_checkpoint, seed_rng, set_rng_state, write_lineage)
-from pix2pixhd.config import TrainConfig, loads_whole
+from pix2pixhd.config import TrainConfig, global_frozen_at, loads_whole, lr_at_epoch  # noqa: F401 (lr_at_epoch: also for callers)
 from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, differing_keys, gather_all, resolve_device
 from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
@@ -160,15 +160,6 @@ def _write_stderr(text: str) -> None:
         os.write(2, text.encode(errors="replace"))
     except OSError:
         pass
-
-
-def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
-    """The reference schedule: constant for ``niter`` epochs, then linear decay over ``niter_decay``.
-
-    (The reference subtracts lr/niter_decay after each epoch past niter; this is its closed form.)
-    """
-    decayed = max(0, epoch - 1 - cfg.niter)
-    return cfg.lr * max(0.0, 1.0 - decayed / cfg.niter_decay) if cfg.niter_decay > 0 else cfg.lr
 
 
 def _run_label(cfg: TrainConfig, short: bool = False) -> str:
@@ -432,7 +423,7 @@ class Trainer:
         self._stepped: list[str] = []   # optimizers the current step has stepped (non-finite message)
         # Local stage: the global generator is fixed for the first niter_fix_global epochs. Trainer
         # state, saved in the checkpoint: a resume restores the optimizer it was saved with.
-        self.global_frozen = self._global_fixed_at(self.epoch)
+        self.global_frozen = global_frozen_at(self.cfg, self.epoch)
         self.timer = PhaseTimer(self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.exp_dir = cfg.experiment_dir
@@ -500,8 +491,8 @@ class Trainer:
             self.global_step = self._resumed_step = ckpt["global_step"]
             self.lineage = line_of(ckpt) + [[self.attempt, self.global_step]]
             self.global_frozen = (self._frozen_in(ckpt) if ckpt.get("optimizer_G") is not None
-                                  else self._global_fixed_at(self.epoch))
-            if not self.global_frozen and self._global_fixed_at(self.epoch):
+                                  else global_frozen_at(self.cfg, self.epoch))
+            if not self.global_frozen and global_frozen_at(self.cfg, self.epoch):
                 # the loop only unfreezes: a larger --niter_fix_global would be recorded, not applied
                 saved = (ckpt.get("config") or {}).get("niter_fix_global")
                 raise ConfigError(
@@ -643,12 +634,6 @@ class Trainer:
         if n % saved["save_epoch_freq"] and n != saved["niter"] + saved["niter_decay"]:
             return None
         return None if checkpoint_path(self.exp_dir, n).exists() else n
-
-    def _global_fixed_at(self, epoch: int) -> bool:
-        """The schedule: in the local stage only the enhancer trains for the first
-        ``niter_fix_global`` epochs."""
-        return (isinstance(_unwrap(self.G), LocalEnhancer) and self.cfg.stage == "local"
-                and epoch <= self.cfg.niter_fix_global)
 
     def _frozen_in(self, ckpt: dict) -> bool:
         """Whether the global generator was frozen when ``ckpt`` was saved. Checkpoints written
@@ -1683,7 +1668,7 @@ class Trainer:
                 yield batch
 
         while self.epoch <= total_epochs:
-            if self.global_frozen and not self._global_fixed_at(self.epoch):
+            if self.global_frozen and not global_frozen_at(self.cfg, self.epoch):
                 self._unfreeze_global()
             lr = self._set_lr()
             sampler.set_epoch(self.epoch, done=self.samples_in_epoch)

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None):
     """The options, each checked before any work: a bad value is a ConfigError naming the option,
     the value and the valid range (one ``error:`` line through ``errors.run``, exit status 1)."""
-    from benchmarks.train import check_device
+    from pix2pixhd.distributed import resolve_device
     from pix2pixhd.errors import ConfigError
     p = build_parser()
     a = p.parse_args(argv)
@@ -76,7 +76,7 @@ def parse_args(argv=None):
         v = getattr(a, name)
         if v < least:
             raise ConfigError(f"--{name} {v}: expected at least {least}")
-    a.device = str(check_device(p, a.device))  # cuda -> cuda:0; CUDA on a CPU build refused
+    a.device = str(resolve_device(a.device))  # cuda -> cuda:0; CUDA on a CPU build refused
     return a
 
 

@@ -57,6 +57,7 @@ from benchmarks import baseline as B  # noqa: E402
 from benchmarks import train as T  # noqa: E402  argument helpers
 from benchmarks._cli import (add_device_options, add_generator_options, check_outputs, command_line,  # noqa: E402
                              make_parser)
+from pix2pixhd.distributed import resolve_device  # noqa: E402
 from pix2pixhd.errors import ConfigError  # noqa: E402
 
 
@@ -137,7 +138,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         if prec not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"--precision {prec!r}: expected auto, fp32, bf16 or fp16 (comma-separated)")
     res = T.parse_res(args.res) if args.res else None
-    cuda = T.check_device(p, args.device).type == "cuda"
+    cuda = resolve_device(args.device).type == "cuda"
     for stage in args.stage.split(","):
         for w, h in res or default_res(stage, cuda, args.pipeline):
             why = T.size_error(stage, w, h, args.n_downsample_global, None if res else
@@ -252,7 +253,6 @@ def main(argv=None) -> int:
         return _child(json.loads(args._child))
     if args.pipeline:
         return pipeline_main(args, argv)
-    from pix2pixhd.distributed import resolve_device
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     args.precisions = list(dict.fromkeys(args.precision.split(",")))   # each checked by check_args
@@ -369,7 +369,6 @@ PIPELINE_COLUMNS = [("stage", "stage", ""), ("res", "size", ""), ("ngf", "ngf", 
 
 def pipeline_main(args, argv) -> int:
     from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
-    from pix2pixhd.distributed import resolve_device
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     info = B.describe_device(device)

@@ -71,6 +71,7 @@ from benchmarks import baseline as B  # noqa: E402
 from benchmarks._cli import (add_device_options, add_generator_options, check_outputs, command_line,  # noqa: E402
                              make_parser)
 from pix2pixhd.argparsing import add_alias  # noqa: E402
+from pix2pixhd.distributed import resolve_device  # noqa: E402
 from pix2pixhd.errors import ConfigError  # noqa: E402
 
 PHASES = ["prepare", "G_forward", "D_forward_backward", "losses", "G_losses", "G_backward", "D_backward",
@@ -167,7 +168,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
     for text, parse in ((args.res, parse_res), (args.precision, parse_precisions)):
         if text is not None:
             parse(text)
-    cuda = check_device(p, args.device).type == "cuda"
+    cuda = resolve_device(args.device).type == "cuda"   # a device this machine lacks: one line
     default = "its default size is {} (without --res); give --res or fewer downsamplings"
     sizes = [(stage, w, h, None if args.res else default) for stage in args.stage.split(",")
              for w, h in (parse_res(args.res) if args.res else [default_res(stage, cuda)])]
@@ -216,23 +217,6 @@ def size_error(stage: str, width: int, height: int, n_downsample_global: int,
     if not_given:
         return f"--n_downsample_global {n_downsample_global}: {need}, and {not_given.format(f'{width}x{height}')}"
     return f"--res {width}x{height}: {need}; give a larger --res or fewer --n_downsample_global"
-
-
-def check_device(p: argparse.ArgumentParser, name: str) -> torch.device:
-    """``resolve_device(name)``, or a UserError naming the value: not a device, or one this
-    machine does not have (CUDA on a CPU build, cuda:N past the last GPU). ``p``: unused, kept
-    for its callers."""
-    from pix2pixhd.distributed import DeviceUnavailableError, resolve_device
-    try:
-        device = resolve_device(name)
-    except DeviceUnavailableError:  # CUDA asked for, none here (a UserError already)
-        raise
-    except RuntimeError:  # torch.device() of an unknown name
-        raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
-    n = torch.cuda.device_count() if device.type == "cuda" else 0
-    if device.type == "cuda" and device.index is not None and device.index >= n:
-        raise ConfigError(f"--device {name}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
-    return device
 
 
 def parse_args(argv=None):
@@ -476,7 +460,6 @@ def parse_precisions(text: str) -> list[tuple[str, bool]]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.started = time.monotonic()
-    from pix2pixhd.distributed import resolve_device
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     args.precisions = parse_precisions(args.precision or ("fp32,bf16" if cuda else "fp32"))

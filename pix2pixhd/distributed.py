@@ -45,17 +45,38 @@ class DeviceUnavailableError(UserError, RuntimeError):
     """The device asked for does not exist on this machine."""
 
 
-def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
+def resolve_device(pref: str | torch.device, local_rank: int | None = 0, *,
+                   option: str = "--device") -> torch.device:
+    """``pref`` (auto, cpu, cuda, cuda:N or mps; or a torch.device) as a torch.device of this machine.
+
+    auto is cuda when CUDA is available, else cpu; cuda without an index gets ``local_rank``
+    (None: no index, torch's current device). Every command and the Python API check devices
+    here: an unknown name is a ConfigError naming ``option`` ('--device', or 'device' for the
+    API), the value and the accepted forms; CUDA or MPS this machine (or this torch build)
+    lacks, or cuda:N past its last GPU, is a DeviceUnavailableError.
+    """
     if pref == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(pref)
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(pref)
+        except (RuntimeError, TypeError):   # torch.device("gpu"): "Expected one of cpu, cuda, ..."
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"{option} {pref!r}: expected auto, cpu, cuda or cuda:N (or mps)")
+    name = str(pref)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError(f"--device {pref}: CUDA is not available on this machine; use --device cpu")
+        raise DeviceUnavailableError(f"{option} {name}: CUDA is not available on this machine (torch "
+                                     f"{torch.__version__}); use {option} cpu")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceUnavailableError(f"--device {pref}: Apple's MPS is not available on this machine (this "
-                                     "torch build or this machine has none); use --device cpu")
-    if dev.type == "cuda" and dev.index is None:
+        raise DeviceUnavailableError(f"{option} {name}: Apple's MPS is not available on this machine (this "
+                                     f"torch build or this machine has none); use {option} cpu")
+    if dev.type == "cuda" and dev.index is None and local_rank is not None:
         dev = torch.device(f"cuda:{local_rank}")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        shown = name if name == str(dev) else f"{name} ({dev})"
+        raise DeviceUnavailableError(f"{option} {shown}: this machine has {torch.cuda.device_count()} "
+                                     "CUDA device(s), numbered from cuda:0; pass one of them or cpu")
     return dev
 
 

@@ -221,8 +221,8 @@ class FolderSource(torch.utils.data.Dataset):
         self.input_nc = input_image_nc(cfg, job.direction)
         from pix2pixhd.data.layouts import load_palette
         self.palette = load_palette(cfg.palette or None) if cfg.label_nc > 0 else None
-        self.inst_index = _index(job.inst) if job.inst else {}
-        self.real_index = _index(job.real) if job.real else {}
+        self.inst_index = _index(job.inst, f"--inst {job.inst}") if job.inst else {}
+        self.real_index = _index(job.real, f"--real {job.real}") if job.real else {}
         self.inst_dir, self.real_dir = job.inst, job.real
         self.needs_inst, self.needs_image = needs_inst, needs_image
         self.has_inst = job.inst is not None or needs_inst   # items carry instance maps
@@ -459,10 +459,12 @@ def _synthesis_wording(text: str, label_nc: int | None = None) -> str:
     return synthesis_wording(text)
 
 
-def _index(folder) -> dict[str, Path]:
-    """``folder``'s images by :func:`partner_key` (stem in Unicode NFC), as the data module pairs them."""
-    files, _ = list_folder(Path(folder), Path(folder))
-    return {partner_key(p): p for p in files}
+def _index(folder, what: str | None = None) -> dict[str, Path]:
+    """``folder``'s images by :func:`partner_key` (stem in Unicode NFC), as the data module pairs
+    them; two with one stem (a.png, a.jpg) are an InputError naming ``what`` (default: the
+    folder) (``layouts.index_images``)."""
+    from pix2pixhd.data.layouts import index_images
+    return index_images(folder, what=what)
 
 
 def _str(p) -> str | None:

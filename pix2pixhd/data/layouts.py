@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pix2pixhd.errors import ConfigError
+from pix2pixhd.errors import ConfigError, InputError
 
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 MODES = ("auto", "cityscapes", "palette", "rgb_pairs", "aligned", "unaligned")
@@ -271,6 +271,53 @@ def partner_key(p: Path) -> str:
     that look the same match whatever form they are stored in (macOS writes NFD: 'cafe\u0301',
     Linux tools mostly NFC: 'caf\u00e9'). Files are still read by their own paths."""
     return unicodedata.normalize("NFC", stem_key(p))
+
+
+# NVIDIA pix2pixHD's test.py writes results/NAME/test_latest/images/ with these three side by
+# side, each named after the label file's stem (X_gtFine_labelIds_synthesized_image.jpg).
+RESULT_SUFFIXES = {"fake": "_synthesized_image", "real": "_real_image", "input": "_input_label"}
+# Suffixes that name a file's role, not its scene, removed by :func:`result_key`; longest first,
+# so "_gtFine_labelIds" is removed whole rather than leaving "_gtFine".
+ROLE_SUFFIXES = sorted(["_leftImg8bit", "_gtFine_labelIds", "_gtFine_instanceIds", "_gtFine_color",
+                        "_labelIds", "_instanceIds", "_synthesized_image", "_real_image",
+                        "_input_label", "_label", "_labels", "_img", "_image", "_photo", "_fake",
+                        "_real", "_inst"], key=len, reverse=True)
+
+
+def result_key(stem: str) -> str:
+    """What results and their photos and label maps pair on (``pix2pixhd.evaluate``): the stem in
+    Unicode NFC, less one test.py result suffix (:data:`RESULT_SUFFIXES`), if any, and then less
+    Cityscapes' suffixes (as :func:`stem_key`) or else one of :data:`ROLE_SUFFIXES`, so that
+    ``X_gtFine_labelIds_synthesized_image``, ``X_gtCoarse_labelIds`` and ``X_leftImg8bit`` pair."""
+    stem = unicodedata.normalize("NFC", stem)
+    for s in RESULT_SUFFIXES.values():
+        if stem.endswith(s) and len(stem) > len(s):
+            stem = stem[: -len(s)]
+            break
+    bare = _CITYSCAPES_SUFFIX.sub("", stem)
+    if bare != stem:
+        return bare
+    for s in ROLE_SUFFIXES:
+        if stem.endswith(s):
+            return stem[: -len(s)]
+    return stem
+
+
+def index_images(folder: Path, *, what: str | None = None, results: bool = False,
+                 files: list[Path] | None = None) -> dict[str, Path]:
+    """{key: path} of the images of ``folder`` (:func:`list_folder`: :data:`IMG_EXTS`, no hidden
+    entries), keyed by :func:`partner_key`, or by :func:`result_key` with ``results``. ``files``:
+    those of its images to index (already listed). Two images with one key are an InputError
+    naming ``what`` (default: the folder); none is an empty dict, for the caller to word."""
+    folder = Path(folder)
+    out: dict[str, Path] = {}
+    for p in list_folder(folder)[0] if files is None else files:
+        k = result_key(p.stem) if results else partner_key(p)
+        if k in out:
+            raise InputError(f"{what or folder}: {out[k].name} and {p.name} both pair as {k!r}; "
+                             "keep one image per stem")
+        out[k] = p
+    return out
 
 
 @dataclass

@@ -262,6 +262,9 @@ def _read_photo(path: Path, flag: str = "", seen: dict | None = None) -> np.ndar
     except (OSError, SyntaxError) as e:   # truncated, not an image (UnidentifiedImageError)...
         raise InputError(f"{where} cannot be read ({e}): it is truncated or not an image; "
                          "re-create it (e.g. rerun synthesize.py) or remove it") from None
+    except Image.DecompressionBombError as e:   # its header declares more pixels than Pillow opens
+        raise InputError(f"{where} cannot be read ({e}): its header declares more pixels than Pillow "
+                         "opens; re-create it at its real size, or remove it") from None
 
 
 def _load_rgb(path: Path, half: str | None = None, flag: str = "", seen: dict | None = None) -> np.ndarray:

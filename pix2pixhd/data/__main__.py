@@ -157,6 +157,35 @@ def _default_help(name: str) -> str:
     return f"{base}" + "".join(f"; {'/'.join(ms)}: {v}" for v, ms in others.items())
 
 
+def too_small_for_the_generator(a: argparse.Namespace, ds, source_sizes: dict, unaligned: bool) -> list:
+    """("too small", file, training's own line) for the first file of each source size that comes
+    out too small for the generator train_hd.py would build from ``a``'s options
+    (models.check_generator_input, as the trainer checks it before the run starts)."""
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.data.transforms import output_size, size_options
+    from pix2pixhd.errors import ConfigError
+    from pix2pixhd.models import check_generator_input
+    model = a.model or ("cyclegan" if unaligned else "pix2pixhd")
+    given = {k: getattr(a, k) for k in ("n_downsample_global", "n_local_enhancers", "netG")
+             if getattr(a, k, None) is not None}
+    cfg = TrainConfig(model=model, resize_or_crop=ds.resize_or_crop, loadSize=ds.loadSize,
+                      fineSize=ds.fineSize, **given)._filled()
+    out, seen = [], set()
+    for path, src in source_sizes.items():
+        if src in seen:
+            continue
+        seen.add(src)
+        w, h = output_size(*src, ds.resize_or_crop, ds.loadSize, ds.fineSize, ds.required_multiple)
+        what = f"{path} ({src[0]}x{src[1]}) with " + " ".join(
+            f"--{k} {v}" for k, v in size_options(ds.resize_or_crop, ds.loadSize, ds.fineSize).items())
+        try:
+            check_generator_input(cfg, w, h, what, output_size(*src, ds.resize_or_crop, ds.loadSize,
+                                                                 ds.fineSize, 1))
+        except ConfigError as e:
+            out.append(("too small", path, str(e)))
+    return out
+
+
 def check_ranges(a: argparse.Namespace) -> None:
     """Refuse (ConfigError, one line) a value train_hd.py refuses for the options scan shares with
     it (TrainConfig's own range checks), and a --required_multiple or --max_listed below range."""
@@ -238,6 +267,8 @@ def main(argv=None) -> int:
             bad = True
             continue
         problems, st = scan(ds, a.level)
+        if read_as_training(a, phase) and not fatal_problems(problems):
+            problems += too_small_for_the_generator(a, ds, st["source_sizes"], unaligned)
         if opts["batchSize"] > 1 and not inputs_only and not fatal_problems(problems):
             ds.source_sizes = st["source_sizes"]
             try:   # what training checks next: one output size per batch

@@ -46,7 +46,8 @@ from pix2pixhd.data import transforms as T
 from pix2pixhd.data.layouts import (FAR_COLOUR_MIN_SHARE, MODES, NOTICE_KINDS, PALETTE_MIN_NEAR,
                                     PALETTE_NEAR, ClassList, Layout,
                                     aligned_folder_problem, decode_palette, detect_mode, far_colours,
-                                    find_files, hidden, load_palette, palette_fit, read_classes)
+                                    find_files, hidden, load_palette, palette_duplicates, palette_fit,
+                                    read_classes)
 from pix2pixhd.errors import UserError
 from pix2pixhd.paths import check_name
 
@@ -787,6 +788,12 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     layout = find_files(root, phase, mode, use_inst=not no_instance, use_feat=load_features,
                         direction=cfg.direction, inputs_only=cfg.inputs_only,
                         instance_feat=bool(cfg.instance_feat), read_domain=read_domain)
+    if mode == "palette" and validate != "off" and (dup := palette_duplicates(pal)):
+        said = ", ".join(f"{i} (as {j})" for i, j in dup[:6]) + (f" and {len(dup) - 6} more" if len(dup) > 6 else "")
+        name = cfg.palette if isinstance(cfg.palette, (str, Path)) else "(given as a list)"
+        print(f"note: palette {name}: ids {said} have the colour of an earlier id; their pixels read as "
+              "that id, so those ids never occur (give each class its own colour if it should)",
+              file=sys.stderr, flush=True)
     if validate != "off" and (short := incomplete_synthesis(root, phase)):
         if cfg.is_train:   # training (is_train=True) refuses a partial dataset; --validate off takes it
             raise DatasetError(f"{short}; or, to train on the outputs there as they are, pass --validate off")

@@ -79,6 +79,20 @@ def load_palette(palette) -> np.ndarray | None:
     return arr
 
 
+def palette_duplicates(palette: np.ndarray) -> list[tuple[int, int]]:
+    """[(id, first id of its colour), ...] for each colour of ``palette`` (int32 [K, 3]) that an
+    earlier id already has: a map pixel of it decodes to the earlier id, so the later one is never
+    read (Cityscapes' colour table gives ids 0-4 one black, on purpose)."""
+    first: dict[tuple, int] = {}
+    out = []
+    for i, c in enumerate(map(tuple, palette.tolist())):
+        if c in first:
+            out.append((i, first[c]))
+        else:
+            first[c] = i
+    return out
+
+
 def _palette_file(p: Path) -> np.ndarray:
     """The palette of JSON file ``p`` (see :func:`load_palette`)."""
     def bad(what: str) -> ConfigError:

@@ -26,7 +26,7 @@ from pix2pixhd.argparsing import HelpFormatter
 from pix2pixhd.config import (MODELS, SYNTHESIZE_REFERENCE_ONLY, TrainConfig, build_parser,
                               reference_only_error)
 from pix2pixhd import errors
-from pix2pixhd.errors import ConfigError, UserError, _stdout_closed, add_debug_option, debug_enabled, say
+from pix2pixhd.errors import ConfigError, UserError, add_debug_option, debug_enabled, say, stdout_closed
 from pix2pixhd.paths import check_name
 
 TRAIN_DESCRIPTION = """Train pix2pixHD (--stage global | local | finetune), pix2pix (--model pix2pix) or CycleGAN
@@ -251,7 +251,7 @@ def _print_summary(summary: dict) -> None:
     try:
         print(json.dumps(summary, indent=1), flush=True)
     except BrokenPipeError:
-        _stdout_closed()
+        stdout_closed()
 
 
 def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:

@@ -160,7 +160,7 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
               flush=True)
         return INTERRUPTED_EXIT_STATUS
     except BrokenPipeError:
-        if debug_enabled() or not _stdout_closed():
+        if debug_enabled() or not stdout_closed():
             raise
         return BROKEN_PIPE_EXIT_STATUS
     except RuntimeError as e:
@@ -182,11 +182,11 @@ def say(text: str) -> None:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        if not _stdout_closed():
+        if not stdout_closed():
             raise
 
 
-def _stdout_closed() -> bool:
+def stdout_closed() -> bool:
     """Whether the reader of stdout is gone (``| head`` exited): then stdout is pointed at
     os.devnull, so that Python's own flush at exit does not print "Exception ignored ... Broken
     pipe". A BrokenPipeError of anything else (a socket, a child's pipe) is not this."""

@@ -10,7 +10,7 @@ that catches those keeps working.
 :func:`run` is what every entry point's ``__main__`` calls (``train_hd.py``, ``synthesize.py``, their
 installed ``pix2pixhd-train``/``pix2pixhd-synthesize`` and ``python -m pix2pixhd train|synthesize``,
 ``python -m pix2pixhd.data|features|evaluate|export|flops``, ``pix2pixhd.kernels.aot``, the dataset
-makers): a ``UserError`` prints as ``error: <message>`` on stderr, without a traceback, and the
+makers, the scripts of benchmarks/ and scripts/): a ``UserError`` prints as ``error: <message>`` on stderr, without a traceback, and the
 exit status is 1; ``--debug`` anywhere on the command line (or ``PIX2PIXHD_DEBUG=1``) shows the
 traceback instead. Any other exception is a bug or an environment problem and keeps its traceback,
 except two the user can act on without one: a data loader worker that died (the OOM killer's

@@ -1021,21 +1021,42 @@ class _Manifest:
             self.f.close()
 
 
-def _read_lines(paths) -> "iter[dict]":
-    """Every readable JSON line of ``paths`` (a line cut short by a kill is ignored)."""
+def _json_kind(v) -> str:
+    """What JSON value ``v`` is, for a message: an object, a list, a string, a number..."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _bad_record(rec: dict) -> str | None:
+    """Why manifest line ``rec`` cannot be used (a path or the job's digest that is not a string),
+    or None."""
+    for key in ("output", "label", "inst", "job"):
+        v = rec.get(key)
+        if v is not None and not isinstance(v, str):
+            return f"its {key!r} is {_json_kind(v)}, not a string"
+    return None
+
+
+def _read_lines(paths, damaged: list | None = None) -> "iter[dict]":
+    """Every readable JSON line of ``paths`` (a line cut short by a kill is ignored; so is a line
+    whose paths or digest are not strings, added to ``damaged`` as (file, line number, why))."""
     for p in paths:
         try:
-            f = open(p, encoding="utf-8")
+            f = open(p, encoding="utf-8", errors="replace")
         except FileNotFoundError:
             continue
         with f:
-            for line in f:
+            for n, line in enumerate(f, 1):
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue
                 if isinstance(rec, dict) and "output" in rec:
-                    yield rec
+                    why = _bad_record(rec)
+                    if why is None:
+                        yield rec
+                    elif damaged is not None:
+                        damaged.append((p, n, why))
 
 
 def _manifest_sources(out: Path) -> list[Path]:
@@ -1173,7 +1194,16 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
     if (out / JOB_FILE).is_file():
         try:
             prev = json.loads((out / JOB_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):   # not JSON, not UTF-8
+            prev = {"digest": "unreadable"}
+        why = (f"it holds {_json_kind(prev)}, not the object synthesize.py writes" if not isinstance(prev, dict)
+               else f"its 'digest' is {_json_kind(prev['digest'])}, not a string"
+               if not isinstance(prev.get("digest"), (str, type(None))) else None)
+        if why is not None:
+            if not job.overwrite:
+                raise InputError(f"{out / JOB_FILE} is damaged ({why}): the job it records cannot be "
+                                 f"read; move {out} aside (or pick another --out), or pass --overwrite to "
+                                 "replace what it holds")
             prev = {"digest": "unreadable"}
     else:
         taken = [d for d in layout.dirs() if (out / d).is_dir() and any((out / d).iterdir())]
@@ -1237,17 +1267,32 @@ def _previous_dirs(prev: dict, layout: OutputLayout) -> list[str]:
     return layout.dirs()
 
 
+def _inside(out_real: Path, path: Path) -> bool:
+    """Whether ``path`` really lies in a sub-folder of OUT (``out_real``: OUT resolved): its folder,
+    links resolved, is under OUT. Its own name is not resolved: removing a link removes the link."""
+    try:
+        return out_real in path.parent.resolve().parents
+    except (OSError, RuntimeError):   # a link loop
+        return False
+
+
 def _replace_previous(out: Path, prev: dict, layout: OutputLayout) -> str:
     """--overwrite: remove the previous job's files and its manifest, so the folder holds this
     job's outputs only: every file its manifest names, and every file in its split folders, with
     or without a manifest line (a killed run can leave a photo renamed into place before its line
-    was written, or a label map written before its photo), then those folders once empty. Returns
-    the note that says so."""
-    removed = 0
+    was written, or a label map written before its photo), then those folders once empty. Only
+    files that really lie in OUT are removed: a manifest path that leads out of it through a link,
+    and a split folder that is a link or lies elsewhere (not walked), are left. Returns the note
+    that says what was removed and what was left."""
+    removed, outside, linked = 0, {}, []
+    out_real = out.resolve()
     for rec in _read_lines(_manifest_sources(out)):
         for key in ("output", "label", "inst"):
             rel = rec.get(key)
-            if rel and not Path(rel).is_absolute() and ".." not in Path(rel).parts:
+            if isinstance(rel, str) and rel and not Path(rel).is_absolute() and ".." not in Path(rel).parts:
+                if not _inside(out_real, out / rel):
+                    outside[rel] = None
+                    continue
                 try:
                     (out / rel).unlink()
                     removed += 1
@@ -1258,6 +1303,9 @@ def _replace_previous(out: Path, prev: dict, layout: OutputLayout) -> str:
         folder = out / d
         if not folder.is_dir():
             continue
+        if folder.is_symlink() or not _inside(out_real, folder / "x"):
+            linked.append(d)
+            continue
         for p in sorted(folder.rglob("*"), reverse=True):   # files first, then emptied subfolders
             try:
                 if p.is_dir() and not p.is_symlink():
@@ -1267,15 +1315,23 @@ def _replace_previous(out: Path, prev: dict, layout: OutputLayout) -> str:
                     removed += 1
             except (FileNotFoundError, OSError):
                 pass
-        if not folder.is_symlink():   # the emptied folder too: this job makes its own again, and an
-            try:                      # empty split of another --out_phase fails `data scan`
-                folder.rmdir()
-            except OSError:
-                pass
+        try:   # the emptied folder too: this job makes its own again, and an empty split of
+            folder.rmdir()   # another --out_phase fails `data scan`
+        except OSError:
+            pass
     for p in _manifest_sources(out):
         p.unlink(missing_ok=True)
+    left = []
+    if outside:
+        left.append(f"{len(outside)} path(s) its manifest names that lead elsewhere (e.g. {next(iter(outside))})")
+    if linked:
+        left.append(f"{', '.join(d + '/' for d in linked)} (a link, not followed: move it aside if its "
+                    "files should go)")
+    walked = ", ".join(d + "/" for d in dirs if d not in linked) or "no folder"
     return (f"--overwrite: removed {removed} file(s) of the previous synthesis in {out} (the files its "
-            f"manifest names and everything else in {', '.join(d + '/' for d in dirs)})")
+            f"manifest names and everything else in {walked})"
+            + (f"; left {' and '.join(left)}: only files in its sub-folders, links resolved, are removed"
+               if left else ""))
 
 
 def _needs(synth: Synthesizer) -> tuple[bool, bool]:
@@ -1580,7 +1636,8 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     # Its label and instance partners must be there too, with their recorded sizes (lines that
     # record none: any size), else the output is redone with them.
     done: dict[str, tuple[int, list | None, tuple]] = {}
-    for rec in _read_lines(_manifest_sources(out)):
+    damaged: list[tuple[Path, int, str]] = []
+    for rec in _read_lines(_manifest_sources(out), damaged):
         if rec.get("job") in jobs and rec.get("status") == "ok":
             partners = tuple((rec[key], rec.get(f"{key}_bytes")) for key in ("label", "inst")
                              if isinstance(rec.get(key), str))
@@ -1607,6 +1664,11 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
         if ks:
             todo.append((i, ks))
     del done
+    if rank == 0 and damaged:
+        p, n, why = damaged[0]
+        print(f"note: {len(damaged)} manifest line(s) in {out} are damaged (first: {p} line {n}: {why}) and "
+              "ignored, as a line cut short by a kill is: outputs without a readable line are synthesized again",
+              file=sys.stderr, flush=True)
     if rank == 0 and todo and (note := _marked_complete_note(out, recorded, report.already_done, todo)):
         print(f"note: {note}", file=sys.stderr, flush=True)
     mine = todo[rank::world]
@@ -1626,7 +1688,9 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
         if stop is not None:
             stop.install()
         _stream(synth, job, src, layout, mine, manifest, common, report, rank,
-                stop=stop, early_stop=not report.already_done, dist_info=info, n_todo=len(todo))
+                stop=stop, early_stop=not report.already_done, dist_info=info, n_todo=len(todo),
+                generator_name=(f"the ONNX generator {ident['onnx']}" if ident.get("onnx") else
+                                f"the checkpoint {ident['checkpoint']}" if ident.get("checkpoint") else None))
     except Exception as e:   # re-raised below, after the other ranks know (none waits forever)
         err = e
     finally:
@@ -1770,7 +1834,8 @@ def _output_classes(job: SynthesisJob, cfg, notes: list[str]) -> bytes | None:
 def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             mine: list[tuple[int, list[int]]], manifest: _Manifest, common: dict,
             report: SynthesisReport, rank: int, *, stop: "_SignalStop | None" = None,
-            early_stop: bool = True, dist_info=None, n_todo: int = 0) -> None:
+            early_stop: bool = True, dist_info=None, n_todo: int = 0,
+            generator_name: str | None = None) -> None:
     """Decode (workers) → group by size → generator → writer threads, for this rank's inputs.
 
     ``stop``: when its signal is set, no further input is taken; the batches already sent are
@@ -1780,7 +1845,8 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     file). Under torchrun (``dist_info``) the first EARLY_STOP inputs are the job's (of the
     ``n_todo`` still to do, in input order), not the shard's: each rank holds its share of them,
     and the ranks decide together, once (``agree``), so that they stop only when all of them were
-    skipped for one reason and no rank has written anything."""
+    skipped for one reason and no rank has written anything. ``generator_name``: what the error for a
+    non-finite output names (the checkpoint or ONNX file)."""
     from tqdm import tqdm
 
     from pix2pixhd.data import create_dataloader
@@ -1868,20 +1934,23 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         lab = torch.stack([u.item["label"] for u in rows])
         inst = torch.stack([u.item["inst"] for u in rows]) if rows[0].item["inst"] is not None else None
         image = torch.stack([u.item["image"] for u in rows]) if rows[0].item["image"] is not None else None
-        imgs, choices = synth.synthesize(lab, inst, image=image, seeds=[u.seed for u in rows],
-                                         source=src.source_name(units[0].item["i"]))
-        imgs = imgs[:n]
+        imgs, choices, finite = synth.synthesize(lab, inst, image=image, seeds=[u.seed for u in rows],
+                                                 source=src.source_name(units[0].item["i"]), finite_flags=True)
+        imgs, finite = imgs[:n], finite[:n]
         event = None
         if cuda:   # copy out without waiting; the writer waits for the copy's event
             host = torch.empty(imgs.shape, dtype=imgs.dtype, pin_memory=True)
             host.copy_(imgs, non_blocking=True)
+            flags = torch.empty(finite.shape, dtype=finite.dtype, pin_memory=True)
+            flags.copy_(finite, non_blocking=True)
             event = torch.cuda.Event()
             event.record()
-            imgs = host
+            imgs, finite = host, flags
         for j, u in enumerate(units):
             slots.acquire()
             futures.append(pool.submit(_write_unit, out, layout, u, imgs[j], None if choices is None else choices[j],
-                                       event, manifest, common, src, job, report, slots))
+                                       event, manifest, common, src, job, report, slots,
+                                       (finite[j], synth, generator_name)))
         bar.update(n)
         reap()
 
@@ -1977,12 +2046,18 @@ def _wrong_inputs_message(job: SynthesisJob, cfg, src, held: list[tuple[str, str
 
 def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, choices, event,
                 manifest: _Manifest, common: dict, src, job: SynthesisJob, report: SynthesisReport,
-                slots: threading.BoundedSemaphore) -> None:
-    """One output: label (and instance) partner, then the photo, then its manifest line."""
+                slots: threading.BoundedSemaphore, finite=None) -> None:
+    """One output: label (and instance) partner, then the photo, then its manifest line.
+    ``finite``: (its row of Synthesizer.synthesize's finite flags, the Synthesizer, the generator's
+    name): a non-finite output raises NonFiniteOutputError, nothing written."""
     try:
         if event is not None:
             event.synchronize()
         item, name = u.item, u.name
+        if finite is not None and not bool(finite[0].all()):
+            flags, synth, generator = finite
+            raise synth.nonfinite_error(*flags.tolist(), source=src.source_name(int(item["i"])),
+                                        generator=generator)
         photo = np.ascontiguousarray(img.permute(1, 2, 0).numpy())           # uint8 [H, W, 3]
         label_rel = f"{layout.input_dir}/{name}"
         lab = item["label"]

@@ -29,6 +29,7 @@ import contextlib
 import copy
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -261,7 +262,7 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
             # Two sizes that differ from the trace example and from each other, N=2: proves H, W and
             # N are really dynamic, not just that the traced shape replays.
             sizes = [(height + m, width), (height, width + 2 * m)]
-            diff = check_onnx(g, tmp, sizes=sizes, batch=2, seed=seed + 1)
+            diff = check_onnx(g, tmp, sizes=sizes, batch=2, seed=seed + 1, written=path)
             if diff > atol:
                 raise ExportCheckError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3g} "
                                        f"(> atol={atol}); the export is not faithful, so it was not written "
@@ -335,9 +336,11 @@ def _with_metadata(model, props: dict[str, str]) -> bytes:
 
 
 def check_onnx(generator: nn.Module, path: str | Path, sizes=((64, 96), (96, 64)), batch: int = 2,
-               seed: int = 1, images: bool = False) -> float:
+               seed: int = 1, images: bool = False, written: str | Path | None = None) -> float:
     """Max |onnxruntime(CPU) - torch| over random one-hot inputs (``images``: random images in
-    [-1, 1]) of each (H, W) in ``sizes``."""
+    [-1, 1]) of each (H, W) in ``sizes``. NaN or inf in either output raises ExportCheckError
+    (a difference of NaN would pass any atol); ``written``: the file the check is for (``path``
+    is its temporary copy), which the error says was not written."""
     og = OnnxGenerator(path)
     g = _export_copy(generator)
     worst = 0.0
@@ -349,8 +352,22 @@ def check_onnx(generator: nn.Module, path: str | Path, sizes=((64, 96), (96, 64)
         if out.shape != ref.shape:
             raise RuntimeError(f"{path}: onnx output shape {tuple(out.shape)} != torch "
                                f"{tuple(ref.shape)} at input {w}x{h} (WxH)")
+        for name, y in (("PyTorch", ref), ("onnxruntime", out)):
+            if not bool(torch.isfinite(y).all()):
+                raise ExportCheckError(_nonfinite_check(name, w, h, path, written))
         worst = max(worst, float((out - ref).abs().max()))
     return worst
+
+
+def _nonfinite_check(name: str, w: int, h: int, path, written) -> str:
+    """The one line for a parity check whose ``name`` output (PyTorch or onnxruntime) held NaN or inf."""
+    head = f"{written} was not written ({_previous(Path(written))})" if written is not None else str(path)
+    if name == "PyTorch":
+        return (f"{head}: the PyTorch generator itself outputs NaN or inf on a {w}x{h} (WxH) input: its "
+                "weights hold non-finite values (a damaged checkpoint, or one saved after training "
+                "diverged); export another checkpoint (--which_epoch N)")
+    return (f"{head}: onnxruntime outputs NaN or inf on a {w}x{h} (WxH) input where PyTorch does not: the "
+            "export is not faithful; export again with the other exporter (--legacy or not) or another --opset")
 
 
 def _export_command_for(path: Path) -> str:
@@ -361,6 +378,38 @@ def _export_command_for(path: Path) -> str:
     if path.name == "generator_G_B.onnx":
         return export_command(path.parent, direction="BtoA")
     return export_command("<training run folder>", out=path)
+
+
+def _bad_meta(path: Path, meta, key: str, why: str, fix: str) -> InputError:
+    value = meta[key] if len(meta[key]) <= 40 else meta[key][:37] + "..."
+    return InputError(f"ONNX generator {path}: its metadata {key} {value!r} {why}; the file was edited or "
+                      f"damaged; export it again with `{fix}`")
+
+
+def _meta_int(path: Path, meta, key: str, default: int, fix: str) -> int:
+    """Metadata ``key`` of the file at ``path``: a whole number >= 1 (absent: ``default``)."""
+    if key not in meta:
+        return default
+    try:
+        n = int(meta[key])
+    except ValueError:
+        raise _bad_meta(path, meta, key, "is not a whole number", fix) from None
+    if n < 1:
+        raise _bad_meta(path, meta, key, "is not a number >= 1", fix)
+    return n
+
+
+def _meta_config(path: Path, meta, fix: str) -> dict | None:
+    """The training config the file at ``path`` records (a JSON object), or None."""
+    if META_CONFIG not in meta:
+        return None
+    try:
+        config = json.loads(meta[META_CONFIG])
+    except ValueError:
+        raise _bad_meta(path, meta, META_CONFIG, "is not JSON", fix) from None
+    if not isinstance(config, dict):
+        raise _bad_meta(path, meta, META_CONFIG, "is not a JSON object (the training config)", fix)
+    return config
 
 
 class OnnxGenerator:
@@ -381,7 +430,8 @@ class OnnxGenerator:
     def __init__(self, path: str | Path, providers=("CPUExecutionProvider",),
                  intra_op_num_threads: int = 0, *, fix: str | None = None):
         ort = _require("onnxruntime")
-        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, InvalidProtobuf
+        from onnxruntime.capi.onnxruntime_pybind11_state import (Fail, InvalidArgument, InvalidGraph,
+                                                                 InvalidProtobuf, NoSuchFile)
         self.path = Path(path)
         fix = fix or _export_command_for(self.path)
         if not self.path.is_file():
@@ -395,14 +445,18 @@ class OnnxGenerator:
             why = str(e).split("failed:", 1)[-1].strip().rstrip(".")
             raise InputError(f"ONNX generator {self.path} cannot be read ({why}): the file is damaged or "
                              f"incomplete; export it again with `{fix}`") from e
+        except (Fail, InvalidGraph, NoSuchFile) as e:   # e.g. external data outside its folder
+            why = " ".join(re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e)).split()).rstrip(".")
+            raise InputError(f"ONNX generator {self.path} cannot be loaded by onnxruntime ({why}): the file is "
+                             f"damaged, or refers to data it may not read; export it again with `{fix}`") from e
         meta = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.output_name = self.session.get_outputs()[0].name
         c = inp.shape[1]
-        self.input_nc = int(meta.get(META_INPUT_NC, c if isinstance(c, int) else 0))
-        self.required_multiple = int(meta.get(META_MULTIPLE, 1))
-        self.config = json.loads(meta[META_CONFIG]) if META_CONFIG in meta else None
+        self.input_nc = _meta_int(self.path, meta, META_INPUT_NC, c if isinstance(c, int) else 0, fix)
+        self.required_multiple = _meta_int(self.path, meta, META_MULTIPLE, 1, fix)
+        self.config = _meta_config(self.path, meta, fix)
         self.generator_key = meta.get(META_KEY)   # None in files exported before it was recorded
         self.checkpoint = meta.get(META_CHECKPOINT)
         self.checkpoint_sha256 = meta.get(META_CHECKPOINT_SHA256)
@@ -528,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         generator_input_nc(cfg, direction) == input_image_nc(cfg, direction)
 
     def check(tmp: Path) -> None:   # on the finished file, before it goes to `out`
-        diff = check_onnx(g, tmp, sizes=[(3 * m, 2 * m), (2 * m, 5 * m)], batch=2, images=images)
+        diff = check_onnx(g, tmp, sizes=[(3 * m, 2 * m), (2 * m, 5 * m)], batch=2, images=images, written=out)
         print(f"max |onnxruntime - torch| on random {'images' if images else 'label maps'} at "
               f"{2 * m}x{3 * m} and {5 * m}x{2 * m} (WxH): {diff:.3g} (atol {a.atol})")
         if diff > a.atol:

@@ -32,9 +32,22 @@ from pix2pixhd.config import PRECISIONS, TrainConfig
 from pix2pixhd.data.layouts import IMG_EXTS
 from pix2pixhd.distributed import bind_cuda_device, resolve_device
 from pix2pixhd.encoding import LabelRangeError, encode_input, float_to_uint8
-from pix2pixhd.errors import ConfigError, InputError
+from pix2pixhd.errors import ConfigError, InputError, UserError
 
 IMAGE_EXTS = IMG_EXTS   # the data module's list: synthesis reads what training reads
+
+
+class NonFiniteOutputError(UserError, FloatingPointError):
+    """The generator's output (or the feature channels it read) for an input held NaN or inf: its
+    photo would be black, so nothing is written for it."""
+
+
+def _finite_rows(y: torch.Tensor, feat: torch.Tensor | None) -> torch.Tensor:
+    """bool [N, 2] on ``y``'s device, not read (no sync): per row, whether G's output and the
+    feature channels it read (none: True) are finite."""
+    ok = torch.isfinite(y).flatten(1).all(1)
+    fok = torch.isfinite(feat).flatten(1).all(1) if feat is not None else torch.ones_like(ok)
+    return torch.stack([ok, fok], 1)
 
 
 def prepare_generator(g: torch.nn.Module, *, test_dropout: bool = True,
@@ -402,7 +415,7 @@ class Synthesizer:
     @torch.inference_mode()
     def synthesize(self, label: torch.Tensor, inst: torch.Tensor | None = None, *,
                    image: torch.Tensor | None = None, seeds: list[int] | None = None,
-                   source: str | None = None) -> tuple[torch.Tensor, list | None]:
+                   source: str | None = None, finite_flags: bool = False) -> tuple:
         """→ (uint8 [N, 3, H, W] on the device, cluster choices per row or None).
 
         label: [N, 1, H, W] integer ids (label_nc > 0) or uint8 [N, C, H, W] photos; inst:
@@ -414,6 +427,11 @@ class Synthesizer:
         (default: the FeatureSource's seed + row; dropout from the global RNG). Choices: per row
         {instance id: [class, cluster index]} for sampled/chosen clusters (index -1: the class
         has none), else None.
+        A non-finite output (NaN or inf: damaged weights or cluster centres) raises
+        NonFiniteOutputError (one reduction per batch, read at once: a sync on CUDA). With
+        ``finite_flags`` it is not read here: a third value, bool [N, 2] on the device (per row:
+        output finite, features finite), is returned for the caller to check once the batch is on
+        the host (:meth:`nonfinite_error`).
         """
         cfg = self.cfg
         if seeds is not None and len(seeds) != label.shape[0]:
@@ -449,7 +467,36 @@ class Synthesizer:
         else:
             with self.dropout.seeded(seeds):
                 y = self._forward(x)
-        return float_to_uint8(y[..., :h, :w]), choices
+        y = y[..., :h, :w]
+        ok = _finite_rows(y, feat)
+        if finite_flags:
+            return float_to_uint8(y), choices, ok
+        if not bool(ok.all()):
+            bad = ok[~ok.all(1)][0].tolist()
+            raise self.nonfinite_error(*bad, source=source)
+        return float_to_uint8(y), choices
+
+    def nonfinite_error(self, output_ok: bool, features_ok: bool, *, source: str | None = None,
+                        generator: str | None = None) -> NonFiniteOutputError:
+        """The error for a row whose output (``output_ok`` False) or features (``features_ok``
+        False) held NaN or inf. ``source``: the input; ``generator``: what to name (the checkpoint
+        file; default: the ONNX file, or 'the generator')."""
+        where = f" for {source}" if source else ""
+        onnx = getattr(self.G, "path", None)
+        gen = generator or (f"the ONNX generator {onnx}" if onnx is not None else "the generator")
+        fix = "synthesize with another checkpoint (--which_epoch N)"
+        if self.precision == "fp16":
+            fix = "pass --precision fp32 or bf16 (fp16 may have overflowed), or " + fix
+        if not features_ok and self.features is not None and self.features.mode != "encoded":
+            from pix2pixhd.features import encode_command
+            path = self.features.clusters.path
+            return NonFiniteOutputError(f"the feature channels{where} hold NaN or inf: the cluster centres in "
+                                        f"{path or 'the clusters file'} are not finite; nothing was written for "
+                                        f"it; rewrite the file with `{encode_command(path)}`")
+        part = "the encoder E of " if not features_ok and self.features is not None else ""
+        return NonFiniteOutputError(f"{part}{gen} gave NaN or inf{where}: its weights hold non-finite values "
+                                    "(a damaged file, or one saved after training diverged) and the photo "
+                                    f"would be black; nothing was written for it; {fix}")
 
     def _check_label(self, label: torch.Tensor) -> None:
         """``label`` must be [N, 1, H, W] ids (label_nc > 0) or [N, C, H, W] photos: checked

@@ -446,16 +446,13 @@ def _id_out_of_range(bad: int, label_nc: int) -> str:
     return text
 
 
-_DATA_ID_RANGE = re.compile(r"^label id (-?\d+) in .* is outside \[0, label_nc=(\d+)\)")
-
-
-def _synthesis_wording(text: str, label_nc: int | None = None) -> str:
+def _synthesis_wording(text: str, label_nc: int | None = None, label_id: int | None = None) -> str:
     """The data module's messages (written for training) with the fixes synthesize.py has: ids are
-    remapped (a checkpoint's label_nc cannot be set), a colour-map checkpoint is one trained with
-    --palette, and ``--validate full`` is synthesize.py's (``data.dataset.SYNTHESIS_FIXES``)."""
-    m = _DATA_ID_RANGE.match(text)
-    if m and label_nc:
-        return _id_out_of_range(int(m.group(1)), label_nc)
+    remapped (a checkpoint's label_nc cannot be set; ``label_id``: the data module's id out of
+    range, its DatasetError's), a colour-map checkpoint is one trained with --palette, and
+    ``--validate full`` is synthesize.py's (``data.dataset.SYNTHESIS_FIXES``)."""
+    if label_id is not None and label_nc:
+        return _id_out_of_range(label_id, label_nc)
     return synthesis_wording(text)
 
 
@@ -602,7 +599,8 @@ class DatasetSource(torch.utils.data.Dataset):
             if copy:
                 item["label_copy"] = self.files[i]
         except Exception as e:
-            item.update(label=None, inst=None, image=None, error=_synthesis_wording(_reason(e), self.label_nc))
+            item.update(label=None, inst=None, image=None,
+                        error=_synthesis_wording(_reason(e), self.label_nc, getattr(e, "label_id", None)))
         return item
 
     def _check_label_files(self, rec: dict) -> None:

@@ -64,11 +64,13 @@ DOMAIN_MODES = PHOTO_MODES
 
 
 class DatasetError(UserError, ValueError):
-    """A dataset that cannot be trained on. ``problems``: [(kind, path, message), ...]."""
+    """A dataset that cannot be trained on. ``problems``: [(kind, path, message), ...];
+    ``label_id``: for a label id out of [0, label_nc), that id (synthesis words its own fix)."""
 
-    def __init__(self, message: str, problems=()):
+    def __init__(self, message: str, problems=(), label_id: int | None = None):
         super().__init__(message)
         self.problems = list(problems)
+        self.label_id = label_id
 
 
 def format_problems(problems, header: str, max_listed: int = 5) -> str:
@@ -300,7 +302,7 @@ class PairedDataset(torch.utils.data.Dataset):
                                        + (_id_fix(hi, self.label_nc, _classes_of(self.root))
                                           if hi >= self.label_nc else
                                           _fix("widen_label_nc", n=self.label_nc))
-                                       + f". {self.find_all()}")
+                                       + f". {self.find_all()}", label_id=bad)
             if lab.mode == "P" and self.validated != "full":
                 self._check_p_palette(rec, lab, ids)
             ids = T.apply_ids(ids, g)

@@ -77,7 +77,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pix2pixhd.data.dataset import ID_MODES, _wanted_modes, synthesis_wording
+from pix2pixhd.data.dataset import ID_MODES, wanted_modes, synthesis_wording
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
 from pix2pixhd.errors import ConfigError, InputError, MissingInputError, UserError
 from pix2pixhd.paths import NAME_MAX
@@ -342,8 +342,8 @@ class FolderSource(torch.utils.data.Dataset):
         with the checkpoint's palette, the colours of an RGB or P image (a P image's pixels are
         indices into its own palette, not ids) through ``decode_palette``; without one, the pixels
         of a one-channel id map. The modes accepted are the ones training's validation accepts
-        (``_wanted_modes``), so a map synthesis reads is one training would have read the same way."""
-        modes = _wanted_modes(self, "label")
+        (``wanted_modes``), so a map synthesis reads is one training would have read the same way."""
+        modes = wanted_modes(self, "label")
         if im.mode not in modes:
             bands = len(im.getbands())
             if self.palette is None and bands > 1:
@@ -364,12 +364,12 @@ class FolderSource(torch.utils.data.Dataset):
 
     def _check_photo_mode(self, im: Image.Image) -> str:
         """The mode the generator reads a photo input in ('RGB', or 'L' for one input channel),
-        after refusing what training refuses as a photo (the data module's ``_wanted_modes``:
+        after refusing what training refuses as a photo (the data module's ``wanted_modes``:
         its validation's list, which the file is then converted from). Grey photos (L, LA) are
         converted to RGB for an RGB generator, as ``--dataroot`` (the data module) converts them."""
         want = "L" if self.input_nc == 1 else "RGB"
         bands = im.getbands()
-        modes = _wanted_modes(self, "label")   # label_nc 0: the photo modes training reads
+        modes = wanted_modes(self, "label")   # label_nc 0: the photo modes training reads
         if im.mode not in modes:
             deep = (" (16-bit and float values would be clipped to 255, not scaled)"
                     if im.mode[0] in "IF" else "")

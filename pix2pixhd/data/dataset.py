@@ -168,7 +168,7 @@ class PairedDataset(torch.utils.data.Dataset):
             raise DatasetError(f"{path}: this {what} has mode {im.mode} ({len(im.getbands())} "
                                f"channel(s)); an id map has one channel (modes {', '.join(ID_MODES)}); "
                                f"{_mode_fix(self, role, im, pixels=True)}. {self.find_all()}")
-        want = _wanted_modes(self, role)
+        want = wanted_modes(self, role)
         # validation's 'wrong channels': a 16-bit photo would read as white
         if im.mode not in want:
             raise DatasetError(f"{path}: this {what} has mode {im.mode} ({len(im.getbands())} channel(s)); "
@@ -581,7 +581,7 @@ def _grey_ids_as_rgb(im: Image.Image, label_nc: int) -> bool:
 
 
 def _mode_fix(ds, role: str, im: Image.Image, pixels: bool = False) -> str:
-    """What to save a file as whose mode :func:`_wanted_modes` refuses. ``pixels``: a label map
+    """What to save a file as whose mode :func:`wanted_modes` refuses. ``pixels``: a label map
     of three channels may be decoded to tell a grey id map saved as RGB (equal channels) from a
     colour map (validation 'headers' reads no pixels: both are named)."""
     if role == "inst":
@@ -1010,7 +1010,7 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
         if lossy:   # before its ids, which the compression made up, and its mode (lossy WebP is RGB)
             problems.append(("lossy id map", str(p), f"{rel}: {_lossy_message(ROLE_NAMES[role], lossy, im)}"))
             continue
-        want = _wanted_modes(ds, role)
+        want = wanted_modes(ds, role)
         if im.mode not in want:
             problems.append(("wrong channels", str(p), f"{rel}: {what} has mode {im.mode} "
                              f"({len(im.getbands())} channel(s)); expected one of {want}: "
@@ -1234,7 +1234,7 @@ def _rel(ds, p) -> str:
         return str(p)
 
 
-def _wanted_modes(ds, role):
+def wanted_modes(ds, role):
     """The modes validation takes for ``role``: id maps, palette colours, or photos (converted to
     RGB on load, see PHOTO_MODES; the unaligned layout's A and B images: DOMAIN_MODES)."""
     if role == "label" and ds.label_nc > 0:

@@ -77,7 +77,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pix2pixhd.data.dataset import ID_MODES, wanted_modes, synthesis_wording
+from pix2pixhd.data.dataset import ID_MODES, synthesis_wording, wanted_modes
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
 from pix2pixhd.errors import ConfigError, InputError, MissingInputError, UserError
 from pix2pixhd.paths import NAME_MAX

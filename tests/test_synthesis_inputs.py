@@ -189,8 +189,8 @@ def test_a_bilevel_label_map_reads_as_ids_0_and_1_as_training_reads_it(run, tmp_
     assert [p.stem for p in out] == ["a", "b", "c"]
     assert np.array_equal(np.asarray(Image.open(out[1])), np.asarray(Image.open(out[2])))
     from types import SimpleNamespace
-    from pix2pixhd.data.dataset import _wanted_modes
-    assert "1" in _wanted_modes(SimpleNamespace(label_nc=5, palette=None), "label")   # training's
+    from pix2pixhd.data.dataset import wanted_modes
+    assert "1" in wanted_modes(SimpleNamespace(label_nc=5, palette=None), "label")   # training's
 
 
 def test_a_colour_map_with_alpha_is_refused_for_a_palette_checkpoint(palette_run, tmp_path, capsys):
@@ -232,8 +232,8 @@ def test_a_colour_missing_from_the_palette_is_named_as_training_names_it(palette
 def training_photo_modes() -> tuple:
     """The modes training's validation takes a photo in (it converts them to RGB on load)."""
     from types import SimpleNamespace
-    from pix2pixhd.data.dataset import _wanted_modes
-    return tuple(_wanted_modes(SimpleNamespace(label_nc=0, palette=None), "image"))
+    from pix2pixhd.data.dataset import wanted_modes
+    return tuple(wanted_modes(SimpleNamespace(label_nc=0, palette=None), "image"))
 
 
 def test_photo_modes_follow_training_and_partners_are_what_the_generator_read(rgb_run, tmp_path, capsys):

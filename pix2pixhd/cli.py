@@ -389,7 +389,8 @@ def _feature_mode(a: argparse.Namespace) -> str:
 
 def _synthesize(a: argparse.Namespace, info) -> int:
     from pix2pixhd.checkpoint import checkpoint_path
-    from pix2pixhd.engine import SynthesisJob, file_sha256, run_synthesis
+    from pix2pixhd.engine import SynthesisJob, run_synthesis
+    from pix2pixhd.paths import file_sha256
     from pix2pixhd.models import generator_key
     from pix2pixhd.synthesis import Synthesizer, load_generator
     device, say = info.device, (print if info.is_master else (lambda *_, **__: None))

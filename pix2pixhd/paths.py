@@ -166,3 +166,14 @@ def describe_file(path: str | os.PathLike) -> str:
     if head.lstrip()[:1] in (b"{", b"["):
         return "JSON"
     return ""
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """The sha256 (hex) of the file ``path``'s bytes, read in ``chunk``-byte blocks: what records of
+    checkpoints, ONNX files and cluster files hold, and how evaluate finds copies of one photo."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -737,7 +737,7 @@ class Trainer:
         """global → local: G's global part (final conv dropped) and D's scales by name;
         local → finetune: everything."""
         from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
-        from pix2pixhd.engine import file_sha256
+        from pix2pixhd.paths import file_sha256
         ckpt = load_checkpoint(path, self.cfg.which_epoch)
         file = path if path.is_file() else checkpoint_path(path, self.cfg.which_epoch)
         self._source = (file, int(ckpt["config"].get("config_format", 1)))

@@ -176,7 +176,9 @@ def main(argv=None) -> int:
                 "--batchSize", "1", "--niter", str(EPOCHS), "--niter_decay", "0", "--print_freq", "1",
                 "--save_latest_freq", str(SAVE_LATEST_FREQ)]
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # the workers import this checkout's pix2pixhd, not an installed copy
+    path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=path)
     t0 = time.time()
     print("reference: the same two-rank run, uninterrupted", flush=True)
     with open(work / "reference.log", "w") as ref_log:

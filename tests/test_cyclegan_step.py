@@ -152,9 +152,11 @@ def test_bf16_runs_in_bf16_and_fp16_checkpoints_its_scaler(tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(p.images, resumed.pools[k].images))
 
     tr16 = Trainer(tiny_cyclegan(tmp_path, name="fp16", precision="fp16"))
-    assert _conv_output_dtypes(tr16.G) is not None and tr16.scaler.is_enabled()
+    g16_dtypes = _conv_output_dtypes(tr16.G)
+    assert tr16.scaler.is_enabled()
     for i in range(2):
         assert all(torch.isfinite(v) for v in tr16.train_step(unpaired_batch(seed=i)).values())
+    assert g16_dtypes == {torch.float16}
     tr16.save("latest")
     from pix2pixhd.checkpoint import load_checkpoint
     saved = load_checkpoint(tmp_path / "fp16")["scaler"]

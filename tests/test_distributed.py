@@ -37,8 +37,18 @@ def torchrun_cmd(script: Path | str, *args: str, port: int | None = None,
             f"--master_port={port or free_port()}", str(script), *args]
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_first(env: dict) -> dict:
+    """``env`` with this checkout first on PYTHONPATH (what was there after it): a torchrun worker's
+    sys.path starts at its script's folder, so it would otherwise import the installed pix2pixhd,
+    which may be another copy."""
+    return dict(env, PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])]))
+
+
 def torchrun_env() -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return repo_first(dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"))
 
 
 def make_data(root: Path, n: int = 4) -> Path:
@@ -59,6 +69,8 @@ def run_two_ranks(tmp_path: Path, extra: list[str]) -> subprocess.CompletedProce
                        "--checkpoints_dir", str(tmp_path / "ck"), *extra)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=torchrun_env())
     assert p.returncode == 0, f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+    for r in (0, 1):   # the workers ran this checkout's package, not another installed copy
+        assert Path(rank_params(out, r)["pix2pixhd_file"]).is_relative_to(REPO / "pix2pixhd"), r
     return p
 
 
@@ -201,6 +213,7 @@ def test_pix2pix_under_ddp_keeps_ranks_identical(tmp_path):
 
 
 def worker(out: Path, argv: list[str]) -> None:
+    import pix2pixhd
     from pix2pixhd import distributed
     from pix2pixhd.cli import resolve_config
     from pix2pixhd.trainer import Trainer, _unwrap
@@ -226,7 +239,7 @@ def worker(out: Path, argv: list[str]) -> None:
                 "D_param_names": [n for n, _ in D.named_parameters()],
                 "global_step": tr.global_step, "world_size": info.world_size,
                 "local_rank": info.local_rank,
-                "first_batch_paths": first,
+                "first_batch_paths": first, "pix2pixhd_file": pix2pixhd.__file__,
                 "comm_hook": tr.G._get_ddp_logging_data().get("comm_hook", "")},
                out / f"rank{info.rank}.pt")
     distributed.cleanup(info)
@@ -260,6 +273,7 @@ def test_a_single_process_on_cuda_n_makes_it_the_current_device(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.cuda, "set_device", calls.append)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)   # cuda:1 exists
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     info = D.setup("cuda:1")

@@ -18,6 +18,8 @@ def test_label_id_out_of_range_names_id_source_and_fix():
     label = torch.tensor([[[[0, 40]]]])
     with pytest.raises(LabelRangeError, match=r"label id 40 in train_label/x.png .*label_nc=35.*--label_nc 41"):
         one_hot(label, 35, source="train_label/x.png")
+    with pytest.raises(LabelRangeError, match=r"label id 35 in train_label/x.png .*label_nc=35.*--label_nc 36"):
+        one_hot(torch.tensor([[[[0, 35]]]]), 35, source="train_label/x.png")   # label_nc itself: one past the last
 
 
 def test_boundary_map_hand_made():

@@ -98,6 +98,15 @@ def test_fit_unfreezes_the_global_generator_after_niter_fix_global(global_stage,
     for ck, n in ((e1, len(local_keys)), (e2, len(e1["G"])), (e3, len(e1["G"]))):
         assert len(ck["optimizer_G"]["param_groups"][0]["params"]) == n
         assert len(ck["optimizer_G"]["state"]) == n
+    # the enhancer's Adam state carried over at the unfreeze: its step counts every step of the
+    # local stage, the global part's only those since the unfreeze (state i: G's i-th parameter,
+    # in the order of G's state_dict, which holds no buffers)
+    for ck, epochs in ((e1, 1), (e2, 2), (e3, 3)):
+        names = local_keys if ck is e1 else list(e1["G"])
+        steps = {names[i]: int(st["step"]) for i, st in ck["optimizer_G"]["state"].items()}
+        assert {steps[k] for k in local_keys} == {epochs * STEPS_PER_EPOCH}, f"after epoch {epochs}"
+        if ck is not e1:
+            assert {steps[k] for k in global_keys} == {(epochs - 1) * STEPS_PER_EPOCH}, f"after epoch {epochs}"
 
 
 @pytest.mark.fault(cls="interrupted run",

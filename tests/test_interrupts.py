@@ -215,13 +215,13 @@ def test_loader_workers_ignore_sigint(tmp_path, streets):
                    case="Ctrl-C to torchrun (two CPU ranks, DataLoader workers): it passes SIGINT on, "
                         "the ranks stop after the same step, rank 0 saves latest.pt, status 130")
 def test_ctrl_c_to_torchrun_stops_every_rank_at_the_same_step(tmp_path, streets):
-    from tests.test_distributed import torchrun_cmd
+    from tests.test_distributed import repo_first, torchrun_cmd
     script = tmp_path / "slow_train.py"
     script.write_text(SLOW_TRAIN)
     run = tmp_path / "ck" / "run"
     cmd = torchrun_cmd(script, *TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "ck"))
     with group_killed_on_exit(subprocess.Popen(
-            cmd, cwd=REPO, env=dict(run_env(), OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+            cmd, cwd=REPO, env=repo_first(dict(run_env(), OMP_NUM_THREADS="1")), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True)) as p:
         wait_for_steps(p, run, 2)
         os.killpg(p.pid, signal.SIGINT)   # the terminal's Ctrl-C: torchrun's group (its ranks have their own)

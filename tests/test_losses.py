@@ -81,18 +81,39 @@ def test_vgg_loads_torchvision_keys_and_returns_five_layers(vgg_file):
     assert [o.shape[-1] for o in outs] == [32, 16, 8, 4, 2]
 
 
+# pix2pixHD's VGGLoss weights; torchvision's ImageNet normalisation (RGB); the slice ends of
+# relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 in torchvision's vgg19().features.
+PIX2PIXHD_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+TORCHVISION_MEAN, TORCHVISION_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+RELU_ENDS = (2, 7, 12, 21, 30)
+
+
+def test_vgg_constants_are_pix2pixhds_and_torchvisions():
+    from pix2pixhd.losses import _VGG_SLICES
+    assert VGG_WEIGHTS == PIX2PIXHD_WEIGHTS
+    assert IMAGENET_MEAN == TORCHVISION_MEAN and IMAGENET_STD == TORCHVISION_STD
+    assert _VGG_SLICES == RELU_ENDS
+
+
 def test_vgg_loss_normalises_inputs_and_weights_layers(vgg_file):
     path, _ = vgg_file
     loss_fn = VGGLoss(vgg_path=path)
     fake, real = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(TORCHVISION_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(TORCHVISION_STD).view(1, 3, 1, 1)
     norm = lambda x: ((x + 1) / 2 - mean) / std  # noqa: E731
-    ff, rf = loss_fn.vgg(norm(fake)), loss_fn.vgg(norm(real))
-    expected = sum(w * F.l1_loss(a, b) for w, a, b in zip(VGG_WEIGHTS, ff, rf))
+    # each feature is the output of a ReLU, the layer before its slice end
+    layers = loss_fn.vgg.features
+    assert len(layers) == RELU_ENDS[-1]
+    assert all(isinstance(layers[end - 1], torch.nn.ReLU) for end in RELU_ENDS)
+    feats = lambda x: [layers[:end](x) for end in RELU_ENDS]  # noqa: E731
+    ff, rf = feats(norm(fake)), feats(norm(real))
+    for got, want in zip(loss_fn.vgg(norm(fake)), ff):
+        assert (got >= 0).all() and torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    expected = sum(w * F.l1_loss(a, b) for w, a, b in zip(PIX2PIXHD_WEIGHTS, ff, rf))
     assert loss_fn(fake, real).item() == pytest.approx(expected.item(), rel=1e-5)
     # the un-normalised input (the reference's bug) gives a different value
-    unnorm = sum(w * F.l1_loss(a, b) for w, a, b in zip(VGG_WEIGHTS, loss_fn.vgg(fake), loss_fn.vgg(real)))
+    unnorm = sum(w * F.l1_loss(a, b) for w, a, b in zip(PIX2PIXHD_WEIGHTS, feats(fake), feats(real)))
     assert abs(unnorm.item() - expected.item()) > 1e-3 * expected.item()
     assert loss_fn(real, real).item() == 0
 

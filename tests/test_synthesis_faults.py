@@ -56,17 +56,20 @@ def test_bad_inputs_are_skipped_with_name_and_reason_and_the_rest_written(run, t
     (inp / "b.png").write_bytes(b"not a png")                    # unreadable
     ids(inp / "d.png", h=4, w=24)                                 # 4 rows: one multiple of 4
     ids(inp / "f.png", top=7)                                     # id 7 >= label_nc 5
-    assert synth(run, inp, tmp_path / "out", "--batch_size", 6) == 0
+    ids(inp / "g.png", top=5)                                     # id 5: label_nc itself
+    assert synth(run, inp, tmp_path / "out", "--batch_size", 7) == 0
     text = capsys.readouterr().out
     assert re.search(r"skipped .*b\.png: cannot read this image \(UnidentifiedImageError", text)
     assert re.search(r"skipped .*d\.png: 24x4 is too small for this generator: each side must be at least 5", text)
     assert re.search(r"skipped .*f\.png: label id 7 >= label_nc=5 of the checkpoint; remap the ids to 0\.\.4", text)
-    assert "wrote 3 images" in text and "skipped 3" in text
+    assert re.search(r"skipped .*g\.png: label id 5 >= label_nc=5 of the checkpoint; remap the ids to 0\.\.4", text)
+    assert "wrote 3 images" in text and "skipped 4" in text
     out = tmp_path / "out"
     assert sorted(p.name for p in (out / "test_img").iterdir()) == ["a.png", "c.png", "e.png"]
     status = {Path(r["input"]).name: (r["status"], r.get("reason", "")) for r in manifest(out)}
     assert status["a.png"] == ("ok", "") and status["b.png"][0] == "skipped"
     assert "too small" in status["d.png"][1] and "label id 7" in status["f.png"][1]
+    assert status["g.png"][0] == "skipped" and "label id 5" in status["g.png"][1]
 
 
 @fault(cls="synthesis", case="grey images (id maps?) into a photo-input (label_nc 0) checkpoint: converted "

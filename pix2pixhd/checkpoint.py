@@ -426,6 +426,12 @@ def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "lates
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
+        from pix2pixhd.compat import pickled_global
+        said = pickled_global(e)
+        if said is not None:   # torch's advice (weights_only=False) would run the file's code
+            raise CheckpointError(f"{path} holds pickled Python objects ({said}), not only tensors and the "
+                                  "training state; such a file is not loaded, as loading it would run code: "
+                                  "use a checkpoint that train_hd.py wrote, from a source you trust") from None
         others = _which_epochs(path.parent, but=path)
         fix = (f"it may be truncated or damaged: pass {others}, or restore {path.name} from a copy"
                if others else f"it may be truncated or damaged: restore {path.name} from a copy")
@@ -619,12 +625,17 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
     config differs from config.json, the checkpoint's wins: config.json holds the latest save, the
     checkpoint what its own weights were trained with. When neither can be used: one
     :class:`CheckpointError` line naming both files and the fix. Checkpoints are read with
-    ``weights_only=True``.
+    ``weights_only=True``. Each option is checked as a command line's is
+    (:meth:`TrainConfig.from_saved`), and the network sizes against the checkpoint's weights
+    (:func:`pix2pixhd.models.check_weights_fit`; memory-mapped where ``checkpoint`` is not given,
+    skipped where there is no checkpoint to compare with), so that nothing is built from a
+    config that does not fit them.
     """
     from pix2pixhd.config import TrainConfig
     p = Path(run_dir)
     if p.is_file():   # a checkpoint file: its own config
-        return _checkpoint_config(checkpoint if checkpoint is not None else load_checkpoint(p), p)
+        ckpt = checkpoint if checkpoint is not None else load_checkpoint(p)
+        return _fitting(_checkpoint_config(ckpt, p), ckpt, f"{p}'s saved config", p)
     cj = p / "config.json"
     ckpt_file = checkpoint_path(p, which_epoch)
     try:
@@ -636,7 +647,8 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
     except Exception as e:   # a folder, no permission, not UTF-8, not an object, unknown options
         cfg, why = None, f"is unreadable ({_short(e)})"
     if cfg is not None and not (isinstance(checkpoint, dict) and checkpoint.get("config")):
-        return cfg
+        ckpt = checkpoint if checkpoint is not None else _weights(ckpt_file)
+        return cfg if ckpt is None else _fitting(cfg, ckpt, str(cj), ckpt_file)
     if cfg is None and checkpoint is None and not ckpt_file.is_file():
         if not _checkpoints(p):
             from pix2pixhd.run_folder import reference_run_message
@@ -650,12 +662,13 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
                 "train_hd.py, or nothing saved yet; check the path (train_hd.py names its run folders --checkpoints_dir/--name)")
         raise CheckpointError(f"{cj} {why} and {ckpt_file} does not exist; pass --which_epoch with "
                               f"an epoch that does ({_held(p)})")
+    ckpt = checkpoint
     try:
         ckpt = checkpoint if checkpoint is not None else load_checkpoint(p, which_epoch)
         from_ckpt = _checkpoint_config(ckpt, ckpt_file)
     except (OSError, CheckpointError, ValueError) as e:
         if cfg is not None:
-            return cfg
+            return _fitting(cfg, ckpt, str(cj), ckpt_file) if isinstance(ckpt, dict) else cfg
         raise CheckpointError(
             f"{cj} {why}, and the config cannot be taken from the checkpoint either: "
             f"{str(e).splitlines()[0]}. Restore {cj.name} from a copy, or pick a checkpoint that "
@@ -664,7 +677,25 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
         _NOTED.add(str(cj))
         if os.environ.get("RANK", "0") == "0":   # under torchrun, one note for all ranks
             print(f"note: {cj} {why}; using the config saved in {ckpt_file}", file=sys.stderr)
-    return from_ckpt
+    return _fitting(from_ckpt, ckpt, f"{ckpt_file}'s saved config", ckpt_file)
+
+
+def _weights(path: Path) -> dict | None:
+    """Checkpoint ``path`` with its tensors memory-mapped (their shapes, not their data), or None
+    where it is missing or does not read that way (loading it says why)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    return ck if isinstance(ck, dict) else None
+
+
+def _fitting(cfg: "TrainConfig", ckpt: Any, config_source: str, path: Path) -> "TrainConfig":
+    """``cfg``, once its network sizes are found to fit the weights of checkpoint ``ckpt``
+    (:func:`pix2pixhd.models.check_weights_fit`): a CheckpointError naming both where not."""
+    from pix2pixhd.models import check_weights_fit
+    check_weights_fit(cfg, ckpt, config_source, str(path))
+    return cfg
 
 
 def _checkpoint_config(ckpt: Any, path: Path) -> "TrainConfig":
@@ -674,8 +705,10 @@ def _checkpoint_config(ckpt: Any, path: Path) -> "TrainConfig":
                               "train_hd.py)")
     try:
         return TrainConfig.from_saved(ckpt["config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its saved config cannot be used ({_short(e)})") from e
+    except (TypeError, ValueError) as e:   # ConfigError: an option of the wrong type, choice or range
+        why = str(e) if isinstance(e, ConfigError) else _short(e)
+        raise CheckpointError(f"{path}: its saved config cannot be used ({why}): the checkpoint was edited "
+                              "or damaged; restore it from a copy") from e
 
 
 def clean_stale_tmp(run_dir: str | os.PathLike) -> list[Path]:

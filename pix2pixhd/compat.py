@@ -41,13 +41,26 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     return _read(path)[0]
 
 
+# torch's weights_only refusals of a pickled global, in its two wordings: "Unsupported global:
+# GLOBAL cls.Foo was not an allowed global by default" and "Trying to load unsupported GLOBAL
+# posix.system whose module posix is blocked" (a module that runs code: os, subprocess...).
+_PICKLED_GLOBAL = re.compile(r"unsupported global:?\s+(?:global\s+)?([\w.]+)", re.IGNORECASE)
+
+
+def pickled_global(e: BaseException) -> str | None:
+    """``'GLOBAL name'`` when ``torch.load(weights_only=True)`` refused ``e`` because the file pickles
+    a Python object (a class, a function such as os.system) other than tensors; else None."""
+    found = _PICKLED_GLOBAL.search(str(e))
+    return f"GLOBAL {found[1]}" if found else None
+
+
 def _unreadable(path: str, e: Exception) -> str:
     """Why ``torch.load`` could not read ``path`` (``e``), in one line with the fix."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    said = next((ln.partition(" was not an allowed")[0] for ln in lines if "Unsupported global" in ln), None)
+    said = pickled_global(e)
     start = f"{path} could not be read as a state_dict"
     if said is not None:   # a pickle of other objects than tensors, refused by weights_only
         return (f"{start}: it holds objects other than tensors ({said}), which are not loaded (they could "

@@ -1289,7 +1289,13 @@ class TrainConfig:
     def from_saved(cls, d: dict) -> "TrainConfig":
         """A config saved in a file or checkpoint (config.json): one without ``config_format``
         was written by format 1, and means what format 1 meant; options it lacks (saved by an
-        older version) take the defaults of its model."""
+        older version) take the defaults of its model. Each option is checked as a command line's
+        is (type, choices, range: ``ngf: "8"``, ``no_instance: "false"``, ``niter: -1`` are
+        refused), a ConfigError naming it; a resume's own seed is not range-checked (older
+        versions took larger ones). Whether the sizes fit the checkpoint's weights is
+        :func:`pix2pixhd.models.check_weights_fit`'s."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a saved config is a JSON object of options, not {type(d).__name__}")
         d = dict(d)
         fmt = d.pop("config_format", 1)
         pretrain_epoch = d.pop("pretrain_epoch", None)   # not an option: what the first start loaded
@@ -1303,6 +1309,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"config has unknown option(s) {unknown}; written by a newer pix2pixhd?")
         c = cls(**d)._filled()
+        c._check_values()
+        c._check_ranges(seed=False)
+        if c.netG not in ("", "global", "local"):
+            raise ConfigError(f"netG={c.netG!r}: expected global or local (or empty: from the stage)")
         if pretrain_epoch is not None:
             c._pretrain_epoch = str(pretrain_epoch)
         if isinstance(pretrain_checkpoint, dict):
@@ -1326,7 +1336,12 @@ class TrainConfig:
         if not isinstance(saved, dict):
             raise ConfigError(f"{path} holds {type(saved).__name__}, not a run's configuration (a JSON "
                               "object of options); restore it from a copy")
-        return cls.from_saved(saved)
+        try:
+            return cls.from_saved(saved)
+        except (TypeError, ValueError) as e:   # an option of the wrong type, choice or range; unknown ones
+            raise ConfigError(f"{path} cannot be used ({e}): it was edited or damaged; restore it from a copy, "
+                              "or read the configuration from a checkpoint: "
+                              "pix2pixhd.checkpoint.load_run_config") from e
 
     def pretty(self) -> str:
         """One line per option; '[changed]' marks values that differ from the model's and

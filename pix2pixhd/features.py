@@ -227,6 +227,12 @@ class FeatureClusters:
             d = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             why = None
         except Exception as e:   # truncated, empty, not a torch file, unreadable
+            from pix2pixhd.compat import pickled_global
+            said = pickled_global(e)
+            if said is not None:   # loading it as torch suggests (weights_only=False) would run code
+                raise InputError(f"{path} holds pickled Python objects ({said}), not only the tensors encode "
+                                 "writes; such a file is not loaded, as loading it would run code: rewrite it "
+                                 f"with `{encode_command(path)}`") from None
             why = _short(e)
         else:
             missing = [k for k in ("centers", "feat_num", "n_clusters") if k not in d] \
@@ -238,6 +244,12 @@ class FeatureClusters:
             elif not isinstance(d["centers"], dict) or not all(
                     isinstance(v, torch.Tensor) and v.ndim == 2 for v in d["centers"].values()):
                 why = "its 'centers' are not {class id: [k, feat_num] tensor}"
+            elif any(v.shape[1] != d["feat_num"] for v in d["centers"].values()):
+                # table() fills [C, k, feat_num] from them (synthesis: "The expanded size...")
+                widths = sorted({v.shape[1] for v in d["centers"].values()})
+                why = f"its centres are {' and '.join(map(str, widths))} wide, but its feat_num is {d['feat_num']!r}"
+            elif any(isinstance(k, int) and k < 0 for k in d["centers"]):
+                why = f"negative class ids {sorted(k for k in d['centers'] if isinstance(k, int) and k < 0)[:4]}"
         if why is None:
             try:
                 enc = d.get("encoder") or {}
@@ -404,6 +416,14 @@ class FeatureSource:
             raise ConfigError("--feature_mode cluster needs --cluster K (every class) or class=K pairs")
         if clusters is not None and clusters.feat_num != cfg.feat_num:
             raise ConfigError(_feat_num_mismatch(clusters, cfg.feat_num))
+        beyond = (sorted(c for c in clusters.centers if c >= cfg.label_nc)
+                  if clusters is not None and cfg.label_nc else [])
+        if beyond:   # table() would hold a row per class up to the largest
+            where = "the clusters" if clusters.path is None else str(clusters.path)
+            raise InputError(f"{where} holds centres for class(es) {', '.join(map(str, beyond[:4]))}, but the "
+                             f"checkpoint's label_nc is {cfg.label_nc} (classes 0 to {cfg.label_nc - 1}): they "
+                             f"are another run's. Re-cluster this checkpoint's encoder with "
+                             f"`{encode_command(clusters.path)}` (it overwrites that file)")
         if mode == "cluster":
             check_cluster_choice(self.cluster, clusters, cfg.label_nc)
         self.cfg, self.mode, self.clusters, self.encoder, self.seed = cfg, mode, clusters, encoder, seed

@@ -507,6 +507,16 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
         except ValueError:
             raise ConfigError(f"{iter_file}: {iter_file.read_text()[:40]!r} is not 'epoch,iteration' "
                               "as the reference writes it") from None
+        # the reference trains epochs 1..niter+niter_decay and writes (epoch + 1, 0) after the last;
+        # epoch_iter counts the samples of that epoch trained (an epoch past these would also
+        # overflow the 64-bit seeds a resume derives from it)
+        last = cfg.niter + cfg.niter_decay + 1
+        if not 1 <= epoch <= last or not 0 <= epoch_iter < 2**31:
+            raise ConfigError(f"{iter_file}: epoch {epoch}, iteration {epoch_iter} is not a position of this run "
+                              f"(epochs 1 to {last}: niter {cfg.niter} + niter_decay {cfg.niter_decay} + 1; "
+                              "samples into the epoch 0 or more): the file was edited or damaged; write the "
+                              "epoch and the samples into it that the run reached (e.g. '1,0' to start at its "
+                              "first epoch), or give --niter/--niter_decay that cover that epoch")
     elif which_epoch != "latest":
         epoch = int(which_epoch) + 1   # {N}_net_G.pth: saved at the end of epoch N
     # the reference's epoch_iter counts samples; a step trained batchSize of them

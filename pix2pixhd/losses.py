@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -223,11 +222,12 @@ def read_vgg19_state(path: str | os.PathLike, *, mmap: bool = False) -> dict[str
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipped)
     except pickle.UnpicklingError as e:   # torch's advice (weights_only=False) would run the file's code
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        from pix2pixhd.compat import pickled_global
+        found = pickled_global(e)
         if found:
-            raise bad(f"it holds pickled Python objects ({found[1]}), not only tensors (a whole model saved "
-                      "with torch.save(model) instead of its state_dict()?); such a file is not loaded, as "
-                      "loading it would run code") from None
+            raise bad(f"it holds pickled Python objects ({found.partition(' ')[2]}), not only tensors (a whole "
+                      "model saved with torch.save(model) instead of its state_dict()?); such a file is not "
+                      "loaded, as loading it would run code") from None
         raise bad(f"not PyTorch weights, or damaged ({size} bytes that torch.load's weights-only reader "
                   "cannot read)") from None
     except Exception as e:   # a truncated zip (no central directory), damaged data (miniz), EOF

@@ -23,6 +23,9 @@ with. The layers themselves live in ``networks.py`` (pix2pixHD), ``pix2pix_netwo
                             depth and the sizes that fit
   build_encoder(cfg)        the instance feature encoder E; None without --instance_feat /
                             --label_feat, or with --load_features (maps come from disk)
+  check_weights_fit(cfg, ckpt, config_source, checkpoint_file)
+                            a one-line CheckpointError when a saved config gives the networks
+                            other sizes than the checkpoint's weights have, before any build
 
 Channels at the boundaries: G takes ``generator_input_nc(cfg)`` channels (one-hot labels or
 the input photo, of ``input_image_nc(cfg)`` channels, + instance boundary, + features) and gives
@@ -47,7 +50,7 @@ from pix2pixhd.pix2pix_networks import define_D, define_G
 
 __all__ = ["input_image_nc", "generator_input_nc", "discriminator_input_nc", "generator_key",
            "network_keys", "build_generator", "build_discriminator", "check_discriminator_input",
-           "generator_min_side", "check_generator_input", "build_encoder"]
+           "generator_min_side", "check_generator_input", "build_encoder", "check_weights_fit"]
 
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -221,3 +224,81 @@ def build_encoder(cfg: TrainConfig) -> nn.Module | None:
         return None
     return set_norm_impl(Encoder(cfg.output_nc, cfg.feat_num, cfg.nef, cfg.n_downsample_E, cfg.norm),
                          cfg.norm_impl)
+
+
+def check_weights_fit(cfg: TrainConfig, ckpt: dict, config_source: str, checkpoint_file: str) -> None:
+    """Raise a one-line CheckpointError where a saved config (``config_source`` names it) gives the
+    networks of checkpoint ``ckpt`` (file ``checkpoint_file``) other sizes than their weights have.
+    The sizes are read from the weights' keys and shapes (``compat.reference_architecture``; for
+    pix2pix and CycleGAN, the first conv and a build on the meta device), before anything is
+    built: an edited or damaged config (n_blocks_global 10**6, label_nc 10**12) is refused here
+    instead of building a network that hangs or fills the memory."""
+    import torch
+    from pix2pixhd.checkpoint import CheckpointError
+    from pix2pixhd.compat import reference_architecture
+
+    def state(key):
+        s = ckpt.get(key) if isinstance(ckpt, dict) else None
+        if not (isinstance(s, dict) and s):
+            return None
+        return {(k[7:] if k.startswith("module.") else k): v for k, v in s.items()}
+
+    def arch_of(key, kind):
+        s = state(key)
+        try:
+            return reference_architecture(s, kind) if s is not None else None
+        except (AttributeError, TypeError, IndexError):   # entries that are not tensors: loading says so
+            return None
+
+    differ = []
+
+    def compare(key, arch, names, nc, nc_options):
+        for k in names:
+            if getattr(cfg, k) != arch[k]:
+                differ.append(f"{k} {getattr(cfg, k)} (its {key}: {arch[k]})")
+        if nc != arch["in_channels"]:
+            said = ", ".join(f"{k} {getattr(cfg, k)}" for k in nc_options)
+            differ.append(f"{nc} input channels of {key} from {said} (its {key} takes {arch['in_channels']})")
+
+    feats = ("instance_feat", "label_feat", "feat_num") if cfg.use_features else ()
+    img = ("label_nc",) if cfg.label_nc else ("label_nc", "input_nc")
+    if cfg.model == "pix2pixhd":
+        arch = arch_of("G", "G")
+        if arch is not None and arch["netG"] != cfg.netG:
+            differ.append(f"netG {cfg.netG} (its G: {arch['netG']})")
+        elif arch is not None:
+            local = ("n_local_enhancers", "n_blocks_local") if cfg.netG == "local" else ()
+            compare("G", arch, ("ngf", "n_downsample_global", "n_blocks_global", *local, "output_nc"),
+                    generator_input_nc(cfg), img + ("no_instance",) + feats)
+        arch = arch_of("D", "D")
+        if arch is not None:
+            compare("D", arch, ("num_D", "n_layers_D", "ndf"), discriminator_input_nc(cfg),
+                    img + ("no_instance", "output_nc"))
+        arch = arch_of("E", "E") if cfg.use_features and not cfg.load_features else None
+        if arch is not None:
+            compare("E", arch, ("nef", "n_downsample_E", "feat_num"), cfg.output_nc, ("output_nc",))
+    else:
+        directions = ("AtoB", "BtoA") if cfg.model == "cyclegan" else (None,)
+        for direction in directions:
+            key = generator_key(cfg, direction)
+            g = state(key)
+            first = next((v for v in (g or {}).values() if isinstance(v, torch.Tensor) and v.dim() == 4), None)
+            if first is None:
+                continue
+            nc = generator_input_nc(cfg, direction)
+            if (cfg.ngf, nc) != tuple(first.shape[:2]):
+                differ.append(f"ngf {cfg.ngf} and {nc} input channels (its {key}: ngf {first.shape[0]}, "
+                              f"{first.shape[1]} input channels)")
+                continue
+            with torch.device("meta"):   # the depth is netG_pix2pix's: no memory, no init time
+                own = build_generator(cfg, direction).state_dict()
+            shapes = [f"{k} {list(own[k].shape)}, in the weights {list(v.shape)}" for k, v in g.items()
+                      if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+            if shapes:
+                differ.append(f"{key} shapes from output_nc {cfg.output_nc}, netG_pix2pix {cfg.netG_pix2pix} "
+                              f"({len(shapes)} differ, e.g. {shapes[0]})")
+    if differ:
+        raise CheckpointError(
+            f"{config_source} does not fit the weights in {checkpoint_file}: {'; '.join(differ)}. The saved "
+            "config was edited or damaged, or is another run's: restore it from a copy, or set these "
+            "options back to the weights' values")

@@ -44,7 +44,8 @@ from torch import nn
 import pix2pixhd
 from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (CheckpointError, atomic_write_bytes, checkpoint_path, clean_stale_tmp,
-                                  environment, imported_source, line_of, load_checkpoint, new_attempt,
+                                  environment, imported_source, line_of, load_checkpoint, load_run_config,
+                                  new_attempt,
                                   rng_state, save_checkpoint, seed_rng, set_rng_state, write_lineage)
 from pix2pixhd.config import TrainConfig, global_frozen_at, loads_whole, lr_at_epoch  # noqa: F401 (lr_at_epoch: also for callers)
 from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, differing_keys, gather_all, resolve_device
@@ -749,7 +750,7 @@ class Trainer:
             "path": str(file.resolve()), "global_step": ckpt.get("global_step"),
             "epochs_done": epoch - 1 if isinstance(epoch, int) else None, "iter_in_epoch": it,
             "sha256": file_sha256(file) if self.dist.is_master else None}   # rank 0 alone writes it
-        prev = TrainConfig.from_saved(ckpt["config"])
+        prev = load_run_config(file, checkpoint=ckpt)   # its own config, checked (named) against its weights
         if loads_whole(prev, self.cfg):
             self._load_models(ckpt, strict=True, source=file)
             return

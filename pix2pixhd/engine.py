@@ -1924,8 +1924,24 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         lab = torch.stack([u.item["label"] for u in rows])
         inst = torch.stack([u.item["inst"] for u in rows]) if rows[0].item["inst"] is not None else None
         image = torch.stack([u.item["image"] for u in rows]) if rows[0].item["image"] is not None else None
-        imgs, choices, finite = synth.synthesize(lab, inst, image=image, seeds=[u.seed for u in rows],
-                                                 source=src.source_name(units[0].item["i"]), finite_flags=True)
+        try:
+            imgs, choices, finite = synth.synthesize(lab, inst, image=image, seeds=[u.seed for u in rows],
+                                                     source=src.source_name(units[0].item["i"]), finite_flags=True)
+        except Exception as e:   # one size too large for this machine: skip its inputs, go on
+            if not _out_of_memory(e):
+                raise
+            del e
+            if cuda:
+                torch.cuda.empty_cache()
+            h, w = lab.shape[-2:]
+            why = (f"out of memory synthesizing {w}x{h} maps {B} at a time: rerun with a smaller --batch_size "
+                   "or --scale_width (the outputs written are kept; a rerun does the skipped ones)")
+            by_input: dict[int, list[int]] = {}
+            for u in units:
+                by_input.setdefault(int(u.item["i"]), []).append(u.k)
+            for i, ks in by_input.items():
+                skip(i, ks, why)
+            return
         imgs, finite = imgs[:n], finite[:n]
         event = None
         if cuda:   # copy out without waiting; the writer waits for the copy's event
@@ -1998,6 +2014,15 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         bar.close()
     report.seconds = time.perf_counter() - t0
     report.generator_seconds = synth.generator_seconds - gen0
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation that failed: CUDA's OutOfMemoryError, the CPU allocator's
+    "can't allocate memory", Python's MemoryError."""
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
 
 def _without_name(reason: str, name: str, key: str) -> str:

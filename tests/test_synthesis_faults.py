@@ -139,3 +139,34 @@ def test_results_page_links_are_url_encoded(run, tmp_path):
         assert "#" not in link and "?" not in link       # would cut the URL short
         assert (out / unquote(link)).resolve().is_file(), link
     assert "a%231.png" in page and "b%3Fx.png" in page and "c%2520d.png" in page
+
+
+@fault(cls="synthesis", case="one map size runs out of memory: its inputs are skipped with the reason and the "
+                             "fix, the rest written, exit 0")
+def test_a_size_that_runs_out_of_memory_is_skipped_and_the_rest_written(run, tmp_path, capsys, monkeypatch):
+    """An 8000x8000 map among small ones (under a memory limit) failed the allocation in the
+    generator and stopped the whole job with a traceback, the other maps unwritten."""
+    import torch
+    from pix2pixhd.synthesis import Synthesizer
+    synthesize = Synthesizer.synthesize
+
+    def small_only(self, label, *a, **k):   # the allocator's error for the large maps, as on the CPU
+        if label.shape[-1] > 24:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 25600000000 bytes. Error code 12")
+        return synthesize(self, label, *a, **k)
+    monkeypatch.setattr(Synthesizer, "synthesize", small_only)
+    inp = tmp_path / "in"
+    ids(inp / "a.png")
+    ids(inp / "big.png", h=32, w=48)
+    ids(inp / "c.png")
+    assert synth(run, inp, tmp_path / "out") == 0
+    text = capsys.readouterr().out
+    assert re.search(r"skipped .*big\.png: out of memory synthesizing 48x32 maps \d+ at a time: rerun with a "
+                     r"smaller --batch_size or --scale_width", text), text
+    assert sorted(p.name for p in (tmp_path / "out" / "test_img").iterdir()) == ["a.png", "c.png"]
+    status = {Path(r["input"]).name: r["status"] for r in manifest(tmp_path / "out")}
+    assert status == {"a.png": "ok", "big.png": "skipped", "c.png": "ok"}
+    monkeypatch.setattr(Synthesizer, "synthesize", synthesize)   # memory enough now: the rerun does it
+    assert synth(run, inp, tmp_path / "out") == 0
+    assert (tmp_path / "out" / "test_img" / "big.png").is_file()

@@ -110,17 +110,18 @@ NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps", "overwrite")
 # Options a resumed run may be given with another value than its own and still train as it would
 # have: which run and how this launch continues it (stage, load_pretrain, ARCHITECTURE and
 # KEPT_ON_RESUME are checked apart); where files are, not what they hold (vgg_path); what
-# is checked, logged and saved; how the same arithmetic runs (device, kernels,
-# loader processes: the samples come from seed, epoch and index); n_clusters (read by features
-# encode, after training); no_lsgan (gan_mode, compared, says it). niter and niter_decay are
-# compared by the learning rate of each epoch already trained (a longer run keeps its past
-# schedule). Any other option given with another value is named in a note (TrainConfig.notes):
-# channels_last among them (on the CPU the memory layout changes the rounding). dataroot is named
+# is checked, logged and saved; where the same arithmetic runs (device, loader processes: the
+# samples come from seed, epoch and index); n_clusters (read by features encode, after training);
+# no_lsgan (gan_mode, compared, says it). niter and niter_decay are compared by the learning rate
+# of each epoch already trained (a longer run keeps its past schedule). Any other option given
+# with another value is named in a note (TrainConfig.notes): channels_last, norm_impl and compile
+# among them (the memory layout, the norm kernels and inductor's fused code round otherwise), and
+# ddp_bf16_grads under torchrun (in one process it changes nothing: not named). dataroot is named
 # in a note of its own (the data may have moved: it is not refused).
 SAME_TRAINING = ("name", "checkpoints_dir", "load_pretrain", "stage", "resume", "auto_resume", "overwrite",
                  "which_epoch", "dry_run", "max_steps", "dataroot", "vgg_path", "validate", "print_freq",
                  "display_freq", "save_latest_freq", "save_epoch_freq", "no_html", "no_tensorboard",
-                 "no_progress", "device", "compile", "norm_impl", "deterministic", "nThreads",
+                 "no_progress", "device", "deterministic", "nThreads",
                  "n_clusters", "no_lsgan", "niter", "niter_decay")
 # --seed's range: numpy's seeds are 32-bit, and the seeds derived from it (data order
 # seed * 1_000_003 + epoch, the image pools', per-sample default_rng([seed, epoch, index]), which
@@ -806,6 +807,7 @@ class TrainConfig:
         if restart:   # its options taken from config.json as a resume's are; no checkpoint to load
             c.resume = False
         c._resume_note = resume_note   # said by notes(); not an option (not saved)
+        c._stage_note = c._not_inherited_note(self, prev) if prev is not None and not run.resume else None
         c._changed_note = c._resumed_changes(prev, run) if run.resume and not restart else None
         c._data_note = (f"resuming {run.experiment_dir} from data at another path: --dataroot "
                         f"{prev.dataroot} -> {c.dataroot} (config.json names only the new one from here on; "
@@ -843,7 +845,9 @@ class TrainConfig:
         """The note naming the options of this resumed run (resolved) given with another value than
         the run's own (``prev``), which make it train otherwise than had it not stopped; None if none
         (:data:`SAME_TRAINING`: those that do not)."""
+        one_process = int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1   # (torchrun sets WORLD_SIZE)
         changed = [f.name for f in fields(self) if f.name not in SAME_TRAINING
+                   and not (f.name == "ddp_bf16_grads" and one_process)
                    and getattr(self, f.name) != getattr(prev, f.name)]
         if (self.niter, self.niter_decay) != (prev.niter, prev.niter_decay):
             # a longer (or shorter) schedule that gives every epoch trained its learning rate again
@@ -862,6 +866,20 @@ class TrainConfig:
         return (f"resuming {run.experiment_dir} with options other than its own: "
                 + ", ".join(f"--{k} {_shown(getattr(prev, k))} -> {_shown(getattr(self, k))}" for k in changed)
                 + ": the resumed run differs from an uninterrupted one from here on")
+
+    def _not_inherited_note(self, given: "TrainConfig", prev: "TrainConfig") -> str | None:
+        """A stage started from another (--load_pretrain) takes its architecture, data and losses
+        (INHERITED...), not how it ran: the note naming the number format and memory layout the
+        stage loaded trained with where this one (resolved), not given them, runs otherwise."""
+        differ = [k for k in ("precision", "channels_last") if getattr(given, k) is None
+                  and getattr(self, k) != getattr(prev, k)]
+        if not differ:
+            return None
+        return (f"--load_pretrain {self.load_pretrain} trained with "
+                + " ".join(f"--{k} {_shown(getattr(prev, k))}" for k in differ) + "; this stage runs "
+                + " ".join(f"--{k} {_shown(getattr(self, k))}" for k in differ)
+                + " (a later stage takes the architecture, data and losses of the stage it loads, not how "
+                "it ran: give " + " ".join(f"--{k} {_shown(getattr(prev, k))}" for k in differ) + " to keep them)")
 
     def _check_encoder_loads(self, given: "TrainConfig", prev: "TrainConfig", run: "TrainConfig") -> None:
         """A stage that loads the feature encoder of the stage before (``prev``) builds it the same:
@@ -1178,7 +1196,7 @@ class TrainConfig:
     def notes(self) -> list[str]:
         """What a user should know about a resolved config (the CLI prints these)."""
         out = [n for n in (getattr(self, "_resume_note", None), getattr(self, "_changed_note", None),
-                           getattr(self, "_data_note", None)) if n]
+                           getattr(self, "_data_note", None), getattr(self, "_stage_note", None)) if n]
         if self.stage in ("local", "finetune") and not self.load_pretrain and not self.resume:
             out.append(f"--stage {self.stage} without --load_pretrain starts from random weights")
         return out

@@ -393,7 +393,7 @@ def read_lineage(run: str | os.PathLike) -> tuple[list[list] | None, str]:
     except FileNotFoundError:
         return None, "is missing"
     except Exception as e:   # truncated, not JSON, no "line"
-        return None, f"cannot be read ({_short(e)})"
+        return None, f"cannot be read ({one_line(e)})"
     if not _is_line(line):
         return None, "cannot be read (not a list of [attempt, step])"
     return [[a, int(s)] for a, s in line], ""
@@ -435,7 +435,7 @@ def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "lates
         others = _which_epochs(path.parent, but=path)
         fix = (f"it may be truncated or damaged: pass {others}, or restore {path.name} from a copy"
                if others else f"it may be truncated or damaged: restore {path.name} from a copy")
-        raise CheckpointError(f"{path} could not be read ({_short(e)}); {fix}") from e
+        raise CheckpointError(f"{path} could not be read ({one_line(e)}); {fix}") from e
 
 
 def imported_source(ck: dict) -> str | None:
@@ -451,7 +451,7 @@ def _imported_epoch_hint(folder: Path, which: str | int) -> str:
     if not re.fullmatch(r"[0-9]+", str(which)):
         return ""
     try:
-        src = _peek(folder / "latest.pt").get("imported_from")
+        src = peek_checkpoint(folder / "latest.pt").get("imported_from")
     except Exception:
         return ""
     if not src or not (Path(src) / f"{int(which)}_net_G.pth").is_file():
@@ -461,7 +461,7 @@ def _imported_epoch_hint(folder: Path, which: str | int) -> str:
             f"--name {folder.name}_{int(which)}")
 
 
-def _peek(path: Path) -> dict:
+def peek_checkpoint(path: Path) -> dict:
     """``path``'s checkpoint with its tensors memory-mapped, not read: what it takes to tell a
     checkpoint that loads from a damaged one (truncated, garbage) cheaply. Raises as torch.load."""
     ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -520,9 +520,9 @@ def auto_resume_checkpoint(run: str | os.PathLike) -> tuple[str, str | None]:
     latest = run / "latest.pt"
     line, line_why = read_lineage(run)
     try:
-        lk = _peek(latest)
+        lk = peek_checkpoint(latest)
     except Exception as e:
-        why, gone_back = f"cannot be read ({_short(e)})", None
+        why, gone_back = f"cannot be read ({one_line(e)})", None
     else:
         attempt = lk.get("attempt")
         try:
@@ -541,10 +541,10 @@ def auto_resume_checkpoint(run: str | os.PathLike) -> tuple[str, str | None]:
     for n in epochs:
         path = checkpoint_path(run, n)
         try:
-            ck = _peek(path)
+            ck = peek_checkpoint(path)
             step = int(ck["global_step"])
         except Exception as e:
-            unreadable.append(f"{path.name} ({_short(e)})")
+            unreadable.append(f"{path.name} ({one_line(e)})")
             continue
         attempt = ck.get("attempt")
         if line is not None and isinstance(attempt, str):
@@ -601,7 +601,7 @@ def _skipped(off_line: list[str], past_log: list[str], logged: int | None, line_
     return text
 
 
-def _short(e: BaseException, limit: int = 300) -> str:
+def one_line(e: BaseException, limit: int = 300) -> str:
     """An exception as one line (torch's unpickling errors run to many): its type and its first
     sentence, whole (torch's "...failed finding central directory." without the paragraph after
     it), or its type alone when that sentence is longer than ``limit`` characters: never a quote
@@ -645,7 +645,7 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
     except json.JSONDecodeError as e:
         cfg, why = None, f"is truncated or not JSON ({e})"
     except Exception as e:   # a folder, no permission, not UTF-8, not an object, unknown options
-        cfg, why = None, f"is unreadable ({_short(e)})"
+        cfg, why = None, f"is unreadable ({one_line(e)})"
     if cfg is not None and not (isinstance(checkpoint, dict) and checkpoint.get("config")):
         ckpt = checkpoint if checkpoint is not None else _weights(ckpt_file)
         return cfg if ckpt is None else _fitting(cfg, ckpt, str(cj), ckpt_file)
@@ -706,7 +706,7 @@ def _checkpoint_config(ckpt: Any, path: Path) -> "TrainConfig":
     try:
         return TrainConfig.from_saved(ckpt["config"])
     except (TypeError, ValueError) as e:   # ConfigError: an option of the wrong type, choice or range
-        why = str(e) if isinstance(e, ConfigError) else _short(e)
+        why = str(e) if isinstance(e, ConfigError) else one_line(e)
         raise CheckpointError(f"{path}: its saved config cannot be used ({why}): the checkpoint was edited "
                               "or damaged; restore it from a copy") from e
 

@@ -275,9 +275,9 @@ def _same_previous_stage(given: str, run_folder: Path, prev: "TrainConfig") -> b
 def _imported_from(run_folder: Path, which_epoch: str) -> str | None:
     """The NVIDIA run folder the run in ``run_folder`` was imported from (pix2pixhd.import_reference),
     as its ``which_epoch`` checkpoint records it, or None (not imported, or not readable)."""
-    from pix2pixhd.checkpoint import _peek, checkpoint_path, imported_source
+    from pix2pixhd.checkpoint import peek_checkpoint, checkpoint_path, imported_source
     try:
-        return imported_source(_peek(checkpoint_path(run_folder, which_epoch)))
+        return imported_source(peek_checkpoint(checkpoint_path(run_folder, which_epoch)))
     except Exception:
         return None
 
@@ -852,9 +852,9 @@ class TrainConfig:
         if (self.niter, self.niter_decay) != (prev.niter, prev.niter_decay):
             # a longer (or shorter) schedule that gives every epoch trained its learning rate again
             # is the schedule of an uninterrupted run with these values
-            from pix2pixhd.checkpoint import _peek, checkpoint_path
+            from pix2pixhd.checkpoint import peek_checkpoint, checkpoint_path
             try:
-                ckpt = _peek(checkpoint_path(run.experiment_dir, run.which_epoch))
+                ckpt = peek_checkpoint(checkpoint_path(run.experiment_dir, run.which_epoch))
                 trained = int(ckpt["epoch"]) - (0 if int(ckpt["iter_in_epoch"]) > 0 else 1)
             except Exception:   # unreadable: loading it says so, before any step
                 trained = 0

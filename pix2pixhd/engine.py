@@ -289,7 +289,7 @@ class FolderSource(torch.utils.data.Dataset):
                 item["label_copy"] = path if self.palette is None and path.lower().endswith(".png") else None
                 lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
                 if hi >= self.label_nc or lo < 0:
-                    raise InputError(_id_out_of_range(hi if hi >= self.label_nc else lo, self.label_nc))
+                    raise InputError(id_out_of_range(hi if hi >= self.label_nc else lo, self.label_nc))
                 ids = ids.astype(np.uint8 if self.label_nc <= 256 else np.int32, copy=False)
                 item["label"] = torch.from_numpy(np.ascontiguousarray(ids))[None]
             else:
@@ -434,7 +434,7 @@ def _refuse_unfit_colours(rgb: np.ndarray, palette) -> None:
                          "of the palette's colours (a void border, say, to its void class)")
 
 
-def _id_out_of_range(bad: int, label_nc: int) -> str:
+def id_out_of_range(bad: int, label_nc: int) -> str:
     """Why a map with label id ``bad`` (>= label_nc, or negative) is skipped, and the fix."""
     if bad < 0:
         return f"label id {bad} is negative; remap the ids to 0..{label_nc - 1}"
@@ -452,7 +452,7 @@ def _synthesis_wording(text: str, label_nc: int | None = None, label_id: int | N
     range, its DatasetError's), a colour-map checkpoint is one trained with --palette, and
     ``--validate full`` is synthesize.py's (``data.dataset.SYNTHESIS_FIXES``)."""
     if label_id is not None and label_nc:
-        return _id_out_of_range(label_id, label_nc)
+        return id_out_of_range(label_id, label_nc)
     return synthesis_wording(text)
 
 

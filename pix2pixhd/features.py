@@ -69,8 +69,8 @@ def _group_pixels(inst: torch.Tensor):
     Rows are the (sample, id) pairs in sorted order; ``middle`` is the pixel the reference picks:
     the ``count // 2``-th of the instance's pixels in raster order.
     """
-    from pix2pixhd.networks import _check_instance_ids
-    _check_instance_ids(inst)   # .long() would merge the instances of a float map
+    from pix2pixhd.networks import check_instance_ids
+    check_instance_ids(inst)   # .long() would merge the instances of a float map
     n, _, h, w = inst.shape
     ids = inst.reshape(n, h * w).long()
     lo = ids.min()
@@ -221,7 +221,7 @@ class FeatureClusters:
                 f"{path} not found: run `python -m pix2pixhd.features encode --checkpoint {path.parent}` "
                 "to cluster the encoder's features, or synthesize with --feature_mode encoded "
                 "and real photos")
-        from pix2pixhd.checkpoint import _short
+        from pix2pixhd.checkpoint import one_line
         try:
             data = path.read_bytes()
             d = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -233,7 +233,7 @@ class FeatureClusters:
                 raise InputError(f"{path} holds pickled Python objects ({said}), not only the tensors encode "
                                  "writes; such a file is not loaded, as loading it would run code: rewrite it "
                                  f"with `{encode_command(path)}`") from None
-            why = _short(e)
+            why = one_line(e)
         else:
             missing = [k for k in ("centers", "feat_num", "n_clusters") if k not in d] \
                 if isinstance(d, dict) else None
@@ -260,7 +260,7 @@ class FeatureClusters:
                            encoder={str(k): str(v) for k, v in dict(enc).items()},
                            file_sha256=hashlib.sha256(data).hexdigest())
             except (TypeError, ValueError, AttributeError) as e:
-                why = _short(e)
+                why = one_line(e)
         raise InputError(f"{path} is not a usable clusters file ({why}): it may be truncated or damaged; "
                          f"rewrite it with `{encode_command(path)}`")
 
@@ -490,15 +490,15 @@ def encoder_checkpoint(checkpoint_dir: str | Path, which_epoch: str = "latest") 
     """(file, its contents memory-mapped) of the checkpoint whose E encodes for the run in
     ``checkpoint_dir``: its own, or for a --load_features run, that of the run whose E made its
     maps (as :func:`load_encoder` picks it). Raises as torch.load."""
-    from pix2pixhd.checkpoint import _peek, checkpoint_path
+    from pix2pixhd.checkpoint import peek_checkpoint, checkpoint_path
     run = Path(checkpoint_dir)
     path = run if run.is_file() else checkpoint_path(run, which_epoch)
-    ckpt = _peek(path)
+    ckpt = peek_checkpoint(path)
     if ckpt.get("E") is None:
         chain = feature_chain(checkpoint_dir, which_epoch=which_epoch)
         if len(chain) > 1 and chain[0][1].load_features:
             path = checkpoint_path(chain[-1][0], chain[-2][1].pretrain_epoch or "latest")
-            ckpt = _peek(path)
+            ckpt = peek_checkpoint(path)
     return path, ckpt
 
 

@@ -373,7 +373,7 @@ class MultiscaleDiscriminator(nn.Module):
         return result
 
 
-def _check_instance_ids(inst: torch.Tensor) -> None:
+def check_instance_ids(inst: torch.Tensor) -> None:
     """A float (or complex) instance map is refused: ``.long()`` would truncate its values and
     merge instances (a ToTensor-scaled map, ids / 255, would become one instance)."""
     if inst.is_floating_point() or inst.is_complex():
@@ -389,7 +389,7 @@ def instance_average(features: torch.Tensor, inst: torch.Tensor) -> torch.Tensor
     a float instance map is refused (InputError) rather than truncated.
     One scatter_add over (sample, instance) pairs; no Python loop over instances or channels.
     """
-    _check_instance_ids(inst)
+    check_instance_ids(inst)
     n, c, h, w = features.shape
     if inst.shape != (n, 1, h, w):
         raise ValueError(f"instance map shape {tuple(inst.shape)} does not match features "
@@ -434,5 +434,5 @@ class Encoder(nn.Module):
 
     def forward(self, input: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
         check_input_size(input, self.required_multiple, type(self).__name__)
-        _check_instance_ids(inst)   # before the network runs
+        check_instance_ids(inst)   # before the network runs
         return instance_average(self.model(input), inst)

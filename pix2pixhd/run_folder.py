@@ -180,8 +180,8 @@ def check_resumed_dataroot(cfg: "TrainConfig") -> None:
     state = "is empty" if root.is_dir() else "is a file" if root.exists() else "was not found"
     whose = f"the run's dataroot {cfg.dataroot} {state}"
     try:
-        from pix2pixhd.checkpoint import _peek, checkpoint_path
-        imported = _peek(checkpoint_path(cfg.experiment_dir, cfg.which_epoch)).get("imported_from")
+        from pix2pixhd.checkpoint import peek_checkpoint, checkpoint_path
+        imported = peek_checkpoint(checkpoint_path(cfg.experiment_dir, cfg.which_epoch)).get("imported_from")
     except Exception:
         imported = None
     if imported:

@@ -456,11 +456,11 @@ class Synthesizer:
             x = encode_input(label, None if cfg.no_instance else inst, feat, label_nc=cfg.label_nc,
                              source=source)
         except LabelRangeError:   # its fix, "set --label_nc", cannot apply to a trained checkpoint
-            from pix2pixhd.engine import _id_out_of_range
+            from pix2pixhd.engine import id_out_of_range
             lo, hi = torch.aminmax(label.long())
             bad = int(hi) if int(hi) >= cfg.label_nc else int(lo)
             raise LabelRangeError((f"{source}: " if source else "")
-                                  + _id_out_of_range(bad, cfg.label_nc)) from None
+                                  + id_out_of_range(bad, cfg.label_nc)) from None
         x = x.contiguous(memory_format=self.memory_format)
         if self.dropout is None:
             y = self._forward(x)

@@ -49,8 +49,9 @@ Each row's ``arch`` has ``norm_impl`` (--norm_impl as given) and ``norm_path``, 
 paths' norms took: 'triton', 'native', 'ref' (--norm_impl triton without a GPU or the Triton
 interpreter runs the reference, with a warning), or 'auto' (CUDA: measured per layer).
 
-Every option is checked before any work: a value out of range is argparse's usage and one
-``error:`` line naming the option, the value and the valid range (exit status 2).
+Every option is checked before any work: a value out of range is one ``error:`` line naming the
+option, the value and the valid range (exit status 1, as the main tools; argparse's own errors, an
+unknown option or a value of the wrong type, keep its usage and status 2).
 """
 from __future__ import annotations
 

@@ -648,7 +648,21 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
         cfg, why = None, f"is unreadable ({one_line(e)})"
     if cfg is not None and not (isinstance(checkpoint, dict) and checkpoint.get("config")):
         ckpt = checkpoint if checkpoint is not None else _weights(ckpt_file)
-        return cfg if ckpt is None else _fitting(cfg, ckpt, str(cj), ckpt_file)
+        if ckpt is None:
+            return cfg
+        try:
+            return _fitting(cfg, ckpt, str(cj), ckpt_file)
+        except CheckpointError as e:   # config.json edited: the checkpoint's own copy, if it fits
+            try:
+                own = _fitting(_checkpoint_config(ckpt, ckpt_file), ckpt, f"{ckpt_file}'s saved config", ckpt_file)
+            except (CheckpointError, ValueError):
+                raise e from None
+            if str(cj) not in _NOTED and os.environ.get("RANK", "0") == "0":
+                _NOTED.add(str(cj))
+                print(f"note: {cj} does not fit the weights in {ckpt_file} "
+                      f"({'; '.join(getattr(e, 'differ', [])) or 'its sizes'}); using the config saved in "
+                      f"{ckpt_file}", file=sys.stderr)
+            return own
     if cfg is None and checkpoint is None and not ckpt_file.is_file():
         if not _checkpoints(p):
             from pix2pixhd.run_folder import reference_run_message
@@ -703,8 +717,11 @@ def _checkpoint_config(ckpt: Any, path: Path) -> "TrainConfig":
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"{path} holds no training config (not a checkpoint written by "
                               "train_hd.py)")
+    from pix2pixhd.config import NewerConfigError
     try:
         return TrainConfig.from_saved(ckpt["config"])
+    except NewerConfigError as e:   # not damaged: this version is older than the one that saved it
+        raise CheckpointError(f"{path}: its saved {e}") from e
     except (TypeError, ValueError) as e:   # ConfigError: an option of the wrong type, choice or range
         why = str(e) if isinstance(e, ConfigError) else one_line(e)
         raise CheckpointError(f"{path}: its saved config cannot be used ({why}): the checkpoint was edited "

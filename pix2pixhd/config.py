@@ -34,8 +34,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pix2pixhd.argparsing import RawDescriptionHelpFormatter
-from pix2pixhd.errors import ConfigError, MissingInputError, env_flag
+from pix2pixhd.errors import ConfigError, MissingInputError, UserError, env_flag
 from pix2pixhd.paths import run_dir
+
+
+class NewerConfigError(UserError, ValueError):
+    """A saved config with options this version does not know: written by a newer pix2pixhd."""
+
+
+def _version() -> str:
+    try:
+        from pix2pixhd import __version__
+        return f"pix2pixhd {__version__}"
+    except ImportError:
+        return "pix2pixhd"
+
 
 STAGES = ("global", "local", "finetune")
 MODELS = ("pix2pixhd", "pix2pix", "cyclegan")
@@ -1325,7 +1338,9 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"config has unknown option(s) {unknown}; written by a newer pix2pixhd?")
+            raise NewerConfigError(f"config has unknown option(s) {unknown}: written by a newer pix2pixhd "
+                                   f"than this one ({_version()}); read it with that version (pip install "
+                                   "-U pix2pixhd, or its checkout)")
         c = cls(**d)._filled()
         c._check_values()
         c._check_ranges(seed=False)
@@ -1356,7 +1371,9 @@ class TrainConfig:
                               "object of options); restore it from a copy")
         try:
             return cls.from_saved(saved)
-        except (TypeError, ValueError) as e:   # an option of the wrong type, choice or range; unknown ones
+        except NewerConfigError as e:
+            raise NewerConfigError(f"{path}: {e}") from e
+        except (TypeError, ValueError) as e:   # an option of the wrong type, choice or range
             raise ConfigError(f"{path} cannot be used ({e}): it was edited or damaged; restore it from a copy, "
                               "or read the configuration from a checkpoint: "
                               "pix2pixhd.checkpoint.load_run_config") from e

@@ -1928,14 +1928,16 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             imgs, choices, finite = synth.synthesize(lab, inst, image=image, seeds=[u.seed for u in rows],
                                                      source=src.source_name(units[0].item["i"]), finite_flags=True)
         except Exception as e:   # one size too large for this machine: skip its inputs, go on
-            if not _out_of_memory(e):
+            kind = _too_large(e)
+            if kind is None:
                 raise
             del e
             if cuda:
                 torch.cuda.empty_cache()
             h, w = lab.shape[-2:]
-            why = (f"out of memory synthesizing {w}x{h} maps {B} at a time: rerun with a smaller --batch_size "
-                   "or --scale_width (the outputs written are kept; a rerun does the skipped ones)")
+            smaller = "a smaller --batch_size (a rerun into this --out resumes and does them), or " if B > 1 else ""
+            why = (f"{kind} synthesizing {w}x{h} maps {B} at a time: rerun with {smaller}--scale_width "
+                   "below the map's width into another --out")
             by_input: dict[int, list[int]] = {}
             for u in units:
                 by_input.setdefault(int(u.item["i"]), []).append(u.k)
@@ -2016,13 +2018,18 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     report.generator_seconds = synth.generator_seconds - gen0
 
 
-def _out_of_memory(e: BaseException) -> bool:
-    """Whether ``e`` is an allocation that failed: CUDA's OutOfMemoryError, the CPU allocator's
-    "can't allocate memory", Python's MemoryError."""
-    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
-        return True
+def _too_large(e: BaseException) -> str | None:
+    """What ``e`` says of a batch too large for this device, or None: an allocation that failed
+    (CUDA's OutOfMemoryError, the CPU allocator's "can't allocate memory", MemoryError), or a CUDA
+    kernel that indexes in 32 bits given a tensor of 2^31 elements or more (ReflectionPad2d's
+    "input tensor must fit into 32-bit index math": 36 x 8000 x 8000 one-hot channels are)."""
     text = str(e)
-    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
+            isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())):
+        return "out of memory"
+    if isinstance(e, RuntimeError) and "32-bit index math" in text:
+        return "a tensor too large for this device's kernels (2^31 elements or more)"
+    return None
 
 
 def _without_name(reason: str, name: str, key: str) -> str:

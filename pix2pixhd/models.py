@@ -298,7 +298,9 @@ def check_weights_fit(cfg: TrainConfig, ckpt: dict, config_source: str, checkpoi
                 differ.append(f"{key} shapes from output_nc {cfg.output_nc}, netG_pix2pix {cfg.netG_pix2pix} "
                               f"({len(shapes)} differ, e.g. {shapes[0]})")
     if differ:
-        raise CheckpointError(
+        e = CheckpointError(
             f"{config_source} does not fit the weights in {checkpoint_file}: {'; '.join(differ)}. The saved "
             "config was edited or damaged, or is another run's: restore it from a copy, or set these "
             "options back to the weights' values")
+        e.differ = differ   # what differs, for a caller that falls back on another config
+        raise e

@@ -231,3 +231,32 @@ def test_synthesis_refuses_clusters_of_classes_the_run_does_not_have(tmp_path, c
     err = _synth_error(capsys, folder, tmp_path)
     assert err.startswith(f"error: {folder / CLUSTERS_FILE} holds centres for class(es) 1000000000, but the "
                           "checkpoint's label_nc is 5")
+
+
+def test_a_config_json_that_does_not_fit_gives_way_to_the_checkpoints_own(trained, tmp_path, capsys):
+    """config.json edited to sizes its weights do not have, the checkpoint's copy sound: --resume
+    and --load_pretrain were refused ("restore it from a copy"), though the copy is in the
+    checkpoint, which synthesis already used; a config.json that does not read fell back to it."""
+    import shutil
+    shutil.copytree(trained / "g", tmp_path / "g")
+    _edit(tmp_path / "g", where=("config.json",), ngf=16)
+    cfg = TrainConfig(checkpoints_dir=str(tmp_path), name="g", resume=True).resolved()
+    assert cfg.ngf == 4
+    err = capsys.readouterr().err
+    assert (f"note: {tmp_path / 'g' / 'config.json'} does not fit the weights in {tmp_path / 'g' / 'latest.pt'} "
+            f"(ngf 16 (its G: 4)); using the config saved in {tmp_path / 'g' / 'latest.pt'}") in err, err
+
+
+def test_a_config_from_a_newer_version_says_so_not_damaged(trained, tmp_path):
+    import shutil
+    from pix2pixhd.checkpoint import load_run_config
+    from pix2pixhd.config import NewerConfigError
+    shutil.copytree(trained / "g", tmp_path / "g")
+    _edit(tmp_path / "g", ema_decay=0.999)   # an option of a later version, in both copies
+    with pytest.raises(CheckpointError) as e:
+        load_run_config(tmp_path / "g")
+    said = str(e.value)
+    assert "unknown option(s) ['ema_decay']: written by a newer pix2pixhd than this one" in said, said
+    assert "damaged" not in said and "restore" not in said, said
+    with pytest.raises(NewerConfigError, match=r"config\.json: config has unknown option\(s\) \['ema_decay'\]"):
+        TrainConfig.load(tmp_path / "g")

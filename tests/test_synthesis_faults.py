@@ -162,11 +162,21 @@ def test_a_size_that_runs_out_of_memory_is_skipped_and_the_rest_written(run, tmp
     ids(inp / "c.png")
     assert synth(run, inp, tmp_path / "out") == 0
     text = capsys.readouterr().out
-    assert re.search(r"skipped .*big\.png: out of memory synthesizing 48x32 maps \d+ at a time: rerun with a "
-                     r"smaller --batch_size or --scale_width", text), text
+    assert re.search(r"skipped .*big\.png: out of memory synthesizing 48x32 maps 4 at a time: rerun with a "
+                     r"smaller --batch_size \(a rerun into this --out resumes and does them\), or --scale_width "
+                     r"below the map's width into another --out", text), text
     assert sorted(p.name for p in (tmp_path / "out" / "test_img").iterdir()) == ["a.png", "c.png"]
     status = {Path(r["input"]).name: r["status"] for r in manifest(tmp_path / "out")}
     assert status == {"a.png": "ok", "big.png": "skipped", "c.png": "ok"}
     monkeypatch.setattr(Synthesizer, "synthesize", synthesize)   # memory enough now: the rerun does it
-    assert synth(run, inp, tmp_path / "out") == 0
+    assert synth(run, inp, tmp_path / "out", "--batch_size", 1) == 0
     assert (tmp_path / "out" / "test_img" / "big.png").is_file()
+
+
+def test_a_tensor_past_32_bit_indexing_is_skipped_as_too_large():
+    """CUDA's ReflectionPad2d refuses inputs of 2^31 elements or more (an 8000x8000 map's 36
+    one-hot channels): that error is a skip too, not a traceback that stops the job."""
+    from pix2pixhd.engine import _too_large
+    assert _too_large(RuntimeError("input tensor must fit into 32-bit index math")).startswith("a tensor too large")
+    assert _too_large(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")) == "out of memory"
+    assert _too_large(RuntimeError("Expected all tensors to be on the same device")) is None

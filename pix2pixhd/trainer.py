@@ -149,6 +149,10 @@ def _loader_worker_init(inner, worker_id: int) -> None:
         inner(worker_id)
 
 
+# the non-finite-loss error's advice on precision, by the run's --precision
+_PRECISION_ADVICE = {"fp16": "--precision bf16 or fp32, or ", "bf16": "--precision fp32, or ", "fp32": "or "}
+
+
 def _write_stderr(text: str) -> None:
     """Write ``text`` to stderr from a signal handler: one os.write, which cannot re-enter the
     buffered stream that the interrupted code may have been writing to (print() could raise
@@ -427,6 +431,8 @@ class Trainer:
         self.global_frozen = global_frozen_at(self.cfg, self.epoch)
         self.timer = PhaseTimer(self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        # fp16: steps whose update GradScaler skipped (inf/NaN gradients lowered the loss scale)
+        self.skipped_steps = 0
         self.exp_dir = cfg.experiment_dir
         self._replaced: Path | None = None   # the old run --overwrite moved aside, until our first save
         self._leftovers: list[Path] = []      # --overwrite: NAME.replaced-* of earlier ones, deleted with it
@@ -807,7 +813,10 @@ class Trainer:
             # in place (nn.Module.compile): state_dict keys, _unwrap and the G-pass D stay the same
             for m in (self.G, self.D, self.E):
                 if m is not None:
-                    m.compile()
+                    # inductor draws random numbers (dropout's masks) with its own generator;
+                    # fallback_random draws them with torch's, as eager does, so --compile trains
+                    # the same masks. Given as an option, it applies to these modules only.
+                    m.compile(options={"fallback_random": True})
         if not self.dist.distributed:
             return
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -1035,7 +1044,21 @@ class Trainer:
         image display."""
         for opt in optimizers:
             self.scaler.step(opt)
-        self.scaler.update()
+        if self.scaler.is_enabled():
+            # GradScaler skips the update of an optimizer with inf/NaN gradients and then lowers
+            # the scale (one scaler for G and D: a lower scale means this step skipped one)
+            before = self.scaler.get_scale()
+            self.scaler.update()
+            scale = self.scaler.get_scale()
+            if scale < before:
+                self.skipped_steps += 1
+                if self.skipped_steps == 1 and self.dist.is_master:
+                    print(f"note: fp16: step {self.global_step + 1} had inf/NaN gradients: GradScaler skipped "
+                          f"the update of the optimizer(s) holding them and lowered the loss scale to {scale:g}; "
+                          "skipped steps are counted in the log (skipped_steps, loss_scale; a few while the "
+                          "scale settles are usual)", file=sys.stderr, flush=True)
+        else:
+            self.scaler.update()
         self.timer.mark("optimizer")
         self._last = {k: v.detach() for k, v in visuals.items()}
         return {k: v.detach() for k, v in losses.items()}
@@ -1053,7 +1076,7 @@ class Trainer:
                 f"non-finite loss at epoch {self.epoch}, iteration {self.iter_in_epoch + 1} (step "
                 f"{self.global_step + 1}): {bad}. The last good checkpoint "
                 f"{latest if latest.exists() else '(none written yet)'} is intact; {updated}. Try a "
-                "lower --lr, --precision bf16 or fp32, or check the data.")
+                f"lower --lr, {_PRECISION_ADVICE.get(self.cfg.precision, 'or ')}check the data.")
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -1590,6 +1613,7 @@ class Trainer:
         loader, sampler = self._start_run()
         self._catch_sigterm()
         steps_this_run, images, t_run = 0, 0, time.perf_counter()
+        self._first_step_s = None   # the run's first step (its batch, --compile's compilation): the summary
         # rank 0's progress: a bar per epoch on a terminal (its postfix: the run's ETA), else a line
         # at most every PROGRESS_INTERVAL_S seconds (a log file)
         show, tty = master and not cfg.no_progress, _stderr_is_tty()
@@ -1604,6 +1628,7 @@ class Trainer:
                 and threading.current_thread() is threading.main_thread())
         # logged losses are means over the window since the last log line, summed on the device
         window, t_window, images_window = WindowMeans(), time.perf_counter(), 0
+        skipped_before = self.skipped_steps   # fp16: skipped steps before the window
         # the summary's losses: means over the steps this process trained of the last epoch it
         # trained in (summed on the device as the window's are)
         epoch_sums, last_epoch = WindowMeans(), None
@@ -1612,7 +1637,7 @@ class Trainer:
 
         def log_window() -> dict[str, float]:
             """The window's log line (history, text log, tensorboard) at this step; its means."""
-            nonlocal t_window, images_window
+            nonlocal t_window, images_window, skipped_before
             n_window = window.n
             means = window.means(self.dist)   # one sync (and all-reduce) per window
             now = time.perf_counter()
@@ -1620,6 +1645,10 @@ class Trainer:
             extras = {"lr": lr, "images_per_s": images_window / max(now - t_window, 1e-9),
                       "window_steps": n_window, "ms/data": data_ms,
                       **{f"ms/{k}": v for k, v in self.timer.times.items()}}
+            if self.scaler.is_enabled():   # fp16: the scale now, the window's skipped updates
+                extras.update({"loss_scale": self.scaler.get_scale(),
+                               "skipped_steps": self.skipped_steps - skipped_before})
+                skipped_before = self.skipped_steps
             t_window, images_window = now, 0
             self.vis.log_losses(self.epoch, self.iter_in_epoch, self.global_step, means, extras)
             postfix.update({**{k: f"{v:.3f}" for k, v in means.items()},
@@ -1687,7 +1716,14 @@ class Trainer:
                 # (a SIGTERM/SIGINT stop is not known ahead: that line has none)
                 self.timer.start(logging or bool(cfg.max_steps and steps_this_run + 1 >= cfg.max_steps) or (
                     self.epoch == total_epochs and self.iter_in_epoch + 1 - began_at == len(loader)))
+                if not steps_this_run and cfg.compile and master:
+                    print("note: --compile: the networks compile during the first step (minutes on a large "
+                          "model); the steps after it run compiled", file=sys.stderr, flush=True)
                 losses = self.train_step(batch)
+                if not steps_this_run:
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    self._first_step_s = time.perf_counter() - t_run
                 n_img = cfg.batchSize * self.dist.world_size   # this step's, over all ranks
                 self.iter_in_epoch += 1
                 self.samples_in_epoch += n_img
@@ -1774,8 +1810,15 @@ class Trainer:
         (a checkpoint's ``epoch`` is the next one to train instead); ``losses`` are the means over
         the steps of ``epoch`` this process trained (all ranks' under DDP), which ``losses_over``
         says in words. ``stopped_by``: None (the run finished), "max_steps", "SIGTERM" or
-        "SIGINT"; ``stopped_early`` is whether it is not None."""
+        "SIGINT"; ``stopped_early`` is whether it is not None. ``first_step_s``: the seconds from the
+        run's start to the end of its first step (its batch's loading and --compile's compilation
+        included); ``images_per_s`` is over the steps after it (over all steps when it trained one)."""
         secs = time.perf_counter() - t_run
+        first = self._first_step_s
+        if steps > 1 and first is not None:   # every step trains the same number of images
+            rate = (images - images // steps) / max(secs - first, 1e-9)
+        else:
+            rate = images / max(secs, 1e-9)
         if self.iter_in_epoch == 0:     # at an epoch boundary: self.epoch is the next to train
             epoch = completed = self.epoch - 1
         else:                           # stopped inside self.epoch, or after its last batch
@@ -1788,7 +1831,7 @@ class Trainer:
             losses = last_epoch["losses"]
             over = (f"mean over all {n} step(s) of epoch {e}" if last_epoch["whole"] else
                     f"mean over the {n} step(s) of epoch {e} this run trained (not the whole epoch)")
-        return {"steps": steps, "images": images, "seconds": secs, "images_per_s": images / max(secs, 1e-9),
+        return {"steps": steps, "images": images, "seconds": secs, "first_step_s": first, "images_per_s": rate,
                 "epoch": epoch, "epochs_completed": completed, "global_step": self.global_step,
                 "losses": losses, "losses_over": over,
                 "stopped_early": stopped_by is not None, "stopped_by": stopped_by,

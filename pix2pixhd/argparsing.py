@@ -50,6 +50,8 @@ def unknown_option(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[ar
         if not arg.startswith("-") or arg == "-" or arg[1:2].isdigit() or arg[1:2] == ".":
             if arg in commands:
                 return unknown_option(commands[arg], argv[i + 1:])
+            if commands:   # a misspelt sub-command: argparse's "invalid choice" names them
+                return None
             continue
         name = arg.split("=", 1)[0]
         action = known.get(name)
@@ -58,11 +60,28 @@ def unknown_option(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[ar
         if action is None:
             if " " in arg:   # argparse reads it as a value
                 continue
-            shown = [s for s, a in known.items() if a.help is not argparse.SUPPRESS]
-            close = difflib.get_close_matches(name, shown, n=1) or difflib.get_close_matches(name, list(known), n=1)
-            return parser, f"unrecognized arguments: {name}" + (f" (did you mean {close[0]}?)" if close else "")
+            close = closest_option(name, known)
+            return parser, f"unrecognized arguments: {name}" + (f" (did you mean {close}?)" if close else "")
         if "=" not in arg and (action.nargs is None or isinstance(action.nargs, int)):
             skip = 1 if action.nargs is None else action.nargs
+    return None
+
+
+def closest_option(name: str, known: dict) -> str | None:
+    """The option of ``known`` (option string -> action) a misspelt ``name`` most likely meant:
+    one it begins (``--check`` -> ``--checkpoint``; the shortest), else the closest by difflib,
+    names compared without their dashes (with them, ``--foo`` was "close" to ``--ngf``). Options
+    shown in --help before hidden aliases; None if none is close."""
+    bare = name.lstrip("-")
+    for pool in ([s for s, a in known.items() if a.help is not argparse.SUPPRESS], list(known)):
+        long = [s for s in pool if s.startswith("--")] if name.startswith("--") else pool
+        starts = sorted((s for s in long if bare and s.lstrip("-").startswith(bare)), key=len)
+        if starts:
+            return starts[0]
+        by_bare = {s.lstrip("-"): s for s in long}
+        close = difflib.get_close_matches(bare, list(by_bare), n=1)
+        if close:
+            return by_bare[close[0]]
     return None
 
 

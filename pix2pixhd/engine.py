@@ -1935,9 +1935,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             if cuda:
                 torch.cuda.empty_cache()
             h, w = lab.shape[-2:]
-            smaller = "a smaller --batch_size (a rerun into this --out resumes and does them), or " if B > 1 else ""
-            why = (f"{kind} synthesizing {w}x{h} maps {B} at a time: rerun with {smaller}--scale_width "
-                   "below the map's width into another --out")
+            why = _too_large_reason(kind, B, int(h), int(w), synth.cfg)
             by_input: dict[int, list[int]] = {}
             for u in units:
                 by_input.setdefault(int(u.item["i"]), []).append(u.k)
@@ -2030,6 +2028,18 @@ def _too_large(e: BaseException) -> str | None:
     if isinstance(e, RuntimeError) and "32-bit index math" in text:
         return "a tensor too large for this device's kernels (2^31 elements or more)"
     return None
+
+
+def _too_large_reason(kind: str, batch: int, h: int, w: int, cfg) -> str:
+    """The skip reason for ``batch`` h x w maps too large for this device (``kind``: _too_large's),
+    with the fixes that can work: a smaller --batch_size where the batch, not one map, is too much
+    (for 32-bit indexing: where one map's widest full-size tensor, its one-hot input or G's ngf
+    channels, stays below 2^31 elements), and --scale_width, a new job, into another --out."""
+    widest = h * w * max(cfg.label_nc + 1, getattr(cfg, "ngf", 0) or 0, 3)
+    smaller = ("a smaller --batch_size (a rerun into this --out resumes and does them), or "
+               if batch > 1 and (kind == "out of memory" or widest < 2 ** 31) else "")
+    return (f"{kind} synthesizing {w}x{h} maps {batch} at a time: rerun with {smaller}--scale_width below "
+            "the map's width into another --out")
 
 
 def _without_name(reason: str, name: str, key: str) -> str:

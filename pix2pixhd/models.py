@@ -207,6 +207,8 @@ def check_generator_input(cfg: TrainConfig, w: int, h: int, what: str,
             n = k - (cfg.n_local_enhancers if cfg.netG == "local" else 0)
             if n >= 0:
                 fixes.append(f"--n_downsample_global {n} (or fewer)")
+    if fixes and getattr(cfg, "load_pretrain", None):   # the depths come with the weights loaded
+        fixes = [f"--load_pretrain of a stage trained with {' and '.join(fixes)}"]
     m = max(m for _, m in short)
     side = generator_min_side(cfg, m)
     if cfg.resize_or_crop != "none":   # (none rounds a file's sides up to the multiple)

@@ -54,6 +54,27 @@ def test_a_sub_commands_misspelt_option_is_named_by_that_command(capsys):
     assert "unrecognized arguments: --check (did you mean --checkpoint?)" in capsys.readouterr().err
 
 
+def test_the_suggestion_is_an_option_the_typed_name_begins_and_none_is_made_up(capsys):
+    """difflib on whole names (dashes included) told `export --check` to use --no_check (which
+    turns the parity check off), `train_hd.py --foo` to use --ngf, `synthesize.py --gpu` --input;
+    a misspelt sub-command was blamed on the option after it."""
+    from pix2pixhd.data.__main__ import data_parser
+    from pix2pixhd.export import build_parser as export_parser
+    from pix2pixhd.features import build_parser as features_parser
+    assert argparsing.closest_option("--check", export_parser()._option_string_actions) == "--checkpoint"
+    from pix2pixhd.cli import resolve_config
+    for argv, said in ((["--foo"], "unrecognized arguments: --foo\n"), (["--niterr", "3"], "(did you mean --niter?)")):
+        with pytest.raises(SystemExit):
+            resolve_config(argv)
+        assert said in capsys.readouterr().err
+    for parser, argv, said in ((features_parser(), ["precomptue", "--checkpoint", "x"], "invalid choice: 'precomptue'"),
+                               (data_parser(), ["scna", "streets", "--label_nc", "9"], "invalid choice: 'scna'")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        err = capsys.readouterr().err
+        assert said in err and "unrecognized arguments" not in err, err
+
+
 def test_negative_numbers_values_and_what_follows_double_dash_are_not_options():
     from benchmarks import kernels as K
     from pix2pixhd.data.__main__ import data_parser

@@ -154,3 +154,21 @@ def test_generators_check_their_input_with_one_function(monkeypatch):
     for g, msg in expected:
         with pytest.raises(Checked, match=re.escape(msg.split(":")[0])):
             g(x)
+
+
+def test_the_too_small_advice_of_a_stage_that_loads_its_depths_names_the_stage_to_load():
+    """A local stage takes n_downsample_global with the weights it loads (--load_pretrain): advising
+    --n_downsample_global 3 there was refused in turn ("does not fit ... use 4")."""
+    import dataclasses
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.errors import ConfigError
+    from pix2pixhd.models import check_generator_input
+    cfg = TrainConfig(name="x", dataroot=".", stage="local", resize_or_crop="none").resolved()
+    with pytest.raises(ConfigError) as fresh:
+        check_generator_input(cfg, 64, 32, "a.png (64x32)")
+    assert "use --n_downsample_global 3 (or fewer), or images of" in str(fresh.value), str(fresh.value)
+    loaded = dataclasses.replace(cfg, load_pretrain="/runs/global")
+    with pytest.raises(ConfigError) as e:
+        check_generator_input(loaded, 64, 32, "a.png (64x32)")
+    assert ("use --load_pretrain of a stage trained with --n_downsample_global 3 (or fewer), or images of"
+            in str(e.value)), str(e.value)

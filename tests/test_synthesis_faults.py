@@ -180,3 +180,18 @@ def test_a_tensor_past_32_bit_indexing_is_skipped_as_too_large():
     assert _too_large(RuntimeError("input tensor must fit into 32-bit index math")).startswith("a tensor too large")
     assert _too_large(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")) == "out of memory"
     assert _too_large(RuntimeError("Expected all tensors to be on the same device")) is None
+
+
+def test_the_too_large_advice_offers_a_smaller_batch_only_where_it_can_help():
+    """One 8000x8000 map of 35 labels (36 one-hot channels: 2.3e9 elements) fails CUDA's 32-bit
+    indexing at any --batch_size: only --scale_width is offered there, and at batch 1."""
+    from types import SimpleNamespace
+    from pix2pixhd.engine import _too_large_reason
+    cfg = SimpleNamespace(label_nc=35, ngf=64)
+    index = "a tensor too large for this device's kernels (2^31 elements or more)"
+    assert _too_large_reason(index, 4, 8000, 8000, cfg) == (
+        f"{index} synthesizing 8000x8000 maps 4 at a time: rerun with --scale_width below the map's width "
+        "into another --out")
+    assert "smaller --batch_size" in _too_large_reason(index, 4, 4000, 4000, cfg)   # 1.0e9 a map: the batch
+    assert "smaller --batch_size" in _too_large_reason("out of memory", 4, 8000, 8000, cfg)
+    assert "smaller --batch_size" not in _too_large_reason("out of memory", 1, 8000, 8000, cfg)

@@ -1650,7 +1650,8 @@ class Trainer:
                                "skipped_steps": self.skipped_steps - skipped_before})
                 skipped_before = self.skipped_steps
             t_window, images_window = now, 0
-            self.vis.log_losses(self.epoch, self.iter_in_epoch, self.global_step, means, extras)
+            self.vis.log_losses(self.epoch, self.iter_in_epoch, self.global_step, means, extras,
+                                model=cfg.model)
             postfix.update({**{k: f"{v:.3f}" for k, v in means.items()},
                             "img/s": f"{extras['images_per_s']:.2f}"})
             bar.set_postfix(postfix)
@@ -1752,8 +1753,9 @@ class Trainer:
                 if (stop or (cfg.max_steps and steps_this_run >= cfg.max_steps)) and \
                         shown_at != self.global_step and not self._batches_left(sampler):
                     # stopped on the epoch's last step: its images now (the resumed run trains no
-                    # step of this epoch, so it had none to show: the page skipped the epoch)
-                    self.vis.display(self.vis.visuals(self._last), self.epoch, self.global_step)
+                    # step of this epoch, so it had none to show: the page skipped the epoch);
+                    # TensorBoard's grids come every --display_freq steps only
+                    self.vis.display(self.vis.visuals(self._last), self.epoch, self.global_step, html_only=True)
                     shown_at = self.global_step
                 last = stop or (cfg.max_steps and steps_this_run >= cfg.max_steps)
                 if last and window.n:   # the steps after the last log line: one shorter window
@@ -1782,8 +1784,8 @@ class Trainer:
             bar.close()
             if epoch_sums.n:   # none when resumed from a save on this epoch's last step
                 last_epoch = epoch_means(whole=began_at == 0)
-            if steps_this_run and shown_at != self.global_step:   # not twice at one step (TensorBoard)
-                self.vis.display(self.vis.visuals(self._last), finished, self.global_step)
+            if steps_this_run and shown_at != self.global_step:   # the page's images of the epoch
+                self.vis.display(self.vis.visuals(self._last), finished, self.global_step, html_only=True)
             self.epoch, self.iter_in_epoch, self.samples_in_epoch = self.epoch + 1, 0, 0
             self.save("latest")
             if finished % cfg.save_epoch_freq == 0 or finished == total_epochs:

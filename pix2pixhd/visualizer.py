@@ -7,6 +7,13 @@ over its logging window (:class:`WindowMeans`), not the one step that falls on t
 console line, the text log, the JSON history, the tensorboard scalars and the HTML curves (drawn
 from the history) all show the same means.
 
+loss_log.txt has NVIDIA's shape, so parsers written for pix2pixHD's (and junyanz's pix2pix and
+CycleGAN's) read it: each process start writes ``================ Training Loss (DATE)
+================``; each log line is ``(epoch: E, iters: I, time: T) NAME: V ...`` (T: the
+window's seconds per image; the losses in the reference's order, :data:`REFERENCE_LOSS_ORDER`,
+then any it lacks), followed by one line ``    [step S] lr: ... images_per_s: ...`` with the rest,
+which such parsers skip. Message lines start with ``================ [step S]``.
+
 The HTML page (``web/index.html``, as the reference) shows the
 loss curves (an inline SVG drawn here, so no plotting dependency) and, per epoch, label |
 synthesized | real images (input | synthesized | target when the input is a photo, label_nc 0:
@@ -218,6 +225,20 @@ PHOTO_CAPTIONS = {"label": "input", "synthesized": "synthesized", "real": "targe
 LOSS_PREFIXES = ("G_", "D_", "cycle_", "idt_")
 # A message line of loss_log.txt and the step it is tagged with (Visualizer.log_message).
 MESSAGE_STEP = re.compile(r"================ \[step (\d+)\] ")
+# loss_log.txt's loss line, as NVIDIA's print_current_errors writes it; its step is on the extras
+# line after it. OLD_LOSS_STEP: the loss line of earlier versions, which held the step itself.
+LOSS_LINE = re.compile(r"\(epoch: (\d+), iters: (\d+), time: ([\d.]+)\) ")
+EXTRAS_STEP = re.compile(r"    \[step (\d+)\]")
+OLD_LOSS_STEP = re.compile(r"\(epoch: \d+, iters: \d+, step: (\d+)\)")
+# The line each process start writes to loss_log.txt (NVIDIA's Visualizer writes it at each start).
+LOG_HEADER = "================ Training Loss ({}) ================"
+# The references' loss order on the loss line (NVIDIA's pix2pixHD loss_names; junyanz's pix2pix and
+# CycleGAN); losses a reference lacks follow in the order they were logged.
+REFERENCE_LOSS_ORDER = {
+    "pix2pixhd": ("G_GAN", "G_GAN_Feat", "G_VGG", "D_real", "D_fake"),
+    "pix2pix": ("G_GAN", "G_L1", "D_real", "D_fake"),
+    "cyclegan": ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"),
+}
 # The mark of a message about a file that stays on disk (log_message's ``kept``): a cut carries it on.
 KEPT_MARK = "[kept] "
 KEPT_MESSAGE = re.compile(MESSAGE_STEP.pattern + re.escape(KEPT_MARK))
@@ -313,6 +334,7 @@ class Visualizer:
                 # TensorBoard drops the earlier files' events at steps >= purge_step
                 self._purge_step = resumed_at_step + 1
         self.started = True
+        self._append(self.log_path, LOG_HEADER.format(time.strftime("%c")))
         pending, self._pending = self._pending, []
         for line in pending:
             self._append(self.log_path, line)
@@ -321,9 +343,10 @@ class Visualizer:
         self._tensorboard()
 
     def _truncate_log(self, after_step: int) -> list[tuple[str, bool]]:
-        """Cut loss_log.txt before its first line of a step after ``after_step``: a loss line, or a
-        message line tagged with that step (that line and all after it are a dead or abandoned
-        attempt's; untagged message lines, written before lines had tags, go with their place).
+        """Cut loss_log.txt before its first line of a step after ``after_step``: a loss line (with
+        its extras line, which holds its step), or a message line tagged with that step (that line
+        and all after it are a dead or abandoned attempt's; untagged lines, the start headers and
+        messages of versions before lines had tags, go with their place).
         Message lines marked kept (files left on disk: a kept checkpoint, images set aside) stay,
         tagged with the step this run starts at. The note to log (and whether it is kept), if any
         line was cut."""
@@ -331,7 +354,9 @@ class Visualizer:
             return []
         lines = self.log_path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
         for i, line in enumerate(lines):
-            m = re.match(r"\(epoch: \d+, iters: \d+, step: (\d+)\)", line) or MESSAGE_STEP.match(line)
+            m = OLD_LOSS_STEP.match(line) or EXTRAS_STEP.match(line) or MESSAGE_STEP.match(line)
+            if m is None and LOSS_LINE.match(line) and i + 1 < len(lines):
+                m = EXTRAS_STEP.match(lines[i + 1])   # cut with its extras line
             if m and int(m.group(1)) > after_step:
                 kept = [MESSAGE_STEP.sub(f"================ [step {after_step + 1}] ", x, count=1)
                         for x in lines[i:] if KEPT_MESSAGE.match(x)]
@@ -603,20 +628,27 @@ class Visualizer:
         atomic_write_bytes(self.history_path, ("\n".join(keep) + "\n" if keep else "").encode())
 
     def log_losses(self, epoch: int, it: int, step: int, losses: dict[str, float],
-                   extras: dict[str, float]) -> None:
-        """One log line at ``step``: ``losses`` are the window's means (:class:`WindowMeans`),
-        ``extras`` the rest (lr, speed, phase times)."""
+                   extras: dict[str, float], *, model: str | None = None) -> None:
+        """One log entry at ``step``: ``losses`` are the window's means (:class:`WindowMeans`),
+        ``extras`` the rest (lr, speed, phase times). loss_log.txt gets NVIDIA's loss line, the
+        losses in ``model``'s reference order (default pix2pixHD's), then the extras line."""
         if not self.enabled:
             return
         self.begin()
         self.step = step
         rec = {"epoch": epoch, "iter": it, "step": step, **losses, **extras}
         self._append(self.history_path, json.dumps(rec))
+        order = REFERENCE_LOSS_ORDER.get(model or "pix2pixhd", ())
+        names = [k for k in order if k in losses] + [k for k in losses if k not in order]
+        ips = extras.get("images_per_s") or 0.0   # the window's; time: seconds per image
+        loss_line = f"(epoch: {epoch}, iters: {it}, time: {1 / ips if ips > 0 else 0.0:.3f}) " + "".join(
+            f"{k}: {losses[k]:.4f} " for k in names)
         # the lr in significant digits: 4 decimals would print its decayed values (1.33e-4,
         # 6.67e-5) alike
-        self._append(self.log_path, f"(epoch: {epoch}, iters: {it}, step: {step}) " + " ".join(
-            f"{k}: {v:.4g}" if k == "lr" else f"{k}: {v}" if isinstance(v, int) else f"{k}: {v:.4f}"
-            for k, v in {**losses, **extras}.items()))
+        extras_line = f"    [step {step}]" + "".join(
+            f" {k}: {v:.4g}" if k == "lr" else f" {k}: {v}" if isinstance(v, int) else f" {k}: {v:.4f}"
+            for k, v in extras.items())
+        self._append(self.log_path, f"{loss_line}\n{extras_line}")   # one append: the pair
         for k, v in losses.items():
             self._tb_call("add_scalar", f"loss/{k}", v, step)
         for k, v in extras.items():
@@ -646,12 +678,16 @@ class Visualizer:
             return label_to_rgb(t[0], self.label_nc) if k == "label" and self.label_nc > 0 else tensor_to_rgb(t[0])
         return {k: rgb(k, batches[k]) for k in VISUALS if k in batches}
 
-    def display(self, visuals: dict[str, np.ndarray], epoch: int, step: int) -> None:
+    def display(self, visuals: dict[str, np.ndarray], epoch: int, step: int, *,
+                html_only: bool = False) -> None:
+        """Show ``visuals`` at ``step``: TensorBoard's grid (not if ``html_only``: the trainer's
+        epoch-end displays, so TensorBoard gets one every --display_freq steps) and the page's
+        images of ``epoch``."""
         if not self.enabled:
             return
         self.begin()
         self.step = step
-        if self._tensorboard() is not None:
+        if not html_only and self._tensorboard() is not None:
             self._tb_call("add_image", "images/" + "_".join(map(self.caption, visuals)),
                           tensorboard_grid(list(visuals.values())), step, dataformats="HWC")
         if self.html_page:

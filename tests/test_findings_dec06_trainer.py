@@ -32,7 +32,7 @@ def streets(tmp_path_factory):
 
 def _loss_steps(text):
     return [int(m.group(1)) for ln in text.splitlines()
-            if (m := re.match(r"\(epoch: \d+, iters: \d+, step: (\d+)\)", ln))]
+            if (m := re.match(r"    \[step (\d+)\]", ln))]   # a loss line's extras line
 
 
 # ---- 1. a resume to an earlier checkpoint cuts the abandoned stretch's messages too -----------------
@@ -56,8 +56,9 @@ def test_a_resume_to_an_earlier_epoch_cuts_the_messages_of_the_abandoned_stretch
     after = text[len(kept):]
     assert after.count("resumed from epoch 2 iteration 0") == 1, after   # C's own, not B's
     assert "epochs 2..3" not in after.split("resumed from epoch 2 iteration 0")[0]
-    assert not any(ln in after for ln in b.splitlines() if ln.startswith("(epoch"))
-    assert f"loss_log.txt: {len(b.splitlines())} line(s) from step 5 on, logged past step 4" in after
+    assert not any(ln in after for ln in b.splitlines() if ln.startswith(("(epoch", "    [step")))
+    b_header = len(re.findall(r"^================ Training Loss ", b, re.M))   # B's start: not cut
+    assert f"loss_log.txt: {len(b.splitlines()) - b_header} line(s) from step 5 on, logged past step 4" in after
     assert _loss_steps(text) == [1, 2, 4, 5]
 
 
@@ -74,7 +75,8 @@ def test_the_cut_keeps_messages_of_the_resumed_step_and_untagged_lines_before_it
     assert [ln.split(" 2026 ")[-1] for ln in lines[:3]] == [
         "an untagged line of an older version", "(epoch: 1, iters: 4, step: 4) G_GAN: 1.0", "a save note at step 4"]
     assert not any("unfrozen" in ln or "stopped" in ln for ln in lines)
-    assert lines[3].startswith("================ [step 5] ") and "2 line(s) from step 5 on" in lines[3]
+    assert lines[3].startswith("================ Training Loss (")   # this start's header
+    assert lines[4].startswith("================ [step 5] ") and "2 line(s) from step 5 on" in lines[4]
     v.log_message("given a step", step=9)
     assert log.read_text().splitlines()[-1].startswith("================ [step 9] ")
 

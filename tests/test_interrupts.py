@@ -260,7 +260,8 @@ def test_summary_losses_and_epochs_say_what_they_are_and_the_last_window_is_logg
     assert sorted(hist) == [1, 8] and hist[8]["window_steps"] == 7
     want = _mean(recorded, list(range(2, 9)))
     assert {k: hist[8][k] for k in want} == pytest.approx(want, rel=1e-5)
-    assert "(epoch: 1, iters: 8, step: 8)" in (tmp_path / "t" / "loss_log.txt").read_text()
+    assert re.search(r"^\(epoch: 1, iters: 8, time: [\d.]+\) .*\n    \[step 8\] ",
+                     (tmp_path / "t" / "loss_log.txt").read_text(), re.M)
     from tests.tb_events import read_events
     tb = {(v.tag, ev.step) for ev in read_events(tmp_path / "t" / "tensorboard") for v in ev.summary.value}
     assert all((f"loss/{k}", 8) in tb for k in want)

@@ -32,7 +32,7 @@ def streets(tmp_path_factory):
 
 def _log_steps(run):
     return [int(m.group(1)) for ln in (run / "loss_log.txt").read_text().splitlines()
-            if (m := re.match(r"\(epoch: \d+, iters: \d+, step: (\d+)\)", ln))]
+            if (m := re.match(r"    \[step (\d+)\]", ln))]   # a loss line's extras line
 
 
 def _history_steps(run):
@@ -92,8 +92,8 @@ def test_a_resume_after_a_kill_logs_each_step_once(tmp_path, streets, monkeypatc
     assert _history_steps(run) == [1, 2, 4, 6, 8]
     assert _log_steps(run) == [1, 2, 4, 6, 8]   # was [1, 2, 4, 6, 6, 8]
     text = (run / "loss_log.txt").read_text()
-    assert "loss_log.txt: 1 line(s) from step 6 on, logged past step 4 where this run starts, dropped" in text
-    assert text.index("resumed from epoch 2 iteration 0") < text.index("step: 6)")
+    assert "loss_log.txt: 2 line(s) from step 6 on, logged past step 4 where this run starts, dropped" in text
+    assert text.index("resumed from epoch 2 iteration 0") < text.index("    [step 6]")
     hist = {h["step"]: h for h in map(json.loads, (run / "loss_history.jsonl").read_text().splitlines())}
     tb = _tensorboard_as_read(run / "tensorboard")
     for k in ("G_GAN", "D_fake"):

@@ -263,9 +263,10 @@ def test_loss_log_prints_decayed_learning_rates_apart(tmp_path):
     vis = Visualizer(tmp_path, tensorboard=False, html_page=False)
     for step, lr in ((1, 2e-4 * 2 / 3), (2, 2e-4 / 3)):   # --niter 1 --niter_decay 3: epochs 2 and 3
         vis.log_losses(step + 1, 1, step, {"D_A": 0.123456}, {"lr": lr, "images_per_s": 2.5})
-    lines = (tmp_path / "loss_log.txt").read_text().splitlines()
-    assert "lr: 0.0001333 " in lines[0] and "lr: 6.667e-05 " in lines[1]
-    assert all("D_A: 0.1235 " in line and line.endswith("images_per_s: 2.5000") for line in lines)
+    lines = (tmp_path / "loss_log.txt").read_text().splitlines()[1:]   # after the header
+    assert "lr: 0.0001333 " in lines[1] and "lr: 6.667e-05 " in lines[3]   # the extras lines
+    assert all("D_A: 0.1235 " in line for line in lines[::2])
+    assert all(line.endswith("images_per_s: 2.5000") for line in lines[1::2])
 
 
 def test_resume_says_on_the_console_where_it_resumed(tmp_path, capsys):

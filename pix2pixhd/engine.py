@@ -1853,7 +1853,9 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     pool = ThreadPoolExecutor(max(1, job.writers), thread_name_prefix="synth-writer")
     futures: deque = deque()
     buckets: dict[tuple, list[_Unit]] = {}
-    bar = tqdm(total=units_total, disable=not job.progress or rank != 0, desc="synthesize")
+    show = job.progress and rank == 0
+    bar = (tqdm(total=units_total, desc="synthesize") if show and _stderr_is_tty() else
+           _LineProgress(units_total, "synthesize") if show else tqdm(total=units_total, disable=True))
     min_side = synth.min_side
     gen0 = synth.generator_seconds
     t0 = time.perf_counter()
@@ -1994,6 +1996,8 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             while len(bucket) >= B:
                 run_batch(bucket[:B])
                 del bucket[:B]
+            if not bucket:   # sent: an emptied size keeps no key (with many sizes the sum below
+                del buckets[key]   # ran over every size ever seen)
             if sum(len(b) for b in buckets.values()) > max_pending:   # many sizes: send the fullest
                 fullest = max(buckets, key=lambda k_: len(buckets[k_]))
                 run_batch(buckets.pop(fullest))
@@ -2014,6 +2018,45 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         bar.close()
     report.seconds = time.perf_counter() - t0
     report.generator_seconds = synth.generator_seconds - gen0
+
+
+# Without a terminal (a SLURM or nohup log), the progress is a line on stderr at most this often
+# (seconds), as training's, instead of a bar whose redraws (8 a second) pile up in the file.
+PROGRESS_INTERVAL_S = 60.0
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):   # None, or closed
+        return False
+
+
+class _LineProgress:
+    """tqdm's update/close for a log file: ``progress: DESC N/TOTAL (P%), X outputs/s, ETA H:MM:SS``
+    on stderr at most every PROGRESS_INTERVAL_S seconds, and once at the end."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.n = total, desc, 0
+        self._t0 = self._t_line = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.perf_counter() - self._t_line >= PROGRESS_INTERVAL_S:
+            self._say()
+
+    def _say(self) -> None:
+        now = self._t_line = time.perf_counter()
+        rate = self.n / max(now - self._t0, 1e-9)
+        left = max(self.total - self.n, 0) / rate if rate > 0 else None
+        eta = "?" if left is None else time.strftime("%H:%M:%S", time.gmtime(left)) if left < 86400 else f"{left / 86400:.1f} days"
+        pct = 100.0 * self.n / self.total if self.total else 100.0
+        print(f"progress: {self.desc} {self.n}/{self.total} ({pct:.1f}%), {rate:.2f} outputs/s, ETA {eta}",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.n:
+            self._say()
 
 
 def _too_large(e: BaseException) -> str | None:

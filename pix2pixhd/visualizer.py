@@ -5,7 +5,8 @@ the run has validated its data and built its models, so a start that fails leave
 as it was; messages logged before are kept in memory until then). Every logged loss is the mean
 over its logging window (:class:`WindowMeans`), not the one step that falls on the log line: the
 console line, the text log, the JSON history, the tensorboard scalars and the HTML curves (drawn
-from the history) all show the same means.
+from the history, read once, then kept in memory) all show the same means; a curve of more than
+:data:`CURVE_MAX_POINTS` records draws means of consecutive ones.
 
 loss_log.txt has NVIDIA's shape, so parsers written for pix2pixHD's (and junyanz's pix2pix and
 CycleGAN's) read it: each process start writes ``================ Training Loss (DATE)
@@ -178,42 +179,115 @@ def save_png(arr: np.ndarray, path: Path, step: int | None = None) -> None:
     tmp.replace(path)
 
 
+# The most points a loss curve draws per series (the plot is 640 px wide), so the page's time and
+# size stay flat as the history grows. A longer history is drawn as the means of buckets of
+# consecutive records, not every n-th record: with a small --print_freq each record is a short,
+# noisy window, and a stride would draw an arbitrary one of each bucket.
+CURVE_MAX_POINTS = 1000
+
+
+class CurvePoints:
+    """What :func:`loss_curves_svg` draws of a history, kept up record by record (:meth:`add`):
+    each series' points, the means of buckets of consecutive records (one record each up to
+    ``max_points`` records; the buckets double in size each time there would be more), and the
+    exact extremes of ``x`` and of each series' values, which the axis labels show.
+
+    ``keys``: the series (default: every key with a :data:`LOSS_PREFIXES` prefix); ``x``: the key
+    of the horizontal axis, which every record holds.
+    """
+
+    def __init__(self, keys: list[str] | None = None, x: str = "step", max_points: int = CURVE_MAX_POINTS):
+        self.keys, self.x, self.max_points = keys or None, x, max_points
+        self.per_bucket = 1   # records per bucket; all but the last are full
+        self.buckets: list[list] = []   # [records, {key: [sum of x, sum of values, count]}]
+        self.x_range: tuple | None = None
+        self.v_range: dict[str, tuple] = {}   # key: (lowest, highest) value
+        self.seen: set[str] = set()   # the default keys met so far
+
+    def add(self, rec: dict) -> None:
+        s = rec[self.x]
+        self.x_range = (s, s) if self.x_range is None else (min(self.x_range[0], s), max(self.x_range[1], s))
+        if not self.buckets or self.buckets[-1][0] == self.per_bucket:
+            self.buckets.append([0, {}])
+        bucket = self.buckets[-1]
+        bucket[0] += 1
+        if self.keys is None:
+            keys = [k for k in rec if k.startswith(LOSS_PREFIXES)]
+            self.seen.update(keys)
+        else:
+            keys = [k for k in self.keys if k in rec]
+        for k in keys:
+            v = rec[k]
+            lo_hi = self.v_range.get(k)
+            self.v_range[k] = (v, v) if lo_hi is None else (min(lo_hi[0], v), max(lo_hi[1], v))
+            sums = bucket[1].get(k)
+            if sums is None:
+                bucket[1][k] = [s, v, 1]
+            else:
+                sums[0] += s
+                sums[1] += v
+                sums[2] += 1
+        if len(self.buckets) > self.max_points:   # merge neighbours: at most max_points / 2 + 1 left
+            merged = []
+            for i in range(0, len(self.buckets), 2):
+                n, sums = self.buckets[i][0], {k: list(t) for k, t in self.buckets[i][1].items()}
+                for n2, sums2 in self.buckets[i + 1:i + 2]:
+                    n += n2
+                    for k, t in sums2.items():
+                        if k in sums:
+                            sums[k] = [a + b for a, b in zip(sums[k], t)]
+                        else:
+                            sums[k] = list(t)
+                merged.append([n, sums])
+            self.buckets, self.per_bucket = merged, self.per_bucket * 2
+
+    def svg(self, width: int = 720, height: int = 260) -> str:
+        keys = self.keys or sorted(self.seen)
+        ranges = [self.v_range[k] for k in keys if k in self.v_range]
+        if self.x_range is None or not keys or not ranges:
+            return "<p>No losses logged yet.</p>"
+        # the points span the axis (CPU-minutes 0.06..0.13 were squeezed into a 0.06..1.06 one); a
+        # single point gets a unit-wide axis
+        lo_s, hi_s = self.x_range
+        if not hi_s > lo_s:
+            hi_s = lo_s + 1
+        lo_v, hi_v = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        hi_v = max(hi_v, lo_v + 1e-6)
+        x = self.x
+        pad = 40
+        colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+        def xy(s, v):
+            x = pad + (s - lo_s) / (hi_s - lo_s) * (width - 2 * pad)
+            y = height - pad - (v - lo_v) / (hi_v - lo_v) * (height - 2 * pad)
+            return f"{x:.1f},{y:.1f}"
+
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * len(keys)}">',
+                 f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" stroke="#999"/>',
+                 f'<text x="{pad}" y="{pad - 8}" font-size="11">{hi_v:.3g}</text>',
+                 f'<text x="{pad}" y="{height - pad + 14}" font-size="11">{lo_v:.3g} ({html.escape(x)} {lo_s:.4g} … {hi_s:.4g})</text>']
+        for i, k in enumerate(keys):
+            pts = " ".join(xy(t[0] / t[2], t[1] / t[2]) for _, sums in self.buckets if (t := sums.get(k)))
+            c = colours[i % len(colours)]
+            parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/>')
+            parts.append(f'<text x="{pad}" y="{height + 14 + 20 * i}" font-size="12" fill="{c}">{html.escape(k)}</text>')
+        parts.append("</svg>")
+        return "\n".join(parts)
+
+
 def loss_curves_svg(history: list[dict], width: int = 720, height: int = 260, *,
-                    keys: list[str] | None = None, x: str = "step") -> str:
-    """An SVG line plot of every loss in ``history`` (dicts with 'step' and loss values).
+                    keys: list[str] | None = None, x: str = "step", max_points: int = CURVE_MAX_POINTS) -> str:
+    """An SVG line plot of every loss in ``history`` (dicts with 'step' and loss values); at most
+    ``max_points`` points per series (:class:`CurvePoints`).
 
     ``keys``: the series to draw (default: every key with a :data:`LOSS_PREFIXES` prefix); ``x``: the key of the
     horizontal axis. A dict may hold only some of the keys (each series skips dicts without it),
     which is how ``benchmarks/quality.py`` draws one line per recipe.
     """
-    keys = keys or sorted({k for h in history for k in h if k.startswith(LOSS_PREFIXES)})
-    if not history or not keys:
-        return "<p>No losses logged yet.</p>"
-    steps = [h[x] for h in history]
-    # the points span the axis (CPU-minutes 0.06..0.13 were squeezed into a 0.06..1.06 one); a
-    # single point gets a unit-wide axis
-    lo_s, hi_s = min(steps), (max(steps) if max(steps) > min(steps) else min(steps) + 1)
-    vals = [h[k] for h in history for k in keys if k in h]
-    lo_v, hi_v = min(vals), max(max(vals), min(vals) + 1e-6)
-    pad = 40
-    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-
-    def xy(s, v):
-        x = pad + (s - lo_s) / (hi_s - lo_s) * (width - 2 * pad)
-        y = height - pad - (v - lo_v) / (hi_v - lo_v) * (height - 2 * pad)
-        return f"{x:.1f},{y:.1f}"
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * len(keys)}">',
-             f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" stroke="#999"/>',
-             f'<text x="{pad}" y="{pad - 8}" font-size="11">{hi_v:.3g}</text>',
-             f'<text x="{pad}" y="{height - pad + 14}" font-size="11">{lo_v:.3g} ({html.escape(x)} {lo_s:.4g} … {hi_s:.4g})</text>']
-    for i, k in enumerate(keys):
-        pts = " ".join(xy(h[x], h[k]) for h in history if k in h)
-        c = colours[i % len(colours)]
-        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/>')
-        parts.append(f'<text x="{pad}" y="{height + 14 + 20 * i}" font-size="12" fill="{c}">{html.escape(k)}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
+    curves = CurvePoints(keys, x, max_points)
+    for h in history:
+        curves.add(h)
+    return curves.svg(width, height)
 
 
 # The images a run shows, in page order: pix2pixHD/pix2pix, then CycleGAN's two cycles.
@@ -308,6 +382,9 @@ class Visualizer:
         self.started = False
         self._pending: list[str] = []   # log_message() lines before begin()
         self._noted_bad_history = False  # loss_history.jsonl's unparseable lines said once
+        # the page's loss curves: loss_history.jsonl read once (its cut at a resume, or the first
+        # page write), then each log_losses record added; None: not read yet
+        self._curves: CurvePoints | None = None
         self._purge_step: int | None = None  # the first tensorboard writer's purge_step (begin)
         self._tb_error: BaseException | None = None  # the first failed tensorboard write
         self._tb_stalled = False   # the writer thread made no progress for TB_STALL_SECONDS
@@ -624,8 +701,11 @@ class Visualizer:
         (0: a fresh start forgets a dead attempt's), and lines that do not parse."""
         if not self.enabled or not self.history_path.is_file():
             return
-        keep = [line for line, rec in self._read_history() if rec["step"] <= after_step]
-        atomic_write_bytes(self.history_path, ("\n".join(keep) + "\n" if keep else "").encode())
+        keep = [(line, rec) for line, rec in self._read_history() if rec["step"] <= after_step]
+        atomic_write_bytes(self.history_path, "".join(line + "\n" for line, _ in keep).encode())
+        self._curves = CurvePoints() if self.html_page else None
+        for _, rec in keep if self._curves is not None else []:
+            self._curves.add(rec)
 
     def log_losses(self, epoch: int, it: int, step: int, losses: dict[str, float],
                    extras: dict[str, float], *, model: str | None = None) -> None:
@@ -637,7 +717,10 @@ class Visualizer:
         self.begin()
         self.step = step
         rec = {"epoch": epoch, "iter": it, "step": step, **losses, **extras}
-        self._append(self.history_path, json.dumps(rec))
+        line = json.dumps(rec)
+        self._append(self.history_path, line)
+        if self._curves is not None:
+            self._curves.add(json.loads(line))   # the record as the file holds it
         order = REFERENCE_LOSS_ORDER.get(model or "pix2pixhd", ())
         names = [k for k in order if k in losses] + [k for k in losses if k not in order]
         ips = extras.get("images_per_s") or 0.0   # the window's; time: seconds per image
@@ -723,7 +806,10 @@ class Visualizer:
     def write_html(self) -> Path | None:
         if not self.html_page:
             return None
-        history = [rec for _, rec in self._read_history()] if self.history_path.is_file() else []
+        if self._curves is None:
+            self._curves = CurvePoints()
+            for _, rec in self._read_history() if self.history_path.is_file() else []:
+                self._curves.add(rec)
         images = sorted((self.web / "images").glob("epoch*_*.png")) if (self.web / "images").is_dir() else []
         # files are epoch{e:03d}_{key}.png: 3 digits or more (epoch 1000 is epoch1000_...)
         epochs = sorted({int(m.group(1)) for p in images
@@ -741,7 +827,7 @@ class Visualizer:
         domains = f"<p>{html.escape(self._domains_line())}</p>" if cycle and rows else ""
         page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
                 f"{html.escape(self.dir.name)}</title></head><body>"
-                f"<h1>{html.escape(self.dir.name)}</h1><h2>Losses</h2>{loss_curves_svg(history)}"
+                f"<h1>{html.escape(self.dir.name)}</h1><h2>Losses</h2>{self._curves.svg()}"
                 f"<h2>Results</h2>{domains}{''.join(rows) or '<p>No images yet.</p>'}</body></html>")
         path = self.web / "index.html"
         atomic_write_bytes(path, page.encode("utf-8", "surrogateescape"))

@@ -10,7 +10,6 @@ and a machine without Triton (no wheels for macOS or Windows).
   and pip installs it (editable, no index) into an environment that holds every dependency but
   Triton, once the environment markers are those of macOS.
 """
-import importlib.util
 import os
 import shlex
 import shutil
@@ -167,18 +166,41 @@ def test_scripts_keep_the_torch_an_environment_already_has(tmp_path, torch_versi
         assert installs == extra + [package], out.stdout
 
 
+# Run in a fresh interpreter: where setuptools, _distutils_hack, pkg_resources and wheel are (their
+# packages' __init__), setuptools' version and the .dist-info folders of setuptools and wheel.
+_TOOLS_PROBE = """
+import importlib.metadata, importlib.util, json
+spec = {}
+for m in ("setuptools", "_distutils_hack", "pkg_resources", "wheel"):
+    s = importlib.util.find_spec(m)
+    spec[m] = s.origin if s is not None and s.origin else None
+dist = []
+for d in ("setuptools", "wheel"):
+    try:
+        dist.append(str(importlib.metadata.distribution(d)._path))
+    except (importlib.metadata.PackageNotFoundError, AttributeError):
+        pass
+version = importlib.metadata.version("setuptools") if spec["setuptools"] else ""
+print(json.dumps({"spec": spec, "dist": dist, "setuptools_version": version}))
+"""
+
+
 def test_offline_install_falls_back_to_the_package_alone_and_names_what_is_missing(tmp_path):
     """No index reachable (PIP_NO_INDEX=1): pip cannot fetch the dependencies of .[test], so
     env.sh installs the package alone (editable, no dependencies, no build isolation) and then
     stops on the required dependencies that are missing, naming them."""
-    import importlib.metadata
+    import json
 
     import pip
-    if importlib.util.find_spec("setuptools") is None:  # found, not imported (distutils clash)
+    # What this environment would lend, asked of a fresh interpreter: in this process an earlier
+    # test may have imported setuptools (torch.compile's inductor does), which puts its _vendor
+    # folder on sys.path, so that "wheel" would be found there, a vendored copy pip then misreads.
+    found = json.loads(subprocess.run([sys.executable, "-c", _TOOLS_PROBE], capture_output=True, text=True,
+                                      check=True).stdout)
+    if found["spec"].get("setuptools") is None:
         pytest.skip("no setuptools in this environment to lend the test's venv")
-    st_version = importlib.metadata.version("setuptools")
-    if tuple(int(v) for v in st_version.split(".")[:2]) < (70, 1) and \
-            importlib.util.find_spec("wheel") is None:
+    st_version = found["setuptools_version"]
+    if tuple(int(v) for v in st_version.split(".")[:2]) < (70, 1) and found["spec"].get("wheel") is None:
         pytest.skip(f"setuptools {st_version} builds wheels only with the 'wheel' package, "
                     "which this environment lacks")
     # A venv holding nothing but pip and setuptools (this environment's, through a .pth), a stand-in
@@ -190,18 +212,13 @@ def test_offline_install_falls_back_to_the_package_alone_and_names_what_is_missi
     tools = tmp_path / "tools"
     tools.mkdir()
     (tools / "pip").symlink_to(Path(pip.__file__).parent)
-    for extra in ("setuptools", "_distutils_hack", "pkg_resources", "wheel"):
-        spec = importlib.util.find_spec(extra)
-        if spec is not None and spec.origin:
-            (tools / extra).symlink_to(Path(spec.origin).parent)
-    for dist in ("setuptools", "wheel"):  # their entry points register setup()'s keywords and commands
-        try:
-            info = importlib.metadata.distribution(dist)._path
-        except (importlib.metadata.PackageNotFoundError, AttributeError):
-            continue
-        (tools / info.name).symlink_to(info)
+    for extra, origin in found["spec"].items():
+        if origin:
+            (tools / extra).symlink_to(Path(origin).parent)
+    for info in found["dist"]:  # their entry points register setup()'s keywords and commands
+        (tools / Path(info).name).symlink_to(info)
     (site / "a_tools.pth").write_text(f"{tools}\n")  # before distutils-precedence.pth (sorted)
-    precedence = Path(importlib.util.find_spec("setuptools").origin).parents[1] / "distutils-precedence.pth"
+    precedence = Path(found["spec"]["setuptools"]).parents[1] / "distutils-precedence.pth"
     if precedence.is_file():  # setuptools' own distutils, as in any environment that has it
         shutil.copy2(precedence, site / precedence.name)
     _fake_package(site, "torch", "2.11.0+cu130")

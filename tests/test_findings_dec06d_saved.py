@@ -55,6 +55,9 @@ def _synth_error(capsys, folder, tmp_path) -> str:
     ("no_instance", "false", "no_instance='false': must be bool"),   # read as true
     ("upsample", "bilinear", "upsample='bilinear': expected one of transpose, resize"),
     ("n_blocks_global", -1, "--n_blocks_global -1: must be >= 0")])
+@pytest.mark.fault(cls="damaged run folder",
+                   case="a saved config's {option} of the wrong type or range: one line naming the files, nothing "
+                        "built")
 def test_a_saved_option_of_the_wrong_type_or_range_is_one_line_naming_the_files(
         tmp_path, capsys, monkeypatch, option, value, says):
     monkeypatch.delenv("PIX2PIXHD_DEBUG", raising=False)
@@ -83,6 +86,9 @@ def test_a_saved_config_json_that_does_not_check_gives_way_to_the_checkpoints(tm
     ("n_downsample_global", 6, "n_downsample_global 6 (its G: 2)"),   # (60: 24 GB, then killed)
     ("n_blocks_global", 50, "n_blocks_global 50 (its G: 1)"),         # (10**6: hung)
     ("netG", "local", "netG local (its G: global)")])
+@pytest.mark.fault(cls="damaged run folder",
+                   case="a saved config's sizes that do not fit the weights ({id}): refused before a network is "
+                        "built")
 def test_saved_sizes_that_do_not_fit_the_weights_are_refused_before_a_build(
         tmp_path, capsys, monkeypatch, option, value, says):
     monkeypatch.delenv("PIX2PIXHD_DEBUG", raising=False)
@@ -178,6 +184,8 @@ class RunsCode:
         return (os.getpid, ())
 
 
+@pytest.mark.fault(cls="damaged run folder",
+                   case="a .pt file that would run code when unpickled ({id}): named as such, never run")
 @pytest.mark.parametrize("obj, said", [(RunsCode(), f"GLOBAL {os.getpid.__module__}.getpid"),
                                        (Pickled(), f"GLOBAL {__name__}.Pickled")])
 def test_a_file_pickling_python_objects_is_named_so_everywhere(tmp_path, obj, said):
@@ -233,6 +241,9 @@ def test_synthesis_refuses_clusters_of_classes_the_run_does_not_have(tmp_path, c
                           "checkpoint's label_nc is 5")
 
 
+@pytest.mark.fault(cls="damaged run folder",
+                   case="config.json that does not fit the weights: --resume uses the checkpoint's own config, "
+                        "with a note")
 def test_a_config_json_that_does_not_fit_gives_way_to_the_checkpoints_own(trained, tmp_path, capsys):
     """config.json edited to sizes its weights do not have, the checkpoint's copy sound: --resume
     and --load_pretrain were refused ("restore it from a copy"), though the copy is in the

@@ -26,6 +26,9 @@ def _errors(err: str) -> list[str]:
 
 
 # ---- 1: --overwrite and links -----------------------------------------------------------------------
+@pytest.mark.fault(cls="path tricks",
+                   case="synthesize --overwrite where a manifest path or a split folder leads out of OUT through "
+                        "a link: nothing outside OUT removed, the note says what was left")
 def test_overwrite_removes_nothing_a_link_leads_to_outside_out(run, tmp_path, capsys):
     """A manifest line naming evil/important.txt (evil -> a folder outside OUT) and a test_inst/
     that is a link: --overwrite deleted the files they lead to."""
@@ -57,6 +60,9 @@ def _nan_weight(folder: Path) -> None:
     torch.save(ck, folder / "latest.pt")
 
 
+@pytest.mark.fault(cls="numerics",
+                   case="a generator giving NaN in synthesis: one line naming the checkpoint and the input, no "
+                        "black photo written")
 def test_a_nan_weight_is_an_error_naming_the_checkpoint_and_the_input(tmp_path, capsys):
     """It wrote black photos and said "wrote 2 images", exit 0."""
     ckpt, maps, out = tmp_path / "run", _maps(tmp_path / "maps", 2), tmp_path / "out"
@@ -90,6 +96,8 @@ def test_nan_cluster_centres_are_an_error_naming_the_clusters_file(tmp_path, cap
     assert not (out / "test_img").is_dir() or not list((out / "test_img").iterdir())
 
 
+@pytest.mark.fault(cls="numerics",
+                   case="NaN in the ONNX export's parity check: it fails in one line, no file written")
 def test_the_export_parity_check_fails_on_nan_and_writes_nothing(tmp_path, capsys):
     """It printed `max |onnxruntime - torch| ... : 0` and wrote the file."""
     pytest.importorskip("onnx")
@@ -162,6 +170,9 @@ def test_external_data_outside_the_folder_is_one_line(onnx_file, tmp_path):
 
 
 # ---- 4: synthesis.json and manifest lines of the wrong shape ---------------------------------------------
+@pytest.mark.fault(cls="synthesis",
+                   case="synthesis.json of the wrong shape ({id}): refused in one line naming it, --overwrite "
+                        "replaces it")
 @pytest.mark.parametrize("text, why", [("[1,2]", "it holds a list, not the object synthesize.py writes"),
                                        ('{"digest":["a"]}', "its 'digest' is a list, not a string")])
 def test_a_synthesis_json_of_the_wrong_shape_is_refused_and_overwrite_replaces_it(run, tmp_path, text, why):
@@ -175,6 +186,8 @@ def test_a_synthesis_json_of_the_wrong_shape_is_refused_and_overwrite_replaces_i
     assert synth(run, maps, out, "--overwrite") == 0 and _job(out)["complete"] is True
 
 
+@pytest.mark.fault(cls="synthesis",
+                   case="a manifest line of the wrong shape: skipped with a note, its output synthesized again")
 def test_a_manifest_line_of_the_wrong_shape_is_ignored_with_a_note(run, tmp_path, capsys):
     """{"output": ["x"], "job": DIGEST}: TypeError (unhashable) on resume and under --overwrite."""
     maps, out = _maps(tmp_path / "maps", 2), tmp_path / "out"

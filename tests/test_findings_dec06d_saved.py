@@ -87,7 +87,7 @@ def test_a_saved_config_json_that_does_not_check_gives_way_to_the_checkpoints(tm
     ("n_blocks_global", 50, "n_blocks_global 50 (its G: 1)"),         # (10**6: hung)
     ("netG", "local", "netG local (its G: global)")])
 @pytest.mark.fault(cls="damaged run folder",
-                   case="a saved config's sizes that do not fit the weights ({id}): refused before a network is "
+                   case="a saved config's {option} that does not fit the weights: refused before a network is "
                         "built")
 def test_saved_sizes_that_do_not_fit_the_weights_are_refused_before_a_build(
         tmp_path, capsys, monkeypatch, option, value, says):
@@ -185,7 +185,7 @@ class RunsCode:
 
 
 @pytest.mark.fault(cls="damaged run folder",
-                   case="a .pt file that would run code when unpickled ({id}): named as such, never run")
+                   case="a .pt file that would run code when unpickled ({said}): named as such, never run")
 @pytest.mark.parametrize("obj, said", [(RunsCode(), f"GLOBAL {os.getpid.__module__}.getpid"),
                                        (Pickled(), f"GLOBAL {__name__}.Pickled")])
 def test_a_file_pickling_python_objects_is_named_so_everywhere(tmp_path, obj, said):

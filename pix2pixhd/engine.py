@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import heapq
 import json
 import os
 import re
@@ -2175,6 +2176,10 @@ def _write_ids(out: Path, folder: str, name: str, ids: torch.Tensor, copy_from: 
     return rel, size
 
 
+# Lines a manifest merge sorts in memory at a time (the rest waits in sorted runs on disk).
+MERGE_RUN_LINES = 100_000
+
+
 def merge_manifest(out: Path, digest: str, older=()) -> Path:
     """Rank 0, after every rank has finished: ``manifest.jsonl`` = for each output, the last line
     this job wrote about it (an earlier run's or this one's parts), sorted by output name; then
@@ -2182,25 +2187,62 @@ def merge_manifest(out: Path, digest: str, older=()) -> Path:
     in older synthesis.json files (``_legacy_digests``), whose lines a resume kept, so kept too."""
     out = Path(out)
     jobs = {digest, *older}
-    latest: dict[str, str] = {}
-    for rec in _read_lines(_manifest_sources(out)):
-        if rec.get("job") not in jobs:
-            continue
-        # a later line about an output is a redo (an earlier run's was incomplete or skipped)
-        key = rec["output"] or f"\0{rec.get('input')}"   # a broken symlink has no output name
-        latest[key] = json.dumps(rec, sort_keys=True, separators=(",", ":"))
     path = out / MANIFEST
     tmp = path.with_name(path.name + ".tmp")
+    runs: list[Path] = []
+    for stale in (out / PARTS).glob("merge*.tmp"):   # a merge killed midway left its runs
+        stale.unlink(missing_ok=True)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for key in sorted(latest):
-                f.write(latest[key] + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        # Sorted runs of at most MERGE_RUN_LINES lines on disk, then one streaming merge: memory
+        # stays bounded whatever the job's size (a dict of every line took gigabytes for
+        # millions of outputs). Lines sort by (output, order read); of an output's lines the last
+        # read wins: a later line about an output is a redo (an earlier run's was incomplete or
+        # skipped).
+        chunk: list[tuple[str, int, str]] = []
+
+        def spill() -> None:
+            chunk.sort()
+            run = out / PARTS / f"merge{len(runs)}.{os.getpid()}.tmp"
+            run.parent.mkdir(parents=True, exist_ok=True)
+            with open(run, "w", encoding="utf-8") as f:
+                for key, n, line in chunk:
+                    f.write(json.dumps([key, n, line]) + "\n")
+            runs.append(run)
+            chunk.clear()
+
+        for n, rec in enumerate(_read_lines(_manifest_sources(out))):
+            if rec.get("job") not in jobs:
+                continue
+            key = rec["output"] or f"\0{rec.get('input')}"   # a broken symlink has no output name
+            chunk.append((key, n, json.dumps(rec, sort_keys=True, separators=(",", ":"))))
+            if len(chunk) >= MERGE_RUN_LINES:
+                spill()
+        if runs and chunk:
+            spill()
+        chunk.sort()
+        readers = [open(r, encoding="utf-8") for r in runs]
+        try:
+            merged = heapq.merge(*(map(lambda ln: tuple(json.loads(ln)), f) for f in readers)) if runs else chunk
+            with open(tmp, "w", encoding="utf-8") as f:
+                last = None
+                for key, _, line in merged:
+                    if last is not None and key != last[0]:
+                        f.write(last[1] + "\n")
+                    last = (key, line)
+                if last is not None:
+                    f.write(last[1] + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            for r in readers:
+                r.close()
         os.replace(tmp, path)
     except OSError as e:   # the parts stay: a rerun merges them
         tmp.unlink(missing_ok=True)
         raise _write_error(path, e) from e
+    finally:
+        for r in runs:
+            r.unlink(missing_ok=True)
     for p in sorted((out / PARTS).glob("rank*.jsonl")):
         p.unlink(missing_ok=True)
     try:

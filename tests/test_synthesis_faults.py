@@ -212,3 +212,38 @@ def test_without_a_terminal_the_progress_is_a_line_at_a_time_not_a_bar(run, tmp_
     assert "\r" not in err, err
     lines = [ln for ln in err.splitlines() if ln.startswith("progress: synthesize ")]
     assert lines and lines[-1].startswith("progress: synthesize 3/3 (100.0%), ") and "outputs/s, ETA" in lines[-1], err
+
+
+def test_the_manifest_merge_streams_sorted_runs_and_keeps_each_outputs_last_line(run, tmp_path, monkeypatch):
+    """The merge held every line of the job in a dict (gigabytes for millions of outputs); it now
+    sorts runs of MERGE_RUN_LINES lines on disk and merges them. With runs of 2 lines, a job
+    whose manifest holds a redo (a skipped output done again) merges as with one run: each
+    output once, its last line, sorted by name, and no run file left behind."""
+    import json
+    from pix2pixhd import engine
+    inp = tmp_path / "in"
+    for n in "abcde":
+        ids(inp / f"{n}.png")
+    out = tmp_path / "out"
+    assert synth(run, inp, out) == 0
+    whole = (out / "manifest.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in whole]
+    redo = dict(recs[2], status="skipped", reason="an earlier run's")   # c: skipped first, then done
+    parts = out / engine.PARTS
+    parts.mkdir()
+    (out / "manifest.jsonl").write_text("\n".join([json.dumps(redo)] + whole[::-1]) + "\n")
+    (parts / "merge0.999.tmp").write_text("stale run of a killed merge\n")
+    monkeypatch.setattr(engine, "MERGE_RUN_LINES", 2)
+    merges = []
+    heap_merge = engine.heapq.merge
+
+    def counting_merge(*runs):   # how many sorted runs the 6 lines were spread over
+        merges.append(len(runs))
+        return heap_merge(*runs)
+    monkeypatch.setattr(engine.heapq, "merge", counting_merge)
+    engine.merge_manifest(out, recs[0]["job"])
+    assert merges == [3]
+    merged = (out / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(x)["output"] for x in merged] == sorted(r["output"] for r in recs)
+    assert [json.loads(x) for x in merged] == sorted(recs, key=lambda r: r["output"])   # c's ok line won
+    assert not parts.exists()

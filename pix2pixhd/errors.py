@@ -151,7 +151,7 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
     except UserError as e:
         if debug_enabled():
             raise
-        print(f"error{_rank_prefix()}: {user_message(e)}", file=sys.stderr, flush=True)
+        _error_line(f"error{_rank_prefix()}: {user_message(e)}")
         return 1
     except KeyboardInterrupt:   # Ctrl-C where no handler of ours stops cleanly (start-up, synthesis)
         if debug_enabled():
@@ -167,12 +167,20 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
         message = loader_worker_died(e)
         if message is None or debug_enabled():
             raise
-        print(f"error{_rank_prefix()}: {message}", file=sys.stderr, flush=True)
+        _error_line(f"error{_rank_prefix()}: {message}")
         return 1
 
 
 # 128 + SIGPIPE: what a shell reports for a program whose reader went away (`... | head`).
 BROKEN_PIPE_EXIT_STATUS = 141
+
+
+def _error_line(line: str) -> None:
+    """``line`` and its newline on stderr in one write: under torchrun every rank of an agreed
+    error prints its line to one pipe, and print()'s two writes (the text, then the newline) let
+    another rank's line land between them."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def say(text: str) -> None:

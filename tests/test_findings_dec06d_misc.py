@@ -82,3 +82,29 @@ def test_synthesize_py_defaults_are_the_synthesis_jobs():
               if not (parsed[f.name] == f.default or (parsed[f.name] in ("", None) and f.default is None)
                       or str(parsed[f.name]) == str(f.default))}
     assert not differ, differ
+
+
+def test_an_error_line_is_one_write_with_its_newline(monkeypatch):
+    """Under torchrun every rank of an agreed start error prints its line into one pipe; print()
+    wrote the text and the newline apart, and CI once read rank 1's line glued to rank 0's."""
+    import io
+    import sys
+
+    from pix2pixhd.errors import ConfigError
+
+    class Recording(io.StringIO):
+        def __init__(self):
+            super().__init__()
+            self.writes = []
+
+        def write(self, text):
+            self.writes.append(text)
+            return super().write(text)
+
+    err = Recording()
+    monkeypatch.setattr(sys, "stderr", err)
+
+    def fails(argv):
+        raise ConfigError("rank 1's options differ from rank 0's")
+    assert run(fails, []) == 1
+    assert err.writes == ["error: rank 1's options differ from rank 0's\n"]

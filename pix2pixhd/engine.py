@@ -80,7 +80,8 @@ from PIL import Image
 
 from pix2pixhd.data.dataset import ID_MODES, synthesis_wording, wanted_modes
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
-from pix2pixhd.errors import ConfigError, InputError, MissingInputError, UserError
+from pix2pixhd.errors import PROGRESS_INTERVAL_S, ConfigError, InputError, MissingInputError, UserError
+from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
 from pix2pixhd.paths import NAME_MAX, file_sha256  # noqa: F401 (file_sha256: also for callers)
 from pix2pixhd.synthesis import Synthesizer, id_map_bytes, png_bytes, sample_seed
 
@@ -2019,18 +2020,6 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         bar.close()
     report.seconds = time.perf_counter() - t0
     report.generator_seconds = synth.generator_seconds - gen0
-
-
-# Without a terminal (a SLURM or nohup log), the progress is a line on stderr at most this often
-# (seconds), as training's, instead of a bar whose redraws (8 a second) pile up in the file.
-PROGRESS_INTERVAL_S = 60.0
-
-
-def _stderr_is_tty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError, OSError):   # None, or closed
-        return False
 
 
 class _LineProgress:

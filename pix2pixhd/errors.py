@@ -175,6 +175,20 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
 BROKEN_PIPE_EXIT_STATUS = 141
 
 
+# Without a terminal on stderr (a SLURM or nohup log), training and synthesis say their progress
+# in a line at most this often (seconds) instead of a progress bar, whose redraws would pile up in
+# the file.
+PROGRESS_INTERVAL_S = 60.0
+
+
+def stderr_is_tty() -> bool:
+    """Whether stderr is a terminal (a progress bar's place); False when it is None or closed."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def _error_line(line: str) -> None:
     """``line`` and its newline on stderr in one write: under torchrun every rank of an agreed
     error prints its line to one pipe, and print()'s two writes (the text, then the newline) let

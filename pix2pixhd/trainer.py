@@ -53,6 +53,8 @@ from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
 from pix2pixhd.errors import (INTERRUPTED_EXIT_STATUS, ConfigError, UserError, check_required_imports,
                               install_signal_handlers, raise_on_any_rank, restore_signal_handlers, say)
+from pix2pixhd.errors import PROGRESS_INTERVAL_S
+from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
 from pix2pixhd.models import build_discriminator, build_encoder, build_generator, check_discriminator_input
 from pix2pixhd.networks import LocalEnhancer
@@ -173,18 +175,6 @@ def _run_label(cfg: TrainConfig, short: bool = False) -> str:
     if cfg.model != "pix2pixhd":
         return cfg.model
     return cfg.stage if short else f"{cfg.stage} stage"
-
-
-# Without a terminal (a SLURM or nohup log), the progress is a line on stderr at most this often
-# (seconds) instead of a progress bar, whose redraws would pile up in the file.
-PROGRESS_INTERVAL_S = 60.0
-
-
-def _stderr_is_tty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError, OSError):   # None, or closed
-        return False
 
 
 def _duration(seconds: float) -> str:

@@ -1663,7 +1663,10 @@ class Trainer:
             from every rank: this rank starts new workers at the same position instead
             (:meth:`_restart_loader`), trains that step with the same batch, and the ranks agree
             after it to save latest.pt and stop (:meth:`_stop_requested`). A death before the
-            run's first step, or a second one, ends with torch's error as it is."""
+            run's first step, or a second one, ends with torch's error as it is. The hold is put
+            back inside the ``try``, right after the fetch: torch's handler may raise between the
+            fetch and the hold (a worker that died at once of the index the fetch sent it), and
+            that error is this boundary's too (the batch, not trained, is loaded again)."""
             it = None
             while True:
                 try:
@@ -1671,6 +1674,8 @@ class Trainer:
                         self._release_worker_deaths(raise_held=True)
                     it = iter(loader) if it is None else it   # persistent workers: waits on them
                     batch = next(it)
+                    if hold:   # in the try: a death torch raises before the hold is at this boundary too
+                        self._hold_worker_deaths()
                 except StopIteration:
                     return
                 except RuntimeError as e:   # from the fetch: a step boundary

@@ -4,7 +4,10 @@ latest.pt and stops with one error line each (status 1); the resume ends with th
 run trained whole. Before, the rank failed with torch's error and nothing was saved.
 
 Run as a script (under torchrun) this file is the worker: train_hd.py's train_main, with rank 1's
-only worker killing itself at its 3rd sample, once (a marker file), and steps made 0.3 s longer.
+only worker killing itself at its 4th sample, once (a marker file), and steps made 0.3 s longer.
+The 4th sample's index is sent when the 2nd batch is taken (one worker, two batches of one
+prefetched), after the first step: the 3rd's went with the 1st batch, and a death before the
+run's first step ends with torch's error (CI met that when the kill was at the 3rd).
 """
 import os
 import re
@@ -43,7 +46,7 @@ def worker(marker: Path, argv: list[str]) -> int:
             def __getitem__(self, i):
                 if os.getpid() != main_pid and rank == 1 and str(marker) != "-":   # in rank 1's worker
                     Killed.fetched += 1
-                    if Killed.fetched == 3 and not marker.exists():
+                    if Killed.fetched == 4 and not marker.exists():
                         marker.touch()
                         os.kill(os.getpid(), signal.SIGKILL)
                 return base.__getitem__(self, i)

@@ -1611,8 +1611,8 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
              info, older: dict | None = None, state: dict | None = None,
              recorded: dict | None = None) -> SynthesisReport:
     """run_synthesis once the folder is prepared (and locked by rank 0): what is done, this
-    rank's shard, the merge. ``older``: see _check_out_folder. ``state`` (rank 0): synthesis.json's
-    state, rewritten after the merge with the counts (complete when the run was not stopped).
+    rank's shard, the merge (not at a stop). ``older``: see _check_out_folder. ``state`` (rank 0):
+    synthesis.json's state, rewritten at the end with the counts (complete when the run was not stopped).
     ``recorded`` (rank 0): the synthesis.json this run replaced, for _marked_complete_note."""
     from pix2pixhd import distributed
     from pix2pixhd.errors import raise_on_any_rank
@@ -1701,13 +1701,16 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
         torch.distributed.all_reduce(t)
         report.written, report.skipped = (int(v) for v in t.tolist())
         distributed.barrier(info)
+    stopped = stop is not None and bool(stop.signal)
     if rank == 0:
-        report.manifest = merge_manifest(out, ident["digest"], older)
+        if not stopped:   # a stop leaves the parts to the run that completes the job: the merge's
+            # time grows with the job, and a scheduler's grace period after its SIGTERM does not
+            report.manifest = merge_manifest(out, ident["digest"], older)
         if state is not None:   # the last output is in, unless stopped
-            _write_job_file(out, ident, {**state, "complete": not (stop is not None and stop.signal),
+            _write_job_file(out, ident, {**state, "complete": not stopped,
                                          "n_written": report.written + report.already_done,
                                          "n_skipped": report.skipped})
-    if stop is not None and stop.signal:
+    if stopped:
         from pix2pixhd.trainer import STOPPED_EXIT_STATUS
         print(f"stopped by {stop.signal} after {report.written} image(s); rerun the same command to "
               f"resume ({report.written + report.already_done} of the job's outputs are complete in {out})",
@@ -1718,7 +1721,7 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
 
 class _SignalStop:
     """SIGTERM in a single-process run: the handler only records it; the stream stops taking
-    inputs, the writes in flight finish, the manifest is merged, and run_synthesis exits with
+    inputs, the writes in flight finish, the manifest parts stay unmerged, and run_synthesis exits with
     training's status for a stop (trainer.STOPPED_EXIT_STATUS, 75: rerun to resume). Installed
     only from the main thread (where Python allows handlers)."""
 

@@ -224,11 +224,11 @@ def _combine_kernel(mean_part_ptr, m2_part_ptr, mean_ptr, rstd_ptr,
     tl.store(rstd_ptr + out, rstd, mask=c_mask)
 
 
-@triton.jit(do_not_specialize=SPLIT_ARGS)
-def _fwd_kernel(x_ptr, y_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
-                C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
-                HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
-                ACT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+@triton.jit
+def _split_tile(mean_ptr, rstd_ptr, C, n_splits, BLOCK_C: tl.constexpr):
+    """The tile of this program of the split grid (axis 0: sample x split, axis 1: channel
+    blocks), as the kernels after the statistics start: sample n, split s, channels c and
+    c_mask, their statistics' offset ``stat`` and values (mean, rstd)."""
     pid = tl.program_id(0)
     n = pid // n_splits
     s = pid % n_splits
@@ -237,10 +237,28 @@ def _fwd_kernel(x_ptr, y_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
     stat = n.to(tl.int64) * C + c
     mean = tl.load(mean_ptr + stat, mask=c_mask, other=0.0)
     rstd = tl.load(rstd_ptr + stat, mask=c_mask, other=0.0)
-    w, b = _affine_params(w_ptr, b_ptr, c, c_mask, HAS_W, HAS_B, BLOCK_C)
+    return n, s, c, c_mask, stat, mean, rstd
+
+
+@triton.jit
+def _split_pixels(n, s, c, L, stride_n, stride_c, chunk):
+    """Split s's pixels [p_begin, p_end) of sample n and the tile's base offset (add p * stride_p).
+    Apart from _split_tile so that each kernel keeps its order of loads (the compiled code, its
+    registers included, stays as it was with the lines written out in each kernel)."""
     p_begin = s * chunk
     p_end = tl.minimum(p_begin + chunk, L)
     base = n.to(tl.int64) * stride_n + c.to(tl.int64)[None, :] * stride_c
+    return p_begin, p_end, base
+
+
+@triton.jit(do_not_specialize=SPLIT_ARGS)
+def _fwd_kernel(x_ptr, y_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
+                C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
+                HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
+                ACT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    n, s, c, c_mask, stat, mean, rstd = _split_tile(mean_ptr, rstd_ptr, C, n_splits, BLOCK_C)
+    w, b = _affine_params(w_ptr, b_ptr, c, c_mask, HAS_W, HAS_B, BLOCK_C)
+    p_begin, p_end, base = _split_pixels(n, s, c, L, stride_n, stride_c, chunk)
     for start in range(p_begin, p_end, BLOCK_P):
         p = start + tl.arange(0, BLOCK_P)
         m = (p < p_end)[:, None] & c_mask[None, :]
@@ -255,19 +273,10 @@ def _bwd_reduce_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,
                        part_plane, C, L, stride_n, stride_c, stride_p, n_splits, chunk, slope,
                        HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
                        ACT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    pid = tl.program_id(0)
-    n = pid // n_splits
-    s = pid % n_splits
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
-    stat = n.to(tl.int64) * C + c
-    mean = tl.load(mean_ptr + stat, mask=c_mask, other=0.0)
-    rstd = tl.load(rstd_ptr + stat, mask=c_mask, other=0.0)
+    n, s, c, c_mask, stat, mean, rstd = _split_tile(mean_ptr, rstd_ptr, C, n_splits, BLOCK_C)
     if ACT != 0:
         w, b = _affine_params(w_ptr, b_ptr, c, c_mask, HAS_W, HAS_B, BLOCK_C)
-    p_begin = s * chunk
-    p_end = tl.minimum(p_begin + chunk, L)
-    base = n.to(tl.int64) * stride_n + c.to(tl.int64)[None, :] * stride_c
+    p_begin, p_end, base = _split_pixels(n, s, c, L, stride_n, stride_c, chunk)
     acc_g = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
     acc_gx = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
     for start in range(p_begin, p_end, BLOCK_P):
@@ -293,23 +302,14 @@ def _bwd_dx_kernel(x_ptr, gy_ptr, res_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, sum
                    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
                    ACT: tl.constexpr, STORE_DX: tl.constexpr, STORE_DRES: tl.constexpr,
                    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    pid = tl.program_id(0)
-    n = pid // n_splits
-    s = pid % n_splits
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
-    stat = n.to(tl.int64) * C + c
-    mean = tl.load(mean_ptr + stat, mask=c_mask, other=0.0)
-    rstd = tl.load(rstd_ptr + stat, mask=c_mask, other=0.0)
+    n, s, c, c_mask, stat, mean, rstd = _split_tile(mean_ptr, rstd_ptr, C, n_splits, BLOCK_C)
     # sums is [2, N, C] (sums_plane = N * C): per (n, c) sum(gz) and sum(gz * xhat), merged
     # over the splits. (Integer arguments equal to 1 become constexprs when compiled, so the
     # plane offset comes precomputed rather than as N.to(tl.int64) * C.)
     mean_g = tl.math.div_rn(tl.load(sums_ptr + stat, mask=c_mask, other=0.0), L * 1.0)
     mean_gx = tl.math.div_rn(tl.load(sums_ptr + sums_plane + stat, mask=c_mask, other=0.0), L * 1.0)
     w, b = _affine_params(w_ptr, b_ptr, c, c_mask, HAS_W, HAS_B, BLOCK_C)
-    p_begin = s * chunk
-    p_end = tl.minimum(p_begin + chunk, L)
-    base = n.to(tl.int64) * stride_n + c.to(tl.int64)[None, :] * stride_c
+    p_begin, p_end, base = _split_pixels(n, s, c, L, stride_n, stride_c, chunk)
     for start in range(p_begin, p_end, BLOCK_P):
         p = start + tl.arange(0, BLOCK_P)
         m = (p < p_end)[:, None] & c_mask[None, :]

@@ -130,6 +130,29 @@ class TrainingAborted(SystemExit):
         return self.message
 
 
+def _worker_death_error(e: BaseException, iterator, wait_s: float = 1.0) -> BaseException:
+    """``e``, raised by a DataLoader fetch, as torch's error of a dead worker when it is the
+    socket error of one (EOFError, ConnectionError: a worker killed while handing a batch's
+    shared memory over; torch wraps that in its RuntimeError only when the worker was already
+    reaped): each of ``iterator``'s workers is joined (``wait_s`` in all) and a dead one makes
+    it ``RuntimeError("DataLoader worker (pid(s) P) exited unexpectedly")`` from ``e``. Else ``e``."""
+    if isinstance(e, RuntimeError):
+        return e
+    deadline, dead = time.monotonic() + wait_s, []
+    for w in list(getattr(iterator, "_workers", None) or []):
+        try:
+            w.join(max(0.0, deadline - time.monotonic()))
+            if not w.is_alive():
+                dead.append(str(w.pid))
+        except (AssertionError, ValueError, OSError):   # not started, or closed: not ours to judge
+            continue
+    if not dead:
+        return e
+    err = RuntimeError(f"DataLoader worker (pid(s) {', '.join(dead)}) exited unexpectedly")
+    err.__cause__ = e
+    return err
+
+
 class LoaderWorkerDied(UserError, RuntimeError):
     """A DataLoader worker died (the OOM killer's kill -9) in a single-process run: latest.pt was
     saved at the step boundary where its error was raised; the message (``errors.loader_worker_died``'s
@@ -1666,7 +1689,11 @@ class Trainer:
             run's first step, or a second one, ends with torch's error as it is. The hold is put
             back inside the ``try``, right after the fetch: torch's handler may raise between the
             fetch and the hold (a worker that died at once of the index the fetch sent it), and
-            that error is this boundary's too (the batch, not trained, is loaded again)."""
+            that error is this boundary's too (the batch, not trained, is loaded again); and first
+            thing in the ``except``, where the handler could raise the same death again. A worker
+            that died while handing over a batch's shared memory may surface as that socket's
+            error (EOFError, ConnectionResetError: torch re-raises it when the worker had not yet
+            been reaped): :func:`_worker_death_error` makes it the worker's."""
             it = None
             while True:
                 try:
@@ -1678,7 +1705,15 @@ class Trainer:
                         self._hold_worker_deaths()
                 except StopIteration:
                     return
-                except RuntimeError as e:   # from the fetch: a step boundary
+                except (RuntimeError, EOFError, ConnectionError) as caught:   # from the fetch: a step boundary
+                    e = caught
+                    if hold:   # torch's handler must not raise again in here (a save may follow)
+                        try:
+                            self._hold_worker_deaths()
+                        except RuntimeError as again:   # it did, before the hold took: the same death
+                            e = again
+                            self._hold_worker_deaths()
+                    e = _worker_death_error(e, it if it is not None else getattr(loader, "_iterator", None))
                     if steps_this_run and self.dist.distributed and self._worker_death is None:
                         from pix2pixhd.errors import loader_worker_died
                         died = loader_worker_died(e, resume="")
@@ -1687,7 +1722,9 @@ class Trainer:
                             continue
                     if not self.dist.distributed and steps_this_run:   # else torch's error as it is
                         self._save_after_worker_death(e)
-                    raise
+                    if e is caught:
+                        raise
+                    raise e
                 finally:
                     if hold:
                         self._hold_worker_deaths()

@@ -222,3 +222,45 @@ def test_a_worker_death_raised_right_after_the_fetch_is_that_step_boundarys(tmp_
     assert load_checkpoint(latest.parent)["global_step"] == 1
     handler = signal.getsignal(signal.SIGCHLD)   # torch's again, not the loop's
     assert getattr(handler, "__qualname__", "").startswith("_set_SIGCHLD_handler"), handler
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="a DataLoader worker killed while handing a batch over, seen as the socket's "
+                        "ConnectionResetError (single process): latest.pt saved at that step boundary, one error line")
+def test_a_worker_death_seen_as_a_socket_error_is_saved_as_a_worker_death(tmp_path, streets, monkeypatch, capsys):
+    """A worker killed while handing a batch's shared memory over can surface from the fetch as
+    the socket's error (ConnectionResetError, EOFError), which torch re-raises as it is when the
+    worker was not yet reaped; it escaped the loop's step-boundary save (only RuntimeError was
+    caught). Here the second fetch kills the workers, waits until they are dead (not reaped) and
+    raises ConnectionResetError, with torch's SIGCHLD handler swapped for one that does nothing
+    (a signal mask would not do: Python runs handlers in the main thread whichever thread the
+    signal reaches), so that no handler reports the death first: the run must save latest.pt
+    at step 1 and say that a worker died."""
+    from torch.utils.data import dataloader
+    next_data = dataloader._MultiProcessingDataLoaderIter._next_data
+    calls, killed, torchs = [], [], []
+
+    def dying(self):
+        calls.append(1)
+        if len(calls) == 2 and not killed:
+            torchs.append(signal.signal(signal.SIGCHLD, lambda signum, frame: None))
+            for w in self._workers:
+                os.kill(w.pid, signal.SIGKILL)
+                os.waitid(os.P_PID, w.pid, os.WEXITED | os.WNOWAIT)   # dead, not reaped
+                killed.append(w.pid)
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return next_data(self)
+    monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, "_next_data", dying)
+    try:
+        status = run(train_main, [*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "cut")])
+    finally:
+        if torchs:
+            signal.signal(signal.SIGCHLD, torchs[0])
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error")]
+    latest = tmp_path / "cut" / "run" / "latest.pt"
+    assert killed and status == 1 and errors == [
+        f"error: a data loader worker (pid {killed[0]}) exited unexpectedly (killed for memory? fewer "
+        f"--nThreads/--workers; --debug shows torch's traceback); {latest} saved at epoch 1 step 1; rerun "
+        "the same command with --auto_resume (or --resume) to continue"], err[-3000:]
+    assert load_checkpoint(latest.parent)["global_step"] == 1 and "Traceback" not in err

@@ -57,6 +57,7 @@ early (``EARLY_STOP``).
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import heapq
 import json
@@ -994,6 +995,16 @@ class _Manifest:
         self.f = open(path, "a", encoding="utf-8")
         self.lock = threading.Lock()
         self.ok = 0   # lines with status ok (outputs written) by this process
+        # A line cut short (a full disk, a power loss) ends the part without its newline: the
+        # first line this run appends would join it and be lost with it (one output of a
+        # completed job without its line). It is ended first; _read_lines ignores what it holds.
+        try:
+            if _ends_cut_short(path):
+                self.f.write("\n")
+                self.f.flush()
+        except OSError as e:
+            self.f.close()
+            raise _write_error(self.path, e) from e
 
     def add(self, record: dict) -> None:
         line = json.dumps(record, sort_keys=True, separators=(",", ":"))
@@ -1019,6 +1030,16 @@ class _Manifest:
                     pass
                 raise _write_error(self.path, e) from e
             self.f.close()
+
+
+def _ends_cut_short(path: Path) -> bool:
+    """Whether the file ``path`` holds something and does not end with a newline."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return False
+        f.seek(end - 1)
+        return f.read(1) != b"\n"
 
 
 def _json_kind(v) -> str:
@@ -1268,6 +1289,20 @@ def _inside(out_real: Path, path: Path) -> bool:
         return False
 
 
+def _mark_incomplete(out: Path) -> None:
+    """--overwrite, before the previous job's files are removed: its synthesis.json, when it says
+    the job is complete (or, written before the state was recorded, says nothing), is rewritten
+    (atomically) with ``"complete": false``. The removals take minutes for a large job; a kill
+    among them left a folder of some of its files under a synthesis.json that still said
+    complete, which `data scan` passed and training took. This job's own synthesis.json replaces
+    it once the removals are done."""
+    _, prev = _load_json(out / JOB_FILE)
+    if isinstance(prev, dict) and prev.get("complete") is not False:
+        from pix2pixhd.checkpoint import atomic_write_bytes
+        atomic_write_bytes(out / JOB_FILE, json.dumps({**prev, "complete": False}, indent=1,
+                                                      sort_keys=True).encode())
+
+
 def _replace_previous(out: Path, prev: dict, layout: OutputLayout) -> str:
     """--overwrite: remove the previous job's files and its manifest, so the folder holds this
     job's outputs only: every file its manifest names, and every file in its split folders, with
@@ -1465,6 +1500,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
             if taken_over:
                 notes.insert(0, taken_over)
             if prev is not None:
+                _mark_incomplete(out)   # before its first file goes
                 notes.append(_replace_previous(out, prev, layout))
             from pix2pixhd.checkpoint import atomic_write_bytes, clean_stale_tmp
             clean_stale_tmp(out)   # the lock is ours: no other job has writes in flight here
@@ -1845,6 +1881,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     from tqdm import tqdm
 
     from pix2pixhd.data import create_dataloader
+    from pix2pixhd.data.loader import shutdown_workers
     out, K, B = Path(job.out), job.num_samples, job.batch_size
     wanted = dict(mine)
     units_total = sum(len(ks) for _, ks in mine)
@@ -1852,6 +1889,12 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     loader = create_dataloader(src, None, shuffle=False, num_workers=job.workers,
                                sampler=[i for i, _ in mine], pin_memory=cuda,
                                prefetch_factor=2) if mine else []
+    if mine and loader.num_workers > 0:
+        # the workers ignore SIGTERM and SIGINT, as training's do: a signal to the whole process
+        # group (GNU timeout, SLURM's scancel, Ctrl-C) killed them, and the run failed on a dead
+        # worker instead of stopping with the writes in flight done; they are shut down below
+        from pix2pixhd.trainer import _loader_worker_init
+        loader.worker_init_fn = functools.partial(_loader_worker_init, loader.worker_init_fn)
     max_pending = max(4 * B, 16)                  # decoded units waiting for a full batch
     max_inflight = max(2 * B, 4 * job.writers)    # outputs handed to writers, not yet written
     slots = threading.BoundedSemaphore(max_inflight)
@@ -2019,8 +2062,11 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                 agree("failed")
             except Exception:
                 pass
-        pool.shutdown(wait=True)
-        bar.close()
+        try:   # now, on every way out: left to interpreter exit, workers that ignore SIGTERM hang it
+            shutdown_workers(loader)
+        finally:
+            pool.shutdown(wait=True)
+            bar.close()
     report.seconds = time.perf_counter() - t0
     report.generator_seconds = synth.generator_seconds - gen0
 

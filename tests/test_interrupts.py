@@ -152,26 +152,54 @@ def test_ctrl_c_saves_latest_and_the_resume_continues_from_it(tmp_path, streets)
     assert_resume_ends_as_an_uninterrupted_run(tmp_path, common)
 
 
+# SLOW_TRAIN with step 3 held (up to 60 s) once it has trained, its marker file written first: the
+# test's two SIGINTs land inside that step whatever the machine's load (sleeps between them did
+# not: on a loaded machine the second could come after the run had ended)
+HELD_STEP_3 = SLOW_TRAIN.replace("    time.sleep(0.2)\n", """    if self.global_step == 2:   # step 3, not yet counted
+        import os, pathlib
+        pathlib.Path(os.environ["IN_STEP_3"]).touch()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            time.sleep(0.01)
+    time.sleep(0.2)
+""")
+
+
 @pytest.mark.fault(cls="interrupted run",
                    case="Ctrl-C twice: the run aborts at once, status 130, one line, no traceback, "
                         "nothing saved")
 def test_a_second_ctrl_c_aborts_at_once_with_one_line(tmp_path, streets):
-    run = tmp_path / "ck" / "run"
-    with group_killed_on_exit(start_slow([*TINY, "--dataroot", str(streets), "--checkpoints_dir",
-                                          str(tmp_path / "ck")])) as p:
-        wait_for_steps(p, run, 2)
-        # into step 3: step 2's log line is written just before its stop check, so a first SIGINT
-        # right after it could stop the run at step 2 and the second find it exiting
-        time.sleep(0.05)
+    import queue
+    import threading
+    assert HELD_STEP_3 != SLOW_TRAIN
+    run, marker = tmp_path / "ck" / "run", tmp_path / "in_step_3"
+    p = subprocess.Popen([sys.executable, "-c", HELD_STEP_3, *TINY, "--dataroot", str(streets),
+                          "--checkpoints_dir", str(tmp_path / "ck")], cwd=REPO,
+                         env={**run_env(), "IN_STEP_3": str(marker)}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    with group_killed_on_exit(p):
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(ln) for ln in p.stderr] + [lines.put(None)], daemon=True).start()
+        t0 = time.monotonic()
+        while not marker.exists():
+            assert p.poll() is None and time.monotonic() - t0 < TIMEOUT, "the run never reached step 3"
+            time.sleep(0.01)
         os.killpg(p.pid, signal.SIGINT)
-        time.sleep(0.05)   # inside the same (0.2 s longer) step
+        err = []
+        while not any(ln.startswith("SIGINT: stopping after this step") for ln in err):
+            ln = lines.get(timeout=TIMEOUT)   # the first SIGINT handled: the second cannot merge with it
+            assert ln is not None, "the run ended after one SIGINT:\n" + "".join(err)[-4000:]
+            err.append(ln)
         os.killpg(p.pid, signal.SIGINT)
         t0 = time.monotonic()
-        out, err = p.communicate(timeout=TIMEOUT)
+        p.wait(timeout=TIMEOUT)
+        while (ln := lines.get(timeout=TIMEOUT)) is not None:
+            err.append(ln)
+        err = "".join(err)
     assert time.monotonic() - t0 < 30
     assert p.returncode == INTERRUPTED_EXIT_STATUS, f"status {p.returncode}:\n{err[-4000:]}"
     lines = [ln for ln in err.splitlines() if "second SIGINT" in ln]
-    assert len(lines) == 1 and lines[0].startswith("aborted by a second SIGINT during epoch 1 after step"), err
+    assert len(lines) == 1 and lines[0].startswith("aborted by a second SIGINT during epoch 1 after step 2,"), err
     assert "saving nothing (no checkpoint yet); exit status 130" in lines[0]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-4000:]
     assert "stopped by SIGINT" not in err and not (run / "latest.pt").exists()

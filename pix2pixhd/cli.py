@@ -139,11 +139,21 @@ def _startup_signals(held: list[int] | None = None):
         raise SystemExit(status)
 
     previous = errors.install_signal_handlers({s: on_signal for s in _STARTUP_STOPS})
+    failed = False
     try:
         if held:
             on_signal(held[0], None)
         yield state
+    except BaseException:
+        failed = True
+        raise
     finally:
+        if failed and state.get("ended") and os.environ.get("WORLD_SIZE", "1") != "1":
+            # under torchrun, an error on its way out: its line is written after this block
+            # (errors.run), and torchrun SIGTERMs the ranks still running once the first has
+            # exited; SIGTERM's default action would end this rank before its line. on_signal
+            # stays (it ignores a signal once an error is under way) until the process ends.
+            previous.pop(signal.SIGTERM, None)
         errors.restore_signal_handlers(previous)
 
 

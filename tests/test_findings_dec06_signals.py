@@ -117,6 +117,36 @@ def test_startup_signals_leave_an_ignored_signal_ignored():
 
 
 @pytest.mark.fault(cls="interrupted run",
+                   case="under torchrun, a rank whose error is on its way out keeps ignoring SIGTERM after "
+                        "the start-up handlers end: torchrun's SIGTERM, sent once a faster rank has exited, "
+                        "cannot end it before its error line")
+@pytest.mark.parametrize("world_size", ["2", "1"])
+def test_a_failing_rank_keeps_ignoring_sigterm_until_its_error_line(monkeypatch, world_size):
+    """The start-up handlers put SIGTERM's default back when the run's block ends; its error line
+    is written after (errors.run). Under torchrun a slower rank could be killed in between by
+    torchrun's SIGTERM and print nothing (a flaky-test audit made it happen with a delay before
+    the line). Under torchrun (WORLD_SIZE > 1) an ended run's handler, which ignores signals,
+    now stays; a single process gets its handlers back as before."""
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    before = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(RuntimeError, match="a rank's error"):
+            with cli._startup_signals() as state:
+                state["ended"] = True   # as _train marks an error under way
+                raise RuntimeError("a rank's error")
+        handler = signal.getsignal(signal.SIGTERM)
+        if world_size == "1":
+            assert handler is signal.SIG_DFL
+        else:
+            assert callable(handler) and handler is not signal.SIG_DFL
+            os.kill(os.getpid(), signal.SIGTERM)   # ignored: this process goes on
+            time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.fault(cls="interrupted run",
                    case="SIGINT ignored on entry (`train_hd.py ... &` in a script) and sent during the "
                         "start and in step 1: the run goes on and finishes")
 def test_an_ignored_sigint_during_the_start_does_not_end_the_run(tmp_path, scenes):

@@ -1441,10 +1441,27 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     the generator (checkpoint path and sha256, generator key, backend...); see ``job_identity``.
 
     One process (no torchrun): SIGTERM stops the run after the images in flight are written, with
-    one line on stderr and SystemExit(75), the status training uses for it (a rerun resumes)."""
+    one line on stderr and SystemExit(75), the status training uses for it (a rerun resumes). Its
+    handler is in place from here on: a SIGTERM while the job is prepared (inputs listed, the
+    manifest read, --overwrite's removals: minutes for a large job) stops it the same way once
+    the preparation is done, before any output (it ended the process with status 143 and no line);
+    one during the final merge lets the job complete."""
     from pix2pixhd import distributed
-    from pix2pixhd.errors import raise_on_any_rank
     info = dist_info if dist_info is not None else distributed.DistInfo(device=synth.device)
+    stop = _SignalStop() if not info.distributed else None
+    if stop is not None:
+        stop.install()
+    try:
+        return _prepare_and_run(synth, job, identity, info, stop)
+    finally:
+        if stop is not None:
+            stop.restore()
+
+
+def _prepare_and_run(synth: Synthesizer, job: SynthesisJob, identity: dict | None, info,
+                     stop: "_SignalStop | None") -> SynthesisReport:
+    """run_synthesis's work: the checks, the folder prepared (and locked by rank 0), then _run_job."""
+    from pix2pixhd.errors import raise_on_any_rank
     rank, world = info.rank, info.world_size
     if (job.input is None) == (job.dataroot is None):
         raise ConfigError("give either --input (a folder of maps) or --dataroot (a dataset root), not "
@@ -1520,7 +1537,7 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
         if rank == 0:
             for n in notes:
                 print(f"note: {n}", file=sys.stderr, flush=True)
-        return _run_job(synth, job, src, layout, ident, info, older, state, recorded)
+        return _run_job(synth, job, src, layout, ident, info, older, state, recorded, stop)
     except _WrongInputs as e:
         gone = ""
         if rank == 0 and created:   # under torchrun every rank stopped (raise_on_any_rank): none writes
@@ -1645,11 +1662,12 @@ def _write_job_file(out: Path, ident: dict, state: dict) -> None:
 
 def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout", ident: dict,
              info, older: dict | None = None, state: dict | None = None,
-             recorded: dict | None = None) -> SynthesisReport:
+             recorded: dict | None = None, stop: "_SignalStop | None" = None) -> SynthesisReport:
     """run_synthesis once the folder is prepared (and locked by rank 0): what is done, this
     rank's shard, the merge (not at a stop). ``older``: see _check_out_folder. ``state`` (rank 0):
     synthesis.json's state, rewritten at the end with the counts (complete when the run was not stopped).
-    ``recorded`` (rank 0): the synthesis.json this run replaced, for _marked_complete_note."""
+    ``recorded`` (rank 0): the synthesis.json this run replaced, for _marked_complete_note.
+    ``stop``: run_synthesis's SIGTERM flag (one process), installed by it."""
     from pix2pixhd import distributed
     from pix2pixhd.errors import raise_on_any_rank
     rank, world = info.rank, info.world_size
@@ -1710,11 +1728,8 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
             report.skipped += 1
             manifest.add({**common, "input": _under(src.abs_root, src.root, p), "output": None,
                           "status": "skipped", "reason": msg})
-    stop = _SignalStop() if not info.distributed else None
     err = None
     try:
-        if stop is not None:
-            stop.install()
         _stream(synth, job, src, layout, mine, manifest, common, report, rank,
                 stop=stop, early_stop=not report.already_done, dist_info=info, n_todo=len(todo),
                 generator_name=(f"the ONNX generator {ident['onnx']}" if ident.get("onnx") else
@@ -1722,8 +1737,6 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     except Exception as e:   # re-raised below, after the other ranks know (none waits forever)
         err = e
     finally:
-        if stop is not None:
-            stop.restore()
         try:
             manifest.close()
         except OutputWriteError as e:   # a full disk: told on every rank, as a writer's error

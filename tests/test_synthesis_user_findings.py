@@ -321,6 +321,50 @@ def test_sigterm_stops_a_single_process_run_with_one_line_and_status_75(run, tmp
     assert len(manifest(out)) == 6 and not (out / "manifest.parts").exists()
 
 
+@pytest.mark.fault(cls="synthesis",
+                   case="SIGTERM while a single-process job is prepared (inputs listed, the folder checked): "
+                        "it stops before any output with one line and status 75, and the rerun completes it")
+def test_sigterm_while_the_job_is_prepared_stops_it_before_any_output(run, tmp_path, capsys, monkeypatch):
+    """The preparation (listing inputs, reading the manifest, --overwrite's removals) can take
+    minutes for a large job; a SIGTERM then ended the process with status 143 and no line, as
+    run_synthesis's handler came only with the stream."""
+    from pix2pixhd import engine
+    from pix2pixhd.engine import SynthesisJob, run_synthesis
+    from pix2pixhd.synthesis import Synthesizer, load_generator
+    for n in "abcd":
+        ids(tmp_path / "maps" / f"{n}.png")
+    g, cfg = load_generator(run)
+    check = engine._check_out_folder
+
+    def signalled(*args, **kw):   # as `kill PID` while the job's folder is checked
+        os.kill(os.getpid(), signal.SIGTERM)
+        return check(*args, **kw)
+
+    class Unhandled(Exception):
+        pass
+
+    def unhandled(signum, frame):
+        raise Unhandled("SIGTERM reached the caller: the run did not handle it")
+
+    job = SynthesisJob(out=tmp_path / "out", input=tmp_path / "maps", batch_size=2, workers=0, progress=False)
+    monkeypatch.setattr(engine, "_check_out_folder", signalled)
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with pytest.raises(SystemExit) as e:
+            run_synthesis(Synthesizer(g, cfg), job)
+        assert e.value.code == 75 and signal.getsignal(signal.SIGTERM) is unhandled   # restored
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert re.search(r"^stopped by SIGTERM after 0 image\(s\); rerun the same command to resume",
+                     capsys.readouterr().err, re.M)
+    out = tmp_path / "out"
+    assert not list((out / "test_img").glob("*.png"))
+    assert json.loads((out / "synthesis.json").read_text())["complete"] is False
+    monkeypatch.setattr(engine, "_check_out_folder", check)
+    rep = run_synthesis(Synthesizer(g, cfg), job)
+    assert rep.written == 4 and len(manifest(out)) == 4
+
+
 # ---- 11. notes only once the job starts ----------------------------------------------------------------
 def test_no_notes_before_a_refusal(run, tmp_path, capsys):
     maps = tmp_path / "maps"

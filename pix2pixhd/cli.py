@@ -160,7 +160,10 @@ def _startup_signals(held: list[int] | None = None):
 def train_main(argv: list[str] | None = None, held: list[int] | None = None,
                prog: str | None = None) -> int:
     """``train_hd.py``; ``held``: SIGTERM/SIGINT numbers that arrived before this call; ``prog``:
-    the command's name in its help (default: the script's file name)."""
+    the command's name in its help (default: the script's file name). Under torchrun
+    (WORLD_SIZE > 1) a run that fails leaves SIGTERM handled by a handler that ignores it (so
+    torchrun's SIGTERM cannot end the rank before its error line): a Python caller that catches
+    the error and goes on puts its own handler back."""
     argv = sys.argv[1:] if argv is None else argv
     with _startup_signals(held) as state:
         return _train(argv, prog, state)

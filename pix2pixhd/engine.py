@@ -1445,17 +1445,21 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     handler is in place from here on: a SIGTERM while the job is prepared (inputs listed, the
     manifest read, --overwrite's removals: minutes for a large job) stops it the same way once
     the preparation is done, before any output (it ended the process with status 143 and no line);
-    one during the final merge lets the job complete."""
+    one during the final merge lets the job complete, and is then passed on to the handler
+    run_synthesis found (a Python caller's own, which would otherwise never hear of it)."""
     from pix2pixhd import distributed
     info = dist_info if dist_info is not None else distributed.DistInfo(device=synth.device)
     stop = _SignalStop() if not info.distributed else None
     if stop is not None:
         stop.install()
     try:
-        return _prepare_and_run(synth, job, identity, info, stop)
+        report = _prepare_and_run(synth, job, identity, info, stop)
     finally:
         if stop is not None:
             stop.restore()
+    if stop is not None and stop.signal and callable(stop.previous):   # too late to stop this job
+        stop.previous(signal.SIGTERM, None)
+    return report
 
 
 def _prepare_and_run(synth: Synthesizer, job: SynthesisJob, identity: dict | None, info,
@@ -1776,11 +1780,11 @@ class _SignalStop:
 
     def __init__(self):
         self.signal: str | None = None
-        self._installed, self._previous = False, None
+        self._installed, self.previous = False, None   # previous: the handler install() replaced
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
             self._installed = True
 
     def _handler(self, signum, frame) -> None:
@@ -1788,7 +1792,7 @@ class _SignalStop:
 
     def restore(self) -> None:
         if self._installed:
-            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, self.previous if self.previous is not None else signal.SIG_DFL)
             self._installed = False
 
 

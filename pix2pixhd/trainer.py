@@ -135,8 +135,9 @@ def _worker_death_error(e: BaseException, iterator, wait_s: float = 1.0) -> Base
     socket error of one (EOFError, ConnectionError: a worker killed while handing a batch's
     shared memory over; torch wraps that in its RuntimeError only when the worker was already
     reaped): each of ``iterator``'s workers is joined (``wait_s`` in all) and a dead one makes
-    it ``RuntimeError("DataLoader worker (pid(s) P) exited unexpectedly")`` from ``e``. Else ``e``."""
-    if isinstance(e, RuntimeError):
+    it ``RuntimeError("DataLoader worker (pid(s) P) exited unexpectedly")`` from ``e``. Else ``e``
+    (at once when it is the dataset's own error, which torch re-raises naming the worker process)."""
+    if isinstance(e, RuntimeError) or "in DataLoader worker process" in str(e):
         return e
     deadline, dead = time.monotonic() + wait_s, []
     for w in list(getattr(iterator, "_workers", None) or []):

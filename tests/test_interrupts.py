@@ -175,7 +175,7 @@ def test_a_second_ctrl_c_aborts_at_once_with_one_line(tmp_path, streets):
     run, marker = tmp_path / "ck" / "run", tmp_path / "in_step_3"
     p = subprocess.Popen([sys.executable, "-c", HELD_STEP_3, *TINY, "--dataroot", str(streets),
                           "--checkpoints_dir", str(tmp_path / "ck")], cwd=REPO,
-                         env={**run_env(), "IN_STEP_3": str(marker)}, stdout=subprocess.PIPE,
+                         env={**run_env(), "IN_STEP_3": str(marker)}, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     with group_killed_on_exit(p):
         lines: queue.Queue = queue.Queue()

@@ -365,6 +365,34 @@ def test_sigterm_while_the_job_is_prepared_stops_it_before_any_output(run, tmp_p
     assert rep.written == 4 and len(manifest(out)) == 4
 
 
+def test_a_sigterm_during_the_final_merge_completes_the_job_and_reaches_the_callers_handler(
+        run, tmp_path, capsys, monkeypatch):
+    """Once the last output is in, a SIGTERM (during the manifest merge) lets the job complete;
+    it is then passed on to the handler the caller had, which would otherwise never hear of it
+    (a script running several jobs would go on to the next one until SIGKILL)."""
+    from pix2pixhd import engine
+    from pix2pixhd.engine import SynthesisJob, run_synthesis
+    from pix2pixhd.synthesis import Synthesizer, load_generator
+    for n in "abc":
+        ids(tmp_path / "maps" / f"{n}.png")
+    g, cfg = load_generator(run)
+    merge, heard = engine.merge_manifest, []
+
+    def signalled(*args, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return merge(*args, **kw)
+    monkeypatch.setattr(engine, "merge_manifest", signalled)
+    job = SynthesisJob(out=tmp_path / "out", input=tmp_path / "maps", batch_size=2, workers=0, progress=False)
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: heard.append(signum))
+    try:
+        rep = run_synthesis(Synthesizer(g, cfg), job)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert rep.written == 3 and heard == [signal.SIGTERM]
+    assert json.loads((tmp_path / "out" / "synthesis.json").read_text())["complete"] is True
+    assert len(manifest(tmp_path / "out")) == 3
+
+
 # ---- 11. notes only once the job starts ----------------------------------------------------------------
 def test_no_notes_before_a_refusal(run, tmp_path, capsys):
     maps = tmp_path / "maps"

@@ -253,3 +253,33 @@ def test_a_worker_death_seen_as_a_socket_error_is_saved_as_a_worker_death(tmp_pa
         f"--nThreads/--workers; --debug shows torch's traceback); {latest} saved at epoch 1 step 1; rerun "
         "the same command with --auto_resume (or --resume) to continue"], err[-3000:]
     assert load_checkpoint(latest.parent)["global_step"] == 1 and "Traceback" not in err
+
+
+def test_a_datasets_own_socket_error_is_not_taken_for_a_worker_death():
+    """_worker_death_error joins the loader's workers (up to 1 s) only for a bare socket error;
+    one the dataset's code raised in a worker (torch names the worker process in it) is
+    returned at once, unchanged, and a bare one with every worker alive stays itself."""
+    from types import SimpleNamespace
+
+    from pix2pixhd.trainer import _worker_death_error
+    joined = []
+
+    class Worker:
+        def __init__(self, pid, alive):
+            self.pid, self.alive = pid, alive
+
+        def join(self, timeout=None):
+            joined.append(self.pid)
+
+        def is_alive(self):
+            return self.alive
+
+    own = EOFError("Caught EOFError in DataLoader worker process 0.\nOriginal Traceback ...")
+    it = SimpleNamespace(_workers=[Worker(11, True), Worker(12, False)])
+    assert _worker_death_error(own, it) is own and joined == []
+    bare = ConnectionResetError(104, "Connection reset by peer")
+    converted = _worker_death_error(bare, it)
+    assert isinstance(converted, RuntimeError) and converted.__cause__ is bare and joined == [11, 12]
+    assert str(converted) == "DataLoader worker (pid(s) 12) exited unexpectedly"
+    alive = SimpleNamespace(_workers=[Worker(13, True)])
+    assert _worker_death_error(bare, alive, wait_s=0.0) is bare

@@ -145,10 +145,10 @@ def _startup_signals(held: list[int] | None = None):
             on_signal(held[0], None)
         yield state
     except BaseException:
-        failed = True
+        failed = state["ended"] = True   # an error before the Trainer (options, setup) is one under way too
         raise
     finally:
-        if failed and state.get("ended") and os.environ.get("WORLD_SIZE", "1") != "1":
+        if failed and os.environ.get("WORLD_SIZE", "1") != "1":
             # under torchrun, an error on its way out: its line is written after this block
             # (errors.run), and torchrun SIGTERMs the ranks still running once the first has
             # exited; SIGTERM's default action would end this rank before its line. on_signal

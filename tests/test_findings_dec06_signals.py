@@ -120,8 +120,9 @@ def test_startup_signals_leave_an_ignored_signal_ignored():
                    case="under torchrun, a rank whose error is on its way out keeps ignoring SIGTERM after "
                         "the start-up handlers end: torchrun's SIGTERM, sent once a faster rank has exited, "
                         "cannot end it before its error line")
+@pytest.mark.parametrize("marked", [True, False])   # False: an error before the Trainer (options, setup)
 @pytest.mark.parametrize("world_size", ["2", "1"])
-def test_a_failing_rank_keeps_ignoring_sigterm_until_its_error_line(monkeypatch, world_size):
+def test_a_failing_rank_keeps_ignoring_sigterm_until_its_error_line(monkeypatch, world_size, marked):
     """The start-up handlers put SIGTERM's default back when the run's block ends; its error line
     is written after (errors.run). Under torchrun a slower rank could be killed in between by
     torchrun's SIGTERM and print nothing (a flaky-test audit made it happen with a delay before
@@ -133,7 +134,8 @@ def test_a_failing_rank_keeps_ignoring_sigterm_until_its_error_line(monkeypatch,
     try:
         with pytest.raises(RuntimeError, match="a rank's error"):
             with cli._startup_signals() as state:
-                state["ended"] = True   # as _train marks an error under way
+                if marked:
+                    state["ended"] = True   # as _train marks an error under way
                 raise RuntimeError("a rank's error")
         handler = signal.getsignal(signal.SIGTERM)
         if world_size == "1":

@@ -117,9 +117,9 @@ def test_startup_signals_leave_an_ignored_signal_ignored():
 
 
 @pytest.mark.fault(cls="interrupted run",
-                   case="under torchrun, a rank whose error is on its way out keeps ignoring SIGTERM after "
-                        "the start-up handlers end: torchrun's SIGTERM, sent once a faster rank has exited, "
-                        "cannot end it before its error line")
+                   case="a run whose error is on its way out (WORLD_SIZE {world_size}): under torchrun it keeps "
+                        "ignoring SIGTERM after the start-up handlers end, so torchrun's SIGTERM cannot end it "
+                        "before its error line; a single process gets its handlers back")
 @pytest.mark.parametrize("marked", [True, False])   # False: an error before the Trainer (options, setup)
 @pytest.mark.parametrize("world_size", ["2", "1"])
 def test_a_failing_rank_keeps_ignoring_sigterm_until_its_error_line(monkeypatch, world_size, marked):

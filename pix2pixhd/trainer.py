@@ -1464,10 +1464,8 @@ class Trainer:
         is the one the dead worker was loading). Said at once; the ranks stop after the next step
         (:meth:`_stop_requested`, :meth:`_stop_after_worker_death`). The new iterator."""
         self._worker_death = died
-        old = getattr(loader, "_iterator", None)
-        if old is not None:
-            old._shutdown_workers()
-            loader._iterator = None
+        from pix2pixhd.data.loader import shutdown_workers
+        shutdown_workers(loader)   # a dead worker may hold a lock torch's own shutdown would wait on
         sampler.set_epoch(self.epoch, done=self.samples_in_epoch)
         print(f"note: rank {self.dist.rank}: {self._worker_death}; new workers load the next batch, "
               "and every rank stops after the next step with latest.pt saved", file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 
 import numpy as np
@@ -154,6 +155,18 @@ def shutdown_workers(loader, timeout: float = 5.0) -> None:
         return
     loader._iterator = None   # a later iteration starts fresh workers
     workers = list(getattr(it, "_workers", ()))
+    if hasattr(it, "_workers_done_event") and any(not w.is_alive() for w in workers):
+        # A worker that died (SIGKILL: the out-of-memory killer) may have died holding the lock
+        # of the event torch's shutdown sets, which every worker checks in its loop: set() would
+        # then wait for ever (a training run that had saved hung at its end). The others are
+        # killed too (told to stop without the event, they would fail an assertion), and the
+        # shutdown sets an event of this process's own.
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+        for w in workers:
+            w.join(timeout)
+        it._workers_done_event = threading.Event()
     try:
         if hasattr(it, "_shutdown_workers"):   # a multiprocessing iterator (num_workers > 0)
             it._shutdown_workers()

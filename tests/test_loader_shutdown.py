@@ -1,0 +1,47 @@
+"""A DataLoader worker SIGKILLed (the out-of-memory killer) while it held the lock of the event
+torch's shutdown sets (every worker checks it in its loop) made that shutdown wait for ever: a
+training run that had saved latest.pt hung at its end (a full-suite run met it). The lock held
+by a dead process is modelled here by holding it in this one."""
+import os
+import signal
+import threading
+
+import pytest
+import torch
+
+from pix2pixhd.data.loader import create_dataloader, shutdown_workers
+
+
+class _Ten(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return {"x": torch.tensor([i])}
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="a DataLoader worker killed holding the lock of torch's shutdown event: the "
+                        "workers are still shut down, no hang")
+def test_shutdown_after_a_worker_died_holding_the_done_events_lock_does_not_hang():
+    loader = create_dataloader(_Ten(), 1, shuffle=False, num_workers=2, pin_memory=False)
+    it = iter(loader)
+    next(it)
+    workers = list(it._workers)
+    event = it._workers_done_event
+    assert event._cond.acquire(timeout=10)          # as a worker that died inside event.is_set()
+    torchs = signal.signal(signal.SIGCHLD, lambda signum, frame: None)   # no death raised here
+    try:
+        os.kill(workers[0].pid, signal.SIGKILL)
+        os.waitid(os.P_PID, workers[0].pid, os.WEXITED | os.WNOWAIT)
+    finally:
+        signal.signal(signal.SIGCHLD, torchs)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (shutdown_workers(loader, timeout=5), done.set()), daemon=True)
+    t.start()
+    try:
+        assert done.wait(60), "shutdown_workers waited for ever on the dead worker's lock"
+        assert not any(w.is_alive() for w in workers) and loader._iterator is None
+    finally:
+        event._cond.release()                       # a failed run's thread may go on
+        t.join(10)

@@ -57,7 +57,6 @@ early (``EARLY_STOP``).
 from __future__ import annotations
 
 import errno
-import functools
 import hashlib
 import heapq
 import json
@@ -1298,9 +1297,7 @@ def _mark_incomplete(out: Path) -> None:
     it once the removals are done."""
     _, prev = _load_json(out / JOB_FILE)
     if isinstance(prev, dict) and prev.get("complete") is not False:
-        from pix2pixhd.checkpoint import atomic_write_bytes
-        atomic_write_bytes(out / JOB_FILE, json.dumps({**prev, "complete": False}, indent=1,
-                                                      sort_keys=True).encode())
+        _write_job_file(out, {}, {**prev, "complete": False})
 
 
 def _replace_previous(out: Path, prev: dict, layout: OutputLayout) -> str:
@@ -1903,15 +1900,12 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     wanted = dict(mine)
     units_total = sum(len(ks) for _, ks in mine)
     cuda = synth.device.type == "cuda"
+    # the workers ignore SIGTERM and SIGINT, as training's do: a signal to the whole process group
+    # (GNU timeout, SLURM's scancel) killed them, and the run failed on a dead worker instead of
+    # stopping with the writes in flight done; they are shut down below
     loader = create_dataloader(src, None, shuffle=False, num_workers=job.workers,
                                sampler=[i for i, _ in mine], pin_memory=cuda,
-                               prefetch_factor=2) if mine else []
-    if mine and loader.num_workers > 0:
-        # the workers ignore SIGTERM and SIGINT, as training's do: a signal to the whole process
-        # group (GNU timeout, SLURM's scancel, Ctrl-C) killed them, and the run failed on a dead
-        # worker instead of stopping with the writes in flight done; they are shut down below
-        from pix2pixhd.trainer import _loader_worker_init
-        loader.worker_init_fn = functools.partial(_loader_worker_init, loader.worker_init_fn)
+                               prefetch_factor=2, ignore_stops=True) if mine else []
     max_pending = max(4 * B, 16)                  # decoded units waiting for a full batch
     max_inflight = max(2 * B, 4 * job.writers)    # outputs handed to writers, not yet written
     slots = threading.BoundedSemaphore(max_inflight)

@@ -26,7 +26,6 @@ pix2pix (``--model pix2pix``) and CycleGAN (``--model cyclegan``, Zhu et al. 201
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
 import shutil
@@ -158,21 +157,6 @@ class LoaderWorkerDied(UserError, RuntimeError):
     """A DataLoader worker died (the OOM killer's kill -9) in a single-process run: latest.pt was
     saved at the step boundary where its error was raised; the message (``errors.loader_worker_died``'s
     line) says so and how to resume. Raised from torch's error."""
-
-
-def _loader_worker_init(inner, worker_id: int) -> None:
-    """A DataLoader worker ignores SIGTERM and SIGINT: SLURM signals every process of the job,
-    torchrun its workers' whole process group, and a terminal's Ctrl-C the whole foreground
-    process group; a worker that died of it would make the training process fail mid-step (torch
-    raises "DataLoader worker exited unexpectedly", and the worker prints a traceback) instead of
-    finishing the step and saving. Workers still end with the loader: ``fit`` shuts them down on
-    every way out (:func:`pix2pixhd.data.loader.shutdown_workers`; left to interpreter exit, a
-    worker that ignores SIGTERM would hang it), or when the training process is gone (torch's
-    watchdog)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if inner is not None:
-        inner(worker_id)
 
 
 # the non-finite-loss error's advice on precision, by the run's --precision
@@ -1288,10 +1272,10 @@ class Trainer:
                   "each epoch shuffles anew, so they are others each time)", file=sys.stderr, flush=True)
         sampler = data.ResumableSampler(len(ds), shuffle=True, seed=cfg.seed, rank=self.dist.rank,
                                         world_size=self.dist.world_size, drop_last=True)
+        # the workers outlive a SIGTERM or SIGINT: the step finishes, latest.pt is saved (fit
+        # shuts them down on every way out)
         loader = data.create_dataloader(ds, cfg.batchSize, shuffle=True, num_workers=cfg.nThreads,
-                                        seed=cfg.seed, drop_last=True, sampler=sampler)
-        if loader.num_workers > 0:   # the workers outlive a SIGTERM: the step finishes, latest.pt is saved
-            loader.worker_init_fn = functools.partial(_loader_worker_init, loader.worker_init_fn)
+                                        seed=cfg.seed, drop_last=True, sampler=sampler, ignore_stops=True)
         return loader, sampler
 
     # ---- the loop ------------------------------------------------------------------------------

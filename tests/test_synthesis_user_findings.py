@@ -278,6 +278,25 @@ def test_manifest_inputs_do_not_depend_on_the_working_directory(run, tmp_path, m
 
 
 # ---- 10. SIGTERM ---------------------------------------------------------------------------------------
+class _Unhandled(Exception):
+    pass
+
+
+def _stopped_with_75(call) -> None:
+    """``call()`` (a run that signals itself SIGTERM) ends with SystemExit(75), while the caller's
+    SIGTERM handler is one that fails the test if called (what reaches the caller when the engine
+    has no handler of its own), and that handler is back afterwards."""
+    def unhandled(signum, frame):
+        raise _Unhandled("SIGTERM reached the caller: the run did not handle it")
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with pytest.raises(SystemExit) as e:
+            call()
+        assert e.value.code == 75 and signal.getsignal(signal.SIGTERM) is unhandled   # restored
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_sigterm_stops_a_single_process_run_with_one_line_and_status_75(run, tmp_path, capsys):
     from pix2pixhd.engine import SynthesisJob, run_synthesis
     from pix2pixhd.synthesis import Synthesizer, load_generator
@@ -292,20 +311,8 @@ def test_sigterm_stops_a_single_process_run_with_one_line_and_status_75(run, tmp
             os.kill(os.getpid(), signal.SIGTERM)
         return g(x)
 
-    class Unhandled(Exception):
-        pass
-
-    def unhandled(signum, frame):   # what reaches the test when the engine has no handler of its own
-        raise Unhandled("SIGTERM reached the caller: the run did not handle it")
-
     job = SynthesisJob(out=tmp_path / "out", input=tmp_path / "maps", batch_size=2, workers=0, progress=False)
-    before = signal.signal(signal.SIGTERM, unhandled)
-    try:
-        with pytest.raises(SystemExit) as e:
-            run_synthesis(Synthesizer(signalling, cfg), job)
-        assert e.value.code == 75 and signal.getsignal(signal.SIGTERM) is unhandled   # restored
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    _stopped_with_75(lambda: run_synthesis(Synthesizer(signalling, cfg), job))
     assert re.search(r"^stopped by SIGTERM after 2 image\(s\); rerun the same command to resume",
                      capsys.readouterr().err, re.M)
     out = tmp_path / "out"
@@ -340,21 +347,9 @@ def test_sigterm_while_the_job_is_prepared_stops_it_before_any_output(run, tmp_p
         os.kill(os.getpid(), signal.SIGTERM)
         return check(*args, **kw)
 
-    class Unhandled(Exception):
-        pass
-
-    def unhandled(signum, frame):
-        raise Unhandled("SIGTERM reached the caller: the run did not handle it")
-
     job = SynthesisJob(out=tmp_path / "out", input=tmp_path / "maps", batch_size=2, workers=0, progress=False)
     monkeypatch.setattr(engine, "_check_out_folder", signalled)
-    before = signal.signal(signal.SIGTERM, unhandled)
-    try:
-        with pytest.raises(SystemExit) as e:
-            run_synthesis(Synthesizer(g, cfg), job)
-        assert e.value.code == 75 and signal.getsignal(signal.SIGTERM) is unhandled   # restored
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    _stopped_with_75(lambda: run_synthesis(Synthesizer(g, cfg), job))
     assert re.search(r"^stopped by SIGTERM after 0 image\(s\); rerun the same command to resume",
                      capsys.readouterr().err, re.M)
     out = tmp_path / "out"

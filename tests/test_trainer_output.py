@@ -181,6 +181,15 @@ def test_a_killed_loader_worker_saves_latest_at_the_step_boundary(tmp_path, stre
             assert torch.equal(resumed[net][k], v), f"{net}.{k} differs from the uninterrupted run's"
 
 
+def _cut_run(tmp_path, streets, capsys):
+    """train_hd.py's way (errors.run) on TINY into tmp_path/cut: (status, stderr, its error
+    lines, where latest.pt goes)."""
+    status = run(train_main, [*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "cut")])
+    err = capsys.readouterr().err
+    return (status, err, [ln for ln in err.splitlines() if ln.startswith("error")],
+            tmp_path / "cut" / "run" / "latest.pt")
+
+
 @pytest.mark.fault(cls="interrupted run",
                    case="a DataLoader worker's death raised by torch between a fetch and the loop's hold of "
                         "SIGCHLD (single process): latest.pt saved at that step boundary, one error line")
@@ -200,10 +209,7 @@ def test_a_worker_death_raised_right_after_the_fetch_is_that_step_boundarys(tmp_
             raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
         return hold(self)
     monkeypatch.setattr(Trainer, "_hold_worker_deaths", dying_hold)
-    status = run(train_main, [*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "cut")])
-    err = capsys.readouterr().err
-    errors = [ln for ln in err.splitlines() if ln.startswith("error")]
-    latest = tmp_path / "cut" / "run" / "latest.pt"
+    status, err, errors, latest = _cut_run(tmp_path, streets, capsys)
     assert raised and status == 1 and errors == [
         f"error: a data loader worker (pid 4242) was killed by signal: Killed (out of memory? fewer "
         f"--nThreads/--workers); {latest} saved at epoch 1 step 1; rerun the same command with --auto_resume "
@@ -241,13 +247,10 @@ def test_a_worker_death_seen_as_a_socket_error_is_saved_as_a_worker_death(tmp_pa
         return next_data(self)
     monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, "_next_data", dying)
     try:
-        status = run(train_main, [*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "cut")])
+        status, err, errors, latest = _cut_run(tmp_path, streets, capsys)
     finally:
         if torchs:
             signal.signal(signal.SIGCHLD, torchs[0])
-    err = capsys.readouterr().err
-    errors = [ln for ln in err.splitlines() if ln.startswith("error")]
-    latest = tmp_path / "cut" / "run" / "latest.pt"
     assert killed and status == 1 and errors == [
         f"error: a data loader worker (pid {killed[0]}) exited unexpectedly (killed for memory? fewer "
         f"--nThreads/--workers; --debug shows torch's traceback); {latest} saved at epoch 1 step 1; rerun "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import threading
 import time
 
@@ -86,6 +87,20 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def _worker_init_ignoring_stops(worker_id: int) -> None:
+    """:func:`_worker_init`, in a worker that ignores SIGTERM and SIGINT: SLURM signals every
+    process of the job, torchrun its workers' whole process group, GNU timeout and a terminal's
+    Ctrl-C the whole (foreground) process group; a worker that died of it would make the process
+    it serves fail on a dead worker (torch raises "DataLoader worker exited unexpectedly", and the
+    worker prints a traceback) instead of finishing its step or its writes and stopping. Such
+    workers must be ended with :func:`shutdown_workers` on every way out (left to interpreter
+    exit, a worker that ignores SIGTERM would hang it), or they end with the process they serve
+    (torch's watchdog)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_init(worker_id)
+
+
 def collate(batch: list[dict]):
     """``default_collate``, except that samples of different sizes raise DatasetError naming two
     of the files, their sizes and the fixes, where torch says only 'stack expects each tensor to
@@ -117,13 +132,14 @@ def collate(batch: list[dict]):
 
 def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: int, seed: int = 0,
                       drop_last: bool = False, sampler=None, pin_memory: bool | None = None,
-                      prefetch_factor: int = 2) -> DataLoader:
+                      prefetch_factor: int = 2, ignore_stops: bool = False) -> DataLoader:
     """A DataLoader over ``dataset`` with batches of uint8/int32 tensors and 'path' lists.
 
     With no ``sampler`` a :class:`ResumableSampler` is made (``loader.sampler``); call
     ``loader.sampler.set_epoch(epoch, skip=batches_done * batch_size)`` before each epoch.
     ``pin_memory`` defaults to whether CUDA is available; workers are persistent when
-    ``num_workers > 0``. Batches are made by :func:`collate` (samples of different sizes: a
+    ``num_workers > 0``; with ``ignore_stops`` they ignore SIGTERM and SIGINT
+    (:func:`_worker_init_ignoring_stops`). Batches are made by :func:`collate` (samples of different sizes: a
     DatasetError naming them).
     """
     if sampler is None:
@@ -133,7 +149,7 @@ def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: i
     kw = {}
     if num_workers > 0:
         kw = dict(persistent_workers=True, prefetch_factor=prefetch_factor,
-                  worker_init_fn=_worker_init)
+                  worker_init_fn=_worker_init_ignoring_stops if ignore_stops else _worker_init)
     if batch_size is not None:   # None: no batching, samples pass through default_convert
         kw["collate_fn"] = collate
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,

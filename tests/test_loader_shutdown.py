@@ -45,3 +45,34 @@ def test_shutdown_after_a_worker_died_holding_the_done_events_lock_does_not_hang
     finally:
         event._cond.release()                       # a failed run's thread may go on
         t.join(10)
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="a DataLoader worker killed, then the loader shut down from the main thread: "
+                        "no dead worker's error out of the shutdown itself")
+def test_shutdown_after_a_worker_died_raises_no_worker_error(monkeypatch):
+    """shutdown_workers kills the workers still alive when one has died; torch's SIGCHLD handler
+    (run in the main thread, wherever it is) raised the dead worker's error out of that shutdown,
+    which a run calls after it has saved or on its way out (the test above met it on a loaded
+    machine). torch's own shutdown stops watching its workers' pids first; so does this one now.
+    When the handler runs depends on the scheduler: here it runs at every kill, as it may."""
+    from torch.utils.data._utils.signal_handling import _error_if_any_worker_fails
+    loader = create_dataloader(_Ten(), 1, shuffle=False, num_workers=2, pin_memory=False)
+    it = iter(loader)
+    next(it)
+    workers = list(it._workers)
+    torchs = signal.signal(signal.SIGCHLD, lambda signum, frame: None)   # not raised at the kill
+    try:
+        os.kill(workers[0].pid, signal.SIGKILL)
+        os.waitid(os.P_PID, workers[0].pid, os.WEXITED | os.WNOWAIT)
+    finally:
+        signal.signal(signal.SIGCHLD, torchs)
+    kill = type(workers[1]).kill
+
+    def kill_and_handle(self):
+        kill(self)
+        os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)   # dead, not yet reaped by a join
+        _error_if_any_worker_fails()   # what torch's SIGCHLD handler does then
+    monkeypatch.setattr(type(workers[1]), "kill", kill_and_handle)
+    shutdown_workers(loader, timeout=5)   # raised "DataLoader worker (pid N) is killed by signal: Killed"
+    assert not any(w.is_alive() for w in workers) and loader._iterator is None

@@ -95,10 +95,37 @@ def _worker_init_ignoring_stops(worker_id: int) -> None:
     worker prints a traceback) instead of finishing its step or its writes and stopping. Such
     workers must be ended with :func:`shutdown_workers` on every way out (left to interpreter
     exit, a worker that ignores SIGTERM would hang it), or they end with the process they serve
-    (torch's watchdog)."""
+    (torch's watchdog).
+
+    The signals were blocked in the process that started the worker (:class:`_StopsIgnoringLoader`),
+    so the worker was born with them blocked: torch installs a SIGTERM handler of its own in every
+    worker before this runs (one that dies of a SIGTERM not sent by the loader's process), and a
+    signal that came in between (GNU timeout firing while the workers start) killed the worker.
+    Now such a signal waits, pending, and is discarded when they are unblocked here, ignored."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
     _worker_init(worker_id)
+
+
+_STOPS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _StopsIgnoringLoader(DataLoader):
+    """A DataLoader whose workers start with SIGTERM and SIGINT blocked (this thread's signal mask
+    while they are forked; this process gets a signal that came meanwhile when they are back), until
+    :func:`_worker_init_ignoring_stops` ignores them. Where there are no signal masks (Windows),
+    a plain DataLoader."""
+
+    def _get_iterator(self):
+        if self.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+            return super()._get_iterator()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+        try:
+            return super()._get_iterator()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def collate(batch: list[dict]):
@@ -152,9 +179,9 @@ def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: i
                   worker_init_fn=_worker_init_ignoring_stops if ignore_stops else _worker_init)
     if batch_size is not None:   # None: no batching, samples pass through default_convert
         kw["collate_fn"] = collate
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=pin_memory, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(seed), **kw)
+    cls = _StopsIgnoringLoader if ignore_stops else DataLoader
+    return cls(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+               pin_memory=pin_memory, drop_last=drop_last, generator=torch.Generator().manual_seed(seed), **kw)
 
 
 def shutdown_workers(loader, timeout: float = 5.0) -> None:
@@ -171,6 +198,13 @@ def shutdown_workers(loader, timeout: float = 5.0) -> None:
         return
     loader._iterator = None   # a later iteration starts fresh workers
     workers = list(getattr(it, "_workers", ()))
+    if getattr(it, "_worker_pids_set", False):
+        # torch's SIGCHLD handler raises the error of any dead worker whose pid it still watches,
+        # in the main thread, wherever that is: a worker killed below (or one that died) raised
+        # it out of this shutdown. torch's own shutdown stops watching them first; so does this.
+        from torch.utils.data._utils.signal_handling import _remove_worker_pids
+        _remove_worker_pids(id(it))
+        it._worker_pids_set = False
     if hasattr(it, "_workers_done_event") and any(not w.is_alive() for w in workers):
         # A worker that died (SIGKILL: the out-of-memory killer) may have died holding the lock
         # of the event torch's shutdown sets, which every worker checks in its loop: set() would

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from pix2pixhd.errors import ConfigError, UserError
+from pix2pixhd.paths import tmp_beside
 
 if TYPE_CHECKING:
     from pix2pixhd.config import TrainConfig
@@ -99,14 +100,14 @@ _FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF
 
 
 def _atomic_write(path: Path, write) -> None:
-    """``write(file)`` into ``NAME.PID.tmp`` beside ``path`` (one per process: two writers never
-    share one), fsync it, rename it over ``path``, fsync the folder. A failure deletes the
-    ``.tmp``; one caused by the file system (a read-only or unwritable folder, a full disk, a
-    file-size limit, an I/O error) raises :class:`CheckpointError` naming ``path``, the OS error,
-    the fix for that error and that the previous ``path`` is untouched (anything else is
-    re-raised as it was)."""
+    """``write(file)`` into ``NAME.PID.tmp`` beside ``path`` (:func:`~pix2pixhd.paths.tmp_beside`:
+    one per process, so two writers never share one; a shorter name for a long one), fsync it,
+    rename it over ``path``, fsync the folder. A failure deletes the ``.tmp``; one caused by the
+    file system (a read-only or unwritable folder, a full disk, a file-size limit, an I/O error)
+    raises :class:`CheckpointError` naming ``path``, the OS error, the fix for that error and that
+    the previous ``path`` is untouched (anything else is re-raised as it was)."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = tmp_beside(path)
     rec, opened = None, False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

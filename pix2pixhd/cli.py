@@ -267,9 +267,20 @@ def _print_summary(summary: dict) -> None:
         stdout_closed()
 
 
+def _synthesis_job_defaults() -> dict:
+    """SynthesisJob's defaults ({field: value}), which synthesize.py's options take. The class
+    lives in :mod:`pix2pixhd.synthesis_job`, which imports no torch: --help and a mistyped option
+    do not wait for it."""
+    import dataclasses
+    from pix2pixhd.synthesis_job import SynthesisJob
+    return {f.name: f.default for f in dataclasses.fields(SynthesisJob) if f.default is not dataclasses.MISSING}
+
+
 def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """synthesize.py's parser (abbreviations refused); ``prog``: the command's name in its help
-    (default: the script's file name)."""
+    (default: the script's file name). The options of a SynthesisJob field default to the field's
+    default (:func:`_synthesis_job_defaults`), so that the command and the Python API agree."""
+    job = _synthesis_job_defaults()
     p = argparse.ArgumentParser(
         prog=prog,
         description="Maps -> a dataset of synthesized photos with a trained generator (pix2pixHD, "
@@ -288,29 +299,30 @@ def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                               "--feature_mode encoded, and an HTML page with L1/PSNR)")
     i.add_argument("--dataroot", default="", help="a dataset root in any layout pix2pixhd.data reads "
                                                   "(cityscapes, palette, rgb_pairs, aligned, unaligned), validated as for training")
-    i.add_argument("--phase", default="test", help="with --dataroot: the split to read ({phase}_label, ...)")
-    i.add_argument("--validate", default="headers", choices=("full", "headers", "off"),
+    i.add_argument("--phase", default=job["phase"], help="with --dataroot: the split to read ({phase}_label, ...)")
+    i.add_argument("--validate", default=job["validate"], choices=("full", "headers", "off"),
                    help="with --dataroot: how the dataset is checked before any work")
-    i.add_argument("--how_many", type=int, default=0, help="at most this many inputs (the first by name); 0 = all")
-    i.add_argument("--scale_width", default="0",
+    i.add_argument("--how_many", type=int, default=job["how_many"],
+                   help="at most this many inputs (the first by name); 0 = all")
+    i.add_argument("--scale_width", default=str(job["scale_width"]),
                    help="resize every input to this width in pixels first (height by its aspect ratio; "
                         "label/instance maps nearest, photos bicubic), as training's --resize_or_crop "
                         "scale_width did; 'trained': the checkpoint's --loadSize; 0: each map keeps its size")
     o = p.add_argument_group("output (a dataset: OUT/{phase}_label, _inst, _img + manifest.jsonl)")
     o.add_argument("--out", required=True, help="output dataset folder; a rerun of the same command resumes it")
     o.add_argument("--out_phase", default="", help="split name of the output dataset; empty = --phase")
-    o.add_argument("--num_samples", type=int, default=1,
+    o.add_argument("--num_samples", type=int, default=job["num_samples"],
                    help="photos per map (K > 1: named <stem>_<k>.png), from sampled cluster features or "
                         "pix2pix's dropout, seeded per map and sample")
-    o.add_argument("--seed", type=int, default=0,
+    o.add_argument("--seed", type=int, default=job["seed"],
                    help="seed of sampled clusters and dropout masks; each map and sample draws from its own")
     o.add_argument("--overwrite", action="store_true",
                    help="replace another synthesis in --out (default: refuse; the same job resumes)")
     r = p.add_argument_group("engine")
-    r.add_argument("--batch_size", type=int, default=4,
+    r.add_argument("--batch_size", type=int, default=job["batch_size"],
                    help="maps per generator call (maps of one size; a short batch is filled up)")
-    r.add_argument("--workers", type=int, default=2, help="decoding processes (0: in the main process)")
-    r.add_argument("--writers", type=int, default=2,
+    r.add_argument("--workers", type=int, default=job["workers"], help="decoding processes (0: in the main process)")
+    r.add_argument("--writers", type=int, default=job["writers"],
                    help="PNG encoding/writing threads (0 counts as 1: writing always runs in a thread of its own)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torchrun: cuda:LOCAL_RANK)")
     r.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
@@ -319,7 +331,7 @@ def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="run the PyTorch generator or its ONNX export (onnxruntime)")
     r.add_argument("--onnx_path", default="", help="ONNX file for --backend onnx; empty = CHECKPOINT/generator.onnx "
                                                     "(CycleGAN --direction BtoA: CHECKPOINT/generator_G_B.onnx)")
-    r.add_argument("--direction", default=None, choices=("AtoB", "BtoA"),
+    r.add_argument("--direction", default=job["direction"], choices=("AtoB", "BtoA"),
                    help="which generator of a CycleGAN run (AtoB: G_A, BtoA: G_B); default the run's")
     r.add_argument("--no_progress", action="store_true", help="no progress bar")
     r.add_argument("--no_test_dropout", action="store_true",

@@ -82,8 +82,10 @@ from pix2pixhd.data.dataset import ID_MODES, synthesis_wording, wanted_modes
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
 from pix2pixhd.errors import PROGRESS_INTERVAL_S, ConfigError, InputError, MissingInputError, UserError
 from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
-from pix2pixhd.paths import NAME_MAX, file_sha256  # noqa: F401 (file_sha256: also for callers)
+from pix2pixhd.paths import file_sha256  # noqa: F401 (also for callers)
+from pix2pixhd.paths import tmp_beside as _tmp_path
 from pix2pixhd.synthesis import Synthesizer, id_map_bytes, png_bytes, sample_seed
+from pix2pixhd.synthesis_job import SynthesisJob  # noqa: F401 (defined without torch: synthesize.py's --help reads its defaults)
 
 MANIFEST = "manifest.jsonl"
 PARTS = "manifest.parts"
@@ -94,55 +96,6 @@ WRITTEN_BY = "synthesize.py"          # classes.json's "written_by" when the eng
 # A job whose first EARLY_STOP inputs (all of them, when it has fewer) are all skipped for the
 # same reason, with nothing written, stops there: the inputs are the wrong kind for the checkpoint.
 EARLY_STOP = 20
-
-
-@dataclass
-class SynthesisJob:
-    """What to synthesize and where. Exactly one of ``input`` (a folder of maps) and
-    ``dataroot`` (a dataset root, with ``phase``) is set.
-
-    inst / real: folders matched by stem to ``input``'s maps (instance maps; real photos, which
-    ``--feature_mode encoded`` encodes and the results page compares against).
-    out_phase: the split name of the output dataset (default: ``phase``).
-    workers: decoding processes (0: in the main thread); writers: encoding/writing threads.
-    validate: how a dataset root is checked before any work ('full', 'headers', 'off').
-    direction: for an unaligned (CycleGAN) dataset root, 'BtoA' reads domain B's images.
-    overwrite: replace another job's outputs in ``out`` instead of refusing.
-    scale_width: resize every input to this width first (height by its aspect ratio), as
-    training's ``resize_or_crop scale_width`` does: label and instance maps nearest, photos
-    bicubic; the output dataset holds the resized maps. 0: maps keep their size.
-    command: the command line that resumes the job, recorded in synthesis.json for the message
-    on an incomplete folder; None: sys.argv when it is synthesize.py's (else none is recorded).
-    """
-    out: Path
-    input: Path | None = None
-    inst: Path | None = None
-    real: Path | None = None
-    dataroot: Path | None = None
-    phase: str = "test"
-    out_phase: str | None = None
-    num_samples: int = 1
-    seed: int = 0
-    batch_size: int = 4
-    how_many: int = 0
-    workers: int = 2
-    writers: int = 2
-    validate: str = "headers"
-    direction: str | None = None
-    overwrite: bool = False
-    progress: bool = True
-    scale_width: int = 0
-    command: str | None = None
-
-    def __post_init__(self):   # '~' in a path (--out=~/x, quoted or from a script) is the home folder
-        for name in ("out", "input", "inst", "real", "dataroot"):
-            value = getattr(self, name)
-            if isinstance(value, (str, os.PathLike)) and os.fspath(value).startswith("~"):
-                setattr(self, name, Path(os.path.expanduser(value)))
-
-    @property
-    def split(self) -> str:
-        return self.out_phase or self.phase
 
 
 @dataclass
@@ -778,21 +731,6 @@ def _write_error(path: Path, e: OSError) -> OutputWriteError:
         fix = f"check the file system of {path.parent}"
     return OutputWriteError(f"could not write {path}: {type(e).__name__}: {why}; {fix}, then rerun the "
                             "same command: it resumes the job (the outputs already written are kept)")
-
-
-def _tmp_path(path: Path) -> Path:
-    """The temporary file a write of ``path`` goes through, beside it: ``NAME.PID.tmp`` (one per
-    process: two processes never share one), or, where that name would be longer than NAME_MAX
-    bytes, the name's first 100 bytes, ``~``, a hash of the whole name, ``.PID.tmp`` (the hash:
-    writer threads of one process never share one either). Both end in ``.tmp``, which
-    ``clean_stale_tmp`` removes."""
-    tail = f".{os.getpid()}.tmp"
-    if len(os.fsencode(path.name + tail)) <= NAME_MAX:
-        return path.with_name(path.name + tail)
-    head = path.name[:100]
-    while len(os.fsencode(head)) > 100:   # multi-byte characters
-        head = head[:-1]
-    return path.with_name(f"{head}~{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}{tail}")
 
 
 def _write_atomic(path: Path, data: bytes | None = None, copy_from: str | None = None) -> int:

@@ -13,6 +13,7 @@ a file or cannot be written, a file the command reads, an existing file of anoth
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path, PureWindowsPath
@@ -177,3 +178,18 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def tmp_beside(path: Path) -> Path:
+    """The temporary file a write of ``path`` goes through, beside it: ``NAME.PID.tmp`` (one per
+    process: two processes never share one), or, where that name would be longer than NAME_MAX
+    bytes, the name's first 100 bytes, ``~``, a hash of the whole name, ``.PID.tmp`` (the hash:
+    writer threads of one process never share one either). Both end in ``.tmp``, which
+    the synthesis engine's ``clean_stale_tmp`` removes."""
+    tail = f".{os.getpid()}.tmp"
+    if len(os.fsencode(path.name + tail)) <= NAME_MAX:
+        return path.with_name(path.name + tail)
+    head = path.name[:100]
+    while len(os.fsencode(head)) > 100:   # multi-byte characters
+        head = head[:-1]
+    return path.with_name(f"{head}~{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}{tail}")

@@ -69,21 +69,6 @@ def test_scan_finds_samples_too_small_for_the_generator_as_training_does(tmp_pat
     assert "no problems" not in out
 
 
-def test_synthesize_py_defaults_are_the_synthesis_jobs():
-    """synthesize.py's parser states its defaults itself (its --help must not import torch through
-    the engine); they must stay SynthesisJob's, which the Python API uses."""
-    import dataclasses
-    from pix2pixhd.cli import synthesize_parser
-    from pix2pixhd.engine import SynthesisJob
-    parsed = vars(synthesize_parser().parse_args(["--checkpoint", "c", "--out", "o"]))
-    shared = [f for f in dataclasses.fields(SynthesisJob) if f.name in parsed and f.name not in ("input", "out")]
-    assert len(shared) >= 10, [f.name for f in shared]
-    differ = {f.name: (parsed[f.name], f.default) for f in shared
-              if not (parsed[f.name] == f.default or (parsed[f.name] in ("", None) and f.default is None)
-                      or str(parsed[f.name]) == str(f.default))}
-    assert not differ, differ
-
-
 def test_an_error_line_is_one_write_with_its_newline(monkeypatch):
     """Under torchrun every rank of an agreed start error prints its line into one pipe; print()
     wrote the text and the newline apart, and CI once read rank 1's line glued to rank 0's."""

@@ -20,6 +20,12 @@ Command line::
     python -m pix2pixhd.features encode --checkpoint checkpoints/NAME [--n_clusters 10]
     python -m pix2pixhd.features precompute --checkpoint checkpoints/NAME [--upsample 2]
 
+SIGTERM or SIGINT (GNU timeout, SLURM's scancel, Ctrl-C: the whole process group) stops either
+command at once with one line saying what it had written, with training's statuses for a stop (75
+and 130). Neither has a resume; nothing they write is ever half-written (the clusters file and each
+feature map go through a temporary file and a rename), and their DataLoader workers ignore the
+signals, as training's and synthesis's do, so that the stop is the command's, not a dead worker's.
+
 Everything below runs on the tensors' device; the per-instance grouping is one ``torch.unique``
 plus a sort, never a Python loop over instances (``_instance_features_ref`` is that loop, kept
 as the specification the tests compare against).
@@ -27,12 +33,15 @@ as the specification the tests compare against).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import hashlib
 import io
 import os
 import re
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -703,9 +712,79 @@ def _run_label_nc_wording(text: str) -> str:
 
 
 def _batches(ds, num_workers: int):
-    """One image per batch, in file order; decoding runs in ``num_workers`` processes."""
+    """One image per batch, in file order; decoding runs in ``num_workers`` processes, which ignore
+    SIGTERM and SIGINT (``create_dataloader(ignore_stops=True)``, as training's and synthesis's): a
+    signal to the whole process group (GNU timeout, scancel, Ctrl-C) killed them, and the command
+    failed on torch's "DataLoader worker (pid N) is killed by signal: Terminated", which reads as
+    an out-of-memory kill, instead of stopping. End them with :func:`_end_workers` on every way out."""
     from pix2pixhd.data import create_dataloader
-    return create_dataloader(ds, 1, shuffle=False, num_workers=num_workers)
+    return create_dataloader(ds, 1, shuffle=False, num_workers=num_workers, ignore_stops=True)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _held_fetches(loader):
+    """``loader``'s batches, each fetched with SIGTERM and SIGINT held (:func:`_stops_held`): a
+    stop raised in the middle of a fetch cut the hand-over of the batch's shared memory, and the
+    worker serving it printed the broken connection's traceback under the stop's line. The stop
+    is raised between two fetches instead."""
+    it = None
+    while True:
+        with _stops_held():
+            it = iter(loader) if it is None else it
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+        yield batch
+
+
+def _end_workers(loader) -> None:
+    """``shutdown_workers(loader)`` (workers that ignore SIGTERM, left to interpreter exit, would
+    hang it), with SIGTERM and SIGINT held meanwhile (:func:`_stops_held`): a stop raised in the
+    middle of it would leave workers running."""
+    from pix2pixhd.data.loader import shutdown_workers
+    with _stops_held():
+        shutdown_workers(loader)
+
+
+@contextlib.contextmanager
+def _stops_held():
+    """SIGTERM and SIGINT held for the block (main thread only), so that what it does is done
+    whole or not at all; the first that arrived is raised again when it ends, for the handler
+    then in place (main's stop, or the signal's default). One ignored on entry stays ignored."""
+    from pix2pixhd.errors import install_signal_handlers, restore_signal_handlers
+    held: list[int] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = install_signal_handlers({s: lambda signum, frame: held.append(signum) for s in _STOP_SIGNALS})
+    try:
+        yield
+    finally:
+        restore_signal_handlers(previous)
+    if held:
+        signal.raise_signal(held[0])
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT during a command of :func:`main`, raised by its handler wherever the main
+    thread was (a BaseException, as KeyboardInterrupt, so that no ``except Exception`` takes it).
+    ``what``: what the command had written, for main's line, set by the command that met it
+    (None: nothing)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum, self.what = signum, None
+
+
+def _file_id(path: Path) -> tuple | None:
+    """(inode, mtime) of ``path``, None when there is none: a rename over it changes the inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest", dataroot: str = "",
@@ -722,19 +801,35 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     run = Path(checkpoint_dir)
     dst = Path(out) if out else (run.parent if run.is_file() else run) / CLUSTERS_FILE
     _check_clusters_out(dst, run, which_epoch)
-    e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
-    identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
-    n_clusters = n_clusters or cfg.n_clusters
-    if n_clusters < 1:
-        raise ConfigError(f"{run}: its n_clusters is {n_clusters}: give --n_clusters N (N >= 1)")
-    if batches is None:
-        batches = _batches(_dataset(cfg, dataroot, phase, how_many), cfg.nThreads)
-    raw = encode_features(e, batches, label_feat=cfg.label_feat, device=device)
-    centers = cluster_features(raw, n_clusters)
-    counts = {k: int((v[:, -1] > MIN_AREA).sum()) for k, v in raw.items()}
-    fc = FeatureClusters({k: torch.from_numpy(v) for k, v in centers.items()}, cfg.feat_num,
-                         n_clusters, step, counts, encoder=identity)
-    path = fc.save(dst, raw)
+    before = _file_id(dst)
+    try:
+        e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
+        identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
+        n_clusters = n_clusters or cfg.n_clusters
+        if n_clusters < 1:
+            raise ConfigError(f"{run}: its n_clusters is {n_clusters}: give --n_clusters N (N >= 1)")
+        loader = None
+        if batches is None:
+            loader = _batches(_dataset(cfg, dataroot, phase, how_many), cfg.nThreads)
+            batches = _held_fetches(loader)
+        try:
+            raw = encode_features(e, batches, label_feat=cfg.label_feat, device=device)
+        finally:
+            if loader is not None:
+                _end_workers(loader)
+        centers = cluster_features(raw, n_clusters)
+        counts = {k: int((v[:, -1] > MIN_AREA).sum()) for k, v in raw.items()}
+        fc = FeatureClusters({k: torch.from_numpy(v) for k, v in centers.items()}, cfg.feat_num,
+                             n_clusters, step, counts, encoder=identity)
+        path = fc.save(dst, raw)   # whole or not at all (a temporary file, renamed)
+    except _Stopped as stop:
+        if _file_id(dst) != before:
+            stop.what = f"{dst} was written, whole, before the stop"
+        else:
+            stop.what = (f"nothing written ({dst} is written whole at encode's end; "
+                         f"{'the one there is as it was' if before else 'it was not created'}); rerun the "
+                         "same command (encode starts over)")
+        raise
     return path, fc
 
 
@@ -815,23 +910,54 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     except OSError as e:
         raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
     written = []
-    for batch in _batches(ds, cfg.nThreads):
-        label = batch["label"].to(device)
-        inst = label if cfg.label_feat else batch["inst"].to(device)
-        feat = e(image_to_float(batch["image"].to(device)), inst)          # [1, F, h, w] in [-1, 1]
-        if upsample != 1:
-            feat = F.interpolate(feat, scale_factor=upsample, mode="nearest")
-        img = float_to_uint8(feat[0]).permute(1, 2, 0).cpu().numpy()
-        name = stem_key(Path(_label_path(batch)))
-        dst = out / f"{name}.png"
+    loader = _batches(ds, cfg.nThreads)
+    try:
         try:
-            Image.fromarray(img).save(dst)
-        except OSError as e:
-            if e.errno is None:   # not the file system's: PIL's own
-                raise
-            raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
-        written.append(dst)
+            for batch in _held_fetches(loader):
+                label = batch["label"].to(device)
+                inst = label if cfg.label_feat else batch["inst"].to(device)
+                feat = e(image_to_float(batch["image"].to(device)), inst)          # [1, F, h, w] in [-1, 1]
+                if upsample != 1:
+                    feat = F.interpolate(feat, scale_factor=upsample, mode="nearest")
+                img = float_to_uint8(feat[0]).permute(1, 2, 0).cpu().numpy()
+                name = stem_key(Path(_label_path(batch)))
+                dst = out / f"{name}.png"
+                try:
+                    with _stops_held():   # a stop's count of the maps written is exact
+                        _write_png(Image.fromarray(img), dst)
+                        written.append(dst)
+                except OSError as e:
+                    if e.errno is None:   # not the file system's: PIL's own
+                        raise
+                    raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
+        finally:
+            _end_workers(loader)
+    except _Stopped as stop:
+        stop.what = (f"{len(written)} feature map(s) written to {out}/ before the stop, each whole (through a "
+                     "temporary file), the others not; rerun the same command to write them all (precompute "
+                     "starts over)")
+        raise
     return written
+
+
+def _write_png(img, dst: Path) -> None:
+    """PIL image ``img`` as the PNG ``dst``, never half-written: into a temporary file beside it
+    (:func:`~pix2pixhd.paths.tmp_beside`), then renamed, so that a stop or a kill mid-write leaves
+    the earlier map or none, never a cut one that --load_features would fail on; the temporary file
+    is removed on any failure (an OS error names ``dst``)."""
+    from pix2pixhd.paths import tmp_beside
+    tmp = tmp_beside(dst)
+    try:
+        img.save(tmp, format="PNG")
+        os.replace(tmp, dst)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and e.filename == str(tmp):
+            e.filename = str(dst)
+        raise
 
 
 def _feat_folder_error(out: Path, e: OSError, phase: str, given: bool) -> InputError:
@@ -887,8 +1013,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pix2pixhd.distributed import resolve_device
+    """``python -m pix2pixhd.features``. SIGTERM or SIGINT stops the command at once (it has no
+    resume, so there is nothing to finish first) with one line on stderr, what it had written and
+    how to go on, and SystemExit with training's status for a stop: 75 (SIGTERM), 130 (SIGINT); a
+    second signal while it stops is ignored. The previous handlers come back when it returns."""
     a = build_parser().parse_args(argv)
+    with _stop_handlers():
+        try:
+            return _command(a)
+        except _Stopped as stop:
+            from pix2pixhd.errors import INTERRUPTED_EXIT_STATUS
+            from pix2pixhd.trainer import STOPPED_EXIT_STATUS
+            status = STOPPED_EXIT_STATUS if stop.signum == signal.SIGTERM else INTERRUPTED_EXIT_STATUS
+            what = stop.what or "nothing written; rerun the same command"
+            tail = f"; exit status {status}" if status != STOPPED_EXIT_STATUS else ""
+            print(f"stopped by {signal.Signals(stop.signum).name}: {what}{tail}", file=sys.stderr, flush=True)
+            raise SystemExit(status) from None
+
+
+@contextlib.contextmanager
+def _stop_handlers():
+    """main's SIGTERM and SIGINT handler for the block: the first raises :class:`_Stopped` and
+    ignores both from then on; the previous handlers come back when the block ends. A signal
+    ignored on entry (nohup, a script's ``&``) stays ignored. Main thread only (Python's rule)."""
+    from pix2pixhd.errors import install_signal_handlers, restore_signal_handlers
+
+    def stop(signum, frame):
+        for s in _STOP_SIGNALS:   # a second signal while this one unwinds: ignored
+            signal.signal(s, signal.SIG_IGN)
+        raise _Stopped(signum)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = install_signal_handlers({s: stop for s in _STOP_SIGNALS})
+    try:
+        yield
+    finally:
+        restore_signal_handlers(previous)
+
+
+def _command(a: argparse.Namespace) -> int:
+    """main's command ``a.cmd`` with its options."""
+    from pix2pixhd.distributed import resolve_device
     device = resolve_device(a.device)
     if a.cmd == "encode":
         path, fc = encode_and_cluster(a.checkpoint, which_epoch=a.which_epoch, dataroot=a.dataroot,

@@ -4,6 +4,7 @@ converter, training in train_hd.py's own process reading the split with the data
 dataset validation, synthesis, scores, resume by skipping finished variants, the doc block)."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -19,6 +20,14 @@ from pix2pixhd.pix2pix_networks import receptive_field
 from tests.test_quality import _facades
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _file_state(path: Path) -> tuple:
+    """What "the file was not written" compares: its inode (an atomic save os.replace()s it: a
+    new inode), its modification time, and a sha256 of its bytes (an mtime alone misses a rewrite
+    within the filesystem's timestamp granularity)."""
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +115,13 @@ def test_ablations_run_on_the_product_path_and_resume(abl, l1_trained, tmp_path,
     assert summary["steps"] == 4 and summary["train_cpu_s"] > 0    # 4 training images, 1 epoch
     assert f"$ python train_hd.py {' '.join(summary['argv'])}" in (run / "train.log").read_text()
     assert cfg["lambda_GAN"] == 0 and cfg["name"] == "l1"
-    mtime = (run / "epoch_0001.pt").stat().st_mtime_ns
+    ckpt = _file_state(run / "epoch_0001.pt")
 
     # all stages: l1 is skipped (finished), the pix2pixHD row trains (passing full validation)
     capsys.readouterr()
     assert abl.main(argv + ["--only", "l1,hd_gan_fm", "--doc", str(doc)]) == 0
     printed = capsys.readouterr().out
-    assert "[l1] already trained" in printed and (run / "epoch_0001.pt").stat().st_mtime_ns == mtime
+    assert "[l1] already trained" in printed and _file_state(run / "epoch_0001.pt") == ckpt
     hd = json.loads((out / "runs" / "hd_gan_fm" / "config.json").read_text())
     assert (hd["model"], hd["label_nc"], hd["validate"], hd["dataroot"]) == ("pix2pixhd", 12, "full", str(facades))
     rows = json.loads((out / "results.json").read_text())["rows"]
@@ -138,7 +147,7 @@ def test_ablations_refuse_a_finished_run_trained_with_other_options(abl, l1_trai
     _, out, argv = l1_trained()   # l1 trained with --ngf 4 (argv), nothing scored
     assert argv[argv.index("--ngf") + 1] == "4"
     run = out / "runs" / "l1"
-    mtime = (run / "epoch_0001.pt").stat().st_mtime_ns
+    ckpt = _file_state(run / "epoch_0001.pt")
     for stage in ("all", "score"):
         with pytest.raises(SystemExit) as e:
             abl.main(argv + ["--ngf", "8", "--only", "d1,l1", "--stage", stage])
@@ -147,7 +156,7 @@ def test_ablations_refuse_a_finished_run_trained_with_other_options(abl, l1_trai
         assert "another --out" in msg and "options it was trained with" in msg, msg
         assert "--ndf" not in msg and "--dataroot" not in msg, msg   # only what differs
     assert not (out / "runs" / "d1").exists() and not (out / "results.json").exists()
-    assert (run / "epoch_0001.pt").stat().st_mtime_ns == mtime
+    assert _file_state(run / "epoch_0001.pt") == ckpt
     assert json.loads((run / "config.json").read_text())["ngf"] == 4
     assert abl.main(argv + ["--ngf", "8", "--only", "l1", "--stage", "train", "--retrain"]) == 0
     assert json.loads((run / "config.json").read_text())["ngf"] == 8

@@ -16,7 +16,6 @@
 import copy
 import pickle
 import threading
-import time
 import warnings
 
 import pytest
@@ -147,15 +146,51 @@ def test_synthesizers_sharing_a_dropout_generator_in_two_threads_match_one_after
     s1, s2 = Synthesizer(g, cfg, "cpu"), Synthesizer(g, cfg, "cpu")
     want = {7: s1(x, seeds=[7]), 9: s2(x, seeds=[9])}
     assert not torch.equal(want[7], want[9])
-    # The first Dropout layer pauses (releasing the GIL) once the call is inside G, so the second
-    # thread's call starts while the first one's forward runs.
-    inside = threading.Event()
+    # The two calls must overlap, whatever a slow machine's scheduler does: the first forward to
+    # reach G's first Dropout layer waits there (bounded) until the other call is in progress too,
+    # i.e. asks for the generator's seeded-dropout lock (where it waits today, as such calls run one
+    # at a time) or, were there no lock, enters G itself. Sleeps would only make the overlap likely.
+    sd = s1.dropout
+    assert s2.dropout is sd                      # one per generator: both calls go through it
+    state = threading.Condition()
+    in_call = set()   # threads asking for or holding the lock, or inside G's first Dropout
+    most = [0]        # the most calls in progress at once while the first forward waits in G
+    first = []        # the thread whose forward waits
+    seen = []         # most, when that wait ended
 
-    def pause(module, inputs):
-        inside.set()
-        time.sleep(0.3)
+    def arrive():
+        with state:
+            in_call.add(threading.get_ident())
+            most[0] = max(most[0], len(in_call))
+            state.notify_all()
 
-    _dropouts(g)[0].register_forward_pre_hook(pause)
+    class NotingLock:
+        """The seeded dropout's lock, noting the threads that ask for it until they release it."""
+
+        def __init__(self, lock):
+            self.lock = lock
+
+        def __enter__(self):
+            arrive()
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc):
+            with state:
+                in_call.discard(threading.get_ident())
+            return self.lock.__exit__(*exc)
+
+    sd._lock = NotingLock(sd._lock)
+
+    def wait_for_the_other_call(module, inputs):
+        arrive()
+        with state:
+            if not first:                            # the first forward only: the second must not wait
+                first.append(threading.get_ident())
+                most[0] = len(in_call)               # counted from now on: the other call may come and go
+                state.wait_for(lambda: most[0] >= 2, timeout=30)
+                seen.append(most[0])
+
+    _dropouts(g)[0].register_forward_pre_hook(wait_for_the_other_call)
     got, errors = {}, []
 
     def call(s, seed):
@@ -164,14 +199,14 @@ def test_synthesizers_sharing_a_dropout_generator_in_two_threads_match_one_after
         except Exception as e:   # noqa: BLE001  (reported below)
             errors.append(e)
 
-    a = threading.Thread(target=call, args=(s1, 7))
-    a.start()
-    assert inside.wait(30)
-    b = threading.Thread(target=call, args=(s2, 9))
-    b.start()
-    a.join(60)
-    b.join(60)
+    threads = [threading.Thread(target=call, args=(s1, 7)), threading.Thread(target=call, args=(s2, 9))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a call still runs after 60 s"
     assert not errors, errors
+    assert seen == [2], f"calls in progress at once while the first forward ran: {seen} (want [2])"
     assert torch.equal(got[7], want[7]) and torch.equal(got[9], want[9])
     assert all(m.training for m in _dropouts(g))          # the layers' modes as their owner set them
 

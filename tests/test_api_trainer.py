@@ -2,6 +2,7 @@
 refused before it touches the folder, and save() on a Trainer that fit() did not start never
 writes over another run's checkpoints (new or empty folders, resume=True and overwrite=True
 excepted)."""
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -31,17 +32,27 @@ def _cfg(ck: Path, streets: Path, name="r", **kw) -> TrainConfig:
                           "no_html": True, "device": "cpu", **kw}).resolved()
 
 
+def _listing(folder: Path) -> dict:
+    """What "nothing moved or written" compares, per entry of ``folder``: its inode (an atomic save
+    os.replace()s a file: a new inode), its modification time, and a file's sha256 (an mtime alone
+    misses a rewrite within the filesystem's timestamp granularity)."""
+    def state(p: Path) -> tuple:
+        st = p.stat()
+        return st.st_ino, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+    return {p.name: state(p) for p in folder.iterdir()}
+
+
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_a_second_fit_is_refused_and_leaves_the_run_as_it_was(tmp_path, streets, overwrite):
     t = Trainer(_cfg(tmp_path, streets, overwrite=overwrite))
     t.fit()
     run = tmp_path / "r"
-    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    before = _listing(run)
     with pytest.raises(RunExistsError, match=r"fit\(\) was already called on this Trainer .*finished.*"
                                              r"resume=True") as e:
         t.fit()
     assert isinstance(e.value, UserError) and "\n" not in str(e.value)
-    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before   # nothing moved or written
+    assert _listing(run) == before                                           # nothing moved or written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]               # no r.replaced-TIME
     assert load_checkpoint(run, "1")["global_step"] == 1
     Trainer(_cfg(tmp_path, streets, resume=True, niter=2)).fit()   # what the message says works

@@ -161,8 +161,10 @@ def test_a_failing_stage_ends_the_job_with_one_line_naming_it_its_status_and_its
 
 
 def _snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    """Each file's inode (a file written anew by os.replace() has a new one), modification time
+    and bytes (an mtime alone misses a rewrite within the filesystem's timestamp granularity)."""
+    return {p.relative_to(folder): (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("taken", ["results", "checkpoint"])

@@ -2,8 +2,10 @@
 options from opt.txt, its weights, its position from iter.txt, its feature clusters; the run
 synthesizes what the reference's G computes and continues its training (at the learning rate of its
 epoch, where the reference's --continue_train restarted at --lr)."""
+import hashlib
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,13 +218,21 @@ def test_several_cluster_files_none_for_n_clusters_are_refused_by_name(tmp_path)
     assert FeatureClusters.load(import_reference_run(tmp_path / "nv", argv + ["--n_clusters", "30"])).n_clusters == 30
 
 
+def _file_state(path: Path) -> tuple:
+    """What "the file was not written" compares: its inode (an atomic save os.replace()s it: a
+    new inode), its modification time, and a sha256 of its bytes (an mtime alone misses a rewrite
+    within the filesystem's timestamp granularity)."""
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_an_existing_target_gives_the_fixes_import_takes(tmp_path):
     from pix2pixhd.errors import ConfigError
     _reference_run(tmp_path / "nv")
     ours = tmp_path / "ours"
     argv = ["--name", "city", "--checkpoints_dir", str(ours)]
     import_reference_run(tmp_path / "nv", argv)
-    before = (ours / "city" / "latest.pt").stat().st_mtime_ns
+    before = _file_state(ours / "city" / "latest.pt")
     with pytest.raises(RunExistsError) as e:
         import_reference_run(tmp_path / "nv", argv)
     msg = str(e.value)
@@ -233,7 +243,7 @@ def test_an_existing_target_gives_the_fixes_import_takes(tmp_path):
     for flag in ("--resume", "--continue_train", "--auto_resume"):
         with pytest.raises(ConfigError, match="an import writes a new run and continues none"):
             import_reference_run(tmp_path / "nv", argv + [flag])
-    assert (ours / "city" / "latest.pt").stat().st_mtime_ns == before
+    assert _file_state(ours / "city" / "latest.pt") == before
     assert import_reference_run(tmp_path / "nv", argv + ["--overwrite"]) == ours / "city"
 
 

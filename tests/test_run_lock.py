@@ -2,6 +2,7 @@
 refused naming the holder, before it writes anything; --overwrite locks the new folder. Also:
 NAME.replaced-* left by a dead --overwrite, signals during start-up, unwritable folders."""
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -35,7 +36,13 @@ def args(streets, ck, *extra):
 
 
 def listing(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+    """What "nothing written, nothing moved aside" compares, per path under ``folder``: its inode
+    (an atomic save os.replace()s a file: a new inode), its modification time, and a file's sha256
+    (an mtime alone misses a rewrite within the filesystem's timestamp granularity)."""
+    def state(p: Path) -> tuple:
+        st = p.stat()
+        return st.st_ino, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+    return {str(p.relative_to(folder)): state(p) for p in folder.rglob("*")}
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ for the crop, the progress bar and log naming the model, a resumed run with noth
 train, a --which_epoch resume that would overwrite later checkpoints, the lr column of
 loss_log.txt."""
 import dataclasses
+import hashlib
 import itertools
 from pathlib import Path
 
@@ -107,12 +108,22 @@ def test_resume_with_another_crop_trains_on_with_the_older_fakes_in_the_pool(tmp
     assert (1, 3, 16, 16) in held
 
 
+def _listing(folder: Path) -> dict:
+    """What "nothing moved or written" compares, per entry of ``folder``: its inode (an atomic save
+    os.replace()s a file: a new inode), its modification time, and a file's sha256 (an mtime alone
+    misses a rewrite within the filesystem's timestamp granularity)."""
+    def state(p: Path) -> tuple:
+        st = p.stat()
+        return st.st_ino, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+    return {p.name: state(p) for p in folder.iterdir()}
+
+
 # ---- 2. --pool_size on resume -----------------------------------------------------------------------
 def test_resume_with_another_pool_size_is_one_line_before_anything_is_written(tmp_path, capsys):
     root = write_domains(tmp_path / "data", (40, 40), (40, 40))
     ck = tmp_path / "ck"
     assert _train(root, ck, "--name", "r", "--loadSize", "36", "--fineSize", "32", "--pool_size", "5") == 0
-    before = {p.name: p.stat().st_mtime_ns for p in (ck / "r").iterdir()}
+    before = _listing(ck / "r")
     capsys.readouterr()
     argv = ["--name", "r", "--checkpoints_dir", str(ck), "--resume", "--pool_size", "10"]
     with pytest.raises(ConfigError, match=r"latest\.pt: its image pools hold up to 5 images.*--pool_size 5"):
@@ -120,7 +131,7 @@ def test_resume_with_another_pool_size_is_one_line_before_anything_is_written(tm
     assert errors.run(train_main, argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
-    assert {p.name: p.stat().st_mtime_ns for p in (ck / "r").iterdir()} == before
+    assert _listing(ck / "r") == before
 
 
 # ---- 3. a discriminator too deep for the crop -------------------------------------------------------

@@ -326,7 +326,8 @@ def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="PNG encoding/writing threads (0 counts as 1: writing always runs in a thread of its own)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torchrun: cuda:LOCAL_RANK)")
     r.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="number format of the generator (autocast); auto = bf16 on CUDA, fp32 on CPU")
+                   help="number format of the generator (autocast); auto = bf16 on CUDA, fp32 on CPU "
+                        "and with --backend onnx (whose graph computes in fp32)")
     r.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="run the PyTorch generator or its ONNX export (onnxruntime)")
     r.add_argument("--onnx_path", default="", help="ONNX file for --backend onnx; empty = CHECKPOINT/generator.onnx "
@@ -372,6 +373,12 @@ def synthesize_main(argv: list[str] | None = None, prog: str | None = None) -> i
                             ("batch_size", 1, "maps per generator call"), ("num_samples", 1, "photos per map")):
         if getattr(a, name) < lo:   # before the generator is loaded or anything is written
             raise ConfigError(f"--{name} {getattr(a, name)}: must be >= {lo} ({means})")
+    if a.backend == "onnx":   # onnxruntime runs the exported fp32 graph: autocast does not reach it
+        if a.precision in ("bf16", "fp16"):
+            raise ConfigError(f"--precision {a.precision} with --backend onnx: the exported ONNX graph computes "
+                              f"in fp32 and cannot run in {a.precision}; drop --precision (the ONNX backend is "
+                              f"fp32), or pass --backend torch to synthesize in {a.precision}")
+        a.precision = "fp32"   # what the job computes and records (auto would be bf16 on CUDA)
     # {split}_label, _inst, _img are made in --out (and --phase's read from --dataroot): one folder name
     check_name(a.phase, "--phase", a.dataroot or a.out)
     if a.out_phase:

@@ -1071,7 +1071,8 @@ def _legacy_digests(ident: dict, prev: dict | None = None) -> dict[str, str | No
     """The digests this job had in older synthesis.json files, each with what resuming such a
     file says (None: nothing): with the checkpoint's path in the digest (this job's path, or the
     path ``prev``, the folder's synthesis.json, records for a byte-identical file); and also
-    without the clusters file's hash, or without it and the input folders."""
+    without the clusters file's hash, or without it and the input folders; and, for the ONNX
+    backend, with the precision 'bf16' or 'fp16' older versions recorded for its fp32 graph."""
     paths = [{k: ident[k] for k in _PATH_KEYS if k in ident}]
     if isinstance(prev, dict):
         theirs = {k: prev.get(k) for k in paths[0]}
@@ -1084,6 +1085,12 @@ def _legacy_digests(ident: dict, prev: dict | None = None) -> dict[str, str | No
                          "clusters its outputs were drawn from cannot be checked)"))
     variants.append(({k: v for k, v in ident.items() if k not in _INPUT_KEYS and k != _CLUSTERS_KEY},
                      "predates input folders in a job's identity; resuming it as this job"))
+    if ident.get("backend") == "onnx" and ident.get("precision") == "fp32":
+        # the ONNX graph computes in fp32 whatever --precision said; versions before synthesize.py
+        # refused bf16/fp16 with it recorded the precision asked for (auto: bf16 on CUDA): same bytes
+        variants += [({**ident, "precision": p}, f"records precision {p!r} for --backend onnx, whose graph "
+                      "computed in fp32 (versions before this one recorded --precision there without applying "
+                      "it): its photos are this job's; resuming it as this job") for p in ("bf16", "fp16")]
     older: dict[str, str | None] = {}
     for d, note in variants:
         for p in paths:
@@ -1327,6 +1334,8 @@ def _unused_inst_note(job: SynthesisJob, cfg) -> str:
 
 
 def _check_samples(job: SynthesisJob, synth: Synthesizer) -> None:
+    """K > 1 samples of a generator that draws nothing would be K copies: refused, naming what
+    makes it draw nothing (so the fix it gives is the one that applies)."""
     if job.num_samples < 1:
         raise ConfigError(f"--num_samples {job.num_samples}: must be at least 1")
     if job.num_samples == 1:
@@ -1335,14 +1344,29 @@ def _check_samples(job: SynthesisJob, synth: Synthesizer) -> None:
     varies = synth.has_dropout or (f is not None and (f.mode == "sample" or
                                                       (f.mode == "cluster" and isinstance(f.cluster, dict))))
     if not varies:
-        why = ("its features come from the real photos (--feature_mode encoded)" if f is not None and f.mode == "encoded"
-               else "every class takes the --cluster given" if f is not None
-               else "the ONNX export has no dropout" if synth.cfg.model == "pix2pix" and not isinstance(synth.G, torch.nn.Module)
-               else "it was run with --no_test_dropout" if synth.cfg.model == "pix2pix"
-               else "it has no feature encoder and no dropout")
-        raise ConfigError(f"--num_samples {job.num_samples}: this generator gives one image per map "
-                          f"({why}), so the samples would be identical; use --num_samples 1"
-                          + (", or --feature_mode sample" if f is not None else ""))
+        # the checkpoint's config says whether G has dropout (pix2pix's and CycleGAN's, unless trained
+        # with --no_dropout); a G that has it and draws none had it switched off for this job
+        cfg, k = synth.cfg, job.num_samples
+        trained_without = cfg.model in ("pix2pix", "cyclegan") and bool(cfg.no_dropout)
+        fix = "use --num_samples 1"
+        if f is not None:
+            why = ("its features come from the real photos (--feature_mode encoded)" if f.mode == "encoded"
+                   else "every class takes the --cluster given")
+            fix += ", or --feature_mode sample"
+        elif trained_without:
+            why = ("it was trained with --no_dropout" + (", CycleGAN's default" if cfg.model == "cyclegan" else "")
+                   + ": it has no randomness to sample")
+        elif cfg.model not in ("pix2pix", "cyclegan"):   # pix2pixHD's G has no dropout
+            why = "it has no feature encoder and no dropout"
+        elif not isinstance(synth.G, torch.nn.Module):
+            why = "the ONNX export has no dropout"
+            fix += ", or --backend torch to sample with its dropout"
+        else:
+            why = "--no_test_dropout switches its dropout off"
+            fix = (f"drop --no_test_dropout (and --eval, which sets it) to sample {k} photos per map, or use "
+                   "--num_samples 1")
+        raise ConfigError(f"--num_samples {k}: this generator gives one image per map ({why}), so the samples "
+                          f"would be identical; {fix}")
 
 
 def _collisions(stems: list[str], files: list[str], max_listed: int = 5) -> None:

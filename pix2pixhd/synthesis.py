@@ -358,13 +358,18 @@ class Synthesizer:
         if precision not in ("auto", *PRECISIONS):
             raise ConfigError(f"precision={precision!r}; expected one of {('auto', *PRECISIONS)} "
                               "(synthesize.py: --precision)")
+        is_module = isinstance(generator, torch.nn.Module)
+        if not is_module and precision in ("bf16", "fp16"):   # an ONNX graph: autocast does not reach it
+            raise ConfigError(f"precision={precision!r} with an ONNX generator: the exported graph computes in "
+                              "fp32; leave precision 'auto' (fp32 for ONNX), or synthesize with the PyTorch "
+                              f"generator in {precision} (synthesize.py: --backend torch)")
         if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+            precision = ("bf16" if is_module and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+                         else "fp32")
         self.precision = precision
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         if channels_last is None:  # the GPU layout of choice; on CPU keep NCHW (see docs/benchmarks.md)
             channels_last = self.device.type == "cuda"
-        is_module = isinstance(generator, torch.nn.Module)
         self.memory_format = torch.channels_last if channels_last and is_module else torch.contiguous_format
         if is_module:
             generator.to(self.device, memory_format=self.memory_format)

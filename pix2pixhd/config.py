@@ -734,7 +734,7 @@ class TrainConfig:
                 was = ", ".join(f"{k} {getattr(prev, k)}" for k in derived)
                 now = ", ".join(f"{k} {getattr(c, k)}" for k in derived)
                 resume_note = (f"--stage local: images read as the global stage's ({prev.resize_or_crop}, "
-                               f"{was}) at {2 ** run.n_local_enhancers}x its size: {now} (give "
+                               f"{was}) at {2 ** c.n_local_enhancers}x its size: {now} (give "
                                f"{'/'.join('--' + k for k in derived)} for others)")
         if prev is not None and not run.resume and run.stage == "global" and prev.netG == "global":
             # a global stage from a global stage takes no sizes: say so where its model's defaults
@@ -781,6 +781,19 @@ class TrainConfig:
                                "stage") + ": drop --stage local/finetune")
         if c.instance_feat and c.label_feat:
             raise ConfigError("choose one of --instance_feat and --label_feat")
+        # E's features are averaged within regions of the input's maps: photo inputs have none (the
+        # photo layouts hold no {phase}_inst either), and the first step failed on the shapes
+        if c.model == "pix2pixhd" and c.label_nc == 0 and c.label_feat:
+            raise ConfigError("--label_feat averages E's features within label regions; --label_nc 0 inputs "
+                              "are photos, which have none: drop --label_feat")
+        if c.model == "pix2pixhd" and c.instance_feat and (c.label_nc == 0 or c.dataset_mode in ("rgb_pairs",
+                                                                                                "aligned")):
+            photos = ("--label_nc 0 inputs are photos" if c.label_nc == 0 else
+                      f"--dataset_mode {c.dataset_mode} reads A/B pairs")
+            raise ConfigError(f"--instance_feat averages E's features within the instances of {{phase}}_inst maps; "
+                              f"{photos}, whose layouts have no instance maps: drop --instance_feat"
+                              + (" (--no_instance does not change that: it leaves out G's boundary channel only)"
+                                 if c.no_instance else ""))
         if self.load_features and not c.use_features:
             raise ConfigError(
                 "--load_features: the precomputed maps it reads are the feature encoder's, which only "
@@ -992,7 +1005,9 @@ class TrainConfig:
         repeats its command line, which older versions took with these options). pix2pix without a D (--lambda_GAN 0): D's options; a
         pix2pix/CycleGAN PatchGAN other than n_layers: --n_layers_D; pix2pixHD without the VGG loss:
         --vgg_path; without feature matching and VGG: --lambda_feat; CycleGAN without cycle losses: --lambda_identity (a
-        fraction of them)."""
+        fraction of them); pix2pixHD without a feature encoder (no --instance_feat, --label_feat): E's options; label
+        maps (--label_nc > 0): --input_nc, the channels of input photos; a {phase}_label layout (given, or found in
+        dataroot): --direction, which picks the input of A/B pairs (such a run trained bit-identical without them)."""
         fs = {f.name: f for f in fields(self)}
 
         def typed(k: str) -> bool:
@@ -1024,6 +1039,29 @@ class TrainConfig:
             raise ConfigError(f"--lambda_feat {given.lambda_feat}: it weighs the feature-matching and VGG losses, "
                               "and --no_ganFeat_loss --no_vgg_loss leave neither: drop --lambda_feat (or one of "
                               "--no_ganFeat_loss, --no_vgg_loss)")
+        if self.model == "pix2pixhd" and not self.use_features:
+            ks = [k for k in ("feat_num", "nef", "n_downsample_E") if typed(k)]
+            if ks:
+                these = "these options are" if len(ks) > 1 else "this option is"
+                raise ConfigError(f"{' '.join(f'--{k} {getattr(given, k)}' for k in ks)}: {these} the feature "
+                                  "encoder's, which only --instance_feat and --label_feat build, and this run has "
+                                  f"neither: drop {' '.join('--' + k for k in ks)}, or add --instance_feat (or "
+                                  "--label_feat)")
+        if self.model != "cyclegan" and self.label_nc > 0 and typed("input_nc"):
+            raise ConfigError(f"--input_nc {given.input_nc}: it is the channels of input photos (--label_nc 0), and "
+                              f"--label_nc {self.label_nc} reads label maps (G's input is their one-hot "
+                              "encoding): drop --input_nc, or give --label_nc 0 for photo inputs")
+        if self.model != "cyclegan" and self.label_nc > 0 and typed("direction"):
+            mode = self.dataset_mode
+            if mode == "auto" and (Path(self.dataroot) / f"{self.phase}_label").is_dir():
+                mode = "cityscapes"   # (palette too: the same folders)
+            if mode in ("cityscapes", "palette"):
+                where = (f"--dataset_mode {self.dataset_mode}" if self.dataset_mode != "auto" else
+                         f"{Path(self.dataroot) / (self.phase + '_label')}")
+                raise ConfigError(f"--direction {given.direction}: it picks the input of A/B pairs (AB images, "
+                                  f"{{phase}}_A/{{phase}}_B folders), and this run reads label maps from "
+                                  f"{{phase}}_label folders ({where}), whose input is always the label map: drop "
+                                  "--direction")
         if (self.model == "cyclegan" and self.lambda_A == 0 and self.lambda_B == 0 and typed("lambda_identity")
                 and given.lambda_identity > 0):
             raise ConfigError(f"--lambda_identity {given.lambda_identity}: the identity losses weigh "
@@ -1166,13 +1204,19 @@ class TrainConfig:
                     f"{theirs}, and a checkpoint's networks cannot change shape: drop "
                     f"{' '.join('--' + k for k in changed)}, or start a new run from it (another --name "
                     "with --load_pretrain)")
+            self._check_resumed_networks(prev, run)
         else:
             names = list(INHERITED) + list(INHERITED_LOSSES)
             if run.stage == "local" and prev.netG == "global":
                 # the local enhancer works at 2^n_local_enhancers x the global stage's resolution:
                 # its images are that much larger, read the same way, unless sizes are given
-                up = 2 ** run.n_local_enhancers
-                c = self._taking(prev, names + ["resize_or_crop"])
+                # its enhancers are those the global stage records, unless given (a global stage's
+                # --n_local_enhancers/--n_blocks_local are read here: they used to be recorded and left)
+                n = self.n_local_enhancers if self.n_local_enhancers is not None else prev.n_local_enhancers
+                up = 2 ** n
+                if prev.model in (None, "pix2pixhd") and prev.ngf % up:
+                    self._refuse_local_ngf(prev, run, n)
+                c = self._taking(prev, names + ["resize_or_crop", "n_local_enhancers", "n_blocks_local"])
                 c = dataclasses.replace(c, **{k: getattr(prev, k) * up for k in ("loadSize", "fineSize")
                                               if getattr(self, k) is None})
                 if self.ngf is None:
@@ -1187,6 +1231,54 @@ class TrainConfig:
                 # the same networks at the same resolution: the local stage's images too
                 names += ["resize_or_crop", "loadSize", "fineSize"]
         return self._taking(prev, names)
+
+    def _check_resumed_networks(self, prev: "TrainConfig", run: "TrainConfig") -> None:
+        """A resumed run (``prev``: its config) keeps the networks it has: an option given (``self``)
+        that adds or removes one is refused by name (:data:`SHAPING` beyond ARCHITECTURE). With
+        --load_features the feature encoder E is not built (its weights and Adam state in the
+        checkpoint failed to load; the reverse found no E); pix2pix's --lambda_GAN 0 builds no D (it
+        was dropped from the next checkpoint, silently; the reverse found no D)."""
+        folder = run.experiment_dir
+        if (self.load_features is not None and self.load_features != prev.load_features
+                and prev.model in (None, "pix2pixhd") and prev.use_features):
+            if prev.load_features:
+                raise ConfigError(
+                    f"--load_features false: --resume continues {folder}, which reads precomputed feature maps "
+                    "({phase}_feat, load_features on) and has no feature encoder E to train: drop --load_features "
+                    "false (the run keeps its own), or train a new run with an E (another --name)")
+            raise ConfigError(
+                f"--load_features: --resume continues {folder}, which trains its feature encoder E (load_features "
+                "off), and with --load_features it would have none (the checkpoint's E and its Adam state would "
+                f"not load): drop --load_features (the run keeps its own), or start a new run that reads the maps: "
+                f"--name NEW --load_pretrain {folder} --load_features")
+        if (self.lambda_GAN is not None and prev.model == "pix2pix"
+                and (self.lambda_GAN == 0) != (prev.lambda_GAN == 0)):
+            if prev.lambda_GAN == 0:
+                raise ConfigError(
+                    f"--lambda_GAN {self.lambda_GAN}: --resume continues {folder}, trained with lambda_GAN 0 (L1 "
+                    "only), which has no discriminator to continue: drop --lambda_GAN (the run keeps its 0), or "
+                    "train a new run with a D (another --name)")
+            raise ConfigError(
+                f"--lambda_GAN 0: --resume continues {folder}, which trains a discriminator (lambda_GAN "
+                f"{prev.lambda_GAN}), and with 0 it has none (its D and D's Adam state would be left out of the next "
+                f"checkpoints): drop --lambda_GAN 0 (the run keeps its {prev.lambda_GAN}; a value > 0 is taken), "
+                f"or start an L1-only run from its G: --name NEW --load_pretrain {folder} --lambda_GAN 0")
+
+    def _refuse_local_ngf(self, prev: "TrainConfig", run: "TrainConfig", n: int) -> None:
+        """A local stage from global stage ``prev``: its global part is ``prev``'s G, with ngf x 2^n
+        (``n``: n_local_enhancers) filters, which ``prev.ngf`` does not divide into. No --ngf fits
+        (it was refused as --ngf 0, or the trainer advised --ngf prev.ngf // 2^n, which it refused again)."""
+        up = 2 ** n
+        said = (f"--n_local_enhancers {n}" if self.n_local_enhancers is not None else
+                f"--stage local (n_local_enhancers {n}, as {run.load_pretrain} records it)")
+        fewer = [k for k in range(1, n) if prev.ngf % 2 ** k == 0]
+        fix = ((f"give --n_local_enhancers {fewer[-1]}" + (" or fewer" if fewer[-1] > 1 else "") + ", or ")
+               if fewer else "")
+        raise ConfigError(
+            f"{said}: the local generator's global part is the global stage's G, whose ngf is this stage's x "
+            f"2^n_local_enhancers, and {run.load_pretrain} has ngf {prev.ngf}, which does not divide by 2^{n} = {up}, "
+            f"so no --ngf fits: {fix}train the global stage with an --ngf that divides by {up} "
+            f"(e.g. {max(up, prev.ngf // up * up)})")
 
     def _taking(self, prev: "TrainConfig", names) -> "TrainConfig":
         return dataclasses.replace(self, **{k: getattr(prev, k) for k in names if getattr(self, k) is None})

@@ -397,10 +397,20 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
         del args["lambda_feat"]
         taken.remove("lambda_feat")
         shown.remove("lambda_feat")
+    # E's options without an encoder, the photo channels with label maps: NVIDIA's opt.txt records
+    # them all, and resolved() refuses them as given and unread. They are set after it: what opt.txt
+    # says, checked against the weights (an opt.txt rewritten by encode_features.py says instance_feat
+    # False, and its E's nef and n_downsample_E are then compared with the E there)
+    unread = ([k for k in ("feat_num", "nef", "n_downsample_E")
+               if not (args.get("instance_feat") or args.get("label_feat"))]
+              + (["input_nc"] if args.get("label_nc", default_of(fields["label_nc"], "pix2pixhd")) else []))
+    recorded = {k: args.pop(k) for k in unread if k in taken}
     args.setdefault("stage", "local" if args.get("netG") == "local" else "global")
     args.setdefault("name", src.resolve().name)   # NVIDIA's --name: its run folder's name
     try:
         cfg = TrainConfig(**args).resolved()
+        for k, v in recorded.items():
+            setattr(cfg, k, v)
     except (UserError, ValueError) as e:
         import re
         msg = str(e)

@@ -735,8 +735,29 @@ class Trainer:
                 what = "a feature encoder" if key == "E" else f"a {key} network"
                 held = [k for k in ("G", "D", "E", "G_A", "G_B", "D_A", "D_B") if ckpt.get(k) is not None]
                 raise CheckpointMismatchError(f"this run ({self.cfg.model}) uses {what} but {source} "
-                                              f"holds none (it holds {held}); was it written by another --model?")
+                                              f"holds none (it holds {held}); {self._why_none(ckpt, key)}")
             load_reference_weights(net, ckpt[key], strict=strict, source=f"{source}'s {key}")
+
+    def _why_none(self, ckpt: dict, key: str) -> str:
+        """Why checkpoint ``ckpt`` holds no network ``key`` that this run builds: the options of its
+        saved config that decide whether that network is there, where they differ from this run's
+        (the same --model: "another --model?" misled), else its other --model."""
+        saved = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+        model = saved.get("model")
+        if model is not None and model != self.cfg.model:
+            return f"it was written by a --model {model} run"
+        deciding = {"D": ("lambda_GAN",) if self.cfg.model == "pix2pix" else (),
+                    "E": ("load_features", "instance_feat", "label_feat")}.get(key, ())
+        differ = [k for k in deciding if k in saved and saved[k] != getattr(self.cfg, k)]
+        if not deciding:
+            return "was it written by another --model?"
+        if not differ:   # its config does not say
+            return (f"was it saved with another {' or '.join('--' + k for k in deciding)}"
+                    + ("?" if model is not None else " or --model?"))
+        ours = " ".join(f"--{k} {getattr(self.cfg, k)}" for k in differ)
+        return (f"it was saved with {', '.join(f'{k} {saved[k]}' for k in differ)}, and this run has {ours}: "
+                f"train with the checkpoint's {', '.join('--' + k for k in differ)}, or start a new run "
+                "(another --name)")
 
     def _load_previous_stage(self, path: Path) -> None:
         """global → local: G's global part (final conv dropped) and D's scales by name;

@@ -782,6 +782,11 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
                            + (f"; also {_and(maps[0])} ({', '.join(maps[1])}): the aligned layout has "
                               "no instance or feature maps" if maps[0] else ""))
     if mode in ("rgb_pairs", "aligned", "unaligned") and (not no_instance or load_features):
+        if getattr(cfg, "instance_feat", False) and not load_features:
+            # the data config asks for {phase}_inst for E alone (TrainConfig.data_config): --no_instance
+            # was given, and naming it as the fix would send the user round in a circle
+            raise DatasetError(f"the {mode} layout of {root} has no instance maps, and --instance_feat "
+                               "averages E's features within them: drop --instance_feat")
         raise DatasetError(f"the {mode} layout of {root} has no instance or feature maps: pass "
                            f"--no_instance and no --load_features (no_instance=True, load_features=False)")
     if pal is not None and len(pal) > label_nc:

@@ -533,8 +533,14 @@ class Trainer:
                         f"{checkpoint_path(self.exp_dir, cfg.which_epoch)}: its image pools hold up to "
                         f"{held} images, this run's --pool_size is {cfg.pool_size}: resume with --pool_size "
                         f"{held} (or without --pool_size: a resumed run keeps its own)")
-                for k, pool in self.pools.items():
+                for i, (k, pool) in enumerate(self.pools.items()):
                     pool.load_state_dict(saved[k], self.device, self.memory_format)
+                    if self.dist.rank >= len(ckpt["pools"]):
+                        # a rank the saved run did not have starts from the last rank's history
+                        # (images), but draws from a stream of its own: with that rank's generator
+                        # state too, both ranks made the same swap/return choices from then on
+                        pool.generator.manual_seed((cfg.seed * 1_000_003 + self.dist.rank) * 2 + i
+                                                   + 1_000_003 * self.global_step)
             said = [f"resumed from epoch {self.epoch} iteration {self.iter_in_epoch}"]
             if saved_world != self.dist.world_size:
                 b, ws = cfg.batchSize, self.dist.world_size

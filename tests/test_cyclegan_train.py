@@ -141,3 +141,31 @@ def test_two_rank_ddp_keeps_ranks_identical_and_checkpoints_each_ranks_pools(tmp
     from pix2pixhd.trainer import Trainer
     tr = Trainer(resolve_config(["--resume", "--checkpoints_dir", str(tmp_path / "ck"), "--name", "run"]))
     assert torch.equal(tr.pools["fake_B"].images[0].cpu(), ck["pools"][0]["fake_B"]["images"][0])
+
+
+def test_a_rank_the_saved_run_did_not_have_draws_its_pool_choices_from_its_own_stream(full_run, monkeypatch):
+    """A one-process run resumed on two: the new rank 1 starts from rank 0's saved history (the
+    images), but its pools' generators were rank 0's too, so both ranks' Ds drew the same
+    swap/return choices from then on, where the resume note says new ranks start streams of their
+    own. Built here as rank 1 of 2 without a process group: the loading's collectives answer as
+    two ranks that agree, and nothing is wrapped in DDP."""
+    import torch.distributed as dist
+
+    from pix2pixhd.cli import resolve_config
+    from pix2pixhd.distributed import DistInfo
+    from pix2pixhd.trainer import Trainer
+
+    def all_gather_object(out, obj, group=None):
+        out[:] = [obj] * len(out)
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    monkeypatch.setattr(Trainer, "_wrap_distributed", lambda self, rewrap_g=False: None)
+    ck = load_checkpoint(full_run)
+    assert len(ck["pools"]) == 1
+    cfg = resolve_config(["--resume", "--checkpoints_dir", str(full_run.parent), "--name", full_run.name])
+    r0 = Trainer(cfg)
+    r1 = Trainer(cfg, dist_info=DistInfo(rank=1, world_size=2))
+    for k in ("fake_B", "fake_A"):
+        assert torch.equal(r1.pools[k].images[0].cpu(), ck["pools"][0][k]["images"][0])   # the history
+        assert torch.equal(r0.pools[k].generator.get_state(), ck["pools"][0][k]["generator"])
+        assert not torch.equal(r1.pools[k].generator.get_state(), r0.pools[k].generator.get_state()), k
+    assert not torch.equal(r1.pools["fake_B"].generator.get_state(), r1.pools["fake_A"].generator.get_state())

@@ -165,10 +165,33 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
         return BROKEN_PIPE_EXIT_STATUS
     except RuntimeError as e:
         message = loader_worker_died(e)
+        if message is None:
+            message = peer_gone(e)
         if message is None or debug_enabled():
             raise
         _error_line(f"error{_rank_prefix()}: {message}")
         return 1
+
+
+# What gloo and NCCL say in the error of a collective whose peer process went away.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+              "ncclRemoteError", "remote process exited")
+
+
+def peer_gone(e: BaseException) -> str | None:
+    """Under torchrun (WORLD_SIZE > 1), the line for a collective's error that says another rank went
+    away while this one waited for it (gloo's "Connection closed by peer", NCCL's remote error);
+    None for anything else. That rank's own error line says why (a file it could not read, say):
+    this rank's traceback, ~30 lines of the backend's internals, buried it."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return None
+    text = str(e)
+    if not any(marker in text for marker in _PEER_GONE):
+        return None
+    first = " ".join(text.split())[:200]
+    return (f"stopped: another rank ended while this one waited for it ({first}); that rank's own error says "
+            "why (above, or in its log); checkpoints written before are intact. Fix that, then rerun the same "
+            "command (training: with --auto_resume)")
 
 
 # 128 + SIGPIPE: what a shell reports for a program whose reader went away (`... | head`).

@@ -15,7 +15,7 @@ GLOO = ("[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.
         "by peer. This is typically caused by a remote worker hanging or crashing.")
 
 
-@pytest.mark.fault(cls="distributed", case="a collective's peer went away (gloo 'Connection reset by peer'): "
+@pytest.mark.fault(cls="bad dataset", case="a collective's peer went away (gloo 'Connection reset by peer'): "
                                            "one error line naming the other rank, not the backend's traceback")
 def test_a_collective_whose_peer_went_away_is_one_line(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -42,7 +42,7 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
 
 
-@pytest.mark.fault(cls="distributed", case="one rank of two cannot read a training image mid-run (--validate off): "
+@pytest.mark.fault(cls="bad dataset", case="one rank of two cannot read a training image mid-run (--validate off): "
                                            "each rank ends with one line, no traceback")
 def test_one_ranks_unreadable_image_ends_every_rank_with_one_line(tmp_path):
     from tests.test_ddp_worker_death import ARGS

@@ -4,7 +4,6 @@ converter, training in train_hd.py's own process reading the split with the data
 dataset validation, synthesis, scores, resume by skipping finished variants, the doc block)."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -17,17 +16,10 @@ from pix2pixhd.cli import resolve_config
 from pix2pixhd.engine import photos_dir
 from pix2pixhd.models import build_discriminator, build_generator
 from pix2pixhd.pix2pix_networks import receptive_field
+from tests.file_state import file_state as _file_state
 from tests.test_quality import _facades
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _file_state(path: Path) -> tuple:
-    """What "the file was not written" compares: its inode (an atomic save os.replace()s it: a
-    new inode), its modification time, and a sha256 of its bytes (an mtime alone misses a rewrite
-    within the filesystem's timestamp granularity)."""
-    st = path.stat()
-    return st.st_ino, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 refused before it touches the folder, and save() on a Trainer that fit() did not start never
 writes over another run's checkpoints (new or empty folders, resume=True and overwrite=True
 excepted)."""
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from pix2pixhd.config import TrainConfig
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
 from pix2pixhd.errors import RunExistsError, UserError
 from pix2pixhd.trainer import Trainer
+from tests.file_state import listing as _listing
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,16 +30,6 @@ def _cfg(ck: Path, streets: Path, name="r", **kw) -> TrainConfig:
                           "no_vgg_loss": True, "batchSize": 2, "nThreads": 0, "niter": 1,
                           "niter_decay": 0, "no_progress": True, "no_tensorboard": True,
                           "no_html": True, "device": "cpu", **kw}).resolved()
-
-
-def _listing(folder: Path) -> dict:
-    """What "nothing moved or written" compares, per entry of ``folder``: its inode (an atomic save
-    os.replace()s a file: a new inode), its modification time, and a file's sha256 (an mtime alone
-    misses a rewrite within the filesystem's timestamp granularity)."""
-    def state(p: Path) -> tuple:
-        st = p.stat()
-        return st.st_ino, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
-    return {p.name: state(p) for p in folder.iterdir()}
 
 
 @pytest.mark.parametrize("overwrite", [False, True])

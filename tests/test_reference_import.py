@@ -2,7 +2,6 @@
 options from opt.txt, its weights, its position from iter.txt, its feature clusters; the run
 synthesizes what the reference's G computes and continues its training (at the learning rate of its
 epoch, where the reference's --continue_train restarted at --lr)."""
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -21,6 +20,7 @@ from pix2pixhd.encoding import encode_input
 from pix2pixhd.errors import MissingInputError, RunExistsError
 from pix2pixhd.synthesis import load_generator
 from pix2pixhd.trainer import lr_at_epoch
+from tests.file_state import file_state as _file_state
 
 # as NVIDIA's base_options writes it: sorted "name: value" lines between two rulers
 OPT_TXT = """------------ Options -------------
@@ -216,14 +216,6 @@ def test_several_cluster_files_none_for_n_clusters_are_refused_by_name(tmp_path)
     assert not (tmp_path / "ours" / "f").exists()   # refused before anything is written
     from pix2pixhd.features import FeatureClusters
     assert FeatureClusters.load(import_reference_run(tmp_path / "nv", argv + ["--n_clusters", "30"])).n_clusters == 30
-
-
-def _file_state(path: Path) -> tuple:
-    """What "the file was not written" compares: its inode (an atomic save os.replace()s it: a
-    new inode), its modification time, and a sha256 of its bytes (an mtime alone misses a rewrite
-    within the filesystem's timestamp granularity)."""
-    st = path.stat()
-    return st.st_ino, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_an_existing_target_gives_the_fixes_import_takes(tmp_path):

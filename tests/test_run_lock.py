@@ -2,7 +2,6 @@
 refused naming the holder, before it writes anything; --overwrite locks the new folder. Also:
 NAME.replaced-* left by a dead --overwrite, signals during start-up, unwritable folders."""
 import errno
-import hashlib
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ from pix2pixhd.cli import train_main
 from pix2pixhd.errors import ConfigError, InputError
 from pix2pixhd.run_folder import RUN_LOCK, run_files
 from pix2pixhd.trainer import Trainer
+from tests.file_state import listing as _listing
 from tests.test_sigterm import TINY, streets  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,16 +35,6 @@ def args(streets, ck, *extra):
     return [*TINY, "--dataroot", str(streets), "--checkpoints_dir", str(ck), "--max_steps", "1", *extra]
 
 
-def listing(folder: Path) -> dict:
-    """What "nothing written, nothing moved aside" compares, per path under ``folder``: its inode
-    (an atomic save os.replace()s a file: a new inode), its modification time, and a file's sha256
-    (an mtime alone misses a rewrite within the filesystem's timestamp granularity)."""
-    def state(p: Path) -> tuple:
-        st = p.stat()
-        return st.st_ino, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
-    return {str(p.relative_to(folder)): state(p) for p in folder.rglob("*")}
-
-
 @pytest.fixture(scope="module")
 def trained(streets, tmp_path_factory):  # noqa: F811
     ck = tmp_path_factory.mktemp("lock") / "ck"
@@ -59,7 +49,7 @@ def test_a_second_training_into_a_held_folder_is_refused_before_writing(trained,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        before = listing(run)
+        before = _listing(run, recursive=True)
         for extra in ([], ["--resume"], ["--auto_resume"], ["--overwrite"]):
             capsys.readouterr()
             with pytest.raises(InputError) as e:
@@ -67,7 +57,7 @@ def test_a_second_training_into_a_held_folder_is_refused_before_writing(trained,
             msg = str(e.value)
             assert "\n" not in msg and f"pid {holder.pid} on host" in msg and "started" in msg, msg
             assert "is being trained by another process" in msg and "--name" in msg, msg
-            assert listing(run) == before, extra   # nothing written, nothing moved aside
+            assert _listing(run, recursive=True) == before, extra   # nothing written, nothing moved aside
             assert not list(trained.glob("run.replaced-*"))
     finally:
         holder.stdin.close()

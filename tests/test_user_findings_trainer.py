@@ -4,7 +4,6 @@ for the crop, the progress bar and log naming the model, a resumed run with noth
 train, a --which_epoch resume that would overwrite later checkpoints, the lr column of
 loss_log.txt."""
 import dataclasses
-import hashlib
 import itertools
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from pix2pixhd.pix2pix_networks import PatchDiscriminator, PixelDiscriminator
 from pix2pixhd.run_folder import run_files
 from pix2pixhd.trainer import CycleDiscriminators, Trainer
 from pix2pixhd.visualizer import Visualizer
+from tests.file_state import listing as _listing
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -106,16 +106,6 @@ def test_resume_with_another_crop_trains_on_with_the_older_fakes_in_the_pool(tmp
                        "--fineSize", "16", "--max_steps", "3"]) == 0
     held = {tuple(t.shape) for t in load_checkpoint(ck / "r")["pools"][0]["fake_B"]["images"]}
     assert (1, 3, 16, 16) in held
-
-
-def _listing(folder: Path) -> dict:
-    """What "nothing moved or written" compares, per entry of ``folder``: its inode (an atomic save
-    os.replace()s a file: a new inode), its modification time, and a file's sha256 (an mtime alone
-    misses a rewrite within the filesystem's timestamp granularity)."""
-    def state(p: Path) -> tuple:
-        st = p.stat()
-        return st.st_ino, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
-    return {p.name: state(p) for p in folder.iterdir()}
 
 
 # ---- 2. --pool_size on resume -----------------------------------------------------------------------

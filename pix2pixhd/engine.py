@@ -712,6 +712,27 @@ class OutputWriteError(UserError, OSError):
     OS error and the fix; a rerun of the same command resumes the job."""
 
 
+class LoaderWorkerDiedError(UserError, RuntimeError):
+    """A decoding worker process died (the out-of-memory killer's kill -9): the message is
+    errors.loader_worker_died's line, ending with synthesis's way on (its default names
+    train_hd.py's --resume, out of place here: a rerun of the same command resumes the job).
+    Raised from torch's error."""
+
+
+def _worker_death_error(e: Exception) -> Exception:
+    """``e``, when it is torch's error of a loader worker that died, as :class:`LoaderWorkerDiedError`;
+    any other error as it is."""
+    from pix2pixhd.errors import loader_worker_died
+    if isinstance(e, UserError) or not isinstance(e, RuntimeError):
+        return e
+    msg = loader_worker_died(e, resume="rerun the same command to resume the job")
+    if msg is None:
+        return e
+    err = LoaderWorkerDiedError(msg)
+    err.__cause__ = e
+    return err
+
+
 # errors of the file system written to (not of the program): one line naming the file and the fix
 _WRITE_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM",
                                              "ENAMETOOLONG", "EIO") if hasattr(errno, n)}
@@ -1698,7 +1719,7 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
                 generator_name=(f"the ONNX generator {ident['onnx']}" if ident.get("onnx") else
                                 f"the checkpoint {ident['checkpoint']}" if ident.get("checkpoint") else None))
     except Exception as e:   # re-raised below, after the other ranks know (none waits forever)
-        err = e
+        err = _worker_death_error(e)
     finally:
         try:
             manifest.close()

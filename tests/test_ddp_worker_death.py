@@ -79,6 +79,8 @@ def test_a_killed_loader_worker_under_ddp_saves_latest_and_the_resume_is_exact(t
     cut = load_checkpoint(latest.parent)
     assert (m.group(2), m.group(3)) == ("1", "3"), (own or other)[0]   # the step after the death's
     assert cut["global_step"] == 3 and len(cut["rng"]) == 2
+    if other:   # rank 0, the log's writer, wrote its line there before raising it
+        assert other[0] in (latest.parent / "loss_log.txt").read_text(), "the stop is not in loss_log.txt"
     assert "note: rank 1: a data loader worker" in out and "]: Traceback" not in out, out[-4000:]
 
     resumed = _run(tmp_path, "cut", "-", "--auto_resume")

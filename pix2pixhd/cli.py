@@ -297,11 +297,14 @@ def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
     i.add_argument("--inst", default="", help="with --input: folder of instance maps matched by file stem")
     i.add_argument("--real", default="", help="with --input: folder of real photos matched by stem (for "
                                               "--feature_mode encoded, and an HTML page with L1/PSNR)")
-    i.add_argument("--dataroot", default="", help="a dataset root in any layout pix2pixhd.data reads "
-                                                  "(cityscapes, palette, rgb_pairs, aligned, unaligned), validated as for training")
-    i.add_argument("--phase", default=job["phase"], help="with --dataroot: the split to read ({phase}_label, ...)")
+    i.add_argument("--dataroot", default="", help="a dataset root that holds the checkpoint's inputs: label "
+                                                  "maps (cityscapes, palette, A|B colour maps), photos (rgb_pairs, "
+                                                  "aligned) or two unpaired domains for CycleGAN, validated as for training")
+    i.add_argument("--phase", default=job["phase"],
+                   help="with --dataroot: the split to read ({phase}_label, ...); also the split written "
+                        "in --out unless --out_phase is given (with --input: only that)")
     i.add_argument("--validate", default=job["validate"], choices=("full", "headers", "off"),
-                   help="with --dataroot: how the dataset is checked before any work")
+                   help="with --dataroot only: how the dataset is checked before any work")
     i.add_argument("--how_many", type=int, default=job["how_many"],
                    help="at most this many inputs (the first by name); 0 = all")
     i.add_argument("--scale_width", default=str(job["scale_width"]),
@@ -348,8 +351,9 @@ def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="sample: a saved cluster per instance; cluster: the --cluster centre(s); "
                         "encoded: E's encoding of the real photos (--real, or the --dataroot's); not "
                         "given: cluster with --cluster, else sample")
-    f.add_argument("--cluster", default="", help="--feature_mode cluster: K for every class, or class=K pairs "
-                                                 "(26=3,24=1; other classes sampled)")
+    f.add_argument("--cluster", default="", help="--feature_mode cluster: K for every class (K modulo each "
+                                                 "class's count of clusters), or class=K pairs (26=3,24=1; "
+                                                 "other classes sampled)")
     f.add_argument("--use_encoded_image", action="store_true", help="reference name of --feature_mode encoded")
     return p
 
@@ -390,6 +394,9 @@ def synthesize_main(argv: list[str] | None = None, prog: str | None = None) -> i
     for flag in ("inst", "real"):
         if getattr(a, flag) and a.dataroot:
             raise ConfigError(f"--{flag} goes with --input; a --dataroot dataset brings its own")
+    if a.input and _given(args, "--validate"):   # it was accepted and changed nothing
+        raise ConfigError(f"--validate {a.validate} goes with --dataroot: an --input folder is not validated "
+                          "as a dataset (each map is checked as it is read, and skipped if bad): drop --validate")
     check_required_imports("synthesis")   # before the generator loads or --out is made
     from pix2pixhd import distributed
     info = distributed.setup(a.device)   # torchrun's environment: one shard per rank
@@ -397,6 +404,15 @@ def synthesize_main(argv: list[str] | None = None, prog: str | None = None) -> i
         return _synthesize(a, info)
     finally:
         distributed.cleanup(info)
+
+
+def _given(argv: list[str], flag: str) -> bool:
+    """Whether ``flag`` is on the command line ``argv`` (``--flag V``, ``--flag=V``; not after
+    ``--``). For an option whose default is SynthesisJob's, which the parser must keep (the
+    command and the Python API run the same job), so "not given" is not None."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument(flag, dest="value", default=None)
+    return pre.parse_known_args(list(argv))[0].value is not None
 
 
 def _feature_mode(a: argparse.Namespace) -> str:

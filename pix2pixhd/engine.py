@@ -454,7 +454,7 @@ class DatasetSource(torch.utils.data.Dataset):
         if not root.is_dir():
             raise MissingInputError(f"--dataroot {root} is not a folder" + ("" if root.exists() else
                                     " (it does not exist)"))
-        from pix2pixhd.data.dataset import DatasetError
+        from pix2pixhd.data.dataset import DatasetError, checkpoint_mode
         has_inst = (root / f"{job.phase}_inst").is_dir()
         direction = cfg.learned_direction_there(root, job.phase) or cfg.direction
         if direction != cfg.direction and os.environ.get("RANK", "0") == "0":   # fed as it learned
@@ -462,11 +462,15 @@ class DatasetSource(torch.utils.data.Dataset):
                   f"{job.phase}_B/ folders: its generator learned {job.phase}_A -> {job.phase}_B, so "
                   f"{job.phase}_A/ is its input", file=sys.stderr, flush=True)
         try:   # CycleGAN's unaligned layout: only the domain the generator reads is listed and checked
+            # the layout there, where the checkpoint reads it (synthesize.py has no --dataset_mode):
+            # a pix2pix run trained on AB images reads {phase}_A/ + {phase}_B/ photo pairs too
+            dataset_mode = checkpoint_mode(root, job.phase, cfg.dataset_mode, model=cfg.model,
+                                           label_nc=cfg.label_nc, palette=cfg.palette or None)
             self.ds = create_dataset(root, job.phase, cfg.data_config(
-                resize_or_crop="none", required_multiple=1, no_flip=True, is_train=False,
-                validate=job.validate, load_features=False, no_instance=not has_inst,
+                dataset_mode=dataset_mode, resize_or_crop="none", required_multiple=1, no_flip=True,
+                is_train=False, validate=job.validate, load_features=False, no_instance=not has_inst,
                 inputs_only=not needs_image, direction=direction),   # label maps alone (no photo folder) synthesize
-                read_domain="B" if job.direction == "BtoA" else "A")
+                read_domain="B" if job.direction == "BtoA" else "A", fixed_label_nc=True)
         except DatasetError as e:   # training's wording of the fixes -> synthesize.py's
             raise DatasetError(_synthesis_wording(str(e)), e.problems) from None
         self.root, self.mode = root, self.ds.mode

@@ -795,6 +795,17 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         seg = replace(seg, device=device)
     seg_args = (labels_dir, train_images, train_labels)
     want_seg = any(seg_args) or label_nc or palette is not None
+    # the segmenter's settings (other than the defaults) without a segmentation score: they were
+    # accepted and read by nothing
+    defaults = SegmenterConfig()
+    seg_set = [(flag, v) for flag, v, default in (
+        ("--seg_width", seg_width, evaluate.__kwdefaults__["seg_width"]), ("--seg_steps", seg.steps, defaults.steps),
+        ("--seg_batch", seg.batch_size, defaults.batch_size), ("--seg_channels", seg.width, defaults.width))
+        if v != default]
+    if seg_set and not want_seg:
+        raise ConfigError(f"{', '.join(f'{flag} {v}' for flag, v in seg_set)}: segmenter settings, but no "
+                          "segmentation score is asked for (it needs --labels, --train_images, --train_labels "
+                          f"and --label_nc N > 0): give those, or drop {', '.join(flag for flag, _ in seg_set)}")
     if want_seg:   # checked before the PSNR/FID pass, which may take minutes
         if not all(seg_args) or label_nc <= 0:
             raise ConfigError("the segmentation score needs all of --labels, --train_images, "

@@ -691,7 +691,8 @@ def _dataset(cfg, dataroot: str, phase: str, how_many: int, *, whole: bool = Fal
             no_instance=cfg.label_feat, load_features=False, resize_or_crop=resize_or_crop, no_flip=True,
             validate="headers",
             # E's decoder must land back on the input size: its multiple as well as G's
-            required_multiple=max(cfg.required_multiple, 2 ** cfg.n_downsample_E)))
+            required_multiple=max(cfg.required_multiple, 2 ** cfg.n_downsample_E)),
+            fixed_label_nc=True)   # no note whose fix is another --label_nc: the run's is fixed
     except DatasetError as e:
         raise DatasetError(_run_label_nc_wording(str(e)), e.problems) from None
     if how_many:
@@ -700,11 +701,20 @@ def _dataset(cfg, dataroot: str, phase: str, how_many: int, *, whole: bool = Fal
 
 
 _SET_LABEL_NC = re.compile(r"says label_nc=(\d+) but label_nc=(\d+) was given; set label_nc \d+")
+# the photo layouts' refusal of a label_nc > 0, whose fix (--label_nc 0 ...) is training's
+_PHOTOS_NEED_LABEL_NC_0 = re.compile(r"holds (unpaired images|RGB pairs) \(([^)]*)\)(?:, read as images)?: "
+                                     r"set .*got label_nc=(\d+)[^)]*\)$")
 
 
 def _run_label_nc_wording(text: str) -> str:
     """The data module's message (worded for training, which can set label_nc) for encode and
-    precompute, which read data with the run's label_nc: the fix is data with the run's classes."""
+    precompute, which read data with the run's label_nc: the fix is data with the run's classes
+    (label maps, for a run trained on them, where the data module's fix for photos is --label_nc 0)."""
+    text = _PHOTOS_NEED_LABEL_NC_0.sub(
+        lambda m: (f"holds {m.group(1)} ({m.group(2)}), photos, but this run was trained on label maps "
+                   f"(label_nc {m.group(3)}) and encode and precompute read data with the run's classes: "
+                   f"pass the --dataroot of a dataset of its label maps, such as the one it was trained on")
+        if m.group(3) != "0" else m.group(0), text)
     return _SET_LABEL_NC.sub(
         lambda m: (f"says label_nc={m.group(1)} but this run was trained with label_nc={m.group(2)} "
                    f"(encode and precompute read data with the run's classes): pass the --dataroot of "
@@ -1002,7 +1012,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--how_many", type=int, default=0, help="at most this many images; 0 = all")
         s.add_argument("--device", default="auto", help="auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     sub.choices["encode"].add_argument("--n_clusters", type=int, default=0,
-                                       help="k-means clusters per class (default: the run's --n_clusters)")
+                                       help="k-means clusters per class; 0: the run's --n_clusters (default: 0)")
     sub.choices["encode"].add_argument("--out", default="",
                                        help=f"clusters file to write (default: CHECKPOINT/{CLUSTERS_FILE})")
     sub.choices["precompute"].add_argument("--upsample", type=int, default=2,

@@ -326,6 +326,9 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
         raise ConfigError(f"--which_epoch {which_epoch!r}: expected 'latest' or an epoch number N "
                           f"(the file N_net_G.pth in {src})")
     prefix = "latest" if which_epoch == "latest" else str(int(which_epoch))
+    if not src.is_dir():   # else "SRC/latest_net_G.pth not found ... (it holds none)"
+        raise MissingInputError(f"{src} " + ("is not a folder" if src.exists() else "does not exist")
+                                + ": give the reference's checkpoints/NAME folder (latest_net_G.pth, opt.txt...)")
     g_file = src / f"{prefix}_net_G.pth"
     if not g_file.is_file():
         held = sorted(p.name for p in src.glob("*_net_G.pth")) if src.is_dir() else []
@@ -340,6 +343,11 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
     args.pop("debug", None)
     dry_run = bool(args.pop("dry_run", False)) or dry_run   # never stored in the run's config
     given = set(args)
+    if args.get("model", "pix2pixhd") != "pix2pixhd":
+        # first: opt.txt's pix2pixHD options would otherwise be refused as unused by that model,
+        # each blamed on opt.txt, when no option makes the folder's networks another model's
+        raise ConfigError(f"--model {args['model']}: {src} is a run of NVIDIA's pix2pixHD, which imports as "
+                          "--model pix2pixhd only (its networks are pix2pixHD's): drop --model")
     for flag in ("resume", "auto_resume"):
         if args.get(flag):   # it would write the import over the run there, not continue it
             typed = next((a.split("=")[0] for a in argv if a.split("=")[0] in

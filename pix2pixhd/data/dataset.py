@@ -134,6 +134,7 @@ class PairedDataset(torch.utils.data.Dataset):
         # the validation level the files passed (create_dataset sets it): the loader repeats the
         # checks of 'full' that it did not run (see _read and __getitem__)
         self.validated = "off"
+        self.fixed_label_nc = False   # read with a checkpoint's label_nc (create_dataset's fixed_label_nc)
         self._p_reference_read, self._p_reference = False, None   # see _p_palette_reference
         self._colours_checked: set[str] = set()   # colour maps whose whole file passed _check_colours
 
@@ -701,7 +702,7 @@ def _marked_complete_too_early(root: Path, job: dict) -> str | None:
 
 def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = None, *,
                    max_dataset_size: int = 0, model: str | None = None, read_domain: str | None = None,
-                   report_listing: bool = True, **options) -> PairedDataset:
+                   report_listing: bool = True, fixed_label_nc: bool = False, **options) -> PairedDataset:
     """Open one split of a dataset (layouts: see ``pix2pixhd.data.layouts``) and check it.
 
     ``config``: the typed data options (:class:`pix2pixhd.config.DataConfig`, the reference's
@@ -718,6 +719,9 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     With ``validate`` 'off' no file is read, but the folder listing's problems are reported
     (:func:`report_listing_problems`: a note, or DatasetError when no sample is complete) unless
     ``report_listing`` is False (scan, which reports them itself).
+    ``fixed_label_nc``: the split is read with a trained checkpoint's label_nc, which no option of
+    the reader changes (synthesis, the feature encoder's encode and precompute): validation does
+    not print the note whose fix is another --label_nc (classes.json naming fewer classes).
     Raises DatasetError listing offending files.
     """
     try:
@@ -814,6 +818,7 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
           PairedDataset(layout, cfg, palette=pal, is_train=is_train))
     if max_dataset_size:
         ds.limit(max_dataset_size)
+    ds.fixed_label_nc = fixed_label_nc
     if validate != "off":
         ds.source_sizes = validate_dataset(ds, level=validate)["source_sizes"]
         ds.validated = validate
@@ -904,6 +909,63 @@ def _other_layout_message(root: Path, phase: str, mode: str, there: str) -> str:
             + (" (pix2pix defaults to aligned: side-by-side A|B images)" if mode == "aligned" else "")
             + (f" with a paired model (pix2pix, pix2pixhd); --model cyclegan reads {folders[mode]}"
                if mode == "unaligned" else ""))
+
+
+# What each layout holds, in the synthesis refusal of a layout a checkpoint cannot read.
+_LAYOUT_HOLDS = {"cityscapes": "label maps", "palette": "colour label maps", "rgb_pairs": "photo pairs",
+                 "aligned": "side-by-side A|B images", "unaligned": "unpaired images, CycleGAN's two domains"}
+
+
+def checkpoint_layouts(model: str | None, label_nc: int, palette) -> tuple[str, ...]:
+    """The layouts whose inputs a checkpoint of ``model`` with ``label_nc`` and ``palette`` reads:
+    CycleGAN one domain of the unaligned layout; a paired model trained on photos (label_nc 0)
+    either paired photo layout, whatever its run's dataset_mode was (the input photos are the
+    same, in {phase}_A/ or the AB images' input half); one trained on colour maps (a palette) the
+    palette layout or AB images; one trained on id maps the cityscapes layout alone."""
+    if model == "cyclegan":
+        return ("unaligned",)
+    if label_nc == 0:
+        return ("aligned", "rgb_pairs")
+    return ("palette", "aligned") if palette else ("cityscapes",)
+
+
+def checkpoint_mode(root, phase: str, dataset_mode: str, *, model: str | None, label_nc: int,
+                    palette) -> str:
+    """The dataset_mode synthesis reads split ``phase`` of ``root`` with for a checkpoint
+    (synthesize.py has no --dataset_mode, and its label_nc and palette are the checkpoint's): its
+    run's ``dataset_mode`` where that layout is there, else the layout there when it is one the
+    checkpoint reads (:func:`checkpoint_layouts`: a pix2pix run trained on AB images reads
+    {phase}_A/ + {phase}_B/ photo pairs, synthesize.py's own output of a photo model); its run's
+    where no dataset is there (create_dataset says why). A layout it cannot read is a
+    DatasetError saying what the checkpoint reads and synthesize.py's fixes, instead of the data
+    module's --dataset_mode or --label_nc (training's fixes)."""
+    root = Path(root)
+    if dataset_mode != "auto" and _mode_present(root, phase, dataset_mode):
+        return dataset_mode
+    try:
+        there = detect_mode(root, phase, load_palette(palette))
+    except DatasetError:
+        return dataset_mode
+    if there in checkpoint_layouts(model, label_nc, palette):
+        return there
+    if model == "cyclegan":
+        reads = (f"two domains of unpaired images, {phase}A/ + {phase}B/ (the unaligned layout; it translates "
+                 f"{phase}A/, or {phase}B/ with --direction BtoA)")
+        inputs, other = "a folder of one domain's images", ""
+    elif label_nc == 0:
+        reads = (f"photo pairs, {phase}_A/ + {phase}_B/ or side-by-side A|B images in {phase}/ (it was trained "
+                 "on photos, label_nc 0)")
+        inputs, other = "a folder of its input photos", "; label maps need a checkpoint trained on them (label_nc > 0)"
+    else:
+        reads = (f"colour label maps (label_nc {label_nc}, trained with --palette) in {phase}_label/ or as the "
+                 f"input half of side-by-side A|B images in {phase}/" if palette else
+                 f"label maps of ids (label_nc {label_nc}) in {phase}_label/ (the cityscapes layout)")
+        inputs = "a folder of colour label maps" if palette else "a folder of label maps"
+        other = "; photos need a checkpoint trained on photos (label_nc 0)"
+    folders = " + ".join(f"{n}/" for n in _mode_folders(there, phase))
+    raise DatasetError(f"this checkpoint (--model {model or 'pix2pixhd'}) reads {reads}, but {root} holds the "
+                       f"{there} layout ({folders}: {_LAYOUT_HOLDS[there]}): give --dataroot a dataset in a "
+                       f"layout it reads, or {inputs} with --input FOLDER{other}")
 
 
 def _and(items: list[str]) -> str:
@@ -1283,9 +1345,10 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
         problems.append(("label_nc", str(classes.path), f"{classes.path} says label_nc="
                          f"{classes.label_nc} but label_nc={ds.label_nc} was given; set label_nc "
                          f"{classes.label_nc}"))
-    elif classes is not None and ds.palette is None and classes.ids \
+    elif classes is not None and ds.palette is None and classes.ids and not ds.fixed_label_nc \
             and (classes.label_nc or max(classes.ids) + 1) < ds.label_nc:
-        # not an error (the ids fit), but usually label_nc left at its default (35, Cityscapes)
+        # not an error (the ids fit), but usually label_nc left at its default (35, Cityscapes);
+        # a checkpoint's label_nc cannot be changed (synthesis says what it means for its output)
         n = classes.label_nc or max(classes.ids) + 1
         says = (f"says label_nc={n}" if classes.label_nc is not None else
                 f"names {len(classes.ids)} classes (ids {_id_ranges(classes.ids)})")

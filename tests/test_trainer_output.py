@@ -2,6 +2,7 @@
 every PROGRESS_INTERVAL_S seconds, not a progress bar; either way the whole run's ETA), the JSON
 summary on stdout after a SIGTERM/SIGINT stop too, and a DataLoader worker that died (the OOM
 killer) in a single-process run: latest.pt saved at the step boundary, one error line."""
+import contextlib
 import io
 import json
 import os
@@ -219,6 +220,35 @@ def test_a_worker_death_raised_right_after_the_fetch_is_that_step_boundarys(tmp_
     assert getattr(handler, "__qualname__", "").startswith("_set_SIGCHLD_handler"), handler
 
 
+@contextlib.contextmanager
+def workers_killed_at_fetch(monkeypatch, n: int):
+    """The loader's ``n``-th fetch SIGKILLs its workers, waits until they are dead (not reaped) and
+    raises the socket's ConnectionResetError, as torch re-raises it for a worker not yet reaped;
+    torch's SIGCHLD handler is swapped for one that does nothing from then until the block ends
+    (a signal mask would not do: Python runs handlers in the main thread whichever thread the
+    signal reaches), so that no handler reports the death first. Yields the killed pids."""
+    from torch.utils.data import dataloader
+    next_data = dataloader._MultiProcessingDataLoaderIter._next_data
+    calls, killed, torchs = [], [], []
+
+    def dying(self):
+        calls.append(1)
+        if len(calls) == n and not killed:
+            torchs.append(signal.signal(signal.SIGCHLD, lambda signum, frame: None))
+            for w in self._workers:
+                os.kill(w.pid, signal.SIGKILL)
+                os.waitid(os.P_PID, w.pid, os.WEXITED | os.WNOWAIT)   # dead, not reaped
+                killed.append(w.pid)
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return next_data(self)
+    monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, "_next_data", dying)
+    try:
+        yield killed
+    finally:
+        if torchs:
+            signal.signal(signal.SIGCHLD, torchs[0])
+
+
 @pytest.mark.fault(cls="interrupted run",
                    case="a DataLoader worker killed while handing a batch over, seen as the socket's "
                         "ConnectionResetError (single process): latest.pt saved at that step boundary, one error line")
@@ -231,26 +261,8 @@ def test_a_worker_death_seen_as_a_socket_error_is_saved_as_a_worker_death(tmp_pa
     (a signal mask would not do: Python runs handlers in the main thread whichever thread the
     signal reaches), so that no handler reports the death first: the run must save latest.pt
     at step 1 and say that a worker died."""
-    from torch.utils.data import dataloader
-    next_data = dataloader._MultiProcessingDataLoaderIter._next_data
-    calls, killed, torchs = [], [], []
-
-    def dying(self):
-        calls.append(1)
-        if len(calls) == 2 and not killed:
-            torchs.append(signal.signal(signal.SIGCHLD, lambda signum, frame: None))
-            for w in self._workers:
-                os.kill(w.pid, signal.SIGKILL)
-                os.waitid(os.P_PID, w.pid, os.WEXITED | os.WNOWAIT)   # dead, not reaped
-                killed.append(w.pid)
-            raise ConnectionResetError(104, "Connection reset by peer")
-        return next_data(self)
-    monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, "_next_data", dying)
-    try:
+    with workers_killed_at_fetch(monkeypatch, 2) as killed:
         status, err, errors, latest = _cut_run(tmp_path, streets, capsys)
-    finally:
-        if torchs:
-            signal.signal(signal.SIGCHLD, torchs[0])
     assert killed and status == 1 and errors == [
         f"error: a data loader worker (pid {killed[0]}) exited unexpectedly (killed for memory? fewer "
         f"--nThreads/--workers; --debug shows torch's traceback); {latest} saved at epoch 1 step 1; rerun "

@@ -26,7 +26,7 @@ from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.datasets.synthetic_streets import generate
 from pix2pixhd.errors import loader_worker_died
 from pix2pixhd.trainer import Trainer, _worker_death_error
-from tests.test_trainer_output import _cut_run
+from tests.test_trainer_output import _cut_run, workers_killed_at_fetch
 
 
 @pytest.fixture(scope="module")
@@ -118,25 +118,8 @@ def test_a_worker_death_before_the_first_step_saves_nothing(tmp_path, streets, m
     'saved at'. Here the first fetch kills the workers, waits until they are dead (not reaped)
     and raises the socket's ConnectionResetError, with torch's SIGCHLD handler swapped for one
     that does nothing (as tests/test_trainer_output.py's socket-error test does)."""
-    from torch.utils.data import dataloader
-    next_data = dataloader._MultiProcessingDataLoaderIter._next_data
-    killed, torchs = [], []
-
-    def dying(self):
-        if not killed:
-            torchs.append(signal.signal(signal.SIGCHLD, lambda signum, frame: None))
-            for w in self._workers:
-                os.kill(w.pid, signal.SIGKILL)
-                os.waitid(os.P_PID, w.pid, os.WEXITED | os.WNOWAIT)   # dead, not reaped
-                killed.append(w.pid)
-            raise ConnectionResetError(104, "Connection reset by peer")
-        return next_data(self)
-    monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, "_next_data", dying)
-    try:
+    with workers_killed_at_fetch(monkeypatch, 1) as killed:
         status, err, errors, latest = _cut_run(tmp_path, streets, capsys)
-    finally:
-        if torchs:
-            signal.signal(signal.SIGCHLD, torchs[0])
     assert killed and status == 1 and len(errors) == 1, err[-3000:]
     assert errors[0].startswith(f"error: a data loader worker (pid {killed[0]}) exited unexpectedly"), errors
     assert "saved at" not in err and not latest.exists(), err[-3000:]

@@ -49,7 +49,7 @@ def test_label_features_of_photo_inputs_are_refused():
     assert TrainConfig(label_nc=9, label_feat=True).resolved().label_feat   # label maps: taken
 
 
-@pytest.mark.fault(cls=CLI, case="--instance_feat where no {phase}_inst can be (--label_nc 0, with or without "
+@pytest.mark.fault(cls=CLI, case="--instance_feat where no {{phase}}_inst can be (--label_nc 0, with or without "
                                  "--no_instance): refused naming --instance_feat, not 'pass --no_instance'")
 def test_instance_features_without_instance_maps_are_refused_naming_instance_feat():
     for no_instance in (True, False):
@@ -174,7 +174,7 @@ def test_input_nc_with_label_maps_is_refused():
     assert TrainConfig(model="pix2pix", input_nc=1).resolved().input_nc == 1
 
 
-@pytest.mark.fault(cls=CLI, case="--direction BtoA with {phase}_label folders (label maps are the input): "
+@pytest.mark.fault(cls=CLI, case="--direction BtoA with {{phase}}_label folders (label maps are the input): "
                                  "refused, not recorded unused")
 def test_direction_with_label_map_folders_is_refused(tmp_path):
     (tmp_path / "streets" / "train_label").mkdir(parents=True)

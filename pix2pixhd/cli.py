@@ -101,7 +101,7 @@ def resolve_config(argv: list[str], prog: str | None = None) -> TrainConfig:
         raise ConfigError(str(e)) from e
 
 
-# Exit statuses of a stop by SIGTERM (trainer.STOPPED_EXIT_STATUS) and SIGINT (128 + SIGINT).
+# Exit statuses of a stop by SIGTERM (errors.STOPPED_EXIT_STATUS) and SIGINT (128 + SIGINT).
 _STARTUP_STOPS = {signal.SIGTERM: 75, signal.SIGINT: 130}
 
 

@@ -1748,7 +1748,7 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
                                          "n_written": report.written + report.already_done,
                                          "n_skipped": report.skipped})
     if stopped:
-        from pix2pixhd.trainer import STOPPED_EXIT_STATUS
+        from pix2pixhd.errors import STOPPED_EXIT_STATUS
         print(f"stopped by {stop.signal} after {report.written} image(s); rerun the same command to "
               f"resume ({report.written + report.already_done} of the job's outputs are complete in {out})",
               file=sys.stderr, flush=True)
@@ -1759,7 +1759,7 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
 class _SignalStop:
     """SIGTERM in a single-process run: the handler only records it; the stream stops taking
     inputs, the writes in flight finish, the manifest parts stay unmerged, and run_synthesis exits with
-    training's status for a stop (trainer.STOPPED_EXIT_STATUS, 75: rerun to resume). Installed
+    training's status for a stop (errors.STOPPED_EXIT_STATUS, 75: rerun to resume). Installed
     only from the main thread (where Python allows handlers)."""
 
     def __init__(self):

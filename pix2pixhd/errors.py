@@ -99,6 +99,10 @@ def _rank_prefix() -> str:
 
 # 128 + SIGINT: what a shell reports for a program Ctrl-C ended (pix2pixhd.trainer uses it too).
 INTERRUPTED_EXIT_STATUS = 130
+# Exit status of a run or job stopped by SIGTERM (training after saving latest.pt, synthesis and
+# features after what they had written): EX_TEMPFAIL of sysexits.h ("try again later"), so a job
+# script can tell it from a finished run (0), an error (1) and a kill.
+STOPPED_EXIT_STATUS = 75
 
 
 def install_signal_handlers(handlers: dict) -> dict:

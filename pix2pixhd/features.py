@@ -1033,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
             return _command(a)
         except _Stopped as stop:
             from pix2pixhd.errors import INTERRUPTED_EXIT_STATUS
-            from pix2pixhd.trainer import STOPPED_EXIT_STATUS
+            from pix2pixhd.errors import STOPPED_EXIT_STATUS
             status = STOPPED_EXIT_STATUS if stop.signum == signal.SIGTERM else INTERRUPTED_EXIT_STATUS
             what = stop.what or "nothing written; rerun the same command"
             tail = f"; exit status {status}" if status != STOPPED_EXIT_STATUS else ""

@@ -53,6 +53,7 @@ from pix2pixhd.image_pool import ImagePool
 from pix2pixhd.errors import (INTERRUPTED_EXIT_STATUS, ConfigError, UserError, check_required_imports,
                               install_signal_handlers, raise_on_any_rank, restore_signal_handlers, say)
 from pix2pixhd.errors import PROGRESS_INTERVAL_S
+from pix2pixhd.errors import STOPPED_EXIT_STATUS
 from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
 from pix2pixhd.models import build_discriminator, build_encoder, build_generator, check_discriminator_input
@@ -81,10 +82,8 @@ class NonFiniteLossError(UserError, FloatingPointError):
     steps before G's losses exist, excepted: the message says when it had)."""
 
 
-# Exit status of a run stopped by SIGTERM after saving latest.pt: EX_TEMPFAIL of sysexits.h ("try
-# again later"), so a job script can tell it from a finished run (0), an error (1) and a kill.
-STOPPED_EXIT_STATUS = 75
-# A run stopped by SIGINT (Ctrl-C), after saving latest.pt (the first) or at once (a second), exits
+# A run stopped by SIGTERM after saving latest.pt exits with errors.STOPPED_EXIT_STATUS (75). A run
+# stopped by SIGINT (Ctrl-C), after saving latest.pt (the first) or at once (a second), exits
 # with errors.INTERRUPTED_EXIT_STATUS, 128 + SIGINT as a shell reports it, so that a script or a
 # retry loop stops as the user asked instead of taking 75 for "resume me".
 

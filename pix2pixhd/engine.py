@@ -729,7 +729,7 @@ def _worker_death_error(e: Exception) -> Exception:
     from pix2pixhd.errors import loader_worker_died
     if isinstance(e, UserError) or not isinstance(e, RuntimeError):
         return e
-    msg = loader_worker_died(e, resume="rerun the same command to resume the job")
+    msg = loader_worker_died(e, resume="rerun the same command to resume the job", workers="--workers")
     if msg is None:
         return e
     err = LoaderWorkerDiedError(msg)

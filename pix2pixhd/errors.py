@@ -271,12 +271,14 @@ _WORKER_EXITED = re.compile(r"DataLoader worker \(pids?(?:\(s\))? ([0-9, ]+)\) e
 
 
 def loader_worker_died(e: BaseException, resume: str = "rerun the same command to resume (train_hd.py: "
-                                                        "with --resume)") -> str | None:
+                                                        "with --resume)",
+                       workers: str = "--nThreads/--workers") -> str | None:
     """The one line for torch's error of a DataLoader worker process that died (killed by a
     signal, e.g. by the out-of-memory killer, or exited), or None when ``e`` is not that. torch
     raises "exited unexpectedly" from the more precise "is killed by signal": the chain is
     searched for the latter first. ``resume``: the line's last part, how to go on (the trainer's
-    says which checkpoint it saved); "" ends the line with the cause."""
+    says which checkpoint it saved); "" ends the line with the cause. ``workers``: the option(s)
+    that set the number of workers, named in the advice (synthesize.py's is --workers alone)."""
     tail = f"; {resume}" if resume else ""
     chain, seen = [], set()
     while e is not None and id(e) not in seen:
@@ -287,8 +289,8 @@ def loader_worker_died(e: BaseException, resume: str = "rerun the same command t
         m = _WORKER_KILLED.search(text)
         if m:
             pid, sig = m.group(1), m.group(2).strip()
-            why = ("out of shared memory? raise /dev/shm (docker: --shm-size), or fewer --nThreads/--workers"
-                   if sig.lower().startswith("bus error") else "out of memory? fewer --nThreads/--workers")
+            why = (f"out of shared memory? raise /dev/shm (docker: --shm-size), or fewer {workers}"
+                   if sig.lower().startswith("bus error") else f"out of memory? fewer {workers}")
             return f"a data loader worker (pid {pid}) was killed by signal: {sig} ({why}){tail}"
     for text in chain:
         m = _WORKER_EXITED.search(text)
@@ -297,7 +299,7 @@ def loader_worker_died(e: BaseException, resume: str = "rerun the same command t
             how = f"exited with code {code}" if code is not None else "exited unexpectedly"
             plural = "s" if "," in pids else ""
             return (f"a data loader worker (pid{plural} {pids}) {how} (killed for memory? fewer "
-                    f"--nThreads/--workers; --debug shows torch's traceback){tail}")
+                    f"{workers}; --debug shows torch's traceback){tail}")
     return None
 
 

@@ -2054,6 +2054,14 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                 if bucket:
                     run_batch(bucket)
         reap(block=True)
+    except (EOFError, ConnectionError) as caught:
+        # a worker killed while handing a batch's shared memory over surfaces as that socket's
+        # error: a dead worker makes it torch's error of a dead worker (its one line, below)
+        from pix2pixhd.data.loader import socket_error_as_worker_death
+        err = socket_error_as_worker_death(caught, getattr(loader, "_iterator", None))
+        if err is caught:
+            raise
+        raise err from caught
     finally:
         if not agreed:   # failed before its verdict: the other ranks are not left waiting
             try:

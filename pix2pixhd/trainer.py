@@ -54,6 +54,7 @@ from pix2pixhd.errors import (INTERRUPTED_EXIT_STATUS, ConfigError, UserError, c
                               install_signal_handlers, raise_on_any_rank, restore_signal_handlers, say)
 from pix2pixhd.errors import PROGRESS_INTERVAL_S
 from pix2pixhd.errors import STOPPED_EXIT_STATUS
+from pix2pixhd.data.loader import socket_error_as_worker_death as _worker_death_error
 from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
 from pix2pixhd.models import build_discriminator, build_encoder, build_generator, check_discriminator_input
@@ -126,30 +127,6 @@ class TrainingAborted(SystemExit):
 
     def __str__(self) -> str:
         return self.message
-
-
-def _worker_death_error(e: BaseException, iterator, wait_s: float = 1.0) -> BaseException:
-    """``e``, raised by a DataLoader fetch, as torch's error of a dead worker when it is the
-    socket error of one (EOFError, ConnectionError: a worker killed while handing a batch's
-    shared memory over; torch wraps that in its RuntimeError only when the worker was already
-    reaped): each of ``iterator``'s workers is joined (``wait_s`` in all) and a dead one makes
-    it ``RuntimeError("DataLoader worker (pid(s) P) exited unexpectedly")`` from ``e``. Else ``e``
-    (at once when it is the dataset's own error, which torch re-raises naming the worker process)."""
-    if isinstance(e, RuntimeError) or "in DataLoader worker process" in str(e):
-        return e
-    deadline, dead = time.monotonic() + wait_s, []
-    for w in list(getattr(iterator, "_workers", None) or []):
-        try:
-            w.join(max(0.0, deadline - time.monotonic()))
-            if not w.is_alive():
-                dead.append(str(w.pid))
-        except (AssertionError, ValueError, OSError):   # not started, or closed: not ours to judge
-            continue
-    if not dead:
-        return e
-    err = RuntimeError(f"DataLoader worker (pid(s) {', '.join(dead)}) exited unexpectedly")
-    err.__cause__ = e
-    return err
 
 
 class LoaderWorkerDied(UserError, RuntimeError):

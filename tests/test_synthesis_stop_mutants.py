@@ -210,3 +210,28 @@ def test_a_dead_loader_worker_in_synthesis_gives_synthesis_resume_hint(run, tmp_
     assert "(out of memory? fewer --workers)" in lines[0], lines[0]   # synthesize.py has no --nThreads
     assert "train_hd.py" not in err and "--resume" not in err, err[-3000:]
     assert synth(run, maps, out) == 0 and len(manifest(out)) == 12   # the rerun completes it
+
+
+@pytest.mark.fault(cls="synthesis",
+                   case="a loader worker killed while handing a batch over (the socket's ConnectionResetError "
+                        "from the fetch): one line naming the dead worker, not the socket's traceback")
+def test_a_dead_worker_seen_as_a_socket_error_in_synthesis_is_one_line(run, tmp_path, monkeypatch, capsys):
+    """A worker SIGKILLed in the middle of handing a batch's shared memory over surfaces from the
+    fetch as the socket's ConnectionResetError (torch re-raises it as it is when the worker was not
+    yet reaped): the test above met it once in a fresh-clone CI run, as a traceback. Here the second
+    fetch kills the workers and raises it (tests/test_trainer_output.py's workers_killed_at_fetch)."""
+    from pix2pixhd.errors import run as run_cli
+    from tests.test_trainer_output import workers_killed_at_fetch
+    maps = tmp_path / "maps"
+    for k in range(8):
+        ids(maps / f"m{k:02d}.png")
+    with workers_killed_at_fetch(monkeypatch, 2) as killed:
+        status = run_cli(cli.synthesize_main, ["--checkpoint", str(run), "--input", str(maps), "--out",
+                                               str(tmp_path / "out"), "--device", "cpu", "--no_progress",
+                                               "--workers", "2", "--batch_size", "1", "--writers", "1"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert killed and status == 1 and lines == [
+        f"error: a data loader worker (pid{'s' if len(killed) > 1 else ''} {', '.join(map(str, killed))}) exited "
+        "unexpectedly (killed for memory? fewer --workers; --debug shows torch's traceback); rerun the same "
+        "command to resume the job"], err[-3000:]

@@ -229,3 +229,27 @@ def shutdown_workers(loader, timeout: float = 5.0) -> None:
             if w.is_alive():
                 w.kill()
                 w.join(timeout)
+
+
+def socket_error_as_worker_death(e: BaseException, iterator, wait_s: float = 1.0) -> BaseException:
+    """``e``, raised by a DataLoader fetch, as torch's error of a dead worker when it is the
+    socket error of one (EOFError, ConnectionError: a worker killed while handing a batch's
+    shared memory over; torch wraps that in its RuntimeError only when the worker was already
+    reaped): each of ``iterator``'s workers is joined (``wait_s`` in all) and a dead one makes
+    it ``RuntimeError("DataLoader worker (pid(s) P) exited unexpectedly")`` from ``e``. Else ``e``
+    (at once when it is the dataset's own error, which torch re-raises naming the worker process)."""
+    if isinstance(e, RuntimeError) or "in DataLoader worker process" in str(e):
+        return e
+    deadline, dead = time.monotonic() + wait_s, []
+    for w in list(getattr(iterator, "_workers", None) or []):
+        try:
+            w.join(max(0.0, deadline - time.monotonic()))
+            if not w.is_alive():
+                dead.append(str(w.pid))
+        except (AssertionError, ValueError, OSError):   # not started, or closed: not ours to judge
+            continue
+    if not dead:
+        return e
+    err = RuntimeError(f"DataLoader worker (pid(s) {', '.join(dead)}) exited unexpectedly")
+    err.__cause__ = e
+    return err

@@ -207,7 +207,9 @@ def test_a_dead_loader_worker_in_synthesis_gives_synthesis_resume_hint(run, tmp_
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1 and lines[0].startswith("error: a data loader worker (pid "), err[-3000:]
     assert lines[0].endswith("; rerun the same command to resume the job"), lines[0]
-    assert "(out of memory? fewer --workers)" in lines[0], lines[0]   # synthesize.py has no --nThreads
+    # killed by signal (the usual line), or exited (a worker killed while handing a batch over
+    # surfaces as the socket's error, made the worker's: the test below)
+    assert "memory? fewer --workers" in lines[0] and "--nThreads" not in lines[0], lines[0]
     assert "train_hd.py" not in err and "--resume" not in err, err[-3000:]
     assert synth(run, maps, out) == 0 and len(manifest(out)) == 12   # the rerun completes it
 

@@ -113,6 +113,19 @@ def install_signal_handlers(handlers: dict) -> dict:
     return {s: signal.signal(s, h) for s, h in handlers.items() if signal.getsignal(s) is not signal.SIG_IGN}
 
 
+def hold_stop_signals() -> tuple[list[int], dict]:
+    """Hold SIGTERM and SIGINT: their numbers are appended to the list returned, nothing else
+    happens; one ignored on entry (nohup, `&`) stays ignored. Main thread only (elsewhere nothing
+    is held). Returns the list and the handlers to put back (:func:`restore_signal_handlers`)."""
+    import signal
+    import threading
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        return held, {}
+    hold = lambda signum, frame: held.append(signum)   # noqa: E731
+    return held, install_signal_handlers({signal.SIGTERM: hold, signal.SIGINT: hold})
+
+
 def restore_signal_handlers(previous: dict) -> None:
     """Put back the handlers :func:`install_signal_handlers` replaced (None: one not set from
     Python, which is given back as SIG_DFL)."""

@@ -764,11 +764,8 @@ def _stops_held():
     """SIGTERM and SIGINT held for the block (main thread only), so that what it does is done
     whole or not at all; the first that arrived is raised again when it ends, for the handler
     then in place (main's stop, or the signal's default). One ignored on entry stays ignored."""
-    from pix2pixhd.errors import install_signal_handlers, restore_signal_handlers
-    held: list[int] = []
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = install_signal_handlers({s: lambda signum, frame: held.append(signum) for s in _STOP_SIGNALS})
+    from pix2pixhd.errors import hold_stop_signals, restore_signal_handlers
+    held, previous = hold_stop_signals()
     try:
         yield
     finally:

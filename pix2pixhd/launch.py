@@ -9,27 +9,15 @@ or 130, one line), not with 143 or a traceback.
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from typing import Sequence
-
-
-def _hold_signals() -> tuple[list[int], dict]:
-    """Hold SIGTERM and SIGINT (their numbers are appended to the list); one ignored on entry
-    (nohup, `&`) stays ignored. Returns the list and the handlers to put back."""
-    held: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        return held, {}
-    from pix2pixhd.errors import install_signal_handlers   # (imports nothing heavy)
-    hold = lambda signum, frame: held.append(signum)   # noqa: E731
-    return held, install_signal_handlers({signal.SIGTERM: hold, signal.SIGINT: hold})
 
 
 def train(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Training's command line (default: ``sys.argv[1:]``); returns the exit status. ``prog``:
     the command's name in its help and usage (default: the script's file name)."""
-    held, previous = _hold_signals()
+    from pix2pixhd.errors import hold_stop_signals   # (imports nothing heavy)
+    held, previous = hold_stop_signals()
     try:
         from pix2pixhd.cli import train_main
         from pix2pixhd.errors import run

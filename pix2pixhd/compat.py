@@ -23,7 +23,7 @@ class CheckpointMismatchError(UserError, ValueError):
 def _read(state_dict_or_path) -> tuple[dict[str, torch.Tensor], str]:
     if isinstance(state_dict_or_path, Mapping):
         return dict(state_dict_or_path), "the given state_dict"
-    path = os.fspath(state_dict_or_path)
+    path = os.fsdecode(os.fspath(state_dict_or_path))   # bytes too: torch.load takes bytes as a buffer
     if not os.path.isfile(path):
         raise MissingInputError(f"checkpoint file {path} does not exist")
     try:
@@ -272,7 +272,9 @@ _FLAGS = {"generator": "netG, ngf, n_downsample_global, n_blocks_global, n_local
           "discriminator": "num_D, n_layers_D, ndf, norm, label_nc, no_instance, output_nc"}
 
 
-def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool = True,
+def load_reference_weights(model: nn.Module,
+                           state_dict_or_path: Mapping[str, torch.Tensor] | str | bytes | os.PathLike,
+                           *, strict: bool = True,
                            ignore_prefixes: tuple[str, ...] = (), source: str | None = None) -> nn.Module:
     """Load a state_dict saved by NVIDIA's pix2pixHD, the CycleGAN/pix2pix repo (``latest_net_G_A.pth``
     ...) or by us (one network's ``state_dict()``) into ``model`` (G, D or E).
@@ -281,7 +283,8 @@ def load_reference_weights(model: nn.Module, state_dict_or_path, *, strict: bool
     refused with a message saying what to pass instead: ``pix2pixhd.synthesis.load_generator(run)``
     for the generator, or one network's entry (``ckpt['G']``, ``ckpt['D']``...).
 
-    ``state_dict_or_path``: a mapping or a ``.pth`` file (read with ``weights_only=True``).
+    ``state_dict_or_path``: a mapping or a ``.pth`` file (str, bytes or path-like; read with
+    ``weights_only=True``).
     A ``module.`` prefix (DataParallel / DDP) is stripped. Keys under ``ignore_prefixes`` are
     skipped on both sides (e.g. a new discriminator scale). Any missing or unexpected key or
     shape mismatch raises :class:`CheckpointMismatchError` listing the first few and guessing

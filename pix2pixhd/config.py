@@ -390,6 +390,17 @@ def _loaded_misfits(prev: "TrainConfig", cfg: "TrainConfig") -> list[str]:
 
 @dataclass
 class TrainConfig:
+    """Every option of a training run, by its train_hd.py name (``TrainConfig(model="pix2pix",
+    name="facades")``).
+
+    A field left None is not given: :meth:`resolved` decides it (inherited from the run resumed
+    or --load_pretrain's, else the model's default, then the stage's) and checks the values and
+    their combinations (ConfigError naming the fix). A config must be resolved before it is
+    passed to ``Trainer`` or ``build_generator`` (they refuse an undecided one). Types are
+    checked strictly, as on the command line: an int option refuses 2.0 or True, a float one '0.1'.
+    What each field means, its unit, choices and default: ``python train_hd.py --help`` (grouped;
+    README.md, "Training"), or ``dataclasses.fields(TrainConfig)[i].metadata["help"]``.
+    """
     # --- experiment -------------------------------------------------------------------------
     stage: Optional[str] = option(
         "experiment", "global", "global: G1 at the lower resolution with a 2-scale D; local: the "

@@ -54,9 +54,15 @@ def one_hot(label: torch.Tensor, label_nc: int, *, dtype: torch.dtype = torch.fl
 
 
 def boundary_map(inst: torch.Tensor) -> torch.Tensor:
-    """inst [N, 1, H, W] integer instance ids → [N, 1, H, W] float, 1 where any 4-neighbour differs."""
+    """inst [N, 1, H, W] integer instance ids → [N, 1, H, W] float, 1 where any 4-neighbour differs.
+
+    A float (or complex) instance map is refused (InputError), as ``instance_average`` and the
+    Encoder refuse it: the same map must not give boundaries here and be refused there.
+    """
     if inst.dim() != 4 or inst.shape[1] != 1:
         raise ValueError(f"instance map must be [N, 1, H, W]; got shape {tuple(inst.shape)}")
+    from pix2pixhd.networks import check_instance_ids   # lazily: networks pulls in config and layers
+    check_instance_ids(inst)
     edge = torch.zeros(inst.shape, dtype=torch.bool, device=inst.device)
     dx = inst[..., :, 1:] != inst[..., :, :-1]
     dy = inst[..., 1:, :] != inst[..., :-1, :]
@@ -68,14 +74,24 @@ def boundary_map(inst: torch.Tensor) -> torch.Tensor:
 
 
 def image_to_float(img: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 [N, C, H, W] in [0, 255] → float in [-1, 1] (floats pass through unchanged).
+    """uint8 [N, C, H, W] in [0, 255] → float in [-1, 1] (floats in [-1, 1] pass through unchanged).
 
     Other integer dtypes (an int64 or int32 image) are scaled as uint8 is when their values lie
-    in [0, 255], else refused (InputError), as are bool and complex images.
+    in [0, 255], else refused (InputError), as are bool and complex images. A float image with
+    values outside [-1, 1] (0-255 levels as float) is refused too (one aminmax, a device sync,
+    on the float path only); a [0, 1] float image cannot be told from [-1, 1] data and is read as
+    [-1, 1]: pass uint8 photos.
     """
     if img.dtype == torch.uint8:
         return img.to(dtype).div_(127.5).sub_(1.0)
     if img.is_floating_point():
+        if img.numel():
+            lo, hi = torch.stack(torch.aminmax(img)).tolist()  # one pass, one device sync; NaN passes
+            if lo < -1 or hi > 1:
+                raise InputError(f"float image of dtype {img.dtype} has values in [{lo:g}, {hi:g}]; float "
+                                 "images must lie in [-1, 1]: pass uint8 values 0-255 instead (e.g. "
+                                 "x.round().clamp(0, 255).to(torch.uint8) for 0-255 levels, or "
+                                 "(x * 255).round().to(torch.uint8) for a [0, 1] float)")
         return img.to(dtype)
     if img.dtype == torch.bool or img.is_complex():
         raise InputError(f"image has dtype {img.dtype}; pass uint8 (or integer) values in [0, 255] "
@@ -107,19 +123,26 @@ def encode_input(label: torch.Tensor, inst: torch.Tensor | None = None,
                  source: str | None = None) -> torch.Tensor:
     """The generator's input: [one-hot(label) | RGB input] ⊕ [boundary(inst)] ⊕ [feat].
 
-    label: [N, 1, H, W] ids when label_nc > 0, else an image [N, C, H, W] (uint8 or [-1, 1] float).
-    inst: [N, 1, H, W] instance ids, or None for no_instance. feat: [N, F, H, W] or None.
-    Returns [N, label_nc (or C) + (1 if inst) + F, H, W] float of ``dtype``.
-    A negative ``label_nc`` is refused (ConfigError).
+    label: [N, 1, H, W] ids when label_nc > 0, else an image [N, C, H, W] (uint8 or [-1, 1] float;
+    a float outside [-1, 1] is refused, but a [0, 1] float photo cannot be told from [-1, 1] data
+    and would be misread silently: pass uint8 photos, e.g. (x * 255).round().to(torch.uint8)).
+    inst: [N, 1, H, W] integer instance ids, or None for no_instance. feat: [N, F, H, W] or None
+    (uint8 as stored by --load_features, or float features taken as they are).
+    Returns a new [N, label_nc (or C) + (1 if inst) + F, H, W] float tensor of ``dtype`` (never
+    the caller's ``label`` itself). A negative ``label_nc`` is refused (ConfigError).
     """
     _check_label_nc(label_nc)
     parts = [one_hot(label, label_nc, dtype=dtype, source=source) if label_nc > 0
              else image_to_float(label, dtype)]
     if inst is not None:
         parts.append(boundary_map(inst).to(dtype))
-    if feat is not None:
-        parts.append(image_to_float(feat, dtype))
-    return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+    if feat is not None:   # E's or the clusters' floats are not photos: not range-checked here
+        parts.append(feat.to(dtype) if feat.is_floating_point() else image_to_float(feat, dtype))
+    if len(parts) > 1:
+        return torch.cat(parts, 1)
+    # a float photo already of ``dtype`` comes back from image_to_float as itself: a copy, so
+    # that editing the result in place does not edit the caller's input
+    return parts[0].clone() if parts[0] is label else parts[0]
 
 
 def input_channels(label_nc: int, input_nc: int = 3, no_instance: bool = False,

@@ -424,14 +424,21 @@ def psnr_ssim(fake: torch.Tensor, real: torch.Tensor, *, chunk: int = 8) -> tupl
 
     SSIM ``chunk`` images at a time: all 100 images of the quality benchmark at once peaked at
     8.5 GB with torchmetrics (several benchmark runs side by side were killed for memory); each
-    chunk holds five float64 maps per channel, a few MB per 128x128 image.
+    chunk holds five float64 maps per channel, a few MB per 128x128 image. ``chunk`` must be an
+    int >= 1 (InputError). An empty batch (N = 0) gives two empty tensors, as :func:`psnr` does.
     """
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise InputError(f"psnr_ssim: chunk={chunk!r}; pass the number of images per SSIM pass, an "
+                         "int >= 1 (default 8)")
     _require_uint8(fake, "psnr_ssim's fake")
     _require_uint8(real, "psnr_ssim's real")
     if fake.shape != real.shape:
         raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} differ in shape")
-    return psnr(fake, real), torch.cat([ssim(fake[i:i + chunk], real[i:i + chunk])
-                                        for i in range(0, fake.shape[0], chunk)])
+    p = psnr(fake, real)
+    if fake.shape[0] == 0:   # torch.cat of no chunks would fail
+        return p, torch.empty(0, dtype=torch.float64, device=fake.device)
+    return p, torch.cat([ssim(fake[i:i + chunk], real[i:i + chunk])
+                         for i in range(0, fake.shape[0], chunk)])
 
 
 # --------------------------------------------------------------------------------------------

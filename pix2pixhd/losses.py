@@ -55,7 +55,11 @@ class GANLoss(nn.Module):
 
     lsgan: MSE to 1/0 (the reference's default); vanilla: BCE on logits; hinge: D gets
     relu(1 - real) + relu(1 + fake), G gets -mean(fake).
-    Call ``loss(preds, target_is_real, for_discriminator=True)``.
+    The discriminator's step calls ``loss(preds_real, True)`` and ``loss(preds_fake, False)``
+    (``for_discriminator`` defaults to True); the generator's step must call
+    ``loss(preds_fake, True, for_discriminator=False)``. For lsgan and vanilla the flag changes
+    nothing, but hinge needs it: with the default, G would get D's relu(1 - fake) instead of
+    -mean(fake).
     """
 
     def __init__(self, gan_mode: str = "lsgan", target_real_label: float = 1.0,
@@ -78,6 +82,8 @@ class GANLoss(nn.Module):
         return F.binary_cross_entropy_with_logits(pred, target)
 
     def forward(self, preds, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+        """The loss summed over scales; ``for_discriminator=False`` for the generator's step (see
+        the class docstring: hinge's generator loss needs it)."""
         return sum(self._single(scale[-1], target_is_real, for_discriminator)
                    for scale in _as_scales(preds))
 
@@ -300,6 +306,8 @@ class VGGLoss(nn.Module):
     """λ_feat is applied by the caller (as the reference): returns Σ_k w_k · L1 at five layers.
 
     fake, real: [N, 3, H, W] in [-1, 1]. The network is frozen; real features carry no graph.
+    A ``vgg`` module passed in is frozen in place: it is set to eval() and requires_grad_(False)
+    (the caller's module itself, not a copy), and kept in eval mode by :meth:`train`.
     """
 
     def __init__(self, vgg: VGG19Features | None = None, vgg_path: str | None = None):

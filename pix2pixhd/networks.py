@@ -273,7 +273,17 @@ class NLayerDiscriminator(nn.Module):
         init_weights(self, zero_conv_bias=False)
 
     def groups(self) -> list[nn.Module]:
-        return [getattr(self, f"model{j}") for j in range(self.n_layers + 2)]
+        """The n_layers + 2 groups in order, each an ``nn.Sequential`` (the last one's output is
+        the patch logits; the others' are the features ``get_interm_feat`` returns).
+
+        With ``get_interm_feat`` they are ``model0`` ... ``model{n_layers+1}``; without it,
+        consecutive slices of ``model`` sharing its modules (no copy), so that running them in
+        turn gives what forward gives either way.
+        """
+        if self.get_interm_feat:
+            return [getattr(self, f"model{j}") for j in range(self.n_layers + 2)]
+        ends = [sum(self.group_sizes[:j + 1]) for j in range(len(self.group_sizes))]
+        return [self.model[end - size:end] for end, size in zip(ends, self.group_sizes)]
 
     def forward(self, input: torch.Tensor):
         if not self.get_interm_feat:

@@ -423,7 +423,9 @@ class Synthesizer:
                    source: str | None = None, finite_flags: bool = False) -> tuple:
         """→ (uint8 [N, 3, H, W] on the device, cluster choices per row or None).
 
-        label: [N, 1, H, W] integer ids (label_nc > 0) or uint8 [N, C, H, W] photos; inst:
+        label: [N, 1, H, W] integer ids (label_nc > 0) or uint8 [N, C, H, W] photos (a float photo,
+        here or as ``image``, is refused: [0, 1] and [-1, 1] floats cannot be told apart, and one
+        read as the other gives a wrong photo without an error); inst:
         [N, 1, H, W] instance ids or None (a run trained with instance maps then takes the label
         map's class boundaries, as the reference and synthesize.py do without --inst; a run with
         photo inputs has no label map to take them from and needs ``inst``); image: real photos
@@ -444,6 +446,12 @@ class Synthesizer:
             raise ValueError(f"{len(seeds)} seed(s) for a batch of {label.shape[0]} maps: pass one seed "
                              "per row (e.g. sample_seed(seed, name, sample) for each), or None")
         self._check_label(label)
+        # as evaluate refuses float images: a torchvision-style [0, 1] photo read as [-1, 1]
+        for name, photo in (("label", label if cfg.label_nc == 0 else None), ("image", image)):
+            if photo is not None and (photo.is_floating_point() or photo.is_complex()):
+                raise InputError(f"{name} has dtype {photo.dtype}; photos go in as uint8 values 0-255 (a "
+                                 "float photo could be [0, 1] or [-1, 1]): convert a [0, 1] float with "
+                                 "(x * 255).round().to(torch.uint8)")
         inst = self._instance_map(label, inst)
         _check_partner(label, image, "image", "photo", channels=None)
         label, h, w = _pad_to(label.to(self.device, non_blocking=True), self.multiple)

@@ -338,7 +338,8 @@ class Trainer:
     """One training run of ``cfg`` (resolved): ``Trainer(cfg).fit()`` trains it, saving and
     resuming in ``cfg.experiment_dir``. ``dist_info``: this process's place under torchrun
     (``pix2pixhd.distributed.setup``); None = one process on ``cfg.device``. ``vgg``: a VGG19
-    feature network to use instead of reading ``cfg.vgg_path``.
+    feature network to use instead of reading ``cfg.vgg_path``; it is used in place, not copied:
+    set to eval() and requires_grad_(False), and moved to the run's device and memory format.
 
     Process-wide state a run sets, as training scripts do, and leaves set: the Python, NumPy and
     torch RNGs are seeded with ``cfg.seed`` (+ rank); a resume restores the states it saved;

@@ -37,7 +37,10 @@ def name_bytes(name: str) -> int:
 def check_name(value: str, flag: str, parent: str | os.PathLike) -> str:
     """``value`` unchanged if it is one plain folder/file name; else :class:`UnsafeNameError`
     naming the flag, the value, the folder it must stay in and a name that would do."""
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
+        raise UnsafeNameError(f"{flag} {value!r} is of type {type(value).__name__}, not a name: pass a str "
+                              f"(a single folder name inside {parent}), e.g. {flag} {str(value)!r}")
+    if not value:
         problem = "is empty"
     elif value in (".", ".."):
         problem = f"is {value!r}, which is not a folder of its own"

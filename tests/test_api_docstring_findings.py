@@ -128,3 +128,12 @@ def test_psnr_ssim_refuses_chunk_zero_and_takes_an_empty_batch():
     assert p.shape == s.shape == (0,) and s.dtype == torch.float64
     p, s = psnr_ssim(a, a, chunk=1)
     assert s.shape == (2,) and torch.allclose(s, torch.ones(2, dtype=torch.float64))
+
+
+def test_a_name_that_is_not_a_string_is_named_as_such_not_called_empty(tmp_path):
+    """TrainConfig(name=5) said "--name 5 is empty"."""
+    from pix2pixhd.paths import UnsafeNameError
+    with pytest.raises(UnsafeNameError, match=r"^--name 5 is of type int, not a name: pass a str .* --name '5'$"):
+        TrainConfig(name=5, checkpoints_dir=str(tmp_path)).resolved()
+    with pytest.raises(UnsafeNameError, match=r"^--name '' is empty"):
+        TrainConfig(name="", checkpoints_dir=str(tmp_path)).resolved()

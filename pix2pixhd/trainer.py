@@ -51,7 +51,8 @@ from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, differing
 from pix2pixhd.encoding import encode_input, image_to_float
 from pix2pixhd.image_pool import ImagePool
 from pix2pixhd.errors import (INTERRUPTED_EXIT_STATUS, ConfigError, UserError, check_required_imports,
-                              install_signal_handlers, raise_on_any_rank, restore_signal_handlers, say)
+                              install_signal_handlers, raise_on_any_rank, restore_signal_handlers, say,
+                              user_message)
 from pix2pixhd.errors import PROGRESS_INTERVAL_S
 from pix2pixhd.errors import STOPPED_EXIT_STATUS
 from pix2pixhd.data.loader import socket_error_as_worker_death as _worker_death_error
@@ -127,6 +128,12 @@ class TrainingAborted(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+class PeerDataError(UserError):
+    """Under DDP, another rank's fetch of its batch failed (a file it could not read): this rank
+    saved latest.pt with it (after the run's first step) and stops; the message names that rank
+    and its error."""
 
 
 class LoaderWorkerDied(UserError, RuntimeError):
@@ -1472,6 +1479,56 @@ class Trainer:
             self.vis.log_message(msg, step=self.global_step)
         raise LoaderWorkerDied(msg)
 
+    def _agree_on_fetch(self, steps_this_run: int) -> None:
+        """Under DDP, after this rank fetched its batch: whether every rank did (one all-reduce of a
+        flag, and a device sync, per step: the step's stop check makes the same). A rank whose
+        fetch failed calls :meth:`_stop_after_data_error` instead; the others meet it here, before
+        the step's collectives, save latest.pt with it and stop with one line naming its rank and
+        error (gathered, so the line does not depend on which rank torchrun lets print)."""
+        if not self.dist.distributed or not self._fetch_failed(False):
+            return
+        seen = gather_all(None, self.dist)
+        rank = next(r for r, m in enumerate(seen) if m is not None)
+        self._save_at_data_error(steps_this_run)
+        saved = self._saved_latest() if steps_this_run else "no step was trained in this run, nothing was saved"
+        raise PeerDataError(f"stopped because rank {rank} could not load its batch ({seen[rank][:300]}); {saved}")
+
+    def _fetch_failed(self, failed: bool) -> bool:
+        """Collective: whether any rank's fetch failed (``failed``: this rank's)."""
+        flag = torch.tensor([int(failed)], dtype=torch.int32, device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _stop_after_data_error(self, e: BaseException, steps_this_run: int) -> None:
+        """This rank's fetch raised ``e`` (not a worker death the run survives): after the run's
+        first step, save latest.pt (between two steps, as a stop by a signal does) and say so in a
+        note; the caller then raises ``e``, so fixing the file and resuming loses no step. Under
+        DDP the other ranks learn of it in :meth:`_agree_on_fetch` (they get ``e``'s message) and
+        save with this one. A save that fails is said in a note; ``e`` is raised either way."""
+        if self.dist.distributed:
+            self._fetch_failed(True)
+            text = user_message(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+            gather_all(" ".join(text.split()), self.dist)
+        if not steps_this_run:
+            return
+        try:
+            self._save_at_data_error(steps_this_run)
+        except Exception as save_error:
+            print(f"note: latest.pt could not be saved after this error ({type(save_error).__name__}: "
+                  f"{save_error}); the checkpoints written before are intact", file=sys.stderr, flush=True)
+            return
+        msg = (f"the batch after step {self.global_step} could not be loaded (the error below says why); "
+               f"{self._saved_latest()}, once that is fixed")
+        self.vis.log_message(msg, step=self.global_step)
+        print(f"note: {msg}", file=sys.stderr, flush=True)
+
+    def _save_at_data_error(self, steps_this_run: int) -> None:
+        """Every rank, after the run's first step: latest.pt, and under DDP wait for rank 0 to
+        have written it."""
+        if steps_this_run:
+            self.save("latest")
+            barrier(self.dist)
+
     def _save_after_worker_death(self, e: RuntimeError) -> None:
         """When ``e`` is torch's error of a DataLoader worker that died (``errors.loader_worker_died``):
         save latest.pt (the run is between two steps) and raise :class:`LoaderWorkerDied` from it.
@@ -1672,8 +1729,11 @@ class Trainer:
             Under DDP the other ranks are inside the next step's collectives, and a save gathers
             from every rank: this rank starts new workers at the same position instead
             (:meth:`_restart_loader`), trains that step with the same batch, and the ranks agree
-            after it to save latest.pt and stop (:meth:`_stop_requested`). A death before the
-            run's first step, or a second one, ends with torch's error as it is. The hold is put
+            after it to save latest.pt and stop (:meth:`_stop_requested`). Any other error of a
+            fetch (a file that cannot be read; a second death, or one before the run's first
+            step, under DDP) saves latest.pt at this boundary after the run's first step, every
+            rank agreeing after each fetch (:meth:`_stop_after_data_error`, :meth:`_agree_on_fetch`),
+            and is raised. The hold is put
             back inside the ``try``, right after the fetch: torch's handler may raise between the
             fetch and the hold (a worker that died at once of the index the fetch sent it), and
             that error is this boundary's too (the batch, not trained, is loaded again); and first
@@ -1692,7 +1752,7 @@ class Trainer:
                         self._hold_worker_deaths()
                 except StopIteration:
                     return
-                except (RuntimeError, EOFError, ConnectionError) as caught:   # from the fetch: a step boundary
+                except Exception as caught:   # from the fetch: a step boundary
                     e = caught
                     if hold:   # torch's handler must not raise again in here (a save may follow)
                         try:
@@ -1700,21 +1760,26 @@ class Trainer:
                         except RuntimeError as again:   # it did, before the hold took: the same death
                             e = again
                             self._hold_worker_deaths()
-                    e = _worker_death_error(e, it if it is not None else getattr(loader, "_iterator", None))
-                    if steps_this_run and self.dist.distributed and self._worker_death is None:
-                        from pix2pixhd.errors import loader_worker_died
-                        died = loader_worker_died(e, resume="")
-                        if died is not None:
-                            it = self._restart_loader(loader, sampler, died)
-                            continue
-                    if not self.dist.distributed and steps_this_run:   # else torch's error as it is
-                        self._save_after_worker_death(e)
+                    if isinstance(e, (RuntimeError, EOFError, ConnectionError)):
+                        e = _worker_death_error(e, it if it is not None else getattr(loader, "_iterator", None))
+                        if steps_this_run and self.dist.distributed and self._worker_death is None:
+                            from pix2pixhd.errors import loader_worker_died
+                            died = loader_worker_died(e, resume="")
+                            if died is not None:
+                                it = self._restart_loader(loader, sampler, died)
+                                continue
+                        if not self.dist.distributed and steps_this_run:   # else torch's error as it is
+                            self._save_after_worker_death(e)
+                    # any other error of the fetch (a file that cannot be read, found mid-run):
+                    # latest.pt at this boundary, on every rank's agreement, then the error
+                    self._stop_after_data_error(e, steps_this_run)
                     if e is caught:
                         raise
                     raise e
                 finally:
                     if hold:
                         self._hold_worker_deaths()
+                self._agree_on_fetch(steps_this_run)
                 yield batch
 
         while self.epoch <= total_epochs:

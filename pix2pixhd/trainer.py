@@ -460,6 +460,8 @@ class Trainer:
         self._saved_dataset_size: int | None = None
         self._dataset_size_B: int | None = None
         self._saved_dataset_size_B: int | None = None
+        self._dataset_size_A: int | None = None        # CycleGAN: len() is max(|A|, |B|); both are kept
+        self._saved_dataset_size_A: int | None = None
         if cfg.resume:
             ckpt = load_checkpoint(self.exp_dir, cfg.which_epoch)
             self.vis.step = ckpt["global_step"] + 1
@@ -469,6 +471,7 @@ class Trainer:
             self._imported_run = imported_source(ckpt)
             self._saved_dataset_size = ckpt.get("dataset_size")
             self._saved_dataset_size_B = ckpt.get("dataset_size_B")
+            self._saved_dataset_size_A = ckpt.get("dataset_size_A")   # None in checkpoints of before
             loaded = ckpt.get("pretrain_checkpoint") or (ckpt.get("config") or {}).get("pretrain_checkpoint")
             if cfg.load_pretrain and isinstance(loaded, dict):   # what the run's first start loaded
                 cfg._pretrain_checkpoint = loaded
@@ -565,10 +568,12 @@ class Trainer:
         if not self.dist.distributed:
             return
         from pix2pixhd.data import DatasetError
-        seen = gather_all((self._dataset_size, self._dataset_size_B, self.cfg.dataroot), self.dist)
-        if len({x[:2] for x in seen}) > 1:
-            said = ", ".join(f"rank {r}: {n} samples" + (f" ({nb} domain B images)" if nb is not None else "")
-                             + f" in {root}" for r, (n, nb, root) in enumerate(seen))
+        seen = gather_all((self._dataset_size, self._dataset_size_A, self._dataset_size_B, self.cfg.dataroot),
+                          self.dist)
+        if len({x[:3] for x in seen}) > 1:
+            said = ", ".join(f"rank {r}: {n} samples" + (f" ({na} domain A, {nb} domain B images)" if nb is not None
+                                                         else "")
+                             + f" in {root}" for r, (n, na, nb, root) in enumerate(seen))
             raise DatasetError(f"the ranks read datasets of different sizes ({said}): every rank must read the "
                                "same dataset (one shared copy, or identical copies on every node)")
 
@@ -1116,6 +1121,7 @@ class Trainer:
             # the CPU's rounding, and the number of samples trained on
             "num_threads": torch.get_num_threads(), "device_type": self.device.type,
             **({"dataset_size": self._dataset_size} if self._dataset_size is not None else {}),
+            **({"dataset_size_A": self._dataset_size_A} if self._dataset_size_A is not None else {}),
             **({"dataset_size_B": self._dataset_size_B} if self._dataset_size_B is not None else {}),
             **({"pretrain_checkpoint": self.cfg.pretrain_checkpoint} if self.cfg.pretrain_checkpoint else {}),
             "environment": environment(self.device),   # provenance only
@@ -1270,7 +1276,7 @@ class Trainer:
         ds.validated = cfg.validate
         self._dataset_size = len(ds)
         if hasattr(ds, "records_B"):
-            self._dataset_size_B = len(ds.records_B)
+            self._dataset_size_A, self._dataset_size_B = len(ds.records), len(ds.records_B)
         if self.dist.is_master and cfg.validate != "off":   # where validation runs; sizes it read
             data.check_batch_sizes(ds, cfg.batchSize)        # are reused: samples of one size per batch
         # The loader drops each epoch's last partial batch (drop_last): every step stacks batchSize
@@ -1630,21 +1636,28 @@ class Trainer:
 
     def _dataset_size_note(self) -> str | None:
         """On --resume, when the checkpoint resumed recorded another number of samples than the
-        dataset read now holds: the note that says so; else None."""
+        dataset read now holds (CycleGAN: or of domain A or B images; len() is the larger, so one
+        domain may change alone): the note that says so; else None."""
         saved, now = self._saved_dataset_size, self._dataset_size
-        saved_B, now_B = self._saved_dataset_size_B, self._dataset_size_B
         if not self.cfg.resume or not isinstance(saved, int) or now is None:
             return None
-        if saved == now and (not isinstance(saved_B, int) or now_B is None or saved_B == now_B):
+        domains = [(d, was, is_) for d, was, is_ in (("A", self._saved_dataset_size_A, self._dataset_size_A),
+                                                      ("B", self._saved_dataset_size_B, self._dataset_size_B))
+                   if isinstance(was, int) and is_ is not None]   # CycleGAN (A: checkpoints since 2026-12)
+        changed = [d for d, was, is_ in domains if was != is_]
+        if saved == now and not changed:
             return None
-        if isinstance(saved_B, int) and now_B is not None:   # CycleGAN: say both domains
-            was, holds = f"{saved} samples ({saved_B} domain B images)", f"{now} ({now_B} domain B images)"
+        if domains:   # CycleGAN: say the domains
+            was = f"{saved} samples ({', '.join(f'{w} domain {d}' for d, w, _ in domains)} images)"
+            holds = f"{now} ({', '.join(f'{n} domain {d}' for d, _, n in domains)} images)"
         else:
             was, holds = f"{saved} samples", str(now)
+        draws = {"A": "takes its domain A image", "B": "draws its domain B image"}
         return (f"{checkpoint_path(self.exp_dir, self.cfg.which_epoch).name} was trained on {was}, "
                 f"--dataroot {self.cfg.dataroot} holds {holds} (--phase {self.cfg.phase}): each epoch's order and "
                 "length differ from an uninterrupted run's from here on" + (
-                    "; each sample draws its domain B image among another number" if saved == now else ""))
+                    f"; each sample {' and '.join(draws[d] for d in changed)} among another number"
+                    if saved == now else ""))
 
     def _write_missing_epoch(self, n: int) -> None:
         """Write epoch_N.pt from the resumed state (the end of epoch ``n``, what the run that

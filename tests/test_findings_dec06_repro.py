@@ -257,5 +257,26 @@ def test_a_cyclegan_resume_names_another_domain_B_count(tmp_path, capsys):
     capsys.readouterr()
     assert train_main(args[:-4] + ["--niter", "2", "--niter_decay", "0", "--resume"]) == 0
     err = capsys.readouterr().err
-    assert "latest.pt was trained on 5 samples (3 domain B images)" in err, err
-    assert "holds 5 (2 domain B images)" in err and "draws its domain B image among another number" in err
+    assert "latest.pt was trained on 5 samples (5 domain A, 3 domain B images)" in err, err
+    assert "holds 5 (5 domain A, 2 domain B images)" in err and "draws its domain B image among another number" in err
+
+
+def test_a_cyclegan_resume_names_another_domain_A_count(tmp_path, capsys):
+    """The same for domain A when B is the larger: len() stays max(|A|, |B|), but sample i reads
+    A[i mod |A|]. The checkpoint recorded only |B| and the resume said nothing."""
+    import shutil
+    from tests.test_cyclegan_train import TINY, write_unaligned
+    root = write_unaligned(tmp_path / "data", n_a=3, n_b=5)
+    args = ["--dataroot", str(root), "--checkpoints_dir", str(tmp_path), "--name", "c", *TINY,
+            "--niter", "1", "--niter_decay", "0"]
+    assert train_main(args) == 0
+    ckpt = load_checkpoint(tmp_path / "c")
+    assert (ckpt["dataset_size"], ckpt["dataset_size_A"], ckpt["dataset_size_B"]) == (5, 3, 5)
+    first = sorted((root / "trainA").iterdir())[0]
+    shutil.move(first, tmp_path / first.name)
+    capsys.readouterr()
+    assert train_main(args[:-4] + ["--niter", "2", "--niter_decay", "0", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "latest.pt was trained on 5 samples (3 domain A, 5 domain B images)" in err, err
+    assert "holds 5 (2 domain A, 5 domain B images)" in err, err
+    assert "each sample takes its domain A image among another number" in err, err

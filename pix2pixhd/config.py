@@ -1484,16 +1484,27 @@ class TrainConfig:
     def pretty(self) -> str:
         """One line per option; '[changed]' marks values that differ from the model's and
         stage's defaults, '[changed: from RUN]' those taken from the stage loaded or the run
-        resumed."""
+        resumed. The options this model does not use (those :meth:`_check_model_only` refuses
+        for it: :data:`MODEL_ONLY`'s of other models, and pix2pixHD's netG) are left out, named
+        on one last line: a CycleGAN run listed pix2pixHD's ``netG: global``, ``num_D`` and
+        ``no_cond_D: False`` (read as a conditional D), values its networks never had."""
         default = TrainConfig(model=self.model, stage=self.stage).resolved()
         source, inherited = getattr(self, "_inherited", None) or ("", ())
-        lines = []
+        unused = {k for k, models in MODEL_ONLY.items() if self.model not in models}
+        if self.model != "pix2pixhd":
+            unused.add("netG")
+        lines, left_out = [], []
         for f in fields(self):
+            if f.name in unused:
+                left_out.append(f.name)
+                continue
             v = getattr(self, f.name)
             mark = "" if v == getattr(default, f.name) else "   [changed]"
             if mark and f.name in inherited:
                 mark = f"   [changed: from {source}]"
             lines.append(f"{f.name:>22}: {v}{mark}")
+        if left_out:
+            lines.append(f"  not listed (--model {self.model} does not use them): {', '.join(left_out)}")
         return "\n".join(lines)
 
 

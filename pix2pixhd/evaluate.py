@@ -9,7 +9,10 @@
   Cityscapes photos; ``--sample K`` pairs sample K of its ``--num_samples`` output (``X_K.png``)
   and skips the other samples (without it such a folder is refused, naming the option). Images
   of either side without a partner are counted (``n_fake_unmatched``, ``n_real_unmatched``) and
-  skipped. A folder of NVIDIA pix2pixHD's test.py results (``X_input_label``,
+  skipped. A --fake folder that synthesize.py wrote with a CycleGAN generator (its or its
+  parent's ``synthesis.json`` names G_A or G_B) is scored all the same, with a note: unless the
+  dataset pairs its domains by name, PSNR/SSIM compare unrelated images (read FID/KID). A
+  folder of NVIDIA pix2pixHD's test.py results (``X_input_label``,
   ``X_synthesized_image``, maybe ``X_real_image`` side by side) gives --fake its
   ``_synthesized_image`` files and --real its ``_real_image`` files; the others are skipped,
   with a note.
@@ -160,6 +163,23 @@ def _subfolder_hint(folder: Path, flag: str) -> str:
             f"{', ...' if len(subs) > 6 else ''}: {what}); pass the folder of the photos, e.g. "
             f"{flag} {photos[0] if photos else subs[0]} (synthesize.py writes its synthesized "
             "photos to OUT/<phase>_img, or OUT/<phase>_B for photo inputs)")
+
+
+def cyclegan_job(fake_dir) -> tuple[Path, str] | None:
+    """(the synthesis.json, its generator) when ``fake_dir`` or its parent is a synthesize.py
+    output of a CycleGAN generator (``generator`` G_A or G_B, as the job file records it), else
+    None. Its images translate the other domain's, learned without pairs: a --real file of the
+    same name is their target only where the dataset pairs its domains by name."""
+    from pix2pixhd.engine import JOB_FILE
+    folder = Path(fake_dir)
+    for job in (folder / JOB_FILE, folder.parent / JOB_FILE):
+        try:
+            gen = json.loads(job.read_text()).get("generator")
+        except (OSError, ValueError, AttributeError):   # none, unreadable or not a job's: no note
+            continue
+        if gen in ("G_A", "G_B"):
+            return job, gen
+    return None
 
 
 def one_sample(fakes: dict[str, Path], k: int, fake_dir, log=lambda *a, **k: None) -> dict[str, Path]:
@@ -845,6 +865,11 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         res["real_half"] = real_half
     if sample is not None:
         res["sample"] = sample
+    if (job := cyclegan_job(fake_dir)) is not None:   # the scores are kept: the note says how to read them
+        note(f"note: --fake {fake_dir} is CycleGAN output ({job[0]}: generator {job[1]}): "
+             "CycleGAN learns from unpaired domains, so a --real image of the same "
+             "name is a fake's target only where the dataset pairs them (as facades does); otherwise "
+             "PSNR/SSIM compare unrelated images: read FID/KID" + (" (drop --no_fid)" if no_fid else ""))
     for side, idx, other in (("fake", fakes, "real"), ("real", reals, "fake")):
         if res[f"n_{side}_unmatched"]:
             note(f"note: {res[f'n_{side}_unmatched']} of {len(idx)} --{side} images have no "

@@ -63,7 +63,7 @@ if sys.path[:1] != [str(REPO)]:
 from benchmarks.quality import (DataSpec, _read_folder, common_flags, make_scorer,  # noqa: E402
                                 prepare_data, synthesize, train_chunk)
 from benchmarks._cli import write_text_atomic  # noqa: E402
-from pix2pixhd.errors import ConfigError  # noqa: E402
+from pix2pixhd.errors import ConfigError, InputError  # noqa: E402
 
 DEFAULT_FACADES = REPO.parent / "shared" / "data" / "facades"
 
@@ -162,8 +162,9 @@ def _options(argv: list[str]) -> dict:
 def check_finished(a: argparse.Namespace, variants: list[Variant], manifest: dict, runs: Path) -> None:
     """Refuse, before anything is trained or scored, a finished run of the selected variants
     (``train_summary.json`` written) that was trained with other train_hd.py options than this
-    call's: skipping it would report its numbers under this call's settings. ``--retrain``
-    (with a training stage) replaces such runs instead; unfinished runs are retrained anyway."""
+    call's: skipping it would report its numbers under this call's settings (ConfigError: one
+    ``error:`` line). ``--retrain`` (with a training stage) replaces such runs instead; unfinished
+    runs are retrained anyway."""
     if a.retrain and a.stage in ("all", "train"):
         return
     shown = lambda o, k: "(absent)" if k not in o else ("(set)" if o[k] is True else o[k])  # noqa: E731
@@ -173,14 +174,14 @@ def check_finished(a: argparse.Namespace, variants: list[Variant], manifest: dic
             continue
         had = json.loads(summary.read_text()).get("argv")
         if had is None:
-            raise SystemExit(f"{run}: {summary.name} records no train_hd.py command line, so its options "
+            raise InputError(f"{run}: {summary.name} records no train_hd.py command line, so its options "
                              f"cannot be compared with this call's; pass another --out, or --retrain to replace it")
         have, want = _options(had), _options(variant_argv(v, a, Path(manifest["dataroot"]), runs))
         # --ndf: no longer passed where no D reads it (older runs of such a variant recorded it)
         diff = [k for k in sorted(have.keys() | want.keys()) if k not in _WHERE and have.get(k) != want.get(k)
                 and not (k == "--ndf" and _no_d(v) and k not in want)]
-        if diff:
-            raise SystemExit(
+        if diff:   # a ConfigError: errors.run prints it as one "error: " line, status 1
+            raise ConfigError(
                 f"{run} was trained with other options than this call's: "
                 f"{', '.join(f'{k} {shown(have, k)} (this call: {shown(want, k)})' for k in diff)}; "
                 f"pass another --out, or the options it was trained with (or --retrain to replace it)")
@@ -292,6 +293,18 @@ def ordering_notes(rows: dict) -> list[str]:
     return notes
 
 
+def order_lines(notes: list[str]) -> list[str]:
+    """The report's ordering section: the heading and one line per table of ``notes``; with none
+    (``--only`` named fewer than two variants of every table), one line saying which it needs,
+    not a heading with nothing under it."""
+    if not notes:
+        tables = "; ".join(f"{t}: {', '.join(order)}" for t, order in PAPER_ORDER.items())
+        return [f"Per-pixel-accuracy order: not compared with the pix2pix paper's (it needs two or more "
+                f"variants of one of its tables in --only: {tables})."]
+    return ["Per-pixel-accuracy order, ours next to the pix2pix paper's (its Tables 1-3, Cityscapes):", "",
+            *[f"- {n}" for n in notes]]
+
+
 def _num(x, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
@@ -350,8 +363,7 @@ def write_doc(path: Path, a: argparse.Namespace, argv: list[str], manifest: dict
         f"→ photo, {a.size}x{a.size} px; --niter {a.niter} --niter_decay {a.niter_decay} (epochs at "
         f"lr 2e-4, then of linear decay), batch 1, ngf {a.ngf}, ndf {a.ndf}; one cached segmenter "
         f"({a.seg_steps} steps, batch {a.seg_batch}, {a.seg_channels} channels, seed {a.seed}).",
-        "", table, "Per-pixel-accuracy order, ours next to the pix2pix paper's (its Tables 1-3, Cityscapes):", "",
-        *[f"- {n}" for n in notes], "", END])
+        "", table, *order_lines(notes), "", END])
     text = path.read_text() if path.is_file() else "# pix2pix ablations on the CMP facades\n\n" + BEGIN + "\n" + END + "\n"
     if BEGIN not in text or END not in text:
         raise ValueError(f"{path} has no {BEGIN} ... {END} block to fill; add the two markers")
@@ -384,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seg_batch", type=int, default=4, help="segmenter batch size")
     p.add_argument("--seg_channels", type=int, default=16, help="segmenter width (first level)")
     p.add_argument("--no_kid", action="store_true", help="skip KID (no Inception features)")
-    p.add_argument("--only", default="", help="comma-separated variant keys, trained in this order (default: all)")
+    p.add_argument("--only", default="", help="comma-separated variant keys, trained in this order (default: "
+                   f"all): {', '.join(v.key for v in VARIANTS)}")
     p.add_argument("--stage", default="all", choices=("all", "train", "score"),
                    help="train the variants, score them, or both")
     p.add_argument("--retrain", action="store_true", help="train variants again even if finished")

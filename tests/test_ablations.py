@@ -14,6 +14,7 @@ import pytest
 
 from pix2pixhd.cli import resolve_config
 from pix2pixhd.engine import photos_dir
+from pix2pixhd.errors import ConfigError
 from pix2pixhd.models import build_discriminator, build_generator
 from pix2pixhd.pix2pix_networks import receptive_field
 from tests.file_state import file_state as _file_state
@@ -141,7 +142,7 @@ def test_ablations_refuse_a_finished_run_trained_with_other_options(abl, l1_trai
     run = out / "runs" / "l1"
     ckpt = _file_state(run / "epoch_0001.pt")
     for stage in ("all", "score"):
-        with pytest.raises(SystemExit) as e:
+        with pytest.raises(ConfigError) as e:
             abl.main(argv + ["--ngf", "8", "--only", "d1,l1", "--stage", stage])
         msg = str(e.value)
         assert "\n" not in msg and str(run) in msg and "--ngf 4 (this call: 8)" in msg, msg
@@ -167,7 +168,7 @@ def test_an_l1_run_recorded_with_ndf_by_an_older_version_is_still_reused(abl, l1
     manifest = json.loads((out / "data" / "quality_data.json").read_text())
     abl.check_finished(a, abl.select("l1"), manifest, out / "runs")   # no SystemExit
     a = abl.build_parser().parse_args(argv + ["--only", "l1", "--ngf", "8"])
-    with pytest.raises(SystemExit, match=r"--ngf 4 \(this call: 8\)"):
+    with pytest.raises(ConfigError, match=r"--ngf 4 \(this call: 8\)"):
         abl.check_finished(a, abl.select("l1"), manifest, out / "runs")
 
 

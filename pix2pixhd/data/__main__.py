@@ -8,12 +8,12 @@ of the split's folders that is not used as a sample (other files, sub-folders), 
 the split is a synthesize.py job that has not finished (a problem).
 Sizes are checked as train_hd.py reads them, with the size options given (``--resize_or_crop``,
 ``--loadSize``, ``--fineSize``, ``--batchSize``, the generator's multiple), else train_hd.py's
-defaults (``--model``'s; not given: cyclegan's for the unaligned layout, else pix2pixhd's); a
-split whose name lacks 'train', with no size option given, as synthesize.py reads it (whole, any
-size). Each split's output says which. Read as training reads it, a split of label maps needs
-``{phase}_inst/`` unless ``--no_instance`` (or ``--model``'s default) says otherwise, and a
-``--model`` given must be able to train on the split's layout (pix2pix and pix2pixhd on pairs,
-cyclegan on the unaligned layout). ``--direction BtoA`` makes ``{phase}_B/`` the input of the
+defaults (``--model``'s; not given: cyclegan's for the unaligned layout, pix2pix's for the aligned
+one, else pix2pixhd's); a split whose name lacks 'train', with no size option given, as
+synthesize.py reads it (whole, any size). Each split's output says which. Read as training
+reads it, a split of label maps needs ``{phase}_inst/`` unless ``--no_instance`` (or
+``--model``'s default) says otherwise, and a ``--model`` given must be able to train on the
+split's layout (pix2pix and pix2pixhd on pairs, cyclegan on the unaligned layout). ``--direction BtoA`` makes ``{phase}_B/`` the input of the
 rgb_pairs layout (and ``{phase}B/`` domain A of the unaligned one).
 Exit status 1 when any split has problems (entries not used alone do not count).
 """
@@ -28,8 +28,8 @@ from pix2pixhd.argparsing import add_command, make_parser
 from pix2pixhd.config import DataConfig
 from pix2pixhd.data.dataset import (DatasetError, check_batch_sizes, create_dataset, fatal_problems,
                                     format_problems, incomplete_synthesis, scan)
-from pix2pixhd.data.layouts import (LONE_DOMAIN_PHASES, _unaligned_phase, find_phases,  # noqa: F401
-                                    read_classes, rename_hint)
+from pix2pixhd.data.layouts import (LONE_DOMAIN_PHASES, _unaligned_phase, detect_mode,  # noqa: F401
+                                    find_phases, read_classes, rename_hint)
 
 
 def data_parser() -> argparse.ArgumentParser:
@@ -62,7 +62,7 @@ def data_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, choices=MODELS,
                    help="the train_hd.py --model whose defaults the options below (and "
                         "--no_instance) take, and whose layout the splits must be (default: "
-                        "cyclegan for the unaligned layout, else pix2pixhd)")
+                        "cyclegan for the unaligned layout, pix2pix for the aligned one, else pix2pixhd)")
     s.add_argument("--resize_or_crop", default=None, choices=MODES,
                    help="the training resize, to check that every sample comes out a multiple of "
                         f"the generator's (default: train_hd.py's, {_default_help('resize_or_crop')})")
@@ -107,19 +107,27 @@ def read_as_training(a: argparse.Namespace, phase: str) -> bool:
     return "train" in phase.lower() or any(getattr(a, k) is not None for k in SIZE_OPTIONS)
 
 
-def training_sizes(a: argparse.Namespace, phase: str, unaligned: bool) -> tuple[dict, str]:
+def layout_model(a: argparse.Namespace, unaligned: bool, aligned: bool = False) -> str:
+    """The train_hd.py --model whose defaults a split is checked with: ``a.model``, else the model
+    of the split's layout: cyclegan for the ``unaligned`` one, pix2pix for the ``aligned`` one
+    (pix2pix's A|B images, which were checked at pix2pixhd's scale_width 1024/512, sizes no
+    pix2pix run reads them at), else pix2pixhd."""
+    return a.model or ("cyclegan" if unaligned else "pix2pix" if aligned else "pix2pixhd")
+
+
+def training_sizes(a: argparse.Namespace, phase: str, unaligned: bool,
+                   aligned: bool = False) -> tuple[dict, str]:
     """The size options split ``phase`` is checked with, and the line that says them: ``a``'s,
-    else train_hd.py's defaults for ``a.model`` (not given: cyclegan for an ``unaligned`` split,
-    else pix2pixhd); for a split whose name lacks 'train', with no size option given, synthesize.py's
-    reading (whole, any size). Dict of resize_or_crop, loadSize, fineSize, batchSize,
-    required_multiple."""
+    else train_hd.py's defaults for :func:`layout_model`'s model; for a split whose name lacks
+    'train', with no size option given, synthesize.py's reading (whole, any size). Dict of
+    resize_or_crop, loadSize, fineSize, batchSize, required_multiple."""
     if not read_as_training(a, phase):
         return ({"resize_or_crop": "none", "loadSize": 1024, "fineSize": 512, "batchSize": 1,
                  "required_multiple": 1},
                 "sizes as synthesize.py reads the split (whole, any size), not as training would: pass "
                 "--resize_or_crop/--loadSize/--fineSize/--batchSize (or --model) to check them so")
     from pix2pixhd.config import generator_size_multiple
-    model = a.model or ("cyclegan" if unaligned else "pix2pixhd")
+    model = layout_model(a, unaligned, aligned)
     opt = {k: getattr(a, k) if getattr(a, k) is not None else _model_default(k, model)
            for k in ("resize_or_crop", "loadSize", "fineSize", "batchSize", "n_downsample_global",
                      "n_local_enhancers")}
@@ -157,7 +165,8 @@ def _default_help(name: str) -> str:
     return f"{base}" + "".join(f"; {'/'.join(ms)}: {v}" for v, ms in others.items())
 
 
-def too_small_for_the_generator(a: argparse.Namespace, ds, source_sizes: dict, unaligned: bool) -> list:
+def too_small_for_the_generator(a: argparse.Namespace, ds, source_sizes: dict, unaligned: bool,
+                                 aligned: bool = False) -> list:
     """("too small", file, training's own line) for the first file of each source size that comes
     out too small for the generator train_hd.py would build from ``a``'s options
     (models.check_generator_input, as the trainer checks it before the run starts)."""
@@ -165,7 +174,7 @@ def too_small_for_the_generator(a: argparse.Namespace, ds, source_sizes: dict, u
     from pix2pixhd.data.transforms import output_size, size_options
     from pix2pixhd.errors import ConfigError
     from pix2pixhd.models import check_generator_input
-    model = a.model or ("cyclegan" if unaligned else "pix2pixhd")
+    model = layout_model(a, unaligned, aligned)
     given = {k: getattr(a, k) for k in ("n_downsample_global", "n_local_enhancers", "netG")
              if getattr(a, k, None) is not None}
     cfg = TrainConfig(model=model, resize_or_crop=ds.resize_or_crop, loadSize=ds.loadSize,
@@ -253,7 +262,10 @@ def main(argv=None) -> int:
         inputs_only = phase != "train" and (lone is not None or no_photos)
         unaligned = lone is not None or not any((root / f"{phase}{d}").is_dir() for d in ("_label", "_A")) \
             and (root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir()
-        opts, sizes_line = training_sizes(a, phase, unaligned)
+        # pix2pix's A|B images ({phase}/ is there, so detect_mode names a layout, never raises)
+        aligned = (not unaligned and (root / phase).is_dir()
+                   and detect_mode(root, phase, a.palette) == "aligned")
+        opts, sizes_line = training_sizes(a, phase, unaligned, aligned)
         try:
             ds = create_dataset(root, phase, DataConfig(model=a.model), label_nc=nc, no_instance=no_inst,
                                 load_features=a.load_features, resize_or_crop=opts["resize_or_crop"],
@@ -268,7 +280,7 @@ def main(argv=None) -> int:
             continue
         problems, st = scan(ds, a.level)
         if read_as_training(a, phase) and not fatal_problems(problems):
-            problems += too_small_for_the_generator(a, ds, st["source_sizes"], unaligned)
+            problems += too_small_for_the_generator(a, ds, st["source_sizes"], unaligned, aligned)
         if opts["batchSize"] > 1 and not inputs_only and not fatal_problems(problems):
             ds.source_sizes = st["source_sizes"]
             try:   # what training checks next: one output size per batch

@@ -724,12 +724,15 @@ class LoaderWorkerDiedError(UserError, RuntimeError):
 
 
 def _worker_death_error(e: Exception) -> Exception:
-    """``e``, when it is torch's error of a loader worker that died, as :class:`LoaderWorkerDiedError`;
-    any other error as it is."""
-    from pix2pixhd.errors import loader_worker_died
+    """``e``, when it is torch's error of a loader worker that died (or could not put its sample in
+    a full /dev/shm), as :class:`LoaderWorkerDiedError`; any other error as it is."""
+    from pix2pixhd.errors import loader_worker_died, shared_memory_full
     if isinstance(e, UserError) or not isinstance(e, RuntimeError):
         return e
     msg = loader_worker_died(e, resume="rerun the same command to resume the job", workers="--workers")
+    if msg is None:   # a full /dev/shm: the same line as training's, naming synthesize.py's option
+        msg = shared_memory_full(e, workers="--workers")
+        msg = msg and f"{msg}; then rerun the same command to resume the job"
     if msg is None:
         return e
     err = LoaderWorkerDiedError(msg)

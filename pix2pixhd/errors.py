@@ -183,6 +183,8 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
     except RuntimeError as e:
         message = loader_worker_died(e)
         if message is None:
+            message = shared_memory_full(e)
+        if message is None:
             message = peer_gone(e)
         if message is None or debug_enabled():
             raise
@@ -313,6 +315,32 @@ def loader_worker_died(e: BaseException, resume: str = "rerun the same command t
             plural = "s" if "," in pids else ""
             return (f"a data loader worker (pid{plural} {pids}) {how} (killed for memory? fewer "
                     f"{workers}; --debug shows torch's traceback){tail}")
+    return None
+
+
+# torch's error when shared memory cannot be had: a DataLoader worker putting a batch in /dev/shm
+_SHM_FULL = re.compile(r"unable to (?:allocate shared memory\(shm\)|write to file|resize file|"
+                       r"mmap \d+ bytes from file) (?:for file )?<?(/?torch_[^>\s]*)>?[^\n]*")
+
+
+def shared_memory_full(e: BaseException, workers: str = "--nThreads/--workers") -> str | None:
+    """The one line for torch's error of a shared-memory allocation that failed (a container's
+    /dev/shm, 64 MB under Docker by default, filled by the loader workers' batches), or None
+    when ``e`` is not that (its cause or context chain is searched). ``workers``: the option(s)
+    setting the number of workers."""
+    chain, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    for text in chain:
+        m = _SHM_FULL.search(text)
+        if m:
+            said = " ".join(m.group(0).split())[:200]
+            return (f"out of shared memory: a data loader worker could not put its samples in /dev/shm "
+                    f"({said}); give the container more (docker run --shm-size=8g; Kubernetes: an emptyDir "
+                    f"with medium: Memory mounted at /dev/shm), or use fewer {workers} (0 reads in the main "
+                    "process, without shared memory)")
     return None
 
 

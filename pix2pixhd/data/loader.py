@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler, default_collate
+from torch.utils.data import DataLoader, Sampler, default_collate, default_convert, get_worker_info
 
 from pix2pixhd.data.dataset import DatasetError
 
@@ -157,6 +157,31 @@ def collate(batch: list[dict]):
         raise
 
 
+def _share(x) -> None:
+    if isinstance(x, torch.Tensor):
+        x.share_memory_()
+    elif isinstance(x, dict):
+        for v in x.values():
+            _share(v)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            _share(v)
+
+
+def convert_shared(sample):
+    """``default_convert`` (what a loader without batching applies to each sample), with every
+    tensor moved into shared memory here, in the worker. Without it the move happens in the
+    worker's queue-feeder thread, where a full /dev/shm (a container's 64 MB) only prints a
+    traceback and drops the sample: the loader's consumer then waits for it for ever (synthesis
+    hung, deaf to SIGTERM). Here the allocation's error is the fetch's, and reaches the main
+    process as any worker error does (:func:`pix2pixhd.errors.shared_memory_full` words it).
+    What default_collate does for batches already (it allocates its output in shared memory)."""
+    out = default_convert(sample)
+    if get_worker_info() is not None:
+        _share(out)
+    return out
+
+
 def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: int, seed: int = 0,
                       drop_last: bool = False, sampler=None, pin_memory: bool | None = None,
                       prefetch_factor: int = 2, ignore_stops: bool = False) -> DataLoader:
@@ -177,8 +202,8 @@ def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: i
     if num_workers > 0:
         kw = dict(persistent_workers=True, prefetch_factor=prefetch_factor,
                   worker_init_fn=_worker_init_ignoring_stops if ignore_stops else _worker_init)
-    if batch_size is not None:   # None: no batching, samples pass through default_convert
-        kw["collate_fn"] = collate
+    # None: no batching, samples pass through default_convert (in shared memory from the worker)
+    kw["collate_fn"] = collate if batch_size is not None else convert_shared
     cls = _StopsIgnoringLoader if ignore_stops else DataLoader
     return cls(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                pin_memory=pin_memory, drop_last=drop_last, generator=torch.Generator().manual_seed(seed), **kw)

@@ -50,6 +50,15 @@ def test_synthesizer_refuses_a_float_photo():
     with pytest.raises(InputError, match=r"^image has dtype torch\.float32; photos go in as uint8"):
         s(u8, image=u8.float() / 255)                    # the real photos for encoded features too
     assert s(u8).shape == (1, 3, 16, 16)                 # uint8 photos as before
+    with pytest.raises(InputError, match=r"^label has dtype torch\.complex64; photos go in as uint8"):
+        s(u8.to(torch.complex64))                        # complex is refused as float is
+    # label ids (label_nc > 0): a float map is a label map of the wrong dtype, not a float photo
+    ids = TrainConfig(label_nc=3, no_instance=True, netG="global", ngf=4, n_downsample_global=2,
+                      n_blocks_global=1, norm_impl="ref").resolved()
+    torch.manual_seed(0)
+    s = Synthesizer(build_generator(ids).eval().requires_grad_(False), ids, "cpu")
+    with pytest.raises(InputError, match=r"^label map has dtype torch\.float32; label ids must be an integer"):
+        s(torch.zeros(1, 1, 16, 16))
 
 
 def test_image_to_float_refuses_floats_outside_minus_one_one_and_passes_the_rest():
@@ -58,6 +67,8 @@ def test_image_to_float_refuses_floats_outside_minus_one_one_and_passes_the_rest
                                          r"float images must lie in \[-1, 1\]: pass uint8") as e:
         image_to_float(levels)
     assert "\n" not in str(e.value)
+    with pytest.raises(InputError, match=r"^float image of dtype torch\.float32 has values in \[-2, -2\]"):
+        image_to_float(torch.full((1, 3, 2, 2), -2.0))   # below -1 too, not only above 1
     with pytest.raises(InputError, match=r"must lie in \[-1, 1\]"):
         encode_input(levels, label_nc=0)
     x = levels / 127.5 - 1
@@ -123,6 +134,9 @@ def test_psnr_ssim_refuses_chunk_zero_and_takes_an_empty_batch():
     with pytest.raises(InputError, match=r"^psnr_ssim: chunk=0; pass the number of images per SSIM pass, "
                                          r"an int >= 1"):
         psnr_ssim(a, a, chunk=0)                         # was: range() arg 3 must not be zero
+    for bad in (True, 2.5):                              # a bool is not a count; nor is a float
+        with pytest.raises(InputError, match=rf"^psnr_ssim: chunk={bad!r}; pass the number"):
+            psnr_ssim(a, a, chunk=bad)
     empty = a[:0]
     p, s = psnr_ssim(empty, empty)                       # was: torch.cat(): expected a non-empty list
     assert p.shape == s.shape == (0,) and s.dtype == torch.float64

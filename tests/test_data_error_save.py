@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,24 +26,41 @@ ARGS0 = [a if a != "1" or ARGS[i - 1] != "--nThreads" else "0" for i, a in enume
 MESSAGE = "train_img/train_00002.png: cannot read this photo (image file is truncated)"
 
 
+# what the failing rank's reader says under DDP: two lines, longer than the 300 characters another
+# rank's one line quotes of it
+LONG = MESSAGE + "\n" + "  (a second line of detail)" * 20
+
+
 def worker(marker: str, failing_rank: int, argv: list[str]) -> int:
+    """``marker``: "-" (no failure), "fail" (the failing rank's third fetch), "fail_first" (its
+    first, before any step), "fail_save" (the third, and the save after it fails: a full disk)."""
     from pix2pixhd.cli import train_main
     from pix2pixhd.data.dataset import DatasetError, PairedDataset
     from pix2pixhd.errors import run
-    rank, get, calls = int(os.environ.get("RANK", "0")), PairedDataset.__getitem__, [0]
+    from pix2pixhd.trainer import Trainer
+    rank, get, save, calls = int(os.environ.get("RANK", "0")), PairedDataset.__getitem__, Trainer.save, [0]
+    ddp = "WORLD_SIZE" in os.environ
+    at = 1 if marker == "fail_first" else 3
 
     def failing(self, key):
         calls[0] += 1
-        if marker == "fail" and rank == failing_rank and calls[0] == 3:
-            raise DatasetError(MESSAGE)
+        if marker.startswith("fail") and rank == failing_rank and calls[0] == at:
+            raise DatasetError(LONG if ddp else MESSAGE)
         return get(self, key)
+
+    def saving(self, which):
+        if marker == "fail_save" and calls[0] >= at:
+            raise OSError(28, "No space left on device (a full disk)")
+        return save(self, which)
     PairedDataset.__getitem__ = failing
+    Trainer.save = saving
     return run(train_main, argv)   # train_hd.py's way: a UserError is one error line
 
 
-def _run(tmp_path: Path, ck: str, marker: str, ranks: int, *extra: str) -> subprocess.CompletedProcess:
+def _run(tmp_path: Path, ck: str, marker: str, ranks: int, *extra: str, failing_rank: int = 0
+         ) -> subprocess.CompletedProcess:
     from tests.test_distributed import torchrun_cmd, torchrun_env
-    args = [marker, "0", *ARGS0, "--dataroot", str(tmp_path / "data"), "--checkpoints_dir", str(tmp_path / ck),
+    args = [marker, str(failing_rank), *ARGS0, "--dataroot", str(tmp_path / "data"), "--checkpoints_dir", str(tmp_path / ck),
             *extra]
     cmd = torchrun_cmd(__file__, *args) if ranks > 1 else [sys.executable, __file__, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=torchrun_env())
@@ -83,23 +101,39 @@ def test_a_data_error_mid_run_saves_latest_and_the_resume_is_exact(tmp_path):
 
 
 @pytest.mark.fault(cls="bad dataset",
-                   case="under two-rank DDP, rank 0 cannot read a file mid-run: every rank saves latest.pt "
-                        "at that step boundary and stops with one line naming rank 0's error; the resume finishes")
+                   case="a file that cannot be read mid-run, and latest.pt cannot be saved after it (a full disk): "
+                        "a note says so, the file's error line is the one error, status 1")
+def test_a_save_that_fails_after_a_data_error_is_a_note_and_the_error_stays(tmp_path):
+    from tests.test_distributed import make_data
+    make_data(tmp_path / "data", n=4)
+    p = _run(tmp_path, "cut", "fail_save", 1)
+    assert p.returncode == 1, p.stderr[-4000:]
+    assert [ln for ln in p.stderr.splitlines() if ln.startswith("error")] == [f"error: {MESSAGE}"], p.stderr[-4000:]
+    assert ("note: latest.pt could not be saved after this error (OSError: [Errno 28] No space left on device "
+            "(a full disk)); the checkpoints written before are intact") in p.stderr, p.stderr[-4000:]
+    assert not (tmp_path / "cut" / "run" / "latest.pt").exists()
+
+
+@pytest.mark.fault(cls="bad dataset",
+                   case="under two-rank DDP, rank 1 cannot read a file mid-run: every rank saves latest.pt at "
+                        "that step boundary (rank 0 writes it); each stops with one line, rank 0's quoting rank "
+                        "1's error; the resume finishes")
 def test_under_ddp_a_data_error_mid_run_saves_latest_on_every_rank(tmp_path):
     from tests.test_distributed import make_data
     make_data(tmp_path / "data", n=8)                      # 4 steps per epoch on 2 ranks, 8 in all
-    p = _run(tmp_path, "cut", "fail", 2)
+    p = _run(tmp_path, "cut", "fail", 2, failing_rank=1)
     out = p.stdout + p.stderr
     assert p.returncode != 0, out[-4000:]
     latest = tmp_path / "cut" / "run" / "latest.pt"
     lines = re.findall(r"error \(rank (\d) of 2\): (.*)", out)
     # torchrun stops the other rank once the first has exited: one of the two lines may be missing
     assert 1 <= len(lines) <= 2, out[-4000:]
+    quoted = " ".join(LONG.split())[:300]                  # one line, cut at 300 characters
     for rank, line in lines:
-        if rank == "0":
-            assert line == MESSAGE, line
+        if rank == "1":
+            assert line == MESSAGE, line                   # its own message's first line
         else:
-            assert line == (f"stopped because rank 0 could not load its batch ({MESSAGE}); {latest} saved at "
+            assert line == (f"stopped because rank 1 could not load its batch ({quoted}); {latest} saved at "
                             "epoch 1 step 2; rerun the same command with --auto_resume (or --resume) to continue"), line
     # (torchrun prefixes a rank's traceback with [rankN]:; its own summary of failed ranks follows)
     assert not re.search(r"^\[rank\d\]:", out, re.M), out[-4000:]
@@ -110,6 +144,24 @@ def test_under_ddp_a_data_error_mid_run_saves_latest_on_every_rank(tmp_path):
     resumed = _run(tmp_path, "cut", "-", 2, "--auto_resume")
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     assert load_checkpoint(latest.parent)["global_step"] == 8
+
+
+@pytest.mark.fault(cls="bad dataset",
+                   case="under two-rank DDP, rank 1 cannot read the first batch of the run: every rank stops at once "
+                        "with one line, nothing saved (no step to save), no collective left waiting")
+def test_under_ddp_a_data_error_before_the_first_step_saves_nothing_and_stops_every_rank(tmp_path):
+    from tests.test_distributed import make_data
+    make_data(tmp_path / "data", n=8)
+    t0 = time.monotonic()
+    p = _run(tmp_path, "cut", "fail_first", 2, failing_rank=1)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and time.monotonic() - t0 < 120, out[-4000:]
+    lines = re.findall(r"error \(rank (\d) of 2\): (.*)", out)
+    assert 1 <= len(lines) <= 2, out[-4000:]
+    for rank, line in lines:
+        assert line == MESSAGE if rank == "1" else line.endswith(
+            "); no step was trained in this run, nothing was saved"), line
+    assert not (tmp_path / "cut" / "run" / "latest.pt").exists()
 
 
 if __name__ == "__main__":

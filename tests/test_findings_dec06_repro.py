@@ -280,3 +280,23 @@ def test_a_cyclegan_resume_names_another_domain_A_count(tmp_path, capsys):
     assert "latest.pt was trained on 5 samples (3 domain A, 5 domain B images)" in err, err
     assert "holds 5 (2 domain A, 5 domain B images)" in err, err
     assert "each sample takes its domain A image among another number" in err, err
+
+
+@pytest.mark.parametrize("mine, theirs", [((5, 5, 3, "d0"), (5, 5, 2, "d1")),    # B differs, A the larger
+                                          ((5, 3, 5, "d0"), (5, 2, 5, "d1"))])   # A differs, B the larger
+def test_ddp_ranks_whose_cyclegan_domains_differ_are_refused_though_len_agrees(monkeypatch, mine, theirs):
+    """len() of a CycleGAN split is max(|A|, |B|): ranks whose smaller domain differs agreed on it
+    and trained on different data. The start's agreement compares both domains' counts."""
+    from types import SimpleNamespace
+
+    import pix2pixhd.trainer as tr
+    from pix2pixhd.data import DatasetError
+    me = SimpleNamespace(dist=SimpleNamespace(distributed=True), _dataset_size=mine[0], _dataset_size_A=mine[1],
+                         _dataset_size_B=mine[2], cfg=SimpleNamespace(dataroot=mine[3]))
+    monkeypatch.setattr(tr, "gather_all", lambda obj, dist: [obj, theirs])
+    with pytest.raises(DatasetError, match=rf"^the ranks read datasets of different sizes \(rank 0: 5 samples "
+                                           rf"\({mine[1]} domain A, {mine[2]} domain B images\) in d0, rank 1: 5 "
+                                           rf"samples \({theirs[1]} domain A, {theirs[2]} domain B images\) in d1\)"):
+        tr.Trainer._agree_on_dataset(me)
+    monkeypatch.setattr(tr, "gather_all", lambda obj, dist: [obj, (*mine[:3], "elsewhere")])
+    tr.Trainer._agree_on_dataset(me)   # the same counts under another path: agreed

@@ -107,7 +107,7 @@ def test_evaluate_notes_that_cyclegan_outputs_are_not_paired_with_real(tmp_path)
         said = [n for n in res["notes"] if "CycleGAN" in n]
         assert len(said) == 1, res["notes"]
         assert f"generator {gen}" in said[0] and "PSNR/SSIM compare unrelated images" in said[0], said
-        assert "read FID/KID" in said[0], said
+        assert said[0].endswith("read FID/KID (drop --no_fid)"), said   # FID was skipped: say how to get it
         assert (res["psnr"], res["ssim"]) == (plain["psnr"], plain["ssim"])   # the scores are kept
     # a pix2pix job's outputs are its targets' translations: no note
     (fake / "synthesis.json").unlink()
@@ -214,6 +214,20 @@ def test_scan_of_an_aligned_dataset_checks_pix2pix_sizes(tmp_path, capsys):
         _photos(tmp_path / "pairs" / d, 0, n=1)
     data_main(["scan", str(tmp_path / "pairs")])
     assert "sizes as train_hd.py --model pix2pixhd reads them" in capsys.readouterr().out
+
+
+def test_scan_of_an_aligned_dataset_checks_the_generator_input_as_pix2pix(tmp_path, capsys):
+    """The too-small check must build pix2pix's generator for A|B images too, not pix2pixHD's: an
+    8x8 half is no problem for pix2pix at --required_multiple 1, but is under pix2pixHD's 4
+    downsamplings (the sizes line and the check would disagree)."""
+    from pix2pixhd.data.__main__ import main as data_main
+    (tmp_path / "ab" / "train").mkdir(parents=True)
+    rng = np.random.default_rng(0)   # one A|B image: two 8x8 halves
+    Image.fromarray(rng.integers(0, 256, (8, 16, 3)).astype(np.uint8)).save(tmp_path / "ab" / "train" / "0.png")
+    code = data_main(["scan", str(tmp_path / "ab"), "--resize_or_crop", "none", "--required_multiple", "1"])
+    out = capsys.readouterr().out
+    assert "sizes as train_hd.py --model pix2pix reads them" in out, out
+    assert "too small" not in out and "  no problems" in out and code == 0, out
 
 
 def test_scan_docs_say_the_aligned_layout_is_checked_as_pix2pix():

@@ -130,6 +130,20 @@ class TrainingAborted(SystemExit):
         return self.message
 
 
+def fetch_error_text(e: BaseException) -> str:
+    """``e``, a fetch's error, in one line for another rank's message: a UserError's message (a
+    worker's traceback left out), the line for a dead worker or a full /dev/shm, else the last
+    line of torch's re-raised message (the worker's own error), with its type."""
+    from pix2pixhd.errors import loader_worker_died, shared_memory_full
+    if isinstance(e, UserError):
+        text = user_message(e)
+    else:
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        text = (loader_worker_died(e, resume="") or shared_memory_full(e)
+                or (lines[-1] if lines and "Original Traceback" in str(e) else f"{type(e).__name__}: {' '.join(lines)}"))
+    return " ".join(text.split())
+
+
 class PeerDataError(UserError):
     """Under DDP, another rank's fetch of its batch failed (a file it could not read): this rank
     saved latest.pt with it (after the run's first step) and stops; the message names that rank
@@ -1513,8 +1527,7 @@ class Trainer:
         save with this one. A save that fails is said in a note; ``e`` is raised either way."""
         if self.dist.distributed:
             self._fetch_failed(True)
-            text = user_message(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-            gather_all(" ".join(text.split()), self.dist)
+            gather_all(fetch_error_text(e), self.dist)
         if not steps_this_run:
             return
         try:

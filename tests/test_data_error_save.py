@@ -164,5 +164,24 @@ def test_under_ddp_a_data_error_before_the_first_step_saves_nothing_and_stops_ev
     assert not (tmp_path / "cut" / "run" / "latest.pt").exists()
 
 
+def test_another_ranks_line_quotes_the_workers_own_error_not_torchs_traceback():
+    """What the other ranks quote of a failed fetch: one line, the worker's error itself (torch
+    re-raises it with "Original Traceback" and the worker's frames), the dead-worker or full-/dev/shm
+    line where it is one of those, a UserError's message."""
+    from pix2pixhd.data.dataset import DatasetError
+    from pix2pixhd.trainer import fetch_error_text
+    wrapped = RuntimeError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                           "last):\n  File \"x.py\", line 3, in f\n    g()\nValueError: a bad crop box (3, 9)")
+    assert fetch_error_text(wrapped) == "ValueError: a bad crop box (3, 9)"
+    shm = RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                       "last):\nRuntimeError: unable to allocate shared memory(shm) for file </torch_1_2_3>: No space "
+                       "left on device (28)")
+    assert fetch_error_text(shm).startswith("out of shared memory: a data loader worker could not put its samples")
+    dead = RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+    assert fetch_error_text(dead).startswith("a data loader worker (pid 4242) was killed by signal: Killed (out of")
+    assert fetch_error_text(DatasetError("a.png: cannot\n read")) == "a.png: cannot read"
+    assert fetch_error_text(OSError(5, "Input/output error")) == "OSError: [Errno 5] Input/output error"
+
+
 if __name__ == "__main__":
     sys.exit(worker(sys.argv[1], int(sys.argv[2]), sys.argv[3:]))

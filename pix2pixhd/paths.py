@@ -105,7 +105,13 @@ def _check_writable_parent(path: Path, flag: str, folder: bool = False) -> None:
         what = "a broken link" if above.is_symlink() and not above.exists() else "a file"
         raise ConfigError(f"cannot write {path}: {above} is {what}, not a folder; give {flag} a path in a folder")
     if not os.access(above, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write {path}: {above} is not writable (no write permission); give {flag} "
+        why = "no write permission"
+        try:   # access() says no on a read-only mount too (EROFS): not a permission to ask for
+            if os.statvfs(above).f_flag & getattr(os, "ST_RDONLY", 1):
+                why = "it is on a read-only file system"
+        except (OSError, AttributeError):
+            pass
+        raise ConfigError(f"cannot write {path}: {above} is not writable ({why}); give {flag} "
                           "a path in a folder you can write to")
     import tempfile
     try:

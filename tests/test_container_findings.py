@@ -17,3 +17,12 @@ def test_an_unwritable_output_folder_names_a_read_only_mount_as_such(tmp_path, m
     with pytest.raises(ConfigError, match=rf"^cannot write {tmp_path / 'o'}: {tmp_path} is not writable \({why}\); "
                                           r"give --out a path in a folder you can write to$"):
         _check_writable_parent(tmp_path / "o", "--out")
+
+
+def test_a_statvfs_that_fails_leaves_the_permission_wording(tmp_path, monkeypatch):
+    def failing(p):
+        raise OSError(13, "Permission denied")
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
+    monkeypatch.setattr(os, "statvfs", failing)
+    with pytest.raises(ConfigError, match=r"is not writable \(no write permission\)"):
+        _check_writable_parent(tmp_path / "o", "--out")

@@ -180,6 +180,11 @@ def test_another_ranks_line_quotes_the_workers_own_error_not_torchs_traceback():
     dead = RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
     assert fetch_error_text(dead).startswith("a data loader worker (pid 4242) was killed by signal: Killed (out of")
     assert fetch_error_text(DatasetError("a.png: cannot\n read")) == "a.png: cannot read"
+    # a worker's DatasetError, as torch re-raises it: the type kept, the message its traceback's
+    reraised = DatasetError("Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                            "call last):\n  File \"w.py\", line 1, in f\npix2pixhd.data.dataset.DatasetError: a.png: "
+                            "cannot read")
+    assert fetch_error_text(reraised) == "a.png: cannot read"
     assert fetch_error_text(OSError(5, "Input/output error")) == "OSError: [Errno 5] Input/output error"
 
 

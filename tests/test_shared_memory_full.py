@@ -48,6 +48,46 @@ def test_torchs_shared_memory_error_is_one_line_naming_dev_shm(monkeypatch, caps
     assert err.count("\n") == 1 and err.startswith("error: out of shared memory: "), err
 
 
+@pytest.mark.parametrize("said", [
+    "unable to allocate shared memory(shm) for file </torch_5019_1774579584_2>: No space left on device (28)",
+    "unable to write to file </torch_12_34>: No space left on device (28)",
+    "unable to resize file </torch_12_34> to the right size: Invalid argument (22)",
+    "unable to mmap 8388608 bytes from file </torch_12_34>: Cannot allocate memory (12)"])
+def test_each_wording_of_torchs_shared_memory_error_is_recognised_in_the_chain(said):
+    assert shared_memory_full(RuntimeError(said)).startswith("out of shared memory: ")
+    outer = RuntimeError("the fetch failed")   # the error itself, or its cause, as a wrapper leaves it
+    outer.__cause__ = RuntimeError(said)
+    assert shared_memory_full(outer).startswith("out of shared memory: ")
+    long = shared_memory_full(RuntimeError(said + " " + "x" * 400))
+    quoted = long[long.index("(") + 1:long.index("); give the container")]
+    assert len(quoted) <= 200, quoted                   # torch's words, cut
+
+
+def test_a_full_disk_elsewhere_is_not_called_shared_memory():
+    assert shared_memory_full(RuntimeError("unable to write to file </data/out.pt>: No space left on device (28)")) \
+        is None
+
+
+def test_synthesis_words_the_full_dev_shm_with_its_own_option_and_way_on():
+    from pix2pixhd.engine import LoaderWorkerDiedError, _worker_death_error
+    e = _worker_death_error(RuntimeError(TORCH_SAYS))
+    assert isinstance(e, LoaderWorkerDiedError) and e.__cause__ is not None
+    assert str(e).startswith("out of shared memory: ") and "fewer --workers (0 reads" in str(e)
+    assert str(e).endswith("; then rerun the same command to resume the job") and "--nThreads" not in str(e)
+
+
+def test_convert_shared_moves_every_tensor_of_a_sample_in_a_worker(monkeypatch):
+    """In the worker (faked here) every tensor, in nested dicts and lists too, is in shared memory
+    when convert_shared returns: what the feeder thread would otherwise do (and fail at silently)."""
+    import pix2pixhd.data.loader as loader
+    from pix2pixhd.data.loader import convert_shared
+    monkeypatch.setattr(loader, "get_worker_info", lambda: object())
+    out = convert_shared({"label": torch.zeros(2), "parts": [torch.ones(2), (torch.ones(1),)],
+                          "more": {"inst": torch.zeros(3)}, "path": "a.png"})
+    assert out["label"].is_shared() and out["more"]["inst"].is_shared()
+    assert out["parts"][0].is_shared() and out["parts"][1][0].is_shared() and out["path"] == "a.png"
+
+
 class _Maps(torch.utils.data.Dataset):
     def __len__(self):
         return 2

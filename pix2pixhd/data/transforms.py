@@ -12,9 +12,10 @@ Modes (``resize_or_crop``), as in NVIDIA/pix2pixHD ``data/base_dataset.py``:
   scale_width_and_crop  scale_width, then the random crop
   none                  each side rounded *up* to ``required_multiple`` (the generator's
                         2^n_downsample_global * 2^n_local_enhancers), by resampling
-A crop larger than the (resized) image is skipped on that side, so the sample is not square.
-Here the reference differs: it crops fineSize x fineSize anyway, and PIL fills the part outside
-the image with zeros (label 0, instance 0, a black photo).
+When only one side of the (resized) image is larger than fineSize, the crop is skipped on the
+other side: the sample is min(fineSize, side) on each side. Here the reference differs: it crops
+fineSize x fineSize anyway, and PIL fills the part outside the image with zeros (label 0,
+instance 0, a black photo). When neither side is larger, both leave the image whole.
 """
 from __future__ import annotations
 

@@ -729,10 +729,10 @@ def _worker_death_error(e: Exception) -> Exception:
     from pix2pixhd.errors import loader_worker_died, shared_memory_full
     if isinstance(e, UserError) or not isinstance(e, RuntimeError):
         return e
-    msg = loader_worker_died(e, resume="rerun the same command to resume the job", workers="--workers")
-    if msg is None:   # a full /dev/shm: the same line as training's, naming synthesize.py's option
-        msg = shared_memory_full(e, workers="--workers")
-        msg = msg and f"{msg}; then rerun the same command to resume the job"
+    resume = "rerun the same command to resume the job"
+    # a full /dev/shm: the same line as training's, naming synthesize.py's option and way on
+    msg = (loader_worker_died(e, resume=resume, workers="--workers")
+           or shared_memory_full(e, workers="--workers", resume=resume))
     if msg is None:
         return e
     err = LoaderWorkerDiedError(msg)

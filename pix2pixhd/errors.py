@@ -285,6 +285,17 @@ _WORKER_EXITED = re.compile(r"DataLoader worker \(pids?(?:\(s\))? ([0-9, ]+)\) e
                             r"(?: with exit code (-?\d+))?")
 
 
+def _chain_texts(e: BaseException | None) -> list[str]:
+    """The messages of ``e`` and of the errors it was raised from or during (``__cause__``, else
+    ``__context__``), outermost first, each once: where torch's wrapped errors keep the original."""
+    chain, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    return chain
+
+
 def loader_worker_died(e: BaseException, resume: str = "rerun the same command to resume (train_hd.py: "
                                                         "with --resume)",
                        workers: str = "--nThreads/--workers") -> str | None:
@@ -295,11 +306,7 @@ def loader_worker_died(e: BaseException, resume: str = "rerun the same command t
     says which checkpoint it saved); "" ends the line with the cause. ``workers``: the option(s)
     that set the number of workers, named in the advice (synthesize.py's is --workers alone)."""
     tail = f"; {resume}" if resume else ""
-    chain, seen = [], set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        chain.append(str(e))
-        e = e.__cause__ or e.__context__
+    chain = _chain_texts(e)
     for text in chain:
         m = _WORKER_KILLED.search(text)
         if m:
@@ -323,24 +330,19 @@ _SHM_FULL = re.compile(r"unable to (?:allocate shared memory\(shm\)|write to fil
                        r"mmap \d+ bytes from file) (?:for file )?<?(/?torch_[^>\s]*)>?[^\n]*")
 
 
-def shared_memory_full(e: BaseException, workers: str = "--nThreads/--workers") -> str | None:
+def shared_memory_full(e: BaseException, workers: str = "--nThreads/--workers", resume: str = "") -> str | None:
     """The one line for torch's error of a shared-memory allocation that failed (a container's
     /dev/shm, 64 MB under Docker by default, filled by the loader workers' batches), or None
     when ``e`` is not that (its cause or context chain is searched). ``workers``: the option(s)
-    setting the number of workers."""
-    chain, seen = [], set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        chain.append(str(e))
-        e = e.__cause__ or e.__context__
-    for text in chain:
+    setting the number of workers; ``resume``: how to go on once that is fixed ("" says none)."""
+    for text in _chain_texts(e):
         m = _SHM_FULL.search(text)
         if m:
             said = " ".join(m.group(0).split())[:200]
             return (f"out of shared memory: a data loader worker could not put its samples in /dev/shm "
                     f"({said}); give the container more (docker run --shm-size=8g; Kubernetes: an emptyDir "
                     f"with medium: Memory mounted at /dev/shm), or use fewer {workers} (0 reads in the main "
-                    "process, without shared memory)")
+                    "process, without shared memory)" + (f"; then {resume}" if resume else ""))
     return None
 
 

@@ -49,7 +49,8 @@ line says ``ok``, whose file has the recorded size and whose input files still h
 size and mtime (an input edited or replaced in place is redone), removes the ``*.tmp`` of writes
 that were killed, and does the rest; a killed run loses only the images that were in flight.
 Another job in the same folder (another checkpoint, options or input folder) is refused unless
-``overwrite``, which empties the old job's split folders. One job at a time: rank 0 holds
+``overwrite``, which empties the old job's split folders; input folders that moved with their
+files (the outputs' recorded fingerprints match there) are the same job (``_moved_folders``). One job at a time: rank 0 holds
 ``OUT/synthesis.lock`` (``OutLock``) for the job's lifetime. A single process stops on SIGTERM
 after the batches in flight (status 75, as training). Inputs all of one wrong kind stop the job
 early (``EARLY_STOP``).
@@ -1064,7 +1065,8 @@ def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout", *,
     with its ``phase`` and ``direction``) and the job's seed, sample count and output split
     (``images``: the folder of the synthesized photos). So a rerun with another input folder
     whose files have the same names is another job, refused (or replaced with ``overwrite``),
-    not a resume that keeps the old outputs. The files' contents are checked per output, by the
+    not a resume that keeps the old outputs; a folder that moved with its files is taken as the
+    same job by _check_out_folder (``_moved_files_differ``). The files' contents are checked per output, by the
     fingerprint in its manifest line (``input_fingerprint``). Worker, writer and rank counts are
     not in it: they change no byte; nor are the batch size (see docs/synthesis.md on rounding) and
     ``how_many`` (a rerun with a larger one extends the job). The checkpoint (and ONNX file) count
@@ -1085,6 +1087,9 @@ def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout", *,
 
 # what job_identity adds for the inputs (older synthesis.json files lack them)
 _INPUT_KEYS = ("input", "inst", "real", "dataroot", "phase", "direction", "digest")
+# the input folders in the identity: a job whose folders moved, its files with them, is resumed
+# (``_moved_folders``, ``_moved_files_differ``)
+_FOLDER_KEYS = ("input", "inst", "real", "dataroot")
 # the sha256 of the clusters file a sampled or chosen feature reads (older synthesis.json files lack it)
 _CLUSTERS_KEY = "clusters_sha256"
 # files the job counts by their sha256 (checkpoint_sha256, onnx_sha256): their paths are recorded
@@ -1158,23 +1163,26 @@ def _digest(ident: dict, keep_paths: bool = False) -> str:
 # ---- the run -------------------------------------------------------------------------------------
 def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
                       notes: list[str] | None = None, older: dict | None = None,
-                      kept: list[str] | None = None) -> dict | None:
+                      kept: list[str] | None = None, src=None) -> dict | None:
     """Refuse an ``out`` that holds something else (read-only: every rank runs it and reaches the
     same verdict). Returns the previous job's identity when it is another job to be replaced.
     ``notes``: what to say once the job starts. ``older``: filled with the digests of this job
     in the folder's older synthesis.json (``_legacy_digests``), whose manifest lines count;
     ``kept``: those of them recorded in the new synthesis.json (``older_digests``), so that its
-    lines still count when that file's digest is no longer the one this job computes."""
+    lines still count when that file's digest is no longer the one this job computes.
+    ``src``: the inputs; with them, a job whose input folders moved (a copy staged into a
+    per-job scratch folder) is this job when the files its outputs were made from are there with
+    the names, sizes and modification times its manifest recorded (``_moved_files_differ``)."""
     notes = [] if notes is None else notes
     older = {} if older is None else older
     kept = [] if kept is None else kept
     out = Path(job.out)
     from pix2pixhd.paths import check_output_folder
     check_output_folder(out, "--out", "its output folders (<phase>_img, <phase>_label...) and synthesis.json")
-    for flag, src in (("--input", job.input), ("--dataroot", job.dataroot), ("--inst", job.inst),
-                      ("--real", job.real)):
-        if src is not None and Path(src).resolve() in (out.resolve(), *[(out / d).resolve() for d in layout.dirs()]):
-            raise ConfigError(f"--out {out} would write into {flag} {src}; pick another --out")
+    for flag, folder in (("--input", job.input), ("--dataroot", job.dataroot), ("--inst", job.inst),
+                         ("--real", job.real)):
+        if folder is not None and Path(folder).resolve() in (out.resolve(), *[(out / d).resolve() for d in layout.dirs()]):
+            raise ConfigError(f"--out {out} would write into {flag} {folder}; pick another --out")
     prev = None
     if (out / JOB_FILE).is_file():
         try:
@@ -1220,13 +1228,29 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
         said = [f"{out / JOB_FILE} {older[known]}"] if older[known] else []
         notes.extend(said + [n for n in [_moved_note(out, prev, ident)] if n])
         return None
+    moved = _moved_folders(prev, ident) if src is not None else []
+    why_not = None
+    if moved and prev.get("digest"):
+        # the same job over the same files at another path: its lines count, under its digest(s)
+        jobs = {prev["digest"], *recorded}
+        why_not = _moved_files_differ(out, jobs, src, layout, job.num_samples)
+        if why_not is None:
+            kept.extend(sorted(jobs))
+            older.update({d: None for d in jobs})
+            where = ", ".join(f"{k} {prev[k]}" for k in moved)
+            notes.extend([f"{out / JOB_FILE} names {where}; the files there are the ones its outputs were "
+                          "made from (the same names, sizes and modification times): resuming the job "
+                          "from the new path"] + [n for n in [_moved_note(out, prev, ident)] if n])
+            return None
     if not job.overwrite:
         diff = sorted(k for k in set(prev) | set(ident)
                       if k != "digest" and k not in _STATE_KEYS and prev.get(k) != ident.get(k))
         detail = ", ".join(f"{k}: {prev.get(k)!r} then, {ident.get(k)!r} now" for k in diff[:4])
-        raise InputError(f"--out {out} holds the outputs of another synthesis ({detail or 'unreadable '+JOB_FILE}); "
-                         "rerun with the same checkpoint, inputs and options to resume it, pass --overwrite "
-                         "to replace it, or pick another --out")
+        moved_why = (f"; it is not this job moved: {why_not}, and a copy that keeps modification times "
+                     "(cp -p, rsync -a) resumes" if why_not else "")
+        raise InputError(f"--out {out} holds the outputs of another synthesis ({detail or 'unreadable '+JOB_FILE})"
+                         f"{moved_why}; rerun with the same checkpoint, inputs and options to resume it, pass "
+                         "--overwrite to replace it, or pick another --out")
     # --overwrite empties the previous job's split folders; folders this job writes that were not
     # the previous job's must be empty, as for a folder without a job (a dataset's own splits)
     theirs = set(_previous_dirs(prev, layout))
@@ -1488,7 +1512,7 @@ def _prepare_and_run(synth: Synthesizer, job: SynthesisJob, identity: dict | Non
     out = Path(job.out)
     older: dict = {}   # this job's digests in the folder's older synthesis.json (its lines count)
     kept: list[str] = []
-    prev = _check_out_folder(job, ident, layout, notes, older, kept)
+    prev = _check_out_folder(job, ident, layout, notes, older, kept, src)
     if prev is None and job.how_many > 0:
         _check_how_many(job, src, layout, ident, older)
     classes = _output_classes(job, cfg, notes)
@@ -1575,6 +1599,86 @@ def _agree_on_job(ident: dict, job: SynthesisJob, src, info) -> None:
             raise ConfigError(f"the ranks' options differ ({said}{more}): every rank must run the same "
                               "synthesis (one command line under torchrun, the same checkpoint and input "
                               "files on every machine); stopped before anything was written")
+
+
+def _complete_lines(out: Path, jobs, damaged: list | None = None) -> dict[str, tuple[int, list | str, tuple]]:
+    """The ok manifest lines of ``jobs`` (digests) in ``out``, by output: (its size, the
+    fingerprint of its inputs, "legacy" for lines that predate fingerprints, and its label and
+    instance partners with their sizes). Damaged lines go to ``damaged``."""
+    done: dict[str, tuple[int, list | str, tuple]] = {}
+    for rec in _read_lines(_manifest_sources(out), damaged):
+        if rec.get("job") in jobs and rec.get("status") == "ok":
+            partners = tuple((rec[key], rec.get(f"{key}_bytes")) for key in ("label", "inst")
+                             if isinstance(rec.get(key), str))
+            done[rec["output"]] = (rec.get("bytes", -1), rec.get("inputs", "legacy"), partners)
+    return done
+
+
+def _moved_folders(prev: dict, ident: dict) -> list[str]:
+    """The input folders (``_FOLDER_KEYS``) that alone tell ``prev`` (the folder's synthesis.json)
+    from this job: each given at another path, the rest of the identity the same (the checkpoint's
+    path aside, which is not in the digest). Empty when anything else differs, or when a folder
+    was given then and not now, or the other way round."""
+    diff = [k for k in set(prev) | set(ident)
+            if k not in ("digest", *_STATE_KEYS, *_PATH_KEYS) and prev.get(k) != ident.get(k)]
+    if not diff or any(k not in _FOLDER_KEYS or not isinstance(prev.get(k), str) or ident.get(k) is None
+                       for k in diff):
+        return []
+    return sorted(diff)
+
+
+_MOVED_COMPARED = 8   # inputs of a moved job compared byte for byte with their copies in OUT
+
+
+def _same_bytes(a, b: Path) -> bool:
+    """Whether file ``a`` (an input) is not shown to differ from ``b`` (its partner in OUT): True
+    unless both can be read, have one size, and differ (a partner converted on the way, to
+    another size, or missing, proves nothing)."""
+    try:
+        if a is None or os.path.getsize(a) != b.stat().st_size:
+            return True
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                x, y = fa.read(1 << 20), fb.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return True
+
+
+def _moved_files_differ(out: Path, jobs, src, layout: "OutputLayout", K: int) -> str | None:
+    """Why the inputs ``src`` (at the new paths) are not the files the job of ``jobs`` (its
+    digests) read, or None when they are: every complete output (an ok manifest line) of an input
+    still listed has inputs of the name, size and modification time its line recorded, and at
+    least one does (or the job has no complete output yet, and there is nothing to keep). Name,
+    size and modification time can match for other files (maps of one size written in the same
+    clock tick): the first ``_MOVED_COMPARED`` matches are also compared byte for byte with their
+    copies in OUT (the label and instance partners, where they are copies: the same size)."""
+    done = _complete_lines(out, jobs)
+    if not done:
+        return None
+    matched = differ = compared = 0
+    for i, stem in enumerate(src.stems):
+        fp = None
+        for k in range(K):
+            rec = done.pop(f"{layout.image_dir}/{OutputLayout.name(stem, k, K)}", None)
+            if rec is None:
+                continue
+            if fp is None:
+                fp = input_fingerprint(src.input_files(i))
+                same = rec[1] == fp
+                if same and compared < _MOVED_COMPARED:
+                    compared += 1
+                    same = all(_same_bytes(f, out / rel) for f, (rel, _) in zip(src.input_files(i), rec[2]))
+            matched, differ = (matched + 1, differ) if same else (matched, differ + 1)
+    if differ:
+        return (f"{differ} of its {differ + matched + len(done)} complete output(s) were made from other "
+                "files of those names (another size, modification time or contents)")
+    if not matched:
+        return f"none of the inputs of its {len(done)} complete output(s) is there"
+    return None
 
 
 def _check_how_many(job: SynthesisJob, src, layout: "OutputLayout", ident: dict, older: dict) -> None:
@@ -1672,13 +1776,8 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     jobs = {ident["digest"], *older}
     # Its label and instance partners must be there too, with their recorded sizes (lines that
     # record none: any size), else the output is redone with them.
-    done: dict[str, tuple[int, list | None, tuple]] = {}
     damaged: list[tuple[Path, int, str]] = []
-    for rec in _read_lines(_manifest_sources(out), damaged):
-        if rec.get("job") in jobs and rec.get("status") == "ok":
-            partners = tuple((rec[key], rec.get(f"{key}_bytes")) for key in ("label", "inst")
-                             if isinstance(rec.get(key), str))
-            done[rec["output"]] = (rec.get("bytes", -1), rec.get("inputs", "legacy"), partners)
+    done = _complete_lines(out, jobs, damaged)
     distributed.barrier(info)
 
     K = job.num_samples

@@ -1,0 +1,187 @@
+"""A synthesis job whose input folders moved (pix2pixhd/engine.py ``_moved_folders``,
+``_moved_files_differ``): a cluster job that stages its inputs into a per-job scratch folder
+($TMPDIR) and is requeued gives the same files at another path each time. It resumes when the
+files its outputs were made from are there with the names, sizes and modification times its
+manifest recorded (a copy that keeps them: cp -p, rsync -a, shutil.copytree); other files under
+the same names (another size, modification time or contents) are another job, refused as before.
+
+Checkpoints are tiny untrained generators (``save_run``)."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pix2pixhd.errors import InputError
+from tests.synthesis_runs import manifest, run, synth  # noqa: F401  (fixtures)
+from tests.test_synthesis_engine import images, save_run
+from tests.test_synthesis_inputs import ids
+
+
+
+@pytest.fixture(scope="module")
+def inst_run(tmp_path_factory):
+    """label_nc 5 with instance maps."""
+    folder = tmp_path_factory.mktemp("inst_run")
+    save_run(folder, label_nc=5)
+    return folder
+
+
+def maps(folder: Path, names="xyz", seed: int = 0) -> Path:
+    for k, n in enumerate(names):
+        ids(folder / f"{n}.png", seed=seed + k)
+    return folder
+
+
+@pytest.mark.fault(cls="synthesis", case="input folder moved with its files (cp -p / rsync -a): resumed, note")
+def test_a_moved_input_folder_with_its_files_resumes(run, tmp_path, capsys):
+    a = maps(tmp_path / "stage1" / "maps")
+    out = tmp_path / "out"
+    assert synth(run, a, out) == 0
+    first = json.loads((out / "synthesis.json").read_text())
+    before = images(out / "test_img")
+    b = tmp_path / "stage2" / "maps"
+    shutil.copytree(a, b)            # keeps modification times, as cp -p and rsync -a do
+    shutil.rmtree(tmp_path / "stage1")
+    capsys.readouterr()
+    assert synth(run, b, out) == 0
+    cap = capsys.readouterr()
+    assert "wrote 0 images" in cap.out and "3 already complete" in cap.out, cap.out
+    assert f"names input {a.resolve()}; the files there are the ones its outputs were made from" in cap.err
+    job = json.loads((out / "synthesis.json").read_text())
+    assert job["input"] == str(b.resolve()) and job["complete"] is True
+    assert first["digest"] in job["older_digests"] and job["digest"] != first["digest"]
+    assert images(out / "test_img") == before
+    # the merged manifest keeps the first run's lines: data scan and the next resume count them
+    assert {r["job"] for r in manifest(out)} == {first["digest"]}
+    # moved again (a third requeue), with one more map: the old lines still count, the new map is made
+    c = tmp_path / "stage3" / "maps"
+    shutil.copytree(b, c)
+    ids(c / "w.png", seed=9)
+    capsys.readouterr()
+    assert synth(run, c, out) == 0
+    text = capsys.readouterr().out
+    assert "wrote 1 images" in text and "3 already complete" in text, text
+    fresh = tmp_path / "fresh"
+    assert synth(run, c, fresh) == 0
+    assert images(out / "test_img") == images(fresh / "test_img")
+
+
+@pytest.mark.fault(cls="synthesis", case="input folder moved as a copy with new modification times: refused, "
+                                         "naming cp -p / rsync -a")
+def test_a_moved_copy_with_new_times_is_refused_naming_how_to_copy(run, tmp_path):
+    a = maps(tmp_path / "a")
+    out = tmp_path / "out"
+    assert synth(run, a, out) == 0
+    b = tmp_path / "b"
+    b.mkdir()
+    for f in sorted(a.iterdir()):
+        shutil.copyfile(f, b / f.name)   # cp without -p: the contents, new times
+        os.utime(b / f.name, ns=(10**18, 10**18))
+    with pytest.raises(InputError, match=r"another synthesis \(input: '.*/a' then, '.*/b' now\); it is not this "
+                                         r"job moved: 3 of its 3 complete output\(s\) were made from other files of "
+                                         r"those names .*\(cp -p, rsync -a\) resumes; .*--overwrite"):
+        synth(run, b, out)
+
+
+@pytest.mark.fault(cls="synthesis", case="moved input folder with one map edited: refused (not kept as done)")
+def test_a_moved_folder_with_one_file_changed_is_refused(run, tmp_path):
+    a = maps(tmp_path / "a")
+    out = tmp_path / "out"
+    assert synth(run, a, out) == 0
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    ids(b / "y.png", seed=7)
+    with pytest.raises(InputError, match=r"1 of its 3 complete output\(s\) were made from other files"):
+        synth(run, b, out)
+    assert json.loads((out / "synthesis.json").read_text())["input"] == str(a.resolve())   # untouched
+
+
+def _stored_png(path: Path, arr: np.ndarray) -> None:
+    Image.fromarray(np.ascontiguousarray(arr.astype(np.uint8))).save(path, compress_level=0)   # size: shape only
+
+
+@pytest.mark.fault(cls="synthesis", case="other maps of the same names, sizes and times in another folder: refused "
+                                         "(contents compared)")
+def test_other_maps_with_the_same_names_sizes_and_times_are_refused(run, tmp_path):
+    """Uncompressed maps of one shape have one size, and two folders written in the same clock tick
+    share modification times: only the contents tell them apart."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    grid = np.random.default_rng(1).integers(1, 3, (4, 6)).repeat(4, 0).repeat(4, 1)
+    for n in "xyz":
+        _stored_png(a / f"{n}.png", grid)
+        _stored_png(b / f"{n}.png", 3 - grid)      # ids 1 and 2 swapped: same size, other map
+        for f in (a / f"{n}.png", b / f"{n}.png"):
+            os.utime(f, ns=(1_700_000_000 * 10**9, 1_700_000_000 * 10**9))
+    assert all((a / n).stat().st_size == (b / n).stat().st_size for n in ("x.png", "y.png", "z.png"))
+    out = tmp_path / "out"
+    assert synth(run, a, out) == 0
+    with pytest.raises(InputError, match=r"3 of its 3 complete output\(s\) were made from other files"):
+        synth(run, b, out)
+
+
+@pytest.mark.fault(cls="synthesis", case="another input folder with other names: refused (none of its inputs there)")
+def test_another_folder_with_other_names_is_refused(run, tmp_path):
+    a, b = maps(tmp_path / "a", "xyz"), maps(tmp_path / "b", "uvw")
+    out = tmp_path / "out"
+    assert synth(run, a, out) == 0
+    with pytest.raises(InputError, match=r"none of the inputs of its 3 complete output\(s\) is there"):
+        synth(run, b, out)
+
+
+@pytest.mark.fault(cls="synthesis", case="input and instance folders moved together: resumed; one moved, "
+                                         "the other another folder: refused")
+def test_input_and_instance_folders_moved_together_resume(inst_run, tmp_path, capsys):
+    a = maps(tmp_path / "s1" / "labels")
+    ai = maps(tmp_path / "s1" / "inst", seed=20)
+    out = tmp_path / "out"
+    assert synth(inst_run, a, out, "--inst", ai) == 0
+    shutil.copytree(tmp_path / "s1", tmp_path / "s2")
+    b, bi = tmp_path / "s2" / "labels", tmp_path / "s2" / "inst"
+    other = maps(tmp_path / "other", seed=40)
+    with pytest.raises(InputError, match=r"were made from other files"):
+        synth(inst_run, b, out, "--inst", other)
+    capsys.readouterr()
+    assert synth(inst_run, b, out, "--inst", bi) == 0
+    cap = capsys.readouterr()
+    assert "wrote 0 images" in cap.out and "3 already complete" in cap.out, cap.out
+    assert f"names input {a.resolve()}, inst {ai.resolve()}; the files there" in cap.err
+
+
+@pytest.mark.fault(cls="synthesis", case="moved input folder of a job killed before its first output: resumed")
+def test_a_moved_job_with_no_output_yet_resumes(run, tmp_path, capsys):
+    a = maps(tmp_path / "a")
+    out = tmp_path / "out"
+    assert synth(run, a, out) == 0
+    (out / "manifest.jsonl").unlink()    # as a kill before the first line: nothing complete
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    capsys.readouterr()
+    assert synth(run, b, out) == 0
+    assert "wrote 3 images" in capsys.readouterr().out
+
+
+@pytest.mark.fault(cls="synthesis", case="--dataroot moved with its files: resumed")
+def test_a_moved_dataroot_resumes(tmp_path, capsys):
+    from pix2pixhd.cli import synthesize_main
+    from pix2pixhd.datasets.synthetic_streets import generate
+
+    def synth_root(root, out):
+        return synthesize_main(["--checkpoint", str(tmp_path / "run"), "--dataroot", str(root), "--out",
+                                str(out), "--device", "cpu", "--no_progress", "--workers", "0"])
+
+    save_run(tmp_path / "run")
+    generate(tmp_path / "d1", n_train=1, n_test=3, width=64, height=32, seed=0)
+    out = tmp_path / "out"
+    assert synth_root(tmp_path / "d1", out) == 0
+    shutil.copytree(tmp_path / "d1", tmp_path / "d2")
+    capsys.readouterr()
+    assert synth_root(tmp_path / "d2", out) == 0
+    cap = capsys.readouterr()
+    assert "wrote 0 images" in cap.out and "3 already complete" in cap.out, cap.out
+    assert f"names dataroot {(tmp_path / 'd1').resolve()}; the files there" in cap.err

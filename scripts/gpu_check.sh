@@ -180,6 +180,14 @@ try:
     info["triton"] = triton.__version__
 except Exception as e:  # noqa: BLE001 - recorded, not fatal
     info["triton"] = f"not importable: {e}"
+# Triton builds a small C launcher per kernel signature (and torch.compile's inductor C++ code) at
+# run time: a C compiler (CC, else gcc, else clang) and Python.h must be there, or every fused
+# kernel fails. Named here so a failed kernel part is read against it.
+import shutil, sysconfig
+info["c_compiler"] = (os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+                      or "NONE FOUND: Triton kernels and torch.compile cannot build (install gcc, or set CC)")
+headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+info["python_h"] = str(headers) if headers.is_file() else f"MISSING ({headers}): install the python3-dev package"
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     info.update(gpu=p.name, capability=f"{p.major}.{p.minor}", sms=p.multi_processor_count,
@@ -192,6 +200,10 @@ EOF
 }
 export -f device_info
 run_part device 30 device_info
+if [ -z "${CC:-}" ] && ! command -v gcc >/dev/null && ! command -v clang >/dev/null; then
+    log "WARNING: no C compiler (CC, gcc, clang): Triton cannot build its kernel launchers nor"
+    log "torch.compile its code, so the fused-kernel parts will fail; install gcc (and python3-dev)"
+fi
 
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     log "NO GPU: torch.cuda.is_available() is False on this machine. Only the parts that need no"

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,10 @@ def test_gpu_check_without_a_gpu_says_so_writes_the_aot_table_and_exits_0(script
     assert rows and all(r["spills"] == 0 and r["error"] is None for r in rows)
     parts = {p["part"]: p["status"] for p in json.loads((out / "parts.json").read_text())["parts"]}
     assert parts["aot"] == "ok" and parts["device"] == "ok"
+    # what Triton's launcher build needs, named beside the device (this machine has both)
+    dev = json.loads((out / "device.json").read_text())["rows"][0]
+    assert dev["c_compiler"] == (os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")), dev
+    assert Path(dev["python_h"]).name == "Python.h" and Path(dev["python_h"]).is_file(), dev
     for part in ("cuda_tests", "kernels", "train_global", "train_local", "synthesis", "loader",
                  "kernels_compile"):
         assert parts[part] == "skipped: no GPU", part

@@ -9,6 +9,8 @@ Checkpoints are tiny untrained generators (``save_run``)."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from PIL import Image
 
 from pix2pixhd.errors import InputError
 from tests.synthesis_runs import manifest, run, synth  # noqa: F401  (fixtures)
-from tests.test_synthesis_engine import images, save_run
+from tests.test_synthesis_engine import ROOT, free_port, images, save_run, threads
 from tests.test_synthesis_inputs import ids
 
 
@@ -185,3 +187,33 @@ def test_a_moved_dataroot_resumes(tmp_path, capsys):
     cap = capsys.readouterr()
     assert "wrote 0 images" in cap.out and "3 already complete" in cap.out, cap.out
     assert f"names dataroot {(tmp_path / 'd1').resolve()}; the files there" in cap.err
+
+
+@pytest.mark.fault(cls="synthesis", case="input folder moved, resumed by two torchrun ranks: every rank keeps the "
+                                         "moved job's outputs")
+def test_two_ranks_resume_a_job_whose_folder_moved(run, tmp_path):
+    """Every rank decides on the move from the files (rank 0 may already have rewritten
+    synthesis.json with the new path when another rank reads it): both must keep the outputs."""
+    a = tmp_path / "s1" / "in"
+    for k in range(7):
+        ids(a / f"m{k}.png", seed=k)
+    out, one = tmp_path / "out", tmp_path / "one"
+    with threads(1):
+        assert synth(run, a, out, "--how_many", 3, "--batch_size", 2) == 0
+        assert synth(run, a, one, "--batch_size", 2) == 0
+    kept = images(out / "test_img")
+    b = tmp_path / "s2" / "in"
+    shutil.copytree(a, b)
+    shutil.rmtree(tmp_path / "s1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(ROOT / "synthesize.py"),
+           "--checkpoint", str(run), "--input", str(b), "--out", str(out), "--device", "cpu",
+           "--no_progress", "--workers", "0", "--batch_size", "2"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
+    assert "wrote 4 images" in p.stdout and "3 already complete" in p.stdout, p.stdout
+    assert "the files there are the ones its outputs were made from" in p.stderr, p.stderr[-3000:]
+    assert images(out / "test_img") == images(one / "test_img")
+    assert all(images(out / "test_img")[n] == v for n, v in kept.items())
+    assert sorted(r["output"] for r in manifest(out)) == [f"test_img/m{k}.png" for k in range(7)]

@@ -69,8 +69,9 @@ PEAK_GBS = (("H200", 4800), ("H100 NVL", 3900), ("H100 PCIe", 2000), ("H100", 33
 
 
 def peak_gbs(device_name: str) -> float | None:
+    from pix2pixhd.flops import names_board
     for key, gbs in PEAK_GBS:
-        if key.lower() in device_name.lower():
+        if names_board(device_name, key):
             return float(gbs)
     return None
 

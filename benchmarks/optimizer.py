@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     n = sum(q.numel() for q in base)
     print(f"device: {a.device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"{a.stage} G ngf {a.ngf} + D ndf {a.ndf}: {len(base)} tensors, {n / 1e6:.1f}M parameters")
-    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(a.device)) if a.device.startswith("cuda") else (lambda: None)
     times: dict[str, list[float]] = {k: [] for k in IMPLS}
     for _ in range(a.rounds):
         for name, kw in IMPLS.items():

@@ -329,8 +329,9 @@ def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="PNG encoding/writing threads (0 counts as 1: writing always runs in a thread of its own)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torchrun: cuda:LOCAL_RANK)")
     r.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="number format of the generator (autocast); auto = bf16 on CUDA, fp32 on CPU "
-                        "and with --backend onnx (whose graph computes in fp32)")
+                   help="number format of the generator (autocast); auto = bf16 on CUDA GPUs that compute "
+                        "in it (sm_80 and newer), fp32 on older ones, on CPU and with --backend onnx "
+                        "(whose graph computes in fp32)")
     r.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="run the PyTorch generator or its ONNX export (onnxruntime)")
     r.add_argument("--onnx_path", default="", help="ONNX file for --backend onnx; empty = CHECKPOINT/generator.onnx "

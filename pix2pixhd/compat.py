@@ -185,7 +185,7 @@ def _refuse_training_checkpoint(state: dict, source: str) -> None:
         f"{source} is a pix2pixhd training checkpoint (networks {nets} with the run's config), not "
         "one network's state_dict: for the generator use pix2pixhd.synthesis.load_generator(RUN_FOLDER) "
         f"(it builds it with the run's flags), or pass one network's weights, e.g. "
-        f"load_reference_weights(model, torch.load(PATH, weights_only=True)[{gen!r}])")
+        f"load_reference_weights(model, torch.load(PATH, map_location='cpu', weights_only=True)[{gen!r}])")
 
 
 def _drop_untracked_instance_norm_stats(model: nn.Module, state: dict) -> dict:

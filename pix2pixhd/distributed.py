@@ -50,7 +50,8 @@ def resolve_device(pref: str | torch.device, local_rank: int | None = 0, *,
     """``pref`` (auto, cpu, cuda, cuda:N or mps; or a torch.device) as a torch.device of this machine.
 
     auto is cuda when CUDA is available, else cpu; cuda without an index gets ``local_rank``
-    (None: no index, torch's current device). Every command and the Python API check devices
+    (None: no index, torch's current device), or cuda:0 where CUDA_VISIBLE_DEVICES leaves this
+    process one GPU (a scheduler's binding of one GPU per process). Every command and the Python API check devices
     here: an unknown name is a ConfigError naming ``option`` ('--device', or 'device' for the
     API), the value and the accepted forms; CUDA or MPS this machine (or this torch build)
     lacks, or cuda:N past its last GPU, is a DeviceUnavailableError.
@@ -72,7 +73,10 @@ def resolve_device(pref: str | torch.device, local_rank: int | None = 0, *,
         raise DeviceUnavailableError(f"{option} {name}: Apple's MPS is not available on this machine (this "
                                      f"torch build or this machine has none); use {option} cpu")
     if dev.type == "cuda" and dev.index is None and local_rank is not None:
-        dev = torch.device(f"cuda:{local_rank}")
+        # A scheduler that binds one GPU to each process (SLURM --gpus-per-task=1, CUDA_VISIBLE_DEVICES
+        # set per rank) leaves each process one device, cuda:0, whatever its local rank.
+        one_bound = torch.cuda.device_count() == 1 and os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+        dev = torch.device(f"cuda:{0 if one_bound else local_rank}")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         shown = name if name == str(dev) else f"{name} ({dev})"
         raise DeviceUnavailableError(f"{option} {shown}: this machine has {torch.cuda.device_count()} "

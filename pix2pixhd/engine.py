@@ -1993,7 +1993,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     # (GNU timeout, SLURM's scancel) killed them, and the run failed on a dead worker instead of
     # stopping with the writes in flight done; they are shut down below
     loader = create_dataloader(src, None, shuffle=False, num_workers=job.workers,
-                               sampler=[i for i, _ in mine], pin_memory=cuda,
+                               sampler=[i for i, _ in mine], pin_memory=False,   # batches are (below)
                                prefetch_factor=2, ignore_stops=True) if mine else []
     max_pending = max(4 * B, 16)                  # decoded units waiting for a full batch
     max_inflight = max(2 * B, 4 * job.writers)    # outputs handed to writers, not yet written
@@ -2068,12 +2068,19 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         while futures and (block or futures[0].done()):
             futures.popleft().result()     # a writer's error (disk full...) stops the run here
 
+    def stack(ts: list[torch.Tensor]) -> torch.Tensor:
+        """The batch; on CUDA in pinned memory, so that its copy to the device does not wait
+        (pinning each item instead, as the loader's pin_memory does, is lost in the stack)."""
+        if not cuda:
+            return torch.stack(ts)
+        return torch.stack(ts, out=torch.empty((len(ts), *ts[0].shape), dtype=ts[0].dtype, pin_memory=True))
+
     def run_batch(units: list[_Unit]) -> None:
         n = len(units)
         rows = units + [units[-1]] * (B - n)   # same call shape for every batch (see the module doc)
-        lab = torch.stack([u.item["label"] for u in rows])
-        inst = torch.stack([u.item["inst"] for u in rows]) if rows[0].item["inst"] is not None else None
-        image = torch.stack([u.item["image"] for u in rows]) if rows[0].item["image"] is not None else None
+        lab = stack([u.item["label"] for u in rows])
+        inst = stack([u.item["inst"] for u in rows]) if rows[0].item["inst"] is not None else None
+        image = stack([u.item["image"] for u in rows]) if rows[0].item["image"] is not None else None
         try:
             imgs, choices, finite = synth.synthesize(lab, inst, image=image, seeds=[u.seed for u in rows],
                                                      source=src.source_name(units[0].item["i"]), finite_flags=True)
@@ -2100,7 +2107,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             flags = torch.empty(finite.shape, dtype=finite.dtype, pin_memory=True)
             flags.copy_(finite, non_blocking=True)
             event = torch.cuda.Event()
-            event.record()
+            event.record(torch.cuda.current_stream(synth.device))   # the copy's device, whichever is current
             imgs, finite = host, flags
         for j, u in enumerate(units):
             slots.acquire()

@@ -251,11 +251,19 @@ PEAK_TFLOPS = (
 )
 
 
+def names_board(device_name: str, key: str) -> bool:
+    """Whether a table's ``key`` names the board ``device_name``: the key as whole words of the
+    name ("A100" in "NVIDIA A100-SXM4-80GB"), so "A10" is not an A10G nor "L4" an L40, boards with
+    other peaks (they are then unknown: no fraction of a peak rather than a wrong one)."""
+    import re
+    return re.search(rf"(?<![a-z0-9]){re.escape(key.lower())}(?![a-z0-9])", device_name.lower()) is not None
+
+
 def peak_entry(device_name: str, precision: str) -> tuple[str, float] | None:
     """(the PEAK_TFLOPS key that matched, its peak) for a CUDA device name and precision, or None
     when unknown (CPUs)."""
     for key, peaks in PEAK_TFLOPS:
-        if key.lower() in device_name.lower():
+        if names_board(device_name, key):
             peak = peaks.get(precision)
             return (key, peak) if peak is not None else None
     return None

@@ -317,6 +317,17 @@ def _check_partner(label: torch.Tensor, other: torch.Tensor | None, name: str, w
                          f"pass the {what}s as [{n}, {c}, {h}, {w}] (one per label map, the same size)")
 
 
+def auto_precision(device: torch.device) -> str:
+    """``precision='auto'`` for a PyTorch generator on ``device``: bf16 on a CUDA GPU that computes
+    in bf16 natively (Ampere, sm_80, and newer), else fp32. torch's is_bf16_supported() also says
+    yes for GPUs that only emulate it (a T4, a V100), where bf16 is slower than fp32 and less
+    precise."""
+    if device.type != "cuda":
+        return "fp32"
+    with torch.cuda.device(device):
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+
+
 class Synthesizer:
     """``Synthesizer(generator, cfg)(label, inst)`` → uint8 [N, 3, H, W] for any H, W.
 
@@ -326,7 +337,7 @@ class Synthesizer:
     (sampled clusters, chosen clusters, or a real photo's encoding).
     ``generator_seconds``: time spent in G's forward, summed over calls (CUDA: device time
     from events, read without a sync until asked for).
-    ``precision``: 'auto' (bf16 on a CUDA device that has it, else fp32), 'fp32', 'bf16' or 'fp16'
+    ``precision``: 'auto' (bf16 on a CUDA device that computes in it natively, sm_80 and newer, else fp32: ``auto_precision``), 'fp32', 'bf16' or 'fp16'
     (autocast). ``device``: one this machine lacks is a DeviceUnavailableError
     (:func:`~pix2pixhd.distributed.resolve_device`).
 
@@ -364,8 +375,7 @@ class Synthesizer:
                               "fp32; leave precision 'auto' (fp32 for ONNX), or synthesize with the PyTorch "
                               f"generator in {precision} (synthesize.py: --backend torch)")
         if precision == "auto":
-            precision = ("bf16" if is_module and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-                         else "fp32")
+            precision = auto_precision(self.device) if is_module else "fp32"
         self.precision = precision
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         if channels_last is None:  # the GPU layout of choice; on CPU keep NCHW (see docs/benchmarks.md)
@@ -401,7 +411,7 @@ class Synthesizer:
         cuda = self.device.type == "cuda"
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+            start.record(torch.cuda.current_stream(self.device))   # this device's, whichever is current
         else:
             import time
             t0 = time.perf_counter()
@@ -411,7 +421,7 @@ class Synthesizer:
         else:
             y = self.G(x)
         if cuda:
-            end.record()
+            end.record(torch.cuda.current_stream(self.device))
             self._events.append((start, end))
         else:
             self._cpu_seconds += time.perf_counter() - t0

@@ -68,6 +68,7 @@ def test_the_python_api_refuses_an_unknown_device_naming_its_argument():
 def test_cuda_past_the_last_gpu_is_refused_by_the_commands_resolver(monkeypatch):
     """distributed.resolve_device (train, synthesize, features) passed cuda:3 on a 1-GPU machine
     to torch, which failed at the first tensor moved there."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)   # no scheduler binding (see test_cuda_paths)
     from pix2pixhd.distributed import DeviceUnavailableError, resolve_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -115,6 +115,17 @@ def test_peak_table_matches_the_specific_board_before_the_family(name, bf16, tf3
     assert flops.peak_entry("AMD EPYC 7B13", "bf16") is None
 
 
+def test_peak_tables_match_whole_board_names_only():
+    """"A10" is not an A10G, "L4" not an L40 (other boards, other peaks): unknown, not wrong."""
+    from benchmarks.kernels import peak_gbs
+    assert flops.peak_entry("NVIDIA A10", "bf16") == ("A10", pytest.approx(125.0))
+    assert flops.peak_entry("NVIDIA A10G", "bf16") is None
+    assert peak_gbs("NVIDIA L4") == 300 and peak_gbs("NVIDIA L40") is None
+    assert peak_gbs("NVIDIA L40S") == 864 and peak_gbs("NVIDIA A10G") is None
+    assert peak_gbs("NVIDIA A100-SXM4-80GB") == 2039 and peak_gbs("NVIDIA A100-PCIE-40GB") == 1555
+    assert peak_gbs("NVIDIA H100 80GB HBM3") == 3350 and peak_gbs("NVIDIA H200") == 4800
+
+
 def test_module_docstring_figures_are_the_module_s_own():
     """The reference figures the docstring quotes are what the module computes (to 0.05 GMAC)."""
     import re

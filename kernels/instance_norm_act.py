@@ -22,7 +22,12 @@ Dispatch (``impl``):
             never trusted: under torch.compile, an unmeasured configuration takes the native
             path. Set PIX2PIXHD_NORM_AUTOTUNE_FILE=path.json to keep the choices on disk (read at
             the first choice, rewritten after each new one; keyed by GPU, torch and Triton
-            versions), so later runs skip the measurements and make the same choices.
+            versions), so later runs skip the measurements and make the same choices; unset, a
+            training run on CUDA keeps them in its run folder (norm_autotune.json), for --resume.
+            Under torch.use_deterministic_algorithms an unrecorded configuration takes the
+            native path unmeasured (a timing could differ in another process). A Triton
+            candidate that fails (no C compiler for Triton's launcher, out of GPU memory) gives
+            the native path for that configuration and the process, said once (AutoChooser).
             CPU tensors go to the native path silently, even under TRITON_INTERPRET=1 (the
             interpreter is a testing tool, far slower than PyTorch on CPU, and must not slow
             down every CPU test that happens to share a process with a kernel test). A CUDA
@@ -70,6 +75,12 @@ AUTOTUNE_ENV = "PIX2PIXHD_NORM_AUTOTUNE_FILE"
 
 class StrictKernelError(UserError, RuntimeError):
     """A kernel fallback that PIX2PIXHD_STRICT_KERNELS turned into an error (one line)."""
+
+
+class KernelBuildError(UserError, RuntimeError):
+    """``impl='triton'`` on a machine where Triton cannot build the C launcher of its kernels (no
+    C compiler: official PyTorch CUDA runtime images have none). One line naming the fix, instead
+    of Triton's RuntimeError and its traceback; a RuntimeError still, as Triton's was."""
 
 
 def triton_interpret_on() -> bool:
@@ -358,6 +369,23 @@ def _say_no_triton(err: str, impl: str) -> None:
                         "Triton has wheels for Linux only; there: pip install 'triton>=3.2'", impl)
 
 
+# What to do when Triton cannot build the C launcher it compiles at a kernel's first launch on a
+# GPU (official PyTorch CUDA runtime images have no compiler).
+_NO_CC_FIX = "install one (e.g. apt-get install gcc) or set CC to one"
+
+
+def _first_line(e: BaseException) -> str:
+    """``Type: first line of the message``: what a one-line report names of a cause."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _no_compiler(e: BaseException) -> bool:
+    """Whether ``e`` is Triton finding no C compiler for a kernel's launcher ("Failed to find C
+    compiler. Please specify via CC environment variable...")."""
+    return isinstance(e, RuntimeError) and "C compiler" in str(e)
+
+
 def _use_triton(x: torch.Tensor, impl: str) -> bool:
     if impl == "ref" or x.numel() == 0:  # nothing to launch for (a batch of 0 divided by 0)
         return False
@@ -503,7 +531,17 @@ def instance_norm_act(x, weight=None, bias=None, *, act="relu", negative_slope=0
     if impl == "auto" and _tunable(x):
         if _AUTO.choose(x, weight, bias, residual, act, fused, native) == "native":
             return native(x, weight, bias, residual=residual)
-    return fused(x, weight, bias, residual=residual)
+    try:
+        return fused(x, weight, bias, residual=residual)
+    except RuntimeError as e:
+        # 'auto' met this before trusting the kernels (AutoChooser.choose); 'triton' meets it here.
+        if not _no_compiler(e):
+            raise
+        raise KernelBuildError(f"instance_norm_act: impl={impl!r} cannot launch the Triton kernels: "
+                               "Triton builds a C launcher at a kernel's first launch and found no C "
+                               f"compiler ({_first_line(e)}); {_NO_CC_FIX}, or choose --norm_impl "
+                               + ("auto (PyTorch's native norm where Triton fails) or ref"
+                                  if impl == "triton" else "ref")) from e
 
 
 def _device_guard(x: torch.Tensor):
@@ -580,21 +618,47 @@ class AutoChooser:
     """'auto''s choice between the Triton kernels ('triton') and PyTorch's native path ('native').
 
     One measurement per configuration key, kept for the process (``choices``) and, when a file
-    is named (``path``, default $PIX2PIXHD_NORM_AUTOTUNE_FILE), on disk. ``timer(name, fn,
-    device) -> ms`` times a candidate; tests pass a fake one.
+    is named, on disk: ``path``, else $PIX2PIXHD_NORM_AUTOTUNE_FILE, else ``run_file`` (the
+    Trainer's run folder, set_run_autotune_file). ``timer(name, fn, device) -> ms`` times a
+    candidate; tests pass a fake one.
+
+    Never measured, native taken instead: under torch.compile or CUDA-graph capture, and under
+    torch.use_deterministic_algorithms (--deterministic), where the timing could choose another
+    path in another process and a run would not repeat; a recorded choice holds in both.
+
+    The Triton candidate can fail where native cannot: its first launch on a GPU builds a C
+    launcher (no C compiler in official PyTorch CUDA runtime images; libcuda.so missing), or its
+    scratch tensors run out of GPU memory. Then the key takes native for the rest of the process
+    (``failed``) and the cause is said once (_say_once: an error under PIX2PIXHD_STRICT_KERNELS),
+    but nothing is written to disk: a compiler installed later is measured again by the next
+    process. An out-of-memory is kept for the process too, after freeing PyTorch's cached blocks:
+    each later step holds at least as much memory as the first (optimizer states come after it),
+    so measuring again would run out again, at every step. Native is measured only after Triton
+    succeeded: its failure is PyTorch's own, and the real call would fail the same. A recorded
+    'triton' choice read from disk is run once on scratch tensors in each process before it is
+    trusted (the file may come from a machine with a compiler), with the same fallback.
     """
 
     def __init__(self, timer: Callable[[str, Callable[[], None], torch.device], float] | None = None,
                  path: str | os.PathLike | None = None):
         self.timer = timer or _time_ms
         self._path = path
+        self.run_file: Path | None = None   # used when neither path nor the variable names one
         self.choices: dict[str, dict] = {}
+        self.failed: dict[str, str] = {}   # key -> why Triton failed (this process only)
+        self._launched: set[str] = set()   # keys whose 'triton' choice ran in this process
         self._loaded = False
 
     @property
     def path(self) -> Path | None:
-        p = self._path if self._path is not None else os.environ.get(AUTOTUNE_ENV) or None
+        p = self._path if self._path is not None else os.environ.get(AUTOTUNE_ENV) or self.run_file
         return Path(p) if p else None
+
+    def _named(self, path: Path) -> str:
+        """How a message names the file: through the variable, or as the run folder's."""
+        if self.run_file is not None and path == Path(self.run_file):
+            return f"the run folder's norm choices {path}"
+        return f"{AUTOTUNE_ENV}: {path}"
 
     @staticmethod
     def key(x, weight, bias, residual, act, train: bool) -> str:
@@ -614,7 +678,7 @@ class AutoChooser:
             if not isinstance(stored, dict):
                 raise ValueError(f"a JSON {type(stored).__name__}, not an object")
         except (OSError, ValueError) as e:
-            raise InputError(f"{AUTOTUNE_ENV}: {path} is not a readable JSON file of norm choices "
+            raise InputError(f"{self._named(path)} is not a readable JSON file of norm choices "
                              f"({e}); delete it (it is rewritten by the next run) or point "
                              f"{AUTOTUNE_ENV} elsewhere") from None
         for k, v in stored.items():
@@ -657,31 +721,79 @@ class AutoChooser:
         if not self._loaded:
             self._load()
         k = self.key(x, weight, bias, residual, act, train)
+        if k in self.failed:
+            return "native"
         hit = self.choices.get(k)
+        traced = torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing())
+        if hit is not None and (hit["choice"] == "native" or k in self._launched or traced):
+            return hit["choice"]
+        if traced:
+            return "native"  # no measuring inside a traced or captured graph; unmeasured: untrusted
+        if hit is None and torch.are_deterministic_algorithms_enabled():
+            _warn_once("autotune-deterministic",
+                       "instance_norm_act: 'auto' does not time the norms under "
+                       "torch.use_deterministic_algorithms (--deterministic): another process could "
+                       "time them otherwise and take the other path, so every configuration without "
+                       "a recorded choice takes PyTorch's native norm; for the fused kernels, reuse "
+                       f"the choices of a run without it ({AUTOTUNE_ENV}, or --resume of a run that "
+                       "recorded them in its folder) or force them with --norm_impl triton")
+            return "native"
+        # A recorded 'triton' (from disk) runs once untimed; an unrecorded key is timed.
+        timer = self.timer if hit is None else (lambda name, fn, device: fn() or 0.0)
+        failure = None
+        try:
+            ms_triton = self._measure("triton", fused, x, weight, bias, residual, train, timer)
+        except Exception as e:  # noqa: BLE001 - whatever Triton raises, native is still there
+            failure = self._failure_message(e, x)
+        if failure is not None:  # out of the except block: the scratch tensors are freed now
+            if failure[0] == "autotune-oom":
+                torch.cuda.empty_cache()
+            _say_once(failure[0], failure[1], "auto")  # strict mode raises here, every time
+            self.failed[k] = failure[1]
+            return "native"
+        self._launched.add(k)
         if hit is not None:
             return hit["choice"]
-        if torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing()):
-            return "native"  # no measuring inside a traced or captured graph; unmeasured: untrusted
-        ms = {name: self._measure(name, f, x, weight, bias, residual, train)
-              for name, f in (("triton", fused), ("native", native))}
+        ms = {"triton": ms_triton,
+              "native": self._measure("native", native, x, weight, bias, residual, train, self.timer)}
         choice = "triton" if ms["triton"] < ms["native"] else "native"
         self.choices[k] = {"choice": choice, "ms": ms}
         self._save()
         return choice
 
-    def _measure(self, name, f, x, weight, bias, residual, train: bool) -> float:
-        # Scratch tensors of the call's configuration: the caller's tensors and graph stay untouched.
+    @staticmethod
+    def _failure_message(e: BaseException, x: torch.Tensor) -> tuple[str, str]:
+        """(warning key, one line) for the Triton candidate failing on ``x``'s configuration."""
+        what = (f"instance_norm_act: 'auto' could not run the Triton kernels on a "
+                f"{list(x.shape)} {str(x.dtype).replace('torch.', '')} norm ({_first_line(e)})")
+        if isinstance(e, torch.cuda.OutOfMemoryError):
+            return "autotune-oom", (f"{what}: measuring them ran out of GPU memory; that "
+                                    "configuration keeps PyTorch's native norm in this process")
+        if _no_compiler(e):
+            return "autotune-cc", (f"{what}: Triton builds a C launcher at a kernel's first launch "
+                                   f"and found no C compiler; {_NO_CC_FIX} (the next run measures "
+                                   "again), or choose --norm_impl ref")
+        return f"autotune-{type(e).__name__}", (f"{what}; fix what it names (the next run measures "
+                                                "again), or choose --norm_impl ref")
+
+    def _measure(self, name, f, x, weight, bias, residual, train: bool, timer=None) -> float:
+        # Scratch tensors of the call's configuration: the caller's tensors and graph stay
+        # untouched. Their values come from a private generator: torch.randn_like would draw from
+        # x's device's global generator (on CUDA the one dropout uses), so measuring in a resumed
+        # process would move the RNG the checkpoint restored.
+        gen = torch.Generator(device=x.device).manual_seed(0)
+
         def scratch(t, like_x=False):
             if t is None:
                 return None
-            s = torch.randn_like(t) if like_x else t.detach().clone()
+            s = torch.empty_like(t).normal_(generator=gen) if like_x else t.detach().clone()
             return s.requires_grad_(train and t.requires_grad)
 
         with torch.inference_mode(False), torch.set_grad_enabled(train):
             xs, rs = scratch(x, True), scratch(residual, True)
             ws, bs = scratch(weight), scratch(bias)
             leaves = [t for t in (xs, ws, bs, rs) if t is not None and t.requires_grad]
-            gy = torch.randn_like(xs) if train else None
+            gy = torch.empty_like(xs).normal_(generator=gen) if train else None
 
             def run():
                 y = f(xs, ws, bs, residual=rs)
@@ -689,7 +801,16 @@ class AutoChooser:
                     torch.autograd.grad(y, leaves, gy)
 
             with _device_guard(x):  # CUDA events go to the current device's stream
-                return float(self.timer(name, run, x.device))
+                return float((timer or self.timer)(name, run, x.device))
 
 
 _AUTO = AutoChooser()
+
+
+def set_run_autotune_file(path: str | os.PathLike | None) -> None:
+    """Where 'auto' keeps its choices when PIX2PIXHD_NORM_AUTOTUNE_FILE is not set: the Trainer
+    names its run folder's norm_autotune.json on CUDA, so --resume takes the path the run took
+    for every norm, not a new timing's (under --deterministic too, where nothing is timed). The
+    file is read at the next choice; choices already made in the process keep theirs."""
+    _AUTO.run_file = Path(path) if path is not None else None
+    _AUTO._loaded = False

@@ -436,7 +436,9 @@ class TrainConfig:
     deterministic: Optional[bool] = option(
         "experiment", False, "torch.use_deterministic_algorithms, and on GPU cuDNN without benchmark "
         "and a fixed cuBLAS workspace: repeatable GPU runs, slower, except ReflectionPad2d's backward "
-        "(no deterministic CUDA kernel). CPU runs repeat without it at a fixed thread count; a resume "
+        "(no deterministic CUDA kernel); --norm_impl auto then takes PyTorch's native norm wherever no "
+        "choice is recorded (the run folder's norm_autotune.json, or PIX2PIXHD_NORM_AUTOTUNE_FILE). "
+        "CPU runs repeat without it at a fixed thread count; a resume "
         "is bit-exact only with the thread count the run saved with (OMP_NUM_THREADS)")
     dry_run: Optional[bool] = option("experiment", False, "print the resolved options and exit")
     max_steps: Optional[int] = option(

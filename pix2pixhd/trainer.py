@@ -64,6 +64,15 @@ from pix2pixhd.run_folder import check_new_run, drop_replaced, lock_run, move_as
 from pix2pixhd.visualizer import Visualizer, WindowMeans, summary_writer_class
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# --norm_impl auto's measured choices on CUDA, kept in the run folder (Trainer.__init__)
+NORM_AUTOTUNE_FILE = "norm_autotune.json"
+
+
+def norm_autotune_file(exp_dir: Path, rank: int) -> Path:
+    """Where rank ``rank`` of a run keeps --norm_impl auto's choices: one file per rank, as each
+    rank times its own norms (ranks may choose differently where both paths are as fast, and a
+    resume gives each the path it took) and no two ranks rewrite one file at once."""
+    return exp_dir / (NORM_AUTOTUNE_FILE if rank == 0 else f"norm_autotune.rank{rank}.json")
 
 
 @contextmanager
@@ -365,7 +374,9 @@ class Trainer:
     Process-wide state a run sets, as training scripts do, and leaves set: the Python, NumPy and
     torch RNGs are seeded with ``cfg.seed`` (+ rank); a resume restores the states it saved;
     ``cfg.deterministic`` switches torch's deterministic algorithms on (on CUDA also
-    ``CUBLAS_WORKSPACE_CONFIG`` and cuDNN's benchmark off); ``fit`` installs SIGTERM/SIGINT
+    ``CUBLAS_WORKSPACE_CONFIG`` and cuDNN's benchmark off); with --norm_impl auto on CUDA, the
+    norm chooser keeps its choices in the run folder's norm_autotune.json (per rank) unless
+    PIX2PIXHD_NORM_AUTOTUNE_FILE names a file (other runs unset it); ``fit`` installs SIGTERM/SIGINT
     handlers while it runs (and SIGCHLD's, single process with loader workers). Save and restore
     them around a run if other work in the process needs its own.
     """
@@ -384,6 +395,13 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES.get(cfg.precision)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
+        # --norm_impl auto on CUDA times Triton against native per norm; another process could time
+        # them otherwise and take the other path (bitwise different), so the run keeps its choices
+        # beside its checkpoints for --resume (PIX2PIXHD_NORM_AUTOTUNE_FILE, when set, wins). CPU
+        # runs never time: no file. Set by every Trainer, so no earlier run's file lingers.
+        from pix2pixhd.kernels.instance_norm_act import set_run_autotune_file
+        tuned = cfg.norm == "instance" and cfg.norm_impl == "auto" and self.device.type == "cuda"
+        set_run_autotune_file(norm_autotune_file(cfg.experiment_dir, self.dist.rank) if tuned else None)
         if cfg.norm == "instance":   # strict kernels (PIX2PIXHD_STRICT_KERNELS): refused before any write
             from pix2pixhd.kernels import check_norm_impl
             check_norm_impl(cfg.norm_impl, self.device)

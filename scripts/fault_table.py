@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "reliability.md"
 # the classes in table order; a class not listed here comes after them, alphabetically
 CLASS_ORDER = ("bad dataset", "damaged run folder", "run folder in use", "interrupted run",
-               "path tricks", "command-line errors", "numerics", "synthesis")
+               "path tricks", "command-line errors", "numerics", "kernels", "synthesis")
 
 
 class FaultRecorder:

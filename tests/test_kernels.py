@@ -771,8 +771,10 @@ def test_fused_function_traces_in_one_graph(monkeypatch):
     monkeypatch.setattr(KT, "backward", backward)
     torch._dynamo.reset()
     gen = torch.Generator().manual_seed(41)
-    x, r = (torch.randn(2, 3, 4, 5, generator=gen).requires_grad_() for _ in range(2))
-    w, b = (torch.randn(3, generator=gen).requires_grad_() for _ in range(2))
+    # On DEVICE: a CPU tensor on a CUDA machine (no interpreter there) takes the "needs CUDA or the
+    # interpreter" fallback, whose warning breaks the graph.
+    x, r = (torch.randn(2, 3, 4, 5, generator=gen).to(DEVICE).requires_grad_() for _ in range(2))
+    w, b = (torch.randn(3, generator=gen).to(DEVICE).requires_grad_() for _ in range(2))
 
     def f(x, w, b, r):
         return instance_norm_act(x, w, b, act="leaky_relu", residual=r, impl="triton")

@@ -3,8 +3,8 @@
 The kernels know nothing of the models: each is one public function with an ``impl=`` switch
 and a pure-PyTorch reference twin that is its specification.
 """
-from .instance_norm_act import (StrictKernelError, check_norm_impl, instance_norm_act,
+from .instance_norm_act import (KernelBuildError, StrictKernelError, check_norm_impl, instance_norm_act,
                                 instance_norm_act_ref, strict_kernels, triton_interpret_on)
 
 __all__ = ["instance_norm_act", "instance_norm_act_ref", "check_norm_impl", "StrictKernelError",
-           "strict_kernels", "triton_interpret_on"]
+           "KernelBuildError", "strict_kernels", "triton_interpret_on"]

@@ -256,16 +256,23 @@ def test_the_photo_half_read_as_a_colour_map_is_refused_with_the_direction_fix(t
 @needs_shared
 def test_the_palette_fit_threshold_separates_every_shared_facades_label_half_from_its_photo_half():
     # the figures docs/data.md and layouts.PALETTE_NEAR's comment quote, measured here
-    from pix2pixhd.data.layouts import PALETTE_MIN_NEAR, load_palette, palette_fit
+    # (``pytest -s -k palette_fit`` prints them), and the largest share of a label half that one
+    # colour far from the palette (JPEG noise) covers, below FAR_COLOUR_MIN_SHARE
+    from pix2pixhd.data.layouts import (FAR_COLOUR_MIN_SHARE, PALETTE_MIN_NEAR, far_colours, load_palette,
+                                        palette_fit)
     pal = load_palette("facades")
-    labels, photos = [], []
+    labels, photos, far = [], [], []
     for f in sorted((SHARED / "train").iterdir()):
         with Image.open(f) as im:
             a = np.asarray(im.convert("RGB"))
         w = a.shape[1] // 2
         photos.append(palette_fit(a[:, :w], pal))
         labels.append(palette_fit(a[:, w:], pal))
+        worst = far_colours(a[:, w:], pal, min_share=0.0)
+        far.append(worst[0][1] / (a.shape[0] * (a.shape[1] - w)) if worst else 0.0)
     print(f"{len(labels)} images: label halves min {min(labels):.3f} median {np.median(labels):.3f}; "
-          f"photo halves max {max(photos):.4f}")
+          f"photo halves max {max(photos):.4f}; largest share of a label half one far colour covers "
+          f"{100 * max(far):.3f}%")
     assert len(labels) == 400 and min(labels) >= 0.45 and max(photos) <= 0.003
     assert max(photos) < PALETTE_MIN_NEAR < min(labels)
+    assert max(far) <= 0.00423 < FAR_COLOUR_MIN_SHARE

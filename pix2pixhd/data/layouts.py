@@ -163,7 +163,7 @@ PALETTE_NEAR, PALETTE_MIN_NEAR = 40.0, 0.25
 # A colour of a map farther than PALETTE_NEAR from every palette colour decodes to the nearest class
 # all the same: a colour missing from the palette (VOC's border colour, a class left out). JPEG noise
 # makes far colours too, each on few pixels: of the 400 CMP Facades label halves, no single far
-# colour covers more than 0.42% of a half (a flat region keeps its exact colour, JPEG or not). One
+# colour covers more than 0.423% of a half (tests/test_data_facades.py) (a flat region keeps its exact colour, JPEG or not). One
 # far colour on FAR_COLOUR_MIN_SHARE of a map's pixels or more is taken for a colour missing.
 FAR_COLOUR_MIN_SHARE = 0.01
 

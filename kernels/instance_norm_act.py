@@ -576,6 +576,12 @@ def _tunable(x: torch.Tensor) -> bool:
     return x.is_cuda and not _RECORDING
 
 
+def _capturing(x: torch.Tensor) -> bool:
+    """Whether ``x``'s CUDA stream is capturing a CUDA graph, where nothing may be measured (a
+    function of its own so that CPU tests can stand in for a capture)."""
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def _time_ms(name: str, fn: Callable[[], None], device: torch.device, calls: int = 3) -> float:
     """ms per call of ``fn``: the median of three measurements after one untimed call (which
     also compiles a kernel). On CUDA each measurement is ``calls`` calls back to back, queued
@@ -724,7 +730,7 @@ class AutoChooser:
         if k in self.failed:
             return "native"
         hit = self.choices.get(k)
-        traced = torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing())
+        traced = torch.compiler.is_compiling() or _capturing(x)
         if hit is not None and (hit["choice"] == "native" or k in self._launched or traced):
             return hit["choice"]
         if traced:

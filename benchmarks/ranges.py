@@ -49,10 +49,14 @@ def ranges(files) -> list[dict]:
     return out
 
 
-def main(argv=None) -> int:
+def build_parser():
     p = make_parser("Ranges of the speed ratios over several benchmark --json files.")
     p.add_argument("files", nargs="+", help="--json files of benchmarks/train.py or benchmarks/synthesis.py")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     fmt = lambda r: "-" if r is None else (f"{r[0]:.2f}" if round(r[0], 2) == round(r[1], 2)  # noqa: E731
                                             else f"{r[0]:.2f}-{r[1]:.2f}")
     rows = ranges(a.files)   # a bad file is one error line, before any output

@@ -16,6 +16,8 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+_DETERMINISTIC_AT_START = (torch.are_deterministic_algorithms_enabled(),
+                           torch.is_deterministic_algorithms_warn_only_enabled())
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +31,19 @@ def _debug_env_restored():
         os.environ.pop("PIX2PIXHD_DEBUG", None)
     else:
         os.environ["PIX2PIXHD_DEBUG"] = before
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_algorithms_restored():
+    """A Trainer with --deterministic switches torch.use_deterministic_algorithms on for the
+    process and leaves it on (as a training script would); left on, a later test's 'auto' norm
+    chooser never measures (it takes native unmeasured under deterministic algorithms). Put back
+    to the session's start after every test, since module fixtures (a training run shared by a
+    module's tests) switch it on before any test's own fixture could note the state."""
+    yield
+    if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != \
+            _DETERMINISTIC_AT_START:
+        torch.use_deterministic_algorithms(_DETERMINISTIC_AT_START[0], warn_only=_DETERMINISTIC_AT_START[1])
 
 
 @pytest.fixture

@@ -113,13 +113,17 @@ def test_out_of_memory_while_measuring_falls_back_to_native(tuned, monkeypatch, 
     chooser = tuned(timer, path=path)
     launch_fails(monkeypatch, lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to "
                                                                   "allocate 2.00 GiB"))
+    freed = []  # the native call that follows needs the blocks the failed measurement cached
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(1))
     x = torch.randn(1, 2, 4, 4, device=DEVICE)
     with pytest.warns(RuntimeWarning, match=r"ran out of GPU memory.*native norm") as w:
         y = instance_norm_act(x, impl="auto")
     assert len(w) == 1 and "OutOfMemoryError: CUDA out of memory" in str(w[0].message)
     assert rel_err(y, instance_norm_act_ref(x)) <= 1e-5
+    assert freed == [1], "PyTorch's cached blocks were not freed after the out-of-memory"
     instance_norm_act(x, impl="auto")  # kept for the process: not measured again at every step
     assert timer.calls == ["triton"] and chooser.choices == {} and not path.exists()
+    assert freed == [1]
 
 
 @pytest.mark.fault(cls="kernels",
@@ -140,6 +144,54 @@ def test_a_recorded_triton_choice_is_tried_before_it_is_trusted(tuned, monkeypat
     assert rel_err(y, instance_norm_act_ref(x)) <= 1e-5
     assert timer.calls == [] and len(chooser.failed) == 1  # tried once, not timed
     assert path.read_text() == recorded
+
+
+@pytest.mark.fault(cls="kernels",
+                   case="auto where Triton's driver raises something other than a RuntimeError "
+                        "(an AssertionError: libcuda.so not found): PyTorch's native norm, one "
+                        "warning naming it")
+def test_a_triton_failure_that_is_no_runtime_error_falls_back_too(tuned, monkeypatch):
+    """Triton's CUDA driver asserts where it cannot find libcuda.so ("libcuda.so cannot found!"),
+    and other failures raise ImportError or ValueError: 'auto' catches whatever the Triton
+    candidate raises, since native is still there."""
+    timer = FakeTimer({"triton": 1.0, "native": 2.0}, run=True)
+    chooser = tuned(timer)
+    launch_fails(monkeypatch, lambda: AssertionError("libcuda.so cannot found!"))
+    x = torch.randn(1, 2, 4, 4, device=DEVICE)
+    with pytest.warns(RuntimeWarning) as w:
+        y = instance_norm_act(x, impl="auto")
+    (msg,) = [str(m.message) for m in w]
+    assert "AssertionError: libcuda.so cannot found!" in msg and "--norm_impl ref" in msg, msg
+    assert "PyTorch's native norm" in msg and "C compiler" not in msg, msg
+    assert rel_err(y, instance_norm_act_ref(x)) <= 1e-5
+    assert timer.calls == ["triton"] and len(chooser.failed) == 1
+
+
+@pytest.mark.fault(cls="kernels",
+                   case="auto with a recorded 'triton' choice where Triton cannot launch: tried once "
+                        "per process, not at every step, and native under torch.compile after")
+def test_a_recorded_triton_choice_that_failed_is_not_tried_again(tuned, monkeypatch, tmp_path):
+    """The failure is kept for the process and wins over the recorded choice: retried, the trial
+    launch (a compile attempt, an allocation) would cost every step of the run; trusted inside
+    torch.compile (where a recorded choice holds untried), the compiled graph would launch it."""
+    path = tmp_path / "choices.json"
+    tuned(FakeTimer({"triton": 1.0, "native": 2.0}), path=path)
+    x = torch.randn(1, 2, 4, 4, device=DEVICE)
+    instance_norm_act(x, impl="auto")  # recorded: triton (the fake timer runs nothing)
+    timer = FakeTimer({"triton": 2.0, "native": 1.0})
+    chooser = tuned(timer, path=path)  # a new process, on a machine without a compiler
+    tries = []
+    launch_fails(monkeypatch, lambda: tries.append(1) or RuntimeError(NO_CC))
+    with pytest.warns(RuntimeWarning, match="no C compiler") as w:
+        for _ in range(3):
+            y = instance_norm_act(x, impl="auto")
+    assert len(tries) == 1, f"the failed recorded choice was launched {len(tries)} times in 3 calls"
+    assert len(w) == 1 and timer.calls == [] and len(chooser.failed) == 1
+    assert rel_err(y, instance_norm_act_ref(x)) <= 1e-5
+    # Compiled later in the process (where a recorded choice otherwise holds untried): still native.
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert chooser.choose(x, None, None, None, "relu", None, None) == "native"
+    assert len(tries) == 1
 
 
 @pytest.mark.fault(cls="kernels",
@@ -204,6 +256,30 @@ def test_deterministic_algorithms_take_native_unless_a_choice_is_recorded(tuned,
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
     assert timer.calls == [] and len(fused) == 2 and y.shape == (1, 2, 5, 4)
     assert len(chooser.choices) == 1  # the unmeasured native choices are not recorded
+
+
+@pytest.mark.parametrize("seam", ["compiling", "capturing"])
+def test_a_recorded_triton_choice_holds_untried_under_compile_and_capture(tuned, monkeypatch,
+                                                                          tmp_path, seam):
+    """A recorded 'triton' not yet tried in this process holds inside torch.compile or a CUDA-graph
+    capture (where no trial launch may run): a resumed run compiles the path it took, not native."""
+    path = tmp_path / "choices.json"
+    tuned(FakeTimer({"triton": 1.0, "native": 2.0}), path=path)
+    x = torch.randn(1, 2, 4, 4, device=DEVICE)
+    instance_norm_act(x, impl="auto")  # recorded: triton
+    timer = FakeTimer({"triton": 2.0, "native": 1.0})
+    chooser = tuned(timer, path=path)  # a new process: loaded from disk, never launched
+    if seam == "compiling":
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    else:
+        monkeypatch.setattr(K, "_capturing", lambda x: True)
+    ran = []
+    fused, native = (lambda *a, **k: ran.append("triton")), (lambda *a, **k: ran.append("native"))
+    assert chooser.choose(x, None, None, None, "relu", fused, native) == "triton"
+    assert timer.calls == [] and ran == [] and chooser.failed == {}
+    unrecorded = torch.randn(1, 2, 5, 4, device=DEVICE)  # no choice on disk: native, untimed
+    assert chooser.choose(unrecorded, None, None, None, "relu", fused, native) == "native"
+    assert timer.calls == [] and ran == []
 
 
 @pytest.mark.parametrize("device, norm_impl, rank, kept", [

@@ -32,6 +32,30 @@ def test_min_and_max_over_runs_baseline_left_out(tmp_path, capsys):
     assert re.search(r"ours fp32\s+3\s+0\.90-1\.20\s+1\.10-1\.30$", capsys.readouterr().out, re.M)
 
 
+def _write_ngf(path: Path, ngf: int, wall: float, cpu: float) -> Path:
+    rows = [{"stage": "global", "res": "256x128", "path": "ours fp32", "ngf": ngf,
+             "speedup_vs_baseline": wall, "cpu_speedup_vs_baseline": cpu}]
+    path.write_text(json.dumps({"benchmark": "train", "rows": rows}))
+    return path
+
+
+def test_runs_at_other_widths_are_ranges_of_their_own(tmp_path):
+    """The default widths (ngf 16) and NVIDIA's (ngf 64) are separate README rows: pooled, one
+    range would span both."""
+    files = [_write_ngf(tmp_path / "a.json", 16, 1.5, 1.2), _write_ngf(tmp_path / "b.json", 64, 0.8, 0.9),
+             _write_ngf(tmp_path / "c.json", 16, 1.3, 1.1)]
+    got = sorted(ranges(files), key=lambda r: r["ngf"])
+    assert [(r["ngf"], r["runs"], r["wall"], r["cpu"]) for r in got] == [
+        (16, 2, (1.3, 1.5), (1.1, 1.2)), (64, 1, (0.8, 0.8), (0.9, 0.9))], got
+
+
+def test_a_single_run_prints_one_figure_not_a_range(tmp_path, capsys):
+    assert main([str(_write(tmp_path / "r.json", 1.5, 1.25))]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"ours fp32\s+1\s+1\.50\s+1\.25$", out, re.M), out
+    assert "1.50-1.50" not in out, out
+
+
 def test_a_file_that_is_not_a_benchmark_json_is_named(tmp_path):
     bad = tmp_path / "notes.json"
     bad.write_text("[1, 2]")

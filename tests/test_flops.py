@@ -126,6 +126,17 @@ def test_peak_tables_match_whole_board_names_only():
     assert peak_gbs("NVIDIA H100 80GB HBM3") == 3350 and peak_gbs("NVIDIA H200") == 4800
 
 
+def test_a_gh200_is_not_taken_for_an_h200():
+    """"H200" is a word of "NVIDIA H200 NVL", not of "NVIDIA GH200 480GB" (the Grace Hopper
+    superchip's name): its Hopper GPU has its own memory (HBM3 or HBM3e, its own bandwidth) and
+    power limit, so the H200 rows are not its. No row names it yet, so it is unknown (no fraction
+    of a peak, as for an A10G) until figures from its own data sheet are added."""
+    from benchmarks.kernels import peak_gbs
+    gh200 = "NVIDIA GH200 480GB"
+    assert not flops.names_board(gh200, "H200") and flops.names_board("NVIDIA H200 NVL", "H200")
+    assert flops.peak_entry(gh200, "bf16") is None and peak_gbs(gh200) is None
+
+
 def test_module_docstring_figures_are_the_module_s_own():
     """The reference figures the docstring quotes are what the module computes (to 0.05 GMAC)."""
     import re

@@ -62,8 +62,13 @@ def script_runs(request, tmp_path_factory):
     runs = {}
     if NO_GPU_TEST in selected and not torch.cuda.is_available() and importlib.util.find_spec("triton"):
         tmp = tmp_path_factory.mktemp("no_gpu")
+        no_gpu_env = dict(env, GPU_CHECK_AOT_ARGS="--arch 90 --dtypes bf16 --layouts cl")
+        if shutil.which("gcc"):  # CC names a compiler of its own: the script must name CC, not gcc
+            (tmp / "bin").mkdir()
+            (tmp / "bin" / "my-cc").symlink_to(shutil.which("gcc"))
+            no_gpu_env["CC"] = str(tmp / "bin" / "my-cc")
         runs[NO_GPU_TEST] = _Background(tmp, tmp / "gc", ["bash", str(SCRIPT), str(tmp / "gc")], cwd=tmp,
-                                        env=dict(env, GPU_CHECK_AOT_ARGS="--arch 90 --dtypes bf16 --layouts cl"))
+                                        env=no_gpu_env)
     if PRETEND_GPU_TEST in selected:
         tmp = tmp_path_factory.mktemp("pretend_gpu")
         fake = tmp / "python"
@@ -93,9 +98,12 @@ def test_gpu_check_without_a_gpu_says_so_writes_the_aot_table_and_exits_0(script
     assert rows and all(r["spills"] == 0 and r["error"] is None for r in rows)
     parts = {p["part"]: p["status"] for p in json.loads((out / "parts.json").read_text())["parts"]}
     assert parts["aot"] == "ok" and parts["device"] == "ok"
-    # what Triton's launcher build needs, named beside the device (this machine has both)
+    # what Triton's launcher build needs, named beside the device (this machine has both): CC
+    # first (the run's own, a link to gcc, where gcc is there), as Triton takes it
     dev = json.loads((out / "device.json").read_text())["rows"][0]
-    assert dev["c_compiler"] == (os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")), dev
+    cc = str(run.tmp / "bin" / "my-cc") if shutil.which("gcc") else os.environ.get("CC")
+    assert dev["c_compiler"] == (cc or shutil.which("clang")), dev
+    assert "WARNING: no C compiler" not in proc.stdout
     assert Path(dev["python_h"]).name == "Python.h" and Path(dev["python_h"]).is_file(), dev
     for part in ("cuda_tests", "kernels", "train_global", "train_local", "synthesis", "loader",
                  "kernels_compile"):
@@ -192,6 +200,9 @@ def test_gpu_parts_plumbing_with_a_pretend_gpu(script_runs):
     proc, out = run.result(timeout=600), run.out
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "NO GPU" not in proc.stdout
+    # no CC set here (unless the caller's): the compiler warning only where none is found
+    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+    assert ("WARNING: no C compiler" in proc.stdout) == (not compiler), proc.stdout[-3000:]
     parts = {p["part"]: p["status"] for p in json.loads((out / "parts.json").read_text())["parts"]}
     assert list(parts) == ["device", "aot", "cuda_tests", "kernels", "train_global", "train_local",
                            "synthesis", "loader", "kernels_compile"], parts

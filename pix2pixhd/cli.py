@@ -235,9 +235,12 @@ def _train(argv: list[str], prog: str | None = None, state: dict | None = None) 
             # The Trainer (its DDP modules) is freed here, before distributed.cleanup ends the
             # group: freed after it, the last reference to a gloo group would end it inside a
             # destructor that holds the interpreter lock while joining gloo's threads, which may
-            # need that lock to free a tensor (a hang at exit, seen on torch 2.13).
+            # need that lock to free a tensor (a hang at exit, seen on torch 2.13). An error's
+            # traceback keeps the Trainer alive past this line (fit()'s frames keep their nested
+            # functions, which close over it), so its DDP wrappers are dropped first.
             if state is not None:
                 state["trainer"], state["ended"] = None, True
+            trainer.release_distributed()
             del trainer
     except TrainingStopped as e:   # SIGTERM/SIGINT: the summary too, then exit status 75/130
         if info.is_master and e.summary is not None:

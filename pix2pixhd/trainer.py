@@ -877,6 +877,19 @@ class Trainer:
             # E trains through G's loss; unwrapped, each rank's E would drift apart.
             self.E = wrap(self.E, self.dist, bf16)
 
+    def release_distributed(self) -> None:
+        """Drop the DDP wrappers of G, D and E (the modules stay, unwrapped). Their reducers hold
+        the process group and, freed after it ends, end it again inside a destructor that joins
+        gloo's threads while holding the interpreter lock those threads may wait for: a hang
+        until SIGKILL. train_hd.py calls this before it ends the group: an error's traceback
+        keeps fit()'s frames, and a frame its function, whose closures hold this Trainer, so
+        the Trainer outlives the group."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        for name in ("G", "D", "E"):
+            m = getattr(self, name, None)
+            if isinstance(m, DDP):
+                setattr(self, name, m.module)
+
     # ---- one step ----------------------------------------------------------------------------
     def _autocast(self):
         if self.amp_dtype is None:

@@ -51,7 +51,7 @@ def resolve_device(pref: str | torch.device, local_rank: int | None = 0, *,
 
     auto is cuda when CUDA is available, else cpu; cuda without an index gets ``local_rank``
     (None: no index, torch's current device), or cuda:0 where CUDA_VISIBLE_DEVICES leaves this
-    process one GPU (a scheduler's binding of one GPU per process). Every command and the Python API check devices
+    process one GPU (a scheduler's binding of one GPU per process, outside torchrun). Every command and the Python API check devices
     here: an unknown name is a ConfigError naming ``option`` ('--device', or 'device' for the
     API), the value and the accepted forms; CUDA or MPS this machine (or this torch build)
     lacks, or cuda:N past its last GPU, is a DeviceUnavailableError.
@@ -74,8 +74,11 @@ def resolve_device(pref: str | torch.device, local_rank: int | None = 0, *,
                                      f"torch build or this machine has none); use {option} cpu")
     if dev.type == "cuda" and dev.index is None and local_rank is not None:
         # A scheduler that binds one GPU to each process (SLURM --gpus-per-task=1, CUDA_VISIBLE_DEVICES
-        # set per rank) leaves each process one device, cuda:0, whatever its local rank.
-        one_bound = torch.cuda.device_count() == 1 and os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+        # set per rank) leaves each process one device, cuda:0, whatever its local rank. Not under
+        # torchrun (TORCHELASTIC_RUN_ID): its workers on a node share one CUDA_VISIBLE_DEVICES, so
+        # two ranks there on one visible GPU would both take it (NCCL: "Duplicate GPU").
+        one_bound = (torch.cuda.device_count() == 1 and os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+                     and "TORCHELASTIC_RUN_ID" not in os.environ)
         dev = torch.device(f"cuda:{0 if one_bound else local_rank}")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         shown = name if name == str(dev) else f"{name} ({dev})"

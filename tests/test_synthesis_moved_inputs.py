@@ -217,3 +217,54 @@ def test_two_ranks_resume_a_job_whose_folder_moved(run, tmp_path):
     assert images(out / "test_img") == images(one / "test_img")
     assert all(images(out / "test_img")[n] == v for n, v in kept.items())
     assert sorted(r["output"] for r in manifest(out)) == [f"test_img/m{k}.png" for k in range(7)]
+
+
+@pytest.mark.fault(cls="synthesis", case="checkpoint and inputs staged together into a new scratch folder: resumed")
+def test_a_checkpoint_moved_with_the_inputs_resumes(tmp_path, capsys):
+    """A cluster job that copies its checkpoint and its maps into $TMPDIR: both paths differ
+    from synthesis.json's; the checkpoint counts by its sha256, the maps by their files."""
+    save_run(tmp_path / "s1" / "run", label_nc=5, no_instance=True)
+    maps(tmp_path / "s1" / "in")
+    out = tmp_path / "out"
+    assert synth(tmp_path / "s1" / "run", tmp_path / "s1" / "in", out) == 0
+    shutil.copytree(tmp_path / "s1", tmp_path / "s2")
+    shutil.rmtree(tmp_path / "s1")
+    capsys.readouterr()
+    assert synth(tmp_path / "s2" / "run", tmp_path / "s2" / "in", out) == 0
+    cap = capsys.readouterr()
+    assert "wrote 0 images" in cap.out and "3 already complete" in cap.out, cap.out
+    assert "has the same sha256: resuming the job with it" in cap.err and "names input" in cap.err, cap.err
+
+
+@pytest.mark.fault(cls="synthesis", case="other instance maps of the same names, sizes and times beside the same "
+                                         "label maps: refused (instance partners compared)")
+def test_other_instance_maps_with_the_same_names_sizes_and_times_are_refused(inst_run, tmp_path):
+    grid = np.random.default_rng(2).integers(1, 3, (4, 6)).repeat(4, 0).repeat(4, 1)
+    labels, i1, i2 = tmp_path / "labels", tmp_path / "i1", tmp_path / "i2"
+    for d in (labels, i1, i2):
+        d.mkdir()
+    t = 1_700_000_000 * 10**9
+    for n in "xyz":
+        _stored_png(labels / f"{n}.png", grid + 1)
+        _stored_png(i1 / f"{n}.png", grid)
+        _stored_png(i2 / f"{n}.png", 3 - grid)     # instance ids 1 and 2 swapped: same size, other map
+        for f in (labels / f"{n}.png", i1 / f"{n}.png", i2 / f"{n}.png"):
+            os.utime(f, ns=(t, t))
+    out = tmp_path / "out"
+    assert synth(inst_run, labels, out, "--inst", i1) == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(labels, moved)
+    with pytest.raises(InputError, match=r"3 of its 3 complete output\(s\) were made from other files"):
+        synth(inst_run, moved, out, "--inst", i2)
+
+
+def test_the_byte_comparison_reads_past_the_first_chunk(tmp_path):
+    """Maps of several MiB (uncompressed 2048x1024) that differ only at the end are other maps."""
+    from pix2pixhd.engine import _same_bytes
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    data = bytes(3 * 2**20)
+    a.write_bytes(data)
+    b.write_bytes(data[:-1] + b"\x01")
+    assert _same_bytes(str(a), b) is False
+    b.write_bytes(data)
+    assert _same_bytes(str(a), b) is True

@@ -36,7 +36,9 @@ def ranges(files) -> list[dict]:
         for r in rows:
             if str(r.get("path", "")).startswith("baseline"):
                 continue
-            k = (bench, r.get("stage"), r.get("res"), r.get("path"), r.get("ngf"))
+            arch = r.get("arch") if isinstance(r.get("arch"), dict) else {}
+            # train.py records the widths under "arch", synthesis.py beside the row's other fields
+            k = (bench, r.get("stage"), r.get("res"), r.get("path"), r.get("ngf", arch.get("ngf")))
             for name, field in (("wall", "speedup_vs_baseline"), ("cpu", "cpu_speedup_vs_baseline")):
                 if isinstance(r.get(field), (int, float)):
                     seen[k][name].append(float(r[field]))

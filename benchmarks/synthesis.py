@@ -20,15 +20,15 @@ between paths. The paths:
   engine  ``pix2pixhd.engine.run_synthesis``: decoding workers, size-grouped batches, writer
           threads, a dataset with manifest out (it also copies each label and instance map
           beside its photo and writes a manifest line: more work than the old path's).
-Both run the same ``Synthesizer`` (same weights, precision 'auto': bf16 + channels-last on CUDA,
-fp32 NCHW on CPU) with the same batch size.
+Both run the same ``Synthesizer`` (same weights, precision 'auto': bf16 + channels-last on CUDA GPUs of
+sm_80 and newer, fp32 NCHW on CPU) with the same batch size.
 
 Both paths take the same label / instance id maps ([N, 1, H, W] integers) and the same generator
 weights and return uint8 photos [N, 3, H, W] on the device:
   baseline   ``benchmarks/baseline.py::reference_generate``: NVIDIA's test.py — fp32, NCHW, unfused
              norms, parameters requiring grad and no ``no_grad`` (a graph built per batch);
   ours       ``pix2pixhd.synthesis.Synthesizer``: inference_mode, channels-last, fused norms,
-             autocast in the chosen precision ('auto' = bf16 on CUDA, fp32 on CPU).
+             autocast in the chosen precision ('auto' = bf16 on CUDA sm_80+, fp32 on CPU).
 The calls run interleaved on a shared machine. Per path: median ms per batch, images/s, peak MiB
 (CUDA: weights + the call's peak above them; CPU: -), achieved TFLOP/s and utilisation from
 ``pix2pixhd.flops.synthesis_flops``, the ratio to the baseline, and the largest difference of

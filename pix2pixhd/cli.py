@@ -386,7 +386,7 @@ def synthesize_main(argv: list[str] | None = None, prog: str | None = None) -> i
             raise ConfigError(f"--precision {a.precision} with --backend onnx: the exported ONNX graph computes "
                               f"in fp32 and cannot run in {a.precision}; drop --precision (the ONNX backend is "
                               f"fp32), or pass --backend torch to synthesize in {a.precision}")
-        a.precision = "fp32"   # what the job computes and records (auto would be bf16 on CUDA)
+        a.precision = "fp32"   # what the job computes and records (auto would be bf16 on CUDA sm_80+)
     # {split}_label, _inst, _img are made in --out (and --phase's read from --dataroot): one folder name
     check_name(a.phase, "--phase", a.dataroot or a.out)
     if a.out_phase:

@@ -11,7 +11,8 @@
 # Parts, in order, each under its own time cap (and all under one overall budget,
 # GPU_CHECK_BUDGET_S, default 470 s), each writing OUT_DIR/<part>.json, OUT_DIR/<part>.md and
 # OUT_DIR/<part>.log; a part that fails or times out is recorded and the next one runs:
-#   device         nvidia-smi, torch's view of the GPU, versions
+#   device         nvidia-smi, torch's view of the GPU, versions, the C compiler and Python.h
+#                  Triton's launcher and torch.compile build with (a warning when none is found)
 #   aot            python -m pix2pixhd.kernels.aot --arch 80,90 (compiled kernels: registers,
 #                  spills, shared memory, vectorised accesses; needs no GPU)
 #   cuda_tests     the kernel and fused-network tests, compiled on the GPU (the 'cuda' tests:

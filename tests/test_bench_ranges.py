@@ -80,3 +80,17 @@ def test_the_readme_speed_table_is_what_ranges_prints_for_the_committed_runs():
         cells = [c.strip() for c in line.split("|")[2:4]]
         r = got[key]
         assert cells[0].split(" ")[0] == fmt(r["cpu"]) and cells[1] == fmt(r["wall"]), (line, r)
+
+
+def test_training_runs_keep_their_widths_apart_as_train_py_records_them(tmp_path):
+    """benchmarks/train.py writes ngf under the row's "arch" (synthesis.py beside the row's
+    fields): runs at ngf 16 and 64 of one stage and size are two ranges, not one."""
+    files = []
+    for i, (ngf, wall) in enumerate([(16, 1.1), (64, 1.6), (16, 1.2)]):
+        rows = [{"stage": "global", "res": "256x128", "path": "ours fp32", "arch": {"ngf": ngf, "ndf": ngf},
+                 "speedup_vs_baseline": wall, "cpu_speedup_vs_baseline": wall}]
+        f = tmp_path / f"t{i}.json"
+        f.write_text(json.dumps({"benchmark": "train", "rows": rows}))
+        files.append(f)
+    got = sorted((r["ngf"], r["runs"], r["wall"]) for r in ranges(files))
+    assert got == [(16, 2, (1.1, 1.2)), (64, 1, (1.6, 1.6))]

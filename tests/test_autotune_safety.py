@@ -21,7 +21,7 @@ if not torch.cuda.is_available():
 
 from pix2pixhd.errors import UserError  # noqa: E402
 from pix2pixhd.kernels import instance_norm_act, instance_norm_act_ref  # noqa: E402
-from tests.test_kernels import DEVICE, FakeTimer, rel_err  # noqa: E402
+from tests.test_kernels import DEVICE, FakeTimer, rel_err, tuned  # noqa: E402, F401  (tuned: fixture)
 
 K = importlib.import_module("pix2pixhd.kernels.instance_norm_act")
 KT = importlib.import_module("pix2pixhd.kernels._instance_norm_act_triton")
@@ -32,20 +32,6 @@ NO_CC = ("Failed to find C compiler. Please specify via CC environment variable 
          "triton.knobs.build.impl.")
 
 
-@pytest.fixture
-def tuned(monkeypatch):
-    """A fresh chooser measuring CPU tensors as CUDA ones; no warning said yet, no strict mode,
-    no autotune file but the one a test names."""
-    monkeypatch.setattr(K, "_tunable", lambda x: True)
-    monkeypatch.setattr(K, "_WARNED", set())
-    monkeypatch.delenv(K.STRICT_ENV, raising=False)
-    monkeypatch.delenv(K.AUTOTUNE_ENV, raising=False)
-
-    def install(timer, path=None):
-        chooser = K.AutoChooser(timer=timer, path=path)
-        monkeypatch.setattr(K, "_AUTO", chooser)
-        return chooser
-    return install
 
 
 def launch_fails(monkeypatch, error):

@@ -6,7 +6,7 @@ median, path_taken's labels and launch_overrides' power-of-two check.
 
 CPU only: launch configs are planned on meta tensors, the Triton interpreter (TRITON_INTERPRET=1,
 set by conftest without a GPU) runs the few launches, and 'auto' measures CPU tensors as CUDA ones
-through tests/test_autotune_safety.py's ``tuned`` fixture and a fake timer.
+through tests/test_kernels.py's ``tuned`` fixture and a fake timer.
 """
 import importlib
 import json
@@ -20,7 +20,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from pix2pixhd.kernels import instance_norm_act, instance_norm_act_ref  # noqa: E402
-from tests.test_autotune_safety import tuned  # noqa: E402, F401  (fixture)
+from tests.test_kernels import tuned  # noqa: E402, F401  (fixture)
 from tests.test_kernels import DEVICE, FakeTimer, rel_err, spy_fused  # noqa: E402
 
 K = importlib.import_module("pix2pixhd.kernels.instance_norm_act")

@@ -458,8 +458,11 @@ class FakeTimer:
 
 @pytest.fixture
 def tuned(monkeypatch):
-    """'auto' measures CPU tensors as it does CUDA ones, with a fresh chooser and no disk file."""
+    """'auto' measures CPU tensors as it does CUDA ones, with a fresh chooser, no warning said
+    yet, no strict mode and no disk file but the one a test names (``install(timer, path)``)."""
     monkeypatch.setattr(K, "_tunable", lambda x: True)
+    monkeypatch.setattr(K, "_WARNED", set())
+    monkeypatch.delenv(K.STRICT_ENV, raising=False)
     monkeypatch.delenv(K.AUTOTUNE_ENV, raising=False)
 
     def install(timer, path=None):

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,8 @@ from PIL import Image
 
 from pix2pixhd.errors import InputError
 from tests.synthesis_runs import manifest, run, synth  # noqa: F401  (fixtures)
-from tests.test_synthesis_engine import ROOT, free_port, images, save_run, threads
+from tests.test_distributed import torchrun_cmd
+from tests.test_synthesis_engine import ROOT, images, save_run, threads
 from tests.test_synthesis_inputs import ids
 
 
@@ -205,10 +205,8 @@ def test_two_ranks_resume_a_job_whose_folder_moved(run, tmp_path):
     b = tmp_path / "s2" / "in"
     shutil.copytree(a, b)
     shutil.rmtree(tmp_path / "s1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(ROOT / "synthesize.py"),
-           "--checkpoint", str(run), "--input", str(b), "--out", str(out), "--device", "cpu",
-           "--no_progress", "--workers", "0", "--batch_size", "2"]
+    cmd = torchrun_cmd(ROOT / "synthesize.py", "--checkpoint", str(run), "--input", str(b), "--out", str(out),
+                       "--device", "cpu", "--no_progress", "--workers", "0", "--batch_size", "2")
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]

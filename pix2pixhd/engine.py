@@ -1228,7 +1228,8 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
         said = [f"{out / JOB_FILE} {older[known]}"] if older[known] else []
         notes.extend(said + [n for n in [_moved_note(out, prev, ident)] if n])
         return None
-    moved = _moved_folders(prev, ident) if src is not None else []
+    diff = _identity_diff(prev, ident)
+    moved = _moved_folders(prev, ident, diff) if src is not None else []
     why_not = None
     if moved and prev.get("digest"):
         # the same job over the same files at another path: its lines count, under its digest(s)
@@ -1243,8 +1244,6 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
                           "from the new path"] + [n for n in [_moved_note(out, prev, ident)] if n])
             return None
     if not job.overwrite:
-        diff = sorted(k for k in set(prev) | set(ident)
-                      if k != "digest" and k not in _STATE_KEYS and prev.get(k) != ident.get(k))
         detail = ", ".join(f"{k}: {prev.get(k)!r} then, {ident.get(k)!r} now" for k in diff[:4])
         moved_why = (f"; it is not this job moved: {why_not}, and a copy that keeps modification times "
                      "(cp -p, rsync -a) resumes" if why_not else "")
@@ -1614,17 +1613,23 @@ def _complete_lines(out: Path, jobs, damaged: list | None = None) -> dict[str, t
     return done
 
 
-def _moved_folders(prev: dict, ident: dict) -> list[str]:
+def _identity_diff(prev: dict, ident: dict) -> list[str]:
+    """The identity keys whose values differ between ``prev`` (the folder's synthesis.json) and
+    this job's ``ident`` (the state and the digest left out)."""
+    return sorted(k for k in set(prev) | set(ident)
+                  if k != "digest" and k not in _STATE_KEYS and prev.get(k) != ident.get(k))
+
+
+def _moved_folders(prev: dict, ident: dict, diff: list[str]) -> list[str]:
     """The input folders (``_FOLDER_KEYS``) that alone tell ``prev`` (the folder's synthesis.json)
-    from this job: each given at another path, the rest of the identity the same (the checkpoint's
-    path aside, which is not in the digest). Empty when anything else differs, or when a folder
-    was given then and not now, or the other way round."""
-    diff = [k for k in set(prev) | set(ident)
-            if k not in ("digest", *_STATE_KEYS, *_PATH_KEYS) and prev.get(k) != ident.get(k)]
+    from this job (``diff``: _identity_diff): each given at another path, the rest of the identity
+    the same (the checkpoint's path aside, which is not in the digest). Empty when anything else
+    differs, or when a folder was given then and not now, or the other way round."""
+    diff = [k for k in diff if k not in _PATH_KEYS]
     if not diff or any(k not in _FOLDER_KEYS or not isinstance(prev.get(k), str) or ident.get(k) is None
                        for k in diff):
         return []
-    return sorted(diff)
+    return diff
 
 
 _MOVED_COMPARED = 8   # inputs of a moved job compared byte for byte with their copies in OUT
@@ -1634,16 +1639,11 @@ def _same_bytes(a, b: Path) -> bool:
     """Whether file ``a`` (an input) is not shown to differ from ``b`` (its partner in OUT): True
     unless both can be read, have one size, and differ (a partner converted on the way, to
     another size, or missing, proves nothing)."""
+    import filecmp
     try:
         if a is None or os.path.getsize(a) != b.stat().st_size:
             return True
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            while True:
-                x, y = fa.read(1 << 20), fb.read(1 << 20)
-                if x != y:
-                    return False
-                if not x:
-                    return True
+        return filecmp.cmp(a, b, shallow=False)
     except OSError:
         return True
 
@@ -1667,11 +1667,12 @@ def _moved_files_differ(out: Path, jobs, src, layout: "OutputLayout", K: int) ->
             if rec is None:
                 continue
             if fp is None:
-                fp = input_fingerprint(src.input_files(i))
+                files = src.input_files(i)
+                fp = input_fingerprint(files)
                 same = rec[1] == fp
                 if same and compared < _MOVED_COMPARED:
                     compared += 1
-                    same = all(_same_bytes(f, out / rel) for f, (rel, _) in zip(src.input_files(i), rec[2]))
+                    same = all(_same_bytes(f, out / rel) for f, (rel, _) in zip(files, rec[2]))
             matched, differ = (matched + 1, differ) if same else (matched, differ + 1)
     if differ:
         return (f"{differ} of its {differ + matched + len(done)} complete output(s) were made from other "

@@ -650,6 +650,7 @@ class AutoChooser:
         self.timer = timer or _time_ms
         self._path = path
         self.run_file: Path | None = None   # used when neither path nor the variable names one
+        self.run_file_replaced = False      # run_file belongs to a run --overwrite replaces: unread
         self.choices: dict[str, dict] = {}
         self.failed: dict[str, str] = {}   # key -> why Triton failed (this process only)
         self._launched: set[str] = set()   # keys whose 'triton' choice ran in this process
@@ -679,6 +680,8 @@ class AutoChooser:
         path = self.path
         if path is None or not path.is_file():
             return
+        if self.run_file_replaced and path == self.run_file:
+            return   # the old run's choices, in the folder --overwrite moves aside: not this run's
         try:
             stored = json.loads(path.read_text())
             if not isinstance(stored, dict):
@@ -813,10 +816,14 @@ class AutoChooser:
 _AUTO = AutoChooser()
 
 
-def set_run_autotune_file(path: str | os.PathLike | None) -> None:
+def set_run_autotune_file(path: str | os.PathLike | None, *, replaces: bool = False) -> None:
     """Where 'auto' keeps its choices when PIX2PIXHD_NORM_AUTOTUNE_FILE is not set: the Trainer
     names its run folder's norm_autotune.json on CUDA, so --resume takes the path the run took
     for every norm, not a new timing's (under --deterministic too, where nothing is timed). The
-    file is read at the next choice; choices already made in the process keep theirs."""
+    file is read at the next choice; choices already made in the process keep theirs.
+    ``replaces``: the file is an older run's that this one replaces (--overwrite moves the folder
+    aside before the first step): it is not read, so its choices are not taken over and a damaged
+    one does not stop the run that replaces it."""
     _AUTO.run_file = Path(path) if path is not None else None
+    _AUTO.run_file_replaced = replaces and path is not None
     _AUTO._loaded = False

@@ -401,7 +401,10 @@ class Trainer:
         # runs never time: no file. Set by every Trainer, so no earlier run's file lingers.
         from pix2pixhd.kernels.instance_norm_act import set_run_autotune_file
         tuned = cfg.norm == "instance" and cfg.norm_impl == "auto" and self.device.type == "cuda"
-        set_run_autotune_file(norm_autotune_file(cfg.experiment_dir, self.dist.rank) if tuned else None)
+        # --overwrite: the folder's file is the old run's, moved aside with it before the first step
+        replaces = cfg.overwrite and not cfg.resume and not getattr(cfg, "_restart", False)
+        set_run_autotune_file(norm_autotune_file(cfg.experiment_dir, self.dist.rank) if tuned else None,
+                              replaces=replaces)
         if cfg.norm == "instance":   # strict kernels (PIX2PIXHD_STRICT_KERNELS): refused before any write
             from pix2pixhd.kernels import check_norm_impl
             check_norm_impl(cfg.norm_impl, self.device)

@@ -301,3 +301,51 @@ def test_a_training_run_on_cuda_keeps_its_norm_choices_in_its_run_folder(tmp_pat
     monkeypatch.setenv(K.AUTOTUNE_ENV, str(tmp_path / "mine.json"))  # the variable wins
     assert K._AUTO.path == tmp_path / "mine.json"
     assert not (tmp_path / "r").exists()  # nothing written before the first measurement
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_overwrite_neither_reads_nor_takes_over_the_replaced_runs_norm_choices(tmp_path, monkeypatch,
+                                                                             overwrite):
+    """--overwrite replaces the run in its folder (moved aside before the first step): its
+    norm_autotune.json is the old run's. Trainer.__init__ (stopped at check_norm_impl, which reads
+    the file next: the rest needs a GPU) marks it unread, so a damaged one does not stop the new run
+    and the old run's choices are not taken over; without --overwrite (a folder this run may
+    continue in) it is read, and a damaged one is refused. The variable's file is read either way."""
+    from pix2pixhd import kernels, trainer
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.distributed import DistInfo
+    from pix2pixhd.errors import InputError
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.delenv(K.AUTOTUNE_ENV, raising=False)
+    monkeypatch.setattr(K, "_AUTO", K.AutoChooser())
+    monkeypatch.setattr(trainer, "bind_cuda_device", lambda d: None)
+    monkeypatch.setattr(trainer, "seed_rng", lambda seed: None)
+    monkeypatch.setattr(kernels, "check_norm_impl", stop)
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "norm_autotune.json").write_text('{"k": {"choice": "triton"')   # cut short by a kill
+    cfg = TrainConfig(name="r", checkpoints_dir=str(tmp_path), dataroot=str(tmp_path), label_nc=4,
+                      resize_or_crop="none", no_vgg_loss=True, device="cpu", overwrite=overwrite).resolved()
+    with pytest.raises(Stop):
+        trainer.Trainer(cfg, DistInfo(rank=0, world_size=1, device=torch.device("cuda")))
+    assert K._AUTO.path == run / "norm_autotune.json"
+    if overwrite:
+        K._AUTO._load()
+        assert K._AUTO.choices == {}
+        (run / "norm_autotune.json").write_text('{"k": {"choice": "triton"}}')   # whole: not taken over
+        K._AUTO._load()
+        assert K._AUTO.choices == {}
+    else:
+        with pytest.raises(InputError, match="run folder's norm choices .* not a readable JSON"):
+            K._AUTO._load()
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"k": {"choice": "native"}}')
+    monkeypatch.setenv(K.AUTOTUNE_ENV, str(mine))   # the variable's file: read under --overwrite too
+    K._AUTO._load()
+    assert K._AUTO.choices == {"k": {"choice": "native"}}

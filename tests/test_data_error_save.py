@@ -54,7 +54,20 @@ def worker(marker: str, failing_rank: int, argv: list[str]) -> int:
         return save(self, which)
     PairedDataset.__getitem__ = failing
     Trainer.save = saving
-    return run(train_main, argv)   # train_hd.py's way: a UserError is one error line
+    if ddp and marker == "fail" and rank != failing_rank:   # the writer is slow to write latest.pt
+        from pix2pixhd import trainer
+        write = trainer.save_checkpoint
+
+        def slow_write(*a, **k):
+            if calls[0] >= at:
+                time.sleep(2)
+            return write(*a, **k)
+        trainer.save_checkpoint = slow_write
+    status = run(train_main, argv)   # train_hd.py's way: a UserError is one error line
+    if ddp and marker == "fail" and rank == failing_rank:   # what the failing rank left behind it
+        ck = Path(argv[argv.index("--checkpoints_dir") + 1])
+        (ck / f"rank{rank}_exit_saw_latest").write_text(str((ck / "run" / "latest.pt").is_file()))
+    return status
 
 
 def _run(tmp_path: Path, ck: str, marker: str, ranks: int, *extra: str, failing_rank: int = 0
@@ -137,6 +150,9 @@ def test_under_ddp_a_data_error_mid_run_saves_latest_on_every_rank(tmp_path):
                             "epoch 1 step 2; rerun the same command with --auto_resume (or --resume) to continue"), line
     # (torchrun prefixes a rank's traceback with [rankN]:; its own summary of failed ranks follows)
     assert not re.search(r"^\[rank\d\]:", out, re.M), out[-4000:]
+    # rank 0 took 2 s to write latest.pt: rank 1 waited for it before exiting (torchrun then stops
+    # rank 0, which would end a slower write than its grace period allows)
+    assert (tmp_path / "cut" / "rank1_exit_saw_latest").read_text() == "True"
     from pix2pixhd.checkpoint import load_checkpoint
     cut = load_checkpoint(latest.parent)
     assert cut["global_step"] == 2 and len(cut["rng"]) == 2

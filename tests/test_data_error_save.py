@@ -63,10 +63,18 @@ def worker(marker: str, failing_rank: int, argv: list[str]) -> int:
                 time.sleep(2)
             return write(*a, **k)
         trainer.save_checkpoint = slow_write
+    if ddp and marker == "fail" and rank == failing_rank:   # what it leaves behind as it stops
+        fit, ck = Trainer.fit, Path(argv[argv.index("--checkpoints_dir") + 1])
+
+        def recording(self, *a, **k):
+            try:
+                return fit(self, *a, **k)
+            finally:
+                (ck / f"rank{rank}_exit_saw_latest").write_text(str((ck / "run" / "latest.pt").is_file()))
+        Trainer.fit = recording
     status = run(train_main, argv)   # train_hd.py's way: a UserError is one error line
-    if ddp and marker == "fail" and rank == failing_rank:   # what the failing rank left behind it
-        ck = Path(argv[argv.index("--checkpoints_dir") + 1])
-        (ck / f"rank{rank}_exit_saw_latest").write_text(str((ck / "run" / "latest.pt").is_file()))
+    if ddp and marker == "fail" and rank != failing_rank:
+        time.sleep(3)   # the other rank stops first (torchrun would stop it before its record)
     return status
 
 

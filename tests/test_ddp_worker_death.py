@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,28 @@ def worker(marker: Path, argv: list[str]) -> int:
                 os.waitid(os.P_PID, w.pid, os.WEXITED | os.WNOWAIT)   # dead (not reaped): SIGCHLD sent
         return step(self, batch)
     Trainer.train_step = killing
-    return run(train_main, argv)   # train_hd.py's way: a UserError is one error line
+    cut = str(marker) != "-"
+    if cut and rank == 0:   # the writer is slow to write the latest.pt of the stop
+        from pix2pixhd import trainer
+        write = trainer.save_checkpoint
+
+        def slow_write(*a, **k):
+            time.sleep(2)
+            return write(*a, **k)
+        trainer.save_checkpoint = slow_write
+    if cut and rank == 1:   # what it leaves behind as it stops
+        fit, ck = Trainer.fit, Path(argv[argv.index("--checkpoints_dir") + 1])
+
+        def recording(self, *a, **k):
+            try:
+                return fit(self, *a, **k)
+            finally:
+                (ck / f"rank{rank}_exit_saw_latest").write_text(str((ck / "run" / "latest.pt").is_file()))
+        Trainer.fit = recording
+    status = run(train_main, argv)   # train_hd.py's way: a UserError is one error line
+    if cut and rank == 0:
+        time.sleep(3)   # the other rank stops first (torchrun would stop it before its record)
+    return status
 
 
 def _run(tmp_path: Path, ck: str, marker: str, *extra: str) -> subprocess.CompletedProcess:
@@ -79,6 +101,9 @@ def test_a_killed_loader_worker_under_ddp_saves_latest_and_the_resume_is_exact(t
     cut = load_checkpoint(latest.parent)
     assert (m.group(2), m.group(3)) == ("1", "3"), (own or other)[0]   # the step after the death's
     assert cut["global_step"] == 3 and len(cut["rng"]) == 2
+    # rank 0 took 2 s to write latest.pt: rank 1 waited for it before exiting (torchrun then stops
+    # rank 0, which would end a slower write than its grace period allows)
+    assert (tmp_path / "cut" / "rank1_exit_saw_latest").read_text() == "True"
     if other:   # rank 0, the log's writer, wrote its line there before raising it
         assert other[0] in (latest.parent / "loss_log.txt").read_text(), "the stop is not in loss_log.txt"
     assert "note: rank 1: a data loader worker" in out and "]: Traceback" not in out, out[-4000:]

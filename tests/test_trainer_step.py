@@ -155,6 +155,11 @@ def test_global_to_local_transfer_and_frozen_global_part(tmp_path):
     assert opt_ids == {id(p) for p in loc.G.parameters()}
     loc.train_step(fake_batch(h=32, w=32))
     assert not all(torch.equal(v, before[k]) for k, v in loc.G.model.state_dict().items())
+    # the learning rate's decay reaches the optimizer that steps (the reference's edited a new one
+    # its loop never stepped: its G learning rate never decayed)
+    loc.epoch = loc.cfg.niter + 2
+    lr = loc._set_lr()
+    assert lr < loc.cfg.lr and all(g["lr"] == lr for g in loc.opt_G.param_groups)
 
 
 @pytest.mark.parametrize("feat_global,feat_local", [(False, False), (False, True), (True, False)])

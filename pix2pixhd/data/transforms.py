@@ -11,7 +11,9 @@ Modes (``resize_or_crop``), as in NVIDIA/pix2pixHD ``data/base_dataset.py``:
   scale_width           width to loadSize, height keeps the aspect ratio (the reference default)
   scale_width_and_crop  scale_width, then the random crop
   none                  each side rounded *up* to ``required_multiple`` (the generator's
-                        2^n_downsample_global * 2^n_local_enhancers), by resampling
+                        2^n_downsample_global * 2^n_local_enhancers), by resampling (the
+                        reference rounds to the nearest multiple, halves to even, so a side
+                        can shrink: here none does)
 When only one side of the (resized) image is larger than fineSize, the crop is skipped on the
 other side: the sample is min(fineSize, side) on each side. Here the reference differs: it crops
 fineSize x fineSize anyway, and PIL fills the part outside the image with zeros (label 0,

@@ -83,7 +83,7 @@ from pix2pixhd.data.dataset import ID_MODES, synthesis_wording, wanted_modes
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
 from pix2pixhd.errors import PROGRESS_INTERVAL_S, ConfigError, InputError, MissingInputError, UserError
 from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
-from pix2pixhd.paths import file_sha256  # noqa: F401 (also for callers)
+from pix2pixhd.paths import file_sha256  # (also for callers)
 from pix2pixhd.paths import tmp_beside as _tmp_path
 from pix2pixhd.synthesis import Synthesizer, id_map_bytes, png_bytes, sample_seed
 from pix2pixhd.synthesis_job import SynthesisJob  # noqa: F401 (defined without torch: synthesize.py's --help reads its defaults)
@@ -289,6 +289,7 @@ class FolderSource(torch.utils.data.Dataset):
                     raise InputError(f"photo {rp} is {photo.size[0]}x{photo.size[1]}, the label map "
                                      f"{size[0]}x{size[1]}")
                 item["image"] = torch.from_numpy(np.asarray(photo).transpose(2, 0, 1).copy())
+                item["real_sha256"] = file_sha256(rp)   # no copy in OUT: what a moved job checks
         except Exception as e:   # this input is skipped with the reason; the rest go on
             item.update(label=None, inst=None, image=None, error=_reason(e))
         return item
@@ -556,6 +557,7 @@ class DatasetSource(torch.utils.data.Dataset):
                         item["inst_copy"] = self.files[i]
                 if self.needs_image:
                     item["image"] = s["image"].contiguous()
+                    item["real_sha256"] = file_sha256(rec["image"])   # no copy in OUT: see FolderSource
             if copy:
                 item["label_copy"] = self.files[i]
         except Exception as e:
@@ -1600,16 +1602,20 @@ def _agree_on_job(ident: dict, job: SynthesisJob, src, info) -> None:
                               "files on every machine); stopped before anything was written")
 
 
-def _complete_lines(out: Path, jobs, damaged: list | None = None) -> dict[str, tuple[int, list | str, tuple]]:
+def _complete_lines(out: Path, jobs, damaged: list | None = None
+                    ) -> dict[str, tuple[int, list | str, tuple, str | None]]:
     """The ok manifest lines of ``jobs`` (digests) in ``out``, by output: (its size, the
-    fingerprint of its inputs, "legacy" for lines that predate fingerprints, and its label and
-    instance partners with their sizes). Damaged lines go to ``damaged``."""
-    done: dict[str, tuple[int, list | str, tuple]] = {}
+    fingerprint of its inputs, "legacy" for lines that predate fingerprints, its label and
+    instance partners with their sizes, and the sha256 of its real photo: --feature_mode encoded,
+    None for other jobs and for lines that predate it). Damaged lines go to ``damaged``."""
+    done: dict[str, tuple[int, list | str, tuple, str | None]] = {}
     for rec in _read_lines(_manifest_sources(out), damaged):
         if rec.get("job") in jobs and rec.get("status") == "ok":
             partners = tuple((rec[key], rec.get(f"{key}_bytes")) for key in ("label", "inst")
                              if isinstance(rec.get(key), str))
-            done[rec["output"]] = (rec.get("bytes", -1), rec.get("inputs", "legacy"), partners)
+            real = rec.get("real_sha256")
+            done[rec["output"]] = (rec.get("bytes", -1), rec.get("inputs", "legacy"), partners,
+                                   real if isinstance(real, str) else None)
     return done
 
 
@@ -1648,6 +1654,15 @@ def _same_bytes(a, b: Path) -> bool:
         return True
 
 
+def _same_sha256(path, digest: str) -> bool:
+    """Whether file ``path`` (a real photo, which has no copy in OUT) has the sha256 its output's
+    manifest line recorded; False when it cannot be read."""
+    try:
+        return path is not None and file_sha256(path) == digest
+    except OSError:
+        return False
+
+
 def _moved_files_differ(out: Path, jobs, src, layout: "OutputLayout", K: int) -> str | None:
     """Why the inputs ``src`` (at the new paths) are not the files the job of ``jobs`` (its
     digests) read, or None when they are: every complete output (an ok manifest line) of an input
@@ -1655,7 +1670,9 @@ def _moved_files_differ(out: Path, jobs, src, layout: "OutputLayout", K: int) ->
     least one does (or the job has no complete output yet, and there is nothing to keep). Name,
     size and modification time can match for other files (maps of one size written in the same
     clock tick): the first ``_MOVED_COMPARED`` matches are also compared byte for byte with their
-    copies in OUT (the label and instance partners, where they are copies: the same size)."""
+    copies in OUT (the label and instance partners, where they are copies: the same size), and
+    their real photos (--feature_mode encoded; no copy in OUT) with the sha256 their lines record
+    (lines written before it was recorded: not compared)."""
     done = _complete_lines(out, jobs)
     if not done:
         return None
@@ -1673,6 +1690,8 @@ def _moved_files_differ(out: Path, jobs, src, layout: "OutputLayout", K: int) ->
                 if same and compared < _MOVED_COMPARED:
                     compared += 1
                     same = all(_same_bytes(f, out / rel) for f, (rel, _) in zip(files, rec[2]))
+                    if same and rec[3] is not None and src.needs_image:   # the real photo: last
+                        same = _same_sha256(files[-1], rec[3])
             matched, differ = (matched + 1, differ) if same else (matched, differ + 1)
     if differ:
         return (f"{differ} of its {differ + matched + len(done)} complete output(s) were made from other "
@@ -1788,7 +1807,7 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
         ks, fp = [], None
         for k in range(K):
             rel = f"{layout.image_dir}/{OutputLayout.name(stem, k, K)}"
-            size, inputs, partners = done.get(rel, (None, None, ()))
+            size, inputs, partners, _ = done.get(rel, (None, None, (), None))
             if size is not None and _size_on_disk(out / rel) == size and all(
                     _size_on_disk(out / p) == n if isinstance(n, int) else _size_on_disk(out / p) >= 0
                     for p, n in partners):
@@ -2311,6 +2330,7 @@ def _write_unit(out: Path, layout: OutputLayout, u: _Unit, img: torch.Tensor, ch
                       "label_bytes": label_bytes, "inst_bytes": inst_bytes,
                       "clusters": None if choices is None else {str(k): v for k, v in choices.items()},
                       "inputs": item["inputs"],
+                      **({"real_sha256": item["real_sha256"]} if item.get("real_sha256") else {}),
                       "status": "ok", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     finally:
         slots.release()

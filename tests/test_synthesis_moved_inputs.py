@@ -266,3 +266,54 @@ def test_the_byte_comparison_reads_past_the_first_chunk(tmp_path):
     assert _same_bytes(str(a), b) is False
     b.write_bytes(data)
     assert _same_bytes(str(a), b) is True
+
+
+@pytest.fixture(scope="module")
+def enc_run(tmp_path_factory):
+    """label_nc 5, --instance_feat with its encoder E: --feature_mode encoded reads --real photos."""
+    import torch
+
+    from pix2pixhd.checkpoint import save_checkpoint
+    from pix2pixhd.models import build_encoder, build_generator
+    folder = tmp_path_factory.mktemp("enc_run")
+    cfg = save_run(folder, label_nc=5, instance_feat=True, feat_num=3, n_downsample_E=2, no_instance=True)
+    torch.manual_seed(0)
+    g, e = build_generator(cfg), build_encoder(cfg)
+    save_checkpoint({"G": g.state_dict(), "E": e.state_dict(), "config": cfg.to_dict()}, folder, "latest",
+                    cfg.to_json())
+    return folder
+
+
+def photos(folder: Path, names="xyz", seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, n in enumerate(names):
+        Image.fromarray(np.random.default_rng(seed + k).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+                        ).save(folder / f"{n}.png")
+    return folder
+
+
+@pytest.mark.fault(cls="synthesis", case="--real folder of an encoded-features job moved with its files: resumed; "
+                                         "other photos of the same names, sizes and times: refused")
+def test_a_moved_real_folder_of_an_encoded_job_resumes_and_other_photos_are_refused(enc_run, tmp_path, capsys):
+    """--feature_mode encoded: the outputs are made from the --real photos too (E encodes them), so
+    their folder is part of the job: moved with its files it resumes; photos of the same names,
+    sizes and modification times but other pixels are another job."""
+    a, ar = maps(tmp_path / "s1" / "labels"), photos(tmp_path / "s1" / "real")
+    out = tmp_path / "out"
+    assert synth(enc_run, a, out, "--feature_mode", "encoded", "--real", ar) == 0
+    before = images(out / "test_img")
+    shutil.copytree(tmp_path / "s1", tmp_path / "s2")
+    shutil.rmtree(tmp_path / "s1")
+    b, br = tmp_path / "s2" / "labels", tmp_path / "s2" / "real"
+    other = photos(tmp_path / "other", seed=40)
+    for p in other.iterdir():   # the same names, sizes and modification times as the real photos
+        st = (br / p.name).stat()
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(InputError, match=r"were made from other files"):
+        synth(enc_run, b, out, "--feature_mode", "encoded", "--real", other)
+    capsys.readouterr()
+    assert synth(enc_run, b, out, "--feature_mode", "encoded", "--real", br) == 0
+    cap = capsys.readouterr()
+    assert "wrote 0 images" in cap.out and "3 already complete" in cap.out, cap.out
+    assert f"real {(tmp_path / 's1' / 'real').resolve()}; the files there" in cap.err, cap.err
+    assert images(out / "test_img") == before

@@ -1487,8 +1487,11 @@ class Trainer:
 
         def on_sigchld(signum, frame):
             self._sigchld_held = True
-        previous = signal.signal(signal.SIGCHLD, on_sigchld)
+        # the handler to put back is kept before ours goes in: a KeyboardInterrupt (a second
+        # Ctrl-C) raised as signal.signal returns would otherwise leave ours installed for good
+        previous = signal.getsignal(signal.SIGCHLD)
         self._sigchld_previous = previous if previous is not None else signal.SIG_DFL
+        signal.signal(signal.SIGCHLD, on_sigchld)
 
     def _release_worker_deaths(self, raise_held: bool) -> None:
         """Put the SIGCHLD handler :meth:`_hold_worker_deaths` replaced back; ``raise_held``: when

@@ -259,3 +259,34 @@ def test_a_sample_that_kills_every_worker_under_ddp_restarts_the_workers_once(tm
 
 if __name__ == "__main__":
     sys.exit(worker(Path(sys.argv[1]), sys.argv[2:]))
+
+
+def test_a_second_ctrl_c_as_the_sigchld_hold_goes_in_leaves_no_handler_behind(monkeypatch):
+    """A KeyboardInterrupt (a second Ctrl-C) raised just as signal.signal installs the loop's
+    SIGCHLD handler: the release on the way out puts the previous handler back. Before, the
+    handler to restore was taken from signal.signal's return value, lost with the exception, and
+    the loop's handler stayed installed (later worker deaths only set a flag no one read)."""
+    from pix2pixhd import trainer
+    real, fired = signal.signal, []
+
+    def interrupted(signum, handler):
+        previous = real(signum, handler)
+        if signum == signal.SIGCHLD and not fired:
+            fired.append(1)
+            raise KeyboardInterrupt
+        return previous
+
+    def mine(signum, frame):
+        pass
+    before = real(signal.SIGCHLD, mine)
+    try:
+        t = SimpleNamespace(_sigchld_previous=None, _sigchld_held=False)
+        monkeypatch.setattr(trainer.signal, "signal", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer._hold_worker_deaths(t)
+        monkeypatch.setattr(trainer.signal, "signal", real)
+        assert fired and signal.getsignal(signal.SIGCHLD) is not mine   # the loop's went in
+        Trainer._release_worker_deaths(t, raise_held=False)
+        assert signal.getsignal(signal.SIGCHLD) is mine
+    finally:
+        real(signal.SIGCHLD, before)

@@ -345,9 +345,9 @@ def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--no_test_dropout", action="store_true",
                    help="pix2pix: switch the U-Net's dropout off (default on at test time, as the paper)")
     r.add_argument("--bn_running_stats", action="store_true",
-                   help="--norm batch generators (pix2pix's default): normalise with the running statistics "
-                        "gathered in training (default: each image's own statistics, as the paper and the "
-                        "reference run BatchNorm at test time)")
+                   help="--norm batch generators (pix2pix's default), and the encoder of --feature_mode "
+                        "encoded: normalise with the running statistics gathered in training (default: each "
+                        "image's own statistics, as the paper and the reference run BatchNorm at test time)")
     r.add_argument("--eval", action="store_true",
                    help="the reference pix2pix's --eval: --bn_running_stats and --no_test_dropout together")
     f = p.add_argument_group("feature encoder (runs trained with --instance_feat / --label_feat)")
@@ -518,7 +518,8 @@ def _synthesize(a: argparse.Namespace, info) -> int:
     if cfg.use_features:
         from pix2pixhd.features import FeatureSource
         features = FeatureSource.from_checkpoint(a.checkpoint, cfg, a.feature_mode, which_epoch=a.which_epoch,
-                                                 cluster=a.cluster or None, seed=a.seed, device=device)
+                                                 cluster=a.cluster or None, seed=a.seed, device=device,
+                                                 test_batch_stats=not a.bn_running_stats)
         identity.update(feature_mode=a.feature_mode, cluster=a.cluster or None)
     synth = Synthesizer(g, cfg, device, precision=a.precision, features=features)
     identity.update(precision=synth.precision, test_dropout=synth.has_dropout)

@@ -469,11 +469,13 @@ class FeatureSource:
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | Path, cfg, mode: str = "sample", *,
                         which_epoch: str = "latest", cluster=None, seed: int = 0,
-                        device: str | torch.device = "cpu") -> "FeatureSource":
+                        device: str | torch.device = "cpu", test_batch_stats: bool = True) -> "FeatureSource":
         """The features of the run in ``checkpoint_dir`` (``cfg``: its config). Everything is
-        checked here, ``--cluster`` against the clusters included, before synthesis writes."""
+        checked here, ``--cluster`` against the clusters included, before synthesis writes.
+        ``test_batch_stats``: E's BatchNorm statistics in 'encoded' mode (:func:`load_encoder`)."""
         if mode == "encoded":
-            return cls(cfg, mode, encoder=load_encoder(checkpoint_dir, which_epoch, device)[0], seed=seed)
+            e = load_encoder(checkpoint_dir, which_epoch, device, test_batch_stats=test_batch_stats)[0]
+            return cls(cfg, mode, encoder=e, seed=seed)
         chain = feature_chain(checkpoint_dir, cfg)
         # A --load_features stage has no E: the clusters of a stage back to the one whose E made its
         # maps fit (encode --checkpoint on any of them writes them beside that one).
@@ -645,9 +647,13 @@ def feature_chain(checkpoint_dir: str | Path, cfg=None, which_epoch: str = "late
 
 # ---- loading E and the data ----------------------------------------------------------------------
 def load_encoder(checkpoint_dir: str | Path, which_epoch: str = "latest",
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", *, test_batch_stats: bool = True):
     """(E in eval mode, its TrainConfig, the checkpoint's global_step) from a training run; for a
-    --load_features run, from the run whose E made its maps (:func:`feature_chain`)."""
+    --load_features run, from the run whose E made its maps (:func:`feature_chain`).
+    ``test_batch_stats``: E's BatchNorm layers (``--norm batch``) normalise each image by its own
+    statistics, as the reference's E ran in encode_features.py, precompute_feature_maps.py and
+    test.py (never put in eval mode) and as :func:`~pix2pixhd.synthesis.load_generator` runs G;
+    False: the running statistics (synthesis's ``--bn_running_stats``)."""
     from pix2pixhd.checkpoint import load_checkpoint, load_run_config
     from pix2pixhd.compat import load_reference_weights
     from pix2pixhd.models import build_encoder
@@ -668,7 +674,10 @@ def load_encoder(checkpoint_dir: str | Path, which_epoch: str = "latest",
     from dataclasses import replace
     e = build_encoder(replace(cfg, load_features=False))
     load_reference_weights(e, ckpt["E"])
-    return e.to(device).eval().requires_grad_(False), cfg, int(ckpt.get("global_step", -1))
+    from pix2pixhd.pix2pix_networks import use_test_statistics
+    e = e.to(device).eval().requires_grad_(False)
+    use_test_statistics(e, test_batch_stats)   # survives encode_features' .eval()
+    return e, cfg, int(ckpt.get("global_step", -1))
 
 
 # Whole images for precomputed maps: a crop would not line up with the next stage's own crop.

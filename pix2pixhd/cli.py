@@ -525,6 +525,8 @@ def _synthesize(a: argparse.Namespace, info) -> int:
     identity.update(precision=synth.precision, test_dropout=synth.has_dropout)
     if has_bn:   # the two give other photos: a folder written with one does not resume with the other
         identity["batchnorm_statistics"] = bn_statistics   # onnx: the file's, checked equal above
+        if a.feature_mode == "encoded" and cfg.use_features:   # E's too (older versions: running, always)
+            identity["encoder_batchnorm_statistics"] = bn_statistics
     from pix2pixhd.engine import resolve_scale_width
     job = SynthesisJob(out=Path(a.out), input=Path(a.input) if a.input else None,
                        inst=Path(a.inst) if a.inst else None, real=Path(a.real) if a.real else None,

@@ -57,3 +57,41 @@ def test_a_loaded_encoder_normalises_each_image_by_its_own_statistics(bn_run):
     assert type(next(m for m in src.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))) is torch.nn.BatchNorm2d
     src = FeatureSource.from_checkpoint(run, cfg, "encoded")
     assert type(next(m for m in src.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))) is not torch.nn.BatchNorm2d
+
+
+def test_an_encoded_job_records_the_encoders_statistics_so_an_older_one_is_another_job(bn_run, tmp_path):
+    """Older versions ran E on its running statistics whatever --bn_running_stats said: a folder they
+    wrote must not resume under per-image E (half its photos from each). The job records E's
+    statistics; a synthesis.json without them is another job, refused naming the key."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from pix2pixhd.cli import synthesize_main
+    from pix2pixhd.errors import UserError
+    run, _ = bn_run
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "real").mkdir()
+    for n in "ab":
+        Image.fromarray((np.arange(16 * 24) % 5).reshape(16, 24).astype(np.uint8)).save(tmp_path / "maps" / f"{n}.png")
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)).save(
+            tmp_path / "real" / f"{n}.png")
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(run), "--input", str(tmp_path / "maps"), "--out", str(out), "--device", "cpu",
+            "--no_progress", "--workers", "0", "--feature_mode", "encoded", "--real", str(tmp_path / "real")]
+    assert synthesize_main(args) == 0
+    job = json.loads((out / "synthesis.json").read_text())
+    assert job["encoder_batchnorm_statistics"] == "per_image"
+    assert synthesize_main(args) == 0   # the same job resumes
+    with pytest.raises(UserError, match="encoder_batchnorm_statistics"):
+        synthesize_main(args + ["--bn_running_stats"])
+    # the folder as an older version left it: no key, its digest and manifest lines without it
+    from pix2pixhd.engine import _digest
+    old = {k: v for k, v in job.items() if k != "encoder_batchnorm_statistics"}
+    old["digest"] = _digest(old)
+    (out / "synthesis.json").write_text(json.dumps(old))
+    lines = (out / "manifest.jsonl").read_text().replace(job["digest"], old["digest"])
+    (out / "manifest.jsonl").write_text(lines)
+    with pytest.raises(UserError, match=r"another synthesis \(encoder_batchnorm_statistics: None then"):
+        synthesize_main(args)

@@ -947,11 +947,14 @@ class Trainer:
 
         With instance norm every sample is normalised alone, so one forward over the two halves
         stacked along the batch equals two forwards and runs as one pass (DDP also wants one
-        forward per backward). BatchNorm would mix the halves' statistics: two passes there.
+        forward per backward). BatchNorm would mix the halves' statistics: two passes there, fake
+        first as the reference runs them (so D's running statistics follow the reference's: fake,
+        real, then G's pass).
         """
         real_in, fake_in = self._d_input(x, real, aug), self._d_input(x, fake_detached, aug)
         if self.cfg.norm != "instance":
-            return self.D(real_in), self.D(fake_in)
+            pred_fake = self.D(fake_in)
+            return self.D(real_in), pred_fake
         n = x.shape[0]
         both = self.D(torch.cat([real_in, fake_in], 0))
         return ([[f[:n] for f in s] for s in both], [[f[n:] for f in s] for s in both])

@@ -339,6 +339,29 @@ def set_deterministic(device: torch.device) -> None:
                   RuntimeWarning, stacklevel=2)
 
 
+def check_optimizer_state(opt: torch.optim.Optimizer) -> None:
+    """ValueError unless every state of Adam ``opt`` fits its parameter: ``step`` one number,
+    ``exp_avg`` and ``exp_avg_sq`` (and ``max_exp_avg_sq`` under amsgrad) floating tensors of the
+    parameter's shape, none of them missing where the parameter has a state."""
+    for i, group in enumerate(opt.param_groups):
+        need = ("step", "exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group.get("amsgrad") else ())
+        for j, p in enumerate(group["params"]):
+            st = opt.state.get(p)
+            if not st:
+                continue
+            where = f"group {i} parameter {j} {tuple(p.shape)}"
+            for k in need:
+                v = st.get(k)
+                if k == "step":
+                    ok = isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)
+                else:
+                    ok = torch.is_tensor(v) and v.is_floating_point() and v.shape == p.shape
+                if not ok:
+                    got = (f"a {v.dtype} tensor of shape {tuple(v.shape)}" if torch.is_tensor(v)
+                           else "missing" if v is None else type(v).__name__)
+                    raise ValueError(f"{where}: {k} is {got}")
+
+
 def match_optimizer_state(opt: torch.optim.Optimizer) -> None:
     """Gives every state tensor of ``opt`` its parameter's device and memory layout.
 
@@ -536,9 +559,10 @@ class Trainer:
                     f"gives epoch {self.epoch} ({lr_at_epoch(cfg, self.epoch):g}; NVIDIA's --continue_train "
                     f"restarted at --lr whatever the epoch)")
             else:
-                self._load_optimizer(self.opt_G, ckpt["optimizer_G"])
+                source = checkpoint_path(self.exp_dir, cfg.which_epoch)
+                self._load_optimizer(self.opt_G, ckpt["optimizer_G"], source, "optimizer_G")
                 if self.opt_D is not None:
-                    self._load_optimizer(self.opt_D, ckpt["optimizer_D"])
+                    self._load_optimizer(self.opt_D, ckpt["optimizer_D"], source, "optimizer_D")
             if "scaler" in ckpt and ckpt["scaler"]:
                 self.scaler.load_state_dict(ckpt["scaler"])
             if imported:
@@ -706,14 +730,24 @@ class Trainer:
         """The reference's Adam (betas (beta1, 0.999)), with :meth:`_adam_impl`'s kernel."""
         return torch.optim.Adam(params, lr=lr, betas=(self.cfg.beta1, 0.999), **self._adam_impl())
 
-    def _load_optimizer(self, opt: torch.optim.Adam, saved: dict) -> None:
-        """Restore ``opt``'s state from ``saved``, keeping this process's kernel choice (torch
-        restores a group's fused/foreach flags from the file, which would make a run saved on one
-        device, or by an older version, step with that device's kernel) and this run's betas: a
-        --beta1 given with --resume applies from here on, as the note about changed options says
-        (the lr is set by the schedule at every epoch)."""
+    def _load_optimizer(self, opt: torch.optim.Adam, saved: dict, source: Path | None = None,
+                        name: str = "optimizer") -> None:
+        """Restore ``opt``'s state from ``saved`` (``name`` in checkpoint file ``source``), keeping
+        this process's kernel choice (torch restores a group's fused/foreach flags from the file,
+        which would make a run saved on one device, or by an older version, step with that device's
+        kernel) and this run's betas: a --beta1 given with --resume applies from here on, as the
+        note about changed options says (the lr is set by the schedule at every epoch). A state
+        that does not fit its parameters (a damaged or crafted file) is a CheckpointError: torch
+        loads it as it is, and fused Adam's first step then reads and writes out of bounds."""
         impl = {k: g[k] for g in opt.param_groups[:1] for k in ("fused", "foreach") if k in g}
-        opt.load_state_dict(saved)
+        try:
+            opt.load_state_dict(saved)
+            check_optimizer_state(opt)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise CheckpointError(f"{source or 'the checkpoint'}: its {name} does not fit this run's parameters "
+                                  f"({e}); the file is damaged: resume from another checkpoint of the run "
+                                  "(--which_epoch N), or load its weights alone into a new run "
+                                  "(--load_pretrain)") from None
         for group in opt.param_groups:
             group.update(impl, betas=(self.cfg.beta1, 0.999))
         match_optimizer_state(opt)

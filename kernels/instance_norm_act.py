@@ -64,7 +64,7 @@ from typing import Callable
 
 import torch
 
-from pix2pixhd.errors import InputError, UserError, env_flag
+from pix2pixhd.errors import InputError, UserError, env_flag, loads_json
 
 _ACTS = ("relu", "leaky_relu", "none")
 _IMPLS = ("auto", "triton", "ref")
@@ -683,7 +683,7 @@ class AutoChooser:
         if self.run_file_replaced and path == self.run_file:
             return   # the old run's choices, in the folder --overwrite moves aside: not this run's
         try:
-            stored = json.loads(path.read_text())
+            stored = loads_json(path.read_text())
             if not isinstance(stored, dict):
                 raise ValueError(f"a JSON {type(stored).__name__}, not an object")
         except (OSError, ValueError) as e:
@@ -701,7 +701,7 @@ class AutoChooser:
         merged = {}
         if path.is_file():  # another process (a DDP rank) may have added choices meanwhile
             try:
-                merged = json.loads(path.read_text())
+                merged = loads_json(path.read_text())
             except (OSError, ValueError):
                 merged = {}
         if not isinstance(merged, dict):

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pix2pixhd.errors import ConfigError, UserError
+from pix2pixhd.errors import ConfigError, UserError, loads_json
 from pix2pixhd.paths import tmp_beside
 
 if TYPE_CHECKING:
@@ -479,7 +479,7 @@ def _last_logged_step(run: Path) -> int | None:
         return None
     for line in reversed(lines):
         try:
-            return int(json.loads(line)["step"])
+            return int(loads_json(line)["step"])
         except (ValueError, KeyError, TypeError):
             continue
     return None

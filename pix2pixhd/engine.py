@@ -81,7 +81,7 @@ from PIL import Image
 
 from pix2pixhd.data.dataset import ID_MODES, synthesis_wording, wanted_modes
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
-from pix2pixhd.errors import PROGRESS_INTERVAL_S, ConfigError, InputError, MissingInputError, UserError
+from pix2pixhd.errors import PROGRESS_INTERVAL_S, ConfigError, InputError, MissingInputError, UserError, loads_json
 from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
 from pix2pixhd.paths import file_sha256  # (also for callers)
 from pix2pixhd.paths import tmp_beside as _tmp_path
@@ -915,7 +915,7 @@ def _read_lock(fd: int) -> dict:
         else:   # Windows
             os.lseek(fd, 0, os.SEEK_SET)
             data = os.read(fd, 1 << 16)
-        rec = json.loads(data.decode())
+        rec = loads_json(data.decode())
         return rec if isinstance(rec, dict) else {}
     except (OSError, ValueError):
         return {}
@@ -1037,8 +1037,8 @@ def _read_lines(paths, damaged: list | None = None) -> "iter[dict]":
         with f:
             for n, line in enumerate(f, 1):
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
+                    rec = loads_json(line)
+                except ValueError:   # cut short, or nested too deeply
                     continue
                 if isinstance(rec, dict) and "output" in rec:
                     why = _bad_record(rec)
@@ -1055,7 +1055,7 @@ def _manifest_sources(out: Path) -> list[Path]:
 def photos_dir(out: str | Path) -> Path:
     """The folder of synthesized photos in an output dataset (``{phase}_img`` or ``{phase}_B``)."""
     out = Path(out)
-    return out / json.loads((out / JOB_FILE).read_text())["images"]
+    return out / loads_json((out / JOB_FILE).read_text())["images"]
 
 
 def job_identity(job: SynthesisJob, identity: dict, layout: "OutputLayout", *,
@@ -1188,7 +1188,7 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
     prev = None
     if (out / JOB_FILE).is_file():
         try:
-            prev = json.loads((out / JOB_FILE).read_text())
+            prev = loads_json((out / JOB_FILE).read_text())
         except (OSError, ValueError):   # not JSON, not UTF-8
             prev = {"digest": "unreadable"}
         why = (f"it holds {_json_kind(prev)}, not the object synthesize.py writes" if not isinstance(prev, dict)
@@ -1708,7 +1708,7 @@ def _check_how_many(job: SynthesisJob, src, layout: "OutputLayout", ident: dict,
     out = Path(job.out)
     said = None
     try:
-        recorded = json.loads((out / JOB_FILE).read_text()).get("n_inputs")
+        recorded = loads_json((out / JOB_FILE).read_text()).get("n_inputs")
     except (OSError, ValueError, AttributeError):
         recorded = None
     if isinstance(recorded, int) and recorded > len(src) + len(getattr(src, "broken", [])):
@@ -1928,7 +1928,7 @@ def _classes_label_nc(meta: dict) -> int | None:
 def _load_json(path: Path):
     try:
         data = path.read_bytes()
-        return data, json.loads(data)
+        return data, loads_json(data)
     except (OSError, ValueError):
         return None, None
 

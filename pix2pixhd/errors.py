@@ -33,6 +33,7 @@ of the others waiting in a collective for a rank that is gone.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -78,6 +79,17 @@ def env_flag(name: str) -> bool:
     """Whether environment variable ``name`` is on, by Triton's rule (knobs.env_bool): 1, true,
     yes, on or y, in any case."""
     return os.environ.get(name, "").lower() in TRUTHY
+
+
+def loads_json(text: str | bytes):
+    """``json.loads(text)``, except that a document nested too deeply for Python's parser
+    (``'[' * 100000``: a damaged or hostile file) raises ValueError, as any other text that is not
+    JSON does, instead of RecursionError, which the readers' ``except ValueError`` (a one-line
+    error naming the file, a note, a damaged line skipped) would not catch."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("not readable JSON: nested too deeply (a damaged or hostile file)") from None
 
 
 def debug_enabled() -> bool:

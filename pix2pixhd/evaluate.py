@@ -77,7 +77,7 @@ from torch import nn
 from pix2pixhd.data.layouts import (RESULT_SUFFIXES, ROLE_SUFFIXES, decode_palette, hidden, index_images,
                                     list_images, load_palette)
 from pix2pixhd.data.layouts import result_key as match_key   # how results pair by name
-from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
+from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError, loads_json
 from pix2pixhd.paths import file_sha256
 from pix2pixhd.synthesis import IMAGE_EXTS, read_id_map
 
@@ -174,7 +174,7 @@ def cyclegan_job(fake_dir) -> tuple[Path, str] | None:
     folder = Path(fake_dir)
     for job in (folder / JOB_FILE, folder.parent / JOB_FILE):
         try:
-            gen = json.loads(job.read_text()).get("generator")
+            gen = loads_json(job.read_text()).get("generator")
         except (OSError, ValueError, AttributeError):   # none, unreadable or not a job's: no note
             continue
         if gen in ("G_A", "G_B"):
@@ -1181,7 +1181,7 @@ def _why_not_results(path: Path) -> str | None:
     --json replaces; else what it holds instead."""
     from pix2pixhd.paths import describe_file
     try:
-        d = json.loads(path.read_bytes()) if path.stat().st_size < 2 ** 24 else None
+        d = loads_json(path.read_bytes()) if path.stat().st_size < 2 ** 24 else None
     except (OSError, ValueError):
         d = None
     if isinstance(d, dict) and ("n_images" in d or not d) or d == []:

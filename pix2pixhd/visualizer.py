@@ -49,7 +49,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from pix2pixhd.checkpoint import atomic_write_bytes
-from pix2pixhd.errors import MissingDependencyError, UserError
+from pix2pixhd.errors import MissingDependencyError, UserError, loads_json
 
 _WRITER_COUNT = itertools.count()   # tensorboard writers this process opened
 
@@ -680,7 +680,7 @@ class Visualizer:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = loads_json(line)
                 if isinstance(rec["step"], bool) or not isinstance(rec["step"], (int, float)):
                     raise TypeError("step is not a number")
             except (ValueError, KeyError, TypeError):
@@ -795,7 +795,7 @@ class Visualizer:
             if self.dataroot is not None:
                 cfg = {"dataroot": self.dataroot, "phase": self.phase, "direction": self.direction}
             else:
-                cfg = json.loads((self.dir / "config.json").read_text())
+                cfg = loads_json((self.dir / "config.json").read_text())
             root, phase, swap = Path(cfg["dataroot"]), cfg.get("phase") or "train", cfg.get("direction") == "BtoA"
         except (OSError, ValueError, KeyError, TypeError):
             return ("A: the images of the dataroot's trainA/ folder, B: those of its trainB/ "

@@ -28,10 +28,10 @@ problems are still reported (:func:`report_listing_problems`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
+import shlex
 import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +48,7 @@ from pix2pixhd.data.layouts import (FAR_COLOUR_MIN_SHARE, MODES, NOTICE_KINDS, P
                                     aligned_folder_problem, decode_palette, detect_mode, far_colours,
                                     find_files, hidden, load_palette, palette_duplicates, palette_fit,
                                     read_classes)
-from pix2pixhd.errors import UserError
+from pix2pixhd.errors import UserError, loads_json
 from pix2pixhd.paths import check_name
 
 # Id maps: one channel of integers. A bilevel ("1") map reads as ids 0 and 1 (a binary mask).
@@ -631,7 +631,7 @@ def incomplete_synthesis(root, phase: str | None = None) -> str | None:
     otherwise, and for folders written before the state was recorded (no ``complete``)."""
     path = Path(root) / SYNTHESIS_FILE
     try:
-        job = json.loads(path.read_text())
+        job = loads_json(path.read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(job, dict) or job.get("complete") not in (True, False):
@@ -645,16 +645,46 @@ def incomplete_synthesis(root, phase: str | None = None) -> str | None:
         n = sum(e.name.lower().endswith(".png") for e in os.scandir(Path(root) / images))
     except (OSError, TypeError):
         n = 0
-    total = job.get("n_outputs", "?")
-    if job.get("command"):
-        fix = f"complete it with `cd {job.get('cwd') or '.'} && {job['command']}`"
-    elif (job.get("ranks") or 1) > 1:
-        fix = f"complete it by rerunning the torchrun command that wrote it ({job['ranks']} ranks)"
+    total = job.get("n_outputs") if isinstance(job.get("n_outputs"), int) else "?"
+    if not (isinstance(images, str) and images.isprintable()):
+        images = ascii(images)   # what the file holds, without its control characters
+    ranks = job.get("ranks")
+    if resume := _recorded_command(job):
+        fix = f"complete it with `{resume}`"
+    elif isinstance(ranks, int) and ranks > 1:
+        fix = f"complete it by rerunning the torchrun command that wrote it ({ranks} ranks)"
     else:
         fix = "complete it by rerunning the synthesize.py command that wrote it"
     return (f"{root} holds an incomplete synthesis: {n} of {total} outputs in {images}/ ({path} says "
             f"the job has not finished: it was stopped or killed, or is still running); {fix} (the "
             "same command resumes it)")
+
+
+# The interpreter of a command synthesize.py's engine records (sys.executable: python, python3.11...)
+_PYTHON = re.compile(r"python[0-9.]*(?:\.exe)?", re.IGNORECASE)
+
+
+def _recorded_command(job: dict) -> str | None:
+    """``cd CWD && COMMAND`` for the command line and working directory a synthesis.json records
+    (pix2pixhd.engine._job_state), each re-quoted for the shell; None unless the command is one
+    the engine writes (``PYTHON .../synthesize.py ...``, ``.../pix2pixhd-synthesize ...``,
+    ``PYTHON -m pix2pixhd synthesize ...``) and both are printable text: the advice prints them for
+    the user to paste, and a downloaded dataset's synthesis.json could hold any shell command, or
+    terminal control characters, instead."""
+    command, cwd = job.get("command"), job.get("cwd")
+    if not (isinstance(command, str) and command.isprintable()):
+        return None
+    if not (cwd is None or isinstance(cwd, str) and cwd.isprintable()):
+        return None
+    try:
+        words = shlex.split(command)
+    except ValueError:   # an unclosed quote
+        return None
+    names = [re.split(r"[\\/]", w)[-1] for w in words[:2]]
+    ours = (names[:1] == ["pix2pixhd-synthesize"]
+            or len(words) >= 2 and _PYTHON.fullmatch(names[0]) is not None
+            and (names[1] == "synthesize.py" or words[1:4] == ["-m", "pix2pixhd", "synthesize"]))
+    return f"cd {shlex.quote(cwd or '.')} && {shlex.join(words)}" if ours else None
 
 
 def _marked_complete_too_early(root: Path, job: dict) -> str | None:
@@ -672,13 +702,14 @@ def _marked_complete_too_early(root: Path, job: dict) -> str | None:
             lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
         if lines <= n:
             return None
-        jobs = {job.get("digest"), *(job.get("older_digests") or [])} - {None}
-        cwd = Path(job.get("cwd") or root)
+        older = job.get("older_digests")
+        jobs = {d for d in (job.get("digest"), *(older if isinstance(older, list) else [])) if isinstance(d, str)}
+        cwd = Path(job["cwd"]) if isinstance(job.get("cwd"), str) and job["cwd"] else root
         outputs = set()
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
-                    rec = json.loads(line)
+                    rec = loads_json(line)
                 except ValueError:
                     continue
                 if (not isinstance(rec, dict) or rec.get("status") != "ok" or (jobs and rec.get("job") not in jobs)
@@ -690,9 +721,8 @@ def _marked_complete_too_early(root: Path, job: dict) -> str | None:
         return None
     if len(outputs) <= n:
         return None
-    if job.get("command"):
-        fix = (f"rerun it without --how_many to complete it (`cd {job.get('cwd') or '.'} && "
-               f"{job['command']}` less its --how_many)")
+    if resume := _recorded_command(job):
+        fix = f"rerun it without --how_many to complete it (`{resume}` less its --how_many)"
     else:
         fix = "rerun the synthesize.py command that wrote it without --how_many to complete it"
     return (f"{root} holds an incomplete synthesis: {root / SYNTHESIS_FILE} marks the job complete with "

@@ -57,7 +57,9 @@ early (``EARLY_STOP``).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import hashlib
 import heapq
 import json
@@ -70,6 +72,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -131,8 +134,68 @@ def _open(path: str | Path) -> Image.Image:
 
 
 def _size(path: str | Path) -> tuple[int, int]:
-    with Image.open(path) as im:
+    with _large_images_noted(None), Image.open(path) as im:   # its decode notes a large one
         return im.size
+
+
+_SHOWN_WARNINGS: set = set()   # the other warnings _large_images_noted re-showed: each once
+
+
+@contextlib.contextmanager
+def _large_images_noted(noted: list | None):
+    """Pillow's DecompressionBombWarning caught: a legal map of more than Image.MAX_IMAGE_PIXELS
+    pixels (under twice that: Pillow opens it, and only warns) printed two lines of a Python
+    warning, from whichever worker read it, naming no file. Here it appends True to ``noted``
+    (None: dropped, where the decode that follows notes it); the caller says one note naming the
+    file (:func:`_large_image_notes`). Other warnings are shown once each, as Python's default
+    filter shows them (catching resets its once-only registries)."""
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            yield
+    finally:   # an error in the body too: its warnings are not lost
+        for w in caught:
+            if issubclass(w.category, Image.DecompressionBombWarning):
+                if noted is not None:
+                    noted.append(True)
+            elif (key := (w.category, str(w.message), w.filename, w.lineno)) not in _SHOWN_WARNINGS:
+                _SHOWN_WARNINGS.add(key)
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _large_image_notes(files) -> list[str]:
+    """The notes (without 'note: ') for those of ``files`` above Pillow's decompression-bomb
+    warning limit, each naming the file: it is read as it is, and whether it should be that large
+    is the user's to say."""
+    notes = []
+    for f in files:
+        try:
+            w, h = _size(f) if f is not None else (0, 0)
+        except Exception:
+            continue
+        limit = Image.MAX_IMAGE_PIXELS   # None: Pillow checks no size
+        if limit and w * h > limit:
+            notes.append(f"{f} is {w}x{h} ({w * h} pixels, above Pillow's decompression-bomb warning "
+                         f"limit of {limit}): read as it is; remove it if it is not meant "
+                         "to be that large (a size this machine's memory cannot synthesize is skipped, "
+                         "with the fix)")
+    return notes
+
+
+def _noting_large_images(getitem):
+    """A source's ``__getitem__`` whose item carries 'notes' for its files above Pillow's
+    decompression-bomb warning limit (see _large_images_noted), for the main process to say once
+    each, instead of Pillow's warning."""
+    @functools.wraps(getitem)
+    def noting(self, i: int) -> dict:
+        noted: list = []
+        with _large_images_noted(noted):
+            item = getitem(self, i)
+        if noted:
+            item["notes"] = _large_image_notes(self.input_files(i))
+        return item
+    return noting
 
 
 class FolderSource(torch.utils.data.Dataset):
@@ -230,6 +293,7 @@ class FolderSource(torch.utils.data.Dataset):
             files.append(_str(self.real_index.get(self.match_keys[i])))
         return files
 
+    @_noting_large_images
     def __getitem__(self, i: int) -> dict:
         item = {"i": i, "label": None, "inst": None, "image": None, "label_copy": None,
                 "inst_copy": None, "error": None,
@@ -468,11 +532,12 @@ class DatasetSource(torch.utils.data.Dataset):
             # a pix2pix run trained on AB images reads {phase}_A/ + {phase}_B/ photo pairs too
             dataset_mode = checkpoint_mode(root, job.phase, cfg.dataset_mode, model=cfg.model,
                                            label_nc=cfg.label_nc, palette=cfg.palette or None)
-            self.ds = create_dataset(root, job.phase, cfg.data_config(
-                dataset_mode=dataset_mode, resize_or_crop="none", required_multiple=1, no_flip=True,
-                is_train=False, validate=job.validate, load_features=False, no_instance=not has_inst,
-                inputs_only=not needs_image, direction=direction),   # label maps alone (no photo folder) synthesize
-                read_domain="B" if job.direction == "BtoA" else "A", fixed_label_nc=True)
+            with _large_images_noted(None):   # validation's header reads: the decode notes them
+                self.ds = create_dataset(root, job.phase, cfg.data_config(
+                    dataset_mode=dataset_mode, resize_or_crop="none", required_multiple=1, no_flip=True,
+                    is_train=False, validate=job.validate, load_features=False, no_instance=not has_inst,
+                    inputs_only=not needs_image, direction=direction),   # label maps alone (no photo folder) synthesize
+                    read_domain="B" if job.direction == "BtoA" else "A", fixed_label_nc=True)
         except DatasetError as e:   # training's wording of the fixes -> synthesize.py's
             raise DatasetError(_synthesis_wording(str(e)), e.problems) from None
         self.root, self.mode = root, self.ds.mode
@@ -527,6 +592,7 @@ class DatasetSource(torch.utils.data.Dataset):
         files = [self.files[i]] + ([_str(rec.get("inst"))] if "inst" in rec else [])
         return files + ([_str(rec.get("image"))] if self.needs_image else [])
 
+    @_noting_large_images
     def __getitem__(self, i: int) -> dict:
         item = {"i": i, "label": None, "inst": None, "image": None, "label_copy": None,
                 "inst_copy": None, "error": None, "inputs": input_fingerprint(self.input_files(i))}
@@ -2098,10 +2164,12 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     def run_batch(units: list[_Unit]) -> None:
         n = len(units)
         rows = units + [units[-1]] * (B - n)   # same call shape for every batch (see the module doc)
-        lab = stack([u.item["label"] for u in rows])
-        inst = stack([u.item["inst"] for u in rows]) if rows[0].item["inst"] is not None else None
-        image = stack([u.item["image"] for u in rows]) if rows[0].item["image"] is not None else None
+        # the stacking too is in the try: B rows of one large map can be more than this machine
+        # holds (a lone 13000x13000 map's B copies failed the CPU allocator and stopped the job)
         try:
+            lab = stack([u.item["label"] for u in rows])
+            inst = stack([u.item["inst"] for u in rows]) if rows[0].item["inst"] is not None else None
+            image = stack([u.item["image"] for u in rows]) if rows[0].item["image"] is not None else None
             imgs, choices, finite = synth.synthesize(lab, inst, image=image, seeds=[u.seed for u in rows],
                                                      source=src.source_name(units[0].item["i"]), finite_flags=True)
         except Exception as e:   # one size too large for this machine: skip its inputs, go on
@@ -2111,7 +2179,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             del e
             if cuda:
                 torch.cuda.empty_cache()
-            h, w = lab.shape[-2:]
+            h, w = units[0].item["label"].shape[-2:]
             why = _too_large_reason(kind, B, int(h), int(w), synth.cfg)
             by_input: dict[int, list[int]] = {}
             for u in units:
@@ -2145,6 +2213,8 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                 break   # the batches sent are written (reap below); the rest waits for a rerun
             i = int(item["i"])
             ks = wanted[i]
+            for note in item.get("notes") or ():   # Pillow's decompression-bomb warning, as a note
+                print(f"note: {note}", file=sys.stderr, flush=True)
             if item["error"] is not None:
                 skip(i, ks, item["error"])
                 continue

@@ -66,6 +66,8 @@ from typing import Callable
 
 import torch
 
+from pix2pixhd.errors import loads_json
+
 from .instance_norm_act import triton_interpret_on
 
 KERNEL_MODULE = "pix2pixhd.kernels._instance_norm_act_triton"
@@ -443,7 +445,7 @@ def compile_all(specs: dict[int, list[Spec]], cache_dir: Path | None, jobs: int,
             path = cache_dir / f"{h}.json" if cache_dir else None
             if path is not None and path.is_file():
                 try:
-                    results[(arch, s.key())] = json.loads(path.read_text()) | {"cached": True}
+                    results[(arch, s.key())] = loads_json(path.read_text()) | {"cached": True}
                     continue
                 except ValueError:
                     pass  # a torn file: compile again

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pix2pixhd.argparsing import RawDescriptionHelpFormatter
-from pix2pixhd.errors import ConfigError, MissingInputError, UserError, env_flag
+from pix2pixhd.errors import ConfigError, MissingInputError, UserError, env_flag, loads_json
 from pix2pixhd.paths import run_dir
 
 
@@ -1467,8 +1467,8 @@ class TrainConfig:
             raise MissingInputError(f"{path} not found: a run folder holds config.json beside its "
                                     "checkpoints (written by train_hd.py); pass the run folder or its config.json")
         try:
-            saved = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            saved = loads_json(path.read_text())
+        except ValueError as e:   # not UTF-8, not JSON, nested too deeply
             raise ConfigError(f"{path} is not a run's config.json ({e}); restore it from a copy, or read "
                               "the configuration from a checkpoint: pix2pixhd.checkpoint.load_run_config") from e
         if not isinstance(saved, dict):

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from pix2pixhd import __version__
-from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError, UserError
+from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError, UserError, loads_json
 
 # Keys of the ONNX file's metadata_props that OnnxGenerator reads back.
 META_INPUT_NC = "pix2pixhd.input_nc"
@@ -404,8 +404,8 @@ def _meta_config(path: Path, meta, fix: str) -> dict | None:
     if META_CONFIG not in meta:
         return None
     try:
-        config = json.loads(meta[META_CONFIG])
-    except ValueError:
+        config = loads_json(meta[META_CONFIG])
+    except ValueError:   # not JSON, or nested too deeply
         raise _bad_meta(path, meta, META_CONFIG, "is not JSON", fix) from None
     if not isinstance(config, dict):
         raise _bad_meta(path, meta, META_CONFIG, "is not a JSON object (the training config)", fix)

@@ -226,3 +226,31 @@ def test_the_complete_too_early_advice_shows_only_a_recorded_synthesize_command(
     job["cwd"], job["digest"], job["older_digests"] = [1], [2], 3   # wrong types: a TypeError before
     said = _marked_complete_too_early(out, job)
     assert "rerun the synthesize.py command that wrote it without --how_many" in said, said
+
+
+DEEP = "[" * 100000 + "]" * 100000
+
+
+def test_a_deeply_nested_config_json_is_a_one_line_config_error(tmp_path):
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.errors import ConfigError
+    (tmp_path / "config.json").write_text(DEEP)
+    with pytest.raises(ConfigError, match=r"config.json is not a run's config.json \(not readable JSON: nested too "
+                                          r"deeply"):
+        TrainConfig.load(tmp_path)
+
+
+def test_a_deeply_nested_export_config_is_refused_as_not_json(tmp_path):
+    from pix2pixhd.export import META_CONFIG, _meta_config
+    with pytest.raises(Exception, match="is not JSON") as e:
+        _meta_config(tmp_path / "g.onnx", {META_CONFIG: DEEP}, "re-export it")
+    assert not isinstance(e.value, RecursionError)
+
+
+def test_a_deeply_nested_aot_cache_entry_is_compiled_again():
+    """kernels/aot.py's cache: a torn or hostile entry is compiled again (its except ValueError)."""
+    from pix2pixhd.errors import loads_json
+    from pix2pixhd.kernels import aot
+    assert aot.loads_json is loads_json
+    with pytest.raises(ValueError):
+        aot.loads_json(DEEP)

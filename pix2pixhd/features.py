@@ -197,11 +197,23 @@ class FeatureClusters:
     # empty in files of older versions, which the step alone identifies
     encoder: dict[str, str] = field(default_factory=dict)
     file_sha256: str | None = None             # sha256 of the file's bytes, as loaded
+    # The most values table() may hold ([classes, centres, features]): with ids below LABEL_NC_MAX
+    # (65536, pix2pixhd.data.layouts) and the reference's 10 centres of 3 features, about 2 million;
+    # a crafted file's (10^9 rows of a stride-0 view, or class 10^9) asked for gigabytes.
+    TABLE_MAX = 2**24
 
     def table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """→ (centres [C, kmax, F], n per class [C]) with C = max class + 1; absent classes n = 0."""
+        """→ (centres [C, kmax, F], n per class [C]) with C = max class + 1; absent classes n = 0.
+        A table above :attr:`TABLE_MAX` values (clusters built by hand: :meth:`load`
+        refuses such files) is an InputError, not an allocation that exhausts memory."""
         c = max(self.centers, default=-1) + 1
         kmax = max((v.shape[0] for v in self.centers.values()), default=1)
+        if max(c, 1) * kmax * self.feat_num > self.TABLE_MAX:
+            where = "the clusters" if self.path is None else str(self.path)
+            raise InputError(f"{where}: classes up to {c - 1} with up to {kmax} centres of {self.feat_num} "
+                             f"features make a table of {max(c, 1) * kmax * self.feat_num} values, more than "
+                             f"{self.TABLE_MAX} (class ids below 65536, a few centres each); rewrite it with "
+                             f"`{encode_command(self.path)}`")
         tab = torch.zeros(max(c, 1), kmax, self.feat_num)
         num = torch.zeros(max(c, 1), dtype=torch.long)
         for cls, v in self.centers.items():
@@ -219,6 +231,30 @@ class FeatureClusters:
                "features": {int(k): torch.from_numpy(np.ascontiguousarray(v)) for k, v in (raw or {}).items()}}
         atomic_torch_save(obj, Path(path))
         return Path(path)
+
+    @classmethod
+    def _bounds_problem(cls, d: dict) -> str | None:
+        """Why the clusters file dict ``d`` (centres already [k, feat_num] tensors) would not make
+        a table synthesis can build, or None: n_clusters or feat_num not an integer in
+        1..TABLE_MAX, a class with more centres than n_clusters, a class id at or above
+        LABEL_NC_MAX, or a table [classes, centres, features] above :attr:`TABLE_MAX` values."""
+        from pix2pixhd.data.layouts import LABEL_NC_MAX
+        n, f = d["n_clusters"], d["feat_num"]
+        for name, v in (("n_clusters", n), ("feat_num", f)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= cls.TABLE_MAX:
+                return f"{name} {v!r}: must be an integer >= 1 and <= {cls.TABLE_MAX}"
+        centers = d["centers"]
+        over = [k for k, v in centers.items() if v.shape[0] > n]
+        if over:
+            return f"class {over[0]!r} holds {centers[over[0]].shape[0]} centres, more than its n_clusters {n}"
+        ids = [k for k in centers if isinstance(k, int)]
+        if ids and max(ids) >= LABEL_NC_MAX:
+            return f"class id {max(ids)}: must be < {LABEL_NC_MAX} (label_nc at most {LABEL_NC_MAX})"
+        c, kmax = max(ids, default=-1) + 1, max((v.shape[0] for v in centers.values()), default=1)
+        if max(c, 1) * kmax * f > cls.TABLE_MAX:
+            return (f"classes up to {c - 1} with up to {kmax} centres of {f} features: a table of "
+                    f"{max(c, 1) * kmax * f} values, more than {cls.TABLE_MAX}")
+        return None
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureClusters":
@@ -259,10 +295,15 @@ class FeatureClusters:
                 why = f"its centres are {' and '.join(map(str, widths))} wide, but its feat_num is {d['feat_num']!r}"
             elif any(isinstance(k, int) and k < 0 for k in d["centers"]):
                 why = f"negative class ids {sorted(k for k in d['centers'] if isinstance(k, int) and k < 0)[:4]}"
+            else:
+                why = cls._bounds_problem(d)
         if why is None:
             try:
                 enc = d.get("encoder") or {}
-                return cls(centers={int(k): v for k, v in d["centers"].items()},
+                # own contiguous float32 copies (small, bounded above): not a view of the file's
+                # storage with strides of its own (a stride-0 [10^9, 3] view passed as 3 numbers)
+                return cls(centers={int(k): v.to(torch.float32, copy=True).contiguous()
+                                    for k, v in d["centers"].items()},
                            feat_num=int(d["feat_num"]), n_clusters=int(d["n_clusters"]),
                            global_step=int(d.get("global_step", -1)),
                            counts={int(k): int(v) for k, v in d.get("counts", {}).items()}, path=path,

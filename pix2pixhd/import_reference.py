@@ -73,13 +73,73 @@ def _typed(name: str, text: str, default):
     return type(default)(text)
 
 
+# The most elements the cluster file's unpickler builds, over all its arrays: the real file holds
+# n_clusters x feat_num centres per class (10 x 3 by default), a few thousand at most. A pickle
+# names an array's shape without holding its data (numpy's _reconstruct allocates it): a 210-byte
+# file asked for 9.31 GiB, and float32 of it four times that.
+REFERENCE_CLUSTERS_MAX_ELEMENTS = 2**24
+
+
 def read_reference_clusters(path) -> dict[int, np.ndarray]:
     """The reference's ``features_clustered_NNN.npy`` (``np.save`` of a {class id: [k, feat_num]
-    array} dict) → that dict, without running arbitrary pickled code: only numpy arrays, dtypes
-    and plain containers are let through (``np.load(allow_pickle=True)`` would run anything)."""
+    array} dict) → that dict, without running arbitrary pickled code: only numpy arrays of numbers
+    (and the object array holding the dict), dtypes and plain containers are let through
+    (``np.load(allow_pickle=True)`` would run anything), and no more than
+    :data:`REFERENCE_CLUSTERS_MAX_ELEMENTS` elements in all are built."""
     import pickle
-    allowed = {np.zeros(1).__reduce__()[0], np.float64(1).__reduce__()[0], np.ndarray, np.dtype}
-    allowed = {(f.__module__, f.__name__): f for f in allowed}
+    reconstruct, scalar = np.zeros(1).__reduce__()[0], np.float64(1).__reduce__()[0]
+    budget = [REFERENCE_CLUSTERS_MAX_ELEMENTS]
+
+    def refuse(what: str):
+        raise CheckpointMismatchError(f"{path} asks for {what}, more than a cluster file of [k, feat_num] centres "
+                                      f"per class holds (at most {REFERENCE_CLUSTERS_MAX_ELEMENTS} elements): refusing "
+                                      "to build it (it is not a file encode_features.py saves)")
+
+    def take(shape, dtype) -> None:
+        """Count an array of ``shape`` against the file's budget before anything is allocated."""
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "biufO":   # numbers, and the object array np.save wraps the dict in
+            raise CheckpointMismatchError(f"{path} holds an array of dtype {dtype}, not the numbers of "
+                                          "cluster centres: refusing to load it")
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        n = 1
+        for d in shape:
+            n *= max(int(d), 0)   # Python ints: a product that overflows int64 is still refused
+            if n > budget[0]:
+                refuse(f"an array of shape {shape}" if n > REFERENCE_CLUSTERS_MAX_ELEMENTS else
+                       f"arrays of more than {REFERENCE_CLUSTERS_MAX_ELEMENTS} elements in all")
+        budget[0] -= n
+
+    class _Array(np.ndarray):
+        """The unpickler's arrays: their state (shape and data) is checked before numpy sizes them."""
+        def __setstate__(self, state):
+            if isinstance(state, tuple) and len(state) == 5:
+                take(state[1], state[2])
+            elif isinstance(state, tuple) and len(state) == 4:
+                take(state[0], state[1])
+            super().__setstate__(state)
+
+    def _reconstruct(subtype, shape, dtype):
+        if subtype is not np.ndarray and subtype is not _new_array:
+            raise CheckpointMismatchError(f"{path} holds an array of type {subtype!r}: refusing to load it")
+        take(shape, np.dtype(dtype) if not isinstance(dtype, bytes) else np.dtype(dtype.decode("latin1")))
+        return reconstruct(_Array, shape, dtype)
+
+    def _new_array(shape, dtype=float, *args, **kwargs):   # ndarray(shape, dtype) called directly
+        take(shape, dtype)
+        return _Array(shape, dtype, *args, **kwargs)
+
+    def _scalar(dtype, *data):
+        take((), dtype)   # a numeric dtype: a few bytes
+        return scalar(dtype, *data)
+
+    def _dtype(*args):
+        d = np.dtype(*args)
+        take((), d)
+        return d
+
+    allowed = {(f.__module__, f.__name__): g for f, g in
+               ((reconstruct, _reconstruct), (scalar, _scalar), (np.ndarray, _new_array), (np.dtype, _dtype))}
     aliases = {"numpy.core.multiarray": "numpy._core.multiarray", "numpy._core.multiarray": "numpy.core.multiarray"}
 
     class _Restricted(pickle.Unpickler):
@@ -98,10 +158,11 @@ def read_reference_clusters(path) -> dict[int, np.ndarray]:
             shape, _, dtype = read_header(f)
             if dtype == object and shape == ():
                 obj = _Restricted(f, encoding="latin1").load()
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
+    except (OSError, ValueError, EOFError, TypeError, MemoryError, pickle.UnpicklingError) as e:
         if isinstance(e, CheckpointMismatchError):   # the refusal of a pickled object: said already
             raise
-        raise CheckpointMismatchError(f"{path} could not be read as a cluster file: {e}") from e
+        raise CheckpointMismatchError(f"{path} could not be read as a cluster file: "
+                                      f"{str(e) or type(e).__name__}") from e   # MemoryError() says nothing
     if dtype != object or shape != ():
         raise CheckpointMismatchError(f"{path} holds a {dtype} array of shape {shape}, not the {{class id: "
                                       "[k, feat_num] array} dict that encode_features.py saves")
@@ -110,15 +171,20 @@ def read_reference_clusters(path) -> dict[int, np.ndarray]:
         raise CheckpointMismatchError(f"{path} holds a {type(centers).__name__}, not the {{class id: [k, feat_num] "
                                       "array}} dict that encode_features.py saves")
     for c, v in centers.items():
-        if not isinstance(c, (int, np.integer)) or not isinstance(v, np.ndarray) or v.ndim != 2:
-            what = (f"a {v.ndim}-d array of shape {v.shape}" if isinstance(v, np.ndarray) else
+        if not isinstance(c, (int, np.integer)) or not isinstance(v, np.ndarray) or v.ndim != 2 \
+                or v.dtype == object:
+            what = (f"a {v.ndim}-d array of shape {v.shape}{' of objects' if v.dtype == object else ''}"
+                    if isinstance(v, np.ndarray) else
                     f"a {type(v).__name__}")
             raise CheckpointMismatchError(f"{path}: class {c!r} holds {what}, not the [k, feat_num] array of "
                                           "cluster centres that encode_features.py saves")
     if not centers:
         raise CheckpointMismatchError(f"{path} holds no cluster centres (an empty dict), so synthesis would "
                                       "have no features to paint")
-    return {int(k): v.astype(np.float32) for k, v in centers.items()}
+    try:
+        return {int(k): np.array(v, dtype=np.float32) for k, v in centers.items()}   # plain ndarrays
+    except MemoryError as e:
+        raise CheckpointMismatchError(f"{path} could not be read as a cluster file: {type(e).__name__}") from e
 
 
 def checked_reference_clusters(path: Path, feat_num: int, whose: str = "opt.txt's feat_num",
@@ -604,7 +670,10 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
     if clusters is not None:
         from pix2pixhd.features import CLUSTERS_FILE, FeatureClusters
         FeatureClusters(centers={c: torch.from_numpy(v) for c, v in centers.items()},
-                        feat_num=cfg.feat_num, n_clusters=clusters[1], encoder=encoder).save(out / CLUSTERS_FILE)
+                        # a renamed file may hold more centres than its name says: FeatureClusters.load
+                        # refuses a class with more than n_clusters
+                        feat_num=cfg.feat_num, n_clusters=max([clusters[1]] + [len(v) for v in centers.values()]),
+                        encoder=encoder).save(out / CLUSTERS_FILE)
     save_checkpoint(state, out, "latest", cfg.to_json())
     if aside is not None:
         drop_replaced(aside)

@@ -41,6 +41,13 @@ MODES = ("auto", "cityscapes", "palette", "rgb_pairs", "aligned", "unaligned")
 # Problem kinds that are reported but do not stop training: entries that are not samples, and
 # single-channel AB images of the aligned layout (two grey photos, or not a pair: see scan).
 NOTICE_KINDS = ("ignored", "grey AB image")
+# The most classes a dataset's classes.json may declare: every id of a 16-bit label map (PNG
+# I;16), the widest id map scan and training suggest. TrainConfig checks --label_nc >= 0 only; a
+# classes.json is a file of the dataset's, so its label_nc (or largest class id) is bounded here:
+# an absurd one (a 25-byte {"label_nc": 1000000000}) was expanded into a set of that many ids
+# (2.5 GB, then MemoryError or an OOM kill) before anything looked at it. Even this many classes
+# is far past a usable generator (one one-hot input channel per class).
+LABEL_NC_MAX = 65536
 _CITYSCAPES_SUFFIX = re.compile(r"_(gtFine|gtCoarse)_(labelIds|instanceIds|color|labelTrainIds|instanceTrainIds)$"
                                 r"|_leftImg8bit$")
 
@@ -242,16 +249,19 @@ def _rel(p: Path, root: Path | None) -> str:
 
 @dataclass(frozen=True)
 class ClassList:
-    """What a dataset's ``classes.json`` says: its ``label_nc`` (if given) and the ids it names."""
+    """What a dataset's ``classes.json`` says: its ``label_nc`` (if given) and the ids it names
+    (a ``range`` for ``label_nc`` alone: it answers ``in``, ``len`` and ``max`` without holding
+    every id)."""
     path: Path
     label_nc: int | None
-    ids: frozenset
+    ids: frozenset | range
 
 
 def read_classes(root: Path) -> ClassList | None:
     """``root/classes.json`` as a :class:`ClassList`; None when there is none. Ids come from
     ``classes`` (a list of {"id": N, ...} or of names, whose ids are their positions), else
-    ``range(label_nc)``. A file that cannot be read raises DatasetError naming it and the fix."""
+    ``range(label_nc)``. A file that cannot be read raises DatasetError naming it and the fix; so
+    does a ``label_nc`` outside 0..:data:`LABEL_NC_MAX` or a class id at or above it."""
     from pix2pixhd.data.dataset import DatasetError
     path = Path(root) / "classes.json"
     if not path.is_file():
@@ -265,13 +275,25 @@ def read_classes(root: Path) -> ClassList | None:
         if classes is not None:
             ids = frozenset(int(c["id"]) if isinstance(c, dict) else i for i, c in enumerate(classes))
         elif label_nc is not None:
-            ids = frozenset(range(label_nc))
+            ids = range(max(label_nc, 0))   # bounded below; a range holds no ids in memory
         else:
             raise ValueError("neither 'label_nc' nor 'classes' is given")
     except Exception as e:   # not JSON, not UTF-8, wrong types, a class without "id"
         msg = (f"{path} cannot be read ({type(e).__name__}: {e}); it should be a JSON object with "
                '"label_nc": N and/or "classes": [{"id": 0, ...}, ...]; fix or remove it')
         raise DatasetError(msg, [("classes.json", str(path), msg)]) from e
+    # the wording of TrainConfig's range check (--label_nc N: must be >= 0 ...), with the upper
+    # bound that only a dataset's file needs
+    msg = None
+    if label_nc is not None and not 0 <= label_nc <= LABEL_NC_MAX:
+        msg = (f"{path}: label_nc {label_nc}: must be >= 0 and <= {LABEL_NC_MAX} (number of label classes, "
+               f"ids 0..label_nc-1; {LABEL_NC_MAX}: every id of a 16-bit label map); set it to the number "
+               "of classes its label maps hold")
+    elif classes is not None and ids and max(ids) >= LABEL_NC_MAX:
+        msg = (f"{path}: class id {max(ids)}: must be < {LABEL_NC_MAX} (label_nc at most {LABEL_NC_MAX}, "
+               "every id of a 16-bit label map); renumber its classes to the ids its label maps hold")
+    if msg is not None:
+        raise DatasetError(msg, [("classes.json", str(path), msg)])
     return ClassList(path, label_nc, ids)
 
 

@@ -1126,6 +1126,11 @@ class TrainConfig:
             if v < lo or (excluded and v == lo):
                 raise ConfigError(f"--{name} {v}: must be {'>' if excluded else '>='} {lo} "
                                   f"({fs[name].metadata['help']})")
+        from pix2pixhd.data.layouts import LABEL_NC_MAX
+        if self.label_nc > LABEL_NC_MAX:   # one one-hot input channel per class: past any usable generator
+            raise ConfigError(f"--label_nc {self.label_nc}: must be <= {LABEL_NC_MAX} (every id of a 16-bit "
+                              "label map; the generator takes one input channel per class): give the number of "
+                              "classes the label maps hold, remapping sparse ids to 0..N-1")
         if not 0 <= self.beta1 < 1:
             raise ConfigError(f"--beta1 {self.beta1}: must be >= 0 and < 1 (Adam's beta1)")
         if seed and not 0 <= self.seed <= SEED_MAX:

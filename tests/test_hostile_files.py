@@ -204,3 +204,27 @@ def test_a_strided_clusters_file_within_bounds_loads_as_contiguous_float32(tmp_p
     assert v.tolist() == [[0.0, 2.0, 4.0]] * 4
     tab, num = fc.table(torch.device("cpu"))
     assert tab.shape == (3, 4, 3) and num.tolist() == [0, 0, 4]
+
+
+def test_label_nc_past_the_bound_on_the_command_line_is_refused():
+    """--label_nc had no upper bound while a classes.json's has one (65536): the two agree now."""
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"--label_nc 1000000000: must be <= 65536 \(every id of a 16-bit label map"):
+        TrainConfig(label_nc=1_000_000_000).resolved()
+    assert TrainConfig(label_nc=65536, ngf=4).resolved().label_nc == 65536
+
+
+@pytest.mark.parametrize("top, said", [
+    (65535, "65535 is usually an 'ignore' (void) id (16-bit maps' largest"),
+    (255, "255 is usually an 'ignore' (void) id (8-bit maps' largest"),
+    (70001, "remap the ids to 0..N-1 for N classes (label_nc is at most 65536"),
+    (40, "set label_nc 41 or remap ids"),
+])
+def test_the_fix_for_a_large_label_id_never_suggests_a_label_nc_past_the_bound(top, said):
+    """scan suggested `set label_nc 65536` for a 16-bit map's 65535 (almost surely a void id, as 255
+    is for 8-bit maps: a 65536-channel one-hot), and `set label_nc 70001` for a TIFF's 70000."""
+    from pix2pixhd.data.dataset import _id_fix
+    fix = _id_fix(top, 35)
+    assert said in fix, fix
+    assert "label_nc 70001" not in fix and "label_nc 65536 or" not in fix

@@ -557,15 +557,20 @@ def _id_fix(top: int, label_nc: int, classes: ClassList | None = None) -> str:
     would give the generator 256 one-hot input channels, nearly all of them empty classes. Where
     the dataset's classes.json (``classes``) does not name ``top`` either, a larger label_nc alone
     would be refused next (ids not in classes.json): the fix says so."""
+    from pix2pixhd.data.layouts import LABEL_NC_MAX
     if classes is not None and top not in classes.ids:
         return (f"{classes.path} does not name id {top} either (its ids: {_id_ranges(classes.ids)}): "
-                f"remap it to one of its classes{_fix('add_class', n=top + 1)}")
-    if top != 255:
+                f"remap it to one of its classes" + (_fix('add_class', n=top + 1) if top < LABEL_NC_MAX else ""))
+    if top not in (255, 65535):
+        if top >= LABEL_NC_MAX:
+            return (f"remap the ids to 0..N-1 for N classes (label_nc is at most {LABEL_NC_MAX}: the generator "
+                    "takes one input channel per class)")
         return _fix("widen_label_nc", n=top + 1)
-    return ("255 is usually an 'ignore' (void) id, e.g. in Cityscapes trainIds: remap it to a void "
-            "class below label_nc when preparing the data (a mapping such as ids[ids == 255] = 0, "
-            "or a lookup table old id -> class); set label_nc 256 only if 255 is a real class (the "
-            "generator then takes 256 input channels)")
+    bits = 8 if top == 255 else 16
+    return (f"{top} is usually an 'ignore' (void) id ({bits}-bit maps' largest; e.g. 255 in Cityscapes "
+            f"trainIds): remap it to a void class below label_nc when preparing the data (a mapping such as "
+            f"ids[ids == {top}] = 0, or a lookup table old id -> class); set label_nc {top + 1} only if "
+            f"{top} is a real class (the generator then takes {top + 1} input channels)")
 
 
 def _grey_ids_as_rgb(im: Image.Image, label_nc: int) -> bool:

@@ -91,8 +91,17 @@ def _guess(keys) -> str:
         return f"a MultiscaleDiscriminator with num_D={len(layers)} (trained with --no_ganFeat_loss)"
     if any("conv_block" in k for k in keys):
         n = len({k.split(".")[1] for k in keys if k.startswith("model.") and "conv_block" in k})
+        # the pix2pix/CycleGAN repo's ResnetGenerator: two stride-2 convs, so its blocks start at model.10
+        first = min((int(k.split(".")[1]) for k in keys if k.startswith("model.") and "conv_block" in k), default=0)
+        if first == 10:
+            return (f"CycleGAN's ResNet generator (netG resnet_{n}blocks of the pix2pix/CycleGAN repo; also "
+                    f"pix2pixHD's GlobalGenerator with n_downsample_global 2, n_blocks_global {n})")
         return (f"a ResNet generator with {n} residual blocks: pix2pixHD's GlobalGenerator (netG global, "
                 f"n_blocks_global {n}) or CycleGAN's resnet_{n}blocks")
+    if any(k.startswith("model.model.") for k in keys):   # UnetGenerator: model = the outermost block
+        depth = max(k.count("model.") for k in keys if k.startswith("model.model.")) - 1
+        return (f"pix2pix's U-Net (netG unet_{2 ** depth}; a run folder of the pix2pix/CycleGAN repo imports "
+                "with python -m pix2pixhd.import_reference RUN --model pix2pix)")
     if any(k.startswith("model.") for k in keys):
         return "an Encoder"
     return "an unknown network"

@@ -10,6 +10,11 @@ architecture: options that contradict them (opt.txt's, or the defaults without i
 with the flags that fit. opt.txt's ``dataroot`` is stored absolute where the folder NVIDIA's
 train.py ran in can be told (``THAT_FOLDER/checkpoints_dir/NAME``) or it is found from the
 working directory; else as written, and ``train_hd.py --resume`` says to pass ``--dataroot``.
+
+A run folder of the pix2pix/CycleGAN repo (junyanz/pytorch-CycleGAN-and-pix2pix: ``{latest,N}_net_G.pth``
+and ``_D``, or CycleGAN's ``_net_G_A/_G_B/_D_A/_D_B``, with its options printout train_opt.txt or
+opt.txt) imports the same way with ``--model pix2pix`` or ``--model cyclegan``
+(:func:`import_repo_run`); without it, such a folder is refused naming the --model to add.
 """
 from __future__ import annotations
 
@@ -55,12 +60,14 @@ def find_reference_clusters(src: Path, n_clusters: int) -> tuple[Path, int] | No
 
 def read_reference_options(path) -> dict[str, str]:
     """``opt.txt`` as NVIDIA's pix2pixHD writes it (``name: value`` lines between two rulers)
-    → {option: value as written}."""
+    → {option: value as written}. The pix2pix/CycleGAN repo's (``opt.txt``, later
+    ``train_opt.txt``) pads the value and adds ``\t[default: x]`` where it differs from the
+    default: that comment is not part of the value."""
     opts = {}
     for line in open(path, encoding="utf-8"):
         name, sep, value = line.strip().partition(": ")
         if sep and name.isidentifier():
-            opts[name] = value
+            opts[name] = value.split("\t[default: ")[0].strip()
     return opts
 
 
@@ -220,8 +227,8 @@ TRAINING_ONLY = ("niter", "niter_decay", "niter_fix_global", "no_vgg_loss")
 # taken from such an opt.txt with a note naming their values
 REWRITE_NOTED = ("lr", "beta1", "batchSize", "loadSize", "fineSize", "resize_or_crop", "no_flip", "lambda_feat",
                  "no_lsgan", "n_clusters")
-USAGE = ("python -m pix2pixhd.import_reference NVIDIA_RUN [--name NAME] [--which_epoch N] [--dry_run] "
-         "[train_hd.py options]")
+USAGE = ("python -m pix2pixhd.import_reference NVIDIA_RUN|REPO_RUN [--model pix2pix|cyclegan] [--name NAME] "
+         "[--which_epoch N] [--dry_run] [train_hd.py options]")
 
 
 def reference_epochs(src: Path) -> list[int]:
@@ -327,7 +334,8 @@ def _contradictions(cfg, states: dict, files: dict, said) -> tuple[list[str], li
     return statements, list(flags.values()), alternatives
 
 
-def _reference_dataroot(src: Path, opts: dict[str, str]) -> tuple[str, str | None]:
+def _reference_dataroot(src: Path, opts: dict[str, str],
+                        trainer: str = "NVIDIA's train.py") -> tuple[str, str | None]:
     """opt.txt's dataroot as config.json stores paths (absolute), and a note when it is not found
     as NVIDIA ran: a relative one is relative to the folder NVIDIA's train.py ran in, which
     ``src`` tells when it is ``THAT_FOLDER/checkpoints_dir/NAME`` (opt.txt's, relative), else is
@@ -345,15 +353,303 @@ def _reference_dataroot(src: Path, opts: dict[str, str]) -> tuple[str, str | Non
     if trained_in is not None and (trained_in / p).is_dir():
         return os.path.normpath(trained_in / p), None
     if here.is_dir():
-        return str(here), (f"opt.txt's dataroot {given} is relative to the folder NVIDIA's train.py ran in"
+        return str(here), (f"opt.txt's dataroot {given} is relative to the folder {trainer} ran in"
                            + ("" if trained_in is not None else f", which {src}'s path does not tell")
                            + f"; stored as {here}, found from the working directory: pass --dataroot if "
                            "that is not the run's data")
     if trained_in is not None:
         return os.path.normpath(trained_in / p), None
-    return given, (f"opt.txt's dataroot {given} is relative to the folder NVIDIA's train.py ran in, which {src}'s "
+    return given, (f"opt.txt's dataroot {given} is relative to the folder {trainer} ran in, which {src}'s "
                    "path does not tell, and is not found from here: kept as written; pass --dataroot DIR (to "
                    "this import, or to train_hd.py --resume)")
+
+
+# --- runs of the pix2pix/CycleGAN repo (junyanz/pytorch-CycleGAN-and-pix2pix) ------------------
+REPO = "the pix2pix/CycleGAN repo (junyanz/pytorch-CycleGAN-and-pix2pix)"
+# its options printout: train_opt.txt ('{phase}_opt.txt') since 2019, opt.txt before
+REPO_OPTION_FILES = ("train_opt.txt", "opt.txt")
+# the repo's model names -> ours
+REPO_MODELS = {"pix2pix": "pix2pix", "cycle_gan": "cyclegan"}
+# the networks each model saves, {epoch}_net_{key}.pth: generators first (needed), then Ds
+REPO_NETWORKS = {"pix2pix": ("G", "D"), "cyclegan": ("G_A", "G_B", "D_A", "D_B")}
+# the repo's option names (with their older ones) -> ours (config.REFERENCE_ONLY refuses the later
+# names typed on our command line; netG is read as netG_pix2pix with --model pix2pix/cyclegan)
+REPO_OPTIONS = {
+    "netG": "netG_pix2pix", "which_model_netG": "netG_pix2pix", "netD": "netD_pix2pix",
+    "which_model_netD": "netD_pix2pix", "ngf": "ngf", "ndf": "ndf", "n_layers_D": "n_layers_D", "norm": "norm",
+    "input_nc": "input_nc", "output_nc": "output_nc", "no_dropout": "no_dropout", "direction": "direction",
+    "which_direction": "direction", "load_size": "loadSize", "loadSize": "loadSize", "crop_size": "fineSize",
+    "fineSize": "fineSize", "preprocess": "resize_or_crop", "resize_or_crop": "resize_or_crop",
+    "no_flip": "no_flip", "batch_size": "batchSize", "batchSize": "batchSize", "lr": "lr", "beta1": "beta1",
+    "n_epochs": "niter", "niter": "niter", "n_epochs_decay": "niter_decay", "niter_decay": "niter_decay",
+    "gan_mode": "gan_mode", "no_lsgan": "no_lsgan", "lambda_L1": "lambda_L1", "lambda_A": "lambda_A",
+    "lambda_B": "lambda_B", "lambda_identity": "lambda_identity", "pool_size": "pool_size"}
+# the generators the repo builds (define_G), and their flags on our command line (the repo's names)
+REPO_NETG = ("unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks")
+_REPO_FLAG = {"netG_pix2pix": "netG"}
+
+
+def repo_option_file(folder: Path) -> Path | None:
+    """The repo's options printout in ``folder`` (train_opt.txt, else opt.txt), or None."""
+    return next((Path(folder) / n for n in REPO_OPTION_FILES if (Path(folder) / n).is_file()), None)
+
+
+def repo_run_model(folder: Path, g_state: dict | None = None) -> tuple[str, str] | None:
+    """(our --model, what says so) when ``folder`` is a run folder of the pix2pix/CycleGAN repo:
+    CycleGAN's ``*_net_G_A.pth`` / ``_G_B``; an options printout saying ``model: pix2pix`` or
+    ``cycle_gan`` (or, without ``model``, a netG of the repo's); a generator ``g_state`` whose keys
+    are a U-Net's (``model.model.``). None otherwise (NVIDIA's run, or not a run)."""
+    import re
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    cycle = sorted(p.name for p in folder.iterdir() if re.fullmatch(r"(latest|[0-9]+)_net_G_[AB]\.pth", p.name))
+    if cycle:
+        shown = [n for n in cycle if n.startswith("latest_")] or cycle
+        return "cyclegan", ", ".join(shown[:2])
+    opt_file = repo_option_file(folder)
+    try:
+        opts = read_reference_options(opt_file) if opt_file is not None else {}
+    except (OSError, UnicodeDecodeError):
+        opts = {}
+    if opts.get("model") in REPO_MODELS:
+        return REPO_MODELS[opts["model"]], f"{opt_file.name}: model {opts['model']}"
+    netG = opts.get("netG", opts.get("which_model_netG"))
+    if "model" not in opts and netG in REPO_NETG:
+        return ("cyclegan" if netG.startswith("resnet") else "pix2pix"), f"{opt_file.name}: netG {netG}"
+    if g_state is not None and any(k.startswith("model.model.") for k in g_state):
+        return "pix2pix", "its generator's keys are a U-Net's (model.model.*)"
+    return None
+
+
+def _repo_generators(state: dict, cfg) -> list[dict]:
+    """The generators of the repo (netG, ngf, norm, no_dropout, input and output channels) whose
+    state_dict has ``state``'s keys and shapes, the one closest to ``cfg``'s options first; []
+    when none has (the file's error then says what it looks like)."""
+    from pix2pixhd.pix2pix_networks import RESNETS, define_G
+    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    found = []
+    for netG in REPO_NETG:
+        first, last = ("model.1.weight", None) if netG in RESNETS else ("model.model.0.weight", "model.model.3.weight")
+        if len(shapes.get(first, ())) != 4 or (last is not None and len(shapes.get(last, ())) != 4):
+            continue
+        ngf, in_nc = shapes[first][:2]
+        if last is not None:
+            out_nc = shapes[last][1]
+        else:   # the last conv of the ResNet generator
+            convs = sorted((int(k.split(".")[1]), v) for k, v in shapes.items()
+                           if k.count(".") == 2 and k.endswith(".weight") and len(v) == 4)
+            out_nc = convs[-1][1][0] if convs else 0
+        for norm in ("instance", "batch"):
+            for no_dropout in (False, True):
+                with torch.device("meta"):
+                    g = define_G(in_nc, out_nc, ngf, netG, norm, use_dropout=not no_dropout)
+                if {k: tuple(v.shape) for k, v in g.state_dict().items()} == shapes:
+                    found.append({"netG_pix2pix": netG, "ngf": ngf, "norm": norm, "no_dropout": no_dropout,
+                                  "input_nc": in_nc, "output_nc": out_nc})
+    return sorted(found, key=lambda a: sum(getattr(cfg, k) != v for k, v in a.items()))
+
+
+def import_repo_run(src, argv: list[str], model: str, *, which_epoch: str = "latest",
+                    dry_run: bool = False) -> Path:
+    """Turn a run folder of the pix2pix/CycleGAN repo (``{which_epoch}_net_G.pth`` and ``_D`` of
+    pix2pix, ``_net_G_A/_G_B`` and ``_D_A/_D_B`` of CycleGAN; its options printout train_opt.txt or
+    opt.txt) into a run of ours of ``--model model``; return its path. The repo's options
+    (:data:`REPO_OPTIONS`, later names and older) become ours; options on ``argv`` (train_hd.py's)
+    override them. The generators' weights fix netG, ngf, norm, no_dropout (a ResNet block's
+    dropout shifts its keys) and the channels: options that contradict them are refused with the
+    flags that fit. The checkpoint is written as :func:`import_reference_run` writes NVIDIA's
+    (weights, config, ``imported_from``, no optimizer state), so it synthesizes, is a
+    --load_pretrain and resumes; CycleGAN's image pools start empty (the repo saves none)."""
+    import re
+    from pix2pixhd import __version__
+    from pix2pixhd.checkpoint import environment, save_checkpoint
+    from pix2pixhd.cli import train_parser
+    from pix2pixhd.compat import read_state_dict
+    from pix2pixhd.config import AT_LEAST, MODEL_ONLY, TrainConfig, default_of
+    from pix2pixhd.errors import MissingInputError, UserError
+    from pix2pixhd.models import build_discriminator, build_generator
+    from pix2pixhd.run_folder import check_new_run, drop_replaced, move_aside
+    src = Path(src)
+    prefix = "latest" if which_epoch == "latest" else str(int(which_epoch))
+    keys = REPO_NETWORKS[model]
+    files = {k: f"{prefix}_net_{k}.pth" for k in keys}
+    opt_file = repo_option_file(src)
+    opts = read_reference_options(opt_file) if opt_file is not None else {}
+    theirs = REPO_MODELS.get(opts.get("model", ""))
+    if opts.get("model") == "pix2pixHD" or (not theirs and any(src.glob("*_net_E.pth"))):
+        raise ConfigError(f"--model {model}: {src} is a run of NVIDIA's pix2pixHD, which imports as --model "
+                          "pix2pixhd only (its networks are pix2pixHD's): drop --model")
+    if theirs is not None and theirs != model or (model == "pix2pix" and any(src.glob("*_net_G_A.pth"))):
+        other = theirs or "cyclegan"
+        why = f"{opt_file.name} says model {opts['model']}" if theirs else "it holds CycleGAN's G_A/G_B"
+        raise ConfigError(f"--model {model}: {src} is a {other} run of {REPO} ({why}): pass --model {other}")
+    for k in keys[:2 if model == "cyclegan" else 1]:
+        if not (src / files[k]).is_file():
+            held = sorted(p.name for p in src.glob("*_net_G*.pth"))
+            raise MissingInputError(f"{src / files[k]} not found: not a {model} run folder of {REPO}, or no "
+                                    f"generator saved at --which_epoch {which_epoch} (it holds {held or 'none'})")
+    states = {k: read_state_dict(src / f) if (src / f).is_file() else None for k, f in files.items()}
+
+    parser = train_parser(argv)
+    parser.prog, parser.usage = "python -m pix2pixhd.import_reference", USAGE
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    args.pop("debug", None)
+    dry_run = bool(args.pop("dry_run", False)) or dry_run
+    for flag in ("resume", "auto_resume"):
+        if args.get(flag):
+            raise ConfigError(f"--{flag}: an import writes a new run and continues none; to continue the imported "
+                              "run, train it: python train_hd.py --resume --name NAME [--checkpoints_dir DIR]; to "
+                              "import over a run, add --overwrite")
+    if "netG" in args and "netG_pix2pix" not in args:   # the repo's --netG, as train_hd.py reads it
+        args["netG_pix2pix"] = args.pop("netG")
+    given = set(args)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    taken, notes = {}, []   # ours -> the repo's name it came from
+    for theirs_name, name in REPO_OPTIONS.items():
+        text = opts.get(theirs_name)
+        if text in (None, "None") or name in given or name in taken.values():
+            continue
+        if model not in MODEL_ONLY.get(name, (model,)):
+            continue   # what the repo's other model reads (pix2pix's pool_size 0, CycleGAN's lambda_L1)
+        if name == "no_lsgan" and "gan_mode" in opts:
+            continue
+        f = fields[name]
+        try:
+            v = _typed(name, text, default_of(f, model))
+            lo = AT_LEAST.get(name)
+            if (f.metadata["choices"] and v not in f.metadata["choices"]) or (
+                    name == "netG_pix2pix" and v not in REPO_NETG) or (
+                    lo is not None and (v < lo[0] or (lo[1] and v == lo[0]))):
+                raise ValueError(text)
+        except ValueError:
+            allowed = (f" (one of {', '.join(map(str, f.metadata['choices']))})" if f.metadata["choices"] else
+                       f" (one of {', '.join(REPO_NETG)})" if name == "netG_pix2pix" else "")
+            raise ConfigError(f"{opt_file} says {theirs_name}: {text!r}, which this project has not{allowed}: "
+                              f"pass --{_REPO_FLAG.get(name, name)} with the value to use to import_reference"
+                              ) from None
+        args[name] = v
+        taken[theirs_name] = name
+    args["model"] = model
+    args.setdefault("name", src.resolve().name)
+    try:
+        cfg = TrainConfig(**args).resolved()
+    except (UserError, ValueError) as e:
+        msg = str(e)
+        named = next((t for t, n in taken.items() if re.search(rf"(--{n}\b|\b{n}=)", msg)), None)
+        if named is None:
+            raise
+        raise ConfigError(f"{msg} ({named} {opts[named]} is {opt_file.name}'s: pass --{_REPO_FLAG.get(taken[named], taken[named])} "
+                          "to import_reference to give another)") from e
+
+    def said(name) -> str:
+        if name in given:
+            return f"--{_REPO_FLAG.get(name, name)} {getattr(cfg, name)} was given"
+        t = next((t for t, n in taken.items() if n == name), None)
+        return (f"{opt_file.name} says {t} {opts[t]}" if t else
+                f"the default {_REPO_FLAG.get(name, name)} {getattr(cfg, name)} was assumed")
+
+    arch = {}
+    for k in keys[:2 if model == "cyclegan" else 1]:
+        fits = _repo_generators(states[k], cfg)
+        if not fits:
+            continue   # load_reference_weights says what the file looks like
+        a = dict(fits[0])
+        if k == "G_B":   # it translates B to A
+            a["input_nc"], a["output_nc"] = a["output_nc"], a["input_nc"]
+        for name, v in a.items():
+            arch.setdefault(name, (v, files[k]))
+    wrong = {n: (v, f) for n, (v, f) in arch.items() if getattr(cfg, n) != v}
+    if wrong:
+        flags = " ".join(f"--{_REPO_FLAG.get(n, n)} {str(v).lower() if isinstance(v, bool) else v}"
+                         for n, (v, _) in wrong.items())
+        raise ConfigError(f"the weights in {src} do not fit the options: " + "; ".join(
+            f"{said(n)}, but {f} is a {_REPO_FLAG.get(n, n)} {v} generator" for n, (v, f) in wrong.items())
+            + f": pass {flags} to import_reference")
+
+    if opts.get("dataroot", "None") not in ("", "None") and "dataroot" not in given:
+        cfg.dataroot, note = _reference_dataroot(src, opts, trainer="the repo's train.py")
+        notes += [note] if note else []
+    out = cfg.experiment_dir
+    if out.resolve() == src.resolve():
+        raise ConfigError(f"the import of {src} would be written into {src} itself"
+                          + ("" if "name" in given else " (--name defaults to the source folder's name)")
+                          + ": choose a --name (or --checkpoints_dir) whose folder is another")
+    try:
+        check_new_run(cfg)
+    except RunExistsError:
+        from pix2pixhd.run_folder import run_files
+        raise RunExistsError(
+            f"{out} already holds a run ({', '.join(run_files(out))}): to import into another folder, choose a "
+            f"--name other than {cfg.name!r}; to replace that run, add --overwrite") from None
+
+    state = {"config": cfg.to_dict(), "version": __version__, "imported_from": str(src.resolve()),
+             "environment": environment(torch.device("cpu"))}
+    for k in keys:
+        net = (build_generator(cfg, "BtoA" if k == "G_B" else None) if k.startswith("G")
+               else build_discriminator(cfg, k))
+        if states[k] is None or net is None:
+            state[k] = None   # the repo's released models hold the generators alone
+            continue
+        state[k] = load_reference_weights(net, states[k], source=str(src / files[k])).state_dict()
+    # the repo records no epoch beside its weights: {N}_net_G.pth ends epoch N; latest_net_G.pth is
+    # that of the last N whose weights it equals, else later than any (its epoch is not known)
+    g_key = keys[0]
+    numbered = sorted(int(m[1]) for p in src.glob(f"*_net_{g_key}.pth")
+                      if (m := re.fullmatch(rf"([0-9]+)_net_{g_key}\.pth", p.name)))
+    if prefix != "latest":
+        epoch = int(prefix) + 1
+    else:
+        latest = (src / files[g_key]).read_bytes()
+        same = [n for n in numbered if (src / f"{n}_net_{g_key}.pth").read_bytes() == latest]
+        start = int(opts["epoch_count"]) if opts.get("epoch_count", "").isdigit() else 1
+        epoch = same[-1] + 1 if same else max([start] + [n + 1 for n in numbered])
+        if not same:
+            notes.append(f"{src} records no epoch for {files[g_key]}: --resume continues it at epoch {epoch}"
+                         + (f" (after {numbered[-1]}_net_{g_key}.pth)" if numbered else
+                            f" ({opt_file.name}'s epoch_count)" if "epoch_count" in opts else "")
+                         + "; import --which_epoch N for an epoch it saved")
+    state.update(epoch=epoch, iter_in_epoch=0, samples_in_epoch=0, global_step=0)
+    if model == "cyclegan":   # the trainer's pools of rank 0, empty (the repo saves none)
+        from pix2pixhd.image_pool import ImagePool
+        state["pools"] = [{k: ImagePool(cfg.pool_size, seed=cfg.seed * 1_000_003 * 2 + i).state_dict()
+                           for i, k in enumerate(("fake_B", "fake_A"))}]
+    missing_d = [files[k] for k in keys if k.startswith("D") and state[k] is None]
+    if missing_d:
+        notes.append(f"{src} holds no {' or '.join(missing_d)}: the run synthesizes; training it "
+                     "(--resume, --load_pretrain) needs its discriminator")
+    others = [n for n in numbered if str(n) != prefix]
+    if others:
+        notes.append(f"{src} also holds epoch{'s' if len(others) > 1 else ''} "
+                     f"{', '.join(map(str, others[:6]))}{', ...' if len(others) > 6 else ''} (N_net_{g_key}.pth), "
+                     f"not imported: import one with --which_epoch N and another --name")
+    shown = [f"{t} as {n}" if t != n else t for t, n in taken.items()]
+    summary = (f"{src} ({REPO}, {model}) into {out}: " + ", ".join(k for k in keys if state[k] is not None)
+               + f"; epoch {epoch}" + (f"; from {opt_file.name}: {', '.join(shown)}" if shown else
+                                       "; no options printout (train_opt.txt, opt.txt): the defaults were "
+                                       "assumed for every option not given"))
+    if dry_run:
+        print(cfg.pretty())
+        print(f"dry run: would import {summary}; would write {out / 'config.json'}, {out / 'latest.pt'}; "
+              "nothing written")
+    else:
+        aside = move_aside(out) if cfg.overwrite else None
+        save_checkpoint(state, out, "latest", cfg.to_json())
+        if aside is not None:
+            drop_replaced(aside)
+        print(f"imported {summary}")
+    for note in notes:
+        print(f"note: {note}")
+    return out
+
+
+def _model_given(argv: list[str]) -> str | None:
+    """The --model on ``argv`` (lower case: NVIDIA's pix2pixHD is ours), or None."""
+    import argparse
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--model")
+    model = pre.parse_known_args(argv)[0].model
+    return model.lower() if model else None
 
 
 def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str = "latest",
@@ -396,11 +692,22 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
         raise MissingInputError(f"{src} " + ("is not a folder" if src.exists() else "does not exist")
                                 + ": give the reference's checkpoints/NAME folder (latest_net_G.pth, opt.txt...)")
     g_file = src / f"{prefix}_net_G.pth"
+    argv = list(argv or [])
+    model = _model_given(argv)
+    g_state = read_state_dict(g_file) if g_file.is_file() else None
+    repo = repo_run_model(src, g_state)
+    if model in REPO_NETWORKS:
+        nvidia = read_reference_options(src / "opt.txt").get("model") if (src / "opt.txt").is_file() else None
+        if repo is not None or nvidia != "pix2pixHD":   # NVIDIA's run: refused below (drop --model)
+            return import_repo_run(src, argv, model, which_epoch=which_epoch, dry_run=dry_run)
+    elif repo is not None:
+        raise ConfigError(f"{src} is a {repo[0]} run folder of {REPO} ({repo[1]}), not NVIDIA's pix2pixHD: add "
+                          f"--model {repo[0]}: python -m pix2pixhd.import_reference {src} --model {repo[0]} "
+                          "--name NAME")
     if not g_file.is_file():
         held = sorted(p.name for p in src.glob("*_net_G.pth")) if src.is_dir() else []
         raise MissingInputError(f"{g_file} not found: not a pix2pixHD run folder, or no generator saved at "
                                 f"--which_epoch {which_epoch} (it holds {held or 'none'})")
-    argv = list(argv or [])
     refuse_reference_only(argv)   # NVIDIA's --gpu_ids, --fp16...: train_hd.py's one-line explanation
     parser = train_parser(argv)
     parser.prog, parser.usage = "python -m pix2pixhd.import_reference", USAGE
@@ -423,7 +730,8 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
                               "[--checkpoints_dir DIR]; to import over a run, add --overwrite")
     # the weights, read first: they are the truth about the architecture
     files = {k: f"{prefix}_net_{k}.pth" for k in ("G", "D", "E")}
-    states = {k: read_state_dict(src / f) if (src / f).is_file() else None for k, f in files.items()}
+    states = {k: read_state_dict(src / f) if (src / f).is_file() else None for k, f in files.items() if k != "G"}
+    states["G"] = g_state
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     opt_file, taken, opts, shown = src / "opt.txt", [], {}, []
     if opt_file.is_file():
@@ -689,11 +997,13 @@ def build_parser():
     p = make_parser(
         "python -m pix2pixhd.import_reference",
         "Import a run folder of NVIDIA's pix2pixHD (latest_net_G.pth, _D, _E, opt.txt, "
-                    "iter.txt, features_clustered_NNN.npy) as a run of ours. Other arguments are "
+                    "iter.txt, features_clustered_NNN.npy), or with --model pix2pix|cyclegan one of the "
+                    "pix2pix/CycleGAN repo (latest_net_G.pth, _D, or _G_A, _G_B, _D_A, _D_B; train_opt.txt "
+                    "or opt.txt), as a run of ours. Other arguments are "
                     "train_hd.py options (--name, default NVIDIA_RUN's folder name; --checkpoints_dir; any "
                     "option overrides opt.txt's). Options the weights contradict are refused with the flags "
                     "that fit them.", usage=USAGE)
-    p.add_argument("src", help="the reference's checkpoints/NAME folder")
+    p.add_argument("src", help="the reference's checkpoints/NAME folder (NVIDIA's, or the pix2pix/CycleGAN repo's)")
     p.add_argument("--which_epoch", default="latest", help="latest, or N for N_net_G.pth")
     p.add_argument("--dry_run", action="store_true",
                    help="check everything, print the resolved options and what would be written; write nothing")

@@ -87,11 +87,19 @@ def reference_files(folder: Path) -> list[str]:
 
 def reference_run_message(folder: Path) -> str | None:
     """The one line for a run folder of NVIDIA's pix2pixHD (``{latest,N}_net_G.pth``, opt.txt)
-    given where a run of ours is expected (``--checkpoint``, ``--resume``), or None when
-    ``folder`` is not one. A ``*_net_G.pth`` file itself counts as its folder."""
+    or of the pix2pix/CycleGAN repo (``_net_G_A.pth``/``_G_B``, or its options printout saying
+    model pix2pix or cycle_gan: the import then needs ``--model``) given where a run of ours is
+    expected (``--checkpoint``, ``--resume``), or None when ``folder`` is not one. A
+    ``*_net_G.pth`` file itself counts as its folder."""
     folder = Path(folder)
-    if folder.is_file() and re.fullmatch(r"(latest|[0-9]+)_net_[GDE]\.pth", folder.name):
+    if folder.is_file() and re.fullmatch(r"(latest|[0-9]+)_net_([GDE]|[GD]_[AB])\.pth", folder.name):
         folder = folder.parent
+    from pix2pixhd.import_reference import REPO, repo_run_model
+    repo = repo_run_model(folder)   # CycleGAN's G_A/G_B, or an options printout of the repo's
+    if repo is not None:
+        return (f"{folder} is a {repo[0]} run folder of {REPO} ({repo[1]}): import it first: python -m "
+                f"pix2pixhd.import_reference {folder} --model {repo[0]} --name NAME, then point this command at "
+                "the imported run (checkpoints/NAME)")
     held = reference_files(folder)
     if not any(n.endswith("_net_G.pth") for n in held):
         return None
@@ -184,9 +192,12 @@ def check_resumed_dataroot(cfg: "TrainConfig") -> None:
         imported = peek_checkpoint(checkpoint_path(cfg.experiment_dir, cfg.which_epoch)).get("imported_from")
     except Exception:
         imported = None
-    if imported:
-        whose += (f" (from {imported}/opt.txt, relative to the folder NVIDIA's train.py ran in)"
-                  if not root.is_absolute() else f" (from {imported}/opt.txt)")
+    if imported:   # NVIDIA's run folder, or the pix2pix/CycleGAN repo's (train_opt.txt, or opt.txt)
+        repo = cfg.model in ("pix2pix", "cyclegan")
+        opts = f"{imported}'s options file" if repo else f"{imported}/opt.txt"
+        trainer = "the repo's train.py" if repo else "NVIDIA's train.py"
+        whose += (f" (from {opts}, relative to the folder {trainer} ran in)"
+                  if not root.is_absolute() else f" (from {opts})")
     raise MissingInputError(f"--resume of {cfg.experiment_dir}: {whose}; pass --dataroot DIR (the folder "
                             "holding this run's training data)")
 

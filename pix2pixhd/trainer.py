@@ -791,9 +791,9 @@ class Trainer:
         for key, net in self._networks().items():
             if net is None:
                 continue
-            if ckpt.get(key) is None and key == "D" and ckpt.get("imported_from"):
-                self.vis.log_message(f"{ckpt['imported_from']} held no D (latest_net_D.pth): D starts "
-                                     "from its initialisation")
+            if ckpt.get(key) is None and key in ("D", "D_A", "D_B") and ckpt.get("imported_from"):
+                self.vis.log_message(f"{ckpt['imported_from']} held no {key} (latest_net_{key}.pth): {key} "
+                                     "starts from its initialisation")
                 continue
             if ckpt.get(key) is None:
                 what = "a feature encoder" if key == "E" else f"a {key} network"

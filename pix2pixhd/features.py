@@ -234,11 +234,11 @@ class FeatureClusters:
 
     @classmethod
     def _bounds_problem(cls, d: dict) -> str | None:
-        """Why the clusters file dict ``d`` (centres already [k, feat_num] tensors) would not make
-        a table synthesis can build, or None: n_clusters or feat_num not an integer in
-        1..TABLE_MAX, a class with more centres than n_clusters, a class id at or above
-        LABEL_NC_MAX, or a table [classes, centres, features] above :attr:`TABLE_MAX` values."""
-        from pix2pixhd.data.layouts import LABEL_NC_MAX
+        """Why the clusters file dict ``d`` (centres already [k, feat_num] tensors) is not one
+        ``encode`` could have written, or None: n_clusters or feat_num not an integer in
+        1..TABLE_MAX, a class with more centres than n_clusters, or more centres in all than
+        :attr:`TABLE_MAX` values. Class ids are checked where the run is known (synthesis names
+        those past its label_nc) and by :meth:`table`, which refuses a table past TABLE_MAX."""
         n, f = d["n_clusters"], d["feat_num"]
         for name, v in (("n_clusters", n), ("feat_num", f)):
             if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= cls.TABLE_MAX:
@@ -247,13 +247,9 @@ class FeatureClusters:
         over = [k for k, v in centers.items() if v.shape[0] > n]
         if over:
             return f"class {over[0]!r} holds {centers[over[0]].shape[0]} centres, more than its n_clusters {n}"
-        ids = [k for k in centers if isinstance(k, int)]
-        if ids and max(ids) >= LABEL_NC_MAX:
-            return f"class id {max(ids)}: must be < {LABEL_NC_MAX} (label_nc at most {LABEL_NC_MAX})"
-        c, kmax = max(ids, default=-1) + 1, max((v.shape[0] for v in centers.values()), default=1)
-        if max(c, 1) * kmax * f > cls.TABLE_MAX:
-            return (f"classes up to {c - 1} with up to {kmax} centres of {f} features: a table of "
-                    f"{max(c, 1) * kmax * f} values, more than {cls.TABLE_MAX}")
+        total = sum(v.shape[0] for v in centers.values()) * f
+        if total > cls.TABLE_MAX:
+            return f"{len(centers)} classes hold {total} centre values, more than {cls.TABLE_MAX}"
         return None
 
     @classmethod

@@ -69,6 +69,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -891,9 +892,20 @@ class OutLock:
         except ImportError:   # Windows: no POSIX locks; the recorded pid decides
             fcntl = None
         self.out.mkdir(parents=True, exist_ok=True)
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        # never through a link: the lock's record is written over the file it opens, so a lock
+        # path that is a link to another file (someone else's, in a shared folder) would wipe it
+        flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+                 | getattr(os, "O_NOFOLLOW", 0))
         while True:
-            fd = os.open(self.path, flags, 0o644)
+            try:
+                fd = os.open(self.path, flags, 0o644)
+            except OSError as e:
+                if os.path.islink(self.path) or (e.errno == errno.EISDIR and self.path.is_dir()):
+                    raise InputError(self._not_a_file()) from None
+                raise
+            if not stat.S_ISREG(os.fstat(fd).st_mode):   # a fifo or a device: nothing to write over
+                os.close(fd)
+                raise InputError(self._not_a_file())
             flocked = False   # no fcntl, ENOLCK, EOPNOTSUPP...: fall back on the recorded pid
             if fcntl is not None:
                 try:
@@ -926,6 +938,13 @@ class OutLock:
         _write_at_start(fd, json.dumps(rec).encode())
         self.fd = fd
         return note
+
+    def _not_a_file(self) -> str:
+        what = ("a symbolic link (never followed: the lock's record would be written over the file "
+                "it points to)" if os.path.islink(self.path) else
+                "a folder" if self.path.is_dir() else "not a regular file (a fifo or a device)")
+        return (f"{self.path} is {what}; the lock is a plain file that this program writes: remove "
+                f"{self.path} and rerun")
 
     @staticmethod
     def _who(holder: dict) -> str:

@@ -556,8 +556,9 @@ class Trainer:
                 self.vis.log_message(
                     f"continuing the run imported from {ckpt['imported_from']}: its weights, epoch "
                     f"{self.epoch}, fresh Adam moments (it saved none), the learning rate the schedule "
-                    f"gives epoch {self.epoch} ({lr_at_epoch(cfg, self.epoch):g}; NVIDIA's --continue_train "
-                    f"restarted at --lr whatever the epoch)")
+                    f"gives epoch {self.epoch} ({lr_at_epoch(cfg, self.epoch):g}; "
+                    + ("NVIDIA's --continue_train restarted at --lr whatever the epoch)" if cfg.model == "pix2pixhd"
+                       else "the pix2pix/CycleGAN repo's --continue_train took it from --epoch_count)"))
             else:
                 source = checkpoint_path(self.exp_dir, cfg.which_epoch)
                 self._load_optimizer(self.opt_G, ckpt["optimizer_G"], source, "optimizer_G")
@@ -792,8 +793,8 @@ class Trainer:
             if net is None:
                 continue
             if ckpt.get(key) is None and key in ("D", "D_A", "D_B") and ckpt.get("imported_from"):
-                self.vis.log_message(f"{ckpt['imported_from']} held no {key} (latest_net_{key}.pth): {key} "
-                                     "starts from its initialisation")
+                self.vis.log_message(f"{ckpt['imported_from']} held no {key} (no *_net_{key}.pth of the epoch "
+                                     f"imported): {key} starts from its initialisation")
                 continue
             if ckpt.get(key) is None:
                 what = "a feature encoder" if key == "E" else f"a {key} network"

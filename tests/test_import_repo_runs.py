@@ -226,7 +226,8 @@ def test_an_imported_cyclegan_run_resumes(tmp_path, with_d):
                        "--no_tensorboard", "--no_html"]) == 0
     assert load_checkpoint(ck / "h2z")["global_step"] == 1
     log = (ck / "h2z" / "loss_log.txt").read_text()
-    assert ("held no D_A (latest_net_D_A.pth): D_A starts from its initialisation" in log) == (not with_d)
+    assert ("held no D_A (no *_net_D_A.pth of the epoch imported): D_A starts from its initialisation" in log) == (not with_d)
+    assert "the pix2pix/CycleGAN repo's --continue_train took it from --epoch_count" in log
 
 
 @pytest.mark.fault(cls="command-line errors", case="--resume of a run imported from the pix2pix/CycleGAN repo whose "

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pix2pixhd.argparsing import RawDescriptionHelpFormatter
-from pix2pixhd.errors import ConfigError, MissingInputError, UserError, env_flag, loads_json
+from pix2pixhd.errors import ConfigError, MissingInputError, UserError, env_flag, has_unprintable, loads_json, printable
 from pix2pixhd.paths import run_dir
 
 
@@ -639,6 +639,15 @@ class TrainConfig:
             c.load_pretrain = run.load_pretrain = _absolute(run.load_pretrain)
         if c.checkpoints_dir:   # '--checkpoints_dir=~/ck' (the shell leaves that ~): the home's, not ./~
             c.checkpoints_dir = run.checkpoints_dir = os.path.expanduser(c.checkpoints_dir)
+        if isinstance(run.name, str) and has_unprintable(run.name):
+            # printed on every start and resume, and a folder name that ls and the shell echo: its
+            # escape sequences would clear the screen or retitle the terminal each time
+            from pix2pixhd.paths import UnsafeNameError
+            kept = "".join(ch for ch in run.name if not has_unprintable(ch))
+            plain = re.sub(r"[^A-Za-z0-9._-]+", "_", kept).strip("._") or "run1"
+            raise UnsafeNameError(f"--name {printable(run.name)} holds control characters (shown escaped) that a "
+                                  f"terminal would act on when the run's folder or config is printed: use a plain "
+                                  f"name such as --name {plain}")
         run_dir(run.checkpoints_dir, run.name)   # a --name that would leave checkpoints_dir: refused early
         resume_note = None
         which = c.which_epoch if c.which_epoch not in (None, "latest") else None

@@ -86,6 +86,7 @@ from PIL import Image
 from pix2pixhd.data.dataset import ID_MODES, synthesis_wording, wanted_modes
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
 from pix2pixhd.errors import PROGRESS_INTERVAL_S, ConfigError, InputError, MissingInputError, UserError, loads_json
+from pix2pixhd.errors import printable   # file names and file-provided text, before they reach a terminal
 from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
 from pix2pixhd.paths import file_sha256  # (also for callers)
 from pix2pixhd.paths import tmp_beside as _tmp_path
@@ -525,9 +526,9 @@ class DatasetSource(torch.utils.data.Dataset):
         has_inst = (root / f"{job.phase}_inst").is_dir()
         direction = cfg.learned_direction_there(root, job.phase) or cfg.direction
         if direction != cfg.direction and os.environ.get("RANK", "0") == "0":   # fed as it learned
-            print(f"note: this checkpoint was saved before --direction BtoA applied to {job.phase}_A/ + "
-                  f"{job.phase}_B/ folders: its generator learned {job.phase}_A -> {job.phase}_B, so "
-                  f"{job.phase}_A/ is its input", file=sys.stderr, flush=True)
+            print(printable(f"note: this checkpoint was saved before --direction BtoA applied to {job.phase}_A/ + "
+                            f"{job.phase}_B/ folders: its generator learned {job.phase}_A -> {job.phase}_B, so "
+                            f"{job.phase}_A/ is its input"), file=sys.stderr, flush=True)
         try:   # CycleGAN's unaligned layout: only the domain the generator reads is listed and checked
             # the layout there, where the checkpoint reads it (synthesize.py has no --dataset_mode):
             # a pix2pix run trained on AB images reads {phase}_A/ + {phase}_B/ photo pairs too
@@ -1637,7 +1638,7 @@ def _prepare_and_run(synth: Synthesizer, job: SynthesisJob, identity: dict | Non
         raise_on_any_rank(err, info)   # a collective under torchrun: every rank stops, or none
         if rank == 0:
             for n in notes:
-                print(f"note: {n}", file=sys.stderr, flush=True)
+                print(printable(f"note: {n}"), file=sys.stderr, flush=True)
         return _run_job(synth, job, src, layout, ident, info, older, state, recorded, stop)
     except _WrongInputs as e:
         gone = ""
@@ -1907,18 +1908,18 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     del done
     if rank == 0 and damaged:
         p, n, why = damaged[0]
-        print(f"note: {len(damaged)} manifest line(s) in {out} are damaged (first: {p} line {n}: {why}) and "
-              "ignored, as a line cut short by a kill is: outputs without a readable line are synthesized again",
-              file=sys.stderr, flush=True)
+        print(printable(f"note: {len(damaged)} manifest line(s) in {out} are damaged (first: {p} line {n}: {why}) "
+                        "and ignored, as a line cut short by a kill is: outputs without a readable line are "
+                        "synthesized again"), file=sys.stderr, flush=True)
     if rank == 0 and todo and (note := _marked_complete_note(out, recorded, report.already_done, todo)):
-        print(f"note: {note}", file=sys.stderr, flush=True)
+        print(printable(f"note: {note}"), file=sys.stderr, flush=True)
     mine = todo[rank::world]
     manifest = _Manifest(out / PARTS / f"rank{rank:05d}.jsonl")
     common = {"job": ident["digest"], "checkpoint": ident.get("checkpoint"),
               "checkpoint_sha256": ident.get("checkpoint_sha256"), "rank": rank}
     for p, msg in getattr(src, "broken", []):   # broken symlinks among the inputs
         if rank == 0:
-            print(f"skipped {p}: {msg}", flush=True)
+            print(printable(f"skipped {p}: {msg}"), flush=True)
             report.skipped_inputs.append((str(p), msg))
             report.skipped += 1
             manifest.add({**common, "input": _under(src.abs_root, src.root, p), "output": None,
@@ -2126,7 +2127,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         nonlocal early
         early = 0
         for name_, reason_ in held:
-            print(f"skipped {name_}: {reason_}", flush=True)
+            print(printable(f"skipped {name_}: {reason_}"), flush=True)
         held.clear()
 
     def agree(verdict) -> None:
@@ -2160,7 +2161,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                     raise _WrongInputs(_wrong_inputs_message(job, synth.cfg, src, held))
                 flush_held()
         else:
-            print(f"skipped {name}: {reason}", flush=True)
+            print(printable(f"skipped {name}: {reason}"), flush=True)
         for k in ks:
             report.skipped += 1
             manifest.add({**common, "input": src.record_name(item_i), "key": src.keys[item_i], "sample": k,
@@ -2233,7 +2234,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             i = int(item["i"])
             ks = wanted[i]
             for note in item.get("notes") or ():   # Pillow's decompression-bomb warning, as a note
-                print(f"note: {note}", file=sys.stderr, flush=True)
+                print(printable(f"note: {note}"), file=sys.stderr, flush=True)
             if item["error"] is not None:
                 skip(i, ks, item["error"])
                 continue
@@ -2249,9 +2250,9 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                 flush_held()
             if item.get("grey") and not said_grey:
                 said_grey.append(i)
-                print(f"note: {src.source_name(i)} is a grey image, converted to RGB for this checkpoint "
-                      "(label_nc 0, photo inputs) as --dataroot converts it; if it is a label id map, "
-                      "use a checkpoint trained on label maps", file=sys.stderr, flush=True)
+                print(printable(f"note: {src.source_name(i)} is a grey image, converted to RGB for this checkpoint "
+                                "(label_nc 0, photo inputs) as --dataroot converts it; if it is a label id map, "
+                                "use a checkpoint trained on label maps"), file=sys.stderr, flush=True)
             key = (tuple(item["label"].shape), item["label"].dtype, item["inst"] is None, item["image"] is None)
             bucket = buckets.setdefault(key, [])
             for k in ks:

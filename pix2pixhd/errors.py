@@ -243,20 +243,47 @@ def stderr_is_tty() -> bool:
         return False
 
 
+# What a terminal acts on instead of showing: C0 and C1 control characters but newline and tab
+# (ESC starts colours, cursor moves and the window title's OSC, BEL ends it, CR goes back over the
+# line), DEL, the bidi controls that reorder what follows (U+202E shows "gnp.exe" for "exe.png"),
+# and lone surrogates (a file name's undecodable bytes, which stdout cannot encode at all).
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape_char(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def printable(s: str) -> str:
+    """``s`` with the characters a terminal would act on (:data:`_UNPRINTABLE`) shown as
+    ``\\xNN``/``\\uNNNN`` escapes, everything else (accents, CJK, emoji, newlines, tabs) as it is: a
+    file name or a value read from a file is printed as text, so a hostile one cannot set the
+    window title, clear the screen or hide the rest of its line behind a carriage return."""
+    return _UNPRINTABLE.sub(_escape_char, s)
+
+
+def has_unprintable(s: str) -> bool:
+    """Whether :func:`printable` would change ``s``: a value that cannot name a folder or be
+    stored in a run's config (``--name``, an imported option) as it is."""
+    return _UNPRINTABLE.search(s) is not None
+
+
 def _error_line(line: str) -> None:
     """``line`` and its newline on stderr in one write: under torchrun every rank of an agreed
     error prints its line to one pipe, and print()'s two writes (the text, then the newline) let
-    another rank's line land between them."""
-    sys.stderr.write(line + "\n")
+    another rank's line land between them. File names and values in it are shown
+    :func:`printable`."""
+    sys.stderr.write(printable(line) + "\n")
     sys.stderr.flush()
 
 
 def say(text: str) -> None:
     """``print(text, flush=True)`` on stdout for a command whose work must go on without its
     reader (train_hd.py's start-up lines and notes): a reader gone (``| head -3`` that exited) sends
-    stdout to os.devnull instead of ending the run with status 141."""
+    stdout to os.devnull instead of ending the run with status 141. Shown :func:`printable`."""
     try:
-        print(text, flush=True)
+        print(printable(text), flush=True)
     except BrokenPipeError:
         if not stdout_closed():
             raise

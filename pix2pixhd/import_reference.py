@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pix2pixhd.compat import CheckpointMismatchError, load_reference_weights
-from pix2pixhd.errors import ConfigError, RunExistsError
+from pix2pixhd.errors import ConfigError, RunExistsError, has_unprintable, printable
 
 # opt.txt options that say what the networks, the data and the recipe were; the rest (paths, GPUs,
 # logging, display) belong to the machine that trained it.
@@ -69,6 +69,16 @@ def read_reference_options(path) -> dict[str, str]:
         if sep and name.isidentifier():
             opts[name] = value.split("\t[default: ")[0].strip()
     return opts
+
+
+def _printable_option(opt_file, name: str, text: str, flag: str | None = None) -> None:
+    """Refuse an options file's value that holds control characters (:func:`printable`'s): the
+    run's config would store it and every later start, resume and dry run print it, escape
+    sequences and all (a window title set, a screen cleared). Letters of any script are kept."""
+    if has_unprintable(text):
+        raise ConfigError(f"{opt_file} says {name}: {printable(text)}, which holds control characters (shown "
+                          f"escaped) that a terminal would act on when the run prints its config: pass "
+                          f"--{flag or name} with the value to use to import_reference")
 
 
 def _typed(name: str, text: str, default):
@@ -514,6 +524,7 @@ def import_repo_run(src, argv: list[str], model: str, *, which_epoch: str = "lat
             continue   # what the repo's other model reads (pix2pix's pool_size 0, CycleGAN's lambda_L1)
         if name == "no_lsgan" and "gan_mode" in opts:
             continue
+        _printable_option(opt_file, theirs_name, text, _REPO_FLAG.get(name, name))
         f = fields[name]
         try:
             v = _typed(name, text, default_of(f, model))
@@ -568,6 +579,7 @@ def import_repo_run(src, argv: list[str], model: str, *, which_epoch: str = "lat
             + f": pass {flags} to import_reference")
 
     if opts.get("dataroot", "None") not in ("", "None") and "dataroot" not in given:
+        _printable_option(opt_file, "dataroot", opts["dataroot"])
         cfg.dataroot, note = _reference_dataroot(src, opts, trainer="the repo's train.py")
         notes += [note] if note else []
     out = cfg.experiment_dir
@@ -629,17 +641,17 @@ def import_repo_run(src, argv: list[str], model: str, *, which_epoch: str = "lat
                                        "; no options printout (train_opt.txt, opt.txt): the defaults were "
                                        "assumed for every option not given"))
     if dry_run:
-        print(cfg.pretty())
-        print(f"dry run: would import {summary}; would write {out / 'config.json'}, {out / 'latest.pt'}; "
-              "nothing written")
+        print(printable(cfg.pretty()))
+        print(printable(f"dry run: would import {summary}; would write {out / 'config.json'}, {out / 'latest.pt'}; "
+                        "nothing written"))
     else:
         aside = move_aside(out) if cfg.overwrite else None
         save_checkpoint(state, out, "latest", cfg.to_json())
         if aside is not None:
             drop_replaced(aside)
-        print(f"imported {summary}")
+        print(printable(f"imported {summary}"))
     for note in notes:
-        print(f"note: {note}")
+        print(printable(f"note: {note}"))
     return out
 
 
@@ -741,6 +753,7 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
         for name in IMPORTED_OPTIONS:
             if name in args or name not in opts or opts[name] == "None":
                 continue
+            _printable_option(opt_file, name, opts[name])
             f = fields[name]
             try:
                 v = _typed(name, opts[name], default_of(f, "pix2pixhd"))
@@ -761,6 +774,7 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
             args["precision"] = "fp16"
             shown.append("fp16 (as --precision fp16)")
         if "dataroot" not in args and opts.get("dataroot", "None") not in ("", "None"):
+            _printable_option(opt_file, "dataroot", opts["dataroot"])
             shown.append("dataroot")
     telltales = encode_features_telltales(src, opts) if opts else []
     if args.get("netG") != "local" and "niter_fix_global" in taken:
@@ -968,11 +982,11 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
                   f"; no opt.txt: the defaults were assumed for every option not given" if not opts else "")
                + said_clusters)
     if dry_run:
-        print(cfg.pretty())
-        print(f"dry run: would import {summary}; would write {out / 'config.json'}, {out / 'latest.pt'}"
-              + (f", {out / 'features_clustered.pt'}" if clusters is not None else "") + "; nothing written")
+        print(printable(cfg.pretty()))
+        print(printable(f"dry run: would import {summary}; would write {out / 'config.json'}, {out / 'latest.pt'}"
+                        + (f", {out / 'features_clustered.pt'}" if clusters is not None else "") + "; nothing written"))
         for note in notes:
-            print(f"note: {note}")
+            print(printable(f"note: {note}"))
         return out
     aside = move_aside(out) if cfg.overwrite else None
     if clusters is not None:
@@ -985,9 +999,9 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
     save_checkpoint(state, out, "latest", cfg.to_json())
     if aside is not None:
         drop_replaced(aside)
-    print(f"imported {summary}")
+    print(printable(f"imported {summary}"))
     for note in notes:
-        print(f"note: {note}")
+        print(printable(f"note: {note}"))
     return out
 
 

@@ -48,7 +48,7 @@ from pix2pixhd.data.layouts import (FAR_COLOUR_MIN_SHARE, MODES, NOTICE_KINDS, P
                                     aligned_folder_problem, decode_palette, detect_mode, far_colours,
                                     find_files, hidden, load_palette, palette_duplicates, palette_fit,
                                     read_classes)
-from pix2pixhd.errors import UserError, loads_json
+from pix2pixhd.errors import UserError, loads_json, printable
 from pix2pixhd.paths import check_name
 
 # Id maps: one channel of integers. A bilevel ("1") map reads as ids 0 and 1 (a binary mask).
@@ -76,7 +76,8 @@ class DatasetError(UserError, ValueError):
 def format_problems(problems, header: str, max_listed: int = 5) -> str:
     """Problems grouped by kind (first ``max_listed`` of each and a count); notices (entries that
     are not samples, samples that may not be what the layout reads) after them, under their own
-    headings."""
+    headings. File names and the messages about them are shown :func:`printable` (a name's escape
+    sequences would recolour, retitle or overwrite the terminal it is printed on)."""
     fatal = [p for p in problems if p[0] not in NOTICE_KINDS]
     notes = [p for p in problems if p[0] == "ignored"]
     other = [p for p in problems if p[0] in NOTICE_KINDS and p[0] != "ignored"]
@@ -95,7 +96,7 @@ def format_problems(problems, header: str, max_listed: int = 5) -> str:
             lines += [f"    - {m}" for m in msgs[:max_listed]]
             if len(msgs) > max_listed:
                 lines.append(f"    ... and {len(msgs) - max_listed} more")
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 def fatal_problems(problems) -> list:
@@ -837,13 +838,13 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     if mode == "palette" and validate != "off" and (dup := palette_duplicates(pal)):
         said = ", ".join(f"{i} (as {j})" for i, j in dup[:6]) + (f" and {len(dup) - 6} more" if len(dup) > 6 else "")
         name = cfg.palette if isinstance(cfg.palette, (str, Path)) else "(given as a list)"
-        print(f"note: palette {name}: ids {said} have the colour of an earlier id; their pixels read as "
-              "that id, so those ids never occur (give each class its own colour if it should)",
+        print(printable(f"note: palette {name}: ids {said} have the colour of an earlier id; their pixels read "
+                        "as that id, so those ids never occur (give each class its own colour if it should)"),
               file=sys.stderr, flush=True)
     if validate != "off" and (short := incomplete_synthesis(root, phase)):
         if cfg.is_train:   # training (is_train=True) refuses a partial dataset; --validate off takes it
             raise DatasetError(f"{short}; or, to train on the outputs there as they are, pass --validate off")
-        print(f"note: {short}", file=sys.stderr, flush=True)
+        print(printable(f"note: {short}"), file=sys.stderr, flush=True)
     is_train = (phase == "train") if cfg.is_train is None else cfg.is_train
     if cfg.is_train is None and not is_train and "train" in phase.lower() and not cfg.no_flip:
         # e.g. trainval: read as a test split unless the caller says (training passes is_train=True)
@@ -876,7 +877,7 @@ def report_listing_problems(ds: PairedDataset, max_listed: int = 5) -> None:
         head = (f"{len(ds.records)} complete sample(s) in {ds.describe()}; the folder listing leaves "
                 f"out what follows (validation off: no file was read)" if left else
                 "the folder listing found (validation off: no file was read)")
-        print(f"note: {head}:\n" + format_problems(problems, ds.describe(), max_listed),
+        print(printable(f"note: {head}:\n") + format_problems(problems, ds.describe(), max_listed),
               file=sys.stderr, flush=True)
 
 
@@ -1387,8 +1388,8 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
         n = classes.label_nc or max(classes.ids) + 1
         says = (f"says label_nc={n}" if classes.label_nc is not None else
                 f"names {len(classes.ids)} classes (ids {_id_ranges(classes.ids)})")
-        print(f"note: {classes.path} {says}, this run uses label_nc={ds.label_nc}: one-hot channels "
-              f"{n}..{ds.label_nc - 1} stay empty. Pass --label_nc {n} unless that is meant",
+        print(printable(f"note: {classes.path} {says}, this run uses label_nc={ds.label_nc}: one-hot channels "
+                        f"{n}..{ds.label_nc - 1} stay empty. Pass --label_nc {n} unless that is meant"),
               file=sys.stderr, flush=True)
     sizes, ids, n_inst, source_sizes, all_stats = Counter(), Counter(), 0, {}, []
     decode = level == "full"

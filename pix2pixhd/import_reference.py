@@ -629,7 +629,9 @@ def import_repo_run(src, argv: list[str], model: str, *, which_epoch: str = "lat
     missing_d = [files[k] for k in keys if k.startswith("D") and state[k] is None]
     if missing_d:
         notes.append(f"{src} holds no {' or '.join(missing_d)}: the run synthesizes; training it "
-                     "(--resume, --load_pretrain) needs its discriminator")
+                     "(--resume, --load_pretrain) starts "
+                     + ("that discriminator from its" if len(missing_d) == 1 else "those discriminators from their")
+                     + " initialisation")
     others = [n for n in numbered if str(n) != prefix]
     if others:
         notes.append(f"{src} also holds epoch{'s' if len(others) > 1 else ''} "

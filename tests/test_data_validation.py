@@ -526,3 +526,22 @@ def test_a_dataset_mode_whose_folders_are_absent_names_the_layout_that_is_there(
     with pytest.raises(DatasetError, match=r"dataset_mode rgb_pairs reads train_A/ \+ train_B/"):
         create_dataset(city, dataset_mode="rgb_pairs", label_nc=0, no_instance=True, resize_or_crop="none")
     assert len(create_dataset(city, dataset_mode="cityscapes", label_nc=NC, resize_or_crop="none")) > 0
+
+
+@pytest.mark.fault(cls="bad dataset", case="an AB image 1 pixel wide (no A | B halves): refused by validation, "
+                                           "and by the read under --validate off")
+@pytest.mark.parametrize("size", [(1, 1), (1, 64)])
+def test_an_ab_image_too_narrow_for_two_halves_is_refused(tmp_path, size):
+    """Its halves were 0 pixels wide, resized into a blank pair that trained without a word."""
+    (tmp_path / "train").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)).save(tmp_path / f"train/{i}.png")
+    Image.new("RGB", size).save(tmp_path / "train/zz.png")
+    opts = dict(label_nc=0, no_instance=True, resize_or_crop="resize_and_crop", loadSize=32, fineSize=32)
+    with pytest.raises(DatasetError, match=rf"train/zz.png: an AB image 1 pixel wide has no A \| B halves"):
+        create_dataset(tmp_path, validate="headers", **opts)
+    ds = create_dataset(tmp_path, validate="off", **opts)
+    i = next(i for i, r in enumerate(ds.records) if str(r["ab"]).endswith("zz.png"))
+    with pytest.raises(DatasetError, match=r"train/zz.png: an AB image 1 pixel wide has no A \| B halves"):
+        ds[(i, 0)]

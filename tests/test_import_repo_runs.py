@@ -208,7 +208,7 @@ def test_guess_names_the_repos_generators():
 
 
 @pytest.mark.parametrize("with_d", [True, False])
-def test_an_imported_cyclegan_run_resumes(tmp_path, with_d):
+def test_an_imported_cyclegan_run_resumes(tmp_path, capsys, with_d):
     """The checkpoint has the shape of NVIDIA's import (weights, epoch, imported_from, no optimizer
     state) and the image pools a CycleGAN resume reads (empty: the repo saves none). A folder
     without D_A/D_B resumes with both from their initialisation, as NVIDIA's without D does."""
@@ -221,6 +221,9 @@ def test_an_imported_cyclegan_run_resumes(tmp_path, with_d):
     src = _cyclegan(tmp_path / "repo" / "h2z", with_d=with_d, load_size=64, crop_size=64)
     ck = tmp_path / "ck"
     assert import_main([str(src), "--model", "cyclegan", "--name", "h2z", "--checkpoints_dir", str(ck)]) == 0
+    said = capsys.readouterr()
+    assert ("training it (--resume, --load_pretrain) starts those discriminators from their initialisation"
+            in said.out + said.err) == (not with_d)
     assert train_main(["--resume", "--name", "h2z", "--checkpoints_dir", str(ck), "--dataroot", str(tmp_path / "data"),
                        "--max_steps", "1", "--device", "cpu", "--nThreads", "0", "--validate", "off",
                        "--no_tensorboard", "--no_html"]) == 0

@@ -193,6 +193,9 @@ class PairedDataset(torch.utils.data.Dataset):
                     raise DatasetError(f"{turned[0][2]}. {self.find_all()}")
             ab = _rgb(ab)
             w2, h = ab.size[0] // 2, ab.size[1]
+            if w2 == 0:   # (validation says so first: --validate headers and full)
+                raise DatasetError(f"{_rel(self, rec['ab'])}: an AB image {ab.size[0]} pixel wide has no A | B "
+                                   f"halves (each half is width // 2); remove it. {self.find_all()}")
             a, b = ab.crop((0, 0, w2, h)), ab.crop((w2, 0, 2 * w2, h))
             src, tgt = (a, b) if self.direction == "AtoB" else (b, a)
             return {"label": src, "image": tgt.convert("L") if self.output_grey else tgt}
@@ -1179,6 +1182,11 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
     if not desc and any(r != "feat" for r in sizes):
         w, h = next(s for r, s in sizes.items() if r != "feat")
         src = (w // 2, h) if "ab" in rec else (w, h)
+        if "ab" in rec and w < 2:   # halves of 0 pixels: resized, a blank pair trained without a word
+            problems.append(("size mismatch", str(rec["ab"]),
+                             f"{_rel(ds, rec['ab'])}: an AB image {w} pixel wide has no A | B halves (each "
+                             "half is width // 2); remove it, or put the pair side by side"))
+            return problems, {"size": src, "ids": ids, "n_inst": n_inst, "p_colours": p_colours}
         ow, oh = T.output_size(*src, ds.resize_or_crop, ds.loadSize, ds.fineSize,
                                ds.required_multiple)
         m = ds.required_multiple

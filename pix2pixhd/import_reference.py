@@ -130,10 +130,21 @@ def read_reference_clusters(path) -> dict[int, np.ndarray]:
     class _Array(np.ndarray):
         """The unpickler's arrays: their state (shape and data) is checked before numpy sizes them."""
         def __setstate__(self, state):
-            if isinstance(state, tuple) and len(state) == 5:
-                take(state[1], state[2])
-            elif isinstance(state, tuple) and len(state) == 4:
-                take(state[0], state[1])
+            if not (isinstance(state, tuple) and len(state) in (4, 5)):
+                raise CheckpointMismatchError(f"{path} holds an array state numpy does not write: refusing to load it")
+            shape, dtype, data = state[-4], np.dtype(state[-3]), state[-1]
+            take(shape, dtype)
+            # the data must fill the shape exactly: numpy's __setstate__ reads an object array's list
+            # without checking its length (a 336-byte file segfaulted the import)
+            n = 1
+            for d in ((shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)):
+                n *= max(int(d), 0)
+            fits = (isinstance(data, list) and len(data) == n if dtype.kind == "O" else
+                    isinstance(data, (bytes, bytearray)) and len(data) == n * dtype.itemsize)
+            if not fits:
+                raise CheckpointMismatchError(f"{path} holds an array whose data does not fill its shape "
+                                              f"{tuple(np.atleast_1d(shape)) if shape != () else ()}: refusing to load it "
+                                              "(it is not a file encode_features.py saves)")
             super().__setstate__(state)
 
     def _reconstruct(subtype, shape, dtype):

@@ -241,3 +241,35 @@ def test_the_fix_for_a_large_label_id_never_suggests_a_label_nc_past_the_bound(t
     fix = _id_fix(top, 35)
     assert said in fix, fix
     assert "label_nc 70001" not in fix and "label_nc 65536 or" not in fix
+
+
+class _BadState:
+    """Pickles as numpy's array reconstruction with a state whose data does not fill its shape."""
+
+    def __init__(self, shape, dtype, data):
+        self.args = (shape, dtype, data)
+
+    def __reduce__(self):
+        shape, dtype, data = self.args
+        return (np.zeros(1).__reduce__()[0], (np.ndarray, (0,), b"b"), (1, shape, np.dtype(dtype), False, data))
+
+
+@pytest.mark.fault(cls="damaged run folder",
+                   case="NVIDIA's features_clustered_NNN.npy whose array state does not fill its shape ({id}): one "
+                        "line naming the file, not a segfault")
+@pytest.mark.parametrize("shape, dtype, data", [((1000,), "O", [1.0]), ((2,), "O", [1.0]), ((4,), "f4", b"\0" * 4)],
+                         ids=["object 1000 of 1", "object 2 of 1", "float32 4 of 1"])
+def test_a_cluster_array_whose_data_does_not_fill_its_shape_is_refused(tmp_path, shape, dtype, data):
+    """numpy's ndarray.__setstate__ reads an object array's list without checking its length: a
+    336-byte file made the import segfault (status 139, no message; found by mutation testing).
+    Run in a child process: without the check it kills the process it runs in."""
+    import subprocess
+    import sys
+    f = tmp_path / "features_clustered_010.npy"
+    np.save(f, {1: _BadState(shape, dtype, data)}, allow_pickle=True)
+    code = ("import sys; from pix2pixhd.import_reference import read_reference_clusters\n"
+            "try:\n    read_reference_clusters(sys.argv[1])\nexcept Exception as e:\n"
+            "    print(type(e).__name__, e); sys.exit(3)\n")
+    p = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr[-2000:])
+    assert p.stdout.startswith(f"CheckpointMismatchError {f} holds an array whose data does not fill its shape"), p.stdout

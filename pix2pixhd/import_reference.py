@@ -484,13 +484,13 @@ def import_repo_run(src, argv: list[str], model: str, *, which_epoch: str = "lat
     --load_pretrain and resumes; CycleGAN's image pools start empty (the repo saves none)."""
     import re
     from pix2pixhd import __version__
-    from pix2pixhd.checkpoint import environment, save_checkpoint
+    from pix2pixhd.checkpoint import environment
     from pix2pixhd.cli import train_parser
     from pix2pixhd.compat import read_state_dict
     from pix2pixhd.config import AT_LEAST, MODEL_ONLY, TrainConfig, default_of
     from pix2pixhd.errors import MissingInputError, UserError
     from pix2pixhd.models import build_discriminator, build_generator
-    from pix2pixhd.run_folder import check_new_run, drop_replaced, move_aside
+    from pix2pixhd.run_folder import check_new_run, move_aside
     src = Path(src)
     prefix = "latest" if which_epoch == "latest" else str(int(which_epoch))
     keys = REPO_NETWORKS[model]
@@ -657,12 +657,21 @@ def import_repo_run(src, argv: list[str], model: str, *, which_epoch: str = "lat
         print(printable(cfg.pretty()))
         print(printable(f"dry run: would import {summary}; would write {out / 'config.json'}, {out / 'latest.pt'}; "
                         "nothing written"))
-    else:
-        aside = move_aside(out) if cfg.overwrite else None
-        save_checkpoint(state, out, "latest", cfg.to_json())
-        if aside is not None:
-            drop_replaced(aside)
-        print(printable(f"imported {summary}"))
+        for note in notes:
+            print(printable(f"note: {note}"))
+        return out
+    return _write_import(out, state, cfg, move_aside(out) if cfg.overwrite else None, summary, notes)
+
+
+def _write_import(out: Path, state: dict, cfg, aside: Path | None, summary: str, notes: list[str]) -> Path:
+    """The imported run's checkpoint ``state`` (and config.json) written into ``out``; the run
+    --overwrite moved ``aside`` deleted once it is; the summary and notes said. Returns ``out``."""
+    from pix2pixhd.checkpoint import save_checkpoint
+    from pix2pixhd.run_folder import drop_replaced
+    save_checkpoint(state, out, "latest", cfg.to_json())
+    if aside is not None:
+        drop_replaced(aside)
+    print(printable(f"imported {summary}"))
     for note in notes:
         print(printable(f"note: {note}"))
     return out
@@ -701,13 +710,12 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
     continued in its decay epochs trained at the initial rate again.
     """
     from pix2pixhd import __version__
-    from pix2pixhd.checkpoint import save_checkpoint
     from pix2pixhd.cli import refuse_reference_only, refuse_unknown_options, train_parser
     from pix2pixhd.compat import read_state_dict, reference_architecture
     from pix2pixhd.config import AT_LEAST, TrainConfig, default_of
     from pix2pixhd.errors import MissingInputError, UserError
     from pix2pixhd.models import build_discriminator, build_encoder, build_generator
-    from pix2pixhd.run_folder import check_new_run, drop_replaced, move_aside
+    from pix2pixhd.run_folder import check_new_run, move_aside
     src = Path(src)
     if not (which_epoch == "latest" or str(which_epoch).isdigit()):
         raise ConfigError(f"--which_epoch {which_epoch!r}: expected 'latest' or an epoch number N "
@@ -1009,13 +1017,7 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
                         # refuses a class with more than n_clusters
                         feat_num=cfg.feat_num, n_clusters=max([clusters[1]] + [len(v) for v in centers.values()]),
                         encoder=encoder).save(out / CLUSTERS_FILE)
-    save_checkpoint(state, out, "latest", cfg.to_json())
-    if aside is not None:
-        drop_replaced(aside)
-    print(printable(f"imported {summary}"))
-    for note in notes:
-        print(printable(f"note: {note}"))
-    return out
+    return _write_import(out, state, cfg, aside, summary, notes)
 
 
 def build_parser():

@@ -239,8 +239,8 @@ def test_a_netg_the_repo_does_not_build_is_refused_naming_its_generators(tmp_pat
     src = _pix2pix(tmp_path / "repo" / "p", netG="encoder_decoder_128")
     with pytest.raises(ConfigError) as e:
         import_main([str(src), "--model", "pix2pix", "--name", "x", "--checkpoints_dir", str(tmp_path / "ck")])
-    assert str(e.value).startswith(f"{src / 'train_opt.txt'} says netG: 'encoder_decoder_128', which this project "
-                                   f"has not {REPO_NETG_SAID}: pass --netG"), str(e.value)
+    assert str(e.value).startswith(f"{src / 'train_opt.txt'} says netG: 'encoder_decoder_128', which the repo "
+                                   f"does not build {REPO_NETG_SAID}: pass --netG"), str(e.value)
 
 
 def _cyclegan_with_damaged_g_a(folder, g_b):

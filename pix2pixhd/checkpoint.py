@@ -27,6 +27,7 @@ import os
 import random
 import re
 import secrets
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,29 @@ class CheckpointError(UserError, RuntimeError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """No checkpoint, or no run folder, where the command line points."""
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it exists but is not a regular file ('a fifo', 'a socket', 'a folder',
+    'a device'), else None: a regular file or a link to one, and a path that is missing or cannot be
+    looked at (opening it says why). Asked before a run's file is opened: open() of a fifo that no
+    process writes blocks for ever, and SIGTERM does not end the wait (Python's handler only sets a
+    flag, and the interrupted open() is retried); a folder gives a bare IsADirectoryError."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):   # missing, a broken link, no permission, a NUL in the name
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return ("a folder" if stat.S_ISDIR(mode) else "a fifo" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device")
+
+
+def not_regular_message(path: str | os.PathLike, fix: str = "remove it") -> str | None:
+    """The one-line refusal of ``path`` when it is not a regular file (:func:`not_regular`): it,
+    what it is and ``fix``; None when it may be opened."""
+    kind = not_regular(path)
+    return None if kind is None else f"{path} is not a regular file ({kind}): {fix}"
 
 
 class _RecordingFile:
@@ -326,7 +350,7 @@ def _held(folder: Path) -> str:
 
 def _which_epochs(folder: Path, but: Path | None = None) -> str:
     """The --which_epoch values ``folder``'s checkpoints answer to (``but`` left out), or ''."""
-    have = [n for n in _checkpoints(folder) if but is None or n != but.name]
+    have = [n for n in _checkpoints(folder) if (but is None or n != but.name) and not_regular(folder / n) is None]
     return " or ".join(f"--which_epoch {'latest' if n == 'latest.pt' else int(n[6:-3])}" for n in have)
 
 
@@ -389,6 +413,9 @@ def write_lineage(run: str | os.PathLike, line: list[list]) -> None:
 
 def read_lineage(run: str | os.PathLike) -> tuple[list[list] | None, str]:
     """(the line of ``run``'s lineage.json, ''), or (None, why it cannot be used)."""
+    kind = not_regular(Path(run) / LINEAGE)
+    if kind is not None:
+        return None, f"cannot be read (not a regular file but {kind}: remove it)"
     try:
         line = json.loads((Path(run) / LINEAGE).read_text())["line"]
     except FileNotFoundError:
@@ -417,7 +444,11 @@ def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "lates
     nvidia = reference_run_message(p)
     if nvidia is not None and (p.is_file() or not _checkpoints(p)):
         raise CheckpointNotFoundError(nvidia)
-    path = p if p.is_file() else checkpoint_path(p, which)
+    path = p if p.is_file() or (p.exists() and not p.is_dir()) else checkpoint_path(p, which)
+    others = _which_epochs(path.parent, but=path)
+    said = not_regular_message(path, f"remove it{f', or pass {others}' if others else ''}")
+    if said is not None:   # checked before torch.load opens it: a fifo would block for ever
+        raise CheckpointError(said)
     if not path.is_file():
         why = no_run_message(path.parent)
         if why is not None:
@@ -433,7 +464,6 @@ def load_checkpoint(experiment_dir: str | os.PathLike, which: str | int = "lates
             raise CheckpointError(f"{path} holds pickled Python objects ({said}), not only tensors and the "
                                   "training state; such a file is not loaded, as loading it would run code: "
                                   "use a checkpoint that train_hd.py wrote, from a source you trust") from None
-        others = _which_epochs(path.parent, but=path)
         fix = (f"it may be truncated or damaged: pass {others}, or restore {path.name} from a copy"
                if others else f"it may be truncated or damaged: restore {path.name} from a copy")
         raise CheckpointError(f"{path} could not be read ({one_line(e)}); {fix}") from e
@@ -464,7 +494,11 @@ def _imported_epoch_hint(folder: Path, which: str | int) -> str:
 
 def peek_checkpoint(path: Path) -> dict:
     """``path``'s checkpoint with its tensors memory-mapped, not read: what it takes to tell a
-    checkpoint that loads from a damaged one (truncated, garbage) cheaply. Raises as torch.load."""
+    checkpoint that loads from a damaged one (truncated, garbage) cheaply. Raises as torch.load, or
+    CheckpointError for a path that is not a regular file (a fifo: never opened)."""
+    said = not_regular_message(path)
+    if said is not None:
+        raise CheckpointError(said)
     ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     if not isinstance(ck, dict) or "global_step" not in ck:
         raise CheckpointError(f"{path} is not a training checkpoint (no global_step)")
@@ -473,6 +507,8 @@ def peek_checkpoint(path: Path) -> dict:
 
 def _last_logged_step(run: Path) -> int | None:
     """The last step in ``run``'s loss_history.jsonl (lines that do not parse skipped), or None."""
+    if not_regular(run / "loss_history.jsonl") is not None:   # a fifo: never opened
+        return None
     try:
         lines = (run / "loss_history.jsonl").read_text(errors="replace").splitlines()
     except OSError:
@@ -490,7 +526,8 @@ def _print_freq(run: Path, ck: dict) -> int:
     ``ck``'s config (the run that wrote it); 1 where neither says."""
     freqs = [1]
     try:
-        freqs.append(int(json.loads((run / "config.json").read_text())["print_freq"]))
+        if not_regular(run / "config.json") is None:   # a fifo: never opened
+            freqs.append(int(json.loads((run / "config.json").read_text())["print_freq"]))
     except Exception:   # missing, damaged, no such key: the checkpoint's alone
         pass
     try:
@@ -639,14 +676,18 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
         return _fitting(_checkpoint_config(ckpt, p), ckpt, f"{p}'s saved config", p)
     cj = p / "config.json"
     ckpt_file = checkpoint_path(p, which_epoch)
-    try:
-        cfg, why = TrainConfig.from_saved(json.loads(cj.read_text())), None
-    except FileNotFoundError:
-        cfg, why = None, "is missing"
-    except json.JSONDecodeError as e:
-        cfg, why = None, f"is truncated or not JSON ({e})"
-    except Exception as e:   # a folder, no permission, not UTF-8, not an object, unknown options
-        cfg, why = None, f"is unreadable ({one_line(e)})"
+    kind = not_regular(cj)
+    if kind is not None:   # never opened: a fifo would block for ever
+        cfg, why = None, f"is unreadable (not a regular file but {kind}: remove it)"
+    else:
+        try:
+            cfg, why = TrainConfig.from_saved(json.loads(cj.read_text())), None
+        except FileNotFoundError:
+            cfg, why = None, "is missing"
+        except json.JSONDecodeError as e:
+            cfg, why = None, f"is truncated or not JSON ({e})"
+        except Exception as e:   # no permission, not UTF-8, not an object, unknown options
+            cfg, why = None, f"is unreadable ({one_line(e)})"
     if cfg is not None and not (isinstance(checkpoint, dict) and checkpoint.get("config")):
         ckpt = checkpoint if checkpoint is not None else _weights(ckpt_file)
         if ckpt is None:
@@ -697,7 +738,10 @@ def load_run_config(run_dir: str | os.PathLike, which_epoch: str | int = "latest
 
 def _weights(path: Path) -> dict | None:
     """Checkpoint ``path`` with its tensors memory-mapped (their shapes, not their data), or None
-    where it is missing or does not read that way (loading it says why)."""
+    where it is missing, is not a regular file (a fifo: never opened) or does not read that way
+    (loading it says why)."""
+    if not_regular(path) is not None:
+        return None
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:

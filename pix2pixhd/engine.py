@@ -1114,8 +1114,13 @@ def _bad_record(rec: dict) -> str | None:
 
 def _read_lines(paths, damaged: list | None = None) -> "iter[dict]":
     """Every readable JSON line of ``paths`` (a line cut short by a kill is ignored; so is a line
-    whose paths or digest are not strings, added to ``damaged`` as (file, line number, why))."""
+    whose paths or digest are not strings, added to ``damaged`` as (file, line number, why)). One
+    that is not a regular file is refused before it is opened (a fifo would block for ever)."""
+    from pix2pixhd.checkpoint import not_regular_message
     for p in paths:
+        said = not_regular_message(p, f"remove it (synthesize.py writes {Path(p).name} as a file), or pick another --out")
+        if said is not None:
+            raise InputError(said)
         try:
             f = open(p, encoding="utf-8", errors="replace")
         except FileNotFoundError:
@@ -1272,6 +1277,11 @@ def _check_out_folder(job: SynthesisJob, ident: dict, layout: OutputLayout,
         if folder is not None and Path(folder).resolve() in (out.resolve(), *[(out / d).resolve() for d in layout.dirs()]):
             raise ConfigError(f"--out {out} would write into {flag} {folder}; pick another --out")
     prev = None
+    from pix2pixhd.checkpoint import not_regular_message
+    for name in (JOB_FILE, MANIFEST):   # refused before any read or write: a fifo would block for ever
+        said = not_regular_message(out / name, f"remove it (synthesize.py writes {name} as a file), or pick another --out")
+        if said is not None:
+            raise InputError(said)
     if (out / JOB_FILE).is_file():
         try:
             prev = loads_json((out / JOB_FILE).read_text())

@@ -59,6 +59,21 @@ class ExportCheckError(UserError, RuntimeError):
     """The exported graph does not reproduce the PyTorch generator; the file was not written."""
 
 
+class OnnxOutOfMemoryError(UserError, MemoryError):
+    """onnxruntime ran out of memory running an ONNX generator. A MemoryError, so synthesis skips
+    the batch's inputs as it does those too large for a torch generator (engine ``_too_large``)."""
+
+
+# what onnxruntime's errors say when an allocation failed (its arena, the CPU or CUDA allocator)
+_ORT_OUT_OF_MEMORY = re.compile(r"BFCArena|[Ff]ailed to allocate|bad_alloc|out of memory|Available memory of")
+
+
+def _ort_why(e: BaseException) -> str:
+    """onnxruntime's error ``e`` as one line, without its ``[ONNXRuntimeError] : 2 : KIND :`` head."""
+    why = " ".join(re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e)).split())
+    return re.sub(r"\s*Please fix either the inputs/outputs or the model\.?$", "", why).rstrip(".")
+
+
 _EXTRA_HINT = "pip install onnx onnxscript onnxruntime (in a checkout: pip install -e '.[export]')"
 
 
@@ -424,7 +439,10 @@ class OnnxGenerator:
     ``batchnorm_statistics`` its BatchNorm mode ('per_image' | 'running'); None where the file
     records none (exported before they were recorded, from Python without them, or no BatchNorm).
     ``fix``: the export command that writes this file, named when it is missing or unreadable
-    (default: guessed from its name, :func:`_export_command_for`).
+    (default: guessed from its name, :func:`_export_command_for`), when it is not a regular file
+    (a fifo is never opened), or when its input has a fixed N, H or W (refused here, not mid-run).
+    onnxruntime's errors while running are one line: InputError naming the file and ``fix``, or,
+    out of memory, :class:`OnnxOutOfMemoryError` (a MemoryError: synthesis skips those inputs).
     """
 
     def __init__(self, path: str | Path, providers=("CPUExecutionProvider",),
@@ -433,7 +451,12 @@ class OnnxGenerator:
         from onnxruntime.capi.onnxruntime_pybind11_state import (Fail, InvalidArgument, InvalidGraph,
                                                                  InvalidProtobuf, NoSuchFile)
         self.path = Path(path)
-        fix = fix or _export_command_for(self.path)
+        fix = self.fix = fix or _export_command_for(self.path)
+        from pix2pixhd.checkpoint import not_regular
+        kind = not_regular(self.path)
+        if kind is not None:   # never opened: a fifo would block for ever
+            raise InputError(f"ONNX generator {self.path} is not a regular file ({kind}): remove it, and "
+                             f"export one there with `{fix}`")
         if not self.path.is_file():
             raise MissingInputError(f"ONNX generator {self.path} does not exist; export one with `{fix}`")
         opts = ort.SessionOptions()
@@ -446,11 +469,22 @@ class OnnxGenerator:
             raise InputError(f"ONNX generator {self.path} cannot be read ({why}): the file is damaged or "
                              f"incomplete; export it again with `{fix}`") from e
         except (Fail, InvalidGraph, NoSuchFile) as e:   # e.g. external data outside its folder
-            why = " ".join(re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e)).split()).rstrip(".")
+            why = _ort_why(e)
             raise InputError(f"ONNX generator {self.path} cannot be loaded by onnxruntime ({why}): the file is "
                              f"damaged, or refers to data it may not read; export it again with `{fix}`") from e
         meta = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
+        # pix2pixhd's export writes N, H and W as named dims (strings); an int is a size the graph
+        # takes alone, which synthesis (any batch, images of any size) would meet mid-run
+        shape = list(inp.shape)
+        fixed = ([] if len(shape) != 4 else
+                 [f"{d} {shape[i]}" for i, d in ((0, "N"), (2, "H"), (3, "W")) if isinstance(shape[i], int)])
+        if len(shape) != 4 or fixed:
+            what = (f"has {len(shape)} dimensions {shape}, not a generator's [N, C, H, W]" if len(shape) != 4
+                    else f"{shape} has fixed {', '.join(fixed)}: it takes inputs of that size alone, and "
+                         "synthesis feeds batches and images of other sizes")
+            raise InputError(f"ONNX generator {self.path}: its input {inp.name!r} {what} (pix2pixhd's export "
+                             f"writes N, H and W dynamic); export it with `{fix}`")
         self.input_name = inp.name
         self.output_name = self.session.get_outputs()[0].name
         c = inp.shape[1]
@@ -475,7 +509,20 @@ class OnnxGenerator:
                              f"{-(-w // m) * m}x{-(-h // m) * m} (Synthesizer does this)")
         # onnxruntime takes contiguous fp32 NumPy on the host; autocast output may be bf16.
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        y = self.session.run([self.output_name], {self.input_name: arr})[0]
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
+        try:
+            y = self.session.run([self.output_name], {self.input_name: arr})[0]
+        except (Fail, InvalidArgument, RuntimeException) as e:   # one line, not onnxruntime's traceback
+            why = _ort_why(e)
+            if _ORT_OUT_OF_MEMORY.search(why):
+                raise OnnxOutOfMemoryError(f"ONNX generator {self.path} ran out of memory on input "
+                                           f"{list(arr.shape)} ({why}): synthesize fewer or smaller "
+                                           "images at a time (--batch_size, --scale_width)") from e
+            if isinstance(e, RuntimeException):   # a failing node: not the file's fault to name
+                raise
+            raise InputError(f"ONNX generator {self.path} cannot run on input {list(arr.shape)} ({why}): "
+                             f"the file does not take what synthesis feeds it; export it again with "
+                             f"`{self.fix}`") from e
         return torch.from_numpy(y).to(x.device)
 
     def __repr__(self) -> str:

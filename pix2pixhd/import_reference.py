@@ -602,10 +602,7 @@ def import_repo_run(src, argv: list[str], model: str, *, which_epoch: str = "lat
         cfg.dataroot, note = _reference_dataroot(src, opts, trainer="the repo's train.py")
         notes += [note] if note else []
     out = cfg.experiment_dir
-    if out.resolve() == src.resolve():
-        raise ConfigError(f"the import of {src} would be written into {src} itself"
-                          + ("" if "name" in given else " (--name defaults to the source folder's name)")
-                          + ": choose a --name (or --checkpoints_dir) whose folder is another")
+    _check_apart(src, out, given)
     try:
         check_new_run(cfg)
     except RunExistsError:
@@ -669,6 +666,19 @@ def import_repo_run(src, argv: list[str], model: str, *, which_epoch: str = "lat
             print(printable(f"note: {note}"))
         return out
     return _write_import(out, state, cfg, move_aside(out) if cfg.overwrite else None, summary, notes)
+
+
+def _check_apart(src: Path, out: Path, given) -> None:
+    """ConfigError when the run folder ``out`` the import writes is the source run ``src``, holds it
+    or lies in it: --overwrite moves ``out`` aside and deletes it once the import is written, and
+    with it a source inside it (the user's original run, gone without a word)."""
+    o, s = out.resolve(), src.resolve()
+    if o == s or s.is_relative_to(o) or o.is_relative_to(s):
+        where = "itself" if o == s else "a folder holding it" if s.is_relative_to(o) else "a folder inside it"
+        raise ConfigError(f"the import of {src} would be written into {where} ({out})"
+                          + ("" if "name" in given else " (--name defaults to the source folder's name)")
+                          + ": choose a --name (or --checkpoints_dir) whose folder is apart from it (--overwrite "
+                          "would move that folder aside and delete it, the source run with it)")
 
 
 def _write_import(out: Path, state: dict, cfg, aside: Path | None, summary: str, notes: list[str]) -> Path:
@@ -896,10 +906,7 @@ def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str
         cfg.dataroot, note = _reference_dataroot(src, opts)
         notes += [note] if note else []
     out = cfg.experiment_dir
-    if out.resolve() == src.resolve():   # --overwrite would move the source aside, then read it
-        raise ConfigError(f"the import of {src} would be written into {src} itself"
-                          + ("" if "name" in given else " (--name defaults to the source folder's name)")
-                          + ": choose a --name (or --checkpoints_dir) whose folder is another")
+    _check_apart(src, out, given)
     # chosen and read before anything is written: several files without one for n_clusters, or
     # centres of another width than the run's feat_num, are refused
     clusters = find_reference_clusters(src, cfg.n_clusters) if cfg.use_features else None

@@ -246,3 +246,25 @@ def test_a_missing_dataroot_of_a_repo_import_names_the_repos_options_file(tmp_pa
     with pytest.raises(MissingInputError, match=r"was not found \(from .*facades's options file, relative to the "
                                                 r"folder the repo's train.py ran in\)"):
         check_resumed_dataroot(cfg)
+
+
+@pytest.mark.fault(cls="command-line errors", case="an import whose run folder holds the source run ({id}), with "
+                                                  "--overwrite: refused, the source kept (it was moved aside with "
+                                                  "the folder and deleted)")
+@pytest.mark.parametrize("kind", ["repo", "nvidia"])
+def test_an_import_into_a_folder_holding_its_source_is_refused_and_the_source_kept(tmp_path, kind):
+    """A source inside the run folder it is imported to: the first import wrote latest.pt beside it;
+    a re-import with --overwrite moved the whole folder aside, source included, and deleted it."""
+    ck = tmp_path / "ck"
+    if kind == "repo":
+        src, model = _pix2pix(ck / "foo" / "repo_run"), ["--model", "pix2pix"]
+    else:
+        from tests.test_reference_import import _reference_run
+        src, model = ck / "foo" / "nv_run", []
+        _reference_run(src)
+    for extra in ([], ["--overwrite"]):
+        with pytest.raises(ConfigError, match=r"would be written into a folder holding it .*--overwrite would move "
+                                              r"that folder aside and delete it, the source run with it"):
+            import_main([str(src), *model, "--name", "foo", "--checkpoints_dir", str(ck), *extra])
+    assert sorted(p.name for p in src.iterdir()) == sorted(p.name for p in src.iterdir() if p.is_file())
+    assert (src / "latest_net_G.pth").is_file() and not (ck / "foo" / "latest.pt").exists()

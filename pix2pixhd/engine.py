@@ -57,7 +57,6 @@ early (``EARLY_STOP``).
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import hashlib
@@ -136,34 +135,23 @@ def _open(path: str | Path) -> Image.Image:
 
 
 def _size(path: str | Path) -> tuple[int, int]:
-    with _large_images_noted(None), Image.open(path) as im:   # its decode notes a large one
+    with Image.open(path) as im:
         return im.size
 
 
-_SHOWN_WARNINGS: set = set()   # the other warnings _large_images_noted re-showed: each once
+_BOMB_FILTERED = False   # this process ignores Pillow's DecompressionBombWarning (a worker: for good)
 
 
-@contextlib.contextmanager
-def _large_images_noted(noted: list | None):
-    """Pillow's DecompressionBombWarning caught: a legal map of more than Image.MAX_IMAGE_PIXELS
-    pixels (under twice that: Pillow opens it, and only warns) printed two lines of a Python
-    warning, from whichever worker read it, naming no file. Here it appends True to ``noted``
-    (None: dropped, where the decode that follows notes it); the caller says one note naming the
-    file (:func:`_large_image_notes`). Other warnings are shown once each, as Python's default
-    filter shows them (catching resets its once-only registries)."""
-    caught: list = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", Image.DecompressionBombWarning)
-            yield
-    finally:   # an error in the body too: its warnings are not lost
-        for w in caught:
-            if issubclass(w.category, Image.DecompressionBombWarning):
-                if noted is not None:
-                    noted.append(True)
-            elif (key := (w.category, str(w.message), w.filename, w.lineno)) not in _SHOWN_WARNINGS:
-                _SHOWN_WARNINGS.add(key)
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+def _quiet_bomb_warnings() -> None:
+    """In a DataLoader worker, Pillow's DecompressionBombWarning is ignored from the first item on:
+    the item carries a note naming the file instead (:func:`_noting_large_images`). The main
+    process ignores it for the job's length (:func:`run_synthesis`). A filter, not a
+    warnings.catch_warnings per item: that resets Python's once-only registries (every other
+    warning was shown again after each item) and is not thread-safe (writer threads run)."""
+    global _BOMB_FILTERED
+    if not _BOMB_FILTERED and torch.utils.data.get_worker_info() is not None:
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        _BOMB_FILTERED = True
 
 
 def _large_image_notes(files) -> list[str]:
@@ -187,14 +175,15 @@ def _large_image_notes(files) -> list[str]:
 
 def _noting_large_images(getitem):
     """A source's ``__getitem__`` whose item carries 'notes' for its files above Pillow's
-    decompression-bomb warning limit (see _large_images_noted), for the main process to say once
-    each, instead of Pillow's warning."""
+    decompression-bomb warning limit (a legal map under twice the limit: Pillow opens it and only
+    warns, in two lines of a Python warning naming no file), for the main process to say once
+    each, instead of Pillow's warning (ignored: :func:`_quiet_bomb_warnings`)."""
     @functools.wraps(getitem)
     def noting(self, i: int) -> dict:
-        noted: list = []
-        with _large_images_noted(noted):
-            item = getitem(self, i)
-        if noted:
+        _quiet_bomb_warnings()
+        item = getitem(self, i)
+        limit, lab = Image.MAX_IMAGE_PIXELS, item.get("label")
+        if limit and lab is not None and lab.shape[-2] * lab.shape[-1] > limit:   # the inputs share its size
             item["notes"] = _large_image_notes(self.input_files(i))
         return item
     return noting
@@ -534,12 +523,11 @@ class DatasetSource(torch.utils.data.Dataset):
             # a pix2pix run trained on AB images reads {phase}_A/ + {phase}_B/ photo pairs too
             dataset_mode = checkpoint_mode(root, job.phase, cfg.dataset_mode, model=cfg.model,
                                            label_nc=cfg.label_nc, palette=cfg.palette or None)
-            with _large_images_noted(None):   # validation's header reads: the decode notes them
-                self.ds = create_dataset(root, job.phase, cfg.data_config(
-                    dataset_mode=dataset_mode, resize_or_crop="none", required_multiple=1, no_flip=True,
-                    is_train=False, validate=job.validate, load_features=False, no_instance=not has_inst,
-                    inputs_only=not needs_image, direction=direction),   # label maps alone (no photo folder) synthesize
-                    read_domain="B" if job.direction == "BtoA" else "A", fixed_label_nc=True)
+            self.ds = create_dataset(root, job.phase, cfg.data_config(
+                dataset_mode=dataset_mode, resize_or_crop="none", required_multiple=1, no_flip=True,
+                is_train=False, validate=job.validate, load_features=False, no_instance=not has_inst,
+                inputs_only=not needs_image, direction=direction),   # label maps alone (no photo folder) synthesize
+                read_domain="B" if job.direction == "BtoA" else "A", fixed_label_nc=True)
         except DatasetError as e:   # training's wording of the fixes -> synthesize.py's
             raise DatasetError(_synthesis_wording(str(e)), e.problems) from None
         self.root, self.mode = root, self.ds.mode
@@ -1544,6 +1532,17 @@ class _Unit:
 
 def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | None = None,
                   dist_info=None) -> SynthesisReport:
+    """Synthesize ``job`` (see :func:`_run_synthesis`), with Pillow's DecompressionBombWarning
+    ignored for the job's length: a map above its warning limit is one note naming the file
+    (:func:`_noting_large_images`). One catch_warnings for the job, entered before its threads start
+    and left after they end."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        return _run_synthesis(synth, job, identity=identity, dist_info=dist_info)
+
+
+def _run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | None = None,
+                   dist_info=None) -> SynthesisReport:
     """Synthesize ``job`` with ``synth`` on this rank (``dist_info``: pix2pixhd.distributed's
     DistInfo under torchrun; None = one process). ``identity``: what the manifest records about
     the generator (checkpoint path and sha256, generator key, backend...); see ``job_identity``.

@@ -89,3 +89,24 @@ def test_a_dataset_map_above_pillows_warning_limit_is_one_note_naming_it(run, tm
                      "machine's memory cannot synthesize is skipped, with the fix)"], err
     assert "DecompressionBombWarning" not in err and _no_bomb_warning(recwarn), [str(w.message) for w in recwarn]
     assert sorted(p.name for p in (tmp_path / "out" / "test_img").iterdir()) == ["a.png", "big.png"]
+
+
+def test_other_warnings_are_not_shown_again_for_every_input(tmp_path, capsys):
+    """The first version of the note caught warnings around each input's read (warnings.
+    catch_warnings), which resets Python's once-only registries: a warning shown once (the default
+    filter) was printed again after every input read with --workers 0 (helper REV's review)."""
+    import warnings
+
+    from pix2pixhd import engine
+
+    def warn_once():
+        warnings.warn("something once", UserWarning)   # one code location: the default shows it once
+    ids_ = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(ids_)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            warn_once()
+            engine._size(ids_)
+            engine._noting_large_images(lambda self, i: {"label": None})(None, 0)
+    assert [str(w.message) for w in seen] == ["something once"]

@@ -639,13 +639,15 @@ class TrainConfig:
             c.load_pretrain = run.load_pretrain = _absolute(run.load_pretrain)
         if c.checkpoints_dir:   # '--checkpoints_dir=~/ck' (the shell leaves that ~): the home's, not ./~
             c.checkpoints_dir = run.checkpoints_dir = os.path.expanduser(c.checkpoints_dir)
-        if isinstance(run.name, str) and has_unprintable(run.name):
+        if isinstance(run.name, str) and (has_unprintable(run.name) or any(c in run.name for c in "\n\t")):
             # printed on every start and resume, and a folder name that ls and the shell echo: its
-            # escape sequences would clear the screen or retitle the terminal each time
+            # escape sequences would clear the screen or retitle the terminal each time, and a
+            # newline or tab would split the one-line messages that name it (a fake 'note:' line)
             from pix2pixhd.paths import UnsafeNameError
-            kept = "".join(ch for ch in run.name if not has_unprintable(ch))
+            kept = "".join(ch for ch in run.name if not has_unprintable(ch) and ch not in "\n\t")
             plain = re.sub(r"[^A-Za-z0-9._-]+", "_", kept).strip("._") or "run1"
-            raise UnsafeNameError(f"--name {printable(run.name)} holds control characters (shown escaped) that a "
+            shown = printable(run.name).replace("\n", "\\n").replace("\t", "\\t")
+            raise UnsafeNameError(f"--name {shown} holds control characters (shown escaped) that a "
                                   f"terminal would act on when the run's folder or config is printed: use a plain "
                                   f"name such as --name {plain}")
         run_dir(run.checkpoints_dir, run.name)   # a --name that would leave checkpoints_dir: refused early

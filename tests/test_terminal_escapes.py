@@ -185,3 +185,14 @@ def test_a_repo_runs_dataroot_with_control_characters_is_refused(tmp_path, capsy
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+@pytest.mark.fault(cls="path tricks", case="--name with a newline or a tab: refused in one line (it split the "
+                                            "start-up listing and could plant a fake 'note:' line)")
+@pytest.mark.parametrize("name", ["x\nnote: all good", "a\tb"])
+def test_a_name_with_a_newline_or_tab_is_refused_in_one_line(name):
+    from pix2pixhd.config import TrainConfig
+    from pix2pixhd.paths import UnsafeNameError
+    with pytest.raises(UnsafeNameError) as e:
+        TrainConfig(name=name).resolved()
+    assert "\n" not in str(e.value) and "\t" not in str(e.value), repr(str(e.value))

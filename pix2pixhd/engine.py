@@ -61,6 +61,7 @@ import errno
 import functools
 import hashlib
 import heapq
+import io
 import json
 import os
 import re
@@ -339,12 +340,16 @@ class FolderSource(torch.utils.data.Dataset):
                 if rp is None:
                     raise InputError(f"--feature_mode encoded: no real photo named {self.stems[i]}.* in "
                                      f"--real {self.real_dir}")
-                photo = _open(rp).convert("RGB")
+                try:   # read once: hashed and decoded, the same bytes
+                    data = Path(rp).read_bytes()
+                except OSError as e:   # as _open words it
+                    raise InputError(f"cannot read this image ({type(e).__name__}: {e})") from None
+                photo = _open(io.BytesIO(data)).convert("RGB")
                 if photo.size != size:
                     raise InputError(f"photo {rp} is {photo.size[0]}x{photo.size[1]}, the label map "
                                      f"{size[0]}x{size[1]}")
                 item["image"] = torch.from_numpy(np.asarray(photo).transpose(2, 0, 1).copy())
-                item["real_sha256"] = file_sha256(rp)   # no copy in OUT: what a moved job checks
+                item["real_sha256"] = hashlib.sha256(data).hexdigest()   # no copy in OUT: a moved job's check
         except Exception as e:   # this input is skipped with the reason; the rest go on
             item.update(label=None, inst=None, image=None, error=_reason(e))
         return item

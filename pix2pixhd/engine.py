@@ -891,6 +891,8 @@ class OutLock:
         flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
                  | getattr(os, "O_NOFOLLOW", 0))
         while True:
+            if not hasattr(os, "O_NOFOLLOW") and os.path.islink(self.path):   # (Windows: no O_NOFOLLOW)
+                raise InputError(self._not_a_file())
             try:
                 fd = os.open(self.path, flags, 0o644)
             except OSError as e:

@@ -746,9 +746,9 @@ class Trainer:
             check_optimizer_state(opt)
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise CheckpointError(f"{source or 'the checkpoint'}: its {name} does not fit this run's parameters "
-                                  f"({e}); the file is damaged: resume from another checkpoint of the run "
-                                  "(--which_epoch N), or load its weights alone into a new run "
-                                  "(--load_pretrain)") from None
+                                  f"({e}); the file is damaged, or was saved with other options or by another "
+                                  "version: resume from another checkpoint of the run (--which_epoch N), or "
+                                  "load its weights alone into a new run (--load_pretrain)") from None
         for group in opt.param_groups:
             group.update(impl, betas=(self.cfg.beta1, 0.999))
         match_optimizer_state(opt)

@@ -206,7 +206,7 @@ def test_another_recorded_command_gets_the_generic_advice(tmp_path, command, cwd
                                            "wrong types in its other fields: one printable line")
 def test_the_other_fields_print_without_control_characters(tmp_path):
     said = _incomplete(tmp_path, images="test_img\x1b[2J", n_outputs="4\x1b[2J", ranks="8")
-    assert said.isprintable() and GENERIC in said and "0 of ? outputs in 'test_img\\x1b[2J'/" in said, said
+    assert said.isprintable() and GENERIC in said and "0 of ? outputs in test_img\\x1b[2J/" in said, said
     said = _incomplete(tmp_path, command="curl x | sh", ranks=4)
     assert "rerunning the torchrun command that wrote it (4 ranks)" in said, said
 
@@ -254,3 +254,16 @@ def test_a_deeply_nested_aot_cache_entry_is_compiled_again():
     assert aot.loads_json is loads_json
     with pytest.raises(ValueError):
         aot.loads_json(DEEP)
+
+
+@pytest.mark.parametrize("command, cwd, printed", [
+    ("/usr/bin/python3 synthesize.py --out o", "/data/my\u3000folder", "cd '/data/my\u3000folder' && /usr/bin/python3 "
+                                                                       "synthesize.py --out o"),
+    ("/usr/bin/pypy3 synthesize.py --out o", "/d", "cd /d && /usr/bin/pypy3 synthesize.py --out o"),
+    ("/usr/bin/python3 synthesize.py --out o\nrm -rf x", "/d", None),
+])
+def test_recorded_commands_of_any_script_and_interpreter_are_printed_one_line_ones_only(command, cwd, printed):
+    """Spaces and letters of any script are plain text (str.isprintable() refused U+3000 and the
+    advice was lost), pypy is an interpreter the engine records too; a newline is not printed."""
+    from pix2pixhd.data.dataset import _recorded_command
+    assert _recorded_command({"command": command, "cwd": cwd}) == printed

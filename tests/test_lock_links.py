@@ -49,3 +49,17 @@ def test_a_lock_that_is_a_fifo_or_a_folder_is_refused(tmp_path, kind, what):
     said = "not a regular file (a fifo or a device)" if what == "fifo" else "a folder"
     with pytest.raises(InputError, match=rf"^{lock} is {re.escape(said)}; the lock is a plain file"):
         _take(kind, folder)
+
+
+def test_without_o_nofollow_a_lock_that_is_a_link_is_still_refused(tmp_path, monkeypatch):
+    """Where the platform has no O_NOFOLLOW (Windows), the open would follow the link: the link is
+    refused before it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious data")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "synthesis.lock").symlink_to(victim)
+    monkeypatch.delattr(os, "O_NOFOLLOW")
+    with pytest.raises(InputError, match="is a symbolic link"):
+        OutLock(folder).acquire()
+    assert victim.read_text() == "precious data"

@@ -48,7 +48,7 @@ from pix2pixhd.data.layouts import (FAR_COLOUR_MIN_SHARE, MODES, NOTICE_KINDS, P
                                     aligned_folder_problem, decode_palette, detect_mode, far_colours,
                                     find_files, hidden, load_palette, palette_duplicates, palette_fit,
                                     read_classes)
-from pix2pixhd.errors import UserError, loads_json, printable
+from pix2pixhd.errors import UserError, has_unprintable, loads_json, printable
 from pix2pixhd.paths import check_name
 
 # Id maps: one channel of integers. A bilevel ("1") map reads as ids 0 and 1 (a binary mask).
@@ -655,8 +655,8 @@ def incomplete_synthesis(root, phase: str | None = None) -> str | None:
     except (OSError, TypeError):
         n = 0
     total = job.get("n_outputs") if isinstance(job.get("n_outputs"), int) else "?"
-    if not (isinstance(images, str) and images.isprintable()):
-        images = ascii(images)   # what the file holds, without its control characters
+    if not _plain(images):
+        images = printable(images) if isinstance(images, str) else ascii(images)   # without control characters
     ranks = job.get("ranks")
     if resume := _recorded_command(job):
         fix = f"complete it with `{resume}`"
@@ -670,7 +670,13 @@ def incomplete_synthesis(root, phase: str | None = None) -> str | None:
 
 
 # The interpreter of a command synthesize.py's engine records (sys.executable: python, python3.11...)
-_PYTHON = re.compile(r"python[0-9.]*(?:\.exe)?", re.IGNORECASE)
+_PYTHON = re.compile(r"(?:pypy|python)[0-9.]*(?:\.exe)?", re.IGNORECASE)
+
+
+def _plain(text) -> bool:
+    """A string with nothing a terminal acts on (:func:`~pix2pixhd.errors.has_unprintable`) and on
+    one line: what the advice may print as it is. Letters and spaces of any script pass."""
+    return isinstance(text, str) and not has_unprintable(text) and "\n" not in text
 
 
 def _recorded_command(job: dict) -> str | None:
@@ -681,9 +687,7 @@ def _recorded_command(job: dict) -> str | None:
     the user to paste, and a downloaded dataset's synthesis.json could hold any shell command, or
     terminal control characters, instead."""
     command, cwd = job.get("command"), job.get("cwd")
-    if not (isinstance(command, str) and command.isprintable()):
-        return None
-    if not (cwd is None or isinstance(cwd, str) and cwd.isprintable()):
+    if not _plain(command) or not (cwd is None or _plain(cwd)):
         return None
     try:
         words = shlex.split(command)

@@ -60,7 +60,7 @@ def worker(marker: str, failing_rank: int, argv: list[str]) -> int:
 
         def slow_write(*a, **k):
             if calls[0] >= at:
-                time.sleep(2)
+                time.sleep(1)
             return write(*a, **k)
         trainer.save_checkpoint = slow_write
     if ddp and marker == "fail" and rank == failing_rank:   # what it leaves behind as it stops
@@ -74,7 +74,7 @@ def worker(marker: str, failing_rank: int, argv: list[str]) -> int:
         Trainer.fit = recording
     status = run(train_main, argv)   # train_hd.py's way: a UserError is one error line
     if ddp and marker == "fail" and rank != failing_rank:
-        time.sleep(3)   # the other rank stops first (torchrun would stop it before its record)
+        time.sleep(2)   # the other rank stops first (torchrun would stop it before its record)
     return status
 
 
@@ -158,7 +158,7 @@ def test_under_ddp_a_data_error_mid_run_saves_latest_on_every_rank(tmp_path):
                             "epoch 1 step 2; rerun the same command with --auto_resume (or --resume) to continue"), line
     # (torchrun prefixes a rank's traceback with [rankN]:; its own summary of failed ranks follows)
     assert not re.search(r"^\[rank\d\]:", out, re.M), out[-4000:]
-    # rank 0 took 2 s to write latest.pt: rank 1 waited for it before exiting (torchrun then stops
+    # rank 0 took 1 s to write latest.pt: rank 1 waited for it before exiting (torchrun then stops
     # rank 0, which would end a slower write than its grace period allows)
     assert (tmp_path / "cut" / "rank1_exit_saw_latest").read_text() == "True"
     from pix2pixhd.checkpoint import load_checkpoint

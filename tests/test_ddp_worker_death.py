@@ -50,7 +50,7 @@ def worker(marker: Path, argv: list[str]) -> int:
         write = trainer.save_checkpoint
 
         def slow_write(*a, **k):
-            time.sleep(2)
+            time.sleep(1)
             return write(*a, **k)
         trainer.save_checkpoint = slow_write
     if cut and rank == 1:   # what it leaves behind as it stops
@@ -64,7 +64,7 @@ def worker(marker: Path, argv: list[str]) -> int:
         Trainer.fit = recording
     status = run(train_main, argv)   # train_hd.py's way: a UserError is one error line
     if cut and rank == 0:
-        time.sleep(3)   # the other rank stops first (torchrun would stop it before its record)
+        time.sleep(2)   # the other rank stops first (torchrun would stop it before its record)
     return status
 
 
@@ -101,7 +101,7 @@ def test_a_killed_loader_worker_under_ddp_saves_latest_and_the_resume_is_exact(t
     cut = load_checkpoint(latest.parent)
     assert (m.group(2), m.group(3)) == ("1", "3"), (own or other)[0]   # the step after the death's
     assert cut["global_step"] == 3 and len(cut["rng"]) == 2
-    # rank 0 took 2 s to write latest.pt: rank 1 waited for it before exiting (torchrun then stops
+    # rank 0 took 1 s to write latest.pt: rank 1 waited for it before exiting (torchrun then stops
     # rank 0, which would end a slower write than its grace period allows)
     assert (tmp_path / "cut" / "rank1_exit_saw_latest").read_text() == "True"
     if other:   # rank 0, the log's writer, wrote its line there before raising it

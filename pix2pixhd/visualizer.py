@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
-from pix2pixhd.checkpoint import atomic_write_bytes
+from pix2pixhd.checkpoint import atomic_write_bytes, not_regular_message
 from pix2pixhd.errors import MissingDependencyError, UserError, loads_json
 
 _WRITER_COUNT = itertools.count()   # tensorboard writers this process opened
@@ -400,6 +400,10 @@ class Visualizer:
         if not self.enabled or self.started:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
+        for path in (self.log_path, self.history_path):   # a fifo's open would wait for a reader for ever
+            if (why := not_regular_message(path, "remove it (the run writes its record there), then continue "
+                                                 "the run with --auto_resume (or --resume)")):
+                raise LogWriteError(why)
         notes = []
         if resumed_at_step is not None:
             self.step = resumed_at_step + 1   # begin's notes, and those of the start that follows

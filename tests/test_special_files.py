@@ -256,3 +256,21 @@ def test_synthesize_with_an_onnx_path_that_is_not_a_regular_file_says_so(run, ph
     with _maybe_watched(path, what), pytest.raises(InputError) as e:
         _synth(run, photos, tmp_path / "out", "--backend", "onnx", "--onnx_path", str(path))
     assert str(e.value).startswith(f"{path} is not a regular file (a {what}): remove it and export with `"), str(e.value)
+
+
+@pytest.mark.fault(cls="damaged run folder", case="{name} of a run is a {what}: the run's start refuses it in one "
+                                                 "line (a fifo's append waited for a reader for ever)")
+@pytest.mark.parametrize("name, what", [("loss_log.txt", "fifo"), ("loss_history.jsonl", "fifo")])
+def test_a_run_log_that_is_not_a_regular_file_is_refused_at_the_start(tmp_path, name, what):
+    """Run in a child process with a time limit: without the check, the append to a fifo blocks."""
+    import subprocess
+    import sys
+    run = tmp_path / "run"
+    run.mkdir()
+    _special(run / name, what)
+    code = ("import sys; from pathlib import Path; from pix2pixhd.visualizer import Visualizer\n"
+            "v = Visualizer(Path(sys.argv[1]), tensorboard=False, html_page=False)\n"
+            "try:\n    v.begin(resumed_at_step=0)\nexcept Exception as e:\n    print(type(e).__name__, e); sys.exit(3)\n")
+    p = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr[-2000:])
+    assert p.stdout.startswith(f"LogWriteError {run / name} is not a regular file (a {what}): remove it"), p.stdout

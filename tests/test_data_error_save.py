@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_ddp_worker_death import ARGS
+from tests.test_ddp_worker_death import ARGS, run_probing_the_stop_save
 
 ARGS0 = [a if a != "1" or ARGS[i - 1] != "--nThreads" else "0" for i, a in enumerate(ARGS)]
 MESSAGE = "train_img/train_00002.png: cannot read this photo (image file is truncated)"
@@ -34,9 +34,7 @@ LONG = MESSAGE + "\n" + "  (a second line of detail)" * 20
 def worker(marker: str, failing_rank: int, argv: list[str]) -> int:
     """``marker``: "-" (no failure), "fail" (the failing rank's third fetch), "fail_first" (its
     first, before any step), "fail_save" (the third, and the save after it fails: a full disk)."""
-    from pix2pixhd.cli import train_main
     from pix2pixhd.data.dataset import DatasetError, PairedDataset
-    from pix2pixhd.errors import run
     from pix2pixhd.trainer import Trainer
     rank, get, save, calls = int(os.environ.get("RANK", "0")), PairedDataset.__getitem__, Trainer.save, [0]
     ddp = "WORLD_SIZE" in os.environ
@@ -54,28 +52,9 @@ def worker(marker: str, failing_rank: int, argv: list[str]) -> int:
         return save(self, which)
     PairedDataset.__getitem__ = failing
     Trainer.save = saving
-    if ddp and marker == "fail" and rank != failing_rank:   # the writer is slow to write latest.pt
-        from pix2pixhd import trainer
-        write = trainer.save_checkpoint
-
-        def slow_write(*a, **k):
-            if calls[0] >= at:
-                time.sleep(1)
-            return write(*a, **k)
-        trainer.save_checkpoint = slow_write
-    if ddp and marker == "fail" and rank == failing_rank:   # what it leaves behind as it stops
-        fit, ck = Trainer.fit, Path(argv[argv.index("--checkpoints_dir") + 1])
-
-        def recording(self, *a, **k):
-            try:
-                return fit(self, *a, **k)
-            finally:
-                (ck / f"rank{rank}_exit_saw_latest").write_text(str((ck / "run" / "latest.pt").is_file()))
-        Trainer.fit = recording
-    status = run(train_main, argv)   # train_hd.py's way: a UserError is one error line
-    if ddp and marker == "fail" and rank != failing_rank:
-        time.sleep(2)   # the other rank stops first (torchrun would stop it before its record)
-    return status
+    probing = ddp and marker == "fail"
+    return run_probing_the_stop_save(argv, rank, writer=probing and rank != failing_rank,
+                                     recorder=probing and rank == failing_rank, slow_when=lambda: calls[0] >= at)
 
 
 def _run(tmp_path: Path, ck: str, marker: str, ranks: int, *extra: str, failing_rank: int = 0

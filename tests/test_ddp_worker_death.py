@@ -31,8 +31,6 @@ ARGS = ["--label_nc", "9", "--loadSize", "64", "--fineSize", "64", "--resize_or_
 
 
 def worker(marker: Path, argv: list[str]) -> int:
-    from pix2pixhd.cli import train_main
-    from pix2pixhd.errors import run
     from pix2pixhd.trainer import Trainer
     rank, step = int(os.environ["RANK"]), Trainer.train_step
 
@@ -45,15 +43,29 @@ def worker(marker: Path, argv: list[str]) -> int:
         return step(self, batch)
     Trainer.train_step = killing
     cut = str(marker) != "-"
-    if cut and rank == 0:   # the writer is slow to write the latest.pt of the stop
+    return run_probing_the_stop_save(argv, rank, writer=cut and rank == 0, recorder=cut and rank == 1)
+
+
+def run_probing_the_stop_save(argv: list[str], rank: int, *, writer: bool, recorder: bool,
+                              slow_when=lambda: True) -> int:
+    """train_hd.py's train_main (a UserError is one error line) with the probes of the tests that
+    the other rank waits for the latest.pt of a stop: on the ``writer`` (rank 0) each checkpoint
+    write takes 1 s longer while ``slow_when()``, and the process lingers 2 s after the run, so
+    the other rank stops first (torchrun would stop it before its record); on the ``recorder``
+    the end of fit records whether latest.pt was there, in CHECKPOINTS_DIR/rank{rank}_exit_saw_latest."""
+    from pix2pixhd.cli import train_main
+    from pix2pixhd.errors import run
+    from pix2pixhd.trainer import Trainer
+    if writer:
         from pix2pixhd import trainer
         write = trainer.save_checkpoint
 
         def slow_write(*a, **k):
-            time.sleep(1)
+            if slow_when():
+                time.sleep(1)
             return write(*a, **k)
         trainer.save_checkpoint = slow_write
-    if cut and rank == 1:   # what it leaves behind as it stops
+    if recorder:
         fit, ck = Trainer.fit, Path(argv[argv.index("--checkpoints_dir") + 1])
 
         def recording(self, *a, **k):
@@ -62,9 +74,9 @@ def worker(marker: Path, argv: list[str]) -> int:
             finally:
                 (ck / f"rank{rank}_exit_saw_latest").write_text(str((ck / "run" / "latest.pt").is_file()))
         Trainer.fit = recording
-    status = run(train_main, argv)   # train_hd.py's way: a UserError is one error line
-    if cut and rank == 0:
-        time.sleep(2)   # the other rank stops first (torchrun would stop it before its record)
+    status = run(train_main, argv)
+    if writer:
+        time.sleep(2)
     return status
 
 

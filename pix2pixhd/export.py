@@ -452,11 +452,9 @@ class OnnxGenerator:
                                                                  InvalidProtobuf, NoSuchFile)
         self.path = Path(path)
         fix = self.fix = fix or _export_command_for(self.path)
-        from pix2pixhd.checkpoint import not_regular
-        kind = not_regular(self.path)
-        if kind is not None:   # never opened: a fifo would block for ever
-            raise InputError(f"ONNX generator {self.path} is not a regular file ({kind}): remove it, and "
-                             f"export one there with `{fix}`")
+        from pix2pixhd.checkpoint import not_regular_message
+        if (said := not_regular_message(self.path, f"remove it, and export one there with `{fix}`")):
+            raise InputError(f"ONNX generator {said}")   # never opened: a fifo would block for ever
         if not self.path.is_file():
             raise MissingInputError(f"ONNX generator {self.path} does not exist; export one with `{fix}`")
         opts = ort.SessionOptions()

@@ -16,6 +16,12 @@ from pix2pixhd.models import build_encoder, build_generator
 
 @pytest.fixture
 def bn_run(tmp_path):
+    return save_bn_run(tmp_path)
+
+
+def save_bn_run(folder):
+    """A norm batch run with E whose running statistics are far from any image's own, saved in
+    ``folder``: (folder, E)."""
     cfg = TrainConfig(label_nc=5, netG="global", ngf=4, n_downsample_global=2, n_blocks_global=1, norm="batch",
                       norm_impl="ref", instance_feat=True, feat_num=3, n_downsample_E=2, nef=4,
                       no_instance=True).resolved()
@@ -25,9 +31,9 @@ def bn_run(tmp_path):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.fill_(3.0)
             m.running_var.fill_(0.25)
-    save_checkpoint({"G": g.state_dict(), "E": e.state_dict(), "config": cfg.to_dict()}, tmp_path, "latest",
+    save_checkpoint({"G": g.state_dict(), "E": e.state_dict(), "config": cfg.to_dict()}, folder, "latest",
                     cfg.to_json())
-    return tmp_path, e
+    return folder, e
 
 
 def test_a_loaded_encoder_normalises_each_image_by_its_own_statistics(bn_run):

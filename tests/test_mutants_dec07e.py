@@ -107,23 +107,10 @@ def test_bn_running_stats_reaches_the_encoder(tmp_path, monkeypatch, flag, want)
 
 
 def _bn_run(folder):
-    """tests/test_encoder_batch_norm.py's bn_run: a norm batch run with E whose running
-    statistics are far from any image's own."""
-    from pix2pixhd.checkpoint import save_checkpoint
-    from pix2pixhd.config import TrainConfig
-    from pix2pixhd.models import build_encoder, build_generator
-    cfg = TrainConfig(label_nc=5, netG="global", ngf=4, n_downsample_global=2, n_blocks_global=1, norm="batch",
-                      norm_impl="ref", instance_feat=True, feat_num=3, n_downsample_E=2, nef=4,
-                      no_instance=True).resolved()
-    torch.manual_seed(0)
-    g, e = build_generator(cfg), build_encoder(cfg)
-    for m in e.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.fill_(3.0)
-            m.running_var.fill_(0.25)
-    save_checkpoint({"G": g.state_dict(), "E": e.state_dict(), "config": cfg.to_dict()}, folder, "latest",
-                    cfg.to_json())
-    return folder, e
+    """tests/test_encoder_batch_norm.py's bn_run (a fixture cannot be called directly)."""
+    from tests.test_encoder_batch_norm import save_bn_run
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_bn_run(folder)
 
 
 # --- 4. trainer.py check_optimizer_state: every parameter, optimizer_D named (T5, T8) ------------

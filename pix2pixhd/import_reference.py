@@ -407,12 +407,6 @@ REPO_OPTIONS = {
     "lambda_B": "lambda_B", "lambda_identity": "lambda_identity", "pool_size": "pool_size"}
 # the generators the repo builds (define_G), and their flags on our command line (the repo's names)
 REPO_NETG = ("unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks")
-
-
-def _choices_of_netg() -> tuple:
-    """Our pix2pix/CycleGAN generators (the repo's and the ablations' encoder-decoders)."""
-    from pix2pixhd.pix2pix_networks import NETG
-    return tuple(NETG)
 _REPO_FLAG = {"netG_pix2pix": "netG"}
 
 
@@ -553,7 +547,8 @@ def import_repo_run(src, argv: list[str], model: str, *, which_epoch: str = "lat
         except ValueError:
             allowed = (f" (one of {', '.join(map(str, f.metadata['choices']))})" if f.metadata["choices"] else
                        f" (one of {', '.join(REPO_NETG)})" if name == "netG_pix2pix" else "")
-            what = ("which the repo does not build" if name == "netG_pix2pix" and text in _choices_of_netg()
+            from pix2pixhd.pix2pix_networks import NETG   # ours: the repo's and the ablations' encoder-decoders
+            what = ("which the repo does not build" if name == "netG_pix2pix" and text in NETG
                     else "which this project has not")
             raise ConfigError(f"{opt_file} says {theirs_name}: {text!r}, {what}{allowed}: "
                               f"pass --{_REPO_FLAG.get(name, name)} with the value to use to import_reference"

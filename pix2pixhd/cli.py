@@ -461,19 +461,13 @@ def _synthesize(a: argparse.Namespace, info) -> int:
     identity = {"checkpoint": str(ckpt.resolve()), "checkpoint_sha256": file_sha256(ckpt),
                 "generator": generator_key(cfg, a.direction), "backend": a.backend}
     if a.backend == "onnx":
-        from pix2pixhd.errors import InputError, MissingInputError
         from pix2pixhd.export import OnnxGenerator, default_onnx_path, export_command
         key = identity["generator"]
         onnx = Path(a.onnx_path) if a.onnx_path else default_onnx_path(a.checkpoint, key)
         # the export that writes the file this synthesis needs, at the path it reads
         fix = export_command(a.checkpoint, a.which_epoch, a.direction, a.bn_running_stats and has_bn,
                              onnx if a.onnx_path else None)
-        from pix2pixhd.checkpoint import not_regular_message
-        if (special := not_regular_message(onnx, f"remove it and export with `{fix}`, or pass --onnx_path a file")):
-            raise InputError(special)   # a fifo is never opened: its open waits for a writer for ever
-        if not onnx.is_file():
-            raise MissingInputError(f"ONNX generator {onnx} does not exist; export it with `{fix}`")
-        g = OnnxGenerator(onnx, fix=fix)   # a damaged file names this exact command
+        g = OnnxGenerator(onnx, fix=fix)   # a missing, special or damaged file names this exact command
         own = default_onnx_path(ckpt.parent, key)   # this run's file, beside its checkpoint
         theirs = Path(g.checkpoint).parent if g.checkpoint else None
         if (theirs is not None and theirs != ckpt.resolve().parent and onnx.resolve() != own.resolve()

@@ -456,7 +456,7 @@ class OnnxGenerator:
         if (said := not_regular_message(self.path, f"remove it, and export one there with `{fix}`")):
             raise InputError(f"ONNX generator {said}")   # never opened: a fifo would block for ever
         if not self.path.is_file():
-            raise MissingInputError(f"ONNX generator {self.path} does not exist; export one with `{fix}`")
+            raise MissingInputError(f"ONNX generator {self.path} does not exist; export it with `{fix}`")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_num_threads
         try:

@@ -255,7 +255,8 @@ def test_synthesize_with_an_onnx_path_that_is_not_a_regular_file_says_so(run, ph
     _special(path, what)
     with _maybe_watched(path, what), pytest.raises(InputError) as e:
         _synth(run, photos, tmp_path / "out", "--backend", "onnx", "--onnx_path", str(path))
-    assert str(e.value).startswith(f"{path} is not a regular file (a {what}): remove it and export with `"), str(e.value)
+    assert str(e.value).startswith(f"ONNX generator {path} is not a regular file (a {what}): remove it, and export "
+                                   "one there with `"), str(e.value)
 
 
 @pytest.mark.fault(cls="damaged run folder", case="{name} of a run is a {what}: the run's start refuses it in one "

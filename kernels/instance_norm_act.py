@@ -182,6 +182,19 @@ def _check(x, weight, bias, residual, act, impl, eps):
                          "whatever x is: an input too small for the network's downsamplings?)")
 
 
+def _residual_act(y, residual, act, negative_slope, cdt, dtype, fmt):
+    """The shared tail of both PyTorch paths: ``y`` (the normalised, affine-applied output in the
+    compute dtype ``cdt``) plus the residual in ``cdt``, the activation, then one cast to ``dtype``
+    in memory format ``fmt``."""
+    if residual is not None:
+        y = y + residual.to(cdt)
+    if act == "relu":
+        y = torch.relu(y)
+    elif act == "leaky_relu":
+        y = torch.nn.functional.leaky_relu(y, negative_slope)
+    return y.to(dtype).contiguous(memory_format=fmt)
+
+
 def instance_norm_act_ref(x, weight=None, bias=None, *, act="relu", negative_slope=0.2,
                           eps=1e-5, residual=None, impl="ref"):
     """Pure-PyTorch specification of :func:`instance_norm_act` (same signature; ``impl`` ignored).
@@ -201,13 +214,7 @@ def instance_norm_act_ref(x, weight=None, bias=None, *, act="relu", negative_slo
         y = y * weight.to(cdt).view(1, -1, 1, 1)
     if bias is not None:
         y = y + bias.to(cdt).view(1, -1, 1, 1)
-    if residual is not None:
-        y = y + residual.to(cdt)
-    if act == "relu":
-        y = torch.relu(y)
-    elif act == "leaky_relu":
-        y = torch.nn.functional.leaky_relu(y, negative_slope)
-    return y.to(x.dtype).contiguous(memory_format=fmt)
+    return _residual_act(y, residual, act, negative_slope, cdt, x.dtype, fmt)
 
 
 class _ContiguousGrad(torch.autograd.Function):
@@ -263,13 +270,7 @@ def _instance_norm_act_eager(x, weight, bias, *, act, negative_slope, eps, resid
     y = torch.nn.functional.instance_norm(xin, weight=weight, bias=bias, eps=eps)
     if fmt == torch.channels_last and x.shape[0] == 1:  # the one case PyTorch gets wrong
         y = _ContiguousGrad.apply(y)
-    if residual is not None:
-        y = y + residual.to(cdt)
-    if act == "relu":
-        y = torch.relu(y)
-    elif act == "leaky_relu":
-        y = torch.nn.functional.leaky_relu(y, negative_slope)
-    return y.to(x.dtype).contiguous(memory_format=fmt)
+    return _residual_act(y, residual, act, negative_slope, cdt, x.dtype, fmt)
 
 
 def _fallback_name(impl: str) -> str:

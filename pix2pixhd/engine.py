@@ -83,7 +83,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pix2pixhd.data.dataset import ID_MODES, synthesis_wording, wanted_modes
+from pix2pixhd.data.dataset import (_TURNS, ID_MODES, KIND_NOTES, _frames, _orientation, synthesis_wording,
+                                     wanted_modes)
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
 from pix2pixhd.errors import PROGRESS_INTERVAL_S, ConfigError, InputError, MissingInputError, UserError, loads_json
 from pix2pixhd.errors import printable   # file names and file-provided text, before they reach a terminal
@@ -102,6 +103,13 @@ WRITTEN_BY = "synthesize.py"          # classes.json's "written_by" when the eng
 # A job whose first EARLY_STOP inputs (all of them, when it has fewer) are all skipped for the
 # same reason, with nothing written, stops there: the inputs are the wrong kind for the checkpoint.
 EARLY_STOP = 20
+# The skipped inputs printed one line each (``skipped FILE: REASON``), per process: after them one
+# line says that the rest are counted (the end line's "skipped N") and listed with their reasons in
+# the manifest, which holds every one. A folder of 3000 inputs, 2000 of them empty files, printed
+# 2000 skip lines.
+SKIP_LINES = 20
+# The --input files named in the note on files read as stored (EXIF Orientation, several frames)
+NOTE_NAMES = 5
 
 
 @dataclass
@@ -293,6 +301,8 @@ class FolderSource(torch.utils.data.Dataset):
         path = self.files[i]
         try:
             im = _open(path)
+            # what is read differs from what viewers show: said once per job (_StoredNotes)
+            item["orientation"], item["frames"] = _orientation(im), _frames(im)
             if self.label_nc > 0:
                 ids = self._label_ids(im)
                 if self.palette is None:   # a colour map is decoded to the nearest colour: JPEG is fine
@@ -1933,9 +1943,10 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     manifest = _Manifest(out / PARTS / f"rank{rank:05d}.jsonl")
     common = {"job": ident["digest"], "checkpoint": ident.get("checkpoint"),
               "checkpoint_sha256": ident.get("checkpoint_sha256"), "rank": rank}
+    skip_lines = _SkipLines(out)
     for p, msg in getattr(src, "broken", []):   # broken symlinks among the inputs
         if rank == 0:
-            print(printable(f"skipped {p}: {msg}"), flush=True)
+            skip_lines.say(str(p), msg)
             report.skipped_inputs.append((str(p), msg))
             report.skipped += 1
             manifest.add({**common, "input": _under(src.abs_root, src.root, p), "output": None,
@@ -1944,6 +1955,7 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     try:
         _stream(synth, job, src, layout, mine, manifest, common, report, rank,
                 stop=stop, early_stop=not report.already_done, dist_info=info, n_todo=len(todo),
+                skip_lines=skip_lines,
                 generator_name=(f"the ONNX generator {ident['onnx']}" if ident.get("onnx") else
                                 f"the checkpoint {ident['checkpoint']}" if ident.get("checkpoint") else None))
     except Exception as e:   # re-raised below, after the other ranks know (none waits forever)
@@ -2091,7 +2103,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             mine: list[tuple[int, list[int]]], manifest: _Manifest, common: dict,
             report: SynthesisReport, rank: int, *, stop: "_SignalStop | None" = None,
             early_stop: bool = True, dist_info=None, n_todo: int = 0,
-            generator_name: str | None = None) -> None:
+            generator_name: str | None = None, skip_lines: "_SkipLines | None" = None) -> None:
     """Decode (workers) → group by size → generator → writer threads, for this rank's inputs.
 
     ``stop``: when its signal is set, no further input is taken; the batches already sent are
@@ -2102,7 +2114,10 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     ``n_todo`` still to do, in input order), not the shard's: each rank holds its share of them,
     and the ranks decide together, once (``agree``), so that they stop only when all of them were
     skipped for one reason and no rank has written anything. ``generator_name``: what the error for a
-    non-finite output names (the checkpoint or ONNX file)."""
+    non-finite output names (the checkpoint or ONNX file). ``skip_lines``: prints the skip lines
+    (the first SKIP_LINES of this process; the manifest holds every one). Inputs read as stored
+    while viewers show them otherwise (an EXIF Orientation, frames after the first) are said in
+    one note per kind at the end of the shard (:class:`_StoredNotes`)."""
     from tqdm import tqdm
 
     from pix2pixhd.data import create_dataloader
@@ -2138,12 +2153,14 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     agreed = not (early_stop and dist and n_todo > 0)   # under torchrun: decided by all ranks, once
     said_grey: list[int] = []   # the grey-photo note is said once
     held: list[tuple[str, str]] = []   # skip lines not printed yet: no input has been usable so far
+    skip_lines = skip_lines or _SkipLines(out)
+    stored = _StoredNotes()
 
     def flush_held() -> None:
         nonlocal early
         early = 0
         for name_, reason_ in held:
-            print(printable(f"skipped {name_}: {reason_}"), flush=True)
+            skip_lines.say(name_, reason_)
         held.clear()
 
     def agree(verdict) -> None:
@@ -2177,7 +2194,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                     raise _WrongInputs(_wrong_inputs_message(job, synth.cfg, src, held))
                 flush_held()
         else:
-            print(printable(f"skipped {name}: {reason}"), flush=True)
+            skip_lines.say(name, reason)
         for k in ks:
             report.skipped += 1
             manifest.add({**common, "input": src.record_name(item_i), "key": src.keys[item_i], "sample": k,
@@ -2264,6 +2281,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                 agree("usable")   # an input this checkpoint takes: the inputs are of the right kind
             elif held or early:
                 flush_held()
+            stored.add(src.source_name(i), item)
             if item.get("grey") and not said_grey:
                 said_grey.append(i)
                 print(printable(f"note: {src.source_name(i)} is a grey image, converted to RGB for this checkpoint "
@@ -2289,6 +2307,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                 if bucket:
                     run_batch(bucket)
         reap(block=True)
+        stored.say()
     except (EOFError, ConnectionError) as caught:
         # a worker killed while handing a batch's shared memory over surfaces as that socket's
         # error: a dead worker makes it torch's error of a dead worker (its one line, below)
@@ -2310,6 +2329,55 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             bar.close()
     report.seconds = time.perf_counter() - t0
     report.generator_seconds = synth.generator_seconds - gen0
+
+
+class _SkipLines:
+    """The ``skipped FILE: REASON`` lines of one process: the first SKIP_LINES, then one line saying
+    that the rest are counted and listed in the manifest, which holds every skipped input with its
+    reason, printed or not. ``out``: the job's folder (the manifest's)."""
+
+    def __init__(self, out: Path):
+        self.out, self.n = out, 0
+
+    def say(self, name: str, reason: str) -> None:
+        self.n += 1
+        if self.n <= SKIP_LINES:
+            print(printable(f"skipped {name}: {reason}"), flush=True)
+        elif self.n == SKIP_LINES + 1:
+            print(printable(f"skipped: further skipped inputs are not printed (the first {SKIP_LINES} were): "
+                            f"the summary at the end counts them all, and {self.out / MANIFEST} lists each with its "
+                            'reason ("status": "skipped")'), flush=True)
+
+
+class _StoredNotes:
+    """The --input files read as stored while viewers show them otherwise: an EXIF Orientation
+    (turned or mirrored; read as stored, as training reads it) and files of several frames (the
+    first alone is read). Items record them (FolderSource: ``orientation``, ``frames``); one note
+    per kind, naming the first NOTE_NAMES files and the count, is said at the end (``say``),
+    instead of a line per file. The fixes are the data module's (KIND_NOTES), as training says them."""
+
+    def __init__(self):
+        self.found = {"EXIF orientation read as stored": [0, []], "several frames": [0, []]}
+
+    def add(self, name: str, item: dict) -> None:
+        o, n = item.get("orientation"), item.get("frames") or 1
+        for kind, what in (("EXIF orientation read as stored",
+                            o in _TURNS and f"{name} (Orientation {o}: viewers show it {_TURNS[o]})"),
+                           ("several frames", n > 1 and f"{name} ({n} frames)")):
+            if what:
+                seen = self.found[kind]
+                seen[0] += 1
+                if len(seen[1]) < NOTE_NAMES:
+                    seen[1].append(what)
+
+    def say(self) -> None:
+        heads = {"EXIF orientation read as stored": "have an EXIF Orientation",
+                 "several frames": "hold several frames (an animated PNG or WebP, a multi-page TIFF)"}
+        for kind, (n, names) in self.found.items():
+            if n:
+                more = f" and {n - len(names)} more" if n > len(names) else ""
+                print(printable(f"note: {n} input file(s) {heads[kind]}: {', '.join(names)}{more}; "
+                                f"{KIND_NOTES[kind]}"), file=sys.stderr, flush=True)
 
 
 class _LineProgress:

@@ -73,11 +73,25 @@ class DatasetError(UserError, ValueError):
         self.label_id = label_id
 
 
+# What the notices that list files by name alone mean, and the fix: said once after the kind's
+# list (format_problems), not once per file.
+KIND_NOTES = {
+    "EXIF orientation read as stored": (
+        "viewers turn or mirror these by their EXIF Orientation; they are read as stored, not turned, "
+        "as training reads them; if the turned view is the one meant, apply it when preparing the data, "
+        "e.g. PIL.ImageOps.exif_transpose(im).save(...)"),
+    "several frames": (
+        "only the first frame is read, as training reads these files; if another frame (or every "
+        "frame) is meant, save it as an image of its own, e.g. im.seek(k); im.save(...)"),
+}
+
+
 def format_problems(problems, header: str, max_listed: int = 5) -> str:
     """Problems grouped by kind (first ``max_listed`` of each and a count); notices (entries that
     are not samples, samples that may not be what the layout reads) after them, under their own
-    headings. File names and the messages about them are shown :func:`printable` (a name's escape
-    sequences would recolour, retitle or overwrite the terminal it is printed on)."""
+    headings, with what a kind of :data:`KIND_NOTES` means once after its list. File names and the
+    messages about them are shown :func:`printable` (a name's escape sequences would recolour,
+    retitle or overwrite the terminal it is printed on)."""
     fatal = [p for p in problems if p[0] not in NOTICE_KINDS]
     notes = [p for p in problems if p[0] == "ignored"]
     other = [p for p in problems if p[0] in NOTICE_KINDS and p[0] != "ignored"]
@@ -96,6 +110,8 @@ def format_problems(problems, header: str, max_listed: int = 5) -> str:
             lines += [f"    - {m}" for m in msgs[:max_listed]]
             if len(msgs) > max_listed:
                 lines.append(f"    ... and {len(msgs) - max_listed} more")
+            if kind in KIND_NOTES:
+                lines.append(f"    {KIND_NOTES[kind]}")
     return printable("\n".join(lines))
 
 
@@ -519,6 +535,18 @@ def _orientation(im: Image.Image) -> int | None:
         return im.getexif().get(EXIF_ORIENTATION)
     except Exception:   # a damaged EXIF block: no usable tag
         return None
+
+
+def _frames(im: Image.Image) -> int:
+    """How many frames ``im`` holds (an animated PNG or WebP, a multi-page TIFF), of which PIL,
+    training and synthesis read the first alone; 1 for a still image. Only a file that holds a
+    second frame (``is_animated``, from its header, or a seek past the first frame's header) is
+    counted, by frame headers: no frame is decoded. An MPO (a phone's JPEG with a depth map or a
+    preview after the photo) counts as one: its first frame is the photo viewers show."""
+    try:
+        return im.n_frames if im.format != "MPO" and getattr(im, "is_animated", False) else 1
+    except Exception:   # a damaged later frame: the first is what is read
+        return 1
 
 
 def _size_fix(ims: dict[str, Image.Image], rec: dict, ds) -> str:
@@ -1116,6 +1144,7 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
                                                    f"re-export or remove it"))
             continue
         sizes[role], opened[role] = im.size, im
+        problems += _read_as_stored(role, im, p, rel)
         lossy = _lossy(im, p) if role in ds._id_roles else None
         if lossy:   # before its ids, which the compression made up, and its mode (lossy WebP is RGB)
             problems.append(("lossy id map", str(p), f"{rel}: {_lossy_message(ROLE_NAMES[role], lossy, im)}"))
@@ -1272,6 +1301,21 @@ def _far_colour_problem(ds, im: Image.Image, rel: str, half: str | None = None) 
 _TURNS = {2: "mirrored left to right", 3: "turned 180 degrees", 4: "mirrored top to bottom",
           5: "mirrored and turned 90 degrees", 6: "turned 90 degrees clockwise",
           7: "mirrored and turned 90 degrees", 8: "turned 90 degrees counter-clockwise"}
+
+
+def _read_as_stored(role: str, im: Image.Image, path, rel: str) -> list:
+    """Notices (read on, said once per split by :func:`format_problems`, with the fix of
+    :data:`KIND_NOTES`) for file ``path`` (``rel``) of ``role``: a file of several frames, of
+    which the first alone is read; a domain image of the unaligned layout (A or B) whose EXIF
+    Orientation viewers apply, read as stored (a paired partner's tag is a problem, see
+    :func:`_orientation_problems`: it no longer lines up with its partners)."""
+    out = []
+    if (n := _frames(im)) > 1:
+        out.append(("several frames", str(path), f"{rel} ({n} frames)"))
+    if role in ("A", "B") and (o := _orientation(im)) in _TURNS:
+        out.append(("EXIF orientation read as stored", str(path),
+                    f"{rel} (Orientation {o}: viewers show it {_TURNS[o]})"))
+    return out
 
 
 def _orientation_problems(ds, rec: dict, opened: dict, name=None) -> list:

@@ -38,9 +38,11 @@ from pix2pixhd.errors import ConfigError, InputError
 
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 MODES = ("auto", "cityscapes", "palette", "rgb_pairs", "aligned", "unaligned")
-# Problem kinds that are reported but do not stop training: entries that are not samples, and
-# single-channel AB images of the aligned layout (two grey photos, or not a pair: see scan).
-NOTICE_KINDS = ("ignored", "grey AB image")
+# Problem kinds that are reported but do not stop training: entries that are not samples,
+# single-channel AB images of the aligned layout (two grey photos, or not a pair: see scan), the
+# unaligned layout's images whose EXIF Orientation viewers apply, and files of several frames
+# (animated PNG or WebP, multi-page TIFF): both read as stored, the first frame only.
+NOTICE_KINDS = ("ignored", "grey AB image", "EXIF orientation read as stored", "several frames")
 # The most classes a dataset's classes.json may declare: every id of a 16-bit label map (PNG
 # I;16), the widest id map scan and training suggest. TrainConfig checks --label_nc >= 0 only; a
 # classes.json is a file of the dataset's, so its label_nc (or largest class id) is bounded here:

@@ -83,8 +83,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pix2pixhd.data.dataset import (_TURNS, ID_MODES, KIND_NOTES, _frames, _orientation, synthesis_wording,
-                                     wanted_modes)
+from pix2pixhd.data.dataset import (_TURNS, ID_MODES, KIND_NOTES, _frames, _orientation, _read_error,
+                                     synthesis_wording, wanted_modes)
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
 from pix2pixhd.errors import PROGRESS_INTERVAL_S, ConfigError, InputError, MissingInputError, UserError, loads_json
 from pix2pixhd.errors import printable   # file names and file-provided text, before they reach a terminal
@@ -140,7 +140,7 @@ def _open(path: str | Path) -> Image.Image:
         im.load()
         return im
     except Exception as e:   # PIL raises OSError, SyntaxError, ValueError... on bad files
-        raise InputError(f"cannot read this image ({type(e).__name__}: {e})") from None
+        raise InputError(f"cannot read this image{_read_error(path, e)}") from None   # as training says it
 
 
 def _size(path: str | Path) -> tuple[int, int]:

@@ -146,3 +146,18 @@ def test_many_skipped_inputs_print_a_bounded_number_of_lines(run, tmp_path, caps
     skipped = [r for r in manifest(out) if r["status"] == "skipped"]
     assert len(skipped) == n_empty and all("cannot read this image" in r["reason"] for r in skipped)
     assert {Path(r["input"]).name for r in skipped} == {f"e{i:03d}.png" for i in range(n_empty)}
+
+
+@pytest.mark.fault(cls="synthesis", case="an empty --input file: skipped as 'the file is empty (0 bytes)', as "
+                                         "training says it (it was PIL's UnidentifiedImageError)")
+def test_an_empty_synthesis_input_is_skipped_as_empty(run, tmp_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    Image.fromarray((np.arange(16 * 24) % 5).reshape(16, 24).astype(np.uint8)).save(inp / "a.png")
+    (inp / "b.png").write_bytes(b"")
+    out = tmp_path / "out"
+    assert synth(run, inp, out) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^skipped .*b\.png: cannot read this image: the file is empty \(0 bytes\)$", text, re.M), text
+    assert [r["reason"] for r in manifest(out) if r["status"] == "skipped"] == [
+        "cannot read this image: the file is empty (0 bytes)"]

@@ -481,7 +481,7 @@ def _read_error(path, e: Exception) -> str:
     try:
         if os.path.getsize(path) == 0:
             return ": the file is empty (0 bytes)"
-    except OSError:
+    except (OSError, TypeError):   # gone, or not a path (the bytes synthesis read, in a BytesIO)
         pass
     return f" ({type(e).__name__}: {e})"
 

@@ -440,7 +440,9 @@ class TrainConfig:
         "choice is recorded (the run folder's norm_autotune.json, or PIX2PIXHD_NORM_AUTOTUNE_FILE). "
         "CPU runs repeat without it at a fixed thread count; a resume "
         "is bit-exact only with the thread count the run saved with (OMP_NUM_THREADS)")
-    dry_run: Optional[bool] = option("experiment", False, "print the resolved options and exit")
+    dry_run: Optional[bool] = option("experiment", False, "print the resolved options, check what the run reads "
+                                                 "first (its folder, VGG weights, the dataset's layout and file "
+                                                 "list) and exit")
     max_steps: Optional[int] = option(
         "experiment", 0, "iterations of this launch: stop (after saving latest) once this process has "
         "trained this many, counted from 0 again on every --resume (the run's length is --niter + "

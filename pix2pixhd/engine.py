@@ -226,14 +226,14 @@ class FolderSource(torch.utils.data.Dataset):
         self.ignored = [msg for kind, _, msg in problems if kind == "ignored"]
         if job.how_many > 0:
             files = files[:job.how_many]
+        # sub-folders holding images (not searched): the error below, or the note on ignored entries
+        self.image_subs = _image_sub_folders(problems)
         if not files and not self.broken:
-            subs = _image_sub_folders(problems)
+            subs = self.image_subs
             raise MissingInputError(
                 f"--input {folder} holds no images ({', '.join(IMG_EXTS)})" + (
-                    f" directly: its images are in sub-folders ({', '.join(subs[:4])}"
-                    f"{' ...' if len(subs) > 4 else ''}), which are not searched: move them up into "
-                    f"{folder.name}/, or synthesize each sub-folder (--input {folder / subs[0]} with "
-                    "an --out of its own)" if subs else ""))
+                    f" directly: its images are in sub-folders ({_listed(subs)}), which are not "
+                    f"searched: {_sub_folders_fix(folder, subs)}" if subs else ""))
         self.label_nc = cfg.label_nc
         # photo inputs (label_nc 0): the channels the direction's generator reads them with
         from pix2pixhd.models import input_image_nc
@@ -416,6 +416,29 @@ def _image_sub_folders(problems) -> list[str]:
                 q.suffix.lower() in IMG_EXTS and not hidden(q) and q.is_file() for q in p.rglob("*")):
             subs.append(p.name + "/")
     return subs
+
+
+def _listed(names: list[str], most: int = 4) -> str:
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
+
+
+def _sub_folders_fix(folder: Path, subs: list[str]) -> str:
+    """What to do with an --input ``folder``'s sub-folders holding images (``subs``: NAME/)."""
+    return (f"move them up into {folder.name}/, or synthesize each sub-folder (--input "
+            f"{folder / subs[0]} with an --out of its own)")
+
+
+def _ignored_note(src) -> str:
+    """The note on the input's entries that are not images: how many, one of them, and the
+    sub-folders among them that hold images (a Cityscapes tree with a folder per city beside
+    some maps at the top): their images are not synthesized, and an example entry such as
+    .DS_Store did not say so."""
+    note = f"{len(src.ignored)} entr(y/ies) of the input are not images and are not used, e.g. {src.ignored[0]}"
+    subs = getattr(src, "image_subs", None)
+    if subs:
+        note += (f"; sub-folders holding images are not searched: {_listed(subs)} (their images are not "
+                 f"synthesized: {_sub_folders_fix(Path(src.root), subs)})")
+    return note
 
 
 def _reason(e: BaseException) -> str:
@@ -1630,14 +1653,13 @@ def _prepare_and_run(synth: Synthesizer, job: SynthesisJob, identity: dict | Non
         _check_how_many(job, src, layout, ident, older)
     classes = _output_classes(job, cfg, notes)
     if src.ignored:
-        notes.append(f"{len(src.ignored)} entr(y/ies) of the input are not images and are not used, "
-                     f"e.g. {src.ignored[0]}")
+        notes.append(_ignored_note(src))
 
     # rank 0 locks and prepares the folder; the others wait, and stop too if it could not
     lock = OutLock(out) if rank == 0 else None
     created = False   # whether this run made OUT, or found it empty (an early stop empties it again)
     was_there = out.is_dir()
-    err, state, recorded = None, None, None
+    err, state, recorded, marked = None, None, None, True
     if rank == 0:
         try:
             created = not was_there or not any(out.iterdir())
@@ -1655,7 +1677,11 @@ def _prepare_and_run(synth: Synthesizer, job: SynthesisJob, identity: dict | Non
             if prev is None:   # this job's state as an earlier run left it
                 recorded = _load_json(out / JOB_FILE)[1]
             state = _job_state(job, src, info, kept)
-            _write_job_file(out, ident, state)   # complete: false until the last output is in
+            # complete: false until the last output is in; a complete job's rerun leaves its
+            # synthesis.json as it is until _run_job finds work (most such reruns have none)
+            marked = not _recorded_complete(recorded, ident)
+            if marked:
+                _write_job_file(out, ident, state)
             if classes is not None:
                 atomic_write_bytes(out / CLASSES_FILE, classes)
         except Exception as e:   # reported on every rank by raise_on_any_rank
@@ -1665,7 +1691,7 @@ def _prepare_and_run(synth: Synthesizer, job: SynthesisJob, identity: dict | Non
         if rank == 0:
             for n in notes:
                 print(printable(f"note: {n}"), file=sys.stderr, flush=True)
-        return _run_job(synth, job, src, layout, ident, info, older, state, recorded, stop)
+        return _run_job(synth, job, src, layout, ident, info, older, state, recorded, stop, marked=marked)
     except _WrongInputs as e:
         gone = ""
         if rank == 0 and created:   # under torchrun every rank stopped (raise_on_any_rank): none writes
@@ -1881,6 +1907,17 @@ def _job_state(job: SynthesisJob, src, info, older_digests=()) -> dict:
             **({"older_digests": sorted(set(older_digests))} if older_digests else {})}
 
 
+def _recorded_complete(recorded, ident: dict) -> bool:
+    """Whether ``recorded`` (the folder's synthesis.json before this run; None when it is
+    another job's, replaced) marks this very job (``ident``'s digest) complete. Its rerun does
+    not rewrite it with ``"complete": false`` before it knows there is work: a no-op rerun (a
+    requeue, a pipeline's "make sure it is done" step) took seconds to minutes for a large job
+    to find none, and meanwhile training and `data scan` refused the finished dataset as
+    incomplete; killed in that time, it left it so."""
+    return (isinstance(recorded, dict) and recorded.get("complete") is True
+            and recorded.get("digest") == ident["digest"])
+
+
 def _write_job_file(out: Path, ident: dict, state: dict) -> None:
     """OUT/synthesis.json: the job's identity and its state, written atomically."""
     from pix2pixhd.checkpoint import atomic_write_bytes
@@ -1889,12 +1926,15 @@ def _write_job_file(out: Path, ident: dict, state: dict) -> None:
 
 def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout", ident: dict,
              info, older: dict | None = None, state: dict | None = None,
-             recorded: dict | None = None, stop: "_SignalStop | None" = None) -> SynthesisReport:
+             recorded: dict | None = None, stop: "_SignalStop | None" = None, *,
+             marked: bool = True) -> SynthesisReport:
     """run_synthesis once the folder is prepared (and locked by rank 0): what is done, this
     rank's shard, the merge (not at a stop). ``older``: see _check_out_folder. ``state`` (rank 0):
     synthesis.json's state, rewritten at the end with the counts (complete when the run was not stopped).
     ``recorded`` (rank 0): the synthesis.json this run replaced, for _marked_complete_note.
-    ``stop``: run_synthesis's SIGTERM flag (one process), installed by it."""
+    ``stop``: run_synthesis's SIGTERM flag (one process), installed by it. ``marked`` (rank 0):
+    whether synthesis.json already says ``state`` (not complete); False for a complete job's rerun
+    (_recorded_complete), which writes it here once there is work, before any rank writes an output."""
     from pix2pixhd import distributed
     from pix2pixhd.errors import raise_on_any_rank
     rank, world = info.rank, info.world_size
@@ -1939,6 +1979,14 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
                         "synthesized again"), file=sys.stderr, flush=True)
     if rank == 0 and todo and (note := _marked_complete_note(out, recorded, report.already_done, todo)):
         print(printable(f"note: {note}"), file=sys.stderr, flush=True)
+    err = None
+    if rank == 0 and todo and not marked and state is not None:
+        try:   # a complete job's rerun with work: marked incomplete now, before any output goes
+            _write_job_file(out, ident, state)
+            marked = True
+        except Exception as e:   # reported on every rank by raise_on_any_rank
+            err = e
+    raise_on_any_rank(err, info)   # a collective on every rank, work or not: none writes before it
     mine = todo[rank::world]
     manifest = _Manifest(out / PARTS / f"rank{rank:05d}.jsonl")
     common = {"job": ident["digest"], "checkpoint": ident.get("checkpoint"),
@@ -1978,9 +2026,11 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     if rank == 0:
         if not stopped:   # a stop leaves the parts to the run that completes the job: the merge's
             # time grows with the job, and a scheduler's grace period after its SIGTERM does not
-            report.manifest = merge_manifest(out, ident["digest"], older)
-        if state is not None:   # the last output is in, unless stopped
-            _write_job_file(out, ident, {**state, "complete": not stopped,
+            report.manifest = (out / MANIFEST if _nothing_to_merge(out, report, damaged)
+                               else merge_manifest(out, ident["digest"], older))
+        if state is not None:   # the last output is in, unless stopped (a complete job's rerun
+            # stopped before it found work, not marked incomplete, stays complete)
+            _write_job_file(out, ident, {**state, "complete": not stopped or not marked,
                                          "n_written": report.written + report.already_done,
                                          "n_skipped": report.skipped})
     if stopped:
@@ -1990,6 +2040,30 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
               file=sys.stderr, flush=True)
         raise SystemExit(STOPPED_EXIT_STATUS)
     return report
+
+
+def _nothing_to_merge(out: Path, report: SynthesisReport, damaged: list) -> bool:
+    """Rank 0, after every rank has finished and not stopped: whether manifest.jsonl already is
+    what merge_manifest would write, so it is kept as it is: no rank wrote a line in this run
+    (nothing written or skipped), manifest.jsonl is there, no manifest line is damaged (the merge
+    drops those), and manifest.parts/ holds only empty rank parts (this run's: removed here, with
+    the folder). A no-op rerun re-merged and rewrote the whole manifest, with an fsync, in time that
+    grows with the job."""
+    if report.written or report.skipped or damaged or not (out / MANIFEST).is_file():
+        return False
+    parts = out / PARTS
+    try:
+        entries = list(parts.iterdir()) if parts.is_dir() else []
+        if any(not (p.name.startswith("rank") and p.name.endswith(".jsonl")) or p.is_symlink()
+               or not p.is_file() or p.stat().st_size for p in entries):
+            return False   # an earlier run's lines (a stop, a kill), or a killed merge's runs
+        for p in entries:
+            p.unlink(missing_ok=True)
+        if parts.is_dir():
+            parts.rmdir()
+    except OSError:
+        return False   # the merge says what is wrong
+    return True
 
 
 class _SignalStop:

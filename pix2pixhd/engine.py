@@ -51,8 +51,8 @@ that were killed, and does the rest; a killed run loses only the images that wer
 Another job in the same folder (another checkpoint, options or input folder) is refused unless
 ``overwrite``, which empties the old job's split folders; input folders that moved with their
 files (the outputs' recorded fingerprints match there) are the same job (``_moved_folders``). One job at a time: rank 0 holds
-``OUT/synthesis.lock`` (``OutLock``) for the job's lifetime. A single process stops on SIGTERM
-after the batches in flight (status 75, as training). Inputs all of one wrong kind stop the job
+``OUT/synthesis.lock`` (``OutLock``) for the job's lifetime. A run (under torchrun each rank)
+stops on SIGTERM after the batches in flight (status 75, as training). Inputs all of one wrong kind stop the job
 early (``EARLY_STOP``).
 """
 from __future__ import annotations
@@ -1587,24 +1587,25 @@ def _run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | No
     DistInfo under torchrun; None = one process). ``identity``: what the manifest records about
     the generator (checkpoint path and sha256, generator key, backend...); see ``job_identity``.
 
-    One process (no torchrun): SIGTERM stops the run after the images in flight are written, with
-    one line on stderr and SystemExit(75), the status training uses for it (a rerun resumes). Its
-    handler is in place from here on: a SIGTERM while the job is prepared (inputs listed, the
-    manifest read, --overwrite's removals: minutes for a large job) stops it the same way once
-    the preparation is done, before any output (it ended the process with status 143 and no line);
+    SIGTERM stops the run after the images in flight are written, with one line on stderr (under
+    torchrun one per rank: every rank stops once any rank got it) and SystemExit(75), the status
+    training uses for it (a rerun resumes). Under torchrun it ended each rank at once, and the
+    decoding workers of a rank killed while it fetched a batch printed the broken hand-over's
+    traceback, then outlived it for seconds. Its handler is in place from here on: a SIGTERM
+    while the job is prepared (inputs listed, the manifest read, --overwrite's removals: minutes
+    for a large job) stops it the same way once the preparation is done, before any output (it
+    ended the process with status 143 and no line);
     one during the final merge lets the job complete, and is then passed on to the handler
     run_synthesis found (a Python caller's own, which would otherwise never hear of it)."""
     from pix2pixhd import distributed
     info = dist_info if dist_info is not None else distributed.DistInfo(device=synth.device)
-    stop = _SignalStop() if not info.distributed else None
-    if stop is not None:
-        stop.install()
+    stop = _SignalStop()
+    stop.install()
     try:
         report = _prepare_and_run(synth, job, identity, info, stop)
     finally:
-        if stop is not None:
-            stop.restore()
-    if stop is not None and stop.signal and callable(stop.previous):   # too late to stop this job
+        stop.restore()
+    if stop.signal and callable(stop.previous):   # too late to stop this job
         stop.previous(signal.SIGTERM, None)
     return report
 
@@ -1740,15 +1741,18 @@ def _agree_on_job(ident: dict, job: SynthesisJob, src, info) -> None:
                               "files on every machine); stopped before anything was written")
 
 
-def _complete_lines(out: Path, jobs, damaged: list | None = None
+def _complete_lines(out: Path, jobs, damaged: list | None = None, outputs=None
                     ) -> dict[str, tuple[int, list | str, tuple, str | None]]:
     """The ok manifest lines of ``jobs`` (digests) in ``out``, by output: (its size, the
     fingerprint of its inputs, "legacy" for lines that predate fingerprints, its label and
     instance partners with their sizes, and the sha256 of its real photo: --feature_mode encoded,
-    None for other jobs and for lines that predate it). Damaged lines go to ``damaged``."""
+    None for other jobs and for lines that predate it). Damaged lines go to ``damaged``.
+    ``outputs``: only the lines of these outputs (a set of names; None: all), a torchrun rank's
+    share, so that no rank holds the whole job's lines."""
     done: dict[str, tuple[int, list | str, tuple, str | None]] = {}
     for rec in _read_lines(_manifest_sources(out), damaged):
-        if rec.get("job") in jobs and rec.get("status") == "ok":
+        if (rec.get("job") in jobs and rec.get("status") == "ok"
+                and (outputs is None or rec["output"] in outputs)):
             partners = tuple((rec[key], rec.get(f"{key}_bytes")) for key in ("label", "inst")
                              if isinstance(rec.get(key), str))
             real = rec.get("real_sha256")
@@ -1932,14 +1936,14 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     rank's shard, the merge (not at a stop). ``older``: see _check_out_folder. ``state`` (rank 0):
     synthesis.json's state, rewritten at the end with the counts (complete when the run was not stopped).
     ``recorded`` (rank 0): the synthesis.json this run replaced, for _marked_complete_note.
-    ``stop``: run_synthesis's SIGTERM flag (one process), installed by it. ``marked`` (rank 0):
+    ``stop``: run_synthesis's SIGTERM flag (this rank's), installed by it. ``marked`` (rank 0):
     whether synthesis.json already says ``state`` (not complete); False for a complete job's rerun
     (_recorded_complete), which writes it here once there is work, before any rank writes an output."""
     from pix2pixhd import distributed
     from pix2pixhd.errors import raise_on_any_rank
     rank, world = info.rank, info.world_size
     out = Path(job.out)
-    # what is complete already (every rank reads the same files before any rank appends): an ok
+    # what is complete already (every rank reads the files before any rank appends): an ok
     # line of this job whose file has the recorded size and whose inputs still have the recorded
     # fingerprint (an input replaced or edited since is redone)
     # Lines of an older synthesis.json of this job (``_legacy_digests``) count too; those older than
@@ -1949,29 +1953,43 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     # Its label and instance partners must be there too, with their recorded sizes (lines that
     # record none: any size), else the output is redone with them.
     damaged: list[tuple[Path, int, str]] = []
-    done = _complete_lines(out, jobs, damaged)
-    distributed.barrier(info)
-
     K = job.num_samples
     report = SynthesisReport()
+    # Under torchrun each rank checks its share of the inputs (every world-th, in input order) and
+    # the ranks exchange what is still to do (_todo_of_all_ranks): every rank stat'ing every
+    # output, its partners and its inputs was world times the metadata operations on a shared
+    # file system (and world times the lines held), for one answer that each rank then cut to its shard.
+    share = range(rank, len(src.stems), world)
+    mine_out = ({f"{layout.image_dir}/{OutputLayout.name(src.stems[i], k, K)}" for i in share for k in range(K)}
+                if info.distributed else None)
     todo: list[tuple[int, list[int]]] = []
-    for i, stem in enumerate(src.stems):
-        ks, fp = [], None
-        for k in range(K):
-            rel = f"{layout.image_dir}/{OutputLayout.name(stem, k, K)}"
-            size, inputs, partners, _ = done.get(rel, (None, None, (), None))
-            if size is not None and _size_on_disk(out / rel) == size and all(
-                    _size_on_disk(out / p) == n if isinstance(n, int) else _size_on_disk(out / p) >= 0
-                    for p, n in partners):
-                if fp is None:   # stat the inputs only for outputs that may be complete
-                    fp = input_fingerprint(src.input_files(i))
-                if inputs == fp or inputs == "legacy":
-                    report.already_done += 1
-                    continue
-            ks.append(k)
-        if ks:
-            todo.append((i, ks))
-    del done
+    err = None
+    try:
+        done = _complete_lines(out, jobs, damaged, mine_out)
+        del mine_out
+        for i in share:
+            stem, ks, fp = src.stems[i], [], None
+            for k in range(K):
+                rel = f"{layout.image_dir}/{OutputLayout.name(stem, k, K)}"
+                size, inputs, partners, _ = done.get(rel, (None, None, (), None))
+                if size is not None and _size_on_disk(out / rel) == size and all(
+                        _size_on_disk(out / p) == n if isinstance(n, int) else _size_on_disk(out / p) >= 0
+                        for p, n in partners):
+                    if fp is None:   # stat the inputs only for outputs that may be complete
+                        fp = input_fingerprint(src.input_files(i))
+                    if inputs == fp or inputs == "legacy":
+                        report.already_done += 1
+                        continue
+                ks.append(k)
+            if ks:
+                todo.append((i, ks))
+        del done
+    except Exception as e:   # reported on every rank by raise_on_any_rank (none waits in the exchange)
+        err = e
+    # a collective on every rank: also the barrier before any rank appends to its part
+    raise_on_any_rank(err, info, "failed while checking which outputs are complete")
+    if info.distributed:
+        todo, report.already_done = _todo_of_all_ranks(todo, report.already_done, K, info)
     if rank == 0 and damaged:
         p, n, why = damaged[0]
         print(printable(f"note: {len(damaged)} manifest line(s) in {out} are damaged (first: {p} line {n}: {why}) "
@@ -2016,13 +2034,16 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
         report.written = manifest.ok
     raise_on_any_rank(err, info, "failed while synthesizing its shard")
 
-    if info.distributed:   # totals over ranks; all_reduce is also the barrier before the merge
-        # (already_done is not summed: every rank counted the same, whole list)
-        t = torch.tensor([report.written, report.skipped], dtype=torch.float64, device=info.device)
-        torch.distributed.all_reduce(t)
-        report.written, report.skipped = (int(v) for v in t.tolist())
-        distributed.barrier(info)
+    # read once: a SIGTERM after this lets the job complete (the ranks agree on this value)
     stopped = stop is not None and bool(stop.signal)
+    if info.distributed:   # totals over ranks; all_reduce is also the barrier before the merge
+        # (already_done is not summed: every rank holds the whole count, _todo_of_all_ranks);
+        # stopped when any rank was: rank 0 must not merge, nor mark complete, a job a rank left
+        t = torch.tensor([report.written, report.skipped, stopped], dtype=torch.float64, device=info.device)
+        torch.distributed.all_reduce(t)
+        report.written, report.skipped, n_stopped = (int(v) for v in t.tolist())
+        stopped = n_stopped > 0
+        distributed.barrier(info)
     if rank == 0:
         if not stopped:   # a stop leaves the parts to the run that completes the job: the merge's
             # time grows with the job, and a scheduler's grace period after its SIGTERM does not
@@ -2035,11 +2056,27 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
                                          "n_skipped": report.skipped})
     if stopped:
         from pix2pixhd.errors import STOPPED_EXIT_STATUS
-        print(f"stopped by {stop.signal} after {report.written} image(s); rerun the same command to "
+        why = (stop.signal if stop is not None and stop.signal else "another rank's SIGTERM") + (
+            f" (rank {rank} of {world})" if info.distributed else "")
+        print(f"stopped by {why} after {report.written} image(s); rerun the same command to "
               f"resume ({report.written + report.already_done} of the job's outputs are complete in {out})",
               file=sys.stderr, flush=True)
         raise SystemExit(STOPPED_EXIT_STATUS)
     return report
+
+
+def _todo_of_all_ranks(todo: list[tuple[int, list[int]]], already_done: int, K: int, info
+                       ) -> tuple[list[tuple[int, list[int]]], int]:
+    """Under torchrun (a collective: every rank calls it), the job's list to do, in input order,
+    and its count of complete outputs, from every rank's ``todo`` and ``already_done`` for its
+    share of the inputs: the same on every rank, as if each had checked them all. An input with
+    all its ``K`` samples to do (every input of a new job) travels as its index alone."""
+    from pix2pixhd.distributed import gather_all
+    packed = [i if len(ks) == K else (i, ks) for i, ks in todo]
+    seen = gather_all((packed, already_done), info)
+    everything = [(t, list(range(K))) if isinstance(t, int) else tuple(t) for part, _ in seen for t in part]
+    everything.sort(key=lambda t: t[0])
+    return everything, sum(n for _, n in seen)
 
 
 def _nothing_to_merge(out: Path, report: SynthesisReport, damaged: list) -> bool:
@@ -2067,10 +2104,11 @@ def _nothing_to_merge(out: Path, report: SynthesisReport, damaged: list) -> bool
 
 
 class _SignalStop:
-    """SIGTERM in a single-process run: the handler only records it; the stream stops taking
-    inputs, the writes in flight finish, the manifest parts stay unmerged, and run_synthesis exits with
-    training's status for a stop (errors.STOPPED_EXIT_STATUS, 75: rerun to resume). Installed
-    only from the main thread (where Python allows handlers)."""
+    """SIGTERM to a run (each rank's own under torchrun): the handler only records it; the stream
+    stops taking inputs, the writes in flight finish and the decoding workers are shut down, the
+    manifest parts stay unmerged, and run_synthesis exits with training's status for a stop
+    (errors.STOPPED_EXIT_STATUS, 75: rerun to resume). Installed only from the main thread (where
+    Python allows handlers)."""
 
     def __init__(self):
         self.signal: str | None = None

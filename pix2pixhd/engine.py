@@ -375,8 +375,9 @@ class FolderSource(torch.utils.data.Dataset):
             bands = len(im.getbands())
             if self.palette is None and bands > 1:
                 raise InputError(f"a {im.mode} image ({bands} channels), but this checkpoint takes label "
-                                 f"ids (label_nc={self.label_nc}): give single-channel id maps (convert "
-                                 "colour maps with the dataset tools); colour maps are read only by a "
+                                 f"ids (label_nc={self.label_nc}): give single-channel id maps (mode L: each "
+                                 f"pixel its class id 0..{self.label_nc - 1}; a colour map's colours "
+                                 "mapped to their ids first); colour maps are read only by a "
                                  "checkpoint trained with --palette")
             what = f"a {im.mode} image" + (" (bilevel)" if im.mode == "1" else f" ({bands} channel(s))")
             fix = ("save it as RGB in the palette's colours" if self.palette is not None else

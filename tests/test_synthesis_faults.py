@@ -97,7 +97,8 @@ def test_photos_into_a_label_model_are_skipped_as_the_wrong_kind(run, tmp_path, 
     assert synth(run, inp, tmp_path / "out") == 0
     text = capsys.readouterr().out
     assert re.search(r"skipped .*p\.png: a RGB image \(3 channels\), but this checkpoint takes label ids "
-                     r"\(label_nc=5\)", text)
+                     r"\(label_nc=5\): give single-channel id maps \(mode L: each pixel its class id 0\.\.4; a "
+                     r"colour map's colours mapped to their ids first\)", text), text
     assert [p.name for p in (tmp_path / "out" / "test_img").iterdir()] == ["m.png"]
 
 

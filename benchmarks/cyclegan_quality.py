@@ -76,7 +76,7 @@ def unpaired_split(manifest: dict, out: Path, seed: int, log=print) -> dict:
     if meta.is_file():
         have = json.loads(meta.read_text())
         if have != split:
-            raise SystemExit(f"{out} holds another unpaired split ({meta}); use another --out")
+            raise SystemExit(f"error: {out} holds another unpaired split ({meta}); use another --out")
         return split
     if out.exists():
         shutil.rmtree(out)
@@ -248,7 +248,7 @@ def run(a: argparse.Namespace, *, seg=None, feature_extractor=None) -> dict:
     if state_path.is_file():
         state = json.loads(state_path.read_text())
         if state["ident"] != ident:
-            raise SystemExit(f"{out} holds a run with other settings; use another --out")
+            raise SystemExit(f"error: {out} holds a run with other settings; use another --out")
     else:
         state = {"version": STATE_VERSION, "ident": ident, "points": [],
                  "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

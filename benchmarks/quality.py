@@ -418,7 +418,7 @@ def train_chunk(argv: list[str], log_path: Path, threads: int) -> tuple[float, f
         rc = subprocess.run([sys.executable, "-c", _TRAIN_MAIN, *argv], stdout=log,
                             stderr=subprocess.STDOUT, env=env, cwd=log_path.parent).returncode
     if rc != 0:
-        raise SystemExit(f"train_hd.py exited with {rc}; see {log_path}")
+        raise SystemExit(f"error: train_hd.py exited with {rc}; see {log_path}")
     return _child_cpu() - cpu0, time.perf_counter() - t0
 
 
@@ -431,7 +431,7 @@ def synthesize(run_dir: Path, epoch: int, labels: Path, out: Path, extra: tuple[
     rc = synthesize_main(["--checkpoint", str(run_dir), "--which_epoch", str(epoch), "--input",
                           str(labels), "--out", str(out), "--device", "cpu", "--no_progress", *extra])
     if rc != 0:
-        raise SystemExit(f"synthesize.py failed on {run_dir} epoch {epoch}")
+        raise SystemExit(f"error: synthesize.py failed on {run_dir} epoch {epoch} (its error line is above)")
     from pix2pixhd.engine import photos_dir
     return photos_dir(out)
 
@@ -598,7 +598,7 @@ def _forget_unevaluated(run_dir: Path, state: dict) -> None:
         return
     want = run_dir / _epoch_file(pts[-1]["epoch"])
     if not want.is_file():
-        raise SystemExit(f"{want} (the last evaluated point's checkpoint) is missing; cannot resume "
+        raise SystemExit(f"error: {want} (the last evaluated point's checkpoint) is missing; cannot resume "
                          f"{run_dir.parent}. Start it again in another --out")
 
 
@@ -839,7 +839,7 @@ def compare_sheet(run_dirs: list[Path], data: Path, path: Path, n: int = 4,
     cols = [_read_folder(ev / "colour", stems)]
     for d, st in zip(run_dirs, _load_states(run_dirs, until)):
         if not st["points"]:
-            raise SystemExit(f"{d} has no evaluated point yet"
+            raise SystemExit(f"error: {d} has no evaluated point yet"
                              + (f" at or below {until} CPU-minutes" if until is not None else "")
                              + ": nothing to show")
         cols.append(_read_folder(photos_dir(Path(d) / "fakes" / f"epoch_{st['points'][-1]['epoch']}"), stems))

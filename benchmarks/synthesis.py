@@ -172,7 +172,7 @@ def run_config(args, stage: str, width: int, height: int, device: torch.device, 
     m = cfg.required_multiple
     if width % m or height % m or min(width, height) < 2 * m:
         # the residual blocks' reflection padding needs a bottleneck of 2 pixels a side at least
-        raise SystemExit(f"--res {width}x{height}: the {stage} generator needs sides that are multiples of "
+        raise SystemExit(f"error: --res {width}x{height}: the {stage} generator needs sides that are multiples of "
                          f"{m} and at least {2 * m} (a bottleneck of 2 pixels); give a larger --res or fewer "
                          "--n_downsample_global")
     torch.manual_seed(args.seed)
@@ -405,7 +405,7 @@ def pipeline_main(args, argv) -> int:
                                           capture_output=True, text=True, cwd=repo,
                                           env=dict(os.environ, PYTHONPATH=str(repo)))
                     if proc.returncode != 0:
-                        raise SystemExit(f"{path} path on {stage} {w}x{h} failed:\n{proc.stderr[-3000:]}")
+                        raise SystemExit(f"error: {path} path on {stage} {w}x{h} failed:\n{proc.stderr[-3000:]}")
                     r = json.loads(proc.stdout.strip().splitlines()[-1])
                     outs[path] = out if path == "old" else out / "test_img"
                     row = {"stage": stage, "res": f"{w}x{h}", "ngf": ngf, "path": path, "images": r["images"],

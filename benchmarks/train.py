@@ -294,7 +294,8 @@ def _run_config(args, stage, width, height, device, info, tmp, ngf, ndf) -> list
     cfg0 = B.resolved(TrainConfig(**base))
     m = cfg0.required_multiple
     if width % m or height % m:
-        raise SystemExit(f"--res {width}x{height}: the {stage} generator needs multiples of {m}")
+        raise SystemExit(f"error: --res {width}x{height}: the {stage} generator needs multiples of {m}; "
+                         f"give a --res whose sides are multiples of {m}")
     torch.manual_seed(args.seed)
     # Random weights: the same cost, nothing downloaded. Each path gets its own copy, since a
     # Trainer moves its VGG to its memory format in place (a shared one would hand the baseline

@@ -61,7 +61,7 @@ from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
 from pix2pixhd.models import build_discriminator, build_encoder, build_generator, check_discriminator_input
 from pix2pixhd.networks import LocalEnhancer
 from pix2pixhd.run_folder import check_new_run, drop_replaced, lock_run, move_aside, note_leftovers
-from pix2pixhd.visualizer import Visualizer, WindowMeans, summary_writer_class
+from pix2pixhd.visualizer import Visualizer, WindowMeans, loss_line_order, summary_writer_class
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # --norm_impl auto's measured choices on CUDA, kept in the run folder (Trainer.__init__)
@@ -209,6 +209,9 @@ class RunProgress:
         self.first_step, self.last_step = first_step, last_step
         self._t_first = None           # when the run's first step ended
         self._t_line, self._images_line = now, 0
+        # the last logged window's loss means (the trainer sets them at each log line): the line
+        # ends with them, as a log file has no bar postfix to show them ({}: none logged yet)
+        self.losses: dict[str, float] = {}
 
     def step(self, images: int, now: float) -> None:
         """A step has ended, ``images`` images over all ranks."""
@@ -231,12 +234,14 @@ class RunProgress:
         return now - self._t_line >= PROGRESS_INTERVAL_S
 
     def line(self, label: str, epoch: int, total_epochs: int, step: int, now: float) -> str:
-        """The progress line; the speed is over the time since the previous line."""
+        """The progress line; the speed is over the time since the previous line; then the last
+        logged window's losses (3 significant digits), the values loss_log.txt's last line has."""
         speed = self._images_line / max(now - self._t_line, 1e-9)
         self._t_line, self._images_line = now, 0
         pct = 100.0 * step / self.last_step if self.last_step else 100.0
+        losses = "".join(f" {k} {v:.3g}" for k, v in self.losses.items())
         return (f"progress: {label} epoch {epoch}/{total_epochs}, step {step}/{self.last_step} ({pct:.1f}%), "
-                f"{speed:.2f} images/s, run ETA {self.eta_text(step, now)}")
+                f"{speed:.2f} images/s, run ETA {self.eta_text(step, now)}" + (f", losses{losses}" if losses else ""))
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
@@ -1813,6 +1818,8 @@ class Trainer:
             postfix.update({**{k: f"{v:.3f}" for k, v in means.items()},
                             "img/s": f"{extras['images_per_s']:.2f}"})
             bar.set_postfix(postfix)
+            # the next progress line's (without a terminal), in loss_log.txt's order
+            progress.losses = {k: means[k] for k in loss_line_order(means, cfg.model)}
             return means
 
         def epoch_means(whole: bool) -> dict:

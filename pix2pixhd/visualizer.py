@@ -33,6 +33,7 @@ waited on for as long.
 """
 from __future__ import annotations
 
+import fnmatch
 import html
 import itertools
 import json
@@ -295,6 +296,8 @@ VISUALS = ("label", "synthesized", "real", "real_A", "fake_B", "rec_A", "real_B"
 # Captions of the first three when the input is a photo (label_nc 0), not a label map; the image
 # files keep the keys' names (epoch001_label.png).
 PHOTO_CAPTIONS = {"label": "input", "synthesized": "synthesized", "real": "target"}
+# A page image's file name, epoch{e:03d}_{key}.png: its epoch's digits and its key.
+IMAGE_NAME = re.compile(r"epoch(\d+)_(.*)\.png\Z", re.S)
 # Logged keys the loss curves draw by default (CycleGAN adds cycle_* and idt_*).
 LOSS_PREFIXES = ("G_", "D_", "cycle_", "idt_")
 # A message line of loss_log.txt and the step it is tagged with (Visualizer.log_message).
@@ -316,6 +319,13 @@ REFERENCE_LOSS_ORDER = {
 # The mark of a message about a file that stays on disk (log_message's ``kept``): a cut carries it on.
 KEPT_MARK = "[kept] "
 KEPT_MESSAGE = re.compile(MESSAGE_STEP.pattern + re.escape(KEPT_MARK))
+
+
+def loss_line_order(losses, model: str | None = None) -> list[str]:
+    """The names of ``losses`` in loss_log.txt's order: ``model``'s reference order (default
+    pix2pixHD's), then those it lacks as logged; the trainer's progress line uses it too."""
+    order = REFERENCE_LOSS_ORDER.get(model or "pix2pixhd", ())
+    return [k for k in order if k in losses] + [k for k in losses if k not in order]
 
 
 class WindowMeans:
@@ -385,6 +395,9 @@ class Visualizer:
         # the page's loss curves: loss_history.jsonl read once (its cut at a resume, or the first
         # page write), then each log_losses record added; None: not read yet
         self._curves: CurvePoints | None = None
+        # write_html's rows of the page it last wrote, by (epoch, the keys of its image files
+        # that exist): a row's HTML is a function of those alone, so it is reused while they hold
+        self._rows: dict[tuple[int, tuple[str, ...]], str] = {}
         self._purge_step: int | None = None  # the first tensorboard writer's purge_step (begin)
         self._tb_error: BaseException | None = None  # the first failed tensorboard write
         self._tb_stalled = False   # the writer thread made no progress for TB_STALL_SECONDS
@@ -725,8 +738,7 @@ class Visualizer:
         self._append(self.history_path, line)
         if self._curves is not None:
             self._curves.add(json.loads(line))   # the record as the file holds it
-        order = REFERENCE_LOSS_ORDER.get(model or "pix2pixhd", ())
-        names = [k for k in order if k in losses] + [k for k in losses if k not in order]
+        names = loss_line_order(losses, model)
         ips = extras.get("images_per_s") or 0.0   # the window's; time: seconds per image
         loss_line = f"(epoch: {epoch}, iters: {it}, time: {1 / ips if ips > 0 else 0.0:.3f}) " + "".join(
             f"{k}: {losses[k]:.4f} " for k in names)
@@ -808,26 +820,29 @@ class Visualizer:
         return f"A: the images of {a}/, B: those of {b}/" + (" (--direction BtoA)" if swap else "")
 
     def write_html(self) -> Path | None:
+        """Rewrite web/index.html: the loss curves, then a row per epoch of images, newest first.
+        Called at every display and epoch end of a run that may last thousands of epochs, so its
+        cost per old epoch is no file-system call: web/images is listed once (one scandir) and
+        each row is looked up in :attr:`_rows` by what it shows (the files of its epoch that
+        exist), which images moved aside (a resume) change, so a stale row is never reused."""
         if not self.html_page:
             return None
         if self._curves is None:
             self._curves = CurvePoints()
             for _, rec in self._read_history() if self.history_path.is_file() else []:
                 self._curves.add(rec)
-        images = sorted((self.web / "images").glob("epoch*_*.png")) if (self.web / "images").is_dir() else []
-        # files are epoch{e:03d}_{key}.png: 3 digits or more (epoch 1000 is epoch1000_...)
-        epochs = sorted({int(m.group(1)) for p in images
-                         if (m := re.match(r"epoch(\d+)_", p.name))}, reverse=True)
-        rows = []
-        for e in epochs:
-            cells = []
-            for k in VISUALS:
-                p = self.web / "images" / f"epoch{e:03d}_{k}.png"
-                if p.is_file():
-                    rel = p.relative_to(self.web).as_posix()
-                    cells.append(f'<td><a href="{rel}"><img src="{rel}" width="256"></a><br>{self.caption(k)}</td>')
-            rows.append(f"<h3>epoch {e}</h3><table><tr>{''.join(cells)}</tr></table>")
-        cycle = any(p.name.endswith(("_real_A.png", "_real_B.png")) for p in images)
+        shown, cycle = self._image_files()
+        rows, cache = [], {}
+        for e in sorted(shown, reverse=True):
+            key = (e, tuple(k for k in VISUALS if k in shown[e]))
+            row = self._rows.get(key)
+            if row is None:
+                cells = "".join(f'<td><a href="images/epoch{e:03d}_{k}.png"><img src="images/epoch{e:03d}_{k}.png" '
+                                f'width="256"></a><br>{self.caption(k)}</td>' for k in key[1])
+                row = f"<h3>epoch {e}</h3><table><tr>{cells}</tr></table>"
+            cache[key] = row
+            rows.append(row)
+        self._rows = cache   # only the rows of this page: a row gone from it is not kept
         domains = f"<p>{html.escape(self._domains_line())}</p>" if cycle and rows else ""
         page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
                 f"{html.escape(self.dir.name)}</title></head><body>"
@@ -836,6 +851,30 @@ class Visualizer:
         path = self.web / "index.html"
         atomic_write_bytes(path, page.encode("utf-8", "surrogateescape"))
         return path
+
+    def _image_files(self) -> tuple[dict[int, set[str]], bool]:
+        """What web/images holds for the page, from one listing (no stat per file; a link's is
+        followed): each epoch that a name matching ``epoch*_*.png`` has (a folder so named too, as
+        the glob did) with the :data:`VISUALS` keys of its ``epoch{e:03d}_{key}.png`` files, and
+        whether any name is CycleGAN's (``_real_A.png``, ``_real_B.png``). Nothing when
+        web/images is missing or unreadable."""
+        shown, cycle = {}, False
+        try:
+            with os.scandir(self.web / "images") as it:
+                for entry in it:
+                    name = entry.name
+                    if not fnmatch.fnmatchcase(name, "epoch*_*.png"):
+                        continue
+                    cycle = cycle or name.endswith(("_real_A.png", "_real_B.png"))
+                    # files are epoch{e:03d}_{key}.png: 3 digits or more (epoch 1000 is epoch1000_...)
+                    if (m := IMAGE_NAME.match(name)) is None:
+                        continue
+                    keys = shown.setdefault(int(m.group(1)), set())
+                    if m.group(1) == f"{int(m.group(1)):03d}" and m.group(2) in VISUALS and entry.is_file():
+                        keys.add(m.group(2))
+        except OSError:
+            pass
+        return shown, cycle
 
     def close(self) -> None:
         """Flush and close every log: the HTML page is rewritten with the losses logged since its

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pix2pixhd.errors import ConfigError, UserError, loads_json
+from pix2pixhd.errors import ConfigError, UserError, loads_json, printable
 from pix2pixhd.paths import tmp_beside
 
 if TYPE_CHECKING:
@@ -492,6 +492,26 @@ def _imported_epoch_hint(folder: Path, which: str | int) -> str:
             f"--name {folder.name}_{int(which)}")
 
 
+# The fix for a file train_hd.py did not write, where a checkpoint of a run is expected.
+NOT_OURS_FIX = ("pass a run folder that train_hd.py wrote, or import weights saved alone (a generator's "
+                "state_dict) as a run: put them in a folder as latest_net_G.pth and run python -m "
+                "pix2pixhd.import_reference FOLDER --name NAME")
+
+
+def describe_entries(ck: Any) -> str:
+    """What the contents ``ck`` of a checkpoint file that train_hd.py did not write hold, for its
+    error: the first top-level keys, and 'a bare state_dict?' when every value is a tensor
+    (``torch.save(G.state_dict())``, whose keys are the layers' names)."""
+    if not isinstance(ck, dict):
+        return f"it holds a {type(ck).__name__}, not a dict of entries"
+    if not ck:
+        return "it holds an empty dict"
+    keys = [printable(str(k))[:40] for k in list(ck)[:4]]
+    shown = ", ".join(map(repr, keys)) + (f", ... ({len(ck)} in all)" if len(ck) > 4 else "")
+    bare = all(isinstance(v, torch.Tensor) for v in ck.values())
+    return f"its top-level entries are {shown}" + (": a bare state_dict?" if bare else "")
+
+
 def peek_checkpoint(path: Path) -> dict:
     """``path``'s checkpoint with its tensors memory-mapped, not read: what it takes to tell a
     checkpoint that loads from a damaged one (truncated, garbage) cheaply. Raises as torch.load, or
@@ -501,7 +521,8 @@ def peek_checkpoint(path: Path) -> dict:
         raise CheckpointError(said)
     ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     if not isinstance(ck, dict) or "global_step" not in ck:
-        raise CheckpointError(f"{path} is not a training checkpoint (no global_step)")
+        raise CheckpointError(f"{path} was not written by train_hd.py: it holds no 'global_step' entry "
+                              f"({describe_entries(ck)}); {NOT_OURS_FIX}")
     return ck
 
 
@@ -760,8 +781,11 @@ def _fitting(cfg: "TrainConfig", ckpt: Any, config_source: str, path: Path) -> "
 def _checkpoint_config(ckpt: Any, path: Path) -> "TrainConfig":
     from pix2pixhd.config import TrainConfig
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
-        raise CheckpointError(f"{path} holds no training config (not a checkpoint written by "
-                              "train_hd.py)")
+        if isinstance(ckpt, dict) and "global_step" in ckpt:   # train_hd.py's, its config taken out
+            raise CheckpointError(f"{path} holds no training config: the checkpoint was edited or damaged; "
+                                  "restore it from a copy")
+        raise CheckpointError(f"{path} holds no training config and was not written by train_hd.py "
+                              f"({describe_entries(ckpt)}); {NOT_OURS_FIX}")
     from pix2pixhd.config import NewerConfigError
     try:
         return TrainConfig.from_saved(ckpt["config"])

@@ -201,19 +201,25 @@ def _train(argv: list[str], prog: str | None = None, state: dict | None = None) 
             say("note: --debug shows the traceback of an error; NVIDIA's --debug (a run of 1 epoch on 10 "
                 "images) is --niter 1 --niter_decay 0 --max_dataset_size 10")
     if cfg.dry_run:   # the files the run reads first and its dataset's layout: there, or the run's own error now
-        from pix2pixhd.run_folder import check_new_run
+        from pix2pixhd.run_folder import _file_in_the_way, check_new_run
         check_new_run(cfg)   # a folder holding another run: refused, as the launch would be
+        why = _file_in_the_way(cfg.experiment_dir)   # a file where the run folder (or one above it) goes
+        if why:   # the launch's lock_run refuses it, after the dataset's validation
+            raise ConfigError(why)
         cfg.check_new_training()   # what the Trainer refuses before it builds anything
         if not cfg.no_vgg_loss:
             from pix2pixhd.losses import vgg19_file
             vgg19_file(cfg.vgg_path)
         if info.is_master:   # the layout and the file list; the files themselves are read at the start
             from pix2pixhd import data
-            from pix2pixhd.data.dataset import (DatasetError, fatal_problems, format_problems,
-                                                report_listing_problems)
+            from pix2pixhd.data.dataset import (DatasetError, classes_problems, fatal_problems,
+                                                format_problems, report_listing_problems)
             ds = data.create_dataset(cfg.dataroot, cfg.phase, cfg.data_config(validate="off", is_train=True),
                                      model=cfg.model, report_listing=False,
                                      max_dataset_size=cfg.max_dataset_size or 0)
+            found = fatal_problems(classes_problems(ds)[1]) if cfg.validate != "off" else []
+            if found:   # classes.json (one small file) unreadable, or a larger label_nc: as the run's validation says
+                raise DatasetError(format_problems(found, ds.describe()), found)
             fatal = fatal_problems(ds.layout.problems)
             if fatal and cfg.validate != "off" and ds.all_records():   # what the run's validation refuses
                 raise DatasetError(format_problems(ds.layout.problems, ds.describe()) + "\n(found by the "

@@ -441,8 +441,8 @@ class TrainConfig:
         "CPU runs repeat without it at a fixed thread count; a resume "
         "is bit-exact only with the thread count the run saved with (OMP_NUM_THREADS)")
     dry_run: Optional[bool] = option("experiment", False, "print the resolved options, check what the run reads "
-                                                 "first (its folder, VGG weights, the dataset's layout and file "
-                                                 "list) and exit")
+                                                 "first (its folder, VGG weights, the dataset's layout, file "
+                                                 "list and classes.json) and exit")
     max_steps: Optional[int] = option(
         "experiment", 0, "iterations of this launch: stop (after saving latest) once this process has "
         "trained this many, counted from 0 again on every --resume (the run's length is --niter + "
@@ -1109,14 +1109,15 @@ class TrainConfig:
                   isinstance(v, (int, float)) and not isinstance(v, bool) if kind is float else
                   isinstance(v, str))
             if not ok:
-                raise ConfigError(f"{f.name}={v!r}: must be {kind.__name__} ({md['help']})")
+                raise ConfigError(f"--{f.name} {v!r}: must be {kind.__name__} ({md['help']})")
             choices = md["choices"] or extra.get(f.name)
             if choices and v not in choices:
-                raise ConfigError(f"{f.name}={v!r}: expected one of {', '.join(map(str, choices))}")
+                raise ConfigError(f"--{f.name} {v!r}: expected one of {', '.join(map(str, choices))}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", self.device):
-            raise ConfigError(f"device={self.device!r}: expected auto, cpu, cuda or cuda:N (or mps)")
+            raise ConfigError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N (or mps)")
         if not re.fullmatch(r"latest|[0-9]+", self.which_epoch):
-            raise ConfigError(f"which_epoch={self.which_epoch!r}: expected 'latest' or an epoch number")
+            raise ConfigError(f"--which_epoch {self.which_epoch!r}: expected 'latest' or an epoch number N (the "
+                              "file epoch_NNNN.pt in the run folder)")
 
     @classmethod
     def check_values(cls, model: str, **options) -> None:

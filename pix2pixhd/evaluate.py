@@ -835,8 +835,14 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
                           f"and --label_nc N > 0): give those, or drop {', '.join(flag for flag, _ in seg_set)}")
     if want_seg:   # checked before the PSNR/FID pass, which may take minutes
         if not all(seg_args) or label_nc <= 0:
-            raise ConfigError("the segmentation score needs all of --labels, --train_images, "
-                             "--train_labels and --label_nc N > 0")
+            named = list(zip(("--labels", "--train_images", "--train_labels"), seg_args))
+            given = [(f, v) for f, v in named if v] + ([("--label_nc", label_nc)] if label_nc > 0 else []) \
+                + ([("--palette", palette)] if palette is not None else [])
+            missing = [f for f, v in named if not v] + ([f"--label_nc N > 0{f' (not {label_nc})' if label_nc else ''}"]
+                                                          if label_nc <= 0 else [])
+            raise ConfigError(f"{' '.join(f'{f} {v}' for f, v in given)}: the segmentation score also needs "
+                              f"{', '.join(missing)}: give {'them' if len(missing) > 1 else 'it'}, or drop "
+                              f"{' '.join(f for f, _ in given)} (no segmentation score)")
         pal = load_palette(palette)
         if pal is not None and len(pal) > label_nc:
             raise ConfigError(f"--palette has {len(pal)} colours but --label_nc is {label_nc}: "

@@ -146,9 +146,13 @@ def encode_features(encoder: torch.nn.Module, batches: Iterable[dict], *, label_
     for batch in batches:
         label = batch["label"].to(device)
         inst = label if label_feat else batch.get("inst")
-        if inst is None:
-            raise ValueError("--instance_feat needs instance maps (the dataset's {phase}_inst folder); "
-                             "this dataset gave none: add them, or train with --label_feat")
+        if inst is None:   # InputError is a ValueError: callers catching that still do
+            paths = batch.get("path")
+            first = paths[0] if isinstance(paths, (list, tuple)) and paths else paths
+            of = f"the batch of {first}" if isinstance(first, (str, Path)) else "a batch"
+            raise InputError(f"--instance_feat needs instance maps, and {of} has none (no 'inst' entry): add the "
+                             "dataset's instance maps (its train_inst/ folder, PHASE_inst/ for another --phase), "
+                             "or train with --label_feat (encode_features(label_feat=True))")
         inst = inst.to(device)
         real = image_to_float(batch["image"].to(device))
         f = instance_features(encoder(real, inst), inst, label)
@@ -704,10 +708,23 @@ def load_encoder(checkpoint_dir: str | Path, which_epoch: str = "latest",
             which_epoch = chain[-2][1].pretrain_epoch or "latest"   # the epoch of it the next stage loaded
             ckpt = load_checkpoint(checkpoint_dir, which_epoch)
             cfg = load_run_config(checkpoint_dir, which_epoch, checkpoint=ckpt)
-    if not cfg.use_features or ckpt.get("E") is None:
+    if not cfg.use_features:
         raise ConfigError(f"{checkpoint_dir}: this run has no feature encoder (it was trained without "
-                         "--instance_feat / --label_feat, or with --load_features); use the checkpoint "
-                         "of a run trained with one")
+                         "--instance_feat / --label_feat); use the checkpoint of a run trained with one")
+    if ckpt.get("E") is None:
+        if cfg.load_features:   # the chain ends at a --load_features run that loaded no run's E
+            raise ConfigError(f"{checkpoint_dir}: this run trained on precomputed feature maps (--load_features), "
+                              "has no encoder of its own and loaded no run that has one (--load_pretrain); use "
+                              "the checkpoint of the run whose encoder made the maps")
+        from pix2pixhd.checkpoint import CheckpointError, _which_epochs, checkpoint_path
+        file = Path(checkpoint_dir)
+        file = file if file.is_file() else checkpoint_path(file, which_epoch)
+        others = _which_epochs(file.parent, but=file)
+        flags = " / ".join(f"--{k}" for k in ("instance_feat", "label_feat") if getattr(cfg, k))
+        raise CheckpointError(f"{file} is incomplete: it holds no encoder E although its config trains one "
+                              f"({flags}); " + (f"pass {others} (another checkpoint of this run), or " if others
+                                               else "") + "resume the run (train_hd.py --resume) for another "
+                              "epoch, whose checkpoint holds E")
     from dataclasses import replace
     e = build_encoder(replace(cfg, load_features=False))
     load_reference_weights(e, ckpt["E"])
@@ -746,7 +763,7 @@ def _dataset(cfg, dataroot: str, phase: str, how_many: int, *, whole: bool = Fal
     return ds
 
 
-_SET_LABEL_NC = re.compile(r"says label_nc=(\d+) but label_nc=(\d+) was given; set label_nc \d+")
+_SET_LABEL_NC = re.compile(r"says label_nc=(\d+) but --label_nc (\d+) was given; pass --label_nc \d+")
 # the photo layouts' refusal of a label_nc > 0, whose fix (--label_nc 0 ...) is training's
 _PHOTOS_NEED_LABEL_NC_0 = re.compile(r"holds (unpaired images|RGB pairs) \(([^)]*)\)(?:, read as images)?: "
                                      r"set .*got label_nc=(\d+)[^)]*\)$")

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pix2pixhd.checkpoint import load_checkpoint, load_run_config
+from pix2pixhd.checkpoint import (NOT_OURS_FIX, checkpoint_path, describe_entries, load_checkpoint,
+                                  load_run_config)
 from pix2pixhd.config import PRECISIONS, TrainConfig
 from pix2pixhd.data.layouts import IMG_EXTS
 from pix2pixhd.distributed import bind_cuda_device, resolve_device
@@ -89,8 +90,12 @@ def load_generator(checkpoint_dir: str | Path, which_epoch: str = "latest",
     cfg = load_run_config(checkpoint_dir, which_epoch, checkpoint=ckpt)   # the checkpoint's own wins
     key = generator_key(cfg, direction)
     if key not in ckpt:
-        raise ConfigError(f"{checkpoint_dir} ({which_epoch}) holds no generator {key!r} (it holds "
-                          f"{sorted(k for k in ckpt if isinstance(ckpt[k], dict))})")
+        if "global_step" in ckpt:   # a training checkpoint of another model or direction
+            raise ConfigError(f"{checkpoint_dir} ({which_epoch}) holds no generator {key!r} (it holds "
+                              f"{sorted(k for k in ckpt if isinstance(ckpt[k], dict))})")
+        file = checkpoint_dir if checkpoint_dir.is_file() else checkpoint_path(checkpoint_dir, which_epoch)
+        raise ConfigError(f"{file} holds no generator {key!r} and was not written by train_hd.py "
+                          f"({describe_entries(ckpt)}); {NOT_OURS_FIX}")
     g = build_generator(cfg, direction)
     load_reference_weights(g, ckpt[key])
     g = prepare_generator(g.to(device).requires_grad_(False), test_dropout=test_dropout,

@@ -163,9 +163,13 @@ def write_sample_sheet(path: Path, label_dir: Path, fake_dir: Path, real_dir: Pa
     from pix2pixhd.visualizer import label_colormap
     labels, fakes, reals = index_images(label_dir), index_images(fake_dir), index_images(real_dir)
     stems = [k for k in sorted(fakes) if k in labels and k in reals][:n]
-    if not stems:
-        raise FileNotFoundError(f"no scene has a label map in {label_dir}, a synthesized photo in "
-                                f"{fake_dir} and a real photo in {real_dir}")
+    if not stems:   # MissingInputError is a FileNotFoundError: one error line through errors.run
+        from pix2pixhd.errors import MissingInputError
+        raise MissingInputError(
+            f"{path}: no scene to show: none has a label map in {label_dir} ({len(labels)} found), a synthesized "
+            f"photo in {fake_dir} ({len(fakes)}) and a real photo in {real_dir} ({len(reals)}) under one file "
+            f"name; check that synthesize.py wrote the test split's photos into {fake_dir} (its lines above), "
+            "then rerun the job")
     cmap = np.concatenate([label_colormap(max(label_nc, 1)), [[255, 255, 255]]]).astype(np.uint8)
     rows = []
     for k in stems:

@@ -218,9 +218,9 @@ def test_from_dict_round_trips_the_options_of_this_version():
 def test_python_configs_are_checked_as_the_command_line_checks_them(option, value, says):
     # from Python these were accepted, and training went on with another setting (fp32, no
     # global freeze, pix2pixHD, the CPU) or failed deep inside (label_nc 9.5)
-    with pytest.raises(ConfigError, match=f"^{option}={value!r}: .*{re.escape(says)}"):
+    with pytest.raises(ConfigError, match=f"^--{option} {re.escape(repr(value))}: .*{re.escape(says)}"):
         TrainConfig(**{option: value}).resolved()
-    with pytest.raises(ConfigError, match="^netD_pix2pix='huge': expected one of basic"):
+    with pytest.raises(ConfigError, match="^--netD_pix2pix 'huge': expected one of basic"):
         TrainConfig(model="pix2pix", netD_pix2pix="huge").resolved()
     assert TrainConfig(which_epoch=5, lr=1).resolved().which_epoch == "5"
 

@@ -83,10 +83,10 @@ def test_ids_at_or_above_label_nc(city):
     lab[3, 4] = 40
     Image.fromarray(lab).save(city / "train_label/s0.png")
     e = _err(city)
-    assert "label id 40 in train_label/s0.png is >= label_nc=6; set label_nc 41" in str(e)
+    assert "label id 40 in train_label/s0.png is >= label_nc=6; pass --label_nc 41" in str(e)
     lab[3, 4] = NC   # label_nc itself: one past the last id
     Image.fromarray(lab).save(city / "train_label/s0.png")
-    assert f"label id {NC} in train_label/s0.png is >= label_nc={NC}; set label_nc {NC + 1}" in str(_err(city))
+    assert f"label id {NC} in train_label/s0.png is >= label_nc={NC}; pass --label_nc {NC + 1}" in str(_err(city))
     # 16-bit label maps: the loader refuses ids that would not fit, even unvalidated.
     Image.fromarray(np.full((32, 64), 300, np.uint16)).save(city / "train_label/s1.png")
     ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
@@ -244,12 +244,12 @@ def test_uint8_label_id_above_label_nc_through_validation_off_names_the_file(cit
     Image.fromarray(lab).save(city / "train_label/s1.png")
     ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")
     with pytest.raises(DatasetError, match=r"label id 7 in .*train_label/s1.png is outside "
-                                           r"\[0, label_nc=6\); set label_nc 8"):
+                                           r"\[0, label_nc=6\); pass --label_nc 8"):
         ds[1]
     lab[5, 60] = NC   # label_nc itself: one past the last id
     Image.fromarray(lab).save(city / "train_label/s1.png")
     with pytest.raises(DatasetError, match=rf"label id {NC} in .*train_label/s1.png is outside "
-                                           rf"\[0, label_nc={NC}\); set label_nc {NC + 1}"):
+                                           rf"\[0, label_nc={NC}\); pass --label_nc {NC + 1}"):
         ds[1]
 
 
@@ -306,7 +306,7 @@ def test_an_id_above_label_nc_and_outside_classes_json_is_not_fixed_by_label_nc_
     lab[3, 4] = 40
     Image.fromarray(lab).save(city / "train_label/s0.png")
     fix = (r"classes.json does not name id 40 either \(its ids: 0-5\): remap it to one of its classes, "
-           r"or add it to classes.json and set label_nc 41")
+           r"or add it to classes.json and pass --label_nc 41")
     with pytest.raises(DatasetError, match=fix):
         create_dataset(city, label_nc=NC, resize_or_crop="none")
     ds = create_dataset(city, label_nc=NC, resize_or_crop="none", validate="off")

@@ -267,7 +267,7 @@ ENTRY_POINTS = {
         [str(REPO / "synthesize.py"), "--checkpoint", "nowhere", "--input", "d/test_label", "--out", "o"],
         "no run folder nowhere: it does not exist"),
     "pix2pixhd.data scan: an unknown palette": (
-        ["-m", "pix2pixhd.data", "scan", "d", "--palette", "nonsense"], "palette='nonsense' is neither"),
+        ["-m", "pix2pixhd.data", "scan", "d", "--palette", "nonsense"], "--palette nonsense: no such named palette"),
     "pix2pixhd.features: no run folder": (
         ["-m", "pix2pixhd.features", "encode", "--checkpoint", "nowhere", "--device", "cpu"],
         "no run folder nowhere: it does not exist"),

@@ -50,10 +50,10 @@ def _synth_error(capsys, folder, tmp_path) -> str:
 
 # ---- 1. a saved config: types, choices, ranges; its sizes against its weights -------------------------
 @pytest.mark.parametrize("option, value, says", [
-    ("ngf", "8", "ngf='8': must be int"),                       # TypeError in networks
-    ("norm", {"a": 1}, "norm={'a': 1}: must be str"),           # ValueError in layers.norm_act
-    ("no_instance", "false", "no_instance='false': must be bool"),   # read as true
-    ("upsample", "bilinear", "upsample='bilinear': expected one of transpose, resize"),
+    ("ngf", "8", "--ngf '8': must be int"),                       # TypeError in networks
+    ("norm", {"a": 1}, "--norm {'a': 1}: must be str"),           # ValueError in layers.norm_act
+    ("no_instance", "false", "--no_instance 'false': must be bool"),   # read as true
+    ("upsample", "bilinear", "--upsample 'bilinear': expected one of transpose, resize"),
     ("n_blocks_global", -1, "--n_blocks_global -1: must be >= 0")])
 @pytest.mark.fault(cls="damaged run folder",
                    case="a saved config's {option} of the wrong type or range: one line naming the files, nothing "
@@ -77,7 +77,7 @@ def test_a_saved_config_json_that_does_not_check_gives_way_to_the_checkpoints(tm
     save_run(folder, label_nc=5, no_instance=True)
     _edit(folder, where=("config.json",), no_instance="false")
     assert load_run_config(folder).no_instance is True
-    assert "config.json is unreadable (ConfigError: no_instance='false'" in capsys.readouterr().err
+    assert "config.json is unreadable (ConfigError: --no_instance 'false'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option, value, says", [
@@ -142,7 +142,7 @@ def _copy(trained, tmp_path, **options):
 def test_resume_reads_a_saved_niter_of_the_wrong_type_as_one_line(trained, tmp_path):
     # it was a TypeError in config._resumed_changes: the previous config was used unchecked
     ck = _copy(trained, tmp_path, niter="3")
-    with pytest.raises(CheckpointError, match=r"niter='3': must be int .*restore it from a copy"):
+    with pytest.raises(CheckpointError, match=r"--niter '3': must be int .*restore it from a copy"):
         TrainConfig(checkpoints_dir=str(ck), name="g", resume=True, niter=4).resolved()
 
 
@@ -155,7 +155,7 @@ def test_load_pretrain_names_the_checkpoint_whose_own_config_does_not_check(trai
     _edit(tmp_path / "g", where=("latest.pt",), niter="3")
     cfg = TrainConfig(checkpoints_dir=str(tmp_path), name="l", stage="local",
                       load_pretrain=str(tmp_path / "g"), **{k: v for k, v in TINY.items() if k != "stage"}).resolved()
-    with pytest.raises(CheckpointError, match=r"latest\.pt.*niter='3': must be int"):
+    with pytest.raises(CheckpointError, match=r"latest\.pt.*--niter '3': must be int"):
         Trainer(cfg)
 
 

@@ -232,7 +232,7 @@ def test_label_nc_past_the_bound_on_the_command_line_is_refused():
     (65535, "65535 is usually an 'ignore' (void) id (16-bit maps' largest"),
     (255, "255 is usually an 'ignore' (void) id (8-bit maps' largest"),
     (70001, "remap the ids to 0..N-1 for N classes (label_nc is at most 65536"),
-    (40, "set label_nc 41 or remap ids"),
+    (40, "pass --label_nc 41 or remap ids"),
 ])
 def test_the_fix_for_a_large_label_id_never_suggests_a_label_nc_past_the_bound(top, said):
     """scan suggested `set label_nc 65536` for a 16-bit map's 65535 (almost surely a void id, as 255

@@ -328,7 +328,7 @@ def test_an_id_past_the_bound_gets_no_add_it_to_classes_json_advice(tmp_path):
     classes = read_classes(tmp_path)
     fix = _id_fix(65536, 2, classes)
     assert "does not name id 65536" in fix and "add it to classes.json" not in fix, fix
-    assert "add it to classes.json and set label_nc 65535" in _id_fix(65534, 2, classes)
+    assert "add it to classes.json and pass --label_nc 65535" in _id_fix(65534, 2, classes)
 
 
 # --- 10. engine.py: the real photo's recorded digest (E5, E4) ------------------------------------

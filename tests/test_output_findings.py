@@ -127,7 +127,7 @@ def test_encode_on_data_with_more_classes_names_the_runs_class_count(tmp_path):
     with pytest.raises(DatasetError) as e:
         _dataset(cfg, str(root), "train", 0)
     msg = str(e.value)
-    assert "set label_nc" not in msg
+    assert "pass --label_nc" not in msg
     assert "says label_nc=12 but this run was trained with label_nc=3" in msg
     assert "pass the --dataroot of a dataset with the run's 3 classes" in msg
 

@@ -24,7 +24,7 @@ from tests.test_synthesis_option_findings import _save_cyclegan, _save_pix2pix
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
-TRAINING_FLAGS = ("--dataset_mode", "--label_nc 0", "set --label_nc", "Pass --label_nc")
+TRAINING_FLAGS = ("--dataset_mode", "--label_nc 0", "set --label_nc", "Pass --label_nc", "pass --label_nc")
 
 
 def _photos(folder, n=2, width=20, seed=0):

@@ -246,7 +246,7 @@ def test_dataroot_skip_reasons_name_synthesis_fixes_and_the_file_once(run, tmp_p
     photo(root / "test_label" / "rgb.png")                          # an RGB label map
     assert dataroot(run, root, tmp_path / "out", "--validate", "off") == 0
     text = capsys.readouterr().out
-    assert "set label_nc" not in text and "pass --palette" not in text and "training with" not in text
+    assert "pass --label_nc" not in text and "pass --palette" not in text and "training with" not in text
     assert re.search(r"skipped \S*big\.png: label id 7 >= label_nc=5 of the checkpoint; remap the ids to 0\.\.4",
                      text), text
     line = next(s for s in text.splitlines() if "rgb.png" in s)
@@ -419,10 +419,12 @@ def test_every_training_fix_in_a_data_message_is_worded_for_synthesis():
     from pix2pixhd.engine import _synthesis_wording
     written = {"find_all": _FIND_ALL.format(root="DATA"), "palette_hint": _fix("palette_hint"),
                "palette_check": _fix("palette_check"), "aligned_palette": _fix("aligned_palette"),
-               "widen_label_nc": _id_fix(12, 9), "add_class": _fix("add_class", n=13)}
+               "widen_label_nc": _id_fix(12, 9), "add_class": _fix("add_class", n=13),
+               "void_label_nc": _id_fix(255, 9), "classes_label_nc": _fix("classes_label_nc", given=5, n=9)}
     assert set(written) == set(SYNTHESIS_FIXES)
     for key, text in written.items():
         train, synth = SYNTHESIS_FIXES[key]
         out = _synthesis_wording(f"x.png: problem; {text}. end")
-        assert train.split("{n}")[0] not in out and synth in out and out.endswith(". end"), (key, out)
+        assert re.split(r"\{\w+\}", train)[0] not in out and synth in out and out.endswith(". end"), (key, out)
+        assert "pass --label_nc" not in out, (key, out)
     assert "--palette (palette=)" not in _synthesis_wording(_fix("palette_hint"))

@@ -97,7 +97,7 @@ def test_option_round_trips_is_checked_and_inherited(tmp_path):
     assert resolve_config(["--upsample", "resize"]) == cfg
     old = {k: v for k, v in TrainConfig().resolved().to_dict().items() if k != "upsample"}
     assert TrainConfig.from_dict(old).upsample == "transpose"   # saved before the option
-    with pytest.raises(ConfigError, match=r"upsample='bilinear': expected one of transpose, resize"):
+    with pytest.raises(ConfigError, match=r"--upsample 'bilinear': expected one of transpose, resize"):
         TrainConfig(upsample="bilinear").resolved()
     with pytest.raises(SystemExit):
         resolve_config(["--upsample", "bilinear"])

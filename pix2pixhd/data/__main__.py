@@ -235,11 +235,20 @@ def main(argv=None) -> int:
             label_nc = (classes.label_nc if classes.label_nc is not None else
                         max(classes.ids) + 1 if classes.ids else None)
     phases = find_phases(root)
-    if not phases:
+    if not phases:   # one error line on stderr (errors.run), as the other commands' refusals
+        from pix2pixhd.errors import InputError
         hint = rename_hint(root, "train")
-        print(f"{root}: no splits found (expected *_label/, *_A/ or pix2pix phase folders)"
-              + (f". {hint}" if hint else ""))
-        return 1
+        parent = root.parent if root.name not in ("", "..") else root.resolve().parent
+        try:   # a split's folder given (D/train_img, D/train_label): the root is its parent
+            above = find_phases(parent) if hint is None else []
+        except OSError:
+            above = []
+        fix = (hint if hint else
+               f"this looks like a folder of the dataset {parent} (its splits: {', '.join(above)}): pass the "
+               f"dataset root, python -m pix2pixhd.data scan {parent}" if above else
+               "pass the dataset root (the folder holding train_label/, train_A/, trainA/ or train/)")
+        raise InputError(f"{root}: no splits found (expected *_label/, *_A/, CycleGAN's *A/ + *B/ or "
+                         f"pix2pix phase folders); {fix}")
     bad = False
     for phase in phases:
         rgb = ((root / f"{phase}_A").is_dir() or (root / f"{phase}A").is_dir()

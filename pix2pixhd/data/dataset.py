@@ -397,8 +397,13 @@ SYNTHESIS_FIXES = {
                       "trained on photos (label_nc 0)"),
     "aligned_palette": ("pass --palette facades (palette='facades') or --label_nc 0 (label_nc=0)",
                         "use a checkpoint trained with --palette facades, or one trained on photos (label_nc 0)"),
-    "widen_label_nc": ("set label_nc {n} or remap ids", "remap the ids to 0..label_nc-1 of the checkpoint"),
-    "add_class": (", or add it to classes.json and set label_nc {n}", ""),
+    "widen_label_nc": ("pass --label_nc {n} or remap ids", "remap the ids to 0..label_nc-1 of the checkpoint"),
+    "add_class": (", or add it to classes.json and pass --label_nc {n}", ""),
+    "void_label_nc": ("; pass --label_nc {n} only if {id} is a real class (the generator then takes {n} input "
+                      "channels)", ""),
+    "classes_label_nc": ("but --label_nc {given} was given; pass --label_nc {n}",
+                         "but the checkpoint was trained with fewer classes: use a checkpoint trained on "
+                         "this dataset's classes"),
 }
 
 
@@ -408,11 +413,12 @@ def _fix(key: str, **fmt) -> str:
 
 
 def synthesis_wording(text: str) -> str:
-    """A message of this module with synthesize.py's fixes in place of training's."""
+    """A message of this module with synthesize.py's fixes in place of training's (each ``{...}``
+    of a training fix stands for a number)."""
     for train, synth in SYNTHESIS_FIXES.values():
-        if "{n}" in train:
-            head, tail = (re.escape(x) for x in train.split("{n}"))
-            text = re.sub(head + r"-?\d+" + tail, lambda m, s=synth: s, text)
+        parts = re.split(r"\{\w+\}", train)
+        if len(parts) > 1:
+            text = re.sub(r"-?\d+".join(map(re.escape, parts)), lambda m, s=synth: s, text)
         else:
             text = text.replace(train, synth)
     return text
@@ -601,8 +607,7 @@ def _id_fix(top: int, label_nc: int, classes: ClassList | None = None) -> str:
     bits = 8 if top == 255 else 16
     return (f"{top} is usually an 'ignore' (void) id ({bits}-bit maps' largest; e.g. 255 in Cityscapes "
             f"trainIds): remap it to a void class below label_nc when preparing the data (a mapping such as "
-            f"ids[ids == {top}] = 0, or a lookup table old id -> class); set label_nc {top + 1} only if "
-            f"{top} is a real class (the generator then takes {top + 1} input channels)")
+            f"ids[ids == {top}] = 0, or a lookup table old id -> class)" + _fix("void_label_nc", n=top + 1, id=top))
 
 
 def _grey_ids_as_rgb(im: Image.Image, label_nc: int) -> bool:
@@ -1416,6 +1421,23 @@ def _label_ids(ds, im) -> Counter | None:
     return Counter({int(i): int(n) for i, n in zip(u, c)})
 
 
+def classes_problems(ds: PairedDataset) -> tuple[ClassList | None, list]:
+    """``ds``'s classes.json (None: there is none, or ``ds`` reads photos) and its problems: one
+    that cannot be read, or one whose label_nc is larger than ``ds``'s. One small file, so
+    ``train_hd.py --dry_run`` checks it as the run's validation (:func:`scan`) does."""
+    if ds.label_nc <= 0:
+        return None, []
+    try:
+        classes = read_classes(ds.root)
+    except DatasetError as e:
+        return None, list(e.problems)
+    if classes is not None and classes.label_nc is not None and ds.palette is None \
+            and classes.label_nc > ds.label_nc:
+        return classes, [("label_nc", str(classes.path), f"{classes.path} says label_nc={classes.label_nc} "
+                          + _fix("classes_label_nc", given=ds.label_nc, n=classes.label_nc))]
+    return classes, []
+
+
 def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
     """Check every file of ``ds``: (problems, stats). stats: n, sizes Counter, id pixel Counter,
     source_sizes (a record's first file -> its source (w, h)) (unaligned: n counts domain A's
@@ -1426,18 +1448,9 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
     problems = list(ds.layout.problems)
     if not ds.all_records() and not fatal_problems(problems):
         problems.append(("empty", str(ds.root), f"no images found for {ds.describe()}"))
-    classes = None
-    if ds.label_nc > 0:
-        try:
-            classes = read_classes(ds.root)
-        except DatasetError as e:
-            problems += e.problems
-    if classes is not None and classes.label_nc is not None and ds.palette is None \
-            and classes.label_nc > ds.label_nc:
-        problems.append(("label_nc", str(classes.path), f"{classes.path} says label_nc="
-                         f"{classes.label_nc} but label_nc={ds.label_nc} was given; set label_nc "
-                         f"{classes.label_nc}"))
-    elif classes is not None and ds.palette is None and classes.ids and not ds.fixed_label_nc \
+    classes, found = classes_problems(ds)
+    problems += found
+    if classes is not None and ds.palette is None and classes.ids and not ds.fixed_label_nc \
             and (classes.label_nc or max(classes.ids) + 1) < ds.label_nc:
         # not an error (the ids fit), but usually label_nc left at its default (35, Cityscapes);
         # a checkpoint's label_nc cannot be changed (synthesis says what it means for its output)

@@ -76,8 +76,11 @@ def load_palette(palette) -> np.ndarray | None:
     elif isinstance(palette, (str, Path)):
         p = Path(palette)
         if not p.is_file():
-            raise ConfigError(f"palette={str(palette)!r} is neither a named palette "
-                             f"{tuple(NAMED_PALETTES)} nor a JSON file")
+            names = ", ".join(NAMED_PALETTES)
+            there = "it is a folder, not a file" if p.is_dir() else "no such file"
+            raise ConfigError(f"--palette {palette}: no such named palette ({names}) and {there}; pass "
+                              f"--palette {next(iter(NAMED_PALETTES))} or the path of a JSON file holding "
+                              f"{PALETTE_SHAPE}")
         return _palette_file(p)
     try:
         arr = np.asarray(palette, dtype=np.int32)

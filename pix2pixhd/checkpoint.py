@@ -343,6 +343,26 @@ def _checkpoints(folder: Path) -> list[str]:
     return sorted(x.name for x in folder.glob("*.pt") if re.fullmatch(r"latest|epoch_[0-9]+", x.stem))
 
 
+def epoch_checkpoints(folder: str | os.PathLike) -> dict[int, Path]:
+    """The run's numbered checkpoints in ``folder``: {N: path} for each regular file named exactly
+    as :func:`checkpoint_path` names epoch N (``epoch_0005.pt``). Not a link (it may point into
+    another run), nor ``epoch_5.pt`` (which ``--which_epoch 5`` does not read), nor the
+    ``epoch_N_stepS.pt`` a resume keeps aside: what --keep_epoch_checkpoints may remove."""
+    held = {}
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:   # missing, or not listable: nothing to remove
+        return held
+    for e in entries:
+        m = re.fullmatch(r"epoch_([0-9]+)\.pt", e.name)
+        try:
+            if m and e.name == f"epoch_{int(m[1]):04d}.pt" and e.is_file(follow_symlinks=False):
+                held[int(m[1])] = Path(e.path)
+        except OSError:   # gone, or cannot be looked at: left alone
+            continue
+    return held
+
+
 def _held(folder: Path) -> str:
     have = _checkpoints(folder)
     return f"that folder holds {have}" if have else f"{folder} holds no checkpoints"

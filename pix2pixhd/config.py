@@ -133,8 +133,8 @@ NOT_RESUMED = ("resume", "which_epoch", "dry_run", "max_steps", "overwrite")
 # in a note of its own (the data may have moved: it is not refused).
 SAME_TRAINING = ("name", "checkpoints_dir", "load_pretrain", "stage", "resume", "auto_resume", "overwrite",
                  "which_epoch", "dry_run", "max_steps", "dataroot", "vgg_path", "validate", "print_freq",
-                 "display_freq", "save_latest_freq", "save_epoch_freq", "no_html", "no_tensorboard",
-                 "no_progress", "device", "deterministic", "nThreads",
+                 "display_freq", "save_latest_freq", "save_epoch_freq", "keep_epoch_checkpoints", "no_html",
+                 "no_tensorboard", "no_progress", "device", "deterministic", "nThreads",
                  "n_clusters", "no_lsgan", "niter", "niter_decay")
 # --seed's range: numpy's seeds are 32-bit, and the seeds derived from it (data order
 # seed * 1_000_003 + epoch, the image pools', per-sample default_rng([seed, epoch, index]), which
@@ -153,7 +153,7 @@ AT_LEAST = {
                                "max_dataset_size", "label_nc", "num_D", "n_blocks_global",
                                "n_blocks_local", "n_downsample_global", "n_downsample_E", "pool_size",
                                "lambda_feat", "lambda_L1", "lambda_GAN", "lambda_A", "lambda_B",
-                               "lambda_identity")},
+                               "lambda_identity", "keep_epoch_checkpoints")},
     "lr": (0, True),
 }
 
@@ -618,6 +618,11 @@ class TrainConfig:
                                              "also writes (NVIDIA's: images)")
     save_epoch_freq: Optional[int] = option("logging", 10,
                                             "epochs between numbered checkpoints")
+    # each epoch_N.pt holds G, D, E and both Adam states (most of its size) and nothing removed
+    # them: a long run's folder grew by one every save_epoch_freq epochs. 0 keeps all, as NVIDIA's.
+    keep_epoch_checkpoints: Optional[int] = option(
+        "logging", 0, "how many numbered checkpoints to keep: each new epoch_N.pt removes the "
+        "older ones beyond this many (never latest.pt nor a resume's epoch_N_stepS.pt); 0 keeps all")
     no_html: Optional[bool] = option("logging", False, "no HTML page (web/index.html)")
     no_tensorboard: Optional[bool] = option("logging", False, "no tensorboard event files")
     no_progress: Optional[bool] = option("logging", False, "no progress bar (nor progress lines without a terminal)")

@@ -43,8 +43,8 @@ from torch import nn
 import pix2pixhd
 from pix2pixhd import diffaug
 from pix2pixhd.checkpoint import (CheckpointError, atomic_write_bytes, checkpoint_path, clean_stale_tmp,
-                                  environment, imported_source, line_of, load_checkpoint, load_run_config,
-                                  new_attempt,
+                                  environment, epoch_checkpoints, imported_source, line_of, load_checkpoint,
+                                  load_run_config, new_attempt,
                                   rng_state, save_checkpoint, seed_rng, set_rng_state, write_lineage)
 from pix2pixhd.config import TrainConfig, global_frozen_at, loads_whole, lr_at_epoch  # noqa: F401 (lr_at_epoch: also for callers)
 from pix2pixhd.distributed import DistInfo, barrier, bind_cuda_device, differing_keys, gather_all, resolve_device
@@ -486,6 +486,7 @@ class Trainer:
         # (--which_epoch went back) is kept first (_keep_later), at the first write of each name.
         self._resumed_step: int | None = None
         self._written: set[str] = set()
+        self._undropped: set[Path] = set()    # --keep_epoch_checkpoints: files a note said were not removed
         # This start's attempt id and the line of training it continues ([[attempt, from_step],
         # ...]; a resume: the resumed checkpoint's line plus this entry), saved in each checkpoint;
         # rank 0 writes the line as lineage.json before this start's first checkpoint.
@@ -1221,7 +1222,8 @@ class Trainer:
     def save(self, which: str | int) -> Path | None:
         """Write checkpoint ``which`` ('latest' or an epoch number) and config.json (rank 0; every
         rank calls it). The first save of a Trainer that fit() did not start checks the folder as
-        fit() does (:meth:`_claim_folder`): another run's checkpoints are never written over."""
+        fit() does (:meth:`_claim_folder`): another run's checkpoints are never written over. An
+        epoch's, once written, removes the older ones --keep_epoch_checkpoints does not keep."""
         state = self.state_dict()  # every rank joins the RNG gather
         if not self.dist.is_master:
             return None
@@ -1235,7 +1237,40 @@ class Trainer:
         if self._replaced is not None or self._leftovers:   # --overwrite: the new run has a checkpoint now
             drop_replaced(self._replaced, self._leftovers)
             self._replaced, self._leftovers = None, []
+        if str(which) != "latest":
+            self._drop_old_epochs(int(which))
         return path
+
+    def _drop_old_epochs(self, written: int) -> None:
+        """--keep_epoch_checkpoints K: once epoch_N.pt of epoch ``written`` is in place (renamed
+        over, rank 0), remove the run's epoch_N.pt of earlier epochs beyond the K - 1 newest, so
+        that K are kept with it. Only :func:`epoch_checkpoints`' files: never latest.pt, a link,
+        nor what a resume kept aside (epoch_N_stepS.pt). Those of later epochs, left by the
+        training a --which_epoch resume went back from, are not counted or removed (each is kept
+        aside before this run overwrites it). A file that cannot be removed is named in one note,
+        once, and the run goes on: a full disk later says so itself."""
+        k = self.cfg.keep_epoch_checkpoints
+        if not k:
+            return
+        held = epoch_checkpoints(self.exp_dir)
+        earlier = sorted((n for n in held if n < written), reverse=True)
+        failed = []
+        for n in sorted(earlier[k - 1:]):
+            try:
+                held[n].unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                failed.append((held[n], e))
+        failed = [(p, e) for p, e in failed if p not in self._undropped]
+        if failed:
+            self._undropped.update(p for p, _ in failed)
+            names = ", ".join(p.name for p, _ in failed)
+            msg = (f"--keep_epoch_checkpoints {k}: could not remove {names} from {self.exp_dir} "
+                   f"({failed[0][1].strerror or failed[0][1]}): training goes on; remove "
+                   f"{'them' if len(failed) > 1 else 'it'} by hand")
+            self.vis.log_message(msg, step=self.global_step)
+            print(f"note: {msg}", file=sys.stderr, flush=True)
 
     def _claim_folder(self) -> None:
         """Before the first save of a Trainer that fit() did not start (Python): unless it was

@@ -105,8 +105,8 @@ WRITTEN_BY = "synthesize.py"          # classes.json's "written_by" when the eng
 EARLY_STOP = 20
 # The skipped inputs printed one line each (``skipped FILE: REASON``), per process: after them one
 # line says that the rest are counted (the end line's "skipped N") and listed with their reasons in
-# the manifest, which holds every one. A folder of 3000 inputs, 2000 of them empty files, printed
-# 2000 skip lines.
+# the manifest, which holds every one (a line per skipped input was thousands of lines for a
+# folder of mostly empty files).
 SKIP_LINES = 20
 # The --input files named in the note on files read as stored (EXIF Orientation, several frames)
 NOTE_NAMES = 5

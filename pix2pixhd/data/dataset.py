@@ -1423,7 +1423,7 @@ def _label_ids(ds, im) -> Counter | None:
 
 def classes_problems(ds: PairedDataset) -> tuple[ClassList | None, list]:
     """``ds``'s classes.json (None: there is none, or ``ds`` reads photos) and its problems: one
-    that cannot be read, or one whose label_nc is larger than ``ds``'s. One small file, so
+    that cannot be read, or (without a palette) one whose label_nc is larger than ``ds``'s. One small file, so
     ``train_hd.py --dry_run`` checks it as the run's validation (:func:`scan`) does."""
     if ds.label_nc <= 0:
         return None, []

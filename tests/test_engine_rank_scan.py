@@ -49,17 +49,16 @@ sys.exit(status)
 """
 
 # each output written a fifth of a second late: the job is still running when the test signals it
-SLOW = r"""
-import sys, time
+SLOW_WRITES = r"""
+import time
 from pix2pixhd import engine
 write = engine._write_unit
 def slow(*a, **kw):
     time.sleep(0.2)
     return write(*a, **kw)
 engine._write_unit = slow
-from pix2pixhd.launch import synthesize
-sys.exit(synthesize(sys.argv[1:]))
 """
+SLOW = "import sys\n" + SLOW_WRITES + "from pix2pixhd.launch import synthesize\nsys.exit(synthesize(sys.argv[1:]))\n"
 
 
 def _maps(folder: Path, n: int) -> Path:

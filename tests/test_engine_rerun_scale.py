@@ -46,6 +46,16 @@ class _Killed(BaseException):
     """A kill at the patched point (not an Exception: nothing on the way handles it)."""
 
 
+def sigterm_in(monkeypatch, name: str) -> None:
+    """engine.NAME sends this process a SIGTERM (a scheduler's) as it is called, then runs."""
+    real = getattr(engine, name)
+
+    def signalled(*a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **kw)
+    monkeypatch.setattr(engine, name, signalled)
+
+
 def _watch(monkeypatch, out: Path, names=("_complete_lines", "_stream"), kill: str | None = None) -> list:
     """Patch engine functions the run calls after its preparation: each records what training
     and `data scan` would see at that moment (incomplete_synthesis's line, synthesis.json's
@@ -94,12 +104,7 @@ def test_a_complete_jobs_rerun_killed_mid_way_leaves_it_complete(run, tmp_path, 
 def test_a_complete_jobs_rerun_stopped_by_sigterm_leaves_it_complete(run, tmp_path, monkeypatch):
     maps, out = _maps(tmp_path / "maps", 3), tmp_path / "out"
     assert synth(run, maps, out) == 0
-    lines = engine._complete_lines
-
-    def signalled(*a, **kw):   # a scheduler's SIGTERM while the rerun looks for work
-        os.kill(os.getpid(), signal.SIGTERM)
-        return lines(*a, **kw)
-    monkeypatch.setattr(engine, "_complete_lines", signalled)
+    sigterm_in(monkeypatch, "_complete_lines")   # a scheduler's SIGTERM while the rerun looks for work
     with pytest.raises(SystemExit) as e:
         synth(run, maps, out)
     assert e.value.code == 75

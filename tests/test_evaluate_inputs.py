@@ -63,6 +63,7 @@ def test_a_truncated_image_is_one_error_naming_it(tmp_path, capsys):
     (real / "1.png").write_bytes(data[:len(data) // 2])
     err = _error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid"])
     assert f"--real image {real / '1.png'} cannot be read (image file is truncated)" in err
+    (real / "1.png").write_bytes(data)
     (fake / "2.png").write_text("not an image")
     err = _error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid"])
     assert f"--fake image {fake / '2.png'} cannot be read" in err and "not an image" in err

@@ -902,11 +902,12 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
                           f"and --label_nc N > 0): give those, or drop {', '.join(flag for flag, _ in seg_set)}")
     if want_seg:   # checked before the PSNR/FID pass, which may take minutes
         if not all(seg_args) or label_nc <= 0:
-            named = list(zip(("--labels", "--train_images", "--train_labels"), seg_args))
-            given = [(f, v) for f, v in named if v] + ([("--label_nc", label_nc)] if label_nc > 0 else []) \
-                + ([("--palette", palette)] if palette is not None else [])
-            missing = [f for f, v in named if not v] + ([f"--label_nc N > 0{f' (not {label_nc})' if label_nc else ''}"]
-                                                          if label_nc <= 0 else [])
+            # each input with its value and whether it is given: the ones given are named, the rest asked for
+            inputs = [*zip(("--labels", "--train_images", "--train_labels"), seg_args, map(bool, seg_args)),
+                      ("--label_nc", label_nc, label_nc > 0)]
+            given = [(f, v) for f, v, ok in inputs if ok] + ([("--palette", palette)] if palette is not None else [])
+            missing = [f"--label_nc N > 0{f' (not {v})' if v else ''}" if f == "--label_nc" else f
+                       for f, v, ok in inputs if not ok]
             raise ConfigError(f"{' '.join(f'{f} {v}' for f, v in given)}: the segmentation score also needs "
                               f"{', '.join(missing)}: give {'them' if len(missing) > 1 else 'it'}, or drop "
                               f"{' '.join(f for f, _ in given)} (no segmentation score)")

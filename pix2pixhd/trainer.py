@@ -26,6 +26,7 @@ pix2pix (``--model pix2pix``) and CycleGAN (``--model cyclegan``, Zhu et al. 201
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -1393,10 +1394,16 @@ class Trainer:
         cfg = self.cfg
         # is_train: random flips whatever the split is called (--phase trainval); the first
         # --max_dataset_size samples are taken before validation, which reads no other file
+        # rank 0 validates (for every rank), unless the run folder's validation stamp says that
+        # these files passed this level with these options (a resume, a restart): a fresh
+        # --overwrite run reads none (the old folder is moved aside), and writes its own once started
+        from pix2pixhd.data.dataset import STAMP_FILE
         ds = data.create_dataset(cfg.dataroot, cfg.phase,
                                  cfg.data_config(validate=cfg.validate if self.dist.is_master else "off",
                                                  is_train=True),
-                                 max_dataset_size=cfg.max_dataset_size or 0, model=cfg.model)
+                                 max_dataset_size=cfg.max_dataset_size or 0, model=cfg.model,
+                                 stamp=Path(cfg.experiment_dir) / STAMP_FILE if self.dist.is_master else None,
+                                 reuse_stamp=not (cfg.overwrite and not cfg.resume))
         # rank 0 validated these files for every rank (its failure stops them all): the other
         # ranks' loaders do not repeat the checks of that level at read time
         ds.validated = cfg.validate
@@ -1736,6 +1743,10 @@ class Trainer:
                 clean_stale_tmp(self.exp_dir)   # partial files of writes a kill interrupted
                 self._record_line()   # the line this start continues: before anything of it is written
                 atomic_write_bytes(self.exp_dir / "config.json", cfg.to_json().encode())
+                stamp = getattr(loader.dataset, "validation_stamp", None)
+                if stamp is not None:   # these files passed validation: a resume need not repeat it
+                    from pix2pixhd.data.dataset import STAMP_FILE
+                    atomic_write_bytes(self.exp_dir / STAMP_FILE, json.dumps(stamp).encode())
                 # a fresh start (0) keeps no history of an attempt that died before its first save
                 self.vis.begin(resumed_at_step=self.global_step if cfg.resume else 0)
                 for note in cfg.notes():   # train_hd.py printed them; the run's log keeps them too

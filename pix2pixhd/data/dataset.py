@@ -28,6 +28,8 @@ problems are still reported (:func:`report_listing_problems`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import re
@@ -44,7 +46,7 @@ from PIL import Image
 from pix2pixhd.config import DataConfig
 from pix2pixhd.data import transforms as T
 from pix2pixhd.data.layouts import (FAR_COLOUR_MIN_SHARE, MODES, NOTICE_KINDS, PALETTE_MIN_NEAR,
-                                    PALETTE_NEAR, ClassList, Layout,
+                                    PALETTE_NEAR, ClassList, Layout, Records,
                                     aligned_folder_problem, decode_palette, detect_mode, far_colours,
                                     find_files, hidden, load_palette, palette_duplicates, palette_fit,
                                     read_classes)
@@ -127,7 +129,7 @@ class PairedDataset(torch.utils.data.Dataset):
         """``palette``: the loaded [K, 3] colours (or None) of ``config.palette``."""
         self.layout, self.config = layout, config
         self.root, self.phase, self.mode = layout.root, layout.phase, layout.mode
-        self.records = layout.records
+        self.records = Records(layout.records)   # compact: see Records (a copy of nothing if it is one)
         label_nc = self.label_nc = config.label_nc
         self.use_inst = not config.no_instance
         self.load_features = config.load_features
@@ -151,6 +153,7 @@ class PairedDataset(torch.utils.data.Dataset):
         # the validation level the files passed (create_dataset sets it): the loader repeats the
         # checks of 'full' that it did not run (see _read and __getitem__)
         self.validated = "off"
+        self.validation_stamp = None   # create_dataset's, to write once validation passed (its ``stamp``)
         self.fixed_label_nc = False   # read with a checkpoint's label_nc (create_dataset's fixed_label_nc)
         self._p_reference_read, self._p_reference = False, None   # see _p_palette_reference
         self._colours_checked: set[str] = set()   # colour maps whose whole file passed _check_colours
@@ -356,7 +359,7 @@ class UnalignedDataset(PairedDataset):
 
     def __init__(self, layout: Layout, config: DataConfig, *, is_train: bool):
         super().__init__(layout, config, palette=None, is_train=is_train)
-        self.records_B = layout.unpaired
+        self.records_B = Records(layout.unpaired)
         self.channels = {"A": config.input_nc, "B": config.output_nc}
 
     def __len__(self) -> int:
@@ -789,7 +792,8 @@ def _marked_complete_too_early(root: Path, job: dict) -> str | None:
 
 def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = None, *,
                    max_dataset_size: int = 0, model: str | None = None, read_domain: str | None = None,
-                   report_listing: bool = True, fixed_label_nc: bool = False, **options) -> PairedDataset:
+                   report_listing: bool = True, fixed_label_nc: bool = False, stamp: Path | None = None,
+                   reuse_stamp: bool = True, **options) -> PairedDataset:
     """Open one split of a dataset (layouts: see ``pix2pixhd.data.layouts``) and check it.
 
     ``config``: the typed data options (:class:`pix2pixhd.config.DataConfig`, the reference's
@@ -809,6 +813,12 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     ``fixed_label_nc``: the split is read with a trained checkpoint's label_nc, which no option of
     the reader changes (synthesis, the feature encoder's encode and precompute): validation does
     not print the note whose fix is another --label_nc (classes.json naming fewer classes).
+    ``stamp``: a validation stamp file (:func:`validation_stamp`; a training run's
+    ``validation.json``): when it records this level, these data options and these files
+    (sizes and mtimes), validation is skipped with a note (its source sizes are the stamp's);
+    otherwise (or when it cannot be read) validation runs, and ``ds.validation_stamp`` is the
+    stamp to write once it passed (the caller writes it). ``reuse_stamp`` False: validation runs
+    whatever the stamp says (a new run in the place of an old one), ``ds.validation_stamp`` made.
     Raises DatasetError listing offending files.
     """
     try:
@@ -907,11 +917,112 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
         ds.limit(max_dataset_size)
     ds.fixed_label_nc = fixed_label_nc
     if validate != "off":
+        want = validation_stamp(ds, validate) if stamp is not None else None
+        if want is not None and reuse_stamp and (sizes := _stamped_sizes(ds, stamp, want)) is not None:
+            ds.source_sizes, ds.validated = sizes, validate
+            print(printable(f"note: {ds.describe()}: validation ({validate}) skipped: {stamp} says these "
+                            f"{len(ds.all_records())} file group(s), unchanged since (sizes and times), passed "
+                            f"it with these data options; delete {stamp} to validate again"),
+                  file=sys.stderr, flush=True)
+            return ds
         ds.source_sizes = validate_dataset(ds, level=validate)["source_sizes"]
         ds.validated = validate
+        if want is not None:
+            want["sizes"] = _sizes_rle(ds)
+            ds.validation_stamp = want
     elif report_listing:
         report_listing_problems(ds)
     return ds
+
+
+# A training run's validation stamp (its run folder's validation.json, see create_dataset's
+# ``stamp``). STAMP_VERSION changes when validation checks more, so that older stamps validate again.
+STAMP_FILE = "validation.json"
+STAMP_VERSION = 1
+
+
+def _stamp_config(ds: PairedDataset) -> dict:
+    """The data options that change what validation checks (or which files it reads): the layout,
+    the folder, the ids and colours allowed, the roles and channels read, the sizes the options
+    make (the generator's multiple), the checks a fixed label_nc leaves out."""
+    pal = ds.palette
+    return {"root": str(Path(ds.root).resolve()), "phase": ds.phase, "mode": ds.mode,
+            "label_nc": ds.label_nc, "palette": None if pal is None else np.asarray(pal).tolist(),
+            "use_inst": ds.use_inst, "load_features": ds.load_features, "direction": ds.direction,
+            "input_nc": ds.config.input_nc, "output_nc": ds.output_nc,
+            "resize_or_crop": ds.resize_or_crop, "loadSize": ds.loadSize, "fineSize": ds.fineSize,
+            "required_multiple": ds.required_multiple, "inputs_only": bool(ds.config.inputs_only),
+            "fixed_label_nc": bool(ds.fixed_label_nc), "n": len(ds.all_records())}
+
+
+def _listing_fingerprint(ds: PairedDataset) -> str:
+    """sha256 of every file validation reads (each record's, and classes.json), as sorted
+    (path relative to the root, size, mtime_ns), and of the listing's problems: a file added,
+    removed, resized or touched changes it."""
+    entries = set()
+    for rec in ds.all_records():
+        entries.update(map(str, rec.values()))
+    entries.add(str(Path(ds.root) / "classes.json"))
+    rows = []
+    for path in entries:
+        try:
+            st = os.stat(path)
+            rows.append((_rel(ds, path), st.st_size, st.st_mtime_ns))
+        except OSError:
+            rows.append((_rel(ds, path), -1, -1))
+    rows.sort()
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(os.fsencode(json.dumps(row)) + b"\n")
+    for kind, path, _msg in sorted(ds.layout.problems):
+        h.update(os.fsencode(json.dumps(["problem", kind, _rel(ds, path)])) + b"\n")
+    return h.hexdigest()
+
+
+def validation_stamp(ds: PairedDataset, level: str) -> dict:
+    """What a validation stamp records of ``ds`` at ``level`` (before its ``sizes``: the
+    source size of each record, run-length encoded, which the caller adds after validation)."""
+    return {"version": STAMP_VERSION, "level": level, "config": _stamp_config(ds),
+            "fingerprint": _listing_fingerprint(ds)}
+
+
+def _sizes_rle(ds: PairedDataset) -> list:
+    """ds.source_sizes in the order of ds.all_records(): [[w, h, count], ...] (None, None: no size)."""
+    out = []
+    for rec in ds.all_records():
+        src = ds.source_sizes.get(str(next(iter(rec.values()))))
+        w, h = src if src else (None, None)
+        if out and out[-1][0] == w and out[-1][1] == h:
+            out[-1][2] += 1
+        else:
+            out.append([w, h, 1])
+    return out
+
+
+def _stamped_sizes(ds: PairedDataset, stamp: Path, want: dict) -> dict | None:
+    """The source sizes (as validation's) that stamp file ``stamp`` records when it matches
+    ``want`` (:func:`validation_stamp`), else None: no file, another level, options or listing,
+    or a stamp that cannot be read (damaged, of other types): validation runs, no error."""
+    try:
+        got = loads_json(Path(stamp).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(got, dict) or any(got.get(k) != want[k] for k in want):
+        return None
+    sizes, n = got.get("sizes"), len(ds.all_records())
+    ok_side = lambda v: v is None or (type(v) is int and v > 0)   # noqa: E731
+    if not isinstance(sizes, list) or not all(
+            isinstance(e, list) and len(e) == 3 and ok_side(e[0]) and ok_side(e[1])
+            and (e[0] is None) == (e[1] is None) and type(e[2]) is int and e[2] > 0 for e in sizes) \
+            or sum(e[2] for e in sizes) != n:
+        return None
+    out, one_tuple, recs = {}, {}, iter(ds.all_records())
+    for w, h, k in sizes:
+        for _ in range(k):
+            rec = next(recs)
+            if w is not None:
+                out[str(next(iter(rec.values())))] = one_tuple.setdefault((w, h), (w, h))
+    return out
 
 
 def report_listing_problems(ds: PairedDataset, max_listed: int = 5) -> None:
@@ -1472,6 +1583,7 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
                         f"{n}..{ds.label_nc - 1} stay empty. Pass --label_nc {n} unless that is meant"),
               file=sys.stderr, flush=True)
     sizes, ids, n_inst, source_sizes, all_stats = Counter(), Counter(), 0, {}, []
+    one_tuple = {}   # (w, h) -> the one tuple of that value source_sizes holds
     decode = level == "full"
     recs = ds.all_records()
     with ThreadPoolExecutor(num_threads) as pool:   # PIL decodes without the GIL
@@ -1480,7 +1592,9 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
             all_stats.append(st)
             if st["size"]:
                 sizes[st["size"]] += 1
-                source_sizes[str(next(iter(rec.values())))] = st["size"]
+                # one tuple per distinct size (sizes' key): a tuple per file would be an object
+                # per sample that a forked DataLoader worker's garbage collector touches (copies)
+                source_sizes[str(next(iter(rec.values())))] = one_tuple.setdefault(st["size"], st["size"])
             if st["ids"]:
                 ids.update(st["ids"])
             n_inst += st["n_inst"]

@@ -26,9 +26,11 @@ A dataset's ``classes.json`` (``label_nc`` and/or ``classes: [{"id": ...}, ...]`
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -388,9 +390,118 @@ def index_images(folder: Path, *, what: str | None = None, results: bool = False
     return out
 
 
+class Records(Sequence):
+    """A split's records (file groups: dicts role -> Path), stored compactly: per role one bytes
+    blob of the file names (``os.fsencode``: any name the file system gave survives) and one
+    numpy array of offsets, so that a dataset of 100k samples is a handful of Python objects, not
+    100k dicts of Paths. A DataLoader worker is a fork: a list of dicts would be copied into each
+    worker page by page as the worker touches them (reference counts, the garbage collector's
+    walks), some 6 MB per 10k samples per worker; these arrays are only read, and stay shared.
+    ``records[i]`` builds the dict (Paths, the roles in their order) when asked; slices,
+    ``+`` and ``==`` (with a list of dicts too) behave as the list they replace."""
+
+    __slots__ = ("_kinds", "_kind", "_blobs", "_offsets", "_strs", "_n")
+
+    def __init__(self, recs=()):
+        if isinstance(recs, Records):
+            self._kinds, self._kind, self._blobs = recs._kinds, recs._kind, recs._blobs
+            self._offsets, self._strs, self._n = recs._offsets, recs._strs, recs._n
+            return
+        recs = list(recs)
+        kinds: dict[tuple, int] = {}   # the roles of a record, in order -> its number
+        kind = np.empty(len(recs), np.uint8)
+        parts: dict[str, list] = {}
+        strs: dict[str, bool] = {}   # role -> its values were str (not Path)
+        for i, rec in enumerate(recs):
+            roles = tuple(rec)
+            k = kinds.setdefault(roles, len(kinds))
+            if k > 255:
+                raise ValueError("Records: more than 256 different sets of roles")
+            kind[i] = k
+            for role, v in rec.items():
+                if role not in parts:
+                    parts[role] = [b""] * i
+                    strs[role] = isinstance(v, str)
+                elif isinstance(v, str) != strs[role]:
+                    raise TypeError(f"Records: role {role!r} mixes str and Path values")
+                parts[role].append(os.fsencode(v))
+            for role, got in parts.items():   # a role this record lacks: an empty entry
+                if len(got) == i:
+                    got.append(b"")
+        self._kinds = tuple(kinds)
+        self._kind = kind
+        self._blobs = {r: b"".join(v) for r, v in parts.items()}
+        self._offsets = {r: np.concatenate([[0], np.cumsum([len(x) for x in v], dtype=np.int64)])
+                         for r, v in parts.items()}
+        self._strs = strs
+        self._n = len(recs)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _one(self, i: int) -> dict:
+        out = {}
+        for role in self._kinds[self._kind[i]]:
+            o = self._offsets[role]
+            name = os.fsdecode(self._blobs[role][o[i]:o[i + 1]])
+            out[role] = name if self._strs[role] else Path(name)
+        return out
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(self._n)
+            if step != 1:
+                return Records(self._one(j) for j in range(start, stop, step))
+            stop = max(start, stop)   # a run of records: the arrays' slices, no dict made
+            r = Records.__new__(Records)
+            r._kinds, r._strs, r._n = self._kinds, self._strs, stop - start
+            r._kind = self._kind[start:stop].copy()
+            r._offsets, r._blobs = {}, {}
+            for role, o in self._offsets.items():
+                r._blobs[role] = self._blobs[role][o[start]:o[stop]]
+                r._offsets[role] = o[start:stop + 1] - o[start]
+            return r
+        i = operator.index(i)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("Records index out of range")
+        return self._one(i)
+
+    def __iter__(self):
+        return (self._one(i) for i in range(self._n))
+
+    def __add__(self, other):
+        return Records([*self, *other])
+
+    def __radd__(self, other):
+        return Records([*other, *self])
+
+    def __eq__(self, other):
+        if isinstance(other, (Records, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Records({list(self)!r})"
+
+    def __reduce__(self):   # a spawned worker (or a copy) gets the arrays, not the dicts
+        return (_records_from_state, ((self._kinds, self._kind, self._blobs, self._offsets, self._strs, self._n),))
+
+
+def _records_from_state(state) -> Records:
+    r = Records.__new__(Records)
+    r._kinds, r._kind, r._blobs, r._offsets, r._strs, r._n = state
+    return r
+
+
 @dataclass
 class Layout:
-    """The files of one split. ``records`` hold paths per role; ``problems`` what is missing."""
+    """The files of one split. ``records`` hold paths per role; ``problems`` what is missing.
+    :func:`find_files` leaves ``records`` and ``unpaired`` as :class:`Records` (compact, read-only
+    sequences of the same dicts)."""
     mode: str
     root: Path
     phase: str
@@ -569,6 +680,16 @@ def _missing_folder_fix(role: str, root: Path, phase: str, instance_feat: bool |
 def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: bool,
                direction: str = "AtoB", inputs_only: bool = False,
                instance_feat: bool | None = None, read_domain: str | None = None) -> Layout:
+    """:func:`_find_files`, its records and domain B's stored compactly (:class:`Records`)."""
+    lay = _find_files(root, phase, mode, use_inst=use_inst, use_feat=use_feat, direction=direction,
+                      inputs_only=inputs_only, instance_feat=instance_feat, read_domain=read_domain)
+    lay.records, lay.unpaired = Records(lay.records), Records(lay.unpaired)
+    return lay
+
+
+def _find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: bool,
+                direction: str = "AtoB", inputs_only: bool = False,
+                instance_feat: bool | None = None, read_domain: str | None = None) -> Layout:
     """Collect one split's files and the partners that are missing. ``direction`` 'BtoA' makes
     ``{phase}_B`` the input (label role) of the rgb_pairs layout and ``{phase}B/`` domain A of
     the unaligned one. ``inputs_only``: a photo folder (or the unaligned layout's output domain)

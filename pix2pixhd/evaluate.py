@@ -49,7 +49,8 @@
 * Images are read as 8-bit RGB; 16-bit grey images (PIL modes I;16...) are scaled to 8 bits
   (``v >> 8``), 32-bit integer and float images (modes I, F: no fixed range) are refused, and so
   is a file that cannot be decoded (truncated...): one error naming it, nothing skipped (scoring
-  stops at the first; the rest are only decoded, so the error names every such file). The
+  stops at the first; the rest are only read, so the error names every such file; the
+  segmentation score's photos and label maps likewise). The
   same file as both --fake and --real (not a test.py results folder) is refused.
 * Sizes in messages are W x H, width first, as everywhere in the project; ``--resize H W`` alone
   takes the height first, and the JSON's ``segmentation.size`` is [H, W].
@@ -67,6 +68,7 @@ import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -276,9 +278,10 @@ def _read_photo(path: Path, flag: str = "", seen: dict | None = None) -> np.ndar
                 return np.repeat(a[..., None], 3, axis=2)
             if im.mode in ("I", "F"):
                 kind = "32-bit integer" if im.mode == "I" else "32-bit float"
-                raise InputError(f"{where} is a mode-{im.mode} image ({kind} values of no fixed range), "
-                                 "which cannot be read as 8-bit levels; convert it to an 8-bit "
-                                 "(or 16-bit) PNG first")
+                listed = f"{where} is a mode-{im.mode} image ({kind} values of no fixed range)"
+                raise UnreadableImageError(
+                    where, f"mode {im.mode}", _MODE_FIX, group="mode", listed=listed,
+                    message=f"{listed}, which cannot be read as 8-bit levels; {_MODE_FIX}")
             return np.asarray(im.convert("RGB"))
     except _DECODE_ERRORS as e:   # truncated, not an image (UnidentifiedImageError), a bomb
         raise _cannot_read(where, e) from None
@@ -291,47 +294,68 @@ _DECODE_FIX = "it is truncated or not an image; re-create it (e.g. rerun synthes
 _BOMB_FIX = "its header declares more pixels than Pillow opens; re-create it at its real size, or remove it"
 
 
-class UnreadableImageError(InputError):
-    """An image file Pillow cannot decode. Kept apart from the other input errors so that
-    :func:`evaluate`, on meeting one, can name every other such file in the same error
-    (:func:`_unreadable_error`) instead of one per rerun of a full scoring pass."""
+_MODE_FIX = "convert it to an 8-bit (or 16-bit) PNG first"
+# Per kind of rejected file (``UnreadableImageError.group``): what the files are, and the fix of each.
+_GROUPS = {"decode": ("file that is truncated or not an image", "re-create it (e.g. rerun synthesize.py) or remove it"),
+           "bomb": ("file declaring more pixels than Pillow opens", "re-create it at its real size, or remove it"),
+           "mode": ("mode-I or mode-F image (32-bit values of no fixed range)", _MODE_FIX),
+           "colour": ("colour image given as a label map", "convert it to a single-channel id map (CMP "
+                      "Facades: python -m pix2pixhd.datasets.convert_facades --src SRC --out OUT), or "
+                      "pass --palette facades (or a JSON file of [r, g, b] colours) to read colour maps")}
 
-    def __init__(self, where: str, reason: str, fix: str):
-        super().__init__(f"{where} cannot be read ({reason}): {fix}")
-        self.where, self.reason, self.fix = where, reason, fix
+
+class UnreadableImageError(InputError):
+    """An image file evaluate refuses: Pillow cannot decode it (``group`` 'decode' or 'bomb'), or
+    it decodes to what cannot be scored (a mode-I/F photo: 'mode'; a colour map read as ids:
+    'colour'). Kept apart from the other input errors so that :func:`evaluate`, on meeting one,
+    can name every other such file in the same error (:func:`_unreadable_error`) instead of one
+    per rerun of a full scoring pass. ``message``: the error alone (default: '{where} cannot be
+    read ({reason}): {fix}'); ``listed``: its entry in a list of several (default '{where}
+    ({reason})')."""
+
+    def __init__(self, where: str, reason: str, fix: str, *, group: str = "decode",
+                 message: str | None = None, listed: str | None = None):
+        super().__init__(message or f"{where} cannot be read ({reason}): {fix}")
+        self.where, self.reason, self.fix, self.group = where, reason, fix, group
+        self.listed = listed or f"{where} ({reason})"
 
 
 def _cannot_read(where: str, e: BaseException) -> UnreadableImageError:
     """The error for ``where`` (e.g. '--fake image PATH'), which Pillow failed to decode with ``e``."""
-    return UnreadableImageError(where, str(e), _BOMB_FIX if isinstance(e, Image.DecompressionBombError)
-                                else _DECODE_FIX)
+    bomb = isinstance(e, Image.DecompressionBombError)
+    return UnreadableImageError(where, str(e), _BOMB_FIX if bomb else _DECODE_FIX,
+                                group="bomb" if bomb else "decode")
 
 
-def _unreadable_error(first: UnreadableImageError, files: list[tuple[Path, str]],
-                      shown: int = 5) -> InputError:
-    """One error naming every file of ``files`` ((path, flag) pairs) that Pillow cannot decode,
-    ``first`` (the one the scoring pass met) first. The others are only opened and loaded, not
-    scored: finding each next bad file by a rerun would cost a full pass (minutes of Inception
-    on a CPU) per file. ``first`` itself when it is the only one; else the count, the first
-    ``shown`` with their side and reason, and the fix."""
+def _unreadable_error(first: UnreadableImageError, checks, shown: int = 5) -> InputError:
+    """One error naming every file refused as ``first`` was (:class:`UnreadableImageError`:
+    undecodable, mode I/F, a colour label map), ``first`` (the one the pass met) first, then each
+    of ``checks`` (callables reading one file, e.g. ``partial(_read_photo, path, flag)``) that
+    raises one. The others are only read, not scored: finding each next bad file by a rerun
+    would cost a full pass (minutes of Inception on a CPU) per file. ``first`` itself when it is
+    the only one; else the count, the first ``shown`` with their option and reason, and the fix
+    of each kind."""
     bad = [first]
-    for path, flag in files:
-        where = f"{flag} image {path}"
-        if where == first.where:
-            continue
+    for check in checks:
         try:
-            with Image.open(path) as im:
-                im.load()
-        except _DECODE_ERRORS as e:
-            bad.append(_cannot_read(where, e))
+            check()
+        except UnreadableImageError as e:
+            if e.where != first.where:
+                bad.append(e)
+        except InputError:   # another kind of fault: its own error once these are fixed
+            pass
     if len(bad) == 1:
         return first
-    listed = "; ".join(f"{b.where} ({b.reason})" for b in bad[:shown])
+    listed = "; ".join(b.listed for b in bad[:shown])
     more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
-    why = ("each is truncated or not an image" if all(b.fix == _DECODE_FIX for b in bad) else
-           "each is truncated, not an image, or declares more pixels than Pillow opens")
-    return InputError(f"{len(bad)} images cannot be read: {listed}{more}; {why}: re-create them "
-                      "(e.g. rerun synthesize.py) or remove them")
+    groups = [g for g in _GROUPS if any(b.group == g for b in bad)]
+    if set(groups) <= {"decode", "bomb"}:   # Pillow cannot decode any of them
+        why = ("each is truncated or not an image" if groups == ["decode"] else
+               "each is truncated, not an image, or declares more pixels than Pillow opens")
+        return InputError(f"{len(bad)} images cannot be read: {listed}{more}; {why}: re-create them "
+                          "(e.g. rerun synthesize.py) or remove them")
+    fixes = "; ".join(f"for each {_GROUPS[g][0]}: {_GROUPS[g][1]}" for g in groups)
+    return InputError(f"{len(bad)} images cannot be read: {listed}{more}; {fixes}")
 
 
 def _load_rgb(path: Path, half: str | None = None, flag: str = "", seen: dict | None = None) -> np.ndarray:
@@ -379,22 +403,33 @@ def _label_dtype(label_nc: int) -> torch.dtype:
 
 
 def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int,
-              palette: np.ndarray | None = None) -> torch.Tensor:
+              palette: np.ndarray | None = None, flag: str = "") -> torch.Tensor:
     """[H, W] ids, int16 (int64 past 32768 classes: :func:`_label_dtype`), with ids >= label_nc
     (255 included) set to IGNORE; nearest resize.
 
     ``palette`` (int32 [K, 3], :func:`~pix2pixhd.data.layouts.load_palette`): the map is a colour
     map, decoded to the id of the nearest colour as training decodes it; None: a one-channel id map.
+    A file Pillow cannot decode, and a colour map without ``palette``, raise
+    :class:`UnreadableImageError` naming ``flag`` (the option it came from).
     """
-    if palette is not None:
-        with Image.open(path) as im:
-            a = decode_palette(np.asarray(im.convert("RGB")), palette)
-    else:
-        try:
-            a = read_id_map(path)
-        except InputError as e:   # a colour map: evaluate can also decode it where it lies
-            raise InputError(f"{e}; or pass --palette facades (or a JSON file of [r, g, b] "
-                             "colours) to read colour maps as they are") from None
+    where = f"{flag} map {path}" if flag else f"map {path}"
+    try:
+        if palette is not None:
+            with Image.open(path) as im:
+                a = decode_palette(np.asarray(im.convert("RGB")), palette)
+        else:
+            try:
+                a = read_id_map(path)
+            except InputError as e:   # a colour map: evaluate can also decode it where it lies
+                with Image.open(path) as im:
+                    mode, bands = im.mode, len(im.getbands())
+                raise UnreadableImageError(
+                    where, f"a mode-{mode} image, {bands} channels", _GROUPS["colour"][1], group="colour",
+                    listed=f"{where} is a {mode} image ({bands} channels)",
+                    message=f"{e}; or pass --palette facades (or a JSON file of [r, g, b] colours) to "
+                            "read colour maps as they are") from None
+    except _DECODE_ERRORS as e:   # truncated, not an image
+        raise _cannot_read(where, e) from None
     if size is not None and a.shape != tuple(size):
         a = np.asarray(Image.fromarray(a.astype(np.int32)).resize((size[1], size[0]), Image.NEAREST))
     t = torch.from_numpy(a.astype(np.int64))   # compared before the cast: an id may not fit int16
@@ -627,7 +662,7 @@ class InceptionFeatures(nn.Module):
 
 
 class _Precomputed(nn.Module):
-    """Identity 'extractor': lets torchmetrics' FID and KID share features extracted once."""
+    """Identity 'extractor': lets torchmetrics' FID take the features extracted once (KID shares them)."""
 
     def __init__(self, num_features: int):
         super().__init__()
@@ -661,12 +696,67 @@ def check_seg_options(seg_width: int, seg: SegmenterConfig) -> None:
             raise ConfigError(f"{flag} {v}: must be >= {lo} ({means})")
 
 
+# KID's three kernel (Gram) matrices, real-real, fake-fake and real-fake, are computed once when
+# they fit this many bytes of float64 (about 1 GiB: 3 * N^2 * 8 bytes up to N ~ 6,700 images per
+# side) and each subset's sums are then taken by indexing them; above it, each subset's kernels
+# are computed from its own features, as torchmetrics does.
+KID_GRAM_BYTES = 2 ** 30
+KID_DEGREE, KID_COEF = 3, 1.0   # torchmetrics' polynomial kernel (x . y / d + 1) ** 3
+
+
+def _poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torchmetrics' KID kernel (``a @ b.T / d + 1) ** 3``, in place on the product."""
+    return (a @ b.T).mul_(1.0 / a.shape[1]).add_(KID_COEF).pow_(KID_DEGREE)
+
+
+def kid_scores(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, subsets: int, subset_size: int,
+               seed: int = 0, device: str | torch.device = "cpu",
+               gram_bytes: int = KID_GRAM_BYTES) -> torch.Tensor:
+    """float64 [subsets] unbiased MMD² (torchmetrics' KID) of ``subsets`` random subsets of
+    ``subset_size`` images per side, computed on ``device`` (the features are moved there once,
+    as float64).
+
+    The subsets are torchmetrics' draws: per subset ``torch.randperm`` of the real, then of the
+    fake features, from a CPU generator seeded with ``seed`` (what ``torch.manual_seed(seed)``
+    before ``KernelInceptionDistance.compute`` gives), so the values are torchmetrics' to
+    rounding. When the three Gram matrices fit ``gram_bytes`` as float64 and computing them
+    costs no more than the subsets' own kernels, they are computed once and every subset's sums
+    are read from them; else each subset's kernels are computed as torchmetrics does (5,000
+    images' 2048-d features at 100 subsets of 1,000: 40-70 s in float64 on a CPU before).
+    """
+    dev = torch.device(device)
+    x_r = real_feats.to(dev, torch.float64)
+    x_f = fake_feats.to(dev, torch.float64)
+    n_r, n_f, m = len(x_r), len(x_f), subset_size
+    gen = torch.Generator().manual_seed(seed)
+    draws = [(torch.randperm(n_r, generator=gen)[:m].to(dev), torch.randperm(n_f, generator=gen)[:m].to(dev))
+             for _ in range(subsets)]
+    gram_elems = n_r * n_r + n_f * n_f + n_r * n_f
+    out = torch.empty(subsets, dtype=torch.float64, device=dev)
+    if gram_elems * 8 <= gram_bytes and gram_elems <= 3 * subsets * m * m:
+        k_rr, k_ff, k_rf = _poly_kernel(x_r, x_r), _poly_kernel(x_f, x_f), _poly_kernel(x_r, x_f)
+        for s, (ir, jf) in enumerate(draws):
+            xx = k_rr[ir[:, None], ir[None, :]].sum() - k_rr[ir, ir].sum()
+            yy = k_ff[jf[:, None], jf[None, :]].sum() - k_ff[jf, jf].sum()
+            xy = k_rf[ir[:, None], jf[None, :]].sum()
+            out[s] = (xx + yy) / (m * (m - 1)) - 2 * xy / (m * m)
+    else:
+        for s, (ir, jf) in enumerate(draws):
+            a, b = x_r[ir], x_f[jf]
+            k_xx, k_yy, k_xy = _poly_kernel(a, a), _poly_kernel(b, b), _poly_kernel(a, b)
+            out[s] = ((k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum())
+                      / (m * (m - 1)) - 2 * k_xy.sum() / (m * m))
+    return out
+
+
 def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: int = 100,
-            kid_subset_size: int = 1000, seed: int = 0) -> dict:
+            kid_subset_size: int = 1000, seed: int = 0, device: str | torch.device = "cpu") -> dict:
     """FID and KID (mean, std over random subsets) from [N, D] features of both sets.
 
-    The features may be float32 (as :class:`InceptionFeatures` gives them): torchmetrics gets
-    float64 copies, FID accumulating its sums in float64 and KID computing its kernels in it.
+    The features may be float32 (as :class:`InceptionFeatures` gives them): FID gets float64
+    copies (torchmetrics accumulating its sums in float64) and KID is computed in float64 on
+    ``device`` by :func:`kid_scores` (torchmetrics' unbiased polynomial-kernel MMD and subset
+    draws, its Gram matrices computed once when they fit).
 
     KID's subset size is capped by the smaller set; its subsets are drawn from a fixed seed.
     When the subsets would be the whole of both sets (``kid_subset_size`` >= both sizes, e.g. the
@@ -678,7 +768,6 @@ def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: 
     """
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
-        from torchmetrics.image.kid import KernelInceptionDistance
     except ImportError as e:
         raise MissingDependencyError(f"FID/KID need torchmetrics; {_EXTRA_HINT}") from e
     check_kid_options(kid_subsets, kid_subset_size)
@@ -690,19 +779,11 @@ def fid_kid(fake_feats: torch.Tensor, real_feats: torch.Tensor, *, kid_subsets: 
     fid = FrechetInceptionDistance(feature=_Precomputed(d))
     sub = min(kid_subset_size, n)
     whole = sub >= len(fake_feats) and sub >= len(real_feats)  # every subset = both whole sets
-    with warnings.catch_warnings():
-        # "KID keeps all features in a buffer": it does, 16 KB per image at 2048 dims; fine.
-        warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=_Precomputed(d), subsets=1 if whole else kid_subsets,
-                                      subset_size=sub)
     for feats, real in ((real_feats, True), (fake_feats, False)):
-        x = feats.double()   # one float64 copy per side, shared: KID keeps it, FID only sums it
-        fid.update(x, real=real)
-        kid.update(x, real=real)
-        del x
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        kid_mean, kid_std = kid.compute()
+        fid.update(feats.double(), real=real)   # a float64 copy per side, only summed
+    scores = kid_scores(fake_feats, real_feats, subsets=1 if whole else kid_subsets, subset_size=sub,
+                        seed=seed, device=device).cpu()
+    kid_mean, kid_std = scores.mean(), scores.std(unbiased=False)
     single = not whole and kid_subsets == 1   # one value has no spread either
     out = {"fid": float(fid.compute()), "kid_mean": float(kid_mean),
            "kid_std": None if whole or single else float(kid_std), "kid_subset_size": sub}
@@ -966,9 +1047,9 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         try:
             a = [_load_rgb(fakes[k], flag="--fake", seen=seen["fake"]) for k in chunk]
             b = [_load_rgb(reals[k], real_half, "--real", seen["real"]) for k in chunk]
-        except UnreadableImageError as e:   # no more scoring: decode the rest to name them all
-            raise _unreadable_error(e, [(idx[k], flag) for k in keys[i:] for idx, flag in
-                                        ((fakes, "--fake"), (reals, "--real"))]) from None
+        except UnreadableImageError as e:   # no more scoring: read the rest to name them all
+            raise _unreadable_error(e, [partial(_read_photo, idx[k], flag) for k in keys[i:]
+                                        for idx, flag in ((fakes, "--fake"), (reals, "--real"))]) from None
         if real_half is None:   # checked on the files' sizes: --resize would hide it
             for k, x, y in zip(chunk, a, b):
                 if y.shape[0] == x.shape[0] and y.shape[1] == 2 * x.shape[1]:
@@ -1023,7 +1104,8 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         for side in feats:   # joined, and the per-batch lists dropped: one float32 copy each
             feats[side] = torch.cat(feats[side])
         res.update(fid_kid(feats["fake"], feats["real"],
-                           kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seg.seed))
+                           kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seg.seed,
+                           device=seg.device))
         res["kid_subsets"], res["seed"] = kid_subsets, seg.seed   # KID's draw depends on both
         res["feature_extractor"] = (os.path.abspath(inception) if inception else str(default_inception_path())) \
             if feature_extractor is None else type(feature_extractor).__name__
@@ -1088,9 +1170,22 @@ def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, la
                       f"segmentation score covers the other {len(test_keys)}")
     refuse_overlap([tr_img[k] for k in tr_keys], [reals[k] for k in test_keys])
     size = _seg_size(tr_img[tr_keys[0]], seg_width, 2 ** seg.depth)
-    photos = torch.stack([_read_rgb(tr_img[k], size, flag="--train_images") for k in tr_keys])
-    labels = torch.stack([_read_ids(tr_lab[k], size, label_nc, palette) for k in tr_keys])
-    test_labels = torch.stack([_read_ids(labs[k], size, label_nc, palette) for k in test_keys])
+    # every file read before any training; a refused one stops the reading, and the files not
+    # read yet (of all three folders) are read only to be named in the same error
+    reads = [[partial(_read_rgb, tr_img[k], size, flag="--train_images") for k in tr_keys],
+             [partial(_read_ids, tr_lab[k], size, label_nc, palette, "--train_labels") for k in tr_keys],
+             [partial(_read_ids, labs[k], size, label_nc, palette, "--labels") for k in test_keys]]
+    stacked = []
+    for g, group in enumerate(reads):
+        read = []
+        for i, f in enumerate(group):
+            try:
+                read.append(f())
+            except UnreadableImageError as e:
+                raise _unreadable_error(e, group[i + 1:] + [f for rest in reads[g + 1:] for f in rest]) from None
+        stacked.append(torch.stack(read))   # one group's list at a time next to the stacks
+        del read
+    photos, labels, test_labels = stacked
     log(f"segmenter: {len(tr_keys)} training pairs at {size[1]}x{size[0]}, {seg.steps} steps, "
         f"seed {seg.seed}")
     net = train_segmenter(photos, labels, label_nc, seg,

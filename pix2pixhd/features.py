@@ -17,14 +17,17 @@ instance carries one ``feat_num``-vector that G reads as extra input channels. A
 
 Command line::
 
-    python -m pix2pixhd.features encode --checkpoint checkpoints/NAME [--n_clusters 10]
+    python -m pix2pixhd.features encode --checkpoint checkpoints/NAME [--n_clusters 10] [--batch_size 4]
     python -m pix2pixhd.features precompute --checkpoint checkpoints/NAME [--upsample 2]
 
 SIGTERM or SIGINT (GNU timeout, SLURM's scancel, Ctrl-C: the whole process group) stops either
 command at once with one line saying what it had written, with training's statuses for a stop (75
-and 130). Neither has a resume; nothing they write is ever half-written (the clusters file and each
-feature map go through a temporary file and a rename), and their DataLoader workers ignore the
+and 130). Nothing they write is ever half-written (the clusters file, each feature map and the
+progress file go through a temporary file and a rename), and their DataLoader workers ignore the
 signals, as training's and synthesis's do, so that the stop is the command's, not a dead worker's.
+Both record their progress every ``--progress_every`` images (default 100) in a hidden
+``.NAME.progress`` file beside their output; a rerun of the same command (same inputs, encoder and
+options) continues from there, with a note saying how many images were already done.
 
 Everything below runs on the tensors' device; the per-instance grouping is one ``torch.unique``
 plus a sort, never a Python loop over instances (``_instance_features_ref`` is that loop, kept
@@ -138,28 +141,42 @@ def encode_features(encoder: torch.nn.Module, batches: Iterable[dict], *, label_
 
     Each batch is the data pipeline's dict: ``image`` uint8 [N, 3, H, W], ``label`` [N, 1, H, W]
     ids, ``inst`` [N, 1, H, W] ids (ignored for ``label_feat``, where the regions are the labels).
+    Rows come in (image, instance id) order whatever the batches' sizes: instances are keyed by
+    (image, id), so one id in several images of a batch is several instances, and E (in eval mode,
+    its BatchNorm per image) encodes each image as it would alone.
     """
-    from pix2pixhd.encoding import image_to_float
     device = torch.device(device)
     encoder = encoder.to(device).eval()
     parts: dict[int, list[torch.Tensor]] = {}
     for batch in batches:
-        label = batch["label"].to(device)
-        inst = label if label_feat else batch.get("inst")
-        if inst is None:   # InputError is a ValueError: callers catching that still do
-            paths = batch.get("path")
-            first = paths[0] if isinstance(paths, (list, tuple)) and paths else paths
-            of = f"the batch of {first}" if isinstance(first, (str, Path)) else "a batch"
-            raise InputError(f"--instance_feat needs instance maps, and {of} has none (no 'inst' entry): add the "
-                             "dataset's instance maps (its train_inst/ folder, PHASE_inst/ for another --phase), "
-                             "or train with --label_feat (encode_features(label_feat=True))")
-        inst = inst.to(device)
-        real = image_to_float(batch["image"].to(device))
-        f = instance_features(encoder(real, inst), inst, label)
-        rows = torch.cat([f.value, f.area[:, None]], 1).cpu()
-        for cls in torch.unique(f.label).tolist():
-            parts.setdefault(int(cls), []).append(rows[(f.label == cls).cpu()])
+        for cls, rows in _batch_rows(encoder, batch, label_feat, device).items():
+            parts.setdefault(cls, []).append(rows)
+    return _joined(parts)
+
+
+def _joined(parts: dict[int, list[torch.Tensor]]) -> dict[int, np.ndarray]:
     return {k: torch.cat(v).numpy().astype(np.float32) for k, v in sorted(parts.items())}
+
+
+@torch.no_grad()
+def _batch_rows(encoder: torch.nn.Module, batch: dict, label_feat: bool, device: torch.device) -> dict[int, torch.Tensor]:
+    """E over one batch → {class id: float32 [M, F + 1] rows on the CPU}, in (image, id) order."""
+    from pix2pixhd.encoding import image_to_float
+    label = batch["label"].to(device)
+    inst = label if label_feat else batch.get("inst")
+    if inst is None:   # InputError is a ValueError: callers catching that still do
+        paths = batch.get("path")
+        first = paths[0] if isinstance(paths, (list, tuple)) and paths else paths
+        of = f"the batch of {first}" if isinstance(first, (str, Path)) else "a batch"
+        raise InputError(f"--instance_feat needs instance maps, and {of} has none (no 'inst' entry): add the "
+                         "dataset's instance maps (its train_inst/ folder, PHASE_inst/ for another --phase), "
+                         "or train with --label_feat (encode_features(label_feat=True))")
+    inst = inst.to(device)
+    real = image_to_float(batch["image"].to(device))
+    f = instance_features(encoder(real, inst), inst, label)
+    rows = torch.cat([f.value, f.area[:, None]], 1).cpu()
+    labels = f.label.cpu()
+    return {int(cls): rows[labels == cls] for cls in torch.unique(labels).tolist()}
 
 
 def cluster_features(features: dict[int, np.ndarray], n_clusters: int = 10, *,
@@ -784,14 +801,115 @@ def _run_label_nc_wording(text: str) -> str:
                    f"a dataset with the run's {m.group(2)} classes, such as the one it was trained on"), text)
 
 
-def _batches(ds, num_workers: int):
-    """One image per batch, in file order; decoding runs in ``num_workers`` processes, which ignore
+def _batches(ds, num_workers: int, start: int = 0):
+    """The dataset's samples from index ``start`` on, one at a time, in file order (each keeps its
+    index, so a resumed run reads them as an uninterrupted one would); :func:`_grouped` stacks them
+    into batches. Decoding runs in ``num_workers`` processes, which ignore
     SIGTERM and SIGINT (``create_dataloader(ignore_stops=True)``, as training's and synthesis's): a
     signal to the whole process group (GNU timeout, scancel, Ctrl-C) killed them, and the command
     failed on torch's "DataLoader worker (pid N) is killed by signal: Terminated", which reads as
     an out-of-memory kill, instead of stopping. End them with :func:`_end_workers` on every way out."""
     from pix2pixhd.data import create_dataloader
-    return create_dataloader(ds, 1, shuffle=False, num_workers=num_workers, ignore_stops=True)
+    return create_dataloader(ds, None, shuffle=False, num_workers=num_workers, ignore_stops=True,
+                             sampler=[(i, 0) for i in range(start, len(ds))])
+
+
+def _grouped(samples: Iterable[dict], batch_size: int) -> Iterable[dict]:
+    """Consecutive ``samples`` (unbatched dicts) stacked into batches of up to ``batch_size``, in
+    order; a sample of another size than the batch in hand starts a new one (a dataset of mixed
+    sizes under ``--resize_or_crop none`` is encoded, in smaller batches, where stacking would
+    fail). Non-tensor entries become lists, as the loader's collate makes them."""
+    held: list[dict] = []
+
+    def stacked(group):
+        return {k: torch.stack([g[k] for g in group]) if isinstance(group[0][k], torch.Tensor)
+                else [g[k] for g in group] for k in group[0]}
+
+    def shapes(sample):
+        return {k: tuple(v.shape) for k, v in sample.items() if isinstance(v, torch.Tensor)}
+
+    for sample in samples:
+        if held and shapes(sample) != shapes(held[0]):
+            yield stacked(held)
+            held = []
+        held.append(sample)
+        if len(held) >= batch_size:   # at once: no sample fetched ahead of a full batch
+            yield stacked(held)
+            held = []
+    if held:
+        yield stacked(held)
+
+
+# ---- resuming ------------------------------------------------------------------------------------
+PROGRESS_EVERY = 100   # images between two progress saves (--progress_every)
+_PROGRESS_VERSION = 1
+
+
+def _inputs_digest(ds) -> str:
+    """sha256 of the dataset's inputs in order: each record's files with their sizes and
+    modification times, so another input set, another order or a rewritten file is another digest."""
+    h = hashlib.sha256()
+    for rec in ds.records:
+        for k in sorted(rec):
+            v = rec[k]
+            if isinstance(v, (str, Path)):
+                try:
+                    st = os.stat(v)
+                    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+                except OSError:
+                    stamp = "-"
+                h.update(f"{k}={os.path.abspath(v)}:{stamp}\n".encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _record_name(rec: dict) -> str:
+    v = rec.get("label", rec.get("path", rec))
+    return os.path.abspath(v) if isinstance(v, (str, Path)) else str(v)
+
+
+def _load_progress(path: Path, key: dict, ds, command: str) -> tuple[int, dict]:
+    """(images already done, the progress file's dict) from ``path``, written by an earlier run of
+    the same ``command`` on the same inputs, encoder and options (``key``); (0, {}) when there is
+    none, or, with one note on stderr saying why, when it is damaged or another run's (the run
+    then starts over and overwrites it)."""
+    if not path.exists():
+        return 0, {}
+    why = None
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(d, dict) or d.get("version") != _PROGRESS_VERSION or not isinstance(d.get("done"), list):
+            why = "damaged: not a progress file this version writes"
+    except Exception as e:
+        from pix2pixhd.checkpoint import one_line
+        why, d = f"damaged: {one_line(e)}", None
+    if why is None and d.get("key") != key:
+        other = sorted(k for k in key if (d.get("key") or {}).get(k) != key[k])
+        why = f"another run's (its {', '.join(other)} differ{'s' if len(other) == 1 else ''})"
+    if why is None:
+        names = [_record_name(r) for r in ds.records[:len(d["done"])]]
+        if len(d["done"]) > len(ds.records) or d["done"] != names:
+            why = "another run's (its images are not the first of these inputs)"
+    if why is not None:
+        print(f"note: {path} is {why}: ignored, {command} starts over", file=sys.stderr, flush=True)
+        return 0, {}
+    n = len(d["done"])
+    print(f"note: resuming from {path}: {n} of {len(ds.records)} image(s) already done, not redone",
+          file=sys.stderr, flush=True)
+    return n, d
+
+
+def _save_progress(path: Path, key: dict, ds, done: int, **payload) -> None:
+    """The progress after the first ``done`` images, written whole (a temporary file, renamed)."""
+    from pix2pixhd.checkpoint import atomic_torch_save
+    with _stops_held():
+        atomic_torch_save({"version": _PROGRESS_VERSION, "key": key,
+                           "done": [_record_name(r) for r in ds.records[:done]], **payload}, path)
+
+
+def _progress_path(output: Path) -> Path:
+    """The progress file of a run writing ``output`` (a file or a folder): beside it, hidden."""
+    return output.parent / f".{output.name}.progress"
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -860,47 +978,85 @@ def _file_id(path: Path) -> tuple | None:
 def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest", dataroot: str = "",
                        phase: str = "train", n_clusters: int | None = None, how_many: int = 0,
                        device: str | torch.device = "cpu", batches: Iterable[dict] | None = None,
-                       out: str | Path | None = None) -> tuple[Path, FeatureClusters]:
+                       out: str | Path | None = None, batch_size: int = 4,
+                       progress_every: int = PROGRESS_EVERY) -> tuple[Path, FeatureClusters]:
     """The ``encode`` command: E over the dataset, k-means per class, clusters saved beside the
     checkpoint (``checkpoint_dir`` may be a checkpoint file: its folder). ``batches`` replaces the
-    run's dataset (tests, custom data). The options and the output path are checked first."""
+    run's dataset (tests, custom data). The options and the output path are checked first.
+
+    E encodes ``batch_size`` images at a time (the rows are those of one at a time: see
+    :func:`encode_features`). Every ``progress_every`` images (0: never) the features so far and
+    the images done are written to ``.features_clustered.pt.progress`` beside the output, whole;
+    a rerun after a stop or a kill continues from there (the same inputs, encoder and options:
+    otherwise it says so and starts over) and gives the clusters of an uninterrupted run; the file
+    is removed once the clusters are written."""
     if n_clusters is not None and n_clusters < 0:
         raise ConfigError(f"--n_clusters {n_clusters}: need at least 1 cluster per class (0 or none: the "
                           "run's --n_clusters)")
     _check_how_many(how_many)
+    _check_batching(batch_size, progress_every)
     run = Path(checkpoint_dir)
     dst = Path(out) if out else (run.parent if run.is_file() else run) / CLUSTERS_FILE
     _check_clusters_out(dst, run, which_epoch)
     before = _file_id(dst)
+    progress, done = _progress_path(dst), 0
     try:
         e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
         identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
         n_clusters = n_clusters or cfg.n_clusters
         if n_clusters < 1:
             raise ConfigError(f"{run}: its n_clusters is {n_clusters}: give --n_clusters N (N >= 1)")
-        loader = None
-        if batches is None:
-            loader = _batches(_dataset(cfg, dataroot, phase, how_many), cfg.nThreads)
-            batches = _held_fetches(loader)
-        try:
+        if batches is not None:
             raw = encode_features(e, batches, label_feat=cfg.label_feat, device=device)
-        finally:
-            if loader is not None:
+        else:
+            ds = _dataset(cfg, dataroot, phase, how_many)
+            key = {"command": "encode", "encoder": identity.get("sha256", ""), "inputs": _inputs_digest(ds),
+                   "label_feat": str(bool(cfg.label_feat)), "phase": phase}
+            done, d = _load_progress(progress, key, ds, "encode") if progress_every else (0, {})
+            parts = {int(k): [v] for k, v in (d.get("features") or {}).items()}
+            loader = _batches(ds, cfg.nThreads, start=done)
+            e = e.to(device).eval()
+            last = done
+            try:
+                for batch in _grouped(_held_fetches(loader), batch_size):
+                    for cls, rows in _batch_rows(e, batch, cfg.label_feat, torch.device(device)).items():
+                        parts.setdefault(cls, []).append(rows)
+                    done += len(batch["label"])
+                    if progress_every and done - last >= progress_every and done < len(ds):
+                        parts = {k: [torch.cat(v)] for k, v in parts.items()}
+                        _save_progress(progress, key, ds, done, features={k: v[0] for k, v in parts.items()})
+                        last = done
+            finally:
                 _end_workers(loader)
+                done = last   # what the progress file holds
+            raw = _joined(parts)
         centers = cluster_features(raw, n_clusters)
         counts = {k: int((v[:, -1] > MIN_AREA).sum()) for k, v in raw.items()}
         fc = FeatureClusters({k: torch.from_numpy(v) for k, v in centers.items()}, cfg.feat_num,
                              n_clusters, step, counts, encoder=identity)
         path = fc.save(dst, raw)   # whole or not at all (a temporary file, renamed)
+        if batches is None:
+            progress.unlink(missing_ok=True)
     except _Stopped as stop:
         if _file_id(dst) != before:
             stop.what = f"{dst} was written, whole, before the stop"
+        elif done:
+            stop.what = (f"nothing written to {dst} (written whole at encode's end); the features of {done} "
+                         f"image(s) are kept in {progress}: rerun the same command to continue from there")
         else:
             stop.what = (f"nothing written ({dst} is written whole at encode's end; "
                          f"{'the one there is as it was' if before else 'it was not created'}); rerun the "
                          "same command (encode starts over)")
         raise
     return path, fc
+
+
+def _check_batching(batch_size: int, progress_every: int) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"--batch_size {batch_size}: expected 1 or more images per batch of E (default 4)")
+    if progress_every < 0:
+        raise ConfigError(f"--progress_every {progress_every}: expected 0 (no progress file) or a number "
+                          f"of images (default {PROGRESS_EVERY})")
 
 
 def _check_clusters_out(dst: Path, run: Path, which_epoch: str) -> None:
@@ -951,12 +1107,18 @@ def _check_how_many(how_many: int) -> None:
 def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "latest",
                             dataroot: str = "", phase: str = "train", upsample: int = 2,
                             out_dir: str | Path | None = None, how_many: int = 0,
-                            device: str | torch.device = "cpu") -> list[Path]:
+                            device: str | torch.device = "cpu",
+                            progress_every: int = PROGRESS_EVERY) -> list[Path]:
     """E's maps of every training image, upsampled ×``upsample`` (nearest) → uint8 RGB PNGs in
     ``DATAROOT/{phase}_feat/<label stem>.png``, which ``--load_features`` reads at the next stage.
 
     As the reference does it: E runs at the resolution it was trained at (the global stage's), and
     the 2048×1024 stage reads the ×2 maps. Values [-1, 1] are stored as (v + 1) · 127.5.
+
+    Every ``progress_every`` images (0: never) the maps written so far are recorded in
+    ``.{out folder}.progress`` beside the folder (whole: a temporary file, renamed); a rerun after a
+    stop or a kill writes only the others (the same inputs, encoder and options: otherwise it says
+    so and starts over). The file is removed once every map is written.
     """
     from PIL import Image
 
@@ -979,11 +1141,23 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
             raise PermissionError(errno.EACCES, "Permission denied (no write permission)", str(out))
     except OSError as e:
         raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
-    written = []
-    loader = _batches(ds, cfg.nThreads)
+    _check_batching(1, progress_every)
+    progress = _progress_path(out)
+    key = {"command": "precompute", "encoder": checkpoint_encoder_identity(checkpoint_dir, which_epoch).get("sha256", ""),
+           "inputs": _inputs_digest(ds), "label_feat": str(bool(cfg.label_feat)), "upsample": str(upsample),
+           "out": os.path.abspath(out)}
+    done, d = _load_progress(progress, key, ds, "precompute") if progress_every else (0, {})
+    written = [out / f"{stem_key(Path(n))}.png" for n in (d.get("done") or [])]
+    if any(not p.is_file() for p in written):
+        missing = next(p for p in written if not p.is_file())
+        print(f"note: {progress} lists {missing}, which is gone: ignored, precompute starts over",
+              file=sys.stderr, flush=True)
+        done, written = 0, []
+    last = done
+    loader = _batches(ds, cfg.nThreads, start=done)
     try:
         try:
-            for batch in _held_fetches(loader):
+            for batch in _grouped(_held_fetches(loader), 1):
                 label = batch["label"].to(device)
                 inst = label if cfg.label_feat else batch["inst"].to(device)
                 feat = e(image_to_float(batch["image"].to(device)), inst)          # [1, F, h, w] in [-1, 1]
@@ -1000,12 +1174,21 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
                     if e.errno is None:   # not the file system's: PIL's own
                         raise
                     raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
+                if progress_every and len(written) - last >= progress_every and len(written) < len(ds):
+                    _save_progress(progress, key, ds, len(written))
+                    last = len(written)
         finally:
             _end_workers(loader)
+        progress.unlink(missing_ok=True)
     except _Stopped as stop:
-        stop.what = (f"{len(written)} feature map(s) written to {out}/ before the stop, each whole (through a "
-                     "temporary file), the others not; rerun the same command to write them all (precompute "
-                     "starts over)")
+        if last:
+            stop.what = (f"{len(written)} feature map(s) written to {out}/ before the stop, each whole (through a "
+                         f"temporary file), the others not; {progress} records the first {last}: rerun the same "
+                         "command to write the others")
+        else:
+            stop.what = (f"{len(written)} feature map(s) written to {out}/ before the stop, each whole (through a "
+                         "temporary file), the others not; rerun the same command to write them all (precompute "
+                         "starts over)")
         raise
     return written
 
@@ -1073,6 +1256,12 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default="auto", help="auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     sub.choices["encode"].add_argument("--n_clusters", type=int, default=0,
                                        help="k-means clusters per class; 0: the run's --n_clusters (default: 0)")
+    sub.choices["encode"].add_argument("--batch_size", type=int, default=4,
+                                       help="images E encodes at once (the features are those of one at a time; default: 4)")
+    for name in ("encode", "precompute"):
+        sub.choices[name].add_argument(
+            "--progress_every", type=int, default=PROGRESS_EVERY,
+            help=f"record the progress every N images, so that a rerun after a stop continues (0: never; default: {PROGRESS_EVERY})")
     sub.choices["encode"].add_argument("--out", default="",
                                        help=f"clusters file to write (default: CHECKPOINT/{CLUSTERS_FILE})")
     sub.choices["precompute"].add_argument("--upsample", type=int, default=2,
@@ -1083,8 +1272,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pix2pixhd.features``. SIGTERM or SIGINT stops the command at once (it has no
-    resume, so there is nothing to finish first) with one line on stderr, what it had written and
+    """``python -m pix2pixhd.features``. SIGTERM or SIGINT stops the command at once (its progress
+    file, if any, is written every so many images, not at the stop) with one line on stderr, what it had written and
     how to go on, and SystemExit with training's status for a stop: 75 (SIGTERM), 130 (SIGINT); a
     second signal while it stops is ignored. The previous handlers come back when it returns."""
     a = build_parser().parse_args(argv)
@@ -1128,7 +1317,8 @@ def _command(a: argparse.Namespace) -> int:
     if a.cmd == "encode":
         path, fc = encode_and_cluster(a.checkpoint, which_epoch=a.which_epoch, dataroot=a.dataroot,
                                       phase=a.phase, n_clusters=a.n_clusters or None,
-                                      how_many=a.how_many, device=device, out=a.out or None)
+                                      how_many=a.how_many, device=device, out=a.out or None,
+                                      batch_size=a.batch_size, progress_every=a.progress_every)
         for cls in sorted(set(fc.counts) | set(fc.centers)):
             k = fc.centers[cls].shape[0] if cls in fc.centers else 0
             print(f"class {cls:3d}: {fc.counts.get(cls, 0):6d} instances kept, {k} clusters")
@@ -1136,7 +1326,7 @@ def _command(a: argparse.Namespace) -> int:
     else:
         files = precompute_feature_maps(a.checkpoint, which_epoch=a.which_epoch, dataroot=a.dataroot,
                                         phase=a.phase, upsample=a.upsample, out_dir=a.out_dir or None,
-                                        how_many=a.how_many, device=device)
+                                        how_many=a.how_many, device=device, progress_every=a.progress_every)
         print(f"wrote {len(files)} feature maps to {files[0].parent if files else a.out_dir}")
     return 0
 

@@ -1,0 +1,196 @@
+"""``python -m pix2pixhd.features encode`` / ``precompute`` over thousands of images: E encodes
+several images per forward (``--batch_size``) with the features of one at a time, and a stopped or
+killed run continues from its progress file instead of starting over.
+
+A tiny untrained E (per-image BatchNorm, as ``encode`` runs it) on 7 synthetic 64x32 scenes; E is
+wrapped to count its forwards and the images in each, and to raise KeyboardInterrupt (a kill's
+stand-in: nothing is written at the stop) before a given image."""
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import pix2pixhd.features as features
+from pix2pixhd.checkpoint import save_checkpoint
+from pix2pixhd.config import TrainConfig
+from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+from pix2pixhd.models import build_encoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
+
+N = 7
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """(a run folder with an untrained E, its dataset of N scenes)."""
+    root = tmp_path_factory.mktemp("features_scale")
+    generate(root / "streets", n_train=N, n_test=0, width=64, height=32, seed=0)
+    folder = root / "ck" / "e"
+    cfg = TrainConfig(name="e", checkpoints_dir=str(folder.parent), dataroot=str(root / "streets"),
+                      label_nc=LABEL_NC, resize_or_crop="none", instance_feat=True, nef=4, n_downsample_E=2,
+                      ngf=4, n_downsample_global=2, n_blocks_global=1, n_clusters=2, nThreads=0,
+                      norm="batch").resolved()
+    torch.manual_seed(0)
+    save_checkpoint({"config": cfg.to_dict(), "global_step": 1, "E": build_encoder(cfg).state_dict()},
+                    folder, "latest", cfg.to_json())
+    return folder, root / "streets"
+
+
+class Counted(torch.nn.Module):
+    """E, counting its forwards' batch sizes; raises KeyboardInterrupt before image ``stop_at``."""
+
+    def __init__(self, e, sizes: list, stop_at: int | None):
+        super().__init__()
+        self.e, self.sizes, self.stop_at = e, sizes, stop_at
+
+    def forward(self, x, inst):
+        seen = sum(self.sizes)
+        if self.stop_at is not None and seen + x.shape[0] > self.stop_at:
+            raise KeyboardInterrupt
+        self.sizes.append(x.shape[0])
+        return self.e(x, inst)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """counted(stop_at=None) → the list of E's batch sizes in the next command."""
+    load = features.load_encoder
+
+    def arm(stop_at=None):
+        sizes = []
+
+        def wrapped(*a, **k):
+            e, cfg, step = load(*a, **k)
+            return Counted(e, sizes, stop_at), cfg, step
+        monkeypatch.setattr(features, "load_encoder", wrapped)
+        return sizes
+    return arm
+
+
+def _features(path: Path) -> dict:
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    return {"features": d["features"], "centers": d["centers"], "counts": d["counts"]}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        (_same(a[k], b[k]) if isinstance(a[k], dict) else
+         torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k]) for k in a)
+
+
+def test_encode_batches_images_and_gives_the_features_of_one_at_a_time(run, tmp_path, counted):
+    folder, _ = run
+    one = counted()
+    features.encode_and_cluster(folder, out=tmp_path / "b1.pt", batch_size=1)
+    three = counted()
+    features.encode_and_cluster(folder, out=tmp_path / "b3.pt", batch_size=3)
+    assert one == [1] * N, one
+    a, b = _features(tmp_path / "b1.pt"), _features(tmp_path / "b3.pt")
+    # the same rows in the same (image, id) order; the values agree to the last bits of float32
+    # (the CPU's convolution kernels block a batch of 3 otherwise than one of 1)
+    assert a["features"].keys() == b["features"].keys() and a["counts"] == b["counts"]
+    for k in a["features"]:
+        assert a["features"][k].shape == b["features"][k].shape, k
+        torch.testing.assert_close(a["features"][k], b["features"][k], rtol=0, atol=1e-6,
+                                   msg=lambda m: f"class {k}: batch 3 encodes other features than batch 1: {m}")
+        torch.testing.assert_close(a["centers"].get(k), b["centers"].get(k), rtol=0, atol=1e-5)
+    # the synthetic scenes share instance ids: each (image, id) is its own row
+    assert sum(v.shape[0] for v in a["features"].values()) > N
+    assert three == [3, 3, 1], f"E's forwards at --batch_size 3: {three} (images each)"
+
+
+def test_grouped_starts_a_new_batch_at_another_size():
+    s = [{"image": torch.zeros(3, h, 8), "path": str(i)} for i, h in enumerate([4, 4, 4, 8, 8, 4])]
+    got = [(tuple(b["image"].shape), b["path"]) for b in features._grouped(s, 2)]
+    assert got == [((2, 3, 4, 8), ["0", "1"]), ((1, 3, 4, 8), ["2"]), ((2, 3, 8, 8), ["3", "4"]),
+                   ((1, 3, 4, 8), ["5"])]
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="features encode killed after 4 of 7 images (progress every 2): the rerun encodes "
+                        "only the other 3 and writes the clusters of an uninterrupted run")
+def test_encode_resumes_after_a_stop_and_matches_an_uninterrupted_run(run, tmp_path, counted, capsys):
+    folder, _ = run
+    counted()
+    whole = features.encode_and_cluster(folder, out=tmp_path / "whole.pt", batch_size=2)[0]
+    out = tmp_path / "resumed.pt"
+    counted(stop_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
+    assert not out.exists()
+    capsys.readouterr()
+    sizes = counted()
+    features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
+    err = capsys.readouterr().err
+    assert f"resuming from {tmp_path / '.resumed.pt.progress'}: 4 of {N} image(s) already done" in err, err
+    assert sum(sizes) == N - 4, f"the rerun encoded {sum(sizes)} images, not the {N - 4} left"
+    assert _same(_features(whole), _features(out)), "the resumed run's clusters differ from an uninterrupted run's"
+    assert not (tmp_path / ".resumed.pt.progress").exists()
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="features encode: a damaged progress file (cut short) is ignored with a note and "
+                        "the run starts over")
+def test_a_damaged_progress_file_is_ignored_with_a_note(run, tmp_path, counted, capsys):
+    folder, _ = run
+    out = tmp_path / "c.pt"
+    counted(stop_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
+    progress = tmp_path / ".c.pt.progress"
+    data = progress.read_bytes()
+    progress.write_bytes(data[:len(data) // 2])
+    capsys.readouterr()
+    sizes = counted()
+    features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
+    err = capsys.readouterr().err
+    assert f"note: {progress} is damaged" in err and "encode starts over" in err, err
+    assert sum(sizes) == N
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="features encode: the progress file of another encoder is not resumed from: one "
+                        "note naming what differs, the run starts over")
+def test_progress_of_another_encoder_is_not_resumed(run, tmp_path, counted, capsys, monkeypatch):
+    folder, _ = run
+    out = tmp_path / "d.pt"
+    counted(stop_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
+    ident = features.checkpoint_encoder_identity
+    monkeypatch.setattr(features, "checkpoint_encoder_identity",
+                        lambda *a, **k: {**ident(*a, **k), "sha256": "another"})
+    capsys.readouterr()
+    sizes = counted()
+    features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
+    err = capsys.readouterr().err
+    assert "another run's (its encoder differs)" in err and "encode starts over" in err, err
+    assert sum(sizes) == N
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="features precompute killed after 3 of 7 maps (progress every 1): the rerun writes "
+                        "only the other 4, the maps equal an uninterrupted run's")
+def test_precompute_resumes_after_a_stop(run, tmp_path, counted, capsys):
+    folder, _ = run
+    counted()
+    features.precompute_feature_maps(folder, out_dir=tmp_path / "whole")
+    out = tmp_path / "feat"
+    counted(stop_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        features.precompute_feature_maps(folder, out_dir=out, progress_every=1)
+    capsys.readouterr()
+    sizes = counted()
+    written = features.precompute_feature_maps(folder, out_dir=out, progress_every=1)
+    err = capsys.readouterr().err
+    assert f"3 of {N} image(s) already done" in err, err
+    assert sum(sizes) == N - 3, f"the rerun encoded {sum(sizes)} images, not the {N - 3} left"
+    assert len(written) == N
+    names = sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert sorted(p.name for p in out.iterdir()) == names and len(names) == N
+    for n in names:
+        with Image.open(out / n) as a, Image.open(tmp_path / "whole" / n) as b:
+            assert a.tobytes() == b.tobytes(), n
+    assert not (tmp_path / ".feat.progress").exists()

@@ -268,7 +268,10 @@ def test_the_palette_fit_threshold_separates_every_shared_facades_label_half_fro
         w = a.shape[1] // 2
         photos.append(palette_fit(a[:, :w], pal))
         labels.append(palette_fit(a[:, w:], pal))
-        worst = far_colours(a[:, w:], pal, min_share=0.0)
+        # far colours on 0.1% of the half or more: the largest one is the same as over all of
+        # them whenever it is that large (0.423% here), and listing every JPEG-noise colour of
+        # a few pixels made this test 20x slower
+        worst = far_colours(a[:, w:], pal, min_share=0.001)
         far.append(worst[0][1] / (a.shape[0] * (a.shape[1] - w)) if worst else 0.0)
     print(f"{len(labels)} images: label halves min {min(labels):.3f} median {np.median(labels):.3f}; "
           f"photo halves max {max(photos):.4f}; largest share of a label half one far colour covers "

@@ -44,6 +44,6 @@ setup(
         "eval": EVAL,
         "export": EXPORT,
         "features": FEATURES,
-        "test": ["pytest>=7"] + EVAL + EXPORT + FEATURES,
+        "test": ["pytest>=7", "pytest-xdist>=3"] + EVAL + EXPORT + FEATURES,
     },
 )

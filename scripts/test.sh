@@ -2,8 +2,27 @@
 # The README's test command (and CI's): install the package with its test extras
 # (scripts/env.sh: the active environment, else .venv), then run the suite. Extra arguments go
 # to pytest.
+#
+# The suite runs in two pytest-xdist worker processes where the machine has two cores or more
+# (most tests are one process, or wait on subprocesses, and leave a core idle), one test file per
+# worker at a time (--dist loadfile: a module's shared fixtures run once). PIX2PIXHD_TEST_WORKERS=N runs N
+# workers; 1, or an environment without pytest-xdist (an offline install that could not fetch it),
+# runs the suite in this process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 pix2pixhd_env "[test]"
-"$PY" -m pytest -q --durations=15 tests "$@"
+cores=$("$PY" -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)')
+workers=${PIX2PIXHD_TEST_WORKERS:-$(( cores < 2 ? 1 : 2 ))}
+case "$workers" in
+    ''|*[!0-9]*|0) echo "scripts/test.sh: PIX2PIXHD_TEST_WORKERS=$workers: expected a number of workers, 1 or more (1: no pytest-xdist)" >&2; exit 1 ;;
+esac
+parallel=()
+if [ "$workers" -gt 1 ]; then
+    if "$PY" -c 'import xdist' 2>/dev/null; then
+        parallel=(-n "$workers" --dist loadfile)
+    else
+        echo "note: pytest-xdist is not installed: the suite runs in one process (pip install pytest-xdist for $workers workers)" >&2
+    fi
+fi
+"$PY" -m pytest -q --durations=15 "${parallel[@]}" tests "$@"

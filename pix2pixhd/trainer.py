@@ -65,6 +65,10 @@ from pix2pixhd.run_folder import check_new_run, drop_replaced, lock_run, move_as
 from pix2pixhd.visualizer import Visualizer, WindowMeans, loss_line_order, summary_writer_class
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# On a terminal, an epoch's progress bar is left on the screen when the epoch took at least this
+# long (seconds), and the run's last bar always; shorter epochs' bars are cleared at their end, so
+# a run of thousands of tiny epochs does not leave thousands of lines
+EPOCH_BAR_KEEP_S = 60.0
 # --norm_impl auto's measured choices on CUDA, kept in the run folder (Trainer.__init__)
 NORM_AUTOTUNE_FILE = "norm_autotune.json"
 
@@ -1823,8 +1827,9 @@ class Trainer:
         self._catch_sigterm()
         steps_this_run, images, t_run = 0, 0, time.perf_counter()
         self._first_step_s = None   # the run's first step (its batch, --compile's compilation): the summary
-        # rank 0's progress: a bar per epoch on a terminal (its postfix: the run's ETA), else a line
-        # at most every PROGRESS_INTERVAL_S seconds (a log file)
+        # rank 0's progress: a bar per epoch on a terminal (its postfix: the run's ETA; left on the
+        # screen when the epoch took EPOCH_BAR_KEEP_S or more, or ends the run: close_bar), else a
+        # line at most every PROGRESS_INTERVAL_S seconds (a log file)
         show, tty = master and not cfg.no_progress, _stderr_is_tty()
         last_step = self.global_step + self._steps_left(sampler, total_epochs)
         if cfg.max_steps:
@@ -1867,6 +1872,18 @@ class Trainer:
             # the next progress line's (without a terminal), in loss_log.txt's order
             progress.losses = {k: means[k] for k in loss_line_order(means, cfg.model)}
             return means
+
+        def close_bar(ends_run: bool) -> None:
+            """The epoch's bar closed: left on the screen if the epoch took EPOCH_BAR_KEEP_S or
+            more or ``ends_run`` (its line: the run's last losses and ETA), else cleared."""
+            bar.leave = bool(ends_run or time.perf_counter() - t_epoch >= EPOCH_BAR_KEEP_S)
+            bar.close()
+
+        def say(msg: str) -> None:
+            """A note on stderr during an epoch: above the bar on a terminal (tqdm.write clears it
+            and draws it again), not glued to the bar's line nor cleared with it."""
+            tqdm.write(msg, file=sys.stderr)
+            sys.stderr.flush()
 
         def epoch_means(whole: bool) -> dict:
             """This epoch's losses for the summary (a collective under DDP: every rank calls it at
@@ -1946,8 +1963,9 @@ class Trainer:
             # once the epoch's iteration began it would be the whole epoch's (set_epoch's done is
             # spent), not what a resumed epoch has left
             epoch_steps = len(loader)
+            t_epoch = time.perf_counter()
             bar = tqdm(total=self.iter_in_epoch + epoch_steps, initial=self.iter_in_epoch,
-                       disable=not show or not tty,
+                       disable=not show or not tty, leave=False,   # close_bar decides
                        desc=f"{_run_label(cfg, short=True)} epoch {self.epoch}/{total_epochs}",
                        dynamic_ncols=True)
             t_data = time.perf_counter()
@@ -1960,8 +1978,8 @@ class Trainer:
                 self.timer.start(logging or bool(cfg.max_steps and steps_this_run + 1 >= cfg.max_steps) or (
                     self.epoch == total_epochs and self.iter_in_epoch + 1 - began_at == epoch_steps))
                 if not steps_this_run and cfg.compile and master:
-                    print("note: --compile: the networks compile during the first step (minutes on a large "
-                          "model); the steps after it run compiled", file=sys.stderr, flush=True)
+                    say("note: --compile: the networks compile during the first step (minutes on a large "
+                        "model); the steps after it run compiled")
                 losses = self.train_step(batch)
                 if not steps_this_run:
                     if self.device.type == "cuda":
@@ -2003,10 +2021,10 @@ class Trainer:
                 if last and window.n:   # the steps after the last log line: one shorter window
                     log_window()
                 if stop == WORKER_DEATH_CODE:   # a rank's loader worker died: every rank saves, stops
-                    bar.close()
+                    close_bar(ends_run=True)
                     self._stop_after_worker_death()
                 if stop:   # SIGTERM or SIGINT: every rank stops after this same step
-                    bar.close()
+                    close_bar(ends_run=True)
                     last_epoch = epoch_means(whole=began_at == 0 and not self._batches_left(sampler))
                     self._stop_by_sigterm(stop, self._summary(steps_this_run, images, t_run, last_epoch, sampler,
                                                               stopped_by=_STOP_SIGNALS[stop][0]))
@@ -2015,7 +2033,7 @@ class Trainer:
                 if cfg.max_steps and steps_this_run >= cfg.max_steps:
                     if not self._batches_left(sampler):   # the epoch's last step: its end as usual
                         break                              # (latest.pt, epoch_N.pt), then stop
-                    bar.close()
+                    close_bar(ends_run=True)
                     self.save("latest")
                     last_epoch = epoch_means(whole=began_at == 0 and not self._batches_left(sampler))
                     return self._summary(steps_this_run, images, t_run, last_epoch, sampler, stopped_by="max_steps")
@@ -2023,7 +2041,7 @@ class Trainer:
             finished = self.epoch
             if finished == total_epochs and window.n:
                 log_window()   # the run's last steps after its last log line: one shorter window
-            bar.close()
+            close_bar(ends_run=finished == total_epochs or bool(cfg.max_steps and steps_this_run >= cfg.max_steps))
             if epoch_sums.n:   # none when resumed from a save on this epoch's last step
                 last_epoch = epoch_means(whole=began_at == 0)
             if steps_this_run and shown_at != self.global_step:   # the page's images of the epoch

@@ -24,8 +24,9 @@ What runs where:
     (``OutputWriteError``); a rerun of the same command resumes it.
   * Memory: at most ``max_pending`` decoded maps wait for a batch and ``max_inflight`` outputs
     wait for a writer, whatever the number of inputs. What grows with the input count is the
-    bookkeeping: the sorted list of input names and, on a rerun, the set of finished outputs
-    with their inputs' fingerprints (a few hundred bytes per input).
+    bookkeeping, stored compactly (bytes blobs and arrays: ``_Strs``, ``_Todo``, ``_Done``): the
+    input names and the list to do (~0.1 KB per input for the whole run) and, during a rerun's
+    scan, the finished outputs with their inputs' fingerprints (~0.2 KB per output).
 
 Output (``out``): a dataset ``pix2pixhd.data`` reads back for training — the cityscapes layout
 ``{phase}_label`` (the label ids the generator saw), ``{phase}_inst`` (instance maps, when there
@@ -57,12 +58,14 @@ early (``EARLY_STOP``).
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import functools
 import hashlib
 import heapq
 import io
 import json
+import operator
 import os
 import re
 import shlex
@@ -73,8 +76,11 @@ import stat
 import sys
 import threading
 import time
+import unicodedata
 import warnings
+from array import array
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +91,7 @@ from PIL import Image
 
 from pix2pixhd.data.dataset import (_TURNS, ID_MODES, KIND_NOTES, _frames, _orientation, _read_error,
                                      synthesis_wording, wanted_modes)
-from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key, stem_key
+from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, stem_key
 from pix2pixhd.errors import PROGRESS_INTERVAL_S, ConfigError, InputError, MissingInputError, UserError, loads_json
 from pix2pixhd.errors import printable   # file names and file-provided text, before they reach a terminal
 from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
@@ -240,15 +246,18 @@ class FolderSource(torch.utils.data.Dataset):
         self.input_nc = input_image_nc(cfg, job.direction)
         from pix2pixhd.data.layouts import load_palette
         self.palette = load_palette(cfg.palette or None) if cfg.label_nc > 0 else None
-        self.inst_index = _index(job.inst, f"--inst {job.inst}") if job.inst else {}
-        self.real_index = _index(job.real, f"--real {job.real}") if job.real else {}
+        # the partners and the inputs' names, compactly (_Index, _Strs): held for the whole run
+        self.inst_index = _Index(_index(job.inst, f"--inst {job.inst}") if job.inst else None)
+        self.real_index = _Index(_index(job.real, f"--real {job.real}") if job.real else None)
         self.inst_dir, self.real_dir = job.inst, job.real
         self.needs_inst, self.needs_image = needs_inst, needs_image
         self.has_inst = job.inst is not None or needs_inst   # items carry instance maps
-        self.files = [str(p) for p in files]
-        self.keys = [p.name for p in files]          # unique within one folder
-        self.stems = [stem_key(p) for p in files]
-        self.match_keys = [partner_key(p) for p in files]   # what --inst/--real partners match on (NFC)
+        # compactly (held for the whole run): the names and stems in _Strs; each path is the
+        # folder / its name (list_folder's), and each partner key (partner_key) its stem in NFC
+        self.keys = _Strs(p.name for p in files)          # unique within one folder
+        self.files = _Under(folder, self.keys)
+        self.stems = _Strs(stem_key(p) for p in files)
+        self.match_keys = _NFC(self.stems)   # what --inst/--real partners match on (NFC)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -519,6 +528,299 @@ def _str(p) -> str | None:
     return None if p is None else str(p)
 
 
+class _Strs(Sequence):
+    """A read-only list of str (input paths, names, stems) stored compactly: one bytes blob (UTF-8
+    with surrogates passed through, so any str survives, a file name's undecodable bytes
+    included) and a numpy array of end offsets; ``strs[i]`` builds the str when read. The
+    engine held four lists of str per input for the whole run, some 300 bytes of Python objects
+    per input (300 MB per rank for a million maps), which a DataLoader worker (a fork) also copies
+    page by page as reference counts touch them; these arrays are only read."""
+
+    __slots__ = ("_blob", "_ends")
+
+    def __init__(self, items=()):
+        blob, ends = bytearray(), array("q")
+        for s in items:
+            blob += s.encode("utf-8", "surrogatepass")
+            ends.append(len(blob))
+        self._blob = bytes(blob)
+        self._ends = np.array(ends, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = operator.index(i)
+        n = len(self._ends)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("index out of range")
+        start = int(self._ends[i - 1]) if i else 0
+        return self._blob[start:int(self._ends[i])].decode("utf-8", "surrogatepass")
+
+    def __eq__(self, other):
+        if isinstance(other, (_Strs, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"_Strs({list(self)!r})"
+
+    def __reduce__(self):   # a spawned worker gets the blob and the array
+        return (_strs_from_state, (self._blob, self._ends))
+
+
+def _strs_from_state(blob: bytes, ends) -> _Strs:
+    s = _Strs.__new__(_Strs)
+    s._blob, s._ends = blob, ends
+    return s
+
+
+class _Under(Sequence):
+    """``str(folder / name)`` of each of ``names`` (a folder's files, as ``list_folder`` made
+    their Paths), built when read: the folder's path is not stored once per input."""
+
+    def __init__(self, folder: Path, names: Sequence):
+        self.folder, self.names = folder, names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return str(self.folder / self.names[i])
+
+
+class _NFC(Sequence):
+    """Each of ``strs`` in Unicode normal form NFC (``partner_key`` of a stem), built when read."""
+
+    def __init__(self, strs: Sequence):
+        self.strs = strs
+
+    def __len__(self) -> int:
+        return len(self.strs)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return unicodedata.normalize("NFC", self.strs[i])
+
+
+class _Index:
+    """``{key: Path}`` of an --inst or --real folder (``_index``), stored as two :class:`_Strs`,
+    the keys sorted: ``get(key)`` finds it by bisection and builds the Path. A dict of Paths was
+    some 250 bytes per partner file for the whole run."""
+
+    __slots__ = ("_keys", "_paths")
+
+    def __init__(self, index: dict | None = None):
+        keys = sorted(index or ())
+        self._keys = _Strs(keys)
+        self._paths = _Strs(str(index[k]) for k in keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, key: str, default=None):
+        j = bisect.bisect_left(self._keys, key)
+        if j < len(self._keys) and self._keys[j] == key:
+            return Path(self._paths[j])
+        return default
+
+
+class _HashSet:
+    """Membership of names by their 64-bit ``hash`` (this process's), in a sorted numpy array: 8
+    bytes a name instead of a set of str. A name whose hash collides with a member's counts as a
+    member (one in 2**64): only for filters where an extra member costs nothing but its memory
+    (a torchrun rank's share of the manifest lines, ``_complete_lines``'s ``outputs``)."""
+
+    __slots__ = ("_h",)
+
+    def __init__(self, names=()):
+        self._h = np.sort(np.fromiter((hash(n) for n in names), dtype=np.int64))
+
+    def __contains__(self, name) -> bool:
+        h = hash(name)
+        j = int(np.searchsorted(self._h, h))
+        return j < len(self._h) and int(self._h[j]) == h
+
+
+class _Done:
+    """_complete_lines's answer, ``{output: (size, inputs, partners, real_sha256)}``, stored
+    compactly while the manifest is read: per line one entry of a bytes blob (the output's name,
+    then its value as JSON) and its name's ``hash`` in an array; :meth:`freeze` keeps each
+    output's last line (the dict's overwrite), sorted by hash. ``get``, ``[]``, ``pop`` and
+    ``len`` as the dict's; the value's tuple is built when read. A dict of tuples of lists was
+    some 650 bytes of Python objects per output while a rerun scanned a job."""
+
+    __slots__ = ("_blob", "_ends", "_split", "_hashes", "_order", "_gone", "_n", "_none")
+
+    def __init__(self):
+        self._blob, self._ends, self._split, self._hashes = bytearray(), array("q"), array("q"), array("q")
+        self._none: list = []   # an ok line whose output is null: a key of the dict, never looked up
+
+    def add(self, output: str | None, value) -> None:
+        if output is None:
+            self._none[:] = [value]
+            return
+        self._hashes.append(hash(output))
+        self._blob += output.encode("utf-8", "surrogatepass")
+        self._split.append(len(self._blob))
+        self._blob += json.dumps(value, separators=(",", ":")).encode()
+        self._ends.append(len(self._blob))
+
+    def freeze(self) -> "_Done":
+        self._blob = bytes(self._blob)
+        ends, split = np.array(self._ends, np.int64), np.array(self._split, np.int64)
+        hashes = np.array(self._hashes, np.int64)
+        order = np.lexsort((np.arange(len(hashes)), hashes))   # by hash, then line: the last line last
+        hs = hashes[order]
+        later = np.zeros(len(order), bool)   # the next entry has the same hash
+        later[:-1] = hs[1:] == hs[:-1]
+        keep = ~later
+        for t in np.flatnonzero(later):   # kept unless a later line of its hash has its name
+            name, u = self._name_of(int(order[t]), ends, split), t + 1
+            while u < len(order) and hs[u] == hs[t] and self._name_of(int(order[u]), ends, split) != name:
+                u += 1
+            keep[t] = not (u < len(order) and hs[u] == hs[t])
+        self._order = order[keep]
+        self._hashes = hashes[self._order]
+        self._ends, self._split = ends, split
+        self._gone = np.zeros(len(self._order), bool)
+        self._n = len(self._order)
+        return self
+
+    def _name_of(self, e: int, ends=None, split=None) -> bytes:
+        ends = self._ends if ends is None else ends
+        split = self._split if split is None else split
+        return self._blob[int(ends[e - 1]) if e else 0:int(split[e])]
+
+    def _find(self, output: str) -> int:
+        """The slot of ``output`` in the sorted entries, or -1 (-2: the null output's line)."""
+        if output is None:
+            return -2 if self._none else -1
+        h = hash(output)
+        j = int(np.searchsorted(self._hashes, h))
+        name = None
+        while j < len(self._hashes) and int(self._hashes[j]) == h:
+            if not self._gone[j]:
+                name = name or output.encode("utf-8", "surrogatepass")
+                if self._name_of(int(self._order[j])) == name:
+                    return j
+            j += 1
+        return -1
+
+    def _value(self, j: int) -> tuple:
+        if j == -2:
+            return self._none[0]
+        e = int(self._order[j])
+        size, inputs, partners, real = loads_json(self._blob[int(self._split[e]):int(self._ends[e])])
+        return size, inputs, tuple(tuple(p) for p in partners), real
+
+    def get(self, output: str, default=None):
+        j = self._find(output)
+        return default if j == -1 else self._value(j)
+
+    def __getitem__(self, output: str):
+        j = self._find(output)
+        if j == -1:
+            raise KeyError(output)
+        return self._value(j)
+
+    def __contains__(self, output: str) -> bool:
+        return self._find(output) != -1
+
+    def pop(self, output: str, default=None):
+        j = self._find(output)
+        if j == -1:
+            return default
+        value = self._value(j)
+        if j == -2:
+            self._none.clear()
+        else:
+            self._gone[j] = True
+            self._n -= 1
+        return value
+
+    def __len__(self) -> int:
+        return self._n + len(self._none)
+
+
+class _Todo(Sequence):
+    """The outputs still to do, by input: ``(i, ks)`` pairs in input order (``ks``: the sample
+    indices of input ``i`` to do), stored as an array of the inputs and a dict of the ``ks`` of
+    those with only some of their ``K`` samples to do (every input of a new job has all). A list
+    of tuples of lists (and the stream's dict of it, and its sampler's list) was some 250 bytes
+    per input for the whole run. Read as the list it replaces: ``todo[j]``, slices, ``len``."""
+
+    __slots__ = ("_i", "_some", "_K")
+
+    def __init__(self, pairs=(), K: int = 1):
+        self._i, self._some, self._K = array("q"), {}, K
+        for i, ks in pairs:
+            self.append(i, ks)
+
+    def append(self, i: int, ks) -> None:
+        self._i.append(i)
+        if list(ks) != list(range(self._K)):
+            self._some[int(i)] = list(ks)
+
+    def __len__(self) -> int:
+        return len(self._i)
+
+    def ks(self, i: int) -> list[int]:
+        """The samples to do of input ``i`` (one of these inputs)."""
+        ks = self._some.get(int(i))
+        return list(range(self._K)) if ks is None else list(ks)
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            t = _Todo(K=self._K)
+            t._i = self._i[j]
+            t._some = {i: self._some[i] for i in t._i if i in self._some} if self._some else {}
+            return t
+        i = self._i[j]
+        return i, self.ks(i)
+
+    def inputs(self) -> "_Inputs":
+        """The inputs, in order: a sampler for the DataLoader (ints, a length)."""
+        return _Inputs(self._i)
+
+    def units(self) -> int:
+        """The number of outputs to do."""
+        return len(self._i) * self._K - sum(self._K - len(ks) for ks in self._some.values())
+
+    def __eq__(self, other):
+        if isinstance(other, (_Todo, list, tuple)):
+            return len(self) == len(other) and all(a[0] == b[0] and list(a[1]) == list(b[1])
+                                                   for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"_Todo({list(self)!r})"
+
+
+class _Inputs:
+    """A DataLoader sampler over an array of input indices."""
+
+    def __init__(self, idx):
+        self._idx = idx
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+    def __iter__(self):
+        return iter(self._idx)
+
+
 def input_fingerprint(files) -> list[list]:
     """[[name, size, mtime_ns], ...] of an output's input files (size and mtime None for a file
     that is missing or cannot be stat'ed), recorded in its manifest line: on a rerun the output
@@ -595,9 +897,10 @@ class DatasetSource(torch.utils.data.Dataset):
         self.records = recs
         role = self.domain or ("ab" if self.mode == "aligned" else "label")
         paths = [Path(r[role]) for r in recs]
-        self.files = [str(p) for p in paths]
-        self.keys = [str(p.relative_to(root)) for p in paths]
-        self.stems = [stem_key(p) for p in paths]
+        self.files = _Strs(str(p) for p in paths)   # compactly: held for the whole run (_Strs)
+        self.keys = _Strs(str(p.relative_to(root)) for p in paths)
+        self.stems = _Strs(stem_key(p) for p in paths)
+        del paths
         self.copy_label = self.mode in ("cityscapes", "rgb_pairs", "unaligned")
 
     def __len__(self) -> int:
@@ -1748,18 +2051,19 @@ def _complete_lines(out: Path, jobs, damaged: list | None = None, outputs=None
     fingerprint of its inputs, "legacy" for lines that predate fingerprints, its label and
     instance partners with their sizes, and the sha256 of its real photo: --feature_mode encoded,
     None for other jobs and for lines that predate it). Damaged lines go to ``damaged``.
-    ``outputs``: only the lines of these outputs (a set of names; None: all), a torchrun rank's
-    share, so that no rank holds the whole job's lines."""
-    done: dict[str, tuple[int, list | str, tuple, str | None]] = {}
+    ``outputs``: only the lines of these outputs (a set of names, or a _HashSet; None: all), a
+    torchrun rank's share, so that no rank holds the whole job's lines. A mapping (:class:`_Done`:
+    get, [], pop, len as a dict's), stored compactly: a rerun's scan holds every complete output's."""
+    done = _Done()
     for rec in _read_lines(_manifest_sources(out), damaged):
         if (rec.get("job") in jobs and rec.get("status") == "ok"
                 and (outputs is None or rec["output"] in outputs)):
             partners = tuple((rec[key], rec.get(f"{key}_bytes")) for key in ("label", "inst")
                              if isinstance(rec.get(key), str))
             real = rec.get("real_sha256")
-            done[rec["output"]] = (rec.get("bytes", -1), rec.get("inputs", "legacy"), partners,
-                                   real if isinstance(real, str) else None)
-    return done
+            done.add(rec["output"], (rec.get("bytes", -1), rec.get("inputs", "legacy"), partners,
+                                     real if isinstance(real, str) else None))
+    return done.freeze()
 
 
 def _identity_diff(prev: dict, ident: dict) -> list[str]:
@@ -1961,9 +2265,9 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     # output, its partners and its inputs was world times the metadata operations on a shared
     # file system (and world times the lines held), for one answer that each rank then cut to its shard.
     share = range(rank, len(src.stems), world)
-    mine_out = ({f"{layout.image_dir}/{OutputLayout.name(src.stems[i], k, K)}" for i in share for k in range(K)}
+    mine_out = (_HashSet(f"{layout.image_dir}/{OutputLayout.name(src.stems[i], k, K)}" for i in share for k in range(K))
                 if info.distributed else None)
-    todo: list[tuple[int, list[int]]] = []
+    todo = _Todo(K=K)
     err = None
     try:
         done = _complete_lines(out, jobs, damaged, mine_out)
@@ -1983,7 +2287,7 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
                         continue
                 ks.append(k)
             if ks:
-                todo.append((i, ks))
+                todo.append(i, ks)
         del done
     except Exception as e:   # reported on every rank by raise_on_any_rank (none waits in the exchange)
         err = e
@@ -2066,18 +2370,22 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
     return report
 
 
-def _todo_of_all_ranks(todo: list[tuple[int, list[int]]], already_done: int, K: int, info
-                       ) -> tuple[list[tuple[int, list[int]]], int]:
+def _todo_of_all_ranks(todo: "_Todo", already_done: int, K: int, info) -> tuple["_Todo", int]:
     """Under torchrun (a collective: every rank calls it), the job's list to do, in input order,
     and its count of complete outputs, from every rank's ``todo`` and ``already_done`` for its
     share of the inputs: the same on every rank, as if each had checked them all. An input with
-    all its ``K`` samples to do (every input of a new job) travels as its index alone."""
+    all its ``K`` samples to do (every input of a new job) travels as its index alone (8 bytes
+    in the array of a :class:`_Todo`)."""
     from pix2pixhd.distributed import gather_all
-    packed = [i if len(ks) == K else (i, ks) for i, ks in todo]
-    seen = gather_all((packed, already_done), info)
-    everything = [(t, list(range(K))) if isinstance(t, int) else tuple(t) for part, _ in seen for t in part]
-    everything.sort(key=lambda t: t[0])
-    return everything, sum(n for _, n in seen)
+    todo = todo if isinstance(todo, _Todo) else _Todo(todo, K)
+    seen = gather_all((todo._i, todo._some, already_done), info)
+    idx = np.concatenate([np.frombuffer(part, np.int64) for part, _, _ in seen if len(part)] or
+                         [np.zeros(0, np.int64)])
+    everything = _Todo(K=K)
+    everything._i.frombytes(np.sort(idx, kind="stable").tobytes())
+    for _, some, _ in seen:
+        everything._some.update(some)
+    return everything, sum(n for _, _, n in seen)
 
 
 def _nothing_to_merge(out: Path, report: SynthesisReport, damaged: list) -> bool:
@@ -2213,7 +2521,7 @@ def _output_classes(job: SynthesisJob, cfg, notes: list[str]) -> bytes | None:
 
 
 def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
-            mine: list[tuple[int, list[int]]], manifest: _Manifest, common: dict,
+            mine: "_Todo", manifest: _Manifest, common: dict,
             report: SynthesisReport, rank: int, *, stop: "_SignalStop | None" = None,
             early_stop: bool = True, dist_info=None, n_todo: int = 0,
             generator_name: str | None = None, skip_lines: "_SkipLines | None" = None) -> None:
@@ -2236,14 +2544,14 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     from pix2pixhd.data import create_dataloader
     from pix2pixhd.data.loader import shutdown_workers
     out, K, B = Path(job.out), job.num_samples, job.batch_size
-    wanted = dict(mine)
-    units_total = sum(len(ks) for _, ks in mine)
+    mine = mine if isinstance(mine, _Todo) else _Todo(mine, K)   # compact: no dict or list per input
+    units_total = mine.units()
     cuda = synth.device.type == "cuda"
     # the workers ignore SIGTERM and SIGINT, as training's do: a signal to the whole process group
     # (GNU timeout, SLURM's scancel) killed them, and the run failed on a dead worker instead of
     # stopping with the writes in flight done; they are shut down below
     loader = create_dataloader(src, None, shuffle=False, num_workers=job.workers,
-                               sampler=[i for i, _ in mine], pin_memory=False,   # batches are (below)
+                               sampler=mine.inputs(), pin_memory=False,   # batches are (below)
                                prefetch_factor=2, ignore_stops=True) if mine else []
     max_pending = max(4 * B, 16)                  # decoded units waiting for a full batch
     max_inflight = max(2 * B, 4 * job.writers)    # outputs handed to writers, not yet written
@@ -2378,7 +2686,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
             if stop is not None and stop.signal:
                 break   # the batches sent are written (reap below); the rest waits for a rerun
             i = int(item["i"])
-            ks = wanted[i]
+            ks = mine.ks(i)
             for note in item.get("notes") or ():   # Pillow's decompression-bomb warning, as a note
                 print(printable(f"note: {note}"), file=sys.stderr, flush=True)
             if item["error"] is not None:

@@ -1128,7 +1128,10 @@ def _worker_death_error(e: Exception) -> Exception:
     """``e``, when it is torch's error of a loader worker that died (or could not put its sample in
     a full /dev/shm), as :class:`LoaderWorkerDiedError`; any other error as it is."""
     from pix2pixhd.errors import loader_worker_died, shared_memory_full
-    if isinstance(e, UserError) or not isinstance(e, RuntimeError):
+    # any type: torch's SIGCHLD handler raises its RuntimeError wherever the main thread is, and
+    # raised inside the stdlib's own handler (Thread.start's, while a writer thread starts) it
+    # surfaces as that code's error (KeyError) with torch's as its context: the chain is searched
+    if isinstance(e, UserError):
         return e
     resume = "rerun the same command to resume the job"
     # a full /dev/shm: the same line as training's, naming synthesize.py's option and way on

@@ -192,11 +192,14 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
         if debug_enabled() or not stdout_closed():
             raise
         return BROKEN_PIPE_EXIT_STATUS
-    except RuntimeError as e:
+    except Exception as e:
+        # torch's errors (RuntimeError); a dead loader worker's is searched for in any error's
+        # chain: its SIGCHLD handler raises wherever the main thread is, and inside another
+        # handler (the stdlib's Thread.start cleaning up) it becomes that one's context
         message = loader_worker_died(e)
         if message is None:
             message = shared_memory_full(e)
-        if message is None:
+        if message is None and isinstance(e, RuntimeError):
             message = peer_gone(e)
         if message is None or debug_enabled():
             raise

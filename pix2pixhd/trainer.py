@@ -56,6 +56,7 @@ from pix2pixhd.errors import (INTERRUPTED_EXIT_STATUS, ConfigError, UserError, c
                               user_message)
 from pix2pixhd.errors import PROGRESS_INTERVAL_S
 from pix2pixhd.errors import STOPPED_EXIT_STATUS
+from pix2pixhd.data.dataset import STAMP_FILE   # the run folder's validation stamp
 from pix2pixhd.data.loader import socket_error_as_worker_death as _worker_death_error
 from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
 from pix2pixhd.losses import GANLoss, VGGLoss, feature_matching_loss
@@ -1400,8 +1401,8 @@ class Trainer:
         # --max_dataset_size samples are taken before validation, which reads no other file
         # rank 0 validates (for every rank), unless the run folder's validation stamp says that
         # these files passed this level with these options (a resume, a restart): a fresh
-        # --overwrite run reads none (the old folder is moved aside), and writes its own once started
-        from pix2pixhd.data.dataset import STAMP_FILE
+        # --overwrite run ignores the old run's stamp (reuse_stamp=False: the old folder is moved
+        # aside only later, so its validation.json is still there now), and writes its own once started
         ds = data.create_dataset(cfg.dataroot, cfg.phase,
                                  cfg.data_config(validate=cfg.validate if self.dist.is_master else "off",
                                                  is_train=True),
@@ -1749,7 +1750,6 @@ class Trainer:
                 atomic_write_bytes(self.exp_dir / "config.json", cfg.to_json().encode())
                 stamp = getattr(loader.dataset, "validation_stamp", None)
                 if stamp is not None:   # these files passed validation: a resume need not repeat it
-                    from pix2pixhd.data.dataset import STAMP_FILE
                     atomic_write_bytes(self.exp_dir / STAMP_FILE, json.dumps(stamp).encode())
                 # a fresh start (0) keeps no history of an attempt that died before its first save
                 self.vis.begin(resumed_at_step=self.global_step if cfg.resume else 0)

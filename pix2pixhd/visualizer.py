@@ -440,18 +440,32 @@ class Visualizer:
         """Cut loss_log.txt before its first line of a step after ``after_step``: a loss line (with
         its extras line, which holds its step), or a message line tagged with that step (that line
         and all after it are a dead or abandoned attempt's; untagged lines, the start headers and
-        messages of versions before lines had tags, go with their place).
+        messages of versions before lines had tags, go with their place). The notes of an
+        earlier start at this same step (the lines after a start header, tagged ``after_step + 1``
+        before any loss line: options, "nothing to train" of a resume of a finished run) are no
+        step trained past it: they stay, as the record of that start, unless that start went on
+        to log a later step (they go with its steps then).
         Message lines marked kept (files left on disk: a kept checkpoint, images set aside) stay,
         tagged with the step this run starts at. The note to log (and whether it is kept), if any
         line was cut."""
         if not self.log_path.is_file():
             return []
         lines = self.log_path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
+        starting = False   # in a start's notes: after its header, before its first loss line
+        start_notes = None   # (index, match) of the first note of a start at this step, until the next header
         for i, line in enumerate(lines):
+            if line.rstrip("\r\n").startswith(LOG_HEADER.split("{}")[0]):
+                starting, start_notes = True, None   # the start before it trained nothing past the step
+                continue
             m = OLD_LOSS_STEP.match(line) or EXTRAS_STEP.match(line) or MESSAGE_STEP.match(line)
             if m is None and LOSS_LINE.match(line) and i + 1 < len(lines):
                 m = EXTRAS_STEP.match(lines[i + 1])   # cut with its extras line
+            if m is not None and m.re is MESSAGE_STEP and starting and int(m.group(1)) == after_step + 1:
+                start_notes = start_notes or (i, m)   # a note of a start at this step: nothing trained yet
+                continue
+            starting = starting and (m is None or m.re is MESSAGE_STEP) and not LOSS_LINE.match(line)
             if m and int(m.group(1)) > after_step:
+                i, m = start_notes or (i, m)   # a start that trained past the step: its notes go too
                 kept = [MESSAGE_STEP.sub(f"================ [step {after_step + 1}] ", x, count=1)
                         for x in lines[i:] if KEPT_MESSAGE.match(x)]
                 atomic_write_bytes(self.log_path, "".join(lines[:i] + kept).encode("utf-8", "surrogateescape"))

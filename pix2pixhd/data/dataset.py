@@ -48,8 +48,8 @@ from pix2pixhd.data import transforms as T
 from pix2pixhd.data.layouts import (FAR_COLOUR_MIN_SHARE, MODES, NOTICE_KINDS, PALETTE_MIN_NEAR,
                                     PALETTE_NEAR, ClassList, Layout, Records,
                                     aligned_folder_problem, decode_palette, detect_mode, far_colours,
-                                    find_files, hidden, load_palette, palette_duplicates, palette_fit,
-                                    read_classes)
+                                    find_files, hidden, load_palette, missing_feat_note,
+                                    palette_duplicates, palette_fit, read_classes)
 from pix2pixhd.errors import UserError, has_unprintable, loads_json, printable
 from pix2pixhd.paths import check_name
 
@@ -76,7 +76,8 @@ class DatasetError(UserError, ValueError):
 
 
 # What the notices that list files by name alone mean, and the fix: said once after the kind's
-# list (format_problems), not once per file.
+# list (format_problems), not once per file. Missing partners that are feature maps get theirs
+# there too, made from the problems (layouts.missing_feat_note: the dataroot's precompute command).
 KIND_NOTES = {
     "EXIF orientation read as stored": (
         "viewers turn or mirror these by their EXIF Orientation; they are read as stored, not turned, "
@@ -103,9 +104,10 @@ def format_problems(problems, header: str, max_listed: int = 5) -> str:
                          (other, f"{len(other)} sample(s) to check in {header}:")):
         if not group:
             continue
-        by_kind = defaultdict(list)
-        for kind, _path, msg in group:
+        by_kind, of_kind = defaultdict(list), defaultdict(list)
+        for kind, path, msg in group:
             by_kind[kind].append(msg)
+            of_kind[kind].append((kind, path, msg))
         lines.append(title)
         for kind, msgs in by_kind.items():
             lines.append(f"  {kind}: {len(msgs)} file(s)" + (f", first {max_listed}:" if len(msgs) > max_listed else ":"))
@@ -114,6 +116,8 @@ def format_problems(problems, header: str, max_listed: int = 5) -> str:
                 lines.append(f"    ... and {len(msgs) - max_listed} more")
             if kind in KIND_NOTES:
                 lines.append(f"    {KIND_NOTES[kind]}")
+            elif kind == "missing partner" and (note := missing_feat_note(of_kind[kind])):
+                lines.append(f"    {note}")
     return printable("\n".join(lines))
 
 

@@ -673,8 +673,45 @@ def _missing_folder_fix(role: str, root: Path, phase: str, instance_feat: bool |
         return ("--load_features reads the feature encoder's maps precomputed into it: write them with "
                 f"`python -m pix2pixhd.features precompute --checkpoint RUN{where}` (RUN: the run whose "
                 "encoder makes them, the stage --load_pretrain loads), or drop --load_features "
-                "(load_features=False)")
+                "(load_features=False)" + _interrupted_precompute(root, phase, "; "))
     return "add the folder"
+
+
+def _interrupted_precompute(root: Path, phase: str, sep: str) -> str:
+    """``sep`` and what to do about the progress file a killed or stopped ``features precompute``
+    of ``root``'s ``phase`` left beside {phase}_feat/ (features._progress_path: ``.{phase}_feat.progress``);
+    '' when there is none. Its maps are only part of the split, and the same command continues
+    from where it stopped, which writing them again from scratch would not."""
+    progress = Path(root) / f".{phase}_feat.progress"
+    if not progress.is_file():
+        return ""
+    return f"{sep}an interrupted precompute left {progress}: rerun the same precompute command to finish it"
+
+
+def missing_feat_note(problems) -> str | None:
+    """The fix for the feature maps that "missing partner" problems name (a record without its
+    ``{phase}_feat/`` file), said once after the kind's list (dataset.format_problems, as its
+    KIND_NOTES are): the precompute command that writes them and, where an interrupted precompute
+    left its progress file in the dataroot, that rerunning it finishes the job. None when no
+    missing partner is a feature map. The problems are _find_files' ("X has no A/k.*, B/k.*"),
+    whose file ``X`` sits in ``root/{phase}_{role}/``."""
+    splits = {}
+    for kind, path, msg in problems:
+        if kind != "missing partner":
+            continue
+        have = Path(path)
+        phase = have.parent.name.rpartition("_")[0]
+        if phase and f" {phase}_feat/" in msg.partition(" has no")[2].replace(",", " "):
+            splits.setdefault((str(have.parent.parent), phase), None)
+    if not splits:
+        return None
+    notes = []
+    for root, phase in splits:
+        where = f" --dataroot {root}" + (f" --phase {phase}" if phase != "train" else "")
+        notes.append(f"{phase}_feat/ lacks the feature maps of these samples: write them with `python -m "
+                     f"pix2pixhd.features precompute --checkpoint RUN{where}` (RUN: the run whose encoder "
+                     "makes them; docs/features.md)" + _interrupted_precompute(Path(root), phase, "; "))
+    return "; ".join(notes)
 
 
 def find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: bool,

@@ -25,9 +25,10 @@ command at once with one line saying what it had written, with training's status
 and 130). Nothing they write is ever half-written (the clusters file, each feature map and the
 progress file go through a temporary file and a rename), and their DataLoader workers ignore the
 signals, as training's and synthesis's do, so that the stop is the command's, not a dead worker's.
-Both record their progress every ``--progress_every`` images (default 100) in a hidden
-``.NAME.progress`` file beside their output; a rerun of the same command (same inputs, encoder and
-options) continues from there, with a note saying how many images were already done.
+Both record their progress every ``--progress_every`` images (default 100), or every 5% of the
+images done once that is more, in a hidden ``.NAME.progress`` file beside their output; a rerun of
+the same command (same inputs, encoder and options) continues from there, with a note saying how
+many images were already done.
 
 Everything below runs on the tensors' device; the per-instance grouping is one ``torch.unique``
 plus a sort, never a Python loop over instances (``_instance_features_ref`` is that loop, kept
@@ -841,8 +842,18 @@ def _grouped(samples: Iterable[dict], batch_size: int) -> Iterable[dict]:
 
 
 # ---- resuming ------------------------------------------------------------------------------------
-PROGRESS_EVERY = 100   # images between two progress saves (--progress_every)
-_PROGRESS_VERSION = 1
+PROGRESS_EVERY = 100   # least images between two progress saves (--progress_every)
+PROGRESS_SPACING = 20  # ...and at least done // PROGRESS_SPACING: saves grow like log N, not N
+_PROGRESS_VERSION = 2  # 2: a digest of the done images' names (1 listed them)
+
+
+def _progress_due(done: int, last: int, progress_every: int) -> bool:
+    """Whether a run at ``done`` images, whose progress file records ``last``, saves it again: every
+    ``progress_every`` images at first, then every ``done // PROGRESS_SPACING`` (5% more), so that
+    the saves of N images are about log N, not N / progress_every. Each save rewrites the features
+    so far whole: evenly spaced saves wrote about N² / (2 progress_every) images' features in all,
+    these about 20 N. 0: never."""
+    return bool(progress_every) and done - last >= max(progress_every, done // PROGRESS_SPACING)
 
 
 def _inputs_digest(ds) -> str:
@@ -868,43 +879,96 @@ def _record_name(rec: dict) -> str:
     return os.path.abspath(v) if isinstance(v, (str, Path)) else str(v)
 
 
+def _names_digest(records) -> str:
+    """sha256 of ``records``' names in order: what a progress file keeps of the images done, a
+    fixed 64 characters where the names themselves grew with every image."""
+    h = hashlib.sha256()
+    for rec in records:
+        h.update(_record_name(rec).encode() + b"\n")
+    return h.hexdigest()
+
+
+# what a progress file's key differing from the run's means, in words: a key not named here is an
+# option, named with its values ("--upsample 4 then, 2 now")
+_KEY_WORDS = {"inputs": "records other inputs (a file added, removed or rewritten since, or another --how_many)",
+              "encoder": "is another encoder's (the checkpoint changed)",
+              "command": "is another command's"}
+_KEY_OPTIONS = {"phase": "--phase", "upsample": "--upsample", "out": "--out_dir",
+                "label_feat": "the run's label_feat"}
+
+
+def _why_other(saved: dict, key: dict) -> str:
+    """Why a progress file of key ``saved`` is not this run's (``key``), per key in words."""
+    other = [k for k in key if saved.get(k) != key[k]]
+    words = [_KEY_WORDS[k] for k in other if k in _KEY_WORDS]
+    opts = [f"{_KEY_OPTIONS.get(k, k)} {saved.get(k, 'unset')} then, {key[k]} now"
+            for k in other if k not in _KEY_WORDS]
+    if opts:
+        words.append(f"was written with other options ({'; '.join(opts)})")
+    return " and ".join(words)
+
+
+def _why_unreadable(path: Path, e: Exception) -> str:
+    """One short reason why ``torch.load`` failed on ``path``, not torch's paragraph."""
+    from pix2pixhd.checkpoint import one_line
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as oe:
+        return one_line(oe)
+    if not head:
+        return "empty"
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":   # neither torch's zip nor its legacy pickle
+        return "not a PyTorch file"
+    if "Weights only load failed" in str(e):
+        return "it holds objects other than tensors"
+    if "zip archive" in str(e):
+        return "cut short"
+    return one_line(e)
+
+
 def _load_progress(path: Path, key: dict, ds, command: str) -> tuple[int, dict]:
     """(images already done, the progress file's dict) from ``path``, written by an earlier run of
     the same ``command`` on the same inputs, encoder and options (``key``); (0, {}) when there is
-    none, or, with one note on stderr saying why, when it is damaged or another run's (the run
-    then starts over and overwrites it)."""
+    none, or, with one note on stderr saying why, when it cannot be read or records another run
+    (what differs, in words; the run then starts over and overwrites it)."""
     if not path.exists():
         return 0, {}
     why = None
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(d, dict) or d.get("version") != _PROGRESS_VERSION or not isinstance(d.get("done"), list):
-            why = "damaged: not a progress file this version writes"
+        if not isinstance(d, dict) or "version" not in d:
+            why = "cannot be read as a progress file (damaged: not the dict a progress file holds)"
+        elif d.get("version") != _PROGRESS_VERSION:
+            why = (f"cannot be read as a progress file (format {d.get('version')}, another pix2pixhd "
+                   f"version's; this one writes {_PROGRESS_VERSION})")
+        elif not isinstance(d.get("count"), int) or not isinstance(d.get("names"), str):
+            why = "cannot be read as a progress file (damaged: no count of the images done)"
     except Exception as e:
-        from pix2pixhd.checkpoint import one_line
-        why, d = f"damaged: {one_line(e)}", None
+        why, d = f"cannot be read as a progress file (damaged: {_why_unreadable(path, e)})", None
     if why is None and d.get("key") != key:
-        other = sorted(k for k in key if (d.get("key") or {}).get(k) != key[k])
-        why = f"another run's (its {', '.join(other)} differ{'s' if len(other) == 1 else ''})"
+        why = _why_other(d.get("key") if isinstance(d.get("key"), dict) else {}, key)
     if why is None:
-        names = [_record_name(r) for r in ds.records[:len(d["done"])]]
-        if len(d["done"]) > len(ds.records) or d["done"] != names:
-            why = "another run's (its images are not the first of these inputs)"
+        n = d["count"]
+        if n > len(ds.records) or d["names"] != _names_digest(ds.records[:n]):
+            why = "records other images done than the first of these inputs"
     if why is not None:
-        print(f"note: {path} is {why}: ignored, {command} starts over", file=sys.stderr, flush=True)
+        print(f"note: {path} {why}: ignored, {command} starts over", file=sys.stderr, flush=True)
         return 0, {}
-    n = len(d["done"])
+    n = d["count"]
     print(f"note: resuming from {path}: {n} of {len(ds.records)} image(s) already done, not redone",
           file=sys.stderr, flush=True)
     return n, d
 
 
 def _save_progress(path: Path, key: dict, ds, done: int, **payload) -> None:
-    """The progress after the first ``done`` images, written whole (a temporary file, renamed)."""
+    """The progress after the first ``done`` images, written whole (a temporary file, renamed):
+    their count and their names' digest (:func:`_names_digest`), not the names, which made each
+    save grow with the images done."""
     from pix2pixhd.checkpoint import atomic_torch_save
     with _stops_held():
-        atomic_torch_save({"version": _PROGRESS_VERSION, "key": key,
-                           "done": [_record_name(r) for r in ds.records[:done]], **payload}, path)
+        atomic_torch_save({"version": _PROGRESS_VERSION, "key": key, "count": done,
+                           "names": _names_digest(ds.records[:done]), **payload}, path)
 
 
 def _progress_path(output: Path) -> Path:
@@ -985,8 +1049,9 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     run's dataset (tests, custom data). The options and the output path are checked first.
 
     E encodes ``batch_size`` images at a time (the rows are those of one at a time: see
-    :func:`encode_features`). Every ``progress_every`` images (0: never) the features so far and
-    the images done are written to ``.features_clustered.pt.progress`` beside the output, whole;
+    :func:`encode_features`). Every ``progress_every`` images, or every 5% of those done once that
+    is more (:func:`_progress_due`; 0: never), the features so far and the count and digest of the
+    images done are written to ``.features_clustered.pt.progress`` beside the output, whole;
     a rerun after a stop or a kill continues from there (the same inputs, encoder and options:
     otherwise it says so and starts over) and gives the clusters of an uninterrupted run; the file
     is removed once the clusters are written."""
@@ -1022,7 +1087,7 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
                     for cls, rows in _batch_rows(e, batch, cfg.label_feat, torch.device(device)).items():
                         parts.setdefault(cls, []).append(rows)
                     done += len(batch["label"])
-                    if progress_every and done - last >= progress_every and done < len(ds):
+                    if _progress_due(done, last, progress_every) and done < len(ds):
                         parts = {k: [torch.cat(v)] for k, v in parts.items()}
                         _save_progress(progress, key, ds, done, features={k: v[0] for k, v in parts.items()})
                         last = done
@@ -1115,7 +1180,8 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     As the reference does it: E runs at the resolution it was trained at (the global stage's), and
     the 2048×1024 stage reads the ×2 maps. Values [-1, 1] are stored as (v + 1) · 127.5.
 
-    Every ``progress_every`` images (0: never) the maps written so far are recorded in
+    Every ``progress_every`` images, or every 5% of those done once that is more
+    (:func:`_progress_due`; 0: never), the count of the maps written so far is recorded in
     ``.{out folder}.progress`` beside the folder (whole: a temporary file, renamed); a rerun after a
     stop or a kill writes only the others (the same inputs, encoder and options: otherwise it says
     so and starts over). The file is removed once every map is written.
@@ -1147,7 +1213,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
            "inputs": _inputs_digest(ds), "label_feat": str(bool(cfg.label_feat)), "upsample": str(upsample),
            "out": os.path.abspath(out)}
     done, d = _load_progress(progress, key, ds, "precompute") if progress_every else (0, {})
-    written = [out / f"{stem_key(Path(n))}.png" for n in (d.get("done") or [])]
+    written = [out / f"{stem_key(Path(_record_name(r)))}.png" for r in ds.records[:done]]
     if any(not p.is_file() for p in written):
         missing = next(p for p in written if not p.is_file())
         print(f"note: {progress} lists {missing}, which is gone: ignored, precompute starts over",
@@ -1174,7 +1240,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
                     if e.errno is None:   # not the file system's: PIL's own
                         raise
                     raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
-                if progress_every and len(written) - last >= progress_every and len(written) < len(ds):
+                if _progress_due(len(written), last, progress_every) and len(written) < len(ds):
                     _save_progress(progress, key, ds, len(written))
                     last = len(written)
         finally:
@@ -1261,7 +1327,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("encode", "precompute"):
         sub.choices[name].add_argument(
             "--progress_every", type=int, default=PROGRESS_EVERY,
-            help=f"record the progress every N images, so that a rerun after a stop continues (0: never; default: {PROGRESS_EVERY})")
+            help=f"record the progress every N images, or every 5%% of those done once that is more, so that a "
+                 f"rerun after a stop continues (0: never; default: {PROGRESS_EVERY})")
     sub.choices["encode"].add_argument("--out", default="",
                                        help=f"clusters file to write (default: CHECKPOINT/{CLUSTERS_FILE})")
     sub.choices["precompute"].add_argument("--upsample", type=int, default=2,

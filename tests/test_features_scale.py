@@ -130,23 +130,35 @@ def test_encode_resumes_after_a_stop_and_matches_an_uninterrupted_run(run, tmp_p
     assert not (tmp_path / ".resumed.pt.progress").exists()
 
 
+def _objects(data: bytes) -> bytes:
+    import argparse
+    import io
+    buf = io.BytesIO()
+    torch.save({"version": 2, "args": argparse.Namespace(a=1)}, buf)
+    return buf.getvalue()
+
+
 @pytest.mark.fault(cls="interrupted run",
-                   case="features encode: a damaged progress file (cut short) is ignored with a note and "
-                        "the run starts over")
-def test_a_damaged_progress_file_is_ignored_with_a_note(run, tmp_path, counted, capsys):
+                   case="features encode: a damaged progress file (cut short, empty, holding objects other "
+                        "than tensors) is ignored with a note giving one short reason, and the run starts over")
+@pytest.mark.parametrize("damage, reason", [(lambda d: d[:len(d) // 2], "cut short"), (lambda d: b"", "empty"),
+                                            (_objects, "it holds objects other than tensors")],
+                         ids=["cut", "empty", "objects"])
+def test_a_damaged_progress_file_is_ignored_with_a_note(run, tmp_path, counted, capsys, damage, reason):
     folder, _ = run
     out = tmp_path / "c.pt"
     counted(stop_at=5)
     with pytest.raises(KeyboardInterrupt):
         features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
     progress = tmp_path / ".c.pt.progress"
-    data = progress.read_bytes()
-    progress.write_bytes(data[:len(data) // 2])
+    progress.write_bytes(damage(progress.read_bytes()))
     capsys.readouterr()
     sizes = counted()
     features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
     err = capsys.readouterr().err
-    assert f"note: {progress} is damaged" in err and "encode starts over" in err, err
+    assert (f"note: {progress} cannot be read as a progress file (damaged: {reason}): ignored, encode starts "
+            "over") in err, err
+    assert "Weights only" not in err and "UnpicklingError" not in err, err
     assert sum(sizes) == N
 
 
@@ -166,8 +178,124 @@ def test_progress_of_another_encoder_is_not_resumed(run, tmp_path, counted, caps
     sizes = counted()
     features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
     err = capsys.readouterr().err
-    assert "another run's (its encoder differs)" in err and "encode starts over" in err, err
+    assert (f"note: {tmp_path / '.d.pt.progress'} is another encoder's (the checkpoint changed): ignored, "
+            "encode starts over") in err, err
     assert sum(sizes) == N
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="features encode: the progress file of other inputs (one input touched, or another "
+                        "--how_many) is not resumed from: one note saying so in words, the run starts over")
+@pytest.mark.parametrize("change", ["touch", "how_many"])
+def test_progress_of_other_inputs_is_not_resumed(run, tmp_path, counted, capsys, change):
+    import os
+    folder, streets = run
+    out = tmp_path / "i.pt"
+    counted(stop_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
+    img = sorted((streets / "train_img").iterdir())[-1]
+    st = img.stat()
+    if change == "touch":
+        os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    capsys.readouterr()
+    sizes = counted()
+    try:
+        features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2,
+                                    how_many=N - 1 if change == "how_many" else 0)
+    finally:
+        os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
+    err = capsys.readouterr().err
+    assert (f"note: {tmp_path / '.i.pt.progress'} records other inputs (a file added, removed or rewritten "
+            "since, or another --how_many): ignored, encode starts over") in err, err
+    assert "another run's" not in err and "differs" not in err, err
+    assert sum(sizes) == (N - 1 if change == "how_many" else N)
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="features precompute: the progress file of another --upsample is not resumed from: "
+                        "one note naming the option and both values, the run starts over")
+def test_progress_of_other_options_is_not_resumed(run, tmp_path, counted, capsys):
+    folder, _ = run
+    out = tmp_path / "feat"
+    counted(stop_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        features.precompute_feature_maps(folder, out_dir=out, progress_every=1)
+    capsys.readouterr()
+    sizes = counted()
+    features.precompute_feature_maps(folder, out_dir=out, progress_every=1, upsample=1)
+    err = capsys.readouterr().err
+    assert (f"note: {tmp_path / '.feat.progress'} was written with other options (--upsample 2 then, 1 now): "
+            "ignored, precompute starts over") in err, err
+    assert sum(sizes) == N
+
+
+def test_saves_space_out_like_log_n():
+    """The rule alone: every progress_every images at first, then 5% of those done."""
+    def saves(n, every):
+        last, out = 0, []
+        for done in range(1, n):
+            if features._progress_due(done, last, every):
+                out.append(done)
+                last = done
+        return out
+    assert saves(10, 0) == []
+    assert saves(45, 1) == list(range(1, 40)) + [41, 43]
+    assert saves(300, 100) == [100, 200]
+    big = saves(10**6, 100)
+    assert len(big) < 200, len(big)   # 10**4 at a fixed 100
+    assert all(b - a >= max(100, b // 20) for a, b in zip([0] + big, big))
+
+
+M = 20 * N   # the N scenes, 20 times over
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="features encode over 140 images, progress every 1: the progress file is saved about "
+                        "log N times (not 139), holds a digest of the images done, not their names, and a "
+                        "rerun after a stop still resumes and matches an uninterrupted run")
+def test_encode_progress_saves_grow_like_log_n_and_keep_no_names(run, tmp_path, counted, capsys, monkeypatch):
+    folder, streets = run
+    dataset = features._dataset
+
+    def many(*a, **k):
+        ds = dataset(*a, **k)
+        ds.records = type(ds.records)(list(ds.records) * 20)
+        return ds
+    monkeypatch.setattr(features, "_dataset", many)
+    save = features._save_progress
+    saved, files = [], []
+
+    def counting(path, key, ds, done, **payload):
+        save(path, key, ds, done, **payload)
+        saved.append(done)
+        files.append((torch.load(path, map_location="cpu", weights_only=True), path.read_bytes()))
+    monkeypatch.setattr(features, "_save_progress", counting)
+    counted()
+    whole = features.encode_and_cluster(folder, out=tmp_path / "whole.pt", batch_size=1, progress_every=1)[0]
+    rule, last = [], 0
+    for done in range(1, M):
+        if done - last >= max(1, done // 20):
+            rule.append(done)
+            last = done
+    assert saved == rule and len(saved) < 70, f"{len(saved)} saves of {M} images: {saved}"
+    for done, (d, data) in zip(saved, files):
+        assert set(d) == {"version", "key", "count", "names", "features"}, sorted(d)
+        assert d["count"] == done and isinstance(d["names"], str) and len(d["names"]) == 64, d["names"]
+        assert str(streets).encode() not in data, "the progress file holds the images' names"
+    saved.clear()
+    out = tmp_path / "resumed.pt"
+    counted(stop_at=100)
+    with pytest.raises(KeyboardInterrupt):
+        features.encode_and_cluster(folder, out=out, batch_size=1, progress_every=1)
+    at = saved[-1]
+    capsys.readouterr()
+    sizes = counted()
+    features.encode_and_cluster(folder, out=out, batch_size=1, progress_every=1)
+    err = capsys.readouterr().err
+    assert f"{at} of {M} image(s) already done" in err, err
+    assert sum(sizes) == M - at
+    assert _same(_features(whole), _features(out)), "the resumed run's clusters differ from an uninterrupted run's"
 
 
 @pytest.mark.fault(cls="interrupted run",

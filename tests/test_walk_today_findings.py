@@ -38,7 +38,7 @@ def test_missing_feature_maps_name_the_precompute_command(half_precomputed, caps
     assert "interrupted precompute" not in out, out
 
 
-@fault(cls="interrupted run", case="--load_features after a precompute killed half-way (its .{phase}_feat.progress "
+@fault(cls="interrupted run", case="--load_features after a precompute killed half-way (its .train_feat.progress "
        "in the dataroot): the missing maps' listing says to rerun the same precompute command to finish it")
 def test_missing_feature_maps_with_a_progress_file_say_to_rerun_it(half_precomputed, capsys):
     progress = half_precomputed / ".train_feat.progress"

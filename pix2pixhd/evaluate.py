@@ -50,7 +50,8 @@
   (``v >> 8``), 32-bit integer and float images (modes I, F: no fixed range) are refused, and so
   is a file that cannot be decoded (truncated...): one error naming it, nothing skipped (scoring
   stops at the first; the rest are only read, so the error names every such file; the
-  segmentation score's photos and label maps likewise). The
+  segmentation score's photos and label maps likewise, read before the PSNR/FID pass and named in
+  the same error). The
   same file as both --fake and --real (not a test.py results folder) is refused.
 * Sizes in messages are W x H, width first, as everywhere in the project; ``--resize H W`` alone
   takes the height first, and the JSON's ``segmentation.size`` is [H, W].
@@ -327,23 +328,31 @@ def _cannot_read(where: str, e: BaseException) -> UnreadableImageError:
                                 group="bomb" if bomb else "decode")
 
 
-def _unreadable_error(first: UnreadableImageError, checks, shown: int = 5) -> InputError:
-    """One error naming every file refused as ``first`` was (:class:`UnreadableImageError`:
-    undecodable, mode I/F, a colour label map), ``first`` (the one the pass met) first, then each
-    of ``checks`` (callables reading one file, e.g. ``partial(_read_photo, path, flag)``) that
-    raises one. The others are only read, not scored: finding each next bad file by a rerun
-    would cost a full pass (minutes of Inception on a CPU) per file. ``first`` itself when it is
-    the only one; else the count, the first ``shown`` with their option and reason, and the fix
-    of each kind."""
-    bad = [first]
+def _refused(checks, skip: str) -> list[UnreadableImageError]:
+    """The :class:`UnreadableImageError` each of ``checks`` (callables reading one file) raises,
+    but the one of ``skip`` (a ``where``: the file already met)."""
+    bad = []
     for check in checks:
         try:
             check()
         except UnreadableImageError as e:
-            if e.where != first.where:
+            if e.where != skip:
                 bad.append(e)
         except InputError:   # another kind of fault: its own error once these are fixed
             pass
+    return bad
+
+
+def _unreadable_error(first: UnreadableImageError, checks, shown: int = 5, ahead=()) -> InputError:
+    """One error naming every file refused as ``first`` was (:class:`UnreadableImageError`:
+    undecodable, mode I/F, a colour label map), ``first`` (the one the pass met) first, then each
+    of ``checks`` (callables reading one file, e.g. ``partial(_read_photo, path, flag)``) that
+    raises one. The others are only read, not scored: finding each next bad file by a rerun
+    would cost a full pass (minutes of Inception on a CPU) per file. ``ahead``: checks whose
+    refused files are listed before ``first`` (the --fake/--real images, when ``first`` is a
+    segmentation input met before them). ``first`` itself when it is the only one; else the
+    count, the first ``shown`` with their option and reason, and the fix of each kind."""
+    bad = [*_refused(ahead, first.where), first, *_refused(checks, first.where)]
     if len(bad) == 1:
         return first
     listed = "; ".join(b.listed for b in bad[:shown])
@@ -402,6 +411,12 @@ def _label_dtype(label_nc: int) -> torch.dtype:
     return torch.int16 if label_nc - 1 <= hi and IGNORE >= lo else torch.int64
 
 
+def _article(mode: str) -> str:
+    """'an' before a PIL mode read letter by letter whose first letter sounds a vowel (an RGB, an
+    LA, an I;16), else 'a' (a P, a CMYK)."""
+    return "an" if mode and mode[0] in "AEFHILMNORSX" else "a"
+
+
 def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int,
               palette: np.ndarray | None = None, flag: str = "") -> torch.Tensor:
     """[H, W] ids, int16 (int64 past 32768 classes: :func:`_label_dtype`), with ids >= label_nc
@@ -425,7 +440,7 @@ def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int,
                     mode, bands = im.mode, len(im.getbands())
                 raise UnreadableImageError(
                     where, f"a mode-{mode} image, {bands} channels", _GROUPS["colour"][1], group="colour",
-                    listed=f"{where} is a {mode} image ({bands} channels)",
+                    listed=f"{where} is {_article(mode)} {mode} image ({bands} channels)",
                     message=f"{e}; or pass --palette facades (or a JSON file of [r, g, b] colours) to "
                             "read colour maps as they are") from None
     except _DECODE_ERRORS as e:   # truncated, not an image
@@ -1037,6 +1052,10 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         if len(keys) < ext.num_features:
             note(f"note: FID from {len(keys)} images per side (< {ext.num_features} feature dims) "
                 "is strongly biased upwards; compare FIDs only at equal image counts")
+    # the segmentation score's inputs are read before the image pass: a refused one (and every
+    # refused --fake/--real image with it) is named now, not after minutes of Inception
+    seg_inputs = _read_seg_inputs(fakes, reals, keys, labels_dir, train_images, train_labels, label_nc,
+                                  seg_width, seg, pal) if want_seg else None
 
     # One pass in batches: a large folder never sits in memory, each image is decoded once.
     t_pix = t_feat = 0.0
@@ -1112,9 +1131,8 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         res["seconds_fid_kid"] = round(t_feat + time.perf_counter() - t0, 3)
 
     if want_seg:
-        res["segmentation"] = _segmentation(fakes, reals, keys, labels_dir, train_images,
-                                            train_labels, label_nc, seg_width, seg, log, pal,
-                                            real_half, note)
+        res["segmentation"] = _segmentation(fakes, reals, keys, labels_dir, seg_inputs, label_nc,
+                                            seg, log, pal, real_half, note)
     return res
 
 
@@ -1152,9 +1170,34 @@ def refuse_overlap(train: list[Path], test: list[Path]) -> None:
                              "Cityscapes train/ for --train_images and val/ for --real)")
 
 
-def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, label_nc,
-                  seg_width, seg: SegmenterConfig, log, palette: np.ndarray | None = None,
-                  real_half: str | None = None, note=None) -> dict:
+@dataclass
+class _SegInputs:
+    """The segmentation score's inputs, read before the image pass (:func:`_read_seg_inputs`):
+    the training pairs' and the test pairs' keys, the pairs without a --labels map, the
+    segmenter's size (H, W), and the stacked training photos, training maps and test maps at that
+    size."""
+    tr_keys: list
+    test_keys: list
+    unlabelled: list
+    size: tuple
+    photos: torch.Tensor
+    labels: torch.Tensor
+    test_labels: torch.Tensor
+    seconds: float
+
+
+def _read_seg_inputs(fakes, reals, keys, labels_dir, train_images, train_labels, label_nc,
+                     seg_width, seg: SegmenterConfig, palette: np.ndarray | None = None) -> _SegInputs:
+    """Index, check and read the segmentation score's inputs, before the image pass: a refused
+    --train_images photo or --train_labels / --labels map (:class:`UnreadableImageError`) would
+    otherwise be found only after minutes of PSNR/SSIM and Inception, and bad --fake/--real
+    images and bad maps would take a run each. On one, every other such file of the three
+    folders and of --fake/--real (``fakes``, ``reals``, ``keys``; read, not scored) is named in
+    the same error, the --fake/--real ones first.
+
+    Read once, here, and kept at the segmenter's size (uint8 photos, int16 maps: what training
+    holds anyway, e.g. ~40 kB a pair at 128x64) rather than checked here and decoded again after
+    the pass: decoding the full-size training photos is the slow part of reading them."""
     t0 = time.perf_counter()
     tr_img = index_folder(train_images, "--train_images")
     tr_lab = index_folder(train_labels, "--train_labels")
@@ -1164,17 +1207,16 @@ def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, la
     if not test_keys:
         match(("--fake", {k: fakes[k] for k in keys}), ("--labels", labs))  # raises, naming both
     unlabelled = [k for k in keys if k not in labs]
-    if unlabelled:
-        (note or log)(f"note: {len(unlabelled)} of {len(keys)} scored pairs have no --labels map in "
-                      f"{labels_dir} (e.g. {', '.join(fakes[k].name for k in unlabelled[:3])}): the "
-                      f"segmentation score covers the other {len(test_keys)}")
     refuse_overlap([tr_img[k] for k in tr_keys], [reals[k] for k in test_keys])
     size = _seg_size(tr_img[tr_keys[0]], seg_width, 2 ** seg.depth)
     # every file read before any training; a refused one stops the reading, and the files not
-    # read yet (of all three folders) are read only to be named in the same error
+    # read yet (of all three folders) and the --fake/--real images are read only to be named in
+    # the same error
     reads = [[partial(_read_rgb, tr_img[k], size, flag="--train_images") for k in tr_keys],
              [partial(_read_ids, tr_lab[k], size, label_nc, palette, "--train_labels") for k in tr_keys],
              [partial(_read_ids, labs[k], size, label_nc, palette, "--labels") for k in test_keys]]
+    images = [partial(_read_photo, idx[k], flag) for k in keys
+              for idx, flag in ((fakes, "--fake"), (reals, "--real"))]
     stacked = []
     for g, group in enumerate(reads):
         read = []
@@ -1182,21 +1224,37 @@ def _segmentation(fakes, reals, keys, labels_dir, train_images, train_labels, la
             try:
                 read.append(f())
             except UnreadableImageError as e:
-                raise _unreadable_error(e, group[i + 1:] + [f for rest in reads[g + 1:] for f in rest]) from None
+                rest = group[i + 1:] + [f for later in reads[g + 1:] for f in later]
+                raise _unreadable_error(e, rest, ahead=images) from None
         stacked.append(torch.stack(read))   # one group's list at a time next to the stacks
         del read
     photos, labels, test_labels = stacked
+    return _SegInputs(tr_keys, test_keys, unlabelled, size, photos, labels, test_labels,
+                      time.perf_counter() - t0)
+
+
+def _segmentation(fakes, reals, keys, labels_dir, inputs: _SegInputs, label_nc,
+                  seg: SegmenterConfig, log, palette: np.ndarray | None = None,
+                  real_half: str | None = None, note=None) -> dict:
+    """The segmentation score from the inputs :func:`_read_seg_inputs` read: the segmenter
+    trained, then applied to the real and the fake test images."""
+    t0 = time.perf_counter()
+    tr_keys, test_keys, unlabelled, size = inputs.tr_keys, inputs.test_keys, inputs.unlabelled, inputs.size
+    if unlabelled:
+        (note or log)(f"note: {len(unlabelled)} of {len(keys)} scored pairs have no --labels map in "
+                      f"{labels_dir} (e.g. {', '.join(fakes[k].name for k in unlabelled[:3])}): the "
+                      f"segmentation score covers the other {len(test_keys)}")
     log(f"segmenter: {len(tr_keys)} training pairs at {size[1]}x{size[0]}, {seg.steps} steps, "
         f"seed {seg.seed}")
-    net = train_segmenter(photos, labels, label_nc, seg,
+    net = train_segmenter(inputs.photos, inputs.labels, label_nc, seg,
                           log_every=max(1, seg.steps // 4) if log is print else 0)
     out = {"label_nc": label_nc, "size": list(size), "n_train": len(tr_keys),
            "n_test": len(test_keys), "n_without_label": len(unlabelled), "config": asdict(seg),
            "palette": None if palette is None else palette.tolist()}
     for name, idx, half in (("real", reals, real_half), ("fake", fakes, None)):
         imgs = torch.stack([_read_rgb(idx[k], size, half, f"--{name}") for k in test_keys])
-        out[name] = segmentation_scores(confusion_matrix(net, imgs, test_labels, label_nc))
-    out["seconds"] = round(time.perf_counter() - t0, 3)
+        out[name] = segmentation_scores(confusion_matrix(net, imgs, inputs.test_labels, label_nc))
+    out["seconds"] = round(inputs.seconds + time.perf_counter() - t0, 3)
     return out
 
 

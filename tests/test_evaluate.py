@@ -448,7 +448,7 @@ def test_colour_label_maps_print_one_error_naming_the_file_mode_and_fixes(datase
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and err[0].startswith("error: "), err
     first = sorted((tmp_path / "train_colour").iterdir())[0]
-    assert f"{first} is a RGB image (3 channels)" in err[0]
+    assert f"{first} is an RGB image (3 channels)" in err[0]
     assert "python -m pix2pixhd.datasets.convert_facades --src SRC --out OUT" in err[0]
     assert "pass --palette facades" in err[0]
 

@@ -115,8 +115,42 @@ def test_every_rejected_file_of_a_non_decode_kind_is_named_in_the_one_error(tmp_
     assert err.startswith("error: 3 images cannot be read: "), err
     assert f"--train_labels map {train_lab / '2.png'} (" in err, err
     for i in (0, 5):
-        assert f"--labels map {labels / f'{i}.png'} is a RGB image (3 channels)" in err, err
+        assert f"--labels map {labels / f'{i}.png'} is an RGB image (3 channels)" in err, err
     assert "for each file that is truncated or not an image: re-create it" in err, err
     assert "for each colour image given as a label map: convert it to a single-channel id map (CMP " \
            "Facades: python -m pix2pixhd.datasets.convert_facades --src SRC --out OUT), or pass " \
            "--palette facades" in err, err
+
+
+@pytest.mark.fault(cls="bad dataset", case="2 mode-F --fake images and a colour --labels map: one error "
+                   "naming both kinds, before the image pass (not the fakes, then the map after a full pass)")
+def test_refused_segmentation_inputs_are_named_before_the_image_pass_with_the_bad_images(tmp_path, capsys,
+                                                                                       monkeypatch):
+    scored = []   # the image pass (PSNR/SSIM, then Inception): minutes on a real test set
+    monkeypatch.setattr(ev, "psnr_ssim", lambda x, y: scored.append(1) or (torch.zeros(1), torch.zeros(1)))
+    fake, real = _images(tmp_path / "fake", 6), _images(tmp_path / "real", 6, seed=1)
+    train_img, train_lab = _images(tmp_path / "train_img", 4, seed=2), _images(tmp_path / "train_lab", 4, "L")
+    labels = _images(tmp_path / "labels", 6, "L", seed=3)
+    Image.open(real / "3.png").save(labels / "3.png")   # an RGB picture given as a label map
+    seg = ["--labels", str(labels), "--train_images", str(train_img), "--train_labels", str(train_lab),
+           "--label_nc", "3", "--seg_steps", "1", "--seg_width", "16", "--no_fid"]
+
+    # a colour --labels map alone, good images: refused before any image is scored
+    err = _error(capsys, ["--fake", str(fake), "--real", str(real), *seg])
+    assert f"{labels / '3.png'} is a RGB image (3 channels); label and instance maps must be" in err, err
+    # the fault: the map was read only after the whole PSNR/SSIM/FID/KID pass
+    assert scored == [], f"the image pass ran ({len(scored)} pairs scored) before the --labels map was read"
+
+    # with two mode-F fakes too: one error naming both kinds, the fakes first
+    fake2 = _images(tmp_path / "fake2", 6)
+    for i in (1, 4):
+        (fake2 / f"{i}.png").unlink()
+        Image.fromarray(np.random.default_rng(i).random((16, 16), dtype=np.float32)).save(fake2 / f"{i}.tif")
+    err = _error(capsys, ["--fake", str(fake2), "--real", str(real), *seg])
+    # the fault: only the two fakes were named; the map only on the second run, after its image pass
+    assert err.startswith("error: 3 images cannot be read: "), err
+    assert err.index(f"--fake image {fake2 / '1.tif'} is a mode-F image") < \
+        err.index(f"--fake image {fake2 / '4.tif'} is a mode-F image") < \
+        err.index(f"--labels map {labels / '3.png'} is an RGB image (3 channels)"), err
+    assert "for each mode-I or mode-F image" in err and "for each colour image given as a label map" in err, err
+    assert scored == [], f"the image pass ran ({len(scored)} pairs scored) before the inputs were checked"

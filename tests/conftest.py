@@ -16,8 +16,11 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Two threads, or one per pytest-xdist worker (``-n N``: the workers share the cores)
+# (the cores this process may run on, as scripts/test.sh counts them: a cpuset-limited container
+# has fewer than os.cpu_count())
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+torch.set_num_threads(max(1, min(2, _CORES // _WORKERS)))
 _DETERMINISTIC_AT_START = (torch.are_deterministic_algorithms_enabled(),
                            torch.is_deterministic_algorithms_warn_only_enabled())
 

@@ -926,7 +926,8 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
             ds.source_sizes, ds.validated = sizes, validate
             print(printable(f"note: {ds.describe()}: validation ({validate}) skipped: {stamp} says these "
                             f"{len(ds.all_records())} file group(s), unchanged since (sizes and times), passed "
-                            f"it with these data options; delete {stamp} to validate again"),
+                            f"it with these data options (the notes it printed then are not repeated); delete {stamp} "
+                            "to validate again"),
                   file=sys.stderr, flush=True)
             return ds
         ds.source_sizes = validate_dataset(ds, level=validate)["source_sizes"]

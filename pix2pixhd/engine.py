@@ -24,7 +24,7 @@ What runs where:
     (``OutputWriteError``); a rerun of the same command resumes it.
   * Memory: at most ``max_pending`` decoded maps wait for a batch and ``max_inflight`` outputs
     wait for a writer, whatever the number of inputs. What grows with the input count is the
-    bookkeeping, stored compactly (bytes blobs and arrays: ``_Strs``, ``_Todo``, ``_Done``): the
+    bookkeeping, stored compactly (bytes blobs and arrays: ``compact.Strs``, ``_Todo``, ``_Done``): the
     input names and the list to do (~0.1 KB per input for the whole run) and, during a rerun's
     scan, the finished outputs with their inputs' fingerprints (~0.2 KB per output).
 
@@ -65,7 +65,6 @@ import hashlib
 import heapq
 import io
 import json
-import operator
 import os
 import re
 import shlex
@@ -76,7 +75,6 @@ import stat
 import sys
 import threading
 import time
-import unicodedata
 import warnings
 from array import array
 from collections import deque
@@ -91,7 +89,8 @@ from PIL import Image
 
 from pix2pixhd.data.dataset import (_TURNS, ID_MODES, KIND_NOTES, _frames, _orientation, _read_error,
                                      synthesis_wording, wanted_modes)
-from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, stem_key
+from pix2pixhd.compact import Strs
+from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key_of_stem, stem_key
 from pix2pixhd.errors import PROGRESS_INTERVAL_S, ConfigError, InputError, MissingInputError, UserError, loads_json
 from pix2pixhd.errors import printable   # file names and file-provided text, before they reach a terminal
 from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
@@ -246,17 +245,17 @@ class FolderSource(torch.utils.data.Dataset):
         self.input_nc = input_image_nc(cfg, job.direction)
         from pix2pixhd.data.layouts import load_palette
         self.palette = load_palette(cfg.palette or None) if cfg.label_nc > 0 else None
-        # the partners and the inputs' names, compactly (_Index, _Strs): held for the whole run
+        # the partners and the inputs' names, compactly (_Index, Strs): held for the whole run
         self.inst_index = _Index(_index(job.inst, f"--inst {job.inst}") if job.inst else None)
         self.real_index = _Index(_index(job.real, f"--real {job.real}") if job.real else None)
         self.inst_dir, self.real_dir = job.inst, job.real
         self.needs_inst, self.needs_image = needs_inst, needs_image
         self.has_inst = job.inst is not None or needs_inst   # items carry instance maps
-        # compactly (held for the whole run): the names and stems in _Strs; each path is the
+        # compactly (held for the whole run): the names and stems in Strs; each path is the
         # folder / its name (list_folder's), and each partner key (partner_key) its stem in NFC
-        self.keys = _Strs(p.name for p in files)          # unique within one folder
+        self.keys = Strs((p.name for p in files))          # unique within one folder
         self.files = _Under(folder, self.keys)
-        self.stems = _Strs(stem_key(p) for p in files)
+        self.stems = Strs((stem_key(p) for p in files))
         self.match_keys = _NFC(self.stems)   # what --inst/--real partners match on (NFC)
 
     def __len__(self) -> int:
@@ -528,59 +527,6 @@ def _str(p) -> str | None:
     return None if p is None else str(p)
 
 
-class _Strs(Sequence):
-    """A read-only list of str (input paths, names, stems) stored compactly: one bytes blob (UTF-8
-    with surrogates passed through, so any str survives, a file name's undecodable bytes
-    included) and a numpy array of end offsets; ``strs[i]`` builds the str when read. The
-    engine held four lists of str per input for the whole run, some 300 bytes of Python objects
-    per input (300 MB per rank for a million maps), which a DataLoader worker (a fork) also copies
-    page by page as reference counts touch them; these arrays are only read."""
-
-    __slots__ = ("_blob", "_ends")
-
-    def __init__(self, items=()):
-        blob, ends = bytearray(), array("q")
-        for s in items:
-            blob += s.encode("utf-8", "surrogatepass")
-            ends.append(len(blob))
-        self._blob = bytes(blob)
-        self._ends = np.array(ends, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self._ends)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        i = operator.index(i)
-        n = len(self._ends)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError("index out of range")
-        start = int(self._ends[i - 1]) if i else 0
-        return self._blob[start:int(self._ends[i])].decode("utf-8", "surrogatepass")
-
-    def __eq__(self, other):
-        if isinstance(other, (_Strs, list, tuple)):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
-        return NotImplemented
-
-    __hash__ = None
-
-    def __repr__(self) -> str:
-        return f"_Strs({list(self)!r})"
-
-    def __reduce__(self):   # a spawned worker gets the blob and the array
-        return (_strs_from_state, (self._blob, self._ends))
-
-
-def _strs_from_state(blob: bytes, ends) -> _Strs:
-    s = _Strs.__new__(_Strs)
-    s._blob, s._ends = blob, ends
-    return s
-
-
 class _Under(Sequence):
     """``str(folder / name)`` of each of ``names`` (a folder's files, as ``list_folder`` made
     their Paths), built when read: the folder's path is not stored once per input."""
@@ -598,7 +544,8 @@ class _Under(Sequence):
 
 
 class _NFC(Sequence):
-    """Each of ``strs`` in Unicode normal form NFC (``partner_key`` of a stem), built when read."""
+    """The partner key of each of ``strs`` (stems: ``layouts.partner_key_of_stem``, Unicode NFC),
+    built when read."""
 
     def __init__(self, strs: Sequence):
         self.strs = strs
@@ -609,11 +556,11 @@ class _NFC(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        return unicodedata.normalize("NFC", self.strs[i])
+        return partner_key_of_stem(self.strs[i])
 
 
 class _Index:
-    """``{key: Path}`` of an --inst or --real folder (``_index``), stored as two :class:`_Strs`,
+    """``{key: Path}`` of an --inst or --real folder (``_index``), stored as two :class:`Strs`,
     the keys sorted: ``get(key)`` finds it by bisection and builds the Path. A dict of Paths was
     some 250 bytes per partner file for the whole run."""
 
@@ -621,8 +568,8 @@ class _Index:
 
     def __init__(self, index: dict | None = None):
         keys = sorted(index or ())
-        self._keys = _Strs(keys)
-        self._paths = _Strs(str(index[k]) for k in keys)
+        self._keys = Strs(keys)
+        self._paths = Strs((str(index[k]) for k in keys))
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -897,9 +844,9 @@ class DatasetSource(torch.utils.data.Dataset):
         self.records = recs
         role = self.domain or ("ab" if self.mode == "aligned" else "label")
         paths = [Path(r[role]) for r in recs]
-        self.files = _Strs(str(p) for p in paths)   # compactly: held for the whole run (_Strs)
-        self.keys = _Strs(str(p.relative_to(root)) for p in paths)
-        self.stems = _Strs(stem_key(p) for p in paths)
+        self.files = Strs((str(p) for p in paths))   # compactly: held for the whole run (Strs)
+        self.keys = Strs((str(p.relative_to(root)) for p in paths))
+        self.stems = Strs((stem_key(p) for p in paths))
         del paths
         self.copy_label = self.mode in ("cityscapes", "rgb_pairs", "unaligned")
 
@@ -2380,7 +2327,6 @@ def _todo_of_all_ranks(todo: "_Todo", already_done: int, K: int, info) -> tuple[
     all its ``K`` samples to do (every input of a new job) travels as its index alone (8 bytes
     in the array of a :class:`_Todo`)."""
     from pix2pixhd.distributed import gather_all
-    todo = todo if isinstance(todo, _Todo) else _Todo(todo, K)
     seen = gather_all((todo._i, todo._some, already_done), info)
     idx = np.concatenate([np.frombuffer(part, np.int64) for part, _, _ in seen if len(part)] or
                          [np.zeros(0, np.int64)])
@@ -2547,7 +2493,6 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     from pix2pixhd.data import create_dataloader
     from pix2pixhd.data.loader import shutdown_workers
     out, K, B = Path(job.out), job.num_samples, job.batch_size
-    mine = mine if isinstance(mine, _Todo) else _Todo(mine, K)   # compact: no dict or list per input
     units_total = mine.units()
     cuda = synth.device.type == "cuda"
     # the workers ignore SIGTERM and SIGINT, as training's do: a signal to the whole process group

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pix2pixhd.data.layouts import progress_path   # (its name: the data module's errors say it)
 from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
 
 CLUSTERS_FILE = "features_clustered.pt"
@@ -971,11 +972,6 @@ def _save_progress(path: Path, key: dict, ds, done: int, **payload) -> None:
                            "names": _names_digest(ds.records[:done]), **payload}, path)
 
 
-def _progress_path(output: Path) -> Path:
-    """The progress file of a run writing ``output`` (a file or a folder): beside it, hidden."""
-    return output.parent / f".{output.name}.progress"
-
-
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -1064,7 +1060,7 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     dst = Path(out) if out else (run.parent if run.is_file() else run) / CLUSTERS_FILE
     _check_clusters_out(dst, run, which_epoch)
     before = _file_id(dst)
-    progress, done = _progress_path(dst), 0
+    progress, done = progress_path(dst), 0
     try:
         e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
         identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
@@ -1208,7 +1204,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     except OSError as e:
         raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
     _check_batching(1, progress_every)
-    progress = _progress_path(out)
+    progress = progress_path(out)
     key = {"command": "precompute", "encoder": checkpoint_encoder_identity(checkpoint_dir, which_epoch).get("sha256", ""),
            "inputs": _inputs_digest(ds), "label_feat": str(bool(cfg.label_feat)), "upsample": str(upsample),
            "out": os.path.abspath(out)}

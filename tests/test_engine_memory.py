@@ -2,7 +2,7 @@
 what the engine holds for the whole run grew by ~0.5 KB of Python objects per input (four lists
 of str per input, the list of (input, samples) to do) and a rerun's scan of the manifest by
 ~0.65 KB per complete output (a dict of tuples of lists): a million label maps was ~0.5 GB per
-rank. Both are stored compactly now (``_Strs``, ``_Todo``, ``_Done``: bytes blobs and arrays).
+rank. Both are stored compactly now (``compact.Strs``, ``_Todo``, ``_Done``: bytes blobs and arrays).
 
 The bounds are deterministic: the bytes of the objects reachable from the job's state
 (``sys.getsizeof`` over ``gc.get_referents``), not a process's memory, at N and 4N inputs, so
@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from pix2pixhd import engine
+from pix2pixhd.compact import Strs
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.engine import MANIFEST, SynthesisJob, _complete_lines, run_synthesis
 from pix2pixhd.synthesis import Synthesizer
@@ -143,8 +144,8 @@ def test_the_compact_scan_answers_as_the_dict_did(tmp_path):
 
 @pytest.mark.fault(cls="synthesis", case="compact input names and to-do list: the answers of the lists they replace")
 def test_the_compact_names_and_todo_answer_as_the_lists_did():
-    names = ["a.png", "caf\u00e9.png", "cafe\u0301.png", "x\udcff.png", "", "\ud800 lone.png"]
-    strs = engine._Strs(names)
+    names = ["a.png", "caf\u00e9.png", "cafe\u0301.png", "x\udcff.png", "", "\udc80 lone.png"]
+    strs = Strs(names)   # as the engine stores them (os.fsencode: names as the file system gives them)
     assert list(strs) == names and strs == names and len(strs) == 6 and strs[-1] == names[-1]
     assert strs[1:4] == names[1:4] and engine._NFC(strs)[2] == "caf\u00e9.png"
     import pickle

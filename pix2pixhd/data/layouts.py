@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pix2pixhd.compact import Strs
 from pix2pixhd.errors import ConfigError, InputError
 
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
@@ -340,7 +341,13 @@ def partner_key(p: Path) -> str:
     """What partners are matched on: :func:`stem_key` in Unicode normal form NFC, so that names
     that look the same match whatever form they are stored in (macOS writes NFD: 'cafe\u0301',
     Linux tools mostly NFC: 'caf\u00e9'). Files are still read by their own paths."""
-    return unicodedata.normalize("NFC", stem_key(p))
+    return partner_key_of_stem(stem_key(p))
+
+
+def partner_key_of_stem(stem: str) -> str:
+    """:func:`partner_key` of a file whose :func:`stem_key` is ``stem`` (for callers that hold
+    the stems, not the Paths: synthesize.py's engine)."""
+    return unicodedata.normalize("NFC", stem)
 
 
 # NVIDIA pix2pixHD's test.py writes results/NAME/test_latest/images/ with these three side by
@@ -391,21 +398,23 @@ def index_images(folder: Path, *, what: str | None = None, results: bool = False
 
 
 class Records(Sequence):
-    """A split's records (file groups: dicts role -> Path), stored compactly: per role one bytes
-    blob of the file names (``os.fsencode``: any name the file system gave survives) and one
-    numpy array of offsets, so that a dataset of 100k samples is a handful of Python objects, not
-    100k dicts of Paths. A DataLoader worker is a fork: a list of dicts would be copied into each
-    worker page by page as the worker touches them (reference counts, the garbage collector's
-    walks), some 6 MB per 10k samples per worker; these arrays are only read, and stay shared.
+    """A split's records (file groups: dicts role -> Path), stored compactly: the number of each
+    record's set of roles (a uint8 array), per role its file names (:class:`~pix2pixhd.compact.Strs`:
+    one bytes blob and one numpy array of offsets; ``os.fsencode``, so any name the file system
+    gave survives; '' where a record lacks the role) and whether the role's values were str or
+    Path, so that a dataset of 100k samples is a handful of Python objects, not 100k dicts of
+    Paths. A DataLoader worker is a fork: a list of dicts would be copied into each worker page by
+    page as the worker touches them (reference counts, the garbage collector's walks), some 6 MB
+    per 10k samples per worker; these arrays are only read, and stay shared.
     ``records[i]`` builds the dict (Paths, the roles in their order) when asked; slices,
     ``+`` and ``==`` (with a list of dicts too) behave as the list they replace."""
 
-    __slots__ = ("_kinds", "_kind", "_blobs", "_offsets", "_strs", "_n")
+    __slots__ = ("_kinds", "_kind", "_names", "_strs", "_n")
 
     def __init__(self, recs=()):
         if isinstance(recs, Records):
-            self._kinds, self._kind, self._blobs = recs._kinds, recs._kind, recs._blobs
-            self._offsets, self._strs, self._n = recs._offsets, recs._strs, recs._n
+            self._kinds, self._kind, self._names = recs._kinds, recs._kind, recs._names
+            self._strs, self._n = recs._strs, recs._n
             return
         recs = list(recs)
         kinds: dict[tuple, int] = {}   # the roles of a record, in order -> its number
@@ -420,19 +429,17 @@ class Records(Sequence):
             kind[i] = k
             for role, v in rec.items():
                 if role not in parts:
-                    parts[role] = [b""] * i
+                    parts[role] = [""] * i
                     strs[role] = isinstance(v, str)
                 elif isinstance(v, str) != strs[role]:
                     raise TypeError(f"Records: role {role!r} mixes str and Path values")
-                parts[role].append(os.fsencode(v))
+                parts[role].append(os.fspath(v))
             for role, got in parts.items():   # a role this record lacks: an empty entry
                 if len(got) == i:
-                    got.append(b"")
+                    got.append("")
         self._kinds = tuple(kinds)
         self._kind = kind
-        self._blobs = {r: b"".join(v) for r, v in parts.items()}
-        self._offsets = {r: np.concatenate([[0], np.cumsum([len(x) for x in v], dtype=np.int64)])
-                         for r, v in parts.items()}
+        self._names = {r: Strs(v) for r, v in parts.items()}
         self._strs = strs
         self._n = len(recs)
 
@@ -442,8 +449,7 @@ class Records(Sequence):
     def _one(self, i: int) -> dict:
         out = {}
         for role in self._kinds[self._kind[i]]:
-            o = self._offsets[role]
-            name = os.fsdecode(self._blobs[role][o[i]:o[i + 1]])
+            name = self._names[role][i]
             out[role] = name if self._strs[role] else Path(name)
         return out
 
@@ -456,10 +462,7 @@ class Records(Sequence):
             r = Records.__new__(Records)
             r._kinds, r._strs, r._n = self._kinds, self._strs, stop - start
             r._kind = self._kind[start:stop].copy()
-            r._offsets, r._blobs = {}, {}
-            for role, o in self._offsets.items():
-                r._blobs[role] = self._blobs[role][o[start]:o[stop]]
-                r._offsets[role] = o[start:stop + 1] - o[start]
+            r._names = {role: names[start:stop] for role, names in self._names.items()}
             return r
         i = operator.index(i)
         if i < 0:
@@ -488,12 +491,12 @@ class Records(Sequence):
         return f"Records({list(self)!r})"
 
     def __reduce__(self):   # a spawned worker (or a copy) gets the arrays, not the dicts
-        return (_records_from_state, ((self._kinds, self._kind, self._blobs, self._offsets, self._strs, self._n),))
+        return (_records_from_state, ((self._kinds, self._kind, self._names, self._strs, self._n),))
 
 
 def _records_from_state(state) -> Records:
     r = Records.__new__(Records)
-    r._kinds, r._kind, r._blobs, r._offsets, r._strs, r._n = state
+    r._kinds, r._kind, r._names, r._strs, r._n = state
     return r
 
 
@@ -677,12 +680,19 @@ def _missing_folder_fix(role: str, root: Path, phase: str, instance_feat: bool |
     return "add the folder"
 
 
+def progress_path(output: Path) -> Path:
+    """The progress file of a run writing ``output`` (a file or a folder: ``features
+    precompute``'s {phase}_feat/): beside it, hidden. The features module writes it and this
+    module's errors name it, so both take its name from here."""
+    return output.parent / f".{output.name}.progress"
+
+
 def _interrupted_precompute(root: Path, phase: str, sep: str) -> str:
     """``sep`` and what to do about the progress file a killed or stopped ``features precompute``
-    of ``root``'s ``phase`` left beside {phase}_feat/ (features._progress_path: ``.{phase}_feat.progress``);
+    of ``root``'s ``phase`` left beside {phase}_feat/ (:func:`progress_path`: ``.{phase}_feat.progress``);
     '' when there is none. Its maps are only part of the split, and the same command continues
     from where it stopped, which writing them again from scratch would not."""
-    progress = Path(root) / f".{phase}_feat.progress"
+    progress = progress_path(Path(root) / f"{phase}_feat")
     if not progress.is_file():
         return ""
     return f"{sep}an interrupted precompute left {progress}: rerun the same precompute command to finish it"

@@ -351,13 +351,18 @@ def _unreadable_error(first: UnreadableImageError, checks, shown: int = 5, ahead
     would cost a full pass (minutes of Inception on a CPU) per file. ``ahead``: checks whose
     refused files are listed before ``first`` (the --fake/--real images, when ``first`` is a
     segmentation input met before them). ``first`` itself when it is the only one; else the
-    count, the first ``shown`` with their option and reason, and the fix of each kind."""
+    count, the first ``shown`` with their option and reason (and the first of each kind they
+    leave out), and the fix of each kind."""
     bad = [*_refused(ahead, first.where), first, *_refused(checks, first.where)]
     if len(bad) == 1:
         return first
-    listed = "; ".join(b.listed for b in bad[:shown])
-    more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
     groups = [g for g in _GROUPS if any(b.group == g for b in bad)]
+    # the first ``shown``, and the first of each kind they leave out (its fix is named below: a
+    # file of it named too shows what it applies to)
+    named = bad[:shown] + [next(b for b in bad if b.group == g) for g in groups
+                           if not any(b.group == g for b in bad[:shown])]
+    listed = "; ".join(b.listed for b in named)
+    more = f"; and {len(bad) - len(named)} more" if len(bad) > len(named) else ""
     if set(groups) <= {"decode", "bomb"}:   # Pillow cannot decode any of them
         why = ("each is truncated or not an image" if groups == ["decode"] else
                "each is truncated, not an image, or declares more pixels than Pillow opens")

@@ -154,3 +154,24 @@ def test_refused_segmentation_inputs_are_named_before_the_image_pass_with_the_ba
         err.index(f"--labels map {labels / '3.png'} is an RGB image (3 channels)"), err
     assert "for each mode-I or mode-F image" in err and "for each colour image given as a label map" in err, err
     assert scored == [], f"the image pass ran ({len(scored)} pairs scored) before the inputs were checked"
+
+
+@pytest.mark.fault(cls="bad dataset", case="more refused files than the error lists, of two kinds: each kind has a "
+                   "file named beside its fix (a colour --labels map was only in '... and N more')")
+def test_each_kind_of_refused_file_is_named_when_more_than_five_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(ev, "psnr_ssim", lambda x, y: (torch.zeros(1), torch.zeros(1)))
+    fake, real = _images(tmp_path / "fake", 6), _images(tmp_path / "real", 6, seed=1)
+    for i in range(6):   # six mode-F fakes: more than the five listed
+        (fake / f"{i}.png").unlink()
+        Image.fromarray(np.random.default_rng(i).random((16, 16), dtype=np.float32)).save(fake / f"{i}.tif")
+    train_img, train_lab = _images(tmp_path / "train_img", 4, seed=2), _images(tmp_path / "train_lab", 4, "L")
+    labels = _images(tmp_path / "labels", 6, "L", seed=3)
+    Image.open(real / "3.png").save(labels / "3.png")   # an RGB picture given as a label map
+    err = _error(capsys, ["--fake", str(fake), "--real", str(real), "--labels", str(labels), "--train_images",
+                          str(train_img), "--train_labels", str(train_lab), "--label_nc", "3", "--seg_steps", "1",
+                          "--seg_width", "16", "--no_fid"])
+    assert err.startswith("error: 7 images cannot be read: "), err
+    # the fault: five fakes were named, the colour map only counted in "and 2 more"
+    assert f"--labels map {labels / '3.png'} is an RGB image (3 channels)" in err, err
+    assert "; and 1 more;" in err and f"{fake / '5.tif'}" not in err, err
+    assert "for each mode-I or mode-F image" in err and "for each colour image given as a label map" in err, err

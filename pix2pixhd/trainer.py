@@ -329,6 +329,20 @@ def _tqdm():
     return tqdm
 
 
+def _note(text: str) -> None:
+    """A line on stderr during training (a note of a save, a skipped fp16 step): through tqdm.write
+    when tqdm is there, which clears a terminal's progress bar, writes the line and draws the bar
+    again below it, so the note is neither glued to the bar's line nor cleared with it; print
+    otherwise (and the same line without a terminal)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(text, file=sys.stderr, flush=True)
+        return
+    tqdm.write(text, file=sys.stderr)
+    sys.stderr.flush()
+
+
 def set_deterministic(device: torch.device) -> None:
     """``--deterministic``: torch.use_deterministic_algorithms. On CPU that refuses ops without a
     deterministic kernel; CPU runs repeat bit for bit without it at a fixed thread count (a resume
@@ -1165,10 +1179,10 @@ class Trainer:
             if scale < before:
                 self.skipped_steps += 1
                 if self.skipped_steps == 1 and self.dist.is_master:
-                    print(f"note: fp16: step {self.global_step + 1} had inf/NaN gradients: GradScaler skipped "
+                    _note(f"note: fp16: step {self.global_step + 1} had inf/NaN gradients: GradScaler skipped "
                           f"the update of the optimizer(s) holding them and lowered the loss scale to {scale:g}; "
                           "skipped steps are counted in the log (skipped_steps, loss_scale; a few while the "
-                          "scale settles are usual)", file=sys.stderr, flush=True)
+                          "scale settles are usual)")
         else:
             self.scaler.update()
         self.timer.mark("optimizer")
@@ -1276,7 +1290,7 @@ class Trainer:
                    f"({failed[0][1].strerror or failed[0][1]}): training goes on; remove "
                    f"{'them' if len(failed) > 1 else 'it'} by hand")
             self.vis.log_message(msg, step=self.global_step)
-            print(f"note: {msg}", file=sys.stderr, flush=True)
+            _note(f"note: {msg}")
 
     def _claim_folder(self) -> None:
         """Before the first save of a Trainer that fit() did not start (Python): unless it was
@@ -1341,7 +1355,7 @@ class Trainer:
                f"resumed: kept as {kept} before this run overwrites it (synthesize.py --checkpoint "
                f"{kept} reads it; renamed back to {path.name}, {resume} continues from it)")
         self.vis.log_message(msg, step=self.global_step, kept=True)
-        print(f"note: {msg}", file=sys.stderr, flush=True)
+        _note(f"note: {msg}")
 
     # ---- data ----------------------------------------------------------------------------------
     def _check_d_input(self, w: int, h: int, what: str) -> None:
@@ -1609,8 +1623,8 @@ class Trainer:
         from pix2pixhd.data.loader import shutdown_workers
         shutdown_workers(loader)   # a dead worker may hold a lock torch's own shutdown would wait on
         sampler.set_epoch(self.epoch, done=self.samples_in_epoch)
-        print(f"note: rank {self.dist.rank}: {self._worker_death}; new workers load the next batch, "
-              "and every rank stops after the next step with latest.pt saved", file=sys.stderr, flush=True)
+        _note(f"note: rank {self.dist.rank}: {self._worker_death}; new workers load the next batch, "
+              "and every rank stops after the next step with latest.pt saved")
         return iter(loader)
 
     def _stop_after_worker_death(self) -> None:
@@ -1879,12 +1893,6 @@ class Trainer:
             bar.leave = bool(ends_run or time.perf_counter() - t_epoch >= EPOCH_BAR_KEEP_S)
             bar.close()
 
-        def say(msg: str) -> None:
-            """A note on stderr during an epoch: above the bar on a terminal (tqdm.write clears it
-            and draws it again), not glued to the bar's line nor cleared with it."""
-            tqdm.write(msg, file=sys.stderr)
-            sys.stderr.flush()
-
         def epoch_means(whole: bool) -> dict:
             """This epoch's losses for the summary (a collective under DDP: every rank calls it at
             the same step; the steps are the same on every rank)."""
@@ -1978,7 +1986,7 @@ class Trainer:
                 self.timer.start(logging or bool(cfg.max_steps and steps_this_run + 1 >= cfg.max_steps) or (
                     self.epoch == total_epochs and self.iter_in_epoch + 1 - began_at == epoch_steps))
                 if not steps_this_run and cfg.compile and master:
-                    say("note: --compile: the networks compile during the first step (minutes on a large "
+                    _note("note: --compile: the networks compile during the first step (minutes on a large "
                         "model); the steps after it run compiled")
                 losses = self.train_step(batch)
                 if not steps_this_run:

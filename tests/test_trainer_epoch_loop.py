@@ -107,3 +107,20 @@ def test_the_epochs_step_count_is_taken_once_per_epoch_and_times_a_resumed_runs_
     assert last["step"] == 4 and last["window_steps"] == 1
     assert any(k.startswith("ms/") and k != "ms/data" for k in last), \
         f"the resumed run's last step (4) has no phase times: {sorted(last)}"
+
+
+def test_a_note_beside_a_live_bar_gets_a_line_of_its_own(monkeypatch):
+    """trainer._note (the fp16 skipped-step note, a save's notes, a DDP rank's worker-death note:
+    written while an epoch's bar is on the screen) clears the bar, writes the note and draws the
+    bar again; printed, the note was glued to the bar's line."""
+    from tqdm import tqdm
+    term = _Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    bar = tqdm(total=4, file=term, desc="global epoch 1/1", leave=True)
+    bar.update(1)
+    trainer._note("note: fp16: step 2 had inf/NaN gradients")
+    bar.update(3)
+    bar.close()
+    screen = _screen(term.getvalue())
+    assert "note: fp16: step 2 had inf/NaN gradients" in screen, f"the note is not a line of its own: {screen}"
+    assert len(_bars(term.getvalue())) == 1, screen

@@ -18,7 +18,7 @@ instance carries one ``feat_num``-vector that G reads as extra input channels. A
 Command line::
 
     python -m pix2pixhd.features encode --checkpoint checkpoints/NAME [--n_clusters 10] [--batch_size 4]
-    python -m pix2pixhd.features precompute --checkpoint checkpoints/NAME [--upsample 2]
+    python -m pix2pixhd.features precompute --checkpoint checkpoints/NAME [--upsample 2] [--batch_size 4]
 
 SIGTERM or SIGINT (GNU timeout, SLURM's scancel, Ctrl-C: the whole process group) stops either
 command at once with one line saying what it had written, with training's statuses for a stop (75
@@ -1168,7 +1168,7 @@ def _check_how_many(how_many: int) -> None:
 def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "latest",
                             dataroot: str = "", phase: str = "train", upsample: int = 2,
                             out_dir: str | Path | None = None, how_many: int = 0,
-                            device: str | torch.device = "cpu",
+                            device: str | torch.device = "cpu", batch_size: int = 4,
                             progress_every: int = PROGRESS_EVERY) -> list[Path]:
     """E's maps of every training image, upsampled ×``upsample`` (nearest) → uint8 RGB PNGs in
     ``DATAROOT/{phase}_feat/<label stem>.png``, which ``--load_features`` reads at the next stage.
@@ -1176,11 +1176,15 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     As the reference does it: E runs at the resolution it was trained at (the global stage's), and
     the 2048×1024 stage reads the ×2 maps. Values [-1, 1] are stored as (v + 1) · 127.5.
 
-    Every ``progress_every`` images, or every 5% of those done once that is more
-    (:func:`_progress_due`; 0: never), the count of the maps written so far is recorded in
-    ``.{out folder}.progress`` beside the folder (whole: a temporary file, renamed); a rerun after a
-    stop or a kill writes only the others (the same inputs, encoder and options: otherwise it says
-    so and starts over). The file is removed once every map is written.
+    E encodes ``batch_size`` images at a time (consecutive images of one size, BatchNorm per image:
+    each map is the image's own, its floats equal to batch 1's within float32 rounding, so a value
+    that falls on a half level can round to the neighbouring uint8 level: docs/features.md); the
+    maps of a batch are then written one by one, each whole, so that a stop between two of them
+    leaves whole maps and the progress file counts only maps written. Every ``progress_every``
+    images, or every 5% of those done once that is more (:func:`_progress_due`; 0: never), the count
+    of the maps written so far is recorded in ``.{out folder}.progress`` beside the folder (whole: a
+    temporary file, renamed); a rerun after a stop or a kill writes only the others (the same
+    inputs, encoder and options: otherwise it says so and starts over). The file is removed once every map is written.
     """
     from PIL import Image
 
@@ -1203,7 +1207,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
             raise PermissionError(errno.EACCES, "Permission denied (no write permission)", str(out))
     except OSError as e:
         raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
-    _check_batching(1, progress_every)
+    _check_batching(batch_size, progress_every)
     progress = progress_path(out)
     key = {"command": "precompute", "encoder": checkpoint_encoder_identity(checkpoint_dir, which_epoch).get("sha256", ""),
            "inputs": _inputs_digest(ds), "label_feat": str(bool(cfg.label_feat)), "upsample": str(upsample),
@@ -1219,26 +1223,27 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     loader = _batches(ds, cfg.nThreads, start=done)
     try:
         try:
-            for batch in _grouped(_held_fetches(loader), 1):
+            for batch in _grouped(_held_fetches(loader), batch_size):
                 label = batch["label"].to(device)
                 inst = label if cfg.label_feat else batch["inst"].to(device)
-                feat = e(image_to_float(batch["image"].to(device)), inst)          # [1, F, h, w] in [-1, 1]
+                feat = e(image_to_float(batch["image"].to(device)), inst)          # [n, F, h, w] in [-1, 1]
                 if upsample != 1:
                     feat = F.interpolate(feat, scale_factor=upsample, mode="nearest")
-                img = float_to_uint8(feat[0]).permute(1, 2, 0).cpu().numpy()
-                name = stem_key(Path(_label_path(batch)))
-                dst = out / f"{name}.png"
-                try:
-                    with _stops_held():   # a stop's count of the maps written is exact
-                        _write_png(Image.fromarray(img), dst)
-                        written.append(dst)
-                except OSError as e:
-                    if e.errno is None:   # not the file system's: PIL's own
-                        raise
-                    raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
-                if _progress_due(len(written), last, progress_every) and len(written) < len(ds):
-                    _save_progress(progress, key, ds, len(written))
-                    last = len(written)
+                imgs = float_to_uint8(feat).permute(0, 2, 3, 1).cpu().numpy()
+                for img, path in zip(imgs, _label_paths(batch, len(imgs))):
+                    dst = out / f"{stem_key(Path(path))}.png"
+                    try:
+                        with _stops_held():   # a stop's count of the maps written is exact
+                            _write_png(Image.fromarray(img), dst)
+                            written.append(dst)
+                    except OSError as e:
+                        if e.errno is None:   # not the file system's: PIL's own
+                            raise
+                        raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
+                    # per map, not per batch: the count saved is always of maps written whole
+                    if _progress_due(len(written), last, progress_every) and len(written) < len(ds):
+                        _save_progress(progress, key, ds, len(written))
+                        last = len(written)
         finally:
             _end_workers(loader)
         progress.unlink(missing_ok=True)
@@ -1290,11 +1295,17 @@ def _feat_folder_error(out: Path, e: OSError, phase: str, given: bool) -> InputE
     return InputError(f"cannot write the feature maps into {out}/ ({why}); {fix}")
 
 
-def _label_path(batch: dict) -> str:
+def _label_paths(batch: dict, n: int) -> list[str]:
+    """The label file of each of the ``n`` images of ``batch`` (:func:`_grouped` makes its
+    non-tensor entries lists), which name their feature maps."""
     for key in ("label_path", "path"):
         if key in batch:
             v = batch[key]
-            return str(v[0] if isinstance(v, (list, tuple)) else v)
+            paths = [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+            if len(paths) != n:
+                raise KeyError(f"the batch's {key!r} names {len(paths)} file(s) for {n} image(s); cannot name "
+                               "the feature maps")
+            return paths
     raise KeyError("the dataset's items carry no 'path' / 'label_path'; cannot name the feature maps")
 
 
@@ -1320,6 +1331,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        help="k-means clusters per class; 0: the run's --n_clusters (default: 0)")
     sub.choices["encode"].add_argument("--batch_size", type=int, default=4,
                                        help="images E encodes at once (the features are those of one at a time; default: 4)")
+    sub.choices["precompute"].add_argument("--batch_size", type=int, default=4,
+                                           help="images E encodes at once (each map is that image's own, to float32 "
+                                                "rounding; default: 4)")
     for name in ("encode", "precompute"):
         sub.choices[name].add_argument(
             "--progress_every", type=int, default=PROGRESS_EVERY,
@@ -1389,7 +1403,8 @@ def _command(a: argparse.Namespace) -> int:
     else:
         files = precompute_feature_maps(a.checkpoint, which_epoch=a.which_epoch, dataroot=a.dataroot,
                                         phase=a.phase, upsample=a.upsample, out_dir=a.out_dir or None,
-                                        how_many=a.how_many, device=device, progress_every=a.progress_every)
+                                        how_many=a.how_many, device=device, batch_size=a.batch_size,
+                                        progress_every=a.progress_every)
         print(f"wrote {len(files)} feature maps to {files[0].parent if files else a.out_dir}")
     return 0
 

@@ -220,7 +220,7 @@ def test_progress_of_other_options_is_not_resumed(run, tmp_path, counted, capsys
     out = tmp_path / "feat"
     counted(stop_at=3)
     with pytest.raises(KeyboardInterrupt):
-        features.precompute_feature_maps(folder, out_dir=out, progress_every=1)
+        features.precompute_feature_maps(folder, out_dir=out, progress_every=1, batch_size=1)
     capsys.readouterr()
     sizes = counted()
     features.precompute_feature_maps(folder, out_dir=out, progress_every=1, upsample=1)
@@ -298,27 +298,113 @@ def test_encode_progress_saves_grow_like_log_n_and_keep_no_names(run, tmp_path, 
     assert _same(_features(whole), _features(out)), "the resumed run's clusters differ from an uninterrupted run's"
 
 
+def _maps(folder: Path) -> dict:
+    """{file name: uint8 array} of the feature maps in ``folder``."""
+    import numpy as np
+    out = {}
+    for p in sorted(folder.iterdir()):
+        with Image.open(p) as im:
+            out[p.name] = np.asarray(im).astype(int)
+    return out
+
+
+def _within_one_level(a: dict, b: dict, what: str) -> int:
+    """Assert the maps ``a`` and ``b`` are the same files with pixels at most one uint8 level apart
+    (E's floats at batch n equal batch 1's to float32 rounding: a value on a half level may round
+    either way, docs/features.md); → the number of values that differ (0 on this machine's CPU)."""
+    assert sorted(a) == sorted(b) and len(a) == N, f"{what}: {sorted(a)} vs {sorted(b)}"
+    differ = 0
+    for n in a:
+        assert a[n].shape == b[n].shape, (n, a[n].shape, b[n].shape)
+        d = abs(a[n] - b[n])
+        assert d.max() <= 1, f"{what}: {n} differs by {d.max()} levels"
+        differ += int((d > 0).sum())
+    total = sum(v.size for v in a.values())
+    assert differ <= total // 1000, f"{what}: {differ} of {total} values differ by a level"
+    return differ
+
+
+def test_precompute_batches_images_and_writes_the_maps_of_one_at_a_time(run, tmp_path, counted, capsys):
+    from pix2pixhd.features import main
+    folder, _ = run
+    one = counted()
+    features.precompute_feature_maps(folder, out_dir=tmp_path / "b1", batch_size=1)
+    three = counted()
+    assert main(["precompute", "--checkpoint", str(folder), "--out_dir", str(tmp_path / "b3"),
+                 "--batch_size", "3", "--device", "cpu"]) == 0
+    assert one == [1] * N, one
+    assert three == [3, 3, 1], f"E's forwards at --batch_size 3: {three} (images each)"
+    assert f"wrote {N} feature maps to {tmp_path / 'b3'}" in capsys.readouterr().out
+    _within_one_level(_maps(tmp_path / "b1"), _maps(tmp_path / "b3"), "batch 3 vs batch 1")
+    with pytest.raises(features.ConfigError, match=r"--batch_size 0: expected 1 or more"):
+        features.precompute_feature_maps(folder, out_dir=tmp_path / "b0", batch_size=0)
+
+
 @pytest.mark.fault(cls="interrupted run",
-                   case="features precompute killed after 3 of 7 maps (progress every 1): the rerun writes "
-                        "only the other 4, the maps equal an uninterrupted run's")
+                   case="features precompute at --batch_size 3 killed after 3 of 7 maps (progress every 1): "
+                        "the rerun writes only the other 4, the maps equal an uninterrupted run's")
 def test_precompute_resumes_after_a_stop(run, tmp_path, counted, capsys):
     folder, _ = run
     counted()
-    features.precompute_feature_maps(folder, out_dir=tmp_path / "whole")
+    features.precompute_feature_maps(folder, out_dir=tmp_path / "whole", batch_size=3)
     out = tmp_path / "feat"
-    counted(stop_at=3)
+    counted(stop_at=4)   # E's second batch of 3
     with pytest.raises(KeyboardInterrupt):
-        features.precompute_feature_maps(folder, out_dir=out, progress_every=1)
+        features.precompute_feature_maps(folder, out_dir=out, progress_every=1, batch_size=3)
     capsys.readouterr()
     sizes = counted()
-    written = features.precompute_feature_maps(folder, out_dir=out, progress_every=1)
+    written = features.precompute_feature_maps(folder, out_dir=out, progress_every=1, batch_size=3)
     err = capsys.readouterr().err
     assert f"3 of {N} image(s) already done" in err, err
-    assert sum(sizes) == N - 3, f"the rerun encoded {sum(sizes)} images, not the {N - 3} left"
+    assert sizes == [3, 1], f"the rerun's forwards {sizes}, not the {N - 3} images left in batches of 3"
     assert len(written) == N
     names = sorted(p.name for p in (tmp_path / "whole").iterdir())
     assert sorted(p.name for p in out.iterdir()) == names and len(names) == N
     for n in names:
         with Image.open(out / n) as a, Image.open(tmp_path / "whole" / n) as b:
             assert a.tobytes() == b.tobytes(), n
+    assert not (tmp_path / ".feat.progress").exists()
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="features precompute at --batch_size 3 killed while writing the 2nd map of E's 2nd "
+                        "batch: 4 whole maps and no temporary file left, the progress file never counts a map "
+                        "not written, the rerun writes only the other 3")
+def test_precompute_stopped_mid_batch_leaves_whole_maps_and_resumes(run, tmp_path, counted, capsys, monkeypatch):
+    folder, _ = run
+    counted()
+    features.precompute_feature_maps(folder, out_dir=tmp_path / "whole", batch_size=1)
+    out = tmp_path / "feat"
+    write, save, calls, saved = features._write_png, features._save_progress, [], []
+
+    def killed_at_5th(img, dst):
+        calls.append(dst)
+        if len(calls) == 5:
+            raise KeyboardInterrupt   # a kill's stand-in, mid-batch: nothing of map 5 written
+        write(img, dst)
+
+    def checked(path, key, ds, done, **payload):
+        on_disk = sorted(p.name for p in out.iterdir())
+        assert len(on_disk) == done, f"progress of {done} maps saved with {on_disk} written"
+        saved.append(done)
+        save(path, key, ds, done, **payload)
+    monkeypatch.setattr(features, "_write_png", killed_at_5th)
+    monkeypatch.setattr(features, "_save_progress", checked)
+    sizes = counted()
+    with pytest.raises(KeyboardInterrupt):
+        features.precompute_feature_maps(folder, out_dir=out, progress_every=1, batch_size=3)
+    assert sizes == [3, 3] and saved == [1, 2, 3, 4], (sizes, saved)
+    first = sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert sorted(p.name for p in out.iterdir()) == first[:4]   # whole maps only, no temporary file
+    for p in out.iterdir():
+        with Image.open(p) as im:
+            im.load()
+    monkeypatch.undo()
+    capsys.readouterr()
+    sizes = counted()
+    features.precompute_feature_maps(folder, out_dir=out, progress_every=1, batch_size=3)
+    err = capsys.readouterr().err
+    assert f"4 of {N} image(s) already done" in err, err
+    assert sizes == [3], f"the rerun's forwards {sizes}, not the {N - 4} images left"
+    _within_one_level(_maps(tmp_path / "whole"), _maps(out), "resumed at batch 3 vs batch 1")
     assert not (tmp_path / ".feat.progress").exists()

@@ -100,8 +100,9 @@ def test_sigint_stops_precompute_with_the_maps_written_whole(run, tmp_path):
     folder, _ = run
     out = tmp_path / "feat"
     first = sorted(p.stem for p in (run[1] / "train_label").iterdir())
+    # batches of K: E has written maps 1..K before it needs image K + 1 (the worker waits there)
     status, err = _signalled(signal.SIGINT, out / f"{first[K - 1]}.png", "precompute", "--checkpoint",
-                             str(folder), "--out_dir", str(out))
+                             str(folder), "--out_dir", str(out), "--batch_size", str(K))
     assert status == INTERRUPTED_EXIT_STATUS == 130, (status, err[-3000:])
     line = (f"stopped by SIGINT: {K} feature map(s) written to {out}/ before the stop, each whole (through a "
             "temporary file), the others not; rerun the same command to write them all (precompute starts "

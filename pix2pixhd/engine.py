@@ -253,9 +253,9 @@ class FolderSource(torch.utils.data.Dataset):
         self.has_inst = job.inst is not None or needs_inst   # items carry instance maps
         # compactly (held for the whole run): the names and stems in Strs; each path is the
         # folder / its name (list_folder's), and each partner key (partner_key) its stem in NFC
-        self.keys = Strs((p.name for p in files))          # unique within one folder
+        self.keys = Strs(p.name for p in files)          # unique within one folder
         self.files = _Under(folder, self.keys)
-        self.stems = Strs((stem_key(p) for p in files))
+        self.stems = Strs(stem_key(p) for p in files)
         self.match_keys = _NFC(self.stems)   # what --inst/--real partners match on (NFC)
 
     def __len__(self) -> int:
@@ -569,7 +569,7 @@ class _Index:
     def __init__(self, index: dict | None = None):
         keys = sorted(index or ())
         self._keys = Strs(keys)
-        self._paths = Strs((str(index[k]) for k in keys))
+        self._paths = Strs(str(index[k]) for k in keys)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -844,9 +844,9 @@ class DatasetSource(torch.utils.data.Dataset):
         self.records = recs
         role = self.domain or ("ab" if self.mode == "aligned" else "label")
         paths = [Path(r[role]) for r in recs]
-        self.files = Strs((str(p) for p in paths))   # compactly: held for the whole run (Strs)
-        self.keys = Strs((str(p.relative_to(root)) for p in paths))
-        self.stems = Strs((stem_key(p) for p in paths))
+        self.files = Strs(str(p) for p in paths)   # compactly: held for the whole run (Strs)
+        self.keys = Strs(str(p.relative_to(root)) for p in paths)
+        self.stems = Strs(stem_key(p) for p in paths)
         del paths
         self.copy_label = self.mode in ("cityscapes", "rgb_pairs", "unaligned")
 

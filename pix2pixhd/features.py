@@ -1191,6 +1191,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     from pix2pixhd.data.layouts import stem_key
     from pix2pixhd.encoding import float_to_uint8, image_to_float
     _check_how_many(how_many)
+    _check_batching(batch_size, progress_every)   # before anything is loaded or created
     if upsample < 1:
         raise ConfigError(f"--upsample {upsample}: expected a factor of 1 or more (2: the reference's, for "
                           "the next stage at twice the size)")
@@ -1207,7 +1208,6 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
             raise PermissionError(errno.EACCES, "Permission denied (no write permission)", str(out))
     except OSError as e:
         raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
-    _check_batching(batch_size, progress_every)
     progress = progress_path(out)
     key = {"command": "precompute", "encoder": checkpoint_encoder_identity(checkpoint_dir, which_epoch).get("sha256", ""),
            "inputs": _inputs_digest(ds), "label_feat": str(bool(cfg.label_feat)), "upsample": str(upsample),
@@ -1230,7 +1230,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
                 if upsample != 1:
                     feat = F.interpolate(feat, scale_factor=upsample, mode="nearest")
                 imgs = float_to_uint8(feat).permute(0, 2, 3, 1).cpu().numpy()
-                for img, path in zip(imgs, _label_paths(batch, len(imgs))):
+                for img, path in zip(imgs, _label_paths(batch)):
                     dst = out / f"{stem_key(Path(path))}.png"
                     try:
                         with _stops_held():   # a stop's count of the maps written is exact
@@ -1295,17 +1295,13 @@ def _feat_folder_error(out: Path, e: OSError, phase: str, given: bool) -> InputE
     return InputError(f"cannot write the feature maps into {out}/ ({why}); {fix}")
 
 
-def _label_paths(batch: dict, n: int) -> list[str]:
-    """The label file of each of the ``n`` images of ``batch`` (:func:`_grouped` makes its
+def _label_paths(batch: dict) -> list[str]:
+    """The label file of each image of ``batch`` (:func:`_grouped` makes its
     non-tensor entries lists), which name their feature maps."""
     for key in ("label_path", "path"):
         if key in batch:
             v = batch[key]
-            paths = [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
-            if len(paths) != n:
-                raise KeyError(f"the batch's {key!r} names {len(paths)} file(s) for {n} image(s); cannot name "
-                               "the feature maps")
-            return paths
+            return [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
     raise KeyError("the dataset's items carry no 'path' / 'label_path'; cannot name the feature maps")
 
 

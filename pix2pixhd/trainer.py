@@ -1674,13 +1674,13 @@ class Trainer:
         try:
             self._save_at_data_error(steps_this_run)
         except Exception as save_error:
-            print(f"note: latest.pt could not be saved after this error ({type(save_error).__name__}: "
-                  f"{save_error}); the checkpoints written before are intact", file=sys.stderr, flush=True)
+            _note(f"note: latest.pt could not be saved after this error ({type(save_error).__name__}: "
+                  f"{save_error}); the checkpoints written before are intact")
             return
         msg = (f"the batch after step {self.global_step} could not be loaded (the error below says why); "
                f"{self._saved_latest()}, once that is fixed")
         self.vis.log_message(msg, step=self.global_step)
-        print(f"note: {msg}", file=sys.stderr, flush=True)
+        _note(f"note: {msg}")
 
     def _save_at_data_error(self, steps_this_run: int) -> None:
         """Every rank, after the run's first step: latest.pt, and under DDP wait for rank 0 to

@@ -338,6 +338,7 @@ def test_precompute_batches_images_and_writes_the_maps_of_one_at_a_time(run, tmp
     _within_one_level(_maps(tmp_path / "b1"), _maps(tmp_path / "b3"), "batch 3 vs batch 1")
     with pytest.raises(features.ConfigError, match=r"--batch_size 0: expected 1 or more"):
         features.precompute_feature_maps(folder, out_dir=tmp_path / "b0", batch_size=0)
+    assert not (tmp_path / "b0").exists(), "--batch_size 0 was refused only after the maps' folder was made"
 
 
 @pytest.mark.fault(cls="interrupted run",

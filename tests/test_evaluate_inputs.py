@@ -15,8 +15,8 @@ from torch import nn
 
 pytest.importorskip("torchmetrics")
 
-from pix2pixhd.errors import run  # noqa: E402
-from pix2pixhd.evaluate import evaluate, fid_kid, format_table, main  # noqa: E402
+from pix2pixhd.evaluate import evaluate, fid_kid, format_table  # noqa: E402
+from tests.evaluate_cli import one_error  # noqa: E402
 
 
 def _grey(n, seed=0, size=16):
@@ -31,12 +31,7 @@ def _save(folder, images, ext="png", conv=lambda a: a):
     return folder
 
 
-def _error(capsys, argv):
-    """The exit status and the single stderr line of the command line on ``argv``."""
-    rc = run(main, argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
+_error = one_error   # tests/evaluate_cli.py
 
 
 def test_16_bit_grey_images_score_as_their_8_bit_picture(tmp_path, capsys):

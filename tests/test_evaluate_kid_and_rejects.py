@@ -14,8 +14,7 @@ from PIL import Image
 pytest.importorskip("torchmetrics")
 
 import pix2pixhd.evaluate as ev  # noqa: E402
-from pix2pixhd.errors import run  # noqa: E402
-from pix2pixhd.evaluate import main  # noqa: E402
+from tests.evaluate_cli import images, one_error  # noqa: E402
 
 
 def _torchmetrics_kid(fake, real, subsets, subset_size, seed):
@@ -67,22 +66,7 @@ def test_kid_equals_torchmetrics_on_both_paths_and_runs_on_the_device(monkeypatc
     assert seen["device"] == "meta", seen
 
 
-def _images(folder, n, mode="RGB", size=16, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    for i in range(n):
-        if mode == "RGB":
-            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        else:   # one-channel id maps, ids 0..2
-            Image.fromarray(rng.integers(0, 3, (size, size), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
-
-
-def _error(capsys, argv):
-    rc = run(main, argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
+_images, _error = images, one_error   # tests/evaluate_cli.py
 
 
 @pytest.mark.fault(cls="bad dataset", case="2 mode-F --real photos, then 2 colour --labels maps and an "

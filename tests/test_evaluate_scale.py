@@ -12,10 +12,10 @@ from torch import nn
 pytest.importorskip("torchmetrics")
 
 import pix2pixhd.evaluate as ev  # noqa: E402
-from pix2pixhd.errors import run  # noqa: E402
 from pix2pixhd.evaluate import (IGNORE, InceptionFeatures, SegmenterConfig,  # noqa: E402
-                                confusion_matrix, evaluate, fid_kid, main, segmentation_scores,
+                                confusion_matrix, evaluate, fid_kid, segmentation_scores,
                                 train_segmenter)
+from tests.evaluate_cli import one_error  # noqa: E402
 
 FIX = "re-create it (e.g. rerun synthesize.py) or remove it"
 
@@ -30,11 +30,7 @@ def _pairs(tmp_path, n, size=16):
     return tmp_path / "fake", tmp_path / "real"
 
 
-def _error(capsys, argv):
-    rc = run(main, argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
+_error = one_error   # tests/evaluate_cli.py
 
 
 @pytest.mark.fault(cls="bad dataset", case="3 unreadable images (truncated, text, empty) among 40 "

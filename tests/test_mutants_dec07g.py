@@ -20,31 +20,11 @@ from pix2pixhd.data import create_dataset
 from pix2pixhd.data import dataset as dsmod
 from pix2pixhd.data.layouts import NAMED_PALETTES, Records
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
+from tests.evaluate_cli import images, one_error
+from tests.test_validation_stamp import SKIPPED, TINY, streets, validations  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 fault = pytest.mark.fault
-SKIPPED = "validation (full) skipped"
-
-
-@pytest.fixture()
-def validations(monkeypatch):
-    """The levels validate_dataset was called with, in order."""
-    calls = []
-    real = dsmod.validate_dataset
-
-    def counted(ds, *, level="full", **kw):
-        calls.append(level)
-        return real(ds, level=level, **kw)
-
-    monkeypatch.setattr(dsmod, "validate_dataset", counted)
-    return calls
-
-
-@pytest.fixture()
-def streets(tmp_path):
-    root = tmp_path / "streets"
-    generate(root, n_train=4, n_test=0, width=64, height=32, seed=0)
-    return root
 
 
 def _open(root, stamp, **kw):
@@ -187,18 +167,11 @@ def test_a_skipped_validation_reports_the_sizes_validation_read(tmp_path, valida
 
 # --- a fresh --overwrite run does not reuse the old run's stamp -----------------------------------
 
-TINY = ["--label_nc", str(LABEL_NC), "--resize_or_crop", "none", "--ngf", "8",
-        "--n_downsample_global", "2", "--n_blocks_global", "1", "--ndf", "4", "--num_D", "1",
-        "--n_layers_D", "2", "--no_vgg_loss", "--batchSize", "2", "--nThreads", "0", "--no_progress",
-        "--no_tensorboard", "--no_html", "--device", "cpu", "--deterministic", "--niter", "5",
-        "--niter_decay", "0", "--validate", "full", "--max_steps", "1"]
-
-
 @fault(cls="interrupted run", case="a new run with --overwrite in the place of one whose validation.json "
        "matches: validated again (the old run's stamp is not the new run's)")
 def test_an_overwrite_run_validates_again(tmp_path, streets, validations, capsys):
     from pix2pixhd.cli import train_main
-    argv = ["--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "ck"), "--name", "r", *TINY]
+    argv = ["--dataroot", str(streets), "--checkpoints_dir", str(tmp_path / "ck"), "--name", "r", *TINY, "--max_steps", "1"]
     assert train_main(argv) == 0 and validations == ["full"]
     assert (tmp_path / "ck" / "r" / "validation.json").is_file()
     capsys.readouterr()
@@ -227,22 +200,7 @@ def test_records_slices_equality_and_adding_to_a_list():
 
 # --- evaluate: every unreadable file named in one error -------------------------------------------
 
-def _images(folder, n, mode="RGB", seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    for i in range(n):
-        shape = (16, 16, 3) if mode == "RGB" else (16, 16)
-        Image.fromarray(rng.integers(0, 256 if mode == "RGB" else 3, shape, dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
-
-
-def _error(capsys, argv):
-    from pix2pixhd.errors import run
-    from pix2pixhd.evaluate import main
-    rc = run(main, argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
+_images, _error = images, one_error   # tests/evaluate_cli.py
 
 
 @fault(cls="bad dataset", case="two neighbouring truncated --train_labels maps: one error naming both")

@@ -13,19 +13,9 @@ from pix2pixhd.cli import synthesize_main
 from pix2pixhd.errors import InputError
 from tests.synthesis_runs import run  # noqa: F401  (a fixture)
 from tests.test_synthesis_user_findings import ids
+from tests.test_worker_death_context import _raised_while_handling
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
-
-
-def _raised_while_handling(first: BaseException, then: BaseException) -> BaseException:
-    """``then`` raised inside the handler of ``first`` (its __context__)."""
-    try:
-        try:
-            raise first
-        except type(first):
-            raise then
-    except type(then) as e:
-        return e
 
 
 SHM = "unable to allocate shared memory(shm) for file </torch_123_456_0>: Success (28)"

@@ -602,8 +602,8 @@ class _Done:
     """_complete_lines's answer, ``{output: (size, inputs, partners, real_sha256)}``, stored
     compactly while the manifest is read: per line one entry of a bytes blob (the output's name,
     then its value as JSON) and its name's ``hash`` in an array; :meth:`freeze` keeps each
-    output's last line (the dict's overwrite), sorted by hash. ``get``, ``[]``, ``pop`` and
-    ``len`` as the dict's; the value's tuple is built when read. A dict of tuples of lists was
+    output's last line (the dict's overwrite), sorted by hash. ``get``, ``pop`` and ``len`` as
+    the dict's; the value's tuple is built when read. A dict of tuples of lists was
     some 650 bytes of Python objects per output while a rerun scanned a job."""
 
     __slots__ = ("_blob", "_ends", "_split", "_hashes", "_order", "_gone", "_n", "_none")
@@ -673,15 +673,6 @@ class _Done:
     def get(self, output: str, default=None):
         j = self._find(output)
         return default if j == -1 else self._value(j)
-
-    def __getitem__(self, output: str):
-        j = self._find(output)
-        if j == -1:
-            raise KeyError(output)
-        return self._value(j)
-
-    def __contains__(self, output: str) -> bool:
-        return self._find(output) != -1
 
     def pop(self, output: str, default=None):
         j = self._find(output)
@@ -2003,7 +1994,7 @@ def _complete_lines(out: Path, jobs, damaged: list | None = None, outputs=None
     None for other jobs and for lines that predate it). Damaged lines go to ``damaged``.
     ``outputs``: only the lines of these outputs (a set of names, or a _HashSet; None: all), a
     torchrun rank's share, so that no rank holds the whole job's lines. A mapping (:class:`_Done`:
-    get, [], pop, len as a dict's), stored compactly: a rerun's scan holds every complete output's."""
+    get, pop, len as a dict's), stored compactly: a rerun's scan holds every complete output's."""
     done = _Done()
     for rec in _read_lines(_manifest_sources(out), damaged):
         if (rec.get("job") in jobs and rec.get("status") == "ok"

@@ -509,7 +509,8 @@ class Layout:
     root: Path
     phase: str
     records: list[dict] = field(default_factory=list)   # role -> Path; roles: label, inst, image, feat, ab, A
-    problems: list[tuple[str, str, str]] = field(default_factory=list)   # (kind, path, message)
+    # (kind, path, message); a missing partner's message is a PartnerMessage (its roles as fields)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)
     # unaligned only: domain B's files ({"B": path}), paired with no record (drawn at random)
     unpaired: list[dict] = field(default_factory=list)
 
@@ -698,21 +699,36 @@ def _interrupted_precompute(root: Path, phase: str, sep: str) -> str:
     return f"{sep}an interrupted precompute left {progress}: rerun the same precompute command to finish it"
 
 
+class PartnerMessage(str):
+    """The message of a "missing partner" problem, ``"train_label/k.png has no train_feat/k.*"``,
+    that also holds what it says as fields: ``roles``, the roles whose partner is missing (label,
+    image, inst, feat: _find_files' roles), and ``root`` and ``phase``, the split's. It is the
+    text (a ``str``: printed, compared and sorted as the message), so problems stay (kind, path,
+    message) triples; :func:`missing_feat_note` reads the fields, so rewording the message cannot
+    lose or invent its note. Pickled with its fields (an error's problems sent between processes)."""
+    __slots__ = ("roles", "root", "phase")
+
+    def __new__(cls, text: str, roles=(), root: str = "", phase: str = ""):
+        self = super().__new__(cls, text)
+        self.roles, self.root, self.phase = tuple(roles), str(root), phase
+        return self
+
+    def __reduce__(self):
+        return type(self), (str(self), self.roles, self.root, self.phase)
+
+
 def missing_feat_note(problems) -> str | None:
     """The fix for the feature maps that "missing partner" problems name (a record without its
     ``{phase}_feat/`` file), said once after the kind's list (dataset.format_problems, as its
     KIND_NOTES are): the precompute command that writes them and, where an interrupted precompute
     left its progress file in the dataroot, that rerunning it finishes the job. None when no
-    missing partner is a feature map. The problems are _find_files' ("X has no A/k.*, B/k.*"),
-    whose file ``X`` sits in ``root/{phase}_{role}/``."""
+    missing partner is a feature map. Which roles a problem lacks, and of which split, come from
+    its message's fields (:class:`PartnerMessage`, written by _find_files), not from its wording:
+    a message without them (one not written there) adds no note."""
     splits = {}
-    for kind, path, msg in problems:
-        if kind != "missing partner":
-            continue
-        have = Path(path)
-        phase = have.parent.name.rpartition("_")[0]
-        if phase and f" {phase}_feat/" in msg.partition(" has no")[2].replace(",", " "):
-            splits.setdefault((str(have.parent.parent), phase), None)
+    for kind, _path, msg in problems:
+        if kind == "missing partner" and "feat" in getattr(msg, "roles", ()):
+            splits.setdefault((msg.root, msg.phase), None)
     if not splits:
         return None
     notes = []
@@ -810,9 +826,9 @@ def _find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: 
             near = [folded[r][k.casefold()] for r in listed if k.casefold() in folded[r]]
             case = (f" ({', '.join(str(q.relative_to(root)) for q in near)} differ{'s' if len(near) == 1 else ''} "
                     "only in upper/lower case: partners match by the exact stem; rename one)" if near else "")
-            lay.problems.append(("missing partner", str(have),
-                                 f"{have.relative_to(root)} has no " + ", ".join(
-                                     f"{roles[r]}/{k}.*" for r in listed) + case))
+            lay.problems.append(("missing partner", str(have), PartnerMessage(
+                f"{have.relative_to(root)} has no " + ", ".join(f"{roles[r]}/{k}.*" for r in listed) + case,
+                listed, root, phase)))
         if missing:
             continue
         lay.records.append(rec)

@@ -343,6 +343,12 @@ def _refused(checks, skip: str) -> list[UnreadableImageError]:
     return bad
 
 
+# The refusal naming several files (:func:`_unreadable_error`): its first line holds the fix when
+# that fits in this many characters, else each kind's fix follows the list on a line of its own.
+# No line is wrapped here: a path or a command (the colour fix's) stays whole, to copy.
+_FIRST_LINE_WIDTH = 180
+
+
 def _unreadable_error(first: UnreadableImageError, checks, shown: int = 5, ahead=()) -> InputError:
     """One error naming every file refused as ``first`` was (:class:`UnreadableImageError`:
     undecodable, mode I/F, a colour label map), ``first`` (the one the pass met) first, then each
@@ -352,7 +358,12 @@ def _unreadable_error(first: UnreadableImageError, checks, shown: int = 5, ahead
     refused files are listed before ``first`` (the --fake/--real images, when ``first`` is a
     segmentation input met before them). ``first`` itself when it is the only one; else the
     count, the first ``shown`` with their option and reason (and the first of each kind they
-    leave out), and the fix of each kind."""
+    leave out), and the fix of each kind.
+
+    Laid out as the dataset's problem lists are (``format_problems``): a short first line (how
+    many, and the fix when the files share one that fits), then one indented line per file named,
+    the count of the others, and the fix of each kind: on one line, five long paths and the
+    fixes made a line a terminal wraps mid-word, the files and fixes hard to tell apart."""
     bad = [*_refused(ahead, first.where), first, *_refused(checks, first.where)]
     if len(bad) == 1:
         return first
@@ -361,15 +372,23 @@ def _unreadable_error(first: UnreadableImageError, checks, shown: int = 5, ahead
     # file of it named too shows what it applies to)
     named = bad[:shown] + [next(b for b in bad if b.group == g) for g in groups
                            if not any(b.group == g for b in bad[:shown])]
-    listed = "; ".join(b.listed for b in named)
-    more = f"; and {len(bad) - len(named)} more" if len(bad) > len(named) else ""
-    if set(groups) <= {"decode", "bomb"}:   # Pillow cannot decode any of them
+    # one line per file: a newline in a file name (or Pillow's reason) is shown as errors.printable
+    # shows the other control characters (\x0a), not as a line that looks like another entry
+    listed = [f"  {b.listed}".replace("\n", "\\x0a") for b in named]
+    if len(bad) > len(named):
+        listed.append(f"  ... and {len(bad) - len(named)} more")
+    head = f"{len(bad)} images cannot be read"
+    if set(groups) <= {"decode", "bomb"}:   # Pillow cannot decode any of them: one fix
         why = ("each is truncated or not an image" if groups == ["decode"] else
                "each is truncated, not an image, or declares more pixels than Pillow opens")
-        return InputError(f"{len(bad)} images cannot be read: {listed}{more}; {why}: re-create them "
-                          "(e.g. rerun synthesize.py) or remove them")
-    fixes = "; ".join(f"for each {_GROUPS[g][0]}: {_GROUPS[g][1]}" for g in groups)
-    return InputError(f"{len(bad)} images cannot be read: {listed}{more}; {fixes}")
+        fixes = [f"{why}: re-create them (e.g. rerun synthesize.py) or remove them"]
+    else:
+        fixes = [f"for each {_GROUPS[g][0]}: {_GROUPS[g][1]}" for g in groups]
+    if len(fixes) == 1 and len(f"error: {head}: {fixes[0]}") <= _FIRST_LINE_WIDTH:
+        return InputError("\n".join([f"{head}: {fixes[0]}", *listed]))
+    after = [f"  {f}" for f in fixes]
+    return InputError("\n".join([f"{head} (the fix{' of each kind' if len(fixes) > 1 else ''} follows the "
+                                 "list):", *listed, *after]))
 
 
 def _load_rgb(path: Path, half: str | None = None, flag: str = "", seen: dict | None = None) -> np.ndarray:

@@ -1,14 +1,17 @@
-"""``python -m pix2pixhd.evaluate`` as the tests drive it for a refusal: its one error line."""
+"""``python -m pix2pixhd.evaluate`` as the tests drive it for a refusal: its error message."""
 from pix2pixhd.errors import run
 from pix2pixhd.evaluate import main
 
 
 def one_error(capsys, argv) -> str:
-    """The single ``error: ...`` line on stderr, with exit status 1, of the command line ``argv``."""
+    """The ``error: ...`` message on stderr, with exit status 1, of the command line ``argv``: one
+    line, or (a refusal naming several files) its first line and the indented lines under it,
+    returned joined by newlines; anything else on stderr (a traceback, a second error) fails."""
     rc = run(main, argv)
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
+    assert rc == 1 and err and err[0].startswith("error: "), err
+    assert all(line.startswith("  ") for line in err[1:]), err
+    return "\n".join(err)
 
 
 def images(folder, n, mode="RGB", size=16, seed=0):

@@ -446,11 +446,12 @@ def test_colour_label_maps_print_one_error_naming_the_file_mode_and_fixes(datase
                     str(dataset / "train_img"), "--train_labels", str(tmp_path / "train_colour"),
                     "--label_nc", "12", "--seg_steps", "1", "--seg_channels", "4"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and err[0].startswith("error: "), err
+    # one error: its first line, then indented lines (the files, then the fix), nothing else
+    assert rc == 1 and err[0].startswith("error: ") and all(e.startswith("  ") for e in err[1:]), err
     first = sorted((tmp_path / "train_colour").iterdir())[0]
-    assert f"{first} is an RGB image (3 channels)" in err[0]
-    assert "python -m pix2pixhd.datasets.convert_facades --src SRC --out OUT" in err[0]
-    assert "pass --palette facades" in err[0]
+    assert f"  --train_labels map {first} is an RGB image (3 channels)" in err, err
+    assert any("python -m pix2pixhd.datasets.convert_facades --src SRC --out OUT" in e
+               and "pass --palette facades" in e for e in err), err
 
 
 def test_palette_reads_colour_label_maps_as_their_ids(dataset, tmp_path, capsys):

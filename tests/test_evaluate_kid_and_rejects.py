@@ -1,6 +1,7 @@
 """python -m pix2pixhd.evaluate at 500-5,000 images: KID computed on --device from Gram matrices
 built once (the same values as torchmetrics' per-subset KID), and every rejected file (mode I/F
-photos, colour or undecodable label maps) named in one error, as undecodable images already were.
+photos, colour or undecodable label maps) named in one error, as undecodable images already were
+(its first line, then one indented line per file named, then the fix of each kind).
 
 Features are 16-d random tensors, images 16 px; each test runs in seconds.
 """
@@ -80,9 +81,10 @@ def test_every_rejected_file_of_a_non_decode_kind_is_named_in_the_one_error(tmp_
     # the fault: only --real 1.tif was named, 4.tif on the rerun
     assert err.startswith("error: 2 images cannot be read: "), err
     for i in (1, 4):
-        assert f"--real image {real / f'{i}.tif'} is a mode-F image (32-bit float values" in err, err
-    assert err.endswith("for each mode-I or mode-F image (32-bit values of no fixed range): convert it "
-                        "to an 8-bit (or 16-bit) PNG first"), err
+        assert f"\n  --real image {real / f'{i}.tif'} is a mode-F image (32-bit float values" in err, err
+    # one kind: its fix on the first line
+    assert err.splitlines()[0].endswith("for each mode-I or mode-F image (32-bit values of no fixed range): "
+                                        "convert it to an 8-bit (or 16-bit) PNG first"), err
 
     # the segmentation score's inputs: two colour --labels maps and a truncated --train_labels map
     real = _images(tmp_path / "real2", 6, seed=1)
@@ -96,14 +98,15 @@ def test_every_rejected_file_of_a_non_decode_kind_is_named_in_the_one_error(tmp_
                           "--train_images", str(train_img), "--train_labels", str(train_lab),
                           "--label_nc", "3", "--seg_steps", "1", "--seg_width", "16"])
     # the fault: only --train_labels 2.png was named, then --labels 0.png, then 5.png: three reruns
-    assert err.startswith("error: 3 images cannot be read: "), err
-    assert f"--train_labels map {train_lab / '2.png'} (" in err, err
+    assert err.startswith("error: 3 images cannot be read (the fix of each kind follows the list):\n"), err
+    assert f"\n  --train_labels map {train_lab / '2.png'} (" in err, err
     for i in (0, 5):
-        assert f"--labels map {labels / f'{i}.png'} is an RGB image (3 channels)" in err, err
-    assert "for each file that is truncated or not an image: re-create it" in err, err
+        assert f"\n  --labels map {labels / f'{i}.png'} is an RGB image (3 channels)" in err, err
+    assert "\n  for each file that is truncated or not an image: re-create it" in err, err
+    # the colour fix is wrapped (over 200 characters): read as one text
     assert "for each colour image given as a label map: convert it to a single-channel id map (CMP " \
            "Facades: python -m pix2pixhd.datasets.convert_facades --src SRC --out OUT), or pass " \
-           "--palette facades" in err, err
+           "--palette facades" in " ".join(err.split()), err
 
 
 @pytest.mark.fault(cls="bad dataset", case="2 mode-F --fake images and a colour --labels map: one error "
@@ -132,7 +135,7 @@ def test_refused_segmentation_inputs_are_named_before_the_image_pass_with_the_ba
         Image.fromarray(np.random.default_rng(i).random((16, 16), dtype=np.float32)).save(fake2 / f"{i}.tif")
     err = _error(capsys, ["--fake", str(fake2), "--real", str(real), *seg])
     # the fault: only the two fakes were named; the map only on the second run, after its image pass
-    assert err.startswith("error: 3 images cannot be read: "), err
+    assert err.startswith("error: 3 images cannot be read (the fix of each kind follows the list):\n"), err
     assert err.index(f"--fake image {fake2 / '1.tif'} is a mode-F image") < \
         err.index(f"--fake image {fake2 / '4.tif'} is a mode-F image") < \
         err.index(f"--labels map {labels / '3.png'} is an RGB image (3 channels)"), err
@@ -154,8 +157,8 @@ def test_each_kind_of_refused_file_is_named_when_more_than_five_are_refused(tmp_
     err = _error(capsys, ["--fake", str(fake), "--real", str(real), "--labels", str(labels), "--train_images",
                           str(train_img), "--train_labels", str(train_lab), "--label_nc", "3", "--seg_steps", "1",
                           "--seg_width", "16", "--no_fid"])
-    assert err.startswith("error: 7 images cannot be read: "), err
+    assert err.startswith("error: 7 images cannot be read (the fix of each kind follows the list):\n"), err
     # the fault: five fakes were named, the colour map only counted in "and 2 more"
-    assert f"--labels map {labels / '3.png'} is an RGB image (3 channels)" in err, err
-    assert "; and 1 more;" in err and f"{fake / '5.tif'}" not in err, err
+    assert f"\n  --labels map {labels / '3.png'} is an RGB image (3 channels)\n  ... and 1 more\n" in err, err
+    assert f"{fake / '5.tif'}" not in err, err
     assert "for each mode-I or mode-F image" in err and "for each colour image given as a label map" in err, err

@@ -46,12 +46,13 @@ def test_every_unreadable_image_is_named_in_the_one_error(tmp_path, capsys, monk
     monkeypatch.setattr(ev, "psnr_ssim", lambda x, y: scored.append(1) or (torch.zeros(1), torch.zeros(1)))
     err = _error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid"])
     # the fault: only --real 12.png was named; each rerun paid a full pass to find the next one
-    assert err.startswith("error: 3 images cannot be read: "), err
-    assert f"--real image {real / '12.png'} (image file is truncated" in err, err
-    assert f"--fake image {fake / '25.png'} (cannot identify image file" in err, err
-    assert f"--fake image {fake / '7.png'} (cannot identify image file" in err, err
-    assert err.endswith("each is truncated or not an image: re-create them (e.g. rerun "
-                        "synthesize.py) or remove them"), err
+    # the first line: how many and their one fix; then one line per file
+    assert err.startswith("error: 3 images cannot be read: each is truncated or not an image: re-create them "
+                          "(e.g. rerun synthesize.py) or remove them\n"), err
+    assert f"\n  --real image {real / '12.png'} (image file is truncated" in err, err
+    assert f"\n  --fake image {fake / '25.png'} (cannot identify image file" in err, err
+    assert f"\n  --fake image {fake / '7.png'} (cannot identify image file" in err, err
+    assert len(err.splitlines()) == 4, err
     # keys sort as strings (0, 1, 10, 11, 12...): the first batch of 16 holds 12.png; nothing was
     # scored after it (its batch was not scored either)
     assert scored == [], len(scored)
@@ -60,8 +61,8 @@ def test_every_unreadable_image_is_named_in_the_one_error(tmp_path, capsys, monk
     for i in (30, 31, 32):
         (real / f"{i}.png").write_text("x")
     err = _error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid"])
-    assert err.startswith("error: 6 images cannot be read: ") and "; and 1 more; " in err, err
-    assert err.count(" image /") == 5, err
+    assert err.startswith("error: 6 images cannot be read: ") and err.endswith("\n  ... and 1 more"), err
+    assert err.count("\n  --") == 5 and err.count(" image /") == 5, err
 
     # one unreadable file: the message it always had
     for i in (30, 31, 32):

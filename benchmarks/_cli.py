@@ -132,6 +132,6 @@ def write_text_atomic(path: str | os.PathLike, text: str, say: bool = True) -> N
 
 if __name__ == "__main__":
     print("error: benchmarks/_cli.py is a module of the benchmark scripts' command-line helpers, not a "
-          "script; run one of benchmarks/train.py, synthesis.py, kernels.py, loader.py, memory.py, "
-          "optimizer.py, quality.py, cyclegan_quality.py", file=sys.stderr)
+          "script; run one of benchmarks/train.py, synthesis.py, kernels.py, loader.py, loader_memory.py, "
+          "memory.py, optimizer.py, quality.py, cyclegan_quality.py", file=sys.stderr)
     raise SystemExit(2)

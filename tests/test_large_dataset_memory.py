@@ -1,8 +1,9 @@
 """A large dataset (10k-100k samples) costs a DataLoader worker no memory per sample: a worker is a
 fork, and every Python object of the parent's that it touches (a reference count, a walk of the
 garbage collector) is copied into it page by page. The dataset's records were a list of dicts of
-Paths, some objects per sample, which each worker copied as an epoch went by (about 80 MB per
-worker at 100k samples); they are stored compactly (:class:`pix2pixhd.data.layouts.Records`),
+Paths, some objects per sample, which each worker copied as an epoch went by (63 MiB more per
+worker than with Records over an epoch of 100k samples: benchmarks/loader_memory.py, docs/data.md);
+they are stored compactly (:class:`pix2pixhd.data.layouts.Records`),
 and validation's source sizes share one tuple per distinct size. Checked by counting the objects
 the garbage collector tracks that are reachable from the dataset, which must not grow with the
 number of samples (no RSS measurement, no timing), and by the records and samples staying what

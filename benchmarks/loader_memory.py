@@ -1,0 +1,243 @@
+"""Benchmark: the memory of the DataLoader's worker processes on a large dataset (10k-100k samples).
+
+    OMP_NUM_THREADS=1 python3 benchmarks/loader_memory.py                 # 10k samples, 2 workers
+    OMP_NUM_THREADS=1 python3 benchmarks/loader_memory.py --n 100000 --data /tmp/loader_memory
+    python3 benchmarks/loader_memory.py --n 200 --workers 1 --batches 5 --records compact --json m.json
+
+A worker is a fork of the training process: the pages it only reads stay shared with it, and
+every page it writes is copied into it, a Python object's page as soon as its reference count
+changes (a read of the object does that) or the garbage collector walks it. The dataset's records
+were a list of dicts of Paths (some objects per sample), which each worker copied as it read
+samples; since f6f3b6f they are :class:`pix2pixhd.data.layouts.Records` (per role one bytes blob
+and one offsets array). What is measured: a paired dataset (cityscapes layout, ``train_label`` +
+``train_img``, no instance maps) of ``--n`` samples of 8x8 PNGs, ``--unique`` distinct pairs
+hard-linked under the other names (a 100k-sample split costs 200k directory entries, not files),
+opened with ``validate='off'`` (``--validate off``: no file read before training, as a large run
+would, or a ``--resume`` whose validation.json skips validation), loaded by
+``pix2pixhd.data.create_dataloader`` as training does (shuffled, ``drop_last``, persistent
+workers that ignore stops) for ``--batches`` batches of ``--batch_size``. Then per worker its
+USS (Private_Clean + Private_Dirty: what it alone holds, freed when it exits) and PSS (its
+pages, shared ones divided among their sharers) from ``/proc/PID/smaps_rollup`` (the USS also
+when the first batch reached the training process: the workers' start), and the training
+process's RSS. A worker touches only the records of the samples it read: ``--batches`` of a
+whole epoch (``--n`` / ``--batch_size``, shared among the workers) shows what a long run's come to.
+
+``--records dicts`` measures the former representation with the same code: the Records are
+turned into a list of dicts of Paths (``list(ds.records)``: one dict and one Path per file, as
+find_files made them) before the workers fork; ``both`` (the default) runs compact then dicts.
+Each runs in a fresh process (spawned), so one does not inherit the other's heap. Linux only
+(``/proc/PID/smaps_rollup``, kernel 4.14 or later).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the repository root
+    # makes the benchmarks package importable; first, so that this checkout's pix2pixhd is measured,
+    # not an installed copy
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._cli import check_outputs, command_line, make_parser, write_text_atomic  # noqa: E402
+from pix2pixhd.errors import ConfigError, UserError  # noqa: E402
+
+SIZE = 8          # the images' side: decoding costs next to nothing, the records are what grows
+LABEL_NC = 4      # label ids 0..3
+MODES = ("compact", "dicts")
+FIELDS = ("Rss", "Pss", "Private_Clean", "Private_Dirty")
+
+
+def smaps_rollup(pid: int) -> dict[str, float]:
+    """{field: MiB} of ``/proc/PID/smaps_rollup`` (:data:`FIELDS`), with ``Uss`` = Private_Clean +
+    Private_Dirty."""
+    got = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in FIELDS:
+                got[key] = int(rest.split()[0]) / 1024   # kB
+    got["Uss"] = got["Private_Clean"] + got["Private_Dirty"]
+    return got
+
+
+def ensure_data(root: Path, n: int, unique: int) -> Path:
+    """The dataset of ``n`` samples under ``root`` (reused when there, from an earlier run with the
+    same --n and --unique): ``unique`` distinct label + photo pairs, the rest hard links to them.
+    Built in a ``.part`` folder renamed when whole, so a run cut short is not taken for one."""
+    import numpy as np
+    from PIL import Image
+    d = root / f"tiny_{SIZE}px_{n}_{unique}u"
+    if d.is_dir():
+        return d
+    part = d.with_name(d.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    t = time.perf_counter()
+    rng = np.random.default_rng(0)
+    (part / "train_label").mkdir(parents=True)
+    (part / "train_img").mkdir()
+    for i in range(n):
+        for sub in ("train_label", "train_img"):
+            p = part / sub / f"s{i:06d}.png"
+            if i < unique:
+                a = (rng.integers(0, LABEL_NC, (SIZE, SIZE)) if sub == "train_label"
+                     else rng.integers(0, 256, (SIZE, SIZE, 3)))
+                Image.fromarray(a.astype(np.uint8)).save(p)
+            else:
+                os.link(part / sub / f"s{i % unique:06d}.png", p)
+    part.rename(d)
+    print(f"made {n} samples ({unique} distinct pairs, the rest hard links) in "
+          f"{time.perf_counter() - t:.1f} s -> {d}", flush=True)
+    return d
+
+
+def measure(d: str, mode: str, workers: int, batches: int, batch_size: int) -> list[dict]:
+    """One row per worker: ``mode``'s records, ``workers`` forked workers, ``batches`` batches read.
+    Runs in a fresh (spawned) process: see :func:`_measure_in_child`."""
+    import gc
+
+    from pix2pixhd.data import create_dataloader, create_dataset
+    from pix2pixhd.data.loader import shutdown_workers
+    # A spawned process inherits its start method ('spawn'), which torch's DataLoader would use for
+    # its workers; training's workers are forks (Python's default on Linux, which train_hd.py keeps)
+    mp.set_start_method("fork", force=True)
+    ds = create_dataset(d, "train", label_nc=LABEL_NC, no_instance=True, resize_or_crop="none",
+                        required_multiple=1, validate="off")
+    if mode == "dicts":
+        ds.records = list(ds.records)   # the former representation: a list of dicts of Paths
+    gc.collect()
+    before = smaps_rollup(os.getpid())["Rss"]
+    loader = create_dataloader(ds, batch_size, shuffle=True, num_workers=workers, seed=0,
+                               drop_last=True, ignore_stops=True)
+    first, done, epoch = {}, 0, 0
+    try:
+        while done < batches:
+            loader.sampler.set_epoch(epoch)
+            for _ in loader:
+                done += 1
+                if done == 1:   # the workers started and each made a batch (prefetch)
+                    pids = [w.pid for w in loader._iterator._workers]
+                    first = {pid: smaps_rollup(pid)["Uss"] for pid in pids}
+                if done == batches:
+                    break
+            epoch += 1
+        parent = smaps_rollup(os.getpid())["Rss"]
+        rows = []
+        for k, pid in enumerate(pids):
+            m = smaps_rollup(pid)
+            rows.append({"records": mode, "worker": k, "parent_rss_mib_before_fork": before,
+                         "parent_rss_mib": parent, "uss_mib_first_batch": first[pid],
+                         "uss_mib": m["Uss"], "pss_mib": m["Pss"], "rss_mib": m["Rss"]})
+    finally:
+        shutdown_workers(loader)
+    return rows
+
+
+def _measure_in_child(conn, *args) -> None:
+    try:
+        conn.send(("ok", measure(*args)))
+    except BaseException as e:   # said by the parent (a UserError as one error line)
+        conn.send(("error", e if isinstance(e, UserError) else RuntimeError(f"{type(e).__name__}: {e}")))
+    finally:
+        conn.close()
+
+
+def run_mode(d: Path, mode: str, workers: int, batches: int, batch_size: int) -> list[dict]:
+    """:func:`measure` in a spawned process: its heap holds only what this mode built."""
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_measure_in_child, args=(send, str(d), mode, workers, batches, batch_size))
+    p.start()
+    send.close()
+    try:
+        status, got = recv.recv()
+    except EOFError:
+        p.join()
+        raise RuntimeError(f"the measuring process of --records {mode} died "
+                           f"(exit status {p.exitcode})") from None
+    p.join()
+    if status != "ok":
+        raise got
+    return got
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python benchmarks/loader_memory.py``."""
+    p = make_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=10000, help="samples in the dataset")
+    p.add_argument("--unique", type=int, default=4,
+                   help="distinct label + photo pairs among them (the rest are hard links)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--batches", type=int, default=200, help="batches read before measuring")
+    p.add_argument("--batch_size", type=int, default=4, help="samples per batch")
+    p.add_argument("--records", default="both", choices=("compact", "dicts", "both"),
+                   help="the records' representation: compact (Records, today's), dicts (a list of "
+                        "dicts of Paths, the former one) or both")
+    p.add_argument("--data", default=None, help="where to keep the generated dataset, reused by a later "
+                                                "run (default: a temporary folder)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write the rows as JSON (default: not written)")
+    return p
+
+
+def parse_args(argv=None):
+    """The options, each checked before any work: a bad value is a ConfigError naming the option,
+    the value and the valid range (one ``error:`` line through ``errors.run``, exit status 1)."""
+    p = build_parser()
+    a = p.parse_args(argv)
+    for name, least in (("n", 1), ("unique", 1), ("workers", 1), ("batches", 1), ("batch_size", 1)):
+        v = getattr(a, name)
+        if v < least:
+            raise ConfigError(f"--{name} {v}: expected at least {least}")
+    if a.unique > a.n:
+        raise ConfigError(f"--unique {a.unique}: expected at most --n {a.n} "
+                          "(distinct pairs among the samples)")
+    if a.batch_size > a.n:
+        raise ConfigError(f"--batch_size {a.batch_size}: expected at most --n {a.n} (batches are kept full)")
+    if not os.path.exists(f"/proc/{os.getpid()}/smaps_rollup"):
+        raise UserError(f"/proc/{os.getpid()}/smaps_rollup does not exist here: this benchmark reads the "
+                        "workers' memory from it; run it on Linux 4.14 or later")
+    check_outputs(p, [("--json", a.json)], [("--data", a.data)])
+    a.modes = MODES if a.records == "both" else (a.records,)
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    tmp = None if a.data else tempfile.TemporaryDirectory()
+    root = Path(a.data or tmp.name)
+    rows = []
+    try:
+        d = ensure_data(root, a.n, a.unique)
+        for mode in a.modes:
+            rows += run_mode(d, mode, a.workers, a.batches, a.batch_size)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    print(f"\nloader memory: {a.n} samples ({SIZE}x{SIZE} label + photo PNGs), validate off, {a.workers} "
+          f"worker(s), {a.batches} batches of {a.batch_size} read; MiB; {os.cpu_count()} CPU cores visible")
+    print(f"{'records':>8} {'parent RSS':>10} {'worker':>6} {'USS 1st batch':>13} {'USS':>7} {'PSS':>7}")
+    for r in rows:
+        print(f"{r['records']:>8} {r['parent_rss_mib']:10.1f} {r['worker']:>6} "
+              f"{r['uss_mib_first_batch']:13.1f} {r['uss_mib']:7.1f} {r['pss_mib']:7.1f}")
+    if a.json:
+        import torch
+
+        from benchmarks.baseline import describe_device   # CPU model and threads, torch
+        write_text_atomic(a.json, json.dumps({
+            "benchmark": "loader_memory", "command": command_line("benchmarks/loader_memory.py", argv),
+            "device": describe_device(torch.device("cpu")),
+            "n": a.n, "unique": a.unique, "workers": a.workers, "batches": a.batches,
+            "batch_size": a.batch_size, "image_size": SIZE, "validate": "off",
+            "cpu_count": os.cpu_count(), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    from pix2pixhd.errors import run   # a bad value: one error line, status 1
+    sys.exit(run(main))

@@ -26,9 +26,11 @@ and 130). Nothing they write is ever half-written (the clusters file, each featu
 progress file go through a temporary file and a rename), and their DataLoader workers ignore the
 signals, as training's and synthesis's do, so that the stop is the command's, not a dead worker's.
 Both record their progress every ``--progress_every`` images (default 100), or every 5% of the
-images done once that is more, in a hidden ``.NAME.progress`` file beside their output; a rerun of
-the same command (same inputs, encoder and options) continues from there, with a note saying how
-many images were already done.
+images done once that is more, and at a stop (all the images done then), in a hidden
+``.NAME.progress`` file beside their output; a kill (``kill -9``) loses the images since the last
+save. A rerun of the same command (same encoder and options, inputs whose first ones are the images
+done: a larger ``--how_many`` continues too) continues from there, with a note saying how many
+images were already done.
 
 Everything below runs on the tensors' device; the per-instance grouping is one ``torch.unique``
 plus a sort, never a Python loop over instances (``_instance_features_ref`` is that loop, kept
@@ -845,7 +847,8 @@ def _grouped(samples: Iterable[dict], batch_size: int) -> Iterable[dict]:
 # ---- resuming ------------------------------------------------------------------------------------
 PROGRESS_EVERY = 100   # least images between two progress saves (--progress_every)
 PROGRESS_SPACING = 20  # ...and at least done // PROGRESS_SPACING: saves grow like log N, not N
-_PROGRESS_VERSION = 2  # 2: a digest of the done images' names (1 listed them)
+_PROGRESS_VERSION = 3  # 3: the inputs digest covers the images done (2: every input); 2: a digest of the
+                       # done images' names (1 listed them)
 
 
 def _progress_due(done: int, last: int, progress_every: int) -> bool:
@@ -857,22 +860,55 @@ def _progress_due(done: int, last: int, progress_every: int) -> bool:
     return bool(progress_every) and done - last >= max(progress_every, done // PROGRESS_SPACING)
 
 
-def _inputs_digest(ds) -> str:
-    """sha256 of the dataset's inputs in order: each record's files with their sizes and
-    modification times, so another input set, another order or a rewritten file is another digest."""
+def _record_stamp(rec: dict) -> bytes:
+    """One record's part of :func:`_inputs_digest`: its files with their sizes and modification times."""
+    lines = []
+    for k in sorted(rec):
+        v = rec[k]
+        if isinstance(v, (str, Path)):
+            try:
+                st = os.stat(v)
+                stamp = f"{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                stamp = "-"
+            lines.append(f"{k}={os.path.abspath(v)}:{stamp}\n")
+    return "".join(lines).encode() + b"\n"
+
+
+def _inputs_digest(records) -> str:
+    """sha256 of ``records`` (the dataset's inputs) in order: each record's files with their sizes
+    and modification times, so another input set, another order or a rewritten file is another
+    digest. A progress file keeps that of the images it counts done, not of every input: a rerun
+    with more inputs (a larger --how_many, or 0) whose first ones are those continues from it."""
     h = hashlib.sha256()
-    for rec in ds.records:
-        for k in sorted(rec):
-            v = rec[k]
-            if isinstance(v, (str, Path)):
-                try:
-                    st = os.stat(v)
-                    stamp = f"{st.st_size}:{st.st_mtime_ns}"
-                except OSError:
-                    stamp = "-"
-                h.update(f"{k}={os.path.abspath(v)}:{stamp}\n".encode())
-        h.update(b"\n")
+    for rec in records:
+        h.update(_record_stamp(rec))
     return h.hexdigest()
+
+
+class _PrefixDigest:
+    """:func:`_inputs_digest` of the first n of ``records`` for a growing n, each record stamped
+    once (a save at every 5% restamping the images done stat'ed their files N log N times)."""
+
+    def __init__(self, records):
+        self.records, self.n, self.h = records, 0, hashlib.sha256()
+
+    def upto(self, n: int) -> str:
+        if n < self.n:
+            return _inputs_digest(self.records[:n])
+        while self.n < n:
+            self.h.update(_record_stamp(self.records[self.n]))
+            self.n += 1
+        return self.h.hexdigest()   # (hexdigest leaves the running hash as it was)
+
+
+def _limited(ds, how_many: int):
+    """The dataset's records, all of them, after ``ds`` is cut to its first ``how_many`` (0: all):
+    a progress file of more images than ``how_many`` is checked against the records it counts."""
+    records = ds.records
+    if how_many:
+        ds.records = records[:how_many]
+    return records
 
 
 def _record_name(rec: dict) -> str:
@@ -891,7 +927,8 @@ def _names_digest(records) -> str:
 
 # what a progress file's key differing from the run's means, in words: a key not named here is an
 # option, named with its values ("--upsample 4 then, 2 now")
-_KEY_WORDS = {"inputs": "records other inputs (a file added, removed or rewritten since, or another --how_many)",
+_KEY_WORDS = {"inputs": "records other inputs (among the images it counts done, a file added, removed or "
+                        "rewritten since)",
               "encoder": "is another encoder's (the checkpoint changed)",
               "command": "is another command's"}
 _KEY_OPTIONS = {"phase": "--phase", "upsample": "--upsample", "out": "--out_dir",
@@ -928,11 +965,20 @@ def _why_unreadable(path: Path, e: Exception) -> str:
     return one_line(e)
 
 
-def _load_progress(path: Path, key: dict, ds, command: str) -> tuple[int, dict]:
+def _load_progress(path: Path, key: dict, ds, command: str, digest: _PrefixDigest, *,
+                   per_image: bool = False) -> tuple[int, dict]:
     """(images already done, the progress file's dict) from ``path``, written by an earlier run of
-    the same ``command`` on the same inputs, encoder and options (``key``); (0, {}) when there is
-    none, or, with one note on stderr saying why, when it cannot be read or records another run
-    (what differs, in words; the run then starts over and overwrites it)."""
+    the same ``command`` with the same encoder and options (``key``, without ``inputs``) whose
+    images done are the first of this run's inputs (``digest``: over all the dataset's records,
+    also those past --how_many: :func:`_limited`); (0, {}) when there is none, or, with one note on
+    stderr saying why, when it cannot be read or records another run (what differs, in words; the
+    run then starts over and overwrites it).
+
+    The inputs compared are the first ``count`` only, so a rerun with a larger --how_many (or 0)
+    continues. One that counts more images done than this run's ``ds`` holds (a smaller
+    --how_many): ``per_image`` (precompute, one map per image) → that count, the caller's images
+    all done; otherwise (encode, whose features are pooled per class with no image boundaries: the
+    first images' cannot be taken apart from the others') a note, and the run starts over."""
     if not path.exists():
         return 0, {}
     why = None
@@ -940,32 +986,48 @@ def _load_progress(path: Path, key: dict, ds, command: str) -> tuple[int, dict]:
         d = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(d, dict) or "version" not in d:
             why = "cannot be read as a progress file (damaged: not the dict a progress file holds)"
-        elif d.get("version") != _PROGRESS_VERSION:
+        elif d.get("version") not in (2, _PROGRESS_VERSION):
             why = (f"cannot be read as a progress file (format {d.get('version')}, another pix2pixhd "
                    f"version's; this one writes {_PROGRESS_VERSION})")
-        elif not isinstance(d.get("count"), int) or not isinstance(d.get("names"), str):
+        elif not isinstance(d.get("count"), int) or not isinstance(d.get("names"), str) or d["count"] < 0:
             why = "cannot be read as a progress file (damaged: no count of the images done)"
     except Exception as e:
         why, d = f"cannot be read as a progress file (damaged: {_why_unreadable(path, e)})", None
-    if why is None and d.get("key") != key:
-        why = _why_other(d.get("key") if isinstance(d.get("key"), dict) else {}, key)
     if why is None:
-        n = d["count"]
-        if n > len(ds.records) or d["names"] != _names_digest(ds.records[:n]):
+        n, records = d["count"], digest.records
+        if d["version"] == 2:   # an earlier version's: its digest is of all the inputs of its run
+            inputs = _inputs_digest(ds.records)
+        else:
+            inputs = digest.upto(n) if n <= len(records) else "(more images done than these inputs)"
+        saved = d.get("key") if isinstance(d.get("key"), dict) else {}
+        want = {**key, "inputs": inputs}
+        if saved != want:
+            why = _why_other(saved, want)
+        elif d["names"] != _names_digest(records[:n]):
             why = "records other images done than the first of these inputs"
+        elif n > len(ds.records) and not per_image:
+            why = (f"holds the features of {n} image(s), more than this run's {len(ds.records)} (--how_many "
+                   f"{len(ds.records)}), pooled per class: the first {len(ds.records)} images' cannot be "
+                   "taken apart from them")
     if why is not None:
         print(f"note: {path} {why}: ignored, {command} starts over", file=sys.stderr, flush=True)
         return 0, {}
     n = d["count"]
-    print(f"note: resuming from {path}: {n} of {len(ds.records)} image(s) already done, not redone",
-          file=sys.stderr, flush=True)
+    if n > len(ds.records):
+        print(f"note: {path} counts {n} image(s) done, more than this run's {len(ds.records)} (--how_many "
+              f"{len(ds.records)}): those are all done already; the file is kept for a rerun with more",
+              file=sys.stderr, flush=True)
+    else:
+        print(f"note: resuming from {path}: {n} of {len(ds.records)} image(s) already done, not redone",
+              file=sys.stderr, flush=True)
     return n, d
 
 
 def _save_progress(path: Path, key: dict, ds, done: int, **payload) -> None:
-    """The progress after the first ``done`` images, written whole (a temporary file, renamed):
-    their count and their names' digest (:func:`_names_digest`), not the names, which made each
-    save grow with the images done."""
+    """The progress after the first ``done`` images, written whole (a temporary file, renamed), with
+    SIGTERM and SIGINT held meanwhile: their count and their names' digest (:func:`_names_digest`),
+    not the names, which made each save grow with the images done. ``key["inputs"]`` is the digest
+    of those images' inputs (:class:`_PrefixDigest`)."""
     from pix2pixhd.checkpoint import atomic_torch_save
     with _stops_held():
         atomic_torch_save({"version": _PROGRESS_VERSION, "key": key, "count": done,
@@ -1047,10 +1109,15 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     E encodes ``batch_size`` images at a time (the rows are those of one at a time: see
     :func:`encode_features`). Every ``progress_every`` images, or every 5% of those done once that
     is more (:func:`_progress_due`; 0: never), the features so far and the count and digest of the
-    images done are written to ``.features_clustered.pt.progress`` beside the output, whole;
-    a rerun after a stop or a kill continues from there (the same inputs, encoder and options:
-    otherwise it says so and starts over) and gives the clusters of an uninterrupted run; the file
-    is removed once the clusters are written."""
+    images done are written to ``.features_clustered.pt.progress`` beside the output, whole; so are
+    those of every image encoded when main's stop (SIGTERM, SIGINT: :class:`_Stopped`) comes, with
+    the stops held meanwhile, so that a stop loses no image encoded; a kill (``kill -9``, the
+    machine going down) loses those since the last save. A rerun after a stop or a kill continues
+    from there (the same encoder and options, and inputs whose first ones are the images done: a
+    larger ``how_many`` continues too; otherwise it says so and starts over) and gives the clusters
+    of an uninterrupted run. A smaller ``how_many`` than the images done starts over, with a note:
+    the features kept are pooled per class, and the first images' cannot be taken apart from the
+    others'. The file is removed once the clusters are written."""
     if n_clusters is not None and n_clusters < 0:
         raise ConfigError(f"--n_clusters {n_clusters}: need at least 1 cluster per class (0 or none: the "
                           "run's --n_clusters)")
@@ -1060,7 +1127,7 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     dst = Path(out) if out else (run.parent if run.is_file() else run) / CLUSTERS_FILE
     _check_clusters_out(dst, run, which_epoch)
     before = _file_id(dst)
-    progress, done = progress_path(dst), 0
+    progress, ds, done, last = progress_path(dst), None, 0, 0
     try:
         e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
         identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
@@ -1070,26 +1137,37 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
         if batches is not None:
             raw = encode_features(e, batches, label_feat=cfg.label_feat, device=device)
         else:
-            ds = _dataset(cfg, dataroot, phase, how_many)
-            key = {"command": "encode", "encoder": identity.get("sha256", ""), "inputs": _inputs_digest(ds),
+            ds = _dataset(cfg, dataroot, phase, 0)
+            digest = _PrefixDigest(_limited(ds, how_many))
+            key = {"command": "encode", "encoder": identity.get("sha256", ""),
                    "label_feat": str(bool(cfg.label_feat)), "phase": phase}
-            done, d = _load_progress(progress, key, ds, "encode") if progress_every else (0, {})
-            parts = {int(k): [v] for k, v in (d.get("features") or {}).items()}
+            loaded, d = _load_progress(progress, key, ds, "encode", digest) if progress_every else (0, {})
+            with _stops_held():   # a stop from here on keeps the features loaded and those encoded
+                parts = {int(k): [v] for k, v in (d.get("features") or {}).items()}
+                done = last = loaded
+
+            def keep() -> None:
+                """The features of the ``done`` images so far into the progress file, whole, and
+                ``last`` with it (a stop meanwhile is raised once both are)."""
+                nonlocal parts, last
+                with _stops_held():
+                    parts = {k: [torch.cat(v)] for k, v in parts.items()}
+                    _save_progress(progress, {**key, "inputs": digest.upto(done)}, ds, done,
+                                   features={k: v[0] for k, v in parts.items()})
+                    last = done
             loader = _batches(ds, cfg.nThreads, start=done)
             e = e.to(device).eval()
-            last = done
             try:
                 for batch in _grouped(_held_fetches(loader), batch_size):
-                    for cls, rows in _batch_rows(e, batch, cfg.label_feat, torch.device(device)).items():
-                        parts.setdefault(cls, []).append(rows)
-                    done += len(batch["label"])
+                    got = _batch_rows(e, batch, cfg.label_feat, torch.device(device))
+                    with _stops_held():   # a batch's rows and its count together: a stop keeps both or neither
+                        for cls, rows in got.items():
+                            parts.setdefault(cls, []).append(rows)
+                        done += len(batch["label"])
                     if _progress_due(done, last, progress_every) and done < len(ds):
-                        parts = {k: [torch.cat(v)] for k, v in parts.items()}
-                        _save_progress(progress, key, ds, done, features={k: v[0] for k, v in parts.items()})
-                        last = done
+                        keep()
             finally:
                 _end_workers(loader)
-                done = last   # what the progress file holds
             raw = _joined(parts)
         centers = cluster_features(raw, n_clusters)
         counts = {k: int((v[:, -1] > MIN_AREA).sum()) for k, v in raw.items()}
@@ -1100,14 +1178,25 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
             progress.unlink(missing_ok=True)
     except _Stopped as stop:
         if _file_id(dst) != before:
+            if batches is None:   # stopped before it was removed: it would make a rerun encode again
+                with _stops_held():
+                    progress.unlink(missing_ok=True)
             stop.what = f"{dst} was written, whole, before the stop"
-        elif done:
-            stop.what = (f"nothing written to {dst} (written whole at encode's end); the features of {done} "
-                         f"image(s) are kept in {progress}: rerun the same command to continue from there")
+            raise
+        failed = ""
+        if ds is not None and progress_every and done > last:   # the images encoded since the last save
+            try:
+                keep()
+            except OSError as e:
+                from pix2pixhd.checkpoint import one_line
+                failed = f" (keeping the features of all {done} encoded failed: {one_line(e)})"
+        if last:
+            stop.what = (f"nothing written to {dst} (written whole at encode's end); the features of {last} "
+                         f"image(s) are kept in {progress}{failed}: rerun the same command to continue from there")
         else:
             stop.what = (f"nothing written ({dst} is written whole at encode's end; "
-                         f"{'the one there is as it was' if before else 'it was not created'}); rerun the "
-                         "same command (encode starts over)")
+                         f"{'the one there is as it was' if before else 'it was not created'}){failed}; rerun "
+                         "the same command (encode starts over)")
         raise
     return path, fc
 
@@ -1183,8 +1272,12 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     leaves whole maps and the progress file counts only maps written. Every ``progress_every``
     images, or every 5% of those done once that is more (:func:`_progress_due`; 0: never), the count
     of the maps written so far is recorded in ``.{out folder}.progress`` beside the folder (whole: a
-    temporary file, renamed); a rerun after a stop or a kill writes only the others (the same
-    inputs, encoder and options: otherwise it says so and starts over). The file is removed once every map is written.
+    temporary file, renamed), and at main's stop (SIGTERM, SIGINT: :class:`_Stopped`), with the stops
+    held meanwhile, so that a stop loses no map written; a kill (``kill -9``) loses those since the
+    last save. A rerun after a stop or a kill writes only the others (the same encoder and options,
+    and inputs whose first ones are the images done: a larger ``how_many`` continues too; otherwise
+    it says so and starts over). A smaller ``how_many`` than the maps written has them all: nothing is
+    written, and the file is kept for a rerun with more. The file is removed once every map is written.
     """
     from PIL import Image
 
@@ -1199,7 +1292,8 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     if cfg.feat_num != 3:
         raise ConfigError(f"feat_num={cfg.feat_num}: feature maps are stored as RGB PNGs (as the "
                          "reference does and as --load_features reads them); precompute needs feat_num 3")
-    ds = _dataset(cfg, dataroot, phase, how_many, whole=True)
+    ds = _dataset(cfg, dataroot, phase, 0, whole=True)
+    digest = _PrefixDigest(_limited(ds, how_many))
     root = Path(dataroot or cfg.dataroot)
     out = Path(out_dir) if out_dir else root / f"{phase}_feat"
     try:   # before E runs: a read-only dataset folder is refused in one line
@@ -1210,16 +1304,25 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
         raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
     progress = progress_path(out)
     key = {"command": "precompute", "encoder": checkpoint_encoder_identity(checkpoint_dir, which_epoch).get("sha256", ""),
-           "inputs": _inputs_digest(ds), "label_feat": str(bool(cfg.label_feat)), "upsample": str(upsample),
-           "out": os.path.abspath(out)}
-    done, d = _load_progress(progress, key, ds, "precompute") if progress_every else (0, {})
+           "label_feat": str(bool(cfg.label_feat)), "upsample": str(upsample), "out": os.path.abspath(out)}
+    done, d = (_load_progress(progress, key, ds, "precompute", digest, per_image=True) if progress_every
+               else (0, {}))
+    more = done > len(ds)   # a smaller --how_many: its maps are all there; the file is kept for more
+    done = min(done, len(ds))
     written = [out / f"{stem_key(Path(_record_name(r)))}.png" for r in ds.records[:done]]
     if any(not p.is_file() for p in written):
         missing = next(p for p in written if not p.is_file())
         print(f"note: {progress} lists {missing}, which is gone: ignored, precompute starts over",
               file=sys.stderr, flush=True)
-        done, written = 0, []
+        done, written, more = 0, [], False
     last = done
+
+    def keep() -> None:
+        """The count of the maps written into the progress file, whole, and ``last`` with it."""
+        nonlocal last
+        with _stops_held():
+            _save_progress(progress, {**key, "inputs": digest.upto(len(written))}, ds, len(written))
+            last = len(written)
     loader = _batches(ds, cfg.nThreads, start=done)
     try:
         try:
@@ -1242,20 +1345,33 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
                         raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
                     # per map, not per batch: the count saved is always of maps written whole
                     if _progress_due(len(written), last, progress_every) and len(written) < len(ds):
-                        _save_progress(progress, key, ds, len(written))
-                        last = len(written)
+                        keep()
         finally:
             _end_workers(loader)
-        progress.unlink(missing_ok=True)
+        if not more:
+            progress.unlink(missing_ok=True)
     except _Stopped as stop:
+        if len(written) == len(ds):   # stopped after the last map: nothing left to continue
+            if not more:
+                with _stops_held():
+                    progress.unlink(missing_ok=True)
+            stop.what = f"all {len(written)} feature map(s) written to {out}/ before the stop, each whole"
+            raise
+        failed = ""
+        if progress_every and len(written) > last:   # the maps written since the last save
+            try:
+                keep()
+            except OSError as e:
+                from pix2pixhd.checkpoint import one_line
+                failed = f" (recording all {len(written)} failed: {one_line(e)})"
         if last:
             stop.what = (f"{len(written)} feature map(s) written to {out}/ before the stop, each whole (through a "
-                         f"temporary file), the others not; {progress} records the first {last}: rerun the same "
-                         "command to write the others")
+                         f"temporary file), the others not; {progress} records the first {last}{failed}: rerun "
+                         "the same command to write the others")
         else:
             stop.what = (f"{len(written)} feature map(s) written to {out}/ before the stop, each whole (through a "
-                         "temporary file), the others not; rerun the same command to write them all (precompute "
-                         "starts over)")
+                         f"temporary file), the others not{failed}; rerun the same command to write them all "
+                         "(precompute starts over)")
         raise
     return written
 
@@ -1346,9 +1462,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pix2pixhd.features``. SIGTERM or SIGINT stops the command at once (its progress
-    file, if any, is written every so many images, not at the stop) with one line on stderr, what it had written and
-    how to go on, and SystemExit with training's status for a stop: 75 (SIGTERM), 130 (SIGINT); a
-    second signal while it stops is ignored. The previous handlers come back when it returns."""
+    file, unless --progress_every 0, is written at the stop too, with all the images done) with one
+    line on stderr, what it had written and kept and how to go on, and SystemExit with training's
+    status for a stop: 75 (SIGTERM), 130 (SIGINT); a second signal while it stops is ignored. The previous handlers come back when it returns."""
     a = build_parser().parse_args(argv)
     with _stop_handlers():
         try:

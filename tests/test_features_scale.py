@@ -184,17 +184,18 @@ def test_progress_of_another_encoder_is_not_resumed(run, tmp_path, counted, caps
 
 
 @pytest.mark.fault(cls="interrupted run",
-                   case="features encode: the progress file of other inputs (one input touched, or another "
-                        "--how_many) is not resumed from: one note saying so in words, the run starts over")
+                   case="features encode: the progress file of other inputs (one of the images it counts done "
+                        "touched) or of more images than a smaller --how_many asks is not resumed from: one note "
+                        "saying so in words, the run starts over")
 @pytest.mark.parametrize("change", ["touch", "how_many"])
 def test_progress_of_other_inputs_is_not_resumed(run, tmp_path, counted, capsys, change):
     import os
     folder, streets = run
     out = tmp_path / "i.pt"
     counted(stop_at=5)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):   # a kill: the last save counts 4 images done
         features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
-    img = sorted((streets / "train_img").iterdir())[-1]
+    img = sorted((streets / "train_img").iterdir())[1]   # one of the 4 done
     st = img.stat()
     if change == "touch":
         os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
@@ -202,14 +203,17 @@ def test_progress_of_other_inputs_is_not_resumed(run, tmp_path, counted, capsys,
     sizes = counted()
     try:
         features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2,
-                                    how_many=N - 1 if change == "how_many" else 0)
+                                    how_many=3 if change == "how_many" else 0)
     finally:
         os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
     err = capsys.readouterr().err
-    assert (f"note: {tmp_path / '.i.pt.progress'} records other inputs (a file added, removed or rewritten "
-            "since, or another --how_many): ignored, encode starts over") in err, err
+    why = ("records other inputs (among the images it counts done, a file added, removed or rewritten since)"
+           if change == "touch" else
+           "holds the features of 4 image(s), more than this run's 3 (--how_many 3), pooled per class: the "
+           "first 3 images' cannot be taken apart from them")
+    assert f"note: {tmp_path / '.i.pt.progress'} {why}: ignored, encode starts over" in err, err
     assert "another run's" not in err and "differs" not in err, err
-    assert sum(sizes) == (N - 1 if change == "how_many" else N)
+    assert sum(sizes) == (3 if change == "how_many" else N)
 
 
 @pytest.mark.fault(cls="interrupted run",

@@ -95,7 +95,8 @@ def test_sigterm_stops_encode_with_one_line_and_nothing_written(run):
 
 @pytest.mark.fault(cls="interrupted run",
                    case="features precompute: SIGINT (Ctrl-C) to its process group after map K: one line "
-                        "naming the K maps written, each whole, status 130, no dead-worker error")
+                        "naming the K maps written, each whole, and the progress file recording them for a "
+                        "rerun, status 130, no dead-worker error")
 def test_sigint_stops_precompute_with_the_maps_written_whole(run, tmp_path):
     folder, _ = run
     out = tmp_path / "feat"
@@ -105,10 +106,11 @@ def test_sigint_stops_precompute_with_the_maps_written_whole(run, tmp_path):
                              str(folder), "--out_dir", str(out), "--batch_size", str(K))
     assert status == INTERRUPTED_EXIT_STATUS == 130, (status, err[-3000:])
     line = (f"stopped by SIGINT: {K} feature map(s) written to {out}/ before the stop, each whole (through a "
-            "temporary file), the others not; rerun the same command to write them all (precompute starts "
-            "over); exit status 130")
+            f"temporary file), the others not; {tmp_path / '.feat.progress'} records the first {K}: rerun the "
+            "same command to write the others; exit status 130")
     assert err.strip().splitlines() == [line], err[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [f"{s}.png" for s in first[:K]]
+    assert (tmp_path / ".feat.progress").is_file()   # what the line says a rerun continues from
     for p in out.iterdir():
         with Image.open(p) as im:
             im.load()

@@ -1,6 +1,6 @@
 """The validation stamp: after the dataset passed validation, a run writes ``validation.json`` in
 its folder (level, the data options validation depends on, and a hash of the files' relative paths,
-sizes and mtimes); a resume (or a restart) that finds the same level, options and files skips
+sizes, mtimes and ctimes); a resume (or a restart) that finds the same level, options and files skips
 validation, which at 100k samples under --validate full took 87 s on each --resume, with one note
 saying how to force it (delete the file). Any change validates again: a file touched, another
 level, a stamp that cannot be read. Tiny runs (64x32, 4 images, batch 2) through train_hd.py's

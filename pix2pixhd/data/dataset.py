@@ -819,9 +819,10 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     not print the note whose fix is another --label_nc (classes.json naming fewer classes).
     ``stamp``: a validation stamp file (:func:`validation_stamp`; a training run's
     ``validation.json``): when it records this level, these data options and these files
-    (sizes and mtimes), validation is skipped with a note (its source sizes are the stamp's);
-    otherwise (or when it cannot be read) validation runs, and ``ds.validation_stamp`` is the
-    stamp to write once it passed (the caller writes it). ``reuse_stamp`` False: validation runs
+    (sizes, mtimes and ctimes), validation is skipped with a note, followed by the notes that
+    validation printed (its source sizes are the stamp's); otherwise (or when it cannot be read, or
+    does not match its own digest) validation runs, and ``ds.validation_stamp`` is the stamp to
+    write once it passed (the caller writes it). ``reuse_stamp`` False: validation runs
     whatever the stamp says (a new run in the place of an old one), ``ds.validation_stamp`` made.
     Raises DatasetError listing offending files.
     """
@@ -921,19 +922,27 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
         ds.limit(max_dataset_size)
     ds.fixed_label_nc = fixed_label_nc
     if validate != "off":
-        want = validation_stamp(ds, validate) if stamp is not None else None
-        if want is not None and reuse_stamp and (sizes := _stamped_sizes(ds, stamp, want)) is not None:
-            ds.source_sizes, ds.validated = sizes, validate
+        # one walk of the records serves the stamp's check and the stamp written after validation
+        keys, files = _stamp_walk(ds) if stamp is not None else (None, None)
+        want = validation_stamp(ds, validate, (keys, files)) if stamp is not None else None
+        if want is not None and reuse_stamp and (got := _stamped_sizes(ds, stamp, want, keys)) is not None:
+            (ds.source_sizes, notes), ds.validated = got, validate
             print(printable(f"note: {ds.describe()}: validation ({validate}) skipped: {stamp} says these "
-                            f"{len(ds.all_records())} file group(s), unchanged since (sizes and times), passed "
-                            f"it with these data options (the notes it printed then are not repeated); delete {stamp} "
-                            "to validate again"),
+                            f"{len(keys)} file group(s), unchanged since (sizes and times), passed it with these "
+                            f"data options{'; the notes it printed then follow' if notes['notes'] else ''}; "
+                            f"delete {stamp} to validate again"),
                   file=sys.stderr, flush=True)
+            if notes["notes"]:   # a resumed run's log says what the first one's did
+                left = notes["notes_left"]
+                more = f"\n  ... and {left} more line(s) of these notes, which {stamp} does not keep" if left else ""
+                print(printable("\n".join(notes["notes"]) + more), file=sys.stderr, flush=True)
             return ds
-        ds.source_sizes = validate_dataset(ds, level=validate)["source_sizes"]
-        ds.validated = validate
+        stats = validate_dataset(ds, level=validate)
+        ds.source_sizes, ds.validated = stats["source_sizes"], validate
         if want is not None:
-            want["sizes"] = _sizes_rle(ds)
+            want["sizes"] = _sizes_rle(ds, keys)
+            want.update(_kept_notes(stats.get("notes", [])))
+            want["digest"] = _stamp_digest(want)
             ds.validation_stamp = want
     elif report_listing:
         report_listing_problems(ds)
@@ -941,15 +950,20 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
 
 
 # A training run's validation stamp (its run folder's validation.json, see create_dataset's
-# ``stamp``). STAMP_VERSION changes when validation checks more, so that older stamps validate again.
+# ``stamp``). STAMP_VERSION changes when validation checks more, or the stamp records more, so that
+# older stamps validate again (2: files' ctimes, the notes validation printed, the stamp's digest).
 STAMP_FILE = "validation.json"
-STAMP_VERSION = 1
+STAMP_VERSION = 2
+# The notes a stamp keeps (to print again when validation is skipped): the first lines of them,
+# at most this many and this many characters; the rest is counted.
+STAMP_NOTE_LINES, STAMP_NOTE_CHARS = 20, 4096
 
 
-def _stamp_config(ds: PairedDataset) -> dict:
+def _stamp_config(ds: PairedDataset, n: int | None = None) -> dict:
     """The data options that change what validation checks (or which files it reads): the layout,
     the folder, the ids and colours allowed, the roles and channels read, the sizes the options
-    make (the generator's multiple), the checks a fixed label_nc leaves out."""
+    make (the generator's multiple), the checks a fixed label_nc leaves out. ``n``: the number of
+    records, when the caller has counted them (the unaligned layout's all_records() is a copy)."""
     pal = ds.palette
     return {"root": str(Path(ds.root).resolve()), "phase": ds.phase, "mode": ds.mode,
             "label_nc": ds.label_nc, "palette": None if pal is None else np.asarray(pal).tolist(),
@@ -957,24 +971,44 @@ def _stamp_config(ds: PairedDataset) -> dict:
             "input_nc": ds.config.input_nc, "output_nc": ds.output_nc,
             "resize_or_crop": ds.resize_or_crop, "loadSize": ds.loadSize, "fineSize": ds.fineSize,
             "required_multiple": ds.required_multiple, "inputs_only": bool(ds.config.inputs_only),
-            "fixed_label_nc": bool(ds.fixed_label_nc), "n": len(ds.all_records())}
+            "fixed_label_nc": bool(ds.fixed_label_nc), "n": len(ds.all_records()) if n is None else n}
 
 
-def _listing_fingerprint(ds: PairedDataset) -> str:
-    """sha256 of every file validation reads (each record's, and classes.json), as sorted
-    (path relative to the root, size, mtime_ns), and of the listing's problems: a file added,
-    removed, resized or touched changes it."""
-    entries = set()
+def _stamp_walk(ds: PairedDataset) -> tuple[list[str], set[str]]:
+    """One walk of ds.all_records() for the stamp (each record's dict of Paths is built as it is
+    walked: at 100k records most of a resume's check, so it is done once): each record's first
+    file (the key of ``ds.source_sizes``), in order, and every file validation reads (each
+    record's, and classes.json)."""
+    keys, files = [], {str(Path(ds.root) / "classes.json")}
     for rec in ds.all_records():
-        entries.update(map(str, rec.values()))
-    entries.add(str(Path(ds.root) / "classes.json"))
+        paths = [str(p) for p in rec.values()]
+        keys.append(paths[0])
+        files.update(paths)
+    return keys, files
+
+
+def _listing_fingerprint(ds: PairedDataset, files: set[str] | None = None) -> str:
+    """sha256 of every file validation reads (``files``, :func:`_stamp_walk`'s), as sorted
+    (path relative to the root, size, mtime_ns, ctime_ns), and of the listing's problems: a file
+    added, removed, resized or touched changes it, and so does a rewrite that keeps the size and
+    sets the mtime back (``cp -p``, ``rsync -a``, ``touch -r``): the kernel sets a file's ctime on
+    every write, rename or chmod, and no call sets it back. A copy of the dataset (new ctimes, even
+    with ``cp -a``) is validated again too (a move: its folder is in :func:`_stamp_config`), which
+    is conservative, not wrong."""
+    if files is None:
+        files = _stamp_walk(ds)[1]
+    root = os.path.join(str(ds.root), "")   # _rel's result, cut as a string: no Path per file
+
+    def rel(path: str) -> str:
+        return path[len(root):] if path.startswith(root) else _rel(ds, path)
+
     rows = []
-    for path in entries:
+    for path in files:
         try:
             st = os.stat(path)
-            rows.append((_rel(ds, path), st.st_size, st.st_mtime_ns))
+            rows.append((rel(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns))
         except OSError:
-            rows.append((_rel(ds, path), -1, -1))
+            rows.append((rel(path), -1, -1, -1))
     rows.sort()
     h = hashlib.sha256()
     for row in rows:
@@ -984,18 +1018,46 @@ def _listing_fingerprint(ds: PairedDataset) -> str:
     return h.hexdigest()
 
 
-def validation_stamp(ds: PairedDataset, level: str) -> dict:
+def validation_stamp(ds: PairedDataset, level: str, walk: tuple[list[str], set[str]] | None = None) -> dict:
     """What a validation stamp records of ``ds`` at ``level`` (before its ``sizes``: the
-    source size of each record, run-length encoded, which the caller adds after validation)."""
-    return {"version": STAMP_VERSION, "level": level, "config": _stamp_config(ds),
-            "fingerprint": _listing_fingerprint(ds)}
+    source size of each record, run-length encoded, its ``notes`` and its ``digest``, which the
+    caller adds after validation). ``walk``: :func:`_stamp_walk`'s, when the caller has it."""
+    keys, files = walk if walk is not None else _stamp_walk(ds)
+    return {"version": STAMP_VERSION, "level": level, "config": _stamp_config(ds, len(keys)),
+            "fingerprint": _listing_fingerprint(ds, files)}
 
 
-def _sizes_rle(ds: PairedDataset) -> list:
-    """ds.source_sizes in the order of ds.all_records(): [[w, h, count], ...] (None, None: no size)."""
+def _stamp_digest(stamp: dict) -> str:
+    """sha256 of a stamp's content, every field but ``digest`` itself, as canonical JSON (sorted
+    keys, no spaces), stored in the stamp: a stamp edited by hand (its sizes reach check_batch_sizes'
+    messages, its notes the log) or damaged in place no longer matches it, and validation runs
+    again. It catches edits and damage, not a forger: anyone who can edit the file can recompute
+    the digest (the stamp is a cache of validation's result, not a signature)."""
+    body = {k: v for k, v in stamp.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _kept_notes(notes: list[str]) -> dict:
+    """The stamp's ``notes`` (the lines of the notes validation printed, the first
+    STAMP_NOTE_LINES of them within STAMP_NOTE_CHARS) and ``notes_left`` (how many lines it leaves out)."""
+    lines = "\n".join(notes).split("\n")   # not splitlines(): printed again, joined by newlines alone
+    kept, size = [], 0
+    for line in lines:
+        if len(kept) == STAMP_NOTE_LINES or size + len(line) > STAMP_NOTE_CHARS:
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return {"notes": kept, "notes_left": len(lines) - len(kept)}
+
+
+def _sizes_rle(ds: PairedDataset, keys: list[str] | None = None) -> list:
+    """ds.source_sizes in the order of ds.all_records() (``keys``: each record's first file,
+    :func:`_stamp_walk`'s): [[w, h, count], ...] (None, None: no size)."""
+    if keys is None:
+        keys = _stamp_walk(ds)[0]
     out = []
-    for rec in ds.all_records():
-        src = ds.source_sizes.get(str(next(iter(rec.values()))))
+    for key in keys:
+        src = ds.source_sizes.get(key)
         w, h = src if src else (None, None)
         if out and out[-1][0] == w and out[-1][1] == h:
             out[-1][2] += 1
@@ -1004,30 +1066,45 @@ def _sizes_rle(ds: PairedDataset) -> list:
     return out
 
 
-def _stamped_sizes(ds: PairedDataset, stamp: Path, want: dict) -> dict | None:
-    """The source sizes (as validation's) that stamp file ``stamp`` records when it matches
-    ``want`` (:func:`validation_stamp`), else None: no file, another level, options or listing,
-    or a stamp that cannot be read (damaged, of other types): validation runs, no error."""
+def _stamped_sizes(ds: PairedDataset, stamp: Path, want: dict,
+                   keys: list[str] | None = None) -> tuple[dict, dict] | None:
+    """The source sizes (as validation's) and the notes (``notes``, ``notes_left``) that stamp
+    file ``stamp`` records when it matches ``want`` (:func:`validation_stamp`; ``keys``: each
+    record's first file, :func:`_stamp_walk`'s), else None: no file, another version, level,
+    options or listing, a stamp that cannot be read (damaged, of other types), or one that does
+    not match its own digest (:func:`_stamp_digest`: edited or damaged, said in a note):
+    validation runs, no error."""
     try:
         got = loads_json(Path(stamp).read_bytes())
     except (OSError, ValueError):
         return None
-    if not isinstance(got, dict) or any(got.get(k) != want[k] for k in want):
+    if not isinstance(got, dict) or got.get("version") != want["version"]:
+        return None   # not a stamp, or an older one (it checked less): validated again, nothing to say
+    if got.get("digest") != _stamp_digest(got):
+        print(printable(f"note: {stamp} does not match its own digest (edited or damaged since it was "
+                        "written): the dataset is validated again"), file=sys.stderr, flush=True)
         return None
-    sizes, n = got.get("sizes"), len(ds.all_records())
+    if any(got.get(k) != want[k] for k in want):
+        return None
+    if keys is None:
+        keys = _stamp_walk(ds)[0]
+    sizes, n, notes, left = got.get("sizes"), len(keys), got.get("notes"), got.get("notes_left")
     ok_side = lambda v: v is None or (type(v) is int and v > 0)   # noqa: E731
     if not isinstance(sizes, list) or not all(
             isinstance(e, list) and len(e) == 3 and ok_side(e[0]) and ok_side(e[1])
             and (e[0] is None) == (e[1] is None) and type(e[2]) is int and e[2] > 0 for e in sizes) \
             or sum(e[2] for e in sizes) != n:
         return None
-    out, one_tuple, recs = {}, {}, iter(ds.all_records())
+    if not isinstance(notes, list) or not all(isinstance(line, str) for line in notes) \
+            or type(left) is not int or left < 0:
+        return None
+    out, one_tuple, it = {}, {}, iter(keys)
     for w, h, k in sizes:
         for _ in range(k):
-            rec = next(recs)
+            key = next(it)
             if w is not None:
-                out[str(next(iter(rec.values())))] = one_tuple.setdefault((w, h), (w, h))
-    return out
+                out[key] = one_tuple.setdefault((w, h), (w, h))
+    return out, {"notes": notes, "notes_left": left}
 
 
 def report_listing_problems(ds: PairedDataset, max_listed: int = 5) -> None:
@@ -1567,8 +1644,9 @@ def classes_problems(ds: PairedDataset) -> tuple[ClassList | None, list]:
 
 def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
     """Check every file of ``ds``: (problems, stats). stats: n, sizes Counter, id pixel Counter,
-    source_sizes (a record's first file -> its source (w, h)) (unaligned: n counts domain A's
-    images, n_B domain B's).
+    source_sizes (a record's first file -> its source (w, h)), notes (the text of each note printed,
+    which a validation stamp keeps for the runs that skip validation) (unaligned: n counts domain
+    A's images, n_B domain B's).
 
     ``problems`` also holds notices (kinds in ``NOTICE_KINDS``: entries that are not samples);
     :func:`fatal_problems` keeps the rest."""
@@ -1577,6 +1655,7 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
         problems.append(("empty", str(ds.root), f"no images found for {ds.describe()}"))
     classes, found = classes_problems(ds)
     problems += found
+    notes = []
     if classes is not None and ds.palette is None and classes.ids and not ds.fixed_label_nc \
             and (classes.label_nc or max(classes.ids) + 1) < ds.label_nc:
         # not an error (the ids fit), but usually label_nc left at its default (35, Cityscapes);
@@ -1584,9 +1663,10 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
         n = classes.label_nc or max(classes.ids) + 1
         says = (f"says label_nc={n}" if classes.label_nc is not None else
                 f"names {len(classes.ids)} classes (ids {_id_ranges(classes.ids)})")
-        print(printable(f"note: {classes.path} {says}, this run uses label_nc={ds.label_nc}: one-hot channels "
-                        f"{n}..{ds.label_nc - 1} stay empty. Pass --label_nc {n} unless that is meant"),
-              file=sys.stderr, flush=True)
+        notes.append(printable(f"note: {classes.path} {says}, this run uses label_nc={ds.label_nc}: one-hot "
+                               f"channels {n}..{ds.label_nc - 1} stay empty. Pass --label_nc {n} unless that "
+                               "is meant"))
+        print(notes[-1], file=sys.stderr, flush=True)
     sizes, ids, n_inst, source_sizes, all_stats = Counter(), Counter(), 0, {}, []
     one_tuple = {}   # (w, h) -> the one tuple of that value source_sizes holds
     decode = level == "full"
@@ -1605,7 +1685,7 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
             n_inst += st["n_inst"]
     problems += _p_palette_problems(ds, recs, all_stats)
     stats = {"n": len(ds.records), "sizes": sizes, "ids": ids, "instances": n_inst,
-             "source_sizes": source_sizes}   # by a record's first file
+             "source_sizes": source_sizes, "notes": notes}   # source_sizes: by a record's first file
     if isinstance(ds, UnalignedDataset):
         stats["n_B"] = len(ds.records_B)
     return problems, stats
@@ -1617,11 +1697,12 @@ def validate_dataset(ds: PairedDataset, *, level: str = "full", max_listed: int 
     label_nc or not in classes.json, wrong channel counts, sizes the generator cannot take, an
     unreadable classes.json or one asking for a larger label_nc. Entries that are not samples
     (other files, sub-folders) are printed to stderr, not raised. Returns the scan statistics
-    when all is well."""
+    when all is well (their ``notes``: every note printed, this one among them)."""
     problems, stats = scan(ds, level)
     fatal = fatal_problems(problems)
     if fatal:
         raise DatasetError(format_problems(problems, ds.describe(), max_listed), fatal)
     if problems:
-        print("note: " + format_problems(problems, ds.describe(), max_listed), file=sys.stderr)
+        stats["notes"].append("note: " + format_problems(problems, ds.describe(), max_listed))
+        print(stats["notes"][-1], file=sys.stderr)
     return stats

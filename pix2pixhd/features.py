@@ -30,7 +30,8 @@ images done once that is more, and at a stop (all the images done then), in a hi
 ``.NAME.progress`` file beside their output; a kill (``kill -9``) loses the images since the last
 save. A rerun of the same command (same encoder and options, inputs whose first ones are the images
 done: a larger ``--how_many`` continues too) continues from there, with a note saying how many
-images were already done.
+images were already done; so does one with ``--progress_every 0``, which writes no progress file of
+its own but still resumes from the one there (and removes it when it finishes).
 
 Everything below runs on the tensors' device; the per-instance grouping is one ``torch.unique``
 plus a sort, never a Python loop over instances (``_instance_features_ref`` is that loop, kept
@@ -976,9 +977,11 @@ def _load_progress(path: Path, key: dict, ds, command: str, digest: _PrefixDiges
 
     The inputs compared are the first ``count`` only, so a rerun with a larger --how_many (or 0)
     continues. One that counts more images done than this run's ``ds`` holds (a smaller
-    --how_many): ``per_image`` (precompute, one map per image) → that count, the caller's images
-    all done; otherwise (encode, whose features are pooled per class with no image boundaries: the
-    first images' cannot be taken apart from the others') a note, and the run starts over."""
+    --how_many) → that count, with a note, and the caller keeps the file as it is, for a rerun with
+    more (it writes no progress of its own, nor removes the file): ``per_image`` (precompute, one
+    map per image) has the caller's images all done; otherwise (encode, whose features are pooled
+    per class with no image boundaries: the first images' cannot be taken apart from the others')
+    the run starts over without it. Destroying such a file lost the larger run's images."""
     if not path.exists():
         return 0, {}
     why = None
@@ -1005,15 +1008,16 @@ def _load_progress(path: Path, key: dict, ds, command: str, digest: _PrefixDiges
             why = _why_other(saved, want)
         elif d["names"] != _names_digest(records[:n]):
             why = "records other images done than the first of these inputs"
-        elif n > len(ds.records) and not per_image:
-            why = (f"holds the features of {n} image(s), more than this run's {len(ds.records)} (--how_many "
-                   f"{len(ds.records)}), pooled per class: the first {len(ds.records)} images' cannot be "
-                   "taken apart from them")
     if why is not None:
         print(f"note: {path} {why}: ignored, {command} starts over", file=sys.stderr, flush=True)
         return 0, {}
     n = d["count"]
-    if n > len(ds.records):
+    if n > len(ds.records) and not per_image:
+        print(f"note: {path} holds the features of {n} image(s), more than this run's {len(ds.records)} "
+              f"(--how_many {len(ds.records)}), pooled per class: the first {len(ds.records)} images' cannot be "
+              f"taken apart from them: not used ({command} starts over), but kept for a rerun with more; this "
+              "run keeps no progress of its own", file=sys.stderr, flush=True)
+    elif n > len(ds.records):
         print(f"note: {path} counts {n} image(s) done, more than this run's {len(ds.records)} (--how_many "
               f"{len(ds.records)}): those are all done already; the file is kept for a rerun with more",
               file=sys.stderr, flush=True)
@@ -1108,7 +1112,8 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
 
     E encodes ``batch_size`` images at a time (the rows are those of one at a time: see
     :func:`encode_features`). Every ``progress_every`` images, or every 5% of those done once that
-    is more (:func:`_progress_due`; 0: never), the features so far and the count and digest of the
+    is more (:func:`_progress_due`; 0: no progress file is written, though one already there is
+    still resumed from and removed at the end), the features so far and the count and digest of the
     images done are written to ``.features_clustered.pt.progress`` beside the output, whole; so are
     those of every image encoded when main's stop (SIGTERM, SIGINT: :class:`_Stopped`) comes, with
     the stops held meanwhile, so that a stop loses no image encoded; a kill (``kill -9``, the
@@ -1117,7 +1122,8 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     larger ``how_many`` continues too; otherwise it says so and starts over) and gives the clusters
     of an uninterrupted run. A smaller ``how_many`` than the images done starts over, with a note:
     the features kept are pooled per class, and the first images' cannot be taken apart from the
-    others'. The file is removed once the clusters are written."""
+    others'; that file is left as it is, for a rerun with more (this run saves no progress of its
+    own). Otherwise the file is removed once the clusters are written."""
     if n_clusters is not None and n_clusters < 0:
         raise ConfigError(f"--n_clusters {n_clusters}: need at least 1 cluster per class (0 or none: the "
                           "run's --n_clusters)")
@@ -1128,6 +1134,7 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     _check_clusters_out(dst, run, which_epoch)
     before = _file_id(dst)
     progress, ds, done, last = progress_path(dst), None, 0, 0
+    kept, saves = False, 0   # kept: a larger run's progress file (a smaller how_many), left as it is
     try:
         e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
         identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
@@ -1141,7 +1148,11 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
             digest = _PrefixDigest(_limited(ds, how_many))
             key = {"command": "encode", "encoder": identity.get("sha256", ""),
                    "label_feat": str(bool(cfg.label_feat)), "phase": phase}
-            loaded, d = _load_progress(progress, key, ds, "encode", digest) if progress_every else (0, {})
+            # read also with progress_every 0, which only writes none
+            loaded, d = _load_progress(progress, key, ds, "encode", digest)
+            if loaded > len(ds):   # a larger run's: not of use here, kept for it (_load_progress said so)
+                kept, loaded, d = True, 0, {}
+            saves = 0 if kept else progress_every
             with _stops_held():   # a stop from here on keeps the features loaded and those encoded
                 parts = {int(k): [v] for k, v in (d.get("features") or {}).items()}
                 done = last = loaded
@@ -1164,7 +1175,7 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
                         for cls, rows in got.items():
                             parts.setdefault(cls, []).append(rows)
                         done += len(batch["label"])
-                    if _progress_due(done, last, progress_every) and done < len(ds):
+                    if _progress_due(done, last, saves) and done < len(ds):
                         keep()
             finally:
                 _end_workers(loader)
@@ -1174,17 +1185,17 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
         fc = FeatureClusters({k: torch.from_numpy(v) for k, v in centers.items()}, cfg.feat_num,
                              n_clusters, step, counts, encoder=identity)
         path = fc.save(dst, raw)   # whole or not at all (a temporary file, renamed)
-        if batches is None:
+        if batches is None and not kept:
             progress.unlink(missing_ok=True)
     except _Stopped as stop:
         if _file_id(dst) != before:
-            if batches is None:   # stopped before it was removed: it would make a rerun encode again
+            if batches is None and not kept:   # stopped before it was removed: it would make a rerun encode again
                 with _stops_held():
                     progress.unlink(missing_ok=True)
             stop.what = f"{dst} was written, whole, before the stop"
             raise
         failed = ""
-        if ds is not None and progress_every and done > last:   # the images encoded since the last save
+        if ds is not None and saves and done > last:   # the images encoded since the last save
             try:
                 keep()
             except OSError as e:
@@ -1196,7 +1207,8 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
         else:
             stop.what = (f"nothing written ({dst} is written whole at encode's end; "
                          f"{'the one there is as it was' if before else 'it was not created'}){failed}; rerun "
-                         "the same command (encode starts over)")
+                         "the same command (encode starts over)"
+                         + (f"; {progress}, a larger run's, is kept as it was" if kept else ""))
         raise
     return path, fc
 
@@ -1205,7 +1217,7 @@ def _check_batching(batch_size: int, progress_every: int) -> None:
     if batch_size < 1:
         raise ConfigError(f"--batch_size {batch_size}: expected 1 or more images per batch of E (default 4)")
     if progress_every < 0:
-        raise ConfigError(f"--progress_every {progress_every}: expected 0 (no progress file) or a number "
+        raise ConfigError(f"--progress_every {progress_every}: expected 0 (no progress file written) or a number "
                           f"of images (default {PROGRESS_EVERY})")
 
 
@@ -1258,7 +1270,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
                             dataroot: str = "", phase: str = "train", upsample: int = 2,
                             out_dir: str | Path | None = None, how_many: int = 0,
                             device: str | torch.device = "cpu", batch_size: int = 4,
-                            progress_every: int = PROGRESS_EVERY) -> list[Path]:
+                            progress_every: int = PROGRESS_EVERY) -> "FeatureMaps":
     """E's maps of every training image, upsampled ×``upsample`` (nearest) → uint8 RGB PNGs in
     ``DATAROOT/{phase}_feat/<label stem>.png``, which ``--load_features`` reads at the next stage.
 
@@ -1270,7 +1282,8 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     that falls on a half level can round to the neighbouring uint8 level: docs/features.md); the
     maps of a batch are then written one by one, each whole, so that a stop between two of them
     leaves whole maps and the progress file counts only maps written. Every ``progress_every``
-    images, or every 5% of those done once that is more (:func:`_progress_due`; 0: never), the count
+    images, or every 5% of those done once that is more (:func:`_progress_due`; 0: no progress file
+    is written, though one already there is still resumed from and removed at the end), the count
     of the maps written so far is recorded in ``.{out folder}.progress`` beside the folder (whole: a
     temporary file, renamed), and at main's stop (SIGTERM, SIGINT: :class:`_Stopped`), with the stops
     held meanwhile, so that a stop loses no map written; a kill (``kill -9``) loses those since the
@@ -1278,6 +1291,12 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     and inputs whose first ones are the images done: a larger ``how_many`` continues too; otherwise
     it says so and starts over). A smaller ``how_many`` than the maps written has them all: nothing is
     written, and the file is kept for a rerun with more. The file is removed once every map is written.
+    A ``how_many`` below the split's size says, in one note, that a ``--load_features`` run needs the
+    map of every image.
+
+    Returns the paths of the maps of this run's images, in file order (:class:`FeatureMaps`: a list,
+    with ``new``, how many of them this run wrote, the others being there already from the run it
+    resumed, and ``folder``).
     """
     from PIL import Image
 
@@ -1305,8 +1324,12 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     progress = progress_path(out)
     key = {"command": "precompute", "encoder": checkpoint_encoder_identity(checkpoint_dir, which_epoch).get("sha256", ""),
            "label_feat": str(bool(cfg.label_feat)), "upsample": str(upsample), "out": os.path.abspath(out)}
-    done, d = (_load_progress(progress, key, ds, "precompute", digest, per_image=True) if progress_every
-               else (0, {}))
+    if len(ds) < len(digest.records):   # (how_many): --load_features reads a map per image
+        print(f"note: --how_many {how_many}: these maps cover {len(ds)} of the {len(digest.records)} {phase} "
+              f"images of {root}; a --load_features run needs the map of every image: run precompute without "
+              "--how_many for them all", file=sys.stderr, flush=True)
+    # read also with progress_every 0, which only writes none
+    done, d = _load_progress(progress, key, ds, "precompute", digest, per_image=True)
     more = done > len(ds)   # a smaller --how_many: its maps are all there; the file is kept for more
     done = min(done, len(ds))
     written = [out / f"{stem_key(Path(_record_name(r)))}.png" for r in ds.records[:done]]
@@ -1315,7 +1338,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
         print(f"note: {progress} lists {missing}, which is gone: ignored, precompute starts over",
               file=sys.stderr, flush=True)
         done, written, more = 0, [], False
-    last = done
+    last = resumed = done
 
     def keep() -> None:
         """The count of the maps written into the progress file, whole, and ``last`` with it."""
@@ -1351,6 +1374,9 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
         if not more:
             progress.unlink(missing_ok=True)
     except _Stopped as stop:
+        if not written:
+            stop.what = f"no feature map written to {out}/ before the stop; rerun the same command to write them all"
+            raise
         if len(written) == len(ds):   # stopped after the last map: nothing left to continue
             if not more:
                 with _stops_held():
@@ -1373,7 +1399,27 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
                          f"temporary file), the others not{failed}; rerun the same command to write them all "
                          "(precompute starts over)")
         raise
-    return written
+    return FeatureMaps(written, new=len(written) - resumed, folder=out)
+
+
+class FeatureMaps(list):
+    """What :func:`precompute_feature_maps` returns: the paths of the maps of the run's images (a
+    list of them, as it always was), with ``new``, how many of them the run wrote (the others were
+    there already: the maps of the run it resumed), and ``folder``, where they are; the command's
+    last line says which (it said "wrote 300" for a run that resumed from 159 and wrote 141)."""
+
+    def __init__(self, paths: Iterable[Path] = (), *, new: int = 0, folder: Path | None = None):
+        super().__init__(paths)
+        self.new, self.folder = new, folder
+
+    def summary(self, how_many: int = 0) -> str:
+        """The command's last line: the maps written, and those there already."""
+        if self.new == len(self):
+            return f"wrote {self.new} feature map(s) to {self.folder}"
+        if self.new:
+            return f"wrote {self.new} feature map(s) to {self.folder} ({len(self)} there in all)"
+        asked = f"the {len(self)} asked for are" if how_many == len(self) else f"all {len(self)} are"
+        return f"wrote no feature map: {asked} in {self.folder} already"
 
 
 def _write_png(img, dst: Path) -> None:
@@ -1450,7 +1496,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument(
             "--progress_every", type=int, default=PROGRESS_EVERY,
             help=f"record the progress every N images, or every 5%% of those done once that is more, so that a "
-                 f"rerun after a stop continues (0: never; default: {PROGRESS_EVERY})")
+                 f"rerun after a stop continues (0: write no progress file; one already there is still resumed "
+                 f"from; default: {PROGRESS_EVERY})")
     sub.choices["encode"].add_argument("--out", default="",
                                        help=f"clusters file to write (default: CHECKPOINT/{CLUSTERS_FILE})")
     sub.choices["precompute"].add_argument("--upsample", type=int, default=2,
@@ -1517,7 +1564,7 @@ def _command(a: argparse.Namespace) -> int:
                                         phase=a.phase, upsample=a.upsample, out_dir=a.out_dir or None,
                                         how_many=a.how_many, device=device, batch_size=a.batch_size,
                                         progress_every=a.progress_every)
-        print(f"wrote {len(files)} feature maps to {files[0].parent if files else a.out_dir}")
+        print(files.summary(a.how_many))
     return 0
 
 

@@ -211,7 +211,9 @@ def test_progress_of_other_inputs_is_not_resumed(run, tmp_path, counted, capsys,
            if change == "touch" else
            "holds the features of 4 image(s), more than this run's 3 (--how_many 3), pooled per class: the "
            "first 3 images' cannot be taken apart from them")
-    assert f"note: {tmp_path / '.i.pt.progress'} {why}: ignored, encode starts over" in err, err
+    end = (": ignored, encode starts over" if change == "touch" else
+           ": not used (encode starts over), but kept for a rerun with more; this run keeps no progress of its own")
+    assert f"note: {tmp_path / '.i.pt.progress'} {why}{end}" in err, err
     assert "another run's" not in err and "differs" not in err, err
     assert sum(sizes) == (3 if change == "how_many" else N)
 
@@ -338,7 +340,7 @@ def test_precompute_batches_images_and_writes_the_maps_of_one_at_a_time(run, tmp
                  "--batch_size", "3", "--device", "cpu"]) == 0
     assert one == [1] * N, one
     assert three == [3, 3, 1], f"E's forwards at --batch_size 3: {three} (images each)"
-    assert f"wrote {N} feature maps to {tmp_path / 'b3'}" in capsys.readouterr().out
+    assert f"wrote {N} feature map(s) to {tmp_path / 'b3'}" in capsys.readouterr().out
     _within_one_level(_maps(tmp_path / "b1"), _maps(tmp_path / "b3"), "batch 3 vs batch 1")
     with pytest.raises(features.ConfigError, match=r"--batch_size 0: expected 1 or more"):
         features.precompute_feature_maps(folder, out_dir=tmp_path / "b0", batch_size=0)

@@ -261,8 +261,8 @@ def test_encode_with_a_smaller_how_many_starts_over_saying_why(run, tmp_path, co
     features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2, how_many=3)
     err = capsys.readouterr().err
     assert (f"note: {tmp_path / '.c.pt.progress'} holds the features of 4 image(s), more than this run's 3 "
-            "(--how_many 3), pooled per class: the first 3 images' cannot be taken apart from them: ignored, "
-            "encode starts over") in err, err
+            "(--how_many 3), pooled per class: the first 3 images' cannot be taken apart from them: not used "
+            "(encode starts over), but kept for a rerun with more; this run keeps no progress of its own") in err, err
     assert sum(sizes) == 3
     assert _same(_features(whole), _features(out)), "the clusters differ from an uninterrupted --how_many 3 run's"
 

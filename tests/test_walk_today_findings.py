@@ -34,7 +34,8 @@ def test_missing_feature_maps_name_the_precompute_command(half_precomputed, caps
     assert "missing partner: 2 file(s)" in out and "has no train_feat/" in out, out
     fix = (f"write them with `python -m pix2pixhd.features precompute --checkpoint RUN --dataroot "
            f"{half_precomputed}`")
-    assert fix in out and "(RUN: the run whose encoder makes them; docs/features.md)" in out, out
+    assert fix in out and ("(without --how_many: every image needs its map; RUN: the run whose encoder makes them; "
+                           "docs/features.md)") in out, out
     assert "interrupted precompute" not in out, out
 
 

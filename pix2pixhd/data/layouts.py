@@ -720,8 +720,9 @@ class PartnerMessage(str):
 def missing_feat_note(problems) -> str | None:
     """The fix for the feature maps that "missing partner" problems name (a record without its
     ``{phase}_feat/`` file), said once after the kind's list (dataset.format_problems, as its
-    KIND_NOTES are): the precompute command that writes them and, where an interrupted precompute
-    left its progress file in the dataroot, that rerunning it finishes the job. None when no
+    KIND_NOTES are): the precompute command that writes them (without --how_many: a precompute
+    --how_many N writes the first N only, and every sample needs its map) and, where an
+    interrupted precompute left its progress file in the dataroot, that rerunning it finishes the job. None when no
     missing partner is a feature map. Which roles a problem lacks, and of which split, come from
     its message's fields (:class:`PartnerMessage`, written by _find_files), not from its wording:
     a message without them (one not written there) adds no note."""
@@ -735,8 +736,9 @@ def missing_feat_note(problems) -> str | None:
     for root, phase in splits:
         where = f" --dataroot {root}" + (f" --phase {phase}" if phase != "train" else "")
         notes.append(f"{phase}_feat/ lacks the feature maps of these samples: write them with `python -m "
-                     f"pix2pixhd.features precompute --checkpoint RUN{where}` (RUN: the run whose encoder "
-                     "makes them; docs/features.md)" + _interrupted_precompute(Path(root), phase, "; "))
+                     f"pix2pixhd.features precompute --checkpoint RUN{where}` (without --how_many: every "
+                     "image needs its map; RUN: the run whose encoder makes them; docs/features.md)"
+                     + _interrupted_precompute(Path(root), phase, "; "))
     return "; ".join(notes)
 
 

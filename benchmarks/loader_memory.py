@@ -27,6 +27,11 @@ turned into a list of dicts of Paths (``list(ds.records)``: one dict and one Pat
 find_files made them) before the workers fork; ``both`` (the default) runs compact then dicts.
 Each runs in a fresh process (spawned), so one does not inherit the other's heap. Linux only
 (``/proc/PID/smaps_rollup``, kernel 4.14 or later).
+
+A stop (SIGTERM: GNU timeout, scancel; SIGINT: Ctrl-C) ends the run with one ``stopped by`` line on
+stderr and the status a stop of the project's other commands has (75, 130), no table: the
+measuring process and its workers are ended (it runs in a process group of its own, which a
+terminal's Ctrl-C does not reach) and the temporary dataset is removed.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -45,12 +51,43 @@ if __package__ in (None, ""):  # run as a file (python3 benchmarks/x.py): the re
     # not an installed copy
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._cli import check_outputs, command_line, make_parser, write_text_atomic  # noqa: E402
-from pix2pixhd.errors import ConfigError, UserError  # noqa: E402
+from pix2pixhd.errors import (INTERRUPTED_EXIT_STATUS, STOPPED_EXIT_STATUS, ConfigError,  # noqa: E402
+                              UserError, install_signal_handlers, restore_signal_handlers)
 
 SIZE = 8          # the images' side: decoding costs next to nothing, the records are what grows
 LABEL_NC = 4      # label ids 0..3
 MODES = ("compact", "dicts")
 FIELDS = ("Rss", "Pss", "Private_Clean", "Private_Dirty")
+# A stop's exit status, as the project's other commands have it (pix2pixhd.errors)
+STOPS = {signal.SIGTERM: STOPPED_EXIT_STATUS, signal.SIGINT: INTERRUPTED_EXIT_STATUS}
+# How long the measuring process has to shut its workers down once told to stop (s); then killed
+END_TIMEOUT_S = 20.0
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived (:func:`stop_on_signals`); ``signum`` is the signal's number.
+    A BaseException, as KeyboardInterrupt is: no ``except Exception`` takes it for an error."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_on_signals() -> dict:
+    """SIGTERM and SIGINT raise :class:`Stopped` from here on (one ignored on entry stays
+    ignored); once one has, both are ignored, so that a second cannot cut the cleanup short.
+    Main thread only (elsewhere nothing is installed). Returns the handlers replaced
+    (``restore_signal_handlers``)."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_stop(signum, frame):
+        for s in STOPS:
+            if signal.getsignal(s) is on_stop:
+                signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+    return install_signal_handlers({s: on_stop for s in STOPS})
 
 
 def smaps_rollup(pid: int) -> dict[str, float]:
@@ -139,12 +176,50 @@ def measure(d: str, mode: str, workers: int, batches: int, batch_size: int) -> l
 
 
 def _measure_in_child(conn, *args) -> None:
+    """:func:`measure` in the spawned process, its rows (or its error, or a stop) sent to the
+    parent. It leads a process group of its own (its workers are in it), so a terminal's Ctrl-C
+    reaches only the parent, which ends this group itself (:func:`_end_child`). It was started
+    with SIGTERM and SIGINT blocked (:func:`run_mode`): a stop that came before its handlers are
+    in waits for them. A stop raises :class:`Stopped` in measure, whose ``finally`` shuts the
+    workers down (they ignore stops, as training's do); then this process ends quietly."""
     try:
-        conn.send(("ok", measure(*args)))
+        os.setpgid(0, 0)
+    except OSError:   # already a group leader
+        pass
+    stop_on_signals()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, list(STOPS))
+    try:
+        reply = ("ok", measure(*args))
+    except Stopped as e:
+        reply = ("stopped", e.signum)
     except BaseException as e:   # said by the parent (a UserError as one error line)
-        conn.send(("error", e if isinstance(e, UserError) else RuntimeError(f"{type(e).__name__}: {e}")))
+        reply = ("error", e if isinstance(e, UserError) else RuntimeError(f"{type(e).__name__}: {e}"))
+    try:
+        conn.send(reply)
+    except (OSError, Stopped):   # the parent is gone (BrokenPipeError) or stopping: it reports
+        pass
     finally:
         conn.close()
+        # the workers are gone: from here a SIGTERM (the parent's, see _end_child) ends this
+        # process at once, quietly, not with a Stopped raised in multiprocessing's exit code
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _end_child(p, timeout: float = END_TIMEOUT_S) -> None:
+    """End the measuring process ``p`` and its workers, if still running: SIGTERM (it shuts its
+    workers down and exits), then after ``timeout`` s SIGKILL to its process group, which also
+    takes workers it left (SIGKILL to the group also when it has exited: a worker outlives a
+    process that died without shutting it down)."""
+    if p.is_alive():
+        p.terminate()
+        p.join(timeout)
+    try:
+        os.killpg(p.pid, signal.SIGKILL)   # the group it leads: it and its workers, if any are left
+    except OSError:   # none left (ProcessLookupError), or it had not made its group yet
+        pass
+    if p.is_alive():
+        p.kill()
+    p.join()
 
 
 def run_mode(d: Path, mode: str, workers: int, batches: int, batch_size: int) -> list[dict]:
@@ -152,15 +227,27 @@ def run_mode(d: Path, mode: str, workers: int, batches: int, batch_size: int) ->
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
     p = ctx.Process(target=_measure_in_child, args=(send, str(d), mode, workers, batches, batch_size))
-    p.start()
-    send.close()
+    # the child inherits the mask: a stop meanwhile waits for its handlers; here, for p.start() to
+    # return, so that the finally below knows the process it must end
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, list(STOPS))
     try:
-        status, got = recv.recv()
-    except EOFError:
-        p.join()
-        raise RuntimeError(f"the measuring process of --records {mode} died "
-                           f"(exit status {p.exitcode})") from None
-    p.join()
+        p.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    try:
+        send.close()
+        try:
+            status, got = recv.recv()
+        except (EOFError, ConnectionResetError):
+            p.join()
+            raise RuntimeError(f"the measuring process of --records {mode} died "
+                               f"(exit status {p.exitcode})") from None
+        p.join(END_TIMEOUT_S)   # it replied: it is exiting
+    finally:   # a stop (Stopped) or an error here too: no measuring process or worker outlives this
+        recv.close()
+        _end_child(p)
+    if status == "stopped":   # a stop sent to the measuring process alone: this run stops too
+        raise Stopped(got)
     if status != "ok":
         raise got
     return got
@@ -170,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python benchmarks/loader_memory.py``."""
     p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=10000, help="samples in the dataset")
-    p.add_argument("--unique", type=int, default=4,
-                   help="distinct label + photo pairs among them (the rest are hard links)")
+    p.add_argument("--unique", type=int, default=None,
+                   help="distinct label + photo pairs among them, the rest hard links (default: 4, "
+                        "or --n when smaller)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--batches", type=int, default=200, help="batches read before measuring")
     p.add_argument("--batch_size", type=int, default=4, help="samples per batch")
@@ -190,6 +278,8 @@ def parse_args(argv=None):
     the value and the valid range (one ``error:`` line through ``errors.run``, exit status 1)."""
     p = build_parser()
     a = p.parse_args(argv)
+    if a.unique is None:
+        a.unique = min(4, a.n)   # a given --unique larger than --n is refused below
     for name, least in (("n", 1), ("unique", 1), ("workers", 1), ("batches", 1), ("batch_size", 1)):
         v = getattr(a, name)
         if v < least:
@@ -208,17 +298,29 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    """The benchmark; a stop (SIGTERM, SIGINT) ends it with one line on stderr and status 75 or
+    130 (:data:`STOPS`), after the measuring process and the temporary dataset are gone."""
     a = parse_args(argv)
-    tmp = None if a.data else tempfile.TemporaryDirectory()
-    root = Path(a.data or tmp.name)
-    rows = []
+    previous = stop_on_signals()
     try:
-        d = ensure_data(root, a.n, a.unique)
-        for mode in a.modes:
-            rows += run_mode(d, mode, a.workers, a.batches, a.batch_size)
+        tmp = None if a.data else tempfile.TemporaryDirectory()
+        root = Path(a.data or tmp.name)
+        rows = []
+        try:
+            d = ensure_data(root, a.n, a.unique)
+            for mode in a.modes:
+                rows += run_mode(d, mode, a.workers, a.batches, a.batch_size)
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+    except Stopped as e:
+        status = STOPS[e.signum]
+        print(f"stopped by {e}{' (Ctrl-C)' if e.signum == signal.SIGINT else ''} before the table: nothing "
+              f"measured is kept{'' if a.data else ', the temporary dataset is removed'}; rerun the same "
+              f"command; exit status {status}", file=sys.stderr, flush=True)
+        return status
     finally:
-        if tmp is not None:
-            tmp.cleanup()
+        restore_signal_handlers(previous)
     print(f"\nloader memory: {a.n} samples ({SIZE}x{SIZE} label + photo PNGs), validate off, {a.workers} "
           f"worker(s), {a.batches} batches of {a.batch_size} read; MiB; {os.cpu_count()} CPU cores visible")
     print(f"{'records':>8} {'parent RSS':>10} {'worker':>6} {'USS 1st batch':>13} {'USS':>7} {'PSS':>7}")

@@ -49,7 +49,8 @@
 * Images are read as 8-bit RGB; 16-bit grey images (PIL modes I;16...) are scaled to 8 bits
   (``v >> 8``), 32-bit integer and float images (modes I, F: no fixed range) are refused, and so
   is a file that cannot be decoded (truncated...): one error naming it, nothing skipped (scoring
-  stops at the first; the rest are only read, so the error names every such file; the
+  stops at the first; the rest are only read, so the error reports every such file: the first 5
+  named, the others counted; the
   segmentation score's photos and label maps likewise, read before the PSNR/FID pass and named in
   the same error). The
   same file as both --fake and --real (not a test.py results folder) is refused.
@@ -81,7 +82,8 @@ from torch import nn
 from pix2pixhd.data.layouts import (RESULT_SUFFIXES, ROLE_SUFFIXES, decode_palette, hidden, index_images,
                                     list_images, load_palette)
 from pix2pixhd.data.layouts import result_key as match_key   # how results pair by name
-from pix2pixhd.errors import ConfigError, InputError, MissingDependencyError, MissingInputError, loads_json
+from pix2pixhd.errors import (ConfigError, InputError, MissingDependencyError, MissingInputError, loads_json,
+                              printable)
 from pix2pixhd.paths import file_sha256
 from pix2pixhd.synthesis import IMAGE_EXTS, read_id_map
 
@@ -269,7 +271,8 @@ def _read_photo(path: Path, flag: str = "", seen: dict | None = None) -> np.ndar
     file (``flag``: the option it came from). The stored pixels are read: an EXIF Orientation
     is not applied and an alpha channel is dropped, as training reads photos; ``seen`` (a dict)
     collects such files (:func:`_seen_problems`)."""
-    where = f"{flag} image {path}" if flag else f"image {path}"
+    what = f"{flag} image" if flag else "image"
+    where = f"{what} {path}"
     try:
         with Image.open(path) as im:
             im.load()
@@ -285,19 +288,20 @@ def _read_photo(path: Path, flag: str = "", seen: dict | None = None) -> np.ndar
                     message=f"{listed}, which cannot be read as 8-bit levels; {_MODE_FIX}")
             return np.asarray(im.convert("RGB"))
     except _DECODE_ERRORS as e:   # truncated, not an image (UnidentifiedImageError), a bomb
-        raise _cannot_read(where, e) from None
+        raise _cannot_read(what, path, flag, e) from None
 
 
 # What Pillow raises for a file it cannot decode: truncated, not an image (UnidentifiedImageError
 # is an OSError), a header declaring more pixels than it opens (DecompressionBombError).
 _DECODE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
-_DECODE_FIX = "it is truncated or not an image; re-create it (e.g. rerun synthesize.py) or remove it"
+_DECODE_WHY = "it is truncated or not an image"
 _BOMB_FIX = "its header declares more pixels than Pillow opens; re-create it at its real size, or remove it"
 
 
 _MODE_FIX = "convert it to an 8-bit (or 16-bit) PNG first"
-# Per kind of rejected file (``UnreadableImageError.group``): what the files are, and the fix of each.
-_GROUPS = {"decode": ("file that is truncated or not an image", "re-create it (e.g. rerun synthesize.py) or remove it"),
+# Per kind of rejected file (``UnreadableImageError.group``): what the files are, and the fix of each
+# (an undecodable file's depends on the options the files came from: :func:`_remake_fix`).
+_GROUPS = {"decode": ("file that is truncated or not an image", None),
            "bomb": ("file declaring more pixels than Pillow opens", "re-create it at its real size, or remove it"),
            "mode": ("mode-I or mode-F image (32-bit values of no fixed range)", _MODE_FIX),
            "colour": ("colour image given as a label map", "convert it to a single-channel id map (CMP "
@@ -312,20 +316,54 @@ class UnreadableImageError(InputError):
     can name every other such file in the same error (:func:`_unreadable_error`) instead of one
     per rerun of a full scoring pass. ``message``: the error alone (default: '{where} cannot be
     read ({reason}): {fix}'); ``listed``: its entry in a list of several (default '{where}
-    ({reason})')."""
+    ({reason})'); of an undecodable file, ``flag``: the option it came from ('--fake') and
+    ``what``: the file as that option's ('--fake image', '--labels map'), which pick and name its
+    fix (:func:`_remake_fix`)."""
 
     def __init__(self, where: str, reason: str, fix: str, *, group: str = "decode",
-                 message: str | None = None, listed: str | None = None):
+                 message: str | None = None, listed: str | None = None, flag: str = "", what: str = ""):
         super().__init__(message or f"{where} cannot be read ({reason}): {fix}")
         self.where, self.reason, self.fix, self.group = where, reason, fix, group
         self.listed = listed or f"{where} ({reason})"
+        self.flag, self.what = flag, what
 
 
-def _cannot_read(where: str, e: BaseException) -> UnreadableImageError:
-    """The error for ``where`` (e.g. '--fake image PATH'), which Pillow failed to decode with ``e``."""
+# How a file Pillow cannot decode is made again, by the option it came from: a --fake image is the
+# generator's output, which synthesize.py writes again; the others (a --real photo, a --train_images
+# photo, a --train_labels / --labels map) are the dataset's, which synthesis does not write.
+_REMAKE = {"--fake": "rerun synthesize.py"}
+_COPY_AGAIN = "copy it again from the dataset or its source"
+
+
+def _remake_fix(bad, them: bool = False) -> str:
+    """'re-create it (e.g. HOW) or remove it' for the undecodable files ``bad`` ((flag, what)
+    pairs, as :class:`UnreadableImageError` holds them), HOW by the options they came from:
+    rerunning synthesis for --fake images, copying again for the dataset's files (rerunning
+    synthesis would be the wrong advice for a --real photo or a label map); both, each after the
+    files it is for ('a --fake image: rerun synthesize.py; a --real image or --labels map: copy it
+    again ...'), when the files came from both. ``them``: the fix of several files ('re-create
+    them ... or remove them')."""
+    ways: dict[str, dict[str, None]] = {how: {} for how in (*_REMAKE.values(), _COPY_AGAIN)}
+    for flag, what in bad:   # each way: the kinds of file it is for ('--real image'), in the order met
+        ways[_REMAKE.get(flag, _COPY_AGAIN)][what] = None
+    ways = {how: list(whats) for how, whats in ways.items() if whats}
+    it = "them" if them else "it"
+    if len(ways) == 1:
+        how = next(iter(ways))
+        return f"re-create {it} (e.g. {how.replace(' it ', f' {it} ')}) or remove {it}"
+    each = "; ".join(f"a {', '.join(whats[:-1])}{' or ' if len(whats) > 1 else ''}{whats[-1]}: {how}"
+                     for how, whats in ways.items())
+    return f"re-create {it} ({each}) or remove {it}"
+
+
+def _cannot_read(what: str, path: Path, flag: str, e: BaseException) -> UnreadableImageError:
+    """The error for ``path``, ``what`` of option ``flag`` (e.g. '--fake image', '--fake'), which
+    Pillow failed to decode with ``e``: the fix of a file that is truncated or not an image suits
+    ``flag`` (:func:`_remake_fix`)."""
     bomb = isinstance(e, Image.DecompressionBombError)
-    return UnreadableImageError(where, str(e), _BOMB_FIX if bomb else _DECODE_FIX,
-                                group="bomb" if bomb else "decode")
+    return UnreadableImageError(f"{what} {path}", str(e),
+                                _BOMB_FIX if bomb else f"{_DECODE_WHY}; {_remake_fix([(flag, what)])}",
+                                group="bomb" if bomb else "decode", flag=flag, what=what)
 
 
 def _refused(checks, skip: str) -> list[UnreadableImageError]:
@@ -350,7 +388,7 @@ _FIRST_LINE_WIDTH = 180
 
 
 def _unreadable_error(first: UnreadableImageError, checks, shown: int = 5, ahead=()) -> InputError:
-    """One error naming every file refused as ``first`` was (:class:`UnreadableImageError`:
+    """One error reporting every file refused as ``first`` was (:class:`UnreadableImageError`:
     undecodable, mode I/F, a colour label map), ``first`` (the one the pass met) first, then each
     of ``checks`` (callables reading one file, e.g. ``partial(_read_photo, path, flag)``) that
     raises one. The others are only read, not scored: finding each next bad file by a rerun
@@ -372,18 +410,21 @@ def _unreadable_error(first: UnreadableImageError, checks, shown: int = 5, ahead
     # file of it named too shows what it applies to)
     named = bad[:shown] + [next(b for b in bad if b.group == g) for g in groups
                            if not any(b.group == g for b in bad[:shown])]
-    # one line per file: a newline in a file name (or Pillow's reason) is shown as errors.printable
-    # shows the other control characters (\x0a), not as a line that looks like another entry
-    listed = [f"  {b.listed}".replace("\n", "\\x0a") for b in named]
+    # one line per file, with every control character of a file name (or of Pillow's reason) shown
+    # as \xNN: errors.printable's escapes, and the same for the newline (\x0a: not a line that
+    # looks like another entry) and the tab (\x09) it keeps, as a message's own
+    listed = [printable(f"  {b.listed}").replace("\n", "\\x0a").replace("\t", "\\x09") for b in named]
     if len(bad) > len(named):
         listed.append(f"  ... and {len(bad) - len(named)} more")
     head = f"{len(bad)} images cannot be read"
     if set(groups) <= {"decode", "bomb"}:   # Pillow cannot decode any of them: one fix
         why = ("each is truncated or not an image" if groups == ["decode"] else
                "each is truncated, not an image, or declares more pixels than Pillow opens")
-        fixes = [f"{why}: re-create them (e.g. rerun synthesize.py) or remove them"]
-    else:
-        fixes = [f"for each {_GROUPS[g][0]}: {_GROUPS[g][1]}" for g in groups]
+        fixes = [f"{why}: {_remake_fix([(b.flag, b.what) for b in bad], them=True)}"]
+    else:   # an undecodable file's fix fits the options of every one refused, named or counted
+        fixes = [f"for each {_GROUPS[g][0]}: "
+                 f"{_remake_fix([(b.flag, b.what) for b in bad if b.group == g]) if g == 'decode' else _GROUPS[g][1]}"
+                 for g in groups]
     if len(fixes) == 1 and len(f"error: {head}: {fixes[0]}") <= _FIRST_LINE_WIDTH:
         return InputError("\n".join([f"{head}: {fixes[0]}", *listed]))
     after = [f"  {f}" for f in fixes]
@@ -451,7 +492,8 @@ def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int,
     A file Pillow cannot decode, and a colour map without ``palette``, raise
     :class:`UnreadableImageError` naming ``flag`` (the option it came from).
     """
-    where = f"{flag} map {path}" if flag else f"map {path}"
+    what = f"{flag} map" if flag else "map"
+    where = f"{what} {path}"
     try:
         if palette is not None:
             with Image.open(path) as im:
@@ -468,7 +510,7 @@ def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int,
                     message=f"{e}; or pass --palette facades (or a JSON file of [r, g, b] colours) to "
                             "read colour maps as they are") from None
     except _DECODE_ERRORS as e:   # truncated, not an image
-        raise _cannot_read(where, e) from None
+        raise _cannot_read(what, path, flag, e) from None
     if size is not None and a.shape != tuple(size):
         a = np.asarray(Image.fromarray(a.astype(np.int32)).resize((size[1], size[0]), Image.NEAREST))
     t = torch.from_numpy(a.astype(np.int64))   # compared before the cast: an id may not fit int16

@@ -114,3 +114,80 @@ def test_a_newline_in_a_refused_file_name_does_not_start_a_line(tmp_path, capsys
     lines = one_error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid"]).splitlines()
     assert len(lines) == 3 and lines[0].startswith("error: 2 images cannot be read: "), lines
     assert lines[2].startswith(f"  --fake image {fake}/a\\x0a  --fake image b.png (image file is truncated"), lines
+
+
+def _truncate(*paths):
+    for p in paths:
+        data = p.read_bytes()
+        p.write_bytes(data[:len(data) // 2])
+
+
+COPY = "copy it again from the dataset or its source"
+
+
+@pytest.mark.fault(cls="bad dataset", case="a truncated --real photo, --train_labels map or --fake image alone: "
+                   "the dataset's files are copied again, only a --fake image re-created by synthesize.py (the "
+                   "--real photo's fix said to rerun synthesize.py)")
+def test_the_fix_of_one_undecodable_file_suits_the_option_it_came_from(tmp_path, capsys):
+    fake, real = images(tmp_path / "fake", 4), images(tmp_path / "real", 4, seed=1)
+    train_img, train_lab = images(tmp_path / "train_img", 4, seed=2), images(tmp_path / "train_lab", 4, "L")
+    labels = images(tmp_path / "labels", 4, "L", seed=3)
+    seg = ["--labels", str(labels), "--train_images", str(train_img), "--train_labels", str(train_lab),
+           "--label_nc", "3", "--seg_steps", "1", "--seg_width", "16"]
+    whole = (real / "1.png").read_bytes()
+    _truncate(real / "1.png")
+    err = one_error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid"])
+    assert err.startswith(f"error: --real image {real / '1.png'} cannot be read (image file is truncated"), err
+    # the fault: "re-create it (e.g. rerun synthesize.py)", which writes --fake images, not photos
+    assert err.endswith(f"): it is truncated or not an image; re-create it (e.g. {COPY}) or remove it"), err
+    (real / "1.png").write_bytes(whole)
+    _truncate(train_lab / "2.png")
+    err = one_error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid", *seg])
+    assert err.startswith(f"error: --train_labels map {train_lab / '2.png'} cannot be read ("), err
+    assert err.endswith(f"re-create it (e.g. {COPY}) or remove it") and "synthesize" not in err, err
+    (train_lab / "2.png").unlink()
+    _truncate(fake / "3.png")
+    err = one_error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid"])
+    assert err.startswith(f"error: --fake image {fake / '3.png'} cannot be read ("), err
+    assert err.endswith("re-create it (e.g. rerun synthesize.py) or remove it"), err
+
+
+@pytest.mark.fault(cls="bad dataset", case="6 truncated --fake images and a truncated --real photo (counted, not "
+                   "named), and a truncated --fake image and --train_labels map with a colour --labels map: the "
+                   "one fix fits both options (was 'rerun synthesize.py' for all)")
+def test_the_fix_of_several_undecodable_files_fits_every_option_they_came_from(tmp_path, capsys):
+    fake, real = images(tmp_path / "fake", 8), images(tmp_path / "real", 8, seed=1)
+    _truncate(*(fake / f"{i}.png" for i in range(6)), real / "6.png")
+    lines = one_error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid"]).splitlines()
+    assert lines[0] == "error: 7 images cannot be read (the fix follows the list):", lines
+    assert all(line.startswith("  --fake image ") for line in lines[1:6]) and lines[6] == "  ... and 2 more", lines
+    # the fault: "re-create them (e.g. rerun synthesize.py) or remove them" for the --real photo too
+    assert lines[7:] == ["  each is truncated or not an image: re-create them (a --fake image: rerun "
+                         f"synthesize.py; a --real image: {COPY}) or remove them"], lines
+
+    fake, real = images(tmp_path / "fake2", 6), images(tmp_path / "real2", 6, seed=1)
+    train_img, train_lab = images(tmp_path / "train_img", 4, seed=2), images(tmp_path / "train_lab", 4, "L")
+    labels = images(tmp_path / "labels", 6, "L", seed=3)
+    _truncate(fake / "4.png", train_lab / "1.png")
+    Image.open(real / "2.png").save(labels / "2.png")   # an RGB picture given as a label map
+    lines = one_error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid", "--labels", str(labels),
+                               "--train_images", str(train_img), "--train_labels", str(train_lab),
+                               "--label_nc", "3", "--seg_steps", "1", "--seg_width", "16"]).splitlines()
+    assert lines[0] == "error: 3 images cannot be read (the fix of each kind follows the list):", lines
+    assert lines[4] == ("  for each file that is truncated or not an image: re-create it (a --fake image: rerun "
+                        f"synthesize.py; a --train_labels map: {COPY}) or remove it"), lines
+
+
+@pytest.mark.fault(cls="bad dataset", case="2 truncated --fake images, one named with a tab, an escape and a carriage "
+                   "return: each shown as \\xNN, as errors.printable shows control characters (the tab was printed "
+                   "raw)")
+def test_every_control_character_in_a_refused_file_name_is_shown_escaped(tmp_path, capsys):
+    fake, real = images(tmp_path / "fake", 2), images(tmp_path / "real", 2, seed=1)
+    name = "a\tb\x1b[2Jc\rd.png"
+    (real / "1.png").rename(real / name)
+    (fake / "1.png").rename(fake / name)
+    _truncate(fake / "0.png", fake / name)
+    lines = one_error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid"]).splitlines()
+    assert len(lines) == 3 and lines[0].startswith("error: 2 images cannot be read: "), lines
+    # the fault: "a\tb" with a raw tab, while a newline showed as \x0a
+    assert lines[2].startswith(f"  --fake image {fake}/a\\x09b\\x1b[2Jc\\x0dd.png (image file is truncated"), lines

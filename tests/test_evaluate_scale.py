@@ -17,7 +17,8 @@ from pix2pixhd.evaluate import (IGNORE, InceptionFeatures, SegmenterConfig,  # n
                                 train_segmenter)
 from tests.evaluate_cli import one_error  # noqa: E402
 
-FIX = "re-create it (e.g. rerun synthesize.py) or remove it"
+# the fix of a --real photo that is truncated or not an image (a --fake one's: rerun synthesize.py)
+FIX = "re-create it (e.g. copy it again from the dataset or its source) or remove it"
 
 
 def _pairs(tmp_path, n, size=16):
@@ -46,13 +47,16 @@ def test_every_unreadable_image_is_named_in_the_one_error(tmp_path, capsys, monk
     monkeypatch.setattr(ev, "psnr_ssim", lambda x, y: scored.append(1) or (torch.zeros(1), torch.zeros(1)))
     err = _error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid"])
     # the fault: only --real 12.png was named; each rerun paid a full pass to find the next one
-    # the first line: how many and their one fix; then one line per file
-    assert err.startswith("error: 3 images cannot be read: each is truncated or not an image: re-create them "
-                          "(e.g. rerun synthesize.py) or remove them\n"), err
+    # the first line: how many; then one line per file, then their one fix, which fits the --fake
+    # and the --real files (too long for the first line)
+    assert err.startswith("error: 3 images cannot be read (the fix follows the list):\n"), err
+    assert err.endswith("\n  each is truncated or not an image: re-create them (a --fake image: rerun "
+                        "synthesize.py; a --real image: copy it again from the dataset or its source) or "
+                        "remove them"), err
     assert f"\n  --real image {real / '12.png'} (image file is truncated" in err, err
     assert f"\n  --fake image {fake / '25.png'} (cannot identify image file" in err, err
     assert f"\n  --fake image {fake / '7.png'} (cannot identify image file" in err, err
-    assert len(err.splitlines()) == 4, err
+    assert len(err.splitlines()) == 5, err
     # keys sort as strings (0, 1, 10, 11, 12...): the first batch of 16 holds 12.png; nothing was
     # scored after it (its batch was not scored either)
     assert scored == [], len(scored)
@@ -61,10 +65,11 @@ def test_every_unreadable_image_is_named_in_the_one_error(tmp_path, capsys, monk
     for i in (30, 31, 32):
         (real / f"{i}.png").write_text("x")
     err = _error(capsys, ["--fake", str(fake), "--real", str(real), "--no_fid"])
-    assert err.startswith("error: 6 images cannot be read: ") and err.endswith("\n  ... and 1 more"), err
+    assert err.startswith("error: 6 images cannot be read (the fix follows the list):\n"), err
+    assert err.splitlines()[-2] == "  ... and 1 more", err
     assert err.count("\n  --") == 5 and err.count(" image /") == 5, err
 
-    # one unreadable file: the message it always had
+    # one unreadable file: its own message, with the fix of a --real photo (not "rerun synthesize.py")
     for i in (30, 31, 32):
         (real / f"{i}.png").unlink()
     (fake / "25.png").unlink()

@@ -167,7 +167,8 @@ def measure(d: str, mode: str, workers: int, batches: int, batch_size: int) -> l
         rows = []
         for k, pid in enumerate(pids):
             m = smaps_rollup(pid)
-            rows.append({"records": mode, "worker": k, "parent_rss_mib_before_fork": before,
+            rows.append({"records": mode, "records_type": type(ds.records).__name__,   # what was forked
+                         "worker": k, "parent_rss_mib_before_fork": before,
                          "parent_rss_mib": parent, "uss_mib_first_batch": first[pid],
                          "uss_mib": m["Uss"], "pss_mib": m["Pss"], "rss_mib": m["Rss"]})
     finally:

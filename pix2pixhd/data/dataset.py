@@ -927,15 +927,17 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
         want = validation_stamp(ds, validate, (keys, files)) if stamp is not None else None
         if want is not None and reuse_stamp and (got := _stamped_sizes(ds, stamp, want, keys)) is not None:
             (ds.source_sizes, notes), ds.validated = got, validate
+            said = bool(notes["notes"] or notes["notes_left"])   # lines kept, or only counted
             print(printable(f"note: {ds.describe()}: validation ({validate}) skipped: {stamp} says these "
                             f"{len(keys)} file group(s), unchanged since (sizes and times), passed it with these "
-                            f"data options{'; the notes it printed then follow' if notes['notes'] else ''}; "
+                            f"data options{'; the notes it printed then follow' if said else ''}; "
                             f"delete {stamp} to validate again"),
                   file=sys.stderr, flush=True)
-            if notes["notes"]:   # a resumed run's log says what the first one's did
+            if said:   # a resumed run's log says what the first one's did
                 left = notes["notes_left"]
-                more = f"\n  ... and {left} more line(s) of these notes, which {stamp} does not keep" if left else ""
-                print(printable("\n".join(notes["notes"]) + more), file=sys.stderr, flush=True)
+                more = [f"  ... and {left} more line(s) of these notes, which {stamp} does not keep"] if left else []
+                # a list joined: no kept line (a first line over STAMP_NOTE_CHARS) makes no blank line
+                print(printable("\n".join(notes["notes"] + more)), file=sys.stderr, flush=True)
             return ds
         stats = validate_dataset(ds, level=validate)
         ds.source_sizes, ds.validated = stats["source_sizes"], validate
@@ -1040,7 +1042,9 @@ def _stamp_digest(stamp: dict) -> str:
 def _kept_notes(notes: list[str]) -> dict:
     """The stamp's ``notes`` (the lines of the notes validation printed, the first
     STAMP_NOTE_LINES of them within STAMP_NOTE_CHARS) and ``notes_left`` (how many lines it leaves out)."""
-    lines = "\n".join(notes).split("\n")   # not splitlines(): printed again, joined by newlines alone
+    # not splitlines(): printed again, joined by newlines alone; no note is no line (not [""], which
+    # a resume would print as an empty line after its skip note)
+    lines = "\n".join(notes).split("\n") if notes else []
     kept, size = [], 0
     for line in lines:
         if len(kept) == STAMP_NOTE_LINES or size + len(line) > STAMP_NOTE_CHARS:

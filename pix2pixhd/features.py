@@ -1081,6 +1081,18 @@ def _stops_held():
         signal.raise_signal(held[0])
 
 
+def _kept_at_stop(keep, what: str) -> str:
+    """``keep()``, the progress save of encode or precompute, run at a stop: "" once it is saved,
+    or " (WHAT failed: reason)" for the stop's line. A full disk or a removed folder must not turn
+    the stop into a traceback: the line then says what the progress file still holds."""
+    try:
+        keep()
+    except OSError as e:
+        from pix2pixhd.checkpoint import one_line
+        return f" ({what} failed: {one_line(e)})"
+    return ""
+
+
 class _Stopped(BaseException):
     """SIGTERM or SIGINT during a command of :func:`main`, raised by its handler wherever the main
     thread was (a BaseException, as KeyboardInterrupt, so that no ``except Exception`` takes it).
@@ -1196,11 +1208,7 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
             raise
         failed = ""
         if ds is not None and saves and done > last:   # the images encoded since the last save
-            try:
-                keep()
-            except OSError as e:
-                from pix2pixhd.checkpoint import one_line
-                failed = f" (keeping the features of all {done} encoded failed: {one_line(e)})"
+            failed = _kept_at_stop(keep, f"keeping the features of all {done} encoded")
         if last:
             stop.what = (f"nothing written to {dst} (written whole at encode's end); the features of {last} "
                          f"image(s) are kept in {progress}{failed}: rerun the same command to continue from there")
@@ -1385,11 +1393,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
             raise
         failed = ""
         if progress_every and len(written) > last:   # the maps written since the last save
-            try:
-                keep()
-            except OSError as e:
-                from pix2pixhd.checkpoint import one_line
-                failed = f" (recording all {len(written)} failed: {one_line(e)})"
+            failed = _kept_at_stop(keep, f"recording all {len(written)}")
         if last:
             stop.what = (f"{len(written)} feature map(s) written to {out}/ before the stop, each whole (through a "
                          f"temporary file), the others not; {progress} records the first {last}{failed}: rerun "

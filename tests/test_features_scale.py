@@ -2,9 +2,9 @@
 several images per forward (``--batch_size``) with the features of one at a time, and a stopped or
 killed run continues from its progress file instead of starting over.
 
-A tiny untrained E (per-image BatchNorm, as ``encode`` runs it) on 7 synthetic 64x32 scenes; E is
-wrapped to count its forwards and the images in each, and to raise KeyboardInterrupt (a kill's
-stand-in: nothing is written at the stop) before a given image."""
+A tiny untrained E (per-image BatchNorm, as ``encode`` runs it) on 7 synthetic 64x32 scenes
+(tests/features_runs.py); E is wrapped to count its forwards and the images in each, and to raise
+KeyboardInterrupt (a kill's stand-in: nothing is written at the stop) before a given image."""
 from pathlib import Path
 
 import pytest
@@ -12,72 +12,10 @@ import torch
 from PIL import Image
 
 import pix2pixhd.features as features
-from pix2pixhd.checkpoint import save_checkpoint
-from pix2pixhd.config import TrainConfig
-from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
-from pix2pixhd.models import build_encoder
+from tests.features_runs import N, clusters, same
+from tests.features_runs import counted, run  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
-
-N = 7
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """(a run folder with an untrained E, its dataset of N scenes)."""
-    root = tmp_path_factory.mktemp("features_scale")
-    generate(root / "streets", n_train=N, n_test=0, width=64, height=32, seed=0)
-    folder = root / "ck" / "e"
-    cfg = TrainConfig(name="e", checkpoints_dir=str(folder.parent), dataroot=str(root / "streets"),
-                      label_nc=LABEL_NC, resize_or_crop="none", instance_feat=True, nef=4, n_downsample_E=2,
-                      ngf=4, n_downsample_global=2, n_blocks_global=1, n_clusters=2, nThreads=0,
-                      norm="batch").resolved()
-    torch.manual_seed(0)
-    save_checkpoint({"config": cfg.to_dict(), "global_step": 1, "E": build_encoder(cfg).state_dict()},
-                    folder, "latest", cfg.to_json())
-    return folder, root / "streets"
-
-
-class Counted(torch.nn.Module):
-    """E, counting its forwards' batch sizes; raises KeyboardInterrupt before image ``stop_at``."""
-
-    def __init__(self, e, sizes: list, stop_at: int | None):
-        super().__init__()
-        self.e, self.sizes, self.stop_at = e, sizes, stop_at
-
-    def forward(self, x, inst):
-        seen = sum(self.sizes)
-        if self.stop_at is not None and seen + x.shape[0] > self.stop_at:
-            raise KeyboardInterrupt
-        self.sizes.append(x.shape[0])
-        return self.e(x, inst)
-
-
-@pytest.fixture
-def counted(monkeypatch):
-    """counted(stop_at=None) → the list of E's batch sizes in the next command."""
-    load = features.load_encoder
-
-    def arm(stop_at=None):
-        sizes = []
-
-        def wrapped(*a, **k):
-            e, cfg, step = load(*a, **k)
-            return Counted(e, sizes, stop_at), cfg, step
-        monkeypatch.setattr(features, "load_encoder", wrapped)
-        return sizes
-    return arm
-
-
-def _features(path: Path) -> dict:
-    d = torch.load(path, map_location="cpu", weights_only=True)
-    return {"features": d["features"], "centers": d["centers"], "counts": d["counts"]}
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(
-        (_same(a[k], b[k]) if isinstance(a[k], dict) else
-         torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k]) for k in a)
 
 
 def test_encode_batches_images_and_gives_the_features_of_one_at_a_time(run, tmp_path, counted):
@@ -87,7 +25,7 @@ def test_encode_batches_images_and_gives_the_features_of_one_at_a_time(run, tmp_
     three = counted()
     features.encode_and_cluster(folder, out=tmp_path / "b3.pt", batch_size=3)
     assert one == [1] * N, one
-    a, b = _features(tmp_path / "b1.pt"), _features(tmp_path / "b3.pt")
+    a, b = clusters(tmp_path / "b1.pt"), clusters(tmp_path / "b3.pt")
     # the same rows in the same (image, id) order; the values agree to the last bits of float32
     # (the CPU's convolution kernels block a batch of 3 otherwise than one of 1)
     assert a["features"].keys() == b["features"].keys() and a["counts"] == b["counts"]
@@ -126,7 +64,7 @@ def test_encode_resumes_after_a_stop_and_matches_an_uninterrupted_run(run, tmp_p
     err = capsys.readouterr().err
     assert f"resuming from {tmp_path / '.resumed.pt.progress'}: 4 of {N} image(s) already done" in err, err
     assert sum(sizes) == N - 4, f"the rerun encoded {sum(sizes)} images, not the {N - 4} left"
-    assert _same(_features(whole), _features(out)), "the resumed run's clusters differ from an uninterrupted run's"
+    assert same(clusters(whole), clusters(out)), "the resumed run's clusters differ from an uninterrupted run's"
     assert not (tmp_path / ".resumed.pt.progress").exists()
 
 
@@ -301,7 +239,7 @@ def test_encode_progress_saves_grow_like_log_n_and_keep_no_names(run, tmp_path, 
     err = capsys.readouterr().err
     assert f"{at} of {M} image(s) already done" in err, err
     assert sum(sizes) == M - at
-    assert _same(_features(whole), _features(out)), "the resumed run's clusters differ from an uninterrupted run's"
+    assert same(clusters(whole), clusters(out)), "the resumed run's clusters differ from an uninterrupted run's"
 
 
 def _maps(folder: Path) -> dict:

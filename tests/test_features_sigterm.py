@@ -10,22 +10,17 @@ A tiny untrained E on 6 synthetic 64x32 scenes, 2 loader workers. The signal is 
 about to decode image K, which the command waits for next (precompute: once map K-1 is written):
 nothing depends on timing."""
 import io
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
-from pix2pixhd.checkpoint import save_checkpoint
-from pix2pixhd.config import TrainConfig
-from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
 from pix2pixhd.errors import INTERRUPTED_EXIT_STATUS
-from pix2pixhd.models import build_encoder
 from pix2pixhd.trainer import STOPPED_EXIT_STATUS
+from tests.features_runs import tiny_run
 from tests.test_sigterm import group_killed_on_exit, run_env
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
@@ -55,17 +50,8 @@ runpy.run_module("pix2pixhd.features", run_name="__main__", alter_sys=True)
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """(a run folder with an untrained E, its dataset of N scenes)."""
-    root = tmp_path_factory.mktemp("features_stop")
-    generate(root / "streets", n_train=N, n_test=0, width=64, height=32, seed=0)
-    folder = root / "ck" / "e"
-    cfg = TrainConfig(name="e", checkpoints_dir=str(folder.parent), dataroot=str(root / "streets"),
-                      label_nc=LABEL_NC, resize_or_crop="none", instance_feat=True, nef=4, n_downsample_E=2,
-                      ngf=4, n_downsample_global=2, n_blocks_global=1, n_clusters=2, nThreads=2).resolved()
-    torch.manual_seed(0)
-    save_checkpoint({"config": cfg.to_dict(), "global_step": 1, "E": build_encoder(cfg).state_dict()},
-                    folder, "latest", cfg.to_json())
-    return folder, root / "streets"
+    """(a run folder with an untrained E, its dataset of N scenes), read by 2 loader workers."""
+    return tiny_run(tmp_path_factory.mktemp("features_stop"), N, nThreads=2)
 
 
 def _signalled(signum: int, after: Path | None, *args: str) -> tuple[int, str]:

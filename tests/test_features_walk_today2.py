@@ -11,8 +11,8 @@
    lacks, and the missing maps' note did not say to run it without --how_many.
 5. A stop before the first map said "0 feature map(s) written ..., each whole ..., the others not".
 
-A tiny untrained E on 7 synthetic 64x32 scenes, read in the main process (nThreads 0), as in
-tests/test_features_stop_progress.py: E is wrapped to count the images it encodes and to raise
+A tiny untrained E on 7 synthetic 64x32 scenes, read in the main process (nThreads 0), from
+tests/features_runs.py: E is wrapped to count the images it encodes and to raise
 SIGTERM (main's handler: the stop) or KeyboardInterrupt (a kill's stand-in: nothing is written at
 it) before a given image, so nothing depends on timing."""
 import signal
@@ -20,86 +20,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 import pix2pixhd.features as features
-from pix2pixhd.checkpoint import save_checkpoint
-from pix2pixhd.config import TrainConfig
 from pix2pixhd.data.layouts import PartnerMessage, missing_feat_note
-from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
-from pix2pixhd.models import build_encoder
 from pix2pixhd.trainer import STOPPED_EXIT_STATUS
+from tests.features_runs import N, maps, same
+from tests.features_runs import counted, run  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
-N = 7
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """(a run folder with an untrained E, its dataset of N scenes)."""
-    root = tmp_path_factory.mktemp("features_walk_today2")
-    generate(root / "streets", n_train=N, n_test=0, width=64, height=32, seed=0)
-    folder = root / "ck" / "e"
-    cfg = TrainConfig(name="e", checkpoints_dir=str(folder.parent), dataroot=str(root / "streets"),
-                      label_nc=LABEL_NC, resize_or_crop="none", instance_feat=True, nef=4, n_downsample_E=2,
-                      ngf=4, n_downsample_global=2, n_blocks_global=1, n_clusters=2, nThreads=0,
-                      norm="batch").resolved()
-    torch.manual_seed(0)
-    save_checkpoint({"config": cfg.to_dict(), "global_step": 1, "E": build_encoder(cfg).state_dict()},
-                    folder, "latest", cfg.to_json())
-    return folder, root / "streets"
-
-
-class Counted(torch.nn.Module):
-    """E, counting its forwards' batch sizes; before image ``stop_at`` raises signal ``signum``
-    (handled by main's handler) or, with none, KeyboardInterrupt."""
-
-    def __init__(self, e, sizes: list, stop_at: int | None, signum: int | None):
-        super().__init__()
-        self.e, self.sizes, self.stop_at, self.signum = e, sizes, stop_at, signum
-
-    def forward(self, x, inst):
-        if self.stop_at is not None and sum(self.sizes) + x.shape[0] > self.stop_at:
-            if self.signum is None:
-                raise KeyboardInterrupt
-            signal.raise_signal(self.signum)   # its handler raises the stop before this returns
-        self.sizes.append(x.shape[0])
-        return self.e(x, inst)
-
-
-@pytest.fixture
-def counted(monkeypatch):
-    """counted(stop_at=None, signum=None) → the list of E's batch sizes in the next command."""
-    load = features.load_encoder
-
-    def arm(stop_at=None, signum=None):
-        sizes = []
-
-        def wrapped(*a, **k):
-            e, cfg, step = load(*a, **k)
-            return Counted(e, sizes, stop_at, signum), cfg, step
-        monkeypatch.setattr(features, "load_encoder", wrapped)
-        return sizes
-    return arm
-
-
-def _maps(folder: Path) -> dict:
-    out = {}
-    for p in sorted(folder.iterdir()):
-        with Image.open(p) as im:
-            out[p.name] = im.tobytes()
-    return out
-
 
 def _features(path: Path) -> dict:
+    """The features and centers of the clusters file ``path`` (its counts left out)."""
     d = torch.load(path, map_location="cpu", weights_only=True)
     return {k: {c: v for c, v in d[k].items()} for k in ("features", "centers")}
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(
-        a[k].keys() == b[k].keys() and all(torch.equal(a[k][c], b[k][c]) for c in a[k]) for k in a)
 
 
 @pytest.mark.fault(cls="interrupted run",
@@ -127,7 +61,7 @@ def test_precompute_says_how_many_maps_it_wrote(run, tmp_path, counted, capsys):
     again = features.precompute_feature_maps(folder, out_dir=tmp_path / "fresh", batch_size=4)
     assert isinstance(again, list) and len(again) == N and again.new == N, (len(again), again.new)
     assert again.summary() == f"wrote {N} feature map(s) to {tmp_path / 'fresh'}"
-    assert _maps(out) == _maps(tmp_path / "fresh")
+    assert maps(out) == maps(tmp_path / "fresh")
 
 
 @pytest.mark.fault(cls="interrupted run",
@@ -167,7 +101,7 @@ def test_encode_with_a_smaller_how_many_keeps_a_larger_runs_progress(run, tmp_pa
     features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
     assert f"resuming from {progress}: 4 of {N} image(s) already done" in capsys.readouterr().err
     assert sum(sizes) == N - 4, f"the rerun encoded {sum(sizes)} images, not the {N - 4} left"
-    assert _same(_features(whole), _features(out)) and not progress.exists()
+    assert same(_features(whole), _features(out)) and not progress.exists()
 
 
 @pytest.mark.fault(cls="interrupted run",
@@ -200,9 +134,9 @@ def test_progress_every_0_still_resumes(run, tmp_path, counted, capsys, command)
     assert f"note: resuming from {progress}: 4 of {N} image(s) already done, not redone" in err, err
     assert sum(sizes) == N - 4, f"--progress_every 0 encoded {sum(sizes)} images, not the {N - 4} left"
     if command == "encode":
-        assert _same(_features(whole), _features(out))
+        assert same(_features(whole), _features(out))
     else:
-        assert _maps(out) == _maps(tmp_path / "whole")
+        assert maps(out) == maps(tmp_path / "whole")
     assert not progress.exists(), "the finished run left the progress file it completed"
 
 

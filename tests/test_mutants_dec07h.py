@@ -5,7 +5,7 @@ several files of one kind whose fix is too long for the first line, and benchmar
 (--records dicts measured as dicts, the USS read, --unique just above --n).
 
 The features tests use the tiny untrained E and the 7 synthetic 64x32 scenes of
-tests/test_features_stop_progress.py (its fixtures, imported); E is wrapped to raise SIGTERM
+tests/features_runs.py (its fixtures, imported); E is wrapped to raise SIGTERM
 (main's handler: the stop) or KeyboardInterrupt (a kill's stand-in: nothing is saved at it) before
 a given image: nothing depends on timing."""
 import json
@@ -20,7 +20,8 @@ import pix2pixhd.features as features
 from benchmarks import loader_memory as LM
 from pix2pixhd.errors import ConfigError
 from pix2pixhd.trainer import STOPPED_EXIT_STATUS
-from tests.test_features_stop_progress import N, _count, counted, run  # noqa: F401 (fixtures)
+from tests.features_runs import N, encoded_after_a_rewrite, progress_count
+from tests.features_runs import counted, run  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
@@ -72,7 +73,8 @@ def test_a_stop_one_image_past_the_last_save_keeps_that_image(run, tmp_path, cou
     assert e.value.code == STOPPED_EXIT_STATUS, repr(e.value)
     err = capsys.readouterr().err
     assert f"the features of 4 image(s) are kept in {progress}" in err, err
-    assert _count(progress) == 4, f"the progress file counts {_count(progress)} images at the stop, not the 4 encoded"
+    assert progress_count(progress) == 4, \
+        f"the progress file counts {progress_count(progress)} images at the stop, not the 4 encoded"
 
 
 @pytest.mark.fault(cls="interrupted run",
@@ -87,14 +89,14 @@ def test_a_save_of_fewer_images_than_the_file_read_is_resumed_from(run, tmp_path
     counted(stop_at=4)
     with pytest.raises(KeyboardInterrupt):
         features.precompute_feature_maps(folder, out_dir=out, progress_every=2, batch_size=1)
-    assert _count(progress) == 4
+    assert progress_count(progress) == 4
     sorted(out.iterdir())[1].unlink()   # map 2: the rerun reads the file's 4 (its digest at 4), starts over
     capsys.readouterr()
     counted(stop_at=3)   # saves at 2 (a digest of 2 after one of 4 was made), killed after 3
     with pytest.raises(KeyboardInterrupt):
         features.precompute_feature_maps(folder, out_dir=out, progress_every=2, batch_size=1)
     assert "is gone: ignored, precompute starts over" in capsys.readouterr().err
-    assert _count(progress) == 2
+    assert progress_count(progress) == 2
     sizes = counted()
     features.precompute_feature_maps(folder, out_dir=out, progress_every=2, batch_size=1)
     err = capsys.readouterr().err
@@ -113,17 +115,8 @@ def test_the_last_image_done_is_in_the_inputs_digest(run, tmp_path, counted, cap
     counted(stop_at=5)   # batches of 2: 4 done and saved
     with pytest.raises(KeyboardInterrupt):
         features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
-    assert _count(progress) == 4
-    img = sorted((streets / "train_img").iterdir())[3]   # the last of the 4 done
-    st = img.stat()
-    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    capsys.readouterr()
-    sizes = counted()
-    try:
-        features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
-    finally:
-        os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
-    err = capsys.readouterr().err
+    assert progress_count(progress) == 4
+    sizes, err = encoded_after_a_rewrite(folder, streets, out, 3, counted, capsys)   # 3: the last of the 4 done
     assert (f"note: {progress} records other inputs (among the images it counts done, a file added, removed "
             "or rewritten since): ignored, encode starts over") in err, err
     assert sum(sizes) == N
@@ -153,7 +146,7 @@ def test_a_stop_after_the_last_map_says_all_written_and_leaves_no_progress(run, 
     assert err.strip().splitlines() == [
         f"stopped by SIGTERM: all {N} feature map(s) written to {out}/ before the stop, each whole"], err
     assert len(list(out.iterdir())) == N
-    assert not progress.exists(), f"{progress} (count {_count(progress)}) is left after every map was written"
+    assert not progress.exists(), f"{progress} (count {progress_count(progress)}) is left after every map was written"
 
 
 @pytest.mark.fault(cls="bad dataset",

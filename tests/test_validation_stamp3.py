@@ -12,28 +12,15 @@ import json
 
 import pytest
 
-from pix2pixhd.data import create_dataset
 from pix2pixhd.data import dataset as dsmod
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC
+from tests.test_mutants_dec07g import _open, _stamped
 from tests.test_validation_stamp import SKIPPED, streets, validations  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 fault = pytest.mark.fault
 FOLLOW = "the notes it printed then follow"
 DIGEST = "does not match its own digest"
-
-
-def _open(root, stamp, **kw):
-    kw = {"label_nc": LABEL_NC, "resize_or_crop": "none", **kw}
-    return create_dataset(root, "train", validate="full", stamp=stamp, **kw)
-
-
-def _stamped(root, stamp, **kw):
-    """Open ``root`` (validated) and write its stamp, as a run does once validation passed."""
-    ds = _open(root, stamp, **kw)
-    assert ds.validation_stamp is not None
-    stamp.write_text(json.dumps(ds.validation_stamp))
-    return ds
 
 
 def _after_skip(err: str) -> str:

@@ -1120,7 +1120,9 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
                        progress_every: int = PROGRESS_EVERY) -> tuple[Path, FeatureClusters]:
     """The ``encode`` command: E over the dataset, k-means per class, clusters saved beside the
     checkpoint (``checkpoint_dir`` may be a checkpoint file: its folder). ``batches`` replaces the
-    run's dataset (tests, custom data). The options and the output path are checked first.
+    run's dataset (tests, custom data), encoded as they come: no progress file is read or written
+    for them (an iterable has no identity a rerun could be checked against), so a stopped call
+    starts over. The options and the output path are checked first.
 
     E encodes ``batch_size`` images at a time (the rows are those of one at a time: see
     :func:`encode_features`). Every ``progress_every`` images, or every 5% of those done once that

@@ -188,8 +188,10 @@ def _measure_in_child(conn, *args) -> None:
     except OSError:   # already a group leader
         pass
     stop_on_signals()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, list(STOPS))
     try:
+        # a stop that came while they were blocked is raised here, by the unblocking (inside the
+        # try: answered as a stop, not a traceback of the process's bootstrap with no reply)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, list(STOPS))
         reply = ("ok", measure(*args))
     except Stopped as e:
         reply = ("stopped", e.signum)

@@ -857,7 +857,8 @@ def _progress_due(done: int, last: int, progress_every: int) -> bool:
     ``progress_every`` images at first, then every ``done // PROGRESS_SPACING`` (5% more), so that
     the saves of N images are about log N, not N / progress_every. Each save rewrites the features
     so far whole: evenly spaced saves wrote about N² / (2 progress_every) images' features in all,
-    these about 20 N. 0: never."""
+    these about 20 N. ``progress_every`` 0: never, so that no progress file is written (one already
+    there is still resumed from: :func:`_load_progress` reads it whatever ``progress_every``)."""
     return bool(progress_every) and done - last >= max(progress_every, done // PROGRESS_SPACING)
 
 
@@ -888,17 +889,35 @@ def _inputs_digest(records) -> str:
 
 
 class _PrefixDigest:
-    """:func:`_inputs_digest` of the first n of ``records`` for a growing n, each record stamped
-    once (a save at every 5% restamping the images done stat'ed their files N log N times)."""
+    """:func:`_inputs_digest` of the first n of ``records`` for a growing n. The first ``stamped``
+    records (the run's: default all) are stamped (:func:`_record_stamp`) here, when the run starts,
+    before E reads them, and the stamps kept: a save hashes those stamps, not the files as they are
+    then, so that a photo rewritten after E read it (and before the save) leaves the old stamp
+    beside its features, and a rerun sees the rewrite and starts over (stamped at the save, the
+    new stamp sat beside the old content's features, and the rerun resumed from them). Each save
+    advances one running hash over the stamps since the last (a save at every 5% rehashing the
+    images done hashed N log N stamps); a digest of fewer records than the last one rehashes the
+    stored stamps. Records past ``stamped`` (a progress file counting more images than this run
+    has, checked once, at the start) are stamped when first asked for."""
 
-    def __init__(self, records):
+    def __init__(self, records, stamped: int | None = None):
         self.records, self.n, self.h = records, 0, hashlib.sha256()
+        k = len(records) if stamped is None else min(stamped, len(records))
+        self.stamps = [_record_stamp(records[i]) for i in range(k)]
+
+    def _stamp(self, i: int) -> bytes:
+        while len(self.stamps) <= i:   # past this run's records: stamped now
+            self.stamps.append(_record_stamp(self.records[len(self.stamps)]))
+        return self.stamps[i]
 
     def upto(self, n: int) -> str:
         if n < self.n:
-            return _inputs_digest(self.records[:n])
+            h = hashlib.sha256()
+            for i in range(n):
+                h.update(self._stamp(i))
+            return h.hexdigest()
         while self.n < n:
-            self.h.update(_record_stamp(self.records[self.n]))
+            self.h.update(self._stamp(self.n))
             self.n += 1
         return self.h.hexdigest()   # (hexdigest leaves the running hash as it was)
 
@@ -1084,12 +1103,17 @@ def _stops_held():
 def _kept_at_stop(keep, what: str) -> str:
     """``keep()``, the progress save of encode or precompute, run at a stop: "" once it is saved,
     or " (WHAT failed: reason)" for the stop's line. A full disk or a removed folder must not turn
-    the stop into a traceback: the line then says what the progress file still holds."""
+    the stop into an error or a traceback (the stop's line and status would be lost): the line then
+    says what the progress file still holds. The save goes through ``checkpoint._atomic_write``,
+    which raises a file system's error as a CheckpointError (a UserError) naming the file, its
+    cause the OSError: the reason is that cause, in one line."""
+    from pix2pixhd.errors import UserError
     try:
         keep()
-    except OSError as e:
+    except (OSError, UserError) as e:
         from pix2pixhd.checkpoint import one_line
-        return f" ({what} failed: {one_line(e)})"
+        cause = e.__cause__ if isinstance(e, UserError) and isinstance(e.__cause__, OSError) else e
+        return f" ({what} failed: {one_line(cause)})"
     return ""
 
 
@@ -1149,6 +1173,7 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     before = _file_id(dst)
     progress, ds, done, last = progress_path(dst), None, 0, 0
     kept, saves = False, 0   # kept: a larger run's progress file (a smaller how_many), left as it is
+    ignored = False   # a progress file there was read and is not of use here (or there was none)
     try:
         e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
         identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
@@ -1159,15 +1184,17 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
             raw = encode_features(e, batches, label_feat=cfg.label_feat, device=device)
         else:
             ds = _dataset(cfg, dataroot, phase, 0)
-            digest = _PrefixDigest(_limited(ds, how_many))
+            records = _limited(ds, how_many)
+            digest = _PrefixDigest(records, len(ds.records))   # the run's inputs stamped now, before E reads them
             key = {"command": "encode", "encoder": identity.get("sha256", ""),
                    "label_feat": str(bool(cfg.label_feat)), "phase": phase}
             # read also with progress_every 0, which only writes none
             loaded, d = _load_progress(progress, key, ds, "encode", digest)
-            if loaded > len(ds):   # a larger run's: not of use here, kept for it (_load_progress said so)
-                kept, loaded, d = True, 0, {}
-            saves = 0 if kept else progress_every
             with _stops_held():   # a stop from here on keeps the features loaded and those encoded
+                if loaded > len(ds):   # a larger run's: not of use here, kept for it (_load_progress said so)
+                    kept, loaded, d = True, 0, {}
+                ignored = not loaded
+                saves = 0 if kept else progress_every
                 parts = {int(k): [v] for k, v in (d.get("features") or {}).items()}
                 done = last = loaded
 
@@ -1215,9 +1242,13 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
             stop.what = (f"nothing written to {dst} (written whole at encode's end); the features of {last} "
                          f"image(s) are kept in {progress}{failed}: rerun the same command to continue from there")
         else:
+            # stopped before the progress file there was read (loading E, the dataset or the file): a
+            # rerun reads it, and continues from it
+            resumes = batches is None and not ignored and not kept and progress.exists()
+            rerun = f"it continues from {progress}" if resumes else "encode starts over"
             stop.what = (f"nothing written ({dst} is written whole at encode's end; "
                          f"{'the one there is as it was' if before else 'it was not created'}){failed}; rerun "
-                         "the same command (encode starts over)"
+                         f"the same command ({rerun})"
                          + (f"; {progress}, a larger run's, is kept as it was" if kept else ""))
         raise
     return path, fc
@@ -1322,7 +1353,8 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
         raise ConfigError(f"feat_num={cfg.feat_num}: feature maps are stored as RGB PNGs (as the "
                          "reference does and as --load_features reads them); precompute needs feat_num 3")
     ds = _dataset(cfg, dataroot, phase, 0, whole=True)
-    digest = _PrefixDigest(_limited(ds, how_many))
+    records = _limited(ds, how_many)
+    digest = _PrefixDigest(records, len(ds.records))   # the run's inputs stamped now, before E reads them
     root = Path(dataroot or cfg.dataroot)
     out = Path(out_dir) if out_dir else root / f"{phase}_feat"
     try:   # before E runs: a read-only dataset folder is refused in one line

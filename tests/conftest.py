@@ -51,6 +51,29 @@ def _deterministic_algorithms_restored():
         torch.use_deterministic_algorithms(_DETERMINISTIC_AT_START[0], warn_only=_DETERMINISTIC_AT_START[1])
 
 
+@pytest.fixture(autouse=True)
+def _stop_signals_restored():
+    """SIGINT's and SIGTERM's handlers and the signal mask are as they were after every test: one
+    left ignored or blocked is inherited by every later subprocess of the same worker (and the
+    in-process stops of later tests never come), so the tests of other files that stop a run fail,
+    far from the cause. A test that leaves them changed errors at teardown, naming them; they are
+    put back first so the rest of the session is not affected."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    before = ({s: signal.getsignal(s) for s in stops}, signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    yield
+    after = ({s: signal.getsignal(s) for s in stops}, signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    if after != before:
+        for s, h in before[0].items():
+            signal.signal(s, h)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before[1])
+        pytest.fail(f"the test left the stop signals changed: handlers and mask {after}, were {before}")
+
+
 @pytest.fixture
 def one_thread():
     """Opt-in (``pytestmark = pytest.mark.usefixtures("one_thread")``): torch on one thread for

@@ -8,8 +8,10 @@ most --n."""
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,10 +102,13 @@ def _running(pid: int) -> bool:
                         "temporary dataset removed")
 @pytest.mark.parametrize("how, status", [("SIGTERM to the script", 75), ("Ctrl-C: SIGINT to its process group", 130)],
                          ids=["sigterm", "ctrl-c"])
-def test_a_stop_while_measuring_leaves_no_process_no_dataset_and_one_line(tmp_path, how, status):
+def test_a_stop_while_measuring_leaves_no_process_no_dataset_and_one_line(tmp_path, request, how, status):
     script = Path(LM.__file__)
-    tmp = tmp_path / "tmp"   # the temporary dataset's parent (tempfile reads TMPDIR)
-    tmp.mkdir()
+    # the temporary dataset's parent (tempfile reads TMPDIR): a short path, as a machine's TMPDIR is,
+    # since the loader's worker makes a Unix socket there (108 bytes at most: tmp_path under an
+    # xdist worker's folder is longer, and the socket then cannot be made)
+    tmp = Path(tempfile.mkdtemp(prefix="lm", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
     env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
     env.pop("PIX2PIXHD_DEBUG", None)
     err_file = tmp_path / "stderr"   # a file, not a pipe: a process left running would hold a pipe open

@@ -53,7 +53,8 @@ ENTRY_POINTS = {
     "python -m pix2pixhd.kernels.aot": ("kernels/aot.py", lambda: _module("pix2pixhd.kernels.aot")().build_parser()),
     **{f"benchmarks/{n}.py": (f"benchmarks/{n}.py", (lambda n=n, f=f: getattr(_module(f"benchmarks.{n}")(), f)()))
        for n, f in (("train", "build_parser"), ("synthesis", "build_parser"), ("kernels", "build_parser"),
-                    ("loader", "build_parser"), ("memory", "build_parser"), ("optimizer", "build_parser"),
+                    ("loader", "build_parser"), ("loader_memory", "build_parser"), ("memory", "build_parser"),
+                    ("optimizer", "build_parser"),
                     ("quality", "build_parser"), ("ranges", "build_parser"), ("cyclegan_quality", "parser"))},
     **{f"scripts/{n}.py": (f"scripts/{n}.py", (lambda n=n, f=f: getattr(_script(f"scripts/{n}.py")(), f)()))
        for n, f in (("main_job", "parser"), ("ablations", "build_parser"), ("numerics_check", "build_parser"),

@@ -86,6 +86,17 @@ def one_thread():
 
 
 def pytest_configure(config):
+    # The stop tests send SIGINT as a terminal's Ctrl-C does. A suite started in the background
+    # by a non-interactive shell (`cmd &`, `nohup`) inherits SIGINT ignored, and the project keeps
+    # a signal ignored on entry ignored (as nohup means), so in-process SIGINTs and every test's
+    # subprocess would ignore them, and those tests fail. The suite is a foreground run's whatever
+    # started it: SIGINT gets Python's default handler here (in each xdist worker too), and
+    # subprocesses inherit the default disposition.
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers", "cuda: runs the Triton kernels compiled on a CUDA device (skipped without one)")
     config.addinivalue_line(

@@ -50,7 +50,7 @@
   (``v >> 8``), 32-bit integer and float images (modes I, F: no fixed range) are refused, and so
   is a file that cannot be decoded (truncated...): one error naming it, nothing skipped (scoring
   stops at the first; the rest are only read, so the error reports every such file: the first 5
-  named, the others counted; the
+  named (and the first of each kind past them), the others counted; the
   segmentation score's photos and label maps likewise, read before the PSNR/FID pass and named in
   the same error). The
   same file as both --fake and --real (not a test.py results folder) is refused.

@@ -848,8 +848,9 @@ def _grouped(samples: Iterable[dict], batch_size: int) -> Iterable[dict]:
 # ---- resuming ------------------------------------------------------------------------------------
 PROGRESS_EVERY = 100   # least images between two progress saves (--progress_every)
 PROGRESS_SPACING = 20  # ...and at least done // PROGRESS_SPACING: saves grow like log N, not N
-_PROGRESS_VERSION = 3  # 3: the inputs digest covers the images done (2: every input); 2: a digest of the
-                       # done images' names (1 listed them)
+_PROGRESS_VERSION = 4  # 4: the inputs digest covers the images done (2: every input), each file stamped
+                       # with its ctime too (3, unreleased, was without: refused); 2: a digest of the done
+                       # images' names (1 listed them)
 
 
 def _progress_due(done: int, last: int, progress_every: int) -> bool:
@@ -862,29 +863,36 @@ def _progress_due(done: int, last: int, progress_every: int) -> bool:
     return bool(progress_every) and done - last >= max(progress_every, done // PROGRESS_SPACING)
 
 
-def _record_stamp(rec: dict) -> bytes:
-    """One record's part of :func:`_inputs_digest`: its files with their sizes and modification times."""
+def _record_stamp(rec: dict, ctime: bool = True) -> bytes:
+    """One record's part of :func:`_inputs_digest`: its files with their sizes, modification times
+    and, with ``ctime``, change times. A rewrite that keeps the size and sets the mtime back (``cp
+    -p``, ``rsync -a``, ``touch -r``) changed neither of the first two, so a rerun resumed with the
+    old content's features or maps; no tool sets a ctime back (the validation stamp holds it for the
+    same reason: pix2pixhd/data/dataset.py's ``_listing_fingerprint``). A change of the file's
+    metadata alone (chmod, chown) moves it too: the rerun starts over, the safe side. ``ctime``
+    False: a format-2 progress file's stamp, without."""
     lines = []
     for k in sorted(rec):
         v = rec[k]
         if isinstance(v, (str, Path)):
             try:
                 st = os.stat(v)
-                stamp = f"{st.st_size}:{st.st_mtime_ns}"
+                stamp = f"{st.st_size}:{st.st_mtime_ns}" + (f":{st.st_ctime_ns}" if ctime else "")
             except OSError:
                 stamp = "-"
             lines.append(f"{k}={os.path.abspath(v)}:{stamp}\n")
     return "".join(lines).encode() + b"\n"
 
 
-def _inputs_digest(records) -> str:
-    """sha256 of ``records`` (the dataset's inputs) in order: each record's files with their sizes
-    and modification times, so another input set, another order or a rewritten file is another
-    digest. A progress file keeps that of the images it counts done, not of every input: a rerun
-    with more inputs (a larger --how_many, or 0) whose first ones are those continues from it."""
+def _inputs_digest(records, ctime: bool = True) -> str:
+    """sha256 of ``records`` (the dataset's inputs) in order: each record's files with their sizes,
+    modification and change times (:func:`_record_stamp`), so another input set, another order or a
+    rewritten file is another digest. A progress file keeps that of the images it counts done, not
+    of every input: a rerun with more inputs (a larger --how_many, or 0) whose first ones are those
+    continues from it. ``ctime`` False: a format-2 file's digest (of every input, without ctimes)."""
     h = hashlib.sha256()
     for rec in records:
-        h.update(_record_stamp(rec))
+        h.update(_record_stamp(rec, ctime))
     return h.hexdigest()
 
 
@@ -992,7 +1000,9 @@ def _load_progress(path: Path, key: dict, ds, command: str, digest: _PrefixDiges
     images done are the first of this run's inputs (``digest``: over all the dataset's records,
     also those past --how_many: :func:`_limited`); (0, {}) when there is none, or, with one note on
     stderr saying why, when it cannot be read or records another run (what differs, in words; the
-    run then starts over and overwrites it).
+    run then starts over and overwrites it, or, with ``progress_every`` 0, writes none and removes it
+    when it finishes). A file of format 2 (released) is still read, its digest being of all the
+    inputs stamped without ctimes; any other format than that and this version's is refused.
 
     The inputs compared are the first ``count`` only, so a rerun with a larger --how_many (or 0)
     continues. One that counts more images done than this run's ``ds`` holds (a smaller
@@ -1017,8 +1027,8 @@ def _load_progress(path: Path, key: dict, ds, command: str, digest: _PrefixDiges
         why, d = f"cannot be read as a progress file (damaged: {_why_unreadable(path, e)})", None
     if why is None:
         n, records = d["count"], digest.records
-        if d["version"] == 2:   # an earlier version's: its digest is of all the inputs of its run
-            inputs = _inputs_digest(ds.records)
+        if d["version"] == 2:   # an earlier version's: its digest is of all the inputs of its run, no ctimes
+            inputs = _inputs_digest(ds.records, ctime=False)
         else:
             inputs = digest.upto(n) if n <= len(records) else "(more images done than these inputs)"
         saved = d.get("key") if isinstance(d.get("key"), dict) else {}

@@ -8,8 +8,6 @@ Datasets are 4 tiny images (64x32) opened through create_dataset; validations co
 to ``validate_dataset`` (the ``validations`` fixture). Each fault-type test carries
 ``@pytest.mark.fault(cls=..., case=...)``."""
 import json
-import os
-import time
 
 import pytest
 
@@ -17,6 +15,7 @@ from pix2pixhd.data import create_dataset
 from pix2pixhd.data import dataset as dsmod
 from pix2pixhd.data import layouts
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC
+from tests.file_state import rewrite_keeping_size_and_mtime
 from tests.test_validation_stamp import SKIPPED, streets, validations  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,16 +42,8 @@ def test_a_rewrite_that_keeps_size_and_mtime_validates_again(tmp_path, streets, 
     _open(streets, stamp)
     assert validations == ["full"]   # unchanged: skipped
     photo = sorted((streets / "train_img").iterdir())[1]
-    st, data = photo.stat(), photo.read_bytes()
-    # as `cp -p` does: new bytes (here the same ones), then the old times set back; the kernel's
-    # ctime clock is coarse (a few ms), so rewrite until it has moved (no timing in the assertion)
-    for _ in range(5000):
-        photo.write_bytes(data)
-        os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns))
-        if photo.stat().st_ctime_ns != st.st_ctime_ns:
-            break
-        time.sleep(0.002)
-    now = photo.stat()
+    # as `cp -p` does: new bytes (here the same ones), then the old times set back
+    st, now = rewrite_keeping_size_and_mtime(photo, photo.read_bytes())
     assert (now.st_size, now.st_mtime_ns) == (st.st_size, st.st_mtime_ns) and now.st_ctime_ns != st.st_ctime_ns
     capsys.readouterr()
     _open(streets, stamp)

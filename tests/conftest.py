@@ -69,7 +69,7 @@ def _stop_signals_restored():
     after = ({s: signal.getsignal(s) for s in stops}, signal.pthread_sigmask(signal.SIG_BLOCK, []))
     if after != before:
         for s, h in before[0].items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_DFL if h is None else h)   # None: a handler not set from Python
         signal.pthread_sigmask(signal.SIG_SETMASK, before[1])
         pytest.fail(f"the test left the stop signals changed: handlers and mask {after}, were {before}")
 

@@ -849,7 +849,8 @@ def _grouped(samples: Iterable[dict], batch_size: int) -> Iterable[dict]:
 PROGRESS_EVERY = 100   # least images between two progress saves (--progress_every)
 PROGRESS_SPACING = 20  # ...and at least done // PROGRESS_SPACING: saves grow like log N, not N
 _PROGRESS_VERSION = 4  # 4: the inputs digest covers the images done (2: every input), each file stamped
-                       # with its ctime too (3, unreleased, was without: refused); 2: a digest of the done
+                       # with its ctime too (3, unreleased, was without: refused), a sha256 over each
+                       # record's stamp's sha256 (_PrefixDigest); 2: a digest of the done
                        # images' names (1 listed them)
 
 
@@ -864,10 +865,10 @@ def _progress_due(done: int, last: int, progress_every: int) -> bool:
 
 
 def _record_stamp(rec: dict, ctime: bool = True) -> bytes:
-    """One record's part of :func:`_inputs_digest`: its files with their sizes, modification times
-    and, with ``ctime``, change times. A rewrite that keeps the size and sets the mtime back (``cp
-    -p``, ``rsync -a``, ``touch -r``) changed neither of the first two, so a rerun resumed with the
-    old content's features or maps; no tool sets a ctime back (the validation stamp holds it for the
+    """One record's part of the inputs digest (:class:`_PrefixDigest`, :func:`_inputs_digest`): its
+    files with their sizes, modification times and, with ``ctime``, change times. A rewrite that
+    keeps the size and sets the mtime back (``cp -p``, ``rsync -a``, ``touch -r``) changed neither
+    of the first two, so a rerun resumed with the old content's features or maps; no tool sets a ctime back (the validation stamp holds it for the
     same reason: pix2pixhd/data/dataset.py's ``_listing_fingerprint``). A change of the file's
     metadata alone (chmod, chown) moves it too: the rerun starts over, the safe side. ``ctime``
     False: a format-2 progress file's stamp, without."""
@@ -885,11 +886,10 @@ def _record_stamp(rec: dict, ctime: bool = True) -> bytes:
 
 
 def _inputs_digest(records, ctime: bool = True) -> str:
-    """sha256 of ``records`` (the dataset's inputs) in order: each record's files with their sizes,
-    modification and change times (:func:`_record_stamp`), so another input set, another order or a
-    rewritten file is another digest. A progress file keeps that of the images it counts done, not
-    of every input: a rerun with more inputs (a larger --how_many, or 0) whose first ones are those
-    continues from it. ``ctime`` False: a format-2 file's digest (of every input, without ctimes)."""
+    """sha256 of ``records`` (the dataset's inputs) in order, over each record's whole stamp
+    (:func:`_record_stamp`): a format-2 progress file's digest (of every input, ``ctime`` False).
+    Format 4 keeps :class:`_PrefixDigest`'s, of the images it counts done only, so that a rerun
+    with more inputs (a larger --how_many, or 0) whose first ones are those continues from it."""
     h = hashlib.sha256()
     for rec in records:
         h.update(_record_stamp(rec, ctime))
@@ -897,25 +897,30 @@ def _inputs_digest(records, ctime: bool = True) -> str:
 
 
 class _PrefixDigest:
-    """:func:`_inputs_digest` of the first n of ``records`` for a growing n. The first ``stamped``
-    records (the run's: default all) are stamped (:func:`_record_stamp`) here, when the run starts,
-    before E reads them, and the stamps kept: a save hashes those stamps, not the files as they are
-    then, so that a photo rewritten after E read it (and before the save) leaves the old stamp
-    beside its features, and a rerun sees the rewrite and starts over (stamped at the save, the
-    new stamp sat beside the old content's features, and the rerun resumed from them). Each save
-    advances one running hash over the stamps since the last (a save at every 5% rehashing the
-    images done hashed N log N stamps); a digest of fewer records than the last one rehashes the
-    stored stamps. Records past ``stamped`` (a progress file counting more images than this run
-    has, checked once, at the start) are stamped when first asked for."""
+    """The inputs digest of the first n of ``records`` for a growing n (format 4's): the sha256 over
+    the records' own sha256 digests (of their :func:`_record_stamp`), in order, so another input
+    set, another order or a rewritten file is another digest. The first ``stamped`` records (the
+    run's: default all) are stamped here, when the run starts, before E reads them, and each
+    stamp's 32-byte digest kept, not the stamp (a few hundred bytes of paths a record: 100,000
+    records of 3 files kept 45 MiB): a save hashes those, not the files as they are then, so that
+    a photo rewritten after E read it (and before the save) leaves the old stamp beside its
+    features, and a rerun sees the rewrite and starts over (stamped at the save, the new stamp sat
+    beside the old content's features, and the rerun resumed from them). Each save advances one
+    running hash over the digests since the last (a save at every 5% rehashing the images done
+    hashed N log N stamps); a digest of fewer records than the last one rehashes the stored
+    digests. Records past ``stamped`` (a progress file counting more images than this run has,
+    checked once, at the start) are stamped when first asked for. (Format 2's digest, of every
+    input's whole stamp without ctimes, is :func:`_inputs_digest`'s.)"""
 
     def __init__(self, records, stamped: int | None = None):
         self.records, self.n, self.h = records, 0, hashlib.sha256()
         k = len(records) if stamped is None else min(stamped, len(records))
-        self.stamps = [_record_stamp(records[i]) for i in range(k)]
+        self.stamps = [hashlib.sha256(_record_stamp(records[i])).digest() for i in range(k)]
 
     def _stamp(self, i: int) -> bytes:
+        """Record ``i``'s stamp's sha256 digest (32 bytes)."""
         while len(self.stamps) <= i:   # past this run's records: stamped now
-            self.stamps.append(_record_stamp(self.records[len(self.stamps)]))
+            self.stamps.append(hashlib.sha256(_record_stamp(self.records[len(self.stamps)])).digest())
         return self.stamps[i]
 
     def upto(self, n: int) -> str:
@@ -1110,19 +1115,24 @@ def _stops_held():
         signal.raise_signal(held[0])
 
 
-def _kept_at_stop(keep, what: str) -> str:
+def _kept_at_stop(keep, what: str, saved=lambda: False) -> str:
     """``keep()``, the progress save of encode or precompute, run at a stop: "" once it is saved,
     or " (WHAT failed: reason)" for the stop's line. A full disk or a removed folder must not turn
     the stop into an error or a traceback (the stop's line and status would be lost): the line then
     says what the progress file still holds. The save goes through ``checkpoint._atomic_write``,
     which raises a file system's error as a CheckpointError (a UserError) naming the file, its
-    cause the OSError: the reason is that cause, in one line."""
+    cause the OSError: the reason is that cause, in one line. ``saved()`` True after such an error:
+    the file was renamed into place and holds every image done, only its folder's sync failed
+    (the CheckpointError "was written, but its folder could not be synced"; ``keep`` has moved its
+    count on, seeing the file's new inode): " (saved, but its folder could not be synced: reason)"."""
     from pix2pixhd.errors import UserError
     try:
         keep()
     except (OSError, UserError) as e:
         from pix2pixhd.checkpoint import one_line
         cause = e.__cause__ if isinstance(e, UserError) and isinstance(e.__cause__, OSError) else e
+        if saved():
+            return f" (saved, but its folder could not be synced: {one_line(cause)})"
         return f" ({what} failed: {one_line(cause)})"
     return ""
 
@@ -1183,7 +1193,8 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     before = _file_id(dst)
     progress, ds, done, last = progress_path(dst), None, 0, 0
     kept, saves = False, 0   # kept: a larger run's progress file (a smaller how_many), left as it is
-    ignored = False   # a progress file there was read and is not of use here (or there was none)
+    judged = False    # _load_progress has returned: before, a progress file there may be another
+    # run's, a format-3 one or damaged, and a rerun only reads it (after, one of use here is loaded)
     try:
         e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
         identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
@@ -1203,20 +1214,26 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
             with _stops_held():   # a stop from here on keeps the features loaded and those encoded
                 if loaded > len(ds):   # a larger run's: not of use here, kept for it (_load_progress said so)
                     kept, loaded, d = True, 0, {}
-                ignored = not loaded
+                judged = True
                 saves = 0 if kept else progress_every
                 parts = {int(k): [v] for k, v in (d.get("features") or {}).items()}
                 done = last = loaded
 
             def keep() -> None:
                 """The features of the ``done`` images so far into the progress file, whole, and
-                ``last`` with it (a stop meanwhile is raised once both are)."""
+                ``last`` with it (a stop meanwhile is raised once both are); ``last`` also when the
+                file was renamed into place but its folder's sync failed (the error raised after):
+                the file holds them."""
                 nonlocal parts, last
                 with _stops_held():
                     parts = {k: [torch.cat(v)] for k, v in parts.items()}
-                    _save_progress(progress, {**key, "inputs": digest.upto(done)}, ds, done,
-                                   features={k: v[0] for k, v in parts.items()})
-                    last = done
+                    was = _file_id(progress)
+                    try:
+                        _save_progress(progress, {**key, "inputs": digest.upto(done)}, ds, done,
+                                       features={k: v[0] for k, v in parts.items()})
+                    finally:   # renamed into place (a new inode), even if its folder's sync then failed
+                        if _file_id(progress) != was:
+                            last = done
             loader = _batches(ds, cfg.nThreads, start=done)
             e = e.to(device).eval()
             try:
@@ -1247,15 +1264,19 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
             raise
         failed = ""
         if ds is not None and saves and done > last:   # the images encoded since the last save
-            failed = _kept_at_stop(keep, f"keeping the features of all {done} encoded")
+            failed = _kept_at_stop(keep, f"keeping the features of all {done} encoded", lambda: last == done)
         if last:
             stop.what = (f"nothing written to {dst} (written whole at encode's end); the features of {last} "
                          f"image(s) are kept in {progress}{failed}: rerun the same command to continue from there")
         else:
-            # stopped before the progress file there was read (loading E, the dataset or the file): a
-            # rerun reads it, and continues from it
-            resumes = batches is None and not ignored and not kept and progress.exists()
-            rerun = f"it continues from {progress}" if resumes else "encode starts over"
+            # stopped before the progress file there was judged (loading E, the dataset, stamping the
+            # inputs, reading the file): a rerun reads it, and continues from it only if it is this
+            # run's (it may be another encoder's, a format-3 or a damaged one: no promise)
+            # (once judged, a file of use here was loaded: ``last`` above; any other starts over)
+            if batches is None and not judged and progress.exists():
+                rerun = f"it reads {progress} and continues from it if it is this run's"
+            else:
+                rerun = "encode starts over"
             stop.what = (f"nothing written ({dst} is written whole at encode's end; "
                          f"{'the one there is as it was' if before else 'it was not created'}){failed}; rerun "
                          f"the same command ({rerun})"
@@ -1393,11 +1414,16 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     last = resumed = done
 
     def keep() -> None:
-        """The count of the maps written into the progress file, whole, and ``last`` with it."""
+        """The count of the maps written into the progress file, whole, and ``last`` with it (also
+        when the file was renamed into place but its folder's sync failed, the error raised after)."""
         nonlocal last
         with _stops_held():
-            _save_progress(progress, {**key, "inputs": digest.upto(len(written))}, ds, len(written))
-            last = len(written)
+            was = _file_id(progress)
+            try:
+                _save_progress(progress, {**key, "inputs": digest.upto(len(written))}, ds, len(written))
+            finally:   # renamed into place (a new inode), even if its folder's sync then failed
+                if _file_id(progress) != was:
+                    last = len(written)
     loader = _batches(ds, cfg.nThreads, start=done)
     try:
         try:
@@ -1437,7 +1463,7 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
             raise
         failed = ""
         if progress_every and len(written) > last:   # the maps written since the last save
-            failed = _kept_at_stop(keep, f"recording all {len(written)}")
+            failed = _kept_at_stop(keep, f"recording all {len(written)}", lambda: last == len(written))
         if last:
             stop.what = (f"{len(written)} feature map(s) written to {out}/ before the stop, each whole (through a "
                          f"temporary file), the others not; {progress} records the first {last}{failed}: rerun "
@@ -1559,7 +1585,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m pix2pixhd.features``. SIGTERM or SIGINT stops the command at once (its progress
     file, unless --progress_every 0, is written at the stop too, with all the images done) with one
     line on stderr, what it had written and kept and how to go on, and SystemExit with training's
-    status for a stop: 75 (SIGTERM), 130 (SIGINT); a second signal while it stops is ignored. The previous handlers come back when it returns."""
+    status for a stop: 75 (SIGTERM), 130 (SIGINT); a second signal while it stops is ignored. The
+    previous handlers come back when it returns."""
     a = build_parser().parse_args(argv)
     with _stop_handlers():
         try:

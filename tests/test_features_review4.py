@@ -13,13 +13,23 @@ benchmarks/loader_memory.py, each shown failing on the code before its fix:
 
 The features tests use the tiny untrained E and the 7 synthetic 64x32 scenes of
 tests/features_runs.py (its fixtures, imported); E is wrapped to raise SIGTERM (main's handler: the
-stop) or KeyboardInterrupt (a kill's stand-in) before a given image: nothing depends on timing."""
+stop) or KeyboardInterrupt (a kill's stand-in) before a given image: nothing depends on timing.
+
+Findings of REV5 (pix2pixhd/features.py), each shown failing on the code before its fix too:
+
+R5-1. a stop before encode judged its progress file (loading E, the dataset, reading the file) promised
+   "rerun the same command (it continues from PROGRESS)" for any file there, also a format-3, another
+   encoder's or a damaged one, from which the rerun starts over;
+R5-2. a stop's save renamed into place whose folder's fsync failed (a CheckpointError "was written, but
+   its folder could not be synced") was reported failed, with the count of the save before, though the
+   file holds every image done."""
 import errno
 import os
 import signal
 import threading
 
 import pytest
+import torch
 
 import pix2pixhd.checkpoint as checkpoint
 import pix2pixhd.features as features
@@ -136,7 +146,8 @@ def test_a_photo_rewritten_after_it_was_encoded_is_seen_by_the_rerun(run, tmp_pa
 
 @pytest.mark.fault(cls="interrupted run",
                    case="features encode with a progress file of 4 images, SIGTERM while it is read: the line "
-                        "says a rerun continues from it (not 'encode starts over'), and the rerun does")
+                        "says a rerun reads it and continues from it if it is this run's (not 'encode starts "
+                        "over'), and the rerun does")
 def test_a_stop_while_the_progress_file_is_read_says_a_rerun_continues(run, tmp_path, counted, capsys,
                                                                        monkeypatch):
     folder, _ = run
@@ -160,7 +171,7 @@ def test_a_stop_while_the_progress_file_is_read_says_a_rerun_continues(run, tmp_
     assert e.value.code == STOPPED_EXIT_STATUS, repr(e.value)
     err = capsys.readouterr().err
     line = (f"stopped by SIGTERM: nothing written ({out} is written whole at encode's end; it was not created); "
-            f"rerun the same command (it continues from {progress})")
+            f"rerun the same command (it reads {progress} and continues from it if it is this run's)")
     assert err.strip().splitlines() == [line], err
     assert sizes == [] and progress_count(progress) == 4
     monkeypatch.setattr(features, "_load_progress", load)
@@ -196,3 +207,116 @@ def test_loader_memory_child_answers_a_stop_pending_at_its_start(monkeypatch):
             signal.signal(s, h)
     assert sent == [("stopped", signal.SIGTERM)], sent
     assert closed == [True]
+
+
+def _progress_of_4(folder, out, counted) -> None:
+    """encode killed (KeyboardInterrupt) before image 6, batches of 2 saved every 2: a progress file
+    of 4 images beside ``out``."""
+    counted(stop_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        features.encode_and_cluster(folder, out=out, batch_size=2, progress_every=2)
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="features encode with a format-3 progress file (refused), SIGTERM before it is judged: "
+                        "the line does not promise that a rerun continues from it; the rerun says format 3 and "
+                        "starts over")
+def test_a_stop_before_a_format_3_file_is_judged_promises_no_continuation(run, tmp_path, counted, capsys,
+                                                                           monkeypatch):
+    folder, _ = run
+    out, progress = tmp_path / "c.pt", tmp_path / ".c.pt.progress"
+    _progress_of_4(folder, out, counted)
+    d = torch.load(progress, map_location="cpu", weights_only=True)
+    d["version"] = 3   # an unreleased format, refused
+    torch.save(d, progress)
+    capsys.readouterr()
+    load = features._load_progress
+
+    def stopped(*a, **k):
+        signal.raise_signal(signal.SIGTERM)   # main's handler: the stop, before the file is read
+        return load(*a, **k)
+    monkeypatch.setattr(features, "_load_progress", stopped)
+    args = ["encode", "--checkpoint", str(folder), "--out", str(out), "--batch_size", "2", "--progress_every", "2",
+            "--device", "cpu"]
+    sizes = counted()
+    with pytest.raises(SystemExit) as e:
+        features.main(args)
+    assert e.value.code == STOPPED_EXIT_STATUS, repr(e.value)
+    err = capsys.readouterr().err
+    assert f"it continues from {progress}" not in err, f"the stop promised a continuation from a format-3 file: {err}"
+    line = (f"stopped by SIGTERM: nothing written ({out} is written whole at encode's end; it was not created); "
+            f"rerun the same command (it reads {progress} and continues from it if it is this run's)")
+    assert err.strip().splitlines() == [line], err
+    monkeypatch.setattr(features, "_load_progress", load)
+    assert features.main(args) == 0
+    assert "format 3, another pix2pixhd version's" in capsys.readouterr().err
+    assert sum(sizes) == N
+
+
+def _folder_sync_fails_at_the_second_save(monkeypatch) -> list:
+    """``checkpoint._fsync_dir`` raising OSError(EIO) from the second progress save on: the file is
+    renamed into place, then ``_atomic_write`` raises its CheckpointError "was written, but its
+    folder could not be synced". Returns the list of the saves' paths."""
+    saves = []
+    real_save, real_sync = checkpoint.atomic_torch_save, checkpoint._fsync_dir
+
+    def save(obj, path):
+        saves.append(path)
+        return real_save(obj, path)
+
+    def sync(folder):
+        if len(saves) >= 2:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_sync(folder)
+    monkeypatch.setattr(checkpoint, "atomic_torch_save", save)
+    monkeypatch.setattr(checkpoint, "_fsync_dir", sync)
+    return saves
+
+
+EIO = f"OSError: [Errno {errno.EIO}] {os.strerror(errno.EIO)}"
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="features encode: SIGTERM after 4 images (saved at 3), the stop's save renamed into place "
+                        "but its folder's fsync failing (EIO): the line says the 4 images are kept (saved, the "
+                        "folder not synced), not that the save failed, status 75")
+def test_encode_stop_whose_save_landed_but_folder_sync_failed_keeps_the_images(run, tmp_path, counted, capsys,
+                                                                                monkeypatch):
+    folder, _ = run
+    out, progress = tmp_path / "c.pt", tmp_path / ".c.pt.progress"
+    saves = _folder_sync_fails_at_the_second_save(monkeypatch)
+    counted(stop_at=4, signum=signal.SIGTERM)   # batches of 1: saved at 3, the stop before image 5
+    with pytest.raises(SystemExit) as e:
+        features.main(["encode", "--checkpoint", str(folder), "--out", str(out), "--batch_size", "1",
+                       "--progress_every", "3", "--device", "cpu"])
+    assert e.value.code == STOPPED_EXIT_STATUS, repr(e.value)
+    assert len(saves) == 2, saves
+    assert progress_count(progress) == 4
+    err = capsys.readouterr().err
+    line = (f"stopped by SIGTERM: nothing written to {out} (written whole at encode's end); the features of 4 "
+            f"image(s) are kept in {progress} (saved, but its folder could not be synced: {EIO}): rerun the same "
+            "command to continue from there")
+    assert err.strip().splitlines() == [line], err
+
+
+@pytest.mark.fault(cls="interrupted run",
+                   case="features precompute: SIGTERM after 4 maps (saved at 3), the stop's save renamed into "
+                        "place but its folder's fsync failing (EIO): the line says the file records 4 (saved, "
+                        "the folder not synced), not that the save failed, status 75")
+def test_precompute_stop_whose_save_landed_but_folder_sync_failed_records_the_maps(run, tmp_path, counted, capsys,
+                                                                                    monkeypatch):
+    folder, _ = run
+    out, progress = tmp_path / "feat", tmp_path / ".feat.progress"
+    saves = _folder_sync_fails_at_the_second_save(monkeypatch)
+    counted(stop_at=4, signum=signal.SIGTERM)
+    with pytest.raises(SystemExit) as e:
+        features.main(["precompute", "--checkpoint", str(folder), "--out_dir", str(out), "--batch_size", "1",
+                       "--progress_every", "3", "--device", "cpu"])
+    assert e.value.code == STOPPED_EXIT_STATUS, repr(e.value)
+    assert len(saves) == 2, saves
+    assert progress_count(progress) == 4
+    err = capsys.readouterr().err
+    line = (f"stopped by SIGTERM: 4 feature map(s) written to {out}/ before the stop, each whole (through a "
+            f"temporary file), the others not; {progress} records the first 4 (saved, but its folder could not "
+            f"be synced: {EIO}): rerun the same command to write the others")
+    assert err.strip().splitlines() == [line], err

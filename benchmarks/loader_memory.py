@@ -133,6 +133,18 @@ def ensure_data(root: Path, n: int, unique: int) -> Path:
     return d
 
 
+def _quiet_dropped_connections(kind, value, tb) -> None:
+    """sys.excepthook of the measuring process and its workers. A worker hands each batch's
+    tensors over as file descriptors, served by multiprocessing.resource_sharer's thread, which
+    reports an error of its connection through sys.excepthook; at a stop the measuring process
+    drops the connection mid-batch, and the worker printed a traceback's first lines (cut short
+    by the group's SIGKILL) under the stop line. A dropped connection (OSError, EOFError) is
+    not an error of the measurement: it is not printed; anything else is, as Python would."""
+    if issubclass(kind, (OSError, EOFError)):
+        return
+    sys.__excepthook__(kind, value, tb)
+
+
 def measure(d: str, mode: str, workers: int, batches: int, batch_size: int) -> list[dict]:
     """One row per worker: ``mode``'s records, ``workers`` forked workers, ``batches`` batches read.
     Runs in a fresh (spawned) process: see :func:`_measure_in_child`."""
@@ -143,6 +155,7 @@ def measure(d: str, mode: str, workers: int, batches: int, batch_size: int) -> l
     # A spawned process inherits its start method ('spawn'), which torch's DataLoader would use for
     # its workers; training's workers are forks (Python's default on Linux, which train_hd.py keeps)
     mp.set_start_method("fork", force=True)
+    sys.excepthook = _quiet_dropped_connections   # inherited by the workers, forked below
     ds = create_dataset(d, "train", label_nc=LABEL_NC, no_instance=True, resize_or_crop="none",
                         required_multiple=1, validate="off")
     if mode == "dicts":

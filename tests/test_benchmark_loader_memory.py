@@ -154,3 +154,18 @@ def test_a_stop_while_measuring_leaves_no_process_no_dataset_and_one_line(tmp_pa
     assert "Traceback" not in err
     assert not left, f"processes left running after the stop: {left}"
     assert list(tmp.iterdir()) == [], f"the temporary dataset was left: {list(tmp.iterdir())}"
+
+
+def test_a_dropped_connection_in_a_worker_thread_prints_nothing_else_does(capsys):
+    """The measuring process's and its workers' sys.excepthook (set before the workers fork): a
+    connection the stopped measuring process dropped (resource_sharer's serving thread reports it
+    through sys.excepthook) prints no traceback under the stop line; any other error still prints."""
+    for err in (ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError(32, "Broken pipe"),
+                EOFError()):
+        LM._quiet_dropped_connections(type(err), err, None)
+    assert capsys.readouterr().err == ""
+    try:
+        raise ValueError("a real error")
+    except ValueError as e:
+        LM._quiet_dropped_connections(type(e), e, e.__traceback__)
+    assert "ValueError: a real error" in capsys.readouterr().err

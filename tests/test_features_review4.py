@@ -62,6 +62,18 @@ def _full_disk_from_the_second_save(monkeypatch) -> list:
     return saves
 
 
+def _stopped_before_image_5(command: str, folder, out, counted, capsys) -> str:
+    """``python -m pix2pixhd.features COMMAND`` (batches of 1, progress saved every 3 images) with
+    SIGTERM before image 5 through main's stop: its status is the stop's; returns its stderr."""
+    counted(stop_at=4, signum=signal.SIGTERM)   # batches of 1: saved at 3, the stop before image 5
+    out_flag = "--out" if command == "encode" else "--out_dir"
+    with pytest.raises(SystemExit) as e:
+        features.main([command, "--checkpoint", str(folder), out_flag, str(out), "--batch_size", "1",
+                       "--progress_every", "3", "--device", "cpu"])
+    assert e.value.code == STOPPED_EXIT_STATUS, repr(e.value)
+    return capsys.readouterr().err
+
+
 @pytest.mark.fault(cls="interrupted run",
                    case="features encode: SIGTERM after 4 images (saved at 3), the disk full at the stop's save: "
                         "the stop's line says the save failed and that the file keeps 3, status 75, no traceback")
@@ -69,13 +81,8 @@ def test_encode_stop_whose_save_fails_keeps_the_stop(run, tmp_path, counted, cap
     folder, _ = run
     out, progress = tmp_path / "c.pt", tmp_path / ".c.pt.progress"
     saves = _full_disk_from_the_second_save(monkeypatch)
-    counted(stop_at=4, signum=signal.SIGTERM)   # batches of 1: saved at 3, the stop before image 5
-    with pytest.raises(SystemExit) as e:
-        features.main(["encode", "--checkpoint", str(folder), "--out", str(out), "--batch_size", "1",
-                       "--progress_every", "3", "--device", "cpu"])
-    assert e.value.code == STOPPED_EXIT_STATUS, repr(e.value)
+    err = _stopped_before_image_5("encode", folder, out, counted, capsys)
     assert len(saves) == 2, saves   # the one at 3, the stop's
-    err = capsys.readouterr().err
     line = (f"stopped by SIGTERM: nothing written to {out} (written whole at encode's end); the features of 3 "
             f"image(s) are kept in {progress} (keeping the features of all 4 encoded failed: {NO_SPACE}): rerun "
             "the same command to continue from there")
@@ -91,13 +98,8 @@ def test_precompute_stop_whose_save_fails_keeps_the_stop(run, tmp_path, counted,
     folder, _ = run
     out, progress = tmp_path / "feat", tmp_path / ".feat.progress"
     saves = _full_disk_from_the_second_save(monkeypatch)
-    counted(stop_at=4, signum=signal.SIGTERM)
-    with pytest.raises(SystemExit) as e:
-        features.main(["precompute", "--checkpoint", str(folder), "--out_dir", str(out), "--batch_size", "1",
-                       "--progress_every", "3", "--device", "cpu"])
-    assert e.value.code == STOPPED_EXIT_STATUS, repr(e.value)
+    err = _stopped_before_image_5("precompute", folder, out, counted, capsys)
     assert len(saves) == 2, saves
-    err = capsys.readouterr().err
     line = (f"stopped by SIGTERM: 4 feature map(s) written to {out}/ before the stop, each whole (through a "
             f"temporary file), the others not; {progress} records the first 3 (recording all 4 failed: "
             f"{NO_SPACE}): rerun the same command to write the others")
@@ -285,14 +287,9 @@ def test_encode_stop_whose_save_landed_but_folder_sync_failed_keeps_the_images(r
     folder, _ = run
     out, progress = tmp_path / "c.pt", tmp_path / ".c.pt.progress"
     saves = _folder_sync_fails_at_the_second_save(monkeypatch)
-    counted(stop_at=4, signum=signal.SIGTERM)   # batches of 1: saved at 3, the stop before image 5
-    with pytest.raises(SystemExit) as e:
-        features.main(["encode", "--checkpoint", str(folder), "--out", str(out), "--batch_size", "1",
-                       "--progress_every", "3", "--device", "cpu"])
-    assert e.value.code == STOPPED_EXIT_STATUS, repr(e.value)
+    err = _stopped_before_image_5("encode", folder, out, counted, capsys)
     assert len(saves) == 2, saves
     assert progress_count(progress) == 4
-    err = capsys.readouterr().err
     line = (f"stopped by SIGTERM: nothing written to {out} (written whole at encode's end); the features of 4 "
             f"image(s) are kept in {progress} (saved, but its folder could not be synced: {EIO}): rerun the same "
             "command to continue from there")
@@ -308,14 +305,9 @@ def test_precompute_stop_whose_save_landed_but_folder_sync_failed_records_the_ma
     folder, _ = run
     out, progress = tmp_path / "feat", tmp_path / ".feat.progress"
     saves = _folder_sync_fails_at_the_second_save(monkeypatch)
-    counted(stop_at=4, signum=signal.SIGTERM)
-    with pytest.raises(SystemExit) as e:
-        features.main(["precompute", "--checkpoint", str(folder), "--out_dir", str(out), "--batch_size", "1",
-                       "--progress_every", "3", "--device", "cpu"])
-    assert e.value.code == STOPPED_EXIT_STATUS, repr(e.value)
+    err = _stopped_before_image_5("precompute", folder, out, counted, capsys)
     assert len(saves) == 2, saves
     assert progress_count(progress) == 4
-    err = capsys.readouterr().err
     line = (f"stopped by SIGTERM: 4 feature map(s) written to {out}/ before the stop, each whole (through a "
             f"temporary file), the others not; {progress} records the first 4 (saved, but its folder could not "
             f"be synced: {EIO}): rerun the same command to write the others")

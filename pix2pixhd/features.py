@@ -31,7 +31,10 @@ images done once that is more, and at a stop (all the images done then), in a hi
 save. A rerun of the same command (same encoder and options, inputs whose first ones are the images
 done: a larger ``--how_many`` continues too) continues from there, with a note saying how many
 images were already done; so does one with ``--progress_every 0``, which writes no progress file of
-its own but still resumes from the one there (and removes it when it finishes).
+its own but still resumes from the one there (and removes it when it finishes: precompute, once
+every map of the split is written). A ``precompute --how_many`` that ends with maps of the split
+left records the maps it wrote (and how many it was asked for), so that a larger one continues
+after them; no precompute that continues from a progress file lowers its count.
 
 Everything below runs on the tensors' device; the per-instance grouping is one ``torch.unique``
 plus a sort, never a Python loop over instances (``_instance_features_ref`` is that loop, kept
@@ -1065,7 +1068,9 @@ def _save_progress(path: Path, key: dict, ds, done: int, **payload) -> None:
     """The progress after the first ``done`` images, written whole (a temporary file, renamed), with
     SIGTERM and SIGINT held meanwhile: their count and their names' digest (:func:`_names_digest`),
     not the names, which made each save grow with the images done. ``key["inputs"]`` is the digest
-    of those images' inputs (:class:`_PrefixDigest`)."""
+    of those images' inputs (:class:`_PrefixDigest`). ``payload``: entries beside them, which
+    :func:`_load_progress` does not compare (encode's ``features``; precompute's ``asked``, the images
+    its run was asked for, which files of older versions lack)."""
     from pix2pixhd.checkpoint import atomic_torch_save
     with _stops_held():
         atomic_torch_save({"version": _PROGRESS_VERSION, "key": key, "count": done,
@@ -1193,8 +1198,10 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     before = _file_id(dst)
     progress, ds, done, last = progress_path(dst), None, 0, 0
     kept, saves = False, 0   # kept: a larger run's progress file (a smaller how_many), left as it is
-    judged = False    # _load_progress has returned: before, a progress file there may be another
-    # run's, a format-3 one or damaged, and a rerun only reads it (after, one of use here is loaded)
+    # the images done that _load_progress found in the progress file there, once it has returned (0:
+    # none of use here); None before: the file may be another run's, a format-3 one or damaged, and a
+    # stop's line only says that a rerun reads it
+    loaded = None
     try:
         e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
         identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
@@ -1212,12 +1219,10 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
             # read also with progress_every 0, which only writes none
             loaded, d = _load_progress(progress, key, ds, "encode", digest)
             with _stops_held():   # a stop from here on keeps the features loaded and those encoded
-                if loaded > len(ds):   # a larger run's: not of use here, kept for it (_load_progress said so)
-                    kept, loaded, d = True, 0, {}
-                judged = True
+                kept = loaded > len(ds)   # a larger run's: not of use here, kept for it (_load_progress said so)
                 saves = 0 if kept else progress_every
-                parts = {int(k): [v] for k, v in (d.get("features") or {}).items()}
-                done = last = loaded
+                parts = {} if kept else {int(k): [v] for k, v in (d.get("features") or {}).items()}
+                done = last = 0 if kept else loaded
 
             def keep() -> None:
                 """The features of the ``done`` images so far into the progress file, whole, and
@@ -1262,6 +1267,12 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
                     progress.unlink(missing_ok=True)
             stop.what = f"{dst} was written, whole, before the stop"
             raise
+        if loaded is not None and not done:
+            # the file judged, no image done yet (perhaps stopped between _load_progress's return and the
+            # block above that takes the file in): as that block sets them, the file a larger run's, kept,
+            # or holding the ``loaded`` images a rerun continues from
+            kept = loaded > len(ds)
+            last = 0 if kept else loaded
         failed = ""
         if ds is not None and saves and done > last:   # the images encoded since the last save
             failed = _kept_at_stop(keep, f"keeping the features of all {done} encoded", lambda: last == done)
@@ -1273,7 +1284,7 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
             # inputs, reading the file): a rerun reads it, and continues from it only if it is this
             # run's (it may be another encoder's, a format-3 or a damaged one: no promise)
             # (once judged, a file of use here was loaded: ``last`` above; any other starts over)
-            if batches is None and not judged and progress.exists():
+            if batches is None and loaded is None and progress.exists():
                 rerun = f"it reads {progress} and continues from it if it is this run's"
             else:
                 rerun = "encode starts over"
@@ -1354,17 +1365,24 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
     that falls on a half level can round to the neighbouring uint8 level: docs/features.md); the
     maps of a batch are then written one by one, each whole, so that a stop between two of them
     leaves whole maps and the progress file counts only maps written. Every ``progress_every``
-    images, or every 5% of those done once that is more (:func:`_progress_due`; 0: no progress file
-    is written, though one already there is still resumed from and removed at the end), the count
-    of the maps written so far is recorded in ``.{out folder}.progress`` beside the folder (whole: a
-    temporary file, renamed), and at main's stop (SIGTERM, SIGINT: :class:`_Stopped`), with the stops
-    held meanwhile, so that a stop loses no map written; a kill (``kill -9``) loses those since the
-    last save. A rerun after a stop or a kill writes only the others (the same encoder and options,
-    and inputs whose first ones are the images done: a larger ``how_many`` continues too; otherwise
-    it says so and starts over). A smaller ``how_many`` than the maps written has them all: nothing is
-    written, and the file is kept for a rerun with more. The file is removed once every map is written.
-    A ``how_many`` below the split's size says, in one note, that a ``--load_features`` run needs the
-    map of every image.
+    images, or every 5% of those done once that is more (:func:`_progress_due`), the count of the
+    maps written so far is recorded in ``.{out folder}.progress`` beside the folder (whole: a
+    temporary file, renamed), with ``asked``, the number of images the run was asked for (by which
+    the data module's note on missing maps tells a finished ``how_many`` run from an interrupted
+    one), and at main's stop (SIGTERM, SIGINT: :class:`_Stopped`), with the stops held meanwhile, so
+    that a stop loses no map written; a kill (``kill -9``) loses those since the last save. A rerun
+    after a stop or a kill writes only the others (the same encoder and options, and inputs whose
+    first ones are the images done: a larger ``how_many`` continues too; otherwise it says so and
+    starts over). The file is removed once every map of the split is written. A run that ends
+    (finished, or stopped after its last map) with maps of the split left, a ``how_many`` below its
+    size, records the maps written, so that a later run with a larger ``how_many`` (or 0) continues
+    after them; no run that continues from the file lowers its count: a ``how_many`` no larger than
+    the maps it counts has them all, writes nothing and keeps the file as it is, for a rerun with more.
+    ``progress_every`` 0 writes no progress file: one already there is still resumed from, and is
+    removed once every map of the split is written, or when the run ends if it did not continue
+    from it (its maps were rewritten); a ``how_many`` run then records nothing of its own, and a
+    larger run writes its maps again. A ``how_many`` below the split's size says, in one note, that
+    a ``--load_features`` run needs the map of every image.
 
     Returns the paths of the maps of this run's images, in file order (:class:`FeatureMaps`: a list,
     with ``new``, how many of them this run wrote, the others being there already from the run it
@@ -1385,47 +1403,56 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
                          "reference does and as --load_features reads them); precompute needs feat_num 3")
     ds = _dataset(cfg, dataroot, phase, 0, whole=True)
     records = _limited(ds, how_many)
-    digest = _PrefixDigest(records, len(ds.records))   # the run's inputs stamped now, before E reads them
     root = Path(dataroot or cfg.dataroot)
     out = Path(out_dir) if out_dir else root / f"{phase}_feat"
-    try:   # before E runs: a read-only dataset folder is refused in one line
+    try:   # before E runs, and before every input is stamped: a read-only dataset folder is refused in one line
         out.mkdir(parents=True, exist_ok=True)
         if not os.access(out, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, "Permission denied (no write permission)", str(out))
     except OSError as e:
         raise _feat_folder_error(out, e, phase, bool(out_dir)) from None
+    digest = _PrefixDigest(records, len(ds.records))   # the run's inputs stamped now, before E reads them
     progress = progress_path(out)
     key = {"command": "precompute", "encoder": checkpoint_encoder_identity(checkpoint_dir, which_epoch).get("sha256", ""),
            "label_feat": str(bool(cfg.label_feat)), "upsample": str(upsample), "out": os.path.abspath(out)}
-    if len(ds) < len(digest.records):   # (how_many): --load_features reads a map per image
-        print(f"note: --how_many {how_many}: these maps cover {len(ds)} of the {len(digest.records)} {phase} "
+    if len(ds) < len(records):   # (how_many): --load_features reads a map per image
+        print(f"note: --how_many {how_many}: these maps cover {len(ds)} of the {len(records)} {phase} "
               f"images of {root}; a --load_features run needs the map of every image: run precompute without "
               "--how_many for them all", file=sys.stderr, flush=True)
-    # read also with progress_every 0, which only writes none
-    done, d = _load_progress(progress, key, ds, "precompute", digest, per_image=True)
-    more = done > len(ds)   # a smaller --how_many: its maps are all there; the file is kept for more
-    done = min(done, len(ds))
-    written = [out / f"{stem_key(Path(_record_name(r)))}.png" for r in ds.records[:done]]
-    if any(not p.is_file() for p in written):
-        missing = next(p for p in written if not p.is_file())
-        print(f"note: {progress} lists {missing}, which is gone: ignored, precompute starts over",
-              file=sys.stderr, flush=True)
-        done, written, more = 0, [], False
-    last = resumed = done
+    # What a stop's line is made of: ``written``, the maps of this run's images there, in order (the
+    # resumed ones, then those written); ``last``, the maps the progress file there counts (more than
+    # this run's for a smaller how_many: those are all there); ``loaded``, set after both once the
+    # file there is judged (its key and inputs, then its maps there): the maps the run continues
+    # from, 0 when it starts over. A stop before (loading E, the dataset, reading the file) gets
+    # main's line; one after says which.
+    loaded, written, last = None, [], 0
 
     def keep() -> None:
-        """The count of the maps written into the progress file, whole, and ``last`` with it (also
-        when the file was renamed into place but its folder's sync failed, the error raised after)."""
+        """The count of the maps written into the progress file, whole, with the images the run was
+        asked for, and ``last`` with it (also when the file was renamed into place but its folder's
+        sync failed, the error raised after)."""
         nonlocal last
         with _stops_held():
             was = _file_id(progress)
             try:
-                _save_progress(progress, {**key, "inputs": digest.upto(len(written))}, ds, len(written))
+                _save_progress(progress, {**key, "inputs": digest.upto(len(written))}, ds, len(written),
+                               asked=len(ds))
             finally:   # renamed into place (a new inode), even if its folder's sync then failed
                 if _file_id(progress) != was:
                     last = len(written)
-    loader = _batches(ds, cfg.nThreads, start=done)
     try:
+        # read also with progress_every 0, which only writes none
+        n, _ = _load_progress(progress, key, ds, "precompute", digest, per_image=True)
+        there = [out / f"{stem_key(Path(_record_name(r)))}.png" for r in ds.records[:min(n, len(ds))]]
+        missing = next((p for p in there if not p.is_file()), None)
+        if missing is not None:
+            print(f"note: {progress} lists {missing}, which is gone: ignored, precompute starts over",
+                  file=sys.stderr, flush=True)
+            n, there = 0, []
+        written, last = there, n
+        resumed = len(written)
+        loaded = n
+        loader = _batches(ds, cfg.nThreads, start=len(written))
         try:
             for batch in _grouped(_held_fetches(loader), batch_size):
                 label = batch["label"].to(device)
@@ -1449,22 +1476,32 @@ def precompute_feature_maps(checkpoint_dir: str | Path, *, which_epoch: str = "l
                         keep()
         finally:
             _end_workers(loader)
-        if not more:
+        if len(written) == len(records):   # every map of the split: nothing left to continue
+            progress.unlink(missing_ok=True)
+        elif progress_every and len(written) > last:   # maps of the split left: a larger how_many continues
+            keep()
+        elif not loaded:   # (--progress_every 0) a file this run did not continue from: its maps were rewritten
             progress.unlink(missing_ok=True)
     except _Stopped as stop:
+        if loaded is None:   # before the progress file there was judged: main's line
+            raise
         if not written:
             stop.what = f"no feature map written to {out}/ before the stop; rerun the same command to write them all"
             raise
-        if len(written) == len(ds):   # stopped after the last map: nothing left to continue
-            if not more:
-                with _stops_held():
-                    progress.unlink(missing_ok=True)
+        if len(written) == len(records):   # stopped after the split's last map: nothing left to continue
+            with _stops_held():
+                progress.unlink(missing_ok=True)
             stop.what = f"all {len(written)} feature map(s) written to {out}/ before the stop, each whole"
             raise
         failed = ""
         if progress_every and len(written) > last:   # the maps written since the last save
             failed = _kept_at_stop(keep, f"recording all {len(written)}", lambda: last == len(written))
-        if last:
+        if len(written) == len(ds):   # this run's last map written (a how_many below the split's size)
+            stop.what = (f"all {len(written)} feature map(s) asked for (--how_many {how_many}) written to {out}/ "
+                         "before the stop, each whole" +
+                         (f"; {progress} records the first {last}{failed}: precompute without --how_many (or "
+                          "with a larger one) continues from there" if last else failed))
+        elif last:
             stop.what = (f"{len(written)} feature map(s) written to {out}/ before the stop, each whole (through a "
                          f"temporary file), the others not; {progress} records the first {last}{failed}: rerun "
                          "the same command to write the others")

@@ -689,14 +689,38 @@ def progress_path(output: Path) -> Path:
 
 
 def _interrupted_precompute(root: Path, phase: str, sep: str) -> str:
-    """``sep`` and what to do about the progress file a killed or stopped ``features precompute``
-    of ``root``'s ``phase`` left beside {phase}_feat/ (:func:`progress_path`: ``.{phase}_feat.progress``);
-    '' when there is none. Its maps are only part of the split, and the same command continues
-    from where it stopped, which writing them again from scratch would not."""
+    """``sep`` and what to do about the progress file a ``features precompute`` of ``root``'s
+    ``phase`` left beside {phase}_feat/ (:func:`progress_path`: ``.{phase}_feat.progress``); ''
+    when there is none. Its maps are only part of the split. Left by a killed or stopped run, the
+    same command continues from where it stopped, which writing them again from scratch would not;
+    left by a ``--how_many N`` run that wrote all its N maps (:func:`_finished_how_many`), that
+    command writes nothing: one without --how_many, or with a larger one, continues after them."""
     progress = progress_path(Path(root) / f"{phase}_feat")
     if not progress.is_file():
         return ""
+    finished = _finished_how_many(progress)
+    if finished is not None:
+        count, asked = finished
+        return (f"{sep}a precompute --how_many {asked} left {progress}: it wrote the first {count} maps and "
+                "finished, so rerunning it writes nothing; run precompute without --how_many (or with a larger "
+                "one), which continues after them")
     return f"{sep}an interrupted precompute left {progress}: rerun the same precompute command to finish it"
+
+
+def _finished_how_many(progress: Path) -> tuple[int, int] | None:
+    """(maps written, images asked for) when the precompute progress file ``progress`` is a finished
+    ``--how_many`` run's: it records ``asked`` (pix2pixhd.features' precompute writes it; older
+    versions' files lack it) and counts that many maps done. None otherwise: an interrupted run's,
+    an older version's, or a file that cannot be read (the note then says to rerun the command)."""
+    import torch   # (the progress files are torch's; the listing's other notes need it not)
+    try:
+        d = torch.load(progress, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    count, asked = (d.get("count"), d.get("asked")) if isinstance(d, dict) else (None, None)
+    if type(count) is int and type(asked) is int and 0 < asked <= count:
+        return count, asked
+    return None
 
 
 class PartnerMessage(str):
@@ -721,8 +745,10 @@ def missing_feat_note(problems) -> str | None:
     """The fix for the feature maps that "missing partner" problems name (a record without its
     ``{phase}_feat/`` file), said once after the kind's list (dataset.format_problems, as its
     KIND_NOTES are): the precompute command that writes them (without --how_many: a precompute
-    --how_many N writes the first N only, and every sample needs its map) and, where an
-    interrupted precompute left its progress file in the dataroot, that rerunning it finishes the job. None when no
+    --how_many N writes the first N only, and every sample needs its map) and, where a precompute
+    left its progress file in the dataroot, what continues it (:func:`_interrupted_precompute`:
+    rerunning an interrupted one finishes the job; after a finished --how_many N, a run without
+    --how_many or with a larger one continues after its maps). None when no
     missing partner is a feature map. Which roles a problem lacks, and of which split, come from
     its message's fields (:class:`PartnerMessage`, written by _find_files), not from its wording:
     a message without them (one not written there) adds no note."""

@@ -617,7 +617,8 @@ class TrainConfig:
                                              "steps between 'latest' checkpoints, which every epoch's end "
                                              "also writes (NVIDIA's: images)")
     save_epoch_freq: Optional[int] = option("logging", 10,
-                                            "epochs between numbered checkpoints")
+                                            "epochs between numbered checkpoints (the run's last epoch "
+                                            "writes one too: --which_epoch can name where a stage ended)")
     # each epoch_N.pt holds G, D, E and both Adam states (most of its size) and nothing removed
     # them: a long run's folder grew by one every save_epoch_freq epochs. 0 keeps all, as NVIDIA's.
     keep_epoch_checkpoints: Optional[int] = option(

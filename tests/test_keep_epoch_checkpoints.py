@@ -14,6 +14,7 @@ import pytest
 
 from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.cli import train_main
+from pix2pixhd.config import TrainConfig
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
 
 N_TRAIN, BATCH = 4, 2   # 2 steps an epoch
@@ -114,3 +115,13 @@ def test_a_resume_keeps_the_option_and_may_change_it(tmp_path, streets, capsys):
     assert notes and not [n for n in notes if "keep_epoch_checkpoints" in n], notes   # not a change of the training
     assert _pt(run) == ["epoch_0003.pt", "epoch_0004.pt", "latest.pt"]
     assert json.loads((run / "config.json").read_text())["keep_epoch_checkpoints"] == 0
+
+
+def test_the_last_epoch_writes_an_epoch_file_between_save_epoch_freq_multiples(tmp_path, streets):
+    # README and --save_epoch_freq's help say so: epoch 2 (a multiple) and epoch 3 (the run's last,
+    # not one) each write epoch_N.pt; the last is the state latest.pt holds
+    _train(tmp_path, streets, "--name", "r", "--niter", "3", "--save_epoch_freq", "2")
+    run = tmp_path / "r"
+    assert _pt(run) == ["epoch_0002.pt", "epoch_0003.pt", "latest.pt"], _pt(run)
+    assert load_checkpoint(run, 3)["global_step"] == load_checkpoint(run, "latest")["global_step"] == 6
+    assert "last epoch" in TrainConfig.__dataclass_fields__["save_epoch_freq"].metadata["help"]

@@ -95,6 +95,11 @@ IGNORE = -100  # label value the segmenter's loss and scores skip (ids >= label_
 # Files
 # --------------------------------------------------------------------------------------------
 
+# The options whose folders hold label maps: a Cityscapes gtFine folder given as one holds each
+# scene's instance map and colour rendering beside its labelIds (layouts.same_stem_fix says which to keep).
+_LABEL_FLAGS = ("--train_labels", "--labels")
+
+
 def _result_kind(stem: str) -> str | None:
     """'fake', 'real' or 'input' for a test.py result file's stem, else None."""
     for kind, s in RESULT_SUFFIXES.items():
@@ -104,8 +109,11 @@ def _result_kind(stem: str) -> str | None:
 
 
 def index_folder(folder: str | Path, flag: str, side: str | None = None,
-                 log=lambda *a, **k: None) -> dict[str, Path]:
+                 log=lambda *a, **k: None, colour_maps: bool = False) -> dict[str, Path]:
     """{match key: path} of the images in ``folder`` (``flag`` names the option in errors).
+    Images of one stem are refused with what to do with each (the data module's advice:
+    ``layouts.same_stem_fix``; a label folder's Cityscapes files, read as colour maps with
+    ``colour_maps``), or else to keep one.
 
     ``side`` ('fake' or 'real'): when ``folder`` is a pix2pixHD test.py results folder (images of
     at least two of the kinds ``X_synthesized_image``, ``X_real_image``, ``X_input_label``), only
@@ -135,7 +143,8 @@ def index_folder(folder: str | Path, flag: str, side: str | None = None,
                 f"scoring its {len(kinds[side])} *{want} files, skipping the other "
                 f"{len(skipped)}")
             files = kinds[side]
-    out = index_images(folder, what=f"{flag} {folder}", results=True, files=files)
+    out = index_images(folder, what=f"{flag} {folder}", results=True, files=files,
+                       role="label" if flag in _LABEL_FLAGS else None, colour_maps=colour_maps)
     if not out:
         raise MissingInputError(f"{flag} {folder} holds no images ({', '.join(IMAGE_EXTS)})"
                                 f"{_subfolder_hint(folder, flag)}")
@@ -930,6 +939,8 @@ def train_segmenter(photos: torch.Tensor, labels: torch.Tensor, label_nc: int,
     integer dtype (evaluate keeps them int16: :func:`_label_dtype`; each batch is made int64 here).
 
     Fixed seed for init, batch order and flips, so the same data gives the same segmenter.
+    ``log_every``: print the step and its loss every that many steps, and at the last step
+    (0: never).
     """
     if photos.shape[0] != labels.shape[0] or photos.shape[-2:] != labels.shape[-2:]:
         raise ValueError(f"photos {tuple(photos.shape)} and labels {tuple(labels.shape)} differ")
@@ -956,7 +967,8 @@ def train_segmenter(photos: torch.Tensor, labels: torch.Tensor, label_nc: int,
             loss.backward()
             opt.step()
             sched.step()
-            if log_every and (step + 1) % log_every == 0:
+            # every log_every steps and the last (steps // 4 does not divide every --seg_steps)
+            if log_every and ((step + 1) % log_every == 0 or step + 1 == cfg.steps):
                 print(f"  segmenter step {step + 1}/{cfg.steps}: loss {loss.item():.4f}")
     return net.eval()
 
@@ -1266,9 +1278,9 @@ def _read_seg_inputs(fakes, reals, keys, labels_dir, train_images, train_labels,
     the pass: decoding the full-size training photos is the slow part of reading them."""
     t0 = time.perf_counter()
     tr_img = index_folder(train_images, "--train_images")
-    tr_lab = index_folder(train_labels, "--train_labels")
+    tr_lab = index_folder(train_labels, "--train_labels", colour_maps=palette is not None)
     tr_keys = match(("--train_images", tr_img), ("--train_labels", tr_lab))
-    labs = index_folder(labels_dir, "--labels")
+    labs = index_folder(labels_dir, "--labels", colour_maps=palette is not None)
     test_keys = [k for k in keys if k in labs]
     if not test_keys:
         match(("--fake", {k: fakes[k] for k in keys}), ("--labels", labs))  # raises, naming both

@@ -89,6 +89,24 @@ KIND_NOTES = {
 }
 
 
+class LabelIdMessage(str):
+    """The message of an "ids >= label_nc" problem that also holds, as fields, the file's largest
+    id (``top``) and ``split_note``: the one line :func:`scan` makes for the split once every
+    file is checked (the largest id of them all and its fix; '' with one such file, whose own line
+    says it), which :func:`format_problems` says once after the kind's list. A line's fix covers its
+    own file only, and the lines shown are the first ``max_listed``. It is the text (a ``str``);
+    pickled with its fields (an error's problems sent between processes)."""
+    __slots__ = ("top", "split_note")
+
+    def __new__(cls, text: str, top: int = 0, split_note: str = ""):
+        self = super().__new__(cls, text)
+        self.top, self.split_note = top, split_note
+        return self
+
+    def __reduce__(self):
+        return type(self), (str(self), self.top, self.split_note)
+
+
 def format_problems(problems, header: str, max_listed: int = 5) -> str:
     """Problems grouped by kind (first ``max_listed`` of each and a count); notices (entries that
     are not samples, samples that may not be what the layout reads) after them, under their own
@@ -118,6 +136,9 @@ def format_problems(problems, header: str, max_listed: int = 5) -> str:
                 lines.append(f"    {KIND_NOTES[kind]}")
             elif kind == "missing partner" and (note := missing_feat_note(of_kind[kind])):
                 lines.append(f"    {note}")
+            elif kind == "ids >= label_nc":   # the split's largest id (scan's line), once per split
+                notes = dict.fromkeys(getattr(m, "split_note", "") for m in msgs)
+                lines += [f"    {n}" for n in notes if n]
     return printable("\n".join(lines))
 
 
@@ -134,6 +155,7 @@ class PairedDataset(torch.utils.data.Dataset):
         self.layout, self.config = layout, config
         self.root, self.phase, self.mode = layout.root, layout.phase, layout.mode
         self.records = Records(layout.records)   # compact: see Records (a copy of nothing if it is one)
+        self.n_listed = len(self.records)   # the split's samples, before limit() (--max_dataset_size)
         label_nc = self.label_nc = config.label_nc
         self.use_inst = not config.no_instance
         self.load_features = config.load_features
@@ -166,7 +188,9 @@ class PairedDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def limit(self, n: int) -> None:
-        """Use at most ``n`` samples (the first, in file order): --max_dataset_size."""
+        """Use at most ``n`` samples (the first, in file order): --max_dataset_size. ``n_listed``
+        keeps how many the split has (validation's messages say the rest were not read)."""
+        self.n_listed = max(self.n_listed, len(self.records))
         self.records = self.records[:n]
 
     def all_records(self) -> list[dict]:
@@ -1383,8 +1407,9 @@ def _check_record(ds: PairedDataset, rec: dict, decode: bool, classes: ClassList
             if ids is not None and len(ids):
                 top, low = max(ids), min(ids)
                 if top >= ds.label_nc:
-                    problems.append(("ids >= label_nc", str(p), f"label id {top} in {rel} is >= "
-                                     f"label_nc={ds.label_nc}; {_id_fix(top, ds.label_nc, classes)}"))
+                    problems.append(("ids >= label_nc", str(p), LabelIdMessage(
+                        f"label id {top} in {rel} is >= label_nc={ds.label_nc}; "
+                        f"{_id_fix(top, ds.label_nc, classes)}", top)))
                 if low < 0:
                     problems.append(("ids < 0", str(p), f"label id {low} in {rel} is negative; "
                                      "remap ids to 0..label_nc-1"))
@@ -1688,11 +1713,40 @@ def scan(ds: PairedDataset, level: str = "full", num_threads: int = 4):
                 ids.update(st["ids"])
             n_inst += st["n_inst"]
     problems += _p_palette_problems(ds, recs, all_stats)
+    _note_largest_id(ds, problems, classes, decoded=sum("label" in r for r in recs))
     stats = {"n": len(ds.records), "sizes": sizes, "ids": ids, "instances": n_inst,
              "source_sizes": source_sizes, "notes": notes}   # source_sizes: by a record's first file
     if isinstance(ds, UnalignedDataset):
         stats["n_B"] = len(ds.records_B)
     return problems, stats
+
+
+def _note_largest_id(ds: PairedDataset, problems: list, classes: ClassList | None, decoded: int) -> None:
+    """Give the "ids >= label_nc" problems of ``ds`` (scan's, of its ``decoded`` label maps) their
+    split's line (:class:`LabelIdMessage`) when there are two or more: each file's fix fits that
+    file (--label_nc 32 for its id 31, 34 for another's 33), and the list shows the first few, so
+    the fix for the split is the largest id's of all the files checked. A void id (255, 65535),
+    remapped rather than counted as a class, is followed by the largest other id and its fix. With
+    --max_dataset_size the files checked are the first samples: said so, the rest not read."""
+    bad = [(m.top, path, m) for kind, path, m in problems
+           if kind == "ids >= label_nc" and isinstance(m, LabelIdMessage)]
+    if len(bad) < 2:
+        return
+    bad.sort(key=lambda b: -b[0])
+    (top, path, _), label_nc = bad[0], ds.label_nc
+    if ds.n_listed > len(ds.records):
+        which = (f"of the {decoded} label maps checked (--max_dataset_size {len(ds.records)}: the first "
+                 f"{len(ds.records)} samples of {ds.n_listed}; the others were not read, and may hold larger ids)")
+    else:
+        which = f"of all {decoded} label maps checked"
+    note = (f"the largest label id {which} is {top}, in {_rel(ds, path)}; the fix for the split, not "
+            f"just for the files listed: {_id_fix(top, label_nc, classes)}")
+    other = next((b for b in bad[1:] if b[0] not in (255, 65535)), None) if top in (255, 65535) else None
+    if other is not None:
+        note += (f"; with {top} remapped, the largest other id is {other[0]}, in {_rel(ds, other[1])}: "
+                 f"{_id_fix(other[0], label_nc, classes)}")
+    for _, _, m in bad:
+        m.split_note = note
 
 
 def validate_dataset(ds: PairedDataset, *, level: str = "full", max_listed: int = 5) -> dict:

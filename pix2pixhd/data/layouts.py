@@ -381,19 +381,33 @@ def result_key(stem: str) -> str:
 
 
 def index_images(folder: Path, *, what: str | None = None, results: bool = False,
-                 files: list[Path] | None = None) -> dict[str, Path]:
+                 files: list[Path] | None = None, role: str | None = None,
+                 colour_maps: bool = False) -> dict[str, Path]:
     """{key: path} of the images of ``folder`` (:func:`list_folder`: :data:`IMG_EXTS`, no hidden
     entries), keyed by :func:`partner_key`, or by :func:`result_key` with ``results``. ``files``:
-    those of its images to index (already listed). Two images with one key are an InputError
-    naming ``what`` (default: the folder); none is an empty dict, for the caller to word."""
+    those of its images to index (already listed). Several images with one key are an InputError
+    naming ``what`` (default: the folder), the images of the first such key, what to do with each
+    (:func:`same_stem_fix`, for a folder of ``role`` files, e.g. 'label'; ``colour_maps``: label
+    maps read through a palette; else: keep one) and how many other keys have several; none is an
+    empty dict, for the caller to word."""
     folder = Path(folder)
     out: dict[str, Path] = {}
+    same: dict[str, list[Path]] = {}
     for p in list_folder(folder)[0] if files is None else files:
         k = result_key(p.stem) if results else partner_key(p)
         if k in out:
-            raise InputError(f"{what or folder}: {out[k].name} and {p.name} both pair as {k!r}; "
-                             "keep one image per stem")
+            same.setdefault(k, [out[k]]).append(p)
         out[k] = p
+    if same:
+        k, group = next(iter(same.items()))
+        names = [p.name for p in group]
+        listed = (f"{names[0]} and {names[1]} both" if len(names) == 2 else
+                  f"{', '.join(names[:-1])} and {names[-1]} all")
+        n = len(same) - 1
+        more = (f" ({n} other stem{'s' if n > 1 else ''} of {folder} hold{'' if n > 1 else 's'} several "
+                "images too)" if n else "")
+        fix = same_stem_fix(group, role, colour_maps=colour_maps) or "keep one image per stem"
+        raise InputError(f"{what or folder}: {listed} pair as {k!r}; {fix}{more}")
     return out
 
 
@@ -816,6 +830,7 @@ def _find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: 
     if use_feat:
         roles["feat"] = f"{phase}_feat"
     found: dict[str, dict[str, Path]] = {}
+    same: dict[str, dict[str, list[Path]]] = {}   # role -> key -> its images, when several
     absent = set()
     for role, sub in roles.items():
         d = root / sub
@@ -831,12 +846,20 @@ def _find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: 
         for p in images:
             k = partner_key(p)
             if k in found[role]:
-                q = found[role][k]
-                forms = (" (the same name in two Unicode normal forms, NFC and NFD: they look the same)"
-                         if stem_key(p) != stem_key(q) else "")
-                lay.problems.append(("duplicate stem", str(p),
-                                     f"{p} and {q} share the stem {k!r}{forms}; {_keep_which(p, q)}"))
-            found[role][k] = p
+                same.setdefault(role, {}).setdefault(k, [found[role][k]]).append(p)
+            found[role][k] = p   # (the last one is read where duplicates do not stop the run)
+    # one problem per stem, naming all its images and what to do with each, said after every
+    # folder is listed: whether the folder an image belongs in holds that stem already changes the fix
+    folders = ({"label": root / f"{phase}_label", "inst": root / f"{phase}_inst", "image": root / f"{phase}_img"}
+               if mode in ("cityscapes", "palette") else {})
+    for role, groups in same.items():
+        for k, files in groups.items():
+            forms = (" (the same name in two Unicode normal forms, NFC and NFD: they look the same)"
+                     if len({stem_key(p) for p in files}) > 1 else "")
+            held = {r: found[r][k] for r in folders if r != role and k in found.get(r, {})}
+            fix = same_stem_fix(files, role if folders else None, folders, held, colour_maps=mode == "palette")
+            lay.problems.append(("duplicate stem", str(files[0]),
+                                 f"{_and_names(files)} share the stem {k!r}{forms}; {fix or 'keep one'}"))
     keys = sorted(set().union(*[set(v) for v in found.values()]))
     folded = {role: {k.casefold(): p for k, p in v.items()} for role, v in found.items()}
     for role, sub in roles.items():
@@ -863,15 +886,117 @@ def _find_files(root: Path, phase: str, mode: str, *, use_inst: bool, use_feat: 
     return lay
 
 
-def _keep_which(p: Path, q: Path) -> str:
-    """The fix for files ``p`` and ``q`` of one folder that share a stem: 'keep one', or, for
-    Cityscapes' ``*_labelIds`` (or ``*_labelTrainIds``) beside ``*_color``, which to keep."""
-    kinds = {m.group(2): f for f in (p, q) if (m := _CITYSCAPES_SUFFIX.search(f.stem)) and m.group(2)}
-    ids = kinds.get("labelIds") or kinds.get("labelTrainIds")
-    if ids is not None and "color" in kinds:
-        return (f"keep {ids.name} (the id map) and move {kinds['color'].name} (Cityscapes' colour "
-                f"rendering, for viewing) out of the folder")
-    return "keep one"
+def _and_names(files: Sequence[Path]) -> str:
+    """'DIR/a.png, b.png and c.png': files of one folder, the first by its path."""
+    names = [str(files[0])] + [f.name for f in files[1:]]
+    return ", ".join(names[:-1]) + f" and {names[-1]}"
+
+
+# Cityscapes ships each scene's annotations side by side, one stem (gtFine/{split}/{city}/; gtCoarse
+# alike): X_gtFine_labelIds.png, X_gtFine_instanceIds.png, X_gtFine_color.png and
+# X_gtFine_polygons.json (not an image: listed as not used, never one of a stem's images), and
+# cityscapesScripts' createTrainIdLabelImgs adds X_gtFine_labelTrainIds.png (and
+# X_gtFine_instanceTrainIds.png). Copied into one {phase}_label/ as shipped, they share a stem.
+# Per kind: the role this project reads it in (None: never), and what it is.
+CITYSCAPES_KINDS = {
+    "labelIds": ("label", "the id map"),
+    "labelTrainIds": ("label", "the id map of train ids"),
+    "instanceIds": ("inst", "the instance map of the labelIds"),
+    "instanceTrainIds": ("inst", "the instance map of the labelTrainIds"),
+    "color": (None, "Cityscapes' colour rendering, for viewing"),
+    "leftImg8bit": ("image", "the photo"),
+}
+# Which ids each kind of id map holds, and the --label_nc they need (pix2pixHD trains labelIds).
+CITYSCAPES_IDS = {
+    "labelIds": "Cityscapes' label ids 0-33, which pix2pixHD trains with --label_nc 35",
+    "labelTrainIds": ("cityscapesScripts' train ids 0-18 and 255 for the pixels Cityscapes ignores, which "
+                      "need 255 remapped below --label_nc (e.g. to 19, with --label_nc 20)"),
+}
+# An instance map's ids are its label kind's: class*1000+k for objects, the class id elsewhere
+# (instanceTrainIds: 255 for every class train ids ignore), so its boundaries are those of the id
+# map of its own kind, with which it pairs.
+_INST_OF = {"labelIds": "instanceIds", "labelTrainIds": "instanceTrainIds"}
+
+
+def cityscapes_kind(p: Path) -> str | None:
+    """The kind of Cityscapes file ``p`` is by its suffix (a key of :data:`CITYSCAPES_KINDS`), or None."""
+    m = _CITYSCAPES_SUFFIX.search(p.stem)
+    return None if m is None else (m.group(2) or "leftImg8bit")
+
+
+def same_stem_fix(files: Sequence[Path], role: str | None, folders: dict[str, Path] | None = None,
+                  held: dict[str, Path] | None = None, colour_maps: bool = False) -> str | None:
+    """What to do with each of ``files``, images of one folder that share a stem, where that
+    folder holds ``role`` files ('label' or 'inst'; None, or another role: not known) and Cityscapes'
+    per-kind files are among them (:data:`CITYSCAPES_KINDS`): which to keep, which to move to the
+    folder of ``folders`` (role -> folder) it is read from, named as it is (partners pair by the
+    stem, Cityscapes' suffixes ignored), and which to move out (never read, or read by no folder
+    of ``folders``). ``held``: role -> the file of this stem another folder holds already (then
+    the copy is removed, not moved). ``colour_maps``: label maps are colour maps read through a
+    palette, so the colour rendering is the one kept and the id maps are not read. None when no
+    file has a Cityscapes suffix, or ``role`` is not known: the caller says to keep one. One
+    function for the dataset's listing and evaluate's folders, so the two cannot advise apart."""
+    kinds = [(f, cityscapes_kind(f)) for f in files]
+    # label and instance folders only: photos may carry a label map's stem and suffix (synthesize.py
+    # names each output after its map), and so may feature maps: there a suffix says nothing
+    if role not in ("label", "inst") or all(k is None for _, k in kinds):
+        return None
+    folders, held = folders or {}, held or {}
+
+    def read_as(kind):   # the role a file of ``kind`` is read in; an unknown one is taken for this folder's
+        if kind is None:
+            return role
+        if colour_maps and kind in ("color", "labelIds", "labelTrainIds"):
+            return "label" if kind == "color" else None
+        return CITYSCAPES_KINDS[kind][0]
+
+    def what(kind):
+        if colour_maps and kind == "color":
+            return "the colour map --palette decodes"
+        if colour_maps and kind in CITYSCAPES_IDS:
+            return "an id map, which the layout reads without --palette"
+        return CITYSCAPES_KINDS[kind][1] if kind else None
+
+    def named(f, kind):
+        return f"{f.name} ({what(kind)})" if kind else f.name
+
+    stay = [(f, k) for f, k in kinds if read_as(k) == role]
+    kept_ids = {k for _, k in stay if k in CITYSCAPES_IDS and not colour_maps}
+    clauses = []
+    if len(stay) == 1:
+        clauses.append(f"keep {named(*stay[0])}")
+    elif stay:
+        clauses.append("keep one of " + ", ".join(named(f, k) for f, k in stay))
+    else:
+        clauses.append(f"none of them is a {'label map' if role == 'label' else 'instance map'} of this folder")
+    to_inst = [(f, k) for f, k in kinds if read_as(k) == "inst" != role and "inst" in folders]
+    for f, k in kinds:
+        dest = read_as(k)
+        if dest == role:
+            continue
+        if (f, k) in to_inst and len(to_inst) > 1:   # one instance map per stem: the one of the ids kept
+            if len(kept_ids) != 1:
+                if (f, k) == to_inst[0]:
+                    clauses.append(f"move the one of {' or '.join(g.name for g, _ in to_inst)} that matches "
+                                   f"the ids kept (instanceIds with labelIds, instanceTrainIds with labelTrainIds) "
+                                   f"to {folders['inst']}/, named as it is, and the other out of the folder")
+                continue
+            if k != _INST_OF[next(iter(kept_ids))]:
+                clauses.append(f"move {named(f, k)} out of the folder (not the ids kept)")
+                continue
+        if dest in held:
+            clauses.append(f"remove {f.name}: {folders[dest]}/ holds {held[dest].name} already")
+        elif dest in folders:
+            clauses.append(f"move {named(f, k)} to {folders[dest]}/, named as it is (partners pair by the "
+                           f"stem, Cityscapes' suffixes ignored)")
+        else:
+            clauses.append(f"move {named(f, k)} out of the folder" + ("" if dest is None else " (not read here)"))
+    fix = (" and ".join(clauses) if len(clauses) <= 2 else ", ".join(clauses[:-1]) + f", and {clauses[-1]}")
+    if kept_ids:
+        fix += "; " + "; ".join(f"{f.name} holds {CITYSCAPES_IDS[k]}" for f, k in stay if k in kept_ids)
+        if len(kept_ids) > 1:
+            fix += ": --label_nc must be the one of the ids kept"
+    return fix
 
 
 def _find_unaligned(lay: Layout, direction: str, inputs_only: bool = False,

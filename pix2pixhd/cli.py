@@ -330,6 +330,11 @@ def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="seed of sampled clusters and dropout masks; each map and sample draws from its own")
     o.add_argument("--overwrite", action="store_true",
                    help="replace another synthesis in --out (default: refuse; the same job resumes)")
+    o.add_argument("--strict", action="store_true", default=job["strict"],
+                   help="exit status 65 (not 0) when any input was skipped (unreadable, ids out of range...), "
+                        "once the job has gone through every input: the images written are kept and the job "
+                        "is complete; the last line says how many were skipped. Default: skips are counted, "
+                        "and the exit status is 1 only when nothing was written")
     r = p.add_argument_group("engine")
     r.add_argument("--batch_size", type=int, default=job["batch_size"],
                    help="maps per generator call (maps of one size; a short batch is filled up)")
@@ -365,6 +370,11 @@ def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                                  "class's count of clusters), or class=K pairs (26=3,24=1; "
                                                  "other classes sampled)")
     f.add_argument("--use_encoded_image", action="store_true", help="reference name of --feature_mode encoded")
+    f.add_argument("--clusters", default="", metavar="FILE",
+                   help="the clusters file to sample from (or choose from, --cluster) instead of the run's "
+                        "features_clustered.pt (the latest checkpoint's), e.g. for --which_epoch N the one "
+                        "`python -m pix2pixhd.features encode --checkpoint RUN --which_epoch N --out FILE` wrote; "
+                        "checked against the encoder as the run's file is")
     return p
 
 
@@ -379,7 +389,7 @@ def synthesize_main(argv: list[str] | None = None, prog: str | None = None) -> i
     for name, what in (("checkpoint", "the training run folder"), ("out", "the output dataset folder")):
         if not getattr(a, name):   # Path("") is the working directory
             raise ConfigError(f"--{name} is empty: give {what}")
-    for name in ("checkpoint", "input", "inst", "real", "dataroot", "out", "onnx_path"):
+    for name in ("checkpoint", "input", "inst", "real", "dataroot", "out", "onnx_path", "clusters"):
         if getattr(a, name):   # a quoted ~ (--out=~/x) is the home folder, as the shell would make it
             setattr(a, name, os.path.expanduser(getattr(a, name)))
     for name, lo, means in (("how_many", 0, "0 = all"), ("workers", 0, "0 = decode in the main process"),
@@ -512,9 +522,9 @@ def _synthesize(a: argparse.Namespace, info) -> int:
         if cfg.model == "pix2pix" and not a.no_test_dropout:
             say("note: --backend onnx: the exported graph has no dropout, so pix2pix's test-time "
                 "dropout is off (as with --no_test_dropout)")
-    if not cfg.use_features and (a.cluster or a.feature_mode != "sample"):
+    if not cfg.use_features and (a.cluster or a.clusters or a.feature_mode != "sample"):
         given = "--use_encoded_image" if a.use_encoded_image else f"--cluster {a.cluster}" if a.cluster else \
-            f"--feature_mode {a.feature_mode}"
+            f"--clusters {a.clusters}" if a.clusters else f"--feature_mode {a.feature_mode}"
         raise ConfigError(f"{given}: {a.checkpoint} has no feature encoder (it was trained without "
                           f"--instance_feat/--label_feat), so there are no features to choose: drop {given.split()[0]}")
     features = None
@@ -522,7 +532,8 @@ def _synthesize(a: argparse.Namespace, info) -> int:
         from pix2pixhd.features import FeatureSource
         features = FeatureSource.from_checkpoint(a.checkpoint, cfg, a.feature_mode, which_epoch=a.which_epoch,
                                                  cluster=a.cluster or None, seed=a.seed, device=device,
-                                                 test_batch_stats=not a.bn_running_stats)
+                                                 test_batch_stats=not a.bn_running_stats,
+                                                 clusters=a.clusters or None)
         identity.update(feature_mode=a.feature_mode, cluster=a.cluster or None)
     synth = Synthesizer(g, cfg, device, precision=a.precision, features=features)
     identity.update(precision=synth.precision, test_dropout=synth.has_dropout)
@@ -538,14 +549,21 @@ def _synthesize(a: argparse.Namespace, info) -> int:
                        batch_size=a.batch_size, how_many=a.how_many, workers=a.workers,
                        writers=a.writers, validate=a.validate, direction=a.direction,
                        overwrite=a.overwrite, progress=not a.no_progress,
-                       scale_width=resolve_scale_width(a.scale_width, cfg))
-    rep = run_synthesis(synth, job, identity=identity, dist_info=info)
+                       scale_width=resolve_scale_width(a.scale_width, cfg), strict=a.strict)
+    from pix2pixhd.engine import InputsSkippedError
+    skips = None
+    try:
+        rep = run_synthesis(synth, job, identity=identity, dist_info=info)
+    except InputsSkippedError as e:   # --strict: the job is complete; its line comes last (errors.run)
+        rep, skips = e.report, e
     say(f"wrote {rep.written} images to {a.out} in {rep.seconds:.2f} s ({rep.images_per_s:.2f} images/s "
         f"on {device}{f', rank 0 of {info.world_size}' if info.distributed else ''}; generator "
         f"{rep.generator_fraction:.0%} of the time); skipped {rep.skipped}; {rep.already_done} already "
         f"complete; manifest {rep.manifest}")
     if a.real and info.is_master:
         _results_page(job, cfg, say)
+    if skips is not None:
+        raise skips   # one error line, exit status 65 (errors.SKIPPED_EXIT_STATUS), on every rank
     return 0 if rep.written or rep.already_done or not rep.skipped else 1
 
 

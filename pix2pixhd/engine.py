@@ -53,8 +53,9 @@ Another job in the same folder (another checkpoint, options or input folder) is 
 ``overwrite``, which empties the old job's split folders; input folders that moved with their
 files (the outputs' recorded fingerprints match there) are the same job (``_moved_folders``). One job at a time: rank 0 holds
 ``OUT/synthesis.lock`` (``OutLock``) for the job's lifetime. A run (under torchrun each rank)
-stops on SIGTERM after the batches in flight (status 75, as training). Inputs all of one wrong kind stop the job
-early (``EARLY_STOP``).
+stops on SIGTERM or SIGINT (Ctrl-C) after the batches in flight (status 75 or 130, as training). Inputs all of
+one wrong kind stop the job early (``EARLY_STOP``). A ``strict`` job that skipped inputs raises
+``InputsSkippedError`` once it is complete (synthesize.py --strict: status 65).
 """
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ from pix2pixhd.data.dataset import (_TURNS, ID_MODES, KIND_NOTES, _frames, _orie
                                      synthesis_wording, wanted_modes)
 from pix2pixhd.compact import Strs
 from pix2pixhd.data.layouts import IMG_EXTS, decode_palette, hidden, list_folder, partner_key_of_stem, stem_key
-from pix2pixhd.errors import PROGRESS_INTERVAL_S, ConfigError, InputError, MissingInputError, UserError, loads_json
+from pix2pixhd.errors import (INTERRUPTED_EXIT_STATUS, PROGRESS_INTERVAL_S, SKIPPED_EXIT_STATUS, STOPPED_EXIT_STATUS,
+                              ConfigError, InputError, MissingInputError, UserError, loads_json)
 from pix2pixhd.errors import printable   # file names and file-provided text, before they reach a terminal
 from pix2pixhd.errors import stderr_is_tty as _stderr_is_tty
 from pix2pixhd.paths import file_sha256  # (also for callers)
@@ -1055,6 +1057,19 @@ class OutputWriteError(UserError, OSError):
     OS error and the fix; a rerun of the same command resumes the job."""
 
 
+class InputsSkippedError(InputError):
+    """A job with ``strict`` (synthesize.py --strict) went through every input and skipped some:
+    raised on every rank (the skip count is the job's, summed over the ranks) once the job is
+    complete; the outputs written stay, and synthesis.json marks the job complete as without
+    ``strict``. ``report``: the run's :class:`SynthesisReport`. ``errors.run`` returns its
+    ``exit_status``, errors.SKIPPED_EXIT_STATUS (65), so a pipeline tells it from an error (1)."""
+    exit_status = SKIPPED_EXIT_STATUS
+
+    def __init__(self, message: str, report: "SynthesisReport"):
+        super().__init__(message)
+        self.report = report
+
+
 class LoaderWorkerDiedError(UserError, RuntimeError):
     """A decoding worker process died (the out-of-memory killer's kill -9): the message is
     errors.loader_worker_died's line, ending with synthesis's way on (its default names
@@ -1831,17 +1846,21 @@ def _run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | No
     """Synthesize ``job`` with ``synth`` on this rank (``dist_info``: pix2pixhd.distributed's
     DistInfo under torchrun; None = one process). ``identity``: what the manifest records about
     the generator (checkpoint path and sha256, generator key, backend...); see ``job_identity``.
+    ``job.strict``: a job that skipped inputs raises InputsSkippedError once it is complete.
 
     SIGTERM stops the run after the images in flight are written, with one line on stderr (under
-    torchrun one per rank: every rank stops once any rank got it) and SystemExit(75), the status
-    training uses for it (a rerun resumes). Under torchrun it ended each rank at once, and the
-    decoding workers of a rank killed while it fetched a batch printed the broken hand-over's
-    traceback, then outlived it for seconds. Its handler is in place from here on: a SIGTERM
+    torchrun one per rank: every rank stops once any rank got it; the line tells the rank's images
+    from the job's) and SystemExit(75), the status training uses for it (a rerun resumes); SIGINT
+    (Ctrl-C) the same way, with SystemExit(130) (``_SignalStop``). Under torchrun SIGTERM ended
+    each rank at once, and the decoding workers of a rank killed while it fetched a batch printed
+    the broken hand-over's traceback, then outlived it for seconds. Its handler is in place from
+    here on: a SIGTERM
     while the job is prepared (inputs listed, the manifest read, --overwrite's removals: minutes
     for a large job) stops it the same way once the preparation is done, before any output (it
     ended the process with status 143 and no line);
     one during the final merge lets the job complete, and is then passed on to the handler
-    run_synthesis found (a Python caller's own, which would otherwise never hear of it)."""
+    run_synthesis found for it (a Python caller's own, which would otherwise never hear of it;
+    for SIGINT, Python's default one raises KeyboardInterrupt then)."""
     from pix2pixhd import distributed
     info = dist_info if dist_info is not None else distributed.DistInfo(device=synth.device)
     stop = _SignalStop()
@@ -1850,8 +1869,9 @@ def _run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | No
         report = _prepare_and_run(synth, job, identity, info, stop)
     finally:
         stop.restore()
-    if stop.signal and callable(stop.previous):   # too late to stop this job
-        stop.previous(signal.SIGTERM, None)
+    previous = stop.previous.get(stop.signum)
+    if stop.signum is not None and callable(previous):   # too late to stop this job
+        previous(stop.signum, None)
     return report
 
 
@@ -1900,6 +1920,9 @@ def _prepare_and_run(synth: Synthesizer, job: SynthesisJob, identity: dict | Non
     classes = _output_classes(job, cfg, notes)
     if src.ignored:
         notes.append(_ignored_note(src))
+    no_clusters = getattr(synth.features, "missing_clusters_note", None)
+    if no_clusters is not None and (note := no_clusters()):   # every rank: it also quiets the per-batch note
+        notes.append(note)
 
     # rank 0 locks and prepares the folder; the others wait, and stop too if it could not
     lock = OutLock(out) if rank == 0 else None
@@ -2280,15 +2303,19 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
         report.written = manifest.ok
     raise_on_any_rank(err, info, "failed while synthesizing its shard")
 
-    # read once: a SIGTERM after this lets the job complete (the ranks agree on this value)
-    stopped = stop is not None and bool(stop.signal)
+    # read once: a signal after this lets the job complete (the ranks agree on this value)
+    own = stop.signal if stop is not None else None   # this rank's: 'SIGTERM', 'SIGINT' or None
+    stopped, peers = own is not None, None
+    mine = report.written   # this rank's images of this run (its part's lines); below, the job's
     if info.distributed:   # totals over ranks; all_reduce is also the barrier before the merge
         # (already_done is not summed: every rank holds the whole count, _todo_of_all_ranks);
         # stopped when any rank was: rank 0 must not merge, nor mark complete, a job a rank left
-        t = torch.tensor([report.written, report.skipped, stopped], dtype=torch.float64, device=info.device)
+        t = torch.tensor([report.written, report.skipped, own == "SIGTERM", own == "SIGINT"],
+                         dtype=torch.float64, device=info.device)
         torch.distributed.all_reduce(t)
-        report.written, report.skipped, n_stopped = (int(v) for v in t.tolist())
-        stopped = n_stopped > 0
+        report.written, report.skipped, n_term, n_int = (int(v) for v in t.tolist())
+        stopped = n_term + n_int > 0
+        peers = "SIGINT" if n_int else "SIGTERM"   # SIGINT over SIGTERM, as training's stop
         distributed.barrier(info)
     if rank == 0:
         if not stopped:   # a stop leaves the parts to the run that completes the job: the merge's
@@ -2301,14 +2328,37 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
                                          "n_written": report.written + report.already_done,
                                          "n_skipped": report.skipped})
     if stopped:
-        from pix2pixhd.errors import STOPPED_EXIT_STATUS
-        why = (stop.signal if stop is not None and stop.signal else "another rank's SIGTERM") + (
-            f" (rank {rank} of {world})" if info.distributed else "")
-        print(f"stopped by {why} after {report.written} image(s); rerun the same command to "
-              f"resume ({report.written + report.already_done} of the job's outputs are complete in {out})",
-              file=sys.stderr, flush=True)
-        raise SystemExit(STOPPED_EXIT_STATUS)
+        raise SystemExit(_say_stopped(own, peers, mine, report, out, info))
+    if job.strict and report.skipped:   # every rank: the counts are the job's (summed above)
+        complete = report.written + report.already_done
+        raise InputsSkippedError(
+            f"--strict: {report.skipped} output(s) of this job were skipped, their inputs not synthesized (the "
+            f"'skipped FILE: REASON' lines above; every one, with its reason, in {out / MANIFEST} as \"status\": "
+            f"\"skipped\"), so the exit status is {SKIPPED_EXIT_STATUS}; the {complete} complete output(s) "
+            f"are kept and {out / JOB_FILE} marks the job complete. Fix those inputs (or take them out of the "
+            "input folder) and rerun the same command: it synthesizes what is not complete", report)
     return report
+
+
+def _say_stopped(own: str | None, peers: str | None, mine: int, report: SynthesisReport, out: Path,
+                 info) -> int:
+    """The stop line of a rank (stderr) and its exit status: 75 for SIGTERM, 130 for SIGINT
+    (Ctrl-C), as training's. ``own``: the signal this rank got (None: another rank's, ``peers``).
+    ``mine``: the images this rank wrote in this run; ``report``: the job's counts (summed over the
+    ranks under torchrun), which the line tells apart from this rank's."""
+    name = own or peers or "SIGTERM"
+    status = INTERRUPTED_EXIT_STATUS if name == "SIGINT" else STOPPED_EXIT_STATUS
+    complete = f"{report.written + report.already_done} of the job's outputs are complete in {out}"
+    who = own or f"another rank's {name}"
+    if info.distributed:
+        who += f" (rank {info.rank} of {info.world_size})"
+        counts = (f"this rank wrote {mine} of the {report.written} image(s) the job's {info.world_size} ranks "
+                  f"wrote in this run; {complete}")
+    else:
+        counts = complete
+    print(f"stopped by {who} after {mine} image(s); rerun the same command to resume ({counts})"
+          + (f"; exit status {status}" if status != STOPPED_EXIT_STATUS else ""), file=sys.stderr, flush=True)
+    return status
 
 
 def _todo_of_all_ranks(todo: "_Todo", already_done: int, K: int, info) -> tuple["_Todo", int]:
@@ -2353,27 +2403,38 @@ def _nothing_to_merge(out: Path, report: SynthesisReport, damaged: list) -> bool
 
 
 class _SignalStop:
-    """SIGTERM to a run (each rank's own under torchrun): the handler only records it; the stream
-    stops taking inputs, the writes in flight finish and the decoding workers are shut down, the
-    manifest parts stay unmerged, and run_synthesis exits with training's status for a stop
-    (errors.STOPPED_EXIT_STATUS, 75: rerun to resume). Installed only from the main thread (where
-    Python allows handlers)."""
+    """SIGTERM or SIGINT (Ctrl-C) to a run (each rank's own under torchrun; torchrun passes on
+    the one it got): the handler only records the first; the stream stops taking inputs, the
+    writes in flight finish and the decoding workers are shut down, the manifest parts stay
+    unmerged, and run_synthesis exits with training's status for that stop (errors.
+    STOPPED_EXIT_STATUS, 75, for SIGTERM; errors.INTERRUPTED_EXIT_STATUS, 130, for SIGINT) and one
+    line saying what is complete and to rerun the same command to resume. A signal after the first
+    is ignored while the run stops (as ``python -m pix2pixhd.features`` does). Ctrl-C ended the run
+    at once with KeyboardInterrupt's "interrupted" line, which told neither. SIGINT ignored on
+    entry (a job a script started with ``&``) stays ignored. Installed only from the main thread
+    (where Python allows handlers)."""
 
     def __init__(self):
-        self.signal: str | None = None
-        self._installed, self.previous = False, None   # previous: the handler install() replaced
+        self.signal: str | None = None   # the first signal's name, 'SIGTERM' or 'SIGINT'
+        self.signum: int | None = None
+        self._installed = False
+        self.previous: dict = {}   # {signum: the handler install() replaced}
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handler)
+            self.previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._handler)}
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handler)
             self._installed = True
 
     def _handler(self, signum, frame) -> None:
-        self.signal = "SIGTERM"
+        if self.signal is None:
+            self.signum, self.signal = signum, signal.Signals(signum).name
 
     def restore(self) -> None:
         if self._installed:
-            signal.signal(signal.SIGTERM, self.previous if self.previous is not None else signal.SIG_DFL)
+            for s, handler in self.previous.items():
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
             self._installed = False
 
 

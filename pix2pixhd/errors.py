@@ -11,7 +11,8 @@ that catches those keeps working.
 installed ``pix2pixhd-train``/``pix2pixhd-synthesize`` and ``python -m pix2pixhd train|synthesize``,
 ``python -m pix2pixhd.data|features|evaluate|export|flops``, ``pix2pixhd.kernels.aot``, the dataset
 makers, the scripts of benchmarks/ and scripts/): a ``UserError`` prints as ``error: <message>`` on stderr, without a traceback, and the
-exit status is 1; ``--debug`` anywhere on the command line (or ``PIX2PIXHD_DEBUG=1``) shows the
+exit status is 1 (an error with an ``exit_status`` of its own gives that: synthesize.py --strict's
+skipped inputs, 65); ``--debug`` anywhere on the command line (or ``PIX2PIXHD_DEBUG=1``) shows the
 traceback instead. Any other exception is a bug or an environment problem and keeps its traceback,
 except two the user can act on without one: a data loader worker that died (the OOM killer's
 ``kill -9``: torch's ``RuntimeError: DataLoader worker (pid N) is killed by signal: Killed.``) is one
@@ -115,6 +116,10 @@ INTERRUPTED_EXIT_STATUS = 130
 # features after what they had written): EX_TEMPFAIL of sysexits.h ("try again later"), so a job
 # script can tell it from a finished run (0), an error (1) and a kill.
 STOPPED_EXIT_STATUS = 75
+# Exit status of a synthesis run with --strict that went through all its inputs and skipped some
+# (the outputs written are kept): EX_DATAERR of sysexits.h ("the input data was incorrect"), so a
+# pipeline can tell "some inputs could not be used" from an error (1) and a stop (75, 130).
+SKIPPED_EXIT_STATUS = 65
 
 
 def install_signal_handlers(handlers: dict) -> dict:
@@ -163,7 +168,8 @@ def check_required_imports(command: str, required: dict[str, str]) -> None:
 
 def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)`` (default: ``sys.argv[1:]`` without ``--debug``) and return its exit
-    status; a :class:`UserError` becomes one ``error: ...`` line on stderr and status 1, a
+    status; a :class:`UserError` becomes one ``error: ...`` line on stderr and status 1 (or the
+    error's own ``exit_status``, as synthesis's --strict gives :data:`SKIPPED_EXIT_STATUS`), a
     KeyboardInterrupt (Ctrl-C) one ``interrupted`` line and status 130.
 
     ``--debug`` sets ``PIX2PIXHD_DEBUG=1`` for this process and its children (data loader
@@ -181,7 +187,7 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
         if debug_enabled():
             raise
         _error_line(f"error{_rank_prefix()}: {user_message(e)}")
-        return 1
+        return int(getattr(e, "exit_status", 1))
     except KeyboardInterrupt:   # Ctrl-C where no handler of ours stops cleanly (start-up, synthesis)
         if debug_enabled():
             raise

@@ -54,7 +54,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NoReturn, Sequence
 
 import numpy as np
 import torch
@@ -459,15 +459,62 @@ def encode_command(path: Path | None) -> str:
     return f"python -m pix2pixhd.features encode --checkpoint CHECKPOINT --out {path}"
 
 
-def _feat_num_mismatch(clusters: FeatureClusters, feat_num: int) -> str:
+def _feat_num_mismatch(clusters: FeatureClusters, feat_num: int, fix: str | None = None) -> str:
     """The error for clusters of another width than the checkpoint's E: they were made by another
     encoder (another run, or one trained with another --feat_num). The fix re-clusters with the E
-    of the run the file sits beside (where ``from_checkpoint`` looks for it)."""
+    of the run the file sits beside (where ``from_checkpoint`` looks for it); ``fix``: another
+    (:func:`recluster_advice`, for clusters given as a file or another epoch's encoder)."""
     where = "the clusters" if clusters.path is None else str(clusters.path)
-    cmd = encode_command(clusters.path)
+    fix = fix or f"`{encode_command(clusters.path)}` (it overwrites that file)"
     return (f"{where} holds {clusters.feat_num}-d features but the checkpoint's feat_num is {feat_num}: "
-            f"they come from another encoder. Re-cluster this checkpoint's encoder with `{cmd}` "
-            f"(it overwrites that file)")
+            f"they come from another encoder. Re-cluster this checkpoint's encoder with {fix}")
+
+
+def epoch_clusters_path(run: Path, which_epoch: str | int) -> Path:
+    """Where the clusters of epoch N's encoder go: beside the run's own clusters file (the latest
+    checkpoint's, which synthesis reads by default), named as ``checkpoint_path`` names epoch N's
+    checkpoint: ``RUN/features_clustered_epoch_NNNN.pt``."""
+    return Path(run) / f"features_clustered_epoch_{int(which_epoch):04d}.pt"
+
+
+def _encode_for(checkpoint_dir: str | Path, which_epoch: str | int = "latest") -> str:
+    """The `encode` command line of the encoder synthesis of ``checkpoint_dir`` at ``which_epoch`` reads."""
+    latest = str(which_epoch) == "latest"
+    return (f"python -m pix2pixhd.features encode --checkpoint {Path(checkpoint_dir)}"
+            + ("" if latest else f" --which_epoch {which_epoch}"))
+
+
+def recluster_advice(checkpoint_dir: str | Path, which_epoch: str | int = "latest", path: Path | None = None,
+                     given: bool = False) -> str:
+    """The `encode` command that clusters the encoder synthesis of ``checkpoint_dir`` at
+    ``which_epoch`` reads, and what to do with its file, for the notes and errors on clusters
+    ``path`` that do not fit that encoder. ``given``: ``path`` came from synthesize.py --clusters.
+
+    The run's own file (``CLUSTERS_FILE``) is the latest checkpoint's: synthesis without
+    --clusters reads it, and so do the later stages' (a --load_features run's). So the command
+    writes it only for the latest checkpoint; for epoch N it writes :func:`epoch_clusters_path`
+    (``--out``), which synthesis then reads with --clusters: ``encode --which_epoch N`` alone
+    overwrote the run's file. A file given with --clusters is not rewritten unless it is that
+    file (it may be another epoch's or run's); a file of another name found otherwise (a Python
+    caller's) is rewritten where it is."""
+    run = Path(checkpoint_dir)
+    folder = run.parent if run.is_file() else run
+    cmd = _encode_for(checkpoint_dir, which_epoch)
+    if not given and path is not None and path.name != CLUSTERS_FILE:
+        target = path   # a file of its own (encode --out): rewritten
+    elif str(which_epoch) == "latest":
+        target = None   # the run's own file
+    else:
+        target = epoch_clusters_path(folder, which_epoch)
+    if target is None:
+        return f"`{cmd}`" + (f", then leave --clusters out (synthesis reads {folder / CLUSTERS_FILE})"
+                             if given else "")
+    advice = f"`{cmd} --out {target}`"
+    if target != path:
+        advice += (f", then synthesize with --clusters {target} (encode without --out would overwrite "
+                   f"{folder / CLUSTERS_FILE}, the clusters of the latest checkpoint, which synthesis without "
+                   "--clusters and the run's later stages read)")
+    return advice
 
 
 class FeatureSource:
@@ -479,7 +526,9 @@ class FeatureSource:
     """
 
     def __init__(self, cfg, mode: str = "sample", *, clusters: FeatureClusters | None = None,
-                 encoder: torch.nn.Module | None = None, cluster=None, seed: int = 0):
+                 encoder: torch.nn.Module | None = None, cluster=None, seed: int = 0, fix: str | None = None):
+        """``fix``: how to write clusters that fit, in the errors on ``clusters`` of another encoder
+        (default: the `encode` that rewrites their file; :func:`recluster_advice`)."""
         if mode not in FEATURE_MODES:
             raise ConfigError(f"--feature_mode {mode!r}; expected one of {FEATURE_MODES}")
         if mode in ("sample", "cluster") and clusters is None:
@@ -490,15 +539,15 @@ class FeatureSource:
         if mode == "cluster" and self.cluster is None:
             raise ConfigError("--feature_mode cluster needs --cluster K (every class) or class=K pairs")
         if clusters is not None and clusters.feat_num != cfg.feat_num:
-            raise ConfigError(_feat_num_mismatch(clusters, cfg.feat_num))
+            raise ConfigError(_feat_num_mismatch(clusters, cfg.feat_num, fix))
         beyond = (sorted(c for c in clusters.centers if c >= cfg.label_nc)
                   if clusters is not None and cfg.label_nc else [])
         if beyond:   # table() would hold a row per class up to the largest
             where = "the clusters" if clusters.path is None else str(clusters.path)
             raise InputError(f"{where} holds centres for class(es) {', '.join(map(str, beyond[:4]))}, but the "
                              f"checkpoint's label_nc is {cfg.label_nc} (classes 0 to {cfg.label_nc - 1}): they "
-                             f"are another run's. Re-cluster this checkpoint's encoder with "
-                             f"`{encode_command(clusters.path)}` (it overwrites that file)")
+                             "are another run's. Re-cluster this checkpoint's encoder with "
+                             + (fix or f"`{encode_command(clusters.path)}` (it overwrites that file)"))
         if mode == "cluster":
             check_cluster_choice(self.cluster, clusters, cfg.label_nc)
         self.cfg, self.mode, self.clusters, self.encoder, self.seed = cfg, mode, clusters, encoder, seed
@@ -520,7 +569,10 @@ class FeatureSource:
             self.encoder.to(label.device)
             return self.encoder(image_to_float(image.to(label.device)), regions).float()
         present = set(torch.unique(label).tolist()) - set(self.clusters.centers) - self._warned
-        if present:   # once per class and process: a note, not a Python warning with a source line
+        # once per class and process, as batches meet them: a note, not a Python warning with a
+        # source line (a job of the engine says every such class once before it starts instead:
+        # missing_clusters_note)
+        if present:
             self._warned |= present
         if present and os.environ.get("RANK", "0") == "0":   # under torchrun: rank 0 only
             print(f"note: class(es) {sorted(present)} have no saved clusters"
@@ -532,16 +584,48 @@ class FeatureSource:
                                cluster=self.cluster if self.mode == "cluster" else None,
                                return_choices=return_choices)
 
+    def missing_clusters_note(self) -> str | None:
+        """The note on every class of the checkpoint (0..label_nc-1) the clusters hold no centres
+        for, said once before a synthesis job starts (``pix2pixhd.engine``, rank 0). It comes from
+        the clusters file, which every rank reads, so it names the classes that only another
+        rank's (or a later batch's) maps hold: the per-batch note (``__call__``) named the classes
+        met so far, again for each batch that met new ones, and under torchrun rank 0's only. After
+        it ``__call__`` notes none of those classes again. None in encoded mode, for photo inputs
+        (label_nc 0), or when every class has centres."""
+        if self.mode == "encoded" or not self.cfg.label_nc:
+            return None
+        classes = range(self.cfg.label_nc)
+        self._warned |= set(classes)
+        missing = [c for c in classes if c not in self.clusters.centers]
+        if not missing:
+            return None
+        where = f" in {self.clusters.path}" if self.clusters.path is not None else ""
+        return (f"class(es) {missing} of this checkpoint's {self.cfg.label_nc} have no saved clusters{where} (no "
+                "instance of them was larger than 1/64 of an image when encoding): wherever the maps hold them, "
+                "their feature channels are 0 (the manifest's \"clusters\" gives their instances index -1)")
+
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | Path, cfg, mode: str = "sample", *,
                         which_epoch: str = "latest", cluster=None, seed: int = 0,
-                        device: str | torch.device = "cpu", test_batch_stats: bool = True) -> "FeatureSource":
+                        device: str | torch.device = "cpu", test_batch_stats: bool = True,
+                        clusters: str | Path | None = None) -> "FeatureSource":
         """The features of the run in ``checkpoint_dir`` (``cfg``: its config). Everything is
         checked here, ``--cluster`` against the clusters included, before synthesis writes.
-        ``test_batch_stats``: E's BatchNorm statistics in 'encoded' mode (:func:`load_encoder`)."""
+        ``test_batch_stats``: E's BatchNorm statistics in 'encoded' mode (:func:`load_encoder`).
+        ``clusters``: a clusters file to read instead of the run's (synthesize.py --clusters; a
+        folder: its ``CLUSTERS_FILE``), e.g. one that ``encode --which_epoch N --out FILE`` wrote
+        for an epoch's encoder; checked against the encoder as the run's file is (the same notes
+        and errors, naming it)."""
         if mode == "encoded":
+            if clusters is not None:
+                raise ConfigError(f"--clusters {clusters} goes with --feature_mode sample or cluster: encoded "
+                                  "features are E's encoding of the real photos, not a clusters file's: drop "
+                                  "--clusters")
             e = load_encoder(checkpoint_dir, which_epoch, device, test_batch_stats=test_batch_stats)[0]
             return cls(cfg, mode, encoder=e, seed=seed)
+        if clusters is not None:
+            return cls._from_file(clusters, checkpoint_dir, cfg, mode, which_epoch=which_epoch, cluster=cluster,
+                                  seed=seed)
         chain = feature_chain(checkpoint_dir, cfg)
         # A --load_features stage has no E: the clusters of a stage back to the one whose E made its
         # maps fit (encode --checkpoint on any of them writes them beside that one).
@@ -560,7 +644,27 @@ class FeatureSource:
         note = stale_clusters_note(clusters, checkpoint_dir, which_epoch)
         if note is not None and os.environ.get("RANK", "0") == "0":   # under torchrun: once
             print(f"note: {note}", file=sys.stderr, flush=True)
-        return cls(cfg, mode, clusters=clusters, cluster=cluster, seed=seed)
+        fix = None if str(which_epoch) == "latest" else recluster_advice(checkpoint_dir, which_epoch, path)
+        return cls(cfg, mode, clusters=clusters, cluster=cluster, seed=seed, fix=fix)
+
+    @classmethod
+    def _from_file(cls, given: str | Path, checkpoint_dir: str | Path, cfg, mode: str, *, which_epoch: str,
+                   cluster, seed: int) -> "FeatureSource":
+        """from_checkpoint with ``clusters`` given (``given``): that file, checked as the run's."""
+        path = Path(given).expanduser()
+        if path.is_dir():
+            path = path / CLUSTERS_FILE
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "not found"
+            raise MissingInputError(f"--clusters {given}: {path} {what}; write the clusters of this checkpoint's "
+                                    f"encoder there with `{_encode_for(checkpoint_dir, which_epoch)} --out {path}`, "
+                                    f"or leave --clusters out to read the run's {CLUSTERS_FILE}")
+        fix = recluster_advice(checkpoint_dir, which_epoch, path, given=True)
+        clusters = FeatureClusters.load(path)
+        note = stale_clusters_note(clusters, checkpoint_dir, which_epoch, given=True)
+        if note is not None and os.environ.get("RANK", "0") == "0":   # under torchrun: once
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        return cls(cfg, mode, clusters=clusters, cluster=cluster, seed=seed, fix=fix)
 
 
 def encoder_checkpoint(checkpoint_dir: str | Path, which_epoch: str = "latest") -> tuple[Path, dict]:
@@ -605,9 +709,10 @@ def checkpoint_encoder_identity(checkpoint_dir: str | Path, which_epoch: str = "
 
 
 def stale_clusters_note(clusters: FeatureClusters, checkpoint_dir: str | Path,
-                        which_epoch: str = "latest") -> str | None:
+                        which_epoch: str = "latest", *, given: bool = False) -> str | None:
     """Why ``clusters`` may not be the encoder's of ``checkpoint_dir``, naming both encoders'
-    steps and the command that re-clusters; None when they are its. A clusters file that records
+    steps and the command that re-clusters (:func:`recluster_advice`; ``given``: the clusters
+    came from synthesize.py --clusters); None when they are its. A clusters file that records
     its E's identity (:func:`encoder_identity`) is compared by it: E's weights now differ when the
     run trained on after ``encode``, another epoch is used, or the clusters are another run's or
     another stage's, even at the same step. An older file (no identity) is compared by step;
@@ -633,15 +738,10 @@ def stale_clusters_note(clusters: FeatureClusters, checkpoint_dir: str | Path,
                 "record no encoder step (clustered by an older version, or imported)")
     else:
         made = f"were clustered from the encoder at step {cs}"
-    cmd = f"python -m pix2pixhd.features encode --checkpoint {Path(checkpoint_dir)}"
-    if str(which_epoch) != "latest":
-        cmd += f" --which_epoch {which_epoch}"
-    if clusters.path is not None and clusters.path.name != CLUSTERS_FILE:
-        cmd += f" --out {clusters.path}"
     other = ", with other weights" if same is not None else ""
     return (f"{where} {made}, but the encoder is {path}'s, at step {step}{other} (the run trained on after "
             f"encode, or the clusters are another checkpoint's, run's or stage's): its features may not "
-            f"match them; re-cluster with `{cmd}`")
+            f"match them; re-cluster with {recluster_advice(checkpoint_dir, which_epoch, clusters.path, given)}")
 
 
 # ---- the runs a run was made from ----------------------------------------------------------------
@@ -1579,6 +1679,46 @@ def _label_paths(batch: dict) -> list[str]:
 
 
 # ---- command line --------------------------------------------------------------------------------
+# The options of the reference's encode_features.py and precompute_feature_maps.py (NVIDIA's
+# pix2pixHD: its training options, a run named by --name in --checkpoints_dir) that these commands
+# have none of: what to use instead. main refuses each in one line, through cli.refuse_reference_only
+# (train_hd.py's and synthesize.py's way), instead of argparse's usage and "unrecognized arguments".
+_FROM_CONFIG = "the encoder's and the data's options come from the checkpoint's config.json: drop --{}"
+_REFERENCE_FIXES = {
+    "name": "give the run folder: --checkpoint CHECKPOINTS_DIR/NAME",
+    "checkpoints_dir": "give the run folder: --checkpoint CHECKPOINTS_DIR/NAME",
+    "gpu_ids": "the device is --device (auto | cpu | cuda | cuda:N)",
+    "batchSize": "use --batch_size (images E encodes at once)",
+    "nThreads": "the loader's worker processes are the run's --nThreads (its config.json): drop --nThreads",
+    "max_dataset_size": "use --how_many (at most this many images)",
+    "serial_batches": "not needed: the images are read in name order: drop --serial_batches",
+    "no_flip": "not needed: the images are never flipped: drop --no_flip",
+    **{k: _FROM_CONFIG.format(k) for k in (
+        "label_nc", "instance_feat", "label_feat", "feat_num", "nef", "n_downsample_E", "no_instance", "netG",
+        "ngf", "norm", "model", "input_nc", "output_nc", "loadSize", "fineSize", "resize_or_crop",
+        "load_features")},
+}
+
+
+class _ReferenceOption:
+    """A :data:`REFERENCE_ONLY` entry for ``cli.refuse_reference_only``, which calls it with the
+    value given (None: none). It raises the one-line refusal itself: config.reference_only_error
+    words any table but synthesize.py's as an option "not of this project", untrue of --name,
+    --label_nc... (train_hd.py has them), so the line names this command and the reference's
+    scripts instead."""
+
+    def __init__(self, name: str, fix: str):
+        self.name, self.fix = name, fix
+
+    def __call__(self, value: str | None) -> NoReturn:
+        given = f"--{self.name}" + (f" {value}" if value is not None else "")
+        raise ConfigError(f"{given} is an option of the reference's encode_features.py / precompute_feature_maps.py "
+                          f"(NVIDIA's pix2pixHD), not of python -m pix2pixhd.features: {self.fix}")
+
+
+REFERENCE_ONLY = {name: _ReferenceOption(name, fix) for name, fix in _REFERENCE_FIXES.items()}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``python -m pix2pixhd.features``'s parser (commands ``encode`` and ``precompute``)."""
     from pix2pixhd.argparsing import add_command, make_parser
@@ -1623,7 +1763,12 @@ def main(argv: list[str] | None = None) -> int:
     file, unless --progress_every 0, is written at the stop too, with all the images done) with one
     line on stderr, what it had written and kept and how to go on, and SystemExit with training's
     status for a stop: 75 (SIGTERM), 130 (SIGINT); a second signal while it stops is ignored. The
-    previous handlers come back when it returns."""
+    previous handlers come back when it returns. The reference's options it has none of
+    (:data:`REFERENCE_ONLY`: --name, --checkpoints_dir, --instance_feat...) are refused first, each
+    in one line naming what to use instead."""
+    from pix2pixhd.cli import refuse_reference_only
+    argv = sys.argv[1:] if argv is None else list(argv)
+    refuse_reference_only(argv, REFERENCE_ONLY)
     a = build_parser().parse_args(argv)
     with _stop_handlers():
         try:

@@ -25,6 +25,10 @@ class SynthesisJob:
     bicubic; the output dataset holds the resized maps. 0: maps keep their size.
     command: the command line that resumes the job, recorded in synthesis.json for the message
     on an incomplete folder; None: sys.argv when it is synthesize.py's (else none is recorded).
+    strict: an input skipped (unreadable, ids out of range...) makes the job raise
+    ``pix2pixhd.engine.InputsSkippedError`` (synthesize.py --strict: exit status 65) once it has
+    gone through every input; the outputs written are kept and synthesis.json marks the job
+    complete, as without it. Not part of the job's identity: a rerun with or without it resumes.
     """
     out: Path
     input: Path | None = None
@@ -45,6 +49,7 @@ class SynthesisJob:
     progress: bool = True
     scale_width: int = 0
     command: str | None = None
+    strict: bool = False
 
     def __post_init__(self):   # '~' in a path (--out=~/x, quoted or from a script) is the home folder
         for name in ("out", "input", "inst", "real", "dataroot"):

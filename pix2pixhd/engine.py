@@ -248,7 +248,7 @@ class FolderSource(torch.utils.data.Dataset):
         from pix2pixhd.data.layouts import load_palette
         self.palette = load_palette(cfg.palette or None) if cfg.label_nc > 0 else None
         # the partners and the inputs' names, compactly (_Index, Strs): held for the whole run
-        self.inst_index = _Index(_index(job.inst, f"--inst {job.inst}") if job.inst else None)
+        self.inst_index = _Index(_index(job.inst, f"--inst {job.inst}", role="inst") if job.inst else None)
         self.real_index = _Index(_index(job.real, f"--real {job.real}") if job.real else None)
         self.inst_dir, self.real_dir = job.inst, job.real
         self.needs_inst, self.needs_image = needs_inst, needs_image
@@ -517,12 +517,13 @@ def _synthesis_wording(text: str, label_nc: int | None = None, label_id: int | N
     return synthesis_wording(text)
 
 
-def _index(folder, what: str | None = None) -> dict[str, Path]:
+def _index(folder, what: str | None = None, role: str | None = None) -> dict[str, Path]:
     """``folder``'s images by :func:`partner_key` (stem in Unicode NFC), as the data module pairs
     them; two with one stem (a.png, a.jpg) are an InputError naming ``what`` (default: the
-    folder) (``layouts.index_images``)."""
+    folder) and, for a folder of ``role`` files ('inst'), what to do with each of Cityscapes'
+    files (``layouts.index_images``)."""
     from pix2pixhd.data.layouts import index_images
-    return index_images(folder, what=what)
+    return index_images(folder, what=what, role=role)
 
 
 def _str(p) -> str | None:

@@ -495,6 +495,15 @@ def _synthesize(a: argparse.Namespace, info) -> int:
                               f"synthesis's {ckpt}: export this run's generator to a file of its own with "
                               f"`{own_fix}` and leave --onnx_path out (that file is its default), or pass "
                               "--onnx_path a file exported from this checkpoint")
+        if g.generator_key is not None and g.generator_key != key and a.onnx_path:
+            # the file given is the other generator's export: re-exporting this one to it would
+            # overwrite that export; this generator's file of its own is the default path
+            own_fix = export_command(a.checkpoint, a.which_epoch, a.direction, a.bn_running_stats and has_bn)
+            raise ConfigError(f"{onnx} holds generator {g.generator_key}, but this synthesis runs {key}"
+                              f"{f' (--direction {a.direction})' if a.direction else ''}: leave --onnx_path out "
+                              f"to read {own}, {key}'s own export"
+                              + (" (there already)" if own.is_file() else f", which `{own_fix}` writes")
+                              + f" (exporting {key} to {onnx} would overwrite the {g.generator_key} export)")
         if g.generator_key is not None and g.generator_key != key:   # None: exported before keys were stored
             raise ConfigError(f"{onnx} holds generator {g.generator_key}, but this synthesis runs {key}"
                               f"{f' (--direction {a.direction})' if a.direction else ''}: export {key} with "

@@ -101,5 +101,8 @@ def test_synthesize_onnx_direction_runs_that_directions_file(tmp_path, capsys):
         a, b = (np.asarray(Image.open(tmp_path / o / "test_B" / name)).astype(int) for o in ("torch", "onnx"))
         assert a.shape == (16, 20) and np.abs(a - b).max() <= 1          # one channel: domain A's
         assert (tmp_path / "onnx" / "test_A" / name).read_bytes() == (photos / name).read_bytes()
-    with pytest.raises(ConfigError, match=r"generator\.onnx holds generator G_A, but this synthesis runs G_B"):
+    with pytest.raises(ConfigError, match=r"generator\.onnx holds generator G_A, but this synthesis runs G_B") as e:
         synth("wrong", "--backend", "onnx", "--onnx_path", str(run / "generator.onnx"))
+    # the fix reads G_B's own export (there already), not a re-export of G_B over G_A's file (WALK9)
+    assert f"leave --onnx_path out to read {run / 'generator_G_B.onnx'}, G_B's own export (there already)" in str(e.value)
+    assert f"--out {run / 'generator.onnx'}" not in str(e.value)

@@ -61,6 +61,9 @@ _EXPORTS = {
     "pix2pixhd.losses": ("GANLoss", "VGGLoss", "VGG19Features", "feature_matching_loss"),
     "pix2pixhd.encoding": ("one_hot", "boundary_map", "encode_input"),
     "pix2pixhd.compat": ("load_reference_weights",),
+    # training from Python: Trainer(TrainConfig(...).resolved()).fit()
+    "pix2pixhd.config": ("TrainConfig",),
+    "pix2pixhd.trainer": ("Trainer",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

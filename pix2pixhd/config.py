@@ -52,6 +52,9 @@ def _version() -> str:
 
 STAGES = ("global", "local", "finetune")
 MODELS = ("pix2pixhd", "pix2pix", "cyclegan")
+# Other spellings of --model read as ours (names are read in lower case, so NVIDIA's pix2pixHD is
+# pix2pixhd): the pix2pix/CycleGAN repo's cycle_gan. See model_name.
+MODEL_ALIASES = {"cycle_gan": "cyclegan"}
 # Version of the saved config's meaning (config.json, checkpoints): 2 = pix2pixHD reads lambda_L1
 # (format 1 stored pix2pix's 100 there, unused by pix2pixHD; TrainConfig.from_dict reads it as 0);
 # 3 = direction BtoA swaps the {phase}_A/{phase}_B folders (rgb_pairs), which formats 1-2 read as
@@ -102,7 +105,8 @@ ARCHITECTURE = ("model", "netG", "ngf", "n_downsample_global", "n_blocks_global"
 # one given to a stage that the weights it loads do not fit is refused by name (_check_loads).
 SHAPING = ARCHITECTURE + ("lambda_GAN", "load_features")
 # Options only some models use (the others' steps never read them): a value given for another
-# model, other than that model's default, is refused by name instead of being silently ignored.
+# model, other than that model's default, is refused by name instead of being silently ignored
+# (netD_pix2pix and netG_pix2pix at any value where --model was left out: _check_model_only).
 MODEL_ONLY = {
     "num_D": ("pix2pixhd",), "lambda_feat": ("pix2pixhd",), "no_ganFeat_loss": ("pix2pixhd",),
     "no_vgg_loss": ("pix2pixhd",), "vgg_path": ("pix2pixhd",),
@@ -201,6 +205,89 @@ REFERENCE_ONLY = {
                    "rate and optimizer",
 }
 
+# The pix2pix/CycleGAN repo's options (junyanz/pytorch-CycleGAN-and-pix2pix) that NVIDIA's
+# pix2pixHD has not either, and this project has no option for: what to use instead, refused as
+# REFERENCE_ONLY's are but naming that repo. Left to argparse, their closest spelling here sent its
+# users to another option (--display_id and --display_port -> --display_freq, --load_iter ->
+# --loadSize, --num_test -> --num_D), or named none.
+_NO_VISDOM = ("no visdom display here: every --display_freq steps the images go to TensorBoard "
+              "(--no_tensorboard: off) and to the run's HTML page, web/index.html, which keeps one set per "
+              "epoch (--no_html: off): drop --")
+_NO_WANDB = ("no Weights & Biases logging here: the losses and images go to TensorBoard event files and the "
+             "run's HTML page (web/index.html), the losses also to loss_log.txt and loss_history.jsonl: drop --")
+REPO_ONLY = {
+    **{k: _NO_VISDOM + k for k in ("display_id", "display_port", "display_server", "display_env",
+                                   "display_ncols")},
+    "update_html_freq": "the run's HTML page (web/index.html) is written when TensorBoard gets the images, "
+                        "every --display_freq steps, and at each epoch's end: drop --update_html_freq (or "
+                        "give --display_freq)",
+    **{k: _NO_WANDB + k for k in ("use_wandb", "wandb_project_name")},
+    "load_iter": "a run's checkpoints are latest.pt and one per --save_epoch_freq epochs, none by iteration: "
+                 "load one with --which_epoch (latest, or an epoch number N: epoch_NNNN.pt)",
+    "save_by_iter": "latest.pt is saved every --save_latest_freq steps, epoch_NNNN.pt every --save_epoch_freq "
+                    "epochs; none is named by its iteration: drop --save_by_iter",
+    "suffix": "the run's folder is --name as given, with no suffix made from other options: put what it "
+              "would add in --name",
+    "num_test": "it is a test option: synthesize.py --checkpoint RUN --dataroot DATASET --phase test --out "
+                "OUT --how_many N synthesizes the first N test inputs",
+}
+
+# Values of the pix2pix/CycleGAN repo's options that the option of the same name here has not:
+# {option: {value: what it is and what to use instead}}. resolved() refuses each in one line,
+# before anything runs: left to argparse (--gan_mode) it was a bare "invalid choice", and a free-text
+# --dataset_mode single went as far as the dataset, a traceback after the option listing.
+REPO_VALUES = {
+    "dataset_mode": {
+        "single": ("the pix2pix/CycleGAN repo's loader of one folder of test inputs",
+                   "that is synthesis with a trained run here: python synthesize.py --checkpoint RUN --input "
+                   "FOLDER --out OUT (training reads pairs, or --model cyclegan's unpaired trainA/ + trainB/)"),
+        "colorization": ("the pix2pix/CycleGAN repo's grey-to-colour loader (L in, Lab's ab out)",
+                         "train it as pix2pix on photo pairs: --model pix2pix --dataset_mode rgb_pairs with the "
+                         "colour photos in both train_A/ and train_B/ and --input_nc 1, which reads the input "
+                         "as grey (G makes RGB)"),
+        "template": ("the pix2pix/CycleGAN repo's skeleton for writing a dataset class",
+                     "put the data in one of these layouts (docs/data.md)"),
+    },
+    "gan_mode": {
+        "wgangp": ("the pix2pix/CycleGAN repo's WGAN-GP (Wasserstein loss with a gradient penalty)",
+                   "WGAN-GP is not implemented here: give one of these"),
+    },
+}
+
+
+def repo_value_error(name: str, value: Any, choices: tuple) -> str | None:
+    """The one-line refusal of ``--name value`` when ``value`` is one of the pix2pix/CycleGAN
+    repo's values this project has not (:data:`REPO_VALUES`), naming the option's ``choices``;
+    None when it is not."""
+    found = REPO_VALUES.get(name, {}).get(value) if isinstance(value, str) else None
+    if found is None:
+        return None
+    what, fix = found
+    takes = f"{', '.join(map(str, choices[:-1]))} or {choices[-1]}"
+    return f"--{name} {value} is {what}, which --{name} here has not (it takes {takes}): {fix}"
+
+
+class _ReferenceChoices(tuple):
+    """An option's choices as argparse checks them, which also lets the pix2pix/CycleGAN repo's
+    values of :data:`REPO_VALUES` through: resolved() then refuses them naming what to use (argparse's
+    "invalid choice" named none). --help and argparse's refusal of any other value list the choices."""
+
+    def __new__(cls, choices: tuple, also: tuple):
+        self = super().__new__(cls, choices)
+        self.also = also
+        return self
+
+    def __contains__(self, value) -> bool:
+        return super().__contains__(value) or value in self.also
+
+
+def model_name(text: str) -> str:
+    """``--model`` as typed, as ours: lower case (NVIDIA's pix2pixHD), :data:`MODEL_ALIASES`
+    applied; a name that is neither is returned as it is (refused with the choices)."""
+    text = text.lower()
+    return MODEL_ALIASES.get(text, text)
+
+
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -247,15 +334,53 @@ SYNTHESIZE_REFERENCE_ONLY = {
 }
 
 
+# The pix2pix/CycleGAN repo's test.py options (REPO_ONLY's kind) synthesize.py has no option for
+# (its --phase, --eval, --batch_size and --direction are synthesize.py's too).
+SYNTHESIZE_REPO_ONLY = {
+    "num_test": "use --how_many (at most this many inputs, the first by name; 0 = all)",
+    "dataset_mode": lambda v: (
+        "give a folder of inputs with --input FOLDER (the repo's single mode), or a dataset with "
+        "--dataroot DATASET --phase test; its layout is found there (the run's --dataset_mode)"
+        if v in (None, "single") else
+        "the layout of a --dataroot dataset is found there (the run's --dataset_mode); a folder of "
+        "inputs is --input FOLDER: drop --dataset_mode"),
+    "load_iter": "checkpoints are saved by epoch: use --which_epoch (latest, or an epoch number N)",
+    "model_suffix": "a CycleGAN run's generator is picked with --direction (AtoB: G_A, BtoA: G_B)",
+    "preprocess": "maps keep their size; to resize them as training's scale_width did, use --scale_width trained",
+    "load_size": "to resize the maps as training's scale_width did, use --scale_width trained (or --scale_width WIDTH)",
+    "crop_size": "maps are synthesized whole at their size: drop --crop_size",
+    "num_threads": "use --workers (decoding processes)",
+    "no_dropout": "the generator comes from the checkpoint; to switch pix2pix's test-time dropout off, use "
+                  "--no_test_dropout",
+    "max_dataset_size": "use --how_many (at most this many inputs, the first by name; 0 = all)",
+    **{k: "the architecture comes from the checkpoint's config.json: drop --" + k
+       for k in ("netD", "ndf", "n_layers_D")},
+    **{k: "no visdom display here: the images are written to --out: drop --" + k
+       for k in ("display_id", "display_port")},
+    **{k: "no Weights & Biases logging here: drop --" + k for k in ("use_wandb", "wandb_project_name")},
+    "suffix": "give the run folder as it is named: --checkpoint CHECKPOINTS_DIR/NAME",
+}
+
+
 def reference_only_error(name: str, value: str | None, table: dict | None = None) -> str | None:
     """The one-line refusal of the reference's option ``--name`` (see REFERENCE_ONLY, or
-    ``table``), or None when ``name`` is not one of them."""
+    ``table``; then the pix2pix/CycleGAN repo's own: REPO_ONLY, or SYNTHESIZE_REPO_ONLY with
+    SYNTHESIZE_REFERENCE_ONLY), or None when ``name`` is not one of them."""
+    synthesize = table is SYNTHESIZE_REFERENCE_ONLY
     fix = (REFERENCE_ONLY if table is None else table).get(name)
+    repo = None
+    if fix is None:
+        repo = SYNTHESIZE_REPO_ONLY if synthesize else REPO_ONLY if table is None else {}
+        fix = repo.get(name)
     if fix is None:
         return None
     fix = fix(value) if callable(fix) else fix
     given = f"--{name}" + (f" {value}" if value is not None else "")
-    if table is SYNTHESIZE_REFERENCE_ONLY:
+    if repo is not None:   # the pix2pix/CycleGAN repo's alone: named as its, not NVIDIA's
+        return (f"{given} is an option of the pix2pix/CycleGAN repo's {'test.py' if synthesize else 'code'} "
+                f"(junyanz/pytorch-CycleGAN-and-pix2pix), not of {'synthesize.py' if synthesize else 'this project'}: "
+                f"{fix}")
+    if synthesize:
         return f"{given} is an option of the reference's test.py (NVIDIA's pix2pixHD, the pix2pix/CycleGAN " \
                f"repo), not of synthesize.py: {fix}"
     return f"{given} is an option of the reference code (NVIDIA's pix2pixHD, the pix2pix/CycleGAN " \
@@ -635,7 +760,8 @@ class TrainConfig:
         config of the run resumed or loaded; prints nothing (see :meth:`notes`)."""
         c = dataclasses.replace(self)
         if isinstance(c.model, str):
-            c.model = c.model.lower()   # NVIDIA's spelling is --model pix2pixHD
+            c.model = model_name(c.model)   # NVIDIA's --model pix2pixHD, the pix2pix/CycleGAN repo's cycle_gan
+        c._check_repo_values()   # before anything is read: the pix2pix/CycleGAN repo's values this has not
         if isinstance(c.which_epoch, int) and not isinstance(c.which_epoch, bool):
             c.which_epoch = str(c.which_epoch)   # Python callers: which_epoch=5
         alias = c._netG_alias()   # the pix2pix repo's --netG unet_256: read as --netG_pix2pix, first,
@@ -1014,13 +1140,21 @@ class TrainConfig:
         if self.model != "pix2pixhd" and given.netG == "local" and getattr(resumed, "netG", None) != "local":
             raise ConfigError(f"--netG {given.netG}: --model {self.model} does not use it (pix2pixHD's "
                               f"generator; {self.model}'s is --netG_pix2pix): drop --netG")
+        # --model left out (not inherited either): pix2pixHD's, where the pix2pix/CycleGAN repo's was
+        # cycle_gan; its users' options of those models are named with the --model that uses them,
+        # and its network choices are refused even at pix2pixHD's recorded default (--netD basic was
+        # taken silently: what was typed says which model was meant)
+        forgot = given.model is None and resumed is None and not self.load_pretrain
         for name, models in MODEL_ONLY.items():
             v = getattr(given, name)
-            if (self.model in models or v is None or v == default_of(fs[name], self.model)
+            typed_network = forgot and name in ("netD_pix2pix", "netG_pix2pix")
+            if (self.model in models or v is None or (v == default_of(fs[name], self.model) and not typed_network)
                     or (resumed is not None and getattr(resumed, name) == v)):
                 continue
+            add = (f"add --model {models[0]}" + (f" (or {' or '.join(models[1:])})" if models[1:] else "")
+                   + " to train with it, or " if forgot else "")
             raise ConfigError(f"--{name} {_shown(v)}: --model {self.model} does not use it (it is "
-                              f"{' and '.join(models)}'s: {fs[name].metadata['help']}): drop --{name}")
+                              f"{' and '.join(models)}'s: {fs[name].metadata['help']}): {add}drop --{name}")
 
     def _check_g_loss(self) -> None:
         """Refuse a loss recipe that leaves G no loss. pix2pix's G trains on lambda_GAN * cGAN +
@@ -1100,13 +1234,25 @@ class TrainConfig:
                               "lambda_identity x lambda_B and x lambda_A, and --lambda_A 0 --lambda_B 0 make "
                               "both 0: drop --lambda_identity (or give --lambda_A / --lambda_B > 0)")
 
+    def _check_repo_values(self) -> None:
+        """Refuse a value of the pix2pix/CycleGAN repo's this project's option of the same name has
+        not (:data:`REPO_VALUES`: --dataset_mode single, --gan_mode wgangp), naming what to use."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in REPO_VALUES and isinstance(v, str) and v in REPO_VALUES[f.name]:
+                choices = f.metadata["choices"]
+                if f.name == "dataset_mode":   # (free text on the command line: _check_values checks it)
+                    from pix2pixhd.data.layouts import MODES as choices
+                raise ConfigError(repo_value_error(f.name, v, choices))
+
     def _check_values(self) -> None:
         """Each option of its default's type and, where it has choices, one of them: what
         argparse checks on the command line, for configs built in Python (``precision='BF16'``
         trained in fp32, ``stage='Local'`` skipped the global freeze, ``model='nope'`` trained
         pix2pixHD)."""
+        from pix2pixhd.data.layouts import MODES
         from pix2pixhd.pix2pix_networks import NETD, NETG
-        extra = {"netG_pix2pix": NETG, "netD_pix2pix": NETD}
+        extra = {"netG_pix2pix": NETG, "netD_pix2pix": NETD, "dataset_mode": MODES}
         for f in fields(self):
             v, md = getattr(self, f.name), f.metadata
             kind = type(md["default"])
@@ -1612,8 +1758,11 @@ def build_parser(model: str = "pix2pixhd", description: str = "") -> argparse.Ar
         if isinstance(md["default"], bool):
             g.add_argument(f"--{f.name}", **BOOL_ARGUMENT, help=help_)
         else:
-            g.add_argument(f"--{f.name}", type=str.lower if f.name == "model" else type(md["default"]),
-                           choices=md["choices"], default=None, help=help_)
+            choices = md["choices"]
+            if choices and f.name in REPO_VALUES:   # the repo's values: resolved() says what to use
+                choices = _ReferenceChoices(choices, tuple(REPO_VALUES[f.name]))
+            g.add_argument(f"--{f.name}", type=model_name if f.name == "model" else type(md["default"]),
+                           choices=choices, default=None, help=help_)
         if f.name == "resume":
             g.add_argument("--continue_train", dest="resume", **BOOL_ARGUMENT,
                            help="the reference's name of --resume")

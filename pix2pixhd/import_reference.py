@@ -691,12 +691,14 @@ def _write_import(out: Path, state: dict, cfg, aside: Path | None, summary: str,
 
 
 def _model_given(argv: list[str]) -> str | None:
-    """The --model on ``argv`` (lower case: NVIDIA's pix2pixHD is ours), or None."""
+    """The --model on ``argv``, as ours (NVIDIA's pix2pixHD, the pix2pix/CycleGAN repo's cycle_gan:
+    ``config.model_name``), or None."""
     import argparse
+    from pix2pixhd.config import model_name
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--model")
     model = pre.parse_known_args(argv)[0].model
-    return model.lower() if model else None
+    return model_name(model) if model else None
 
 
 def import_reference_run(src, argv: list[str] | None = None, *, which_epoch: str = "latest",

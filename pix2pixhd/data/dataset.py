@@ -860,8 +860,11 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     load_features, validate = cfg.load_features, cfg.validate
     root = Path(dataroot)
     check_name(phase, "--phase", root)   # {phase}_label etc. must stay inside dataroot
-    if dataset_mode not in MODES:
-        raise ValueError(f"dataset_mode={dataset_mode!r}; expected one of {MODES}")
+    if dataset_mode not in MODES:   # the pix2pix/CycleGAN repo's single etc.: named with what to use instead
+        from pix2pixhd.config import repo_value_error
+        from pix2pixhd.errors import ConfigError   # (a ValueError, as this was)
+        raise ConfigError(repo_value_error("dataset_mode", dataset_mode, MODES)
+                          or f"dataset_mode={dataset_mode!r}; expected one of {MODES}")
     if cfg.resize_or_crop not in T.MODES:
         raise ValueError(f"resize_or_crop={cfg.resize_or_crop!r}; expected one of {T.MODES}")
     if cfg.direction not in ("AtoB", "BtoA"):

@@ -10,7 +10,9 @@
   stems are shuffled (``--pair_seed``) and halved: domain A = the colour label maps of the first
   150 (ids painted with the facades palette, as pix2pix ships them), domain B = the photos of the
   other 150, written to ``OUT/unpaired/{trainA,trainB}``. No scene is in both, so no pair exists.
-  The folder passes the data module's full validation as any user's would.
+  The folder passes the data module's full validation as any user's would. A new ``DATA`` is
+  prepared first (the split and quality.py's segmenter: about 10-13 CPU-minutes at 128 px, once
+  per folder); one made from another ``--src`` is refused, naming that ``--src``, which reuses it.
 * **Training** is ``train_hd.py --model cyclegan`` (its entry function in a fresh one-thread
   process, ``quality.train_chunk``) at 128 px (resize 143 + random crop, flips), batch 1,
   constant lr, in chunks of ``--eval_every_epochs`` epochs continued with ``--resume``; the budget
@@ -210,7 +212,8 @@ def measure_steps(a: argparse.Namespace) -> float:
     from pix2pixhd.trainer import Trainer
     torch.set_num_threads(a.threads)
     out = a.out.resolve()
-    manifest = Q.prepare_data(Q.DataSpec(str(Path(a.src).resolve()), a.n_val, a.split_seed, a.size), a.data.resolve())
+    manifest = Q.prepare_data(Q.DataSpec(str(Path(a.src).resolve()), a.n_val, a.split_seed, a.size), a.data.resolve(),
+                              src_option="--src")
     unpaired_split(manifest, out / "unpaired", a.pair_seed)
     tr = Trainer(resolve_config(train_flags(out / "unpaired", out / "measure", a.size, 1, a)
                                 + ["--no_html"]))
@@ -239,7 +242,7 @@ def run(a: argparse.Namespace, *, seg=None, feature_extractor=None) -> dict:
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     spec = Q.DataSpec(str(Path(a.src).resolve()), a.n_val, a.split_seed, a.size)
-    manifest = Q.prepare_data(spec, a.data.resolve())
+    manifest = Q.prepare_data(spec, a.data.resolve(), src_option="--src")
     unpaired_split(manifest, out / "unpaired", a.pair_seed)
     flags = train_flags(out / "unpaired", out, a.size, 0, a)
     ident = {"flags": [f for f in flags if f not in ("--niter",)], "eval_every_epochs": a.eval_every_epochs,
@@ -305,7 +308,9 @@ def parser() -> argparse.ArgumentParser:
                    help="identity loss weight (the paper uses it for paintings<->photos, not labels<->photos)")
     p.add_argument("--pair_seed", type=int, default=0, help="seed of the halving of the train stems")
     p.add_argument("--seed", type=int, default=0, help="training seed")
-    p.add_argument("--src", default=str(Q.DEFAULT_SRC), help="pix2pix facades folder with train/")
+    p.add_argument("--src", default=str(Q.DEFAULT_SRC),
+                   help="pix2pix facades folder with train/ (the default is beside this checkout); not read "
+                        "when --data holds the split made from it")
     p.add_argument("--n_val", type=int, default=100, help="validation images held out (quality.py's split)")
     p.add_argument("--split_seed", type=int, default=0, help="quality.py's train/val split seed")
     p.add_argument("--size", type=int, default=128, help="training crop and evaluation size (pixels)")
@@ -337,6 +342,7 @@ def check_options(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     if a.compare is not None and not (a.compare / "state.json").is_file():
         raise ConfigError(f"--compare {a.compare}: not a quality run (no state.json); give a run folder that "
                           "benchmarks/quality.py --out wrote")
+    Q.check_src(a.src, a.data, a.n_val)   # a missing default --src (it depends on the checkout's place)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,5 +359,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pix2pixhd.errors import run   # a UserError from deeper down: one error line, status 1
-    sys.exit(run(main))
+    # a UserError from deeper down: one error line, status 1. Imported under another name: as
+    # ``run`` it replaced this module's run(), and main() called errors.run with the options
+    from pix2pixhd.errors import run as run_main
+    sys.exit(run_main(main))

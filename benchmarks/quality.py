@@ -159,11 +159,15 @@ class DataSpec:
     size: int = 128
 
 
-def prepare_data(spec: DataSpec, data: Path, log=print, option: str = "--data") -> dict:
+def prepare_data(spec: DataSpec, data: Path, log=print, option: str = "--data",
+                 src_option: str | None = None) -> dict:
     """Convert, split, validate and make the --size evaluation copies; returns the manifest.
 
-    Idempotent: a DATA folder whose manifest matches ``spec`` is reused as it is. ``option``: the
-    caller's option that chooses DATA, named when DATA holds another split.
+    Idempotent: a DATA folder whose manifest matches ``spec`` is reused as it is (``spec.src`` is
+    then not read). ``option``: the caller's option that chooses DATA, named when DATA holds
+    another split; ``src_option`` (e.g. '--src'): the one that chooses ``spec.src``, whose
+    callers' own --n_val, --split_seed and --size choose the rest: that error then names the
+    options that give back DATA's split (:func:`_other_split`).
     """
     from pix2pixhd.data import FACADES_PALETTE, create_dataset
     from pix2pixhd.datasets.convert_facades import convert
@@ -172,6 +176,8 @@ def prepare_data(spec: DataSpec, data: Path, log=print, option: str = "--data") 
     if manifest_path.is_file():
         have = json.loads(manifest_path.read_text())
         if have["spec"] != want:
+            if src_option is not None:
+                raise SystemExit(f"error: {_other_split(data, have['spec'], want, option, src_option)}")
             raise SystemExit(f"error: {data} holds a split made with {have['spec']}, not {want}; "
                              f"pass another {option} folder (or remove {data})")
         return have
@@ -205,6 +211,64 @@ def prepare_data(spec: DataSpec, data: Path, log=print, option: str = "--data") 
     write_text_atomic(manifest_path, json.dumps(manifest, indent=1) + "\n", say=False)
     log(f"data: {counts} in {root}, evaluation copies at {S}x{S} in {ev}")
     return manifest
+
+
+def _is_default_src(src) -> bool:
+    """Whether ``src`` is :data:`DEFAULT_SRC`, which depends on where this checkout is."""
+    return Path(src).resolve() == DEFAULT_SRC.resolve()
+
+
+def _other_split(data: Path, have: dict, want: dict, option: str, src_option: str) -> str:
+    """The error for a DATA folder whose split (``have``, its manifest's spec) is not the one
+    asked for (``want``): each setting that differs, DATA's and this call's, and the options that
+    reuse DATA (a split made from --src X is reused by passing --src X, X not read again), or
+    another folder for a new split. The default --src depends on where the checkout is: a
+    checkout elsewhere asks for another split of DATA without a word about --src, and the
+    preparation redone in another folder (about 12 minutes) then reads a --src that may not exist."""
+    names = {"src": src_option, "n_val": "--n_val", "split_seed": "--split_seed", "size": "--size"}
+    diff = [k for k in names if have.get(k) != want.get(k)]
+    said, reuse = [], []
+    for k in diff:
+        default = k == "src" and _is_default_src(want[k])
+        mine = f"{want.get(k)}{' (the default, beside this checkout)' if default else ''}"
+        said.append(f"{names[k]} {have.get(k)} (this call's: {mine})")
+        reuse.append(f"{names[k]} {have.get(k)}" if have.get(k) is not None else
+                     f"no {names[k]} (DATA's split has none: the last --n_val by number)")
+    read = f" ({have.get('src')} is not read again)" if "src" in diff else ""
+    return (f"{option} {data} holds the split made with {', '.join(said)}; pass {' '.join(reuse)} to reuse "
+            f"it{read}, or pass another {option} folder (or remove {data}) for a new split with this call's "
+            "settings")
+
+
+def _recorded_src(data: Path | None) -> str | None:
+    """The --src that DATA's split was made from (its manifest's), or None (no readable manifest)."""
+    try:
+        return json.loads((Path(data) / "quality_data.json").read_text())["spec"]["src"]
+    except (TypeError, OSError, ValueError, KeyError):
+        return None
+
+
+def check_src(src: str, data: Path | None, n_val: int) -> None:
+    """Refuse, before any work (ConfigError), a --src that holds no train/ folder, and an --n_val
+    that leaves it no training image, unless DATA already holds the split made from that --src
+    (which is then reused, --src not read). The default --src depends on where this checkout is:
+    the error says when it is the default, and names the --src DATA was made from."""
+    from pix2pixhd.data.layouts import list_images
+    train = Path(src) / "train"
+    made = _recorded_src(data)
+    if not train.is_dir():
+        if made is not None and made == str(Path(src).resolve()):
+            return   # DATA's split is reused: prepare_data does not read --src
+        why = "does not exist" if not Path(src).exists() else "has no train/ folder"
+        default = (f" (the default: ../shared/data/facades beside this checkout, {REPO})"
+                   if _is_default_src(src) else "")
+        reuse = f"; --data {data} was prepared from --src {made}: pass that to reuse it" if made else ""
+        raise ConfigError(f"--src {src} {why}{default}: pass --src the pix2pix facades folder (the one holding "
+                          f"train/){reuse}")
+    n = len(list_images(train))
+    if n_val >= n:
+        raise ConfigError(f"--n_val {n_val}: expected below the {n} images of {train} (some must stay for "
+                          "training)")
 
 
 def _resized(root: Path, phase: str, size: int):
@@ -483,7 +547,7 @@ def run_benchmark(recipe: Recipe, out: Path, *, budget_minutes: float, eval_ever
     state["command"] = resume_command(recipe.name, out, data, spec, budget_minutes=budget_minutes,
                                       eval_every_epochs=K, max_epochs=max_epochs, seed=seed,
                                       threads=threads, inception=inception, no_fid=no_fid)
-    manifest = prepare_data(spec, data, log)
+    manifest = prepare_data(spec, data, log, src_option="--src")
     state["budget_minutes"] = budget_minutes
     sc = make_scorer(manifest, data, seg=seg, feature_extractor=feature_extractor,
                      inception=inception, no_fid=no_fid, log=log)
@@ -871,7 +935,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception", default="", help="TorchScript Inception (default: fid-helper's)")
     p.add_argument("--no_fid", action="store_true", help="skip FID/KID")
     p.add_argument("--prepare_only", action="store_true", help="make the split and the segmenter, then exit "
-                   "(about 13 CPU-minutes at 128 px, mostly the segmenter; see docs/quality.md)")
+                   "(about 10-13 CPU-minutes at 128 px, mostly the segmenter; once per --data folder, which "
+                   "later runs reuse; see docs/quality.md)")
     p.add_argument("--compare", type=Path, nargs="+",
                    help="run folders to put in one table/plot instead of training (default: none)")
     p.add_argument("--svg", type=Path, help="with --compare: write the curves here (default: not written)")
@@ -906,14 +971,7 @@ def check_options(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         if e:
             raise ConfigError(f"--size {a.size} with --recipe {a.recipe}: its generator cannot take it; give "
                               f"another --size (train_hd.py, with --fineSize = --size, says: {e})")
-    from pix2pixhd.data.layouts import list_images
-    train = Path(a.src) / "train"
-    if not train.is_dir():
-        raise ConfigError(f"--src {a.src}: no train/ folder; point it at the pix2pix facades folder")
-    n = len(list_images(train))
-    if a.n_val >= n:
-        raise ConfigError(f"--n_val {a.n_val}: expected below the {n} images of {train} (some must stay for "
-                          "training)")
+    check_src(a.src, a.data or (a.out / "data" if a.out else None), a.n_val)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -934,7 +992,7 @@ def main(argv: list[str] | None = None) -> int:
         a.data = a.data or a.out / "data"
         torch.set_num_threads(a.threads)
         t0, c0 = time.perf_counter(), time.process_time()
-        make_scorer(prepare_data(spec, a.data.resolve()), a.data.resolve(),
+        make_scorer(prepare_data(spec, a.data.resolve(), src_option="--src"), a.data.resolve(),
                     inception=a.inception or None, no_fid=a.no_fid)
         print(f"prepared {a.data} in {(time.perf_counter() - t0) / 60:.1f} min wall, "
               f"{(time.process_time() - c0) / 60:.1f} CPU-min ({a.threads} thread(s); load average "

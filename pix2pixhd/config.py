@@ -161,7 +161,7 @@ AT_LEAST = {
     "lr": (0, True),
 }
 
-# The reference's options (NVIDIA pix2pixHD's, the pix2pix/CycleGAN repo's) this project has no
+# The reference's options (NVIDIA pix2pixHD's, the pix2pix/CycleGAN repo's) train_hd.py has no
 # option for: what to use instead. train_hd.py refuses each with this one line (not argparse's
 # usage and "unrecognized arguments"). A callable takes the value given (None: none given).
 REFERENCE_ONLY = {
@@ -203,6 +203,14 @@ REFERENCE_ONLY = {
     "lr_decay_iters": "no equivalent: only the linear decay (--niter, --niter_decay) is implemented",
     "epoch_count": "no equivalent: a run continues with --resume, which restores its epoch, learning "
                    "rate and optimizer",
+    # NVIDIA's test.py options (its test options extend the training ones): synthesize.py's work, not
+    # training's. Left to argparse, --ntest was "did you mean --netG?".
+    "ntest": "it is a test option: synthesize.py --checkpoint RUN --dataroot DATASET --phase test --out OUT "
+             "--how_many N synthesizes the first N test inputs",
+    "how_many": "it is a test option: synthesize.py --checkpoint RUN --dataroot DATASET --phase test --out OUT "
+                "--how_many N synthesizes the first N test inputs",
+    "results_dir": "it is a test option: synthesize.py --checkpoint RUN --dataroot DATASET --phase test --out OUT "
+                   "writes the synthesized dataset to OUT (--out)",
 }
 
 # The pix2pix/CycleGAN repo's options (junyanz/pytorch-CycleGAN-and-pix2pix) that NVIDIA's
@@ -362,11 +370,27 @@ SYNTHESIZE_REPO_ONLY = {
 }
 
 
-def reference_only_error(name: str, value: str | None, table: dict | None = None) -> str | None:
+# Whose options each command's refusals name (reference_only_error): {command: the reference's
+# scripts}. A name one command refuses may be another's option (the features command refuses
+# train_hd.py's --name and --label_nc, train_hd.py synthesize.py's --how_many): each line names the
+# command refusing it, not the project.
+REFERENCE_SCRIPTS = {
+    "train_hd.py": "the reference code (NVIDIA's pix2pixHD, the pix2pix/CycleGAN repo)",
+    "synthesize.py": "the reference's test.py (NVIDIA's pix2pixHD, the pix2pix/CycleGAN repo)",
+    "python -m pix2pixhd.features": "the reference's encode_features.py / precompute_feature_maps.py "
+                                    "(NVIDIA's pix2pixHD)",
+}
+
+
+def reference_only_error(name: str, value: str | None, table: dict | None = None,
+                         command: str | None = None) -> str | None:
     """The one-line refusal of the reference's option ``--name`` (see REFERENCE_ONLY, or
     ``table``; then the pix2pix/CycleGAN repo's own: REPO_ONLY, or SYNTHESIZE_REPO_ONLY with
-    SYNTHESIZE_REFERENCE_ONLY), or None when ``name`` is not one of them."""
+    SYNTHESIZE_REFERENCE_ONLY), or None when ``name`` is not one of them. ``command``: the command
+    refusing it, which the line names with the reference's scripts of :data:`REFERENCE_SCRIPTS`
+    (default: synthesize.py for SYNTHESIZE_REFERENCE_ONLY, else train_hd.py)."""
     synthesize = table is SYNTHESIZE_REFERENCE_ONLY
+    command = command or ("synthesize.py" if synthesize else "train_hd.py")
     fix = (REFERENCE_ONLY if table is None else table).get(name)
     repo = None
     if fix is None:
@@ -378,13 +402,9 @@ def reference_only_error(name: str, value: str | None, table: dict | None = None
     given = f"--{name}" + (f" {value}" if value is not None else "")
     if repo is not None:   # the pix2pix/CycleGAN repo's alone: named as its, not NVIDIA's
         return (f"{given} is an option of the pix2pix/CycleGAN repo's {'test.py' if synthesize else 'code'} "
-                f"(junyanz/pytorch-CycleGAN-and-pix2pix), not of {'synthesize.py' if synthesize else 'this project'}: "
-                f"{fix}")
-    if synthesize:
-        return f"{given} is an option of the reference's test.py (NVIDIA's pix2pixHD, the pix2pix/CycleGAN " \
-               f"repo), not of synthesize.py: {fix}"
-    return f"{given} is an option of the reference code (NVIDIA's pix2pixHD, the pix2pix/CycleGAN " \
-           f"repo), not of this project: {fix}"
+                f"(junyanz/pytorch-CycleGAN-and-pix2pix), not of {command}: {fix}")
+    scripts = REFERENCE_SCRIPTS.get(command, REFERENCE_SCRIPTS["train_hd.py"])
+    return f"{given} is an option of {scripts}, not of {command}: {fix}"
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -1501,6 +1521,36 @@ class TrainConfig:
                           f"for the first {self.niter_fix_global} epoch(s), and without --load_pretrain that "
                           "generator has random weights: give --load_pretrain GLOBAL_RUN (the global stage's run "
                           "folder), or drop --niter_fix_global")
+
+    def check_layout(self) -> None:
+        """Raise DatasetError where ``--model`` cannot train on the layout that split ``phase`` of
+        ``dataroot`` holds (or ``--dataset_mode`` reads), or where the aligned layout's folder holds
+        no AB images: create_dataset's refusals of the layout
+        (:func:`pix2pixhd.data.dataset.model_layout_problem`), with its lines, from the folder
+        listing alone (no file is read). The Trainer and --dry_run call it before the VGG19 weights
+        are looked for: CycleGAN's trainA/ + trainB/ given to the default pix2pixhd was refused
+        as missing VGG19 weights, which the run could never use. Anything else wrong with the data
+        (no such split, a missing partner...) is left to create_dataset."""
+        from pix2pixhd.data.dataset import DatasetError, _mode_present, model_layout_problem
+        from pix2pixhd.data.layouts import aligned_folder_problem, detect_mode
+        from pix2pixhd.paths import check_name
+        root = Path(self.dataroot)
+        check_name(self.phase, "--phase", root)   # create_dataset's first check: inside dataroot
+        palette = self.palette or None   # only whether there is one: label maps are then the palette layout
+        try:
+            there = detect_mode(root, self.phase, palette)
+        except DatasetError:   # no layout there: create_dataset says what is
+            there = None
+        mode = self.dataset_mode
+        if mode == "auto" or (there is not None and not _mode_present(root, self.phase, mode) and mode != there
+                              and not (mode == "palette" and there == "cityscapes")):
+            mode = there   # --dataset_mode's folders not there: create_dataset names the layout that is
+        if mode is None:
+            return
+        why = (aligned_folder_problem(root, self.phase) if mode == "aligned" else None) \
+            or model_layout_problem(root, self.phase, mode, self.model)
+        if why:
+            raise DatasetError(why)
 
     # ---- derived values ------------------------------------------------------------------------
     @property

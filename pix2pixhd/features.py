@@ -54,7 +54,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, NoReturn, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -1684,13 +1684,14 @@ def _label_paths(batch: dict) -> list[str]:
 # have none of: what to use instead. main refuses each in one line, through cli.refuse_reference_only
 # (train_hd.py's and synthesize.py's way), instead of argparse's usage and "unrecognized arguments".
 _FROM_CONFIG = "the encoder's and the data's options come from the checkpoint's config.json: drop --{}"
-_REFERENCE_FIXES = {
+REFERENCE_ONLY = {
     "name": "give the run folder: --checkpoint CHECKPOINTS_DIR/NAME",
     "checkpoints_dir": "give the run folder: --checkpoint CHECKPOINTS_DIR/NAME",
     "gpu_ids": "the device is --device (auto | cpu | cuda | cuda:N)",
     "batchSize": "use --batch_size (images E encodes at once)",
     "nThreads": "the loader's worker processes are the run's --nThreads (its config.json): drop --nThreads",
     "max_dataset_size": "use --how_many (at most this many images)",
+    "ntest": "use --how_many (at most this many images)",
     "serial_batches": "not needed: the images are read in name order: drop --serial_batches",
     "no_flip": "not needed: the images are never flipped: drop --no_flip",
     **{k: _FROM_CONFIG.format(k) for k in (
@@ -1698,25 +1699,8 @@ _REFERENCE_FIXES = {
         "ngf", "norm", "model", "input_nc", "output_nc", "loadSize", "fineSize", "resize_or_crop",
         "load_features")},
 }
-
-
-class _ReferenceOption:
-    """A :data:`REFERENCE_ONLY` entry for ``cli.refuse_reference_only``, which calls it with the
-    value given (None: none). It raises the one-line refusal itself: config.reference_only_error
-    words any table but synthesize.py's as an option "not of this project", untrue of --name,
-    --label_nc... (train_hd.py has them), so the line names this command and the reference's
-    scripts instead."""
-
-    def __init__(self, name: str, fix: str):
-        self.name, self.fix = name, fix
-
-    def __call__(self, value: str | None) -> NoReturn:
-        given = f"--{self.name}" + (f" {value}" if value is not None else "")
-        raise ConfigError(f"{given} is an option of the reference's encode_features.py / precompute_feature_maps.py "
-                          f"(NVIDIA's pix2pixHD), not of python -m pix2pixhd.features: {self.fix}")
-
-
-REFERENCE_ONLY = {name: _ReferenceOption(name, fix) for name, fix in _REFERENCE_FIXES.items()}
+# The command the refusals name: --name, --label_nc... are train_hd.py's options, not this one's.
+_COMMAND = "python -m pix2pixhd.features"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1768,7 +1752,7 @@ def main(argv: list[str] | None = None) -> int:
     in one line naming what to use instead."""
     from pix2pixhd.cli import refuse_reference_only
     argv = sys.argv[1:] if argv is None else list(argv)
-    refuse_reference_only(argv, REFERENCE_ONLY)
+    refuse_reference_only(argv, REFERENCE_ONLY, _COMMAND)
     a = build_parser().parse_args(argv)
     with _stop_handlers():
         try:

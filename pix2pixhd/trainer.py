@@ -432,6 +432,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, dist_info: DistInfo | None = None, vgg: nn.Module | None = None):
         cfg.check_resolved()
         cfg.check_new_training()
+        # a layout --model cannot train on (CycleGAN's trainA/ + trainB/ for pix2pixhd): refused from
+        # the folder listing before VGGLoss below looks for its weights, which such a run never uses
+        cfg.check_layout()
         self.cfg = cfg
         # from Python without dist_info: cfg.device, as train_hd.py resolves it (it ran on the CPU)
         self.dist = dist_info or DistInfo(device=resolve_device(cfg.device))

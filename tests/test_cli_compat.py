@@ -176,7 +176,10 @@ REFERENCE_CASES = {
     "--batch_size 4": "use --batchSize", "--num_threads 4": "use --nThreads",
     # the repo's options without an equivalent here
     "--init_type xavier": "no equivalent", "--init_gain 0.05": "no equivalent", "--lr_policy step": "no equivalent",
-    "--lr_decay_iters 50": "no equivalent", "--epoch_count 5": "--resume"}
+    "--lr_decay_iters 50": "no equivalent", "--epoch_count 5": "--resume",
+    # NVIDIA's test options: synthesize.py's (--ntest was "did you mean --netG?")
+    "--ntest 5": "synthesize.py --checkpoint RUN", "--how_many 5": "--how_many N synthesizes",
+    "--results_dir ./results": "to OUT (--out)"}
 
 
 @pytest.mark.parametrize("given", list(REFERENCE_CASES))

@@ -56,10 +56,11 @@ def data_parser() -> argparse.ArgumentParser:
     s.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"),
                    help="which half of a pix2pix AB image (or of {phase}_A/ + {phase}_B/, or which "
                         "CycleGAN domain) is the input")
-    from pix2pixhd.config import MODELS, default_config
+    from pix2pixhd.config import MODELS, default_config, model_name
     from pix2pixhd.data.transforms import MODES
     hd = default_config("pix2pixhd")   # the defaults below are train_hd.py's
-    s.add_argument("--model", default=None, choices=MODELS,
+    # read as train_hd.py reads it: NVIDIA's pix2pixHD, the pix2pix/CycleGAN repo's cycle_gan
+    s.add_argument("--model", default=None, type=model_name, choices=MODELS,
                    help="the train_hd.py --model whose defaults the options below (and "
                         "--no_instance) take, and whose layout the splits must be (default: "
                         "cyclegan for the unaligned layout, pix2pix for the aligned one, else pix2pixhd)")

@@ -204,13 +204,29 @@ REFERENCE_ONLY = {
     "epoch_count": "no equivalent: a run continues with --resume, which restores its epoch, learning "
                    "rate and optimizer",
     # NVIDIA's test.py options (its test options extend the training ones): synthesize.py's work, not
-    # training's. Left to argparse, --ntest was "did you mean --netG?".
+    # training's. Left to argparse, --ntest was "did you mean --netG?", --cluster_path "did you mean
+    # --n_clusters?" (which sets how many clusters the features command makes, not a file to read).
     "ntest": "it is a test option: synthesize.py --checkpoint RUN --dataroot DATASET --phase test --out OUT "
              "--how_many N synthesizes the first N test inputs",
     "how_many": "it is a test option: synthesize.py --checkpoint RUN --dataroot DATASET --phase test --out OUT "
                 "--how_many N synthesizes the first N test inputs",
     "results_dir": "it is a test option: synthesize.py --checkpoint RUN --dataroot DATASET --phase test --out OUT "
                    "writes the synthesized dataset to OUT (--out)",
+    "cluster_path": "it is a test option: synthesize.py --checkpoint RUN --clusters FILE samples the features from "
+                    "a clusters FILE (python -m pix2pixhd.features encode writes one); NVIDIA's "
+                    "features_clustered_NNN.npy comes in with its run: python -m pix2pixhd.import_reference "
+                    "NVIDIA_RUN --name NAME",
+    "use_encoded_image": "it is a test option: synthesize.py --checkpoint RUN --feature_mode encoded (or "
+                         "--use_encoded_image) encodes the real photos (--real, or the --dataroot's) with the "
+                         "run's feature encoder",
+    "aspect_ratio": "no equivalent: synthesize.py writes each output at its input's size and aspect ratio "
+                    "(--scale_width resizes to a width, keeping it): drop --aspect_ratio",
+    "export_onnx": "it is a test option: python -m pix2pixhd.export --checkpoint RUN (--out FILE) exports the "
+                   "generator to ONNX, which synthesize.py --backend onnx runs",
+    "onnx": "it is a test option: synthesize.py --checkpoint RUN --backend onnx --onnx_path FILE runs the "
+            "generator's ONNX export (python -m pix2pixhd.export writes it) with onnxruntime, not TensorRT",
+    "engine": "no equivalent: no TensorRT engine is run here; synthesize.py --backend onnx runs the generator's "
+              "ONNX export (python -m pix2pixhd.export) with onnxruntime",
 }
 
 # The pix2pix/CycleGAN repo's options (junyanz/pytorch-CycleGAN-and-pix2pix) that NVIDIA's
@@ -330,6 +346,12 @@ SYNTHESIZE_REFERENCE_ONLY = {
     "cluster_path": "import NVIDIA's run with its features_clustered_NNN.npy: python -m "
                     "pix2pixhd.import_reference NVIDIA_RUN --name NAME, then --checkpoint the imported run",
     "export_onnx": "export with python -m pix2pixhd.export --checkpoint RUN (then --backend onnx)",
+    # NVIDIA's runs of an ONNX file or a TensorRT engine through TensorRT; left to argparse, --onnx was
+    # "did you mean --onnx_path?", which alone does not switch to the ONNX backend
+    "onnx": "use --backend onnx --onnx_path FILE (onnxruntime, not TensorRT; python -m pix2pixhd.export "
+            "--checkpoint RUN writes the run's export)",
+    "engine": "no equivalent: no TensorRT engine is run here; --backend onnx runs the generator's ONNX export "
+              "(python -m pix2pixhd.export --checkpoint RUN) with onnxruntime",
     "ntest": "use --how_many (at most this many inputs)",
     "aspect_ratio": "outputs keep each map's size and aspect: drop --aspect_ratio",
     "display_winsize": "not needed: drop --display_winsize",
@@ -1523,34 +1545,17 @@ class TrainConfig:
                           "folder), or drop --niter_fix_global")
 
     def check_layout(self) -> None:
-        """Raise DatasetError where ``--model`` cannot train on the layout that split ``phase`` of
-        ``dataroot`` holds (or ``--dataset_mode`` reads), or where the aligned layout's folder holds
-        no AB images: create_dataset's refusals of the layout
-        (:func:`pix2pixhd.data.dataset.model_layout_problem`), with its lines, from the folder
-        listing alone (no file is read). The Trainer and --dry_run call it before the VGG19 weights
-        are looked for: CycleGAN's trainA/ + trainB/ given to the default pix2pixhd was refused
-        as missing VGG19 weights, which the run could never use. Anything else wrong with the data
-        (no such split, a missing partner...) is left to create_dataset."""
-        from pix2pixhd.data.dataset import DatasetError, _mode_present, model_layout_problem
-        from pix2pixhd.data.layouts import aligned_folder_problem, detect_mode
-        from pix2pixhd.paths import check_name
-        root = Path(self.dataroot)
-        check_name(self.phase, "--phase", root)   # create_dataset's first check: inside dataroot
-        palette = self.palette or None   # only whether there is one: label maps are then the palette layout
-        try:
-            there = detect_mode(root, self.phase, palette)
-        except DatasetError:   # no layout there: create_dataset says what is
-            there = None
-        mode = self.dataset_mode
-        if mode == "auto" or (there is not None and not _mode_present(root, self.phase, mode) and mode != there
-                              and not (mode == "palette" and there == "cityscapes")):
-            mode = there   # --dataset_mode's folders not there: create_dataset names the layout that is
-        if mode is None:
-            return
-        why = (aligned_folder_problem(root, self.phase) if mode == "aligned" else None) \
-            or model_layout_problem(root, self.phase, mode, self.model)
-        if why:
-            raise DatasetError(why)
+        """Raise DatasetError where create_dataset would refuse the layout split ``phase`` of
+        ``dataroot`` holds (or ``--dataset_mode`` reads), with its line: ``--model`` cannot train
+        on it, the aligned layout's folder holds no AB images, or ``--dataset_mode``'s folders are
+        not there but another layout's are. Both call :func:`pix2pixhd.data.dataset.layout_of`, from
+        the folder listing alone (no file is read, not the palette's). The Trainer and --dry_run call
+        it before the VGG19 weights are looked for: CycleGAN's trainA/ + trainB/ given to the default
+        pix2pixhd was refused as missing VGG19 weights, which the run could never use. Anything else
+        wrong with the data (no dataset there, a missing partner...) is left to create_dataset."""
+        from pix2pixhd.data.dataset import layout_of
+        # palette: only whether there is one (label maps are then the palette layout); not read here
+        layout_of(self.dataroot, self.phase, self.dataset_mode, self.palette or None, self.model, missing_ok=True)
 
     # ---- derived values ------------------------------------------------------------------------
     @property

@@ -177,9 +177,16 @@ REFERENCE_CASES = {
     # the repo's options without an equivalent here
     "--init_type xavier": "no equivalent", "--init_gain 0.05": "no equivalent", "--lr_policy step": "no equivalent",
     "--lr_decay_iters 50": "no equivalent", "--epoch_count 5": "--resume",
-    # NVIDIA's test options: synthesize.py's (--ntest was "did you mean --netG?")
+    # NVIDIA's test options: synthesize.py's (--ntest was "did you mean --netG?", --cluster_path
+    # "did you mean --n_clusters?"; the others argparse's plain "unrecognized arguments")
     "--ntest 5": "synthesize.py --checkpoint RUN", "--how_many 5": "--how_many N synthesizes",
-    "--results_dir ./results": "to OUT (--out)"}
+    "--results_dir ./results": "to OUT (--out)",
+    "--cluster_path features_clustered_010.npy": "synthesize.py --checkpoint RUN --clusters FILE",
+    "--use_encoded_image": "synthesize.py --checkpoint RUN --feature_mode encoded",
+    "--aspect_ratio 2": "no equivalent: synthesize.py writes each output at its input's size",
+    "--export_onnx g.onnx": "python -m pix2pixhd.export --checkpoint RUN",
+    "--onnx g.onnx": "synthesize.py --checkpoint RUN --backend onnx --onnx_path FILE",
+    "--engine g.trt": "no equivalent: no TensorRT engine"}
 
 
 @pytest.mark.parametrize("given", list(REFERENCE_CASES))

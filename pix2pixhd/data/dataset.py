@@ -832,7 +832,7 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     before validation, which then reads only their files (the listing's problems, such as
     missing partners, still cover the whole split).
     ``model``: the train_hd.py --model that trains on the split (None: not known); a layout it
-    cannot learn from is refused before any file is read (:func:`model_layout_problem`).
+    cannot learn from is refused before any file is read (:func:`layout_of`).
     ``read_domain`` ('A' or 'B', after ``direction``): with ``inputs_only``, the one domain of the
     unaligned layout that synthesis reads; only its folder is listed, required and validated.
     With ``validate`` 'off' no file is read, but the folder listing's problems are reported
@@ -859,12 +859,9 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
     dataset_mode, label_nc, no_instance = cfg.dataset_mode, cfg.label_nc, cfg.no_instance
     load_features, validate = cfg.load_features, cfg.validate
     root = Path(dataroot)
+    # first, before the other options' checks (layout_of repeats these two, for its other callers)
     check_name(phase, "--phase", root)   # {phase}_label etc. must stay inside dataroot
-    if dataset_mode not in MODES:   # the pix2pix/CycleGAN repo's single etc.: named with what to use instead
-        from pix2pixhd.config import repo_value_error
-        from pix2pixhd.errors import ConfigError   # (a ValueError, as this was)
-        raise ConfigError(repo_value_error("dataset_mode", dataset_mode, MODES)
-                          or f"dataset_mode={dataset_mode!r}; expected one of {MODES}")
+    _check_dataset_mode(dataset_mode)
     if cfg.resize_or_crop not in T.MODES:
         raise ValueError(f"resize_or_crop={cfg.resize_or_crop!r}; expected one of {T.MODES}")
     if cfg.direction not in ("AtoB", "BtoA"):
@@ -875,19 +872,7 @@ def create_dataset(dataroot, phase: str = "train", config: DataConfig | None = N
         raise ValueError(f"label_nc={label_nc} and required_multiple={cfg.required_multiple} must be "
                          f">= 0 and >= 1")
     pal = load_palette(cfg.palette)
-    mode = detect_mode(root, phase, pal) if dataset_mode == "auto" else dataset_mode
-    if mode == "aligned" and (why := aligned_folder_problem(root, phase)):   # not AB images: say what it is
-        raise DatasetError(why)
-    if dataset_mode != "auto" and root.is_dir() and not _mode_present(root, phase, mode):
-        try:   # the layout that is there, named with the fix before any check of the options
-            there = detect_mode(root, phase, pal)
-        except DatasetError:
-            there = None
-        if there is not None and there != mode and not (mode == "palette" and there == "cityscapes"):
-            raise DatasetError(model_layout_problem(root, phase, there, model)
-                               or _other_layout_message(root, phase, mode, there))
-    if not cfg.inputs_only and (why := model_layout_problem(root, phase, mode, model)):
-        raise DatasetError(why)
+    mode = layout_of(root, phase, dataset_mode, pal, model, inputs_only=cfg.inputs_only)
     if mode == "cityscapes" and label_nc > 0 and pal is not None:
         mode = "palette"
     if mode == "palette" and pal is None:
@@ -1220,6 +1205,56 @@ def _other_layout_message(root: Path, phase: str, mode: str, there: str) -> str:
             + (" (pix2pix defaults to aligned: side-by-side A|B images)" if mode == "aligned" else "")
             + (f" with a paired model (pix2pix, pix2pixhd); --model cyclegan reads {folders[mode]}"
                if mode == "unaligned" else ""))
+
+
+def _check_dataset_mode(dataset_mode: str) -> None:
+    if dataset_mode not in MODES:   # the pix2pix/CycleGAN repo's single etc.: named with what to use instead
+        from pix2pixhd.config import repo_value_error
+        from pix2pixhd.errors import ConfigError   # (a ValueError, as this was)
+        raise ConfigError(repo_value_error("dataset_mode", dataset_mode, MODES)
+                          or f"dataset_mode={dataset_mode!r}; expected one of {MODES}")
+
+
+def layout_of(root, phase: str, dataset_mode: str, palette, model: str | None, *,
+              inputs_only: bool = False, missing_ok: bool = False) -> str | None:
+    """The layout split ``phase`` of ``root`` is read as with ``dataset_mode`` ('auto': the one
+    found, :func:`~pix2pixhd.data.layouts.detect_mode`), from the folder listing alone (no file is
+    read), or DatasetError where the layout is refused: the aligned layout's folder holds no AB
+    images (:func:`~pix2pixhd.data.layouts.aligned_folder_problem`); ``dataset_mode``'s folders are
+    not there but another layout's are (named, with the fix); ``model`` (train_hd.py's --model;
+    None: not known) cannot train on it (:func:`model_layout_problem`; not with ``inputs_only``,
+    synthesis's read of a checkpoint's inputs). ``palette``: only whether there is one (not None)
+    counts: label maps are then the palette layout; it is not read. No layout there ('auto'): the
+    DatasetError naming what the folder holds, or None with ``missing_ok``. A ``dataset_mode``
+    given where nothing is there is returned (its reader names the missing folders).
+
+    The one decision of the layout: create_dataset calls it, and ``TrainConfig.check_layout``
+    (``missing_ok``) before the VGG19 weights are looked for, so both refuse with the same line."""
+    root = Path(root)
+    check_name(phase, "--phase", root)   # {phase}_label etc. must stay inside root
+    _check_dataset_mode(dataset_mode)
+    if dataset_mode == "auto":
+        try:
+            mode = detect_mode(root, phase, palette)
+        except DatasetError:
+            if missing_ok:   # the caller leaves it to create_dataset, which says what is there
+                return None
+            raise
+    else:
+        mode = dataset_mode
+    if mode == "aligned" and (why := aligned_folder_problem(root, phase)):   # not AB images: say what it is
+        raise DatasetError(why)
+    if dataset_mode != "auto" and root.is_dir() and not _mode_present(root, phase, mode):
+        try:   # the layout that is there, named with the fix before any check of the options
+            there = detect_mode(root, phase, palette)
+        except DatasetError:
+            there = None
+        if there is not None and there != mode and not (mode == "palette" and there == "cityscapes"):
+            raise DatasetError(model_layout_problem(root, phase, there, model)
+                               or _other_layout_message(root, phase, mode, there))
+    if not inputs_only and (why := model_layout_problem(root, phase, mode, model)):
+        raise DatasetError(why)
+    return mode
 
 
 # What each layout holds, in the synthesis refusal of a layout a checkpoint cannot read.

@@ -23,9 +23,10 @@
   paired by name (CycleGAN output against photos of other scenes: sets, not pairs, compare).
   PSNR, SSIM and the segmentation score compare an image with its pair, so they are not
   computed, and the segmentation score's options are refused with it, as is --no_fid. Sizes are
-  checked as for pairs, between the sets: --real images twice as wide as the fakes at their
-  height are refused as A|B pairs without --real_half, and sets with no size in common without
-  --resize.
+  checked between the sets: a --real set whose every image is twice as wide as the fakes at their
+  height (and of no fake's size) is refused as A|B pairs without --real_half (one such photo among
+  others is scored as a photo: sets have no partner to compare it with), and sets with no size in
+  common without --resize.
 * PSNR and SSIM are computed here, per image on [0, 1] RGB from uint8 images, and averaged over
   images. SSIM is Wang et al.'s (2004) index with the window of their ssim_index.m (11-tap
   Gaussian, sigma 1.5, valid region only) on each RGB channel at full resolution, the channels
@@ -488,15 +489,44 @@ def _read_rgb(path: Path, size: tuple[int, int] | None, half: str | None = None,
     return _to_tensor(_load_rgb(path, half, flag), size)
 
 
-def _ab_pair_error(fake: Path, real: Path, fw: int, h: int) -> InputError:
-    """The real image is exactly twice the fake's width at its height: a pix2pix A|B pair."""
+# The half options an A|B image read whole is refused without, by the option that read it: the
+# option(s) to pass, with what the half holds (the training pair's two folders: both halves).
+_AB_HALVES = {
+    "--real": "--real_half A (left half) or --real_half B (right half), the half holding the real photo: the "
+              "generator's target, B for a model trained with --direction AtoB, A for --direction BtoA "
+              "(pix2pix's facades, photo|label, are trained BtoA: A)",
+    "--labels": "--labels_half A or --labels_half B, the half holding the label map (pix2pix's facades, "
+                "photo|label: the photo is A, the label map B)",
+    "--train_images": "--train_images_half A or --train_images_half B, the half holding the photo (pix2pix's "
+                      "facades, photo|label: the photo is A, the label map B)",
+    "--train_labels": "--train_labels_half A or --train_labels_half B, the half holding the label map "
+                      "(pix2pix's facades, photo|label: the photo is A, the label map B)",
+    "--train_images --train_labels": "--train_images_half and --train_labels_half, the halves holding the "
+                                     "photo and the label map (pix2pix's facades, photo|label: "
+                                     "--train_images_half A --train_labels_half B)",
+}
+
+
+def _ab_pair_error(flag: str, what: str, wide: str, other: str, narrow: str, context: str = "pair") -> InputError:
+    """The error for pix2pix A|B images read whole: ``what`` (the image(s), as the message names
+    them) is ``wide`` ('WxH'), exactly twice as wide as ``other`` (``narrow``) at its height.
+    ``flag``: the option that read it (a key of :data:`_AB_HALVES`: it names the half option to
+    pass). ``context``: 'pair' (one image against its partner), 'pairs' (both training folders'
+    images of a pair) or 'sets' (``--unpaired``: a folder of images against the --fake set); the
+    latter two are worded for several images."""
+    one = context == "pair"
+    it = "it" if one else "them"
+    if flag == "--real":   # scored against the fakes; the segmentation score's images are squashed and read
+        pairs = "two images side by side"
+        read = f"scoring {it} whole, or squashed by --resize, against " + \
+            ("the --fake set" if context == "sets" else "one image")
+    else:
+        pairs = "a photo and its label map side by side"
+        read = f"reading {it} whole, squashed to the segmenter's size,"
     return InputError(
-        f"--real {real} is {2 * fw}x{h}, twice as wide as --fake {fake} ({fw}x{h}, WxH): it looks "
-        "like a pix2pix A|B pair (two images side by side), and scoring it whole, or squashed by "
-        "--resize, against one image means nothing. Pass --real_half A (left half) or --real_half "
-        "B (right half), the half holding the real photo: the generator's target, B for a model "
-        "trained with --direction AtoB, A for --direction BtoA (pix2pix's facades, photo|label, "
-        "are trained BtoA: A)")
+        f"{what} {'is' if one else 'are'} {wide}, twice as wide as {other} ({narrow}, WxH): "
+        f"{'it looks like a pix2pix A|B pair' if one else 'they look like pix2pix A|B pairs'} ({pairs}), and "
+        f"{read} means nothing. Pass {_AB_HALVES[flag]}")
 
 
 def _label_dtype(label_nc: int) -> torch.dtype:
@@ -1210,7 +1240,8 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
         if real_half is None:   # checked on the files' sizes: --resize would hide it
             for k, x, y in zip(chunk, a, b):
                 if y.shape[0] == x.shape[0] and y.shape[1] == 2 * x.shape[1]:
-                    raise _ab_pair_error(fakes[k], reals[k], x.shape[1], x.shape[0])
+                    raise _ab_pair_error("--real", f"--real {reals[k]}", f"{y.shape[1]}x{y.shape[0]}",
+                                         f"--fake {fakes[k]}", f"{x.shape[1]}x{x.shape[0]}")
         a = [_to_tensor(x, resize) for x in a]
         b = [_to_tensor(y, resize) for y in b]
         for k, x, y in zip(chunk, a, b):
@@ -1318,9 +1349,10 @@ def _evaluate_unpaired(fakes: dict[str, Path], reals: dict[str, Path], fake_dir,
     """``evaluate(..., unpaired=True)``: FID and KID of every --fake image (``fakes``) against
     every --real image (``reals``), none paired by name. Sizes are checked between the sets as
     the paired pass checks each pair, on the files' sizes (``--resize`` would hide them): a real
-    image twice as wide as the fakes at their height (and of no fake's size) is an A|B pair
-    without ``real_half``; without ``resize``, sets that share no size are refused (Inception's
-    299x299 resampling of each would be part of the score)."""
+    set of A|B pairs without ``real_half`` where every real image is twice as wide as some fake
+    at its height (and of no fake's size): one such photo among others is a wide photo, not a
+    pair, as unrelated sets have no partner to compare it with; without ``resize``, sets that share
+    no size are refused (Inception's 299x299 resampling of each would be part of the score)."""
     fake_paths, real_paths = [fakes[k] for k in sorted(fakes)], [reals[k] for k in sorted(reals)]
     mine = {p.resolve(): p for p in fake_paths}
     same = [q for q in real_paths if q.resolve() in mine]
@@ -1335,10 +1367,12 @@ def _evaluate_unpaired(fakes: dict[str, Path], reals: dict[str, Path], fake_dir,
     fake_sizes = {p: wh for p in fake_paths if (wh := _header_size(p)) is not None}
     real_sizes = {q: wh for q in real_paths if (wh := _header_size(q, real_half)) is not None}
     by_size = {wh: p for p, wh in fake_sizes.items()}   # a fake of each size, to name
-    if real_half is None:
-        for q, (w, h) in real_sizes.items():
-            if w % 2 == 0 and (w // 2, h) in by_size and (w, h) not in by_size:
-                raise _ab_pair_error(by_size[(w // 2, h)], q, w // 2, h)
+    # the set, not each image: one 2:1 panorama among square photos is still a photo
+    if real_half is None and real_sizes and all(w % 2 == 0 and (w // 2, h) in by_size and (w, h) not in by_size
+                                                for w, h in real_sizes.values()):
+        raise _ab_pair_error("--real", f"all {len(real_sizes)} images of --real {real_dir}",
+                             _sizes(real_sizes.values()), f"--fake {fake_dir}'s images",
+                             _sizes(fake_sizes.values()), "sets")
     if resize is None and fake_sizes and real_sizes and not set(fake_sizes.values()) & set(real_sizes.values()):
         what = "the halves of the --real images (--real_half)" if real_half else "the --real images"
         raise InputError(f"the --fake images in {fake_dir} are {_sizes(fake_sizes.values())} but {what} in "
@@ -1437,39 +1471,30 @@ def _refuse_ab_seg_inputs(fakes, keys, labs, test_keys, labels_half, tr_img, tr_
     headers, the halves' with the half options): a --labels map twice as wide as its fake, a
     --train_images photo twice as wide as its --train_labels map or the other way round, and
     both of one size twice as wide as the fakes, each at the same height."""
-    def ab(path, w, h, flag, other, what, fix):
-        return InputError(
-            f"{flag} {path} is {2 * w}x{h}, twice as wide as {other} ({w}x{h}, WxH): it looks like a "
-            "pix2pix A|B pair (a photo and its label map side by side), and reading it whole, squashed to "
-            f"the segmenter's size, means nothing. Pass {fix}, the half holding the {what} (pix2pix's "
-            "facades, photo|label: the photo is A, the label map B)")
+    def wxh(size):   # not `wh`: the walrus below binds that name
+        return f"{size[0]}x{size[1]}"
 
     if labels_half is None:
         for k in test_keys:
             fs, ls = _header_size(fakes[k]), _header_size(labs[k])
             if fs and ls and ls == (2 * fs[0], fs[1]):
-                raise ab(labs[k], *fs, "--labels", f"its --fake {fakes[k]}", "label map",
-                         "--labels_half A or --labels_half B")
+                raise _ab_pair_error("--labels", f"--labels {labs[k]}", wxh(ls), f"its --fake {fakes[k]}", wxh(fs))
     fake_size = next((wh for k in keys if (wh := _header_size(fakes[k]))), None)
     for k in tr_keys:
         ps, ls = _header_size(tr_img[k], train_images_half), _header_size(tr_lab[k], train_labels_half)
         if not ps or not ls:
             continue
         if train_images_half is None and ps == (2 * ls[0], ls[1]):
-            raise ab(tr_img[k], *ls, "--train_images", f"its --train_labels map {tr_lab[k]}", "photo",
-                     "--train_images_half A or --train_images_half B")
+            raise _ab_pair_error("--train_images", f"--train_images {tr_img[k]}", wxh(ps),
+                                 f"its --train_labels map {tr_lab[k]}", wxh(ls))
         if train_labels_half is None and ls == (2 * ps[0], ps[1]):
-            raise ab(tr_lab[k], *ps, "--train_labels", f"its --train_images photo {tr_img[k]}", "label map",
-                     "--train_labels_half A or --train_labels_half B")
+            raise _ab_pair_error("--train_labels", f"--train_labels {tr_lab[k]}", wxh(ls),
+                                 f"its --train_images photo {tr_img[k]}", wxh(ps))
         if train_images_half is None and train_labels_half is None and fake_size and ps == ls \
                 and ps == (2 * fake_size[0], fake_size[1]):
-            raise InputError(
-                f"--train_images {tr_img[k]} and its --train_labels map {tr_lab[k]} are {ps[0]}x{ps[1]}, twice "
-                f"as wide as the --fake images ({fake_size[0]}x{fake_size[1]}, WxH): they look like pix2pix "
-                "A|B pairs (a photo and its label map side by side), and reading them whole, squashed to the "
-                "segmenter's size, means nothing. Pass --train_images_half and --train_labels_half, the halves "
-                "holding the photo and the label map (pix2pix's facades, photo|label: --train_images_half A "
-                "--train_labels_half B)")
+            raise _ab_pair_error("--train_images --train_labels",
+                                 f"--train_images {tr_img[k]} and its --train_labels map {tr_lab[k]}", wxh(ps),
+                                 "the --fake images", wxh(fake_size), "pairs")
 
 
 def _read_seg_inputs(fakes, reals, keys, labels_dir, train_images, train_labels, label_nc,

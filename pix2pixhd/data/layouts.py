@@ -976,7 +976,12 @@ def same_stem_fix(files: Sequence[Path], role: str | None, folders: dict[str, Pa
             continue
         if (f, k) in to_inst and len(to_inst) > 1:   # one instance map per stem: the one of the ids kept
             if len(kept_ids) != 1:
-                if (f, k) == to_inst[0]:
+                # which one to move hangs on the ids kept, but where the instance folder holds this
+                # stem's map already neither is moved: both are copies or the other ids' map
+                if (f, k) == to_inst[0] and "inst" in held:
+                    clauses.append(f"remove {' and '.join(g.name for g, _ in to_inst)}: {folders['inst']}/ "
+                                   f"holds {held['inst'].name} already")
+                elif (f, k) == to_inst[0]:
                     clauses.append(f"move the one of {' or '.join(g.name for g, _ in to_inst)} that matches "
                                    f"the ids kept (instanceIds with labelIds, instanceTrainIds with labelTrainIds) "
                                    f"to {folders['inst']}/, named as it is, and the other out of the folder")

@@ -343,7 +343,10 @@ def synthesize_parser(prog: str | None = None) -> argparse.ArgumentParser:
     o.add_argument("--strict", action="store_true", default=job["strict"],
                    help="exit status 65 (not 0) when any input was skipped (unreadable, ids out of range...), "
                         "once the job has gone through every input: the images written are kept and the job "
-                        "is complete; the last line says how many were skipped. Default: skips are counted, "
+                        "is complete; the last line says how many were skipped and names the first. Under "
+                        "torchrun every rank ends with 65, but torchrun itself exits with 1, as for any "
+                        "failed rank: tell skips from errors by OUT/synthesis.json (complete, n_skipped) or "
+                        "the ranks' 'error (rank R of W): --strict:' lines. Default: skips are counted, "
                         "and the exit status is 1 only when nothing was written")
     r = p.add_argument_group("engine")
     r.add_argument("--batch_size", type=int, default=job["batch_size"],
@@ -424,6 +427,10 @@ def synthesize_main(argv: list[str] | None = None, prog: str | None = None) -> i
     for flag in ("inst", "real"):
         if getattr(a, flag) and a.dataroot:
             raise ConfigError(f"--{flag} goes with --input; a --dataroot dataset brings its own")
+    if a.onnx_path and a.backend != "onnx":   # it was accepted, and the PyTorch generator ran
+        raise ConfigError(f"--onnx_path {a.onnx_path} goes with --backend onnx, which runs that ONNX file; "
+                          f"without it the PyTorch generator of --checkpoint runs: add --backend onnx, "
+                          "or drop --onnx_path")
     if a.input and _given(args, "--validate"):   # it was accepted and changed nothing
         raise ConfigError(f"--validate {a.validate} goes with --dataroot: an --input folder is not validated "
                           "as a dataset (each map is checked as it is read, and skipped if bad): drop --validate")
@@ -569,12 +576,17 @@ def _synthesize(a: argparse.Namespace, info) -> int:
                        writers=a.writers, validate=a.validate, direction=a.direction,
                        overwrite=a.overwrite, progress=not a.no_progress,
                        scale_width=resolve_scale_width(a.scale_width, cfg), strict=a.strict)
-    from pix2pixhd.engine import InputsSkippedError
+    from pix2pixhd.engine import InputsSkippedError, SynthesisInterrupted
     skips = None
     try:
         rep = run_synthesis(synth, job, identity=identity, dist_info=info)
     except InputsSkippedError as e:   # --strict: the job is complete; its line comes last (errors.run)
         rep, skips = e.report, e
+    except SynthesisInterrupted as e:   # Ctrl-C: the API's KeyboardInterrupt, the command's stop line
+        if e.stopped:   # every rank says its own line (under torchrun)
+            print(e.line, file=sys.stderr, flush=True)
+            return e.exit_status
+        rep = e.report   # during the final merge: the job is complete, summed up as after a SIGTERM there
     say(f"wrote {rep.written} images to {a.out} in {rep.seconds:.2f} s ({rep.images_per_s:.2f} images/s "
         f"on {device}{f', rank 0 of {info.world_size}' if info.distributed else ''}; generator "
         f"{rep.generator_fraction:.0%} of the time); skipped {rep.skipped}; {rep.already_done} already "

@@ -53,7 +53,8 @@ Another job in the same folder (another checkpoint, options or input folder) is 
 ``overwrite``, which empties the old job's split folders; input folders that moved with their
 files (the outputs' recorded fingerprints match there) are the same job (``_moved_folders``). One job at a time: rank 0 holds
 ``OUT/synthesis.lock`` (``OutLock``) for the job's lifetime. A run (under torchrun each rank)
-stops on SIGTERM or SIGINT (Ctrl-C) after the batches in flight (status 75 or 130, as training). Inputs all of
+stops on SIGTERM after the batches in flight (status 75, as training), and on Ctrl-C (SIGINT) the same way,
+raising ``SynthesisInterrupted``, a KeyboardInterrupt (synthesize.py: status 130). Inputs all of
 one wrong kind stop the job early (``EARLY_STOP``). A ``strict`` job that skipped inputs raises
 ``InputsSkippedError`` once it is complete (synthesize.py --strict: status 65).
 """
@@ -1071,6 +1072,23 @@ class InputsSkippedError(InputError):
         self.report = report
 
 
+class SynthesisInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) to a run, where Python's default handler was in place (one that raises
+    KeyboardInterrupt; a caller's own handler is left to do its work): raised once the batches in
+    flight are written (under torchrun on every rank), so that a notebook's or script's ``except
+    KeyboardInterrupt`` still sees it; run_synthesis of the same job resumes it. ``report``: this
+    run's counts; ``stopped``: False when the signal came too late to stop the job (the final
+    merge: the job is complete, and synthesis.json says so); ``line``: what synthesize.py says on
+    stderr (with exit status errors.INTERRUPTED_EXIT_STATUS, 130) when stopped, else None.
+    Ctrl-C raised SystemExit(130) from the API, with a line telling to rerun a command there is not."""
+    exit_status = INTERRUPTED_EXIT_STATUS
+
+    def __init__(self, message: str, report: "SynthesisReport", *, stopped: bool = True,
+                 line: str | None = None):
+        super().__init__(message)
+        self.report, self.stopped, self.line = report, stopped, line
+
+
 class LoaderWorkerDiedError(UserError, RuntimeError):
     """A decoding worker process died (the out-of-memory killer's kill -9): the message is
     errors.loader_worker_died's line, ending with synthesis's way on (its default names
@@ -1852,7 +1870,9 @@ def _run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | No
     SIGTERM stops the run after the images in flight are written, with one line on stderr (under
     torchrun one per rank: every rank stops once any rank got it; the line tells the rank's images
     from the job's) and SystemExit(75), the status training uses for it (a rerun resumes); SIGINT
-    (Ctrl-C) the same way, with SystemExit(130) (``_SignalStop``). Under torchrun SIGTERM ended
+    (Ctrl-C) the same way where Python's default handler was in place, raising
+    :class:`SynthesisInterrupted` (a KeyboardInterrupt) instead, with no line: synthesize.py says
+    its line and exits with 130 (``_SignalStop``). Under torchrun SIGTERM ended
     each rank at once, and the decoding workers of a rank killed while it fetched a batch printed
     the broken hand-over's traceback, then outlived it for seconds. Its handler is in place from
     here on: a SIGTERM
@@ -1860,8 +1880,11 @@ def _run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | No
     for a large job) stops it the same way once the preparation is done, before any output (it
     ended the process with status 143 and no line);
     one during the final merge lets the job complete, and is then passed on to the handler
-    run_synthesis found for it (a Python caller's own, which would otherwise never hear of it;
-    for SIGINT, Python's default one raises KeyboardInterrupt then)."""
+    run_synthesis found for it (a Python caller's own, which would otherwise never hear of it);
+    a SIGINT then raises SynthesisInterrupted with ``stopped`` False and the complete job's report
+    (synthesize.py prints its summary and exits with 0, as after a SIGTERM there: Python's
+    default handler raised a bare KeyboardInterrupt, which ended the command with status 130
+    and no summary of the job it had completed)."""
     from pix2pixhd import distributed
     info = dist_info if dist_info is not None else distributed.DistInfo(device=synth.device)
     stop = _SignalStop()
@@ -1870,6 +1893,9 @@ def _run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | No
         report = _prepare_and_run(synth, job, identity, info, stop)
     finally:
         stop.restore()
+    if stop.signum == signal.SIGINT:   # too late to stop this job: it is complete
+        raise SynthesisInterrupted(f"Ctrl-C (SIGINT) came during the final merge, too late to stop the job: it is "
+                                   f"complete in {job.out}", report, stopped=False)
     previous = stop.previous.get(stop.signum)
     if stop.signum is not None and callable(previous):   # too late to stop this job
         previous(stop.signum, None)
@@ -2329,24 +2355,42 @@ def _run_job(synth: Synthesizer, job: SynthesisJob, src, layout: "OutputLayout",
                                          "n_written": report.written + report.already_done,
                                          "n_skipped": report.skipped})
     if stopped:
-        raise SystemExit(_say_stopped(own, peers, mine, report, out, info))
+        _stop(own, peers, mine, report, out, info)
     if job.strict and report.skipped:   # every rank: the counts are the job's (summed above)
         complete = report.written + report.already_done
         raise InputsSkippedError(
-            f"--strict: {report.skipped} output(s) of this job were skipped, their inputs not synthesized (the "
-            f"'skipped FILE: REASON' lines above; every one, with its reason, in {out / MANIFEST} as \"status\": "
-            f"\"skipped\"), so the exit status is {SKIPPED_EXIT_STATUS}; the {complete} complete output(s) "
-            f"are kept and {out / JOB_FILE} marks the job complete. Fix those inputs (or take them out of the "
-            "input folder) and rerun the same command: it synthesizes what is not complete", report)
+            f"--strict: {report.skipped} output(s) of this job were skipped, their inputs not synthesized "
+            f"({_skipped_inputs_named(report, info)}), so the exit status is {SKIPPED_EXIT_STATUS}; the {complete} "
+            f"complete output(s) are kept and {out / JOB_FILE} marks the job complete. Fix those inputs (or take "
+            "them out of the input folder) and rerun the same command: it synthesizes what is not complete", report)
     return report
 
 
-def _say_stopped(own: str | None, peers: str | None, mine: int, report: SynthesisReport, out: Path,
-                 info) -> int:
-    """The stop line of a rank (stderr) and its exit status: 75 for SIGTERM, 130 for SIGINT
-    (Ctrl-C), as training's. ``own``: the signal this rank got (None: another rank's, ``peers``).
-    ``mine``: the images this rank wrote in this run; ``report``: the job's counts (summed over the
-    ranks under torchrun), which the line tells apart from this rank's."""
+# inputs a --strict job's last line names (the rest are counted): the line stays one line
+STRICT_NAMED = 3
+
+
+def _skipped_inputs_named(report: SynthesisReport, info) -> str:
+    """The skipped inputs of this run, for --strict's line: how many, and the first
+    :data:`STRICT_NAMED` by name (under torchrun gathered from every rank: a collective, called on
+    every rank once the job's skip count, the same on each, is known). The line named
+    manifest.jsonl's "skipped" lines instead, which also keep the skipped inputs of earlier runs
+    that the input folder no longer holds (synthesis.json's n_skipped 0, the manifest's line still there)."""
+    from pix2pixhd.distributed import gather_all
+    seen = gather_all((len(report.skipped_inputs), [n for n, _ in report.skipped_inputs[:STRICT_NAMED]]), info)
+    n = sum(k for k, _ in seen)
+    names = sorted(name for _, first in seen for name in first)[:STRICT_NAMED]   # as the inputs sort
+    listed = ", ".join(names) + (f" and {n - len(names)} more" if n > len(names) else "")
+    return printable(f"{n} input(s): {listed}; their reasons on the 'skipped FILE: REASON' lines above")
+
+
+def _stop(own: str | None, peers: str | None, mine: int, report: SynthesisReport, out: Path, info) -> None:
+    """End a stopped run: SIGTERM's line on stderr and SystemExit(75), as training's; SIGINT
+    (Ctrl-C) raises SynthesisInterrupted carrying the line, which synthesize.py says, with status
+    130 (a Python caller gets the KeyboardInterrupt it expects, and no line naming a command).
+    ``own``: the signal this rank got (None: another rank's, ``peers``). ``mine``: the images this
+    rank wrote in this run; ``report``: the job's counts (summed over the ranks under torchrun),
+    which the line tells apart from this rank's."""
     name = own or peers or "SIGTERM"
     status = INTERRUPTED_EXIT_STATUS if name == "SIGINT" else STOPPED_EXIT_STATUS
     complete = f"{report.written + report.already_done} of the job's outputs are complete in {out}"
@@ -2357,9 +2401,13 @@ def _say_stopped(own: str | None, peers: str | None, mine: int, report: Synthesi
                   f"wrote in this run; {complete}")
     else:
         counts = complete
-    print(f"stopped by {who} after {mine} image(s); rerun the same command to resume ({counts})"
-          + (f"; exit status {status}" if status != STOPPED_EXIT_STATUS else ""), file=sys.stderr, flush=True)
-    return status
+    line = (f"stopped by {who} after {mine} image(s); rerun the same command to resume ({counts})"
+            + (f"; exit status {status}" if status != STOPPED_EXIT_STATUS else ""))
+    if name == "SIGINT":
+        raise SynthesisInterrupted(f"stopped by {who} after {mine} image(s) ({counts}); run the same job again "
+                                   "to resume", report, line=line)
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(status)
 
 
 def _todo_of_all_ranks(todo: "_Todo", already_done: int, K: int, info) -> tuple["_Todo", int]:
@@ -2407,13 +2455,15 @@ class _SignalStop:
     """SIGTERM or SIGINT (Ctrl-C) to a run (each rank's own under torchrun; torchrun passes on
     the one it got): the handler only records the first; the stream stops taking inputs, the
     writes in flight finish and the decoding workers are shut down, the manifest parts stay
-    unmerged, and run_synthesis exits with training's status for that stop (errors.
-    STOPPED_EXIT_STATUS, 75, for SIGTERM; errors.INTERRUPTED_EXIT_STATUS, 130, for SIGINT) and one
-    line saying what is complete and to rerun the same command to resume. A signal after the first
+    unmerged, and run_synthesis exits with training's status for a SIGTERM stop (errors.
+    STOPPED_EXIT_STATUS, 75) and one line saying what is complete and to rerun the same command to
+    resume; for SIGINT it raises SynthesisInterrupted, a KeyboardInterrupt, which synthesize.py
+    turns into the same line with errors.INTERRUPTED_EXIT_STATUS (130). A signal after the first
     is ignored while the run stops (as ``python -m pix2pixhd.features`` does). Ctrl-C ended the run
-    at once with KeyboardInterrupt's "interrupted" line, which told neither. SIGINT ignored on
-    entry (a job a script started with ``&``) stays ignored. Installed only from the main thread
-    (where Python allows handlers)."""
+    at once with KeyboardInterrupt's "interrupted" line, which told neither. SIGINT is taken over
+    only from Python's default handler (which raises KeyboardInterrupt): ignored on entry (a job a
+    script started with ``&``) it stays ignored, and a caller's own handler keeps it. Installed
+    only from the main thread (where Python allows handlers)."""
 
     def __init__(self):
         self.signal: str | None = None   # the first signal's name, 'SIGTERM' or 'SIGINT'
@@ -2424,7 +2474,7 @@ class _SignalStop:
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
             self.previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._handler)}
-            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                 self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handler)
             self._installed = True
 

@@ -188,10 +188,14 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
             raise
         _error_line(f"error{_rank_prefix()}: {user_message(e)}")
         return int(getattr(e, "exit_status", 1))
-    except KeyboardInterrupt:   # Ctrl-C where no handler of ours stops cleanly (start-up, synthesis)
+    except KeyboardInterrupt as e:   # Ctrl-C where no handler of ours stops cleanly (start-up)
         if debug_enabled():
             raise
-        print(f"\ninterrupted{_rank_prefix()} (Ctrl-C); exit status {INTERRUPTED_EXIT_STATUS}", file=sys.stderr,
+        # a stop that says what it kept (the synthesis engine's SynthesisInterrupted: its ``line``)
+        # is said as it is, for any command that runs it (benchmarks/synthesis.py), not the bare line
+        line = getattr(e, "line", None)
+        print(line if isinstance(line, str) and line else
+              f"\ninterrupted{_rank_prefix()} (Ctrl-C); exit status {INTERRUPTED_EXIT_STATUS}", file=sys.stderr,
               flush=True)
         return INTERRUPTED_EXIT_STATUS
     except BrokenPipeError:

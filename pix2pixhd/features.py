@@ -288,9 +288,8 @@ class FeatureClusters:
             path = path / CLUSTERS_FILE
         if not path.is_file():
             raise MissingInputError(
-                f"{path} not found: run `python -m pix2pixhd.features encode --checkpoint {path.parent}` "
-                "to cluster the encoder's features, or synthesize with --feature_mode encoded "
-                "and real photos")
+                f"{path} not found: run `{encode_command(path)}` to cluster the encoder's features, or "
+                "synthesize with --feature_mode encoded and real photos")
         from pix2pixhd.checkpoint import one_line
         try:
             data = path.read_bytes()
@@ -449,14 +448,29 @@ def sample_features(inst: torch.Tensor, label: torch.Tensor, clusters: FeatureCl
     return out, choices
 
 
-def encode_command(path: Path | None) -> str:
-    """The command that rewrites clusters file ``path``: ``encode`` of the run it sits beside, or
-    ``--out`` it for a file saved elsewhere."""
-    if path is None:
-        return "python -m pix2pixhd.features encode --checkpoint CHECKPOINT"
-    if path.name == CLUSTERS_FILE:
-        return f"python -m pix2pixhd.features encode --checkpoint {path.parent}"
-    return f"python -m pix2pixhd.features encode --checkpoint CHECKPOINT --out {path}"
+def encode_command(out: Path | None = None, checkpoint: str | Path | None = None,
+                   which_epoch: str | int = "latest") -> str:
+    """The `encode` command line that writes clusters file ``out`` from the encoder of
+    ``checkpoint`` at ``which_epoch``: the one place that spells it, for every error and note.
+
+    ``checkpoint`` None: the run ``out`` sits beside when ``out`` is a run's own file
+    (``CLUSTERS_FILE``), else the placeholder CHECKPOINT (which encoder made a file saved elsewhere
+    is the user's to say). ``--out`` is left out where ``out`` is None or the file encode writes
+    without it (``CLUSTERS_FILE`` in the checkpoint's folder)."""
+    if checkpoint is None:
+        checkpoint = out.parent if out is not None and out.name == CLUSTERS_FILE else "CHECKPOINT"
+    cmd = f"python -m pix2pixhd.features encode --checkpoint {checkpoint}"
+    if str(which_epoch) != "latest":
+        cmd += f" --which_epoch {which_epoch}"
+    if out is not None and out != _default_clusters_path(checkpoint):
+        cmd += f" --out {out}"
+    return cmd
+
+
+def _default_clusters_path(checkpoint: str | Path) -> Path:
+    """Where ``encode --checkpoint checkpoint`` writes without --out: the run's own file."""
+    run = Path(checkpoint)
+    return (run.parent if run.is_file() else run) / CLUSTERS_FILE
 
 
 def _feat_num_mismatch(clusters: FeatureClusters, feat_num: int, fix: str | None = None) -> str:
@@ -470,18 +484,22 @@ def _feat_num_mismatch(clusters: FeatureClusters, feat_num: int, fix: str | None
             f"they come from another encoder. Re-cluster this checkpoint's encoder with {fix}")
 
 
-def epoch_clusters_path(run: Path, which_epoch: str | int) -> Path:
-    """Where the clusters of epoch N's encoder go: beside the run's own clusters file (the latest
-    checkpoint's, which synthesis reads by default), named as ``checkpoint_path`` names epoch N's
-    checkpoint: ``RUN/features_clustered_epoch_NNNN.pt``."""
-    return Path(run) / f"features_clustered_epoch_{int(which_epoch):04d}.pt"
-
-
-def _encode_for(checkpoint_dir: str | Path, which_epoch: str | int = "latest") -> str:
-    """The `encode` command line of the encoder synthesis of ``checkpoint_dir`` at ``which_epoch`` reads."""
-    latest = str(which_epoch) == "latest"
-    return (f"python -m pix2pixhd.features encode --checkpoint {Path(checkpoint_dir)}"
-            + ("" if latest else f" --which_epoch {which_epoch}"))
+def checkpoint_clusters_path(checkpoint_dir: str | Path, which_epoch: str | int = "latest") -> Path:
+    """Where the clusters of the encoder of ``checkpoint_dir`` (a run folder or a checkpoint file)
+    at ``which_epoch`` belong: the run's own file (``CLUSTERS_FILE``) for its latest checkpoint,
+    which synthesis without --clusters and the later stages read; beside it, named after the
+    checkpoint, for any other: ``RUN/features_clustered_epoch_NNNN.pt`` for epoch N (given as
+    ``--which_epoch N`` or as the file ``epoch_NNNN.pt``), ``features_clustered_latest_step40.pt``
+    for the ``latest_step40.pt`` a resume kept aside. A checkpoint file's own name says which it
+    is: synthesis passes ``which_epoch`` 'latest' with one, so that alone took ``epoch_0002.pt``
+    for the latest and advised overwriting the run's file with its clusters."""
+    run = Path(checkpoint_dir)
+    if run.is_file():
+        folder, stem = run.parent, run.stem
+    else:
+        from pix2pixhd.checkpoint import checkpoint_path
+        folder, stem = run, checkpoint_path(run, which_epoch).stem
+    return folder / (CLUSTERS_FILE if stem == "latest" else f"features_clustered_{stem}.pt")
 
 
 def recluster_advice(checkpoint_dir: str | Path, which_epoch: str | int = "latest", path: Path | None = None,
@@ -492,27 +510,26 @@ def recluster_advice(checkpoint_dir: str | Path, which_epoch: str | int = "lates
 
     The run's own file (``CLUSTERS_FILE``) is the latest checkpoint's: synthesis without
     --clusters reads it, and so do the later stages' (a --load_features run's). So the command
-    writes it only for the latest checkpoint; for epoch N it writes :func:`epoch_clusters_path`
-    (``--out``), which synthesis then reads with --clusters: ``encode --which_epoch N`` alone
-    overwrote the run's file. A file given with --clusters is not rewritten unless it is that
-    file (it may be another epoch's or run's); a file of another name found otherwise (a Python
-    caller's) is rewritten where it is."""
-    run = Path(checkpoint_dir)
-    folder = run.parent if run.is_file() else run
-    cmd = _encode_for(checkpoint_dir, which_epoch)
+    writes it only for the latest checkpoint; for any other (epoch N, as ``--which_epoch N`` or
+    the file ``epoch_NNNN.pt``, or a checkpoint a resume kept aside) it writes
+    :func:`checkpoint_clusters_path` (``--out``), which synthesis then reads with --clusters:
+    ``encode --which_epoch N`` or ``encode --checkpoint RUN/epoch_NNNN.pt`` alone overwrote the
+    run's file. A file given with --clusters is not rewritten unless it is that file (it may be
+    another epoch's or run's); a file of another name found otherwise (a Python caller's) is
+    rewritten where it is."""
+    own = checkpoint_clusters_path(checkpoint_dir, which_epoch)
+    run_file = own.parent / CLUSTERS_FILE
     if not given and path is not None and path.name != CLUSTERS_FILE:
         target = path   # a file of its own (encode --out): rewritten
-    elif str(which_epoch) == "latest":
-        target = None   # the run's own file
     else:
-        target = epoch_clusters_path(folder, which_epoch)
-    if target is None:
-        return f"`{cmd}`" + (f", then leave --clusters out (synthesis reads {folder / CLUSTERS_FILE})"
-                             if given else "")
-    advice = f"`{cmd} --out {target}`"
+        target = own
+    if target == run_file:   # the latest checkpoint's: the run's own file, encode's default
+        return f"`{encode_command(None, checkpoint_dir, which_epoch)}`" + (
+            f", then leave --clusters out (synthesis reads {run_file})" if given else "")
+    advice = f"`{encode_command(target, checkpoint_dir, which_epoch)}`"
     if target != path:
         advice += (f", then synthesize with --clusters {target} (encode without --out would overwrite "
-                   f"{folder / CLUSTERS_FILE}, the clusters of the latest checkpoint, which synthesis without "
+                   f"{run_file}, the clusters of the latest checkpoint, which synthesis without "
                    "--clusters and the run's later stages read)")
     return advice
 
@@ -634,18 +651,13 @@ class FeatureSource:
             runs = " -> ".join(str(run) for run, _ in chain)
             raise MissingInputError(
                 f"no {CLUSTERS_FILE} in any run of {runs} (each read feature maps precomputed by the "
-                f"encoder of {chain[-1][0]}, through --load_pretrain): run `python -m pix2pixhd.features "
-                f"encode --checkpoint {chain[-1][0]}` to cluster that encoder's features, or synthesize "
-                "with --feature_mode encoded and real photos")
+                f"encoder of {chain[-1][0]}, through --load_pretrain): run "
+                f"`{encode_command(chain[-1][0] / CLUSTERS_FILE)}` to cluster that encoder's features, or "
+                "synthesize with --feature_mode encoded and real photos")
         path = found[0] if found else chain[0][0] / CLUSTERS_FILE
         if path.parent != chain[0][0]:
             print(f"note: using the clusters of {path.parent} (this run read precomputed features)")
-        clusters = FeatureClusters.load(path)
-        note = stale_clusters_note(clusters, checkpoint_dir, which_epoch)
-        if note is not None and os.environ.get("RANK", "0") == "0":   # under torchrun: once
-            print(f"note: {note}", file=sys.stderr, flush=True)
-        fix = None if str(which_epoch) == "latest" else recluster_advice(checkpoint_dir, which_epoch, path)
-        return cls(cfg, mode, clusters=clusters, cluster=cluster, seed=seed, fix=fix)
+        return cls._of_file(path, checkpoint_dir, cfg, mode, which_epoch=which_epoch, cluster=cluster, seed=seed)
 
     @classmethod
     def _from_file(cls, given: str | Path, checkpoint_dir: str | Path, cfg, mode: str, *, which_epoch: str,
@@ -657,13 +669,26 @@ class FeatureSource:
         if not path.is_file():
             what = "is not a file" if path.exists() else "not found"
             raise MissingInputError(f"--clusters {given}: {path} {what}; write the clusters of this checkpoint's "
-                                    f"encoder there with `{_encode_for(checkpoint_dir, which_epoch)} --out {path}`, "
+                                    f"encoder there with `{encode_command(path, checkpoint_dir, which_epoch)}`, "
                                     f"or leave --clusters out to read the run's {CLUSTERS_FILE}")
-        fix = recluster_advice(checkpoint_dir, which_epoch, path, given=True)
+        return cls._of_file(path, checkpoint_dir, cfg, mode, which_epoch=which_epoch, cluster=cluster, seed=seed,
+                            given=True)
+
+    @classmethod
+    def _of_file(cls, path: Path, checkpoint_dir: str | Path, cfg, mode: str, *, which_epoch: str, cluster,
+                 seed: int, given: bool = False) -> "FeatureSource":
+        """The source of clusters file ``path`` (the run's, or ``given``: synthesize.py --clusters)
+        for the encoder of ``checkpoint_dir`` at ``which_epoch``: loaded, the note on clusters of
+        another encoder said once (rank 0 under torchrun), and the errors' fix
+        (:func:`recluster_advice`) one that writes the clusters of this checkpoint where they
+        belong (:func:`checkpoint_clusters_path`), never over the run's file for another one."""
         clusters = FeatureClusters.load(path)
-        note = stale_clusters_note(clusters, checkpoint_dir, which_epoch, given=True)
+        note = stale_clusters_note(clusters, checkpoint_dir, which_epoch, given=given)
         if note is not None and os.environ.get("RANK", "0") == "0":   # under torchrun: once
             print(f"note: {note}", file=sys.stderr, flush=True)
+        # the latest checkpoint reading the run's file: the errors' own fix, the encode that rewrites it
+        latest = checkpoint_clusters_path(checkpoint_dir, which_epoch).name == CLUSTERS_FILE
+        fix = None if latest and not given else recluster_advice(checkpoint_dir, which_epoch, path, given)
         return cls(cfg, mode, clusters=clusters, cluster=cluster, seed=seed, fix=fix)
 
 
@@ -1305,6 +1330,10 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
     try:
         e, cfg, step = load_encoder(checkpoint_dir, which_epoch, device)
         identity = checkpoint_encoder_identity(checkpoint_dir, which_epoch)
+        if not out:   # the run's own file, which the latest checkpoint's readers take as theirs
+            note = _replacing_note(dst, identity, step, checkpoint_dir, which_epoch)
+            if note is not None:
+                print(f"note: {note}", file=sys.stderr, flush=True)
         n_clusters = n_clusters or cfg.n_clusters
         if n_clusters < 1:
             raise ConfigError(f"{run}: its n_clusters is {n_clusters}: give --n_clusters N (N >= 1)")
@@ -1394,6 +1423,38 @@ def encode_and_cluster(checkpoint_dir: str | Path, *, which_epoch: str = "latest
                          + (f"; {progress}, a larger run's, is kept as it was" if kept else ""))
         raise
     return path, fc
+
+
+def _replacing_note(dst: Path, identity: dict[str, str], step: int, checkpoint_dir: str | Path,
+                    which_epoch: str) -> str | None:
+    """What ``encode`` without --out says before E runs when the run's clusters file ``dst`` it
+    replaces holds the clusters of another checkpoint than the one it encodes (``identity``,
+    :func:`checkpoint_encoder_identity`, at ``step``): the checkpoint they came from (the file
+    records it: :meth:`FeatureClusters.save`'s ``encoder``), what reads them, and ``--out`` for
+    next time. ``encode --which_epoch N`` (or ``--checkpoint RUN/epoch_NNNN.pt``) silently put
+    epoch N's clusters where synthesis without --clusters and the later stages read the latest's.
+    None when ``dst`` holds this encoder's clusters, or those of the same checkpoint file (the run
+    trained on since: rewriting them is what encode after training is for), records no checkpoint
+    (an older version's), or is missing or unreadable (a damaged one is rewritten)."""
+    try:
+        held = FeatureClusters.load(dst) if dst.is_file() else None
+    except Exception:   # damaged: encode rewrites it, as it always did
+        held = None
+    was = held.encoder.get("checkpoint") if held is not None else None
+    if not was or not identity.get("sha256") or held.encoder.get("sha256") == identity["sha256"] \
+            or os.path.abspath(was) == identity.get("checkpoint"):
+        return None
+    said = (f"{dst} holds the clusters of the encoder of {was} (step {held.global_step}), which synthesis "
+            f"without --clusters and the run's later stages read; this encode replaces them with those of "
+            f"{identity.get('checkpoint')} (step {step}) when it ends")
+    own = checkpoint_clusters_path(checkpoint_dir, which_epoch)
+    if own.name == CLUSTERS_FILE:   # the latest checkpoint's, where they belong
+        return said + "; to keep another checkpoint's clusters apart, encode it with --out FILE and synthesize " \
+                      "with --clusters FILE"
+    again = encode_command(own, checkpoint_dir, which_epoch)
+    return (said + " (stop it before then to keep them: nothing is written until the end); next time, write "
+            f"this checkpoint's clusters in a file of their own with `{again}` "
+            f"and synthesize with --clusters {own}; `{encode_command(dst)}` writes the latest checkpoint's again")
 
 
 def _check_batching(batch_size: int, progress_every: int) -> None:

@@ -1367,12 +1367,23 @@ def _evaluate_unpaired(fakes: dict[str, Path], reals: dict[str, Path], fake_dir,
     fake_sizes = {p: wh for p in fake_paths if (wh := _header_size(p)) is not None}
     real_sizes = {q: wh for q in real_paths if (wh := _header_size(q, real_half)) is not None}
     by_size = {wh: p for p, wh in fake_sizes.items()}   # a fake of each size, to name
-    # the set, not each image: one 2:1 panorama among square photos is still a photo
-    if real_half is None and real_sizes and all(w % 2 == 0 and (w // 2, h) in by_size and (w, h) not in by_size
-                                                for w, h in real_sizes.values()):
-        raise _ab_pair_error("--real", f"all {len(real_sizes)} images of --real {real_dir}",
-                             _sizes(real_sizes.values()), f"--fake {fake_dir}'s images",
-                             _sizes(fake_sizes.values()), "sets")
+    # the set, not each image: one 2:1 panorama among square photos is still a photo, but a set
+    # that is mostly A|B pairs (a facades folder with a stray photo in it) is refused, and a few
+    # are named in a note
+    wide = {q: (w, h) for q, (w, h) in real_sizes.items()
+            if w % 2 == 0 and (w // 2, h) in by_size and (w, h) not in by_size} if real_half is None else {}
+    if wide and 2 * len(wide) > len(real_sizes):
+        halves = {(w // 2, h) for w, h in wide.values()}   # the fakes' sizes they are twice as wide as
+        which = (f"all {len(real_sizes)} images" if len(wide) == len(real_sizes) else
+                 f"{len(wide)} of the {len(real_sizes)} images")
+        raise _ab_pair_error("--real", f"{which} of --real {real_dir}", _sizes(wide.values()),
+                             f"--fake {fake_dir}'s images",
+                             _sizes(wh for wh in fake_sizes.values() if wh in halves), "sets")
+    if wide:
+        first = next(iter(wide))
+        note(f"note: {len(wide)} of the {len(real_sizes)} --real images (e.g. {first}, {wide[first][0]}x"
+             f"{wide[first][1]}) are twice as wide as --fake images of their height: scored whole, as photos; "
+             "if they are pix2pix A|B pairs, move them to a folder of their own and pass --real_half A or B")
     if resize is None and fake_sizes and real_sizes and not set(fake_sizes.values()) & set(real_sizes.values()):
         what = "the halves of the --real images (--real_half)" if real_half else "the --real images"
         raise InputError(f"the --fake images in {fake_dir} are {_sizes(fake_sizes.values())} but {what} in "

@@ -1433,9 +1433,10 @@ def _replacing_note(dst: Path, identity: dict[str, str], step: int, checkpoint_d
     records it: :meth:`FeatureClusters.save`'s ``encoder``), what reads them, and ``--out`` for
     next time. ``encode --which_epoch N`` (or ``--checkpoint RUN/epoch_NNNN.pt``) silently put
     epoch N's clusters where synthesis without --clusters and the later stages read the latest's.
-    None when ``dst`` holds this encoder's clusters, or those of the same checkpoint file (the run
-    trained on since: rewriting them is what encode after training is for), records no checkpoint
-    (an older version's), or is missing or unreadable (a damaged one is rewritten)."""
+    None when the checkpoint encoded is the run's latest (its clusters belong in that file: the
+    run trained on since, or was moved, or the note's own advice is being followed), when ``dst``
+    holds this encoder's clusters, or those of the same checkpoint file, records no checkpoint (an
+    older version's), or is missing or unreadable (a damaged one is rewritten)."""
     try:
         held = FeatureClusters.load(dst) if dst.is_file() else None
     except Exception:   # damaged: encode rewrites it, as it always did
@@ -1444,13 +1445,12 @@ def _replacing_note(dst: Path, identity: dict[str, str], step: int, checkpoint_d
     if not was or not identity.get("sha256") or held.encoder.get("sha256") == identity["sha256"] \
             or os.path.abspath(was) == identity.get("checkpoint"):
         return None
+    own = checkpoint_clusters_path(checkpoint_dir, which_epoch)
+    if own.name == CLUSTERS_FILE:   # the latest checkpoint's, where they belong: nothing to warn of
+        return None
     said = (f"{dst} holds the clusters of the encoder of {was} (step {held.global_step}), which synthesis "
             f"without --clusters and the run's later stages read; this encode replaces them with those of "
             f"{identity.get('checkpoint')} (step {step}) when it ends")
-    own = checkpoint_clusters_path(checkpoint_dir, which_epoch)
-    if own.name == CLUSTERS_FILE:   # the latest checkpoint's, where they belong
-        return said + "; to keep another checkpoint's clusters apart, encode it with --out FILE and synthesize " \
-                      "with --clusters FILE"
     again = encode_command(own, checkpoint_dir, which_epoch)
     return (said + " (stop it before then to keep them: nothing is written until the end); next time, write "
             f"this checkpoint's clusters in a file of their own with `{again}` "

@@ -77,3 +77,26 @@ def test_both_instance_maps_are_removed_when_train_inst_holds_the_stems(tmp_path
     assert (f"remove {S}_gtFine_instanceIds.png and {S}_gtFine_instanceTrainIds.png: {tmp_path / 'train_inst'}/ "
             f"holds {S}_gtFine_instanceIds.png already") in msg, msg
     assert f"keep one of {S}_gtFine_labelIds.png (the id map), {S}_gtFine_labelTrainIds.png" in msg, msg
+
+
+# ---- REV7: a set that is mostly A|B pairs, and a few wide images among photos -----------------------
+
+@pytest.mark.fault(cls="command-line errors", case="evaluate --unpaired with a --real folder of A|B pairs "
+                                                   "holding one stray photo")
+def test_unpaired_refuses_a_set_mostly_of_ab_pairs_and_notes_a_few(tmp_path, capsys):
+    # fc90086 refused only a set whose every image was 2:1, so a facades A|B folder with one stray
+    # photo was scored whole without a word; fakes of two sizes were all named as the narrow ones
+    fake = _photos(tmp_path / "fake", [f"f{i}" for i in range(4)], seed=1)
+    _photos(fake, ["g0"], seed=5, size=(20, 20))
+    real = _photos(tmp_path / "real", [f"p{i}" for i in range(6)], seed=2, size=(32, 16))
+    _photos(real, ["stray"], seed=3)
+    err = one_error(capsys, ["--fake", str(fake), "--real", str(real), "--unpaired"])
+    assert f"6 of the 7 images of --real {real} are 32x16, twice as wide as --fake {fake}'s images (16x16, WxH)" \
+        in err, err
+    # a few wide images among photos: scored, with a note that counts them
+    few = _photos(tmp_path / "few", [f"r{i}" for i in range(5)], seed=6)
+    _photos(few, ["w0", "w1"], seed=7, size=(32, 16))
+    res = evaluate(fake, few, unpaired=True, feature_extractor=_tiny_extractor(), verbose=False)
+    assert res["n_real"] == 7
+    assert any(n.startswith("2 of the 7 --real images (e.g. ") and "pass --real_half A or B" in n
+               for n in res["notes"]), res["notes"]

@@ -235,7 +235,7 @@ def measure_steps(a: argparse.Namespace) -> float:
     return per
 
 
-def run(a: argparse.Namespace, *, seg=None, feature_extractor=None) -> dict:
+def run_recipe(a: argparse.Namespace, *, seg=None, feature_extractor=None) -> dict:
     """The benchmark (``main``'s options in ``a``); ``seg``, ``feature_extractor``: quality.py's
     scorer options (tests use tiny ones)."""
     torch.set_num_threads(a.threads)
@@ -353,13 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.measure_steps:
         measure_steps(a)
         return 0
-    state = run(a)
+    state = run_recipe(a)
     print(table_md(state, pix2pix_at(a.compare, state["points"][-1]["train_cpu_min"]) if a.compare else None))
     return 0
 
 
 if __name__ == "__main__":
-    # a UserError from deeper down: one error line, status 1. Imported under another name: as
-    # ``run`` it replaced this module's run(), and main() called errors.run with the options
-    from pix2pixhd.errors import run as run_main
-    sys.exit(run_main(main))
+    # a UserError from deeper down: one error line, status 1 (the recipe is run_recipe: a function
+    # of this module named run was replaced by this import, and main() called errors.run with the options)
+    from pix2pixhd.errors import run
+    sys.exit(run(main))

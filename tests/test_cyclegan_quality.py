@@ -27,7 +27,7 @@ def test_unpaired_facades_benchmark_trains_scores_and_resumes(tmp_path):
             "--n_val", "3", "--size", "32", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks",
             "--eval_every_epochs", "1", "--budget_minutes", "0"]
     tiny = dict(seg=SegmenterConfig(steps=2, width=4, depth=2), feature_extractor=_Feats())
-    state = C.run(C.parser().parse_args(argv), **tiny)
+    state = C.run_recipe(C.parser().parse_args(argv), **tiny)
     split = json.loads((tmp_path / "out" / "unpaired" / "unpaired.json").read_text())
     assert len(split["A_label_maps"]) == 3 and len(split["B_photos"]) == 3
     assert not set(split["A_label_maps"]) & set(split["B_photos"])   # no scene in both domains
@@ -40,7 +40,7 @@ def test_unpaired_facades_benchmark_trains_scores_and_resumes(tmp_path):
     assert (tmp_path / "out" / "samples_epoch1.png").is_file()
 
     # a larger budget continues from the evaluated checkpoint (--resume), one more chunk
-    state = C.run(C.parser().parse_args(argv[:-1] + [str(p1["train_cpu_min"] + 1e-6)]), **tiny)
+    state = C.run_recipe(C.parser().parse_args(argv[:-1] + [str(p1["train_cpu_min"] + 1e-6)]), **tiny)
     assert [p["epoch"] for p in state["points"]] == [1, 2]
     assert "--resume" in (tmp_path / "out" / "train.log").read_text()
 

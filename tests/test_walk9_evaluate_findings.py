@@ -298,7 +298,7 @@ def test_cyclegan_quality_names_the_src_its_data_was_made_from(tmp_path, monkeyp
                                "--n_val", "1"])
     C.check_options(C.parser(), a)
     with pytest.raises(SystemExit) as e:
-        C.run(a)
+        C.run_recipe(a)
     msg = str(e.value.code)
     assert msg.startswith(f"error: --data {data.resolve()} holds the split made with --src {made.resolve()} "
                           f"(this call's: {other.resolve()})"), msg

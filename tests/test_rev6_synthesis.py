@@ -18,23 +18,20 @@ gloo ranks on CPU in a subprocess.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from pix2pixhd import engine, errors
 from pix2pixhd.cli import synthesize_parser
 from pix2pixhd.engine import SynthesisInterrupted, SynthesisJob, run_synthesis
-from pix2pixhd.launch import synthesize
 from pix2pixhd.synthesis import Synthesizer, load_generator
 from tests.synthesis_runs import run  # noqa: F401  (a fixture)
+from tests.synthesis_runs import band_map as _map, job_record as _job, signalling as _signalling, synth_cli as _cli
 from tests.test_distributed import REPO, torchrun_cmd, torchrun_env
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
@@ -42,39 +39,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 TIMEOUT = 240
 
 
-def _map(path: Path, classes=(0, 1, 2), h: int = 16, w: int = 24) -> Path:
-    """A label map of vertical bands of ``classes`` (ids 255: a map skipped as out of range)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    a = np.array(classes, dtype=np.uint8)[np.arange(w) * len(classes) // w]
-    Image.fromarray(np.repeat(a[None], h, 0)).save(path)
-    return path
-
-
 def _maps(folder: Path, n: int = 6) -> Path:
     for k in range(n):
         _map(folder / f"m{k}.png", (0, 1, k % 5))
     return folder
-
-
-def _job(out: Path) -> dict:
-    return json.loads((out / "synthesis.json").read_text())
-
-
-def _cli(*args) -> int:
-    """synthesize.py's exit status (errors.run: an error's line on stderr)."""
-    return synthesize(["--device", "cpu", "--no_progress", "--workers", "0", *map(str, args)])
-
-
-def _signalling(g, signum):
-    """``g``, whose first forward sends ``signum`` to this process (as Ctrl-C or `kill` would)."""
-    calls = []
-
-    def forward(x):
-        calls.append(1)
-        if len(calls) == 1:
-            os.kill(os.getpid(), signum)
-        return g(x)
-    return forward
 
 
 # ---- 1. the Python API's Ctrl-C --------------------------------------------------------------------------

@@ -28,18 +28,16 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pix2pixhd import errors
 from pix2pixhd.engine import InputsSkippedError, SynthesisInterrupted, SynthesisJob, run_synthesis
 from pix2pixhd.features import CLUSTERS_FILE, FeatureClusters, checkpoint_encoder_identity
 from pix2pixhd.features import main as features_main
-from pix2pixhd.launch import synthesize
 from pix2pixhd.synthesis import Synthesizer, load_generator
 from tests.synthesis_runs import manifest, run  # noqa: F401  (run: a fixture)
+from tests.synthesis_runs import band_map as _map, job_record as _job, signalling as _signalling, synth_cli as _cli
 from tests.test_distributed import REPO, torchrun_cmd, torchrun_env
 from tests.test_engine_rank_scan import SLOW_WRITES
 from tests.test_synthesis_engine import save_run
@@ -47,23 +45,6 @@ from tests.test_synthesis_engine import save_run
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 TIMEOUT = 240
-
-
-def _map(path: Path, classes=(0, 1, 2), h: int = 16, w: int = 24) -> Path:
-    """A label map of vertical bands of ``classes`` (ids 255: a map of the void id)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    a = np.array(classes, dtype=np.uint8)[np.arange(w) * len(classes) // w]
-    Image.fromarray(np.repeat(a[None], h, 0)).save(path)
-    return path
-
-
-def _job(out: Path) -> dict:
-    return json.loads((out / "synthesis.json").read_text())
-
-
-def _cli(*args) -> int:
-    """synthesize.py's exit status (errors.run: an error's line on stderr)."""
-    return synthesize(["--device", "cpu", "--no_progress", "--workers", "0", *map(str, args)])
 
 
 # ---- 1. --strict ------------------------------------------------------------------------------------
@@ -309,18 +290,6 @@ def test_the_reference_encode_options_are_one_line_naming_the_replacement(argv, 
 
 
 # ---- 4. Ctrl-C -------------------------------------------------------------------------------------------
-def _signalling(g, signum):
-    """``g``, whose first forward sends ``signum`` to this process (as Ctrl-C or `kill` would)."""
-    calls = []
-
-    def forward(x):
-        calls.append(1)
-        if len(calls) == 1:
-            os.kill(os.getpid(), signum)
-        return g(x)
-    return forward
-
-
 @pytest.mark.fault(cls="interrupted run",
                    case="Ctrl-C (SIGINT) to a single-process synthesis: it stops as SIGTERM does, one line saying "
                         "what is complete and to rerun, status 130; the rerun completes the job")

@@ -600,10 +600,16 @@ def aligned_folder_problem(root: Path, phase: str) -> str | None:
     if d in (photo_label_folders(Path(root)) or ()):
         return (f"{d}/ is not a folder of pix2pix AB images (two photos side by side, which the aligned "
                 f"layout cuts in halves). {rename_hint(Path(root), 'train')}")
-    entries = sorted(d.iterdir())
-    if not entries or any(p.suffix.lower() in IMG_EXTS and not hidden(p) for p in entries):
+    # stops at the first image (a split of 100k needs no listing of it all: create_dataset and the
+    # check before the VGG weights both ask, layout_of); the whole sorted listing only for the message
+    entries = []
+    for p in d.iterdir():
+        if p.suffix.lower() in IMG_EXTS and not hidden(p):
+            return None
+        entries.append(p)
+    if not entries:
         return None
-    names = [p.name + ("/" if p.is_dir() else "") for p in entries]
+    names = [p.name + ("/" if p.is_dir() else "") for p in sorted(entries)]
     held = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "")
     fix = rename_hint(root, phase) or (
         f"the cityscapes layout reads {Path(root) / f'{phase}_label'}/ + {Path(root) / f'{phase}_img'}/ "

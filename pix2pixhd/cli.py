@@ -21,6 +21,7 @@ import re
 import signal
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 
 from pix2pixhd.argparsing import HelpFormatter
@@ -478,7 +479,9 @@ def _synthesize(a: argparse.Namespace, info) -> int:
     from pix2pixhd.paths import file_sha256
     from pix2pixhd.models import generator_key
     from pix2pixhd.synthesis import Synthesizer, load_generator
-    device, say = info.device, (print if info.is_master else (lambda *_, **__: None))
+    # flushed: through a pipe the summary otherwise waits in the buffer until the process exits,
+    # after the process group's teardown (a log shows that the job is done before the exit is)
+    device, say = info.device, (partial(print, flush=True) if info.is_master else (lambda *_, **__: None))
     given = {k: getattr(a, k) for k in ("bn_running_stats", "no_test_dropout", "eval")}
     if a.eval:
         a.bn_running_stats = a.no_test_dropout = True

@@ -27,6 +27,7 @@ from pix2pixhd.cli import synthesize_main
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.datasets.synthetic_streets import LABEL_NC, generate
 from pix2pixhd.models import build_generator
+from tests.bounded import run_bounded
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,8 +177,7 @@ def test_two_gloo_ranks_write_what_one_process_writes_each_input_once(run, stree
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(ROOT / "synthesize.py"),
            *args, "--out", str(two)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    p = run_bounded(cmd, timeout=120, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))   # seconds, here
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
     assert "wrote 7 images" in p.stdout and "rank 0 of 2" in p.stdout
     assert images(two / "test_img") == images(one / "test_img")   # byte-identical

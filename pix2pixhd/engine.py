@@ -64,6 +64,7 @@ import bisect
 import errno
 import functools
 import hashlib
+import itertools
 import heapq
 import io
 import json
@@ -2598,21 +2599,16 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     out, K, B = Path(job.out), job.num_samples, job.batch_size
     units_total = mine.units()
     cuda = synth.device.type == "cuda"
-    # the workers ignore SIGTERM and SIGINT, as training's do: a signal to the whole process group
-    # (GNU timeout, SLURM's scancel) killed them, and the run failed on a dead worker instead of
-    # stopping with the writes in flight done; they are shut down below
-    loader = create_dataloader(src, None, shuffle=False, num_workers=job.workers,
-                               sampler=mine.inputs(), pin_memory=False,   # batches are (below)
-                               prefetch_factor=2, ignore_stops=True) if mine else []
+    from pix2pixhd.distributed import process_group_timeout
+    # made in the try below (its finally shuts down what was made)
+    loader, items, pool, bar = [], iter(()), None, _NoProgress()
     max_pending = max(4 * B, 16)                  # decoded units waiting for a full batch
     max_inflight = max(2 * B, 4 * job.writers)    # outputs handed to writers, not yet written
     slots = threading.BoundedSemaphore(max_inflight)
-    pool = ThreadPoolExecutor(max(1, job.writers), thread_name_prefix="synth-writer")
     futures: deque = deque()
     buckets: dict[tuple, list[_Unit]] = {}
     show = job.progress and rank == 0
-    bar = (tqdm(total=units_total, desc="synthesize") if show and _stderr_is_tty() else
-           _LineProgress(units_total, "synthesize") if show else tqdm(total=units_total, disable=True))
+    received = 0   # inputs the loader handed over: the next one is what a stalled worker holds
     min_side = synth.min_side
     gen0 = synth.generator_seconds
     t0 = time.perf_counter()
@@ -2731,9 +2727,27 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         reap()
 
     try:
+        # The workers ignore SIGTERM and SIGINT, as training's do: a signal to the whole process
+        # group (GNU timeout, SLURM's scancel) killed them, and the run failed on a dead worker
+        # instead of stopping with the writes in flight done; they are shut down below. They are
+        # forked (iter) before this process starts a thread of its own (the writers, a progress
+        # bar's monitor): a lock another thread holds at the fork stays held in the child for ever.
+        # A fetch waits at most the process-group timeout (PIX2PIXHD_DIST_TIMEOUT_S): a worker
+        # that hands over nothing (alive, so torch waited for ever) stops the job with
+        # _LoaderStalledError, where under torchrun the other ranks waited silently in a collective.
+        if mine:
+            loader = create_dataloader(src, None, shuffle=False, num_workers=job.workers,
+                                       sampler=mine.inputs(), pin_memory=False,   # batches are (below)
+                                       prefetch_factor=2, ignore_stops=True,
+                                       timeout=process_group_timeout().total_seconds())
+            items = iter(loader)
+        pool = ThreadPoolExecutor(max(1, job.writers), thread_name_prefix="synth-writer")
+        bar = (tqdm(total=units_total, desc="synthesize") if show and _stderr_is_tty() else
+               _LineProgress(units_total, "synthesize") if show else bar)   # tqdm(disable=True) starts a thread
         if not agreed and not early:   # this rank has none of the job's first inputs
             agree([])
-        for item in loader:
+        for item in items:
+            received += 1
             if stop is not None and stop.signal:
                 break   # the batches sent are written (reap below); the rest waits for a rerun
             i = int(item["i"])
@@ -2780,6 +2794,10 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
                     run_batch(bucket)
         reap(block=True)
         stored.say()
+    except RuntimeError as caught:
+        if not str(caught).startswith("DataLoader timed out after"):
+            raise
+        raise _LoaderStalledError(_stalled_message(src, mine, received, job.workers)) from caught
     except (EOFError, ConnectionError) as caught:
         # a worker killed while handing a batch's shared memory over surfaces as that socket's
         # error: a dead worker makes it torch's error of a dead worker (its one line, below)
@@ -2797,7 +2815,8 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         try:   # now, on every way out: left to interpreter exit, workers that ignore SIGTERM hang it
             shutdown_workers(loader)
         finally:
-            pool.shutdown(wait=True)
+            if pool is not None:
+                pool.shutdown(wait=True)
             bar.close()
     report.seconds = time.perf_counter() - t0
     report.generator_seconds = synth.generator_seconds - gen0
@@ -2850,6 +2869,34 @@ class _StoredNotes:
                 more = f" and {n - len(names)} more" if n > len(names) else ""
                 print(printable(f"note: {n} input file(s) {heads[kind]}: {', '.join(names)}{more}; "
                                 f"{KIND_NOTES[kind]}"), file=sys.stderr, flush=True)
+
+
+class _NoProgress:
+    """update/close that do nothing: the bar of a run that shows none (tqdm(disable=True) starts
+    tqdm's monitor thread all the same)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _LoaderStalledError(UserError, RuntimeError):
+    """A decoding worker, alive, handed over no input within the process-group timeout."""
+
+
+def _stalled_message(src, mine: "_Todo", received: int, workers: int) -> str:
+    """_LoaderStalledError's line: the input the worker was to hand over next (the rank's
+    ``received``-th in its order: the first not received), the limit and the ways on."""
+    from pix2pixhd.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, process_group_timeout
+    nxt = next(itertools.islice(iter(mine.inputs()), received, None), None)
+    held = f" (the next input: {src.source_name(nxt)})" if nxt is not None else ""
+    return (f"the decoding worker (--workers {workers}) handed over no input for "
+            f"{process_group_timeout().total_seconds():g} s{held}: it is stuck (a file system read that does not "
+            f"return, or a deadlocked worker); the outputs written so far are kept. Rerun the same command to "
+            f"resume (--workers 0 decodes in this process); {TIMEOUT_ENV} sets the limit (seconds, default "
+            f"{DEFAULT_TIMEOUT_S:g}; it is also how long a rank waits for the others under torchrun)")
 
 
 class _LineProgress:

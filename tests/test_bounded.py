@@ -20,6 +20,7 @@ def test_a_hang_fails_with_the_stacks_of_the_command_and_of_its_children_then_le
     said = str(e.value)
     assert "ran past its 3 s limit" in said
     assert "waits_in_the_parent" in said and "waits_in_the_child" in said   # a session of its own too
+    assert said.count("threads (name:wchan): python:") == 2   # the command and its child
     assert time.monotonic() - t0 < 30
 
 

@@ -177,7 +177,10 @@ def test_two_gloo_ranks_write_what_one_process_writes_each_input_once(run, stree
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(ROOT / "synthesize.py"),
            *args, "--out", str(two)]
-    p = run_bounded(cmd, timeout=120, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))   # seconds, here
+    # a rank stuck for 60 s fails (gloo's timeout names the collective, the loader's the input):
+    # before the test's limit, with the ranks' own errors
+    p = run_bounded(cmd, timeout=120, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1",
+                                                         PIX2PIXHD_DIST_TIMEOUT_S="60"))   # seconds, here
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
     assert "wrote 7 images" in p.stdout and "rank 0 of 2" in p.stdout
     assert images(two / "test_img") == images(one / "test_img")   # byte-identical

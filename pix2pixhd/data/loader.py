@@ -200,7 +200,7 @@ def convert_shared(sample):
 
 def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: int, seed: int = 0,
                       drop_last: bool = False, sampler=None, pin_memory: bool | None = None,
-                      prefetch_factor: int = 2, ignore_stops: bool = False) -> DataLoader:
+                      prefetch_factor: int = 2, ignore_stops: bool = False, timeout: float = 0) -> DataLoader:
     """A DataLoader over ``dataset`` with batches of uint8/int32 tensors and 'path' lists.
 
     With no ``sampler`` a :class:`ResumableSampler` is made (``loader.sampler``); call
@@ -208,7 +208,9 @@ def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: i
     ``pin_memory`` defaults to whether CUDA is available; workers are persistent when
     ``num_workers > 0``; with ``ignore_stops`` they ignore SIGTERM and SIGINT
     (:func:`_worker_init_ignoring_stops`). Batches are made by :func:`collate` (samples of different sizes: a
-    DatasetError naming them).
+    DatasetError naming them). ``timeout`` > 0 (with workers): a fetch that waits longer for a
+    worker raises torch's "DataLoader timed out after T seconds" RuntimeError (0: it waits for ever
+    while the worker lives).
     """
     if sampler is None:
         sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=seed)
@@ -217,7 +219,8 @@ def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: i
     kw = {}
     if num_workers > 0:
         kw = dict(persistent_workers=True, prefetch_factor=prefetch_factor,
-                  worker_init_fn=_worker_init_ignoring_stops if ignore_stops else _worker_init)
+                  worker_init_fn=_worker_init_ignoring_stops if ignore_stops else _worker_init,
+                  timeout=timeout)
     # None: no batching, samples pass through default_convert (in shared memory from the worker)
     kw["collate_fn"] = collate if batch_size is not None else convert_shared
     cls = _StopsIgnoringLoader if ignore_stops else DataLoader

@@ -1207,10 +1207,15 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
              "CycleGAN learns from unpaired domains, so a --real image of the same "
              "name is a fake's target only where the dataset pairs them (as facades does); otherwise "
              f"PSNR/SSIM compare unrelated images ({sets}): read FID/KID" + (" (drop --no_fid)" if no_fid else ""))
+    # "skipped" alone reads as PSNR/SSIM's business: say that FID/KID leave these images out too
+    # (CycleGAN output has its own note above saying so, and naming --unpaired)
+    by = "" if job is not None else (" by every metric" if no_fid else
+                                     " (by every metric, FID/KID included; --unpaired scores "
+                                     "FID/KID over every image)")
     for side, idx, other in (("fake", fakes, "real"), ("real", reals, "fake")):
         if res[f"n_{side}_unmatched"]:
             note(f"note: {res[f'n_{side}_unmatched']} of {len(idx)} --{side} images have no "
-                 f"--{other} partner; skipped")
+                 f"--{other} partner; skipped{by}")
 
     ext = None
     if not no_fid:

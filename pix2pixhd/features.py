@@ -534,6 +534,34 @@ def recluster_advice(checkpoint_dir: str | Path, which_epoch: str | int = "lates
     return advice
 
 
+def _no_clusters_of_checkpoint(checkpoint_dir: str | Path, which_epoch: str | int = "latest") -> str | None:
+    """The error when there is no clusters file at all for a checkpoint other than the run's latest
+    (epoch N, as ``--which_epoch N`` or the file ``epoch_NNNN.pt``; one a resume kept aside): the
+    encode that writes its own file (:func:`checkpoint_clusters_path`) and the --clusters that reads
+    it. ``FeatureClusters.load``'s advice, plain ``encode --checkpoint RUN``, encodes the latest: its
+    clusters were then noted as another encoder's, with a second command to run. None for the latest, whose
+    clusters are the run's own file: that advice is right for it."""
+    own = checkpoint_clusters_path(checkpoint_dir, which_epoch)
+    if own.name == CLUSTERS_FILE:
+        return None
+    run_file = own.parent / CLUSTERS_FILE
+    what = checkpoint_dir if Path(checkpoint_dir).is_file() else f"{checkpoint_dir} --which_epoch {which_epoch}"
+    if own.is_file():   # written for it already (encode --out): only --clusters was missing
+        return (f"{run_file} not found, and it would hold the latest checkpoint's clusters anyway; those of "
+                f"the encoder of {what} are in {own}: synthesize with --clusters {own}")
+    return (f"no clusters for the encoder of {what}: neither {own} (its own file) nor {run_file} (the run's, "
+            f"for the latest checkpoint) is there: run `{encode_command(own, checkpoint_dir, which_epoch)}`, "
+            f"then synthesize with --clusters {own}; or synthesize with --feature_mode encoded and real photos")
+
+
+def _class_list(classes: Sequence[int], shown: int = 8) -> str:
+    """``classes`` for a note: all of them as ``[0, 7]``, or past ``shown`` the first few and a
+    count of the rest (a label_nc of 182 named every class on one line of hundreds of characters)."""
+    if len(classes) <= shown:
+        return f"class(es) {list(classes)}"
+    return f"classes {', '.join(map(str, classes[:shown]))} and {len(classes) - shown} more"
+
+
 class FeatureSource:
     """The feature channels G reads at synthesis: ``source(label, inst, image, seeds)`` → [N, F, H, W].
 
@@ -592,7 +620,7 @@ class FeatureSource:
         if present:
             self._warned |= present
         if present and os.environ.get("RANK", "0") == "0":   # under torchrun: rank 0 only
-            print(f"note: class(es) {sorted(present)} have no saved clusters"
+            print(f"note: {_class_list(sorted(present))} have no saved clusters"
                   f"{f' in {self.clusters.path}' if self.clusters.path is not None else ''} (no instance of "
                   "them was larger than 1/64 of an image when encoding): their feature channels are 0",
                   file=sys.stderr, flush=True)
@@ -603,9 +631,10 @@ class FeatureSource:
 
     def missing_clusters_note(self) -> str | None:
         """The note on every class of the checkpoint (0..label_nc-1) the clusters hold no centres
-        for, said once before a synthesis job starts (``pix2pixhd.engine``, rank 0). It comes from
-        the clusters file, which every rank reads, so it names the classes that only another
-        rank's (or a later batch's) maps hold: the per-batch note (``__call__``) named the classes
+        for (past 8 of them, the first 8 and a count of the rest: :func:`_class_list`), said once
+        before a synthesis job starts (``pix2pixhd.engine``, rank 0). It comes from the clusters
+        file, which every rank reads, so it names the classes that only another rank's (or a later
+        batch's) maps hold: the per-batch note (``__call__``) named the classes
         met so far, again for each batch that met new ones, and under torchrun rank 0's only. After
         it ``__call__`` notes none of those classes again. None in encoded mode, for photo inputs
         (label_nc 0), or when every class has centres."""
@@ -617,7 +646,7 @@ class FeatureSource:
         if not missing:
             return None
         where = f" in {self.clusters.path}" if self.clusters.path is not None else ""
-        return (f"class(es) {missing} of this checkpoint's {self.cfg.label_nc} have no saved clusters{where} (no "
+        return (f"{_class_list(missing)} of this checkpoint's {self.cfg.label_nc} have no saved clusters{where} (no "
                 "instance of them was larger than 1/64 of an image when encoding): wherever the maps hold them, "
                 "their feature channels are 0 (the manifest's \"clusters\" gives their instances index -1)")
 
@@ -655,6 +684,8 @@ class FeatureSource:
                 f"`{encode_command(chain[-1][0] / CLUSTERS_FILE)}` to cluster that encoder's features, or "
                 "synthesize with --feature_mode encoded and real photos")
         path = found[0] if found else chain[0][0] / CLUSTERS_FILE
+        if not found and (why := _no_clusters_of_checkpoint(checkpoint_dir, which_epoch)):
+            raise MissingInputError(why)
         if path.parent != chain[0][0]:
             print(f"note: using the clusters of {path.parent} (this run read precomputed features)")
         return cls._of_file(path, checkpoint_dir, cfg, mode, which_epoch=which_epoch, cluster=cluster, seed=seed)

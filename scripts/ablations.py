@@ -439,8 +439,19 @@ def main(argv: list[str] | None = None) -> int:
     data, runs = a.out / "data", a.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
-    manifest = prepare_data(DataSpec(str(a.facades.resolve()), a.n_val, a.split_seed, a.size), data,
-                            option="--out")
+    try:
+        manifest = prepare_data(DataSpec(str(a.facades.resolve()), a.n_val, a.split_seed, a.size), data,
+                                option="--out")
+    except InputError as e:
+        # the converter's fix for an image whose right half is no facades label map is its own
+        # --direction, which this script does not have (the facades are photo | label map): a folder
+        # of other AB images (another pix2pix dataset) is the wrong --facades, said as such
+        if "--direction" not in str(e):
+            raise
+        why = str(e).split("; is it the photo?")[0].replace(" with --direction BtoA", "")
+        raise InputError(f"--facades {a.facades} is not the pix2pix facades folder: {why}. --facades must "
+                         "hold train/N.jpg, each a photo (left half) | its colour label map in the facades "
+                         "palette (right half): point it at that folder") from None
     check_finished(a, variants, manifest, runs)   # a finished run with other options is not reused
     if a.stage in ("all", "train"):
         train_all(a, variants, manifest, runs)

@@ -1221,7 +1221,8 @@ def layout_of(root, phase: str, dataset_mode: str, palette, model: str | None, *
     found, :func:`~pix2pixhd.data.layouts.detect_mode`), from the folder listing alone (no file is
     read), or DatasetError where the layout is refused: the aligned layout's folder holds no AB
     images (:func:`~pix2pixhd.data.layouts.aligned_folder_problem`); ``dataset_mode``'s folders are
-    not there but another layout's are (named, with the fix); ``model`` (train_hd.py's --model;
+    not there but another layout's are (named, with the fix; a ``{phase}/`` the aligned layout
+    would refuse is not offered as it, its problem is said instead); ``model`` (train_hd.py's --model;
     None: not known) cannot train on it (:func:`model_layout_problem`; not with ``inputs_only``,
     synthesis's read of a checkpoint's inputs). ``palette``: only whether there is one (not None)
     counts: label maps are then the palette layout; it is not read. No layout there ('auto'): the
@@ -1249,6 +1250,12 @@ def layout_of(root, phase: str, dataset_mode: str, palette, model: str | None, *
             there = detect_mode(root, phase, palette)
         except DatasetError:
             there = None
+        if there == "aligned" and (why := aligned_folder_problem(root, phase)):
+            # "pass --dataset_mode aligned" would only be refused in turn (its folder holds no AB
+            # image): say what the folder holds and which layout would read it, once
+            folders = " + ".join(f"{n}/" for n in _mode_folders(mode, phase))
+            raise DatasetError(f"dataset_mode {mode} reads {folders} in {root}, which is not there, "
+                               f"and no other layout reads {root} as it is: {why}")
         if there is not None and there != mode and not (mode == "palette" and there == "cityscapes"):
             raise DatasetError(model_layout_problem(root, phase, there, model)
                                or _other_layout_message(root, phase, mode, there))

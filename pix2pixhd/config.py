@@ -27,8 +27,10 @@ import argparse
 import dataclasses
 import json
 import math
+import numbers
 import os
 import re
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -800,6 +802,9 @@ class TrainConfig:
         """Every option decided: inherited (resume, --load_pretrain), else the model's default,
         then the stage's; values and combinations checked (ValueError naming the fix). Reads the
         config of the run resumed or loaded; prints nothing (see :meth:`notes`)."""
+        coerced = self._coerced()
+        if coerced is not self:   # the given options compared below (resume, notes) are of its types too
+            return coerced.resolved()
         c = dataclasses.replace(self)
         if isinstance(c.model, str):
             c.model = model_name(c.model)   # NVIDIA's --model pix2pixHD, the pix2pix/CycleGAN repo's cycle_gan
@@ -1287,6 +1292,26 @@ class TrainConfig:
                     from pix2pixhd.data.layouts import MODES as choices
                 raise ConfigError(repo_value_error(f.name, v, choices))
 
+    def _coerced(self) -> "TrainConfig":
+        """A copy whose options given from Python as other number types (numpy's ``np.int64(1)``
+        from an array or a sweep, ``np.float32``: ``numbers.Integral`` / ``numbers.Real``) or as a
+        ``torch.device`` hold int, float and str, the types :meth:`_check_values` requires and
+        config.json stores; ``self`` where none is. A bool stays refused where a number is meant,
+        as before (``niter=True`` is no epoch count)."""
+        torch = sys.modules.get("torch")   # not imported here: a torch.device exists only once it is
+        changes = {}
+        for f in fields(self):
+            v, kind = getattr(self, f.name), type(f.metadata["default"])
+            if v is None or isinstance(v, bool) or type(v) in (kind, int):
+                continue   # (an int where a float is meant was accepted, and kept, before)
+            if kind is int and isinstance(v, numbers.Integral):
+                changes[f.name] = int(v)
+            elif kind is float and isinstance(v, numbers.Real):
+                changes[f.name] = float(v)
+            elif kind is str and torch is not None and isinstance(v, torch.device):
+                changes[f.name] = str(v)   # device=torch.device("cuda", 1): "cuda:1", as load_generator takes it
+        return dataclasses.replace(self, **changes) if changes else self
+
     def _check_values(self) -> None:
         """Each option of its default's type and, where it has choices, one of them: what
         argparse checks on the command line, for configs built in Python (``precision='BF16'``
@@ -1672,7 +1697,7 @@ class TrainConfig:
             raise NewerConfigError(f"config has unknown option(s) {unknown}: written by a newer pix2pixhd "
                                    f"than this one ({_version()}); read it with that version (pip install "
                                    "-U pix2pixhd, or its checkout)")
-        c = cls(**d)._filled()
+        c = cls(**d)._filled()._coerced()
         c._check_values()
         c._check_ranges(seed=False)
         if c.netG not in ("", "global", "local"):

@@ -1856,9 +1856,50 @@ def run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | Non
     ignored for the job's length: a map above its warning limit is one note naming the file
     (:func:`_noting_large_images`). One catch_warnings for the job, entered before its threads start
     and left after they end."""
+    # a Python caller's wrong argument: one line naming it, not an AttributeError from deep inside
+    if not isinstance(synth, Synthesizer):
+        raise ConfigError(f"run_synthesis: synth is {_type_name(synth)}; pass a Synthesizer of the generator: "
+                          "generator, cfg = load_generator(RUN); Synthesizer(generator, cfg)")
+    if not isinstance(job, SynthesisJob):
+        raise ConfigError(f"run_synthesis: job is {_type_name(job)}; pass a SynthesisJob: "
+                          "SynthesisJob(out=Path(OUT), input=Path(LABELS))"
+                          + (" (a dict of its fields: SynthesisJob(**d))" if isinstance(job, dict) else ""))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
         return _run_synthesis(synth, job, identity=identity, dist_info=dist_info)
+
+
+def _type_name(value) -> str:
+    """``value``'s type as an error names it: 'a dict', 'None', 'a GlobalGenerator'."""
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+# SynthesisJob's int fields, each with its least value and what it means: synthesize.py's option
+# checks (cli.synthesize_main, resolve_scale_width), for a job built in Python. None: its range is
+# checked below in _prepare_and_run (batch_size, num_samples: their lines as before) or not at all (seed).
+_JOB_INTS = {"how_many": (0, "0 = all"), "workers": (0, "0 = decode in the main process"),
+             "writers": (0, "PNG writing threads; 0 = 1"), "batch_size": (None, "maps per generator call"),
+             "num_samples": (None, "photos per map"), "seed": (None, "the seed of sampled features and dropout"),
+             "scale_width": (0, "0 keeps each map's size")}
+
+
+def _checked_job(job: SynthesisJob) -> SynthesisJob:
+    """``job`` with its int fields checked as synthesize.py checks its options: of another integer
+    type (numpy's ``np.int64``), an int in a copy (the manifest records them as JSON); not an integer
+    (``batch_size="4"``), a ConfigError naming the field; below its least value (``how_many=-1``,
+    which read as "all"), synthesize.py's error."""
+    import dataclasses
+    import numbers
+    changes = {}
+    for name, (lo, means) in _JOB_INTS.items():
+        v = getattr(job, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise ConfigError(f"SynthesisJob {name}={v!r}: must be an int ({means}; synthesize.py's --{name})")
+        if lo is not None and v < lo:
+            raise ConfigError(f"--{name} {v}: must be >= {lo} ({means})")
+        if type(v) is not int:
+            changes[name] = int(v)
+    return dataclasses.replace(job, **changes) if changes else job
 
 
 def _run_synthesis(synth: Synthesizer, job: SynthesisJob, *, identity: dict | None = None,
@@ -1908,6 +1949,7 @@ def _prepare_and_run(synth: Synthesizer, job: SynthesisJob, identity: dict | Non
     """run_synthesis's work: the checks, the folder prepared (and locked by rank 0), then _run_job."""
     from pix2pixhd.errors import raise_on_any_rank
     rank, world = info.rank, info.world_size
+    job = _checked_job(job)
     if (job.input is None) == (job.dataroot is None):
         raise ConfigError("give either --input (a folder of maps) or --dataroot (a dataset root), not "
                           + ("both" if job.input is not None else "neither"))

@@ -21,7 +21,8 @@ except two the user can act on without one: a data loader worker that died (the 
 except in train_hd.py, whose start-up lines and notes (:func:`say`) and end-of-run summary go to
 os.devnull once the reader is gone: the run trains on and keeps its status (0, or a stop's 75/130).
 Command-line parsing errors (an unknown option, a value of the wrong type) are argparse's: its
-usage, then ``error:``, status 2 (``SystemExit`` passes through); so the reference's options this
+usage, then ``error:``, status 2 (``SystemExit`` passes through :func:`run`; ``pix2pixhd.launch``'s
+``train``/``synthesize`` return its status to a Python caller); so the reference's options this
 project replaces are refused before parsing, as a ``ConfigError`` (``cli.refuse_reference_only``).
 The entry functions themselves (``train_main(argv)``...) raise as before, so Python callers and
 tests see the exception.
@@ -172,13 +173,27 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
     error's own ``exit_status``, as synthesis's --strict gives :data:`SKIPPED_EXIT_STATUS`), a
     KeyboardInterrupt (Ctrl-C) one ``interrupted`` line and status 130.
 
-    ``--debug`` sets ``PIX2PIXHD_DEBUG=1`` for this process and its children (data loader
-    workers, a re-executed compiler), so they show tracebacks too.
+    ``--debug`` sets ``PIX2PIXHD_DEBUG=1`` for this call, so that the children it starts (data
+    loader workers, a re-executed compiler) show tracebacks too; its value before is put back when
+    the call ends (a notebook's next call without --debug shows one line again, not a traceback).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug_before = os.environ.get(DEBUG_ENV)
     if DEBUG_FLAG in argv:
         argv = [a for a in argv if a != DEBUG_FLAG]
         os.environ[DEBUG_ENV] = "1"
+    try:
+        return _run(main, argv)
+    finally:
+        # after the except clauses of _run (their debug_enabled() sees this call's --debug)
+        if debug_before is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = debug_before
+
+
+def _run(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """:func:`run`'s call of ``main(argv)`` and its errors, once ``--debug`` is decided."""
     try:
         status = int(main(argv) or 0)
         sys.stdout.flush()   # here, not at exit: a reader gone (`| head`) is a BrokenPipeError below

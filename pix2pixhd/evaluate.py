@@ -590,7 +590,13 @@ SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 def _require_uint8(x: torch.Tensor, what: str) -> None:
     """Refuse non-uint8 images: a float image in [0, 1] read as 0-255 shifts PSNR by 48 dB and
     squashes Inception's input to a grey -1, silently; and a batch that is not [N, C, H, W] (one
-    [C, H, W] image gave per-channel PSNRs, or an unpacking error in SSIM)."""
+    [C, H, W] image gave per-channel PSNRs, or an unpacking error in SSIM); and what is not a torch
+    tensor (a numpy array: an AttributeError on ``dim``)."""
+    if not isinstance(x, torch.Tensor):
+        fix = "torch.from_numpy(x)" if isinstance(x, np.ndarray) else "torch.as_tensor(x)"
+        held = type(x).__name__ if type(x).__module__ == "builtins" else f"{type(x).__module__}.{type(x).__name__}"
+        raise InputError(f"{what} is a {held}; pass a torch tensor, uint8 [N, C, H, W]: {fix} "
+                         "(an [N, H, W, C] array: then .permute(0, 3, 1, 2))")
     if x.dim() != 4:
         raise InputError(f"{what} must be a batch [N, C, H, W] of images; got shape {tuple(x.shape)} "
                          "(one image: x[None])")
@@ -1103,6 +1109,12 @@ def evaluate(fake_dir, real_dir, *, labels_dir=None, train_images=None, train_la
     against every real image (:func:`_evaluate_unpaired`). Returns a JSON-ready dict; its
     ``segmentation.size`` is [H, W].
     """
+    for name, flag, what, folder in (("fake_dir", "--fake", "synthesized images", fake_dir),
+                                     ("real_dir", "--real", "real photos they are scored against", real_dir)):
+        if not isinstance(folder, (str, os.PathLike)):   # a Python caller's: not Path(None)'s TypeError
+            held = "None" if folder is None else f"a {type(folder).__name__}"
+            raise ConfigError(f"evaluate: {name} is {held}; pass the folder of the {what}, a str or Path "
+                              f"(the command's {flag})")
     log = print if verbose else (lambda *a, **k: None)
     notes: list[str] = []   # every note line, also stored in the results' "notes"
 

@@ -322,6 +322,26 @@ def _check_partner(label: torch.Tensor, other: torch.Tensor | None, name: str, w
                          f"pass the {what}s as [{n}, {c}, {h}, {w}] (one per label map, the same size)")
 
 
+def require_tensor(x, name: str, want: str, optional: bool = True) -> None:
+    """``x`` (``name``, to be ``want``) must be a torch tensor (or None, where ``optional``): a numpy
+    array, a PIL image or a list is one InputError naming the conversion, not an AttributeError
+    ('no attribute dim') from deep inside."""
+    if isinstance(x, torch.Tensor) or (x is None and optional):
+        return
+    if isinstance(x, np.ndarray):
+        fix = f"torch.from_numpy({name})"
+    elif isinstance(x, Image.Image):
+        fix = (f"torch.from_numpy(np.array({name})), then [None, None] for an [H, W] map or "
+               ".permute(2, 0, 1)[None] for an [H, W, C] photo")
+    elif x is None:
+        raise InputError(f"{name} is None; pass a torch tensor, {want}")
+    else:
+        fix = f"torch.tensor({name})"
+    module = type(x).__module__.split(".")[0]
+    held = type(x).__qualname__ if module == "builtins" else f"{module}.{type(x).__qualname__}"
+    raise InputError(f"{name} is a {held}; pass a torch tensor, {want}: {fix}")
+
+
 def auto_precision(device: torch.device) -> str:
     """``precision='auto'`` for a PyTorch generator on ``device``: bf16 on a CUDA GPU that computes
     in bf16 natively (Ampere, sm_80, and newer), else fp32. torch's is_bf16_supported() also says
@@ -361,6 +381,11 @@ class Synthesizer:
 
     def __init__(self, generator, cfg: TrainConfig, device: str | torch.device = "cpu",
                  precision: str = "auto", channels_last: bool | None = None, features=None):
+        if not isinstance(cfg, TrainConfig):   # a Python caller's: one line, not an AttributeError below
+            held = f"a {type(cfg).__name__}" if cfg is not None else "None"
+            raise ConfigError(f"Synthesizer: cfg is {held}; pass the run's TrainConfig: load_generator(RUN) "
+                              "returns (generator, cfg); from a dict of its options (config.json): "
+                              "TrainConfig.from_dict(d)")
         self.G, self.cfg, self.device = generator, cfg, resolve_device(device, None, option="device")
         bind_cuda_device(self.device)
         if isinstance(generator, torch.nn.Module) and generator.training:
@@ -456,6 +481,10 @@ class Synthesizer:
         the host (:meth:`nonfinite_error`).
         """
         cfg = self.cfg
+        require_tensor(label, "label", "[N, 1, H, W] integer label ids" if cfg.label_nc > 0
+                       else "uint8 [N, C, H, W] photos", optional=False)
+        require_tensor(inst, "inst", "[N, 1, H, W] instance ids")
+        require_tensor(image, "image", "uint8 [N, 3, H, W] photos")
         if seeds is not None and len(seeds) != label.shape[0]:
             # one seed for three rows would give all three the same masks and features, silently
             raise ValueError(f"{len(seeds)} seed(s) for a batch of {label.shape[0]} maps: pass one seed "

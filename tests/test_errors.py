@@ -55,9 +55,17 @@ def test_a_user_error_is_one_line_and_status_1(capsys, monkeypatch):
 
 def test_debug_flag_or_environment_shows_the_traceback(monkeypatch):
     monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+    during = []
+
+    def main(argv):
+        during.append(os.environ.get(errors.DEBUG_ENV))   # children (loader workers) inherit it
+        raise DatasetError("bad")
+
     with pytest.raises(DatasetError):
-        errors.run(_raises(DatasetError("bad")), ["--debug"])
-    assert os.environ[errors.DEBUG_ENV] == "1"   # children (loader workers) inherit it
+        errors.run(main, ["--debug"])
+    assert during == ["1"]
+    assert errors.DEBUG_ENV not in os.environ   # for that call only: a later call in the process is not debugged
+    monkeypatch.setenv(errors.DEBUG_ENV, "1")
     with pytest.raises(ConfigError):
         errors.run(_raises(ConfigError("bad")), [])
 

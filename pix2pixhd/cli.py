@@ -241,9 +241,10 @@ def _train(argv: list[str], prog: str | None = None, state: dict | None = None) 
             print(f"dataset: {len(ds)} sample{'' if len(ds) == 1 else 's'} in {cfg.dataroot} (--phase {cfg.phase}); their files are "
                   f"checked when the run starts (--validate {cfg.validate})", flush=True)
         return 0
-    from pix2pixhd.trainer import Trainer, TrainingStopped
+    from pix2pixhd.trainer import Trainer, TrainingAborted, TrainingInterrupted, TrainingStopped
     try:
         trainer = Trainer(cfg, info)
+        trainer.from_command = True   # the notes were printed above; its Ctrl-C lines name the exit status
         if state is not None:
             state["trainer"] = trainer
         try:
@@ -259,10 +260,14 @@ def _train(argv: list[str], prog: str | None = None, state: dict | None = None) 
                 state["trainer"], state["ended"] = None, True
             trainer.release_distributed()
             del trainer
-    except TrainingStopped as e:   # SIGTERM/SIGINT: the summary too, then exit status 75/130
+    except (TrainingStopped, TrainingInterrupted) as e:   # SIGTERM/SIGINT: the summary too, then status 75/130
         if info.is_master and e.summary is not None:
             _print_summary(e.summary)
+        if isinstance(e, TrainingInterrupted):   # the API's KeyboardInterrupt: the command's SystemExit, as before
+            raise TrainingStopped(e.line, e.status, e.summary) from None
         raise
+    except TrainingAborted as e:   # a second Ctrl-C: its line said, exit status 130 without a traceback
+        raise SystemExit(e.status) from None
     except BaseException:
         # An error under way (one the ranks agreed on at the start, say): torchrun SIGTERMs this
         # rank once a faster peer has exited on the same error, often while the group is ended

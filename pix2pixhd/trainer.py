@@ -102,7 +102,8 @@ class NonFiniteLossError(UserError, FloatingPointError):
 # A run stopped by SIGTERM after saving latest.pt exits with errors.STOPPED_EXIT_STATUS (75). A run
 # stopped by SIGINT (Ctrl-C), after saving latest.pt (the first) or at once (a second), exits
 # with errors.INTERRUPTED_EXIT_STATUS, 128 + SIGINT as a shell reports it, so that a script or a
-# retry loop stops as the user asked instead of taking 75 for "resume me".
+# retry loop stops as the user asked instead of taking 75 for "resume me". (Through the Python API
+# SIGINT's stops are KeyboardInterrupts, TrainingInterrupted and TrainingAborted; train_hd.py exits.)
 
 # The signals the training loop turns into a stop at a step boundary, by priority (under DDP the
 # ranks agree on the highest code any of them got): their names and exit statuses.
@@ -117,11 +118,12 @@ RANK_LOCAL_OPTIONS = frozenset({"dataroot", "checkpoints_dir", "load_pretrain", 
 
 
 class TrainingStopped(SystemExit):
-    """SIGTERM (or a first SIGINT) stopped the run at a step boundary, latest.pt saved. A
-    SystemExit with status :data:`STOPPED_EXIT_STATUS` (SIGTERM) or
-    :data:`INTERRUPTED_EXIT_STATUS` (SIGINT): ``errors.run`` and the scripts pass it on as the
-    exit status (the message was printed on stderr); Python callers can catch it. ``summary``:
-    the run's summary (``stopped_by`` names the signal), which train_hd.py prints on stdout."""
+    """SIGTERM stopped the run at a step boundary, latest.pt saved. A SystemExit with status
+    :data:`STOPPED_EXIT_STATUS`, as SIGTERM's default action ends the process: ``errors.run``
+    and the scripts pass it on as the exit status (the message was printed on stderr); Python
+    callers can catch it. train_hd.py also ends a Ctrl-C stop (:class:`TrainingInterrupted`)
+    with one, status :data:`INTERRUPTED_EXIT_STATUS`. ``summary``: the run's summary
+    (``stopped_by`` names the signal), which train_hd.py prints on stdout."""
 
     def __init__(self, message: str, status: int = STOPPED_EXIT_STATUS, summary: dict | None = None):
         super().__init__(status)
@@ -132,14 +134,36 @@ class TrainingStopped(SystemExit):
         return self.message
 
 
-class TrainingAborted(SystemExit):
-    """A second SIGINT (Ctrl-C twice): the run ends at once, mid-step, saving nothing more (the
-    last checkpoint written stays as it was). Status :data:`INTERRUPTED_EXIT_STATUS`; its one
-    line was printed on stderr, and no traceback follows (a SystemExit)."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """A first Ctrl-C (SIGINT) stopped the run at a step boundary, latest.pt saved: a
+    KeyboardInterrupt, so that a script's or notebook's ``except KeyboardInterrupt`` sees it, as
+    it sees a Ctrl-C during the start (a SystemExit(130) used to pass by both ``except
+    KeyboardInterrupt`` and ``except Exception``). A new Trainer of the same config with
+    ``resume=True`` continues the run. ``summary``: the run's summary (``stopped_by`` "SIGINT");
+    ``status``: :data:`INTERRUPTED_EXIT_STATUS`, the command's exit status; ``line``: the line
+    train_hd.py says on stderr (from Python none is printed: the message says it)."""
+    exit_status = INTERRUPTED_EXIT_STATUS
 
-    def __init__(self, message: str):
-        super().__init__(INTERRUPTED_EXIT_STATUS)
-        self.message = message
+    def __init__(self, message: str, summary: dict | None = None, *, line: str | None = None):
+        super().__init__(message)
+        self.message, self.summary, self.line = message, summary, line
+        self.status = INTERRUPTED_EXIT_STATUS
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TrainingAborted(KeyboardInterrupt):
+    """A second SIGINT (Ctrl-C twice): the run ends at once, mid-step, saving nothing more (the
+    last checkpoint written stays as it was). A KeyboardInterrupt, as :class:`TrainingInterrupted`;
+    train_hd.py said its ``line`` on stderr and exits with :data:`INTERRUPTED_EXIT_STATUS` (no
+    traceback); from Python none is printed: the message says it."""
+    exit_status = INTERRUPTED_EXIT_STATUS
+
+    def __init__(self, message: str, *, line: str | None = None):
+        super().__init__(message)
+        self.message, self.line = message, line
+        self.status = INTERRUPTED_EXIT_STATUS
 
     def __str__(self) -> str:
         return self.message
@@ -343,6 +367,11 @@ def _note(text: str) -> None:
     sys.stderr.flush()
 
 
+# torch's deterministic-algorithms setting (enabled, warn_only) as it was before set_deterministic
+# switched it on, while that holds (None: not switched on by a run): unset_deterministic puts it back
+_DETERMINISTIC_BEFORE: tuple[bool, bool] | None = None
+
+
 def set_deterministic(device: torch.device) -> None:
     """``--deterministic``: torch.use_deterministic_algorithms. On CPU that refuses ops without a
     deterministic kernel; CPU runs repeat bit for bit without it at a fixed thread count (a resume
@@ -351,8 +380,13 @@ def set_deterministic(device: torch.device) -> None:
     On CUDA, ReflectionPad2d's backward (the generators' padding) has no deterministic kernel, and
     strict mode would raise at the first G backward; there the setting warns instead
     (``warn_only``), cuDNN picks deterministic algorithms without benchmarking, and cuBLAS gets the
-    workspace setting it needs: reproducible up to that one op, said once.
+    workspace setting it needs: reproducible up to that one op, said once. The setting it
+    replaced is kept for :func:`unset_deterministic`.
     """
+    global _DETERMINISTIC_BEFORE
+    if _DETERMINISTIC_BEFORE is None:
+        _DETERMINISTIC_BEFORE = (torch.are_deterministic_algorithms_enabled(),
+                                 torch.is_deterministic_algorithms_warn_only_enabled())
     if device.type != "cuda":
         torch.use_deterministic_algorithms(True)
         return
@@ -362,6 +396,20 @@ def set_deterministic(device: torch.device) -> None:
     warnings.warn("--deterministic on CUDA: ReflectionPad2d's backward has no deterministic CUDA "
                   "kernel, so runs are reproducible except for that op (torch warns where it runs)",
                   RuntimeWarning, stacklevel=2)
+
+
+def unset_deterministic() -> None:
+    """A run without ``--deterministic``: torch's deterministic algorithms as they were before an
+    earlier run of this process switched them on (:func:`set_deterministic`), off unless the
+    caller had switched them on; none switched on: left as they are (a caller's own setting
+    holds). An earlier run's setting held for every later Trainer of the process, whose strict
+    mode refuses ops without a deterministic kernel and whose --norm_impl auto never measures.
+    cuDNN's benchmark stays off, as no run switches it on (torch's default), and
+    CUBLAS_WORKSPACE_CONFIG stays: cuBLAS reads it as it creates a handle, and it changes no result."""
+    global _DETERMINISTIC_BEFORE
+    before, _DETERMINISTIC_BEFORE = _DETERMINISTIC_BEFORE, None
+    if before is not None:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def check_optimizer_state(opt: torch.optim.Optimizer) -> None:
@@ -422,11 +470,19 @@ class Trainer:
     Process-wide state a run sets, as training scripts do, and leaves set: the Python, NumPy and
     torch RNGs are seeded with ``cfg.seed`` (+ rank); a resume restores the states it saved;
     ``cfg.deterministic`` switches torch's deterministic algorithms on (on CUDA also
-    ``CUBLAS_WORKSPACE_CONFIG`` and cuDNN's benchmark off); with --norm_impl auto on CUDA, the
+    ``CUBLAS_WORKSPACE_CONFIG`` and cuDNN's benchmark off), and a later Trainer without it puts
+    them back as they were before (:func:`unset_deterministic`); with --norm_impl auto on CUDA, the
     norm chooser keeps its choices in the run folder's norm_autotune.json (per rank) unless
     PIX2PIXHD_NORM_AUTOTUNE_FILE names a file (other runs unset it); ``fit`` installs SIGTERM/SIGINT
     handlers while it runs (and SIGCHLD's, single process with loader workers). Save and restore
     them around a run if other work in the process needs its own.
+
+    A first Ctrl-C during ``fit`` stops the run at the next step boundary with latest.pt saved
+    and raises :class:`TrainingInterrupted`, a second one at once :class:`TrainingAborted`: both
+    KeyboardInterrupts, as a Ctrl-C before the loop is; a SIGTERM raises :class:`TrainingStopped`
+    (a SystemExit, as SIGTERM ends a process). The notes of ``cfg.notes()`` (a resume's changed
+    options among them) are printed on stderr as the run starts. ``from_command``: set by
+    train_hd.py, which printed the notes itself and ends a Ctrl-C stop with its line and status.
     """
 
     def __init__(self, cfg: TrainConfig, dist_info: DistInfo | None = None, vgg: nn.Module | None = None):
@@ -443,6 +499,8 @@ class Trainer:
         seed_rng(cfg.seed + self.dist.rank)   # a resume restores the saved states below
         if cfg.deterministic:
             set_deterministic(self.device)
+        else:   # an earlier run's --deterministic in this process must not hold for this one
+            unset_deterministic()
         self.amp_dtype = AMP_DTYPES.get(cfg.precision)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
@@ -533,6 +591,9 @@ class Trainer:
         self._sigchld_held = False     # a SIGCHLD came while held
         self._fit_started = False      # fit() started this run (a Trainer fits once)
         self._fit_ended = False        # fit() is ending or has ended (its signal handlers restored)
+        # train_hd.py sets it before fit(): it printed cfg.notes() with its start lines, and it ends
+        # the process on a Ctrl-C, so that the lines here may name its exit status and its rerun
+        self.from_command = False
 
         # the NVIDIA run folder this run was imported from (pix2pixhd.import_reference), saved in
         # each checkpoint as imported_run: what a resume refusal says the run started from
@@ -1461,8 +1522,9 @@ class Trainer:
     def fit(self) -> dict:
         """Train to the end of ``niter + niter_decay`` epochs (or ``max_steps``); returns a summary.
 
-        On every way out (the end, a ``max_steps`` stop, a SIGTERM or SIGINT stop
-        (:class:`TrainingStopped`), a second SIGINT (:class:`TrainingAborted`) and an exception)
+        On every way out (the end, a ``max_steps`` stop, a SIGTERM stop (:class:`TrainingStopped`)
+        or SIGINT stop (:class:`TrainingInterrupted`), a second SIGINT (:class:`TrainingAborted`)
+        and an exception)
         the DataLoader's workers are shut down (they ignore SIGTERM, so leaving them to
         interpreter exit would hang the process), the signal handlers the loop installs are
         replaced by the previous ones, the logs (tensorboard, HTML page, text log) are closed and
@@ -1519,8 +1581,8 @@ class Trainer:
         """From here until :meth:`fit` returns, SIGTERM (SLURM preemption; torchrun passes it on
         to its workers) and a first SIGINT (Ctrl-C; torchrun passes it on too) only set a flag:
         the loop stops at the next step boundary with latest.pt saved (:meth:`_stop_requested`).
-        A second SIGINT aborts at once (:class:`TrainingAborted`: one line, no traceback, nothing
-        saved). Installed where Python allows it (the main thread); a SIGTERM or SIGINT before
+        A second SIGINT aborts at once (:class:`TrainingAborted`, nothing saved; under train_hd.py
+        one line, no traceback). Installed where Python allows it (the main thread); a SIGTERM or SIGINT before
         (the start: dataset validation, checkpoint load) is train_main's: it ends the process at
         once with the same exit status, as nothing has been trained yet."""
         self._stop_code, self._sigints = 0, 0
@@ -1536,14 +1598,16 @@ class Trainer:
                 latest = self.exp_dir / "latest.pt"
                 saved = f"{latest} is the last checkpoint" if latest.exists() else "no checkpoint yet"
                 msg = (f"aborted by a second SIGINT during epoch {self.epoch} after step {self.global_step}, "
-                       f"saving nothing ({saved}); exit status {INTERRUPTED_EXIT_STATUS}")
-                if self.dist.is_master:
-                    _write_stderr(f"\n{msg}\n")
-                raise TrainingAborted(msg)
+                       f"saving nothing ({saved})")
+                line = f"{msg}; exit status {INTERRUPTED_EXIT_STATUS}"
+                if self.dist.is_master and self.from_command:   # from Python: the exception says it
+                    _write_stderr(f"\n{line}\n")
+                raise TrainingAborted(msg, line=line)
             self._stop_code = max(self._stop_code, 2)
             if self.dist.is_master:   # os.write: print() could re-enter a write to stderr (tqdm)
-                _write_stderr(f"\nSIGINT: stopping after this step, saving latest.pt (exit status "
-                              f"{INTERRUPTED_EXIT_STATUS}); press Ctrl-C again to abort without saving\n")
+                status = f" (exit status {INTERRUPTED_EXIT_STATUS})" if self.from_command else ""
+                _write_stderr(f"\nSIGINT: stopping after this step, saving latest.pt{status}; press Ctrl-C "
+                              "again to abort without saving\n")
         # a signal ignored on entry (SIGINT of a job a script started with &) stays ignored
         self._sigterm_previous = install_signal_handlers({signal.SIGTERM: on_sigterm, signal.SIGINT: on_sigint})
 
@@ -1568,19 +1632,23 @@ class Trainer:
     def _stop_by_sigterm(self, code: int = 1, summary: dict | None = None) -> None:
         """Save latest.pt (every rank joins its RNG gather), wait until rank 0 has written it (a
         rank that exits first makes torchrun stop the others, rank 0 mid-write included), say so
-        and raise :class:`TrainingStopped` with the signal's exit status (SIGTERM 75, SIGINT
-        130) and the run's ``summary``."""
+        and raise with the run's ``summary``: SIGTERM :class:`TrainingStopped` (exit status 75);
+        SIGINT :class:`TrainingInterrupted`, a KeyboardInterrupt carrying the command's line (130),
+        said here only under train_hd.py (:attr:`from_command`)."""
         name, status = _STOP_SIGNALS[code]
         self.save("latest")
         barrier(self.dist)
-        msg = (f"stopped by {name} at epoch {self.epoch} step {self.global_step}; "
-               f"{self.exp_dir / 'latest.pt'} saved; rerun the same command with --auto_resume (or "
-               "--resume) to continue")
+        where = (f"stopped by {name} at epoch {self.epoch} step {self.global_step}; "
+                 f"{self.exp_dir / 'latest.pt'} saved")
+        msg = f"{where}; rerun the same command with --auto_resume (or --resume) to continue"
         if status != STOPPED_EXIT_STATUS:
             msg += f"; exit status {status}"
         self.vis.log_message(msg, step=self.global_step)
-        if self.dist.is_master:
+        if self.dist.is_master and (name != "SIGINT" or self.from_command):
             print(msg, file=sys.stderr, flush=True)
+        if name == "SIGINT":   # a Python caller's except KeyboardInterrupt sees it; no command to rerun there
+            raise TrainingInterrupted(f"{where}; a Trainer of the same config with resume=True continues the run",
+                                      summary, line=msg)
         raise TrainingStopped(msg, status, summary)
 
     # ---- a DataLoader worker that died: latest.pt saved at the step boundary (single process) ----
@@ -1770,8 +1838,10 @@ class Trainer:
                     atomic_write_bytes(self.exp_dir / STAMP_FILE, json.dumps(stamp).encode())
                 # a fresh start (0) keeps no history of an attempt that died before its first save
                 self.vis.begin(resumed_at_step=self.global_step if cfg.resume else 0)
-                for note in cfg.notes():   # train_hd.py printed them; the run's log keeps them too
-                    self.vis.log_message(f"note: {note}")   # (a resume's changed options among them)
+                for note in cfg.notes():   # the run's log keeps them too (a resume's changed options among them)
+                    self.vis.log_message(f"note: {note}")
+                    if not self.from_command:   # train_hd.py printed them with its start lines
+                        print(f"note: {note}", file=sys.stderr, flush=True)
                 data_note = self._dataset_size_note()
                 if data_note:
                     self.vis.log_message(f"note: {data_note}")

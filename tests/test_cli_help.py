@@ -58,7 +58,8 @@ ENTRY_POINTS = {
                     ("quality", "build_parser"), ("ranges", "build_parser"), ("cyclegan_quality", "parser"))},
     **{f"scripts/{n}.py": (f"scripts/{n}.py", (lambda n=n, f=f: getattr(_script(f"scripts/{n}.py")(), f)()))
        for n, f in (("main_job", "parser"), ("ablations", "build_parser"), ("numerics_check", "build_parser"),
-                    ("fault_table", "build_parser"), ("elastic_demo", "build_parser"))},
+                    ("fault_table", "build_parser"), ("elastic_demo", "build_parser"),
+                    ("fork_stress", "build_parser"))},
 }
 POLICY_FILES = {"pix2pixhd/argparsing.py", "benchmarks/_cli.py"}   # the policy itself
 

@@ -131,11 +131,14 @@ _STOPS = (signal.SIGTERM, signal.SIGINT)
 class _StopsIgnoringLoader(DataLoader):
     """A DataLoader whose workers start with SIGTERM and SIGINT blocked (this thread's signal mask
     while they are forked; this process gets a signal that came meanwhile when they are back), until
-    :func:`_worker_init_ignoring_stops` ignores them. Where there are no signal masks (Windows),
-    a plain DataLoader."""
+    :func:`_worker_init_ignoring_stops` ignores them, and are forked after
+    :func:`settle_before_fork`. Where there are no signal masks (Windows), without the blocking."""
 
     def _get_iterator(self):
-        if self.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+        if self.num_workers == 0:
+            return super()._get_iterator()
+        settle_before_fork()
+        if not hasattr(signal, "pthread_sigmask"):
             return super()._get_iterator()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
         try:
@@ -198,6 +201,30 @@ def convert_shared(sample):
     return out
 
 
+# seconds a loader waits before it forks its workers in a process that runs a process group
+FORK_SETTLE_S = 0.05
+
+
+def settle_before_fork() -> None:
+    """Wait :data:`FORK_SETTLE_S` before forking loader workers, where this process runs a
+    torch.distributed process group (nothing otherwise).
+
+    The group's threads (gloo's) take Python's interpreter lock from C++ when they drop a
+    collective's tensors, creating and deleting a Python thread state under a lock of the
+    interpreter's own. A fork while one of them held that lock gave a worker that waited for it for
+    ever in Python's after-fork code (gdb's stack of the stuck worker: ``PyOS_AfterFork_Child`` ->
+    ``_PyThreadState_DeleteExcept``, Python 3.11), before it ran a line of the loader: a two-rank
+    synthesis hung, one rank waiting for its worker's first input and the other in a collective.
+    The workers are forked right after the start's collectives, while those threads may still be
+    dropping their tensors: waiting lets them finish (``scripts/fork_stress.py`` counts the stalls
+    over many jobs, with and without the wait: docs/synthesis.md). A forkserver would avoid the
+    fork altogether, but it imports the user's script again (one without a ``__main__`` guard ran
+    twice), and under it the tests of a dead worker under DDP and of a SIGTERM to torchrun failed."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        time.sleep(FORK_SETTLE_S)
+
+
 def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: int, seed: int = 0,
                       drop_last: bool = False, sampler=None, pin_memory: bool | None = None,
                       prefetch_factor: int = 2, ignore_stops: bool = False, timeout: float = 0) -> DataLoader:
@@ -207,7 +234,7 @@ def create_dataloader(dataset, batch_size: int, *, shuffle: bool, num_workers: i
     ``loader.sampler.set_epoch(epoch, skip=batches_done * batch_size)`` before each epoch.
     ``pin_memory`` defaults to whether CUDA is available; workers are persistent when
     ``num_workers > 0``; with ``ignore_stops`` they ignore SIGTERM and SIGINT
-    (:func:`_worker_init_ignoring_stops`). Batches are made by :func:`collate` (samples of different sizes: a
+    (:func:`_worker_init_ignoring_stops`) and are forked after :func:`settle_before_fork`. Batches are made by :func:`collate` (samples of different sizes: a
     DatasetError naming them). ``timeout`` > 0 (with workers): a fetch that waits longer for a
     worker raises torch's "DataLoader timed out after T seconds" RuntimeError (0: it waits for ever
     while the worker lives).

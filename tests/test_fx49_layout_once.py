@@ -16,7 +16,7 @@ from PIL import Image
 
 from pix2pixhd.config import DataConfig, TrainConfig
 from pix2pixhd.data import DatasetError, create_dataset
-from pix2pixhd.data.dataset import _other_layout_message, layout_of, model_layout_problem
+from pix2pixhd.data.dataset import _other_layout_message, _unread_aligned_message, layout_of, model_layout_problem
 from pix2pixhd.data.layouts import MODES, aligned_folder_problem, no_dataset_message
 
 fault = pytest.mark.fault
@@ -61,6 +61,7 @@ def _layout_messages(root, phase="train"):
     found = {model_layout_problem(root, phase, m, model) for m in MODES[1:] for model in MODELS}
     found |= {_other_layout_message(root, phase, m, t) for m in MODES[1:] for t in MODES[1:] if m != t}
     found.add(aligned_folder_problem(root, phase))
+    found |= {_unread_aligned_message(root, phase, m) for m in MODES[1:]}   # FX53: no circle of refusals
     return found - {None}, no_dataset_message(root, phase)
 
 

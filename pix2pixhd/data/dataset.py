@@ -1215,6 +1215,20 @@ def _check_dataset_mode(dataset_mode: str) -> None:
                           or f"dataset_mode={dataset_mode!r}; expected one of {MODES}")
 
 
+def _unread_aligned_message(root, phase: str, mode: str) -> str | None:
+    """layout_of's refusal of a root whose only layout is an aligned ``{phase}/`` that the aligned
+    layout itself refuses (:func:`~pix2pixhd.data.layouts.aligned_folder_problem`: no AB image
+    directly in it), for ``mode``'s folders that are not there; None where that folder would be
+    read. "pass --dataset_mode aligned" would only be refused in turn: this says what the folder
+    holds and which layout would read it, once."""
+    why = aligned_folder_problem(root, phase)
+    if why is None:
+        return None
+    folders = " + ".join(f"{n}/" for n in _mode_folders(mode, phase))
+    return (f"dataset_mode {mode} reads {folders} in {root}, which is not there, "
+            f"and no other layout reads {root} as it is: {why}")
+
+
 def layout_of(root, phase: str, dataset_mode: str, palette, model: str | None, *,
               inputs_only: bool = False, missing_ok: bool = False) -> str | None:
     """The layout split ``phase`` of ``root`` is read as with ``dataset_mode`` ('auto': the one
@@ -1250,12 +1264,8 @@ def layout_of(root, phase: str, dataset_mode: str, palette, model: str | None, *
             there = detect_mode(root, phase, palette)
         except DatasetError:
             there = None
-        if there == "aligned" and (why := aligned_folder_problem(root, phase)):
-            # "pass --dataset_mode aligned" would only be refused in turn (its folder holds no AB
-            # image): say what the folder holds and which layout would read it, once
-            folders = " + ".join(f"{n}/" for n in _mode_folders(mode, phase))
-            raise DatasetError(f"dataset_mode {mode} reads {folders} in {root}, which is not there, "
-                               f"and no other layout reads {root} as it is: {why}")
+        if there == "aligned" and (unread := _unread_aligned_message(root, phase, mode)):
+            raise DatasetError(unread)
         if there is not None and there != mode and not (mode == "palette" and there == "cityscapes"):
             raise DatasetError(model_layout_problem(root, phase, there, model)
                                or _other_layout_message(root, phase, mode, there))

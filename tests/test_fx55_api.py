@@ -17,17 +17,10 @@ from PIL import Image
 from pix2pixhd import errors, launch
 from pix2pixhd.config import TrainConfig
 from pix2pixhd.errors import ConfigError, InputError, UserError
-from tests.test_synthesis_engine import save_run
+from tests.synthesis_runs import run  # noqa: F401  (a module fixture: label_nc 5, no instance maps)
 
 ROOT = Path(__file__).resolve().parent.parent
 fault = pytest.mark.fault
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("run")
-    save_run(folder, label_nc=5, no_instance=True)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -14,23 +14,8 @@ import pytest
 from pix2pixhd import engine
 from pix2pixhd.cli import synthesize_main
 from pix2pixhd.data import loader as loader_module
-from pix2pixhd.datasets.synthetic_streets import generate
 from pix2pixhd.errors import UserError
-from tests.test_synthesis_engine import save_run
-
-
-@pytest.fixture(scope="module")
-def streets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("streets")
-    generate(root, n_train=1, n_test=5, width=64, height=32, seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("run")
-    save_run(folder)
-    return folder
+from tests.test_synthesis_engine import run, streets  # noqa: F401  (module fixtures: 7 maps, a tiny generator)
 
 
 def args(run, streets, out, workers=1):
@@ -64,7 +49,7 @@ def test_a_stalled_worker_stops_the_job_at_the_limit_naming_the_input_and_a_reru
     assert sorted(p.name for p in (out / "test_img").iterdir()) == ["test_00000.png", "test_00001.png"]
     stall.unlink()
     assert synthesize_main(args(run, streets, out)) == 0
-    assert len(list((out / "test_img").iterdir())) == 5
+    assert len(list((out / "test_img").iterdir())) == 7
 
 
 def test_the_workers_are_forked_while_the_process_runs_no_thread_of_its_own(run, streets, tmp_path, monkeypatch):

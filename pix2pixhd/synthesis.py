@@ -381,12 +381,13 @@ class Synthesizer:
 
     def __init__(self, generator, cfg: TrainConfig, device: str | torch.device = "cpu",
                  precision: str = "auto", channels_last: bool | None = None, features=None):
+        device = resolve_device(device, None, option="device")   # first: an unknown device is named as before
         if not isinstance(cfg, TrainConfig):   # a Python caller's: one line, not an AttributeError below
             held = f"a {type(cfg).__name__}" if cfg is not None else "None"
             raise ConfigError(f"Synthesizer: cfg is {held}; pass the run's TrainConfig: load_generator(RUN) "
                               "returns (generator, cfg); from a dict of its options (config.json): "
                               "TrainConfig.from_dict(d)")
-        self.G, self.cfg, self.device = generator, cfg, resolve_device(device, None, option="device")
+        self.G, self.cfg, self.device = generator, cfg, device
         bind_cuda_device(self.device)
         if isinstance(generator, torch.nn.Module) and generator.training:
             prepare_generator(generator)   # train-mode BatchNorm: batch statistics, updated buffers

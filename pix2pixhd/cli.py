@@ -411,11 +411,9 @@ def synthesize_main(argv: list[str] | None = None, prog: str | None = None) -> i
     for name in ("checkpoint", "input", "inst", "real", "dataroot", "out", "onnx_path", "clusters"):
         if getattr(a, name):   # a quoted ~ (--out=~/x) is the home folder, as the shell would make it
             setattr(a, name, os.path.expanduser(getattr(a, name)))
-    for name, lo, means in (("how_many", 0, "0 = all"), ("workers", 0, "0 = decode in the main process"),
-                            ("writers", 0, "PNG writing threads; 0 = 1"),
-                            ("batch_size", 1, "maps per generator call"), ("num_samples", 1, "photos per map")):
-        if getattr(a, name) < lo:   # before the generator is loaded or anything is written
-            raise ConfigError(f"--{name} {getattr(a, name)}: must be >= {lo} ({means})")
+    from pix2pixhd.engine import check_job_int   # a job built in Python is checked the same way
+    for name in ("how_many", "workers", "writers", "batch_size", "num_samples"):
+        check_job_int(name, getattr(a, name))   # before the generator is loaded or anything is written
     if a.backend == "onnx":   # onnxruntime runs the exported fp32 graph: autocast does not reach it
         if a.precision in ("bf16", "fp16"):
             raise ConfigError(f"--precision {a.precision} with --backend onnx: the exported ONNX graph computes "

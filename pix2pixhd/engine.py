@@ -1793,9 +1793,7 @@ def _unused_inst_note(job: SynthesisJob, cfg) -> str:
 def _check_samples(job: SynthesisJob, synth: Synthesizer) -> None:
     """K > 1 samples of a generator that draws nothing would be K copies: refused, naming what
     makes it draw nothing (so the fix it gives is the one that applies)."""
-    if job.num_samples < 1:
-        raise ConfigError(f"--num_samples {job.num_samples}: must be at least 1")
-    if job.num_samples == 1:
+    if job.num_samples == 1:   # (>= 1: _checked_job)
         return
     f = synth.features
     varies = synth.has_dropout or (f is not None and (f.mode == "sample" or
@@ -1874,13 +1872,20 @@ def _type_name(value) -> str:
     return "None" if value is None else f"a {type(value).__name__}"
 
 
-# SynthesisJob's int fields, each with its least value and what it means: synthesize.py's option
-# checks (cli.synthesize_main, resolve_scale_width), for a job built in Python. None: its range is
-# checked below in _prepare_and_run (batch_size, num_samples: their lines as before) or not at all (seed).
-_JOB_INTS = {"how_many": (0, "0 = all"), "workers": (0, "0 = decode in the main process"),
-             "writers": (0, "PNG writing threads; 0 = 1"), "batch_size": (None, "maps per generator call"),
-             "num_samples": (None, "photos per map"), "seed": (None, "the seed of sampled features and dropout"),
-             "scale_width": (0, "0 keeps each map's size")}
+# SynthesisJob's int fields, each with its least value (None: any) and what it means; synthesize.py
+# checks its options of the same names with check_job_int too (scale_width there through
+# resolve_scale_width), before the generator loads.
+JOB_INTS = {"how_many": (0, "0 = all"), "workers": (0, "0 = decode in the main process"),
+            "writers": (0, "PNG writing threads; 0 = 1"), "batch_size": (1, "maps per generator call"),
+            "num_samples": (1, "photos per map"), "seed": (None, "the seed of sampled features and dropout"),
+            "scale_width": (0, "0 keeps each map's size")}
+
+
+def check_job_int(name: str, value: int) -> None:
+    """synthesize.py's error for ``value`` of the int field ``name`` below its least value (JOB_INTS)."""
+    lo, means = JOB_INTS[name]
+    if lo is not None and value < lo:
+        raise ConfigError(f"--{name} {value}: must be >= {lo} ({means})")
 
 
 def _checked_job(job: SynthesisJob) -> SynthesisJob:
@@ -1891,12 +1896,11 @@ def _checked_job(job: SynthesisJob) -> SynthesisJob:
     import dataclasses
     import numbers
     changes = {}
-    for name, (lo, means) in _JOB_INTS.items():
+    for name, (_, means) in JOB_INTS.items():
         v = getattr(job, name)
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise ConfigError(f"SynthesisJob {name}={v!r}: must be an int ({means}; synthesize.py's --{name})")
-        if lo is not None and v < lo:
-            raise ConfigError(f"--{name} {v}: must be >= {lo} ({means})")
+        check_job_int(name, v)
         if type(v) is not int:
             changes[name] = int(v)
     return dataclasses.replace(job, **changes) if changes else job
@@ -1953,8 +1957,6 @@ def _prepare_and_run(synth: Synthesizer, job: SynthesisJob, identity: dict | Non
     if (job.input is None) == (job.dataroot is None):
         raise ConfigError("give either --input (a folder of maps) or --dataroot (a dataset root), not "
                           + ("both" if job.input is not None else "neither"))
-    if job.batch_size < 1:
-        raise ConfigError(f"--batch_size {job.batch_size}: must be at least 1")
     _check_samples(job, synth)
     cfg = synth.cfg
     needs_inst, needs_image = _needs(synth)
@@ -2651,6 +2653,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     buckets: dict[tuple, list[_Unit]] = {}
     show = job.progress and rank == 0
     received = 0   # inputs the loader handed over: the next one is what a stalled worker holds
+    wait_s = process_group_timeout().total_seconds()   # the most a fetch waits for a worker
     min_side = synth.min_side
     gen0 = synth.generator_seconds
     t0 = time.perf_counter()
@@ -2780,8 +2783,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
         if mine:
             loader = create_dataloader(src, None, shuffle=False, num_workers=job.workers,
                                        sampler=mine.inputs(), pin_memory=False,   # batches are (below)
-                                       prefetch_factor=2, ignore_stops=True,
-                                       timeout=process_group_timeout().total_seconds())
+                                       prefetch_factor=2, ignore_stops=True, timeout=wait_s)
             items = iter(loader)
         pool = ThreadPoolExecutor(max(1, job.writers), thread_name_prefix="synth-writer")
         bar = (tqdm(total=units_total, desc="synthesize") if show and _stderr_is_tty() else
@@ -2839,7 +2841,7 @@ def _stream(synth: Synthesizer, job: SynthesisJob, src, layout: OutputLayout,
     except RuntimeError as caught:
         if not str(caught).startswith("DataLoader timed out after"):
             raise
-        raise _LoaderStalledError(_stalled_message(src, mine, received, job.workers)) from caught
+        raise _LoaderStalledError(_stalled_message(src, mine, received, job.workers, wait_s)) from caught
     except (EOFError, ConnectionError) as caught:
         # a worker killed while handing a batch's shared memory over surfaces as that socket's
         # error: a dead worker makes it torch's error of a dead worker (its one line, below)
@@ -2928,14 +2930,14 @@ class _LoaderStalledError(UserError, RuntimeError):
     """A decoding worker, alive, handed over no input within the process-group timeout."""
 
 
-def _stalled_message(src, mine: "_Todo", received: int, workers: int) -> str:
+def _stalled_message(src, mine: "_Todo", received: int, workers: int, wait_s: float) -> str:
     """_LoaderStalledError's line: the input the worker was to hand over next (the rank's
-    ``received``-th in its order: the first not received), the limit and the ways on."""
-    from pix2pixhd.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, process_group_timeout
+    ``received``-th in its order: the first not received), the limit ``wait_s`` and the ways on."""
+    from pix2pixhd.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV
     nxt = next(itertools.islice(iter(mine.inputs()), received, None), None)
     held = f" (the next input: {src.source_name(nxt)})" if nxt is not None else ""
     return (f"the decoding worker (--workers {workers}) handed over no input for "
-            f"{process_group_timeout().total_seconds():g} s{held}: it is stuck (a file system read that does not "
+            f"{wait_s:g} s{held}: it is stuck (a file system read that does not "
             f"return, or a deadlocked worker); the outputs written so far are kept. Rerun the same command to "
             f"resume (--workers 0 decodes in this process); {TIMEOUT_ENV} sets the limit (seconds, default "
             f"{DEFAULT_TIMEOUT_S:g}; it is also how long a rank waits for the others under torchrun)")

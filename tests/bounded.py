@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (its children, theirs...), read from /proc: torchrun starts
-    each rank in a session of its own, so a process group does not reach them."""
+def descendant_parents(pid: int) -> dict[int, int]:
+    """{pid: its parent's pid} of every live process below ``pid`` (its children, theirs...), read
+    from /proc: torchrun starts each rank in a session of its own, so a process group does not
+    reach them."""
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -25,12 +26,18 @@ def descendants(pid: int) -> list[int]:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])   # the name in (...) may hold spaces
         children.setdefault(ppid, []).append(int(d.name))
-    found, todo = [], [pid]
+    found, todo = {}, [pid]
     while todo:
-        for c in children.get(todo.pop(), ()):
-            found.append(c)
+        parent = todo.pop()
+        for c in children.get(parent, ()):
+            found[c] = parent
             todo.append(c)
     return found
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids of :func:`descendant_parents`."""
+    return list(descendant_parents(pid))
 
 
 def threads_waiting(pids) -> str:

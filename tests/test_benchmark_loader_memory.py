@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import loader_memory as LM
+from tests.bounded import descendant_parents
 
 pytestmark = pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/smaps_rollup"),
                                 reason="no /proc/PID/smaps_rollup here (Linux 4.14 or later): the "
@@ -67,23 +68,11 @@ def _cmdline(pid: int) -> str | None:
 
 def _descendants(pid: int) -> dict[int, tuple[int, str]]:
     """{pid: (parent pid, command line)} of ``pid``'s children, their children, and so on (/proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = {}, [(c, pid) for c in children.get(pid, ())]
-    while todo:
-        p, parent = todo.pop()
+    found = {}
+    for p, parent in descendant_parents(pid).items():
         cmd = _cmdline(p)
-        if cmd is None:
-            continue
-        found[p] = (parent, cmd)
-        todo += [(c, p) for c in children.get(p, ())]
+        if cmd is not None:
+            found[p] = (parent, cmd)
     return found
 
 
